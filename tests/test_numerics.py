@@ -1,0 +1,143 @@
+"""sim.numerics against independent references: exact rationals, exhaustive small sweeps, the paper."""
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from sim import numerics as nx
+
+
+def ref_round_half_up(fr: Fraction) -> int:
+    return math.floor(fr + Fraction(1, 2))
+
+
+@pytest.mark.parametrize("s", range(-3, 12))
+def test_rshift_round_matches_exact_rational(s):
+    xs = np.arange(-5000, 5001)
+    got = nx.rshift_round(xs, s)
+    want = [ref_round_half_up(Fraction(int(x), 1) / Fraction(2) ** s) for x in xs]
+    assert got.tolist() == want
+
+
+def test_rshift_round_half_cases():
+    assert nx.rshift_round(5, 1) == 3      # 2.5 -> 3
+    assert nx.rshift_round(-5, 1) == -2    # -2.5 -> -2
+    assert nx.rshift_round(-7, 2) == -2    # -1.75 -> -2
+    assert nx.rshift_round(3, -2) == 12
+
+
+def test_saturate():
+    assert nx.saturate(np.array([200, -200, 5]), 8).tolist() == [127, -128, 5]
+    assert nx.saturate(np.array([300, -3]), 8, signed=False).tolist() == [255, 0]
+    with pytest.raises(ValueError, match="bits"):
+        nx.saturate(1, 0)
+
+
+def test_to_dyadic_error_bound_and_normalisation():
+    rng = np.random.default_rng(0)
+    scales = np.exp(rng.uniform(np.log(1e-9), np.log(1e3), 20000))
+    d = nx.to_dyadic(scales)
+    approx = d.b / np.power(2.0, d.c)
+    assert np.all(np.abs(approx - scales) <= np.power(2.0, -d.c - 1) * (1 + 1e-12))
+    assert np.all(np.abs(approx / scales - 1) <= 2.0 ** -nx.MULT_BITS)
+    assert np.all(d.b >= 1 << (nx.MULT_BITS - 1)) and np.all(d.b < 1 << nx.MULT_BITS)
+
+
+def test_to_dyadic_rejects_bad_scales():
+    for bad in (-1.0, float("nan"), float("inf"), 2.0 ** 20):
+        with pytest.raises(ValueError):
+            nx.to_dyadic(bad)
+    assert int(nx.to_dyadic(0.0).b) == 0
+
+
+def test_requant_matches_rational_reference():
+    rng = np.random.default_rng(1)
+    acc = rng.integers(-(1 << 26), 1 << 26, size=4000)
+    mult = nx.to_dyadic(rng.uniform(1e-6, 1e-2, size=4000))
+    got = nx.requant(acc, mult)
+    for a, b, c, g in zip(acc, mult.b, mult.c, got):
+        want = ref_round_half_up(Fraction(int(a) * int(b), 2 ** int(c)))
+        assert g == max(-128, min(127, want))
+
+
+def test_requant_offset_and_unsigned():
+    m = nx.Dyadic(1 << 15, 15)  # exactly 1.0
+    assert nx.requant(np.array([10, 10]), m, offset=np.array([3, -3])).tolist() == [7, 13]
+    assert nx.requant(np.array([-5, 300]), m, signed=False).tolist() == [0, 255]
+
+
+def test_hswish_int_tracks_float_hardswish():
+    s_in, s_out = 6.0 / 4096, 6.0 / 127
+    three, mult = nx.hswish_constants(s_in, s_out)
+    x = np.arange(-8 * 4096 // 6, 8 * 4096 // 6)
+    got = nx.hswish_int(x, three, mult)
+    xf = x * s_in
+    ref = xf * np.clip(xf + 3, 0, 6) / 6
+    want = np.clip(np.floor(ref / s_out + 0.5), -128, 127)
+    # three = round(3/s_in) is exact here, so only the dyadic's 2**-16 relative error remains
+    assert np.max(np.abs(got - want)) <= 1
+    assert np.mean(got != want) < 0.01
+
+
+def test_lod_and_log2_paper_example():
+    assert nx.lod(0b01100011) == 6
+    assert nx.log2_round(0b01100011) == 7          # paper Sec. IV-D
+    assert nx.log2_round(1) == 0
+    assert nx.log2_round(0) == -1
+
+
+def test_log2_round_exhaustive_16bit():
+    x = np.arange(1, 1 << 16)
+    got = nx.log2_round(x)
+    # independent reference: the round bit compares the mantissa x / 2**floor(log2 x) with 1.5
+    i = np.array([v.bit_length() - 1 for v in x.tolist()])
+    mant = x / np.power(2.0, i)
+    assert np.array_equal(got, i + (mant >= 1.5))
+
+
+def test_log2_quantize_clips_to_4_bits():
+    x = np.array([0, 1, 3, 1 << 20])
+    e = nx.log2_quantize(x, offset=-10, emin=-12)
+    assert e.tolist() == [-12, -10, -8, 3]   # -10+21=11 clipped to emin+15=3
+    assert np.all((e - -12 >= 0) & (e - -12 < 16))
+
+
+def test_shift_divide_matches_division_by_power_of_two():
+    x = np.arange(-1000, 1000)
+    for e in (-2, 0, 1, 5):
+        want = [ref_round_half_up(Fraction(int(v)) / Fraction(2) ** e) for v in x]
+        assert nx.shift_divide(x, e).tolist() == want
+
+
+def test_packed_dual_multiply_exhaustive_int8():
+    a = np.arange(-128, 128)[:, None, None]
+    hi = np.arange(-128, 128)[None, :, None]
+    lo = np.arange(-128, 128, 3)[None, None, :]
+    h, l = nx.packed_dual_multiply(a, hi, lo)
+    assert np.array_equal(h, np.broadcast_to(a * hi, h.shape))
+    assert np.array_equal(l, np.broadcast_to(a * lo, l.shape))
+
+
+def test_accumulator_bits_bound():
+    # 2560 products of (-128)*(-128) + nothing: 2560 * 16384 = 41943040 needs 27 bits signed
+    assert nx.accumulator_bits(2560) == 27
+    assert nx.accumulator_bits(2560, bias_bits=30) <= nx.ACC_BITS
+
+
+def test_requant_with_residual_is_one_rounding_of_the_exact_sum():
+    rng = np.random.default_rng(2)
+    acc = rng.integers(-(1 << 24), 1 << 24, size=3000)
+    res = rng.integers(-128, 128, size=3000)
+    m = nx.to_dyadic(rng.uniform(1e-6, 1e-4, size=3000))
+    rm = nx.align_residual(nx.to_dyadic(rng.uniform(0.3, 2.0, size=3000)), m.c)
+    got = nx.requant(acc, m, residual=res, res_mult=rm)
+    for a, r, b, c, rb, rc, g in zip(acc, res, m.b, m.c, rm.b, rm.c, got):
+        exact = Fraction(int(a) * int(b), 2 ** int(c)) + Fraction(int(r) * int(rb), 2 ** int(rc))
+        assert g == max(-128, min(127, ref_round_half_up(exact)))
+
+
+def test_requant_relu_before_offset():
+    one = nx.Dyadic(1 << 15, 15)
+    assert nx.requant(np.array([-7, 9]), one, relu=True, offset=2).tolist() == [-2, 7]
