@@ -1,0 +1,15 @@
+"""Trio-ViT's arithmetic units (paper Sec. IV-D and V), as Amaranth components.
+
+Each unit is a :class:`amaranth.lib.wiring.Component` with keyword-only, validated parameters
+whose defaults are the paper's widths; its behaviour is defined by the matching function of
+:mod:`sim.numerics` (the tests check it bit for bit). ``UNITS`` maps the CLI names
+(``python -m hw verilog NAME``) to the classes.
+"""
+
+from .adder_tree import AdderTree
+
+__all__ = ["AdderTree", "UNITS"]
+
+UNITS: dict[str, type] = {
+    "adder_tree": AdderTree,
+}
