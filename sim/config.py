@@ -1,0 +1,210 @@
+"""AccelConfig: the parameters of one Trio-ViT accelerator instance (paper Sec. V, Fig. 8).
+
+The compiler (:mod:`sim.compile`), the functional simulator, the cycle model (:mod:`sim.perf`)
+and the RTL generator all take the same :class:`AccelConfig`.
+
+Parallelism (paper notation, Fig. 7-8)
+--------------------------------------
+* ``N`` R-MACs per PE lane and ``M`` PE lanes in the R-MAC engine (``M * N`` multipliers),
+* ``T`` multipliers per PE lane and ``S`` PE lanes in the MAT engine (``S * T`` multipliers),
+* ``L`` computing cores. Multipliers in total: ``(N*M + T*S) * L``.
+
+The paper's point is ``(8, 8, 8, 8, 16)``: 2048 int8 multipliers at 200 MHz; with DSP packing
+(two int8 products sharing one operand per DSP48E2) that is 1024 DSPs.
+
+DRAM (the ``paper`` preset)
+---------------------------
+The ZCU102's PS DDR4 is 64 bit at 2400 MT/s: 19.2 GB/s peak. The programmable logic reaches it
+through the four 128-bit ``S_AXI_HP`` ports; at the accelerator's 200 MHz clock one port moves at
+most 16 B/cycle (3.2 GB/s), four ports 64 B/cycle = **12.8 GB/s**, i.e. two thirds of the DDR
+peak, which is also about the sustained DDR4 efficiency (refresh, bank conflicts, read/write
+turnarounds) reported for streaming DMA on Zynq UltraScale+. We therefore assume 64 B/cycle
+usable, shared by all cores, and a 64-cycle (320 ns) access latency (PL -> HP port -> DDR
+controller -> PL round trip), paid once per DMA burst sequence (a LOAD/STORE instruction).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["AccelConfig", "ConfigError", "PRESETS"]
+
+
+class ConfigError(ValueError):
+    """An invalid accelerator configuration (the message names the field and the allowed range)."""
+
+
+# field -> (min, max) for integers
+_RANGES = {
+    "N": (1, 64), "M": (1, 64), "T": (1, 64), "S": (1, 64), "L": (1, 64),
+    "buf_b_bytes": (1024, 1 << 24), "buf_c_bytes": (1024, 1 << 24),
+    "buf_out_bytes": (1024, 1 << 24), "buf_aux_bytes": (256, 1 << 22),
+    "buf_div_bytes": (64, 1 << 20),
+    "dram_bytes_per_cycle": (1, 4096), "dram_latency_cycles": (0, 100000),
+    "requant_latency": (0, 64), "host_cycles_per_elem": (0, 10000),
+    "host_overhead_cycles": (0, 10 ** 7),
+}
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    """One accelerator instance. All sizes are in bytes, all times in accelerator clock cycles.
+
+    ``buf_b_bytes``/``buf_c_bytes``/``buf_out_bytes`` are the global buffers B (activations),
+    C (weights + per-channel requant parameters) and the output buffer, shared by the L cores;
+    ``buf_aux_bytes`` and ``buf_div_bytes`` are per core (auxiliary buffer between the R-MAC and
+    MAT engines; divisor buffer of the attention).
+    """
+    N: int = 8
+    M: int = 8
+    T: int = 8
+    S: int = 8
+    L: int = 16
+    buf_b_bytes: int = 192 * 1024
+    buf_c_bytes: int = 192 * 1024
+    buf_out_bytes: int = 64 * 1024
+    buf_aux_bytes: int = 16 * 1024
+    buf_div_bytes: int = 1024
+    dram_bytes_per_cycle: int = 64
+    dram_latency_cycles: int = 64
+    clock_mhz: float = 200.0
+    dsp_packing: bool = True
+    requant_latency: int = 3
+    host_cycles_per_elem: int = 4
+    host_overhead_cycles: int = 2000
+    name: str = "custom"
+
+    def __post_init__(self):
+        for f, (lo, hi) in _RANGES.items():
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{f} must be an integer, got {v!r}")
+            if not lo <= v <= hi:
+                raise ConfigError(f"{f} must lie in [{lo}, {hi}], got {v}")
+        if isinstance(self.clock_mhz, bool) or not isinstance(self.clock_mhz, (int, float)) \
+                or not 1.0 <= float(self.clock_mhz) <= 2000.0:
+            raise ConfigError(f"clock_mhz must be a number in [1, 2000], got {self.clock_mhz!r}")
+        if not isinstance(self.dsp_packing, bool):
+            raise ConfigError(f"dsp_packing must be true or false, got {self.dsp_packing!r}")
+        if self.dsp_packing and (self.N * self.M) % 2 or self.dsp_packing and (self.T * self.S) % 2:
+            raise ConfigError("dsp_packing pairs two multipliers per DSP: N*M and T*S must be even"
+                              f" (got N*M={self.N * self.M}, T*S={self.T * self.S})")
+        if not isinstance(self.name, str):
+            raise ConfigError("name must be a string")
+
+    # -- derived quantities -------------------------------------------------------------------
+    @property
+    def mults_per_core(self) -> int:
+        return self.N * self.M + self.T * self.S
+
+    @property
+    def multipliers(self) -> int:
+        """int8 multipliers in the whole accelerator: ``(N*M + T*S) * L``."""
+        return self.mults_per_core * self.L
+
+    @property
+    def dsps(self) -> int:
+        """DSP48E2 slices for the multipliers (two per DSP with packing)."""
+        return self.multipliers // 2 if self.dsp_packing else self.multipliers
+
+    @property
+    def peak_gmacs(self) -> float:
+        return self.multipliers * self.clock_mhz / 1000.0
+
+    @property
+    def dram_gbytes_per_s(self) -> float:
+        return self.dram_bytes_per_cycle * self.clock_mhz / 1000.0
+
+    # -- (de)serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AccelConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "AccelConfig":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def from_string(cls, spec: str) -> "AccelConfig":
+        """A preset name (``paper``, ``small``, ...), a JSON object, a path to a JSON file, or
+        ``preset:key=value,key=value`` (e.g. ``paper:L=8,dram_bytes_per_cycle=32``)."""
+        spec = spec.strip()
+        if spec.startswith("{"):
+            return cls.from_json(spec)
+        base, _, over = spec.partition(":")
+        if base in PRESETS:
+            cfg = PRESETS[base]
+            if over:
+                kv = {}
+                for item in over.split(","):
+                    k, eq, v = item.partition("=")
+                    if not eq:
+                        raise ConfigError(f"override {item!r} is not key=value")
+                    kv[k.strip()] = _parse_value(v.strip())
+                cfg = cfg.replace(**kv)
+            return cfg
+        p = Path(spec)
+        if p.suffix == ".json" or p.exists():
+            try:
+                return cls.from_json(p.read_text())
+            except OSError as e:
+                raise ConfigError(f"cannot read config file {spec}: {e}") from None
+        raise ConfigError(f"unknown config {spec!r}: expected one of {sorted(PRESETS)},"
+                          " a JSON object, or a path to a .json file")
+
+    def replace(self, **kw) -> "AccelConfig":
+        known = {f.name for f in dataclasses.fields(self)}
+        bad = sorted(set(kw) - known)
+        if bad:
+            raise ConfigError(f"unknown config field(s) {bad}; known: {sorted(known)}")
+        if "name" not in kw:
+            kw["name"] = f"{self.name}*"
+        return dataclasses.replace(self, **kw)
+
+    def describe(self) -> str:
+        return (f"{self.name}: (N,M,T,S,L)=({self.N},{self.M},{self.T},{self.S},{self.L}), "
+                f"{self.multipliers} mults ({self.dsps} DSP), {self.clock_mhz:g} MHz, "
+                f"DRAM {self.dram_bytes_per_cycle} B/cycle = {self.dram_gbytes_per_s:.1f} GB/s")
+
+
+def _parse_value(v: str):
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+PRESETS = {
+    "paper": AccelConfig(name="paper"),
+    # a small instance for fast tests and the RTL (2 cores, 4x4 engines)
+    "small": AccelConfig(N=4, M=4, T=4, S=4, L=2, buf_b_bytes=32 * 1024, buf_c_bytes=32 * 1024,
+                         buf_out_bytes=16 * 1024, buf_aux_bytes=8 * 1024, buf_div_bytes=512,
+                         dram_bytes_per_cycle=16, dram_latency_cycles=32, name="small"),
+    # one core of the paper's point
+    "paper-1core": AccelConfig(L=1, name="paper-1core"),
+}

@@ -1,0 +1,200 @@
+"""The Trio-ViT accelerator instruction set: 128-bit words, one table defines everything.
+
+See ``docs/isa.md`` for the prose. Every instruction is one 128-bit little-endian word: the opcode
+in bits [4:0], then the fields of :data:`FORMATS` packed upwards from bit 5 in the order listed.
+Signed fields are two's complement. :func:`encode` raises :class:`IsaError` naming the field when a
+value does not fit; :func:`decode` inverts it exactly.
+
+Streams and units
+-----------------
+A :class:`sim.compile.Binary` holds one *global* stream (units LD, ST, HOST: the DMA engines of
+the global buffers and the host CPU) and one stream per computing core (units RMAC, MAT, AUX).
+Each stream is split at dispatch into per-unit in-order queues; units run concurrently and
+synchronise only through counting semaphores (SIGNAL / WAIT), which are global (shared by all
+streams), so the inter-layer pipeline (R-MAC DW feeding MAT PW through the auxiliary buffer) and
+the attention pipeline (Fig. 9) are expressed as SIGNAL/WAIT pairs between units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["IsaError", "Instr", "FORMATS", "OPCODES", "UNITS", "BUFS", "REGS", "ACTS",
+           "encode", "decode", "encode_stream", "decode_stream", "WORD_BITS", "unit_of"]
+
+WORD_BITS = 128
+OPCODE_BITS = 5
+
+UNITS = {"LD": 0, "ST": 1, "HOST": 2, "RMAC": 3, "MAT": 4, "AUX": 5}
+UNIT_NAMES = {v: k for k, v in UNITS.items()}
+#: on-chip buffers: B (global, activations), C (global, weights + params), OUT (global output
+#: buffer), AUX (per core, between R-MAC and MAT), DIV (per core, divisors)
+BUFS = {"B": 0, "C": 1, "OUT": 2, "AUX": 3, "DIV": 4}
+BUF_NAMES = {v: k for k, v in BUFS.items()}
+ACTS = {"none": 0, "relu": 1, "hswish": 2}
+ACT_NAMES = {v: k for k, v in ACTS.items()}
+
+#: per-unit layer registers written by SETR (value field is 32 bit signed)
+REGS = {
+    "CIN": 0,        # input channels of the block in the B buffer (per group for DW: = nch)
+    "WIN": 1,        # input width (columns) of the block
+    "WOUT": 2,       # output width
+    "KERNEL": 3,     # kernel size k (1 for pointwise / linear)
+    "STRIDE": 4,     # stride
+    "GROUPS": 5,     # groups of the conv tile (1 = dense)
+    "PAD_L": 6,      # zero columns on the left  (the engine's address generator inserts them)
+    "PAD_R": 7,      # zero columns on the right
+    "ACT": 8,        # epilogue activation (ACTS)
+    "OBITS": 9,      # output width in bits (8; 32 = raw accumulators of the logits)
+    "OSIGNED": 10,   # output signed (1) or unsigned (0)
+    "MIDBITS": 11,   # hswish intermediate width
+    "THREE": 12,     # hswish 3.0 in intermediate LSBs
+    "RES_ADDR": 13,  # residual block address in B, -1 = no residual
+    "LINEAR": 14,    # 1: the tile is a linear layer (matrix-vector), 0: a convolution
+    "DIM": 15,       # attention head dimension d
+    "NTOK": 16,      # attention tokens (H*W)
+    "NOEPI": 17,     # 1: no epilogue, write int32 accumulators (logits)
+    "OSTRIDE": 18,   # output block channel stride in bytes (0 = dense)
+}
+REG_NAMES = {v: k for k, v in REGS.items()}
+
+# opcode -> (code, unit or None (unit field), [(field, bits, signed)])
+_TILE = [("x_addr", 20, False), ("w_addr", 20, False), ("p_addr", 20, False),
+         ("o_addr", 20, False), ("nco", 12, False), ("hin", 10, False), ("ho", 10, False),
+         ("pad_t", 3, False), ("pad_b", 3, False), ("obuf", 3, False)]
+_DMA = [("buf", 3, False), ("dram_addr", 32, False), ("buf_addr", 20, False),
+        ("count", 16, False), ("length", 20, False), ("stride", 28, False)]
+FORMATS = {
+    "NOP":     (0, None, []),
+    "SIGNAL":  (1, "*", [("unit", 3, False), ("sem", 16, False), ("count", 8, False)]),
+    "WAIT":    (2, "*", [("unit", 3, False), ("sem", 16, False), ("count", 8, False)]),
+    "SETR":    (3, "*", [("unit", 3, False), ("reg", 8, False), ("value", 32, True)]),
+    "LOAD":    (4, "LD", _DMA),                 # DRAM -> buf: count chunks of length bytes
+    "STORE":   (5, "ST", _DMA),                 # buf -> DRAM, same shape
+    "CONV_MAT": (6, "MAT", _TILE),              # generic/PW/grouped conv or linear on the MAT
+    "CONV_RDF": (7, "RMAC", _TILE),             # same on the R-MAC, down-forward accumulation
+    "DW_RSA":  (8, "RMAC", _TILE),              # depthwise conv, R-MAC self-accumulation mode
+    # attention of one head (Eq. 4, five steps); x_addr: q|k|v block of the head in B
+    "ATT_KV_MAT":  (9, "MAT", _TILE),           # step i on the MAT: S = requant(ReLU(K)^T V) -> AUX
+    "ATT_KV_RDF":  (10, "RMAC", _TILE),         # step i on the R-MAC
+    "ATT_KSUM":    (11, "AUX", _TILE),          # step ii: adder tree row sums of ReLU(K) -> AUX
+    "ATT_DIV":     (12, "MAT", _TILE),          # step iv: divisors ReLU(Q) ksum -> DIV, log2 module
+    "ATT_OUT":     (13, "MAT", _TILE),          # step iii + v: dividends, requant, shifter -> OUT
+    "POOL":    (14, "AUX", _TILE),              # adder tree: sum over H*W per channel + epilogue
+    "HOST_LN": (15, "HOST", [("src", 32, False), ("dst", 32, False), ("param", 32, False),
+                             ("channels", 16, False), ("act", 2, False)]),
+    "HALT":    (16, "*", [("unit", 3, False)]),
+}
+OPCODES = {v[0]: k for k, v in FORMATS.items()}
+
+for _name, (_code, _unit, _fields) in FORMATS.items():
+    assert OPCODE_BITS + sum(b for _, b, _ in _fields) <= WORD_BITS, _name
+
+
+class IsaError(ValueError):
+    """An instruction that cannot be encoded or decoded (names the opcode and field)."""
+
+
+@dataclass
+class Instr:
+    """One decoded instruction: ``op`` (a key of :data:`FORMATS`) and its fields."""
+    op: str
+    f: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.op not in FORMATS:
+            raise IsaError(f"unknown opcode {self.op!r}")
+
+    @property
+    def unit(self) -> str:
+        u = FORMATS[self.op][1]
+        if u == "*":
+            return UNIT_NAMES[self.f.get("unit", 0)]
+        return u or "LD"
+
+    def __getitem__(self, k):
+        return self.f[k]
+
+    def get(self, k, d=None):
+        return self.f.get(k, d)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v}" for k, v in self.f.items())
+        return f"{self.op}({args})"
+
+
+def unit_of(ins: Instr) -> str:
+    return ins.unit
+
+
+def encode(ins: Instr) -> int:
+    """The 128-bit word of ``ins`` as a Python int."""
+    code, _, fields = FORMATS[ins.op]
+    word, pos = code, OPCODE_BITS
+    extra = set(ins.f) - {n for n, _, _ in fields}
+    if extra:
+        raise IsaError(f"{ins.op}: unknown field(s) {sorted(extra)}")
+    for name, bits, signed in fields:
+        v = ins.f.get(name, 0)
+        if isinstance(v, (bool, np.bool_)):
+            v = int(v)
+        if not isinstance(v, (int, np.integer)):
+            raise IsaError(f"{ins.op}.{name}: integer expected, got {v!r}")
+        v = int(v)
+        lo, hi = ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1))
+        if not lo <= v <= hi:
+            raise IsaError(f"{ins.op}.{name} = {v} does not fit {bits} "
+                           f"{'signed' if signed else 'unsigned'} bits [{lo}, {hi}]")
+        word |= (v & ((1 << bits) - 1)) << pos
+        pos += bits
+    return word
+
+
+def decode(word: int) -> Instr:
+    word = int(word)
+    if word < 0 or word >> WORD_BITS:
+        raise IsaError(f"not a {WORD_BITS}-bit word: {word:#x}")
+    code = word & ((1 << OPCODE_BITS) - 1)
+    if code not in OPCODES:
+        raise IsaError(f"unknown opcode {code} in word {word:#034x}")
+    op = OPCODES[code]
+    _, _, fields = FORMATS[op]
+    pos, f = OPCODE_BITS, {}
+    for name, bits, signed in fields:
+        v = (word >> pos) & ((1 << bits) - 1)
+        if signed and v >> (bits - 1):
+            v -= 1 << bits
+        f[name] = v
+        pos += bits
+    if word >> pos:
+        raise IsaError(f"{op}: non-zero bits above bit {pos} in word {word:#034x}")
+    return Instr(op, f)
+
+
+def encode_stream(instrs) -> np.ndarray:
+    """Encode a list of :class:`Instr` to an ``(n, 2)`` uint64 array (low word first)."""
+    out = np.zeros((len(instrs), 2), dtype=np.uint64)
+    for i, ins in enumerate(instrs):
+        w = encode(ins)
+        out[i, 0] = w & 0xFFFFFFFFFFFFFFFF
+        out[i, 1] = w >> 64
+    return out
+
+
+def decode_stream(arr) -> list:
+    arr = np.asarray(arr, dtype=np.uint64).reshape(-1, 2)
+    return [decode(int(lo) | (int(hi) << 64)) for lo, hi in arr]
+
+
+def fields_table() -> str:
+    """Markdown table of every opcode and its field layout (used to write docs/isa.md)."""
+    lines = ["| opcode | code | unit | fields (bit offset:width, s = signed) |", "|---|---|---|---|"]
+    for name, (code, unit, fields) in FORMATS.items():
+        pos, parts = OPCODE_BITS, []
+        for fn, bits, signed in fields:
+            parts.append(f"{fn} [{pos}:{bits}{'s' if signed else ''}]")
+            pos += bits
+        lines.append(f"| {name} | {code} | {unit or '-'} | {', '.join(parts) or '-'} |")
+    return "\n".join(lines)
