@@ -1,0 +1,225 @@
+"""The R-MAC engine: M PE lanes x N R-MACs (paper Sec. V-A1 Design Choice #2, Fig. 7 (b)-(d)).
+
+Two modes, chosen by ``mode`` for a whole tile (see docs/hw-engines.md for the full schedule):
+
+**Down-forward** (``mode == DOWN_FORWARD``; generic conv, pointwise conv, grouped pointwise,
+matmul). Each cycle with ``valid`` takes one input vector ``df_x`` of N int8 values (N
+consecutive elements of a reduction, broadcast to all M lanes) and one weight vector per lane
+``df_w[m]`` (the same N elements of lane m's filter). R-MAC ``(m, j)`` (lane m, position j from
+the top) adds ``df_x[j] * df_w[m][j]`` to the psum from ``(m, j-1)``; the inputs of position j
+are delayed by j cycles inside the engine (systolic skew), so the caller presents whole vectors.
+The psum leaving the bottom of each lane goes into a per-lane accumulator, cleared by ``first``
+and read out after ``last``: ``lane_out[m]`` is the dot product of lane m's filter with the
+input vectors from the ``first`` cycle to the ``last`` cycle; ``lane_valid`` pulses for one cycle
+``DF_LATENCY = N + 1`` cycles after the ``last`` input cycle.
+
+**Self-accumulation** (``mode == SELF_ACC``; depthwise KxK, stride 1 or 2). R-MAC position j
+works on channel j of a tile of N channels; lane m computes output pixel m of M consecutive
+output pixels of a row. Each channel has an input shift register of ``M + max_kernel - 1``
+pixels. On a cycle with ``load`` the register is (re)filled from ``dw_row[j]`` and the
+multipliers already use the new values; every valid cycle the register then moves forward by
+one pixel. Lane m multiplies pixel m of its channel's register by the weight ``dw_w[j]``,
+broadcast to all lanes, and accumulates in its own psum register (``first`` clears it).
+``pixel_out[j][m]`` is valid for the one cycle ``pixel_valid`` (``DW_LATENCY = 1`` cycle after
+the ``last`` input cycle). A KxK window takes K*K cycles: per kernel row, stride 1 loads the
+M+K-1 pixels of that input row and shifts K times; stride 2 first loads the even input
+columns (0-based; the paper's 1-based "odd" columns) and applies the even kernel columns, then
+loads the odd ones and applies the odd kernel columns (Sec. V-A1: "first odd, then even").
+
+``packed=True`` computes the products of lanes 2p and 2p+1 at the same position in one
+``hw.units.PackedDualMultiplier`` (two int8 products sharing one operand: the broadcast input
+in down-forward mode, the broadcast weight in self-accumulation mode); it needs an even M.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .rmac import RMAC, check_bool, check_int
+
+__all__ = ["RMACEngine"]
+
+
+class RMACEngine(wiring.Component):
+    """M PE lanes x N reconfigurable MACs, down-forward and self-accumulation modes.
+
+    Parameters (keyword-only)
+    -------------------------
+    lanes : int, 1..64
+        M, the number of PE lanes.
+    macs_per_lane : int, 1..64
+        N, the number of R-MACs in a lane.
+    max_kernel : int, 1..15, odd
+        Largest depthwise kernel K supported (sets the shift-register length M + K - 1).
+    acc_width : int, 16..64
+        Width of the psum registers and lane accumulators (32 = ``sim.numerics.ACC_BITS``).
+    packed : bool
+        Share one ``PackedDualMultiplier`` between lanes 2p and 2p+1 (needs an even M).
+
+    Ports (all integers signed two's complement; "LSB" = one unit of the integer code)
+    -----
+    mode : In(1)
+        ``DOWN_FORWARD`` (0) or ``SELF_ACC`` (1); hold it constant from a tile's first input
+        cycle until its output has appeared.
+    valid : In(1)
+        This cycle carries one input step of the current mode.
+    first : In(1)
+        With ``valid``: the first step of an accumulation (clears the accumulator/psum).
+    last : In(1)
+        With ``valid``: the last step of an accumulation (schedules the output).
+    load : In(1)
+        Self-accumulation, with ``valid``: (re)load the input shift registers from ``dw_row``.
+    df_x : In(ArrayLayout(signed(8), N))
+        Down-forward input vector (activations), broadcast to all lanes.
+    df_w : In(ArrayLayout(ArrayLayout(signed(8), N), M))
+        Down-forward weights: ``df_w[m][j]`` multiplies ``df_x[j]`` in lane m.
+    dw_row : In(ArrayLayout(ArrayLayout(signed(8), M + max_kernel - 1), N))
+        Self-accumulation input row segments, ``dw_row[j][i]`` = pixel i of channel j's segment.
+    dw_w : In(ArrayLayout(signed(8), N))
+        Self-accumulation weights: ``dw_w[j]`` (channel j's current tap) broadcast to all lanes.
+    lane_out : Out(ArrayLayout(signed(acc_width), M))
+        Down-forward results, one dot product per lane (product LSBs); valid with ``lane_valid``.
+    lane_valid : Out(1)
+        One-cycle pulse, ``DF_LATENCY`` cycles after the ``last`` step.
+    pixel_out : Out(ArrayLayout(ArrayLayout(signed(acc_width), M), N))
+        Self-accumulation results ``pixel_out[j][m]`` = output pixel m of channel j.
+    pixel_valid : Out(1)
+        One-cycle pulse, ``DW_LATENCY`` cycles after the ``last`` step.
+    """
+
+    DOWN_FORWARD = 0
+    SELF_ACC = 1
+    DW_LATENCY = 1
+
+    def __init__(self, *, lanes: int = 8, macs_per_lane: int = 8, max_kernel: int = 5,
+                 acc_width: int = 32, packed: bool = False):
+        self.lanes = check_int("lanes", lanes, 1, 64)
+        self.macs_per_lane = check_int("macs_per_lane", macs_per_lane, 1, 64)
+        self.max_kernel = check_int("max_kernel", max_kernel, 1, 15)
+        if max_kernel % 2 == 0:
+            raise ValueError(f"max_kernel must be odd, got {max_kernel}")
+        self.acc_width = check_int("acc_width", acc_width, 16, 64)
+        self.packed = check_bool("packed", packed)
+        if packed and lanes % 2:
+            raise ValueError(f"packed=True needs an even number of lanes, got lanes={lanes}")
+        M, N = lanes, macs_per_lane
+        self.row_len = M + max_kernel - 1
+        self.DF_LATENCY = N + 1
+        s8 = signed(8)
+        super().__init__({
+            "mode": In(1),
+            "valid": In(1),
+            "first": In(1),
+            "last": In(1),
+            "load": In(1),
+            "df_x": In(data.ArrayLayout(s8, N)),
+            "df_w": In(data.ArrayLayout(data.ArrayLayout(s8, N), M)),
+            "dw_row": In(data.ArrayLayout(data.ArrayLayout(s8, self.row_len), N)),
+            "dw_w": In(data.ArrayLayout(s8, N)),
+            "lane_out": Out(data.ArrayLayout(signed(acc_width), M)),
+            "lane_valid": Out(1),
+            "pixel_out": Out(data.ArrayLayout(data.ArrayLayout(signed(acc_width), M), N)),
+            "pixel_valid": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        M, N = self.lanes, self.macs_per_lane
+        s8 = signed(8)
+        dw = Signal(name="dw_mode")
+        m.d.comb += dw.eq(self.mode == self.SELF_ACC)
+
+        # ---- down-forward: skew the inputs of position j by j cycles ------------------------
+        # stage k (k = 0..N) of the control pipeline: valid/first/last of the vector that
+        # reaches position k this cycle (stage 0 = the ports).
+        v_d = [self.valid & ~dw]
+        f_d = [self.first]
+        l_d = [self.last]
+        for k in range(1, N + 1):
+            v, f, l = Signal(name=f"df_valid_d{k}"), Signal(name=f"df_first_d{k}"), \
+                Signal(name=f"df_last_d{k}")
+            m.d.sync += [v.eq(v_d[-1]), f.eq(f_d[-1]), l.eq(l_d[-1])]
+            v_d.append(v)
+            f_d.append(f)
+            l_d.append(l)
+        x_sk = []      # x_sk[j]: df_x[j] delayed by j cycles
+        w_sk = []      # w_sk[m][j]: df_w[m][j] delayed by j cycles
+        for j in range(N):
+            x = self.df_x[j]
+            for k in range(j):
+                nx = Signal(s8, name=f"df_x{j}_d{k + 1}")
+                m.d.sync += nx.eq(x)
+                x = nx
+            x_sk.append(x)
+        for lane in range(M):
+            row = []
+            for j in range(N):
+                w = self.df_w[lane][j]
+                for k in range(j):
+                    nw = Signal(s8, name=f"df_w{lane}_{j}_d{k + 1}")
+                    m.d.sync += nw.eq(w)
+                    w = nw
+                row.append(w)
+            w_sk.append(row)
+
+        # ---- self-accumulation: per-channel input shift registers --------------------------
+        opnd = []     # opnd[j][i]: pixel i of channel j used this cycle
+        for j in range(N):
+            sr = Signal(data.ArrayLayout(s8, self.row_len), name=f"dw_sr{j}")
+            cur = Signal(data.ArrayLayout(s8, self.row_len), name=f"dw_cur{j}")
+            m.d.comb += cur.eq(Mux(self.load, self.dw_row[j], sr))
+            with m.If(self.valid & dw):
+                for i in range(self.row_len - 1):
+                    m.d.sync += sr[i].eq(cur[i + 1])
+                m.d.sync += sr[self.row_len - 1].eq(0)
+            opnd.append(cur)
+
+        # ---- the R-MAC array ----------------------------------------------------------------
+        a_op = [[Mux(dw, opnd[j][lane], x_sk[j]) for j in range(N)] for lane in range(M)]
+        w_op = [[Mux(dw, self.dw_w[j], w_sk[lane][j]) for j in range(N)] for lane in range(M)]
+        macs = [[None] * N for _ in range(M)]
+        for lane in range(M):
+            for j in range(N):
+                mac = RMAC(in_width=8, acc_width=self.acc_width, multiplier=not self.packed)
+                m.submodules[f"rmac_{lane}_{j}"] = mac
+                macs[lane][j] = mac
+                m.d.comb += [
+                    mac.self_acc.eq(dw),
+                    mac.clear.eq(self.first),
+                    mac.en.eq(Mux(dw, self.valid, v_d[j])),
+                    mac.psum_in.eq(0 if j == 0 else macs[lane][j - 1].psum),
+                ]
+                if not self.packed:
+                    m.d.comb += [mac.a.eq(a_op[lane][j]), mac.w.eq(w_op[lane][j])]
+        if self.packed:
+            from hw.units import PackedDualMultiplier
+            for p in range(M // 2):
+                for j in range(N):
+                    lo, hi = 2 * p, 2 * p + 1
+                    mul = PackedDualMultiplier()
+                    m.submodules[f"pmul_{p}_{j}"] = mul
+                    # shared operand: the broadcast one (input in DF mode, weight in DW mode)
+                    m.d.comb += [
+                        mul.a.eq(Mux(dw, self.dw_w[j], x_sk[j])),
+                        mul.w_hi.eq(Mux(dw, opnd[j][hi], w_sk[hi][j])),
+                        mul.w_lo.eq(Mux(dw, opnd[j][lo], w_sk[lo][j])),
+                        macs[hi][j].product.eq(mul.p_hi),
+                        macs[lo][j].product.eq(mul.p_lo),
+                    ]
+
+        # ---- down-forward lane accumulators ------------------------------------------------
+        with m.If(v_d[N]):
+            for lane in range(M):
+                bottom = macs[lane][N - 1].psum
+                m.d.sync += self.lane_out[lane].eq(
+                    Mux(f_d[N], bottom, self.lane_out[lane] + bottom))
+        m.d.sync += self.lane_valid.eq(v_d[N] & l_d[N])
+
+        # ---- self-accumulation outputs: the psum registers themselves ---------------------
+        for j in range(N):
+            for lane in range(M):
+                m.d.comb += self.pixel_out[j][lane].eq(macs[lane][j].psum)
+        m.d.sync += self.pixel_valid.eq(self.valid & dw & self.last)
+        return m
