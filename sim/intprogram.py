@@ -398,6 +398,13 @@ def _check_attention(p: IntProgram, n: Node):
         _int_array(n.params[k], -64, 64, k)
         if np.asarray(n.params[k]).shape != (heads,):
             raise IntProgramError(f"{k} must have one value per head ({heads})")
+    # the output shift c + e (e in [emin, emin + 15]) must be a legal dyadic shift
+    lo = np.asarray(n.params["out_mult_c"]) + np.asarray(n.params["log2_emin"])
+    hi = lo + (1 << nx.LOG2_CODE_BITS) - 1
+    if np.any(lo < 0) or np.any(hi > nx.MAX_SHIFT):
+        raise IntProgramError(f"out_mult_c + log2_emin must lie in [0, {nx.MAX_SHIFT - 15}] so that"
+                              f" every output shift c + e is in [0, {nx.MAX_SHIFT}];"
+                              f" got {lo.tolist()}")
 
 
 def _check_pool(p: IntProgram, n: Node):

@@ -1,0 +1,389 @@
+"""Model zoo: IntPrograms with the exact topology of the official EfficientViT-B0..B3 classifiers.
+
+The graphs follow ``mit-han-lab/efficientvit`` (``efficientvit/models/efficientvit/backbone.py``,
+``cls.py``, ``models/nn/ops.py``); node names are the official module paths, e.g.
+``backbone.stages.2.op_list.1.context_module.main.qkv`` (the module whose ``.conv.weight`` is the
+state-dict key), so reports and the ``quant`` exporter speak the same names.
+
+The parameters are random but *sane*: int8 weights drawn at random, and every bias, dyadic
+multiplier and scale derived from a calibration pass of the golden model itself on a random
+input, node by node, as a real PTQ would: each weight tensor gets a real (filter-wise) scale
+chosen so that its pre-activation has a unit-ish standard deviation (a BN-normalised network),
+residual branches match the magnitude of their shortcut, and each output scale maps the
+99.9th percentile of the real output to 120 LSB. So the TensorInfo scales describe a consistent
+float network, activations stay in range (typically < 1 % saturated) and the logits vary with
+the input. Deterministic for a seed.
+
+API: :data:`MODELS`, :func:`parse_name`, :func:`build`, :func:`macs`, :func:`config`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from . import golden
+from . import numerics as nx
+from .intprogram import Epilogue, IntProgram, Node, TensorInfo, conv_output_hw
+
+__all__ = ["MODELS", "CONFIGS", "parse_name", "config", "build", "macs", "mac_shares"]
+
+MODELS = ("b0", "b1", "b2", "b3")
+
+#: official widths, depths, attention dim and head widths (cls.py / backbone.py)
+CONFIGS = {
+    "b0": dict(width=(8, 16, 32, 64, 128), depth=(1, 2, 2, 2, 2), dim=16, head=(1024, 1280)),
+    "b1": dict(width=(16, 32, 64, 128, 256), depth=(1, 2, 3, 3, 4), dim=16, head=(1536, 1600)),
+    "b2": dict(width=(24, 48, 96, 192, 384), depth=(1, 3, 4, 4, 6), dim=32, head=(2304, 2560)),
+    "b3": dict(width=(32, 64, 128, 256, 512), depth=(1, 4, 6, 6, 9), dim=32, head=(2304, 2560)),
+}
+EXPAND_RATIO = 4
+DEFAULT_RESOLUTION = 224
+OUT_TARGET = 120.0          # LSBs the 99.9th percentile of a real output maps to
+PCT = 99.9
+
+
+def parse_name(name: str) -> tuple[str, int]:
+    """``"b1-r224"`` -> ``("b1", 224)``; ``"b1"`` -> ``("b1", 224)``. Case-insensitive."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, got {type(name).__name__}")
+    m = re.fullmatch(r"\s*(b[0-9])(?:[-_]?r(\d+))?\s*", name.lower())
+    if not m or m.group(1) not in MODELS:
+        raise ValueError(f"bad model name {name!r}: expected one of {', '.join(MODELS)} optionally"
+                         f" followed by -r<resolution>, e.g. 'b1-r224'")
+    res = int(m.group(2)) if m.group(2) else DEFAULT_RESOLUTION
+    _check_resolution(res)
+    return m.group(1), res
+
+
+def _check_resolution(res):
+    if not isinstance(res, (int, np.integer)) or isinstance(res, bool):
+        raise TypeError(f"resolution must be an int, got {type(res).__name__}")
+    if res < 32 or res % 32:
+        raise ValueError(f"resolution must be a multiple of 32 and >= 32 (five stride-2 stages),"
+                         f" got {res}")
+
+
+def config(model: str) -> dict:
+    """The width/depth/dim/head configuration of ``model`` (a copy)."""
+    if model not in CONFIGS:
+        raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
+    return dict(CONFIGS[model])
+
+
+# --- the builder ---------------------------------------------------------------------------------
+
+def _pct(a, q=PCT) -> float:
+    a = np.abs(np.asarray(a, dtype=np.float64)).ravel()
+    return float(np.percentile(a, q)) if a.size else 0.0
+
+
+def _hswish(v):
+    return v * np.clip(v + 3.0, 0.0, 6.0) / 6.0
+
+
+class _Builder:
+    """Adds nodes one at a time and runs each on the calibration image right away."""
+
+    def __init__(self, rng: np.random.Generator, x_int: np.ndarray, in_scale: float):
+        self.rng = rng
+        self.tensors: dict[str, TensorInfo] = {}
+        self.nodes: list[Node] = []
+        self.vals: dict[str, np.ndarray] = {}
+        self.tensors["input"] = TensorInfo("input", x_int.shape, 8, True, in_scale)
+        self.vals["input"] = x_int
+        self._prog = IntProgram(self.tensors, self.nodes, ["input"], [])
+
+    # helpers
+    def real(self, name) -> np.ndarray:
+        t = self.tensors[name]
+        s = t.channel_scale().reshape((-1,) + (1,) * (len(t.shape) - 1))
+        return self.vals[name].astype(np.float64) * s
+
+    def _add(self, node: Node, shape, *, scale, bits=8, signed=True):
+        self.tensors[node.output] = TensorInfo(node.output, shape, bits, signed, scale)
+        self.nodes.append(node)
+        self.vals[node.output] = golden.execute_node(self._prog, node, self.vals)
+        return node.output
+
+    def _weights(self, shape):
+        w = np.round(self.rng.standard_normal(shape) * 40.0)
+        return np.clip(w, -127, 127).astype(np.int8)
+
+    def _out_scale(self, real_out) -> float:
+        p = _pct(real_out)
+        return max(p, 1e-6) / OUT_TARGET
+
+    def conv(self, name, x, cout, *, kernel=1, stride=1, groups=1, act="none", bias=True,
+             residual=None, target=1.0):
+        """A conv whose real pre-activation has per-channel std ~ ``target`` (x a random factor)
+        and mean ~ N(0, 0.3 target) (from the bias), then ``act`` (+ residual)."""
+        xi = self.vals[x]
+        xt = self.tensors[x]
+        cin = xt.shape[0]
+        w = self._weights((cout, cin // groups, kernel, kernel))
+        pad = kernel // 2
+        acc0 = golden.conv_acc(xi, w, None, stride=stride, padding=pad, groups=groups)
+        s_in = float(np.max(xt.channel_scale()))  # zoo activations are per-tensor
+        if not np.allclose(xt.channel_scale(), s_in):
+            raise NotImplementedError("zoo convs take per-tensor input scales")
+        sig = acc0.reshape(cout, -1).std(axis=1)
+        sig = np.where(sig > 0, sig, 1.0)
+        tgt = target * self.rng.uniform(0.7, 1.3, cout)
+        s_acc = tgt / sig                                   # real value of one accumulator LSB
+        if bias:
+            b_real = self.rng.normal(0.0, 0.3 * target, cout)
+            b = np.clip(np.round(b_real / s_acc), -(1 << 29), (1 << 29)).astype(np.int32)
+        else:
+            b = np.zeros(cout, dtype=np.int32)
+        pre = (acc0 + b[:, None, None]) * s_acc[:, None, None]
+        return self._epilogue_node(name, "conv", [x], pre, s_acc, act, residual,
+                                   attrs=dict(kernel=kernel, stride=stride, padding=pad, groups=groups),
+                                   params=dict(weight=w, bias=b))
+
+    def _epilogue_node(self, name, op, inputs, pre, s_acc, act, residual, *, attrs, params):
+        shape = pre.shape
+        if act == "hswish":
+            out_real = _hswish(pre)
+            s_out = self._out_scale(out_real)
+            s_mid = max(np.abs(pre).max() * 1.25, 6.0) / (1 << 15)
+            three, hmult = nx.hswish_constants(s_mid, s_out)
+            mult = nx.to_dyadic(s_acc / s_mid)
+            epi = Epilogue(mult=mult, act="hswish", mid_bits=16, three=three, hswish_mult=hmult)
+        elif act in ("none", "relu"):
+            out_real = pre
+            res_mult = None
+            if residual is not None:
+                out_real = pre + self.real(residual)
+            if act == "relu":
+                out_real = np.maximum(out_real, 0)
+            s_out = self._out_scale(out_real)
+            mult = nx.to_dyadic(s_acc / s_out)
+            if residual is not None:
+                s_res = float(np.max(self.tensors[residual].channel_scale()))
+                res_mult = nx.align_residual(nx.to_dyadic(s_res / s_out), mult.c)
+            epi = Epilogue(mult=mult, act=act, residual=residual, res_mult=res_mult)
+        else:
+            raise ValueError(act)
+        node = Node(name, op, list(inputs), name, attrs, params, epi)
+        return self._add(node, shape, scale=s_out)
+
+    def pool(self, name, x):
+        xi, s_in = self.vals[x], float(np.max(self.tensors[x].channel_scale()))
+        hw = xi.shape[1] * xi.shape[2]
+        out_real = xi.reshape(xi.shape[0], -1).sum(axis=1) * s_in / hw
+        s_out = self._out_scale(out_real)
+        epi = Epilogue(mult=nx.to_dyadic(s_in / hw / s_out))
+        return self._add(Node(name, "global_avgpool", [x], name, {}, {}, epi), (xi.shape[0],),
+                         scale=s_out)
+
+    def linear(self, name, x, cout, *, bias=True, raw=True, target=1.0):
+        """A linear layer; ``raw``: no epilogue, the output is the int32 accumulator."""
+        xi, xt = self.vals[x], self.tensors[x]
+        s_in = float(np.max(xt.channel_scale()))
+        w = self._weights((cout, xi.shape[0]))
+        acc0 = golden.linear_acc(xi, w)
+        sig = float(acc0.std()) or 1.0
+        s_w = target / sig / s_in                          # one weight scale per tensor
+        s_acc = s_in * s_w
+        b = (np.clip(np.round(self.rng.normal(0, 0.3 * target, cout) / s_acc), -(1 << 29), 1 << 29)
+             .astype(np.int32) if bias else np.zeros(cout, dtype=np.int32))
+        if not raw:
+            raise NotImplementedError
+        node = Node(name, "linear", [x], name, {}, dict(weight=w, bias=b), None)
+        return self._add(node, (cout,), scale=s_acc, bits=32)
+
+    def layernorm(self, name, x, *, act="hswish", eps=1e-5):
+        c = self.tensors[x].shape[0]
+        gamma = self.rng.uniform(0.8, 1.2, c)
+        beta = self.rng.normal(0.0, 0.2, c)
+        v = self.real(x)
+        y = (v - v.mean()) / np.sqrt(v.var() + eps) * gamma + beta
+        if act == "hswish":
+            y = _hswish(y)
+        s_out = self._out_scale(y)
+        node = Node(name, "layernorm", [x], name, dict(eps=eps, act=act),
+                    dict(gamma=gamma, beta=beta), None)
+        return self._add(node, (c,), scale=s_out)
+
+    def concat(self, name, xs):
+        t0 = self.tensors[xs[0]]
+        scale = np.concatenate([self.tensors[t].channel_scale() for t in xs])
+        shape = (sum(self.tensors[t].shape[0] for t in xs),) + t0.shape[1:]
+        return self._add(Node(name, "concat", list(xs), name, {}, {}, None), shape, scale=scale)
+
+    def attention(self, name, x, dim):
+        """Linear attention with calibrated step multipliers (see golden.attention_steps)."""
+        xi, xt = self.vals[x], self.tensors[x]
+        heads = xt.shape[0] // (3 * dim)
+        hsc = xt.channel_scale().reshape(heads, 3 * dim)
+        s_q, s_k, s_v = hsc[:, 0], hsc[:, dim], hsc[:, 2 * dim]
+        t = xi.reshape(heads, 3 * dim, -1).astype(np.float64)
+        q = np.maximum(t[:, :dim], 0) * s_q[:, None, None]
+        k = np.maximum(t[:, dim:2 * dim], 0) * s_k[:, None, None]
+        v = t[:, 2 * dim:] * s_v[:, None, None]
+        s_real = k @ np.swapaxes(v, 1, 2)
+        s_s = np.array([max(_pct(s_real[h], 100.0), 1e-9) / 127.0 for h in range(heads)])
+        ksum_real = k.sum(axis=2)
+        s_ks = np.maximum(ksum_real.max(axis=1), 1e-9) / 255.0
+        s_mult = nx.to_dyadic(s_k * s_v / s_s)
+        ksum_mult = nx.to_dyadic(s_k / s_ks)
+        # the quantized steps 1-4 decide the divisor range and the output scale
+        p = dict(s_mult_b=s_mult.b, s_mult_c=s_mult.c, ksum_mult_b=ksum_mult.b,
+                 ksum_mult_c=ksum_mult.c, out_mult_b=np.full(heads, 1 << 15),
+                 out_mult_c=np.full(heads, 20), log2_offset=np.zeros(heads, np.int64),
+                 log2_emin=np.zeros(heads, np.int64))
+        st = golden.attention_steps(xi, p, dim)
+        s_s_q = s_s * s_q  # scale of num
+        s_den = s_ks * s_q
+        num_real = st["num"] * s_s_q[:, None, None]
+        den_real = st["den"] * s_den[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out_real = np.where(den_real[:, None, :] > 0, num_real / den_real[:, None, :], 0.0)
+        s_out = self._out_scale(out_real)
+        offset = np.round(np.log2(s_den)).astype(np.int64)        # paper Eq. 11
+        out_mult = nx.to_dyadic(s_s / (s_ks * s_out) * np.exp2(offset.astype(np.float64)))
+        emin = np.zeros(heads, np.int64)
+        for h in range(heads):
+            d = st["den"][h]
+            top = int(nx.log2_round(max(int(d.max()), 1))) + int(offset[h])
+            lo = top - ((1 << nx.LOG2_CODE_BITS) - 1)            # cover the largest divisors
+            c = int(out_mult.c[h])
+            emin[h] = int(np.clip(lo, -c, nx.MAX_SHIFT - c - ((1 << nx.LOG2_CODE_BITS) - 1)))
+        params = dict(s_mult_b=s_mult.b, s_mult_c=s_mult.c, ksum_mult_b=ksum_mult.b,
+                      ksum_mult_c=ksum_mult.c, out_mult_b=out_mult.b, out_mult_c=out_mult.c,
+                      log2_offset=offset, log2_emin=emin)
+        params = {k: np.asarray(v, dtype=np.int64) for k, v in params.items()}
+        node = Node(name, "linear_attention", [x], name, dict(dim=dim), params, None)
+        return self._add(node, (heads * dim,) + xt.shape[1:], scale=s_out)
+
+    # --- EfficientViT blocks -------------------------------------------------------------------
+    def mbconv(self, prefix, x, cout, *, stride, residual):
+        cin = self.tensors[x].shape[0]
+        mid = round(cin * EXPAND_RATIO)
+        y = self.conv(f"{prefix}.inverted_conv", x, mid, act="hswish")
+        y = self.conv(f"{prefix}.depth_conv", y, mid, kernel=3, stride=stride, groups=mid,
+                      act="hswish")
+        return self._point(f"{prefix}.point_conv", y, cout, x if residual else None)
+
+    def dsconv(self, prefix, x, cout, *, residual):
+        cin = self.tensors[x].shape[0]
+        y = self.conv(f"{prefix}.depth_conv", x, cin, kernel=3, groups=cin, act="hswish")
+        return self._point(f"{prefix}.point_conv", y, cout, x if residual else None)
+
+    def _point(self, name, y, cout, residual):
+        tgt = float(self.real(residual).std()) if residual is not None else 1.0
+        return self.conv(name, y, cout, act="none", residual=residual, target=tgt)
+
+    def lite_mla(self, prefix, x, dim):
+        c = self.tensors[x].shape[0]
+        heads = c // dim
+        td = heads * dim
+        qkv = self.conv(f"{prefix}.qkv", x, 3 * td, bias=False)
+        a = self.conv(f"{prefix}.aggreg.0.0", qkv, 3 * td, kernel=5, groups=3 * td, bias=False)
+        a = self.conv(f"{prefix}.aggreg.0.1", a, 3 * td, groups=3 * heads, bias=False)
+        cat = self.concat(f"{prefix}.multi_scale_qkv", [qkv, a])
+        att = self.attention(f"{prefix}.relu_linear_att", cat, dim)
+        tgt = float(self.real(x).std())
+        return self.conv(f"{prefix}.proj", att, c, residual=x, bias=False, target=tgt)
+
+
+def build(name_or_model: str, resolution: int | None = None, *, seed: int = 0,
+          num_classes: int = 1000) -> IntProgram:
+    """An IntProgram of EfficientViT ``name_or_model`` (``"b1"``, ``"b1-r256"``) at ``resolution``.
+
+    ``resolution`` overrides the one in the name (default 224). ``seed`` fixes weights and the
+    calibration image. The program is validated before it is returned.
+    """
+    model, res = parse_name(name_or_model)
+    if resolution is not None:
+        _check_resolution(resolution)
+        res = int(resolution)
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    cfg = CONFIGS[model]
+    rng = np.random.default_rng([seed, MODELS.index(model), res])
+    # calibration image: a smooth random field (like a normalised photo), std ~ 1
+    img = _smooth_image(rng, res)
+    in_scale = _pct(img) / OUT_TARGET
+    tinfo = TensorInfo("input", (3, res, res), 8, True, in_scale)
+    b = _Builder(rng, golden.quantize_input(img, tinfo), in_scale)
+    width, depth, dim = cfg["width"], cfg["depth"], cfg["dim"]
+
+    x = b.conv("backbone.input_stem.op_list.0", "input", width[0], kernel=3, stride=2,
+               act="hswish")
+    for i in range(depth[0]):
+        x = b.dsconv(f"backbone.input_stem.op_list.{i + 1}.main", x, width[0], residual=True)
+    for s, (w, d) in enumerate(zip(width[1:3], depth[1:3])):
+        for i in range(d):
+            x = b.mbconv(f"backbone.stages.{s}.op_list.{i}.main", x, w, stride=2 if i == 0 else 1,
+                         residual=i > 0)
+    for s, (w, d) in enumerate(zip(width[3:], depth[3:]), start=2):
+        x = b.mbconv(f"backbone.stages.{s}.op_list.0.main", x, w, stride=2, residual=False)
+        for i in range(1, d + 1):
+            p = f"backbone.stages.{s}.op_list.{i}"
+            x = b.lite_mla(f"{p}.context_module.main", x, dim)
+            x = b.mbconv(f"{p}.local_module.main", x, w, stride=1, residual=True)
+    x = b.conv("head.op_list.0", x, cfg["head"][0], act="hswish")
+    x = b.pool("head.op_list.1", x)
+    x = b.linear("head.op_list.2.linear", x, cfg["head"][1], bias=False)
+    x = b.layernorm("head.op_list.2.norm", x, act="hswish")
+    x = b.linear("head.op_list.3.linear", x, num_classes, bias=True)
+    meta = dict(model=model, resolution=res, seed=int(seed), num_classes=int(num_classes),
+                source="sim.zoo (random weights, self-calibrated)",
+                topology="mit-han-lab/efficientvit efficientvit_cls_" + model)
+    prog = IntProgram(b.tensors, b.nodes, ["input"], [x], meta)
+    return prog.validate()
+
+
+def _smooth_image(rng, res):
+    """A random (3, res, res) float image: low-frequency noise plus a little pixel noise."""
+    coarse = rng.standard_normal((3, res // 16 + 2, res // 16 + 2))
+    idx = np.linspace(0, coarse.shape[1] - 1.001, res)
+    i0 = np.floor(idx).astype(int)
+    f = idx - i0
+    rows = coarse[:, i0] * (1 - f)[None, :, None] + coarse[:, i0 + 1] * f[None, :, None]
+    img = rows[:, :, i0] * (1 - f)[None, None, :] + rows[:, :, i0 + 1] * f[None, None, :]
+    return img + 0.3 * rng.standard_normal((3, res, res))
+
+
+# --- workload figures -------------------------------------------------------------------------------
+
+def node_macs(prog: IntProgram, n: Node) -> int:
+    """Multiply-accumulates of one node (additions-only ops count 0)."""
+    if n.op == "conv":
+        cout, cin_g, kh, kw = n.params["weight"].shape
+        ho, wo = prog.tensors[n.output].shape[1:]
+        return int(cout * cin_g * kh * kw * ho * wo)
+    if n.op == "linear":
+        return int(np.asarray(n.params["weight"]).size)
+    if n.op == "linear_attention":
+        d = int(n.attrs["dim"])
+        c, h, w = prog.tensors[n.inputs[0]].shape
+        heads, tokens = c // (3 * d), h * w
+        # step i: K^T V (d*d*N), step iii: Q S (d*d*N), step iv: Q ksum (d*N)
+        return int(heads * (2 * d * d * tokens + d * tokens))
+    return 0
+
+
+def macs(prog: IntProgram) -> dict:
+    """MACs per :attr:`Node.kind` (``generic``, ``pointwise``, ``grouped_pointwise``,
+    ``depthwise``, ``matmul``, ``attention``); key ``total`` holds the sum."""
+    out: dict[str, int] = {}
+    for n in prog.nodes:
+        m = node_macs(prog, n)
+        if m:
+            out[n.kind] = out.get(n.kind, 0) + m
+    out["total"] = sum(out.values())
+    return out
+
+
+def mac_shares(prog: IntProgram) -> dict:
+    """MAC shares in % in the paper's four classes (Sec. VI-C): generic conv, PW (incl. grouped
+    pointwise), DW, and MatMul (attention + linear layers)."""
+    m = macs(prog)
+    tot = m["total"]
+    groups = {"generic": ("generic",), "pointwise": ("pointwise", "grouped_pointwise"),
+              "depthwise": ("depthwise",), "matmul": ("attention", "matmul")}
+    return {g: 100.0 * sum(m.get(k, 0) for k in ks) / tot for g, ks in groups.items()}
