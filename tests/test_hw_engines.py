@@ -17,14 +17,9 @@ import pytest
 from amaranth import Value
 from amaranth.sim import Simulator
 
-from hw.engines import RMAC, RMACEngine
+from hw.engines import RMAC, MATEngine, RMACEngine
 from tb.engines.schedule import (conv_schedule, decode, dw_schedule, matmul_schedule, pack,
                                  unpack)
-
-try:
-    from hw.engines import MATEngine
-except ImportError:  # pragma: no cover - until the MAT engine exists
-    MATEngine = None
 
 RNG_SEED = 20240605
 
@@ -322,3 +317,81 @@ def test_dw_schedule_rejects_too_large_kernel():
     with pytest.raises(ValueError, match="needs a row"):
         dw_schedule(np.zeros((1, 8, 8), dtype=np.int64), np.zeros((1, 5, 5), dtype=np.int64),
                     stride=1, pad=2, lanes=4, macs_per_lane=1, row_len=4 + 3 - 1)
+
+
+# ---- MAT engine ----------------------------------------------------------------------------
+
+def run_mat(eng, sched):
+    return run_schedule(eng, sched, valid_port="out_valid", data_port="out",
+                        width=eng.acc_width, count=eng.lanes)
+
+
+def mat_expected_cycles(eng, steps):
+    tree_levels = math.ceil(math.log2(eng.multipliers)) if eng.multipliers > 1 else 0
+    tree_lat = (math.ceil(tree_levels / eng.register_every) if eng.register_every else 0)
+    return steps + 2 + tree_lat
+
+
+@pytest.mark.parametrize("S, T, reg", [(4, 4, 1), (8, 8, 1), (3, 5, 2), (2, 3, 0)])
+def test_mat_engine_pointwise(S, T, reg):
+    rng = np.random.default_rng(RNG_SEED + 100 + S * T)
+    x, w = rand_i8(rng, 11, 3, 3), rand_i8(rng, 7, 11, 1, 1)
+    eng = MATEngine(lanes=S, multipliers=T, register_every=reg)
+    sched = conv_schedule(x, w, vec=T, lanes=S, latency=eng.LATENCY, x_port="x", w_port="w")
+    outs, cycles = run_mat(eng, sched)
+    np.testing.assert_array_equal(decode(sched, outs), ref_conv(x, w, 1, 0))
+    assert cycles == mat_expected_cycles(eng, math.ceil(7 / S) * 9 * math.ceil(11 / T))
+
+
+def test_mat_engine_generic_3x3_stride2():
+    rng = np.random.default_rng(RNG_SEED + 200)
+    x, w = rand_i8(rng, 3, 8, 7), rand_i8(rng, 6, 3, 3, 3)
+    eng = MATEngine(lanes=4, multipliers=8)
+    sched = conv_schedule(x, w, stride=2, pad=1, vec=8, lanes=4, latency=eng.LATENCY,
+                          x_port="x", w_port="w")
+    outs, cycles = run_mat(eng, sched)
+    ref = ref_conv(x, w, 2, 1)
+    np.testing.assert_array_equal(decode(sched, outs), ref)
+    steps = math.ceil(6 / 4) * ref.shape[1] * ref.shape[2] * math.ceil(27 / 8)
+    assert cycles == mat_expected_cycles(eng, steps)
+
+
+def test_mat_engine_grouped_pointwise_and_matmul():
+    rng = np.random.default_rng(RNG_SEED + 300)
+    x, w = rand_i8(rng, 8, 3, 2), rand_i8(rng, 8, 2, 1, 1)
+    eng = MATEngine(lanes=4, multipliers=2)
+    sched = conv_schedule(x, w, groups=4, vec=2, lanes=4, latency=eng.LATENCY,
+                          x_port="x", w_port="w")
+    outs, _ = run_mat(eng, sched)
+    np.testing.assert_array_equal(decode(sched, outs), ref_conv(x, w, 1, 0, 4))
+    a, b = rand_i8(rng, 6, 19), rand_i8(rng, 19, 5)
+    sched = matmul_schedule(a, b, vec=2, lanes=4, latency=eng.LATENCY, x_port="x", w_port="w")
+    outs, cycles = run_mat(eng, sched)
+    np.testing.assert_array_equal(decode(sched, outs), ref_matmul(a, b))
+    assert cycles == mat_expected_cycles(eng, math.ceil(5 / 4) * 6 * math.ceil(19 / 2))
+
+
+def test_mat_engine_extremes_with_bubbles():
+    R, S, T = 64, 2, 4
+    a, b = np.full((2, R), -128), np.full((R, S), -128)
+    eng = MATEngine(lanes=S, multipliers=T)
+    sched = matmul_schedule(a, b, vec=T, lanes=S, latency=eng.LATENCY, x_port="x", w_port="w")
+    bubbly = []
+    for i, s in enumerate(sched.steps):
+        bubbly.append(s)
+        if i % 2:
+            bubbly.append({**s, "valid": 0, "first": 1, "last": 1})
+    sched.steps = bubbly
+    outs, _ = run_mat(eng, sched)
+    np.testing.assert_array_equal(decode(sched, outs), np.full((2, S), R * 16384))
+
+
+@pytest.mark.parametrize("kw, exc, name", [
+    (dict(lanes=0), ValueError, "lanes"), (dict(multipliers=257), ValueError, "multipliers"),
+    (dict(multipliers=2.0), TypeError, "multipliers"), (dict(acc_width=17), ValueError, "acc_width"),
+    (dict(register_every=-1), ValueError, "register_every"), (dict(packed=0), TypeError, "packed"),
+    (dict(lanes=5, packed=True), ValueError, "lanes"),
+])
+def test_mat_engine_bad_params(kw, exc, name):
+    with pytest.raises(exc, match=name):
+        MATEngine(**kw)

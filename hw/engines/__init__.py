@@ -3,11 +3,13 @@
 
 from .rmac import RMAC
 from .rmac_engine import RMACEngine
+from .mat_engine import MATEngine
 
-__all__ = ["RMAC", "RMACEngine", "UNITS"]
+__all__ = ["RMAC", "RMACEngine", "MATEngine", "UNITS"]
 
 #: name -> component class, collected by hw.registry for ``python -m hw verilog/estimate NAME``
 UNITS: dict[str, type] = {
     "rmac": RMAC,
     "rmac_engine": RMACEngine,
+    "mat_engine": MATEngine,
 }

@@ -1,0 +1,138 @@
+"""The MAT engine: S PE lanes x T multipliers, a pipelined adder tree and an accumulator per lane
+(paper Sec. V-A1 Design Choice #1, Fig. 7 (a)).
+
+Each cycle with ``valid`` takes one input vector ``x`` of T int8 values (T consecutive elements
+of a reduction, e.g. T input channels of one pixel), broadcast to all S lanes, and one weight
+vector per lane ``w[s]`` (the same T elements of lane s's filter: one output channel per
+lane). Lane s multiplies element-wise (registered products), sums the T products in an
+``hw.units.AdderTree`` and adds the sum to its accumulator (``first`` clears it). After the
+``last`` vector, ``out[s]`` holds the dot product of lane s's filter with all input vectors
+from ``first`` to ``last`` and ``out_valid`` pulses for one cycle, ``LATENCY = 2 +
+AdderTree.latency`` cycles after the ``last`` input cycle. The pipeline never stalls: one
+vector per cycle, any number of idle (``valid = 0``) cycles in between.
+
+``packed=True`` computes the products of lanes 2p and 2p+1 (same input element, two weights) in
+one ``hw.units.PackedDualMultiplier``; it needs an even S.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.units import AdderTree
+
+from .rmac import check_bool, check_int
+
+__all__ = ["MATEngine"]
+
+
+class MATEngine(wiring.Component):
+    """S lanes x T multipliers, adder tree and accumulator per lane; inputs broadcast to lanes.
+
+    Parameters (keyword-only)
+    -------------------------
+    lanes : int, 1..64
+        S, the number of PE lanes (output channels in parallel).
+    multipliers : int, 1..256
+        T, multipliers per lane (reduction elements per cycle).
+    acc_width : int, 16..64
+        Accumulator width (32 = ``sim.numerics.ACC_BITS``); the sum of T products
+        (``16 + ceil_log2(T)`` bits) must fit.
+    register_every : int, 0..8
+        Adder-tree levels between pipeline registers (see ``hw.units.AdderTree``).
+    packed : bool
+        Two int8 products per ``PackedDualMultiplier`` (lanes 2p, 2p+1); needs an even S.
+
+    Ports
+    -----
+    valid : In(1)
+        This cycle carries an input vector.
+    first : In(1)
+        With ``valid``: first vector of an accumulation (clears the accumulator).
+    last : In(1)
+        With ``valid``: last vector of an accumulation (schedules ``out_valid``).
+    x : In(ArrayLayout(signed(8), T))
+        Input vector (activations, input LSBs), broadcast to all lanes.
+    w : In(ArrayLayout(ArrayLayout(signed(8), T), S))
+        Weights: ``w[s][t]`` multiplies ``x[t]`` in lane s (weight LSBs).
+    out : Out(ArrayLayout(signed(acc_width), S))
+        Dot products (product LSBs = input scale x weight scale), valid with ``out_valid``.
+    out_valid : Out(1)
+        One-cycle pulse ``LATENCY`` cycles after the ``last`` input cycle.
+    """
+
+    def __init__(self, *, lanes: int = 8, multipliers: int = 8, acc_width: int = 32,
+                 register_every: int = 1, packed: bool = False):
+        self.lanes = check_int("lanes", lanes, 1, 64)
+        self.multipliers = check_int("multipliers", multipliers, 1, 256)
+        self.acc_width = check_int("acc_width", acc_width, 16, 64)
+        self.register_every = check_int("register_every", register_every, 0, 8)
+        self.packed = check_bool("packed", packed)
+        if packed and lanes % 2:
+            raise ValueError(f"packed=True needs an even number of lanes, got lanes={lanes}")
+        tree_bits = 16 + (multipliers - 1).bit_length()
+        if tree_bits > acc_width:
+            raise ValueError(f"acc_width must be >= {tree_bits} for multipliers={multipliers}, "
+                             f"got {acc_width}")
+        # one adder tree per lane, built here so that the latency is known up front
+        self._trees = [AdderTree(width=16, count=multipliers, register_every=register_every)
+                       for _ in range(lanes)]
+        self.tree_latency = self._trees[0].latency
+        self.LATENCY = 2 + self.tree_latency
+        s8 = signed(8)
+        super().__init__({
+            "valid": In(1),
+            "first": In(1),
+            "last": In(1),
+            "x": In(data.ArrayLayout(s8, multipliers)),
+            "w": In(data.ArrayLayout(data.ArrayLayout(s8, multipliers), lanes)),
+            "out": Out(data.ArrayLayout(signed(acc_width), lanes)),
+            "out_valid": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        S, T = self.lanes, self.multipliers
+
+        # stage 1: registered products
+        prods = [[Signal(signed(16), name=f"prod_{s}_{t}") for t in range(T)] for s in range(S)]
+        if self.packed:
+            from hw.units import PackedDualMultiplier
+            for p in range(S // 2):
+                for t in range(T):
+                    mul = PackedDualMultiplier()
+                    m.submodules[f"pmul_{p}_{t}"] = mul
+                    m.d.comb += [mul.a.eq(self.x[t]), mul.w_hi.eq(self.w[2 * p + 1][t]),
+                                 mul.w_lo.eq(self.w[2 * p][t])]
+                    m.d.sync += [prods[2 * p + 1][t].eq(mul.p_hi), prods[2 * p][t].eq(mul.p_lo)]
+        else:
+            for s in range(S):
+                for t in range(T):
+                    m.d.sync += prods[s][t].eq(self.x[t] * self.w[s][t])
+        v1, f1, l1 = Signal(), Signal(), Signal()
+        m.d.sync += [v1.eq(self.valid), f1.eq(self.first), l1.eq(self.last)]
+
+        # stage 2..: adder trees; first/last travel alongside
+        trees = []
+        for s in range(S):
+            tree = self._trees[s]
+            m.submodules[f"tree_{s}"] = tree
+            trees.append(tree)
+            m.d.comb += tree.in_valid.eq(v1)
+            for t in range(T):
+                m.d.comb += tree.inputs[t].eq(prods[s][t])
+        f, l = f1, l1
+        for k in range(self.tree_latency):
+            nf, nl = Signal(name=f"first_d{k + 2}"), Signal(name=f"last_d{k + 2}")
+            m.d.sync += [nf.eq(f), nl.eq(l)]
+            f, l = nf, nl
+        tv = trees[0].out_valid
+
+        # last stage: accumulators
+        with m.If(tv):
+            for s in range(S):
+                m.d.sync += self.out[s].eq(Mux(f, trees[s].output, self.out[s] + trees[s].output))
+        m.d.sync += self.out_valid.eq(tv & l)
+        return m
