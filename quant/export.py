@@ -1,0 +1,308 @@
+"""Export a calibrated :class:`quant.qmodel.QGraph` to an :class:`sim.intprogram.IntProgram`, and
+run IntPrograms batched in torch (the "integer-exact" mode of the fake-quant model).
+
+Parameter mapping (real value = scale x integer; ``s_in``, ``s_w``, ``s_out`` the input, filter
+and output scales; every dyadic from :func:`sim.numerics.to_dyadic`):
+
+* conv: ``weight`` = the filter-wise int codes (AdaRound's hard decisions when used);
+  ``s_acc[j] = s_in[j or *] * s_w[j]`` (a per-channel ``s_in`` only for a depthwise conv whose
+  input was migrated: the migration factors live in that input's per-channel scale, Eq. 7);
+  ``bias = round(b / s_acc) + sum_i W_int[j, i] * o_i`` where ``o_i`` are the integer offsets of
+  a filter-wise-shifted input (Eq. 10), clipped to 30 bits (``numerics.ACC_BITS - 2``).
+  Epilogue: ``none/relu``: ``mult = s_acc / s_out``; residual ``res_mult = s_res / s_out``
+  (per channel, aligned with :func:`sim.numerics.align_residual`); ``hswish``: ``mult = s_acc /
+  s_mid`` to a 16-bit intermediate with ``s_mid = max(1.25 * max|pre|, 6) / 2**15`` (calibrated),
+  then :func:`sim.numerics.hswish_constants` per output channel. The output's filter-wise shift
+  (if its consumer is a shifted PW2) is the epilogue ``offset``.
+* global_avgpool: ``mult = s_in / (H W) / s_out``.
+* linear (head): raw int32 accumulators, ``bias = round(b / (s_in s_w))``; the output tensor's
+  per-channel scale is ``s_in s_w``. The LayerNorm node reads them (host, float64).
+* linear_attention (per head): ``s_mult = s_k s_v / s_S``, ``ksum_mult = s_k / s_ks``,
+  ``log2_offset = round(log2(s_q s_ks))``, ``out_mult = s_S 2**offset / (s_ks s_out)``,
+  ``log2_emin`` from calibration, clipped so that ``0 <= out_mult_c + emin`` and
+  ``out_mult_c + emin + 15 <= 47`` (:func:`sim.golden.attention_steps`).
+
+``meta["input_offsets"]`` lists, for each filter-wise-shifted tensor, its integer channel offsets
+(the real value of such a tensor is ``scale * (int + offset)``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sim import numerics as nx
+from sim.intprogram import Epilogue, IntProgram, Node, TensorInfo
+
+from .qmodel import QAttention, QConcat, QConv, QGraph, QLayerNorm, QLinear, QPool
+from .quantizers import AdaRoundWeightQuantizer, round_half_up
+from .transforms import log2_offset
+
+__all__ = ["export", "run_int", "quantize_images", "ExportError", "BIAS_BITS"]
+
+BIAS_BITS = nx.ACC_BITS - 2
+
+
+class ExportError(ValueError):
+    """The quantized model cannot be expressed as an IntProgram (e.g. activations not quantized)."""
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().double().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
+
+
+def _round(x) -> np.ndarray:
+    return np.floor(np.asarray(x, np.float64) + 0.5).astype(np.int64)
+
+
+def _wint(n) -> np.ndarray:
+    if isinstance(n.wq, AdaRoundWeightQuantizer):
+        return _np(n.wq.int_weight()).astype(np.int64)
+    return _np(n.wq.int_weight(n.weight)).astype(np.int64)
+
+
+def _dy_per_channel(vals) -> nx.Dyadic:
+    return nx.to_dyadic(np.asarray(vals, np.float64))
+
+
+def _hswish_per_channel(s_mid: float, s_out: np.ndarray):
+    threes, bs, cs = set(), [], []
+    for so in np.atleast_1d(s_out):
+        three, m = nx.hswish_constants(float(s_mid), float(so))
+        threes.add(three)
+        bs.append(int(m.b))
+        cs.append(int(m.c))
+    (three,) = threes
+    return three, nx.Dyadic(np.array(bs), np.array(cs))
+
+
+def export(g: QGraph, *, check: bool = True) -> IntProgram:
+    """The IntProgram of a calibrated (optionally reconstructed) QGraph."""
+    if not g.cfg.act_quant or not len(g.act_q):
+        raise ExportError("export needs a calibrated model with quantized activations "
+                          "(not --no-act-quant)")
+    if g.cfg.attention != "log2":
+        raise ExportError(f"the integer graph implements the log2 divisor only; attention mode "
+                          f"{g.cfg.attention!r} is a fake-quant ablation setting")
+    shapes = g.shapes()
+    tensors, nodes = {}, []
+    offsets = {}
+
+    def scale_of(name):
+        return _np(g.scale_vector(name))
+
+    def offset_of(name):
+        key = name.replace(".", "__")
+        q = g.act_q[key] if key in g.act_q else None
+        o = None if q is None else q.offset()
+        return None if o is None else _np(o).astype(np.int64)
+
+    def add_tensor(name, *, bits=None, signed=True, scale=None):
+        t = g.tensors[name]
+        sc = scale_of(name) if scale is None else np.asarray(scale, np.float64)
+        if sc.ndim == 1 and np.all(sc == sc[0]):
+            sc = np.float64(sc[0])
+        tensors[name] = TensorInfo(name, shapes[name], t.bits if bits is None else bits, signed, sc)
+        o = offset_of(name)
+        if o is not None:
+            offsets[name] = o.tolist()
+
+    add_tensor("input")
+    for n in g.nodes:
+        if isinstance(n, QConv):
+            nodes.append(_conv(g, n, scale_of, offset_of))
+            add_tensor(n.output)
+        elif isinstance(n, QConcat):
+            nodes.append(Node(n.name, "concat", list(n.inputs), n.output))
+            add_tensor(n.output)
+        elif isinstance(n, QPool):
+            s_in = scale_of(n.inputs[0])
+            if not np.allclose(s_in, s_in[0]):
+                raise ExportError(f"{n.name}: pooling needs a per-tensor input scale")
+            h, w = shapes[n.inputs[0]][1:]
+            mult = nx.to_dyadic(s_in[0] / (h * w) / scale_of(n.output)[0])
+            nodes.append(Node(n.name, "global_avgpool", list(n.inputs), n.output, {}, {},
+                              Epilogue(mult=mult)))
+            add_tensor(n.output)
+        elif isinstance(n, QLinear):
+            s_in = scale_of(n.inputs[0])
+            if not np.allclose(s_in, s_in[0]):
+                raise ExportError(f"{n.name}: a linear layer needs a per-tensor input scale")
+            s_acc = s_in[0] * _np(n.wq.scale).reshape(-1) * np.ones(n.weight.shape[0])
+            bias = np.clip(_round(_np(n.bias) / s_acc), -(1 << (BIAS_BITS - 1)), (1 << (BIAS_BITS - 1)) - 1)
+            nodes.append(Node(n.name, "linear", list(n.inputs), n.output, {},
+                              dict(weight=_wint(n).astype(np.int8), bias=bias.astype(np.int32)), None))
+            add_tensor(n.output, bits=32, scale=s_acc)
+        elif isinstance(n, QLayerNorm):
+            nodes.append(Node(n.name, "layernorm", list(n.inputs), n.output,
+                              dict(eps=n.eps, act=n.act),
+                              dict(gamma=_np(n.gamma), beta=_np(n.beta)), None))
+            add_tensor(n.output)
+        elif isinstance(n, QAttention):
+            nodes.append(_attention(g, n, scale_of))
+            add_tensor(n.output)
+        else:
+            raise ExportError(f"{n.name}: no IntProgram op for {type(n).__name__}")
+    meta = dict(g.meta)
+    meta.update(source="quant.export", qconfig=g.cfg.as_dict(), input_offsets=offsets)
+    prog = IntProgram(tensors, nodes, ["input"], [g.output_name], meta)
+    return prog.validate() if check else prog
+
+
+def _conv(g, n: QConv, scale_of, offset_of) -> Node:
+    s_in = scale_of(n.inputs[0])
+    cout = n.weight.shape[0]
+    s_w = _np(n.wq.scale).reshape(-1) * np.ones(cout)
+    if n.depthwise:
+        s_acc = s_in * s_w
+    else:
+        if not np.allclose(s_in, s_in[0], rtol=0, atol=0):
+            raise ExportError(f"{n.name}: per-channel input scale on a non-depthwise conv")
+        s_acc = s_in[0] * s_w
+    w = _wint(n)
+    bias = _round(_np(n.bias) / s_acc)
+    o_in = offset_of(n.inputs[0])
+    if o_in is not None:                       # Eq. 10: fold the input shift into the bias
+        if n.kernel != 1 or n.groups != 1:
+            raise ExportError(f"{n.name}: filter-wise shifting needs a pointwise consumer")
+        bias = bias + w[:, :, 0, 0] @ o_in
+    bias = np.clip(bias, -(1 << (BIAS_BITS - 1)), (1 << (BIAS_BITS - 1)) - 1)
+    s_out = scale_of(n.output)
+    o_out = offset_of(n.output)
+    off = np.int64(0) if o_out is None else o_out
+    if n.act == "hswish":
+        s_mid = max(1.25 * float(n.pre_max), 6.0) / (1 << (g.cfg.mid_bits - 1))
+        three, hm = _hswish_per_channel(s_mid, s_out)
+        epi = Epilogue(mult=_dy_per_channel(s_acc / s_mid), act="hswish", offset=off,
+                       mid_bits=g.cfg.mid_bits, three=three, hswish_mult=hm)
+    else:
+        mult = _dy_per_channel(s_acc / s_out)
+        res_mult = None
+        if n.residual is not None:
+            s_res = scale_of(n.residual)
+            res_mult = nx.align_residual(_dy_per_channel(s_res / s_out), mult.c)
+        epi = Epilogue(mult=mult, act=n.act, offset=off, residual=n.residual, res_mult=res_mult)
+    attrs = dict(kernel=int(n.kernel), stride=int(n.stride), padding=int(n.padding),
+                 groups=int(n.groups))
+    return Node(n.name, "conv", list(n.inputs), n.output, attrs,
+                dict(weight=w.astype(np.int8), bias=bias.astype(np.int32)), epi)
+
+
+def attention_params(g: QGraph, n: QAttention, s_out: np.ndarray | None = None) -> dict:
+    """The per-head integer parameters of :func:`sim.golden.attention_steps`."""
+    s_q, s_k, s_v = (_np(t) for t in n.head_scales(g))
+    s_S, s_ks = _np(n.s_S), _np(n.s_ks)
+    if s_out is None:
+        s_out = float(_np(g.scale_vector(n.output))[0])      # attention outputs are per tensor
+    s_mult = nx.to_dyadic(s_k * s_v / s_S)
+    ksum_mult = nx.to_dyadic(s_k / s_ks)
+    offset = np.array([log2_offset(float(v)) for v in s_q * s_ks], dtype=np.int64)
+    out_mult = nx.to_dyadic(s_S / (s_ks * s_out) * np.exp2(offset.astype(np.float64)))
+    emin = _np(n.emin).astype(np.int64)
+    top = nx.MAX_SHIFT - ((1 << nx.LOG2_CODE_BITS) - 1)
+    emin = np.clip(emin, -out_mult.c, top - out_mult.c)
+    params = dict(s_mult_b=s_mult.b, s_mult_c=s_mult.c, ksum_mult_b=ksum_mult.b,
+                  ksum_mult_c=ksum_mult.c, out_mult_b=out_mult.b, out_mult_c=out_mult.c,
+                  log2_offset=offset, log2_emin=emin)
+    return {k: np.asarray(v, dtype=np.int64).reshape(n.heads) for k, v in params.items()}
+
+
+def _attention(g, n: QAttention, scale_of) -> Node:
+    p = attention_params(g, n)
+    n.emin = torch.as_tensor(p["log2_emin"], dtype=torch.float64)   # keep fake-quant in sync
+    return Node(n.name, "linear_attention", list(n.inputs), n.output, dict(dim=int(n.dim)), p, None)
+
+
+# ------------------------------------------------------------------------------------------------
+# batched integer executor (the "integer-exact" mode)
+# ------------------------------------------------------------------------------------------------
+
+def quantize_images(prog: IntProgram, images: torch.Tensor) -> np.ndarray:
+    """Float images ``(B, C, H, W)`` -> the input tensor's integers (round half up, saturate)."""
+    t = prog.tensors[prog.inputs[0]]
+    s = torch.as_tensor(t.channel_scale(), dtype=torch.float64).reshape(1, -1, 1, 1)
+    q = round_half_up(images.double() / s)
+    return nx.saturate(q.numpy().astype(np.int64), t.bits, signed=t.signed)
+
+
+def _t(a):
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+
+
+def _int(a: torch.Tensor) -> np.ndarray:
+    return a.numpy().astype(np.int64)
+
+
+def _attention_batched(x: np.ndarray, p: dict, dim: int) -> np.ndarray:
+    """Integer linear attention over a batch (same steps as sim.golden.attention_steps, written
+    independently with batched torch float64 matmuls, exact for these magnitudes)."""
+    b, c, h, w = x.shape
+    heads = c // (3 * dim)
+    t = _t(x).reshape(b, heads, 3 * dim, h * w)
+    q, k, v = t[:, :, :dim].clamp_min(0), t[:, :, dim:2 * dim].clamp_min(0), t[:, :, 2 * dim:]
+
+    def dy(key, extra):
+        shape = (1, heads) + (1,) * extra
+        return nx.Dyadic(p[f"{key}_b"].reshape(shape), p[f"{key}_c"].reshape(shape))
+
+    kv = _int(k @ v.transpose(-1, -2))                                  # (b, heads, dk, dv)
+    s8 = nx.requant(kv, dy("s_mult", 2), out_bits=8, signed=True)
+    ks = _int(k.sum(-1))                                                # (b, heads, dk)
+    ks8 = nx.requant(ks, dy("ksum_mult", 1), out_bits=8, signed=False)
+    num = _int(_t(s8).transpose(-1, -2) @ q)                            # (b, heads, dv, N)
+    den = _int((_t(ks8).unsqueeze(-1) * q).sum(-2))                     # (b, heads, N)
+    e = nx.log2_quantize(den, offset=p["log2_offset"].reshape(1, heads, 1),
+                         emin=p["log2_emin"].reshape(1, heads, 1))
+    m = nx.Dyadic(p["out_mult_b"].reshape(1, heads, 1, 1),
+                  p["out_mult_c"].reshape(1, heads, 1, 1) + e[:, :, None, :])
+    out = nx.requant(num, m, out_bits=8, signed=True)
+    out = np.where((den == 0)[:, :, None, :], 0, out)
+    return out.reshape(b, heads * dim, h, w)
+
+
+@torch.no_grad()
+def run_int(prog: IntProgram, x_int, *, keep: bool = False) -> np.ndarray | dict:
+    """Execute ``prog`` on a batch of integer images ``(B, C, H, W)``; returns the int64 output
+    ``(B, ...)`` (or every tensor with ``keep``). Bit-exact with :func:`sim.golden.run`."""
+    from sim import golden  # the host LayerNorm is one shared float64 function by contract
+    x_int = np.asarray(x_int)
+    env = {prog.inputs[0]: x_int.astype(np.int64)}
+    for node in prog.nodes:
+        out_t = prog.tensors[node.output]
+        a = [env[t] for t in node.inputs]
+        if node.op == "conv":
+            at = node.attrs
+            acc = F.conv2d(_t(a[0]), _t(node.params["weight"]), _t(node.params["bias"]),
+                           int(at["stride"]), int(at["padding"]), 1, int(at["groups"]))
+            acc = _int(acc)
+        elif node.op == "concat":
+            env[node.output] = np.concatenate(a, axis=1)
+            continue
+        elif node.op == "global_avgpool":
+            acc = a[0].reshape(a[0].shape[0], a[0].shape[1], -1).sum(-1)
+        elif node.op == "linear":
+            acc = _int(_t(a[0]) @ _t(node.params["weight"]).T + _t(node.params["bias"]))
+            if node.epilogue is None:
+                env[node.output] = nx.saturate(acc, out_t.bits, signed=out_t.signed)
+                continue
+        elif node.op == "linear_attention":
+            env[node.output] = _attention_batched(a[0], node.params, int(node.attrs["dim"]))
+            continue
+        elif node.op == "layernorm":
+            in_t = prog.tensors[node.inputs[0]]
+            env[node.output] = np.stack([
+                golden.layernorm_host(r, in_t.channel_scale(), node.params["gamma"],
+                                      node.params["beta"], eps=float(node.attrs.get("eps", 1e-5)),
+                                      act=node.attrs.get("act", "none"),
+                                      out_scale=out_t.channel_scale(), out_bits=out_t.bits,
+                                      signed=out_t.signed) for r in a[0]])
+            continue
+        else:
+            raise ExportError(f"run_int: unsupported op {node.op!r}")
+        res = env[node.epilogue.residual] if node.epilogue.residual is not None else None
+        env[node.output] = node.epilogue.apply(acc, out_bits=out_t.bits, signed=out_t.signed,
+                                               residual=res, channel_axis=1)
+    if keep:
+        return env
+    return env[prog.outputs[0]]
