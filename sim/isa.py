@@ -56,7 +56,12 @@ REGS = {
     "DIM": 15,       # attention head dimension d
     "NTOK": 16,      # attention tokens (H*W)
     "NOEPI": 17,     # 1: no epilogue, write int32 accumulators (logits)
-    "OSTRIDE": 18,   # output block channel stride in bytes (0 = dense)
+    "OSTRIDE": 18,   # output block channel stride in bytes
+    "XSTRIDE": 19,   # input block channel stride in bytes
+    "RSTRIDE": 20,   # residual block channel stride in bytes
+    "XSIGNED": 21,   # input int8 (1) or uint8 (0)
+    "RSIGNED": 22,   # residual int8 (1) or uint8 (0)
+    "XBUF": 23,      # buffer the input block is read from (BUFS: B or AUX)
 }
 REG_NAMES = {v: k for k, v in REGS.items()}
 
@@ -68,8 +73,10 @@ _DMA = [("buf", 3, False), ("dram_addr", 32, False), ("buf_addr", 20, False),
         ("count", 16, False), ("length", 20, False), ("stride", 28, False)]
 FORMATS = {
     "NOP":     (0, None, []),
+    # semaphores are event counters: SIGNAL adds count, WAIT blocks until the counter >= count
+    # (it does not decrement), so any number of units can wait for the same event
     "SIGNAL":  (1, "*", [("unit", 3, False), ("sem", 16, False), ("count", 8, False)]),
-    "WAIT":    (2, "*", [("unit", 3, False), ("sem", 16, False), ("count", 8, False)]),
+    "WAIT":    (2, "*", [("unit", 3, False), ("sem", 16, False), ("count", 12, False)]),
     "SETR":    (3, "*", [("unit", 3, False), ("reg", 8, False), ("value", 32, True)]),
     "LOAD":    (4, "LD", _DMA),                 # DRAM -> buf: count chunks of length bytes
     "STORE":   (5, "ST", _DMA),                 # buf -> DRAM, same shape

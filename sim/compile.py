@@ -1,0 +1,829 @@
+"""The compiler: IntProgram + AccelConfig -> Binary (instruction streams + DRAM image).
+
+Memory map
+----------
+Every tensor lives in DRAM, channel-major ``(C, H, W)``, one byte per element (int8 or uint8 as
+the tensor's signedness says; 32-bit tensors, the logits, take 4 bytes). Concat outputs are
+allocated once and their inputs are *aliases* into channel slices of it (channel-major layout
+makes a channel concat contiguous), so a concat costs nothing. Each conv/linear/pool node has a
+weight block (int8, the IntProgram layout ``(Cout, Cin/g, k, k)``) and a parameter block of one
+32-byte record per output channel (int32: bias, mult_b, mult_c, offset, res_b, res_c, hsw_b,
+hsw_c); attention nodes one 32-byte record per head (s_b, s_c, ks_b, ks_c, log2_offset,
+log2_emin, out_b, out_c). The host LayerNorm reads a float64 block (eps, out_bits, signed,
+in_signed, in_bits, gamma, beta, in_scale, out_scale).
+
+On chip the global buffers B (activations), C (weights + params) and OUT are each split in two
+slots used alternately (double buffering): while the cores compute tile ``t`` out of one slot,
+the LD unit fills the other with tile ``t+1`` and the ST unit drains the other OUT slot.
+
+Schedule
+--------
+Each node is cut into tiles: output-channel chunks (so that a chunk's weights fit a C slot)
+times output-row blocks (so that the input rows with their halo fit a B slot and the outputs an
+OUT slot). A tile is split over the ``L`` cores by output channels and/or rows (the factorisation
+``Lc x Lr`` with the smallest estimated core time), and inside a core between the MAT and the
+R-MAC engine (by output channels or rows, whichever balances better); depthwise tiles run on the
+R-MAC in self-accumulation mode. All dependencies are explicit SIGNAL/WAIT events: LD -> compute
+(tile loaded), compute -> ST (tile computed), ST -> compute (OUT slot free again), compute -> LD
+(B/C slot free again), ST -> LD (a DRAM region read by a later layer has been written: RAW
+through DRAM, tracked per tensor, channel range and row range, so layer ``i+1`` starts as soon as
+the rows it needs are stored, which pipelines consecutive layers).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import AccelConfig
+from .intprogram import IntProgram, Node
+from .isa import ACTS, BUFS, REGS, Instr, decode_stream, encode_stream
+
+__all__ = ["CompileError", "Binary", "compile", "BINARY_VERSION", "PARAM_RECORD"]
+
+BINARY_VERSION = 1
+MAGIC = "trio-vit.binary"
+PARAM_RECORD = 32       #: bytes per output channel (8 x int32) / per attention head
+ALIGN = 64              #: DRAM alignment of every block (one AXI beat of the 4 HP ports)
+TILES_TARGET = 4        #: aim for at least this many row tiles per layer (inter-layer overlap)
+
+
+class CompileError(ValueError):
+    """The program cannot be mapped on this configuration (the message says why)."""
+
+
+@dataclass
+class Binary:
+    """What the accelerator runs: per-stream instruction lists and the DRAM image.
+
+    ``streams``: ``{"global": [...], "core0": [...], ...}`` of :class:`sim.isa.Instr`;
+    ``tags``: the same shape, the index into ``layers`` of each instruction (-1: none);
+    ``dram``: uint8 image; ``symbols``: name -> {addr, nbytes, kind, shape, signed, bytes_per};
+    ``layers``: per IntProgram node a dict (name, kind, op, macs, ...).
+    """
+    cfg: AccelConfig
+    prog: IntProgram
+    streams: dict
+    tags: dict
+    dram: np.ndarray
+    symbols: dict
+    layers: list
+
+    @property
+    def n_instructions(self) -> int:
+        return sum(len(s) for s in self.streams.values())
+
+    def save(self, path) -> Path:
+        """Write ``path`` (.npz: encoded streams, tags, DRAM image, JSON manifest with the config,
+        symbols and layers; the IntProgram is embedded as its own .npz bytes). Atomic."""
+        path = Path(path)
+        arrays = {}
+        for name, ins in self.streams.items():
+            arrays[f"s.{name}"] = encode_stream(ins)
+            arrays[f"t.{name}"] = np.asarray(self.tags[name], dtype=np.int32)
+        arrays["dram"] = self.dram
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, ptmp = tempfile.mkstemp(dir=path.parent, suffix=".prog.npz")
+        os.close(fd)
+        try:
+            self.prog.save(ptmp)
+            arrays["program"] = np.frombuffer(Path(ptmp).read_bytes(), dtype=np.uint8)
+        finally:
+            os.unlink(ptmp)
+        manifest = {"format": MAGIC, "version": BINARY_VERSION, "config": self.cfg.to_dict(),
+                    "streams": list(self.streams), "symbols": self.symbols, "layers": self.layers}
+        arrays["__manifest__"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Binary":
+        path = Path(path)
+        try:
+            z = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+            arrays = {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            raise CompileError(f"{path}: no such file") from None
+        except Exception as e:
+            raise CompileError(f"{path}: not a Binary .npz file ({e})") from None
+        if "__manifest__" not in arrays:
+            raise CompileError(f"{path}: no manifest; not a trio-vit Binary")
+        m = json.loads(arrays["__manifest__"].tobytes().decode())
+        if m.get("format") != MAGIC:
+            raise CompileError(f"{path}: format {m.get('format')!r} is not {MAGIC!r}")
+        if m.get("version") != BINARY_VERSION:
+            raise CompileError(f"{path}: Binary version {m.get('version')} is not supported (this"
+                               f" trio-vit reads version {BINARY_VERSION}); recompile")
+        cfg = AccelConfig.from_dict(m["config"])
+        fd, ptmp = tempfile.mkstemp(suffix=".npz")
+        os.close(fd)
+        try:
+            Path(ptmp).write_bytes(arrays["program"].tobytes())
+            prog = IntProgram.load(ptmp)
+        finally:
+            os.unlink(ptmp)
+        streams = {n: decode_stream(arrays[f"s.{n}"]) for n in m["streams"]}
+        tags = {n: arrays[f"t.{n}"].tolist() for n in m["streams"]}
+        return cls(cfg, prog, streams, tags, arrays["dram"], m["symbols"], m["layers"])
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _align(n, a=ALIGN):
+    return _cdiv(n, a) * a
+
+
+def _elem_bytes(t) -> int:
+    return 1 if t.bits <= 8 else 4
+
+
+def _shape3(shape):
+    return tuple(shape) if len(shape) == 3 else (shape[0], 1, 1)
+
+
+def conv_cycles(cfg: AccelConfig, engine: str, *, K: int, nco: int, npix: int,
+                groups: int = 1) -> int:
+    """Busy cycles of a (grouped) conv / matmul tile on one engine in down-forward mode: the
+    engine takes ``lanes_in`` reduction elements and ``lanes_out`` output channels per cycle
+    (MAT: T x S, R-MAC: N x M), one output pixel at a time. ``K`` is the reduction length per
+    group (``Cin/g * k * k``), ``nco`` the output channels of the tile."""
+    tin, sout = (cfg.T, cfg.S) if engine == "MAT" else (cfg.N, cfg.M)
+    if groups > 1:
+        return groups * _cdiv(K, tin) * _cdiv(nco // groups, sout) * npix
+    return _cdiv(K, tin) * _cdiv(nco, sout) * npix
+
+
+def dw_cycles(cfg: AccelConfig, *, nch: int, ho: int, wo: int, k: int) -> int:
+    """R-MAC self-accumulation: N channels (R-MACs of a lane) x M consecutive output pixels of a
+    row (the M lanes, weight broadcast) per pass; a pass takes k*k cycles (one tap per cycle,
+    stride 2 by the odd/even split of the input row, same count)."""
+    return _cdiv(nch, cfg.N) * ho * _cdiv(wo, cfg.M) * k * k
+
+
+def _split(n, parts, gran=1):
+    """Split range(n) into ``parts`` contiguous pieces, sizes multiples of ``gran`` (last ragged);
+    empty pieces dropped."""
+    units = _cdiv(n, gran)
+    base, extra = divmod(units, parts)
+    out, s = [], 0
+    for i in range(parts):
+        u = base + (1 if i < extra else 0)
+        if u == 0:
+            continue
+        e = min(n, s + u * gran)
+        out.append((s, e))
+        s = e
+    return out
+
+
+# -- emitter -------------------------------------------------------------------------------------
+
+class _Em:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.names = ["global"] + [f"core{i}" for i in range(cfg.L)]
+        self.streams = {n: [] for n in self.names}
+        self.tags = {n: [] for n in self.names}
+        self.layer = -1
+        self.nsem = 0
+        self.regs = {}
+
+    def emit(self, stream, op, **f):
+        self.streams[stream].append(Instr(op, f))
+        self.tags[stream].append(self.layer)
+
+    def sem(self):
+        s = self.nsem
+        self.nsem += 1
+        if self.nsem > 1 << 16:
+            raise CompileError("more than 65536 synchronisation events; the 16-bit semaphore"
+                               " field overflows (use bigger buffers or a smaller model)")
+        return s
+
+    def signal(self, stream, unit, sem, count=1):
+        self.emit(stream, "SIGNAL", unit=_unit(unit), sem=sem, count=count)
+
+    def wait(self, stream, unit, sem, count=1):
+        if count > 0:
+            self.emit(stream, "WAIT", unit=_unit(unit), sem=sem, count=count)
+
+    def setr(self, stream, unit, **regs):
+        for k, v in regs.items():
+            key = (stream, unit, k)
+            if self.regs.get(key) != v:
+                self.emit(stream, "SETR", unit=_unit(unit), reg=REGS[k], value=int(v))
+                self.regs[key] = v
+
+
+def _unit(u):
+    from .isa import UNITS
+    return UNITS[u]
+
+
+class _Slots:
+    """Alternating slots of one global buffer; ``busy[i]`` lists the (sem, count) events that
+    mean "slot i is free again"."""
+
+    def __init__(self, size, n=2):
+        self.size = size // n
+        self.base = [i * self.size for i in range(n)]
+        self.busy = [[] for _ in range(n)]
+        self.i = 0
+
+    def next(self):
+        i = self.i
+        self.i = (i + 1) % len(self.base)
+        return i
+
+
+# -- the compiler --------------------------------------------------------------------------------
+
+class _Compiler:
+    def __init__(self, prog: IntProgram, cfg: AccelConfig):
+        self.p, self.cfg = prog.validate(), cfg
+        self.em = _Em(cfg)
+        self.B = _Slots(cfg.buf_b_bytes)
+        self.C = _Slots(cfg.buf_c_bytes)
+        self.O = _Slots(cfg.buf_out_bytes)
+        self.blocks = []          # (addr, bytes)
+        self.symbols = {}
+        self.size = 0
+        self.stores = {}          # base tensor -> [(c0, c1, r0, r1, sem)]
+        self.layers = []
+        self.aux_free = {}        # (core stream, aux half) -> event "ATT_OUT done reading it"
+
+    # DRAM ------------------------------------------------------------------------------------
+    def alloc(self, name, nbytes, kind, data=None, **meta):
+        addr = _align(self.size)
+        self.size = addr + nbytes
+        if self.size >= 1 << 32:
+            raise CompileError("DRAM image exceeds the 32-bit address space")
+        self.symbols[name] = dict(addr=addr, nbytes=int(nbytes), kind=kind, **meta)
+        if data is not None:
+            b = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+            assert b.size == nbytes, (name, b.size, nbytes)
+            self.blocks.append((addr, b))
+        return addr
+
+    def layout_tensors(self):
+        p = self.p
+        self.alias = {}   # tensor -> (base, channel offset)
+        for n in reversed(p.nodes):
+            if n.op == "concat":
+                base, off0 = self.alias.get(n.output, (n.output, 0))
+                off = off0
+                for t in n.inputs:
+                    if t in self.alias or t in p.inputs:
+                        raise CompileError(f"tensor {t!r} is concatenated twice or is a graph"
+                                           " input; not supported")
+                    self.alias[t] = (base, off)
+                    off += p.tensors[t].shape[0]
+        for name, t in p.tensors.items():
+            if name in self.alias:
+                continue
+            c, h, w = _shape3(t.shape)
+            self.alloc(f"tensor:{name}", c * h * w * _elem_bytes(t), "tensor",
+                       shape=list(t.shape), signed=bool(t.signed), bits=t.bits)
+        for name, (base, off) in self.alias.items():
+            t, bt = p.tensors[name], p.tensors[base]
+            c, h, w = _shape3(bt.shape)
+            b = self.symbols[f"tensor:{base}"]
+            self.symbols[f"tensor:{name}"] = dict(
+                addr=b["addr"] + off * h * w * _elem_bytes(bt), nbytes=int(np.prod(t.shape)),
+                kind="alias", base=base, channel_offset=off, shape=list(t.shape),
+                signed=bool(t.signed), bits=t.bits)
+
+    def taddr(self, name):
+        return self.symbols[f"tensor:{name}"]["addr"]
+
+    def base_of(self, name):
+        return self.alias.get(name, (name, 0))
+
+    # sync through DRAM -----------------------------------------------------------------------
+    def wait_stored(self, tensor, c0, c1, r0, r1):
+        base, off = self.base_of(tensor)
+        for (a0, a1, b0, b1, sem) in self.stores.get(base, []):
+            if a0 < off + c1 and off + c0 < a1 and b0 < r1 and r0 < b1:
+                self.em.wait("global", "LD", sem, 1)
+
+    def record_store(self, tensor, c0, c1, r0, r1, sem):
+        base, off = self.base_of(tensor)
+        self.stores.setdefault(base, []).append((off + c0, off + c1, r0, r1, sem))
+
+    # params ----------------------------------------------------------------------------------
+    def param_block(self, node: Node, cout):
+        rec = np.zeros((cout, 8), dtype=np.int32)
+        e = node.epilogue
+        if "bias" in node.params:
+            rec[:, 0] = np.asarray(node.params["bias"], dtype=np.int64)
+        if e is not None:
+            bc = lambda a: np.broadcast_to(np.asarray(a, dtype=np.int64), (cout,))
+            rec[:, 1], rec[:, 2], rec[:, 3] = bc(e.mult.b), bc(e.mult.c), bc(e.offset)
+            if e.res_mult is not None:
+                rec[:, 4], rec[:, 5] = bc(e.res_mult.b), bc(e.res_mult.c)
+            if e.hswish_mult is not None:
+                rec[:, 6], rec[:, 7] = bc(e.hswish_mult.b), bc(e.hswish_mult.c)
+        return rec
+
+    # main ------------------------------------------------------------------------------------
+    def run(self) -> Binary:
+        self.layout_tensors()
+        for li, n in enumerate(self.p.nodes):
+            self.em.layer = li
+            info = dict(name=n.name, kind=n.kind, op=n.op, tiles=0)
+            self.layers.append(info)
+            if n.op == "conv" and n.kind == "depthwise":
+                self.dw(n, info)
+            elif n.op in ("conv", "linear"):
+                self.conv(n, info)
+            elif n.op == "linear_attention":
+                self.attention(n, info)
+            elif n.op == "global_avgpool":
+                self.pool(n, info)
+            elif n.op == "layernorm":
+                self.host_ln(n, info)
+            elif n.op == "concat":
+                pass
+            else:
+                raise CompileError(f"node {n.name!r}: op {n.op!r} has no mapping")
+        for s in self.em.names:
+            for u in (("LD", "ST", "HOST") if s == "global" else ("RMAC", "MAT", "AUX")):
+                self.em.emit(s, "HALT", unit=_unit(u))
+        dram = np.zeros(_align(self.size), dtype=np.uint8)
+        for addr, b in self.blocks:
+            dram[addr:addr + b.size] = b
+        return Binary(self.cfg, self.p, self.em.streams, self.em.tags, dram, self.symbols,
+                      self.layers)
+
+    # generic tile machinery ------------------------------------------------------------------
+    def load_weights(self, slot_c, blocks):
+        """LD the given (dram_addr, nbytes, buf_off) blocks into C slot; returns the ready sem."""
+        em = self.em
+        for sem, cnt in self.C.busy[slot_c]:
+            em.wait("global", "LD", sem, cnt)
+        self.C.busy[slot_c] = []
+        base = self.C.base[slot_c]
+        for dram, nbytes, off in blocks:
+            for a in range(0, nbytes, (1 << 20) - ALIGN):       # length field is 20 bits
+                ln = min(nbytes - a, (1 << 20) - ALIGN)
+                em.emit("global", "LOAD", buf=BUFS["C"], dram_addr=dram + a,
+                        buf_addr=base + off + a, count=1, length=ln, stride=0)
+        sem = em.sem()
+        em.signal("global", "LD", sem)
+        return sem
+
+    def dma_rows(self, op, buf, buf_addr, dram, count, length, stride):
+        """LOAD/STORE ``count`` chunks of ``length`` bytes, DRAM stride ``stride``."""
+        for c0 in range(0, count, 65535):
+            n = min(count - c0, 65535)
+            self.em.emit("global", op, buf=BUFS[buf],
+                         buf_addr=buf_addr + c0 * length, dram_addr=dram + c0 * stride,
+                         count=n, length=length, stride=stride)
+
+    def begin_tile(self, slot_b):
+        for sem, cnt in self.B.busy[slot_b]:
+            self.em.wait("global", "LD", sem, cnt)
+        self.B.busy[slot_b] = []
+
+    def finish_tile(self, slot_b, slot_o, writers, store):
+        """writers: list of (stream, unit) that SIGNAL done; store: callable emitting STOREs."""
+        em = self.em
+        done = em.sem()
+        for s, u in writers:
+            em.signal(s, u, done)
+        self.B.busy[slot_b].append((done, len(writers)))
+        em.wait("global", "ST", done, len(writers))
+        store()
+        stored = em.sem()
+        em.signal("global", "ST", stored)
+        self.O.busy[slot_o] = [(stored, 1)]
+        return done, stored
+
+    def wait_out_slot(self, stream, unit, slot_o, seen):
+        if (stream, unit) not in seen:
+            seen.add((stream, unit))
+            for sem, cnt in self.O.busy[slot_o]:
+                self.em.wait(stream, unit, sem, cnt)
+
+    # conv / linear -----------------------------------------------------------------------------
+    def conv(self, n: Node, info):
+        cfg, p, em = self.cfg, self.p, self.em
+        xt, yt = p.tensors[n.inputs[0]], p.tensors[n.output]
+        lin = n.op == "linear"
+        cin, H, W = _shape3(xt.shape)
+        cout, Ho, Wo = _shape3(yt.shape)
+        if lin:
+            k = s = 1
+            pad, g = 0, 1
+        else:
+            k, s, pad, g = (int(n.attrs[a]) for a in ("kernel", "stride", "padding", "groups"))
+        cin_g, cout_g = cin // g, cout // g
+        K = cin_g * k * k
+        ob = _elem_bytes(yt)
+        e = n.epilogue
+        res = e.residual if e is not None else None
+        # DRAM blocks
+        w = np.asarray(n.params["weight"], dtype=np.int8).reshape(cout, K)
+        waddr = self.alloc(f"weight:{n.name}", w.size, "weight", w)
+        paddr = self.alloc(f"param:{n.name}", cout * PARAM_RECORD, "param",
+                           self.param_block(n, cout))
+        # co chunk
+        per_co = K + PARAM_RECORD
+        chunk = min(cout, 4095, (self.C.size - ALIGN) // per_co)
+        gran = cout_g if g > 1 else (8 if cout >= 8 else 1)
+        if chunk < cout:
+            chunk = chunk // gran * gran
+        if chunk < max(1, cout_g if g > 1 else 1):
+            raise CompileError(f"{n.name}: one filter ({per_co} bytes) does not fit a C slot"
+                               f" ({self.C.size} bytes); enlarge buf_c_bytes")
+        # rows per tile
+        def need(nr):
+            rows_in = min(H, (nr - 1) * s + k)
+            b = cin * rows_in * W + (chunk * nr * Wo if res else 0)
+            return b <= self.B.size and chunk * nr * Wo * ob <= self.O.size
+        nr = Ho
+        while nr > 1 and not need(nr):
+            nr -= 1
+        if not need(nr):
+            raise CompileError(f"{n.name}: one output row does not fit the B/OUT slots"
+                               f" (B slot {self.B.size} bytes, OUT slot {self.O.size} bytes)")
+        nr = min(nr, max(1, _cdiv(Ho, TILES_TARGET)))
+        x_signed = int(p.tensors[n.inputs[0]].signed)
+        regs = dict(CIN=cin_g, WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad, PAD_R=pad,
+                    ACT=ACTS[e.act] if e else 0, OBITS=yt.bits, OSIGNED=int(yt.signed),
+                    MIDBITS=e.mid_bits if e else 16, THREE=e.three if e else 0,
+                    LINEAR=int(lin), NOEPI=int(e is None), XSIGNED=x_signed,
+                    RSIGNED=int(p.tensors[res].signed) if res else 1, XBUF=BUFS["B"])
+        for c0 in range(0, cout, chunk):
+            c1 = min(cout, c0 + chunk)
+            nco = c1 - c0
+            sc = self.C.next()
+            wsem = self.load_weights(sc, [(waddr + c0 * K, nco * K, 0),
+                                          (paddr + c0 * PARAM_RECORD, nco * PARAM_RECORD,
+                                           _align(chunk * K))])
+            wbase, pbase = self.C.base[sc], self.C.base[sc] + _align(chunk * K)
+            chunk_done = []
+            for r0 in range(0, Ho, nr):
+                r1 = min(Ho, r0 + nr)
+                info["tiles"] += 1
+                in_lo, in_hi = r0 * s - pad, (r1 - 1) * s - pad + k
+                a, b = max(in_lo, 0), min(in_hi, H)
+                sb, so = self.B.next(), self.O.next()
+                self.begin_tile(sb)
+                self.wait_stored(n.inputs[0], 0, cin, a, b)
+                bbase = self.B.base[sb]
+                self.dma_rows("LOAD", "B", bbase, self.taddr(n.inputs[0]) + a * W, cin,
+                              (b - a) * W, H * W)
+                rbase = bbase + cin * (b - a) * W
+                if res:
+                    self.wait_stored(res, c0, c1, r0, r1)
+                    self.dma_rows("LOAD", "B", rbase, self.taddr(res) + c0 * Ho * Wo + r0 * Wo,
+                                  nco, (r1 - r0) * Wo, Ho * Wo)
+                xsem = em.sem()
+                em.signal("global", "LD", xsem)
+                obase = self.O.base[so]
+                tnr = r1 - r0
+                writers, seen = [], set()
+                for core, eng, (ca, cb), (ra, rb) in self.plan_conv(nco, r1 - r0, Wo, K, g,
+                                                                    cout_g):
+                    st, unit = f"core{core}", eng
+                    op = "CONV_MAT" if eng == "MAT" else "CONV_RDF"
+                    em.wait(st, unit, xsem, 1)
+                    em.wait(st, unit, wsem, 1)
+                    self.wait_out_slot(st, unit, so, seen)
+                    gra, grb = r0 + ra, r0 + rb
+                    lo, hi = gra * s - pad, (grb - 1) * s - pad + k
+                    aa, bb = max(lo, 0), min(hi, H)
+                    ngr = (cb - ca) // cout_g if g > 1 else 1
+                    ci0 = (c0 + ca) // cout_g * cin_g if g > 1 else 0
+                    r = dict(regs, GROUPS=ngr, XSTRIDE=(b - a) * W, OSTRIDE=tnr * Wo * ob,
+                             RSTRIDE=tnr * Wo,
+                             RES_ADDR=(rbase + (ca * tnr + ra) * Wo) if res else -1)
+                    em.setr(st, unit, **r)
+                    em.emit(st, op, x_addr=bbase + ci0 * (b - a) * W + (aa - a) * W,
+                            w_addr=wbase + ca * K, p_addr=pbase + ca * PARAM_RECORD,
+                            o_addr=obase + (ca * tnr + ra) * Wo * ob, nco=cb - ca, hin=bb - aa,
+                            ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=BUFS["OUT"])
+                    writers.append((st, unit))
+                ydram = self.taddr(n.output) + (c0 * Ho + r0) * Wo * ob
+                done, stored = self.finish_tile(
+                    sb, so, writers,
+                    lambda: self.dma_rows("STORE", "OUT", obase, ydram, nco, tnr * Wo * ob,
+                                          Ho * Wo * ob))
+                self.record_store(n.output, c0, c1, r0, r1, stored)
+                chunk_done.append((done, len(writers)))
+            self.C.busy[sc] = chunk_done
+
+    def plan_conv(self, nco, nr, wo, K, g, cout_g):
+        """[(core, engine, (co_a, co_b), (row_a, row_b))] for one tile (relative ranges)."""
+        cfg = self.cfg
+        gran = cout_g if g > 1 else 1
+        best = None
+        for lc in range(1, cfg.L + 1):
+            lr = cfg.L // lc
+            if lc * lr != cfg.L and lc != cfg.L:
+                continue
+            cos = _split(nco, lc, max(gran, 8) if nco >= lc * 8 and g == 1 else gran)
+            rows = _split(nr, lr)
+            tasks, worst = [], 0
+            core = 0
+            for (ca, cb) in cos:
+                for (ra, rb) in rows:
+                    sub, t = self.engine_split(cb - ca, rb - ra, wo, K, g, cout_g)
+                    worst = max(worst, t)
+                    for eng, (xa, xb), (ya, yb) in sub:
+                        tasks.append((core, eng, (ca + xa, ca + xb), (ra + ya, ra + yb)))
+                    core += 1
+            if best is None or worst < best[0]:
+                best = (worst, tasks)
+        return best[1]
+
+    def engine_split(self, nco, nr, wo, K, g, cout_g):
+        """Split a core's (nco x nr rows) between MAT and R-MAC; returns (tasks, est. cycles)."""
+        cfg = self.cfg
+        gran = cout_g if g > 1 else 1
+
+        def cyc(eng, c, r):
+            if c <= 0 or r <= 0:
+                return 0
+            return conv_cycles(cfg, eng, K=K, nco=c, npix=r * wo,
+                               groups=(c // cout_g if g > 1 else 1))
+        best = None
+        for cm in range(0, nco + 1, gran):             # MAT takes channels [0, cm)
+            t = max(cyc("MAT", cm, nr), cyc("RMAC", nco - cm, nr))
+            if best is None or t < best[0]:
+                best = (t, [("MAT", (0, cm), (0, nr)), ("RMAC", (cm, nco), (0, nr))])
+        for rm in range(1, nr):
+            t = max(cyc("MAT", nco, rm), cyc("RMAC", nco, nr - rm))
+            if t < best[0]:
+                best = (t, [("MAT", (0, nco), (0, rm)), ("RMAC", (0, nco), (rm, nr))])
+        tasks = [x for x in best[1] if x[1][1] > x[1][0] and x[2][1] > x[2][0]]
+        return tasks, best[0]
+
+    # depthwise ---------------------------------------------------------------------------------
+    def dw(self, n: Node, info):
+        cfg, p, em = self.cfg, self.p, self.em
+        xt, yt = p.tensors[n.inputs[0]], p.tensors[n.output]
+        C, H, W = xt.shape
+        _, Ho, Wo = yt.shape
+        k, s, pad = (int(n.attrs[a]) for a in ("kernel", "stride", "padding"))
+        e = n.epilogue
+        res = e.residual
+        w = np.asarray(n.params["weight"], dtype=np.int8).reshape(C, k * k)
+        waddr = self.alloc(f"weight:{n.name}", w.size, "weight", w)
+        paddr = self.alloc(f"param:{n.name}", C * PARAM_RECORD, "param", self.param_block(n, C))
+        per = k * k + PARAM_RECORD
+        chunk = min(C, 4095, (self.C.size - ALIGN) // per)
+        if chunk < C:
+            chunk = max(cfg.N, chunk // cfg.N * cfg.N)
+
+        def need(nr, ch):
+            rows_in = min(H, (nr - 1) * s + k)
+            return (ch * rows_in * W + (ch * nr * Wo if res else 0) <= self.B.size
+                    and ch * nr * Wo <= self.O.size)
+        while chunk > cfg.N and not need(1, chunk):
+            chunk = max(cfg.N, (chunk // 2) // cfg.N * cfg.N)
+        nr = Ho
+        while nr > 1 and not need(nr, chunk):
+            nr -= 1
+        if not need(nr, chunk):
+            raise CompileError(f"{n.name}: a depthwise row does not fit the B/OUT slots")
+        nr = min(nr, max(1, _cdiv(Ho, TILES_TARGET)))
+        regs = dict(WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad, PAD_R=pad, ACT=ACTS[e.act],
+                    OBITS=yt.bits, OSIGNED=int(yt.signed), MIDBITS=e.mid_bits, THREE=e.three,
+                    LINEAR=0, NOEPI=0, XSIGNED=int(xt.signed),
+                    RSIGNED=int(p.tensors[res].signed) if res else 1, XBUF=BUFS["B"])
+        for c0 in range(0, C, chunk):
+            c1 = min(C, c0 + chunk)
+            nch = c1 - c0
+            sc = self.C.next()
+            wsem = self.load_weights(sc, [(waddr + c0 * k * k, nch * k * k, 0),
+                                          (paddr + c0 * PARAM_RECORD, nch * PARAM_RECORD,
+                                           _align(chunk * k * k))])
+            wbase, pbase = self.C.base[sc], self.C.base[sc] + _align(chunk * k * k)
+            chunk_done = []
+            for r0 in range(0, Ho, nr):
+                r1 = min(Ho, r0 + nr)
+                tnr = r1 - r0
+                info["tiles"] += 1
+                in_lo, in_hi = r0 * s - pad, (r1 - 1) * s - pad + k
+                a, b = max(in_lo, 0), min(in_hi, H)
+                sb, so = self.B.next(), self.O.next()
+                self.begin_tile(sb)
+                self.wait_stored(n.inputs[0], c0, c1, a, b)
+                bbase = self.B.base[sb]
+                self.dma_rows("LOAD", "B", bbase, self.taddr(n.inputs[0]) + (c0 * H + a) * W,
+                              nch, (b - a) * W, H * W)
+                rbase = bbase + nch * (b - a) * W
+                if res:
+                    self.wait_stored(res, c0, c1, r0, r1)
+                    self.dma_rows("LOAD", "B", rbase, self.taddr(res) + c0 * Ho * Wo + r0 * Wo,
+                                  nch, tnr * Wo, Ho * Wo)
+                xsem = em.sem()
+                em.signal("global", "LD", xsem)
+                obase = self.O.base[so]
+                # split over cores: channels x rows, best estimate
+                best = None
+                for lc in range(1, cfg.L + 1):
+                    lr = cfg.L // lc
+                    if lc * lr != cfg.L and lc != cfg.L:
+                        continue
+                    cs, rs = _split(nch, lc, cfg.N), _split(tnr, lr)
+                    t = max(dw_cycles(cfg, nch=cb - ca, ho=rb - ra, wo=Wo, k=k)
+                            for ca, cb in cs for ra, rb in rs)
+                    if best is None or t < best[0]:
+                        best = (t, cs, rs)
+                writers, seen, core = [], set(), 0
+                for ca, cb in best[1]:
+                    for ra, rb in best[2]:
+                        st = f"core{core}"
+                        core += 1
+                        em.wait(st, "RMAC", xsem, 1)
+                        em.wait(st, "RMAC", wsem, 1)
+                        self.wait_out_slot(st, "RMAC", so, seen)
+                        lo, hi = (r0 + ra) * s - pad, (r0 + rb - 1) * s - pad + k
+                        aa, bb = max(lo, 0), min(hi, H)
+                        em.setr(st, "RMAC", **dict(regs, CIN=1, GROUPS=cb - ca,
+                                                   XSTRIDE=(b - a) * W, OSTRIDE=tnr * Wo,
+                                                   RSTRIDE=tnr * Wo,
+                                                   RES_ADDR=(rbase + (ca * tnr + ra) * Wo)
+                                                   if res else -1))
+                        em.emit(st, "DW_RSA", x_addr=bbase + (ca * (b - a) + aa - a) * W,
+                                w_addr=wbase + ca * k * k, p_addr=pbase + ca * PARAM_RECORD,
+                                o_addr=obase + (ca * tnr + ra) * Wo, nco=cb - ca, hin=bb - aa,
+                                ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=BUFS["OUT"])
+                        writers.append((st, "RMAC"))
+                ydram = self.taddr(n.output) + (c0 * Ho + r0) * Wo
+                done, stored = self.finish_tile(
+                    sb, so, writers,
+                    lambda: self.dma_rows("STORE", "OUT", obase, ydram, nch, tnr * Wo, Ho * Wo))
+                self.record_store(n.output, c0, c1, r0, r1, stored)
+                chunk_done.append((done, len(writers)))
+            self.C.busy[sc] = chunk_done
+
+    # attention ---------------------------------------------------------------------------------
+    def attention(self, n: Node, info):
+        cfg, p, em = self.cfg, self.p, self.em
+        xt, yt = p.tensors[n.inputs[0]], p.tensors[n.output]
+        d = int(n.attrs["dim"])
+        Cx, H, W = xt.shape
+        heads = Cx // (3 * d)
+        ntok = H * W
+        pr = n.params
+        rec = np.stack([np.asarray(pr[k], dtype=np.int64) for k in
+                        ("s_mult_b", "s_mult_c", "ksum_mult_b", "ksum_mult_c", "log2_offset",
+                         "log2_emin", "out_mult_b", "out_mult_c")], axis=1).astype(np.int32)
+        paddr = self.alloc(f"param:{n.name}", heads * PARAM_RECORD, "param", rec)
+        if ntok > cfg.buf_div_bytes or 2 * (d * d + d) > cfg.buf_aux_bytes:
+            raise CompileError(f"{n.name}: {ntok} tokens need a divisor buffer of {ntok} bytes"
+                               f" (have {cfg.buf_div_bytes}) / aux {2 * (d * d + d)}")
+        per_head = 3 * d * ntok
+        hpt = min(heads, self.B.size // per_head, self.O.size // (d * ntok))
+        if hpt < 1:
+            raise CompileError(f"{n.name}: one head ({per_head} bytes) does not fit a B slot")
+        sc = self.C.next()
+        wsem = self.load_weights(sc, [(paddr, heads * PARAM_RECORD, 0)])
+        pbase = self.C.base[sc]
+        chunk_done = []
+        xaddr, yaddr = self.taddr(n.inputs[0]), self.taddr(n.output)
+        regs = dict(DIM=d, NTOK=ntok, XSIGNED=int(xt.signed), XBUF=BUFS["B"], OBITS=8,
+                    OSIGNED=1)
+        aux_i = {}
+        for h0 in range(0, heads, hpt):
+            h1 = min(heads, h0 + hpt)
+            info["tiles"] += 1
+            sb, so = self.B.next(), self.O.next()
+            self.begin_tile(sb)
+            self.wait_stored(n.inputs[0], h0 * 3 * d, h1 * 3 * d, 0, H)
+            bbase, obase = self.B.base[sb], self.O.base[so]
+            self.dma_rows("LOAD", "B", bbase, xaddr + h0 * per_head, 1, (h1 - h0) * per_head, 0)
+            xsem = em.sem()
+            em.signal("global", "LD", xsem)
+            writers, seen = [], set()
+            for j, h in enumerate(range(h0, h1)):
+                st = f"core{j % cfg.L}"
+                xa = bbase + j * per_head
+                i = aux_i.get(st, 0)
+                aux_i[st] = i + 1
+                kv_at, ks_at = (i % 2) * (d * d + d), (i % 2) * (d * d + d) + d * d
+                kv, ks = em.sem(), em.sem()
+                prev = self.aux_free.get((st, i % 2))   # ATT_OUT of two heads ago read this half
+                for u in ("RMAC", "AUX", "MAT"):
+                    em.wait(st, u, xsem, 1)
+                    em.wait(st, u, wsem, 1)
+                    if prev is not None and u != "MAT":
+                        em.wait(st, u, prev, 1)
+                    em.setr(st, u, **dict(regs, XSTRIDE=ntok))
+                tile = dict(x_addr=xa, w_addr=0, p_addr=pbase + h * PARAM_RECORD, nco=d, hin=1,
+                            ho=1, pad_t=0, pad_b=0)
+                em.emit(st, "ATT_KV_RDF", **dict(tile, o_addr=kv_at, obuf=BUFS["AUX"]))
+                em.signal(st, "RMAC", kv)
+                em.emit(st, "ATT_KSUM", **dict(tile, o_addr=ks_at, obuf=BUFS["AUX"]))
+                em.signal(st, "AUX", ks)
+                em.wait(st, "MAT", ks, 1)
+                em.emit(st, "ATT_DIV", **dict(tile, w_addr=ks_at, o_addr=0, obuf=BUFS["DIV"]))
+                em.wait(st, "MAT", kv, 1)
+                self.wait_out_slot(st, "MAT", so, seen)
+                em.emit(st, "ATT_OUT", **dict(tile, w_addr=kv_at, o_addr=obase + j * d * ntok,
+                                              obuf=BUFS["OUT"]))
+                hd = em.sem()
+                em.signal(st, "MAT", hd)
+                self.aux_free[(st, i % 2)] = hd
+                writers.append((st, "MAT"))
+            done, stored = self.finish_tile(
+                sb, so, writers,
+                lambda: self.dma_rows("STORE", "OUT", obase, yaddr + h0 * d * ntok, 1,
+                                      (h1 - h0) * d * ntok, 0))
+            self.record_store(n.output, h0 * d, h1 * d, 0, H, stored)
+            chunk_done.append((done, len(writers)))
+        self.C.busy[sc] = chunk_done
+
+    # pooling -----------------------------------------------------------------------------------
+    def pool(self, n: Node, info):
+        cfg, p, em = self.cfg, self.p, self.em
+        xt, yt = p.tensors[n.inputs[0]], p.tensors[n.output]
+        C, H, W = xt.shape
+        e = n.epilogue
+        paddr = self.alloc(f"param:{n.name}", C * PARAM_RECORD, "param", self.param_block(n, C))
+        hw = H * W
+        chunk = min(C, 4095, self.B.size // hw, self.C.size // PARAM_RECORD, self.O.size)
+        regs = dict(NTOK=hw, ACT=ACTS[e.act], OBITS=yt.bits, OSIGNED=int(yt.signed),
+                    MIDBITS=e.mid_bits, THREE=e.three, XSIGNED=int(xt.signed), XBUF=BUFS["B"],
+                    XSTRIDE=hw, NOEPI=0, RES_ADDR=-1)
+        for c0 in range(0, C, chunk):
+            c1 = min(C, c0 + chunk)
+            info["tiles"] += 1
+            sc = self.C.next()
+            wsem = self.load_weights(sc, [(paddr + c0 * PARAM_RECORD, (c1 - c0) * PARAM_RECORD,
+                                           0)])
+            pbase = self.C.base[sc]
+            sb, so = self.B.next(), self.O.next()
+            self.begin_tile(sb)
+            self.wait_stored(n.inputs[0], c0, c1, 0, H)
+            bbase, obase = self.B.base[sb], self.O.base[so]
+            self.dma_rows("LOAD", "B", bbase, self.taddr(n.inputs[0]) + c0 * hw, 1,
+                          (c1 - c0) * hw, 0)
+            xsem = em.sem()
+            em.signal("global", "LD", xsem)
+            writers, seen = [], set()
+            for core, (ca, cb) in enumerate(_split(c1 - c0, cfg.L)):
+                st = f"core{core}"
+                em.wait(st, "AUX", xsem, 1)
+                em.wait(st, "AUX", wsem, 1)
+                self.wait_out_slot(st, "AUX", so, seen)
+                em.setr(st, "AUX", **regs)
+                em.emit(st, "POOL", x_addr=bbase + ca * hw, w_addr=0,
+                        p_addr=pbase + ca * PARAM_RECORD, o_addr=obase + ca, nco=cb - ca, hin=1,
+                        ho=1, pad_t=0, pad_b=0, obuf=BUFS["OUT"])
+                writers.append((st, "AUX"))
+            ydram = self.taddr(n.output) + c0
+            done, stored = self.finish_tile(
+                sb, so, writers,
+                lambda: self.dma_rows("STORE", "OUT", obase, ydram, 1, c1 - c0, 0))
+            self.record_store(n.output, c0, c1, 0, 1, stored)
+            self.C.busy[sc] = [(done, len(writers))]
+
+    # host LayerNorm ----------------------------------------------------------------------------
+    def host_ln(self, n: Node, info):
+        p, em = self.p, self.em
+        xt, yt = p.tensors[n.inputs[0]], p.tensors[n.output]
+        C = xt.shape[0]
+        act = n.attrs.get("act", "none")
+        hdr = np.array([float(n.attrs.get("eps", 1e-5)), yt.bits, int(yt.signed), int(xt.signed),
+                        xt.bits], dtype=np.float64)
+        blk = np.concatenate([hdr, np.asarray(n.params["gamma"], np.float64),
+                              np.asarray(n.params["beta"], np.float64), xt.channel_scale(),
+                              yt.channel_scale()])
+        paddr = self.alloc(f"param:{n.name}", blk.size * 8, "host_param", blk)
+        for (a0, a1, b0, b1, sem) in self.stores.get(self.base_of(n.inputs[0])[0], []):
+            em.wait("global", "HOST", sem, 1)
+        em.emit("global", "HOST_LN", src=self.taddr(n.inputs[0]), dst=self.taddr(n.output),
+                param=paddr, channels=C, act={"none": 0, "hswish": 1}[act])
+        sem = em.sem()
+        em.signal("global", "HOST", sem)
+        self.record_store(n.output, 0, C, 0, 1, sem)
+        info["tiles"] += 1
+
+
+def compile(prog: IntProgram, cfg: AccelConfig) -> Binary:
+    """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped."""
+    return _Compiler(prog, cfg).run()

@@ -1,0 +1,299 @@
+"""Instruction-level functional simulator of a :class:`sim.compile.Binary`.
+
+It models the DRAM image, the global buffers B, C, OUT and each core's AUX and DIV buffers as
+byte arrays and executes the instructions: LOAD/STORE really copy bytes between DRAM and the
+buffers, and every compute instruction reads its operands from the buffer addresses it names
+(so a wrong address, stride, tile or synchronisation shows up as a wrong result or an error).
+The arithmetic is the golden model's: :func:`sim.golden.conv_acc`, :func:`sim.golden.linear_acc`,
+:func:`sim.golden.attention_steps`, :func:`sim.golden.layernorm_host` and
+:meth:`sim.intprogram.Epilogue.apply` (which calls :mod:`sim.numerics`).
+
+Attention: each of the four per-head instructions calls ``attention_steps`` on the head's
+q|k|v block read from buffer B and keeps the part its unit produces (S, ksum, log2 codes,
+output); the instructions that consume an intermediate (ATT_DIV, ATT_OUT) read it back from the
+AUX/DIV buffer address they name and check it against the recomputed value, so the on-chip data
+flow and its addresses are verified, while the arithmetic stays the golden model's single copy.
+
+Execution order: the units of all streams run as independent in-order queues synchronised only by
+the SIGNAL/WAIT events; ``order="ld_first"`` lets the DMA units run as far ahead as the events
+allow (exposes missing "slot free" waits), ``order="ld_last"`` runs the cores first (exposes
+missing "data ready" waits: a core would read a buffer before its LOAD). A deadlock (no unit can
+proceed) raises :class:`FuncSimError`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import golden
+from . import numerics as nx
+from .intprogram import Epilogue
+from .isa import ACT_NAMES, BUF_NAMES, REG_NAMES
+
+__all__ = ["FuncSimError", "run", "build_queues", "GLOBAL_UNITS", "CORE_UNITS"]
+
+GLOBAL_UNITS = ("LD", "ST", "HOST")
+CORE_UNITS = ("RMAC", "MAT", "AUX")
+
+
+class FuncSimError(RuntimeError):
+    """The binary did something illegal (out-of-buffer access, deadlock, inconsistent data)."""
+
+
+def build_queues(binary):
+    """``{(stream, unit): [(Instr, tag), ...]}`` in program order (the dispatcher's split)."""
+    q = {}
+    for s, ins in binary.streams.items():
+        units = GLOBAL_UNITS if s == "global" else CORE_UNITS
+        for u in units:
+            q[(s, u)] = []
+        for i, tag in zip(ins, binary.tags[s]):
+            u = i.unit
+            if (s, u) not in q:
+                raise FuncSimError(f"{s}: instruction {i} targets unit {u}, not in this stream")
+            q[(s, u)].append((i, tag))
+    return q
+
+
+class _Machine:
+    def __init__(self, binary):
+        cfg = binary.cfg
+        self.b = binary
+        self.dram = binary.dram.copy()
+        self.glob = {"B": np.zeros(cfg.buf_b_bytes, np.uint8),
+                     "C": np.zeros(cfg.buf_c_bytes, np.uint8),
+                     "OUT": np.zeros(cfg.buf_out_bytes, np.uint8)}
+        self.local = {f"core{i}": {"AUX": np.zeros(cfg.buf_aux_bytes, np.uint8),
+                                   "DIV": np.zeros(cfg.buf_div_bytes, np.uint8)}
+                      for i in range(cfg.L)}
+        self.regs = {}
+        self.sems = {}
+
+    # memory helpers ----------------------------------------------------------------------------
+    def buf(self, stream, bid):
+        name = BUF_NAMES[bid]
+        if name in self.glob:
+            return self.glob[name], name
+        if stream == "global":
+            raise FuncSimError(f"global stream cannot address per-core buffer {name}")
+        return self.local[stream][name], name
+
+    def read(self, stream, bid, addr, nch, n, cstride, signed, bpe=1):
+        mem, name = self.buf(stream, bid)
+        idx = addr + np.arange(nch)[:, None] * cstride + np.arange(n * bpe)[None, :]
+        if nch and (idx.min() < 0 or idx.max() >= mem.size):
+            raise FuncSimError(f"read of {nch}x{n} at {addr} (stride {cstride}) leaves buffer"
+                               f" {name} ({mem.size} bytes)")
+        raw = mem[idx]
+        if bpe == 4:
+            return raw.copy().view(np.int32).astype(np.int64)
+        return (raw.view(np.int8) if signed else raw).astype(np.int64)
+
+    def write(self, stream, bid, addr, arr, cstride, bpe=1):
+        mem, name = self.buf(stream, bid)
+        arr = np.asarray(arr, np.int64).reshape(arr.shape[0], -1)
+        nch, n = arr.shape
+        idx = addr + np.arange(nch)[:, None] * cstride + np.arange(n * bpe)[None, :]
+        if nch and (idx.min() < 0 or idx.max() >= mem.size):
+            raise FuncSimError(f"write of {nch}x{n} at {addr} leaves buffer {name}"
+                               f" ({mem.size} bytes)")
+        data = arr.astype(np.int32).view(np.uint8) if bpe == 4 else \
+            (arr & 0xFF).astype(np.uint8)
+        mem[idx] = data.reshape(nch, n * bpe)
+
+    def params(self, stream, addr, n):
+        mem, _ = self.buf(stream, 1)
+        if addr + 32 * n > mem.size:
+            raise FuncSimError(f"parameter read at {addr} leaves buffer C")
+        return mem[addr:addr + 32 * n].copy().view(np.int32).astype(np.int64).reshape(n, 8)
+
+    # instruction semantics ---------------------------------------------------------------------
+    def dma(self, stream, ins, store):
+        f = ins.f
+        mem, name = self.buf(stream, f["buf"])
+        cnt, ln, st = f["count"], f["length"], f["stride"]
+        if f["buf_addr"] + cnt * ln > mem.size:
+            raise FuncSimError(f"{ins}: buffer {name} overflow")
+        didx = f["dram_addr"] + np.arange(cnt)[:, None] * st + np.arange(ln)[None, :]
+        if cnt and didx.max() >= self.dram.size:
+            raise FuncSimError(f"{ins}: DRAM access beyond the image ({self.dram.size} bytes)")
+        bsl = slice(f["buf_addr"], f["buf_addr"] + cnt * ln)
+        if store:
+            self.dram[didx] = mem[bsl].reshape(cnt, ln)
+        else:
+            mem[bsl] = self.dram[didx].reshape(-1)
+
+    def epilogue(self, r, rec, acc, stream):
+        act = ACT_NAMES[r["ACT"]]
+        res = None
+        kw = {}
+        if r["RES_ADDR"] >= 0:
+            kw = dict(residual="r", res_mult=nx.Dyadic(rec[:, 4], rec[:, 5]))
+        if act == "hswish":
+            kw.update(hswish_mult=nx.Dyadic(rec[:, 6], rec[:, 7]), three=r["THREE"],
+                      mid_bits=r["MIDBITS"])
+        epi = Epilogue(mult=nx.Dyadic(rec[:, 1], rec[:, 2]), act=act, offset=rec[:, 3], **kw)
+        if r["RES_ADDR"] >= 0:
+            res = self.read(stream, 0, r["RES_ADDR"], acc.shape[0], acc[0].size, r["RSTRIDE"],
+                            r["RSIGNED"]).reshape(acc.shape)
+        return epi.apply(acc, out_bits=r["OBITS"], signed=bool(r["OSIGNED"]), residual=res)
+
+    def compute(self, stream, unit, ins):
+        r = self.regs.setdefault((stream, unit), {})
+        f = ins.f
+        op = ins.op
+        try:
+            if op in ("CONV_MAT", "CONV_RDF", "DW_RSA"):
+                self.conv(stream, r, f, dw=op == "DW_RSA")
+            elif op.startswith("ATT_"):
+                self.att(stream, r, f, op)
+            elif op == "POOL":
+                x = self.read(stream, r["XBUF"], f["x_addr"], f["nco"], r["NTOK"], r["XSTRIDE"],
+                              r["XSIGNED"])
+                rec = self.params(stream, f["p_addr"], f["nco"])
+                acc = x.sum(axis=1)
+                y = self.epilogue(r, rec, acc, stream)
+                self.write(stream, f["obuf"], f["o_addr"], y.reshape(-1, 1), 1)
+            else:
+                raise FuncSimError(f"no semantics for {op}")
+        except KeyError as e:
+            raise FuncSimError(f"{stream}/{unit}: {ins} uses register {e} that was never set")
+
+    def conv(self, stream, r, f, dw):
+        nco, k = f["nco"], r["KERNEL"]
+        cin = f["nco"] if dw else r["CIN"] * r["GROUPS"]
+        x = self.read(stream, r["XBUF"], f["x_addr"], cin, f["hin"] * r["WIN"], r["XSTRIDE"],
+                      r["XSIGNED"]).reshape(cin, f["hin"], r["WIN"])
+        kk = k * k * (1 if dw else r["CIN"])
+        wmem, _ = self.buf(stream, 1)
+        if f["w_addr"] + nco * kk > wmem.size:
+            raise FuncSimError("weight read leaves buffer C")
+        w = wmem[f["w_addr"]:f["w_addr"] + nco * kk].view(np.int8).astype(np.int64)
+        w = w.reshape(nco, 1 if dw else r["CIN"], k, k)
+        rec = self.params(stream, f["p_addr"], nco)
+        if r.get("LINEAR", 0):
+            acc = golden.linear_acc(x.reshape(-1), w.reshape(nco, -1), rec[:, 0]).reshape(nco, 1, 1)
+        else:
+            xp = np.pad(x, ((0, 0), (f["pad_t"], f["pad_b"]), (r["PAD_L"], r["PAD_R"])))
+            acc = golden.conv_acc(xp, w, rec[:, 0], stride=r["STRIDE"], padding=0,
+                                  groups=nco if dw else r["GROUPS"])
+            acc = acc[:, :, :r["WOUT"]]
+        if acc.shape != (nco, f["ho"], r["WOUT"]):
+            raise FuncSimError(f"tile output {acc.shape} != ({nco}, {f['ho']}, {r['WOUT']})")
+        if r["NOEPI"]:
+            y, bpe = nx.saturate(acc, r["OBITS"], signed=bool(r["OSIGNED"])), 4
+        else:
+            y, bpe = self.epilogue(r, rec, acc, stream), 1 if r["OBITS"] <= 8 else 4
+        self.write(stream, f["obuf"], f["o_addr"], y, r["OSTRIDE"], bpe)
+
+    def att(self, stream, r, f, op):
+        d, n = r["DIM"], r["NTOK"]
+        x = self.read(stream, r["XBUF"], f["x_addr"], 3 * d, n, r["XSTRIDE"], r["XSIGNED"])
+        rec = self.params(stream, f["p_addr"], 1)[0]
+        keys = ("s_mult_b", "s_mult_c", "ksum_mult_b", "ksum_mult_c", "log2_offset",
+                "log2_emin", "out_mult_b", "out_mult_c")
+        prm = {k: rec[i:i + 1] for i, k in enumerate(keys)}
+        st = golden.attention_steps(x.reshape(3 * d, 1, n), prm, d)
+        aux = 3  # BUFS["AUX"]
+        if op in ("ATT_KV_RDF", "ATT_KV_MAT"):
+            self.write(stream, f["obuf"], f["o_addr"], st["s8"][0], d)
+        elif op == "ATT_KSUM":
+            self.write(stream, f["obuf"], f["o_addr"], st["ksum8"][0].reshape(1, d), d)
+        elif op == "ATT_DIV":
+            ks = self.read(stream, aux, f["w_addr"], 1, d, d, False)[0]
+            if not np.array_equal(ks, st["ksum8"][0]):
+                raise FuncSimError(f"ATT_DIV: ksum in AUX at {f['w_addr']} is not this head's")
+            self.write(stream, f["obuf"], f["o_addr"], st["code"][0].reshape(1, n), n)
+        elif op == "ATT_OUT":
+            s8 = self.read(stream, aux, f["w_addr"], d, d, d, True)
+            if not np.array_equal(s8, st["s8"][0]):
+                raise FuncSimError(f"ATT_OUT: S in AUX at {f['w_addr']} is not this head's")
+            code = self.read(stream, 4, 0, 1, n, n, False)[0]
+            if not np.array_equal(code, st["code"][0]):
+                raise FuncSimError("ATT_OUT: log2 codes in DIV are not this head's")
+            self.write(stream, f["obuf"], f["o_addr"], st["out"].reshape(d, n), n)
+
+    def host_ln(self, ins):
+        f = ins.f
+        c = f["channels"]
+        blk = self.dram[f["param"]:f["param"] + 8 * (5 + 4 * c)].copy().view(np.float64)
+        eps, obits, osigned, isigned, ibits = blk[:5]
+        gamma, beta, isc, osc = blk[5:].reshape(4, c)
+        if ibits > 8:
+            x = self.dram[f["src"]:f["src"] + 4 * c].copy().view(np.int32).astype(np.int64)
+        else:
+            raw = self.dram[f["src"]:f["src"] + c]
+            x = (raw.view(np.int8) if isigned else raw).astype(np.int64)
+        y = golden.layernorm_host(x, isc, gamma, beta, eps=float(eps),
+                                  act=("none", "hswish")[f["act"]], out_scale=osc,
+                                  out_bits=int(obits), signed=bool(osigned))
+        self.dram[f["dst"]:f["dst"] + c] = (y & 0xFF).astype(np.uint8)
+
+    def step(self, stream, unit, ins):
+        """Execute one instruction; False if it is a WAIT that cannot proceed yet."""
+        op = ins.op
+        if op == "WAIT":
+            return self.sems.get(ins["sem"], 0) >= ins["count"]
+        if op == "SIGNAL":
+            self.sems[ins["sem"]] = self.sems.get(ins["sem"], 0) + ins["count"]
+        elif op == "SETR":
+            self.regs.setdefault((stream, unit), {})[REG_NAMES[ins["reg"]]] = ins["value"]
+        elif op in ("NOP", "HALT"):
+            pass
+        elif op == "LOAD":
+            self.dma(stream, ins, store=False)
+        elif op == "STORE":
+            self.dma(stream, ins, store=True)
+        elif op == "HOST_LN":
+            self.host_ln(ins)
+        else:
+            self.compute(stream, unit, ins)
+        return True
+
+
+def run(binary, x, *, order: str = "ld_first", return_machine: bool = False) -> dict:
+    """Run ``binary`` on the integer input ``x``; returns ``{output name: int64 array}``."""
+    prog = binary.prog
+    t = prog.tensors[prog.inputs[0]]
+    x = golden._check_input(prog, x)
+    m = _Machine(binary)
+    sym = binary.symbols[f"tensor:{t.name}"]
+    m.dram[sym["addr"]:sym["addr"] + x.size] = (x.reshape(-1) & 0xFF).astype(np.uint8)
+    queues = build_queues(binary)
+    keys = list(queues)
+    if order == "ld_last":
+        keys = [k for k in keys if k[0] != "global"] + [k for k in keys if k[0] == "global"]
+    elif order != "ld_first":
+        raise ValueError(f"order must be ld_first or ld_last, got {order!r}")
+    pc = {k: 0 for k in keys}
+    while True:
+        progress = False
+        for k in keys:
+            q = queues[k]
+            while pc[k] < len(q):
+                if not m.step(k[0], k[1], q[pc[k]][0]):
+                    break
+                pc[k] += 1
+                progress = True
+                if order == "ld_last" and k[0] == "global":
+                    break      # let the cores run again after every DMA instruction
+        if all(pc[k] == len(queues[k]) for k in keys):
+            break
+        if not progress:
+            stuck = {f"{k[0]}/{k[1]}": repr(queues[k][pc[k]][0]) for k in keys
+                     if pc[k] < len(queues[k])}
+            raise FuncSimError(f"deadlock: every unit waits: {stuck}")
+    out = {}
+    for name in prog.outputs:
+        ot = prog.tensors[name]
+        s = binary.symbols[f"tensor:{name}"]
+        n = int(np.prod(ot.shape))
+        raw = m.dram[s["addr"]:s["addr"] + n * (4 if ot.bits > 8 else 1)]
+        if ot.bits > 8:
+            v = raw.copy().view(np.int32).astype(np.int64)
+        else:
+            v = (raw.view(np.int8) if ot.signed else raw).astype(np.int64)
+        out[name] = v.reshape(ot.shape)
+    if return_machine:
+        return out, m
+    return out
