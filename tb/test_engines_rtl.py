@@ -20,6 +20,8 @@ pytestmark = pytest.mark.rtl
 SEED = 20260605
 RMAC = dict(engine="rmac_engine", lanes=4, macs_per_lane=3, max_kernel=5)
 MAT = dict(engine="mat_engine", lanes=4, multipliers=8)
+RMAC_PACKED = dict(RMAC, packed=True)
+MAT_PACKED = dict(MAT, packed=True)
 
 CASES = {
     # R-MAC engine, self-accumulation (depthwise), zero padding k//2
@@ -39,6 +41,13 @@ CASES = {
     "mat_gpw": dict(MAT, kind="conv", Co=8, C=16, H=2, W=3, k=1, groups=4),
     "mat_matmul": dict(MAT, kind="matmul", P=6, R=19, Q=5),
     "mat_extreme": dict(MAT, kind="matmul", P=2, R=64, Q=4, extreme=True),
+    # DSP packing (two int8 products per multiplier)
+    "packed_dw3_s2": dict(RMAC_PACKED, kind="dw", k=3, stride=2, pad=1, C=4, H=7, W=9),
+    "packed_dw5_s1": dict(RMAC_PACKED, kind="dw", k=5, stride=1, pad=2, C=3, H=6, W=6),
+    "packed_rmac_conv3_s2": dict(RMAC_PACKED, kind="conv", Co=5, C=3, H=7, W=6, k=3, stride=2,
+                                 pad=1),
+    "packed_mat_pw": dict(MAT_PACKED, kind="conv", Co=7, C=19, H=3, W=3, k=1),
+    "packed_mat_extreme": dict(MAT_PACKED, kind="matmul", P=2, R=64, Q=4, extreme=True),
 }
 DEFAULT = ("dw3_s2", "dw5_s1", "rmac_conv3_s2", "mat_pw")
 
@@ -58,7 +67,8 @@ def _group(names):
         key = tuple(sorted((k, v) for k, v in CASES[n].items()
                            if k in ("engine",) + ENGINE_KEYS[CASES[n]["engine"]]))
         groups.setdefault(key, []).append(n)
-    return {f"{CASES[v[0]]['engine']}-{len(v)}cases": v
+    return {f"{CASES[v[0]]['engine']}{'-packed' if CASES[v[0]].get('packed') else ''}"
+            f"-{len(v)}cases": v
             for v in groups.values()}
 
 

@@ -191,8 +191,11 @@ def test_rmac_bad_params(kw, exc):
 
 # ---- R-MAC engine: down-forward --------------------------------------------------------
 
+PACKED_PRODUCT_LATENCY = 2   # documented: PackedDualMultiplier's two pipeline registers
+
+
 def df_expected_cycles(eng, steps):
-    return steps + eng.macs_per_lane + 1
+    return steps + eng.macs_per_lane + 1 + (PACKED_PRODUCT_LATENCY if eng.packed else 0)
 
 
 def run_df(eng, sched):
@@ -201,7 +204,7 @@ def run_df(eng, sched):
                         width=eng.acc_width, count=M, idle={"mode": 0})
 
 
-@pytest.mark.parametrize("M, N, packed", [(4, 3, False), (8, 8, False)])
+@pytest.mark.parametrize("M, N, packed", [(4, 3, False), (8, 8, False), (4, 3, True)])
 def test_rmac_engine_pointwise(M, N, packed):
     rng = np.random.default_rng(RNG_SEED + 1)
     x, w = rand_i8(rng, 13, 3, 2), rand_i8(rng, 10, 13, 1, 1)
@@ -268,17 +271,19 @@ def test_rmac_engine_df_extremes_and_bubbles():
 
 # ---- R-MAC engine: self-accumulation (depthwise) ------------------------------------------
 
-@pytest.mark.parametrize("k, stride, M, N, C, H, W", [
-    (3, 1, 4, 3, 5, 5, 7),
-    (3, 2, 4, 3, 4, 7, 9),
-    (5, 1, 4, 2, 3, 6, 6),
-    (5, 2, 4, 2, 3, 8, 9),
+@pytest.mark.parametrize("k, stride, M, N, C, H, W, packed", [
+    (3, 1, 4, 3, 5, 5, 7, False),
+    (3, 2, 4, 3, 4, 7, 9, False),
+    (5, 1, 4, 2, 3, 6, 6, False),
+    (5, 2, 4, 2, 3, 8, 9, False),
+    (3, 2, 4, 3, 4, 7, 9, True),
+    (5, 1, 2, 2, 3, 6, 5, True),
 ])
-def test_rmac_engine_depthwise(k, stride, M, N, C, H, W):
+def test_rmac_engine_depthwise(k, stride, M, N, C, H, W, packed):
     rng = np.random.default_rng(RNG_SEED + 10 * k + stride)
     x, w = rand_i8(rng, C, H, W), rand_i8(rng, C, k, k)
     pad = k // 2
-    eng = RMACEngine(lanes=M, macs_per_lane=N, max_kernel=5)
+    eng = RMACEngine(lanes=M, macs_per_lane=N, max_kernel=5, packed=packed)
     sched = dw_schedule(x, w, stride=stride, pad=pad, lanes=M, macs_per_lane=N,
                         row_len=eng.row_len, latency=eng.DW_LATENCY)
     outs, cycles = run_schedule(eng, sched, valid_port="pixel_valid", data_port="pixel_out",
@@ -286,7 +291,8 @@ def test_rmac_engine_depthwise(k, stride, M, N, C, H, W):
     ref = ref_dw(x, w, stride, pad)
     np.testing.assert_array_equal(decode(sched, outs), ref)
     Ho, Wo = ref.shape[1:]
-    expected = math.ceil(C / N) * Ho * math.ceil(Wo / M) * k * k + eng.DW_LATENCY
+    expected = (math.ceil(C / N) * Ho * math.ceil(Wo / M) * k * k + 1
+                + (PACKED_PRODUCT_LATENCY if packed else 0))
     assert cycles == expected == sched.cycles
 
 
@@ -329,14 +335,16 @@ def run_mat(eng, sched):
 def mat_expected_cycles(eng, steps):
     tree_levels = math.ceil(math.log2(eng.multipliers)) if eng.multipliers > 1 else 0
     tree_lat = (math.ceil(tree_levels / eng.register_every) if eng.register_every else 0)
-    return steps + 2 + tree_lat
+    return steps + (PACKED_PRODUCT_LATENCY if eng.packed else 1) + 1 + tree_lat
 
 
-@pytest.mark.parametrize("S, T, reg", [(4, 4, 1), (8, 8, 1), (3, 5, 2), (2, 3, 0)])
-def test_mat_engine_pointwise(S, T, reg):
+@pytest.mark.parametrize("S, T, reg, packed", [(4, 4, 1, False), (8, 8, 1, False),
+                                               (3, 5, 2, False), (2, 3, 0, False),
+                                               (4, 8, 1, True), (2, 3, 0, True)])
+def test_mat_engine_pointwise(S, T, reg, packed):
     rng = np.random.default_rng(RNG_SEED + 100 + S * T)
     x, w = rand_i8(rng, 11, 3, 3), rand_i8(rng, 7, 11, 1, 1)
-    eng = MATEngine(lanes=S, multipliers=T, register_every=reg)
+    eng = MATEngine(lanes=S, multipliers=T, register_every=reg, packed=packed)
     sched = conv_schedule(x, w, vec=T, lanes=S, latency=eng.LATENCY, x_port="x", w_port="w")
     outs, cycles = run_mat(eng, sched)
     np.testing.assert_array_equal(decode(sched, outs), ref_conv(x, w, 1, 0))

@@ -7,8 +7,9 @@ vector per lane ``w[s]`` (the same T elements of lane s's filter: one output cha
 lane). Lane s multiplies element-wise (registered products), sums the T products in an
 ``hw.units.AdderTree`` and adds the sum to its accumulator (``first`` clears it). After the
 ``last`` vector, ``out[s]`` holds the dot product of lane s's filter with all input vectors
-from ``first`` to ``last`` and ``out_valid`` pulses for one cycle, ``LATENCY = 2 +
-AdderTree.latency`` cycles after the ``last`` input cycle. The pipeline never stalls: one
+from ``first`` to ``last`` and ``out_valid`` pulses for one cycle, ``LATENCY = P + 1 +
+AdderTree.latency`` cycles after the ``last`` input cycle, where ``P`` is the product latency
+(1: a product register; 2 with ``packed=True``: ``PackedDualMultiplier.latency``). The pipeline never stalls: one
 vector per cycle, any number of idle (``valid = 0``) cycles in between.
 
 ``packed=True`` computes the products of lanes 2p and 2p+1 (same input element, two weights) in
@@ -80,7 +81,12 @@ class MATEngine(wiring.Component):
         self._trees = [AdderTree(width=16, count=multipliers, register_every=register_every)
                        for _ in range(lanes)]
         self.tree_latency = self._trees[0].latency
-        self.LATENCY = 2 + self.tree_latency
+        if packed:
+            from hw.units import PackedDualMultiplier
+            self.product_latency = PackedDualMultiplier.latency
+        else:
+            self.product_latency = 1
+        self.LATENCY = self.product_latency + 1 + self.tree_latency
         s8 = signed(8)
         super().__init__({
             "valid": In(1),
@@ -96,7 +102,7 @@ class MATEngine(wiring.Component):
         m = Module()
         S, T = self.lanes, self.multipliers
 
-        # stage 1: registered products
+        # stage 1..P: registered products
         prods = [[Signal(signed(16), name=f"prod_{s}_{t}") for t in range(T)] for s in range(S)]
         if self.packed:
             from hw.units import PackedDualMultiplier
@@ -106,13 +112,17 @@ class MATEngine(wiring.Component):
                     m.submodules[f"pmul_{p}_{t}"] = mul
                     m.d.comb += [mul.a.eq(self.x[t]), mul.w_hi.eq(self.w[2 * p + 1][t]),
                                  mul.w_lo.eq(self.w[2 * p][t])]
-                    m.d.sync += [prods[2 * p + 1][t].eq(mul.p_hi), prods[2 * p][t].eq(mul.p_lo)]
+                    m.d.comb += [prods[2 * p + 1][t].eq(mul.p_hi), prods[2 * p][t].eq(mul.p_lo)]
         else:
             for s in range(S):
                 for t in range(T):
                     m.d.sync += prods[s][t].eq(self.x[t] * self.w[s][t])
-        v1, f1, l1 = Signal(), Signal(), Signal()
-        m.d.sync += [v1.eq(self.valid), f1.eq(self.first), l1.eq(self.last)]
+        v1, f1, l1 = self.valid, self.first, self.last
+        for k in range(self.product_latency):
+            nv, nf, nl = Signal(name=f"valid_p{k + 1}"), Signal(name=f"first_p{k + 1}"), \
+                Signal(name=f"last_p{k + 1}")
+            m.d.sync += [nv.eq(v1), nf.eq(f1), nl.eq(l1)]
+            v1, f1, l1 = nv, nf, nl
 
         # stage 2..: adder trees; first/last travel alongside
         trees = []
@@ -125,7 +135,7 @@ class MATEngine(wiring.Component):
                 m.d.comb += tree.inputs[t].eq(prods[s][t])
         f, l = f1, l1
         for k in range(self.tree_latency):
-            nf, nl = Signal(name=f"first_d{k + 2}"), Signal(name=f"last_d{k + 2}")
+            nf, nl = Signal(name=f"first_t{k + 1}"), Signal(name=f"last_t{k + 1}")
             m.d.sync += [nf.eq(f), nl.eq(l)]
             f, l = nf, nl
         tv = trees[0].out_valid

@@ -11,7 +11,8 @@ are delayed by j cycles inside the engine (systolic skew), so the caller present
 The psum leaving the bottom of each lane goes into a per-lane accumulator, cleared by ``first``
 and read out after ``last``: ``lane_out[m]`` is the dot product of lane m's filter with the
 input vectors from the ``first`` cycle to the ``last`` cycle; ``lane_valid`` pulses for one cycle
-``DF_LATENCY = N + 1`` cycles after the ``last`` input cycle.
+``DF_LATENCY = N + 1 + P`` cycles after the ``last`` input cycle (``P`` = product latency: 0, or
+``PackedDualMultiplier.latency`` = 2 with ``packed=True``).
 
 **Self-accumulation** (``mode == SELF_ACC``; depthwise KxK, stride 1 or 2). R-MAC position j
 works on channel j of a tile of N channels; lane m computes output pixel m of M consecutive
@@ -20,8 +21,8 @@ pixels. On a cycle with ``load`` the register is (re)filled from ``dw_row[j]`` a
 multipliers already use the new values; every valid cycle the register then moves forward by
 one pixel. Lane m multiplies pixel m of its channel's register by the weight ``dw_w[j]``,
 broadcast to all lanes, and accumulates in its own psum register (``first`` clears it).
-``pixel_out[j][m]`` is valid for the one cycle ``pixel_valid`` (``DW_LATENCY = 1`` cycle after
-the ``last`` input cycle). A KxK window takes K*K cycles: per kernel row, stride 1 loads the
+``pixel_out[j][m]`` is valid for the one cycle ``pixel_valid`` (``DW_LATENCY = 1 + P`` cycles
+after the ``last`` input cycle). A KxK window takes K*K cycles: per kernel row, stride 1 loads the
 M+K-1 pixels of that input row and shifts K times; stride 2 first loads the even input
 columns (0-based; the paper's 1-based "odd" columns) and applies the even kernel columns, then
 loads the odd ones and applies the odd kernel columns (Sec. V-A1: "first odd, then even").
@@ -29,6 +30,9 @@ loads the odd ones and applies the odd kernel columns (Sec. V-A1: "first odd, th
 ``packed=True`` computes the products of lanes 2p and 2p+1 at the same position in one
 ``hw.units.PackedDualMultiplier`` (two int8 products sharing one operand: the broadcast input
 in down-forward mode, the broadcast weight in self-accumulation mode); it needs an even M.
+The packed multiplier is pipelined (2 cycles, the DSP48E2's input and product registers), so the
+R-MACs' control (enable, clear) and the output pulses are delayed by those 2 cycles; the input
+schedule is the same.
 """
 
 from __future__ import annotations
@@ -91,7 +95,6 @@ class RMACEngine(wiring.Component):
 
     DOWN_FORWARD = 0
     SELF_ACC = 1
-    DW_LATENCY = 1
 
     def __init__(self, *, lanes: int = 8, macs_per_lane: int = 8, max_kernel: int = 5,
                  acc_width: int = 32, packed: bool = False):
@@ -106,7 +109,13 @@ class RMACEngine(wiring.Component):
             raise ValueError(f"packed=True needs an even number of lanes, got lanes={lanes}")
         M, N = lanes, macs_per_lane
         self.row_len = M + max_kernel - 1
-        self.DF_LATENCY = N + 1
+        if packed:
+            from hw.units import PackedDualMultiplier
+            self.product_latency = PackedDualMultiplier.latency
+        else:
+            self.product_latency = 0
+        self.DF_LATENCY = N + 1 + self.product_latency
+        self.DW_LATENCY = 1 + self.product_latency
         s8 = signed(8)
         super().__init__({
             "mode": In(1),
@@ -137,7 +146,8 @@ class RMACEngine(wiring.Component):
         v_d = [self.valid & ~dw]
         f_d = [self.first]
         l_d = [self.last]
-        for k in range(1, N + 1):
+        P = self.product_latency
+        for k in range(1, N + P + 1):
             v, f, l = Signal(name=f"df_valid_d{k}"), Signal(name=f"df_first_d{k}"), \
                 Signal(name=f"df_last_d{k}")
             m.d.sync += [v.eq(v_d[-1]), f.eq(f_d[-1]), l.eq(l_d[-1])]
@@ -176,6 +186,14 @@ class RMACEngine(wiring.Component):
                 m.d.sync += sr[self.row_len - 1].eq(0)
             opnd.append(cur)
 
+        # self-accumulation control, delayed by the product latency P
+        dw_valid, dw_first, dw_last = self.valid & dw, self.first, self.last
+        for k in range(P):
+            nv, nf, nl = Signal(name=f"dw_valid_d{k + 1}"), Signal(name=f"dw_first_d{k + 1}"), \
+                Signal(name=f"dw_last_d{k + 1}")
+            m.d.sync += [nv.eq(dw_valid), nf.eq(dw_first), nl.eq(dw_last)]
+            dw_valid, dw_first, dw_last = nv, nf, nl
+
         # ---- the R-MAC array ----------------------------------------------------------------
         a_op = [[Mux(dw, opnd[j][lane], x_sk[j]) for j in range(N)] for lane in range(M)]
         w_op = [[Mux(dw, self.dw_w[j], w_sk[lane][j]) for j in range(N)] for lane in range(M)]
@@ -187,8 +205,8 @@ class RMACEngine(wiring.Component):
                 macs[lane][j] = mac
                 m.d.comb += [
                     mac.self_acc.eq(dw),
-                    mac.clear.eq(self.first),
-                    mac.en.eq(Mux(dw, self.valid, v_d[j])),
+                    mac.clear.eq(dw_first),
+                    mac.en.eq(Mux(dw, dw_valid, v_d[j + P])),
                     mac.psum_in.eq(0 if j == 0 else macs[lane][j - 1].psum),
                 ]
                 if not self.packed:
@@ -210,16 +228,16 @@ class RMACEngine(wiring.Component):
                     ]
 
         # ---- down-forward lane accumulators ------------------------------------------------
-        with m.If(v_d[N]):
+        with m.If(v_d[N + P]):
             for lane in range(M):
                 bottom = macs[lane][N - 1].psum
                 m.d.sync += self.lane_out[lane].eq(
-                    Mux(f_d[N], bottom, self.lane_out[lane] + bottom))
-        m.d.sync += self.lane_valid.eq(v_d[N] & l_d[N])
+                    Mux(f_d[N + P], bottom, self.lane_out[lane] + bottom))
+        m.d.sync += self.lane_valid.eq(v_d[N + P] & l_d[N + P])
 
         # ---- self-accumulation outputs: the psum registers themselves ---------------------
         for j in range(N):
             for lane in range(M):
                 m.d.comb += self.pixel_out[j][lane].eq(macs[lane][j].psum)
-        m.d.sync += self.pixel_valid.eq(self.valid & dw & self.last)
+        m.d.sync += self.pixel_valid.eq(dw_valid & dw_last)
         return m

@@ -56,13 +56,15 @@ def _geometry(p: dict):
     acc = p.get("acc_width", 32)
     if p["engine"] == "rmac_engine":
         M, N = p["lanes"], p["macs_per_lane"]
-        return dict(vec=N, lanes=M, acc=acc, df_latency=N + 1, dw_latency=1,
+        P = 2 if p.get("packed") else 0      # PackedDualMultiplier.latency
+        return dict(vec=N, lanes=M, acc=acc, df_latency=N + 1 + P, dw_latency=1 + P,
                     row_len=M + p.get("max_kernel", 5) - 1)
     T, S = p["multipliers"], p["lanes"]
     reg = p.get("register_every", 1)
     levels = (T - 1).bit_length()
     tree = 0 if reg == 0 else -(-levels // reg)
-    return dict(vec=T, lanes=S, acc=acc, df_latency=2 + tree)
+    P = 2 if p.get("packed") else 1
+    return dict(vec=T, lanes=S, acc=acc, df_latency=P + 1 + tree)
 
 
 def build(p: dict) -> Case:
