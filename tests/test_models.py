@@ -271,3 +271,94 @@ def test_set_attention_mode(b1):
     b1.set_attention_mode("auto")
     with pytest.raises(ValueError):
         b1.set_attention_mode("softmax")
+
+
+# ---------------------------------------------------------------- random init + BN calibration
+
+def _bn_inputs(model, images):
+    """Inputs of every BatchNorm2d during an eval-mode forward pass (forward pre-hooks)."""
+    seen, handles = {}, []
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            handles.append(m.register_forward_pre_hook(
+                lambda mod, inp, name=name: seen.__setitem__(name, inp[0].detach().clone())))
+    with torch.no_grad():
+        out = model(images)
+    for h in handles:
+        h.remove()
+    return seen, out
+
+
+def test_bn_calibrate_single_batch_matches_input_statistics():
+    import copy
+
+    from quant.bn_calib import bn_calibrate, random_init
+    from quant.data import calibration_images
+
+    model, _ = create_model("b0-r64")
+    random_init(model, seed=0)
+    images = calibration_images(None, 6, 64, seed=0)
+    reference = copy.deepcopy(model).train()  # PyTorch's own train-mode BN: batch statistics
+    with torch.no_grad():
+        train_out = reference(images)
+    bn_calibrate(model, images)
+    assert not model.training
+    inputs, eval_out = _bn_inputs(model, images)
+    assert len(inputs) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    mods = dict(model.named_modules())
+    for name, x in inputs.items():
+        x = x.double().numpy()
+        mean = x.mean(axis=(0, 2, 3))
+        var = x.var(axis=(0, 2, 3))  # biased, as in the official reset_bn
+        np.testing.assert_allclose(mods[name].running_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(mods[name].running_var.numpy(), var, rtol=1e-3, atol=1e-6)
+    # eval mode on the calibration batch == train mode (batch statistics) of the original
+    np.testing.assert_allclose(eval_out.numpy(), train_out.numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_bn_calibrate_two_batches_averages_stem_statistics():
+    import torch.nn.functional as F
+
+    from quant.bn_calib import bn_calibrate, random_init
+    from quant.data import calibration_images
+
+    model, _ = create_model("b0-r64")
+    random_init(model, seed=1)
+    images = calibration_images(None, 6, 64, seed=1)
+    bn_calibrate(model, images, batch_size=4)  # batches of 4 and 2
+    stem = model.backbone.input_stem.op_list[0]
+    with torch.no_grad():
+        y = F.conv2d(images, stem.conv.weight, None, 2, 1).double()
+    m1, m2 = y[:4].mean(dim=(0, 2, 3)), y[4:].mean(dim=(0, 2, 3))
+    v1 = ((y[:4] - m1.view(1, -1, 1, 1)) ** 2).mean(dim=(0, 2, 3))
+    v2 = ((y[4:] - m2.view(1, -1, 1, 1)) ** 2).mean(dim=(0, 2, 3))
+    np.testing.assert_allclose(stem.norm.running_mean.numpy(), ((4 * m1 + 2 * m2) / 6).numpy(),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stem.norm.running_var.numpy(), ((4 * v1 + 2 * v2) / 6).numpy(),
+                               rtol=1e-4, atol=1e-6)
+    assert all(type(m).forward is torch.nn.BatchNorm2d.forward and "forward" not in vars(m)
+               for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_random_calibrated_model_has_sane_activations():
+    from quant.bn_calib import random_calibrated_model
+    from quant.data import calibration_images
+
+    model, res = random_calibrated_model("b1-r64", seed=0, n_images=8)
+    assert res == 64 and not model.training
+    held_out = calibration_images(None, 4, 64, seed=99)
+    feats = {}
+    with torch.no_grad():
+        out = model.backbone(held_out)
+        logits = model.head(out)
+    for k in ("stage0", "stage1", "stage2", "stage3", "stage4"):
+        s = float(out[k].std())
+        assert 0.2 < s < 20, (k, s)
+        feats[k] = s
+    assert torch.isfinite(logits).all() and 0.05 < float(logits.std()) < 10
+    # different seeds give different weights; the same seed the same model
+    again, _ = random_calibrated_model("b1-r64", seed=0, n_images=8)
+    other, _ = random_calibrated_model("b1-r64", seed=1, n_images=8)
+    with torch.no_grad():
+        assert torch.equal(again(held_out), logits)
+        assert not torch.allclose(other(held_out), logits)
