@@ -53,6 +53,7 @@ MAGIC = "trio-vit.binary"
 PARAM_RECORD = 32       #: bytes per output channel (8 x int32) / per attention head
 ALIGN = 64              #: DRAM alignment of every block (one AXI beat of the 4 HP ports)
 TILES_TARGET = 4        #: aim for at least this many row tiles per layer (inter-layer overlap)
+MIN_TILE_BYTES = 16384  #: ... but no smaller tiles than this (bytes loaded + stored)
 
 
 class CompileError(ValueError):
@@ -393,6 +394,14 @@ class _Compiler:
 
     def dma_rows(self, op, buf, buf_addr, dram, count, length, stride):
         """LOAD/STORE ``count`` chunks of ``length`` bytes, DRAM stride ``stride``."""
+        if count > 1 and stride == length:           # contiguous: one chunk
+            count, length, stride = 1, count * length, 0
+        if count == 1 and length >= 1 << 20:
+            for a in range(0, length, (1 << 20) - ALIGN):
+                ln = min(length - a, (1 << 20) - ALIGN)
+                self.em.emit("global", op, buf=BUFS[buf], buf_addr=buf_addr + a,
+                             dram_addr=dram + a, count=1, length=ln, stride=0)
+            return
         for c0 in range(0, count, 65535):
             n = min(count - c0, 65535)
             self.em.emit("global", op, buf=BUFS[buf],
@@ -431,6 +440,11 @@ class _Compiler:
         lin = n.op == "linear"
         cin, H, W = _shape3(xt.shape)
         cout, Ho, Wo = _shape3(yt.shape)
+        if not lin and int(n.attrs["kernel"]) == 1 and int(n.attrs["stride"]) == 1 \
+                and int(n.attrs["padding"]) == 0:
+            # a 1x1 conv does not care about rows: view (C, H, W) as (C, H*W, 1) so that tiles
+            # and cores split the pixels at single-pixel granularity
+            H, W, Ho, Wo = H * W, 1, Ho * Wo, 1
         if lin:
             k = s = 1
             pad, g = 0, 1
@@ -466,7 +480,7 @@ class _Compiler:
         if not need(nr):
             raise CompileError(f"{n.name}: one output row does not fit the B/OUT slots"
                                f" (B slot {self.B.size} bytes, OUT slot {self.O.size} bytes)")
-        nr = min(nr, max(1, _cdiv(Ho, TILES_TARGET)))
+        nr = self.tile_rows(nr, Ho, cin * W * s + chunk * Wo)
         x_signed = int(p.tensors[n.inputs[0]].signed)
         regs = dict(CIN=cin_g, WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad, PAD_R=pad,
                     ACT=ACTS[e.act] if e else 0, OBITS=yt.bits, OSIGNED=int(yt.signed),
@@ -489,13 +503,13 @@ class _Compiler:
                 a, b = max(in_lo, 0), min(in_hi, H)
                 sb, so = self.B.next(), self.O.next()
                 self.begin_tile(sb)
-                self.wait_stored(n.inputs[0], 0, cin, a, b)
+                self.wait_stored(n.inputs[0], 0, cin, a * W, b * W)
                 bbase = self.B.base[sb]
                 self.dma_rows("LOAD", "B", bbase, self.taddr(n.inputs[0]) + a * W, cin,
                               (b - a) * W, H * W)
                 rbase = bbase + cin * (b - a) * W
                 if res:
-                    self.wait_stored(res, c0, c1, r0, r1)
+                    self.wait_stored(res, c0, c1, r0 * Wo, r1 * Wo)
                     self.dma_rows("LOAD", "B", rbase, self.taddr(res) + c0 * Ho * Wo + r0 * Wo,
                                   nco, (r1 - r0) * Wo, Ho * Wo)
                 xsem = em.sem()
@@ -529,9 +543,16 @@ class _Compiler:
                     sb, so, writers,
                     lambda: self.dma_rows("STORE", "OUT", obase, ydram, nco, tnr * Wo * ob,
                                           Ho * Wo * ob))
-                self.record_store(n.output, c0, c1, r0, r1, stored)
+                self.record_store(n.output, c0, c1, r0 * Wo, r1 * Wo, stored)
                 chunk_done.append((done, len(writers)))
             self.C.busy[sc] = chunk_done
+
+    def tile_rows(self, fit, ho, bytes_per_row):
+        """Rows per tile: at most ``fit``; about TILES_TARGET tiles per layer (so consecutive
+        layers overlap), but no tile smaller than MIN_TILE_BYTES of traffic (DMA and
+        synchronisation overheads)."""
+        want = max(_cdiv(ho, TILES_TARGET), _cdiv(MIN_TILE_BYTES, max(1, bytes_per_row)))
+        return max(1, min(fit, want))
 
     def plan_conv(self, nco, nr, wo, K, g, cout_g):
         """[(core, engine, (co_a, co_b), (row_a, row_b))] for one tile (relative ranges)."""
@@ -607,7 +628,7 @@ class _Compiler:
             nr -= 1
         if not need(nr, chunk):
             raise CompileError(f"{n.name}: a depthwise row does not fit the B/OUT slots")
-        nr = min(nr, max(1, _cdiv(Ho, TILES_TARGET)))
+        nr = self.tile_rows(nr, Ho, chunk * W * s + chunk * Wo)
         regs = dict(WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad, PAD_R=pad, ACT=ACTS[e.act],
                     OBITS=yt.bits, OSIGNED=int(yt.signed), MIDBITS=e.mid_bits, THREE=e.three,
                     LINEAR=0, NOEPI=0, XSIGNED=int(xt.signed),
@@ -629,13 +650,13 @@ class _Compiler:
                 a, b = max(in_lo, 0), min(in_hi, H)
                 sb, so = self.B.next(), self.O.next()
                 self.begin_tile(sb)
-                self.wait_stored(n.inputs[0], c0, c1, a, b)
+                self.wait_stored(n.inputs[0], c0, c1, a * W, b * W)
                 bbase = self.B.base[sb]
                 self.dma_rows("LOAD", "B", bbase, self.taddr(n.inputs[0]) + (c0 * H + a) * W,
                               nch, (b - a) * W, H * W)
                 rbase = bbase + nch * (b - a) * W
                 if res:
-                    self.wait_stored(res, c0, c1, r0, r1)
+                    self.wait_stored(res, c0, c1, r0 * Wo, r1 * Wo)
                     self.dma_rows("LOAD", "B", rbase, self.taddr(res) + c0 * Ho * Wo + r0 * Wo,
                                   nch, tnr * Wo, Ho * Wo)
                 xsem = em.sem()
@@ -676,7 +697,7 @@ class _Compiler:
                 done, stored = self.finish_tile(
                     sb, so, writers,
                     lambda: self.dma_rows("STORE", "OUT", obase, ydram, nch, tnr * Wo, Ho * Wo))
-                self.record_store(n.output, c0, c1, r0, r1, stored)
+                self.record_store(n.output, c0, c1, r0 * Wo, r1 * Wo, stored)
                 chunk_done.append((done, len(writers)))
             self.C.busy[sc] = chunk_done
 
@@ -713,7 +734,7 @@ class _Compiler:
             info["tiles"] += 1
             sb, so = self.B.next(), self.O.next()
             self.begin_tile(sb)
-            self.wait_stored(n.inputs[0], h0 * 3 * d, h1 * 3 * d, 0, H)
+            self.wait_stored(n.inputs[0], h0 * 3 * d, h1 * 3 * d, 0, H * W)
             bbase, obase = self.B.base[sb], self.O.base[so]
             self.dma_rows("LOAD", "B", bbase, xaddr + h0 * per_head, 1, (h1 - h0) * per_head, 0)
             xsem = em.sem()
@@ -753,7 +774,7 @@ class _Compiler:
                 sb, so, writers,
                 lambda: self.dma_rows("STORE", "OUT", obase, yaddr + h0 * d * ntok, 1,
                                       (h1 - h0) * d * ntok, 0))
-            self.record_store(n.output, h0 * d, h1 * d, 0, H, stored)
+            self.record_store(n.output, h0 * d, h1 * d, 0, H * W, stored)
             chunk_done.append((done, len(writers)))
         self.C.busy[sc] = chunk_done
 
@@ -778,7 +799,7 @@ class _Compiler:
             pbase = self.C.base[sc]
             sb, so = self.B.next(), self.O.next()
             self.begin_tile(sb)
-            self.wait_stored(n.inputs[0], c0, c1, 0, H)
+            self.wait_stored(n.inputs[0], c0, c1, 0, H * W)
             bbase, obase = self.B.base[sb], self.O.base[so]
             self.dma_rows("LOAD", "B", bbase, self.taddr(n.inputs[0]) + c0 * hw, 1,
                           (c1 - c0) * hw, 0)

@@ -1,0 +1,354 @@
+"""Cycle-accurate (instruction-level) performance model of a :class:`sim.compile.Binary`.
+
+The same per-unit in-order queues as the functional simulator (:func:`sim.funcsim.build_queues`)
+run against a clock. Each unit has an *issue* time (when it can start its next instruction) and
+a *drain* time (when everything it started has left its pipeline). Timing of each instruction:
+
+* ``SETR``: 1 cycle of the unit (a register write). ``WAIT``: stalls the unit until the event
+  counter reaches ``count`` (0 cycles when already reached). ``SIGNAL``: fires when the unit has
+  drained (all earlier results written), 0 cycles.
+* ``LOAD``/``STORE``: the DRAM is one resource shared by all units, moving
+  ``dram_bytes_per_cycle`` bytes per cycle; every chunk of a transfer is rounded up to whole
+  16-byte beats (the 128-bit AXI data width of one HP port). A transfer occupies the DRAM for
+  ``beats*16 / dram_bytes_per_cycle`` cycles, first-come first-served, and its data is in the
+  buffer (drain) ``dram_latency_cycles`` later; the DMA unit issues the next transfer as soon as
+  the DRAM accepted this one (outstanding transactions), so latency is paid once per dependency,
+  not per transfer.
+* ``CONV_MAT``/``CONV_RDF``: :func:`sim.compile.conv_cycles` busy cycles (T x S or N x M MACs per
+  cycle, one output pixel at a time), plus a pipeline fill latency until the last output is
+  written: MAT ``1 + ceil(log2 T) + 1 + requant`` (multiplier, adder tree, accumulator, requant),
+  R-MAC down-forward ``1 + N + requant`` (the partial sum ripples down the N R-MACs of a lane);
+  hswish adds 2 cycles (its multiply and second rounding), a residual 1.
+* ``DW_RSA``: :func:`sim.compile.dw_cycles` (k*k taps per pass of N channels x M pixels) plus
+  ``1 + 1 + requant``.
+* ``ATT_KV_*``: step i as a matmul with reduction over the tokens (``ceil(n/T_in) *
+  ceil(d/S_out) * d``); ``ATT_KSUM``: the auxiliary adder tree (``N`` inputs per cycle) sums a row
+  of ``n`` values in ``ceil(n/N)`` cycles, ``d`` rows; ``ATT_DIV``: step iv on the MAT (one lane:
+  ``ceil(d/T) * n``) plus the log2 module (pipelined, +2); ``ATT_OUT``: step iii on the MAT
+  (``ceil(d/T) * ceil(d/S) * n``) with requant and shifter array in its pipeline (+1).
+* ``POOL``: adder tree, ``nco * ceil(n/N)``. ``HOST_LN``: ``host_overhead_cycles +
+  host_cycles_per_elem * C`` on the host CPU (interrupt, cache flush, LN, write back).
+
+Per layer (IntProgram node) the report gives MACs, the cycles attributed to the layer (its
+completion time minus the previous layer's completion time, so the column sums to the total),
+the busiest engine's and the DRAM's occupancy, MAC utilisation and what bounds it.
+Roofline: per layer ``max(MACs / multipliers, bytes / dram_bytes_per_cycle)`` summed, with the
+layer's actual DRAM bytes in this binary (and, as a second figure, the compulsory bytes: each
+tensor, weight and parameter block once).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .compile import conv_cycles, dw_cycles, _cdiv
+from .funcsim import build_queues
+from .isa import REG_NAMES
+
+__all__ = ["PerfReport", "LayerPerf", "simulate", "instr_cycles", "BEAT"]
+
+BEAT = 16   #: bytes per AXI beat of one HP port
+
+
+@dataclass
+class LayerPerf:
+    name: str
+    kind: str
+    macs: int
+    cycles: int            # attributed (completion-to-completion)
+    span: int              # first start to last completion
+    busy: dict             # unit -> max over cores of busy cycles
+    dram_cycles: int
+    dram_bytes: int
+    compulsory_bytes: int
+    roofline_cycles: float
+    utilization: float
+    bound: str
+
+
+@dataclass
+class PerfReport:
+    config: dict
+    model: str
+    cycles: int
+    clock_mhz: float
+    multipliers: int
+    dsps: int
+    macs: int
+    layers: list
+    dram_bytes: int
+    roofline_cycles: float
+    roofline_compulsory_cycles: float
+    unit_busy: dict = field(default_factory=dict)
+
+    @property
+    def latency_ms(self):
+        return self.cycles / (self.clock_mhz * 1e3)
+
+    @property
+    def fps(self):
+        return 1e3 / self.latency_ms
+
+    @property
+    def gops(self):
+        """Giga-operations per second, one MAC = 2 operations."""
+        return 2 * self.macs / (self.latency_ms * 1e6)
+
+    @property
+    def gmacs(self):
+        return self.macs / (self.latency_ms * 1e6)
+
+    @property
+    def utilization(self):
+        return self.macs / (self.cycles * self.multipliers)
+
+    @property
+    def roofline_fps(self):
+        return self.clock_mhz * 1e6 / self.roofline_cycles
+
+    @property
+    def roofline_ratio(self):
+        return self.fps / self.roofline_fps
+
+    def breakdown(self) -> dict:
+        """MAC share per op type (generic / pointwise / depthwise / matmul: the paper's classes,
+        with grouped pointwise counted as pointwise and attention + linear as matmul)."""
+        cls = {"generic": "generic", "pointwise": "pointwise", "grouped_pointwise": "pointwise",
+               "depthwise": "depthwise", "attention": "matmul", "matmul": "matmul"}
+        out = {"generic": 0, "pointwise": 0, "depthwise": 0, "matmul": 0}
+        for l in self.layers:
+            if l.kind in cls:
+                out[cls[l.kind]] += l.macs
+        tot = sum(out.values()) or 1
+        return {k: v / tot for k, v in out.items()}
+
+    def summary(self) -> dict:
+        return {"model": self.model, "config": self.config.get("name"), "cycles": self.cycles,
+                "latency_ms": self.latency_ms, "fps": self.fps, "gops": self.gops,
+                "gmacs_per_s": self.gmacs, "gops_per_dsp": self.gops / self.dsps,
+                "mac_utilization": self.utilization, "macs": self.macs,
+                "roofline_fps": self.roofline_fps, "fps_over_roofline": self.roofline_ratio,
+                "roofline_compulsory_fps": self.clock_mhz * 1e6 / self.roofline_compulsory_cycles,
+                "dram_bytes": self.dram_bytes, "multipliers": self.multipliers, "dsps": self.dsps,
+                "op_breakdown": self.breakdown()}
+
+    def to_dict(self) -> dict:
+        d = self.summary()
+        d["config_full"] = self.config
+        d["unit_busy"] = self.unit_busy
+        d["layers"] = [asdict(l) for l in self.layers]
+        return d
+
+
+def _fill(cfg, op, regs):
+    rq = cfg.requant_latency + (2 if regs.get("ACT") == 2 else 0) + \
+        (1 if regs.get("RES_ADDR", -1) >= 0 else 0)
+    if op in ("CONV_MAT", "ATT_KV_MAT"):
+        return 2 + math.ceil(math.log2(max(cfg.T, 1))) + rq if cfg.T > 1 else 2 + rq
+    if op in ("CONV_RDF", "ATT_KV_RDF"):
+        return 1 + cfg.N + rq
+    if op == "DW_RSA":
+        return 2 + rq
+    if op in ("ATT_KSUM", "POOL"):
+        return 1 + math.ceil(math.log2(max(cfg.N, 1))) + rq
+    if op == "ATT_DIV":
+        return 2 + math.ceil(math.log2(max(cfg.T, 1))) + 2
+    if op == "ATT_OUT":
+        return 2 + math.ceil(math.log2(max(cfg.T, 1))) + cfg.requant_latency + 1
+    return 0
+
+
+def instr_cycles(cfg, ins, regs) -> tuple[int, int]:
+    """(busy cycles, extra drain latency) of a compute instruction given the unit's registers."""
+    f, op = ins.f, ins.op
+    if op in ("CONV_MAT", "CONV_RDF"):
+        eng = "MAT" if op == "CONV_MAT" else "RMAC"
+        g = regs.get("GROUPS", 1)
+        K = regs["CIN"] * regs["KERNEL"] ** 2
+        busy = conv_cycles(cfg, eng, K=K, nco=f["nco"], npix=f["ho"] * regs["WOUT"], groups=g)
+    elif op == "DW_RSA":
+        busy = dw_cycles(cfg, nch=f["nco"], ho=f["ho"], wo=regs["WOUT"], k=regs["KERNEL"])
+    elif op in ("ATT_KV_RDF", "ATT_KV_MAT"):
+        tin, sout = (cfg.N, cfg.M) if op == "ATT_KV_RDF" else (cfg.T, cfg.S)
+        d, n = regs["DIM"], regs["NTOK"]
+        busy = _cdiv(n, tin) * _cdiv(d, sout) * d
+    elif op == "ATT_KSUM":
+        busy = regs["DIM"] * _cdiv(regs["NTOK"], cfg.N)
+    elif op == "ATT_DIV":
+        busy = _cdiv(regs["DIM"], cfg.T) * regs["NTOK"]
+    elif op == "ATT_OUT":
+        d = regs["DIM"]
+        busy = _cdiv(d, cfg.T) * _cdiv(d, cfg.S) * regs["NTOK"]
+    elif op == "POOL":
+        busy = f["nco"] * _cdiv(regs["NTOK"], cfg.N)
+    else:
+        raise ValueError(f"no timing for {op}")
+    return busy, _fill(cfg, op, regs)
+
+
+def _dma_bytes(f):
+    return f["count"] * _cdiv(f["length"], BEAT) * BEAT
+
+
+def simulate(binary) -> PerfReport:
+    """Run the timed model of ``binary``; returns a :class:`PerfReport`."""
+    cfg = binary.cfg
+    queues = build_queues(binary)
+    keys = list(queues)
+    nl = len(binary.layers)
+    pc = {k: 0 for k in keys}
+    free = {k: 0 for k in keys}     # issue time
+    drain = {k: 0 for k in keys}    # completion of everything started
+    regs = {k: {} for k in keys}
+    sems = {}                        # sem -> counter
+    parked = {}                      # sem -> [(count, key)]
+    dram_free = 0
+    l_start = np.full(nl, np.iinfo(np.int64).max, dtype=np.int64)
+    l_end = np.zeros(nl, dtype=np.int64)
+    l_busy = [dict() for _ in range(nl)]       # (unit) -> {stream: cycles}
+    l_dram = np.zeros(nl, dtype=np.int64)
+    l_bytes = np.zeros(nl, dtype=np.int64)
+    unit_busy = {k: 0 for k in keys}
+    heap = [(0, i, k) for i, k in enumerate(keys)]
+    heapq.heapify(heap)
+    order = {k: i for i, k in enumerate(keys)}
+    host_units = ("HOST",)
+
+    def note(tag, t0, t1, unit, stream, busy):
+        if tag < 0:
+            return
+        l_start[tag] = min(l_start[tag], t0)
+        l_end[tag] = max(l_end[tag], t1)
+        if busy:
+            d = l_busy[tag].setdefault(unit, {})
+            d[stream] = d.get(stream, 0) + busy
+
+    while heap:
+        t, _, k = heapq.heappop(heap)
+        q = queues[k]
+        if pc[k] >= len(q):
+            continue
+        ins, tag = q[pc[k]]
+        op = ins.op
+        stream, unit = k
+        if op == "WAIT":
+            if sems.get(ins["sem"], 0) < ins["count"]:
+                parked.setdefault(ins["sem"], []).append((ins["count"], k))
+                continue
+            nxt = t
+        elif op == "SIGNAL":
+            ts = max(t, drain[k])
+            if ts > t:
+                heapq.heappush(heap, (ts, order[k], k))
+                continue
+            s = ins["sem"]
+            sems[s] = sems.get(s, 0) + ins["count"]
+            still = []
+            for cnt, wk in parked.pop(s, []):
+                if sems[s] >= cnt:
+                    heapq.heappush(heap, (t, order[wk], wk))
+                else:
+                    still.append((cnt, wk))
+            if still:
+                parked[s] = still
+            nxt = t
+        elif op == "SETR":
+            regs[k][REG_NAMES[ins["reg"]]] = ins["value"]
+            nxt = t + 1
+        elif op in ("NOP", "HALT"):
+            nxt = t
+        elif op in ("LOAD", "STORE"):
+            nbytes = _dma_bytes(ins.f)
+            xfer = _cdiv(nbytes, cfg.dram_bytes_per_cycle)
+            start = max(t, dram_free)
+            dram_free = start + xfer
+            nxt = start + xfer
+            done = nxt + cfg.dram_latency_cycles
+            drain[k] = max(drain[k], done)
+            unit_busy[k] += xfer
+            note(tag, start, done, unit, stream, xfer)
+            if tag >= 0:
+                l_dram[tag] += xfer
+                l_bytes[tag] += ins["count"] * ins["length"]
+        elif op == "HOST_LN":
+            busy = cfg.host_overhead_cycles + cfg.host_cycles_per_elem * ins["channels"]
+            # the host reads and writes DRAM too (C bytes in and out), negligible next to busy
+            nxt = t + busy
+            drain[k] = max(drain[k], nxt)
+            unit_busy[k] += busy
+            note(tag, t, nxt, unit, stream, busy)
+        else:
+            busy, lat = instr_cycles(cfg, ins, regs[k])
+            nxt = t + busy
+            drain[k] = max(drain[k], nxt + lat)
+            unit_busy[k] += busy
+            note(tag, t, nxt + lat, unit, stream, busy)
+        free[k] = nxt
+        pc[k] += 1
+        if pc[k] < len(q):
+            heapq.heappush(heap, (nxt, order[k], k))
+    stuck = [f"{k[0]}/{k[1]}: {queues[k][pc[k]][0]}" for k in keys if pc[k] < len(queues[k])]
+    if stuck:
+        raise RuntimeError(f"perf model deadlock: {stuck[:6]}")
+    total = int(max(max(drain.values()), max(free.values())))
+    return _report(binary, total, l_start, l_end, l_busy, l_dram, l_bytes, unit_busy)
+
+
+def _compulsory_bytes(binary, li) -> int:
+    n = binary.prog.nodes[li]
+    if n.op == "concat":
+        return 0
+    p = binary.prog
+    tot = 0
+    for t in n.inputs + ([n.epilogue.residual] if n.epilogue and n.epilogue.residual else []):
+        tot += int(np.prod(p.tensors[t].shape)) * (1 if p.tensors[t].bits <= 8 else 4)
+    yt = p.tensors[n.output]
+    tot += int(np.prod(yt.shape)) * (1 if yt.bits <= 8 else 4)
+    for kind in ("weight", "param"):
+        s = binary.symbols.get(f"{kind}:{n.name}")
+        if s and n.op != "layernorm":
+            tot += s["nbytes"]
+    return tot
+
+
+def _report(binary, total, l_start, l_end, l_busy, l_dram, l_bytes, unit_busy) -> PerfReport:
+    from .zoo import node_macs
+    cfg, prog = binary.cfg, binary.prog
+    layers = []
+    prev_end = 0
+    roof = roofc = 0.0
+    for li, n in enumerate(prog.nodes):
+        macs = node_macs(prog, n)
+        end = int(l_end[li]) if l_start[li] < np.iinfo(np.int64).max else prev_end
+        cyc = max(0, end - prev_end)
+        start = int(l_start[li]) if l_start[li] < np.iinfo(np.int64).max else end
+        prev_end = max(prev_end, end)
+        busy = {u: max(d.values()) for u, d in l_busy[li].items()}
+        eng = max([busy.get(u, 0) for u in ("MAT", "RMAC", "AUX", "HOST")] + [0])
+        comp = _compulsory_bytes(binary, li)
+        r = max(macs / cfg.multipliers, l_bytes[li] / cfg.dram_bytes_per_cycle)
+        rc = max(macs / cfg.multipliers, comp / cfg.dram_bytes_per_cycle)
+        roof += r
+        roofc += rc
+        if cyc == 0:
+            bound = "overlapped"
+        elif eng >= 0.75 * cyc and eng >= l_dram[li]:
+            bound = "compute"
+        elif l_dram[li] >= 0.75 * cyc:
+            bound = "DRAM"
+        else:
+            bound = "dependency"
+        layers.append(LayerPerf(n.name, n.kind, int(macs), int(cyc), int(end - start), busy,
+                                int(l_dram[li]), int(l_bytes[li]), int(comp), float(r),
+                                float(macs / (cyc * cfg.multipliers)) if cyc else 0.0, bound))
+    ub = {}
+    for (s, u), v in unit_busy.items():
+        key = u if s != "global" else f"global.{u}"
+        ub[key] = max(ub.get(key, 0), int(v))
+    return PerfReport(cfg.to_dict(), binary.prog.meta.get("name", "?"), int(total), cfg.clock_mhz,
+                      cfg.multipliers, cfg.dsps, int(sum(l.macs for l in layers)), layers,
+                      int(l_bytes.sum()), roof, roofc, ub)
