@@ -92,9 +92,13 @@ def extract_state_dict(obj, source: str = "checkpoint") -> dict[str, torch.Tenso
     return out
 
 
-def read_state_dict(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file and return its state dict (see the module docstring)."""
-    path = Path(path)
+def read_state_dict(path: Union[str, os.PathLike],
+                    trusted: bool = False) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file and return its state dict (see the module docstring).
+
+    ``trusted=True`` reads with ``torch.load(weights_only=False)``, which executes whatever the
+    pickle contains: only for files from a source you trust that hold other Python objects."""
+    path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"{path}: no such file")
     if path.is_dir():
@@ -103,7 +107,7 @@ def read_state_dict(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
     if size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as e:  # torch raises many types (RuntimeError, KeyError, EOFError, ...)
         text = str(e)
         msg = (text.split(". ")[0].splitlines()[0] if text else "") or type(e).__name__
@@ -111,7 +115,8 @@ def read_state_dict(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
             raise CheckpointError(
                 f"{path}: the file contains Python objects other than tensors and plain "
                 f"containers, which are not loaded for safety (torch.load weights_only=True); "
-                f"re-save it as a plain state dict") from None
+                f"re-save it as a plain state dict, or pass trusted=True if you trust its "
+                f"source") from None
         if "central directory" in text or isinstance(e, EOFError) or "EOF" in text:
             hint = "truncated or corrupt file"
         elif zipfile.is_zipfile(path):
@@ -159,10 +164,12 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
     return tolerated
 
 
-def load_checkpoint(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
+def load_checkpoint(model: nn.Module, path: Union[str, os.PathLike],
+                    trusted: bool = False) -> nn.Module:
     """Load the checkpoint at ``path`` into ``model`` (strict, see the module docstring) and
-    return the model. Tensors are converted to the model's dtype and device."""
-    sd = read_state_dict(path)
+    return the model. Tensors are converted to the model's dtype and device. ``trusted``: see
+    :func:`read_state_dict`."""
+    sd = read_state_dict(path, trusted=trusted)
     check_state_dict(model, sd, str(path))
     model.load_state_dict(sd, strict=False)
     return model

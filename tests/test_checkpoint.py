@@ -165,6 +165,16 @@ def test_not_a_checkpoint(tmp_path, kind, src):
         read_state_dict(path)
 
 
+def test_trusted_opt_in_reads_pickled_objects(src, tmp_path):
+    path = tmp_path / "obj.pt"
+    torch.save({"state_dict": src.state_dict(), "args": __import__("argparse").Namespace(a=1)},
+               path)
+    with pytest.raises(CheckpointError, match="trusted=True"):
+        load_checkpoint(_perturbed(seed=5)[0], path)
+    dst = load_checkpoint(_perturbed(seed=5)[0], path, trusted=True)
+    assert _same(src, dst)
+
+
 def test_guess_variant(src):
     assert guess_variant(src.state_dict()) == "b0"
     b2, _ = create_model("b2")
