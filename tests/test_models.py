@@ -362,3 +362,69 @@ def test_random_calibrated_model_has_sane_activations():
     with torch.no_grad():
         assert torch.equal(again(held_out), logits)
         assert not torch.allclose(other(held_out), logits)
+
+
+# ---------------------------------------------------------------- the complete official key list
+
+def _official_state_shapes(variant, n_classes=1000):
+    """Every state_dict entry (name -> shape), in registration order, enumerated from the
+    official structure (backbone.py / ops.py / cls.py as summarised at the top of this file),
+    without using the code under test. This is what an official checkpoint file holds."""
+    cfg = {"b0": ((8, 16, 32, 64, 128), (1, 2, 2, 2, 2), 16, (1024, 1280)),
+           "b1": ((16, 32, 64, 128, 256), (1, 2, 3, 3, 4), 16, (1536, 1600)),
+           "b2": ((24, 48, 96, 192, 384), (1, 3, 4, 4, 6), 32, (2304, 2560)),
+           "b3": ((32, 64, 128, 256, 512), (1, 4, 6, 6, 9), 32, (2304, 2560))}[variant]
+    width, depth, dim, head = cfg
+    out = []
+
+    def conv(p, cin, cout, k, groups=1, bias=False, norm=True):
+        out.append((f"{p}.conv.weight", (cout, cin // groups, k, k)))
+        if bias:
+            out.append((f"{p}.conv.bias", (cout,)))
+        if norm:
+            out.extend((f"{p}.norm.{n}", (cout,))
+                       for n in ("weight", "bias", "running_mean", "running_var"))
+            out.append((f"{p}.norm.num_batches_tracked", ()))
+
+    def mbconv(p, cin, cout, fewer):
+        mid = 4 * cin
+        conv(f"{p}.inverted_conv", cin, mid, 1, bias=fewer, norm=not fewer)
+        conv(f"{p}.depth_conv", mid, mid, 3, groups=mid, bias=fewer, norm=not fewer)
+        conv(f"{p}.point_conv", mid, cout, 1)
+
+    conv("backbone.input_stem.op_list.0", 3, width[0], 3)
+    for i in range(1, depth[0] + 1):
+        conv(f"backbone.input_stem.op_list.{i}.main.depth_conv", width[0], width[0], 3,
+             groups=width[0])
+        conv(f"backbone.input_stem.op_list.{i}.main.point_conv", width[0], width[0], 1)
+    cin = width[0]
+    for s in (0, 1):
+        for i in range(depth[s + 1]):
+            mbconv(f"backbone.stages.{s}.op_list.{i}.main", cin, width[s + 1], False)
+            cin = width[s + 1]
+    for s in (2, 3):
+        w = width[s + 1]
+        mbconv(f"backbone.stages.{s}.op_list.0.main", cin, w, True)
+        cin = w
+        for j in range(1, depth[s + 1] + 1):
+            p = f"backbone.stages.{s}.op_list.{j}"
+            conv(f"{p}.context_module.main.qkv", w, 3 * w, 1, norm=False)
+            out.append((f"{p}.context_module.main.aggreg.0.0.weight", (3 * w, 1, 5, 5)))
+            out.append((f"{p}.context_module.main.aggreg.0.1.weight", (3 * w, dim, 1, 1)))
+            conv(f"{p}.context_module.main.proj", 2 * w, w, 1)
+            mbconv(f"{p}.local_module.main", w, w, True)
+    conv("head.op_list.0", cin, head[0], 1)
+    out += [("head.op_list.2.linear.weight", (head[1], head[0])),
+            ("head.op_list.2.norm.weight", (head[1],)), ("head.op_list.2.norm.bias", (head[1],)),
+            ("head.op_list.3.linear.weight", (n_classes, head[1])),
+            ("head.op_list.3.linear.bias", (n_classes,))]
+    return out
+
+
+@pytest.mark.parametrize("variant", ["b0", "b1", "b2", "b3"])
+def test_complete_state_dict_matches_official_enumeration(variant):
+    model, _ = create_model(variant)
+    got = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    expected = _official_state_shapes(variant)
+    assert len(got) == len(expected)
+    assert got == expected
