@@ -21,7 +21,10 @@ Ops (``Node.op``) and their parameters
                     (requant of the row sums of ReLU(K) to uint8), ``log2_offset`` and
                     ``log2_emin`` (the 4-bit log2 divisor, :func:`sim.numerics.log2_quantize`),
                     ``out_mult`` (dividend to output scale, shifted further by the divisor's
-                    exponent). Output ``(heads*dim, H, W)``. See ``sim.golden`` for the steps.
+                    exponent). Output ``(heads*dim, H, W)``. See ``sim.golden.attention_steps``
+                    for the exact integer steps (den = 0 gives 0). Constraint (checked):
+                    ``0 <= out_mult_c + log2_emin <= numerics.MAX_SHIFT - 15`` so every
+                    effective output shift ``c + e`` is a legal right shift.
 ``global_avgpool``  inputs ``[x]`` ``(C, H, W)`` -> ``(C,)``: the sum over H*W, then the epilogue
                     (whose multiplier includes 1/(H*W)).
 ``layernorm``       inputs ``[x]`` ``(C,)``; params ``gamma, beta`` (float64), attr ``eps``, ``act``
@@ -35,6 +38,8 @@ Epilogue (the requant path of a producing node)
 ``numerics.hswish_int(x, three, hswish_mult, offset)``. The residual is only allowed with
 ``act = none`` (EfficientViT adds residuals after linear projections only).
 Per-channel arrays have shape ``(Cout,)`` and broadcast over the channel axis.
+
+The file format, each op and the decisions behind them are documented in docs/intprogram.md.
 """
 
 from __future__ import annotations
