@@ -215,8 +215,8 @@ def layernorm_host(x, in_scale, gamma, beta, *, eps: float, act: str, out_scale,
 
     ``v = x * in_scale``; ``y = (v - mean(v)) / sqrt(var(v) + eps) * gamma + beta`` (biased
     variance, like torch); ``y = hswish(y)`` if ``act == "hswish"``; result
-    ``saturate(floor(y / out_scale + 1/2), out_bits)``. Sums are taken with ``math.fsum``-free
-    plain numpy (pairwise) in a fixed order, so any executor calling this function agrees.
+    ``saturate(floor(y / out_scale + 1/2), out_bits)``. This is float arithmetic, so "bit-exact"
+    means: every executor calls this very function (same numpy operations, same order).
     """
     v = _int64(x).astype(np.float64) * np.asarray(in_scale, dtype=np.float64)
     mu = v.mean()

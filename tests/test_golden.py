@@ -261,13 +261,10 @@ def test_attention_approximates_float_formula():
 
 # --- epilogues inside a program, and a hand-computed program ------------------------------------------
 
-def _one_conv_prog(epi, *, residual_shape=None, out_signed=True):
+def _one_conv_prog(epi, *, out_signed=True):
     tensors = {"x": TensorInfo("x", (4, 5, 5)), "y": TensorInfo("y", (6, 5, 5), signed=out_signed)}
     nodes = []
     inputs = ["x"]
-    if residual_shape is not None:
-        tensors["r"] = TensorInfo("r", residual_shape)
-        tensors["x"] = TensorInfo("x", (4, 5, 5))
     rng = np.random.default_rng(1)
     w = rand_i8((6, 4, 3, 3), rng)
     b = rng.integers(-2000, 2000, 6).astype(np.int32)
@@ -430,3 +427,35 @@ def test_concat_and_layernorm_in_a_program():
     prog = IntProgram(t, [n1, n2], ["x"], ["c"]).validate()
     np.testing.assert_array_equal(golden.run(prog, np.array([[[5]], [[-128]]]))["c"].ravel(),
                                   [5, -128, -5, 127])
+
+
+def test_epilogue_unsigned_relu_output():
+    mult = nx.to_dyadic(np.full(6, 0.01))
+    prog, w, b = _one_conv_prog(Epilogue(mult=mult, act="relu"), out_signed=False)
+    x = rand_i8((4, 5, 5))
+    acc = naive_conv(x, w, b, 1, 1, 1)
+    ref = np.stack([nx.requant(acc[c], nx.Dyadic(mult.b[c], mult.c[c]), relu=True, signed=False)
+                    for c in range(6)])
+    got = golden.run(prog.validate(), x)["y"]
+    np.testing.assert_array_equal(got, ref)
+    assert got.min() == 0 and got.max() > 127       # the unsigned range is used
+
+
+def test_linear_with_epilogue_and_per_channel_pool():
+    rng = np.random.default_rng(12)
+    t = {"x": TensorInfo("x", (3, 4, 4)), "p": TensorInfo("p", (3,)), "y": TensorInfo("y", (5,))}
+    pm = nx.to_dyadic(np.array([1 / 16, 1 / 8, 1 / 32]))
+    w = rand_i8((5, 3), rng)
+    b = rng.integers(-500, 500, 5).astype(np.int32)
+    lm = nx.to_dyadic(np.linspace(0.02, 0.05, 5))
+    nodes = [Node("pool", "global_avgpool", ["x"], "p", {}, {}, Epilogue(mult=pm)),
+             Node("fc", "linear", ["p"], "y", {}, dict(weight=w, bias=b), Epilogue(mult=lm, act="relu"))]
+    prog = IntProgram(t, nodes, ["x"], ["y"]).validate()
+    x = rand_i8((3, 4, 4), rng)
+    sums = [sum(int(v) for v in x[c].ravel()) for c in range(3)]
+    p = [int(nx.requant(sums[c], nx.Dyadic(pm.b[c], pm.c[c]))) for c in range(3)]
+    y = [int(nx.requant(int(b[o]) + sum(int(w[o, i]) * p[i] for i in range(3)),
+                        nx.Dyadic(lm.b[o], lm.c[o]), relu=True)) for o in range(5)]
+    out = golden.run(prog, x, keep=True)
+    np.testing.assert_array_equal(out["p"], p)
+    np.testing.assert_array_equal(out["y"], y)
