@@ -276,3 +276,20 @@ def test_tiny_covers_every_op_kind():
     out = golden.run(prog, x, keep=True)
     for name, (sat, nz) in _saturation_and_nonzero(prog, out).items():
         assert sat < 0.05 and nz > 0.2, name
+
+
+def test_cli(tmp_path, capsys):
+    import json
+
+    from sim.intprogram import IntProgram
+    out = tmp_path / "t.npz"
+    assert zoo.main(["tiny", "--json", "-o", str(out)]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["nodes"] == 41 and rep["macs"]["total"] == sum(
+        v for k, v in rep["macs"].items() if k != "total")
+    prog = IntProgram.load(out)
+    assert zoo.macs(prog) == rep["macs"]
+    assert zoo.main(["b9-r224"]) == 2
+    assert "bad model name" in capsys.readouterr().err
+    assert zoo.main(["b0", "-r", "100"]) == 2
+    assert "multiple of 32" in capsys.readouterr().err
