@@ -53,6 +53,7 @@ MAGIC = "trio-vit.binary"
 PARAM_RECORD = 32       #: bytes per output channel (8 x int32) / per attention head
 ALIGN = 64              #: DRAM alignment of every block (one AXI beat of the 4 HP ports)
 TILES_TARGET = 4        #: aim for at least this many row tiles per layer (inter-layer overlap)
+FUSED_TILES = 2         #: row tiles per fused chain at least (fewer: less halo recompute)
 MIN_TILE_BYTES = 16384  #: ... but no smaller tiles than this (bytes loaded + stored)
 
 
@@ -259,8 +260,8 @@ class _Slots:
 # -- the compiler --------------------------------------------------------------------------------
 
 class _Compiler:
-    def __init__(self, prog: IntProgram, cfg: AccelConfig):
-        self.p, self.cfg = prog.validate(), cfg
+    def __init__(self, prog: IntProgram, cfg: AccelConfig, fuse: bool = True):
+        self.p, self.cfg, self.fuse = prog.validate(), cfg, fuse
         self.em = _Em(cfg)
         self.B = _Slots(cfg.buf_b_bytes)
         self.C = _Slots(cfg.buf_c_bytes)
@@ -348,11 +349,25 @@ class _Compiler:
     # main ------------------------------------------------------------------------------------
     def run(self) -> Binary:
         self.layout_tensors()
+        self.onchip = set()
+        chains = self.find_chains() if self.fuse else {}
+        fused_into = {}
         for li, n in enumerate(self.p.nodes):
             self.em.layer = li
             info = dict(name=n.name, kind=n.kind, op=n.op, tiles=0)
             self.layers.append(info)
-            if n.op == "conv" and n.kind == "depthwise":
+            info["on_chip"] = n.output in self.onchip
+            if n.name in fused_into:
+                info["fused_into"] = fused_into[n.name]
+                continue
+            if n.name in chains:
+                chain = chains[n.name]
+                for m in chain[1:]:
+                    fused_into[m.name] = n.name
+                self.onchip.update(m.output for m in chain[:-1])
+                info["on_chip"] = True
+                self.fused(chain, li, info)
+            elif n.op == "conv" and n.kind == "depthwise":
                 self.dw(n, info)
             elif n.op in ("conv", "linear"):
                 self.conv(n, info)
@@ -547,12 +562,235 @@ class _Compiler:
                 chunk_done.append((done, len(writers)))
             self.C.busy[sc] = chunk_done
 
+    # fused chains (inter-layer pipeline) ----------------------------------------------------
+    def chain_wbytes(self, chain):
+        tot = 0
+        for m in chain:
+            w = np.asarray(m.params["weight"])
+            tot += _align(w.size) + _align(w.shape[0] * PARAM_RECORD)
+        return tot
+
+    def find_chains(self):
+        """{first node name: [PW1?, DW, PW2]}: a depthwise conv, the pointwise conv that alone
+        reads its output and, when it alone feeds the DW, the pointwise conv producing its input;
+        all weights must fit one C slot. The intermediates then never leave the chip."""
+        p = self.p
+        cons = {}
+        for n in p.nodes:
+            for t in n.inputs + ([n.epilogue.residual] if n.epilogue and n.epilogue.residual
+                                 else []):
+                cons.setdefault(t, []).append(n)
+        outs = set(p.outputs)
+        pos = {n.name: i for i, n in enumerate(p.nodes)}
+
+        def private(t, consumer):
+            return ([c.name for c in cons.get(t, [])] == [consumer.name] and t not in outs
+                    and t not in self.alias)
+        chains = {}
+        for dw in p.nodes:
+            if dw.op != "conv" or dw.kind != "depthwise":
+                continue
+            qs = cons.get(dw.output, [])
+            if len(qs) != 1:
+                continue
+            q = qs[0]
+            if (q.op != "conv" or int(q.attrs["kernel"]) != 1 or int(q.attrs["stride"]) != 1
+                    or int(q.attrs["padding"]) != 0 or q.inputs != [dw.output]
+                    or not private(dw.output, q)):
+                continue
+            chain = [dw, q]
+            pn = p.node_producing(dw.inputs[0])
+            if (pn is not None and pn.op == "conv" and pn.kind == "pointwise"
+                    and int(pn.attrs["stride"]) == 1 and pn.epilogue.residual is None
+                    and private(dw.inputs[0], dw) and pn.name not in chains):
+                chain = [pn, dw, q]
+            if self.chain_wbytes(chain) > self.C.size - ALIGN and len(chain) == 3:
+                chain = chain[1:]
+            if self.chain_wbytes(chain) > self.C.size - ALIGN:
+                continue
+            res = q.epilogue.residual
+            if res is not None:
+                rp = p.node_producing(res)
+                if rp is not None and pos[rp.name] >= pos[chain[0].name]:
+                    continue
+            chains[chain[0].name] = chain
+        return chains
+
+    def emit_pw(self, tasks, *, waits, xbase, xstride, obase, ostride, obuf, wbase, pbase, K,
+                cin_g, cout_g, g, regs, res_base=None, rstride=0, slot_o=None, seen=None):
+        """Emit a pointwise phase whose tasks split pixels (flattened) and output channels."""
+        em, writers = self.em, []
+        for core, eng, (ca, cb), (pa, pb) in tasks:
+            st, unit = f"core{core}", eng
+            for sem, cnt in waits:
+                em.wait(st, unit, sem, cnt)
+            if slot_o is not None:
+                self.wait_out_slot(st, unit, slot_o, seen)
+            ngr = (cb - ca) // cout_g if g > 1 else 1
+            ci0 = ca // cout_g * cin_g if g > 1 else 0
+            em.setr(st, unit, **dict(regs, CIN=cin_g, GROUPS=ngr, WIN=1, WOUT=1, KERNEL=1,
+                                     STRIDE=1, PAD_L=0, PAD_R=0, XSTRIDE=xstride,
+                                     OSTRIDE=ostride, RSTRIDE=rstride, LINEAR=0, NOEPI=0,
+                                     XBUF=BUFS["B"],
+                                     RES_ADDR=(res_base + ca * rstride + pa)
+                                     if res_base is not None else -1))
+            em.emit(st, "CONV_MAT" if eng == "MAT" else "CONV_RDF",
+                    x_addr=xbase + ci0 * xstride + pa, w_addr=wbase + ca * K,
+                    p_addr=pbase + ca * PARAM_RECORD, o_addr=obase + ca * ostride + pa,
+                    nco=cb - ca, hin=pb - pa, ho=pb - pa, pad_t=0, pad_b=0, obuf=obuf)
+            writers.append((st, unit))
+        return writers
+
+    def epi_regs(self, n):
+        e, yt = n.epilogue, self.p.tensors[n.output]
+        res = e.residual
+        return dict(ACT=ACTS[e.act], OBITS=yt.bits, OSIGNED=int(yt.signed), MIDBITS=e.mid_bits,
+                    THREE=e.three, XSIGNED=int(self.p.tensors[n.inputs[0]].signed),
+                    RSIGNED=int(self.p.tensors[res].signed) if res else 1)
+
+    def fused(self, chain, li0, info):
+        cfg, p, em = self.cfg, self.p, self.em
+        pn = chain[0] if len(chain) == 3 else None
+        dw, q = chain[-2], chain[-1]
+        li = {m.name: li0 + i for i, m in enumerate(p.nodes[li0:]) if m in chain}
+        et = p.tensors[dw.inputs[0]]
+        E, H, W = et.shape
+        _, Ho, Wo = p.tensors[dw.output].shape
+        k, s, pad = (int(dw.attrs[a]) for a in ("kernel", "stride", "padding"))
+        Cq = p.tensors[q.output].shape[0]
+        gq = int(q.attrs["groups"])
+        res = q.epilogue.residual
+        xin = pn.inputs[0] if pn else dw.inputs[0]
+        Cx = p.tensors[xin].shape[0]
+        # weights of the whole chain in one C slot
+        blocks, woff = [], {}
+        off = 0
+        for m in chain:
+            w = np.asarray(m.params["weight"], dtype=np.int8)
+            cout = w.shape[0]
+            wa = self.alloc(f"weight:{m.name}", w.size, "weight", w)
+            pa = self.alloc(f"param:{m.name}", cout * PARAM_RECORD, "param",
+                            self.param_block(m, cout))
+            blocks.append((wa, w.size, off))
+            woff[m.name] = off
+            off += _align(w.size)
+            blocks.append((pa, cout * PARAM_RECORD, off))
+            woff[m.name + ".p"] = off
+            off += _align(cout * PARAM_RECORD)
+        em.layer = li[chain[0].name]
+        sc = self.C.next()
+        wsem = self.load_weights(sc, blocks)
+        cb0 = self.C.base[sc]
+
+        def need(nr):
+            rin = min(H, (nr - 1) * s + k)
+            tot = (_align(Cx * rin * W) if pn else 0) + _align(E * rin * W) + \
+                _align(E * nr * Wo) + (_align(Cq * nr * Wo) if res else 0)
+            return tot <= self.B.size and Cq * nr * Wo <= self.O.size and nr * Wo < 4096 \
+                and rin * W < 4096
+        fit = Ho
+        while fit > 1 and not need(fit):
+            fit -= 1
+        if not need(fit):
+            raise CompileError(f"{dw.name}: a fused row does not fit the B slot")
+        nr = max(1, min(fit, _cdiv(Ho, FUSED_TILES)))
+        chunk_done = []
+        for r0 in range(0, Ho, nr):
+            r1 = min(Ho, r0 + nr)
+            tnr = r1 - r0
+            info["tiles"] += 1
+            lo, hi = r0 * s - pad, (r1 - 1) * s - pad + k
+            a, b = max(lo, 0), min(hi, H)
+            rin = b - a
+            sb, so = self.B.next(), self.O.next()
+            em.layer = li[chain[0].name]
+            self.begin_tile(sb)
+            bb = self.B.base[sb]
+            xb = bb
+            eb = bb + (_align(Cx * rin * W) if pn else 0)
+            db = eb + _align(E * rin * W)
+            rb_ = db + _align(E * tnr * Wo)
+            self.wait_stored(xin, 0, Cx, a * W, b * W)
+            self.dma_rows("LOAD", "B", xb if pn else eb, self.taddr(xin) + a * W, Cx,
+                          rin * W, H * W)
+            if res:
+                self.wait_stored(res, 0, Cq, r0 * Wo, r1 * Wo)
+                self.dma_rows("LOAD", "B", rb_, self.taddr(res) + r0 * Wo, Cq, tnr * Wo,
+                              Ho * Wo)
+            xsem = em.sem()
+            em.signal("global", "LD", xsem)
+            waits = [(xsem, 1), (wsem, 1)]
+            if pn:
+                em.layer = li[pn.name]
+                tasks = self.plan_conv(E, rin * W, 1, Cx, 1, E)
+                wr = self.emit_pw(tasks, waits=waits, xbase=xb, xstride=rin * W, obase=eb,
+                                  ostride=rin * W, obuf=BUFS["B"], wbase=cb0 + woff[pn.name],
+                                  pbase=cb0 + woff[pn.name + ".p"], K=Cx, cin_g=Cx, cout_g=E,
+                                  g=1, regs=self.epi_regs(pn))
+                esem = em.sem()
+                for st, u in wr:
+                    em.signal(st, u, esem)
+                waits = [(xsem, 1), (wsem, 1), (esem, len(wr))]
+            # depthwise: channels x rows over the cores, R-MAC self-accumulation
+            em.layer = li[dw.name]
+            best = None
+            for lc in range(1, cfg.L + 1):
+                lr = cfg.L // lc
+                if lc * lr != cfg.L and lc != cfg.L:
+                    continue
+                cs, rs = _split(E, lc, cfg.N), _split(tnr, lr)
+                t = max(dw_cycles(cfg, nch=c1 - c0, ho=q1 - q0, wo=Wo, k=k)
+                        for c0, c1 in cs for q0, q1 in rs)
+                if best is None or t < best[0]:
+                    best = (t, cs, rs)
+            wr, core = [], 0
+            dregs = dict(self.epi_regs(dw), WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad,
+                         PAD_R=pad, LINEAR=0, NOEPI=0, XBUF=BUFS["B"], CIN=1,
+                         XSTRIDE=rin * W, OSTRIDE=tnr * Wo, RSTRIDE=0, RES_ADDR=-1)
+            for c0, c1 in best[1]:
+                for q0, q1 in best[2]:
+                    st = f"core{core}"
+                    core += 1
+                    for sem, cnt in waits:
+                        em.wait(st, "RMAC", sem, cnt)
+                    lo2, hi2 = (r0 + q0) * s - pad, (r0 + q1 - 1) * s - pad + k
+                    aa, bb2 = max(lo2, 0), min(hi2, H)
+                    em.setr(st, "RMAC", **dict(dregs, GROUPS=c1 - c0))
+                    em.emit(st, "DW_RSA", x_addr=eb + c0 * rin * W + (aa - a) * W,
+                            w_addr=cb0 + woff[dw.name] + c0 * k * k,
+                            p_addr=cb0 + woff[dw.name + ".p"] + c0 * PARAM_RECORD,
+                            o_addr=db + c0 * tnr * Wo + q0 * Wo, nco=c1 - c0, hin=bb2 - aa,
+                            ho=q1 - q0, pad_t=aa - lo2, pad_b=hi2 - bb2, obuf=BUFS["B"])
+                    wr.append((st, "RMAC"))
+            dsem = em.sem()
+            for st, u in wr:
+                em.signal(st, u, dsem)
+            # second pointwise: D -> OUT (+ residual)
+            em.layer = li[q.name]
+            cq_g, e_g = Cq // gq, E // gq
+            tasks = self.plan_conv(Cq, tnr * Wo, 1, e_g, gq, cq_g)
+            seen = set()
+            writers = self.emit_pw(tasks, waits=[(dsem, len(wr))], xbase=db, xstride=tnr * Wo,
+                                   obase=self.O.base[so], ostride=tnr * Wo, obuf=BUFS["OUT"],
+                                   wbase=cb0 + woff[q.name], pbase=cb0 + woff[q.name + ".p"],
+                                   K=e_g, cin_g=e_g, cout_g=cq_g, g=gq, regs=self.epi_regs(q),
+                                   res_base=rb_ if res else None, rstride=tnr * Wo, slot_o=so,
+                                   seen=seen)
+            obase = self.O.base[so]
+            ydram = self.taddr(q.output) + r0 * Wo
+            done, stored = self.finish_tile(
+                sb, so, writers,
+                lambda: self.dma_rows("STORE", "OUT", obase, ydram, Cq, tnr * Wo, Ho * Wo))
+            self.record_store(q.output, 0, Cq, r0 * Wo, r1 * Wo, stored)
+            chunk_done.append((done, len(writers)))
+        self.C.busy[sc] = chunk_done
+
     def tile_rows(self, fit, ho, bytes_per_row):
         """Rows per tile: at most ``fit``; about TILES_TARGET tiles per layer (so consecutive
         layers overlap), but no tile smaller than MIN_TILE_BYTES of traffic (DMA and
         synchronisation overheads)."""
         want = max(_cdiv(ho, TILES_TARGET), _cdiv(MIN_TILE_BYTES, max(1, bytes_per_row)))
-        return max(1, min(fit, want))
+        return max(1, min(fit, want, 4095))
 
     def plan_conv(self, nco, nr, wo, K, g, cout_g):
         """[(core, engine, (co_a, co_b), (row_a, row_b))] for one tile (relative ranges)."""
@@ -845,6 +1083,7 @@ class _Compiler:
         info["tiles"] += 1
 
 
-def compile(prog: IntProgram, cfg: AccelConfig) -> Binary:
-    """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped."""
-    return _Compiler(prog, cfg).run()
+def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True) -> Binary:
+    """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
+    ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM)."""
+    return _Compiler(prog, cfg, fuse).run()

@@ -40,8 +40,8 @@ class ConfigError(ValueError):
 # field -> (min, max) for integers
 _RANGES = {
     "N": (1, 64), "M": (1, 64), "T": (1, 64), "S": (1, 64), "L": (1, 64),
-    "buf_b_bytes": (1024, 1 << 24), "buf_c_bytes": (1024, 1 << 24),
-    "buf_out_bytes": (1024, 1 << 24), "buf_aux_bytes": (256, 1 << 22),
+    "buf_b_bytes": (1024, 1 << 19), "buf_c_bytes": (1024, 1 << 19),
+    "buf_out_bytes": (1024, 1 << 19), "buf_aux_bytes": (256, 1 << 22),
     "buf_div_bytes": (64, 1 << 20),
     "dram_bytes_per_cycle": (1, 4096), "dram_latency_cycles": (0, 100000),
     "requant_latency": (0, 64), "host_cycles_per_elem": (0, 10000),
@@ -63,10 +63,10 @@ class AccelConfig:
     T: int = 8
     S: int = 8
     L: int = 16
-    buf_b_bytes: int = 192 * 1024
+    buf_b_bytes: int = 384 * 1024
     buf_c_bytes: int = 192 * 1024
     buf_out_bytes: int = 64 * 1024
-    buf_aux_bytes: int = 16 * 1024
+    buf_aux_bytes: int = 4 * 1024
     buf_div_bytes: int = 1024
     dram_bytes_per_cycle: int = 64
     dram_latency_cycles: int = 64

@@ -66,8 +66,8 @@ REGS = {
 REG_NAMES = {v: k for k, v in REGS.items()}
 
 # opcode -> (code, unit or None (unit field), [(field, bits, signed)])
-_TILE = [("x_addr", 20, False), ("w_addr", 20, False), ("p_addr", 20, False),
-         ("o_addr", 20, False), ("nco", 12, False), ("hin", 10, False), ("ho", 10, False),
+_TILE = [("x_addr", 19, False), ("w_addr", 19, False), ("p_addr", 19, False),
+         ("o_addr", 19, False), ("nco", 12, False), ("hin", 12, False), ("ho", 12, False),
          ("pad_t", 3, False), ("pad_b", 3, False), ("obuf", 3, False)]
 _DMA = [("buf", 3, False), ("dram_addr", 32, False), ("buf_addr", 20, False),
         ("count", 16, False), ("length", 20, False), ("stride", 28, False)]
