@@ -7,9 +7,17 @@ whose defaults are the paper's widths; its behaviour is defined by the matching 
 """
 
 from .adder_tree import AdderTree
+from .log2 import Log2Quantizer
+from .packed_mult import PackedDualMultiplier
+from .requant import Requant
+from .shifter import ShifterArray
 
-__all__ = ["AdderTree", "UNITS"]
+__all__ = ["AdderTree", "Log2Quantizer", "PackedDualMultiplier", "Requant", "ShifterArray", "UNITS"]
 
 UNITS: dict[str, type] = {
+    "log2": Log2Quantizer,
+    "requant": Requant,
+    "shifter": ShifterArray,
     "adder_tree": AdderTree,
+    "packed_mult": PackedDualMultiplier,
 }

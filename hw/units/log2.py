@@ -3,7 +3,7 @@ with the round bit, offset by the precomputed ``round(log2(S))`` and clipped to 
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -72,15 +72,26 @@ class Log2Quantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         w = self.width
-        # leading-one detector: a priority chain from the LSB up, so the highest set bit wins
-        lead = Signal(range(w), name="lead")
-        for i in range(w):
-            with m.If(self.x[i]):
-                m.d.comb += lead.eq(i)
+        # leading-one detector as a binary search (log2(width) levels of 2:1 muxes): at each
+        # level, if the upper half of the remaining window has a one, keep it and set that bit
+        # of the index, otherwise keep the lower half
+        levels = (w - 1).bit_length()
+        window = Signal(1 << levels, name="lod_window")
+        m.d.comb += window.eq(self.x)
+        lead = Signal(range(max(w, 2)), name="lead")
+        bits = []
+        for lvl in reversed(range(levels)):
+            half = 1 << lvl
+            upper = window[half:2 * half]
+            hit = Signal(name=f"lod_hit{lvl}")
+            nxt = Signal(half, name=f"lod_window{lvl}")
+            m.d.comb += [hit.eq(upper.any()), nxt.eq(Mux(hit, upper, window[:half]))]
+            bits.append((lvl, hit))
+            window = nxt
+        m.d.comb += lead.eq(Cat(*[h for _, h in sorted(bits)]))
+        # the round bit: x[lead - 1] (0 when lead = 0)
         round_bit = Signal()
-        for i in range(1, w):
-            with m.If(lead == i):
-                m.d.comb += round_bit.eq(self.x[i - 1])
+        m.d.comb += round_bit.eq(Mux(lead == 0, 0, (self.x << 1).bit_select(lead, 1)))
         nonzero = self.x.any()
         log2r = Signal(signed(self._lod_bits), name="log2r")
         m.d.comb += log2r.eq(Mux(nonzero, lead + round_bit, -1))

@@ -1,0 +1,208 @@
+"""Re-quantization module (paper Eq. 12): dyadic rescaling of accumulators to 8-bit outputs,
+with optional ReLU, Hardswish and residual add in the integer domain."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from sim.numerics import ACC_BITS, MAX_SHIFT, MULT_BITS
+
+from ._params import check_bool, check_int
+
+__all__ = ["Requant"]
+
+
+def _rshift_round(m, value, shift, width: int, max_shift: int, name: str):
+    """``(value + (1 << shift >> 1)) >> shift`` (round half up) for a ``width``-bit signed
+    ``value`` and an unsigned ``shift`` <= ``max_shift``; exact for every shift amount."""
+    half = Signal(unsigned(max(max_shift, 1)), name=f"{name}_half")
+    m.d.comb += half.eq((1 << shift) >> 1)
+    total = Signal(signed(max(width, max_shift) + 2), name=f"{name}_sum")
+    m.d.comb += total.eq(value + half)
+    out = Signal(signed(width + 1), name=name)
+    m.d.comb += out.eq(total >> shift)
+    return out
+
+
+def _saturate(m, value, bits: int, is_signed: bool, name: str):
+    """Clip ``value`` to the range of a ``bits``-wide (un)signed number."""
+    lo, hi = ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if is_signed else (0, (1 << bits) - 1))
+    out = Signal(signed(bits) if is_signed else unsigned(bits), name=name)
+    m.d.comb += out.eq(Mux(value > hi, hi, Mux(value < lo, lo, value)))
+    return out
+
+
+class Requant(wiring.Component):
+    """Dyadic requantization with ReLU / Hardswish / residual, bit-exact with :mod:`sim.numerics`.
+
+    Without Hardswish (``hswish_en = 0``) the output is
+    ``requant(acc, Dyadic(b, c), out_bits, signed, offset, residual=res, res_mult=Dyadic(rb, rc), relu=relu_en)``:
+    ``y = rshift_round(acc*b + (res*rb << (c - rc)), c)``, ``max(y, 0)`` if ``relu_en``, then
+    ``saturate(y - offset)``. A zero ``rb`` disables the residual; ``rc <= c`` is required (the
+    compiler aligns with :func:`sim.numerics.align_residual`; with ``rc > c`` the output is
+    undefined).
+
+    With Hardswish (``hswish_en = 1``, hardware present when ``hswish=True``) the first stage is
+    rounded and saturated to ``hswish_in_bits`` without offset, and then
+    ``hswish_int(x, three, Dyadic(hb, hc), out_bits, signed, offset)``::
+
+        x = requant(acc, Dyadic(b, c), out_bits=hswish_in_bits, residual=..., relu=relu_en)
+        out = hswish_int(x, three, Dyadic(hb, hc), out_bits=out_bits, signed=signed, offset=offset)
+
+    (decision: the paper is silent on Hardswish; ``x`` is an intermediate at its own scale
+    ``s_in`` with ``hswish_in_bits`` = 16 bits of headroom, see docs/hw-units.md).
+
+    All per-vector controls (``b, c, offset, rb, rc, relu_en, hswish_en, three, hb, hc``) are
+    sampled together with ``acc`` and travel down the pipeline with it, so they may change every
+    cycle (per-channel scales streaming with the channels).
+
+    Parameters (keyword-only)
+    -------------------------
+    acc_bits : int, 2..48 (default 32 = ACC_BITS)       accumulator width
+    mult_bits : int, 1..24 (default 16 = MULT_BITS)     dyadic multiplier width (unsigned)
+    shift_bits : int, 1..7 (default 6: c <= MAX_SHIFT = 47 < 64)  dyadic shift width (unsigned)
+    out_bits : int, 2..32 (default 8)                    output width
+    signed : bool (default True)                         signed or unsigned output saturation
+    residual : bool (default True)                       include the residual input and multiplier
+    hswish : bool (default True)                         include the Hardswish stage
+    hswish_in_bits : int, 2..24 (default 16)             width of the Hardswish input ``x``
+
+    Ports
+    -----
+    acc : In(signed(acc_bits))        accumulator, in acc LSBs
+    b : In(unsigned(mult_bits)), c : In(unsigned(shift_bits))   scale ``b / 2**c``
+    offset : In(signed(out_bits + 1)) subtracted after rounding, in output LSBs (paper Eq. 9)
+    relu_en : In(1)                   apply ReLU before the offset
+    res : In(signed(8)), rb : In(unsigned(mult_bits)), rc : In(unsigned(shift_bits))
+                                      residual input (int8) and its scale ``rb / 2**rc`` [residual=True]
+    hswish_en : In(1), three : In(unsigned(hswish_in_bits)), hb : In(unsigned(mult_bits)),
+    hc : In(unsigned(shift_bits))     Hardswish: 3.0 in ``x`` LSBs and the dyadic ``s_in**2/(6 s_out)`` [hswish=True]
+    in_valid : In(1)
+    out : Out(signed(out_bits) or unsigned(out_bits))
+    out_valid : Out(1)
+    """
+
+    RES_BITS = 8  #: width of the residual input (an int8 activation)
+
+    def __init__(self, *, acc_bits: int = ACC_BITS, mult_bits: int = MULT_BITS,
+                 shift_bits: int = 6, out_bits: int = 8, signed: bool = True,
+                 residual: bool = True, hswish: bool = True, hswish_in_bits: int = 16):
+        self.acc_bits = check_int("acc_bits", acc_bits, lo=2, hi=48)
+        self.mult_bits = check_int("mult_bits", mult_bits, lo=1, hi=24)
+        self.shift_bits = check_int("shift_bits", shift_bits, lo=1, hi=7)
+        self.out_bits = check_int("out_bits", out_bits, lo=2, hi=32)
+        self.signed = check_bool("signed", signed)
+        self.residual = check_bool("residual", residual)
+        self.hswish = check_bool("hswish", hswish)
+        self.hswish_in_bits = check_int("hswish_in_bits", hswish_in_bits, lo=2, hi=24)
+        self.max_c = (1 << shift_bits) - 1
+        ports = {
+            "acc": In(_signed(acc_bits)),
+            "b": In(unsigned(mult_bits)),
+            "c": In(unsigned(shift_bits)),
+            "offset": In(_signed(out_bits + 1)),
+            "relu_en": In(1),
+            "in_valid": In(1),
+            "out": Out(_signed(out_bits) if signed else unsigned(out_bits)),
+            "out_valid": Out(1),
+        }
+        if residual:
+            ports.update(res=In(_signed(self.RES_BITS)), rb=In(unsigned(mult_bits)),
+                         rc=In(unsigned(shift_bits)))
+        if hswish:
+            ports.update(hswish_en=In(1), three=In(unsigned(hswish_in_bits)),
+                         hb=In(unsigned(mult_bits)), hc=In(unsigned(shift_bits)))
+        super().__init__(ports)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from ``acc`` to ``out``: 3 (multiply, round, saturate), 6 with Hardswish."""
+        return 6 if self.hswish else 3
+
+    def elaborate(self, platform):
+        m = Module()
+
+        def stage(value, name, shape=None):
+            """Register ``value`` (one pipeline stage)."""
+            r = Signal(shape if shape is not None else value.shape(), name=name)
+            m.d.sync += r.eq(value)
+            return r
+
+        def delay(value, n, name):
+            for k in range(n):
+                value = stage(value, f"{name}_d{k}")
+            return value
+
+        # control that travels with the data
+        ctl = {"c": self.c, "offset": self.offset, "relu": self.relu_en, "valid": self.in_valid}
+        if self.hswish:
+            ctl.update(hsw=self.hswish_en, three=self.three, hb=self.hb, hc=self.hc)
+
+        # --- stage 1: products ---------------------------------------------------------------
+        prod_w = self.acc_bits + self.mult_bits + 1
+        p1 = stage(self.acc * self.b, "p1", _signed(prod_w))
+        c1 = {k: stage(v, f"{k}_1") for k, v in ctl.items()}
+        if self.residual:
+            rp_w = self.RES_BITS + self.mult_bits + 1
+            r1 = stage(self.res * self.rb, "r1", _signed(rp_w))
+            rc1 = stage(self.rc, "rc_1")
+
+        # --- stage 2: residual alignment, add, round-half-up shift -----------------------------
+        if self.residual:
+            wide_w = max(prod_w, rp_w + self.max_c) + 1
+            aligned = Signal(_signed(wide_w))
+            m.d.comb += aligned.eq(r1 << (c1["c"] - rc1).as_unsigned()[:self.shift_bits])
+            wide = Signal(_signed(wide_w + 1))
+            m.d.comb += wide.eq(p1 + aligned)
+        else:
+            wide_w = prod_w
+            wide = p1
+        y = _rshift_round(m, wide, c1["c"], wide_w + 1, self.max_c, "y")
+        y2 = stage(y, "y2")
+        c2 = {k: stage(v, f"{k}_2") for k, v in c1.items()}
+
+        # --- stage 3: ReLU, offset, saturate (or saturate to the Hardswish input) ---------------
+        yr = Signal(y2.shape())
+        m.d.comb += yr.eq(Mux(c2["relu"] & (y2 < 0), 0, y2))
+        shifted = Signal(_signed(len(yr) + 2))
+        m.d.comb += shifted.eq(yr - c2["offset"])
+        out_plain = _saturate(m, shifted, self.out_bits, self.signed, "out_plain")
+        if not self.hswish:
+            m.d.sync += [self.out.eq(out_plain), self.out_valid.eq(c2["valid"])]
+            return m
+
+        x = _saturate(m, yr, self.hswish_in_bits, True, "hsw_x")
+        x3 = stage(x, "x3")
+        out3 = stage(out_plain, "out3")
+        c3 = {k: stage(v, f"{k}_3") for k, v in c2.items()}
+
+        # --- stage 4: t = clip(x + three, 0, 2*three); q = x * t ---------------------------
+        xb = self.hswish_in_bits
+        t_raw = Signal(_signed(xb + 2))
+        m.d.comb += t_raw.eq(x3 + c3["three"])
+        two3 = Signal(unsigned(xb + 1))
+        m.d.comb += two3.eq(c3["three"] << 1)
+        t = Signal(unsigned(xb + 1))
+        m.d.comb += t.eq(Mux(t_raw < 0, 0, Mux(t_raw > two3, two3, t_raw)))
+        q4 = stage(x3 * t, "q4", _signed(2 * xb + 2))
+        out4 = stage(out3, "out4")
+        c4 = {k: stage(v, f"{k}_4") for k, v in c3.items()}
+
+        # --- stage 5: q * hb ------------------------------------------------------------------
+        q5 = stage(q4 * c4["hb"], "q5", _signed(2 * xb + 2 + self.mult_bits + 1))
+        out5 = stage(out4, "out5")
+        c5 = {k: stage(v, f"{k}_5") for k, v in c4.items()}
+
+        # --- stage 6: round by hc, offset, saturate; select -----------------------------------
+        h = _rshift_round(m, q5, c5["hc"], len(q5), self.max_c, "h")
+        hs = Signal(_signed(len(h) + 2))
+        m.d.comb += hs.eq(h - c5["offset"])
+        out_h = _saturate(m, hs, self.out_bits, self.signed, "out_hsw")
+        m.d.sync += [self.out.eq(Mux(c5["hsw"], out_h, out5)), self.out_valid.eq(c5["valid"])]
+        return m
+
+
+def _signed(width: int):
+    return signed(width)
