@@ -264,7 +264,7 @@ class LiteMLA(nn.Module):
 
     computed as ``(V_pad @ ReLU(K)^T) @ ReLU(Q)`` where ``V_pad`` is ``V`` with a row of ones
     appended (its last output row is the divisor). ``eps = 1e-15``; half/bfloat16 inputs are
-    computed in float32, as in the official code.
+    computed in float32 with autocast disabled, as in the official code.
 
     ``attention_mode``: ``"auto"`` (official: the quadratic form ``V @ norm(K^T Q)`` when
     ``H*W <= dim``, mathematically the same function) or ``"linear"`` (always
@@ -316,13 +316,14 @@ class LiteMLA(nn.Module):
         b, _, h, w = qkv.shape
         if qkv.dtype in (torch.float16, torch.bfloat16):
             qkv = qkv.float()
-        q, k, v = self._split(qkv)                      # (B, G, dim, N) each
-        q = self.kernel_func(q)
-        k = self.kernel_func(k)
-        v = F.pad(v, (0, 0, 0, 1), mode="constant", value=1.0)   # (B, G, dim+1, N)
-        vk = torch.matmul(v, k.transpose(-1, -2))      # (B, G, dim+1, dim)
-        out = torch.matmul(vk, q)                       # (B, G, dim+1, N)
-        out = out[:, :, :-1] / (out[:, :, -1:] + self.eps)
+        with torch.autocast(device_type=qkv.device.type, enabled=False):  # as official
+            q, k, v = self._split(qkv)                  # (B, G, dim, N) each
+            q = self.kernel_func(q)
+            k = self.kernel_func(k)
+            v = F.pad(v, (0, 0, 0, 1), mode="constant", value=1.0)   # (B, G, dim+1, N)
+            vk = torch.matmul(v, k.transpose(-1, -2))  # (B, G, dim+1, dim)
+            out = torch.matmul(vk, q)                   # (B, G, dim+1, N)
+            out = out[:, :, :-1] / (out[:, :, -1:] + self.eps)
         return torch.reshape(out, (b, -1, h, w))
 
     def relu_quadratic_att(self, qkv: torch.Tensor) -> torch.Tensor:
@@ -331,12 +332,13 @@ class LiteMLA(nn.Module):
         orig = qkv.dtype
         if orig in (torch.float16, torch.bfloat16):
             qkv = qkv.float()
-        q, k, v = self._split(qkv)
-        q = self.kernel_func(q)
-        k = self.kernel_func(k)
-        att = torch.matmul(k.transpose(-1, -2), q)      # (B, G, N, N)
-        att = att / (torch.sum(att, dim=2, keepdim=True) + self.eps)
-        out = torch.matmul(v, att)                      # (B, G, dim, N)
+        with torch.autocast(device_type=qkv.device.type, enabled=False):
+            q, k, v = self._split(qkv)
+            q = self.kernel_func(q)
+            k = self.kernel_func(k)
+            att = torch.matmul(k.transpose(-1, -2), q)  # (B, G, N, N)
+            att = att / (torch.sum(att, dim=2, keepdim=True) + self.eps)
+            out = torch.matmul(v, att)                  # (B, G, dim, N)
         return torch.reshape(out, (b, -1, h, w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
