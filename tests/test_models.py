@@ -263,6 +263,9 @@ def test_half_precision_attention_computed_in_float32():
         out = mla.relu_linear_att(qkv.bfloat16())
     assert out.dtype == torch.float32
     np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=0.1, atol=0.05)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert mla.relu_linear_att(qkv).dtype == torch.float32  # autocast off inside
+        assert torch.equal(mla.relu_linear_att(qkv), ref)
 
 
 def test_set_attention_mode(b1):
