@@ -5,7 +5,10 @@ data and forms integer dot products. Dot products are computed as float64 BLAS m
 which is exact as long as every partial sum stays below ``2**53`` in magnitude; each product
 checks that bound from the actual operand magnitudes (``K * max|a| * max|b| < 2**53``) and raises
 :class:`ExactnessError` otherwise, so a result is either exact or an error, never silently wrong.
-Depthwise convolutions are done tap by tap in int64 (exact, no bound needed).
+Depthwise convolutions are done tap by tap in int64 (exact, no bound needed). Every accumulator
+is also checked against the 32-bit range of the hardware's psum registers
+(:class:`AccumulatorOverflow`), so an exporter bug (e.g. an oversized bias) cannot make the golden
+model and the RTL silently disagree.
 
 Public API (others code against it; keep it stable)
 ---------------------------------------------------
@@ -29,7 +32,7 @@ import numpy as np
 from . import numerics as nx
 from .intprogram import IntProgram, IntProgramError, Node, TensorInfo
 
-__all__ = ["ExactnessError", "EXACT_LIMIT", "run", "run_batch", "quantize_input", "conv_acc",
+__all__ = ["ExactnessError", "AccumulatorOverflow", "EXACT_LIMIT", "run", "run_batch", "quantize_input", "conv_acc",
            "linear_acc", "attention", "attention_steps", "layernorm_host", "round_half_up",
            "top1", "topk", "execute_node"]
 
@@ -38,6 +41,19 @@ EXACT_LIMIT = 1 << 53  #: float64 integer arithmetic is exact for magnitudes bel
 
 class ExactnessError(ArithmeticError):
     """A dot product could exceed 2**53, where float64 stops representing integers exactly."""
+
+
+class AccumulatorOverflow(ArithmeticError):
+    """An accumulator left the ``numerics.ACC_BITS``-bit range the hardware's psum registers hold
+    (they would wrap; the golden model refuses instead of silently disagreeing with the RTL)."""
+
+
+def _check_acc(acc: np.ndarray, what: str) -> np.ndarray:
+    lim = 1 << (nx.ACC_BITS - 1)
+    if acc.size and (acc.min() < -lim or acc.max() >= lim):
+        raise AccumulatorOverflow(f"{what}: accumulator range [{acc.min()}, {acc.max()}] exceeds"
+                                  f" {nx.ACC_BITS}-bit two's complement")
+    return acc
 
 
 def _int64(a) -> np.ndarray:
@@ -177,6 +193,7 @@ def attention_steps(x, params: dict, dim: int) -> dict:
     v = t[:, 2 * dim:]
     kv_acc = _matmul(k, np.swapaxes(v, 1, 2), "attention K^T V")          # (heads, j, i)
     s8 = nx.requant(kv_acc, _head_dyadic(params, "s_mult", 2), out_bits=8, signed=True)
+    _check_acc(kv_acc, "attention step 1 (K^T V)")
     ksum = k.sum(axis=2)                                                     # (heads, j)
     ksum8 = nx.requant(ksum, _head_dyadic(params, "ksum_mult", 1), out_bits=8, signed=False)
     num = _matmul(np.swapaxes(s8, 1, 2), q, "attention Q S")                 # (heads, i, n)
@@ -259,8 +276,8 @@ def execute_node(prog: IntProgram, node: Node, env: dict) -> np.ndarray:
                        padding=int(a["padding"]), groups=int(a["groups"]))
     elif op == "linear":
         acc = linear_acc(args[0], node.params["weight"], node.params["bias"])
-        if node.epilogue is None:
-            return nx.saturate(acc, out_t.bits, signed=out_t.signed)
+        if node.epilogue is None:  # raw int32 accumulators (logits / the host LayerNorm's input)
+            return _check_acc(acc, f"node {node.name!r}")
     elif op == "global_avgpool":
         acc = args[0].reshape(args[0].shape[0], -1).sum(axis=1)
     elif op == "concat":
@@ -275,6 +292,7 @@ def execute_node(prog: IntProgram, node: Node, env: dict) -> np.ndarray:
                               out_bits=out_t.bits, signed=out_t.signed)
     else:
         raise IntProgramError(f"node {node.name!r}: golden model has no op {op!r}")
+    _check_acc(acc, f"node {node.name!r}")
     res = env[node.epilogue.residual] if node.epilogue.residual is not None else None
     return node.epilogue.apply(acc, out_bits=out_t.bits, signed=out_t.signed, residual=res)
 

@@ -459,3 +459,15 @@ def test_linear_with_epilogue_and_per_channel_pool():
     out = golden.run(prog, x, keep=True)
     np.testing.assert_array_equal(out["p"], p)
     np.testing.assert_array_equal(out["y"], y)
+
+
+def test_accumulator_overflow_is_refused():
+    """Bias + products beyond int32 would wrap in the psum registers: refused, naming the node."""
+    prog = hand_program()
+    prog.nodes[0].params["bias"] = np.array([(1 << 31) - 100], np.int64)
+    prog.validate()                                    # the bias itself is a legal int32
+    with pytest.raises(golden.AccumulatorOverflow, match="'n1'.*32-bit"):
+        golden.run(prog, np.array([[[1, -3], [5, 127]]]))
+    # the same program with a harmless bias runs
+    prog.nodes[0].params["bias"] = np.array([1], np.int32)
+    golden.run(prog, np.array([[[1, -3], [5, 127]]]))
