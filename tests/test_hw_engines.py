@@ -278,6 +278,7 @@ def test_rmac_engine_df_extremes_and_bubbles():
     (5, 2, 4, 2, 3, 8, 9, False),
     (3, 2, 4, 3, 4, 7, 9, True),
     (5, 1, 2, 2, 3, 6, 5, True),
+    (3, 2, 8, 8, 9, 5, 17, False),      # the paper's N = M = 8, partial channel and column tiles
 ])
 def test_rmac_engine_depthwise(k, stride, M, N, C, H, W, packed):
     rng = np.random.default_rng(RNG_SEED + 10 * k + stride)
@@ -403,3 +404,45 @@ def test_mat_engine_extremes_with_bubbles():
 def test_mat_engine_bad_params(kw, exc, name):
     with pytest.raises(exc, match=name):
         MATEngine(**kw)
+
+
+def test_rmac_engine_reconfigures_between_modes():
+    """DW tile(s), then a matmul in down-forward mode, then DW again, on one engine instance:
+    the psum registers left over from one mode never leak into the other."""
+    rng = np.random.default_rng(RNG_SEED + 7)
+    M, N = 4, 3
+    eng = RMACEngine(lanes=M, macs_per_lane=N)
+    x1, w1 = rand_i8(rng, 3, 4, 5), rand_i8(rng, 3, 3, 3)
+    x2, w2 = rand_i8(rng, 2, 5, 4), rand_i8(rng, 2, 5, 5)
+    a, b = rand_i8(rng, 3, 7), rand_i8(rng, 7, 5)
+    dw1 = dw_schedule(x1, w1, stride=1, pad=1, lanes=M, macs_per_lane=N, row_len=eng.row_len)
+    dw2 = dw_schedule(x2, w2, stride=2, pad=2, lanes=M, macs_per_lane=N, row_len=eng.row_len)
+    mm = matmul_schedule(a, b, vec=N, lanes=M, extra={"mode": 0})
+    zero = {"valid": 0, "first": 0, "last": 0, "load": 0, "df_x": [0] * N,
+            "df_w": [[0] * N] * M, "dw_row": [[0] * eng.row_len] * N, "dw_w": [0] * N}
+    full = lambda s: {**zero, **s}  # noqa: E731
+    steps = ([full(s) for s in dw1.steps] + [full(s) for s in mm.steps]
+             + [full({"mode": 0})] * eng.DF_LATENCY + [full(s) for s in dw2.steps]
+             + [full({"mode": 1})] * 3)
+    pix, lanes = [], []
+
+    async def bench(ctx):
+        for step in steps:
+            for name, v in step.items():
+                width = 1 if isinstance(v, int) else \
+                    len(Value.cast(getattr(eng, name))) // np.asarray(v).size
+                ctx.set(Value.cast(getattr(eng, name)), v if isinstance(v, int) else pack(v, width))
+            if ctx.get(eng.pixel_valid):
+                pix.append(unpack(ctx.get(Value.cast(eng.pixel_out)), 32, M * N))
+            if ctx.get(eng.lane_valid):
+                lanes.append(unpack(ctx.get(Value.cast(eng.lane_out)), 32, M))
+            await ctx.tick()
+
+    sim = Simulator(eng)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    n1 = len(dw1.events)
+    np.testing.assert_array_equal(decode(dw1, pix[:n1]), ref_dw(x1, w1, 1, 1))
+    np.testing.assert_array_equal(decode(dw2, pix[n1:]), ref_dw(x2, w2, 2, 2))
+    np.testing.assert_array_equal(decode(mm, lanes), ref_matmul(a, b))
