@@ -126,8 +126,8 @@ def reconstruct(g: QGraph, images: torch.Tensor, cfg: ReconConfig = FAST, *, dev
             total.backward()
             opt.step()
             if loss0 is None:
-                loss0 = float(rec)
-            loss = float(rec)
+                loss0 = float(rec.detach())
+            loss = float(rec.detach())
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(block=name.split("backbone.")[-1][:28], loss=f"{loss:.3g}")

@@ -1,0 +1,498 @@
+"""``python -m quant``: quantize, evaluate, ablation, export, synthetic.
+
+Flags follow the authors' (BRECQ-style) script: --w-bits/--a-bits, --channel-wise, --no-act-quant,
+--keep-stem-head-8bit, --test-before-calibration, --calib-size, --recon-iters, --seed, --device.
+User errors (bad paths, bad files, bad options) exit with status 2 and a one-line message; no
+output file is ever half-written (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+FORMAT = "trio-vit.qmodel"
+VERSION = 1
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenet-sample"
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported as one line, exit status 2."""
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
+
+def _log(args, msg):
+    if not getattr(args, "json", False):
+        print(msg, flush=True)
+    else:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _default_data():
+    return str(DEFAULT_DATA) if DEFAULT_DATA.exists() else None
+
+
+def _atomic_write(path: Path, write):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None if math.isnan(o) else ("inf" if o > 0 else "-inf")
+    if isinstance(o, dict):
+        return {k: _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    return o
+
+
+def _float_model(args):
+    """The float torch model (checkpoint or random BN-calibrated) in eval mode, and its name."""
+    import torch
+    from .models import create_model
+    try:
+        model, res = create_model(args.model)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.checkpoint:
+        from .checkpoint import CheckpointError, load_checkpoint
+        try:
+            load_checkpoint(model, args.checkpoint)
+        except (CheckpointError, FileNotFoundError, OSError) as e:
+            raise UserError(f"checkpoint: {e}") from None
+        _log(args, f"model {args.model}: weights from {args.checkpoint}")
+        source = dict(checkpoint=str(args.checkpoint))
+    else:
+        from .bn_calib import random_calibrated_model
+        _log(args, f"model {args.model}: NO CHECKPOINT -> --random-init: random weights "
+                   f"(seed {args.seed}) with BatchNorm statistics calibrated on synthetic images;"
+                   " accuracy figures are meaningless, SQNR/agreement figures are not")
+        model, res = random_calibrated_model(args.model, seed=args.seed, n_images=16)
+        source = dict(random_init=True, seed=args.seed)
+    model.set_attention_mode("linear")
+    torch.manual_seed(args.seed)
+    return model.eval(), res, source
+
+
+def _images(args, n, res, *, synthetic=False, seed=None):
+    from .data import DataError, SyntheticImages, calibration_images
+    seed = args.seed if seed is None else seed
+    if synthetic or not args.data:
+        import torch
+        ds = SyntheticImages(n, res, seed=seed)
+        return torch.stack([ds.image(i) for i in range(n)]), "synthetic"
+    try:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            imgs = calibration_images(args.data, n, res, seed=seed)
+        for x in w:
+            _log(args, f"note: {x.message}")
+        return imgs, str(args.data)
+    except DataError as e:
+        raise UserError(f"data: {e}") from None
+
+
+def _qconfig(args):
+    from .qmodel import QConfig
+    sh = 8 if args.keep_stem_head_8bit else args.stem_head_bits
+    try:
+        return QConfig(w_bits=args.w_bits, a_bits=args.a_bits, channel_wise=args.channel_wise,
+                       act_quant=not args.no_act_quant, stem_head_bits=sh, observer=args.observer,
+                       migration=not args.no_migration, shifting=not args.no_shifting,
+                       attention=args.divisor)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+# ------------------------------------------------------------------------------------------------
+# quantized-model files
+# ------------------------------------------------------------------------------------------------
+
+def save_qmodel(path, g, info: dict):
+    import torch
+    from .quantizers import AdaRoundWeightQuantizer
+    act = {}
+    for k, q in g.act_q.items():
+        act[k] = dict(bits=q.bits, signed=q.signed,
+                      channel_factor=None if q.channel_factor is None else q.channel_factor.cpu(),
+                      center=None if q.center is None else q.center.cpu())
+    ada = [n.name for n in g.nodes if isinstance(getattr(n, "wq", None), AdaRoundWeightQuantizer)]
+    payload = dict(format=FORMAT, version=VERSION, model=g.meta.get("model_name"),
+                   resolution=g.meta["resolution"], qconfig=g.cfg.as_dict(), act=act,
+                   adaround=ada, state={k: v.cpu() for k, v in g.state_dict().items()},
+                   info=_jsonable(info))
+    _atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+
+
+def load_qmodel(path):
+    """Rebuild the QGraph saved by ``quantize`` (weights, scales, rounding decisions)."""
+    import torch
+    from .fold import fold_bn
+    from .models import create_model
+    from .qmodel import QConfig, lower
+    from .quantizers import AdaRoundWeightQuantizer, LSQActQuantizer
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such quantized-model file")
+    try:
+        d = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{p}: not a quantized-model file ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise UserError(f"{p}: not a trio-vit quantized-model file (write one with "
+                        "`python -m quant quantize`)")
+    if d.get("version") != VERSION:
+        raise UserError(f"{p}: quantized-model version {d.get('version')} is not supported "
+                        f"(this trio-vit reads {VERSION})")
+    model, _ = create_model(d["model"])
+    g = lower(fold_bn(model), resolution=int(d["resolution"]))
+    g.meta["model_name"] = d["model"]
+    g.prepare(QConfig(**d["qconfig"]))
+    for k, a in d["act"].items():
+        g.act_q[k] = LSQActQuantizer(1.0, a["bits"], a["signed"], channel_factor=a["channel_factor"],
+                                     center=a["center"], enabled=g.cfg.act_quant)
+    for n in g.nodes:
+        if n.name in d["adaround"]:
+            n.wq = AdaRoundWeightQuantizer(n.weight, n.wq.scale, n.w_bits).hard()
+    try:
+        g.load_state_dict(d["state"])
+    except RuntimeError as e:
+        raise UserError(f"{p}: inconsistent quantized-model file ({str(e).splitlines()[0]})") from None
+    g.set_mode("fake")
+    return g, d
+
+
+# ------------------------------------------------------------------------------------------------
+# subcommands
+# ------------------------------------------------------------------------------------------------
+
+def cmd_quantize(args):
+    import torch
+    from .evaluate import evaluate
+    from .fold import fold_bn
+    from .qmodel import lower, sqnr_db
+    from .reconstruct import FAST, PAPER, ReconConfig, reconstruct
+    t0 = time.time()
+    cfg = _qconfig(args)
+    if args.data and not Path(args.data).exists():
+        raise UserError(f"data: {args.data}: no such file or folder")
+    model, res, source = _float_model(args)
+    out = Path(args.output)
+    result = dict(command="quantize", model=args.model, resolution=res, source=source,
+                  qconfig=cfg.as_dict())
+    if args.test_before_calibration:
+        result["float_eval"] = _eval_float(args, model, res)
+        _log(args, f"float model before calibration: {result['float_eval']}")
+    g = lower(fold_bn(model), resolution=res)
+    g.meta["model_name"] = args.model
+    dev = torch.device(args.device)
+    g.to(dev)
+    calib, src = _images(args, args.calib_size, res)
+    _log(args, f"calibration: {calib.shape[0]} images from {src}, observer {cfg.observer}, "
+               f"W{cfg.w_bits}A{cfg.a_bits}, migration {cfg.migration}, shifting {cfg.shifting}, "
+               f"divisor {cfg.attention}")
+    g.prepare(cfg)
+    g.calibrate([c.to(dev) for c in calib.split(args.batch_size)], progress=not args.json)
+    rc = PAPER if args.paper else FAST
+    rc = ReconConfig(**{**rc.__dict__, **{k: v for k, v in dict(
+        iters=args.recon_iters, batch_size=args.recon_batch, fisher=args.fisher or None).items()
+        if v is not None}})
+    if rc.iters > 0:
+        _log(args, f"block reconstruction: {len(g.blocks)} blocks x {rc.iters} iterations "
+                   f"(batch {rc.batch_size}, {'Fisher' if rc.fisher else 'MSE'} loss)")
+        rec = reconstruct(g, calib[: max(rc.batch_size, min(len(calib), 256))], rc, device=dev,
+                          progress=not args.json, seed=args.seed)
+        result["reconstruction_seconds"] = rec["seconds"]
+    g.set_mode("fake")
+    with torch.no_grad():
+        ev = calib[: min(16, len(calib))].to(dev)
+        g_ref = g.set_mode("float")(ev)
+        g_q = g.set_mode("fake")(ev)
+    result["sqnr_logits_db_calib"] = sqnr_db(g_ref.cpu(), g_q.cpu())
+    result["seconds"] = time.time() - t0
+    save_qmodel(out, g, result)
+    result["output"] = str(out)
+    _log(args, f"SQNR of logits vs float (first {len(ev)} calibration images): "
+               f"{result['sqnr_logits_db_calib']:.2f} dB")
+    _log(args, f"wrote {out} ({result['seconds']:.1f} s)")
+    return result
+
+
+def _eval_float(args, model, res):
+    from .data import DataError, make_loader
+    from .evaluate import evaluate
+    if not args.data:
+        return {"top1": None, "top5": None, "n": 0, "note": "no --data"}
+    try:
+        loader = make_loader(args.data, res, batch_size=args.batch_size, limit=args.limit)
+    except DataError as e:
+        raise UserError(f"data: {e}") from None
+    return evaluate(model, loader, device=args.device, progress=not args.json, desc="float")
+
+
+def cmd_evaluate(args):
+    import numpy as np
+    import torch
+    from .data import DataError, make_loader
+    from .export import export, quantize_images, run_int
+    g, d = load_qmodel(args.qmodel)
+    res = int(d["resolution"])
+    if not args.data:
+        raise UserError("evaluate needs --data (an image folder or labels.csv)")
+    try:
+        loader = make_loader(args.data, res, batch_size=args.batch_size, limit=args.limit)
+    except DataError as e:
+        raise UserError(f"data: {e}") from None
+    prog = export(g) if (args.mode == "int" or args.golden) else None
+    if prog is not None:
+        s_logit = prog.tensors[prog.outputs[0]].channel_scale()
+    logits = {"float": [], "fake": [], "int": [], "golden": []}
+    labels = []
+    from tqdm import tqdm
+    for images, y in tqdm(loader, desc="evaluate", disable=args.json, leave=False):
+        labels.append(torch.as_tensor(y).view(-1))
+        with torch.no_grad():
+            logits["float"].append(g.set_mode("float")(images).double())
+            logits["fake"].append(g.set_mode("fake")(images).double())
+        if prog is not None:
+            xi = quantize_images(prog, images)
+            li = run_int(prog, xi)
+            logits["int"].append(torch.from_numpy(li * s_logit))
+            if args.golden:
+                from sim import golden
+                gl = np.stack([golden.run(prog, x)[prog.outputs[0]] for x in xi])
+                logits["golden"].append(torch.from_numpy(gl * s_logit))
+    labels = torch.cat(labels)
+    res_ = dict(command="evaluate", qmodel=str(args.qmodel), data=str(args.data), n=len(labels))
+    from .qmodel import sqnr_db
+    ref = torch.cat(logits["float"])
+    for k, v in logits.items():
+        if not v:
+            continue
+        lg = torch.cat(v)
+        keep = labels >= 0
+        top1 = float((lg.argmax(1)[keep] == labels[keep]).double().mean() * 100) if keep.any() else None
+        top5 = float((lg.topk(5, 1).indices[keep] == labels[keep, None]).any(1).double().mean() * 100) \
+            if keep.any() else None
+        res_[k] = dict(top1=top1, top5=top5, sqnr_vs_float_db=sqnr_db(ref, lg) if k != "float" else None)
+        _log(args, f"  {k:7s} top-1 {top1 if top1 is None else f'{top1:.2f}'}%  top-5 "
+                   f"{top5 if top5 is None else f'{top5:.2f}'}%"
+                   + ("" if k == "float" else f"  SQNR vs float {res_[k]['sqnr_vs_float_db']:.2f} dB"))
+    if args.golden:
+        li, gl = torch.cat(logits["int"]), torch.cat(logits["golden"])
+        agree = float((li.argmax(1) == gl.argmax(1)).double().mean())
+        res_["agreement"] = dict(top1_int_vs_golden=agree,
+                                 max_abs_logit_diff_lsb=float(((li - gl).abs() / torch.from_numpy(
+                                     np.asarray(s_logit, np.float64))).max()),
+                                 top1_fake_vs_golden=float((torch.cat(logits["fake"]).argmax(1)
+                                                            == gl.argmax(1)).double().mean()))
+        _log(args, f"  integer-exact vs sim.golden: top-1 identical on {100 * agree:.1f}% of "
+                   f"{len(gl)} images, max |logit diff| = "
+                   f"{res_['agreement']['max_abs_logit_diff_lsb']:.0f} LSB")
+    return res_
+
+
+def cmd_export(args):
+    from sim.intprogram import IntProgramError
+    from .export import ExportError, export
+    g, d = load_qmodel(args.qmodel)
+    try:
+        prog = export(g)
+    except (ExportError, IntProgramError) as e:
+        raise UserError(f"export: {e}") from None
+    out = Path(args.output)
+    prog.save(out)
+    _log(args, f"wrote {out}: {len(prog.nodes)} nodes, input {prog.tensors['input'].shape}")
+    return dict(command="export", output=str(out), nodes=len(prog.nodes),
+                model=d["model"], resolution=d["resolution"])
+
+
+def cmd_ablation(args):
+    import torch
+    from .ablation import format_ablation, inject_statistics, run_ablation
+    from .fold import fold_bn
+    from .qmodel import lower
+    if not args.synthetic and not args.checkpoint:
+        raise UserError("ablation needs --checkpoint (a trained model) or --synthetic "
+                        "(random BN-calibrated model with injected statistics)")
+    if args.synthetic and args.checkpoint:
+        raise UserError("--synthetic and --checkpoint exclude each other")
+    model, res, source = _float_model(args)
+    g = lower(fold_bn(model), resolution=res)
+    if args.synthetic:
+        inject_statistics(g, args.seed)
+    n_cal, n_ev = args.calib_size, args.eval_size
+    imgs, src = _images(args, n_cal + n_ev, res, synthetic=args.synthetic)
+    base = _qconfig(args)
+    r = run_ablation(g, imgs[:n_cal], imgs[n_cal:], base=base, progress=not args.json,
+                     log=(lambda m: _log(args, m)))
+    r.update(command="ablation", model=args.model, source=source, images=src,
+             injected_statistics=bool(args.synthetic))
+    trio = next(x for x in r["rows"] if x["row"] == "+log2 divisor")
+    van = next(x for x in r["rows"] if x["row"] == "vanilla")
+    r["trio_beats_vanilla"] = bool(trio["nan_reason"] is None and (
+        van["nan_reason"] is not None or trio["sqnr_db"] > van["sqnr_db"]))
+    _log(args, format_ablation(r, f"Table V ablation on {args.model} "
+                                  f"({'random BN-calibrated, injected statistics' if args.synthetic else 'checkpoint'})"))
+    return r
+
+
+def cmd_synthetic(args):
+    from .synthetic import format_synthetic, run_synthetic
+    r = run_synthetic(args.seed)
+    _log(args, format_synthetic(r))
+    r["command"] = "synthetic"
+    return r
+
+
+# ------------------------------------------------------------------------------------------------
+# parser
+# ------------------------------------------------------------------------------------------------
+
+def _common(p, *, model=True):
+    if model:
+        p.add_argument("--model", default="b1-r224",
+                       help="EfficientViT variant and input size, e.g. b0, b1-r224, b2-r288 "
+                            "(default b1-r224)")
+        p.add_argument("--checkpoint", metavar="PATH",
+                       help="official checkpoint (.pt/.pth, plain state_dict or under "
+                            "'state_dict'); without it --random-init is used")
+        p.add_argument("--random-init", action="store_true",
+                       help="random weights + BN calibration (the default when no --checkpoint)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _quant_flags(p):
+    p.add_argument("--w-bits", type=int, default=8, help="weight bits (default 8)")
+    p.add_argument("--a-bits", type=int, default=8, help="activation bits (default 8)")
+    p.add_argument("--channel-wise", dest="channel_wise", action="store_true", default=True,
+                   help="filter-wise weight scales (default)")
+    p.add_argument("--no-channel-wise", dest="channel_wise", action="store_false",
+                   help="one weight scale per layer")
+    p.add_argument("--no-act-quant", action="store_true", help="quantize weights only")
+    p.add_argument("--stem-head-bits", type=int, default=8,
+                   help="bits of the stem and head layers (default 8)")
+    p.add_argument("--keep-stem-head-8bit", action="store_true",
+                   help="same as --stem-head-bits 8 (authors' script spelling)")
+    p.add_argument("--observer", default="minmax", choices=["minmax", "ema", "percentile", "omse"],
+                   help="activation range observer (default minmax)")
+    p.add_argument("--no-migration", action="store_true",
+                   help="disable channel-wise migration of DW inputs (Eq. 6-8)")
+    p.add_argument("--no-shifting", action="store_true",
+                   help="disable filter-wise shifting of PW2 inputs (Eq. 9-10)")
+    p.add_argument("--divisor", default="log2", choices=["log2", "uniform", "float"],
+                   help="attention divisor: 4-bit log2 (Trio-ViT, exportable), uniform 8-bit, "
+                        "or float (default log2)")
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(
+        prog="python -m quant",
+        description="Trio-ViT post-training quantization of EfficientViT. Typical flow:\n"
+                    "  python -m quant quantize --model b1-r224 --checkpoint W.pt -o b1.qmodel\n"
+                    "  python -m quant evaluate b1.qmodel --golden\n"
+                    "  python -m quant export b1.qmodel -o b1.npz\n"
+                    "  python -m quant ablation --model b1-r224 --synthetic --json\n"
+                    "  python -m quant synthetic\n"
+                    "Without --checkpoint the model is random but BN-calibrated (said loudly).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    dd = _default_data()
+
+    q = sub.add_parser("quantize", help="calibrate (+ reconstruct) and write a quantized-model file",
+                       description="Fold BN, calibrate on --calib-size images, optionally run "
+                                   "BRECQ-style block reconstruction, write -o OUT.")
+    _common(q)
+    _quant_flags(q)
+    q.add_argument("--data", default=dd, help=f"image folder or labels.csv (default {dd})")
+    q.add_argument("--calib-size", type=int, default=1024,
+                   help="calibration images (default 1024 as in the paper; capped at what --data has)")
+    q.add_argument("--batch-size", type=int, default=16, help="batch size for calibration/eval")
+    q.add_argument("--recon-iters", type=int, default=None,
+                   help="block-reconstruction iterations per block (fast default 100; 0 = off)")
+    q.add_argument("--recon-batch", type=int, default=None, help="reconstruction batch size")
+    q.add_argument("--paper", action="store_true",
+                   help="paper-faithful reconstruction: 20000 it/block, batch 32, Fisher loss")
+    q.add_argument("--fisher", action="store_true", help="Fisher-weighted reconstruction loss")
+    q.add_argument("--test-before-calibration", action="store_true",
+                   help="evaluate the float model on --data first")
+    q.add_argument("--limit", type=int, default=None, help="images for --test-before-calibration")
+    q.add_argument("-o", "--output", required=True, help="quantized-model file to write")
+    q.set_defaults(func=cmd_quantize)
+
+    e = sub.add_parser("evaluate", help="top-1/top-5 of a quantized model (float, fake, integer)",
+                       description="Evaluate a quantized-model file on --data: the float model, "
+                                   "the fake-quant model and (--mode int or --golden) the integer "
+                                   "graph; --golden also runs sim.golden and reports agreement.")
+    e.add_argument("qmodel", help="file written by `quantize`")
+    e.add_argument("--data", default=dd, help=f"image folder or labels.csv (default {dd})")
+    e.add_argument("--mode", default="fake", choices=["fake", "int"],
+                   help="int: also run the integer-exact graph")
+    e.add_argument("--golden", action="store_true", help="also run sim.golden (agreement check)")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--limit", type=int, default=None, help="first N images only")
+    e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    e.set_defaults(func=cmd_evaluate)
+
+    x = sub.add_parser("export", help="quantized-model file -> IntProgram (.npz)")
+    x.add_argument("qmodel", help="file written by `quantize`")
+    x.add_argument("-o", "--output", required=True, help="IntProgram file to write (.npz)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(func=cmd_export)
+
+    a = sub.add_parser("ablation", help="Table V rows: SQNR of logits vs float per technique",
+                       description="vanilla, +migration, +shifting, +both, +uniform divisor, "
+                                   "+log2 divisor. --synthetic: random BN-calibrated model with "
+                                   "the paper's activation statistics injected.")
+    _common(a)
+    _quant_flags(a)
+    a.add_argument("--synthetic", action="store_true",
+                   help="random BN-calibrated model + injected statistics + synthetic images")
+    a.add_argument("--data", default=None, help="images (ignored with --synthetic)")
+    a.add_argument("--calib-size", type=int, default=16, help="calibration images (default 16)")
+    a.add_argument("--eval-size", type=int, default=16, help="evaluation images (default 16)")
+    a.set_defaults(func=cmd_ablation)
+
+    s = sub.add_parser("synthetic", help="part (a): the techniques on injected tensors")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_synthetic)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        res = args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if getattr(args, "json", False):
+        print(json.dumps(_jsonable(res), indent=1, allow_nan=False))
+    return 0
