@@ -1,0 +1,131 @@
+"""Benchmarks: ``python -m tb.bench [NAME ...] [--list]`` (``make bench`` runs them all).
+
+Each benchmark runs in its own child process, so that its peak memory (``ru_maxrss``) is its
+own, and returns a flat dict of figures. The runner prints one table row per benchmark and,
+for each, one JSON line ``{"bench": NAME, ...}`` that scripts can grep. Throughput is reported
+as ratios measured within the same run (e.g. golden model vs funcsim on the same image), so the
+figures mean something on a loaded or slower machine too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+import traceback
+
+BENCHES: dict = {}
+
+
+def bench(name: str, doc: str):
+    """Register a benchmark function returning a dict of figures."""
+    def deco(fn):
+        BENCHES[name] = (fn, doc)
+        return fn
+    return deco
+
+
+def _timed(fn, *args, repeat: int = 1, **kw):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn(*args, **kw)
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+@bench("golden", "sim.golden on B1-R224 (random weights): ms per image, and vs funcsim on B0-R64")
+def bench_golden() -> dict:
+    import numpy as np
+
+    from sim import golden, zoo
+    from sim.compile import compile as compile_binary
+    from sim.config import AccelConfig
+    from sim import funcsim
+
+    t_build, prog = _timed(zoo.build, "b1-r224", seed=0)
+    x = zoo.random_image(224, seed=1)
+    xq = golden.quantize_input(x, prog.tensors[prog.inputs[0]])
+    t_run, _ = _timed(golden.run, prog, xq, repeat=3)
+    # golden vs the instruction-level functional simulator, same small program, same run
+    small = zoo.build("b0-r64", seed=0)
+    xs = golden.quantize_input(zoo.random_image(64, seed=2), small.tensors[small.inputs[0]])
+    binary = compile_binary(small, AccelConfig.from_string("paper"))
+    t_g, ref = _timed(golden.run, small, xs, repeat=3)
+    t_f, out = _timed(funcsim.run, binary, xs)
+    same = all(np.array_equal(ref[k], out[k]) for k in small.outputs)
+    return {"b1_r224_build_s": round(t_build, 2), "b1_r224_golden_ms": round(1e3 * t_run, 1),
+            "b0_r64_golden_ms": round(1e3 * t_g, 1), "b0_r64_funcsim_ms": round(1e3 * t_f, 1),
+            "funcsim_over_golden": round(t_f / t_g, 1), "funcsim_equals_golden": same}
+
+
+def _child(name, q):
+    fn = BENCHES[name][0]
+    t = time.perf_counter()
+    try:
+        res = fn()
+        res["ok"] = True
+    except Exception as e:  # report, don't crash the whole run
+        res = {"ok": False, "error": f"{type(e).__name__}: {e}",
+               "trace": traceback.format_exc(limit=3)}
+    res["wall_s"] = round(time.perf_counter() - t, 2)
+    res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    q.put(res)
+
+
+def run(names) -> list:
+    ctx = mp.get_context("spawn")
+    results = []
+    for name in names:
+        q = ctx.Queue()
+        p = ctx.Process(target=_child, args=(name, q))
+        p.start()
+        res = q.get()
+        p.join()
+        results.append((name, res))
+        print(json.dumps({"bench": name, **{k: v for k, v in res.items() if k != "trace"}}),
+              flush=True)
+        if not res["ok"]:
+            print(res["trace"], file=sys.stderr)
+    return results
+
+
+def print_table(results):
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title="trio-vit benchmarks")
+    table.add_column("bench")
+    table.add_column("figures")
+    table.add_column("wall s", justify="right")
+    table.add_column("peak MB", justify="right")
+    for name, res in results:
+        figs = ", ".join(f"{k}={v}" for k, v in res.items()
+                         if k not in ("ok", "wall_s", "peak_rss_mb", "trace"))
+        table.add_row(name if res["ok"] else f"[red]{name} FAILED", figs,
+                      str(res["wall_s"]), str(res["peak_rss_mb"]))
+    Console().print(table)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tb.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    args = ap.parse_args(argv)
+    if args.list:
+        for name, (_, doc) in BENCHES.items():
+            print(f"{name:16s} {doc}")
+        return 0
+    unknown = [n for n in args.names if n not in BENCHES]
+    if unknown:
+        ap.error(f"unknown benchmark(s) {unknown}; choose from {sorted(BENCHES)}")
+    results = run(args.names or list(BENCHES))
+    print_table(results)
+    return 0 if all(r["ok"] for _, r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
