@@ -1,0 +1,148 @@
+"""PTQ pipeline on a small random BN-calibrated EfficientViT-B0 (low resolution)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from quant.ablation import inject_statistics, run_ablation
+from quant.bn_calib import random_calibrated_model
+from quant.data import SyntheticImages
+from quant.fold import fold_bn
+from quant.qmodel import QConfig, lower, sqnr_db
+from quant.reconstruct import ReconConfig, reconstruct
+from quant.synthetic import run_synthetic
+
+RES = 64
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    m, _ = random_calibrated_model(f"b0-r{RES}", seed=0, n_images=8)
+    m.set_attention_mode("linear")
+    ds = SyntheticImages(16, RES, seed=3)
+    imgs = torch.stack([ds.image(i) for i in range(16)])
+    return m, imgs
+
+
+def test_lowered_float_graph_equals_model(small):
+    m, imgs = small
+    g = lower(fold_bn(m), resolution=RES)
+    with torch.no_grad():
+        np.testing.assert_allclose(g(imgs[:4]).numpy(), m(imgs[:4]).numpy(), rtol=1e-3, atol=1e-4)
+    # blocks: stem, 1 DSConv, 2+2 MBConv, (1 + 2*2) x 2 stages, head
+    assert len(g.blocks) == 1 + 1 + 4 + 5 + 5 + 1
+    assert g.blocks[-1][0] == "head" and g.blocks[-1][2] == len(g.nodes)
+
+
+def test_roles_migration_and_shift_targets(small):
+    m, imgs = small
+    g = lower(fold_bn(m), resolution=RES).prepare(QConfig())
+    mig = {n for n, t in g.tensors.items() if t.migrate}
+    sh = {n for n, t in g.tensors.items() if t.shift}
+    assert "backbone.stages.0.op_list.0.main.inverted_conv" in mig
+    assert "backbone.stages.0.op_list.0.main.depth_conv" in sh
+    # attention inputs (qkv) are neither migrated nor shifted
+    assert not any(".qkv" in n for n in mig | sh)
+    g2 = lower(fold_bn(m), resolution=RES).prepare(QConfig(migration=False, shifting=False))
+    assert not any(t.migrate or t.shift for t in g2.tensors.values())
+
+
+def test_calibrated_scales_follow_the_transforms(small):
+    m, imgs = small
+    g = lower(fold_bn(m), resolution=RES).prepare(QConfig())
+    g.calibrate([imgs[:8], imgs[8:]])
+    g.set_mode("float")
+    env = {"input": imgs}
+    with torch.no_grad():
+        g.run_nodes(env)
+    name = "backbone.stages.0.op_list.0.main.inverted_conv"
+    a = env[name]
+    q = g.act_q[name.replace(".", "__")]
+    chmax = a.abs().amax(dim=(0, 2, 3)).double()
+    # Eq. 8: M_i = max_i / mean(max); the fused scale s*M_i; MinMax: s = max_i(max_i / M_i) / 127
+    np.testing.assert_allclose(q.channel_factor.double().numpy(), (chmax / chmax.mean()).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(float(q.scale.detach()), float(chmax.mean()) / 127, rtol=1e-5)
+    name = "backbone.stages.0.op_list.0.main.depth_conv"
+    a = env[name]
+    q = g.act_q[name.replace(".", "__")]
+    mid = (a.amax(dim=(0, 2, 3)) + a.amin(dim=(0, 2, 3))).double() / 2
+    np.testing.assert_allclose(q.center.double().numpy(), mid.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_fake_quant_close_to_float_and_weight_only_closer(small):
+    m, imgs = small
+    g = lower(fold_bn(m), resolution=RES).prepare(QConfig())
+    g.calibrate([imgs[:8], imgs[8:]])
+    with torch.no_grad():
+        ref = g.set_mode("float")(imgs)
+        w_only = g.set_mode("weights")(imgs)
+        fq = g.set_mode("fake")(imgs)
+    assert sqnr_db(ref, w_only) > sqnr_db(ref, fq) > 3.0
+    # the first layer alone: W8A8 of a conv is accurate (> 25 dB)
+    env_f, env_q = {"input": imgs}, {"input": None}
+    with torch.no_grad():
+        g.set_mode("float"); g.run_nodes(env_f, 0, 1)
+        g.set_mode("fake"); env_q["input"] = g.act_out("input", imgs); g.run_nodes(env_q, 0, 1)
+    first = g.nodes[0].output
+    assert sqnr_db(env_f[first], env_q[first]) > 25
+
+
+def test_reconstruction_runs_and_hardens(small):
+    m, imgs = small
+    g = lower(fold_bn(m), resolution=RES).prepare(QConfig())
+    g.calibrate([imgs[:8], imgs[8:]])
+    g.blocks = g.blocks[:3]          # keep the test short: stem, DSConv, first MBConv
+    rep = reconstruct(g, imgs[:8], ReconConfig(iters=6, batch_size=4), progress=False)
+    assert len(rep["blocks"]) == 3
+    from quant.quantizers import AdaRoundWeightQuantizer
+    ada = [n for n in g.nodes if isinstance(getattr(n, "wq", None), AdaRoundWeightQuantizer)]
+    assert ada and all(not a.wq.soft for a in ada)
+    codes = ada[0].wq.int_weight()
+    assert torch.equal(codes, torch.round(codes))
+
+
+def test_attention_modes_uniform_can_nan_log2_finite(small):
+    m, imgs = small
+    g = lower(fold_bn(m), resolution=RES).prepare(QConfig(attention="log2"))
+    g.calibrate([imgs[:8], imgs[8:]])
+    with torch.no_grad():
+        out = g.set_mode("fake")(imgs)
+    assert torch.isfinite(out).all()
+    # a uniform step far above the divisors rounds every divisor to zero -> inf/NaN
+    for a in g._attn():
+        a.s_den.fill_(1e9)
+    g.cfg.attention = "uniform"
+    with torch.no_grad():
+        out = g.set_mode("fake")(imgs)
+    assert not torch.isfinite(out).all()
+    assert math.isnan(sqnr_db(out, out))
+
+
+def test_ablation_rows_and_trio_beats_vanilla(small):
+    m, imgs = small
+    g = lower(fold_bn(m), resolution=RES)
+    inject_statistics(g, 0)
+    r = run_ablation(g, imgs[:8], imgs[8:], progress=False)
+    names = [x["row"] for x in r["rows"]]
+    assert names == ["vanilla", "+migration", "+shifting", "+both", "+uniform divisor", "+log2 divisor"]
+    by = {x["row"]: x for x in r["rows"]}
+    assert by["+log2 divisor"]["sqnr_db"] > by["vanilla"]["sqnr_db"]
+    assert by["+migration"]["sqnr_db"] > by["vanilla"]["sqnr_db"]
+    for x in r["rows"]:
+        assert (x["nan_reason"] is None) == (not math.isnan(x["sqnr_db"]))
+
+
+def test_synthetic_experiment_shows_each_technique():
+    r = run_synthetic(0)
+    dw, pw, dv = r["dw_input_migration"], r["pw2_input_shifting"], r["attention_divisor"]
+    assert dw["bins90_vanilla_pct"] < 5 < dw["bins90_migrated_pct"]
+    assert dw["trio"]["sqnr_db"] > dw["vanilla"]["sqnr_db"] + 10
+    assert pw["range_ratio_all_vs_channel0"] > 5
+    assert pw["input_trio"]["sqnr_db"] > pw["input_vanilla"]["sqnr_db"] + 10
+    assert pw["trio"]["sqnr_db"] > pw["vanilla"]["sqnr_db"]
+    assert math.isnan(dv["uniform8"]["sqnr_db"]) and "quantized to 0" in dv["uniform8"]["nan_reason"]
+    assert dv["log2_4bit"]["sqnr_db"] > 5 and dv["log2_4bit"]["nan_reason"] is None
