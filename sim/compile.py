@@ -53,7 +53,8 @@ MAGIC = "trio-vit.binary"
 PARAM_RECORD = 32       #: bytes per output channel (8 x int32) / per attention head
 ALIGN = 64              #: DRAM alignment of every block (one AXI beat of the 4 HP ports)
 TILES_TARGET = 4        #: aim for at least this many row tiles per layer (inter-layer overlap)
-FUSED_TILES = 2         #: row tiles per fused chain at least (fewer: less halo recompute)
+FUSED_TILES = 4         #: row tiles per fused chain at least (fewer: less halo recompute)
+B_SLOTS = 3              #: buffer B slots: LD of tile t+1 || first PW of t || DW+PW2 of t-1
 MIN_TILE_BYTES = 16384  #: ... but no smaller tiles than this (bytes loaded + stored)
 
 
@@ -263,7 +264,7 @@ class _Compiler:
     def __init__(self, prog: IntProgram, cfg: AccelConfig, fuse: bool = True):
         self.p, self.cfg, self.fuse = prog.validate(), cfg, fuse
         self.em = _Em(cfg)
-        self.B = _Slots(cfg.buf_b_bytes)
+        self.B = _Slots(cfg.buf_b_bytes, B_SLOTS)
         self.C = _Slots(cfg.buf_c_bytes)
         self.O = _Slots(cfg.buf_out_bytes)
         self.blocks = []          # (addr, bytes)
@@ -321,8 +322,18 @@ class _Compiler:
         return self.alias.get(name, (name, 0))
 
     # sync through DRAM -----------------------------------------------------------------------
+    def flush(self):
+        """Emit the deferred second half of the last fused tile (see :meth:`fused`)."""
+        if self.pending is not None:
+            p, self.pending = self.pending, None
+            p[0]()
+
     def wait_stored(self, tensor, c0, c1, r0, r1):
         base, off = self.base_of(tensor)
+        if self.pending is not None:
+            pb, pc0, pc1, pr0, pr1 = self.pending[1]
+            if pb == base and pc0 < off + c1 and off + c0 < pc1 and pr0 < r1 and r0 < pr1:
+                self.flush()      # we need rows the deferred tile has not even computed yet
         for (a0, a1, b0, b1, sem) in self.stores.get(base, []):
             if a0 < off + c1 and off + c0 < a1 and b0 < r1 and r0 < b1:
                 self.em.wait("global", "LD", sem, 1)
@@ -350,6 +361,7 @@ class _Compiler:
     def run(self) -> Binary:
         self.layout_tensors()
         self.onchip = set()
+        self.pending = None
         chains = self.find_chains() if self.fuse else {}
         fused_into = {}
         for li, n in enumerate(self.p.nodes):
@@ -360,6 +372,8 @@ class _Compiler:
             if n.name in fused_into:
                 info["fused_into"] = fused_into[n.name]
                 continue
+            if n.name not in chains and n.op != "concat":
+                self.flush()
             if n.name in chains:
                 chain = chains[n.name]
                 for m in chain[1:]:
@@ -381,6 +395,7 @@ class _Compiler:
                 pass
             else:
                 raise CompileError(f"node {n.name!r}: op {n.op!r} has no mapping")
+        self.flush()
         for s in self.em.names:
             for u in (("LD", "ST", "HOST") if s == "global" else ("RMAC", "MAT", "AUX")):
                 self.em.emit(s, "HALT", unit=_unit(u))
@@ -695,95 +710,138 @@ class _Compiler:
             raise CompileError(f"{dw.name}: a fused row does not fit the B slot")
         nr = max(1, min(fit, _cdiv(Ho, FUSED_TILES)))
         chunk_done = []
-        for r0 in range(0, Ho, nr):
-            r1 = min(Ho, r0 + nr)
-            tnr = r1 - r0
-            info["tiles"] += 1
-            lo, hi = r0 * s - pad, (r1 - 1) * s - pad + k
-            a, b = max(lo, 0), min(hi, H)
-            rin = b - a
-            sb, so = self.B.next(), self.O.next()
-            em.layer = li[chain[0].name]
-            self.begin_tile(sb)
-            bb = self.B.base[sb]
-            xb = bb
-            eb = bb + (_align(Cx * rin * W) if pn else 0)
-            db = eb + _align(E * rin * W)
-            rb_ = db + _align(E * tnr * Wo)
-            self.wait_stored(xin, 0, Cx, a * W, b * W)
-            self.dma_rows("LOAD", "B", xb if pn else eb, self.taddr(xin) + a * W, Cx,
-                          rin * W, H * W)
-            if res:
-                self.wait_stored(res, 0, Cq, r0 * Wo, r1 * Wo)
-                self.dma_rows("LOAD", "B", rb_, self.taddr(res) + r0 * Wo, Cq, tnr * Wo,
-                              Ho * Wo)
-            xsem = em.sem()
-            em.signal("global", "LD", xsem)
-            waits = [(xsem, 1), (wsem, 1)]
-            if pn:
-                em.layer = li[pn.name]
-                tasks = self.plan_conv(E, rin * W, 1, Cx, 1, E)
-                wr = self.emit_pw(tasks, waits=waits, xbase=xb, xstride=rin * W, obase=eb,
-                                  ostride=rin * W, obuf=BUFS["B"], wbase=cb0 + woff[pn.name],
-                                  pbase=cb0 + woff[pn.name + ".p"], K=Cx, cin_g=Cx, cout_g=E,
-                                  g=1, regs=self.epi_regs(pn))
-                esem = em.sem()
-                for st, u in wr:
-                    em.signal(st, u, esem)
-                waits = [(xsem, 1), (wsem, 1), (esem, len(wr))]
-            # depthwise: channels x rows over the cores, R-MAC self-accumulation
-            em.layer = li[dw.name]
-            best = None
-            for lc in range(1, cfg.L + 1):
-                lr = cfg.L // lc
-                if lc * lr != cfg.L and lc != cfg.L:
-                    continue
-                cs, rs = _split(E, lc, cfg.N), _split(tnr, lr)
-                t = max(dw_cycles(cfg, nch=c1 - c0, ho=q1 - q0, wo=Wo, k=k)
-                        for c0, c1 in cs for q0, q1 in rs)
-                if best is None or t < best[0]:
-                    best = (t, cs, rs)
-            wr, core = [], 0
-            dregs = dict(self.epi_regs(dw), WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad,
-                         PAD_R=pad, LINEAR=0, NOEPI=0, XBUF=BUFS["B"], CIN=1,
-                         XSTRIDE=rin * W, OSTRIDE=tnr * Wo, RSTRIDE=0, RES_ADDR=-1)
-            for c0, c1 in best[1]:
-                for q0, q1 in best[2]:
-                    st = f"core{core}"
-                    core += 1
-                    for sem, cnt in waits:
-                        em.wait(st, "RMAC", sem, cnt)
-                    lo2, hi2 = (r0 + q0) * s - pad, (r0 + q1 - 1) * s - pad + k
-                    aa, bb2 = max(lo2, 0), min(hi2, H)
-                    em.setr(st, "RMAC", **dict(dregs, GROUPS=c1 - c0))
-                    em.emit(st, "DW_RSA", x_addr=eb + c0 * rin * W + (aa - a) * W,
-                            w_addr=cb0 + woff[dw.name] + c0 * k * k,
-                            p_addr=cb0 + woff[dw.name + ".p"] + c0 * PARAM_RECORD,
-                            o_addr=db + c0 * tnr * Wo + q0 * Wo, nco=c1 - c0, hin=bb2 - aa,
-                            ho=q1 - q0, pad_t=aa - lo2, pad_b=hi2 - bb2, obuf=BUFS["B"])
-                    wr.append((st, "RMAC"))
-            dsem = em.sem()
-            for st, u in wr:
-                em.signal(st, u, dsem)
-            # second pointwise: D -> OUT (+ residual)
-            em.layer = li[q.name]
-            cq_g, e_g = Cq // gq, E // gq
-            tasks = self.plan_conv(Cq, tnr * Wo, 1, e_g, gq, cq_g)
-            seen = set()
-            writers = self.emit_pw(tasks, waits=[(dsem, len(wr))], xbase=db, xstride=tnr * Wo,
-                                   obase=self.O.base[so], ostride=tnr * Wo, obuf=BUFS["OUT"],
-                                   wbase=cb0 + woff[q.name], pbase=cb0 + woff[q.name + ".p"],
-                                   K=e_g, cin_g=e_g, cout_g=cq_g, g=gq, regs=self.epi_regs(q),
-                                   res_base=rb_ if res else None, rstride=tnr * Wo, slot_o=so,
-                                   seen=seen)
-            obase = self.O.base[so]
-            ydram = self.taddr(q.output) + r0 * Wo
-            done, stored = self.finish_tile(
-                sb, so, writers,
-                lambda: self.dma_rows("STORE", "OUT", obase, ydram, Cq, tnr * Wo, Ho * Wo))
-            self.record_store(q.output, 0, Cq, r0 * Wo, r1 * Wo, stored)
-            chunk_done.append((done, len(writers)))
         self.C.busy[sc] = chunk_done
+        qb, qoff = self.base_of(q.output)
+        for r0 in range(0, Ho, nr):
+            # software pipeline: the DW + second PW of tile t are emitted after the load and
+            # first PW of tile t+1 (also across consecutive fused chains), so each unit's queue
+            # holds independent work while the R-MAC runs the depthwise conv
+            front = self.fused_front(chain, li, r0, nr, wsem, cb0, woff, info)
+            self.flush()
+            r1 = min(Ho, r0 + nr)
+            self.pending = (
+                lambda front=front: chunk_done.append(self.fused_back(chain, li, front, cb0,
+                                                                      woff)),
+                (qb, qoff, qoff + Cq, r0 * Wo, r1 * Wo))
+
+    def fused_front(self, chain, li, r0, nr, wsem, cb0, woff, info):
+        """LD of a fused tile and its first pointwise conv (on the MAT engines only, so that
+        it overlaps the R-MAC's depthwise conv of the previous tile)."""
+        cfg, p, em = self.cfg, self.p, self.em
+        pn = chain[0] if len(chain) == 3 else None
+        dw, q = chain[-2], chain[-1]
+        E, H, W = p.tensors[dw.inputs[0]].shape
+        _, Ho, Wo = p.tensors[dw.output].shape
+        k, s, pad = (int(dw.attrs[a]) for a in ("kernel", "stride", "padding"))
+        Cq = p.tensors[q.output].shape[0]
+        res = q.epilogue.residual
+        xin = pn.inputs[0] if pn else dw.inputs[0]
+        Cx = p.tensors[xin].shape[0]
+        r1 = min(Ho, r0 + nr)
+        tnr = r1 - r0
+        info["tiles"] += 1
+        lo, hi = r0 * s - pad, (r1 - 1) * s - pad + k
+        a, b = max(lo, 0), min(hi, H)
+        rin = b - a
+        sb, so = self.B.next(), self.O.next()
+        em.layer = li[chain[0].name]
+        self.begin_tile(sb)
+        xb = self.B.base[sb]
+        eb = xb + (_align(Cx * rin * W) if pn else 0)
+        db = eb + _align(E * rin * W)
+        rb_ = db + _align(E * tnr * Wo)
+        self.wait_stored(xin, 0, Cx, a * W, b * W)
+        self.dma_rows("LOAD", "B", xb if pn else eb, self.taddr(xin) + a * W, Cx, rin * W, H * W)
+        if res:
+            self.wait_stored(res, 0, Cq, r0 * Wo, r1 * Wo)
+            self.dma_rows("LOAD", "B", rb_, self.taddr(res) + r0 * Wo, Cq, tnr * Wo, Ho * Wo)
+        xsem = em.sem()
+        em.signal("global", "LD", xsem)
+        waits = [(xsem, 1), (wsem, 1)]
+        pcyc = 0
+        if pn:
+            em.layer = li[pn.name]
+            # the R-MAC will also run the previous tile's DW conv in this time: give the MAT
+            # correspondingly more of this pointwise conv
+            dwc = min(max(dw_cycles(cfg, nch=c1 - c0, ho=q1 - q0, wo=Wo, k=k)
+                          for c0, c1 in _split(E, lc, cfg.N)
+                          for q0, q1 in _split(tnr, cfg.L // lc))
+                      for lc in (1, 2, 4, 8, 16, cfg.L) if lc <= cfg.L)
+            tasks = self.plan_conv(E, rin * W, 1, Cx, 1, E, bias=(0, dwc))
+            wr = self.emit_pw(tasks, waits=waits, xbase=xb, xstride=rin * W, obase=eb,
+                              ostride=rin * W, obuf=BUFS["B"], wbase=cb0 + woff[pn.name],
+                              pbase=cb0 + woff[pn.name + ".p"], K=Cx, cin_g=Cx, cout_g=E,
+                              g=1, regs=self.epi_regs(pn))
+            esem = em.sem()
+            for st, u in wr:
+                em.signal(st, u, esem)
+            waits = [(xsem, 1), (wsem, 1), (esem, len(wr))]
+        return dict(r0=r0, r1=r1, a=a, rin=rin, sb=sb, so=so, eb=eb, db=db, rb=rb_,
+                    waits=waits, pcyc=pcyc)
+
+    def fused_back(self, chain, li, t, cb0, woff):
+        """Depthwise conv (R-MAC) and second pointwise conv (both engines) of a fused tile."""
+        cfg, p, em = self.cfg, self.p, self.em
+        dw, q = chain[-2], chain[-1]
+        E, H, W = p.tensors[dw.inputs[0]].shape
+        _, Ho, Wo = p.tensors[dw.output].shape
+        k, s, pad = (int(dw.attrs[a]) for a in ("kernel", "stride", "padding"))
+        Cq = p.tensors[q.output].shape[0]
+        gq = int(q.attrs["groups"])
+        res = q.epilogue.residual
+        r0, r1, a, rin, eb, db = t["r0"], t["r1"], t["a"], t["rin"], t["eb"], t["db"]
+        tnr = r1 - r0
+        em.layer = li[dw.name]
+        best = None
+        for lc in range(1, cfg.L + 1):
+            lr = cfg.L // lc
+            if lc * lr != cfg.L and lc != cfg.L:
+                continue
+            cs, rs = _split(E, lc, cfg.N), _split(tnr, lr)
+            tt = max(dw_cycles(cfg, nch=c1 - c0, ho=q1 - q0, wo=Wo, k=k)
+                     for c0, c1 in cs for q0, q1 in rs)
+            if best is None or tt < best[0]:
+                best = (tt, cs, rs)
+        wr, core = [], 0
+        dregs = dict(self.epi_regs(dw), WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad,
+                     PAD_R=pad, LINEAR=0, NOEPI=0, XBUF=BUFS["B"], CIN=1,
+                     XSTRIDE=rin * W, OSTRIDE=tnr * Wo, RSTRIDE=0, RES_ADDR=-1)
+        for c0, c1 in best[1]:
+            for q0, q1 in best[2]:
+                st = f"core{core}"
+                core += 1
+                for sem, cnt in t["waits"]:
+                    em.wait(st, "RMAC", sem, cnt)
+                lo2, hi2 = (r0 + q0) * s - pad, (r0 + q1 - 1) * s - pad + k
+                aa, bb2 = max(lo2, 0), min(hi2, H)
+                em.setr(st, "RMAC", **dict(dregs, GROUPS=c1 - c0))
+                em.emit(st, "DW_RSA", x_addr=eb + c0 * rin * W + (aa - a) * W,
+                        w_addr=cb0 + woff[dw.name] + c0 * k * k,
+                        p_addr=cb0 + woff[dw.name + ".p"] + c0 * PARAM_RECORD,
+                        o_addr=db + c0 * tnr * Wo + q0 * Wo, nco=c1 - c0, hin=bb2 - aa,
+                        ho=q1 - q0, pad_t=aa - lo2, pad_b=hi2 - bb2, obuf=BUFS["B"])
+                wr.append((st, "RMAC"))
+        dsem = em.sem()
+        for st, u in wr:
+            em.signal(st, u, dsem)
+        em.layer = li[q.name]
+        cq_g, e_g = Cq // gq, E // gq
+        tasks = self.plan_conv(Cq, tnr * Wo, 1, e_g, gq, cq_g)
+        seen = set()
+        so = t["so"]
+        writers = self.emit_pw(tasks, waits=[(dsem, len(wr))], xbase=db, xstride=tnr * Wo,
+                               obase=self.O.base[so], ostride=tnr * Wo, obuf=BUFS["OUT"],
+                               wbase=cb0 + woff[q.name], pbase=cb0 + woff[q.name + ".p"],
+                               K=e_g, cin_g=e_g, cout_g=cq_g, g=gq, regs=self.epi_regs(q),
+                               res_base=t["rb"] if res else None, rstride=tnr * Wo, slot_o=so,
+                               seen=seen)
+        obase = self.O.base[so]
+        ydram = self.taddr(q.output) + r0 * Wo
+        done, stored = self.finish_tile(
+            t["sb"], so, writers,
+            lambda: self.dma_rows("STORE", "OUT", obase, ydram, Cq, tnr * Wo, Ho * Wo))
+        self.record_store(q.output, 0, Cq, r0 * Wo, r1 * Wo, stored)
+        return (done, len(writers))
 
     def tile_rows(self, fit, ho, bytes_per_row):
         """Rows per tile: at most ``fit``; about TILES_TARGET tiles per layer (so consecutive
@@ -792,8 +850,9 @@ class _Compiler:
         want = max(_cdiv(ho, TILES_TARGET), _cdiv(MIN_TILE_BYTES, max(1, bytes_per_row)))
         return max(1, min(fit, want, 4095))
 
-    def plan_conv(self, nco, nr, wo, K, g, cout_g):
-        """[(core, engine, (co_a, co_b), (row_a, row_b))] for one tile (relative ranges)."""
+    def plan_conv(self, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None):
+        """[(core, engine, (co_a, co_b), (row_a, row_b))] for one tile (relative ranges).
+        ``bias``: cycles already queued on (MAT, R-MAC) of every core; ``only``: one engine."""
         cfg = self.cfg
         gran = cout_g if g > 1 else 1
         best = None
@@ -807,7 +866,7 @@ class _Compiler:
             core = 0
             for (ca, cb) in cos:
                 for (ra, rb) in rows:
-                    sub, t = self.engine_split(cb - ca, rb - ra, wo, K, g, cout_g)
+                    sub, t = self.engine_split(cb - ca, rb - ra, wo, K, g, cout_g, bias, only)
                     worst = max(worst, t)
                     for eng, (xa, xb), (ya, yb) in sub:
                         tasks.append((core, eng, (ca + xa, ca + xb), (ra + ya, ra + yb)))
@@ -816,7 +875,7 @@ class _Compiler:
                 best = (worst, tasks)
         return best[1]
 
-    def engine_split(self, nco, nr, wo, K, g, cout_g):
+    def engine_split(self, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None):
         """Split a core's (nco x nr rows) between MAT and R-MAC; returns (tasks, est. cycles)."""
         cfg = self.cfg
         gran = cout_g if g > 1 else 1
@@ -827,12 +886,17 @@ class _Compiler:
             return conv_cycles(cfg, eng, K=K, nco=c, npix=r * wo,
                                groups=(c // cout_g if g > 1 else 1))
         best = None
+        bm, br = bias
+        if only is not None:
+            t = cyc(only, nco, nr) + (bm if only == "MAT" else br)
+            return [(only, (0, nco), (0, nr))], t
         for cm in range(0, nco + 1, gran):             # MAT takes channels [0, cm)
-            t = max(cyc("MAT", cm, nr), cyc("RMAC", nco - cm, nr))
+            t = max(bm + cyc("MAT", cm, nr), br + cyc("RMAC", nco - cm, nr))
             if best is None or t < best[0]:
                 best = (t, [("MAT", (0, cm), (0, nr)), ("RMAC", (cm, nco), (0, nr))])
-        for rm in range(1, nr):
-            t = max(cyc("MAT", nco, rm), cyc("RMAC", nco, nr - rm))
+        step = max(1, nr // 256)
+        for rm in range(step, nr, step):
+            t = max(bm + cyc("MAT", nco, rm), br + cyc("RMAC", nco, nr - rm))
             if t < best[0]:
                 best = (t, [("MAT", (0, nco), (0, rm)), ("RMAC", (0, nco), (rm, nr))])
         tasks = [x for x in best[1] if x[1][1] > x[1][0] and x[2][1] > x[2][0]]
