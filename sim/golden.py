@@ -34,7 +34,7 @@ from .intprogram import IntProgram, IntProgramError, Node, TensorInfo
 
 __all__ = ["ExactnessError", "AccumulatorOverflow", "EXACT_LIMIT", "run", "run_batch", "quantize_input", "conv_acc",
            "linear_acc", "attention", "attention_steps", "layernorm_host", "round_half_up",
-           "top1", "topk", "execute_node"]
+           "top1", "topk", "execute_node", "float_reference", "float_node", "sqnr_db"]
 
 EXACT_LIMIT = 1 << 53  #: float64 integer arithmetic is exact for magnitudes below this
 
@@ -359,3 +359,124 @@ def top1(logits) -> np.ndarray | int:
     """Index of the largest logit along the last axis (first one on ties)."""
     r = np.argmax(np.asarray(logits), axis=-1)
     return int(r) if np.ndim(r) == 0 else r
+
+
+# --- the float network an IntProgram stands for ----------------------------------------------------
+
+def _real_weight_scale(prog: IntProgram, node: Node) -> np.ndarray:
+    """Per output channel ``s_in * s_w`` (the real value of one accumulator LSB), recovered from
+    the epilogue: ``mult = s_in s_w / s_out``, or ``s_in s_w / s_mid`` with ``s_mid = 3 / three``
+    for hswish; a raw linear's output scale is ``s_in s_w`` itself."""
+    out_t = prog.tensors[node.output]
+    epi = node.epilogue
+    if epi is None:
+        return out_t.channel_scale()
+    m = np.broadcast_to(epi.mult.value(), (out_t.channels,))
+    if epi.act == "hswish":
+        return m * (3.0 / epi.three)
+    return m * out_t.channel_scale()
+
+
+def float_reference(prog: IntProgram, img, *, keep: bool = False) -> dict:
+    """Run the float network that ``prog`` quantizes, without any rounding or saturation.
+
+    Weights are ``w * s_w`` and biases ``bias * s_in * s_w`` with the per-channel scales
+    recovered from the epilogues and tensor scales; activations, residual adds, the attention
+    ``num / den`` (exact division; den = 0 gives 0) and the LayerNorm are computed in float64 on
+    real values. ``img``: the float input (before :func:`quantize_input`). Returns real-valued
+    float64 arrays (outputs, or all tensors with ``keep``). Comparing them with
+    ``run(...) * scale`` measures the quantization error of the integer program
+    (see :func:`sqnr_db`).
+    """
+    t_in = prog.tensors[prog.inputs[0]]
+    env = {prog.inputs[0]: np.asarray(img, dtype=np.float64)}
+    if env[prog.inputs[0]].shape != t_in.shape:
+        raise ValueError(f"image shape {env[prog.inputs[0]].shape} != input shape {t_in.shape}")
+    for n in prog.nodes:
+        env[n.output] = float_node(prog, n, env)
+    return env if keep else {k: env[k] for k in prog.outputs}
+
+
+def float_node(prog: IntProgram, n: Node, env: dict) -> np.ndarray:
+    """One node of :func:`float_reference` on real-valued inputs from ``env``. Fed with the
+    dequantized outputs of :func:`run`, it gives each node's own quantization error."""
+    x = [env[t] for t in n.inputs]
+    if n.op in ("conv", "linear"):
+        s_acc = _real_weight_scale(prog, n)               # s_in * s_w per output channel
+        s_w = s_acc / _input_scale(prog, n)
+        w = np.asarray(n.params["weight"], dtype=np.float64)
+        b = np.asarray(n.params["bias"], dtype=np.float64) * s_acc
+        if n.op == "conv":
+            a = n.attrs
+            y = _float_conv(x[0], w, int(a["stride"]), int(a["padding"]), int(a["groups"]))
+            y = y * s_w[:, None, None] + b[:, None, None]
+        else:
+            y = (w @ x[0]) * s_w + b
+    elif n.op == "global_avgpool":
+        y = x[0].reshape(x[0].shape[0], -1).mean(axis=1)
+    elif n.op == "concat":
+        y = np.concatenate(x, axis=0)
+    elif n.op == "linear_attention":
+        y = _float_attention(x[0], int(n.attrs["dim"]))
+    elif n.op == "layernorm":
+        v = x[0]
+        y = (v - v.mean()) / np.sqrt(v.var() + float(n.attrs.get("eps", 1e-5))) \
+            * np.asarray(n.params["gamma"], np.float64) + np.asarray(n.params["beta"], np.float64)
+        if n.attrs.get("act", "none") == "hswish":
+            y = _hswish_float(y)
+    else:
+        raise IntProgramError(f"node {n.name!r}: no float reference for op {n.op!r}")
+    if n.epilogue is not None:
+        ch = (slice(None),) + (None,) * (y.ndim - 1)
+        if n.epilogue.act == "hswish":
+            y = _hswish_float(y)
+        if n.epilogue.residual is not None:
+            y = y + env[n.epilogue.residual]
+        if n.epilogue.act == "relu":
+            y = np.maximum(y, 0.0)
+        off = np.broadcast_to(np.asarray(n.epilogue.offset, np.float64),
+                              (y.shape[0],))[ch] * prog.tensors[n.output].channel_scale()[ch]
+        y = y - off
+    return y
+
+
+def _input_scale(prog: IntProgram, n: Node) -> float:
+    s = prog.tensors[n.inputs[0]].channel_scale()
+    if not np.allclose(s, s[0]):
+        raise NotImplementedError(f"node {n.name!r}: float_reference needs a per-tensor input"
+                                  " scale for conv/linear (per-channel migrated inputs: not yet)")
+    return float(s[0])
+
+
+def _float_conv(x, w, stride, padding, groups):
+    cin, h, wd = x.shape
+    cout, cin_g, kh, kw = w.shape
+    ho = (h + 2 * padding - kh) // stride + 1
+    wo = (wd + 2 * padding - kw) // stride + 1
+    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding)))
+    sh, sw_ = stride * (ho - 1) + 1, stride * (wo - 1) + 1
+    taps = [xp[:, dy:dy + sh:stride, dx:dx + sw_:stride] for dy in range(kh) for dx in range(kw)]
+    cols = np.stack(taps, axis=1).reshape(groups, cin_g * kh * kw, ho * wo)
+    return np.matmul(w.reshape(groups, cout // groups, cin_g * kh * kw), cols).reshape(cout, ho, wo)
+
+
+def _float_attention(x, dim):
+    heads = x.shape[0] // (3 * dim)
+    t = x.reshape(heads, 3 * dim, -1)
+    q, k, v = np.maximum(t[:, :dim], 0), np.maximum(t[:, dim:2 * dim], 0), t[:, 2 * dim:]
+    num = np.swapaxes(k @ np.swapaxes(v, 1, 2), 1, 2) @ q           # (heads, dim_v, N)
+    den = np.einsum("hjn,hj->hn", q, k.sum(axis=2))[:, None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    return y.reshape(heads * dim, *x.shape[1:])
+
+
+def sqnr_db(reference, approx) -> float:
+    """Signal-to-quantization-noise ratio ``10 log10(sum ref^2 / sum (ref - approx)^2)`` in dB
+    (``inf`` when equal, ``nan`` for an all-zero reference)."""
+    r = np.asarray(reference, dtype=np.float64)
+    e = r - np.asarray(approx, dtype=np.float64)
+    sig, noise = float(np.sum(r * r)), float(np.sum(e * e))
+    if sig == 0.0:
+        return float("nan")
+    return float("inf") if noise == 0.0 else 10.0 * np.log10(sig / noise)

@@ -471,3 +471,60 @@ def test_accumulator_overflow_is_refused():
     # the same program with a harmless bias runs
     prog.nodes[0].params["bias"] = np.array([1], np.int32)
     golden.run(prog, np.array([[[1, -3], [5, 127]]]))
+
+
+# --- the float reference --------------------------------------------------------------------------------
+
+def test_sqnr_db():
+    assert golden.sqnr_db([1.0, 1.0], [1.0, 0.0]) == pytest.approx(10 * np.log10(2.0))
+    assert golden.sqnr_db([3.0, -4.0], [3.0, -4.0]) == float("inf")
+    assert np.isnan(golden.sqnr_db([0.0, 0.0], [1.0, 0.0]))
+
+
+def test_float_reference_of_a_consistent_conv():
+    """One hswish conv with s_in = 0.01, weight scale 0.02 per tensor, s_mid, s_out: the float
+    reference is hswish(conv(x_real, w * 0.02) + bias * s_in * 0.02) computed here directly."""
+    rng = np.random.default_rng(21)
+    s_in, s_w, s_mid, s_out = 0.01, 0.02, 0.001, 0.1
+    three, hm = nx.hswish_constants(s_mid, s_out)
+    w = rand_i8((3, 2, 3, 3), rng)
+    b = rng.integers(-100, 100, 3).astype(np.int32)
+    epi = Epilogue(mult=nx.to_dyadic(s_in * s_w / s_mid), act="hswish", three=three, hswish_mult=hm)
+    t = {"x": TensorInfo("x", (2, 4, 4), scale=s_in), "y": TensorInfo("y", (3, 4, 4), scale=s_out)}
+    prog = IntProgram(t, [Node("c", "conv", ["x"], "y", dict(kernel=3, stride=1, padding=1, groups=1),
+                               dict(weight=w, bias=b), epi)], ["x"], ["y"]).validate()
+    img = rng.uniform(-1, 1, (2, 4, 4))
+    pre = naive_conv(np.zeros((2, 4, 4), int), w, b, 1, 1, 1) * s_in * s_w  # bias only
+    acc_real = np.zeros((3, 4, 4))
+    for co in range(3):
+        for oy in range(4):
+            for ox in range(4):
+                for ci in range(2):
+                    for ky in range(3):
+                        for kx in range(3):
+                            iy, ix = oy - 1 + ky, ox - 1 + kx
+                            if 0 <= iy < 4 and 0 <= ix < 4:
+                                acc_real[co, oy, ox] += img[ci, iy, ix] * w[co, ci, ky, kx] * s_w
+    y = acc_real + pre
+    ref = y * np.clip(y + 3, 0, 6) / 6
+    got = golden.float_reference(prog, img)["y"]
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-6)   # dyadic/three rounding only
+    # and the integer program approximates it
+    q = golden.run(prog, golden.quantize_input(img, t["x"]))["y"] * s_out
+    assert golden.sqnr_db(ref, q) > 20
+
+
+def test_every_tiny_node_tracks_its_float_op():
+    """Each node of the tiny zoo model, fed the golden model's own dequantized inputs, matches its
+    float operation up to its own quantization error; this ties the integer steps (layouts,
+    shifts, signs) to the scales in the file."""
+    from sim import zoo
+    prog = zoo.tiny(seed=2)
+    x = golden.quantize_input(zoo.random_image(64, 4), prog.tensors["input"])
+    out = golden.run(prog, x, keep=True)
+    deq = {k: v * prog.tensors[k].channel_scale().reshape((-1,) + (1,) * (v.ndim - 1))
+           for k, v in out.items()}
+    for n in prog.nodes:
+        db = golden.sqnr_db(golden.float_node(prog, n, deq), deq[n.output])
+        floor = {"attention": 8.0, "concat": 200.0}.get(n.kind, 18.0)
+        assert db > floor, f"{n.name} ({n.kind}): {db:.1f} dB"

@@ -293,3 +293,28 @@ def test_cli(tmp_path, capsys):
     assert "bad model name" in capsys.readouterr().err
     assert zoo.main(["b0", "-r", "100"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
+
+
+def test_b1_integer_program_tracks_its_float_network(progs):
+    """Per node, B1-R224's integer output vs the float op on the same (dequantized) inputs: the
+    4-bit log2 divisor costs the attention ~12 dB (divisor off by a factor in [0.75, 1.5)),
+    everything else keeps > 18 dB. End to end the logits keep a positive SQNR vs the float
+    network the file describes."""
+    prog = get(progs, "b1", 224)
+    img = zoo.random_image(224, 11)
+    x = golden.quantize_input(img, prog.tensors["input"])
+    out = golden.run(prog, x, keep=True)
+    deq = {k: v * prog.tensors[k].channel_scale().reshape((-1,) + (1,) * (v.ndim - 1))
+           for k, v in out.items()}
+    att = []
+    for n in prog.nodes:
+        db = golden.sqnr_db(golden.float_node(prog, n, deq), deq[n.output])
+        if n.kind == "attention":
+            att.append(db)
+            assert db > 9.0, f"{n.name}: {db:.1f} dB"
+        elif n.kind != "concat":
+            assert db > 18.0, f"{n.name} ({n.kind}): {db:.1f} dB"
+    assert np.mean(att) < 16.0            # the divisor rounding is visible, as expected
+    fl = golden.float_reference(prog, deq["input"])[prog.outputs[0]]
+    lg = deq[prog.outputs[0]]
+    assert golden.sqnr_db(fl, lg) > 5.0
