@@ -1,0 +1,59 @@
+"""Port signatures of a computing core: buffer access ports and semaphore handshakes.
+
+Buffer ports (decision, see docs/hw-core.md): the global buffers B (activations), C (weights and
+per-channel parameters) and OUT are shared by the L cores and live outside the core. A core
+unit reaches them through *gather read* and *scatter write* ports:
+
+* a gather read port returns, one cycle after a cycle with ``en`` (synchronous read, latency 1),
+  ``data[r][e] = buf[addr + r * row_stride + e * elem_stride]`` (bytes) for every row ``r`` and
+  element ``e``; addresses outside the buffer read as 0. ``buf`` names the buffer (``sim.isa.BUFS``).
+  The hardware reading of this is a buffer banked by the stride (e.g. B banked by channel so
+  that T channels of one pixel come out in one cycle); the core only relies on the contract.
+* a scatter write port writes, on a cycle with ``en``, element ``e`` (where ``mask[e]``) at
+  ``addr + e * elem_stride``: one byte (the low 8 bits of ``data[e]``) or, with ``wide``, four
+  bytes little-endian (int32 accumulators: the logits).
+
+Semaphores (``sim.isa`` SIGNAL/WAIT) are global, shared by all streams; they live outside the
+core. A unit executes ``WAIT(sem, count)`` by offering ``{sem, count}`` on its ``wait`` stream
+until the semaphore file sets ``ready`` (counter >= count), and ``SIGNAL(sem, count)`` by
+offering it on its ``signal`` stream (the file adds ``count`` on the transfer).
+"""
+
+from __future__ import annotations
+
+from amaranth import signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["ADDR_BITS", "SEM_LAYOUT", "gather_read_signature", "scatter_write_signature"]
+
+ADDR_BITS = 20      #: byte addresses and strides of the buffers (buffers up to 1 MiB)
+
+#: payload of the wait / signal streams (field widths as in sim.isa: sem 16 bits, count 12)
+SEM_LAYOUT = data.StructLayout({"sem": unsigned(16), "count": unsigned(12)})
+
+
+def gather_read_signature(*, rows: int, elems: int, addr_bits: int = ADDR_BITS) -> wiring.Signature:
+    """A read port returning ``rows x elems`` bytes at two strides (see module doc); the
+    signature is seen from the core (the requester): Out = driven by the core."""
+    return wiring.Signature({
+        "en": Out(1),
+        "buf": Out(3),
+        "addr": Out(addr_bits),
+        "row_stride": Out(addr_bits),
+        "elem_stride": Out(addr_bits),
+        "data": In(data.ArrayLayout(data.ArrayLayout(unsigned(8), elems), rows)),
+    })
+
+
+def scatter_write_signature(*, elems: int, addr_bits: int = ADDR_BITS) -> wiring.Signature:
+    """A write port storing ``elems`` values at one stride, byte or int32 each (see module doc)."""
+    return wiring.Signature({
+        "en": Out(1),
+        "buf": Out(3),
+        "addr": Out(addr_bits),
+        "elem_stride": Out(addr_bits),
+        "wide": Out(1),
+        "mask": Out(elems),
+        "data": Out(data.ArrayLayout(signed(32), elems)),
+    })

@@ -1,0 +1,273 @@
+"""The world around one :class:`hw.core.Core`, in plain Python, cycle by cycle.
+
+:class:`CoreEnv` plays everything outside the core for a :class:`sim.compile.Binary` compiled
+for ``L = 1``: the DRAM image (with the input written where the Binary's symbol table says),
+the global buffers B, C, OUT (byte arrays behind the core's gather / scatter ports), the LD and
+ST DMA units executing the Binary's global stream (LOAD/STORE/SIGNAL/WAIT, in zero time), the
+global semaphores behind the units' wait / signal streams, the per-core AUX/DIV buffers (not
+yet inside the core) and the dispatcher that splits the core's stream into the three unit
+queues (``sim.funcsim.build_queues``).
+
+It is simulator-agnostic: :meth:`CoreEnv.edge` takes the core's outputs sampled just before a
+clock edge (``{port name: int}``, names as in the emitted Verilog, e.g. ``mat_x__addr``) and
+returns the inputs to drive for the next cycle. ``tests/test_hw_core.py`` drives it from
+``amaranth.sim``, ``tb/core/cocotb_core.py`` from cocotb (Icarus, Verilator).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim import golden
+from sim.funcsim import build_queues
+from sim.isa import BUF_NAMES, encode
+
+__all__ = ["CoreEnv", "HarnessError", "UNITS"]
+
+UNITS = (("mat", "MAT"), ("rmac", "RMAC"), ("aux", "AUX"))
+COMPUTE = ("mat", "rmac")
+
+
+class HarnessError(RuntimeError):
+    """The core (or the binary) did something the environment cannot serve."""
+
+
+class CoreEnv:
+    """Environment of core 0 of ``binary`` run on input ``x`` (see the module doc)."""
+
+    def __init__(self, binary, x, *, core: int = 0):
+        cfg = binary.cfg
+        if cfg.L != 1:
+            raise HarnessError(f"the core harness runs single-core binaries (L = 1), got L={cfg.L}")
+        self.cfg, self.binary = cfg, binary
+        self.N, self.M, self.T, self.S = cfg.N, cfg.M, cfg.T, cfg.S
+        prog = binary.prog
+        x = golden._check_input(prog, x)
+        self.dram = binary.dram.copy()
+        sym = binary.symbols[f"tensor:{prog.inputs[0]}"]
+        self.dram[sym["addr"]:sym["addr"] + x.size] = (x.reshape(-1) & 0xFF).astype(np.uint8)
+        self.bufs = {"B": np.zeros(cfg.buf_b_bytes, np.uint8),
+                     "C": np.zeros(cfg.buf_c_bytes, np.uint8),
+                     "OUT": np.zeros(cfg.buf_out_bytes, np.uint8),
+                     "AUX": np.zeros(cfg.buf_aux_bytes, np.uint8),
+                     "DIV": np.zeros(cfg.buf_div_bytes, np.uint8)}
+        q = build_queues(binary)
+        self.glob = [ins for ins, _ in q[("global", "LD")] + q[("global", "ST")]]
+        self.gq = {u: [ins for ins, _ in q[("global", u)]] for u in ("LD", "ST", "HOST")}
+        self.gpc = {u: 0 for u in self.gq}
+        st = f"core{core}"
+        self.queues = {u: [encode(ins) for ins, _ in q[(st, U)]] for u, U in UNITS}
+        self.instrs = {u: [ins for ins, _ in q[(st, U)]] for u, U in UNITS}
+        self.pc = {u: 0 for u, _ in UNITS}
+        self.fetch_cycle = {u: [] for u, _ in UNITS}     # cycle of each instruction's fetch
+        self.sems: dict = {}
+        self.cycle = 0
+        self.pending: dict = {}
+        self.writes = 0
+        self.run_global()
+
+    # -- port description ----------------------------------------------------------------------
+    def gathers(self):
+        """[(port prefix, rows, elems)] of every gather read port."""
+        out = []
+        for u, lanes, width in (("mat", self.S, self.T), ("rmac", self.M, self.N)):
+            out += [(f"{u}_x", 1, width), (f"{u}_w", lanes, width), (f"{u}_p", lanes, 32),
+                    (f"{u}_r", 1, lanes)]
+        return out
+
+    def scatters(self):
+        return [("mat_o", self.S), ("rmac_o", self.M)]
+
+    def sampled_names(self) -> list:
+        """Core outputs the environment needs before every clock edge."""
+        names = []
+        for u, _ in UNITS:
+            names += [f"{u}_instr__ready", f"{u}_wait__valid", f"{u}_wait__payload",
+                      f"{u}_signal__valid", f"{u}_signal__payload"]
+        for p, _, _ in self.gathers():
+            names += [f"{p}__en", f"{p}__buf", f"{p}__addr", f"{p}__row_stride",
+                      f"{p}__elem_stride"]
+        for p, _ in self.scatters():
+            names += [f"{p}__en", f"{p}__buf", f"{p}__addr", f"{p}__elem_stride", f"{p}__wide",
+                      f"{p}__mask", f"{p}__data"]
+        return names + ["halted", "error"]
+
+    def driven(self) -> dict:
+        """The inputs to drive in the current cycle."""
+        d = {}
+        for u, _ in UNITS:
+            q, i = self.queues[u], self.pc[u]
+            d[f"{u}_instr__valid"] = int(i < len(q))
+            d[f"{u}_instr__payload"] = q[i] if i < len(q) else 0
+            d[f"{u}_signal__ready"] = 1
+            d[f"{u}_wait__ready"] = self.pending.get(f"{u}_wait__ready", 0)
+        for p, rows, elems in self.gathers():
+            d[f"{p}__data"] = self.pending.get(f"{p}__data", 0)
+        return d
+
+    # -- the DMA units and semaphores ----------------------------------------------------------
+    def run_global(self):
+        progress = True
+        while progress:
+            progress = False
+            for u, q in self.gq.items():
+                while self.gpc[u] < len(q):
+                    ins = q[self.gpc[u]]
+                    if ins.op == "WAIT":
+                        if self.sems.get(ins["sem"], 0) < ins["count"]:
+                            break
+                    elif ins.op == "SIGNAL":
+                        self.sems[ins["sem"]] = self.sems.get(ins["sem"], 0) + ins["count"]
+                    elif ins.op in ("LOAD", "STORE"):
+                        self.dma(ins)
+                    elif ins.op in ("HALT", "NOP", "SETR"):
+                        pass
+                    else:
+                        raise HarnessError(f"the harness cannot run {ins}")
+                    self.gpc[u] += 1
+                    progress = True
+
+    def dma(self, ins):
+        f = ins.f
+        mem = self.bufs[BUF_NAMES[f["buf"]]]
+        cnt, ln, st = f["count"], f["length"], f["stride"]
+        didx = f["dram_addr"] + np.arange(cnt)[:, None] * st + np.arange(ln)[None, :]
+        bsl = slice(f["buf_addr"], f["buf_addr"] + cnt * ln)
+        if ins.op == "STORE":
+            self.dram[didx] = mem[bsl].reshape(cnt, ln)
+        else:
+            mem[bsl] = self.dram[didx].reshape(-1)
+
+    # -- one clock edge ------------------------------------------------------------------------
+    def edge(self, s: dict) -> dict:
+        """Apply what happens at a clock edge given the core outputs ``s`` sampled before it and
+        the inputs that were driven (``self.driven()``); return the inputs for the next cycle."""
+        drv = self.driven()
+        if s["error"]:
+            raise HarnessError(f"core flagged an error (units {s['error']:03b}) at cycle "
+                               f"{self.cycle}; queues at {self.pc}")
+        for u, _ in UNITS:
+            if drv[f"{u}_instr__valid"] and s[f"{u}_instr__ready"]:
+                self.fetch_cycle[u].append(self.cycle)
+                self.pc[u] += 1
+            if s[f"{u}_signal__valid"]:
+                pl = s[f"{u}_signal__payload"]
+                sem, cnt = pl & 0xFFFF, (pl >> 16) & 0xFFF
+                self.sems[sem] = self.sems.get(sem, 0) + cnt
+        for p, n in self.scatters():
+            if s[f"{p}__en"]:
+                self.scatter(p, n, s)
+        pend = {}
+        for p, rows, elems in self.gathers():
+            if s[f"{p}__en"]:
+                pend[f"{p}__data"] = self.gather(p, rows, elems, s)
+        self.run_global()
+        for u, _ in UNITS:
+            pl = s[f"{u}_wait__payload"]
+            sem, cnt = pl & 0xFFFF, (pl >> 16) & 0xFFF
+            pend[f"{u}_wait__ready"] = int(bool(s[f"{u}_wait__valid"])
+                                           and self.sems.get(sem, 0) >= cnt)
+        self.pending = pend
+        self.cycle += 1
+        return self.driven()
+
+    def gather(self, p, rows, elems, s) -> int:
+        mem = self.bufs[BUF_NAMES.get(s[f"{p}__buf"], "B")]
+        a, rs, es = s[f"{p}__addr"], s[f"{p}__row_stride"], s[f"{p}__elem_stride"]
+        idx = a + np.arange(rows)[:, None] * rs + np.arange(elems)[None, :] * es
+        ok = idx < mem.size
+        vals = np.where(ok, mem[np.where(ok, idx, 0)], 0).astype(np.uint8).reshape(-1)
+        return int.from_bytes(vals.tobytes(), "little")
+
+    def scatter(self, p, n, s):
+        name = BUF_NAMES.get(s[f"{p}__buf"])
+        if name is None:
+            raise HarnessError(f"{p}: write to unknown buffer {s[f'{p}__buf']}")
+        mem = self.bufs[name]
+        a, es, wide, mask = (s[f"{p}__addr"], s[f"{p}__elem_stride"], s[f"{p}__wide"],
+                             s[f"{p}__mask"])
+        data = s[f"{p}__data"]
+        nb = 4 if wide else 1
+        for e in range(n):
+            if not (mask >> e) & 1:
+                continue
+            v = (data >> (32 * e)) & 0xFFFFFFFF
+            at = a + e * es
+            if at + nb > mem.size:
+                raise HarnessError(f"{p}: write of {nb} bytes at {at} leaves buffer {name}")
+            mem[at:at + nb] = np.frombuffer(v.to_bytes(4, "little")[:nb], np.uint8)
+            self.writes += 1
+
+    # -- results -------------------------------------------------------------------------------
+    def done(self) -> bool:
+        return all(self.gpc[u] == len(q) for u, q in self.gq.items())
+
+    def outputs(self) -> dict:
+        prog = self.binary.prog
+        out = {}
+        for name in prog.outputs:
+            ot = prog.tensors[name]
+            sym = self.binary.symbols[f"tensor:{name}"]
+            n = int(np.prod(ot.shape))
+            raw = self.dram[sym["addr"]:sym["addr"] + n * (4 if ot.bits > 8 else 1)]
+            if ot.bits > 8:
+                v = raw.copy().view(np.int32).astype(np.int64)
+            else:
+                v = (raw.view(np.int8) if ot.signed else raw).astype(np.int64)
+            out[name] = v.reshape(ot.shape)
+        return out
+
+    def compute_spans(self) -> list:
+        """[(unit, op, fetch cycle, next fetch cycle)] of every compute instruction."""
+        spans = []
+        for u, _ in UNITS:
+            ins, fc = self.instrs[u], self.fetch_cycle[u]
+            for i, x in enumerate(ins):
+                if x.op.startswith(("CONV", "DW", "ATT", "POOL")) and i + 1 < len(fc):
+                    spans.append((u, x.op, fc[i], fc[i + 1]))
+        return spans
+
+
+def _lookup(core, name):
+    """The amaranth Value of the Verilog-style port name ``name`` of ``core``."""
+    parts = name.split("__")
+    obj = getattr(core, parts[0])
+    for p in parts[1:]:
+        obj = getattr(obj, p)
+    return obj.as_value() if hasattr(obj, "as_value") else obj
+
+
+def simulate_amaranth(core, env: CoreEnv, *, max_cycles: int = 200_000, vcd: str | None = None):
+    """Run ``core`` in ``amaranth.sim`` against ``env`` until the binary finished and all units
+    halted; returns the number of cycles. Raises :class:`HarnessError` on a core error or when
+    ``max_cycles`` pass."""
+    from amaranth.sim import Simulator
+
+    names = env.sampled_names()
+    sigs = [_lookup(core, n) for n in names]
+    drv_sigs = {n: _lookup(core, n) for n in env.driven()}
+    result = {}
+
+    async def bench(ctx):
+        for n, v in env.driven().items():
+            ctx.set(drv_sigs[n], v)
+        async for clk, rst, *vals in ctx.tick().sample(*sigs):
+            s = dict(zip(names, (int(v) for v in vals)))
+            if s["halted"] == 0b111 and env.done():
+                result["cycles"] = env.cycle
+                return
+            if env.cycle >= max_cycles:
+                raise HarnessError(f"no completion after {max_cycles} cycles; queues at "
+                                   f"{env.pc}, global at {env.gpc}")
+            for n, v in env.edge(s).items():
+                ctx.set(drv_sigs[n], v)
+
+    sim = Simulator(core)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    if vcd:
+        with sim.write_vcd(vcd):
+            sim.run()
+    else:
+        sim.run()
+    return result["cycles"]
