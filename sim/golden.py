@@ -14,11 +14,14 @@ Public API (others code against it; keep it stable)
 ---------------------------------------------------
 * :func:`run` ``(prog, x, keep=False)`` -> ``{tensor name: int64 array}``
 * :func:`run_batch` ``(prog, xs)`` -> ``{output name: (B, ...) int64 array}``
-* :func:`quantize_input` ``(img, tensor)`` -> int8 image
+* :func:`quantize_input` ``(img, tensor)`` -> the int8 image (values in the tensor's range,
+  int64 dtype so that nobody's arithmetic on it can wrap)
 * :func:`conv_acc`, :func:`linear_acc` -> int64 accumulators (bias included, before requant)
 * :func:`attention`, :func:`attention_steps` -> the linear attention and its five steps
 * :func:`layernorm_host` -> the head's LayerNorm, the one float op (runs on the host CPU)
 * :func:`top1`, :func:`topk` -> class indices from logits
+* :func:`float_reference`, :func:`float_node`, :func:`sqnr_db` -> the float network a program
+  quantizes, for measuring quantization error
 
 Rounding of the float -> int conversions (input quantization, LayerNorm output): round half up,
 ``floor(v + 1/2)``, the same convention as :func:`sim.numerics.rshift_round`, then
@@ -32,9 +35,10 @@ import numpy as np
 from . import numerics as nx
 from .intprogram import IntProgram, IntProgramError, Node, TensorInfo
 
-__all__ = ["ExactnessError", "AccumulatorOverflow", "EXACT_LIMIT", "run", "run_batch", "quantize_input", "conv_acc",
-           "linear_acc", "attention", "attention_steps", "layernorm_host", "round_half_up",
-           "top1", "topk", "execute_node", "float_reference", "float_node", "sqnr_db"]
+__all__ = ["ExactnessError", "AccumulatorOverflow", "EXACT_LIMIT", "run", "run_batch",
+           "quantize_input", "conv_acc", "linear_acc", "attention", "attention_steps",
+           "layernorm_host", "round_half_up", "top1", "topk", "execute_node", "float_reference",
+           "float_node", "sqnr_db"]
 
 EXACT_LIMIT = 1 << 53  #: float64 integer arithmetic is exact for magnitudes below this
 

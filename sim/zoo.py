@@ -26,7 +26,7 @@ import numpy as np
 
 from . import golden
 from . import numerics as nx
-from .intprogram import Epilogue, IntProgram, Node, TensorInfo, conv_output_hw
+from .intprogram import Epilogue, IntProgram, Node, TensorInfo
 
 __all__ = ["MODELS", "CONFIGS", "TINY_CONFIG", "parse_name", "config", "build", "tiny", "random_image",
            "macs", "node_macs", "mac_shares"]

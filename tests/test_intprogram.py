@@ -44,7 +44,8 @@ def test_save_load_round_trip(prog, tmp_path):
         assert (a.epilogue is None) == (b.epilogue is None)
         if a.epilogue is not None:
             ea, eb = a.epilogue, b.epilogue
-            assert (ea.act, ea.residual, ea.mid_bits, ea.three) == (eb.act, eb.residual, eb.mid_bits, eb.three)
+            assert (ea.act, ea.residual, ea.mid_bits, ea.three) == \
+                (eb.act, eb.residual, eb.mid_bits, eb.three)
             for da, db in ((ea.mult, eb.mult), (ea.res_mult, eb.res_mult), (ea.hswish_mult, eb.hswish_mult)):
                 assert (da is None) == (db is None)
                 if da is not None:
