@@ -6,13 +6,14 @@ The graphs follow ``mit-han-lab/efficientvit`` (``efficientvit/models/efficientv
 state-dict key), so reports and the ``quant`` exporter speak the same names.
 
 The parameters are random but *sane*: int8 weights drawn at random, and every bias, dyadic
-multiplier and scale derived from a calibration pass of the golden model itself on a random
-input, node by node, as a real PTQ would: each weight tensor gets a real (filter-wise) scale
-chosen so that its pre-activation has a unit-ish standard deviation (a BN-normalised network),
-residual branches match the magnitude of their shortcut, and each output scale maps the
-99.9th percentile of the real output to 120 LSB. So the TensorInfo scales describe a consistent
-float network, activations stay in range (typically < 1 % saturated) and the logits vary with
-the input. Deterministic for a seed.
+multiplier and scale derived from a calibration pass of the golden model itself on random
+photo-like images, node by node, as a real PTQ would: each weight tensor gets a real
+(filter-wise) scale chosen so that its pre-activation has a unit-ish RMS (a BN-normalised
+network), residual branches match the magnitude of their shortcut, and each int8 output scale is
+the least-MSE clipping range (>= the 99.9th percentile). So the TensorInfo scales describe a
+consistent float network (``sim.golden.float_reference``), activations stay in range (typically
+< 1 % saturated) and the logits vary with the input. Deterministic for a seed. The details and
+measured figures are in docs/intprogram.md.
 
 API: :data:`MODELS`, :func:`parse_name`, :func:`build`, :func:`tiny`, :func:`macs`,
 :func:`mac_shares`, :func:`config`, :func:`random_image`.
@@ -28,8 +29,8 @@ from . import golden
 from . import numerics as nx
 from .intprogram import Epilogue, IntProgram, Node, TensorInfo
 
-__all__ = ["MODELS", "CONFIGS", "TINY_CONFIG", "parse_name", "config", "build", "tiny", "random_image",
-           "macs", "node_macs", "mac_shares"]
+__all__ = ["MODELS", "CONFIGS", "TINY_CONFIG", "parse_name", "config", "build", "tiny",
+           "random_image", "macs", "node_macs", "mac_shares", "main"]
 
 MODELS = ("b0", "b1", "b2", "b3")
 
@@ -88,7 +89,7 @@ def _hswish(v):
 
 
 class _Builder:
-    """Adds nodes one at a time and runs each on the calibration image right away."""
+    """Adds nodes one at a time and runs each on the calibration images right away."""
 
     def __init__(self, rng: np.random.Generator, xs_int: list, in_scale: float):
         self.rng = rng
@@ -146,8 +147,8 @@ class _Builder:
 
     def conv(self, name, x, cout, *, kernel=1, stride=1, groups=1, act="none", bias=True,
              residual=None, target=1.0):
-        """A conv whose real pre-activation has per-channel std ~ ``target`` (x a random factor)
-        and mean ~ N(0, 0.3 target) (from the bias), then ``act`` (+ residual)."""
+        """A conv whose real pre-activation has RMS ~ ``target`` (x a random per-filter factor)
+        and per-channel means ~ N(0, 0.3 target) (from the bias), then ``act`` (+ residual)."""
         xt = self.tensors[x]
         cin = xt.shape[0]
         w = self._weights((cout, cin // groups, kernel, kernel))
@@ -210,8 +211,9 @@ class _Builder:
         epi = Epilogue(mult=nx.to_dyadic(s_in / hw / s_out))
         return self._add(Node(name, "global_avgpool", [x], name, {}, {}, epi), (c,), scale=s_out)
 
-    def linear(self, name, x, cout, *, bias=True, raw=True, target=1.0):
-        """A linear layer; ``raw``: no epilogue, the output is the int32 accumulator."""
+    def linear(self, name, x, cout, *, bias=True, target=1.0):
+        """A linear layer without epilogue: its output is the raw int32 accumulator (the host
+        LayerNorm's input, or the logits)."""
         xt = self.tensors[x]
         s_in = float(np.max(xt.channel_scale()))
         w = self._weights((cout, xt.shape[0]))
@@ -221,8 +223,6 @@ class _Builder:
         s_acc = s_in * s_w
         b = (np.clip(np.round(self.rng.normal(0, 0.3 * target, cout) / s_acc), -(1 << 29), 1 << 29)
              .astype(np.int32) if bias else np.zeros(cout, dtype=np.int32))
-        if not raw:
-            raise NotImplementedError
         node = Node(name, "linear", [x], name, {}, dict(weight=w, bias=b), None)
         return self._add(node, (cout,), scale=s_acc, bits=32)
 
