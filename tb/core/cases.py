@@ -1,0 +1,104 @@
+"""Single-layer test programs for the computing core (used by tests/test_hw_core.py and the
+cocotb tests): a random IntProgram, a small single-core AccelConfig and an input."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim import numerics as nx
+from sim.config import AccelConfig
+from sim.intprogram import Epilogue, IntProgram, Node, TensorInfo
+
+__all__ = ["small_config", "pointwise_program", "linear_program", "depthwise_program", "CASES",
+           "make_case"]
+
+
+def small_config(*, N=4, M=4, T=4, S=4, packed=False, **kw) -> AccelConfig:
+    """A one-core config with small buffers; DRAM so fast (4096 B/cycle, no latency) that the
+    cycle model's time is the compute time, comparable with the RTL run whose DMA takes no time."""
+    d = dict(N=N, M=M, T=T, S=S, L=1, buf_b_bytes=16384, buf_c_bytes=8192, buf_out_bytes=8192,
+             buf_aux_bytes=256, buf_div_bytes=64, dram_bytes_per_cycle=4096,
+             dram_latency_cycles=0, dsp_packing=packed)
+    d.update(kw)
+    return AccelConfig(**d)
+
+
+def _epilogue(rng, cout, act, residual=None, s_res=0.05):
+    mult = nx.to_dyadic(rng.uniform(0.0005, 0.003, cout))
+    if act == "hswish":
+        three, hm = nx.hswish_constants(3.0 / 900, 0.02)
+        mult = nx.to_dyadic(rng.uniform(0.05, 0.4, cout))
+        return Epilogue(mult=mult, act="hswish", mid_bits=16, three=three, hswish_mult=hm,
+                        offset=rng.integers(-3, 4, cout))
+    res_mult = None
+    if residual is not None:
+        res_mult = nx.align_residual(nx.to_dyadic(np.full(cout, s_res / 0.1)), mult.c)
+    return Epilogue(mult=mult, act=act, residual=residual, res_mult=res_mult,
+                    offset=rng.integers(-3, 4, cout))
+
+
+def pointwise_program(*, cin=16, cout=12, h=4, w=5, act="relu", residual=False,
+                      out_signed=True, seed=0):
+    """One pointwise conv ``x (cin,h,w) -> y (cout,h,w)`` with bias and epilogue ``act``;
+    ``residual``: y += x (needs cin == cout)."""
+    rng = np.random.default_rng(seed)
+    wt = rng.integers(-127, 128, (cout, cin, 1, 1)).astype(np.int8)
+    b = rng.integers(-3000, 3000, cout).astype(np.int32)
+    if residual and cin != cout:
+        raise ValueError("a residual pointwise case needs cin == cout")
+    epi = _epilogue(rng, cout, act, "x" if residual else None)
+    t = {"x": TensorInfo("x", (cin, h, w), 8, True, 0.05),
+         "y": TensorInfo("y", (cout, h, w), 8, out_signed, 0.1)}
+    node = Node("pw", "conv", ["x"], "y", dict(kernel=1, stride=1, padding=0, groups=1),
+                dict(weight=wt, bias=b), epi)
+    return IntProgram(t, [node], ["x"], ["y"]).validate()
+
+
+def linear_program(*, cin=40, cout=10, seed=0):
+    """A linear layer without epilogue: int32 logits."""
+    rng = np.random.default_rng(seed)
+    wt = rng.integers(-127, 128, (cout, cin)).astype(np.int8)
+    b = rng.integers(-50000, 50000, cout).astype(np.int32)
+    t = {"x": TensorInfo("x", (cin,), 8, True, 0.05),
+         "y": TensorInfo("y", (cout,), 32, True, 0.01)}
+    node = Node("fc", "linear", ["x"], "y", {}, dict(weight=wt, bias=b), None)
+    return IntProgram(t, [node], ["x"], ["y"]).validate()
+
+
+def depthwise_program(*, c=8, h=6, w=7, k=3, stride=1, act="none", seed=0):
+    """One depthwise kxk conv with padding k//2."""
+    rng = np.random.default_rng(seed)
+    wt = rng.integers(-127, 128, (c, 1, k, k)).astype(np.int8)
+    b = rng.integers(-3000, 3000, c).astype(np.int32)
+    pad = k // 2
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    epi = _epilogue(rng, c, act)
+    t = {"x": TensorInfo("x", (c, h, w), 8, True, 0.05),
+         "y": TensorInfo("y", (c, ho, wo), 8, True, 0.1)}
+    node = Node("dw", "conv", ["x"], "y", dict(kernel=k, stride=stride, padding=pad, groups=c),
+                dict(weight=wt, bias=b), epi)
+    return IntProgram(t, [node], ["x"], ["y"]).validate()
+
+
+#: name -> (program factory kwargs, config kwargs)
+CASES = {
+    "pw_relu": (pointwise_program, dict(act="relu"), {}),
+    "pw_hswish": (pointwise_program, dict(act="hswish", cin=10, cout=9, seed=1), {}),
+    "pw_residual": (pointwise_program, dict(act="none", cin=12, cout=12, residual=True, seed=2),
+                    {}),
+    "pw_unsigned_out": (pointwise_program, dict(act="relu", out_signed=False, seed=3), {}),
+    "linear_logits": (linear_program, dict(), {}),
+    "pw_8x8": (pointwise_program, dict(act="hswish", cin=24, cout=20, h=6, w=6, seed=4),
+               dict(N=8, M=8, T=8, S=8)),
+}
+
+
+def make_case(name: str, seed: int = 0):
+    """(program, config, input) of case ``name`` of :data:`CASES`."""
+    fn, kw, ckw = CASES[name]
+    prog = fn(**kw)
+    cfg = small_config(**ckw)
+    rng = np.random.default_rng(1000 + seed)
+    shape = prog.tensors[prog.inputs[0]].shape
+    x = rng.integers(-128, 128, shape)
+    return prog, cfg, x
