@@ -9,6 +9,7 @@ finished estimate (``stat.json``) is reused when the Verilog is unchanged.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -60,29 +61,73 @@ def summarize(cells: dict[str, int]) -> dict[str, int]:
     }
 
 
-def estimate_verilog(text: str, top: str, *, quiet: bool = True) -> dict:
+_SYNTH = "synth_xilinx -family xcup -top {top} -flatten -noiopad -noclkbuf"
+
+#: synth_xilinx's map_luts step with classic ``abc`` in place of ``abc9`` (same LUT sizes)
+_MAP_LUTS_ABC = """opt_expr -mux_undef -noclkinv
+abc -luts 2:2,3,6:5,10,20
+clean
+xilinx_srl -fixed -minlen 3
+techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6
+xilinx_dffopt
+opt_lut_ins -tech xilinx
+"""
+
+
+def _script(top: str, *, abc9: bool) -> str:
+    synth = _SYNTH.format(top=top)
+    body = (f"{synth}\n" if abc9 else
+            f"{synth} -run :map_luts\n{_MAP_LUTS_ABC}{synth} -run finalize:check\n")
+    return f"read_verilog -sv top.v\n{body}tee -q -o stat.tmp.json stat -json\n"
+
+
+def _run_yosys(work: Path, script: str) -> tuple[bool, str]:
+    """Run ``script`` in ``work`` (relative paths only); (success, log text)."""
+    (work / "synth.ys").write_text(script)
+    (work / "stat.tmp.json").unlink(missing_ok=True)
+    with open(work / "yosys.log", "w") as log:
+        r = subprocess.run([*yosys_command(), "-s", "synth.ys"], cwd=work,
+                           stdout=log, stderr=subprocess.STDOUT)
+    text = (work / "yosys.log").read_text()
+    return r.returncode == 0 and (work / "stat.tmp.json").exists(), text
+
+
+def _synthesize(work: Path, text: str, top: str) -> None:
+    """Run synth_xilinx on ``text`` in ``work`` and leave ``work/stat.json``."""
+    work.mkdir(parents=True, exist_ok=True)
+    stat = work / "stat.json"
+    (work / "top.v").write_text(text)
+    mapper = "abc9"
+    ok, log = _run_yosys(work, _script(top, abc9=True))
+    if not ok and "ABC9" in log[-400:]:
+        # yowasp's ABC9 sometimes dies without a message (seen on variable shifters); redo
+        # the LUT mapping with classic ABC, the rest of synth_xilinx unchanged
+        mapper = "abc (abc9 crashed)"
+        ok, log = _run_yosys(work, _script(top, abc9=False))
+    if not ok:
+        raise EstimateError(f"yosys failed for {top}; log {work / 'yosys.log'}:\n{log[-2000:]}")
+    data = json.loads((work / "stat.tmp.json").read_text())
+    data["trio_vit_mapper"] = mapper
+    (work / "stat.tmp.json").write_text(json.dumps(data))
+    os.replace(work / "stat.tmp.json", stat)
+
+
+def estimate_verilog(text: str, top: str) -> dict:
     """Synthesize Verilog ``text`` (top module ``top``) and return
-    ``{"LUT", "FF", "DSP48E2", "RAMB18", "RAMB36", "BRAM", "CARRY", "cells": {...}, "top", "dir"}``."""
+    ``{"LUT", "FF", "DSP48E2", "RAMB18", "RAMB36", "BRAM", "CARRY", "cells": {...}, "top",
+    "mapper", "dir"}`` (``mapper``: "abc9", or "abc (abc9 crashed)" when the fallback was used)."""
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     work = EST_ROOT / f"{top}-{digest}"
     stat = work / "stat.json"
-    if not stat.exists():
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "top.v").write_text(text)
-        script = ("read_verilog -sv top.v\n"
-                  f"synth_xilinx -family xcup -top {top} -flatten -noiopad -noclkbuf\n"
-                  "tee -q -o stat.tmp.json stat -json\n")
-        (work / "synth.ys").write_text(script)
-        with open(work / "yosys.log", "w") as log:
-            r = subprocess.run([*yosys_command(), "-q", "-s", "synth.ys"], cwd=work,
-                               stdout=log, stderr=subprocess.STDOUT)
-        if r.returncode != 0 or not (work / "stat.tmp.json").exists():
-            tail = (work / "yosys.log").read_text()[-2000:]
-            raise EstimateError(f"yosys failed for {top} (exit {r.returncode}); log {work / 'yosys.log'}:\n{tail}")
-        os.replace(work / "stat.tmp.json", stat)
+    EST_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(EST_ROOT / f"{work.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)        # one yosys per design at a time (pytest -n)
+        if not stat.exists():
+            _synthesize(work, text, top)
     data = json.loads(stat.read_text())
     cells = {k: int(v) for k, v in data["design"].get("num_cells_by_type", {}).items()}
-    return {**summarize(cells), "cells": cells, "top": top, "dir": str(work.relative_to(REPO_ROOT))}
+    return {**summarize(cells), "cells": cells, "top": top, "mapper": data.get("trio_vit_mapper", "abc9"),
+            "dir": str(work.relative_to(REPO_ROOT))}
 
 
 def estimate(component, name: str) -> dict:
