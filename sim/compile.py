@@ -496,6 +496,9 @@ class _Compiler:
         gran = cout_g if g > 1 else (8 if cout >= 8 else 1)
         if chunk < cout:
             chunk = chunk // gran * gran
+            if chunk >= gran:          # equal chunks, multiples of the lane granularity
+                nch = _cdiv(cout, chunk)
+                chunk = min(chunk, _cdiv(_cdiv(cout, nch), gran) * gran)
         if chunk < max(1, cout_g if g > 1 else 1):
             raise CompileError(f"{n.name}: one filter ({per_co} bytes) does not fit a C slot"
                                f" ({self.C.size} bytes); enlarge buf_c_bytes")
@@ -510,13 +513,32 @@ class _Compiler:
         if not need(nr):
             raise CompileError(f"{n.name}: one output row does not fit the B/OUT slots"
                                f" (B slot {self.B.size} bytes, OUT slot {self.O.size} bytes)")
-        nr = self.tile_rows(nr, Ho, cin * W * s + chunk * Wo)
+        if w.size > cin * H * W:       # weight-dominated layer: few, whole tiles
+            nr = min(nr, 4095)
+        else:
+            nr = self.tile_rows(nr, Ho, cin * W * s + chunk * Wo)
         x_signed = int(p.tensors[n.inputs[0]].signed)
         regs = dict(CIN=cin_g, WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad, PAD_R=pad,
                     ACT=ACTS[e.act] if e else 0, OBITS=yt.bits, OSIGNED=int(yt.signed),
                     MIDBITS=e.mid_bits if e else 16, THREE=e.three if e else 0,
                     LINEAR=int(lin), NOEPI=int(e is None), XSIGNED=x_signed,
                     RSIGNED=int(p.tensors[res].signed) if res else 1, XBUF=BUFS["B"])
+        # one row tile but several weight chunks: load the input (and the whole residual)
+        # once and keep it in its B slot for all chunks
+        shared = (nr >= Ho and cout > chunk
+                  and cin * H * W + (cout * Ho * Wo if res else 0) <= self.B.size)
+        if shared:
+            sb = self.B.next()
+            self.begin_tile(sb)
+            self.wait_stored(n.inputs[0], 0, cin, 0, H * W)
+            bbase = self.B.base[sb]
+            self.dma_rows("LOAD", "B", bbase, self.taddr(n.inputs[0]), cin, H * W, H * W)
+            rall = bbase + cin * H * W
+            if res:
+                self.wait_stored(res, 0, cout, 0, Ho * Wo)
+                self.dma_rows("LOAD", "B", rall, self.taddr(res), cout, Ho * Wo, Ho * Wo)
+            xsem = em.sem()
+            em.signal("global", "LD", xsem)
         for c0 in range(0, cout, chunk):
             c1 = min(cout, c0 + chunk)
             nco = c1 - c0
@@ -531,19 +553,24 @@ class _Compiler:
                 info["tiles"] += 1
                 in_lo, in_hi = r0 * s - pad, (r1 - 1) * s - pad + k
                 a, b = max(in_lo, 0), min(in_hi, H)
-                sb, so = self.B.next(), self.O.next()
-                self.begin_tile(sb)
-                self.wait_stored(n.inputs[0], 0, cin, a * W, b * W)
-                bbase = self.B.base[sb]
-                self.dma_rows("LOAD", "B", bbase, self.taddr(n.inputs[0]) + a * W, cin,
-                              (b - a) * W, H * W)
-                rbase = bbase + cin * (b - a) * W
-                if res:
-                    self.wait_stored(res, c0, c1, r0 * Wo, r1 * Wo)
-                    self.dma_rows("LOAD", "B", rbase, self.taddr(res) + c0 * Ho * Wo + r0 * Wo,
-                                  nco, (r1 - r0) * Wo, Ho * Wo)
-                xsem = em.sem()
-                em.signal("global", "LD", xsem)
+                so = self.O.next()
+                if shared:
+                    rbase = rall + c0 * Ho * Wo
+                else:
+                    sb = self.B.next()
+                    self.begin_tile(sb)
+                    self.wait_stored(n.inputs[0], 0, cin, a * W, b * W)
+                    bbase = self.B.base[sb]
+                    self.dma_rows("LOAD", "B", bbase, self.taddr(n.inputs[0]) + a * W, cin,
+                                  (b - a) * W, H * W)
+                    rbase = bbase + cin * (b - a) * W
+                    if res:
+                        self.wait_stored(res, c0, c1, r0 * Wo, r1 * Wo)
+                        self.dma_rows("LOAD", "B", rbase,
+                                      self.taddr(res) + c0 * Ho * Wo + r0 * Wo,
+                                      nco, (r1 - r0) * Wo, Ho * Wo)
+                    xsem = em.sem()
+                    em.signal("global", "LD", xsem)
                 obase = self.O.base[so]
                 tnr = r1 - r0
                 writers, seen = [], set()
