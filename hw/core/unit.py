@@ -5,8 +5,10 @@ lanes (paper Sec. V-B, Fig. 8).
 A unit runs its in-order instruction queue (``sim.isa``: the per-unit split of a core's stream):
 
 * ``SETR`` writes a layer register (one cycle), ``NOP`` does nothing (one cycle);
-* ``WAIT`` / ``SIGNAL`` go out on the ``wait`` / ``signal`` streams (see :mod:`hw.core.ports`);
-  a SIGNAL is only issued after the unit's previous instruction has written all its outputs;
+* ``WAIT`` / ``SIGNAL`` go out on the ``wait`` / ``signal`` streams (see :mod:`hw.core.ports`)
+  straight from the head of the queue; the instruction is consumed when the semaphore file
+  accepts (WAIT: the counter has reached ``count``). A compute instruction returns to the fetch
+  state only after its last output is written, so a SIGNAL after it means "outputs in place";
 * ``HALT`` stops the unit (``halted`` = 1);
 * ``CONV_MAT`` (MAT unit) / ``CONV_RDF`` (R-MAC unit, down-forward mode): a pointwise conv or
   linear tile (``KERNEL = 1``, ``STRIDE = 1``, no padding, ``GROUPS = 1``), see below;
@@ -258,8 +260,21 @@ class Unit(wiring.Component):
 
         with m.FSM():
             with m.State("FETCH"):
-                m.d.comb += self.instr.ready.eq(1)
-                with m.If(self.instr.valid):
+                # WAIT and SIGNAL are executed straight from the queue head: the instruction is
+                # taken when the semaphore file takes the request (one cycle each at best)
+                with m.If(self.instr.valid & (op_now == code["WAIT"])):
+                    m.d.comb += [self.wait.valid.eq(1),
+                                 self.wait.payload.sem.eq(fld(pay, "WAIT", "sem")),
+                                 self.wait.payload.count.eq(fld(pay, "WAIT", "count")),
+                                 self.instr.ready.eq(self.wait.ready)]
+                with m.Elif(self.instr.valid & (op_now == code["SIGNAL"])):
+                    m.d.comb += [self.signal.valid.eq(1),
+                                 self.signal.payload.sem.eq(fld(pay, "SIGNAL", "sem")),
+                                 self.signal.payload.count.eq(fld(pay, "SIGNAL", "count")),
+                                 self.instr.ready.eq(self.signal.ready)]
+                with m.Else():
+                    m.d.comb += self.instr.ready.eq(1)
+                with m.If(self.instr.valid & self.instr.ready):
                     m.d.sync += word.eq(pay)
                     with m.Switch(op_now):
                         with m.Case(code["NOP"]):
@@ -269,10 +284,8 @@ class Unit(wiring.Component):
                                 for n, idx in REGS.items():
                                     with m.Case(idx):
                                         m.d.sync += regs[n].eq(fld(pay, "SETR", "value"))
-                        with m.Case(code["WAIT"]):
-                            m.next = "WAIT"
-                        with m.Case(code["SIGNAL"]):
-                            m.next = "SIGNAL"
+                        with m.Case(code["WAIT"], code["SIGNAL"]):
+                            pass
                         with m.Case(code["HALT"]):
                             m.next = "HALTED"
                         if compute_op is not None:
@@ -280,18 +293,6 @@ class Unit(wiring.Component):
                                 m.next = "SETUP"
                         with m.Default():
                             fail(op_now)
-            with m.State("WAIT"):
-                m.d.comb += [self.wait.valid.eq(1),
-                             self.wait.payload.sem.eq(fld(word, "WAIT", "sem")),
-                             self.wait.payload.count.eq(fld(word, "WAIT", "count"))]
-                with m.If(self.wait.ready):
-                    m.next = "FETCH"
-            with m.State("SIGNAL"):
-                m.d.comb += [self.signal.valid.eq(1),
-                             self.signal.payload.sem.eq(fld(word, "SIGNAL", "sem")),
-                             self.signal.payload.count.eq(fld(word, "SIGNAL", "count"))]
-                with m.If(self.signal.ready):
-                    m.next = "FETCH"
             with m.State("HALTED"):
                 m.d.comb += self.halted.eq(1)
             if compute_op is not None:

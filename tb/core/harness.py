@@ -165,7 +165,10 @@ class CoreEnv:
         for u, _ in UNITS:
             pl = s[f"{u}_wait__payload"]
             sem, cnt = pl & 0xFFFF, (pl >> 16) & 0xFFF
-            pend[f"{u}_wait__ready"] = int(bool(s[f"{u}_wait__valid"])
+            taken = drv[f"{u}_wait__ready"] and s[f"{u}_wait__valid"]
+            # ready for the next cycle reflects the request seen now; never right after a
+            # transfer (the next request, possibly another WAIT, has not been seen yet)
+            pend[f"{u}_wait__ready"] = int(bool(s[f"{u}_wait__valid"]) and not taken
                                            and self.sems.get(sem, 0) >= cnt)
         self.pending = pend
         self.cycle += 1
