@@ -1,0 +1,85 @@
+"""The `python -m quant` command line: help, user errors (exit 2, nothing written), a tiny flow."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from quant.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "quant", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_help_lists_subcommands():
+    r = run("--help")
+    assert r.returncode == 0
+    for cmd in ("quantize", "evaluate", "export", "ablation", "synthetic"):
+        assert cmd in r.stdout
+    r = run("quantize", "--help")
+    for flag in ("--w-bits", "--a-bits", "--channel-wise", "--no-act-quant", "--keep-stem-head-8bit",
+                 "--test-before-calibration", "--calib-size", "--recon-iters", "--device", "--paper"):
+        assert flag in r.stdout
+
+
+def test_bad_checkpoint_exits_2_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    out = tmp_path / "o.qmodel"
+    assert main(["quantize", "--model", "b0-r64", "--checkpoint", str(bad), "-o", str(out)]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == [bad]
+    assert main(["quantize", "--model", "b0-r64", "--checkpoint", str(tmp_path / "missing.pt"),
+                 "-o", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_bad_data_and_model_exit_2(tmp_path, capsys):
+    out = tmp_path / "o.qmodel"
+    assert main(["quantize", "--model", "b0-r64", "--data", str(tmp_path / "nope"), "-o", str(out)]) == 2
+    assert "data" in capsys.readouterr().err
+    assert main(["quantize", "--model", "b9", "-o", str(out)]) == 2
+    assert main(["quantize", "--model", "b0-r64", "--w-bits", "12", "-o", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_bad_qmodel_files_exit_2(tmp_path, capsys):
+    junk = tmp_path / "junk.qmodel"
+    junk.write_text("hello")
+    assert main(["export", str(junk), "-o", str(tmp_path / "x.npz")]) == 2
+    assert main(["export", str(tmp_path / "missing.qmodel"), "-o", str(tmp_path / "x.npz")]) == 2
+    assert main(["ablation", "--model", "b0-r64"]) == 2      # needs --synthetic or --checkpoint
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_synthetic_json(capsys):
+    assert main(["synthetic", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["attention_divisor"]["uniform8"]["sqnr_db"] is None       # NaN -> null in JSON
+    assert r["attention_divisor"]["uniform8"]["nan_reason"]
+
+
+def test_quantize_export_flow(tmp_path, capsys):
+    q, npz = tmp_path / "b0.qmodel", tmp_path / "b0.npz"
+    assert main(["quantize", "--model", "b0-r64", "--data", "", "--calib-size", "8",
+                 "--recon-iters", "2", "--json", "-o", str(q)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["source"]["random_init"] is True and q.exists()
+    assert main(["export", str(q), "-o", str(npz)]) == 0
+    from sim.intprogram import IntProgram
+    prog = IntProgram.load(npz)
+    assert prog.meta["model_name"] == "b0-r64" and prog.tensors["input"].shape == (3, 64, 64)
+    # a weights-only model cannot be exported
+    q2 = tmp_path / "w.qmodel"
+    assert main(["quantize", "--model", "b0-r64", "--data", "", "--calib-size", "4",
+                 "--recon-iters", "0", "--no-act-quant", "-o", str(q2)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(q2), "-o", str(tmp_path / "w.npz")]) == 2
+    assert "quantized activations" in capsys.readouterr().err
+    assert not (tmp_path / "w.npz").exists()
