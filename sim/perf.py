@@ -345,6 +345,27 @@ def _report(binary, total, l_start, l_end, l_busy, l_dram, l_bytes, unit_busy) -
         layers.append(LayerPerf(n.name, n.kind, int(macs), int(cyc), int(end - start), busy,
                                 int(l_dram[li]), int(l_bytes[li]), int(comp), float(r),
                                 float(macs / (cyc * cfg.multipliers)) if cyc else 0.0, bound))
+    # fused chains (one tile loop computes several layers): share the group's cycles among
+    # its layers in proportion to their MACs; the bound is the group's
+    groups = {}
+    for li, info in enumerate(binary.layers):
+        head = info.get("fused_into")
+        if head is not None:
+            groups.setdefault(head, []).append(li)
+    for li, info in enumerate(binary.layers):
+        if info["name"] in groups:
+            members = [li] + groups[info["name"]]
+            cyc = sum(layers[m].cycles for m in members)
+            macs = sum(layers[m].macs for m in members) or 1
+            eng = max(max(layers[m].busy.values(), default=0) for m in members)
+            dram = sum(layers[m].dram_cycles for m in members)
+            bound = ("compute" if eng >= 0.75 * cyc and eng >= dram else
+                     "DRAM" if dram >= 0.75 * cyc else "dependency") + " (fused)"
+            for m in members:
+                lm = layers[m]
+                lm.cycles = int(round(cyc * lm.macs / macs))
+                lm.utilization = lm.macs / (lm.cycles * cfg.multipliers) if lm.cycles else 0.0
+                lm.bound = bound
     ub = {}
     for (s, u), v in unit_busy.items():
         key = u if s != "global" else f"global.{u}"

@@ -1,0 +1,237 @@
+"""``python -m sim``: compile, run and measure EfficientViT on the Trio-ViT accelerator model.
+
+Subcommands
+-----------
+perf     cycle model of one model/config: latency, FPS, GOPS, utilisation, roofline, layers
+sweep    FPS over a grid of (N, M, T, S, L) -> CSV + PNG
+table7   the paper's Table VII (Trio-ViT columns) beside this model, B1/B2 at R224/256/288
+compile  IntProgram (.npz) -> Binary (.npz) for a config
+run      (alias funcsim) run a Binary on the functional simulator and compare with golden
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BUILD = Path("build")
+
+
+class UserError(Exception):
+    pass
+
+
+def _cfg(spec):
+    from .config import AccelConfig, ConfigError
+    try:
+        return AccelConfig.from_string(spec)
+    except ConfigError as e:
+        raise UserError(f"--config: {e}") from None
+
+
+def _program(args):
+    from . import zoo
+    from .intprogram import IntProgram, IntProgramError
+    if getattr(args, "program", None):
+        try:
+            return IntProgram.load(args.program)
+        except IntProgramError as e:
+            raise UserError(str(e)) from None
+    try:
+        zoo.parse_name(args.model)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"--model: {e}") from None
+    print(f"building {args.model} with random self-calibrated weights (seed {args.seed})",
+          file=sys.stderr)
+    p = zoo.build(args.model, seed=args.seed)
+    p.meta.setdefault("name", args.model)
+    return p
+
+
+def cmd_perf(args):
+    from .compile import CompileError, compile as compile_
+    from .perf import simulate
+    from .report import atomic_write, plot_layers, print_perf, to_json
+    cfg = _cfg(args.config)
+    prog = _program(args)
+    prog.meta["name"] = args.model if not args.program else Path(args.program).stem
+    try:
+        b = compile_(prog, cfg, fuse=not args.no_fuse)
+    except CompileError as e:
+        raise UserError(f"cannot compile: {e}") from None
+    rep = simulate(b)
+    if args.json:
+        print(to_json(rep.to_dict() if args.layers else rep.summary()))
+    else:
+        print_perf(rep, layers=not args.no_layers)
+    if args.plot:
+        plot_layers(rep, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    if args.out:
+        atomic_write(args.out, to_json(rep.to_dict()))
+        print(f"wrote {args.out}", file=sys.stderr)
+
+
+DEFAULT_GRID = "N=4,8;M=8;T=4,8;S=8;L=4,8,16"
+
+
+def cmd_sweep(args):
+    from .report import parse_grid, plot_sweep, print_perf, sweep_rows, to_json, write_csv
+    cfg = _cfg(args.config)
+    try:
+        grid = parse_grid(args.grid)
+        for g in grid:
+            cfg.replace(**g)
+    except Exception as e:
+        raise UserError(f"--grid: {e}") from None
+    prog = _program(args)
+    rows = sweep_rows(prog, cfg, grid, progress=not args.json)
+    write_csv(rows, args.csv)
+    plot_sweep(rows, args.plot, title=f"{args.model}: FPS vs multipliers")
+    if args.json:
+        print(to_json(rows))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+        t = Table(title=f"sweep of {args.model} ({args.csv}, {args.plot})")
+        keys = [k for k in rows[0] if k not in ("error",)]
+        for k in keys:
+            t.add_column(k)
+        for r in rows:
+            t.add_row(*[f"{r[k]:.3g}" if isinstance(r.get(k), float) else str(r.get(k, ""))
+                        for k in keys])
+        Console(width=160).print(t)
+
+
+def cmd_table7(args):
+    from .report import TABLE7_MODELS, atomic_write, print_table7, table7_rows, to_json
+    cfg = _cfg(args.config)
+    models = args.models.split(",") if args.models else list(TABLE7_MODELS)
+    rows = table7_rows(cfg, models, seed=args.seed, progress=not args.json)
+    if args.json:
+        print(to_json(rows))
+    else:
+        print_table7(rows)
+    if args.out:
+        atomic_write(args.out, to_json(rows))
+
+
+def cmd_compile(args):
+    from .compile import CompileError, compile as compile_
+    from .intprogram import IntProgram, IntProgramError
+    cfg = _cfg(args.config)
+    try:
+        prog = IntProgram.load(args.program)
+    except IntProgramError as e:
+        raise UserError(str(e)) from None
+    try:
+        b = compile_(prog, cfg, fuse=not args.no_fuse)
+    except CompileError as e:
+        raise UserError(f"cannot compile: {e}") from None
+    b.save(args.output)
+    print(f"wrote {args.output}: {b.n_instructions} instructions, DRAM image "
+          f"{b.dram.size / 1e6:.2f} MB, config {cfg.describe()}")
+
+
+def cmd_run(args):
+    from . import golden, zoo
+    from .compile import Binary, CompileError
+    from .funcsim import run
+    try:
+        b = Binary.load(args.binary)
+    except CompileError as e:
+        raise UserError(str(e)) from None
+    t = b.prog.tensors[b.prog.inputs[0]]
+    if args.input:
+        try:
+            x = np.load(args.input)
+        except Exception as e:
+            raise UserError(f"--input: cannot read {args.input}: {e}") from None
+    else:
+        x = np.random.default_rng(args.seed).integers(-128 if t.signed else 0,
+                                                      128 if t.signed else 256, size=t.shape)
+    try:
+        out = run(b, x, order=args.order)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"input: {e}") from None
+    ref = golden.run(b.prog, x)
+    ok = True
+    for k in b.prog.outputs:
+        eq = np.array_equal(out[k], ref[k])
+        ok &= eq
+        print(f"{k}: funcsim {'==' if eq else '!='} golden  (shape {out[k].shape}, "
+              f"max |diff| {int(np.abs(out[k] - ref[k]).max())}, top-1 {int(np.argmax(out[k]))})")
+    if not ok:
+        sys.exit(1)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m sim", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def common(p, model=True):
+        p.add_argument("--config", default="paper",
+                       help="preset (paper, small, paper-1core), 'paper:L=8,dram_bytes_per_cycle=32'"
+                            ", a JSON object or a .json file (default: paper)")
+        if model:
+            p.add_argument("--model", default="b1-r224", help="zoo model, e.g. b1-r224 (default)")
+            p.add_argument("--program", help="an IntProgram .npz instead of a zoo model")
+            p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+
+    p = sub.add_parser("perf", help="cycle model of one model on one config")
+    common(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--layers", action="store_true", help="with --json: include per-layer rows")
+    p.add_argument("--no-layers", action="store_true", help="omit the per-layer table")
+    p.add_argument("--no-fuse", action="store_true", help="disable inter-layer fusion")
+    p.add_argument("--plot", nargs="?", const=str(BUILD / "perf_layers.png"),
+                   help="write a PNG of per-layer utilisation (default build/perf_layers.png)")
+    p.add_argument("-o", "--out", help="also write the full report as JSON here")
+    p.set_defaults(fn=cmd_perf)
+
+    p = sub.add_parser("sweep", help="FPS over a grid of (N,M,T,S,L)")
+    common(p)
+    p.add_argument("--grid", default=DEFAULT_GRID,
+                   help=f"'KEY=v1,v2;KEY=...' over config fields (default {DEFAULT_GRID!r})")
+    p.add_argument("--csv", default=str(BUILD / "sweep.csv"), help="CSV output (build/sweep.csv)")
+    p.add_argument("--plot", default=str(BUILD / "sweep.png"), help="PNG output (build/sweep.png)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("table7", help="paper Table VII vs this model")
+    common(p, model=False)
+    p.add_argument("--models", help="comma list (default b1-r224..b2-r288)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-o", "--out", help="also write JSON here")
+    p.set_defaults(fn=cmd_table7)
+
+    p = sub.add_parser("compile", help="IntProgram -> Binary")
+    p.add_argument("program", help="IntProgram .npz (from python -m quant export or sim.zoo)")
+    common(p, model=False)
+    p.add_argument("-o", "--output", default=str(BUILD / "model.bin.npz"))
+    p.add_argument("--no-fuse", action="store_true")
+    p.set_defaults(fn=cmd_compile)
+
+    for name in ("run", "funcsim"):
+        p = sub.add_parser(name, help="functional simulation of a Binary vs the golden model")
+        p.add_argument("binary", help="Binary .npz from `python -m sim compile`")
+        p.add_argument("--input", help=".npy integer image (default: random with --seed)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--order", default="ld_first", choices=("ld_first", "ld_last"))
+        p.set_defaults(fn=cmd_run)
+
+    args = ap.parse_args(argv)
+    try:
+        args.fn(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
