@@ -206,6 +206,8 @@ class IntProgram:
     def validate(self) -> "IntProgram":
         """Check every invariant the executors rely on; raise :class:`IntProgramError` naming the
         node and the problem. Returns ``self``."""
+        for name, t in self.tensors.items():
+            _check_tensor(name, t)
         defined = set()
         for name in self.inputs:
             if name not in self.tensors:
@@ -330,6 +332,22 @@ class IntProgram:
 
 
 # --- per-op checks --------------------------------------------------------------------------
+
+def _check_tensor(name: str, t: TensorInfo):
+    where = f"tensor {name!r}"
+    if t.name != name:
+        raise IntProgramError(f"{where}: entry is named {t.name!r}")
+    if not t.shape or any(d < 1 for d in t.shape):
+        raise IntProgramError(f"{where}: shape {t.shape} must be non-empty with positive sizes")
+    if not (1 <= int(t.bits) <= 32):
+        raise IntProgramError(f"{where}: bits {t.bits} out of range [1, 32]")
+    sc = np.asarray(t.scale)
+    if sc.ndim > 1 or (sc.ndim == 1 and sc.shape[0] != t.shape[0]):
+        raise IntProgramError(f"{where}: scale must be a scalar or have shape ({t.shape[0]},),"
+                              f" got {sc.shape}")
+    if not np.all(np.isfinite(sc)) or np.any(sc <= 0):
+        raise IntProgramError(f"{where}: scales must be finite and > 0")
+
 
 def _int_array(a, lo, hi, what):
     a = np.asarray(a)

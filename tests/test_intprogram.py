@@ -319,3 +319,23 @@ def test_node_kind_and_summary(prog):
     assert s.splitlines()[0].startswith(f"IntProgram v{FORMAT_VERSION}: {len(prog.nodes)} nodes")
     assert isinstance(prog.node_producing(prog.outputs[0]), Node)
     assert prog.node_producing("nothing") is None
+
+
+def test_tensor_errors(prog):
+    p = copy.deepcopy(prog)
+    t = p.tensors[node(p, "depthwise").output]
+    t.scale = np.float64(np.nan)
+    expect(p, "scales must be finite and > 0")
+    p = copy.deepcopy(prog)
+    p.tensors["input"].scale = np.float64(-0.1)
+    expect(p, "tensor 'input': scales must be finite")
+    p = copy.deepcopy(prog)
+    t = p.tensors[node(p, "pointwise").output]
+    t.scale = np.ones(t.shape[0] + 1)
+    expect(p, "scale must be a scalar or have shape")
+    p = copy.deepcopy(prog)
+    p.tensors[node(p, "pointwise").output].bits = 0
+    expect(p, "bits 0 out of range")
+    p = copy.deepcopy(prog)
+    p.tensors[node(p, "pointwise").output].shape = (0, 4, 4)
+    expect(p, "positive sizes")
