@@ -459,6 +459,8 @@ def _check_epilogue(p: IntProgram, n: Node):
     for arr, what in ((e.mult.b, "mult"), (e.offset, "offset")):
         _per_channel(arr, c, f"epilogue {what}")
     if e.act == "hswish":
+        if not (2 <= int(e.mid_bits) <= 24):  # x * t * b must fit int64: 2 * mid_bits + 16 < 64
+            raise IntProgramError(f"hswish mid_bits {e.mid_bits} out of range [2, 24]")
         if e.hswish_mult is None or not (0 < e.three < (1 << (e.mid_bits - 1))):
             raise IntProgramError(f"hswish epilogue needs hswish_mult and 0 < three < 2**{e.mid_bits - 1}")
         if e.residual is not None:

@@ -244,6 +244,10 @@ def test_epilogue_errors(prog):
     expect(p, "hswish epilogue needs")
     p = copy.deepcopy(prog)
     n = next(n for n in p.nodes if n.epilogue is not None and n.epilogue.act == "hswish")
+    n.epilogue.mid_bits = 30
+    expect(p, "mid_bits 30 out of range")
+    p = copy.deepcopy(prog)
+    n = next(n for n in p.nodes if n.epilogue is not None and n.epilogue.act == "hswish")
     n.epilogue.act = "gelu"
     expect(p, "act 'gelu'")
     p = copy.deepcopy(prog)
