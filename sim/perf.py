@@ -5,8 +5,9 @@ run against a clock. Each unit has an *issue* time (when it can start its next i
 a *drain* time (when everything it started has left its pipeline). Timing of each instruction:
 
 * ``SETR``: 1 cycle of the unit (a register write). ``WAIT``: stalls the unit until the event
-  counter reaches ``count`` (0 cycles when already reached). ``SIGNAL``: fires when the unit has
-  drained (all earlier results written), 0 cycles.
+  counter reaches ``count`` (0 cycles when already reached). ``SIGNAL``: posted, 0 cycles of
+  the unit; the event fires when everything the unit started before it has drained (the last
+  DMA write landed, the last result left the engine's pipeline).
 * ``LOAD``/``STORE``: the DRAM is one resource shared by all units, moving
   ``dram_bytes_per_cycle`` bytes per cycle; every chunk of a transfer is rounded up to whole
   16-byte beats (the 128-bit AXI data width of one HP port). A transfer occupies the DRAM for
@@ -214,6 +215,7 @@ def simulate(binary) -> PerfReport:
     l_bytes = np.zeros(nl, dtype=np.int64)
     unit_busy = {k: 0 for k in keys}
     heap = [(0, i, k) for i, k in enumerate(keys)]
+    last_signal = 0
     heapq.heapify(heap)
     order = {k: i for i, k in enumerate(keys)}
     host_units = ("HOST",)
@@ -229,6 +231,19 @@ def simulate(binary) -> PerfReport:
 
     while heap:
         t, _, k = heapq.heappop(heap)
+        if k[0] == "__sig__":
+            _, sm, cnt = k
+            sems[sm] = sems.get(sm, 0) + cnt
+            still = []
+            for need, wk in parked.pop(sm, []):
+                if sems[sm] >= need:
+                    heapq.heappush(heap, (t, order[wk], wk))
+                else:
+                    still.append((need, wk))
+            if still:
+                parked[sm] = still
+            last_signal = max(last_signal, t)
+            continue
         q = queues[k]
         if pc[k] >= len(q):
             continue
@@ -241,20 +256,9 @@ def simulate(binary) -> PerfReport:
                 continue
             nxt = t
         elif op == "SIGNAL":
+            # posted: fires when everything the unit started has drained; the unit goes on
             ts = max(t, drain[k])
-            if ts > t:
-                heapq.heappush(heap, (ts, order[k], k))
-                continue
-            s = ins["sem"]
-            sems[s] = sems.get(s, 0) + ins["count"]
-            still = []
-            for cnt, wk in parked.pop(s, []):
-                if sems[s] >= cnt:
-                    heapq.heappush(heap, (t, order[wk], wk))
-                else:
-                    still.append((cnt, wk))
-            if still:
-                parked[s] = still
+            heapq.heappush(heap, (ts, -1, ("__sig__", ins["sem"], ins["count"])))
             nxt = t
         elif op == "SETR":
             regs[k][REG_NAMES[ins["reg"]]] = ins["value"]
@@ -294,7 +298,7 @@ def simulate(binary) -> PerfReport:
     stuck = [f"{k[0]}/{k[1]}: {queues[k][pc[k]][0]}" for k in keys if pc[k] < len(queues[k])]
     if stuck:
         raise RuntimeError(f"perf model deadlock: {stuck[:6]}")
-    total = int(max(max(drain.values()), max(free.values())))
+    total = int(max(max(drain.values()), max(free.values()), last_signal))
     return _report(binary, total, l_start, l_end, l_busy, l_dram, l_bytes, unit_busy)
 
 
