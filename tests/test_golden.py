@@ -528,3 +528,24 @@ def test_every_tiny_node_tracks_its_float_op():
         db = golden.sqnr_db(golden.float_node(prog, n, deq), deq[n.output])
         floor = {"attention": 8.0, "concat": 200.0}.get(n.kind, 18.0)
         assert db > floor, f"{n.name} ({n.kind}): {db:.1f} dB"
+
+
+def test_cli(tmp_path, capsys):
+    import json
+
+    from sim import zoo
+    prog = zoo.tiny(seed=1)
+    path = prog.save(tmp_path / "t.npz")
+    img = zoo.random_image(64, 9)
+    np.save(tmp_path / "img.npy", img)
+    assert golden.main([str(path), "--npy", str(tmp_path / "img.npy"), "--stats", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    logits = golden.run(prog, golden.quantize_input(img, prog.tensors["input"]))[prog.outputs[0]]
+    assert rep["top5"] == golden.topk(logits, 5).tolist()
+    assert rep["top5_logits"] == [int(logits[i]) for i in rep["top5"]]
+    assert set(rep["stats"]) == {n.name for n in prog.nodes if prog.tensors[n.output].bits <= 8}
+    assert golden.main([str(tmp_path / "missing.npz")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    np.save(tmp_path / "small.npy", np.zeros((3, 8, 8)))
+    assert golden.main([str(path), "--npy", str(tmp_path / "small.npy")]) == 2
+    assert "shape" in capsys.readouterr().err
