@@ -43,6 +43,7 @@ __all__ = ["Unit", "field_slices", "REC_FIELDS"]
 #: the 8 int32 fields of a per-channel parameter record (sim.compile.param_block)
 REC_FIELDS = ("bias", "mult_b", "mult_c", "offset", "res_b", "res_c", "hsw_b", "hsw_c")
 KINDS = ("MAT", "RMAC", "AUX")
+MAX_KERNEL = 5      #: largest depthwise kernel of the R-MAC unit
 
 
 def field_slices(op: str) -> dict:
@@ -111,13 +112,18 @@ class Unit(wiring.Component):
                        p=Out(gather_read_signature(rows=lanes, elems=32)),
                        r=Out(gather_read_signature(rows=1, elems=lanes)),
                        o=Out(scatter_write_signature(elems=lanes)))
+        if kind == "RMAC":
+            self.max_kernel = MAX_KERNEL
+            self.row_len = lanes + MAX_KERNEL - 1
+            sig.update(xr=Out(gather_read_signature(rows=width, elems=self.row_len)))
         super().__init__(sig)
 
     def _engine(self):
         if self.kind == "MAT":
             e = MATEngine(lanes=self.lanes, multipliers=self.width, packed=self.packed)
             return e, e.x, e.w, e.out, e.out_valid, e.LATENCY
-        e = RMACEngine(lanes=self.lanes, macs_per_lane=self.width, packed=self.packed)
+        e = RMACEngine(lanes=self.lanes, macs_per_lane=self.width, max_kernel=MAX_KERNEL,
+                        packed=self.packed)
         return e, e.df_x, e.df_w, e.lane_out, e.lane_valid, e.DF_LATENCY
 
     def elaborate(self, platform):
@@ -145,8 +151,11 @@ class Unit(wiring.Component):
         if compute_op is not None:
             eng, e_x, e_w, e_out, e_valid, _lat = self._engine()
             m.submodules.engine = eng
+            self._engine_inst = eng     # for debugging benches
+            dwmode = Signal()       # the current compute instruction is a DW_RSA
             if self.kind == "RMAC":
-                m.d.comb += [eng.mode.eq(RMACEngine.DOWN_FORWARD), eng.load.eq(0)]
+                m.d.comb += eng.mode.eq(Mux(dwmode, RMACEngine.SELF_ACC,
+                                            RMACEngine.DOWN_FORWARD))
             K = Signal(32)          # reduction length
             npix = Signal(24)
             k0 = Signal(32)
@@ -192,7 +201,7 @@ class Unit(wiring.Component):
                          self.r.elem_stride.eq(regs["RSTRIDE"])]
             # output stage 1: bias add, requant lanes
             rq_valid = Signal()
-            results = []
+            results, rq_lanes = [], []
             for s in range(L):
                 rec = self.p.data[s].as_value()
                 f = {n: rec[32 * i:32 * i + 32] for i, n in enumerate(REC_FIELDS)}
@@ -201,6 +210,7 @@ class Unit(wiring.Component):
                 rq = Requant(out_bits=16, signed=True, residual=True, hswish=True,
                              hswish_in_bits=16)
                 m.submodules[f"requant_{s}"] = rq
+                rq_lanes.append(rq)
                 m.d.comb += [rq.acc.eq(tot), rq.b.eq(f["mult_b"][:16]), rq.c.eq(f["mult_c"][:6]),
                              rq.offset.eq(f["offset"].as_signed()),
                              rq.relu_en.eq(regs["ACT"] == ACTS["relu"]),
@@ -217,6 +227,8 @@ class Unit(wiring.Component):
                 hi = Mux(regs["OSIGNED"][0], 127, 255)
                 m.d.comb += y.eq(Mux(rq.out < lo, lo, Mux(rq.out > hi, hi, rq.out)))
                 results.append((tot, y))
+            self._ns = dict(acc=acc, results=results, o1=o1, K=K, npix=npix, co=co, nco=nco,
+                            has_res=has_res)
             # write stage
             wr = Signal()
             m.d.comb += wr.eq(Mux(noepi, o1, rq_valid))
@@ -235,15 +247,15 @@ class Unit(wiring.Component):
                     m.d.sync += pix_o.eq(pix_o + 1)
             last_write = Signal()
             m.d.comb += last_write.eq(wr & (pix_w + 1 == npix) & (co_w + L >= nco))
-            with m.If(wr):
+            with m.If(wr & ~dwmode):
                 with m.If(pix_w + 1 == npix):
                     m.d.sync += [pix_w.eq(0), co_w.eq(co_w + L),
                                  oco_w.eq(oco_w + regs["OSTRIDE"] * L)]
                 with m.Else():
                     m.d.sync += pix_w.eq(pix_w + 1)
 
-            supported = Signal()
-            m.d.comb += supported.eq((regs["KERNEL"] == 1) & (regs["STRIDE"] == 1)
+            df_supported = Signal()
+            m.d.comb += df_supported.eq((regs["KERNEL"] == 1) & (regs["STRIDE"] == 1)
                                      & (regs["PAD_L"] == 0) & (regs["PAD_R"] == 0)
                                      & (tf("pad_t") == 0) & (tf("pad_b") == 0)
                                      & (regs["GROUPS"] == 1) & (regs["XSIGNED"] == 1)
@@ -252,6 +264,13 @@ class Unit(wiring.Component):
                                                  & ((regs["ACT"] != ACTS["hswish"])
                                                     | (regs["MIDBITS"] == 16))))
                                      & (nco > 0) & (tf("ho") > 0))
+            supported = Signal()
+            m.d.comb += supported.eq(df_supported)
+            dw_last_write = Signal()
+            if self.kind == "RMAC":
+                dw_issue, dw_setup = self._depthwise(m, regs, tf, word, dwmode, eng, rq_lanes,
+                                                     dw_last_write, supported, df_supported,
+                                                     op, code)
 
         # ---- the decoder -------------------------------------------------------------------
         def fail(opv):
@@ -289,7 +308,9 @@ class Unit(wiring.Component):
                         with m.Case(code["HALT"]):
                             m.next = "HALTED"
                         if compute_op is not None:
-                            with m.Case(code[compute_op]):
+                            ops = [code[compute_op]] + ([code["DW_RSA"]] if self.kind == "RMAC"
+                                                         else [])
+                            with m.Case(*ops):
                                 m.next = "SETUP"
                         with m.Default():
                             fail(op_now)
@@ -300,7 +321,13 @@ class Unit(wiring.Component):
                     m.d.comb += busy.eq(1)
                     with m.If(~supported):
                         fail(op)
+                    if self.kind == "RMAC":
+                        with m.Elif(op == code["DW_RSA"]):
+                            m.d.sync += dwmode.eq(1)
+                            dw_setup()
+                            m.next = "DWRUN"
                     with m.Else():
+                        m.d.sync += dwmode.eq(0)
                         m.d.sync += [K.eq(regs["CIN"] * regs["KERNEL"] * regs["KERNEL"]),
                                      npix.eq(tf("ho") * regs["WOUT"]),
                                      k0.eq(0), pix.eq(0), co.eq(0), xk.eq(tf("x_addr")),
@@ -327,6 +354,164 @@ class Unit(wiring.Component):
                         m.d.sync += [k0.eq(k0 + W), xk.eq(xk + regs["XSTRIDE"] * W)]
                 with m.State("DRAIN"):
                     m.d.comb += busy.eq(1)
-                    with m.If(last_write):
+                    with m.If(Mux(dwmode, dw_last_write, last_write)):
                         m.next = "FETCH"
+                if self.kind == "RMAC":
+                    with m.State("DWRUN"):
+                        m.d.comb += busy.eq(1)
+                        with m.If(dw_issue()):
+                            m.next = "DRAIN"
         return m
+
+    # ---- depthwise (R-MAC self-accumulation) ---------------------------------------------------
+    def _depthwise(self, m, regs, tf, word, dwmode, eng, rq_lanes, dw_last_write, supported,
+                   df_supported, op, code):
+        """DW_RSA: N channels x M output columns of one output row per tile, k*k steps
+        (stride 2: even columns then odd columns, docs/hw-engines.md); the tile's N x M results
+        are held and requantized one channel (M pixels) per cycle, so N + 1 <= k*k is required.
+        Returns (issue(): the step logic for the DWRUN state, returning "last step" , setup())."""
+        N, M = self.width, self.lanes
+        ns = self._ns
+        kk = Signal(6)
+        k = regs["KERNEL"][:3]
+        st2 = regs["STRIDE"] == 2
+        nco, npix = ns["nco"], ns["npix"]
+        c0, oy, ox0 = Signal(13), Signal(12), Signal(12)
+        ky, ph, e = Signal(3), Signal(1), Signal(3)
+        kx = Signal(3)
+        m.d.comb += [kk.eq(k * k), kx.eq(Mux(st2, (e << 1) | ph, e))]
+        ne = Signal(3)                       # taps in this phase
+        m.d.comb += ne.eq(Mux(st2, Mux(ph, k >> 1, (k + 1) >> 1), k))
+        last_e = e + 1 == ne
+        last_ph = ~st2 | ph
+        last_ky = ky + 1 == k
+        last_ox = ox0 + M >= regs["WOUT"]
+        last_oy = oy + 1 == tf("ho")
+        last_c = c0 + N >= nco
+        last_tap = last_e & last_ph & last_ky
+        # row segment of this step: padded row iy = oy*s + ky, padded column start
+        row = Signal(signed(16))
+        m.d.comb += row.eq(oy * regs["STRIDE"][:2] + ky - tf("pad_t"))
+        col0 = Signal(signed(16))
+        m.d.comb += col0.eq(ox0 * regs["STRIDE"][:2] + Mux(st2, ph, 0) - regs["PAD_L"])
+        xr = self.xr
+        m.d.comb += [xr.buf.eq(regs["XBUF"][:3]), xr.row_stride.eq(regs["XSTRIDE"]),
+                     xr.elem_stride.eq(Mux(st2, 2, 1)),
+                     xr.addr.eq(tf("x_addr") + c0 * regs["XSTRIDE"] + row * regs["WIN"] + col0)]
+        # stage-1 tags
+        v1, f1, l1, ld1 = Signal(), Signal(), Signal(), Signal()
+        rowok1 = Signal()
+        colok1 = Signal(self.row_len)
+        m.d.sync += v1.eq(0)
+        with m.If(dwmode):
+            m.d.comb += [eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1), eng.load.eq(ld1)]
+            # weights come through the x port from buffer C: channel c0+j, tap ky*k+kx
+            m.d.comb += [self.x.buf.eq(1), self.x.elem_stride.eq(kk), self.x.row_stride.eq(0),
+                         self.x.addr.eq(tf("w_addr") + c0 * kk + ky * k + kx)]
+        for j in range(N):
+            m.d.comb += eng.dw_w[j].eq(self.x.data[0][j].as_signed())
+            for i in range(self.row_len):
+                m.d.comb += eng.dw_row[j][i].eq(Mux(rowok1 & colok1[i],
+                                                    xr.data[j][i].as_signed(), 0))
+
+        def issue():
+            m.d.comb += [self.x.en.eq(1), xr.en.eq(e == 0)]
+            m.d.sync += [v1.eq(1), f1.eq((ky == 0) & (e == 0) & (ph == 0)), l1.eq(last_tap),
+                         ld1.eq(e == 0), rowok1.eq((row >= 0) & (row < tf("hin"))),
+                         colok1.eq(Cat(*[(col0 + i * Mux(st2, 2, 1) >= 0)
+                                         & (col0 + i * Mux(st2, 2, 1) < regs["WIN"])
+                                         for i in range(self.row_len)]))]
+            with m.If(~last_e):
+                m.d.sync += e.eq(e + 1)
+            with m.Elif(~last_ph):
+                m.d.sync += [e.eq(0), ph.eq(1)]
+            with m.Elif(~last_ky):
+                m.d.sync += [e.eq(0), ph.eq(0), ky.eq(ky + 1)]
+            with m.Else():
+                m.d.sync += [e.eq(0), ph.eq(0), ky.eq(0)]
+                with m.If(~last_ox):
+                    m.d.sync += ox0.eq(ox0 + M)
+                with m.Elif(~last_oy):
+                    m.d.sync += [ox0.eq(0), oy.eq(oy + 1)]
+                with m.Else():
+                    m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N)]
+            return last_tap & last_ox & last_oy & last_c
+
+        # output side: hold the tile, drain one channel per cycle through the requant lanes
+        hold = [[Signal(signed(32), name=f"hold_{j}_{mm}") for mm in range(M)] for j in range(N)]
+        draining, dj, dj1, dv1 = Signal(), Signal(range(N + 1)), Signal(range(N + 1)), Signal()
+        # write-side tile counters (tile order = issue order)
+        c0w, oyw, ox0w = Signal(13), Signal(12), Signal(12)
+        c0r, oyr, ox0r = Signal(13), Signal(12), Signal(12)   # read (p/r request) side
+        with m.If(eng.pixel_valid & dwmode):
+            m.d.sync += [hold[j][mm].eq(eng.pixel_out[j][mm]) for j in range(N) for mm in range(M)]
+            m.d.sync += [draining.eq(1), dj.eq(0)]
+        with m.Elif(draining):
+            m.d.sync += dj.eq(dj + 1)
+            with m.If(dj + 1 == N):
+                m.d.sync += draining.eq(0)
+                with m.If(ox0r + M < regs["WOUT"]):
+                    m.d.sync += ox0r.eq(ox0r + M)
+                with m.Elif(oyr + 1 < tf("ho")):
+                    m.d.sync += [ox0r.eq(0), oyr.eq(oyr + 1)]
+                with m.Else():
+                    m.d.sync += [ox0r.eq(0), oyr.eq(0), c0r.eq(c0r + N)]
+        m.d.sync += [dv1.eq(draining & dwmode), dj1.eq(dj)]
+        pixr = Signal(24)
+        m.d.comb += pixr.eq(oyr * regs["WOUT"] + ox0r)
+        with m.If(dwmode):
+            m.d.comb += [self.p.en.eq(draining), self.p.addr.eq(tf("p_addr") + (c0r + dj) * 32),
+                         self.r.en.eq(draining & ns["has_res"]), self.r.elem_stride.eq(1),
+                         self.r.addr.eq(regs["RES_ADDR"] + (c0r + dj) * regs["RSTRIDE"] + pixr)]
+            rec = self.p.data[0].as_value()
+            for mm, rq in enumerate(rq_lanes):
+                hsel = Signal(signed(32), name=f"hsel_{mm}")
+                with m.Switch(dj1):
+                    for j in range(N):
+                        with m.Case(j):
+                            m.d.comb += hsel.eq(hold[j][mm])
+                tot = ns["results"][mm][0]
+                m.d.comb += [tot.eq(hsel + rec[0:32].as_signed()), rq.b.eq(rec[32:48]),
+                             rq.c.eq(rec[64:70]), rq.offset.eq(rec[96:128].as_signed()),
+                             rq.hb.eq(rec[192:208]), rq.hc.eq(rec[224:230]),
+                             rq.rb.eq(Mux(ns["has_res"], rec[128:144], 0)),
+                             rq.rc.eq(Mux(ns["has_res"], rec[160:166], 0)),
+                             rq.in_valid.eq(dv1)]
+            # writes: channel c0w + jw, M pixels of row oyw from column ox0w
+            jw = Signal(range(N + 1))
+            wr = rq_lanes[0].out_valid
+            m.d.comb += [self.o.en.eq(wr), self.o.wide.eq(0), self.o.elem_stride.eq(1),
+                         self.o.addr.eq(tf("o_addr") + (c0w + jw) * regs["OSTRIDE"]
+                                        + oyw * regs["WOUT"] + ox0w)]
+            for mm in range(M):
+                m.d.comb += [self.o.mask[mm].eq((ox0w + mm < regs["WOUT"]) & (c0w + jw < nco)),
+                             self.o.data[mm].eq(ns["results"][mm][1])]
+            tile_end = jw + 1 == N
+            m.d.comb += dw_last_write.eq(wr & tile_end & (ox0w + M >= regs["WOUT"])
+                                         & (oyw + 1 == tf("ho")) & (c0w + N >= nco))
+            with m.If(wr):
+                m.d.sync += jw.eq(jw + 1)
+                with m.If(tile_end):
+                    m.d.sync += jw.eq(0)
+                    with m.If(ox0w + M < regs["WOUT"]):
+                        m.d.sync += ox0w.eq(ox0w + M)
+                    with m.Elif(oyw + 1 < tf("ho")):
+                        m.d.sync += [ox0w.eq(0), oyw.eq(oyw + 1)]
+                    with m.Else():
+                        m.d.sync += [ox0w.eq(0), oyw.eq(0), c0w.eq(c0w + N)]
+        dw_ok = Signal()
+        m.d.comb += dw_ok.eq((regs["KERNEL"] >= 1) & (regs["KERNEL"] <= self.max_kernel)
+                             & ((regs["STRIDE"] == 1) | (regs["STRIDE"] == 2))
+                             & (regs["KERNEL"] * regs["KERNEL"] >= N + 1)
+                             & (regs["XSIGNED"] == 1) & (regs["NOEPI"] == 0)
+                             & (regs["OBITS"] == 8)
+                             & ((regs["ACT"] != ACTS["hswish"]) | (regs["MIDBITS"] == 16))
+                             & (~ns["has_res"] | (regs["RSIGNED"] == 1))
+                             & (nco > 0) & (tf("ho") > 0) & (regs["WOUT"] > 0))
+        m.d.comb += supported.eq(Mux(op == code["DW_RSA"], dw_ok, df_supported))
+
+        def setup():
+            m.d.sync += [c0.eq(0), oy.eq(0), ox0.eq(0), ky.eq(0), ph.eq(0), e.eq(0),
+                         c0w.eq(0), oyw.eq(0), ox0w.eq(0), jw.eq(0), c0r.eq(0), oyr.eq(0),
+                         ox0r.eq(0)]
+        return issue, setup

@@ -9,8 +9,8 @@ from sim import numerics as nx
 from sim.config import AccelConfig
 from sim.intprogram import Epilogue, IntProgram, Node, TensorInfo
 
-__all__ = ["small_config", "pointwise_program", "linear_program", "depthwise_program", "CASES",
-           "make_case"]
+__all__ = ["small_config", "pointwise_program", "linear_program", "depthwise_program",
+           "generic_program", "CASES", "make_case"]
 
 
 def small_config(*, N=4, M=4, T=4, S=4, packed=False, **kw) -> AccelConfig:
@@ -65,14 +65,14 @@ def linear_program(*, cin=40, cout=10, seed=0):
     return IntProgram(t, [node], ["x"], ["y"]).validate()
 
 
-def depthwise_program(*, c=8, h=6, w=7, k=3, stride=1, act="none", seed=0):
-    """One depthwise kxk conv with padding k//2."""
+def depthwise_program(*, c=8, h=6, w=7, k=3, stride=1, act="none", residual=False, seed=0):
+    """One depthwise kxk conv with padding k//2; ``residual``: y += x (stride 1 only)."""
     rng = np.random.default_rng(seed)
     wt = rng.integers(-127, 128, (c, 1, k, k)).astype(np.int8)
     b = rng.integers(-3000, 3000, c).astype(np.int32)
     pad = k // 2
     ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-    epi = _epilogue(rng, c, act)
+    epi = _epilogue(rng, c, act, "x" if residual else None)
     t = {"x": TensorInfo("x", (c, h, w), 8, True, 0.05),
          "y": TensorInfo("y", (c, ho, wo), 8, True, 0.1)}
     node = Node("dw", "conv", ["x"], "y", dict(kernel=k, stride=stride, padding=pad, groups=c),
@@ -80,7 +80,21 @@ def depthwise_program(*, c=8, h=6, w=7, k=3, stride=1, act="none", seed=0):
     return IntProgram(t, [node], ["x"], ["y"]).validate()
 
 
-#: name -> (program factory kwargs, config kwargs)
+def generic_program(*, cin=3, cout=4, h=5, w=5, k=3, stride=2, seed=0):
+    """One generic (dense) kxk conv (not yet mapped onto the core's units)."""
+    rng = np.random.default_rng(seed)
+    wt = rng.integers(-127, 128, (cout, cin, k, k)).astype(np.int8)
+    b = rng.integers(-3000, 3000, cout).astype(np.int32)
+    pad = k // 2
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    t = {"x": TensorInfo("x", (cin, h, w), 8, True, 0.05),
+         "y": TensorInfo("y", (cout, ho, wo), 8, True, 0.1)}
+    node = Node("conv", "conv", ["x"], "y", dict(kernel=k, stride=stride, padding=pad, groups=1),
+                dict(weight=wt, bias=b), _epilogue(rng, cout, "relu"))
+    return IntProgram(t, [node], ["x"], ["y"]).validate()
+
+
+#: name -> (program factory, its kwargs, config kwargs)
 CASES = {
     "pw_relu": (pointwise_program, dict(act="relu"), {}),
     "pw_hswish": (pointwise_program, dict(act="hswish", cin=10, cout=9, seed=1), {}),
@@ -90,6 +104,13 @@ CASES = {
     "linear_logits": (linear_program, dict(), {}),
     "pw_8x8": (pointwise_program, dict(act="hswish", cin=24, cout=20, h=6, w=6, seed=4),
                dict(N=8, M=8, T=8, S=8)),
+    "dw3_s1": (depthwise_program, dict(c=6, h=5, w=6, k=3, stride=1, act="relu", seed=5), {}),
+    "dw3_s2": (depthwise_program, dict(c=6, h=6, w=7, k=3, stride=2, act="hswish", seed=6), {}),
+    "dw5_s1_res": (depthwise_program, dict(c=5, h=5, w=6, k=5, stride=1, residual=True,
+                                           seed=7), {}),
+    "dw5_s2": (depthwise_program, dict(c=9, h=9, w=9, k=5, stride=2, seed=8), {}),
+    "dw3_s2_8x8": (depthwise_program, dict(c=12, h=10, w=11, k=3, stride=2, act="hswish",
+                                           seed=9), dict(N=8, M=8, T=8, S=8)),
 }
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hw.core.ports import ADDR_BITS
+from hw.core.unit import MAX_KERNEL
 from sim import golden
 from sim.funcsim import build_queues
 from sim.isa import BUF_NAMES, encode
@@ -73,6 +75,7 @@ class CoreEnv:
         for u, lanes, width in (("mat", self.S, self.T), ("rmac", self.M, self.N)):
             out += [(f"{u}_x", 1, width), (f"{u}_w", lanes, width), (f"{u}_p", lanes, 32),
                     (f"{u}_r", 1, lanes)]
+        out.append(("rmac_xr", self.N, self.M + MAX_KERNEL - 1))
         return out
 
     def scatters(self):
@@ -177,7 +180,10 @@ class CoreEnv:
     def gather(self, p, rows, elems, s) -> int:
         mem = self.bufs[BUF_NAMES.get(s[f"{p}__buf"], "B")]
         a, rs, es = s[f"{p}__addr"], s[f"{p}__row_stride"], s[f"{p}__elem_stride"]
-        idx = a + np.arange(rows)[:, None] * rs + np.arange(elems)[None, :] * es
+        # addresses wrap at ADDR_BITS like the hardware's adders (a row segment that starts in
+        # the left padding has a 'negative' base address)
+        idx = (a + np.arange(rows)[:, None] * rs + np.arange(elems)[None, :] * es) \
+            % (1 << ADDR_BITS)
         ok = idx < mem.size
         vals = np.where(ok, mem[np.where(ok, idx, 0)], 0).astype(np.uint8).reshape(-1)
         return int.from_bytes(vals.tobytes(), "little")
