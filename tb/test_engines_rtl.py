@@ -20,6 +20,8 @@ pytestmark = pytest.mark.rtl
 SEED = 20260605
 RMAC = dict(engine="rmac_engine", lanes=4, macs_per_lane=3, max_kernel=5)
 MAT = dict(engine="mat_engine", lanes=4, multipliers=8)
+RMAC8 = dict(engine="rmac_engine", lanes=8, macs_per_lane=8, max_kernel=5)   # paper's point
+MAT8 = dict(engine="mat_engine", lanes=8, multipliers=8)
 RMAC_PACKED = dict(RMAC, packed=True)
 MAT_PACKED = dict(MAT, packed=True)
 
@@ -48,6 +50,11 @@ CASES = {
                                  pad=1),
     "packed_mat_pw": dict(MAT_PACKED, kind="conv", Co=7, C=19, H=3, W=3, k=1),
     "packed_mat_extreme": dict(MAT_PACKED, kind="matmul", P=2, R=64, Q=4, extreme=True),
+    # the paper's N = M = T = S = 8
+    "paper_dw3_s2": dict(RMAC8, kind="dw", k=3, stride=2, pad=1, C=10, H=6, W=19),
+    "paper_dw5_s1": dict(RMAC8, kind="dw", k=5, stride=1, pad=2, C=9, H=4, W=11),
+    "paper_rmac_pw": dict(RMAC8, kind="conv", Co=12, C=20, H=3, W=3, k=1),
+    "paper_mat_pw": dict(MAT8, kind="conv", Co=12, C=20, H=3, W=3, k=1),
 }
 DEFAULT = ("dw3_s2", "dw5_s1", "rmac_conv3_s2", "mat_pw")
 
@@ -67,8 +74,8 @@ def _group(names):
         key = tuple(sorted((k, v) for k, v in CASES[n].items()
                            if k in ("engine",) + ENGINE_KEYS[CASES[n]["engine"]]))
         groups.setdefault(key, []).append(n)
-    return {f"{CASES[v[0]]['engine']}{'-packed' if CASES[v[0]].get('packed') else ''}"
-            f"-{len(v)}cases": v
+    return {f"{CASES[v[0]]['engine']}-{CASES[v[0]]['lanes']}lanes"
+            f"{'-packed' if CASES[v[0]].get('packed') else ''}-{len(v)}cases": v
             for v in groups.values()}
 
 
