@@ -1,0 +1,161 @@
+"""Cycle model: hand-derived cycle counts of small cases, physical bounds, the CLI.
+
+Hand derivations use the microarchitecture as documented in sim/perf.py and docs/perf.md:
+DRAM 64 B/cycle shared, 16-byte beats, 64-cycle latency paid when data lands; a posted SIGNAL
+fires when its unit has drained; SETR = 1 cycle; MAT fill = 1 (mult) + log2(T)=3 (adder tree)
++ 1 (accumulator) + 3 (requant) = 8; R-MAC down-forward fill = 1 + N=8 (psum ripples down the
+lane) + 3 = 12; self-accumulation fill = 1 + 1 + 3 = 5.
+"""
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from sim import zoo
+from sim.compile import compile as compile_
+from sim.config import AccelConfig
+from sim.perf import simulate
+from test_funcsim import Builder
+
+ONE = AccelConfig.from_string("paper-1core")     # (8,8,8,8) engines, one core
+
+
+def _prog(build):
+    b = Builder(0)
+    build(b)
+    return b.prog()
+
+
+def _setr(binary, stream="core0"):
+    return sum(1 for i in binary.streams[stream] if i.op == "SETR")
+
+
+def test_pointwise_one_core_cycles():
+    # PW 64 -> 16 channels on 8x8 pixels, one core, act none.
+    prog = _prog(lambda b: b.conv("y", b.input("x", (64, 8, 8)), 16))
+    b = compile_(prog, ONE)
+    # 22 layer registers per engine (1 cycle each), written once per engine
+    assert _setr(b) == 2 * 22
+    # LD: weights 16*64 = 1024 B -> 16 cycles [0,16); params 16*32 = 512 B -> 8 cycles [16,24),
+    #     lands at 24+64 = 88; input 64*64 = 4096 B -> 64 cycles [24,88), lands at 152.
+    # MAT and R-MAC: wait for the input (152), 22 SETR -> 174. The 16 output channels are split
+    #     8/8 between the engines: ceil(64/8) reduction steps x ceil(8/8) lane groups x 64
+    #     pixels = 512 busy cycles each -> 686; MAT drains at 686+8 = 694, R-MAC at 686+12 = 698.
+    # ST: waits for both (698), stores 16*64 = 1024 B in 16 cycles [698,714), lands at 778.
+    assert simulate(b).cycles == 778
+
+
+def test_depthwise_3x3_stride2_cycles():
+    # DW 3x3, stride 2, pad 1: 16 channels, 16x16 -> 8x8, one core.
+    prog = _prog(lambda b: b.conv("y", b.input("x", (16, 16, 16)), 16, k=3, s=2, p=1, dw=True))
+    b = compile_(prog, ONE)
+    assert _setr(b) == 22
+    # LD: weights 16*9 = 144 B (9 beats) -> ceil(144/64) = 3 cycles [0,3); params 512 B -> 8
+    #     cycles [3,11), lands at 75; input 16*16*16 = 4096 B -> 64 cycles [11,75), lands at 139.
+    # R-MAC: 139 + 22 SETR = 161; self-accumulation: ceil(16 ch / N=8) x 8 output rows x
+    #     ceil(8 cols / M=8) passes of k*k = 9 taps = 144 cycles -> 305, drains at 305+5 = 310.
+    # ST: 16*64 = 1024 B -> 16 cycles [310,326), lands at 390.
+    r = simulate(b)
+    assert r.cycles == 390
+    assert r.layers[0].busy["RMAC"] == 144
+
+
+def test_one_attention_head_cycles():
+    # one head, d = 16, 8x8 = 64 tokens, one core.
+    prog = _prog(lambda b: b.attention("y", b.input("x", (48, 8, 8)), 16))
+    b = compile_(prog, ONE)
+    assert _setr(b) == 3 * 7
+    # LD: 32 B of head params -> 1 cycle [0,1), lands 65; q|k|v 48*64 = 3072 B -> 48 cycles
+    #     [1,49), lands at 113.
+    # R-MAC: 113 + 7 SETR = 120; step i ReLU(K)^T V: ceil(64 tokens / N=8) x ceil(16 / M=8)
+    #     x 16 rows = 256 -> 376, drains 376 + 12 = 388.
+    # AUX adder tree: 120; step ii: 16 rows x ceil(64 / 8) = 128 -> 248, drains 248 + 1 + 3 + 3.
+    # MAT: 120; waits for ksum (255); step iv divisors: ceil(16/T) x 64 tokens = 128 -> 383
+    #     (+ log2 module); waits for S (388); steps iii+v: ceil(16/8) x ceil(16/8) x 64 = 256
+    #     -> 644, drains 644 + 2 + 3 + 3 + 1 = 653.
+    # ST: 16*64 = 1024 B -> 16 cycles [653,669), lands at 733.
+    r = simulate(b)
+    assert r.cycles == 733
+    assert r.layers[0].busy == {"LD": 49, "RMAC": 256, "AUX": 128, "MAT": 384, "ST": 16}
+
+
+def _recount_dram_bytes(b):
+    return sum(i["count"] * i["length"] for i in b.streams["global"]
+               if i.op in ("LOAD", "STORE"))
+
+
+def test_b0_r64_bounds_and_consistency():
+    prog = zoo.build("b0-r64", seed=0)
+    cfg = AccelConfig.from_string("paper")
+    b = compile_(prog, cfg)
+    r = simulate(b)
+    total_macs = zoo.macs(prog)["total"]
+    assert r.macs == total_macs
+    assert r.macs <= r.cycles * cfg.multipliers                 # no more than peak
+    assert r.dram_bytes == _recount_dram_bytes(b)
+    # DRAM busy time cannot exceed the run time
+    assert r.unit_busy["global.LD"] + r.unit_busy["global.ST"] <= r.cycles
+    assert sum(r.breakdown().values()) == pytest.approx(1.0)
+    # less bandwidth or fewer cores never make it faster
+    slow = simulate(compile_(prog, cfg.replace(dram_bytes_per_cycle=16)))
+    small = simulate(compile_(prog, cfg.replace(L=4)))
+    assert slow.cycles > r.cycles and small.cycles > r.cycles
+
+
+def test_b1_r224_runs_in_seconds():
+    prog = zoo.build("b1-r224", seed=0)
+    b = compile_(prog, AccelConfig.from_string("paper"))
+    t = time.process_time()
+    r = simulate(b)
+    assert time.process_time() - t < 15
+    s = r.summary()
+    # paper Sec. V-A1: generic / PW / DW / matmul = 1.1 / 91.9 / 5.4 / 1.6 % of B1-R224 ops
+    br = s["op_breakdown"]
+    assert br["pointwise"] == pytest.approx(0.919, abs=0.01)
+    assert br["generic"] == pytest.approx(0.011, abs=0.002)
+    assert br["depthwise"] == pytest.approx(0.054, abs=0.005)
+    assert 0 < s["mac_utilization"] <= 1 and 0 < s["fps_over_roofline"] <= 1.2
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_cli_perf_json_and_errors(tmp_path):
+    r = _cli("perf", "--model", "b0-r64", "--json", "--plot", str(tmp_path / "l.png"))
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    for k in ("latency_ms", "fps", "gops", "gops_per_dsp", "mac_utilization", "roofline_fps",
+              "fps_over_roofline", "op_breakdown"):
+        assert k in d
+    assert (tmp_path / "l.png").stat().st_size > 1000
+    for bad in (("perf", "--config", "nope"), ("perf", "--model", "b7-r224"),
+                ("compile", str(tmp_path / "missing.npz"))):
+        r = _cli(*bad)
+        assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_compile_run_sweep_table7(tmp_path):
+    prog = zoo.tiny(seed=0)
+    pp = prog.save(tmp_path / "tiny.npz")
+    out = tmp_path / "tiny.bin.npz"
+    r = _cli("compile", str(pp), "--config", "small", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    r = _cli("run", str(out))
+    assert r.returncode == 0 and "== golden" in r.stdout, r.stdout + r.stderr
+    r = _cli("sweep", "--program", str(pp), "--grid", "L=1,2;N=4", "--config", "small",
+             "--csv", str(tmp_path / "s.csv"), "--plot", str(tmp_path / "s.png"), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [x["L"] for x in rows] == [1, 2] and rows[1]["fps"] > rows[0]["fps"]
+    assert (tmp_path / "s.csv").read_text().startswith("L,N,")
+    r = _cli("table7", "--models", "b0-r64", "--json")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)[0]
+    assert row["paper_fps"] is None and row["model_fps"] > 0
