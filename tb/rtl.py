@@ -144,7 +144,8 @@ def run_cocotb(*, component, name: str, test_module: str, simulator: str,
     stamp = build_dir / "build.ok"
 
     runner = get_runner(simulator)
-    build_args = ["-Wno-fatal"] if simulator == "verilator" else []
+    # -O0: these models run a few thousand cycles, so compile time matters more than speed
+    build_args = ["-Wno-fatal", "-CFLAGS", "-O0"] if simulator == "verilator" else []
     with _locked(build_dir.with_name(build_dir.name + ".lock")):
         if not stamp.exists():
             if build_dir.exists():
