@@ -527,7 +527,12 @@ class _Compiler:
         # once and keep it in its B slot for all chunks
         shared = (nr >= Ho and cout > chunk
                   and cin * H * W + (cout * Ho * Wo if res else 0) <= self.B.size)
+        pre = None
         if shared:
+            # the first chunk's weights do not depend on the previous layer: load them first
+            sc0 = self.C.next()
+            pre = (sc0, self.load_weights(sc0, [(waddr, chunk * K, 0),
+                                                (paddr, chunk * PARAM_RECORD, _align(chunk * K))]))
             sb = self.B.next()
             self.begin_tile(sb)
             self.wait_stored(n.inputs[0], 0, cin, 0, H * W)
@@ -542,10 +547,13 @@ class _Compiler:
         for c0 in range(0, cout, chunk):
             c1 = min(cout, c0 + chunk)
             nco = c1 - c0
-            sc = self.C.next()
-            wsem = self.load_weights(sc, [(waddr + c0 * K, nco * K, 0),
-                                          (paddr + c0 * PARAM_RECORD, nco * PARAM_RECORD,
-                                           _align(chunk * K))])
+            if c0 == 0 and pre is not None:
+                sc, wsem = pre
+            else:
+                sc = self.C.next()
+                wsem = self.load_weights(sc, [(waddr + c0 * K, nco * K, 0),
+                                              (paddr + c0 * PARAM_RECORD, nco * PARAM_RECORD,
+                                               _align(chunk * K))])
             wbase, pbase = self.C.base[sc], self.C.base[sc] + _align(chunk * K)
             chunk_done = []
             for r0 in range(0, Ho, nr):

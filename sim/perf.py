@@ -195,8 +195,9 @@ def _dma_bytes(f):
     return f["count"] * _cdiv(f["length"], BEAT) * BEAT
 
 
-def simulate(binary) -> PerfReport:
-    """Run the timed model of ``binary``; returns a :class:`PerfReport`."""
+def simulate(binary, *, trace: list | None = None) -> PerfReport:
+    """Run the timed model of ``binary``; returns a :class:`PerfReport`. With ``trace`` (a
+    list), every executed instruction is appended as (stream, unit, op, layer, start, end)."""
     cfg = binary.cfg
     queues = build_queues(binary)
     keys = list(queues)
@@ -291,6 +292,8 @@ def simulate(binary) -> PerfReport:
             drain[k] = max(drain[k], nxt + lat)
             unit_busy[k] += busy
             note(tag, t, nxt + lat, unit, stream, busy)
+        if trace is not None:
+            trace.append((stream, unit, op, tag, int(t), int(nxt)))
         free[k] = nxt
         pc[k] += 1
         if pc[k] < len(q):
