@@ -9,29 +9,10 @@ from amaranth.lib.wiring import In, Out
 
 from sim.numerics import ACC_BITS, MAX_SHIFT, MULT_BITS
 
+from ._arith import rshift_round, saturate
 from ._params import check_bool, check_int
 
 __all__ = ["Requant"]
-
-
-def _rshift_round(m, value, shift, width: int, max_shift: int, name: str):
-    """``(value + (1 << shift >> 1)) >> shift`` (round half up) for a ``width``-bit signed
-    ``value`` and an unsigned ``shift`` <= ``max_shift``; exact for every shift amount."""
-    half = Signal(unsigned(max(max_shift, 1)), name=f"{name}_half")
-    m.d.comb += half.eq((1 << shift) >> 1)
-    total = Signal(signed(max(width, max_shift) + 2), name=f"{name}_sum")
-    m.d.comb += total.eq(value + half)
-    out = Signal(signed(width + 1), name=name)
-    m.d.comb += out.eq(total >> shift)
-    return out
-
-
-def _saturate(m, value, bits: int, is_signed: bool, name: str):
-    """Clip ``value`` to the range of a ``bits``-wide (un)signed number."""
-    lo, hi = ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if is_signed else (0, (1 << bits) - 1))
-    out = Signal(signed(bits) if is_signed else unsigned(bits), name=name)
-    m.d.comb += out.eq(Mux(value > hi, hi, Mux(value < lo, lo, value)))
-    return out
 
 
 class Requant(wiring.Component):
@@ -159,7 +140,7 @@ class Requant(wiring.Component):
         else:
             wide_w = prod_w
             wide = p1
-        y = _rshift_round(m, wide, c1["c"], wide_w + 1, self.max_c, "y")
+        y = rshift_round(m, wide, c1["c"], name="y")
         y2 = stage(y, "y2")
         c2 = {k: stage(v, f"{k}_2") for k, v in c1.items()}
 
@@ -168,12 +149,12 @@ class Requant(wiring.Component):
         m.d.comb += yr.eq(Mux(c2["relu"] & (y2 < 0), 0, y2))
         shifted = Signal(_signed(len(yr) + 2))
         m.d.comb += shifted.eq(yr - c2["offset"])
-        out_plain = _saturate(m, shifted, self.out_bits, self.signed, "out_plain")
+        out_plain = saturate(m, shifted, self.out_bits, self.signed, name="out_plain")
         if not self.hswish:
             m.d.sync += [self.out.eq(out_plain), self.out_valid.eq(c2["valid"])]
             return m
 
-        x = _saturate(m, yr, self.hswish_in_bits, True, "hsw_x")
+        x = saturate(m, yr, self.hswish_in_bits, True, name="hsw_x")
         x3 = stage(x, "x3")
         out3 = stage(out_plain, "out3")
         c3 = {k: stage(v, f"{k}_3") for k, v in c2.items()}
@@ -196,10 +177,10 @@ class Requant(wiring.Component):
         c5 = {k: stage(v, f"{k}_5") for k, v in c4.items()}
 
         # --- stage 6: round by hc, offset, saturate; select -----------------------------------
-        h = _rshift_round(m, q5, c5["hc"], len(q5), self.max_c, "h")
+        h = rshift_round(m, q5, c5["hc"], name="h")
         hs = Signal(_signed(len(h) + 2))
         m.d.comb += hs.eq(h - c5["offset"])
-        out_h = _saturate(m, hs, self.out_bits, self.signed, "out_hsw")
+        out_h = saturate(m, hs, self.out_bits, self.signed, name="out_hsw")
         m.d.sync += [self.out.eq(Mux(c5["hsw"], out_h, out5)), self.out_valid.eq(c5["valid"])]
         return m
 

@@ -3,12 +3,13 @@ step v of the linear attention: the dividend divided by the log2-quantized divis
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from sim.numerics import LOG2_CODE_BITS
 
+from ._arith import rshift_round
 from ._params import check_bool, check_int, check_pow2
 
 __all__ = ["ShifterArray"]
@@ -64,16 +65,8 @@ class ShifterArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         dom = m.d.sync if self.registered else m.d.comb
-        max_shift = (1 << self.shift_bits) - 1
         for i in range(self.lanes):
-            x, s = self.x[i], self.shift[i]
-            # half = 2**(s-1) for s >= 1, 0 for s = 0
-            half = Signal(unsigned(max(max_shift, 1)), name=f"half{i}")
-            m.d.comb += half.eq((1 << s) >> 1)
-            # x + half needs one bit more than x or half, whichever is wider
-            total = Signal(signed(max(self.width, max_shift) + 2), name=f"sum{i}")
-            q = Signal(signed(self.width + 1), name=f"q{i}")
-            m.d.comb += [total.eq(x + half), q.eq(total >> s)]
+            q = rshift_round(m, self.x[i], self.shift[i], name=f"q{i}")
             dom += self.out[i].eq(q)
         dom += self.out_valid.eq(self.in_valid)
         return m
