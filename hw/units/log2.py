@@ -35,7 +35,8 @@ class Log2Quantizer(wiring.Component):
     -----
     x : In(unsigned(width))        the integer divisor (non-negative by construction: ReLU(Q)·sum ReLU(K))
     offset : In(signed(exp_bits))  ``round(log2(S))`` of the divisor's scale ``S``, per layer
-    emin : In(signed(exp_bits))    the smallest exponent (code 0), per layer
+    emin : In(signed(exp_bits))    the smallest exponent (code 0), per layer; must satisfy
+                                   ``emin + 2**code_bits - 1 < 2**(exp_bits-1)`` so ``exp`` fits
     in_valid : In(1)
     exp : Out(signed(exp_bits))    the clipped exponent ``e``: the divisor is approximately ``2**e``
     code : Out(unsigned(code_bits)) ``e - emin``, the stored code and the shifter array's shift
