@@ -69,8 +69,13 @@ def _jsonable(o):
 def _float_model(args):
     """The float torch model (checkpoint or random BN-calibrated) in eval mode, and its name."""
     import torch
-    from .models import create_model
+    from .models import create_model, parse_model_name
     try:
+        variant, res = parse_model_name(args.model)
+        if getattr(args, "input_size", None):
+            if args.input_size < 32 or args.input_size % 32:
+                raise ValueError(f"--input-size must be a multiple of 32 and >= 32, got {args.input_size}")
+            args.model = f"{variant}-r{args.input_size}"
         model, res = create_model(args.model)
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -220,8 +225,7 @@ def cmd_quantize(args):
     if rc.iters > 0:
         _log(args, f"block reconstruction: {len(g.blocks)} blocks x {rc.iters} iterations "
                    f"(batch {rc.batch_size}, {'Fisher' if rc.fisher else 'MSE'} loss)")
-        rec = reconstruct(g, calib[: max(rc.batch_size, min(len(calib), 256))], rc, device=dev,
-                          progress=not args.json, seed=args.seed)
+        rec = reconstruct(g, calib, rc, device=dev, progress=not args.json, seed=args.seed)
         result["reconstruction_seconds"] = rec["seconds"]
     g.set_mode("fake")
     with torch.no_grad():
@@ -230,12 +234,32 @@ def cmd_quantize(args):
         g_q = g.set_mode("fake")(ev)
     result["sqnr_logits_db_calib"] = sqnr_db(g_ref.cpu(), g_q.cpu())
     result["seconds"] = time.time() - t0
+    result["peak_rss_mb"] = _peak_rss_mb()
     save_qmodel(out, g, result)
     result["output"] = str(out)
     _log(args, f"SQNR of logits vs float (first {len(ev)} calibration images): "
                f"{result['sqnr_logits_db_calib']:.2f} dB")
     _log(args, f"wrote {out} ({result['seconds']:.1f} s)")
     return result
+
+
+def _peak_rss_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def cmd_bench(args):
+    """Time and peak memory of `quantize` with the fast defaults (one JSON line)."""
+    with tempfile.TemporaryDirectory() as d:
+        qa = build_parser().parse_args(["quantize", "--model", args.model, "--calib-size",
+                                        str(args.calib_size), "--json", "-o", f"{d}/m.qmodel"]
+                                       + (["--data", args.data] if args.data else []))
+        r = cmd_quantize(qa)
+    line = dict(name=f"quantize {args.model} (fast default, {args.calib_size} calibration images)",
+                seconds=round(r["seconds"], 1), peak_rss_mb=round(r["peak_rss_mb"], 1),
+                sqnr_logits_db=r["sqnr_logits_db_calib"])
+    print(json.dumps(_jsonable(line)))
+    return None
 
 
 def _eval_float(args, model, res):
@@ -377,6 +401,8 @@ def _common(p, *, model=True):
         p.add_argument("--checkpoint", metavar="PATH",
                        help="official checkpoint (.pt/.pth, plain state_dict or under "
                             "'state_dict'); without it --random-init is used")
+        p.add_argument("--input-size", type=int, default=None,
+                       help="input resolution (overrides the -rNNN of --model)")
         p.add_argument("--random-init", action="store_true",
                        help="random weights + BN calibration (the default when no --checkpoint)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -431,7 +457,7 @@ def build_parser():
                    help="calibration images (default 1024 as in the paper; capped at what --data has)")
     q.add_argument("--batch-size", type=int, default=16, help="batch size for calibration/eval")
     q.add_argument("--recon-iters", type=int, default=None,
-                   help="block-reconstruction iterations per block (fast default 100; 0 = off)")
+                   help="block-reconstruction iterations per block (fast default 20; 0 = off)")
     q.add_argument("--recon-batch", type=int, default=None, help="reconstruction batch size")
     q.add_argument("--paper", action="store_true",
                    help="paper-faithful reconstruction: 20000 it/block, batch 32, Fisher loss")
@@ -475,6 +501,12 @@ def build_parser():
     a.add_argument("--eval-size", type=int, default=16, help="evaluation images (default 16)")
     a.set_defaults(func=cmd_ablation)
 
+    b = sub.add_parser("bench", help="time and peak memory of quantize (fast default), one JSON line")
+    b.add_argument("--model", default="b1-r224")
+    b.add_argument("--calib-size", type=int, default=64)
+    b.add_argument("--data", default=dd)
+    b.set_defaults(func=cmd_bench, json=False)
+
     s = sub.add_parser("synthetic", help="part (a): the techniques on injected tensors")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true")
@@ -493,6 +525,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    if getattr(args, "json", False):
+    if getattr(args, "json", False) and res is not None:
         print(json.dumps(_jsonable(res), indent=1, allow_nan=False))
     return 0
