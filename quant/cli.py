@@ -220,7 +220,8 @@ def cmd_quantize(args):
     g.calibrate([c.to(dev) for c in calib.split(args.batch_size)], progress=not args.json)
     rc = PAPER if args.paper else FAST
     rc = ReconConfig(**{**rc.__dict__, **{k: v for k, v in dict(
-        iters=args.recon_iters, batch_size=args.recon_batch, fisher=args.fisher or None).items()
+        iters=args.recon_iters, batch_size=args.recon_batch, fisher=args.fisher or None,
+        lr_w=args.recon_lr_w, lr_a=args.recon_lr_a, max_images=args.recon_images).items()
         if v is not None}})
     if rc.iters > 0:
         _log(args, f"block reconstruction: {len(g.blocks)} blocks x {rc.iters} iterations "
@@ -459,6 +460,10 @@ def build_parser():
     q.add_argument("--recon-iters", type=int, default=None,
                    help="block-reconstruction iterations per block (fast default 20; 0 = off)")
     q.add_argument("--recon-batch", type=int, default=None, help="reconstruction batch size")
+    q.add_argument("--recon-lr-w", type=float, default=None, help="AdaRound learning rate (1e-3)")
+    q.add_argument("--recon-lr-a", type=float, default=None, help="LSQ step learning rate (4e-5)")
+    q.add_argument("--recon-images", type=int, default=None,
+                   help="images cached for reconstruction (fast 64, --paper 1024)")
     q.add_argument("--paper", action="store_true",
                    help="paper-faithful reconstruction: 20000 it/block, batch 32, Fisher loss")
     q.add_argument("--fisher", action="store_true", help="Fisher-weighted reconstruction loss")
