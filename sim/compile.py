@@ -55,7 +55,8 @@ ALIGN = 64              #: DRAM alignment of every block (one AXI beat of the 4 
 TILES_TARGET = 4        #: aim for at least this many row tiles per layer (inter-layer overlap)
 FUSED_TILES = 4         #: row tiles per fused chain at least (fewer: less halo recompute)
 B_SLOTS = 3              #: buffer B slots: LD of tile t+1 || first PW of t || DW+PW2 of t-1
-MIN_TILE_BYTES = 16384  #: ... but no smaller tiles than this (bytes loaded + stored)
+MIN_TILE_BYTES = 16384
+RESIDENT_MAX = 64 * 1024  #: largest tensor passed between two layers through a B slot  #: ... but no smaller tiles than this (bytes loaded + stored)
 
 
 class CompileError(ValueError):
@@ -363,6 +364,8 @@ class _Compiler:
         self.onchip = set()
         self.pending = None
         chains = self.find_chains() if self.fuse else {}
+        self.resident = {}
+        self.keep = self.find_resident(chains) if self.fuse else set()
         fused_into = {}
         for li, n in enumerate(self.p.nodes):
             self.em.layer = li
@@ -396,6 +399,8 @@ class _Compiler:
             else:
                 raise CompileError(f"node {n.name!r}: op {n.op!r} has no mapping")
         self.flush()
+        for name in list(self.resident):       # (never happens: every kept tensor is consumed)
+            self.spill(name)
         for s in self.em.names:
             for u in (("LD", "ST", "HOST") if s == "global" else ("RMAC", "MAT", "AUX")):
                 self.em.emit(s, "HALT", unit=_unit(u))
@@ -506,7 +511,8 @@ class _Compiler:
         def need(nr):
             rows_in = min(H, (nr - 1) * s + k)
             b = cin * rows_in * W + (chunk * nr * Wo if res else 0)
-            return b <= self.B.size and chunk * nr * Wo * ob <= self.O.size
+            return b <= self.B.size and (chunk * nr * Wo * ob <= self.O.size or (
+                n.output in self.keep and cout * Ho * Wo <= self.B.size))
         nr = Ho
         while nr > 1 and not need(nr):
             nr -= 1
@@ -525,25 +531,56 @@ class _Compiler:
                     RSIGNED=int(p.tensors[res].signed) if res else 1, XBUF=BUFS["B"])
         # one row tile but several weight chunks: load the input (and the whole residual)
         # once and keep it in its B slot for all chunks
-        shared = (nr >= Ho and cout > chunk
-                  and cin * H * W + (cout * Ho * Wo if res else 0) <= self.B.size)
+        rin = None
+        if n.inputs[0] in self.resident:
+            ok = (cin * H * W + (cout * Ho * Wo if res else 0) <= self.B.size
+                  and (n.output in self.keep or chunk * Ho * Wo * ob <= self.O.size))
+            if ok:
+                rin = self.resident.pop(n.inputs[0])
+                nr = Ho
+            else:
+                self.spill(n.inputs[0])
+        rout = None
+        if n.output in self.keep:
+            if nr >= Ho and cout * Ho * Wo <= self.B.size:
+                rs, rs_busy = self.take_resident_slot()
+                rout = dict(slot=rs, base=self.B.base[rs], events=[], busy=rs_busy)
+                info["on_chip"] = True
+            else:
+                self.keep.discard(n.output)
+        shared = rin is not None or (nr >= Ho and cout > chunk and cin * H * W +
+                                     (cout * Ho * Wo if res else 0) <= self.B.size)
         pre = None
         if shared:
             # the first chunk's weights do not depend on the previous layer: load them first
             sc0 = self.C.next()
             pre = (sc0, self.load_weights(sc0, [(waddr, chunk * K, 0),
                                                 (paddr, chunk * PARAM_RECORD, _align(chunk * K))]))
-            sb = self.B.next()
-            self.begin_tile(sb)
-            self.wait_stored(n.inputs[0], 0, cin, 0, H * W)
-            bbase = self.B.base[sb]
-            self.dma_rows("LOAD", "B", bbase, self.taddr(n.inputs[0]), cin, H * W, H * W)
-            rall = bbase + cin * H * W
-            if res:
-                self.wait_stored(res, 0, cout, 0, Ho * Wo)
-                self.dma_rows("LOAD", "B", rall, self.taddr(res), cout, Ho * Wo, Ho * Wo)
-            xsem = em.sem()
-            em.signal("global", "LD", xsem)
+            if rin is not None:                 # the input is already in a B slot
+                sb, bbase = rin["slot"], rin["base"]
+                xw = list(rin["events"])
+                rall = bbase + cin * H * W
+                if res:
+                    for sem, cnt in rin["busy"]:
+                        em.wait("global", "LD", sem, cnt)
+                    self.wait_stored(res, 0, cout, 0, Ho * Wo)
+                    self.dma_rows("LOAD", "B", rall, self.taddr(res), cout, Ho * Wo, Ho * Wo)
+                    xsem = em.sem()
+                    em.signal("global", "LD", xsem)
+                    xw.append((xsem, 1))
+            else:
+                sb = self.B.next()
+                self.begin_tile(sb)
+                self.wait_stored(n.inputs[0], 0, cin, 0, H * W)
+                bbase = self.B.base[sb]
+                self.dma_rows("LOAD", "B", bbase, self.taddr(n.inputs[0]), cin, H * W, H * W)
+                rall = bbase + cin * H * W
+                if res:
+                    self.wait_stored(res, 0, cout, 0, Ho * Wo)
+                    self.dma_rows("LOAD", "B", rall, self.taddr(res), cout, Ho * Wo, Ho * Wo)
+                xsem = em.sem()
+                em.signal("global", "LD", xsem)
+                xw = [(xsem, 1)]
         for c0 in range(0, cout, chunk):
             c1 = min(cout, c0 + chunk)
             nco = c1 - c0
@@ -561,7 +598,7 @@ class _Compiler:
                 info["tiles"] += 1
                 in_lo, in_hi = r0 * s - pad, (r1 - 1) * s - pad + k
                 a, b = max(in_lo, 0), min(in_hi, H)
-                so = self.O.next()
+                so = self.O.next() if rout is None else None
                 if shared:
                     rbase = rall + c0 * Ho * Wo
                 else:
@@ -579,16 +616,25 @@ class _Compiler:
                                       nco, (r1 - r0) * Wo, Ho * Wo)
                     xsem = em.sem()
                     em.signal("global", "LD", xsem)
-                obase = self.O.base[so]
+                    xw = [(xsem, 1)]
+                if rout is None:
+                    obase, obuf = self.O.base[so], BUFS["OUT"]
+                else:
+                    obase, obuf = rout["base"] + c0 * Ho * Wo, BUFS["B"]
                 tnr = r1 - r0
                 writers, seen = [], set()
                 for core, eng, (ca, cb), (ra, rb) in self.plan_conv(nco, r1 - r0, Wo, K, g,
                                                                     cout_g):
                     st, unit = f"core{core}", eng
                     op = "CONV_MAT" if eng == "MAT" else "CONV_RDF"
-                    em.wait(st, unit, xsem, 1)
+                    for sem, cnt in xw:
+                        em.wait(st, unit, sem, cnt)
                     em.wait(st, unit, wsem, 1)
-                    self.wait_out_slot(st, unit, so, seen)
+                    if rout is None:
+                        self.wait_out_slot(st, unit, so, seen)
+                    else:
+                        for sem, cnt in rout["busy"]:
+                            em.wait(st, unit, sem, cnt)
                     gra, grb = r0 + ra, r0 + rb
                     lo, hi = gra * s - pad, (grb - 1) * s - pad + k
                     aa, bb = max(lo, 0), min(hi, H)
@@ -601,16 +647,29 @@ class _Compiler:
                     em.emit(st, op, x_addr=bbase + ci0 * (b - a) * W + (aa - a) * W,
                             w_addr=wbase + ca * K, p_addr=pbase + ca * PARAM_RECORD,
                             o_addr=obase + (ca * tnr + ra) * Wo * ob, nco=cb - ca, hin=bb - aa,
-                            ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=BUFS["OUT"])
+                            ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=obuf)
                     writers.append((st, unit))
-                ydram = self.taddr(n.output) + (c0 * Ho + r0) * Wo * ob
-                done, stored = self.finish_tile(
-                    sb, so, writers,
-                    lambda: self.dma_rows("STORE", "OUT", obase, ydram, nco, tnr * Wo * ob,
-                                          Ho * Wo * ob))
-                self.record_store(n.output, c0, c1, r0 * Wo, r1 * Wo, stored)
+                if rout is not None:
+                    done = self.finish_resident(sb, writers)
+                    rout["events"].append((done, len(writers)))
+                else:
+                    ydram = self.taddr(n.output) + (c0 * Ho + r0) * Wo * ob
+                    done, stored = self.finish_tile(
+                        sb, so, writers,
+                        lambda: self.dma_rows("STORE", "OUT", obase, ydram, nco, tnr * Wo * ob,
+                                              Ho * Wo * ob))
+                    self.record_store(n.output, c0, c1, r0 * Wo, r1 * Wo, stored)
                 chunk_done.append((done, len(writers)))
             self.C.busy[sc] = chunk_done
+        if rout is not None:
+            self.resident[n.output] = rout
+
+    def finish_resident(self, slot_b, writers):
+        done = self.em.sem()
+        for st, u in writers:
+            self.em.signal(st, u, done)
+        self.B.busy[slot_b].append((done, len(writers)))
+        return done
 
     # fused chains (inter-layer pipeline) ----------------------------------------------------
     def chain_wbytes(self, chain):
@@ -665,6 +724,51 @@ class _Compiler:
                     continue
             chains[chain[0].name] = chain
         return chains
+
+    def find_resident(self, chains):
+        """Tensors passed between two consecutive unfused layers (PW -> DW or DW -> PW, the
+        MBConvs whose weights are too big to fuse) through a B slot instead of DRAM."""
+        p = self.p
+        cons = {}
+        for n in p.nodes:
+            for t in n.inputs + ([n.epilogue.residual] if n.epilogue and n.epilogue.residual
+                                 else []):
+                cons.setdefault(t, []).append(n.name)
+        infused = {m.name for c in chains.values() for m in c}
+        keep = set()
+        for a, b in zip(p.nodes, p.nodes[1:]):
+            if a.name in infused or b.name in infused or a.op != "conv" or b.op != "conv":
+                continue
+            if {a.kind, b.kind} != {"pointwise", "depthwise"} or b.inputs != [a.output]:
+                continue
+            t = p.tensors[a.output]
+            rb = b.epilogue.residual
+            need = int(np.prod(t.shape)) + (int(np.prod(p.tensors[rb].shape)) if rb else 0)
+            if (cons.get(a.output) != [b.name] or a.output in p.outputs or a.output in self.alias
+                    or int(np.prod(t.shape)) > RESIDENT_MAX or t.bits > 8
+                    or need > self.B.size):
+                continue
+            keep.add(a.output)
+        return keep
+
+    def take_resident_slot(self):
+        rs = self.B.next()
+        busy, self.B.busy[rs] = self.B.busy[rs], []
+        return rs, busy
+
+    def spill(self, name):
+        """A resident tensor whose consumer cannot read it from B: store it to DRAM."""
+        r = self.resident.pop(name)
+        em = self.em
+        t = self.p.tensors[name]
+        c, h, w = t.shape
+        for sem, cnt in r["events"]:
+            em.wait("global", "ST", sem, cnt)
+        self.dma_rows("STORE", "B", r["base"], self.taddr(name), c, h * w, h * w)
+        st = em.sem()
+        em.signal("global", "ST", st)
+        self.record_store(name, 0, c, 0, h * w, st)
+        self.B.busy[r["slot"]] = r["busy"] + r["events"] + [(st, 1)]
 
     def emit_pw(self, tasks, *, waits, xbase, xstride, obase, ostride, obuf, wbase, pbase, K,
                 cin_g, cout_g, g, regs, res_base=None, rstride=0, slot_o=None, seen=None):
@@ -957,7 +1061,8 @@ class _Compiler:
         def need(nr, ch):
             rows_in = min(H, (nr - 1) * s + k)
             return (ch * rows_in * W + (ch * nr * Wo if res else 0) <= self.B.size
-                    and ch * nr * Wo <= self.O.size)
+                    and (ch * nr * Wo <= self.O.size or (n.output in self.keep
+                                                         and C * Ho * Wo <= self.B.size)))
         while chunk > cfg.N and not need(1, chunk):
             chunk = max(cfg.N, (chunk // 2) // cfg.N * cfg.N)
         nr = Ho
@@ -966,6 +1071,21 @@ class _Compiler:
         if not need(nr, chunk):
             raise CompileError(f"{n.name}: a depthwise row does not fit the B/OUT slots")
         nr = self.tile_rows(nr, Ho, chunk * W * s + chunk * Wo)
+        rin = rout = None
+        if n.inputs[0] in self.resident:
+            if chunk == C and C * H * W + (C * Ho * Wo if res else 0) <= self.B.size and \
+                    (n.output in self.keep or C * Ho * Wo <= self.O.size):
+                rin = self.resident.pop(n.inputs[0])
+                nr = Ho
+            else:
+                self.spill(n.inputs[0])
+        if n.output in self.keep:
+            if chunk == C and nr == Ho and C * Ho * Wo <= self.B.size:
+                rs, rs_busy = self.take_resident_slot()
+                rout = dict(slot=rs, base=self.B.base[rs], events=[], busy=rs_busy)
+                info["on_chip"] = True
+            else:
+                self.keep.discard(n.output)
         regs = dict(WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad, PAD_R=pad, ACT=ACTS[e.act],
                     OBITS=yt.bits, OSIGNED=int(yt.signed), MIDBITS=e.mid_bits, THREE=e.three,
                     LINEAR=0, NOEPI=0, XSIGNED=int(xt.signed),
@@ -985,20 +1105,34 @@ class _Compiler:
                 info["tiles"] += 1
                 in_lo, in_hi = r0 * s - pad, (r1 - 1) * s - pad + k
                 a, b = max(in_lo, 0), min(in_hi, H)
-                sb, so = self.B.next(), self.O.next()
-                self.begin_tile(sb)
-                self.wait_stored(n.inputs[0], c0, c1, a * W, b * W)
-                bbase = self.B.base[sb]
-                self.dma_rows("LOAD", "B", bbase, self.taddr(n.inputs[0]) + (c0 * H + a) * W,
-                              nch, (b - a) * W, H * W)
+                so = self.O.next() if rout is None else None
+                if rin is not None:
+                    sb, bbase = rin["slot"], rin["base"]
+                    xw = list(rin["events"])
+                    for sem, cnt in (rin["busy"] if res else []):
+                        em.wait("global", "LD", sem, cnt)
+                else:
+                    sb = self.B.next()
+                    self.begin_tile(sb)
+                    self.wait_stored(n.inputs[0], c0, c1, a * W, b * W)
+                    bbase = self.B.base[sb]
+                    self.dma_rows("LOAD", "B", bbase,
+                                  self.taddr(n.inputs[0]) + (c0 * H + a) * W, nch, (b - a) * W,
+                                  H * W)
+                    xw = []
                 rbase = bbase + nch * (b - a) * W
                 if res:
                     self.wait_stored(res, c0, c1, r0 * Wo, r1 * Wo)
                     self.dma_rows("LOAD", "B", rbase, self.taddr(res) + c0 * Ho * Wo + r0 * Wo,
                                   nch, tnr * Wo, Ho * Wo)
-                xsem = em.sem()
-                em.signal("global", "LD", xsem)
-                obase = self.O.base[so]
+                if rin is None or res:
+                    xsem = em.sem()
+                    em.signal("global", "LD", xsem)
+                    xw.append((xsem, 1))
+                if rout is None:
+                    obase, obuf = self.O.base[so], BUFS["OUT"]
+                else:
+                    obase, obuf = rout["base"], BUFS["B"]
                 # split over cores: channels x rows, best estimate
                 best = None
                 for lc in range(1, cfg.L + 1):
@@ -1015,9 +1149,14 @@ class _Compiler:
                     for ra, rb in best[2]:
                         st = f"core{core}"
                         core += 1
-                        em.wait(st, "RMAC", xsem, 1)
+                        for sem, cnt in xw:
+                            em.wait(st, "RMAC", sem, cnt)
                         em.wait(st, "RMAC", wsem, 1)
-                        self.wait_out_slot(st, "RMAC", so, seen)
+                        if rout is None:
+                            self.wait_out_slot(st, "RMAC", so, seen)
+                        else:
+                            for sem, cnt in rout["busy"]:
+                                em.wait(st, "RMAC", sem, cnt)
                         lo, hi = (r0 + ra) * s - pad, (r0 + rb - 1) * s - pad + k
                         aa, bb = max(lo, 0), min(hi, H)
                         em.setr(st, "RMAC", **dict(regs, CIN=1, GROUPS=cb - ca,
@@ -1028,15 +1167,22 @@ class _Compiler:
                         em.emit(st, "DW_RSA", x_addr=bbase + (ca * (b - a) + aa - a) * W,
                                 w_addr=wbase + ca * k * k, p_addr=pbase + ca * PARAM_RECORD,
                                 o_addr=obase + (ca * tnr + ra) * Wo, nco=cb - ca, hin=bb - aa,
-                                ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=BUFS["OUT"])
+                                ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=obuf)
                         writers.append((st, "RMAC"))
-                ydram = self.taddr(n.output) + (c0 * Ho + r0) * Wo
-                done, stored = self.finish_tile(
-                    sb, so, writers,
-                    lambda: self.dma_rows("STORE", "OUT", obase, ydram, nch, tnr * Wo, Ho * Wo))
-                self.record_store(n.output, c0, c1, r0 * Wo, r1 * Wo, stored)
+                if rout is not None:
+                    done = self.finish_resident(sb, writers)
+                    rout["events"].append((done, len(writers)))
+                else:
+                    ydram = self.taddr(n.output) + (c0 * Ho + r0) * Wo
+                    done, stored = self.finish_tile(
+                        sb, so, writers,
+                        lambda: self.dma_rows("STORE", "OUT", obase, ydram, nch, tnr * Wo,
+                                              Ho * Wo))
+                    self.record_store(n.output, c0, c1, r0 * Wo, r1 * Wo, stored)
                 chunk_done.append((done, len(writers)))
             self.C.busy[sc] = chunk_done
+        if rout is not None:
+            self.resident[n.output] = rout
 
     # attention ---------------------------------------------------------------------------------
     def attention(self, n: Node, info):

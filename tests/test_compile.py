@@ -90,6 +90,20 @@ def test_fusion_keeps_intermediates_on_chip():
         assert not any(s["addr"] <= a < s["addr"] + s["nbytes"] for a in stores)
 
 
+def test_resident_tensors_skip_dram_when_weights_are_too_big_to_fuse():
+    prog, x = case("mbconv_fused")
+    b = compile_(prog, AccelConfig.from_string("small:buf_c_bytes=6144,buf_b_bytes=49152"))
+    assert not any(l.get("fused_into") for l in b.layers)
+    assert [l.get("on_chip", False) for l in b.layers] == [True, True, False]
+    stores = [i["dram_addr"] for i in b.streams["global"] if i.op == "STORE"]
+    loads = [i["dram_addr"] for i in b.streams["global"] if i.op == "LOAD"]
+    for t in ("e", "d"):
+        s = b.symbols[f"tensor:{t}"]
+        assert not any(s["addr"] <= a < s["addr"] + s["nbytes"] for a in stores + loads)
+    ref = golden.run(prog, x)
+    assert all(np.array_equal(run(b, x)[k], ref[k]) for k in ref)
+
+
 def test_buffers_too_small_is_a_clear_error():
     b = Builder(0)
     b.linear("y", b.input("x", (2048,)), 8)

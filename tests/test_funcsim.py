@@ -20,7 +20,9 @@ from sim.funcsim import FuncSimError, run
 from sim.intprogram import Epilogue, IntProgram, Node, TensorInfo, conv_output_hw
 
 CONFIGS = {"paper": "paper", "small": "small",
-           "tinybuf": "small:buf_b_bytes=8192,buf_c_bytes=4096,buf_out_bytes=2048"}
+           "tinybuf": "small:buf_b_bytes=8192,buf_c_bytes=4096,buf_out_bytes=2048",
+           # weights too big to fuse: layers pass tensors through B slots ("resident")
+           "smallc": "small:buf_c_bytes=6144,buf_b_bytes=49152"}
 
 
 
