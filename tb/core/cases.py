@@ -10,7 +10,7 @@ from sim.config import AccelConfig
 from sim.intprogram import Epilogue, IntProgram, Node, TensorInfo
 
 __all__ = ["small_config", "pointwise_program", "linear_program", "depthwise_program",
-           "generic_program", "CASES", "make_case"]
+           "generic_program", "mbconv_program", "CASES", "make_case"]
 
 
 def small_config(*, N=4, M=4, T=4, S=4, packed=False, **kw) -> AccelConfig:
@@ -94,6 +94,31 @@ def generic_program(*, cin=3, cout=4, h=5, w=5, k=3, stride=2, seed=0):
     return IntProgram(t, [node], ["x"], ["y"]).validate()
 
 
+def mbconv_program(*, c=8, e=16, h=6, w=6, k=3, stride=1, seed=0):
+    """An MBConv block: pointwise expand (hswish) -> depthwise kxk (hswish) -> pointwise
+    project (+ residual when stride 1); compiled as one fused chain (inter-layer pipeline)."""
+    rng = np.random.default_rng(seed)
+    pad = k // 2
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    w1 = rng.integers(-127, 128, (e, c, 1, 1)).astype(np.int8)
+    w2 = rng.integers(-127, 128, (e, 1, k, k)).astype(np.int8)
+    w3 = rng.integers(-127, 128, (c, e, 1, 1)).astype(np.int8)
+    b = lambda n: rng.integers(-3000, 3000, n).astype(np.int32)  # noqa: E731
+    t = {"x": TensorInfo("x", (c, h, w), 8, True, 0.05),
+         "e1": TensorInfo("e1", (e, h, w), 8, True, 0.05),
+         "e2": TensorInfo("e2", (e, ho, wo), 8, True, 0.05),
+         "y": TensorInfo("y", (c, ho, wo), 8, True, 0.1)}
+    res = "x" if stride == 1 else None
+    nodes = [Node("pw1", "conv", ["x"], "e1", dict(kernel=1, stride=1, padding=0, groups=1),
+                  dict(weight=w1, bias=b(e)), _epilogue(rng, e, "hswish")),
+             Node("dw", "conv", ["e1"], "e2", dict(kernel=k, stride=stride, padding=pad,
+                                                   groups=e),
+                  dict(weight=w2, bias=b(e)), _epilogue(rng, e, "hswish")),
+             Node("pw2", "conv", ["e2"], "y", dict(kernel=1, stride=1, padding=0, groups=1),
+                  dict(weight=w3, bias=b(c)), _epilogue(rng, c, "none", res))]
+    return IntProgram(t, nodes, ["x"], ["y"]).validate()
+
+
 #: name -> (program factory, its kwargs, config kwargs)
 CASES = {
     "pw_relu": (pointwise_program, dict(act="relu"), {}),
@@ -109,6 +134,8 @@ CASES = {
     "dw5_s1_res": (depthwise_program, dict(c=5, h=5, w=6, k=5, stride=1, residual=True,
                                            seed=7), {}),
     "dw5_s2": (depthwise_program, dict(c=9, h=9, w=9, k=5, stride=2, seed=8), {}),
+    "mbconv": (mbconv_program, dict(seed=10), {}),
+    "mbconv_s2": (mbconv_program, dict(c=6, e=12, h=7, w=7, stride=2, seed=11), {}),
     "dw3_s2_8x8": (depthwise_program, dict(c=12, h=10, w=11, k=3, stride=2, act="hswish",
                                            seed=9), dict(N=8, M=8, T=8, S=8)),
 }
