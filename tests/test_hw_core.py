@@ -56,12 +56,15 @@ def reference(prog, x):
     cout = w.shape[0]
     xt, yt = prog.tensors[n.inputs[0]], prog.tensors[n.output]
     xs = np.asarray(x, np.int64).reshape(xt.shape[0], -1)
+    groups = int(n.attrs.get("groups", 1))
+    cin_g, cout_g = xs.shape[0] // groups, cout // groups
     acc = np.zeros((cout, xs.shape[1]), np.int64)
     for co in range(cout):
+        gi = co // cout_g
         for p in range(xs.shape[1]):
             s = int(b[co])
-            for ci in range(xs.shape[0]):
-                s += int(w.reshape(cout, -1)[co, ci]) * int(xs[ci, p])
+            for ci in range(cin_g):
+                s += int(w.reshape(cout, -1)[co, ci]) * int(xs[gi * cin_g + ci, p])
             acc[co, p] = s
     if n.epilogue is None:
         return acc.reshape(yt.shape)

@@ -163,11 +163,18 @@ class Unit(wiring.Component):
             co = Signal(13)
             xk = Signal(ADDR_BITS + 12)
             wco = Signal(ADDR_BITS + 12)
-            # output side counters
+            # groups (grouped pointwise): cout_g = nco / GROUPS, found by repeated addition
+            coutg, gsum = Signal(13), Signal(13)
+            g, g_o, g_w = Signal(13), Signal(13), Signal(13)
+            gx, gw_, gp, gr, go = (Signal(ADDR_BITS + 12, name=n)
+                                   for n in ("gx", "gw", "gp", "gr", "go"))
+            xg, wg = Signal(ADDR_BITS + 12), Signal(ADDR_BITS + 12)
+            # output side counters (with the group's base addresses)
             pix_o, co_o = Signal(24), Signal(13)
             pco_o, rco_o = Signal(ADDR_BITS + 12), Signal(ADDR_BITS + 12)
+            pcg_o, rcg_o = Signal(ADDR_BITS + 12), Signal(ADDR_BITS + 12)
             pix_w, co_w = Signal(24), Signal(13)
-            oco_w = Signal(ADDR_BITS + 12)
+            oco_w, ocg_w = Signal(ADDR_BITS + 12), Signal(ADDR_BITS + 12)
             tf = lambda n: fld(word, compute_op, n)
             nco = tf("nco")
             has_res = regs["RES_ADDR"] >= 0
@@ -237,20 +244,31 @@ class Unit(wiring.Component):
                          self.o.addr.eq(oco_w + Mux(wide, pix_w << 2, pix_w))]
             for s, (tot, y) in enumerate(results):
                 m.d.comb += [self.o.data[s].eq(Mux(noepi, tot, y)),
-                             self.o.mask[s].eq(co_w + s < nco)]
+                             self.o.mask[s].eq(co_w + s < coutg)]
             # output-side counters advance in output order (channel group outer, pixel inner)
             with m.If(e_valid):
                 with m.If(pix_o + 1 == npix):
-                    m.d.sync += [pix_o.eq(0), co_o.eq(co_o + L), pco_o.eq(pco_o + 32 * L),
-                                 rco_o.eq(rco_o + regs["RSTRIDE"] * L)]
+                    m.d.sync += pix_o.eq(0)
+                    with m.If(co_o + L < coutg):
+                        m.d.sync += [co_o.eq(co_o + L), pco_o.eq(pco_o + 32 * L),
+                                     rco_o.eq(rco_o + regs["RSTRIDE"] * L)]
+                    with m.Else():              # next group
+                        m.d.sync += [co_o.eq(0), g_o.eq(g_o + 1), pco_o.eq(pcg_o + gp),
+                                     pcg_o.eq(pcg_o + gp), rco_o.eq(rcg_o + gr),
+                                     rcg_o.eq(rcg_o + gr)]
                 with m.Else():
                     m.d.sync += pix_o.eq(pix_o + 1)
             last_write = Signal()
-            m.d.comb += last_write.eq(wr & (pix_w + 1 == npix) & (co_w + L >= nco))
+            m.d.comb += last_write.eq(wr & (pix_w + 1 == npix) & (co_w + L >= coutg)
+                                      & (g_w + 1 == regs["GROUPS"]))
             with m.If(wr & ~dwmode):
                 with m.If(pix_w + 1 == npix):
-                    m.d.sync += [pix_w.eq(0), co_w.eq(co_w + L),
-                                 oco_w.eq(oco_w + regs["OSTRIDE"] * L)]
+                    m.d.sync += pix_w.eq(0)
+                    with m.If(co_w + L < coutg):
+                        m.d.sync += [co_w.eq(co_w + L), oco_w.eq(oco_w + regs["OSTRIDE"] * L)]
+                    with m.Else():
+                        m.d.sync += [co_w.eq(0), g_w.eq(g_w + 1), oco_w.eq(ocg_w + go),
+                                     ocg_w.eq(ocg_w + go)]
                 with m.Else():
                     m.d.sync += pix_w.eq(pix_w + 1)
 
@@ -258,7 +276,8 @@ class Unit(wiring.Component):
             m.d.comb += df_supported.eq((regs["KERNEL"] == 1) & (regs["STRIDE"] == 1)
                                      & (regs["PAD_L"] == 0) & (regs["PAD_R"] == 0)
                                      & (tf("pad_t") == 0) & (tf("pad_b") == 0)
-                                     & (regs["GROUPS"] == 1) & (regs["XSIGNED"] == 1)
+                                     & (regs["GROUPS"] >= 1) & (regs["GROUPS"] <= nco)
+                                     & (regs["XSIGNED"] == 1)
                                      & (~has_res | (regs["RSIGNED"] == 1))
                                      & (noepi | ((regs["OBITS"] == 8)
                                                  & ((regs["ACT"] != ACTS["hswish"])
@@ -330,12 +349,33 @@ class Unit(wiring.Component):
                         m.d.sync += dwmode.eq(0)
                         m.d.sync += [K.eq(regs["CIN"] * regs["KERNEL"] * regs["KERNEL"]),
                                      npix.eq(tf("ho") * regs["WOUT"]),
-                                     k0.eq(0), pix.eq(0), co.eq(0), xk.eq(tf("x_addr")),
-                                     wco.eq(tf("w_addr")),
-                                     pix_o.eq(0), co_o.eq(0), pco_o.eq(tf("p_addr")),
-                                     rco_o.eq(regs["RES_ADDR"]), pix_w.eq(0), co_w.eq(0),
-                                     oco_w.eq(tf("o_addr"))]
-                        m.next = "RUN"
+                                     k0.eq(0), pix.eq(0), co.eq(0), g.eq(0), xk.eq(tf("x_addr")),
+                                     xg.eq(tf("x_addr")), wco.eq(tf("w_addr")),
+                                     wg.eq(tf("w_addr")),
+                                     pix_o.eq(0), co_o.eq(0), g_o.eq(0), pco_o.eq(tf("p_addr")),
+                                     pcg_o.eq(tf("p_addr")), rco_o.eq(regs["RES_ADDR"]),
+                                     rcg_o.eq(regs["RES_ADDR"]), pix_w.eq(0), co_w.eq(0),
+                                     g_w.eq(0), oco_w.eq(tf("o_addr")), ocg_w.eq(tf("o_addr"))]
+                        with m.If(regs["GROUPS"] == 1):
+                            m.d.sync += coutg.eq(nco)
+                            m.next = "GROUPS"
+                        with m.Else():
+                            m.d.sync += [coutg.eq(0), gsum.eq(0)]
+                            m.next = "DIVIDE"
+                with m.State("DIVIDE"):          # coutg = nco / GROUPS (exact, checked)
+                    m.d.comb += busy.eq(1)
+                    with m.If(gsum + regs["GROUPS"] <= nco):
+                        m.d.sync += [gsum.eq(gsum + regs["GROUPS"]), coutg.eq(coutg + 1)]
+                    with m.Elif(gsum != nco):
+                        fail(op)
+                    with m.Else():
+                        m.next = "GROUPS"
+                with m.State("GROUPS"):          # per-group address increments
+                    m.d.comb += busy.eq(1)
+                    m.d.sync += [gx.eq(regs["CIN"] * regs["XSTRIDE"]), gw_.eq(coutg * K),
+                                 gp.eq(coutg * 32), gr.eq(coutg * regs["RSTRIDE"]),
+                                 go.eq(coutg * regs["OSTRIDE"])]
+                    m.next = "RUN"
                 with m.State("RUN"):
                     m.d.comb += [busy.eq(1), self.x.en.eq(1), self.w.en.eq(1)]
                     last_k = Signal()
@@ -343,11 +383,17 @@ class Unit(wiring.Component):
                     m.d.sync += [v1.eq(1), f1.eq(k0 == 0), l1.eq(last_k),
                                  mask1.eq(Cat(*[(k0 + t) < K for t in range(W)]))]
                     with m.If(last_k):
-                        m.d.sync += [k0.eq(0), xk.eq(tf("x_addr"))]
+                        m.d.sync += [k0.eq(0), xk.eq(xg)]
                         with m.If(pix + 1 == npix):
-                            m.d.sync += [pix.eq(0), co.eq(co + L), wco.eq(wco + K * L)]
-                            with m.If(co + L >= nco):
-                                m.next = "DRAIN"
+                            m.d.sync += pix.eq(0)
+                            with m.If(co + L < coutg):
+                                m.d.sync += [co.eq(co + L), wco.eq(wco + K * L)]
+                            with m.Else():      # next group: its input channels and filters
+                                m.d.sync += [co.eq(0), g.eq(g + 1), xg.eq(xg + gx),
+                                             xk.eq(xg + gx), wg.eq(wg + gw_),
+                                             wco.eq(wg + gw_)]
+                                with m.If(g + 1 == regs["GROUPS"]):
+                                    m.next = "DRAIN"
                         with m.Else():
                             m.d.sync += pix.eq(pix + 1)
                     with m.Else():

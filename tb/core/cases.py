@@ -38,18 +38,18 @@ def _epilogue(rng, cout, act, residual=None, s_res=0.05):
 
 
 def pointwise_program(*, cin=16, cout=12, h=4, w=5, act="relu", residual=False,
-                      out_signed=True, seed=0):
-    """One pointwise conv ``x (cin,h,w) -> y (cout,h,w)`` with bias and epilogue ``act``;
-    ``residual``: y += x (needs cin == cout)."""
+                      out_signed=True, groups=1, seed=0):
+    """One (grouped) pointwise conv ``x (cin,h,w) -> y (cout,h,w)`` with bias and epilogue
+    ``act``; ``residual``: y += x (needs cin == cout)."""
     rng = np.random.default_rng(seed)
-    wt = rng.integers(-127, 128, (cout, cin, 1, 1)).astype(np.int8)
+    wt = rng.integers(-127, 128, (cout, cin // groups, 1, 1)).astype(np.int8)
     b = rng.integers(-3000, 3000, cout).astype(np.int32)
     if residual and cin != cout:
         raise ValueError("a residual pointwise case needs cin == cout")
     epi = _epilogue(rng, cout, act, "x" if residual else None)
     t = {"x": TensorInfo("x", (cin, h, w), 8, True, 0.05),
          "y": TensorInfo("y", (cout, h, w), 8, out_signed, 0.1)}
-    node = Node("pw", "conv", ["x"], "y", dict(kernel=1, stride=1, padding=0, groups=1),
+    node = Node("pw", "conv", ["x"], "y", dict(kernel=1, stride=1, padding=0, groups=groups),
                 dict(weight=wt, bias=b), epi)
     return IntProgram(t, [node], ["x"], ["y"]).validate()
 
@@ -127,6 +127,9 @@ CASES = {
                     {}),
     "pw_unsigned_out": (pointwise_program, dict(act="relu", out_signed=False, seed=3), {}),
     "linear_logits": (linear_program, dict(), {}),
+    "gpw_g3": (pointwise_program, dict(act="hswish", cin=12, cout=18, groups=3, seed=12), {}),
+    "gpw_g6": (pointwise_program, dict(act="none", cin=12, cout=12, groups=6, residual=True,
+                                       seed=13), {}),
     "pw_8x8": (pointwise_program, dict(act="hswish", cin=24, cout=20, h=6, w=6, seed=4),
                dict(N=8, M=8, T=8, S=8)),
     "dw3_s1": (depthwise_program, dict(c=6, h=5, w=6, k=3, stride=1, act="relu", seed=5), {}),
