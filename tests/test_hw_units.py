@@ -346,7 +346,7 @@ def test_requant_residual_and_hswish():
     (lambda: Log2Quantizer(code_bits=9), "code_bits", r"code_bits"),
     (lambda: Requant(out_bits=0), "out_bits", r"out_bits must be in \[2, 32\], got 0"),
     (lambda: Requant(shift_bits=-2), "shift_bits", r"shift_bits must be in \[1, 7\], got -2"),
-    (lambda: PackedDualMultiplier(w_bits=10), "w_bits", r"w_bits must be in \[2, 9\], got 10"),
+    (lambda: PackedDualMultiplier(w_bits=9), "w_bits", r"w_bits must be in \[2, 8\], got 9"),
     (lambda: PackedDualMultiplier(a_bits=11), "a_bits", r"a_bits must be in \[2, 10\], got 11"),
 ])
 def test_bad_params(factory, param, match):

@@ -31,8 +31,9 @@ class PackedDualMultiplier(wiring.Component):
     -------------------------
     a_bits : int, 2..(18 - w_bits) (default 8)
         Bits of the shared signed operand (activation).
-    w_bits : int, 2..9 (default 8)
-        Bits of each signed packed operand (weight): ``(w_hi << 18) + w_lo`` must fit 27 bits.
+    w_bits : int, 2..8 (default 8)
+        Bits of each signed packed operand (weight): ``(w_hi << 18) + w_lo`` must fit the signed
+        27-bit pre-adder for all values (with 9 bits, ``(-256 << 18) - 1`` would not).
         ``a_bits + w_bits <= 18`` keeps the low product inside its 18-bit field.
 
     Ports
@@ -47,7 +48,8 @@ class PackedDualMultiplier(wiring.Component):
     latency = 2
 
     def __init__(self, *, a_bits: int = 8, w_bits: int = 8):
-        self.w_bits = check_int("w_bits", w_bits, lo=2, hi=27 - PACK_SHIFT)
+        # (w_hi << 18) + w_lo must fit the signed 27-bit pre-adder for every value: w_bits <= 8
+        self.w_bits = check_int("w_bits", w_bits, lo=2, hi=26 - PACK_SHIFT)
         self.a_bits = check_int("a_bits", a_bits, lo=2, hi=PACK_SHIFT - w_bits)
         pw = a_bits + w_bits
         super().__init__({
