@@ -377,6 +377,7 @@ class _Compiler:
                 continue
             if n.name not in chains and n.op != "concat":
                 self.flush()
+                self.em.layer = li          # (the flushed tile tagged its own layers)
             if n.name in chains:
                 chain = chains[n.name]
                 for m in chain[1:]:
@@ -500,8 +501,10 @@ class _Compiler:
         chunk = min(cout, 4095, (self.C.size - ALIGN) // per_co)
         gran = cout_g if g > 1 else (8 if cout >= 8 else 1)
         if chunk < cout:
+            if g == 1:                 # chunks of 8 lanes x a power-of-two number of cores
+                gran = next((m for m in (128, 64, 32, 16, 8) if m <= chunk), gran)
             chunk = chunk // gran * gran
-            if chunk >= gran:          # equal chunks, multiples of the lane granularity
+            if chunk >= gran:          # equal chunks, multiples of that granularity
                 nch = _cdiv(cout, chunk)
                 chunk = min(chunk, _cdiv(_cdiv(cout, nch), gran) * gran)
         if chunk < max(1, cout_g if g > 1 else 1):
