@@ -54,6 +54,7 @@ PARAM_RECORD = 32       #: bytes per output channel (8 x int32) / per attention 
 ALIGN = 64              #: DRAM alignment of every block (one AXI beat of the 4 HP ports)
 TILES_TARGET = 4        #: aim for at least this many row tiles per layer (inter-layer overlap)
 FUSED_TILES = 4         #: row tiles per fused chain at least (fewer: less halo recompute)
+FUSED_TILES_S1 = 3       #: ... for stride-1 chains with a first PW (its halo rows are recomputed)
 B_SLOTS = 3              #: buffer B slots: LD of tile t+1 || first PW of t || DW+PW2 of t-1
 MIN_TILE_BYTES = 16384
 RESIDENT_MAX = 64 * 1024  #: largest tensor passed between two layers through a B slot  #: ... but no smaller tiles than this (bytes loaded + stored)
@@ -850,7 +851,7 @@ class _Compiler:
             fit -= 1
         if not need(fit):
             raise CompileError(f"{dw.name}: a fused row does not fit the B slot")
-        nr = max(1, min(fit, _cdiv(Ho, FUSED_TILES)))
+        nr = max(1, min(fit, _cdiv(Ho, FUSED_TILES if s > 1 or pn is None else FUSED_TILES_S1)))
         chunk_done = []
         self.C.busy[sc] = chunk_done
         qb, qoff = self.base_of(q.output)
@@ -1204,7 +1205,10 @@ class _Compiler:
             raise CompileError(f"{n.name}: {ntok} tokens need a divisor buffer of {ntok} bytes"
                                f" (have {cfg.buf_div_bytes}) / aux {2 * (d * d + d)}")
         per_head = 3 * d * ntok
-        hpt = min(heads, self.B.size // per_head, self.O.size // (d * ntok))
+        # two head groups at least: EfficientViT's multi-scale attention puts the heads of the
+        # plain qkv first and those of the aggregated qkv second, so the first group can load
+        # (and its cores start) while the aggregation of the second is still being stored
+        hpt = min(max(1, _cdiv(heads, 2)), self.B.size // per_head, self.O.size // (d * ntok))
         if hpt < 1:
             raise CompileError(f"{n.name}: one head ({per_head} bytes) does not fit a B slot")
         sc = self.C.next()
@@ -1227,7 +1231,7 @@ class _Compiler:
             em.signal("global", "LD", xsem)
             writers, seen = [], set()
             for j, h in enumerate(range(h0, h1)):
-                st = f"core{j % cfg.L}"
+                st = f"core{h % cfg.L}"
                 xa = bbase + j * per_head
                 i = aux_i.get(st, 0)
                 aux_i[st] = i + 1
