@@ -51,6 +51,11 @@ def reference(prog, x):
     (n,) = prog.nodes
     if n.kind == "depthwise":
         return reference_depthwise(prog, np.asarray(x, np.int64))
+    if n.op == "global_avgpool":
+        yt = prog.tensors[n.output]
+        acc = np.array([sum(int(v) for v in np.asarray(x)[c].reshape(-1))
+                        for c in range(x.shape[0])], np.int64)
+        return n.epilogue.apply(acc, out_bits=yt.bits, signed=yt.signed)
     w = np.asarray(n.params["weight"], np.int64)
     b = np.asarray(n.params["bias"], np.int64)
     cout = w.shape[0]
@@ -95,7 +100,10 @@ def test_core_single_layer(name):
     # both engines got work and every compute instruction ran
     ops = {op for _, op, _, _ in env.compute_spans()}
     dw = prog.nodes[0].kind == "depthwise"
-    assert ops == ({"DW_RSA"} if dw else {"CONV_MAT", "CONV_RDF"})
+    if prog.nodes[0].op == "global_avgpool":
+        assert ops == {"POOL"}
+    else:
+        assert ops == ({"DW_RSA"} if dw else {"CONV_MAT", "CONV_RDF"})
     model = perf.simulate(binary).cycles
     print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
     assert model <= cycles <= model * 1.15 + 10

@@ -62,7 +62,7 @@ class Core(wiring.Component):
         self.N, self.M, self.T, self.S, self.packed = N, M, T, S, packed
         self.units = {"mat": Unit(kind="MAT", lanes=S, width=T, packed=packed),
                       "rmac": Unit(kind="RMAC", lanes=M, width=N, packed=packed),
-                      "aux": Unit(kind="AUX")}
+                      "aux": Unit(kind="AUX", lanes=1, width=N)}
         sig = {}
         for u, unit in self.units.items():
             for name, member in unit.signature.members.items():

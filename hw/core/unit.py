@@ -10,8 +10,10 @@ A unit runs its in-order instruction queue (``sim.isa``: the per-unit split of a
   accepts (WAIT: the counter has reached ``count``). A compute instruction returns to the fetch
   state only after its last output is written, so a SIGNAL after it means "outputs in place";
 * ``HALT`` stops the unit (``halted`` = 1);
-* ``CONV_MAT`` (MAT unit) / ``CONV_RDF`` (R-MAC unit, down-forward mode): a pointwise conv or
-  linear tile (``KERNEL = 1``, ``STRIDE = 1``, no padding, ``GROUPS = 1``), see below;
+* ``CONV_MAT`` (MAT unit) / ``CONV_RDF`` (R-MAC unit, down-forward mode): a (grouped)
+  pointwise conv or linear tile (``KERNEL = 1``, ``STRIDE = 1``, no padding), see below;
+* ``DW_RSA`` (R-MAC unit, self-accumulation mode): a depthwise tile (see ``_depthwise``);
+* ``POOL`` (AUX unit): global average pooling on the adder tree (see ``_pool``);
 * anything else sets ``error`` (sticky) with the opcode in ``error_op`` and halts.
 
 Conv tile schedule (``K = CIN``, ``npix = ho * WOUT``; lanes = S (MAT) or M (R-MAC), width =
@@ -69,7 +71,7 @@ class Unit(wiring.Component):
     Parameters (keyword-only)
     -------------------------
     kind : "MAT", "RMAC" or "AUX"
-        Which unit; ``AUX`` has no engine yet (it executes SETR/WAIT/SIGNAL/NOP/HALT only).
+        Which unit; ``AUX`` has the adder tree (``POOL``; the attention row sums not yet).
     lanes : int, 1..64
         Output channels per step: S (MAT) or M (R-MAC).
     width : int, 1..64
@@ -112,6 +114,10 @@ class Unit(wiring.Component):
                        p=Out(gather_read_signature(rows=lanes, elems=32)),
                        r=Out(gather_read_signature(rows=1, elems=lanes)),
                        o=Out(scatter_write_signature(elems=lanes)))
+        else:       # AUX: the adder tree (POOL) reads `width` tokens of one channel per cycle
+            sig.update(x=Out(gather_read_signature(rows=1, elems=width)),
+                       p=Out(gather_read_signature(rows=1, elems=32)),
+                       o=Out(scatter_write_signature(elems=1)))
         if kind == "RMAC":
             self.max_kernel = MAX_KERNEL
             self.row_len = lanes + MAX_KERNEL - 1
@@ -291,6 +297,9 @@ class Unit(wiring.Component):
                                                      dw_last_write, supported, df_supported,
                                                      op, code)
 
+        if self.kind == "AUX":
+            pool_issue, pool_setup, pool_last_write, pool_ok = self._pool(m, regs, word, fld)
+
         # ---- the decoder -------------------------------------------------------------------
         def fail(opv):
             m.d.sync += [self.error.eq(1), self.error_op.eq(opv)]
@@ -326,6 +335,9 @@ class Unit(wiring.Component):
                             pass
                         with m.Case(code["HALT"]):
                             m.next = "HALTED"
+                        if self.kind == "AUX":
+                            with m.Case(code["POOL"]):
+                                m.next = "PSETUP"
                         if compute_op is not None:
                             ops = [code[compute_op]] + ([code["DW_RSA"]] if self.kind == "RMAC"
                                                          else [])
@@ -407,7 +419,95 @@ class Unit(wiring.Component):
                         m.d.comb += busy.eq(1)
                         with m.If(dw_issue()):
                             m.next = "DRAIN"
+            if self.kind == "AUX":
+                with m.State("PSETUP"):
+                    m.d.comb += busy.eq(1)
+                    with m.If(~pool_ok):
+                        fail(op)
+                    with m.Else():
+                        pool_setup()
+                        m.next = "PRUN"
+                with m.State("PRUN"):
+                    m.d.comb += busy.eq(1)
+                    with m.If(pool_issue()):
+                        m.next = "PDRAIN"
+                with m.State("PDRAIN"):
+                    m.d.comb += busy.eq(1)
+                    with m.If(pool_last_write):
+                        m.next = "FETCH"
         return m
+
+    # ---- global average pooling on the AUX unit's adder tree ------------------------------------
+    def _pool(self, m, regs, word, fld):
+        """POOL: per channel, sum NTOK tokens ``width`` at a time (one adder-tree pass per cycle,
+        ``ceil(NTOK/width)`` cycles per channel, as sim.perf), then requant (no bias) and write
+        one byte per channel at ``o_addr + channel``."""
+        W = self.width
+        tf = lambda n: fld(word, "POOL", n)     # noqa: E731
+        nco, ntok = tf("nco"), regs["NTOK"]
+        c, t0 = Signal(13), Signal(24)
+        xa = Signal(ADDR_BITS + 12)
+        m.d.comb += [self.x.buf.eq(regs["XBUF"][:3]), self.x.row_stride.eq(0),
+                     self.x.elem_stride.eq(1), self.x.addr.eq(xa + t0)]
+        v1, f1, l1, mask1 = Signal(), Signal(), Signal(), Signal(W)
+        m.d.sync += v1.eq(0)
+        xs = regs["XSIGNED"][0]
+        vals = [Mux(mask1[i], Mux(xs, self.x.data[0][i].as_signed(),
+                                  self.x.data[0][i].as_unsigned()), 0) for i in range(W)]
+        tot = Signal(signed(16 + W.bit_length()))
+        m.d.comb += tot.eq(sum(vals))
+        psum, hold = Signal(signed(32)), Signal(signed(32))
+        d2 = Signal()
+        with m.If(v1):
+            m.d.sync += psum.eq(Mux(f1, tot, psum + tot))
+        m.d.sync += d2.eq(v1 & l1)
+        # channel totals: parameter read, then requant
+        c_o, c_w = Signal(13), Signal(13)
+        m.d.comb += [self.p.en.eq(d2), self.p.buf.eq(1), self.p.addr.eq(tf("p_addr") + c_o * 32),
+                     self.p.row_stride.eq(0), self.p.elem_stride.eq(1)]
+        d3 = Signal()
+        m.d.sync += d3.eq(d2)
+        with m.If(d2):
+            m.d.sync += [hold.eq(psum), c_o.eq(c_o + 1)]
+        rec = self.p.data[0].as_value()
+        rq = Requant(out_bits=16, signed=True, residual=False, hswish=True, hswish_in_bits=16)
+        m.submodules.requant = rq
+        m.d.comb += [rq.acc.eq(hold), rq.b.eq(rec[32:48]), rq.c.eq(rec[64:70]),
+                     rq.offset.eq(rec[96:128].as_signed()),
+                     rq.relu_en.eq(regs["ACT"] == ACTS["relu"]),
+                     rq.hswish_en.eq(regs["ACT"] == ACTS["hswish"]),
+                     rq.three.eq(regs["THREE"][:16]), rq.hb.eq(rec[192:208]),
+                     rq.hc.eq(rec[224:230]), rq.in_valid.eq(d3)]
+        lo = Mux(regs["OSIGNED"][0], -128, 0)
+        hi = Mux(regs["OSIGNED"][0], 127, 255)
+        y = Signal(signed(16))
+        m.d.comb += y.eq(Mux(rq.out < lo, lo, Mux(rq.out > hi, hi, rq.out)))
+        m.d.comb += [self.o.en.eq(rq.out_valid), self.o.buf.eq(tf("obuf")), self.o.wide.eq(0),
+                     self.o.elem_stride.eq(1), self.o.mask.eq(1), self.o.data[0].eq(y),
+                     self.o.addr.eq(tf("o_addr") + c_w)]
+        last_write = Signal()
+        m.d.comb += last_write.eq(rq.out_valid & (c_w + 1 == nco))
+        with m.If(rq.out_valid):
+            m.d.sync += c_w.eq(c_w + 1)
+        ok = Signal()
+        m.d.comb += ok.eq((nco > 0) & (ntok > 0) & (regs["RES_ADDR"] < 0)
+                          & (regs["NOEPI"] == 0) & (regs["OBITS"] == 8)
+                          & ((regs["ACT"] != ACTS["hswish"]) | (regs["MIDBITS"] == 16)))
+
+        def setup():
+            m.d.sync += [c.eq(0), t0.eq(0), xa.eq(tf("x_addr")), c_o.eq(0), c_w.eq(0)]
+
+        def issue():
+            last_t = t0 + W >= ntok
+            m.d.comb += self.x.en.eq(1)
+            m.d.sync += [v1.eq(1), f1.eq(t0 == 0), l1.eq(last_t),
+                         mask1.eq(Cat(*[(t0 + i) < ntok for i in range(W)]))]
+            with m.If(last_t):
+                m.d.sync += [t0.eq(0), c.eq(c + 1), xa.eq(xa + regs["XSTRIDE"])]
+            with m.Else():
+                m.d.sync += t0.eq(t0 + W)
+            return last_t & (c + 1 == nco)
+        return issue, setup, last_write, ok
 
     # ---- depthwise (R-MAC self-accumulation) ---------------------------------------------------
     def _depthwise(self, m, regs, tf, word, dwmode, eng, rq_lanes, dw_last_write, supported,

@@ -10,7 +10,8 @@ from sim.config import AccelConfig
 from sim.intprogram import Epilogue, IntProgram, Node, TensorInfo
 
 __all__ = ["small_config", "pointwise_program", "linear_program", "depthwise_program",
-           "generic_program", "mbconv_program", "CASES", "make_case"]
+           "generic_program", "mbconv_program", "pool_program", "CASES",
+           "make_case"]
 
 
 def small_config(*, N=4, M=4, T=4, S=4, packed=False, **kw) -> AccelConfig:
@@ -119,6 +120,17 @@ def mbconv_program(*, c=8, e=16, h=6, w=6, k=3, stride=1, seed=0):
     return IntProgram(t, nodes, ["x"], ["y"]).validate()
 
 
+def pool_program(*, c=10, h=5, w=7, act="none", seed=0):
+    """Global average pooling ``(c, h, w) -> (c,)``: per-channel sum, requant by 1/(h*w)."""
+    rng = np.random.default_rng(seed)
+    epi = Epilogue(mult=nx.to_dyadic(rng.uniform(0.5, 1.5, c) / (h * w)), act=act,
+                   offset=rng.integers(-3, 4, c))
+    t = {"x": TensorInfo("x", (c, h, w), 8, True, 0.05),
+         "y": TensorInfo("y", (c,), 8, True, 0.05)}
+    node = Node("pool", "global_avgpool", ["x"], "y", {}, {}, epi)
+    return IntProgram(t, [node], ["x"], ["y"]).validate()
+
+
 #: name -> (program factory, its kwargs, config kwargs)
 CASES = {
     "pw_relu": (pointwise_program, dict(act="relu"), {}),
@@ -137,6 +149,8 @@ CASES = {
     "dw5_s1_res": (depthwise_program, dict(c=5, h=5, w=6, k=5, stride=1, residual=True,
                                            seed=7), {}),
     "dw5_s2": (depthwise_program, dict(c=9, h=9, w=9, k=5, stride=2, seed=8), {}),
+    "pool": (pool_program, dict(seed=14), {}),
+    "pool_relu": (pool_program, dict(c=6, h=3, w=3, act="relu", seed=15), {}),
     "mbconv": (mbconv_program, dict(seed=10), {}),
     "mbconv_s2": (mbconv_program, dict(c=6, e=12, h=7, w=7, stride=2, seed=11), {}),
     "dw3_s2_8x8": (depthwise_program, dict(c=12, h=10, w=11, k=3, stride=2, act="hswish",

@@ -76,10 +76,11 @@ class CoreEnv:
             out += [(f"{u}_x", 1, width), (f"{u}_w", lanes, width), (f"{u}_p", lanes, 32),
                     (f"{u}_r", 1, lanes)]
         out.append(("rmac_xr", self.N, self.M + MAX_KERNEL - 1))
+        out += [("aux_x", 1, self.N), ("aux_p", 1, 32)]
         return out
 
     def scatters(self):
-        return [("mat_o", self.S), ("rmac_o", self.M)]
+        return [("mat_o", self.S), ("rmac_o", self.M), ("aux_o", 1)]
 
     def sampled_names(self) -> list:
         """Core outputs the environment needs before every clock edge."""
