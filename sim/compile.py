@@ -991,6 +991,7 @@ class _Compiler:
         layers overlap), but no tile smaller than MIN_TILE_BYTES of traffic (DMA and
         synchronisation overheads)."""
         want = max(_cdiv(ho, TILES_TARGET), _cdiv(MIN_TILE_BYTES, max(1, bytes_per_row)))
+        want = _cdiv(want, 8) * 8          # rows split evenly over 2, 4 or 8 cores
         return max(1, min(fit, want, 4095))
 
     def plan_conv(self, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None):
