@@ -895,7 +895,12 @@ class _Compiler:
         rb_ = db + _align(E * tnr * Wo)
         self.wait_stored(xin, 0, Cx, a * W, b * W)
         self.dma_rows("LOAD", "B", xb if pn else eb, self.taddr(xin) + a * W, Cx, rin * W, H * W)
-        if res:
+        rres, rstride = rb_, tnr * Wo
+        if res and res == xin and s == 1 and Cq == Cx:
+            # the residual is the chain's own input (MBConv / DSConv shortcut): its rows are
+            # already in the B tile, read them from there instead of loading them again
+            rres, rstride = (xb if pn else eb) + (r0 - a) * W, rin * W
+        elif res:
             self.wait_stored(res, 0, Cq, r0 * Wo, r1 * Wo)
             self.dma_rows("LOAD", "B", rb_, self.taddr(res) + r0 * Wo, Cq, tnr * Wo, Ho * Wo)
         xsem = em.sem()
@@ -919,7 +924,8 @@ class _Compiler:
             for st, u in wr:
                 em.signal(st, u, esem)
             waits = [(xsem, 1), (wsem, 1), (esem, len(wr))]
-        return dict(r0=r0, r1=r1, a=a, rin=rin, sb=sb, so=so, eb=eb, db=db, rb=rb_,
+        return dict(r0=r0, r1=r1, a=a, rin=rin, sb=sb, so=so, eb=eb, db=db, rb=rres,
+                    rstride=rstride,
                     waits=waits, pcyc=pcyc)
 
     def fused_back(self, chain, li, t, cb0, woff):
@@ -976,7 +982,8 @@ class _Compiler:
                                obase=self.O.base[so], ostride=tnr * Wo, obuf=BUFS["OUT"],
                                wbase=cb0 + woff[q.name], pbase=cb0 + woff[q.name + ".p"],
                                K=e_g, cin_g=e_g, cout_g=cq_g, g=gq, regs=self.epi_regs(q),
-                               res_base=t["rb"] if res else None, rstride=tnr * Wo, slot_o=so,
+                               res_base=t["rb"] if res else None, rstride=t["rstride"],
+                               slot_o=so,
                                seen=seen)
         obase = self.O.base[so]
         ydram = self.taddr(q.output) + r0 * Wo
