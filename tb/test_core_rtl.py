@@ -41,7 +41,8 @@ def _verilator_pch(monkeypatch):
 def _run(cases, simulator):
     """Run ``cases`` (same engine sizes) in one simulation; check outputs (in cocotb) and cycles."""
     cfgs = {make_case(c)[1] for c in cases}
-    assert len({(c.N, c.M, c.T, c.S) for c in cfgs}) == 1, "one engine size per run"
+    assert len({(c.N, c.M, c.T, c.S, c.dsp_packing) for c in cfgs}) == 1, \
+        "one engine configuration per run"
     cfg = next(iter(cfgs))
     run_cocotb(component=Core.from_config(cfg), name="core", test_module="tb.core.cocotb_core",
                simulator=simulator, params=dict(cases=list(cases), seed=0, max_cycles=20000),
@@ -69,10 +70,16 @@ def test_core_rtl(simulator):
 @pytest.mark.regress
 def test_core_rtl_regress(simulator):
     """Every small-config case in one simulation per simulator."""
-    _run([c for c in CASES if not c.endswith("8x8")], simulator)
+    _run([c for c in CASES if not c.endswith(("8x8", "packed"))], simulator)
 
 
 @pytest.mark.regress
 def test_core_rtl_regress_8x8(simulator):
     """The paper's engine sizes N = M = T = S = 8."""
     _run([c for c in CASES if c.endswith("8x8")], simulator)
+
+
+@pytest.mark.regress
+def test_core_rtl_regress_packed(simulator):
+    """DSP packing (two int8 products per multiplier) in both engines."""
+    _run([c for c in CASES if c.endswith("packed")], simulator)

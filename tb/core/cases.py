@@ -153,6 +153,10 @@ CASES = {
     "pool_relu": (pool_program, dict(c=6, h=3, w=3, act="relu", seed=15), {}),
     "mbconv": (mbconv_program, dict(seed=10), {}),
     "mbconv_s2": (mbconv_program, dict(c=6, e=12, h=7, w=7, stride=2, seed=11), {}),
+    "pw_packed": (pointwise_program, dict(act="hswish", cin=10, cout=9, seed=16),
+                  dict(packed=True)),
+    "dw3_s2_packed": (depthwise_program, dict(c=6, h=6, w=7, k=3, stride=2, seed=17),
+                      dict(packed=True)),
     "dw3_s2_8x8": (depthwise_program, dict(c=12, h=10, w=11, k=3, stride=2, act="hswish",
                                            seed=9), dict(N=8, M=8, T=8, S=8)),
 }
