@@ -30,7 +30,7 @@ int32 accumulators plus bias instead (the logits).
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -240,7 +240,7 @@ class Unit(wiring.Component):
                 hi = Mux(regs["OSIGNED"][0], 127, 255)
                 m.d.comb += y.eq(Mux(rq.out < lo, lo, Mux(rq.out > hi, hi, rq.out)))
                 results.append((tot, y))
-            self._ns = dict(acc=acc, results=results, o1=o1, K=K, npix=npix, co=co, nco=nco,
+            ns = dict(acc=acc, results=results, o1=o1, K=K, npix=npix, co=co, nco=nco,
                             has_res=has_res)
             # write stage
             wr = Signal()
@@ -293,9 +293,9 @@ class Unit(wiring.Component):
             m.d.comb += supported.eq(df_supported)
             dw_last_write = Signal()
             if self.kind == "RMAC":
-                dw_issue, dw_setup = self._depthwise(m, regs, tf, word, dwmode, eng, rq_lanes,
+                dw_issue, dw_setup = self._depthwise(m, regs, tf, dwmode, eng, rq_lanes,
                                                      dw_last_write, supported, df_supported,
-                                                     op, code)
+                                                     op, code, ns)
 
         if self.kind == "AUX":
             pool_issue, pool_setup, pool_last_write, pool_ok = self._pool(m, regs, word, fld)
@@ -510,14 +510,14 @@ class Unit(wiring.Component):
         return issue, setup, last_write, ok
 
     # ---- depthwise (R-MAC self-accumulation) ---------------------------------------------------
-    def _depthwise(self, m, regs, tf, word, dwmode, eng, rq_lanes, dw_last_write, supported,
-                   df_supported, op, code):
+    def _depthwise(self, m, regs, tf, dwmode, eng, rq_lanes, dw_last_write, supported,
+                   df_supported, op, code, ns):
         """DW_RSA: N channels x M output columns of one output row per tile, k*k steps
         (stride 2: even columns then odd columns, docs/hw-engines.md); the tile's N x M results
         are held and requantized one channel (M pixels) per cycle, so N + 1 <= k*k is required.
-        Returns (issue(): the step logic for the DWRUN state, returning "last step" , setup())."""
+        Returns ``(issue, setup)``: ``issue()`` emits one step's logic for the DWRUN state and
+        returns "this is the last step"; ``setup()`` resets the tile counters."""
         N, M = self.width, self.lanes
-        ns = self._ns
         kk = Signal(6)
         k = regs["KERNEL"][:3]
         st2 = regs["STRIDE"] == 2
