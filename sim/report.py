@@ -98,8 +98,12 @@ def plot_layers(rep, path) -> Path:
     colors = {"compute": "tab:green", "DRAM": "tab:red", "dependency": "tab:orange",
               "overlapped": "tab:gray"}
     ax.bar(x, [100 * min(l.utilization, 1.5) for l in ls],
-           color=[colors.get(l.bound, "tab:blue") for l in ls])
-    ax.set_ylabel("MAC utilisation % (colour: bound)")
+           color=[colors.get(l.bound.split(" ")[0], "tab:blue") for l in ls],
+           hatch=None)
+    for i, l in enumerate(ls):                      # fused-chain layers: hatched outline
+        if "fused" in l.bound:
+            ax.bar([i], [100 * min(l.utilization, 1.5)], fill=False, hatch="//", lw=0)
+    ax.set_ylabel("MAC utilisation % (colour: bound, hatched: fused)")
     ax.set_xlabel("layer")
     ax2 = ax.twinx()
     ax2.plot(list(x), [l.cycles for l in ls], "k.-", lw=0.8)
