@@ -111,11 +111,6 @@ class Requant(wiring.Component):
             m.d.sync += r.eq(value)
             return r
 
-        def delay(value, n, name):
-            for k in range(n):
-                value = stage(value, f"{name}_d{k}")
-            return value
-
         # control that travels with the data
         ctl = {"c": self.c, "offset": self.offset, "relu": self.relu_en, "valid": self.in_valid}
         if self.hswish:
@@ -186,4 +181,5 @@ class Requant(wiring.Component):
 
 
 def _signed(width: int):
+    """``amaranth.hdl.signed`` (the constructor's ``signed`` parameter shadows it there)."""
     return signed(width)
