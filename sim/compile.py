@@ -366,7 +366,7 @@ class _Compiler:
         self.pending = None
         chains = self.find_chains() if self.fuse else {}
         self.resident = {}
-        self.keep = self.find_resident(chains) if self.fuse else set()
+        self.keep = self.find_resident(chains) if self.fuse else {}
         fused_into = {}
         for li, n in enumerate(self.p.nodes):
             self.em.layer = li
@@ -551,7 +551,7 @@ class _Compiler:
                 rout = dict(slot=rs, base=self.B.base[rs], events=[], busy=rs_busy)
                 info["on_chip"] = True
             else:
-                self.keep.discard(n.output)
+                self.keep.pop(n.output, None)
         shared = rin is not None or (nr >= Ho and cout > chunk and cin * H * W +
                                      (cout * Ho * Wo if res else 0) <= self.B.size)
         pre = None
@@ -656,6 +656,8 @@ class _Compiler:
                 if rout is not None:
                     done = self.finish_resident(sb, writers)
                     rout["events"].append((done, len(writers)))
+                    if self.keep.get(n.output):
+                        self.store_resident(n.output, rout, c0, c1, done, len(writers))
                 else:
                     ydram = self.taddr(n.output) + (c0 * Ho + r0) * Wo * ob
                     done, stored = self.finish_tile(
@@ -739,21 +741,35 @@ class _Compiler:
                                  else []):
                 cons.setdefault(t, []).append(n.name)
         infused = {m.name for c in chains.values() for m in c}
-        keep = set()
+        keep = {}                 # tensor -> also store it to DRAM (other readers)?
         for a, b in zip(p.nodes, p.nodes[1:]):
             if a.name in infused or b.name in infused or a.op != "conv" or b.op != "conv":
                 continue
-            if {a.kind, b.kind} != {"pointwise", "depthwise"} or b.inputs != [a.output]:
+            if a.kind not in ("pointwise", "depthwise") or b.kind not in ("pointwise",
+                                                                          "depthwise"):
+                continue
+            if b.inputs != [a.output]:
                 continue
             t = p.tensors[a.output]
             rb = b.epilogue.residual
             need = int(np.prod(t.shape)) + (int(np.prod(p.tensors[rb].shape)) if rb else 0)
-            if (cons.get(a.output) != [b.name] or a.output in p.outputs or a.output in self.alias
-                    or int(np.prod(t.shape)) > RESIDENT_MAX or t.bits > 8
+            if (a.output in self.alias or int(np.prod(t.shape)) > RESIDENT_MAX or t.bits > 8
                     or need > self.B.size):
                 continue
-            keep.add(a.output)
+            keep[a.output] = cons.get(a.output) != [b.name] or a.output in p.outputs
         return keep
+
+    def store_resident(self, name, rout, c0, c1, done, nwriters):
+        """A resident tensor that other layers read later is also stored (from B)."""
+        em = self.em
+        _, h, w = self.p.tensors[name].shape
+        em.wait("global", "ST", done, nwriters)
+        self.dma_rows("STORE", "B", rout["base"] + c0 * h * w, self.taddr(name) + c0 * h * w,
+                      c1 - c0, h * w, h * w)
+        st = em.sem()
+        em.signal("global", "ST", st)
+        self.record_store(name, c0, c1, 0, h * w, st)
+        self.B.busy[rout["slot"]].append((st, 1))
 
     def take_resident_slot(self):
         rs = self.B.next()
@@ -772,7 +788,7 @@ class _Compiler:
         st = em.sem()
         em.signal("global", "ST", st)
         self.record_store(name, 0, c, 0, h * w, st)
-        self.B.busy[r["slot"]] = r["busy"] + r["events"] + [(st, 1)]
+        self.B.busy[r["slot"]] = self.B.busy[r["slot"]] + r["busy"] + r["events"] + [(st, 1)]
 
     def emit_pw(self, tasks, *, waits, xbase, xstride, obase, ostride, obuf, wbase, pbase, K,
                 cin_g, cout_g, g, regs, res_base=None, rstride=0, slot_o=None, seen=None):
@@ -1097,7 +1113,7 @@ class _Compiler:
                 rout = dict(slot=rs, base=self.B.base[rs], events=[], busy=rs_busy)
                 info["on_chip"] = True
             else:
-                self.keep.discard(n.output)
+                self.keep.pop(n.output, None)
         regs = dict(WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad, PAD_R=pad, ACT=ACTS[e.act],
                     OBITS=yt.bits, OSIGNED=int(yt.signed), MIDBITS=e.mid_bits, THREE=e.three,
                     LINEAR=0, NOEPI=0, XSIGNED=int(xt.signed),
@@ -1184,6 +1200,8 @@ class _Compiler:
                 if rout is not None:
                     done = self.finish_resident(sb, writers)
                     rout["events"].append((done, len(writers)))
+                    if self.keep.get(n.output):
+                        self.store_resident(n.output, rout, c0, c1, done, len(writers))
                 else:
                     ydram = self.taddr(n.output) + (c0 * Ho + r0) * Wo
                     done, stored = self.finish_tile(
