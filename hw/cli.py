@@ -120,10 +120,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--param", "-p", action="append", type=_param, metavar="KEY=VALUE", help=param_help)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=_cmd_estimate)
+
+    s = sub.add_parser("sweep", add_help=False,
+                       help="resources over (N, M, T, S): CSV + PNG, and the paper point x L "
+                            "beside Table III (`python -m hw sweep --help`)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["sweep"]:      # the sweep has its own parser (hw.sweep)
+        from .sweep import sweep_main
+        return sweep_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:

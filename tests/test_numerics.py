@@ -141,3 +141,13 @@ def test_requant_with_residual_is_one_rounding_of_the_exact_sum():
 def test_requant_relu_before_offset():
     one = nx.Dyadic(1 << 15, 15)
     assert nx.requant(np.array([-7, 9]), one, relu=True, offset=2).tolist() == [-2, 7]
+
+
+def test_requant_refuses_int64_overflow():
+    """A residual shifted far left (c - rc = 46) would wrap int64 silently: it must raise."""
+    mult, res_mult = nx.Dyadic(1 << 15, 47), nx.Dyadic(1 << 15, 1)
+    with pytest.raises(OverflowError, match="2\\^62"):
+        nx.requant(np.array([5]), mult, residual=np.array([127]), res_mult=res_mult)
+    # the same magnitudes with an aligned shift are fine and exact
+    y = nx.requant(np.array([5]), mult, residual=np.array([127]), res_mult=nx.Dyadic(1 << 15, 47))
+    assert int(y[0]) == 0
