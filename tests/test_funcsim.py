@@ -1,9 +1,10 @@
 """Functional simulation of compiled Binaries == the golden model, bit for bit.
 
 Every single-layer kind is built here by hand with sim.intprogram (random weights, parameters
-calibrated from the golden accumulators), compiled for three configurations (the paper's,
-a small 2-core one, and the small one with tiny buffers that forces many tiles and weight
-chunks) and run in both unit orders. Whole networks: the zoo's tiny model and B0-R64 by
+calibrated from the golden accumulators), compiled for four configurations (the paper's,
+a small 2-core one, the small one with tiny buffers that forces many tiles and weight chunks,
+and one whose C buffer is too small to fuse, which forces the resident-tensor path) and run
+in both unit orders. Whole networks: the zoo's tiny model and B0-R64 by
 default, B0-R224 and B1-R224 as regressions.
 The golden model (sim.golden) is the independent reference: it executes the IntProgram
 node by node without any tiling, DRAM image or instruction.

@@ -120,6 +120,15 @@ def test_b1_r224_runs_in_seconds():
     assert 0 < s["mac_utilization"] <= 1 and 0 < s["fps_over_roofline"] <= 1.2
 
 
+@pytest.mark.regress
+def test_b1_r224_benchmark_targets():
+    """Benchmark guard (issue #4 targets): B1-R224 on `paper` above the paper's 494 FPS and at
+    >= 90 % of the roofline FPS of the same binary (see docs/perf.md for the assumptions)."""
+    prog = zoo.build("b1-r224", seed=0)
+    s = simulate(compile_(prog, AccelConfig.from_string("paper"))).summary()
+    assert s["fps"] > 494 and s["fps_over_roofline"] >= 0.90, s
+
+
 # -- CLI ---------------------------------------------------------------------------------------
 
 def _cli(*args):
