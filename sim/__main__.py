@@ -12,6 +12,8 @@ run      (alias funcsim) run a Binary on the functional simulator and compare wi
 from __future__ import annotations
 
 import argparse
+import json
+import time
 import sys
 from pathlib import Path
 
@@ -153,17 +155,28 @@ def cmd_run(args):
     else:
         x = np.random.default_rng(args.seed).integers(-128 if t.signed else 0,
                                                       128 if t.signed else 256, size=t.shape)
+    t0 = time.perf_counter()
     try:
         out = run(b, x, order=args.order)
     except (ValueError, TypeError) as e:
         raise UserError(f"input: {e}") from None
+    t1 = time.perf_counter()
     ref = golden.run(b.prog, x)
-    ok = True
+    t2 = time.perf_counter()
+    ok, rows = True, {}
     for k in b.prog.outputs:
-        eq = np.array_equal(out[k], ref[k])
+        eq = bool(np.array_equal(out[k], ref[k]))
         ok &= eq
-        print(f"{k}: funcsim {'==' if eq else '!='} golden  (shape {out[k].shape}, "
-              f"max |diff| {int(np.abs(out[k] - ref[k]).max())}, top-1 {int(np.argmax(out[k]))})")
+        rows[k] = dict(equal=eq, shape=list(out[k].shape),
+                       max_abs_diff=int(np.abs(out[k] - ref[k]).max()),
+                       top1_funcsim=int(np.argmax(out[k])), top1_golden=int(np.argmax(ref[k])))
+        if not args.json:
+            print(f"{k}: funcsim {'==' if eq else '!='} golden  (shape {out[k].shape}, "
+                  f"max |diff| {rows[k]['max_abs_diff']}, top-1 {rows[k]['top1_funcsim']})")
+    if args.json:
+        print(json.dumps(dict(funcsim_equals_golden=ok, instructions=b.n_instructions,
+                              funcsim_s=round(t1 - t0, 2), golden_s=round(t2 - t1, 2),
+                              outputs=rows)))
     if not ok:
         sys.exit(1)
 
@@ -223,6 +236,7 @@ def main(argv=None):
         p.add_argument("--input", help=".npy integer image (default: random with --seed)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--order", default="ld_first", choices=("ld_first", "ld_last"))
+        p.add_argument("--json", action="store_true", help="print one JSON object")
         p.set_defaults(fn=cmd_run)
 
     args = ap.parse_args(argv)
