@@ -62,6 +62,38 @@ def bench_golden() -> dict:
             "funcsim_over_golden": round(t_f / t_g, 1), "funcsim_equals_golden": same}
 
 
+@bench("perf", "sim.perf: B1-R224 on `paper` (FPS vs the paper's 494 and vs roofline), model speed")
+def bench_perf() -> dict:
+    from sim import perf, zoo
+    from sim.compile import compile as compile_binary
+    from sim.config import AccelConfig
+
+    cfg = AccelConfig.from_string("paper")
+    t_build, prog = _timed(zoo.build, "b1-r224", seed=0)
+    t_comp, binary = _timed(compile_binary, prog, cfg)
+    t_sim, rep = _timed(perf.simulate, binary)
+    s = rep.summary()
+    return {"fps": round(s["fps"], 1), "paper_fps": 494, "fps_over_paper": round(s["fps"] / 494, 3),
+            "roofline_fps": round(s["roofline_fps"], 1),
+            "fps_over_roofline": round(s["fps_over_roofline"], 3),
+            "mac_utilization": round(s["mac_utilization"], 3), "latency_ms": round(s["latency_ms"], 3),
+            "compile_s": round(t_comp, 2), "simulate_s": round(t_sim, 2),
+            "model_s_over_frame_s": round(t_sim / (s["latency_ms"] / 1e3))}
+
+
+@bench("quantize", "quant: quantize B1-R224 (fast default, 64 calibration images): time, peak memory")
+def bench_quantize() -> dict:
+    import tempfile
+
+    from quant.cli import build_parser, cmd_quantize
+
+    with tempfile.TemporaryDirectory() as d:
+        args = build_parser().parse_args(["quantize", "--model", "b1-r224", "--calib-size", "64",
+                                          "--json", "-o", f"{d}/m.qmodel"])
+        r = cmd_quantize(args)
+    return {"seconds": round(r["seconds"], 1), "sqnr_logits_db": round(r["sqnr_logits_db_calib"], 2)}
+
+
 def _child(name, q):
     fn = BENCHES[name][0]
     t = time.perf_counter()
