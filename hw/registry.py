@@ -12,7 +12,7 @@ import inspect
 
 __all__ = ["UNITS", "RegistryError", "params_of", "parse_value", "build", "describe"]
 
-_PACKAGES = ("hw.units", "hw.engines")
+_PACKAGES = ("hw.units", "hw.engines", "hw.core")
 
 
 class RegistryError(ValueError):

@@ -140,8 +140,8 @@ def main(argv=None) -> int:
                                                      "--plot", out / "perf_layers.png"))
         if not args.skip_rtl:
             report["rtl"] = _run("6/6 RTL: units and one layer on Icarus and Verilator",
-                                 _py("-m", "tb.rtl_check", "--program", prog, "--out", out / "rtl",
-                                     "--json"))
+                                 _py("-m", "tb.rtl_check", "--program", prog, "--image", image,
+                                     "--out", out / "rtl", "--json"))
     except StageError as e:
         console.print(f"[red bold]demo failed:[/red bold] {e}")
         return 1

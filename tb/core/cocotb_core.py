@@ -36,6 +36,12 @@ def _read(h, n, x_reads):
 
 async def run_case(dut, case, p):
     prog, cfg, x = make_case(case, p.get("seed", 0))
+    return await run_program(dut, case, prog, cfg, x, max_cycles=p.get("max_cycles", 100_000))
+
+
+async def run_program(dut, case, prog, cfg, x, *, max_cycles: int):
+    """Compile ``prog`` for ``cfg``, run it on the core from reset with input ``x``, check the
+    output against sim.golden and return the cycle count (and the Icarus X-read count)."""
     binary = sc.compile(prog, cfg)
     env = CoreEnv(binary, x)
     names = env.sampled_names()
@@ -54,7 +60,7 @@ async def run_case(dut, case, p):
         s = {n: _read(h, n, x_reads) for n, h in handles.items()}
         if s["halted"] == 0b111 and env.done():
             break
-        assert env.cycle < p.get("max_cycles", 100_000), f"{case}: core did not finish"
+        assert env.cycle < max_cycles, f"{case}: core did not finish"
         nxt = env.edge(s)
         await RisingEdge(dut.clk)
         for n, v in nxt.items():
