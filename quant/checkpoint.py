@@ -18,7 +18,6 @@ pickled code.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Optional, Union
 
 import torch
 import torch.nn as nn
+
+from sim.fileio import atomic_open
 
 __all__ = ["CheckpointError", "read_state_dict", "extract_state_dict", "check_state_dict",
            "load_checkpoint", "save_checkpoint", "guess_variant"]
@@ -185,16 +186,8 @@ def save_checkpoint(model_or_state: Union[nn.Module, Mapping[str, torch.Tensor]]
     sd = (model_or_state.state_dict() if isinstance(model_or_state, nn.Module)
           else dict(model_or_state))
     obj = {"state_dict": sd, **(extra or {})} if nested else sd
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        torch.save(obj, f)
     return path
 
 

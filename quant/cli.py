@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -44,16 +43,10 @@ def _default_data():
 
 
 def _atomic_write(path: Path, write):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Call ``write(tmp)`` and rename the temporary file to ``path`` only if it succeeds."""
+    from sim.fileio import atomic_path
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def _jsonable(o):

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import AccelConfig
+from .fileio import atomic_open
 from .intprogram import IntProgram, Node
 from .isa import ACTS, BUFS, REGS, Instr, decode_stream, encode_stream
 
@@ -105,15 +106,8 @@ class Binary:
         manifest = {"format": MAGIC, "version": BINARY_VERSION, "config": self.cfg.to_dict(),
                     "streams": list(self.streams), "symbols": self.symbols, "layers": self.layers}
         arrays["__manifest__"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path) as f:
+            np.savez(f, **arrays)
         return path
 
     @classmethod

@@ -10,9 +10,9 @@ import csv
 import io
 import itertools
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from .fileio import atomic_write
 
 __all__ = ["PAPER_TABLE7", "atomic_write", "print_perf", "plot_layers", "sweep_rows",
            "plot_sweep", "write_csv", "table7_rows", "print_table7", "parse_grid"]
@@ -24,21 +24,6 @@ PAPER_TABLE7 = {
     "b2-r256": dict(latency_ms=2.64, fps=379.0, gops=796.0, dsp=1024),
 }
 TABLE7_MODELS = ("b1-r224", "b1-r256", "b1-r288", "b2-r224", "b2-r256", "b2-r288")
-
-
-def atomic_write(path, data: bytes | str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _console():
