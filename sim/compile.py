@@ -194,6 +194,28 @@ def _split(n, parts, gran=1):
     return out
 
 
+def _core_grids(L: int):
+    """The ``(lc, lr)`` ways of splitting a tile over ``L`` cores: ``lc`` channel parts times
+    ``lr`` row parts with ``lc * lr == L``, plus all-channels ``(L, 1)``."""
+    for lc in range(1, L + 1):
+        lr = L // lc
+        if lc * lr == L or lc == L:
+            yield lc, lr
+
+
+def _best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int):
+    """Channel and row pieces of a depthwise tile over the cores, the split whose slowest core
+    (:func:`dw_cycles`) finishes first (the first such split on ties)."""
+    best = None
+    for lc, lr in _core_grids(cfg.L):
+        cs, rs = _split(nch, lc, cfg.N), _split(nrows, lr)
+        t = max(dw_cycles(cfg, nch=c1 - c0, ho=r1 - r0, wo=wo, k=k)
+                for c0, c1 in cs for r0, r1 in rs)
+        if best is None or t < best[0]:
+            best = (t, cs, rs)
+    return best[1], best[2]
+
+
 # -- emitter -------------------------------------------------------------------------------------
 
 class _Em:
@@ -951,22 +973,13 @@ class _Compiler:
         r0, r1, a, rin, eb, db = t["r0"], t["r1"], t["a"], t["rin"], t["eb"], t["db"]
         tnr = r1 - r0
         em.layer = li[dw.name]
-        best = None
-        for lc in range(1, cfg.L + 1):
-            lr = cfg.L // lc
-            if lc * lr != cfg.L and lc != cfg.L:
-                continue
-            cs, rs = _split(E, lc, cfg.N), _split(tnr, lr)
-            tt = max(dw_cycles(cfg, nch=c1 - c0, ho=q1 - q0, wo=Wo, k=k)
-                     for c0, c1 in cs for q0, q1 in rs)
-            if best is None or tt < best[0]:
-                best = (tt, cs, rs)
+        dw_cs, dw_rs = _best_dw_split(cfg, nch=E, nrows=tnr, wo=Wo, k=k)
         wr, core = [], 0
         dregs = dict(self.epi_regs(dw), WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad,
                      PAD_R=pad, LINEAR=0, NOEPI=0, XBUF=BUFS["B"], CIN=1,
                      XSTRIDE=rin * W, OSTRIDE=tnr * Wo, RSTRIDE=0, RES_ADDR=-1)
-        for c0, c1 in best[1]:
-            for q0, q1 in best[2]:
+        for c0, c1 in dw_cs:
+            for q0, q1 in dw_rs:
                 st = f"core{core}"
                 core += 1
                 for sem, cnt in t["waits"]:
@@ -1017,10 +1030,7 @@ class _Compiler:
         cfg = self.cfg
         gran = cout_g if g > 1 else 1
         best = None
-        for lc in range(1, cfg.L + 1):
-            lr = cfg.L // lc
-            if lc * lr != cfg.L and lc != cfg.L:
-                continue
+        for lc, lr in _core_grids(cfg.L):
             cos = _split(nco, lc, max(gran, 8) if nco >= lc * 8 and g == 1 else gran)
             rows = _split(nr, lr)
             tasks, worst = [], 0
@@ -1156,19 +1166,10 @@ class _Compiler:
                 else:
                     obase, obuf = rout["base"], BUFS["B"]
                 # split over cores: channels x rows, best estimate
-                best = None
-                for lc in range(1, cfg.L + 1):
-                    lr = cfg.L // lc
-                    if lc * lr != cfg.L and lc != cfg.L:
-                        continue
-                    cs, rs = _split(nch, lc, cfg.N), _split(tnr, lr)
-                    t = max(dw_cycles(cfg, nch=cb - ca, ho=rb - ra, wo=Wo, k=k)
-                            for ca, cb in cs for ra, rb in rs)
-                    if best is None or t < best[0]:
-                        best = (t, cs, rs)
+                dw_cs, dw_rs = _best_dw_split(cfg, nch=nch, nrows=tnr, wo=Wo, k=k)
                 writers, seen, core = [], set(), 0
-                for ca, cb in best[1]:
-                    for ra, rb in best[2]:
+                for ca, cb in dw_cs:
+                    for ra, rb in dw_rs:
                         st = f"core{core}"
                         core += 1
                         for sem, cnt in xw:
