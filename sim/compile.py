@@ -86,6 +86,29 @@ class Binary:
     def n_instructions(self) -> int:
         return sum(len(s) for s in self.streams.values())
 
+    def write_input(self, dram: np.ndarray, x) -> None:
+        """Store the integer image ``x`` (already checked against the input tensor) at the input
+        tensor's place in the DRAM image ``dram`` (one byte per element, two's complement)."""
+        x = np.asarray(x, dtype=np.int64)
+        sym = self.symbols[f"tensor:{self.prog.inputs[0]}"]
+        dram[sym["addr"]:sym["addr"] + x.size] = (x.reshape(-1) & 0xFF).astype(np.uint8)
+
+    def read_outputs(self, dram: np.ndarray) -> dict:
+        """The program's outputs read back from the DRAM image ``dram``: ``{name: int64 array}``
+        (8-bit tensors one byte per element, wider ones, the logits, little-endian int32)."""
+        out = {}
+        for name in self.prog.outputs:
+            ot = self.prog.tensors[name]
+            sym = self.symbols[f"tensor:{name}"]
+            n = int(np.prod(ot.shape))
+            raw = dram[sym["addr"]:sym["addr"] + n * (4 if ot.bits > 8 else 1)]
+            if ot.bits > 8:
+                v = raw.copy().view(np.int32).astype(np.int64)
+            else:
+                v = (raw.view(np.int8) if ot.signed else raw).astype(np.int64)
+            out[name] = v.reshape(ot.shape)
+        return out
+
     def save(self, path) -> Path:
         """Write ``path`` (.npz: encoded streams, tags, DRAM image, JSON manifest with the config,
         symbols and layers; the IntProgram is embedded as its own .npz bytes). Atomic."""

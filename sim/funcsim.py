@@ -254,11 +254,9 @@ class _Machine:
 def run(binary, x, *, order: str = "ld_first", return_machine: bool = False) -> dict:
     """Run ``binary`` on the integer input ``x``; returns ``{output name: int64 array}``."""
     prog = binary.prog
-    t = prog.tensors[prog.inputs[0]]
     x = golden._check_input(prog, x)
     m = _Machine(binary)
-    sym = binary.symbols[f"tensor:{t.name}"]
-    m.dram[sym["addr"]:sym["addr"] + x.size] = (x.reshape(-1) & 0xFF).astype(np.uint8)
+    binary.write_input(m.dram, x)
     queues = build_queues(binary)
     keys = list(queues)
     if order == "ld_last":
@@ -283,17 +281,7 @@ def run(binary, x, *, order: str = "ld_first", return_machine: bool = False) -> 
             stuck = {f"{k[0]}/{k[1]}": repr(queues[k][pc[k]][0]) for k in keys
                      if pc[k] < len(queues[k])}
             raise FuncSimError(f"deadlock: every unit waits: {stuck}")
-    out = {}
-    for name in prog.outputs:
-        ot = prog.tensors[name]
-        s = binary.symbols[f"tensor:{name}"]
-        n = int(np.prod(ot.shape))
-        raw = m.dram[s["addr"]:s["addr"] + n * (4 if ot.bits > 8 else 1)]
-        if ot.bits > 8:
-            v = raw.copy().view(np.int32).astype(np.int64)
-        else:
-            v = (raw.view(np.int8) if ot.signed else raw).astype(np.int64)
-        out[name] = v.reshape(ot.shape)
+    out = binary.read_outputs(m.dram)
     if return_machine:
         return out, m
     return out

@@ -46,8 +46,7 @@ class CoreEnv:
         prog = binary.prog
         x = golden._check_input(prog, x)
         self.dram = binary.dram.copy()
-        sym = binary.symbols[f"tensor:{prog.inputs[0]}"]
-        self.dram[sym["addr"]:sym["addr"] + x.size] = (x.reshape(-1) & 0xFF).astype(np.uint8)
+        binary.write_input(self.dram, x)
         self.bufs = {"B": np.zeros(cfg.buf_b_bytes, np.uint8),
                      "C": np.zeros(cfg.buf_c_bytes, np.uint8),
                      "OUT": np.zeros(cfg.buf_out_bytes, np.uint8),
@@ -213,19 +212,7 @@ class CoreEnv:
         return all(self.gpc[u] == len(q) for u, q in self.gq.items())
 
     def outputs(self) -> dict:
-        prog = self.binary.prog
-        out = {}
-        for name in prog.outputs:
-            ot = prog.tensors[name]
-            sym = self.binary.symbols[f"tensor:{name}"]
-            n = int(np.prod(ot.shape))
-            raw = self.dram[sym["addr"]:sym["addr"] + n * (4 if ot.bits > 8 else 1)]
-            if ot.bits > 8:
-                v = raw.copy().view(np.int32).astype(np.int64)
-            else:
-                v = (raw.view(np.int8) if ot.signed else raw).astype(np.int64)
-            out[name] = v.reshape(ot.shape)
-        return out
+        return self.binary.read_outputs(self.dram)
 
     def compute_spans(self) -> list:
         """[(unit, op, fetch cycle, next fetch cycle)] of every compute instruction."""
