@@ -23,19 +23,12 @@ from amaranth import Cat, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..params import check_int
 from .unit import Unit
 
 __all__ = ["Core", "UNIT_NAMES"]
 
 UNIT_NAMES = ("mat", "rmac", "aux")
-
-
-def _check(name, v, lo, hi):
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
-    if not lo <= v <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
-    return v
 
 
 class Core(wiring.Component):
@@ -54,7 +47,7 @@ class Core(wiring.Component):
 
     def __init__(self, *, N: int = 8, M: int = 8, T: int = 8, S: int = 8, packed: bool = False):
         for k, v in dict(N=N, M=M, T=T, S=S).items():
-            _check(k, v, 1, 64)
+            check_int(k, v, 1, 64)
         if not isinstance(packed, bool):
             raise TypeError(f"packed must be a bool, got {packed!r}")
         if packed and (M % 2 or S % 2):

@@ -35,6 +35,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.engines import MATEngine, RMACEngine
+from hw.params import check_int
 from hw.units import Requant
 from sim.isa import ACTS, FORMATS, OPCODE_BITS, REGS
 
@@ -57,12 +58,15 @@ def field_slices(op: str) -> dict:
     return out
 
 
-def _check_int(name, v, lo, hi):
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
-    if not lo <= v <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
-    return v
+def _next_dw_tile(m, ox0, oy, c0, *, M: int, N: int, wout, ho):
+    """Step a depthwise output-tile position (first column ``ox0`` of M pixels, row ``oy``, first
+    channel ``c0`` of N) to the next tile: along the row, then down, then to the next channels."""
+    with m.If(ox0 + M < wout):
+        m.d.sync += ox0.eq(ox0 + M)
+    with m.Elif(oy + 1 < ho):
+        m.d.sync += [ox0.eq(0), oy.eq(oy + 1)]
+    with m.Else():
+        m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N)]
 
 
 class Unit(wiring.Component):
@@ -94,8 +98,8 @@ class Unit(wiring.Component):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
-        self.lanes = _check_int("lanes", lanes, 1, 64)
-        self.width = _check_int("width", width, 1, 64)
+        self.lanes = check_int("lanes", lanes, 1, 64)
+        self.width = check_int("width", width, 1, 64)
         if not isinstance(packed, bool):
             raise TypeError(f"packed must be a bool, got {packed!r}")
         self.packed = packed
@@ -596,12 +600,7 @@ class Unit(wiring.Component):
             m.d.sync += dj.eq(dj + 1)
             with m.If(dj + 1 == N):
                 m.d.sync += draining.eq(0)
-                with m.If(ox0r + M < regs["WOUT"]):
-                    m.d.sync += ox0r.eq(ox0r + M)
-                with m.Elif(oyr + 1 < tf("ho")):
-                    m.d.sync += [ox0r.eq(0), oyr.eq(oyr + 1)]
-                with m.Else():
-                    m.d.sync += [ox0r.eq(0), oyr.eq(0), c0r.eq(c0r + N)]
+                _next_dw_tile(m, ox0r, oyr, c0r, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"))
         m.d.sync += [dv1.eq(draining & dwmode), dj1.eq(dj)]
         pixr = Signal(24)
         m.d.comb += pixr.eq(oyr * regs["WOUT"] + ox0r)
@@ -639,12 +638,7 @@ class Unit(wiring.Component):
                 m.d.sync += jw.eq(jw + 1)
                 with m.If(tile_end):
                     m.d.sync += jw.eq(0)
-                    with m.If(ox0w + M < regs["WOUT"]):
-                        m.d.sync += ox0w.eq(ox0w + M)
-                    with m.Elif(oyw + 1 < tf("ho")):
-                        m.d.sync += [ox0w.eq(0), oyw.eq(oyw + 1)]
-                    with m.Else():
-                        m.d.sync += [ox0w.eq(0), oyw.eq(0), c0w.eq(c0w + N)]
+                    _next_dw_tile(m, ox0w, oyw, c0w, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"))
         dw_ok = Signal()
         m.d.comb += dw_ok.eq((regs["KERNEL"] >= 1) & (regs["KERNEL"] <= self.max_kernel)
                              & ((regs["STRIDE"] == 1) | (regs["STRIDE"] == 2))

@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.units import AdderTree
 
-from .rmac import check_bool, check_int
+from ..params import check_bool, check_int
 
 __all__ = ["MATEngine"]
 

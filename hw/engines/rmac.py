@@ -20,24 +20,9 @@ from amaranth import Module, Mux, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RMAC", "check_int"]
+from ..params import check_bool, check_int
 
-
-def check_int(name: str, value, lo: int, hi: int | None = None) -> int:
-    """Validate a keyword parameter: an ``int`` (not bool) in ``[lo, hi]``; return it."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {rng}, got {value}")
-    return value
-
-
-def check_bool(name: str, value) -> bool:
-    """Validate a keyword flag: a ``bool``; return it."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return value
+__all__ = ["RMAC"]
 
 
 class RMAC(wiring.Component):

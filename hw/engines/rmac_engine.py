@@ -41,7 +41,8 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .rmac import RMAC, check_bool, check_int
+from ..params import check_bool, check_int
+from .rmac import RMAC
 
 __all__ = ["RMACEngine"]
 

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from sim.numerics import LOG2_CODE_BITS
 
-from ._params import check_bool, check_int
+from ..params import check_bool, check_int
 
 __all__ = ["Log2Quantizer"]
 

@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from sim.numerics import PACK_SHIFT
 
-from ._params import check_int
+from ..params import check_int
 
 __all__ = ["PackedDualMultiplier"]
 

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from sim.numerics import ACC_BITS, MAX_SHIFT, MULT_BITS
 
 from ._arith import rshift_round, saturate
-from ._params import check_bool, check_int
+from ..params import check_bool, check_int
 
 __all__ = ["Requant"]
 

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from sim.numerics import LOG2_CODE_BITS
 
 from ._arith import rshift_round
-from ._params import check_bool, check_int, check_pow2
+from ..params import check_bool, check_int, check_pow2
 
 __all__ = ["ShifterArray"]
 

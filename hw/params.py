@@ -1,6 +1,6 @@
-"""Up-front validation of the keyword parameters of the arithmetic units.
+"""Up-front validation of the keyword parameters of every hardware component.
 
-Every unit checks its parameters in ``__init__`` with these helpers, so a bad value fails at
+Every unit, engine and core checks its parameters in ``__init__`` with these helpers, so a bad value fails at
 construction with a message naming the parameter and the allowed range, never deep inside
 elaboration.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["check_int", "check_bool", "check_pow2"]
 
 
-def check_int(name: str, value, *, lo: int | None = None, hi: int | None = None) -> int:
+def check_int(name: str, value, lo: int | None = None, hi: int | None = None) -> int:
     """Return ``value`` if it is an int (not a bool) in ``[lo, hi]``; else raise.
 
     Raises ``TypeError`` for a non-integer and ``ValueError`` naming ``name`` and the range.
