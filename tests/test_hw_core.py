@@ -87,10 +87,12 @@ def run_case(name, seed=0):
 
 
 BIG = ("pw_8x8", "dw3_s2_8x8")
+ATT_PREFIX = ("att", "litemla")     # attention cases: tests at the end of this file
 BLOCKS = ("mbconv", "mbconv_s2")
 
 
-@pytest.mark.parametrize("name", [c for c in CASES if c not in BIG + BLOCKS])
+@pytest.mark.parametrize("name", [c for c in CASES if c not in BIG + BLOCKS
+                                  and not c.startswith(ATT_PREFIX)])
 def test_core_single_layer(name):
     prog, binary, x, env, cycles = run_case(name)
     out = env.outputs()[prog.outputs[0]]
@@ -172,3 +174,77 @@ def test_core_bad_parameters(kw, exc):
 def test_unit_bad_kind():
     with pytest.raises(ValueError, match="kind"):
         Unit(kind="DMA")
+
+
+# ---- attention (hw.core.attention; AUX and DIV inside the core) ---------------------------------
+
+def _engine_takes_uint8(cfg) -> bool:
+    """Whether the MAT engine's broadcast (activation) operand holds uint8 (9-bit signed)."""
+    core = Core.from_config(cfg)
+    eng = core.units["mat"]._engine()[1]
+    return len(eng[0]) >= 9
+
+
+def run_attention(name):
+    prog, cfg, x = make_case(name)
+    binary = sc.compile(prog, cfg)
+    env = CoreEnv(binary, x)
+    local = {}
+    cycles = simulate_amaranth(Core.from_config(cfg), env, max_cycles=20000, local_buffers=local)
+    return prog, cfg, binary, x, env, cycles, local
+
+
+@pytest.mark.parametrize("name", ["att", pytest.param("att_d8", marks=pytest.mark.slow)])
+def test_core_attention(name):
+    """One LiteMLA attention (2 heads on one core): ATT_KV_RDF on the R-MAC, ATT_KSUM on the AUX
+    adder tree, ATT_DIV (log2 module) and ATT_OUT (shifter array) on the MAT, through the AUX and
+    DIV memories inside the core. Output bit-exact with sim.golden and sim.funcsim; the AUX/DIV
+    contents left at the end (both AUX halves: S and ksum8 of heads 0 and 1; DIV: the codes and
+    zero flags of head 1) equal golden.attention_steps."""
+    prog, cfg, binary, x, env, cycles, local = run_attention(name)
+    out = env.outputs()["y"]
+    np.testing.assert_array_equal(out, golden.run(prog, x)["y"])
+    np.testing.assert_array_equal(out, funcsim.run(binary, x)["y"])
+    assert {op for _, op, _, _ in env.compute_spans()} == {"ATT_KV_RDF", "ATT_KSUM", "ATT_DIV",
+                                                           "ATT_OUT"}
+    node = prog.nodes[0]
+    d = int(node.attrs["dim"])
+    st = golden.attention_steps(x, node.params, d)
+    heads, n = st["s8"].shape[0], x.shape[1] * x.shape[2]
+    assert heads == 2
+    aux, div = local["AUX"], local["DIV"]
+    for h in range(heads):
+        base = h * (d * d + d)          # AUX half of the core's h-th head (sim.compile)
+        np.testing.assert_array_equal(aux[base:base + d * d].view(np.int8).reshape(d, d),
+                                      st["s8"][h])
+        np.testing.assert_array_equal(aux[base + d * d:base + d * d + d], st["ksum8"][h])
+    np.testing.assert_array_equal(div[:n] & 15, st["code"][-1])
+    np.testing.assert_array_equal(div[:n] >> 4, (st["den"][-1] == 0).astype(np.uint8))
+    model = perf.simulate(binary).cycles
+    print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
+    assert model <= cycles <= model * 1.5 + 10
+
+
+def test_core_attention_uint8_ksum():
+    """ksum8 up to 255 (the full uint8 range) as ATT_DIV's broadcast operand: bit-exact when the
+    engines take uint8 activations (9-bit operand), otherwise the MAT unit must stop with its
+    error flag rather than feed a wrapped value."""
+    prog, cfg, x = make_case("att_full")
+    st = golden.attention_steps(x, prog.nodes[0].params, int(prog.nodes[0].attrs["dim"]))
+    assert st["ksum8"].max() > 127
+    if _engine_takes_uint8(cfg):
+        _, _, binary, _, env, _, _ = run_attention("att_full")
+        np.testing.assert_array_equal(env.outputs()["y"], golden.run(prog, x)["y"])
+    else:
+        env = CoreEnv(sc.compile(prog, cfg), x)
+        with pytest.raises(HarnessError, match="error"):
+            simulate_amaranth(Core.from_config(cfg), env, max_cycles=20000)
+
+
+def test_harness_refuses_local_buffers():
+    """AUX/DIV live inside the core: the harness never serves them."""
+    prog, cfg, x = make_case("pw_relu")
+    env = CoreEnv(sc.compile(prog, cfg), x)
+    with pytest.raises(HarnessError, match="inside the core"):
+        env.gather("mat_x", 1, 4, {"mat_x__buf": 3, "mat_x__addr": 0, "mat_x__row_stride": 0,
+                                   "mat_x__elem_stride": 1})
