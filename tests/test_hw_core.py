@@ -248,3 +248,32 @@ def test_harness_refuses_local_buffers():
     with pytest.raises(HarnessError, match="inside the core"):
         env.gather("mat_x", 1, 4, {"mat_x__buf": 3, "mat_x__addr": 0, "mat_x__row_stride": 0,
                                    "mat_x__elem_stride": 1})
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("name", ["litemla_k7", "litemla"])
+def test_core_efficientvit_module(name):
+    """A whole EfficientViT module of sim.zoo.tiny (stage 2: LiteMLA context module - qkv PW,
+    DW 5x5 + grouped PW aggregation, concat, attention on 4 heads, proj + residual - then the
+    local MBConv), compiled as sim.compile does for the model, on one core: bit-exact with
+    sim.golden and sim.funcsim. ``litemla`` has ksum8 up to 188 (the zoo's uint8 calibration):
+    it needs uint8 activations in the engines, else the core must stop with its error flag;
+    ``litemla_k7`` requantizes ksum to 7 bits (tb.core.cases.litemla_module_program)."""
+    prog, cfg, x = make_case(name)
+    binary = sc.compile(prog, cfg)
+    env = CoreEnv(binary, x)
+    if name == "litemla" and not _engine_takes_uint8(cfg):
+        with pytest.raises(HarnessError, match="error"):
+            simulate_amaranth(Core.from_config(cfg), env, max_cycles=100000)
+        return
+    cycles = simulate_amaranth(Core.from_config(cfg), env, max_cycles=100000)
+    y = prog.outputs[0]
+    out = env.outputs()[y]
+    np.testing.assert_array_equal(out, golden.run(prog, x)[y])
+    np.testing.assert_array_equal(out, funcsim.run(binary, x)[y])
+    ops = {op for _, op, _, _ in env.compute_spans()}
+    assert {"CONV_MAT", "CONV_RDF", "DW_RSA", "ATT_KV_RDF", "ATT_KSUM", "ATT_DIV",
+            "ATT_OUT"} <= ops
+    model = perf.simulate(binary).cycles
+    print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
+    assert model <= cycles <= model * 1.5

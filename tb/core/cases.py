@@ -170,6 +170,8 @@ def make_case(name: str, seed: int = 0):
     rng = np.random.default_rng(1000 + seed)
     shape = prog.tensors[prog.inputs[0]].shape
     x = rng.integers(-128, 128, shape)
+    if hasattr(fn, "case_input"):       # a factory with its own (realistic) input
+        x = fn.case_input(prog, seed)
     return prog, cfg, x
 
 
@@ -225,4 +227,48 @@ CASES.update({
     "att_full": (attention_program, dict(dim=4, heads=2, h=4, w=5, ksum_max=250, seed=22), {}),
     "att_8x8": (attention_program, dict(dim=8, heads=2, h=5, w=5, seed=23),
                 dict(N=8, M=8, T=8, S=8)),
+})
+
+
+def litemla_module_program(*, stage=2, seed=0, ksum7=False):
+    """One whole EfficientViT module of :func:`sim.zoo.tiny` (stage ``stage``, its EfficientViT
+    block after the downsampling MBConv): the LiteMLA context module (qkv PW, multi-scale
+    aggregation DW 5x5 + grouped PW, concat, ReLU linear attention, proj + residual) followed by
+    the local MBConv (PW expand -> DW 3x3 -> PW project + residual). Stage 2 at resolution 64:
+    16 channels, 4x4 tokens, dim 8, 2 + 2 heads. Weights and scales are the zoo's.
+
+    ``ksum7``: requantize ksum to 7 bits (``ksum_mult`` halved, ``log2_offset`` + 1 to keep the
+    divisor's scale), so that ksum8 <= 127 fits an int8 activation operand (engines without
+    uint8 activations); the zoo calibrates ksum8 to the full uint8 range."""
+    from sim import zoo
+    full = zoo.tiny(seed=seed)
+    pre = f"backbone.stages.{stage}.op_list.1."
+    nodes = [n for n in full.nodes if n.name.startswith(pre)]
+    if ksum7:
+        for n in nodes:
+            if n.op == "linear_attention":
+                prm = dict(n.params)
+                prm["ksum_mult_b"] = (np.asarray(prm["ksum_mult_b"]) + 1) // 2
+                prm["log2_offset"] = np.asarray(prm["log2_offset"]) + 1
+                n.params = prm
+    x = nodes[0].inputs[0]
+    names = {x} | {n.output for n in nodes}
+    t = {k: v for k, v in full.tensors.items() if k in names}
+    return IntProgram(t, nodes, [x], [nodes[-1].output], dict(name=f"tiny.{pre[:-1]}", zoo_seed=seed)).validate()
+
+
+def _litemla_input(prog, seed=0):
+    """The module's real input: sim.zoo.tiny run by sim.golden on a random image up to it."""
+    from sim import golden, zoo
+    full = zoo.tiny(seed=int(prog.meta.get("zoo_seed", 0)))
+    img = zoo.random_image(full.tensors[full.inputs[0]].shape[1], seed=seed)
+    xq = golden.quantize_input(img, full.tensors[full.inputs[0]])
+    return golden.run(full, xq, keep=True)[prog.inputs[0]]
+
+
+litemla_module_program.case_input = _litemla_input
+
+CASES.update({
+    "litemla": (litemla_module_program, dict(stage=2), {}),
+    "litemla_k7": (litemla_module_program, dict(stage=2, ksum7=True), {}),
 })
