@@ -194,7 +194,8 @@ def run_attention(name):
     return prog, cfg, binary, x, env, cycles, local
 
 
-@pytest.mark.parametrize("name", ["att", pytest.param("att_d8", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["att", pytest.param("att_d8", marks=pytest.mark.slow),
+                                  pytest.param("att_8x8", marks=pytest.mark.slow)])
 def test_core_attention(name):
     """One LiteMLA attention (2 heads on one core): ATT_KV_RDF on the R-MAC, ATT_KSUM on the AUX
     adder tree, ATT_DIV (log2 module) and ATT_OUT (shifter array) on the MAT, through the AUX and
@@ -277,3 +278,31 @@ def test_core_efficientvit_module(name):
     model = perf.simulate(binary).cycles
     print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
     assert model <= cycles <= model * 1.5
+
+
+def test_core_attention_kv_on_mat():
+    """ATT_KV_MAT (step i on the MAT engine; the compiler puts it on the R-MAC): the compiled
+    Binary of ``att`` with each ATT_KV_RDF and its SIGNAL moved to the MAT unit. Bit-exact with
+    sim.golden and with sim.funcsim on the same Binary."""
+    import dataclasses
+    from sim.isa import UNITS, Instr
+    prog, cfg, x = make_case("att")
+    binary = sc.compile(prog, cfg)
+    mat = UNITS["MAT"]
+    ins, moved = list(binary.streams["core0"]), 0
+    for i, it in enumerate(ins):
+        if it.op == "ATT_KV_RDF":
+            ins[i] = Instr("ATT_KV_MAT", dict(it.f))
+            j = next(k for k in range(i + 1, len(ins)) if ins[k].op == "SIGNAL"
+                     and ins[k].unit == "RMAC")
+            ins[j] = Instr("SIGNAL", dict(ins[j].f, unit=mat))
+            moved += 1
+    assert moved == 2
+    binary = dataclasses.replace(binary, streams=dict(binary.streams, core0=ins))
+    env = CoreEnv(binary, x)
+    simulate_amaranth(Core.from_config(cfg), env, max_cycles=20000)
+    out = env.outputs()["y"]
+    assert {op for _, op, _, _ in env.compute_spans()} == {"ATT_KV_MAT", "ATT_KSUM", "ATT_DIV",
+                                                           "ATT_OUT"}
+    np.testing.assert_array_equal(out, golden.run(prog, x)["y"])
+    np.testing.assert_array_equal(out, funcsim.run(binary, x)["y"])

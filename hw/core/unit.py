@@ -14,6 +14,8 @@ A unit runs its in-order instruction queue (``sim.isa``: the per-unit split of a
   pointwise conv or linear tile (``KERNEL = 1``, ``STRIDE = 1``, no padding), see below;
 * ``DW_RSA`` (R-MAC unit, self-accumulation mode): a depthwise tile (see ``_depthwise``);
 * ``POOL`` (AUX unit): global average pooling on the adder tree (see ``_pool``);
+* ``ATT_KSUM`` (AUX unit, ``_pool``), ``ATT_KV_RDF`` (R-MAC), ``ATT_KV_MAT``, ``ATT_DIV``,
+  ``ATT_OUT`` (MAT): the attention steps, sequenced by :mod:`hw.core.attention`;
 * anything else sets ``error`` (sticky) with the opcode in ``error_op`` and halts.
 
 Conv tile schedule (``K = CIN``, ``npix = ho * WOUT``; lanes = S (MAT) or M (R-MAC), width =
@@ -76,7 +78,7 @@ class Unit(wiring.Component):
     Parameters (keyword-only)
     -------------------------
     kind : "MAT", "RMAC" or "AUX"
-        Which unit; ``AUX`` has the adder tree (``POOL``; the attention row sums not yet).
+        Which unit; ``AUX`` has the adder tree (``POOL``, ``ATT_KSUM``).
     lanes : int, 1..64
         Output channels per step: S (MAT) or M (R-MAC).
     width : int, 1..64
@@ -506,7 +508,8 @@ class Unit(wiring.Component):
         m.d.sync += d2.eq(v1 & l1)
         # channel totals: parameter read, then requant
         c_o, c_w = Signal(13), Signal(13)
-        m.d.comb += [self.p.en.eq(d2), self.p.buf.eq(1), self.p.addr.eq(tf("p_addr") + Mux(ks, 0, c_o * 32)),
+        m.d.comb += [self.p.en.eq(d2), self.p.buf.eq(1),
+                     self.p.addr.eq(tf("p_addr") + Mux(ks, 0, c_o * 32)),
                      self.p.row_stride.eq(0), self.p.elem_stride.eq(1)]
         d3 = Signal()
         m.d.sync += d3.eq(d2)

@@ -254,7 +254,8 @@ def litemla_module_program(*, stage=2, seed=0, ksum7=False):
     x = nodes[0].inputs[0]
     names = {x} | {n.output for n in nodes}
     t = {k: v for k, v in full.tensors.items() if k in names}
-    return IntProgram(t, nodes, [x], [nodes[-1].output], dict(name=f"tiny.{pre[:-1]}", zoo_seed=seed)).validate()
+    meta = dict(name=f"tiny.{pre[:-1]}", zoo_seed=seed)
+    return IntProgram(t, nodes, [x], [nodes[-1].output], meta).validate()
 
 
 def _litemla_input(prog, seed=0):

@@ -4,8 +4,8 @@
 for ``L = 1``: the DRAM image (with the input written where the Binary's symbol table says),
 the global buffers B, C, OUT (byte arrays behind the core's gather / scatter ports), the LD and
 ST DMA units executing the Binary's global stream (LOAD/STORE/SIGNAL/WAIT, in zero time), the
-global semaphores behind the units' wait / signal streams and the dispatcher that splits the core's stream into the three unit
-queues (``sim.funcsim.build_queues``).
+global semaphores behind the units' wait / signal streams and the dispatcher that splits the
+core's stream into the three unit queues (``sim.funcsim.build_queues``).
 
 It is simulator-agnostic: :meth:`CoreEnv.edge` takes the core's outputs sampled just before a
 clock edge (``{port name: int}``, names as in the emitted Verilog, e.g. ``mat_x__addr``) and
