@@ -195,13 +195,15 @@ def run_attention(name):
 
 
 @pytest.mark.parametrize("name", ["att", pytest.param("att_d8", marks=pytest.mark.slow),
+                                  pytest.param("att_d6", marks=pytest.mark.slow),
                                   pytest.param("att_8x8", marks=pytest.mark.slow)])
 def test_core_attention(name):
     """One LiteMLA attention (2 heads on one core): ATT_KV_RDF on the R-MAC, ATT_KSUM on the AUX
     adder tree, ATT_DIV (log2 module) and ATT_OUT (shifter array) on the MAT, through the AUX and
     DIV memories inside the core. Output bit-exact with sim.golden and sim.funcsim; the AUX/DIV
     contents left at the end (both AUX halves: S and ksum8 of heads 0 and 1; DIV: the codes and
-    zero flags of head 1) equal golden.attention_steps."""
+    zero flags of head 1) equal golden.attention_steps. ``att_d6``: d = 6 and 9 tokens, not
+    multiples of the engine sizes (masked lanes and steps), 3 heads (AUX half 0 reused)."""
     prog, cfg, binary, x, env, cycles, local = run_attention(name)
     out = env.outputs()["y"]
     np.testing.assert_array_equal(out, golden.run(prog, x)["y"])
@@ -212,10 +214,10 @@ def test_core_attention(name):
     d = int(node.attrs["dim"])
     st = golden.attention_steps(x, node.params, d)
     heads, n = st["s8"].shape[0], x.shape[1] * x.shape[2]
-    assert heads == 2
+    assert heads >= 2
     aux, div = local["AUX"], local["DIV"]
-    for h in range(heads):
-        base = h * (d * d + d)          # AUX half of the core's h-th head (sim.compile)
+    for h in range(heads - 2, heads):   # the last head written into each AUX half
+        base = (h % 2) * (d * d + d)    # AUX half of the core's h-th head (sim.compile)
         np.testing.assert_array_equal(aux[base:base + d * d].view(np.int8).reshape(d, d),
                                       st["s8"][h])
         np.testing.assert_array_equal(aux[base + d * d:base + d * d + d], st["ksum8"][h])

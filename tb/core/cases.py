@@ -224,6 +224,7 @@ def attention_program(*, dim=4, heads=2, h=4, w=5, ksum_max=120, seed=0, input_s
 CASES.update({
     "att": (attention_program, dict(dim=4, heads=2, h=4, w=5, seed=20), {}),
     "att_d8": (attention_program, dict(dim=8, heads=2, h=3, w=5, seed=21), {}),
+    "att_d6": (attention_program, dict(dim=6, heads=3, h=3, w=3, seed=24), {}),
     "att_full": (attention_program, dict(dim=4, heads=2, h=4, w=5, ksum_max=250, seed=22), {}),
     "att_8x8": (attention_program, dict(dim=8, heads=2, h=5, w=5, seed=23),
                 dict(N=8, M=8, T=8, S=8)),
