@@ -194,9 +194,9 @@ def run_attention(name):
     return prog, cfg, binary, x, env, cycles, local
 
 
-@pytest.mark.parametrize("name", ["att", pytest.param("att_d8", marks=pytest.mark.slow),
-                                  pytest.param("att_d6", marks=pytest.mark.slow),
-                                  pytest.param("att_8x8", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["att", pytest.param("att_d6", marks=pytest.mark.slow),
+                                  pytest.param("att_d8", marks=pytest.mark.regress),
+                                  pytest.param("att_8x8", marks=pytest.mark.regress)])
 def test_core_attention(name):
     """One LiteMLA attention (2 heads on one core): ATT_KV_RDF on the R-MAC, ATT_KSUM on the AUX
     adder tree, ATT_DIV (log2 module) and ATT_OUT (shifter array) on the MAT, through the AUX and
@@ -254,7 +254,7 @@ def test_harness_refuses_local_buffers():
 
 
 @pytest.mark.regress
-@pytest.mark.parametrize("name", ["litemla_k7", "litemla"])
+@pytest.mark.parametrize("name", ["litemla_k7", "litemla", "litemla_k7_8x8"])
 def test_core_efficientvit_module(name):
     """A whole EfficientViT module of sim.zoo.tiny (stage 2: LiteMLA context module - qkv PW,
     DW 5x5 + grouped PW aggregation, concat, attention on 4 heads, proj + residual - then the

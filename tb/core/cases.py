@@ -273,4 +273,6 @@ litemla_module_program.case_input = _litemla_input
 CASES.update({
     "litemla": (litemla_module_program, dict(stage=2), {}),
     "litemla_k7": (litemla_module_program, dict(stage=2, ksum7=True), {}),
+    "litemla_k7_8x8": (litemla_module_program, dict(stage=2, ksum7=True),
+                       dict(N=8, M=8, T=8, S=8)),
 })
