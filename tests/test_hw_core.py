@@ -87,10 +87,12 @@ def run_case(name, seed=0):
 
 
 BIG = ("pw_8x8", "dw3_s2_8x8")
+ATT_PREFIX = ("att", "litemla")     # attention cases: tests at the end of this file
 BLOCKS = ("mbconv", "mbconv_s2")
 
 
-@pytest.mark.parametrize("name", [c for c in CASES if c not in BIG + BLOCKS])
+@pytest.mark.parametrize("name", [c for c in CASES if c not in BIG + BLOCKS
+                                  and not c.startswith(ATT_PREFIX)])
 def test_core_single_layer(name):
     prog, binary, x, env, cycles = run_case(name)
     out = env.outputs()[prog.outputs[0]]
@@ -172,3 +174,137 @@ def test_core_bad_parameters(kw, exc):
 def test_unit_bad_kind():
     with pytest.raises(ValueError, match="kind"):
         Unit(kind="DMA")
+
+
+# ---- attention (hw.core.attention; AUX and DIV inside the core) ---------------------------------
+
+def _engine_takes_uint8(cfg) -> bool:
+    """Whether the MAT engine's broadcast (activation) operand holds uint8 (9-bit signed)."""
+    core = Core.from_config(cfg)
+    eng = core.units["mat"]._engine()[1]
+    return len(eng[0]) >= 9
+
+
+def run_attention(name):
+    prog, cfg, x = make_case(name)
+    binary = sc.compile(prog, cfg)
+    env = CoreEnv(binary, x)
+    local = {}
+    cycles = simulate_amaranth(Core.from_config(cfg), env, max_cycles=20000, local_buffers=local)
+    return prog, cfg, binary, x, env, cycles, local
+
+
+@pytest.mark.parametrize("name", ["att", pytest.param("att_d6", marks=pytest.mark.slow),
+                                  pytest.param("att_d8", marks=pytest.mark.regress),
+                                  pytest.param("att_8x8", marks=pytest.mark.regress)])
+def test_core_attention(name):
+    """One LiteMLA attention (2 heads on one core): ATT_KV_RDF on the R-MAC, ATT_KSUM on the AUX
+    adder tree, ATT_DIV (log2 module) and ATT_OUT (shifter array) on the MAT, through the AUX and
+    DIV memories inside the core. Output bit-exact with sim.golden and sim.funcsim; the AUX/DIV
+    contents left at the end (both AUX halves: S and ksum8 of heads 0 and 1; DIV: the codes and
+    zero flags of head 1) equal golden.attention_steps. ``att_d6``: d = 6 and 9 tokens, not
+    multiples of the engine sizes (masked lanes and steps), 3 heads (AUX half 0 reused)."""
+    prog, cfg, binary, x, env, cycles, local = run_attention(name)
+    out = env.outputs()["y"]
+    np.testing.assert_array_equal(out, golden.run(prog, x)["y"])
+    np.testing.assert_array_equal(out, funcsim.run(binary, x)["y"])
+    assert {op for _, op, _, _ in env.compute_spans()} == {"ATT_KV_RDF", "ATT_KSUM", "ATT_DIV",
+                                                           "ATT_OUT"}
+    node = prog.nodes[0]
+    d = int(node.attrs["dim"])
+    st = golden.attention_steps(x, node.params, d)
+    heads, n = st["s8"].shape[0], x.shape[1] * x.shape[2]
+    assert heads >= 2
+    aux, div = local["AUX"], local["DIV"]
+    for h in range(heads - 2, heads):   # the last head written into each AUX half
+        base = (h % 2) * (d * d + d)    # AUX half of the core's h-th head (sim.compile)
+        np.testing.assert_array_equal(aux[base:base + d * d].view(np.int8).reshape(d, d),
+                                      st["s8"][h])
+        np.testing.assert_array_equal(aux[base + d * d:base + d * d + d], st["ksum8"][h])
+    np.testing.assert_array_equal(div[:n] & 15, st["code"][-1])
+    np.testing.assert_array_equal(div[:n] >> 4, (st["den"][-1] == 0).astype(np.uint8))
+    model = perf.simulate(binary).cycles
+    print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
+    assert model <= cycles <= model * 1.5 + 10
+
+
+def test_core_attention_uint8_ksum():
+    """ksum8 up to 255 (the full uint8 range) as ATT_DIV's broadcast operand: bit-exact when the
+    engines take uint8 activations (9-bit operand), otherwise the MAT unit must stop with its
+    error flag rather than feed a wrapped value."""
+    prog, cfg, x = make_case("att_full")
+    st = golden.attention_steps(x, prog.nodes[0].params, int(prog.nodes[0].attrs["dim"]))
+    assert st["ksum8"].max() > 127
+    if _engine_takes_uint8(cfg):
+        _, _, binary, _, env, _, _ = run_attention("att_full")
+        np.testing.assert_array_equal(env.outputs()["y"], golden.run(prog, x)["y"])
+    else:
+        env = CoreEnv(sc.compile(prog, cfg), x)
+        with pytest.raises(HarnessError, match="error"):
+            simulate_amaranth(Core.from_config(cfg), env, max_cycles=20000)
+
+
+def test_harness_refuses_local_buffers():
+    """AUX/DIV live inside the core: the harness never serves them."""
+    prog, cfg, x = make_case("pw_relu")
+    env = CoreEnv(sc.compile(prog, cfg), x)
+    with pytest.raises(HarnessError, match="inside the core"):
+        env.gather("mat_x", 1, 4, {"mat_x__buf": 3, "mat_x__addr": 0, "mat_x__row_stride": 0,
+                                   "mat_x__elem_stride": 1})
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("name", ["litemla_k7", "litemla", "litemla_k7_8x8"])
+def test_core_efficientvit_module(name):
+    """A whole EfficientViT module of sim.zoo.tiny (stage 2: LiteMLA context module - qkv PW,
+    DW 5x5 + grouped PW aggregation, concat, attention on 4 heads, proj + residual - then the
+    local MBConv), compiled as sim.compile does for the model, on one core: bit-exact with
+    sim.golden and sim.funcsim. ``litemla`` has ksum8 up to 188 (the zoo's uint8 calibration):
+    it needs uint8 activations in the engines, else the core must stop with its error flag;
+    ``litemla_k7`` requantizes ksum to 7 bits (tb.core.cases.litemla_module_program)."""
+    prog, cfg, x = make_case(name)
+    binary = sc.compile(prog, cfg)
+    env = CoreEnv(binary, x)
+    if name == "litemla" and not _engine_takes_uint8(cfg):
+        with pytest.raises(HarnessError, match="error"):
+            simulate_amaranth(Core.from_config(cfg), env, max_cycles=100000)
+        return
+    cycles = simulate_amaranth(Core.from_config(cfg), env, max_cycles=100000)
+    y = prog.outputs[0]
+    out = env.outputs()[y]
+    np.testing.assert_array_equal(out, golden.run(prog, x)[y])
+    np.testing.assert_array_equal(out, funcsim.run(binary, x)[y])
+    ops = {op for _, op, _, _ in env.compute_spans()}
+    assert {"CONV_MAT", "CONV_RDF", "DW_RSA", "ATT_KV_RDF", "ATT_KSUM", "ATT_DIV",
+            "ATT_OUT"} <= ops
+    model = perf.simulate(binary).cycles
+    print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
+    assert model <= cycles <= model * 1.5
+
+
+def test_core_attention_kv_on_mat():
+    """ATT_KV_MAT (step i on the MAT engine; the compiler puts it on the R-MAC): the compiled
+    Binary of ``att`` with each ATT_KV_RDF and its SIGNAL moved to the MAT unit. Bit-exact with
+    sim.golden and with sim.funcsim on the same Binary."""
+    import dataclasses
+    from sim.isa import UNITS, Instr
+    prog, cfg, x = make_case("att")
+    binary = sc.compile(prog, cfg)
+    mat = UNITS["MAT"]
+    ins, moved = list(binary.streams["core0"]), 0
+    for i, it in enumerate(ins):
+        if it.op == "ATT_KV_RDF":
+            ins[i] = Instr("ATT_KV_MAT", dict(it.f))
+            j = next(k for k in range(i + 1, len(ins)) if ins[k].op == "SIGNAL"
+                     and ins[k].unit == "RMAC")
+            ins[j] = Instr("SIGNAL", dict(ins[j].f, unit=mat))
+            moved += 1
+    assert moved == 2
+    binary = dataclasses.replace(binary, streams=dict(binary.streams, core0=ins))
+    env = CoreEnv(binary, x)
+    simulate_amaranth(Core.from_config(cfg), env, max_cycles=20000)
+    out = env.outputs()["y"]
+    assert {op for _, op, _, _ in env.compute_spans()} == {"ATT_KV_MAT", "ATT_KSUM", "ATT_DIV",
+                                                           "ATT_OUT"}
+    np.testing.assert_array_equal(out, golden.run(prog, x)["y"])
+    np.testing.assert_array_equal(out, funcsim.run(binary, x)["y"])

@@ -14,6 +14,8 @@ A unit runs its in-order instruction queue (``sim.isa``: the per-unit split of a
   pointwise conv or linear tile (``KERNEL = 1``, ``STRIDE = 1``, no padding), see below;
 * ``DW_RSA`` (R-MAC unit, self-accumulation mode): a depthwise tile (see ``_depthwise``);
 * ``POOL`` (AUX unit): global average pooling on the adder tree (see ``_pool``);
+* ``ATT_KSUM`` (AUX unit, ``_pool``), ``ATT_KV_RDF`` (R-MAC), ``ATT_KV_MAT``, ``ATT_DIV``,
+  ``ATT_OUT`` (MAT): the attention steps, sequenced by :mod:`hw.core.attention`;
 * anything else sets ``error`` (sticky) with the opcode in ``error_op`` and halts.
 
 Conv tile schedule (``K = CIN``, ``npix = ho * WOUT``; lanes = S (MAT) or M (R-MAC), width =
@@ -39,6 +41,7 @@ from hw.params import check_int
 from hw.units import Requant
 from sim.isa import ACTS, FORMATS, OPCODE_BITS, REGS
 
+from .attention import ATT_OPS, AttentionSequencer
 from .ports import ADDR_BITS, SEM_LAYOUT, gather_read_signature, scatter_write_signature
 
 __all__ = ["Unit", "field_slices", "REC_FIELDS"]
@@ -75,7 +78,7 @@ class Unit(wiring.Component):
     Parameters (keyword-only)
     -------------------------
     kind : "MAT", "RMAC" or "AUX"
-        Which unit; ``AUX`` has the adder tree (``POOL``; the attention row sums not yet).
+        Which unit; ``AUX`` has the adder tree (``POOL``, ``ATT_KSUM``).
     lanes : int, 1..64
         Output channels per step: S (MAT) or M (R-MAC).
     width : int, 1..64
@@ -301,8 +304,15 @@ class Unit(wiring.Component):
                                                      dw_last_write, supported, df_supported,
                                                      op, code, ns)
 
+            # attention steps on the engine (hw.core.attention): overrides the ports while attmode
+            attmode = Signal()
+            att = AttentionSequencer(self, m, dict(
+                regs=regs, tf=tf, op=op, code=code, eng=eng, e_x=e_x, e_w=e_w, e_valid=e_valid,
+                acc=acc, o1=o1, rq_lanes=rq_lanes, results=results, attmode=attmode))
+
         if self.kind == "AUX":
-            pool_issue, pool_setup, pool_last_write, pool_ok = self._pool(m, regs, word, fld)
+            pool_issue, pool_setup, pool_last_write, pool_ok = self._pool(m, regs, word, fld,
+                                                                          op == code["ATT_KSUM"])
 
         # ---- the decoder -------------------------------------------------------------------
         def fail(opv):
@@ -340,8 +350,11 @@ class Unit(wiring.Component):
                         with m.Case(code["HALT"]):
                             m.next = "HALTED"
                         if self.kind == "AUX":
-                            with m.Case(code["POOL"]):
+                            with m.Case(code["POOL"], code["ATT_KSUM"]):
                                 m.next = "PSETUP"
+                        if self.kind in ATT_OPS:
+                            with m.Case(*[code[a] for a in ATT_OPS[self.kind]]):
+                                m.next = "ASETUP"
                         if compute_op is not None:
                             ops = [code[compute_op]] + ([code["DW_RSA"]] if self.kind == "RMAC"
                                                          else [])
@@ -418,6 +431,28 @@ class Unit(wiring.Component):
                     m.d.comb += busy.eq(1)
                     with m.If(Mux(dwmode, dw_last_write, last_write)):
                         m.next = "FETCH"
+                with m.State("ASETUP"):          # attention step (hw.core.attention)
+                    m.d.comb += busy.eq(1)
+                    with m.If(~att.ok):
+                        fail(op)
+                    with m.Else():
+                        att.setup()
+                        m.d.sync += [attmode.eq(1), dwmode.eq(0)]
+                        m.next = "ARUN"
+                with m.State("ARUN"):
+                    m.d.comb += busy.eq(1)
+                    att_last = att.issue()
+                    with m.If(att.refuse):
+                        fail(op)
+                    with m.Elif(att_last):
+                        m.next = "ADRAIN"
+                with m.State("ADRAIN"):
+                    m.d.comb += busy.eq(1)
+                    with m.If(att.refuse):
+                        fail(op)
+                    with m.Elif(att.last_write):
+                        m.d.sync += attmode.eq(0)
+                        m.next = "FETCH"
                 if self.kind == "RMAC":
                     with m.State("DWRUN"):
                         m.d.comb += busy.eq(1)
@@ -442,13 +477,18 @@ class Unit(wiring.Component):
         return m
 
     # ---- global average pooling on the AUX unit's adder tree ------------------------------------
-    def _pool(self, m, regs, word, fld):
+    def _pool(self, m, regs, word, fld, ks):
         """POOL: per channel, sum NTOK tokens ``width`` at a time (one adder-tree pass per cycle,
         ``ceil(NTOK/width)`` cycles per channel, as sim.perf), then requant (no bias) and write
-        one byte per channel at ``o_addr + channel``."""
+        one byte per channel at ``o_addr + channel``.
+
+        ``ks`` high: ATT_KSUM (attention step ii, ``sim.golden.attention_steps``): the same on the
+        ``DIM`` rows of K (channels ``DIM..2*DIM-1`` of the head's q|k|v block) with ReLU on the
+        inputs, the head's one parameter record (``ks_b``, ``ks_c``: fields 2, 3), no offset or
+        activation, and uint8 saturation: ksum8, one byte per row."""
         W = self.width
         tf = lambda n: fld(word, "POOL", n)     # noqa: E731
-        nco, ntok = tf("nco"), regs["NTOK"]
+        nco, ntok = Mux(ks, regs["DIM"][:12], tf("nco")), regs["NTOK"]
         c, t0 = Signal(13), Signal(24)
         xa = Signal(ADDR_BITS + 12)
         m.d.comb += [self.x.buf.eq(regs["XBUF"][:3]), self.x.row_stride.eq(0),
@@ -456,8 +496,9 @@ class Unit(wiring.Component):
         v1, f1, l1, mask1 = Signal(), Signal(), Signal(), Signal(W)
         m.d.sync += v1.eq(0)
         xs = regs["XSIGNED"][0]
-        vals = [Mux(mask1[i], Mux(xs, self.x.data[0][i].as_signed(),
-                                  self.x.data[0][i].as_unsigned()), 0) for i in range(W)]
+        vals = [Mux(mask1[i] & ~(ks & xs & self.x.data[0][i][7]),
+                    Mux(xs, self.x.data[0][i].as_signed(), self.x.data[0][i].as_unsigned()), 0)
+                for i in range(W)]
         tot = Signal(signed(16 + W.bit_length()))
         m.d.comb += tot.eq(sum(vals))
         psum, hold = Signal(signed(32)), Signal(signed(32))
@@ -467,7 +508,8 @@ class Unit(wiring.Component):
         m.d.sync += d2.eq(v1 & l1)
         # channel totals: parameter read, then requant
         c_o, c_w = Signal(13), Signal(13)
-        m.d.comb += [self.p.en.eq(d2), self.p.buf.eq(1), self.p.addr.eq(tf("p_addr") + c_o * 32),
+        m.d.comb += [self.p.en.eq(d2), self.p.buf.eq(1),
+                     self.p.addr.eq(tf("p_addr") + Mux(ks, 0, c_o * 32)),
                      self.p.row_stride.eq(0), self.p.elem_stride.eq(1)]
         d3 = Signal()
         m.d.sync += d3.eq(d2)
@@ -476,14 +518,15 @@ class Unit(wiring.Component):
         rec = self.p.data[0].as_value()
         rq = Requant(out_bits=16, signed=True, residual=False, hswish=True, hswish_in_bits=16)
         m.submodules.requant = rq
-        m.d.comb += [rq.acc.eq(hold), rq.b.eq(rec[32:48]), rq.c.eq(rec[64:70]),
-                     rq.offset.eq(rec[96:128].as_signed()),
-                     rq.relu_en.eq(regs["ACT"] == ACTS["relu"]),
-                     rq.hswish_en.eq(regs["ACT"] == ACTS["hswish"]),
+        m.d.comb += [rq.acc.eq(hold), rq.b.eq(Mux(ks, rec[64:80], rec[32:48])),
+                     rq.c.eq(Mux(ks, rec[96:102], rec[64:70])),
+                     rq.offset.eq(Mux(ks, 0, rec[96:128].as_signed())),
+                     rq.relu_en.eq(~ks & (regs["ACT"] == ACTS["relu"])),
+                     rq.hswish_en.eq(~ks & (regs["ACT"] == ACTS["hswish"])),
                      rq.three.eq(regs["THREE"][:16]), rq.hb.eq(rec[192:208]),
                      rq.hc.eq(rec[224:230]), rq.in_valid.eq(d3)]
-        lo = Mux(regs["OSIGNED"][0], -128, 0)
-        hi = Mux(regs["OSIGNED"][0], 127, 255)
+        lo = Mux(regs["OSIGNED"][0] & ~ks, -128, 0)
+        hi = Mux(regs["OSIGNED"][0] & ~ks, 127, 255)
         y = Signal(signed(16))
         m.d.comb += y.eq(Mux(rq.out < lo, lo, Mux(rq.out > hi, hi, rq.out)))
         m.d.comb += [self.o.en.eq(rq.out_valid), self.o.buf.eq(tf("obuf")), self.o.wide.eq(0),
@@ -494,12 +537,15 @@ class Unit(wiring.Component):
         with m.If(rq.out_valid):
             m.d.sync += c_w.eq(c_w + 1)
         ok = Signal()
-        m.d.comb += ok.eq((nco > 0) & (ntok > 0) & (regs["RES_ADDR"] < 0)
-                          & (regs["NOEPI"] == 0) & (regs["OBITS"] == 8)
-                          & ((regs["ACT"] != ACTS["hswish"]) | (regs["MIDBITS"] == 16)))
+        m.d.comb += ok.eq(Mux(ks, (regs["DIM"] > 0) & (regs["DIM"] < (1 << 12)) & (ntok > 0)
+                              & (regs["XSIGNED"] == 1),
+                              (nco > 0) & (ntok > 0) & (regs["RES_ADDR"] < 0)
+                              & (regs["NOEPI"] == 0) & (regs["OBITS"] == 8)
+                              & ((regs["ACT"] != ACTS["hswish"]) | (regs["MIDBITS"] == 16))))
 
         def setup():
-            m.d.sync += [c.eq(0), t0.eq(0), xa.eq(tf("x_addr")), c_o.eq(0), c_w.eq(0)]
+            m.d.sync += [c.eq(0), t0.eq(0), c_o.eq(0), c_w.eq(0),
+                         xa.eq(tf("x_addr") + Mux(ks, regs["DIM"][:12] * regs["XSTRIDE"], 0))]
 
         def issue():
             last_t = t0 + W >= ntok

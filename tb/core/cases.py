@@ -170,4 +170,109 @@ def make_case(name: str, seed: int = 0):
     rng = np.random.default_rng(1000 + seed)
     shape = prog.tensors[prog.inputs[0]].shape
     x = rng.integers(-128, 128, shape)
+    if hasattr(fn, "case_input"):       # a factory with its own (realistic) input
+        x = fn.case_input(prog, seed)
     return prog, cfg, x
+
+
+# ---- attention (hw.core.attention) ------------------------------------------------------------
+
+def _attention_params(x, dim: int, *, ksum_max: int, rng) -> dict:
+    """Per-head step multipliers for ``golden.attention_steps`` on input ``x`` chosen so that
+    every intermediate spans its range: S up to ~110, ksum8 up to ``ksum_max``, the log2 codes
+    over their 16 values (largest divisor at code 15) and the outputs up to ~100."""
+    from sim import golden
+    heads = x.shape[0] // (3 * dim)
+    t = np.asarray(x, np.int64).reshape(heads, 3 * dim, -1)
+    q, k, v = np.maximum(t[:, :dim], 0), np.maximum(t[:, dim:2 * dim], 0), t[:, 2 * dim:]
+    kv = np.abs(np.einsum("hjn,hin->hji", k, v)).max(axis=(1, 2))
+    s_m = nx.to_dyadic(110.0 / np.maximum(kv, 1) * rng.uniform(0.9, 1.1, heads))
+    ks_m = nx.to_dyadic(ksum_max / np.maximum(k.sum(axis=2).max(axis=1), 1))
+    p = dict(s_mult_b=s_m.b, s_mult_c=s_m.c, ksum_mult_b=ks_m.b, ksum_mult_c=ks_m.c,
+             log2_offset=np.zeros(heads, np.int64), log2_emin=np.zeros(heads, np.int64),
+             out_mult_b=np.full(heads, 1 << 14), out_mult_c=np.full(heads, 14))
+    st = golden.attention_steps(x, p, dim)
+    top = np.array([int(nx.log2_round(max(int(st["den"][h].max()), 1))) for h in range(heads)])
+    offset = rng.integers(-2, 3, heads)
+    emin = top + offset - 15
+    # out ~ num / 2**e: scale the largest |num / 2**e| to ~100
+    e = nx.log2_quantize(st["den"], offset=offset[:, None], emin=emin[:, None])
+    ratio = np.abs(st["num"] / np.exp2(e)[:, None, :]).max(axis=(1, 2))
+    om = nx.to_dyadic(100.0 / np.maximum(ratio, 1e-9))
+    c = np.maximum(om.c, -emin)         # every shift c + e must be >= 0 (IntProgram validator)
+    b = np.round(om.b * np.exp2(c - om.c)).astype(np.int64)
+    if np.any(b >= 1 << nx.MULT_BITS):
+        raise ValueError("attention case: out_mult does not fit; pick another seed")
+    p.update(log2_offset=offset, log2_emin=emin, out_mult_b=b, out_mult_c=c)
+    return {k: np.asarray(v, np.int64) for k, v in p.items()}
+
+
+def attention_program(*, dim=4, heads=2, h=4, w=5, ksum_max=120, seed=0, input_seed=0):
+    """One LiteMLA ReLU linear attention ``x (heads*3*dim, h, w) -> y (heads*dim, h, w)``, the
+    step multipliers (``seed``) calibrated on the input :func:`make_case` gives for
+    ``input_seed``. ``ksum_max``: the largest ksum8 (<= 127: the broadcast operand of ATT_DIV
+    fits an int8 activation operand)."""
+    rng = np.random.default_rng(seed)
+    x = np.random.default_rng(1000 + input_seed).integers(-128, 128, (heads * 3 * dim, h, w))
+    prm = _attention_params(x, dim, ksum_max=ksum_max, rng=rng)
+    t = {"x": TensorInfo("x", (heads * 3 * dim, h, w), 8, True, 0.05),
+         "y": TensorInfo("y", (heads * dim, h, w), 8, True, 0.05)}
+    node = Node("att", "linear_attention", ["x"], "y", dict(dim=dim), prm, None)
+    return IntProgram(t, [node], ["x"], ["y"]).validate()
+
+
+CASES.update({
+    "att": (attention_program, dict(dim=4, heads=2, h=4, w=5, seed=20), {}),
+    "att_d8": (attention_program, dict(dim=8, heads=2, h=3, w=5, seed=21), {}),
+    "att_d6": (attention_program, dict(dim=6, heads=3, h=3, w=3, seed=24), {}),
+    "att_full": (attention_program, dict(dim=4, heads=2, h=4, w=5, ksum_max=250, seed=22), {}),
+    "att_8x8": (attention_program, dict(dim=8, heads=2, h=5, w=5, seed=23),
+                dict(N=8, M=8, T=8, S=8)),
+})
+
+
+def litemla_module_program(*, stage=2, seed=0, ksum7=False):
+    """One whole EfficientViT module of :func:`sim.zoo.tiny` (stage ``stage``, its EfficientViT
+    block after the downsampling MBConv): the LiteMLA context module (qkv PW, multi-scale
+    aggregation DW 5x5 + grouped PW, concat, ReLU linear attention, proj + residual) followed by
+    the local MBConv (PW expand -> DW 3x3 -> PW project + residual). Stage 2 at resolution 64:
+    16 channels, 4x4 tokens, dim 8, 2 + 2 heads. Weights and scales are the zoo's.
+
+    ``ksum7``: requantize ksum to 7 bits (``ksum_mult`` halved, ``log2_offset`` + 1 to keep the
+    divisor's scale), so that ksum8 <= 127 fits an int8 activation operand (engines without
+    uint8 activations); the zoo calibrates ksum8 to the full uint8 range."""
+    from sim import zoo
+    full = zoo.tiny(seed=seed)
+    pre = f"backbone.stages.{stage}.op_list.1."
+    nodes = [n for n in full.nodes if n.name.startswith(pre)]
+    if ksum7:
+        for n in nodes:
+            if n.op == "linear_attention":
+                prm = dict(n.params)
+                prm["ksum_mult_b"] = (np.asarray(prm["ksum_mult_b"]) + 1) // 2
+                prm["log2_offset"] = np.asarray(prm["log2_offset"]) + 1
+                n.params = prm
+    x = nodes[0].inputs[0]
+    names = {x} | {n.output for n in nodes}
+    t = {k: v for k, v in full.tensors.items() if k in names}
+    meta = dict(name=f"tiny.{pre[:-1]}", zoo_seed=seed)
+    return IntProgram(t, nodes, [x], [nodes[-1].output], meta).validate()
+
+
+def _litemla_input(prog, seed=0):
+    """The module's real input: sim.zoo.tiny run by sim.golden on a random image up to it."""
+    from sim import golden, zoo
+    full = zoo.tiny(seed=int(prog.meta.get("zoo_seed", 0)))
+    img = zoo.random_image(full.tensors[full.inputs[0]].shape[1], seed=seed)
+    xq = golden.quantize_input(img, full.tensors[full.inputs[0]])
+    return golden.run(full, xq, keep=True)[prog.inputs[0]]
+
+
+litemla_module_program.case_input = _litemla_input
+
+CASES.update({
+    "litemla": (litemla_module_program, dict(stage=2), {}),
+    "litemla_k7": (litemla_module_program, dict(stage=2, ksum7=True), {}),
+    "litemla_k7_8x8": (litemla_module_program, dict(stage=2, ksum7=True),
+                       dict(N=8, M=8, T=8, S=8)),
+})

@@ -4,14 +4,17 @@
 for ``L = 1``: the DRAM image (with the input written where the Binary's symbol table says),
 the global buffers B, C, OUT (byte arrays behind the core's gather / scatter ports), the LD and
 ST DMA units executing the Binary's global stream (LOAD/STORE/SIGNAL/WAIT, in zero time), the
-global semaphores behind the units' wait / signal streams, the per-core AUX/DIV buffers (not
-yet inside the core) and the dispatcher that splits the core's stream into the three unit
-queues (``sim.funcsim.build_queues``).
+global semaphores behind the units' wait / signal streams and the dispatcher that splits the
+core's stream into the three unit queues (``sim.funcsim.build_queues``).
 
 It is simulator-agnostic: :meth:`CoreEnv.edge` takes the core's outputs sampled just before a
 clock edge (``{port name: int}``, names as in the emitted Verilog, e.g. ``mat_x__addr``) and
 returns the inputs to drive for the next cycle. ``tests/test_hw_core.py`` drives it from
 ``amaranth.sim``, ``tb/core/cocotb_core.py`` from cocotb (Icarus, Verilator).
+
+The per-core AUX and DIV buffers are inside the core (``hw.core.Core``): a request for them on
+a port of the core is a :class:`HarnessError`. :func:`simulate_amaranth` can read them at the
+end of a run (``local_buffers``) to check the attention intermediates.
 """
 
 from __future__ import annotations
@@ -49,9 +52,7 @@ class CoreEnv:
         binary.write_input(self.dram, x)
         self.bufs = {"B": np.zeros(cfg.buf_b_bytes, np.uint8),
                      "C": np.zeros(cfg.buf_c_bytes, np.uint8),
-                     "OUT": np.zeros(cfg.buf_out_bytes, np.uint8),
-                     "AUX": np.zeros(cfg.buf_aux_bytes, np.uint8),
-                     "DIV": np.zeros(cfg.buf_div_bytes, np.uint8)}
+                     "OUT": np.zeros(cfg.buf_out_bytes, np.uint8)}
         q = build_queues(binary)
         self.glob = [ins for ins, _ in q[("global", "LD")] + q[("global", "ST")]]
         self.gq = {u: [ins for ins, _ in q[("global", u)]] for u in ("LD", "ST", "HOST")}
@@ -177,8 +178,15 @@ class CoreEnv:
         self.cycle += 1
         return self.driven()
 
+    def _buf(self, p, bid):
+        name = BUF_NAMES.get(bid)
+        if name not in self.bufs:
+            raise HarnessError(f"{p}: access to buffer {name or bid} at cycle {self.cycle}: not a"
+                               f" global buffer (AUX/DIV are inside the core)")
+        return self.bufs[name], name
+
     def gather(self, p, rows, elems, s) -> int:
-        mem = self.bufs[BUF_NAMES.get(s[f"{p}__buf"], "B")]
+        mem, _ = self._buf(p, s[f"{p}__buf"])
         a, rs, es = s[f"{p}__addr"], s[f"{p}__row_stride"], s[f"{p}__elem_stride"]
         # addresses wrap at ADDR_BITS like the hardware's adders (a row segment that starts in
         # the left padding has a 'negative' base address)
@@ -189,10 +197,7 @@ class CoreEnv:
         return int.from_bytes(vals.tobytes(), "little")
 
     def scatter(self, p, n, s):
-        name = BUF_NAMES.get(s[f"{p}__buf"])
-        if name is None:
-            raise HarnessError(f"{p}: write to unknown buffer {s[f'{p}__buf']}")
-        mem = self.bufs[name]
+        mem, name = self._buf(p, s[f"{p}__buf"])
         a, es, wide, mask = (s[f"{p}__addr"], s[f"{p}__elem_stride"], s[f"{p}__wide"],
                              s[f"{p}__mask"])
         data = s[f"{p}__data"]
@@ -234,10 +239,12 @@ def _lookup(core, name):
     return obj.as_value() if hasattr(obj, "as_value") else obj
 
 
-def simulate_amaranth(core, env: CoreEnv, *, max_cycles: int = 200_000, vcd: str | None = None):
+def simulate_amaranth(core, env: CoreEnv, *, max_cycles: int = 200_000, vcd: str | None = None,
+                      local_buffers: dict | None = None):
     """Run ``core`` in ``amaranth.sim`` against ``env`` until the binary finished and all units
     halted; returns the number of cycles. Raises :class:`HarnessError` on a core error or when
-    ``max_cycles`` pass."""
+    ``max_cycles`` pass. With a dict ``local_buffers``, the final contents of the core's AUX and
+    DIV memories are stored in it (``{"AUX": uint8 array, "DIV": uint8 array}``)."""
     from amaranth.sim import Simulator
 
     names = env.sampled_names()
@@ -252,6 +259,10 @@ def simulate_amaranth(core, env: CoreEnv, *, max_cycles: int = 200_000, vcd: str
             s = dict(zip(names, (int(v) for v in vals)))
             if s["halted"] == 0b111 and env.done():
                 result["cycles"] = env.cycle
+                if local_buffers is not None:
+                    for name, mem in (("AUX", core.aux_mem), ("DIV", core.div_mem)):
+                        local_buffers[name] = np.array(
+                            [ctx.get(mem.data[i]) for i in range(mem.depth)], np.uint8)
                 return
             if env.cycle >= max_cycles:
                 raise HarnessError(f"no completion after {max_cycles} cycles; queues at "

@@ -1,0 +1,265 @@
+"""The attention steps of a computing core (paper Sec. V-B, intra-layer pipeline; docs/isa.md).
+
+Integer semantics: :func:`sim.golden.attention_steps` (one head: ``d = DIM`` channels of Q, K, V
+each, ``n = NTOK`` tokens, the q|k|v block of ``3d x n`` bytes at ``x_addr`` in ``XBUF`` with
+channel stride ``XSTRIDE``; one 32-byte record at ``p_addr``: ``s_b, s_c, ks_b, ks_c,
+log2_offset, log2_emin, out_b, out_c`` as int32). This module builds the sequencer of the steps
+that run on an engine; it is elaborated into a MAT or R-MAC :class:`hw.core.unit.Unit` and
+shares that unit's engine, gather/scatter ports and requant lanes (``ATT_KSUM`` runs on the AUX
+unit's adder tree, in ``Unit._pool``).
+
+``lanes`` = L (S or M), ``width`` = W (T or N); ``relu(v)`` of an int8 is 0..127.
+
+* ``ATT_KV_MAT`` / ``ATT_KV_RDF`` (step i): ``S[j, i] = requant(sum_n relu(K[j, n]) V[i, n],
+  s_b/2^s_c)`` int8. Loop: for each row ``j`` of S, for each block of L columns ``i``,
+  ``ceil(n/W)`` steps. Broadcast operand ``x`` = W tokens of row j of K (ReLU'd), weights ``w``
+  = the same W tokens of L rows of V. The L results of a block go through the unit's requant
+  lanes and are written to ``obuf`` (AUX) at ``o_addr + j*d + i`` (S row-major, as
+  ``sim.funcsim``). Busy cycles ``d * ceil(d/L) * ceil(n/W)`` (= ``sim.perf``).
+* ``ATT_DIV`` (step iv, MAT): ``den[t] = sum_j relu(Q[j, t]) * ksum8[j]`` on lane 0 (as
+  ``sim.perf``: one lane), ``ceil(d/W)`` steps per token. ``x`` = W entries of ksum8 (uint8, read
+  from AUX at ``w_addr``), ``w`` lane 0 = the W values of column t of Q (ReLU'd). ``den`` goes
+  through :class:`hw.units.Log2Quantizer` (``log2_offset``, ``log2_emin``); the DIV entry of
+  token t, one byte at ``o_addr + t`` of ``obuf`` (DIV), is ``code | (den == 0) << 4``
+  (decision: the zero flag the divider needs, ``golden.attention_steps`` step 5, is kept next to
+  the 4-bit code; ``sim.funcsim`` stores the bare code, the harness compares ``& 15``).
+  Busy cycles ``n * ceil(d/W)``.
+* ``ATT_OUT`` (steps iii + v, MAT): ``num[i, t] = sum_j relu(Q[j, t]) S[j, i]``; loop: for each
+  block of L rows i, for each token t, ``ceil(d/W)`` steps; ``x`` = W values of column t of Q
+  (ReLU'd), ``w[l][k]`` = ``S[j0 + k, i0 + l]`` from AUX at ``w_addr`` (row stride 1, element
+  stride d). When the engine delivers ``num[i0:i0+L, t]``, the DIV entry of token t is read
+  (port ``r``, DIV address t: ``ATT_DIV`` of this head wrote it at ``o_addr`` = 0, as the
+  compiler emits and ``sim.funcsim`` reads), then per lane ``num * out_b`` (the requant
+  product) and :class:`hw.units.ShifterArray` shifts it right by ``out_c + log2_emin + code``
+  with round-half-up (one rounding, exactly ``requant(num, Dyadic(out_b, out_c + e))``), the
+  result is saturated to int8 and forced to 0 where the zero flag is set. Written to ``obuf`` at
+  ``o_addr + i*n + t``. Busy cycles ``ceil(d/L) * n * ceil(d/W)``.
+
+Registers used: ``DIM``, ``NTOK``, ``XSTRIDE``, ``XBUF``; ``XSIGNED = 1``, ``OBITS = 8``,
+``OSIGNED = 1`` are required (else ``ok`` is low and the unit stops with ``error``). Engines with
+an 8-bit activation operand cannot take ksum8 > 127 as the broadcast operand of ``ATT_DIV``:
+then ``refuse`` rises when such a value arrives and the unit stops with ``error``.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Mux, Signal, signed, unsigned
+
+from hw.units import Log2Quantizer, ShifterArray
+from sim.isa import BUFS
+
+from .ports import ADDR_BITS
+
+__all__ = ["AttentionSequencer", "ATT_OPS", "REC_FIELDS"]
+
+#: the ATT opcodes each unit kind executes on its engine (ATT_KSUM: AUX unit, Unit._pool)
+ATT_OPS = {"MAT": ("ATT_KV_MAT", "ATT_DIV", "ATT_OUT"), "RMAC": ("ATT_KV_RDF",)}
+#: the 8 int32 fields of an attention head's parameter record (sim.compile.Compiler.attention)
+REC_FIELDS = ("s_b", "s_c", "ks_b", "ks_c", "log2_offset", "log2_emin", "out_b", "out_c")
+KV, DIV, OUT = 0, 1, 2
+CNT = 24        #: counter bits (tokens, channels)
+
+
+def _pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+class AttentionSequencer:
+    """The attention sequencer of one MAT / R-MAC unit (see the module doc).
+
+    Built by ``Unit.elaborate`` into the unit's module ``m`` *after* the conv and depthwise
+    paths: while ``attmode`` is high its combinational assignments override theirs on the shared
+    gather/scatter ports, the engine inputs and the requant lanes' controls.
+
+    ``ctx`` (from the unit): ``regs``, ``tf`` (a tile field of the current instruction word),
+    ``op`` (its opcode), ``code`` (opcode numbers), ``eng``, ``e_x``, ``e_w`` (engine operands),
+    ``e_valid`` (engine result pulse), ``acc`` (the results latched at ``e_valid``), ``o1``
+    (``e_valid`` one cycle later), ``rq_lanes`` and ``results`` (the requant lanes and their
+    ``(sum, saturated output)`` signals), ``attmode`` (a register the unit sets while an ATT
+    instruction runs). Hooks for the unit's FSM: ``setup()`` (in the setup state: reads the
+    parameter record, resets the counters), ``issue()`` (one engine step; returns "last step"),
+    ``ok`` (the register settings are supported), ``refuse`` (a value the datapath cannot take
+    arrived), ``last_write`` (the instruction's last output is written this cycle).
+    """
+
+    def __init__(self, unit, m, ctx):
+        self.unit = unit
+        L, W = unit.lanes, unit.width
+        regs, tf, op, code = ctx["regs"], ctx["tf"], ctx["op"], ctx["code"]
+        eng, e_x, e_w = ctx["eng"], ctx["e_x"], ctx["e_w"]
+        acc, o1, e_valid = ctx["acc"], ctx["o1"], ctx["e_valid"]
+        attmode = ctx["attmode"]
+        x, w, p, r, o = unit.x, unit.w, unit.p, unit.r, unit.o
+        a = lambda v: v[:ADDR_BITS]         # noqa: E731  (address arithmetic wraps at 20 bits)
+
+        d, n, xs = regs["DIM"][:CNT], regs["NTOK"][:CNT], a(regs["XSTRIDE"])
+        aop = Signal(2, name="att_op")
+        m.d.comb += aop.eq(Mux(op == code["ATT_DIV"], DIV, Mux(op == code["ATT_OUT"], OUT, KV)))
+        is_kv, is_div, is_out = aop == KV, aop == DIV, aop == OUT
+
+        # ---- parameter record: read in setup, latched the next cycle -----------------------
+        rec = {f: Signal(signed(32), name=f"att_{f}") for f in REC_FIELDS}
+        p_pend = Signal()
+        m.d.sync += p_pend.eq(0)
+        with m.If(p_pend):
+            m.d.sync += [rec[f].eq(p.data[0].as_value()[32 * i:32 * i + 32].as_signed())
+                         for i, f in enumerate(REC_FIELDS)]
+
+        # ---- loop limits per step: (outer, middle) loop of output vectors, inner reduction --
+        o_lim, o_step, m_lim, m_step, i_lim = (Signal(CNT, name=f"att_{s}") for s in
+                                               ("o_lim", "o_step", "m_lim", "m_step", "i_lim"))
+        with m.Switch(aop):
+            with m.Case(KV):        # rows j of S, blocks of L columns i, tokens
+                m.d.comb += [o_lim.eq(d), o_step.eq(1), m_lim.eq(d), m_step.eq(L), i_lim.eq(n)]
+            with m.Case(DIV):       # tokens, channels of Q
+                m.d.comb += [o_lim.eq(1), o_step.eq(1), m_lim.eq(n), m_step.eq(1), i_lim.eq(d)]
+            with m.Default():       # OUT: blocks of L rows i, tokens, channels of Q
+                m.d.comb += [o_lim.eq(d), o_step.eq(L), m_lim.eq(n), m_step.eq(1), i_lim.eq(d)]
+
+        def step(outer, mid):
+            """Advance an (outer, middle) loop position; returns "was the last position"."""
+            last_m = mid + m_step >= m_lim
+            last_o = outer + o_step >= o_lim
+            with m.If(last_m):
+                m.d.sync += [mid.eq(0), outer.eq(outer + o_step)]
+            with m.Else():
+                m.d.sync += mid.eq(mid + m_step)
+            return last_m & last_o
+
+        # ---- issue side ---------------------------------------------------------------------
+        oc, mc, ic = (Signal(CNT, name=f"att_{s}") for s in ("oc", "mc", "ic"))
+        v1, f1, l1, mask1, div1 = Signal(), Signal(), Signal(), Signal(W), Signal()
+        m.d.sync += v1.eq(0)
+        xb, wb = a(tf("x_addr")), a(tf("w_addr"))
+        xbuf = regs["XBUF"][:3]
+        with m.If(attmode):
+            m.d.comb += [x.row_stride.eq(0), p.buf.eq(BUFS["C"]), p.addr.eq(tf("p_addr")),
+                         p.row_stride.eq(0), p.elem_stride.eq(1), p.en.eq(0), r.en.eq(0),
+                         eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1)]
+            with m.Switch(aop):
+                with m.Case(KV):    # x: row j of K from token t0; w: rows i0.. of V
+                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + (d + oc) * xs + ic)),
+                                 x.elem_stride.eq(1),
+                                 w.buf.eq(xbuf), w.addr.eq(a(xb + (2 * d + mc) * xs + ic)),
+                                 w.row_stride.eq(xs), w.elem_stride.eq(1)]
+                with m.Case(DIV):   # x: ksum8[j0..] from AUX; w: column t of Q (every lane)
+                    m.d.comb += [x.buf.eq(BUFS["AUX"]), x.addr.eq(a(wb + ic)),
+                                 x.elem_stride.eq(1),
+                                 w.buf.eq(xbuf), w.addr.eq(a(xb + ic * xs + mc)),
+                                 w.row_stride.eq(0), w.elem_stride.eq(xs)]
+                with m.Default():   # OUT: x: column t of Q; w: S[j0 + k, i0 + l] from AUX
+                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + ic * xs + mc)),
+                                 x.elem_stride.eq(xs),
+                                 w.buf.eq(BUFS["AUX"]), w.addr.eq(a(wb + ic * d + oc)),
+                                 w.row_stride.eq(1), w.elem_stride.eq(d)]
+        # engine operands (stage 1: the gather data of the step issued last cycle)
+        relu = lambda b: Mux(b[7], 0, b).as_signed()      # noqa: E731  int8 -> 0..127
+        xbits = len(e_x[0])
+        self.refuse = Signal(name="att_refuse")
+        big = []
+        with m.If(attmode):
+            for t in range(W):
+                xd = x.data[0][t]
+                if xbits >= 9:      # the engine takes uint8 activations: ksum8 as it is
+                    ks = Cat(xd, 0).as_signed()
+                else:               # int8 activations: ksum8 > 127 cannot be fed (refused)
+                    ks = xd.as_signed()
+                    big.append(mask1[t] & xd[7])
+                m.d.comb += e_x[t].eq(Mux(mask1[t], Mux(div1, ks, relu(xd)), 0))
+                for s in range(L):
+                    wd = w.data[s][t]
+                    m.d.comb += e_w[s][t].eq(Mux(div1, relu(wd), wd.as_signed()))
+        # TODO(9-bit activations, branch `conv`): once the engines' activation operand is 9-bit
+        # signed, the branch above feeds ksum8 unchanged and this refusal disappears.
+        m.d.comb += self.refuse.eq(attmode & v1 & div1 & (Cat(*big).any() if big else 0))
+
+        def setup():
+            m.d.comb += [p.en.eq(1), p.buf.eq(BUFS["C"]), p.addr.eq(tf("p_addr")),
+                         p.row_stride.eq(0), p.elem_stride.eq(1)]
+            m.d.sync += [p_pend.eq(1), oc.eq(0), mc.eq(0), ic.eq(0), ro.eq(0), rm.eq(0),
+                         wo.eq(0), wm.eq(0)]
+
+        def issue():
+            last_i = ic + W >= i_lim
+            m.d.comb += [x.en.eq(1), w.en.eq(1)]
+            m.d.sync += [v1.eq(1), f1.eq(ic == 0), l1.eq(last_i), div1.eq(is_div),
+                         mask1.eq(Cat(*[(ic + t) < i_lim for t in range(W)]))]
+            last = Signal(name="att_last_step")
+            m.d.comb += last.eq(0)
+            with m.If(last_i):
+                m.d.sync += ic.eq(0)
+                m.d.comb += last.eq(step(oc, mc))
+            with m.Else():
+                m.d.sync += ic.eq(ic + W)
+            return last
+
+        # ---- result side: DIV entry read for OUT (port r), per-vector arithmetic ---------------
+        ro, rm = Signal(CNT, name="att_ro"), Signal(CNT, name="att_rm")
+        with m.If(attmode & e_valid):
+            step(ro, rm)
+            m.d.comb += [r.en.eq(is_out), r.buf.eq(BUFS["DIV"]), r.addr.eq(rm),
+                         r.row_stride.eq(0), r.elem_stride.eq(1)]
+        # KV: the unit's requant lanes with s_b / 2^s_c, no bias, offset or activation
+        with m.If(attmode):
+            for s, rq in enumerate(ctx["rq_lanes"]):
+                m.d.comb += [ctx["results"][s][0].eq(acc[s]), rq.b.eq(rec["s_b"][:16]),
+                             rq.c.eq(rec["s_c"][:6]), rq.offset.eq(0), rq.relu_en.eq(0),
+                             rq.hswish_en.eq(0), rq.rb.eq(0), rq.rc.eq(0), rq.res.eq(0),
+                             rq.in_valid.eq(o1 & is_kv)]
+        # DIV: the log2 module on lane 0, and the zero flag
+        lg = Log2Quantizer(width=32, exp_bits=8)
+        m.submodules.att_log2 = lg
+        zero = Signal(name="att_den_zero")
+        m.d.comb += [lg.x.eq(acc[0]), lg.offset.eq(rec["log2_offset"][:8]),
+                     lg.emin.eq(rec["log2_emin"][:8]), lg.in_valid.eq(attmode & o1 & is_div)]
+        m.d.sync += zero.eq(acc[0] == 0)
+        # OUT: num * out_b (the requant product), then the shifter array by out_c + emin + code
+        P = _pow2(L)
+        sh = ShifterArray(lanes=P, width=32 + 17, shift_bits=6)
+        m.submodules.att_shifter = sh
+        ent = r.data[0][0]
+        shift, zf, zf2 = Signal(6, name="att_shift"), Signal(name="att_zf"), Signal()
+        pv = Signal()
+        m.d.sync += [pv.eq(attmode & o1 & is_out), zf.eq(ent[4]), zf2.eq(zf),
+                     shift.eq((rec["out_c"][:8] + rec["log2_emin"][:8] + ent[:4])[:6])]
+        for s in range(L):
+            prod = Signal(signed(49), name=f"att_prod_{s}")
+            m.d.sync += prod.eq(acc[s] * rec["out_b"][:16])
+            m.d.comb += [sh.x[s].eq(prod), sh.shift[s].eq(shift)]
+        m.d.comb += sh.in_valid.eq(pv)
+        q8 = []
+        for s in range(L):
+            v = sh.out[s]
+            y = Signal(signed(8), name=f"att_out_{s}")
+            m.d.comb += y.eq(Mux(zf2, 0, Mux(v > 127, 127, Mux(v < -128, -128, v))))
+            q8.append(y)
+
+        # ---- write side -----------------------------------------------------------------------
+        wo, wm = Signal(CNT, name="att_wo"), Signal(CNT, name="att_wm")
+        wr = Signal(name="att_wr")
+        m.d.comb += wr.eq(attmode & Mux(is_kv, ctx["rq_lanes"][0].out_valid,
+                                        Mux(is_div, lg.out_valid, sh.out_valid)))
+        ob = a(tf("o_addr"))
+        self.last_write = Signal(name="att_last_write")
+        with m.If(attmode):
+            m.d.comb += [o.en.eq(wr), o.buf.eq(tf("obuf")), o.wide.eq(0)]
+            with m.Switch(aop):
+                with m.Case(KV):
+                    m.d.comb += [o.addr.eq(a(ob + wo * d + wm)), o.elem_stride.eq(1)]
+                    for s in range(L):
+                        m.d.comb += [o.mask[s].eq(wm + s < d), o.data[s].eq(ctx["results"][s][1])]
+                with m.Case(DIV):
+                    m.d.comb += [o.addr.eq(a(ob + wm)), o.elem_stride.eq(1),
+                                 o.mask.eq(1), o.data[0].eq(Cat(lg.code, zero))]
+                with m.Default():
+                    m.d.comb += [o.addr.eq(a(ob + wo * n + wm)), o.elem_stride.eq(n)]
+                    for s in range(L):
+                        m.d.comb += [o.mask[s].eq(wo + s < d), o.data[s].eq(q8[s])]
+        with m.If(wr):
+            m.d.comb += self.last_write.eq(step(wo, wm))
+
+        self.ok = Signal(name="att_ok")
+        m.d.comb += self.ok.eq((d > 0) & (n > 0) & (regs["DIM"] < (1 << 12))
+                               & (regs["XSIGNED"] == 1) & (regs["OBITS"] == 8)
+                               & (regs["OSIGNED"] == 1))
+        self.setup, self.issue = setup, issue
