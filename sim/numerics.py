@@ -38,7 +38,7 @@ __all__ = [
     "Dyadic", "to_dyadic", "requant", "align_residual",
     "relu", "hswish_int", "hswish_constants",
     "lod", "log2_round", "log2_quantize", "shift_divide",
-    "pack_dual_operand", "packed_dual_multiply",
+    "pack_dual_operand", "packed_dual_multiply", "PACK_SHIFT", "PREADD_BITS",
 ]
 
 ACC_BITS = 32           #: width of every accumulator (psum register), two's complement
@@ -274,24 +274,31 @@ def shift_divide(x, e):
 # --- DSP packing (Xilinx WP486 style): two int8 products sharing one operand -----------------
 
 PACK_SHIFT = 18  #: position of the high weight in the pre-adder word (bit 18 of the 27-bit A port)
+PREADD_BITS = 27  #: width of the DSP48E2's signed pre-adder (A/D path)
 
 
-def pack_dual_operand(w_hi, w_lo):
-    """The pre-adder output ``(w_hi << 18) + w_lo`` (signed; fits the DSP48E2's 27-bit A/D path)."""
-    return (_as_int(w_hi) << PACK_SHIFT) + _as_int(w_lo)
+def pack_dual_operand(w_hi, w_lo, *, shift: int = PACK_SHIFT):
+    """The pre-adder output ``(w_hi << shift) + w_lo`` (signed; must fit the DSP48E2's 27-bit
+    A/D path: for every ``w_bits``-bit pair that holds when ``w_bits + shift <= 26``)."""
+    return (_as_int(w_hi) << shift) + _as_int(w_lo)
 
 
-def packed_dual_multiply(a, w_hi, w_lo):
-    """Two int8 products ``(a*w_hi, a*w_lo)`` from one wide multiply ``a * ((w_hi<<18) + w_lo)``.
+def packed_dual_multiply(a, w_hi, w_lo, *, shift: int = PACK_SHIFT):
+    """Two products ``(a*w_hi, a*w_lo)`` sharing ``a`` from one wide multiply
+    ``a * ((w_hi << shift) + w_lo)``.
 
-    The low field is the sign-extended bits [17:0] of the product ``P``; the high field is
-    ``P >> 18`` plus bit 17 of ``P`` (the low field's sign bit), which undoes the borrow a negative
-    low product takes from the high field. Exact for all int8 ``a, w_hi, w_lo`` since
-    ``|a * w_lo| <= 2**14 < 2**17``.
+    The low field is the sign-extended bits ``[shift-1:0]`` of the product ``P``; the high field
+    is ``P >> shift`` plus bit ``shift-1`` of ``P`` (the low field's sign bit), which undoes the
+    borrow a negative low product takes from the high field. Exact whenever ``a*w_lo`` fits a
+    signed ``shift``-bit field and the packed operand fits the 27-bit pre-adder; in particular
+    for every 9-bit ``a`` (an int8 or uint8 activation, sign- or zero-extended) with int8
+    ``w_hi, w_lo`` at the default shift 18 (``|a*w_lo| <= 2**15``), and at shift 17 for 9-bit
+    ``a`` with int8 ``w`` as well as for int8 ``a`` with 9-bit ``w`` (``|a*w_lo| <= 2**15 <
+    2**16``, ``(w_hi << 17) + w_lo`` within 26 bits).
     """
-    p = _as_int(a) * pack_dual_operand(w_hi, w_lo)
-    low = ((p & ((1 << PACK_SHIFT) - 1)) ^ (1 << (PACK_SHIFT - 1))) - (1 << (PACK_SHIFT - 1))
-    high = (p >> PACK_SHIFT) + ((p >> (PACK_SHIFT - 1)) & 1)
+    p = _as_int(a) * pack_dual_operand(w_hi, w_lo, shift=shift)
+    low = ((p & ((1 << shift) - 1)) ^ (1 << (shift - 1))) - (1 << (shift - 1))
+    high = (p >> shift) + ((p >> (shift - 1)) & 1)
     return high, low
 
 

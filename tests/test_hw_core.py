@@ -151,17 +151,6 @@ def test_core_rejects_unsupported_instruction():
         simulate_amaranth(Core.from_config(cfg), env, max_cycles=2000)
 
 
-def test_core_unsigned_input_flagged():
-    """uint8 inputs (after ReLU) do not fit the signed 8-bit engines: the unit must refuse."""
-    prog = pointwise_program(cin=8, cout=4, h=2, w=2)
-    prog.tensors["x"].signed = False
-    cfg = small_config()
-    binary = sc.compile(prog, cfg)
-    env = CoreEnv(binary, np.zeros((8, 2, 2), np.int64))
-    with pytest.raises(HarnessError, match="error"):
-        simulate_amaranth(Core.from_config(cfg), env, max_cycles=2000)
-
-
 @pytest.mark.parametrize("kw, exc", [
     (dict(N=0), ValueError), (dict(S=65), ValueError), (dict(T=2.0), TypeError),
     (dict(packed=1), TypeError), (dict(M=3, packed=True), ValueError),

@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """amaranth.sim tests of the R-MAC, the R-MAC engine and the MAT engine.
 
-Every layer kind runs on random int8 data (fixed seeds) through the documented schedule
+Every layer kind runs on random int8 data (and uint8 activations on the 9-bit input ports; fixed
+seeds) through the documented schedule
 (tb.engines.schedule) and is compared with a naive numpy loop reference written here from the
 definitions (no im2col, no code shared with the schedule). The measured cycle count (first input
 cycle to the last output pulse, inclusive) must equal the documented formula of
@@ -69,6 +70,16 @@ def rand_i8(rng, *shape):
     return rng.integers(-128, 128, size=shape, dtype=np.int64)
 
 
+def rand_u8(rng, *shape):
+    """uint8 activations (e.g. after ReLU): the engines take them on their 9-bit input ports."""
+    return rng.integers(0, 256, size=shape, dtype=np.int64)
+
+
+#: every value a 9-bit activation port gets from the core (int8 or uint8 bytes, extended)
+ACTIVATIONS = np.arange(-128, 256)
+WEIGHTS = np.arange(-128, 128)
+
+
 # ---- a generic amaranth.sim driver for a Schedule ----------------------------------------
 
 def run_schedule(dut, sched, *, valid_port, data_port, width, count, idle=None,
@@ -123,11 +134,13 @@ def run_schedule(dut, sched, *, valid_port, data_port, width, count, idle=None,
 
 # ---- R-MAC -------------------------------------------------------------------------------
 
-def test_rmac_both_modes_random():
+@pytest.mark.parametrize("in_width", [8, 9])
+def test_rmac_both_modes_random(in_width):
     rng = np.random.default_rng(RNG_SEED)
-    dut = RMAC()
+    dut = RMAC(in_width=in_width)
     n = 200
-    a, w = rand_i8(rng, n), rand_i8(rng, n)
+    lo = 1 << (in_width - 1)
+    a, w = rng.integers(-lo, lo, n), rng.integers(-lo, lo, n)
     pin = rng.integers(-(1 << 30), 1 << 30, size=n)
     mode = rng.integers(0, 2, size=n)
     clear = rng.integers(0, 2, size=n)
@@ -204,10 +217,12 @@ def run_df(eng, sched):
                         width=eng.acc_width, count=M, idle={"mode": 0})
 
 
-@pytest.mark.parametrize("M, N, packed", [(4, 3, False), (8, 8, False), (4, 3, True)])
-def test_rmac_engine_pointwise(M, N, packed):
+@pytest.mark.parametrize("M, N, packed, u8", [(4, 3, False, False), (8, 8, False, False),
+                                               (4, 3, True, False), (4, 3, False, True),
+                                               (4, 3, True, True)])
+def test_rmac_engine_pointwise(M, N, packed, u8):
     rng = np.random.default_rng(RNG_SEED + 1)
-    x, w = rand_i8(rng, 13, 3, 2), rand_i8(rng, 10, 13, 1, 1)
+    x, w = (rand_u8 if u8 else rand_i8)(rng, 13, 3, 2), rand_i8(rng, 10, 13, 1, 1)
     eng = RMACEngine(lanes=M, macs_per_lane=N, packed=packed)
     sched = conv_schedule(x, w, vec=N, lanes=M, latency=eng.DF_LATENCY, extra={"mode": 0})
     outs, cycles = run_df(eng, sched)
@@ -271,18 +286,20 @@ def test_rmac_engine_df_extremes_and_bubbles():
 
 # ---- R-MAC engine: self-accumulation (depthwise) ------------------------------------------
 
-@pytest.mark.parametrize("k, stride, M, N, C, H, W, packed", [
-    (3, 1, 4, 3, 5, 5, 7, False),
-    (3, 2, 4, 3, 4, 7, 9, False),
-    (5, 1, 4, 2, 3, 6, 6, False),
-    (5, 2, 4, 2, 3, 8, 9, False),
-    (3, 2, 4, 3, 4, 7, 9, True),
-    (5, 1, 2, 2, 3, 6, 5, True),
-    (3, 2, 8, 8, 9, 5, 17, False),      # the paper's N = M = 8, partial channel and column tiles
+@pytest.mark.parametrize("k, stride, M, N, C, H, W, packed, u8", [
+    (3, 1, 4, 3, 5, 5, 7, False, False),
+    (3, 2, 4, 3, 4, 7, 9, False, False),
+    (5, 1, 4, 2, 3, 6, 6, False, False),
+    (5, 2, 4, 2, 3, 8, 9, False, False),
+    (3, 2, 4, 3, 4, 7, 9, True, False),
+    (5, 1, 2, 2, 3, 6, 5, True, False),
+    (3, 2, 8, 8, 9, 5, 17, False, False),  # the paper's N = M = 8, partial channel/column tiles
+    (3, 1, 4, 3, 5, 5, 7, False, True),    # uint8 inputs (9-bit pixel operands)
+    (3, 2, 4, 3, 4, 7, 9, True, True),     # uint8 pixels as the packed pair (shift 17)
 ])
-def test_rmac_engine_depthwise(k, stride, M, N, C, H, W, packed):
+def test_rmac_engine_depthwise(k, stride, M, N, C, H, W, packed, u8):
     rng = np.random.default_rng(RNG_SEED + 10 * k + stride)
-    x, w = rand_i8(rng, C, H, W), rand_i8(rng, C, k, k)
+    x, w = (rand_u8 if u8 else rand_i8)(rng, C, H, W), rand_i8(rng, C, k, k)
     pad = k // 2
     eng = RMACEngine(lanes=M, macs_per_lane=N, max_kernel=5, packed=packed)
     sched = dw_schedule(x, w, stride=stride, pad=pad, lanes=M, macs_per_lane=N,
@@ -339,12 +356,15 @@ def mat_expected_cycles(eng, steps):
     return steps + (PACKED_PRODUCT_LATENCY if eng.packed else 1) + 1 + tree_lat
 
 
-@pytest.mark.parametrize("S, T, reg, packed", [(4, 4, 1, False), (8, 8, 1, False),
-                                               (3, 5, 2, False), (2, 3, 0, False),
-                                               (4, 8, 1, True), (2, 3, 0, True)])
-def test_mat_engine_pointwise(S, T, reg, packed):
+@pytest.mark.parametrize("S, T, reg, packed, u8", [(4, 4, 1, False, False),
+                                                   (8, 8, 1, False, False),
+                                                   (3, 5, 2, False, False),
+                                                   (2, 3, 0, False, False),
+                                                   (4, 8, 1, True, False), (2, 3, 0, True, False),
+                                                   (4, 4, 1, False, True), (4, 8, 1, True, True)])
+def test_mat_engine_pointwise(S, T, reg, packed, u8):
     rng = np.random.default_rng(RNG_SEED + 100 + S * T)
-    x, w = rand_i8(rng, 11, 3, 3), rand_i8(rng, 7, 11, 1, 1)
+    x, w = (rand_u8 if u8 else rand_i8)(rng, 11, 3, 3), rand_i8(rng, 7, 11, 1, 1)
     eng = MATEngine(lanes=S, multipliers=T, register_every=reg, packed=packed)
     sched = conv_schedule(x, w, vec=T, lanes=S, latency=eng.LATENCY, x_port="x", w_port="w")
     outs, cycles = run_mat(eng, sched)
@@ -404,6 +424,39 @@ def test_mat_engine_extremes_with_bubbles():
 def test_mat_engine_bad_params(kw, exc, name):
     with pytest.raises(exc, match=name):
         MATEngine(**kw)
+
+
+# ---- every (activation, weight) product through each engine's multipliers ----------------
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_mat_engine_all_products(packed):
+    """All 384 x 256 (activation, weight) pairs (int8 and uint8 activations x int8 weights) as
+    a 1-element matmul ``a[p] * b[q]`` on 8 lanes: each output is one product."""
+    eng = MATEngine(lanes=8, multipliers=1, packed=packed)
+    a, b = ACTIVATIONS[:, None], WEIGHTS[None, :]
+    sched = matmul_schedule(a, b, vec=1, lanes=8, latency=eng.LATENCY, x_port="x", w_port="w")
+    outs, _ = run_mat(eng, sched)
+    np.testing.assert_array_equal(decode(sched, outs), a * b)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_rmac_engine_all_products(packed):
+    """All activation x weight pairs in both modes: down-forward (the activation is the
+    broadcast/shared operand) as a 1-element matmul, self-accumulation (the activation is the
+    per-lane pixel, the packed pair) as a 1x1 depthwise conv with one weight per channel."""
+    eng = RMACEngine(lanes=8, macs_per_lane=1, max_kernel=1, packed=packed)
+    a, b = ACTIVATIONS[:, None], WEIGHTS[None, :]
+    sched = matmul_schedule(a, b, vec=1, lanes=8, latency=eng.DF_LATENCY, extra={"mode": 0})
+    outs, _ = run_df(eng, sched)
+    np.testing.assert_array_equal(decode(sched, outs), a * b)
+    eng = RMACEngine(lanes=8, macs_per_lane=8, max_kernel=1, packed=packed)
+    x = np.broadcast_to(ACTIVATIONS.reshape(1, 24, 16), (256, 24, 16))
+    w = WEIGHTS.reshape(256, 1, 1)
+    sched = dw_schedule(x, w, stride=1, pad=0, lanes=8, macs_per_lane=8, row_len=eng.row_len,
+                        latency=eng.DW_LATENCY)
+    outs, _ = run_schedule(eng, sched, valid_port="pixel_valid", data_port="pixel_out",
+                           width=eng.acc_width, count=64, idle={"mode": 1})
+    np.testing.assert_array_equal(decode(sched, outs), x * w)
 
 
 def test_rmac_engine_reconfigures_between_modes():

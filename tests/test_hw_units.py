@@ -217,18 +217,19 @@ def test_adder_tree(width, count, register_every):
 
 # --- PackedDualMultiplier -----------------------------------------------------------------------
 
-def _packed_check(v):
-    out = simulate(PackedDualMultiplier, {"a": v[:, 0], "w_hi": v[:, 1], "w_lo": v[:, 2]},
+def _packed_check(v, factory=PackedDualMultiplier, shift=nx.PACK_SHIFT):
+    out = simulate(factory, {"a": v[:, 0], "w_hi": v[:, 1], "w_lo": v[:, 2]},
                    ["p_hi", "p_lo"], k=64)
     assert np.array_equal(out["p_hi"], v[:, 0] * v[:, 1])
     assert np.array_equal(out["p_lo"], v[:, 0] * v[:, 2])
-    hi, lo = nx.packed_dual_multiply(v[:, 0], v[:, 1], v[:, 2])
+    hi, lo = nx.packed_dual_multiply(v[:, 0], v[:, 1], v[:, 2], shift=shift)
     assert np.array_equal(out["p_hi"], hi) and np.array_equal(out["p_lo"], lo)
 
 
-def _all_pairs_with(w_hi_values, w_lo_values):
-    r = np.arange(-128, 128)
-    A, B = np.meshgrid(r, r, indexing="ij")
+def _all_pairs_with(w_hi_values, w_lo_values, *, a_range=range(-256, 256),
+                    w_range=range(-128, 128)):
+    """All (a, w_lo) pairs for each fixed w_hi, all (a, w_hi) pairs for each fixed w_lo."""
+    A, B = np.meshgrid(np.asarray(a_range), np.asarray(w_range), indexing="ij")
     A, B = A.ravel(), B.ravel()
     rows = [np.stack([A, np.full(A.size, c), B], 1) for c in w_hi_values]      # (a, w_lo) all
     rows += [np.stack([A, B, np.full(A.size, c)], 1) for c in w_lo_values]     # (a, w_hi) all
@@ -236,11 +237,30 @@ def _all_pairs_with(w_hi_values, w_lo_values):
 
 
 def test_packed_multiplier_dense():
-    """All (a, w_lo) pairs for w_hi in {-128, 127}, all (a, w_hi) pairs for w_lo = -128 (the
-    low field's largest borrow), plus 20000 random triples; against the plain products."""
+    """Default unit (9-bit shared activation x two int8 weights, shift 18): all (a, w_lo) pairs
+    for w_hi in {-128, 127}, all (a, w_hi) pairs for w_lo = -128 (the low field's largest
+    borrow), plus 20000 random triples; against the plain products."""
     rows = _all_pairs_with((-128, 127), (-128,))
-    rows.append(np.random.default_rng(7).integers(-128, 128, size=(20000, 3)))
+    rng = np.random.default_rng(7)
+    rows.append(np.stack([rng.integers(-256, 256, 20000), rng.integers(-128, 128, 20000),
+                          rng.integers(-128, 128, 20000)], 1))
     _packed_check(np.concatenate(rows))
+
+
+def _rmac_packed():
+    return PackedDualMultiplier(a_bits=9, w_bits=9, shift=17, mixed=True)
+
+
+def test_packed_multiplier_mixed_shift17():
+    """The R-MAC engine's variant (9-bit ports, shift 17, one operand of each product int8):
+    9-bit a with int8 pairs (down-forward) and int8 a with 9-bit pairs (depthwise pixels)."""
+    rows = _all_pairs_with((-128, 127), (-128,))                       # 9-bit a, int8 w
+    rows += _all_pairs_with((-256, 255), (-256,), a_range=range(-128, 128),
+                            w_range=range(-256, 256))                  # int8 a, 9-bit w
+    rng = np.random.default_rng(8)
+    rows.append(np.stack([rng.integers(-128, 128, 8000), rng.integers(-256, 256, 8000),
+                          rng.integers(-256, 256, 8000)], 1))
+    _packed_check(np.concatenate(rows), _rmac_packed, shift=17)
 
 
 @pytest.mark.regress
@@ -301,11 +321,13 @@ def test_requant_residual_and_hswish():
     acc, b, c, offset, relu = _requant_vectors(rng, n, acc_bits=32, mult_bits=16, out_bits=8)
     n = acc.size
     c = np.maximum(c, 4)
-    res = rng.integers(-128, 128, n)
+    # the residual port is 9 bits: int8 or uint8 residuals (sign- or zero-extended bytes)
+    res = rng.integers(-128, 256, n)
+    res[9:13] = [-128, 255, 127, 0]
     rb = rng.integers(0, 1 << 16, n)
     rb[::5] = 0
     # rc <= c (align_residual), and c - rc <= 20 so that numerics' int64 sum cannot overflow
-    # (|res*rb| < 2**23, shifted by <= 20 bits); the RTL is exact for any rc <= c
+    # (|res*rb| < 2**24, shifted by <= 20 bits); the RTL is exact for any rc <= c
     rc = c - rng.integers(0, np.minimum(c, 20) + 1)
     hsw = rng.integers(0, 2, n)
     relu = np.where(hsw == 1, 0, relu)
@@ -348,6 +370,10 @@ def test_requant_residual_and_hswish():
     (lambda: Requant(shift_bits=-2), "shift_bits", r"shift_bits must be in \[1, 7\], got -2"),
     (lambda: PackedDualMultiplier(w_bits=9), "w_bits", r"w_bits must be in \[2, 8\], got 9"),
     (lambda: PackedDualMultiplier(a_bits=11), "a_bits", r"a_bits must be in \[2, 10\], got 11"),
+    (lambda: PackedDualMultiplier(a_bits=9, w_bits=9, shift=17), "a_bits",
+     r"a_bits must be in \[2, 8\], got 9"),
+    (lambda: PackedDualMultiplier(w_bits=9, shift=17, a_bits=10, mixed=True), "a_bits",
+     r"a_bits must be in \[2, 9\], got 10"),
 ])
 def test_bad_params(factory, param, match):
     with pytest.raises(ValueError, match=match):

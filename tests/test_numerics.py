@@ -111,13 +111,38 @@ def test_shift_divide_matches_division_by_power_of_two():
         assert nx.shift_divide(x, e).tolist() == want
 
 
-def test_packed_dual_multiply_exhaustive_int8():
-    a = np.arange(-128, 128)[:, None, None]
-    hi = np.arange(-128, 128)[None, :, None]
-    lo = np.arange(-128, 128, 3)[None, None, :]
-    h, l = nx.packed_dual_multiply(a, hi, lo)
-    assert np.array_equal(h, np.broadcast_to(a * hi, h.shape))
-    assert np.array_equal(l, np.broadcast_to(a * lo, l.shape))
+def _packed_exhaustive(a_range, w_range, shift):
+    """Every (a, w_hi, w_lo) with a in ``a_range`` and w_hi, w_lo in ``w_range``: both fields
+    equal the plain products (one value of ``a`` per numpy pass)."""
+    hi = np.asarray(w_range)[:, None]
+    lo = np.asarray(w_range)[None, :]
+    for a in a_range:
+        h, l = nx.packed_dual_multiply(a, hi, lo, shift=shift)
+        assert np.array_equal(h, np.broadcast_to(a * hi, h.shape)), (a, shift)
+        assert np.array_equal(l, np.broadcast_to(a * lo, l.shape)), (a, shift)
+
+
+def test_packed_dual_multiply_exhaustive_9bit_x_int8():
+    """The shared operand is a 9-bit activation (int8 or uint8 byte, sign- or zero-extended):
+    all 512 x 256 x 256 triples at the default shift 18 (MAT engine, R-MAC down-forward)."""
+    _packed_exhaustive(range(-256, 256), range(-128, 128), nx.PACK_SHIFT)
+
+
+def test_packed_dual_multiply_exhaustive_shift17():
+    """Shift 17 (the R-MAC engine's packing, docs/hw-engines.md): 9-bit shared operand with int8
+    pairs (down-forward) and int8 shared operand with 9-bit pairs (depthwise: the pixels)."""
+    _packed_exhaustive(range(-256, 256), range(-128, 128), 17)
+    _packed_exhaustive(range(-128, 128), range(-256, 256), 17)
+    # the packed 9-bit operand fits the 27-bit pre-adder (w_bits + shift <= 26)
+    ext = nx.pack_dual_operand(np.array([-256, 255]), np.array([-256, 255]), shift=17)
+    assert ext.min() >= -(1 << (nx.PREADD_BITS - 1)) and ext.max() < 1 << (nx.PREADD_BITS - 1)
+
+
+def test_packed_dual_multiply_field_overflow_detected():
+    """Outside the exact domain the reference is wrong, as the hardware would be: a 9 x 9-bit
+    product of 2**16 does not fit the 17-bit low field (why one operand must stay int8)."""
+    h, l = nx.packed_dual_multiply(-256, 0, -256, shift=17)
+    assert int(l) != 65536
 
 
 def test_accumulator_bits_bound():

@@ -61,6 +61,12 @@ def field_slices(op: str) -> dict:
     return out
 
 
+def _byte(v, signed_reg):
+    """An activation byte as the engines' 9-bit operand: sign-extended if bit 0 of
+    ``signed_reg`` (XSIGNED / RSIGNED) is set (int8), zero-extended otherwise (uint8)."""
+    return Mux(signed_reg[0], v.as_signed(), v.as_unsigned())
+
+
 def _next_dw_tile(m, ox0, oy, c0, *, M: int, N: int, wout, ho):
     """Step a depthwise output-tile position (first column ``ox0`` of M pixels, row ``oy``, first
     channel ``c0`` of N) to the next tile: along the row, then down, then to the next channels."""
@@ -199,8 +205,8 @@ class Unit(wiring.Component):
             mask1 = Signal(W)
             m.d.sync += v1.eq(0)
             m.d.comb += [eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1)]
-            for t in range(W):
-                m.d.comb += e_x[t].eq(Mux(mask1[t], self.x.data[0][t].as_signed(), 0))
+            for t in range(W):      # activation bytes sign- or zero-extended to 9 bits (XSIGNED)
+                m.d.comb += e_x[t].eq(Mux(mask1[t], _byte(self.x.data[0][t], regs["XSIGNED"]), 0))
                 for s in range(L):
                     m.d.comb += e_w[s][t].eq(self.w.data[s][t].as_signed())
             m.d.comb += [self.x.buf.eq(regs["XBUF"][:3]), self.x.elem_stride.eq(regs["XSTRIDE"]),
@@ -237,7 +243,7 @@ class Unit(wiring.Component):
                              rq.hswish_en.eq(regs["ACT"] == ACTS["hswish"]),
                              rq.three.eq(regs["THREE"][:16]), rq.hb.eq(f["hsw_b"][:16]),
                              rq.hc.eq(f["hsw_c"][:6]), rq.in_valid.eq(o1 & ~noepi),
-                             rq.res.eq(self.r.data[0][s].as_signed()),
+                             rq.res.eq(_byte(self.r.data[0][s], regs["RSIGNED"])),
                              rq.rb.eq(Mux(has_res, f["res_b"][:16], 0)),
                              rq.rc.eq(Mux(has_res, f["res_c"][:6], 0))]
                 if s == 0:
@@ -290,8 +296,6 @@ class Unit(wiring.Component):
                                      & (regs["PAD_L"] == 0) & (regs["PAD_R"] == 0)
                                      & (tf("pad_t") == 0) & (tf("pad_b") == 0)
                                      & (regs["GROUPS"] >= 1) & (regs["GROUPS"] <= nco)
-                                     & (regs["XSIGNED"] == 1)
-                                     & (~has_res | (regs["RSIGNED"] == 1))
                                      & (noepi | ((regs["OBITS"] == 8)
                                                  & ((regs["ACT"] != ACTS["hswish"])
                                                     | (regs["MIDBITS"] == 16))))
@@ -608,7 +612,7 @@ class Unit(wiring.Component):
             m.d.comb += eng.dw_w[j].eq(self.x.data[0][j].as_signed())
             for i in range(self.row_len):
                 m.d.comb += eng.dw_row[j][i].eq(Mux(rowok1 & colok1[i],
-                                                    xr.data[j][i].as_signed(), 0))
+                                                    _byte(xr.data[j][i], regs["XSIGNED"]), 0))
 
         def issue():
             m.d.comb += [self.x.en.eq(1), xr.en.eq(e == 0)]
@@ -689,10 +693,9 @@ class Unit(wiring.Component):
         m.d.comb += dw_ok.eq((regs["KERNEL"] >= 1) & (regs["KERNEL"] <= self.max_kernel)
                              & ((regs["STRIDE"] == 1) | (regs["STRIDE"] == 2))
                              & (regs["KERNEL"] * regs["KERNEL"] >= N + 1)
-                             & (regs["XSIGNED"] == 1) & (regs["NOEPI"] == 0)
+                             & (regs["NOEPI"] == 0)
                              & (regs["OBITS"] == 8)
                              & ((regs["ACT"] != ACTS["hswish"]) | (regs["MIDBITS"] == 16))
-                             & (~ns["has_res"] | (regs["RSIGNED"] == 1))
                              & (nco > 0) & (tf("ho") > 0) & (regs["WOUT"] > 0))
         m.d.comb += supported.eq(Mux(op == code["DW_RSA"], dw_ok, df_supported))
 

@@ -1,8 +1,9 @@
 """The MAT engine: S PE lanes x T multipliers, a pipelined adder tree and an accumulator per lane
 (paper Sec. V-A1 Design Choice #1, Fig. 7 (a)).
 
-Each cycle with ``valid`` takes one input vector ``x`` of T int8 values (T consecutive elements
-of a reduction, e.g. T input channels of one pixel), broadcast to all S lanes, and one weight
+Each cycle with ``valid`` takes one input vector ``x`` of T 9-bit activations (T consecutive
+elements of a reduction, e.g. T input channels of one pixel; an int8 or uint8 byte sign- or
+zero-extended by the feeder), broadcast to all S lanes, and one weight
 vector per lane ``w[s]`` (the same T elements of lane s's filter: one output channel per
 lane). Lane s multiplies element-wise (registered products), sums the T products in an
 ``hw.units.AdderTree`` and adds the sum to its accumulator (``first`` clears it). After the
@@ -13,7 +14,7 @@ AdderTree.latency`` cycles after the ``last`` input cycle, where ``P`` is the pr
 vector per cycle, any number of idle (``valid = 0``) cycles in between.
 
 ``packed=True`` computes the products of lanes 2p and 2p+1 (same input element, two weights) in
-one ``hw.units.PackedDualMultiplier``; it needs an even S.
+one ``hw.units.PackedDualMultiplier`` (9-bit shared operand, shift 18); it needs an even S.
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ class MATEngine(wiring.Component):
         T, multipliers per lane (reduction elements per cycle).
     acc_width : int, 16..64
         Accumulator width (32 = ``sim.numerics.ACC_BITS``); the sum of T products
-        (``16 + ceil_log2(T)`` bits) must fit.
+        (``PROD_BITS + ceil_log2(T)`` bits) must fit.
     register_every : int, 0..8
         Adder-tree levels between pipeline registers (see ``hw.units.AdderTree``).
     packed : bool
-        Two int8 products per ``PackedDualMultiplier`` (lanes 2p, 2p+1); needs an even S.
+        Two 9 x 8-bit products per ``PackedDualMultiplier`` (lanes 2p, 2p+1); needs an even S.
 
     Ports
     -----
@@ -54,8 +55,8 @@ class MATEngine(wiring.Component):
         With ``valid``: first vector of an accumulation (clears the accumulator).
     last : In(1)
         With ``valid``: last vector of an accumulation (schedules ``out_valid``).
-    x : In(ArrayLayout(signed(8), T))
-        Input vector (activations, input LSBs), broadcast to all lanes.
+    x : In(ArrayLayout(signed(9), T))
+        Input vector (activations, input LSBs: int8 or uint8 values), broadcast to all lanes.
     w : In(ArrayLayout(ArrayLayout(signed(8), T), S))
         Weights: ``w[s][t]`` multiplies ``x[t]`` in lane s (weight LSBs).
     out : Out(ArrayLayout(signed(acc_width), S))
@@ -63,6 +64,10 @@ class MATEngine(wiring.Component):
     out_valid : Out(1)
         One-cycle pulse ``LATENCY`` cycles after the ``last`` input cycle.
     """
+
+    X_BITS = 9      #: activation operand: an int8 or uint8 byte, sign- or zero-extended
+    W_BITS = 8      #: weights: int8
+    PROD_BITS = X_BITS + W_BITS     #: one product (17 bits)
 
     def __init__(self, *, lanes: int = 8, multipliers: int = 8, acc_width: int = 32,
                  register_every: int = 1, packed: bool = False):
@@ -73,12 +78,12 @@ class MATEngine(wiring.Component):
         self.packed = check_bool("packed", packed)
         if packed and lanes % 2:
             raise ValueError(f"packed=True needs an even number of lanes, got lanes={lanes}")
-        tree_bits = 16 + (multipliers - 1).bit_length()
+        tree_bits = self.PROD_BITS + (multipliers - 1).bit_length()
         if tree_bits > acc_width:
             raise ValueError(f"acc_width must be >= {tree_bits} for multipliers={multipliers}, "
                              f"got {acc_width}")
         # one adder tree per lane, built here so that the latency is known up front
-        self._trees = [AdderTree(width=16, count=multipliers, register_every=register_every)
+        self._trees = [AdderTree(width=self.PROD_BITS, count=multipliers, register_every=register_every)
                        for _ in range(lanes)]
         self.tree_latency = self._trees[0].latency
         if packed:
@@ -87,12 +92,12 @@ class MATEngine(wiring.Component):
         else:
             self.product_latency = 1
         self.LATENCY = self.product_latency + 1 + self.tree_latency
-        s8 = signed(8)
+        s8 = signed(self.W_BITS)
         super().__init__({
             "valid": In(1),
             "first": In(1),
             "last": In(1),
-            "x": In(data.ArrayLayout(s8, multipliers)),
+            "x": In(data.ArrayLayout(signed(self.X_BITS), multipliers)),
             "w": In(data.ArrayLayout(data.ArrayLayout(s8, multipliers), lanes)),
             "out": Out(data.ArrayLayout(signed(acc_width), lanes)),
             "out_valid": Out(1),
@@ -103,12 +108,12 @@ class MATEngine(wiring.Component):
         S, T = self.lanes, self.multipliers
 
         # stage 1..P: registered products
-        prods = [[Signal(signed(16), name=f"prod_{s}_{t}") for t in range(T)] for s in range(S)]
+        prods = [[Signal(signed(self.PROD_BITS), name=f"prod_{s}_{t}") for t in range(T)] for s in range(S)]
         if self.packed:
             from hw.units import PackedDualMultiplier
             for p in range(S // 2):
                 for t in range(T):
-                    mul = PackedDualMultiplier()
+                    mul = PackedDualMultiplier(a_bits=self.X_BITS, w_bits=self.W_BITS)
                     m.submodules[f"pmul_{p}_{t}"] = mul
                     m.d.comb += [mul.a.eq(self.x[t]), mul.w_hi.eq(self.w[2 * p + 1][t]),
                                  mul.w_lo.eq(self.w[2 * p][t])]

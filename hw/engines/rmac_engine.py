@@ -3,8 +3,9 @@
 Two modes, chosen by ``mode`` for a whole tile (see docs/hw-engines.md for the full schedule):
 
 **Down-forward** (``mode == DOWN_FORWARD``; generic conv, pointwise conv, grouped pointwise,
-matmul). Each cycle with ``valid`` takes one input vector ``df_x`` of N int8 values (N
-consecutive elements of a reduction, broadcast to all M lanes) and one weight vector per lane
+matmul). Each cycle with ``valid`` takes one input vector ``df_x`` of N 9-bit activations (N
+consecutive elements of a reduction, broadcast to all M lanes; an int8 or uint8 byte sign- or
+zero-extended by the feeder) and one weight vector per lane
 ``df_w[m]`` (the same N elements of lane m's filter). R-MAC ``(m, j)`` (lane m, position j from
 the top) adds ``df_x[j] * df_w[m][j]`` to the psum from ``(m, j-1)``; the inputs of position j
 are delayed by j cycles inside the engine (systolic skew), so the caller presents whole vectors.
@@ -27,9 +28,13 @@ M+K-1 pixels of that input row and shifts K times; stride 2 first loads the even
 columns (0-based; the paper's 1-based "odd" columns) and applies the even kernel columns, then
 loads the odd ones and applies the odd kernel columns (Sec. V-A1: "first odd, then even").
 
+Activations (``df_x``, ``dw_row``) are 9 bits, weights 8 bits: every product is 9 x 8 bits.
 ``packed=True`` computes the products of lanes 2p and 2p+1 at the same position in one
-``hw.units.PackedDualMultiplier`` (two int8 products sharing one operand: the broadcast input
-in down-forward mode, the broadcast weight in self-accumulation mode); it needs an even M.
+``hw.units.PackedDualMultiplier`` (two products sharing one operand: the broadcast input in
+down-forward mode, the broadcast weight in self-accumulation mode, where the two other operands
+are 9-bit pixels); the multiplier is the ``mixed`` variant with 9-bit ports at shift 17 (both
+9 x 8 and 8 x 9 products fit its 17-bit fields, a packed 9-bit pair fits the 27-bit pre-adder).
+It needs an even M.
 The packed multiplier is pipelined (2 cycles, the DSP48E2's input and product registers), so the
 R-MACs' control (enable, clear) and the output pulses are delayed by those 2 cycles; the input
 schedule is the same.
@@ -76,11 +81,11 @@ class RMACEngine(wiring.Component):
         With ``valid``: the last step of an accumulation (schedules the output).
     load : In(1)
         Self-accumulation, with ``valid``: (re)load the input shift registers from ``dw_row``.
-    df_x : In(ArrayLayout(signed(8), N))
-        Down-forward input vector (activations), broadcast to all lanes.
+    df_x : In(ArrayLayout(signed(9), N))
+        Down-forward input vector (activations: int8 or uint8 values), broadcast to all lanes.
     df_w : In(ArrayLayout(ArrayLayout(signed(8), N), M))
         Down-forward weights: ``df_w[m][j]`` multiplies ``df_x[j]`` in lane m.
-    dw_row : In(ArrayLayout(ArrayLayout(signed(8), M + max_kernel - 1), N))
+    dw_row : In(ArrayLayout(ArrayLayout(signed(9), M + max_kernel - 1), N))
         Self-accumulation input row segments, ``dw_row[j][i]`` = pixel i of channel j's segment.
     dw_w : In(ArrayLayout(signed(8), N))
         Self-accumulation weights: ``dw_w[j]`` (channel j's current tap) broadcast to all lanes.
@@ -96,6 +101,9 @@ class RMACEngine(wiring.Component):
 
     DOWN_FORWARD = 0
     SELF_ACC = 1
+    X_BITS = 9      #: activation operand: an int8 or uint8 byte, sign- or zero-extended
+    W_BITS = 8      #: weights: int8
+    PACK_SHIFT = 17  #: packing shift of the shared multiplier (9 x 8 and 8 x 9 products)
 
     def __init__(self, *, lanes: int = 8, macs_per_lane: int = 8, max_kernel: int = 5,
                  acc_width: int = 32, packed: bool = False):
@@ -117,16 +125,16 @@ class RMACEngine(wiring.Component):
             self.product_latency = 0
         self.DF_LATENCY = N + 1 + self.product_latency
         self.DW_LATENCY = 1 + self.product_latency
-        s8 = signed(8)
+        s8, s9 = signed(self.W_BITS), signed(self.X_BITS)
         super().__init__({
             "mode": In(1),
             "valid": In(1),
             "first": In(1),
             "last": In(1),
             "load": In(1),
-            "df_x": In(data.ArrayLayout(s8, N)),
+            "df_x": In(data.ArrayLayout(s9, N)),
             "df_w": In(data.ArrayLayout(data.ArrayLayout(s8, N), M)),
-            "dw_row": In(data.ArrayLayout(data.ArrayLayout(s8, self.row_len), N)),
+            "dw_row": In(data.ArrayLayout(data.ArrayLayout(s9, self.row_len), N)),
             "dw_w": In(data.ArrayLayout(s8, N)),
             "lane_out": Out(data.ArrayLayout(signed(acc_width), M)),
             "lane_valid": Out(1),
@@ -137,7 +145,7 @@ class RMACEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         M, N = self.lanes, self.macs_per_lane
-        s8 = signed(8)
+        s8, s9 = signed(self.W_BITS), signed(self.X_BITS)
         dw = Signal(name="dw_mode")
         m.d.comb += dw.eq(self.mode == self.SELF_ACC)
 
@@ -160,7 +168,7 @@ class RMACEngine(wiring.Component):
         for j in range(N):
             x = self.df_x[j]
             for k in range(j):
-                nx = Signal(s8, name=f"df_x{j}_d{k + 1}")
+                nx = Signal(s9, name=f"df_x{j}_d{k + 1}")
                 m.d.sync += nx.eq(x)
                 x = nx
             x_sk.append(x)
@@ -178,8 +186,8 @@ class RMACEngine(wiring.Component):
         # ---- self-accumulation: per-channel input shift registers --------------------------
         opnd = []     # opnd[j][i]: pixel i of channel j used this cycle
         for j in range(N):
-            sr = Signal(data.ArrayLayout(s8, self.row_len), name=f"dw_sr{j}")
-            cur = Signal(data.ArrayLayout(s8, self.row_len), name=f"dw_cur{j}")
+            sr = Signal(data.ArrayLayout(s9, self.row_len), name=f"dw_sr{j}")
+            cur = Signal(data.ArrayLayout(s9, self.row_len), name=f"dw_cur{j}")
             m.d.comb += cur.eq(Mux(self.load, self.dw_row[j], sr))
             with m.If(self.valid & dw):
                 for i in range(self.row_len - 1):
@@ -201,7 +209,7 @@ class RMACEngine(wiring.Component):
         macs = [[None] * N for _ in range(M)]
         for lane in range(M):
             for j in range(N):
-                mac = RMAC(in_width=8, acc_width=self.acc_width, multiplier=not self.packed)
+                mac = RMAC(in_width=self.X_BITS, acc_width=self.acc_width, multiplier=not self.packed)
                 m.submodules[f"rmac_{lane}_{j}"] = mac
                 macs[lane][j] = mac
                 m.d.comb += [
@@ -217,7 +225,8 @@ class RMACEngine(wiring.Component):
             for p in range(M // 2):
                 for j in range(N):
                     lo, hi = 2 * p, 2 * p + 1
-                    mul = PackedDualMultiplier()
+                    mul = PackedDualMultiplier(a_bits=self.X_BITS, w_bits=self.X_BITS,
+                                               shift=self.PACK_SHIFT, mixed=True)
                     m.submodules[f"pmul_{p}_{j}"] = mul
                     # shared operand: the broadcast one (input in DF mode, weight in DW mode)
                     m.d.comb += [

@@ -56,8 +56,8 @@ class Requant(wiring.Component):
     b : In(unsigned(mult_bits)), c : In(unsigned(shift_bits))   scale ``b / 2**c``
     offset : In(signed(out_bits + 1)) subtracted after rounding, in output LSBs (paper Eq. 9)
     relu_en : In(1)                   apply ReLU before the offset
-    res : In(signed(8)), rb : In(unsigned(mult_bits)), rc : In(unsigned(shift_bits))
-                                      residual input (int8) and its scale ``rb / 2**rc`` [residual=True]
+    res : In(signed(9)), rb : In(unsigned(mult_bits)), rc : In(unsigned(shift_bits))
+                                      residual input (9-bit: int8 or uint8 byte extended) and its scale ``rb / 2**rc`` [residual=True]
     hswish_en : In(1), three : In(unsigned(hswish_in_bits)), hb : In(unsigned(mult_bits)),
     hc : In(unsigned(shift_bits))     Hardswish: 3.0 in ``x`` LSBs and the dyadic ``s_in**2/(6 s_out)`` [hswish=True]
     in_valid : In(1)
@@ -65,7 +65,7 @@ class Requant(wiring.Component):
     out_valid : Out(1)
     """
 
-    RES_BITS = 8  #: width of the residual input (an int8 activation)
+    RES_BITS = 9  #: width of the residual input (an int8 or uint8 activation, sign- or zero-extended)
 
     def __init__(self, *, acc_bits: int = ACC_BITS, mult_bits: int = MULT_BITS,
                  shift_bits: int = 6, out_bits: int = 8, signed: bool = True,

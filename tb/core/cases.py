@@ -39,16 +39,17 @@ def _epilogue(rng, cout, act, residual=None, s_res=0.05):
 
 
 def pointwise_program(*, cin=16, cout=12, h=4, w=5, act="relu", residual=False,
-                      out_signed=True, groups=1, seed=0):
+                      out_signed=True, groups=1, x_signed=True, seed=0):
     """One (grouped) pointwise conv ``x (cin,h,w) -> y (cout,h,w)`` with bias and epilogue
-    ``act``; ``residual``: y += x (needs cin == cout)."""
+    ``act``; ``residual``: y += x (needs cin == cout); ``x_signed=False``: x is uint8 (then so
+    is the residual)."""
     rng = np.random.default_rng(seed)
     wt = rng.integers(-127, 128, (cout, cin // groups, 1, 1)).astype(np.int8)
     b = rng.integers(-3000, 3000, cout).astype(np.int32)
     if residual and cin != cout:
         raise ValueError("a residual pointwise case needs cin == cout")
     epi = _epilogue(rng, cout, act, "x" if residual else None)
-    t = {"x": TensorInfo("x", (cin, h, w), 8, True, 0.05),
+    t = {"x": TensorInfo("x", (cin, h, w), 8, x_signed, 0.05),
          "y": TensorInfo("y", (cout, h, w), 8, out_signed, 0.1)}
     node = Node("pw", "conv", ["x"], "y", dict(kernel=1, stride=1, padding=0, groups=groups),
                 dict(weight=wt, bias=b), epi)
@@ -66,15 +67,17 @@ def linear_program(*, cin=40, cout=10, seed=0):
     return IntProgram(t, [node], ["x"], ["y"]).validate()
 
 
-def depthwise_program(*, c=8, h=6, w=7, k=3, stride=1, act="none", residual=False, seed=0):
-    """One depthwise kxk conv with padding k//2; ``residual``: y += x (stride 1 only)."""
+def depthwise_program(*, c=8, h=6, w=7, k=3, stride=1, act="none", residual=False,
+                      x_signed=True, seed=0):
+    """One depthwise kxk conv with padding k//2; ``residual``: y += x (stride 1 only);
+    ``x_signed=False``: x (and the residual) uint8."""
     rng = np.random.default_rng(seed)
     wt = rng.integers(-127, 128, (c, 1, k, k)).astype(np.int8)
     b = rng.integers(-3000, 3000, c).astype(np.int32)
     pad = k // 2
     ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
     epi = _epilogue(rng, c, act, "x" if residual else None)
-    t = {"x": TensorInfo("x", (c, h, w), 8, True, 0.05),
+    t = {"x": TensorInfo("x", (c, h, w), 8, x_signed, 0.05),
          "y": TensorInfo("y", (c, ho, wo), 8, True, 0.1)}
     node = Node("dw", "conv", ["x"], "y", dict(kernel=k, stride=stride, padding=pad, groups=c),
                 dict(weight=wt, bias=b), epi)
@@ -157,6 +160,15 @@ CASES = {
                   dict(packed=True)),
     "dw3_s2_packed": (depthwise_program, dict(c=6, h=6, w=7, k=3, stride=2, seed=17),
                       dict(packed=True)),
+    # uint8 activations (XSIGNED = 0) and uint8 residuals (RSIGNED = 0): 9-bit engine operands
+    "pw_u8_res": (pointwise_program, dict(act="none", cin=12, cout=12, residual=True,
+                                          x_signed=False, seed=18), {}),
+    "pw_u8_packed": (pointwise_program, dict(act="relu", cin=10, cout=9, x_signed=False,
+                                             seed=19), dict(packed=True)),
+    "dw3_s1_u8_res": (depthwise_program, dict(c=6, h=5, w=6, k=3, stride=1, residual=True,
+                                              x_signed=False, seed=20), {}),
+    "dw3_s2_u8_packed": (depthwise_program, dict(c=6, h=6, w=7, k=3, stride=2, act="hswish",
+                                                 x_signed=False, seed=21), dict(packed=True)),
     "dw3_s2_8x8": (depthwise_program, dict(c=12, h=10, w=11, k=3, stride=2, act="hswish",
                                            seed=9), dict(N=8, M=8, T=8, S=8)),
 }
@@ -168,8 +180,8 @@ def make_case(name: str, seed: int = 0):
     prog = fn(**kw)
     cfg = small_config(**ckw)
     rng = np.random.default_rng(1000 + seed)
-    shape = prog.tensors[prog.inputs[0]].shape
-    x = rng.integers(-128, 128, shape)
+    xt = prog.tensors[prog.inputs[0]]
+    x = rng.integers(-128, 128, xt.shape) if xt.signed else rng.integers(0, 256, xt.shape)
     if hasattr(fn, "case_input"):       # a factory with its own (realistic) input
         x = fn.case_input(prog, seed)
     return prog, cfg, x

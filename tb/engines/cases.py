@@ -7,7 +7,8 @@ A case is a JSON-serialisable dict (it travels to the cocotb side in ``TRIO_TB_P
 
 ``engine``: ``rmac_engine`` or ``mat_engine`` (+ its constructor parameters); ``kind``:
 ``conv`` (generic/pointwise/grouped: ``Co, C, H, W, k, stride, pad, groups``), ``matmul``
-(``P, R, Q``) or ``dw`` (R-MAC engine only: ``C, H, W, k, stride, pad``). :func:`build` turns it
+(``P, R, Q``) or ``dw`` (R-MAC engine only: ``C, H, W, k, stride, pad``); ``"u8": true``
+draws uint8 activations (the engines' 9-bit input ports). :func:`build` turns it
 into the engine, the random int8 operands (``numpy`` generator seeded with ``seed``), the
 schedule and the expected output from :mod:`sim.golden` (``conv_acc``) or an int64 matmul.
 """
@@ -81,9 +82,15 @@ def build(p: dict) -> Case:
             return np.full(shape, -128, dtype=np.int64)
         return rng.integers(-128, 128, size=shape, dtype=np.int64)
 
+    def act(*shape):
+        """Activations: int8, or uint8 with ``"u8": true`` (the engines' 9-bit input ports)."""
+        if p.get("u8") and not p.get("extreme"):
+            return rng.integers(0, 256, size=shape, dtype=np.int64)
+        return rnd(*shape)
+
     if kind == "conv":
         groups = p.get("groups", 1)
-        x = rnd(p["C"], p["H"], p["W"])
+        x = act(p["C"], p["H"], p["W"])
         w = rnd(p["Co"], p["C"] // groups, p["k"], p["k"])
         sched = conv_schedule(x, w, stride=p.get("stride", 1), pad=p.get("pad", 0),
                               groups=groups, vec=g["vec"], lanes=g["lanes"],
@@ -91,14 +98,14 @@ def build(p: dict) -> Case:
         expected = conv_acc(x, w, stride=p.get("stride", 1), padding=p.get("pad", 0),
                             groups=groups)
     elif kind == "matmul":
-        a, b = rnd(p["P"], p["R"]), rnd(p["R"], p["Q"])
+        a, b = act(p["P"], p["R"]), rnd(p["R"], p["Q"])
         sched = matmul_schedule(a, b, vec=g["vec"], lanes=g["lanes"], latency=g["df_latency"],
                                 **ports)
         expected = a @ b          # int64: exact for these sizes
     elif kind == "dw":
         if not rmac:
             raise ValueError("depthwise runs on the R-MAC engine only")
-        x, w = rnd(p["C"], p["H"], p["W"]), rnd(p["C"], p["k"], p["k"])
+        x, w = act(p["C"], p["H"], p["W"]), rnd(p["C"], p["k"], p["k"])
         sched = dw_schedule(x, w, stride=p["stride"], pad=p["pad"], lanes=g["lanes"],
                             macs_per_lane=g["vec"], row_len=g["row_len"],
                             latency=g["dw_latency"])

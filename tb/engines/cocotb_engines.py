@@ -20,8 +20,14 @@ from tb.units.stream import start_clock
 
 
 def _drive(dut, step: dict):
+    """Write one step; array ports are packed with their element width (port bits / elements:
+    9-bit activations, 8-bit weights)."""
     for name, v in step.items():
-        getattr(dut, name).value = int(v) if isinstance(v, int) else pack(v, 8)
+        h = getattr(dut, name)
+        if isinstance(v, int):
+            h.value = int(v)
+        else:
+            h.value = pack(v, len(h) // np.asarray(v).size)
 
 
 @cocotb.test()

@@ -8,6 +8,7 @@ import cocotb
 import numpy as np
 
 from sim import numerics as nx
+from hw.units import Requant
 from tb.rtl import params
 from tb.units.stream import run_stream, start_clock, to_unsigned
 
@@ -28,7 +29,7 @@ def vectors(p, rng):
              relu_en=rng.integers(0, 2, m))
     v["offset"][:9] = 0
     if p["residual"]:
-        v["res"] = rng.integers(-128, 128, m)
+        v["res"] = rng.integers(-128, 256, m)     # int8 or uint8 residuals (9-bit port)
         v["rb"] = np.where(rng.random(m) < 0.3, 0, rng.integers(1 << (mb - 1), 1 << mb, m))
         v["rc"] = c - rng.integers(0, np.minimum(c, 16) + 1)          # rc <= c, c - rc <= 16
     if p["hswish"]:
@@ -70,7 +71,7 @@ async def requant_matches_numerics(dut):
     p = params()
     rng = np.random.default_rng(p.get("seed", 1))
     v = vectors(p, rng)
-    widths = {"acc": p["acc_bits"], "offset": p["out_bits"] + 1, "res": 8}
+    widths = {"acc": p["acc_bits"], "offset": p["out_bits"] + 1, "res": Requant.RES_BITS}
     await start_clock(dut)
 
     def drive(i):
