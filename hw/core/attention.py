@@ -36,9 +36,8 @@ unit's adder tree, in ``Unit._pool``).
   ``o_addr + i*n + t``. Busy cycles ``ceil(d/L) * n * ceil(d/W)``.
 
 Registers used: ``DIM``, ``NTOK``, ``XSTRIDE``, ``XBUF``; ``XSIGNED = 1``, ``OBITS = 8``,
-``OSIGNED = 1`` are required (else ``ok`` is low and the unit stops with ``error``). Engines with
-an 8-bit activation operand cannot take ksum8 > 127 as the broadcast operand of ``ATT_DIV``:
-then ``refuse`` rises when such a value arrives and the unit stops with ``error``.
+``OSIGNED = 1`` are required (else ``ok`` is low and the unit stops with ``error``). ksum8
+(uint8) is the broadcast operand of ``ATT_DIV``: it needs the engines' 9-bit activation operand.
 """
 
 from __future__ import annotations
@@ -78,8 +77,8 @@ class AttentionSequencer:
     ``(sum, saturated output)`` signals), ``attmode`` (a register the unit sets while an ATT
     instruction runs). Hooks for the unit's FSM: ``setup()`` (in the setup state: reads the
     parameter record, resets the counters), ``issue()`` (one engine step; returns "last step"),
-    ``ok`` (the register settings are supported), ``refuse`` (a value the datapath cannot take
-    arrived), ``last_write`` (the instruction's last output is written this cycle).
+    ``ok`` (the register settings are supported), ``last_write`` (the instruction's last
+    output is written this cycle).
     """
 
     def __init__(self, unit, m, ctx):
@@ -154,24 +153,17 @@ class AttentionSequencer:
                                  w.row_stride.eq(1), w.elem_stride.eq(d)]
         # engine operands (stage 1: the gather data of the step issued last cycle)
         relu = lambda b: Mux(b[7], 0, b).as_signed()      # noqa: E731  int8 -> 0..127
-        xbits = len(e_x[0])
-        self.refuse = Signal(name="att_refuse")
-        big = []
+        if len(e_x[0]) < 9:
+            raise ValueError("the attention steps need the engines' 9-bit activation operand "
+                             "(ksum8 is uint8)")
         with m.If(attmode):
             for t in range(W):
                 xd = x.data[0][t]
-                if xbits >= 9:      # the engine takes uint8 activations: ksum8 as it is
-                    ks = Cat(xd, 0).as_signed()
-                else:               # int8 activations: ksum8 > 127 cannot be fed (refused)
-                    ks = xd.as_signed()
-                    big.append(mask1[t] & xd[7])
+                ks = Cat(xd, 0).as_signed()     # ksum8, uint8, zero-extended
                 m.d.comb += e_x[t].eq(Mux(mask1[t], Mux(div1, ks, relu(xd)), 0))
                 for s in range(L):
                     wd = w.data[s][t]
                     m.d.comb += e_w[s][t].eq(Mux(div1, relu(wd), wd.as_signed()))
-        # TODO(9-bit activations, branch `conv`): once the engines' activation operand is 9-bit
-        # signed, the branch above feeds ksum8 unchanged and this refusal disappears.
-        m.d.comb += self.refuse.eq(attmode & v1 & div1 & (Cat(*big).any() if big else 0))
 
         def setup():
             m.d.comb += [p.en.eq(1), p.buf.eq(BUFS["C"]), p.addr.eq(tf("p_addr")),

@@ -445,16 +445,11 @@ class Unit(wiring.Component):
                         m.next = "ARUN"
                 with m.State("ARUN"):
                     m.d.comb += busy.eq(1)
-                    att_last = att.issue()
-                    with m.If(att.refuse):
-                        fail(op)
-                    with m.Elif(att_last):
+                    with m.If(att.issue()):
                         m.next = "ADRAIN"
                 with m.State("ADRAIN"):
                     m.d.comb += busy.eq(1)
-                    with m.If(att.refuse):
-                        fail(op)
-                    with m.Elif(att.last_write):
+                    with m.If(att.last_write):
                         m.d.sync += attmode.eq(0)
                         m.next = "FETCH"
                 if self.kind == "RMAC":

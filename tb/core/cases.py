@@ -219,11 +219,10 @@ def _attention_params(x, dim: int, *, ksum_max: int, rng) -> dict:
     return {k: np.asarray(v, np.int64) for k, v in p.items()}
 
 
-def attention_program(*, dim=4, heads=2, h=4, w=5, ksum_max=120, seed=0, input_seed=0):
+def attention_program(*, dim=4, heads=2, h=4, w=5, ksum_max=250, seed=0, input_seed=0):
     """One LiteMLA ReLU linear attention ``x (heads*3*dim, h, w) -> y (heads*dim, h, w)``, the
     step multipliers (``seed``) calibrated on the input :func:`make_case` gives for
-    ``input_seed``. ``ksum_max``: the largest ksum8 (<= 127: the broadcast operand of ATT_DIV
-    fits an int8 activation operand)."""
+    ``input_seed``. ``ksum_max``: the largest ksum8 (uint8)."""
     rng = np.random.default_rng(seed)
     x = np.random.default_rng(1000 + input_seed).integers(-128, 128, (heads * 3 * dim, h, w))
     prm = _attention_params(x, dim, ksum_max=ksum_max, rng=rng)
@@ -237,33 +236,22 @@ CASES.update({
     "att": (attention_program, dict(dim=4, heads=2, h=4, w=5, seed=20), {}),
     "att_d8": (attention_program, dict(dim=8, heads=2, h=3, w=5, seed=21), {}),
     "att_d6": (attention_program, dict(dim=6, heads=3, h=3, w=3, seed=24), {}),
-    "att_full": (attention_program, dict(dim=4, heads=2, h=4, w=5, ksum_max=250, seed=22), {}),
     "att_8x8": (attention_program, dict(dim=8, heads=2, h=5, w=5, seed=23),
                 dict(N=8, M=8, T=8, S=8)),
 })
 
 
-def litemla_module_program(*, stage=2, seed=0, ksum7=False):
+def litemla_module_program(*, stage=2, seed=0):
     """One whole EfficientViT module of :func:`sim.zoo.tiny` (stage ``stage``, its EfficientViT
     block after the downsampling MBConv): the LiteMLA context module (qkv PW, multi-scale
     aggregation DW 5x5 + grouped PW, concat, ReLU linear attention, proj + residual) followed by
     the local MBConv (PW expand -> DW 3x3 -> PW project + residual). Stage 2 at resolution 64:
-    16 channels, 4x4 tokens, dim 8, 2 + 2 heads. Weights and scales are the zoo's.
-
-    ``ksum7``: requantize ksum to 7 bits (``ksum_mult`` halved, ``log2_offset`` + 1 to keep the
-    divisor's scale), so that ksum8 <= 127 fits an int8 activation operand (engines without
-    uint8 activations); the zoo calibrates ksum8 to the full uint8 range."""
+    16 channels, 4x4 tokens, dim 8, 2 + 2 heads. Weights and scales are the zoo's (ksum8 over
+    the full uint8 range)."""
     from sim import zoo
     full = zoo.tiny(seed=seed)
     pre = f"backbone.stages.{stage}.op_list.1."
     nodes = [n for n in full.nodes if n.name.startswith(pre)]
-    if ksum7:
-        for n in nodes:
-            if n.op == "linear_attention":
-                prm = dict(n.params)
-                prm["ksum_mult_b"] = (np.asarray(prm["ksum_mult_b"]) + 1) // 2
-                prm["log2_offset"] = np.asarray(prm["log2_offset"]) + 1
-                n.params = prm
     x = nodes[0].inputs[0]
     names = {x} | {n.output for n in nodes}
     t = {k: v for k, v in full.tensors.items() if k in names}
@@ -284,7 +272,5 @@ litemla_module_program.case_input = _litemla_input
 
 CASES.update({
     "litemla": (litemla_module_program, dict(stage=2), {}),
-    "litemla_k7": (litemla_module_program, dict(stage=2, ksum7=True), {}),
-    "litemla_k7_8x8": (litemla_module_program, dict(stage=2, ksum7=True),
-                       dict(N=8, M=8, T=8, S=8)),
+    "litemla_8x8": (litemla_module_program, dict(stage=2), dict(N=8, M=8, T=8, S=8)),
 })
