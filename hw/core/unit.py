@@ -11,17 +11,21 @@ A unit runs its in-order instruction queue (``sim.isa``: the per-unit split of a
   state only after its last output is written, so a SIGNAL after it means "outputs in place";
 * ``HALT`` stops the unit (``halted`` = 1);
 * ``CONV_MAT`` (MAT unit) / ``CONV_RDF`` (R-MAC unit, down-forward mode): a (grouped)
-  pointwise conv or linear tile (``KERNEL = 1``, ``STRIDE = 1``, no padding), see below;
+  pointwise conv, linear or generic k x k conv tile (stride, padding), see below;
 * ``DW_RSA`` (R-MAC unit, self-accumulation mode): a depthwise tile (see ``_depthwise``);
 * ``POOL`` (AUX unit): global average pooling on the adder tree (see ``_pool``);
 * ``ATT_KSUM`` (AUX unit, ``_pool``), ``ATT_KV_RDF`` (R-MAC), ``ATT_KV_MAT``, ``ATT_DIV``,
   ``ATT_OUT`` (MAT): the attention steps, sequenced by :mod:`hw.core.attention`;
 * anything else sets ``error`` (sticky) with the opcode in ``error_op`` and halts.
 
-Conv tile schedule (``K = CIN``, ``npix = ho * WOUT``; lanes = S (MAT) or M (R-MAC), width =
-T or N): for each output-channel group of ``lanes`` channels, for each pixel, ``ceil(K/width)``
-steps; a step reads ``width`` input channels of one pixel (gather port ``x``: stride XSTRIDE)
-and ``lanes x width`` weights (port ``w``: row stride K) and feeds the engine. When the engine
+Conv tile schedule (``K = CIN * k * k``, ``npix = ho * WOUT``; lanes = S (MAT) or M (R-MAC),
+width = T or N): for each output-channel group of ``lanes`` channels, for each output pixel
+``(oy, ox)``, its im2col row in tap-major order: for each tap ``(ky, kx)``, ``ceil(CIN/width)``
+steps; a step reads ``width`` input channels of input pixel ``(oy*STRIDE + ky - pad_t,
+ox*STRIDE + kx - PAD_L)`` (gather port ``x``: stride XSTRIDE; zero in the padding) and
+``lanes x width`` weights ``w[co][c][ky][kx]`` (port ``w``: row stride K, element stride k*k)
+and feeds the engine. Input bytes are sign- or zero-extended to the engines' 9-bit activation
+operand by XSIGNED (residual bytes by RSIGNED). When the engine
 delivers a vector of ``lanes`` dot products, the unit reads the ``lanes`` parameter records
 (port ``p``, 32 bytes each: bias, mult_b, mult_c, offset, res_b, res_c, hsw_b, hsw_c as in
 ``sim.compile``) and the residual bytes (port ``r``), adds the bias and runs one
@@ -175,10 +179,22 @@ class Unit(wiring.Component):
             if self.kind == "RMAC":
                 m.d.comb += eng.mode.eq(Mux(dwmode, RMACEngine.SELF_ACC,
                                             RMACEngine.DOWN_FORWARD))
-            K = Signal(32)          # reduction length
+            tf = lambda n: fld(word, compute_op, n)     # noqa: E731
+            K = Signal(32)          # reduction length per output pixel: CIN * KERNEL**2
             npix = Signal(24)
-            k0 = Signal(32)
+            k0 = Signal(32)         # first input channel of this step's block of `width`
             pix = Signal(24)
+            # generic k x k (im2col in tap-major order): tap (ky, kx) of output pixel (oy, ox)
+            kd = regs["KERNEL"][:4]
+            kkd = Signal(8)         # k*k: the weight stride between input channels
+            m.d.comb += kkd.eq(kd * kd)
+            ky, kx = Signal(4), Signal(4)
+            oy, ox = Signal(12), Signal(12)
+            wtap = Signal(8)        # ky*k + kx (running)
+            wcb = Signal(ADDR_BITS + 12)    # k0 * k*k (running)
+            iy, ix = Signal(signed(18)), Signal(signed(18))     # unpadded input row, column
+            m.d.comb += [iy.eq(oy * regs["STRIDE"][:4] + ky - tf("pad_t")),
+                         ix.eq(ox * regs["STRIDE"][:4] + kx - regs["PAD_L"][:8])]
             co = Signal(13)
             xk = Signal(ADDR_BITS + 12)
             wco = Signal(ADDR_BITS + 12)
@@ -194,7 +210,6 @@ class Unit(wiring.Component):
             pcg_o, rcg_o = Signal(ADDR_BITS + 12), Signal(ADDR_BITS + 12)
             pix_w, co_w = Signal(24), Signal(13)
             oco_w, ocg_w = Signal(ADDR_BITS + 12), Signal(ADDR_BITS + 12)
-            tf = lambda n: fld(word, compute_op, n)
             nco = tf("nco")
             has_res = regs["RES_ADDR"] >= 0
             noepi = regs["NOEPI"][0]
@@ -209,10 +224,13 @@ class Unit(wiring.Component):
                 m.d.comb += e_x[t].eq(Mux(mask1[t], _byte(self.x.data[0][t], regs["XSIGNED"]), 0))
                 for s in range(L):
                     m.d.comb += e_w[s][t].eq(self.w.data[s][t].as_signed())
+            # a step: `width` input channels of input pixel (iy, ix) for tap (ky, kx); their
+            # weights w[co][k0 + t][ky][kx] (layout (co, ci, k, k): element stride k*k)
             m.d.comb += [self.x.buf.eq(regs["XBUF"][:3]), self.x.elem_stride.eq(regs["XSTRIDE"]),
-                         self.x.row_stride.eq(0), self.x.addr.eq(xk + pix),
-                         self.w.buf.eq(1), self.w.row_stride.eq(K), self.w.elem_stride.eq(1),
-                         self.w.addr.eq(wco + k0)]
+                         self.x.row_stride.eq(0),
+                         self.x.addr.eq(xk + iy * regs["WIN"][:16] + ix),
+                         self.w.buf.eq(1), self.w.row_stride.eq(K), self.w.elem_stride.eq(kkd),
+                         self.w.addr.eq(wco + wcb + wtap)]
 
             # output stage 0: engine result -> acc register, parameter / residual reads
             acc = [Signal(signed(32), name=f"acc_{s}") for s in range(L)]
@@ -292,9 +310,12 @@ class Unit(wiring.Component):
                     m.d.sync += pix_w.eq(pix_w + 1)
 
             df_supported = Signal()
-            m.d.comb += df_supported.eq((regs["KERNEL"] == 1) & (regs["STRIDE"] == 1)
-                                     & (regs["PAD_L"] == 0) & (regs["PAD_R"] == 0)
-                                     & (tf("pad_t") == 0) & (tf("pad_b") == 0)
+            m.d.comb += df_supported.eq((regs["KERNEL"] >= 1) & (regs["KERNEL"] <= 15)
+                                     & (regs["STRIDE"] >= 1) & (regs["STRIDE"] <= 15)
+                                     & (regs["PAD_L"] >= 0) & (regs["PAD_L"] < 256)
+                                     & (regs["WIN"] > 0) & (regs["WIN"] < (1 << 15))
+                                     & (regs["WOUT"] > 0) & (regs["WOUT"] < (1 << 12))
+                                     & (tf("hin") > 0)
                                      & (regs["GROUPS"] >= 1) & (regs["GROUPS"] <= nco)
                                      & (noepi | ((regs["OBITS"] == 8)
                                                  & ((regs["ACT"] != ACTS["hswish"])
@@ -383,6 +404,8 @@ class Unit(wiring.Component):
                         m.d.sync += [K.eq(regs["CIN"] * regs["KERNEL"] * regs["KERNEL"]),
                                      npix.eq(tf("ho") * regs["WOUT"]),
                                      k0.eq(0), pix.eq(0), co.eq(0), g.eq(0), xk.eq(tf("x_addr")),
+                                     ky.eq(0), kx.eq(0), oy.eq(0), ox.eq(0), wtap.eq(0),
+                                     wcb.eq(0),
                                      xg.eq(tf("x_addr")), wco.eq(tf("w_addr")),
                                      wg.eq(tf("w_addr")),
                                      pix_o.eq(0), co_o.eq(0), g_o.eq(0), pco_o.eq(tf("p_addr")),
@@ -411,14 +434,35 @@ class Unit(wiring.Component):
                     m.next = "RUN"
                 with m.State("RUN"):
                     m.d.comb += [busy.eq(1), self.x.en.eq(1), self.w.en.eq(1)]
-                    last_k = Signal()
-                    m.d.comb += last_k.eq(k0 + W >= K)
-                    m.d.sync += [v1.eq(1), f1.eq(k0 == 0), l1.eq(last_k),
-                                 mask1.eq(Cat(*[(k0 + t) < K for t in range(W)]))]
-                    with m.If(last_k):
-                        m.d.sync += [k0.eq(0), xk.eq(xg)]
+                    # innermost: channel blocks, then taps kx, ky, then output pixels
+                    last_c, last_kx, last_ky, last_k = Signal(), Signal(), Signal(), Signal()
+                    inb = Signal()      # the tap's input pixel is inside the tile (not padding)
+                    m.d.comb += [last_c.eq(k0 + W >= regs["CIN"]), last_kx.eq(kx + 1 == kd),
+                                 last_ky.eq(ky + 1 == kd), last_k.eq(last_c & last_kx & last_ky),
+                                 inb.eq((iy >= 0) & (iy < tf("hin")) & (ix >= 0)
+                                        & (ix < regs["WIN"]))]
+                    m.d.sync += [v1.eq(1), f1.eq((k0 == 0) & (kx == 0) & (ky == 0)),
+                                 l1.eq(last_k),
+                                 mask1.eq(Cat(*[inb & ((k0 + t) < regs["CIN"])
+                                                for t in range(W)]))]
+                    with m.If(~last_c):
+                        m.d.sync += [k0.eq(k0 + W), xk.eq(xk + regs["XSTRIDE"] * W),
+                                     wcb.eq(wcb + kkd * W)]
+                    with m.Elif(~last_kx):
+                        m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(kx + 1),
+                                     wtap.eq(wtap + 1)]
+                    with m.Elif(~last_ky):
+                        m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(0), ky.eq(ky + 1),
+                                     wtap.eq(wtap + 1)]
+                    with m.Else():
+                        m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(0), ky.eq(0),
+                                     wtap.eq(0)]
+                        with m.If(ox + 1 == regs["WOUT"]):
+                            m.d.sync += [ox.eq(0), oy.eq(oy + 1)]
+                        with m.Else():
+                            m.d.sync += ox.eq(ox + 1)
                         with m.If(pix + 1 == npix):
-                            m.d.sync += pix.eq(0)
+                            m.d.sync += [pix.eq(0), ox.eq(0), oy.eq(0)]
                             with m.If(co + L < coutg):
                                 m.d.sync += [co.eq(co + L), wco.eq(wco + K * L)]
                             with m.Else():      # next group: its input channels and filters
@@ -429,8 +473,6 @@ class Unit(wiring.Component):
                                     m.next = "DRAIN"
                         with m.Else():
                             m.d.sync += pix.eq(pix + 1)
-                    with m.Else():
-                        m.d.sync += [k0.eq(k0 + W), xk.eq(xk + regs["XSTRIDE"] * W)]
                 with m.State("DRAIN"):
                     m.d.comb += busy.eq(1)
                     with m.If(Mux(dwmode, dw_last_write, last_write)):

@@ -83,7 +83,8 @@ class MATEngine(wiring.Component):
             raise ValueError(f"acc_width must be >= {tree_bits} for multipliers={multipliers}, "
                              f"got {acc_width}")
         # one adder tree per lane, built here so that the latency is known up front
-        self._trees = [AdderTree(width=self.PROD_BITS, count=multipliers, register_every=register_every)
+        self._trees = [AdderTree(width=self.PROD_BITS, count=multipliers,
+                                 register_every=register_every)
                        for _ in range(lanes)]
         self.tree_latency = self._trees[0].latency
         if packed:
@@ -108,7 +109,8 @@ class MATEngine(wiring.Component):
         S, T = self.lanes, self.multipliers
 
         # stage 1..P: registered products
-        prods = [[Signal(signed(self.PROD_BITS), name=f"prod_{s}_{t}") for t in range(T)] for s in range(S)]
+        prods = [[Signal(signed(self.PROD_BITS), name=f"prod_{s}_{t}") for t in range(T)]
+                 for s in range(S)]
         if self.packed:
             from hw.units import PackedDualMultiplier
             for p in range(S // 2):

@@ -209,7 +209,8 @@ class RMACEngine(wiring.Component):
         macs = [[None] * N for _ in range(M)]
         for lane in range(M):
             for j in range(N):
-                mac = RMAC(in_width=self.X_BITS, acc_width=self.acc_width, multiplier=not self.packed)
+                mac = RMAC(in_width=self.X_BITS, acc_width=self.acc_width,
+                           multiplier=not self.packed)
                 m.submodules[f"rmac_{lane}_{j}"] = mac
                 macs[lane][j] = mac
                 m.d.comb += [

@@ -22,7 +22,8 @@ __all__ = ["PackedDualMultiplier"]
 
 
 class PackedDualMultiplier(wiring.Component):
-    """``p_hi = a * w_hi`` and ``p_lo = a * w_lo`` from one multiply ``a * ((w_hi << shift) + w_lo)``.
+    """``p_hi = a * w_hi`` and ``p_lo = a * w_lo`` from one multiply
+    ``a * ((w_hi << shift) + w_lo)``.
 
     Pipeline (latency 2, matching the DSP48E2's A/B/D input registers and M/P register):
     cycle 1 registers ``a`` and the pre-adder sum, cycle 2 registers the product; the field

@@ -84,17 +84,21 @@ def depthwise_program(*, c=8, h=6, w=7, k=3, stride=1, act="none", residual=Fals
     return IntProgram(t, [node], ["x"], ["y"]).validate()
 
 
-def generic_program(*, cin=3, cout=4, h=5, w=5, k=3, stride=2, seed=0):
-    """One generic (dense) kxk conv (not yet mapped onto the core's units)."""
+def generic_program(*, cin=3, cout=4, h=5, w=5, k=3, stride=2, act="relu", x_signed=True,
+                    groups=1, seed=0):
+    """One generic (dense or grouped) kxk conv with padding k//2 (the stem: 3x3, stride 2, 3
+    input channels), im2col on the MAT / R-MAC down-forward path; ``x_signed=False``: uint8
+    input."""
     rng = np.random.default_rng(seed)
-    wt = rng.integers(-127, 128, (cout, cin, k, k)).astype(np.int8)
+    wt = rng.integers(-127, 128, (cout, cin // groups, k, k)).astype(np.int8)
     b = rng.integers(-3000, 3000, cout).astype(np.int32)
     pad = k // 2
     ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-    t = {"x": TensorInfo("x", (cin, h, w), 8, True, 0.05),
+    t = {"x": TensorInfo("x", (cin, h, w), 8, x_signed, 0.05),
          "y": TensorInfo("y", (cout, ho, wo), 8, True, 0.1)}
-    node = Node("conv", "conv", ["x"], "y", dict(kernel=k, stride=stride, padding=pad, groups=1),
-                dict(weight=wt, bias=b), _epilogue(rng, cout, "relu"))
+    node = Node("conv", "conv", ["x"], "y", dict(kernel=k, stride=stride, padding=pad,
+                                                 groups=groups),
+                dict(weight=wt, bias=b), _epilogue(rng, cout, act))
     return IntProgram(t, [node], ["x"], ["y"]).validate()
 
 
@@ -169,6 +173,17 @@ CASES = {
                                               x_signed=False, seed=20), {}),
     "dw3_s2_u8_packed": (depthwise_program, dict(c=6, h=6, w=7, k=3, stride=2, act="hswish",
                                                  x_signed=False, seed=21), dict(packed=True)),
+    # generic k x k convolutions (im2col on the down-forward paths): the stem's shape (3x3,
+    # stride 2, padding 1, 3 input channels) and a stride-1 one with uint8 input channels
+    # spread over two blocks of `width`
+    "conv3_s2": (generic_program, dict(cin=3, cout=8, h=9, w=9, k=3, stride=2, act="hswish",
+                                       seed=22), {}),
+    "conv3_s1_u8": (generic_program, dict(cin=6, cout=6, h=5, w=6, k=3, stride=1, act="relu",
+                                          x_signed=False, seed=23), {}),
+    "gconv3_s2_g2": (generic_program, dict(cin=8, cout=12, h=7, w=6, k=3, stride=2, groups=2,
+                                           seed=25), {}),
+    "conv3_s2_8x8": (generic_program, dict(cin=3, cout=16, h=12, w=13, k=3, stride=2,
+                                           act="hswish", seed=24), dict(N=8, M=8, T=8, S=8)),
     "dw3_s2_8x8": (depthwise_program, dict(c=12, h=10, w=11, k=3, stride=2, act="hswish",
                                            seed=9), dict(N=8, M=8, T=8, S=8)),
 }
