@@ -183,15 +183,26 @@ def _shape3(shape):
 
 
 def conv_cycles(cfg: AccelConfig, engine: str, *, K: int, nco: int, npix: int,
-                groups: int = 1) -> int:
+                groups: int = 1, k: int = 1) -> int:
     """Busy cycles of a (grouped) conv / matmul tile on one engine in down-forward mode: the
     engine takes ``lanes_in`` reduction elements and ``lanes_out`` output channels per cycle
     (MAT: T x S, R-MAC: N x M), one output pixel at a time. ``K`` is the reduction length per
-    group (``Cin/g * k * k``), ``nco`` the output channels of the tile."""
+    group (``Cin/g * k * k``), ``nco`` the output channels of the tile.
+
+    A k x k kernel (``k > 1``) is reduced tap by tap (the core's im2col order, docs/hw-core.md):
+    per output pixel ``k*k`` taps of ``ceil((Cin/g) / lanes_in)`` steps each, which is more than
+    ``ceil(K / lanes_in)`` when ``Cin/g`` is not a multiple of ``lanes_in`` (the stem: 3
+    channels, 9 steps per pixel instead of 4 at width 8)."""
     tin, sout = (cfg.T, cfg.S) if engine == "MAT" else (cfg.N, cfg.M)
+    if k > 1:
+        if K % (k * k):
+            raise ValueError(f"K={K} is not Cin/g * {k}*{k}")
+        per_pixel = k * k * _cdiv(K // (k * k), tin)
+    else:
+        per_pixel = _cdiv(K, tin)
     if groups > 1:
-        return groups * _cdiv(K, tin) * _cdiv(nco // groups, sout) * npix
-    return _cdiv(K, tin) * _cdiv(nco, sout) * npix
+        return groups * per_pixel * _cdiv(nco // groups, sout) * npix
+    return per_pixel * _cdiv(nco, sout) * npix
 
 
 def dw_cycles(cfg: AccelConfig, *, nch: int, ho: int, wo: int, k: int) -> int:
@@ -667,7 +678,7 @@ class _Compiler:
                 tnr = r1 - r0
                 writers, seen = [], set()
                 for core, eng, (ca, cb), (ra, rb) in self.plan_conv(nco, r1 - r0, Wo, K, g,
-                                                                    cout_g):
+                                                                    cout_g, k=k):
                     st, unit = f"core{core}", eng
                     op = "CONV_MAT" if eng == "MAT" else "CONV_RDF"
                     for sem, cnt in xw:
@@ -1047,7 +1058,7 @@ class _Compiler:
         want = _cdiv(want, 8) * 8          # rows split evenly over 2, 4 or 8 cores
         return max(1, min(fit, want, 4095))
 
-    def plan_conv(self, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None):
+    def plan_conv(self, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1):
         """[(core, engine, (co_a, co_b), (row_a, row_b))] for one tile (relative ranges).
         ``bias``: cycles already queued on (MAT, R-MAC) of every core; ``only``: one engine."""
         cfg = self.cfg
@@ -1060,7 +1071,7 @@ class _Compiler:
             core = 0
             for (ca, cb) in cos:
                 for (ra, rb) in rows:
-                    sub, t = self.engine_split(cb - ca, rb - ra, wo, K, g, cout_g, bias, only)
+                    sub, t = self.engine_split(cb - ca, rb - ra, wo, K, g, cout_g, bias, only, k)
                     worst = max(worst, t)
                     for eng, (xa, xb), (ya, yb) in sub:
                         tasks.append((core, eng, (ca + xa, ca + xb), (ra + ya, ra + yb)))
@@ -1069,7 +1080,7 @@ class _Compiler:
                 best = (worst, tasks)
         return best[1]
 
-    def engine_split(self, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None):
+    def engine_split(self, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1):
         """Split a core's (nco x nr rows) between MAT and R-MAC; returns (tasks, est. cycles)."""
         cfg = self.cfg
         gran = cout_g if g > 1 else 1
@@ -1078,7 +1089,7 @@ class _Compiler:
             if c <= 0 or r <= 0:
                 return 0
             return conv_cycles(cfg, eng, K=K, nco=c, npix=r * wo,
-                               groups=(c // cout_g if g > 1 else 1))
+                               groups=(c // cout_g if g > 1 else 1), k=k)
         best = None
         bm, br = bias
         if only is not None:

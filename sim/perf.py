@@ -170,7 +170,8 @@ def instr_cycles(cfg, ins, regs) -> tuple[int, int]:
         eng = "MAT" if op == "CONV_MAT" else "RMAC"
         g = regs.get("GROUPS", 1)
         K = regs["CIN"] * regs["KERNEL"] ** 2
-        busy = conv_cycles(cfg, eng, K=K, nco=f["nco"], npix=f["ho"] * regs["WOUT"], groups=g)
+        busy = conv_cycles(cfg, eng, K=K, nco=f["nco"], npix=f["ho"] * regs["WOUT"], groups=g,
+                           k=regs["KERNEL"])
     elif op == "DW_RSA":
         busy = dw_cycles(cfg, nch=f["nco"], ho=f["ho"], wo=regs["WOUT"], k=regs["KERNEL"])
     elif op in ("ATT_KV_RDF", "ATT_KV_MAT"):

@@ -104,7 +104,7 @@ def conv_steps(env):
                 cout_g, npix = ins["nco"] // g, ins["ho"] * regs["WOUT"]
                 steps = g * -(-cout_g // lanes) * npix * k * k * -(-cin // width)
                 ref = sc.conv_cycles(cfg, "MAT" if u == "mat" else "RMAC", K=cin * k * k,
-                                     nco=ins["nco"], npix=npix, groups=g)
+                                     nco=ins["nco"], npix=npix, groups=g, k=k)
                 su, _, a, z = next(spans)
                 assert su == u
                 # fixed cost: SETUP, GROUPS, gather read, parameter read, bias add, requant
@@ -127,8 +127,7 @@ def check_conv_cycles(env, cycles, model):
     ratio = 1.0
     for u, span, steps, ref, k, bound in conv_steps(env):
         assert span - steps == bound, (u, span, steps, bound)
-        if k == 1:
-            assert steps == ref
+        assert steps == ref
         ratio = max(ratio, steps / ref)
     assert model <= cycles <= model * ratio * 1.15 + 10
 
