@@ -4,8 +4,9 @@ Every case compiles a single-layer IntProgram for a one-core config, runs core 0
 tb.core harness (which plays the LD/ST DMA units over the Binary's DRAM image, the global
 buffers and the semaphores) and compares the DRAM output with (a) an independent loop-level
 numpy computation of the layer (dot products written out here, the requant path through
-sim.numerics via Epilogue.apply) and (b) sim.golden and sim.funcsim; the cycle count is compared
-with sim.perf on the same Binary.
+sim.numerics via Epilogue.apply) and (b) sim.golden and sim.funcsim; the cycle count, and the
+cycle at which every instruction of every unit is fetched, must equal sim.perf's on the same
+Binary (``check_cycles``; sim.timing holds the RTL's timing).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import pytest
 
 from hw.core import Core, Unit
 from sim import compile as sc
-from sim import funcsim, golden, perf
+from sim import funcsim, golden, perf, timing
 from tb.core.cases import CASES, make_case, small_config, pointwise_program
-from tb.core.harness import CoreEnv, HarnessError, simulate_amaranth
+from tb.core.harness import UNITS, CoreEnv, HarnessError, simulate_amaranth
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 
@@ -78,6 +79,29 @@ def reference(prog, x):
     return y.reshape(yt.shape)
 
 
+def check_cycles(name, binary, env, cycles):
+    """The RTL run's cycle count and the fetch cycle of every instruction of every unit (a WAIT:
+    the cycle it is consumed) equal sim.perf's on the same Binary, exactly. sim.perf is run
+    with ``env=sim.timing.PYTHON_HARNESS``, the timing of the world the harness plays around the
+    core: its registered ``wait.ready`` makes a WAIT whose semaphore is already satisfied take 2
+    cycles instead of 1, and its LD/ST DMA units run in zero time. The count for the
+    accelerator (combinational semaphore file, DRAM model of the config) is printed too."""
+    trace = []
+    model = perf.simulate(binary, trace=trace, env=timing.PYTHON_HARNESS).cycles
+    system = perf.simulate(binary).cycles
+    print(f"{name}: rtl {cycles} cycles, sim.perf {model} (harness timing; "
+          f"{system} with the system's semaphores and DRAM model)")
+    for u, U in UNITS:
+        want = [(op, start) for st, un, op, _, start, _ in trace if st == "core0" and un == U]
+        got = env.fetch_cycle[u]
+        assert len(got) == len(want), f"{name}/{u}: {len(got)} fetches, sim.perf {len(want)}"
+        for i, ((op, w), g) in enumerate(zip(want, got)):
+            assert g == w, (f"{name}/{u}: instruction {i} ({op}, after "
+                            f"{want[i - 1][0] if i else '-'}) fetched at cycle {g}, sim.perf "
+                            f"says {w}: update sim/timing.py")
+    assert cycles == model
+
+
 def run_case(name, seed=0):
     prog, cfg, x = make_case(name, seed)
     binary = sc.compile(prog, cfg)
@@ -106,9 +130,7 @@ def test_core_single_layer(name):
         assert ops == {"POOL"}
     else:
         assert ops == ({"DW_RSA"} if dw else {"CONV_MAT", "CONV_RDF"})
-    model = perf.simulate(binary).cycles
-    print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
-    assert model <= cycles <= model * 1.15 + 10
+    check_cycles(name, binary, env, cycles)
 
 
 @pytest.mark.slow
@@ -117,8 +139,7 @@ def test_core_8x8(name):
     """The paper's engine sizes N = M = T = S = 8."""
     prog, binary, x, env, cycles = run_case(name)
     np.testing.assert_array_equal(env.outputs()["y"], reference(prog, x))
-    model = perf.simulate(binary).cycles
-    assert model <= cycles <= model * 1.15 + 10
+    check_cycles(name, binary, env, cycles)
 
 
 @pytest.mark.parametrize("name", [pytest.param("mbconv"),
@@ -132,11 +153,7 @@ def test_core_mbconv(name):
     np.testing.assert_array_equal(out, golden.run(prog, x)["y"])
     np.testing.assert_array_equal(out, funcsim.run(binary, x)["y"])
     assert {op for _, op, _, _ in env.compute_spans()} == {"CONV_MAT", "CONV_RDF", "DW_RSA"}
-    model = perf.simulate(binary).cycles
-    print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
-    # each compute instruction drains its output pipeline before the unit fetches the next
-    # one (sim.perf overlaps the drain with the next instruction): many small fused tiles
-    assert model <= cycles <= model * 1.5
+    check_cycles(name, binary, env, cycles)
 
 
 def test_core_rejects_unsupported_instruction():
@@ -206,9 +223,7 @@ def test_core_attention(name):
         np.testing.assert_array_equal(aux[base + d * d:base + d * d + d], st["ksum8"][h])
     np.testing.assert_array_equal(div[:n] & 15, st["code"][-1])
     np.testing.assert_array_equal(div[:n] >> 4, (st["den"][-1] == 0).astype(np.uint8))
-    model = perf.simulate(binary).cycles
-    print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
-    assert model <= cycles <= model * 1.5 + 10
+    check_cycles(name, binary, env, cycles)
 
 
 def test_harness_refuses_local_buffers():
@@ -239,9 +254,7 @@ def test_core_efficientvit_module(name):
     ops = {op for _, op, _, _ in env.compute_spans()}
     assert {"CONV_MAT", "CONV_RDF", "DW_RSA", "ATT_KV_RDF", "ATT_KSUM", "ATT_DIV",
             "ATT_OUT"} <= ops
-    model = perf.simulate(binary).cycles
-    print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
-    assert model <= cycles <= model * 1.5
+    check_cycles(name, binary, env, cycles)
 
 
 def test_core_attention_kv_on_mat():
@@ -264,9 +277,10 @@ def test_core_attention_kv_on_mat():
     assert moved == 2
     binary = dataclasses.replace(binary, streams=dict(binary.streams, core0=ins))
     env = CoreEnv(binary, x)
-    simulate_amaranth(Core.from_config(cfg), env, max_cycles=20000)
+    cycles = simulate_amaranth(Core.from_config(cfg), env, max_cycles=20000)
     out = env.outputs()["y"]
     assert {op for _, op, _, _ in env.compute_spans()} == {"ATT_KV_MAT", "ATT_KSUM", "ATT_DIV",
                                                            "ATT_OUT"}
     np.testing.assert_array_equal(out, golden.run(prog, x)["y"])
     np.testing.assert_array_equal(out, funcsim.run(binary, x)["y"])
+    check_cycles("att (ATT_KV_MAT)", binary, env, cycles)
