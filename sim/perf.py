@@ -1,38 +1,37 @@
 """Cycle-accurate (instruction-level) performance model of a :class:`sim.compile.Binary`.
 
 The same per-unit in-order queues as the functional simulator (:func:`sim.funcsim.build_queues`)
-run against a clock. Each unit has an *issue* time (when it can start its next instruction) and
-a *drain* time (when everything it started has left its pipeline). Timing of each instruction:
+run against a clock. The core units (MAT, R-MAC, AUX of every core stream) are timed as the RTL
+core ``hw.core`` is built; that timing lives in :mod:`sim.timing` (per-opcode fixed costs, the
+engines' and requant lanes' latencies, the unit serialisation rule), and tests/test_hw_core.py
+checks it instruction by instruction against amaranth.sim. In short:
 
-* ``SETR``: 1 cycle of the unit (a register write). ``WAIT``: stalls the unit until the event
-  counter reaches ``count`` (0 cycles when already reached). ``SIGNAL``: posted, 0 cycles of
-  the unit; the event fires when everything the unit started before it has drained (the last
-  DMA write landed, the last result left the engine's pipeline).
-* ``LOAD``/``STORE``: the DRAM is one resource shared by all units, moving
-  ``dram_bytes_per_cycle`` bytes per cycle; every chunk of a transfer is rounded up to whole
-  16-byte beats (the 128-bit AXI data width of one HP port). A transfer occupies the DRAM for
-  ``beats*16 / dram_bytes_per_cycle`` cycles, first-come first-served, and its data is in the
-  buffer (drain) ``dram_latency_cycles`` later; the DMA unit issues the next transfer as soon as
-  the DRAM accepted this one (outstanding transactions), so latency is paid once per dependency,
-  not per transfer.
-* ``CONV_MAT``/``CONV_RDF``: :func:`sim.compile.conv_cycles` busy cycles (T x S or N x M MACs per
-  cycle, one output pixel at a time), plus a pipeline fill latency until the last output is
-  written: MAT ``1 + ceil(log2 T) + 1 + requant`` (multiplier, adder tree, accumulator, requant),
-  R-MAC down-forward ``1 + N + requant`` (the partial sum ripples down the N R-MACs of a lane);
-  hswish adds 2 cycles (its multiply and second rounding), a residual 1.
-* ``DW_RSA``: :func:`sim.compile.dw_cycles` (k*k taps per pass of N channels x M pixels) plus
-  ``1 + 1 + requant``.
-* ``ATT_KV_*``: step i as a matmul with reduction over the tokens (``ceil(n/T_in) *
-  ceil(d/S_out) * d``); ``ATT_KSUM``: the auxiliary adder tree (``N`` inputs per cycle) sums a row
-  of ``n`` values in ``ceil(n/N)`` cycles, ``d`` rows; ``ATT_DIV``: step iv on the MAT (one lane:
-  ``ceil(d/T) * n``) plus the log2 module (pipelined, +2); ``ATT_OUT``: step iii on the MAT
-  (``ceil(d/T) * ceil(d/S) * n``) with requant and shifter array in its pipeline (+1).
-* ``POOL``: adder tree, ``nco * ceil(n/N)``. ``HOST_LN``: ``host_overhead_cycles +
-  host_cycles_per_elem * C`` on the host CPU (interrupt, cache flush, LN, write back).
+* a core unit fetches one instruction at a time. ``SETR``, ``NOP``, ``SIGNAL`` take 1 cycle
+  (the semaphore counter shows a SIGNAL from the next cycle); a ``WAIT`` is consumed in the
+  first cycle its counter has reached ``count`` (1 cycle; ``env.wait_extra`` more when the
+  semaphore was already satisfied: the Python harness's registered ``ready``); a compute
+  instruction (``CONV_*``, ``DW_RSA``, ``POOL``, ``ATT_*``) takes
+  :func:`sim.timing.compute_timing` ``pre + steps + post`` cycles: the fetch/setup states, one
+  engine step per cycle, and the output pipeline (gather read, engine latency, parameter latch,
+  requant / log2 / shifter stages) until its last output is written. **The unit drains each
+  compute instruction before it fetches the next one**, so a SIGNAL after it means "outputs in
+  place".
+* the global stream's units (LD, ST DMA; HOST) are not RTL: ``LOAD``/``STORE`` use one DRAM
+  shared by all units, moving ``dram_bytes_per_cycle`` bytes per cycle; every chunk of a
+  transfer is rounded up to whole 16-byte beats (the 128-bit AXI data width of one HP port). A
+  transfer occupies the DRAM for ``beats*16 / dram_bytes_per_cycle`` cycles, first-come
+  first-served, and its data is in the buffer ``dram_latency_cycles`` later; the DMA unit
+  issues the next transfer as soon as the DRAM accepted this one (outstanding transactions), so
+  latency is paid once per dependency, not per transfer. A DMA ``SIGNAL`` is posted: it fires
+  when the unit's transfers have landed; DMA ``WAIT`` takes no cycle, ``SETR`` one.
+  ``HOST_LN``: ``host_overhead_cycles + host_cycles_per_elem * C`` on the host CPU (interrupt,
+  cache flush, LN, write back). With ``env=sim.timing.PYTHON_HARNESS`` the DMA takes no time
+  (as ``tb.core.harness`` plays it), for comparisons with the RTL runs.
 
 Per layer (IntProgram node) the report gives MACs, the cycles attributed to the layer (its
 completion time minus the previous layer's completion time, so the column sums to the total),
-the busiest engine's and the DRAM's occupancy, MAC utilisation and what bounds it.
+the busiest unit's occupancy (a core unit: the cycles its compute instructions hold it,
+fixed costs included; the DMA units: DRAM cycles), MAC utilisation and what bounds it.
 Roofline: per layer ``max(MACs / multipliers, bytes / dram_bytes_per_cycle)`` summed, with the
 layer's actual DRAM bytes in this binary (and, as a second figure, the compulsory bytes: each
 tensor, weight and parameter block once).
@@ -62,7 +61,7 @@ class LayerPerf:
     macs: int
     cycles: int            # attributed (completion-to-completion)
     span: int              # first start to last completion
-    busy: dict             # unit -> max over cores of busy cycles
+    busy: dict             # unit -> max over cores of occupied cycles (pre + steps + post)
     dram_cycles: int
     dram_bytes: int
     compulsory_bytes: int
