@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ _RANGES = {
     "buf_out_bytes": (1024, 1 << 19), "buf_aux_bytes": (256, 1 << 22),
     "buf_div_bytes": (64, 1 << 20),
     "dram_bytes_per_cycle": (1, 4096), "dram_latency_cycles": (0, 100000),
-    "requant_latency": (0, 64), "host_cycles_per_elem": (0, 10000),
+    "host_cycles_per_elem": (0, 10000),
     "host_overhead_cycles": (0, 10 ** 7),
 }
 
@@ -57,6 +58,11 @@ class AccelConfig:
     C (weights + per-channel requant parameters) and the output buffer, shared by the L cores;
     ``buf_aux_bytes`` and ``buf_div_bytes`` are per core (auxiliary buffer between the R-MAC and
     MAT engines; divisor buffer of the attention).
+
+    The pipeline latencies of the core (requant lanes, engines, log2 module, shifter array) are
+    properties of the RTL, not of the configuration: :mod:`sim.timing` states them. (A former
+    field ``requant_latency`` is dropped; JSON written with it still loads, see
+    :meth:`from_dict`.)
     """
     N: int = 8
     M: int = 8
@@ -72,7 +78,6 @@ class AccelConfig:
     dram_latency_cycles: int = 64
     clock_mhz: float = 200.0
     dsp_packing: bool = True
-    requant_latency: int = 3
     host_cycles_per_elem: int = 4
     host_overhead_cycles: int = 2000
     name: str = "custom"
@@ -130,6 +135,13 @@ class AccelConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"a config must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
+        if "requant_latency" in d:
+            # backward compatibility: configs (and Binaries) written before sim.timing carry
+            # requant_latency (default 3); the cycle model now uses the RTL's latency
+            d = {k: v for k, v in d.items() if k != "requant_latency"}
+            warnings.warn("config field 'requant_latency' is ignored: sim.perf uses the RTL's "
+                          "requant latency (sim.timing.REQUANT_LATENCY)", DeprecationWarning,
+                          stacklevel=2)
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown config field(s) {unknown}; known: {sorted(known)}")

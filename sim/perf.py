@@ -1,38 +1,37 @@
 """Cycle-accurate (instruction-level) performance model of a :class:`sim.compile.Binary`.
 
 The same per-unit in-order queues as the functional simulator (:func:`sim.funcsim.build_queues`)
-run against a clock. Each unit has an *issue* time (when it can start its next instruction) and
-a *drain* time (when everything it started has left its pipeline). Timing of each instruction:
+run against a clock. The core units (MAT, R-MAC, AUX of every core stream) are timed as the RTL
+core ``hw.core`` is built; that timing lives in :mod:`sim.timing` (per-opcode fixed costs, the
+engines' and requant lanes' latencies, the unit serialisation rule), and tests/test_hw_core.py
+checks it instruction by instruction against amaranth.sim. In short:
 
-* ``SETR``: 1 cycle of the unit (a register write). ``WAIT``: stalls the unit until the event
-  counter reaches ``count`` (0 cycles when already reached). ``SIGNAL``: posted, 0 cycles of
-  the unit; the event fires when everything the unit started before it has drained (the last
-  DMA write landed, the last result left the engine's pipeline).
-* ``LOAD``/``STORE``: the DRAM is one resource shared by all units, moving
-  ``dram_bytes_per_cycle`` bytes per cycle; every chunk of a transfer is rounded up to whole
-  16-byte beats (the 128-bit AXI data width of one HP port). A transfer occupies the DRAM for
-  ``beats*16 / dram_bytes_per_cycle`` cycles, first-come first-served, and its data is in the
-  buffer (drain) ``dram_latency_cycles`` later; the DMA unit issues the next transfer as soon as
-  the DRAM accepted this one (outstanding transactions), so latency is paid once per dependency,
-  not per transfer.
-* ``CONV_MAT``/``CONV_RDF``: :func:`sim.compile.conv_cycles` busy cycles (T x S or N x M MACs per
-  cycle, one output pixel at a time), plus a pipeline fill latency until the last output is
-  written: MAT ``1 + ceil(log2 T) + 1 + requant`` (multiplier, adder tree, accumulator, requant),
-  R-MAC down-forward ``1 + N + requant`` (the partial sum ripples down the N R-MACs of a lane);
-  hswish adds 2 cycles (its multiply and second rounding), a residual 1.
-* ``DW_RSA``: :func:`sim.compile.dw_cycles` (k*k taps per pass of N channels x M pixels) plus
-  ``1 + 1 + requant``.
-* ``ATT_KV_*``: step i as a matmul with reduction over the tokens (``ceil(n/T_in) *
-  ceil(d/S_out) * d``); ``ATT_KSUM``: the auxiliary adder tree (``N`` inputs per cycle) sums a row
-  of ``n`` values in ``ceil(n/N)`` cycles, ``d`` rows; ``ATT_DIV``: step iv on the MAT (one lane:
-  ``ceil(d/T) * n``) plus the log2 module (pipelined, +2); ``ATT_OUT``: step iii on the MAT
-  (``ceil(d/T) * ceil(d/S) * n``) with requant and shifter array in its pipeline (+1).
-* ``POOL``: adder tree, ``nco * ceil(n/N)``. ``HOST_LN``: ``host_overhead_cycles +
-  host_cycles_per_elem * C`` on the host CPU (interrupt, cache flush, LN, write back).
+* a core unit fetches one instruction at a time. ``SETR``, ``NOP``, ``SIGNAL`` take 1 cycle
+  (the semaphore counter shows a SIGNAL from the next cycle); a ``WAIT`` is consumed in the
+  first cycle its counter has reached ``count`` (1 cycle; ``env.wait_extra`` more when the
+  semaphore was already satisfied: the Python harness's registered ``ready``); a compute
+  instruction (``CONV_*``, ``DW_RSA``, ``POOL``, ``ATT_*``) takes
+  :func:`sim.timing.compute_timing` ``pre + steps + post`` cycles: the fetch/setup states, one
+  engine step per cycle, and the output pipeline (gather read, engine latency, parameter latch,
+  requant / log2 / shifter stages) until its last output is written. **The unit drains each
+  compute instruction before it fetches the next one**, so a SIGNAL after it means "outputs in
+  place".
+* the global stream's units (LD, ST DMA; HOST) are not RTL: ``LOAD``/``STORE`` use one DRAM
+  shared by all units, moving ``dram_bytes_per_cycle`` bytes per cycle; every chunk of a
+  transfer is rounded up to whole 16-byte beats (the 128-bit AXI data width of one HP port). A
+  transfer occupies the DRAM for ``beats*16 / dram_bytes_per_cycle`` cycles, first-come
+  first-served, and its data is in the buffer ``dram_latency_cycles`` later; the DMA unit
+  issues the next transfer as soon as the DRAM accepted this one (outstanding transactions), so
+  latency is paid once per dependency, not per transfer. A DMA ``SIGNAL`` is posted: it fires
+  when the unit's transfers have landed; DMA ``WAIT`` takes no cycle, ``SETR`` one.
+  ``HOST_LN``: ``host_overhead_cycles + host_cycles_per_elem * C`` on the host CPU (interrupt,
+  cache flush, LN, write back). With ``env=sim.timing.PYTHON_HARNESS`` the DMA takes no time
+  (as ``tb.core.harness`` plays it), for comparisons with the RTL runs.
 
 Per layer (IntProgram node) the report gives MACs, the cycles attributed to the layer (its
 completion time minus the previous layer's completion time, so the column sums to the total),
-the busiest engine's and the DRAM's occupancy, MAC utilisation and what bounds it.
+the busiest unit's occupancy (a core unit: the cycles its compute instructions hold it,
+fixed costs included; the DMA units: DRAM cycles), MAC utilisation and what bounds it.
 Roofline: per layer ``max(MACs / multipliers, bytes / dram_bytes_per_cycle)`` summed, with the
 layer's actual DRAM bytes in this binary (and, as a second figure, the compulsory bytes: each
 tensor, weight and parameter block once).
@@ -41,12 +40,12 @@ tensor, weight and parameter block once).
 from __future__ import annotations
 
 import heapq
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .compile import conv_cycles, dw_cycles, _cdiv
+from . import timing
+from .compile import _cdiv
 from .funcsim import build_queues
 from .isa import REG_NAMES
 
@@ -62,7 +61,7 @@ class LayerPerf:
     macs: int
     cycles: int            # attributed (completion-to-completion)
     span: int              # first start to last completion
-    busy: dict             # unit -> max over cores of busy cycles
+    busy: dict             # unit -> max over cores of occupied cycles (pre + steps + post)
     dram_cycles: int
     dram_bytes: int
     compulsory_bytes: int
@@ -145,70 +144,36 @@ class PerfReport:
         return d
 
 
-def _fill(cfg, op, regs):
-    rq = cfg.requant_latency + (2 if regs.get("ACT") == 2 else 0) + \
-        (1 if regs.get("RES_ADDR", -1) >= 0 else 0)
-    if op in ("CONV_MAT", "ATT_KV_MAT"):
-        return 2 + math.ceil(math.log2(max(cfg.T, 1))) + rq if cfg.T > 1 else 2 + rq
-    if op in ("CONV_RDF", "ATT_KV_RDF"):
-        return 1 + cfg.N + rq
-    if op == "DW_RSA":
-        return 2 + rq
-    if op in ("ATT_KSUM", "POOL"):
-        return 1 + math.ceil(math.log2(max(cfg.N, 1))) + rq
-    if op == "ATT_DIV":
-        return 2 + math.ceil(math.log2(max(cfg.T, 1))) + 2
-    if op == "ATT_OUT":
-        return 2 + math.ceil(math.log2(max(cfg.T, 1))) + cfg.requant_latency + 1
-    return 0
-
-
 def instr_cycles(cfg, ins, regs) -> tuple[int, int]:
-    """(busy cycles, extra drain latency) of a compute instruction given the unit's registers."""
-    f, op = ins.f, ins.op
-    if op in ("CONV_MAT", "CONV_RDF"):
-        eng = "MAT" if op == "CONV_MAT" else "RMAC"
-        g = regs.get("GROUPS", 1)
-        K = regs["CIN"] * regs["KERNEL"] ** 2
-        busy = conv_cycles(cfg, eng, K=K, nco=f["nco"], npix=f["ho"] * regs["WOUT"], groups=g,
-                           k=regs["KERNEL"])
-    elif op == "DW_RSA":
-        busy = dw_cycles(cfg, nch=f["nco"], ho=f["ho"], wo=regs["WOUT"], k=regs["KERNEL"])
-    elif op in ("ATT_KV_RDF", "ATT_KV_MAT"):
-        tin, sout = (cfg.N, cfg.M) if op == "ATT_KV_RDF" else (cfg.T, cfg.S)
-        d, n = regs["DIM"], regs["NTOK"]
-        busy = _cdiv(n, tin) * _cdiv(d, sout) * d
-    elif op == "ATT_KSUM":
-        busy = regs["DIM"] * _cdiv(regs["NTOK"], cfg.N)
-    elif op == "ATT_DIV":
-        busy = _cdiv(regs["DIM"], cfg.T) * regs["NTOK"]
-    elif op == "ATT_OUT":
-        d = regs["DIM"]
-        busy = _cdiv(d, cfg.T) * _cdiv(d, cfg.S) * regs["NTOK"]
-    elif op == "POOL":
-        busy = f["nco"] * _cdiv(regs["NTOK"], cfg.N)
-    else:
-        raise ValueError(f"no timing for {op}")
-    return busy, _fill(cfg, op, regs)
+    """(engine steps, fixed cycles) of a compute instruction given the unit's registers: the
+    unit fetches its next instruction ``steps + fixed`` cycles after this one
+    (:func:`sim.timing.compute_timing`)."""
+    t = timing.compute_timing(cfg, ins.op, regs, ins.f)
+    return t.steps, t.pre + t.post
 
 
 def _dma_bytes(f):
     return f["count"] * _cdiv(f["length"], BEAT) * BEAT
 
 
-def simulate(binary, *, trace: list | None = None) -> PerfReport:
+def simulate(binary, *, trace: list | None = None,
+             env: timing.SemaphoreTiming = timing.SYSTEM) -> PerfReport:
     """Run the timed model of ``binary``; returns a :class:`PerfReport`. With ``trace`` (a
-    list), every executed instruction is appended as (stream, unit, op, layer, start, end)."""
+    list), every executed instruction is appended as (stream, unit, op, layer, start, end):
+    ``start`` is the cycle the instruction is fetched (for a WAIT: consumed), ``end`` the cycle
+    its unit can fetch the next one (for LOAD/STORE: the DRAM accepted it).
+    ``env``: :data:`sim.timing.SYSTEM` (the accelerator) or :data:`sim.timing.PYTHON_HARNESS`
+    (the timing of ``tb.core.harness``: registered WAIT ready, DMA in zero time)."""
     cfg = binary.cfg
     queues = build_queues(binary)
     keys = list(queues)
     nl = len(binary.layers)
     pc = {k: 0 for k in keys}
     free = {k: 0 for k in keys}     # issue time
-    drain = {k: 0 for k in keys}    # completion of everything started
+    drain = {k: 0 for k in keys}    # completion of everything started (DMA units)
     regs = {k: {} for k in keys}
     sems = {}                        # sem -> counter
-    parked = {}                      # sem -> [(count, key)]
+    parked = {}                      # sem -> [(count, key, head time)]
     dram_free = 0
     l_start = np.full(nl, np.iinfo(np.int64).max, dtype=np.int64)
     l_end = np.zeros(nl, dtype=np.int64)
@@ -220,7 +185,9 @@ def simulate(binary, *, trace: list | None = None) -> PerfReport:
     last_signal = 0
     heapq.heapify(heap)
     order = {k: i for i, k in enumerate(keys)}
-    host_units = ("HOST",)
+    head = {}                       # key -> head time of a WAIT woken by a SIGNAL
+    wx = env.wait_extra
+    zero_dma = env.dma_zero_time
 
     def note(tag, t0, t1, unit, stream, busy):
         if tag < 0:
@@ -237,11 +204,12 @@ def simulate(binary, *, trace: list | None = None) -> PerfReport:
             _, sm, cnt = k
             sems[sm] = sems.get(sm, 0) + cnt
             still = []
-            for need, wk in parked.pop(sm, []):
+            for need, wk, h in parked.pop(sm, []):
                 if sems[sm] >= need:
+                    head[wk] = h
                     heapq.heappush(heap, (t, order[wk], wk))
                 else:
-                    still.append((need, wk))
+                    still.append((need, wk, h))
             if still:
                 parked[sm] = still
             last_signal = max(last_signal, t)
@@ -252,34 +220,49 @@ def simulate(binary, *, trace: list | None = None) -> PerfReport:
         ins, tag = q[pc[k]]
         op = ins.op
         stream, unit = k
+        core = stream != "global"
+        start = t
         if op == "WAIT":
+            h = head.pop(k, t)
             if sems.get(ins["sem"], 0) < ins["count"]:
-                parked.setdefault(ins["sem"], []).append((ins["count"], k))
+                parked.setdefault(ins["sem"], []).append((ins["count"], k, h))
                 continue
-            nxt = t
+            if core:        # consumed at max(head + wait_extra, visible); one cycle
+                start = max(h + wx, t)
+                nxt = start + 1
+            else:
+                nxt = t
         elif op == "SIGNAL":
-            # posted: fires when everything the unit started has drained; the unit goes on
-            ts = max(t, drain[k])
-            heapq.heappush(heap, (ts, -1, ("__sig__", ins["sem"], ins["count"])))
-            nxt = t
+            if core:        # the counter shows it from the next cycle
+                heapq.heappush(heap, (t + 1, -1, ("__sig__", ins["sem"], ins["count"])))
+                nxt = t + 1
+            else:           # posted: fires when the unit's transfers have landed
+                ts = t if zero_dma else max(t, drain[k])
+                heapq.heappush(heap, (ts, -1, ("__sig__", ins["sem"], ins["count"])))
+                nxt = t
         elif op == "SETR":
             regs[k][REG_NAMES[ins["reg"]]] = ins["value"]
-            nxt = t + 1
+            nxt = t if (zero_dma and not core) else t + 1
         elif op in ("NOP", "HALT"):
-            nxt = t
+            nxt = t + 1 if core else t
         elif op in ("LOAD", "STORE"):
             nbytes = _dma_bytes(ins.f)
-            xfer = _cdiv(nbytes, cfg.dram_bytes_per_cycle)
-            start = max(t, dram_free)
-            dram_free = start + xfer
-            nxt = start + xfer
-            done = nxt + cfg.dram_latency_cycles
-            drain[k] = max(drain[k], done)
-            unit_busy[k] += xfer
-            note(tag, start, done, unit, stream, xfer)
             if tag >= 0:
-                l_dram[tag] += xfer
                 l_bytes[tag] += ins["count"] * ins["length"]
+            if zero_dma:
+                nxt = t
+                note(tag, t, t, unit, stream, 0)
+            else:
+                xfer = _cdiv(nbytes, cfg.dram_bytes_per_cycle)
+                start = max(t, dram_free)
+                dram_free = start + xfer
+                nxt = start + xfer
+                done = nxt + cfg.dram_latency_cycles
+                drain[k] = max(drain[k], done)
+                unit_busy[k] += xfer
+                note(tag, start, done, unit, stream, xfer)
+                if tag >= 0:
+                    l_dram[tag] += xfer
         elif op == "HOST_LN":
             busy = cfg.host_overhead_cycles + cfg.host_cycles_per_elem * ins["channels"]
             # the host reads and writes DRAM too (C bytes in and out), negligible next to busy
@@ -288,13 +271,13 @@ def simulate(binary, *, trace: list | None = None) -> PerfReport:
             unit_busy[k] += busy
             note(tag, t, nxt, unit, stream, busy)
         else:
-            busy, lat = instr_cycles(cfg, ins, regs[k])
-            nxt = t + busy
-            drain[k] = max(drain[k], nxt + lat)
-            unit_busy[k] += busy
-            note(tag, t, nxt + lat, unit, stream, busy)
+            # a core unit drains each compute instruction before it fetches the next one
+            ct = timing.compute_timing(cfg, op, regs[k], ins.f)
+            nxt = t + ct.cycles
+            unit_busy[k] += ct.cycles
+            note(tag, t, nxt, unit, stream, ct.cycles)
         if trace is not None:
-            trace.append((stream, unit, op, tag, int(t), int(nxt)))
+            trace.append((stream, unit, op, tag, int(start), int(nxt)))
         free[k] = nxt
         pc[k] += 1
         if pc[k] < len(q):

@@ -4,8 +4,9 @@ Every case compiles a single-layer IntProgram for a one-core config, runs core 0
 tb.core harness (which plays the LD/ST DMA units over the Binary's DRAM image, the global
 buffers and the semaphores) and compares the DRAM output with (a) an independent loop-level
 numpy computation of the layer (dot products written out here, the requant path through
-sim.numerics via Epilogue.apply) and (b) sim.golden and sim.funcsim; the cycle count is compared
-with sim.perf on the same Binary.
+sim.numerics via Epilogue.apply) and (b) sim.golden and sim.funcsim; the cycle count, and the
+cycle at which every instruction of every unit is fetched, must equal sim.perf's on the same
+Binary (``check_cycles``; sim.timing holds the RTL's timing).
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ import numpy as np
 import pytest
 
 from hw.core import Core, Unit
-from hw.engines import MATEngine, RMACEngine
 from sim import compile as sc
-from sim import funcsim, golden, perf
+from sim import funcsim, golden, perf, timing
 from tb.core.cases import CASES, make_case, small_config, pointwise_program
-from tb.core.harness import CoreEnv, HarnessError, simulate_amaranth
-from sim.isa import REG_NAMES
+from tb.core.harness import UNITS, CoreEnv, HarnessError, simulate_amaranth
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 
@@ -86,50 +85,27 @@ def reference(prog, x):
     return y.reshape(yt.shape)
 
 
-def conv_steps(env):
-    """Per down-forward compute instruction ``(unit, span, steps, sim.compile.conv_cycles,
-    overhead bound)``: the measured span (fetch to next fetch) and the engine steps of the
-    documented schedule, ``GROUPS * ceil(cout_g / lanes) * ho * WOUT * KERNEL**2 *
-    ceil(CIN / width)`` (im2col in tap-major order, docs/hw-core.md), from the unit's register
-    writes and the instruction fields."""
-    out, spans = [], iter(s for s in env.compute_spans() if s[1].startswith("CONV"))
-    cfg = env.cfg
-    for u, lanes, width in (("mat", env.S, env.T), ("rmac", env.M, env.N)):
-        regs = {}
-        for ins in env.instrs[u]:
-            if ins.op == "SETR":
-                regs[REG_NAMES[ins["reg"]]] = ins["value"]
-            elif ins.op.startswith("CONV"):
-                g, k, cin = regs["GROUPS"], regs["KERNEL"], regs["CIN"]
-                cout_g, npix = ins["nco"] // g, ins["ho"] * regs["WOUT"]
-                steps = g * -(-cout_g // lanes) * npix * k * k * -(-cin // width)
-                ref = sc.conv_cycles(cfg, "MAT" if u == "mat" else "RMAC", K=cin * k * k,
-                                     nco=ins["nco"], npix=npix, groups=g, k=k)
-                su, _, a, z = next(spans)
-                assert su == u
-                # fixed cost: SETUP, GROUPS, gather read, parameter read, bias add, requant
-                # (6, bypassed by the int32 logits, NOEPI), write, fetch (11 cycles) + the
-                # engine latency; + cout_g + 1 cycles of group division
-                lat = (MATEngine(lanes=lanes, multipliers=width, packed=cfg.dsp_packing).LATENCY
-                       if u == "mat" else RMACEngine(lanes=lanes, macs_per_lane=width,
-                                                     packed=cfg.dsp_packing).DF_LATENCY)
-                fixed = 11 + lat - (6 if regs["NOEPI"] else 0) + (cout_g + 1 if g > 1 else 0)
-                out.append((u, z - a, steps, ref, k, fixed))
-    return out
-
-
-def check_conv_cycles(env, cycles, model):
-    """Each down-forward instruction takes exactly its documented engine steps plus a fixed
-    overhead;
-    with KERNEL = 1 the steps are sim.compile.conv_cycles (with k x k they are more when CIN
-    is not a multiple of the width). The whole run is within 15 % of sim.perf, after scaling
-    sim.perf by the largest RTL / sim.compile step ratio."""
-    ratio = 1.0
-    for u, span, steps, ref, k, bound in conv_steps(env):
-        assert span - steps == bound, (u, span, steps, bound)
-        assert steps == ref
-        ratio = max(ratio, steps / ref)
-    assert model <= cycles <= model * ratio * 1.15 + 10
+def check_cycles(name, binary, env, cycles):
+    """The RTL run's cycle count and the fetch cycle of every instruction of every unit (a WAIT:
+    the cycle it is consumed) equal sim.perf's on the same Binary, exactly. sim.perf is run
+    with ``env=sim.timing.PYTHON_HARNESS``, the timing of the world the harness plays around the
+    core: its registered ``wait.ready`` makes a WAIT whose semaphore is already satisfied take 2
+    cycles instead of 1, and its LD/ST DMA units run in zero time. The count for the
+    accelerator (combinational semaphore file, DRAM model of the config) is printed too."""
+    trace = []
+    model = perf.simulate(binary, trace=trace, env=timing.PYTHON_HARNESS).cycles
+    system = perf.simulate(binary).cycles
+    print(f"{name}: rtl {cycles} cycles, sim.perf {model} (harness timing; "
+          f"{system} with the system's semaphores and DRAM model)")
+    for u, U in UNITS:
+        want = [(op, start) for st, un, op, _, start, _ in trace if st == "core0" and un == U]
+        got = env.fetch_cycle[u]
+        assert len(got) == len(want), f"{name}/{u}: {len(got)} fetches, sim.perf {len(want)}"
+        for i, ((op, w), g) in enumerate(zip(want, got)):
+            assert g == w, (f"{name}/{u}: instruction {i} ({op}, after "
+                            f"{want[i - 1][0] if i else '-'}) fetched at cycle {g}, sim.perf "
+                            f"says {w}: update sim/timing.py")
+    assert cycles == model
 
 
 def run_case(name, seed=0):
@@ -160,9 +136,7 @@ def test_core_single_layer(name):
         assert ops == {"POOL"}
     else:
         assert ops == ({"DW_RSA"} if dw else {"CONV_MAT", "CONV_RDF"})
-    model = perf.simulate(binary).cycles
-    print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
-    check_conv_cycles(env, cycles, model)
+    check_cycles(name, binary, env, cycles)
 
 
 @pytest.mark.slow
@@ -171,9 +145,7 @@ def test_core_8x8(name):
     """The paper's engine sizes N = M = T = S = 8."""
     prog, binary, x, env, cycles = run_case(name)
     np.testing.assert_array_equal(env.outputs()["y"], reference(prog, x))
-    model = perf.simulate(binary).cycles
-    print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
-    check_conv_cycles(env, cycles, model)
+    check_cycles(name, binary, env, cycles)
 
 
 @pytest.mark.parametrize("name", [pytest.param("mbconv"),
@@ -187,11 +159,7 @@ def test_core_mbconv(name):
     np.testing.assert_array_equal(out, golden.run(prog, x)["y"])
     np.testing.assert_array_equal(out, funcsim.run(binary, x)["y"])
     assert {op for _, op, _, _ in env.compute_spans()} == {"CONV_MAT", "CONV_RDF", "DW_RSA"}
-    model = perf.simulate(binary).cycles
-    print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
-    # each compute instruction drains its output pipeline before the unit fetches the next
-    # one (sim.perf overlaps the drain with the next instruction): many small fused tiles
-    assert model <= cycles <= model * 1.5
+    check_cycles(name, binary, env, cycles)
 
 
 def test_core_rejects_unsupported_instruction():
@@ -265,9 +233,7 @@ def test_core_attention(name):
         np.testing.assert_array_equal(aux[base + d * d:base + d * d + d], st["ksum8"][h])
     np.testing.assert_array_equal(div[:n] & 15, st["code"][-1])
     np.testing.assert_array_equal(div[:n] >> 4, (st["den"][-1] == 0).astype(np.uint8))
-    model = perf.simulate(binary).cycles
-    print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
-    assert model <= cycles <= model * 1.5 + 10
+    check_cycles(name, binary, env, cycles)
 
 
 def test_harness_refuses_local_buffers():
@@ -298,9 +264,7 @@ def test_core_efficientvit_module(name):
     ops = {op for _, op, _, _ in env.compute_spans()}
     assert {"CONV_MAT", "CONV_RDF", "DW_RSA", "ATT_KV_RDF", "ATT_KSUM", "ATT_DIV",
             "ATT_OUT"} <= ops
-    model = perf.simulate(binary).cycles
-    print(f"{name}: rtl {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
-    assert model <= cycles <= model * 1.5
+    check_cycles(name, binary, env, cycles)
 
 
 def test_core_attention_kv_on_mat():
@@ -323,9 +287,10 @@ def test_core_attention_kv_on_mat():
     assert moved == 2
     binary = dataclasses.replace(binary, streams=dict(binary.streams, core0=ins))
     env = CoreEnv(binary, x)
-    simulate_amaranth(Core.from_config(cfg), env, max_cycles=20000)
+    cycles = simulate_amaranth(Core.from_config(cfg), env, max_cycles=20000)
     out = env.outputs()["y"]
     assert {op for _, op, _, _ in env.compute_spans()} == {"ATT_KV_MAT", "ATT_KSUM", "ATT_DIV",
                                                            "ATT_OUT"}
     np.testing.assert_array_equal(out, golden.run(prog, x)["y"])
     np.testing.assert_array_equal(out, funcsim.run(binary, x)["y"])
+    check_cycles("att (ATT_KV_MAT)", binary, env, cycles)

@@ -1,0 +1,223 @@
+"""The computing core's timing as built in RTL (``hw.core``), in one place, for :mod:`sim.perf`.
+
+``sim`` does not import ``hw`` (``hw`` depends on ``sim``): the latencies of the hardware blocks
+are restated here as constants and functions, and ``tests/test_timing.py`` checks them against
+the ``hw`` objects (``hw.units.Requant(...).latency``, ``MATEngine.LATENCY``,
+``RMACEngine.DF_LATENCY`` / ``DW_LATENCY``, ``Log2Quantizer`` / ``ShifterArray`` latencies) so
+the two cannot drift apart silently; ``tests/test_hw_core.py`` compares whole runs.
+
+The unit serialisation rule
+---------------------------
+A core unit (MAT, R-MAC, AUX: ``hw.core.unit.Unit``) executes its in-order queue one
+instruction at a time, and a compute instruction returns the unit to its FETCH state only in
+the cycle after its **last output is written**: the unit drains its output pipeline before it
+fetches the next instruction (so a SIGNAL after it means "outputs in place"). With the fetch of
+an instruction at cycle ``t`` the next instruction is fetched at ``t + cycles``:
+
+* ``SETR``, ``NOP``: 1 (the fetch cycle; SETR writes its register at the end of it).
+* ``SIGNAL``: 1; the semaphore counter shows the increment from cycle ``t + 1``.
+* ``WAIT``: reaches the head of the queue at ``h``; it is consumed in cycle
+  ``c = max(h + wait_extra, v)`` where ``v`` is the first cycle the counter shows ``count``,
+  and the next instruction is fetched at ``c + 1``. ``wait_extra`` is 0 for a semaphore file
+  that answers combinationally (the core's contract, ``hw.core.ports``) and 1 for the Python
+  harness ``tb.core.harness`` whose ``ready`` is registered (:data:`PYTHON_HARNESS`).
+* ``HALT``: the unit reports ``halted`` from cycle ``t + 1``.
+* compute instructions: ``pre + steps + post`` (:func:`compute_timing`): ``pre`` cycles from
+  the fetch to the first engine step (the fetch cycle included), ``steps`` engine steps, one
+  per cycle, never stalled, and ``post`` cycles from the last step to the last output write
+  (the write cycle included). The first step is issued at ``t + pre``, the last output is
+  written at ``t + pre + steps - 1 + post`` and the next fetch is at ``t + pre + steps + post``.
+
+Pipeline stages (``hw/core/unit.py``, ``hw/core/attention.py``; ``P`` = product latency)
+-------------------------------------------------------------------------------------------
+* gather read ports: one cycle from the request to the data (:data:`GATHER_LATENCY`,
+  ``hw.core.ports``), so an engine step is seen by the engine one cycle after its issue;
+* ``MATEngine``: ``LATENCY = P + 1 + AdderTree.latency`` (``P`` = 1, 2 packed; the tree of T
+  inputs has ``ceil(log2 T)`` registered levels) (:func:`mat_latency`);
+* ``RMACEngine`` down-forward: ``DF_LATENCY = N + 1 + P`` (``P`` = 0, 2 packed: the partial sum
+  ripples down the N R-MACs of a lane); self-accumulation: ``DW_LATENCY = 1 + P``;
+* the output stage: the engine's result is latched while the parameter records (and
+  residuals) are read (1 cycle, ``o1``), then the requant lane ``hw.units.Requant`` with its
+  Hardswish stage, built into every lane, :data:`REQUANT_LATENCY` = 6 cycles whatever the
+  activation (``ACT``) or residual; ``NOEPI`` (int32 logits) writes the latched sum directly;
+* ``DW_RSA``: the engine's N x M tile results go into a hold bank and are requantized one
+  channel (M pixels) per cycle: the last tile adds N cycles (the channel-serial drain);
+* ``POOL`` / ``ATT_KSUM`` (AUX unit): the adder tree is combinational, the channel total is
+  held one cycle (parameter read), then the requant lane;
+* ``ATT_DIV``: ``Log2Quantizer`` (registered, :data:`LOG2_LATENCY`) after ``o1``;
+  ``ATT_OUT``: ``o1`` (DIV entry read), the product ``num * out_b`` (1 registered cycle), the
+  ``ShifterArray`` (registered, :data:`SHIFTER_LATENCY`).
+
+Per opcode (``L`` lanes and ``W`` width of the unit's engine; ``G = GROUPS``; ``cout_g = nco/G``):
+
+=====================  ==========================================  ================================
+opcode                 pre (fetch ... first step)                   post (last step ... last write)
+=====================  ==========================================  ================================
+CONV_MAT / CONV_RDF    3: FETCH, SETUP, GROUPS (+ ``cout_g + 1``    1 gather + engine latency + 1
+                       DIVIDE cycles when ``G > 1``)                (o1) + 6 requant (0 with NOEPI)
+DW_RSA                 2: FETCH, SETUP                              1 gather + DW_LATENCY + N
+                                                                    (hold bank drain) + 1 + 6
+POOL / ATT_KSUM        2: FETCH, PSETUP                             1 gather + 1 (total held,
+                                                                    parameter read) + 1 + 6
+ATT_KV_MAT / _RDF      2: FETCH, ASETUP (the head's record read)    1 gather + engine latency + 1 + 6
+ATT_DIV                2                                            1 gather + MAT latency + 1 + 1
+                                                                    (log2 module)
+ATT_OUT                2                                            1 gather + MAT latency + 1 + 1
+                                                                    (product) + 1 (shifter)
+=====================  ==========================================  ================================
+
+Engine steps (:func:`compute_steps`): a conv tile is ``G * ceil(cout_g / L) * pixels *
+k*k * ceil(CIN / W)`` (the im2col row of a pixel in tap-major order: one step per tap and block
+of ``W`` input channels; for ``k = 1`` this is :func:`sim.compile.conv_cycles`); depthwise
+:func:`sim.compile.dw_cycles`; the attention steps and POOL as in docs/isa.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["GATHER_LATENCY", "REQUANT_LATENCY", "LOG2_LATENCY", "SHIFTER_LATENCY",
+           "PACKED_PRODUCT_LATENCY", "OUT_PRODUCT_LATENCY", "SemaphoreTiming", "SYSTEM",
+           "PYTHON_HARNESS", "adder_tree_latency", "mat_latency", "rmac_df_latency",
+           "rmac_dw_latency", "compute_steps", "compute_timing", "ComputeTiming", "COMPUTE_OPS"]
+
+#: cycles from a gather read request to its data (the port contract of ``hw.core.ports``)
+GATHER_LATENCY = 1
+#: ``hw.units.Requant(hswish=True).latency``: multiply, round, saturate + the Hardswish stages;
+#: every requant lane of the core is built with the Hardswish stage, so this holds for any ACT
+REQUANT_LATENCY = 6
+#: ``hw.units.Log2Quantizer(registered=True).latency`` (ATT_DIV)
+LOG2_LATENCY = 1
+#: ``hw.units.ShifterArray(registered=True).latency`` (ATT_OUT)
+SHIFTER_LATENCY = 1
+#: ``hw.units.PackedDualMultiplier.latency`` (the DSP's input and M/P registers)
+PACKED_PRODUCT_LATENCY = 2
+#: ATT_OUT's registered product ``num * out_b`` before the shifter array
+OUT_PRODUCT_LATENCY = 1
+#: the latched engine result + parameter-record / residual / DIV-entry read (``o1``)
+OUTPUT_LATCH = 1
+
+COMPUTE_OPS = ("CONV_MAT", "CONV_RDF", "DW_RSA", "POOL", "ATT_KV_MAT", "ATT_KV_RDF", "ATT_KSUM",
+               "ATT_DIV", "ATT_OUT")
+
+
+@dataclass(frozen=True)
+class SemaphoreTiming:
+    """How the world outside the core answers (see the module doc).
+
+    ``wait_extra``: extra cycles of a WAIT whose semaphore is already satisfied when it reaches
+    the head of its queue (0: a combinational semaphore file; 1: a registered ``ready``).
+    ``dma_zero_time``: the global stream (LD/ST DMA units) runs in zero time (a LOAD's data is in
+    the buffer when it is issued; its SIGNAL is seen by a core WAIT with ``wait_extra``), as the
+    Python harness plays it; ``False``: the DRAM model of :mod:`sim.perf`."""
+    wait_extra: int = 0
+    dma_zero_time: bool = False
+
+
+#: the accelerator: a combinational semaphore file, DMA through the DRAM model
+SYSTEM = SemaphoreTiming()
+#: ``tb.core.harness.CoreEnv``: registered ``wait.ready`` (a satisfied WAIT takes 2 cycles) and
+#: the LD/ST DMA units executed in zero time at the clock edge
+PYTHON_HARNESS = SemaphoreTiming(wait_extra=1, dma_zero_time=True)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def adder_tree_latency(count: int) -> int:
+    """``hw.units.AdderTree(count=count, register_every=1).latency``: one register per level,
+    ``ceil(log2 count)`` levels (0 for one input)."""
+    return math.ceil(math.log2(count)) if count > 1 else 0
+
+
+def mat_latency(cfg) -> int:
+    """``hw.engines.MATEngine(lanes=S, multipliers=T, packed=...).LATENCY``: product register
+    (2 with DSP packing), accumulator, T-input adder tree."""
+    return (PACKED_PRODUCT_LATENCY if cfg.dsp_packing else 1) + 1 + adder_tree_latency(cfg.T)
+
+
+def rmac_df_latency(cfg) -> int:
+    """``hw.engines.RMACEngine(...).DF_LATENCY``: the partial sum ripples down the N R-MACs of a
+    lane (+ the packed product's 2 registers)."""
+    return cfg.N + 1 + (PACKED_PRODUCT_LATENCY if cfg.dsp_packing else 0)
+
+
+def rmac_dw_latency(cfg) -> int:
+    """``hw.engines.RMACEngine(...).DW_LATENCY`` (self-accumulation)."""
+    return 1 + (PACKED_PRODUCT_LATENCY if cfg.dsp_packing else 0)
+
+
+def compute_steps(cfg, op: str, regs: dict, f: dict) -> int:
+    """Engine steps (cycles of the RUN state, one step per cycle) of compute instruction ``op``
+    with fields ``f`` given the unit's layer registers ``regs``."""
+    if op in ("CONV_MAT", "CONV_RDF"):
+        L, W = (cfg.S, cfg.T) if op == "CONV_MAT" else (cfg.M, cfg.N)
+        g = regs.get("GROUPS", 1)
+        k = regs["KERNEL"]
+        # per pixel: the im2col row in tap-major order, ceil(CIN / W) steps per tap
+        return g * _cdiv(f["nco"] // g, L) * f["ho"] * regs["WOUT"] * k * k \
+            * _cdiv(regs["CIN"], W)
+    if op == "DW_RSA":
+        return _cdiv(f["nco"], cfg.N) * f["ho"] * _cdiv(regs["WOUT"], cfg.M) \
+            * regs["KERNEL"] ** 2
+    if op in ("ATT_KV_RDF", "ATT_KV_MAT"):
+        L, W = (cfg.M, cfg.N) if op == "ATT_KV_RDF" else (cfg.S, cfg.T)
+        d, n = regs["DIM"], regs["NTOK"]
+        return d * _cdiv(d, L) * _cdiv(n, W)
+    if op == "ATT_KSUM":
+        return regs["DIM"] * _cdiv(regs["NTOK"], cfg.N)
+    if op == "ATT_DIV":
+        return regs["NTOK"] * _cdiv(regs["DIM"], cfg.T)
+    if op == "ATT_OUT":
+        d = regs["DIM"]
+        return _cdiv(d, cfg.S) * regs["NTOK"] * _cdiv(d, cfg.T)
+    if op == "POOL":
+        return f["nco"] * _cdiv(regs["NTOK"], cfg.N)
+    raise ValueError(f"no core timing for {op}")
+
+
+@dataclass(frozen=True)
+class ComputeTiming:
+    """``pre`` + ``steps`` + ``post`` cycles from the fetch of a compute instruction to the
+    fetch of the next instruction of its unit (see the module doc)."""
+    pre: int
+    steps: int
+    post: int
+
+    @property
+    def cycles(self) -> int:
+        return self.pre + self.steps + self.post
+
+
+def compute_timing(cfg, op: str, regs: dict, f: dict) -> ComputeTiming:
+    """The RTL timing of compute instruction ``op`` (fields ``f``, the unit's registers
+    ``regs``) on an engine configuration ``cfg`` (``N, M, T, S, dsp_packing``)."""
+    steps = compute_steps(cfg, op, regs, f)
+    rq = OUTPUT_LATCH + REQUANT_LATENCY
+    if op in ("CONV_MAT", "CONV_RDF"):
+        g = regs.get("GROUPS", 1)
+        pre = 3 + ((f["nco"] // g + 1) if g > 1 else 0)
+        lat = mat_latency(cfg) if op == "CONV_MAT" else rmac_df_latency(cfg)
+        post = GATHER_LATENCY + lat + (OUTPUT_LATCH if regs.get("NOEPI", 0) else rq)
+    elif op == "DW_RSA":
+        pre = 2
+        post = GATHER_LATENCY + rmac_dw_latency(cfg) + cfg.N + rq
+    elif op in ("POOL", "ATT_KSUM"):
+        pre = 2
+        post = GATHER_LATENCY + 1 + rq
+    elif op in ("ATT_KV_MAT", "ATT_KV_RDF"):
+        pre = 2
+        post = GATHER_LATENCY + (mat_latency(cfg) if op == "ATT_KV_MAT"
+                                 else rmac_df_latency(cfg)) + rq
+    elif op == "ATT_DIV":
+        pre = 2
+        post = GATHER_LATENCY + mat_latency(cfg) + OUTPUT_LATCH + LOG2_LATENCY
+    elif op == "ATT_OUT":
+        pre = 2
+        post = GATHER_LATENCY + mat_latency(cfg) + OUTPUT_LATCH + OUT_PRODUCT_LATENCY \
+            + SHIFTER_LATENCY
+    else:
+        raise ValueError(f"no core timing for {op}")
+    return ComputeTiming(pre, steps, post)

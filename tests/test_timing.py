@@ -1,0 +1,77 @@
+"""sim.timing states the core's RTL latencies without importing hw (sim is numpy-only and hw
+depends on sim). These tests check every latency sim.timing assumes against the hw objects the
+core actually instantiates, so the two cannot drift apart silently. The FSM states and output
+stages around them (SETUP, GROUPS, the output latch, the DW hold-bank drain) are checked by the
+whole-run comparisons in tests/test_hw_core.py: every instruction's fetch cycle in amaranth.sim
+equals sim.perf's.
+"""
+
+import pytest
+
+from hw.core import Core
+from hw.engines import MATEngine, RMACEngine
+from hw.units import AdderTree, Log2Quantizer, PackedDualMultiplier, Requant, ShifterArray
+from sim import timing
+from sim.config import AccelConfig, ConfigError
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
+
+
+def _submodules(unit):
+    """{name: object} of the submodules a core unit instantiates (its elaborated Module)."""
+    m = unit.elaborate(None)
+    return {name: obj for name, (obj, _src) in m._named_submodules.items()}
+
+
+CONFIGS = [dict(N=4, M=4, T=4, S=4), dict(N=8, M=8, T=8, S=8), dict(N=2, M=6, T=5, S=2),
+           dict(N=3, M=4, T=1, S=2)]
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("kw", CONFIGS, ids=lambda kw: "N{N}M{M}T{T}S{S}".format(**kw))
+def test_core_latencies_match_sim_timing(kw, packed):
+    """Each unit of Core.from_config(cfg): its engine's latencies, every requant lane, the log2
+    module and the shifter array have the latencies sim.timing uses for cfg."""
+    cfg = AccelConfig(L=1, dsp_packing=packed, **kw)
+    core = Core.from_config(cfg)
+    seen = {}
+    for kind, unit in core.units.items():
+        for name, obj in _submodules(unit).items():
+            seen[type(obj).__name__] = seen.get(type(obj).__name__, 0) + 1
+            if isinstance(obj, Requant):
+                assert obj.latency == timing.REQUANT_LATENCY, (kind, name)
+            elif isinstance(obj, Log2Quantizer):
+                assert obj.latency == timing.LOG2_LATENCY, (kind, name)
+            elif isinstance(obj, ShifterArray):
+                assert obj.latency == timing.SHIFTER_LATENCY, (kind, name)
+            elif isinstance(obj, MATEngine):
+                assert obj.packed == cfg.dsp_packing
+                assert obj.LATENCY == timing.mat_latency(cfg), kind
+            elif isinstance(obj, RMACEngine):
+                assert obj.packed == cfg.dsp_packing
+                assert obj.DF_LATENCY == timing.rmac_df_latency(cfg), kind
+                assert obj.DW_LATENCY == timing.rmac_dw_latency(cfg), kind
+    # all of them were found: one requant lane per engine lane (+ the AUX unit's), one engine
+    # per compute unit, the log2 module and shifter array of each attention sequencer
+    assert seen["Requant"] == cfg.S + cfg.M + 1
+    assert seen["MATEngine"] == 1 and seen["RMACEngine"] == 1
+    assert seen["Log2Quantizer"] == 2 and seen["ShifterArray"] == 2
+
+
+def test_building_blocks():
+    assert PackedDualMultiplier.latency == timing.PACKED_PRODUCT_LATENCY
+    for count in range(1, 70):
+        assert AdderTree(count=count).latency == timing.adder_tree_latency(count), count
+    assert Requant(hswish=True).latency == timing.REQUANT_LATENCY
+
+
+def test_requant_latency_config_field_dropped():
+    """Configs and Binaries written before sim.timing carry ``requant_latency`` (default 3): they
+    still load (the value is ignored, with a DeprecationWarning); asking for it now is an error."""
+    d = AccelConfig(name="paper").to_dict()
+    assert "requant_latency" not in d
+    with pytest.warns(DeprecationWarning, match="requant_latency"):
+        cfg = AccelConfig.from_dict(dict(d, requant_latency=3))
+    assert cfg == AccelConfig(name="paper")
+    with pytest.raises(ConfigError, match="requant_latency"):
+        AccelConfig(name="paper").replace(requant_latency=3)
