@@ -152,16 +152,15 @@ def rmac_dw_latency(cfg) -> int:
 def compute_steps(cfg, op: str, regs: dict, f: dict) -> int:
     """Engine steps (cycles of the RUN state, one step per cycle) of compute instruction ``op``
     with fields ``f`` given the unit's layer registers ``regs``."""
+    from .compile import conv_cycles, dw_cycles     # the compiler balances with the same counts
     if op in ("CONV_MAT", "CONV_RDF"):
-        L, W = (cfg.S, cfg.T) if op == "CONV_MAT" else (cfg.M, cfg.N)
-        g = regs.get("GROUPS", 1)
+        # per pixel: the im2col row in tap-major order, ceil(CIN / width) steps per tap
         k = regs["KERNEL"]
-        # per pixel: the im2col row in tap-major order, ceil(CIN / W) steps per tap
-        return g * _cdiv(f["nco"] // g, L) * f["ho"] * regs["WOUT"] * k * k \
-            * _cdiv(regs["CIN"], W)
+        return conv_cycles(cfg, "MAT" if op == "CONV_MAT" else "RMAC", K=regs["CIN"] * k * k,
+                           nco=f["nco"], npix=f["ho"] * regs["WOUT"],
+                           groups=regs.get("GROUPS", 1), k=k)
     if op == "DW_RSA":
-        return _cdiv(f["nco"], cfg.N) * f["ho"] * _cdiv(regs["WOUT"], cfg.M) \
-            * regs["KERNEL"] ** 2
+        return dw_cycles(cfg, nch=f["nco"], ho=f["ho"], wo=regs["WOUT"], k=regs["KERNEL"])
     if op in ("ATT_KV_RDF", "ATT_KV_MAT"):
         L, W = (cfg.M, cfg.N) if op == "ATT_KV_RDF" else (cfg.S, cfg.T)
         d, n = regs["DIM"], regs["NTOK"]
