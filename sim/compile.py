@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import timing
 from .config import AccelConfig
 from .fileio import atomic_open
 from .intprogram import IntProgram, Node
@@ -1086,10 +1087,13 @@ class _Compiler:
         gran = cout_g if g > 1 else 1
 
         def cyc(eng, c, r):
+            """engine steps + the tile's fixed cycles on the core (sim.timing)"""
             if c <= 0 or r <= 0:
                 return 0
-            return conv_cycles(cfg, eng, K=K, nco=c, npix=r * wo,
-                               groups=(c // cout_g if g > 1 else 1), k=k)
+            groups = c // cout_g if g > 1 else 1
+            pre, post = timing.conv_pre_post(cfg, eng, nco=c, groups=groups)
+            return pre + post + conv_cycles(cfg, eng, K=K, nco=c, npix=r * wo, groups=groups,
+                                            k=k)
         best = None
         bm, br = bias
         if only is not None:

@@ -190,16 +190,26 @@ class ComputeTiming:
         return self.pre + self.steps + self.post
 
 
+def conv_pre_post(cfg, engine: str, *, nco: int, groups: int = 1,
+                  noepi: bool = False) -> tuple[int, int]:
+    """``(pre, post)`` fixed cycles of a ``CONV_MAT`` (``engine="MAT"``) or ``CONV_RDF``
+    (``"RMAC"``) tile of ``nco`` output channels in ``groups`` groups; ``noepi``: raw int32
+    outputs (no requant lane). Also what ``sim.compile`` adds per tile when it balances the MAT
+    and the R-MAC."""
+    pre = 3 + ((nco // groups + 1) if groups > 1 else 0)
+    lat = mat_latency(cfg) if engine == "MAT" else rmac_df_latency(cfg)
+    post = GATHER_LATENCY + lat + (OUTPUT_LATCH if noepi else OUTPUT_LATCH + REQUANT_LATENCY)
+    return pre, post
+
+
 def compute_timing(cfg, op: str, regs: dict, f: dict) -> ComputeTiming:
     """The RTL timing of compute instruction ``op`` (fields ``f``, the unit's registers
     ``regs``) on an engine configuration ``cfg`` (``N, M, T, S, dsp_packing``)."""
     steps = compute_steps(cfg, op, regs, f)
     rq = OUTPUT_LATCH + REQUANT_LATENCY
     if op in ("CONV_MAT", "CONV_RDF"):
-        g = regs.get("GROUPS", 1)
-        pre = 3 + ((f["nco"] // g + 1) if g > 1 else 0)
-        lat = mat_latency(cfg) if op == "CONV_MAT" else rmac_df_latency(cfg)
-        post = GATHER_LATENCY + lat + (OUTPUT_LATCH if regs.get("NOEPI", 0) else rq)
+        pre, post = conv_pre_post(cfg, "MAT" if op == "CONV_MAT" else "RMAC", nco=f["nco"],
+                                  groups=regs.get("GROUPS", 1), noepi=bool(regs.get("NOEPI", 0)))
     elif op == "DW_RSA":
         pre = 2
         post = GATHER_LATENCY + rmac_dw_latency(cfg) + cfg.N + rq

