@@ -102,8 +102,12 @@ def _row_sqnr(g: QGraph, images, ref) -> dict:
 
 def run_ablation(g: QGraph, calib: torch.Tensor, evals: torch.Tensor, *, base: QConfig | None = None,
                  progress: bool = True, log=None) -> dict:
-    """All rows of Table V on graph ``g`` (float weights; calibrated anew per row)."""
+    """All rows of Table V on graph ``g`` (float weights; calibrated anew per row).
+
+    Every row runs the float-scale fake quant (``g.exact = False``): the rows with a float or
+    uniform divisor have no integer form, and the rows must differ only in the technique."""
     base = base or QConfig()
+    g.exact = False
     g.set_mode("float")
     with torch.no_grad():
         ref = torch.cat([g(x) for x in evals.split(8)])

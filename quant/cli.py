@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 FORMAT = "trio-vit.qmodel"
-VERSION = 1
+VERSION = 2     #: 2: hardened AdaRound weights stored as int8 codes (FixedWeightQuantizer)
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenet-sample"
 
@@ -127,17 +127,20 @@ def _qconfig(args):
 # ------------------------------------------------------------------------------------------------
 
 def save_qmodel(path, g, info: dict):
+    """Write ``g``: the float weights, the activation quantizers, and for reconstructed layers
+    the hardened int8 weight codes (AdaRound quantizers still soft are hardened first)."""
     import torch
-    from .quantizers import AdaRoundWeightQuantizer
+    from .quantizers import FixedWeightQuantizer
+    g.harden_adaround()
     act = {}
     for k, q in g.act_q.items():
         act[k] = dict(bits=q.bits, signed=q.signed,
                       channel_factor=None if q.channel_factor is None else q.channel_factor.cpu(),
                       center=None if q.center is None else q.center.cpu())
-    ada = [n.name for n in g.nodes if isinstance(getattr(n, "wq", None), AdaRoundWeightQuantizer)]
+    fixed = [n.name for n in g.nodes if isinstance(getattr(n, "wq", None), FixedWeightQuantizer)]
     payload = dict(format=FORMAT, version=VERSION, model=g.meta.get("model_name"),
                    resolution=g.meta["resolution"], qconfig=g.cfg.as_dict(), act=act,
-                   adaround=ada, state={k: v.cpu() for k, v in g.state_dict().items()},
+                   fixed_weights=fixed, state={k: v.cpu() for k, v in g.state_dict().items()},
                    info=_jsonable(info))
     _atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
@@ -148,7 +151,7 @@ def load_qmodel(path):
     from .fold import fold_bn
     from .models import create_model
     from .qmodel import QConfig, lower
-    from .quantizers import AdaRoundWeightQuantizer, LSQActQuantizer
+    from .quantizers import FixedWeightQuantizer, LSQActQuantizer
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such quantized-model file")
@@ -170,12 +173,13 @@ def load_qmodel(path):
         g.act_q[k] = LSQActQuantizer(1.0, a["bits"], a["signed"], channel_factor=a["channel_factor"],
                                      center=a["center"], enabled=g.cfg.act_quant)
     for n in g.nodes:
-        if n.name in d["adaround"]:
-            n.wq = AdaRoundWeightQuantizer(n.weight, n.wq.scale, n.w_bits).hard()
+        if n.name in d["fixed_weights"]:
+            n.wq = FixedWeightQuantizer.empty(n.weight.shape, n.wq.scale, n.w_bits)
     try:
         g.load_state_dict(d["state"])
     except RuntimeError as e:
         raise UserError(f"{p}: inconsistent quantized-model file ({str(e).splitlines()[0]})") from None
+    g.invalidate_deploy()
     g.set_mode("fake")
     return g, d
 
@@ -219,8 +223,15 @@ def cmd_quantize(args):
     if rc.iters > 0:
         _log(args, f"block reconstruction: {len(g.blocks)} blocks x {rc.iters} iterations "
                    f"(batch {rc.batch_size}, {'Fisher' if rc.fisher else 'MSE'} loss)")
-        rec = reconstruct(g, calib, rc, device=dev, progress=not args.json, seed=args.seed)
+        rec = reconstruct(g, calib, rc, device=dev, progress=not args.json, seed=args.seed,
+                          log=lambda m: _log(args, m))
         result["reconstruction_seconds"] = rec["seconds"]
+        result["reconstruction"] = dict(kept=rec["kept"], reverted=rec["reverted"],
+                                        held_out_images=rec["held_out_images"],
+                                        blocks=rec["blocks"])
+        _log(args, f"block reconstruction: {rec['kept']} blocks kept, {rec['reverted']} reverted "
+                   f"(held-out MSE guard on {rec['held_out_images']} images), "
+                   f"{rec['seconds']:.1f} s")
     g.set_mode("fake")
     with torch.no_grad():
         ev = calib[: min(16, len(calib))].to(dev)
@@ -318,15 +329,21 @@ def cmd_evaluate(args):
                    + ("" if k == "float" else f"  SQNR vs float {res_[k]['sqnr_vs_float_db']:.2f} dB"))
     if args.golden:
         li, gl = torch.cat(logits["int"]), torch.cat(logits["golden"])
+        fk = torch.cat(logits["fake"])
+        lsb = torch.from_numpy(np.asarray(s_logit, np.float64))
         agree = float((li.argmax(1) == gl.argmax(1)).double().mean())
-        res_["agreement"] = dict(top1_int_vs_golden=agree,
-                                 max_abs_logit_diff_lsb=float(((li - gl).abs() / torch.from_numpy(
-                                     np.asarray(s_logit, np.float64))).max()),
-                                 top1_fake_vs_golden=float((torch.cat(logits["fake"]).argmax(1)
-                                                            == gl.argmax(1)).double().mean()))
+        res_["agreement"] = dict(
+            top1_int_vs_golden=agree,
+            max_abs_logit_diff_lsb=float(((li - gl).abs() / lsb).max()),
+            top1_fake_vs_golden=float((fk.argmax(1) == gl.argmax(1)).double().mean()),
+            max_abs_logit_diff_fake_vs_golden_lsb=float(((fk - gl).abs() / lsb).max()),
+            fake_mode="deploy-exact" if g.exact_active() else "float-scale")
+        ag = res_["agreement"]
         _log(args, f"  integer-exact vs sim.golden: top-1 identical on {100 * agree:.1f}% of "
-                   f"{len(gl)} images, max |logit diff| = "
-                   f"{res_['agreement']['max_abs_logit_diff_lsb']:.0f} LSB")
+                   f"{len(gl)} images, max |logit diff| = {ag['max_abs_logit_diff_lsb']:.0f} LSB")
+        _log(args, f"  fake-quant ({ag['fake_mode']}) vs sim.golden: top-1 identical on "
+                   f"{100 * ag['top1_fake_vs_golden']:.1f}% of {len(gl)} images, max |logit diff|"
+                   f" = {ag['max_abs_logit_diff_fake_vs_golden_lsb']:.3g} LSB")
     return res_
 
 

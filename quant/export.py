@@ -39,7 +39,7 @@ from .qmodel import QAttention, QConcat, QConv, QGraph, QLayerNorm, QLinear, QPo
 from .quantizers import AdaRoundWeightQuantizer, round_half_up
 from .transforms import log2_offset
 
-__all__ = ["export", "run_int", "quantize_images", "ExportError", "BIAS_BITS"]
+__all__ = ["export", "run_int", "run_node", "quantize_images", "ExportError", "BIAS_BITS"]
 
 BIAS_BITS = nx.ACC_BITS - 2
 
@@ -58,7 +58,8 @@ def _round(x) -> np.ndarray:
 
 def _wint(n) -> np.ndarray:
     if isinstance(n.wq, AdaRoundWeightQuantizer):
-        return _np(n.wq.int_weight()).astype(np.int64)
+        # hard decisions (V >= 0), also while AdaRound is still soft
+        return _np(n.wq.hard_int_weight()).astype(np.int64)
     return _np(n.wq.int_weight(n.weight)).astype(np.int64)
 
 
@@ -262,47 +263,51 @@ def _attention_batched(x: np.ndarray, p: dict, dim: int) -> np.ndarray:
 
 
 @torch.no_grad()
+def run_node(prog: IntProgram, node: Node, env: dict) -> np.ndarray:
+    """One node of ``prog`` on a batch: ``env`` maps the node's input (and residual) tensor names
+    to int64 arrays ``(B, ...)``; returns the output's int64 array. The integer arithmetic is
+    :mod:`sim.numerics` (epilogues, attention) with exact float64 torch matmuls/convolutions."""
+    from sim import golden  # the host LayerNorm is one shared float64 function by contract
+    out_t = prog.tensors[node.output]
+    a = [env[t] for t in node.inputs]
+    if node.op == "conv":
+        at = node.attrs
+        acc = F.conv2d(_t(a[0]), _t(node.params["weight"]), _t(node.params["bias"]),
+                       int(at["stride"]), int(at["padding"]), 1, int(at["groups"]))
+        acc = _int(acc)
+    elif node.op == "concat":
+        return np.concatenate(a, axis=1)
+    elif node.op == "global_avgpool":
+        acc = a[0].reshape(a[0].shape[0], a[0].shape[1], -1).sum(-1)
+    elif node.op == "linear":
+        acc = _int(_t(a[0]) @ _t(node.params["weight"]).T + _t(node.params["bias"]))
+        if node.epilogue is None:
+            return nx.saturate(acc, out_t.bits, signed=out_t.signed)
+    elif node.op == "linear_attention":
+        return _attention_batched(a[0], node.params, int(node.attrs["dim"]))
+    elif node.op == "layernorm":
+        in_t = prog.tensors[node.inputs[0]]
+        return np.stack([
+            golden.layernorm_host(r, in_t.channel_scale(), node.params["gamma"],
+                                  node.params["beta"], eps=float(node.attrs.get("eps", 1e-5)),
+                                  act=node.attrs.get("act", "none"),
+                                  out_scale=out_t.channel_scale(), out_bits=out_t.bits,
+                                  signed=out_t.signed) for r in a[0]])
+    else:
+        raise ExportError(f"run_int: unsupported op {node.op!r}")
+    res = env[node.epilogue.residual] if node.epilogue.residual is not None else None
+    return node.epilogue.apply(acc, out_bits=out_t.bits, signed=out_t.signed,
+                               residual=res, channel_axis=1)
+
+
+@torch.no_grad()
 def run_int(prog: IntProgram, x_int, *, keep: bool = False) -> np.ndarray | dict:
     """Execute ``prog`` on a batch of integer images ``(B, C, H, W)``; returns the int64 output
     ``(B, ...)`` (or every tensor with ``keep``). Bit-exact with :func:`sim.golden.run`."""
-    from sim import golden  # the host LayerNorm is one shared float64 function by contract
     x_int = np.asarray(x_int)
     env = {prog.inputs[0]: x_int.astype(np.int64)}
     for node in prog.nodes:
-        out_t = prog.tensors[node.output]
-        a = [env[t] for t in node.inputs]
-        if node.op == "conv":
-            at = node.attrs
-            acc = F.conv2d(_t(a[0]), _t(node.params["weight"]), _t(node.params["bias"]),
-                           int(at["stride"]), int(at["padding"]), 1, int(at["groups"]))
-            acc = _int(acc)
-        elif node.op == "concat":
-            env[node.output] = np.concatenate(a, axis=1)
-            continue
-        elif node.op == "global_avgpool":
-            acc = a[0].reshape(a[0].shape[0], a[0].shape[1], -1).sum(-1)
-        elif node.op == "linear":
-            acc = _int(_t(a[0]) @ _t(node.params["weight"]).T + _t(node.params["bias"]))
-            if node.epilogue is None:
-                env[node.output] = nx.saturate(acc, out_t.bits, signed=out_t.signed)
-                continue
-        elif node.op == "linear_attention":
-            env[node.output] = _attention_batched(a[0], node.params, int(node.attrs["dim"]))
-            continue
-        elif node.op == "layernorm":
-            in_t = prog.tensors[node.inputs[0]]
-            env[node.output] = np.stack([
-                golden.layernorm_host(r, in_t.channel_scale(), node.params["gamma"],
-                                      node.params["beta"], eps=float(node.attrs.get("eps", 1e-5)),
-                                      act=node.attrs.get("act", "none"),
-                                      out_scale=out_t.channel_scale(), out_bits=out_t.bits,
-                                      signed=out_t.signed) for r in a[0]])
-            continue
-        else:
-            raise ExportError(f"run_int: unsupported op {node.op!r}")
-        res = env[node.epilogue.residual] if node.epilogue.residual is not None else None
-        env[node.output] = node.epilogue.apply(acc, out_bits=out_t.bits, signed=out_t.signed,
-                                               residual=res, channel_axis=1)
+        env[node.output] = run_node(prog, node, env)
     if keep:
         return env
     return env[prog.outputs[0]]

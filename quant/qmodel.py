@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .observers import make_observer
-from .quantizers import (AdaRoundWeightQuantizer, LSQActQuantizer, WeightQuantizer, fake_quant,
-                         qrange)
+from .quantizers import (AdaRoundWeightQuantizer, FixedWeightQuantizer, LSQActQuantizer,
+                         WeightQuantizer, fake_quant, qrange)
 from .transforms import (choose_emin, log2_offset, log2_round_torch, migration_factors,
                          shift_centers, uniform_divisor_quant)
 
@@ -298,6 +298,88 @@ class QGraph(nn.Module):
         self.observing = False
         self.observers = {}
         self._scale_cache = None
+        #: fake-quant mode computes the deployed integer values (see :meth:`exact_active`)
+        self.exact = True
+        self._deploy = None
+
+    # -- deploy-exact fake quant ------------------------------------------------------------------
+    def exact_active(self) -> bool:
+        """Is the fake-quant forward *deploy-exact*? True in ``fake`` mode when the model can be
+        exported (activations quantized, log2 divisor) and :attr:`exact` is set (the default).
+
+        Deploy-exact fake quant: every node's forward *value* is the deployed integer model's
+        (the exported IntProgram's integers, computed by :func:`quant.export.run_node` with
+        :mod:`sim.numerics`, times the tensor's real scale, float64), its *gradient* the
+        float-scale fake-quant node's (straight-through: ``y = y_int + (y_f - y_f.detach())``,
+        ``y_f`` the float-scale fake-quant output evaluated at the same, exact, inputs). So the
+        model one trains, evaluates and reconstructs is the one that is deployed, bit for bit.
+        AdaRound weights still soft contribute their hard decisions (``V >= 0``) to the value and
+        their soft form to the gradient. ``exact = False`` gives the float-scale fake quant
+        (float requant scales, float bias, no 16-bit Hardswish intermediate), which the Table V
+        ablation uses for every row (its other divisor modes have no integer form)."""
+        return bool(self.exact and self.quant_w and self.quant_a and self.cfg.act_quant
+                    and self.cfg.attention == "log2" and len(self.act_q) > 0
+                    and not self.observing)
+
+    def deploy_program(self):
+        """The IntProgram the deploy-exact mode executes (exported once, cached; call
+        :meth:`invalidate_deploy` after changing weights, scales or rounding decisions)."""
+        if self._deploy is None:
+            from .export import export
+            prog = export(self, check=False)
+            self._deploy = (prog, {n.name: n for n in prog.nodes})
+        return self._deploy[0]
+
+    def invalidate_deploy(self):
+        self._deploy = None
+        return self
+
+    def _scale_offset(self, name, ndim, device):
+        prog = self.deploy_program()
+        s = torch.as_tensor(prog.tensors[name].channel_scale(), dtype=torch.float64, device=device)
+        o = prog.meta["input_offsets"].get(name)
+        o = torch.zeros_like(s) if o is None else torch.as_tensor(o, dtype=torch.float64,
+                                                                   device=device)
+        shape = (1, -1) + (1,) * (ndim - 2)
+        return s.reshape(shape), o.reshape(shape)
+
+    def to_int(self, name, x: torch.Tensor):
+        """Real values of a deploy-exact tensor -> its stored integers (int64 numpy):
+        ``round(x / s) - o`` (exact: ``x`` is ``s (int + o)`` in float64)."""
+        s, o = self._scale_offset(name, x.dim(), x.device)
+        q = torch.floor(x.detach().double() / s + 0.5) - o
+        return q.cpu().numpy().astype("int64")
+
+    def to_real(self, name, q, device="cpu") -> torch.Tensor:
+        """Stored integers of tensor ``name`` -> real values ``s (int + o)`` (float64)."""
+        q = torch.as_tensor(q, device=device).double()
+        s, o = self._scale_offset(name, q.dim(), device)
+        return (q + o) * s
+
+    def quant_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The quantized network input (deploy-exact: the exported input quantization)."""
+        if self.exact_active():
+            from .export import quantize_images
+            return self.to_real("input", quantize_images(self.deploy_program(), x.detach().cpu()),
+                                x.device)
+        return self.act_out("input", x)
+
+    def _fwd_exact(self, n, env):
+        from .export import run_node
+        if n.op == "concat":                  # the concat of exact values is exact
+            n.fwd(env, self)
+            return
+        self.deploy_program()
+        node = self._deploy[1][n.name]
+        ints = {t: self.to_int(t, env[t]) for t in n.reads()}
+        dev = env[n.inputs[0]].device
+        y = self.to_real(n.output, run_node(self._deploy[0], node, ints), dev)
+        if torch.is_grad_enabled():
+            env_f = {t: env[t].float() for t in n.reads()}
+            n.fwd(env_f, self)
+            yf = env_f[n.output].double()
+            y = y + (yf - yf.detach())
+        env[n.output] = y
 
     # -- running -------------------------------------------------------------------------------
     def act_out(self, name, y):
@@ -308,12 +390,16 @@ class QGraph(nn.Module):
         return y
 
     def run_nodes(self, env, start=0, end=None):
+        if self.exact_active():
+            for n in self.nodes[start:end]:
+                self._fwd_exact(n, env)
+            return env
         for n in self.nodes[start:end]:
             n.fwd(env, self)
         return env
 
     def forward(self, x):
-        env = {"input": self.act_out("input", x)}
+        env = {"input": self.quant_input(x)}
         self.run_nodes(env)
         return env[self.output_name]
 
@@ -361,6 +447,7 @@ class QGraph(nn.Module):
                 n.w_bits = sh if (sh is not None and self.is_stem_head(n.name)) else cfg.w_bits
                 n.wq = WeightQuantizer(n.weight, n.w_bits, cfg.channel_wise)
         self.act_q = nn.ModuleDict()
+        self._deploy = None
         return self
 
     def _migratable(self, name):
@@ -388,6 +475,7 @@ class QGraph(nn.Module):
         names = self.quantized_tensors()
         mk = lambda n: make_observer(cfg.observer, self.tensors[n].bits, self.tensors[n].signed)  # noqa: E731
         self.set_mode("float")
+        self._deploy = None
         self.observers = {n: mk(n) for n in names}
         need_pass1 = any(self.tensors[n].migrate or self.tensors[n].shift for n in names)
         for a in self._attn():
@@ -425,6 +513,7 @@ class QGraph(nn.Module):
             a.finalize(self)
             # the exported emin (clipped to legal output shifts) is the one the fake model uses
             a.emin = torch.as_tensor(attention_params(self, a)["log2_emin"], dtype=torch.float64)
+        self._deploy = None
         return self
 
     def _attn(self):
@@ -436,10 +525,13 @@ class QGraph(nn.Module):
             if isinstance(n, (QConv, QLinear)) and not isinstance(n.wq, AdaRoundWeightQuantizer):
                 n.wq = AdaRoundWeightQuantizer(n.weight, n.wq.scale, n.w_bits)
 
-    def harden_adaround(self):
-        for n in self.nodes:
-            if isinstance(n.wq if hasattr(n, "wq") else None, AdaRoundWeightQuantizer):
-                n.wq.hard()
+    def harden_adaround(self, node_range=None):
+        """Freeze every AdaRound quantizer (in ``node_range``) to its hard decisions, stored as
+        int8 codes (:class:`FixedWeightQuantizer`)."""
+        for n in list(self.nodes)[slice(*(node_range or (None, None)))]:
+            if isinstance(getattr(n, "wq", None), AdaRoundWeightQuantizer):
+                n.wq = FixedWeightQuantizer.from_adaround(n.wq).to(n.weight.device)
+        self._deploy = None
 
     # -- integer-exact mode ----------------------------------------------------------------------
     def forward_int(self, x_int, prog=None):

@@ -25,6 +25,7 @@ from torch import nn
 __all__ = [
     "qrange", "round_half_up", "round_ste", "fake_quant", "quantize_int",
     "weight_scale", "WeightQuantizer", "LSQActQuantizer", "AdaRoundWeightQuantizer",
+    "FixedWeightQuantizer",
 ]
 
 
@@ -160,6 +161,12 @@ class AdaRoundWeightQuantizer(nn.Module):
         up = self.h() if self.soft else (self.alpha >= 0).to(self.w_floor.dtype)
         return torch.clamp(self.w_floor + up, lo, hi)
 
+    def hard_int_weight(self) -> torch.Tensor:
+        """The integer codes of the hard decisions (``h >= 1/2``, i.e. ``V >= 0``), also while
+        soft: what the deployed model would use if rounding were frozen now."""
+        lo, hi = qrange(self.bits, True)
+        return torch.clamp(self.w_floor + (self.alpha.detach() >= 0).to(self.w_floor.dtype), lo, hi)
+
     def forward(self, w: torch.Tensor | None = None) -> torch.Tensor:
         return _bshape(self.scale, self.w_floor, 0) * self.int_weight()
 
@@ -213,3 +220,37 @@ class LSQActQuantizer(nn.Module):
         if self.channel_factor is not None:
             s = s * self.channel_factor
         return fake_quant(x, s, self.bits, self.signed, axis=1, offset=self.offset())
+
+
+class FixedWeightQuantizer(nn.Module):
+    """Frozen integer weight codes (int8 storage) and their filter-wise scale: what a hardened
+    :class:`AdaRoundWeightQuantizer` becomes, so that a saved model keeps one byte per weight
+    instead of AdaRound's float ``V``, floor and scale tensors."""
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, bits: int = 8):
+        super().__init__()
+        lo, hi = qrange(bits, True)
+        if bits > 8:
+            raise ValueError(f"FixedWeightQuantizer stores int8 codes, got bits={bits}")
+        c = codes.detach()
+        if torch.any(c != torch.round(c)) or c.min() < lo or c.max() > hi:
+            raise ValueError(f"codes must be integers in [{lo}, {hi}]")
+        self.bits = bits
+        self.register_buffer("codes", c.to(torch.int8).clone())
+        self.register_buffer("scale", scale.detach().clone())
+
+    @classmethod
+    def from_adaround(cls, q: AdaRoundWeightQuantizer) -> "FixedWeightQuantizer":
+        """Harden ``q`` (its decisions ``V >= 0``) into fixed codes."""
+        return cls(q.hard_int_weight(), q.scale, q.bits)
+
+    @classmethod
+    def empty(cls, shape, scale: torch.Tensor, bits: int = 8) -> "FixedWeightQuantizer":
+        """A placeholder of the right shapes, to be filled by ``load_state_dict``."""
+        return cls(torch.zeros(shape), scale, bits)
+
+    def int_weight(self, w: torch.Tensor | None = None) -> torch.Tensor:
+        return self.codes.to(self.scale.dtype)
+
+    def forward(self, w: torch.Tensor | None = None) -> torch.Tensor:
+        return _bshape(self.scale, self.codes, 0) * self.int_weight()

@@ -91,18 +91,36 @@ def test_fake_quant_close_to_float_and_weight_only_closer(small):
     assert sqnr_db(env_f[first], env_q[first]) > 25
 
 
-def test_reconstruction_runs_and_hardens(small):
+def test_reconstruction_runs_hardens_and_guards(small):
     m, imgs = small
     g = lower(fold_bn(m), resolution=RES).prepare(QConfig())
     g.calibrate([imgs[:8], imgs[8:]])
     g.blocks = g.blocks[:3]          # keep the test short: stem, DSConv, first MBConv
     rep = reconstruct(g, imgs[:8], ReconConfig(iters=6, batch_size=4), progress=False)
-    assert len(rep["blocks"]) == 3
-    from quant.quantizers import AdaRoundWeightQuantizer
-    ada = [n for n in g.nodes if isinstance(getattr(n, "wq", None), AdaRoundWeightQuantizer)]
-    assert ada and all(not a.wq.soft for a in ada)
-    codes = ada[0].wq.int_weight()
-    assert torch.equal(codes, torch.round(codes))
+    assert len(rep["blocks"]) == 3 and rep["held_out_images"] == 2
+    assert rep["kept"] + rep["reverted"] == 3
+    from quant.quantizers import FixedWeightQuantizer, WeightQuantizer
+    for b, (name, s, e) in zip(rep["blocks"], g.blocks):
+        assert b["name"] == name
+        wqs = [n.wq for n in g.nodes[s:e] if hasattr(n, "wq")]
+        if b["kept"]:
+            # hardened to int8 codes, and the guard only keeps what did not raise the MSE
+            assert b["mse_after"] <= b["mse_before"]
+            assert all(isinstance(q, FixedWeightQuantizer) and q.codes.dtype == torch.int8
+                       for q in wqs)
+        else:
+            assert b["mse_after"] > b["mse_before"]
+            assert all(type(q) is WeightQuantizer for q in wqs)
+    # the reported held-out MSE of the final state is what the model now computes
+    from quant.reconstruct import _block_mse
+    name, s, e = g.blocks[0]
+    hold = imgs[6:8]
+    f_env, q_env = {"input": hold}, {"input": g.set_mode("fake").quant_input(hold)}
+    with torch.no_grad():
+        g.set_mode("float").run_nodes(f_env, s, e)
+    b0 = rep["blocks"][0]
+    mse = _block_mse(g, [q_env], [f_env], s, e, g.nodes[e - 1].output)
+    assert mse == pytest.approx(b0["mse_after"] if b0["kept"] else b0["mse_before"], rel=1e-9)
 
 
 def test_attention_modes_uniform_can_nan_log2_finite(small):

@@ -10,6 +10,7 @@ import pytest
 from quant.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "imagenet-sample"
 
 
 def run(*args):
@@ -75,6 +76,22 @@ def test_quantize_export_flow(tmp_path, capsys):
     from sim.intprogram import IntProgram
     prog = IntProgram.load(npz)
     assert prog.meta["model_name"] == "b0-r64" and prog.tensors["input"].shape == (3, 64, 64)
+    # reconstruction guard reported; hardened weights stored as int8 codes, not AdaRound's V
+    rec = r["reconstruction"]
+    assert rec["kept"] + rec["reverted"] == len(rec["blocks"]) > 0
+    import torch
+    d = torch.load(q, weights_only=True)
+    assert not any(k.endswith(".alpha") or k.endswith(".w_floor") for k in d["state"])
+    kept = [b["name"] for b in rec["blocks"] if b["kept"]]
+    codes = [k for k in d["state"] if k.endswith(".wq.codes")]
+    assert all(d["state"][k].dtype == torch.int8 for k in codes) and (codes or not kept)
+    # the loaded model exports the very codes stored
+    from quant.cli import load_qmodel
+    g, _ = load_qmodel(q)
+    for n in prog.nodes:
+        k = f"nodes.{[m.name for m in g.nodes].index(n.name)}.wq.codes"
+        if k in d["state"]:
+            assert (d["state"][k].numpy() == n.params["weight"]).all()
     # a weights-only model cannot be exported
     q2 = tmp_path / "w.qmodel"
     assert main(["quantize", "--model", "b0-r64", "--data", "", "--calib-size", "4",
@@ -83,3 +100,18 @@ def test_quantize_export_flow(tmp_path, capsys):
     assert main(["export", str(q2), "-o", str(tmp_path / "w.npz")]) == 2
     assert "quantized activations" in capsys.readouterr().err
     assert not (tmp_path / "w.npz").exists()
+
+
+@pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data/imagenet-sample")
+def test_evaluate_golden_fake_quant_identical(tmp_path, capsys):
+    """`evaluate --golden`: the (deploy-exact) fake-quant model gives sim.golden's logits."""
+    q = tmp_path / "b0.qmodel"
+    assert main(["quantize", "--model", "b0-r64", "--data", str(DATA), "--calib-size", "8",
+                 "--recon-iters", "2", "--json", "-o", str(q)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(q), "--data", str(DATA / "labels.csv"), "--limit", "6",
+                 "--golden", "--json"]) == 0
+    ag = json.loads(capsys.readouterr().out)["agreement"]
+    assert ag["fake_mode"] == "deploy-exact"
+    assert ag["top1_fake_vs_golden"] == 1.0 and ag["max_abs_logit_diff_fake_vs_golden_lsb"] == 0
+    assert ag["top1_int_vs_golden"] == 1.0 and ag["max_abs_logit_diff_lsb"] == 0

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from quant.observers import make_observer
-from quant.quantizers import (AdaRoundWeightQuantizer, LSQActQuantizer, fake_quant, qrange,
-                              quantize_int, weight_scale)
+from quant.quantizers import (AdaRoundWeightQuantizer, FixedWeightQuantizer, LSQActQuantizer,
+                              fake_quant, qrange, quantize_int, weight_scale)
 
 
 def ref_quant(x, s, bits, signed):
@@ -96,6 +96,28 @@ def test_adaround_init_and_hard():
     near = np.clip(np.floor(x + 0.5), -128, 127)
     assert (codes == near).mean() > 0.99
     assert float(ada.regularizer(2.0).detach()) >= 0
+
+
+def test_fixed_weights_from_adaround():
+    torch.manual_seed(1)
+    w = torch.randn(4, 3, 1, 1)
+    s = weight_scale(w)
+    ada = AdaRoundWeightQuantizer(w, s)
+    with torch.no_grad():
+        ada.alpha.add_(torch.randn_like(ada.alpha))      # some decisions away from nearest
+    x = (w / s.reshape(-1, 1, 1, 1)).numpy()
+    up = (ada.alpha.detach().numpy() >= 0).astype(np.float64)   # V >= 0 <=> h(V) >= 1/2
+    want = np.clip(np.floor(x) + up, -128, 127)
+    np.testing.assert_array_equal(ada.hard_int_weight().numpy(), want)   # also while soft
+    fx = FixedWeightQuantizer.from_adaround(ada)
+    assert fx.codes.dtype == torch.int8
+    np.testing.assert_array_equal(fx.codes.numpy(), want)
+    np.testing.assert_allclose(fx().numpy(), want * s.numpy().reshape(-1, 1, 1, 1), rtol=1e-6)
+    np.testing.assert_array_equal(fx.int_weight().numpy(), ada.hard().int_weight().numpy())
+    with pytest.raises(ValueError, match="integers"):
+        FixedWeightQuantizer(torch.full((2, 1), 0.5), torch.ones(2))
+    with pytest.raises(ValueError, match="integers"):
+        FixedWeightQuantizer(torch.full((2, 1), 200.0), torch.ones(2))
 
 
 def test_observers_match_hand_formulas():
