@@ -13,17 +13,11 @@ and posted signals) on both simulators. ``-m regress``: single-layer cases too.
 
 from __future__ import annotations
 
-import json
-import os
-
-import numpy as np
 import pytest
 
 from sim import compile as sc
-from sim import perf
 from tb.core.cases import make_case
-from tb.core.system import CoreSystem
-from tb.rtl import REPO_ROOT, run_cocotb
+from tb.core.system import CoreSystem, run_system
 
 pytestmark = pytest.mark.rtl
 
@@ -36,32 +30,6 @@ def system_case(name: str, **dram):
     (default :data:`DRAM`)."""
     prog, cfg, x = make_case(name)
     return prog, cfg.replace(**(dram or DRAM)), x
-
-
-def run_system(prog, cfg, x, simulator: str, workdir, *, mode: str = "system",
-               harness_cycles: int = 0, poll: int = 1000, timeout_s: float = 1800) -> dict:
-    """Compile ``prog`` for ``cfg``, run it on CoreSystem (``mode="system"``) or on the core with
-    the Python harness (``mode="harness"``, ``harness_cycles`` cycles) in ``simulator``; return
-    the cocotb side's record plus ``perf_cycles`` (sim.perf, same Binary)."""
-    from hw.core import Core
-
-    binary = sc.compile(prog, cfg)
-    bpath, xpath = os.path.join(workdir, "binary.npz"), os.path.join(workdir, "x.npy")
-    binary.save(bpath)
-    np.save(xpath, np.asarray(x))
-    if mode == "system":
-        comp, name = CoreSystem(binary=binary, x=x), "core_system"
-    else:
-        comp, name = Core.from_config(cfg), "core"
-    run_cocotb(component=comp, name=name, test_module="tb.core.cocotb_system",
-               simulator=simulator, timeout_s=timeout_s,
-               params=dict(mode=mode, binary=bpath, input=xpath, poll=poll, dbg_bytes=64,
-                           harness_cycles=harness_cycles, max_cycles=2_000_000))
-    runs = sorted((REPO_ROOT / "build" / "rtl" / simulator).glob(
-        f"{name}-*/run-{os.getpid()}/{mode}.json"), key=lambda f: f.stat().st_mtime)
-    rec = json.loads(runs[-1].read_text())
-    rec["perf_cycles"] = int(perf.simulate(binary).cycles)
-    return rec
 
 
 def _check(case, simulator, tmp_path):

@@ -55,7 +55,7 @@ from sim import golden
 from sim.funcsim import CORE_UNITS, build_queues
 from sim.isa import BUF_NAMES, FORMATS, OPCODE_BITS, encode
 
-__all__ = ["CoreSystem", "FAULTS", "gather_ports", "scatter_ports", "SystemError_"]
+__all__ = ["CoreSystem", "FAULTS", "gather_ports", "scatter_ports", "SystemError_", "run_system"]
 
 #: bit -> meaning of the sticky ``fault`` output
 FAULTS = ("gather from an unknown buffer",
@@ -151,6 +151,16 @@ class CoreSystem(wiring.Component):
     """
 
     def __init__(self, *, binary, x, dbg_bytes: int = 64, core: Core | None = None):
+        try:
+            self._setup(binary, x, dbg_bytes, core)
+        except Exception:
+            self._MustUse__used = True      # a refused model is not an unused elaboratable
+            raise
+        super().__init__({"dbg_addr": In(32), "dbg_data": Out(8 * self.dbg_bytes),
+                          "done": Out(1), "cycles": Out(32), "error": Out(3),
+                          "fault": Out(len(FAULTS))})
+
+    def _setup(self, binary, x, dbg_bytes, core):
         cfg = binary.cfg
         if cfg.L != 1:
             raise SystemError_(f"CoreSystem runs single-core Binaries (L = 1), got L={cfg.L}")
@@ -191,9 +201,6 @@ class CoreSystem(wiring.Component):
             drives_in = (mem.is_port and mem.flow == In) or (mem.is_signature and name not in known)
             if drives_in:
                 raise SystemError_(f"CoreSystem does not know how to serve core port {name!r}")
-        super().__init__({"dbg_addr": In(32), "dbg_data": Out(8 * self.dbg_bytes),
-                          "done": Out(1), "cycles": Out(32), "error": Out(3),
-                          "fault": Out(len(FAULTS))})
 
     # -- helpers ------------------------------------------------------------------------------
     def _buf_select(self, m, bufid, name):
@@ -445,3 +452,34 @@ class CoreSystem(wiring.Component):
             m.d.comb += [a.eq(self.dbg_addr + i), rp.addr.eq(a),
                          self.dbg_data[8 * i:8 * i + 8].eq(Mux(a < ndram, rp.data, 0))]
         return m
+
+
+def run_system(prog, cfg, x, simulator: str, workdir, *, mode: str = "system",
+               harness_cycles: int = 0, poll: int = 1000, timeout_s: float = 1800) -> dict:
+    """Compile ``prog`` for ``cfg``, run it on CoreSystem (``mode="system"``) or on the core with
+    the Python harness (``mode="harness"``, ``harness_cycles`` cycles) in ``simulator``; return
+    the cocotb side's record plus ``perf_cycles`` (sim.perf, same Binary)."""
+    import json
+    import os
+
+    from sim import compile as sc
+    from sim import perf
+    from tb.rtl import REPO_ROOT, run_cocotb
+
+    binary = sc.compile(prog, cfg)
+    bpath, xpath = os.path.join(workdir, "binary.npz"), os.path.join(workdir, "x.npy")
+    binary.save(bpath)
+    np.save(xpath, np.asarray(x))
+    if mode == "system":
+        comp, name = CoreSystem(binary=binary, x=x), "core_system"
+    else:
+        comp, name = Core.from_config(cfg), "core"
+    run_cocotb(component=comp, name=name, test_module="tb.core.cocotb_system",
+               simulator=simulator, timeout_s=timeout_s,
+               params=dict(mode=mode, binary=bpath, input=xpath, poll=poll, dbg_bytes=64,
+                           harness_cycles=harness_cycles, max_cycles=2_000_000))
+    runs = sorted((REPO_ROOT / "build" / "rtl" / simulator).glob(
+        f"{name}-*/run-{os.getpid()}/{mode}.json"), key=lambda f: f.stat().st_mtime)
+    rec = json.loads(runs[-1].read_text())
+    rec["perf_cycles"] = int(perf.simulate(binary).cycles)
+    return rec
