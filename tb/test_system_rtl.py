@@ -66,3 +66,35 @@ def test_system_rejects():
     b = sc.compile(prog, cfg)
     with pytest.raises(ValueError, match="dbg_bytes"):
         CoreSystem(binary=b, x=x, dbg_bytes=0)
+
+
+def test_system_dma_fault():
+    """A LOAD that runs past the end of its buffer raises the DMA fault bit (amaranth.sim, a few
+    dozen cycles) instead of writing into the next buffer."""
+    import copy
+
+    from amaranth.sim import Simulator
+
+    from tb.core.system import FAULTS
+
+    prog, cfg, x = system_case("pw_relu")
+    b = copy.deepcopy(sc.compile(prog, cfg))
+    ld = next(i for i in b.streams["global"] if i.op == "LOAD")
+    size = getattr(cfg, {0: "buf_b_bytes", 1: "buf_c_bytes", 2: "buf_out_bytes"}[ld["buf"]])
+    ld.f["buf_addr"] = size - ld["count"] * ld["length"] + 1      # one byte too far
+    dut = CoreSystem(binary=b, x=x)
+    seen = {}
+
+    async def bench(ctx):
+        for _ in range(200):
+            await ctx.tick()
+            if ctx.get(dut.fault):
+                break
+        seen["fault"] = ctx.get(dut.fault)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen["fault"] == 1 << FAULTS.index(
+        "DMA access past the end of a buffer or of the DRAM image")

@@ -230,7 +230,8 @@ class CoreSystem(wiring.Component):
 
         dram = Memory(shape=unsigned(8), depth=max(len(self.dram_image), 1),
                       init=[int(v) for v in self.dram_image])
-        bufs = Memory(shape=unsigned(8), depth=self.buf_bytes, init=[])
+        zero = self.buf_bytes       # a byte past the buffers that stays 0
+        bufs = Memory(shape=unsigned(8), depth=self.buf_bytes + 1, init=[])
         m.submodules.dram = dram
         self._dram, self._bufs = dram, bufs      # for debugging benches
         m.submodules.bufs = bufs
@@ -254,11 +255,17 @@ class CoreSystem(wiring.Component):
                 eoff.append(s)
             for r in range(rows):
                 for e in range(elems):
+                    # one read port per byte lane and a lane register (starts at 0: the core
+                    # multiplies lanes it masks, so they must not be X on Icarus); outside
+                    # the buffer the lane reads the zero byte past the buffers (never written)
                     idx = Signal(ADDR_BITS, name=f"{name}_i{r}_{e}")
+                    lane = Signal(8, name=f"{name}_d{r}_{e}")
                     rp = bufs.read_port(domain="comb")
-                    m.d.comb += [idx.eq(rowb[r] + eoff[e]), rp.addr.eq(base + idx)]
+                    m.d.comb += [idx.eq(rowb[r] + eoff[e]),
+                                 rp.addr.eq(Mux(known & (idx < size), base + idx, zero)),
+                                 port.data[r][e].eq(lane)]
                     with m.If(port.en):
-                        m.d.sync += port.data[r][e].eq(Mux(known & (idx < size), rp.data, 0))
+                        m.d.sync += lane.eq(rp.data)
 
         # -- scatter write ports --------------------------------------------------------------
         for name, elems in self.scatters:
@@ -280,6 +287,7 @@ class CoreSystem(wiring.Component):
         # -- semaphore file -------------------------------------------------------------------
         cnt = [Signal(SEM_BITS, name=f"sem{i}") for i in range(self.n_sems)]
         cnt_arr = Array(cnt)
+        self._sems = cnt                # for debugging benches
         signals = []            # (valid, sem, count) taken this cycle
 
         def wait_ready(valid, sem, count):
@@ -335,18 +343,28 @@ class CoreSystem(wiring.Component):
                                                               "HALT")}
             is_x = head_ok & (op == xop)
             empty = (xf["count"] == 0) | (xf["length"] == 0)
-            m.d.comb += [fifo.w_en.eq(is_["SIGNAL"]),
-                         fifo.w_data.eq(Cat(sf["sem"], sf["count"],
-                                            Mux(drain_at > now, drain_at, now))),
+            scount = Signal(12, name=f"{unit}_scount")     # SIGNAL's count field is narrower
+            # a SIGNAL whose transfers have landed (and with none queued before it) fires at
+            # once; otherwise it is queued with the cycle it may fire in
+            direct = Signal(name=f"{unit}_sig_now")
+            m.d.comb += [direct.eq(is_["SIGNAL"] & ~fifo.r_rdy & (drain_at <= now)),
+                         scount.eq(sf["count"]), fifo.w_en.eq(is_["SIGNAL"] & ~direct),
+                         fifo.w_data.eq(Cat(sf["sem"], scount, drain_at)),
                          req.eq(is_x & ~empty)]
-            with m.If((is_["WAIT"] & rdy) | (is_["SIGNAL"] & fifo.w_rdy) | (is_x & empty)
+            signals.append((direct, sf["sem"], scount))
+            with m.If(direct & (sf["sem"] >= self.n_sems)):
+                m.d.sync += fault[3].eq(1)
+            with m.If((is_["WAIT"] & rdy) | (is_["SIGNAL"] & (direct | fifo.w_rdy)) | (is_x & empty)
                       | is_["NOP"] | is_["SETR"] | is_["HALT"]):
                 m.d.sync += rom.pc.eq(rom.pc + 1)
             with m.If(head_ok & ~Cat(*is_.values(), is_x).any()):
                 m.d.sync += fault[4].eq(1)
             with m.If(xfer & finish & (ch_owner == idx)):
                 m.d.sync += [xfer.eq(0), rom.pc.eq(rom.pc + 1),
-                             drain_at.eq(now + 1 + cfg.dram_latency_cycles)]
+                             # sim.perf: the data are in place `latency` cycles after the
+                             # transfer left the DRAM (cycle now + 1); a WAIT in that cycle
+                             # passes, so the counter moves at the edge before it
+                             drain_at.eq(now + cfg.dram_latency_cycles)]
             # posted signals fire in order once their time has come
             head = fifo.r_data
             hsem, hcnt, htime = head[:SEM_BITS], head[SEM_BITS:SEM_BITS + 12], head[SEM_BITS + 12:]
