@@ -113,14 +113,19 @@ def bench_core_system() -> dict:
     x = np.random.default_rng(1).integers(-128, 128, prog.tensors[prog.inputs[0]].shape)
     res = {}
     with tempfile.TemporaryDirectory() as d:
-        for sim in ("verilator", "icarus"):
-            r = run_system(prog, cfg, x, sim, d, poll=2000, timeout_s=3600)
-            res.update({f"{sim}_cycles_per_s": round(r["cycles_per_s"]),
-                        f"{sim}_cycles_per_cpu_s": round(r["cycles_per_cpu_s"]),
-                        f"{sim}_run_s": round(r["wall_s"], 1)})
-            res.setdefault("cycles", r["cycles"])
-            res.setdefault("perf_cycles", r["perf_cycles"])
-            assert r["cycles"] == res["cycles"], "the simulators disagree on the cycle count"
+        r = run_system(prog, cfg, x, "verilator", d, poll=2000, timeout_s=3600)
+        res.update(cycles=r["cycles"], perf_cycles=r["perf_cycles"],
+                   verilator_cycles_per_s=round(r["cycles_per_s"]),
+                   verilator_cycles_per_cpu_s=round(r["cycles_per_cpu_s"]),
+                   verilator_run_s=round(r["wall_s"], 1))
+        # Icarus runs the 8x8 core at ~10 cycles/s: the small 8x8 pointwise case of
+        # tb.core.cases instead of the MBConv (same core, so the same cost per cycle)
+        from tb.core.cases import make_case
+        p8, c8, x8 = make_case("pw_8x8")
+        r = run_system(p8, c8.replace(dram_bytes_per_cycle=16, dram_latency_cycles=16), x8,
+                       "icarus", d, poll=500, timeout_s=3600)
+        res.update(icarus_pw_8x8_cycles_per_s=round(r["cycles_per_s"], 1),
+                   icarus_pw_8x8_cycles_per_cpu_s=round(r["cycles_per_cpu_s"], 1))
         h = run_system(prog, cfg, x, "verilator", d, mode="harness", harness_cycles=300)
     res["cycles_over_perf"] = round(res["cycles"] / res["perf_cycles"], 3)
     res["harness_verilator_cycles_per_s"] = round(h["cycles_per_s"], 1)

@@ -238,6 +238,8 @@ class CoreSystem(wiring.Component):
         ndram = len(self.dram_image)
 
         # -- gather read ports ----------------------------------------------------------------
+        first = Signal(init=1)
+        m.d.sync += first.eq(0)
         for name, rows, elems in self.gathers:
             port = getattr(core, name)
             base, size, known = self._buf_select(m, port.buf, name)
@@ -255,17 +257,18 @@ class CoreSystem(wiring.Component):
                 eoff.append(s)
             for r in range(rows):
                 for e in range(elems):
-                    # one read port per byte lane and a lane register (starts at 0: the core
-                    # multiplies lanes it masks, so they must not be X on Icarus); outside
-                    # the buffer the lane reads the zero byte past the buffers (never written)
+                    # one synchronous read port per byte lane (Icarus re-evaluates every
+                    # combinational memory read on every write to the memory: 5 cycles/s at
+                    # N=M=T=S=8); outside the buffer the lane reads the zero byte past the
+                    # buffers (never written). In the first cycle after power-up every lane
+                    # reads the zero byte: the core multiplies lanes it masks, which must not
+                    # be X on Icarus.
                     idx = Signal(ADDR_BITS, name=f"{name}_i{r}_{e}")
-                    lane = Signal(8, name=f"{name}_d{r}_{e}")
-                    rp = bufs.read_port(domain="comb")
-                    m.d.comb += [idx.eq(rowb[r] + eoff[e]),
-                                 rp.addr.eq(Mux(known & (idx < size), base + idx, zero)),
-                                 port.data[r][e].eq(lane)]
-                    with m.If(port.en):
-                        m.d.sync += lane.eq(rp.data)
+                    rp = bufs.read_port(domain="sync")
+                    m.d.comb += [idx.eq(rowb[r] + eoff[e]), rp.en.eq(port.en | first),
+                                 rp.addr.eq(Mux(first | ~(known & (idx < size)), zero,
+                                                base + idx)),
+                                 port.data[r][e].eq(rp.data)]
 
         # -- scatter write ports --------------------------------------------------------------
         for name, elems in self.scatters:
