@@ -94,6 +94,48 @@ def bench_quantize() -> dict:
     return {"seconds": round(r["seconds"], 1), "sqnr_logits_db": round(r["sqnr_logits_db_calib"], 2)}
 
 
+@bench("core_system", "one core (N=M=T=S=8) in CoreSystem: simulated cycles/s on Verilator and "
+                      "Icarus (build excluded), vs the Python harness; cycles vs sim.perf")
+def bench_core_system() -> dict:
+    import tempfile
+
+    import numpy as np
+
+    from tb.core.cases import mbconv_program, small_config
+    from tb.core.system import run_system
+
+    # a fused MBConv 16 -> 64 -> 16 on 14x14 (~6k cycles), DRAM 16 B/cycle, 16 cycles latency.
+    # Figures per second of wall time and per CPU second of the simulator process (cocotb runs
+    # in it; on a loaded machine the second is the meaningful one). Verilator is built by
+    # tb.rtl.run_cocotb (-O0, cocotb's --public-flat-rw).
+    prog = mbconv_program(c=16, e=64, h=14, w=14, seed=20)
+    cfg = small_config(N=8, M=8, T=8, S=8, dram_bytes_per_cycle=16, dram_latency_cycles=16)
+    x = np.random.default_rng(1).integers(-128, 128, prog.tensors[prog.inputs[0]].shape)
+    res = {}
+    with tempfile.TemporaryDirectory() as d:
+        r = run_system(prog, cfg, x, "verilator", d, poll=2000, timeout_s=3600)
+        res.update(cycles=r["cycles"], perf_cycles=r["perf_cycles"],
+                   verilator_cycles_per_s=round(r["cycles_per_s"]),
+                   verilator_cycles_per_cpu_s=round(r["cycles_per_cpu_s"]),
+                   verilator_run_s=round(r["wall_s"], 1))
+        # Icarus runs the 8x8 core at ~10 cycles/s: the small 8x8 pointwise case of
+        # tb.core.cases instead of the MBConv (same core, so the same cost per cycle)
+        from tb.core.cases import make_case
+        p8, c8, x8 = make_case("pw_8x8")
+        r = run_system(p8, c8.replace(dram_bytes_per_cycle=16, dram_latency_cycles=16), x8,
+                       "icarus", d, poll=500, timeout_s=3600)
+        res.update(icarus_pw_8x8_cycles_per_s=round(r["cycles_per_s"], 1),
+                   icarus_pw_8x8_cycles_per_cpu_s=round(r["cycles_per_cpu_s"], 1))
+        h = run_system(prog, cfg, x, "verilator", d, mode="harness", harness_cycles=300)
+    res["cycles_over_perf"] = round(res["cycles"] / res["perf_cycles"], 3)
+    res["harness_verilator_cycles_per_s"] = round(h["cycles_per_s"], 1)
+    res["harness_verilator_cycles_per_cpu_s"] = round(h["cycles_per_cpu_s"], 1)
+    # per CPU second of the simulator process: the machine's load cancels out
+    res["system_over_harness"] = round(res["verilator_cycles_per_cpu_s"]
+                                       / h["cycles_per_cpu_s"], 1)
+    return res
+
+
 def _child(name, q):
     fn = BENCHES[name][0]
     t = time.perf_counter()
