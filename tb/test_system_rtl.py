@@ -4,8 +4,8 @@ Icarus and Verilator: a compiled Binary runs without Python per cycle.
 Each case compiles a tb.core.cases program for its one-core config with a DRAM of
 :data:`DRAM` (so the DMA takes time, as on the board), builds CoreSystem for that Binary and
 input, and runs tb/core/cocotb_system.py: the outputs read back from the DRAM must equal
-sim.golden and sim.funcsim bit for bit (checked in cocotb), and the cycle count must be close to
-sim.perf's for the same Binary and config (printed with the difference).
+sim.golden and sim.funcsim bit for bit (checked in cocotb), and the cycle count must be within
+2 % (+ 10 cycles) of sim.perf's for the same Binary and config.
 
 Default: the fused MBConv (MAT, R-MAC pointwise + depthwise, LD/ST DMA with several transfers
 and posted signals) on both simulators. ``-m regress``: single-layer cases too.
@@ -38,10 +38,9 @@ def _check(case, simulator, tmp_path):
     got, model = rec["cycles"], rec["perf_cycles"]
     print(f"{case} on {simulator}: {got} cycles, sim.perf {model} ({(got - model) / model:+.1%}),"
           f" {rec['cycles_per_s']:.0f} cycles/s")
-    # per-instruction costs sim.perf does not count (docs/hw-core.md, "Cycle counts vs
-    # sim.perf"; the fused chains drain each instruction before the next)
-    slack = 1.5 if case.startswith("mbconv") else 1.2
-    assert 0.95 * model <= got <= slack * model + 10
+    # sim.perf times the core as built (sim.timing); the DMA model here costs about one cycle
+    # more per transfer than sim.perf's (docs/hw-core.md, CoreSystem): within 2 % + 10 cycles
+    assert model <= got <= 1.02 * model + 10, (got, model)
 
 
 def test_system_rtl(simulator, tmp_path):
