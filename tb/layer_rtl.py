@@ -50,7 +50,7 @@ def run_layer_rtl(program, *, simulator: str, out, crop: int = 4, image: str | N
     """Run one layer of ``program`` (path or IntProgram) on the core RTL; return a result dict
     (``ok`` true when the output equals golden bit for bit)."""
     from hw.core import Core
-    from sim import perf
+    from sim import perf, timing
     from sim.compile import compile as compile_binary
     from tb.core.cases import small_config
     from tb.rtl import REPO_ROOT, run_cocotb
@@ -79,7 +79,8 @@ def run_layer_rtl(program, *, simulator: str, out, crop: int = 4, image: str | N
     runs = sorted((REPO_ROOT / "build" / "rtl" / simulator).glob(
         f"core-*/run-{os.getpid()}/layer_cycles.json"), key=lambda f: f.stat().st_mtime)
     rec = json.loads(runs[-1].read_text())
-    model = perf.simulate(compile_binary(one, cfg)).cycles
+    # the Python harness's timing (registered WAIT ready, DMA in zero time): sim.timing
+    model = perf.simulate(compile_binary(one, cfg), env=timing.PYTHON_HARNESS).cycles
     macs = int(np.prod(one.tensors[node.output].shape)) * one.tensors[node.inputs[0]].shape[0]
     return {"ok": True, "layer": node.name, "shape": f"{tuple(x.shape)} -> "
             f"{one.tensors[node.output].shape}", "macs": macs, "cycles": rec["cycles"],
