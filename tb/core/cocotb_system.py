@@ -39,18 +39,7 @@ async def kick_comb_blocks(dut) -> int:
     tiles run). Toggle every such register once, in every module instance; returns how many."""
     from cocotb.handle import HierarchyObject
 
-    n = 0
-    todo = [dut]
-    while todo:
-        scope = todo.pop()
-        for child in scope:
-            if isinstance(child, HierarchyObject):
-                todo.append(child)
-            elif "dump_module" in child._name:
-                child.value = 1
-                n += 1
-    if n:
-        await Timer(1, unit="ns")
+    def triggers():
         todo = [dut]
         while todo:
             scope = todo.pop()
@@ -58,9 +47,16 @@ async def kick_comb_blocks(dut) -> int:
                 if isinstance(child, HierarchyObject):
                     todo.append(child)
                 elif "dump_module" in child._name:
-                    child.value = 0
+                    yield child
+
+    regs = list(triggers())
+    for value in (1, 0):
+        if not regs:
+            break
+        for r in regs:
+            r.value = value
         await Timer(1, unit="ns")
-    return n
+    return len(regs)
 
 
 async def read_dram(dut, addr: int, n: int, width: int) -> bytes:
