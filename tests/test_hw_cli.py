@@ -84,7 +84,10 @@ def test_estimate_packed_mult_json_one_dsp():
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["DSP48E2"] == 1
-    assert res["name"] == "packed_mult" and res["params"] == {"a_bits": 8, "w_bits": 8}
+    # the defaults: a 9-bit activation operand (int8 or uint8) times an int8 weight, fields 18
+    # bits apart (docs/hw-engines.md)
+    assert res["name"] == "packed_mult"
+    assert res["params"] == {"a_bits": 9, "w_bits": 8, "shift": 18, "mixed": False}
     for key in ("LUT", "FF", "BRAM", "CARRY"):
         assert isinstance(res[key], int) and res[key] >= 0
     assert res["FF"] > 0
