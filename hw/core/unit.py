@@ -538,7 +538,7 @@ class Unit(wiring.Component):
         m.d.sync += v1.eq(0)
         xs = regs["XSIGNED"][0]
         vals = [Mux(mask1[i] & ~(ks & xs & self.x.data[0][i][7]),
-                    Mux(xs, self.x.data[0][i].as_signed(), self.x.data[0][i].as_unsigned()), 0)
+                    _byte(self.x.data[0][i], regs["XSIGNED"]), 0)
                 for i in range(W)]
         tot = Signal(signed(16 + W.bit_length()))
         m.d.comb += tot.eq(sum(vals))
