@@ -18,7 +18,7 @@ from cocotb.triggers import FallingEdge, RisingEdge
 from sim import compile as sc
 from sim import golden
 from tb.core.cases import make_case
-from tb.core.cocotb_system import kick_comb_blocks
+from tb.core.icarus import kick_comb_blocks
 from tb.core.harness import CoreEnv
 from tb.rtl import params
 from tb.units.stream import start_clock
@@ -51,6 +51,9 @@ async def run_program(dut, case, prog, cfg, x, *, max_cycles: int):
     x_reads = {}
     for n, v in env.driven().items():
         drive[n].value = v
+    # Icarus: evaluate every always @* block once (a block whose inputs never change would
+    # otherwise keep X outputs for the whole run, see tb.core.icarus)
+    await kick_comb_blocks(dut)
     dut.rst.value = 1
     for _ in range(2):
         await FallingEdge(dut.clk)
@@ -79,9 +82,6 @@ async def run_program(dut, case, prog, cfg, x, *, max_cycles: int):
 async def core_runs_binaries(dut):
     p = params()
     await start_clock(dut)
-    # Icarus: evaluate every always @* block once, as CoreSystem's testbench does (otherwise a
-    # block whose inputs never change keeps X outputs for the whole run)
-    await kick_comb_blocks(dut)
     results = {}
     for case in p["cases"]:
         results[case] = await run_case(dut, case, p)

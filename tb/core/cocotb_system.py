@@ -23,40 +23,13 @@ from cocotb.triggers import FallingEdge, Timer
 from sim import funcsim, golden
 from sim.compile import Binary
 from tb.rtl import params
+from tb.core.icarus import kick_comb_blocks
 from tb.units.stream import PERIOD_NS, start_clock
 
 
 def _int(h) -> int:
     v = h.value
     return int(v) if v.is_resolvable else 0     # Icarus: X at time 0 until first evaluated
-
-
-async def kick_comb_blocks(dut) -> int:
-    """Icarus with ``-g2012`` (as cocotb builds it) gives declaration initialisers no time-0
-    event, so yosys' trigger register ``dump_module$1`` (read by every ``always @*`` block it
-    writes) never changes and a block whose real inputs stay constant is never evaluated: its
-    outputs stay X for the whole run (e.g. the R-MAC unit's mode decode while only pointwise
-    tiles run). Toggle every such register once, in every module instance; returns how many."""
-    from cocotb.handle import HierarchyObject
-
-    def triggers():
-        todo = [dut]
-        while todo:
-            scope = todo.pop()
-            for child in scope:
-                if isinstance(child, HierarchyObject):
-                    todo.append(child)
-                elif "dump_module" in child._name:
-                    yield child
-
-    regs = list(triggers())
-    for value in (1, 0):
-        if not regs:
-            break
-        for r in regs:
-            r.value = value
-        await Timer(1, unit="ns")
-    return len(regs)
 
 
 async def read_dram(dut, addr: int, n: int, width: int) -> bytes:
