@@ -68,8 +68,9 @@ ATT_OUT                2                                            1 gather + M
 
 Engine steps (:func:`compute_steps`): a conv tile is ``G * ceil(cout_g / L) * pixels *
 k*k * ceil(CIN / W)`` (the im2col row of a pixel in tap-major order: one step per tap and block
-of ``W`` input channels; for ``k = 1`` this is :func:`sim.compile.conv_cycles`); depthwise
-:func:`sim.compile.dw_cycles`; the attention steps and POOL as in docs/isa.md.
+of ``W`` input channels), i.e. :func:`sim.compile.conv_cycles`, which the compiler balances the
+engines with; depthwise :func:`sim.compile.dw_cycles`; the attention steps and POOL as in
+docs/isa.md.
 """
 
 from __future__ import annotations
