@@ -68,7 +68,7 @@ def write_project(component, *, name: str, outdir: Path, clock_mhz: float = 200.
             "clock_mhz_target": clock_mhz, "clock_mhz": top.clock_mhz_actual,
             "mmcm_clkout0_divide": top.divider,
             "dut_input_bits": top.in_bits, "dut_output_bits": top.out_bits,
-            "harness_ff_approx": top.in_bits + top.out_bits + (top.out_bits + 31) // 32 + 72,
+            "harness_ff_approx": top.harness_flops,
             "amaranth": amaranth_version,
             "script": f"build_{name}.sh",
         }

@@ -76,6 +76,12 @@ class CharacterizationTop(Elaboratable):
         if self.in_bits == 0 or self.out_bits == 0:
             raise ValueError("dut needs at least one input and one output port")
 
+    @property
+    def harness_flops(self) -> int:
+        """Flip-flops of the harness around the DUT: the stimulus chain (one per input bit), the
+        output register (one per output bit), the 32-bit fold registers, the LEDs and the LFSR."""
+        return self.in_bits + self.out_bits + (self.out_bits + 31) // 32 + 8 + 64
+
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = cd = ClockDomain("sync")
