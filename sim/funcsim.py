@@ -28,7 +28,7 @@ import numpy as np
 from . import golden
 from . import numerics as nx
 from .intprogram import Epilogue
-from .isa import ACT_NAMES, BUF_NAMES, REG_NAMES
+from .isa import ACT_NAMES, BUF_NAMES, BUFS, REG_NAMES
 
 __all__ = ["FuncSimError", "run", "build_queues", "GLOBAL_UNITS", "CORE_UNITS"]
 
@@ -63,23 +63,29 @@ class _Machine:
         self.glob = {"B": np.zeros(cfg.buf_b_bytes, np.uint8),
                      "C": np.zeros(cfg.buf_c_bytes, np.uint8),
                      "OUT": np.zeros(cfg.buf_out_bytes, np.uint8)}
+        # AUX is two stores over one address range (hw.core.auxbuf): "AUX" written by the
+        # engines (S), "AUX_A" by the AUX unit's adder tree (ksum8); each is read back only by
+        # the attention step that consumes it
         self.local = {f"core{i}": {"AUX": np.zeros(cfg.buf_aux_bytes, np.uint8),
+                                   "AUX_A": np.zeros(cfg.buf_aux_bytes, np.uint8),
                                    "DIV": np.zeros(cfg.buf_div_bytes, np.uint8)}
                       for i in range(cfg.L)}
         self.regs = {}
         self.sems = {}
 
     # memory helpers ----------------------------------------------------------------------------
-    def buf(self, stream, bid):
+    def buf(self, stream, bid, store=None):
         name = BUF_NAMES[bid]
         if name in self.glob:
             return self.glob[name], name
         if stream == "global":
             raise FuncSimError(f"global stream cannot address per-core buffer {name}")
+        if store is not None:
+            name = store
         return self.local[stream][name], name
 
-    def read(self, stream, bid, addr, nch, n, cstride, signed, bpe=1):
-        mem, name = self.buf(stream, bid)
+    def read(self, stream, bid, addr, nch, n, cstride, signed, bpe=1, store=None):
+        mem, name = self.buf(stream, bid, store)
         idx = addr + np.arange(nch)[:, None] * cstride + np.arange(n * bpe)[None, :]
         if nch and (idx.min() < 0 or idx.max() >= mem.size):
             raise FuncSimError(f"read of {nch}x{n} at {addr} (stride {cstride}) leaves buffer"
@@ -89,8 +95,8 @@ class _Machine:
             return raw.copy().view(np.int32).astype(np.int64)
         return (raw.view(np.int8) if signed else raw).astype(np.int64)
 
-    def write(self, stream, bid, addr, arr, cstride, bpe=1):
-        mem, name = self.buf(stream, bid)
+    def write(self, stream, bid, addr, arr, cstride, bpe=1, store=None):
+        mem, name = self.buf(stream, bid, store)
         arr = np.asarray(arr, np.int64).reshape(arr.shape[0], -1)
         nch, n = arr.shape
         idx = addr + np.arange(nch)[:, None] * cstride + np.arange(n * bpe)[None, :]
@@ -142,6 +148,9 @@ class _Machine:
         r = self.regs.setdefault((stream, unit), {})
         f = ins.f
         op = ins.op
+        if not op.startswith("ATT_") and BUFS["AUX"] in (r.get("XBUF"), f["obuf"]):
+            raise FuncSimError(f"{stream}/{unit}: {ins} uses AUX, which holds only the attention's"
+                               " S and ksum8 (docs/hw-core.md, AUX buffer)")
         try:
             if op in ("CONV_MAT", "CONV_RDF", "DW_RSA"):
                 self.conv(stream, r, f, dw=op == "DW_RSA")
@@ -194,13 +203,14 @@ class _Machine:
                 "log2_emin", "out_mult_b", "out_mult_c")
         prm = {k: rec[i:i + 1] for i, k in enumerate(keys)}
         st = golden.attention_steps(x.reshape(3 * d, 1, n), prm, d)
-        aux = 3  # BUFS["AUX"]
+        aux = BUFS["AUX"]
         if op in ("ATT_KV_RDF", "ATT_KV_MAT"):
             self.write(stream, f["obuf"], f["o_addr"], st["s8"][0], d)
         elif op == "ATT_KSUM":
-            self.write(stream, f["obuf"], f["o_addr"], st["ksum8"][0].reshape(1, d), d)
+            self.write(stream, f["obuf"], f["o_addr"], st["ksum8"][0].reshape(1, d), d,
+                       store="AUX_A" if f["obuf"] == aux else None)
         elif op == "ATT_DIV":
-            ks = self.read(stream, aux, f["w_addr"], 1, d, d, False)[0]
+            ks = self.read(stream, aux, f["w_addr"], 1, d, d, False, store="AUX_A")[0]
             if not np.array_equal(ks, st["ksum8"][0]):
                 raise FuncSimError(f"ATT_DIV: ksum in AUX at {f['w_addr']} is not this head's")
             self.write(stream, f["obuf"], f["o_addr"], st["code"][0].reshape(1, n), n)

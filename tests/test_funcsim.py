@@ -297,3 +297,28 @@ def test_bad_input_rejected():
     prog, x, b = _binary()
     with pytest.raises(ValueError):
         run(b, x[:, :3])
+
+
+def test_aux_is_only_for_the_attention():
+    """A conv writing its output to AUX is refused: AUX carries the attention's S and ksum8
+    only (the core serves AUX with hw.core.auxbuf.AuxBuffer, which has no port for it)."""
+    prog, x, b = _binary("pointwise_unsigned_in")
+    ins = next(i for i in b.streams["core0"] if i.op == "CONV_MAT")
+    ins.f["obuf"] = 3   # sim.isa.BUFS["AUX"]
+    with pytest.raises(FuncSimError, match="holds only the attention"):
+        run(b, x)
+
+
+def test_aux_engine_and_adder_tree_stores_are_apart():
+    """AUX is two stores over one address range, as in hw.core.auxbuf: ksum8 written by the
+    adder tree over the bytes of S does not change what ATT_OUT reads (one shared array would
+    corrupt S's first row, and funcsim would refuse S as not this head's)."""
+    prog, x, b = _binary("attention")
+    s = b.streams["core0"]
+    ksum = [i for i in s if i.op == "ATT_KSUM"]
+    kv = [i for i in s if i.op == "ATT_KV_RDF"]
+    div = [i for i in s if i.op == "ATT_DIV"]
+    assert ksum and len(ksum) == len(kv) == len(div)
+    for k, v, d in zip(ksum, kv, div):
+        k.f["o_addr"] = d.f["w_addr"] = v.f["o_addr"]
+    np.testing.assert_array_equal(run(b, x)[prog.outputs[0]], golden.run(prog, x)[prog.outputs[0]])

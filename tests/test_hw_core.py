@@ -225,12 +225,12 @@ def test_core_attention(name):
     heads, n = st["s8"].shape[0], x.shape[1] * x.shape[2]
     assert st["ksum8"].max() > 127      # uint8 ksum8 as ATT_DIV's broadcast (9-bit) operand
     assert heads >= 2
-    aux, div = local["AUX"], local["DIV"]
+    aux, aux_a, div = local["AUX"], local["AUX_A"], local["DIV"]
     for h in range(heads - 2, heads):   # the last head written into each AUX half
         base = (h % 2) * (d * d + d)    # AUX half of the core's h-th head (sim.compile)
         np.testing.assert_array_equal(aux[base:base + d * d].view(np.int8).reshape(d, d),
                                       st["s8"][h])
-        np.testing.assert_array_equal(aux[base + d * d:base + d * d + d], st["ksum8"][h])
+        np.testing.assert_array_equal(aux_a[base + d * d:base + d * d + d], st["ksum8"][h])
     np.testing.assert_array_equal(div[:n] & 15, st["code"][-1])
     np.testing.assert_array_equal(div[:n] >> 4, (st["den"][-1] == 0).astype(np.uint8))
     check_cycles(name, binary, env, cycles)

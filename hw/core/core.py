@@ -15,13 +15,12 @@ Interface decisions (docs/hw-core.md):
   gather read / scatter write ports (``hw.core.ports``); the harness plays them and the LD/ST
   DMA units;
 * semaphores are outside too (global): ``*_wait`` / ``*_signal`` streams;
-* the per-core AUX and DIV buffers (attention: S and ksum8; the divisor codes) are inside, as
-  ``lib.memory`` memories of bytes. The core routes the unit ports that reach them (requests
-  whose ``buf`` is AUX or DIV never leave the core): AUX is read by the MAT unit's ``x``
-  (ATT_DIV: ksum8) and ``w`` ports (ATT_OUT: S) and written by the ``o`` ports of all three
-  units (ATT_KV_*, ATT_KSUM); DIV is written by element 0 of the MAT's ``o`` port (ATT_DIV) and
-  read by element 0 of its ``r`` port (ATT_OUT). Every element of a gather/scatter is one
-  memory port (the buffers are small; banking them is left for later, docs/hw-core.md).
+* the per-core AUX and DIV buffers (attention: S and ksum8; the divisor codes) are inside.
+  Requests whose ``buf`` is AUX or DIV never leave the core. AUX is
+  :class:`hw.core.auxbuf.AuxBuffer` (banked; S written by the engines' ``o`` ports and read by the
+  MAT's ``w`` port, ksum8 written by the AUX unit and read by the MAT's ``x`` port); DIV is a
+  ``lib.memory`` memory of bytes written by element 0 of the MAT's ``o`` port (ATT_DIV) and read
+  by element 0 of its ``r`` port (ATT_OUT): one write and one read port.
 """
 
 from __future__ import annotations
@@ -34,18 +33,17 @@ from amaranth.lib.wiring import In, Out
 from sim.isa import BUFS
 
 from ..params import check_int
-from .ports import ADDR_BITS
+from .auxbuf import AuxBuffer
 from .unit import Unit
 
 __all__ = ["Core", "UNIT_NAMES"]
 
 UNIT_NAMES = ("mat", "rmac", "aux")
 
-#: unit ports served by the local buffers: (unit, port) -> ((buffer, elements or None = all), ...)
-LOCAL_READS = {("mat", "x"): (("AUX", None),), ("mat", "w"): (("AUX", None),),
-               ("mat", "r"): (("DIV", 1),)}
-LOCAL_WRITES = {("mat", "o"): (("AUX", None), ("DIV", 1)), ("rmac", "o"): (("AUX", None),),
-                ("aux", "o"): (("AUX", None),)}
+#: unit ports served by the local buffers: (unit, port) -> local buffers (AUX: the AuxBuffer port
+#: of the same name; DIV: element 0 only)
+LOCAL_READS = {("mat", "x"): ("AUX",), ("mat", "w"): ("AUX",), ("mat", "r"): ("DIV",)}
+LOCAL_WRITES = {("mat", "o"): ("AUX", "DIV"), ("rmac", "o"): ("AUX",), ("aux", "o"): ("AUX",)}
 
 
 class Core(wiring.Component):
@@ -55,7 +53,8 @@ class Core(wiring.Component):
     engine: S lanes x T multipliers), each 1..64; ``packed`` (DSP packing in both engines;
     needs even M and S); ``aux_bytes``, ``div_bytes`` (sizes of the local AUX and DIV buffers,
     16..65536). ``Core.from_config(cfg)`` takes them from a ``sim.config.AccelConfig``.
-    ``aux_mem`` / ``div_mem`` are the two ``lib.memory.Memory`` objects (for benches).
+    ``aux_buf`` is the :class:`hw.core.auxbuf.AuxBuffer`, ``div_mem`` the DIV
+    ``lib.memory.Memory`` (for benches: ``aux_buf.contents(ctx)``).
 
     Ports: for ``u`` in mat, rmac, aux: ``u_instr`` (In stream, 128-bit words), ``u_wait``,
     ``u_signal`` (Out streams of {sem, count}); for mat and rmac: ``u_x``, ``u_w``, ``u_p``,
@@ -70,7 +69,7 @@ class Core(wiring.Component):
             check_int(k, v, 1, 64)
         self.aux_bytes = check_int("aux_bytes", aux_bytes, 16, 1 << 16)
         self.div_bytes = check_int("div_bytes", div_bytes, 16, 1 << 16)
-        self.aux_mem = Memory(shape=unsigned(8), depth=aux_bytes, init=[])
+        self.aux_buf = AuxBuffer(depth=aux_bytes, S=S, T=T, M=M)
         self.div_mem = Memory(shape=unsigned(8), depth=div_bytes, init=[])
         if not isinstance(packed, bool):
             raise TypeError(f"packed must be a bool, got {packed!r}")
@@ -98,9 +97,8 @@ class Core(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.aux_mem = self.aux_mem
+        m.submodules.aux_buf = aux = self.aux_buf
         m.submodules.div_mem = self.div_mem
-        mems = {"AUX": self.aux_mem, "DIV": self.div_mem}
         for u, unit in self.units.items():
             m.submodules[u] = unit
             for name, member in unit.signature.members.items():
@@ -109,65 +107,65 @@ class Core(wiring.Component):
                 outer = getattr(self, f"{u}_{name}")
                 inner = getattr(unit, name)
                 if (u, name) in LOCAL_READS:
-                    self._route_read(m, inner, outer, LOCAL_READS[(u, name)], mems)
+                    self._route_read(m, inner, outer, LOCAL_READS[(u, name)],
+                                     getattr(aux, f"{u}_{name}", None))
                 elif (u, name) in LOCAL_WRITES:
-                    self._route_write(m, inner, outer, LOCAL_WRITES[(u, name)], mems)
+                    self._route_write(m, inner, outer, LOCAL_WRITES[(u, name)],
+                                      getattr(aux, f"{u}_{name}"))
                 else:
                     wiring.connect(m, wiring.flipped(outer), inner)
         us = [self.units[u] for u in UNIT_NAMES]
         m.d.comb += [self.halted.eq(Cat(*[u.halted for u in us])),
                      self.done.eq(Cat(*[u.halted for u in us]).all()),
-                     self.error.eq(Cat(*[u.error for u in us])),
+                     self.error.eq(Cat(*[u.error for u in us]) | aux.error),
                      self.mat_busy.eq(self.units["mat"].busy_cycles),
                      self.rmac_busy.eq(self.units["rmac"].busy_cycles)]
         return m
 
-    @staticmethod
-    def _route_read(m, inner, outer, targets, mems):
-        """Gather port ``inner`` of a unit: requests for a local buffer are served by one read
-        port per element of that memory (same contract: latency 1, 20-bit address wrap, outside
-        the buffer reads 0); the others go out through ``outer``."""
-        local = Signal()
-        m.d.comb += local.eq(Cat(*[inner.buf == BUFS[b] for b, _ in targets]).any())
-        m.d.comb += [outer.en.eq(inner.en & ~local), outer.buf.eq(inner.buf),
-                     outer.addr.eq(inner.addr), outer.row_stride.eq(inner.row_stride),
-                     outer.elem_stride.eq(inner.elem_stride), inner.data.eq(outer.data)]
-        rows, elems = len(inner.data), len(inner.data[0])
-        for b, n in targets:
-            mem = mems[b]
-            hit, hit_q = Signal(name=f"{b.lower()}_rd"), Signal(name=f"{b.lower()}_rd_q")
+    def _route_read(self, m, inner, outer, targets, aux_port):
+        """Gather port ``inner`` of a unit: requests for AUX go to ``aux_port`` (the AuxBuffer),
+        for DIV to the DIV memory's read port (element 0: latency 1, outside the buffer reads
+        0); the others go out through ``outer``."""
+        hits = {b: Signal(name=f"{b.lower()}_rd") for b in targets}
+        for b, hit in hits.items():
             m.d.comb += hit.eq(inner.en & (inner.buf == BUFS[b]))
+        m.d.comb += [outer.en.eq(inner.en & ~Cat(*hits.values()).any()),
+                     outer.buf.eq(inner.buf), outer.addr.eq(inner.addr),
+                     outer.row_stride.eq(inner.row_stride),
+                     outer.elem_stride.eq(inner.elem_stride), inner.data.eq(outer.data)]
+        for b, hit in hits.items():
+            hit_q = Signal(name=f"{b.lower()}_rd_q")
             m.d.sync += hit_q.eq(hit)
-            for r in range(rows if n is None else 1):
-                for e in range(elems if n is None else n):
-                    idx = Signal(ADDR_BITS, name=f"{b.lower()}_ra_{r}_{e}")
-                    ok_q = Signal(name=f"{b.lower()}_rok_{r}_{e}")
-                    m.d.comb += idx.eq(inner.addr + r * inner.row_stride + e * inner.elem_stride)
-                    rp = mem.read_port()
-                    m.d.comb += [rp.addr.eq(idx), rp.en.eq(hit)]
-                    m.d.sync += ok_q.eq(idx < mem.depth)
-                    with m.If(hit_q):
-                        m.d.comb += inner.data[r][e].eq(Mux(ok_q, rp.data, 0))
+            if b == "AUX":
+                m.d.comb += [aux_port.en.eq(hit), aux_port.addr.eq(inner.addr),
+                             aux_port.row_stride.eq(inner.row_stride),
+                             aux_port.elem_stride.eq(inner.elem_stride)]
+                with m.If(hit_q):
+                    m.d.comb += inner.data.eq(aux_port.data)
+            else:
+                rp, ok_q = self.div_mem.read_port(), Signal(name="div_rok")
+                idx = inner.addr
+                m.d.comb += [rp.addr.eq(idx), rp.en.eq(hit)]
+                m.d.sync += ok_q.eq(idx < self.div_mem.depth)
+                with m.If(hit_q):
+                    m.d.comb += inner.data[0][0].eq(Mux(ok_q, rp.data, 0))
 
-    @staticmethod
-    def _route_write(m, inner, outer, targets, mems):
-        """Scatter port ``inner`` of a unit: byte writes to a local buffer go to one write port
-        per element of that memory (writes outside the buffer are dropped; int32 ``wide`` writes
-        are not served locally); the others go out through ``outer``."""
-        local = Signal()
-        m.d.comb += local.eq(Cat(*[inner.buf == BUFS[b] for b, _ in targets]).any())
-        m.d.comb += [outer.en.eq(inner.en & ~local), outer.buf.eq(inner.buf),
-                     outer.addr.eq(inner.addr), outer.elem_stride.eq(inner.elem_stride),
-                     outer.wide.eq(inner.wide), outer.mask.eq(inner.mask),
-                     outer.data.eq(inner.data)]
-        elems = len(inner.data)
-        for b, n in targets:
-            mem = mems[b]
-            hit = Signal(name=f"{b.lower()}_wr")
-            m.d.comb += hit.eq(inner.en & ~inner.wide & (inner.buf == BUFS[b]))
-            for e in range(elems if n is None else n):
-                idx = Signal(ADDR_BITS, name=f"{b.lower()}_wa_{e}")
-                m.d.comb += idx.eq(inner.addr + e * inner.elem_stride)
-                wp = mem.write_port()
-                m.d.comb += [wp.addr.eq(idx), wp.data.eq(inner.data[e][:8]),
-                             wp.en.eq(hit & inner.mask[e] & (idx < mem.depth))]
+    def _route_write(self, m, inner, outer, targets, aux_port):
+        """Scatter port ``inner`` of a unit: writes to AUX go to ``aux_port`` (the AuxBuffer),
+        byte writes to DIV (element 0) to the DIV memory's write port (dropped outside the
+        buffer); the others go out through ``outer``."""
+        hits = {b: Signal(name=f"{b.lower()}_wr") for b in targets}
+        for b, hit in hits.items():
+            m.d.comb += hit.eq(inner.en & (inner.buf == BUFS[b]))
+        m.d.comb += [outer.en.eq(inner.en & ~Cat(*hits.values()).any()),
+                     outer.buf.eq(inner.buf), outer.addr.eq(inner.addr),
+                     outer.elem_stride.eq(inner.elem_stride), outer.wide.eq(inner.wide),
+                     outer.mask.eq(inner.mask), outer.data.eq(inner.data)]
+        m.d.comb += [aux_port.en.eq(hits["AUX"]), aux_port.addr.eq(inner.addr),
+                     aux_port.elem_stride.eq(inner.elem_stride), aux_port.wide.eq(inner.wide),
+                     aux_port.mask.eq(inner.mask), aux_port.data.eq(inner.data)]
+        if "DIV" in hits:
+            wp = self.div_mem.write_port()
+            m.d.comb += [wp.addr.eq(inner.addr), wp.data.eq(inner.data[0][:8]),
+                         wp.en.eq(hits["DIV"] & ~inner.wide & inner.mask[0]
+                                  & (inner.addr < self.div_mem.depth))]

@@ -244,7 +244,8 @@ def simulate_amaranth(core, env: CoreEnv, *, max_cycles: int = 200_000, vcd: str
     """Run ``core`` in ``amaranth.sim`` against ``env`` until the binary finished and all units
     halted; returns the number of cycles. Raises :class:`HarnessError` on a core error or when
     ``max_cycles`` pass. With a dict ``local_buffers``, the final contents of the core's AUX and
-    DIV memories are stored in it (``{"AUX": uint8 array, "DIV": uint8 array}``)."""
+    DIV buffers are stored in it (uint8 arrays: ``"AUX"`` the engine store and ``"AUX_A"`` the
+    adder-tree store of :class:`hw.core.auxbuf.AuxBuffer`, ``"DIV"``)."""
     from amaranth.sim import Simulator
 
     names = env.sampled_names()
@@ -260,9 +261,10 @@ def simulate_amaranth(core, env: CoreEnv, *, max_cycles: int = 200_000, vcd: str
             if s["halted"] == 0b111 and env.done():
                 result["cycles"] = env.cycle
                 if local_buffers is not None:
-                    for name, mem in (("AUX", core.aux_mem), ("DIV", core.div_mem)):
-                        local_buffers[name] = np.array(
-                            [ctx.get(mem.data[i]) for i in range(mem.depth)], np.uint8)
+                    aux = core.aux_buf.contents(ctx)
+                    local_buffers.update(AUX=aux["E"], AUX_A=aux["A"], DIV=np.array(
+                        [ctx.get(core.div_mem.data[i]) for i in range(core.div_mem.depth)],
+                        np.uint8))
                 return
             if env.cycle >= max_cycles:
                 raise HarnessError(f"no completion after {max_cycles} cycles; queues at "

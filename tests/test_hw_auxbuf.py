@@ -1,0 +1,161 @@
+"""hw.core.auxbuf: the banked AUX buffer against a plain byte-array model of the port contract.
+
+Reference (written from hw.core.ports, not from the bank layout): two byte arrays E and A of
+``depth`` bytes; a scatter write stores element ``e`` at ``addr + e`` (where ``mask[e]``; dropped
+at or past ``depth``), E from the MAT / R-MAC outputs and A from the AUX unit's; a gather read
+returns ``data[r][k] = E[addr + r*row_stride + k*elem_stride]`` (weight port) or ``A[addr + k]``
+(broadcast port), 0 outside, one cycle after ``en``. Random traffic with a fixed seed, writes and
+reads in the same cycles, depths that are not multiples of the bank count.
+"""
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.core.auxbuf import AuxBuffer, BankedStore
+
+
+def _run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def _idle(ctx, dut):
+    for p in (dut.mat_x, dut.mat_w):
+        ctx.set(p.en, 0)
+    for p in (dut.mat_o, dut.rmac_o, dut.aux_o):
+        ctx.set(p.en, 0)
+        ctx.set(p.wide, 0)
+        ctx.set(p.elem_stride, 1)
+
+
+@pytest.mark.parametrize("S,T,M,depth", [(4, 4, 4, 96), (3, 2, 5, 100), (8, 8, 8, 520),
+                                         (1, 3, 1, 37)])
+def test_aux_buffer_matches_byte_array_model(S, T, M, depth):
+    dut = AuxBuffer(depth=depth, S=S, T=T, M=M)
+    rng = np.random.default_rng(S * 100 + T * 10 + M)
+    E = np.zeros(depth, np.int64)
+    A = np.zeros(depth, np.int64)
+    banks = dut.e_store.banks
+    checks = {"w": 0, "x": 0}
+
+    async def bench(ctx):
+        _idle(ctx, dut)
+        for cyc in range(400):
+            # one cycle: maybe a MAT write, an R-MAC write to other banks, an AUX write, reads
+            ops = []
+            lo = int(rng.integers(0, depth + 4))
+            if rng.random() < 0.5:
+                n = S
+                mask = int(rng.integers(0, 1 << n))
+                vals = rng.integers(0, 256, n)
+                ops.append((dut.mat_o, lo, mask, vals, E))
+            if rng.random() < 0.4:
+                # the R-MAC writes M bytes that share no bank with the MAT's line
+                base = lo + S if ops else lo
+                if ops and S + M > banks:
+                    base = None
+                if base is not None:
+                    n = M
+                    mask = int(rng.integers(0, 1 << n))
+                    ops.append((dut.rmac_o, base, mask, rng.integers(0, 256, n), E))
+            if rng.random() < 0.5:
+                ops.append((dut.aux_o, int(rng.integers(0, depth + 2)), 1,
+                            rng.integers(0, 256, 1), A))
+            for port, addr, mask, vals, _ in ops:
+                ctx.set(port.en, 1)
+                ctx.set(port.addr, addr)
+                ctx.set(port.mask, mask)
+                for e, v in enumerate(vals):
+                    ctx.set(port.data[e], int(v))
+            rw = rng.random() < 0.6
+            rx = rng.random() < 0.6
+            wreq = (int(rng.integers(0, depth + 8)), int(rng.integers(0, 40)))
+            xreq = int(rng.integers(0, depth + 8))
+            ctx.set(dut.mat_w.en, int(rw))
+            ctx.set(dut.mat_w.addr, wreq[0])
+            ctx.set(dut.mat_w.row_stride, 1)
+            ctx.set(dut.mat_w.elem_stride, wreq[1])
+            ctx.set(dut.mat_x.en, int(rx))
+            ctx.set(dut.mat_x.addr, xreq)
+            ctx.set(dut.mat_x.elem_stride, 1)
+            # the read sees the memory before this cycle's writes
+            exp_w = np.array([[E[a] if (a := wreq[0] + r + k * wreq[1]) < depth else 0
+                               for k in range(T)] for r in range(S)])
+            exp_x = np.array([A[a] if (a := xreq + k) < depth else 0 for k in range(T)])
+            await ctx.tick()
+            _idle(ctx, dut)
+            for _, addr, mask, vals, arr in ops:
+                for e, v in enumerate(vals):
+                    if mask >> e & 1 and addr + e < depth:
+                        arr[addr + e] = v
+            if rw:
+                got = np.array([[ctx.get(dut.mat_w.data[r][k]) for k in range(T)]
+                                for r in range(S)])
+                np.testing.assert_array_equal(got, exp_w, err_msg=f"weight read, cycle {cyc}")
+                checks["w"] += 1
+            if rx:
+                got = np.array([ctx.get(dut.mat_x.data[0][k]) for k in range(T)])
+                np.testing.assert_array_equal(got, exp_x, err_msg=f"broadcast read, cycle {cyc}")
+                checks["x"] += 1
+            assert ctx.get(dut.error) == 0
+        # the model's contents equal the stores' (every copy of E)
+        assert (E != 0).sum() > depth // 4 and (A != 0).sum() > depth // 8
+        for c in range(dut.e_store.copies):
+            np.testing.assert_array_equal(dut.e_store.contents(ctx, c), E)
+        np.testing.assert_array_equal(dut.a_store.contents(ctx), A)
+
+    _run(dut, bench)
+    assert checks["w"] > 100 and checks["x"] > 100
+
+
+@pytest.mark.parametrize("case,bit", [("w_row_stride", 0), ("x_elem_stride", 0),
+                                      ("rmac_elem_stride", 1), ("mat_wide", 0),
+                                      ("same_bank", 1), ("ok", None)])
+def test_aux_buffer_flags_accesses_it_cannot_serve(case, bit):
+    """Accesses outside the banked layout's rules set the requesting unit's error bit."""
+    dut = AuxBuffer(depth=256, S=4, T=4, M=4)
+
+    async def bench(ctx):
+        _idle(ctx, dut)
+        if case == "w_row_stride":
+            ctx.set(dut.mat_w.en, 1)
+            ctx.set(dut.mat_w.row_stride, 2)
+        elif case == "x_elem_stride":
+            ctx.set(dut.mat_x.en, 1)
+            ctx.set(dut.mat_x.elem_stride, 4)
+        elif case == "rmac_elem_stride":
+            ctx.set(dut.rmac_o.en, 1)
+            ctx.set(dut.rmac_o.elem_stride, 2)
+        elif case == "mat_wide":
+            ctx.set(dut.mat_o.en, 1)
+            ctx.set(dut.mat_o.wide, 1)
+        elif case == "same_bank":       # bytes 10..13 and 12..15: banks 2, 3 are hit twice
+            for p, a in ((dut.mat_o, 10), (dut.rmac_o, 12)):
+                ctx.set(p.en, 1)
+                ctx.set(p.addr, a)
+                ctx.set(p.mask, 0xF)
+        else:                           # both writers, disjoint banks (0, 1 and 2, 3), stride 1
+            for p, a in ((dut.mat_o, 8), (dut.rmac_o, 14)):
+                ctx.set(p.en, 1)
+                ctx.set(p.addr, a)
+                ctx.set(p.mask, 0x3)
+            ctx.set(dut.mat_w.en, 1)
+            ctx.set(dut.mat_w.row_stride, 1)
+            ctx.set(dut.mat_w.elem_stride, 7)
+        await ctx.tick()
+        _idle(ctx, dut)
+        await ctx.tick()
+        assert ctx.get(dut.error) == (0 if bit is None else 1 << bit)
+
+    _run(dut, bench)
+
+
+def test_parameters_are_checked():
+    with pytest.raises(ValueError, match="banks must be a power of two"):
+        BankedStore(depth=64, banks=6)
+    with pytest.raises(ValueError, match="depth"):
+        AuxBuffer(depth=8)
+    with pytest.raises(ValueError, match="T must be"):
+        AuxBuffer(T=65)
