@@ -85,7 +85,7 @@ def _cmd_estimate(args) -> int:
     from .estimate import estimate
 
     comp = registry.build(args.name, _params(args.param, args.name, args.config))
-    res = estimate(comp, args.name)
+    res = estimate(comp, args.name, abc9=args.mapper == "abc9")
     if args.json:
         params = {k: getattr(comp, k, v) for k, v in registry.params_of(type(comp)).items()}
         print(json.dumps({"name": args.name, "params": params, **{k: v for k, v in res.items()}},
@@ -167,6 +167,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--param", "-p", action="append", type=_param, metavar="KEY=VALUE", help=param_help)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--config", "-c", help=config_help)
+    s.add_argument("--mapper", choices=("abc9", "abc"), default="abc9",
+                   help="LUT mapper: abc9 (default; falls back to abc when this yowasp build's "
+                        "ABC9 crashes) or abc from the start (saves the failed ABC9 attempt on "
+                        "designs with many DSP48E2s, e.g. the core)")
     s.set_defaults(func=_cmd_estimate)
 
     s = sub.add_parser("vivado", help="write (and run) a Vivado project of a component for the "

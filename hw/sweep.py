@@ -8,6 +8,13 @@ buffers, the auxiliary processors, the requant/log2 modules and the control of a
 core are not in these numbers, so LUT/FF/BRAM are lower bounds of a core; DSP is the whole
 multiplier count (the paper's 1024 DSPs = 16 cores x 128 int8 multipliers / 2 per DSP).
 
+``--core`` instead estimates one whole computing core (``hw.core.Core`` at a config, default
+``paper``: engines, requant lanes, log2 module, shifter array, adder tree, decoders, the AUX and
+DIV buffers) and builds the accelerator's figure from it: L x core + the global buffers B, C, OUT
+(not in the core; counted as RAMB36 at 4 KB each, 8-bit wide without parity, since they are
+banked byte-wide) next to Table III (:func:`accelerator_comparison`). Not in it: the L-core
+top level (dispatcher, semaphore file, DMA, AXI), which is not built.
+
 Entry point: :func:`sweep_main` (``python -m hw.sweep --help``).
 """
 
@@ -20,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["sweep_main", "sweep", "TABLE_III", "FIELDS"]
+__all__ = ["sweep_main", "sweep", "accelerator_comparison", "TABLE_III", "FIELDS"]
 
 #: the paper's Table III (whole accelerator, L = 16 cores, ZCU102, Vivado)
 TABLE_III = {"DSP48E2": 1024, "LUT": 130628, "FF": 152819, "BRAM": 162}
@@ -37,9 +44,37 @@ def estimate_classic_abc(component, name: str) -> dict:
 
 
 def _estimate(engine: str, params: dict) -> dict:
+    from hw.core import Core
     from hw.engines import MATEngine, RMACEngine
-    cls = {"rmac_engine": RMACEngine, "mat_engine": MATEngine}[engine]
+    cls = {"rmac_engine": RMACEngine, "mat_engine": MATEngine, "core": Core}[engine]
     return estimate_classic_abc(cls(**params), engine)
+
+
+def _bram36(r: dict) -> float:
+    """RAMB36 equivalents (the unit of Table III's BRAM) of an estimate's RAMB36/RAMB18 counts;
+    an estimate that only gives ``BRAM`` (18-Kb units) is halved."""
+    if "RAMB36" in r or "RAMB18" in r:
+        return r.get("RAMB36", 0) + r.get("RAMB18", 0) / 2
+    return r.get("BRAM", 0) / 2
+
+
+def accelerator_comparison(cfg, *, estimator=_estimate) -> dict:
+    """One ``hw.core.Core`` at ``cfg`` (a ``sim.config.AccelConfig``) estimated, x ``cfg.L``,
+    plus the global buffers (RAMB36 = ceil(bytes / 4096) each), next to Table III."""
+    params = dict(N=cfg.N, M=cfg.M, T=cfg.T, S=cfg.S, packed=cfg.dsp_packing,
+                  aux_bytes=cfg.buf_aux_bytes, div_bytes=cfg.buf_div_bytes)
+    core = estimator("core", params)
+    per_core = {"LUT": int(core["LUT"]), "FF": int(core["FF"]),
+                "DSP48E2": int(core["DSP48E2"]), "BRAM": _bram36(core)}
+    glob = {name: -(-getattr(cfg, f"buf_{name.lower()}_bytes") // 4096)
+            for name in ("B", "C", "OUT")}
+    total = {k: v * cfg.L for k, v in per_core.items()}
+    total["BRAM"] += sum(glob.values())
+    return {"config": params | {"L": cfg.L}, "core": per_core,
+            "core_detail": {k: core.get(k) for k in ("LUTRAM", "RAMB18", "RAMB36", "CARRY")
+                            if k in core},
+            "global_buffers_bram36": glob, "total": total, "paper_table_iii": dict(TABLE_III),
+            "ratio": {k: round(total[k] / TABLE_III[k], 3) for k in total}}
 
 
 def sweep(points, *, estimator=_estimate, progress: bool = True) -> list[dict]:
@@ -98,14 +133,50 @@ def _parser() -> argparse.ArgumentParser:
                    help="only the points with N=M=T=S (one value list, from --N)")
     p.add_argument("--packed", type=_bools, default=[False, True],
                    help="DSP packing values (default false,true)")
-    p.add_argument("--cores", "-L", type=int, default=16, help="cores for the total (16)")
+    p.add_argument("--cores", "-L", type=int, default=None,
+                   help="cores for the total (default 16; with --core: the config's L)")
     p.add_argument("--out", type=Path, default=Path("build/sweep/engines.csv"),
                    help="CSV path (default build/sweep/engines.csv); the PNG goes next to it")
     p.add_argument("--no-png", action="store_true", help="do not draw the PNG")
     p.add_argument("--json", action="store_true", help="print the rows and the paper comparison "
                                                        "as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--core", action="store_true",
+                   help="estimate one whole computing core at --config instead of the engine "
+                        "grid, and print L x core + global buffers next to Table III (about an "
+                        "hour of yosys at the paper's point; cached by Verilog hash)")
+    p.add_argument("--config", default="paper",
+                   help="accelerator config for --core: a preset (paper, small, ...), "
+                        "preset:key=value,... or a JSON file (default paper)")
     return p
+
+
+def _core_main(args, parser, estimator) -> int:
+    from sim.config import AccelConfig
+    try:
+        cfg = AccelConfig.from_string(args.config)
+    except (ValueError, TypeError, OSError) as e:
+        parser.exit(2, f"{parser.prog}: error: --config: {e}\n")
+    if args.cores is not None:
+        cfg = cfg.replace(L=args.cores)
+    try:
+        cmp = accelerator_comparison(cfg, estimator=estimator)
+    except Exception as e:
+        if type(e).__name__ != "EstimateError":
+            raise
+        parser.exit(1, f"{parser.prog}: error: {e}\n")
+    if args.json:
+        print(json.dumps(cmp))
+        return 0
+    c = cmp["config"]
+    print(f"one core (N,M,T,S = {c['N']},{c['M']},{c['T']},{c['S']}, packed {c['packed']}, AUX "
+          f"{c['aux_bytes']} B, DIV {c['div_bytes']} B) x L = {c['L']}, + global buffers "
+          f"B/C/OUT = {'/'.join(str(v) for v in cmp['global_buffers_bram36'].values())} RAMB36")
+    print(f"{'':<9}{'per core':>10}{'total':>10}{'Table III':>11}{'ratio':>7}")
+    for k in ("DSP48E2", "LUT", "FF", "BRAM"):
+        print(f"{k:<9}{cmp['core'][k]:>10g}{cmp['total'][k]:>10g}{TABLE_III[k]:>11}"
+              f"{cmp['ratio'][k]:>7.2f}")
+    return 0
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -159,8 +230,11 @@ def sweep_main(argv: list[str] | None = None, *, estimator=_estimate) -> int:
     """``python -m hw.sweep``: parse ``argv``, run the sweep, write CSV/PNG, print a summary."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.cores < 1:
+    if args.cores is not None and args.cores < 1:
         parser.exit(2, f"{parser.prog}: error: --cores must be >= 1, got {args.cores}\n")
+    if args.core:
+        return _core_main(args, parser, estimator)
+    args.cores = 16 if args.cores is None else args.cores
     if args.diagonal:
         points = [(v, v, v, v, pk) for v in args.N for pk in args.packed]
     else:

@@ -557,3 +557,37 @@ def test_classic_abc_estimate_of_one_rmac():
     from hw.sweep import estimate_classic_abc
     r = estimate_classic_abc(RMAC(), "rmac")
     assert r["DSP48E2"] == 1 and r["FF"] == 32 and 0 < r["LUT"] < 200 and r["BRAM"] == 0
+
+
+def _fake_core_estimator(engine, params):
+    assert engine == "core"
+    k = params["N"] * params["M"] + params["T"] * params["S"]
+    return {"LUT": 100 * k, "FF": 50 * k, "DSP48E2": k // 2, "RAMB18": 3, "RAMB36": 2,
+            "BRAM": 7, "CARRY": 1}
+
+
+def test_sweep_core_scales_one_core_and_adds_global_buffers(capsys):
+    """--core: L x one core + the global buffers (ceil(bytes / 4 KB) RAMB36 each) vs Table III."""
+    import json as _json
+    from hw.sweep import TABLE_III, sweep_main
+    from sim.config import PRESETS
+    cfg = PRESETS["paper"]
+    assert sweep_main(["--core", "--json"], estimator=_fake_core_estimator) == 0
+    doc = _json.loads(capsys.readouterr().out)
+    k = cfg.N * cfg.M + cfg.T * cfg.S
+    assert doc["core"] == {"LUT": 100 * k, "FF": 50 * k, "DSP48E2": k // 2, "BRAM": 3.5}
+    glob = sum(-(-b // 4096) for b in (cfg.buf_b_bytes, cfg.buf_c_bytes, cfg.buf_out_bytes))
+    assert doc["total"]["BRAM"] == 3.5 * cfg.L + glob
+    assert doc["total"]["DSP48E2"] == k // 2 * cfg.L
+    assert doc["ratio"]["LUT"] == round(100 * k * cfg.L / TABLE_III["LUT"], 3)
+    assert sweep_main(["--core", "--config", "small", "-L", "3"],
+                      estimator=_fake_core_estimator) == 0
+    text = capsys.readouterr().out
+    assert "x L = 3" in text and "Table III" in text
+
+
+def test_sweep_core_bad_config_exits_2():
+    from hw.sweep import sweep_main
+    with pytest.raises(SystemExit) as e:
+        sweep_main(["--core", "--config", "nosuchpreset"], estimator=_fake_core_estimator)
+    assert e.value.code == 2
