@@ -39,8 +39,9 @@ def _check(case, simulator, tmp_path):
     print(f"{case} on {simulator}: {got} cycles, sim.perf {model} ({(got - model) / model:+.1%}),"
           f" {rec['cycles_per_s']:.0f} cycles/s")
     # sim.perf times the core as built (sim.timing); the DMA model here costs about one cycle
-    # more per transfer than sim.perf's (docs/hw-core.md, CoreSystem): within 2 % + 10 cycles
-    assert model <= got <= 1.02 * model + 10, (got, model)
+    # more per transfer than sim.perf's, and shares the DRAM channel slightly differently
+    # (docs/hw-core.md, CoreSystem): within 2 % + 10 cycles either way
+    assert abs(got - model) <= 0.02 * model + 10, (got, model)
 
 
 def test_system_rtl(simulator, tmp_path):
@@ -54,6 +55,15 @@ def test_system_rtl(simulator, tmp_path):
 def test_system_rtl_regress(case, simulator, tmp_path):
     """Single-layer cases (pointwise, depthwise, pooling, int32 logits, 8x8) and MBConv stride 2."""
     _check(case, simulator, tmp_path)
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("case", ["tiny_net_8x8", "tiny_net"])
+def test_system_rtl_whole_network(case, tmp_path):
+    """A whole network in RTL: sim.zoo.tiny up to its head's LayerNorm (the host's), 39 layers
+    including two EfficientViT modules, on one core with DRAM and DMA (23k cycles at 8x8, 60k at
+    4x4). Verilator only: Icarus runs CoreSystem at about 7 cycles/s."""
+    _check(case, "verilator", tmp_path)
 
 
 def test_system_rejects():

@@ -285,7 +285,33 @@ def _litemla_input(prog, seed=0):
 
 litemla_module_program.case_input = _litemla_input
 
+def tiny_network_program(*, seed=0):
+    """All of :func:`sim.zoo.tiny` that runs on the accelerator before its head's LayerNorm
+    (which is the host's, ``HOST_LN``): input stem, stages 0-3 with two EfficientViT modules
+    (LiteMLA + MBConv), the head's PW conv, global pool and first linear layer. 39 of the 41
+    nodes; the output is that linear layer's int8 vector."""
+    from sim import zoo
+    full = zoo.tiny(seed=seed)
+    stop = next(i for i, n in enumerate(full.nodes) if n.op == "layernorm")
+    nodes = full.nodes[:stop]
+    names = set(full.inputs) | {n.output for n in nodes}
+    t = {k: v for k, v in full.tensors.items() if k in names}
+    meta = dict(name="tiny.before_layernorm", zoo_seed=seed)
+    return IntProgram(t, nodes, list(full.inputs), [nodes[-1].output], meta).validate()
+
+
+def _tiny_input(prog, seed=0):
+    """A random image quantized by the network's input quantizer."""
+    from sim import golden, zoo
+    img = zoo.random_image(prog.tensors[prog.inputs[0]].shape[1], seed=seed)
+    return golden.quantize_input(img, prog.tensors[prog.inputs[0]])
+
+
+tiny_network_program.case_input = _tiny_input
+
 CASES.update({
+    "tiny_net": (tiny_network_program, {}, {}),
+    "tiny_net_8x8": (tiny_network_program, {}, dict(N=8, M=8, T=8, S=8)),
     "litemla": (litemla_module_program, dict(stage=2), {}),
     "litemla_8x8": (litemla_module_program, dict(stage=2), dict(N=8, M=8, T=8, S=8)),
 })
