@@ -10,7 +10,7 @@ from sim.config import AccelConfig
 from sim.intprogram import Epilogue, IntProgram, Node, TensorInfo
 
 __all__ = ["small_config", "pointwise_program", "linear_program", "depthwise_program",
-           "generic_program", "mbconv_program", "pool_program", "CASES",
+           "generic_program", "mbconv_program", "pool_program", "CASES", "NETWORKS",
            "make_case"]
 
 
@@ -190,8 +190,8 @@ CASES = {
 
 
 def make_case(name: str, seed: int = 0):
-    """(program, config, input) of case ``name`` of :data:`CASES`."""
-    fn, kw, ckw = CASES[name]
+    """(program, config, input) of case ``name`` of :data:`CASES` or :data:`NETWORKS`."""
+    fn, kw, ckw = CASES[name] if name in CASES else NETWORKS[name]
     prog = fn(**kw)
     cfg = small_config(**ckw)
     rng = np.random.default_rng(1000 + seed)
@@ -309,9 +309,13 @@ def _tiny_input(prog, seed=0):
 
 tiny_network_program.case_input = _tiny_input
 
-CASES.update({
+#: whole networks: CoreSystem only (tb/test_system_rtl.py), too long for the Python harness
+NETWORKS = {
     "tiny_net": (tiny_network_program, {}, {}),
     "tiny_net_8x8": (tiny_network_program, {}, dict(N=8, M=8, T=8, S=8)),
+}
+
+CASES.update({
     "litemla": (litemla_module_program, dict(stage=2), {}),
     "litemla_8x8": (litemla_module_program, dict(stage=2), dict(N=8, M=8, T=8, S=8)),
 })
