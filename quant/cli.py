@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -226,23 +227,30 @@ def cmd_quantize(args):
         rec = reconstruct(g, calib, rc, device=dev, progress=not args.json, seed=args.seed,
                           log=lambda m: _log(args, m))
         result["reconstruction_seconds"] = rec["seconds"]
+        ratios = [b["mse_after"] / b["mse_before"] for b in rec["blocks"]
+                  if b["mse_before"] and b["mse_after"] is not None]
+        med = statistics.median(ratios) if ratios else None
         result["reconstruction"] = dict(kept=rec["kept"], reverted=rec["reverted"],
                                         held_out_images=rec["held_out_images"],
-                                        blocks=rec["blocks"])
+                                        median_mse_ratio=med, config=dict(rc.__dict__),
+                                        phases=rec.get("phases"), blocks=rec["blocks"])
         _log(args, f"block reconstruction: {rec['kept']} blocks kept, {rec['reverted']} reverted "
-                   f"(held-out MSE guard on {rec['held_out_images']} images), "
-                   f"{rec['seconds']:.1f} s")
+                   f"(held-out MSE guard on {rec['held_out_images']} images"
+                   + ("" if med is None else f"; median held-out MSE after/before {med:.3f}")
+                   + f"), {rec['seconds']:.1f} s")
     g.set_mode("fake")
     with torch.no_grad():
-        ev = calib[: min(16, len(calib))].to(dev)
+        # the last calibration images: the reconstruction's held-out ones (with the defaults)
+        ev = calib[-min(16, len(calib)):].to(dev)
         g_ref = g.set_mode("float")(ev)
         g_q = g.set_mode("fake")(ev)
     result["sqnr_logits_db_calib"] = sqnr_db(g_ref.cpu(), g_q.cpu())
+    result["sqnr_images"] = f"calibration images {len(calib) - len(ev)}..{len(calib) - 1}"
     result["seconds"] = time.time() - t0
     result["peak_rss_mb"] = _peak_rss_mb()
     save_qmodel(out, g, result)
     result["output"] = str(out)
-    _log(args, f"SQNR of logits vs float (first {len(ev)} calibration images): "
+    _log(args, f"SQNR of logits vs float ({result['sqnr_images']}): "
                f"{result['sqnr_logits_db_calib']:.2f} dB")
     _log(args, f"wrote {out} ({result['seconds']:.1f} s)")
     return result
@@ -468,12 +476,15 @@ def build_parser():
                    help="calibration images (default 1024 as in the paper; capped at what --data has)")
     q.add_argument("--batch-size", type=int, default=16, help="batch size for calibration/eval")
     q.add_argument("--recon-iters", type=int, default=None,
-                   help="block-reconstruction iterations per block (fast default 20; 0 = off)")
+                   help="block-reconstruction iterations per block (fast default 40, --paper "
+                        "20000; 0 = off)")
     q.add_argument("--recon-batch", type=int, default=None, help="reconstruction batch size")
-    q.add_argument("--recon-lr-w", type=float, default=None, help="AdaRound learning rate (1e-3)")
-    q.add_argument("--recon-lr-a", type=float, default=None, help="LSQ step learning rate (4e-5)")
+    q.add_argument("--recon-lr-w", type=float, default=None,
+                   help="AdaRound learning rate (fast 3e-2, --paper 1e-3)")
+    q.add_argument("--recon-lr-a", type=float, default=None,
+                   help="LSQ step learning rate (fast 0 = steps frozen, --paper 4e-5)")
     q.add_argument("--recon-images", type=int, default=None,
-                   help="images cached for reconstruction (fast 64, --paper 1024)")
+                   help="images cached for reconstruction (fast 32, --paper 1024)")
     q.add_argument("--paper", action="store_true",
                    help="paper-faithful reconstruction: 20000 it/block, batch 32, Fisher loss")
     q.add_argument("--fisher", action="store_true", help="Fisher-weighted reconstruction loss")

@@ -28,6 +28,8 @@ and output scales; every dyadic from :func:`sim.numerics.to_dyadic`):
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,7 +41,8 @@ from .qmodel import QAttention, QConcat, QConv, QGraph, QLayerNorm, QLinear, QPo
 from .quantizers import AdaRoundWeightQuantizer, round_half_up
 from .transforms import log2_offset
 
-__all__ = ["export", "run_int", "run_node", "quantize_images", "ExportError", "BIAS_BITS"]
+__all__ = ["export", "refresh_weights", "run_int", "run_node", "quantize_images", "ExportError",
+           "BIAS_BITS"]
 
 BIAS_BITS = nx.ACC_BITS - 2
 
@@ -67,13 +70,21 @@ def _dy_per_channel(vals) -> nx.Dyadic:
     return nx.to_dyadic(np.asarray(vals, np.float64))
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _hswish_constants(s_mid: float, s_out: float) -> tuple:
+    """:func:`sim.numerics.hswish_constants` memoised (a re-export during block reconstruction
+    meets the same scale pairs again; one call per channel dominated the export's time)."""
+    three, m = nx.hswish_constants(s_mid, s_out)
+    return three, int(m.b), int(m.c)
+
+
 def _hswish_per_channel(s_mid: float, s_out: np.ndarray):
     threes, bs, cs = set(), [], []
     for so in np.atleast_1d(s_out):
-        three, m = nx.hswish_constants(float(s_mid), float(so))
+        three, b, c = _hswish_constants(float(s_mid), float(so))
         threes.add(three)
-        bs.append(int(m.b))
-        cs.append(int(m.c))
+        bs.append(b)
+        cs.append(c)
     (three,) = threes
     return three, nx.Dyadic(np.array(bs), np.array(cs))
 
@@ -91,13 +102,10 @@ def export(g: QGraph, *, check: bool = True) -> IntProgram:
     offsets = {}
 
     def scale_of(name):
-        return _np(g.scale_vector(name))
+        return _scale_of(g, name)
 
     def offset_of(name):
-        key = name.replace(".", "__")
-        q = g.act_q[key] if key in g.act_q else None
-        o = None if q is None else q.offset()
-        return None if o is None else _np(o).astype(np.int64)
+        return _offset_of(g, name)
 
     def add_tensor(name, *, bits=None, signed=True, scale=None):
         t = g.tensors[name]
@@ -127,13 +135,8 @@ def export(g: QGraph, *, check: bool = True) -> IntProgram:
                               Epilogue(mult=mult)))
             add_tensor(n.output)
         elif isinstance(n, QLinear):
-            s_in = scale_of(n.inputs[0])
-            if not np.allclose(s_in, s_in[0]):
-                raise ExportError(f"{n.name}: a linear layer needs a per-tensor input scale")
-            s_acc = s_in[0] * _np(n.wq.scale).reshape(-1) * np.ones(n.weight.shape[0])
-            bias = np.clip(_round(_np(n.bias) / s_acc), -(1 << (BIAS_BITS - 1)), (1 << (BIAS_BITS - 1)) - 1)
-            nodes.append(Node(n.name, "linear", list(n.inputs), n.output, {},
-                              dict(weight=_wint(n).astype(np.int8), bias=bias.astype(np.int32)), None))
+            node, s_acc = _linear(g, n, scale_of)
+            nodes.append(node)
             add_tensor(n.output, bits=32, scale=s_acc)
         elif isinstance(n, QLayerNorm):
             nodes.append(Node(n.name, "layernorm", list(n.inputs), n.output,
@@ -149,6 +152,52 @@ def export(g: QGraph, *, check: bool = True) -> IntProgram:
     meta.update(source="quant.export", qconfig=g.cfg.as_dict(), input_offsets=offsets)
     prog = IntProgram(tensors, nodes, ["input"], [g.output_name], meta)
     return prog.validate() if check else prog
+
+
+def _scale_of(g, name) -> np.ndarray:
+    return _np(g.scale_vector(name))
+
+
+def _offset_of(g, name):
+    key = name.replace(".", "__")
+    q = g.act_q[key] if key in g.act_q else None
+    o = None if q is None else q.offset()
+    return None if o is None else _np(o).astype(np.int64)
+
+
+def refresh_weights(g: QGraph, prog: IntProgram, node_range) -> list:
+    """Re-export, in place in ``prog``, the conv and linear nodes of ``g.nodes[node_range]``:
+    their weight codes and the biases that depend on them (Eq. 10), for when only rounding
+    decisions changed since ``prog`` was exported (block reconstruction with frozen activation
+    steps). Every other parameter depends on scales only, which must be unchanged (the caller's
+    contract; ``tests/test_recon.py`` checks the result equals a full :func:`export`).
+    Returns the new nodes."""
+    s0, e0, _ = slice(*node_range).indices(len(g.nodes))
+    pos = {n.name: i for i, n in enumerate(prog.nodes)}
+    new = []
+    scale_of = lambda name: _scale_of(g, name)          # noqa: E731
+    offset_of = lambda name: _offset_of(g, name)        # noqa: E731
+    for n in list(g.nodes)[s0:e0]:
+        if isinstance(n, QConv):
+            node = _conv(g, n, scale_of, offset_of)
+        elif isinstance(n, QLinear):
+            node = _linear(g, n, scale_of)[0]
+        else:
+            continue
+        prog.nodes[pos[n.name]] = node
+        new.append(node)
+    return new
+
+
+def _linear(g, n: QLinear, scale_of):
+    s_in = scale_of(n.inputs[0])
+    if not np.allclose(s_in, s_in[0]):
+        raise ExportError(f"{n.name}: a linear layer needs a per-tensor input scale")
+    s_acc = s_in[0] * _np(n.wq.scale).reshape(-1) * np.ones(n.weight.shape[0])
+    bias = np.clip(_round(_np(n.bias) / s_acc), -(1 << (BIAS_BITS - 1)), (1 << (BIAS_BITS - 1)) - 1)
+    node = Node(n.name, "linear", list(n.inputs), n.output, {},
+                dict(weight=_wint(n).astype(np.int8), bias=bias.astype(np.int32)), None)
+    return node, s_acc
 
 
 def _conv(g, n: QConv, scale_of, offset_of) -> Node:
@@ -262,6 +311,40 @@ def _attention_batched(x: np.ndarray, p: dict, dim: int) -> np.ndarray:
     return out.reshape(b, heads * dim, h, w)
 
 
+#: float32 represents every integer of magnitude <= 2**24 exactly
+F32_EXACT = 1 << 24
+
+
+def _f32_is_ieee() -> bool:
+    """No reduced-precision float32 mode (TF32/bf16 'fpmath') is switched on in torch."""
+    mk = getattr(torch.backends, "mkldnn", None)
+    conv = getattr(getattr(mk, "conv", None), "fp32_precision", "none")
+    return torch.get_float32_matmul_precision() == "highest" and conv in ("none", "ieee")
+
+
+def _conv_int(x: np.ndarray, node: Node) -> np.ndarray:
+    """Exact integer convolution ``W * x + bias`` (int64) of a conv node.
+
+    The products and partial sums are integers; a float type computes them exactly as long as
+    every partial sum stays within its exact-integer range, whatever the summation order. The
+    bound ``max|x| * max_j sum_i |W[j, i]|`` (from the actual operands) covers every partial
+    sum of every output, so the convolution runs in float32 (the fast oneDNN path; ~20-50x
+    faster than float64 on this CPU) when the bound is <= 2**24 and in float64 (exact below
+    2**53, the bound being at most 2**25 * k*k*C_in for int8 x int9 operands) otherwise. The
+    bias (up to 30 bits) is added in int64."""
+    at = node.attrs
+    w = np.asarray(node.params["weight"], np.int64)
+    wsum = int(np.abs(w).reshape(w.shape[0], -1).sum(1).max(initial=0))
+    xmax = int(np.abs(x).max(initial=0))
+    args = (int(at["stride"]), int(at["padding"]), 1, int(at["groups"]))
+    if xmax * wsum <= F32_EXACT and _f32_is_ieee():
+        acc = F.conv2d(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                       torch.from_numpy(w.astype(np.float32)), None, *args)
+    else:
+        acc = F.conv2d(_t(x), _t(w), None, *args)
+    return _int(acc) + np.asarray(node.params["bias"], np.int64).reshape(1, -1, 1, 1)
+
+
 @torch.no_grad()
 def run_node(prog: IntProgram, node: Node, env: dict) -> np.ndarray:
     """One node of ``prog`` on a batch: ``env`` maps the node's input (and residual) tensor names
@@ -271,10 +354,7 @@ def run_node(prog: IntProgram, node: Node, env: dict) -> np.ndarray:
     out_t = prog.tensors[node.output]
     a = [env[t] for t in node.inputs]
     if node.op == "conv":
-        at = node.attrs
-        acc = F.conv2d(_t(a[0]), _t(node.params["weight"]), _t(node.params["bias"]),
-                       int(at["stride"]), int(at["padding"]), 1, int(at["groups"]))
-        acc = _int(acc)
+        acc = _conv_int(a[0], node)
     elif node.op == "concat":
         return np.concatenate(a, axis=1)
     elif node.op == "global_avgpool":

@@ -334,6 +334,17 @@ class QGraph(nn.Module):
         self._deploy = None
         return self
 
+    def refresh_deploy_weights(self, node_range):
+        """Update the cached deploy program after only the *weight rounding* of the nodes in
+        ``node_range`` changed (hardening or reverting AdaRound with every scale unchanged):
+        re-exports those nodes instead of the whole graph (:func:`quant.export.refresh_weights`).
+        Without a cached program this does nothing (the next use exports in full)."""
+        if self._deploy is not None:
+            from .export import refresh_weights
+            for node in refresh_weights(self, self._deploy[0], node_range):
+                self._deploy[1][node.name] = node
+        return self
+
     def _scale_offset(self, name, ndim, device):
         prog = self.deploy_program()
         s = torch.as_tensor(prog.tensors[name].channel_scale(), dtype=torch.float64, device=device)
@@ -525,13 +536,18 @@ class QGraph(nn.Module):
             if isinstance(n, (QConv, QLinear)) and not isinstance(n.wq, AdaRoundWeightQuantizer):
                 n.wq = AdaRoundWeightQuantizer(n.weight, n.wq.scale, n.w_bits)
 
-    def harden_adaround(self, node_range=None):
+    def harden_adaround(self, node_range=None, *, scales_unchanged: bool = False):
         """Freeze every AdaRound quantizer (in ``node_range``) to its hard decisions, stored as
-        int8 codes (:class:`FixedWeightQuantizer`)."""
+        int8 codes (:class:`FixedWeightQuantizer`). ``scales_unchanged``: no activation step
+        changed since the deploy program was cached, so only the range's weight nodes are
+        re-exported (:meth:`refresh_deploy_weights`) instead of invalidating the cache."""
         for n in list(self.nodes)[slice(*(node_range or (None, None)))]:
             if isinstance(getattr(n, "wq", None), AdaRoundWeightQuantizer):
                 n.wq = FixedWeightQuantizer.from_adaround(n.wq).to(n.weight.device)
-        self._deploy = None
+        if scales_unchanged and node_range is not None:
+            self.refresh_deploy_weights(node_range)
+        else:
+            self._deploy = None
 
     # -- integer-exact mode ----------------------------------------------------------------------
     def forward_int(self, x_int, prog=None):

@@ -81,17 +81,25 @@ def bench_perf() -> dict:
             "model_s_over_frame_s": round(t_sim / (s["latency_ms"] / 1e3))}
 
 
-@bench("quantize", "quant: quantize B1-R224 (fast default, 64 calibration images): time, peak memory")
+@bench("quantize", "quant: quantize B1-R224 (fast default, 64 calibration images): time, CPU, "
+                   "peak memory, reconstruction effect")
 def bench_quantize() -> dict:
     import tempfile
 
     from quant.cli import build_parser, cmd_quantize
 
+    c0 = time.process_time()
     with tempfile.TemporaryDirectory() as d:
         args = build_parser().parse_args(["quantize", "--model", "b1-r224", "--calib-size", "64",
                                           "--json", "-o", f"{d}/m.qmodel"])
         r = cmd_quantize(args)
-    return {"seconds": round(r["seconds"], 1), "sqnr_logits_db": round(r["sqnr_logits_db_calib"], 2)}
+    rec = r.get("reconstruction", {})
+    med = rec.get("median_mse_ratio")
+    return {"seconds": round(r["seconds"], 1), "cpu_s": round(time.process_time() - c0, 1),
+            "sqnr_logits_db": round(r["sqnr_logits_db_calib"], 2),
+            "recon_seconds": round(r.get("reconstruction_seconds", 0.0), 1),
+            "recon_kept": rec.get("kept"), "recon_reverted": rec.get("reverted"),
+            "recon_median_mse_ratio": None if med is None else round(med, 4)}
 
 
 @bench("core_system", "one core (N=M=T=S=8) in CoreSystem: simulated cycles/s on Verilator and "
