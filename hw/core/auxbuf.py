@@ -33,7 +33,7 @@ them are dropped (the contract of ``hw.core.ports``).
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Array, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -90,13 +90,12 @@ class BankedStore(wiring.Component):
         # bank b holds bytes b, b + P, ...: its local rows below lim[b] are inside the buffer
         lim = [-(-(self.depth - b) // P) for b in range(P)]
 
-        def line(addr, b, name):
-            """Bank ``b``'s local row in the line at ``addr`` and the line's byte index there."""
-            rot, row = addr[:lg], addr[lg:]
+        def local_row(addr, b, name):
+            """Bank ``b``'s local row in the line at ``addr`` (banks below ``addr mod P`` hold
+            the line's tail, one row further)."""
             la = Signal(row_bits, name=f"{name}_la{b}")
-            j = Signal(lg, name=f"{name}_j{b}")
-            m.d.comb += [la.eq(row + (b < rot)), j.eq(b - rot)]
-            return la, j
+            m.d.comb += la.eq(addr[lg:] + (b < addr[:lg]))
+            return la
 
         for c, bank_mems in enumerate(self.mems):
             for b, mem in enumerate(bank_mems):
@@ -105,7 +104,9 @@ class BankedStore(wiring.Component):
         for b in range(P):
             hits, sel = [], []
             for i, w in enumerate(self.write):
-                la, j = line(w.addr, b, f"w{i}")
+                la = local_row(w.addr, b, f"w{i}")
+                j = Signal(lg, name=f"w{i}_j{b}")       # the line's byte that lands in bank b
+                m.d.comb += j.eq(b - w.addr[:lg])
                 hit = Signal(name=f"w{i}_hit{b}")
                 m.d.comb += hit.eq(w.en & w.mask.bit_select(j, 1) & (la < lim[b]))
                 hits.append(hit)
@@ -118,7 +119,7 @@ class BankedStore(wiring.Component):
             for hit, (la, d) in reversed(list(zip(hits, sel))):
                 with m.If(hit):
                     m.d.comb += [addr.eq(la), byte.eq(d)]
-            m.d.comb += en.eq(_any(hits))
+            m.d.comb += en.eq(Cat(*hits).any())
             for c in range(self.copies):
                 wp = self.mems[c][b].write_port()
                 m.d.comb += [wp.addr.eq(addr), wp.data.eq(byte), wp.en.eq(en)]
@@ -128,7 +129,7 @@ class BankedStore(wiring.Component):
             m.d.sync += rot_q.eq(r.addr[:lg])
             outs = []
             for b in range(P):
-                la, _ = line(r.addr, b, f"r{c}")
+                la = local_row(r.addr, b, f"r{c}")
                 ok_q = Signal(name=f"r{c}_ok{b}")
                 rp = self.mems[c][b].read_port()
                 m.d.comb += [rp.addr.eq(la), rp.en.eq(r.en)]
@@ -146,13 +147,6 @@ class BankedStore(wiring.Component):
         for b, mem in enumerate(mems):
             out[b::self.banks] = [ctx.get(mem.data[i]) for i in range(self.bank_depth)]
         return out[:self.depth]
-
-
-def _any(sigs):
-    v = sigs[0]
-    for s in sigs[1:]:
-        v = v | s
-    return v
 
 
 class AuxBuffer(wiring.Component):
@@ -219,7 +213,7 @@ class AuxBuffer(wiring.Component):
             bad[0].append(x.en & (x.elem_stride != 1))
         for bit, conds in bad.items():
             if conds:
-                with m.If(_any(conds)):
+                with m.If(Cat(*conds).any()):
                     m.d.sync += self.error[bit].eq(1)
         return m
 
