@@ -110,40 +110,35 @@ def test_aux_buffer_matches_byte_array_model(S, T, M, depth):
     assert checks["w"] > 100 and checks["x"] > 100
 
 
-@pytest.mark.parametrize("case,bit", [("w_row_stride", 0), ("x_elem_stride", 0),
-                                      ("rmac_elem_stride", 1), ("mat_wide", 0),
-                                      ("same_bank", 1), ("ok", None)])
-def test_aux_buffer_flags_accesses_it_cannot_serve(case, bit):
+def _both_writers(a_mat, a_rmac, mask):
+    return [(p, f, v) for p, a in (("mat_o", a_mat), ("rmac_o", a_rmac))
+            for f, v in (("en", 1), ("addr", a), ("mask", mask))]
+
+
+#: case -> (the error bit expected, or None; the (port, field, value) settings of one cycle)
+RULE_CASES = {
+    "w_row_stride": (0, [("mat_w", "en", 1), ("mat_w", "row_stride", 2)]),
+    "x_elem_stride": (0, [("mat_x", "en", 1), ("mat_x", "elem_stride", 4)]),
+    "rmac_elem_stride": (1, [("rmac_o", "en", 1), ("rmac_o", "elem_stride", 2)]),
+    "mat_wide": (0, [("mat_o", "en", 1), ("mat_o", "wide", 1)]),
+    # bytes 10..13 and 12..15: banks 2, 3 are hit twice
+    "same_bank": (1, _both_writers(10, 12, 0xF)),
+    # both writers on disjoint banks (0, 1 and 2, 3) at stride 1, a weight read at stride 7
+    "ok": (None, _both_writers(8, 14, 0x3) + [("mat_w", "en", 1), ("mat_w", "row_stride", 1),
+                                               ("mat_w", "elem_stride", 7)]),
+}
+
+
+@pytest.mark.parametrize("case", RULE_CASES)
+def test_aux_buffer_flags_accesses_it_cannot_serve(case):
     """Accesses outside the banked layout's rules set the requesting unit's error bit."""
     dut = AuxBuffer(depth=256, S=4, T=4, M=4)
+    bit, settings = RULE_CASES[case]
 
     async def bench(ctx):
         _idle(ctx, dut)
-        if case == "w_row_stride":
-            ctx.set(dut.mat_w.en, 1)
-            ctx.set(dut.mat_w.row_stride, 2)
-        elif case == "x_elem_stride":
-            ctx.set(dut.mat_x.en, 1)
-            ctx.set(dut.mat_x.elem_stride, 4)
-        elif case == "rmac_elem_stride":
-            ctx.set(dut.rmac_o.en, 1)
-            ctx.set(dut.rmac_o.elem_stride, 2)
-        elif case == "mat_wide":
-            ctx.set(dut.mat_o.en, 1)
-            ctx.set(dut.mat_o.wide, 1)
-        elif case == "same_bank":       # bytes 10..13 and 12..15: banks 2, 3 are hit twice
-            for p, a in ((dut.mat_o, 10), (dut.rmac_o, 12)):
-                ctx.set(p.en, 1)
-                ctx.set(p.addr, a)
-                ctx.set(p.mask, 0xF)
-        else:                           # both writers, disjoint banks (0, 1 and 2, 3), stride 1
-            for p, a in ((dut.mat_o, 8), (dut.rmac_o, 14)):
-                ctx.set(p.en, 1)
-                ctx.set(p.addr, a)
-                ctx.set(p.mask, 0x3)
-            ctx.set(dut.mat_w.en, 1)
-            ctx.set(dut.mat_w.row_stride, 1)
-            ctx.set(dut.mat_w.elem_stride, 7)
+        for port, field, value in settings:
+            ctx.set(getattr(getattr(dut, port), field), value)
         await ctx.tick()
         _idle(ctx, dut)
         await ctx.tick()
