@@ -105,22 +105,33 @@ _FROM_CONFIG = {
 }
 
 
+def _configurable(name: str):
+    _lookup(name)
+    if name not in _FROM_CONFIG:
+        raise RegistryError(f"{name} takes no accelerator config (only {', '.join(sorted(_FROM_CONFIG))}"
+                            f" do); use --param")
+    return _FROM_CONFIG[name]
+
+
+def from_config(name: str, cfg) -> dict:
+    """The constructor parameters of component ``name`` taken from ``cfg`` (a
+    ``sim.config.AccelConfig``), typed; only ``core``, ``mat_engine`` and ``rmac_engine``."""
+    return _configurable(name)(cfg)
+
+
 def config_params(name: str, spec: str) -> dict[str, str]:
     """The parameters of component ``name`` set by accelerator config ``spec`` (a preset such as
     ``paper``, ``paper:N=4``, a JSON object or file: ``sim.config.AccelConfig.from_string``), as
     strings like the command line's; only the parameters the component has."""
     from sim.config import AccelConfig, ConfigError
-    _lookup(name)
-    if name not in _FROM_CONFIG:
-        raise RegistryError(f"{name} takes no accelerator config (only {', '.join(sorted(_FROM_CONFIG))}"
-                            f" do); use --param")
+    params = _configurable(name)
     try:
         cfg = AccelConfig.from_string(spec)
     except ConfigError as e:
         raise RegistryError(str(e)) from None
     valid = params_of(_lookup(name))
     return {k: str(v).lower() if isinstance(v, bool) else str(v)
-            for k, v in _FROM_CONFIG[name](cfg).items() if k in valid}
+            for k, v in params(cfg).items() if k in valid}
 
 
 def describe(name: str) -> str:

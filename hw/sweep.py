@@ -44,10 +44,8 @@ def estimate_classic_abc(component, name: str) -> dict:
 
 
 def _estimate(engine: str, params: dict) -> dict:
-    from hw.core import Core
-    from hw.engines import MATEngine, RMACEngine
-    cls = {"rmac_engine": RMACEngine, "mat_engine": MATEngine, "core": Core}[engine]
-    return estimate_classic_abc(cls(**params), engine)
+    from hw.registry import UNITS
+    return estimate_classic_abc(UNITS[engine](**params), engine)
 
 
 def _bram36(r: dict) -> float:
@@ -61,8 +59,8 @@ def _bram36(r: dict) -> float:
 def accelerator_comparison(cfg, *, estimator=_estimate) -> dict:
     """One ``hw.core.Core`` at ``cfg`` (a ``sim.config.AccelConfig``) estimated, x ``cfg.L``,
     plus the global buffers (RAMB36 = ceil(bytes / 4096) each), next to Table III."""
-    params = dict(N=cfg.N, M=cfg.M, T=cfg.T, S=cfg.S, packed=cfg.dsp_packing,
-                  aux_bytes=cfg.buf_aux_bytes, div_bytes=cfg.buf_div_bytes)
+    from hw.registry import from_config
+    params = from_config("core", cfg)
     core = estimator("core", params)
     per_core = {"LUT": int(core["LUT"]), "FF": int(core["FF"]),
                 "DSP48E2": int(core["DSP48E2"]), "BRAM": _bram36(core)}
@@ -71,7 +69,7 @@ def accelerator_comparison(cfg, *, estimator=_estimate) -> dict:
     total = {k: v * cfg.L for k, v in per_core.items()}
     total["BRAM"] += sum(glob.values())
     return {"config": params | {"L": cfg.L}, "core": per_core,
-            "core_detail": {k: core.get(k) for k in ("LUTRAM", "RAMB18", "RAMB36", "CARRY")
+            "core_detail": {k: core.get(k) for k in ("RAMB18", "RAMB36", "CARRY")
                             if k in core},
             "global_buffers_bram36": glob, "total": total, "paper_table_iii": dict(TABLE_III),
             "ratio": {k: round(total[k] / TABLE_III[k], 3) for k in total}}
