@@ -37,6 +37,7 @@ from .intprogram import IntProgram, IntProgramError, Node, TensorInfo
 
 __all__ = ["ExactnessError", "AccumulatorOverflow", "EXACT_LIMIT", "run", "run_batch",
            "quantize_input", "conv_acc", "linear_acc", "attention", "attention_steps",
+           "attention_kv", "attention_ksum", "attention_div", "attention_out",
            "layernorm_host", "round_half_up", "top1", "topk", "execute_node", "float_reference",
            "float_node", "sqnr_db"]
 
@@ -190,28 +191,59 @@ def attention_steps(x, params: dict, dim: int) -> dict:
         raise ValueError(f"attention input {x.shape} is not (heads*3*{dim}, H, W)")
     heads = x.shape[0] // (3 * dim)
     h, w = x.shape[1:]
-    n = h * w
-    t = x.reshape(heads, 3 * dim, n)
+    t = x.reshape(heads, 3 * dim, h * w)
     q = nx.relu(t[:, :dim])
     k = nx.relu(t[:, dim:2 * dim])
     v = t[:, 2 * dim:]
-    kv_acc = _matmul(k, np.swapaxes(v, 1, 2), "attention K^T V")          # (heads, j, i)
-    s8 = nx.requant(kv_acc, _head_dyadic(params, "s_mult", 2), out_bits=8, signed=True)
+    kv_acc, s8 = attention_kv(k, v, params)
+    ksum, ksum8 = attention_ksum(k, params)
+    den, e, code = attention_div(q, ksum8, params)
+    num, out = attention_out(q, s8, code, den == 0, params)
+    return {"q": q, "k": k, "v": v, "kv_acc": kv_acc, "s8": s8, "ksum": ksum, "ksum8": ksum8,
+            "num": num, "den": den, "e": e, "code": code,
+            "out": out.reshape(heads * dim, h, w)}
+
+
+# The steps one at a time, as the accelerator's instructions run them (sim.funcsim): every
+# operand is head-first, ``q``/``k`` already through the ReLU, params as in attention_steps.
+
+def attention_kv(k, v, params: dict):
+    """Step 1 (ATT_KV_*): ``(kv_acc, s8)`` from ``k = relu(K)`` and ``v``, each
+    ``(heads, dim, N)``; ``kv_acc[h, j, i] = sum_n k[h, j, n] v[h, i, n]``."""
+    k, v = _int64(k), _int64(v)
+    kv_acc = _matmul(k, np.swapaxes(v, 1, 2), "attention K^T V")           # (heads, j, i)
     _check_acc(kv_acc, "attention step 1 (K^T V)")
-    ksum = k.sum(axis=2)                                                     # (heads, j)
+    s8 = nx.requant(kv_acc, _head_dyadic(params, "s_mult", 2), out_bits=8, signed=True)
+    return kv_acc, s8
+
+
+def attention_ksum(k, params: dict):
+    """Step 2 (ATT_KSUM, adder tree): ``(ksum, ksum8)`` from ``k = relu(K)``."""
+    ksum = _int64(k).sum(axis=2)                                             # (heads, j)
     ksum8 = nx.requant(ksum, _head_dyadic(params, "ksum_mult", 1), out_bits=8, signed=False)
-    num = _matmul(np.swapaxes(s8, 1, 2), q, "attention Q S")                 # (heads, i, n)
-    den = _matmul(ksum8[:, None, :], q, "attention Q ksum")[:, 0, :]         # (heads, n)
+    return ksum, ksum8
+
+
+def attention_div(q, ksum8, params: dict):
+    """Steps 4-5a (ATT_DIV, log2 module): ``(den, e, code)`` from ``q = relu(Q)``
+    ``(heads, dim, N)`` and ``ksum8`` ``(heads, dim)``; ``code = e - log2_emin`` (4 bits)."""
+    den = _matmul(_int64(ksum8)[:, None, :], _int64(q), "attention Q ksum")[:, 0, :]
     offset = _int64(params["log2_offset"])[:, None]
     emin = _int64(params["log2_emin"])[:, None]
     e = nx.log2_quantize(den, offset=offset, emin=emin)
+    return den, e, e - emin
+
+
+def attention_out(q, s8, code, zero, params: dict):
+    """Steps 3 and 5b (ATT_OUT: dividends, requant and shifter array): ``(num, out)`` from
+    ``q = relu(Q)``, ``s8`` ``(heads, dim_k, dim_v)``, the 4-bit divisor ``code`` and the
+    ``zero`` flags (``den == 0``) ``(heads, N)``; ``out`` is ``(heads, dim, N)`` int8."""
+    num = _matmul(np.swapaxes(_int64(s8), 1, 2), _int64(q), "attention Q S")  # (heads, i, n)
+    emin = _int64(params["log2_emin"])[:, None]
     om = _head_dyadic(params, "out_mult", 1)                                  # (heads, 1)
-    shift = (om.c + e)[:, None, :]                                           # (heads, 1, n)
+    shift = (om.c + _int64(code) + emin)[:, None, :]                          # (heads, 1, n)
     out = nx.requant(num, nx.Dyadic(om.b[:, :, None], shift), out_bits=8, signed=True)
-    out = np.where((den == 0)[:, None, :], 0, out)
-    return {"q": q, "k": k, "v": v, "kv_acc": kv_acc, "s8": s8, "ksum": ksum, "ksum8": ksum8,
-            "num": num, "den": den, "e": e, "code": e - emin,
-            "out": out.reshape(heads * dim, h, w)}
+    return num, np.where(np.asarray(zero, bool)[:, None, :], 0, out)
 
 
 def attention(x, params: dict, dim: int) -> np.ndarray:
