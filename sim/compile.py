@@ -264,6 +264,8 @@ class _Em:
         self.regs = {}
 
     def emit(self, stream, op, **f):
+        if op in ("LOAD", "STORE"):
+            f.setdefault("core", 0)         # only a LOAD into buffer A names a core
         self.streams[stream].append(Instr(op, f))
         self.tags[stream].append(self.layer)
 
@@ -326,6 +328,7 @@ class _Compiler:
         self.stores = {}          # base tensor -> [(c0, c1, r0, r1, sem)]
         self.layers = []
         self.aux_free = {}        # (core stream, aux half) -> event "ATT_OUT done reading it"
+        self.a_free = {}          # (core stream, buffer A slot) -> event "KV and KSUM read it"
 
     # DRAM ------------------------------------------------------------------------------------
     def alloc(self, name, nbytes, kind, data=None, **meta):
@@ -1264,6 +1267,11 @@ class _Compiler:
             raise CompileError(f"{n.name}: {ntok} tokens need a divisor buffer of {ntok} bytes"
                                f" (have {cfg.buf_div_bytes}) / aux {2 * (d * d + d)}")
         per_head = 3 * d * ntok
+        dn = d * ntok
+        # buffer A (per core) holds ReLU(K)'s operand K of a head: the R-MAC (ATT_KV_RDF) and the
+        # adder tree (ATT_KSUM) read it from there, Q and V come from B. Two slots per core when
+        # they fit (the next head's K loads while the R-MAC works), else one, else K stays in B.
+        a_slots = min(2, cfg.buf_a_bytes // dn)
         # two head groups at least: EfficientViT's multi-scale attention puts the heads of the
         # plain qkv first and those of the aggregated qkv second, so the first group can load
         # (and its cores start) while the aggregation of the second is still being stored
@@ -1275,46 +1283,94 @@ class _Compiler:
         pbase = self.C.base[sc]
         chunk_done = []
         xaddr, yaddr = self.taddr(n.inputs[0]), self.taddr(n.output)
-        regs = dict(DIM=d, NTOK=ntok, XSIGNED=int(xt.signed), XBUF=BUFS["B"], OBITS=8,
-                    OSIGNED=1)
+        regs = dict(DIM=d, NTOK=ntok, XSIGNED=int(xt.signed), OBITS=8, OSIGNED=1, XSTRIDE=ntok)
+        kbuf = BUFS["A"] if a_slots else BUFS["B"]
         aux_i = {}
         for h0 in range(0, heads, hpt):
             h1 = min(heads, h0 + hpt)
+            nh = h1 - h0
             info["tiles"] += 1
             sb, so = self.B.next(), self.O.next()
             self.begin_tile(sb)
             self.wait_stored(n.inputs[0], h0 * 3 * d, h1 * 3 * d, 0, H * W)
             bbase, obase = self.B.base[sb], self.O.base[so]
-            self.dma_rows("LOAD", "B", bbase, xaddr + h0 * per_head, 1, (h1 - h0) * per_head, 0)
+            hx = xaddr + h0 * per_head
+            # K of each head goes into its core's buffer A after the group's Q and V (K first
+            # would hold the one DRAM channel at A's 16 bytes per cycle while the others wait:
+            # -3 % FPS on B1-R224); a slot is reused once KV and KSUM of its last head read it
+            kload, nth = {}, {}
+            for h in range(h0, h1) if a_slots else ():
+                st = f"core{h % cfg.L}"
+                nth[st] = nth.get(st, -1) + 1
+                kload[h] = [(aux_i.get(st, 0) + nth[st]) % a_slots, None, em.sem()]
+
+            def load_k(h):
+                c = h % cfg.L
+                slot, _, af = kload[h]
+                free = self.a_free.get((f"core{c}", slot))
+                if free is not None:
+                    em.wait("global", "LD", free, 2)
+                em.emit("global", "LOAD", buf=BUFS["A"], buf_addr=slot * dn, core=c,
+                        dram_addr=xaddr + h * per_head + dn, count=1, length=dn, stride=0)
+                kload[h][1] = em.sem()
+                em.signal("global", "LD", kload[h][1])
+                self.a_free[(f"core{c}", slot)] = af
+
+            if a_slots:
+                # Q of the group's heads, then their V, into B
+                self.dma_rows("LOAD", "B", bbase, hx, nh, dn, per_head)
+                self.dma_rows("LOAD", "B", bbase + nh * dn, hx + 2 * dn, nh, dn, per_head)
+                qv = [(bbase + j * dn, bbase + (nh + j) * dn) for j in range(nh)]
+            else:
+                self.dma_rows("LOAD", "B", bbase, hx, 1, nh * per_head, 0)
+                qv = [(bbase + j * per_head, bbase + j * per_head + 2 * dn) for j in range(nh)]
             xsem = em.sem()
             em.signal("global", "LD", xsem)
+            for h in kload:
+                load_k(h)
             writers, seen = [], set()
             for j, h in enumerate(range(h0, h1)):
-                st = f"core{h % cfg.L}"
-                xa = bbase + j * per_head
+                c = h % cfg.L
+                st = f"core{c}"
+                qa, va = qv[j]
                 i = aux_i.get(st, 0)
                 aux_i[st] = i + 1
                 kv_at, ks_at = (i % 2) * (d * d + d), (i % 2) * (d * d + d) + d * d
                 kv, ks = em.sem(), em.sem()
+                if a_slots:
+                    slot, ksem, af = kload[h]
+                    ka = slot * dn
+                else:
+                    ka, ksem = qa + dn, None
                 prev = self.aux_free.get((st, i % 2))   # ATT_OUT of two heads ago read this half
                 for u in ("RMAC", "AUX", "MAT"):
-                    em.wait(st, u, xsem, 1)
+                    # MAT: Q (B); R-MAC: K (A or B) and V (B); adder tree: K
+                    if u != "AUX" or ksem is None:
+                        em.wait(st, u, xsem, 1)
+                    if ksem is not None and u != "MAT":
+                        em.wait(st, u, ksem, 1)
                     em.wait(st, u, wsem, 1)
                     if prev is not None and u != "MAT":
                         em.wait(st, u, prev, 1)
-                    em.setr(st, u, **dict(regs, XSTRIDE=ntok))
-                tile = dict(x_addr=xa, w_addr=0, p_addr=pbase + h * PARAM_RECORD, nco=d, hin=1,
-                            ho=1, pad_t=0, pad_b=0)
-                em.emit(st, "ATT_KV_RDF", **dict(tile, o_addr=kv_at, obuf=BUFS["AUX"]))
+                    em.setr(st, u, **dict(regs, XBUF=BUFS["B"] if u == "MAT" else kbuf))
+                tile = dict(p_addr=pbase + h * PARAM_RECORD, nco=d, hin=1, ho=1, pad_t=0,
+                            pad_b=0)
+                em.emit(st, "ATT_KV_RDF", **dict(tile, x_addr=ka, w_addr=va, o_addr=kv_at,
+                                                 obuf=BUFS["AUX"]))
                 em.signal(st, "RMAC", kv)
-                em.emit(st, "ATT_KSUM", **dict(tile, o_addr=ks_at, obuf=BUFS["AUX"]))
+                em.emit(st, "ATT_KSUM", **dict(tile, x_addr=ka, w_addr=0, o_addr=ks_at,
+                                               obuf=BUFS["AUX"]))
                 em.signal(st, "AUX", ks)
+                if a_slots:
+                    em.signal(st, "RMAC", af)
+                    em.signal(st, "AUX", af)
                 em.wait(st, "MAT", ks, 1)
-                em.emit(st, "ATT_DIV", **dict(tile, w_addr=ks_at, o_addr=0, obuf=BUFS["DIV"]))
+                em.emit(st, "ATT_DIV", **dict(tile, x_addr=qa, w_addr=ks_at, o_addr=0,
+                                              obuf=BUFS["DIV"]))
                 em.wait(st, "MAT", kv, 1)
                 self.wait_out_slot(st, "MAT", so, seen)
-                em.emit(st, "ATT_OUT", **dict(tile, w_addr=kv_at, o_addr=obase + j * d * ntok,
-                                              obuf=BUFS["OUT"]))
+                em.emit(st, "ATT_OUT", **dict(tile, x_addr=qa, w_addr=kv_at,
+                                              o_addr=obase + j * d * ntok, obuf=BUFS["OUT"]))
                 hd = em.sem()
                 em.signal(st, "MAT", hd)
                 self.aux_free[(st, i % 2)] = hd

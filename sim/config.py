@@ -43,7 +43,7 @@ _RANGES = {
     "N": (1, 64), "M": (1, 64), "T": (1, 64), "S": (1, 64), "L": (1, 64),
     "buf_b_bytes": (1024, 1 << 19), "buf_c_bytes": (1024, 1 << 19),
     "buf_out_bytes": (1024, 1 << 19), "buf_aux_bytes": (256, 1 << 22),
-    "buf_div_bytes": (64, 1 << 20),
+    "buf_div_bytes": (64, 1 << 20), "buf_a_bytes": (64, 1 << 16),
     "dram_bytes_per_cycle": (1, 4096), "dram_latency_cycles": (0, 100000),
     "host_cycles_per_elem": (0, 10000),
     "host_overhead_cycles": (0, 10 ** 7),
@@ -56,8 +56,10 @@ class AccelConfig:
 
     ``buf_b_bytes``/``buf_c_bytes``/``buf_out_bytes`` are the global buffers B (activations),
     C (weights + per-channel requant parameters) and the output buffer, shared by the L cores;
-    ``buf_aux_bytes`` and ``buf_div_bytes`` are per core (auxiliary buffer between the R-MAC and
-    MAT engines; divisor buffer of the attention).
+    ``buf_aux_bytes``, ``buf_div_bytes`` and ``buf_a_bytes`` are per core (auxiliary buffer
+    between the R-MAC and MAT engines; divisor buffer of the attention; buffer A, the broadcast
+    operand of the R-MAC engine and the adder tree, which holds the attention's K: the compiler
+    falls back to B for a head whose K does not fit).
 
     The pipeline latencies of the core (requant lanes, engines, log2 module, shifter array) are
     properties of the RTL, not of the configuration: :mod:`sim.timing` states them. (A former
@@ -74,6 +76,7 @@ class AccelConfig:
     buf_out_bytes: int = 64 * 1024
     buf_aux_bytes: int = 4 * 1024
     buf_div_bytes: int = 1024
+    buf_a_bytes: int = 8 * 1024
     dram_bytes_per_cycle: int = 64
     dram_latency_cycles: int = 64
     clock_mhz: float = 200.0

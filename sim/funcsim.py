@@ -1,18 +1,19 @@
 """Instruction-level functional simulator of a :class:`sim.compile.Binary`.
 
-It models the DRAM image, the global buffers B, C, OUT and each core's AUX and DIV buffers as
+It models the DRAM image, the global buffers B, C, OUT and each core's AUX, DIV and A buffers as
 byte arrays and executes the instructions: LOAD/STORE really copy bytes between DRAM and the
-buffers, and every compute instruction reads its operands from the buffer addresses it names
-(so a wrong address, stride, tile or synchronisation shows up as a wrong result or an error).
-The arithmetic is the golden model's: :func:`sim.golden.conv_acc`, :func:`sim.golden.linear_acc`,
-:func:`sim.golden.attention_steps`, :func:`sim.golden.layernorm_host` and
+buffers (a LOAD into A names its core), and every compute instruction reads its operands from the
+buffer addresses it names (so a wrong address, stride, tile or synchronisation shows up as a wrong
+result or an error). The arithmetic is the golden model's: :func:`sim.golden.conv_acc`,
+:func:`sim.golden.linear_acc`, the attention steps :func:`sim.golden.attention_kv`,
+``attention_ksum``, ``attention_div``, ``attention_out``, :func:`sim.golden.layernorm_host` and
 :meth:`sim.intprogram.Epilogue.apply` (which calls :mod:`sim.numerics`).
 
-Attention: each of the four per-head instructions calls ``attention_steps`` on the head's
-q|k|v block read from buffer B and keeps the part its unit produces (S, ksum, log2 codes,
-output); the instructions that consume an intermediate (ATT_DIV, ATT_OUT) read it back from the
-AUX/DIV buffer address they name and check it against the recomputed value, so the on-chip data
-flow and its addresses are verified, while the arithmetic stays the golden model's single copy.
+Attention: each of the four per-head instructions runs its step on the operands it names: K from
+``XBUF`` (buffer A, or B), V and Q from B, and the intermediates of the earlier steps read back
+from the AUX/DIV addresses where those steps wrote them (S, ksum8, the log2 codes with the zero
+flag in bit 4, as the RTL keeps them), so the on-chip data flow and its addresses are what is
+verified: a wrong one gives a wrong output.
 
 Execution order: the units of all streams run as independent in-order queues synchronised only by
 the SIGNAL/WAIT events; ``order="ld_first"`` lets the DMA units run as far ahead as the events
@@ -68,7 +69,8 @@ class _Machine:
         # the attention step that consumes it
         self.local = {f"core{i}": {"AUX": np.zeros(cfg.buf_aux_bytes, np.uint8),
                                    "AUX_A": np.zeros(cfg.buf_aux_bytes, np.uint8),
-                                   "DIV": np.zeros(cfg.buf_div_bytes, np.uint8)}
+                                   "DIV": np.zeros(cfg.buf_div_bytes, np.uint8),
+                                   "A": np.zeros(cfg.buf_a_bytes, np.uint8)}
                       for i in range(cfg.L)}
         self.regs = {}
         self.sems = {}
@@ -116,6 +118,14 @@ class _Machine:
     # instruction semantics ---------------------------------------------------------------------
     def dma(self, stream, ins, store):
         f = ins.f
+        if f["buf"] == BUFS["A"]:
+            # buffer A of core ``core``: filled by LOAD only (nothing reads it back to DRAM)
+            if store or f.get("core", 0) >= self.b.cfg.L:
+                raise FuncSimError(f"{ins}: {'STORE from' if store else 'LOAD into'} buffer A of "
+                                   f"core {f.get('core', 0)} (L = {self.b.cfg.L}; A is only loaded)")
+            stream = f"core{f.get('core', 0)}"
+        elif f.get("core", 0):
+            raise FuncSimError(f"{ins}: core = {f.get('core')} names a core for a global buffer")
         mem, name = self.buf(stream, f["buf"])
         cnt, ln, st = f["count"], f["length"], f["stride"]
         if f["buf_addr"] + cnt * ln > mem.size:
@@ -151,6 +161,10 @@ class _Machine:
         if not op.startswith("ATT_") and BUFS["AUX"] in (r.get("XBUF"), f["obuf"]):
             raise FuncSimError(f"{stream}/{unit}: {ins} uses AUX, which holds only the attention's"
                                " S and ksum8 (docs/hw-core.md, AUX buffer)")
+        if BUFS["A"] == f["obuf"] or (r.get("XBUF") == BUFS["A"]
+                                      and op not in ("ATT_KV_RDF", "ATT_KSUM")):
+            raise FuncSimError(f"{stream}/{unit}: {ins} uses buffer A, which only the LD unit "
+                               "writes and only ATT_KV_RDF and ATT_KSUM read (docs/hw-core.md)")
         try:
             if op in ("CONV_MAT", "CONV_RDF", "DW_RSA"):
                 self.conv(stream, r, f, dw=op == "DW_RSA")
@@ -196,32 +210,35 @@ class _Machine:
         self.write(stream, f["obuf"], f["o_addr"], y, r["OSTRIDE"], bpe)
 
     def att(self, stream, r, f, op):
+        """One attention step of one head (docs/isa.md): K (ATT_KV_*, ATT_KSUM) or Q (ATT_DIV,
+        ATT_OUT) is the ``DIM x NTOK`` block at ``x_addr`` in ``XBUF``, V (ATT_KV_*) the block
+        at ``w_addr`` in B; the intermediates are read back from where the earlier steps wrote
+        them (AUX: S and ksum8, DIV: codes with the zero flag in bit 4)."""
         d, n = r["DIM"], r["NTOK"]
-        x = self.read(stream, r["XBUF"], f["x_addr"], 3 * d, n, r["XSTRIDE"], r["XSIGNED"])
+        x = self.read(stream, r["XBUF"], f["x_addr"], d, n, r["XSTRIDE"], r["XSIGNED"])[None]
         rec = self.params(stream, f["p_addr"], 1)[0]
         keys = ("s_mult_b", "s_mult_c", "ksum_mult_b", "ksum_mult_c", "log2_offset",
                 "log2_emin", "out_mult_b", "out_mult_c")
         prm = {k: rec[i:i + 1] for i, k in enumerate(keys)}
-        st = golden.attention_steps(x.reshape(3 * d, 1, n), prm, d)
         aux = BUFS["AUX"]
+        relu = nx.relu(x)
         if op in ("ATT_KV_RDF", "ATT_KV_MAT"):
-            self.write(stream, f["obuf"], f["o_addr"], st["s8"][0], d)
+            v = self.read(stream, BUFS["B"], f["w_addr"], d, n, r["XSTRIDE"], r["XSIGNED"])
+            _, s8 = golden.attention_kv(relu, v[None], prm)
+            self.write(stream, f["obuf"], f["o_addr"], s8[0], d)
         elif op == "ATT_KSUM":
-            self.write(stream, f["obuf"], f["o_addr"], st["ksum8"][0].reshape(1, d), d,
+            _, ksum8 = golden.attention_ksum(relu, prm)
+            self.write(stream, f["obuf"], f["o_addr"], ksum8.reshape(1, d), d,
                        store="AUX_A" if f["obuf"] == aux else None)
         elif op == "ATT_DIV":
-            ks = self.read(stream, aux, f["w_addr"], 1, d, d, False, store="AUX_A")[0]
-            if not np.array_equal(ks, st["ksum8"][0]):
-                raise FuncSimError(f"ATT_DIV: ksum in AUX at {f['w_addr']} is not this head's")
-            self.write(stream, f["obuf"], f["o_addr"], st["code"][0].reshape(1, n), n)
+            ks = self.read(stream, aux, f["w_addr"], 1, d, d, False, store="AUX_A")
+            den, _, code = golden.attention_div(relu, ks, prm)
+            self.write(stream, f["obuf"], f["o_addr"], (code | (den == 0) << 4).reshape(1, n), n)
         elif op == "ATT_OUT":
             s8 = self.read(stream, aux, f["w_addr"], d, d, d, True)
-            if not np.array_equal(s8, st["s8"][0]):
-                raise FuncSimError(f"ATT_OUT: S in AUX at {f['w_addr']} is not this head's")
-            code = self.read(stream, 4, 0, 1, n, n, False)[0]
-            if not np.array_equal(code, st["code"][0]):
-                raise FuncSimError("ATT_OUT: log2 codes in DIV are not this head's")
-            self.write(stream, f["obuf"], f["o_addr"], st["out"].reshape(d, n), n)
+            div = self.read(stream, BUFS["DIV"], 0, 1, n, n, False)
+            _, out = golden.attention_out(relu, s8[None], div & 15, div >> 4 & 1, prm)
+            self.write(stream, f["obuf"], f["o_addr"], out[0], n)
 
     def host_ln(self, ins):
         f = ins.f

@@ -30,8 +30,9 @@ OPCODE_BITS = 5
 UNITS = {"LD": 0, "ST": 1, "HOST": 2, "RMAC": 3, "MAT": 4, "AUX": 5}
 UNIT_NAMES = {v: k for k, v in UNITS.items()}
 #: on-chip buffers: B (global, activations), C (global, weights + params), OUT (global output
-#: buffer), AUX (per core, between R-MAC and MAT), DIV (per core, divisors)
-BUFS = {"B": 0, "C": 1, "OUT": 2, "AUX": 3, "DIV": 4}
+#: buffer), AUX (per core, between R-MAC and MAT), DIV (per core, divisors), A (per core, the
+#: broadcast operand of the R-MAC engine and the adder tree: the attention's ReLU(K))
+BUFS = {"B": 0, "C": 1, "OUT": 2, "AUX": 3, "DIV": 4, "A": 5}
 BUF_NAMES = {v: k for k, v in BUFS.items()}
 ACTS = {"none": 0, "relu": 1, "hswish": 2}
 ACT_NAMES = {v: k for k, v in ACTS.items()}
@@ -61,7 +62,7 @@ REGS = {
     "RSTRIDE": 20,   # residual block channel stride in bytes
     "XSIGNED": 21,   # input int8 (1) or uint8 (0)
     "RSIGNED": 22,   # residual int8 (1) or uint8 (0)
-    "XBUF": 23,      # buffer the input block is read from (BUFS: B or AUX)
+    "XBUF": 23,      # buffer the input block is read from (BUFS: B, or A for the attention's K)
 }
 REG_NAMES = {v: k for k, v in REGS.items()}
 
@@ -69,8 +70,9 @@ REG_NAMES = {v: k for k, v in REGS.items()}
 _TILE = [("x_addr", 19, False), ("w_addr", 19, False), ("p_addr", 19, False),
          ("o_addr", 19, False), ("nco", 12, False), ("hin", 12, False), ("ho", 12, False),
          ("pad_t", 3, False), ("pad_b", 3, False), ("obuf", 3, False)]
+#: ``core``: the core whose buffer A a LOAD fills (0 for the global buffers)
 _DMA = [("buf", 3, False), ("dram_addr", 32, False), ("buf_addr", 20, False),
-        ("count", 16, False), ("length", 20, False), ("stride", 28, False)]
+        ("count", 16, False), ("length", 20, False), ("stride", 26, False), ("core", 6, False)]
 FORMATS = {
     "NOP":     (0, None, []),
     # semaphores are event counters: SIGNAL adds count, WAIT blocks until the counter >= count

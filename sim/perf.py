@@ -47,7 +47,7 @@ import numpy as np
 from . import timing
 from .compile import _cdiv
 from .funcsim import build_queues
-from .isa import REG_NAMES
+from .isa import BUFS, REG_NAMES
 
 __all__ = ["PerfReport", "LayerPerf", "simulate", "instr_cycles", "BEAT"]
 
@@ -249,11 +249,14 @@ def simulate(binary, *, trace: list | None = None,
             nbytes = _dma_bytes(ins.f)
             if tag >= 0:
                 l_bytes[tag] += ins["count"] * ins["length"]
+            # a LOAD into a core's buffer A moves at most one beat per cycle (its write port)
+            to_a = ins["buf"] == BUFS["A"]
             if zero_dma:
-                nxt = t
-                note(tag, t, t, unit, stream, 0)
+                nxt = t + (_cdiv(ins["count"] * ins["length"], BEAT) if to_a else 0)
+                note(tag, t, nxt, unit, stream, 0)
             else:
-                xfer = _cdiv(nbytes, cfg.dram_bytes_per_cycle)
+                xfer = _cdiv(nbytes, min(cfg.dram_bytes_per_cycle, BEAT) if to_a
+                             else cfg.dram_bytes_per_cycle)
                 start = max(t, dram_free)
                 dram_free = start + xfer
                 nxt = start + xfer

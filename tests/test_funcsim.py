@@ -322,3 +322,41 @@ def test_aux_engine_and_adder_tree_stores_are_apart():
     for k, v, d in zip(ksum, kv, div):
         k.f["o_addr"] = d.f["w_addr"] = v.f["o_addr"]
     np.testing.assert_array_equal(run(b, x)[prog.outputs[0]], golden.run(prog, x)[prog.outputs[0]])
+
+
+def test_attention_k_goes_through_buffer_a():
+    """The compiled attention loads each head's K into its core's buffer A (LOAD with ``core``)
+    and reads it there (ATT_KV_RDF, ATT_KSUM with XBUF = A); moving A's bytes changes the result,
+    and what the ISA forbids is refused: the MAT reading A, a LOAD into the A of a core that
+    does not exist, a STORE from A."""
+    import copy
+    from sim.isa import BUFS, REGS, UNITS
+    prog, x, b = _binary("attention")
+    ref = golden.run(prog, x)[prog.outputs[0]]
+    loads = [i for i in b.streams["global"] if i.op == "LOAD" and i["buf"] == BUFS["A"]]
+    heads = len([i for s in b.streams.values() for i in s if i.op == "ATT_KSUM"])
+    assert len(loads) == heads >= 2 and {i["core"] for i in loads} == set(range(b.cfg.L))
+    for order in ("ld_first", "ld_last"):
+        np.testing.assert_array_equal(run(b, x, order=order)[prog.outputs[0]], ref)
+    bad = copy.deepcopy(b)
+    for i in bad.streams["global"]:
+        if i.op == "LOAD" and i["buf"] == BUFS["A"]:
+            i.f["dram_addr"] += 1           # K shifted by one token
+    assert not np.array_equal(run(bad, x)[prog.outputs[0]], ref)
+    bad = copy.deepcopy(b)
+    next(i for i in bad.streams["global"] if i.op == "LOAD" and i["buf"] == BUFS["A"]).f["core"] \
+        = b.cfg.L
+    with pytest.raises(FuncSimError, match="buffer A of core"):
+        run(bad, x)
+    bad = copy.deepcopy(b)
+    st = next(i for i in bad.streams["global"] if i.op == "STORE")
+    st.f["buf"] = BUFS["A"]
+    with pytest.raises(FuncSimError, match="STORE from buffer A"):
+        run(bad, x)
+    bad = copy.deepcopy(b)
+    s = bad.streams["core0"]
+    setr = next(i for i in s if i.op == "SETR" and i["unit"] == UNITS["MAT"]
+                and i["reg"] == REGS["XBUF"])
+    setr.f["value"] = BUFS["A"]             # the MAT's XBUF: Q from A
+    with pytest.raises(FuncSimError, match="buffer A"):
+        run(bad, x)
