@@ -269,12 +269,16 @@ def test_core_efficientvit_module(name):
 
 def test_core_attention_kv_on_mat():
     """ATT_KV_MAT (step i on the MAT engine; the compiler puts it on the R-MAC): the compiled
-    Binary of ``att`` with each ATT_KV_RDF and its SIGNAL moved to the MAT unit. Bit-exact with
-    sim.golden and with sim.funcsim on the same Binary."""
+    Binary of ``att`` with each ATT_KV_RDF and its SIGNAL moved to the MAT unit. K must then be
+    in B (buffer A feeds only the R-MAC and the adder tree): compiled with a buffer A too small
+    for one head's K, the compiler's fallback. Bit-exact with sim.golden and with sim.funcsim on
+    the same Binary."""
     import dataclasses
-    from sim.isa import UNITS, Instr
+    from sim.isa import BUFS, UNITS, Instr
     prog, cfg, x = make_case("att")
+    cfg = cfg.replace(buf_a_bytes=64)
     binary = sc.compile(prog, cfg)
+    assert not [i for i in binary.streams["global"] if i.op == "LOAD" and i["buf"] == BUFS["A"]]
     mat = UNITS["MAT"]
     ins, moved = list(binary.streams["core0"]), 0
     for i, it in enumerate(ins):

@@ -1,9 +1,10 @@
 """The attention steps of a computing core (paper Sec. V-B, intra-layer pipeline; docs/isa.md).
 
 Integer semantics: :func:`sim.golden.attention_steps` (one head: ``d = DIM`` channels of Q, K, V
-each, ``n = NTOK`` tokens, the q|k|v block of ``3d x n`` bytes at ``x_addr`` in ``XBUF`` with
-channel stride ``XSTRIDE``; one 32-byte record at ``p_addr``: ``s_b, s_c, ks_b, ks_c,
-log2_offset, log2_emin, out_b, out_c`` as int32). This module builds the sequencer of the steps
+each, ``n = NTOK`` tokens, channel stride ``XSTRIDE``; ``ATT_KV_*`` read K at ``x_addr`` in
+``XBUF`` (buffer A, or B) and V at ``w_addr`` in B, ``ATT_DIV``/``ATT_OUT`` read Q at ``x_addr``
+in ``XBUF`` (B); one 32-byte record at ``p_addr``: ``s_b, s_c, ks_b, ks_c, log2_offset,
+log2_emin, out_b, out_c`` as int32). This module builds the sequencer of the steps
 that run on an engine; it is elaborated into a MAT or R-MAC :class:`hw.core.unit.Unit` and
 shares that unit's engine, gather/scatter ports and requant lanes (``ATT_KSUM`` runs on the AUX
 unit's adder tree, in ``Unit._pool``).
@@ -136,10 +137,10 @@ class AttentionSequencer:
                          p.row_stride.eq(0), p.elem_stride.eq(1), p.en.eq(0), r.en.eq(0),
                          eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1)]
             with m.Switch(aop):
-                with m.Case(KV):    # x: row j of K from token t0; w: rows i0.. of V
-                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + (d + oc) * xs + ic)),
+                with m.Case(KV):    # x: row j of K (XBUF) from token t0; w: rows i0.. of V (B)
+                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + oc * xs + ic)),
                                  x.elem_stride.eq(1),
-                                 w.buf.eq(xbuf), w.addr.eq(a(xb + (2 * d + mc) * xs + ic)),
+                                 w.buf.eq(BUFS["B"]), w.addr.eq(a(wb + mc * xs + ic)),
                                  w.row_stride.eq(xs), w.elem_stride.eq(1)]
                 with m.Case(DIV):   # x: ksum8[j0..] from AUX; w: column t of Q (every lane)
                     m.d.comb += [x.buf.eq(BUFS["AUX"]), x.addr.eq(a(wb + ic)),

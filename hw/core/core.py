@@ -15,8 +15,12 @@ Interface decisions (docs/hw-core.md):
   gather read / scatter write ports (``hw.core.ports``); the harness plays them and the LD/ST
   DMA units;
 * semaphores are outside too (global): ``*_wait`` / ``*_signal`` streams;
-* the per-core AUX and DIV buffers (attention: S and ksum8; the divisor codes) are inside.
-  Requests whose ``buf`` is AUX or DIV never leave the core. AUX is
+* the per-core AUX and DIV buffers (attention: S and ksum8; the divisor codes) and buffer A
+  (the broadcast operand of the R-MAC engine and the adder tree: the attention's K, filled by the
+  LD DMA through the ``a_load`` port) are inside. Requests whose ``buf`` is AUX, DIV or A never
+  leave the core. A is a :class:`hw.core.auxbuf.BankedStore` with two copies, one read by the
+  R-MAC's ``x`` port and one by the AUX unit's ``x`` port (a line of ``N`` bytes, element stride
+  1). AUX is
   :class:`hw.core.auxbuf.AuxBuffer` (banked; S written by the engines' ``o`` ports and read by the
   MAT's ``w`` port, ksum8 written by the AUX unit and read by the MAT's ``x`` port); DIV is a
   ``lib.memory`` memory of bytes written by element 0 of the MAT's ``o`` port (ATT_DIV) and read
@@ -33,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 from sim.isa import BUFS
 
 from ..params import check_int
-from .auxbuf import AuxBuffer
+from .auxbuf import AuxBuffer, BankedStore, line_write_signature
 from .unit import Unit
 
 __all__ = ["Core", "UNIT_NAMES"]
@@ -42,7 +46,18 @@ UNIT_NAMES = ("mat", "rmac", "aux")
 
 #: unit ports served by the local buffers: (unit, port) -> local buffers (AUX: the AuxBuffer port
 #: of the same name; DIV: element 0 only)
-LOCAL_READS = {("mat", "x"): ("AUX",), ("mat", "w"): ("AUX",), ("mat", "r"): ("DIV",)}
+LOCAL_READS = {("mat", "x"): ("AUX",), ("mat", "w"): ("AUX",), ("mat", "r"): ("DIV",),
+               ("rmac", "x"): ("A",), ("aux", "x"): ("A",)}
+#: buffer A's copy that serves each of its readers
+A_COPIES = {"rmac": 0, "aux": 1}
+#: bytes per line of buffer A (its banks, and its ``a_load`` write port): at least one 16-byte
+#: AXI beat of the DMA per cycle, at least the N tokens the R-MAC and adder tree read per cycle
+A_MIN_BANKS = 16
+
+
+def a_line_bytes(N: int) -> int:
+    """Bytes per line of buffer A of a core with ``N`` R-MACs per lane (its ``a_load`` width)."""
+    return max(A_MIN_BANKS, 1 << (N - 1).bit_length())
 LOCAL_WRITES = {("mat", "o"): ("AUX", "DIV"), ("rmac", "o"): ("AUX",), ("aux", "o"): ("AUX",)}
 
 
@@ -51,26 +66,33 @@ class Core(wiring.Component):
 
     Parameters (keyword-only): ``N, M`` (R-MAC engine: M lanes x N R-MACs), ``T, S`` (MAT
     engine: S lanes x T multipliers), each 1..64; ``packed`` (DSP packing in both engines;
-    needs even M and S); ``aux_bytes``, ``div_bytes`` (sizes of the local AUX and DIV buffers,
-    16..65536). ``Core.from_config(cfg)`` takes them from a ``sim.config.AccelConfig``.
-    ``aux_buf`` is the :class:`hw.core.auxbuf.AuxBuffer`, ``div_mem`` the DIV
-    ``lib.memory.Memory`` (for benches: ``aux_buf.contents(ctx)``).
+    needs even M and S); ``aux_bytes``, ``div_bytes``, ``a_bytes`` (sizes of the local AUX,
+    DIV and A buffers, 16..65536). ``Core.from_config(cfg)`` takes them from a
+    ``sim.config.AccelConfig``. ``aux_buf`` is the :class:`hw.core.auxbuf.AuxBuffer`,
+    ``div_mem`` the DIV ``lib.memory.Memory``, ``a_store`` buffer A's
+    :class:`hw.core.auxbuf.BankedStore` (for benches: ``aux_buf.contents(ctx)``,
+    ``a_store.contents(ctx)``).
 
     Ports: for ``u`` in mat, rmac, aux: ``u_instr`` (In stream, 128-bit words), ``u_wait``,
     ``u_signal`` (Out streams of {sem, count}); for mat and rmac: ``u_x``, ``u_w``, ``u_p``,
     ``u_r`` (gather read ports: inputs, weights, parameter records, residuals) and ``u_o``
-    (scatter write port); ``halted`` (3 bits, mat/rmac/aux), ``done`` (all halted),
+    (scatter write port); ``a_load`` (In: a line write of ``a_banks`` bytes into buffer A, the
+    LD DMA's port: ``en``, byte ``addr``, ``mask``, ``data``; the bytes land at the clock edge);
+    ``halted`` (3 bits, mat/rmac/aux), ``done`` (all halted),
     ``error`` (3 bits, sticky), ``mat_busy``, ``rmac_busy`` (compute cycles, 32 bits).
     """
 
     def __init__(self, *, N: int = 8, M: int = 8, T: int = 8, S: int = 8, packed: bool = False,
-                 aux_bytes: int = 4096, div_bytes: int = 1024):
+                 aux_bytes: int = 4096, div_bytes: int = 1024, a_bytes: int = 8192):
         for k, v in dict(N=N, M=M, T=T, S=S).items():
             check_int(k, v, 1, 64)
         self.aux_bytes = check_int("aux_bytes", aux_bytes, 16, 1 << 16)
         self.div_bytes = check_int("div_bytes", div_bytes, 16, 1 << 16)
         self.aux_buf = AuxBuffer(depth=aux_bytes, S=S, T=T, M=M)
         self.div_mem = Memory(shape=unsigned(8), depth=div_bytes, init=[])
+        self.a_bytes = check_int("a_bytes", a_bytes, 16, 1 << 16)
+        self.a_banks = a_line_bytes(N)
+        self.a_store = BankedStore(depth=a_bytes, banks=self.a_banks, copies=len(A_COPIES))
         if not isinstance(packed, bool):
             raise TypeError(f"packed must be a bool, got {packed!r}")
         if packed and (M % 2 or S % 2):
@@ -85,7 +107,8 @@ class Core(wiring.Component):
                 if name in ("halted", "error", "error_op", "busy_cycles"):
                     continue
                 sig[f"{u}_{name}"] = member
-        sig.update(halted=Out(3), done=Out(1), error=Out(3), mat_busy=Out(32),
+        sig.update(a_load=In(line_write_signature(self.a_banks)),
+                   halted=Out(3), done=Out(1), error=Out(3), mat_busy=Out(32),
                    rmac_busy=Out(32))
         super().__init__(sig)
 
@@ -93,12 +116,16 @@ class Core(wiring.Component):
     def from_config(cls, cfg, *, packed: bool | None = None) -> "Core":
         return cls(N=cfg.N, M=cfg.M, T=cfg.T, S=cfg.S,
                    packed=cfg.dsp_packing if packed is None else packed,
-                   aux_bytes=cfg.buf_aux_bytes, div_bytes=cfg.buf_div_bytes)
+                   aux_bytes=cfg.buf_aux_bytes, div_bytes=cfg.buf_div_bytes,
+                   a_bytes=cfg.buf_a_bytes)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.aux_buf = aux = self.aux_buf
         m.submodules.div_mem = self.div_mem
+        m.submodules.a_store = self.a_store
+        wiring.connect(m, wiring.flipped(self.a_load), self.a_store.write[0])
+        a_err = Signal(3)       # sticky: a read of A that breaks its rule (bit 1 rmac, 2 aux)
         for u, unit in self.units.items():
             m.submodules[u] = unit
             for name, member in unit.signature.members.items():
@@ -107,8 +134,8 @@ class Core(wiring.Component):
                 outer = getattr(self, f"{u}_{name}")
                 inner = getattr(unit, name)
                 if (u, name) in LOCAL_READS:
-                    self._route_read(m, inner, outer, LOCAL_READS[(u, name)],
-                                     getattr(aux, f"{u}_{name}", None))
+                    self._route_read(m, u, inner, outer, LOCAL_READS[(u, name)],
+                                     getattr(aux, f"{u}_{name}", None), a_err)
                 elif (u, name) in LOCAL_WRITES:
                     self._route_write(m, inner, outer, LOCAL_WRITES[(u, name)],
                                       getattr(aux, f"{u}_{name}"))
@@ -117,15 +144,16 @@ class Core(wiring.Component):
         us = [self.units[u] for u in UNIT_NAMES]
         m.d.comb += [self.halted.eq(Cat(*[u.halted for u in us])),
                      self.done.eq(Cat(*[u.halted for u in us]).all()),
-                     self.error.eq(Cat(*[u.error for u in us]) | aux.error),
+                     self.error.eq(Cat(*[u.error for u in us]) | aux.error | a_err),
                      self.mat_busy.eq(self.units["mat"].busy_cycles),
                      self.rmac_busy.eq(self.units["rmac"].busy_cycles)]
         return m
 
-    def _route_read(self, m, inner, outer, targets, aux_port):
-        """Gather port ``inner`` of a unit: requests for AUX go to ``aux_port`` (the AuxBuffer),
-        for DIV to the DIV memory's read port (element 0: latency 1, outside the buffer reads
-        0); the others go out through ``outer``."""
+    def _route_read(self, m, u, inner, outer, targets, aux_port, a_err):
+        """Gather port ``inner`` of unit ``u``: requests for AUX go to ``aux_port`` (the
+        AuxBuffer), for DIV to the DIV memory's read port (element 0: latency 1, outside the
+        buffer reads 0), for A to the unit's copy of buffer A (a line at ``addr``: element
+        stride 1 or the unit's bit of ``a_err`` is set); the others go out through ``outer``."""
         hits = {b: Signal(name=f"{b.lower()}_rd") for b in targets}
         for b, hit in hits.items():
             m.d.comb += hit.eq(inner.en & (inner.buf == BUFS[b]))
@@ -136,7 +164,16 @@ class Core(wiring.Component):
         for b, hit in hits.items():
             hit_q = Signal(name=f"{b.lower()}_rd_q")
             m.d.sync += hit_q.eq(hit)
-            if b == "AUX":
+            if b == "A":
+                rd = self.a_store.read[A_COPIES[u]]
+                elems = len(inner.data[0])
+                m.d.comb += [rd.en.eq(hit), rd.addr.eq(inner.addr)]
+                with m.If(hit_q):
+                    m.d.comb += [inner.data[0][e].eq(rd.data[e]) for e in range(elems)]
+                if elems > 1:
+                    with m.If(hit & (inner.elem_stride != 1)):
+                        m.d.sync += a_err[UNIT_NAMES.index(u)].eq(1)
+            elif b == "AUX":
                 m.d.comb += [aux_port.en.eq(hit), aux_port.addr.eq(inner.addr),
                              aux_port.row_stride.eq(inner.row_stride),
                              aux_port.elem_stride.eq(inner.elem_stride)]

@@ -524,7 +524,7 @@ class Unit(wiring.Component):
         one byte per channel at ``o_addr + channel``.
 
         ``ks`` high: ATT_KSUM (attention step ii, ``sim.golden.attention_steps``): the same on the
-        ``DIM`` rows of K (channels ``DIM..2*DIM-1`` of the head's q|k|v block) with ReLU on the
+        ``DIM`` rows of K (at ``x_addr`` in ``XBUF``: the core's buffer A, or B) with ReLU on the
         inputs, the head's one parameter record (``ks_b``, ``ks_c``: fields 2, 3), no offset or
         activation, and uint8 saturation: ksum8, one byte per row."""
         W = self.width
@@ -586,7 +586,7 @@ class Unit(wiring.Component):
 
         def setup():
             m.d.sync += [c.eq(0), t0.eq(0), c_o.eq(0), c_w.eq(0),
-                         xa.eq(tf("x_addr") + Mux(ks, regs["DIM"][:12] * regs["XSTRIDE"], 0))]
+                         xa.eq(tf("x_addr"))]
 
         def issue():
             last_t = t0 + W >= ntok

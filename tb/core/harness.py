@@ -3,7 +3,9 @@
 :class:`CoreEnv` plays everything outside the core for a :class:`sim.compile.Binary` compiled
 for ``L = 1``: the DRAM image (with the input written where the Binary's symbol table says),
 the global buffers B, C, OUT (byte arrays behind the core's gather / scatter ports), the LD and
-ST DMA units executing the Binary's global stream (LOAD/STORE/SIGNAL/WAIT, in zero time), the
+ST DMA units executing the Binary's global stream (LOAD/STORE/SIGNAL/WAIT, in zero time; a
+LOAD into the core's buffer A goes through the core's ``a_load`` port, one 16-byte beat per
+cycle as ``sim.perf`` times it, and the LD unit goes on when its last beat is written), the
 global semaphores behind the units' wait / signal streams and the dispatcher that splits the
 core's stream into the three unit queues (``sim.funcsim.build_queues``).
 
@@ -26,6 +28,7 @@ from hw.core.unit import MAX_KERNEL
 from sim import golden
 from sim.funcsim import build_queues
 from sim.isa import BUF_NAMES, encode
+from sim.perf import BEAT
 
 __all__ = ["CoreEnv", "HarnessError", "UNITS"]
 
@@ -66,6 +69,8 @@ class CoreEnv:
         self.cycle = 0
         self.pending: dict = {}
         self.writes = 0
+        self.a_lines: list = []         # pending (addr, mask, data) writes into buffer A
+        self.core = core
         self.run_global()
 
     # -- port description ----------------------------------------------------------------------
@@ -107,6 +112,9 @@ class CoreEnv:
             d[f"{u}_wait__ready"] = self.pending.get(f"{u}_wait__ready", 0)
         for p, rows, elems in self.gathers():
             d[f"{p}__data"] = self.pending.get(f"{p}__data", 0)
+        a, mask, data = self.a_lines[0] if self.a_lines else (0, 0, 0)
+        d.update(a_load__en=int(bool(self.a_lines)), a_load__addr=a, a_load__mask=mask,
+                 a_load__data=data)
         return d
 
     # -- the DMA units and semaphores ----------------------------------------------------------
@@ -115,7 +123,7 @@ class CoreEnv:
         while progress:
             progress = False
             for u, q in self.gq.items():
-                while self.gpc[u] < len(q):
+                while self.gpc[u] < len(q) and not (u == "LD" and self.a_lines):
                     ins = q[self.gpc[u]]
                     if ins.op == "WAIT":
                         if self.sems.get(ins["sem"], 0) < ins["count"]:
@@ -133,6 +141,9 @@ class CoreEnv:
 
     def dma(self, ins):
         f = ins.f
+        if BUF_NAMES.get(f["buf"]) == "A":
+            self.load_a(ins)
+            return
         mem = self.bufs[BUF_NAMES[f["buf"]]]
         cnt, ln, st = f["count"], f["length"], f["stride"]
         didx = f["dram_addr"] + np.arange(cnt)[:, None] * st + np.arange(ln)[None, :]
@@ -141,6 +152,19 @@ class CoreEnv:
             self.dram[didx] = mem[bsl].reshape(cnt, ln)
         else:
             mem[bsl] = self.dram[didx].reshape(-1)
+
+    def load_a(self, ins):
+        """Queue the beats of a LOAD into buffer A (one per cycle through ``a_load``)."""
+        f = ins.f
+        if ins.op != "LOAD" or f["core"] != self.core:
+            raise HarnessError(f"{ins}: the harness plays core {self.core}'s buffer A, LOAD only")
+        cnt, ln, st = f["count"], f["length"], f["stride"]
+        didx = f["dram_addr"] + np.arange(cnt)[:, None] * st + np.arange(ln)[None, :]
+        raw = self.dram[didx].reshape(-1)
+        for o in range(0, raw.size, BEAT):
+            part = raw[o:o + BEAT]
+            self.a_lines.append((f["buf_addr"] + o, (1 << part.size) - 1,
+                                 int.from_bytes(part.tobytes(), "little")))
 
     # -- one clock edge ------------------------------------------------------------------------
     def edge(self, s: dict) -> dict:
@@ -161,6 +185,8 @@ class CoreEnv:
         for p, n in self.scatters():
             if s[f"{p}__en"]:
                 self.scatter(p, n, s)
+        if drv["a_load__en"]:
+            self.a_lines.pop(0)
         pend = {}
         for p, rows, elems in self.gathers():
             if s[f"{p}__en"]:
@@ -214,7 +240,7 @@ class CoreEnv:
 
     # -- results -------------------------------------------------------------------------------
     def done(self) -> bool:
-        return all(self.gpc[u] == len(q) for u, q in self.gq.items())
+        return not self.a_lines and all(self.gpc[u] == len(q) for u, q in self.gq.items())
 
     def outputs(self) -> dict:
         return self.binary.read_outputs(self.dram)
@@ -244,8 +270,8 @@ def simulate_amaranth(core, env: CoreEnv, *, max_cycles: int = 200_000, vcd: str
     """Run ``core`` in ``amaranth.sim`` against ``env`` until the binary finished and all units
     halted; returns the number of cycles. Raises :class:`HarnessError` on a core error or when
     ``max_cycles`` pass. With a dict ``local_buffers``, the final contents of the core's AUX and
-    DIV buffers are stored in it (uint8 arrays: ``"AUX"`` the engine store and ``"AUX_A"`` the
-    adder-tree store of :class:`hw.core.auxbuf.AuxBuffer`, ``"DIV"``)."""
+    DIV buffers and buffer A are stored in it (uint8 arrays: ``"AUX"`` the engine store and
+    ``"AUX_A"`` the adder-tree store of :class:`hw.core.auxbuf.AuxBuffer`, ``"DIV"``, ``"A"``)."""
     from amaranth.sim import Simulator
 
     names = env.sampled_names()
@@ -264,7 +290,7 @@ def simulate_amaranth(core, env: CoreEnv, *, max_cycles: int = 200_000, vcd: str
                     aux = core.aux_buf.contents(ctx)
                     local_buffers.update(AUX=aux["E"], AUX_A=aux["A"], DIV=np.array(
                         [ctx.get(core.div_mem.data[i]) for i in range(core.div_mem.depth)],
-                        np.uint8))
+                        np.uint8), A=core.a_store.contents(ctx))
                 return
             if env.cycle >= max_cycles:
                 raise HarnessError(f"no completion after {max_cycles} cycles; queues at "

@@ -10,8 +10,8 @@ What it holds (docs/hw-core.md, section "CoreSystem"):
 
 * **DRAM**: a byte memory initialised with the Binary's DRAM image with the input ``x`` written
   in (:meth:`sim.compile.Binary.write_input`); read back through the ``dbg_*`` port.
-* **Buffers**: every buffer of ``sim.isa.BUFS`` (B, C, OUT and the per-core AUX, DIV) in one byte
-  memory, each at its own base offset and with its size from the config. Every gather read /
+* **Buffers**: every buffer of ``sim.isa.BUFS`` (B, C, OUT and the per-core AUX, DIV, A) in one
+  byte memory (the core serves AUX, DIV and A itself: their ranges stay unused), each at its own base offset and with its size from the config. Every gather read /
   scatter write port of the core's signature (found by iterating over the signature, so ports
   added or removed in ``hw.core`` need no edit here) is served as :mod:`hw.core.ports` says:
   gather: ``data[r][e] = buf[(addr + r*row_stride + e*elem_stride) mod 2**20]`` one cycle after
@@ -29,7 +29,9 @@ What it holds (docs/hw-core.md, section "CoreSystem"):
   rounded up to whole beats, as ``sim.perf``); a DMA unit's next instruction starts when its
   transfer has left the channel; a SIGNAL after a transfer fires ``cfg.dram_latency_cycles``
   after the transfer's last beat (posted: the unit goes on). The bytes themselves are written
-  when the beat moves: only the SIGNAL is delayed, which is all a unit can observe.
+  when the beat moves: only the SIGNAL is delayed, which is all a unit can observe. A LOAD into
+  buffer A (core 0) moves one beat per cycle into the core's ``a_load`` port (``sim.perf``: at
+  most 16 bytes per cycle into A).
 
 Outputs: ``done`` (every queue finished, the core halted, the DMA idle, every posted SIGNAL
 fired), ``cycles`` (cycles from reset to ``done``), ``error`` (the core's sticky error bits),
@@ -53,7 +55,7 @@ from hw.core.unit import field_slices
 from hw.params import check_int
 from sim import golden
 from sim.funcsim import CORE_UNITS, build_queues
-from sim.isa import BUF_NAMES, FORMATS, OPCODE_BITS, encode
+from sim.isa import BUF_NAMES, BUFS, FORMATS, OPCODE_BITS, encode
 
 __all__ = ["CoreSystem", "FAULTS", "gather_ports", "scatter_ports", "SystemError_", "run_system"]
 
@@ -197,6 +199,10 @@ class CoreSystem(wiring.Component):
                 raise SystemError_(f"core instruction port {u}_instr names no unit of {CORE_UNITS}")
         known = {n for n, *_ in self.gathers} | {n for n, _ in self.scatters}
         known |= {f"{u}_{p}" for u in self.units for p in ("instr", "wait", "signal")}
+        known.add("a_load")
+        if any(i.op == "LOAD" and BUF_NAMES.get(i["buf"]) == "A" and i["core"]
+               for i in self.queues[("global", "LD")]):
+            raise SystemError_("the Binary loads buffer A of a core other than 0")
         for name, mem in self.core.signature.members.items():
             drives_in = (mem.is_port and mem.flow == In) or (mem.is_signature and name not in known)
             if drives_in:
@@ -323,6 +329,7 @@ class CoreSystem(wiring.Component):
         ch_busy, ch_owner = Signal(), Signal()  # owner 0 = LD (LOAD), 1 = ST (STORE)
         ch_base, ch_size = Signal(range(self.buf_bytes + 1)), Signal(range(self.buf_bytes + 1))
         ch_count, ch_len, ch_stride = Signal(16), Signal(20), Signal(28)
+        ch_to_a = Signal()                      # the transfer fills the core's buffer A
         ch_c, ch_k = Signal(17), Signal(17)
         ch_db, ch_bb = Signal(48), Signal(40)
         credit = Signal(range(bpc + 2 * BEAT))
@@ -393,7 +400,8 @@ class CoreSystem(wiring.Component):
             m.d.sync += [ch_busy.eq(known), ch_owner.eq(grant_st), ch_base.eq(base),
                          ch_size.eq(size), ch_count.eq(f["count"]), ch_len.eq(f["length"]),
                          ch_stride.eq(f["stride"]), ch_c.eq(0), ch_k.eq(0),
-                         ch_db.eq(f["dram_addr"]), ch_bb.eq(f["buf_addr"]), credit.eq(0)]
+                         ch_db.eq(f["dram_addr"]), ch_bb.eq(f["buf_addr"]), credit.eq(0),
+                         ch_to_a.eq(f["buf"] == BUFS["A"])]
             with m.If(grant_st):
                 m.d.sync += st["xfer"].eq(1)
             with m.Else():
@@ -408,7 +416,8 @@ class CoreSystem(wiring.Component):
         for i in range(lanes):
             c, k, db, bb = pos[-1]
             a = Signal(name=f"beat{i}_act")
-            m.d.comb += a.eq(ch_busy & (cr >= BEAT * (i + 1)) & (c < ch_count))
+            m.d.comb += a.eq(ch_busy & (cr >= BEAT * (i + 1)) & (c < ch_count)
+                             & ((i == 0) | ~ch_to_a))
             act.append(a)
             for j in range(BEAT):
                 off = Signal(21, name=f"beat{i}_off{j}")
@@ -425,9 +434,14 @@ class CoreSystem(wiring.Component):
                 brp, bwp = bufs.read_port(domain="comb"), bufs.write_port()
                 m.d.comb += [drp.addr.eq(daddr), brp.addr.eq(ch_base + boff),
                              bwp.addr.eq(ch_base + boff), bwp.data.eq(drp.data),
-                             bwp.en.eq(ok & (ch_owner == 0)),
+                             bwp.en.eq(ok & (ch_owner == 0) & ~ch_to_a),
                              dwp.addr.eq(daddr), dwp.data.eq(brp.data),
                              dwp.en.eq(ok & (ch_owner == 1))]
+                if i == 0:      # buffer A: the beat goes into the core's a_load port
+                    al = core.a_load
+                    m.d.comb += [al.data[j].eq(drp.data), al.mask[j].eq(ok & ch_to_a)]
+                    if j == 0:
+                        m.d.comb += [al.en.eq(a & ch_to_a & (ch_owner == 0)), al.addr.eq(boff)]
             # next beat position: along the chunk, then the next chunk
             nc, nk = Signal(17, name=f"beat{i}_nc"), Signal(17, name=f"beat{i}_nk")
             ndb, nbb = Signal(48, name=f"beat{i}_ndb"), Signal(40, name=f"beat{i}_nbb")
@@ -442,7 +456,9 @@ class CoreSystem(wiring.Component):
                 with m.If(act[i]):
                     m.d.sync += [ch_c.eq(pos[i + 1][0]), ch_k.eq(pos[i + 1][1]),
                                  ch_db.eq(pos[i + 1][2]), ch_bb.eq(pos[i + 1][3]),
-                                 credit.eq(cr - BEAT * (i + 1))]
+                                 # into A one beat per cycle: no credit builds up
+                                 credit.eq(Mux(ch_to_a & (cr >= 2 * BEAT), 0,
+                                               cr - BEAT * (i + 1)))]
             with m.If(~act[0]):
                 m.d.sync += credit.eq(cr)
             # the transfer ends in the cycle its last beat moves
