@@ -1271,7 +1271,10 @@ class _Compiler:
         # buffer A (per core) holds ReLU(K)'s operand K of a head: the R-MAC (ATT_KV_RDF) and the
         # adder tree (ATT_KSUM) read it from there, Q and V come from B. Two slots per core when
         # they fit (the next head's K loads while the R-MAC works), else one, else K stays in B.
-        a_slots = min(2, cfg.buf_a_bytes // dn)
+        # A's slots start on its write port's line boundaries (a LOAD into A is line-aligned)
+        a_line = timing.a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle)
+        a_step = _cdiv(dn, a_line) * a_line
+        a_slots = 2 if a_step + dn <= cfg.buf_a_bytes else int(dn <= cfg.buf_a_bytes)
         # two head groups at least: EfficientViT's multi-scale attention puts the heads of the
         # plain qkv first and those of the aggregated qkv second, so the first group can load
         # (and its cores start) while the aggregation of the second is still being stored
@@ -1310,7 +1313,7 @@ class _Compiler:
                 free = self.a_free.get((f"core{c}", slot))
                 if free is not None:
                     em.wait("global", "LD", free, 2)
-                em.emit("global", "LOAD", buf=BUFS["A"], buf_addr=slot * dn, core=c,
+                em.emit("global", "LOAD", buf=BUFS["A"], buf_addr=slot * a_step, core=c,
                         dram_addr=xaddr + h * per_head + dn, count=1, length=dn, stride=0)
                 kload[h][1] = em.sem()
                 em.signal("global", "LD", kload[h][1])
@@ -1339,7 +1342,7 @@ class _Compiler:
                 kv, ks = em.sem(), em.sem()
                 if a_slots:
                     slot, ksem, af = kload[h]
-                    ka = slot * dn
+                    ka = slot * a_step
                 else:
                     ka, ksem = qa + dn, None
                 prev = self.aux_free.get((st, i % 2))   # ATT_OUT of two heads ago read this half

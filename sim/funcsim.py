@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import golden
+from . import golden, timing
 from . import numerics as nx
 from .intprogram import Epilogue
 from .isa import ACT_NAMES, BUF_NAMES, BUFS, REG_NAMES
@@ -123,6 +123,10 @@ class _Machine:
             if store or f.get("core", 0) >= self.b.cfg.L:
                 raise FuncSimError(f"{ins}: {'STORE from' if store else 'LOAD into'} buffer A of "
                                    f"core {f.get('core', 0)} (L = {self.b.cfg.L}; A is only loaded)")
+            line = timing.a_line_bytes(self.b.cfg.N, self.b.cfg.dram_bytes_per_cycle)
+            if f["buf_addr"] % line:
+                raise FuncSimError(f"{ins}: a LOAD into buffer A starts on a line boundary "
+                                   f"({line} bytes: its write port, sim.timing.a_line_bytes)")
             stream = f"core{f.get('core', 0)}"
         elif f.get("core", 0):
             raise FuncSimError(f"{ins}: core = {f.get('core')} names a core for a global buffer")

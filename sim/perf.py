@@ -51,7 +51,7 @@ from .isa import BUFS, REG_NAMES
 
 __all__ = ["PerfReport", "LayerPerf", "simulate", "instr_cycles", "BEAT"]
 
-BEAT = 16   #: bytes per AXI beat of one HP port
+BEAT = timing.BEAT   #: bytes per AXI beat of one HP port
 
 
 @dataclass
@@ -188,6 +188,7 @@ def simulate(binary, *, trace: list | None = None,
     head = {}                       # key -> head time of a WAIT woken by a SIGNAL
     wx = env.wait_extra
     zero_dma = env.dma_zero_time
+    a_line = timing.a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle)
 
     def note(tag, t0, t1, unit, stream, busy):
         if tag < 0:
@@ -249,13 +250,13 @@ def simulate(binary, *, trace: list | None = None,
             nbytes = _dma_bytes(ins.f)
             if tag >= 0:
                 l_bytes[tag] += ins["count"] * ins["length"]
-            # a LOAD into a core's buffer A moves at most one beat per cycle (its write port)
+            # a LOAD into a core's buffer A moves at most one line per cycle (its write port)
             to_a = ins["buf"] == BUFS["A"]
             if zero_dma:
-                nxt = t + (_cdiv(ins["count"] * ins["length"], BEAT) if to_a else 0)
+                nxt = t + (_cdiv(ins["count"] * ins["length"], a_line) if to_a else 0)
                 note(tag, t, nxt, unit, stream, 0)
             else:
-                xfer = _cdiv(nbytes, min(cfg.dram_bytes_per_cycle, BEAT) if to_a
+                xfer = _cdiv(nbytes, min(cfg.dram_bytes_per_cycle, a_line) if to_a
                              else cfg.dram_bytes_per_cycle)
                 start = max(t, dram_free)
                 dram_free = start + xfer

@@ -81,7 +81,8 @@ from dataclasses import dataclass
 __all__ = ["GATHER_LATENCY", "REQUANT_LATENCY", "LOG2_LATENCY", "SHIFTER_LATENCY",
            "PACKED_PRODUCT_LATENCY", "OUT_PRODUCT_LATENCY", "SemaphoreTiming", "SYSTEM",
            "PYTHON_HARNESS", "adder_tree_latency", "mat_latency", "rmac_df_latency",
-           "rmac_dw_latency", "compute_steps", "compute_timing", "ComputeTiming", "COMPUTE_OPS"]
+           "rmac_dw_latency", "compute_steps", "compute_timing", "ComputeTiming", "COMPUTE_OPS",
+           "BEAT", "A_MAX_LINE", "a_line_bytes"]
 
 #: cycles from a gather read request to its data (the port contract of ``hw.core.ports``)
 GATHER_LATENCY = 1
@@ -98,6 +99,22 @@ PACKED_PRODUCT_LATENCY = 2
 OUT_PRODUCT_LATENCY = 1
 #: the latched engine result + parameter-record / residual / DIV-entry read (``o1``)
 OUTPUT_LATCH = 1
+
+#: bytes of one beat of the DMA's AXI ports (the unit in which DRAM transfers are counted)
+BEAT = 16
+#: the widest line of buffer A's write port (64 banks): wider would only add multiplexers
+A_MAX_LINE = 64
+
+
+def a_line_bytes(N: int, dram_bytes_per_cycle: int) -> int:
+    """Bytes per line of a core's buffer A (``hw.core.Core.a_banks``): its banks, the width of
+    its ``a_load`` write port and of its read lines. A power of two that is at least one DMA
+    beat (16), at least the ``N`` tokens the R-MAC and the adder tree read per cycle, and as wide
+    as the DRAM channel (up to :data:`A_MAX_LINE`) so that a LOAD into A moves at the channel's
+    rate. A LOAD into A starts on a line boundary and moves one line per cycle."""
+    pow2 = lambda v: 1 << (max(1, v) - 1).bit_length()      # noqa: E731
+    return max(BEAT, pow2(N), min(A_MAX_LINE, pow2(dram_bytes_per_cycle)))
+
 
 COMPUTE_OPS = ("CONV_MAT", "CONV_RDF", "DW_RSA", "POOL", "ATT_KV_MAT", "ATT_KV_RDF", "ATT_KSUM",
                "ATT_DIV", "ATT_OUT")

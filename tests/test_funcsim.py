@@ -328,7 +328,7 @@ def test_attention_k_goes_through_buffer_a():
     """The compiled attention loads each head's K into its core's buffer A (LOAD with ``core``)
     and reads it there (ATT_KV_RDF, ATT_KSUM with XBUF = A); moving A's bytes changes the result,
     and what the ISA forbids is refused: the MAT reading A, a LOAD into the A of a core that
-    does not exist, a STORE from A."""
+    does not exist or not on a line boundary, a STORE from A."""
     import copy
     from sim.isa import BUFS, REGS, UNITS
     prog, x, b = _binary("attention")
@@ -347,6 +347,11 @@ def test_attention_k_goes_through_buffer_a():
     next(i for i in bad.streams["global"] if i.op == "LOAD" and i["buf"] == BUFS["A"]).f["core"] \
         = b.cfg.L
     with pytest.raises(FuncSimError, match="buffer A of core"):
+        run(bad, x)
+    bad = copy.deepcopy(b)
+    next(i for i in bad.streams["global"] if i.op == "LOAD" and i["buf"] == BUFS["A"]) \
+        .f["buf_addr"] += 8                 # A's write port takes whole lines only
+    with pytest.raises(FuncSimError, match="line boundary"):
         run(bad, x)
     bad = copy.deepcopy(b)
     st = next(i for i in bad.streams["global"] if i.op == "STORE")

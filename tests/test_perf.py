@@ -74,34 +74,41 @@ def test_depthwise_3x3_stride2_cycles():
 
 
 def test_one_attention_head_cycles():
-    # one head, d = 16, 8x8 = 64 tokens, one core.
+    # one head, d = 16, 8x8 = 64 tokens, one core, DRAM 64 B/cycle and latency 64.
     prog = _prog(lambda b: b.attention("y", b.input("x", (48, 8, 8)), 16))
     b = compile_(prog, ONE)
     assert _setr(b) == 3 * 7
     # LD: 32 B of head params -> 1 cycle [0,1), lands 65; Q 16*64 = 1024 B -> 16 cycles [1,17),
     #     V 1024 B -> 16 cycles [17,33), their SIGNAL lands at 97; K 1024 B into the core's
-    #     buffer A at one 16-byte beat per cycle -> 64 cycles [33,97), its SIGNAL lands at 161.
+    #     buffer A, 64-byte lines (a_line_bytes(8, 64)) at 64 B/cycle -> 16 cycles [33,49), its
+    #     SIGNAL lands at 113.
     # MAT: WAITs (Q|V, params) at 97, 98, 7 SETR [99,106).
-    # R-MAC: WAITs Q|V at 97, K at 161, params 162, 7 SETR [163,170); step i ReLU(K)^T V:
-    #     ceil(64 tokens / N=8) x ceil(16 / M=8) x 16 rows = 256 steps; ATT_KV_RDF at 170:
-    #     pre 2 + 256 + post 19 (1 + R-MAC 11 + 1 + 6) -> SIGNAL at 447, seen at 448.
-    # AUX adder tree: WAITs K at 161, params 162, 7 SETR [163,170); step ii: 16 rows x
-    #     ceil(64 / 8) = 128 steps; ATT_KSUM at 170: 2 + 128 + post 9 (gather 1, total held 1,
-    #     latch 1, requant 6) -> SIGNAL at 309, seen at 310.
-    # MAT: WAIT for ksum at 310; step iv divisors ATT_DIV at 311: ceil(16/T) x 64 tokens = 128
-    #     steps, 2 + 128 + post 9 (1 + MAT 6 + latch 1 + log2 module 1) -> 450; WAIT for S
-    #     (seen at 448) at 450; steps iii+v ATT_OUT at 451: ceil(16/8) x 64 x ceil(16/8) = 256,
-    #     2 + 256 + post 10 (1 + 6 + 1 + product 1 + shifter 1) -> 719; two SIGNALs, the
-    #     second at 720, seen at 721.
-    # ST: 16*64 = 1024 B -> 16 cycles [721,737), lands at 801.
+    # R-MAC: WAITs Q|V at 97, K at 113, params 114, 7 SETR [115,122); step i ReLU(K)^T V:
+    #     ceil(64 tokens / N=8) x ceil(16 / M=8) x 16 rows = 256 steps; ATT_KV_RDF at 122:
+    #     pre 2 + 256 + post 19 (1 + R-MAC 11 + 1 + 6) -> SIGNAL at 399, seen at 400.
+    # AUX adder tree: WAITs K at 113, params 114, 7 SETR [115,122); step ii: 16 rows x
+    #     ceil(64 / 8) = 128 steps; ATT_KSUM at 122: 2 + 128 + post 9 (gather 1, total held 1,
+    #     latch 1, requant 6) -> SIGNAL at 261, seen at 262.
+    # MAT: WAIT for ksum at 262; step iv divisors ATT_DIV at 263: ceil(16/T) x 64 tokens = 128
+    #     steps, 2 + 128 + post 9 (1 + MAT 6 + latch 1 + log2 module 1) -> 402; WAIT for S
+    #     (seen at 400) at 402; steps iii+v ATT_OUT at 403: ceil(16/8) x 64 x ceil(16/8) = 256,
+    #     2 + 256 + post 10 (1 + 6 + 1 + product 1 + shifter 1) -> 671; two SIGNALs, the
+    #     second at 672, seen at 673.
+    # ST: 16*64 = 1024 B -> 16 cycles [673,689), lands at 753.
     r = simulate(b)
-    assert r.cycles == 801
-    assert r.layers[0].busy == {"LD": 1 + 16 + 16 + 64, "RMAC": 2 + 256 + 19, "AUX": 2 + 128 + 9,
+    assert r.cycles == 753
+    assert r.layers[0].busy == {"LD": 1 + 16 + 16 + 16, "RMAC": 2 + 256 + 19, "AUX": 2 + 128 + 9,
                                 "MAT": 2 + 128 + 9 + 2 + 256 + 10, "ST": 16}
     # the same head with K in B (buffer A too small): one q|k|v LOAD, 48 cycles [1,49), lands
     # at 113; every unit WAITs at 113, 114, SETR [115,122); KV and KSUM at 122 (KSUM SIGNAL
     # at 261, seen 262), DIV at 263 -> 402, OUT at 403 -> 671, ST [673,689), lands at 753
     assert simulate(compile_(prog, ONE.replace(buf_a_bytes=512))).cycles == 753
+    # DRAM 128 B/cycle: A's write port (64-byte lines at most) is now the narrower one. Params
+    # [0,1); Q [1,9), V [9,17), land at 81; K 1024 B at 64 B/cycle [17,33), lands at 97.
+    # R-MAC and AUX: K at 97, params 98, SETR [99,106); KV at 106 -> 383 (seen 384), KSUM at
+    # 106 -> 245 (seen 246); MAT: DIV at 247 -> 386, OUT at 387 -> 655, second SIGNAL seen at
+    # 657; ST 8 cycles [657,665), lands at 729.
+    assert simulate(compile_(prog, ONE.replace(dram_bytes_per_cycle=128))).cycles == 729
 
 
 def _recount_dram_bytes(b):
