@@ -147,6 +147,54 @@ def test_aux_buffer_flags_accesses_it_cannot_serve(case):
     _run(dut, bench)
 
 
+@pytest.mark.parametrize("aligned", [False, True])
+def test_banked_store_line_writes_and_copies(aligned):
+    """BankedStore alone (buffer A of the core: two copies, one writer): random line writes
+    (unaligned, or aligned: the line holding ``addr``) and a read per copy each cycle, against a
+    byte array: a write puts ``data[j]`` at ``line + j`` where ``mask[j]``, with ``line = addr``
+    (unaligned) or ``addr`` rounded down to the line (aligned); bytes at or past ``depth`` are
+    dropped and read 0; every copy sees every write."""
+    P, depth = 16, 200
+    dut = BankedStore(depth=depth, banks=P, copies=2, aligned_writes=aligned)
+    rng = np.random.default_rng(7 + aligned)
+    ref = np.zeros(depth + 3 * P, np.int64)
+    seen = [0, 0]
+
+    async def bench(ctx):
+        w = dut.write[0]
+        for _ in range(300):
+            wr = rng.random() < 0.6
+            addr, mask, vals = int(rng.integers(0, depth + 8)), int(rng.integers(0, 1 << P)), \
+                rng.integers(0, 256, P)
+            ctx.set(w.en, int(wr))
+            ctx.set(w.addr, addr)
+            ctx.set(w.mask, mask)
+            for j, v in enumerate(vals):
+                ctx.set(w.data[j], int(v))
+            reqs = []
+            for c, r in enumerate(dut.read):
+                en, ra = rng.random() < 0.7, int(rng.integers(0, depth + 4))
+                ctx.set(r.en, int(en))
+                ctx.set(r.addr, ra)
+                if en:
+                    reqs.append((c, ref[ra:ra + P].copy()))
+            # the data come one cycle later and do not see this cycle's write (read first)
+            await ctx.tick()
+            for c, want in reqs:
+                got = [ctx.get(dut.read[c].data[j]) for j in range(P)]
+                assert got == want.tolist()
+                seen[c] += 1
+            if wr:
+                line = addr - addr % P if aligned else addr
+                for j in range(P):
+                    if mask >> j & 1 and line + j < depth:
+                        ref[line + j] = vals[j]
+        await ctx.tick()
+
+    _run(dut, bench)
+    assert min(seen) > 150
+
+
 def test_parameters_are_checked():
     with pytest.raises(ValueError, match="banks must be a power of two"):
         BankedStore(depth=64, banks=6)

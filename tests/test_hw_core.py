@@ -181,6 +181,8 @@ def test_core_rejects_unsupported_instruction():
 @pytest.mark.parametrize("kw, exc", [
     (dict(N=0), ValueError), (dict(S=65), ValueError), (dict(T=2.0), TypeError),
     (dict(packed=1), TypeError), (dict(M=3, packed=True), ValueError),
+    (dict(a_bytes=8), ValueError), (dict(a_line=8), ValueError), (dict(a_line=48), ValueError),
+    (dict(N=32, a_line=16), ValueError), (dict(a_line=128), ValueError),
 ])
 def test_core_bad_parameters(kw, exc):
     with pytest.raises(exc):

@@ -67,9 +67,16 @@ class BankedStore(wiring.Component):
     writers in one cycle the lower-numbered one wins and ``conflict[i]`` of the other pulses),
     ``read[c]`` (one line read per copy, latency 1). Lines wrap at ``2**ADDR_BITS`` like
     the gather ports; bytes at or past ``depth`` read 0 and are not written.
+    ``aligned_writes``: every write is of the whole line that holds ``addr`` (the low
+    ``log2(banks)`` address bits are ignored; byte ``k`` of ``data`` goes to bank ``k``), which
+    saves the ``banks``-way byte multiplexer in front of each bank.
     """
 
-    def __init__(self, *, depth: int, banks: int, copies: int = 1, writers: int = 1):
+    def __init__(self, *, depth: int, banks: int, copies: int = 1, writers: int = 1,
+                 aligned_writes: bool = False):
+        if not isinstance(aligned_writes, bool):
+            raise TypeError(f"aligned_writes must be a bool, got {aligned_writes!r}")
+        self.aligned_writes = aligned_writes
         self.depth = check_int("depth", depth, 1, 1 << 16)
         self.banks = check_pow2("banks", banks, lo=2, hi=64)
         self.copies = check_int("copies", copies, 1, 64)
@@ -104,13 +111,18 @@ class BankedStore(wiring.Component):
         for b in range(P):
             hits, sel = [], []
             for i, w in enumerate(self.write):
-                la = local_row(w.addr, b, f"w{i}")
-                j = Signal(lg, name=f"w{i}_j{b}")       # the line's byte that lands in bank b
-                m.d.comb += j.eq(b - w.addr[:lg])
                 hit = Signal(name=f"w{i}_hit{b}")
-                m.d.comb += hit.eq(w.en & w.mask.bit_select(j, 1) & (la < lim[b]))
+                if self.aligned_writes:
+                    la = w.addr[lg:]
+                    m.d.comb += hit.eq(w.en & w.mask[b] & (la < lim[b]))
+                    sel.append((la, w.data[b]))
+                else:
+                    la = local_row(w.addr, b, f"w{i}")
+                    j = Signal(lg, name=f"w{i}_j{b}")   # the line's byte that lands in bank b
+                    m.d.comb += [j.eq(b - w.addr[:lg]),
+                                 hit.eq(w.en & w.mask.bit_select(j, 1) & (la < lim[b]))]
+                    sel.append((la, Array(w.data[k] for k in range(P))[j]))
                 hits.append(hit)
-                sel.append((la, Array(w.data[k] for k in range(P))[j]))
                 for h in hits[:-1]:
                     with m.If(h & hit):
                         m.d.comb += self.conflict[i].eq(1)

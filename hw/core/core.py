@@ -35,8 +35,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sim.isa import BUFS
+from sim.timing import A_MAX_LINE, BEAT, a_line_bytes
 
-from ..params import check_int
+from ..params import check_int, check_pow2
 from .auxbuf import AuxBuffer, BankedStore, line_write_signature
 from .unit import Unit
 
@@ -50,14 +51,6 @@ LOCAL_READS = {("mat", "x"): ("AUX",), ("mat", "w"): ("AUX",), ("mat", "r"): ("D
                ("rmac", "x"): ("A",), ("aux", "x"): ("A",)}
 #: buffer A's copy that serves each of its readers
 A_COPIES = {"rmac": 0, "aux": 1}
-#: bytes per line of buffer A (its banks, and its ``a_load`` write port): at least one 16-byte
-#: AXI beat of the DMA per cycle, at least the N tokens the R-MAC and adder tree read per cycle
-A_MIN_BANKS = 16
-
-
-def a_line_bytes(N: int) -> int:
-    """Bytes per line of buffer A of a core with ``N`` R-MACs per lane (its ``a_load`` width)."""
-    return max(A_MIN_BANKS, 1 << (N - 1).bit_length())
 LOCAL_WRITES = {("mat", "o"): ("AUX", "DIV"), ("rmac", "o"): ("AUX",), ("aux", "o"): ("AUX",)}
 
 
@@ -67,7 +60,9 @@ class Core(wiring.Component):
     Parameters (keyword-only): ``N, M`` (R-MAC engine: M lanes x N R-MACs), ``T, S`` (MAT
     engine: S lanes x T multipliers), each 1..64; ``packed`` (DSP packing in both engines;
     needs even M and S); ``aux_bytes``, ``div_bytes``, ``a_bytes`` (sizes of the local AUX,
-    DIV and A buffers, 16..65536). ``Core.from_config(cfg)`` takes them from a
+    DIV and A buffers, 16..65536); ``a_line`` (bytes per line of buffer A: its banks and the
+    width of ``a_load``; a power of two, ``max(16, N)`` .. 64; default
+    ``sim.timing.a_line_bytes(N, 16)``). ``Core.from_config(cfg)`` takes them from a
     ``sim.config.AccelConfig``. ``aux_buf`` is the :class:`hw.core.auxbuf.AuxBuffer`,
     ``div_mem`` the DIV ``lib.memory.Memory``, ``a_store`` buffer A's
     :class:`hw.core.auxbuf.BankedStore` (for benches: ``aux_buf.contents(ctx)``,
@@ -76,14 +71,16 @@ class Core(wiring.Component):
     Ports: for ``u`` in mat, rmac, aux: ``u_instr`` (In stream, 128-bit words), ``u_wait``,
     ``u_signal`` (Out streams of {sem, count}); for mat and rmac: ``u_x``, ``u_w``, ``u_p``,
     ``u_r`` (gather read ports: inputs, weights, parameter records, residuals) and ``u_o``
-    (scatter write port); ``a_load`` (In: a line write of ``a_banks`` bytes into buffer A, the
-    LD DMA's port: ``en``, byte ``addr``, ``mask``, ``data``; the bytes land at the clock edge);
+    (scatter write port); ``a_load`` (In: a line write of ``a_line`` bytes into buffer A, the
+    LD DMA's port: ``en``, byte ``addr`` of the line (its low ``log2(a_line)`` bits are
+    ignored: writes are line-aligned), ``mask``, ``data``; the bytes land at the clock edge);
     ``halted`` (3 bits, mat/rmac/aux), ``done`` (all halted),
     ``error`` (3 bits, sticky), ``mat_busy``, ``rmac_busy`` (compute cycles, 32 bits).
     """
 
     def __init__(self, *, N: int = 8, M: int = 8, T: int = 8, S: int = 8, packed: bool = False,
-                 aux_bytes: int = 4096, div_bytes: int = 1024, a_bytes: int = 8192):
+                 aux_bytes: int = 4096, div_bytes: int = 1024, a_bytes: int = 8192,
+                 a_line: int | None = None):
         for k, v in dict(N=N, M=M, T=T, S=S).items():
             check_int(k, v, 1, 64)
         self.aux_bytes = check_int("aux_bytes", aux_bytes, 16, 1 << 16)
@@ -91,8 +88,11 @@ class Core(wiring.Component):
         self.aux_buf = AuxBuffer(depth=aux_bytes, S=S, T=T, M=M)
         self.div_mem = Memory(shape=unsigned(8), depth=div_bytes, init=[])
         self.a_bytes = check_int("a_bytes", a_bytes, 16, 1 << 16)
-        self.a_banks = a_line_bytes(N)
-        self.a_store = BankedStore(depth=a_bytes, banks=self.a_banks, copies=len(A_COPIES))
+        if a_line is None:
+            a_line = a_line_bytes(N, BEAT)
+        self.a_line = check_pow2("a_line", a_line, lo=max(BEAT, N), hi=A_MAX_LINE)
+        self.a_store = BankedStore(depth=a_bytes, banks=a_line, copies=len(A_COPIES),
+                                   aligned_writes=True)
         if not isinstance(packed, bool):
             raise TypeError(f"packed must be a bool, got {packed!r}")
         if packed and (M % 2 or S % 2):
@@ -107,7 +107,7 @@ class Core(wiring.Component):
                 if name in ("halted", "error", "error_op", "busy_cycles"):
                     continue
                 sig[f"{u}_{name}"] = member
-        sig.update(a_load=In(line_write_signature(self.a_banks)),
+        sig.update(a_load=In(line_write_signature(self.a_line)),
                    halted=Out(3), done=Out(1), error=Out(3), mat_busy=Out(32),
                    rmac_busy=Out(32))
         super().__init__(sig)
@@ -117,7 +117,8 @@ class Core(wiring.Component):
         return cls(N=cfg.N, M=cfg.M, T=cfg.T, S=cfg.S,
                    packed=cfg.dsp_packing if packed is None else packed,
                    aux_bytes=cfg.buf_aux_bytes, div_bytes=cfg.buf_div_bytes,
-                   a_bytes=cfg.buf_a_bytes)
+                   a_bytes=cfg.buf_a_bytes,
+                   a_line=a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle))
 
     def elaborate(self, platform):
         m = Module()
