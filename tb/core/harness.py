@@ -4,8 +4,9 @@
 for ``L = 1``: the DRAM image (with the input written where the Binary's symbol table says),
 the global buffers B, C, OUT (byte arrays behind the core's gather / scatter ports), the LD and
 ST DMA units executing the Binary's global stream (LOAD/STORE/SIGNAL/WAIT, in zero time; a
-LOAD into the core's buffer A goes through the core's ``a_load`` port, one 16-byte beat per
-cycle as ``sim.perf`` times it, and the LD unit goes on when its last beat is written), the
+LOAD into the core's buffer A goes through the core's ``a_load`` port, one line of
+``sim.timing.a_line_bytes`` per cycle as ``sim.perf`` times it, and the LD unit goes on when
+its last line is written), the
 global semaphores behind the units' wait / signal streams and the dispatcher that splits the
 core's stream into the three unit queues (``sim.funcsim.build_queues``).
 
@@ -28,7 +29,7 @@ from hw.core.unit import MAX_KERNEL
 from sim import golden
 from sim.funcsim import build_queues
 from sim.isa import BUF_NAMES, encode
-from sim.perf import BEAT
+from sim import timing
 
 __all__ = ["CoreEnv", "HarnessError", "UNITS"]
 
@@ -70,6 +71,7 @@ class CoreEnv:
         self.pending: dict = {}
         self.writes = 0
         self.a_lines: list = []         # pending (addr, mask, data) writes into buffer A
+        self.a_line = timing.a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle)
         self.core = core
         self.run_global()
 
@@ -154,15 +156,18 @@ class CoreEnv:
             mem[bsl] = self.dram[didx].reshape(-1)
 
     def load_a(self, ins):
-        """Queue the beats of a LOAD into buffer A (one per cycle through ``a_load``)."""
+        """Queue the lines of a LOAD into buffer A (one per cycle through ``a_load``)."""
         f = ins.f
         if ins.op != "LOAD" or f["core"] != self.core:
             raise HarnessError(f"{ins}: the harness plays core {self.core}'s buffer A, LOAD only")
         cnt, ln, st = f["count"], f["length"], f["stride"]
         didx = f["dram_addr"] + np.arange(cnt)[:, None] * st + np.arange(ln)[None, :]
         raw = self.dram[didx].reshape(-1)
-        for o in range(0, raw.size, BEAT):
-            part = raw[o:o + BEAT]
+        if f["buf_addr"] % self.a_line:
+            raise HarnessError(f"{ins}: a LOAD into buffer A starts on a line boundary "
+                               f"({self.a_line} bytes)")
+        for o in range(0, raw.size, self.a_line):
+            part = raw[o:o + self.a_line]
             self.a_lines.append((f["buf_addr"] + o, (1 << part.size) - 1,
                                  int.from_bytes(part.tobytes(), "little")))
 

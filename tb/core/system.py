@@ -30,8 +30,9 @@ What it holds (docs/hw-core.md, section "CoreSystem"):
   transfer has left the channel; a SIGNAL after a transfer fires ``cfg.dram_latency_cycles``
   after the transfer's last beat (posted: the unit goes on). The bytes themselves are written
   when the beat moves: only the SIGNAL is delayed, which is all a unit can observe. A LOAD into
-  buffer A (core 0) moves one beat per cycle into the core's ``a_load`` port (``sim.perf``: at
-  most 16 bytes per cycle into A).
+  buffer A (core 0) moves one beat per cycle into the core's ``a_load`` port; the core's A
+  lines must then be one beat wide (``sim.timing.a_line_bytes``: 16 bytes for N <= 16 and
+  ``dram_bytes_per_cycle`` <= 16, which ``sim.perf`` then also moves per cycle).
 
 Outputs: ``done`` (every queue finished, the core halted, the DMA idle, every posted SIGNAL
 fired), ``cycles`` (cycles from reset to ``done``), ``error`` (the core's sticky error bits),
@@ -56,6 +57,7 @@ from hw.params import check_int
 from sim import golden
 from sim.funcsim import CORE_UNITS, build_queues
 from sim.isa import BUF_NAMES, BUFS, FORMATS, OPCODE_BITS, encode
+from sim.timing import BEAT
 
 __all__ = ["CoreSystem", "FAULTS", "gather_ports", "scatter_ports", "SystemError_", "run_system"]
 
@@ -66,7 +68,6 @@ FAULTS = ("gather from an unknown buffer",
           "WAIT/SIGNAL on a semaphore id the Binary does not use",
           "unexpected instruction in a global DMA queue")
 
-BEAT = 16           # bytes per AXI beat (sim.perf.BEAT)
 SEM_BITS = 16       # event counter width
 
 
@@ -200,9 +201,15 @@ class CoreSystem(wiring.Component):
         known = {n for n, *_ in self.gathers} | {n for n, _ in self.scatters}
         known |= {f"{u}_{p}" for u in self.units for p in ("instr", "wait", "signal")}
         known.add("a_load")
-        if any(i.op == "LOAD" and BUF_NAMES.get(i["buf"]) == "A" and i["core"]
-               for i in self.queues[("global", "LD")]):
+        a_loads = [i for i in self.queues[("global", "LD")]
+                   if i.op == "LOAD" and BUF_NAMES.get(i["buf"]) == "A"]
+        if any(i["core"] for i in a_loads):
             raise SystemError_("the Binary loads buffer A of a core other than 0")
+        if a_loads and getattr(self.core, "a_line", BEAT) != BEAT:
+            raise SystemError_(f"CoreSystem writes buffer A one {BEAT}-byte beat per cycle; this "
+                               f"core's A lines are {self.core.a_line} bytes (sim.timing."
+                               f"a_line_bytes: N = {cfg.N}, dram_bytes_per_cycle = "
+                               f"{cfg.dram_bytes_per_cycle})")
         for name, mem in self.core.signature.members.items():
             drives_in = (mem.is_port and mem.flow == In) or (mem.is_signature and name not in known)
             if drives_in:
