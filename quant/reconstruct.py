@@ -16,11 +16,19 @@ last iteration every rounding decision is hardened.
 Settings: :data:`FAST` (the default: 40 AdaRound iterations per block at batch 4 on at most 32
 cached images, LSQ steps frozen; B1-R224 in a few CPU minutes; see the comment at FAST) and :data:`PAPER` (BRECQ's published setting: 20000 iterations per block, batch 32,
 Fisher loss, up to 1024 images; hours on a CPU, use ``--device cuda``).
+
+If the learned steps make the block unexportable (a requant ratio such as ``s_in s_w / s_out``
+reaching ``2**16``, beyond :func:`sim.numerics.to_dyadic`'s 16-bit multiplier: possible with an
+absolute LSQ rate, which can drive a small step towards 0; a relative rate of 1e-2 moves a step
+by at most ~40 % in 40 iterations), the
+block's steps from before its reconstruction are restored with a warning and its hardened
+weights are kept (then judged by the guard as usual).
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -45,7 +53,7 @@ class ReconConfig:
     fisher: bool = False
     guard: bool = True          #: revert a block whose held-out output MSE did not improve
     holdout: float = 0.25       #: fraction of the cached images held out for the guard
-    lr_a_relative: bool = False  #: lr_a is relative to each step's initial value
+    lr_a_relative: bool = False  #: lr_a is relative to each step's initial value (Adam lr = lr_a * s0)
 
 
 #: The fast default (tuned on a random BN-calibrated B1-R224, 64 real images; docs/quant.md):
@@ -80,6 +88,31 @@ def _prune(envs, last, upto):
         for t in list(env):
             if last.get(t, -1) < upto and t != "input":
                 del env[t]
+
+
+def _restore_steps_if_unexportable(g: QGraph, saved_a: dict, name: str, log=None) -> bool:
+    """If ``g`` (activations quantized, log2 divisor: an exportable configuration) no longer
+    exports with its current LSQ steps -- a dyadic multiplier out of the 16-bit range
+    (:func:`sim.numerics.to_dyadic` raises) -- restore the steps ``saved_a`` (``{act_q key:
+    step}``, the block's steps from before its reconstruction), warn, and return True. An
+    error that persists with the restored steps is not the steps' doing and is raised."""
+    if not (g.cfg.act_quant and g.cfg.attention == "log2"):
+        return False
+    try:
+        g.invalidate_deploy().deploy_program()    # cached: the guard runs this program next
+        return False
+    except ValueError as e:
+        why = str(e).splitlines()[0]
+    with torch.no_grad():
+        for k, v in saved_a.items():
+            g.act_q[k].scale.copy_(v)
+    g.invalidate_deploy().deploy_program()
+    msg = (f"{name}: the learned activation steps make the model unexportable ({why}); "
+           f"restored the block's steps from before reconstruction")
+    warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    if log:
+        log(f"  WARNING {msg}")
+    return True
 
 
 def _split(x, size):
@@ -152,7 +185,7 @@ def reconstruct(g: QGraph, images: torch.Tensor, cfg: ReconConfig = FAST, *, dev
     nodes (:meth:`QGraph.refresh_deploy_weights`), not the whole graph.
 
     Returns ``{"blocks": [dict(name, loss_before, loss_after, mse_before, mse_after, kept,
-    seconds)], "kept": k, "reverted": r, "held_out_images": H, "seconds": total,
+    seconds, steps_restored)], "kept": k, "reverted": r, "held_out_images": H, "seconds": total,
     "phases": {phase: {cpu_s, wall_s}}}``.
     """
     if cfg.iters <= 0:
@@ -248,8 +281,11 @@ def reconstruct(g: QGraph, images: torch.Tensor, cfg: ReconConfig = FAST, *, dev
                         bar.set_postfix(block=name.split("backbone.")[-1][:28], loss=f"{loss:.3g}")
         finally:
             g.exact = exact0
+        restored = False
         with clock("export"):
             g.harden_adaround((s, e), scales_unchanged=not lsq)
+            if lsq:
+                restored = _restore_steps_if_unexportable(g, saved_a, name, log)
             if n_hold and g.exact_active():
                 g.deploy_program()
         kept = True
@@ -282,7 +318,7 @@ def reconstruct(g: QGraph, images: torch.Tensor, cfg: ReconConfig = FAST, *, dev
         _prune(ft_envs + fh_envs, last, e)
         dt = time.time() - t0
         report.append(dict(name=name, loss_before=loss0, loss_after=loss, mse_before=mse0,
-                           mse_after=mse1, kept=kept, seconds=dt))
+                           mse_after=mse1, kept=kept, seconds=dt, steps_restored=restored))
         if log:
             g_txt = ("" if mse0 is None else
                      f", held-out MSE {mse0:.4g} -> {mse1:.4g} {'kept' if kept else 'REVERTED'}")
