@@ -126,7 +126,7 @@ def test_lsq_step_gradient_matches_reference(kind, signed):
     q = LSQActQuantizer(s, 8, signed,
                         center=None if center is None else torch.tensor(center),
                         channel_factor=None if factor is None else torch.tensor(factor))
-    s32 = float(q.scale)                                   # the float32 step actually used
+    s32 = float(q.scale.detach())                          # the float32 step actually used
     xt = torch.from_numpy(x)
     y = q(xt)
     (torch.from_numpy(w) * y).sum().backward()
