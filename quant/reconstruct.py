@@ -14,15 +14,15 @@ regulariser; AdaRound's ``V`` uses Adam at ``lr_w``, the LSQ steps Adam at ``lr_
 last iteration every rounding decision is hardened.
 
 Settings: :data:`FAST` (the default: 40 AdaRound iterations per block at batch 4 on at most 32
-cached images, LSQ steps frozen; B1-R224 in a few CPU minutes; see the comment at FAST) and :data:`PAPER` (BRECQ's published setting: 20000 iterations per block, batch 32,
-Fisher loss, up to 1024 images; hours on a CPU, use ``--device cuda``).
+cached images, LSQ steps at a learning rate of 1e-2 relative to each step; B1-R224 in a few CPU
+minutes; see the comment at FAST) and :data:`PAPER` (BRECQ's published setting: 20000 iterations
+per block, batch 32, Fisher loss, up to 1024 images; hours on a CPU, use ``--device cuda``).
 
 If the learned steps make the block unexportable (a requant ratio such as ``s_in s_w / s_out``
 reaching ``2**16``, beyond :func:`sim.numerics.to_dyadic`'s 16-bit multiplier: possible with an
 absolute LSQ rate, which can drive a small step towards 0; a relative rate of 1e-2 moves a step
-by at most ~40 % in 40 iterations), the
-block's steps from before its reconstruction are restored with a warning and its hardened
-weights are kept (then judged by the guard as usual).
+by at most ~40 % in 40 iterations), the block's steps from before its reconstruction are
+restored with a warning and its hardened weights are kept (then judged by the guard as usual).
 """
 
 from __future__ import annotations
@@ -61,11 +61,13 @@ class ReconConfig:
 #: so no rounding decision away from a tie can change), regulariser weight 1e-4 (at 0.01 the
 #: rounding term, a sum over every weight, outweighs the per-element mean MSE by 10^3-10^5 once
 #: the warm-up ends and freezes the decisions reached after 8 steps), 32 cached images (24
-#: train, 8 held out for the guard). LSQ steps frozen (lr_a = 0): with an absolute rate the
-#: steps of 1e-3..1 move by wildly different fractions; a relative rate of 1e-2 per step drove
-#: the steps of DSConv/MBConv outputs down by ~40 % in 40 steps and the block MSE up x1000
-#: (the guard reverted every such block); not resolved here.
-FAST = ReconConfig(iters=40, lr_w=3e-2, reg=1e-4, max_images=32, lr_a=0.0)
+#: train, 8 held out for the guard). LSQ steps at a *relative* rate of 1e-2 (Adam moves a
+#: parameter by about lr per step whatever its gradient's size, so one absolute rate moves the
+#: steps of 1e-3..1 by wildly different fractions; relative, each moves by <= ~1 % per
+#: iteration, <= ~40 % in 40). Before the offset term of the shifted tensors' step gradient was
+#: fixed (quant.quantizers.LSQActQuantizer) this setting drove steps the wrong way and the
+#: guard reverted those blocks, so the steps had been frozen.
+FAST = ReconConfig(iters=40, lr_w=3e-2, reg=1e-4, max_images=32, lr_a=1e-2, lr_a_relative=True)
 PAPER = ReconConfig(iters=20000, batch_size=32, fisher=True, max_images=1024)
 
 
