@@ -53,7 +53,7 @@ class ReconConfig:
     fisher: bool = False
     guard: bool = True          #: revert a block whose held-out output MSE did not improve
     holdout: float = 0.25       #: fraction of the cached images held out for the guard
-    lr_a_relative: bool = False  #: lr_a is relative to each step's initial value (Adam lr = lr_a * s0)
+    lr_a_relative: bool = False  #: lr_a relative to each step's initial s0 (Adam lr = lr_a s0)
 
 
 #: The fast default (tuned on a random BN-calibrated B1-R224, 64 real images; docs/quant.md):
