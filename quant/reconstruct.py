@@ -18,11 +18,14 @@ cached images, LSQ steps at a learning rate of 1e-2 relative to each step; B1-R2
 minutes; see the comment at FAST) and :data:`PAPER` (BRECQ's published setting: 20000 iterations
 per block, batch 32, Fisher loss, up to 1024 images; hours on a CPU, use ``--device cuda``).
 
-If the learned steps make the block unexportable (a requant ratio such as ``s_in s_w / s_out``
-reaching ``2**16``, beyond :func:`sim.numerics.to_dyadic`'s 16-bit multiplier: possible with an
-absolute LSQ rate, which can drive a small step towards 0; a relative rate of 1e-2 moves a step
-by at most ~40 % in 40 iterations), the block's steps from before its reconstruction are
-restored with a warning and its hardened weights are kept (then judged by the guard as usual).
+If the learned steps make the block unexportable (a requant ratio reaching ``2**16``, beyond
+:func:`sim.numerics.to_dyadic`'s 16-bit multiplier), the block's steps from before its
+reconstruction are restored with a warning and its hardened weights are kept (then judged by
+the guard as usual). An absolute LSQ rate can drive a small step towards 0; but even the fast
+relative rate gets there on B1-R224: the attention's ``out_mult = s_S 2**offset / (s_ks s_out)``
+of B1's stage-3 LiteMLA blocks is up to 0.75 x 2**16, and a step change together with a flip
+of ``offset = round(log2(s_q s_ks))`` crosses the limit (measured once in the fast run:
+``stages.3.op_list.4.context_module``, 25510 -> 73706; docs/quant.md).
 """
 
 from __future__ import annotations
