@@ -66,10 +66,11 @@ class ReconConfig:
 #: the warm-up ends and freezes the decisions reached after 8 steps), 32 cached images (24
 #: train, 8 held out for the guard). LSQ steps at a *relative* rate of 1e-2 (Adam moves a
 #: parameter by about lr per step whatever its gradient's size, so one absolute rate moves the
-#: steps of 1e-3..1 by wildly different fractions; relative, each moves by <= ~1 % per
-#: iteration, <= ~40 % in 40). Before the offset term of the shifted tensors' step gradient was
-#: fixed (quant.quantizers.LSQActQuantizer) this setting drove steps the wrong way and the
-#: guard reverted those blocks, so the steps had been frozen.
+#: steps of 1e-3..1 by wildly different fractions; relative, each moves by about 1 % per
+#: iteration). Measured: 17 blocks kept (14 with the steps frozen), median held-out MSE ratio
+#: 0.984 (0.997). Before the offset term of the shifted tensors' step gradient was fixed
+#: (quant.quantizers.LSQActQuantizer) this setting raised every DSConv/MBConv block's MSE
+#: 14-740x (all reverted by the guard), so the steps had been frozen.
 FAST = ReconConfig(iters=40, lr_w=3e-2, reg=1e-4, max_images=32, lr_a=1e-2, lr_a_relative=True)
 PAPER = ReconConfig(iters=20000, batch_size=32, fisher=True, max_images=1024)
 
