@@ -217,9 +217,14 @@ def cmd_quantize(args):
     g.prepare(cfg)
     g.calibrate([c.to(dev) for c in calib.split(args.batch_size)], progress=not args.json)
     rc = PAPER if args.paper else FAST
-    rc = ReconConfig(**{**rc.__dict__, **{k: v for k, v in dict(
+    lr_a = {}
+    if args.recon_lr_a is not None:
+        lr_a = dict(lr_a=args.recon_lr_a, lr_a_relative=False)
+    elif args.recon_lr_a_relative is not None:
+        lr_a = dict(lr_a=args.recon_lr_a_relative, lr_a_relative=True)
+    rc = ReconConfig(**{**rc.__dict__, **lr_a, **{k: v for k, v in dict(
         iters=args.recon_iters, batch_size=args.recon_batch, fisher=args.fisher or None,
-        lr_w=args.recon_lr_w, lr_a=args.recon_lr_a, max_images=args.recon_images).items()
+        lr_w=args.recon_lr_w, max_images=args.recon_images).items()
         if v is not None}})
     if rc.iters > 0:
         _log(args, f"block reconstruction: {len(g.blocks)} blocks x {rc.iters} iterations "
@@ -481,8 +486,12 @@ def build_parser():
     q.add_argument("--recon-batch", type=int, default=None, help="reconstruction batch size")
     q.add_argument("--recon-lr-w", type=float, default=None,
                    help="AdaRound learning rate (fast 3e-2, --paper 1e-3)")
-    q.add_argument("--recon-lr-a", type=float, default=None,
-                   help="LSQ step learning rate (fast 0 = steps frozen, --paper 4e-5)")
+    lr_a = q.add_mutually_exclusive_group()
+    lr_a.add_argument("--recon-lr-a", type=float, default=None, metavar="LR",
+                      help="LSQ step learning rate, absolute (--paper 4e-5; 0 freezes the steps)")
+    lr_a.add_argument("--recon-lr-a-relative", type=float, default=None, metavar="LR",
+                      help="LSQ step learning rate relative to each step's initial value (Adam "
+                           "lr = LR x initial step; fast default 1e-2; 0 freezes the steps)")
     q.add_argument("--recon-images", type=int, default=None,
                    help="images cached for reconstruction (fast 32, --paper 1024)")
     q.add_argument("--paper", action="store_true",

@@ -88,7 +88,10 @@ def fake_quant(x: torch.Tensor, scale, bits: int = 8, signed: bool = True, axis:
 
     With ``ste`` the rounding passes gradients straight through (to ``x``; and to ``scale``
     through the LSQ formula when ``scale`` requires grad). ``offset`` (``o``, integer codes per
-    channel) implements filter-wise shifting: the channel is quantized around ``s * o``.
+    channel) implements filter-wise shifting: the channel is quantized around ``s * o``. A
+    constant ``offset`` gets no gradient, i.e. the centre ``s * o`` scales with ``s``; for a
+    fixed real centre ``c`` pass ``o = round(c / s)`` with its straight-through gradient, as
+    :class:`LSQActQuantizer` does.
     """
     lo, hi = qrange(bits, signed)
     s = _bshape(torch.as_tensor(scale, dtype=x.dtype, device=x.device), x, axis)
@@ -188,6 +191,21 @@ class LSQActQuantizer(nn.Module):
     centre ``c`` (the filter-wise shift, Eq. 9), whose integer offset is ``o = round(c / s)``
     (recomputed from the current step). The gradient of ``s`` is scaled by
     ``1 / sqrt(numel * qmax)`` as in the LSQ paper.
+
+    **Step gradient** (straight-through, every ``round`` has derivative 1; ``b`` is ``qmin`` or
+    ``qmax``, ``s`` the effective step of the element's channel). With ``o = round(c / s)``:
+
+    * inside the range (``qmin <= round(x/s) - o <= qmax``): ``q = s * round(x/s)`` (``o``
+      cancels), so ``dq/ds = round(x/s) - x/s``: the LSQ gradient of Esser et al., offset or not;
+    * clamped: ``q = s * (b + o)``, so ``dq/ds = b + o + s * do/ds = b + round(c/s) - c/s``
+      (``do/ds = -c / s**2``): the clip bound ``s (b + o) ~ c + s b`` moves by ``b`` about the
+      fixed centre ``c``, plus the centre's rounding residual.
+
+    ``o`` therefore carries a straight-through gradient (:meth:`forward`). Treating it as a
+    constant (as an earlier version did) gives ``b + o`` at the clamp instead: wrong by about
+    ``c / s`` codes, e.g. ``qmin + o > 0`` for a channel centred above ``|qmin|`` steps, which
+    pushes the step the wrong way (``tests/test_quantizers.py`` checks the formula above).
+    Without a centre (``c = 0``) both are the plain LSQ gradient ``qmin``/``qmax``.
     """
 
     def __init__(self, scale: float, bits: int = 8, signed: bool = True, *,
@@ -205,10 +223,11 @@ class LSQActQuantizer(nn.Module):
         return s if self.channel_factor is None else s * self.channel_factor
 
     def offset(self) -> torch.Tensor | None:
-        """The integer offsets ``round(c / s)`` of the filter-wise shift (None without shift)."""
+        """The integer offsets ``round(c / s)`` of the filter-wise shift (None without shift);
+        ``s`` the effective step (with a channel factor, which no shifted tensor has today)."""
         if self.center is None:
             return None
-        return round_half_up(self.center / self.scale.detach().abs().clamp_min(1e-12))
+        return round_half_up(self.center / self.effective_scale().detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
@@ -219,7 +238,12 @@ class LSQActQuantizer(nn.Module):
         s = s * g + (s - s * g).detach()  # gradient scaling, value unchanged
         if self.channel_factor is not None:
             s = s * self.channel_factor
-        return fake_quant(x, s, self.bits, self.signed, axis=1, offset=self.offset())
+        o = None
+        if self.center is not None:
+            # value round(c / s) (exactly :meth:`offset`), straight-through gradient -c / s**2
+            t = self.center / s
+            o = self.offset() + (t - t.detach())
+        return fake_quant(x, s, self.bits, self.signed, axis=1, offset=o)
 
 
 class FixedWeightQuantizer(nn.Module):

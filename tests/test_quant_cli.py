@@ -25,8 +25,12 @@ def test_help_lists_subcommands():
         assert cmd in r.stdout
     r = run("quantize", "--help")
     for flag in ("--w-bits", "--a-bits", "--channel-wise", "--no-act-quant", "--keep-stem-head-8bit",
-                 "--test-before-calibration", "--calib-size", "--recon-iters", "--device", "--paper"):
+                 "--test-before-calibration", "--calib-size", "--recon-iters", "--device", "--paper",
+                 "--recon-lr-a", "--recon-lr-a-relative"):
         assert flag in r.stdout
+    # an absolute and a relative LSQ rate at once is a usage error
+    r = run("quantize", "--recon-lr-a", "0", "--recon-lr-a-relative", "1e-2", "-o", "never.qmodel")
+    assert r.returncode == 2 and "not allowed with" in r.stderr
 
 
 def test_bad_checkpoint_exits_2_and_writes_nothing(tmp_path, capsys):
@@ -79,6 +83,8 @@ def test_quantize_export_flow(tmp_path, capsys):
     # reconstruction guard reported; hardened weights stored as int8 codes, not AdaRound's V
     rec = r["reconstruction"]
     assert rec["kept"] + rec["reverted"] == len(rec["blocks"]) > 0
+    # the fast default learns the LSQ steps at a rate relative to each step
+    assert rec["config"]["lr_a_relative"] is True and rec["config"]["lr_a"] == 1e-2
     import torch
     d = torch.load(q, weights_only=True)
     assert not any(k.endswith(".alpha") or k.endswith(".w_floor") for k in d["state"])

@@ -82,6 +82,78 @@ def test_lsq_center_offset():
     assert y[2] == pytest.approx(22.0, abs=1e-5)
 
 
+def ref_lsq_step_grad(x, w, s, bits, signed, center=None, factor=None):
+    """d(sum(w * q(x)))/ds of LSQ (Esser et al. 2020), written out in numpy: per element
+    ``round(x/s') - x/s'`` inside the range and the clip bound ``b`` (qmin/qmax) outside, with
+    ``s' = s m_c`` the channel's effective step (chain rule: times ``m_c``). With a filter-wise
+    centre ``c`` (offset ``o = round(c/s')``, stored code ``round(x/s') - o``) the clamped value
+    ``s' (b + o)`` adds ``o - c/s'`` (straight-through ``do/ds' = -c/s'^2``); inside, ``o``
+    cancels. Times LSQ's gradient scale ``1 / sqrt(numel per sample * qmax)``. x: (N, C, H, W)."""
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    c_n = x.shape[1]
+    m = np.ones(c_n) if factor is None else np.asarray(factor, np.float64)
+    c = np.zeros(c_n) if center is None else np.asarray(center, np.float64)
+    se = (s * m).reshape(1, -1, 1, 1)
+    cc = c.reshape(1, -1, 1, 1)
+    r = np.floor(x / se + 0.5)
+    o = np.floor(cc / se + 0.5)
+    code = r - o
+    d = np.where(code < lo, lo + o - cc / se,
+                 np.where(code > hi, hi + o - cc / se, r - x / se))
+    d = d * m.reshape(1, -1, 1, 1)
+    return float((w * d).sum()) / math.sqrt(x[0].size * hi)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("kind", ["plain", "center", "factor"])
+def test_lsq_step_gradient_matches_reference(kind, signed):
+    """The autograd step gradient of LSQActQuantizer equals the hand-written LSQ formula, also
+    for filter-wise-shifted tensors (the offset's straight-through term; the earlier version
+    treated ``o`` as a constant and gave ``b + o`` at the clamp) and migrated ones."""
+    rng = np.random.default_rng(7)
+    n, ch, s = 3, 6, 0.05
+    center = factor = None
+    # channels spread so that a good part of every case is clipped
+    x = (rng.normal(0, 6.0, size=(n, ch, 5, 5)) + rng.uniform(-8, 8, size=(1, ch, 1, 1))
+         + (0.0 if signed else 6.0))
+    if kind == "center":
+        center = rng.uniform(-9, 9, size=ch)               # offsets up to ~180 codes
+        center[0] = 0.0
+        x = x + center.reshape(1, -1, 1, 1) * 0.5          # both sides clip in some channels
+    if kind == "factor":
+        factor = rng.uniform(0.2, 1.5, size=ch)
+    w = rng.normal(size=x.shape)                           # upstream gradient
+    q = LSQActQuantizer(s, 8, signed,
+                        center=None if center is None else torch.tensor(center),
+                        channel_factor=None if factor is None else torch.tensor(factor))
+    s32 = float(q.scale.detach())                          # the float32 step actually used
+    xt = torch.from_numpy(x)
+    y = q(xt)
+    (torch.from_numpy(w) * y).sum().backward()
+    want = ref_lsq_step_grad(x, w, s32, 8, signed, center, factor)
+    lo, hi = qrange(8, signed)
+    se = s32 * (np.ones(ch) if factor is None else factor).reshape(1, -1, 1, 1)
+    o = 0 if center is None else np.floor(center.reshape(1, -1, 1, 1) / se + 0.5)
+    code = np.floor(x / se + 0.5) - o
+    assert (code < lo).mean() > 0.02 and (code > hi).mean() > 0.02   # the clamp is exercised
+    assert float(q.scale.grad) == pytest.approx(want, rel=1e-4, abs=1e-6)
+    # the forward value is unchanged by the gradient plumbing
+    np.testing.assert_allclose(y.detach().numpy(), se * (np.clip(code, lo, hi) + o), atol=1e-9)
+
+
+def test_lsq_offset_step_gradient_sign():
+    """A channel centred at 10 with step 0.05 (offset 200 codes): an element clipped below has
+    ``dq/ds`` about qmin (the lower clip bound ``c + s qmin`` falls as ``s`` grows), as without a
+    centre; with the offset held constant it was ``qmin + 200 = +72``, the wrong sign."""
+    q = LSQActQuantizer(0.05, 8, True, center=torch.tensor([10.0]))
+    x = torch.tensor([[0.0]], dtype=torch.float64).reshape(1, 1, 1, 1)   # code -200: clipped
+    q(x).sum().backward()
+    g = 1 / math.sqrt(1 * 127)
+    s = float(q.scale.detach())
+    assert float(q.scale.grad) == pytest.approx(g * (-128 + 200 - 10.0 / s), abs=1e-4)
+    assert float(q.scale.grad) < 0
+
+
 def test_adaround_init_and_hard():
     torch.manual_seed(0)
     w = torch.randn(3, 2, 3, 3)

@@ -11,8 +11,8 @@ from quant.bn_calib import random_calibrated_model
 from quant.data import SyntheticImages
 from quant.export import export
 from quant.fold import fold_bn
-from quant.qmodel import QConfig, lower
-from quant.reconstruct import FAST, ReconConfig, reconstruct
+from quant.qmodel import QConfig, _key, lower
+from quant.reconstruct import FAST, ReconConfig, _restore_steps_if_unexportable, reconstruct
 
 RES = 64
 
@@ -86,3 +86,25 @@ def test_fast_default_lowers_heldout_block_mse(small):
     assert rep["kept"] >= 4
     for b in rep["blocks"]:
         assert b["kept"] == (b["mse_after"] <= b["mse_before"])
+
+
+def test_unexportable_steps_are_restored(small):
+    """A learned step that pushes a requant ratio beyond the 16-bit dyadic multiplier makes
+    export fail (sim.numerics.to_dyadic); reconstruction then restores the block's steps from
+    before, with a warning, instead of failing."""
+    m, imgs = small
+    g = _calibrated(m, imgs)
+    g.set_mode("fake")
+    name, s, e = g.blocks[2]                      # an MBConv: output = PW2 + residual
+    keys = [_key(n.output) for n in g.nodes[s:e] if _key(n.output) in g.act_q]
+    saved = {k: g.act_q[k].scale.detach().clone() for k in keys}
+    assert not _restore_steps_if_unexportable(g, saved, name)       # exportable: untouched
+    out = _key(g.nodes[e - 1].output)
+    with torch.no_grad():
+        g.act_q[out].scale.mul_(1e-9)             # res_mult = s_res / s_out ~ 1e9 > 2**16
+    with pytest.raises(ValueError, match="16-bit"):
+        export(g, check=False)
+    with pytest.warns(RuntimeWarning, match="unexportable"):
+        assert _restore_steps_if_unexportable(g, saved, name)
+    assert all(torch.equal(g.act_q[k].scale.detach(), v) for k, v in saved.items())
+    export(g)                                     # and the restored model validates
