@@ -32,6 +32,13 @@ delivers a vector of ``lanes`` dot products, the unit reads the ``lanes`` parame
 ``hw.units.Requant`` per lane (ReLU / Hardswish / residual); the 8-bit results are written to
 the OUT (or B/AUX) buffer through the scatter port ``o`` (stride OSTRIDE). ``NOEPI`` writes the
 int32 accumulators plus bias instead (the logits).
+
+Address generation (conv, depthwise, attention): the products of a loop index and a stride
+(``ox * STRIDE``, ``c0 * XSTRIDE``, ``row * WIN``, ``cout_g * OSTRIDE``, ...) are running sums
+that step with their index, kept to ``ADDR_BITS`` bits (the ports wrap there); the one
+exception is the im2col row offset ``iy * WIN`` of the generic k x k conv (18 x 16 bits). The
+other products are per-instruction, of narrowed operands: ``CIN * k*k`` and ``CIN * XSTRIDE``
+(CIN <= 65535, ``sim.isa.REG_LIMITS``) and ``ho * WOUT`` (12 x 12 bits).
 """
 
 from __future__ import annotations
