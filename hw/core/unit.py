@@ -210,14 +210,6 @@ class Unit(wiring.Component):
             iy, ix = Signal(signed(18)), Signal(signed(18))     # unpadded input row, column
             m.d.comb += [iy.eq(oys + ky - tf("pad_t")),
                          ix.eq(oxs + kx - regs["PAD_L"][:8])]
-            # the input row's offset iy * WIN (mod 2^A) as a running sum: yoff = iy * WIN,
-            # ybase = (oy * STRIDE - pad_t) * WIN; the steps pad_t * WIN and STRIDE * WIN are
-            # shift-and-add of the 3-bit pad_t and the 4-bit STRIDE
-            win, st, pt = regs["WIN"][:A], regs["STRIDE"][:4], tf("pad_t")
-            padw, swin = Signal(A), Signal(A)
-            m.d.comb += [padw.eq(sum(Mux(pt[i], win << i, 0) for i in range(len(pt)))),
-                         swin.eq(sum(Mux(st[i], win << i, 0) for i in range(len(st))))]
-            ybase, yoff = Signal(A), Signal(A)
             co = Signal(13)
             xk = Signal(A)
             wco = Signal(A)
@@ -251,7 +243,7 @@ class Unit(wiring.Component):
             # weights w[co][k0 + t][ky][kx] (layout (co, ci, k, k): element stride k*k)
             m.d.comb += [self.x.buf.eq(regs["XBUF"][:3]), self.x.elem_stride.eq(regs["XSTRIDE"]),
                          self.x.row_stride.eq(0),
-                         self.x.addr.eq(xk + yoff + ix),
+                         self.x.addr.eq(xk + iy * regs["WIN"][:16] + ix),
                          self.w.buf.eq(1), self.w.row_stride.eq(K), self.w.elem_stride.eq(kkd),
                          self.w.addr.eq(wco + wcb + wtap)]
 
@@ -430,8 +422,7 @@ class Unit(wiring.Component):
                                      npix.eq(tf("ho") * regs["WOUT"][:12]),
                                      k0.eq(0), pix.eq(0), co.eq(0), g.eq(0), xk.eq(tf("x_addr")),
                                      ky.eq(0), kx.eq(0), oy.eq(0), ox.eq(0), oys.eq(0),
-                                     oxs.eq(0), wtap.eq(0), wcb.eq(0), ybase.eq(-padw),
-                                     yoff.eq(-padw),
+                                     oxs.eq(0), wtap.eq(0), wcb.eq(0),
                                      gw_.eq(0), gr.eq(0), go.eq(0),
                                      xg.eq(tf("x_addr")), wco.eq(tf("w_addr")),
                                      wg.eq(tf("w_addr")),
@@ -481,19 +472,17 @@ class Unit(wiring.Component):
                                      wtap.eq(wtap + 1)]
                     with m.Elif(~last_ky):
                         m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(0), ky.eq(ky + 1),
-                                     wtap.eq(wtap + 1), yoff.eq(yoff + win)]
+                                     wtap.eq(wtap + 1)]
                     with m.Else():
                         m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(0), ky.eq(0),
                                      wtap.eq(0)]
                         with m.If(ox + 1 == regs["WOUT"]):
                             m.d.sync += [ox.eq(0), oxs.eq(0), oy.eq(oy + 1),
-                                         oys.eq(oys + st), ybase.eq(ybase + swin),
-                                         yoff.eq(ybase + swin)]
+                                         oys.eq(oys + regs["STRIDE"][:4])]
                         with m.Else():
-                            m.d.sync += [ox.eq(ox + 1), oxs.eq(oxs + st), yoff.eq(ybase)]
+                            m.d.sync += [ox.eq(ox + 1), oxs.eq(oxs + regs["STRIDE"][:4])]
                         with m.If(pix + 1 == npix):
-                            m.d.sync += [pix.eq(0), ox.eq(0), oy.eq(0), oxs.eq(0), oys.eq(0),
-                                         ybase.eq(-padw), yoff.eq(-padw)]
+                            m.d.sync += [pix.eq(0), ox.eq(0), oy.eq(0), oxs.eq(0), oys.eq(0)]
                             with m.If(co + L < coutg):
                                 m.d.sync += [co.eq(co + L), wco.eq(wco + K * L)]
                             with m.Else():      # next group: its input channels and filters
