@@ -46,7 +46,7 @@ from . import timing
 from .config import AccelConfig
 from .fileio import atomic_open
 from .intprogram import IntProgram, Node
-from .isa import ACTS, BUFS, REGS, Instr, decode_stream, encode_stream
+from .isa import ACTS, BUFS, FORMATS, REG_LIMITS, REGS, Instr, decode_stream, encode_stream
 
 __all__ = ["CompileError", "Binary", "compile", "BINARY_VERSION", "PARAM_RECORD"]
 
@@ -266,6 +266,11 @@ class _Em:
     def emit(self, stream, op, **f):
         if op in ("LOAD", "STORE"):
             f.setdefault("core", 0)         # only a LOAD into buffer A names a core
+        for reg, (lo, hi) in REG_LIMITS.get(op, {}).items():
+            v = self.regs.get((stream, FORMATS[op][1], reg))
+            if v is not None and not lo <= v <= hi:
+                raise CompileError(f"{op} in {stream} needs {reg} in {lo}..{hi} (the core "
+                                   f"units' range), got {v}")
         self.streams[stream].append(Instr(op, f))
         self.tags[stream].append(self.layer)
 

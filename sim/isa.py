@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["IsaError", "Instr", "FORMATS", "OPCODES", "UNITS", "BUFS", "REGS", "ACTS",
-           "encode", "decode", "encode_stream", "decode_stream", "WORD_BITS", "unit_of"]
+           "encode", "decode", "encode_stream", "decode_stream", "WORD_BITS", "unit_of",
+           "REG_LIMITS"]
 
 WORD_BITS = 128
 OPCODE_BITS = 5
@@ -65,6 +66,15 @@ REGS = {
     "XBUF": 23,      # buffer the input block is read from (BUFS: B, or A for the attention's K)
 }
 REG_NAMES = {v: k for k, v in REGS.items()}
+
+_CONV_LIMITS = {"CIN": (0, 65535), "WIN": (1, 32767), "WOUT": (1, 4095), "KERNEL": (1, 15),
+                "STRIDE": (1, 15), "PAD_L": (0, 255)}
+#: register ranges (inclusive) a compute instruction needs, as the core units implement them
+#: (``hw.core.unit``: a unit that executes the instruction with a register outside its range stops
+#: with its ``error`` flag); ``sim.compile`` refuses to emit such an instruction. The widths
+#: behind them: output columns are 12-bit counters, input columns 16-bit signed, and CIN is
+#: the 16-bit operand of the per-instruction products CIN * k*k and CIN * XSTRIDE.
+REG_LIMITS = {"CONV_MAT": _CONV_LIMITS, "CONV_RDF": _CONV_LIMITS}
 
 # opcode -> (code, unit or None (unit field), [(field, bits, signed)])
 _TILE = [("x_addr", 19, False), ("w_addr", 19, False), ("p_addr", 19, False),

@@ -178,6 +178,26 @@ def test_core_rejects_unsupported_instruction():
         simulate_amaranth(Core.from_config(cfg), env, max_cycles=2000)
 
 
+@pytest.mark.parametrize("reg, value", [("CIN", 65536), ("CIN", -1), ("WOUT", 4096)])
+def test_core_rejects_registers_out_of_range(reg, value):
+    """A conv whose registers leave sim.isa.REG_LIMITS (the compiler refuses to emit one; here
+    the Binary is patched after compiling) stops the core with its error flag: e.g. CIN > 65535
+    would overflow the 16-bit operand of CIN * k*k and CIN * XSTRIDE."""
+    from sim.isa import REG_LIMITS, REGS
+    lo, hi = REG_LIMITS["CONV_MAT"][reg]
+    assert not lo <= value <= hi
+    prog = pointwise_program(act="relu", cin=8, cout=4, h=2, w=2)
+    cfg = small_config()
+    binary = sc.compile(prog, cfg)
+    setrs = [i for i in binary.streams["core0"] if i.op == "SETR" and i["reg"] == REGS[reg]]
+    assert setrs
+    for i in setrs:
+        i.f["value"] = value
+    env = CoreEnv(binary, np.zeros((8, 2, 2), np.int64))
+    with pytest.raises(HarnessError, match="flagged an error"):
+        simulate_amaranth(Core.from_config(cfg), env, max_cycles=2000)
+
+
 @pytest.mark.parametrize("kw, exc", [
     (dict(N=0), ValueError), (dict(S=65), ValueError), (dict(T=2.0), TypeError),
     (dict(packed=1), TypeError), (dict(M=3, packed=True), ValueError),

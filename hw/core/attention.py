@@ -128,6 +128,10 @@ class AttentionSequencer:
 
         # ---- issue side ---------------------------------------------------------------------
         oc, mc, ic = (Signal(CNT, name=f"att_{s}") for s in ("oc", "mc", "ic"))
+        # address products as running sums, stepped with their index (mod 2^ADDR_BITS): ocx =
+        # oc * XSTRIDE, mcx = mc * XSTRIDE (KV), icx = ic * XSTRIDE (DIV, OUT), icd = ic * d (OUT)
+        ocx, mcx, icx, icd = (Signal(ADDR_BITS, name=f"att_{s}")
+                              for s in ("ocx", "mcx", "icx", "icd"))
         v1, f1, l1, mask1, div1 = Signal(), Signal(), Signal(), Signal(W), Signal()
         m.d.sync += v1.eq(0)
         xb, wb = a(tf("x_addr")), a(tf("w_addr"))
@@ -138,19 +142,19 @@ class AttentionSequencer:
                          eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1)]
             with m.Switch(aop):
                 with m.Case(KV):    # x: row j of K (XBUF) from token t0; w: rows i0.. of V (B)
-                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + oc * xs + ic)),
+                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + ocx + ic)),
                                  x.elem_stride.eq(1),
-                                 w.buf.eq(BUFS["B"]), w.addr.eq(a(wb + mc * xs + ic)),
+                                 w.buf.eq(BUFS["B"]), w.addr.eq(a(wb + mcx + ic)),
                                  w.row_stride.eq(xs), w.elem_stride.eq(1)]
                 with m.Case(DIV):   # x: ksum8[j0..] from AUX; w: column t of Q (every lane)
                     m.d.comb += [x.buf.eq(BUFS["AUX"]), x.addr.eq(a(wb + ic)),
                                  x.elem_stride.eq(1),
-                                 w.buf.eq(xbuf), w.addr.eq(a(xb + ic * xs + mc)),
+                                 w.buf.eq(xbuf), w.addr.eq(a(xb + icx + mc)),
                                  w.row_stride.eq(0), w.elem_stride.eq(xs)]
                 with m.Default():   # OUT: x: column t of Q; w: S[j0 + k, i0 + l] from AUX
-                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + ic * xs + mc)),
+                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + icx + mc)),
                                  x.elem_stride.eq(xs),
-                                 w.buf.eq(BUFS["AUX"]), w.addr.eq(a(wb + ic * d + oc)),
+                                 w.buf.eq(BUFS["AUX"]), w.addr.eq(a(wb + icd + oc)),
                                  w.row_stride.eq(1), w.elem_stride.eq(d)]
         # engine operands (stage 1: the gather data of the step issued last cycle)
         relu = lambda b: Mux(b[7], 0, b).as_signed()      # noqa: E731  int8 -> 0..127
@@ -170,7 +174,8 @@ class AttentionSequencer:
             m.d.comb += [p.en.eq(1), p.buf.eq(BUFS["C"]), p.addr.eq(tf("p_addr")),
                          p.row_stride.eq(0), p.elem_stride.eq(1)]
             m.d.sync += [p_pend.eq(1), oc.eq(0), mc.eq(0), ic.eq(0), ro.eq(0), rm.eq(0),
-                         wo.eq(0), wm.eq(0)]
+                         wo.eq(0), wm.eq(0), ocx.eq(0), mcx.eq(0), icx.eq(0), icd.eq(0),
+                         wox.eq(0)]
 
         def issue():
             last_i = ic + W >= i_lim
@@ -180,10 +185,16 @@ class AttentionSequencer:
             last = Signal(name="att_last_step")
             m.d.comb += last.eq(0)
             with m.If(last_i):
-                m.d.sync += ic.eq(0)
+                m.d.sync += [ic.eq(0), icx.eq(0), icd.eq(0)]
                 m.d.comb += last.eq(step(oc, mc))
+                # ocx, mcx follow (oc, mc) as step() moves them (only KV reads them: o_step = 1,
+                # m_step = L)
+                with m.If(mc + m_step >= m_lim):
+                    m.d.sync += [mcx.eq(0), ocx.eq(ocx + xs)]
+                with m.Else():
+                    m.d.sync += mcx.eq(mcx + xs * L)
             with m.Else():
-                m.d.sync += ic.eq(ic + W)
+                m.d.sync += [ic.eq(ic + W), icx.eq(icx + xs * W), icd.eq(icd + d * W)]
             return last
 
         # ---- result side: DIV entry read for OUT (port r), per-vector arithmetic ---------------
@@ -229,6 +240,7 @@ class AttentionSequencer:
 
         # ---- write side -----------------------------------------------------------------------
         wo, wm = Signal(CNT, name="att_wo"), Signal(CNT, name="att_wm")
+        wox = Signal(ADDR_BITS, name="att_wox")     # wo * d (KV: o_step 1), wo * n (OUT: o_step L)
         wr = Signal(name="att_wr")
         m.d.comb += wr.eq(attmode & Mux(is_kv, ctx["rq_lanes"][0].out_valid,
                                         Mux(is_div, lg.out_valid, sh.out_valid)))
@@ -238,18 +250,20 @@ class AttentionSequencer:
             m.d.comb += [o.en.eq(wr), o.buf.eq(tf("obuf")), o.wide.eq(0)]
             with m.Switch(aop):
                 with m.Case(KV):
-                    m.d.comb += [o.addr.eq(a(ob + wo * d + wm)), o.elem_stride.eq(1)]
+                    m.d.comb += [o.addr.eq(a(ob + wox + wm)), o.elem_stride.eq(1)]
                     for s in range(L):
                         m.d.comb += [o.mask[s].eq(wm + s < d), o.data[s].eq(ctx["results"][s][1])]
                 with m.Case(DIV):
                     m.d.comb += [o.addr.eq(a(ob + wm)), o.elem_stride.eq(1),
                                  o.mask.eq(1), o.data[0].eq(Cat(lg.code, zero))]
                 with m.Default():
-                    m.d.comb += [o.addr.eq(a(ob + wo * n + wm)), o.elem_stride.eq(n)]
+                    m.d.comb += [o.addr.eq(a(ob + wox + wm)), o.elem_stride.eq(n)]
                     for s in range(L):
                         m.d.comb += [o.mask[s].eq(wo + s < d), o.data[s].eq(q8[s])]
         with m.If(wr):
             m.d.comb += self.last_write.eq(step(wo, wm))
+            with m.If(wm + m_step >= m_lim):
+                m.d.sync += wox.eq(wox + Mux(is_kv, d, n * L))
 
         self.ok = Signal(name="att_ok")
         m.d.comb += self.ok.eq((d > 0) & (n > 0) & (regs["DIM"] < (1 << 12))

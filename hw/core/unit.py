@@ -32,6 +32,13 @@ delivers a vector of ``lanes`` dot products, the unit reads the ``lanes`` parame
 ``hw.units.Requant`` per lane (ReLU / Hardswish / residual); the 8-bit results are written to
 the OUT (or B/AUX) buffer through the scatter port ``o`` (stride OSTRIDE). ``NOEPI`` writes the
 int32 accumulators plus bias instead (the logits).
+
+Address generation (conv, depthwise, attention): the products of a loop index and a stride
+(``ox * STRIDE``, ``c0 * XSTRIDE``, ``row * WIN``, ``cout_g * OSTRIDE``, ...) are running sums
+that step with their index, kept to ``ADDR_BITS`` bits (the ports wrap there); the one
+exception is the im2col row offset ``iy * WIN`` of the generic k x k conv (18 x 16 bits). The
+other products are per-instruction, of narrowed operands: ``CIN * k*k`` and ``CIN * XSTRIDE``
+(CIN <= 65535, ``sim.isa.REG_LIMITS``) and ``ho * WOUT`` (12 x 12 bits).
 """
 
 from __future__ import annotations
@@ -71,15 +78,17 @@ def _byte(v, signed_reg):
     return Mux(signed_reg[0], v.as_signed(), v.as_unsigned())
 
 
-def _next_dw_tile(m, ox0, oy, c0, *, M: int, N: int, wout, ho):
+def _next_dw_tile(m, ox0, oy, c0, *, M: int, N: int, wout, ho, prow, cbase, cstep):
     """Step a depthwise output-tile position (first column ``ox0`` of M pixels, row ``oy``, first
-    channel ``c0`` of N) to the next tile: along the row, then down, then to the next channels."""
+    channel ``c0`` of N) to the next tile: along the row, then down, then to the next channels.
+    The running products step with it: ``prow`` = ``oy * wout`` (pixels), ``cbase`` = ``c0 *
+    stride`` (bytes, ``cstep`` = ``N * stride``)."""
     with m.If(ox0 + M < wout):
         m.d.sync += ox0.eq(ox0 + M)
     with m.Elif(oy + 1 < ho):
-        m.d.sync += [ox0.eq(0), oy.eq(oy + 1)]
+        m.d.sync += [ox0.eq(0), oy.eq(oy + 1), prow.eq(prow + wout)]
     with m.Else():
-        m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N)]
+        m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N), prow.eq(0), cbase.eq(cbase + cstep)]
 
 
 class Unit(wiring.Component):
@@ -180,9 +189,14 @@ class Unit(wiring.Component):
                 m.d.comb += eng.mode.eq(Mux(dwmode, RMACEngine.SELF_ACC,
                                             RMACEngine.DOWN_FORWARD))
             tf = lambda n: fld(word, compute_op, n)     # noqa: E731
-            K = Signal(32)          # reduction length per output pixel: CIN * KERNEL**2
+            # Address arithmetic wraps at ADDR_BITS (the ports' width), so address registers and
+            # the products behind them keep only ADDR_BITS bits; the products of loop indices
+            # and strides are running sums, stepped with their index (no multiplier).
+            A = ADDR_BITS
+            cin = regs["CIN"][:16]  # CIN <= 65535 (checked: df_supported)
+            K = Signal(A)           # reduction length per output pixel: CIN * KERNEL**2 (mod 2^A)
             npix = Signal(24)
-            k0 = Signal(32)         # first input channel of this step's block of `width`
+            k0 = Signal(17)         # first input channel of this step's block of `width`
             pix = Signal(24)
             # generic k x k (im2col in tap-major order): tap (ky, kx) of output pixel (oy, ox)
             kd = regs["KERNEL"][:4]
@@ -190,26 +204,27 @@ class Unit(wiring.Component):
             m.d.comb += kkd.eq(kd * kd)
             ky, kx = Signal(4), Signal(4)
             oy, ox = Signal(12), Signal(12)
+            oys, oxs = Signal(16), Signal(16)   # oy * STRIDE, ox * STRIDE (running)
             wtap = Signal(8)        # ky*k + kx (running)
-            wcb = Signal(ADDR_BITS + 12)    # k0 * k*k (running)
+            wcb = Signal(A)         # k0 * k*k (running)
             iy, ix = Signal(signed(18)), Signal(signed(18))     # unpadded input row, column
-            m.d.comb += [iy.eq(oy * regs["STRIDE"][:4] + ky - tf("pad_t")),
-                         ix.eq(ox * regs["STRIDE"][:4] + kx - regs["PAD_L"][:8])]
+            m.d.comb += [iy.eq(oys + ky - tf("pad_t")),
+                         ix.eq(oxs + kx - regs["PAD_L"][:8])]
             co = Signal(13)
-            xk = Signal(ADDR_BITS + 12)
-            wco = Signal(ADDR_BITS + 12)
-            # groups (grouped pointwise): cout_g = nco / GROUPS, found by repeated addition
+            xk = Signal(A)
+            wco = Signal(A)
+            # groups (grouped pointwise): cout_g = nco / GROUPS, found by repeated addition, and
+            # with it the per-group increments cout_g * K, * RSTRIDE, * OSTRIDE
             coutg, gsum = Signal(13), Signal(13)
             g, g_o, g_w = Signal(13), Signal(13), Signal(13)
-            gx, gw_, gp, gr, go = (Signal(ADDR_BITS + 12, name=n)
-                                   for n in ("gx", "gw", "gp", "gr", "go"))
-            xg, wg = Signal(ADDR_BITS + 12), Signal(ADDR_BITS + 12)
+            gx, gw_, gp, gr, go = (Signal(A, name=n) for n in ("gx", "gw", "gp", "gr", "go"))
+            xg, wg = Signal(A), Signal(A)
             # output side counters (with the group's base addresses)
             pix_o, co_o = Signal(24), Signal(13)
-            pco_o, rco_o = Signal(ADDR_BITS + 12), Signal(ADDR_BITS + 12)
-            pcg_o, rcg_o = Signal(ADDR_BITS + 12), Signal(ADDR_BITS + 12)
+            pco_o, rco_o = Signal(A), Signal(A)
+            pcg_o, rcg_o = Signal(A), Signal(A)
             pix_w, co_w = Signal(24), Signal(13)
-            oco_w, ocg_w = Signal(ADDR_BITS + 12), Signal(ADDR_BITS + 12)
+            oco_w, ocg_w = Signal(A), Signal(A)
             nco = tf("nco")
             has_res = regs["RES_ADDR"] >= 0
             noepi = regs["NOEPI"][0]
@@ -288,7 +303,7 @@ class Unit(wiring.Component):
                     m.d.sync += pix_o.eq(0)
                     with m.If(co_o + L < coutg):
                         m.d.sync += [co_o.eq(co_o + L), pco_o.eq(pco_o + 32 * L),
-                                     rco_o.eq(rco_o + regs["RSTRIDE"] * L)]
+                                     rco_o.eq(rco_o + regs["RSTRIDE"][:A] * L)]
                     with m.Else():              # next group
                         m.d.sync += [co_o.eq(0), g_o.eq(g_o + 1), pco_o.eq(pcg_o + gp),
                                      pcg_o.eq(pcg_o + gp), rco_o.eq(rcg_o + gr),
@@ -302,7 +317,8 @@ class Unit(wiring.Component):
                 with m.If(pix_w + 1 == npix):
                     m.d.sync += pix_w.eq(0)
                     with m.If(co_w + L < coutg):
-                        m.d.sync += [co_w.eq(co_w + L), oco_w.eq(oco_w + regs["OSTRIDE"] * L)]
+                        m.d.sync += [co_w.eq(co_w + L),
+                                     oco_w.eq(oco_w + regs["OSTRIDE"][:A] * L)]
                     with m.Else():
                         m.d.sync += [co_w.eq(0), g_w.eq(g_w + 1), oco_w.eq(ocg_w + go),
                                      ocg_w.eq(ocg_w + go)]
@@ -315,6 +331,7 @@ class Unit(wiring.Component):
                                      & (regs["PAD_L"] >= 0) & (regs["PAD_L"] < 256)
                                      & (regs["WIN"] > 0) & (regs["WIN"] < (1 << 15))
                                      & (regs["WOUT"] > 0) & (regs["WOUT"] < (1 << 12))
+                                     & (regs["CIN"] >= 0) & (regs["CIN"] < (1 << 16))
                                      & (tf("hin") > 0)
                                      & (regs["GROUPS"] >= 1) & (regs["GROUPS"] <= nco)
                                      & (noepi | ((regs["OBITS"] == 8)
@@ -401,11 +418,12 @@ class Unit(wiring.Component):
                             m.next = "DWRUN"
                     with m.Else():
                         m.d.sync += dwmode.eq(0)
-                        m.d.sync += [K.eq(regs["CIN"] * regs["KERNEL"] * regs["KERNEL"]),
-                                     npix.eq(tf("ho") * regs["WOUT"]),
+                        m.d.sync += [K.eq(cin * kkd),
+                                     npix.eq(tf("ho") * regs["WOUT"][:12]),
                                      k0.eq(0), pix.eq(0), co.eq(0), g.eq(0), xk.eq(tf("x_addr")),
-                                     ky.eq(0), kx.eq(0), oy.eq(0), ox.eq(0), wtap.eq(0),
-                                     wcb.eq(0),
+                                     ky.eq(0), kx.eq(0), oy.eq(0), ox.eq(0), oys.eq(0),
+                                     oxs.eq(0), wtap.eq(0), wcb.eq(0),
+                                     gw_.eq(0), gr.eq(0), go.eq(0),
                                      xg.eq(tf("x_addr")), wco.eq(tf("w_addr")),
                                      wg.eq(tf("w_addr")),
                                      pix_o.eq(0), co_o.eq(0), g_o.eq(0), pco_o.eq(tf("p_addr")),
@@ -421,32 +439,33 @@ class Unit(wiring.Component):
                 with m.State("DIVIDE"):          # coutg = nco / GROUPS (exact, checked)
                     m.d.comb += busy.eq(1)
                     with m.If(gsum + regs["GROUPS"] <= nco):
-                        m.d.sync += [gsum.eq(gsum + regs["GROUPS"]), coutg.eq(coutg + 1)]
+                        m.d.sync += [gsum.eq(gsum + regs["GROUPS"]), coutg.eq(coutg + 1),
+                                     gw_.eq(gw_ + K), gr.eq(gr + regs["RSTRIDE"][:A]),
+                                     go.eq(go + regs["OSTRIDE"][:A])]
                     with m.Elif(gsum != nco):
                         fail(op)
                     with m.Else():
                         m.next = "GROUPS"
                 with m.State("GROUPS"):          # per-group address increments
+                    # (gw, gr, go: summed in DIVIDE; 0 with one group, where they are not used)
                     m.d.comb += busy.eq(1)
-                    m.d.sync += [gx.eq(regs["CIN"] * regs["XSTRIDE"]), gw_.eq(coutg * K),
-                                 gp.eq(coutg * 32), gr.eq(coutg * regs["RSTRIDE"]),
-                                 go.eq(coutg * regs["OSTRIDE"])]
+                    m.d.sync += [gx.eq(cin * regs["XSTRIDE"][:A]), gp.eq(coutg * 32)]
                     m.next = "RUN"
                 with m.State("RUN"):
                     m.d.comb += [busy.eq(1), self.x.en.eq(1), self.w.en.eq(1)]
                     # innermost: channel blocks, then taps kx, ky, then output pixels
                     last_c, last_kx, last_ky, last_k = Signal(), Signal(), Signal(), Signal()
                     inb = Signal()      # the tap's input pixel is inside the tile (not padding)
-                    m.d.comb += [last_c.eq(k0 + W >= regs["CIN"]), last_kx.eq(kx + 1 == kd),
+                    m.d.comb += [last_c.eq(k0 + W >= cin), last_kx.eq(kx + 1 == kd),
                                  last_ky.eq(ky + 1 == kd), last_k.eq(last_c & last_kx & last_ky),
                                  inb.eq((iy >= 0) & (iy < tf("hin")) & (ix >= 0)
                                         & (ix < regs["WIN"]))]
                     m.d.sync += [v1.eq(1), f1.eq((k0 == 0) & (kx == 0) & (ky == 0)),
                                  l1.eq(last_k),
-                                 mask1.eq(Cat(*[inb & ((k0 + t) < regs["CIN"])
+                                 mask1.eq(Cat(*[inb & ((k0 + t) < cin)
                                                 for t in range(W)]))]
                     with m.If(~last_c):
-                        m.d.sync += [k0.eq(k0 + W), xk.eq(xk + regs["XSTRIDE"] * W),
+                        m.d.sync += [k0.eq(k0 + W), xk.eq(xk + regs["XSTRIDE"][:A] * W),
                                      wcb.eq(wcb + kkd * W)]
                     with m.Elif(~last_kx):
                         m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(kx + 1),
@@ -458,11 +477,12 @@ class Unit(wiring.Component):
                         m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(0), ky.eq(0),
                                      wtap.eq(0)]
                         with m.If(ox + 1 == regs["WOUT"]):
-                            m.d.sync += [ox.eq(0), oy.eq(oy + 1)]
+                            m.d.sync += [ox.eq(0), oxs.eq(0), oy.eq(oy + 1),
+                                         oys.eq(oys + regs["STRIDE"][:4])]
                         with m.Else():
-                            m.d.sync += ox.eq(ox + 1)
+                            m.d.sync += [ox.eq(ox + 1), oxs.eq(oxs + regs["STRIDE"][:4])]
                         with m.If(pix + 1 == npix):
-                            m.d.sync += [pix.eq(0), ox.eq(0), oy.eq(0)]
+                            m.d.sync += [pix.eq(0), ox.eq(0), oy.eq(0), oxs.eq(0), oys.eq(0)]
                             with m.If(co + L < coutg):
                                 m.d.sync += [co.eq(co + L), wco.eq(wco + K * L)]
                             with m.Else():      # next group: its input channels and filters
@@ -626,15 +646,25 @@ class Unit(wiring.Component):
         last_oy = oy + 1 == tf("ho")
         last_c = c0 + N >= nco
         last_tap = last_e & last_ph & last_ky
-        # row segment of this step: padded row iy = oy*s + ky, padded column start
+        # row segment of this step: padded row iy = oy*s + ky, padded column start (s = 1 or 2)
         row = Signal(signed(16))
-        m.d.comb += row.eq(oy * regs["STRIDE"][:2] + ky - tf("pad_t"))
+        m.d.comb += row.eq(Mux(st2, oy << 1, oy) + ky - tf("pad_t"))
         col0 = Signal(signed(16))
-        m.d.comb += col0.eq(ox0 * regs["STRIDE"][:2] + Mux(st2, ph, 0) - regs["PAD_L"])
+        m.d.comb += col0.eq(Mux(st2, (ox0 << 1) + ph, ox0) - regs["PAD_L"])
+        # address products as running sums (mod 2^ADDR_BITS, the ports' width): c0x = c0 *
+        # XSTRIDE, yoff = row * WIN, ybase = (oy*s - pad_t) * WIN, c0kk = c0 * k*k
+        A = ADDR_BITS
+        win, xst = regs["WIN"][:A], regs["XSTRIDE"][:A]
+        swin = Mux(st2, win << 1, win)
+        pt = tf("pad_t")
+        padw = Signal(A)        # pad_t * WIN (pad_t: 3 bits, shift-and-add)
+        m.d.comb += padw.eq(sum(Mux(pt[i], win << i, 0) for i in range(len(pt))))
+        c0x, yoff, ybase, c0kk = (Signal(A, name=f"dw_{n}") for n in ("c0x", "yoff", "ybase",
+                                                                      "c0kk"))
         xr = self.xr
         m.d.comb += [xr.buf.eq(regs["XBUF"][:3]), xr.row_stride.eq(regs["XSTRIDE"]),
                      xr.elem_stride.eq(Mux(st2, 2, 1)),
-                     xr.addr.eq(tf("x_addr") + c0 * regs["XSTRIDE"] + row * regs["WIN"] + col0)]
+                     xr.addr.eq(tf("x_addr") + c0x + yoff + col0)]
         # stage-1 tags
         v1, f1, l1, ld1 = Signal(), Signal(), Signal(), Signal()
         rowok1 = Signal()
@@ -644,7 +674,7 @@ class Unit(wiring.Component):
             m.d.comb += [eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1), eng.load.eq(ld1)]
             # weights come through the x port from buffer C: channel c0+j, tap ky*k+kx
             m.d.comb += [self.x.buf.eq(1), self.x.elem_stride.eq(kk), self.x.row_stride.eq(0),
-                         self.x.addr.eq(tf("w_addr") + c0 * kk + ky * k + kx)]
+                         self.x.addr.eq(tf("w_addr") + c0kk + ky * k + kx)]
         for j in range(N):
             m.d.comb += eng.dw_w[j].eq(self.x.data[0][j].as_signed())
             for i in range(self.row_len):
@@ -663,15 +693,17 @@ class Unit(wiring.Component):
             with m.Elif(~last_ph):
                 m.d.sync += [e.eq(0), ph.eq(1)]
             with m.Elif(~last_ky):
-                m.d.sync += [e.eq(0), ph.eq(0), ky.eq(ky + 1)]
+                m.d.sync += [e.eq(0), ph.eq(0), ky.eq(ky + 1), yoff.eq(yoff + win)]
             with m.Else():
                 m.d.sync += [e.eq(0), ph.eq(0), ky.eq(0)]
                 with m.If(~last_ox):
-                    m.d.sync += ox0.eq(ox0 + M)
+                    m.d.sync += [ox0.eq(ox0 + M), yoff.eq(ybase)]
                 with m.Elif(~last_oy):
-                    m.d.sync += [ox0.eq(0), oy.eq(oy + 1)]
+                    m.d.sync += [ox0.eq(0), oy.eq(oy + 1), ybase.eq(ybase + swin),
+                                 yoff.eq(ybase + swin)]
                 with m.Else():
-                    m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N)]
+                    m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N), c0x.eq(c0x + xst * N),
+                                 c0kk.eq(c0kk + kk * N), ybase.eq(-padw), yoff.eq(-padw)]
             return last_tap & last_ox & last_oy & last_c
 
         # output side: hold the tile, drain one channel per cycle through the requant lanes
@@ -680,21 +712,27 @@ class Unit(wiring.Component):
         # write-side tile counters (tile order = issue order)
         c0w, oyw, ox0w = Signal(13), Signal(12), Signal(12)
         c0r, oyr, ox0r = Signal(13), Signal(12), Signal(12)   # read (p/r request) side
+        # running products (mod 2^A): prow_* = oy* * WOUT, cb_* = c0* * stride, and
+        # ch_r = (c0r + dj) * RSTRIDE, ch_w = (c0w + jw) * OSTRIDE for the channel being drained
+        wout, rst, ost = regs["WOUT"][:A], regs["RSTRIDE"][:A], regs["OSTRIDE"][:A]
+        prow_r, cb_r, ch_r, prow_w, cb_w, ch_w = (
+            Signal(A, name=f"dw_{n}") for n in ("prow_r", "cb_r", "ch_r", "prow_w", "cb_w", "ch_w"))
         with m.If(eng.pixel_valid & dwmode):
             m.d.sync += [hold[j][mm].eq(eng.pixel_out[j][mm]) for j in range(N) for mm in range(M)]
-            m.d.sync += [draining.eq(1), dj.eq(0)]
+            m.d.sync += [draining.eq(1), dj.eq(0), ch_r.eq(cb_r)]
         with m.Elif(draining):
-            m.d.sync += dj.eq(dj + 1)
+            m.d.sync += [dj.eq(dj + 1), ch_r.eq(ch_r + rst)]
             with m.If(dj + 1 == N):
                 m.d.sync += draining.eq(0)
-                _next_dw_tile(m, ox0r, oyr, c0r, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"))
+                _next_dw_tile(m, ox0r, oyr, c0r, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"),
+                              prow=prow_r, cbase=cb_r, cstep=rst * N)
         m.d.sync += [dv1.eq(draining & dwmode), dj1.eq(dj)]
-        pixr = Signal(24)
-        m.d.comb += pixr.eq(oyr * regs["WOUT"] + ox0r)
+        pixr = Signal(A)
+        m.d.comb += pixr.eq(prow_r + ox0r)
         with m.If(dwmode):
             m.d.comb += [self.p.en.eq(draining), self.p.addr.eq(tf("p_addr") + (c0r + dj) * 32),
                          self.r.en.eq(draining & ns["has_res"]), self.r.elem_stride.eq(1),
-                         self.r.addr.eq(regs["RES_ADDR"] + (c0r + dj) * regs["RSTRIDE"] + pixr)]
+                         self.r.addr.eq(regs["RES_ADDR"] + ch_r + pixr)]
             rec = self.p.data[0].as_value()
             for mm, rq in enumerate(rq_lanes):
                 hsel = Signal(signed(32), name=f"hsel_{mm}")
@@ -713,8 +751,7 @@ class Unit(wiring.Component):
             jw = Signal(range(N + 1))
             wr = rq_lanes[0].out_valid
             m.d.comb += [self.o.en.eq(wr), self.o.wide.eq(0), self.o.elem_stride.eq(1),
-                         self.o.addr.eq(tf("o_addr") + (c0w + jw) * regs["OSTRIDE"]
-                                        + oyw * regs["WOUT"] + ox0w)]
+                         self.o.addr.eq(tf("o_addr") + ch_w + prow_w + ox0w)]
             for mm in range(M):
                 m.d.comb += [self.o.mask[mm].eq((ox0w + mm < regs["WOUT"]) & (c0w + jw < nco)),
                              self.o.data[mm].eq(ns["results"][mm][1])]
@@ -722,14 +759,17 @@ class Unit(wiring.Component):
             m.d.comb += dw_last_write.eq(wr & tile_end & (ox0w + M >= regs["WOUT"])
                                          & (oyw + 1 == tf("ho")) & (c0w + N >= nco))
             with m.If(wr):
-                m.d.sync += jw.eq(jw + 1)
+                m.d.sync += [jw.eq(jw + 1), ch_w.eq(ch_w + ost)]
                 with m.If(tile_end):
-                    m.d.sync += jw.eq(0)
-                    _next_dw_tile(m, ox0w, oyw, c0w, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"))
+                    # back to the tile's first channel, or on to the next N channels
+                    last_tile_row = (ox0w + M >= regs["WOUT"]) & (oyw + 1 >= tf("ho"))
+                    m.d.sync += [jw.eq(0), ch_w.eq(Mux(last_tile_row, cb_w + ost * N, cb_w))]
+                    _next_dw_tile(m, ox0w, oyw, c0w, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"),
+                                  prow=prow_w, cbase=cb_w, cstep=ost * N)
         dw_ok = Signal()
         m.d.comb += dw_ok.eq((regs["KERNEL"] >= 1) & (regs["KERNEL"] <= self.max_kernel)
                              & ((regs["STRIDE"] == 1) | (regs["STRIDE"] == 2))
-                             & (regs["KERNEL"] * regs["KERNEL"] >= N + 1)
+                             & (kk >= N + 1)     # k*k of KERNEL[:3], KERNEL <= 5
                              & (regs["NOEPI"] == 0)
                              & (regs["OBITS"] == 8)
                              & ((regs["ACT"] != ACTS["hswish"]) | (regs["MIDBITS"] == 16))
@@ -739,5 +779,7 @@ class Unit(wiring.Component):
         def setup():
             m.d.sync += [c0.eq(0), oy.eq(0), ox0.eq(0), ky.eq(0), ph.eq(0), e.eq(0),
                          c0w.eq(0), oyw.eq(0), ox0w.eq(0), jw.eq(0), c0r.eq(0), oyr.eq(0),
-                         ox0r.eq(0)]
+                         ox0r.eq(0), c0x.eq(0), c0kk.eq(0), ybase.eq(-padw), yoff.eq(-padw),
+                         prow_r.eq(0), cb_r.eq(0), ch_r.eq(0), prow_w.eq(0), cb_w.eq(0),
+                         ch_w.eq(0)]
         return issue, setup
