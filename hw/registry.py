@@ -98,9 +98,7 @@ def build(name: str, params: dict[str, str] | None = None):
 
 #: component name -> its constructor parameters taken from a ``sim.config.AccelConfig``
 _FROM_CONFIG = {
-    "core": lambda c: dict(N=c.N, M=c.M, T=c.T, S=c.S, packed=c.dsp_packing,
-                           aux_bytes=c.buf_aux_bytes, div_bytes=c.buf_div_bytes,
-                           a_bytes=c.buf_a_bytes),
+    "core": lambda c: _lookup("core").config_params(c),
     "mat_engine": lambda c: dict(lanes=c.S, multipliers=c.T, packed=c.dsp_packing),
     "rmac_engine": lambda c: dict(lanes=c.M, macs_per_lane=c.N, packed=c.dsp_packing),
 }

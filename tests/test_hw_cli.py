@@ -101,3 +101,15 @@ def test_estimate_text_and_cache():
     assert "adder_tree: LUT" in r.stdout and "DSP48E2 0" in r.stdout
     r2 = run("estimate", "adder_tree", "-p", "width=4", "-p", "count=2", "--json")
     assert json.loads(r2.stdout)["DSP48E2"] == 0
+
+
+def test_core_from_config_has_buffer_a_line_of_the_dram_channel():
+    """hw.registry builds the core a config describes, buffer A's line included: 64 bytes at
+    the paper's 64 B/cycle DRAM, 16 at 16 B/cycle (sim.timing.a_line_bytes)."""
+    from hw.core import Core
+    from sim.config import PRESETS
+    cfg = PRESETS["paper"]
+    params = registry.from_config("core", cfg)
+    assert params["a_line"] == 64 and params["a_bytes"] == cfg.buf_a_bytes
+    assert Core.from_config(cfg).a_line == 64
+    assert registry.from_config("core", cfg.replace(dram_bytes_per_cycle=16))["a_line"] == 16

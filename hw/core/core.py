@@ -114,11 +114,17 @@ class Core(wiring.Component):
 
     @classmethod
     def from_config(cls, cfg, *, packed: bool | None = None) -> "Core":
-        return cls(N=cfg.N, M=cfg.M, T=cfg.T, S=cfg.S,
-                   packed=cfg.dsp_packing if packed is None else packed,
-                   aux_bytes=cfg.buf_aux_bytes, div_bytes=cfg.buf_div_bytes,
-                   a_bytes=cfg.buf_a_bytes,
-                   a_line=a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle))
+        kw = cls.config_params(cfg)
+        if packed is not None:
+            kw["packed"] = packed
+        return cls(**kw)
+
+    @staticmethod
+    def config_params(cfg) -> dict:
+        """The constructor parameters for a ``sim.config.AccelConfig`` (also ``hw.registry``'s)."""
+        return dict(N=cfg.N, M=cfg.M, T=cfg.T, S=cfg.S, packed=cfg.dsp_packing,
+                    aux_bytes=cfg.buf_aux_bytes, div_bytes=cfg.buf_div_bytes,
+                    a_bytes=cfg.buf_a_bytes, a_line=a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle))
 
     def elaborate(self, platform):
         m = Module()
