@@ -52,8 +52,11 @@ _FALSE = {"0", "false", "no", "off"}
 
 def parse_value(name: str, text: str, default: object) -> object:
     """Parse a CLI value for parameter ``name`` by the type of its ``default``
-    (bool: true/false/1/0/yes/no/on/off; int: decimal, 0x.., 0b..; otherwise int, bool or str)."""
+    (bool: true/false/1/0/yes/no/on/off; int: decimal, 0x.., 0b..; a ``None`` default (derived
+    from other parameters) or none: int, bool or str)."""
     t = text.strip()
+    if default is None:
+        default = inspect.Parameter.empty
     if isinstance(default, bool):
         if t.lower() in _TRUE:
             return True

@@ -113,3 +113,6 @@ def test_core_from_config_has_buffer_a_line_of_the_dram_channel():
     assert params["a_line"] == 64 and params["a_bytes"] == cfg.buf_a_bytes
     assert Core.from_config(cfg).a_line == 64
     assert registry.from_config("core", cfg.replace(dram_bytes_per_cycle=16))["a_line"] == 16
+    # as the CLI passes them: strings, parsed by the type of the default (None: derived)
+    assert registry.build("core", registry.config_params("core", "paper")).a_line == 64
+    assert registry.build("core", {"a_line": "32"}).a_line == 32
