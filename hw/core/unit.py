@@ -50,7 +50,7 @@ from amaranth.lib.wiring import In, Out
 from hw.engines import MATEngine, RMACEngine
 from hw.params import check_int
 from hw.units import Requant
-from sim.isa import ACTS, FORMATS, OPCODE_BITS, REGS
+from sim.isa import ACTS, FORMATS, OPCODE_BITS, REG_LIMITS, REGS
 
 from .attention import ATT_OPS, AttentionSequencer
 from .ports import ADDR_BITS, SEM_LAYOUT, gather_read_signature, scatter_write_signature
@@ -326,12 +326,10 @@ class Unit(wiring.Component):
                     m.d.sync += pix_w.eq(pix_w + 1)
 
             df_supported = Signal()
-            m.d.comb += df_supported.eq((regs["KERNEL"] >= 1) & (regs["KERNEL"] <= 15)
-                                     & (regs["STRIDE"] >= 1) & (regs["STRIDE"] <= 15)
-                                     & (regs["PAD_L"] >= 0) & (regs["PAD_L"] < 256)
-                                     & (regs["WIN"] > 0) & (regs["WIN"] < (1 << 15))
-                                     & (regs["WOUT"] > 0) & (regs["WOUT"] < (1 << 12))
-                                     & (regs["CIN"] >= 0) & (regs["CIN"] < (1 << 16))
+            # the register ranges of sim.isa.REG_LIMITS, which the compiler checks too
+            in_limits = Cat(*[(regs[r] >= lo) & (regs[r] <= hi)
+                              for r, (lo, hi) in REG_LIMITS[compute_op].items()]).all()
+            m.d.comb += df_supported.eq(in_limits
                                      & (tf("hin") > 0)
                                      & (regs["GROUPS"] >= 1) & (regs["GROUPS"] <= nco)
                                      & (noepi | ((regs["OBITS"] == 8)
