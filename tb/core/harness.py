@@ -26,10 +26,9 @@ import numpy as np
 
 from hw.core.ports import ADDR_BITS
 from hw.core.unit import MAX_KERNEL
-from sim import golden
+from sim import golden, timing
 from sim.funcsim import build_queues
 from sim.isa import BUF_NAMES, encode
-from sim import timing
 
 __all__ = ["CoreEnv", "HarnessError", "UNITS"]
 
@@ -143,26 +142,24 @@ class CoreEnv:
 
     def dma(self, ins):
         f = ins.f
-        if BUF_NAMES.get(f["buf"]) == "A":
-            self.load_a(ins)
-            return
-        mem = self.bufs[BUF_NAMES[f["buf"]]]
         cnt, ln, st = f["count"], f["length"], f["stride"]
         didx = f["dram_addr"] + np.arange(cnt)[:, None] * st + np.arange(ln)[None, :]
+        if BUF_NAMES.get(f["buf"]) == "A":
+            self.load_a(ins, self.dram[didx].reshape(-1))
+            return
+        mem = self.bufs[BUF_NAMES[f["buf"]]]
         bsl = slice(f["buf_addr"], f["buf_addr"] + cnt * ln)
         if ins.op == "STORE":
             self.dram[didx] = mem[bsl].reshape(cnt, ln)
         else:
             mem[bsl] = self.dram[didx].reshape(-1)
 
-    def load_a(self, ins):
-        """Queue the lines of a LOAD into buffer A (one per cycle through ``a_load``)."""
+    def load_a(self, ins, raw):
+        """Queue the DRAM bytes ``raw`` of a LOAD into buffer A as lines (one per cycle through
+        ``a_load``)."""
         f = ins.f
         if ins.op != "LOAD" or f["core"] != self.core:
             raise HarnessError(f"{ins}: the harness plays core {self.core}'s buffer A, LOAD only")
-        cnt, ln, st = f["count"], f["length"], f["stride"]
-        didx = f["dram_addr"] + np.arange(cnt)[:, None] * st + np.arange(ln)[None, :]
-        raw = self.dram[didx].reshape(-1)
         if f["buf_addr"] % self.a_line:
             raise HarnessError(f"{ins}: a LOAD into buffer A starts on a line boundary "
                                f"({self.a_line} bytes)")
