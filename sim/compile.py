@@ -1303,9 +1303,9 @@ class _Compiler:
             self.wait_stored(n.inputs[0], h0 * 3 * d, h1 * 3 * d, 0, H * W)
             bbase, obase = self.B.base[sb], self.O.base[so]
             hx = xaddr + h0 * per_head
-            # K of each head goes into its core's buffer A after the group's Q and V (K first
-            # would hold the one DRAM channel at A's 16 bytes per cycle while the others wait:
-            # -3 % FPS on B1-R224); a slot is reused once KV and KSUM of its last head read it
+            # K of each head goes into its core's buffer A after the group's Q and V (the MAT
+            # needs only Q and V; K first was measured no better); a slot is reused once KV and
+            # KSUM of its last head read it
             kload, nth = {}, {}
             for h in range(h0, h1) if a_slots else ():
                 st = f"core{h % cfg.L}"

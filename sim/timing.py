@@ -107,7 +107,7 @@ A_MAX_LINE = 64
 
 
 def a_line_bytes(N: int, dram_bytes_per_cycle: int) -> int:
-    """Bytes per line of a core's buffer A (``hw.core.Core.a_banks``): its banks, the width of
+    """Bytes per line of a core's buffer A (``hw.core.Core.a_line``): its banks, the width of
     its ``a_load`` write port and of its read lines. A power of two that is at least one DMA
     beat (16), at least the ``N`` tokens the R-MAC and the adder tree read per cycle, and as wide
     as the DRAM channel (up to :data:`A_MAX_LINE`) so that a LOAD into A moves at the channel's

@@ -19,8 +19,8 @@ Interface decisions (docs/hw-core.md):
   (the broadcast operand of the R-MAC engine and the adder tree: the attention's K, filled by the
   LD DMA through the ``a_load`` port) are inside. Requests whose ``buf`` is AUX, DIV or A never
   leave the core. A is a :class:`hw.core.auxbuf.BankedStore` with two copies, one read by the
-  R-MAC's ``x`` port and one by the AUX unit's ``x`` port (a line of ``N`` bytes, element stride
-  1). AUX is
+  R-MAC's ``x`` port and one by the AUX unit's ``x`` port (a line read, element stride 1; the
+  line is ``a_line`` bytes, of which a reader uses its first ``N``). AUX is
   :class:`hw.core.auxbuf.AuxBuffer` (banked; S written by the engines' ``o`` ports and read by the
   MAT's ``w`` port, ksum8 written by the AUX unit and read by the MAT's ``x`` port); DIV is a
   ``lib.memory`` memory of bytes written by element 0 of the MAT's ``o`` port (ATT_DIV) and read

@@ -11,7 +11,8 @@ What it holds (docs/hw-core.md, section "CoreSystem"):
 * **DRAM**: a byte memory initialised with the Binary's DRAM image with the input ``x`` written
   in (:meth:`sim.compile.Binary.write_input`); read back through the ``dbg_*`` port.
 * **Buffers**: every buffer of ``sim.isa.BUFS`` (B, C, OUT and the per-core AUX, DIV, A) in one
-  byte memory (the core serves AUX, DIV and A itself: their ranges stay unused), each at its own base offset and with its size from the config. Every gather read /
+  byte memory (the core serves AUX, DIV and A itself: their ranges stay unused), each at its
+  own base offset and with its size from the config. Every gather read /
   scatter write port of the core's signature (found by iterating over the signature, so ports
   added or removed in ``hw.core`` need no edit here) is served as :mod:`hw.core.ports` says:
   gather: ``data[r][e] = buf[(addr + r*row_stride + e*elem_stride) mod 2**20]`` one cycle after
