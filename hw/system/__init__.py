@@ -1,0 +1,7 @@
+"""The accelerator as it sits on a Zynq UltraScale+ (paper Fig. 8 plus the system around it).
+
+``hw.system`` holds the synthesizable parts of the top level: the AXI signatures
+(:mod:`hw.system.axi`), the register map described once (:mod:`hw.system.regmap`) and its
+AXI4-Lite register block, the LD / ST DMA engines (AXI4 masters), the instruction dispatcher,
+the semaphore file and the :class:`Accelerator` that joins them to the L computing cores.
+"""
