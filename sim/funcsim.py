@@ -31,7 +31,7 @@ from . import numerics as nx
 from .intprogram import Epilogue
 from .isa import ACT_NAMES, BUF_NAMES, BUFS, REG_NAMES
 
-__all__ = ["FuncSimError", "run", "build_queues", "GLOBAL_UNITS", "CORE_UNITS"]
+__all__ = ["FuncSimError", "run", "build_queues", "host_ln", "GLOBAL_UNITS", "CORE_UNITS"]
 
 GLOBAL_UNITS = ("LD", "ST", "HOST")
 CORE_UNITS = ("RMAC", "MAT", "AUX")
@@ -54,6 +54,26 @@ def build_queues(binary):
                 raise FuncSimError(f"{s}: instruction {i} targets unit {u}, not in this stream")
             q[(s, u)].append((i, tag))
     return q
+
+
+def host_ln(f, *, read, write) -> None:
+    """Execute a ``HOST_LN`` (fields ``f``: src, dst, param, channels, act) on a DRAM image
+    reached through ``read(addr, n) -> uint8 array`` and ``write(addr, uint8 array)``: the
+    host CPU's part of a Binary, shared by this simulator, the RTL testbenches (the CPU model
+    beside the accelerator) and a board runtime. Addresses are offsets in the data image."""
+    c = f["channels"]
+    blk = np.frombuffer(bytes(read(f["param"], 8 * (5 + 4 * c))), dtype=np.float64)
+    eps, obits, osigned, isigned, ibits = blk[:5]
+    gamma, beta, isc, osc = blk[5:].reshape(4, c)
+    if ibits > 8:
+        x = np.frombuffer(bytes(read(f["src"], 4 * c)), dtype=np.int32).astype(np.int64)
+    else:
+        raw = np.frombuffer(bytes(read(f["src"], c)), dtype=np.uint8)
+        x = (raw.view(np.int8) if isigned else raw).astype(np.int64)
+    y = golden.layernorm_host(x, isc, gamma, beta, eps=float(eps),
+                              act=("none", "hswish")[f["act"]], out_scale=osc,
+                              out_bits=int(obits), signed=bool(osigned))
+    write(f["dst"], (y & 0xFF).astype(np.uint8))
 
 
 class _Machine:
@@ -245,20 +265,10 @@ class _Machine:
             self.write(stream, f["obuf"], f["o_addr"], out[0], n)
 
     def host_ln(self, ins):
-        f = ins.f
-        c = f["channels"]
-        blk = self.dram[f["param"]:f["param"] + 8 * (5 + 4 * c)].copy().view(np.float64)
-        eps, obits, osigned, isigned, ibits = blk[:5]
-        gamma, beta, isc, osc = blk[5:].reshape(4, c)
-        if ibits > 8:
-            x = self.dram[f["src"]:f["src"] + 4 * c].copy().view(np.int32).astype(np.int64)
-        else:
-            raw = self.dram[f["src"]:f["src"] + c]
-            x = (raw.view(np.int8) if isigned else raw).astype(np.int64)
-        y = golden.layernorm_host(x, isc, gamma, beta, eps=float(eps),
-                                  act=("none", "hswish")[f["act"]], out_scale=osc,
-                                  out_bits=int(obits), signed=bool(osigned))
-        self.dram[f["dst"]:f["dst"] + c] = (y & 0xFF).astype(np.uint8)
+        host_ln(ins.f, read=lambda a, n: self.dram[a:a + n], write=self._dram_write)
+
+    def _dram_write(self, addr, data):
+        self.dram[addr:addr + len(data)] = data
 
     def step(self, stream, unit, ins):
         """Execute one instruction; False if it is a WAIT that cannot proceed yet."""

@@ -75,7 +75,8 @@ class Core(wiring.Component):
     LD DMA's port: ``en``, byte ``addr`` of the line (its low ``log2(a_line)`` bits are
     ignored: writes are line-aligned), ``mask``, ``data``; the bytes land at the clock edge);
     ``halted`` (3 bits, mat/rmac/aux), ``done`` (all halted),
-    ``error`` (3 bits, sticky), ``mat_busy``, ``rmac_busy`` (compute cycles, 32 bits).
+    ``error`` (3 bits, sticky), ``mat_busy``, ``rmac_busy``, ``aux_busy`` (compute cycles of
+    each unit, 32 bits, counting from reset).
     """
 
     def __init__(self, *, N: int = 8, M: int = 8, T: int = 8, S: int = 8, packed: bool = False,
@@ -109,7 +110,7 @@ class Core(wiring.Component):
                 sig[f"{u}_{name}"] = member
         sig.update(a_load=In(line_write_signature(self.a_line)),
                    halted=Out(3), done=Out(1), error=Out(3), mat_busy=Out(32),
-                   rmac_busy=Out(32))
+                   rmac_busy=Out(32), aux_busy=Out(32))
         super().__init__(sig)
 
     @classmethod
@@ -153,7 +154,8 @@ class Core(wiring.Component):
                      self.done.eq(Cat(*[u.halted for u in us]).all()),
                      self.error.eq(Cat(*[u.error for u in us]) | aux.error | a_err),
                      self.mat_busy.eq(self.units["mat"].busy_cycles),
-                     self.rmac_busy.eq(self.units["rmac"].busy_cycles)]
+                     self.rmac_busy.eq(self.units["rmac"].busy_cycles),
+                     self.aux_busy.eq(self.units["aux"].busy_cycles)]
         return m
 
     def _route_read(self, m, u, inner, outer, targets, aux_port, a_err):

@@ -1,0 +1,259 @@
+"""hw.system's own parts in amaranth.sim: dispatcher, semaphore file, read arbiter, global units.
+
+References are written from the contracts, not from the HDL: the dispatcher's queues must equal
+``sim.funcsim.build_queues`` of a real compiled Binary laid out by ``sim.image`` (a byte-array
+DRAM answers its AXI reads with random latency and back-pressure; every burst is checked
+against the AXI rules), the semaphore file a dictionary of counters, the arbiter a per-manager
+record of what was asked and what came back.
+"""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.system.arbiter import ReadArbiter
+from hw.system.dispatch import Dispatcher
+from hw.system.semaphores import SemaphoreFile
+from sim import compile as sc
+from sim import zoo
+from sim.config import PRESETS
+from sim.funcsim import build_queues
+from sim.image import instruction_image, parse_table, queue_names
+from sim.isa import encode
+
+
+def _run(dut, *benches, procs=(), deadline=None):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for b in benches:
+        sim.add_testbench(b)
+    for p in procs:
+        sim.add_process(p)
+    if deadline:
+        sim.run_until(deadline)
+    else:
+        sim.run()
+
+
+class AxiReadMemory:
+    """A DRAM byte array behind the AR/R channels of ``bus`` (amaranth.sim process): takes a
+    request when a random draw allows, answers each burst in order after a random latency,
+    one beat per cycle unless a random pause; records every burst for the rules check."""
+
+    def __init__(self, mem: bytes, *, base: int, beat: int = 16, seed: int = 0,
+                 p_stall: float = 0.3, latency=(1, 12)):
+        self.mem, self.base, self.beat = bytearray(mem), base, beat
+        self.rng = random.Random(seed)
+        self.p_stall, self.latency = p_stall, latency
+        self.bursts = []
+
+    def process(self, bus):
+        async def proc(ctx):
+            pending = []        # [ready_cycle, addr, beats_left, id]
+            cycle = 0
+            trig = ctx.tick().sample(bus.arvalid, bus.araddr, bus.arlen, bus.arsize,
+                                     bus.arburst, bus.arid, bus.rready)
+            async for _clk, _rst, arvalid, araddr, arlen, arsize, arburst, arid, rready in trig:
+                cycle += 1
+                # the outputs set in the previous cycle were seen at this edge
+                if self._ar_ready and arvalid:
+                    self.bursts.append((araddr, arlen + 1, arsize, arburst))
+                    lat = self.rng.randint(*self.latency)
+                    pending.append([cycle + lat, araddr, arlen + 1, arid])
+                if self._r_valid and rready:
+                    p = pending[0]
+                    p[1] += self.beat
+                    p[2] -= 1
+                    if p[2] == 0:
+                        pending.pop(0)
+                self._ar_ready = self.rng.random() >= self.p_stall
+                ctx.set(bus.arready, self._ar_ready)
+                self._r_valid = bool(pending) and pending[0][0] <= cycle \
+                    and self.rng.random() >= self.p_stall
+                ctx.set(bus.rvalid, self._r_valid)
+                if self._r_valid:
+                    p = pending[0]
+                    off = p[1] - self.base
+                    data = bytes(self.mem[off:off + self.beat]).ljust(self.beat, b"\0")
+                    ctx.set(bus.rdata, int.from_bytes(data, "little"))
+                    ctx.set(bus.rlast, p[2] == 1)
+                    ctx.set(bus.rid, p[3])
+                    ctx.set(bus.rresp, 0)
+        self._ar_ready = False
+        self._r_valid = False
+        return proc
+
+    def check_bursts(self, *, max_burst: int):
+        for addr, ln, size, burst in self.bursts:
+            assert burst == 1 and size == 4, (addr, ln, size, burst)
+            assert 1 <= ln <= max_burst
+            assert addr % 4096 + ln * 16 <= 4096, f"burst 0x{addr:x} x {ln} crosses 4 KB"
+
+
+@pytest.mark.parametrize("L,depth,burst,seed", [(1, 8, 16, 0), (2, 4, 3, 1), (1, 16, 256, 2)])
+def test_dispatcher_delivers_every_queue_in_order(L, depth, burst, seed):
+    binary = sc.compile(zoo.tiny(), PRESETS["small"].replace(L=L))
+    img, entries = instruction_image(binary)
+    assert parse_table(img, L) == entries
+    want = [[encode(i) for i, _ in build_queues(binary)[k]] for k in queue_names(L)]
+    # the first queues' words, enough to see several refills of every FIFO
+    limit = 150
+    base = 0x3000
+    mem = AxiReadMemory(img.tobytes(), base=base, seed=seed)
+    Q = len(want)
+    dut = Dispatcher(queues=Q, depth=depth, max_burst=burst, outstanding=3)
+    got = [[] for _ in range(Q)]
+    rng = random.Random(seed)
+
+    async def bench(ctx):
+        ctx.set(dut.table_base, base)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for _ in range(20000):
+            for q in range(Q):
+                s = dut.instr[q]
+                take = rng.random() < 0.5 and len(got[q]) < min(limit, len(want[q]))
+                ctx.set(s.ready, take)
+            await ctx.delay(1e-9)
+            for q in range(Q):
+                s = dut.instr[q]
+                if ctx.get(s.ready) and ctx.get(s.valid):
+                    got[q].append(ctx.get(s.payload))
+            await ctx.tick()
+            if all(len(g) >= min(limit, len(w)) for g, w in zip(got, want)):
+                break
+        for q in range(Q):
+            n = min(limit, len(want[q]))
+            assert got[q][:n] == want[q][:n], f"queue {queue_names(L)[q]} differs"
+        assert ctx.get(dut.fault) == 0
+        assert ctx.get(dut.fetched) >= sum(min(limit, len(w)) for w in want)
+
+    _run(dut, bench, procs=[mem.process(dut.bus)])
+    mem.check_bursts(max_burst=burst)
+    # the table was read first, from the 4 KB page of table_base, in order
+    assert mem.bursts[0][0] == base and mem.bursts[0][1] == min(Q, burst)
+
+
+def test_dispatcher_refuses_misaligned_queue():
+    """A table entry whose offset is not a multiple of 16 is a fault, and nothing is fetched
+    for that queue."""
+    tab = np.zeros((2, 4), np.uint32)
+    tab[0] = (64, 2, 0, 0)
+    tab[1] = (72, 1, 0, 0)          # not 16-byte aligned
+    img = np.zeros(128, np.uint8)
+    img[:32] = tab.view(np.uint8).reshape(-1)
+    img[64:96] = np.arange(32, dtype=np.uint8)
+    mem = AxiReadMemory(img.tobytes(), base=0, seed=5, p_stall=0.0)
+    dut = Dispatcher(queues=2, depth=4)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        ctx.set(dut.instr[0].ready, 1)
+        ctx.set(dut.instr[1].ready, 1)
+        for _ in range(100):
+            await ctx.tick()
+            if ctx.get(dut.instr[1].valid):
+                seen.append(1)
+        assert ctx.get(dut.fault) == 1
+        assert not seen
+
+    _run(dut, bench, procs=[mem.process(dut.bus)])
+
+
+def test_semaphore_file_counts_like_a_dictionary():
+    rng = np.random.default_rng(7)
+    P, C = 5, 12
+    dut = SemaphoreFile(count=C, ports=P)
+    model = {i: 0 for i in range(C)}
+
+    async def bench(ctx):
+        for _ in range(400):
+            sig = []
+            for i in range(P):
+                s, w = dut.signal[i], dut.wait[i]
+                sv = rng.random() < 0.4
+                sem = int(rng.integers(0, C))
+                cnt = int(rng.integers(1, 4))
+                ctx.set(s.valid, sv)
+                ctx.set(s.payload.sem, sem)
+                ctx.set(s.payload.count, cnt)
+                if sv:
+                    sig.append((sem, cnt))
+                wsem = int(rng.integers(0, C))
+                wcnt = int(rng.integers(0, 12))
+                ctx.set(w.valid, 1)
+                ctx.set(w.payload.sem, wsem)
+                ctx.set(w.payload.count, wcnt)
+                await ctx.delay(1e-10)
+                assert ctx.get(w.ready) == (model[wsem] >= wcnt)
+                assert ctx.get(s.ready) == 1
+            await ctx.tick()
+            for sem, cnt in sig:
+                model[sem] += cnt
+        assert ctx.get(dut.fault) == 0
+        # an id past the file is a fault, reported with its port
+        for i in range(P):
+            ctx.set(dut.signal[i].valid, 0)
+            ctx.set(dut.wait[i].valid, 0)
+        ctx.set(dut.wait[3].valid, 1)
+        ctx.set(dut.wait[3].payload.sem, C)
+        await ctx.delay(1e-10)
+        assert ctx.get(dut.wait[3].ready) == 0
+        await ctx.tick()
+        assert ctx.get(dut.fault) == 1 and ctx.get(dut.fault_port) == 3
+
+    _run(dut, bench)
+
+
+def test_read_arbiter_routes_each_manager_its_own_data():
+    """Two managers each read their own pattern through one port: every manager gets exactly
+    the beats of its own bursts, in order, whatever the interleaving."""
+    img = bytes(range(256)) * 64
+    mem = AxiReadMemory(img, base=0, seed=11)
+    dut = ReadArbiter(n=2)
+    rng = random.Random(3)
+    asked = {0: [], 1: []}
+    got = {0: [], 1: []}
+
+    async def bench(ctx):
+        todo = {0: [(16 * rng.randrange(0, 500), rng.randint(1, 4)) for _ in range(15)],
+                1: [(16 * rng.randrange(0, 500), rng.randint(1, 4)) for _ in range(15)]}
+        cur = {0: None, 1: None}
+        for _ in range(3000):
+            for i in (0, 1):
+                up = dut.up[i]
+                if cur[i] is None and todo[i]:
+                    cur[i] = todo[i].pop(0)
+                    asked[i].append(cur[i])
+                if cur[i] is not None:
+                    ctx.set(up.arvalid, 1)
+                    ctx.set(up.araddr, cur[i][0])
+                    ctx.set(up.arlen, cur[i][1] - 1)
+                    ctx.set(up.arsize, 4)
+                    ctx.set(up.arburst, 1)
+                else:
+                    ctx.set(up.arvalid, 0)
+                ctx.set(up.rready, rng.random() < 0.7)
+            await ctx.delay(1e-10)
+            done = {}
+            for i in (0, 1):
+                up = dut.up[i]
+                done[i] = ctx.get(up.arvalid) and ctx.get(up.arready)
+                if ctx.get(up.rvalid) and ctx.get(up.rready):
+                    got[i].append(ctx.get(up.rdata))
+            await ctx.tick()
+            for i in (0, 1):
+                if done[i]:
+                    cur[i] = None
+        for i in (0, 1):
+            want = [int.from_bytes(img[a + 16 * k:a + 16 * k + 16], "little")
+                    for a, n in asked[i] for k in range(n)]
+            assert got[i] == want
+
+    _run(dut, bench, procs=[mem.process(dut.down)])
