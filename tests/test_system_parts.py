@@ -15,6 +15,7 @@ from amaranth.sim import Simulator
 
 from hw.system.arbiter import ReadArbiter
 from hw.system.dispatch import Dispatcher
+from hw.system.globalunit import GlobalUnit
 from hw.system.semaphores import SemaphoreFile
 from sim import compile as sc
 from sim import zoo
@@ -257,3 +258,97 @@ def test_read_arbiter_routes_each_manager_its_own_data():
             assert got[i] == want
 
     _run(dut, bench, procs=[mem.process(dut.down)])
+
+
+def _I(op, **f):
+    from sim.isa import Instr
+    return Instr(op, f)
+
+
+def _desc_layout():
+    from amaranth import unsigned
+    from amaranth.lib import data
+    return data.StructLayout({"dram_addr": unsigned(40), "buf": unsigned(3),
+                              "core": unsigned(6), "buf_addr": unsigned(20),
+                              "count": unsigned(16), "length": unsigned(20),
+                              "stride": unsigned(26)})
+
+
+def test_ld_unit_executes_its_queue():
+    """LD: descriptors carry the instruction's fields with the data base added; a SIGNAL waits
+    for the DMA to be idle; a WAIT for its semaphore; an illegal opcode is an error at its index
+    (not consumed), and nothing after it runs."""
+    dut = GlobalUnit(kind="LD", descriptor=_desc_layout())
+    prog = [_I("SETR", unit=0, reg=1, value=5), _I("NOP"),
+            _I("LOAD", buf=0, dram_addr=0x1234, buf_addr=77, count=3, length=20, stride=40,
+                  core=0),
+            _I("SIGNAL", unit=0, sem=9, count=2),
+            _I("WAIT", unit=0, sem=4, count=3),
+            _I("LOAD", buf=5, dram_addr=0x40, buf_addr=128, count=1, length=64, stride=64,
+                  core=2)]
+    words = [encode(i) for i in prog] + [31, encode(_I("HALT", unit=0))]
+    log = []
+
+    async def bench(ctx):
+        ctx.set(dut.data_base, 0x10_0000_0000)
+        ctx.set(dut.dma_idle, 1)
+        ctx.set(dut.cmd.ready, 1)
+        pc, busy_until = 0, -1
+        for cyc in range(80):
+            ctx.set(dut.instr.valid, pc < len(words))
+            ctx.set(dut.instr.payload, words[pc] if pc < len(words) else 0)
+            ctx.set(dut.dma_idle, cyc >= busy_until)
+            ctx.set(dut.wait.ready, cyc >= 40)
+            await ctx.delay(1e-10)
+            if ctx.get(dut.cmd.valid):
+                c = ctx.get(dut.cmd.payload)
+                log.append(("cmd", cyc, c.dram_addr, c.buf, c.core, c.buf_addr, c.count,
+                            c.length, c.stride))
+                busy_until = cyc + 10       # the DMA is busy for 10 cycles
+            if ctx.get(dut.signal.valid):
+                log.append(("signal", cyc, ctx.get(dut.signal.payload.sem),
+                            ctx.get(dut.signal.payload.count)))
+            if ctx.get(dut.wait.valid) and ctx.get(dut.wait.ready):
+                log.append(("wait", cyc))
+            if ctx.get(dut.instr.ready) and ctx.get(dut.instr.valid):
+                pc += 1
+            await ctx.tick()
+        assert ctx.get(dut.error) == 1 and ctx.get(dut.halted) == 1
+        assert ctx.get(dut.pc) == len(prog)     # the bad word is not consumed
+
+    _run(dut, bench)
+    kinds = [e[0] for e in log]
+    assert kinds == ["cmd", "signal", "wait", "cmd"], log
+    assert log[0][2:] == (0x10_0000_1234, 0, 0, 77, 3, 20, 40)
+    assert log[1][1] >= log[0][1] + 10 and log[1][2:] == (9, 2)    # after the DMA drained
+    assert log[2][1] >= 40
+    assert log[3][2:] == (0x10_0000_0040, 5, 2, 128, 1, 64, 64)
+
+
+def test_host_unit_waits_for_the_cpu():
+    dut = GlobalUnit(kind="HOST")
+    ln = _I("HOST_LN", src=100, dst=200, param=300, channels=16, act=1)
+    words = [encode(ln), encode(_I("SIGNAL", unit=2, sem=1, count=1)),
+             encode(_I("HALT", unit=2))]
+
+    async def bench(ctx):
+        pc = 0
+        reqs = 0
+        for cyc in range(40):
+            ctx.set(dut.instr.valid, pc < len(words))
+            ctx.set(dut.instr.payload, words[pc] if pc < len(words) else 0)
+            ctx.set(dut.signal.ready, 1)
+            ctx.set(dut.host_ack, cyc == 20)
+            await ctx.delay(1e-10)
+            if ctx.get(dut.host_req):
+                reqs += 1
+                assert ctx.get(dut.host_word) == words[0]
+            if ctx.get(dut.signal.valid):
+                assert cyc > 20
+            if ctx.get(dut.instr.ready) and ctx.get(dut.instr.valid):
+                pc += 1
+            await ctx.tick()
+        # shown from cycle 0 up to and including the acknowledging cycle 20
+        assert reqs == 21 and pc == 3 and ctx.get(dut.halted) and not ctx.get(dut.error)
+
+    _run(dut, bench)
