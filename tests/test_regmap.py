@@ -93,6 +93,10 @@ def _reg(name="R", offset=0, access=RW, fields=None, **kw):
     return Register(name, offset, access, fields or [Field("X", 0, 8, RW)], **kw)
 
 
+def _wide(name, offset):
+    return Register(name, offset, RW, [Field("X", 0, 64, RW)], width=64)
+
+
 @pytest.mark.parametrize("make,msg", [
     (lambda: Field("x", 0, 1, RW), "upper-case identifier"),
     (lambda: Field("X", 0, 0, RW), "width must be an int >= 1"),
@@ -112,10 +116,10 @@ def _reg(name="R", offset=0, access=RW, fields=None, **kw):
     (lambda: _reg(width=64, fields=[Field("A", 0, 32, RW), Field("B", 32, 32, RW)]),
      "holds exactly one"),
     (lambda: RegisterMap(registers=[_reg("A", 0), _reg("B", 0)]), "overlap"),
-    (lambda: RegisterMap(registers=[_reg("A", 0, width=64, fields=[Field("X", 0, 64, RW)]), _reg("B", 4)]), "overlap"),
+    (lambda: RegisterMap(registers=[_wide("A", 0), _reg("B", 4)]), "overlap"),
     (lambda: RegisterMap(registers=[_reg("A", 0), _reg("A", 4)]), "duplicate register"),
     (lambda: RegisterMap(registers=[_reg("A", 4096)]), "outside the 4096-byte window"),
-    (lambda: RegisterMap(registers=[_reg("A", 0, width=64, fields=[Field("X", 0, 64, RW)]), _reg("A_LO", 8)]), "collides"),
+    (lambda: RegisterMap(registers=[_wide("A", 0), _reg("A_LO", 8)]), "collides"),
     (lambda: RegisterMap(registers=[_reg("A_B", 0, fields=[Field("C", 0, 1, RW)]),
                                     _reg("A", 4, fields=[Field("B_C", 0, 1, RW)])]), "collides"),
     (lambda: RegisterMap(registers=[_reg("BUS", 0, fields=[Field("BUS", 0, 1, RW)])]),
