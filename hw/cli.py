@@ -6,6 +6,7 @@
     python -m hw estimate packed_mult [--param k=v ...] [--json]
     python -m hw verilog core --config paper                              # engines/core from an AccelConfig
     python -m hw vivado core --config paper [--run] | --report DIR        # ZCU102 Vivado project
+    python -m hw regmap --format md|c|py [-o FILE]                        # the register map
 
 User errors (unknown component or parameter, bad value) print one line and exit with code 2.
 """
@@ -139,6 +140,17 @@ def _print_vivado(res: dict, as_json: bool) -> None:
           f"({'met' if t['met'] else 'NOT met'})")
 
 
+def _cmd_regmap(args) -> int:
+    from .system.regmap import REGMAP
+    emit = {"md": REGMAP.to_markdown, "c": REGMAP.to_c_header, "py": REGMAP.to_python}
+    text = emit[args.format]()
+    if args.out:
+        _write_atomic(Path(args.out), text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m hw", description=(
         "Trio-ViT hardware generator: write Verilog of the accelerator's components and "
@@ -190,6 +202,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--report", metavar="DIR", help="read the reports of an executed tree")
     s.add_argument("--json", action="store_true", help="print the results as one JSON object")
     s.set_defaults(func=_cmd_vivado)
+
+    s = sub.add_parser("regmap", help="emit the accelerator's register map (hw.system.regmap)")
+    s.add_argument("--format", "-f", choices=("md", "c", "py"), default="md",
+                   help="Markdown table, C header or standalone Python module (default md)")
+    s.add_argument("--out", "-o", help="output file (default: standard output)")
+    s.set_defaults(func=_cmd_regmap)
 
     s = sub.add_parser("sweep", add_help=False,
                        help="resources over (N, M, T, S): CSV + PNG, and the paper point x L "
