@@ -7,6 +7,7 @@ sweep    FPS over a grid of (N, M, T, S, L) -> CSV + PNG
 table7   the paper's Table VII (Trio-ViT columns) beside this model, B1/B2 at R224/256/288
 compile  IntProgram (.npz) -> Binary (.npz) for a config
 run      (alias funcsim) run a Binary on the functional simulator and compare with golden
+access   how the core units access the buffers: strides, widths, rates, sharing (sim.access)
 """
 
 from __future__ import annotations
@@ -181,6 +182,22 @@ def cmd_run(args):
         sys.exit(1)
 
 
+def cmd_access(args):
+    from .access import analyse, compile_split, format_report, to_json
+    from .compile import CompileError
+    from . import zoo
+    cfg = _cfg(args.config)
+    prog = zoo.tiny(seed=args.seed) if args.model == "tiny" and not args.program \
+        else _program(args)
+    prog.meta["name"] = args.model if not args.program else Path(args.program).stem
+    try:
+        b = compile_split(prog, cfg, args.split, fuse=not args.no_fuse)
+    except CompileError as e:
+        raise UserError(f"cannot compile: {e}") from None
+    rep = analyse(b)
+    print(to_json(rep) if args.json else format_report(rep, local=args.local))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m sim", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -229,6 +246,16 @@ def main(argv=None):
     p.add_argument("-o", "--output", default=str(BUILD / "model.bin.npz"))
     p.add_argument("--no-fuse", action="store_true")
     p.set_defaults(fn=cmd_compile)
+
+    p = sub.add_parser("access", help="buffer access of the core units (strides, rates, sharing)")
+    common(p)       # --model also takes "tiny" (sim.zoo.tiny)
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--local", action="store_true", help="include the per-core AUX, DIV, A")
+    p.add_argument("--split", default="auto", choices=("auto", "rows", "channels", "lc2", "lc4"),
+                   help="what-if: force how tiles are split over the cores (default: the "
+                        "compiler's choice)")
+    p.add_argument("--no-fuse", action="store_true", help="disable inter-layer fusion")
+    p.set_defaults(fn=cmd_access)
 
     for name in ("run", "funcsim"):
         p = sub.add_parser(name, help="functional simulation of a Binary vs the golden model")
