@@ -508,6 +508,7 @@ ERROR_CODES = (
     ErrorCode(6, "UNIT_ERROR", "a core unit reported an error (e.g. a layer register out of "
                                "range)"),
     ErrorCode(7, "SEM_RANGE", "semaphore id out of range of the semaphore file"),
+    ErrorCode(8, "BUFFER_RANGE", "a core or DMA access outside its global buffer (B, C, OUT)"),
 )
 
 ErrCode = enum.IntEnum("ErrCode", [(c.name, c.value) for c in ERROR_CODES])

@@ -1,0 +1,342 @@
+"""The whole accelerator: L computing cores and the system around them (paper Fig. 8).
+
+``Accelerator`` is what sits between a Zynq UltraScale+'s DDR and its CPU:
+
+* ``s_axi`` (AXI4-Lite subordinate): the register block of :mod:`hw.system.regmap` (control,
+  status and error code, base addresses, performance counters, the config it was built for);
+* ``m_axi`` (AXI4 manager, 128-bit): the dispatcher's instruction fetch and the LD engine share
+  its read channels (:class:`hw.system.arbiter.ReadArbiter`), the ST engine owns its write
+  channels;
+* ``irq``: the interrupt (``CTRL.IRQ_EN`` and any bit of ``IRQ_STATUS``).
+
+Inside: the :class:`hw.system.dispatch.Dispatcher` (the Binary's unit queues from DRAM,
+``sim.image``), the global units LD, ST, HOST (:mod:`hw.system.globalunit`), the LD / ST DMA
+engines (:mod:`hw.system.dma`), the semaphore file, the global buffers B, C, OUT
+(:class:`hw.system.buffers.GlobalBuffers`) and ``L`` :class:`hw.core.Core`\\ s.
+
+A run (what the CPU does, ``docs/system.md``): write ``INSTR_TABLE``, ``DATA_BASE``,
+``DATA_SIZE`` (and ``WATCHDOG``), write ``CTRL.START``; the accelerator resets every unit,
+fetches the queue table and runs until every queue has executed its HALT and the DMA engines
+are idle (``STATUS.DONE``, ``IRQ_STATUS.DONE``), or an error stops the count
+(``STATUS.ERROR``, ``ERR_CODE``, ``ERR_PC``). A ``HOST_LN`` raises ``STATUS.HOST_REQ``
+(``IRQ_STATUS.HOST_REQ``) and shows the instruction in ``HOST_INSTR0..3``; the CPU runs it
+(``sim.funcsim.host_ln`` on the data image) and writes ``HOST_ACK``.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from sim.image import CORE_QUEUE_UNITS, n_queues
+from sim.isa import BUFS, UNITS as ISA_UNITS
+from sim.funcsim import GLOBAL_UNITS
+
+from ..core import Core
+from ..core.core import UNIT_NAMES
+from ..params import check_int, check_pow2
+from .regmap import ErrCode
+from .arbiter import ReadArbiter
+from .axi import axi4_lite_signature, axi4_signature
+from .buffers import GlobalBuffers
+from .csr import RegisterBlock
+from .dispatch import Dispatcher
+from .dma import LoadDMA, StoreDMA
+from .globalunit import GlobalUnit
+from .semaphores import SemaphoreFile
+
+__all__ = ["Accelerator"]
+
+DATA_WIDTH = 128
+LINE = DATA_WIDTH // 8
+# the core units' queue offsets (sim.image) must follow the core's error-bit order
+assert tuple(u.lower() for u in CORE_QUEUE_UNITS) == UNIT_NAMES
+
+
+class Accelerator(wiring.Component):
+    """The accelerator for one ``sim.config.AccelConfig`` (see the module doc).
+
+    Parameters (keyword-only)
+    -------------------------
+    config : sim.config.AccelConfig or str
+        N, M, T, S, L, the buffer sizes, DSP packing (the DRAM timing fields are the board's,
+        not the design's); a string is read by ``AccelConfig.from_string`` (``paper``,
+        ``small:L=2``, JSON).
+    sems : int, 1..65536
+        Event counters in the semaphore file (a Binary using a larger id stops with error 7).
+    queue_depth : int
+        Instruction FIFO words per unit queue (power of two, 2..64).
+    fetch_burst, dma_burst : int, 1..256
+        Longest AXI burst of the dispatcher / of the DMA engines, in 128-bit beats.
+    dma_outstanding : int, 1..16
+        Read bursts the LD engine keeps in flight.
+    addr_width : int
+        AXI address bits (40 covers the ZCU102's DDR windows).
+    core : hw.core.Core or None
+        A core to replicate (its parameters); default ``Core.from_config(config)``.
+
+    Ports
+    -----
+    s_axi : In(AXI4-Lite, 12-bit address, 32-bit data)   the register block
+    m_axi : Out(AXI4, ``addr_width`` address, 128-bit data, 1-bit id)   DRAM
+    irq : Out(1)   level interrupt
+    """
+
+    def __init__(self, *, config="paper", sems: int = 2048, queue_depth: int = 8,
+                 fetch_burst: int = 16, dma_burst: int = 64, dma_outstanding: int = 4,
+                 addr_width: int = 40):
+        from sim.config import AccelConfig
+        if isinstance(config, str):
+            config = AccelConfig.from_string(config)
+        if not isinstance(config, AccelConfig):
+            raise TypeError(f"config must be a sim.config.AccelConfig or a config string "
+                            f"(preset, JSON), got {config!r}")
+        self.cfg = config
+        self.L = check_int("config.L", config.L, 1, 16)
+        self.sems = check_int("sems", sems, 1, 1 << 16)
+        self.queue_depth = check_pow2("queue_depth", queue_depth, lo=2, hi=64)
+        self.fetch_burst = check_int("fetch_burst", fetch_burst, 1, 256)
+        self.dma_burst = check_int("dma_burst", dma_burst, 1, 256)
+        self.dma_outstanding = check_int("dma_outstanding", dma_outstanding, 1, 16)
+        self.addr_width = check_int("addr_width", addr_width, 32, 64)
+        self.n_queues = n_queues(self.L)
+        super().__init__({
+            "s_axi": In(axi4_lite_signature(addr_width=12, data_width=32)),
+            "m_axi": Out(axi4_signature(addr_width=addr_width, data_width=DATA_WIDTH,
+                                        id_width=1)),
+            "irq": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, L, Q, A = self.cfg, self.L, self.n_queues, self.addr_width
+
+        # -- the register block (not reset by a run) ------------------------------------------
+        m.submodules.csr = csr = RegisterBlock(config=cfg, axi_ports=1, data_bytes=LINE)
+        wiring.connect(m, wiring.flipped(self.s_axi), csr.bus)
+        m.d.comb += self.irq.eq(csr.irq)
+        table_base = csr.instr_table_addr[:A]
+        data_base = csr.data_base_addr[:A]
+        data_size = csr.data_size_bytes
+
+        # -- run control ---------------------------------------------------------------------
+        busy = Signal()
+        run_rst = Signal()          # resets every unit of a run (not the registers)
+        go = Signal()               # the cycle after run_rst: the dispatcher starts
+        start_ok = csr.ctrl_start & ~busy
+        m.d.comb += run_rst.eq(start_ok | csr.ctrl_soft_reset)
+        m.d.sync += go.eq(start_ok)
+
+        def run(sub):
+            return ResetInserter(run_rst)(sub)
+
+        # -- units ------------------------------------------------------------------------------
+        dispatch = Dispatcher(queues=Q, depth=self.queue_depth, max_burst=self.fetch_burst,
+                              addr_width=A)
+        ld = LoadDMA(addr_width=A, data_width=DATA_WIDTH, max_burst=self.dma_burst,
+                     outstanding=self.dma_outstanding)
+        st = StoreDMA(addr_width=A, data_width=DATA_WIDTH, max_burst=self.dma_burst)
+        desc = ld.cmd.payload.shape()
+        g = {k: GlobalUnit(kind=k, addr_width=A, descriptor=desc if k != "HOST" else None)
+             for k in ("LD", "ST", "HOST")}
+        cores = [Core.from_config(cfg) for _ in range(L)]
+        sems = SemaphoreFile(count=self.sems, ports=Q)
+        bufs = GlobalBuffers(core_signature=cores[0].signature, cores=L, line=LINE,
+                             sizes={"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes,
+                                    "OUT": cfg.buf_out_bytes})
+        arb = ReadArbiter(n=2, addr_width=A, data_width=DATA_WIDTH)
+        m.submodules.dispatch = run(dispatch)
+        m.submodules.ld_dma = run(ld)
+        m.submodules.st_dma = run(st)
+        for k, u in g.items():
+            m.submodules[f"{k.lower()}_unit"] = run(u)
+        for c, core in enumerate(cores):
+            m.submodules[f"core{c}"] = run(core)
+        m.submodules.sems = run(sems)
+        m.submodules.bufs = run(bufs)
+        m.submodules.arb = arb
+        m.d.comb += [dispatch.start.eq(go), dispatch.table_base.eq(table_base)]
+
+        # queues, semaphores: queue i is semaphore port i (sim.image order)
+        units = [g["LD"], g["ST"], g["HOST"]]
+        instr = [u.instr for u in units]
+        waits = [u.wait for u in units]
+        signals = [u.signal for u in units]
+        for core in cores:
+            for u in CORE_QUEUE_UNITS:
+                instr.append(getattr(core, f"{u.lower()}_instr"))
+                waits.append(getattr(core, f"{u.lower()}_wait"))
+                signals.append(getattr(core, f"{u.lower()}_signal"))
+        for i in range(Q):
+            wiring.connect(m, dispatch.instr[i], instr[i])
+            wiring.connect(m, waits[i], sems.wait[i])
+            wiring.connect(m, signals[i], sems.signal[i])
+
+        # the cores' buffer ports
+        for c, core in enumerate(cores):
+            for name, *_ in bufs.gathers:
+                wiring.connect(m, getattr(core, name), getattr(bufs, f"c{c}_{name}"))
+            for name, *_ in bufs.scatters:
+                wiring.connect(m, getattr(core, name), getattr(bufs, f"c{c}_{name}"))
+
+        # DMA: descriptors from LD / ST, the data window, lines into B / C / OUT or a core's A
+        for unit, dma in ((g["LD"], ld), (g["ST"], st)):
+            wiring.connect(m, unit.cmd, dma.cmd)
+            m.d.comb += [unit.dma_idle.eq(dma.idle), unit.data_base.eq(data_base),
+                         dma.win_lo.eq(data_base), dma.win_hi.eq(data_base + data_size)]
+        w = ld.wr.payload
+        to_a = w.buf == BUFS["A"]
+        m.d.comb += [ld.wr.ready.eq(1),
+                     bufs.ld.valid.eq(ld.wr.valid & ~to_a), bufs.ld.payload.buf.eq(w.buf),
+                     bufs.ld.payload.addr.eq(w.addr), bufs.ld.payload.data.eq(w.data),
+                     bufs.ld.payload.mask.eq(w.mask)]
+        for c, core in enumerate(cores):
+            al, line = core.a_load, core.a_line
+            sub = Signal(range(max(line // LINE, 2)), name=f"a_sub{c}")
+            if line > LINE:
+                m.d.comb += sub.eq(w.addr[(LINE.bit_length() - 1):(line.bit_length() - 1)])
+            m.d.comb += [al.en.eq(ld.wr.valid & to_a & (w.core == c)), al.addr.eq(w.addr)]
+            for j in range(line):
+                k = j % LINE
+                here = (sub == j // LINE) if line > LINE else Const(1)
+                m.d.comb += [al.data[j].eq(w.data[8 * k:8 * k + 8]),
+                             al.mask[j].eq(here & w.mask[k])]
+        m.d.comb += [bufs.st_en.eq(st.rd_en), bufs.st_buf.eq(st.rd_buf),
+                     bufs.st_addr.eq(st.rd_addr), st.rd_data.eq(bufs.st_data)]
+
+        # AXI: reads of the dispatcher (id 0) and LD (id 1) share the port, ST writes
+        wiring.connect(m, dispatch.bus, arb.up[0])
+        wiring.connect(m, ld.bus, arb.up[1])
+        for f in ("araddr", "arlen", "arsize", "arburst", "arlock", "arcache", "arprot",
+                  "arvalid", "arid", "rready"):
+            m.d.comb += getattr(self.m_axi, f).eq(getattr(arb.down, f))
+        for f in ("arready", "rid", "rdata", "rresp", "rlast", "rvalid"):
+            m.d.comb += getattr(arb.down, f).eq(getattr(self.m_axi, f))
+        for f in ("awid", "awaddr", "awlen", "awsize", "awburst", "awlock", "awcache",
+                  "awprot", "awvalid", "wdata", "wstrb", "wlast", "wvalid", "bready"):
+            m.d.comb += getattr(self.m_axi, f).eq(getattr(st.bus, f))
+        for f in ("awready", "wready", "bid", "bresp", "bvalid"):
+            m.d.comb += getattr(st.bus, f).eq(getattr(self.m_axi, f))
+
+        # -- host requests --------------------------------------------------------------------
+        host = g["HOST"]
+        m.d.comb += [host.host_ack.eq(csr.host_ack_ack),
+                     csr.status_host_req.eq(host.host_req)]
+        m.d.comb += csr.host_instr.eq(host.host_word)
+        host_q = Signal()
+        m.d.sync += host_q.eq(host.host_req)
+
+        # -- completion, errors, watchdog -------------------------------------------------------
+        halted = Cat(*[u.halted for u in units], *[c.halted for c in cores]).all()
+        finished = busy & ~go & halted & ld.idle & st.idle & ~dispatch.busy
+        consumed = [Signal(24, name=f"q{i}_pc") for i in range(Q)]
+        progress = Signal()
+        hs = []
+        for i in range(Q):
+            s = dispatch.instr[i]
+            with m.If(run_rst):
+                m.d.sync += consumed[i].eq(0)
+            with m.Elif(s.valid & s.ready):
+                m.d.sync += consumed[i].eq(consumed[i] + 1)
+            hs.append(s.valid & s.ready)
+        toggles = []
+        for c, core in enumerate(cores):
+            for name in ("mat_busy", "rmac_busy", "aux_busy"):
+                prev = Signal(name=f"c{c}_{name}_q")
+                m.d.sync += prev.eq(getattr(core, name)[0])
+                toggles.append(prev != getattr(core, name)[0])
+        m.d.comb += progress.eq(Cat(*hs, *toggles, ld.wr.valid,
+                                    self.m_axi.wvalid & self.m_axi.wready,
+                                    self.m_axi.rvalid & self.m_axi.rready,
+                                    host.host_req).any())
+        idle_for = Signal(32)
+        with m.If(run_rst | progress | ~busy):
+            m.d.sync += idle_for.eq(0)
+        with m.Else():
+            m.d.sync += idle_for.eq(idle_for + 1)
+        watchdog = csr.watchdog_cycles
+        barked = (watchdog != 0) & (idle_for >= watchdog)
+
+        # error sources, first one wins: (condition, code, queue, pc)
+        errs = []
+        for qi, u in enumerate(units):
+            errs.append((u.error, ErrCode.ILLEGAL_OPCODE, qi, consumed[qi]))
+        for c, core in enumerate(cores):
+            for k in range(3):
+                qi = 3 + 3 * c + k
+                errs.append((core.error[k], ErrCode.UNIT_ERROR, qi, consumed[qi] - 1))
+        errs += [(ld.fault[0], ErrCode.DMA_WINDOW, 0, consumed[0] - 1),
+                 (st.fault[0], ErrCode.DMA_WINDOW, 1, consumed[1] - 1),
+                 (ld.fault[1], ErrCode.AXI_RESP, 0, consumed[0] - 1),
+                 (st.fault[1], ErrCode.AXI_RESP, 1, consumed[1] - 1),
+                 (dispatch.fault, ErrCode.AXI_RESP, Q, 0),
+                 (sems.fault, ErrCode.SEM_RANGE, sems.fault_port, 0),
+                 (bufs.fault != 0, ErrCode.BUFFER_RANGE, Q, 0),
+                 (barked, ErrCode.WATCHDOG, Q, 0)]
+        err_now = Signal()
+        err_code, err_queue, err_pc = Signal(8), Signal(16), Signal(32)
+        # the unit (sim.isa.UNITS code) of each queue; 7 = none (a system-wide error)
+        qunits = [ISA_UNITS[u] for u in GLOBAL_UNITS] + [ISA_UNITS[u] for _ in range(L)
+                                                         for u in CORE_QUEUE_UNITS] + [7]
+        err_unit = Signal(8)
+        m.d.comb += err_unit.eq(7)
+        for qi, uc in enumerate(qunits):
+            with m.If(err_queue == qi):
+                m.d.comb += err_unit.eq(uc)
+        for cond, code, qi, pc in reversed(errs):
+            with m.If(cond):
+                m.d.comb += [err_now.eq(1), err_code.eq(code), err_queue.eq(qi),
+                             err_pc.eq(pc)]
+        error = Signal()
+        code_r, queue_r, pc_r, unit_r = Signal(8), Signal(16), Signal(32), Signal(8)
+        done = Signal()
+        m.d.comb += [csr.status_busy.eq(busy), csr.status_done.eq(done),
+                     csr.status_error.eq(error), csr.err_code_code.eq(code_r),
+                     csr.err_code_queue.eq(queue_r), csr.err_pc_index.eq(pc_r),
+                     csr.err_code_unit.eq(unit_r),
+                     csr.irq_status_done.eq(0), csr.irq_status_error.eq(0),
+                     csr.irq_status_host_req.eq(host.host_req & ~host_q)]
+        with m.If(csr.ctrl_start & busy):
+            with m.If(~error):
+                m.d.sync += [error.eq(1), code_r.eq(ErrCode.START_BUSY), queue_r.eq(Q),
+                             pc_r.eq(0), unit_r.eq(7)]
+                m.d.comb += csr.irq_status_error.eq(1)
+        with m.Elif(start_ok):
+            m.d.sync += [busy.eq(1), done.eq(0), error.eq(0), code_r.eq(0), queue_r.eq(0),
+                         pc_r.eq(0), unit_r.eq(0)]
+        with m.Elif(csr.ctrl_soft_reset):
+            m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), code_r.eq(0), queue_r.eq(0),
+                         pc_r.eq(0), unit_r.eq(0)]
+        with m.Elif(busy & err_now):
+            m.d.sync += [busy.eq(0), error.eq(1), code_r.eq(err_code), queue_r.eq(err_queue),
+                         pc_r.eq(err_pc), unit_r.eq(err_unit)]
+            m.d.comb += csr.irq_status_error.eq(1)
+        with m.Elif(finished):
+            m.d.sync += [busy.eq(0), done.eq(1)]
+            m.d.comb += csr.irq_status_done.eq(1)
+
+        # -- performance counters (of the last run) ------------------------------------------
+        cyc = Signal(64)
+        stall = Signal(64)
+        with m.If(start_ok):
+            m.d.sync += [cyc.eq(0), stall.eq(0)]
+        with m.Elif(busy):
+            m.d.sync += cyc.eq(cyc + 1)
+            with m.If(~progress):
+                m.d.sync += stall.eq(stall + 1)
+
+        def total(name):
+            acc = 0
+            for core in cores:
+                acc = acc + getattr(core, name)
+            return acc
+
+        m.d.comb += [csr.perf_cycles.eq(cyc), csr.perf_stall_cycles.eq(stall),
+                     csr.perf_busy_mat.eq(total("mat_busy")),
+                     csr.perf_busy_rmac.eq(total("rmac_busy")),
+                     csr.perf_busy_aux.eq(total("aux_busy")),
+                     csr.perf_dram_rd_bytes.eq(ld.rd_bytes + (dispatch.fetched << 4)),
+                     csr.perf_dram_wr_bytes.eq(st.wr_bytes),
+                     csr.perf_instr_fetched.eq(dispatch.fetched)]
+        return m

@@ -1,0 +1,98 @@
+"""cocotb test of ``hw.system.Accelerator``: a whole Binary through AXI, as on the board.
+
+The DDR is cocotbext-axi's ``AxiRam`` on ``m_axi``; the CPU is an ``AxiLiteMaster`` on ``s_axi``
+doing exactly what a runtime does (``tb.system.host``): place the instruction image
+(``sim.image``) and the data image with the input in DRAM, write ``INSTR_TABLE``,
+``DATA_BASE``, ``DATA_SIZE``, enable the interrupt, write ``CTRL.START``, then sleep until
+``irq``; on ``HOST_REQ`` run the HOST_LN (``sim.funcsim.host_ln``) on the DRAM and acknowledge;
+on ``DONE`` read the outputs and the performance counters. The outputs are compared bit for bit
+with ``sim.golden`` and ``sim.funcsim``.
+
+params: ``binary`` (.npz), ``input`` (.npy), ``case`` ("run": the network; "illegal_opcode",
+"dma_window", "watchdog", "start_busy": an error case, see ``tb.test_accelerator_rtl``),
+``pause`` (random AXI back-pressure on every AxiRam channel), ``seed``, ``max_cycles``.
+Writes ``accel.json`` (cycles, counters, wall time).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import cocotb
+import numpy as np
+from cocotb.triggers import ClockCycles
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+
+from sim import funcsim, golden
+from sim.compile import Binary
+from tb.core.icarus import kick_comb_blocks
+from tb.rtl import params
+from tb.system.host import Host, layout
+from tb.system.monitor import AxiMonitor
+from tb.units.stream import start_clock
+
+
+def _pauses(rng: random.Random, p_pause: float):
+    while True:
+        yield rng.random() < p_pause
+
+
+@cocotb.test()
+async def accelerator_runs_binary(dut):
+    p = params()
+    binary = Binary.load(p["binary"])
+    x = np.load(p["input"])
+    if cocotb.SIM_NAME.lower().startswith("icarus"):
+        await kick_comb_blocks(dut)
+    dut.s_axi__awvalid.value = 0
+    dut.s_axi__wvalid.value = 0
+    dut.s_axi__arvalid.value = 0
+    await start_clock(dut)
+    _base, end = layout(binary)
+    ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst,
+                 size=1 << (end - 1).bit_length())
+    cpu = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_"), dut.clk, dut.rst)
+    mon = AxiMonitor(dut, "m_axi_", max_burst=256)
+    if p.get("pause"):
+        rng = random.Random(p.get("seed", 1))
+        for ch in (ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
+                   ram.write_if.w_channel, ram.write_if.b_channel):
+            ch.set_pause_generator(_pauses(random.Random(rng.random()), 0.3))
+    host = Host(cpu, ram, dut)
+    await ClockCycles(dut.clk, 2)
+    await host.check_id(binary.cfg)
+
+    case = p.get("case", "run")
+    xq = golden._check_input(binary.prog, x)
+    await host.load(binary, xq, corrupt=p.get("corrupt"))
+    if case == "watchdog":
+        await host.write("WATCHDOG", p.get("watchdog", 2000))
+    t0, c0 = time.perf_counter(), time.process_time()
+    await host.start()
+    if case == "start_busy":
+        await ClockCycles(dut.clk, 20)
+        await host.start()
+    res = await host.wait(max_cycles=p.get("max_cycles", 5_000_000))
+    wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    mon.check_quiet()
+    rec = {"case": case, "wall_s": wall, "cpu_s": cpu_s, **res, "bursts": mon.bursts}
+    if case == "run":
+        assert res["status"] == "done", f"run ended with {res}"
+        out = host.read_outputs(binary)
+        ref = golden.run(binary.prog, x)
+        fs = funcsim.run(binary, x)
+        for name in binary.prog.outputs:
+            for what, r in (("sim.golden", ref[name]), ("sim.funcsim", fs[name])):
+                bad = np.argwhere(out[name] != r)
+                assert bad.size == 0, (f"{name}: {len(bad)} of {r.size} outputs differ from "
+                                       f"{what}, first at {bad[0].tolist()}")
+        rec["cycles_per_s"] = res["counters"]["CYCLES"] / wall
+        dut._log.info(f"done: {res['counters']['CYCLES']} cycles in {wall:.1f} s "
+                      f"({rec['cycles_per_s']:.0f} cycles/s); outputs == sim.golden == "
+                      f"sim.funcsim; {mon.bursts} bursts, all legal")
+    else:
+        assert res["status"] == "error", f"case {case}: expected an error, got {res}"
+    with open("accel.json", "w") as f:
+        json.dump(rec, f)
