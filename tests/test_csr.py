@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """hw.system.csr.RegisterBlock in amaranth.sim against the CPU-view model tb.system.csr_model.
 
 The reference is the model (written from the register map's rules); the expected constants

@@ -159,7 +159,7 @@ class RegisterBlock(wiring.Component):
                 pos = f.msb + 1
             return Cat(*parts, C(0, 32 - pos))
 
-        # -- W1C set inputs (a clear by the bus below comes later in the code, the set wins) --
+        # -- W1C set inputs: applied after the bus write below, so a set beats a clear --
         sets = []
         for r in rm:
             for f in r.fields:

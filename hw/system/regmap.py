@@ -44,7 +44,7 @@ import enum
 import hashlib
 import keyword
 import re
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
 
 from sim import isa
 

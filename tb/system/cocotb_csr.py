@@ -18,7 +18,7 @@ import random
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
-from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp
+from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
 from hw.system.regmap import REGMAP, RO, RW, W1C, W1P
 from tb.core.icarus import kick_comb_blocks
