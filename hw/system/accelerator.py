@@ -308,7 +308,7 @@ class Accelerator(wiring.Component):
         with m.Elif(csr.ctrl_soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), code_r.eq(0), queue_r.eq(0),
                          pc_r.eq(0), unit_r.eq(0)]
-        with m.Elif(busy & err_now):
+        with m.Elif(busy & err_now & ~error):
             m.d.sync += [busy.eq(0), error.eq(1), code_r.eq(err_code), queue_r.eq(err_queue),
                          pc_r.eq(err_pc), unit_r.eq(err_unit)]
             m.d.comb += csr.irq_status_error.eq(1)
