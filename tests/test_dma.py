@@ -10,66 +10,27 @@ must get all its beats / its response, ``idle`` must be low while anything is in
 """
 
 from collections import deque
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from hw.system.axi import BOUNDARY_BYTES, BURST_INCR, RESP_OKAY, RESP_SLVERR
 from hw.system.dma import FAULT_RESP, FAULT_WINDOW, LoadDMA, StoreDMA
-from sim import timing
-from sim.config import PRESETS
-from sim.funcsim import _Machine
-from sim.isa import BUFS, Instr
+from sim.isa import BUFS
+from tb.system import dma_cases as cases
+from tb.system.dma_cases import buffers as _buffers, machine, reference
 
 BASE = 0x1_2345_0000        # DRAM image base: above 4 GB, so the 40-bit address path is used
 DRAM_BYTES = 64 * 1024
-CFG = PRESETS["small"]
 
 
 def _machine(rng):
-    """A funcsim machine over a random DRAM image and random buffer contents (the reference)."""
-    m = _Machine(SimpleNamespace(cfg=CFG, dram=rng.integers(0, 256, DRAM_BYTES, dtype=np.uint8)))
-    for mem in list(m.glob.values()) + [m.local[f"core{c}"]["A"] for c in range(CFG.L)]:
-        mem[:] = rng.integers(0, 256, mem.size, dtype=np.uint8)
-    return m
+    """A reference machine over a random DRAM image, with random buffer contents."""
+    return machine(rng.integers(0, 256, DRAM_BYTES, dtype=np.uint8), rng=rng)
 
 
-def _buffers(m):
-    """{(buf id, core): byte array} of a machine's buffers that a LOAD / STORE may address."""
-    out = {(BUFS[n], 0): m.glob[n] for n in ("B", "C", "OUT")}
-    out.update({(BUFS["A"], c): m.local[f"core{c}"]["A"] for c in range(CFG.L)})
-    return out
-
-
-def random_descriptors(rng, n, *, store, max_len=300):
-    """``n`` random LOAD / STORE field dicts (funcsim's Instr fields, DRAM index addresses)."""
-    out = []
-    for _ in range(n):
-        count, length = int(rng.integers(1, 6)), int(rng.integers(1, max_len + 1))
-        stride = length + int(rng.integers(0, 200))
-        extent = (count - 1) * stride + length
-        if rng.random() < 0.3:      # start just below a 4 KB boundary
-            k = int(rng.integers(1, DRAM_BYTES // BOUNDARY_BYTES))
-            dram = max(0, k * BOUNDARY_BYTES - int(rng.integers(1, 64)))
-        else:
-            dram = int(rng.integers(0, DRAM_BYTES - 4096))
-        dram = min(dram, DRAM_BYTES - extent)
-        if not store and rng.random() < 0.2:
-            core = int(rng.integers(0, CFG.L))
-            line = timing.a_line_bytes(CFG.N, CFG.dram_bytes_per_cycle)
-            size = CFG.buf_a_bytes
-            bid = BUFS["A"]
-            buf_addr = int(rng.integers(0, (size - count * length) // line + 1)) * line
-        else:
-            core, bid = 0, BUFS[["B", "C", "OUT"][int(rng.integers(0, 3))]]
-            size = {BUFS["B"]: CFG.buf_b_bytes, BUFS["C"]: CFG.buf_c_bytes,
-                    BUFS["OUT"]: CFG.buf_out_bytes}[bid]
-            buf_addr = int(rng.integers(0, size - count * length + 1))
-        out.append({"buf": bid, "dram_addr": dram, "buf_addr": buf_addr, "count": count,
-                    "length": length, "stride": stride, "core": core})
-    return out
+def random_descriptors(rng, n, *, store):
+    return cases.random_descriptors(rng, n, dram_bytes=DRAM_BYTES, a_loads=0.0 if store else 0.2)
 
 
 class AxiMemory:
@@ -248,12 +209,6 @@ def run_engine(dut, descs, m, rng, *, store, pause=0.3, latency=(1, 8), window=N
     sim.add_testbench(bench)
     sim.run()
     return res
-
-
-def reference(m, descs, *, store):
-    """Execute ``descs`` in order with sim.funcsim (a LOAD into A picks its core's buffer)."""
-    for d in descs:
-        m.dma("global", Instr("STORE" if store else "LOAD", dict(d)), store)
 
 
 def _check_against_funcsim(engine, seed, ndesc, *, store, **run_kw):
