@@ -51,6 +51,7 @@ class AxiMemory:
         self.b_queue = deque()              # (cycle ready, resp)
         self.b_cur = None
         self.bursts = 0
+        self.beats = 0                      # beats transferred (R or W)
         self.beats_owed = 0                 # R beats or W beats not yet transferred
         self.resp_owed = 0                  # B responses not yet transferred
 
@@ -111,6 +112,7 @@ class AxiMemory:
         if self.r_cur is not None and ctx.get(bus.rready):
             self.r_cur = None
             self.beats_owed -= 1
+            self.beats += 1
         if ctx.get(bus.awvalid) and ctx.get(bus.awready):
             lo, beats = self.check_burst(ctx.get(bus.awaddr), ctx.get(bus.awlen),
                                          ctx.get(bus.awsize), ctx.get(bus.awburst))
@@ -128,6 +130,7 @@ class AxiMemory:
             cur[0] += n
             cur[1] -= 1
             self.beats_owed -= 1
+            self.beats += 1
             assert bool(ctx.get(bus.wlast)) == (cur[1] == 0), "wlast not on the burst's last beat"
             if cur[1] == 0:
                 self.w_bursts.popleft()
@@ -245,18 +248,26 @@ def test_store_matches_funcsim(name, kw):
     _check_against_funcsim(StoreDMA(**kw), 22, 12, store=True)
 
 
-@pytest.mark.parametrize("store", [False, True], ids=["load", "store"])
-def test_full_rate_without_backpressure(store):
-    """One long aligned-to-unaligned chunk, no pauses, latency 1: about one beat per cycle."""
+def throughput(store: bool, length: int, count: int) -> tuple[int, int]:
+    """(cycles, beats) of one descriptor (DRAM 4096 + 5, buffer 77, stride length + 16) on a
+    memory without pauses and with 1-cycle latency, default engine parameters (docs/system.md:
+    ``python -c "from tests.test_dma import throughput; print(throughput(False, 8000, 1))"``)."""
     dut = StoreDMA() if store else LoadDMA()
     rng = np.random.default_rng(3)
     m = _machine(rng)
-    d = {"buf": BUFS["B"], "dram_addr": 4096 + 5, "buf_addr": 77, "count": 1, "length": 8000,
-         "stride": 8000, "core": 0}
+    d = {"buf": BUFS["B"], "dram_addr": 4096 + 5, "buf_addr": 77, "count": count,
+         "length": length, "stride": length + 16, "core": 0}
     res = run_engine(dut, [d], m, rng, store=store, pause=0.0, latency=(1, 2))
-    beats = 8000 // 16 + 1
-    # fixed costs: descriptor check + one cycle per burst start + the flush + the drain (20)
-    assert res["cycles"] < beats + 60, f"{res['cycles']} cycles for {beats} beats"
+    return res["cycles"] - 20, res["memory"].beats      # minus the 20 idle cycles that end a run
+
+
+@pytest.mark.parametrize("store", [False, True], ids=["load", "store"])
+def test_full_rate_without_backpressure(store):
+    """One long unaligned chunk, no pauses, latency 1: about one beat per cycle."""
+    cycles, beats = throughput(store, 8000, 1)
+    assert beats == 8000 // 16 + 1
+    # fixed costs: descriptor check, one cycle per burst start, the flush, latency
+    assert cycles < beats + 40, f"{cycles} cycles for {beats} beats"
 
 
 @pytest.mark.parametrize("store", [False, True], ids=["load", "store"])
@@ -305,3 +316,15 @@ def test_error_response_sets_fault(store):
 def test_parameters_are_checked(cls, kw, msg):
     with pytest.raises(ValueError, match=msg):
         cls(**kw)
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("store", [False, True], ids=["load", "store"])
+@pytest.mark.parametrize("name,kw", ENGINES + [("w256-b2-o2", {"data_width": 256, "max_burst": 2,
+                                                             "outstanding": 2})],
+                         ids=[e[0] for e in ENGINES] + ["w256-b2-o2"])
+def test_soak(name, kw, store, seed):
+    """More descriptors, more pauses, several seeds and shapes."""
+    engine = StoreDMA(**kw) if store else LoadDMA(**kw)
+    _check_against_funcsim(engine, 100 + seed, 40, store=store, pause=0.5, latency=(0, 20))
