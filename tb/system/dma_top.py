@@ -29,6 +29,8 @@ __all__ = ["DmaTop"]
 
 
 class DmaTop(wiring.Component):
+    """LoadDMA + StoreDMA + one ``buf_bytes`` buffer (ports: see the module docstring)."""
+
     def __init__(self, *, addr_width: int = 40, data_width: int = 128, max_burst: int = 64,
                  outstanding: int = 4, buf_bytes: int = 16384):
         check_pow2("buf_bytes", buf_bytes, lo=data_width // 8, hi=1 << 20)
