@@ -80,6 +80,11 @@ prog = zoo.tiny()
 prog.save(out / "tiny.npz")
 compile_(prog, PRESETS["small"]).save(out / "tiny.bin.npz")
 vivado.write_project(AdderTree(width=8, count=2), name="adder", outdir=out / "vivado")
+import torch
+from quant.checkpoint import save_checkpoint
+from quant.cli import _atomic_write                      # how save_qmodel writes a .qmodel
+save_checkpoint({"w": torch.zeros(2)}, out / "ckpt.pt")
+_atomic_write(out / "m.qmodel", lambda tmp: torch.save({"w": torch.zeros(2)}, tmp))
 """
 
 
@@ -102,6 +107,7 @@ def test_written_files_get_the_umask_modes(tmp_path, umask, file_mode, dir_mode)
     assert (out / "old.txt").read_text() == "new"
     expect_files = ["old.txt", "write.txt", "open.bin", "sub/path.bin", "tree/f", "tiny.npz",
                     "tiny.bin.npz", "v/log2.v", "vivado/manifest.json", "vivado/adder.v",
+                    "ckpt.pt", "m.qmodel",
                     *(f"thread{i}.txt" for i in range(8))]
     for name in expect_files:
         assert modes.pop(name) == file_mode, name
