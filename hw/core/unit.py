@@ -60,6 +60,13 @@ __all__ = ["Unit", "field_slices", "REC_FIELDS"]
 #: the 8 int32 fields of a per-channel parameter record (sim.compile.param_block)
 REC_FIELDS = ("bias", "mult_b", "mult_c", "offset", "res_b", "res_c", "hsw_b", "hsw_c")
 KINDS = ("MAT", "RMAC", "AUX")
+#: the compute opcodes of each unit kind, read from the unit column of ``sim.isa.FORMATS``: a
+#: unit builds the datapath of these only (see ``CONV_OPS`` .. ``POOL_OPS`` for what each means)
+UNIT_OPS = {kind: frozenset(op for op, (_, unit, _) in FORMATS.items() if unit == kind)
+            for kind in KINDS}
+CONV_OPS = ("CONV_MAT", "CONV_RDF")     #: down-forward conv / linear tile on the unit's engine
+DW_OPS = ("DW_RSA",)                    #: depthwise, R-MAC self-accumulation mode
+POOL_OPS = ("POOL", "ATT_KSUM")         #: the adder tree (Unit._pool)
 MAX_KERNEL = 5      #: largest depthwise kernel of the R-MAC unit
 
 
@@ -173,7 +180,14 @@ class Unit(wiring.Component):
 
         regs = {n: Signal(signed(32), name=f"reg_{n.lower()}") for n in REGS}
         code = {n: FORMATS[n][0] for n in FORMATS}
-        compute_op = {"MAT": "CONV_MAT", "RMAC": "CONV_RDF", "AUX": None}[self.kind]
+        ops = UNIT_OPS[self.kind]
+        conv = [o for o in CONV_OPS if o in ops]
+        assert len(conv) <= 1, conv
+        compute_op = conv[0] if conv else None
+        has_dw = any(o in ops for o in DW_OPS)
+        has_pool = any(o in ops for o in POOL_OPS)
+        assert not has_dw or self.kind == "RMAC", "DW_RSA needs the R-MAC engine"
+        att_ops = ATT_OPS.get(self.kind, ())
 
         busy = Signal()
         with m.If(busy):
@@ -339,7 +353,7 @@ class Unit(wiring.Component):
             supported = Signal()
             m.d.comb += supported.eq(df_supported)
             dw_last_write = Signal()
-            if self.kind == "RMAC":
+            if has_dw:
                 dw_issue, dw_setup = self._depthwise(m, regs, tf, dwmode, eng, rq_lanes,
                                                      dw_last_write, supported, df_supported,
                                                      op, code, ns)
@@ -350,7 +364,7 @@ class Unit(wiring.Component):
                 regs=regs, tf=tf, op=op, code=code, eng=eng, e_x=e_x, e_w=e_w, e_valid=e_valid,
                 acc=acc, o1=o1, rq_lanes=rq_lanes, results=results, attmode=attmode))
 
-        if self.kind == "AUX":
+        if has_pool:
             pool_issue, pool_setup, pool_last_write, pool_ok = self._pool(m, regs, word, fld,
                                                                           op == code["ATT_KSUM"])
 
@@ -389,16 +403,14 @@ class Unit(wiring.Component):
                             pass
                         with m.Case(code["HALT"]):
                             m.next = "HALTED"
-                        if self.kind == "AUX":
-                            with m.Case(code["POOL"], code["ATT_KSUM"]):
+                        if has_pool:
+                            with m.Case(*[code[o] for o in POOL_OPS if o in ops]):
                                 m.next = "PSETUP"
-                        if self.kind in ATT_OPS:
-                            with m.Case(*[code[a] for a in ATT_OPS[self.kind]]):
+                        if att_ops:
+                            with m.Case(*[code[a] for a in att_ops]):
                                 m.next = "ASETUP"
                         if compute_op is not None:
-                            ops = [code[compute_op]] + ([code["DW_RSA"]] if self.kind == "RMAC"
-                                                         else [])
-                            with m.Case(*ops):
+                            with m.Case(*[code[o] for o in (compute_op, *DW_OPS) if o in ops]):
                                 m.next = "SETUP"
                         with m.Default():
                             fail(op_now)
@@ -409,7 +421,7 @@ class Unit(wiring.Component):
                     m.d.comb += busy.eq(1)
                     with m.If(~supported):
                         fail(op)
-                    if self.kind == "RMAC":
+                    if has_dw:
                         with m.Elif(op == code["DW_RSA"]):
                             m.d.sync += dwmode.eq(1)
                             dw_setup()
@@ -512,12 +524,12 @@ class Unit(wiring.Component):
                     with m.If(att.last_write):
                         m.d.sync += attmode.eq(0)
                         m.next = "FETCH"
-                if self.kind == "RMAC":
+                if has_dw:
                     with m.State("DWRUN"):
                         m.d.comb += busy.eq(1)
                         with m.If(dw_issue()):
                             m.next = "DRAIN"
-            if self.kind == "AUX":
+            if has_pool:
                 with m.State("PSETUP"):
                     m.d.comb += busy.eq(1)
                     with m.If(~pool_ok):
