@@ -7,7 +7,8 @@ in ``XBUF`` (B); one 32-byte record at ``p_addr``: ``s_b, s_c, ks_b, ks_c, log2_
 log2_emin, out_b, out_c`` as int32). This module builds the sequencer of the steps
 that run on an engine; it is elaborated into a MAT or R-MAC :class:`hw.core.unit.Unit` and
 shares that unit's engine, gather/scatter ports and requant lanes (``ATT_KSUM`` runs on the AUX
-unit's adder tree, in ``Unit._pool``).
+unit's adder tree, in ``Unit._pool``). A unit builds only the steps ``sim.isa.FORMATS`` assigns
+to it (``ATT_OPS``): the R-MAC unit has ``ATT_KV_RDF`` alone, the MAT unit all three.
 
 ``lanes`` = L (S or M), ``width`` = W (T or N); ``relu(v)`` of an int8 is 0..127.
 
