@@ -59,3 +59,5 @@ def test_errors_read_through_the_register_block(tmp_path, case, code, queue, pc)
         assert rec["err_queue"] == queue and rec["err_pc"] == pc, rec
     if case == "watchdog":
         assert rec["after_reset"] == "done"
+    if case == "start_busy":
+        assert rec["after_error"] == "done"

@@ -82,6 +82,10 @@ class AxiMonitor:
                 self.b_owed -= 1
             assert not self.errors, "; ".join(self.errors[:5])
 
+    def quiet(self) -> bool:
+        """No burst owes a beat or a response."""
+        return not (self.reads or self.aw or self.w or self.w_run or self.b_owed)
+
     def check_quiet(self) -> None:
         assert not self.errors, "; ".join(self.errors[:5])
         assert not self.reads, f"read bursts still owed beats: {self.reads[:5]}"
