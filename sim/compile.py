@@ -253,6 +253,11 @@ def _best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int):
 
 # -- emitter -------------------------------------------------------------------------------------
 
+#: op -> {field: (lo, hi)}: the value ranges of the instruction fields (sim.isa.FORMATS)
+_FIELD_RANGES = {op: {n: ((-(1 << (b - 1)), (1 << (b - 1)) - 1) if sg else (0, (1 << b) - 1))
+                      for n, b, sg in fields} for op, (_, _, fields) in FORMATS.items()}
+
+
 class _Em:
     def __init__(self, cfg):
         self.cfg = cfg
@@ -266,6 +271,12 @@ class _Em:
     def emit(self, stream, op, **f):
         if op in ("LOAD", "STORE"):
             f.setdefault("core", 0)         # only a LOAD into buffer A names a core
+        for name, (lo, hi) in _FIELD_RANGES[op].items():
+            v = f.get(name, 0)
+            if not lo <= v <= hi:
+                raise CompileError(f"{op} in {stream}: field {name} = {v} does not fit the"
+                                   f" instruction word ([{lo}, {hi}], sim.isa.FORMATS)"
+                                   + (f" (layer {self.layer})" if self.layer >= 0 else ""))
         for reg, (lo, hi) in REG_LIMITS.get(op, {}).items():
             v = self.regs.get((stream, FORMATS[op][1], reg))
             if v is not None and not lo <= v <= hi:

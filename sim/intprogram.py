@@ -53,6 +53,7 @@ import numpy as np
 
 from . import numerics as nx
 from .fileio import atomic_open
+from .isa import LIMITS, SHAPE_LIMITS, WIDTHS, LimitError, check_limit
 
 __all__ = ["FORMAT_VERSION", "IntProgramError", "TensorInfo", "Epilogue", "Node", "IntProgram",
            "OPS", "conv_output_hw"]
@@ -110,7 +111,10 @@ class Epilogue:
     hswish_mult: nx.Dyadic | None = None
 
     def __post_init__(self):
-        self.offset = np.asarray(self.offset, dtype=np.int64)
+        off = np.asarray(self.offset)
+        # integers become int64; anything else is kept as it is for validate() to refuse (a
+        # float offset cast here would be truncated silently: -3.75 -> -3)
+        self.offset = off.astype(np.int64) if off.dtype.kind in "iub" else off
 
     def apply(self, acc, *, out_bits: int, signed: bool, residual=None, channel_axis: int = 0):
         """Run the requant path on ``acc`` (channel on ``channel_axis``); returns int64."""
@@ -223,15 +227,20 @@ class IntProgram:
                 raise IntProgramError(f"{where}: output {n.output!r} has no tensor entry")
             if n.output in defined:
                 raise IntProgramError(f"{where}: output {n.output!r} is produced twice")
+            _check_widths(self, n, where)
             try:
                 _CHECKS[n.op](self, n)
                 if n.epilogue is not None:
                     _check_epilogue(self, n)
-            except IntProgramError as e:
+            except (IntProgramError, LimitError) as e:
                 raise IntProgramError(f"{where}: {e}") from None
             except (KeyError, IndexError, TypeError, ValueError) as e:
                 raise IntProgramError(f"{where}: malformed ({type(e).__name__}: {e})") from None
             defined.add(n.output)
+        for name in self.inputs:
+            if self.tensors[name].bits != WIDTHS["activation"]:
+                raise IntProgramError(f"graph input {name!r}: bits = {self.tensors[name].bits};"
+                                      f" the accelerator reads {WIDTHS['activation']}-bit images")
         for name in self.outputs:
             if name not in defined:
                 raise IntProgramError(f"graph output {name!r} is never produced")
@@ -330,8 +339,12 @@ def _check_tensor(name: str, t: TensorInfo):
         raise IntProgramError(f"{where}: entry is named {t.name!r}")
     if not t.shape or any(d < 1 for d in t.shape):
         raise IntProgramError(f"{where}: shape {t.shape} must be non-empty with positive sizes")
+    if isinstance(t.bits, bool) or not isinstance(t.bits, (int, np.integer)):
+        raise IntProgramError(f"{where}: bits = {t.bits!r} is not an integer")
     if not (1 <= int(t.bits) <= 32):
         raise IntProgramError(f"{where}: bits {t.bits} out of range [1, 32]")
+    if not isinstance(t.signed, (bool, np.bool_)):
+        raise IntProgramError(f"{where}: signed = {t.signed!r} is not a bool")
     sc = np.asarray(t.scale)
     if sc.ndim > 1 or (sc.ndim == 1 and sc.shape[0] != t.shape[0]):
         raise IntProgramError(f"{where}: scale must be a scalar or have shape ({t.shape[0]},),"
@@ -362,18 +375,28 @@ def _check_conv(p: IntProgram, n: Node):
     k, s, pad, g = (int(n.attrs[a]) for a in ("kernel", "stride", "padding", "groups"))
     if k < 1 or s < 1 or pad < 0 or g < 1:
         raise IntProgramError(f"kernel/stride/padding/groups out of range: {k}/{s}/{pad}/{g}")
+    _shape_limit("kernel", k)
+    _shape_limit("stride", s)
+    _shape_limit("padding", pad)
     w = _int_array(n.params["weight"], -128, 127, "weight")
     cout = y.shape[0]
     if x.shape[0] % g or cout % g:
         raise IntProgramError(f"groups {g} must divide Cin {x.shape[0]} and Cout {cout}")
     if w.shape != (cout, x.shape[0] // g, k, k):
         raise IntProgramError(f"weight shape {w.shape} != {(cout, x.shape[0] // g, k, k)}")
-    _int_array(n.params["bias"], -(1 << 31), (1 << 31) - 1, "bias")
+    if n.kind == "depthwise":
+        _shape_limit("dw_kernel", k, "depthwise kernel")
+        _shape_limit("dw_stride", s, "depthwise stride")
+    else:
+        _shape_limit("cin_per_group", x.shape[0] // g, "input channels per group")
+    _shape_limit("win", x.shape[2], "input width")
+    _check_bias(n.params["bias"])
     if np.asarray(n.params["bias"]).shape != (cout,):
         raise IntProgramError(f"bias shape must be ({cout},)")
     if conv_output_hw(x.shape[1], x.shape[2], k, s, pad) != y.shape[1:]:
         raise IntProgramError(f"output shape {y.shape} does not follow from input {x.shape}"
                               f" with k={k} s={s} p={pad}")
+    _shape_limit("wout", y.shape[2], "output width")
     if n.epilogue is None:
         raise IntProgramError("conv needs an epilogue")
 
@@ -383,7 +406,10 @@ def _check_linear(p: IntProgram, n: Node):
     w = _int_array(n.params["weight"], -128, 127, "weight")
     if len(x.shape) != 1 or w.shape != (y.shape[0], x.shape[0]):
         raise IntProgramError(f"linear weight {w.shape} does not map {x.shape} to {y.shape}")
-    _int_array(n.params["bias"], -(1 << 31), (1 << 31) - 1, "bias")
+    _shape_limit("cin_per_group", x.shape[0], "input features")
+    _check_bias(n.params["bias"])
+    if np.asarray(n.params["bias"]).shape != (y.shape[0],):
+        raise IntProgramError(f"bias shape must be ({y.shape[0]},)")
     if n.epilogue is None and (y.bits != 32 or not y.signed):
         raise IntProgramError("a linear without epilogue outputs raw int32 accumulators (bits=32)")
 
@@ -399,19 +425,20 @@ def _check_concat(p: IntProgram, n: Node):
 def _check_attention(p: IntProgram, n: Node):
     x, y = p.tensors[n.inputs[0]], p.tensors[n.output]
     d = int(n.attrs["dim"])
-    if d < 1 or x.shape[0] % (3 * d):
+    _shape_limit("dim", d, "head dimension dim")
+    if len(x.shape) != 3 or x.shape[0] % (3 * d):
         raise IntProgramError(f"input channels {x.shape[0]} are not a multiple of 3*dim={3 * d}")
     heads = x.shape[0] // (3 * d)
     if y.shape != (heads * d,) + x.shape[1:]:
         raise IntProgramError(f"output shape {y.shape} != {(heads * d,) + x.shape[1:]}")
-    for k in ("s_mult", "ksum_mult", "out_mult"):
-        nx.Dyadic(n.params[f"{k}_b"], n.params[f"{k}_c"])
-        if np.asarray(n.params[f"{k}_b"]).shape != (heads,):
-            raise IntProgramError(f"{k} must have one value per head ({heads})")
-    for k in ("log2_offset", "log2_emin"):
-        _int_array(n.params[k], -64, 64, k)
+    for k in ("s_mult_b", "s_mult_c", "ksum_mult_b", "ksum_mult_c", "out_mult_b", "out_mult_c",
+              "log2_offset", "log2_emin"):
+        if k.endswith("_b"):
+            nx.Dyadic(n.params[k], n.params[k[:-1] + "c"])
+        check_limit(k, n.params[k])
         if np.asarray(n.params[k]).shape != (heads,):
-            raise IntProgramError(f"{k} must have one value per head ({heads})")
+            raise IntProgramError(f"{k} must have one value per head ({heads}),"
+                                  f" got shape {np.asarray(n.params[k]).shape}")
     # the output shift c + e (e in [emin, emin + 15]) must be a legal dyadic shift
     lo = np.asarray(n.params["out_mult_c"]) + np.asarray(n.params["log2_emin"])
     hi = lo + (1 << nx.LOG2_CODE_BITS) - 1
@@ -447,13 +474,26 @@ def _check_epilogue(p: IntProgram, n: Node):
         raise IntProgramError(f"epilogue act {e.act!r} not in {ACTS}")
     if e.mult is None:
         raise IntProgramError("epilogue has no multiplier")
-    for arr, what in ((e.mult.b, "mult"), (e.offset, "offset")):
-        _per_channel(arr, c, f"epilogue {what}")
+    if y.bits != WIDTHS["activation"]:
+        raise IntProgramError(f"output {n.output!r}: bits = {y.bits}; an epilogue writes"
+                              f" {WIDTHS['activation']}-bit activations")
+    fields = [("mult_b", e.mult.b), ("mult_c", e.mult.c), ("offset", e.offset)]
+    if e.res_mult is not None:
+        fields += [("res_b", e.res_mult.b), ("res_c", e.res_mult.c)]
+    if e.hswish_mult is not None:
+        fields += [("hsw_b", e.hswish_mult.b), ("hsw_c", e.hswish_mult.c)]
+    for what, arr in fields:
+        check_limit(what, arr, "epilogue")
+        _per_channel(arr, c, f"epilogue {'mult' if what == 'mult_b' else what}")
     if e.act == "hswish":
-        if not (2 <= int(e.mid_bits) <= 24):  # x * t * b must fit int64: 2 * mid_bits + 16 < 64
-            raise IntProgramError(f"hswish mid_bits {e.mid_bits} out of range [2, 24]")
-        if e.hswish_mult is None or not (0 < e.three < (1 << (e.mid_bits - 1))):
-            raise IntProgramError(f"hswish epilogue needs hswish_mult and 0 < three < 2**{e.mid_bits - 1}")
+        if isinstance(e.mid_bits, bool) or e.mid_bits != WIDTHS["mid"]:
+            raise IntProgramError(f"hswish mid_bits {e.mid_bits!r} out of range: the requant lanes'"
+                                  f" Hardswish intermediate is {WIDTHS['mid']} bits")
+        if e.hswish_mult is None:
+            raise IntProgramError("hswish epilogue needs hswish_mult")
+        if not isinstance(e.three, (int, np.integer)) or isinstance(e.three, bool):
+            raise IntProgramError(f"hswish three = {e.three!r} is not an integer")
+        check_limit("three", e.three, "epilogue")
         if e.residual is not None:
             raise IntProgramError("a residual is only allowed with act none/relu")
     if e.residual is not None:
@@ -462,8 +502,45 @@ def _check_epilogue(p: IntProgram, n: Node):
             raise IntProgramError(f"residual {e.residual!r} shape {r.shape} != output {y.shape}")
         if e.res_mult is None or np.any(np.asarray(e.res_mult.c) > np.asarray(e.mult.c)):
             raise IntProgramError("residual needs res_mult with rc <= c (numerics.align_residual)")
-    if not (1 <= y.bits <= 32):
-        raise IntProgramError(f"output bits {y.bits} out of range [1, 32]")
+
+
+def _check_bias(b):
+    a = np.asarray(b)
+    check_limit("bias", a)
+    if a.ndim != 1:
+        raise IntProgramError(f"bias must be a vector, got shape {a.shape}")
+
+
+def _shape_limit(name, value, what=None):
+    lo, hi = SHAPE_LIMITS[name]
+    if not lo <= int(value) <= hi:
+        raise IntProgramError(f"{what or name} = {value} outside [{lo}, {hi}], the range the"
+                              f" accelerator implements (sim.isa.SHAPE_LIMITS[{name!r}])")
+
+
+def _check_widths(p: IntProgram, n: Node, where: str):
+    """Tensor widths: every tensor an accelerator op reads is one byte per element; only a
+    linear without epilogue writes raw ``logits`` (int32), read by the host (layernorm) or
+    returned as a graph output."""
+    ins = n.inputs + ([n.epilogue.residual] if n.epilogue is not None and n.epilogue.residual
+                      else [])
+    if n.op != "layernorm":
+        for t in ins:
+            if p.tensors[t].bits != WIDTHS["activation"]:
+                raise IntProgramError(f"{where}: input {t!r} has bits = {p.tensors[t].bits}; the"
+                                      f" cores read {WIDTHS['activation']}-bit activations")
+    y = p.tensors[n.output]
+    raw = n.op == "linear" and n.epilogue is None
+    if n.op == "concat":
+        if any(p.tensors[t].signed != y.signed for t in n.inputs):
+            raise IntProgramError(f"{where}: concat inputs and output must agree in signedness"
+                                  " (the output aliases its inputs' bytes)")
+        raw = False
+    if n.op == "layernorm":
+        raw = False
+    if not raw and y.bits != WIDTHS["activation"]:
+        raise IntProgramError(f"{where}: output {n.output!r} has bits = {y.bits}; only a linear"
+                              f" without epilogue writes {WIDTHS['logits']}-bit values")
 
 
 _CHECKS = {"conv": _check_conv, "linear": _check_linear, "concat": _check_concat,
