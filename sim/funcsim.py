@@ -327,6 +327,19 @@ class _Machine:
         return True
 
 
+def _step(m, key, pc, ins) -> bool:
+    """``m.step`` with every failure of a (damaged) instruction turned into a FuncSimError that
+    names the stream, unit, position and instruction."""
+    try:
+        return m.step(key[0], key[1], ins)
+    except FuncSimError as e:
+        raise FuncSimError(f"{key[0]}/{key[1]} instruction {pc} ({ins.op}): {e}") from None
+    except (KeyError, IndexError, ValueError, TypeError, OverflowError, ArithmeticError) as e:
+        what = f"unknown key {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise FuncSimError(f"{key[0]}/{key[1]} instruction {pc}: cannot execute {ins!r}"
+                           f" ({what})") from None
+
+
 def run(binary, x, *, order: str = "ld_first", return_machine: bool = False) -> dict:
     """Run ``binary`` on the integer input ``x``; returns ``{output name: int64 array}``."""
     prog = binary.prog
@@ -345,7 +358,7 @@ def run(binary, x, *, order: str = "ld_first", return_machine: bool = False) -> 
         for k in keys:
             q = queues[k]
             while pc[k] < len(q):
-                if not m.step(k[0], k[1], q[pc[k]][0]):
+                if not _step(m, k, pc[k], q[pc[k]][0]):
                     break
                 pc[k] += 1
                 progress = True

@@ -44,8 +44,10 @@ The file format, each op and the decisions behind them are documented in docs/in
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +58,7 @@ from .fileio import atomic_open
 from .isa import LIMITS, SHAPE_LIMITS, WIDTHS, LimitError, check_limit
 
 __all__ = ["FORMAT_VERSION", "IntProgramError", "TensorInfo", "Epilogue", "Node", "IntProgram",
-           "OPS", "conv_output_hw"]
+           "OPS", "conv_output_hw", "read_npz", "digest"]
 
 FORMAT_VERSION = 1
 MAGIC = "trio-vit.intprogram"
@@ -66,6 +68,59 @@ ACTS = ("none", "relu", "hswish")
 
 class IntProgramError(ValueError):
     """A malformed, inconsistent or incompatible IntProgram."""
+
+
+def digest(arrays: dict) -> str:
+    """SHA-256 over the arrays of a file (names, dtypes, shapes and bytes, in name order): saved
+    in the manifest, so that a damaged file (a flipped bit in the weights) is refused on load
+    instead of computing something else."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def read_npz(path, what: str, error) -> tuple[dict, dict]:
+    """Read an ``.npz`` written by ``save`` of an IntProgram or Binary: ``(manifest, arrays)``.
+    Every failure raises ``error`` with one line naming ``path`` and the cause: missing file,
+    not a zip / truncated (an archive whose first member does not start at byte 0 is the tail
+    of a damaged file: a truncated Binary would otherwise read as its embedded IntProgram),
+    no or bad manifest, digest mismatch (the manifest's ``sha256``, when present)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+        if infos and min(i.header_offset for i in infos) != 0:
+            raise error(f"{path}: truncated or damaged {what} file (the archive does not start"
+                        " at byte 0)")
+        z = np.load(io.BytesIO(data), allow_pickle=False)
+        arrays = {k: z[k] for k in z.files}
+    except error:
+        raise
+    except Exception as e:  # zipfile/format errors come in many types
+        raise error(f"{path}: not a {what} .npz file or truncated ({type(e).__name__}: {e})"
+                    ) from None
+    if "__manifest__" not in arrays:
+        raise error(f"{path}: no __manifest__ entry; not a {what} file")
+    try:
+        m = json.loads(arrays.pop("__manifest__").tobytes().decode())
+        if not isinstance(m, dict):
+            raise ValueError("not a JSON object")
+    except Exception as e:
+        raise error(f"{path}: manifest is not valid JSON ({e})") from None
+    want = m.get("sha256")
+    if want is not None and want != digest(arrays):
+        raise error(f"{path}: damaged {what} file (its arrays do not match the manifest's"
+                    " SHA-256)")
+    return m, arrays
 
 
 def conv_output_hw(h: int, w: int, kernel: int, stride: int, padding: int) -> tuple[int, int]:
@@ -86,6 +141,9 @@ class TensorInfo:
     scale: np.ndarray = field(default_factory=lambda: np.float64(1.0))
 
     def __post_init__(self):
+        if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                   for s in self.shape):
+            raise IntProgramError(f"tensor {self.name!r}: shape {self.shape!r} must be integers")
         self.shape = tuple(int(s) for s in self.shape)
         self.scale = np.asarray(self.scale, dtype=np.float64)
 
@@ -276,6 +334,7 @@ class IntProgram:
         manifest = {"format": MAGIC, "version": FORMAT_VERSION, "meta": self.meta,
                     "inputs": self.inputs, "outputs": self.outputs, "tensors": tensors,
                     "nodes": nodes}
+        manifest["sha256"] = digest(arrays)
         arrays["__manifest__"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
         with atomic_open(path) as f:
             np.savez(f, **arrays)
@@ -285,20 +344,7 @@ class IntProgram:
     def load(cls, path) -> "IntProgram":
         """Read and validate a file written by :meth:`save`; errors name the file and the problem."""
         path = Path(path)
-        try:
-            data = path.read_bytes()
-            z = np.load(io.BytesIO(data), allow_pickle=False)
-            arrays = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise IntProgramError(f"{path}: no such file") from None
-        except Exception as e:  # zipfile/format errors come in many types
-            raise IntProgramError(f"{path}: not an IntProgram .npz file ({e})") from None
-        if "__manifest__" not in arrays:
-            raise IntProgramError(f"{path}: no __manifest__ entry; not an IntProgram file")
-        try:
-            m = json.loads(arrays.pop("__manifest__").tobytes().decode())
-        except Exception as e:
-            raise IntProgramError(f"{path}: manifest is not valid JSON ({e})") from None
+        m, arrays = read_npz(path, "IntProgram", IntProgramError)
         if m.get("format") != MAGIC:
             raise IntProgramError(f"{path}: format {m.get('format')!r} is not {MAGIC!r}")
         if m.get("version") != FORMAT_VERSION:
@@ -316,8 +362,9 @@ class IntProgram:
                 nodes.append(Node(e["name"], e["op"], list(e["inputs"]), e["output"],
                                   dict(e["attrs"]), params, epi))
             prog = cls(tensors, nodes, list(m["inputs"]), list(m["outputs"]), dict(m.get("meta", {})))
-        except (KeyError, TypeError, ValueError) as e:
-            raise IntProgramError(f"{path}: manifest is incomplete or inconsistent ({e!r})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            what = f"missing member {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise IntProgramError(f"{path}: manifest is incomplete or inconsistent ({what})") from None
         try:
             return prog.validate()
         except IntProgramError as e:
@@ -372,7 +419,7 @@ def _check_conv(p: IntProgram, n: Node):
     x, y = p.tensors[n.inputs[0]], p.tensors[n.output]
     if len(n.inputs) != 1 or len(x.shape) != 3 or len(y.shape) != 3:
         raise IntProgramError("conv takes one (C, H, W) input and gives a (C, H, W) output")
-    k, s, pad, g = (int(n.attrs[a]) for a in ("kernel", "stride", "padding", "groups"))
+    k, s, pad, g = (_int_attr(n, a) for a in ("kernel", "stride", "padding", "groups"))
     if k < 1 or s < 1 or pad < 0 or g < 1:
         raise IntProgramError(f"kernel/stride/padding/groups out of range: {k}/{s}/{pad}/{g}")
     _shape_limit("kernel", k)
@@ -424,7 +471,7 @@ def _check_concat(p: IntProgram, n: Node):
 
 def _check_attention(p: IntProgram, n: Node):
     x, y = p.tensors[n.inputs[0]], p.tensors[n.output]
-    d = int(n.attrs["dim"])
+    d = _int_attr(n, "dim")
     _shape_limit("dim", d, "head dimension dim")
     if len(x.shape) != 3 or x.shape[0] % (3 * d):
         raise IntProgramError(f"input channels {x.shape[0]} are not a multiple of 3*dim={3 * d}")
@@ -502,6 +549,13 @@ def _check_epilogue(p: IntProgram, n: Node):
             raise IntProgramError(f"residual {e.residual!r} shape {r.shape} != output {y.shape}")
         if e.res_mult is None or np.any(np.asarray(e.res_mult.c) > np.asarray(e.mult.c)):
             raise IntProgramError("residual needs res_mult with rc <= c (numerics.align_residual)")
+
+
+def _int_attr(n: Node, name: str) -> int:
+    v = n.attrs[name]
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise IntProgramError(f"attribute {name} = {v!r} must be an integer")
+    return int(v)
 
 
 def _check_bias(b):
