@@ -159,7 +159,7 @@ def load_qmodel(path):
     try:
         d = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"{p}: not a quantized-model file ({type(e).__name__}: {e})") from None
+        raise UserError(f"{p}: not a quantized-model file or damaged ({_msg(e)})") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise UserError(f"{p}: not a trio-vit quantized-model file (write one with "
                         "`python -m quant quantize`)")
@@ -599,7 +599,7 @@ def main(argv=None) -> int:
     try:
         res = args.func(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)     # one line
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

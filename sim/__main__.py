@@ -283,7 +283,7 @@ def main(argv=None):
     try:
         args.fn(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)     # one line
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

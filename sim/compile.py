@@ -44,7 +44,7 @@ import numpy as np
 from . import timing
 from .config import AccelConfig, ConfigError
 from .fileio import atomic_open
-from .intprogram import IntProgram, IntProgramError, Node, digest, read_npz
+from .intprogram import IntProgram, IntProgramError, Node, check_digest, digest, read_npz
 from .isa import (ACTS, BUFS, FORMATS, REG_LIMITS, REGS, Instr, IsaError, decode_stream,
                   encode_stream)
 
@@ -129,7 +129,7 @@ class Binary:
             os.unlink(ptmp)
         manifest = {"format": MAGIC, "version": BINARY_VERSION, "config": self.cfg.to_dict(),
                     "streams": list(self.streams), "symbols": self.symbols, "layers": self.layers}
-        manifest["sha256"] = digest(arrays)
+        manifest["sha256"] = digest(arrays, manifest)
         arrays["__manifest__"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
         with atomic_open(path) as f:
             np.savez(f, **arrays)
@@ -181,6 +181,7 @@ class Binary:
         for name in prog.inputs + prog.outputs:
             if f"tensor:{name}" not in symbols:
                 raise CompileError(f"{path}: no DRAM symbol for tensor {name!r}")
+        check_digest(path, m, arrays, "Binary", CompileError)
         return cls(cfg, prog, streams, tags, dram, symbols, layers)
 
 

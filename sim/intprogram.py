@@ -58,7 +58,7 @@ from .fileio import atomic_open
 from .isa import LIMITS, SHAPE_LIMITS, WIDTHS, LimitError, check_limit
 
 __all__ = ["FORMAT_VERSION", "IntProgramError", "TensorInfo", "Epilogue", "Node", "IntProgram",
-           "OPS", "conv_output_hw", "read_npz", "digest"]
+           "OPS", "conv_output_hw", "read_npz", "check_digest", "digest"]
 
 FORMAT_VERSION = 1
 MAGIC = "trio-vit.intprogram"
@@ -70,11 +70,15 @@ class IntProgramError(ValueError):
     """A malformed, inconsistent or incompatible IntProgram."""
 
 
-def digest(arrays: dict) -> str:
-    """SHA-256 over the arrays of a file (names, dtypes, shapes and bytes, in name order): saved
-    in the manifest, so that a damaged file (a flipped bit in the weights) is refused on load
-    instead of computing something else."""
+def digest(arrays: dict, manifest: dict | None = None) -> str:
+    """SHA-256 over the arrays of a file (names, dtypes, shapes and bytes, in name order) and
+    its manifest (canonical JSON, without the ``sha256`` entry): saved in the manifest, so that
+    a damaged file (a flipped bit in the weights or an address) is refused on load instead of
+    computing something else."""
     h = hashlib.sha256()
+    if manifest is not None:
+        m = {k: v for k, v in manifest.items() if k != "sha256"}
+        h.update(json.dumps(m, sort_keys=True).encode())
     for k in sorted(arrays):
         a = np.ascontiguousarray(arrays[k])
         h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
@@ -106,7 +110,8 @@ def read_npz(path, what: str, error) -> tuple[dict, dict]:
     except error:
         raise
     except Exception as e:  # zipfile/format errors come in many types
-        raise error(f"{path}: not a {what} .npz file or truncated ({type(e).__name__}: {e})"
+        art = "an" if what[0] in "AEIOU" else "a"
+        raise error(f"{path}: not {art} {what} .npz file or truncated ({type(e).__name__}: {e})"
                     ) from None
     if "__manifest__" not in arrays:
         raise error(f"{path}: no __manifest__ entry; not a {what} file")
@@ -116,11 +121,17 @@ def read_npz(path, what: str, error) -> tuple[dict, dict]:
             raise ValueError("not a JSON object")
     except Exception as e:
         raise error(f"{path}: manifest is not valid JSON ({e})") from None
-    want = m.get("sha256")
-    if want is not None and want != digest(arrays):
-        raise error(f"{path}: damaged {what} file (its arrays do not match the manifest's"
-                    " SHA-256)")
     return m, arrays
+
+
+def check_digest(path, m: dict, arrays: dict, what: str, error) -> None:
+    """Refuse a file whose arrays or manifest do not match the manifest's ``sha256`` (when it
+    has one). Called last by the loaders, so a structurally broken file gets the specific
+    message and an otherwise valid but altered one this."""
+    want = m.get("sha256")
+    if want is not None and want != digest(arrays, m):
+        raise error(f"{path}: damaged {what} file (its arrays or manifest do not match the"
+                    " manifest's SHA-256)")
 
 
 def conv_output_hw(h: int, w: int, kernel: int, stride: int, padding: int) -> tuple[int, int]:
@@ -267,6 +278,7 @@ class IntProgram:
     def validate(self) -> "IntProgram":
         """Check every invariant the executors rely on; raise :class:`IntProgramError` naming the
         node and the problem. Returns ``self``."""
+        _check_types(self)
         for name, t in self.tensors.items():
             _check_tensor(name, t)
         defined = set()
@@ -302,6 +314,11 @@ class IntProgram:
         for name in self.outputs:
             if name not in defined:
                 raise IntProgramError(f"graph output {name!r} is never produced")
+        seen = set()
+        for i, n in enumerate(self.nodes):
+            if n.name in seen:
+                raise IntProgramError(f"node {i}: name {n.name!r} is used twice")
+            seen.add(n.name)
         return self
 
     def node_producing(self, tensor: str) -> Node | None:
@@ -334,7 +351,7 @@ class IntProgram:
         manifest = {"format": MAGIC, "version": FORMAT_VERSION, "meta": self.meta,
                     "inputs": self.inputs, "outputs": self.outputs, "tensors": tensors,
                     "nodes": nodes}
-        manifest["sha256"] = digest(arrays)
+        manifest["sha256"] = digest(arrays, manifest)
         arrays["__manifest__"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
         with atomic_open(path) as f:
             np.savez(f, **arrays)
@@ -366,9 +383,11 @@ class IntProgram:
             what = f"missing member {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
             raise IntProgramError(f"{path}: manifest is incomplete or inconsistent ({what})") from None
         try:
-            return prog.validate()
+            prog.validate()
         except IntProgramError as e:
             raise IntProgramError(f"{path}: {e}") from None
+        check_digest(path, m, arrays, "IntProgram", IntProgramError)
+        return prog
 
     def summary(self) -> str:
         lines = [f"IntProgram v{FORMAT_VERSION}: {len(self.nodes)} nodes, inputs {self.inputs},"
@@ -549,6 +568,35 @@ def _check_epilogue(p: IntProgram, n: Node):
             raise IntProgramError(f"residual {e.residual!r} shape {r.shape} != output {y.shape}")
         if e.res_mult is None or np.any(np.asarray(e.res_mult.c) > np.asarray(e.mult.c)):
             raise IntProgramError("residual needs res_mult with rc <= c (numerics.align_residual)")
+
+
+def _check_types(p: IntProgram):
+    """The JSON-side structure: names are strings, lists are lists of names, node names unique
+    (a hand-edited or damaged manifest otherwise fails deep inside an executor)."""
+    def names(v, what):
+        if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+            raise IntProgramError(f"{what} must be a list of tensor names, got {v!r}")
+    if not isinstance(p.tensors, dict) or not isinstance(p.nodes, list):
+        raise IntProgramError("tensors must be a dict and nodes a list")
+    names(p.inputs, "graph inputs")
+    names(p.outputs, "graph outputs")
+    if len(p.inputs) != 1:
+        raise IntProgramError(f"the accelerator runs programs with one input, got {p.inputs}")
+    if not isinstance(p.meta, dict):
+        raise IntProgramError(f"meta must be a dict, got {type(p.meta).__name__}")
+    for i, n in enumerate(p.nodes):
+        where = f"node {i}"
+        if not isinstance(n.name, str) or not isinstance(n.op, str) \
+                or not isinstance(n.output, str):
+            raise IntProgramError(f"{where}: name, op and output must be strings")
+        names(n.inputs, f"{where} ({n.name!r}) inputs")
+        if not isinstance(n.attrs, dict) or not isinstance(n.params, dict):
+            raise IntProgramError(f"{where} ({n.name!r}): attrs and params must be dicts")
+        e = n.epilogue
+        if e is not None:
+            if not isinstance(e.act, str) or not (e.residual is None or isinstance(e.residual, str)):
+                raise IntProgramError(f"{where} ({n.name!r}): epilogue act / residual must be"
+                                      " strings")
 
 
 def _int_attr(n: Node, name: str) -> int:

@@ -37,7 +37,7 @@ def write_arrays(path, manifest, arrays, *, redigest=True):
     """Rewrite an .npz (with a matching SHA-256 unless ``redigest`` is False: a damaged file)."""
     manifest = dict(manifest)
     if redigest:
-        manifest["sha256"] = digest(arrays)
+        manifest["sha256"] = digest(arrays, manifest)
     arrays = dict(arrays, __manifest__=np.frombuffer(json.dumps(manifest).encode(), np.uint8))
     np.savez(path, **arrays)
 
@@ -79,7 +79,7 @@ def _replace_instr(words, pred, new):
 
 @pytest.mark.parametrize("case, pattern", [
     ("truncated", r"truncated or damaged Binary file"),
-    ("bitflip", r"damaged Binary file \(its arrays do not match the manifest's SHA-256\)"),
+    ("bitflip", r"damaged Binary file \(its arrays or manifest do not match the manifest's"),
     ("opcode", r"bad instruction \(unknown opcode 31"),
     ("register", r"cannot execute SETR\(unit=4, reg=200.*unknown key 200"),
     ("address", r"leaves buffer"),
