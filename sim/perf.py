@@ -300,6 +300,9 @@ def simulate(binary, *, trace: list | None = None,
             nxt = t + ct.cycles
             unit_busy[k] += ct.cycles
             note(tag, t, nxt, unit, stream, ct.cycles)
+        if axi is not None:
+            # the dispatcher fetched this instruction word over the read channel: one beat
+            ch_free["LD"] = max(ch_free["LD"], start) + 1
         if trace is not None:
             trace.append((stream, unit, op, tag, int(start), int(nxt)))
         free[k] = nxt

@@ -137,7 +137,9 @@ class AxiDma:
     requested. A SIGNAL of LD / ST is **not posted** (as ``hw.system.globalunit`` builds it):
     the unit waits until every transfer before it has landed (``landing`` cycles after the last
     read beat: the realigner and the buffer write; the last write response for a STORE).
-    The dispatcher's instruction fetches on the read channel are not modelled."""
+    The dispatcher's instruction fetches take one read beat per instruction, counted when the
+    instruction starts (not when the dispatcher really fetched it); a unit waiting for its
+    queue to be refilled is not modelled."""
     beat: int = 16
     max_burst: int = 64
     outstanding: int = 4

@@ -83,7 +83,7 @@ class Accelerator(wiring.Component):
     irq : Out(1)   level interrupt
     """
 
-    def __init__(self, *, config="paper", sems: int = 2048, queue_depth: int = 8,
+    def __init__(self, *, config="paper", sems: int = 2048, queue_depth: int = 16,
                  fetch_burst: int = 16, dma_burst: int = 64, dma_outstanding: int = 4,
                  addr_width: int = 40):
         from sim.config import AccelConfig
