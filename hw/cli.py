@@ -108,13 +108,18 @@ def _estimate_accelerator(args) -> int:
     from sim.config import AccelConfig, ConfigError
 
     from .system.estimate import estimate_accelerator, format_table
-    if args.param:
-        raise registry.RegistryError("estimate accelerator takes --config only (no --param)")
+    extra = dict(args.param or [])
+    if set(extra) - {"sems"}:
+        raise registry.RegistryError("estimate accelerator takes --config and --param sems=N "
+                                     f"only, got {sorted(set(extra) - {'sems'})}")
     try:
         cfg = AccelConfig.from_string(args.config or "paper")
     except ConfigError as e:
         raise registry.RegistryError(str(e)) from None
-    res = estimate_accelerator(cfg, progress=lambda parts: tqdm(
+    sems = registry.parse_value("sems", extra.get("sems", "2048"), 2048)
+    if not 1 <= sems <= 1 << 16:
+        raise registry.RegistryError(f"sems must be in [1, 65536], got {sems}")
+    res = estimate_accelerator(cfg, sems=sems, progress=lambda parts: tqdm(
         parts, desc="estimate", unit="part", disable=args.json))
     print(json.dumps(res, sort_keys=True) if args.json else format_table(res))
     return 0
