@@ -38,13 +38,26 @@ def _report(rec):
 
 @pytest.mark.rtl
 @pytest.mark.slow
-@pytest.mark.parametrize("L", [1, 2, 4])
+@pytest.mark.parametrize("L", [1, 4])
 def test_tiny_network(tmp_path, L):
     """The whole sim.zoo.tiny (41 layers, its head's LayerNorm served by the host) at L cores."""
     prog, x = _tiny()
     rec = run_accelerator(prog, SMALL.replace(L=L), x, "verilator", tmp_path)
     assert rec["status"] == "done" and rec["host_requests"] == 1
     _report(rec)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_cli_runs_a_network(capsys):
+    """The README's `python -m tb.system.run --model tiny --config small:L=2` (its JSON)."""
+    import json
+
+    from tb.system.run import main
+    assert main(["--model", "tiny", "--config", "small:L=2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["ok"] and out["bit_exact"] and out["host_requests"] == 1
+    assert out["rtl_cycles"] == out["counters"]["CYCLES"] > 0
 
 
 @pytest.mark.rtl
