@@ -13,7 +13,6 @@ MAT latency 2 + 1 + log2(T)=3 = 6, R-MAC down-forward 8 + 1 + 2 = 11, self-accum
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -134,12 +133,10 @@ def test_b0_r64_bounds_and_consistency():
     assert slow.cycles > r.cycles and small.cycles > r.cycles
 
 
-def test_b1_r224_runs_in_seconds():
+def test_b1_r224_op_breakdown():
+    """The model's speed is a benchmark (`python -m tb.bench perf`: simulate_s), not a test."""
     prog = zoo.build("b1-r224", seed=0)
-    b = compile_(prog, AccelConfig.from_string("paper"))
-    t = time.process_time()
-    r = simulate(b)
-    assert time.process_time() - t < 15
+    r = simulate(compile_(prog, AccelConfig.from_string("paper")))
     s = r.summary()
     # paper Sec. V-A1: generic / PW / DW / matmul = 1.1 / 91.9 / 5.4 / 1.6 % of B1-R224 ops
     br = s["op_breakdown"]
