@@ -12,11 +12,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from sim.fileio import atomic_write
 
 __all__ = ["estimate", "estimate_verilog", "summarize", "yosys_command", "EstimateError"]
 
@@ -108,8 +109,8 @@ def _synthesize(work: Path, text: str, top: str, *, abc9: bool = True) -> None:
         raise EstimateError(f"yosys failed for {top}; log {work / 'yosys.log'}:\n{log[-2000:]}")
     data = json.loads((work / "stat.tmp.json").read_text())
     data["trio_vit_mapper"] = mapper
-    (work / "stat.tmp.json").write_text(json.dumps(data))
-    os.replace(work / "stat.tmp.json", stat)
+    atomic_write(stat, json.dumps(data))
+    (work / "stat.tmp.json").unlink()
 
 
 def estimate_verilog(text: str, top: str, *, abc9: bool = True) -> dict:

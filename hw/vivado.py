@@ -21,8 +21,9 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
+
+from sim.fileio import atomic_dir
 
 __all__ = ["VivadoError", "write_project", "run_project", "read_results",
            "parse_utilization", "parse_timing_summary", "find_vivado"]
@@ -57,9 +58,7 @@ def write_project(component, *, name: str, outdir: Path, clock_mhz: float = 200.
         raise VivadoError(f"name must be a Verilog identifier, got {name!r}")
     top = CharacterizationTop(dut=component, clock_mhz=clock_mhz)
     outdir = Path(outdir)
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
-    try:
+    with atomic_dir(outdir) as tmp:
         plan = ZCU102Platform().build(top, name=name, do_build=False)
         plan.extract(str(tmp))
         manifest = {
@@ -73,13 +72,9 @@ def write_project(component, *, name: str, outdir: Path, clock_mhz: float = 200.
             "script": f"build_{name}.sh",
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        os.chmod(tmp / f"build_{name}.sh", 0o755)
-        if outdir.exists():
-            shutil.rmtree(outdir)
-        tmp.rename(outdir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        script = tmp / f"build_{name}.sh"
+        mode = script.stat().st_mode
+        os.chmod(script, mode | (mode & 0o444) >> 2)      # `chmod +x`: x wherever r is set
     return manifest
 
 

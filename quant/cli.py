@@ -83,9 +83,9 @@ def _float_model(args):
         source = dict(checkpoint=str(args.checkpoint))
     else:
         from .bn_calib import random_calibrated_model
-        _log(args, f"model {args.model}: NO CHECKPOINT -> --random-init: random weights "
-                   f"(seed {args.seed}) with BatchNorm statistics calibrated on synthetic images;"
-                   " accuracy figures are meaningless, SQNR/agreement figures are not")
+        from .evaluate import RANDOM_WEIGHTS_NOTE
+        _log(args, f"model {args.model}: random weights (seed {args.seed}) with BatchNorm "
+                   f"statistics calibrated on synthetic images; {RANDOM_WEIGHTS_NOTE}")
         model, res = random_calibrated_model(args.model, seed=args.seed, n_images=16)
         source = dict(random_init=True, seed=args.seed)
     model.set_attention_mode("linear")
@@ -325,7 +325,13 @@ def cmd_evaluate(args):
                 gl = np.stack([golden.run(prog, x)[prog.outputs[0]] for x in xi])
                 logits["golden"].append(torch.from_numpy(gl * s_logit))
     labels = torch.cat(labels)
-    res_ = dict(command="evaluate", qmodel=str(args.qmodel), data=str(args.data), n=len(labels))
+    from .evaluate import RANDOM_WEIGHTS_NOTE, weights_origin
+    origin = weights_origin((d.get("info") or {}).get("source"))
+    res_ = dict(command="evaluate", qmodel=str(args.qmodel), data=str(args.data), n=len(labels),
+                weights=origin)
+    if origin == "random":
+        res_["note"] = RANDOM_WEIGHTS_NOTE
+        _log(args, f"  {RANDOM_WEIGHTS_NOTE}")
     from .qmodel import sqnr_db
     ref = torch.cat(logits["float"])
     for k, v in logits.items():
@@ -336,10 +342,13 @@ def cmd_evaluate(args):
         top1 = float((lg.argmax(1)[keep] == labels[keep]).double().mean() * 100) if keep.any() else None
         top5 = float((lg.topk(5, 1).indices[keep] == labels[keep, None]).any(1).double().mean() * 100) \
             if keep.any() else None
-        res_[k] = dict(top1=top1, top5=top5, sqnr_vs_float_db=sqnr_db(ref, lg) if k != "float" else None)
+        res_[k] = dict(top1=top1, top5=top5, sqnr_vs_float_db=sqnr_db(ref, lg) if k != "float" else None,
+                       top1_agreement_with_float=None if k == "float" else
+                       float((lg.argmax(1) == ref.argmax(1)).double().mean()))
         _log(args, f"  {k:7s} top-1 {top1 if top1 is None else f'{top1:.2f}'}%  top-5 "
                    f"{top5 if top5 is None else f'{top5:.2f}'}%"
-                   + ("" if k == "float" else f"  SQNR vs float {res_[k]['sqnr_vs_float_db']:.2f} dB"))
+                   + ("" if k == "float" else f"  SQNR vs float {res_[k]['sqnr_vs_float_db']:.2f} dB"
+                      f"  same top-1 as float on {100 * res_[k]['top1_agreement_with_float']:.1f}%"))
     if args.golden:
         li, gl = torch.cat(logits["int"]), torch.cat(logits["golden"])
         fk = torch.cat(logits["fake"])

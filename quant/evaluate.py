@@ -8,7 +8,24 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-__all__ = ["evaluate", "predict", "topk_correct"]
+__all__ = ["evaluate", "predict", "topk_correct", "RANDOM_WEIGHTS_NOTE", "weights_origin"]
+
+#: What every report of accuracy says, once, when the model was not loaded from a checkpoint
+#: (``python -m quant quantize`` without ``--checkpoint``, the demo's default).
+RANDOM_WEIGHTS_NOTE = ("no checkpoint was given: the weights are random, so accuracy (top-1/top-5)"
+                       " is meaningless; SQNR and agreement between float, fake-quant and golden"
+                       " are not")
+
+
+def weights_origin(source: Optional[dict]) -> str:
+    """``"checkpoint"``, ``"random"`` or ``"unknown"`` for the ``source`` entry that
+    ``python -m quant quantize`` records (``{"checkpoint": path}`` or ``{"random_init": True,
+    "seed": s}``; absent in files written before it was recorded)."""
+    if not source:
+        return "unknown"
+    if source.get("checkpoint"):
+        return "checkpoint"
+    return "random" if source.get("random_init") else "unknown"
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> int:

@@ -35,8 +35,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,14 +117,7 @@ class Binary:
             arrays[f"s.{name}"] = encode_stream(ins)
             arrays[f"t.{name}"] = np.asarray(self.tags[name], dtype=np.int32)
         arrays["dram"] = self.dram
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, ptmp = tempfile.mkstemp(dir=path.parent, suffix=".prog.npz")
-        os.close(fd)
-        try:
-            self.prog.save(ptmp)
-            arrays["program"] = np.frombuffer(Path(ptmp).read_bytes(), dtype=np.uint8)
-        finally:
-            os.unlink(ptmp)
+        arrays["program"] = np.frombuffer(self.prog.to_bytes(), dtype=np.uint8)
         manifest = {"format": MAGIC, "version": BINARY_VERSION, "config": self.cfg.to_dict(),
                     "streams": list(self.streams), "symbols": self.symbols, "layers": self.layers}
         arrays["__manifest__"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
@@ -153,13 +144,7 @@ class Binary:
             raise CompileError(f"{path}: Binary version {m.get('version')} is not supported (this"
                                f" trio-vit reads version {BINARY_VERSION}); recompile")
         cfg = AccelConfig.from_dict(m["config"])
-        fd, ptmp = tempfile.mkstemp(suffix=".npz")
-        os.close(fd)
-        try:
-            Path(ptmp).write_bytes(arrays["program"].tobytes())
-            prog = IntProgram.load(ptmp)
-        finally:
-            os.unlink(ptmp)
+        prog = IntProgram.from_bytes(arrays["program"].tobytes(), where=f"{path} (its program)")
         streams = {n: decode_stream(arrays[f"s.{n}"]) for n in m["streams"]}
         tags = {n: arrays[f"t.{n}"].tolist() for n in m["streams"]}
         return cls(cfg, prog, streams, tags, arrays["dram"], m["symbols"], m["layers"])

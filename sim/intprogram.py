@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from . import numerics as nx
-from .fileio import atomic_open
+from .fileio import atomic_write
 
 __all__ = ["FORMAT_VERSION", "IntProgramError", "TensorInfo", "Epilogue", "Node", "IntProgram",
            "OPS", "conv_output_hw"]
@@ -247,8 +247,11 @@ class IntProgram:
     def save(self, path) -> Path:
         """Validate, then write one ``.npz`` file atomically (a temporary file renamed into place,
         so a failure leaves nothing half-written)."""
+        return atomic_write(path, self.to_bytes())
+
+    def to_bytes(self) -> bytes:
+        """Validate, then return the contents of the ``.npz`` file :meth:`save` writes."""
         self.validate()
-        path = Path(path)
         arrays, nodes = {}, []
         for i, n in enumerate(self.nodes):
             for k, v in n.params.items():
@@ -268,9 +271,9 @@ class IntProgram:
                     "inputs": self.inputs, "outputs": self.outputs, "tensors": tensors,
                     "nodes": nodes}
         arrays["__manifest__"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
-        with atomic_open(path) as f:
-            np.savez(f, **arrays)
-        return path
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
 
     @classmethod
     def load(cls, path) -> "IntProgram":
@@ -278,22 +281,31 @@ class IntProgram:
         path = Path(path)
         try:
             data = path.read_bytes()
-            z = np.load(io.BytesIO(data), allow_pickle=False)
-            arrays = {k: z[k] for k in z.files}
         except FileNotFoundError:
             raise IntProgramError(f"{path}: no such file") from None
-        except Exception as e:  # zipfile/format errors come in many types
+        except OSError as e:
             raise IntProgramError(f"{path}: not an IntProgram .npz file ({e})") from None
+        return cls.from_bytes(data, where=str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, where: str = "IntProgram bytes") -> "IntProgram":
+        """Read and validate the contents of a file written by :meth:`save` (:meth:`to_bytes`);
+        error messages start with ``where`` (a file name, say)."""
+        try:
+            z = np.load(io.BytesIO(data), allow_pickle=False)
+            arrays = {k: z[k] for k in z.files}
+        except Exception as e:  # zipfile/format errors come in many types
+            raise IntProgramError(f"{where}: not an IntProgram .npz file ({e})") from None
         if "__manifest__" not in arrays:
-            raise IntProgramError(f"{path}: no __manifest__ entry; not an IntProgram file")
+            raise IntProgramError(f"{where}: no __manifest__ entry; not an IntProgram file")
         try:
             m = json.loads(arrays.pop("__manifest__").tobytes().decode())
         except Exception as e:
-            raise IntProgramError(f"{path}: manifest is not valid JSON ({e})") from None
+            raise IntProgramError(f"{where}: manifest is not valid JSON ({e})") from None
         if m.get("format") != MAGIC:
-            raise IntProgramError(f"{path}: format {m.get('format')!r} is not {MAGIC!r}")
+            raise IntProgramError(f"{where}: format {m.get('format')!r} is not {MAGIC!r}")
         if m.get("version") != FORMAT_VERSION:
-            raise IntProgramError(f"{path}: IntProgram version {m.get('version')} is not supported"
+            raise IntProgramError(f"{where}: IntProgram version {m.get('version')} is not supported"
                                   f" (this trio-vit reads version {FORMAT_VERSION}); re-export it")
         try:
             tensors = {}
@@ -308,11 +320,11 @@ class IntProgram:
                                   dict(e["attrs"]), params, epi))
             prog = cls(tensors, nodes, list(m["inputs"]), list(m["outputs"]), dict(m.get("meta", {})))
         except (KeyError, TypeError, ValueError) as e:
-            raise IntProgramError(f"{path}: manifest is incomplete or inconsistent ({e!r})") from None
+            raise IntProgramError(f"{where}: manifest is incomplete or inconsistent ({e!r})") from None
         try:
             return prog.validate()
         except IntProgramError as e:
-            raise IntProgramError(f"{path}: {e}") from None
+            raise IntProgramError(f"{where}: {e}") from None
 
     def summary(self) -> str:
         lines = [f"IntProgram v{FORMAT_VERSION}: {len(self.nodes)} nodes, inputs {self.inputs},"

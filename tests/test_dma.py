@@ -10,66 +10,27 @@ must get all its beats / its response, ``idle`` must be low while anything is in
 """
 
 from collections import deque
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from hw.system.axi import BOUNDARY_BYTES, BURST_INCR, RESP_OKAY, RESP_SLVERR
 from hw.system.dma import FAULT_RESP, FAULT_WINDOW, LoadDMA, StoreDMA
-from sim import timing
-from sim.config import PRESETS
-from sim.funcsim import _Machine
-from sim.isa import BUFS, Instr
+from sim.isa import BUFS
+from tb.system import dma_cases as cases
+from tb.system.dma_cases import buffers as _buffers, machine, reference
 
 BASE = 0x1_2345_0000        # DRAM image base: above 4 GB, so the 40-bit address path is used
 DRAM_BYTES = 64 * 1024
-CFG = PRESETS["small"]
 
 
 def _machine(rng):
-    """A funcsim machine over a random DRAM image and random buffer contents (the reference)."""
-    m = _Machine(SimpleNamespace(cfg=CFG, dram=rng.integers(0, 256, DRAM_BYTES, dtype=np.uint8)))
-    for mem in list(m.glob.values()) + [m.local[f"core{c}"]["A"] for c in range(CFG.L)]:
-        mem[:] = rng.integers(0, 256, mem.size, dtype=np.uint8)
-    return m
+    """A reference machine over a random DRAM image, with random buffer contents."""
+    return machine(rng.integers(0, 256, DRAM_BYTES, dtype=np.uint8), rng=rng)
 
 
-def _buffers(m):
-    """{(buf id, core): byte array} of a machine's buffers that a LOAD / STORE may address."""
-    out = {(BUFS[n], 0): m.glob[n] for n in ("B", "C", "OUT")}
-    out.update({(BUFS["A"], c): m.local[f"core{c}"]["A"] for c in range(CFG.L)})
-    return out
-
-
-def random_descriptors(rng, n, *, store, max_len=300):
-    """``n`` random LOAD / STORE field dicts (funcsim's Instr fields, DRAM index addresses)."""
-    out = []
-    for _ in range(n):
-        count, length = int(rng.integers(1, 6)), int(rng.integers(1, max_len + 1))
-        stride = length + int(rng.integers(0, 200))
-        extent = (count - 1) * stride + length
-        if rng.random() < 0.3:      # start just below a 4 KB boundary
-            k = int(rng.integers(1, DRAM_BYTES // BOUNDARY_BYTES))
-            dram = max(0, k * BOUNDARY_BYTES - int(rng.integers(1, 64)))
-        else:
-            dram = int(rng.integers(0, DRAM_BYTES - 4096))
-        dram = min(dram, DRAM_BYTES - extent)
-        if not store and rng.random() < 0.2:
-            core = int(rng.integers(0, CFG.L))
-            line = timing.a_line_bytes(CFG.N, CFG.dram_bytes_per_cycle)
-            size = CFG.buf_a_bytes
-            bid = BUFS["A"]
-            buf_addr = int(rng.integers(0, (size - count * length) // line + 1)) * line
-        else:
-            core, bid = 0, BUFS[["B", "C", "OUT"][int(rng.integers(0, 3))]]
-            size = {BUFS["B"]: CFG.buf_b_bytes, BUFS["C"]: CFG.buf_c_bytes,
-                    BUFS["OUT"]: CFG.buf_out_bytes}[bid]
-            buf_addr = int(rng.integers(0, size - count * length + 1))
-        out.append({"buf": bid, "dram_addr": dram, "buf_addr": buf_addr, "count": count,
-                    "length": length, "stride": stride, "core": core})
-    return out
+def random_descriptors(rng, n, *, store):
+    return cases.random_descriptors(rng, n, dram_bytes=DRAM_BYTES, a_loads=0.0 if store else 0.2)
 
 
 class AxiMemory:
@@ -90,6 +51,7 @@ class AxiMemory:
         self.b_queue = deque()              # (cycle ready, resp)
         self.b_cur = None
         self.bursts = 0
+        self.beats = 0                      # beats transferred (R or W)
         self.beats_owed = 0                 # R beats or W beats not yet transferred
         self.resp_owed = 0                  # B responses not yet transferred
 
@@ -150,6 +112,7 @@ class AxiMemory:
         if self.r_cur is not None and ctx.get(bus.rready):
             self.r_cur = None
             self.beats_owed -= 1
+            self.beats += 1
         if ctx.get(bus.awvalid) and ctx.get(bus.awready):
             lo, beats = self.check_burst(ctx.get(bus.awaddr), ctx.get(bus.awlen),
                                          ctx.get(bus.awsize), ctx.get(bus.awburst))
@@ -167,6 +130,7 @@ class AxiMemory:
             cur[0] += n
             cur[1] -= 1
             self.beats_owed -= 1
+            self.beats += 1
             assert bool(ctx.get(bus.wlast)) == (cur[1] == 0), "wlast not on the burst's last beat"
             if cur[1] == 0:
                 self.w_bursts.popleft()
@@ -250,12 +214,6 @@ def run_engine(dut, descs, m, rng, *, store, pause=0.3, latency=(1, 8), window=N
     return res
 
 
-def reference(m, descs, *, store):
-    """Execute ``descs`` in order with sim.funcsim (a LOAD into A picks its core's buffer)."""
-    for d in descs:
-        m.dma("global", Instr("STORE" if store else "LOAD", dict(d)), store)
-
-
 def _check_against_funcsim(engine, seed, ndesc, *, store, **run_kw):
     rng = np.random.default_rng(seed)
     got = _machine(np.random.default_rng(seed + 1000))
@@ -290,18 +248,26 @@ def test_store_matches_funcsim(name, kw):
     _check_against_funcsim(StoreDMA(**kw), 22, 12, store=True)
 
 
-@pytest.mark.parametrize("store", [False, True], ids=["load", "store"])
-def test_full_rate_without_backpressure(store):
-    """One long aligned-to-unaligned chunk, no pauses, latency 1: about one beat per cycle."""
+def throughput(store: bool, length: int, count: int) -> tuple[int, int]:
+    """(cycles, beats) of one descriptor (DRAM 4096 + 5, buffer 77, stride length + 16) on a
+    memory without pauses and with 1-cycle latency, default engine parameters (docs/system.md:
+    ``python -c "from tests.test_dma import throughput; print(throughput(False, 8000, 1))"``)."""
     dut = StoreDMA() if store else LoadDMA()
     rng = np.random.default_rng(3)
     m = _machine(rng)
-    d = {"buf": BUFS["B"], "dram_addr": 4096 + 5, "buf_addr": 77, "count": 1, "length": 8000,
-         "stride": 8000, "core": 0}
+    d = {"buf": BUFS["B"], "dram_addr": 4096 + 5, "buf_addr": 77, "count": count,
+         "length": length, "stride": length + 16, "core": 0}
     res = run_engine(dut, [d], m, rng, store=store, pause=0.0, latency=(1, 2))
-    beats = 8000 // 16 + 1
-    # fixed costs: descriptor check + one cycle per burst start + the flush + the drain (20)
-    assert res["cycles"] < beats + 60, f"{res['cycles']} cycles for {beats} beats"
+    return res["cycles"] - 20, res["memory"].beats      # minus the 20 idle cycles that end a run
+
+
+@pytest.mark.parametrize("store", [False, True], ids=["load", "store"])
+def test_full_rate_without_backpressure(store):
+    """One long unaligned chunk, no pauses, latency 1: about one beat per cycle."""
+    cycles, beats = throughput(store, 8000, 1)
+    assert beats == 8000 // 16 + 1
+    # fixed costs: descriptor check, one cycle per burst start, the flush, latency
+    assert cycles < beats + 40, f"{cycles} cycles for {beats} beats"
 
 
 @pytest.mark.parametrize("store", [False, True], ids=["load", "store"])
@@ -350,3 +316,15 @@ def test_error_response_sets_fault(store):
 def test_parameters_are_checked(cls, kw, msg):
     with pytest.raises(ValueError, match=msg):
         cls(**kw)
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("store", [False, True], ids=["load", "store"])
+@pytest.mark.parametrize("name,kw", ENGINES + [("w256-b2-o2", {"data_width": 256, "max_burst": 2,
+                                                             "outstanding": 2})],
+                         ids=[e[0] for e in ENGINES] + ["w256-b2-o2"])
+def test_soak(name, kw, store, seed):
+    """More descriptors, more pauses, several seeds and shapes."""
+    engine = StoreDMA(**kw) if store else LoadDMA(**kw)
+    _check_against_funcsim(engine, 100 + seed, 40, store=store, pause=0.5, latency=(0, 20))

@@ -178,7 +178,12 @@ def test_core_rejects_unsupported_instruction():
         simulate_amaranth(Core.from_config(cfg), env, max_cycles=2000)
 
 
-@pytest.mark.parametrize("reg, value", [("CIN", 65536), ("CIN", -1), ("WOUT", 4096)])
+@pytest.mark.parametrize("reg, value", [
+    ("CIN", 65536), ("CIN", -1), ("WOUT", 4096),
+    # the units store these registers narrower than 32 bits (hw.core.unit.REG_STORE): values
+    # whose low bits are legal, and the 32-bit extremes, must still be refused
+    ("CIN", (1 << 16) + 8), ("CIN", 2**31 - 1), ("CIN", -2**31), ("WIN", (1 << 20) + 2),
+    ("WOUT", (1 << 12) + 2), ("KERNEL", 17), ("STRIDE", -2**31 + 1), ("PAD_L", 256)])
 def test_core_rejects_registers_out_of_range(reg, value):
     """A conv whose registers leave sim.isa.REG_LIMITS (the compiler refuses to emit one; here
     the Binary is patched after compiling) stops the core with its error flag: e.g. CIN > 65535

@@ -5,6 +5,7 @@ Vectorised: ``_Lanes`` instantiates ``k`` copies of a unit behind one wide signa
 each simulated cycle checks ``k`` vectors (the exhaustive sweeps stay within seconds).
 """
 
+import itertools
 import math
 from fractions import Fraction
 
@@ -389,6 +390,68 @@ def test_requant_round_half_up_ties(variant):
     assert v["c"].max() == (1 << p["shift_bits"]) - 1
     if p["hswish"]:
         assert v["hc"].max() == (1 << p["shift_bits"]) - 1
+
+
+def _requant_reference(v, *, out_bits, signed, hswish_in_bits=16):
+    """``sim.numerics``' output for one vector ``v`` (a dict of the unit's inputs), or ``None``
+    when the vector is outside the domain numerics defines (it raises ``OverflowError``)."""
+    m, rm = nx.Dyadic(v["b"], v["c"]), nx.Dyadic(v["rb"], v["rc"])
+    try:
+        if v["hswish_en"]:
+            x = nx.requant(v["acc"], m, out_bits=hswish_in_bits, residual=v["res"], res_mult=rm,
+                           relu=bool(v["relu_en"]))
+            return int(nx.hswish_int(x, v["three"], nx.Dyadic(v["hb"], v["hc"]),
+                                     out_bits=out_bits, signed=signed, offset=v["offset"]))
+        return int(nx.requant(v["acc"], m, out_bits=out_bits, signed=signed, offset=v["offset"],
+                              residual=v["res"], res_mult=rm, relu=bool(v["relu_en"])))
+    except OverflowError:
+        return None
+
+
+@pytest.mark.parametrize("out_bits,signed", [(16, True), (8, True), (8, False)])
+def test_requant_extremes(out_bits, signed):
+    """Boundary values of every field (the datapath widths of ``Requant``'s doc are bounds on
+    them): accumulator, multipliers and shifts at their extremes, the residual at the 9-bit
+    limits, Hardswish constants at 0 and full scale, and sums that reach the edge of the domain
+    ``sim.numerics.requant`` defines (``|acc*b| + |res*rb| 2^(c-rc)`` just below 2^62, where
+    the 63-bit rounding datapath has no bit to spare). (16, True) is the core's lane."""
+    A, B = 1 << 31, (1 << 16) - 1
+    accs = [-A, -A + 1, -1, 0, 1, A - 1]
+    offs = [-(1 << out_bits), 0, (1 << out_bits) - 1]
+    vecs = []
+    base = dict(res=0, rb=0, rc=0, hswish_en=0, three=0, hb=0, hc=0, relu_en=0)
+    # main and residual path (no Hardswish)
+    for acc, b, c, res, rb, off, relu in itertools.product(
+            accs, [0, 1, 1 << 15, B], [0, 1, 16, 46, 47], [-256, -128, 0, 255], [0, 1, B],
+            offs, [0, 1]):
+        for rc in sorted({0, c // 2, c}):
+            vecs.append({**base, "acc": acc, "b": b, "c": c, "res": res, "rb": rb, "rc": rc,
+                         "offset": off, "relu_en": relu})
+    # Hardswish path
+    for acc, b, c, res, rb, three, hb, hc, off in itertools.product(
+            accs, [1, B], [0, 16, 47], [-256, 255], [0, B], [0, 1, 1 << 15, B], [1, B],
+            [0, 47], offs):
+        for rc in sorted({0, c}):
+            vecs.append({**base, "acc": acc, "b": b, "c": c, "res": res, "rb": rb, "rc": rc,
+                         "hswish_en": 1, "three": three, "hb": hb, "hc": hc, "offset": off})
+    # the edge of the domain: the shifted residual fills the 63-bit sum
+    for acc, b, res, rb, c, rc, hsw in [(-A, B, -256, 127, 47, 0, 0), (A - 1, B, 255, 128, 47, 0, 0),
+                                        (-A, B, -256, 127, 47, 0, 1), (A - 1, B, 255, 128, 47, 0, 1),
+                                        (-A, B, 255, 128, 47, 0, 0), (A - 1, B, -256, 127, 47, 0, 0),
+                                        (-A, B, -256, (1 << 14) - 1, 47, 7, 0),
+                                        (A - 1, 1, 255, 256, 47, 1, 0)]:
+        for off in offs:
+            vecs.append({**base, "acc": acc, "b": b, "c": c, "res": res, "rb": rb, "rc": rc,
+                         "hswish_en": hsw, "three": 3, "hb": 1, "hc": 0, "offset": off})
+    want = [_requant_reference(v, out_bits=out_bits, signed=signed) for v in vecs]
+    keep = [i for i, w in enumerate(want) if w is not None]
+    # the edge vectors are all inside the domain (their bound is below 2^62)
+    assert all(want[i] is not None for i in range(len(vecs) - 8 * len(offs), len(vecs)))
+    ins = {k: np.array([vecs[i][k] for i in keep]) for k in vecs[0]}
+    out = simulate(lambda: Requant(out_bits=out_bits, signed=signed), ins, ["out"], k=256)["out"]
+    bad = [(vecs[i], int(o), want[i]) for i, o in zip(keep, out) if o != want[i]]
+    assert not bad, (len(bad), bad[:3])
+    assert len(keep) > 0.8 * len(vecs)
 
 
 # --- parameter validation -----------------------------------------------------------------------

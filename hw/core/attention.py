@@ -7,7 +7,8 @@ in ``XBUF`` (B); one 32-byte record at ``p_addr``: ``s_b, s_c, ks_b, ks_c, log2_
 log2_emin, out_b, out_c`` as int32). This module builds the sequencer of the steps
 that run on an engine; it is elaborated into a MAT or R-MAC :class:`hw.core.unit.Unit` and
 shares that unit's engine, gather/scatter ports and requant lanes (``ATT_KSUM`` runs on the AUX
-unit's adder tree, in ``Unit._pool``).
+unit's adder tree, in ``Unit._pool``). A unit builds only the steps ``sim.isa.FORMATS`` assigns
+to it (``ATT_OPS``): the R-MAC unit has ``ATT_KV_RDF`` alone, the MAT unit all three.
 
 ``lanes`` = L (S or M), ``width`` = W (T or N); ``relu(v)`` of an int8 is 0..127.
 
@@ -46,17 +47,24 @@ from __future__ import annotations
 from amaranth import Cat, Mux, Signal, signed, unsigned
 
 from hw.units import Log2Quantizer, ShifterArray
-from sim.isa import BUFS
+from sim.isa import BUFS, FORMATS
 
 from .ports import ADDR_BITS
 
-__all__ = ["AttentionSequencer", "ATT_OPS", "REC_FIELDS"]
+__all__ = ["AttentionSequencer", "ATT_OPS", "ATT_STEP", "REC_FIELDS"]
 
-#: the ATT opcodes each unit kind executes on its engine (ATT_KSUM: AUX unit, Unit._pool)
-ATT_OPS = {"MAT": ("ATT_KV_MAT", "ATT_DIV", "ATT_OUT"), "RMAC": ("ATT_KV_RDF",)}
+KV, DIV, OUT = 0, 1, 2
+#: the step each engine attention opcode performs (``ATT_KSUM`` runs on the AUX unit's adder
+#: tree, ``Unit._pool``, not here)
+ATT_STEP = {"ATT_KV_MAT": KV, "ATT_KV_RDF": KV, "ATT_DIV": DIV, "ATT_OUT": OUT}
+#: the engine attention opcodes each unit kind executes, read from the unit column of
+#: ``sim.isa.FORMATS``; a unit builds the hardware of these steps only (the R-MAC unit runs
+#: ``ATT_KV_RDF`` alone: no log2 module, shifter array or ``num * out_b`` products there)
+ATT_OPS = {kind: tuple(op for op, (_, unit, _) in FORMATS.items()
+                       if unit == kind and op in ATT_STEP)
+           for kind in ("MAT", "RMAC")}
 #: the 8 int32 fields of an attention head's parameter record (sim.compile.Compiler.attention)
 REC_FIELDS = ("s_b", "s_c", "ks_b", "ks_c", "log2_offset", "log2_emin", "out_b", "out_c")
-KV, DIV, OUT = 0, 1, 2
 CNT = 24        #: counter bits (tokens, channels)
 
 
@@ -93,8 +101,18 @@ class AttentionSequencer:
         a = lambda v: v[:ADDR_BITS]         # noqa: E731  (address arithmetic wraps at 20 bits)
 
         d, n, xs = regs["DIM"][:CNT], regs["NTOK"][:CNT], a(regs["XSTRIDE"])
+        # the steps this unit executes (sim.isa.FORMATS): only their hardware is built
+        ops = ATT_OPS[unit.kind]
+        steps = sorted({ATT_STEP[name] for name in ops})
+        has_div, has_out = DIV in steps, OUT in steps
         aop = Signal(2, name="att_op")
-        m.d.comb += aop.eq(Mux(op == code["ATT_DIV"], DIV, Mux(op == code["ATT_OUT"], OUT, KV)))
+        if len(steps) == 1:
+            m.d.comb += aop.eq(steps[0])
+        else:
+            with m.Switch(op):
+                for name in ops:
+                    with m.Case(code[name]):
+                        m.d.comb += aop.eq(ATT_STEP[name])
         is_kv, is_div, is_out = aop == KV, aop == DIV, aop == OUT
 
         # ---- parameter record: read in setup, latched the next cycle -----------------------
@@ -111,10 +129,14 @@ class AttentionSequencer:
         with m.Switch(aop):
             with m.Case(KV):        # rows j of S, blocks of L columns i, tokens
                 m.d.comb += [o_lim.eq(d), o_step.eq(1), m_lim.eq(d), m_step.eq(L), i_lim.eq(n)]
-            with m.Case(DIV):       # tokens, channels of Q
-                m.d.comb += [o_lim.eq(1), o_step.eq(1), m_lim.eq(n), m_step.eq(1), i_lim.eq(d)]
-            with m.Default():       # OUT: blocks of L rows i, tokens, channels of Q
-                m.d.comb += [o_lim.eq(d), o_step.eq(L), m_lim.eq(n), m_step.eq(1), i_lim.eq(d)]
+            if has_div:
+                with m.Case(DIV):   # tokens, channels of Q
+                    m.d.comb += [o_lim.eq(1), o_step.eq(1), m_lim.eq(n), m_step.eq(1),
+                                 i_lim.eq(d)]
+            if has_out:
+                with m.Case(OUT):   # blocks of L rows i, tokens, channels of Q
+                    m.d.comb += [o_lim.eq(d), o_step.eq(L), m_lim.eq(n), m_step.eq(1),
+                                 i_lim.eq(d)]
 
         def step(outer, mid):
             """Advance an (outer, middle) loop position; returns "was the last position"."""
@@ -146,16 +168,18 @@ class AttentionSequencer:
                                  x.elem_stride.eq(1),
                                  w.buf.eq(BUFS["B"]), w.addr.eq(a(wb + mcx + ic)),
                                  w.row_stride.eq(xs), w.elem_stride.eq(1)]
-                with m.Case(DIV):   # x: ksum8[j0..] from AUX; w: column t of Q (every lane)
-                    m.d.comb += [x.buf.eq(BUFS["AUX"]), x.addr.eq(a(wb + ic)),
-                                 x.elem_stride.eq(1),
-                                 w.buf.eq(xbuf), w.addr.eq(a(xb + icx + mc)),
-                                 w.row_stride.eq(0), w.elem_stride.eq(xs)]
-                with m.Default():   # OUT: x: column t of Q; w: S[j0 + k, i0 + l] from AUX
-                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + icx + mc)),
-                                 x.elem_stride.eq(xs),
-                                 w.buf.eq(BUFS["AUX"]), w.addr.eq(a(wb + icd + oc)),
-                                 w.row_stride.eq(1), w.elem_stride.eq(d)]
+                if has_div:
+                    with m.Case(DIV):   # x: ksum8[j0..] from AUX; w: column t of Q (every lane)
+                        m.d.comb += [x.buf.eq(BUFS["AUX"]), x.addr.eq(a(wb + ic)),
+                                     x.elem_stride.eq(1),
+                                     w.buf.eq(xbuf), w.addr.eq(a(xb + icx + mc)),
+                                     w.row_stride.eq(0), w.elem_stride.eq(xs)]
+                if has_out:
+                    with m.Case(OUT):   # x: column t of Q; w: S[j0 + k, i0 + l] from AUX
+                        m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + icx + mc)),
+                                     x.elem_stride.eq(xs),
+                                     w.buf.eq(BUFS["AUX"]), w.addr.eq(a(wb + icd + oc)),
+                                     w.row_stride.eq(1), w.elem_stride.eq(d)]
         # engine operands (stage 1: the gather data of the step issued last cycle)
         relu = lambda b: Mux(b[7], 0, b).as_signed()      # noqa: E731  int8 -> 0..127
         if len(e_x[0]) < 9:
@@ -164,11 +188,14 @@ class AttentionSequencer:
         with m.If(attmode):
             for t in range(W):
                 xd = x.data[0][t]
-                ks = Cat(xd, 0).as_signed()     # ksum8, uint8, zero-extended
-                m.d.comb += e_x[t].eq(Mux(mask1[t], Mux(div1, ks, relu(xd)), 0))
+                xv = relu(xd)
+                if has_div:     # ATT_DIV's broadcast operand: ksum8, uint8, zero-extended
+                    xv = Mux(div1, Cat(xd, 0).as_signed(), xv)
+                m.d.comb += e_x[t].eq(Mux(mask1[t], xv, 0))
                 for s in range(L):
                     wd = w.data[s][t]
-                    m.d.comb += e_w[s][t].eq(Mux(div1, relu(wd), wd.as_signed()))
+                    m.d.comb += e_w[s][t].eq(Mux(div1, relu(wd), wd.as_signed()) if has_div
+                                             else wd.as_signed())
 
         def setup():
             m.d.comb += [p.en.eq(1), p.buf.eq(BUFS["C"]), p.addr.eq(tf("p_addr")),
@@ -180,7 +207,9 @@ class AttentionSequencer:
         def issue():
             last_i = ic + W >= i_lim
             m.d.comb += [x.en.eq(1), w.en.eq(1)]
-            m.d.sync += [v1.eq(1), f1.eq(ic == 0), l1.eq(last_i), div1.eq(is_div),
+            if has_div:
+                m.d.sync += div1.eq(is_div)
+            m.d.sync += [v1.eq(1), f1.eq(ic == 0), l1.eq(last_i),
                          mask1.eq(Cat(*[(ic + t) < i_lim for t in range(W)]))]
             last = Signal(name="att_last_step")
             m.d.comb += last.eq(0)
@@ -194,15 +223,18 @@ class AttentionSequencer:
                 with m.Else():
                     m.d.sync += mcx.eq(mcx + xs * L)
             with m.Else():
-                m.d.sync += [ic.eq(ic + W), icx.eq(icx + xs * W), icd.eq(icd + d * W)]
+                m.d.sync += [ic.eq(ic + W), icx.eq(icx + xs * W)]
+                if has_out:
+                    m.d.sync += icd.eq(icd + d * W)
             return last
 
         # ---- result side: DIV entry read for OUT (port r), per-vector arithmetic ---------------
         ro, rm = Signal(CNT, name="att_ro"), Signal(CNT, name="att_rm")
-        with m.If(attmode & e_valid):
-            step(ro, rm)
-            m.d.comb += [r.en.eq(is_out), r.buf.eq(BUFS["DIV"]), r.addr.eq(rm),
-                         r.row_stride.eq(0), r.elem_stride.eq(1)]
+        if has_out:
+            with m.If(attmode & e_valid):
+                step(ro, rm)
+                m.d.comb += [r.en.eq(is_out), r.buf.eq(BUFS["DIV"]), r.addr.eq(rm),
+                             r.row_stride.eq(0), r.elem_stride.eq(1)]
         # KV: the unit's requant lanes with s_b / 2^s_c, no bias, offset or activation
         with m.If(attmode):
             for s, rq in enumerate(ctx["rq_lanes"]):
@@ -210,40 +242,47 @@ class AttentionSequencer:
                              rq.c.eq(rec["s_c"][:6]), rq.offset.eq(0), rq.relu_en.eq(0),
                              rq.hswish_en.eq(0), rq.rb.eq(0), rq.rc.eq(0), rq.res.eq(0),
                              rq.in_valid.eq(o1 & is_kv)]
-        # DIV: the log2 module on lane 0, and the zero flag
-        lg = Log2Quantizer(width=32, exp_bits=8)
-        m.submodules.att_log2 = lg
-        zero = Signal(name="att_den_zero")
-        m.d.comb += [lg.x.eq(acc[0]), lg.offset.eq(rec["log2_offset"][:8]),
-                     lg.emin.eq(rec["log2_emin"][:8]), lg.in_valid.eq(attmode & o1 & is_div)]
-        m.d.sync += zero.eq(acc[0] == 0)
-        # OUT: num * out_b (the requant product), then the shifter array by out_c + emin + code
-        P = _pow2(L)
-        sh = ShifterArray(lanes=P, width=32 + 17, shift_bits=6)
-        m.submodules.att_shifter = sh
-        ent = r.data[0][0]
-        shift, zf, zf2 = Signal(6, name="att_shift"), Signal(name="att_zf"), Signal()
-        pv = Signal()
-        m.d.sync += [pv.eq(attmode & o1 & is_out), zf.eq(ent[4]), zf2.eq(zf),
-                     shift.eq((rec["out_c"][:8] + rec["log2_emin"][:8] + ent[:4])[:6])]
-        for s in range(L):
-            prod = Signal(signed(49), name=f"att_prod_{s}")
-            m.d.sync += prod.eq(acc[s] * rec["out_b"][:16])
-            m.d.comb += [sh.x[s].eq(prod), sh.shift[s].eq(shift)]
-        m.d.comb += sh.in_valid.eq(pv)
-        q8 = []
-        for s in range(L):
-            v = sh.out[s]
-            y = Signal(signed(8), name=f"att_out_{s}")
-            m.d.comb += y.eq(Mux(zf2, 0, Mux(v > 127, 127, Mux(v < -128, -128, v))))
-            q8.append(y)
+        # written-vector pulse of each step present (KV: the requant lanes)
+        done = {KV: ctx["rq_lanes"][0].out_valid}
+        if has_div:     # DIV: the log2 module on lane 0, and the zero flag
+            lg = Log2Quantizer(width=32, exp_bits=8)
+            m.submodules.att_log2 = lg
+            zero = Signal(name="att_den_zero")
+            m.d.comb += [lg.x.eq(acc[0]), lg.offset.eq(rec["log2_offset"][:8]),
+                         lg.emin.eq(rec["log2_emin"][:8]),
+                         lg.in_valid.eq(attmode & o1 & is_div)]
+            m.d.sync += zero.eq(acc[0] == 0)
+            done[DIV] = lg.out_valid
+        if has_out:     # OUT: num * out_b (the requant product), the shifter by out_c + emin + code
+            P = _pow2(L)
+            sh = ShifterArray(lanes=P, width=32 + 17, shift_bits=6)
+            m.submodules.att_shifter = sh
+            ent = r.data[0][0]
+            shift, zf, zf2 = Signal(6, name="att_shift"), Signal(name="att_zf"), Signal()
+            pv = Signal()
+            m.d.sync += [pv.eq(attmode & o1 & is_out), zf.eq(ent[4]), zf2.eq(zf),
+                         shift.eq((rec["out_c"][:8] + rec["log2_emin"][:8] + ent[:4])[:6])]
+            for s in range(L):
+                prod = Signal(signed(49), name=f"att_prod_{s}")
+                m.d.sync += prod.eq(acc[s] * rec["out_b"][:16])
+                m.d.comb += [sh.x[s].eq(prod), sh.shift[s].eq(shift)]
+            m.d.comb += sh.in_valid.eq(pv)
+            q8 = []
+            for s in range(L):
+                v = sh.out[s]
+                y = Signal(signed(8), name=f"att_out_{s}")
+                m.d.comb += y.eq(Mux(zf2, 0, Mux(v > 127, 127, Mux(v < -128, -128, v))))
+                q8.append(y)
+            done[OUT] = sh.out_valid
 
         # ---- write side -----------------------------------------------------------------------
         wo, wm = Signal(CNT, name="att_wo"), Signal(CNT, name="att_wm")
         wox = Signal(ADDR_BITS, name="att_wox")     # wo * d (KV: o_step 1), wo * n (OUT: o_step L)
         wr = Signal(name="att_wr")
-        m.d.comb += wr.eq(attmode & Mux(is_kv, ctx["rq_lanes"][0].out_valid,
-                                        Mux(is_div, lg.out_valid, sh.out_valid)))
+        with m.Switch(aop):
+            for st, pulse in done.items():
+                with m.Case(st):
+                    m.d.comb += wr.eq(attmode & pulse)
         ob = a(tf("o_addr"))
         self.last_write = Signal(name="att_last_write")
         with m.If(attmode):
@@ -253,17 +292,19 @@ class AttentionSequencer:
                     m.d.comb += [o.addr.eq(a(ob + wox + wm)), o.elem_stride.eq(1)]
                     for s in range(L):
                         m.d.comb += [o.mask[s].eq(wm + s < d), o.data[s].eq(ctx["results"][s][1])]
-                with m.Case(DIV):
-                    m.d.comb += [o.addr.eq(a(ob + wm)), o.elem_stride.eq(1),
-                                 o.mask.eq(1), o.data[0].eq(Cat(lg.code, zero))]
-                with m.Default():
-                    m.d.comb += [o.addr.eq(a(ob + wox + wm)), o.elem_stride.eq(n)]
-                    for s in range(L):
-                        m.d.comb += [o.mask[s].eq(wo + s < d), o.data[s].eq(q8[s])]
+                if has_div:
+                    with m.Case(DIV):
+                        m.d.comb += [o.addr.eq(a(ob + wm)), o.elem_stride.eq(1),
+                                     o.mask.eq(1), o.data[0].eq(Cat(lg.code, zero))]
+                if has_out:
+                    with m.Case(OUT):
+                        m.d.comb += [o.addr.eq(a(ob + wox + wm)), o.elem_stride.eq(n)]
+                        for s in range(L):
+                            m.d.comb += [o.mask[s].eq(wo + s < d), o.data[s].eq(q8[s])]
         with m.If(wr):
             m.d.comb += self.last_write.eq(step(wo, wm))
             with m.If(wm + m_step >= m_lim):
-                m.d.sync += wox.eq(wox + Mux(is_kv, d, n * L))
+                m.d.sync += wox.eq(wox + (Mux(is_kv, d, n * L) if has_out else d))
 
         self.ok = Signal(name="att_ok")
         m.d.comb += self.ok.eq((d > 0) & (n > 0) & (regs["DIM"] < (1 << 12))

@@ -39,6 +39,18 @@ that step with their index, kept to ``ADDR_BITS`` bits (the ports wrap there); t
 exception is the im2col row offset ``iy * WIN`` of the generic k x k conv (18 x 16 bits). The
 other products are per-instruction, of narrowed operands: ``CIN * k*k`` and ``CIN * XSTRIDE``
 (CIN <= 65535, ``sim.isa.REG_LIMITS``) and ``ho * WOUT`` (12 x 12 bits).
+
+What a unit builds follows the unit column of ``sim.isa.FORMATS`` (``UNIT_OPS``): the MAT unit
+has no depthwise path, the R-MAC unit no ``ATT_DIV`` / ``ATT_OUT`` hardware (log2 module,
+shifter array, ``num * out_b``), the AUX unit only the adder tree.
+
+Layer registers (``SETR``, 32-bit signed values) are stored at the widths their consumers need
+(``REG_STORE``, 238 bits instead of 24 x 32): address strides and ``RES_ADDR`` as ``ADDR_BITS``
+(plus the sign of ``RES_ADDR``), 0/1 flags as bit 0 and "higher bits set", and the registers
+that are range-checked or compared with constants clamped on write to one past their checked
+range (``sim.isa.REG_LIMITS`` for the conv registers), so that every check gives the same
+verdict on every 32-bit value as before and legal values behave the same. ``PAD_R`` and
+``LINEAR`` have no consumer in the units and are not stored.
 """
 
 from __future__ import annotations
@@ -52,7 +64,7 @@ from hw.params import check_int
 from hw.units import Requant
 from sim.isa import ACTS, FORMATS, OPCODE_BITS, REG_LIMITS, REGS
 
-from .attention import ATT_OPS, AttentionSequencer
+from .attention import ATT_OPS, CNT, AttentionSequencer
 from .ports import ADDR_BITS, SEM_LAYOUT, gather_read_signature, scatter_write_signature
 
 __all__ = ["Unit", "field_slices", "REC_FIELDS"]
@@ -60,7 +72,65 @@ __all__ = ["Unit", "field_slices", "REC_FIELDS"]
 #: the 8 int32 fields of a per-channel parameter record (sim.compile.param_block)
 REC_FIELDS = ("bias", "mult_b", "mult_c", "offset", "res_b", "res_c", "hsw_b", "hsw_c")
 KINDS = ("MAT", "RMAC", "AUX")
+#: the compute opcodes of each unit kind, read from the unit column of ``sim.isa.FORMATS``: a
+#: unit builds the datapath of these only (see ``CONV_OPS`` .. ``POOL_OPS`` for what each means)
+UNIT_OPS = {kind: frozenset(op for op, (_, unit, _) in FORMATS.items() if unit == kind)
+            for kind in KINDS}
+CONV_OPS = ("CONV_MAT", "CONV_RDF")     #: down-forward conv / linear tile on the unit's engine
+DW_OPS = ("DW_RSA",)                    #: depthwise, R-MAC self-accumulation mode
+POOL_OPS = ("POOL", "ATT_KSUM")         #: the adder tree (Unit._pool)
 MAX_KERNEL = 5      #: largest depthwise kernel of the R-MAC unit
+
+
+def _clamp(lo, hi, why):
+    """A register that stores ``clamp(value, lo, hi)``: every consumer compares it with constants
+    inside ``(lo, hi)`` or reads bits that legal values (``lo < value < hi``) keep, so the checks
+    give the same verdict on every 32-bit value and the datapath the same result on legal ones."""
+    return (range(lo, hi + 1), lambda v: Mux(v < lo, lo, Mux(v > hi, hi, v)), why)
+
+
+def _low(bits, why):
+    """A register of which every consumer reads only the low ``bits`` (exact for every value)."""
+    return (unsigned(bits), lambda v: v[:bits], why)
+
+
+def _flag(why):
+    """A 0/1 register read as bit 0 and compared with 0 or 1: stores bit 0 and "any higher bit
+    set", which keeps ``[0]``, ``== 0`` and ``== 1`` exact for every value."""
+    return (unsigned(2), lambda v: Cat(v[0], v[1:].any()), why)
+
+
+def _reg_store() -> dict:
+    """``{register: (shape, write function, reason)}``: each of ``sim.isa.REGS`` at the width
+    its consumers in this module and ``hw.core.attention`` need (SETR writes 32-bit values)."""
+    store = {}
+    for limits in REG_LIMITS.values():          # the ranges the compute units check (error)
+        for r, (lo, hi) in limits.items():
+            lo0, hi0 = store.get(r, (lo, hi))
+            store[r] = (min(lo, lo0), max(hi, hi0))
+    store = {r: _clamp(lo - 1, hi + 1, "sim.isa.REG_LIMITS") for r, (lo, hi) in store.items()}
+    nco_bits = field_slices("CONV_MAT")["nco"][1]
+    store.update(
+        GROUPS=_clamp(0, 1 << nco_bits, "checked 1 <= GROUPS <= nco (a 12-bit field)"),
+        ACT=_clamp(min(ACTS.values()) - 1, max(ACTS.values()) + 1, "compared with ACTS"),
+        OBITS=_clamp(7, 9, "compared with 8 (== 8, > 8)"),
+        MIDBITS=_clamp(15, 17, "compared with 16"),
+        DIM=_clamp(0, 1 << 12, "checked 0 < DIM < 2**12"),
+        NTOK=_clamp(0, 1 << CNT, "checked > 0; the token counters have CNT bits"),
+        OSIGNED=_flag("bit 0, == 1"), XSIGNED=_flag("bit 0, == 1"),
+        RSIGNED=_flag("bit 0"), NOEPI=_flag("bit 0, == 0"),
+        THREE=_low(16, "the Hardswish constant of hw.units.Requant (16 bits)"),
+        XBUF=_low(3, "a buffer number (sim.isa.BUFS, the ports' 3-bit buf)"),
+        XSTRIDE=_low(ADDR_BITS, "an address stride (the ports wrap at ADDR_BITS)"),
+        OSTRIDE=_low(ADDR_BITS, "an address stride"), RSTRIDE=_low(ADDR_BITS, "an address stride"),
+        RES_ADDR=(signed(ADDR_BITS + 1), lambda v: Cat(v[:ADDR_BITS], v[-1]),
+                  "an address (ADDR_BITS) and its sign (-1: no residual)"))
+    # PAD_R and LINEAR: no consumer in the units (the compiler's padding and tile shape already
+    # say it), so they are not stored; a SETR of them is a one-cycle no-op
+    missing = set(store) - set(REGS)
+    assert not missing, missing
+    return store
+
 
 
 def field_slices(op: str) -> dict:
@@ -70,6 +140,10 @@ def field_slices(op: str) -> dict:
         out[name] = (pos, bits, sgn)
         pos += bits
     return out
+
+
+#: how each layer register is stored (see ``_reg_store``)
+REG_STORE = _reg_store()
 
 
 def _byte(v, signed_reg):
@@ -171,9 +245,17 @@ class Unit(wiring.Component):
             v = src[pos:pos + bits]
             return v.as_signed() if sgn else v
 
-        regs = {n: Signal(signed(32), name=f"reg_{n.lower()}") for n in REGS}
+        regs = {n: Signal(shape, name=f"reg_{n.lower()}")
+                for n, (shape, _, _) in REG_STORE.items()}
         code = {n: FORMATS[n][0] for n in FORMATS}
-        compute_op = {"MAT": "CONV_MAT", "RMAC": "CONV_RDF", "AUX": None}[self.kind]
+        ops = UNIT_OPS[self.kind]
+        conv = [o for o in CONV_OPS if o in ops]
+        assert len(conv) <= 1, conv
+        compute_op = conv[0] if conv else None
+        has_dw = any(o in ops for o in DW_OPS)
+        has_pool = any(o in ops for o in POOL_OPS)
+        assert not has_dw or self.kind == "RMAC", "DW_RSA needs the R-MAC engine"
+        att_ops = ATT_OPS.get(self.kind, ())
 
         busy = Signal()
         with m.If(busy):
@@ -339,7 +421,7 @@ class Unit(wiring.Component):
             supported = Signal()
             m.d.comb += supported.eq(df_supported)
             dw_last_write = Signal()
-            if self.kind == "RMAC":
+            if has_dw:
                 dw_issue, dw_setup = self._depthwise(m, regs, tf, dwmode, eng, rq_lanes,
                                                      dw_last_write, supported, df_supported,
                                                      op, code, ns)
@@ -350,7 +432,7 @@ class Unit(wiring.Component):
                 regs=regs, tf=tf, op=op, code=code, eng=eng, e_x=e_x, e_w=e_w, e_valid=e_valid,
                 acc=acc, o1=o1, rq_lanes=rq_lanes, results=results, attmode=attmode))
 
-        if self.kind == "AUX":
+        if has_pool:
             pool_issue, pool_setup, pool_last_write, pool_ok = self._pool(m, regs, word, fld,
                                                                           op == code["ATT_KSUM"])
 
@@ -381,24 +463,23 @@ class Unit(wiring.Component):
                         with m.Case(code["NOP"]):
                             pass
                         with m.Case(code["SETR"]):
+                            value = fld(pay, "SETR", "value")
                             with m.Switch(fld(pay, "SETR", "reg")):
-                                for n, idx in REGS.items():
-                                    with m.Case(idx):
-                                        m.d.sync += regs[n].eq(fld(pay, "SETR", "value"))
+                                for n, (_, write, _) in REG_STORE.items():
+                                    with m.Case(REGS[n]):
+                                        m.d.sync += regs[n].eq(write(value))
                         with m.Case(code["WAIT"], code["SIGNAL"]):
                             pass
                         with m.Case(code["HALT"]):
                             m.next = "HALTED"
-                        if self.kind == "AUX":
-                            with m.Case(code["POOL"], code["ATT_KSUM"]):
+                        if has_pool:
+                            with m.Case(*[code[o] for o in POOL_OPS if o in ops]):
                                 m.next = "PSETUP"
-                        if self.kind in ATT_OPS:
-                            with m.Case(*[code[a] for a in ATT_OPS[self.kind]]):
+                        if att_ops:
+                            with m.Case(*[code[a] for a in att_ops]):
                                 m.next = "ASETUP"
                         if compute_op is not None:
-                            ops = [code[compute_op]] + ([code["DW_RSA"]] if self.kind == "RMAC"
-                                                         else [])
-                            with m.Case(*ops):
+                            with m.Case(*[code[o] for o in (compute_op, *DW_OPS) if o in ops]):
                                 m.next = "SETUP"
                         with m.Default():
                             fail(op_now)
@@ -409,7 +490,7 @@ class Unit(wiring.Component):
                     m.d.comb += busy.eq(1)
                     with m.If(~supported):
                         fail(op)
-                    if self.kind == "RMAC":
+                    if has_dw:
                         with m.Elif(op == code["DW_RSA"]):
                             m.d.sync += dwmode.eq(1)
                             dw_setup()
@@ -512,12 +593,12 @@ class Unit(wiring.Component):
                     with m.If(att.last_write):
                         m.d.sync += attmode.eq(0)
                         m.next = "FETCH"
-                if self.kind == "RMAC":
+                if has_dw:
                     with m.State("DWRUN"):
                         m.d.comb += busy.eq(1)
                         with m.If(dw_issue()):
                             m.next = "DRAIN"
-            if self.kind == "AUX":
+            if has_pool:
                 with m.State("PSETUP"):
                     m.d.comb += busy.eq(1)
                     with m.If(~pool_ok):
@@ -549,7 +630,7 @@ class Unit(wiring.Component):
         tf = lambda n: fld(word, "POOL", n)     # noqa: E731
         nco, ntok = Mux(ks, regs["DIM"][:12], tf("nco")), regs["NTOK"]
         c, t0 = Signal(13), Signal(24)
-        xa = Signal(ADDR_BITS + 12)
+        xa = Signal(ADDR_BITS)
         m.d.comb += [self.x.buf.eq(regs["XBUF"][:3]), self.x.row_stride.eq(0),
                      self.x.elem_stride.eq(1), self.x.addr.eq(xa + t0)]
         v1, f1, l1, mask1 = Signal(), Signal(), Signal(), Signal(W)

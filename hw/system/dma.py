@@ -40,7 +40,8 @@ from amaranth.lib.wiring import In, Out
 from ..params import check_int, check_pow2
 from .axi import BOUNDARY_BYTES, BURST_INCR, MAX_BURST_BEATS, axi4_signature
 
-__all__ = ["descriptor_layout", "buffer_write_layout", "Realigner", "LoadDMA", "StoreDMA",
+__all__ = ["descriptor_layout", "buffer_write_layout", "realign_chunk_layout", "realign_params",
+           "Realigner", "LoadDMA", "StoreDMA",
            "BUF_ADDR_BITS", "FAULT_WINDOW", "FAULT_RESP"]
 
 BUF_ADDR_BITS = 20      #: byte address inside a buffer (sim.isa's buf_addr field)

@@ -3,16 +3,24 @@ with optional ReLU, Hardswish and residual add in the integer domain."""
 
 from __future__ import annotations
 
+import math
+
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from sim import numerics
 from sim.numerics import ACC_BITS, MAX_SHIFT, MULT_BITS
 
 from ._arith import rshift_round, saturate
 from ..params import check_bool, check_int
 
-__all__ = ["Requant"]
+__all__ = ["Requant", "WIDE_BITS"]
+
+#: width of the rounding datapath: ``sim.numerics.requant`` (and ``hswish_int``, which calls it)
+#: refuses any input whose ``|acc*b| + |res*rb| * 2**(c - rc)`` may reach its int64 limit
+#: (2**62), so every sum it defines lies in [-2**62, 2**62): a signed 63-bit number
+WIDE_BITS = math.frexp(numerics._WIDE_LIMIT)[1]
 
 
 class Requant(wiring.Component):
@@ -34,6 +42,23 @@ class Requant(wiring.Component):
 
     (decision: the paper is silent on Hardswish; ``x`` is an intermediate at its own scale
     ``s_in`` with ``hswish_in_bits`` = 16 bits of headroom, see docs/hw-units.md).
+
+    Datapath widths (each from a bound; ``A`` = acc_bits, ``B`` = mult_bits, ``X`` =
+    hswish_in_bits, ``R`` = 9 = RES_BITS):
+
+    * ``acc * b``: ``|acc| <= 2**(A-1)``, ``b < 2**B``, so ``|acc*b| < 2**(A+B-1)``: signed
+      ``A + B`` bits (48 at the defaults);
+    * ``res * rb``: ``|res| <= 2**(R-1)``, so signed ``R + B`` bits (25);
+    * the aligned sum ``acc*b + (res*rb << (c - rc))`` and its rounding shift: ``sim.numerics``
+      defines ``requant`` only where ``|acc*b| + |res*rb| * 2**(c-rc) < 2**62`` (else it raises
+      ``OverflowError``), so signed ``WIDE_BITS`` = 63 bits hold every defined result (the
+      field ranges alone, ``c - rc <= 2**shift_bits - 1``, would need ``R + B + 63 + 1`` = 89
+      bits plus a carry); outside that domain the output is undefined;
+    * the rounded ``y`` is clamped to ``max(out_bits + 2, X)`` bits before its pipeline
+      register: ReLU, the offset (``|offset| <= 2**out_bits``) and both saturations give the
+      same result on the clamped value (it stays beyond ``out_bits + 1`` bits of magnitude);
+    * Hardswish: ``|x| <= 2**(X-1)``, ``0 <= t <= 2*three < 2**(X+1)``, so ``|x*t| < 2**(2X)``:
+      signed ``2X + 1`` bits (33), and ``|x*t*hb| < 2**(2X+B)``: signed ``2X + B + 1`` (49).
 
     All per-vector controls (``b, c, offset, rb, rc, relu_en, hswish_en, three, hb, hc``) are
     sampled together with ``acc`` and travel down the pipeline with it, so they may change every
@@ -116,26 +141,28 @@ class Requant(wiring.Component):
         if self.hswish:
             ctl.update(hsw=self.hswish_en, three=self.three, hb=self.hb, hc=self.hc)
 
-        # --- stage 1: products ---------------------------------------------------------------
-        prod_w = self.acc_bits + self.mult_bits + 1
+        # --- stage 1: products (widths: see the class doc) ----------------------------------
+        prod_w = min(self.acc_bits + self.mult_bits, WIDE_BITS)
         p1 = stage(self.acc * self.b, "p1", _signed(prod_w))
         c1 = {k: stage(v, f"{k}_1") for k, v in ctl.items()}
         if self.residual:
-            rp_w = self.RES_BITS + self.mult_bits + 1
+            rp_w = self.RES_BITS + self.mult_bits
             r1 = stage(self.res * self.rb, "r1", _signed(rp_w))
             rc1 = stage(self.rc, "rc_1")
 
-        # --- stage 2: residual alignment, add, round-half-up shift -----------------------------
+        # --- stage 2: residual alignment, add, round-half-up shift, clamp ----------------------
         if self.residual:
-            wide_w = max(prod_w, rp_w + self.max_c) + 1
+            wide_w = min(max(prod_w, rp_w + self.max_c) + 1, WIDE_BITS)
             aligned = Signal(_signed(wide_w))
             m.d.comb += aligned.eq(r1 << (c1["c"] - rc1).as_unsigned()[:self.shift_bits])
-            wide = Signal(_signed(wide_w + 1))
+            wide = Signal(_signed(wide_w))
             m.d.comb += wide.eq(p1 + aligned)
         else:
-            wide_w = prod_w
             wide = p1
         y = rshift_round(m, wide, c1["c"], name="y")
+        y_bits = max(self.out_bits + 2, self.hswish_in_bits if self.hswish else 0)
+        if len(y) > y_bits:
+            y = saturate(m, y, y_bits, True, name="y_clamp")
         y2 = stage(y, "y2")
         c2 = {k: stage(v, f"{k}_2") for k, v in c1.items()}
 
@@ -162,12 +189,12 @@ class Requant(wiring.Component):
         m.d.comb += two3.eq(c3["three"] << 1)
         t = Signal(unsigned(xb + 1))
         m.d.comb += t.eq(Mux(t_raw < 0, 0, Mux(t_raw > two3, two3, t_raw)))
-        q4 = stage(x3 * t, "q4", _signed(2 * xb + 2))
+        q4 = stage(x3 * t, "q4", _signed(2 * xb + 1))
         out4 = stage(out3, "out4")
         c4 = {k: stage(v, f"{k}_4") for k, v in c3.items()}
 
         # --- stage 5: q * hb ------------------------------------------------------------------
-        q5 = stage(q4 * c4["hb"], "q5", _signed(2 * xb + 2 + self.mult_bits + 1))
+        q5 = stage(q4 * c4["hb"], "q5", _signed(min(2 * xb + self.mult_bits + 1, WIDE_BITS)))
         out5 = stage(out4, "out5")
         c5 = {k: stage(v, f"{k}_5") for k, v in c4.items()}
 

@@ -23,7 +23,7 @@ from cocotb.triggers import First, RisingEdge, Timer
 from hw.system.regmap import REGMAP, ID_MAGIC, ErrCode, config_hash
 from sim import funcsim
 from sim.image import instruction_image
-from sim.isa import decode
+from sim.isa import decode, encode
 
 __all__ = ["Host", "TABLE_BASE", "HostError", "layout"]
 
@@ -83,10 +83,20 @@ class Host:
 
     async def load(self, binary, xq, *, corrupt: str | None = None) -> None:
         img, entries = instruction_image(binary)
+        img = img.copy()
         if corrupt == "illegal_opcode":        # an unknown opcode (31) at LD's second word
             off, _n = entries[0]
-            img = img.copy()
             img[off + 16] = (img[off + 16] & 0xE0) | 31
+        elif corrupt == "endless_wait":         # core 0 MAT's first WAIT asks for 4095 events
+            off, n = entries[3]
+            words = img[off:off + 16 * n].view("<u8").reshape(n, 2)
+            ins = [decode(int(lo) | int(hi) << 64) for lo, hi in words]
+            i = next(k for k, w in enumerate(ins) if w.op == "WAIT")
+            ins[i].f["count"] = 4095
+            w = encode(ins[i])
+            words[i] = (w & (2**64 - 1), w >> 64)
+        elif corrupt is not None and corrupt != "dma_window":
+            raise ValueError(f"unknown corruption {corrupt!r}")
         self.ram.write(self.table_base, img.tobytes())
         self.data_base, _end = layout(binary)
         data = binary.dram.copy()
@@ -100,10 +110,12 @@ class Host:
         await self.write("DATA_BASE_LO", self.data_base)
         await self.write("DATA_BASE_HI", self.data_base >> 32)
         await self.write("DATA_SIZE", self.data_size)
-        self.binary = binary
 
     async def start(self) -> None:
         await self.write("CTRL", _mask("CTRL.START") | _mask("CTRL.IRQ_EN"))
+
+    async def soft_reset(self) -> None:
+        await self.write("CTRL", _mask("CTRL.SOFT_RESET") | _mask("CTRL.IRQ_EN"))
 
     def _dram_read(self, addr, n):
         return np.frombuffer(self.ram.read(self.data_base + addr, n), dtype=np.uint8)

@@ -9,7 +9,9 @@ represent, on each rounding of the configuration:
 
 * the main rounding by ``c`` from ``acc * b`` alone (``b`` a power of two carries the shift);
 * (``residual``) from the residual term alone, ``(res * rb) << (c - rc)``, up to the largest
-  shift of the ``c`` port (2**shift_bits - 1), and from ``acc * b`` plus the residual together;
+  shift whose tie lies in the domain ``sim.numerics.requant`` defines (``|acc*b| + |res*rb| *
+  2**(c - rc) < 2**62``, which every vector here respects), and from ``acc * b`` plus the
+  residual together;
 * (``hswish``) the main rounding feeding the Hardswish input ``x``, and the Hardswish rounding
   by ``hc`` of ``x * clip(x + three, 0, 2 three) * hb``;
 * the largest shifts (``c``, ``hc`` = 2**shift_bits - 1) on the extreme products.
@@ -23,6 +25,8 @@ output's range (a tie at -1/2 rounded down to -1 would otherwise saturate back t
 from __future__ import annotations
 
 import numpy as np
+
+from hw.units.requant import WIDE_BITS
 
 __all__ = ["tie_vectors"]
 
@@ -55,9 +59,17 @@ def tie_vectors(p: dict) -> dict:
     lift = 0 if signed else -8
     rows = []
 
+    def in_domain(v):
+        """Inside the domain sim.numerics.requant defines (and the RTL's 63-bit rounding
+        datapath, hw.units.requant.WIDE_BITS, holds): |acc*b| + |res*rb| * 2**(c - rc) < 2**62."""
+        wide = abs(v.get("acc", 0) * v.get("b", 0))
+        wide += abs(v.get("res", 0) * v.get("rb", 0)) << max(v.get("c", 0) - v.get("rc", 0), 0)
+        return wide < 1 << (WIDE_BITS - 1)
+
     def add(want, **v):
         row = {**_NEUTRAL, **v}
         assert lo <= want <= hi, (want, row)
+        assert in_domain(row), row
         rows.append((row, want))
 
     ks = (0, -1, 1, -2)                     # ties at 1/2, -1/2, 3/2, -3/2
@@ -79,8 +91,10 @@ def tie_vectors(p: dict) -> dict:
     if residual:
         for c in range(1, c_max + 1):
             for k in ks:
-                # 2. the residual term alone: res * rb << (c - rc) with rc = 1, rb = 1
-                add(k + 1 - lift, res=2 * k + 1, rb=1, rc=1, c=c, offset=lift)
+                # 2. the residual term alone: res * rb << (c - rc) with rc = 1, rb = 1 (up to
+                #    the largest c whose tie lies inside the domain: 2**(c-1) < 2**62)
+                if in_domain(dict(res=2 * k + 1, rb=1, rc=1, c=c)):
+                    add(k + 1 - lift, res=2 * k + 1, rb=1, rc=1, c=c, offset=lift)
                 # 3. acc * b = k * 2**c plus a residual of +-2**(c-1): a tie at k +- 1/2
                 if c >= 2:
                     split = _pow2_split(c - 1, 0, a_max, mb)     # acc * b = 2**(c-1)
@@ -90,9 +104,11 @@ def tie_vectors(p: dict) -> dict:
                         if -(a_max + 1) <= acc <= a_max:
                             add(k + 1 - lift, acc=acc, b=b, res=1, rb=1, rc=1, c=c, offset=lift)
                             add(k - lift, acc=acc, b=b, res=-1, rb=1, rc=1, c=c, offset=lift)
-        # the largest residual alignment (c - rc = c_max): res * rb comes back exactly
+        # the largest residual alignments inside the domain (rc = 0: res * rb comes back
+        # exactly): c - rc = 61 for res = +-1, 60 for res = +-3
         for r in (-3, -1, 1, 3):
-            add(r - lift, res=r, rb=1, rc=0, c=c_max, offset=lift)
+            c = min(c_max, 61 if abs(r) == 1 else 60)
+            add(r - lift, res=r, rb=1, rc=0, c=c, offset=lift)
         # the largest shift with the largest residual products: |res * rb| / 2**c_max -> 0
         add(-lift, res=255, rb=bmax, rc=c_max, c=c_max, offset=lift)
         add(-lift, res=-128, rb=bmax, rc=c_max, c=c_max, offset=lift)
