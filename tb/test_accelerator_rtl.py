@@ -31,7 +31,7 @@ def _report(rec):
     c = rec["counters"]
     rtl, axi, dram = c["CYCLES"], rec["perf_axi_cycles"], rec["perf_cycles"]
     print(f"\nRTL {rtl} cycles; sim.perf AXI-level {axi} ({(rtl - axi) / axi:+.2%}, read "
-          f"latency {rec['read_latency_median']}), DRAM model {dram} ({(rtl - dram) / dram:+.2%}); "
+          f"latency {rec['read_latency_min']}), DRAM model {dram} ({(rtl - dram) / dram:+.2%}); "
           f"{rec['cycles_per_s']:.0f} cycles/s, {rec['bursts']} AXI bursts; counters {c}")
     return rtl, axi
 
