@@ -173,10 +173,13 @@ def _cmd_build(args) -> int:
     cmd = "python -m hw build zcu102 --config " + args.config + (f" -o {args.out}" if args.out else "")
     try:
         man = write_zcu102(args.config, outdir=out, sems=args.sems,
-                           buffer_bytes=args.buffer_mib << 20, command=cmd)
+                           buffer_bytes=args.buffer_mib << 20, command=cmd,
+                           cache_dir=None if args.no_cache else REPO_ROOT / "build" / "cache")
     except BoardError as e:
         raise registry.RegistryError(str(e)) from None
-    print(f"wrote {out}/ in {man['seconds_to_write']:.1f} s (Verilog {man['seconds_verilog']:.1f} s):"
+    src = "from the cache" if man["verilog_from_cache"] else "emitted"
+    print(f"wrote {out}/ in {man['seconds_to_write']:.1f} s (Verilog {src}, "
+          f"{man['seconds_verilog']:.1f} s):"
           f" ZCU102 block design, {man['part']}, pl_clk0 {man['clock_mhz']:g} MHz, CONFIG_HASH "
           f"0x{man['config_hash']:08x}, registers at 0x{man['regs_base']:08X}")
     print(f"run it with Vivado {man['vivado_versions']}: (cd {out} && ./build.sh); then "
@@ -257,6 +260,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--sems", type=int, default=2048, help="semaphore file size (default 2048)")
     s.add_argument("--buffer-mib", type=int, default=64, help="u-dma-buf size in the device-tree "
                    "fragment, MiB (default 64)")
+    s.add_argument("--no-cache", action="store_true", help="emit the accelerator's Verilog even "
+                   "if build/cache/ holds it for this config and these sources")
     s.set_defaults(func=_cmd_build)
 
     s = sub.add_parser("sweep", add_help=False,

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from hw import vivado
-from hw.board.system import REGS_BASE, write_zcu102
+from hw.board.system import REGS_BASE, _verilog_key, write_zcu102
 from hw.cli import main as hw_main
 from hw.system.regmap import REGMAP, config_hash
 from runtime.regmap import load_regmap
@@ -22,7 +22,7 @@ SPEC = "small:L=1,clock_mhz=150"     # a clock other than the default, so the ch
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     out = tmp_path_factory.mktemp("zcu102") / "tree"
-    assert hw_main(["build", "zcu102", "--config", SPEC, "-o", str(out)]) == 0
+    assert hw_main(["build", "zcu102", "--config", SPEC, "-o", str(out), "--no-cache"]) == 0
     return out
 
 
@@ -165,3 +165,15 @@ def test_report_readers_on_a_system_tree(tree, tmp_path, capsys):
     assert "paper Table III" in out and "130628" in out and "4.567 W" in out
     with pytest.raises(vivado.VivadoError, match="Total On-Chip Power"):
         vivado.parse_power("nothing")
+
+
+def test_verilog_cache_is_keyed_by_config_and_sems(tmp_path):
+    cfg = AccelConfig.from_string(SPEC)
+    key = _verilog_key(cfg, 64)
+    assert key != _verilog_key(cfg, 128) and key != _verilog_key(cfg.replace(L=2), 64)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / f"trio_accel-{key}.v").write_text("// stands in for the cached Verilog\n")
+    man = write_zcu102(cfg, outdir=tmp_path / "t", sems=64, cache_dir=cache)
+    assert man["verilog_from_cache"] is True
+    assert (tmp_path / "t" / "hdl" / "trio_accel.v").read_text().startswith("// stands in")

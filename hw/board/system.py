@@ -307,12 +307,28 @@ See docs/board.md of trio-vit for what to check first on the board.
 """
 
 
+def _verilog_key(cfg, sems: int) -> str:
+    """Cache key of the accelerator's Verilog: the config, ``sems``, Amaranth's version and the
+    text of every source file of ``hw`` and ``sim`` (any change of the generator misses)."""
+    import hashlib
+
+    from amaranth import __version__ as amaranth_version
+    h = hashlib.sha256(f"{cfg.to_json()}\0{sems}\0{amaranth_version}\0{INNER}".encode())
+    root = Path(__file__).resolve().parents[2]
+    for pkg in ("hw", "sim"):
+        for f in sorted((root / pkg).rglob("*.py")):
+            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 20,
-                 command: str | None = None) -> dict:
+                 command: str | None = None, cache_dir=None) -> dict:
     """Write the ZCU102 build tree of the accelerator for ``config`` (an AccelConfig or a
     config string) to ``outdir`` (atomically; see the module doc). ``sems``: the semaphore
-    file's size; ``buffer_bytes``: the u-dma-buf size in the device-tree fragment. Returns the
-    manifest (also ``manifest.json``)."""
+    file's size; ``buffer_bytes``: the u-dma-buf size in the device-tree fragment;
+    ``cache_dir``: where the accelerator's Verilog is kept between calls (keyed by config,
+    ``sems``, Amaranth and the ``hw``/``sim`` sources; None: no cache). Returns the manifest
+    (also ``manifest.json``)."""
     from amaranth import __version__ as amaranth_version
     from amaranth.back import verilog
 
@@ -332,7 +348,16 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
     if isinstance(buffer_bytes, bool) or not isinstance(buffer_bytes, int) or buffer_bytes < 4096:
         raise BoardError(f"buffer_bytes must be an int >= 4096, got {buffer_bytes!r}")
     outdir = Path(outdir)
-    inner = verilog.convert(acc, name=INNER, emit_src=False)
+    cached = None
+    if cache_dir is not None:
+        cached = Path(cache_dir) / f"{INNER}-{_verilog_key(cfg, sems)}.v"
+    if cached is not None and cached.is_file():
+        inner, from_cache = cached.read_text(), True
+    else:
+        inner, from_cache = verilog.convert(acc, name=INNER, emit_src=False), False
+        if cached is not None:
+            from sim.fileio import atomic_write
+            atomic_write(cached, inner)
     t_verilog = time.perf_counter() - t0
     with atomic_dir(outdir) as tmp:
         (tmp / "hdl").mkdir()
@@ -361,7 +386,7 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
                         "timing": "reports/timing_summary.rpt", "power": "reports/power.rpt"},
             "outputs": [f"out/{PROJECT}.xsa", f"out/{PROJECT}.bit"],
             "command": command or f"python -m hw build zcu102 --config {cfg.name}",
-            "seconds_verilog": round(t_verilog, 2),
+            "seconds_verilog": round(t_verilog, 2), "verilog_from_cache": from_cache,
         }
         man["seconds_to_write"] = round(time.perf_counter() - t0, 2)
         man["files"] = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) \

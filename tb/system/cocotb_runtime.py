@@ -7,14 +7,14 @@ runtime's ``Device`` interface, and the runtime's synchronous code runs in a
 
 1. ``bad_binary`` (a Binary compiled for another config) must be refused before START with a
    ``RunError`` of cause ``config`` (nothing runs);
-2. with ``timeout_s`` far below the run's length (``short_timeout_s``) the runtime must give up
-   with cause ``timeout``; the testbench then soft-resets the accelerator (raw register write);
-3. the real run (interrupt, or polling with ``poll``): outputs against ``sim.golden`` and
+2. the real run (interrupt, or polling with ``poll``): outputs against ``sim.golden`` and
    ``sim.funcsim``; the counters the runtime returns against the same registers read by the
    testbench's own AXI4-Lite accesses, and the bus-visible ones against the Binary itself:
    ``INSTR_FETCHED`` = the words of the queue table found in the DDR, ``DRAM_RD_BYTES`` = 16 x
    that + the bytes of every LOAD (count x length, ``sim.isa``), ``DRAM_WR_BYTES`` = the bytes
-   of every STORE.
+   of every STORE;
+3. with ``timeout_s`` far below the run's length (``short_timeout_s``) the runtime must give up
+   with cause ``timeout`` (the run is left unfinished: the test ends).
 
 Writes ``runtime.json`` (the result without outputs, the reference figures).
 """
@@ -76,18 +76,6 @@ async def runtime_runs_binary(dut):
             rec["bad_binary"] = str(e)
         assert int(await cpu.read_dword(REGMAP["STATUS"].offset)) == 0, "it ran anyway"
 
-    if p.get("short_timeout_s"):
-        try:
-            await run(dev, binary, x, timeout_s=p["short_timeout_s"])
-            raise AssertionError(f"the run finished within {p['short_timeout_s']} s")
-        except runtime.RunError as e:
-            assert e.cause == "timeout", e
-            rec["timeout"] = str(e)
-        await cpu.write_dword(REGMAP["CTRL"].offset,
-                              REGMAP.field_of("CTRL.SOFT_RESET").mask)
-        await cpu.write_dword(REGMAP["IRQ_STATUS"].offset, 0xFFFFFFFF)
-        await ClockCycles(dut.clk, 4)
-
     res = await run(dev, binary, x, timeout_s=p.get("timeout_s", 0.05))
     ref = golden.run(binary.prog, x)
     fs = funcsim.run(binary, x)
@@ -105,7 +93,7 @@ async def runtime_runs_binary(dut):
     assert raw == res.counters, f"runtime counters {res.counters} != registers {raw}"
     # ... and the bus-visible ones vs the Binary as placed in the DDR
     L = binary.cfg.L
-    table = parse_table(bytes(ram.read(BASE, 16 * n_queues(L))), L)
+    table = parse_table(np.frombuffer(bytes(ram.read(BASE, 16 * n_queues(L))), np.uint8), L)
     words = sum(w for _, w in table)
     expect = {"INSTR_FETCHED": words,
               "DRAM_RD_BYTES": 16 * words + _dma_bytes(binary, "LOAD"),
@@ -116,5 +104,16 @@ async def runtime_runs_binary(dut):
     rec.update(res.as_dict(), expected=expect)
     dut._log.info(f"runtime.run: done, {res.counters['CYCLES']} cycles, outputs == sim.golden, "
                   f"counters == registers == Binary ({expect})")
+    if p.get("short_timeout_s"):
+        # last: a run given far less time than it needs is reported, one line, cause timeout
+        # (it is left running: the test ends here; recovery by SOFT_RESET after an error is
+        # tb.test_accelerator_rtl's watchdog case)
+        try:
+            await run(dev, binary, x, timeout_s=p["short_timeout_s"])
+            raise AssertionError(f"the run finished within {p['short_timeout_s']} s")
+        except runtime.RunError as e:
+            assert e.cause == "timeout", e
+            rec["timeout"] = str(e)
+
     with open("runtime.json", "w") as f:
         json.dump(rec, f)

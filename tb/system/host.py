@@ -95,9 +95,11 @@ class Host:
             await self.write("DATA_SIZE", lay.data_bytes - 1 - binary.dram.size // 2)
 
     def _entries(self, lay):
+        import numpy as np
         from sim.image import n_queues, parse_table
         L = self.acc.binary.cfg.L
-        return parse_table(self.device.read_buffer(lay.table, 16 * n_queues(L)), L)
+        raw = self.device.read_buffer(lay.table, 16 * n_queues(L))
+        return parse_table(np.frombuffer(raw, dtype=np.uint8), L)
 
     async def start(self) -> None:
         await self._call(self.acc.start)
