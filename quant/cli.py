@@ -159,27 +159,56 @@ def load_qmodel(path):
     try:
         d = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"{p}: not a quantized-model file ({type(e).__name__}: {e})") from None
+        raise UserError(f"{p}: not a quantized-model file or damaged ({_msg(e)})") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise UserError(f"{p}: not a trio-vit quantized-model file (write one with "
                         "`python -m quant quantize`)")
     if d.get("version") != VERSION:
         raise UserError(f"{p}: quantized-model version {d.get('version')} is not supported "
                         f"(this trio-vit reads {VERSION})")
-    model, _ = create_model(d["model"])
-    g = lower(fold_bn(model), resolution=int(d["resolution"]))
-    g.meta["model_name"] = d["model"]
-    g.prepare(QConfig(**d["qconfig"]))
-    for k, a in d["act"].items():
-        g.act_q[k] = LSQActQuantizer(1.0, a["bits"], a["signed"], channel_factor=a["channel_factor"],
-                                     center=a["center"], enabled=g.cfg.act_quant)
-    for n in g.nodes:
-        if n.name in d["fixed_weights"]:
-            n.wq = FixedWeightQuantizer.empty(n.weight.shape, n.wq.scale, n.w_bits)
+    missing = [k for k in ("model", "resolution", "qconfig", "act", "state", "fixed_weights")
+               if k not in d]
+    if missing:
+        raise UserError(f"{p}: damaged quantized-model file: missing member(s) {missing}")
     try:
-        g.load_state_dict(d["state"])
-    except RuntimeError as e:
-        raise UserError(f"{p}: inconsistent quantized-model file ({str(e).splitlines()[0]})") from None
+        model, _ = create_model(d["model"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{p}: model {d['model']!r}: {_msg(e)}") from None
+    res = d["resolution"]
+    if isinstance(res, bool) or not isinstance(res, int) or res < 32 or res % 32:
+        raise UserError(f"{p}: resolution {res!r} is not a positive multiple of 32")
+    if not isinstance(d["qconfig"], dict):
+        raise UserError(f"{p}: qconfig is not a dict")
+    try:
+        cfg = QConfig(**d["qconfig"])
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{p}: qconfig: {_msg(e)}") from None
+    try:
+        g = lower(fold_bn(model), resolution=res)
+        g.meta["model_name"] = d["model"]
+        g.prepare(cfg)
+        for k, a in d["act"].items():
+            g.act_q[k] = LSQActQuantizer(1.0, a["bits"], a["signed"],
+                                         channel_factor=a["channel_factor"], center=a["center"],
+                                         enabled=g.cfg.act_quant)
+        for n in g.nodes:
+            if n.name in d["fixed_weights"]:
+                n.wq = FixedWeightQuantizer.empty(n.weight.shape, n.wq.scale, n.w_bits)
+        state, want = d["state"], g.state_dict()
+        if not isinstance(state, dict):
+            raise UserError(f"{p}: state is not a dict of tensors")
+        for k, v in state.items():
+            if k in want and isinstance(v, torch.Tensor) and v.dtype != want[k].dtype:
+                raise UserError(f"{p}: state {k!r} has dtype {v.dtype}, expected {want[k].dtype}"
+                                " (a damaged or foreign file; it is not cast)")
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise UserError(f"{p}: inconsistent quantized-model file ({_msg(e)})") from None
+    try:
+        g.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise UserError(f"{p}: inconsistent quantized-model file ({_msg(e)})") from None
     g.invalidate_deploy()
     g.set_mode("fake")
     return g, d
@@ -375,10 +404,15 @@ def cmd_export(args):
     g, d = load_qmodel(args.qmodel)
     try:
         prog = export(g)
-    except (ExportError, IntProgramError) as e:
-        raise UserError(f"export: {e}") from None
+    except (ExportError, IntProgramError, ValueError, OverflowError) as e:
+        raise UserError(f"{args.qmodel}: export: {e}") from None
     out = Path(args.output)
-    prog.save(out)
+    try:
+        prog.save(out)
+    except IntProgramError as e:
+        raise UserError(f"{args.qmodel}: export: {e}") from None
+    except OSError as e:
+        raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
     _log(args, f"wrote {out}: {len(prog.nodes)} nodes, input {prog.tensors['input'].shape}")
     return dict(command="export", output=str(out), nodes=len(prog.nodes),
                 model=d["model"], resolution=d["resolution"])
@@ -477,6 +511,8 @@ def build_parser():
                     "  python -m quant synthetic\n"
                     "Without --checkpoint the model is random but BN-calibrated (said loudly).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true",
+                    help="print the traceback of an unexpected error")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     dd = _default_data()
 
@@ -558,17 +594,31 @@ def build_parser():
     return ap
 
 
+def _msg(e: BaseException) -> str:
+    """The first line of an exception as a short message (a KeyError names the missing key)."""
+    if isinstance(e, KeyError):
+        return f"missing {e}"
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     try:
         res = args.func(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)     # one line
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:      # a bug, not a user error: short message, traceback on request
+        if getattr(args, "debug", False):
+            raise
+        print(f"internal error: {_msg(e)} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
     if getattr(args, "json", False) and res is not None:
         print(json.dumps(_jsonable(res), indent=1, allow_nan=False))
     return 0

@@ -97,6 +97,14 @@ def export(g: QGraph, *, check: bool = True) -> IntProgram:
     if g.cfg.attention != "log2":
         raise ExportError(f"the integer graph implements the log2 divisor only; attention mode "
                           f"{g.cfg.attention!r} is a fake-quant ablation setting")
+    for n in g.nodes:
+        for what in ("weight", "bias"):
+            t = getattr(n, what, None)
+            if isinstance(t, torch.Tensor) and t.is_floating_point() \
+                    and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise ExportError(f"{n.name}: {what} has {bad} non-finite value(s) (NaN or"
+                                  " infinity); the model cannot be exported")
     shapes = g.shapes()
     tensors, nodes = {}, []
     offsets = {}

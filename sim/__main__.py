@@ -134,7 +134,10 @@ def cmd_compile(args):
         b = compile_(prog, cfg, fuse=not args.no_fuse)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
-    b.save(args.output)
+    try:
+        b.save(args.output)
+    except OSError as e:
+        raise UserError(f"{args.output}: cannot write ({e.strerror or e})") from None
     print(f"wrote {args.output}: {b.n_instructions} instructions, DRAM image "
           f"{b.dram.size / 1e6:.2f} MB, config {cfg.describe()}")
 
@@ -143,6 +146,7 @@ def cmd_run(args):
     from . import golden, zoo
     from .compile import Binary, CompileError
     from .funcsim import run
+    from .funcsim import FuncSimError
     try:
         b = Binary.load(args.binary)
     except CompileError as e:
@@ -150,7 +154,7 @@ def cmd_run(args):
     t = b.prog.tensors[b.prog.inputs[0]]
     if args.input:
         try:
-            x = np.load(args.input)
+            x = np.load(args.input, allow_pickle=False)
         except Exception as e:
             raise UserError(f"--input: cannot read {args.input}: {e}") from None
     else:
@@ -158,11 +162,18 @@ def cmd_run(args):
                                                       128 if t.signed else 256, size=t.shape)
     t0 = time.perf_counter()
     try:
-        out = run(b, x, order=args.order)
+        golden._check_input(b.prog, x)
     except (ValueError, TypeError) as e:
-        raise UserError(f"input: {e}") from None
+        raise UserError(f"{args.input or 'input'}: {e}") from None
+    try:
+        out = run(b, x, order=args.order)
+    except FuncSimError as e:
+        raise UserError(f"{args.binary}: the functional simulator stopped: {e}") from None
     t1 = time.perf_counter()
-    ref = golden.run(b.prog, x)
+    try:
+        ref = golden.run(b.prog, x)
+    except (ValueError, ArithmeticError) as e:
+        raise UserError(f"{args.binary}: the golden model stopped: {e}") from None
     t2 = time.perf_counter()
     ok, rows = True, {}
     for k in b.prog.outputs:
@@ -201,6 +212,8 @@ def cmd_access(args):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m sim", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true",
+                    help="print the traceback of an unexpected error")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def common(p, model=True):
@@ -270,8 +283,18 @@ def main(argv=None):
     try:
         args.fn(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)     # one line
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:      # a bug, not a user error: short message, traceback on request
+        if args.debug:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else ""
+        print(f"internal error: {type(e).__name__}: {msg} (rerun with --debug for the"
+              " traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ the rows it needs are stored, which pipelines consecutive layers).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -41,10 +40,11 @@ from pathlib import Path
 import numpy as np
 
 from . import timing
-from .config import AccelConfig
+from .config import AccelConfig, ConfigError
 from .fileio import atomic_open
-from .intprogram import IntProgram, Node
-from .isa import ACTS, BUFS, FORMATS, REG_LIMITS, REGS, Instr, decode_stream, encode_stream
+from .intprogram import IntProgram, IntProgramError, Node, check_digest, digest, read_npz
+from .isa import (ACTS, BUFS, FORMATS, REG_LIMITS, REGS, Instr, IsaError, decode_stream,
+                  encode_stream)
 
 __all__ = ["CompileError", "Binary", "compile", "BINARY_VERSION", "PARAM_RECORD"]
 
@@ -120,6 +120,7 @@ class Binary:
         arrays["program"] = np.frombuffer(self.prog.to_bytes(), dtype=np.uint8)
         manifest = {"format": MAGIC, "version": BINARY_VERSION, "config": self.cfg.to_dict(),
                     "streams": list(self.streams), "symbols": self.symbols, "layers": self.layers}
+        manifest["sha256"] = digest(arrays, manifest)
         arrays["__manifest__"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
         with atomic_open(path) as f:
             np.savez(f, **arrays)
@@ -127,27 +128,73 @@ class Binary:
 
     @classmethod
     def load(cls, path) -> "Binary":
+        """Read a file written by :meth:`save`; every failure is a :class:`CompileError` of one
+        line naming the file and the cause (damaged or truncated file, missing member, an
+        instruction that does not decode, a DRAM image shorter than its symbols, ...)."""
         path = Path(path)
-        try:
-            z = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
-            arrays = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise CompileError(f"{path}: no such file") from None
-        except Exception as e:
-            raise CompileError(f"{path}: not a Binary .npz file ({e})") from None
-        if "__manifest__" not in arrays:
-            raise CompileError(f"{path}: no manifest; not a trio-vit Binary")
-        m = json.loads(arrays["__manifest__"].tobytes().decode())
+        m, arrays = read_npz(path, "Binary", CompileError)
         if m.get("format") != MAGIC:
-            raise CompileError(f"{path}: format {m.get('format')!r} is not {MAGIC!r}")
+            hint = " (an IntProgram: compile it with `python -m sim compile`)" \
+                if m.get("format") == "trio-vit.intprogram" else ""
+            raise CompileError(f"{path}: format {m.get('format')!r} is not {MAGIC!r}{hint}")
         if m.get("version") != BINARY_VERSION:
             raise CompileError(f"{path}: Binary version {m.get('version')} is not supported (this"
                                f" trio-vit reads version {BINARY_VERSION}); recompile")
-        cfg = AccelConfig.from_dict(m["config"])
-        prog = IntProgram.from_bytes(arrays["program"].tobytes(), where=f"{path} (its program)")
-        streams = {n: decode_stream(arrays[f"s.{n}"]) for n in m["streams"]}
-        tags = {n: arrays[f"t.{n}"].tolist() for n in m["streams"]}
-        return cls(cfg, prog, streams, tags, arrays["dram"], m["symbols"], m["layers"])
+        try:
+            cfg = AccelConfig.from_dict(m["config"])
+        except (ConfigError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CompileError(f"{path}: bad config in the manifest ({type(e).__name__}: {e})"
+                               ) from None
+        try:
+            prog_bytes = arrays["program"]
+            streams = {n: decode_stream(_words(arrays[f"s.{n}"])) for n in m["streams"]}
+            tags = {n: arrays[f"t.{n}"].tolist() for n in m["streams"]}
+            dram, symbols, layers = arrays["dram"], m["symbols"], m["layers"]
+            _check_image(cfg, streams, tags, dram, symbols, layers)
+        except KeyError as e:
+            raise CompileError(f"{path}: missing member {e}") from None
+        except IsaError as e:
+            raise CompileError(f"{path}: bad instruction ({e})") from None
+        except (TypeError, ValueError, AttributeError, IndexError) as e:
+            raise CompileError(f"{path}: inconsistent Binary ({type(e).__name__}: {e})") from None
+        if prog_bytes.dtype != np.uint8 or prog_bytes.ndim != 1:
+            raise CompileError(f"{path}: member 'program' is not a byte array")
+        try:
+            prog = IntProgram.from_bytes(prog_bytes.tobytes(), where="program")
+        except IntProgramError as e:
+            raise CompileError(f"{path}: embedded IntProgram: {str(e).split(': ', 1)[-1]}"
+                               ) from None
+        for name in prog.inputs + prog.outputs:
+            if f"tensor:{name}" not in symbols:
+                raise CompileError(f"{path}: no DRAM symbol for tensor {name!r}")
+        check_digest(path, m, arrays, "Binary", CompileError)
+        return cls(cfg, prog, streams, tags, dram, symbols, layers)
+
+
+def _words(a) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype != np.uint64 or a.ndim != 2 or a.shape[1] != 2:
+        raise ValueError(f"an instruction stream is an (n, 2) uint64 array, got {a.dtype} {a.shape}")
+    return a
+
+
+def _check_image(cfg, streams, tags, dram, symbols, layers):
+    """The parts of a loaded Binary the executors index blindly (raises ValueError/TypeError)."""
+    if not isinstance(dram, np.ndarray) or dram.dtype != np.uint8 or dram.ndim != 1:
+        raise ValueError(f"'dram' must be a 1-d uint8 array, got {getattr(dram, 'dtype', dram)}")
+    want = ["global"] + [f"core{i}" for i in range(cfg.L)]
+    if list(streams) != want:
+        raise ValueError(f"streams {list(streams)} are not {want} (L = {cfg.L})")
+    for n in streams:
+        if len(tags[n]) != len(streams[n]):
+            raise ValueError(f"stream {n}: {len(streams[n])} instructions but {len(tags[n])} tags")
+    if not isinstance(symbols, dict) or not isinstance(layers, list):
+        raise TypeError("symbols must be an object and layers a list")
+    for name, sym in symbols.items():
+        addr, nbytes = int(sym["addr"]), int(sym["nbytes"])
+        if addr < 0 or nbytes < 0 or addr + nbytes > dram.size:
+            raise ValueError(f"the DRAM image is {dram.size} bytes, shorter than symbol {name!r}"
+                             f" needs ({addr} + {nbytes}): truncated 'dram' array")
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -238,6 +285,11 @@ def _best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int):
 
 # -- emitter -------------------------------------------------------------------------------------
 
+#: op -> {field: (lo, hi)}: the value ranges of the instruction fields (sim.isa.FORMATS)
+_FIELD_RANGES = {op: {n: ((-(1 << (b - 1)), (1 << (b - 1)) - 1) if sg else (0, (1 << b) - 1))
+                      for n, b, sg in fields} for op, (_, _, fields) in FORMATS.items()}
+
+
 class _Em:
     def __init__(self, cfg):
         self.cfg = cfg
@@ -251,6 +303,12 @@ class _Em:
     def emit(self, stream, op, **f):
         if op in ("LOAD", "STORE"):
             f.setdefault("core", 0)         # only a LOAD into buffer A names a core
+        for name, (lo, hi) in _FIELD_RANGES[op].items():
+            v = f.get(name, 0)
+            if not lo <= v <= hi:
+                raise CompileError(f"{op} in {stream}: field {name} = {v} does not fit the"
+                                   f" instruction word ([{lo}, {hi}], sim.isa.FORMATS)"
+                                   + (f" (layer {self.layer})" if self.layer >= 0 else ""))
         for reg, (lo, hi) in REG_LIMITS.get(op, {}).items():
             v = self.regs.get((stream, FORMATS[op][1], reg))
             if v is not None and not lo <= v <= hi:

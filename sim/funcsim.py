@@ -29,7 +29,7 @@ import numpy as np
 from . import golden, timing
 from . import numerics as nx
 from .intprogram import Epilogue
-from .isa import ACT_NAMES, BUF_NAMES, BUFS, REG_NAMES
+from .isa import ACT_NAMES, ACTS, BUF_NAMES, BUFS, REG_NAMES, WIDTHS, LimitError, check_limit
 
 __all__ = ["FuncSimError", "run", "build_queues", "host_ln", "GLOBAL_UNITS", "CORE_UNITS"]
 
@@ -163,7 +163,37 @@ class _Machine:
         else:
             mem[bsl] = self.dram[didx].reshape(-1)
 
+    def check_epilogue(self, r, rec):
+        """What the requant lanes implement (sim.isa.LIMITS / WIDTHS; the RTL units stop with
+        their error flag otherwise): an 8-bit output, a 16-bit Hardswish intermediate, every
+        parameter record field within its port."""
+        if r["OBITS"] != WIDTHS["activation"]:
+            raise FuncSimError(f"OBITS = {r['OBITS']}: the requant lanes write"
+                               f" {WIDTHS['activation']}-bit outputs")
+        if r["ACT"] not in ACT_NAMES:
+            raise FuncSimError(f"ACT = {r['ACT']} is not one of {ACTS}")
+        fields = ["mult_b", "mult_c", "offset"]
+        if r["RES_ADDR"] >= 0:
+            fields += ["res_b", "res_c"]
+        if r["ACT"] == ACTS["hswish"]:
+            if r["MIDBITS"] != WIDTHS["mid"]:
+                raise FuncSimError(f"MIDBITS = {r['MIDBITS']}: the Hardswish intermediate is"
+                                   f" {WIDTHS['mid']} bits")
+            fields += ["hsw_b", "hsw_c"]
+            self.check_limit("three", r["THREE"])
+        for name in fields:
+            self.check_limit(name, rec[:, ("bias", "mult_b", "mult_c", "offset", "res_b",
+                                            "res_c", "hsw_b", "hsw_c").index(name)])
+
+    @staticmethod
+    def check_limit(name, value):
+        try:
+            check_limit(name, value, "parameter")
+        except LimitError as e:
+            raise FuncSimError(str(e)) from None
+
     def epilogue(self, r, rec, acc, stream):
+        self.check_epilogue(r, rec)
         act = ACT_NAMES[r["ACT"]]
         res = None
         kw = {}
@@ -228,6 +258,9 @@ class _Machine:
         if acc.shape != (nco, f["ho"], r["WOUT"]):
             raise FuncSimError(f"tile output {acc.shape} != ({nco}, {f['ho']}, {r['WOUT']})")
         if r["NOEPI"]:
+            if r["OBITS"] != WIDTHS["logits"]:
+                raise FuncSimError(f"NOEPI with OBITS = {r['OBITS']}: raw accumulators are"
+                                   f" {WIDTHS['logits']} bits")
             y, bpe = nx.saturate(acc, r["OBITS"], signed=bool(r["OSIGNED"])), 4
         else:
             y, bpe = self.epilogue(r, rec, acc, stream), 1 if r["OBITS"] <= 8 else 4
@@ -244,6 +277,8 @@ class _Machine:
         keys = ("s_mult_b", "s_mult_c", "ksum_mult_b", "ksum_mult_c", "log2_offset",
                 "log2_emin", "out_mult_b", "out_mult_c")
         prm = {k: rec[i:i + 1] for i, k in enumerate(keys)}
+        for k in keys:
+            self.check_limit(k, prm[k])
         aux = BUFS["AUX"]
         relu = nx.relu(x)
         if op in ("ATT_KV_RDF", "ATT_KV_MAT"):
@@ -292,6 +327,19 @@ class _Machine:
         return True
 
 
+def _step(m, key, pc, ins) -> bool:
+    """``m.step`` with every failure of a (damaged) instruction turned into a FuncSimError that
+    names the stream, unit, position and instruction."""
+    try:
+        return m.step(key[0], key[1], ins)
+    except FuncSimError as e:
+        raise FuncSimError(f"{key[0]}/{key[1]} instruction {pc} ({ins.op}): {e}") from None
+    except (KeyError, IndexError, ValueError, TypeError, OverflowError, ArithmeticError) as e:
+        what = f"unknown key {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise FuncSimError(f"{key[0]}/{key[1]} instruction {pc}: cannot execute {ins!r}"
+                           f" ({what})") from None
+
+
 def run(binary, x, *, order: str = "ld_first", return_machine: bool = False) -> dict:
     """Run ``binary`` on the integer input ``x``; returns ``{output name: int64 array}``."""
     prog = binary.prog
@@ -310,7 +358,7 @@ def run(binary, x, *, order: str = "ld_first", return_machine: bool = False) -> 
         for k in keys:
             q = queues[k]
             while pc[k] < len(q):
-                if not m.step(k[0], k[1], q[pc[k]][0]):
+                if not _step(m, k, pc[k], q[pc[k]][0]):
                     break
                 pc[k] += 1
                 progress = True

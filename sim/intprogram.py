@@ -44,8 +44,10 @@ The file format, each op and the decisions behind them are documented in docs/in
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,9 +55,10 @@ import numpy as np
 
 from . import numerics as nx
 from .fileio import atomic_write
+from .isa import LIMITS, SHAPE_LIMITS, WIDTHS, LimitError, check_limit
 
 __all__ = ["FORMAT_VERSION", "IntProgramError", "TensorInfo", "Epilogue", "Node", "IntProgram",
-           "OPS", "conv_output_hw"]
+           "OPS", "conv_output_hw", "read_npz", "check_digest", "digest"]
 
 FORMAT_VERSION = 1
 MAGIC = "trio-vit.intprogram"
@@ -65,6 +68,72 @@ ACTS = ("none", "relu", "hswish")
 
 class IntProgramError(ValueError):
     """A malformed, inconsistent or incompatible IntProgram."""
+
+
+def digest(arrays: dict, manifest: dict | None = None) -> str:
+    """SHA-256 over the arrays of a file (names, dtypes, shapes and bytes, in name order) and
+    its manifest (canonical JSON, without the ``sha256`` entry): saved in the manifest, so that
+    a damaged file (a flipped bit in the weights or an address) is refused on load instead of
+    computing something else."""
+    h = hashlib.sha256()
+    if manifest is not None:
+        m = {k: v for k, v in manifest.items() if k != "sha256"}
+        h.update(json.dumps(m, sort_keys=True).encode())
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def read_npz(path, what: str, error, *, data: bytes | None = None) -> tuple[dict, dict]:
+    """Read an ``.npz`` written by ``save`` of an IntProgram or Binary: ``(manifest, arrays)``
+    (from ``data`` when given: the file's contents, ``path`` then only names it in messages).
+    Every failure raises ``error`` with one line naming ``path`` and the cause: missing file,
+    not a zip / truncated (an archive whose first member does not start at byte 0 is the tail
+    of a damaged file: a truncated Binary would otherwise read as its embedded IntProgram),
+    no or bad manifest, digest mismatch (the manifest's ``sha256``, when present)."""
+    if data is None:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise error(f"{path}: no such file") from None
+        except OSError as e:
+            raise error(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+        if infos and min(i.header_offset for i in infos) != 0:
+            raise error(f"{path}: truncated or damaged {what} file (the archive does not start"
+                        " at byte 0)")
+        z = np.load(io.BytesIO(data), allow_pickle=False)
+        arrays = {k: z[k] for k in z.files}
+    except error:
+        raise
+    except Exception as e:  # zipfile/format errors come in many types
+        art = "an" if what[0] in "AEIOU" else "a"
+        raise error(f"{path}: not {art} {what} .npz file or truncated ({type(e).__name__}: {e})"
+                    ) from None
+    if "__manifest__" not in arrays:
+        raise error(f"{path}: no __manifest__ entry; not a {what} file")
+    try:
+        m = json.loads(arrays.pop("__manifest__").tobytes().decode())
+        if not isinstance(m, dict):
+            raise ValueError("not a JSON object")
+    except Exception as e:
+        raise error(f"{path}: manifest is not valid JSON ({e})") from None
+    return m, arrays
+
+
+def check_digest(path, m: dict, arrays: dict, what: str, error) -> None:
+    """Refuse a file whose arrays or manifest do not match the manifest's ``sha256`` (when it
+    has one). Called last by the loaders, so a structurally broken file gets the specific
+    message and an otherwise valid but altered one this."""
+    want = m.get("sha256")
+    if want is not None and want != digest(arrays, m):
+        raise error(f"{path}: damaged {what} file (its arrays or manifest do not match the"
+                    " manifest's SHA-256)")
 
 
 def conv_output_hw(h: int, w: int, kernel: int, stride: int, padding: int) -> tuple[int, int]:
@@ -85,6 +154,9 @@ class TensorInfo:
     scale: np.ndarray = field(default_factory=lambda: np.float64(1.0))
 
     def __post_init__(self):
+        if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                   for s in self.shape):
+            raise IntProgramError(f"tensor {self.name!r}: shape {self.shape!r} must be integers")
         self.shape = tuple(int(s) for s in self.shape)
         self.scale = np.asarray(self.scale, dtype=np.float64)
 
@@ -110,7 +182,10 @@ class Epilogue:
     hswish_mult: nx.Dyadic | None = None
 
     def __post_init__(self):
-        self.offset = np.asarray(self.offset, dtype=np.int64)
+        off = np.asarray(self.offset)
+        # integers become int64; anything else is kept as it is for validate() to refuse (a
+        # float offset cast here would be truncated silently: -3.75 -> -3)
+        self.offset = off.astype(np.int64) if off.dtype.kind in "iub" else off
 
     def apply(self, acc, *, out_bits: int, signed: bool, residual=None, channel_axis: int = 0):
         """Run the requant path on ``acc`` (channel on ``channel_axis``); returns int64."""
@@ -205,6 +280,7 @@ class IntProgram:
     def validate(self) -> "IntProgram":
         """Check every invariant the executors rely on; raise :class:`IntProgramError` naming the
         node and the problem. Returns ``self``."""
+        _check_types(self)
         for name, t in self.tensors.items():
             _check_tensor(name, t)
         defined = set()
@@ -223,18 +299,28 @@ class IntProgram:
                 raise IntProgramError(f"{where}: output {n.output!r} has no tensor entry")
             if n.output in defined:
                 raise IntProgramError(f"{where}: output {n.output!r} is produced twice")
+            _check_widths(self, n, where)
             try:
                 _CHECKS[n.op](self, n)
                 if n.epilogue is not None:
                     _check_epilogue(self, n)
-            except IntProgramError as e:
+            except (IntProgramError, LimitError) as e:
                 raise IntProgramError(f"{where}: {e}") from None
             except (KeyError, IndexError, TypeError, ValueError) as e:
                 raise IntProgramError(f"{where}: malformed ({type(e).__name__}: {e})") from None
             defined.add(n.output)
+        for name in self.inputs:
+            if self.tensors[name].bits != WIDTHS["activation"]:
+                raise IntProgramError(f"graph input {name!r}: bits = {self.tensors[name].bits};"
+                                      f" the accelerator reads {WIDTHS['activation']}-bit images")
         for name in self.outputs:
             if name not in defined:
                 raise IntProgramError(f"graph output {name!r} is never produced")
+        seen = set()
+        for i, n in enumerate(self.nodes):
+            if n.name in seen:
+                raise IntProgramError(f"node {i}: name {n.name!r} is used twice")
+            seen.add(n.name)
         return self
 
     def node_producing(self, tensor: str) -> Node | None:
@@ -270,6 +356,7 @@ class IntProgram:
         manifest = {"format": MAGIC, "version": FORMAT_VERSION, "meta": self.meta,
                     "inputs": self.inputs, "outputs": self.outputs, "tensors": tensors,
                     "nodes": nodes}
+        manifest["sha256"] = digest(arrays, manifest)
         arrays["__manifest__"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -279,29 +366,14 @@ class IntProgram:
     def load(cls, path) -> "IntProgram":
         """Read and validate a file written by :meth:`save`; errors name the file and the problem."""
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise IntProgramError(f"{path}: no such file") from None
-        except OSError as e:
-            raise IntProgramError(f"{path}: not an IntProgram .npz file ({e})") from None
-        return cls.from_bytes(data, where=str(path))
+        return cls.from_bytes(None, where=path)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, where: str = "IntProgram bytes") -> "IntProgram":
+    def from_bytes(cls, data: bytes | None, *, where="IntProgram bytes") -> "IntProgram":
         """Read and validate the contents of a file written by :meth:`save` (:meth:`to_bytes`);
-        error messages start with ``where`` (a file name, say)."""
-        try:
-            z = np.load(io.BytesIO(data), allow_pickle=False)
-            arrays = {k: z[k] for k in z.files}
-        except Exception as e:  # zipfile/format errors come in many types
-            raise IntProgramError(f"{where}: not an IntProgram .npz file ({e})") from None
-        if "__manifest__" not in arrays:
-            raise IntProgramError(f"{where}: no __manifest__ entry; not an IntProgram file")
-        try:
-            m = json.loads(arrays.pop("__manifest__").tobytes().decode())
-        except Exception as e:
-            raise IntProgramError(f"{where}: manifest is not valid JSON ({e})") from None
+        error messages start with ``where`` (a file name, say). ``data=None``: read the file
+        ``where``."""
+        m, arrays = read_npz(where, "IntProgram", IntProgramError, data=data)
         if m.get("format") != MAGIC:
             raise IntProgramError(f"{where}: format {m.get('format')!r} is not {MAGIC!r}")
         if m.get("version") != FORMAT_VERSION:
@@ -319,12 +391,15 @@ class IntProgram:
                 nodes.append(Node(e["name"], e["op"], list(e["inputs"]), e["output"],
                                   dict(e["attrs"]), params, epi))
             prog = cls(tensors, nodes, list(m["inputs"]), list(m["outputs"]), dict(m.get("meta", {})))
-        except (KeyError, TypeError, ValueError) as e:
-            raise IntProgramError(f"{where}: manifest is incomplete or inconsistent ({e!r})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            what = f"missing member {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise IntProgramError(f"{where}: manifest is incomplete or inconsistent ({what})") from None
         try:
-            return prog.validate()
+            prog.validate()
         except IntProgramError as e:
             raise IntProgramError(f"{where}: {e}") from None
+        check_digest(where, m, arrays, "IntProgram", IntProgramError)
+        return prog
 
     def summary(self) -> str:
         lines = [f"IntProgram v{FORMAT_VERSION}: {len(self.nodes)} nodes, inputs {self.inputs},"
@@ -342,8 +417,12 @@ def _check_tensor(name: str, t: TensorInfo):
         raise IntProgramError(f"{where}: entry is named {t.name!r}")
     if not t.shape or any(d < 1 for d in t.shape):
         raise IntProgramError(f"{where}: shape {t.shape} must be non-empty with positive sizes")
+    if isinstance(t.bits, bool) or not isinstance(t.bits, (int, np.integer)):
+        raise IntProgramError(f"{where}: bits = {t.bits!r} is not an integer")
     if not (1 <= int(t.bits) <= 32):
         raise IntProgramError(f"{where}: bits {t.bits} out of range [1, 32]")
+    if not isinstance(t.signed, (bool, np.bool_)):
+        raise IntProgramError(f"{where}: signed = {t.signed!r} is not a bool")
     sc = np.asarray(t.scale)
     if sc.ndim > 1 or (sc.ndim == 1 and sc.shape[0] != t.shape[0]):
         raise IntProgramError(f"{where}: scale must be a scalar or have shape ({t.shape[0]},),"
@@ -371,21 +450,31 @@ def _check_conv(p: IntProgram, n: Node):
     x, y = p.tensors[n.inputs[0]], p.tensors[n.output]
     if len(n.inputs) != 1 or len(x.shape) != 3 or len(y.shape) != 3:
         raise IntProgramError("conv takes one (C, H, W) input and gives a (C, H, W) output")
-    k, s, pad, g = (int(n.attrs[a]) for a in ("kernel", "stride", "padding", "groups"))
+    k, s, pad, g = (_int_attr(n, a) for a in ("kernel", "stride", "padding", "groups"))
     if k < 1 or s < 1 or pad < 0 or g < 1:
         raise IntProgramError(f"kernel/stride/padding/groups out of range: {k}/{s}/{pad}/{g}")
+    _shape_limit("kernel", k)
+    _shape_limit("stride", s)
+    _shape_limit("padding", pad)
     w = _int_array(n.params["weight"], -128, 127, "weight")
     cout = y.shape[0]
     if x.shape[0] % g or cout % g:
         raise IntProgramError(f"groups {g} must divide Cin {x.shape[0]} and Cout {cout}")
     if w.shape != (cout, x.shape[0] // g, k, k):
         raise IntProgramError(f"weight shape {w.shape} != {(cout, x.shape[0] // g, k, k)}")
-    _int_array(n.params["bias"], -(1 << 31), (1 << 31) - 1, "bias")
+    if n.kind == "depthwise":
+        _shape_limit("dw_kernel", k, "depthwise kernel")
+        _shape_limit("dw_stride", s, "depthwise stride")
+    else:
+        _shape_limit("cin_per_group", x.shape[0] // g, "input channels per group")
+    _shape_limit("win", x.shape[2], "input width")
+    _check_bias(n.params["bias"])
     if np.asarray(n.params["bias"]).shape != (cout,):
         raise IntProgramError(f"bias shape must be ({cout},)")
     if conv_output_hw(x.shape[1], x.shape[2], k, s, pad) != y.shape[1:]:
         raise IntProgramError(f"output shape {y.shape} does not follow from input {x.shape}"
                               f" with k={k} s={s} p={pad}")
+    _shape_limit("wout", y.shape[2], "output width")
     if n.epilogue is None:
         raise IntProgramError("conv needs an epilogue")
 
@@ -395,7 +484,10 @@ def _check_linear(p: IntProgram, n: Node):
     w = _int_array(n.params["weight"], -128, 127, "weight")
     if len(x.shape) != 1 or w.shape != (y.shape[0], x.shape[0]):
         raise IntProgramError(f"linear weight {w.shape} does not map {x.shape} to {y.shape}")
-    _int_array(n.params["bias"], -(1 << 31), (1 << 31) - 1, "bias")
+    _shape_limit("cin_per_group", x.shape[0], "input features")
+    _check_bias(n.params["bias"])
+    if np.asarray(n.params["bias"]).shape != (y.shape[0],):
+        raise IntProgramError(f"bias shape must be ({y.shape[0]},)")
     if n.epilogue is None and (y.bits != 32 or not y.signed):
         raise IntProgramError("a linear without epilogue outputs raw int32 accumulators (bits=32)")
 
@@ -410,20 +502,21 @@ def _check_concat(p: IntProgram, n: Node):
 
 def _check_attention(p: IntProgram, n: Node):
     x, y = p.tensors[n.inputs[0]], p.tensors[n.output]
-    d = int(n.attrs["dim"])
-    if d < 1 or x.shape[0] % (3 * d):
+    d = _int_attr(n, "dim")
+    _shape_limit("dim", d, "head dimension dim")
+    if len(x.shape) != 3 or x.shape[0] % (3 * d):
         raise IntProgramError(f"input channels {x.shape[0]} are not a multiple of 3*dim={3 * d}")
     heads = x.shape[0] // (3 * d)
     if y.shape != (heads * d,) + x.shape[1:]:
         raise IntProgramError(f"output shape {y.shape} != {(heads * d,) + x.shape[1:]}")
-    for k in ("s_mult", "ksum_mult", "out_mult"):
-        nx.Dyadic(n.params[f"{k}_b"], n.params[f"{k}_c"])
-        if np.asarray(n.params[f"{k}_b"]).shape != (heads,):
-            raise IntProgramError(f"{k} must have one value per head ({heads})")
-    for k in ("log2_offset", "log2_emin"):
-        _int_array(n.params[k], -64, 64, k)
+    for k in ("s_mult_b", "s_mult_c", "ksum_mult_b", "ksum_mult_c", "out_mult_b", "out_mult_c",
+              "log2_offset", "log2_emin"):
+        if k.endswith("_b"):
+            nx.Dyadic(n.params[k], n.params[k[:-1] + "c"])
+        check_limit(k, n.params[k])
         if np.asarray(n.params[k]).shape != (heads,):
-            raise IntProgramError(f"{k} must have one value per head ({heads})")
+            raise IntProgramError(f"{k} must have one value per head ({heads}),"
+                                  f" got shape {np.asarray(n.params[k]).shape}")
     # the output shift c + e (e in [emin, emin + 15]) must be a legal dyadic shift
     lo = np.asarray(n.params["out_mult_c"]) + np.asarray(n.params["log2_emin"])
     hi = lo + (1 << nx.LOG2_CODE_BITS) - 1
@@ -459,13 +552,26 @@ def _check_epilogue(p: IntProgram, n: Node):
         raise IntProgramError(f"epilogue act {e.act!r} not in {ACTS}")
     if e.mult is None:
         raise IntProgramError("epilogue has no multiplier")
-    for arr, what in ((e.mult.b, "mult"), (e.offset, "offset")):
-        _per_channel(arr, c, f"epilogue {what}")
+    if y.bits != WIDTHS["activation"]:
+        raise IntProgramError(f"output {n.output!r}: bits = {y.bits}; an epilogue writes"
+                              f" {WIDTHS['activation']}-bit activations")
+    fields = [("mult_b", e.mult.b), ("mult_c", e.mult.c), ("offset", e.offset)]
+    if e.res_mult is not None:
+        fields += [("res_b", e.res_mult.b), ("res_c", e.res_mult.c)]
+    if e.hswish_mult is not None:
+        fields += [("hsw_b", e.hswish_mult.b), ("hsw_c", e.hswish_mult.c)]
+    for what, arr in fields:
+        check_limit(what, arr, "epilogue")
+        _per_channel(arr, c, f"epilogue {'mult' if what == 'mult_b' else what}")
     if e.act == "hswish":
-        if not (2 <= int(e.mid_bits) <= 24):  # x * t * b must fit int64: 2 * mid_bits + 16 < 64
-            raise IntProgramError(f"hswish mid_bits {e.mid_bits} out of range [2, 24]")
-        if e.hswish_mult is None or not (0 < e.three < (1 << (e.mid_bits - 1))):
-            raise IntProgramError(f"hswish epilogue needs hswish_mult and 0 < three < 2**{e.mid_bits - 1}")
+        if isinstance(e.mid_bits, bool) or e.mid_bits != WIDTHS["mid"]:
+            raise IntProgramError(f"hswish mid_bits {e.mid_bits!r} out of range: the requant lanes'"
+                                  f" Hardswish intermediate is {WIDTHS['mid']} bits")
+        if e.hswish_mult is None:
+            raise IntProgramError("hswish epilogue needs hswish_mult")
+        if not isinstance(e.three, (int, np.integer)) or isinstance(e.three, bool):
+            raise IntProgramError(f"hswish three = {e.three!r} is not an integer")
+        check_limit("three", e.three, "epilogue")
         if e.residual is not None:
             raise IntProgramError("a residual is only allowed with act none/relu")
     if e.residual is not None:
@@ -474,8 +580,81 @@ def _check_epilogue(p: IntProgram, n: Node):
             raise IntProgramError(f"residual {e.residual!r} shape {r.shape} != output {y.shape}")
         if e.res_mult is None or np.any(np.asarray(e.res_mult.c) > np.asarray(e.mult.c)):
             raise IntProgramError("residual needs res_mult with rc <= c (numerics.align_residual)")
-    if not (1 <= y.bits <= 32):
-        raise IntProgramError(f"output bits {y.bits} out of range [1, 32]")
+
+
+def _check_types(p: IntProgram):
+    """The JSON-side structure: names are strings, lists are lists of names, node names unique
+    (a hand-edited or damaged manifest otherwise fails deep inside an executor)."""
+    def names(v, what):
+        if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+            raise IntProgramError(f"{what} must be a list of tensor names, got {v!r}")
+    if not isinstance(p.tensors, dict) or not isinstance(p.nodes, list):
+        raise IntProgramError("tensors must be a dict and nodes a list")
+    names(p.inputs, "graph inputs")
+    names(p.outputs, "graph outputs")
+    if len(p.inputs) != 1:
+        raise IntProgramError(f"the accelerator runs programs with one input, got {p.inputs}")
+    if not isinstance(p.meta, dict):
+        raise IntProgramError(f"meta must be a dict, got {type(p.meta).__name__}")
+    for i, n in enumerate(p.nodes):
+        where = f"node {i}"
+        if not isinstance(n.name, str) or not isinstance(n.op, str) \
+                or not isinstance(n.output, str):
+            raise IntProgramError(f"{where}: name, op and output must be strings")
+        names(n.inputs, f"{where} ({n.name!r}) inputs")
+        if not isinstance(n.attrs, dict) or not isinstance(n.params, dict):
+            raise IntProgramError(f"{where} ({n.name!r}): attrs and params must be dicts")
+        e = n.epilogue
+        if e is not None:
+            if not isinstance(e.act, str) or not (e.residual is None or isinstance(e.residual, str)):
+                raise IntProgramError(f"{where} ({n.name!r}): epilogue act / residual must be"
+                                      " strings")
+
+
+def _int_attr(n: Node, name: str) -> int:
+    v = n.attrs[name]
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise IntProgramError(f"attribute {name} = {v!r} must be an integer")
+    return int(v)
+
+
+def _check_bias(b):
+    a = np.asarray(b)
+    check_limit("bias", a)
+    if a.ndim != 1:
+        raise IntProgramError(f"bias must be a vector, got shape {a.shape}")
+
+
+def _shape_limit(name, value, what=None):
+    lo, hi = SHAPE_LIMITS[name]
+    if not lo <= int(value) <= hi:
+        raise IntProgramError(f"{what or name} = {value} outside [{lo}, {hi}], the range the"
+                              f" accelerator implements (sim.isa.SHAPE_LIMITS[{name!r}])")
+
+
+def _check_widths(p: IntProgram, n: Node, where: str):
+    """Tensor widths: every tensor an accelerator op reads is one byte per element; only a
+    linear without epilogue writes raw ``logits`` (int32), read by the host (layernorm) or
+    returned as a graph output."""
+    ins = n.inputs + ([n.epilogue.residual] if n.epilogue is not None and n.epilogue.residual
+                      else [])
+    if n.op != "layernorm":
+        for t in ins:
+            if p.tensors[t].bits != WIDTHS["activation"]:
+                raise IntProgramError(f"{where}: input {t!r} has bits = {p.tensors[t].bits}; the"
+                                      f" cores read {WIDTHS['activation']}-bit activations")
+    y = p.tensors[n.output]
+    raw = n.op == "linear" and n.epilogue is None
+    if n.op == "concat":
+        if any(p.tensors[t].signed != y.signed for t in n.inputs):
+            raise IntProgramError(f"{where}: concat inputs and output must agree in signedness"
+                                  " (the output aliases its inputs' bytes)")
+        raw = False
+    if n.op == "layernorm":
+        raw = False
+    if not raw and y.bits != WIDTHS["activation"]:
+        raise IntProgramError(f"{where}: output {n.output!r} has bits = {y.bits}; only a linear"
+                              f" without epilogue writes {WIDTHS['logits']}-bit values")
 
 
 _CHECKS = {"conv": _check_conv, "linear": _check_linear, "concat": _check_concat,

@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .numerics import ACC_BITS, LOG2_CODE_BITS, MAX_SHIFT, MULT_BITS
+
 __all__ = ["IsaError", "Instr", "FORMATS", "OPCODES", "UNITS", "BUFS", "REGS", "ACTS",
            "encode", "decode", "encode_stream", "decode_stream", "WORD_BITS", "unit_of",
-           "REG_LIMITS"]
+           "REG_LIMITS", "Limit", "LIMITS", "LimitError", "check_limit", "WIDTHS",
+           "SHAPE_LIMITS"]
 
 WORD_BITS = 128
 OPCODE_BITS = 5
@@ -75,6 +78,105 @@ _CONV_LIMITS = {"CIN": (0, 65535), "WIN": (1, 32767), "WOUT": (1, 4095), "KERNEL
 #: behind them: output columns are 12-bit counters, input columns 16-bit signed, and CIN is
 #: the 16-bit operand of the per-instruction products CIN * k*k and CIN * XSTRIDE.
 REG_LIMITS = {"CONV_MAT": _CONV_LIMITS, "CONV_RDF": _CONV_LIMITS}
+
+
+class LimitError(ValueError):
+    """A value outside the range the hardware implements (:data:`LIMITS`)."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One quantity the accelerator implements: a ``bits``-wide two's complement (``signed``) or
+    unsigned field, possibly used over a narrower inclusive range ``[lo, hi]`` (``None``: the
+    field's full range). ``where`` names the RTL that holds it (``tests/test_contract.py`` reads
+    that port's width from the ``hw`` object and checks it equals ``bits``)."""
+    bits: int
+    signed: bool
+    where: str
+    lo: int | None = None
+    hi: int | None = None
+
+    @property
+    def range(self) -> tuple[int, int]:
+        flo, fhi = ((-(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1) if self.signed
+                    else (0, (1 << self.bits) - 1))
+        return (flo if self.lo is None else self.lo, fhi if self.hi is None else self.hi)
+
+
+_SHIFT = (0, MAX_SHIFT)
+#: The ranges the hardware implements, one table: the IntProgram validator
+#: (``sim.intprogram``), the compiler (``sim.compile``) and the functional simulator
+#: (``sim.funcsim``) check against it, and ``tests/test_contract.py`` checks that the RTL's port
+#: widths equal it. Keys are the IntProgram's names (epilogue fields ``mult_b`` ... as in the
+#: 32-byte parameter record of ``sim.compile``; attention ``{s,ksum,out}_mult_{b,c}``,
+#: ``log2_*``); values are :class:`Limit`. Widths: ``WIDTHS``; shapes: ``SHAPE_LIMITS``.
+LIMITS = {
+    # the per-channel parameter record -> one hw.units.Requant lane of hw.core.unit.Unit
+    "bias": Limit(ACC_BITS, True, "Requant.acc"),
+    "mult_b": Limit(MULT_BITS, False, "Requant.b"),
+    "mult_c": Limit(6, False, "Requant.c", *_SHIFT),
+    "offset": Limit(17, True, "Requant.offset"),
+    "res_b": Limit(MULT_BITS, False, "Requant.rb"),
+    "res_c": Limit(6, False, "Requant.rc", *_SHIFT),
+    "hsw_b": Limit(MULT_BITS, False, "Requant.hb"),
+    "hsw_c": Limit(6, False, "Requant.hc", *_SHIFT),
+    # Hardswish 3.0 in intermediate LSBs: 0 < three < 2**(mid_bits - 1) (sim.numerics)
+    "three": Limit(16, False, "Requant.three", 1, (1 << 15) - 1),
+    # the attention's per-head record: requant of S and ksum on the lanes, the log2 module
+    "s_mult_b": Limit(MULT_BITS, False, "Requant.b"),
+    "s_mult_c": Limit(6, False, "Requant.c", *_SHIFT),
+    "ksum_mult_b": Limit(MULT_BITS, False, "Requant.b"),
+    "ksum_mult_c": Limit(6, False, "Requant.c", *_SHIFT),
+    "out_mult_b": Limit(MULT_BITS, False, "Requant.b"),
+    "out_mult_c": Limit(6, False, "Requant.c", *_SHIFT),
+    "log2_offset": Limit(8, True, "Log2Quantizer.offset"),
+    # emin + 2**LOG2_CODE_BITS - 1 must fit the exponent (hw.units.Log2Quantizer)
+    "log2_emin": Limit(8, True, "Log2Quantizer.emin", None, 127 - ((1 << LOG2_CODE_BITS) - 1)),
+}
+
+#: data widths in bits: ``activation`` every tensor a core reads or writes (int8 or uint8, one
+#: byte; the engines take it sign- or zero-extended as a 9-bit ``operand``, the requant lanes a
+#: residual of the same 9 bits), ``weight`` int8, ``logits`` the raw int32 accumulators of a
+#: linear without epilogue (``NOEPI``), ``mid`` the Hardswish intermediate (``MIDBITS``).
+WIDTHS = {"activation": 8, "operand": 9, "weight": 8, "logits": ACC_BITS, "accumulator": ACC_BITS,
+          "mid": 16}
+
+#: shapes, kernels, strides and padding (inclusive ranges) the compiler can map and the core
+#: units run: ``cin_per_group`` is the CIN register, ``win`` / ``wout`` WIN / WOUT (conv and
+#: depthwise), ``kernel`` / ``stride`` KERNEL / STRIDE, ``padding`` the 3-bit pad_t / pad_b
+#: fields of a tile (PAD_L is wider), ``dw_kernel`` / ``dw_stride`` the depthwise conv of the
+#: R-MAC's self-accumulation mode (``hw.core.unit.MAX_KERNEL``), ``dim`` the attention's head
+#: dimension (the DIM register's 12 bits).
+SHAPE_LIMITS = {
+    "cin_per_group": _CONV_LIMITS["CIN"],
+    "win": _CONV_LIMITS["WIN"],
+    "wout": _CONV_LIMITS["WOUT"],
+    "kernel": _CONV_LIMITS["KERNEL"],
+    "stride": _CONV_LIMITS["STRIDE"],
+    "padding": (0, 7),
+    "dw_kernel": (1, 5),
+    "dw_stride": (1, 2),
+    "dim": (1, 4095),
+}
+
+
+def check_limit(name: str, value, where: str = "") -> None:
+    """Raise :class:`LimitError` naming ``where``, ``name`` and the offending value when any
+    element of ``value`` (an integer scalar or array) leaves ``LIMITS[name]``. A non-integer
+    array is refused too (the hardware has no fractions)."""
+    lim = LIMITS[name]
+    lo, hi = lim.range
+    a = np.asarray(value)
+    pre = f"{where}: " if where else ""
+    if a.dtype.kind not in "iub":
+        raise LimitError(f"{pre}{name} must be integer, got dtype {a.dtype}"
+                         + (f" (e.g. {a.reshape(-1)[0]!r})" if a.size else ""))
+    if a.size:
+        bad = a[(a < lo) | (a > hi)]
+        if bad.size:
+            raise LimitError(f"{pre}{name} = {int(bad.reshape(-1)[0])} outside [{lo}, {hi}], "
+                             f"the range of the hardware's {lim.where} "
+                             f"({lim.bits}-bit {'signed' if lim.signed else 'unsigned'})")
 
 # opcode -> (code, unit or None (unit field), [(field, bits, signed)])
 _TILE = [("x_addr", 19, False), ("w_addr", 19, False), ("p_addr", 19, False),

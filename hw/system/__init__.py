@@ -5,3 +5,10 @@
 AXI4-Lite register block, the LD / ST DMA engines (AXI4 masters), the instruction dispatcher,
 the semaphore file and the :class:`Accelerator` that joins them to the L computing cores.
 """
+
+from .accelerator import Accelerator  # noqa: E402
+
+__all__ = ["Accelerator", "UNITS"]
+
+#: components of this package the CLI builds (``python -m hw verilog accelerator --config ...``)
+UNITS: dict[str, type] = {"accelerator": Accelerator}

@@ -83,7 +83,7 @@ class Accelerator(wiring.Component):
     irq : Out(1)   level interrupt
     """
 
-    def __init__(self, *, config="paper", sems: int = 2048, queue_depth: int = 8,
+    def __init__(self, *, config="paper", sems: int = 2048, queue_depth: int = 16,
                  fetch_burst: int = 16, dma_burst: int = 64, dma_outstanding: int = 4,
                  addr_width: int = 40):
         from sim.config import AccelConfig
@@ -125,8 +125,18 @@ class Accelerator(wiring.Component):
         run_rst = Signal()          # resets every unit of a run (not the registers)
         go = Signal()               # the cycle after run_rst: the dispatcher starts
         start_ok = csr.ctrl_start & ~busy
-        m.d.comb += run_rst.eq(start_ok | csr.ctrl_soft_reset)
-        m.d.sync += go.eq(start_ok)
+        # A START or SOFT_RESET first drains the AXI channels: no new descriptor or fetch
+        # burst is issued, those on the bus complete; then the units are reset (a reset with
+        # bursts in flight would leave the bus owing beats to engines that forgot them).
+        draining = Signal()
+        restart = Signal()          # the drain ends in a START (not a SOFT_RESET)
+        quiet = Signal()
+        with m.If(start_ok | csr.ctrl_soft_reset):
+            m.d.sync += [draining.eq(1), restart.eq(start_ok)]
+        with m.Elif(draining & quiet):
+            m.d.sync += draining.eq(0)
+        m.d.comb += run_rst.eq(draining & quiet)
+        m.d.sync += go.eq(run_rst & restart)
 
         def run(sub):
             return ResetInserter(run_rst)(sub)
@@ -156,7 +166,9 @@ class Accelerator(wiring.Component):
         m.submodules.sems = run(sems)
         m.submodules.bufs = run(bufs)
         m.submodules.arb = arb
-        m.d.comb += [dispatch.start.eq(go), dispatch.table_base.eq(table_base)]
+        m.d.comb += [dispatch.start.eq(go), dispatch.table_base.eq(table_base),
+                     dispatch.stop.eq(draining),
+                     quiet.eq(ld.idle & st.idle & ~dispatch.busy)]
 
         # queues, semaphores: queue i is semaphore port i (sim.image order)
         units = [g["LD"], g["ST"], g["HOST"]]
@@ -182,7 +194,9 @@ class Accelerator(wiring.Component):
 
         # DMA: descriptors from LD / ST, the data window, lines into B / C / OUT or a core's A
         for unit, dma in ((g["LD"], ld), (g["ST"], st)):
-            wiring.connect(m, unit.cmd, dma.cmd)
+            m.d.comb += [dma.cmd.payload.eq(unit.cmd.payload),
+                         dma.cmd.valid.eq(unit.cmd.valid & ~draining),
+                         unit.cmd.ready.eq(dma.cmd.ready & ~draining)]
             m.d.comb += [unit.dma_idle.eq(dma.idle), unit.data_base.eq(data_base),
                          dma.win_lo.eq(data_base), dma.win_hi.eq(data_base + data_size)]
         w = ld.wr.payload
@@ -229,7 +243,7 @@ class Accelerator(wiring.Component):
 
         # -- completion, errors, watchdog -------------------------------------------------------
         halted = Cat(*[u.halted for u in units], *[c.halted for c in cores]).all()
-        finished = busy & ~go & halted & ld.idle & st.idle & ~dispatch.busy
+        finished = busy & ~draining & ~go & halted & ld.idle & st.idle & ~dispatch.busy
         consumed = [Signal(24, name=f"q{i}_pc") for i in range(Q)]
         progress = Signal()
         hs = []

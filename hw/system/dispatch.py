@@ -47,6 +47,8 @@ class Dispatcher(wiring.Component):
       dispatcher must be in reset state (the accelerator resets it with every start);
     * ``table_base``: In(addr_width), byte address of the queue table (a multiple of 4096: the
       low 12 bits are ignored, so the table is one burst that crosses no 4 KB boundary);
+    * ``stop``: In(1), while high no new burst is requested (those in flight complete): the
+      accelerator drains the bus this way before it resets the dispatcher;
     * ``instr[i]``: Out(stream of 128-bit words), queue i's instructions in order;
     * ``fetched``: Out(64), instruction words received (performance counter);
     * ``busy``: Out(1), the table is being read or a burst is in flight;
@@ -68,6 +70,7 @@ class Dispatcher(wiring.Component):
             "bus": Out(axi4_signature(addr_width=addr_width, data_width=128)),
             "start": In(1),
             "table_base": In(addr_width),
+            "stop": In(1),
             "instr": Out(stream.Signature(unsigned(128))).array(queues),
             "fetched": Out(64),
             "busy": Out(1),
@@ -154,7 +157,7 @@ class Dispatcher(wiring.Component):
             # the table, in bursts of at most max_burst entries (one 4 KB page: no crossing)
             tn = Signal(range(Q + 1))
             m.d.comb += tn.eq(Mux(Q - treq > self.max_burst, self.max_burst, Q - treq))
-            with m.If(started):
+            with m.If(started & ~self.stop):
                 m.d.sync += [bus.arvalid.eq(1), bus.araddr.eq(Cat(Const(0, 4), base + treq)),
                              bus.arlen.eq(tn - 1), treq.eq(treq + tn)]
                 with m.If(treq + tn == Q):
@@ -162,7 +165,8 @@ class Dispatcher(wiring.Component):
         with m.Elif(~table_ok):
             pass
         with m.Else():
-            m.d.comb += issuing.eq((left[ptr] != 0) & (n != 0) & (n >= need_pg) & tags.w_rdy)
+            m.d.comb += issuing.eq((left[ptr] != 0) & (n != 0) & (n >= need_pg) & tags.w_rdy
+                                   & ~self.stop)
             with m.If(issuing):
                 m.d.sync += [bus.arvalid.eq(1), bus.araddr.eq(Cat(Const(0, 4), a)),
                              bus.arlen.eq(n - 1), a.eq(a + n), left[ptr].eq(left[ptr] - n)]

@@ -5,7 +5,8 @@ asserts, on each AR / AW handshake, that the burst is INCR, at most ``max_burst`
 full data width, and crosses no 4 KB boundary; it counts the beats and responses still owed and
 ``check_quiet()`` asserts at the end that every read burst received its ``rlast`` beat with as
 many beats as asked, every write burst sent as many W beats as its AWLEN says (``wlast`` on the
-last) and got its B response.
+last) and got its B response. ``latencies`` holds, per read burst, the cycles from its AR
+handshake to its first R beat (what the memory model's read latency is, for ``sim.perf``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ class AxiMonitor:
             "wready", "wlast", "bvalid", "bready", "rdata")}
         self.size = (len(self.s["rdata"]) // 8).bit_length() - 1
         self.reads = []          # beats still owed per read burst, in order
+        self.read_started = []   # per read burst in flight: (cycle of its AR, first beat seen)
+        self.latencies = []      # cycles from each AR handshake to its burst's first R beat
+        self.cycle = 0
         self.aw, self.w = [], []  # beats per AW burst / per W burst (to wlast), not yet paired
         self.w_run = 0
         self.b_owed = 0
@@ -52,18 +56,24 @@ class AxiMonitor:
         v = lambda n: int(s[n].value) if s[n].value.is_resolvable else 0  # noqa: E731
         while True:
             await RisingEdge(self.dut.clk)
+            self.cycle += 1
             if v("arvalid") and v("arready"):
                 self.reads.append(self._burst("read", v("araddr"), v("arlen"), v("arsize"),
                                               v("arburst")))
+                self.read_started.append([self.cycle, False])
             if v("rvalid") and v("rready"):
                 if not self.reads:
                     self.errors.append("read beat with no burst outstanding")
                 else:
+                    if not self.read_started[0][1]:
+                        self.read_started[0][1] = True
+                        self.latencies.append(self.cycle - self.read_started[0][0])
                     self.reads[0] -= 1
                     if (self.reads[0] == 0) != bool(v("rlast")):
                         self.errors.append("rlast does not mark the burst's last beat")
                     if self.reads[0] == 0:
                         self.reads.pop(0)
+                        self.read_started.pop(0)
             if v("awvalid") and v("awready"):
                 self.aw.append(self._burst("write", v("awaddr"), v("awlen"), v("awsize"),
                                            v("awburst")))

