@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -196,7 +197,10 @@ def _cmd_regmap(args) -> int:
 def _cmd_build(args) -> int:
     from .board.system import BoardError, write_zcu102
 
-    out = Path(args.out) if args.out else REPO_ROOT / "build" / "zcu102" / args.config.split(":")[0]
+    spec = args.config.strip()
+    stem = ("custom" if spec.startswith("{") else Path(spec).stem if spec.endswith(".json")
+            else re.sub(r"[^A-Za-z0-9._=-]+", "_", spec))      # small:L=1 -> small_L=1
+    out = Path(args.out) if args.out else REPO_ROOT / "build" / "zcu102" / stem
     cmd = "python -m hw build zcu102 --config " + args.config + (f" -o {args.out}" if args.out else "")
     try:
         man = write_zcu102(args.config, outdir=out, sems=args.sems,
@@ -285,7 +289,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("board", choices=("zcu102",), help="the board (zcu102)")
     s.add_argument("--config", "-c", default="paper", help="the accelerator config: a preset "
                    "(paper, small, ...), preset:key=value,..., JSON or a .json file (default paper)")
-    s.add_argument("--out", "-o", help="build tree directory (default build/zcu102/CONFIG)")
+    s.add_argument("--out", "-o", help="build tree directory (default build/zcu102/CONFIG, e.g. "
+                   "build/zcu102/small_L=1 for small:L=1)")
     s.add_argument("--sems", type=int, default=2048, help="semaphore file size (default 2048)")
     s.add_argument("--buffer-mib", type=int, default=64, help="u-dma-buf size in the device-tree "
                    "fragment, MiB (default 64)")

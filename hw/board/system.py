@@ -275,13 +275,14 @@ def dtsi(*, regs_range: int, buffer_bytes: int) -> str:
 
 
 def _readme(man: dict) -> str:
+    c = man["config"]
     return f"""# Trio-ViT accelerator on a ZCU102: Vivado build tree
 
-Written by `{man['command']}` in {man['seconds_to_write']:.1f} s. Config `{man['config']['name']}`
-(N, M, T, S, L) = ({man['config']['N']}, {man['config']['M']}, {man['config']['T']},
-{man['config']['S']}, {man['config']['L']}), CONFIG_HASH 0x{man['config_hash']:08x},
-pl_clk0 {man['clock_mhz']:g} MHz, part {man['part']}. Written for Vivado {VIVADO_VERSIONS}
-(not run where it was generated: no Vivado there).
+Written by `{man['command']}` in {man['seconds_to_write']:.1f} s.
+
+* config `{man['config']['name']}`: (N, M, T, S, L) = ({c['N']}, {c['M']}, {c['T']}, {c['S']}, {c['L']}), CONFIG_HASH 0x{man['config_hash']:08x} (`config.json`)
+* pl_clk0 {man['clock_mhz']:g} MHz, part {man['part']}
+* written for Vivado {VIVADO_VERSIONS}; not run where it was generated (no Vivado there)
 
 ## Run
 
