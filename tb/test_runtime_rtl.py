@@ -5,7 +5,7 @@ the host's LayerNorm, outputs, counters) runs here through
 :class:`runtime.cocotb_device.CocotbDevice`: ``sim.zoo.tiny`` at L = 1, bit-exact with
 ``sim.golden``, the counters equal the registers and the Binary's transfers; a Binary for
 another config is refused and a too-short timeout is reported. Same config and Accelerator as
-``tb/test_accelerator_rtl.py::test_tiny_network_L1``, so the Verilator build is shared.
+``tb/test_accelerator_rtl.py::test_tiny_network[1]``, so the Verilator build is shared.
 """
 
 import json

@@ -346,3 +346,20 @@ def test_cli_bad_input(tmp_path, tiny, capsys):
     np.save(xpath, x[:, :2])
     assert "shape" in _cli_err(capsys, ["run", str(bpath), "--image", str(xpath), "--uio",
                                         str(dev / "uio3"), *common])
+
+
+def test_cli_input_from_picture_and_float_npy(tmp_path, tiny):
+    from PIL import Image
+
+    from quant.data import load_image
+    from runtime.__main__ import _input
+    binary, _x = tiny
+    t = binary.prog.tensors[binary.prog.inputs[0]]
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    q = _input(binary, tmp_path / "a.png")
+    ref = golden.quantize_input(load_image(tmp_path / "a.png", t.shape[-1])[0].numpy(), t)
+    assert q.shape == tuple(t.shape) and np.array_equal(q, ref)
+    img = rng.normal(size=t.shape).astype(np.float32)          # a normalised image
+    np.save(tmp_path / "f.npy", img)
+    assert np.array_equal(_input(binary, tmp_path / "f.npy"), golden.quantize_input(img, t))
