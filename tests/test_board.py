@@ -65,6 +65,9 @@ def test_every_port_connected(tree):
     # every top port is in an interface or a net of the block design
     top_ports = _ports(top, "trio_vit_top")
     assert {"aclk", "aresetn", "interrupt", "s_axi_awaddr", "m_axi_araddr", "m_axi_rdata"} <= set(top_ports)
+    for p, q in conns.items():            # same direction on both sides (rst is ~aresetn)
+        q = q.lstrip("~")
+        assert top_ports[q] == inner_ports[p], (p, q)
     intf = {}
     for m in re.finditer(r'X_INTERFACE_INFO = "xilinx.com:interface:aximm:1.0 (\w+) (\w+)" \*\)'
                          r'(?:\s*\(\*[^*]*\*\))?\s*(?:input|output) wire (?:\[\d+:0\] )?(\w+)', top):
