@@ -6,7 +6,8 @@ What the CPU does (``docs/system.md``, ``docs/board.md``):
    ``CONFIG_HASH`` the Binary's config (:func:`hw.system.regmap.config_hash`); otherwise the
    Binary is for another bitstream and is not started;
 2. **load** (:meth:`Accelerator.load`): the instruction image (:mod:`sim.image`) at the start of
-   the device's buffer, the data image (``Binary.dram`` with the input written in) at the next
+   the device's buffer (its bus address must be 4 KiB aligned: the dispatcher ignores the low
+   12 bits of ``INSTR_TABLE``, ``hw.system.dispatch``), the data image (``Binary.dram`` with the input written in) at the next
    4 KiB boundary (:func:`layout`), then ``INSTR_TABLE``, ``DATA_BASE`` (bus addresses) and
    ``DATA_SIZE``, and ``WATCHDOG``;
 3. **start**: ``CTRL.START`` with ``CTRL.IRQ_EN`` (the enable is harmless when polling);
@@ -58,9 +59,10 @@ class Layout:
 
 def layout(binary, *, table: int = 0) -> Layout:
     """The buffer layout of ``binary`` with its instruction image at offset ``table``."""
-    from sim.image import TABLE_ALIGN, instruction_image
-    if table % TABLE_ALIGN:
-        raise ValueError(f"table offset must be a multiple of {TABLE_ALIGN}, got {table}")
+    from sim.image import instruction_image
+    if table % PAGE:
+        raise ValueError(f"table offset must be a multiple of {PAGE} (the dispatcher ignores the "
+                         f"low 12 bits of INSTR_TABLE), got {table}")
     img, _ = instruction_image(binary)
     data = -(-(table + img.size) // PAGE) * PAGE
     return Layout(table, int(img.size), data, int(binary.dram.size))
@@ -132,6 +134,10 @@ class Accelerator:
         if lay.end > d.buffer_size:
             raise RunError(f"the Binary needs {lay.end} bytes of buffer, the device has "
                            f"{d.buffer_size}", cause="device")
+        if d.buffer_addr % PAGE:
+            raise RunError(f"the buffer's bus address 0x{d.buffer_addr:x} is not 4 KiB aligned "
+                           f"(the dispatcher reads the queue table from a 4 KiB boundary)",
+                           cause="device")
         img, _ = instruction_image(binary)
         data = binary.dram.copy()
         binary.write_input(data, xq)

@@ -363,3 +363,14 @@ def test_cli_input_from_picture_and_float_npy(tmp_path, tiny):
     img = rng.normal(size=t.shape).astype(np.float32)          # a normalised image
     np.save(tmp_path / "f.npy", img)
     assert np.array_equal(_input(binary, tmp_path / "f.npy"), golden.quantize_input(img, t))
+
+
+def test_run_refuses_an_unaligned_buffer(tiny):
+    binary, x = tiny
+    dev = ScriptedAccel(cfg=CFG, script=[])
+    dev.buffer_addr += 16
+    with pytest.raises(runtime.RunError, match="not 4 KiB aligned") as e:
+        runtime.run(dev, binary, x)
+    assert e.value.cause == "device" and dev.started == 0
+    with pytest.raises(ValueError, match="multiple of 4096"):
+        runtime.layout(binary, table=16)
