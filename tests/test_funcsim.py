@@ -228,6 +228,31 @@ def test_tiny_model():
         _check(prog, x, cfg)
 
 
+#: the tiling matrix: small buffers that force several row tiles per layer (and row halos),
+#: split over L = 1..4 cores (by channels and rows), and narrow engines (N = M = T = S = 2) that
+#: force many output-channel tiles and weight chunks
+SMALLBUF = "buf_b_bytes=16384,buf_c_bytes=8192,buf_out_bytes=4096"
+TILING = {f"L{L}": f"small:L={L},{SMALLBUF}" for L in (1, 2, 3, 4)}
+TILING["narrow-L3"] = f"small:N=2,M=2,T=2,S=2,L=3,{SMALLBUF}"
+
+
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
+@pytest.mark.parametrize("cfg", sorted(TILING))
+def test_tiny_model_tiling_matrix(cfg, fuse):
+    """The whole tiny network (every layer kind of EfficientViT) on the tiling matrix, fused and
+    not: funcsim == golden. The Binary must really split depthwise layers into several tiles
+    and run depthwise tiles on every core."""
+    prog = zoo.tiny(seed=1)
+    x = golden.quantize_input(zoo.random_image(64, seed=2), prog.tensors[prog.inputs[0]])
+    b = _check(prog, x, TILING[cfg], fuse=fuse)
+    L = AccelConfig.from_string(TILING[cfg]).L
+    # (the late stages are 4x4 and 2x2 pixels: one tile; the stem and stage 1 are split)
+    dw = [l["tiles"] for l in b.layers if l["kind"] == "depthwise"]
+    assert sum(t >= 2 for t in dw) >= 2, dw
+    for c in range(L):
+        assert any(i.op == "DW_RSA" for i in b.streams[f"core{c}"]), f"core{c} runs no DW tile"
+
+
 def test_b0_r64():
     prog = zoo.build("b0-r64", seed=0)
     x = golden.quantize_input(zoo.random_image(64, seed=1), prog.tensors[prog.inputs[0]])

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """hw.core.auxbuf: the banked AUX buffer against a plain byte-array model of the port contract.
 
 Reference (written from hw.core.ports, not from the bank layout): two byte arrays E and A of

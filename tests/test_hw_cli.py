@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from amaranth.hdl import Fragment
 
 from hw import registry
 from hw.cli import main
@@ -33,6 +34,8 @@ def test_build_parses_ints_and_bools():
     comp = registry.build("requant", {"out_bits": "0x10", "signed": "false", "hswish": "no"})
     assert (comp.out_bits, comp.signed, comp.hswish) == (16, False, False)
     assert comp.latency == 3
+    assert len(comp.out) == 16 and not hasattr(comp, "hswish_en")     # the ports follow
+    Fragment.get(comp, None)                                            # and it elaborates
 
 
 def test_verilog_writes_file(tmp_path):
@@ -95,12 +98,20 @@ def test_estimate_packed_mult_json_one_dsp():
 
 @pytest.mark.slow
 def test_estimate_text_and_cache():
-    """A small adder tree (fast to synthesize): text output; a second run reuses the result."""
+    """A small adder tree (fast to synthesize): text output; a second run reuses the result:
+    yosys does not run again (its log and the stat file in the work directory are untouched)
+    and the figures are the same."""
     r = run("estimate", "adder_tree", "-p", "width=4", "-p", "count=2")
     assert r.returncode == 0, r.stderr
     assert "adder_tree: LUT" in r.stdout and "DSP48E2 0" in r.stdout
+    work = REPO / r.stdout.rsplit("work dir ", 1)[1].split(")")[0]
+    stamps = {f: (work / f).stat().st_mtime_ns for f in ("yosys.log", "stat.json", "synth.ys")}
     r2 = run("estimate", "adder_tree", "-p", "width=4", "-p", "count=2", "--json")
-    assert json.loads(r2.stdout)["DSP48E2"] == 0
+    res = json.loads(r2.stdout)
+    assert REPO / res["dir"] == work
+    assert {f: (work / f).stat().st_mtime_ns for f in stamps} == stamps     # a cache hit
+    assert res["DSP48E2"] == 0
+    assert f"LUT {res['LUT']}  FF {res['FF']}" in r.stdout
 
 
 def test_core_from_config_has_buffer_a_line_of_the_dram_channel():
@@ -111,8 +122,12 @@ def test_core_from_config_has_buffer_a_line_of_the_dram_channel():
     cfg = PRESETS["paper"]
     params = registry.from_config("core", cfg)
     assert params["a_line"] == 64 and params["a_bytes"] == cfg.buf_a_bytes
-    assert Core.from_config(cfg).a_line == 64
+    assert Core.config_params(cfg) == params
     assert registry.from_config("core", cfg.replace(dram_bytes_per_cycle=16))["a_line"] == 16
     # as the CLI passes them: strings, parsed by the type of the default (None: derived)
-    assert registry.build("core", registry.config_params("core", "paper")).a_line == 64
-    assert registry.build("core", {"a_line": "32"}).a_line == 32
+    assert registry.config_params("core", "paper")["a_line"] == "64"
+    small = {"N": "2", "M": "2", "T": "2", "S": "2"}
+    core = registry.build("core", {**small, "a_line": "32"})
+    assert core.a_line == 32 and len(core.a_load.mask) == 32
+    Fragment.get(core, None)                     # the core it built elaborates
+

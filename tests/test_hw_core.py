@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The computing core (hw.core) in amaranth.sim, running Binaries compiled by sim.compile.
 
 Every case compiles a single-layer IntProgram for a one-core config, runs core 0 against the
@@ -20,7 +21,6 @@ from sim import funcsim, golden, perf, timing
 from tb.core.cases import CASES, make_case, small_config, pointwise_program
 from tb.core.harness import UNITS, CoreEnv, HarnessError, simulate_amaranth
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 
 
 def reference_conv(prog, x):

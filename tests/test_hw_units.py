@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """hw.units under amaranth.sim, bit for bit against sim.numerics and independent references.
 
 Vectorised: ``_Lanes`` instantiates ``k`` copies of a unit behind one wide signal per port, so
@@ -16,6 +17,8 @@ from amaranth.sim import Simulator
 
 from hw.units import AdderTree, Log2Quantizer, PackedDualMultiplier, Requant, ShifterArray
 from sim import numerics as nx
+from tb.units.cases import REQUANT_DEFAULT
+from tb.units.requant_ties import tie_vectors
 
 
 # --- harness ----------------------------------------------------------------------------------
@@ -321,7 +324,6 @@ def test_requant_residual_and_hswish():
     n = 3000
     acc, b, c, offset, relu = _requant_vectors(rng, n, acc_bits=32, mult_bits=16, out_bits=8)
     n = acc.size
-    c = np.maximum(c, 4)
     # the residual port is 9 bits: int8 or uint8 residuals (sign- or zero-extended bytes)
     res = rng.integers(-128, 256, n)
     res[9:13] = [-128, 255, 127, 0]
@@ -354,6 +356,40 @@ def test_requant_residual_and_hswish():
         inside += bool(hsw[i]) and -128 < want < 127
         assert out[i] == want, (i, repr({k: int(v[i]) for k, v in ins.items()}), int(out[i]), int(want))
     assert inside > n // 4, inside       # the Hardswish path was exercised away from saturation
+
+
+#: every Requant configuration in use: the core's MAT/R-MAC lanes (16-bit, residual, Hardswish),
+#: their pool / ksum path (no residual), and the unit cases of tb/units/cases.py (default and regress)
+REQUANT_VARIANTS = {
+    "core-lane": dict(out_bits=16),
+    "core-pool": dict(out_bits=16, residual=False),
+    "full": {},
+    "plain": dict(residual=False, hswish=False),
+    "unsigned-plain": dict(signed=False, residual=False, hswish=False),
+    "acc24": dict(acc_bits=24, mult_bits=12, hswish=False),
+    "unsigned-x12": dict(signed=False, hswish_in_bits=12),
+}
+
+
+@pytest.mark.parametrize("variant", REQUANT_VARIANTS)
+def test_requant_round_half_up_ties(variant):
+    """Exact round-half vectors (tb.units.requant_ties): for every shift from 1 to the largest
+    of the 6-bit ports, values at k + 1/2 on the main rounding (acc*b alone, the residual term
+    alone, both), on the Hardswish input and on the Hardswish rounding, plus the largest shifts on
+    the extreme products; the expected outputs are derived by construction (round half up)."""
+    p = {**REQUANT_DEFAULT, **REQUANT_VARIANTS[variant]}
+    v = tie_vectors(p)
+    want = v.pop("want")
+    kw = {k: p[k] for k in REQUANT_DEFAULT}
+    out = simulate(lambda: Requant(**kw), v, ["out"], k=128)["out"]
+    bad = np.flatnonzero(out != want)
+    assert bad.size == 0, (f"{bad.size} of {want.size} ties wrong, first: "
+                           f"{ {k: int(a[bad[0]]) for k, a in v.items()} } -> {int(out[bad[0]])},"
+                           f" want {int(want[bad[0]])}")
+    # the vectors do reach the largest shifts of both roundings
+    assert v["c"].max() == (1 << p["shift_bits"]) - 1
+    if p["hswish"]:
+        assert v["hc"].max() == (1 << p["shift_bits"]) - 1
 
 
 def _requant_reference(v, *, out_bits, signed, hswish_in_bits=16):

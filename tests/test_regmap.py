@@ -53,7 +53,7 @@ SPEC_FIELDS = {
 }
 
 SPEC_ERRORS = {0: "NONE", 1: "ILLEGAL_OPCODE", 2: "DMA_WINDOW", 3: "AXI_RESP", 4: "WATCHDOG",
-               5: "START_BUSY", 6: "UNIT_ERROR", 7: "SEM_RANGE"}
+               5: "START_BUSY", 6: "UNIT_ERROR", 7: "SEM_RANGE", 8: "BUFFER_RANGE"}
 
 
 def test_map_matches_the_specification():

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """sim.timing states the core's RTL latencies without importing hw (sim is numpy-only and hw
 depends on sim). These tests check every latency sim.timing assumes against the hw objects the
 core actually instantiates, so the two cannot drift apart silently. The FSM states and output
@@ -7,6 +8,7 @@ equals sim.perf's.
 """
 
 import pytest
+from amaranth.hdl import Fragment
 
 from hw.core import Core
 from hw.engines import MATEngine, RMACEngine
@@ -15,13 +17,24 @@ from sim import timing
 from sim.config import AccelConfig, ConfigError
 from sim.isa import FORMATS
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 
 
-def _submodules(unit):
-    """{name: object} of the submodules a core unit instantiates (its elaborated Module)."""
-    m = unit.elaborate(None)
-    return {name: obj for name, (obj, _src) in m._named_submodules.items()}
+def _elaborated_units(core):
+    """{unit kind: [every elaboratable in that unit's hierarchy]}: the core elaborated once, as
+    it is for Verilog (Fragment.get), and each fragment's origins collected below its unit."""
+    owner = {id(u): kind for kind, u in core.units.items()}
+    found = {kind: [] for kind in core.units}
+
+    def walk(frag, kind):
+        for obj in getattr(frag, "origins", None) or ():
+            kind = owner.get(id(obj), kind)
+            if kind is not None:
+                found[kind].append(obj)
+        for sub, _name, _src in frag.subfragments:
+            walk(sub, kind)
+
+    walk(Fragment.get(core, None), None)
+    return found
 
 
 CONFIGS = [dict(N=4, M=4, T=4, S=4), dict(N=8, M=8, T=8, S=8), dict(N=2, M=6, T=5, S=2),
@@ -36,8 +49,8 @@ def test_core_latencies_match_sim_timing(kw, packed):
     cfg = AccelConfig(L=1, dsp_packing=packed, **kw)
     core = Core.from_config(cfg)
     seen = {}
-    for kind, unit in core.units.items():
-        for name, obj in _submodules(unit).items():
+    for kind, objs in _elaborated_units(core).items():
+        for name, obj in enumerate(objs):
             seen[type(obj).__name__] = seen.get(type(obj).__name__, 0) + 1
             if isinstance(obj, Requant):
                 assert obj.latency == timing.REQUANT_LATENCY, (kind, name)

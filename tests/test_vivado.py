@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The ZCU102 Vivado flow: build tree contents, MMCM divider, atomic writes, report readers.
 
 Vivado itself is not installed here: the readers are checked on report text laid out as
@@ -9,8 +10,8 @@ import re
 
 import pytest
 
-pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 from amaranth import Value
+from amaranth.hdl import Fragment
 from amaranth.lib import wiring
 
 from hw import vivado
@@ -58,6 +59,7 @@ def test_harness_counts_ports_and_rejects_non_components():
     assert top.in_bits == _port_bits(core, wiring.In)
     assert top.out_bits == _port_bits(core, wiring.Out)
     assert top.in_bits > 1000 and top.out_bits > 100
+    Fragment.get(top, ZCU102Platform())          # and the top elaborates, with the core inside
     with pytest.raises(TypeError, match="wiring.Component"):
         CharacterizationTop(dut=object())
 
@@ -90,7 +92,8 @@ def test_write_project_failure_leaves_previous_tree(tmp_path, monkeypatch):
     vivado.write_project(AdderTree(width=8, count=2), name="a", outdir=out)
     before = sorted(p.name for p in out.iterdir())
 
-    def boom(self, *a, **k):
+    def boom(self, top, *a, **k):
+        Fragment.get(top, self)             # the design elaborates, then the toolchain fails
         raise RuntimeError("toolchain exploded")
     monkeypatch.setattr(ZCU102Platform, "build", boom)
     with pytest.raises(RuntimeError, match="exploded"):

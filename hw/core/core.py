@@ -82,23 +82,25 @@ class Core(wiring.Component):
     def __init__(self, *, N: int = 8, M: int = 8, T: int = 8, S: int = 8, packed: bool = False,
                  aux_bytes: int = 4096, div_bytes: int = 1024, a_bytes: int = 8192,
                  a_line: int | None = None):
+        # validate every parameter before building anything: a rejected core leaves no
+        # half-built buffers behind (each would warn UnusedElaboratable when collected)
         for k, v in dict(N=N, M=M, T=T, S=S).items():
             check_int(k, v, 1, 64)
         self.aux_bytes = check_int("aux_bytes", aux_bytes, 16, 1 << 16)
         self.div_bytes = check_int("div_bytes", div_bytes, 16, 1 << 16)
-        self.aux_buf = AuxBuffer(depth=aux_bytes, S=S, T=T, M=M)
-        self.div_mem = Memory(shape=unsigned(8), depth=div_bytes, init=[])
         self.a_bytes = check_int("a_bytes", a_bytes, 16, 1 << 16)
         if a_line is None:
             a_line = a_line_bytes(N, BEAT)
         self.a_line = check_pow2("a_line", a_line, lo=max(BEAT, N), hi=A_MAX_LINE)
-        self.a_store = BankedStore(depth=a_bytes, banks=a_line, copies=len(A_COPIES),
-                                   aligned_writes=True)
         if not isinstance(packed, bool):
             raise TypeError(f"packed must be a bool, got {packed!r}")
         if packed and (M % 2 or S % 2):
             raise ValueError(f"packed=True needs even M and S, got M={M}, S={S}")
         self.N, self.M, self.T, self.S, self.packed = N, M, T, S, packed
+        self.aux_buf = AuxBuffer(depth=aux_bytes, S=S, T=T, M=M)
+        self.div_mem = Memory(shape=unsigned(8), depth=div_bytes, init=[])
+        self.a_store = BankedStore(depth=a_bytes, banks=a_line, copies=len(A_COPIES),
+                                   aligned_writes=True)
         self.units = {"mat": Unit(kind="MAT", lanes=S, width=T, packed=packed),
                       "rmac": Unit(kind="RMAC", lanes=M, width=N, packed=packed),
                       "aux": Unit(kind="AUX", lanes=1, width=N)}

@@ -28,8 +28,11 @@ from tb.units.stream import PERIOD_NS, start_clock
 
 
 def _int(h) -> int:
+    """The value of ``h``; after reset every output the testbench reads must be 0/1 on both
+    simulators (an X read as 0 would hide an error, a fault or a missing ``done``)."""
     v = h.value
-    return int(v) if v.is_resolvable else 0     # Icarus: X at time 0 until first evaluated
+    assert v.is_resolvable, f"{h._name} reads {v} (X/Z) after reset"
+    return int(v)
 
 
 async def read_dram(dut, addr: int, n: int, width: int) -> bytes:

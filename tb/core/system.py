@@ -54,6 +54,7 @@ from amaranth.lib.wiring import In, Out
 from hw.core import Core
 from hw.core.ports import ADDR_BITS
 from hw.core.unit import field_slices
+from hw.system.buffers import core_buffer_ports
 from hw.params import check_int
 from sim import golden
 from sim.funcsim import CORE_UNITS, build_queues
@@ -76,31 +77,14 @@ class SystemError_(ValueError):
     """A Binary (or core) that :class:`CoreSystem` cannot model."""
 
 
-def _is_gather(sig) -> bool:
-    mem = sig.members
-    return {"en", "buf", "addr", "row_stride", "elem_stride", "data"} == set(mem) \
-        and mem["data"].flow == In
-
-
-def _is_scatter(sig) -> bool:
-    return {"en", "buf", "addr", "elem_stride", "wide", "mask", "data"} == set(sig.members)
-
-
 def gather_ports(core) -> list:
     """``[(name, rows, elems)]`` of the gather read ports of ``core``'s signature."""
-    out = []
-    for name, mem in core.signature.members.items():
-        if mem.is_signature and mem.flow == Out and _is_gather(mem.signature):
-            lay = mem.signature.members["data"].shape
-            out.append((name, lay.length, lay.elem_shape.length))
-    return out
+    return [(n, r, e) for n, r, e, _s in core_buffer_ports(core.signature)[0]]
 
 
 def scatter_ports(core) -> list:
     """``[(name, elems)]`` of the scatter write ports of ``core``'s signature."""
-    return [(name, mem.signature.members["data"].shape.length)
-            for name, mem in core.signature.members.items()
-            if mem.is_signature and mem.flow == Out and _is_scatter(mem.signature)]
+    return [(n, e) for n, e, _s in core_buffer_ports(core.signature)[1]]
 
 
 def _fields(word, op):

@@ -72,4 +72,5 @@ REGRESS_CASES = [
     _packed(8, 8, 3000), _packed(10, 8, 3000), _packed(4, 4, 3000),
     _requant("out16", 1000, out_bits=16), _requant("acc24", 1000, acc_bits=24, mult_bits=12, hswish=False),
     _requant("unsigned-x12", 1000, signed=False, hswish_in_bits=12),
+    _requant("core-pool", 1000, out_bits=16, residual=False),   # a core unit's pool/ksum requant
 ]

@@ -1,4 +1,6 @@
-"""cocotb test of hw.units.Requant against sim.numerics.requant / hswish_int.
+"""cocotb tests of hw.units.Requant: random vectors against sim.numerics.requant / hswish_int,
+and the exact round-half vectors of tb.units.requant_ties (hand-derived expected outputs, every
+shift up to the largest of the ports).
 
 params: acc_bits, mult_bits, shift_bits, out_bits, signed, residual, hswish, hswish_in_bits,
 latency, n (random vectors), seed.
@@ -10,6 +12,7 @@ import numpy as np
 from sim import numerics as nx
 from hw.units import Requant
 from tb.rtl import params
+from tb.units.requant_ties import tie_vectors
 from tb.units.stream import run_stream, start_clock, to_unsigned
 
 
@@ -66,11 +69,8 @@ def reference(v, p, i):
                           signed=p["signed"], offset=v["offset"][i], relu=bool(v["relu_en"][i]), **kw))
 
 
-@cocotb.test()
-async def requant_matches_numerics(dut):
-    p = params()
-    rng = np.random.default_rng(p.get("seed", 1))
-    v = vectors(p, rng)
+async def _run(dut, p, v):
+    """Stream the vectors ``v`` ({port: array}) through the unit; the outputs, in order."""
     widths = {"acc": p["acc_bits"], "offset": p["out_bits"] + 1, "res": Requant.RES_BITS}
     await start_clock(dut)
 
@@ -81,8 +81,28 @@ async def requant_matches_numerics(dut):
                 getattr(dut, port).value = to_unsigned(val, widths[port]) if port in widths else val
 
     read = (lambda: dut.out.value.to_signed()) if p["signed"] else (lambda: dut.out.value.to_unsigned())
+    return await run_stream(dut, n=len(v["acc"]), latency=p["latency"], drive=drive, sample=read)
+
+
+@cocotb.test()
+async def requant_round_half_up_ties(dut):
+    p = params()
+    v = tie_vectors(p)
+    want = v.pop("want")
+    got = await _run(dut, p, v)
+    bad = [({k: int(a[i]) for k, a in v.items()}, got[i], int(want[i]))
+           for i in range(len(want)) if got[i] != want[i]]
+    assert not bad, f"{len(bad)} of {len(want)} round-half vectors wrong, first: {bad[:2]}"
+    assert int(v["c"].max()) == (1 << p["shift_bits"]) - 1      # the largest shift was driven
+
+
+@cocotb.test()
+async def requant_matches_numerics(dut):
+    p = params()
+    rng = np.random.default_rng(p.get("seed", 1))
+    v = vectors(p, rng)
+    got = await _run(dut, p, v)
     n = len(v["acc"])
-    got = await run_stream(dut, n=n, latency=p["latency"], drive=drive, sample=read)
     bad = []
     for i in range(n):
         want = reference(v, p, i)
