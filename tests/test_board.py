@@ -177,6 +177,8 @@ def test_verilog_cache_is_keyed_by_config_and_sems(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / f"trio_accel-{key}.v").write_text("// stands in for the cached Verilog\n")
+    (cache / f"trio_vit_top-{key}.v").write_text("// and for the cached top\n")
     man = write_zcu102(cfg, outdir=tmp_path / "t", sems=64, cache_dir=cache)
     assert man["verilog_from_cache"] is True
     assert (tmp_path / "t" / "hdl" / "trio_accel.v").read_text().startswith("// stands in")
+    assert (tmp_path / "t" / "hdl" / "trio_vit_top.v").read_text().startswith("// and for")

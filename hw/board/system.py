@@ -343,7 +343,6 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
     t0 = time.perf_counter()
     try:
         cfg = AccelConfig.from_string(config) if isinstance(config, str) else config
-        acc = Accelerator(config=cfg, sems=sems)
     except (ConfigError, TypeError, ValueError) as e:
         raise BoardError(str(e)) from None
     if isinstance(buffer_bytes, bool) or not isinstance(buffer_bytes, int) or buffer_bytes < 4096:
@@ -351,19 +350,27 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
     outdir = Path(outdir)
     cached = None
     if cache_dir is not None:
-        cached = Path(cache_dir) / f"{INNER}-{_verilog_key(cfg, sems)}.v"
-    if cached is not None and cached.is_file():
-        inner, from_cache = cached.read_text(), True
+        key = _verilog_key(cfg, sems)
+        cached = (Path(cache_dir) / f"{INNER}-{key}.v", Path(cache_dir) / f"{TOP}-{key}.v")
+    if cached is not None and all(p.is_file() for p in cached):
+        # made from a valid Accelerator of this very config and sources: not built again
+        inner, top, from_cache = cached[0].read_text(), cached[1].read_text(), True
     else:
+        try:
+            acc = Accelerator(config=cfg, sems=sems)
+        except (ConfigError, TypeError, ValueError) as e:
+            raise BoardError(str(e)) from None
+        top = top_verilog(acc)
         inner, from_cache = verilog.convert(acc, name=INNER, emit_src=False), False
         if cached is not None:
             from sim.fileio import atomic_write
-            atomic_write(cached, inner)
+            atomic_write(cached[1], top)
+            atomic_write(cached[0], inner)
     t_verilog = time.perf_counter() - t0
     with atomic_dir(outdir) as tmp:
         (tmp / "hdl").mkdir()
         (tmp / "hdl" / f"{INNER}.v").write_text(inner)
-        (tmp / "hdl" / f"{TOP}.v").write_text(top_verilog(acc))
+        (tmp / "hdl" / f"{TOP}.v").write_text(top)
         (tmp / "bd.tcl").write_text(bd_tcl(clock_mhz=cfg.clock_mhz, regs_range=REGMAP.size))
         (tmp / "build.tcl").write_text(build_tcl(part=PART))
         (tmp / "build.sh").write_text(BUILD_SH)
