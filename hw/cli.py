@@ -9,6 +9,7 @@
     python -m hw estimate accelerator --config paper                      # its parts vs Table III
     python -m hw vivado core --config paper [--run] | --report DIR        # ZCU102 Vivado project
     python -m hw regmap --format md|c|py [-o FILE]                        # the register map
+    python -m hw build zcu102 --config paper [-o DIR]                     # ZCU102 system build tree
 
 User errors (unknown component or parameter, bad value) print one line and exit with code 2.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -162,9 +164,23 @@ def _print_vivado(res: dict, as_json: bool) -> None:
         print(json.dumps(res, sort_keys=True))
         return
     d, t, man = res["dut"], res["timing"], res["manifest"]
-    print(f"{man['name']} on {man['part']} at {man['clock_mhz']:g} MHz (placed, DUT only):")
-    print(f"  LUT {d['LUT']}  FF {d['FF']}  DSP {d['DSP']}  BRAM36 {d['BRAM36_equiv']:g}  "
-          f"URAM {d['URAM']}")
+    if man.get("kind") == "zcu102-system":         # python -m hw build zcu102: beside Table III
+        from .sweep import TABLE_III
+        print(f"{man['name']} (config {man['config']['name']}, L={man['config']['L']}) on "
+              f"{man['part']} at {man['clock_mhz']:g} MHz, placed:")
+        print(f"  {'':<22}{'LUT':>9}{'FF':>9}{'DSP':>7}{'BRAM36':>8}{'URAM':>6}")
+        for label, u in (("accelerator", d), ("whole design", res["total"])):
+            print(f"  {label:<22}{u['LUT']:>9}{u['FF']:>9}{u['DSP']:>7}{u['BRAM36_equiv']:>8g}"
+                  f"{u['URAM']:>6}")
+        print(f"  {'paper Table III':<22}{TABLE_III['LUT']:>9}{TABLE_III['FF']:>9}"
+              f"{TABLE_III['DSP48E2']:>7}{TABLE_III['BRAM']:>8}{'-':>6}")
+        p = res["power"]
+        print(f"  power: {p['total_w']:.3f} W on chip ({p['dynamic_w']:.3f} W dynamic, "
+              f"{p['static_w']:.3f} W static)")
+    else:
+        print(f"{man['name']} on {man['part']} at {man['clock_mhz']:g} MHz (placed, DUT only):")
+        print(f"  LUT {d['LUT']}  FF {d['FF']}  DSP {d['DSP']}  BRAM36 {d['BRAM36_equiv']:g}  "
+              f"URAM {d['URAM']}")
     print(f"  routed: WNS {t['WNS']:.3f} ns, WHS {t['WHS']} ns -> fmax ~{t['fmax_mhz']:.0f} MHz "
           f"({'met' if t['met'] else 'NOT met'})")
 
@@ -177,6 +193,30 @@ def _cmd_regmap(args) -> int:
         _write_atomic(Path(args.out), text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _cmd_build(args) -> int:
+    from .board.system import BoardError, write_zcu102
+
+    spec = args.config.strip()
+    stem = ("custom" if spec.startswith("{") else Path(spec).stem if spec.endswith(".json")
+            else re.sub(r"[^A-Za-z0-9._=-]+", "_", spec))      # small:L=1 -> small_L=1
+    out = Path(args.out) if args.out else REPO_ROOT / "build" / "zcu102" / stem
+    cmd = "python -m hw build zcu102 --config " + args.config + (f" -o {args.out}" if args.out else "")
+    try:
+        man = write_zcu102(args.config, outdir=out, sems=args.sems,
+                           buffer_bytes=args.buffer_mib << 20, command=cmd,
+                           cache_dir=None if args.no_cache else REPO_ROOT / "build" / "cache")
+    except BoardError as e:
+        raise registry.RegistryError(str(e)) from None
+    src = "from the cache" if man["verilog_from_cache"] else "emitted"
+    print(f"wrote {out}/ in {man['seconds_to_write']:.1f} s (Verilog {src}, "
+          f"{man['seconds_verilog']:.1f} s):"
+          f" ZCU102 block design, {man['part']}, pl_clk0 {man['clock_mhz']:g} MHz, CONFIG_HASH "
+          f"0x{man['config_hash']:08x}, registers at 0x{man['regs_base']:08X}")
+    print(f"run it with Vivado {man['vivado_versions']}: (cd {out} && ./build.sh); then "
+          f"python -m hw vivado --report {out}")
     return 0
 
 
@@ -239,6 +279,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="Markdown table, C header or standalone Python module (default md)")
     s.add_argument("--out", "-o", help="output file (default: standard output)")
     s.set_defaults(func=_cmd_regmap)
+
+    s = sub.add_parser("build", help="write the Vivado build tree of the whole accelerator on a "
+                                     "board (zcu102)", description=(
+        "Write build/zcu102/CONFIG/: the accelerator's Verilog and a top for Vivado's module "
+        "reference, the block design (Zynq UltraScale+ PS with the ZCU102 preset, HPM0 -> "
+        "register block, accelerator -> HP0, interrupt -> pl_ps_irq0, pl_clk0 at the config's "
+        "clock), the synthesis / implementation / bitstream / write_hw_platform script with "
+        "utilisation, timing and power reports, the register map (C header, Python module) and "
+        "a device-tree fragment. Vivado is not run; see the tree's README.md and docs/board.md."))
+    s.add_argument("board", choices=("zcu102",), help="the board (zcu102)")
+    s.add_argument("--config", "-c", default="paper", help="the accelerator config: a preset "
+                   "(paper, small, ...), preset:key=value,..., JSON or a .json file (default paper)")
+    s.add_argument("--out", "-o", help="build tree directory (default build/zcu102/CONFIG, e.g. "
+                   "build/zcu102/small_L=1 for small:L=1)")
+    s.add_argument("--sems", type=int, default=2048, help="semaphore file size (default 2048)")
+    s.add_argument("--buffer-mib", type=int, default=64, help="u-dma-buf size in the device-tree "
+                   "fragment, MiB (default 64)")
+    s.add_argument("--no-cache", action="store_true", help="emit the accelerator's Verilog even "
+                   "if build/cache/ holds it for this config and these sources")
+    s.set_defaults(func=_cmd_build)
 
     s = sub.add_parser("sweep", add_help=False,
                        help="resources over (N, M, T, S): CSV + PNG, and the paper point x L "

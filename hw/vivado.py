@@ -26,7 +26,7 @@ from pathlib import Path
 from sim.fileio import atomic_dir
 
 __all__ = ["VivadoError", "write_project", "run_project", "read_results",
-           "parse_utilization", "parse_timing_summary", "find_vivado"]
+           "parse_utilization", "parse_timing_summary", "parse_power", "find_vivado"]
 
 
 class VivadoError(RuntimeError):
@@ -98,8 +98,8 @@ def _manifest(outdir: Path) -> dict:
     try:
         return json.loads(p.read_text())
     except FileNotFoundError:
-        raise VivadoError(f"{outdir} is not a build tree of `python -m hw vivado` "
-                          "(no manifest.json)") from None
+        raise VivadoError(f"{outdir} is not a build tree of `python -m hw vivado` or "
+                          "`python -m hw build` (no manifest.json)") from None
     except json.JSONDecodeError as e:
         raise VivadoError(f"{p} is not valid JSON: {e}") from None
 
@@ -117,8 +117,9 @@ _UTIL_COLUMNS = {"LUT": "Total LUTs", "FF": "FFs", "RAMB36": "RAMB36", "RAMB18":
                  "URAM": "URAM", "DSP": "DSP Blocks"}
 
 
-def parse_utilization(text: str, instance: str = "dut") -> dict:
-    """Figures of ``instance`` from a ``report_utilization -hierarchical`` report.
+def parse_utilization(text: str, instance: str | None = "dut") -> dict:
+    """Figures of ``instance`` from a ``report_utilization -hierarchical`` report (``None``: the
+    first row, the whole design's top).
 
     Returns ``{"LUT", "FF", "RAMB36", "RAMB18", "URAM", "DSP", "BRAM36_equiv"}`` (integers;
     ``BRAM36_equiv = RAMB36 + RAMB18 / 2``, the unit of the paper's Table III).
@@ -127,14 +128,16 @@ def parse_utilization(text: str, instance: str = "dut") -> dict:
     for cells in _table_rows(text):
         if header is None and "Instance" in cells and "Total LUTs" in cells:
             header = cells
-        elif header is not None and len(cells) == len(header) and cells[0] == instance:
+        elif header is not None and len(cells) == len(header) and (
+                cells[0] == instance or instance is None):
             row = cells
             break
     if header is None:
         raise VivadoError("not a hierarchical utilisation report (no 'Instance | ... | Total LUTs' "
                           "header)")
     if row is None:
-        raise VivadoError(f"instance {instance!r} not in the utilisation report")
+        raise VivadoError(f"instance {instance!r} not in the utilisation report"
+                          if instance is not None else "no rows in the utilisation report")
     out = {}
     for key, col in _UTIL_COLUMNS.items():
         if col in header:
@@ -168,10 +171,48 @@ def parse_timing_summary(text: str) -> dict:
     raise VivadoError("no 'WNS(ns) TNS(ns) ...' table in the timing summary")
 
 
+def parse_power(text: str) -> dict:
+    """``{"total_w", "dynamic_w", "static_w"}`` from the summary table of ``report_power``."""
+    rows = {}
+    for cells in _table_rows(text):
+        if len(cells) >= 2:
+            rows.setdefault(cells[0], cells[1])
+    out = {}
+    for key, label in (("total_w", "Total On-Chip Power (W)"), ("dynamic_w", "Dynamic (W)"),
+                       ("static_w", "Device Static (W)")):
+        if label not in rows:
+            raise VivadoError(f"no '{label}' row in the power report")
+        try:
+            out[key] = float(rows[label].rstrip("*"))
+        except ValueError:
+            raise VivadoError(f"'{label}' is not a number: {rows[label]!r}") from None
+    return out
+
+
+def _read_system(outdir: Path, man: dict) -> dict:
+    """The reports of a ``python -m hw build zcu102`` tree (manifest kind ``zcu102-system``):
+    the accelerator's cell and the whole design placed, routed timing, power."""
+    paths = {k: outdir / v for k, v in man["reports"].items()}
+    for p in paths.values():
+        if not p.exists():
+            raise VivadoError(f"{p.relative_to(outdir)} missing in {outdir}: has ./build.sh run?")
+    util = paths["utilization"].read_text(errors="replace")
+    return {"manifest": man,
+            "dut": parse_utilization(util, man["accelerator_instance"]),
+            "total": parse_utilization(util, None),
+            "timing": parse_timing_summary(paths["timing"].read_text(errors="replace")),
+            "power": parse_power(paths["power"].read_text(errors="replace"))}
+
+
 def read_results(outdir: Path) -> dict:
-    """The DUT's placed utilisation and the routed timing of an executed build tree."""
+    """The DUT's placed utilisation and the routed timing of an executed build tree (for a
+    system build of ``python -m hw build``: also the whole design and the power)."""
     outdir = Path(outdir)
     man = _manifest(outdir)
+    if man.get("kind") == "zcu102-system":
+        res = _read_system(outdir, man)
+        _fmax(res, man["clock_mhz"])
+        return res
     name = man["name"]
     util = outdir / f"{name}_utilization_hierarchical_place.rpt"
     timing = outdir / f"{name}_timing.rpt"
@@ -180,7 +221,11 @@ def read_results(outdir: Path) -> dict:
             raise VivadoError(f"{p.name} missing in {outdir}: has the build run (--run)?")
     res = {"manifest": man, "dut": parse_utilization(util.read_text(errors="replace")),
            "timing": parse_timing_summary(timing.read_text(errors="replace"))}
-    period = 1000.0 / man["clock_mhz"]
+    _fmax(res, man["clock_mhz"])
+    return res
+
+
+def _fmax(res: dict, clock_mhz: float) -> None:
+    period = 1000.0 / clock_mhz
     res["timing"]["fmax_mhz"] = 1000.0 / (period - res["timing"]["WNS"])
     res["timing"]["met"] = res["timing"]["WNS"] >= 0 and (res["timing"]["WHS"] or 0) >= 0
-    return res
