@@ -16,7 +16,8 @@ dispatcher's split). The accelerator has ``3 + 3 L`` of them, always in this ord
 
 Instruction image (:func:`instruction_image`)
 ---------------------------------------------
-One byte array, placed anywhere in DRAM on a 16-byte boundary (``TABLE_ALIGN``):
+One byte array, placed in DRAM on a 4 KB boundary (``TABLE_ALIGN``: the dispatcher reads the
+table in bursts that must not cross one, and ignores the low 12 bits of ``INSTR_TABLE``):
 
 * the **queue table** at offset 0: one 16-byte entry per queue, in queue order:
   ``offset`` (uint32, little-endian: the queue's first word, in bytes from the table's start, a
@@ -26,7 +27,7 @@ One byte array, placed anywhere in DRAM on a 16-byte boundary (``TABLE_ALIGN``):
   lines).
 
 A queue that is empty has ``words = 0``. The image is position independent (offsets are relative
-to the table), so a runtime may place it anywhere.
+to the table), so a runtime may place it on any 4 KB boundary.
 
 Data image
 ----------
@@ -48,7 +49,7 @@ __all__ = ["ENTRY_BYTES", "QUEUE_ALIGN", "TABLE_ALIGN", "queue_names", "n_queues
 
 ENTRY_BYTES = 16        #: one queue-table entry (= one 128-bit word)
 QUEUE_ALIGN = 64        #: each queue's first word is 64-byte aligned in the image
-TABLE_ALIGN = 16        #: the image (its table) is placed on this boundary in DRAM
+TABLE_ALIGN = 4096      #: the image (its table) is placed on this boundary in DRAM
 #: unit order inside a core's three queues (the accelerator's queue index 3 + 3c + i)
 CORE_QUEUE_UNITS = ("MAT", "RMAC", "AUX")
 
