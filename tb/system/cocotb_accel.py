@@ -26,16 +26,14 @@ import time
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
-from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from hw.system.regmap import REGMAP
 from sim import funcsim, golden
 from sim.compile import Binary
-from tb.core.icarus import kick_comb_blocks
 from tb.rtl import params
+from tb.system.axi_env import axi_env
 from tb.system.host import Host, layout
 from tb.system.monitor import AxiMonitor
-from tb.units.stream import start_clock
 
 
 def _pauses(rng: random.Random, p_pause: float):
@@ -48,16 +46,8 @@ async def accelerator_runs_binary(dut):
     p = params()
     binary = Binary.load(p["binary"])
     x = np.load(p["input"])
-    if cocotb.SIM_NAME.lower().startswith("icarus"):
-        await kick_comb_blocks(dut)
-    dut.s_axi__awvalid.value = 0
-    dut.s_axi__wvalid.value = 0
-    dut.s_axi__arvalid.value = 0
-    await start_clock(dut)
     _base, end = layout(binary)
-    ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst,
-                 size=1 << (end - 1).bit_length())
-    cpu = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_"), dut.clk, dut.rst)
+    ram, cpu = await axi_env(dut, end)
     mon = AxiMonitor(dut, "m_axi_", max_burst=256)
     if p.get("pause"):
         rng = random.Random(p.get("seed", 1))

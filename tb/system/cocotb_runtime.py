@@ -27,7 +27,6 @@ import cocotb
 from cocotb.task import bridge
 import numpy as np
 from cocotb.triggers import ClockCycles
-from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 import runtime
 from hw.system.regmap import REGMAP
@@ -35,9 +34,8 @@ from runtime.cocotb_device import CocotbDevice
 from sim import funcsim, golden
 from sim.compile import Binary
 from sim.image import n_queues, parse_table
-from tb.core.icarus import kick_comb_blocks
 from tb.rtl import params
-from tb.units.stream import start_clock
+from tb.system.axi_env import axi_env
 
 BASE = 0x1000       #: bus address of the runtime's buffer in the AxiRam
 
@@ -52,16 +50,7 @@ async def runtime_runs_binary(dut):
     p = params()
     binary = Binary.load(p["binary"])
     x = np.load(p["input"])
-    if cocotb.SIM_NAME.lower().startswith("icarus"):
-        await kick_comb_blocks(dut)
-    dut.s_axi__awvalid.value = 0
-    dut.s_axi__wvalid.value = 0
-    dut.s_axi__arvalid.value = 0
-    await start_clock(dut)
-    end = BASE + runtime.layout(binary).end
-    ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst,
-                 size=1 << (end - 1).bit_length())
-    cpu = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_"), dut.clk, dut.rst)
+    ram, cpu = await axi_env(dut, BASE + runtime.layout(binary).end)
     dev = CocotbDevice(cpu, ram, dut, base=BASE, irq=not p.get("poll"))
     await ClockCycles(dut.clk, 2)
     run = bridge(runtime.run)
