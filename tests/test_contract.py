@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from amaranth.hdl import Shape
+from amaranth.hdl import Fragment, Module, Shape
 
 from hw.core import Core, Unit
 from hw.core.unit import MAX_KERNEL, REC_FIELDS
@@ -35,8 +35,14 @@ def _ports(component) -> dict:
 
 
 def _submodules(unit: Unit) -> dict:
-    m = unit.elaborate(None)
-    return {name: sub[0] for name, sub in m._named_submodules.items()}
+    """``{name: elaboratable}`` of the unit's direct submodules, the unit elaborated as it is
+    for Verilog (``Fragment.get``: everything it builds is used, nothing left unelaborated)."""
+    out = {}
+    for sub, name, _src in Fragment.get(unit, None).subfragments:
+        objs = [o for o in (getattr(sub, "origins", None) or ()) if not isinstance(o, Module)]
+        if objs:
+            out[name] = objs[0]
+    return out
 
 
 @pytest.fixture(scope="module")
