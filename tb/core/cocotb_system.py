@@ -20,8 +20,8 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, Timer
 
-from sim import funcsim, golden
 from sim.compile import Binary
+from tb.reference import assert_matches_references
 from tb.rtl import params
 from tb.core.icarus import kick_comb_blocks
 from tb.units.stream import PERIOD_NS, start_clock
@@ -75,13 +75,7 @@ async def run_system(dut, binary, x, p) -> dict:
         raw = await read_dram(dut, sym["addr"], n, p.get("dbg_bytes", 64))
         dram[sym["addr"]:sym["addr"] + n] = np.frombuffer(raw, np.uint8)
     out = binary.read_outputs(dram)
-    ref = golden.run(binary.prog, x)
-    fs = funcsim.run(binary, x)
-    for name in binary.prog.outputs:
-        for what, r in (("sim.golden", ref[name]), ("sim.funcsim", fs[name])):
-            bad = np.argwhere(out[name] != r)
-            assert bad.size == 0, (f"{name}: {len(bad)} of {r.size} outputs differ from {what}, "
-                                   f"first at {bad[0].tolist()}")
+    assert_matches_references(binary, x, out)
     ran = checks * poll         # clock cycles the simulator ran (done is seen at a check)
     dut._log.info(f"done after {cycles} cycles; {ran} cycles simulated in {wall:.2f} s "
                   f"({ran / wall:.0f} cycles/s, {ran / cpu:.0f} per CPU second); outputs == "

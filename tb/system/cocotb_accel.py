@@ -28,8 +28,9 @@ import numpy as np
 from cocotb.triggers import ClockCycles
 
 from hw.system.regmap import REGMAP
-from sim import funcsim, golden
+from sim import golden
 from sim.compile import Binary
+from tb.reference import assert_matches_references
 from tb.rtl import params
 from tb.system.axi_env import axi_env
 from tb.system.host import Host, layout
@@ -105,13 +106,7 @@ async def accelerator_runs_binary(dut):
     if case in ("run", "watchdog", "start_busy"):
         assert res["status"] == "done", f"run ended with {res}"
         out = host.read_outputs(binary)
-        ref = golden.run(binary.prog, x)
-        fs = funcsim.run(binary, x)
-        for name in binary.prog.outputs:
-            for what, r in (("sim.golden", ref[name]), ("sim.funcsim", fs[name])):
-                bad = np.argwhere(out[name] != r)
-                assert bad.size == 0, (f"{name}: {len(bad)} of {r.size} outputs differ from "
-                                       f"{what}, first at {bad[0].tolist()}")
+        assert_matches_references(binary, x, out)
         rec["counters"] = res["counters"]
         rec["cycles_per_s"] = res["counters"]["CYCLES"] / wall
         dut._log.info(f"done: {res['counters']['CYCLES']} cycles in {wall:.1f} s "

@@ -31,9 +31,9 @@ from cocotb.triggers import ClockCycles
 import runtime
 from hw.system.regmap import REGMAP
 from runtime.cocotb_device import CocotbDevice
-from sim import funcsim, golden
 from sim.compile import Binary
 from sim.image import n_queues, parse_table
+from tb.reference import assert_matches_references
 from tb.rtl import params
 from tb.system.axi_env import axi_env
 
@@ -66,13 +66,7 @@ async def runtime_runs_binary(dut):
         assert int(await cpu.read_dword(REGMAP["STATUS"].offset)) == 0, "it ran anyway"
 
     res = await run(dev, binary, x, timeout_s=p.get("timeout_s", 0.05))
-    ref = golden.run(binary.prog, x)
-    fs = funcsim.run(binary, x)
-    for name in binary.prog.outputs:
-        for what, r in (("sim.golden", ref[name]), ("sim.funcsim", fs[name])):
-            bad = np.argwhere(res.outputs[name] != r)
-            assert bad.size == 0, (f"{name}: {len(bad)} of {r.size} outputs differ from {what}, "
-                                   f"first at {bad[0].tolist()}")
+    assert_matches_references(binary, x, res.outputs)
     # the counters: the runtime's reading vs the testbench's own register reads
     raw = {}
     for n in res.counters:
