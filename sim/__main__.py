@@ -2,7 +2,8 @@
 
 Subcommands
 -----------
-perf     cycle model of one model/config: latency, FPS, GOPS, utilisation, roofline, layers
+perf     cycle model of one model/config: latency and streaming FPS, the bounds (sim.bounds)
+         and the fraction of each reached, utilisation, layers
 sweep    FPS over a grid of (N, M, T, S, L) -> CSV + PNG
 table7   the paper's Table VII (Trio-ViT columns) beside this model, B1/B2 at R224/256/288
 compile  IntProgram (.npz) -> Binary (.npz) for a config
@@ -56,9 +57,11 @@ def _program(args):
 
 def cmd_perf(args):
     from .compile import CompileError, compile as compile_
-    from .perf import simulate
+    from .perf import simulate, stream
     from .report import atomic_write, plot_layers, print_perf, to_json
     cfg = _cfg(args.config)
+    if args.frames < 1:
+        raise UserError(f"--frames must be >= 1 (1: latency mode only), got {args.frames}")
     prog = _program(args)
     prog.meta["name"] = args.model if not args.program else Path(args.program).stem
     try:
@@ -66,6 +69,8 @@ def cmd_perf(args):
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     rep = simulate(b)
+    if args.frames > 1:
+        rep.streaming = stream(b, frames=args.frames)
     if args.json:
         print(to_json(rep.to_dict() if args.layers else rep.summary()))
     else:
@@ -113,7 +118,15 @@ def cmd_table7(args):
     from .report import TABLE7_MODELS, atomic_write, print_table7, table7_rows, to_json
     cfg = _cfg(args.config)
     models = args.models.split(",") if args.models else list(TABLE7_MODELS)
-    rows = table7_rows(cfg, models, seed=args.seed, progress=not args.json)
+    from . import zoo
+    for m in models:
+        try:
+            zoo.parse_name(m)
+        except (ValueError, TypeError) as e:
+            raise UserError(f"--models: {e}") from None
+    if args.frames < 1:
+        raise UserError(f"--frames must be >= 1 (1: latency mode only), got {args.frames}")
+    rows = table7_rows(cfg, models, seed=args.seed, progress=not args.json, frames=args.frames)
     if args.json:
         print(to_json(rows))
     else:
@@ -231,6 +244,9 @@ def main(argv=None):
     p.add_argument("--layers", action="store_true", help="with --json: include per-layer rows")
     p.add_argument("--no-layers", action="store_true", help="omit the per-layer table")
     p.add_argument("--no-fuse", action="store_true", help="disable inter-layer fusion")
+    p.add_argument("--frames", type=int, default=3,
+                   help="streaming mode: replay the Binary this many frames back to back and "
+                        "report the steady-state FPS (default 3; 1: latency mode only)")
     p.add_argument("--plot", nargs="?", const=str(BUILD / "perf_layers.png"),
                    help="write a PNG of per-layer utilisation (default build/perf_layers.png)")
     p.add_argument("-o", "--out", help="also write the full report as JSON here")
@@ -249,6 +265,8 @@ def main(argv=None):
     common(p, model=False)
     p.add_argument("--models", help="comma list (default b1-r224..b2-r288)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frames", type=int, default=3,
+                   help="frames back to back for the streaming column (default 3; 1: omit it)")
     p.add_argument("--json", action="store_true")
     p.add_argument("-o", "--out", help="also write JSON here")
     p.set_defaults(fn=cmd_table7)

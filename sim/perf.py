@@ -52,7 +52,7 @@ from .compile import _cdiv
 from .funcsim import build_queues
 from .isa import BUFS, REG_NAMES
 
-__all__ = ["PerfReport", "LayerPerf", "simulate", "instr_cycles", "BEAT"]
+__all__ = ["PerfReport", "LayerPerf", "simulate", "stream", "attribute", "instr_cycles", "BEAT"]
 
 BEAT = timing.BEAT   #: bytes per AXI beat of one HP port
 
@@ -62,7 +62,7 @@ class LayerPerf:
     name: str
     kind: str
     macs: int
-    cycles: int            # attributed (completion-to-completion)
+    cycles: float          # attributed (sim.perf.attribute: shares of the cycles it ran in)
     span: int              # first start to last completion
     busy: dict             # unit -> max over cores of occupied cycles (pre + steps + post)
     dram_cycles: int
@@ -87,6 +87,10 @@ class PerfReport:
     roofline_cycles: float
     roofline_compulsory_cycles: float
     unit_busy: dict = field(default_factory=dict)
+    frame_done: list = field(default_factory=list)   # completion cycle of each frame
+    frames_in_flight: int = 1
+    bounds: object = None        # sim.bounds.Bounds of the IntProgram on the config
+    streaming: dict | None = None    # set by stream(): steady-state figures
 
     @property
     def latency_ms(self):
@@ -110,12 +114,16 @@ class PerfReport:
         return self.macs / (self.cycles * self.multipliers)
 
     @property
-    def roofline_fps(self):
+    def binary_roofline_fps(self):
+        """FPS of ``sum over layers max(MACs / multipliers, bytes this Binary moves for the layer
+        / DRAM rate)``: a figure of *this Binary*, not a bound (more traffic raises it). Kept to
+        compare schedules; the bounds are :attr:`bounds` (:mod:`sim.bounds`)."""
         return self.clock_mhz * 1e6 / self.roofline_cycles
 
-    @property
-    def roofline_ratio(self):
-        return self.fps / self.roofline_fps
+    def bound_fractions(self) -> dict:
+        """Latency-mode FPS / bound FPS for each bound of :mod:`sim.bounds` (<= 1 unless a bound
+        or the model is wrong; ``per_layer`` assumes no cross-layer prefetch)."""
+        return self.bounds.fractions(self.cycles) if self.bounds is not None else {}
 
     def breakdown(self) -> dict:
         """MAC share per op type (generic / pointwise / depthwise / matmul: the paper's classes,
@@ -130,14 +138,26 @@ class PerfReport:
         return {k: v / tot for k, v in out.items()}
 
     def summary(self) -> dict:
-        return {"model": self.model, "config": self.config.get("name"), "cycles": self.cycles,
-                "latency_ms": self.latency_ms, "fps": self.fps, "gops": self.gops,
-                "gmacs_per_s": self.gmacs, "gops_per_dsp": self.gops / self.dsps,
-                "mac_utilization": self.utilization, "macs": self.macs,
-                "roofline_fps": self.roofline_fps, "fps_over_roofline": self.roofline_ratio,
-                "roofline_compulsory_fps": self.clock_mhz * 1e6 / self.roofline_compulsory_cycles,
-                "dram_bytes": self.dram_bytes, "multipliers": self.multipliers, "dsps": self.dsps,
-                "op_breakdown": self.breakdown()}
+        d = {"model": self.model, "config": self.config.get("name"), "cycles": self.cycles,
+             "latency_ms": self.latency_ms, "fps": self.fps, "gops": self.gops,
+             "gmacs_per_s": self.gmacs, "gops_per_dsp": self.gops / self.dsps,
+             "mac_utilization": self.utilization, "macs": self.macs,
+             "binary_roofline_fps": self.binary_roofline_fps,
+             "fps_over_binary_roofline": self.fps / self.binary_roofline_fps,
+             "dram_bytes": self.dram_bytes, "multipliers": self.multipliers, "dsps": self.dsps,
+             "op_breakdown": self.breakdown()}
+        if self.bounds is not None:
+            b = self.bounds
+            d["bounds"] = b.summary()
+            d["fps_over_bound"] = self.bound_fractions()
+        if self.streaming is not None:
+            d["streaming"] = dict(self.streaming)
+            if self.bounds is not None:
+                cpf = self.streaming["cycles_per_frame"]
+                d["streaming"]["fps_over_bound"] = {
+                    "compute": self.bounds.compute_cycles / cpf,
+                    "traffic": self.bounds.traffic_cycles / cpf}
+        return d
 
     def to_dict(self) -> dict:
         d = self.summary()
@@ -160,16 +180,37 @@ def _dma_bytes(f):
 
 
 def simulate(binary, *, trace: list | None = None,
-             env: timing.SemaphoreTiming = timing.SYSTEM) -> PerfReport:
+             env: timing.SemaphoreTiming = timing.SYSTEM, frames: int = 1,
+             hazards: dict | None = None) -> PerfReport:
     """Run the timed model of ``binary``; returns a :class:`PerfReport`. With ``trace`` (a
     list), every executed instruction is appended as (stream, unit, op, layer, start, end):
     ``start`` is the cycle the instruction is fetched (for a WAIT: consumed), ``end`` the cycle
     its unit can fetch the next one (for LOAD/STORE: the DRAM accepted it).
     ``env``: :data:`sim.timing.SYSTEM` (the accelerator) or :data:`sim.timing.PYTHON_HARNESS`
-    (the timing of ``tb.core.harness``: registered WAIT ready, DMA in zero time)."""
+    (the timing of ``tb.core.harness``: registered WAIT ready, DMA in zero time).
+
+    ``frames`` > 1: streaming, the Binary replayed ``frames`` times back to back
+    (:mod:`sim.stream`: each unit's queue repeated, semaphores per frame, every write of frame
+    k+1 after frame k's last overlapping access, ``hazards`` from :func:`sim.stream.frame_hazards`
+    computed when None). The per-layer figures are those of frame 0; ``frame_done`` lists each
+    frame's completion cycle. ``trace`` entries then carry the frame as a 7th element."""
     cfg = binary.cfg
-    queues = build_queues(binary)
-    keys = list(queues)
+    if not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"frames must be a positive integer, got {frames!r}")
+    base = build_queues(binary)
+    keys = list(base)
+    nq = {k: len(base[k]) for k in keys}
+    if frames > 1:
+        from .stream import frame_hazards
+        hz = frame_hazards(binary) if hazards is None else hazards
+        queues = {k: base[k] * frames for k in keys}
+        comp = [{k: np.full(nq[k], -1, dtype=np.int64) for k in keys} for _ in range(frames)]
+    else:
+        hz, queues, comp = {}, base, None
+    fdone = np.zeros(frames, dtype=np.int64)
+    fstart = np.full(frames, np.iinfo(np.int64).max, dtype=np.int64)
+    hzpark = {}                      # (frame, key, pc) -> [keys parked on its completion]
+    spans = []                       # (layer, start, end, multipliers of the unit or -1)
     nl = len(binary.layers)
     pc = {k: 0 for k in keys}
     free = {k: 0 for k in keys}     # issue time
@@ -197,8 +238,10 @@ def simulate(binary, *, trace: list | None = None,
     accept = {"LD": 0, "ST": 0}         # AXI: the engine takes its next descriptor
     a_line = timing.a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle)
 
+    cur = [0]                       # the frame of the instruction being executed
+
     def note(tag, t0, t1, unit, stream, busy):
-        if tag < 0:
+        if tag < 0 or cur[0]:
             return
         l_start[tag] = min(l_start[tag], t0)
         l_end[tag] = max(l_end[tag], t1)
@@ -226,14 +269,34 @@ def simulate(binary, *, trace: list | None = None,
         if pc[k] >= len(q):
             continue
         ins, tag = q[pc[k]]
+        fr, lpc = divmod(pc[k], nq[k])
         op = ins.op
         stream, unit = k
         core = stream != "global"
+        if fr > 0 and lpc in hz.get(k, ()):
+            # streaming: a write waits for the previous frame's overlapping accesses
+            ready = t
+            for kj, pj in hz[k][lpc]:
+                c = comp[fr - 1][kj][pj]
+                if c < 0:
+                    hzpark.setdefault((fr - 1, kj, pj), []).append(k)
+                    ready = None
+                    break
+                ready = max(ready, int(c))
+            if ready is None:
+                continue
+            if ready > t:
+                heapq.heappush(heap, (ready, order[k], k))
+                continue
+        if frames > 1:
+            fstart[fr] = min(fstart[fr], t)
+        cur[0] = fr
         start = t
+        fin = None                   # completion (data landed / outputs written)
         if op == "WAIT":
             h = head.pop(k, t)
-            if sems.get(ins["sem"], 0) < ins["count"]:
-                parked.setdefault(ins["sem"], []).append((ins["count"], k, h))
+            if sems.get((fr, ins["sem"]), 0) < ins["count"]:
+                parked.setdefault((fr, ins["sem"]), []).append((ins["count"], k, h))
                 continue
             if core:        # consumed at max(head + wait_extra, visible); one cycle
                 start = max(h + wx, t)
@@ -242,16 +305,16 @@ def simulate(binary, *, trace: list | None = None,
                 nxt = t
         elif op == "SIGNAL":
             if core:        # the counter shows it from the next cycle
-                heapq.heappush(heap, (t + 1, -1, ("__sig__", ins["sem"], ins["count"])))
+                heapq.heappush(heap, (t + 1, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
                 nxt = t + 1
             elif axi is not None and unit in ch_free:
                 # not posted: the unit waits for its transfers, then signals (next cycle)
                 ts = max(t, drain[k])
-                heapq.heappush(heap, (ts + 1, -1, ("__sig__", ins["sem"], ins["count"])))
+                heapq.heappush(heap, (ts + 1, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
                 start, nxt = ts, ts + 1
             else:           # posted: fires when the unit's transfers have landed
                 ts = t if zero_dma else max(t, drain[k])
-                heapq.heappush(heap, (ts, -1, ("__sig__", ins["sem"], ins["count"])))
+                heapq.heappush(heap, (ts, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
                 nxt = t
         elif op == "SETR":
             regs[k][REG_NAMES[ins["reg"]]] = ins["value"]
@@ -260,7 +323,7 @@ def simulate(binary, *, trace: list | None = None,
             nxt = t + 1 if core else t
         elif op in ("LOAD", "STORE"):
             nbytes = _dma_bytes(ins.f)
-            if tag >= 0:
+            if tag >= 0 and fr == 0:
                 l_bytes[tag] += ins["count"] * ins["length"]
             # a LOAD into a core's buffer A moves at most one line per cycle (its write port)
             to_a = ins["buf"] == BUFS["A"]
@@ -271,9 +334,12 @@ def simulate(binary, *, trace: list | None = None,
                 start, nxt, done, xfer = _axi_transfer(axi, cfg, ins, t, unit, ch_free,
                                                        inflight, accept)
                 drain[k] = max(drain[k], done)
-                unit_busy[k] += xfer
+                fin = done
+                if fr == 0:
+                    unit_busy[k] += xfer
+                    spans.append((tag, start, done, -1))
                 note(tag, start, done, unit, stream, xfer)
-                if tag >= 0:
+                if tag >= 0 and fr == 0:
                     l_dram[tag] += xfer
             else:
                 xfer = _cdiv(nbytes, min(cfg.dram_bytes_per_cycle, a_line) if to_a
@@ -283,28 +349,43 @@ def simulate(binary, *, trace: list | None = None,
                 nxt = start + xfer
                 done = nxt + cfg.dram_latency_cycles
                 drain[k] = max(drain[k], done)
-                unit_busy[k] += xfer
+                fin = done
+                if fr == 0:
+                    unit_busy[k] += xfer
+                    spans.append((tag, start, done, -1))
                 note(tag, start, done, unit, stream, xfer)
-                if tag >= 0:
+                if tag >= 0 and fr == 0:
                     l_dram[tag] += xfer
         elif op == "HOST_LN":
             busy = cfg.host_overhead_cycles + cfg.host_cycles_per_elem * ins["channels"]
             # the host reads and writes DRAM too (C bytes in and out), negligible next to busy
             nxt = t + busy
             drain[k] = max(drain[k], nxt)
-            unit_busy[k] += busy
+            if fr == 0:
+                unit_busy[k] += busy
+                spans.append((tag, t, nxt, -1))
             note(tag, t, nxt, unit, stream, busy)
         else:
             # a core unit drains each compute instruction before it fetches the next one
             ct = timing.compute_timing(cfg, op, regs[k], ins.f)
             nxt = t + ct.cycles
-            unit_busy[k] += ct.cycles
+            if fr == 0:
+                unit_busy[k] += ct.cycles
+                spans.append((tag, t, nxt, {"MAT": cfg.S * cfg.T, "RMAC": cfg.N * cfg.M}.get(
+                    unit, 0)))
             note(tag, t, nxt, unit, stream, ct.cycles)
         if axi is not None:
             # the dispatcher fetched this instruction word over the read channel: one beat
             ch_free["LD"] = max(ch_free["LD"], start) + 1
         if trace is not None:
-            trace.append((stream, unit, op, tag, int(start), int(nxt)))
+            trace.append((stream, unit, op, tag, int(start), int(nxt))
+                         + ((fr,) if frames > 1 else ()))
+        fin = nxt if fin is None else fin
+        fdone[fr] = max(fdone[fr], fin)
+        if comp is not None:
+            comp[fr][k][lpc] = fin
+            for wk in hzpark.pop((fr, k, lpc), ()):
+                heapq.heappush(heap, (max(t, fin), order[wk], wk))
         free[k] = nxt
         pc[k] += 1
         if pc[k] < len(q):
@@ -313,7 +394,30 @@ def simulate(binary, *, trace: list | None = None,
     if stuck:
         raise RuntimeError(f"perf model deadlock: {stuck[:6]}")
     total = int(max(max(drain.values()), max(free.values()), last_signal))
-    return _report(binary, total, l_start, l_end, l_busy, l_dram, l_bytes, unit_busy)
+    fdone[-1] = max(fdone[-1], total)
+    rep = _report(binary, total, l_start, l_end, l_busy, l_dram, l_bytes, unit_busy, spans,
+                  int(fdone[0]) if frames > 1 else total)
+    rep.frame_done = [int(v) for v in fdone]
+    from .bounds import bounds
+    rep.bounds = bounds(binary.prog, cfg)
+    # frames with instructions in progress at once (the start of some frame is a maximum)
+    rep.frames_in_flight = max(sum(1 for j in range(frames) if fstart[j] <= fstart[i] < fdone[j])
+                               for i in range(frames)) if frames > 1 else 1
+    return rep
+
+
+def stream(binary, *, frames: int = 3, env: timing.SemaphoreTiming = timing.SYSTEM,
+           hazards: dict | None = None) -> dict:
+    """Streaming mode (:mod:`sim.stream`): the Binary replayed ``frames`` (>= 2) times back to
+    back; steady state = ``(done(last frame) - done(first frame)) / (frames - 1)`` cycles per
+    frame. Returns ``{frames, frame_done, cycles_per_frame, fps, frames_in_flight}``."""
+    if not isinstance(frames, int) or frames < 2:
+        raise ValueError(f"streaming needs frames >= 2, got {frames!r}")
+    rep = simulate(binary, env=env, frames=frames, hazards=hazards)
+    d = rep.frame_done
+    cpf = (d[-1] - d[0]) / (frames - 1)
+    return {"frames": frames, "frame_done": d, "cycles_per_frame": cpf,
+            "fps": binary.cfg.clock_mhz * 1e6 / cpf, "frames_in_flight": rep.frames_in_flight}
 
 
 def _axi_transfer(axi, cfg, ins, t, unit, ch_free, inflight, accept):
@@ -370,17 +474,74 @@ def _compulsory_bytes(binary, li) -> int:
     return tot
 
 
-def _report(binary, total, l_start, l_end, l_busy, l_dram, l_bytes, unit_busy) -> PerfReport:
+def attribute(spans, total: int, l_end, nl: int) -> np.ndarray:
+    """Cycles attributed to each layer, summing to ``total``, such that no layer gets fewer
+    cycles than its MACs need at full rate (utilisation <= 100 % by construction).
+
+    ``spans``: ``(layer, start, end, w)`` per instruction of the frame; ``w`` = the int8
+    multipliers of the core unit running a compute instruction (MAT ``S*T``, R-MAC ``N*M``,
+    AUX 0), ``-1`` for a DMA transfer (issue to landed) or the host. Each cycle is shared out
+    in three tiers: (1) among the compute instructions with multipliers running in that cycle,
+    in proportion to their units' multipliers; (2) if there are none, equally among all other
+    instructions in progress (AUX, DMA, host); (3) if nothing runs (a latency gap), to the first
+    layer in program order that has not completed. A layer's MACs in one cycle are at most its
+    units' multipliers ``w_l`` and the cycle's multipliers in use ``W <= multipliers``, so its
+    share ``w_l / W`` of the cycle is at least ``MACs_l / multipliers``: summed, the attributed
+    cycles are at least MACs / multipliers."""
+    out = np.zeros(nl, dtype=np.float64)
+    if total <= 0:
+        return out
+    sp = [s for s in spans if s[0] >= 0 and s[2] > s[1]]
+    pts = np.unique(np.array([0, total] + [min(s[1], total) for s in sp]
+                             + [min(s[2], total) for s in sp] + [int(e) for e in l_end
+                                                                 if 0 < e < total], np.int64))
+    seg = np.diff(pts).astype(np.float64)
+    if not len(seg):
+        return out
+    tag = np.array([s[0] for s in sp], np.int64)
+    a = np.searchsorted(pts, np.minimum([s[1] for s in sp], total))
+    b = np.searchsorted(pts, np.minimum([s[2] for s in sp], total))
+    w = np.array([s[3] for s in sp], np.float64)
+    w1 = np.where(w > 0, w, 0.0)
+    c2 = np.where(w > 0, 0.0, 1.0)
+
+    def level(wt):
+        d = np.zeros(len(pts) + 1)
+        np.add.at(d, a, wt)
+        np.add.at(d, b, -wt)
+        return np.cumsum(d)[:len(seg)]
+    W1, W2 = level(w1), level(c2)
+    t1 = W1 > 0
+    t2 = ~t1 & (W2 > 0)
+    f1 = np.concatenate([[0.0], np.cumsum(np.where(t1, seg / np.where(t1, W1, 1), 0))])
+    f2 = np.concatenate([[0.0], np.cumsum(np.where(t2, seg / np.where(t2, W2, 1), 0))])
+    share = w1 * (f1[b] - f1[a]) + c2 * (f2[b] - f2[a])
+    np.add.at(out, tag, share)
+    idle = ~t1 & ~t2
+    if idle.any():
+        ends = np.asarray(l_end[:nl], dtype=np.int64)
+        for i in np.nonzero(idle)[0]:
+            pend = np.nonzero(ends > pts[i])[0]
+            out[pend[0] if len(pend) else nl - 1] += seg[i]
+    return out
+
+
+def _report(binary, total, l_start, l_end, l_busy, l_dram, l_bytes, unit_busy, spans=(),
+            total0=None) -> PerfReport:
     from .zoo import node_macs
     cfg, prog = binary.cfg, binary.prog
+    total0 = total if total0 is None else total0
+    nl = len(prog.nodes)
+    ran = l_start < np.iinfo(np.int64).max
+    att = attribute(spans, total0, np.where(ran, l_end, 0), nl)
     layers = []
     prev_end = 0
     roof = roofc = 0.0
     for li, n in enumerate(prog.nodes):
         macs = node_macs(prog, n)
-        end = int(l_end[li]) if l_start[li] < np.iinfo(np.int64).max else prev_end
-        cyc = max(0, end - prev_end)
-        start = int(l_start[li]) if l_start[li] < np.iinfo(np.int64).max else end
+        end = int(l_end[li]) if ran[li] else prev_end
+        cyc = float(att[li])
+        start = int(l_start[li]) if ran[li] else end
         prev_end = max(prev_end, end)
         busy = {u: max(d.values()) for u, d in l_busy[li].items()}
         eng = max([busy.get(u, 0) for u in ("MAT", "RMAC", "AUX", "HOST")] + [0])
@@ -389,7 +550,7 @@ def _report(binary, total, l_start, l_end, l_busy, l_dram, l_bytes, unit_busy) -
         rc = max(macs / cfg.multipliers, comp / cfg.dram_bytes_per_cycle)
         roof += r
         roofc += rc
-        if cyc == 0:
+        if cyc < 0.5:
             bound = "overlapped"
         elif eng >= 0.75 * cyc and eng >= l_dram[li]:
             bound = "compute"
@@ -397,7 +558,7 @@ def _report(binary, total, l_start, l_end, l_busy, l_dram, l_bytes, unit_busy) -
             bound = "DRAM"
         else:
             bound = "dependency"
-        layers.append(LayerPerf(n.name, n.kind, int(macs), int(cyc), int(end - start), busy,
+        layers.append(LayerPerf(n.name, n.kind, int(macs), cyc, int(end - start), busy,
                                 int(l_dram[li]), int(l_bytes[li]), int(comp), float(r),
                                 float(macs / (cyc * cfg.multipliers)) if cyc else 0.0, bound))
     # fused chains (one tile loop computes several layers): share the group's cycles among
@@ -418,13 +579,13 @@ def _report(binary, total, l_start, l_end, l_busy, l_dram, l_bytes, unit_busy) -
                      "DRAM" if dram >= 0.75 * cyc else "dependency") + " (fused)"
             for m in members:
                 lm = layers[m]
-                lm.cycles = int(round(cyc * lm.macs / macs))
+                lm.cycles = cyc * lm.macs / macs
                 lm.utilization = lm.macs / (lm.cycles * cfg.multipliers) if lm.cycles else 0.0
                 lm.bound = bound
     ub = {}
     for (s, u), v in unit_busy.items():
         key = u if s != "global" else f"global.{u}"
         ub[key] = max(ub.get(key, 0), int(v))
-    return PerfReport(cfg.to_dict(), binary.prog.meta.get("name", "?"), int(total), cfg.clock_mhz,
+    return PerfReport(cfg.to_dict(), binary.prog.meta.get("name", "?"), int(total0), cfg.clock_mhz,
                       cfg.multipliers, cfg.dsps, int(sum(l.macs for l in layers)), layers,
                       int(l_bytes.sum()), roof, roofc, ub)
