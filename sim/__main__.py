@@ -62,6 +62,11 @@ def cmd_perf(args):
     cfg = _cfg(args.config)
     if args.frames < 1:
         raise UserError(f"--frames must be >= 1 (1: latency mode only), got {args.frames}")
+    if args.contexts < 1:
+        raise UserError(f"--contexts must be >= 1, got {args.contexts}")
+    if (args.contexts > 1 or args.no_frame_hazards) and args.frames < 2:
+        raise UserError("--contexts and --no-frame-hazards are streaming what-ifs: they need "
+                        "--frames >= 2")
     prog = _program(args)
     prog.meta["name"] = args.model if not args.program else Path(args.program).stem
     try:
@@ -70,7 +75,13 @@ def cmd_perf(args):
         raise UserError(f"cannot compile: {e}") from None
     rep = simulate(b)
     if args.frames > 1:
-        rep.streaming = stream(b, frames=args.frames)
+        rep.streaming = stream(b, frames=args.frames, contexts=args.contexts,
+                               hazards={} if args.no_frame_hazards else None)
+        what = [w for w, on in (("no cross-frame buffer hazards", args.no_frame_hazards),
+                                (f"{args.contexts} queue contexts per unit",
+                                 args.contexts > 1)) if on]
+        if what:
+            rep.streaming["what_if"] = ", ".join(what)
     if args.json:
         print(to_json(rep.to_dict() if args.layers else rep.summary()))
     else:
@@ -247,6 +258,13 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=3,
                    help="streaming mode: replay the Binary this many frames back to back and "
                         "report the steady-state FPS (default 3; 1: latency mode only)")
+    p.add_argument("--contexts", type=int, default=1,
+                   help="what-if for streaming: each unit holds this many frames' queues and "
+                        "issues from any ready one (a dispatcher the hardware does not have)")
+    p.add_argument("--no-frame-hazards", action="store_true",
+                   help="what-if for streaming: drop the cross-frame buffer hazards (not "
+                        "executable by this Binary: an upper estimate for a compiler that keeps "
+                        "the frames' buffers apart)")
     p.add_argument("--plot", nargs="?", const=str(BUILD / "perf_layers.png"),
                    help="write a PNG of per-layer utilisation (default build/perf_layers.png)")
     p.add_argument("-o", "--out", help="also write the full report as JSON here")

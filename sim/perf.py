@@ -31,13 +31,17 @@ checks it instruction by instruction against amaranth.sim. In short:
   AXI level (:class:`sim.timing.AxiDma`: separate read and write channels of one port, bursts,
   outstanding requests, the memory's latency ``dram_latency_cycles``, non-posted DMA SIGNALs).
 
-Per layer (IntProgram node) the report gives MACs, the cycles attributed to the layer (its
-completion time minus the previous layer's completion time, so the column sums to the total),
-the busiest unit's occupancy (a core unit: the cycles its compute instructions hold it,
-fixed costs included; the DMA units: DRAM cycles), MAC utilisation and what bounds it.
-Roofline: per layer ``max(MACs / multipliers, bytes / dram_bytes_per_cycle)`` summed, with the
-layer's actual DRAM bytes in this binary (and, as a second figure, the compulsory bytes: each
-tensor, weight and parameter block once).
+Per layer (IntProgram node) the report gives MACs, the cycles attributed to the layer
+(:func:`attribute`: each cycle shared among the layers running in it, in proportion to the
+multipliers of their busy engines, so the column sums to the total and no layer's utilisation
+exceeds 100 %), the busiest unit's occupancy (a core unit: the cycles its compute instructions
+hold it, fixed costs included; the DMA units: DRAM cycles), MAC utilisation and what bounds it.
+The bounds that do not depend on the compiler are :mod:`sim.bounds` (``PerfReport.bounds``);
+``binary_roofline_fps`` (per layer ``max(MACs / multipliers, bytes / dram_bytes_per_cycle)``
+summed with the bytes *this Binary* moves) is a figure of the Binary, not a bound.
+
+Streaming mode (``frames`` > 1, :func:`stream`): the Binary replayed back to back with
+per-frame semaphores and cross-frame buffer hazards (:mod:`sim.stream`).
 """
 
 from __future__ import annotations
@@ -181,7 +185,7 @@ def _dma_bytes(f):
 
 def simulate(binary, *, trace: list | None = None,
              env: timing.SemaphoreTiming = timing.SYSTEM, frames: int = 1,
-             hazards: dict | None = None) -> PerfReport:
+             hazards: dict | None = None, contexts: int = 1) -> PerfReport:
     """Run the timed model of ``binary``; returns a :class:`PerfReport`. With ``trace`` (a
     list), every executed instruction is appended as (stream, unit, op, layer, start, end):
     ``start`` is the cycle the instruction is fetched (for a WAIT: consumed), ``end`` the cycle
@@ -193,20 +197,34 @@ def simulate(binary, *, trace: list | None = None,
     (:mod:`sim.stream`: each unit's queue repeated, semaphores per frame, every write of frame
     k+1 after frame k's last overlapping access, ``hazards`` from :func:`sim.stream.frame_hazards`
     computed when None). The per-layer figures are those of frame 0; ``frame_done`` lists each
-    frame's completion cycle. ``trace`` entries then carry the frame as a 7th element."""
+    frame's completion cycle. ``trace`` entries then carry the frame as a 7th element.
+    ``contexts`` > 1 (a what-if of a dispatcher that the hardware does not have): each unit
+    holds that many frames' queues at once, each with its own registers, and issues from any
+    of them whose head is ready (the oldest frame first); frame f starts when frame
+    f - contexts has completed."""
     cfg = binary.cfg
     if not isinstance(frames, int) or frames < 1:
         raise ValueError(f"frames must be a positive integer, got {frames!r}")
+    if not isinstance(contexts, int) or contexts < 1:
+        raise ValueError(f"contexts must be a positive integer, got {contexts!r}")
+    ctx = contexts > 1 and frames > 1
     base = build_queues(binary)
     keys = list(base)
     nq = {k: len(base[k]) for k in keys}
     if frames > 1:
         from .stream import frame_hazards
         hz = frame_hazards(binary) if hazards is None else hazards
-        queues = {k: base[k] * frames for k in keys}
         comp = [{k: np.full(nq[k], -1, dtype=np.int64) for k in keys} for _ in range(frames)]
+        if ctx:       # one queue per (stream, unit, frame), sharing the unit
+            queues = {(k[0], k[1], f): base[k] for f in range(frames) for k in keys}
+        else:
+            queues = {k: base[k] * frames for k in keys}
     else:
         hz, queues, comp = {}, base, None
+    ukeys = keys                     # the units (stream, unit)
+    keys = list(queues)
+    ubusy = {k: 0 for k in ukeys}    # contexts: the unit is free from
+    remaining = [sum(nq.values())] * frames
     fdone = np.zeros(frames, dtype=np.int64)
     fstart = np.full(frames, np.iinfo(np.int64).max, dtype=np.int64)
     hzpark = {}                      # (frame, key, pc) -> [keys parked on its completion]
@@ -224,8 +242,8 @@ def simulate(binary, *, trace: list | None = None,
     l_busy = [dict() for _ in range(nl)]       # (unit) -> {stream: cycles}
     l_dram = np.zeros(nl, dtype=np.int64)
     l_bytes = np.zeros(nl, dtype=np.int64)
-    unit_busy = {k: 0 for k in keys}
-    heap = [(0, i, k) for i, k in enumerate(keys)]
+    unit_busy = {k: 0 for k in ukeys}
+    heap = [(0, i, k) for i, k in enumerate(keys) if not ctx or k[2] < contexts]
     last_signal = 0
     heapq.heapify(heap)
     order = {k: i for i, k in enumerate(keys)}
@@ -269,14 +287,18 @@ def simulate(binary, *, trace: list | None = None,
         if pc[k] >= len(q):
             continue
         ins, tag = q[pc[k]]
-        fr, lpc = divmod(pc[k], nq[k])
+        su = k[:2]
+        fr, lpc = (k[2], pc[k]) if ctx else divmod(pc[k], nq[k])
         op = ins.op
-        stream, unit = k
+        stream, unit = su
         core = stream != "global"
-        if fr > 0 and lpc in hz.get(k, ()):
+        if ctx and ubusy[su] > t:
+            heapq.heappush(heap, (ubusy[su], order[k], k))
+            continue
+        if fr > 0 and lpc in hz.get(su, ()):
             # streaming: a write waits for the previous frame's overlapping accesses
             ready = t
-            for kj, pj in hz[k][lpc]:
+            for kj, pj in hz[su][lpc]:
                 c = comp[fr - 1][kj][pj]
                 if c < 0:
                     hzpark.setdefault((fr - 1, kj, pj), []).append(k)
@@ -336,7 +358,7 @@ def simulate(binary, *, trace: list | None = None,
                 drain[k] = max(drain[k], done)
                 fin = done
                 if fr == 0:
-                    unit_busy[k] += xfer
+                    unit_busy[su] += xfer
                     spans.append((tag, start, done, -1))
                 note(tag, start, done, unit, stream, xfer)
                 if tag >= 0 and fr == 0:
@@ -351,7 +373,7 @@ def simulate(binary, *, trace: list | None = None,
                 drain[k] = max(drain[k], done)
                 fin = done
                 if fr == 0:
-                    unit_busy[k] += xfer
+                    unit_busy[su] += xfer
                     spans.append((tag, start, done, -1))
                 note(tag, start, done, unit, stream, xfer)
                 if tag >= 0 and fr == 0:
@@ -362,7 +384,7 @@ def simulate(binary, *, trace: list | None = None,
             nxt = t + busy
             drain[k] = max(drain[k], nxt)
             if fr == 0:
-                unit_busy[k] += busy
+                unit_busy[su] += busy
                 spans.append((tag, t, nxt, -1))
             note(tag, t, nxt, unit, stream, busy)
         else:
@@ -370,7 +392,7 @@ def simulate(binary, *, trace: list | None = None,
             ct = timing.compute_timing(cfg, op, regs[k], ins.f)
             nxt = t + ct.cycles
             if fr == 0:
-                unit_busy[k] += ct.cycles
+                unit_busy[su] += ct.cycles
                 spans.append((tag, t, nxt, {"MAT": cfg.S * cfg.T, "RMAC": cfg.N * cfg.M}.get(
                     unit, 0)))
             note(tag, t, nxt, unit, stream, ct.cycles)
@@ -383,9 +405,16 @@ def simulate(binary, *, trace: list | None = None,
         fin = nxt if fin is None else fin
         fdone[fr] = max(fdone[fr], fin)
         if comp is not None:
-            comp[fr][k][lpc] = fin
-            for wk in hzpark.pop((fr, k, lpc), ()):
+            comp[fr][su][lpc] = fin
+            for wk in hzpark.pop((fr, su, lpc), ()):
                 heapq.heappush(heap, (max(t, fin), order[wk], wk))
+        if ctx:
+            ubusy[su] = max(ubusy[su], nxt)
+            remaining[fr] -= 1
+            if remaining[fr] == 0 and fr + contexts < frames:    # its contexts take a frame
+                for kk in ukeys:
+                    nk = (kk[0], kk[1], fr + contexts)
+                    heapq.heappush(heap, (max(t, int(fdone[fr])), order[nk], nk))
         free[k] = nxt
         pc[k] += 1
         if pc[k] < len(q):
@@ -407,13 +436,13 @@ def simulate(binary, *, trace: list | None = None,
 
 
 def stream(binary, *, frames: int = 3, env: timing.SemaphoreTiming = timing.SYSTEM,
-           hazards: dict | None = None) -> dict:
+           hazards: dict | None = None, contexts: int = 1) -> dict:
     """Streaming mode (:mod:`sim.stream`): the Binary replayed ``frames`` (>= 2) times back to
     back; steady state = ``(done(last frame) - done(first frame)) / (frames - 1)`` cycles per
     frame. Returns ``{frames, frame_done, cycles_per_frame, fps, frames_in_flight}``."""
     if not isinstance(frames, int) or frames < 2:
         raise ValueError(f"streaming needs frames >= 2, got {frames!r}")
-    rep = simulate(binary, env=env, frames=frames, hazards=hazards)
+    rep = simulate(binary, env=env, frames=frames, hazards=hazards, contexts=contexts)
     d = rep.frame_done
     cpf = (d[-1] - d[0]) / (frames - 1)
     return {"frames": frames, "frame_done": d, "cycles_per_frame": cpf,

@@ -60,6 +60,8 @@ def print_perf(rep, *, layers: bool = True, console=None):
     rows = [("latency mode (one frame): latency", f"{s['latency_ms']:.3f} ms ({s['cycles']} cycles)"),
             ("latency mode: FPS", f"{s['fps']:.1f}")]
     st = s.get("streaming")
+    if st and st.get("what_if"):
+        rows += [("WHAT-IF (not executable): " + st["what_if"], "")]
     if st:
         rows += [("streaming mode: cycles / frame",
                   f"{st['cycles_per_frame']:.0f} ({st['frames']} frames back to back, at most "
