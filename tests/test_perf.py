@@ -219,4 +219,4 @@ def test_cli_compile_run_sweep_table7(tmp_path):
     r = _cli("table7", "--models", "b0-r64", "--json")
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)[0]
-    assert row["paper_fps"] is None and row["model_fps"] > 0
+    assert row["paper_fps"] is None and row["latency_fps"] > 0
