@@ -262,14 +262,42 @@ def test_cli_table7_small():
     assert r.returncode == 2 and r.stderr.count("\n") == 1
 
 
+def test_bench_bound_ratios_small(tmp_path):
+    """`python -m tb.bench bounds` on one small model: the ratios are the bounds' own (recomputed
+    here from sim.bounds and the latency cycles), and a second run takes the cached Binary and
+    hazards and gives the same figures."""
+    from tb.bench import bound_ratios
+    a = bound_ratios(["b0-r64"], PAPER, cache=tmp_path, frames=2)
+    assert a["cached_binaries"] == 0
+    bd = bounds(zoo.build("b0-r64", seed=0), PAPER)
+    cyc = 200e6 / a["b0_r64_latency_fps"]
+    assert a["b0_r64_latency_over_compute"] == pytest.approx(bd.compute_cycles / cyc, abs=2e-3)
+    assert a["b0_r64_streaming_over_traffic"] <= 1
+    b = bound_ratios(["b0-r64"], PAPER, cache=tmp_path, frames=2)
+    assert b["cached_binaries"] == 1
+    assert {k: v for k, v in a.items() if k != "cached_binaries"} == \
+        {k: v for k, v in b.items() if k != "cached_binaries"}
+
+
 @pytest.mark.regress
 def test_cli_perf_b1_r224_and_table7_docs():
     """The long commands of docs/perf.md."""
     r = _cli("perf", "--model", "b1-r224", "--config", "paper", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert d["bounds"]["compute_cycles"] == 253_401
+    # 518,963,712 MACs (issue #16) / 2048 multipliers = 253,400.25 -> 253,401
+    assert d["macs"] == 518_963_712 and d["bounds"]["compute_cycles"] == 253_401
+    for extra in (["--frames", "4", "--no-frame-hazards"], ["--frames", "4", "--contexts", "2"],
+                  ["--frames", "4", "--contexts", "2", "--no-frame-hazards"]):
+        r = _cli("perf", "--model", "b1-r224", "--config", "paper", "--json", *extra)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["streaming"]["what_if"]
     r = _cli("table7", "--json")
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert {x["model"] for x in rows} >= {"b1-r224", "b2-r224", "b2-r256", "b2-r288"}
+    r = subprocess.run([sys.executable, "-m", "tb.bench", "bounds"], capture_output=True,
+                       text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr
+    line = json.loads([x for x in r.stdout.splitlines() if x.startswith('{"bench"')][0])
+    assert 0 < line["b1_r224_latency_over_compute"] <= 1
