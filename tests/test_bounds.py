@@ -17,7 +17,6 @@ from sim import zoo
 from sim.bounds import bounds
 from sim.compile import compile as compile_
 from sim.config import AccelConfig
-from sim.funcsim import build_queues
 from sim.perf import attribute, simulate, stream
 from sim.stream import footprints
 from test_funcsim import Builder
