@@ -139,7 +139,8 @@ def plot_layers(rep, path) -> Path:
              f"{100 * fr.get('compute', float('nan')):.0f} % of the compute bound, "
              f"{100 * fr.get('traffic', float('nan')):.0f} % of the traffic bound")
     if s.get("streaming"):
-        title += f"; streaming {s['streaming']['fps']:.0f} FPS"
+        title += (f"; streaming {s['streaming']['fps']:.0f} FPS"
+                  + (" (what-if)" if s["streaming"].get("what_if") else ""))
     ax.set_title(title)
     from matplotlib.patches import Patch
     ax.legend(handles=[Patch(color=c, label=k) for k, c in colors.items()], loc="upper left")
