@@ -517,6 +517,10 @@ def _check_attention(p: IntProgram, n: Node):
         raise IntProgramError(f"input channels {x.shape[0]} are not a multiple of 3*dim={3 * d}")
     heads = x.shape[0] // (3 * d)
     _shape_limit("att_tokens", x.shape[1] * x.shape[2], "attention tokens H*W")
+    if not x.signed:
+        raise IntProgramError(f"input {n.inputs[0]!r} is uint8: the attention steps read int8"
+                              " q|k|v (XSIGNED = 1 in hw.core.attention and the adder tree's"
+                              " ATT_KSUM)")
     if y.shape != (heads * d,) + x.shape[1:]:
         raise IntProgramError(f"output shape {y.shape} != {(heads * d,) + x.shape[1:]}")
     for k in ("s_mult_b", "s_mult_c", "ksum_mult_b", "ksum_mult_c", "out_mult_b", "out_mult_c",

@@ -333,3 +333,16 @@ def test_depthwise_kernel_bound_is_the_rtls():
         funcsim.run(binary, x)
     with pytest.raises(HarnessError, match="flagged an error"):
         simulate_amaranth(Core.from_config(cfg), CoreEnv(binary, x), max_cycles=4000)
+
+
+def test_attention_reads_int8_only():
+    """Found by the random programs on the core RTL (tb/test_random_rtl.py): an attention
+    whose q|k|v are uint8 (a ReLU pointwise producing them) compiled, funcsim equalled golden,
+    and the core stopped with its error flag (the attention steps run with XSIGNED = 1 only).
+    The validator refuses it now, naming the tensor."""
+    from tb.core.cases import attention_program
+    prog = attention_program(dim=4, heads=1, h=2, w=2)
+    prog.tensors["x"].signed = False
+    with pytest.raises(IntProgramError, match=r"node 0 \('att', op 'linear_attention'\): input "
+                                              r"'x' is uint8: the attention steps read int8"):
+        prog.validate()

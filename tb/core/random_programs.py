@@ -87,6 +87,7 @@ class _Gen:
         self.tensors, self.nodes, self.env = {}, [], {}
         self.n = 0
         self.last = False       # drawing the last map-shaped layer
+        self.force_signed = False
 
     def name(self, prefix):
         self.n += 1
@@ -129,7 +130,9 @@ class _Gen:
         return Epilogue(mult=mult, act=act, offset=off, **kw), act
 
     def _signed_out(self, act):
-        return True if act != "relu" else self.draw(st.booleans(), label="relu signed out")
+        if act != "relu" or self.force_signed:
+            return True
+        return self.draw(st.booleans(), label="relu signed out")
 
     # -- layers --------------------------------------------------------------------------------
     def conv(self, x, cout, k, s, p, g, residual_ok=True):
@@ -201,7 +204,9 @@ class _Gen:
         d = self.draw
         dim = d(st.integers(1, 6), label="dim")
         heads = d(st.integers(1, 2), label="heads")
+        self.force_signed = True            # the attention reads int8 q|k|v
         qkv = self.pointwise(x, cout=3 * dim * heads)
+        self.force_signed = False
         _, h, w = self.tensors[qkv].shape
         hp = lambda v: np.full(heads, v, dtype=np.int64)        # noqa: E731
         hf = lambda v: np.full(heads, v, dtype=np.float64)      # noqa: E731
