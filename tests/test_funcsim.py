@@ -267,9 +267,9 @@ def _b0_tiling(cfg, fuse):
     x = golden.quantize_input(zoo.random_image(64, seed=1), prog.tensors[prog.inputs[0]])
     b = _check(prog, x, B0_TILING[cfg], fuse=fuse)
     L = AccelConfig.from_string(B0_TILING[cfg]).L
-    dw = [l["tiles"] for l in b.layers if l["kind"] == "depthwise" and l["tiles"]]
+    dw = [ly["tiles"] for ly in b.layers if ly["kind"] == "depthwise" and ly["tiles"]]
     assert sum(t >= 2 for t in dw) >= 5, dw                    # multi-row depthwise tiles
-    pw = [l["tiles"] for l in b.layers if l["kind"] == "pointwise"]
+    pw = [ly["tiles"] for ly in b.layers if ly["kind"] == "pointwise"]
     assert max(pw) >= 4, pw                                    # row tiles x channel chunks
     for c in range(L):
         ops = {i.op for i in b.streams[f"core{c}"]}
