@@ -29,7 +29,8 @@ import numpy as np
 from . import golden, timing
 from . import numerics as nx
 from .intprogram import Epilogue
-from .isa import ACT_NAMES, ACTS, BUF_NAMES, BUFS, REG_NAMES, WIDTHS, LimitError, check_limit
+from .isa import (ACT_NAMES, ACTS, BUF_NAMES, BUFS, DW_HOLD_EXTRA, REG_NAMES, WIDTHS, LimitError,
+                  check_limit, dw_kernel_ok)
 
 __all__ = ["FuncSimError", "run", "build_queues", "host_ln", "GLOBAL_UNITS", "CORE_UNITS"]
 
@@ -238,6 +239,10 @@ class _Machine:
 
     def conv(self, stream, r, f, dw):
         nco, k = f["nco"], r["KERNEL"]
+        if dw and not dw_kernel_ok(k, self.b.cfg.N):
+            raise FuncSimError(f"DW_RSA with KERNEL = {k}: the R-MAC's self-accumulation mode"
+                               f" needs k*k >= N + {DW_HOLD_EXTRA} = {self.b.cfg.N + DW_HOLD_EXTRA}"
+                               " (sim.isa.dw_kernel_ok; the core stops with its error flag)")
         cin = f["nco"] if dw else r["CIN"] * r["GROUPS"]
         x = self.read(stream, r["XBUF"], f["x_addr"], cin, f["hin"] * r["WIN"], r["XSTRIDE"],
                       r["XSIGNED"]).reshape(cin, f["hin"], r["WIN"])

@@ -55,7 +55,8 @@ import numpy as np
 
 from . import numerics as nx
 from .fileio import atomic_write
-from .isa import LIMITS, SHAPE_LIMITS, WIDTHS, LimitError, check_limit
+from .isa import (DW_HOLD_EXTRA, LIMITS, SHAPE_LIMITS, WIDTHS, LimitError, check_limit,
+                  dw_kernel_ok)
 
 __all__ = ["FORMAT_VERSION", "IntProgramError", "TensorInfo", "Epilogue", "Node", "IntProgram",
            "OPS", "conv_output_hw", "read_npz", "check_digest", "digest"]
@@ -277,9 +278,11 @@ class IntProgram:
     meta: dict = field(default_factory=dict)
 
     # -- checks ------------------------------------------------------------------------------
-    def validate(self) -> "IntProgram":
+    def validate(self, cfg=None) -> "IntProgram":
         """Check every invariant the executors rely on; raise :class:`IntProgramError` naming the
-        node and the problem. Returns ``self``."""
+        node and the problem. Returns ``self``. With ``cfg`` (a :class:`sim.config.AccelConfig`)
+        also what that accelerator's engines can run (a depthwise kernel needs
+        ``k*k >= N + 1``: :func:`sim.isa.dw_kernel_ok`)."""
         _check_types(self)
         for name, t in self.tensors.items():
             _check_tensor(name, t)
@@ -304,6 +307,8 @@ class IntProgram:
                 _CHECKS[n.op](self, n)
                 if n.epilogue is not None:
                     _check_epilogue(self, n)
+                if cfg is not None:
+                    _check_for_config(n, cfg)
             except (IntProgramError, LimitError) as e:
                 raise IntProgramError(f"{where}: {e}") from None
             except (KeyError, IndexError, TypeError, ValueError) as e:
@@ -465,6 +470,10 @@ def _check_conv(p: IntProgram, n: Node):
     if n.kind == "depthwise":
         _shape_limit("dw_kernel", k, "depthwise kernel")
         _shape_limit("dw_stride", s, "depthwise stride")
+        if not dw_kernel_ok(k, 1):          # no engine (N >= 1) runs it
+            raise IntProgramError(f"depthwise kernel = {k}: k*k = {k * k} taps are fewer than"
+                                  f" N + {DW_HOLD_EXTRA} for every R-MAC engine (N >= 1)"
+                                  " (sim.isa.dw_kernel_ok)")
     else:
         _shape_limit("cin_per_group", x.shape[0] // g, "input channels per group")
     _shape_limit("win", x.shape[2], "input width")
@@ -507,6 +516,11 @@ def _check_attention(p: IntProgram, n: Node):
     if len(x.shape) != 3 or x.shape[0] % (3 * d):
         raise IntProgramError(f"input channels {x.shape[0]} are not a multiple of 3*dim={3 * d}")
     heads = x.shape[0] // (3 * d)
+    _shape_limit("att_tokens", x.shape[1] * x.shape[2], "attention tokens H*W")
+    if not x.signed:
+        raise IntProgramError(f"input {n.inputs[0]!r} is uint8: the attention steps read int8"
+                              " q|k|v (XSIGNED = 1 in hw.core.attention and the adder tree's"
+                              " ATT_KSUM)")
     if y.shape != (heads * d,) + x.shape[1:]:
         raise IntProgramError(f"output shape {y.shape} != {(heads * d,) + x.shape[1:]}")
     for k in ("s_mult_b", "s_mult_c", "ksum_mult_b", "ksum_mult_c", "out_mult_b", "out_mult_c",
@@ -530,6 +544,7 @@ def _check_pool(p: IntProgram, n: Node):
     x, y = p.tensors[n.inputs[0]], p.tensors[n.output]
     if len(x.shape) != 3 or y.shape != (x.shape[0],):
         raise IntProgramError(f"global_avgpool maps (C, H, W) to (C,), got {x.shape} -> {y.shape}")
+    _shape_limit("pool_tokens", x.shape[1] * x.shape[2], "pool tokens H*W")
     if n.epilogue is None:
         raise IntProgramError("global_avgpool needs an epilogue")
 
@@ -543,6 +558,17 @@ def _check_layernorm(p: IntProgram, n: Node):
             raise IntProgramError(f"{k} must have shape {x.shape}")
     if n.attrs.get("act", "none") not in ("none", "hswish"):
         raise IntProgramError("layernorm act must be none or hswish")
+
+
+def _check_for_config(n: Node, cfg):
+    """What one accelerator config's engines run (``validate(cfg)``)."""
+    if n.op == "conv" and n.kind == "depthwise":
+        k = int(n.attrs["kernel"])
+        if not dw_kernel_ok(k, cfg.N):
+            raise IntProgramError(f"depthwise kernel = {k}: k*k = {k * k} < N + {DW_HOLD_EXTRA}"
+                                  f" = {cfg.N + DW_HOLD_EXTRA} for N = {cfg.N} (the R-MAC"
+                                  " holds a tile's N channels while the next k*k steps run;"
+                                  " sim.isa.dw_kernel_ok)")
 
 
 def _check_epilogue(p: IntProgram, n: Node):

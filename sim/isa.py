@@ -26,7 +26,7 @@ from .numerics import ACC_BITS, LOG2_CODE_BITS, MAX_SHIFT, MULT_BITS
 __all__ = ["IsaError", "Instr", "FORMATS", "OPCODES", "UNITS", "BUFS", "REGS", "ACTS",
            "encode", "decode", "encode_stream", "decode_stream", "WORD_BITS", "unit_of",
            "REG_LIMITS", "Limit", "LIMITS", "LimitError", "check_limit", "WIDTHS",
-           "SHAPE_LIMITS"]
+           "SHAPE_LIMITS", "dw_kernel_ok", "DW_HOLD_EXTRA"]
 
 WORD_BITS = 128
 OPCODE_BITS = 5
@@ -157,7 +157,24 @@ SHAPE_LIMITS = {
     "dw_kernel": (1, 5),
     "dw_stride": (1, 2),
     "dim": (1, 4095),
+    # H*W of a global_avgpool (the POOL's NTOK) and of an attention (ATT_*'s NTOK): the token
+    # counters of the AUX unit's adder tree and of hw.core.attention (CNT = 24 bits)
+    "pool_tokens": (1, (1 << 24) - 1),
+    "att_tokens": (1, (1 << 24) - 1),
 }
+
+#: the R-MAC's self-accumulation mode holds a tile's N x M results and requantizes them one
+#: channel per cycle while the next tile's k*k steps run, so a depthwise tile needs
+#: ``k*k >= N + DW_HOLD_EXTRA`` steps (``hw.core.unit.Unit._depthwise``: ``kk >= N + 1``; a
+#: DW_RSA outside it stops the unit with its ``error`` flag).
+DW_HOLD_EXTRA = 1
+
+
+def dw_kernel_ok(k: int, n: int) -> bool:
+    """Whether a ``k x k`` depthwise conv runs on an R-MAC engine of ``n`` R-MACs per lane:
+    ``k`` in ``SHAPE_LIMITS["dw_kernel"]`` and ``k*k >= n + DW_HOLD_EXTRA``."""
+    lo, hi = SHAPE_LIMITS["dw_kernel"]
+    return lo <= k <= hi and k * k >= n + DW_HOLD_EXTRA
 
 
 def check_limit(name: str, value, where: str = "") -> None:

@@ -262,3 +262,87 @@ def test_offset_extremes_are_bit_exact_on_the_core(lo_hi):
     simulate_amaranth(Core.from_config(cfg), env, max_cycles=4000)
     np.testing.assert_array_equal(env.outputs()["y"], ref)
     assert set(np.unique(ref)) >= {-128, 127}      # both saturations are exercised
+
+
+# -- token counters and the depthwise kernel (issue #18) -------------------------------------------
+
+def test_token_limits_equal_rtl_counters():
+    """H*W of a pool and of an attention: the NTOK register as the units store it, the POOL
+    token counter and the attention sequencer's counters (hw.core.attention.CNT bits) hold
+    every value of the table's range, and the next value would not fit."""
+    from hw.core.attention import CNT
+    from hw.core.unit import _reg_store
+    store = _reg_store()["NTOK"][0]            # range of values the NTOK register keeps
+    for name in ("pool_tokens", "att_tokens"):
+        lo, hi = SHAPE_LIMITS[name]
+        assert (lo, hi) == (1, (1 << CNT) - 1), name
+        assert store.start <= lo and hi < store.stop - 1     # hi + 1 still tells "too many"
+
+
+@pytest.mark.parametrize("what", ["pool", "attention"])
+def test_token_count_outside_the_table_is_refused(what):
+    from tb.core.cases import attention_program
+    hi = SHAPE_LIMITS["pool_tokens" if what == "pool" else "att_tokens"][1]
+    prog = pool_program(c=2, h=2, w=2) if what == "pool" else attention_program(dim=2, heads=1,
+                                                                               h=2, w=2)
+    x = prog.tensors[prog.nodes[-1].inputs[0]]
+    x.shape = (x.shape[0], 1, hi + 1)          # H*W = hi + 1 (never allocated)
+    if what == "attention":
+        prog.tensors[prog.nodes[-1].output].shape = (2, 1, hi + 1)
+    with pytest.raises(IntProgramError, match=rf"{what} tokens H\*W = {hi + 1} outside "
+                                              rf"\[1, {hi}\]"):
+        prog.nodes[:] = prog.nodes[-1:]
+        prog.inputs[:] = [prog.nodes[0].inputs[0]]
+        prog.validate()
+
+
+def _even_dw(n_cfg, k):
+    """A 2-channel k x k depthwise conv without padding on 4x5 pixels, compiled for N = n_cfg
+    (validate(cfg) is not called: the compiler does not call it either)."""
+    import numpy as np
+    from sim import numerics as nx
+    from sim.intprogram import Epilogue, IntProgram, Node
+    rng = np.random.default_rng(k)
+    t = {"x": TensorInfo("x", (2, 4, 5), 8, True, 0.05),
+         "y": TensorInfo("y", (2, 5 - k, 6 - k), 8, True, 0.1)}
+    node = Node("dw", "conv", ["x"], "y", dict(kernel=k, stride=1, padding=0, groups=2),
+                dict(weight=rng.integers(-127, 128, (2, 1, k, k)).astype(np.int8),
+                     bias=rng.integers(-300, 300, 2).astype(np.int32)),
+                Epilogue(mult=nx.to_dyadic(np.full(2, 0.01)), offset=np.zeros(2, np.int64)))
+    prog = IntProgram(t, [node], ["x"], ["y"]).validate()
+    cfg = small_config(N=n_cfg, M=2, T=2, S=2)
+    return prog, cfg, sc.compile(prog, cfg), rng.integers(-128, 128, (2, 4, 5))
+
+
+def test_depthwise_kernel_bound_is_the_rtls():
+    """sim.isa.dw_kernel_ok is the RTL's rule (hw.core.unit: ``kk >= N + 1``): a 2x2 depthwise
+    conv (4 taps) runs bit-exact on a core with N = 3 (4 = N + 1) and stops the core with its
+    error flag at N = 4, where validate(cfg) names the kernel and funcsim refuses the Binary."""
+    from sim.isa import dw_kernel_ok
+    prog, cfg, binary, x = _even_dw(3, 2)
+    assert dw_kernel_ok(2, 3)
+    prog.validate(cfg)
+    env = CoreEnv(binary, x)
+    simulate_amaranth(Core.from_config(cfg), env, max_cycles=4000)
+    np.testing.assert_array_equal(env.outputs()["y"], golden.run(prog, x)["y"])
+    prog, cfg, binary, x = _even_dw(4, 2)
+    assert not dw_kernel_ok(2, 4)
+    with pytest.raises(IntProgramError, match=r"depthwise kernel = 2: k\*k = 4 < N \+ 1 = 5"):
+        prog.validate(cfg)
+    with pytest.raises(funcsim.FuncSimError, match="DW_RSA with KERNEL = 2"):
+        funcsim.run(binary, x)
+    with pytest.raises(HarnessError, match="flagged an error"):
+        simulate_amaranth(Core.from_config(cfg), CoreEnv(binary, x), max_cycles=4000)
+
+
+def test_attention_reads_int8_only():
+    """Found by the random programs on the core RTL (tb/test_random_rtl.py): an attention
+    whose q|k|v are uint8 (a ReLU pointwise producing them) compiled, funcsim equalled golden,
+    and the core stopped with its error flag (the attention steps run with XSIGNED = 1 only).
+    The validator refuses it now, naming the tensor."""
+    from tb.core.cases import attention_program
+    prog = attention_program(dim=4, heads=1, h=2, w=2)
+    prog.tensors["x"].signed = False
+    with pytest.raises(IntProgramError, match=r"node 0 \('att', op 'linear_attention'\): input "
+                                              r"'x' is uint8: the attention steps read int8"):
+        prog.validate()

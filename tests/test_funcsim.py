@@ -253,6 +253,43 @@ def test_tiny_model_tiling_matrix(cfg, fuse):
         assert any(i.op == "DW_RSA" for i in b.streams[f"core{c}"]), f"core{c} runs no DW tile"
 
 
+#: B0-R64 on the tiling matrix: buffers small enough for several row tiles per early layer and
+#: many output-channel chunks (C 32 KiB: two 16 KiB slots; the head's 1024-input linear needs
+#: more than 8 KiB per slot, see tests/test_random_programs.py), split over 2..4 cores
+B0_TILING = {f"L{L}": f"small:L={L},buf_b_bytes=16384,buf_c_bytes=32768,buf_out_bytes=4096"
+             for L in (2, 4)}
+B0_TILING["narrow-L3"] = ("small:N=2,M=2,T=2,S=2,L=3,buf_b_bytes=16384,buf_c_bytes=32768,"
+                          "buf_out_bytes=4096")
+
+
+def _b0_tiling(cfg, fuse):
+    prog = zoo.build("b0-r64", seed=0)
+    x = golden.quantize_input(zoo.random_image(64, seed=1), prog.tensors[prog.inputs[0]])
+    b = _check(prog, x, B0_TILING[cfg], fuse=fuse)
+    L = AccelConfig.from_string(B0_TILING[cfg]).L
+    dw = [ly["tiles"] for ly in b.layers if ly["kind"] == "depthwise" and ly["tiles"]]
+    assert sum(t >= 2 for t in dw) >= 5, dw                    # multi-row depthwise tiles
+    pw = [ly["tiles"] for ly in b.layers if ly["kind"] == "pointwise"]
+    assert max(pw) >= 4, pw                                    # row tiles x channel chunks
+    for c in range(L):
+        ops = {i.op for i in b.streams[f"core{c}"]}
+        assert {"DW_RSA", "CONV_MAT", "CONV_RDF"} <= ops, (c, ops)
+
+
+@pytest.mark.parametrize("cfg", ["L2", "narrow-L3"])
+def test_b0_r64_tiling_matrix(cfg):
+    """The whole B0-R64 network on small buffers over several cores: funcsim == golden. A
+    compiler that loses a tile's row or channel offset fails here (tests/test_mutants.py)."""
+    _b0_tiling(cfg, True)
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
+@pytest.mark.parametrize("cfg", sorted(B0_TILING))
+def test_b0_r64_tiling_matrix_regress(cfg, fuse):
+    _b0_tiling(cfg, fuse)
+
+
 def test_b0_r64():
     prog = zoo.build("b0-r64", seed=0)
     x = golden.quantize_input(zoo.random_image(64, seed=1), prog.tensors[prog.inputs[0]])

@@ -629,7 +629,7 @@ class Unit(wiring.Component):
         W = self.width
         tf = lambda n: fld(word, "POOL", n)     # noqa: E731
         nco, ntok = Mux(ks, regs["DIM"][:12], tf("nco")), regs["NTOK"]
-        c, t0 = Signal(13), Signal(24)
+        c, t0 = Signal(13), Signal(CNT)     # tokens: SHAPE_LIMITS["pool_tokens"]
         xa = Signal(ADDR_BITS)
         m.d.comb += [self.x.buf.eq(regs["XBUF"][:3]), self.x.row_stride.eq(0),
                      self.x.elem_stride.eq(1), self.x.addr.eq(xa + t0)]
