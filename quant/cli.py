@@ -28,6 +28,57 @@ class UserError(Exception):
     """A problem with the user's input: reported as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``error: <command>: <message>``, exit 2) instead of
+    the usage block; ``--help`` still prints the full usage. Sub-parsers inherit the class."""
+
+    def error(self, message):
+        msg = " ".join(str(message).split())
+        self.exit(2, f"error: {self.prog}: {msg} (see {self.prog} --help)\n")
+
+
+def _count(minimum: int):
+    """argparse type: an integer >= ``minimum``."""
+    def conv(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
+        return v
+    conv.__name__ = f"integer >= {minimum}"
+    return conv
+
+
+def _device(name: str):
+    """The torch device ``name``, or a UserError if it does not exist here."""
+    import torch
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"--device {name!r}: {_msg(e)}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name!r}: this torch has no usable CUDA device (use --device cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name!r}: only cpu and cuda devices are supported")
+    return dev
+
+
+def _check_output(path) -> Path:
+    """Fail early (before any work) when ``path`` cannot be written: an existing folder, or a
+    parent that is a file."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder, expected a file name to write")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{out}: cannot write: {parent} is not a folder")
+            break
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
@@ -70,6 +121,8 @@ def _float_model(args):
             if args.input_size < 32 or args.input_size % 32:
                 raise ValueError(f"--input-size must be a multiple of 32 and >= 32, got {args.input_size}")
             args.model = f"{variant}-r{args.input_size}"
+        elif res % 32:
+            raise ValueError(f"model {args.model!r}: the resolution must be a multiple of 32, got {res}")
         model, res = create_model(args.model)
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -228,8 +281,9 @@ def cmd_quantize(args):
     cfg = _qconfig(args)
     if args.data and not Path(args.data).exists():
         raise UserError(f"data: {args.data}: no such file or folder")
+    dev = _device(args.device)
+    out = _check_output(args.output)
     model, res, source = _float_model(args)
-    out = Path(args.output)
     result = dict(command="quantize", model=args.model, resolution=res, source=source,
                   qconfig=cfg.as_dict())
     if args.test_before_calibration:
@@ -237,7 +291,6 @@ def cmd_quantize(args):
         _log(args, f"float model before calibration: {result['float_eval']}")
     g = lower(fold_bn(model), resolution=res)
     g.meta["model_name"] = args.model
-    dev = torch.device(args.device)
     g.to(dev)
     calib, src = _images(args, args.calib_size, res)
     _log(args, f"calibration: {calib.shape[0]} images from {src}, observer {cfg.observer}, "
@@ -282,7 +335,10 @@ def cmd_quantize(args):
     result["sqnr_images"] = f"calibration images {len(calib) - len(ev)}..{len(calib) - 1}"
     result["seconds"] = time.time() - t0
     result["peak_rss_mb"] = _peak_rss_mb()
-    save_qmodel(out, g, result)
+    try:
+        save_qmodel(out, g, result)
+    except OSError as e:
+        raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
     result["output"] = str(out)
     _log(args, f"SQNR of logits vs float ({result['sqnr_images']}): "
                f"{result['sqnr_logits_db_calib']:.2f} dB")
@@ -401,12 +457,12 @@ def cmd_evaluate(args):
 def cmd_export(args):
     from sim.intprogram import IntProgramError
     from .export import ExportError, export
+    out = _check_output(args.output)
     g, d = load_qmodel(args.qmodel)
     try:
         prog = export(g)
     except (ExportError, IntProgramError, ValueError, OverflowError) as e:
         raise UserError(f"{args.qmodel}: export: {e}") from None
-    out = Path(args.output)
     try:
         prog.save(out)
     except IntProgramError as e:
@@ -501,7 +557,7 @@ def _quant_flags(p):
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="python -m quant",
         description="Trio-ViT post-training quantization of EfficientViT. Typical flow:\n"
                     "  python -m quant quantize --model b1-r224 --checkpoint W.pt -o b1.qmodel\n"
@@ -522,13 +578,13 @@ def build_parser():
     _common(q)
     _quant_flags(q)
     q.add_argument("--data", default=dd, help=f"image folder or labels.csv (default {dd})")
-    q.add_argument("--calib-size", type=int, default=1024,
+    q.add_argument("--calib-size", type=_count(1), default=1024,
                    help="calibration images (default 1024 as in the paper; capped at what --data has)")
-    q.add_argument("--batch-size", type=int, default=16, help="batch size for calibration/eval")
-    q.add_argument("--recon-iters", type=int, default=None,
+    q.add_argument("--batch-size", type=_count(1), default=16, help="batch size for calibration/eval")
+    q.add_argument("--recon-iters", type=_count(0), default=None,
                    help="block-reconstruction iterations per block (fast default 40, --paper "
                         "20000; 0 = off)")
-    q.add_argument("--recon-batch", type=int, default=None, help="reconstruction batch size")
+    q.add_argument("--recon-batch", type=_count(1), default=None, help="reconstruction batch size")
     q.add_argument("--recon-lr-w", type=float, default=None,
                    help="AdaRound learning rate (fast 3e-2, --paper 1e-3)")
     lr_a = q.add_mutually_exclusive_group()
@@ -537,14 +593,14 @@ def build_parser():
     lr_a.add_argument("--recon-lr-a-relative", type=float, default=None, metavar="LR",
                       help="LSQ step learning rate relative to each step's initial value (Adam "
                            "lr = LR x initial step; fast default 1e-2; 0 freezes the steps)")
-    q.add_argument("--recon-images", type=int, default=None,
+    q.add_argument("--recon-images", type=_count(1), default=None,
                    help="images cached for reconstruction (fast 32, --paper 1024)")
     q.add_argument("--paper", action="store_true",
                    help="paper-faithful reconstruction: 20000 it/block, batch 32, Fisher loss")
     q.add_argument("--fisher", action="store_true", help="Fisher-weighted reconstruction loss")
     q.add_argument("--test-before-calibration", action="store_true",
                    help="evaluate the float model on --data first")
-    q.add_argument("--limit", type=int, default=None, help="images for --test-before-calibration")
+    q.add_argument("--limit", type=_count(1), default=None, help="images for --test-before-calibration")
     q.add_argument("-o", "--output", required=True, help="quantized-model file to write")
     q.set_defaults(func=cmd_quantize)
 
@@ -557,8 +613,8 @@ def build_parser():
     e.add_argument("--mode", default="fake", choices=["fake", "int"],
                    help="int: also run the integer-exact graph")
     e.add_argument("--golden", action="store_true", help="also run sim.golden (agreement check)")
-    e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--limit", type=int, default=None, help="first N images only")
+    e.add_argument("--batch-size", type=_count(1), default=16)
+    e.add_argument("--limit", type=_count(1), default=None, help="first N images only")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     e.set_defaults(func=cmd_evaluate)
 
@@ -577,13 +633,13 @@ def build_parser():
     a.add_argument("--synthetic", action="store_true",
                    help="random BN-calibrated model + injected statistics + synthetic images")
     a.add_argument("--data", default=None, help="images (ignored with --synthetic)")
-    a.add_argument("--calib-size", type=int, default=16, help="calibration images (default 16)")
-    a.add_argument("--eval-size", type=int, default=16, help="evaluation images (default 16)")
+    a.add_argument("--calib-size", type=_count(1), default=16, help="calibration images (default 16)")
+    a.add_argument("--eval-size", type=_count(1), default=16, help="evaluation images (default 16)")
     a.set_defaults(func=cmd_ablation)
 
     b = sub.add_parser("bench", help="time and peak memory of quantize (fast default), one JSON line")
     b.add_argument("--model", default="b1-r224")
-    b.add_argument("--calib-size", type=int, default=64)
+    b.add_argument("--calib-size", type=_count(1), default=64)
     b.add_argument("--data", default=dd)
     b.set_defaults(func=cmd_bench, json=False)
 
@@ -604,7 +660,10 @@ def _msg(e: BaseException) -> str:
 
 def main(argv=None) -> int:
     ap = build_parser()
-    args = ap.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv          # accepted anywhere, also after the command
+    args = ap.parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     try:
         res = args.func(args)
     except UserError as e:
