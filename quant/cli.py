@@ -1,7 +1,10 @@
 """``python -m quant``: quantize, evaluate, ablation, export, synthetic.
 
-Flags follow the authors' (BRECQ-style) script: --w-bits/--a-bits, --channel-wise, --no-act-quant,
---keep-stem-head-8bit, --test-before-calibration, --calib-size, --recon-iters, --seed, --device.
+The authors' script's flag names (github.com/shihuihong214/Trio-ViT ``main_imagenet.py``, BRECQ's:
+--n_bits_w, --n_bits_a, --channel_wise, --act_quant, --disable_8bit_head_stem, --num_samples,
+--iters_w, --iters_a, --weight, --lr, --p, --b_start, --b_end, --warmup, --batch_size,
+--data_path, --weight_url, --test_before_calibration) are accepted as aliases of the flags with
+the same meaning (:data:`AUTHOR_ALIASES`; table in docs/quant.md).
 User errors (bad paths, bad files, bad options) exit with status 2 and a one-line message; no
 output file is ever half-written (temp file + rename).
 """
@@ -35,6 +38,18 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         msg = " ".join(str(message).split())
         self.exit(2, f"error: {self.prog}: {msg} (see {self.prog} --help)\n")
+
+
+#: The authors' flag -> this CLI's flag of the same meaning (docs/quant.md has the table).
+AUTHOR_ALIASES = {
+    "--n_bits_w": "--w-bits", "--n_bits_a": "--a-bits", "--channel_wise": "--channel-wise",
+    "--act_quant": "--act-quant", "--disable_8bit_head_stem": "--disable-8bit-head-stem",
+    "--test_before_calibration": "--test-before-calibration", "--num_samples": "--calib-size",
+    "--iters_w": "--recon-iters", "--iters_a": "--recon-iters-a", "--weight": "--recon-reg",
+    "--lr": "--recon-lr-a", "--p": "--recon-p-a", "--b_start": "--recon-b-start",
+    "--b_end": "--recon-b-end", "--warmup": "--recon-warmup", "--batch_size": "--batch-size",
+    "--data_path": "--data", "--weight_url": "--checkpoint",
+}
 
 
 def _count(minimum: int):
@@ -166,7 +181,13 @@ def _images(args, n, res, *, synthetic=False, seed=None):
 
 def _qconfig(args):
     from .qmodel import QConfig
-    sh = 8 if args.keep_stem_head_8bit else args.stem_head_bits
+    sh = args.stem_head_bits
+    if getattr(args, "disable_8bit_head_stem", False):
+        if args.keep_stem_head_8bit:
+            raise UserError("--keep-stem-head-8bit and --disable-8bit-head-stem contradict each other")
+        sh = None                       # stem and head at --w-bits / --a-bits like the rest
+    elif args.keep_stem_head_8bit:
+        sh = 8
     try:
         return QConfig(w_bits=args.w_bits, a_bits=args.a_bits, channel_wise=args.channel_wise,
                        act_quant=not args.no_act_quant, stem_head_bits=sh, observer=args.observer,
@@ -271,12 +292,37 @@ def load_qmodel(path):
 # subcommands
 # ------------------------------------------------------------------------------------------------
 
+def _recon_config(args):
+    """The reconstruction settings: FAST or PAPER (``--paper``) with the flags' overrides."""
+    from .reconstruct import FAST, PAPER, ReconConfig
+    rc = PAPER if args.paper else FAST
+    # --iters_a and --p belong to the authors' separate LSQ pass: they imply it
+    separate = args.recon_separate or args.recon_iters_a is not None or args.recon_p_a is not None
+    lr_a = {}
+    if args.recon_lr_a is not None:
+        lr_a = dict(lr_a=args.recon_lr_a, lr_a_relative=False)
+    elif args.recon_lr_a_relative is not None:
+        lr_a = dict(lr_a=args.recon_lr_a_relative, lr_a_relative=True)
+    rc = ReconConfig(**{**rc.__dict__, **lr_a, **{k: v for k, v in dict(
+        iters=args.recon_iters, batch_size=args.recon_batch, fisher=args.fisher or None,
+        lr_w=args.recon_lr_w, max_images=args.recon_images, reg=args.recon_reg,
+        iters_a=args.recon_iters_a, p=args.recon_p, p_a=args.recon_p_a, warmup=args.recon_warmup,
+        separate=separate or None).items()
+        if v is not None}})
+    if args.recon_b_start is not None or args.recon_b_end is not None:
+        b0, b1 = rc.beta
+        rc = ReconConfig(**{**rc.__dict__, "beta": (
+            b0 if args.recon_b_start is None else args.recon_b_start,
+            b1 if args.recon_b_end is None else args.recon_b_end)})
+    return rc
+
+
 def cmd_quantize(args):
     import torch
     from .evaluate import evaluate
     from .fold import fold_bn
     from .qmodel import lower, sqnr_db
-    from .reconstruct import FAST, PAPER, ReconConfig, reconstruct
+    from .reconstruct import reconstruct
     t0 = time.time()
     cfg = _qconfig(args)
     if args.data and not Path(args.data).exists():
@@ -298,16 +344,7 @@ def cmd_quantize(args):
                f"divisor {cfg.attention}")
     g.prepare(cfg)
     g.calibrate([c.to(dev) for c in calib.split(args.batch_size)], progress=not args.json)
-    rc = PAPER if args.paper else FAST
-    lr_a = {}
-    if args.recon_lr_a is not None:
-        lr_a = dict(lr_a=args.recon_lr_a, lr_a_relative=False)
-    elif args.recon_lr_a_relative is not None:
-        lr_a = dict(lr_a=args.recon_lr_a_relative, lr_a_relative=True)
-    rc = ReconConfig(**{**rc.__dict__, **lr_a, **{k: v for k, v in dict(
-        iters=args.recon_iters, batch_size=args.recon_batch, fisher=args.fisher or None,
-        lr_w=args.recon_lr_w, max_images=args.recon_images).items()
-        if v is not None}})
+    rc = _recon_config(args)
     if rc.iters > 0:
         _log(args, f"block reconstruction: {len(g.blocks)} blocks x {rc.iters} iterations "
                    f"(batch {rc.batch_size}, {'Fisher' if rc.fisher else 'MSE'} loss)")
@@ -521,30 +558,38 @@ def _common(p, *, model=True):
         p.add_argument("--model", default="b1-r224",
                        help="EfficientViT variant and input size, e.g. b0, b1-r224, b2-r288 "
                             "(default b1-r224)")
-        p.add_argument("--checkpoint", metavar="PATH",
+        p.add_argument("--checkpoint", "--weight_url", metavar="PATH",
                        help="official checkpoint (.pt/.pth, plain state_dict or under "
                             "'state_dict'); without it --random-init is used")
         p.add_argument("--input-size", type=int, default=None,
                        help="input resolution (overrides the -rNNN of --model)")
         p.add_argument("--random-init", action="store_true",
                        help="random weights + BN calibration (the default when no --checkpoint)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed (default 0; 1005, the authors', with --paper)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def _quant_flags(p):
-    p.add_argument("--w-bits", type=int, default=8, help="weight bits (default 8)")
-    p.add_argument("--a-bits", type=int, default=8, help="activation bits (default 8)")
-    p.add_argument("--channel-wise", dest="channel_wise", action="store_true", default=True,
-                   help="filter-wise weight scales (default)")
+    p.add_argument("--w-bits", "--n_bits_w", type=int, default=8, help="weight bits (default 8)")
+    p.add_argument("--a-bits", "--n_bits_a", type=int, default=8,
+                   help="activation bits (default 8)")
+    p.add_argument("--channel-wise", "--channel_wise", dest="channel_wise", action="store_true",
+                   default=True, help="filter-wise weight scales (default)")
+    p.add_argument("--act-quant", "--act_quant", dest="no_act_quant", action="store_false", default=False,
+                   help="quantize activations (the default here; the authors' script quantizes "
+                        "weights only without it)")
     p.add_argument("--no-channel-wise", dest="channel_wise", action="store_false",
                    help="one weight scale per layer")
     p.add_argument("--no-act-quant", action="store_true", help="quantize weights only")
     p.add_argument("--stem-head-bits", type=int, default=8,
                    help="bits of the stem and head layers (default 8)")
     p.add_argument("--keep-stem-head-8bit", action="store_true",
-                   help="same as --stem-head-bits 8 (authors' script spelling)")
+                   help="same as --stem-head-bits 8 (the default)")
+    p.add_argument("--disable-8bit-head-stem", "--disable_8bit_head_stem", action="store_true",
+                   help="stem and head at --w-bits/--a-bits like every other layer (the authors' "
+                        "flag; the opposite of --keep-stem-head-8bit)")
     p.add_argument("--observer", default="minmax", choices=["minmax", "ema", "percentile", "omse"],
                    help="activation range observer (default minmax)")
     p.add_argument("--no-migration", action="store_true",
@@ -577,28 +622,50 @@ def build_parser():
                                    "BRECQ-style block reconstruction, write -o OUT.")
     _common(q)
     _quant_flags(q)
-    q.add_argument("--data", default=dd, help=f"image folder or labels.csv (default {dd})")
-    q.add_argument("--calib-size", type=_count(1), default=1024,
+    q.add_argument("--data", "--data_path", default=dd,
+                   help=f"image folder or labels.csv (default {dd})")
+    q.add_argument("--calib-size", "--num_samples", type=_count(1), default=1024,
                    help="calibration images (default 1024 as in the paper; capped at what --data has)")
-    q.add_argument("--batch-size", type=_count(1), default=16, help="batch size for calibration/eval")
-    q.add_argument("--recon-iters", type=_count(0), default=None,
+    q.add_argument("--batch-size", "--batch_size", type=_count(1), default=16,
+                   help="batch size for calibration/eval")
+    q.add_argument("--recon-iters", "--iters_w", type=_count(0), default=None,
                    help="block-reconstruction iterations per block (fast default 40, --paper "
                         "20000; 0 = off)")
+    q.add_argument("--recon-iters-a", "--iters_a", type=_count(1), default=None,
+                   help="iterations of the separate LSQ pass per block (--paper 5000)")
+    q.add_argument("--recon-separate", action="store_true",
+                   help="two passes per block as the authors' code: AdaRound with the steps "
+                        "frozen, then LSQ on the hardened weights (--paper does this)")
+    q.add_argument("--recon-reg", "--weight", type=float, default=None, metavar="LAMBDA",
+                   help="weight of the rounding regulariser (fast 1e-4, --paper 0.01)")
+    q.add_argument("--recon-p", type=float, default=None, metavar="P",
+                   help="exponent of the reconstruction error (default 2)")
+    q.add_argument("--recon-p-a", "--p", type=float, default=None, metavar="P",
+                   help="exponent of the LSQ pass's error (--paper 2.4)")
+    q.add_argument("--recon-b-start", "--b_start", type=float, default=None,
+                   help="AdaRound temperature at the start (20)")
+    q.add_argument("--recon-b-end", "--b_end", type=float, default=None,
+                   help="AdaRound temperature at the end (2)")
+    q.add_argument("--recon-warmup", "--warmup", type=float, default=None,
+                   help="fraction of iterations without the regulariser (0.2)")
     q.add_argument("--recon-batch", type=_count(1), default=None, help="reconstruction batch size")
     q.add_argument("--recon-lr-w", type=float, default=None,
                    help="AdaRound learning rate (fast 3e-2, --paper 1e-3)")
     lr_a = q.add_mutually_exclusive_group()
-    lr_a.add_argument("--recon-lr-a", type=float, default=None, metavar="LR",
-                      help="LSQ step learning rate, absolute (--paper 4e-5; 0 freezes the steps)")
+    lr_a.add_argument("--recon-lr-a", "--lr", type=float, default=None, metavar="LR",
+                      help="LSQ step learning rate, absolute (--paper 4e-4 with a cosine "
+                           "schedule; 0 freezes the steps)")
     lr_a.add_argument("--recon-lr-a-relative", type=float, default=None, metavar="LR",
                       help="LSQ step learning rate relative to each step's initial value (Adam "
                            "lr = LR x initial step; fast default 1e-2; 0 freezes the steps)")
     q.add_argument("--recon-images", type=_count(1), default=None,
                    help="images cached for reconstruction (fast 32, --paper 1024)")
     q.add_argument("--paper", action="store_true",
-                   help="paper-faithful reconstruction: 20000 it/block, batch 32, Fisher loss")
+                   help="the authors' code's reconstruction settings (docs/quant.md): 20000 "
+                        "AdaRound it/block then 5000 LSQ it/block (lr 4e-4, cosine, p 2.4), "
+                        "batch 32, seed 1005")
     q.add_argument("--fisher", action="store_true", help="Fisher-weighted reconstruction loss")
-    q.add_argument("--test-before-calibration", action="store_true",
+    q.add_argument("--test-before-calibration", "--test_before_calibration", action="store_true",
                    help="evaluate the float model on --data first")
     q.add_argument("--limit", type=_count(1), default=None, help="images for --test-before-calibration")
     q.add_argument("-o", "--output", required=True, help="quantized-model file to write")
@@ -632,7 +699,7 @@ def build_parser():
     _quant_flags(a)
     a.add_argument("--synthetic", action="store_true",
                    help="random BN-calibrated model + injected statistics + synthetic images")
-    a.add_argument("--data", default=None, help="images (ignored with --synthetic)")
+    a.add_argument("--data", "--data_path", default=None, help="images (ignored with --synthetic)")
     a.add_argument("--calib-size", type=_count(1), default=16, help="calibration images (default 16)")
     a.add_argument("--eval-size", type=_count(1), default=16, help="evaluation images (default 16)")
     a.set_defaults(func=cmd_ablation)
@@ -644,7 +711,7 @@ def build_parser():
     b.set_defaults(func=cmd_bench, json=False)
 
     s = sub.add_parser("synthetic", help="part (a): the techniques on injected tensors")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_synthetic)
     return ap
@@ -658,12 +725,21 @@ def _msg(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+def _resolve_seed(args):
+    """``--seed`` not given: 0, or the authors' 1005 with ``--paper``."""
+    if hasattr(args, "seed") and args.seed is None:
+        from .reconstruct import PAPER_SEED
+        args.seed = PAPER_SEED if getattr(args, "paper", False) else 0
+    return args
+
+
 def main(argv=None) -> int:
     ap = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv          # accepted anywhere, also after the command
     args = ap.parse_args([a for a in argv if a != "--debug"])
     args.debug = debug
+    _resolve_seed(args)
     try:
         res = args.func(args)
     except UserError as e:
