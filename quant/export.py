@@ -95,6 +95,10 @@ def export(g: QGraph, *, check: bool = True) -> IntProgram:
     if not g.cfg.act_quant or not len(g.act_q):
         raise ExportError("export needs a calibrated model with quantized activations "
                           "(not --no-act-quant)")
+    from .observers import ASYMMETRIC
+    if g.cfg.observer in ASYMMETRIC:
+        raise ExportError(f"observer {g.cfg.observer!r} quantizes every tensor asymmetrically; the "
+                          "integer graph has offsets only on filter-wise-shifted tensors")
     if g.cfg.attention != "log2":
         raise ExportError(f"the integer graph implements the log2 divisor only; attention mode "
                           f"{g.cfg.attention!r} is a fake-quant ablation setting")
