@@ -394,7 +394,7 @@ def cmd_bench(args):
         qa = build_parser().parse_args(["quantize", "--model", args.model, "--calib-size",
                                         str(args.calib_size), "--json", "-o", f"{d}/m.qmodel"]
                                        + (["--data", args.data] if args.data else []))
-        r = cmd_quantize(qa)
+        r = cmd_quantize(_resolve_seed(qa))
     line = dict(name=f"quantize {args.model} (fast default, {args.calib_size} calibration images)",
                 seconds=round(r["seconds"], 1), peak_rss_mb=round(r["peak_rss_mb"], 1),
                 sqnr_logits_db=r["sqnr_logits_db_calib"])

@@ -15,17 +15,16 @@ last iteration every rounding decision is hardened.
 
 Settings: :data:`FAST` (the default: 40 AdaRound iterations per block at batch 4 on at most 32
 cached images, LSQ steps at a learning rate of 1e-2 relative to each step; B1-R224 in a few CPU
-minutes; see the comment at FAST) and :data:`PAPER` (BRECQ's published setting: 20000 iterations
-per block, batch 32, Fisher loss, up to 1024 images; hours on a CPU, use ``--device cuda``).
+minutes; see the comment at FAST) and :data:`PAPER` (the authors' code's settings, BRECQ's
+scripts: 20000 AdaRound iterations then 5000 LSQ iterations
+per block, batch 32, up to 1024 images; hours on a CPU, use ``--device cuda``).
 
 If the learned steps make the block unexportable (a requant ratio reaching ``2**16``, beyond
 :func:`sim.numerics.to_dyadic`'s 16-bit multiplier), the block's steps from before its
 reconstruction are restored with a warning and its hardened weights are kept (then judged by
-the guard as usual). An absolute LSQ rate can drive a small step towards 0; but even the fast
-relative rate gets there on B1-R224: the attention's ``out_mult = s_S 2**offset / (s_ks s_out)``
-of B1's stage-3 LiteMLA blocks is up to 0.75 x 2**16, and a step change together with a flip
-of ``offset = round(log2(s_q s_ks))`` crosses the limit (measured once in the fast run:
-``stages.3.op_list.4.context_module``, 25510 -> 73706; docs/quant.md).
+the guard as usual). An absolute LSQ rate can drive a small step towards 0. (The attention's
+``out_mult``, which used to cross 2**16 when a step change flipped ``round(log2(s_q s_ks))``, now
+moves the excess power of two into the log2 offset: :func:`quant.export.attention_plan`.)
 """
 
 from __future__ import annotations
