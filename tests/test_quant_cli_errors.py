@@ -55,6 +55,7 @@ CASES = [
     (["ablation", "--model", "b0-r64"], "--synthetic"),
     (["ablation", "--model", "b0-r64", "--synthetic", "--eval-size", "0"], "--eval-size"),
     (["ablation", "--model", "b0-r64", "--checkpoint", "junk.pt", "--debug"], "junk.pt"),
+    (["ablation", "--model", "b0-r64", "--synthetic", "--injection", "bogus"], "--injection"),
 ]
 
 
