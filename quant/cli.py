@@ -1,7 +1,10 @@
 """``python -m quant``: quantize, evaluate, ablation, export, synthetic.
 
-Flags follow the authors' (BRECQ-style) script: --w-bits/--a-bits, --channel-wise, --no-act-quant,
---keep-stem-head-8bit, --test-before-calibration, --calib-size, --recon-iters, --seed, --device.
+The authors' script's flag names (github.com/shihuihong214/Trio-ViT ``main_imagenet.py``, BRECQ's:
+--n_bits_w, --n_bits_a, --channel_wise, --act_quant, --disable_8bit_head_stem, --num_samples,
+--iters_w, --iters_a, --weight, --lr, --p, --b_start, --b_end, --warmup, --batch_size,
+--data_path, --weight_url, --test_before_calibration) are accepted as aliases of the flags with
+the same meaning (:data:`AUTHOR_ALIASES`; table in docs/quant.md).
 User errors (bad paths, bad files, bad options) exit with status 2 and a one-line message; no
 output file is ever half-written (temp file + rename).
 """
@@ -26,6 +29,69 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenet-sample"
 
 class UserError(Exception):
     """A problem with the user's input: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``error: <command>: <message>``, exit 2) instead of
+    the usage block; ``--help`` still prints the full usage. Sub-parsers inherit the class."""
+
+    def error(self, message):
+        msg = " ".join(str(message).split())
+        self.exit(2, f"error: {self.prog}: {msg} (see {self.prog} --help)\n")
+
+
+#: The authors' flag -> this CLI's flag of the same meaning (docs/quant.md has the table).
+AUTHOR_ALIASES = {
+    "--n_bits_w": "--w-bits", "--n_bits_a": "--a-bits", "--channel_wise": "--channel-wise",
+    "--act_quant": "--act-quant", "--disable_8bit_head_stem": "--disable-8bit-head-stem",
+    "--test_before_calibration": "--test-before-calibration", "--num_samples": "--calib-size",
+    "--iters_w": "--recon-iters", "--iters_a": "--recon-iters-a", "--weight": "--recon-reg",
+    "--lr": "--recon-lr-a", "--p": "--recon-p-a", "--b_start": "--recon-b-start",
+    "--b_end": "--recon-b-end", "--warmup": "--recon-warmup", "--batch_size": "--batch-size",
+    "--data_path": "--data", "--weight_url": "--checkpoint",
+}
+
+
+def _count(minimum: int):
+    """argparse type: an integer >= ``minimum``."""
+    def conv(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
+        return v
+    conv.__name__ = f"integer >= {minimum}"
+    return conv
+
+
+def _device(name: str):
+    """The torch device ``name``, or a UserError if it does not exist here."""
+    import torch
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"--device {name!r}: {_msg(e)}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name!r}: this torch has no usable CUDA device (use --device cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name!r}: only cpu and cuda devices are supported")
+    return dev
+
+
+def _check_output(path) -> Path:
+    """Fail early (before any work) when ``path`` cannot be written: an existing folder, or a
+    parent that is a file."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder, expected a file name to write")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{out}: cannot write: {parent} is not a folder")
+            break
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -70,6 +136,8 @@ def _float_model(args):
             if args.input_size < 32 or args.input_size % 32:
                 raise ValueError(f"--input-size must be a multiple of 32 and >= 32, got {args.input_size}")
             args.model = f"{variant}-r{args.input_size}"
+        elif res % 32:
+            raise ValueError(f"model {args.model!r}: the resolution must be a multiple of 32, got {res}")
         model, res = create_model(args.model)
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -113,7 +181,13 @@ def _images(args, n, res, *, synthetic=False, seed=None):
 
 def _qconfig(args):
     from .qmodel import QConfig
-    sh = 8 if args.keep_stem_head_8bit else args.stem_head_bits
+    sh = args.stem_head_bits
+    if getattr(args, "disable_8bit_head_stem", False):
+        if args.keep_stem_head_8bit:
+            raise UserError("--keep-stem-head-8bit and --disable-8bit-head-stem contradict each other")
+        sh = None                       # stem and head at --w-bits / --a-bits like the rest
+    elif args.keep_stem_head_8bit:
+        sh = 8
     try:
         return QConfig(w_bits=args.w_bits, a_bits=args.a_bits, channel_wise=args.channel_wise,
                        act_quant=not args.no_act_quant, stem_head_bits=sh, observer=args.observer,
@@ -218,34 +292,12 @@ def load_qmodel(path):
 # subcommands
 # ------------------------------------------------------------------------------------------------
 
-def cmd_quantize(args):
-    import torch
-    from .evaluate import evaluate
-    from .fold import fold_bn
-    from .qmodel import lower, sqnr_db
-    from .reconstruct import FAST, PAPER, ReconConfig, reconstruct
-    t0 = time.time()
-    cfg = _qconfig(args)
-    if args.data and not Path(args.data).exists():
-        raise UserError(f"data: {args.data}: no such file or folder")
-    model, res, source = _float_model(args)
-    out = Path(args.output)
-    result = dict(command="quantize", model=args.model, resolution=res, source=source,
-                  qconfig=cfg.as_dict())
-    if args.test_before_calibration:
-        result["float_eval"] = _eval_float(args, model, res)
-        _log(args, f"float model before calibration: {result['float_eval']}")
-    g = lower(fold_bn(model), resolution=res)
-    g.meta["model_name"] = args.model
-    dev = torch.device(args.device)
-    g.to(dev)
-    calib, src = _images(args, args.calib_size, res)
-    _log(args, f"calibration: {calib.shape[0]} images from {src}, observer {cfg.observer}, "
-               f"W{cfg.w_bits}A{cfg.a_bits}, migration {cfg.migration}, shifting {cfg.shifting}, "
-               f"divisor {cfg.attention}")
-    g.prepare(cfg)
-    g.calibrate([c.to(dev) for c in calib.split(args.batch_size)], progress=not args.json)
+def _recon_config(args):
+    """The reconstruction settings: FAST or PAPER (``--paper``) with the flags' overrides."""
+    from .reconstruct import FAST, PAPER, ReconConfig
     rc = PAPER if args.paper else FAST
+    # --iters_a and --p belong to the authors' separate LSQ pass: they imply it
+    separate = args.recon_separate or args.recon_iters_a is not None or args.recon_p_a is not None
     lr_a = {}
     if args.recon_lr_a is not None:
         lr_a = dict(lr_a=args.recon_lr_a, lr_a_relative=False)
@@ -253,8 +305,46 @@ def cmd_quantize(args):
         lr_a = dict(lr_a=args.recon_lr_a_relative, lr_a_relative=True)
     rc = ReconConfig(**{**rc.__dict__, **lr_a, **{k: v for k, v in dict(
         iters=args.recon_iters, batch_size=args.recon_batch, fisher=args.fisher or None,
-        lr_w=args.recon_lr_w, max_images=args.recon_images).items()
+        lr_w=args.recon_lr_w, max_images=args.recon_images, reg=args.recon_reg,
+        iters_a=args.recon_iters_a, p=args.recon_p, p_a=args.recon_p_a, warmup=args.recon_warmup,
+        separate=separate or None).items()
         if v is not None}})
+    if args.recon_b_start is not None or args.recon_b_end is not None:
+        b0, b1 = rc.beta
+        rc = ReconConfig(**{**rc.__dict__, "beta": (
+            b0 if args.recon_b_start is None else args.recon_b_start,
+            b1 if args.recon_b_end is None else args.recon_b_end)})
+    return rc
+
+
+def cmd_quantize(args):
+    import torch
+    from .evaluate import evaluate
+    from .fold import fold_bn
+    from .qmodel import lower, sqnr_db
+    from .reconstruct import reconstruct
+    t0 = time.time()
+    cfg = _qconfig(args)
+    if args.data and not Path(args.data).exists():
+        raise UserError(f"data: {args.data}: no such file or folder")
+    dev = _device(args.device)
+    out = _check_output(args.output)
+    model, res, source = _float_model(args)
+    result = dict(command="quantize", model=args.model, resolution=res, source=source,
+                  qconfig=cfg.as_dict())
+    if args.test_before_calibration:
+        result["float_eval"] = _eval_float(args, model, res)
+        _log(args, f"float model before calibration: {result['float_eval']}")
+    g = lower(fold_bn(model), resolution=res)
+    g.meta["model_name"] = args.model
+    g.to(dev)
+    calib, src = _images(args, args.calib_size, res)
+    _log(args, f"calibration: {calib.shape[0]} images from {src}, observer {cfg.observer}, "
+               f"W{cfg.w_bits}A{cfg.a_bits}, migration {cfg.migration}, shifting {cfg.shifting}, "
+               f"divisor {cfg.attention}")
+    g.prepare(cfg)
+    g.calibrate([c.to(dev) for c in calib.split(args.batch_size)], progress=not args.json)
+    rc = _recon_config(args)
     if rc.iters > 0:
         _log(args, f"block reconstruction: {len(g.blocks)} blocks x {rc.iters} iterations "
                    f"(batch {rc.batch_size}, {'Fisher' if rc.fisher else 'MSE'} loss)")
@@ -282,7 +372,10 @@ def cmd_quantize(args):
     result["sqnr_images"] = f"calibration images {len(calib) - len(ev)}..{len(calib) - 1}"
     result["seconds"] = time.time() - t0
     result["peak_rss_mb"] = _peak_rss_mb()
-    save_qmodel(out, g, result)
+    try:
+        save_qmodel(out, g, result)
+    except OSError as e:
+        raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
     result["output"] = str(out)
     _log(args, f"SQNR of logits vs float ({result['sqnr_images']}): "
                f"{result['sqnr_logits_db_calib']:.2f} dB")
@@ -301,7 +394,7 @@ def cmd_bench(args):
         qa = build_parser().parse_args(["quantize", "--model", args.model, "--calib-size",
                                         str(args.calib_size), "--json", "-o", f"{d}/m.qmodel"]
                                        + (["--data", args.data] if args.data else []))
-        r = cmd_quantize(qa)
+        r = cmd_quantize(_resolve_seed(qa))
     line = dict(name=f"quantize {args.model} (fast default, {args.calib_size} calibration images)",
                 seconds=round(r["seconds"], 1), peak_rss_mb=round(r["peak_rss_mb"], 1),
                 sqnr_logits_db=r["sqnr_logits_db_calib"])
@@ -401,12 +494,12 @@ def cmd_evaluate(args):
 def cmd_export(args):
     from sim.intprogram import IntProgramError
     from .export import ExportError, export
+    out = _check_output(args.output)
     g, d = load_qmodel(args.qmodel)
     try:
         prog = export(g)
     except (ExportError, IntProgramError, ValueError, OverflowError) as e:
         raise UserError(f"{args.qmodel}: export: {e}") from None
-    out = Path(args.output)
     try:
         prog.save(out)
     except IntProgramError as e:
@@ -419,8 +512,7 @@ def cmd_export(args):
 
 
 def cmd_ablation(args):
-    import torch
-    from .ablation import format_ablation, inject_statistics, run_ablation
+    from .ablation import STRENGTHS, format_ablation, run_ablation, run_sweep
     from .fold import fold_bn
     from .qmodel import lower
     if not args.synthetic and not args.checkpoint:
@@ -428,21 +520,23 @@ def cmd_ablation(args):
                         "(random BN-calibrated model with injected statistics)")
     if args.synthetic and args.checkpoint:
         raise UserError("--synthetic and --checkpoint exclude each other")
+    strengths = args.injection.split(",") if args.injection else list(STRENGTHS)
+    bad = [x for x in strengths if x not in STRENGTHS]
+    if bad:
+        raise UserError(f"--injection: unknown strength(s) {bad}; choose from {list(STRENGTHS)}")
     model, res, source = _float_model(args)
-    g = lower(fold_bn(model), resolution=res)
-    if args.synthetic:
-        inject_statistics(g, args.seed)
     n_cal, n_ev = args.calib_size, args.eval_size
     imgs, src = _images(args, n_cal + n_ev, res, synthetic=args.synthetic)
     base = _qconfig(args)
-    r = run_ablation(g, imgs[:n_cal], imgs[n_cal:], base=base, progress=not args.json,
-                     log=(lambda m: _log(args, m)))
+    log = (lambda m: _log(args, m))
+    if args.synthetic:
+        r = run_sweep(lambda: lower(fold_bn(model), resolution=res), imgs[:n_cal], imgs[n_cal:],
+                      seed=args.seed, strengths=strengths, base=base, progress=not args.json, log=log)
+    else:
+        r = run_ablation(lower(fold_bn(model), resolution=res), imgs[:n_cal], imgs[n_cal:],
+                         base=base, progress=not args.json, log=log)
     r.update(command="ablation", model=args.model, source=source, images=src,
-             injected_statistics=bool(args.synthetic))
-    trio = next(x for x in r["rows"] if x["row"] == "+log2 divisor")
-    van = next(x for x in r["rows"] if x["row"] == "vanilla")
-    r["trio_beats_vanilla"] = bool(trio["nan_reason"] is None and (
-        van["nan_reason"] is not None or trio["sqnr_db"] > van["sqnr_db"]))
+             injected_statistics=bool(args.synthetic), base_observer=base.observer)
     _log(args, format_ablation(r, f"Table V ablation on {args.model} "
                                   f"({'random BN-calibrated, injected statistics' if args.synthetic else 'checkpoint'})"))
     return r
@@ -465,30 +559,38 @@ def _common(p, *, model=True):
         p.add_argument("--model", default="b1-r224",
                        help="EfficientViT variant and input size, e.g. b0, b1-r224, b2-r288 "
                             "(default b1-r224)")
-        p.add_argument("--checkpoint", metavar="PATH",
+        p.add_argument("--checkpoint", "--weight_url", metavar="PATH",
                        help="official checkpoint (.pt/.pth, plain state_dict or under "
                             "'state_dict'); without it --random-init is used")
         p.add_argument("--input-size", type=int, default=None,
                        help="input resolution (overrides the -rNNN of --model)")
         p.add_argument("--random-init", action="store_true",
                        help="random weights + BN calibration (the default when no --checkpoint)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed (default 0; 1005, the authors', with --paper)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def _quant_flags(p):
-    p.add_argument("--w-bits", type=int, default=8, help="weight bits (default 8)")
-    p.add_argument("--a-bits", type=int, default=8, help="activation bits (default 8)")
-    p.add_argument("--channel-wise", dest="channel_wise", action="store_true", default=True,
-                   help="filter-wise weight scales (default)")
+    p.add_argument("--w-bits", "--n_bits_w", type=int, default=8, help="weight bits (default 8)")
+    p.add_argument("--a-bits", "--n_bits_a", type=int, default=8,
+                   help="activation bits (default 8)")
+    p.add_argument("--channel-wise", "--channel_wise", dest="channel_wise", action="store_true",
+                   default=True, help="filter-wise weight scales (default)")
+    p.add_argument("--act-quant", "--act_quant", dest="no_act_quant", action="store_false", default=False,
+                   help="quantize activations (the default here; the authors' script quantizes "
+                        "weights only without it)")
     p.add_argument("--no-channel-wise", dest="channel_wise", action="store_false",
                    help="one weight scale per layer")
     p.add_argument("--no-act-quant", action="store_true", help="quantize weights only")
     p.add_argument("--stem-head-bits", type=int, default=8,
                    help="bits of the stem and head layers (default 8)")
     p.add_argument("--keep-stem-head-8bit", action="store_true",
-                   help="same as --stem-head-bits 8 (authors' script spelling)")
+                   help="same as --stem-head-bits 8 (the default)")
+    p.add_argument("--disable-8bit-head-stem", "--disable_8bit_head_stem", action="store_true",
+                   help="stem and head at --w-bits/--a-bits like every other layer (the authors' "
+                        "flag; the opposite of --keep-stem-head-8bit)")
     p.add_argument("--observer", default="minmax", choices=["minmax", "ema", "percentile", "omse"],
                    help="activation range observer (default minmax)")
     p.add_argument("--no-migration", action="store_true",
@@ -501,7 +603,7 @@ def _quant_flags(p):
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="python -m quant",
         description="Trio-ViT post-training quantization of EfficientViT. Typical flow:\n"
                     "  python -m quant quantize --model b1-r224 --checkpoint W.pt -o b1.qmodel\n"
@@ -521,30 +623,52 @@ def build_parser():
                                    "BRECQ-style block reconstruction, write -o OUT.")
     _common(q)
     _quant_flags(q)
-    q.add_argument("--data", default=dd, help=f"image folder or labels.csv (default {dd})")
-    q.add_argument("--calib-size", type=int, default=1024,
+    q.add_argument("--data", "--data_path", default=dd,
+                   help=f"image folder or labels.csv (default {dd})")
+    q.add_argument("--calib-size", "--num_samples", type=_count(1), default=1024,
                    help="calibration images (default 1024 as in the paper; capped at what --data has)")
-    q.add_argument("--batch-size", type=int, default=16, help="batch size for calibration/eval")
-    q.add_argument("--recon-iters", type=int, default=None,
+    q.add_argument("--batch-size", "--batch_size", type=_count(1), default=16,
+                   help="batch size for calibration/eval")
+    q.add_argument("--recon-iters", "--iters_w", type=_count(0), default=None,
                    help="block-reconstruction iterations per block (fast default 40, --paper "
                         "20000; 0 = off)")
-    q.add_argument("--recon-batch", type=int, default=None, help="reconstruction batch size")
+    q.add_argument("--recon-iters-a", "--iters_a", type=_count(1), default=None,
+                   help="iterations of the separate LSQ pass per block (--paper 5000)")
+    q.add_argument("--recon-separate", action="store_true",
+                   help="two passes per block as the authors' code: AdaRound with the steps "
+                        "frozen, then LSQ on the hardened weights (--paper does this)")
+    q.add_argument("--recon-reg", "--weight", type=float, default=None, metavar="LAMBDA",
+                   help="weight of the rounding regulariser (fast 1e-4, --paper 0.01)")
+    q.add_argument("--recon-p", type=float, default=None, metavar="P",
+                   help="exponent of the reconstruction error (default 2)")
+    q.add_argument("--recon-p-a", "--p", type=float, default=None, metavar="P",
+                   help="exponent of the LSQ pass's error (--paper 2.4)")
+    q.add_argument("--recon-b-start", "--b_start", type=float, default=None,
+                   help="AdaRound temperature at the start (20)")
+    q.add_argument("--recon-b-end", "--b_end", type=float, default=None,
+                   help="AdaRound temperature at the end (2)")
+    q.add_argument("--recon-warmup", "--warmup", type=float, default=None,
+                   help="fraction of iterations without the regulariser (0.2)")
+    q.add_argument("--recon-batch", type=_count(1), default=None, help="reconstruction batch size")
     q.add_argument("--recon-lr-w", type=float, default=None,
                    help="AdaRound learning rate (fast 3e-2, --paper 1e-3)")
     lr_a = q.add_mutually_exclusive_group()
-    lr_a.add_argument("--recon-lr-a", type=float, default=None, metavar="LR",
-                      help="LSQ step learning rate, absolute (--paper 4e-5; 0 freezes the steps)")
+    lr_a.add_argument("--recon-lr-a", "--lr", type=float, default=None, metavar="LR",
+                      help="LSQ step learning rate, absolute (--paper 4e-4 with a cosine "
+                           "schedule; 0 freezes the steps)")
     lr_a.add_argument("--recon-lr-a-relative", type=float, default=None, metavar="LR",
                       help="LSQ step learning rate relative to each step's initial value (Adam "
                            "lr = LR x initial step; fast default 1e-2; 0 freezes the steps)")
-    q.add_argument("--recon-images", type=int, default=None,
+    q.add_argument("--recon-images", type=_count(1), default=None,
                    help="images cached for reconstruction (fast 32, --paper 1024)")
     q.add_argument("--paper", action="store_true",
-                   help="paper-faithful reconstruction: 20000 it/block, batch 32, Fisher loss")
+                   help="the authors' code's reconstruction settings (docs/quant.md): 20000 "
+                        "AdaRound it/block then 5000 LSQ it/block (lr 4e-4, cosine, p 2.4), "
+                        "batch 32, seed 1005")
     q.add_argument("--fisher", action="store_true", help="Fisher-weighted reconstruction loss")
-    q.add_argument("--test-before-calibration", action="store_true",
+    q.add_argument("--test-before-calibration", "--test_before_calibration", action="store_true",
                    help="evaluate the float model on --data first")
-    q.add_argument("--limit", type=int, default=None, help="images for --test-before-calibration")
+    q.add_argument("--limit", type=_count(1), default=None, help="images for --test-before-calibration")
     q.add_argument("-o", "--output", required=True, help="quantized-model file to write")
     q.set_defaults(func=cmd_quantize)
 
@@ -557,8 +681,8 @@ def build_parser():
     e.add_argument("--mode", default="fake", choices=["fake", "int"],
                    help="int: also run the integer-exact graph")
     e.add_argument("--golden", action="store_true", help="also run sim.golden (agreement check)")
-    e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--limit", type=int, default=None, help="first N images only")
+    e.add_argument("--batch-size", type=_count(1), default=16)
+    e.add_argument("--limit", type=_count(1), default=None, help="first N images only")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     e.set_defaults(func=cmd_evaluate)
 
@@ -568,27 +692,32 @@ def build_parser():
     x.add_argument("--json", action="store_true")
     x.set_defaults(func=cmd_export)
 
-    a = sub.add_parser("ablation", help="Table V rows: SQNR of logits vs float per technique",
-                       description="vanilla, +migration, +shifting, +both, +uniform divisor, "
-                                   "+log2 divisor. --synthetic: random BN-calibrated model with "
-                                   "the paper's activation statistics injected.")
+    a = sub.add_parser("ablation", help="Table V rows: SQNR and top-1 agreement vs float per technique",
+                       description="Baselines (MinMax, percentile, OMSE, asymmetric 80-step grid "
+                                   "search), +migration, +shifting, +both, +uniform divisor, +log2 "
+                                   "divisor, and the integer (deploy-exact) rows. --synthetic: random "
+                                   "BN-calibrated model, swept over injected-statistics strengths "
+                                   "none / paper / strong.")
     _common(a)
     _quant_flags(a)
     a.add_argument("--synthetic", action="store_true",
                    help="random BN-calibrated model + injected statistics + synthetic images")
-    a.add_argument("--data", default=None, help="images (ignored with --synthetic)")
-    a.add_argument("--calib-size", type=int, default=16, help="calibration images (default 16)")
-    a.add_argument("--eval-size", type=int, default=16, help="evaluation images (default 16)")
+    a.add_argument("--data", "--data_path", default=None, help="images (ignored with --synthetic)")
+    a.add_argument("--calib-size", type=_count(1), default=16, help="calibration images (default 16)")
+    a.add_argument("--eval-size", type=_count(1), default=16, help="evaluation images (default 16)")
+    a.add_argument("--injection", default=None, metavar="LIST",
+                   help="with --synthetic: injection strengths to sweep, comma-separated, from "
+                        "none, paper, strong (default all three)")
     a.set_defaults(func=cmd_ablation)
 
     b = sub.add_parser("bench", help="time and peak memory of quantize (fast default), one JSON line")
     b.add_argument("--model", default="b1-r224")
-    b.add_argument("--calib-size", type=int, default=64)
+    b.add_argument("--calib-size", type=_count(1), default=64)
     b.add_argument("--data", default=dd)
     b.set_defaults(func=cmd_bench, json=False)
 
     s = sub.add_parser("synthetic", help="part (a): the techniques on injected tensors")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_synthetic)
     return ap
@@ -602,9 +731,21 @@ def _msg(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+def _resolve_seed(args):
+    """``--seed`` not given: 0, or the authors' 1005 with ``--paper``."""
+    if hasattr(args, "seed") and args.seed is None:
+        from .reconstruct import PAPER_SEED
+        args.seed = PAPER_SEED if getattr(args, "paper", False) else 0
+    return args
+
+
 def main(argv=None) -> int:
     ap = build_parser()
-    args = ap.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv          # accepted anywhere, also after the command
+    args = ap.parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
+    _resolve_seed(args)
     try:
         res = args.func(args)
     except UserError as e:

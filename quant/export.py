@@ -18,8 +18,9 @@ and output scales; every dyadic from :func:`sim.numerics.to_dyadic`):
 * linear (head): raw int32 accumulators, ``bias = round(b / (s_in s_w))``; the output tensor's
   per-channel scale is ``s_in s_w``. The LayerNorm node reads them (host, float64).
 * linear_attention (per head): ``s_mult = s_k s_v / s_S``, ``ksum_mult = s_k / s_ks``,
-  ``log2_offset = round(log2(s_q s_ks))``, ``out_mult = s_S 2**offset / (s_ks s_out)``,
-  ``log2_emin`` from calibration, clipped so that ``0 <= out_mult_c + emin`` and
+  ``log2_offset = round(log2(s_q s_ks)) - k``, ``out_mult = s_S 2**offset / (s_ks s_out)``,
+  ``log2_emin`` from calibration minus ``k``, where ``k >= 0`` is the smallest power of two that
+  keeps ``out_mult`` below ``2**16`` (:func:`attention_plan`), clipped so that ``0 <= out_mult_c + emin`` and
   ``out_mult_c + emin + 15 <= 47`` (:func:`sim.golden.attention_steps`).
 
 ``meta["input_offsets"]`` lists, for each filter-wise-shifted tensor, its integer channel offsets
@@ -94,6 +95,10 @@ def export(g: QGraph, *, check: bool = True) -> IntProgram:
     if not g.cfg.act_quant or not len(g.act_q):
         raise ExportError("export needs a calibrated model with quantized activations "
                           "(not --no-act-quant)")
+    from .observers import ASYMMETRIC
+    if g.cfg.observer in ASYMMETRIC:
+        raise ExportError(f"observer {g.cfg.observer!r} quantizes every tensor asymmetrically; the "
+                          "integer graph has offsets only on filter-wise-shifted tensors")
     if g.cfg.attention != "log2":
         raise ExportError(f"the integer graph implements the log2 divisor only; attention mode "
                           f"{g.cfg.attention!r} is a fake-quant ablation setting")
@@ -247,8 +252,21 @@ def _conv(g, n: QConv, scale_of, offset_of) -> Node:
                 dict(weight=w.astype(np.int8), bias=bias.astype(np.int32)), epi)
 
 
-def attention_params(g: QGraph, n: QAttention, s_out: np.ndarray | None = None) -> dict:
-    """The per-head integer parameters of :func:`sim.golden.attention_steps`."""
+def attention_plan(g: QGraph, n: QAttention, s_out: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+    """The per-head integer parameters of :func:`sim.golden.attention_steps` and the power of
+    two ``k`` (per head) moved from the output multiplier into the log2 offset.
+
+    The divisor's exponent is ``e = offset + log2_round(den_int)``; with ``offset =
+    round(log2(s_q s_ks))`` (``2**e`` ~ the real divisor, the fake-quant's convention) the
+    output multiplier is ``out_mult = s_S 2**offset / (s_ks s_out)`` ~ ``s_S s_q / s_out``, the
+    ratio of a numerator unit to an output unit. Where the real divisors are large (a divisor
+    unit ``s_q s_ks`` of 2**8 and more, e.g. B0/B1-R224 with random weights and injected
+    statistics) that ratio exceeds 2**16 and has no 16-bit dyadic form. Only the product
+    ``out_mult 2**-e`` matters, so ``k = max(0, ceil(log2(out_mult)) - 15)`` is moved from
+    ``out_mult`` into ``offset`` (and ``emin``): ``offset - k``, ``emin - k``, ``out_mult /
+    2**k``. The codes ``e - emin`` and the effective shifts ``out_mult_c + e`` are unchanged,
+    the multiplier keeps its 16 significant bits, and where ``out_mult < 2**15`` already ``k = 0``
+    (the parameters are the same as before). The fields stay 16-bit multiplier / 8-bit offset."""
     s_q, s_k, s_v = (_np(t) for t in n.head_scales(g))
     s_S, s_ks = _np(n.s_S), _np(n.s_ks)
     if s_out is None:
@@ -256,19 +274,36 @@ def attention_params(g: QGraph, n: QAttention, s_out: np.ndarray | None = None) 
     s_mult = nx.to_dyadic(s_k * s_v / s_S)
     ksum_mult = nx.to_dyadic(s_k / s_ks)
     offset = np.array([log2_offset(float(v)) for v in s_q * s_ks], dtype=np.int64)
-    out_mult = nx.to_dyadic(s_S / (s_ks * s_out) * np.exp2(offset.astype(np.float64)))
-    emin = _np(n.emin).astype(np.int64)
+    nominal = s_S / (s_ks * s_out) * np.exp2(offset.astype(np.float64))
+    with np.errstate(divide="ignore"):
+        k = np.maximum(0, np.ceil(np.log2(np.where(nominal > 0, nominal, 1.0))) - 15).astype(np.int64)
+    out_mult = nx.to_dyadic(nominal * np.exp2(-k.astype(np.float64)))
+    emin = _np(n.emin).astype(np.int64) - k
     top = nx.MAX_SHIFT - ((1 << nx.LOG2_CODE_BITS) - 1)
     emin = np.clip(emin, -out_mult.c, top - out_mult.c)
     params = dict(s_mult_b=s_mult.b, s_mult_c=s_mult.c, ksum_mult_b=ksum_mult.b,
                   ksum_mult_c=ksum_mult.c, out_mult_b=out_mult.b, out_mult_c=out_mult.c,
-                  log2_offset=offset, log2_emin=emin)
-    return {k: np.asarray(v, dtype=np.int64).reshape(n.heads) for k, v in params.items()}
+                  log2_offset=offset - k, log2_emin=emin)
+    params = {kk: np.asarray(v, dtype=np.int64).reshape(n.heads) for kk, v in params.items()}
+    return params, k.reshape(n.heads)
+
+
+def attention_params(g: QGraph, n: QAttention, s_out: np.ndarray | None = None) -> dict:
+    """The per-head integer parameters of :func:`sim.golden.attention_steps` (see
+    :func:`attention_plan`)."""
+    return attention_plan(g, n, s_out)[0]
+
+
+def attention_fake_emin(g: QGraph, n: QAttention) -> torch.Tensor:
+    """The exported (clipped) ``log2_emin`` in the fake quant's convention (``2**e`` ~ the real
+    divisor): the exported one plus the power of two moved into the offset."""
+    p, k = attention_plan(g, n)
+    return torch.as_tensor(p["log2_emin"] + k, dtype=torch.float64)
 
 
 def _attention(g, n: QAttention, scale_of) -> Node:
-    p = attention_params(g, n)
-    n.emin = torch.as_tensor(p["log2_emin"], dtype=torch.float64)   # keep fake-quant in sync
+    p, k = attention_plan(g, n)
+    n.emin = torch.as_tensor(p["log2_emin"] + k, dtype=torch.float64)   # keep fake-quant in sync
     return Node(n.name, "linear_attention", list(n.inputs), n.output, dict(dim=int(n.dim)), p, None)
 
 

@@ -14,6 +14,15 @@ scale from :meth:`Observer.scale`:
                 ``alpha * max|x|``, alpha in [0.3, 1] (100 steps), on a random subsample of
                 at most ``max_samples`` values (Choukroun et al. 2019, OMSE).
 
+``asym-grid``   the authors' (BRECQ's ``UniformAffineQuantizer``, ``scale_method='mse'``)
+                asymmetric initialisation: 80 candidate ranges ``[(1 - i/100) min, (1 - i/100)
+                max]``, ``i = 0..79``, each with step ``(hi - lo) / (2**bits - 1)`` and zero
+                point ``round(-lo / step)``; the one with the least mean ``|x - Q(x)|^2.4`` (their
+                ``lp_loss(p=2.4, reduction='all')``) wins. The range's midpoint becomes a
+                per-tensor ``center`` (the quantizer's offset form of a zero point), so the
+                quantizer is asymmetric. A float-scale baseline: the integer graph has offsets only
+                on filter-wise-shifted tensors, so a model calibrated with it does not export.
+
 ``center`` (optional, per channel): the observer then measures ``x - center`` (used after the
 filter-wise shift); ``channel_factor``: it measures ``x / factor`` (after channel migration).
 """
@@ -25,7 +34,7 @@ import torch
 from .quantizers import fake_quant, qrange
 
 __all__ = ["Observer", "MinMaxObserver", "EMAObserver", "PercentileObserver", "OMSEObserver",
-           "OBSERVERS", "make_observer"]
+           "AsymGridObserver", "OBSERVERS", "ASYMMETRIC", "make_observer"]
 
 
 class Observer:
@@ -182,7 +191,59 @@ class OMSEObserver(Observer):
         return best
 
 
-OBSERVERS = {c.name: c for c in (MinMaxObserver, EMAObserver, PercentileObserver, OMSEObserver)}
+class AsymGridObserver(OMSEObserver):
+    name = "asym-grid"
+    steps = 80
+    p = 2.4
+
+    def reset(self):
+        super().reset()
+        self._res = None
+
+    def _update(self, x):
+        super()._update(x)
+        self._res = None
+
+    def _search(self):
+        v = torch.cat(self.samples).double()
+        lo0, hi0 = min(float(v.min()), 0.0), max(float(v.max()), 0.0)
+        qmin, qmax = qrange(self.bits, self.signed)
+        levels = (1 << self.bits) - 1
+        best = None
+        for i in range(self.steps):
+            lo, hi = lo0 * (1 - 0.01 * i), hi0 * (1 - 0.01 * i)
+            step = max(hi - lo, 1e-8) / levels
+            zp = float(torch.floor(torch.tensor(-lo / step) + 0.5))
+            xq = (torch.clamp(torch.floor(v / step + 0.5) + zp, 0, levels) - zp) * step
+            err = float((xq - v).abs().pow(self.p).mean())
+            if best is None or err < best[0]:
+                best = (err, step, zp)
+        _, step, zp = best
+        o = -zp - qmin                      # levels step * k, k in [qmin + o, qmax + o]
+        return step, o * step
+
+    def magnitude(self):
+        raise RuntimeError("asym-grid is asymmetric: use scale()")
+
+    def scale(self) -> float:
+        """The step; sets :attr:`center` (per channel, all equal in the observed view) to the
+        chosen range's offset, added to any transform centre already there."""
+        if self.count == 0:
+            raise RuntimeError(f"{self.name} observer saw no data")
+        if self._res is None:
+            step, c_view = self._search()
+            n = self.ch_min.numel()
+            c = torch.full((n,), c_view, dtype=torch.float32)
+            if self.channel_factor is not None:
+                c = c * self.channel_factor.float()
+            self.center = c if self.center is None else self.center.float() + c
+            self._res = step
+        return self._res
+
+
+OBSERVERS = {c.name: c for c in (MinMaxObserver, EMAObserver, PercentileObserver, OMSEObserver,
+                                  AsymGridObserver)}
+ASYMMETRIC = ("asym-grid",)
 
 
 def make_observer(name: str, bits: int = 8, signed: bool = True, **kw) -> Observer:

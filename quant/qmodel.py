@@ -519,11 +519,11 @@ class QGraph(nn.Module):
             self.act_q[_key(n)] = LSQActQuantizer(o.scale(), t.bits, t.signed,
                                                   channel_factor=o.channel_factor,
                                                   center=o.center, enabled=cfg.act_quant)
-        from .export import attention_params
+        from .export import attention_fake_emin
         for a in self._attn():
             a.finalize(self)
             # the exported emin (clipped to legal output shifts) is the one the fake model uses
-            a.emin = torch.as_tensor(attention_params(self, a)["log2_emin"], dtype=torch.float64)
+            a.emin = attention_fake_emin(self, a)
         self._deploy = None
         return self
 

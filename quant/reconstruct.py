@@ -15,21 +15,21 @@ last iteration every rounding decision is hardened.
 
 Settings: :data:`FAST` (the default: 40 AdaRound iterations per block at batch 4 on at most 32
 cached images, LSQ steps at a learning rate of 1e-2 relative to each step; B1-R224 in a few CPU
-minutes; see the comment at FAST) and :data:`PAPER` (BRECQ's published setting: 20000 iterations
-per block, batch 32, Fisher loss, up to 1024 images; hours on a CPU, use ``--device cuda``).
+minutes; see the comment at FAST) and :data:`PAPER` (the authors' code's settings, BRECQ's
+scripts: 20000 AdaRound iterations then 5000 LSQ iterations
+per block, batch 32, up to 1024 images; hours on a CPU, use ``--device cuda``).
 
 If the learned steps make the block unexportable (a requant ratio reaching ``2**16``, beyond
 :func:`sim.numerics.to_dyadic`'s 16-bit multiplier), the block's steps from before its
 reconstruction are restored with a warning and its hardened weights are kept (then judged by
-the guard as usual). An absolute LSQ rate can drive a small step towards 0; but even the fast
-relative rate gets there on B1-R224: the attention's ``out_mult = s_S 2**offset / (s_ks s_out)``
-of B1's stage-3 LiteMLA blocks is up to 0.75 x 2**16, and a step change together with a flip
-of ``offset = round(log2(s_q s_ks))`` crosses the limit (measured once in the fast run:
-``stages.3.op_list.4.context_module``, 25510 -> 73706; docs/quant.md).
+the guard as usual). An absolute LSQ rate can drive a small step towards 0. (The attention's
+``out_mult``, which used to cross 2**16 when a step change flipped ``round(log2(s_q s_ks))``, now
+moves the excess power of two into the log2 offset: :func:`quant.export.attention_plan`.)
 """
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -40,7 +40,31 @@ import torch.nn.functional as F
 from .qmodel import QConv, QGraph, QLinear, _key
 from .quantizers import AdaRoundWeightQuantizer
 
-__all__ = ["ReconConfig", "FAST", "PAPER", "reconstruct"]
+__all__ = ["ReconConfig", "FAST", "PAPER", "PAPER_SEED", "reconstruct", "rec_error", "lsq_schedule"]
+
+
+def lsq_schedule(opt: torch.optim.Optimizer, iters: int, *, constant_groups: int = 0):
+    """Cosine annealing to 0 over ``iters`` steps (``lr_i = lr_0 (1 + cos(pi i / iters)) / 2``,
+    as ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=iters, eta_min=0)`` in the authors'
+    ``block_recon.py``) of every parameter group but the first ``constant_groups`` (AdaRound's
+    ``V`` in a joint pass keeps its rate)."""
+    n = max(1, int(iters))
+    cos = lambda i: 0.5 * (1 + math.cos(math.pi * min(i, n) / n))  # noqa: E731
+    const = lambda i: 1.0  # noqa: E731
+    k = len(opt.param_groups)
+    return torch.optim.lr_scheduler.LambdaLR(opt, [const] * constant_groups + [cos] * (k - constant_groups))
+
+
+def rec_error(y: torch.Tensor, t: torch.Tensor, p: float = 2.0, *, sum_channels: bool = False,
+              fisher: torch.Tensor | None = None) -> torch.Tensor:
+    """The reconstruction error of a block output ``y`` vs its float target ``t``:
+    ``|y - t|^p`` averaged over all elements, or summed over the channel axis (dim 1) and
+    averaged over the rest (``sum_channels``, BRECQ's ``lp_loss``); with ``fisher`` the squared
+    error weighted by it, summed per sample and averaged over the batch."""
+    if fisher is not None:
+        return ((y - t) ** 2 * fisher).sum() / y.shape[0]
+    d = (y - t).abs().pow(p) if p != 2 else (y - t) ** 2
+    return d.sum(1).mean() if sum_channels and d.dim() > 1 else d.mean()
 
 
 @dataclass
@@ -57,6 +81,13 @@ class ReconConfig:
     guard: bool = True          #: revert a block whose held-out output MSE did not improve
     holdout: float = 0.25       #: fraction of the cached images held out for the guard
     lr_a_relative: bool = False  #: lr_a relative to each step's initial s0 (Adam lr = lr_a s0)
+    p: float = 2.0              #: exponent of the reconstruction error |y_q - y_fp|^p
+    rec_sum_channels: bool = False  #: error summed over channels, mean over the rest (BRECQ's
+    #: lp_loss; sets the scale lambda is weighed against) instead of the mean over all elements
+    separate: bool = False      #: two passes per block: AdaRound (LSQ frozen), then LSQ (weights hard)
+    iters_a: int | None = None  #: LSQ iterations of the second pass (separate); None: iters
+    p_a: float | None = None    #: exponent of the LSQ pass's error (separate); None: p
+    lr_a_cosine: bool = False   #: cosine annealing of the LSQ rate to 0 over its iterations
 
 
 #: The fast default (tuned on a random BN-calibrated B1-R224, 64 real images; docs/quant.md):
@@ -72,7 +103,14 @@ class ReconConfig:
 #: (quant.quantizers.LSQActQuantizer) this setting raised every DSConv/MBConv block's MSE
 #: 14-740x (all reverted by the guard), so the steps had been frozen.
 FAST = ReconConfig(iters=40, lr_w=3e-2, reg=1e-4, max_images=32, lr_a=1e-2, lr_a_relative=True)
-PAPER = ReconConfig(iters=20000, batch_size=32, fisher=True, max_images=1024)
+#: The authors' code (github.com/shihuihong214/Trio-ViT, ``main_imagenet.py`` and
+#: ``quant/block_recon.py``, BRECQ's scripts): every setting and its source in docs/quant.md.
+PAPER = ReconConfig(iters=20000, batch_size=32, fisher=False, max_images=1024, lr_w=1e-3,
+                    reg=0.01, beta=(20.0, 2.0), warmup=0.2, p=2.0, rec_sum_channels=True,
+                    separate=True, iters_a=5000, p_a=2.4, lr_a=4e-4, lr_a_relative=False,
+                    lr_a_cosine=True)
+#: The seed of the authors' ``main_imagenet.py`` (``--seed`` default, ``seed_all``).
+PAPER_SEED = 1005
 
 
 def _readers(g: QGraph):
@@ -221,7 +259,8 @@ def reconstruct(g: QGraph, images: torch.Tensor, cfg: ReconConfig = FAST, *, dev
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(g.blocks) * cfg.iters, desc="reconstruction", unit="it", leave=False)
+        per_block = cfg.iters + ((cfg.iters_a or cfg.iters) if cfg.separate else 0)
+        bar = tqdm(total=len(g.blocks) * per_block, desc="reconstruction", unit="it", leave=False)
     for name, s, e in g.blocks:
         t0 = time.time()
         out = g.nodes[e - 1].output
@@ -241,17 +280,24 @@ def reconstruct(g: QGraph, images: torch.Tensor, cfg: ReconConfig = FAST, *, dev
         g.use_adaround((s, e))
         w_params = [n.wq.alpha for n in qnodes if isinstance(n.wq, AdaRoundWeightQuantizer)]
         a_params = [g.act_q[k].scale for k in a_keys]
-        opt_groups = [{"params": w_params, "lr": cfg.lr_w}]
         lsq = bool(a_params and g.cfg.act_quant and cfg.lr_a > 0)
+        a_groups = []
         if lsq and cfg.lr_a_relative:
             # Adam moves every parameter by about lr per step whatever its gradient's size, so
             # a relative rate (lr_a times the step's initial value) treats steps of 1e-3 and of
             # 1 alike; one absolute rate would freeze the large ones and scramble the small ones
-            opt_groups += [{"params": [p], "lr": cfg.lr_a * float(p.detach().abs())}
-                           for p in a_params]
+            a_groups = [{"params": [p], "lr": cfg.lr_a * float(p.detach().abs())} for p in a_params]
         elif lsq:
-            opt_groups.append({"params": a_params, "lr": cfg.lr_a})
-        opt = torch.optim.Adam(opt_groups)
+            a_groups = [{"params": a_params, "lr": cfg.lr_a}]
+        if cfg.separate:
+            # the authors' order: AdaRound with the steps frozen, then LSQ on hardened weights
+            passes = [([{"params": w_params, "lr": cfg.lr_w}], cfg.iters, cfg.p, True, False)]
+            if a_groups:
+                passes.append((a_groups, cfg.iters_a or cfg.iters,
+                               cfg.p if cfg.p_a is None else cfg.p_a, False, cfg.lr_a_cosine))
+        else:
+            passes = [([{"params": w_params, "lr": cfg.lr_w}] + a_groups, cfg.iters, cfg.p, True,
+                       cfg.lr_a_cosine)]
         loss0 = loss = None
         g.set_mode("fake")
         # training runs the float-scale fake quant (soft AdaRound, LSQ gradients) in float32;
@@ -259,32 +305,41 @@ def reconstruct(g: QGraph, images: torch.Tensor, cfg: ReconConfig = FAST, *, dev
         g.exact = False
         try:
             with clock("train"):
-                for it in range(cfg.iters):
-                    ci = int(torch.randint(nt, (1,), generator=gen))
-                    nb = train_chunks[ci].shape[0]
-                    idx = torch.randperm(nb, generator=gen)[:min(cfg.batch_size, nb)]
-                    env = {k: v[idx] for k, v in t_envs[ci].items()}
-                    g.run_nodes(env, s, e)
-                    diff = (env[out] - ft_envs[ci][out][idx]) ** 2
-                    rec = ((diff * fisher[ci][idx]).sum() / len(idx) if fisher is not None
-                           else diff.mean())
-                    frac = it / cfg.iters
-                    reg = torch.zeros((), device=rec.device)
-                    if frac >= cfg.warmup and w_params and cfg.reg > 0:
-                        beta = cfg.beta[1] + (cfg.beta[0] - cfg.beta[1]) * (
-                            1 - (frac - cfg.warmup) / (1 - cfg.warmup))
-                        reg = cfg.reg * sum(n.wq.regularizer(beta) for n in qnodes
-                                            if isinstance(n.wq, AdaRoundWeightQuantizer))
-                    total = rec + reg
-                    opt.zero_grad()
-                    total.backward()
-                    opt.step()
-                    if loss0 is None:
-                        loss0 = float(rec.detach())
-                    loss = float(rec.detach())
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(block=name.split("backbone.")[-1][:28], loss=f"{loss:.3g}")
+                for pi, (groups, iters, p_exp, round_reg, cosine) in enumerate(passes):
+                    if pi == 1:
+                        g.harden_adaround((s, e), scales_unchanged=True)
+                    opt = torch.optim.Adam(groups)
+                    # only the LSQ groups anneal (BRECQ's CosineAnnealingLR on the LSQ optimizer)
+                    sched = lsq_schedule(opt, iters, constant_groups=0 if pi == 1 else 1) \
+                        if cosine else None
+                    for it in range(iters):
+                        ci = int(torch.randint(nt, (1,), generator=gen))
+                        nb = train_chunks[ci].shape[0]
+                        idx = torch.randperm(nb, generator=gen)[:min(cfg.batch_size, nb)]
+                        env = {k: v[idx] for k, v in t_envs[ci].items()}
+                        g.run_nodes(env, s, e)
+                        rec = rec_error(env[out], ft_envs[ci][out][idx], p_exp,
+                                        sum_channels=cfg.rec_sum_channels,
+                                        fisher=None if fisher is None else fisher[ci][idx])
+                        frac = it / iters
+                        reg = torch.zeros((), device=rec.device)
+                        if round_reg and frac >= cfg.warmup and w_params and cfg.reg > 0:
+                            beta = cfg.beta[1] + (cfg.beta[0] - cfg.beta[1]) * (
+                                1 - (frac - cfg.warmup) / (1 - cfg.warmup))
+                            reg = cfg.reg * sum(n.wq.regularizer(beta) for n in qnodes
+                                                if isinstance(n.wq, AdaRoundWeightQuantizer))
+                        total = rec + reg
+                        opt.zero_grad()
+                        total.backward()
+                        opt.step()
+                        if sched is not None:
+                            sched.step()
+                        if loss0 is None:
+                            loss0 = float(rec.detach())
+                        loss = float(rec.detach())
+                        if bar is not None:
+                            bar.update(1)
+                            bar.set_postfix(block=name.split("backbone.")[-1][:28], loss=f"{loss:.3g}")
         finally:
             g.exact = exact0
         restored = False

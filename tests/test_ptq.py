@@ -145,18 +145,28 @@ def test_attention_modes_uniform_can_nan_log2_finite(small):
     assert total > 0 and zero > 0.5 * total, (zero, total)
 
 
-def test_ablation_rows_and_trio_beats_vanilla(small):
+def test_ablation_rows_baselines_and_integer_rows(small):
     m, imgs = small
     g = lower(fold_bn(m), resolution=RES)
     inject_statistics(g, 0)
     r = run_ablation(g, imgs[:8], imgs[8:], progress=False)
-    names = [x["row"] for x in r["rows"]]
-    assert names == ["vanilla", "+migration", "+shifting", "+both", "+uniform divisor", "+log2 divisor"]
-    by = {x["row"]: x for x in r["rows"]}
-    assert by["+log2 divisor"]["sqnr_db"] > by["vanilla"]["sqnr_db"]
-    assert by["+migration"]["sqnr_db"] > by["vanilla"]["sqnr_db"]
+    names = [(x["row"], x["arithmetic"]) for x in r["rows"]]
+    assert names == [(n, "float-scale") for n in (
+        "vanilla minmax", "vanilla percentile", "vanilla omse", "vanilla asym-grid", "+migration",
+        "+shifting", "+both", "+uniform divisor", "+log2 divisor", "vanilla, log2 divisor")] + [
+        ("vanilla, log2 divisor", "integer"), ("+log2 divisor", "integer")]
+    by = {(x["row"], x["arithmetic"]): x for x in r["rows"]}
+    assert by[("+migration", "float-scale")]["sqnr_db"] > by[("vanilla minmax", "float-scale")]["sqnr_db"]
     for x in r["rows"]:
         assert (x["nan_reason"] is None) == (not math.isnan(x["sqnr_db"]))
+        assert (x["top1_agreement_with_float"] is None) == (x["nan_reason"] is not None)
+    # the integer rows exist and are finite (log2 divisor, activations quantized)
+    assert by[("+log2 divisor", "integer")]["nan_reason"] is None
+    base = [by[(n, "float-scale")] for n in ("vanilla minmax", "vanilla percentile",
+                                              "vanilla omse", "vanilla asym-grid")]
+    best = max(base, key=lambda x: x["sqnr_db"])
+    assert r["best_baseline"] == best["row"] and r["best_baseline_sqnr_db"] == best["sqnr_db"]
+    assert r["trio_beats_best_baseline"] == (by[("+log2 divisor", "float-scale")]["sqnr_db"] > best["sqnr_db"])
 
 
 def test_synthetic_experiment_shows_each_technique():
