@@ -18,8 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
-FORMAT = "trio-vit.qmodel"
-VERSION = 2     #: 2: hardened AdaRound weights stored as int8 codes (FixedWeightQuantizer)
+from .qfile import FORMAT, VERSION  # noqa: F401  (the .qmodel format lives in quant.qfile)
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenet-sample"
 
@@ -128,90 +127,20 @@ def _qconfig(args):
 # ------------------------------------------------------------------------------------------------
 
 def save_qmodel(path, g, info: dict):
-    """Write ``g``: the float weights, the activation quantizers, and for reconstructed layers
-    the hardened int8 weight codes (AdaRound quantizers still soft are hardened first)."""
-    import torch
-    from .quantizers import FixedWeightQuantizer
-    g.harden_adaround()
-    act = {}
-    for k, q in g.act_q.items():
-        act[k] = dict(bits=q.bits, signed=q.signed,
-                      channel_factor=None if q.channel_factor is None else q.channel_factor.cpu(),
-                      center=None if q.center is None else q.center.cpu())
-    fixed = [n.name for n in g.nodes if isinstance(getattr(n, "wq", None), FixedWeightQuantizer)]
-    payload = dict(format=FORMAT, version=VERSION, model=g.meta.get("model_name"),
-                   resolution=g.meta["resolution"], qconfig=g.cfg.as_dict(), act=act,
-                   fixed_weights=fixed, state={k: v.cpu() for k, v in g.state_dict().items()},
-                   info=_jsonable(info))
-    _atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+    """Write ``g`` as a ``.qmodel`` (format version 3: the deployed int8 codes and scales, no
+    float weights; :mod:`quant.qfile`). The float reference is recorded by its source."""
+    from .qfile import float_source_of, save
+    save(path, g, info, float_source=float_source_of((info or {}).get("source"),
+                                                     g.meta.get("model_name")))
 
 
 def load_qmodel(path):
-    """Rebuild the QGraph saved by ``quantize`` (weights, scales, rounding decisions)."""
-    import torch
-    from .fold import fold_bn
-    from .models import create_model
-    from .qmodel import QConfig, lower
-    from .quantizers import FixedWeightQuantizer, LSQActQuantizer
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such quantized-model file")
+    """Rebuild the QGraph saved by ``quantize`` (:func:`quant.qfile.load`; versions 2 and 3)."""
+    from .qfile import QModelError, load
     try:
-        d = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{p}: not a quantized-model file or damaged ({_msg(e)})") from None
-    if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise UserError(f"{p}: not a trio-vit quantized-model file (write one with "
-                        "`python -m quant quantize`)")
-    if d.get("version") != VERSION:
-        raise UserError(f"{p}: quantized-model version {d.get('version')} is not supported "
-                        f"(this trio-vit reads {VERSION})")
-    missing = [k for k in ("model", "resolution", "qconfig", "act", "state", "fixed_weights")
-               if k not in d]
-    if missing:
-        raise UserError(f"{p}: damaged quantized-model file: missing member(s) {missing}")
-    try:
-        model, _ = create_model(d["model"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{p}: model {d['model']!r}: {_msg(e)}") from None
-    res = d["resolution"]
-    if isinstance(res, bool) or not isinstance(res, int) or res < 32 or res % 32:
-        raise UserError(f"{p}: resolution {res!r} is not a positive multiple of 32")
-    if not isinstance(d["qconfig"], dict):
-        raise UserError(f"{p}: qconfig is not a dict")
-    try:
-        cfg = QConfig(**d["qconfig"])
-    except (TypeError, ValueError) as e:
-        raise UserError(f"{p}: qconfig: {_msg(e)}") from None
-    try:
-        g = lower(fold_bn(model), resolution=res)
-        g.meta["model_name"] = d["model"]
-        g.prepare(cfg)
-        for k, a in d["act"].items():
-            g.act_q[k] = LSQActQuantizer(1.0, a["bits"], a["signed"],
-                                         channel_factor=a["channel_factor"], center=a["center"],
-                                         enabled=g.cfg.act_quant)
-        for n in g.nodes:
-            if n.name in d["fixed_weights"]:
-                n.wq = FixedWeightQuantizer.empty(n.weight.shape, n.wq.scale, n.w_bits)
-        state, want = d["state"], g.state_dict()
-        if not isinstance(state, dict):
-            raise UserError(f"{p}: state is not a dict of tensors")
-        for k, v in state.items():
-            if k in want and isinstance(v, torch.Tensor) and v.dtype != want[k].dtype:
-                raise UserError(f"{p}: state {k!r} has dtype {v.dtype}, expected {want[k].dtype}"
-                                " (a damaged or foreign file; it is not cast)")
-    except UserError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        raise UserError(f"{p}: inconsistent quantized-model file ({_msg(e)})") from None
-    try:
-        g.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError) as e:
-        raise UserError(f"{p}: inconsistent quantized-model file ({_msg(e)})") from None
-    g.invalidate_deploy()
-    g.set_mode("fake")
-    return g, d
+        return load(path)
+    except QModelError as e:
+        raise UserError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------------
