@@ -105,6 +105,29 @@ def _qtype(bits, signed):
                           f"{'signed' if signed else 'unsigned'} tensor")
 
 
+def log2_round_nodes(b, d, nm, const, dtype):
+    """ONNX nodes computing :func:`sim.numerics.log2_round` of the integer-valued tensor ``d``
+    (>= 1 where it matters; 0 is mapped like 1 and masked by the caller): the leading-one
+    position ``i = floor(log2 d)`` from ``Floor(Log(d) / ln 2)``, corrected by one where float
+    rounding put it off (``+1`` if ``d >= 2^(i+1)``, ``-1`` if ``d < 2^i``, powers of two by
+    ``Pow``: exact), plus the round bit ``d[i-1]``, which is set iff ``d >= 1.5 * 2^i``.
+    ``const(name, value)`` makes constants of ``dtype`` (float32 exact for ``d < 2**24``)."""
+    one, two = const("one", 1.0), const("two", 2.0)
+    dpos = b.op("Max", [d, one], f"{nm}.den_pos")
+    i0 = b.op("Floor", [b.op("Div", [b.op("Log", [dpos], f"{nm}.ln"), const("ln2", math.log(2))],
+                             f"{nm}.log2")], f"{nm}.lod0")
+    p0 = b.op("Pow", [two, i0], f"{nm}.p0")
+    up = b.op("Cast", [b.op("GreaterOrEqual", [dpos, b.op("Mul", [p0, two], f"{nm}.p0x2")],
+                            f"{nm}.up?")], f"{nm}.up", to=dtype)
+    dn = b.op("Cast", [b.op("Less", [dpos, p0], f"{nm}.dn?")], f"{nm}.dn", to=dtype)
+    i = b.op("Sub", [b.op("Add", [i0, up], f"{nm}.lod1"), dn], f"{nm}.lod")
+    pi = b.op("Pow", [two, i], f"{nm}.pi")
+    rb = b.op("Cast", [b.op("GreaterOrEqual", [dpos, b.op("Mul", [pi, const("1.5", 1.5)],
+                                                             f"{nm}.p1_5")], f"{nm}.rb?")],
+              f"{nm}.rbit", to=dtype)
+    return b.op("Add", [i, rb], f"{nm}.log2_round")
+
+
 class _Graph:
     """IntProgram -> ONNX nodes; ``real[t]`` / ``codes[t]`` name each tensor's ONNX values."""
 
@@ -310,24 +333,12 @@ class _Graph:
         # step 5: the 4-bit log2 divisor (leading one + round bit), as a power of two
         d = b.op("Round", [b.op("Mul", [den, b.f32(f"{nm}.den_inv", hd(1.0 / (tau * s_q)))],
                                 f"{nm}.den_units")], f"{nm}.den_int")
-        one, two = b.f32("one", 1.0), b.f32("two", 2.0)
-        dpos = b.op("Max", [d, one], f"{nm}.den_pos")
-        i0 = b.op("Floor", [b.op("Div", [b.op("Log", [dpos], f"{nm}.ln"), b.f32("ln2", math.log(2))],
-                                 f"{nm}.log2")], f"{nm}.lod0")
-        p0 = b.op("Pow", [two, i0], f"{nm}.p0")
-        up = b.op("Cast", [b.op("GreaterOrEqual", [dpos, b.op("Mul", [p0, two], f"{nm}.p0x2")],
-                                f"{nm}.up?")], f"{nm}.up", to=b.TP.FLOAT)
-        dn = b.op("Cast", [b.op("Less", [dpos, p0], f"{nm}.dn?")], f"{nm}.dn", to=b.TP.FLOAT)
-        i = b.op("Sub", [b.op("Add", [i0, up], f"{nm}.lod1"), dn], f"{nm}.lod")
-        pi = b.op("Pow", [two, i], f"{nm}.pi")
-        rb = b.op("Cast", [b.op("GreaterOrEqual", [dpos, b.op("Mul", [pi, b.f32("1.5", 1.5)],
-                                                                 f"{nm}.p1_5")], f"{nm}.rb?")],
-                  f"{nm}.rbit", to=b.TP.FLOAT)
-        e = b.op("Add", [b.op("Add", [i, rb], f"{nm}.log2_round"),
-                         b.f32(f"{nm}.log2_offset", hd(p["log2_offset"]))], f"{nm}.e_raw")
+        lr = log2_round_nodes(b, d, nm, b.f32, b.TP.FLOAT)
+        e = b.op("Add", [lr, b.f32(f"{nm}.log2_offset", hd(p["log2_offset"]))], f"{nm}.e_raw")
         emin = p["log2_emin"].astype(np.float64)
         e = b.op("Min", [b.op("Max", [e, b.f32(f"{nm}.emin", hd(emin))], f"{nm}.e_lo"),
                          b.f32(f"{nm}.emax", hd(emin + 15))], f"{nm}.e")
+        two = b.f32("two", 2.0)
         kout = dy("out_mult") * s_out / (sig * s_q)
         y = b.op("Mul", [b.op("Mul", [num, b.f32(f"{nm}.out_k", hd(kout))], f"{nm}.num_scaled"),
                          b.op("Pow", [two, b.op("Neg", [e], f"{nm}.neg_e")], f"{nm}.inv_div")],
@@ -647,22 +658,10 @@ class _ExactGraph(_Graph):
         num = b.op("MatMul", [b.op("Transpose", [s8], f"{nm}.ST", perm=[0, 1, 3, 2]), q], f"{nm}.num")
         den = b.op("MatMul", [b.op("Unsqueeze", [ks8, b.const("ax", np.array([2], np.int64))],
                                    f"{nm}.ks_row"), q], f"{nm}.den")     # (B, heads, 1, N)
+        lr = log2_round_nodes(b, den, nm, self.f64, b.TP.DOUBLE)
         one, two = self.f64("one", 1.0), self.f64("two", 2.0)
-        dpos = b.op("Max", [den, one], f"{nm}.den_pos")
-        i0 = b.op("Floor", [b.op("Div", [b.op("Log", [dpos], f"{nm}.ln"), self.f64("ln2", math.log(2))],
-                                 f"{nm}.log2")], f"{nm}.lod0")
-        p0 = b.op("Pow", [two, i0], f"{nm}.p0")
-        up = b.op("Cast", [b.op("GreaterOrEqual", [dpos, b.op("Mul", [p0, two], f"{nm}.p0x2")],
-                                f"{nm}.up?")], f"{nm}.up", to=b.TP.DOUBLE)
-        dn = b.op("Cast", [b.op("Less", [dpos, p0], f"{nm}.dn?")], f"{nm}.dn", to=b.TP.DOUBLE)
-        i = b.op("Sub", [b.op("Add", [i0, up], f"{nm}.lod1"), dn], f"{nm}.lod")
-        rb = b.op("Cast", [b.op("GreaterOrEqual", [dpos, b.op("Mul", [b.op("Pow", [two, i], f"{nm}.pi"),
-                                                                       self.f64("1.5", 1.5)],
-                                                                 f"{nm}.p1_5")], f"{nm}.rb?")],
-                  f"{nm}.rbit", to=b.TP.DOUBLE)
         hd = lambda a: np.asarray(a, np.float64).reshape(1, heads, 1, 1)  # noqa: E731
-        e = b.op("Add", [b.op("Add", [i, rb], f"{nm}.log2_round"),
-                         self.f64("offset", hd(p["log2_offset"]))], f"{nm}.e_raw")
+        e = b.op("Add", [lr, self.f64("offset", hd(p["log2_offset"]))], f"{nm}.e_raw")
         emin = p["log2_emin"].astype(np.float64)
         e = b.op("Min", [b.op("Max", [e, self.f64("emin", hd(emin))], f"{nm}.e_lo"),
                          self.f64("emax", hd(emin + 15))], f"{nm}.e")
