@@ -257,6 +257,9 @@ def cmd_evaluate(args):
     from .export import export, quantize_images, run_int
     g, d = load_qmodel(args.qmodel)
     res = int(d["resolution"])
+    if not getattr(g, "float_reference", True):
+        _log(args, "  note: the float reference model could not be rebuilt; the 'float' rows are "
+                   "the dequantized int8 model (quant.load(path, float_model=...) supplies one)")
     if not args.data:
         raise UserError("evaluate needs --data (an image folder or labels.csv)")
     try:
@@ -286,7 +289,7 @@ def cmd_evaluate(args):
     from .evaluate import RANDOM_WEIGHTS_NOTE, weights_origin
     origin = weights_origin((d.get("info") or {}).get("source"))
     res_ = dict(command="evaluate", qmodel=str(args.qmodel), data=str(args.data), n=len(labels),
-                weights=origin)
+                weights=origin, float_reference=getattr(g, "float_reference", True))
     if origin == "random":
         res_["note"] = RANDOM_WEIGHTS_NOTE
         _log(args, f"  {RANDOM_WEIGHTS_NOTE}")
