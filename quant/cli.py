@@ -149,7 +149,6 @@ def load_qmodel(path):
 
 def cmd_quantize(args):
     import torch
-    from .evaluate import evaluate
     from .fold import fold_bn
     from .qmodel import lower, sqnr_db
     from .reconstruct import FAST, PAPER, ReconConfig, reconstruct
@@ -251,81 +250,55 @@ def _eval_float(args, model, res):
 
 
 def cmd_evaluate(args):
-    import numpy as np
-    import torch
-    from .data import DataError, make_loader
-    from .export import export, quantize_images, run_int
-    g, d = load_qmodel(args.qmodel)
-    res = int(d["resolution"])
-    if not getattr(g, "float_reference", True):
-        _log(args, "  note: the float reference model could not be rebuilt; the 'float' rows are "
-                   "the dequantized int8 model (quant.load(path, float_model=...) supplies one)")
+    """A thin layer over :meth:`quant.api.QuantizedModel.evaluate` (same figures, printed)."""
+    from .api import ConfigError
+    from .api import load as api_load
+    from .qfile import QModelError
+    try:
+        qm = api_load(args.qmodel)
+    except QModelError as e:
+        raise UserError(str(e)) from None
+    if not qm.float_reference:
+        _log(args, "  note: the float reference model could not be rebuilt; no float rows "
+                   "(quant.load(path, float_model=...) supplies one)")
     if not args.data:
         raise UserError("evaluate needs --data (an image folder or labels.csv)")
+    from .data import DataError, make_loader
     try:
-        loader = make_loader(args.data, res, batch_size=args.batch_size, limit=args.limit)
+        loader = make_loader(args.data, qm.resolution, batch_size=args.batch_size,
+                             limit=args.limit)
     except DataError as e:
         raise UserError(f"data: {e}") from None
-    prog = export(g) if (args.mode == "int" or args.golden) else None
-    if prog is not None:
-        s_logit = prog.tensors[prog.outputs[0]].channel_scale()
-    logits = {"float": [], "fake": [], "int": [], "golden": []}
-    labels = []
     from tqdm import tqdm
-    for images, y in tqdm(loader, desc="evaluate", disable=args.json, leave=False):
-        labels.append(torch.as_tensor(y).view(-1))
-        with torch.no_grad():
-            logits["float"].append(g.set_mode("float")(images).double())
-            logits["fake"].append(g.set_mode("fake")(images).double())
-        if prog is not None:
-            xi = quantize_images(prog, images)
-            li = run_int(prog, xi)
-            logits["int"].append(torch.from_numpy(li * s_logit))
-            if args.golden:
-                from sim import golden
-                gl = np.stack([golden.run(prog, x)[prog.outputs[0]] for x in xi])
-                logits["golden"].append(torch.from_numpy(gl * s_logit))
-    labels = torch.cat(labels)
+    try:
+        r = qm.evaluate(tqdm(loader, desc="evaluate", disable=args.json, leave=False),
+                        golden=args.golden, int_exact=args.mode == "int")
+    except ConfigError as e:
+        raise UserError(str(e)) from None
     from .evaluate import RANDOM_WEIGHTS_NOTE, weights_origin
-    origin = weights_origin((d.get("info") or {}).get("source"))
-    res_ = dict(command="evaluate", qmodel=str(args.qmodel), data=str(args.data), n=len(labels),
-                weights=origin, float_reference=getattr(g, "float_reference", True))
+    origin = weights_origin(qm.info.get("source"))
+    res_ = dict(command="evaluate", qmodel=str(args.qmodel), data=str(args.data), weights=origin)
+    res_.update(r)
     if origin == "random":
         res_["note"] = RANDOM_WEIGHTS_NOTE
         _log(args, f"  {RANDOM_WEIGHTS_NOTE}")
-    from .qmodel import sqnr_db
-    ref = torch.cat(logits["float"])
-    for k, v in logits.items():
-        if not v:
+    for k in ("float", "fake", "int", "golden"):
+        if k not in r:
             continue
-        lg = torch.cat(v)
-        keep = labels >= 0
-        top1 = float((lg.argmax(1)[keep] == labels[keep]).double().mean() * 100) if keep.any() else None
-        top5 = float((lg.topk(5, 1).indices[keep] == labels[keep, None]).any(1).double().mean() * 100) \
-            if keep.any() else None
-        res_[k] = dict(top1=top1, top5=top5, sqnr_vs_float_db=sqnr_db(ref, lg) if k != "float" else None,
-                       top1_agreement_with_float=None if k == "float" else
-                       float((lg.argmax(1) == ref.argmax(1)).double().mean()))
-        _log(args, f"  {k:7s} top-1 {top1 if top1 is None else f'{top1:.2f}'}%  top-5 "
-                   f"{top5 if top5 is None else f'{top5:.2f}'}%"
-                   + ("" if k == "float" else f"  SQNR vs float {res_[k]['sqnr_vs_float_db']:.2f} dB"
-                      f"  same top-1 as float on {100 * res_[k]['top1_agreement_with_float']:.1f}%"))
+        top1, top5 = r[k]["top1"], r[k]["top5"]
+        line = (f"  {k:7s} top-1 {top1 if top1 is None else f'{top1:.2f}'}%  top-5 "
+                f"{top5 if top5 is None else f'{top5:.2f}'}%")
+        if r[k]["sqnr_vs_float_db"] is not None:
+            line += (f"  SQNR vs float {r[k]['sqnr_vs_float_db']:.2f} dB  same top-1 as float on "
+                     f"{100 * r[k]['top1_agreement_with_float']:.1f}%")
+        _log(args, line)
     if args.golden:
-        li, gl = torch.cat(logits["int"]), torch.cat(logits["golden"])
-        fk = torch.cat(logits["fake"])
-        lsb = torch.from_numpy(np.asarray(s_logit, np.float64))
-        agree = float((li.argmax(1) == gl.argmax(1)).double().mean())
-        res_["agreement"] = dict(
-            top1_int_vs_golden=agree,
-            max_abs_logit_diff_lsb=float(((li - gl).abs() / lsb).max()),
-            top1_fake_vs_golden=float((fk.argmax(1) == gl.argmax(1)).double().mean()),
-            max_abs_logit_diff_fake_vs_golden_lsb=float(((fk - gl).abs() / lsb).max()),
-            fake_mode="deploy-exact" if g.exact_active() else "float-scale")
-        ag = res_["agreement"]
-        _log(args, f"  integer-exact vs sim.golden: top-1 identical on {100 * agree:.1f}% of "
-                   f"{len(gl)} images, max |logit diff| = {ag['max_abs_logit_diff_lsb']:.0f} LSB")
+        ag, n = r["agreement"], r["n"]
+        _log(args, f"  integer-exact vs sim.golden: top-1 identical on "
+                   f"{100 * ag['top1_int_vs_golden']:.1f}% of {n} images, max |logit diff| = "
+                   f"{ag['max_abs_logit_diff_lsb']:.0f} LSB")
         _log(args, f"  fake-quant ({ag['fake_mode']}) vs sim.golden: top-1 identical on "
-                   f"{100 * ag['top1_fake_vs_golden']:.1f}% of {len(gl)} images, max |logit diff|"
+                   f"{100 * ag['top1_fake_vs_golden']:.1f}% of {n} images, max |logit diff|"
                    f" = {ag['max_abs_logit_diff_fake_vs_golden_lsb']:.3g} LSB")
     return res_
 
@@ -351,7 +324,6 @@ def cmd_export(args):
 
 
 def cmd_ablation(args):
-    import torch
     from .ablation import format_ablation, inject_statistics, run_ablation
     from .fold import fold_bn
     from .qmodel import lower

@@ -176,7 +176,7 @@ class _Graph:
 
     # -- nodes ------------------------------------------------------------------------------------
     def conv(self, n):
-        b, p = self.b, self.p
+        b = self.b
         inp = n.inputs[0]
         w = np.asarray(n.params["weight"], np.int64)
         bias = np.asarray(n.params["bias"], np.int64)
