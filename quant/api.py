@@ -251,6 +251,10 @@ class QuantizedModel(nn.Module):
     def save(self, path) -> Path:
         """Write a ``.qmodel`` (format 3: deployed int8 codes and scales; :mod:`quant.qfile`)."""
         from .qfile import save
+        if not self.model_name:
+            raise ConfigError("save needs a model whose variant is known (an EfficientViTCls "
+                              "made by quant.float_model or quant.models.create_model): the file "
+                              "names the architecture to rebuild")
         info = dict(self.info)
         info.setdefault("api_config", self.config.as_dict())
         return save(path, self.graph, info, float_source=self.float_source)

@@ -69,6 +69,19 @@ def test_quantize_rejects_bad_inputs():
         quant.quantize(m, [torch.zeros(1, 3, 64, 64)], {"w_bits": 8})
 
 
+def test_save_needs_a_known_architecture(tmp_path):
+    """A model of unknown variant quantizes and evaluates, but cannot be saved (the file names
+    the architecture to rebuild): a one-line ConfigError, nothing written."""
+    m = quant.float_model(MODEL)
+    del m.trio_vit_name
+    m.variant = ""
+    q = quant.quantize(m, _images(2), quant.QuantConfig(reconstruction="off"))
+    assert q.model_name is None and "fake" in q.evaluate(_images(2))
+    with pytest.raises(quant.ConfigError, match="variant is known"):
+        q.save(tmp_path / "x.qmodel")
+    assert not list(tmp_path.iterdir())
+
+
 def test_calibration_runs_the_model_on_the_data():
     """The input tensor's MinMax scale is max|x| / 127 of exactly the calibration images given
     (a generator of bare tensors here), and calib_images caps them."""
