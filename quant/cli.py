@@ -21,8 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-FORMAT = "trio-vit.qmodel"
-VERSION = 2     #: 2: hardened AdaRound weights stored as int8 codes (FixedWeightQuantizer)
+from .qfile import FORMAT, VERSION  # noqa: F401  (the .qmodel format lives in quant.qfile)
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenet-sample"
 
@@ -202,90 +201,20 @@ def _qconfig(args):
 # ------------------------------------------------------------------------------------------------
 
 def save_qmodel(path, g, info: dict):
-    """Write ``g``: the float weights, the activation quantizers, and for reconstructed layers
-    the hardened int8 weight codes (AdaRound quantizers still soft are hardened first)."""
-    import torch
-    from .quantizers import FixedWeightQuantizer
-    g.harden_adaround()
-    act = {}
-    for k, q in g.act_q.items():
-        act[k] = dict(bits=q.bits, signed=q.signed,
-                      channel_factor=None if q.channel_factor is None else q.channel_factor.cpu(),
-                      center=None if q.center is None else q.center.cpu())
-    fixed = [n.name for n in g.nodes if isinstance(getattr(n, "wq", None), FixedWeightQuantizer)]
-    payload = dict(format=FORMAT, version=VERSION, model=g.meta.get("model_name"),
-                   resolution=g.meta["resolution"], qconfig=g.cfg.as_dict(), act=act,
-                   fixed_weights=fixed, state={k: v.cpu() for k, v in g.state_dict().items()},
-                   info=_jsonable(info))
-    _atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+    """Write ``g`` as a ``.qmodel`` (format version 3: the deployed int8 codes and scales, no
+    float weights; :mod:`quant.qfile`). The float reference is recorded by its source."""
+    from .qfile import float_source_of, save
+    save(path, g, info, float_source=float_source_of((info or {}).get("source"),
+                                                     g.meta.get("model_name")))
 
 
 def load_qmodel(path):
-    """Rebuild the QGraph saved by ``quantize`` (weights, scales, rounding decisions)."""
-    import torch
-    from .fold import fold_bn
-    from .models import create_model
-    from .qmodel import QConfig, lower
-    from .quantizers import FixedWeightQuantizer, LSQActQuantizer
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such quantized-model file")
+    """Rebuild the QGraph saved by ``quantize`` (:func:`quant.qfile.load`; versions 2 and 3)."""
+    from .qfile import QModelError, load
     try:
-        d = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{p}: not a quantized-model file or damaged ({_msg(e)})") from None
-    if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise UserError(f"{p}: not a trio-vit quantized-model file (write one with "
-                        "`python -m quant quantize`)")
-    if d.get("version") != VERSION:
-        raise UserError(f"{p}: quantized-model version {d.get('version')} is not supported "
-                        f"(this trio-vit reads {VERSION})")
-    missing = [k for k in ("model", "resolution", "qconfig", "act", "state", "fixed_weights")
-               if k not in d]
-    if missing:
-        raise UserError(f"{p}: damaged quantized-model file: missing member(s) {missing}")
-    try:
-        model, _ = create_model(d["model"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{p}: model {d['model']!r}: {_msg(e)}") from None
-    res = d["resolution"]
-    if isinstance(res, bool) or not isinstance(res, int) or res < 32 or res % 32:
-        raise UserError(f"{p}: resolution {res!r} is not a positive multiple of 32")
-    if not isinstance(d["qconfig"], dict):
-        raise UserError(f"{p}: qconfig is not a dict")
-    try:
-        cfg = QConfig(**d["qconfig"])
-    except (TypeError, ValueError) as e:
-        raise UserError(f"{p}: qconfig: {_msg(e)}") from None
-    try:
-        g = lower(fold_bn(model), resolution=res)
-        g.meta["model_name"] = d["model"]
-        g.prepare(cfg)
-        for k, a in d["act"].items():
-            g.act_q[k] = LSQActQuantizer(1.0, a["bits"], a["signed"],
-                                         channel_factor=a["channel_factor"], center=a["center"],
-                                         enabled=g.cfg.act_quant)
-        for n in g.nodes:
-            if n.name in d["fixed_weights"]:
-                n.wq = FixedWeightQuantizer.empty(n.weight.shape, n.wq.scale, n.w_bits)
-        state, want = d["state"], g.state_dict()
-        if not isinstance(state, dict):
-            raise UserError(f"{p}: state is not a dict of tensors")
-        for k, v in state.items():
-            if k in want and isinstance(v, torch.Tensor) and v.dtype != want[k].dtype:
-                raise UserError(f"{p}: state {k!r} has dtype {v.dtype}, expected {want[k].dtype}"
-                                " (a damaged or foreign file; it is not cast)")
-    except UserError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        raise UserError(f"{p}: inconsistent quantized-model file ({_msg(e)})") from None
-    try:
-        g.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError) as e:
-        raise UserError(f"{p}: inconsistent quantized-model file ({_msg(e)})") from None
-    g.invalidate_deploy()
-    g.set_mode("fake")
-    return g, d
+        return load(path)
+    except QModelError as e:
+        raise UserError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -415,78 +344,55 @@ def _eval_float(args, model, res):
 
 
 def cmd_evaluate(args):
-    import numpy as np
-    import torch
-    from .data import DataError, make_loader
-    from .export import export, quantize_images, run_int
-    g, d = load_qmodel(args.qmodel)
-    res = int(d["resolution"])
+    """A thin layer over :meth:`quant.api.QuantizedModel.evaluate` (same figures, printed)."""
+    from .api import ConfigError
+    from .api import load as api_load
+    from .qfile import QModelError
+    try:
+        qm = api_load(args.qmodel)
+    except QModelError as e:
+        raise UserError(str(e)) from None
+    if not qm.float_reference:
+        _log(args, "  note: the float reference model could not be rebuilt; no float rows "
+                   "(quant.load(path, float_model=...) supplies one)")
     if not args.data:
         raise UserError("evaluate needs --data (an image folder or labels.csv)")
+    from .data import DataError, make_loader
     try:
-        loader = make_loader(args.data, res, batch_size=args.batch_size, limit=args.limit)
+        loader = make_loader(args.data, qm.resolution, batch_size=args.batch_size,
+                             limit=args.limit)
     except DataError as e:
         raise UserError(f"data: {e}") from None
-    prog = export(g) if (args.mode == "int" or args.golden) else None
-    if prog is not None:
-        s_logit = prog.tensors[prog.outputs[0]].channel_scale()
-    logits = {"float": [], "fake": [], "int": [], "golden": []}
-    labels = []
     from tqdm import tqdm
-    for images, y in tqdm(loader, desc="evaluate", disable=args.json, leave=False):
-        labels.append(torch.as_tensor(y).view(-1))
-        with torch.no_grad():
-            logits["float"].append(g.set_mode("float")(images).double())
-            logits["fake"].append(g.set_mode("fake")(images).double())
-        if prog is not None:
-            xi = quantize_images(prog, images)
-            li = run_int(prog, xi)
-            logits["int"].append(torch.from_numpy(li * s_logit))
-            if args.golden:
-                from sim import golden
-                gl = np.stack([golden.run(prog, x)[prog.outputs[0]] for x in xi])
-                logits["golden"].append(torch.from_numpy(gl * s_logit))
-    labels = torch.cat(labels)
+    try:
+        r = qm.evaluate(tqdm(loader, desc="evaluate", disable=args.json, leave=False),
+                        golden=args.golden, int_exact=args.mode == "int")
+    except ConfigError as e:
+        raise UserError(str(e)) from None
     from .evaluate import RANDOM_WEIGHTS_NOTE, weights_origin
-    origin = weights_origin((d.get("info") or {}).get("source"))
-    res_ = dict(command="evaluate", qmodel=str(args.qmodel), data=str(args.data), n=len(labels),
-                weights=origin)
+    origin = weights_origin(qm.info.get("source"))
+    res_ = dict(command="evaluate", qmodel=str(args.qmodel), data=str(args.data), weights=origin)
+    res_.update(r)
     if origin == "random":
         res_["note"] = RANDOM_WEIGHTS_NOTE
         _log(args, f"  {RANDOM_WEIGHTS_NOTE}")
-    from .qmodel import sqnr_db
-    ref = torch.cat(logits["float"])
-    for k, v in logits.items():
-        if not v:
+    for k in ("float", "fake", "int", "golden"):
+        if k not in r:
             continue
-        lg = torch.cat(v)
-        keep = labels >= 0
-        top1 = float((lg.argmax(1)[keep] == labels[keep]).double().mean() * 100) if keep.any() else None
-        top5 = float((lg.topk(5, 1).indices[keep] == labels[keep, None]).any(1).double().mean() * 100) \
-            if keep.any() else None
-        res_[k] = dict(top1=top1, top5=top5, sqnr_vs_float_db=sqnr_db(ref, lg) if k != "float" else None,
-                       top1_agreement_with_float=None if k == "float" else
-                       float((lg.argmax(1) == ref.argmax(1)).double().mean()))
-        _log(args, f"  {k:7s} top-1 {top1 if top1 is None else f'{top1:.2f}'}%  top-5 "
-                   f"{top5 if top5 is None else f'{top5:.2f}'}%"
-                   + ("" if k == "float" else f"  SQNR vs float {res_[k]['sqnr_vs_float_db']:.2f} dB"
-                      f"  same top-1 as float on {100 * res_[k]['top1_agreement_with_float']:.1f}%"))
+        top1, top5 = r[k]["top1"], r[k]["top5"]
+        line = (f"  {k:7s} top-1 {top1 if top1 is None else f'{top1:.2f}'}%  top-5 "
+                f"{top5 if top5 is None else f'{top5:.2f}'}%")
+        if r[k]["sqnr_vs_float_db"] is not None:
+            line += (f"  SQNR vs float {r[k]['sqnr_vs_float_db']:.2f} dB  same top-1 as float on "
+                     f"{100 * r[k]['top1_agreement_with_float']:.1f}%")
+        _log(args, line)
     if args.golden:
-        li, gl = torch.cat(logits["int"]), torch.cat(logits["golden"])
-        fk = torch.cat(logits["fake"])
-        lsb = torch.from_numpy(np.asarray(s_logit, np.float64))
-        agree = float((li.argmax(1) == gl.argmax(1)).double().mean())
-        res_["agreement"] = dict(
-            top1_int_vs_golden=agree,
-            max_abs_logit_diff_lsb=float(((li - gl).abs() / lsb).max()),
-            top1_fake_vs_golden=float((fk.argmax(1) == gl.argmax(1)).double().mean()),
-            max_abs_logit_diff_fake_vs_golden_lsb=float(((fk - gl).abs() / lsb).max()),
-            fake_mode="deploy-exact" if g.exact_active() else "float-scale")
-        ag = res_["agreement"]
-        _log(args, f"  integer-exact vs sim.golden: top-1 identical on {100 * agree:.1f}% of "
-                   f"{len(gl)} images, max |logit diff| = {ag['max_abs_logit_diff_lsb']:.0f} LSB")
+        ag, n = r["agreement"], r["n"]
+        _log(args, f"  integer-exact vs sim.golden: top-1 identical on "
+                   f"{100 * ag['top1_int_vs_golden']:.1f}% of {n} images, max |logit diff| = "
+                   f"{ag['max_abs_logit_diff_lsb']:.0f} LSB")
         _log(args, f"  fake-quant ({ag['fake_mode']}) vs sim.golden: top-1 identical on "
-                   f"{100 * ag['top1_fake_vs_golden']:.1f}% of {len(gl)} images, max |logit diff|"
+                   f"{100 * ag['top1_fake_vs_golden']:.1f}% of {n} images, max |logit diff|"
                    f" = {ag['max_abs_logit_diff_fake_vs_golden_lsb']:.3g} LSB")
     return res_
 

@@ -185,7 +185,12 @@ def _damage(qmodel, tmp_path, fn):
 
 
 def _first_weight(d):
-    return next(k for k in d["state"] if k.endswith(".weight") and d["state"][k].ndim == 4)
+    """The first conv's int8 weight codes (a .qmodel stores codes, not float weights)."""
+    return next(k for k in d["state"] if k.endswith(".wq.codes") and d["state"][k].ndim == 4)
+
+
+def _first_bias(d):
+    return next(k for k in d["state"] if k.endswith(".bias") and d["state"][k].is_floating_point())
 
 
 @pytest.mark.parametrize("case, pattern", [
@@ -194,8 +199,8 @@ def _first_weight(d):
     ("qconfig", r"qconfig: TypeError: .*unexpected keyword argument 'bogus'"),
     ("model", r"model 'b9-r1'"),
     ("resolution", r"resolution -64 is not a positive multiple of 32"),
-    ("dtype", r"has dtype torch.float64, expected torch.float32 \(.*it is not cast\)"),
-    ("nan", r"weight has 1 non-finite value\(s\)"),
+    ("dtype", r"has dtype torch.float64, expected torch.int8 \(.*it is not cast\)"),
+    ("nan", r"bias has 1 non-finite value\(s\)"),
 ])
 def test_damaged_qmodel_is_one_line_exit_2(case, pattern, qmodel, tmp_path, capsys):
     """The issue's findings: tracebacks on a damaged .qmodel, a NaN weight exported as 0, a
@@ -219,7 +224,7 @@ def test_damaged_qmodel_is_one_line_exit_2(case, pattern, qmodel, tmp_path, caps
             k = _first_weight(d)
             d["state"][k] = d["state"][k].double()
         elif case == "nan":
-            k = _first_weight(d)
+            k = _first_bias(d)
             d["state"][k] = d["state"][k].clone()
             d["state"][k].view(-1)[3] = float("nan")
     bad = _damage(qmodel, tmp_path, fn)
