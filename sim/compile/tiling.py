@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from .. import timing
 from ..config import AccelConfig
-from .common import ALIGN, PARAM_RECORD, CompileError, cdiv, split
+from .common import ALIGN, PARAM_RECORD, CompileError, align, cdiv, split
 from .cost import conv_cycles, dw_cycles
 
 __all__ = ["TILES_TARGET", "FUSED_TILES", "FUSED_TILES_S1", "MIN_TILE_BYTES", "MAX_FIELD",
            "ranges", "core_grids", "best_dw_split", "plan_conv", "engine_split", "tile_rows",
-           "fit_rows", "conv_chunk", "dw_chunk", "fused_tile_rows", "attention_plan"]
+           "fit_rows", "conv_chunk", "dw_chunk", "chain_tile_regions", "fused_tile_rows",
+           "attention_plan"]
 
 TILES_TARGET = 4        #: aim for at least this many row tiles per layer (inter-layer overlap)
 FUSED_TILES = 4         #: row tiles per fused chain at least (fewer: less halo recompute)
@@ -159,6 +160,20 @@ def dw_chunk(cfg: AccelConfig, *, C, k, c_slot, need) -> int:
     while chunk > cfg.N and not need(1, chunk):
         chunk = max(cfg.N, (chunk // 2) // cfg.N * cfg.N)
     return chunk
+
+
+def chain_tile_regions(*, cx, e, cq, rows_in, w, rows_out, wo, first_pw, residual):
+    """Where a fused chain's tile lives in its B slot (offsets from the slot's base, each
+    region aligned): ``x`` the chain's input rows (``cx`` channels x ``rows_in`` rows of ``w``;
+    only with a first PW, else the input goes straight to ``e``), ``e`` the DW's input
+    (``e`` channels), ``d`` the DW's output (``rows_out`` rows of ``wo``), ``r`` the residual
+    rows (``cq`` channels) when the chain has one; ``end`` the bytes used."""
+    x = 0
+    ea = x + (align(cx * rows_in * w) if first_pw else 0)
+    d = ea + align(e * rows_in * w)
+    r = d + align(e * rows_out * wo)
+    end = r + (align(cq * rows_out * wo) if residual else 0)
+    return dict(x=x, e=ea, d=d, r=r, end=end)
 
 
 def fused_tile_rows(name, *, ho, stride, first_pw, need) -> int:

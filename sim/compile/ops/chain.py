@@ -95,8 +95,9 @@ def emit_chain(ctx: Context, chain, li0, info):
 
     def need(nr):
         rin = min(H, (nr - 1) * s + k)
-        tot = (align(Cx * rin * W) if pn else 0) + align(E * rin * W) + \
-            align(E * nr * Wo) + (align(Cq * nr * Wo) if res else 0)
+        tot = tiling.chain_tile_regions(cx=Cx, e=E, cq=Cq, rows_in=rin, w=W, rows_out=nr,
+                                        wo=Wo, first_pw=pn is not None,
+                                        residual=res is not None)["end"]
         return tot <= B.size and Cq * nr * Wo <= OUT.size and nr * Wo < 4096 \
             and rin * W < 4096
     nr = tiling.fused_tile_rows(dw.name, ho=Ho, stride=s, first_pw=pn is not None, need=need)
@@ -134,9 +135,9 @@ def _front(ctx: Context, chain, li, r0, nr, wsem, cb0, woff, info):
     em.layer = li[chain[0].name]
     sched.begin_tile(sb)
     xb = sched.B.base[sb]
-    eb = xb + (align(Cx * rin * W) if pn else 0)
-    db = eb + align(E * rin * W)
-    rb_ = db + align(E * tnr * Wo)
+    reg = tiling.chain_tile_regions(cx=Cx, e=E, cq=Cq, rows_in=rin, w=W, rows_out=tnr, wo=Wo,
+                                    first_pw=pn is not None, residual=res is not None)
+    eb, db, rb_ = xb + reg["e"], xb + reg["d"], xb + reg["r"]
     sched.sync.wait_stored(xin, 0, Cx, a * W, b * W)
     sched.dma_rows("LOAD", "B", xb if pn else eb, ctx.layout.addr(xin) + a * W, Cx, rin * W,
                    H * W)
