@@ -363,6 +363,7 @@ def test_fused_chain_emitted_alone_runs_like_golden(kind):
 
 def test_host_layernorm_after_the_linear_it_reads():
     prog, x = case("layernorm_head")
+    assert emitter_for(prog.nodes[1]) is emit_layernorm
     ctx = new_context(prog, SMALL)
     for n in prog.nodes:
         info = dict(tiles=0)
