@@ -16,6 +16,28 @@ from ..records import param_block
 __all__ = ["emit_depthwise"]
 
 
+def _tiles(ctx: Context, n: Node):
+    """``(channels per chunk, output rows per tile)``: a chunk's weights fit a C slot, its
+    input rows (with halo) and residual a B slot, its output an OUT slot (or, when the output
+    may stay resident, the whole output a B slot)."""
+    p, B, C, OUT = ctx.prog, ctx.sched.B, ctx.sched.C, ctx.sched.O
+    Cn, H, W = p.tensors[n.inputs[0]].shape
+    _, Ho, Wo = p.tensors[n.output].shape
+    k, s = int(n.attrs["kernel"]), int(n.attrs["stride"])
+    res = n.epilogue.residual
+
+    def need(nr, ch):
+        rows_in = min(H, (nr - 1) * s + k)
+        return (ch * rows_in * W + (ch * nr * Wo if res else 0) <= B.size
+                and (ch * nr * Wo <= OUT.size or (n.output in ctx.res.keep
+                                                and Cn * Ho * Wo <= B.size)))
+    chunk = tiling.dw_chunk(ctx.cfg, C=Cn, k=k, c_slot=C.size, need=need)
+    nr = tiling.fit_rows(Ho, lambda r: need(r, chunk))
+    if not need(nr, chunk):
+        raise CompileError(f"{n.name}: a depthwise row does not fit the B/OUT slots")
+    return chunk, tiling.tile_rows(nr, Ho, chunk * W * s + chunk * Wo)
+
+
 def emit_depthwise(ctx: Context, n: Node, info):
     cfg, p, em = ctx.cfg, ctx.prog, ctx.em
     sched, sync, res_ = ctx.sched, ctx.sched.sync, ctx.res
@@ -31,16 +53,7 @@ def emit_depthwise(ctx: Context, n: Node, info):
     waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w)
     paddr = ctx.image.alloc(f"param:{n.name}", Cn * PARAM_RECORD, "param", param_block(n, Cn))
 
-    def need(nr, ch):
-        rows_in = min(H, (nr - 1) * s + k)
-        return (ch * rows_in * W + (ch * nr * Wo if res else 0) <= B.size
-                and (ch * nr * Wo <= OUT.size or (n.output in res_.keep
-                                                and Cn * Ho * Wo <= B.size)))
-    chunk = tiling.dw_chunk(cfg, C=Cn, k=k, c_slot=C.size, need=need)
-    nr = tiling.fit_rows(Ho, lambda r: need(r, chunk))
-    if not need(nr, chunk):
-        raise CompileError(f"{n.name}: a depthwise row does not fit the B/OUT slots")
-    nr = tiling.tile_rows(nr, Ho, chunk * W * s + chunk * Wo)
+    chunk, nr = _tiles(ctx, n)
     rin = rout = None
     if n.inputs[0] in res_.resident:
         if chunk == Cn and Cn * H * W + (Cn * Ho * Wo if res else 0) <= B.size and \
