@@ -11,8 +11,11 @@ independent work while the R-MAC runs the depthwise conv."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from ...intprogram import Node
 from ...isa import ACTS, BUFS
 from .. import tiling
 from ..common import PARAM_RECORD, align, split
@@ -58,22 +61,47 @@ def emit_pw(ctx: Context, tasks, *, waits, xbase, xstride, obase, ostride, obuf,
     return writers
 
 
-def emit_chain(ctx: Context, chain, li0, info):
-    """Emit ``chain`` (its first node is node ``li0``); the last tile's second half stays
-    deferred (the next emission, or the end of the program, flushes it)."""
-    p, em, sched = ctx.prog, ctx.em, ctx.sched
-    B, C, OUT = sched.B, sched.C, sched.O
+@dataclass
+class _Chain:
+    """A fused chain's nodes and shapes, the IntProgram index of each node (for the tags) and,
+    once loaded, where its weights sit in the C slot (``cb0`` + ``woff[name]`` /
+    ``woff[name + ".p"]``) and the event that says they are there (``wsem``)."""
+    pn: Node | None         #: first pointwise conv (None: the chain starts at the DW)
+    dw: Node
+    q: Node                 #: second pointwise conv
+    li: dict
+    E: int                  #: DW channels, input H x W, output Ho x Wo
+    H: int
+    W: int
+    Ho: int
+    Wo: int
+    k: int
+    s: int
+    pad: int
+    Cq: int                 #: output channels
+    gq: int                 #: groups of the second PW
+    res: str | None         #: residual of the second PW
+    xin: str                #: the chain's input tensor
+    Cx: int                 #: its channels
+    cb0: int = 0
+    woff: dict = None
+    wsem: int = -1
+
+
+def _chain(prog, chain, li0) -> _Chain:
     pn = chain[0] if len(chain) == 3 else None
     dw, q = chain[-2], chain[-1]
-    li = {m.name: li0 + i for i, m in enumerate(p.nodes[li0:]) if m in chain}
-    E, H, W = p.tensors[dw.inputs[0]].shape
-    _, Ho, Wo = p.tensors[dw.output].shape
+    li = {m.name: li0 + i for i, m in enumerate(prog.nodes[li0:]) if m in chain}
+    E, H, W = prog.tensors[dw.inputs[0]].shape
+    _, Ho, Wo = prog.tensors[dw.output].shape
     k, s, pad = (int(dw.attrs[a]) for a in ("kernel", "stride", "padding"))
-    Cq = p.tensors[q.output].shape[0]
-    res = q.epilogue.residual
     xin = pn.inputs[0] if pn else dw.inputs[0]
-    Cx = p.tensors[xin].shape[0]
-    # weights of the whole chain in one C slot
+    return _Chain(pn, dw, q, li, E, H, W, Ho, Wo, k, s, pad, prog.tensors[q.output].shape[0],
+                  int(q.attrs["groups"]), q.epilogue.residual, xin, prog.tensors[xin].shape[0])
+
+
+def _load_chain_weights(ctx: Context, chain, ch: _Chain):
+    """Allocate the chain's weights and records in DRAM and load them all into one C slot."""
     blocks, woff = [], {}
     off = 0
     for m in chain:
@@ -88,104 +116,102 @@ def emit_chain(ctx: Context, chain, li0, info):
         blocks.append((pa, cout * PARAM_RECORD, off))
         woff[m.name + ".p"] = off
         off += align(cout * PARAM_RECORD)
-    em.layer = li[chain[0].name]
-    sc = C.next()
-    wsem = sched.load_weights(sc, blocks)
-    cb0 = C.base[sc]
+    ctx.em.layer = ch.li[chain[0].name]
+    sc = ctx.sched.C.next()
+    ch.wsem = ctx.sched.load_weights(sc, blocks)
+    ch.cb0, ch.woff = ctx.sched.C.base[sc], woff
+    return sc
+
+
+def _regions(ch: _Chain, rows_in, rows_out):
+    return tiling.chain_tile_regions(cx=ch.Cx, e=ch.E, cq=ch.Cq, rows_in=rows_in, w=ch.W,
+                                     rows_out=rows_out, wo=ch.Wo, first_pw=ch.pn is not None,
+                                     residual=ch.res is not None)
+
+
+def emit_chain(ctx: Context, chain, li0, info):
+    """Emit ``chain`` (its first node is node ``li0``); the last tile's second half stays
+    deferred (the next emission, or the end of the program, flushes it)."""
+    sched = ctx.sched
+    ch = _chain(ctx.prog, chain, li0)
+    sc = _load_chain_weights(ctx, chain, ch)
 
     def need(nr):
-        rin = min(H, (nr - 1) * s + k)
-        tot = tiling.chain_tile_regions(cx=Cx, e=E, cq=Cq, rows_in=rin, w=W, rows_out=nr,
-                                        wo=Wo, first_pw=pn is not None,
-                                        residual=res is not None)["end"]
-        return tot <= B.size and Cq * nr * Wo <= OUT.size and nr * Wo < 4096 \
-            and rin * W < 4096
-    nr = tiling.fused_tile_rows(dw.name, ho=Ho, stride=s, first_pw=pn is not None, need=need)
+        rin = min(ch.H, (nr - 1) * ch.s + ch.k)
+        return _regions(ch, rin, nr)["end"] <= sched.B.size and \
+            ch.Cq * nr * ch.Wo <= sched.O.size and nr * ch.Wo < 4096 and rin * ch.W < 4096
+    nr = tiling.fused_tile_rows(ch.dw.name, ho=ch.Ho, stride=ch.s, first_pw=ch.pn is not None,
+                                need=need)
     chunk_done = []
-    C.busy[sc] = chunk_done
-    qb, qoff = ctx.layout.base_of(q.output)
-    for r0, r1 in tiling.ranges(Ho, nr):
-        front = _front(ctx, chain, li, r0, nr, wsem, cb0, woff, info)
+    sched.C.busy[sc] = chunk_done
+    qb, qoff = ctx.layout.base_of(ch.q.output)
+    for r0, r1 in tiling.ranges(ch.Ho, nr):
+        front = _front(ctx, ch, r0, r1, info)
         sched.sync.flush()
-        sched.sync.defer(
-            lambda front=front: chunk_done.append(_back(ctx, chain, li, front, cb0, woff)),
-            (qb, qoff, qoff + Cq, r0 * Wo, r1 * Wo))
+        sched.sync.defer(lambda front=front: chunk_done.append(_back(ctx, ch, front)),
+                         (qb, qoff, qoff + ch.Cq, r0 * ch.Wo, r1 * ch.Wo))
 
 
-def _front(ctx: Context, chain, li, r0, nr, wsem, cb0, woff, info):
+def _front(ctx: Context, ch: _Chain, r0, r1, info):
     """LD of a fused tile and its first pointwise conv (on the MAT engines only, so that
     it overlaps the R-MAC's depthwise conv of the previous tile)."""
-    cfg, p, em, sched = ctx.cfg, ctx.prog, ctx.em, ctx.sched
-    pn = chain[0] if len(chain) == 3 else None
-    dw, q = chain[-2], chain[-1]
-    E, H, W = p.tensors[dw.inputs[0]].shape
-    _, Ho, Wo = p.tensors[dw.output].shape
-    k, s, pad = (int(dw.attrs[a]) for a in ("kernel", "stride", "padding"))
-    Cq = p.tensors[q.output].shape[0]
-    res = q.epilogue.residual
-    xin = pn.inputs[0] if pn else dw.inputs[0]
-    Cx = p.tensors[xin].shape[0]
-    r1 = min(Ho, r0 + nr)
+    cfg, em, sched = ctx.cfg, ctx.em, ctx.sched
+    pn, H, W, Wo, k, s = ch.pn, ch.H, ch.W, ch.Wo, ch.k, ch.s
     tnr = r1 - r0
     info["tiles"] += 1
-    lo, hi = r0 * s - pad, (r1 - 1) * s - pad + k
-    a, b = max(lo, 0), min(hi, H)
+    a, b = max(r0 * s - ch.pad, 0), min((r1 - 1) * s - ch.pad + k, H)
     rin = b - a
     sb, so = sched.B.next(), sched.O.next()
-    em.layer = li[chain[0].name]
+    em.layer = ch.li[(pn if pn is not None else ch.dw).name]
     sched.begin_tile(sb)
     xb = sched.B.base[sb]
-    reg = tiling.chain_tile_regions(cx=Cx, e=E, cq=Cq, rows_in=rin, w=W, rows_out=tnr, wo=Wo,
-                                    first_pw=pn is not None, residual=res is not None)
+    reg = _regions(ch, rin, tnr)
     eb, db, rb_ = xb + reg["e"], xb + reg["d"], xb + reg["r"]
-    sched.sync.wait_stored(xin, 0, Cx, a * W, b * W)
-    sched.dma_rows("LOAD", "B", xb if pn else eb, ctx.layout.addr(xin) + a * W, Cx, rin * W,
-                   H * W)
+    sched.sync.wait_stored(ch.xin, 0, ch.Cx, a * W, b * W)
+    sched.dma_rows("LOAD", "B", xb if pn else eb, ctx.layout.addr(ch.xin) + a * W, ch.Cx,
+                   rin * W, H * W)
     rres, rstride = rb_, tnr * Wo
-    if res and res == xin and s == 1 and Cq == Cx:
+    if ch.res and ch.res == ch.xin and s == 1 and ch.Cq == ch.Cx:
         # the residual is the chain's own input (MBConv / DSConv shortcut): its rows are
         # already in the B tile, read them from there instead of loading them again
         rres, rstride = (xb if pn else eb) + (r0 - a) * W, rin * W
-    elif res:
-        sched.sync.wait_stored(res, 0, Cq, r0 * Wo, r1 * Wo)
-        sched.dma_rows("LOAD", "B", rb_, ctx.layout.addr(res) + r0 * Wo, Cq, tnr * Wo, Ho * Wo)
+    elif ch.res:
+        sched.sync.wait_stored(ch.res, 0, ch.Cq, r0 * Wo, r1 * Wo)
+        sched.dma_rows("LOAD", "B", rb_, ctx.layout.addr(ch.res) + r0 * Wo, ch.Cq, tnr * Wo,
+                       ch.Ho * Wo)
     xsem = sched.loaded()
-    waits = [(xsem, 1), (wsem, 1)]
+    waits = [(xsem, 1), (ch.wsem, 1)]
     if pn:
-        em.layer = li[pn.name]
+        em.layer = ch.li[pn.name]
+        E = ch.E
         # the R-MAC will also run the previous tile's DW conv in this time: give the MAT
         # correspondingly more of this pointwise conv
         dwc = min(max(dw_cycles(cfg, nch=c1 - c0, ho=q1 - q0, wo=Wo, k=k)
                       for c0, c1 in split(E, lc, cfg.N)
                       for q0, q1 in split(tnr, cfg.L // lc))
                   for lc in (1, 2, 4, 8, 16, cfg.L) if lc <= cfg.L)
-        tasks = tiling.plan_conv(cfg, E, rin * W, 1, Cx, 1, E, bias=(0, dwc))
+        tasks = tiling.plan_conv(cfg, E, rin * W, 1, ch.Cx, 1, E, bias=(0, dwc))
         wr = emit_pw(ctx, tasks, waits=waits, xbase=xb, xstride=rin * W, obase=eb,
-                     ostride=rin * W, obuf=BUFS["B"], wbase=cb0 + woff[pn.name],
-                     pbase=cb0 + woff[pn.name + ".p"], K=Cx, cin_g=Cx, cout_g=E,
+                     ostride=rin * W, obuf=BUFS["B"], wbase=ch.cb0 + ch.woff[pn.name],
+                     pbase=ch.cb0 + ch.woff[pn.name + ".p"], K=ch.Cx, cin_g=ch.Cx, cout_g=E,
                      g=1, regs=epi_regs(ctx, pn))
         esem = em.sem()
         for st, u in wr:
             em.signal(st, u, esem)
-        waits = [(xsem, 1), (wsem, 1), (esem, len(wr))]
+        waits = [(xsem, 1), (ch.wsem, 1), (esem, len(wr))]
     return dict(r0=r0, r1=r1, a=a, rin=rin, sb=sb, so=so, eb=eb, db=db, rb=rres,
                 rstride=rstride, waits=waits)
 
 
-def _back(ctx: Context, chain, li, t, cb0, woff):
+def _back(ctx: Context, ch: _Chain, t):
     """Depthwise conv (R-MAC) and second pointwise conv (both engines) of a fused tile;
     returns its (done event, writers)."""
-    cfg, p, em, sched = ctx.cfg, ctx.prog, ctx.em, ctx.sched
-    dw, q = chain[-2], chain[-1]
-    E, H, W = p.tensors[dw.inputs[0]].shape
-    _, Ho, Wo = p.tensors[dw.output].shape
-    k, s, pad = (int(dw.attrs[a]) for a in ("kernel", "stride", "padding"))
-    Cq = p.tensors[q.output].shape[0]
-    gq = int(q.attrs["groups"])
-    res = q.epilogue.residual
+    cfg, em, sched = ctx.cfg, ctx.em, ctx.sched
+    dw, q, E, H, W, Wo, k, s, pad = ch.dw, ch.q, ch.E, ch.H, ch.W, ch.Wo, ch.k, ch.s, ch.pad
+    cb0, woff = ch.cb0, ch.woff
     r0, r1, a, rin, eb, db = t["r0"], t["r1"], t["a"], t["rin"], t["eb"], t["db"]
     tnr = r1 - r0
-    em.layer = li[dw.name]
+    em.layer = ch.li[dw.name]
     dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=E, nrows=tnr, wo=Wo, k=k)
     wr, core = [], 0
     dregs = dict(epi_regs(ctx, dw), WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad,
@@ -208,21 +234,20 @@ def _back(ctx: Context, chain, li, t, cb0, woff):
     dsem = em.sem()
     for st, u in wr:
         em.signal(st, u, dsem)
-    em.layer = li[q.name]
-    cq_g, e_g = Cq // gq, E // gq
-    tasks = tiling.plan_conv(cfg, Cq, tnr * Wo, 1, e_g, gq, cq_g)
-    seen = set()
+    em.layer = ch.li[q.name]
+    cq_g, e_g = ch.Cq // ch.gq, E // ch.gq
+    tasks = tiling.plan_conv(cfg, ch.Cq, tnr * Wo, 1, e_g, ch.gq, cq_g)
     so = t["so"]
     writers = emit_pw(ctx, tasks, waits=[(dsem, len(wr))], xbase=db, xstride=tnr * Wo,
                       obase=sched.O.base[so], ostride=tnr * Wo, obuf=BUFS["OUT"],
                       wbase=cb0 + woff[q.name], pbase=cb0 + woff[q.name + ".p"],
-                      K=e_g, cin_g=e_g, cout_g=cq_g, g=gq, regs=epi_regs(ctx, q),
-                      res_base=t["rb"] if res else None, rstride=t["rstride"],
-                      slot_o=so, seen=seen)
+                      K=e_g, cin_g=e_g, cout_g=cq_g, g=ch.gq, regs=epi_regs(ctx, q),
+                      res_base=t["rb"] if ch.res else None, rstride=t["rstride"],
+                      slot_o=so, seen=set())
     obase = sched.O.base[so]
     ydram = ctx.layout.addr(q.output) + r0 * Wo
     done, stored = sched.finish_tile(
         t["sb"], so, writers,
-        lambda: sched.dma_rows("STORE", "OUT", obase, ydram, Cq, tnr * Wo, Ho * Wo))
-    sched.sync.record_store(q.output, 0, Cq, r0 * Wo, r1 * Wo, stored)
+        lambda: sched.dma_rows("STORE", "OUT", obase, ydram, ch.Cq, tnr * Wo, ch.Ho * Wo))
+    sched.sync.record_store(q.output, 0, ch.Cq, r0 * Wo, r1 * Wo, stored)
     return (done, len(writers))
