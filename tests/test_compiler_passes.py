@@ -410,3 +410,37 @@ def test_split_helper():
     assert split(10, 3) == [(0, 4), (4, 7), (7, 10)]
     assert split(10, 3, 8) == [(0, 8), (8, 10)]
     assert split(2, 4) == [(0, 1), (1, 2)]
+
+
+def _dram_ops(b, op, sym):
+    """The ``op`` (LOAD / STORE) instructions whose DRAM range touches symbol ``sym``."""
+    s = b.symbols[sym]
+    lo, hi = s["addr"], s["addr"] + s["nbytes"]
+    return [i.f for i in b.streams["global"] if i.op == op and lo <= i.f["dram_addr"] < hi]
+
+
+@pytest.mark.parametrize("extra_reader", [False, True])
+def test_resident_tensors_skip_dram_unless_read_again(extra_reader):
+    """PW -> DW -> PW emitted unfused with the residency plan: e and d pass through B slots;
+    e is stored to DRAM only when another layer (z) reads it; funcsim == golden."""
+    b_ = Builder(seed=5)
+    x = b_.input("x", (16, 8, 8))
+    e = b_.conv("e", x, 64, act="hswish")
+    d = b_.conv("d", e, 64, k=3, s=1, p=1, act="hswish", dw=True)
+    y = b_.conv("y", d, 16)
+    outs = [y]
+    if extra_reader:
+        outs.append(b_.conv("z", e, 8))
+    prog = b_.prog(outputs=outs)
+    xin = b_.env["x"]
+    ctx = new_context(prog, SMALL)
+    ctx.res.keep = fusion.find_resident(prog, ctx.layout.alias, {}, ctx.sched.B.size)
+    assert set(ctx.res.keep) == {"e", "d"}
+    emit_program(ctx, {})
+    b = assemble(ctx)
+    assert [l["on_chip"] for l in b.layers[:3]] == [True, True, False]
+    assert _dram_ops(b, "LOAD", "tensor:d") == []
+    assert bool(_dram_ops(b, "STORE", "tensor:e")) == extra_reader
+    assert _dram_ops(b, "STORE", "tensor:d") == []
+    got, ref = run(b, xin), golden.run(prog, xin)
+    assert all(np.array_equal(got[k], ref[k]) for k in prog.outputs)
