@@ -438,7 +438,7 @@ def test_resident_tensors_skip_dram_unless_read_again(extra_reader):
     assert set(ctx.res.keep) == {"e", "d"}
     emit_program(ctx, {})
     b = assemble(ctx)
-    assert [l["on_chip"] for l in b.layers[:3]] == [True, True, False]
+    assert [lay["on_chip"] for lay in b.layers[:3]] == [True, True, False]
     assert _dram_ops(b, "LOAD", "tensor:d") == []
     assert bool(_dram_ops(b, "STORE", "tensor:e")) == extra_reader
     assert _dram_ops(b, "STORE", "tensor:d") == []
