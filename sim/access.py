@@ -469,26 +469,27 @@ def compile_split(prog, cfg, split: str = "auto", *, fuse: bool = True):
     output channels and all rows (inputs the same on every core), ``lc2`` / ``lc4`` = the
     compiler's choice among the splits into at most 2 / 4 channel groups (each a group of
     ``L/2`` / ``L/4`` cores that share the weights and split the rows). It replaces
-    ``sim.compile._core_grids`` (the ``(lc, lr)`` candidates of conv and depthwise tiles) for
-    the duration of the call."""
+    ``sim.compile.tiling.core_grids`` (the ``(lc, lr)`` candidates of conv and depthwise tiles)
+    for the duration of the call."""
     from . import compile as cm
+    from .compile import tiling
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if split == "auto":
         return cm.compile(prog, cfg, fuse=fuse)
-    orig = cm._core_grids
+    orig = tiling.core_grids
     if split == "rows":
-        cm._core_grids = lambda L: iter([(1, L)])
+        tiling.core_grids = lambda L: iter([(1, L)])
     elif split == "channels":
-        cm._core_grids = lambda L: iter([(L, 1)])
+        tiling.core_grids = lambda L: iter([(L, 1)])
     else:
         lcmax = int(split[2:])
-        cm._core_grids = lambda L: iter([(lc, lr) for lc, lr in orig(L) if lc <= lcmax
-                                         and lc * lr == L])
+        tiling.core_grids = lambda L: iter([(lc, lr) for lc, lr in orig(L) if lc <= lcmax
+                                            and lc * lr == L])
     try:
         return cm.compile(prog, cfg, fuse=fuse)
     finally:
-        cm._core_grids = orig
+        tiling.core_grids = orig
 
 
 def format_report(rep: dict, *, local: bool = False) -> str:

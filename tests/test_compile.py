@@ -123,13 +123,13 @@ def test_b0_r64_binary_encodes(tmp_path):
 def test_register_limits_are_checked_at_emit(op):
     """A compute instruction is refused when a register it uses is outside what the core units
     implement (sim.isa.REG_LIMITS, e.g. CIN <= 65535: the 16-bit operand of CIN * k*k)."""
-    from sim.compile import _Em
+    from sim.compile.emitter import Emitter
     from sim.isa import FORMATS, REG_LIMITS
     unit = FORMATS[op][1]
     tile = dict(x_addr=0, w_addr=0, p_addr=0, o_addr=0, nco=1, hin=1, ho=1, obuf=2)
     for reg, (lo, hi) in REG_LIMITS[op].items():
         for bad in (lo - 1, hi + 1):
-            em = _Em(AccelConfig())
+            em = Emitter(AccelConfig())
             em.setr("core0", unit, **{reg: hi})
             em.emit("core0", op, **tile)          # in range: accepted
             em.setr("core0", unit, **{reg: bad})

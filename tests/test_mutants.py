@@ -40,12 +40,12 @@ MUTANTS = {
         ["tests/test_numerics.py", "-k", "log2"]),
     # an unfused depthwise tile split over cores by rows loses its first-row offset in B
     "compile_dw_row_offset": (
-        "sim/compile.py", "x_addr=bbase + (ca * (b - a) + aa - a) * W,",
+        "sim/compile/ops/depthwise.py", "x_addr=bbase + (ca * (b - a) + aa - a) * W,",
         "x_addr=bbase + ca * (b - a) * W,",
         ["tests/test_funcsim.py", "-k", "tiling_matrix"]),
     # the same in a fused DW -> PW chain
     "compile_fused_dw_row_offset": (
-        "sim/compile.py", "x_addr=eb + c0 * rin * W + (aa - a) * W,",
+        "sim/compile/ops/chain.py", "x_addr=eb + c0 * rin * W + (aa - a) * W,",
         "x_addr=eb + c0 * rin * W,",
         ["tests/test_funcsim.py", "-k", "tiling_matrix"]),
     # tile offsets that the whole-network tests on one config (test_b0_r64 on paper,

@@ -63,7 +63,7 @@ ATT_STEP = {"ATT_KV_MAT": KV, "ATT_KV_RDF": KV, "ATT_DIV": DIV, "ATT_OUT": OUT}
 ATT_OPS = {kind: tuple(op for op, (_, unit, _) in FORMATS.items()
                        if unit == kind and op in ATT_STEP)
            for kind in ("MAT", "RMAC")}
-#: the 8 int32 fields of an attention head's parameter record (sim.compile.Compiler.attention)
+#: the 8 int32 fields of an attention head's parameter record (sim.compile.records.attention_block)
 REC_FIELDS = ("s_b", "s_c", "ks_b", "ks_c", "log2_offset", "log2_emin", "out_b", "out_c")
 CNT = 24        #: counter bits (tokens, channels)
 

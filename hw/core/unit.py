@@ -69,7 +69,7 @@ from .ports import ADDR_BITS, SEM_LAYOUT, gather_read_signature, scatter_write_s
 
 __all__ = ["Unit", "field_slices", "REC_FIELDS"]
 
-#: the 8 int32 fields of a per-channel parameter record (sim.compile.param_block)
+#: the 8 int32 fields of a per-channel parameter record (sim.compile.records.param_block)
 REC_FIELDS = ("bias", "mult_b", "mult_c", "offset", "res_b", "res_c", "hsw_b", "hsw_c")
 KINDS = ("MAT", "RMAC", "AUX")
 #: the compute opcodes of each unit kind, read from the unit column of ``sim.isa.FORMATS``: a

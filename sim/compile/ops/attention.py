@@ -1,0 +1,134 @@
+"""Emission of a ReLU linear attention (the Softmax-free EfficientViT's context module) on the
+intra-layer pipeline of a core: per head, the R-MAC forms KV = ReLU(K)^T V (ATT_KV_RDF) and
+the adder tree the row sums of ReLU(K) (ATT_KSUM) into the auxiliary buffer, the MAT computes
+the log2 divisors (ATT_DIV) and the output (ATT_OUT). Heads go round-robin over the cores, in
+groups that fit a B slot (:func:`~sim.compile.tiling.attention_plan`); each head's K sits in
+its core's buffer A when it fits (Q and V in B), alternating halves of the auxiliary buffer."""
+
+from __future__ import annotations
+
+from ...intprogram import Node
+from ...isa import BUFS
+from .. import tiling
+from ..common import PARAM_RECORD
+from ..context import Context
+from ..records import attention_block
+
+__all__ = ["emit_attention"]
+
+
+def emit_attention(ctx: Context, n: Node, info):
+    cfg, p, em, sched = ctx.cfg, ctx.prog, ctx.em, ctx.sched
+    B, C, OUT = sched.B, sched.C, sched.O
+    xt = p.tensors[n.inputs[0]]
+    d = int(n.attrs["dim"])
+    Cx, H, W = xt.shape
+    heads = Cx // (3 * d)
+    ntok = H * W
+    paddr = ctx.image.alloc(f"param:{n.name}", heads * PARAM_RECORD, "param",
+                            attention_block(n))
+    hpt, a_step, a_slots = tiling.attention_plan(cfg, n.name, heads=heads, d=d, ntok=ntok,
+                                                 b_slot=B.size, o_slot=OUT.size)
+    per_head = 3 * d * ntok
+    dn = d * ntok
+    sc = C.next()
+    wsem = sched.load_weights(sc, [(paddr, heads * PARAM_RECORD, 0)])
+    pbase = C.base[sc]
+    chunk_done = []
+    xaddr, yaddr = ctx.layout.addr(n.inputs[0]), ctx.layout.addr(n.output)
+    regs = dict(DIM=d, NTOK=ntok, XSIGNED=int(xt.signed), OBITS=8, OSIGNED=1, XSTRIDE=ntok)
+    kbuf = BUFS["A"] if a_slots else BUFS["B"]
+    aux_i = {}
+    for h0, h1 in tiling.ranges(heads, hpt):
+        nh = h1 - h0
+        info["tiles"] += 1
+        sb, so = B.next(), OUT.next()
+        sched.begin_tile(sb)
+        sched.sync.wait_stored(n.inputs[0], h0 * 3 * d, h1 * 3 * d, 0, H * W)
+        bbase, obase = B.base[sb], OUT.base[so]
+        hx = xaddr + h0 * per_head
+        # K of each head goes into its core's buffer A after the group's Q and V (the MAT
+        # needs only Q and V; K first was measured no better); a slot is reused once KV and
+        # KSUM of its last head read it
+        kload, nth = {}, {}
+        for h in range(h0, h1) if a_slots else ():
+            st = f"core{h % cfg.L}"
+            nth[st] = nth.get(st, -1) + 1
+            kload[h] = [(aux_i.get(st, 0) + nth[st]) % a_slots, None, em.sem()]
+
+        def load_k(h):
+            c = h % cfg.L
+            slot, _, af = kload[h]
+            free = ctx.a_free.get((f"core{c}", slot))
+            if free is not None:
+                em.wait("global", "LD", free, 2)
+            em.emit("global", "LOAD", buf=BUFS["A"], buf_addr=slot * a_step, core=c,
+                    dram_addr=xaddr + h * per_head + dn, count=1, length=dn, stride=0)
+            kload[h][1] = sched.loaded()
+            ctx.a_free[(f"core{c}", slot)] = af
+
+        if a_slots:
+            # Q of the group's heads, then their V, into B
+            sched.dma_rows("LOAD", "B", bbase, hx, nh, dn, per_head)
+            sched.dma_rows("LOAD", "B", bbase + nh * dn, hx + 2 * dn, nh, dn, per_head)
+            qv = [(bbase + j * dn, bbase + (nh + j) * dn) for j in range(nh)]
+        else:
+            sched.dma_rows("LOAD", "B", bbase, hx, 1, nh * per_head, 0)
+            qv = [(bbase + j * per_head, bbase + j * per_head + 2 * dn) for j in range(nh)]
+        xsem = sched.loaded()
+        for h in kload:
+            load_k(h)
+        writers, seen = [], set()
+        for j, h in enumerate(range(h0, h1)):
+            c = h % cfg.L
+            st = f"core{c}"
+            qa, va = qv[j]
+            i = aux_i.get(st, 0)
+            aux_i[st] = i + 1
+            kv_at, ks_at = (i % 2) * (d * d + d), (i % 2) * (d * d + d) + d * d
+            kv, ks = em.sem(), em.sem()
+            if a_slots:
+                slot, ksem, af = kload[h]
+                ka = slot * a_step
+            else:
+                ka, ksem = qa + dn, None
+            prev = ctx.aux_free.get((st, i % 2))   # ATT_OUT of two heads ago read this half
+            for u in ("RMAC", "AUX", "MAT"):
+                # MAT: Q (B); R-MAC: K (A or B) and V (B); adder tree: K
+                if u != "AUX" or ksem is None:
+                    em.wait(st, u, xsem, 1)
+                if ksem is not None and u != "MAT":
+                    em.wait(st, u, ksem, 1)
+                em.wait(st, u, wsem, 1)
+                if prev is not None and u != "MAT":
+                    em.wait(st, u, prev, 1)
+                em.setr(st, u, **dict(regs, XBUF=BUFS["B"] if u == "MAT" else kbuf))
+            tile = dict(p_addr=pbase + h * PARAM_RECORD, nco=d, hin=1, ho=1, pad_t=0,
+                        pad_b=0)
+            em.emit(st, "ATT_KV_RDF", **dict(tile, x_addr=ka, w_addr=va, o_addr=kv_at,
+                                             obuf=BUFS["AUX"]))
+            em.signal(st, "RMAC", kv)
+            em.emit(st, "ATT_KSUM", **dict(tile, x_addr=ka, w_addr=0, o_addr=ks_at,
+                                           obuf=BUFS["AUX"]))
+            em.signal(st, "AUX", ks)
+            if a_slots:
+                em.signal(st, "RMAC", af)
+                em.signal(st, "AUX", af)
+            em.wait(st, "MAT", ks, 1)
+            em.emit(st, "ATT_DIV", **dict(tile, x_addr=qa, w_addr=ks_at, o_addr=0,
+                                          obuf=BUFS["DIV"]))
+            em.wait(st, "MAT", kv, 1)
+            sched.wait_out_slot(st, "MAT", so, seen)
+            em.emit(st, "ATT_OUT", **dict(tile, x_addr=qa, w_addr=kv_at,
+                                          o_addr=obase + j * d * ntok, obuf=BUFS["OUT"]))
+            hd = em.sem()
+            em.signal(st, "MAT", hd)
+            ctx.aux_free[(st, i % 2)] = hd
+            writers.append((st, "MAT"))
+        done, stored = sched.finish_tile(
+            sb, so, writers,
+            lambda: sched.dma_rows("STORE", "OUT", obase, yaddr + h0 * d * ntok, 1,
+                                   (h1 - h0) * d * ntok, 0))
+        sched.sync.record_store(n.output, h0 * d, h1 * d, 0, H * W, stored)
+        chunk_done.append((done, len(writers)))
+    C.busy[sc] = chunk_done

@@ -1,0 +1,255 @@
+"""Emission of a conv (generic k x k, pointwise, grouped pointwise) or linear node on the MAT
+and R-MAC engines in down-forward mode: weight chunks x row tiles (:mod:`sim.compile.tiling`),
+each tile split over the cores and engines by :func:`~sim.compile.tiling.plan_conv`. The input
+may come from, and the output stay in, a B slot (:mod:`sim.compile.residency`); a layer with a
+single row tile and several weight chunks loads its input once for all chunks, after the first
+chunk's weights (which do not depend on the previous layer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...intprogram import Node
+from ...isa import ACTS, BUFS
+from .. import tiling
+from ..common import PARAM_RECORD, CompileError, align, elem_bytes, shape3
+from ..context import Context
+from ..records import param_block
+
+__all__ = ["emit_conv", "ConvShape", "conv_shape"]
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """A conv / linear node as the core runs it (a 1x1 stride-1 conv is viewed as
+    ``(C, H*W, 1)`` so that tiles and cores split its pixels at single-pixel granularity)."""
+    cin: int
+    H: int
+    W: int
+    cout: int
+    Ho: int
+    Wo: int
+    k: int
+    s: int
+    pad: int
+    g: int
+    linear: bool
+    ob: int                 #: output bytes per element (4: the int32 logits)
+    res: str | None         #: the residual tensor added in the epilogue
+
+    @property
+    def cin_g(self):
+        return self.cin // self.g
+
+    @property
+    def cout_g(self):
+        return self.cout // self.g
+
+    @property
+    def K(self):
+        """Reduction length per output: ``Cin/g * k * k``."""
+        return self.cin_g * self.k * self.k
+
+
+def conv_shape(prog, n: Node) -> ConvShape:
+    xt, yt = prog.tensors[n.inputs[0]], prog.tensors[n.output]
+    lin = n.op == "linear"
+    cin, H, W = shape3(xt.shape)
+    cout, Ho, Wo = shape3(yt.shape)
+    if not lin and int(n.attrs["kernel"]) == 1 and int(n.attrs["stride"]) == 1 \
+            and int(n.attrs["padding"]) == 0:
+        H, W, Ho, Wo = H * W, 1, Ho * Wo, 1
+    if lin:
+        k, s, pad, g = 1, 1, 0, 1
+    else:
+        k, s, pad, g = (int(n.attrs[a]) for a in ("kernel", "stride", "padding", "groups"))
+    e = n.epilogue
+    return ConvShape(cin, H, W, cout, Ho, Wo, k, s, pad, g, lin, elem_bytes(yt),
+                     e.residual if e is not None else None)
+
+
+def _layer_regs(prog, n: Node, c: ConvShape) -> dict:
+    """The unit registers that are the same for every tile of the layer."""
+    yt, e = prog.tensors[n.output], n.epilogue
+    return dict(CIN=c.cin_g, WIN=c.W, WOUT=c.Wo, KERNEL=c.k, STRIDE=c.s, PAD_L=c.pad,
+                PAD_R=c.pad, ACT=ACTS[e.act] if e else 0, OBITS=yt.bits,
+                OSIGNED=int(yt.signed), MIDBITS=e.mid_bits if e else 16,
+                THREE=e.three if e else 0, LINEAR=int(c.linear), NOEPI=int(e is None),
+                XSIGNED=int(prog.tensors[n.inputs[0]].signed),
+                RSIGNED=int(prog.tensors[c.res].signed) if c.res else 1, XBUF=BUFS["B"])
+
+
+def _tile_rows(ctx: Context, n: Node, c: ConvShape, chunk: int, wbytes: int) -> int:
+    """Output rows per tile: what fits the B and OUT slots (OUT not needed when the output
+    may stay resident), few whole tiles for a weight-dominated layer."""
+    B, OUT, keep = ctx.sched.B, ctx.sched.O, ctx.res.keep
+
+    def need(nr):
+        rows_in = min(c.H, (nr - 1) * c.s + c.k)
+        b = c.cin * rows_in * c.W + (chunk * nr * c.Wo if c.res else 0)
+        return b <= B.size and (chunk * nr * c.Wo * c.ob <= OUT.size or (
+            n.output in keep and c.cout * c.Ho * c.Wo <= B.size))
+    nr = tiling.fit_rows(c.Ho, need)
+    if not need(nr):
+        raise CompileError(f"{n.name}: one output row does not fit the B/OUT slots"
+                           f" (B slot {B.size} bytes, OUT slot {OUT.size} bytes)")
+    if wbytes > c.cin * c.H * c.W:       # weight-dominated layer: few, whole tiles
+        return min(nr, tiling.MAX_FIELD)
+    return tiling.tile_rows(nr, c.Ho, c.cin * c.W * c.s + chunk * c.Wo)
+
+
+def _load_whole_input(ctx: Context, n: Node, c: ConvShape, rin):
+    """Load the whole input (unless resident: ``rin``) and residual into one B slot for all
+    weight chunks; returns ``(slot, base, residual base, events the compute waits for)``."""
+    em, sched, sync, taddr = ctx.em, ctx.sched, ctx.sched.sync, ctx.layout.addr
+    plane, out_plane = c.H * c.W, c.Ho * c.Wo
+    if rin is not None:                 # the input is already in a B slot
+        sb, bbase = rin["slot"], rin["base"]
+        xw = list(rin["events"])
+        rall = bbase + c.cin * plane
+        if c.res:
+            em.wait_all("global", "LD", rin["busy"])
+            sync.wait_stored(c.res, 0, c.cout, 0, out_plane)
+            sched.dma_rows("LOAD", "B", rall, taddr(c.res), c.cout, out_plane, out_plane)
+            xw.append((sched.loaded(), 1))
+        return sb, bbase, rall, xw
+    sb = sched.B.next()
+    sched.begin_tile(sb)
+    sync.wait_stored(n.inputs[0], 0, c.cin, 0, plane)
+    bbase = sched.B.base[sb]
+    sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]), c.cin, plane, plane)
+    rall = bbase + c.cin * plane
+    if c.res:
+        sync.wait_stored(c.res, 0, c.cout, 0, out_plane)
+        sched.dma_rows("LOAD", "B", rall, taddr(c.res), c.cout, out_plane, out_plane)
+    return sb, bbase, rall, [(sched.loaded(), 1)]
+
+
+def _load_rows(ctx: Context, n: Node, c: ConvShape, c0, c1, r0, r1, a, b):
+    """Load input rows ``a..b`` (all channels) and the residual of output channels ``c0..c1``,
+    rows ``r0..r1`` into the next B slot; returns ``(slot, base, residual base, events)``."""
+    sched, sync, taddr = ctx.sched, ctx.sched.sync, ctx.layout.addr
+    sb = sched.B.next()
+    sched.begin_tile(sb)
+    sync.wait_stored(n.inputs[0], 0, c.cin, a * c.W, b * c.W)
+    bbase = sched.B.base[sb]
+    sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]) + a * c.W, c.cin, (b - a) * c.W,
+                   c.H * c.W)
+    rbase = bbase + c.cin * (b - a) * c.W
+    if c.res:
+        sync.wait_stored(c.res, c0, c1, r0 * c.Wo, r1 * c.Wo)
+        sched.dma_rows("LOAD", "B", rbase, taddr(c.res) + c0 * c.Ho * c.Wo + r0 * c.Wo,
+                       c1 - c0, (r1 - r0) * c.Wo, c.Ho * c.Wo)
+    return sb, bbase, rbase, [(sched.loaded(), 1)]
+
+
+def emit_conv(ctx: Context, n: Node, info):
+    cfg, p, em = ctx.cfg, ctx.prog, ctx.em
+    sched, sync, resid = ctx.sched, ctx.sched.sync, ctx.res
+    B, C, OUT = sched.B, sched.C, sched.O
+    c = conv_shape(p, n)
+    cin, H, W, cout, Ho, Wo = c.cin, c.H, c.W, c.cout, c.Ho, c.Wo
+    k, s, pad, g, K, ob, res = c.k, c.s, c.pad, c.g, c.K, c.ob, c.res
+    # DRAM blocks
+    w = np.asarray(n.params["weight"], dtype=np.int8).reshape(cout, K)
+    waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w)
+    paddr = ctx.image.alloc(f"param:{n.name}", cout * PARAM_RECORD, "param",
+                            param_block(n, cout))
+    # tiles: weight chunks x row blocks
+    chunk = tiling.conv_chunk(n.name, cout=cout, g=g, K=K, c_slot=C.size)
+    nr = _tile_rows(ctx, n, c, chunk, w.size)
+    regs = _layer_regs(p, n, c)
+    # residency: the input may already be in a B slot, the output may stay in one
+    rin = None
+    if n.inputs[0] in resid.resident:
+        ok = (cin * H * W + (cout * Ho * Wo if res else 0) <= B.size
+              and (n.output in resid.keep or chunk * Ho * Wo * ob <= OUT.size))
+        if ok:
+            rin = resid.resident.pop(n.inputs[0])
+            nr = Ho
+        else:
+            resid.spill(n.inputs[0])
+    rout = None
+    if n.output in resid.keep:
+        if nr >= Ho and cout * Ho * Wo <= B.size:
+            rout = resid.new()
+            info["on_chip"] = True
+        else:
+            resid.keep.pop(n.output, None)
+    # one row tile but several weight chunks: load the input (and the whole residual)
+    # once and keep it in its B slot for all chunks
+    shared = rin is not None or (nr >= Ho and cout > chunk and cin * H * W +
+                                 (cout * Ho * Wo if res else 0) <= B.size)
+    pre = None
+    if shared:
+        # the first chunk's weights do not depend on the previous layer: load them first
+        sc0 = C.next()
+        pre = (sc0, sched.load_weights(sc0, [(waddr, chunk * K, 0),
+                                             (paddr, chunk * PARAM_RECORD, align(chunk * K))]))
+        sb, bbase, rall, xw = _load_whole_input(ctx, n, c, rin)
+    for c0, c1 in tiling.ranges(cout, chunk):
+        nco = c1 - c0
+        if c0 == 0 and pre is not None:
+            sc, wsem = pre
+        else:
+            sc = C.next()
+            wsem = sched.load_weights(sc, [(waddr + c0 * K, nco * K, 0),
+                                           (paddr + c0 * PARAM_RECORD, nco * PARAM_RECORD,
+                                            align(chunk * K))])
+        wbase, pbase = C.base[sc], C.base[sc] + align(chunk * K)
+        chunk_done = []
+        for r0, r1 in tiling.ranges(Ho, nr):
+            info["tiles"] += 1
+            a, b = max(r0 * s - pad, 0), min((r1 - 1) * s - pad + k, H)
+            so = OUT.next() if rout is None else None
+            if shared:
+                rbase = rall + c0 * Ho * Wo
+            else:
+                sb, bbase, rbase, xw = _load_rows(ctx, n, c, c0, c1, r0, r1, a, b)
+            if rout is None:
+                obase, obuf = OUT.base[so], BUFS["OUT"]
+            else:
+                obase, obuf = rout["base"] + c0 * Ho * Wo, BUFS["B"]
+            tnr = r1 - r0
+            writers, seen = [], set()
+            for core, eng, (ca, cb), (ra, rb) in tiling.plan_conv(cfg, nco, tnr, Wo, K, g,
+                                                                  c.cout_g, k=k):
+                st, unit = f"core{core}", eng
+                em.wait_all(st, unit, xw)
+                em.wait(st, unit, wsem, 1)
+                if rout is None:
+                    sched.wait_out_slot(st, unit, so, seen)
+                else:
+                    em.wait_all(st, unit, rout["busy"])
+                lo, hi = (r0 + ra) * s - pad, (r0 + rb - 1) * s - pad + k
+                aa, bb = max(lo, 0), min(hi, H)
+                ngr = (cb - ca) // c.cout_g if g > 1 else 1
+                ci0 = (c0 + ca) // c.cout_g * c.cin_g if g > 1 else 0
+                em.setr(st, unit, **dict(regs, GROUPS=ngr, XSTRIDE=(b - a) * W,
+                                         OSTRIDE=tnr * Wo * ob, RSTRIDE=tnr * Wo,
+                                         RES_ADDR=(rbase + (ca * tnr + ra) * Wo) if res
+                                         else -1))
+                em.emit(st, "CONV_MAT" if eng == "MAT" else "CONV_RDF",
+                        x_addr=bbase + ci0 * (b - a) * W + (aa - a) * W,
+                        w_addr=wbase + ca * K, p_addr=pbase + ca * PARAM_RECORD,
+                        o_addr=obase + (ca * tnr + ra) * Wo * ob, nco=cb - ca, hin=bb - aa,
+                        ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=obuf)
+                writers.append((st, unit))
+            if rout is not None:
+                done = sched.finish_resident(sb, writers)
+                rout["events"].append((done, len(writers)))
+                if resid.keep.get(n.output):
+                    resid.store(n.output, rout, c0, c1, done, len(writers))
+            else:
+                ydram = ctx.layout.addr(n.output) + (c0 * Ho + r0) * Wo * ob
+                done, stored = sched.finish_tile(
+                    sb, so, writers,
+                    lambda: sched.dma_rows("STORE", "OUT", obase, ydram, nco, tnr * Wo * ob,
+                                           Ho * Wo * ob))
+                sync.record_store(n.output, c0, c1, r0 * Wo, r1 * Wo, stored)
+            chunk_done.append((done, len(writers)))
+        C.busy[sc] = chunk_done
+    if rout is not None:
+        resid.resident[n.output] = rout

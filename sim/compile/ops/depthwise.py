@@ -1,0 +1,152 @@
+"""Emission of a depthwise conv (3x3 / 5x5, stride 1 / 2) on the R-MAC engines in
+self-accumulation mode: channel chunks x row tiles, each tile split over the cores by
+:func:`~sim.compile.tiling.best_dw_split`. Input and output may be resident in B slots."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...intprogram import Node
+from ...isa import ACTS, BUFS
+from .. import tiling
+from ..common import PARAM_RECORD, CompileError, align
+from ..context import Context
+from ..records import param_block
+
+__all__ = ["emit_depthwise"]
+
+
+def _tiles(ctx: Context, n: Node):
+    """``(channels per chunk, output rows per tile)``: a chunk's weights fit a C slot, its
+    input rows (with halo) and residual a B slot, its output an OUT slot (or, when the output
+    may stay resident, the whole output a B slot)."""
+    p, B, C, OUT = ctx.prog, ctx.sched.B, ctx.sched.C, ctx.sched.O
+    Cn, H, W = p.tensors[n.inputs[0]].shape
+    _, Ho, Wo = p.tensors[n.output].shape
+    k, s = int(n.attrs["kernel"]), int(n.attrs["stride"])
+    res = n.epilogue.residual
+
+    def need(nr, ch):
+        rows_in = min(H, (nr - 1) * s + k)
+        return (ch * rows_in * W + (ch * nr * Wo if res else 0) <= B.size
+                and (ch * nr * Wo <= OUT.size or (n.output in ctx.res.keep
+                                                and Cn * Ho * Wo <= B.size)))
+    chunk = tiling.dw_chunk(ctx.cfg, C=Cn, k=k, c_slot=C.size, need=need)
+    nr = tiling.fit_rows(Ho, lambda r: need(r, chunk))
+    if not need(nr, chunk):
+        raise CompileError(f"{n.name}: a depthwise row does not fit the B/OUT slots")
+    return chunk, tiling.tile_rows(nr, Ho, chunk * W * s + chunk * Wo)
+
+
+def emit_depthwise(ctx: Context, n: Node, info):
+    cfg, p, em = ctx.cfg, ctx.prog, ctx.em
+    sched, sync, res_ = ctx.sched, ctx.sched.sync, ctx.res
+    B, C, OUT = sched.B, sched.C, sched.O
+    taddr = ctx.layout.addr
+    xt, yt = p.tensors[n.inputs[0]], p.tensors[n.output]
+    Cn, H, W = xt.shape
+    _, Ho, Wo = yt.shape
+    k, s, pad = (int(n.attrs[a]) for a in ("kernel", "stride", "padding"))
+    e = n.epilogue
+    res = e.residual
+    w = np.asarray(n.params["weight"], dtype=np.int8).reshape(Cn, k * k)
+    waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w)
+    paddr = ctx.image.alloc(f"param:{n.name}", Cn * PARAM_RECORD, "param", param_block(n, Cn))
+
+    chunk, nr = _tiles(ctx, n)
+    rin = rout = None
+    if n.inputs[0] in res_.resident:
+        if chunk == Cn and Cn * H * W + (Cn * Ho * Wo if res else 0) <= B.size and \
+                (n.output in res_.keep or Cn * Ho * Wo <= OUT.size):
+            rin = res_.resident.pop(n.inputs[0])
+            nr = Ho
+        else:
+            res_.spill(n.inputs[0])
+    if n.output in res_.keep:
+        if chunk == Cn and nr == Ho and Cn * Ho * Wo <= B.size:
+            rout = res_.new()
+            info["on_chip"] = True
+        else:
+            res_.keep.pop(n.output, None)
+    regs = dict(WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad, PAD_R=pad, ACT=ACTS[e.act],
+                OBITS=yt.bits, OSIGNED=int(yt.signed), MIDBITS=e.mid_bits, THREE=e.three,
+                LINEAR=0, NOEPI=0, XSIGNED=int(xt.signed),
+                RSIGNED=int(p.tensors[res].signed) if res else 1, XBUF=BUFS["B"])
+    for c0, c1 in tiling.ranges(Cn, chunk):
+        nch = c1 - c0
+        sc = C.next()
+        wsem = sched.load_weights(sc, [(waddr + c0 * k * k, nch * k * k, 0),
+                                       (paddr + c0 * PARAM_RECORD, nch * PARAM_RECORD,
+                                        align(chunk * k * k))])
+        wbase, pbase = C.base[sc], C.base[sc] + align(chunk * k * k)
+        chunk_done = []
+        for r0, r1 in tiling.ranges(Ho, nr):
+            tnr = r1 - r0
+            info["tiles"] += 1
+            in_lo, in_hi = r0 * s - pad, (r1 - 1) * s - pad + k
+            a, b = max(in_lo, 0), min(in_hi, H)
+            so = OUT.next() if rout is None else None
+            if rin is not None:
+                sb, bbase = rin["slot"], rin["base"]
+                xw = list(rin["events"])
+                em.wait_all("global", "LD", rin["busy"] if res else [])
+            else:
+                sb = B.next()
+                sched.begin_tile(sb)
+                sync.wait_stored(n.inputs[0], c0, c1, a * W, b * W)
+                bbase = B.base[sb]
+                sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]) + (c0 * H + a) * W, nch,
+                               (b - a) * W, H * W)
+                xw = []
+            rbase = bbase + nch * (b - a) * W
+            if res:
+                sync.wait_stored(res, c0, c1, r0 * Wo, r1 * Wo)
+                sched.dma_rows("LOAD", "B", rbase, taddr(res) + c0 * Ho * Wo + r0 * Wo,
+                               nch, tnr * Wo, Ho * Wo)
+            if rin is None or res:
+                xw.append((sched.loaded(), 1))
+            if rout is None:
+                obase, obuf = OUT.base[so], BUFS["OUT"]
+            else:
+                obase, obuf = rout["base"], BUFS["B"]
+            # split over cores: channels x rows, best estimate
+            dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=nch, nrows=tnr, wo=Wo, k=k)
+            writers, seen, core = [], set(), 0
+            for ca, cb in dw_cs:
+                for ra, rb in dw_rs:
+                    st = f"core{core}"
+                    core += 1
+                    em.wait_all(st, "RMAC", xw)
+                    em.wait(st, "RMAC", wsem, 1)
+                    if rout is None:
+                        sched.wait_out_slot(st, "RMAC", so, seen)
+                    else:
+                        em.wait_all(st, "RMAC", rout["busy"])
+                    lo, hi = (r0 + ra) * s - pad, (r0 + rb - 1) * s - pad + k
+                    aa, bb = max(lo, 0), min(hi, H)
+                    em.setr(st, "RMAC", **dict(regs, CIN=1, GROUPS=cb - ca,
+                                               XSTRIDE=(b - a) * W, OSTRIDE=tnr * Wo,
+                                               RSTRIDE=tnr * Wo,
+                                               RES_ADDR=(rbase + (ca * tnr + ra) * Wo)
+                                               if res else -1))
+                    em.emit(st, "DW_RSA", x_addr=bbase + (ca * (b - a) + aa - a) * W,
+                            w_addr=wbase + ca * k * k, p_addr=pbase + ca * PARAM_RECORD,
+                            o_addr=obase + (ca * tnr + ra) * Wo, nco=cb - ca, hin=bb - aa,
+                            ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=obuf)
+                    writers.append((st, "RMAC"))
+            if rout is not None:
+                done = sched.finish_resident(sb, writers)
+                rout["events"].append((done, len(writers)))
+                if res_.keep.get(n.output):
+                    res_.store(n.output, rout, c0, c1, done, len(writers))
+            else:
+                ydram = taddr(n.output) + (c0 * Ho + r0) * Wo
+                done, stored = sched.finish_tile(
+                    sb, so, writers,
+                    lambda: sched.dma_rows("STORE", "OUT", obase, ydram, nch, tnr * Wo,
+                                           Ho * Wo))
+                sync.record_store(n.output, c0, c1, r0 * Wo, r1 * Wo, stored)
+            chunk_done.append((done, len(writers)))
+        C.busy[sc] = chunk_done
+    if rout is not None:
+        res_.resident[n.output] = rout

@@ -1,0 +1,57 @@
+"""Emission of a global average pool on the cores' AUX units (adder tree + requant): channel
+chunks that fit a B slot, each split over the cores by channels."""
+
+from __future__ import annotations
+
+from ...intprogram import Node
+from ...isa import ACTS, BUFS
+from .. import tiling
+from ..common import PARAM_RECORD, split
+from ..context import Context
+from ..records import param_block
+
+__all__ = ["emit_pool"]
+
+
+def emit_pool(ctx: Context, n: Node, info):
+    cfg, p, em, sched = ctx.cfg, ctx.prog, ctx.em, ctx.sched
+    B, C, OUT = sched.B, sched.C, sched.O
+    xt, yt = p.tensors[n.inputs[0]], p.tensors[n.output]
+    Cn, H, W = xt.shape
+    e = n.epilogue
+    paddr = ctx.image.alloc(f"param:{n.name}", Cn * PARAM_RECORD, "param", param_block(n, Cn))
+    hw = H * W
+    chunk = min(Cn, tiling.MAX_FIELD, B.size // hw, C.size // PARAM_RECORD, OUT.size)
+    regs = dict(NTOK=hw, ACT=ACTS[e.act], OBITS=yt.bits, OSIGNED=int(yt.signed),
+                MIDBITS=e.mid_bits, THREE=e.three, XSIGNED=int(xt.signed), XBUF=BUFS["B"],
+                XSTRIDE=hw, NOEPI=0, RES_ADDR=-1)
+    for c0, c1 in tiling.ranges(Cn, chunk):
+        info["tiles"] += 1
+        sc = C.next()
+        wsem = sched.load_weights(sc, [(paddr + c0 * PARAM_RECORD, (c1 - c0) * PARAM_RECORD,
+                                        0)])
+        pbase = C.base[sc]
+        sb, so = B.next(), OUT.next()
+        sched.begin_tile(sb)
+        sched.sync.wait_stored(n.inputs[0], c0, c1, 0, H * W)
+        bbase, obase = B.base[sb], OUT.base[so]
+        sched.dma_rows("LOAD", "B", bbase, ctx.layout.addr(n.inputs[0]) + c0 * hw, 1,
+                       (c1 - c0) * hw, 0)
+        xsem = sched.loaded()
+        writers, seen = [], set()
+        for core, (ca, cb) in enumerate(split(c1 - c0, cfg.L)):
+            st = f"core{core}"
+            em.wait(st, "AUX", xsem, 1)
+            em.wait(st, "AUX", wsem, 1)
+            sched.wait_out_slot(st, "AUX", so, seen)
+            em.setr(st, "AUX", **regs)
+            em.emit(st, "POOL", x_addr=bbase + ca * hw, w_addr=0,
+                    p_addr=pbase + ca * PARAM_RECORD, o_addr=obase + ca, nco=cb - ca, hin=1,
+                    ho=1, pad_t=0, pad_b=0, obuf=BUFS["OUT"])
+            writers.append((st, "AUX"))
+        ydram = ctx.layout.addr(n.output) + c0
+        done, stored = sched.finish_tile(
+            sb, so, writers,
+            lambda: sched.dma_rows("STORE", "OUT", obase, ydram, 1, c1 - c0, 0))
+        sched.sync.record_store(n.output, c0, c1, 0, 1, stored)
+        C.busy[sc] = [(done, len(writers))]

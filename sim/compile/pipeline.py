@@ -1,0 +1,98 @@
+"""The pass pipeline: IntProgram + AccelConfig -> Binary.
+
+1. layout (:mod:`.layout`): every tensor gets its DRAM place, concat inputs alias slices;
+2. fusion (:mod:`.fusion`): fused chains and B-resident tensors (skipped with ``fuse=False``);
+3. emission, node by node in program order (:mod:`.ops`), each emitter planning its tiles
+   (:mod:`.tiling`) and scheduling them (:mod:`.schedule`, :mod:`.residency`);
+4. assembly (:mod:`.assemble`): HALTs and the DRAM image.
+"""
+
+from __future__ import annotations
+
+from ..config import AccelConfig
+from ..intprogram import IntProgram, Node
+from .assemble import assemble
+from .binary import Binary
+from .common import CompileError
+from .context import Context
+from .emitter import Emitter
+from .fusion import find_chains, find_resident
+from .layout import DramImage, layout_tensors
+from .ops.attention import emit_attention
+from .ops.chain import emit_chain
+from .ops.conv import emit_conv
+from .ops.depthwise import emit_depthwise
+from .ops.host import emit_layernorm
+from .ops.pool import emit_pool
+from .residency import Residency
+from .schedule import Scheduler
+
+__all__ = ["compile", "new_context", "emitter_for"]
+
+
+def new_context(prog: IntProgram, cfg: AccelConfig) -> Context:
+    """A compilation of ``prog`` (validated) for ``cfg`` after the layout pass: every tensor
+    placed in DRAM, nothing emitted, no tensor kept on chip."""
+    prog = prog.validate()
+    em = Emitter(cfg)
+    image = DramImage()
+    layout = layout_tensors(prog, image)
+    sched = Scheduler(em, cfg, layout)
+    return Context(prog, cfg, em, image, layout, sched, Residency(prog, sched, layout, {}))
+
+
+def emitter_for(n: Node):
+    """The emission function of node ``n`` (``None``: nothing to emit, a concat)."""
+    if n.op == "conv" and n.kind == "depthwise":
+        return emit_depthwise
+    if n.op in ("conv", "linear"):
+        return emit_conv
+    if n.op == "concat":
+        return None
+    try:
+        return {"linear_attention": emit_attention, "global_avgpool": emit_pool,
+                "layernorm": emit_layernorm}[n.op]
+    except KeyError:
+        raise CompileError(f"node {n.name!r}: op {n.op!r} has no mapping") from None
+
+
+def emit_program(ctx: Context, chains: dict):
+    """Emit every node in program order; a fused chain is emitted at its first node and its
+    other nodes are recorded as ``fused_into`` it."""
+    fused_into = {}
+    for li, n in enumerate(ctx.prog.nodes):
+        ctx.em.layer = li
+        info = dict(name=n.name, kind=n.kind, op=n.op, tiles=0)
+        ctx.layers.append(info)
+        info["on_chip"] = n.output in ctx.onchip
+        if n.name in fused_into:
+            info["fused_into"] = fused_into[n.name]
+            continue
+        if n.name not in chains and n.op != "concat":
+            ctx.sched.sync.flush()
+            ctx.em.layer = li          # (the flushed tile tagged its own layers)
+        if n.name in chains:
+            chain = chains[n.name]
+            for m in chain[1:]:
+                fused_into[m.name] = n.name
+            ctx.onchip.update(m.output for m in chain[:-1])
+            info["on_chip"] = True
+            emit_chain(ctx, chain, li, info)
+            continue
+        emit = emitter_for(n)
+        if emit is not None:
+            emit(ctx, n, info)
+    ctx.sched.sync.flush()
+    for name in list(ctx.res.resident):     # (never happens: every kept tensor is consumed)
+        ctx.res.spill(name)
+
+
+def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True) -> Binary:
+    """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
+    ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM)."""
+    ctx = new_context(prog, cfg)
+    chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size) if fuse else {}
+    ctx.res.keep = find_resident(ctx.prog, ctx.layout.alias, chains,
+                                 ctx.sched.B.size) if fuse else {}
+    emit_program(ctx, chains)
+    return assemble(ctx)

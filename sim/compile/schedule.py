@@ -1,0 +1,168 @@
+"""Scheduling: the on-chip buffer slots, the synchronisation events that order the units, and
+the DMA instructions that move tiles.
+
+On chip the global buffers B (activations), C (weights + params) and OUT are each split in
+slots used in turn (B three, C and OUT two): while the cores compute tile ``t`` out of one
+slot, the LD unit fills the next with tile ``t+1`` and the ST unit drains the other OUT slot.
+All dependencies are explicit SIGNAL/WAIT events: LD -> compute (tile loaded), compute -> ST
+(tile computed), ST -> compute (OUT slot free again), compute -> LD (B/C slot free again),
+ST -> LD (a DRAM region read by a later layer has been written: RAW through DRAM, tracked per
+tensor, channel range and row range by :class:`DramSync`, so layer ``i+1`` starts as soon as
+the rows it needs are stored, which pipelines consecutive layers).
+"""
+
+from __future__ import annotations
+
+from ..isa import BUFS
+from .common import DMA_MAX
+from .emitter import Emitter
+from .layout import TensorLayout
+
+__all__ = ["B_SLOTS", "Slots", "DramSync", "Scheduler"]
+
+B_SLOTS = 3              #: buffer B slots: LD of tile t+1 || first PW of t || DW+PW2 of t-1
+
+
+class Slots:
+    """Slots of one global buffer, handed out in turn by :meth:`next`; ``busy[i]`` lists the
+    (sem, count) events that mean "slot i is free again"."""
+
+    def __init__(self, size, n=2):
+        self.size = size // n
+        self.base = [i * self.size for i in range(n)]
+        self.busy = [[] for _ in range(n)]
+        self.i = 0
+
+    def next(self):
+        i = self.i
+        self.i = (i + 1) % len(self.base)
+        return i
+
+
+class DramSync:
+    """Read-after-write through DRAM. ``stores``: base tensor -> [(c0, c1, r0, r1, sem)], the
+    event each STORE signalled for a channel x row (flattened pixel) range. One emission may be
+    *deferred* (:meth:`defer`: the second half of a fused tile, software-pipelined after the
+    next tile's first half); a reader of rows it will write emits it first."""
+
+    def __init__(self, em: Emitter, layout: TensorLayout):
+        self.em, self.layout = em, layout
+        self.stores = {}
+        self.pending = None       # (emit callable, (base, c0, c1, r0, r1) it stores)
+
+    def defer(self, emit, region):
+        """Hold ``emit`` back until :meth:`flush` (``region``: what it stores)."""
+        assert self.pending is None
+        self.pending = (emit, region)
+
+    def flush(self):
+        """Emit the deferred work, if any."""
+        if self.pending is not None:
+            p, self.pending = self.pending, None
+            p[0]()
+
+    def wait_stored(self, tensor, c0, c1, r0, r1):
+        """WAIT (on LD) for every STORE that wrote a part of ``tensor[c0:c1, r0:r1]``."""
+        base, off = self.layout.base_of(tensor)
+        if self.pending is not None:
+            pb, pc0, pc1, pr0, pr1 = self.pending[1]
+            if pb == base and pc0 < off + c1 and off + c0 < pc1 and pr0 < r1 and r0 < pr1:
+                self.flush()      # we need rows the deferred tile has not even computed yet
+        for (a0, a1, b0, b1, sem) in self.stores.get(base, []):
+            if a0 < off + c1 and off + c0 < a1 and b0 < r1 and r0 < b1:
+                self.em.wait("global", "LD", sem, 1)
+
+    def stores_of(self, tensor):
+        """Every store event recorded for the base tensor of ``tensor``."""
+        return self.stores.get(self.layout.base_of(tensor)[0], [])
+
+    def record_store(self, tensor, c0, c1, r0, r1, sem):
+        """``sem`` signals that ``tensor[c0:c1, r0:r1]`` is in DRAM."""
+        base, off = self.layout.base_of(tensor)
+        self.stores.setdefault(base, []).append((off + c0, off + c1, r0, r1, sem))
+
+
+class Scheduler:
+    """The tile protocol every op emitter follows: take slots, load (waiting until the slot is
+    free), compute, signal, store, and record when each slot is free again."""
+
+    def __init__(self, em: Emitter, cfg, layout: TensorLayout):
+        self.em = em
+        self.B = Slots(cfg.buf_b_bytes, B_SLOTS)
+        self.C = Slots(cfg.buf_c_bytes)
+        self.O = Slots(cfg.buf_out_bytes)
+        self.sync = DramSync(em, layout)
+
+    def load_weights(self, slot_c, blocks):
+        """LD the given (dram_addr, nbytes, buf_off) blocks into C slot; returns the ready sem."""
+        em = self.em
+        for sem, cnt in self.C.busy[slot_c]:
+            em.wait("global", "LD", sem, cnt)
+        self.C.busy[slot_c] = []
+        base = self.C.base[slot_c]
+        for dram, nbytes, off in blocks:
+            for a in range(0, nbytes, DMA_MAX):
+                ln = min(nbytes - a, DMA_MAX)
+                em.emit("global", "LOAD", buf=BUFS["C"], dram_addr=dram + a,
+                        buf_addr=base + off + a, count=1, length=ln, stride=0)
+        sem = em.sem()
+        em.signal("global", "LD", sem)
+        return sem
+
+    def dma_rows(self, op, buf, buf_addr, dram, count, length, stride):
+        """LOAD/STORE ``count`` chunks of ``length`` bytes, DRAM stride ``stride``."""
+        if count > 1 and stride == length:           # contiguous: one chunk
+            count, length, stride = 1, count * length, 0
+        if count == 1 and length >= 1 << 20:
+            for a in range(0, length, DMA_MAX):
+                ln = min(length - a, DMA_MAX)
+                self.em.emit("global", op, buf=BUFS[buf], buf_addr=buf_addr + a,
+                             dram_addr=dram + a, count=1, length=ln, stride=0)
+            return
+        for c0 in range(0, count, 65535):
+            n = min(count - c0, 65535)
+            self.em.emit("global", op, buf=BUFS[buf],
+                         buf_addr=buf_addr + c0 * length, dram_addr=dram + c0 * stride,
+                         count=n, length=length, stride=stride)
+
+    def loaded(self):
+        """SIGNAL a new event on LD after a tile's loads; returns it."""
+        sem = self.em.sem()
+        self.em.signal("global", "LD", sem)
+        return sem
+
+    def begin_tile(self, slot_b):
+        """LD waits until B slot ``slot_b`` is free."""
+        for sem, cnt in self.B.busy[slot_b]:
+            self.em.wait("global", "LD", sem, cnt)
+        self.B.busy[slot_b] = []
+
+    def finish_tile(self, slot_b, slot_o, writers, store):
+        """writers: list of (stream, unit) that SIGNAL done; store: callable emitting STOREs.
+        Returns the (computed, stored) events."""
+        em = self.em
+        done = em.sem()
+        for s, u in writers:
+            em.signal(s, u, done)
+        self.B.busy[slot_b].append((done, len(writers)))
+        em.wait("global", "ST", done, len(writers))
+        store()
+        stored = em.sem()
+        em.signal("global", "ST", stored)
+        self.O.busy[slot_o] = [(stored, 1)]
+        return done, stored
+
+    def finish_resident(self, slot_b, writers):
+        """Like :meth:`finish_tile` for a tile whose output stays in a B slot (no STORE)."""
+        done = self.em.sem()
+        for st, u in writers:
+            self.em.signal(st, u, done)
+        self.B.busy[slot_b].append((done, len(writers)))
+        return done
+
+    def wait_out_slot(self, stream, unit, slot_o, seen):
+        """``unit`` of ``stream`` waits (once per tile, ``seen``) until OUT slot is drained."""
+        if (stream, unit) not in seen:
+            seen.add((stream, unit))
+            for sem, cnt in self.O.busy[slot_o]:
+                self.em.wait(stream, unit, sem, cnt)

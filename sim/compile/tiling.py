@@ -1,0 +1,207 @@
+"""Tiling plans: how a layer is cut into tiles and a tile into the cores' and engines' work.
+
+Each node is cut into tiles: output-channel chunks (so that a chunk's weights fit a C slot)
+times output-row blocks (so that the input rows with their halo fit a B slot and the outputs an
+OUT slot). A tile is split over the ``L`` cores by output channels and/or rows (the
+factorisation ``Lc x Lr`` with the smallest estimated core time, :func:`plan_conv`), and inside
+a core between the MAT and the R-MAC engine (by output channels or rows, whichever balances
+better, :func:`engine_split`); depthwise tiles run on the R-MAC in self-accumulation mode
+(:func:`best_dw_split`). Everything here is a pure function of shapes, buffer slot sizes and
+the :class:`~sim.config.AccelConfig`; it emits nothing.
+"""
+
+from __future__ import annotations
+
+from .. import timing
+from ..config import AccelConfig
+from .common import ALIGN, PARAM_RECORD, CompileError, align, cdiv, split
+from .cost import conv_cycles, dw_cycles
+
+__all__ = ["TILES_TARGET", "FUSED_TILES", "FUSED_TILES_S1", "MIN_TILE_BYTES", "MAX_FIELD",
+           "ranges", "core_grids", "best_dw_split", "plan_conv", "engine_split", "tile_rows",
+           "fit_rows", "conv_chunk", "dw_chunk", "chain_tile_regions", "fused_tile_rows",
+           "attention_plan"]
+
+TILES_TARGET = 4        #: aim for at least this many row tiles per layer (inter-layer overlap)
+FUSED_TILES = 4         #: row tiles per fused chain at least (fewer: less halo recompute)
+FUSED_TILES_S1 = 3      #: ... for stride-1 chains with a first PW (its halo rows are recomputed)
+MIN_TILE_BYTES = 16384  #: ... but no smaller tiles than this (bytes loaded + stored)
+MAX_FIELD = 4095        #: largest channel count / row count of one instruction (12-bit fields)
+
+
+def ranges(n, step):
+    """``[(a, b), ...]``: range(n) in consecutive pieces of ``step`` (the last ragged)."""
+    return [(a, min(n, a + step)) for a in range(0, n, step)]
+
+
+def core_grids(L: int):
+    """The ``(lc, lr)`` ways of splitting a tile over ``L`` cores: ``lc`` channel parts times
+    ``lr`` row parts with ``lc * lr == L``, plus all-channels ``(L, 1)``."""
+    for lc in range(1, L + 1):
+        lr = L // lc
+        if lc * lr == L or lc == L:
+            yield lc, lr
+
+
+def best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int):
+    """Channel and row pieces of a depthwise tile over the cores, the split whose slowest core
+    (:func:`~sim.compile.cost.dw_cycles`) finishes first (the first such split on ties)."""
+    best = None
+    for lc, lr in core_grids(cfg.L):
+        cs, rs = split(nch, lc, cfg.N), split(nrows, lr)
+        t = max(dw_cycles(cfg, nch=c1 - c0, ho=r1 - r0, wo=wo, k=k)
+                for c0, c1 in cs for r0, r1 in rs)
+        if best is None or t < best[0]:
+            best = (t, cs, rs)
+    return best[1], best[2]
+
+
+def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1):
+    """[(core, engine, (co_a, co_b), (row_a, row_b))] for one conv tile of ``nco`` output
+    channels x ``nr`` rows of ``wo`` pixels (relative ranges). ``bias``: cycles already queued
+    on (MAT, R-MAC) of every core; ``only``: one engine."""
+    gran = cout_g if g > 1 else 1
+    best = None
+    for lc, lr in core_grids(cfg.L):
+        cos = split(nco, lc, max(gran, 8) if nco >= lc * 8 and g == 1 else gran)
+        rows = split(nr, lr)
+        tasks, worst = [], 0
+        core = 0
+        for (ca, cb) in cos:
+            for (ra, rb) in rows:
+                sub, t = engine_split(cfg, cb - ca, rb - ra, wo, K, g, cout_g, bias, only, k)
+                worst = max(worst, t)
+                for eng, (xa, xb), (ya, yb) in sub:
+                    tasks.append((core, eng, (ca + xa, ca + xb), (ra + ya, ra + yb)))
+                core += 1
+        if best is None or worst < best[0]:
+            best = (worst, tasks)
+    return best[1]
+
+
+def engine_split(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1):
+    """Split a core's (nco x nr rows) between MAT and R-MAC; returns (tasks, est. cycles)."""
+    gran = cout_g if g > 1 else 1
+
+    def cyc(eng, c, r):
+        """engine steps + the tile's fixed cycles on the core (sim.timing)"""
+        if c <= 0 or r <= 0:
+            return 0
+        groups = c // cout_g if g > 1 else 1
+        pre, post = timing.conv_pre_post(cfg, eng, nco=c, groups=groups)
+        return pre + post + conv_cycles(cfg, eng, K=K, nco=c, npix=r * wo, groups=groups,
+                                        k=k)
+    best = None
+    bm, br = bias
+    if only is not None:
+        t = cyc(only, nco, nr) + (bm if only == "MAT" else br)
+        return [(only, (0, nco), (0, nr))], t
+    for cm in range(0, nco + 1, gran):             # MAT takes channels [0, cm)
+        t = max(bm + cyc("MAT", cm, nr), br + cyc("RMAC", nco - cm, nr))
+        if best is None or t < best[0]:
+            best = (t, [("MAT", (0, cm), (0, nr)), ("RMAC", (cm, nco), (0, nr))])
+    step = max(1, nr // 256)
+    for rm in range(step, nr, step):
+        t = max(bm + cyc("MAT", nco, rm), br + cyc("RMAC", nco, nr - rm))
+        if t < best[0]:
+            best = (t, [("MAT", (0, nco), (0, rm)), ("RMAC", (0, nco), (rm, nr))])
+    tasks = [x for x in best[1] if x[1][1] > x[1][0] and x[2][1] > x[2][0]]
+    return tasks, best[0]
+
+
+def tile_rows(fit, ho, bytes_per_row):
+    """Rows per tile: at most ``fit``; about TILES_TARGET tiles per layer (so consecutive
+    layers overlap), but no tile smaller than MIN_TILE_BYTES of traffic (DMA and
+    synchronisation overheads)."""
+    want = max(cdiv(ho, TILES_TARGET), cdiv(MIN_TILE_BYTES, max(1, bytes_per_row)))
+    want = cdiv(want, 8) * 8          # rows split evenly over 2, 4 or 8 cores
+    return max(1, min(fit, want, MAX_FIELD))
+
+
+def fit_rows(ho, need) -> int:
+    """The most output rows (at most ``ho``, at least 1) for which ``need(rows)`` holds; 1 if
+    none does (the caller checks ``need(1)``)."""
+    nr = ho
+    while nr > 1 and not need(nr):
+        nr -= 1
+    return nr
+
+
+def conv_chunk(name, *, cout, g, K, c_slot) -> int:
+    """Output channels per weight chunk of a (grouped) conv / linear: as many filters (``K``
+    weight bytes + a parameter record each) as fit a C slot of ``c_slot`` bytes, in equal
+    chunks that are multiples of a group (grouped) or of 8 lanes x a power-of-two number of
+    cores (dense)."""
+    cout_g = cout // g
+    per_co = K + PARAM_RECORD
+    chunk = min(cout, MAX_FIELD, (c_slot - ALIGN) // per_co)
+    gran = cout_g if g > 1 else (8 if cout >= 8 else 1)
+    if chunk < cout:
+        if g == 1:                 # chunks of 8 lanes x a power-of-two number of cores
+            gran = next((m for m in (128, 64, 32, 16, 8) if m <= chunk), gran)
+        chunk = chunk // gran * gran
+        if chunk >= gran:          # equal chunks, multiples of that granularity
+            nch = cdiv(cout, chunk)
+            chunk = min(chunk, cdiv(cdiv(cout, nch), gran) * gran)
+    if chunk < max(1, cout_g if g > 1 else 1):
+        raise CompileError(f"{name}: one filter ({per_co} bytes) does not fit a C slot"
+                           f" ({c_slot} bytes); enlarge buf_c_bytes")
+    return chunk
+
+
+def dw_chunk(cfg: AccelConfig, *, C, k, c_slot, need) -> int:
+    """Channels per chunk of a depthwise conv: what fits a C slot (``k*k`` weights + a record
+    per channel), in multiples of the R-MAC's N lanes, halved while even one output row of the
+    chunk does not fit (``need(rows, chunk)``)."""
+    per = k * k + PARAM_RECORD
+    chunk = min(C, MAX_FIELD, (c_slot - ALIGN) // per)
+    if chunk < C:
+        chunk = max(cfg.N, chunk // cfg.N * cfg.N)
+    while chunk > cfg.N and not need(1, chunk):
+        chunk = max(cfg.N, (chunk // 2) // cfg.N * cfg.N)
+    return chunk
+
+
+def chain_tile_regions(*, cx, e, cq, rows_in, w, rows_out, wo, first_pw, residual):
+    """Where a fused chain's tile lives in its B slot (offsets from the slot's base, each
+    region aligned): ``x`` the chain's input rows (``cx`` channels x ``rows_in`` rows of ``w``;
+    only with a first PW, else the input goes straight to ``e``), ``e`` the DW's input
+    (``e`` channels), ``d`` the DW's output (``rows_out`` rows of ``wo``), ``r`` the residual
+    rows (``cq`` channels) when the chain has one; ``end`` the bytes used."""
+    x = 0
+    ea = x + (align(cx * rows_in * w) if first_pw else 0)
+    d = ea + align(e * rows_in * w)
+    r = d + align(e * rows_out * wo)
+    end = r + (align(cq * rows_out * wo) if residual else 0)
+    return dict(x=x, e=ea, d=d, r=r, end=end)
+
+
+def fused_tile_rows(name, *, ho, stride, first_pw, need) -> int:
+    """Output rows per tile of a fused chain: what fits (``need(rows)``), but at least
+    FUSED_TILES (FUSED_TILES_S1 for stride-1 chains with a first PW) tiles."""
+    fit = fit_rows(ho, need)
+    if not need(fit):
+        raise CompileError(f"{name}: a fused row does not fit the B slot")
+    return max(1, min(fit, cdiv(ho, FUSED_TILES if stride > 1 or not first_pw
+                                else FUSED_TILES_S1)))
+
+
+def attention_plan(cfg: AccelConfig, name, *, heads, d, ntok, b_slot, o_slot):
+    """``(heads per tile, buffer A slot stride, buffer A slots per core)`` of a linear
+    attention. Buffer A (per core) holds a head's K: two slots per core when they fit (the next
+    head's K loads while the R-MAC works), else one, else (0) K stays in B; slots start on A's
+    write-port line boundaries. Two head groups at least: EfficientViT's multi-scale attention
+    puts the heads of the plain qkv first and those of the aggregated qkv second, so the first
+    group can load (and its cores start) while the aggregation of the second is being stored."""
+    if ntok > cfg.buf_div_bytes or 2 * (d * d + d) > cfg.buf_aux_bytes:
+        raise CompileError(f"{name}: {ntok} tokens need a divisor buffer of {ntok} bytes"
+                           f" (have {cfg.buf_div_bytes}) / aux {2 * (d * d + d)}")
+    per_head = 3 * d * ntok
+    dn = d * ntok
+    a_line = timing.a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle)
+    a_step = cdiv(dn, a_line) * a_line
+    a_slots = 2 if a_step + dn <= cfg.buf_a_bytes else int(dn <= cfg.buf_a_bytes)
+    hpt = min(max(1, cdiv(heads, 2)), b_slot // per_head, o_slot // (d * ntok))
+    if hpt < 1:
+        raise CompileError(f"{name}: one head ({per_head} bytes) does not fit a B slot")
+    return hpt, a_step, a_slots
