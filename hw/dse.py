@@ -209,7 +209,7 @@ def _make_client(cluster: str | None, workers: int | None):
         except (OSError, TimeoutError) as e:
             raise DseError(f"cannot reach the Dask scheduler at {cluster}: {e}") from None
     lc = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                      processes=True, dashboard_address=None)
+                      processes=True, dashboard_address=":0")
     return Client(lc), lc
 
 

@@ -192,7 +192,7 @@ def test_local_dask_cluster_of_two_workers_equals_serial(tmp_path):
     tasks = _tasks()
     serial, _ = dse.run_evaluations(tasks, serial=True, cache_dir=None, progress=False)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as lc, Client(lc) as client:
+                      dashboard_address=":0") as lc, Client(lc) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         par, st = dse.run_evaluations(tasks, cache_dir=None, progress=False, client=client)
         pids = set(client.run(os.getpid).values())
@@ -325,7 +325,7 @@ def test_cluster_address_runs_on_that_scheduler(tmp_path):
     """--cluster ADDRESS: a scheduler started here (2 workers) and given by address."""
     from dask.distributed import LocalCluster
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as lc:
+                      dashboard_address=":0") as lc:
         r = _run("dse", "--space", "N=2,4;L=1", "--model", "tiny", "--base", "small",
                  "--cluster", lc.scheduler_address, "--no-cache", "--out", str(tmp_path),
                  "--json", timeout=600)
@@ -385,3 +385,23 @@ def test_fit_command_reproduces_the_committed_coefficients(tmp_path):
     for key in ("engines", "units", "rest", "system"):
         assert new[key] == pytest.approx(old[key]) if not isinstance(old[key], dict) else \
             json.dumps(new[key], sort_keys=True) == json.dumps(old[key], sort_keys=True)
+
+
+def test_verify_front_adds_the_sum_of_estimated_parts(tmp_path):
+    """--verify-front: every front point gets estimate_accelerator's total (here from a stub
+    estimator that gives each part a known size, so the expected sum is counted by hand)."""
+    sizes = {"core": 1000, "register_block": 10, "dispatcher": 20, "load_dma": 30,
+             "store_dma": 40, "ld_unit": 1, "st_unit": 2, "host_unit": 3, "read_arbiter": 4}
+    def stub(comp, name):
+        return {"LUT": sizes[name], "FF": 2 * sizes[name], "DSP48E2": 0, "RAMB18": 2}
+
+    doc = dse.dse(base=PRESETS["small"], space={"L": [1, 2]}, models=["tiny"], out=tmp_path,
+                  serial=True, cache_dir=None, progress=False, board="any")
+    rows = doc["rows"]
+    fv = dse.verify_front(rows, PRESETS["small"], estimator=stub, progress=False)
+    front = [r for r in rows if r["front_lut"] or r["front_dsp"]]
+    assert len(fv) == len(front) >= 1
+    for r, v in zip(front, fv):
+        lut = 1000 * r["L"] + sum(n for k, n in sizes.items() if k != "core")
+        assert v["yosys"]["LUT"] == r["LUT_yosys"] == lut
+        assert v["err_pct"]["LUT"] == round(100 * (r["LUT"] - lut) / lut, 1)
