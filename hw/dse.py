@@ -439,7 +439,8 @@ def _report(meta, rows, front_verify, paths) -> str:
                   "|---|---|---|---|"]
         for h in ho:
             lines.append(f"| {h['point']} | " + " | ".join(
-                f"{h[f'{r}_model']:,} / {h[f'{r}_yosys']:,} ({h[f'{r}_err_pct']:+.1f} %)"
+                f"{h[f'{r}_model']:,} / {h[f'{r}_yosys']:,}" + (
+                    "" if h[f"{r}_err_pct"] is None else f" ({h[f'{r}_err_pct']:+.1f} %)")
                 for r in ("LUT", "FF", "DSP48E2")) + " |")
         lines.append("")
     if front_verify:

