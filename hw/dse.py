@@ -386,6 +386,7 @@ def _plot(rows, model, res, col, board, path: Path) -> None:
     fr = sorted((r for r in ok if r[col]), key=lambda r: r[res])
     if fr:
         ax.plot([r[res] for r in fr], [r[fps] for r in fr], "-o", c="C3", ms=5,
+                drawstyle="steps-post",
                 label=f"Pareto front ({'all points' if board == 'any' else 'fits ' + board})")
         for r in fr:
             ax.annotate(f"{r['N']},{r['M']},{r['T']},{r['S']} L{r['L']}", (r[res], r[fps]),
@@ -480,7 +481,7 @@ def dse(*, base, space: dict, models: list[str], seed: int = 0, board: str = "zc
                zip(((c, m) for c in cfgs for m in models), res)}
     rows = build_rows(cfgs, models, results, board=board, max_util=max_util, coef=coef)
     fv = verify_front(rows, base, progress=progress) if verify else []
-    executor = ("serial" if serial else f"dask scheduler {cluster}" if cluster
+    executor = ("cache only" if not stats["computed"] else "serial" if serial else f"dask scheduler {cluster}" if cluster
                 else "dask client" if client else
                 f"dask LocalCluster, {workers or os.cpu_count()} workers")
     from hw.boards import BOARDS
@@ -576,7 +577,7 @@ def fit_main(argv) -> int:
     atomic_write(out, json.dumps(coef, indent=1, sort_keys=True) + "\n")
     print(f"wrote {out}")
     for h in coef["held_out"]:
-        print(f"  held out {h['point']:<28}" + "  ".join(
+        print(f"  held out {h['point']:<36}" + "  ".join(
             f"{r} {h[f'{r}_model']}/{h[f'{r}_yosys']} ({h[f'{r}_err_pct']:+.1f} %)"
             for r in resmodel.RES if h[f'{r}_err_pct'] is not None))
     return 0
