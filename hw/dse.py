@@ -577,7 +577,7 @@ def fit_main(argv) -> int:
     atomic_write(out, json.dumps(coef, indent=1, sort_keys=True) + "\n")
     print(f"wrote {out}")
     for h in coef["held_out"]:
-        print(f"  held out {h['point']:<36}" + "  ".join(
+        print(f"  held out {h['point']:<42}" + "  ".join(
             f"{r} {h[f'{r}_model']}/{h[f'{r}_yosys']} ({h[f'{r}_err_pct']:+.1f} %)"
             for r in resmodel.RES if h[f'{r}_err_pct'] is not None))
     return 0

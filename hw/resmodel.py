@@ -132,14 +132,16 @@ def fit_jobs() -> list[tuple[str, dict]]:
 
 def held_out_jobs() -> list[tuple[str, dict]]:
     """Points the model is not fitted on, to report its error: the packed engines at (4, 4),
-    the whole ``small`` core (4,4,4,4 with buffer A's line at 16: the a_line the model does not
-    know), the dispatcher at L = 16 and the whole ``small`` accelerator
-    (``estimate_accelerator``: 2 x that core + the system parts + the global buffers)."""
+    the whole core at (4,4,4,4) with the paper's buffers (between the two fitting cores), the
+    ``small`` core (4,4,4,4 with buffer A's line at 16: the a_line the model does not know), the
+    dispatcher at L = 16 and the whole ``small`` accelerator (``estimate_accelerator``: 2 x that
+    core + the system parts + the global buffers)."""
     from sim.config import PRESETS
     small = PRESETS["small"].to_dict()
     return [("rmac_engine", {"lanes": 4, "width": 4, "packed": True}),
             ("mat_engine", {"lanes": 4, "width": 4, "packed": True}),
-            ("core", small), ("dispatcher", {"L": 16}), ("accelerator", small)]
+            ("core", _cfg_dict(N=4, M=4, T=4, S=4, name="paper-4444")), ("core", small),
+            ("dispatcher", {"L": 16}), ("accelerator", small)]
 
 
 def run_estimate(kind: str, params: dict) -> dict:
@@ -311,7 +313,8 @@ def held_out_errors(coef: dict, estimator=run_estimate, jobs=None) -> list[dict]
             m_bram = e_bram = None
         elif kind == "core":
             m = predict_core(p, coef)
-            label = f"core {p['N']},{p['M']},{p['T']},{p['S']}{' packed' if p['dsp_packing'] else ''}"
+            label = (f"core {p['name']} ({p['N']},{p['M']},{p['T']},{p['S']}, a_line "
+                     f"{_core_kw(p)['a_line']})")
             m_bram, e_bram = local_bram18(p) / 2, e["RAMB18"] / 2 + e["RAMB36"]
         else:
             m = _engine(coef, kind, p["lanes"], p["width"], p["packed"])
