@@ -10,6 +10,7 @@
     python -m hw vivado core --config paper [--run] | --report DIR        # ZCU102 Vivado project
     python -m hw regmap --format md|c|py [-o FILE]                        # the register map
     python -m hw build zcu102 --config paper [-o DIR]                     # ZCU102 system build tree
+    python -m hw dse --space 'N=4,8;L=4,8' --model b1-r224                # design-space exploration
 
 User errors (unknown component or parameter, bad value) print one line and exit with code 2.
 """
@@ -303,6 +304,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", add_help=False,
                        help="resources over (N, M, T, S): CSV + PNG, and the paper point x L "
                             "beside Table III (`python -m hw sweep --help`)")
+    sub.add_parser("dse", add_help=False,
+                   help="design-space exploration: FPS and resources over a space of configs, "
+                        "boards, Pareto fronts, on Dask (`python -m hw dse --help`)")
     return p
 
 
@@ -311,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["sweep"]:      # the sweep has its own parser (hw.sweep)
         from .sweep import sweep_main
         return sweep_main(argv[1:])
+    if argv[:1] == ["dse"]:        # so has the design-space exploration (hw.dse)
+        from .dse import main as dse_main
+        return dse_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:
