@@ -231,7 +231,8 @@ def _desc_layout():
 
 def test_ld_unit_executes_its_queue():
     """LD: descriptors carry the instruction's fields with the data base added; a SIGNAL waits
-    for the DMA to be idle and is held until the semaphore file takes it; a WAIT for its semaphore; an illegal opcode is an error at its index
+    for the DMA to be idle and is held until the semaphore file takes it; a WAIT for its
+    semaphore; an illegal opcode is an error at its index
     (not consumed), and nothing after it runs."""
     dut = GlobalUnit(kind="LD", descriptor=_desc_layout())
     prog = [_I("SETR", unit=0, reg=1, value=5), _I("NOP"),

@@ -85,8 +85,9 @@ def _select(grant, values):
 class SemaphoreFile(wiring.Component):
     """``count`` event counters shared by ``ports`` units (see the module doc for the design).
 
-    Parameters (keyword-only): ``count`` (counters, 1..65536: ids ``0 .. count-1``), ``ports``
-    (units, 1..256).
+    Parameters (keyword-only): ``count`` (counters, 1..65536: ids ``0 .. count-1``; default
+    2,048, the Accelerator's), ``ports`` (units, 1..256; default 51 = 3 + 3 L at the paper's
+    L = 16).
 
     Ports: ``wait[i]`` (In stream of {sem, count}: unit i's WAIT; ``ready``, registered, once
     counter ``sem`` has reached ``count``), ``signal[i]`` (In stream: unit i's SIGNAL, adds
@@ -100,7 +101,7 @@ class SemaphoreFile(wiring.Component):
     #: cycles from a WAIT offered in cycle h on a sufficient counter to its ready (h + 2)
     WAIT_LATENCY = 2
 
-    def __init__(self, *, count: int, ports: int):
+    def __init__(self, *, count: int = 2048, ports: int = 51):
         self.count = check_int("count", count, 1, 1 << 16)
         self.ports = check_int("ports", ports, 1, 256)
         super().__init__({
