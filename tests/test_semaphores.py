@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """hw.system.semaphores.SemaphoreFile in amaranth.sim against a Python model of ``sim.isa``'s
 SIGNAL / WAIT (``tb.system.sem_model``: written from the ISA's definition, not from the HDL).
 

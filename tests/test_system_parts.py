@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """hw.system's own parts in amaranth.sim: dispatcher, read arbiter, global units (the semaphore
 file: tests/test_semaphores.py).
 
@@ -309,3 +310,20 @@ def test_host_unit_waits_for_the_cpu():
         assert reqs == 21 and pc == 3 and ctx.get(dut.halted) and not ctx.get(dut.error)
 
     _run(dut, bench)
+
+
+def test_accelerator_axi_ports_are_checked_and_bound():
+    """``axi_ports``: 1 (one manager port) or 2 (``m_axi1`` for the LD engine's reads); 0 and
+    5 are out of range, 3 and 4 refused with the reason (docs/system.md, "AXI ports")."""
+    from amaranth.hdl import Fragment
+
+    from hw.system.accelerator import Accelerator
+    for bad, exc in ((0, ValueError), (5, ValueError), (3, ValueError), (4, ValueError),
+                     (True, TypeError)):
+        with pytest.raises(exc, match="axi_ports"):
+            Accelerator(config="small:L=1", sems=16, axi_ports=bad)
+    one = Accelerator(config="small:L=1", sems=16)
+    two = Accelerator(config="small:L=1", sems=16, axi_ports=2)
+    assert "m_axi1" not in one.signature.members and "m_axi1" in two.signature.members
+    Fragment.get(one, None)
+    Fragment.get(two, None)
