@@ -8,9 +8,10 @@ HOST and the three units of each core) has a wait and a signal stream
 
 Structure (docs/system.md, "Semaphore file", has the choice and its cost)
 -------------------------------------------------------------------------
-* **Counters in one RAM** (``lib.memory.Memory``, ``count`` x 16 bits: one RAMB36 at 2,048 ids)
-  with one write port and two synchronous read ports (yosys replicates the RAM per read port):
-  one for the signals' read-modify-write, one for the waiters' look-ups.
+* **Counters in one RAM** (``lib.memory.Memory``, ``count`` x 16 bits) with one write port and
+  two synchronous read ports, one for the signals' read-modify-write, one for the waiters'
+  look-ups (yosys replicates the RAM per read port: 4 RAMB18 at 2,048 ids, LUT RAM when
+  small).
 * **Signals** go through a round-robin arbiter, one per cycle: the granted port's ``ready`` is
   combinational from the ``valid``\\ s (an ungranted signaller is held, a stream stall). Cycle
   ``t`` (S0): grant, read the counter. Cycle ``t + 1`` (S1): add, write back, and *broadcast*
