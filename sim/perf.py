@@ -7,9 +7,10 @@ engines' and requant lanes' latencies, the unit serialisation rule), and tests/t
 checks it instruction by instruction against amaranth.sim. In short:
 
 * a core unit fetches one instruction at a time. ``SETR``, ``NOP``, ``SIGNAL`` take 1 cycle
-  (the semaphore counter shows a SIGNAL from the next cycle); a ``WAIT`` is consumed in the
-  first cycle its counter has reached ``count`` (1 cycle; ``env.wait_extra`` more when the
-  semaphore was already satisfied: the Python harness's registered ``ready``); a compute
+  (the semaphore counter shows a SIGNAL from ``env.signal_latency`` cycles later: the next
+  cycle, or 2 with ``hw.system``'s counter RAM); a ``WAIT`` is consumed in the first cycle its
+  counter has reached ``count`` (1 cycle; ``env.wait_extra`` more when the semaphore was already
+  satisfied: the Python harness's registered ``ready``, ``hw.system``'s look-up); a compute
   instruction (``CONV_*``, ``DW_RSA``, ``POOL``, ``ATT_*``) takes
   :func:`sim.timing.compute_timing` ``pre + steps + post`` cycles: the fetch/setup states, one
   engine step per cycle, and the output pipeline (gather read, engine latency, parameter latch,
@@ -29,7 +30,8 @@ checks it instruction by instruction against amaranth.sim. In short:
   (as ``tb.core.harness`` plays it), for comparisons with the RTL runs; with
   ``env=sim.timing.AXI_SYSTEM`` the DMA is timed as ``hw.system.Accelerator`` builds it, at the
   AXI level (:class:`sim.timing.AxiDma`: separate read and write channels of one port, bursts,
-  outstanding requests, the memory's latency ``dram_latency_cycles``, non-posted DMA SIGNALs).
+  outstanding requests, the memory's latency ``dram_latency_cycles``, non-posted DMA SIGNALs,
+  and the semaphore file's latencies for the global units' WAITs and SIGNALs too).
 
 Per layer (IntProgram node) the report gives MACs, the cycles attributed to the layer
 (:func:`attribute`: each cycle shared among the layers running in it, in proportion to the
@@ -249,6 +251,7 @@ def simulate(binary, *, trace: list | None = None,
     order = {k: i for i, k in enumerate(keys)}
     head = {}                       # key -> head time of a WAIT woken by a SIGNAL
     wx = env.wait_extra
+    sl = env.signal_latency
     zero_dma = env.dma_zero_time
     axi = env.axi
     ch_free = {"LD": 0, "ST": 0}        # AXI: the read / write data channel is free
@@ -323,16 +326,19 @@ def simulate(binary, *, trace: list | None = None,
             if core:        # consumed at max(head + wait_extra, visible); one cycle
                 start = max(h + wx, t)
                 nxt = start + 1
+            elif axi is not None:   # the RTL's global units wait on the same semaphore file
+                start = max(h + wx, t)
+                nxt = start
             else:
                 nxt = t
         elif op == "SIGNAL":
-            if core:        # the counter shows it from the next cycle
-                heapq.heappush(heap, (t + 1, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
+            if core:        # the counter shows it from t + signal_latency (1: the next cycle)
+                heapq.heappush(heap, (t + sl, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
                 nxt = t + 1
             elif axi is not None and unit in ch_free:
                 # not posted: the unit waits for its transfers, then signals (next cycle)
                 ts = max(t, drain[k])
-                heapq.heappush(heap, (ts + 1, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
+                heapq.heappush(heap, (ts + sl, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
                 start, nxt = ts, ts + 1
             else:           # posted: fires when the unit's transfers have landed
                 ts = t if zero_dma else max(t, drain[k])

@@ -80,6 +80,7 @@ from dataclasses import dataclass
 
 __all__ = ["GATHER_LATENCY", "REQUANT_LATENCY", "LOG2_LATENCY", "SHIFTER_LATENCY",
            "PACKED_PRODUCT_LATENCY", "OUT_PRODUCT_LATENCY", "SemaphoreTiming", "SYSTEM",
+           "SEM_SIGNAL_LATENCY", "SEM_WAIT_EXTRA",
            "AxiDma", "AXI_SYSTEM",
            "PYTHON_HARNESS", "adder_tree_latency", "mat_latency", "rmac_df_latency",
            "rmac_dw_latency", "compute_steps", "compute_timing", "ComputeTiming", "COMPUTE_OPS",
@@ -166,21 +167,36 @@ class SemaphoreTiming:
     """How the world outside the core answers (see the module doc).
 
     ``wait_extra``: extra cycles of a WAIT whose semaphore is already satisfied when it reaches
-    the head of its queue (0: a combinational semaphore file; 1: a registered ``ready``).
+    the head of its queue (0: a combinational semaphore file; 1: a registered ``ready``; 2:
+    ``hw.system.semaphores``, a counter RAM looked up by the waiter).
+    ``signal_latency``: a SIGNAL taken in cycle ``t`` is seen by WAITs from ``t +
+    signal_latency`` (1: counters in registers; 2: ``hw.system.semaphores``, read-modify-write
+    of the counter RAM then a registered ``ready``).
     ``dma_zero_time``: the global stream (LD/ST DMA units) runs in zero time (a LOAD's data is in
     the buffer when it is issued; its SIGNAL is seen by a core WAIT with ``wait_extra``), as the
     Python harness plays it; ``False``: the DRAM model of :mod:`sim.perf`.
     ``axi``: the DMA as ``hw.system`` builds it (:class:`AxiDma`) instead of the shared-channel
     DRAM model."""
     wait_extra: int = 0
+    signal_latency: int = 1
     dma_zero_time: bool = False
     axi: AxiDma | None = None
 
 
 #: the accelerator: a combinational semaphore file, DMA through the DRAM model
 SYSTEM = SemaphoreTiming()
-#: ``hw.system.Accelerator``: a combinational semaphore file, the DMA engines on one AXI4 port
-AXI_SYSTEM = SemaphoreTiming(axi=AxiDma())
+#: ``hw.system.semaphores.SemaphoreFile`` (counters in a RAM, docs/system.md "Semaphore file"):
+#: a SIGNAL taken in cycle t is arbitrated and its counter read in t, added and written in t + 1
+#: (and broadcast to the waiters' watch registers), so ``wait.ready`` (a register) rises in
+#: t + 2; a WAIT offered in h on a sufficient counter has its look-up granted in h, the data
+#: compared in h + 1, ``ready`` in h + 2 (``SemaphoreFile.SIGNAL_LATENCY`` / ``WAIT_LATENCY``,
+#: checked by tests/test_timing.py). Arbitration stalls (several units in one cycle) are not
+#: modelled.
+SEM_SIGNAL_LATENCY = 2
+SEM_WAIT_EXTRA = 2
+#: ``hw.system.Accelerator``: the semaphore file above, the DMA engines on one AXI4 port
+AXI_SYSTEM = SemaphoreTiming(wait_extra=SEM_WAIT_EXTRA, signal_latency=SEM_SIGNAL_LATENCY,
+                             axi=AxiDma())
 #: ``tb.core.harness.CoreEnv``: registered ``wait.ready`` (a satisfied WAIT takes 2 cycles) and
 #: the LD/ST DMA units executed in zero time at the clock edge
 PYTHON_HARNESS = SemaphoreTiming(wait_extra=1, dma_zero_time=True)

@@ -1,10 +1,12 @@
-"""hw.system's own parts in amaranth.sim: dispatcher, semaphore file, read arbiter, global units.
+# amaranth: UnusedElaboratable=no
+"""hw.system's own parts in amaranth.sim: dispatcher, read arbiter, global units (the semaphore
+file: tests/test_semaphores.py).
 
 References are written from the contracts, not from the HDL: the dispatcher's queues must equal
 ``sim.funcsim.build_queues`` of a real compiled Binary laid out by ``sim.image`` (a byte-array
 DRAM answers its AXI reads with random latency and back-pressure; every burst is checked
-against the AXI rules), the semaphore file a dictionary of counters, the arbiter a per-manager
-record of what was asked and what came back.
+against the AXI rules), the arbiter a per-manager record of what was asked and what came
+back.
 """
 
 import random
@@ -16,7 +18,6 @@ from amaranth.sim import Simulator
 from hw.system.arbiter import ReadArbiter
 from hw.system.dispatch import Dispatcher
 from hw.system.globalunit import GlobalUnit
-from hw.system.semaphores import SemaphoreFile
 from sim import compile as sc
 from sim import zoo
 from sim.config import PRESETS
@@ -167,51 +168,6 @@ def test_dispatcher_refuses_misaligned_queue():
     _run(dut, bench, procs=[mem.process(dut.bus)])
 
 
-def test_semaphore_file_counts_like_a_dictionary():
-    rng = np.random.default_rng(7)
-    P, C = 5, 12
-    dut = SemaphoreFile(count=C, ports=P)
-    model = {i: 0 for i in range(C)}
-
-    async def bench(ctx):
-        for _ in range(400):
-            sig = []
-            for i in range(P):
-                s, w = dut.signal[i], dut.wait[i]
-                sv = rng.random() < 0.4
-                sem = int(rng.integers(0, C))
-                cnt = int(rng.integers(1, 4))
-                ctx.set(s.valid, sv)
-                ctx.set(s.payload.sem, sem)
-                ctx.set(s.payload.count, cnt)
-                if sv:
-                    sig.append((sem, cnt))
-                wsem = int(rng.integers(0, C))
-                wcnt = int(rng.integers(0, 12))
-                ctx.set(w.valid, 1)
-                ctx.set(w.payload.sem, wsem)
-                ctx.set(w.payload.count, wcnt)
-                await ctx.delay(1e-10)
-                assert ctx.get(w.ready) == (model[wsem] >= wcnt)
-                assert ctx.get(s.ready) == 1
-            await ctx.tick()
-            for sem, cnt in sig:
-                model[sem] += cnt
-        assert ctx.get(dut.fault) == 0
-        # an id past the file is a fault, reported with its port
-        for i in range(P):
-            ctx.set(dut.signal[i].valid, 0)
-            ctx.set(dut.wait[i].valid, 0)
-        ctx.set(dut.wait[3].valid, 1)
-        ctx.set(dut.wait[3].payload.sem, C)
-        await ctx.delay(1e-10)
-        assert ctx.get(dut.wait[3].ready) == 0
-        await ctx.tick()
-        assert ctx.get(dut.fault) == 1 and ctx.get(dut.fault_port) == 3
-
-    _run(dut, bench)
-
-
 def test_read_arbiter_routes_each_manager_its_own_data():
     """Two managers each read their own pattern through one port: every manager gets exactly
     the beats of its own bursts, in order, whatever the interleaving."""
@@ -276,7 +232,8 @@ def _desc_layout():
 
 def test_ld_unit_executes_its_queue():
     """LD: descriptors carry the instruction's fields with the data base added; a SIGNAL waits
-    for the DMA to be idle; a WAIT for its semaphore; an illegal opcode is an error at its index
+    for the DMA to be idle and is held until the semaphore file takes it; a WAIT for its
+    semaphore; an illegal opcode is an error at its index
     (not consumed), and nothing after it runs."""
     dut = GlobalUnit(kind="LD", descriptor=_desc_layout())
     prog = [_I("SETR", unit=0, reg=1, value=5), _I("NOP"),
@@ -299,13 +256,14 @@ def test_ld_unit_executes_its_queue():
             ctx.set(dut.instr.payload, words[pc] if pc < len(words) else 0)
             ctx.set(dut.dma_idle, cyc >= busy_until)
             ctx.set(dut.wait.ready, cyc >= 40)
+            ctx.set(dut.signal.ready, cyc % 3 == 0)     # the semaphore file's arbiter stalls
             await ctx.delay(1e-10)
             if ctx.get(dut.cmd.valid):
                 c = ctx.get(dut.cmd.payload)
                 log.append(("cmd", cyc, c.dram_addr, c.buf, c.core, c.buf_addr, c.count,
                             c.length, c.stride))
                 busy_until = cyc + 10       # the DMA is busy for 10 cycles
-            if ctx.get(dut.signal.valid):
+            if ctx.get(dut.signal.valid) and ctx.get(dut.signal.ready):
                 log.append(("signal", cyc, ctx.get(dut.signal.payload.sem),
                             ctx.get(dut.signal.payload.count)))
             if ctx.get(dut.wait.valid) and ctx.get(dut.wait.ready):
@@ -352,3 +310,20 @@ def test_host_unit_waits_for_the_cpu():
         assert reqs == 21 and pc == 3 and ctx.get(dut.halted) and not ctx.get(dut.error)
 
     _run(dut, bench)
+
+
+def test_accelerator_axi_ports_are_checked_and_bound():
+    """``axi_ports``: 1 (one manager port) or 2 (``m_axi1`` for the LD engine's reads); 0 and
+    5 are out of range, 3 and 4 refused with the reason (docs/system.md, "AXI ports")."""
+    from amaranth.hdl import Fragment
+
+    from hw.system.accelerator import Accelerator
+    for bad, exc in ((0, ValueError), (5, ValueError), (3, ValueError), (4, ValueError),
+                     (True, TypeError)):
+        with pytest.raises(exc, match="axi_ports"):
+            Accelerator(config="small:L=1", sems=16, axi_ports=bad)
+    one = Accelerator(config="small:L=1", sems=16)
+    two = Accelerator(config="small:L=1", sems=16, axi_ports=2)
+    assert "m_axi1" not in one.signature.members and "m_axi1" in two.signature.members
+    Fragment.get(one, None)
+    Fragment.get(two, None)

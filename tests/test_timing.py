@@ -92,3 +92,53 @@ def test_requant_latency_config_field_dropped():
     assert cfg == AccelConfig(name="paper")
     with pytest.raises(ConfigError, match="requant_latency"):
         AccelConfig(name="paper").replace(requant_latency=3)
+
+
+def test_semaphore_latencies_match_sim_timing():
+    """The semaphore file's uncontended latencies, measured in amaranth.sim, are the ones
+    ``sim.timing.AXI_SYSTEM`` charges: a SIGNAL taken in cycle t answers a waiter from
+    t + SEM_SIGNAL_LATENCY; a WAIT offered in h on a sufficient counter is taken in
+    h + SEM_WAIT_EXTRA."""
+    from amaranth.sim import Simulator
+
+    from hw.system.semaphores import SemaphoreFile
+    assert SemaphoreFile.SIGNAL_LATENCY == timing.SEM_SIGNAL_LATENCY
+    assert SemaphoreFile.WAIT_LATENCY == timing.SEM_WAIT_EXTRA
+    assert timing.AXI_SYSTEM.signal_latency == timing.SEM_SIGNAL_LATENCY
+    assert timing.AXI_SYSTEM.wait_extra == timing.SEM_WAIT_EXTRA
+    dut = SemaphoreFile(count=8, ports=3)
+    seen = {}
+
+    async def bench(ctx):
+        w, s = dut.wait[1], dut.signal[2]
+        for _ in range(10):                     # past the clearing sweep
+            await ctx.tick()
+        ctx.set(w.valid, 1)                     # blocked on sem 5 >= 2
+        ctx.set(w.payload.sem, 5)
+        ctx.set(w.payload.count, 2)
+        for _ in range(4):
+            await ctx.tick()
+        ctx.set(s.valid, 1)
+        ctx.set(s.payload.sem, 5)
+        ctx.set(s.payload.count, 2)
+        assert ctx.get(s.ready)                 # taken in the cycle it is offered
+        await ctx.tick()
+        ctx.set(s.valid, 0)
+        cyc = 1
+        while not ctx.get(w.ready):
+            await ctx.tick()
+            cyc += 1
+        seen["signal"] = cyc
+        await ctx.tick()                        # taken; the next WAIT, already satisfied
+        ctx.set(w.payload.count, 1)
+        cyc = 0
+        while not ctx.get(w.ready):
+            await ctx.tick()
+            cyc += 1
+        seen["wait"] = cyc
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == {"signal": timing.SEM_SIGNAL_LATENCY, "wait": timing.SEM_WAIT_EXTRA}

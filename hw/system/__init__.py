@@ -7,8 +7,10 @@ the semaphore file and the :class:`Accelerator` that joins them to the L computi
 """
 
 from .accelerator import Accelerator  # noqa: E402
+from .semaphores import SemaphoreFile  # noqa: E402
 
-__all__ = ["Accelerator", "UNITS"]
+__all__ = ["Accelerator", "SemaphoreFile", "UNITS"]
 
-#: components of this package the CLI builds (``python -m hw verilog accelerator --config ...``)
-UNITS: dict[str, type] = {"accelerator": Accelerator}
+#: components of this package the CLI builds (``python -m hw verilog accelerator --config ...``,
+#: ``python -m hw estimate semaphore_file --param count=2048 --param ports=51``)
+UNITS: dict[str, type] = {"accelerator": Accelerator, "semaphore_file": SemaphoreFile}

@@ -6,7 +6,9 @@
   status and error code, base addresses, performance counters, the config it was built for);
 * ``m_axi`` (AXI4 manager, 128-bit): the dispatcher's instruction fetch and the LD engine share
   its read channels (:class:`hw.system.arbiter.ReadArbiter`), the ST engine owns its write
-  channels;
+  channels; with ``axi_ports=2`` a second manager ``m_axi1`` carries the LD engine's reads
+  alone (``m_axi`` keeps the fetch and the ST writes), the two ports meant for two of the
+  ZCU102's HP ports;
 * ``irq``: the interrupt (``CTRL.IRQ_EN`` and any bit of ``IRQ_STATUS``).
 
 Inside: the :class:`hw.system.dispatch.Dispatcher` (the Binary's unit queues from DRAM,
@@ -73,6 +75,10 @@ class Accelerator(wiring.Component):
         Read bursts the LD engine keeps in flight.
     addr_width : int
         AXI address bits (40 covers the ZCU102's DDR windows).
+    axi_ports : int, 1..2
+        AXI4 manager ports: 1 (fetch, LD and ST on ``m_axi``) or 2 (LD reads on ``m_axi1``).
+        3 and 4 need more than one LD engine and as many line-write ports into the global
+        buffers (docs/system.md, "AXI ports"); they are refused.
     core : hw.core.Core or None
         A core to replicate (its parameters); default ``Core.from_config(config)``.
 
@@ -80,12 +86,13 @@ class Accelerator(wiring.Component):
     -----
     s_axi : In(AXI4-Lite, 12-bit address, 32-bit data)   the register block
     m_axi : Out(AXI4, ``addr_width`` address, 128-bit data, 1-bit id)   DRAM
+    m_axi1 : Out(AXI4, same)   DRAM, the LD engine's reads (``axi_ports=2`` only)
     irq : Out(1)   level interrupt
     """
 
     def __init__(self, *, config="paper", sems: int = 2048, queue_depth: int = 16,
                  fetch_burst: int = 16, dma_burst: int = 64, dma_outstanding: int = 4,
-                 addr_width: int = 40):
+                 addr_width: int = 40, axi_ports: int = 1):
         from sim.config import AccelConfig
         if isinstance(config, str):
             config = AccelConfig.from_string(config)
@@ -100,20 +107,25 @@ class Accelerator(wiring.Component):
         self.dma_burst = check_int("dma_burst", dma_burst, 1, 256)
         self.dma_outstanding = check_int("dma_outstanding", dma_outstanding, 1, 16)
         self.addr_width = check_int("addr_width", addr_width, 32, 64)
+        self.axi_ports = check_int("axi_ports", axi_ports, 1, 4)
+        if self.axi_ports > 2:
+            raise ValueError(f"axi_ports={axi_ports}: only 1 or 2 are built (3 and 4 need more LD "
+                             f"engines and buffer write ports: docs/system.md, \"AXI ports\")")
         self.n_queues = n_queues(self.L)
-        super().__init__({
-            "s_axi": In(axi4_lite_signature(addr_width=12, data_width=32)),
-            "m_axi": Out(axi4_signature(addr_width=addr_width, data_width=DATA_WIDTH,
-                                        id_width=1)),
-            "irq": Out(1),
-        })
+        axi = axi4_signature(addr_width=addr_width, data_width=DATA_WIDTH, id_width=1)
+        ports = {"s_axi": In(axi4_lite_signature(addr_width=12, data_width=32)),
+                 "m_axi": Out(axi)}
+        if self.axi_ports == 2:
+            ports["m_axi1"] = Out(axi)
+        super().__init__({**ports, "irq": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         cfg, L, Q, A = self.cfg, self.L, self.n_queues, self.addr_width
 
         # -- the register block (not reset by a run) ------------------------------------------
-        m.submodules.csr = csr = RegisterBlock(config=cfg, axi_ports=1, data_bytes=LINE)
+        m.submodules.csr = csr = RegisterBlock(config=cfg, axi_ports=self.axi_ports,
+                                               data_bytes=LINE)
         wiring.connect(m, wiring.flipped(self.s_axi), csr.bus)
         m.d.comb += self.irq.eq(csr.irq)
         table_base = csr.instr_table_addr[:A]
@@ -155,7 +167,8 @@ class Accelerator(wiring.Component):
         bufs = GlobalBuffers(core_signature=cores[0].signature, cores=L, line=LINE,
                              sizes={"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes,
                                     "OUT": cfg.buf_out_bytes})
-        arb = ReadArbiter(n=2, addr_width=A, data_width=DATA_WIDTH)
+        arb = ReadArbiter(n=2, addr_width=A, data_width=DATA_WIDTH) if self.axi_ports == 1 \
+            else None
         m.submodules.dispatch = run(dispatch)
         m.submodules.ld_dma = run(ld)
         m.submodules.st_dma = run(st)
@@ -165,7 +178,8 @@ class Accelerator(wiring.Component):
             m.submodules[f"core{c}"] = run(core)
         m.submodules.sems = run(sems)
         m.submodules.bufs = run(bufs)
-        m.submodules.arb = arb
+        if arb is not None:
+            m.submodules.arb = arb
         m.d.comb += [dispatch.start.eq(go), dispatch.table_base.eq(table_base),
                      dispatch.stop.eq(draining),
                      quiet.eq(ld.idle & st.idle & ~dispatch.busy)]
@@ -219,14 +233,22 @@ class Accelerator(wiring.Component):
         m.d.comb += [bufs.st_en.eq(st.rd_en), bufs.st_buf.eq(st.rd_buf),
                      bufs.st_addr.eq(st.rd_addr), st.rd_data.eq(bufs.st_data)]
 
-        # AXI: reads of the dispatcher (id 0) and LD (id 1) share the port, ST writes
-        wiring.connect(m, dispatch.bus, arb.up[0])
-        wiring.connect(m, ld.bus, arb.up[1])
-        for f in ("araddr", "arlen", "arsize", "arburst", "arlock", "arcache", "arprot",
-                  "arvalid", "arid", "rready"):
-            m.d.comb += getattr(self.m_axi, f).eq(getattr(arb.down, f))
-        for f in ("arready", "rid", "rdata", "rresp", "rlast", "rvalid"):
-            m.d.comb += getattr(arb.down, f).eq(getattr(self.m_axi, f))
+        # AXI: one port: reads of the dispatcher (id 0) and LD (id 1) share it, ST writes;
+        # two ports: the dispatcher's reads and ST's writes on m_axi, LD's reads on m_axi1
+        def reads(port, mgr):
+            for f in ("araddr", "arlen", "arsize", "arburst", "arlock", "arcache", "arprot",
+                      "arvalid", "arid", "rready"):
+                m.d.comb += getattr(port, f).eq(getattr(mgr, f))
+            for f in ("arready", "rid", "rdata", "rresp", "rlast", "rvalid"):
+                m.d.comb += getattr(mgr, f).eq(getattr(port, f))
+        if arb is not None:
+            wiring.connect(m, dispatch.bus, arb.up[0])
+            wiring.connect(m, ld.bus, arb.up[1])
+            reads(self.m_axi, arb.down)
+        else:
+            reads(self.m_axi, dispatch.bus)
+            reads(self.m_axi1, ld.bus)
+            m.d.comb += self.m_axi1.bready.eq(1)    # no writes on m_axi1
         for f in ("awid", "awaddr", "awlen", "awsize", "awburst", "awlock", "awcache",
                   "awprot", "awvalid", "wdata", "wstrb", "wlast", "wvalid", "bready"):
             m.d.comb += getattr(self.m_axi, f).eq(getattr(st.bus, f))
@@ -263,6 +285,8 @@ class Accelerator(wiring.Component):
         m.d.comb += progress.eq(Cat(*hs, *toggles, ld.wr.valid,
                                     self.m_axi.wvalid & self.m_axi.wready,
                                     self.m_axi.rvalid & self.m_axi.rready,
+                                    *([self.m_axi1.rvalid & self.m_axi1.rready]
+                                      if self.axi_ports == 2 else []),
                                     host.host_req).any())
         idle_for = Signal(32)
         with m.If(run_rst | progress | ~busy):

@@ -8,10 +8,7 @@ docs/system.md), so the estimate is the sum of parts, each synthesised alone wit
 * ``core`` x L: one :class:`hw.core.Core` at the config;
 * the system parts, each as built by ``Accelerator`` for the config: the register block, the
   dispatcher (3 + 3 L queues), the LD and ST DMA engines, the three global units, the read
-  arbiter and the semaphore file (``sems`` counters, 3 + 3 L ports);
-* the semaphore file is synthesised only up to ``SEMAPHORE_SYNTH_LIMIT`` counters x ports: its
-  register design (a counter and an adder per id, a comparator mux per waiter) does not scale
-  to the paper's 2,048 ids x 51 units; above the limit it is reported as not included;
+  arbiter and the semaphore file (``sems`` counters in a RAM, 3 + 3 L ports);
 * the global buffers B, C, OUT, **not synthesised**: counted as RAMB36 by size (4 KB each), the
   count a BRAM layout of that capacity needs at least (docs/global-buffers.md has the banked
   design and its budget).
@@ -26,9 +23,6 @@ from __future__ import annotations
 import math
 
 __all__ = ["accelerator_parts", "estimate_accelerator", "TABLE_III"]
-
-#: counters x ports above which the semaphore file is not synthesised (docs/system.md)
-SEMAPHORE_SYNTH_LIMIT = 4096
 
 #: the paper's Table III (whole accelerator, L = 16 cores, ZCU102, Vivado)
 TABLE_III = {"LUT": 130628, "FF": 152819, "DSP48E2": 1024, "BRAM36": 162}
@@ -77,15 +71,9 @@ def estimate_accelerator(cfg, *, sems: int = 2048, estimator=None, progress=None
 
         def estimator(comp, name):
             return estimate(comp, name, abc9=False)
-    rows, skipped = [], []
+    rows = []
     parts = accelerator_parts(cfg, sems=sems)
     for name, count, comp in (progress(parts) if progress else parts):
-        if name == "semaphores" and comp.count * comp.ports > SEMAPHORE_SYNTH_LIMIT:
-            comp._MustUse__used = True      # built to be reported, on purpose not elaborated
-            skipped.append(f"the semaphore file ({comp.count} counters x {comp.ports} ports) "
-                           f"is not synthesised: its register design grows with counters x "
-                           f"ports (16 x 6 is already ~4.7 k LUT), see docs/system.md")
-            continue
         r = estimator(comp, name)
         row = {"part": name, "count": count, "LUT": int(r["LUT"]), "FF": int(r["FF"]),
                "DSP48E2": int(r["DSP48E2"]), "BRAM36": _bram36(r)}
@@ -98,9 +86,8 @@ def estimate_accelerator(cfg, *, sems: int = 2048, estimator=None, progress=None
     ratio = {k: total[k] / TABLE_III[k] for k in total}
     return {"config": cfg.to_dict(), "sems": sems, "parts": rows, "total": total,
             "table_iii": TABLE_III, "ratio": ratio,
-            "not_included": "; ".join(["the Accelerator's glue logic (run control, status, "
-                                       "per-queue counters, watchdog): a few hundred LUT, "
-                                       "~1.3 k FF at L = 16"] + skipped)}
+            "not_included": "the Accelerator's glue logic (run control, status, per-queue "
+                            "counters, watchdog): a few hundred LUT, ~1.3 k FF at L = 16"}
 
 
 def format_table(res: dict) -> str:

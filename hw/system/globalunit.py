@@ -114,7 +114,8 @@ class GlobalUnit(wiring.Component):
                 with m.Case(code["WAIT"]):
                     m.d.comb += [self.wait.valid.eq(1), take.eq(self.wait.ready)]
                 with m.Case(code["SIGNAL"]):
-                    m.d.comb += [self.signal.valid.eq(drained), take.eq(drained)]
+                    m.d.comb += [self.signal.valid.eq(drained),
+                                 take.eq(drained & self.signal.ready)]
                 with m.Case(code[xop]):
                     if self.kind == "HOST":
                         m.d.comb += [self.host_req.eq(1), self.host_word.eq(pay)]

@@ -1,23 +1,57 @@
 """The semaphore file: the global event counters of ``sim.isa``'s SIGNAL / WAIT (docs/isa.md).
 
 ``SIGNAL unit, sem, count`` adds ``count`` to counter ``sem``; ``WAIT unit, sem, count`` blocks
-its unit until counter ``sem >= count``. Counters never decrement, so any number of units may
-wait for one event. Every unit of the accelerator (LD, ST, HOST and the three units of each
-core) has a wait and a signal stream (``hw.core.ports.SEM_LAYOUT``); a WAIT is answered in the
-cycle it is offered (``ready`` is combinational from the counters, the contract of
-``hw.core.ports``), a SIGNAL is always taken and shows in the counter from the next cycle; all
-sources may signal in the same cycle (their counts add).
+its unit until counter ``sem >= count`` and does not consume it (``sim.funcsim``: a WAIT only
+compares), so any number of units may wait for one event. Every unit of the accelerator (LD, ST,
+HOST and the three units of each core) has a wait and a signal stream
+(``hw.core.ports.SEM_LAYOUT``).
+
+Structure (docs/system.md, "Semaphore file", has the choice and its cost)
+-------------------------------------------------------------------------
+* **Counters in one RAM** (``lib.memory.Memory``, ``count`` x 16 bits) with one write port and
+  two synchronous read ports, one for the signals' read-modify-write, one for the waiters'
+  look-ups (yosys replicates the RAM per read port: 4 RAMB18 at 2,048 ids, LUT RAM when
+  small).
+* **Signals** go through a round-robin arbiter, one per cycle: the granted port's ``ready`` is
+  combinational from the ``valid``\\ s (an ungranted signaller is held, a stream stall). Cycle
+  ``t`` (S0): grant, read the counter. Cycle ``t + 1`` (S1): add, write back, and *broadcast*
+  ``{sem, new value}`` to every waiter. Back-to-back signals to one counter: the read in S0
+  of the second does not see the first's write (same cycle), so S1 takes the value of the
+  previous cycle's write when the ids match (a forwarding register). Counters saturate at
+  ``0xFFFF`` (WAIT counts are at most 12 bits, so a saturated counter answers every WAIT as the
+  unbounded counter of ``sim.isa`` would).
+* **Waiters** are watch registers: a unit offering a WAIT requests a look-up (a second
+  round-robin arbiter, one per cycle) of its counter; the answer (next cycle) sets the waiter's
+  ``sat`` bit when ``counter >= count``; from the cycle its ``valid`` rises it also compares
+  every broadcast ``{sem, new}`` with its own ``{sem, count}`` (the stream payload, stable
+  while ``valid``) and sets ``sat`` on a match. ``ready`` is ``sat``, a register: no
+  combinational path from the counters to the units. Counters never decrease, so a look-up
+  that misses a concurrent write is completed by that write's broadcast.
+* **Clearing**: a RAM cannot be reset in one cycle. After reset a sweep writes 0 to entry
+  ``ptr`` in every cycle without a signal write (``count`` cycles in all); entries at or past
+  ``ptr`` read as 0 for the waiters' look-ups, and a signal to an entry at or past ``ptr`` is
+  held (not granted) until the sweep has passed it. The compiler numbers events in program
+  order, so the sweep (one id per cycle) runs far ahead of the signals of a real run.
+
+Latency (``sim.timing.AXI_SYSTEM``): a SIGNAL taken in cycle ``t`` (uncontended: the cycle it is
+offered) answers waiters from cycle ``t + 2`` (:data:`SemaphoreFile.SIGNAL_LATENCY`); a WAIT
+offered in cycle ``h`` on an already sufficient counter is taken in cycle ``h + 2``
+(:data:`SemaphoreFile.WAIT_LATENCY`: look-up granted in ``h``, data and compare in ``h + 1``,
+``ready`` from ``h + 2``); contention for either arbiter adds one cycle per port served first.
 
 The compiler allocates one counter per event (``sim.compile``), so the file must have at least as
 many counters as the Binary's largest semaphore id + 1; a WAIT or SIGNAL on an id past the file
 sets ``fault`` (the register block reports it as error code 7) and is never answered (WAIT) or
-dropped (SIGNAL).
+dropped (SIGNAL, taken at once).
 """
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Module, Mux, Signal
+from functools import reduce
+
+from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..core.ports import SEM_LAYOUT
@@ -25,21 +59,50 @@ from ..params import check_int
 
 __all__ = ["SemaphoreFile", "COUNTER_BITS"]
 
-COUNTER_BITS = 16       #: width of one event counter (WAIT counts are 12 bits)
+COUNTER_BITS = 16       #: width of one event counter (saturating; WAIT counts are 12 bits)
+
+
+def _round_robin(m: Module, req, take, name: str) -> Signal:
+    """One-hot grant of the lowest requester after the last one served (wrapping to the lowest
+    overall); the pointer moves only in a cycle with ``take`` (the grant was used)."""
+    n = len(req)
+    after = Signal(n, name=f"{name}_after")         # ports strictly after the last grant
+    above = Signal(n, name=f"{name}_above")
+    pick = Signal(n, name=f"{name}_pick")
+    grant = Signal(n, name=f"{name}_grant")
+    m.d.comb += [above.eq(req & after),
+                 pick.eq(Mux(above.any(), above, req)),
+                 grant.eq(pick & (~pick + 1)[:n])]  # lowest set bit
+    with m.If(take):
+        m.d.sync += after.eq(~(grant | (grant - 1)[:n]))
+    return grant
+
+
+def _select(grant, values):
+    """AND-OR multiplexer: ``values[i]`` where the one-hot ``grant`` has bit ``i``."""
+    return reduce(lambda a, b: a | b, [Mux(grant[i], v, 0) for i, v in enumerate(values)])
 
 
 class SemaphoreFile(wiring.Component):
-    """``count`` event counters shared by ``ports`` units.
+    """``count`` event counters shared by ``ports`` units (see the module doc for the design).
 
-    Parameters (keyword-only): ``count`` (counters, 1..65536: ids ``0 .. count-1``), ``ports``
-    (units, 1..256).
+    Parameters (keyword-only): ``count`` (counters, 1..65536: ids ``0 .. count-1``; default
+    2,048, the Accelerator's), ``ports`` (units, 1..256; default 51 = 3 + 3 L at the paper's
+    L = 16).
 
-    Ports: ``wait[i]`` (In stream of {sem, count}: unit i's WAIT; ``ready`` when the counter has
-    reached ``count``), ``signal[i]`` (In stream: unit i's SIGNAL; always ready), ``fault``
-    (Out(1), sticky: an id past the file), ``fault_port`` (Out(8): the unit of the first fault).
+    Ports: ``wait[i]`` (In stream of {sem, count}: unit i's WAIT; ``ready``, registered, once
+    counter ``sem`` has reached ``count``), ``signal[i]`` (In stream: unit i's SIGNAL, adds
+    ``count`` to counter ``sem``; ``ready`` when the signal arbiter takes it, in the cycle it is
+    offered unless other signals compete), ``fault`` (Out(1), sticky: an id past the file),
+    ``fault_port`` (Out(8): the unit of the first fault).
     """
 
-    def __init__(self, *, count: int, ports: int):
+    #: cycles from a SIGNAL taken in cycle t to a waiter's ready (t + 2)
+    SIGNAL_LATENCY = 2
+    #: cycles from a WAIT offered in cycle h on a sufficient counter to its ready (h + 2)
+    WAIT_LATENCY = 2
+
+    def __init__(self, *, count: int = 2048, ports: int = 51):
         self.count = check_int("count", count, 1, 1 << 16)
         self.ports = check_int("ports", ports, 1, 256)
         super().__init__({
@@ -51,25 +114,85 @@ class SemaphoreFile(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cnt = [Signal(COUNTER_BITS, name=f"sem{i}") for i in range(self.count)]
-        arr = Array(cnt)
-        bad = []
-        for i in range(self.ports):
-            w, s = self.wait[i], self.signal[i]
-            w_ok = w.payload.sem < self.count
-            m.d.comb += [w.ready.eq(w_ok & (arr[w.payload.sem] >= w.payload.count)),
-                         s.ready.eq(1)]
-            bad.append((w.valid & ~w_ok) | (s.valid & (s.payload.sem >= self.count)))
-        for c_i, c in enumerate(cnt):
-            inc = 0
-            for i in range(self.ports):
-                s = self.signal[i]
-                inc = inc + Mux(s.valid & (s.payload.sem == c_i), s.payload.count, 0)
-            m.d.sync += c.eq(c + inc)
-        anybad = Cat(*bad).any()
-        with m.If(anybad & ~self.fault):
+        n, P = self.count, self.ports
+        m.submodules.mem = mem = Memory(shape=unsigned(COUNTER_BITS), depth=n, init=[])
+        wr = mem.write_port()
+        rd_s = mem.read_port()          # signals' read-modify-write
+        rd_w = mem.read_port()          # waiters' look-ups
+        waits, signals = list(self.wait), list(self.signal)
+
+        # clearing sweep: entries below ptr hold their counters, the others are 0
+        ptr = Signal(range(n + 1))
+
+        # -- faults: ids past the file ------------------------------------------------------------
+        w_ok = [w.payload.sem < n for w in waits]
+        s_ok = [s.payload.sem < n for s in signals]
+        bad = [(w.valid & ~wo) | (s.valid & ~so)
+               for w, s, wo, so in zip(waits, signals, w_ok, s_ok)]
+        with m.If(Cat(*bad).any() & ~self.fault):
             m.d.sync += self.fault.eq(1)
-            for i in reversed(range(self.ports)):
+            for i in reversed(range(P)):
                 with m.If(bad[i]):
                     m.d.sync += self.fault_port.eq(i)
+
+        # -- S0: the signal arbiter, the counter read ----------------------------------------------
+        s_req = Signal(P)
+        m.d.comb += s_req.eq(Cat(*[s.valid & so for s, so in zip(signals, s_ok)]))
+        s_take = Signal()
+        s_grant = _round_robin(m, s_req, s_take, "sig")
+        g_sem = Signal(16)
+        g_count = Signal(12)
+        m.d.comb += [g_sem.eq(_select(s_grant, [s.payload.sem for s in signals])),
+                     g_count.eq(_select(s_grant, [s.payload.count for s in signals])),
+                     # a granted signal to an entry the sweep has not cleared yet is held
+                     s_take.eq(s_req.any() & (g_sem < ptr)),
+                     rd_s.addr.eq(g_sem)]
+        for i, (s, so) in enumerate(zip(signals, s_ok)):
+            m.d.comb += s.ready.eq((s_grant[i] & s_take) | (s.valid & ~so))   # bad: dropped
+
+        # -- S1: add, write back, broadcast --------------------------------------------------------
+        p_valid = Signal()
+        p_sem = Signal(16)
+        p_count = Signal(12)
+        m.d.sync += [p_valid.eq(s_take), p_sem.eq(g_sem), p_count.eq(g_count)]
+        last_valid = Signal()           # the write of the previous cycle (forwarding)
+        last_sem = Signal(16)
+        last_val = Signal(COUNTER_BITS)
+        old = Signal(COUNTER_BITS)
+        total = Signal(COUNTER_BITS + 1)
+        new = Signal(COUNTER_BITS)
+        m.d.comb += [old.eq(Mux(last_valid & (last_sem == p_sem), last_val, rd_s.data)),
+                     total.eq(old + p_count),
+                     new.eq(Mux(total[COUNTER_BITS], (1 << COUNTER_BITS) - 1, total))]
+        m.d.sync += [last_valid.eq(p_valid), last_sem.eq(p_sem), last_val.eq(new)]
+        with m.If(p_valid):
+            m.d.comb += [wr.addr.eq(p_sem), wr.data.eq(new), wr.en.eq(1)]
+        with m.Elif(ptr < n):
+            m.d.comb += [wr.addr.eq(ptr), wr.data.eq(0), wr.en.eq(1)]
+            m.d.sync += ptr.eq(ptr + 1)
+
+        # -- waiters: look-up arbiter, watch registers ---------------------------------------------
+        sat = Signal(P)                 # the waiter's counter has reached its count: ready
+        looked = Signal(P)              # its look-up was granted
+        w_req = Signal(P)
+        m.d.comb += w_req.eq(Cat(*[w.valid & wo for w, wo in zip(waits, w_ok)]) & ~looked & ~sat)
+        w_grant = _round_robin(m, w_req, w_req.any(), "look")
+        l_sem = Signal(16)
+        m.d.comb += [l_sem.eq(_select(w_grant, [w.payload.sem for w in waits])),
+                     rd_w.addr.eq(l_sem)]
+        lk_who = Signal(P)              # the waiter whose look-up data arrive this cycle
+        lk_count = Signal(12)
+        lk_zero = Signal()              # its entry was not cleared yet when read: 0
+        m.d.sync += [lk_who.eq(w_grant),
+                     lk_count.eq(_select(w_grant, [w.payload.count for w in waits])),
+                     lk_zero.eq(l_sem >= ptr)]
+        hit = Signal()
+        m.d.comb += hit.eq(Mux(lk_zero, 0, rd_w.data) >= lk_count)
+        for i, w in enumerate(waits):
+            seen = (lk_who[i] & hit) | (p_valid & (p_sem == w.payload.sem)
+                                         & (new >= w.payload.count))
+            done = w.valid & sat[i]
+            m.d.comb += w.ready.eq(sat[i])
+            m.d.sync += [sat[i].eq(w.valid & ~done & (sat[i] | seen)),
+                         looked[i].eq(w.valid & ~done & (looked[i] | w_grant[i]))]
         return m

@@ -1,6 +1,7 @@
 """cocotb test of ``hw.system.Accelerator``: a whole Binary through AXI, as on the board.
 
-The DDR is cocotbext-axi's ``AxiRam`` on ``m_axi``; the CPU is an ``AxiLiteMaster`` on ``s_axi``
+The DDR is cocotbext-axi's ``AxiRam`` on ``m_axi`` (and one more ``AxiRam`` on the same memory
+per further port, ``m_axi1``, when the accelerator has ``axi_ports=2``); the CPU is an ``AxiLiteMaster`` on ``s_axi``
 doing exactly what a runtime does (``tb.system.host``): place the instruction image
 (``sim.image``) and the data image with the input in DRAM, write ``INSTR_TABLE``,
 ``DATA_BASE``, ``DATA_SIZE``, enable the interrupt, write ``CTRL.START``, then sleep until
@@ -32,7 +33,7 @@ from sim import golden
 from sim.compile import Binary
 from tb.reference import assert_matches_references
 from tb.rtl import params
-from tb.system.axi_env import axi_env
+from tb.system.axi_env import axi_env, extra_ports
 from tb.system.host import Host, layout
 from tb.system.monitor import AxiMonitor
 
@@ -49,12 +50,15 @@ async def accelerator_runs_binary(dut):
     x = np.load(p["input"])
     _base, end = layout(binary)
     ram, cpu = await axi_env(dut, end)
-    mon = AxiMonitor(dut, "m_axi_", max_burst=256)
+    more = extra_ports(dut, ram)        # axi_ports > 1: the same DDR behind every port
+    mons = [AxiMonitor(dut, "m_axi_", max_burst=256)] + [
+        AxiMonitor(dut, prefix, max_burst=256) for prefix, _ in more]
     if p.get("pause"):
         rng = random.Random(p.get("seed", 1))
-        for ch in (ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
-                   ram.write_if.w_channel, ram.write_if.b_channel):
-            ch.set_pause_generator(_pauses(random.Random(rng.random()), 0.3))
+        for r in [ram] + [r for _, r in more]:
+            for ch in (r.read_if.ar_channel, r.read_if.r_channel, r.write_if.aw_channel,
+                       r.write_if.w_channel, r.write_if.b_channel):
+                ch.set_pause_generator(_pauses(random.Random(rng.random()), 0.3))
     host = Host(cpu, ram, dut)
     await ClockCycles(dut.clk, 2)
     await host.check_id(binary.cfg)
@@ -85,7 +89,7 @@ async def accelerator_runs_binary(dut):
         else:
             # the transfers already on the bus complete (nothing is cut off mid-burst)
             for _ in range(1000):
-                if mon.quiet():
+                if all(mon.quiet() for mon in mons):
                     break
                 await ClockCycles(dut.clk, 100)
         if case == "watchdog":
@@ -98,9 +102,11 @@ async def accelerator_runs_binary(dut):
             res = await host.wait(max_cycles=p.get("max_cycles", 5_000_000))
             rec["after_reset"] = res["status"]
     wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    mon.check_quiet()
-    lat = sorted(mon.latencies)
-    rec.update(wall_s=wall, cpu_s=cpu_s, bursts=mon.bursts,
+    for mon in mons:
+        mon.check_quiet()
+    lat = sorted(t for mon in mons for t in mon.latencies)
+    rec.update(wall_s=wall, cpu_s=cpu_s, bursts=sum(mon.bursts for mon in mons),
+               bursts_per_port=[mon.bursts for mon in mons],
                read_latency_median=lat[len(lat) // 2] if lat else None,
                read_latency_min=lat[0] if lat else None)
     if case in ("run", "watchdog", "start_busy"):
@@ -111,6 +117,6 @@ async def accelerator_runs_binary(dut):
         rec["cycles_per_s"] = res["counters"]["CYCLES"] / wall
         dut._log.info(f"done: {res['counters']['CYCLES']} cycles in {wall:.1f} s "
                       f"({rec['cycles_per_s']:.0f} cycles/s); outputs == sim.golden == "
-                      f"sim.funcsim; {mon.bursts} bursts, all legal")
+                      f"sim.funcsim; {rec['bursts_per_port']} bursts per AXI port, all legal")
     with open("accel.json", "w") as f:
         json.dump(rec, f)

@@ -35,7 +35,8 @@ def accelerator_for(cfg, binary=None, **kw):
 
 def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
                     pause: bool = False, seed: int = 1, timeout_s: float = 3600,
-                    sems: int | None = None, extra: dict | None = None) -> dict:
+                    sems: int | None = None, extra: dict | None = None,
+                    axi_ports: int = 1) -> dict:
     from sim import compile as sc
     from sim import perf, timing
     from tb.rtl import REPO_ROOT, run_cocotb
@@ -45,7 +46,7 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
     bpath, xpath = workdir / "binary.npz", workdir / "x.npy"
     binary.save(bpath)
     np.save(xpath, np.asarray(x))
-    acc = accelerator_for(cfg, binary, sems=sems)
+    acc = accelerator_for(cfg, binary, sems=sems, axi_ports=axi_ports)
     name = "accelerator"
     run_cocotb(component=acc, name=name, test_module="tb.system.cocotb_accel",
                simulator=simulator, timeout_s=timeout_s, seed=seed,
@@ -87,6 +88,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=3, help="random input image seed (default 3)")
     ap.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
     ap.add_argument("--pause", action="store_true", help="random AXI back-pressure")
+    ap.add_argument("--axi-ports", type=int, default=1, choices=(1, 2),
+                    help="AXI4 manager ports (2: LD reads on their own port; default 1)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     try:
@@ -100,7 +103,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             rec = run_accelerator(prog, cfg, x, args.simulator, tmp, pause=args.pause,
-                                  seed=args.seed)
+                                  seed=args.seed, axi_ports=args.axi_ports)
         except AssertionError as e:
             msg = str(e).splitlines()[0][:500]
             print(json.dumps({"ok": False, "error": msg}) if args.json else f"FAILED: {msg}")

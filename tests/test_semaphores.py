@@ -1,0 +1,150 @@
+# amaranth: UnusedElaboratable=no
+"""hw.system.semaphores.SemaphoreFile in amaranth.sim against a Python model of ``sim.isa``'s
+SIGNAL / WAIT (``tb.system.sem_model``: written from the ISA's definition, not from the HDL).
+
+Random traffic (fixed seeds) checked every cycle: a WAIT is never taken before the model's
+counter reaches its count, sufficient WAITs and all SIGNALs are taken within a bound, and at
+the end each counter's value is read back through WAITs (``value`` answered, ``value + 1``
+not). The same traffic runs on the Verilog in tb/test_semaphores_rtl.py.
+"""
+
+import random
+
+import pytest
+from amaranth import Elaboratable, Module, ResetInserter, Signal
+from amaranth.sim import Simulator
+
+from hw.system.semaphores import SemaphoreFile
+from tb.system.sem_model import SemTraffic
+
+
+class _Top(Elaboratable):
+    """The file with a synchronous reset the testbench drives (the Accelerator's START)."""
+
+    def __init__(self, dut):
+        self.dut, self.rst = dut, Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = ResetInserter(self.rst)(self.dut)
+        return m
+
+
+def _run(top, bench):
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+async def _step(ctx, dut, t, **kw):
+    for i, (sig, wai) in enumerate(t.offers(**kw)):
+        s, w = dut.signal[i], dut.wait[i]
+        ctx.set(s.valid, sig is not None)
+        if sig is not None:
+            ctx.set(s.payload.sem, sig[0])
+            ctx.set(s.payload.count, sig[1])
+        ctx.set(w.valid, wai is not None)
+        if wai is not None:
+            ctx.set(w.payload.sem, wai[0])
+            ctx.set(w.payload.count, wai[1])
+    t.observe([ctx.get(s.ready) for s in dut.signal], [ctx.get(w.ready) for w in dut.wait])
+    assert ctx.get(dut.fault) == 0
+    await ctx.tick()
+
+
+async def _round(ctx, dut, t, cycles):
+    """``cycles`` of traffic, the drain, then each counter read back through port 0's WAIT."""
+    for _ in range(cycles):
+        await _step(ctx, dut, t)
+    for new_s, new_w, limit, empty in t.drain_phases():
+        for _ in range(limit):
+            if empty and all(x is None for x in getattr(t, empty)):
+                break
+            await _step(ctx, dut, t, new_signals=new_s, new_waits=new_w)
+        assert empty is None or all(x is None for x in getattr(t, empty)), getattr(t, empty)
+    w = dut.wait[0]
+    for sem, cnt, expect in t.final_checks(range(t.sems)):
+        ctx.set(w.valid, 1)
+        ctx.set(w.payload.sem, sem)
+        ctx.set(w.payload.count, cnt)
+        got = False
+        for _ in range(t.wait_bound):
+            got = bool(ctx.get(w.ready))
+            await ctx.tick()
+            if got:
+                break
+        ctx.set(w.valid, 0)
+        await ctx.tick()
+        assert got == expect, (sem, t.model.value(sem), cnt, got)
+
+
+@pytest.mark.parametrize("ports,count,seed", [(9, 6, 1), (17, 40, 2), (4, 1, 3), (1, 1, 4)])
+def test_random_traffic_against_the_isa_model(ports, count, seed):
+    """Many waiters and signallers, ids drawn from few counters (collisions, back-to-back
+    signals to one id), then a reset (counters back to 0 through the clearing sweep) and
+    a second round on the old RAM contents."""
+    dut = SemaphoreFile(count=count, ports=ports)
+    top = _Top(dut)
+    rng = random.Random(seed)
+
+    async def bench(ctx):
+        for rnd in range(2):
+            t = SemTraffic(ports=ports, sems=count, count=count, rng=rng,
+                           idle=0.6 if rnd else 0.3)
+            await _round(ctx, dut, t, 600)
+            assert t.taken_signals > 100 and t.taken_waits > 50, (t.taken_signals,
+                                                                  t.taken_waits)
+            ctx.set(top.rst, 1)         # START: every counter back to 0
+            await ctx.tick()
+            ctx.set(top.rst, 0)
+
+    _run(top, bench)
+
+
+def test_counts_up_to_the_field_max_saturate():
+    """Signals of the largest count (4095) push counters past 16 bits: they saturate, so every
+    WAIT (12-bit count) stays answered as with sim.isa's unbounded counters (a wrapping 16-bit
+    counter would fall back below 4095)."""
+    dut = SemaphoreFile(count=4, ports=6)
+    top = _Top(dut)
+    rng = random.Random(5)
+
+    async def bench(ctx):
+        t = SemTraffic(ports=6, sems=4, count=4, rng=rng, big=0.9, idle=0.2)
+        await _round(ctx, dut, t, 400)
+        assert max(t.model.counters.values()) > 3 * (1 << 16)
+
+    _run(top, bench)
+
+
+def test_ids_past_the_file_fault_with_their_port():
+    dut = SemaphoreFile(count=12, ports=5)
+
+    async def bench(ctx):
+        await ctx.tick()
+        ctx.set(dut.signal[1].valid, 1)             # a bad SIGNAL is dropped (taken) ...
+        ctx.set(dut.signal[1].payload.sem, 12)
+        ctx.set(dut.wait[3].valid, 1)               # ... a bad WAIT never answered
+        ctx.set(dut.wait[3].payload.sem, 40)
+        assert ctx.get(dut.signal[1].ready) == 1
+        await ctx.tick()
+        ctx.set(dut.signal[1].valid, 0)
+        for _ in range(20):
+            assert ctx.get(dut.wait[3].ready) == 0
+            await ctx.tick()
+        assert ctx.get(dut.fault) == 1 and ctx.get(dut.fault_port) == 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("kw,exc", [
+    (dict(count=0, ports=4), ValueError), (dict(count=(1 << 16) + 1, ports=4), ValueError),
+    (dict(count=8, ports=0), ValueError), (dict(count=8, ports=257), ValueError),
+    (dict(count=8.0, ports=4), TypeError), (dict(count=8, ports=True), TypeError)])
+def test_parameters_are_checked(kw, exc):
+    with pytest.raises(exc):
+        SemaphoreFile(**kw)
