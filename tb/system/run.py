@@ -35,7 +35,12 @@ def accelerator_for(cfg, binary=None, **kw):
 
 def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
                     pause: bool = False, seed: int = 1, timeout_s: float = 3600,
-                    sems: int | None = None, extra: dict | None = None) -> dict:
+                    sems: int | None = None, extra: dict | None = None,
+                    buffers: str = "behavioural", banks: int = 8) -> dict:
+    """Compile ``prog`` for ``cfg``, run it on input ``x`` through the Accelerator's Verilog on
+    ``simulator`` (cocotb: ``tb.system.cocotb_accel`` checks the outputs bit for bit) and return
+    its record (counters, cycles, ``perf_cycles``, ``perf_axi_cycles``). ``buffers`` and
+    ``banks``: the Accelerator's global-buffer implementation (``hw.system.accelerator``)."""
     from sim import compile as sc
     from sim import perf, timing
     from tb.rtl import REPO_ROOT, run_cocotb
@@ -45,7 +50,8 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
     bpath, xpath = workdir / "binary.npz", workdir / "x.npy"
     binary.save(bpath)
     np.save(xpath, np.asarray(x))
-    acc = accelerator_for(cfg, binary, sems=sems)
+    kw = dict(buffers=buffers, banks=banks) if buffers != "behavioural" else {}
+    acc = accelerator_for(cfg, binary, sems=sems, **kw)
     name = "accelerator"
     run_cocotb(component=acc, name=name, test_module="tb.system.cocotb_accel",
                simulator=simulator, timeout_s=timeout_s, seed=seed,
@@ -87,6 +93,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=3, help="random input image seed (default 3)")
     ap.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
     ap.add_argument("--pause", action="store_true", help="random AXI back-pressure")
+    ap.add_argument("--buffers", default="behavioural", choices=("behavioural", "banked"),
+                    help="global buffers: behavioural (default) or banked (BRAM-like banks, "
+                         "cores with backpressure)")
+    ap.add_argument("--banks", type=int, default=8, help="banks of the banked buffers (8)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     try:
@@ -100,13 +110,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             rec = run_accelerator(prog, cfg, x, args.simulator, tmp, pause=args.pause,
-                                  seed=args.seed)
+                                  seed=args.seed, buffers=args.buffers, banks=args.banks)
         except AssertionError as e:
             msg = str(e).splitlines()[0][:500]
             print(json.dumps({"ok": False, "error": msg}) if args.json else f"FAILED: {msg}")
             return 1
     c = rec["counters"]
     out = {"ok": rec["status"] == "done", "model": args.model, "config": cfg.describe(),
+           "buffers": args.buffers if args.buffers == "behavioural" else
+           f"banked ({args.banks} banks)",
            "bit_exact": True, "rtl_cycles": c["CYCLES"], "perf_cycles": rec["perf_cycles"],
            "cycle_diff": (c["CYCLES"] - rec["perf_cycles"]) / rec["perf_cycles"],
            "perf_axi_cycles": rec.get("perf_axi_cycles"),
