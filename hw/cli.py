@@ -112,9 +112,15 @@ def _estimate_accelerator(args) -> int:
 
     from .system.estimate import estimate_accelerator, format_table
     extra = dict(args.param or [])
-    if set(extra) - {"sems"}:
-        raise registry.RegistryError("estimate accelerator takes --config and --param sems=N "
-                                     f"only, got {sorted(set(extra) - {'sems'})}")
+    allowed = {"sems", "buffers", "banks"}
+    if set(extra) - allowed:
+        raise registry.RegistryError("estimate accelerator takes --config and --param sems=N, "
+                                     "buffers=behavioural|banked, banks=N only, got "
+                                     f"{sorted(set(extra) - allowed)}")
+    buffers = extra.get("buffers", "behavioural")
+    if buffers not in ("behavioural", "banked"):
+        raise registry.RegistryError(f"buffers must be behavioural or banked, got {buffers!r}")
+    banks = registry.parse_value("banks", extra.get("banks", "8"), 8)
     try:
         cfg = AccelConfig.from_string(args.config or "paper")
     except ConfigError as e:
@@ -122,7 +128,13 @@ def _estimate_accelerator(args) -> int:
     sems = registry.parse_value("sems", extra.get("sems", "2048"), 2048)
     if not 1 <= sems <= 1 << 16:
         raise registry.RegistryError(f"sems must be in [1, 65536], got {sems}")
-    res = estimate_accelerator(cfg, sems=sems, progress=lambda parts: tqdm(
+    try:
+        from .params import check_pow2
+        check_pow2("banks", banks, lo=2, hi=64)
+    except (ValueError, TypeError) as e:
+        raise registry.RegistryError(str(e)) from None
+    res = estimate_accelerator(cfg, sems=sems, buffers=buffers, banks=banks,
+                               progress=lambda parts: tqdm(
         parts, desc="estimate", unit="part", disable=args.json))
     print(json.dumps(res, sort_keys=True) if args.json else format_table(res))
     return 0

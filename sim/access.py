@@ -237,6 +237,43 @@ def bank_load(rows: int, elems: int, row_stride: int, elem_stride: int, banks: i
     return int(np.bincount(offs % banks, minlength=banks).max())
 
 
+def word_bank_load(addr: int, rows: int, elems: int, row_stride: int, elem_stride: int,
+                   banks: int = 8, word: int = 8) -> int:
+    """Cycles one access needs on ``banks`` word-interleaved banks of ``word`` bytes with one
+    port each (``hw.system.banked.BankedBuffers``: byte ``g`` in word ``g // word``, bank ``(g //
+    word) % banks``; all bytes of a word in one cycle): the largest number of distinct words
+    of the access in one bank, at base address ``addr``. Alone on the banks (no other
+    requester): a lower bound of the banked buffers' service time."""
+    r = np.arange(rows)[:, None] * row_stride
+    e = np.arange(elems)[None, :] * elem_stride
+    words = np.unique(((addr + r + e).ravel()) // word)
+    return int(np.bincount(words % banks, minlength=banks).max())
+
+
+def conflict_estimate(binary, *, banks: int = 8, word: int = 8, trace=None) -> dict:
+    """A static estimate of the stall cycles the banked buffers add (``BankedBuffers`` with
+    ``Core(stall=True)``, which freezes a unit until all requests of its step are served): per
+    compute instruction, the port of the global buffers B, C, OUT with the largest
+    ``accesses x (word_bank_load - 1)`` at the instruction's first address, summed per core
+    unit. Ignores conflicts between ports, units and cores (a lower bound of each unit's extra
+    cycles) and that later accesses start at other addresses. Returns ``{"per_unit":
+    {(stream, unit): cycles}, "max_unit": cycles}``."""
+    uses, _dma, _total = collect(binary, trace=trace)
+    per_instr = defaultdict(int)
+    for u in uses:
+        p = u.p
+        if p.buf not in ("B", "C", "OUT"):
+            continue
+        load = word_bank_load(p.addr, p.rows, p.elems, p.row_stride, p.elem_stride, banks,
+                              word)
+        key = (u.stream, u.unit, u.tag, u.start)
+        per_instr[key] = max(per_instr[key], p.accesses * (load - 1))
+    per_unit = defaultdict(int)
+    for (st, un, _tag, _t0), c in per_instr.items():
+        per_unit[(st, un)] += c
+    return {"per_unit": dict(per_unit), "max_unit": max(per_unit.values(), default=0)}
+
+
 @dataclass
 class Use:
     """A :class:`PortUse` placed in a Binary: which core unit, layer, and when."""

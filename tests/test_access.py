@@ -209,3 +209,15 @@ def test_cli_json(capsys):
     main(["access", "--model", "tiny", "--config", "paper:L=2", "--json"])
     rep = json.loads(capsys.readouterr().out)
     assert rep["L"] == 2 and rep["ports"] and rep["sharing"]
+
+
+def test_word_bank_load():
+    """Word-interleaved banks (hw.system.banked): bytes of one word cost one access, words in
+    the same bank one cycle each."""
+    from sim.access import word_bank_load
+    assert word_bank_load(0, 1, 8, 0, 1) == 1            # one aligned word
+    assert word_bank_load(4, 1, 8, 0, 1) == 1            # two words, two banks
+    assert word_bank_load(0, 1, 4, 0, 64) == 4           # stride 64 = 8 words: one bank
+    assert word_bank_load(0, 1, 4, 0, 64, banks=16) == 2
+    assert word_bank_load(0, 4, 32, 32, 1) == 2          # 128 contiguous bytes on 8 x 8
+    assert word_bank_load(0, 8, 8, 128, 1, banks=8, word=8) == 8     # weight rows at K = 128

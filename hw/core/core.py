@@ -44,6 +44,8 @@ from .unit import Unit
 __all__ = ["Core", "UNIT_NAMES"]
 
 UNIT_NAMES = ("mat", "rmac", "aux")
+#: unit outputs the core gathers into its own status ports (not passed through)
+UNIT_STATUS = ("halted", "error", "error_op", "busy_cycles", "stall_cycles")
 
 #: unit ports served by the local buffers: (unit, port) -> local buffers (AUX: the AuxBuffer port
 #: of the same name; DIV: element 0 only)
@@ -62,7 +64,10 @@ class Core(wiring.Component):
     needs even M and S); ``aux_bytes``, ``div_bytes``, ``a_bytes`` (sizes of the local AUX,
     DIV and A buffers, 16..65536); ``a_line`` (bytes per line of buffer A: its banks and the
     width of ``a_load``; a power of two, ``max(16, N)`` .. 64; default
-    ``sim.timing.a_line_bytes(N, 16)``). ``Core.from_config(cfg)`` takes them from a
+    ``sim.timing.a_line_bytes(N, 16)``); ``stall`` (the buffer ports have ``ready``
+    backpressure and the units freeze while a request waits: ``hw.core.unit.Unit``'s ``stall``;
+    requests served by the core's local buffers are always accepted at once).
+    ``Core.from_config(cfg)`` takes them from a
     ``sim.config.AccelConfig``. ``aux_buf`` is the :class:`hw.core.auxbuf.AuxBuffer`,
     ``div_mem`` the DIV ``lib.memory.Memory``, ``a_store`` buffer A's
     :class:`hw.core.auxbuf.BankedStore` (for benches: ``aux_buf.contents(ctx)``,
@@ -81,7 +86,7 @@ class Core(wiring.Component):
 
     def __init__(self, *, N: int = 8, M: int = 8, T: int = 8, S: int = 8, packed: bool = False,
                  aux_bytes: int = 4096, div_bytes: int = 1024, a_bytes: int = 8192,
-                 a_line: int | None = None):
+                 a_line: int | None = None, stall: bool = False):
         # validate every parameter before building anything: a rejected core leaves no
         # half-built buffers behind (each would warn UnusedElaboratable when collected)
         for k, v in dict(N=N, M=M, T=T, S=S).items():
@@ -96,18 +101,21 @@ class Core(wiring.Component):
             raise TypeError(f"packed must be a bool, got {packed!r}")
         if packed and (M % 2 or S % 2):
             raise ValueError(f"packed=True needs even M and S, got M={M}, S={S}")
+        if not isinstance(stall, bool):
+            raise TypeError(f"stall must be a bool, got {stall!r}")
         self.N, self.M, self.T, self.S, self.packed = N, M, T, S, packed
+        self.stall = stall
         self.aux_buf = AuxBuffer(depth=aux_bytes, S=S, T=T, M=M)
         self.div_mem = Memory(shape=unsigned(8), depth=div_bytes, init=[])
         self.a_store = BankedStore(depth=a_bytes, banks=a_line, copies=len(A_COPIES),
                                    aligned_writes=True)
-        self.units = {"mat": Unit(kind="MAT", lanes=S, width=T, packed=packed),
-                      "rmac": Unit(kind="RMAC", lanes=M, width=N, packed=packed),
-                      "aux": Unit(kind="AUX", lanes=1, width=N)}
+        self.units = {"mat": Unit(kind="MAT", lanes=S, width=T, packed=packed, stall=stall),
+                      "rmac": Unit(kind="RMAC", lanes=M, width=N, packed=packed, stall=stall),
+                      "aux": Unit(kind="AUX", lanes=1, width=N, stall=stall)}
         sig = {}
         for u, unit in self.units.items():
             for name, member in unit.signature.members.items():
-                if name in ("halted", "error", "error_op", "busy_cycles"):
+                if name in UNIT_STATUS:
                     continue
                 sig[f"{u}_{name}"] = member
         sig.update(a_load=In(line_write_signature(self.a_line)),
@@ -116,11 +124,11 @@ class Core(wiring.Component):
         super().__init__(sig)
 
     @classmethod
-    def from_config(cls, cfg, *, packed: bool | None = None) -> "Core":
+    def from_config(cls, cfg, *, packed: bool | None = None, stall: bool = False) -> "Core":
         kw = cls.config_params(cfg)
         if packed is not None:
             kw["packed"] = packed
-        return cls(**kw)
+        return cls(stall=stall, **kw)
 
     @staticmethod
     def config_params(cfg) -> dict:
@@ -139,7 +147,7 @@ class Core(wiring.Component):
         for u, unit in self.units.items():
             m.submodules[u] = unit
             for name, member in unit.signature.members.items():
-                if name in ("halted", "error", "error_op", "busy_cycles"):
+                if name in UNIT_STATUS:
                     continue
                 outer = getattr(self, f"{u}_{name}")
                 inner = getattr(unit, name)
@@ -168,6 +176,8 @@ class Core(wiring.Component):
         hits = {b: Signal(name=f"{b.lower()}_rd") for b in targets}
         for b, hit in hits.items():
             m.d.comb += hit.eq(inner.en & (inner.buf == BUFS[b]))
+        if self.stall:
+            m.d.comb += inner.ready.eq(Cat(*hits.values()).any() | outer.ready)
         m.d.comb += [outer.en.eq(inner.en & ~Cat(*hits.values()).any()),
                      outer.buf.eq(inner.buf), outer.addr.eq(inner.addr),
                      outer.row_stride.eq(inner.row_stride),
@@ -205,6 +215,8 @@ class Core(wiring.Component):
         hits = {b: Signal(name=f"{b.lower()}_wr") for b in targets}
         for b, hit in hits.items():
             m.d.comb += hit.eq(inner.en & (inner.buf == BUFS[b]))
+        if self.stall:
+            m.d.comb += inner.ready.eq(Cat(*hits.values()).any() | outer.ready)
         m.d.comb += [outer.en.eq(inner.en & ~Cat(*hits.values()).any()),
                      outer.buf.eq(inner.buf), outer.addr.eq(inner.addr),
                      outer.elem_stride.eq(inner.elem_stride), outer.wide.eq(inner.wide),

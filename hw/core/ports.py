@@ -13,6 +13,16 @@ unit reaches them through *gather read* and *scatter write* ports:
   ``addr + e * elem_stride``: one byte (the low 8 bits of ``data[e]``) or, with ``wide``, four
   bytes little-endian (int32 accumulators: the logits).
 
+Backpressure (``stall=True`` variants of both signatures, issue #13): the port gains ``ready``
+(In to the requester, driven by the buffer). A request (a cycle with ``en``) is *accepted* in a
+cycle with ``ready``; ``en`` and the request's fields stay constant until then. A gather's
+``data`` is valid exactly one cycle after the accepting cycle (for that one cycle only: the
+requester keeps it); a scatter's bytes are in place after the accepting cycle. ``ready`` may
+depend on ``en`` and the fields (a banked buffer asserts it in the cycle its last bank conflict
+is served); ``en`` must not depend on ``ready``. A buffer that never stalls drives ``ready = 1``
+and is then exactly the contract above. ``hw.core.unit.Unit(stall=True)`` is the requester side:
+it freezes the whole unit while one of its requests waits (see there).
+
 Semaphores (``sim.isa`` SIGNAL/WAIT) are global, shared by all streams; they live outside the
 core. A unit executes ``WAIT(sem, count)`` by offering ``{sem, count}`` on its ``wait`` stream
 until the semaphore file sets ``ready`` (counter >= count), and ``SIGNAL(sem, count)`` by
@@ -33,10 +43,12 @@ ADDR_BITS = 20      #: byte addresses and strides of the buffers (buffers up to 
 SEM_LAYOUT = data.StructLayout({"sem": unsigned(16), "count": unsigned(12)})
 
 
-def gather_read_signature(*, rows: int, elems: int, addr_bits: int = ADDR_BITS) -> wiring.Signature:
+def gather_read_signature(*, rows: int, elems: int, addr_bits: int = ADDR_BITS,
+                          stall: bool = False) -> wiring.Signature:
     """A read port returning ``rows x elems`` bytes at two strides (see module doc); the
-    signature is seen from the core (the requester): Out = driven by the core."""
-    return wiring.Signature({
+    signature is seen from the core (the requester): Out = driven by the core. With ``stall``,
+    the port has ``ready`` (In, 1 bit: the request is accepted in this cycle; module doc)."""
+    return wiring.Signature(({"ready": In(1)} if stall else {}) | {
         "en": Out(1),
         "buf": Out(3),
         "addr": Out(addr_bits),
@@ -46,9 +58,11 @@ def gather_read_signature(*, rows: int, elems: int, addr_bits: int = ADDR_BITS) 
     })
 
 
-def scatter_write_signature(*, elems: int, addr_bits: int = ADDR_BITS) -> wiring.Signature:
-    """A write port storing ``elems`` values at one stride, byte or int32 each (see module doc)."""
-    return wiring.Signature({
+def scatter_write_signature(*, elems: int, addr_bits: int = ADDR_BITS,
+                            stall: bool = False) -> wiring.Signature:
+    """A write port storing ``elems`` values at one stride, byte or int32 each (see module doc);
+    with ``stall``, it has ``ready`` (In, 1 bit: the write is accepted in this cycle)."""
+    return wiring.Signature(({"ready": In(1)} if stall else {}) | {
         "en": Out(1),
         "buf": Out(3),
         "addr": Out(addr_bits),

@@ -55,7 +55,7 @@ verdict on every 32-bit value as before and legal values behave the same. ``PAD_
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, EnableInserter, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -178,6 +178,11 @@ class Unit(wiring.Component):
         Reduction elements per step: T (MAT) or N (R-MAC).
     packed : bool
         Use the engine's DSP-packing variant.
+    stall : bool
+        Buffer ports with backpressure (``ready``, :mod:`hw.core.ports`): while a request of
+        the unit waits for ``ready``, the whole unit (decoder, sequencers, engine, accumulators,
+        requant lanes) is frozen by a clock enable and its streams are held; see
+        ``_elaborate_stalled``. With every ``ready`` high it runs cycle for cycle as without.
 
     Ports
     -----
@@ -187,10 +192,13 @@ class Unit(wiring.Component):
     o : scatter write port (outputs)
     halted : Out(1)   the unit executed HALT (or stopped on an error)
     error : Out(1), error_op : Out(5)   sticky: an unsupported instruction / register setting
-    busy_cycles : Out(32)   cycles spent executing compute instructions (for cycle reports)
+    busy_cycles : Out(32)   cycles spent executing compute instructions (for cycle reports;
+        with ``stall``, cycles frozen by a stall are not counted: see ``stall_cycles``)
+    stall_cycles : Out(32)   (``stall`` only) cycles the unit was frozen by a port's stall
     """
 
-    def __init__(self, *, kind: str, lanes: int = 8, width: int = 8, packed: bool = False):
+    def __init__(self, *, kind: str, lanes: int = 8, width: int = 8, packed: bool = False,
+                 stall: bool = False):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
@@ -199,6 +207,11 @@ class Unit(wiring.Component):
         if not isinstance(packed, bool):
             raise TypeError(f"packed must be a bool, got {packed!r}")
         self.packed = packed
+        if not isinstance(stall, bool):
+            raise TypeError(f"stall must be a bool, got {stall!r}")
+        self.stall = stall
+        gather = lambda **kw: gather_read_signature(stall=stall, **kw)      # noqa: E731
+        scatter = lambda **kw: scatter_write_signature(stall=stall, **kw)   # noqa: E731
         sig = {
             "instr": In(stream.Signature(unsigned(128))),
             "wait": Out(stream.Signature(SEM_LAYOUT)),
@@ -209,19 +222,21 @@ class Unit(wiring.Component):
             "busy_cycles": Out(32),
         }
         if kind != "AUX":
-            sig.update(x=Out(gather_read_signature(rows=1, elems=width)),
-                       w=Out(gather_read_signature(rows=lanes, elems=width)),
-                       p=Out(gather_read_signature(rows=lanes, elems=32)),
-                       r=Out(gather_read_signature(rows=1, elems=lanes)),
-                       o=Out(scatter_write_signature(elems=lanes)))
+            sig.update(x=Out(gather(rows=1, elems=width)),
+                       w=Out(gather(rows=lanes, elems=width)),
+                       p=Out(gather(rows=lanes, elems=32)),
+                       r=Out(gather(rows=1, elems=lanes)),
+                       o=Out(scatter(elems=lanes)))
         else:       # AUX: the adder tree (POOL) reads `width` tokens of one channel per cycle
-            sig.update(x=Out(gather_read_signature(rows=1, elems=width)),
-                       p=Out(gather_read_signature(rows=1, elems=32)),
-                       o=Out(scatter_write_signature(elems=1)))
+            sig.update(x=Out(gather(rows=1, elems=width)),
+                       p=Out(gather(rows=1, elems=32)),
+                       o=Out(scatter(elems=1)))
         if kind == "RMAC":
             self.max_kernel = MAX_KERNEL
             self.row_len = lanes + MAX_KERNEL - 1
-            sig.update(xr=Out(gather_read_signature(rows=width, elems=self.row_len)))
+            sig.update(xr=Out(gather(rows=width, elems=self.row_len)))
+        if stall:
+            sig["stall_cycles"] = Out(32)
         super().__init__(sig)
 
     def _engine(self):
@@ -232,7 +247,81 @@ class Unit(wiring.Component):
                         packed=self.packed)
         return e, e.df_x, e.df_w, e.lane_out, e.lane_valid, e.DF_LATENCY
 
+    def buffer_ports(self) -> list:
+        """Names of the unit's gather / scatter ports."""
+        return [n for n in ("x", "w", "p", "r", "xr", "o") if n in self.signature.members]
+
     def elaborate(self, platform):
+        if self.stall:
+            return self._elaborate_stalled()
+        return self._elaborate_datapath()
+
+    def _elaborate_stalled(self):
+        """The ``stall`` variant: the unit without backpressure (``inner``) under a clock enable
+        ``~stall``, with a shim on every buffer port.
+
+        ``stall`` = some port's request of the current *step* (the inner unit's current state)
+        is not accepted yet. A shim passes its inner request out until it is accepted (``got``:
+        accepted in an earlier, frozen cycle of this step; the port then stays quiet) and gives
+        the inner unit, in the step after a request, the data of that request: straight from
+        the port when the request was accepted in the step's last cycle (the no-stall case, so
+        timing is unchanged when nothing stalls), else from ``cur``. A gather accepted while the
+        unit is still frozen returns data the unit must not see before its next step: ``nxt``
+        keeps it. The instruction stream is consumed and the wait / signal streams are offered
+        only in advancing cycles, so nothing outside sees a frozen cycle as a step."""
+        m = Module()
+        inner = Unit(kind=self.kind, lanes=self.lanes, width=self.width, packed=self.packed)
+        stall = Signal()
+        adv = Signal()
+        m.d.comb += adv.eq(~stall)
+        m.submodules.inner = EnableInserter({"sync": adv})(inner)
+        self._inner = inner         # for debugging benches
+        stalls = []
+        for name in self.buffer_ports():
+            ext, int_ = getattr(self, name), getattr(inner, name)
+            gather = "row_stride" in ext.signature.members
+            got = Signal(name=f"{name}_got")
+            pst = Signal(name=f"{name}_stall")
+            acc = Signal(name=f"{name}_acc")
+            fields = [f for f in ext.signature.members if f not in ("en", "ready", "data")]
+            if not gather:
+                fields.append("data")
+            m.d.comb += [getattr(ext, f).eq(getattr(int_, f)) for f in fields]
+            m.d.comb += [ext.en.eq(int_.en & ~got), acc.eq(ext.en & ext.ready),
+                         pst.eq(int_.en & ~got & ~ext.ready)]
+            stalls.append(pst)
+            with m.If(adv):
+                m.d.sync += got.eq(0)
+            with m.Elif(acc):
+                m.d.sync += got.eq(1)
+            if gather:
+                shape = ext.data.shape()
+                cur = Signal(shape, name=f"{name}_cur")
+                nxt = Signal(shape, name=f"{name}_nxt")
+                arr, arr_n = Signal(name=f"{name}_arr"), Signal(name=f"{name}_arr_n")
+                m.d.sync += [arr.eq(acc & adv), arr_n.eq(acc & ~adv)]
+                with m.If(arr):
+                    m.d.sync += cur.eq(ext.data)
+                with m.If(arr_n):
+                    m.d.sync += nxt.eq(ext.data)
+                with m.If(adv & got):
+                    m.d.sync += cur.eq(Mux(arr_n, ext.data, nxt))
+                m.d.comb += int_.data.eq(Mux(arr, ext.data, cur))
+        m.d.comb += stall.eq(Cat(*stalls).any())
+        with m.If(stall):
+            m.d.sync += self.stall_cycles.eq(self.stall_cycles + 1)
+        m.d.comb += [inner.instr.valid.eq(self.instr.valid),
+                     inner.instr.payload.eq(self.instr.payload),
+                     self.instr.ready.eq(inner.instr.ready & adv)]
+        for sname in ("wait", "signal"):
+            ext, int_ = getattr(self, sname), getattr(inner, sname)
+            m.d.comb += [ext.valid.eq(int_.valid & adv), ext.payload.eq(int_.payload),
+                         int_.ready.eq(ext.ready)]
+        m.d.comb += [self.halted.eq(inner.halted), self.error.eq(inner.error),
+                     self.error_op.eq(inner.error_op), self.busy_cycles.eq(inner.busy_cycles)]
+        return m
+
+    def _elaborate_datapath(self):
         m = Module()
         L, W = self.lanes, self.width
         pay = self.instr.payload

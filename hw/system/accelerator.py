@@ -41,6 +41,7 @@ from ..params import check_int, check_pow2
 from .regmap import ErrCode
 from .arbiter import ReadArbiter
 from .axi import axi4_lite_signature, axi4_signature
+from .banked import BankedBuffers
 from .buffers import GlobalBuffers
 from .csr import RegisterBlock
 from .dispatch import Dispatcher
@@ -54,6 +55,10 @@ DATA_WIDTH = 128
 LINE = DATA_WIDTH // 8
 # the core units' queue offsets (sim.image) must follow the core's error-bit order
 assert tuple(u.lower() for u in CORE_QUEUE_UNITS) == UNIT_NAMES
+
+
+#: the global-buffer implementations (``Accelerator(buffers=...)``)
+BUFFER_KINDS = ("behavioural", "banked")
 
 
 class Accelerator(wiring.Component):
@@ -81,6 +86,14 @@ class Accelerator(wiring.Component):
         buffers (docs/system.md, "AXI ports"); they are refused.
     core : hw.core.Core or None
         A core to replicate (its parameters); default ``Core.from_config(config)``.
+    buffers : "behavioural" or "banked"
+        The global buffers: :class:`hw.system.buffers.GlobalBuffers` (one read port per byte
+        lane, never stalls; the default, fast to simulate) or
+        :class:`hw.system.banked.BankedBuffers` (``banks`` word-interleaved simple dual-port
+        memories of ``word`` bytes; the cores are then built with ``stall=True`` and freeze
+        on bank conflicts). docs/global-buffers.md.
+    banks, word : int
+        The banked buffers' bank count and word bytes (``buffers="banked"`` only).
 
     Ports
     -----
@@ -92,7 +105,8 @@ class Accelerator(wiring.Component):
 
     def __init__(self, *, config="paper", sems: int = 2048, queue_depth: int = 16,
                  fetch_burst: int = 16, dma_burst: int = 64, dma_outstanding: int = 4,
-                 addr_width: int = 40, axi_ports: int = 1):
+                 addr_width: int = 40, axi_ports: int = 1, buffers: str = "behavioural",
+                 banks: int = 8, word: int = 8):
         from sim.config import AccelConfig
         if isinstance(config, str):
             config = AccelConfig.from_string(config)
@@ -111,6 +125,11 @@ class Accelerator(wiring.Component):
         if self.axi_ports > 2:
             raise ValueError(f"axi_ports={axi_ports}: only 1 or 2 are built (3 and 4 need more LD "
                              f"engines and buffer write ports: docs/system.md, \"AXI ports\")")
+        if buffers not in BUFFER_KINDS:
+            raise ValueError(f"buffers must be one of {BUFFER_KINDS}, got {buffers!r}")
+        self.buffers = buffers
+        self.banks = check_pow2("banks", banks, lo=2, hi=64)
+        self.word = check_pow2("word", word, lo=4, hi=LINE)
         self.n_queues = n_queues(self.L)
         axi = axi4_signature(addr_width=addr_width, data_width=DATA_WIDTH, id_width=1)
         ports = {"s_axi": In(axi4_lite_signature(addr_width=12, data_width=32)),
@@ -162,11 +181,16 @@ class Accelerator(wiring.Component):
         desc = ld.cmd.payload.shape()
         g = {k: GlobalUnit(kind=k, addr_width=A, descriptor=desc if k != "HOST" else None)
              for k in ("LD", "ST", "HOST")}
-        cores = [Core.from_config(cfg) for _ in range(L)]
+        banked = self.buffers == "banked"
+        cores = [Core.from_config(cfg, stall=banked) for _ in range(L)]
         sems = SemaphoreFile(count=self.sems, ports=Q)
-        bufs = GlobalBuffers(core_signature=cores[0].signature, cores=L, line=LINE,
-                             sizes={"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes,
-                                    "OUT": cfg.buf_out_bytes})
+        sizes = {"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes, "OUT": cfg.buf_out_bytes}
+        if banked:
+            bufs = BankedBuffers(core_signature=cores[0].signature, cores=L, line=LINE,
+                                 sizes=sizes, banks=self.banks, word=self.word)
+        else:
+            bufs = GlobalBuffers(core_signature=cores[0].signature, cores=L, line=LINE,
+                                 sizes=sizes)
         arb = ReadArbiter(n=2, addr_width=A, data_width=DATA_WIDTH) if self.axi_ports == 1 \
             else None
         m.submodules.dispatch = run(dispatch)

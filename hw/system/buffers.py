@@ -15,7 +15,9 @@ Ports (for core ``c`` and each gather / scatter port ``p`` of ``hw.core.Core``'s
 
 * ``c{c}_{p}``: the core's port, flipped (gather: ``data[r][e] = buf[(addr + r*row_stride +
   e*elem_stride) mod 2**20]`` one cycle after ``en``, 0 outside the buffer; scatter: element
-  ``e`` where ``mask[e]``, one byte or with ``wide`` four bytes little-endian);
+  ``e`` where ``mask[e]``, one byte or with ``wide`` four bytes little-endian); a port with
+  backpressure (``hw.core.Core(stall=True)``) gets ``ready = 1`` (this buffer never stalls);
+  :class:`hw.system.banked.BankedBuffers` is the banked version that does;
 * ``ld``: In(stream of line writes ``{buf, addr, data, mask}`` of ``line`` bytes, ``addr`` a
   multiple of ``line``): the LD DMA engine's output (always ready);
 * ``st_en``, ``st_buf``, ``st_addr``: In, a line read for the ST DMA engine; ``st_data``: Out
@@ -43,12 +45,13 @@ GLOBAL_BUFS = ("B", "C", "OUT")
 
 def _is_gather(sig) -> bool:
     mem = sig.members
-    return {"en", "buf", "addr", "row_stride", "elem_stride", "data"} == set(mem) \
+    return {"en", "buf", "addr", "row_stride", "elem_stride", "data"} == set(mem) - {"ready"} \
         and mem["data"].flow == In
 
 
 def _is_scatter(sig) -> bool:
-    return {"en", "buf", "addr", "elem_stride", "wide", "mask", "data"} == set(sig.members)
+    return {"en", "buf", "addr", "elem_stride", "wide", "mask", "data"} == \
+        set(sig.members) - {"ready"}
 
 
 def core_buffer_ports(core_signature) -> tuple[list, list]:
@@ -136,6 +139,8 @@ class GlobalBuffers(wiring.Component):
                 port = getattr(self, f"c{c}_{name}")
                 tag = f"c{c}_{name}"
                 base, size, known = self._select(m, port.buf, tag)
+                if "ready" in port.signature.members:
+                    m.d.comb += port.ready.eq(1)
                 with m.If(port.en & ~known):
                     m.d.sync += fault[0].eq(1)
                 for r in range(rows):
@@ -153,6 +158,8 @@ class GlobalBuffers(wiring.Component):
                 port = getattr(self, f"c{c}_{name}")
                 tag = f"c{c}_{name}"
                 base, size, known = self._select(m, port.buf, tag)
+                if "ready" in port.signature.members:
+                    m.d.comb += port.ready.eq(1)
                 for e in range(elems):
                     at = Signal(ADDR_BITS + 8, name=f"{tag}_at{e}")
                     m.d.comb += at.eq(port.addr + port.elem_stride * e)

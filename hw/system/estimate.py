@@ -9,9 +9,12 @@ docs/system.md), so the estimate is the sum of parts, each synthesised alone wit
 * the system parts, each as built by ``Accelerator`` for the config: the register block, the
   dispatcher (3 + 3 L queues), the LD and ST DMA engines, the three global units, the read
   arbiter and the semaphore file (``sems`` counters in a RAM, 3 + 3 L ports);
-* the global buffers B, C, OUT, **not synthesised**: counted as RAMB36 by size (4 KB each), the
-  count a BRAM layout of that capacity needs at least (docs/global-buffers.md has the banked
-  design and its budget).
+* the global buffers B, C, OUT: with ``buffers="behavioural"`` (default) **not synthesised**,
+  counted as RAMB36 by size (4 KB each), the count a BRAM layout of that capacity needs at
+  least (docs/global-buffers.md has the banked design and its budget); with
+  ``buffers="banked"`` the :class:`hw.system.banked.BankedBuffers` of the Accelerator
+  (``banks`` banks) is synthesised as one part and the cores are the ``stall=True`` ones it
+  needs (docs/global-buffers.md).
 
 Not included (stated in the output): the Accelerator's own glue (run control, error and status
 multiplexers, per-queue instruction counters, watchdog, counter sums), a few hundred LUT and
@@ -28,9 +31,10 @@ __all__ = ["accelerator_parts", "estimate_accelerator", "TABLE_III"]
 TABLE_III = {"LUT": 130628, "FF": 152819, "DSP48E2": 1024, "BRAM36": 162}
 
 
-def accelerator_parts(cfg, *, sems: int = 2048) -> list:
+def accelerator_parts(cfg, *, sems: int = 2048, buffers: str = "behavioural",
+                      banks: int = 8) -> list:
     """``[(name, count, component)]``: what one Accelerator for ``cfg`` is made of (the global
-    buffers excepted)."""
+    buffers excepted unless ``buffers="banked"``)."""
     from hw.core import Core
     from sim.image import n_queues
 
@@ -42,10 +46,20 @@ def accelerator_parts(cfg, *, sems: int = 2048) -> list:
     from .globalunit import GlobalUnit
     from .semaphores import SemaphoreFile
 
+    from .accelerator import BUFFER_KINDS
+    from .banked import BankedBuffers
+    if buffers not in BUFFER_KINDS:
+        raise ValueError(f"buffers must be one of {BUFFER_KINDS}, got {buffers!r}")
     Q = n_queues(cfg.L)
     desc = descriptor_layout(40)
-    return [
-        ("core", cfg.L, Core.from_config(cfg)),
+    core = Core.from_config(cfg, stall=buffers == "banked")
+    extra = []
+    if buffers == "banked":
+        extra.append((f"global_buffers (banked x{banks})", 1, BankedBuffers(
+            core_signature=core.signature, cores=cfg.L, line=LINE, banks=banks,
+            sizes={"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes, "OUT": cfg.buf_out_bytes})))
+    return extra + [
+        ("core", cfg.L, core),
         ("register_block", 1, RegisterBlock(config=cfg, axi_ports=1, data_bytes=LINE)),
         ("dispatcher", 1, Dispatcher(queues=Q)),
         ("load_dma", 1, LoadDMA(data_width=DATA_WIDTH)),
@@ -62,7 +76,8 @@ def _bram36(r: dict) -> float:
     return r.get("RAMB36", 0) + r.get("RAMB18", 0) / 2
 
 
-def estimate_accelerator(cfg, *, sems: int = 2048, estimator=None, progress=None) -> dict:
+def estimate_accelerator(cfg, *, sems: int = 2048, estimator=None, progress=None,
+                         buffers: str = "behavioural", banks: int = 8) -> dict:
     """Estimate every part of :func:`accelerator_parts` (``estimator(component, name)``, default
     :func:`hw.estimate.estimate` with classic ABC) and add them up with the global buffers;
     returns ``{"parts": [...], "total": {...}, "table_iii": ..., "ratio": ...}``."""
@@ -72,19 +87,19 @@ def estimate_accelerator(cfg, *, sems: int = 2048, estimator=None, progress=None
         def estimator(comp, name):
             return estimate(comp, name, abc9=False)
     rows = []
-    parts = accelerator_parts(cfg, sems=sems)
+    parts = accelerator_parts(cfg, sems=sems, buffers=buffers, banks=banks)
     for name, count, comp in (progress(parts) if progress else parts):
         r = estimator(comp, name)
         row = {"part": name, "count": count, "LUT": int(r["LUT"]), "FF": int(r["FF"]),
                "DSP48E2": int(r["DSP48E2"]), "BRAM36": _bram36(r)}
         rows.append(row)
-    for b in ("b", "c", "out"):
+    for b in ("b", "c", "out") if buffers == "behavioural" else ():
         size = getattr(cfg, f"buf_{b}_bytes")
         rows.append({"part": f"buffer_{b} ({size // 1024} KB, by size)", "count": 1, "LUT": 0,
                      "FF": 0, "DSP48E2": 0, "BRAM36": float(math.ceil(size / 4096))})
     total = {k: sum(r[k] * r["count"] for r in rows) for k in ("LUT", "FF", "DSP48E2", "BRAM36")}
     ratio = {k: total[k] / TABLE_III[k] for k in total}
-    return {"config": cfg.to_dict(), "sems": sems, "parts": rows, "total": total,
+    return {"config": cfg.to_dict(), "sems": sems, "buffers": buffers, "parts": rows, "total": total,
             "table_iii": TABLE_III, "ratio": ratio,
             "not_included": "the Accelerator's glue logic (run control, status, per-queue "
                             "counters, watchdog): a few hundred LUT, ~1.3 k FF at L = 16"}

@@ -15,6 +15,11 @@ clock edge (``{port name: int}``, names as in the emitted Verilog, e.g. ``mat_x_
 returns the inputs to drive for the next cycle. ``tests/test_hw_core.py`` drives it from
 ``amaranth.sim``, ``tb/core/cocotb_core.py`` from cocotb (Icarus, Verilator).
 
+With ``ready=q`` the environment plays a buffer with backpressure for a core built with
+``stall=True`` (``hw.core.ports``): every gather / scatter port's ``ready`` is high with
+probability ``q`` in each cycle (random, ``seed``), a request is served only in a cycle where
+its ``ready`` is high, and a gather's data is driven in the next cycle only.
+
 The per-core AUX and DIV buffers are inside the core (``hw.core.Core``): a request for them on
 a port of the core is a :class:`HarnessError`. :func:`simulate_amaranth` can read them at the
 end of a run (``local_buffers``) to check the attention intermediates.
@@ -43,11 +48,17 @@ class HarnessError(RuntimeError):
 class CoreEnv:
     """Environment of core 0 of ``binary`` run on input ``x`` (see the module doc)."""
 
-    def __init__(self, binary, x, *, core: int = 0):
+    def __init__(self, binary, x, *, core: int = 0, ready: float | None = None, seed: int = 0):
         cfg = binary.cfg
         if cfg.L != 1:
             raise HarnessError(f"the core harness runs single-core binaries (L = 1), got L={cfg.L}")
         self.cfg, self.binary = cfg, binary
+        if ready is not None and not 0 < ready <= 1:
+            raise ValueError(f"ready must be a probability in (0, 1], got {ready!r}")
+        self.ready_p = ready
+        self.rng = np.random.default_rng(seed)
+        self.ready: dict = {}
+        self.stalled = 0            # requests refused (cycles with en and not ready)
         self.N, self.M, self.T, self.S = cfg.N, cfg.M, cfg.T, cfg.S
         prog = binary.prog
         x = golden._check_input(prog, x)
@@ -113,6 +124,9 @@ class CoreEnv:
             d[f"{u}_wait__ready"] = self.pending.get(f"{u}_wait__ready", 0)
         for p, rows, elems in self.gathers():
             d[f"{p}__data"] = self.pending.get(f"{p}__data", 0)
+        if self.ready_p is not None:
+            for p in [g[0] for g in self.gathers()] + [w[0] for w in self.scatters()]:
+                d[f"{p}__ready"] = self.ready.get(p, 1)
         a, mask, data = self.a_lines[0] if self.a_lines else (0, 0, 0)
         d.update(a_load__en=int(bool(self.a_lines)), a_load__addr=a, a_load__mask=mask,
                  a_load__data=data)
@@ -184,15 +198,25 @@ class CoreEnv:
                 pl = s[f"{u}_signal__payload"]
                 sem, cnt = pl & 0xFFFF, (pl >> 16) & 0xFFF
                 self.sems[sem] = self.sems.get(sem, 0) + cnt
+        def accepted(p):
+            if not s[f"{p}__en"]:
+                return False
+            if self.ready_p is not None and not drv[f"{p}__ready"]:
+                self.stalled += 1
+                return False
+            return True
         for p, n in self.scatters():
-            if s[f"{p}__en"]:
+            if accepted(p):
                 self.scatter(p, n, s)
         if drv["a_load__en"]:
             self.a_lines.pop(0)
         pend = {}
         for p, rows, elems in self.gathers():
-            if s[f"{p}__en"]:
+            if accepted(p):
                 pend[f"{p}__data"] = self.gather(p, rows, elems, s)
+        if self.ready_p is not None:
+            ports = [g[0] for g in self.gathers()] + [w[0] for w in self.scatters()]
+            self.ready = {p: int(self.rng.random() < self.ready_p) for p in ports}
         self.run_global()
         for u, _ in UNITS:
             pl = s[f"{u}_wait__payload"]

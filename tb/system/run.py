@@ -36,7 +36,13 @@ def accelerator_for(cfg, binary=None, **kw):
 def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
                     pause: bool = False, seed: int = 1, timeout_s: float = 3600,
                     sems: int | None = None, extra: dict | None = None,
-                    axi_ports: int = 1) -> dict:
+                    axi_ports: int = 1, buffers: str = "behavioural",
+                    banks: int = 8) -> dict:
+    """Compile ``prog`` for ``cfg``, run it on input ``x`` through the Accelerator's Verilog on
+    ``simulator`` (cocotb: ``tb.system.cocotb_accel`` checks the outputs bit for bit) and return
+    its record (counters, cycles, ``perf_cycles``, ``perf_axi_cycles``). ``buffers`` and
+    ``banks``: the Accelerator's global-buffer implementation, ``axi_ports`` its AXI manager
+    ports (``hw.system.accelerator``)."""
     from sim import compile as sc
     from sim import perf, timing
     from tb.rtl import REPO_ROOT, run_cocotb
@@ -46,7 +52,8 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
     bpath, xpath = workdir / "binary.npz", workdir / "x.npy"
     binary.save(bpath)
     np.save(xpath, np.asarray(x))
-    acc = accelerator_for(cfg, binary, sems=sems, axi_ports=axi_ports)
+    kw = dict(buffers=buffers, banks=banks) if buffers != "behavioural" else {}
+    acc = accelerator_for(cfg, binary, sems=sems, axi_ports=axi_ports, **kw)
     name = "accelerator"
     run_cocotb(component=acc, name=name, test_module="tb.system.cocotb_accel",
                simulator=simulator, timeout_s=timeout_s, seed=seed,
@@ -90,6 +97,10 @@ def main(argv=None) -> int:
     ap.add_argument("--pause", action="store_true", help="random AXI back-pressure")
     ap.add_argument("--axi-ports", type=int, default=1, choices=(1, 2),
                     help="AXI4 manager ports (2: LD reads on their own port; default 1)")
+    ap.add_argument("--buffers", default="behavioural", choices=("behavioural", "banked"),
+                    help="global buffers: behavioural (default) or banked (BRAM-like banks, "
+                         "cores with backpressure)")
+    ap.add_argument("--banks", type=int, default=8, help="banks of the banked buffers (8)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     try:
@@ -103,13 +114,16 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             rec = run_accelerator(prog, cfg, x, args.simulator, tmp, pause=args.pause,
-                                  seed=args.seed, axi_ports=args.axi_ports)
+                                  seed=args.seed, axi_ports=args.axi_ports,
+                                  buffers=args.buffers, banks=args.banks)
         except AssertionError as e:
             msg = str(e).splitlines()[0][:500]
             print(json.dumps({"ok": False, "error": msg}) if args.json else f"FAILED: {msg}")
             return 1
     c = rec["counters"]
     out = {"ok": rec["status"] == "done", "model": args.model, "config": cfg.describe(),
+           "buffers": args.buffers if args.buffers == "behavioural" else
+           f"banked ({args.banks} banks)",
            "bit_exact": True, "rtl_cycles": c["CYCLES"], "perf_cycles": rec["perf_cycles"],
            "cycle_diff": (c["CYCLES"] - rec["perf_cycles"]) / rec["perf_cycles"],
            "perf_axi_cycles": rec.get("perf_axi_cycles"),
