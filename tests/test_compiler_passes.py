@@ -124,6 +124,24 @@ def test_a_tensor_read_twice_is_not_fused_away():
     assert [[m.name for m in c] for c in chains.values()] == [["d", "y"]]
 
 
+def test_a_depthwise_conv_with_a_residual_is_not_fused():
+    """A chain's DW_RSA writes into B with no residual (only PW2 has one): a DW whose epilogue
+    adds a residual stays out of chains (it lost the residual when fused); its producer and
+    consumer may still pass through B slots."""
+    b = Builder()
+    x = b.input("x", (16, 8, 8))
+    d = b.conv("d", x, 16, k=3, s=1, p=1, dw=True, residual=x)
+    b.conv("y", d, 16)
+    prog = b.prog()
+    assert fusion.find_chains(prog, {}, 1 << 20) == {}
+    assert fusion.find_resident(prog, {}, {}, 1 << 16) == {"d": False}
+    # the same DW without its residual is fused
+    prog.nodes[0].epilogue.residual = None
+    prog.nodes[0].epilogue.res_mult = None
+    assert [[m.name for m in c] for c in fusion.find_chains(prog, {}, 1 << 20).values()] \
+        == [["d", "y"]]
+
+
 def test_resident_tensors_between_unfused_layers():
     prog = _mbconv(residual=False)
     # no chains (e.g. weights too big): e (PW -> DW) and d (DW -> PW) pass through B slots,

@@ -180,10 +180,10 @@ def _fused_vs_unfused(build, cfg="small"):
     np.testing.assert_array_equal(fused, ref)
 
 
-@pytest.mark.xfail(strict=True, reason="sim/compile.py Compiler.find_chains fuses a depthwise conv"
-                   " that has a residual with its pointwise consumer and drops the residual "
-                   "(the chain's DW_RSA has RES_ADDR = -1); fix: skip such a DW in find_chains")
 def test_fused_depthwise_residual():
+    """Found by the generator: sim.compile.fusion.find_chains fused a depthwise conv that has a
+    residual with its pointwise consumer and the residual was lost (the chain's DW_RSA has no
+    residual); such a DW now stays out of chains."""
     def build(b):
         x = b.input("x", (8, 6, 6))
         d = b.conv("d", x, 8, k=3, s=1, p=1, dw=True, residual=x)
@@ -191,13 +191,10 @@ def test_fused_depthwise_residual():
     _fused_vs_unfused(build)
 
 
-_UNREAD = ("sim/compile.py: a conv whose whole input sits in one B slot (Compiler.conv's"
-           " 'shared' input, Compiler.dw's resident input: channel stride H*W) gets XSTRIDE and"
-           " x_addr from the rows the tile reads (b - a) instead of H, wrong when it does not"
-           " read the last row(s); fix: a, b = 0, H for such an input")
+# Found by the generator: a conv whose whole input sits in one B slot (sim/compile/ops/conv.py's
+# 'shared' input, ops/depthwise.py's resident input: channel stride H*W) got XSTRIDE and x_addr
+# from the rows the tile reads (b - a) instead of H, wrong when it does not read the last row(s).
 
-
-@pytest.mark.xfail(strict=True, reason=_UNREAD)
 def test_whole_input_unread_rows_resident_depthwise():
     def build(b):
         x = b.input("x", (2, 6, 6))
@@ -206,7 +203,6 @@ def test_whole_input_unread_rows_resident_depthwise():
     _fused_vs_unfused(build)
 
 
-@pytest.mark.xfail(strict=True, reason=_UNREAD)
 def test_whole_input_unread_rows_shared_conv():
     """One row tile, several weight chunks (N = M = T = S = 1, C buffer 4 KiB): the input is
     loaded whole, once, for all chunks."""

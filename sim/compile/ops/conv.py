@@ -203,6 +203,8 @@ def emit_conv(ctx: Context, n: Node, info):
         for r0, r1 in tiling.ranges(Ho, nr):
             info["tiles"] += 1
             a, b = max(r0 * s - pad, 0), min((r1 - 1) * s - pad + k, H)
+            if shared:          # the whole input is in the B slot: rows 0..H, channel stride H*W
+                a, b = 0, H
             so = OUT.next() if rout is None else None
             if shared:
                 rbase = rall + c0 * Ho * Wo

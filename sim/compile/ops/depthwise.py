@@ -85,6 +85,8 @@ def emit_depthwise(ctx: Context, n: Node, info):
             info["tiles"] += 1
             in_lo, in_hi = r0 * s - pad, (r1 - 1) * s - pad + k
             a, b = max(in_lo, 0), min(in_hi, H)
+            if rin is not None:     # the whole input is in the B slot: channel stride H*W
+                a, b = 0, H
             so = OUT.next() if rout is None else None
             if rin is not None:
                 sb, bbase = rin["slot"], rin["base"]
