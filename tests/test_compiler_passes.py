@@ -194,7 +194,8 @@ def test_dw_split_covers_every_output_once(cfg, nch, nrows):
 
 def test_conv_chunks_fit_the_c_slot():
     for cout, g, K, c_slot in [(64, 1, 16, 4096), (1536, 1, 256, 98304), (48, 3, 16, 1024),
-                               (5, 1, 3, 1024), (4095 + 8, 1, 1, 1 << 18)]:
+                               (5, 1, 3, 1024), (4095 + 8, 1, 1, 1 << 18), (16, 1, 1024, 8192),
+                               (9, 1, 100, 300)]:
         chunk = tiling.conv_chunk("n", cout=cout, g=g, K=K, c_slot=c_slot)
         assert chunk * K + chunk * PARAM_RECORD <= c_slot - ALIGN or chunk == cout
         assert chunk <= 4095 and (chunk % (cout // g) == 0 if g > 1 else True)
@@ -208,6 +209,15 @@ def test_conv_chunks_fit_the_c_slot():
     with pytest.raises(CompileError, match=r"n: one filter \(160 bytes\) does not fit a C slot "
                                            r"\(128 bytes\); enlarge buf_c_bytes"):
         tiling.conv_chunk("n", cout=8, g=1, K=128, c_slot=128)
+    # fewer than 8 filters fit (16 x 1056 bytes, 7 fit 8192 - 64): chunks of single filters,
+    # as equal as possible (3 chunks of 6, 6, 4), not the 8-lane multiple 0
+    assert tiling.conv_chunk("n", cout=16, g=1, K=1024, c_slot=8192) == 6
+    assert tiling.conv_chunk("n", cout=9, g=1, K=100, c_slot=300) == 1
+    # grouped: a chunk is whole groups; one group that does not fit is named as a group
+    assert tiling.conv_chunk("n", cout=48, g=3, K=16, c_slot=832) == 16
+    with pytest.raises(CompileError, match=r"n: one group \(16 filters, 768 bytes\) does not fit a"
+                                           r" C slot \(831 bytes\); enlarge buf_c_bytes"):
+        tiling.conv_chunk("n", cout=48, g=3, K=16, c_slot=831)
 
 
 def test_row_tiles():

@@ -214,13 +214,10 @@ def test_resident_depthwise_output_tile_leaves_out():
                              "buf_out_bytes=2048")
 
 
-@pytest.mark.xfail(strict=True, raises=sc.CompileError,
-                   reason="sim/compile.py Compiler.conv: when 1..7 filters fit a C slot, the"
-                   " output-channel chunk is rounded down to the 8-lane granularity (0) and a"
-                   " valid linear / conv is refused with 'one filter (1056 bytes) does not fit a"
-                   " C slot (8192 bytes)'; fix: fall back to granularity 1 when chunk < 8")
 def test_chunk_of_fewer_than_8_filters():
-    """B0's head linear (1024 inputs) on a config with 8 KiB C slots: 7 filters fit a slot."""
+    """B0's head linear (1024 inputs) on a config with 8 KiB C slots: 7 filters fit a slot.
+    Found by the generator: the chunk was rounded down to the 8-lane granularity (0) and the
+    layer refused with 'one filter (1056 bytes) does not fit a C slot (8192 bytes)'."""
     from tb.core.cases import linear_program
     prog = linear_program(cin=1024, cout=16)
     cfg = small_config(buf_c_bytes=16384)
