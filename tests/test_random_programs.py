@@ -20,7 +20,7 @@ from sim import compile as sc
 from sim import funcsim, golden
 from sim.intprogram import IntProgramError
 from sim.isa import dw_kernel_ok
-from tb.core.cases import depthwise_program, small_config
+from tb.core.cases import compile_without_config_check, depthwise_program, small_config
 from tb.core.random_programs import cases
 
 #: examples: make test / make regress
@@ -99,8 +99,8 @@ def test_generator_covers_every_kind():
 def test_depthwise_kernel_too_small_for_n_is_refused(n, k):
     """The R-MAC's self-accumulation mode needs k*k >= N + 1 (hw.core.unit: ``kk >= N + 1``;
     otherwise the core stops with its error flag). Before, such a program compiled and funcsim
-    computed a result the RTL does not give: now validate(cfg) names the kernel, and funcsim
-    refuses the Binary the compiler still emits (sim/compile.py does not call validate(cfg))."""
+    computed a result the RTL does not give: now validate(cfg) and sim.compile (which calls it)
+    name the kernel, and funcsim refuses the Binary a compiler without that check would emit."""
     assert not dw_kernel_ok(k, n)
     prog = depthwise_program(c=4, h=4, w=4, k=3)
     node = prog.nodes[0]
@@ -119,7 +119,9 @@ def test_depthwise_kernel_too_small_for_n_is_refused(n, k):
             prog.validate()
         return
     prog.validate()
-    b = sc.compile(prog, cfg)
+    with pytest.raises(sc.CompileError, match=msg):
+        sc.compile(prog, cfg)
+    b = compile_without_config_check(prog, cfg)
     with pytest.raises(funcsim.FuncSimError, match=rf"DW_RSA with KERNEL = {k}.*N \+ 1 = {n + 1}"):
         funcsim.run(b, np.zeros((4, 4, 4), np.int64))
 
