@@ -308,6 +308,14 @@ def test_slots_rotate_and_split_the_buffer():
     s = Slots(3000, 3)
     assert s.size == 1000 and s.base == [0, 1000, 2000]
     assert [s.next() for _ in range(5)] == [0, 1, 2, 0, 1]
+    # a pinned slot (a resident tensor) is skipped until unpinned; all pinned: refused
+    s.pinned.add(0)
+    assert [s.next() for _ in range(4)] == [2, 1, 2, 1]
+    s.pinned.discard(0)
+    assert [s.next() for _ in range(3)] == [2, 0, 1]
+    s.pinned.update({0, 1, 2})
+    with pytest.raises(CompileError, match="every one of the 3 slots holds a resident tensor"):
+        s.next()
 
 
 def test_dma_rows_merges_contiguous_rows_and_splits_long_ones():

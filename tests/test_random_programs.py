@@ -247,3 +247,30 @@ def test_resident_pointwise_output_tile_overlaps_next_out_slot():
         b.conv("y", a, 1)
     _fused_vs_unfused(build, "small:N=1,M=1,T=1,S=1,L=1,dsp_packing=false,buf_b_bytes=32768,"
                              "buf_c_bytes=4096,buf_out_bytes=8192")
+
+
+# Found by the generator (larger shapes: max_hw=24, max_c=48): an output kept in a B slot whose
+# layer then takes a new B slot per weight chunk (a residual too big to load whole with the
+# input) wrapped round the three B slots onto the kept output (3 chunks), or the next layer's
+# kept output landed on the slot holding its input (2 chunks): silently wrong. The slot of a
+# resident tensor is now pinned until its consumer has been emitted (sim/compile/residency.py).
+
+_RESIDENT_CFG = ("small:N=1,M=1,T=1,S=1,L=1,dsp_packing=false,buf_b_bytes=32768,"
+                 "buf_c_bytes=4096,buf_out_bytes=2048")
+
+
+def test_resident_output_not_overwritten_by_its_producers_chunks():
+    def build(b):
+        x = b.input("x", (41, 7, 20))
+        a = b.conv("a", x, 41, residual=x)          # 3 chunks of 16 filters, one B slot each
+        b.conv("y", a, 1)
+    _fused_vs_unfused(build, _RESIDENT_CFG)
+
+
+def test_resident_output_not_written_over_its_resident_input():
+    def build(b):
+        x = b.input("x", (32, 10, 20))
+        a = b.conv("a", x, 32, residual=x)          # 2 chunks; a stays in B for c
+        c = b.conv("c", a, 8)                       # c stays in B for y
+        b.conv("y", c, 1)
+    _fused_vs_unfused(build, _RESIDENT_CFG)

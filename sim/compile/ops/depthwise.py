@@ -154,5 +154,7 @@ def emit_depthwise(ctx: Context, n: Node, info):
                 sync.record_store(n.output, c0, c1, r0 * Wo, r1 * Wo, stored)
             chunk_done.append((done, len(writers)))
         C.busy[sc] = chunk_done
+    if rin is not None:
+        res_.release(rin)
     if rout is not None:
         res_.resident[n.output] = rout
