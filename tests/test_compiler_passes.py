@@ -124,6 +124,24 @@ def test_a_tensor_read_twice_is_not_fused_away():
     assert [[m.name for m in c] for c in chains.values()] == [["d", "y"]]
 
 
+def test_a_depthwise_conv_with_a_residual_is_not_fused():
+    """A chain's DW_RSA writes into B with no residual (only PW2 has one): a DW whose epilogue
+    adds a residual stays out of chains (it lost the residual when fused); its producer and
+    consumer may still pass through B slots."""
+    b = Builder()
+    x = b.input("x", (16, 8, 8))
+    d = b.conv("d", x, 16, k=3, s=1, p=1, dw=True, residual=x)
+    b.conv("y", d, 16)
+    prog = b.prog()
+    assert fusion.find_chains(prog, {}, 1 << 20) == {}
+    assert fusion.find_resident(prog, {}, {}, 1 << 16) == {"d": False}
+    # the same DW without its residual is fused
+    prog.nodes[0].epilogue.residual = None
+    prog.nodes[0].epilogue.res_mult = None
+    assert [[m.name for m in c] for c in fusion.find_chains(prog, {}, 1 << 20).values()] \
+        == [["d", "y"]]
+
+
 def test_resident_tensors_between_unfused_layers():
     prog = _mbconv(residual=False)
     # no chains (e.g. weights too big): e (PW -> DW) and d (DW -> PW) pass through B slots,
@@ -176,7 +194,8 @@ def test_dw_split_covers_every_output_once(cfg, nch, nrows):
 
 def test_conv_chunks_fit_the_c_slot():
     for cout, g, K, c_slot in [(64, 1, 16, 4096), (1536, 1, 256, 98304), (48, 3, 16, 1024),
-                               (5, 1, 3, 1024), (4095 + 8, 1, 1, 1 << 18)]:
+                               (5, 1, 3, 1024), (4095 + 8, 1, 1, 1 << 18), (16, 1, 1024, 8192),
+                               (9, 1, 100, 300)]:
         chunk = tiling.conv_chunk("n", cout=cout, g=g, K=K, c_slot=c_slot)
         assert chunk * K + chunk * PARAM_RECORD <= c_slot - ALIGN or chunk == cout
         assert chunk <= 4095 and (chunk % (cout // g) == 0 if g > 1 else True)
@@ -190,6 +209,15 @@ def test_conv_chunks_fit_the_c_slot():
     with pytest.raises(CompileError, match=r"n: one filter \(160 bytes\) does not fit a C slot "
                                            r"\(128 bytes\); enlarge buf_c_bytes"):
         tiling.conv_chunk("n", cout=8, g=1, K=128, c_slot=128)
+    # fewer than 8 filters fit (16 x 1056 bytes, 7 fit 8192 - 64): chunks of single filters,
+    # as equal as possible (3 chunks of 6, 6, 4), not the 8-lane multiple 0
+    assert tiling.conv_chunk("n", cout=16, g=1, K=1024, c_slot=8192) == 6
+    assert tiling.conv_chunk("n", cout=9, g=1, K=100, c_slot=300) == 1
+    # grouped: a chunk is whole groups; one group that does not fit is named as a group
+    assert tiling.conv_chunk("n", cout=48, g=3, K=16, c_slot=832) == 16
+    with pytest.raises(CompileError, match=r"n: one group \(16 filters, 768 bytes\) does not fit a"
+                                           r" C slot \(831 bytes\); enlarge buf_c_bytes"):
+        tiling.conv_chunk("n", cout=48, g=3, K=16, c_slot=831)
 
 
 def test_row_tiles():
@@ -280,6 +308,14 @@ def test_slots_rotate_and_split_the_buffer():
     s = Slots(3000, 3)
     assert s.size == 1000 and s.base == [0, 1000, 2000]
     assert [s.next() for _ in range(5)] == [0, 1, 2, 0, 1]
+    # a pinned slot (a resident tensor) is skipped until unpinned; all pinned: refused
+    s.pinned.add(0)
+    assert [s.next() for _ in range(4)] == [2, 1, 2, 1]
+    s.pinned.discard(0)
+    assert [s.next() for _ in range(3)] == [2, 0, 1]
+    s.pinned.update({0, 1, 2})
+    with pytest.raises(CompileError, match="every one of the 3 slots holds a resident tensor"):
+        s.next()
 
 
 def test_dma_rows_merges_contiguous_rows_and_splits_long_ones():

@@ -23,8 +23,8 @@ from sim import funcsim, golden
 from sim.intprogram import IntProgramError, TensorInfo
 from sim.isa import (FORMATS, LIMITS, REG_LIMITS, SHAPE_LIMITS, WIDTHS, Limit, LimitError,
                      check_limit)
-from tb.core.cases import (depthwise_program, linear_program, pointwise_program, pool_program,
-                           small_config)
+from tb.core.cases import (compile_without_config_check, depthwise_program, linear_program,
+                           pointwise_program, pool_program, small_config)
 from tb.core.harness import CoreEnv, HarnessError, simulate_amaranth
 
 
@@ -298,7 +298,7 @@ def test_token_count_outside_the_table_is_refused(what):
 
 def _even_dw(n_cfg, k):
     """A 2-channel k x k depthwise conv without padding on 4x5 pixels, compiled for N = n_cfg
-    (validate(cfg) is not called: the compiler does not call it either)."""
+    without validate(cfg) (which sim.compile calls: it refuses an N the kernel cannot run)."""
     import numpy as np
     from sim import numerics as nx
     from sim.intprogram import Epilogue, IntProgram, Node
@@ -311,13 +311,15 @@ def _even_dw(n_cfg, k):
                 Epilogue(mult=nx.to_dyadic(np.full(2, 0.01)), offset=np.zeros(2, np.int64)))
     prog = IntProgram(t, [node], ["x"], ["y"]).validate()
     cfg = small_config(N=n_cfg, M=2, T=2, S=2)
-    return prog, cfg, sc.compile(prog, cfg), rng.integers(-128, 128, (2, 4, 5))
+    return (prog, cfg, compile_without_config_check(prog, cfg),
+            rng.integers(-128, 128, (2, 4, 5)))
 
 
 def test_depthwise_kernel_bound_is_the_rtls():
     """sim.isa.dw_kernel_ok is the RTL's rule (hw.core.unit: ``kk >= N + 1``): a 2x2 depthwise
     conv (4 taps) runs bit-exact on a core with N = 3 (4 = N + 1) and stops the core with its
-    error flag at N = 4, where validate(cfg) names the kernel and funcsim refuses the Binary."""
+    error flag at N = 4, where validate(cfg) and sim.compile name the kernel, and funcsim
+    refuses the Binary a compiler without that check would emit."""
     from sim.isa import dw_kernel_ok
     prog, cfg, binary, x = _even_dw(3, 2)
     assert dw_kernel_ok(2, 3)
@@ -329,6 +331,9 @@ def test_depthwise_kernel_bound_is_the_rtls():
     assert not dw_kernel_ok(2, 4)
     with pytest.raises(IntProgramError, match=r"depthwise kernel = 2: k\*k = 4 < N \+ 1 = 5"):
         prog.validate(cfg)
+    with pytest.raises(sc.CompileError, match=r"node 0 \('dw', op 'conv'\): depthwise kernel"
+                                              r" = 2: k\*k = 4 < N \+ 1 = 5"):
+        sc.compile(prog, cfg)
     with pytest.raises(funcsim.FuncSimError, match="DW_RSA with KERNEL = 2"):
         funcsim.run(binary, x)
     with pytest.raises(HarnessError, match="flagged an error"):

@@ -52,24 +52,26 @@ MUTANTS = {
     # test_tiny_model) let through; the B0-R64 tiling matrix (small buffers, 2-3 cores) kills
     # them: a depthwise tile split over cores by rows writes every core's rows at row 0
     "compile_dw_out_row_offset": (
-        "sim/compile.py", "o_addr=obase + (ca * tnr + ra) * Wo, nco=cb - ca, hin=bb - aa,",
+        "sim/compile/ops/depthwise.py",
+        "o_addr=obase + (ca * tnr + ra) * Wo, nco=cb - ca, hin=bb - aa,",
         "o_addr=obase + ca * tnr * Wo, nco=cb - ca, hin=bb - aa,",
         B0_MATRIX),
     # a depthwise row tile stored at the first row of its channels in DRAM
     "compile_dw_store_row_offset": (
-        "sim/compile.py", "ydram = self.taddr(n.output) + (c0 * Ho + r0) * Wo\n",
-        "ydram = self.taddr(n.output) + c0 * Ho * Wo\n",
+        "sim/compile/ops/depthwise.py", "ydram = taddr(n.output) + (c0 * Ho + r0) * Wo\n",
+        "ydram = taddr(n.output) + c0 * Ho * Wo\n",
         B0_MATRIX),
     # a conv row tile loaded from the first input row
     "compile_conv_load_row_offset": (
-        "sim/compile.py",
-        'self.dma_rows("LOAD", "B", bbase, self.taddr(n.inputs[0]) + a * W, cin,',
-        'self.dma_rows("LOAD", "B", bbase, self.taddr(n.inputs[0]), cin,',
+        "sim/compile/ops/conv.py",
+        'sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]) + a * c.W, c.cin,',
+        'sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]), c.cin,',
         B0_MATRIX),
     # a depthwise tile split over cores by channels reads the first channels' weights: killed
     # by the random valid programs (tests/test_random_programs.py) as well
     "compile_dw_weight_channel_offset": (
-        "sim/compile.py", "w_addr=wbase + ca * k * k, p_addr=pbase + ca * PARAM_RECORD,",
+        "sim/compile/ops/depthwise.py",
+        "w_addr=wbase + ca * k * k, p_addr=pbase + ca * PARAM_RECORD,",
         "w_addr=wbase, p_addr=pbase + ca * PARAM_RECORD,",
         ["tests/test_random_programs.py", "-k", "funcsim_equals_golden and not regress"]),
 }

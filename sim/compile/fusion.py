@@ -41,10 +41,11 @@ def _consumers(prog: IntProgram) -> dict:
 
 
 def find_chains(prog: IntProgram, alias: dict, c_slot: int) -> dict:
-    """{first node name: [PW1?, DW, PW2]}: a depthwise conv, the pointwise conv that alone
-    reads its output and, when it alone feeds the DW, the pointwise conv producing its input;
-    all weights must fit one C slot of ``c_slot`` bytes. ``alias``: the concat aliases
-    (:func:`sim.compile.layout.concat_aliases`), whose tensors are never fused away."""
+    """{first node name: [PW1?, DW, PW2]}: a depthwise conv without a residual, the pointwise
+    conv that alone reads its output and, when it alone feeds the DW, the pointwise conv
+    producing its input; all weights must fit one C slot of ``c_slot`` bytes. ``alias``: the
+    concat aliases (:func:`sim.compile.layout.concat_aliases`), whose tensors are never fused
+    away. (A DW with a residual stays unfused: a chain's DW writes into B without one.)"""
     p = prog
     cons = _consumers(p)
     outs = set(p.outputs)
@@ -57,6 +58,8 @@ def find_chains(prog: IntProgram, alias: dict, c_slot: int) -> dict:
     for dw in p.nodes:
         if dw.op != "conv" or dw.kind != "depthwise":
             continue
+        if dw.epilogue is not None and dw.epilogue.residual is not None:
+            continue            # the chain's DW_RSA has no residual (only PW2 has one)
         qs = cons.get(dw.output, [])
         if len(qs) != 1:
             continue

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from ..config import AccelConfig
-from ..intprogram import IntProgram, Node
+from ..intprogram import IntProgram, IntProgramError, Node
 from .assemble import assemble
 from .binary import Binary
 from .common import CompileError
@@ -32,8 +32,14 @@ __all__ = ["compile", "new_context", "emitter_for"]
 
 def new_context(prog: IntProgram, cfg: AccelConfig) -> Context:
     """A compilation of ``prog`` (validated) for ``cfg`` after the layout pass: every tensor
-    placed in DRAM, nothing emitted, no tensor kept on chip."""
+    placed in DRAM, nothing emitted, no tensor kept on chip. A malformed program raises
+    :class:`~sim.intprogram.IntProgramError`; a valid one that ``cfg``'s engines cannot run
+    (``validate(cfg)``, e.g. a depthwise kernel with ``k*k < N + 1``) :class:`CompileError`."""
     prog = prog.validate()
+    try:
+        prog.validate(cfg)
+    except IntProgramError as e:
+        raise CompileError(str(e)) from None
     em = Emitter(cfg)
     image = DramImage()
     layout = layout_tensors(prog, image)

@@ -23,11 +23,19 @@ class Residency:
         self.resident = {}
 
     def take_slot(self):
-        """A B slot for a resident output: ``(slot, events that free it)`` (the next slot)."""
+        """A B slot for a resident output: ``(slot, events that free it)`` (the next slot). The
+        slot is pinned (no tile takes it) until :meth:`release`: the producer's later tiles and
+        the consumer's own output must not land on it."""
         B = self.sched.B
         rs = B.next()
         busy, B.busy[rs] = B.busy[rs], []
+        B.pinned.add(rs)
         return rs, busy
+
+    def release(self, r):
+        """The consumer of resident tensor ``r`` (popped from :attr:`resident`) has emitted all
+        its reads: its slot goes back to the rotation (free after the events in ``busy``)."""
+        self.sched.B.pinned.discard(r["slot"])
 
     def new(self):
         """Take a slot for a resident output: its record (before any writer)."""
@@ -61,3 +69,4 @@ class Residency:
         sched.sync.record_store(name, 0, c, 0, h * w, st)
         B = sched.B
         B.busy[r["slot"]] = B.busy[r["slot"]] + r["busy"] + r["events"] + [(st, 1)]
+        self.release(r)

@@ -14,7 +14,7 @@ the rows it needs are stored, which pipelines consecutive layers).
 from __future__ import annotations
 
 from ..isa import BUFS
-from .common import DMA_MAX
+from .common import DMA_MAX, CompileError
 from .emitter import Emitter
 from .layout import TensorLayout
 
@@ -25,18 +25,23 @@ B_SLOTS = 3              #: buffer B slots: LD of tile t+1 || first PW of t || D
 
 class Slots:
     """Slots of one global buffer, handed out in turn by :meth:`next`; ``busy[i]`` lists the
-    (sem, count) events that mean "slot i is free again"."""
+    (sem, count) events that mean "slot i is free again". A ``pinned`` slot (a resident tensor
+    in B, :mod:`sim.compile.residency`) is skipped until it is unpinned."""
 
     def __init__(self, size, n=2):
         self.size = size // n
         self.base = [i * self.size for i in range(n)]
         self.busy = [[] for _ in range(n)]
         self.i = 0
+        self.pinned = set()
 
     def next(self):
-        i = self.i
-        self.i = (i + 1) % len(self.base)
-        return i
+        for _ in self.base:
+            i = self.i
+            self.i = (i + 1) % len(self.base)
+            if i not in self.pinned:
+                return i
+        raise CompileError(f"every one of the {len(self.base)} slots holds a resident tensor")
 
 
 class DramSync:

@@ -131,21 +131,23 @@ def conv_chunk(name, *, cout, g, K, c_slot) -> int:
     """Output channels per weight chunk of a (grouped) conv / linear: as many filters (``K``
     weight bytes + a parameter record each) as fit a C slot of ``c_slot`` bytes, in equal
     chunks that are multiples of a group (grouped) or of 8 lanes x a power-of-two number of
-    cores (dense)."""
+    cores (dense; any number of filters when fewer than 8 fit)."""
     cout_g = cout // g
     per_co = K + PARAM_RECORD
     chunk = min(cout, MAX_FIELD, (c_slot - ALIGN) // per_co)
-    gran = cout_g if g > 1 else (8 if cout >= 8 else 1)
-    if chunk < cout:
-        if g == 1:                 # chunks of 8 lanes x a power-of-two number of cores
-            gran = next((m for m in (128, 64, 32, 16, 8) if m <= chunk), gran)
-        chunk = chunk // gran * gran
-        if chunk >= gran:          # equal chunks, multiples of that granularity
-            nch = cdiv(cout, chunk)
-            chunk = min(chunk, cdiv(cdiv(cout, nch), gran) * gran)
-    if chunk < max(1, cout_g if g > 1 else 1):
+    if g > 1 and chunk < cout_g:
+        raise CompileError(f"{name}: one group ({cout_g} filters, {cout_g * per_co} bytes)"
+                           f" does not fit a C slot ({c_slot} bytes); enlarge buf_c_bytes")
+    if chunk < 1:
         raise CompileError(f"{name}: one filter ({per_co} bytes) does not fit a C slot"
                            f" ({c_slot} bytes); enlarge buf_c_bytes")
+    if chunk < cout:
+        # chunks of a group (grouped), of 8 lanes x a power-of-two number of cores (dense),
+        # or of single filters when fewer than 8 fit
+        gran = cout_g if g > 1 else next((m for m in (128, 64, 32, 16, 8) if m <= chunk), 1)
+        chunk = chunk // gran * gran
+        nch = cdiv(cout, chunk)    # equal chunks, multiples of that granularity
+        chunk = min(chunk, cdiv(cdiv(cout, nch), gran) * gran)
     return chunk
 
 

@@ -11,7 +11,7 @@ from sim.intprogram import Epilogue, IntProgram, Node, TensorInfo
 
 __all__ = ["small_config", "pointwise_program", "linear_program", "depthwise_program",
            "generic_program", "mbconv_program", "pool_program", "CASES", "NETWORKS",
-           "make_case"]
+           "make_case", "compile_without_config_check"]
 
 
 def small_config(*, N=4, M=4, T=4, S=4, packed=False, **kw) -> AccelConfig:
@@ -22,6 +22,18 @@ def small_config(*, N=4, M=4, T=4, S=4, packed=False, **kw) -> AccelConfig:
              dram_latency_cycles=0, dsp_packing=packed)
     d.update(kw)
     return AccelConfig(**d)
+
+
+def compile_without_config_check(prog: IntProgram, cfg: AccelConfig):
+    """The Binary a compiler that does not call ``validate(cfg)`` would emit for a program
+    ``cfg``'s engines cannot run (``sim.compile`` refuses it): to check that funcsim and the
+    core's RTL refuse such a Binary too."""
+    from unittest import mock
+
+    from sim import compile as sc
+    validate = IntProgram.validate
+    with mock.patch.object(IntProgram, "validate", lambda self, cfg=None: validate(self)):
+        return sc.compile(prog, cfg)
 
 
 def _epilogue(rng, cout, act, residual=None, s_res=0.05):

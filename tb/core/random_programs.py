@@ -60,24 +60,6 @@ def _edge(draw, name, typical, label):
     return {"typical": typical, "lo": lo, "hi": hi}[pick]
 
 
-def _read_every_row(h, k, s, p):
-    """``(s, p)`` changed, if need be, so that a kxk conv reads its input's last row.
-
-    KNOWN COMPILER BUG (sim/compile.py, not ours to edit): when a conv's whole input sits in one
-    B slot (``Compiler.conv``'s ``shared`` input: one row tile and several weight chunks, or a
-    resident input; ``Compiler.dw`` with a resident input), the channel stride XSTRIDE and
-    x_addr use the rows the tile reads (``b - a``) instead of ``H``: wrong when the last input
-    row(s) are not read ((H + 2p - k) % s != 0 with little padding), and funcsim differs from
-    golden (tests/test_random_programs.py::test_whole_input_unread_rows_*). Until it is fixed
-    the generator draws only convs that read every row."""
-    if ((h + 2 * p - k) // s) * s + k - p >= h:
-        return s, p
-    p = k // 2
-    if ((h + 2 * p - k) // s) * s + k - p >= h:
-        return s, p
-    return 1, p
-
-
 class _Gen:
     """Builds the program node by node, running golden as it goes (for calibration)."""
 
@@ -86,7 +68,6 @@ class _Gen:
         self.rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1), label="seed"))
         self.tensors, self.nodes, self.env = {}, [], {}
         self.n = 0
-        self.last = False       # drawing the last map-shaped layer
         self.force_signed = False
 
     def name(self, prefix):
@@ -135,15 +116,14 @@ class _Gen:
         return self.draw(st.booleans(), label="relu signed out")
 
     # -- layers --------------------------------------------------------------------------------
-    def conv(self, x, cout, k, s, p, g, residual_ok=True):
+    def conv(self, x, cout, k, s, p, g):
         cin, h, w = self.tensors[x].shape
         wt = self.rng.integers(-127, 128, size=(cout, cin // g, k, k))
         bias = self.rng.integers(-3000, 3000, size=cout)
         acc = golden.conv_acc(self.env[x], wt, bias, stride=s, padding=p, groups=g)
         out_hw = conv_output_hw(h, w, k, s, p)
         res = None
-        if residual_ok and (cout, *out_hw) == (cin, h, w) \
-                and self.draw(st.booleans(), label="residual"):
+        if (cout, *out_hw) == (cin, h, w) and self.draw(st.booleans(), label="residual"):
             res = x
         act = self.draw(st.sampled_from(["none", "relu"] if res else ["none", "relu", "hswish"]),
                         label="act")
@@ -159,10 +139,11 @@ class _Gen:
         if cout is None:
             cout = cin if d(st.booleans(), label="keep channels") else d(st.integers(1, 24),
                                                                           label="cout")
-        divs = [g for g in range(1, min(cin, cout) + 1) if cin % g == 0 and cout % g == 0]
-        g = d(st.sampled_from(divs), label="groups") if d(st.booleans(), label="grouped") else 1
-        if g > 1 and g == cin == cout:      # a 1x1 depthwise conv: no engine runs it
-            g = 1
+        # groups > 1 (not cin = cout = g: a 1x1 depthwise conv, which no engine runs)
+        divs = [g for g in range(2, min(cin, cout) + 1)
+                if cin % g == 0 and cout % g == 0 and not g == cin == cout]
+        g = d(st.sampled_from(divs), label="groups") \
+            if divs and d(st.booleans(), label="grouped") else 1
         return self.conv(x, cout, 1, 1, 0, g)
 
     def generic(self, x):
@@ -173,7 +154,6 @@ class _Gen:
         if min(h, w) + 2 * p < k:
             return self.pointwise(x)
         s = d(st.integers(1, 2), label="stride")
-        s, p = _read_every_row(h, k, s, p)
         cout = d(st.integers(1, 16), label="cout")
         g = d(st.sampled_from([g for g in (1, 2, 3) if cin % g == 0 and cout % g == 0]),
               label="groups")
@@ -191,14 +171,7 @@ class _Gen:
         k = d(st.sampled_from(ks), label="dw k")
         p = d(st.integers(max(0, (k - min(h, w) + 1) // 2), k // 2), label="dw pad")
         s = d(st.integers(*SHAPE_LIMITS["dw_stride"]), label="dw stride")
-        if self.nodes and self.nodes[-1].output == x and self.nodes[-1].op == "conv":
-            s, p = _read_every_row(h, k, s, p)
-        # KNOWN COMPILER BUG (sim/compile.py, Compiler.find_chains, not ours to edit): a
-        # depthwise conv with a residual fused with the pointwise conv that reads its output
-        # loses the residual (the chain's DW_RSA gets RES_ADDR = -1), so funcsim differs from
-        # golden (tests/test_random_programs.py::test_fused_depthwise_residual). Until it is
-        # fixed a depthwise residual is drawn only where no pointwise conv follows.
-        return self.conv(x, c, k, s, p, c, residual_ok=self.last)
+        return self.conv(x, c, k, s, p, c)
 
     def attention(self, x):
         d = self.draw
@@ -284,9 +257,8 @@ def programs(draw, cfg: AccelConfig, *, max_layers: int = 4, rtl: bool = False,
         else g.rng.integers(0, 256, (c, h, w))
     x = "x"
     layers = draw(st.integers(1, max_layers), label="layers")
-    for i in range(layers):
+    for _ in range(layers):
         op = draw(st.sampled_from(_MAP_OPS), label="op")
-        g.last = i == layers - 1
         x = getattr(g, op)(x)
     tail = draw(st.sampled_from(["none", "none", "pool", "pool_linear", "pool_logits"]
                                 + ([] if rtl else ["pool_logits_ln"])), label="tail")

@@ -81,23 +81,33 @@ def _layer_regs(prog, n: Node, c: ConvShape) -> dict:
                 RSIGNED=int(prog.tensors[c.res].signed) if c.res else 1, XBUF=BUFS["B"])
 
 
-def _tile_rows(ctx: Context, n: Node, c: ConvShape, chunk: int, wbytes: int) -> int:
-    """Output rows per tile: what fits the B and OUT slots (OUT not needed when the output
-    may stay resident), few whole tiles for a weight-dominated layer."""
-    B, OUT, keep = ctx.sched.B, ctx.sched.O, ctx.res.keep
+def _tile_rows(ctx: Context, n: Node, c: ConvShape, chunk: int, wbytes: int,
+               keep_out: bool):
+    """``(output rows per tile, output stays in B)``: the rows fit the B slot and their
+    output the OUT slot, few whole tiles for a weight-dominated layer. When the output may stay
+    resident (``keep_out``: planned and the whole output fits a B slot) the OUT slot does not
+    bound the rows; but the output stays only if that plan is one row tile, otherwise the rows
+    are sized again for the OUT slot the tiles then go to."""
+    B, OUT = ctx.sched.B, ctx.sched.O
 
-    def need(nr):
+    def need(nr, stay):
         rows_in = min(c.H, (nr - 1) * c.s + c.k)
         b = c.cin * rows_in * c.W + (chunk * nr * c.Wo if c.res else 0)
-        return b <= B.size and (chunk * nr * c.Wo * c.ob <= OUT.size or (
-            n.output in keep and c.cout * c.Ho * c.Wo <= B.size))
-    nr = tiling.fit_rows(c.Ho, need)
-    if not need(nr):
-        raise CompileError(f"{n.name}: one output row does not fit the B/OUT slots"
-                           f" (B slot {B.size} bytes, OUT slot {OUT.size} bytes)")
-    if wbytes > c.cin * c.H * c.W:       # weight-dominated layer: few, whole tiles
-        return min(nr, tiling.MAX_FIELD)
-    return tiling.tile_rows(nr, c.Ho, c.cin * c.W * c.s + chunk * c.Wo)
+        return b <= B.size and (stay or chunk * nr * c.Wo * c.ob <= OUT.size)
+
+    def rows(stay):
+        nr = tiling.fit_rows(c.Ho, lambda r: need(r, stay))
+        if not need(nr, stay):
+            raise CompileError(f"{n.name}: one output row does not fit the B/OUT slots"
+                               f" (B slot {B.size} bytes, OUT slot {OUT.size} bytes)")
+        if wbytes > c.cin * c.H * c.W:       # weight-dominated layer: few, whole tiles
+            return min(nr, tiling.MAX_FIELD)
+        return tiling.tile_rows(nr, c.Ho, c.cin * c.W * c.s + chunk * c.Wo)
+    if keep_out:
+        nr = rows(True)
+        if nr >= c.Ho:
+            return nr, True
+    return rows(False), False
 
 
 def _load_whole_input(ctx: Context, n: Node, c: ConvShape, rin):
@@ -159,21 +169,22 @@ def emit_conv(ctx: Context, n: Node, info):
                             param_block(n, cout))
     # tiles: weight chunks x row blocks
     chunk = tiling.conv_chunk(n.name, cout=cout, g=g, K=K, c_slot=C.size)
-    nr = _tile_rows(ctx, n, c, chunk, w.size)
+    keep_out = n.output in resid.keep and cout * Ho * Wo <= B.size
+    nr, stay = _tile_rows(ctx, n, c, chunk, w.size, keep_out)
     regs = _layer_regs(p, n, c)
     # residency: the input may already be in a B slot, the output may stay in one
     rin = None
     if n.inputs[0] in resid.resident:
         ok = (cin * H * W + (cout * Ho * Wo if res else 0) <= B.size
-              and (n.output in resid.keep or chunk * Ho * Wo * ob <= OUT.size))
+              and (keep_out or chunk * Ho * Wo * ob <= OUT.size))
         if ok:
             rin = resid.resident.pop(n.inputs[0])
-            nr = Ho
+            nr, stay = Ho, keep_out         # one row tile
         else:
             resid.spill(n.inputs[0])
     rout = None
     if n.output in resid.keep:
-        if nr >= Ho and cout * Ho * Wo <= B.size:
+        if stay:
             rout = resid.new()
             info["on_chip"] = True
         else:
@@ -203,6 +214,8 @@ def emit_conv(ctx: Context, n: Node, info):
         for r0, r1 in tiling.ranges(Ho, nr):
             info["tiles"] += 1
             a, b = max(r0 * s - pad, 0), min((r1 - 1) * s - pad + k, H)
+            if shared:          # the whole input is in the B slot: rows 0..H, channel stride H*W
+                a, b = 0, H
             so = OUT.next() if rout is None else None
             if shared:
                 rbase = rall + c0 * Ho * Wo
@@ -251,5 +264,7 @@ def emit_conv(ctx: Context, n: Node, info):
                 sync.record_store(n.output, c0, c1, r0 * Wo, r1 * Wo, stored)
             chunk_done.append((done, len(writers)))
         C.busy[sc] = chunk_done
+    if rin is not None:
+        resid.release(rin)
     if rout is not None:
         resid.resident[n.output] = rout

@@ -16,10 +16,10 @@ from ..records import param_block
 __all__ = ["emit_depthwise"]
 
 
-def _tiles(ctx: Context, n: Node):
-    """``(channels per chunk, output rows per tile)``: a chunk's weights fit a C slot, its
-    input rows (with halo) and residual a B slot, its output an OUT slot (or, when the output
-    may stay resident, the whole output a B slot)."""
+def _tiles(ctx: Context, n: Node, stay: bool):
+    """``(channels per chunk, output rows per tile)``: a chunk's weights fit a C slot, its input
+    rows (with halo) and residual a B slot, its output an OUT slot, unless the output stays in a
+    B slot (``stay``: the whole output fits one)."""
     p, B, C, OUT = ctx.prog, ctx.sched.B, ctx.sched.C, ctx.sched.O
     Cn, H, W = p.tensors[n.inputs[0]].shape
     _, Ho, Wo = p.tensors[n.output].shape
@@ -29,8 +29,7 @@ def _tiles(ctx: Context, n: Node):
     def need(nr, ch):
         rows_in = min(H, (nr - 1) * s + k)
         return (ch * rows_in * W + (ch * nr * Wo if res else 0) <= B.size
-                and (ch * nr * Wo <= OUT.size or (n.output in ctx.res.keep
-                                                and Cn * Ho * Wo <= B.size)))
+                and (stay or ch * nr * Wo <= OUT.size))
     chunk = tiling.dw_chunk(ctx.cfg, C=Cn, k=k, c_slot=C.size, need=need)
     nr = tiling.fit_rows(Ho, lambda r: need(r, chunk))
     if not need(nr, chunk):
@@ -53,17 +52,22 @@ def emit_depthwise(ctx: Context, n: Node, info):
     waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w)
     paddr = ctx.image.alloc(f"param:{n.name}", Cn * PARAM_RECORD, "param", param_block(n, Cn))
 
-    chunk, nr = _tiles(ctx, n)
+    # the output may stay in a B slot (planned, and it fits one) if the layer is one tile
+    keep_out = n.output in res_.keep and Cn * Ho * Wo <= B.size
+    chunk, nr = _tiles(ctx, n, keep_out)
+    stay = keep_out and chunk == Cn and nr == Ho
     rin = rout = None
     if n.inputs[0] in res_.resident:
         if chunk == Cn and Cn * H * W + (Cn * Ho * Wo if res else 0) <= B.size and \
-                (n.output in res_.keep or Cn * Ho * Wo <= OUT.size):
+                (keep_out or Cn * Ho * Wo <= OUT.size):
             rin = res_.resident.pop(n.inputs[0])
-            nr = Ho
+            nr, stay = Ho, keep_out         # one tile
         else:
             res_.spill(n.inputs[0])
+    if keep_out and not stay:       # the tiles go to OUT slots after all: size them for those
+        chunk, nr = _tiles(ctx, n, False)
     if n.output in res_.keep:
-        if chunk == Cn and nr == Ho and Cn * Ho * Wo <= B.size:
+        if stay:
             rout = res_.new()
             info["on_chip"] = True
         else:
@@ -85,6 +89,8 @@ def emit_depthwise(ctx: Context, n: Node, info):
             info["tiles"] += 1
             in_lo, in_hi = r0 * s - pad, (r1 - 1) * s - pad + k
             a, b = max(in_lo, 0), min(in_hi, H)
+            if rin is not None:     # the whole input is in the B slot: channel stride H*W
+                a, b = 0, H
             so = OUT.next() if rout is None else None
             if rin is not None:
                 sb, bbase = rin["slot"], rin["base"]
@@ -148,5 +154,7 @@ def emit_depthwise(ctx: Context, n: Node, info):
                 sync.record_store(n.output, c0, c1, r0 * Wo, r1 * Wo, stored)
             chunk_done.append((done, len(writers)))
         C.busy[sc] = chunk_done
+    if rin is not None:
+        res_.release(rin)
     if rout is not None:
         res_.resident[n.output] = rout
