@@ -80,15 +80,20 @@ def test_cli_runs_a_network(capsys):
 
 @pytest.mark.rtl
 @pytest.mark.slow
-def test_tiny_network_two_axi_ports(tmp_path):
-    """``axi_ports=2``: LD reads on ``m_axi1``, fetch and ST on ``m_axi``, each port an AxiRam on
-    the same memory: the same outputs, every burst legal on both ports. sim.perf's AXI model
-    is the one-port build's, so the cycles are reported, not asserted."""
-    prog, x = _tiny()
-    rec = run_accelerator(prog, SMALL.replace(L=1), x, "verilator", tmp_path, axi_ports=2)
-    assert rec["status"] == "done" and rec["host_requests"] == 1
-    assert all(n > 0 for n in rec["bursts_per_port"]) and len(rec["bursts_per_port"]) == 2
-    _report(rec)
+def test_tiny_network_two_axi_ports(capsys):
+    """docs/system.md's `python -m tb.system.run --model tiny --config small:L=1 --axi-ports 2`:
+    LD reads on ``m_axi1``, fetch and ST on ``m_axi``, each port an AxiRam on the same memory:
+    the same outputs, every burst legal on both ports. sim.perf's AXI model is the one-port
+    build's, so the cycles are reported, not asserted."""
+    import json
+
+    from tb.system.run import main
+    assert main(["--model", "tiny", "--config", "small:L=1", "--axi-ports", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["ok"] and out["bit_exact"] and out["host_requests"] == 1
+    ports = out["bursts_per_port"]
+    assert len(ports) == 2 and all(n > 0 for n in ports), ports
+    print(f"\ntwo AXI ports: RTL {out['rtl_cycles']} cycles, bursts per port {ports}")
 
 
 @pytest.mark.rtl

@@ -131,3 +131,20 @@ def test_core_from_config_has_buffer_a_line_of_the_dram_channel():
     assert core.a_line == 32 and len(core.a_load.mask) == 32
     Fragment.get(core, None)                     # the core it built elaborates
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("params", [
+    pytest.param(["-p", "count=16", "-p", "ports=6"], id="16x6"),
+    pytest.param([], id="paper", marks=pytest.mark.regress),
+])
+def test_estimate_semaphore_file_doc_commands(params):
+    """docs/system.md's `python -m hw estimate semaphore_file --mapper abc [-p count=16 -p
+    ports=6]`: the counters live in RAM, so the LUT count stays far below one 16-bit counter and
+    adder per id (16 ids x 16 bits alone would be 256 FF); no DSP."""
+    r = run("estimate", "semaphore_file", "--mapper", "abc", *params, "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    count = dict(p.split("=") for p in params[1::2]).get("count", "2048")
+    assert res["params"]["count"] == int(count) and res["DSP48E2"] == 0
+    assert res["FF"] < 16 * int(count)          # not a register per counter bit

@@ -132,7 +132,8 @@ def main(argv=None) -> int:
            "read_latency": rec.get("read_latency_min"),
            "sim_cycles_per_s": rec["cycles_per_s"], "run_seconds": rec["wall_s"],
            "total_seconds": time.perf_counter() - t0, "host_requests": rec["host_requests"],
-           "axi_bursts": rec["bursts"], "counters": c}
+           "axi_bursts": rec["bursts"], "bursts_per_port": rec.get("bursts_per_port"),
+           "counters": c}
     if args.json:
         print(json.dumps(out))
     else:
