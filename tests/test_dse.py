@@ -399,7 +399,8 @@ def test_verify_front_adds_the_sum_of_estimated_parts(tmp_path):
     """--verify-front: every front point gets estimate_accelerator's total (here from a stub
     estimator that gives each part a known size, so the expected sum is counted by hand)."""
     sizes = {"core": 1000, "register_block": 10, "dispatcher": 20, "load_dma": 30,
-             "store_dma": 40, "ld_unit": 1, "st_unit": 2, "host_unit": 3, "read_arbiter": 4}
+             "store_dma": 40, "ld_unit": 1, "st_unit": 2, "host_unit": 3, "read_arbiter": 4,
+             "semaphores": 5}
     from amaranth.hdl import Fragment
 
     def stub(comp, name):
