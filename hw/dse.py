@@ -7,12 +7,16 @@ FPS vs LUT and FPS vs DSP48E2 (``python -m hw dse --help``; docs/dse.md).
   (``--base``, default ``paper``). Every ``sim.config.AccelConfig`` field can be swept; a
   combination the config or the hardware rejects (DSP packing with odd M or S) is skipped and
   counted.
-* FPS: each (point, model) is compiled (``sim.compile``) and timed (``sim.perf.simulate``,
-  latency mode: one frame through the accelerator); a point the compiler rejects (buffers too
+* FPS: each (point, model) is compiled (``sim.compile``) and timed in the modes asked
+  (``--modes``): ``latency`` (``sim.perf.simulate``: one frame through the accelerator, column
+  ``fps_<model>``) and/or ``streaming`` (``sim.perf.stream``: the Binary replayed
+  :data:`STREAM_FRAMES` times back to back with per-frame semaphores and the cross-frame buffer
+  hazards of one functional-simulator run, steady-state column ``fps_stream_<model>``); the
+  fronts use one mode's FPS (``--front-mode``). A point the compiler rejects (buffers too
   small) gets no FPS and its message. These evaluations run on Dask distributed (a
   ``LocalCluster`` of the machine's cores by default, ``--cluster ADDRESS`` for a running
   scheduler, ``--serial`` in this process) and are cached by content: ``build/dse/cache/`` holds
-  one JSON per sha256(config, model, seed, hash of the ``sim`` package's sources), written
+  one JSON per sha256(config, model, seed, modes, hash of the ``sim`` package's sources), written
   atomically as each result arrives, so an interrupted sweep resumes and a repeated one computes
   nothing.
 * Resources: :func:`hw.resmodel.predict` (microseconds per point); ``--verify-front`` estimates
@@ -37,7 +41,8 @@ import time
 from pathlib import Path
 
 __all__ = ["parse_space", "load_space_file", "expand", "code_version", "cache_key", "evaluate",
-           "run_evaluations", "pareto", "build_rows", "dse", "main", "PAPER_POINT"]
+           "run_evaluations", "pareto", "build_rows", "dse", "main", "PAPER_POINT", "MODES",
+           "STREAM_FRAMES", "parse_modes", "fps_column"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path("build/dse")
@@ -48,12 +53,30 @@ PAPER_POINT = {"LUT": 130628, "FF": 152819, "DSP48E2": 1024, "BRAM36": 162, "fps
 
 _ALIASES = {"packed": "dsp_packing", "dram": "dram_bytes_per_cycle", "clock": "clock_mhz"}
 
+#: the FPS modes of ``sim.perf`` (docs/perf.md, "Latency and streaming mode")
+MODES = ("latency", "streaming")
+#: frames replayed in streaming mode (``sim.perf.stream``'s and ``python -m sim perf``'s default)
+STREAM_FRAMES = 3
+
 
 class DseError(ValueError):
     """A user error in the space, the models or the options (one line, exit 2)."""
 
 
 # -- the space --------------------------------------------------------------------------------
+
+def parse_modes(spec) -> tuple[str, ...]:
+    """``"latency,streaming"`` (or a list) -> ``("latency", "streaming")``, in :data:`MODES`
+    order, duplicates removed."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    got = {m.strip() for m in items if m.strip()}
+    bad = sorted(got - set(MODES))
+    if bad:
+        raise DseError(f"--modes: unknown mode {bad[0]!r}; known: {', '.join(MODES)}")
+    if not got:
+        raise DseError("--modes: no mode given")
+    return tuple(m for m in MODES if m in got)
+
 
 def _value(text: str):
     t = text.strip()
@@ -166,19 +189,41 @@ def _program(model: str, seed: int):
     return _PROGRAMS[key]
 
 
-def evaluate(cfg_dict: dict, model: str, seed: int = 0) -> dict:
+_LATENCY_KEYS = ("fps", "latency_ms", "mac_utilization")
+_STREAM_KEYS = ("fps_stream", "cycles_per_frame_stream", "frames_in_flight")
+
+
+def evaluate(cfg_dict: dict, model: str, seed: int = 0,
+             modes: tuple[str, ...] = ("latency",)) -> dict:
     """Compile ``model`` (a ``sim.zoo`` name, or ``tiny``) for the config and time it with
-    ``sim.perf`` (latency mode): ``{"fps", "latency_ms", "mac_utilization", "error"}``."""
+    ``sim.perf`` in ``modes``: latency (``simulate``) -> ``fps``, ``latency_ms``,
+    ``mac_utilization``; streaming (``stream``, :data:`STREAM_FRAMES` frames, the cross-frame
+    hazards from its own functional-simulator run, as ``python -m sim perf``) -> ``fps_stream``,
+    ``cycles_per_frame_stream``, ``frames_in_flight``; and ``error`` (the compiler's message,
+    every figure then None)."""
     from sim.compile import CompileError, compile as compile_
     from sim.config import AccelConfig
-    from sim.perf import simulate
+    from sim.perf import simulate, stream
+    modes = parse_modes(modes)
     cfg = AccelConfig.from_dict(cfg_dict)
+    keys = (_LATENCY_KEYS if "latency" in modes else ()) + (
+        _STREAM_KEYS if "streaming" in modes else ())
     try:
-        s = simulate(compile_(_program(model, seed), cfg)).summary()
+        b = compile_(_program(model, seed), cfg)
     except CompileError as e:
-        return {"fps": None, "latency_ms": None, "mac_utilization": None, "error": str(e)}
-    return {"fps": float(s["fps"]), "latency_ms": float(s["latency_ms"]),
-            "mac_utilization": float(s["mac_utilization"]), "error": ""}
+        return {**dict.fromkeys(keys), "error": str(e)}
+    out = {}
+    if "latency" in modes:
+        s = simulate(b).summary()
+        out.update(fps=float(s["fps"]), latency_ms=float(s["latency_ms"]),
+                   mac_utilization=float(s["mac_utilization"]))
+    if "streaming" in modes:
+        st = stream(b, frames=STREAM_FRAMES)
+        out.update(fps_stream=float(st["fps"]),
+                   cycles_per_frame_stream=float(st["cycles_per_frame"]),
+                   frames_in_flight=int(st["frames_in_flight"]))
+    out["error"] = ""
+    return out
 
 
 def code_version() -> str:
@@ -190,9 +235,15 @@ def code_version() -> str:
     return h.hexdigest()[:16]
 
 
-def cache_key(cfg_dict: dict, model: str, seed: int, version: str) -> str:
+def cache_key(cfg_dict: dict, model: str, seed: int, version: str,
+              modes: tuple[str, ...] = ("latency",)) -> str:
+    """sha256 of the config (without its name), model, seed, modes (with the streaming frame
+    count) and code version."""
     d = {k: v for k, v in cfg_dict.items() if k != "name"}
-    blob = json.dumps({"config": d, "model": model, "seed": seed, "code": version},
+    modes = parse_modes(modes)
+    blob = json.dumps({"config": d, "model": model, "seed": seed, "code": version,
+                       "modes": list(modes),
+                       "frames": STREAM_FRAMES if "streaming" in modes else 1},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -213,11 +264,16 @@ def _make_client(cluster: str | None, workers: int | None):
     return Client(lc), lc
 
 
-def run_evaluations(tasks: list[tuple[dict, str, int]], *, serial: bool = False,
+def _modes_of(task) -> tuple[str, ...]:
+    return parse_modes(task[3]) if len(task) > 3 else ("latency",)
+
+
+def run_evaluations(tasks: list[tuple], *, serial: bool = False,
                     cluster: str | None = None, workers: int | None = None,
                     cache_dir: Path | None = DEFAULT_CACHE, progress: bool = True,
                     evaluator=evaluate, client=None) -> tuple[list[dict], dict]:
-    """Evaluate ``tasks`` = [(config dict, model, seed)]: cached ones are read, the rest run
+    """Evaluate ``tasks`` = [(config dict, model, seed[, modes])] (modes default latency;
+    ``evaluator`` is called with the task's own items): cached ones are read, the rest run
     serially, on ``client`` (a ``dask.distributed.Client``), on a scheduler at ``cluster``, or
     on a fresh local cluster of ``workers`` processes. Returns ``(results in task order,
     {"computed", "cached", "seconds"})``."""
@@ -225,7 +281,7 @@ def run_evaluations(tasks: list[tuple[dict, str, int]], *, serial: bool = False,
     from sim.fileio import atomic_write
     t0 = time.perf_counter()
     version = code_version()
-    keys = [cache_key(c, m, s, version) for c, m, s in tasks]
+    keys = [cache_key(t[0], t[1], t[2], version, _modes_of(t)) for t in tasks]
     results: list = [None] * len(tasks)
     todo = []
     for i, k in enumerate(keys):
@@ -246,7 +302,8 @@ def run_evaluations(tasks: list[tuple[dict, str, int]], *, serial: bool = False,
         if cache_dir:
             atomic_write(_cache_path(cache_dir, keys[i]), json.dumps(
                 {"task": {"config": tasks[i][0], "model": tasks[i][1], "seed": tasks[i][2],
-                          "code": version}, "result": res}, sort_keys=True))
+                          "modes": list(_modes_of(tasks[i])), "code": version},
+                 "result": res}, sort_keys=True))
         for j in todo:
             if keys[j] == keys[i]:
                 results[j] = res
@@ -302,13 +359,27 @@ _SWEPT = ("N", "M", "T", "S", "L", "dsp_packing", "buf_b_bytes", "buf_c_bytes",
           "dram_bytes_per_cycle", "clock_mhz")
 
 
+def fps_column(model: str, mode: str) -> str:
+    """The row column of ``model``'s FPS in ``mode``: ``fps_<model>`` (latency) or
+    ``fps_stream_<model>`` (streaming)."""
+    return f"fps_{model}" if mode == "latency" else f"fps_stream_{model}"
+
+
 def build_rows(cfgs, models: list[str], results: dict, *, board: str, max_util: float = 1.0,
-               coef=None) -> list[dict]:
-    """One row per config: its fields, multipliers, FPS per model, predicted resources, the
-    boards it fits, and ``front_lut`` / ``front_dsp`` (Pareto of the first model's FPS against
-    LUT / DSP48E2 among the points that fit ``board``; ``board="any"``: all points)."""
+               coef=None, modes: tuple[str, ...] = ("latency",),
+               front_mode: str | None = None) -> list[dict]:
+    """One row per config: its fields, multipliers, FPS per model and mode (``fps_<model>``,
+    ``latency_ms_<model>``, ``mac_util_<model>`` in latency mode; ``fps_stream_<model>``,
+    ``frames_in_flight_<model>`` in streaming mode), predicted resources, the boards it fits,
+    and ``front_lut`` / ``front_dsp`` (Pareto of the first model's FPS in ``front_mode``, default
+    the first of ``modes``, against LUT / DSP48E2 among the points that fit ``board``;
+    ``board="any"``: all points)."""
     from hw.boards import BOARDS, fits
     from hw.resmodel import predict
+    modes = parse_modes(modes)
+    front_mode = front_mode or modes[0]
+    if front_mode not in modes:
+        raise DseError(f"--front-mode {front_mode!r} is not among --modes {','.join(modes)}")
     rows = []
     for cfg in cfgs:
         d = cfg.to_dict()
@@ -316,9 +387,13 @@ def build_rows(cfgs, models: list[str], results: dict, *, board: str, max_util: 
         row["multipliers"] = cfg.multipliers
         for m in models:
             r = results[(cfg.to_json(), m)]
-            row[f"fps_{m}"] = r["fps"]
-            row[f"latency_ms_{m}"] = r["latency_ms"]
-            row[f"mac_util_{m}"] = r["mac_utilization"]
+            if "latency" in modes:
+                row[f"fps_{m}"] = r["fps"]
+                row[f"latency_ms_{m}"] = r["latency_ms"]
+                row[f"mac_util_{m}"] = r["mac_utilization"]
+            if "streaming" in modes:
+                row[f"fps_stream_{m}"] = r["fps_stream"]
+                row[f"frames_in_flight_{m}"] = r["frames_in_flight"]
             if r["error"]:
                 row["error"] = (row.get("error", "") + f"{m}: {r['error']} ").strip()
         res = predict(d, coef)
@@ -328,7 +403,7 @@ def build_rows(cfgs, models: list[str], results: dict, *, board: str, max_util: 
         row["boards"] = " ".join(b for b in BOARDS if row[f"fits_{b}"])
         row.setdefault("error", "")
         rows.append(row)
-    primary = f"fps_{models[0]}"
+    primary = fps_column(models[0], front_mode)
     eligible = [board == "any" or r[f"fits_{board}"] for r in rows]
     for res, col in (("LUT", "front_lut"), ("DSP48E2", "front_dsp")):
         pts = [(r[primary] if ok and r[primary] is not None else None, r[res])
@@ -373,13 +448,13 @@ def _csv(rows) -> str:
     return buf.getvalue()
 
 
-def _plot(rows, model, res, col, board, path: Path) -> None:
+def _plot(rows, model, res, col, board, path: Path, mode: str = "latency") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from hw.boards import BOARDS
     from sim.fileio import atomic_write
-    fps = f"fps_{model}"
+    fps = fps_column(model, mode)
     fig, ax = plt.subplots(figsize=(7.5, 5))
     ok = [r for r in rows if r[fps] is not None]
     ax.scatter([r[res] for r in ok], [r[fps] for r in ok], s=14, c="0.65", label="points")
@@ -391,14 +466,14 @@ def _plot(rows, model, res, col, board, path: Path) -> None:
         for r in fr:
             ax.annotate(f"{r['N']},{r['M']},{r['T']},{r['S']} L{r['L']}", (r[res], r[fps]),
                         fontsize=6, xytext=(3, 3), textcoords="offset points")
-    if fps in PAPER_POINT:
+    if fps in PAPER_POINT:          # the paper's FPS is a latency figure (docs/perf.md)
         ax.scatter([PAPER_POINT[res]], [PAPER_POINT[fps]], marker="*", s=160, c="C2",
                    label="Trio-ViT paper (Table III, VII)", zorder=5)
     for i, (name, b) in enumerate(BOARDS.items()):
         ax.axvline(b[res], ls="--", lw=0.8, c=f"C{i + 4}", label=f"{name} {res}")
     ax.set_xscale("log")
     ax.set_xlabel(f"{res} (analytical model, hw.resmodel)")
-    ax.set_ylabel(f"{model} frames per second (sim.perf, latency)")
+    ax.set_ylabel(f"{model} frames per second (sim.perf, {mode})")
     ax.set_title(f"{model}: FPS vs {res}")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -408,27 +483,42 @@ def _plot(rows, model, res, col, board, path: Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def _report(meta, rows, front_verify, paths) -> str:
     from hw.boards import BOARDS
     m0 = meta["models"][0]
-    fps = f"fps_{m0}"
+    modes = meta.get("modes", ["latency"])
+    fmode = meta.get("front_mode", modes[0])
+    fps = fps_column(m0, fmode)
+    other = [fps_column(m0, m) for m in modes if m != fmode]
     lines = [f"# Design-space exploration: {', '.join(meta['models'])}", "",
              f"`{meta['command']}`", "",
              f"{meta['points']} points ({meta['skipped']} combinations rejected by the config), "
              f"{meta['evaluations']['computed']} evaluations computed, "
              f"{meta['evaluations']['cached']} from the cache, "
              f"{meta['evaluations']['seconds']:.1f} s ({meta['executor']}).", "",
-             f"Pareto fronts of {m0} FPS among the points that "
+             f"FPS modes: {', '.join(modes)}"
+             + (f" (streaming: {STREAM_FRAMES} frames back to back, steady state)"
+                if "streaming" in modes else "") + ".", "",
+             f"Pareto fronts of {m0} FPS ({fmode} mode) among the points that "
              f"{'exist' if meta['board'] == 'any' else 'fit ' + meta['board']}:", ""]
+    head = {"latency": "FPS latency", "streaming": "FPS streaming"}
     for col, res, png in (("front_lut", "LUT", paths["lut"]), ("front_dsp", "DSP48E2",
                                                                  paths["dsp"])):
         lines += [f"## FPS vs {res} ({png.name})", "",
-                  "| N,M,T,S | L | packed | DRAM B/cyc | MHz | FPS | LUT | FF | DSP | BRAM36 | boards |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| N,M,T,S | L | packed | DRAM B/cyc | MHz | "
+                  + " | ".join(head[m] for m in [fmode] + [m for m in modes if m != fmode])
+                  + " | LUT | FF | DSP | BRAM36 | boards |",
+                  "|---|---|---|---|---|" + "---|" * len(modes) + "---|---|---|---|---|"]
         for r in sorted((r for r in rows if r[col]), key=lambda r: r[res]):
             lines.append(f"| {r['N']},{r['M']},{r['T']},{r['S']} | {r['L']} | "
                          f"{int(r['dsp_packing'])} | {r['dram_bytes_per_cycle']} | "
-                         f"{r['clock_mhz']:g} | {r[fps]:.1f} | {r['LUT']:,} | {r['FF']:,} | "
+                         f"{r['clock_mhz']:g} | {r[fps]:.1f} | "
+                         + "".join(f"{_fmt(r[c])} | " for c in other)
+                         + f"{r['LUT']:,} | {r['FF']:,} | "
                          f"{r['DSP48E2']:,} | {r['BRAM36']:g} | {r['boards']} |")
         lines.append("")
     lines += ["Paper (Table III, ZCU102, Vivado): 130,628 LUT, 152,819 FF, 1,024 DSP48E2, 162 "
@@ -465,27 +555,35 @@ def dse(*, base, space: dict, models: list[str], seed: int = 0, board: str = "zc
         max_util: float = 1.0, out: Path = DEFAULT_OUT, serial: bool = False,
         cluster: str | None = None, workers: int | None = None,
         cache_dir: Path | None = DEFAULT_CACHE, verify: bool = False, progress: bool = True,
-        command: str = "", evaluator=evaluate, client=None) -> dict:
+        command: str = "", evaluator=evaluate, client=None,
+        modes: tuple[str, ...] = ("latency",), front_mode: str | None = None) -> dict:
     """The whole exploration; returns the JSON document it writes to ``out/points.json``."""
     from hw.resmodel import load_fit
     from sim.fileio import atomic_write
+    modes = parse_modes(modes)
+    front_mode = front_mode or modes[0]
+    if front_mode not in modes:
+        raise DseError(f"--front-mode {front_mode!r} is not among --modes {','.join(modes)}")
     coef = load_fit()
     cfgs, skipped = expand(base, space)
     if not cfgs:
         raise DseError("the space has no valid point" + (f" ({skipped[0]})" if skipped else ""))
-    tasks = [(c.to_dict(), m, seed) for c in cfgs for m in models]
+    tasks = [(c.to_dict(), m, seed, modes) for c in cfgs for m in models]
     res, stats = run_evaluations(tasks, serial=serial, cluster=cluster, workers=workers,
                                  cache_dir=cache_dir, progress=progress, evaluator=evaluator,
                                  client=client)
     results = {(c.to_json(), m): r for (c, m), r in
                zip(((c, m) for c in cfgs for m in models), res)}
-    rows = build_rows(cfgs, models, results, board=board, max_util=max_util, coef=coef)
+    rows = build_rows(cfgs, models, results, board=board, max_util=max_util, coef=coef,
+                      modes=modes, front_mode=front_mode)
     fv = verify_front(rows, base, progress=progress) if verify else []
     executor = ("cache only" if not stats["computed"] else "serial" if serial else f"dask scheduler {cluster}" if cluster
                 else "dask client" if client else
                 f"dask LocalCluster, {workers or os.cpu_count()} workers")
     from hw.boards import BOARDS
     meta = {"command": command, "models": models, "seed": seed, "board": board,
+            "modes": list(modes), "front_mode": front_mode,
+            "stream_frames": STREAM_FRAMES if "streaming" in modes else None,
             "max_util": max_util, "base": base.to_dict(), "space": space,
             "points": len(cfgs), "skipped": len(skipped), "skipped_examples": skipped[:5],
             "evaluations": stats, "executor": executor, "code_version": code_version(),
@@ -498,8 +596,8 @@ def dse(*, base, space: dict, models: list[str], seed: int = 0, board: str = "zc
     doc = {**meta, "rows": rows, "verify_front": fv,
            "files": {k: str(v) for k, v in paths.items()}}
     atomic_write(paths["csv"], _csv(rows))
-    _plot(rows, models[0], "LUT", "front_lut", board, paths["lut"])
-    _plot(rows, models[0], "DSP48E2", "front_dsp", board, paths["dsp"])
+    _plot(rows, models[0], "LUT", "front_lut", board, paths["lut"], front_mode)
+    _plot(rows, models[0], "DSP48E2", "front_dsp", board, paths["dsp"], front_mode)
     atomic_write(paths["md"], _report(meta, rows, fv, paths))
     atomic_write(paths["json"], json.dumps(doc, indent=1, sort_keys=True))
     return doc
@@ -529,6 +627,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="comma-separated sim.zoo models (e.g. b1-r224,b0-r224; `tiny` "
                    "for sim.zoo.tiny); the first one's FPS makes the fronts (default b1-r224)")
     p.add_argument("--seed", type=int, help="random-weight seed of the models (default 0)")
+    p.add_argument("--modes", default="latency", help="comma-separated FPS modes of sim.perf: "
+                   "latency (one frame; column fps_<model>) and/or streaming (the Binary "
+                   f"replayed {STREAM_FRAMES} times back to back, steady state; column "
+                   "fps_stream_<model>; costs a functional-simulator run per point for the "
+                   "cross-frame hazards) (default latency)")
+    p.add_argument("--front-mode", choices=MODES, help="the mode whose FPS makes the Pareto "
+                   "fronts (default the first of --modes)")
     p.add_argument("--board", default="zcu102", help="the fronts are among the points that fit "
                    "this board (zcu102, zcu104, kv260, ultra96) or `any` (default zcu102)")
     p.add_argument("--max-util", type=float, default=1.0, help="a point fits a board when each "
@@ -621,28 +726,38 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers is not None and args.workers < 1:
             raise DseError(f"--workers must be >= 1, got {args.workers}")
         seed = args.seed if args.seed is not None else int(filed.get("seed", 0))
+        modes = parse_modes(args.modes)
+        front_mode = args.front_mode or modes[0]
+        if front_mode not in modes:
+            raise DseError(f"--front-mode {front_mode} needs that mode in --modes "
+                           f"(got {','.join(modes)})")
         doc = dse(base=base, space=space, models=models, seed=seed, board=args.board,
                   max_util=args.max_util, out=args.out, serial=args.serial,
                   cluster=args.cluster, workers=args.workers,
                   cache_dir=None if args.no_cache else DEFAULT_CACHE,
                   verify=args.verify_front, progress=not (args.quiet or args.json),
-                  command="python -m hw dse " + " ".join(argv))
+                  command="python -m hw dse " + " ".join(argv), modes=modes,
+                  front_mode=front_mode)
     except (DseError, ConfigError, FileNotFoundError) as e:
         fail(str(e).splitlines()[0])
     if args.json:
         print(json.dumps(doc, sort_keys=True))
         return 0
-    fps = f"fps_{models[0]}"
+    fps = fps_column(models[0], front_mode)
+    others = [(m, fps_column(models[0], m)) for m in modes if m != front_mode]
     ev = doc["evaluations"]
     print(f"{doc['points']} points, {ev['computed']} evaluations computed, {ev['cached']} cached, "
           f"{ev['seconds']:.1f} s ({doc['executor']})")
     for col, res in (("front_lut", "LUT"), ("front_dsp", "DSP48E2")):
         fr = sorted((r for r in doc["rows"] if r[col]), key=lambda r: r[res])
-        print(f"front {fps} vs {res} ({'all' if args.board == 'any' else 'fits ' + args.board}):"
+        print(f"front {fps} ({front_mode}) vs {res} "
+              f"({'all' if args.board == 'any' else 'fits ' + args.board}):"
               f" {len(fr)} points")
         for r in fr:
             print(f"  N,M,T,S={r['N']},{r['M']},{r['T']},{r['S']} L={r['L']} "
-                  f"packed={int(r['dsp_packing'])}: {r[fps]:.1f} FPS, {r['LUT']:,} LUT, "
+                  f"packed={int(r['dsp_packing'])}: {r[fps]:.1f} FPS"
+                  + "".join(f" ({_fmt(r[c])} {m})" for m, c in others)
+                  + f", {r['LUT']:,} LUT, "
                   f"{r['DSP48E2']:,} DSP, {r['BRAM36']:g} BRAM36 [{r['boards']}]")
     print("wrote " + ", ".join(doc["files"].values()))
     return 0

@@ -129,9 +129,12 @@ def test_space_file_toml_and_json(tmp_path):
 
 # -- evaluation, cache, distribution ---------------------------------------------------------
 
-def _tasks():
+def _tasks(*modes):
     cfgs, _ = dse.expand(PRESETS["small"], SMALL_SPACE)
-    return [(c.to_dict(), "tiny", 0) for c in cfgs]
+    return [(c.to_dict(), "tiny", 0, *((modes,) if modes else ())) for c in cfgs]
+
+
+BOTH = ("latency", "streaming")
 
 
 def test_evaluate_equals_sim_perf_directly():
@@ -141,6 +144,47 @@ def test_evaluate_equals_sim_perf_directly():
     cfg = PRESETS["small"].replace(N=2, L=1)
     want = simulate(compile_(zoo.tiny(seed=0), cfg)).fps
     assert dse.evaluate(cfg.to_dict(), "tiny", 0)["fps"] == want
+
+
+def _direct_stream(cfg, model="tiny"):
+    """Streaming FPS through sim's public API, separately from hw.dse: a fresh program and
+    Binary, the cross-frame hazards from sim.stream.frame_hazards, 3 frames (the documented
+    default of sim.perf.stream and `python -m sim perf --frames`)."""
+    from sim import zoo
+    from sim.compile import compile as compile_
+    from sim.perf import simulate, stream
+    from sim.stream import frame_hazards
+    b = compile_(zoo.tiny(seed=0) if model == "tiny" else zoo.build(model, seed=0), cfg)
+    st = stream(b, frames=3, hazards=frame_hazards(b))
+    return st["fps"], st["frames_in_flight"], simulate(b).fps
+
+
+def test_evaluate_streaming_equals_sim_perf_stream_directly():
+    for over in ({"N": 2, "L": 1}, {"N": 4, "L": 2}):
+        cfg = PRESETS["small"].replace(**over)
+        fps, inflight, lat = _direct_stream(cfg)
+        both = dse.evaluate(cfg.to_dict(), "tiny", 0, BOTH)
+        assert both["fps_stream"] == fps and both["frames_in_flight"] == inflight
+        assert both["fps"] == lat and both["error"] == ""
+        only = dse.evaluate(cfg.to_dict(), "tiny", 0, ("streaming",))
+        assert only["fps_stream"] == fps and "fps" not in only
+        # the two modes are different measurements, not one figure reported twice
+        assert both["fps_stream"] != both["fps"]
+
+
+def test_evaluate_streaming_of_a_point_the_compiler_rejects():
+    cfg = PRESETS["small"].replace(buf_b_bytes=1024)        # a stem row does not fit B
+    r = dse.evaluate(cfg.to_dict(), "tiny", 0, BOTH)
+    assert r["error"] and r["fps"] is None and r["fps_stream"] is None
+
+
+def test_parse_modes():
+    assert dse.parse_modes("streaming, latency,streaming") == ("latency", "streaming")
+    assert dse.parse_modes(["streaming"]) == ("streaming",)
+    with pytest.raises(dse.DseError, match="unknown mode 'batch'"):
+        dse.parse_modes("latency,batch")
+    with pytest.raises(dse.DseError, match="no mode"):
+        dse.parse_modes(" , ")
 
 
 def test_cache_repeated_run_computes_nothing_and_interrupted_run_resumes(tmp_path):
@@ -183,13 +227,46 @@ def test_cache_key_depends_on_config_model_seed_and_code():
     assert k == dse.cache_key({**c, "name": "other"}, "tiny", 0, "v1")     # the name is a label
     assert len({k, dse.cache_key({**c, "N": 2}, "tiny", 0, "v1"),
                 dse.cache_key(c, "b0-r224", 0, "v1"), dse.cache_key(c, "tiny", 1, "v1"),
-                dse.cache_key(c, "tiny", 0, "v2")}) == 5
+                dse.cache_key(c, "tiny", 0, "v2"),
+                dse.cache_key(c, "tiny", 0, "v1", ("streaming",)),
+                dse.cache_key(c, "tiny", 0, "v1", BOTH)}) == 7
+    assert k == dse.cache_key(c, "tiny", 0, "v1", ("latency",))
+    assert dse.cache_key(c, "tiny", 0, "v1", BOTH) == dse.cache_key(c, "tiny", 0, "v1",
+                                                                    ("streaming", "latency"))
+
+
+def test_cache_with_streaming_counts_hits(tmp_path):
+    """The modes are part of the key: a latency-only sweep does not answer a streaming one;
+    each is computed once, then read back with the evaluator not called."""
+    calls = []
+
+    def counting(cfg, model, seed, modes=("latency",)):
+        calls.append(tuple(modes))
+        return dse.evaluate(cfg, model, seed, modes)
+
+    cache = tmp_path / "cache"
+    lat, st = dse.run_evaluations(_tasks(), serial=True, cache_dir=cache, progress=False,
+                                  evaluator=counting)
+    assert (st["computed"], st["cached"]) == (4, 0)
+    both, st = dse.run_evaluations(_tasks(*BOTH), serial=True, cache_dir=cache,
+                                   progress=False, evaluator=counting)
+    assert (st["computed"], st["cached"]) == (4, 0)
+    assert calls == [("latency",)] * 4 + [BOTH] * 4
+    again, st = dse.run_evaluations(_tasks("streaming", "latency"), serial=True,
+                                    cache_dir=cache, progress=False, evaluator=counting)
+    assert (st["computed"], st["cached"]) == (0, 4) and len(calls) == 8
+    assert again == both
+    _, st = dse.run_evaluations(_tasks("latency"), serial=True, cache_dir=cache,
+                                progress=False, evaluator=counting)
+    assert (st["computed"], st["cached"]) == (0, 4) and len(calls) == 8
+    assert [r["fps"] for r in both] == [r["fps"] for r in lat]
 
 
 @pytest.mark.slow
 def test_local_dask_cluster_of_two_workers_equals_serial(tmp_path):
+    """With streaming on (both modes: every figure of the evaluator)."""
     from dask.distributed import Client, LocalCluster
-    tasks = _tasks()
+    tasks = _tasks(*BOTH)
     serial, _ = dse.run_evaluations(tasks, serial=True, cache_dir=None, progress=False)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as lc, Client(lc) as client:
@@ -200,11 +277,13 @@ def test_local_dask_cluster_of_two_workers_equals_serial(tmp_path):
     assert par == serial
     assert os.getpid() not in pids
     # the whole exploration on the cluster writes the same rows as the serial one
+    assert all(r["fps_stream"] is not None for r in par)
     a = dse.dse(base=PRESETS["small"], space=SMALL_SPACE, models=["tiny"], out=tmp_path / "a",
-                serial=True, cache_dir=None, progress=False)
+                serial=True, cache_dir=None, progress=False, modes=BOTH)
     b = dse.dse(base=PRESETS["small"], space=SMALL_SPACE, models=["tiny"], out=tmp_path / "b",
-                workers=2, cache_dir=None, progress=False)
+                workers=2, cache_dir=None, progress=False, modes=BOTH)
     assert a["rows"] == b["rows"]
+    assert all(r["fps_stream_tiny"] is not None for r in a["rows"])
 
 
 # -- rows and outputs --------------------------------------------------------------------------
@@ -225,6 +304,37 @@ def test_rows_fronts_and_outputs(tmp_path):
     lines = (tmp_path / "points.csv").read_text().splitlines()
     assert len(lines) == 5 and lines[0].startswith("N,M,T,S,L,")
     assert json.loads((tmp_path / "points.json").read_text())["rows"] == rows
+    assert not any("stream" in k for k in rows[0])       # latency only by default
+
+
+def test_streaming_rows_columns_and_front_mode(tmp_path):
+    """--modes latency,streaming: fps_stream_<model> per point equals a direct sim.perf.stream
+    call; the fronts follow --front-mode (checked by brute force on that column); CSV, JSON and
+    the report carry the column."""
+    space = {"N": [2, 4], "L": [1, 2], "T": [2, 4]}
+    docs = {fm: dse.dse(base=PRESETS["small"], space=space, models=["tiny"],
+                        out=tmp_path / fm, serial=True, cache_dir=None, progress=False,
+                        board="any", modes=BOTH, front_mode=fm) for fm in BOTH}
+    rows = docs["streaming"]["rows"]
+    assert len(rows) == 8 and docs["streaming"]["front_mode"] == "streaming"
+    for r in rows:
+        cfg = PRESETS["small"].replace(N=r["N"], L=r["L"], T=r["T"])
+        fps, inflight, lat = _direct_stream(cfg)
+        assert r["fps_stream_tiny"] == fps and r["frames_in_flight_tiny"] == inflight
+        assert r["fps_tiny"] == lat
+    for fm, col in (("latency", "fps_tiny"), ("streaming", "fps_stream_tiny")):
+        rs = docs[fm]["rows"]
+        for res, front in (("LUT", "front_lut"), ("DSP48E2", "front_dsp")):
+            assert [r[front] for r in rs] == _brute_front([(r[col], r[res]) for r in rs])
+    head = (tmp_path / "streaming" / "points.csv").read_text().splitlines()[0].split(",")
+    assert "fps_stream_tiny" in head and "fps_tiny" in head
+    md = (tmp_path / "streaming" / "report.md").read_text()
+    assert "FPS streaming | FPS latency" in md and "(streaming mode)" in md
+    front = [r for r in rows if r["front_lut"]]
+    assert all(f"| {r['fps_stream_tiny']:.1f} | {r['fps_tiny']:.1f} |" in md for r in front)
+    with pytest.raises(dse.DseError, match="front-mode"):
+        dse.dse(base=PRESETS["small"], space=space, models=["tiny"], out=tmp_path / "x",
+                serial=True, cache_dir=None, progress=False, front_mode="streaming")
 
 
 # -- CLI -------------------------------------------------------------------------------------------
@@ -235,6 +345,8 @@ def test_rows_fronts_and_outputs(tmp_path):
     (["--space", "N=4", "--model", "b9-r224"], "--model"),
     (["--space", "M=3", "--base", "paper"], "no valid point"),
     ([], "give a space"),
+    (["--space", "N=4", "--modes", "latency,batch"], "unknown mode"),
+    (["--space", "N=4", "--front-mode", "streaming"], "--front-mode"),
 ])
 def test_cli_errors_are_one_line_exit_2(args, msg, tmp_path):
     r = _run("dse", *args, "--out", str(tmp_path), "--serial", "--no-cache")
