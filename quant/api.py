@@ -17,8 +17,10 @@ image folder / ``labels.csv`` path. Calibration runs the float model on every ba
 (statistics, then observers), so an iterable is materialised once into memory (as the CLI
 does with its calibration images).
 
-The command line (``python -m quant quantize / evaluate / export``) writes and reads the same
-``.qmodel`` files (:mod:`quant.qfile`).
+The command line (``python -m quant quantize / evaluate / export``) is a thin layer over this
+module: its flags become a :class:`QuantConfig`, and it calls :func:`float_model`,
+:func:`quantize`, :func:`load` and the :class:`QuantizedModel` methods (same ``.qmodel`` files,
+:mod:`quant.qfile`; same IntProgram for the same settings, seed and images).
 """
 
 from __future__ import annotations
