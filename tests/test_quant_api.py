@@ -231,3 +231,16 @@ def test_docs_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "docs/quant.md", "exec"), env)     # noqa: S102
     for f in ("b0.qmodel", "b0.npz", "b0.onnx"):
         assert (tmp_path / f).is_file(), f
+
+
+def test_weights_only_reconstruction_runs_and_is_not_exportable():
+    """act_quant=False with a reconstruction: AdaRound on the weights only (what
+    `quantize --no-act-quant` runs); the model has no integer form."""
+    cfg = quant.QuantConfig(act_quant=False, seed=1,
+                            reconstruction=dataclasses.replace(FAST, iters=2, max_images=4))
+    qm = quant.quantize(quant.float_model(MODEL, seed=1), _images(4), cfg)
+    rec = qm.info["reconstruction"]
+    assert rec["kept"] + rec["reverted"] == len(rec["blocks"]) == len(qm.graph.blocks)
+    assert not qm.graph.cfg.act_quant
+    with pytest.raises(Exception, match="quantized activations"):
+        qm.intprogram()
