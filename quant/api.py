@@ -17,13 +17,16 @@ image folder / ``labels.csv`` path. Calibration runs the float model on every ba
 (statistics, then observers), so an iterable is materialised once into memory (as the CLI
 does with its calibration images).
 
-The command line (``python -m quant quantize / evaluate / export``) writes and reads the same
-``.qmodel`` files (:mod:`quant.qfile`).
+The command line (``python -m quant quantize / evaluate / export``) is a thin layer over this
+module: its flags become a :class:`QuantConfig`, and it calls :func:`float_model`,
+:func:`quantize`, :func:`load` and the :class:`QuantizedModel` methods (same ``.qmodel`` files,
+:mod:`quant.qfile`; same IntProgram for the same settings, seed and images).
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -49,6 +52,41 @@ def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
+def _check_recon(r: ReconConfig):
+    """Every knob of a :class:`quant.reconstruct.ReconConfig` in its range (ConfigError)."""
+    def bad(name, want):
+        raise ConfigError(f"QuantConfig.reconstruction.{name} must be {want}, "
+                          f"got {getattr(r, name)!r}")
+
+    def num(v):
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
+            and np.isfinite(v)
+    if not _is_int(r.iters) or r.iters < 0:
+        bad("iters", "an int >= 0")
+    for k in ("batch_size", "max_images"):
+        if not _is_int(getattr(r, k)) or getattr(r, k) < 1:
+            bad(k, "an int >= 1")
+    if r.iters_a is not None and (not _is_int(r.iters_a) or r.iters_a < 1):
+        bad("iters_a", "None or an int >= 1")
+    for k in ("lr_w", "lr_a", "reg"):
+        if not num(getattr(r, k)) or getattr(r, k) < 0:
+            bad(k, "a finite number >= 0")
+    if not num(r.p) or r.p <= 0:
+        bad("p", "a finite number > 0")
+    if r.p_a is not None and (not num(r.p_a) or r.p_a <= 0):
+        bad("p_a", "None or a finite number > 0")
+    if not num(r.warmup) or not 0 <= r.warmup <= 1:
+        bad("warmup", "a number in [0, 1]")
+    if not num(r.holdout) or not 0 <= r.holdout < 1:
+        bad("holdout", "a number in [0, 1)")
+    if not (isinstance(r.beta, (tuple, list)) and len(r.beta) == 2
+            and all(num(b) and b > 0 for b in r.beta)):
+        bad("beta", "two numbers > 0 (start, end)")
+    for k in ("fisher", "guard", "lr_a_relative", "rec_sum_channels", "separate", "lr_a_cosine"):
+        if not isinstance(getattr(r, k), bool):
+            bad(k, "True or False")
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     """What :func:`quantize` does. Every field is checked when the object is made.
@@ -60,7 +98,8 @@ class QuantConfig:
     w_bits: int = 8                      #: weight bits, 2..8 (filter-wise symmetric)
     a_bits: int = 8                      #: activation bits, 2..8 (per tensor)
     channel_wise: bool = True            #: one weight scale per output filter (else per layer)
-    act_quant: bool = True               #: quantize activations (False: weights only, not exportable)
+    act_quant: bool = True               #: quantize activations (False: weights only, not
+    #: exportable; reconstruction then rounds the weights only, the authors' default)
     stem_head_bits: int | None = 8       #: bits of the stem and head layers (None: as the rest)
     observer: str = "minmax"             #: minmax | ema | percentile | omse
     migration: bool = True               #: channel-wise migration of depthwise inputs
@@ -92,8 +131,8 @@ class QuantConfig:
         r = self.reconstruction
         if not isinstance(r, ReconConfig) and r not in RECONSTRUCTION:
             bad("reconstruction", f"one of {RECONSTRUCTION} or a quant.reconstruct.ReconConfig")
-        if isinstance(r, ReconConfig) and (not _is_int(r.iters) or r.iters < 0):
-            raise ConfigError(f"QuantConfig.reconstruction.iters must be an int >= 0, got {r.iters!r}")
+        if isinstance(r, ReconConfig):
+            _check_recon(r)
         if self.calib_images is not None and (not _is_int(self.calib_images)
                                               or self.calib_images < 1):
             bad("calib_images", "None or an int >= 1")
@@ -105,9 +144,6 @@ class QuantConfig:
             torch.device(self.device)
         except (RuntimeError, TypeError):
             bad("device", "a torch device name such as 'cpu' or 'cuda'")
-        if r != "off" and not self.act_quant and not (isinstance(r, ReconConfig) and r.iters == 0):
-            raise ConfigError("QuantConfig.reconstruction needs act_quant=True (use "
-                              "reconstruction='off' for a weights-only model)")
 
     def qconfig(self) -> QConfig:
         """The graph-level :class:`quant.qmodel.QConfig`."""
@@ -359,7 +395,13 @@ def quantize(model: nn.Module, calib_data, config: QuantConfig | None = None, *,
     """Quantize a float EfficientViT classifier (with BatchNorm; not modified) with Trio-ViT PTQ:
     fold BN, lower to the integer-ready graph, calibrate by running the model on ``calib_data``
     (two passes: channel statistics for migration and shifting, then the observers), then block
-    reconstruction as ``config.reconstruction`` says. Returns a :class:`QuantizedModel`."""
+    reconstruction as ``config.reconstruction`` says. Returns a :class:`QuantizedModel`.
+
+    ``info`` of the result: ``model``, ``resolution``, ``calib_images``, ``qconfig``, ``source``,
+    ``reconstruction`` (kept / reverted blocks, held-out images, median held-out MSE ratio,
+    seconds, config, phases, per-block figures), ``sqnr_logits_db_calib`` (logit SQNR vs float
+    on the last up to 16 calibration images, named by ``sqnr_images``) and ``seconds``.
+    ``log(message)`` receives the progress lines (the command line prints them)."""
     from .fold import fold_bn
     from .qmodel import lower
     config = QuantConfig() if config is None else config
@@ -393,13 +435,33 @@ def quantize(model: nn.Module, calib_data, config: QuantConfig | None = None, *,
     src = getattr(model, "trio_vit_source", None)
     if src is not None:
         info["source"] = src
+    log = log or (lambda m: None)
     rc = config.recon()
     if rc is not None:
         from .reconstruct import reconstruct
-        rec = reconstruct(g, images, rc, device=dev, progress=progress, seed=config.seed,
-                          log=log or (lambda m: None))
+        log(f"block reconstruction: {len(g.blocks)} blocks x {rc.iters} iterations "
+            f"(batch {rc.batch_size}, {'Fisher' if rc.fisher else 'MSE'} loss)")
+        rec = reconstruct(g, images, rc, device=dev, progress=progress, seed=config.seed, log=log)
+        ratios = [b["mse_after"] / b["mse_before"] for b in rec["blocks"]
+                  if b["mse_before"] and b["mse_after"] is not None]
+        med = statistics.median(ratios) if ratios else None
         info["reconstruction"] = dict(kept=rec["kept"], reverted=rec["reverted"],
-                                      seconds=rec["seconds"], config=dict(rc.__dict__))
+                                      held_out_images=rec["held_out_images"],
+                                      median_mse_ratio=med, seconds=rec["seconds"],
+                                      config=dict(rc.__dict__), phases=rec.get("phases"),
+                                      blocks=rec["blocks"])
+        log(f"block reconstruction: {rec['kept']} blocks kept, {rec['reverted']} reverted "
+            f"(held-out MSE guard on {rec['held_out_images']} images"
+            + ("" if med is None else f"; median held-out MSE after/before {med:.3f}")
+            + f"), {rec['seconds']:.1f} s")
+    # logit SQNR vs float on the last (up to 16) calibration images: with the default
+    # reconstruction settings, the reconstruction's held-out ones
+    with torch.no_grad():
+        ev = images[-min(16, len(images)):].to(dev)
+        ref_logits = g.set_mode("float")(ev)
+        q_logits = g.set_mode("fake")(ev)
+    info["sqnr_logits_db_calib"] = sqnr_db(ref_logits.cpu(), q_logits.cpu())
+    info["sqnr_images"] = f"calibration images {len(images) - len(ev)}..{len(images) - 1}"
     g.set_mode("fake")
     info["seconds"] = time.time() - t0
     from .qfile import float_source_of

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import tempfile
 import time
@@ -126,38 +125,37 @@ def _jsonable(o):
 
 
 def _float_model(args):
-    """The float torch model (checkpoint or random BN-calibrated) in eval mode, and its name."""
+    """The float torch model (checkpoint or random BN-calibrated: :func:`quant.api.float_model`)
+    in eval mode, its resolution and its recorded source."""
     import torch
-    from .models import create_model, parse_model_name
+    from .api import ConfigError, float_model
+    from .checkpoint import CheckpointError
+    from .models import parse_model_name
     try:
         variant, res = parse_model_name(args.model)
         if getattr(args, "input_size", None):
             if args.input_size < 32 or args.input_size % 32:
                 raise ValueError(f"--input-size must be a multiple of 32 and >= 32, got {args.input_size}")
             args.model = f"{variant}-r{args.input_size}"
+            res = args.input_size
         elif res % 32:
             raise ValueError(f"model {args.model!r}: the resolution must be a multiple of 32, got {res}")
-        model, res = create_model(args.model)
     except ValueError as e:
         raise UserError(str(e)) from None
-    if args.checkpoint:
-        from .checkpoint import CheckpointError, load_checkpoint
-        try:
-            load_checkpoint(model, args.checkpoint)
-        except (CheckpointError, FileNotFoundError, OSError) as e:
-            raise UserError(f"checkpoint: {e}") from None
-        _log(args, f"model {args.model}: weights from {args.checkpoint}")
-        source = dict(checkpoint=str(args.checkpoint))
-    else:
-        from .bn_calib import random_calibrated_model
+    if not args.checkpoint:
         from .evaluate import RANDOM_WEIGHTS_NOTE
         _log(args, f"model {args.model}: random weights (seed {args.seed}) with BatchNorm "
                    f"statistics calibrated on synthetic images; {RANDOM_WEIGHTS_NOTE}")
-        model, res = random_calibrated_model(args.model, seed=args.seed, n_images=16)
-        source = dict(random_init=True, seed=args.seed)
-    model.set_attention_mode("linear")
+    try:
+        model = float_model(args.model, checkpoint=args.checkpoint or None, seed=args.seed)
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+    except (CheckpointError, FileNotFoundError, OSError) as e:
+        raise UserError(f"checkpoint: {e}") from None
+    if args.checkpoint:
+        _log(args, f"model {args.model}: weights from {args.checkpoint}")
     torch.manual_seed(args.seed)
-    return model.eval(), res, source
+    return model, res, dict(model.trio_vit_source)
 
 
 def _images(args, n, res, *, synthetic=False, seed=None):
@@ -178,8 +176,10 @@ def _images(args, n, res, *, synthetic=False, seed=None):
         raise UserError(f"data: {e}") from None
 
 
-def _qconfig(args):
-    from .qmodel import QConfig
+def _quant_config(args, reconstruction=None):
+    """The :class:`quant.api.QuantConfig` of the flags (``reconstruction``: the flags' own,
+    :func:`_recon_config`, unless given); a bad value is a UserError naming the field."""
+    from .api import ConfigError, QuantConfig
     sh = args.stem_head_bits
     if getattr(args, "disable_8bit_head_stem", False):
         if args.keep_stem_head_8bit:
@@ -187,25 +187,38 @@ def _qconfig(args):
         sh = None                       # stem and head at --w-bits / --a-bits like the rest
     elif args.keep_stem_head_8bit:
         sh = 8
+    if reconstruction is None:
+        reconstruction = _recon_config(args)
+    kw = dict(calib_images=args.calib_size, batch_size=args.batch_size) \
+        if hasattr(args, "batch_size") else {}
     try:
-        return QConfig(w_bits=args.w_bits, a_bits=args.a_bits, channel_wise=args.channel_wise,
-                       act_quant=not args.no_act_quant, stem_head_bits=sh, observer=args.observer,
-                       migration=not args.no_migration, shifting=not args.no_shifting,
-                       attention=args.divisor)
-    except ValueError as e:
+        return QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, channel_wise=args.channel_wise,
+                           act_quant=not args.no_act_quant, stem_head_bits=sh,
+                           observer=args.observer, migration=not args.no_migration,
+                           shifting=not args.no_shifting, divisor=args.divisor,
+                           reconstruction=reconstruction, seed=args.seed, device=args.device,
+                           **kw)
+    except ConfigError as e:
         raise UserError(str(e)) from None
+
+
+def _qconfig(args):
+    """The graph-level :class:`quant.qmodel.QConfig` of the flags (ablation; no reconstruction)."""
+    return _quant_config(args, reconstruction="off").qconfig()
 
 
 # ------------------------------------------------------------------------------------------------
 # quantized-model files
 # ------------------------------------------------------------------------------------------------
 
-def save_qmodel(path, g, info: dict):
-    """Write ``g`` as a ``.qmodel`` (format version 3: the deployed int8 codes and scales, no
-    float weights; :mod:`quant.qfile`). The float reference is recorded by its source."""
-    from .qfile import float_source_of, save
-    save(path, g, info, float_source=float_source_of((info or {}).get("source"),
-                                                     g.meta.get("model_name")))
+def load_qmodel_api(path):
+    """:func:`quant.api.load` with a bad file as a UserError (one line)."""
+    from .api import load
+    from .qfile import QModelError
+    try:
+        return load(path)
+    except QModelError as e:
+        raise UserError(str(e)) from None
 
 
 def load_qmodel(path):
@@ -247,62 +260,42 @@ def _recon_config(args):
 
 
 def cmd_quantize(args):
-    import torch
-    from .evaluate import evaluate
-    from .fold import fold_bn
-    from .qmodel import lower, sqnr_db
-    from .reconstruct import reconstruct
+    """A thin layer over :func:`quant.api.quantize` and :meth:`QuantizedModel.save`: the flags
+    become a QuantConfig, the result's ``info`` the printed / JSON report."""
+    from .api import ConfigError
+    from .api import quantize as api_quantize
     t0 = time.time()
-    cfg = _qconfig(args)
+    _resolve_seed(args)
+    _device(args.device)
+    cfg = _quant_config(args)
     if args.data and not Path(args.data).exists():
         raise UserError(f"data: {args.data}: no such file or folder")
-    dev = _device(args.device)
     out = _check_output(args.output)
     model, res, source = _float_model(args)
     result = dict(command="quantize", model=args.model, resolution=res, source=source,
-                  qconfig=cfg.as_dict())
+                  qconfig=cfg.qconfig().as_dict())
     if args.test_before_calibration:
         result["float_eval"] = _eval_float(args, model, res)
         _log(args, f"float model before calibration: {result['float_eval']}")
-    g = lower(fold_bn(model), resolution=res)
-    g.meta["model_name"] = args.model
-    g.to(dev)
     calib, src = _images(args, args.calib_size, res)
     _log(args, f"calibration: {calib.shape[0]} images from {src}, observer {cfg.observer}, "
                f"W{cfg.w_bits}A{cfg.a_bits}, migration {cfg.migration}, shifting {cfg.shifting}, "
-               f"divisor {cfg.attention}")
-    g.prepare(cfg)
-    g.calibrate([c.to(dev) for c in calib.split(args.batch_size)], progress=not args.json)
-    rc = _recon_config(args)
-    if rc.iters > 0:
-        _log(args, f"block reconstruction: {len(g.blocks)} blocks x {rc.iters} iterations "
-                   f"(batch {rc.batch_size}, {'Fisher' if rc.fisher else 'MSE'} loss)")
-        rec = reconstruct(g, calib, rc, device=dev, progress=not args.json, seed=args.seed,
-                          log=lambda m: _log(args, m))
-        result["reconstruction_seconds"] = rec["seconds"]
-        ratios = [b["mse_after"] / b["mse_before"] for b in rec["blocks"]
-                  if b["mse_before"] and b["mse_after"] is not None]
-        med = statistics.median(ratios) if ratios else None
-        result["reconstruction"] = dict(kept=rec["kept"], reverted=rec["reverted"],
-                                        held_out_images=rec["held_out_images"],
-                                        median_mse_ratio=med, config=dict(rc.__dict__),
-                                        phases=rec.get("phases"), blocks=rec["blocks"])
-        _log(args, f"block reconstruction: {rec['kept']} blocks kept, {rec['reverted']} reverted "
-                   f"(held-out MSE guard on {rec['held_out_images']} images"
-                   + ("" if med is None else f"; median held-out MSE after/before {med:.3f}")
-                   + f"), {rec['seconds']:.1f} s")
-    g.set_mode("fake")
-    with torch.no_grad():
-        # the last calibration images: the reconstruction's held-out ones (with the defaults)
-        ev = calib[-min(16, len(calib)):].to(dev)
-        g_ref = g.set_mode("float")(ev)
-        g_q = g.set_mode("fake")(ev)
-    result["sqnr_logits_db_calib"] = sqnr_db(g_ref.cpu(), g_q.cpu())
-    result["sqnr_images"] = f"calibration images {len(calib) - len(ev)}..{len(calib) - 1}"
+               f"divisor {cfg.divisor}")
+    try:
+        qm = api_quantize(model, calib, cfg, progress=not args.json, log=lambda m: _log(args, m))
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+    info = qm.info
+    if "reconstruction" in info:
+        result["reconstruction_seconds"] = info["reconstruction"]["seconds"]
+        result["reconstruction"] = info["reconstruction"]
+    result["sqnr_logits_db_calib"] = info["sqnr_logits_db_calib"]
+    result["sqnr_images"] = info["sqnr_images"]
     result["seconds"] = time.time() - t0
     result["peak_rss_mb"] = _peak_rss_mb()
+    qm.info.update(result)
     try:
-        save_qmodel(out, g, result)
+        qm.save(out)
     except OSError as e:
         raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
     result["output"] = str(out)
@@ -346,12 +339,7 @@ def _eval_float(args, model, res):
 def cmd_evaluate(args):
     """A thin layer over :meth:`quant.api.QuantizedModel.evaluate` (same figures, printed)."""
     from .api import ConfigError
-    from .api import load as api_load
-    from .qfile import QModelError
-    try:
-        qm = api_load(args.qmodel)
-    except QModelError as e:
-        raise UserError(str(e)) from None
+    qm = load_qmodel_api(args.qmodel)
     if not qm.float_reference:
         _log(args, "  note: the float reference model could not be rebuilt; no float rows "
                    "(quant.load(path, float_model=...) supplies one)")
@@ -398,23 +386,20 @@ def cmd_evaluate(args):
 
 
 def cmd_export(args):
+    """A thin layer over :func:`quant.api.load` and :meth:`QuantizedModel.export_intprogram`."""
     from sim.intprogram import IntProgramError
-    from .export import ExportError, export
+    from .export import ExportError
     out = _check_output(args.output)
-    g, d = load_qmodel(args.qmodel)
+    qm = load_qmodel_api(args.qmodel)
     try:
-        prog = export(g)
+        prog = qm.export_intprogram(out)
     except (ExportError, IntProgramError, ValueError, OverflowError) as e:
-        raise UserError(f"{args.qmodel}: export: {e}") from None
-    try:
-        prog.save(out)
-    except IntProgramError as e:
         raise UserError(f"{args.qmodel}: export: {e}") from None
     except OSError as e:
         raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
     _log(args, f"wrote {out}: {len(prog.nodes)} nodes, input {prog.tensors['input'].shape}")
     return dict(command="export", output=str(out), nodes=len(prog.nodes),
-                model=d["model"], resolution=d["resolution"])
+                model=qm.model_name, resolution=qm.resolution)
 
 
 def cmd_ablation(args):

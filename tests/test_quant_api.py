@@ -51,10 +51,28 @@ def test_config_rejects_bad_fields_with_the_field_named(field, value, pattern):
     with pytest.raises(quant.ConfigError, match=pattern) as e:
         quant.QuantConfig(**{field: value})
     assert "\n" not in str(e.value) and f"QuantConfig.{field}" in str(e.value)
-    # a weights-only model cannot be reconstructed (reconstruction needs quantized activations)
-    with pytest.raises(quant.ConfigError, match="act_quant"):
-        quant.QuantConfig(act_quant=False)
+    # weights only: the reconstruction rounds the weights only (the authors' script without
+    # --act_quant; `python -m quant quantize --no-act-quant` has always run it)
+    assert quant.QuantConfig(act_quant=False).recon() == FAST
     assert quant.QuantConfig(act_quant=False, reconstruction="off").qconfig().act_quant is False
+
+
+@pytest.mark.parametrize("field, value", [
+    ("iters", -1), ("iters", 2.5), ("batch_size", 0), ("max_images", 0), ("iters_a", 0),
+    ("lr_w", -1e-3), ("lr_a", float("nan")), ("reg", -1.0), ("p", 0.0), ("p_a", -2.0),
+    ("warmup", 1.5), ("holdout", 1.0), ("beta", (20.0,)), ("beta", (20.0, -2.0)), ("fisher", 1),
+])
+def test_config_rejects_bad_reconstruction_fields(field, value):
+    with pytest.raises(quant.ConfigError,
+                       match=rf"^QuantConfig\.reconstruction\.{field} must be .*got") as e:
+        quant.QuantConfig(reconstruction=dataclasses.replace(FAST, **{field: value}))
+    assert "\n" not in str(e.value)
+
+
+def test_config_accepts_the_shipped_reconstruction_settings():
+    from quant.reconstruct import PAPER
+    for rc in (FAST, PAPER, dataclasses.replace(FAST, iters=0, iters_a=None, p_a=None)):
+        assert quant.QuantConfig(reconstruction=rc).reconstruction == rc
 
 
 def test_quantize_rejects_bad_inputs():
@@ -213,3 +231,16 @@ def test_docs_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "docs/quant.md", "exec"), env)     # noqa: S102
     for f in ("b0.qmodel", "b0.npz", "b0.onnx"):
         assert (tmp_path / f).is_file(), f
+
+
+def test_weights_only_reconstruction_runs_and_is_not_exportable():
+    """act_quant=False with a reconstruction: AdaRound on the weights only (what
+    `quantize --no-act-quant` runs); the model has no integer form."""
+    cfg = quant.QuantConfig(act_quant=False, seed=1,
+                            reconstruction=dataclasses.replace(FAST, iters=2, max_images=4))
+    qm = quant.quantize(quant.float_model(MODEL, seed=1), _images(4), cfg)
+    rec = qm.info["reconstruction"]
+    assert rec["kept"] + rec["reverted"] == len(rec["blocks"]) == len(qm.graph.blocks)
+    assert not qm.graph.cfg.act_quant
+    with pytest.raises(Exception, match="quantized activations"):
+        qm.intprogram()

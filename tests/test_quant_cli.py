@@ -121,3 +121,53 @@ def test_evaluate_golden_fake_quant_identical(tmp_path, capsys):
     assert ag["fake_mode"] == "deploy-exact"
     assert ag["top1_fake_vs_golden"] == 1.0 and ag["max_abs_logit_diff_fake_vs_golden_lsb"] == 0
     assert ag["top1_int_vs_golden"] == 1.0 and ag["max_abs_logit_diff_lsb"] == 0
+
+
+def test_cli_is_a_thin_layer_over_the_api(tmp_path, capsys):
+    """Issue #17: `quantize` + `export` on the command line and quant.quantize +
+    export_intprogram in Python, same seed, same images, the same settings written once as
+    flags (the authors' aliases among them) and once as a QuantConfig, give the same IntProgram
+    array by array and the same reconstruction decisions."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    import quant
+    from quant.data import SyntheticImages, calibration_images
+    from quant.reconstruct import FAST
+    from sim.intprogram import IntProgram
+
+    seed, n = 5, 8
+    q, npz = tmp_path / "cli.qmodel", tmp_path / "cli.npz"
+    data = ["--data", str(DATA)] if DATA.exists() else ["--data", ""]
+    assert main(["quantize", "--model", "b0-r64", *data, "--num_samples", str(n), "--seed", str(seed),
+                 "--n_bits_w", "6", "--disable_8bit_head_stem", "--observer", "percentile",
+                 "--no-shifting", "--iters_w", "3", "--iters_a", "2", "--weight", "0.001",
+                 "--b_start", "10", "--recon-images", "8", "--json", "-o", str(q)]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert main(["export", str(q), "-o", str(npz)]) == 0
+
+    # the same run in Python: what the flags mean, written out (not through the CLI's parser)
+    images = calibration_images(DATA, n, 64, seed=seed) if DATA.exists() else \
+        torch.stack([SyntheticImages(n, 64, seed=seed).image(i) for i in range(n)])
+    cfg = quant.QuantConfig(w_bits=6, stem_head_bits=None, observer="percentile", shifting=False,
+                            reconstruction=dataclasses.replace(
+                                FAST, iters=3, iters_a=2, separate=True, reg=1e-3,
+                                beta=(10.0, FAST.beta[1]), max_images=8),
+                            seed=seed)
+    qm = quant.quantize(quant.float_model("b0-r64", seed=seed), images, cfg)
+    api_npz = tmp_path / "api.npz"
+    qm.export_intprogram(api_npz)
+
+    a, b = np.load(npz), np.load(api_npz)
+    assert sorted(a.files) == sorted(b.files)
+    for k in a.files:
+        assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+    assert IntProgram.load(npz).to_bytes() == IntProgram.load(api_npz).to_bytes()
+    rec = qm.info["reconstruction"]
+    assert (rep["reconstruction"]["kept"], rep["reconstruction"]["reverted"]) == \
+        (rec["kept"], rec["reverted"])
+    assert [x["kept"] for x in rep["reconstruction"]["blocks"]] == [x["kept"] for x in rec["blocks"]]
+    assert rep["sqnr_logits_db_calib"] == qm.info["sqnr_logits_db_calib"]
+

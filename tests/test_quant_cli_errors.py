@@ -41,6 +41,8 @@ CASES = [
     (["quantize", "--model", "b0-r64", "--calib-size", "0", "-o", "o.qmodel"], "--calib-size"),
     (["quantize", "--model", "b0-r64", "--batch-size", "x", "-o", "o.qmodel"], "--batch-size"),
     (["quantize", "--model", "b0-r64", "--device", "nodevice", "-o", "o.qmodel"], "--device"),
+    (["quantize", "--model", "b0-r64", "--recon-p", "-1", "-o", "o.qmodel"], "reconstruction.p "),
+    (["quantize", "--model", "b0-r64", "--warmup", "2", "-o", "o.qmodel"], "reconstruction.warmup"),
     (["quantize", "--model", "b0-r64", "--data", "nope", "-o", "o.qmodel"], "nope"),
     (["quantize", "--model", "b0-r64", "-o", "junk.pt/o.qmodel"], "junk.pt"),
     (["quantize", "--model", "b0-r64", "--bogus", "-o", "o.qmodel"], "--bogus"),
