@@ -13,8 +13,11 @@ from sim import funcsim, golden, perf, timing
 from tb.core.banked import BankedCoreTop, BankedEnv, simulate_banked
 from tb.core.cases import make_case
 
-CASES = ["pw_residual", "gpw_g3", "linear_logits", "dw3_s2", "dw5_s1_res", "conv3_s2", "pool",
-         "mbconv", "att"]
+#: in make test: a strided gather / scatter of every port kind (conv, depthwise, pool, attention);
+#: the longer layers (many bank conflicts, up to 5x the conflict-free cycles) under make regress
+FAST = ["linear_logits", "dw3_s2", "pool", "att"]
+LONG = ["pw_residual", "gpw_g3", "dw5_s1_res", "conv3_s2", "mbconv"]
+CASES = FAST + [pytest.param(n, marks=pytest.mark.regress) for n in LONG]
 
 
 def run_banked(name, banks=8):
