@@ -34,7 +34,7 @@ from torch import nn
 
 from .observers import make_observer
 from .quantizers import (AdaRoundWeightQuantizer, FixedWeightQuantizer, LSQActQuantizer,
-                         WeightQuantizer, fake_quant, qrange)
+                         WeightQuantizer, fake_quant)
 from .transforms import (choose_emin, log2_offset, log2_round_torch, migration_factors,
                          shift_centers, uniform_divisor_quant)
 

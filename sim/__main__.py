@@ -98,7 +98,7 @@ DEFAULT_GRID = "N=4,8;M=8;T=4,8;S=8;L=4,8,16"
 
 
 def cmd_sweep(args):
-    from .report import parse_grid, plot_sweep, print_perf, sweep_rows, to_json, write_csv
+    from .report import parse_grid, plot_sweep, sweep_rows, to_json, write_csv
     cfg = _cfg(args.config)
     try:
         grid = parse_grid(args.grid)
@@ -167,7 +167,7 @@ def cmd_compile(args):
 
 
 def cmd_run(args):
-    from . import golden, zoo
+    from . import golden
     from .compile import Binary, CompileError
     from .funcsim import run
     from .funcsim import FuncSimError

@@ -70,7 +70,6 @@ What is reported (:func:`analyse`)
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 

@@ -55,7 +55,7 @@ import numpy as np
 
 from . import numerics as nx
 from .fileio import atomic_write
-from .isa import (DW_HOLD_EXTRA, LIMITS, SHAPE_LIMITS, WIDTHS, LimitError, check_limit,
+from .isa import (DW_HOLD_EXTRA, SHAPE_LIMITS, WIDTHS, LimitError, check_limit,
                   dw_kernel_ok)
 
 __all__ = ["FORMAT_VERSION", "IntProgramError", "TensorInfo", "Epilogue", "Node", "IntProgram",

@@ -4,10 +4,7 @@ traceback under ``--debug``), and nothing is half-written."""
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +12,7 @@ import pytest
 import sim.__main__ as sim_cli
 from sim import compile as sc
 from sim.intprogram import digest
-from sim.isa import REGS, Instr, encode_stream
+from sim.isa import Instr, encode_stream
 from tb.core.cases import pointwise_program, small_config
 
 

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from quant.ablation import inject_statistics, run_ablation
 from quant.bn_calib import random_calibrated_model

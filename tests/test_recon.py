@@ -12,7 +12,7 @@ from quant.data import SyntheticImages
 from quant.export import export
 from quant.fold import fold_bn
 from quant.qmodel import QConfig, _key, lower
-from quant.reconstruct import FAST, ReconConfig, _restore_steps_if_unexportable, reconstruct
+from quant.reconstruct import FAST, _restore_steps_if_unexportable, reconstruct
 
 RES = 64
 

@@ -3,7 +3,6 @@ files standing in for /dev/uioN, /dev/mem, /dev/udmabufN and sysfs, the UIO inte
 and ``runtime.run``'s checks and error messages against a scripted register model.
 (``tb/test_runtime_rtl.py`` runs the same code against the RTL accelerator.)"""
 
-import os
 import socket
 import struct
 

@@ -21,7 +21,7 @@ hierarchical utilisation report lists the DUT instance (``dut``) on its own line
 
 from __future__ import annotations
 
-from amaranth import Cat, ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal, Value
+from amaranth import Cat, ClockDomain, Const, Elaboratable, Instance, Module, Signal, Value
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 

@@ -44,7 +44,7 @@ Registers used: ``DIM``, ``NTOK``, ``XSTRIDE``, ``XBUF``; ``XSIGNED = 1``, ``OBI
 
 from __future__ import annotations
 
-from amaranth import Cat, Mux, Signal, signed, unsigned
+from amaranth import Cat, Mux, Signal, signed
 
 from hw.units import Log2Quantizer, ShifterArray
 from sim.isa import BUFS, FORMATS

@@ -27,7 +27,7 @@ are idle (``STATUS.DONE``, ``IRQ_STATUS.DONE``), or an error stops the count
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal
+from amaranth import Cat, Const, Module, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 

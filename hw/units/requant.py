@@ -10,7 +10,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from sim import numerics
-from sim.numerics import ACC_BITS, MAX_SHIFT, MULT_BITS
+from sim.numerics import ACC_BITS, MULT_BITS
 
 from ._arith import rshift_round, saturate
 from ..params import check_bool, check_int

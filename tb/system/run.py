@@ -76,7 +76,6 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
 def main(argv=None) -> int:
     """``python -m tb.system.run``: one network through the whole accelerator's RTL."""
     import argparse
-    import sys
     import tempfile
     import time
 
