@@ -96,6 +96,21 @@ class _Builder:
         return out
 
 
+def _split_heads(b, x, nm, heads, dim, hw):
+    """The attention input ``x`` (``[1, heads * 3 dim, h, w]``) as per-head ``ReLU(Q)``,
+    ``ReLU(K)`` and ``V`` (each ``[1, heads, dim, h w]``): the split both ONNX forms share."""
+    x = b.op("Reshape", [x, b.const(f"{nm}.shape_in",
+                                    np.array([-1, heads, 3 * dim, hw], np.int64))], f"{nm}.heads")
+
+    def sl(lo, hi, tag):
+        return b.op("Slice", [x, b.const("start", np.array([lo], np.int64)),
+                              b.const("end", np.array([hi], np.int64)),
+                              b.const("axis", np.array([2], np.int64))], f"{nm}.{tag}")
+    q = b.op("Relu", [sl(0, dim, "q")], f"{nm}.relu_q")
+    k = b.op("Relu", [sl(dim, 2 * dim, "k")], f"{nm}.relu_k")
+    return q, k, sl(2 * dim, 3 * dim, "v")
+
+
 def _qtype(bits, signed):
     if bits <= 8:
         return (np.int8 if signed else np.uint8), bits
@@ -304,17 +319,7 @@ class _Graph:
         s_out = self.scale(n.output)[0]
         hd = lambda a: np.asarray(a, np.float64).reshape(1, heads, 1, 1)  # noqa: E731
         nm = n.name
-        x = b.op("Reshape", [self.real[inp], b.const(f"{nm}.shape_in",
-                                                     np.array([-1, heads, 3 * dim, h * w], np.int64))],
-                 f"{nm}.heads")
-
-        def sl(lo, hi, tag):
-            return b.op("Slice", [x, b.const("start", np.array([lo], np.int64)),
-                                  b.const("end", np.array([hi], np.int64)),
-                                  b.const("axis", np.array([2], np.int64))], f"{nm}.{tag}")
-        q = b.op("Relu", [sl(0, dim, "q")], f"{nm}.relu_q")
-        k = b.op("Relu", [sl(dim, 2 * dim, "k")], f"{nm}.relu_k")
-        v = sl(2 * dim, 3 * dim, "v")
+        q, k, v = _split_heads(b, self.real[inp], nm, heads, dim, h * w)
         # step 1: S = ReLU(K) V^T -> int8 (QDQ, per head)
         S = b.op("MatMul", [k, b.op("Transpose", [v], f"{nm}.vT", perm=[0, 1, 3, 2])], f"{nm}.kv")
         sS, zS = b.f32(f"{nm}.S_scale", sig), b.const(f"{nm}.S_zp", np.zeros(heads, np.int8))
@@ -635,16 +640,7 @@ class _ExactGraph(_Graph):
         heads = c // (3 * dim)
         nm = n.name
         x = self.d(self.ints[inp] if inp in self.ints else self.int_of(inp), f"{nm}.x")
-        x = b.op("Reshape", [x, b.const("shape", np.array([-1, heads, 3 * dim, h * w], np.int64))],
-                 f"{nm}.heads")
-
-        def sl(lo, hi, tag):
-            return b.op("Slice", [x, b.const("s", np.array([lo], np.int64)),
-                                  b.const("e", np.array([hi], np.int64)),
-                                  b.const("a", np.array([2], np.int64))], f"{nm}.{tag}")
-        q = b.op("Relu", [sl(0, dim, "q")], f"{nm}.relu_q")
-        k = b.op("Relu", [sl(dim, 2 * dim, "k")], f"{nm}.relu_k")
-        v = sl(2 * dim, 3 * dim, "v")
+        q, k, v = _split_heads(b, x, nm, heads, dim, h * w)
 
         def dyn(key, shape):
             from sim import numerics as nx
