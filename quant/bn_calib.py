@@ -120,6 +120,6 @@ def random_calibrated_model(name: str = "b1-r224", seed: int = 0,
     random_init(model, seed)
     if images is None:
         ds = SyntheticImages(n_images, res, seed=seed)
-        images = torch.stack([ds.image(i) for i in range(n_images)])
+        images = ds.images()
     bn_calibrate(model, images, batch_size=batch_size, progress=progress)
     return model, res

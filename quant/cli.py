@@ -162,9 +162,8 @@ def _images(args, n, res, *, synthetic=False, seed=None):
     from .data import DataError, SyntheticImages, calibration_images
     seed = args.seed if seed is None else seed
     if synthetic or not args.data:
-        import torch
         ds = SyntheticImages(n, res, seed=seed)
-        return torch.stack([ds.image(i) for i in range(n)]), "synthetic"
+        return ds.images(), "synthetic"
     try:
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")

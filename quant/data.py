@@ -198,6 +198,10 @@ class SyntheticImages(Dataset):
         std = np.asarray(IMAGENET_STD).reshape(3, 1, 1)
         return torch.from_numpy(((img - mean) / std).astype(np.float32))
 
+    def images(self) -> torch.Tensor:
+        """All ``n`` images as one ``(n, 3, resolution, resolution)`` float32 tensor."""
+        return torch.stack([self.image(i) for i in range(self.n)])
+
     def __getitem__(self, index: int):
         if not 0 <= index < self.n:
             raise IndexError(index)

@@ -50,7 +50,7 @@ def test_divisor_injection_keeps_the_float_network_and_spreads_divisors():
     m, _ = random_calibrated_model("b0-r64", seed=0, n_images=4)
     m.set_attention_mode("linear")
     ds = SyntheticImages(4, 64, seed=3)
-    x = torch.stack([ds.image(i) for i in range(4)])
+    x = ds.images()
     g = lower(fold_bn(m), resolution=64).set_mode("float")
 
     def run():

@@ -53,7 +53,7 @@ def large_divisors():
             elif n.name.endswith("context_module.main.proj"):
                 n.weight.div_(200.0)
     ds = SyntheticImages(8, RES, seed=5)
-    imgs = torch.stack([ds.image(i) for i in range(8)])
+    imgs = ds.images()
     g.prepare(QConfig())
     g.calibrate([imgs[:4], imgs[4:]])          # raised ValueError before the fix
     return g, imgs
@@ -116,7 +116,7 @@ def test_small_divisor_params_unchanged():
     m.set_attention_mode("linear")
     g = lower(fold_bn(m), resolution=RES)
     ds = SyntheticImages(8, RES, seed=5)
-    imgs = torch.stack([ds.image(i) for i in range(8)])
+    imgs = ds.images()
     g.prepare(QConfig()).calibrate([imgs[:4], imgs[4:]])
     prog = export(g)
     for a in (n for n in g.nodes if isinstance(n, QAttention)):

@@ -23,7 +23,7 @@ def _graph(name=f"b0-r{RES}", res=RES, n=16, **cfg):
     m, _ = random_calibrated_model(name, seed=1, n_images=8)
     m.set_attention_mode("linear")
     ds = SyntheticImages(n, res, seed=5)
-    imgs = torch.stack([ds.image(i) for i in range(n)])
+    imgs = ds.images()
     g = lower(fold_bn(m), resolution=res).prepare(QConfig(**cfg))
     g.calibrate([imgs[: n // 2], imgs[n // 2:]])
     g.set_mode("fake")
@@ -215,7 +215,7 @@ def _agreement(name, res, images):
 
 def test_golden_agreement_synthetic_images():
     ds = SyntheticImages(6, RES, seed=9)
-    imgs = torch.stack([ds.image(i) for i in range(6)])
+    imgs = ds.images()
     li, gl = _agreement(f"b0-r{RES}", RES, imgs)
     np.testing.assert_array_equal(li, gl)
     assert (li.argmax(1) == gl.argmax(1)).all()

@@ -112,21 +112,31 @@ def _intprogram_bytes(tmp_path, which, dmg):
     _agree_or_clean(loaded, small_config(), _input(loaded))
 
 
+def _load_and_run(p):
+    """Load a (damaged) Binary file and run it in funcsim: ``(binary, x, outputs)``, or None when
+    the loader or funcsim refused it cleanly (a one-line CompileError naming the file, or a
+    FuncSimError)."""
+    try:
+        b = sc.Binary.load(p)
+    except sc.CompileError as e:
+        assert str(p) in str(e) and "\n" not in str(e)
+        return None
+    x = _input(b.prog)
+    try:
+        return b, x, funcsim.run(b, x)
+    except funcsim.FuncSimError:
+        return None
+
+
 def _binary_bytes(tmp_path, which, dmg):
     prog = PROGRAMS[which]
     p = tmp_path / "b.npz"
     sc.compile(prog, small_config()).save(p)
     p.write_bytes(_damaged_bytes(p.read_bytes(), dmg))
-    try:
-        b = sc.Binary.load(p)
-    except sc.CompileError as e:
-        assert str(p) in str(e) and "\n" not in str(e)
+    loaded = _load_and_run(p)
+    if loaded is None:
         return
-    x = _input(b.prog)
-    try:
-        out = funcsim.run(b, x)
-    except funcsim.FuncSimError:
-        return
+    b, x, out = loaded
     ref = golden.run(b.prog, x)
     for k in b.prog.outputs:
         np.testing.assert_array_equal(out[k], ref[k])
@@ -266,16 +276,10 @@ def _binary_fields(tmp_path, which, data):
         path = data.draw(st.sampled_from(paths), label="manifest path")
         value = data.draw(st.one_of(st.just("<del>"), _values), label="value")
         _rewrite(p, lambda m, a: _mutate_manifest(m, path, value))
-    try:
-        b = sc.Binary.load(p)
-    except sc.CompileError as e:
-        assert str(p) in str(e) and "\n" not in str(e)
+    loaded = _load_and_run(p)
+    if loaded is None:
         return
-    x = _input(b.prog)
-    try:
-        out = funcsim.run(b, x)
-    except funcsim.FuncSimError:
-        return
+    b, x, out = loaded
     # a Binary edited consistently (valid digest) may compute something else: it is still one
     # the executors agree on; the golden comparison holds for whatever the tools report equal
     ref = golden.run(b.prog, x)

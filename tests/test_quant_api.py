@@ -21,7 +21,7 @@ def _images(n, seed=0):
     if DATA.exists():
         return torch.cat([x for x, _ in make_loader(DATA, RES, batch_size=n, limit=n)])
     ds = SyntheticImages(n, RES, seed=seed)
-    return torch.stack([ds.image(i) for i in range(n)])
+    return ds.images()
 
 
 @pytest.fixture(scope="module")

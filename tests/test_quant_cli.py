@@ -131,7 +131,6 @@ def test_cli_is_a_thin_layer_over_the_api(tmp_path, capsys):
     import dataclasses
 
     import numpy as np
-    import torch
 
     import quant
     from quant.data import SyntheticImages, calibration_images
@@ -150,7 +149,7 @@ def test_cli_is_a_thin_layer_over_the_api(tmp_path, capsys):
 
     # the same run in Python: what the flags mean, written out (not through the CLI's parser)
     images = calibration_images(DATA, n, 64, seed=seed) if DATA.exists() else \
-        torch.stack([SyntheticImages(n, 64, seed=seed).image(i) for i in range(n)])
+        SyntheticImages(n, 64, seed=seed).images()
     cfg = quant.QuantConfig(w_bits=6, stem_head_bits=None, observer="percentile", shifting=False,
                             reconstruction=dataclasses.replace(
                                 FAST, iters=3, iters_a=2, separate=True, reg=1e-3,

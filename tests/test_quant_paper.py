@@ -102,7 +102,7 @@ def test_separate_passes_harden_then_learn_steps():
     m.set_attention_mode("linear")
     g = lower(fold_bn(m), resolution=64)
     ds = SyntheticImages(6, 64, seed=5)
-    imgs = torch.stack([ds.image(i) for i in range(6)])
+    imgs = ds.images()
     g.prepare(QConfig()).calibrate([imgs])
     before = {k: float(q.scale.detach()) for k, q in g.act_q.items()}
     cfg = ReconConfig(iters=2, iters_a=3, batch_size=2, max_images=6, separate=True, lr_a=1e-2,

@@ -23,7 +23,7 @@ def small():
     m, _ = random_calibrated_model(f"b0-r{RES}", seed=0, n_images=8)
     m.set_attention_mode("linear")
     ds = SyntheticImages(24, RES, seed=5)
-    imgs = torch.stack([ds.image(i) for i in range(24)])
+    imgs = ds.images()
     return m, imgs
 
 
