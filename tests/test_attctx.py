@@ -1,0 +1,139 @@
+"""The attention context modules kept on chip (sim.compile.attctx and the emitters that carry
+out its plan): the plan on hand-written modules (what stays in B, when it falls back), and the
+compiled Binaries run by sim.funcsim against sim.golden, on and off (``attn_onchip``), with
+the DRAM traffic the plan removes counted from the Binary's own DMA instructions."""
+
+import numpy as np
+import pytest
+
+from sim import golden, zoo
+from sim.compile import compile as compile_
+from sim.compile.attctx import plan_context_modules
+from sim.compile.layout import concat_aliases
+from sim.config import AccelConfig
+from sim.funcsim import run
+from sim.isa import BUFS
+from test_funcsim import Builder
+
+SMALL = AccelConfig.from_string("small")
+
+
+def context_module(qkv=48, gpw=48, dim=8, hw=(6, 6), residual=True, seed=0):
+    """x (16 ch) -> qkv PW -> DW 5x5 -> grouped PW (6 groups) -> concat(qkv, agg) -> ReLU
+    linear attention -> proj PW + residual x: EfficientViT's LiteMLA context module
+    (``residual=False``: proj without the residual)."""
+    b = Builder(seed)
+    x = b.input("x", (16,) + hw)
+    q = b.conv("qkv", x, qkv)
+    d = b.conv("dw", q, qkv, k=5, s=1, p=2, dw=True)
+    g = b.conv("agg", d, gpw, g=6)
+    c = b.concat("cat", [q, g])
+    a = b.attention("att", c, dim)
+    b.conv("proj", a, 16, residual=x if residual else None)
+    p = b.prog()
+    return p, b.env[p.inputs[0]]
+
+
+def _plan(prog, cfg):
+    return plan_context_modules(prog, cfg, concat_aliases(prog))
+
+
+def test_plan_keeps_the_whole_module_in_b_when_it_fits():
+    prog, _ = context_module()
+    plan = _plan(prog, SMALL)
+    # B slot of small: 32 KiB / 3 = 10922 bytes; the largest tensor is 48 x 36 = 1728 bytes
+    assert plan.keep == {"qkv": False, "dw": False, "agg": False, "att": False}
+    assert plan.readers == {"qkv": 2, "dw": 1, "agg": 1, "att": 1}   # qkv: DW and attention
+    assert "dw" in plan.unfuse                      # the [DW, GPW] chain is dropped
+
+
+def test_plan_falls_back_when_a_tensor_does_not_fit_a_slot():
+    # 12 x 12 tokens: qkv, the DW output and the aggregation are 48 x 144 = 6912 bytes each,
+    # the attention output 32 x 144 = 4608 (proj without a residual)
+    prog, _ = context_module(hw=(12, 12), residual=False)
+    plan = _plan(prog, SMALL.replace(buf_b_bytes=21504))         # B slot 7168: everything
+    assert set(plan.keep) == {"qkv", "dw", "agg", "att"}
+    plan = _plan(prog, SMALL.replace(buf_b_bytes=15360))         # slot 5120: the output only
+    assert plan.keep == {"att": False} and plan.readers == {"att": 1} and not plan.unfuse
+    plan = _plan(prog, SMALL.replace(buf_b_bytes=12288))         # slot 4096: nothing
+    assert plan.keep == {} and not plan.unfuse
+    # with proj's residual (16 x 144 bytes in proj's input slot) the output needs 6912 too
+    prog, _ = context_module(hw=(12, 12))
+    assert _plan(prog, SMALL.replace(buf_b_bytes=15360)).keep == {}
+
+
+def test_plan_needs_head_groups_inside_the_concat_inputs():
+    # qkv 24 channels (one head of d = 8) + aggregation 72 (three heads): the attention's two
+    # head groups of two heads each straddle the boundary at channel 24
+    prog, _ = context_module(qkv=24, gpw=72)
+    plan = _plan(prog, SMALL)
+    assert plan.keep == {"att": False} and not plan.unfuse
+
+
+def _dma(b, op, buf=None):
+    return [i for i in b.streams["global"] if i.op == op and (buf is None or i["buf"] == BUFS[buf])]
+
+
+def _touches(b, tensor, prog):
+    """The LOAD/STORE instructions whose DRAM range meets ``tensor``'s block."""
+    s = b.symbols[f"tensor:{tensor}"]
+    lo, hi = s["addr"], s["addr"] + int(np.prod(prog.tensors[tensor].shape))
+    out = []
+    for i in _dma(b, "LOAD") + _dma(b, "STORE"):
+        a0 = i["dram_addr"]
+        a1 = a0 + (i["count"] - 1) * i["stride"] + i["length"]
+        if a0 < hi and lo < a1:
+            out.append(i)
+    return out
+
+
+#: (config, what stays on chip): everything; the attention output only; nothing
+CONFIGS = [("small", "all"), ("paper", "all"), ("small:L=1", "all"),
+           ("small:L=3,buf_b_bytes=21504", "all"), ("small:L=3,buf_b_bytes=15360", "att"),
+           ("small:L=3,buf_b_bytes=12288", "none")]
+
+
+@pytest.mark.parametrize("cfg,onchip", CONFIGS)
+def test_module_on_and_off_chip_runs_like_golden(cfg, onchip):
+    """funcsim == golden in both unit orders (ld_last: a missing WAIT shows) with the plan on
+    and off; with it on, what fits B slots does not go through DRAM."""
+    prog, x = context_module(hw=(12, 12), residual=False)
+    c = AccelConfig.from_string(cfg)
+    ref = golden.run(prog, x)["proj"]
+    bins = {}
+    for on in (False, True):
+        b = compile_(prog, c, attn_onchip=on)
+        bins[on] = b
+        for order in ("ld_first", "ld_last"):
+            np.testing.assert_array_equal(run(b, x, order=order)["proj"], ref)
+    assert _touches(bins[False], "cat", prog) and _touches(bins[False], "att", prog)
+    assert _dma(bins[False], "LOAD", "A")
+    assert bool(_touches(bins[True], "cat", prog)) == (onchip != "all")
+    assert bool(_touches(bins[True], "att", prog)) == (onchip == "none")
+    # a head group read from B has its K there too (buffer A is filled only from DRAM)
+    assert bool(_dma(bins[True], "LOAD", "A")) == (onchip != "all")
+    if onchip == "none":        # nothing fits: the former Binary, instruction by instruction
+        for s in bins[False].streams:
+            assert [(i.op, i.f) for i in bins[True].streams[s]] == \
+                [(i.op, i.f) for i in bins[False].streams[s]]
+
+
+def test_tiny_model_moves_fewer_bytes_and_stays_bit_exact():
+    """The whole tiny network: both context modules on chip, funcsim == golden; the DRAM bytes
+    of the Binary (LOAD + STORE lengths) drop by at least the concat's and the attention
+    output's round trips."""
+    prog = zoo.tiny(seed=1)
+    x = golden.quantize_input(zoo.random_image(64, seed=2), prog.tensors[prog.inputs[0]])
+    y = prog.outputs[0]
+    ref = golden.run(prog, x)[y]
+    nbytes = {}
+    for on in (False, True):
+        b = compile_(prog, AccelConfig.from_string("paper"), attn_onchip=on)
+        np.testing.assert_array_equal(run(b, x, order="ld_last")[y], ref)
+        nbytes[on] = sum(i["count"] * i["length"] for i in _dma(b, "LOAD") + _dma(b, "STORE"))
+    atts = [n for n in prog.nodes if n.op == "linear_attention"]
+    # per module at least: concat stored (its two halves) and loaded, attention output
+    # stored and loaded
+    saved = sum(2 * int(np.prod(prog.tensors[a.inputs[0]].shape)) +
+                2 * int(np.prod(prog.tensors[a.output].shape)) for a in atts)
+    assert nbytes[False] - nbytes[True] >= saved
