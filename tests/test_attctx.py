@@ -70,6 +70,28 @@ def test_plan_needs_head_groups_inside_the_concat_inputs():
     assert plan.keep == {"att": False} and not plan.unfuse
 
 
+def test_no_resident_input_for_a_fused_chain():
+    """Found by tests/test_random_programs.py: an attention whose output feeds the first PW of
+    a fused [PW, DW, PW] chain. The chain's emitter loads its input from DRAM, so the output
+    must not stay in B (it did, and the chain read a DRAM block never written)."""
+    b = Builder(3)
+    x = b.input("x", (12, 4, 4))
+    q = b.conv("qkv", x, 12)
+    a = b.attention("att", q, 2)
+    e = b.conv("e", a, 16)
+    d = b.conv("d", e, 16, k=3, s=1, p=1, dw=True)
+    b.conv("y", d, 8)
+    prog, x = b.prog(), b.env["x"]
+    cfg = AccelConfig.from_string("small")
+    from sim.compile.fusion import find_chains
+    chains = find_chains(prog, concat_aliases(prog), cfg.buf_c_bytes // 2)
+    assert "e" in chains                            # [e, d, y] is fused
+    assert plan_context_modules(prog, cfg, concat_aliases(prog), chains).keep == {}
+    assert "att" in _plan(prog, cfg).keep           # (without the chains it would be kept)
+    bn = compile_(prog, cfg)
+    np.testing.assert_array_equal(run(bn, x, order="ld_last")["y"], golden.run(prog, x)["y"])
+
+
 def _dma(b, op, buf=None):
     return [i for i in b.streams["global"] if i.op == op and (buf is None or i["buf"] == BUFS[buf])]
 

@@ -73,10 +73,15 @@ def _consumers(prog: IntProgram) -> dict:
     return cons
 
 
-def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict) -> ContextPlan:
+def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict,
+                         chains: dict | None = None) -> ContextPlan:
     """The on-chip plan of every linear attention of ``prog`` for ``cfg``'s buffer sizes
-    (``alias``: the concat aliases of :func:`sim.compile.layout.concat_aliases`)."""
+    (``alias``: the concat aliases of :func:`sim.compile.layout.concat_aliases`; ``chains``:
+    the fused chains of :func:`sim.compile.fusion.find_chains`, whose emitter reads its input
+    from DRAM: a chain's first node never gets a resident input)."""
     plan = ContextPlan()
+    chains = chains or {}
+    infused = {m.name for c in chains.values() for m in c}
     b_slot = cfg.buf_b_bytes // B_SLOTS
     o_slot = cfg.buf_out_bytes // 2
     cons = _consumers(prog)
@@ -97,7 +102,8 @@ def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict) -> Con
         # the attention output for proj (the next node, a pointwise conv reading it alone)
         y = att.output
         proj = nodes[i + 1] if i + 1 < len(nodes) else None
-        if (proj is not None and _is_pw(proj) and proj.inputs == [y] and cons.get(y) ==
+        if (proj is not None and _is_pw(proj) and proj.name not in infused
+                and proj.inputs == [y] and cons.get(y) ==
                 [proj.name] and y not in outs and y not in alias and prog.tensors[y].bits <= 8
                 and _size(prog, y) + (_size(prog, proj.output)
                                       if proj.epilogue.residual else 0) <= b_slot):
@@ -120,7 +126,9 @@ def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict) -> Con
                 and cons.get(dw.output) == [gpw.name] and cons.get(gpw.output) == [cat.name]
                 and cons.get(cat.output) == [att.name] and cat.output not in outs
                 and not {qkv.output, dw.output, gpw.output} & outs
-                and dw.output not in alias):
+                and dw.output not in alias and qkv.name not in infused
+                and ([m.name for m in chains.get(dw.name, [])] == [dw.name, gpw.name]
+                     or not {dw.name, gpw.name} & infused)):
             plan.modules[att.name] = what
             continue
         tq, tg = prog.tensors[qkv.output], prog.tensors[gpw.output]

@@ -103,8 +103,8 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     DRAM as before :mod:`.attctx` (for an A/B comparison; implied by ``fuse=False``)."""
     ctx = new_context(prog, cfg)
     chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size) if fuse else {}
-    att = plan_context_modules(ctx.prog, cfg, ctx.layout.alias) if fuse and attn_onchip \
-        else None
+    att = plan_context_modules(ctx.prog, cfg, ctx.layout.alias, chains) \
+        if fuse and attn_onchip else None
     if att is not None:
         chains = {k: v for k, v in chains.items() if k not in att.unfuse}
     ctx.res.keep = find_resident(ctx.prog, ctx.layout.alias, chains,
