@@ -62,12 +62,34 @@ def test_plan_falls_back_when_a_tensor_does_not_fit_a_slot():
     assert _plan(prog, SMALL.replace(buf_b_bytes=15360)).keep == {}
 
 
-def test_plan_needs_head_groups_inside_the_concat_inputs():
-    # qkv 24 channels (one head of d = 8) + aggregation 72 (three heads): the attention's two
-    # head groups of two heads each straddle the boundary at channel 24
-    prog, _ = context_module(qkv=24, gpw=72)
+def test_plan_keeps_head_groups_inside_the_concat_inputs():
+    # qkv 24 channels (one head of d = 8) + aggregation 72 (three heads): two heads per group
+    # (attention_plan's choice) would straddle channel 24, so the plan takes one
+    prog, x = context_module(qkv=24, gpw=72)
     plan = _plan(prog, SMALL)
-    assert plan.keep == {"att": False} and not plan.unfuse
+    assert plan.heads_per_group == {"att": 1} and "qkv" in plan.keep
+    b = compile_(prog, SMALL)
+    assert len([i for s in b.streams.values() for i in s if i.op == "ATT_OUT"]) == 4
+    np.testing.assert_array_equal(run(b, x, order="ld_last")["proj"], golden.run(prog, x)["proj"])
+    # the EfficientViT shape (halves of equal heads) keeps attention_plan's two groups
+    assert _plan(*context_module()[:1], SMALL).heads_per_group == {"att": 2}
+
+
+def test_attention_stores_resident_parts_when_a_group_straddles_them(monkeypatch):
+    """The emitter's own guard: handed head groups that straddle qkv | aggregation (a plan
+    that disagrees with it), it stores the resident parts of its input and loads every group
+    from DRAM, and the result is still golden's."""
+    import sim.compile.pipeline as pipeline
+    prog, x = context_module(qkv=24, gpw=72)
+
+    def bad_plan(*a):
+        p = plan_context_modules(*a)
+        p.heads_per_group = {"att": 2}
+        return p
+    monkeypatch.setattr(pipeline, "plan_context_modules", bad_plan)
+    b = compile_(prog, SMALL)
+    assert _touches(b, "cat", prog)                 # stored and loaded after all
+    np.testing.assert_array_equal(run(b, x, order="ld_last")["proj"], golden.run(prog, x)["proj"])
 
 
 def test_no_resident_input_for_a_fused_chain():

@@ -20,8 +20,8 @@ of its own (:mod:`.residency`):
 * the attention output in slot Z again (free once the grouped PW has read it), read by proj.
 
 That needs the three B slots, the six nodes consecutive, each tensor within one B slot, and
-every head group of the attention (:func:`~sim.compile.tiling.attention_plan`) inside one of
-the concat's inputs. Otherwise the module is left to the default schedule (the attention
+every head group of the attention inside one of the concat's inputs (the plan lowers the heads
+per group of :func:`~sim.compile.tiling.attention_plan` until none straddles them). Otherwise the module is left to the default schedule (the attention
 output alone may still stay on chip when proj can read it from B). Pure analysis: nothing is
 emitted; the emitters carry out the plan through :class:`~sim.compile.residency.Residency`,
 and fall back to DRAM themselves when a tile plan does not allow it.
@@ -48,11 +48,13 @@ class ContextPlan:
     tensor -> how many layers read it from its B slot (more than one: the slot stays pinned
     until the last); ``unfuse``: first nodes of fused chains to drop (the aggregation runs as
     DW and grouped PW with the intermediate in B); ``modules``: attention node -> what stays
-    on chip (for the report)."""
+    on chip (for the report); ``heads_per_group``: attention -> heads per group, chosen so that
+    no group straddles the concat's inputs."""
     keep: dict = field(default_factory=dict)
     readers: dict = field(default_factory=dict)
     unfuse: set = field(default_factory=set)
     modules: dict = field(default_factory=dict)
+    heads_per_group: dict = field(default_factory=dict)
 
 
 def _size(prog, t) -> int:
@@ -94,8 +96,8 @@ def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict,
         cx, h, w = prog.tensors[att.inputs[0]].shape
         ntok, heads = h * w, cx // (3 * d)
         try:
-            hpt, _, _ = tiling.attention_plan(cfg, att.name, heads=heads, d=d, ntok=ntok,
-                                              b_slot=b_slot, o_slot=o_slot)
+            tiling.attention_plan(cfg, att.name, heads=heads, d=d, ntok=ntok, b_slot=b_slot,
+                                  o_slot=o_slot)
         except CompileError:
             continue
         what = []
@@ -132,9 +134,16 @@ def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict,
             plan.modules[att.name] = what
             continue
         tq, tg = prog.tensors[qkv.output], prog.tensors[gpw.output]
+        # heads per group as the emitter plans them (the OUT slot does not bound them when the
+        # output stays in B), then fewer until no group straddles qkv | aggregation
+        hpt, _, _ = tiling.attention_plan(cfg, att.name, heads=heads, d=d, ntok=ntok,
+                                          b_slot=b_slot,
+                                          o_slot=b_slot if y in plan.keep else o_slot)
         nq = tq.shape[0]
-        groups_ok = all(h1 * 3 * d <= nq or h0 * 3 * d >= nq
-                        for h0, h1 in tiling.ranges(heads, hpt))
+        groups_ok = nq % (3 * d) == 0
+        if groups_ok:
+            while (nq // (3 * d)) % hpt:
+                hpt -= 1
         fits = (max(_size(prog, qkv.output), _size(prog, dw.output),
                     _size(prog, gpw.output)) <= b_slot
                 and _size(prog, qkv.inputs[0]) <= b_slot
@@ -145,5 +154,6 @@ def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict,
         plan.keep.update({qkv.output: False, dw.output: False, gpw.output: False})
         plan.readers.update({qkv.output: 2, dw.output: 1, gpw.output: 1})
         plan.unfuse.update({dw.name, qkv.name})
+        plan.heads_per_group[att.name] = hpt
         plan.modules[att.name] = ["qkv", "aggregation DW output", "aggregation output"] + what
     return plan

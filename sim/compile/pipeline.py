@@ -112,5 +112,6 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     if att is not None:
         ctx.res.keep.update(att.keep)
         ctx.res.readers.update(att.readers)
+        ctx.attn_hpt.update(att.heads_per_group)
     emit_program(ctx, chains)
     return assemble(ctx)

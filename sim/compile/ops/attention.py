@@ -39,6 +39,18 @@ def _sources(ctx: Context, n: Node, groups, d, ntok):
     return out
 
 
+def _resident_parts(ctx: Context, n: Node):
+    """The resident tensors that hold channels of the attention's input."""
+    base, off = ctx.layout.base_of(n.inputs[0])
+    cx = ctx.prog.tensors[n.inputs[0]].shape[0]
+    out = []
+    for t in ctx.res.resident:
+        tb, to = ctx.layout.base_of(t)
+        if tb == base and to < off + cx and off < to + ctx.prog.tensors[t].shape[0]:
+            out.append(t)
+    return out
+
+
 def emit_attention(ctx: Context, n: Node, info):
     cfg, p, em, sched = ctx.cfg, ctx.prog, ctx.em, ctx.sched
     B, C, OUT = sched.B, sched.C, sched.O
@@ -49,24 +61,32 @@ def emit_attention(ctx: Context, n: Node, info):
     ntok = H * W
     paddr = ctx.image.alloc(f"param:{n.name}", heads * PARAM_RECORD, "param",
                             attention_block(n))
-    hpt, a_step, a_slots = tiling.attention_plan(cfg, n.name, heads=heads, d=d, ntok=ntok,
-                                                 b_slot=B.size, o_slot=OUT.size)
     per_head = 3 * d * ntok
     dn = d * ntok
+    stay = n.output in ctx.res.keep and heads * dn <= B.size
+    hpt, a_step, a_slots = tiling.attention_plan(cfg, n.name, heads=heads, d=d, ntok=ntok,
+                                                 b_slot=B.size,
+                                                 o_slot=B.size if stay else OUT.size)
+    hpt = min(hpt, ctx.attn_hpt.get(n.name, hpt))
     groups = tiling.ranges(heads, hpt)
-    # inputs resident in B (each taken once, released after the last group), output in B
+    # inputs resident in B (each taken once, released after the last group); a group that
+    # is not inside one of them but overlaps one would read DRAM never written: then every
+    # resident part of the input is stored first and all groups load
     srcs = _sources(ctx, n, groups, d, ntok)
+    if any(s is None for s in srcs) and _resident_parts(ctx, n):
+        for t in _resident_parts(ctx, n):
+            ctx.res.spill(t)
+        srcs = [None] * len(groups)
     taken = {}
     for src in srcs:
         if src is not None and src[0] not in taken:
             taken[src[0]] = ctx.res.take(src[0])
     rout = None
-    if n.output in ctx.res.keep:
-        if heads * dn <= B.size:
-            rout = ctx.res.new()
-            info["on_chip"] = True
-        else:
-            ctx.res.keep.pop(n.output, None)
+    if stay:
+        rout = ctx.res.new()
+        info["on_chip"] = True
+    else:
+        ctx.res.keep.pop(n.output, None)
     sc = C.next()
     wsem = sched.load_weights(sc, [(paddr, heads * PARAM_RECORD, 0)])
     pbase = C.base[sc]
