@@ -181,3 +181,42 @@ def test_tiny_model_moves_fewer_bytes_and_stays_bit_exact():
     saved = sum(2 * int(np.prod(prog.tensors[a.inputs[0]].shape)) +
                 2 * int(np.prod(prog.tensors[a.output].shape)) for a in atts)
     assert nbytes[False] - nbytes[True] >= saved
+
+
+# -- command lines (docs/perf.md) ----------------------------------------------------------------
+
+def _cli(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_cli_attctx_ab_in_one_run():
+    import json
+    r = _cli("attctx", "--models", "b0-r64", "--frames", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    off, on = json.loads(r.stdout)
+    assert (off["model"], off["attn_onchip"], on["attn_onchip"]) == ("b0-r64", False, True)
+    assert on["dram_mb"] < off["dram_mb"]           # the round trips are gone
+    assert on["onchip_layers"] > off["onchip_layers"]
+    for k in ("compute_bound_fps", "traffic_bound_fps", "per_layer_bound_fps"):
+        assert on[k] == off[k]                      # bounds of the program, not the Binary
+    assert on["streaming_fps"] > 0 and on["latency_over_compute"] <= 1
+
+
+def test_cli_bufsweep_budget_table_csv_plot(tmp_path):
+    import json
+    pp = zoo.tiny(seed=0).save(tmp_path / "tiny.npz")
+    args = ("bufsweep", "--program", str(pp), "--config", "small", "--b", "24,32", "--c", "32",
+            "--out-kb", "16", "--csv", str(tmp_path / "b.csv"), "--plot", str(tmp_path / "b.png"))
+    r = _cli(*args, "--budget-kb", "72", "--ab", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    # 24 + 32 + 16 = 72 KiB is within the budget, 32 + 32 + 16 is not
+    assert [(x["b_kb"], x["c_kb"], x["out_kb"]) for x in rows] == [(24, 32, 16)]
+    assert rows[0]["latency_fps"] > 0 and rows[0]["latency_fps_dram"] > 0
+    assert (tmp_path / "b.csv").read_text().startswith("b_kb,c_kb,out_kb,total_kb")
+    assert (tmp_path / "b.png").stat().st_size > 1000
+    r = _cli(*args, "--budget-kb", "40")
+    assert r.returncode == 2 and "no (B, C, OUT) combination" in r.stderr
