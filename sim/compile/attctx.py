@@ -37,6 +37,7 @@ from ..config import AccelConfig
 from ..intprogram import IntProgram
 from . import tiling
 from .common import CompileError
+from .fusion import _consumers
 from .schedule import B_SLOTS
 
 __all__ = ["ContextPlan", "plan_context_modules"]
@@ -66,15 +67,6 @@ def _is_pw(n, kind=("pointwise",)) -> bool:
             and int(n.attrs["stride"]) == 1 and int(n.attrs["padding"]) == 0)
 
 
-def _consumers(prog: IntProgram) -> dict:
-    cons = {}
-    for n in prog.nodes:
-        for t in n.inputs + ([n.epilogue.residual] if n.epilogue and n.epilogue.residual
-                             else []):
-            cons.setdefault(t, []).append(n.name)
-    return cons
-
-
 def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict,
                          chains: dict | None = None) -> ContextPlan:
     """The on-chip plan of every linear attention of ``prog`` for ``cfg``'s buffer sizes
@@ -86,7 +78,7 @@ def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict,
     infused = {m.name for c in chains.values() for m in c}
     b_slot = cfg.buf_b_bytes // B_SLOTS
     o_slot = cfg.buf_out_bytes // 2
-    cons = _consumers(prog)
+    cons = {t: [n.name for n in ns] for t, ns in _consumers(prog).items()}
     outs = set(prog.outputs)
     nodes = prog.nodes
     for i, att in enumerate(nodes):
