@@ -6,6 +6,8 @@ perf     cycle model of one model/config: latency and streaming FPS, the bounds 
          and the fraction of each reached, utilisation, layers
 sweep    FPS over a grid of (N, M, T, S, L) -> CSV + PNG
 table7   the paper's Table VII (Trio-ViT columns) beside this model, B1/B2 at R224/256/288
+attctx   A/B: the attention context modules through DRAM and kept on chip, next to the bounds
+bufsweep FPS over the global buffer sizes B, C, OUT within a byte budget -> table, CSV + PNG
 compile  IntProgram (.npz) -> Binary (.npz) for a config
 run      (alias funcsim) run a Binary on the functional simulator and compare with golden
 access   how the core units access the buffers: strides, widths, rates, sharing (sim.access)
@@ -70,7 +72,7 @@ def cmd_perf(args):
     prog = _program(args)
     prog.meta["name"] = args.model if not args.program else Path(args.program).stem
     try:
-        b = compile_(prog, cfg, fuse=not args.no_fuse)
+        b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     rep = simulate(b)
@@ -146,6 +148,72 @@ def cmd_table7(args):
         atomic_write(args.out, to_json(rows))
 
 
+def _models(spec):
+    from . import zoo
+    models = [m.strip() for m in spec.split(",") if m.strip()]
+    for m in models:
+        try:
+            zoo.parse_name(m)
+        except (ValueError, TypeError) as e:
+            raise UserError(f"--models: {e}") from None
+    return models
+
+
+def cmd_attctx(args):
+    from .onchip import attctx_rows, print_attctx
+    from .report import atomic_write, to_json
+    cfg = _cfg(args.config)
+    if args.frames < 1:
+        raise UserError(f"--frames must be >= 1 (1: latency mode only), got {args.frames}")
+    rows = attctx_rows(cfg, _models(args.models), seed=args.seed, frames=args.frames,
+                       progress=not args.json)
+    if args.json:
+        print(to_json(rows))
+    else:
+        print_attctx(rows)
+    if args.out:
+        atomic_write(args.out, to_json(rows))
+
+
+def _kb_list(name, spec):
+    try:
+        v = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--{name}: expected comma-separated KiB, got {spec!r}") from None
+    if not v or min(v) < 1:
+        raise UserError(f"--{name}: expected positive KiB sizes, got {spec!r}")
+    return v
+
+
+def cmd_bufsweep(args):
+    from .onchip import bufsweep_grid, bufsweep_rows, plot_bufsweep, print_bufsweep
+    from .report import to_json, write_csv
+    cfg = _cfg(args.config)
+    if args.frames < 1:
+        raise UserError(f"--frames must be >= 1 (1: latency mode only), got {args.frames}")
+    grid = bufsweep_grid(_kb_list("b", args.b), _kb_list("c", args.c),
+                         _kb_list("out", args.out_kb), args.budget_kb)
+    if not grid:
+        raise UserError(f"no (B, C, OUT) combination within --budget-kb {args.budget_kb}")
+    try:
+        for g in grid:
+            cfg.replace(**g)
+    except Exception as e:
+        raise UserError(f"buffer size: {e}") from None
+    prog = _program(args)
+    rows = bufsweep_rows(prog, cfg, grid, frames=args.frames, ab=args.ab,
+                         progress=not args.json)
+    title = (f"{args.model if not args.program else Path(args.program).stem} on {args.config}:"
+             f" FPS vs global buffer sizes (B+C+OUT <= {args.budget_kb} KiB)")
+    write_csv(rows, args.csv)
+    plot_bufsweep(rows, args.plot, title=title)
+    if args.json:
+        print(to_json(rows))
+    else:
+        print_bufsweep(rows, title)
+        print(f"wrote {args.csv}, {args.plot}", file=sys.stderr)
+
+
 def cmd_compile(args):
     from .compile import CompileError, compile as compile_
     from .intprogram import IntProgram, IntProgramError
@@ -155,7 +223,7 @@ def cmd_compile(args):
     except IntProgramError as e:
         raise UserError(str(e)) from None
     try:
-        b = compile_(prog, cfg, fuse=not args.no_fuse)
+        b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     try:
@@ -255,6 +323,9 @@ def main(argv=None):
     p.add_argument("--layers", action="store_true", help="with --json: include per-layer rows")
     p.add_argument("--no-layers", action="store_true", help="omit the per-layer table")
     p.add_argument("--no-fuse", action="store_true", help="disable inter-layer fusion")
+    p.add_argument("--no-attn-onchip", action="store_true",
+                   help="the attention context modules' activations through DRAM (the schedule "
+                        "before sim.compile.attctx; for an A/B see `python -m sim attctx`)")
     p.add_argument("--frames", type=int, default=3,
                    help="streaming mode: replay the Binary this many frames back to back and "
                         "report the steady-state FPS (default 3; 1: latency mode only)")
@@ -289,11 +360,46 @@ def main(argv=None):
     p.add_argument("-o", "--out", help="also write JSON here")
     p.set_defaults(fn=cmd_table7)
 
+    p = sub.add_parser("attctx", help="A/B: attention context modules through DRAM / on chip")
+    common(p, model=False)
+    p.add_argument("--models", default="b0-r224,b1-r224,b2-r224",
+                   help="comma list of zoo models (default b0-r224,b1-r224,b2-r224)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frames", type=int, default=3,
+                   help="frames back to back for the streaming column (default 3; 1: omit it)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-o", "--out", help="also write JSON here")
+    p.set_defaults(fn=cmd_attctx)
+
+    p = sub.add_parser("bufsweep", help="FPS over the global buffer sizes B, C, OUT")
+    common(p)
+    p.add_argument("--b", default="288,384,448,512",
+                   help="buffer B sizes in KiB (default 288,384,448,512; at most 512: the "
+                        "19-bit buffer address of the tile instructions)")
+    p.add_argument("--c", default="128,192,256,384", help="buffer C sizes in KiB "
+                   "(default 128,192,256,384)")
+    p.add_argument("--out-kb", default="64,128", help="OUT sizes in KiB (default 64,128)")
+    p.add_argument("--budget-kb", type=int, default=1304,
+                   help="only points with B + C + OUT within this many KiB (default 1304: the "
+                        "ZCU102's BRAM36 left by 16 paper cores, docs/perf.md)")
+    p.add_argument("--frames", type=int, default=1,
+                   help="frames back to back for a streaming column (default 1: latency only)")
+    p.add_argument("--ab", action="store_true",
+                   help="also each point with the context modules through DRAM")
+    p.add_argument("--csv", default=str(BUILD / "bufsweep.csv"),
+                   help="CSV output (build/bufsweep.csv)")
+    p.add_argument("--plot", default=str(BUILD / "bufsweep.png"),
+                   help="PNG output (build/bufsweep.png)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_bufsweep)
+
     p = sub.add_parser("compile", help="IntProgram -> Binary")
     p.add_argument("program", help="IntProgram .npz (from python -m quant export or sim.zoo)")
     common(p, model=False)
     p.add_argument("-o", "--output", default=str(BUILD / "model.bin.npz"))
     p.add_argument("--no-fuse", action="store_true")
+    p.add_argument("--no-attn-onchip", action="store_true",
+                   help="the attention context modules through DRAM (before sim.compile.attctx)")
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("access", help="buffer access of the core units (strides, rates, sharing)")

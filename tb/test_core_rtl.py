@@ -79,3 +79,10 @@ def test_core_rtl_attention(simulator):
     """One LiteMLA attention (2 heads): ATT_KV_RDF, ATT_KSUM, ATT_DIV, ATT_OUT through the AUX and
     DIV memories inside the core."""
     _run(("att",), simulator)
+
+
+def test_core_rtl_context_module(simulator):
+    """The LiteMLA context module with its activations in buffer B (sim.compile.attctx): qkv,
+    the aggregation's DW output, the aggregated qkv and the attention output never leave the
+    chip; output bit-exact with sim.golden, cycles equal to sim.perf's."""
+    _run(("litemla_ctx",), simulator)

@@ -361,3 +361,30 @@ def test_core_stall_random_ready(name):
     np.testing.assert_array_equal(out, funcsim.run(binary, x)[y])
     assert env.stalled > 0
     assert cycles > perf.simulate(binary, env=timing.PYTHON_HARNESS).cycles
+
+
+def test_core_context_module_on_chip():
+    """The LiteMLA context module of sim.zoo.tiny (qkv PW, DW 5x5 + grouped PW aggregation,
+    concat, attention on 4 heads, proj + residual) with its activations kept in buffer B
+    (sim.compile.attctx): the only LOADs into B are the module's input (for qkv, and as proj's
+    residual), the attention reads Q, K and V from B and writes its output there, the one
+    STORE is proj's output. Bit-exact with sim.golden and sim.funcsim; every instruction fetched
+    in the cycle sim.perf says."""
+    from sim.isa import BUFS
+    prog, cfg, x = make_case("litemla_ctx")
+    binary = sc.compile(prog, cfg)
+    g = binary.streams["global"]
+    xaddr = binary.symbols[f"tensor:{prog.inputs[0]}"]["addr"]
+    loads_b = [i for i in g if i.op == "LOAD" and i["buf"] == BUFS["B"]]
+    assert loads_b and all(i["dram_addr"] == xaddr for i in loads_b)
+    assert [i["buf"] for i in g if i.op == "STORE"] == [BUFS["OUT"]]
+    att = [i for i in binary.streams["core0"] if i.op.startswith("ATT_")]
+    assert {i["obuf"] for i in att if i.op == "ATT_OUT"} == {BUFS["B"]}
+    assert not [i for i in g if i.op == "LOAD" and i["buf"] == BUFS["A"]]
+    env = CoreEnv(binary, x)
+    cycles = simulate_amaranth(Core.from_config(cfg), env, max_cycles=100000)
+    y = prog.outputs[0]
+    out = env.outputs()[y]
+    np.testing.assert_array_equal(out, golden.run(prog, x)[y])
+    np.testing.assert_array_equal(out, funcsim.run(binary, x)[y])
+    check_cycles("litemla_ctx", binary, env, cycles)

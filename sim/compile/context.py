@@ -30,3 +30,4 @@ class Context:
     onchip: set = field(default_factory=set)     #: tensors that never leave the chip
     aux_free: dict = field(default_factory=dict)  #: (core, aux half) -> ATT_OUT read it
     a_free: dict = field(default_factory=dict)    #: (core, A slot) -> KV and KSUM read it
+    attn_hpt: dict = field(default_factory=dict)  #: attention -> heads per group (attctx)

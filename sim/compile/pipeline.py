@@ -1,7 +1,8 @@
 """The pass pipeline: IntProgram + AccelConfig -> Binary.
 
 1. layout (:mod:`.layout`): every tensor gets its DRAM place, concat inputs alias slices;
-2. fusion (:mod:`.fusion`): fused chains and B-resident tensors (skipped with ``fuse=False``);
+2. fusion (:mod:`.fusion`): fused chains and B-resident tensors (skipped with ``fuse=False``),
+   and the attention context modules kept on chip (:mod:`.attctx`, ``attn_onchip``);
 3. emission, node by node in program order (:mod:`.ops`), each emitter planning its tiles
    (:mod:`.tiling`) and scheduling them (:mod:`.schedule`, :mod:`.residency`);
 4. assembly (:mod:`.assemble`): HALTs and the DRAM image.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from ..config import AccelConfig
 from ..intprogram import IntProgram, IntProgramError, Node
 from .assemble import assemble
+from .attctx import plan_context_modules
 from .binary import Binary
 from .common import CompileError
 from .context import Context
@@ -93,12 +95,23 @@ def emit_program(ctx: Context, chains: dict):
         ctx.res.spill(name)
 
 
-def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True) -> Binary:
+def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
+            attn_onchip: bool = True) -> Binary:
     """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
-    ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM)."""
+    ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM);
+    ``attn_onchip=False`` keeps the attention context modules' activations going through
+    DRAM as before :mod:`.attctx` (for an A/B comparison; implied by ``fuse=False``)."""
     ctx = new_context(prog, cfg)
     chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size) if fuse else {}
+    att = plan_context_modules(ctx.prog, cfg, ctx.layout.alias, chains) \
+        if fuse and attn_onchip else None
+    if att is not None:
+        chains = {k: v for k, v in chains.items() if k not in att.unfuse}
     ctx.res.keep = find_resident(ctx.prog, ctx.layout.alias, chains,
                                  ctx.sched.B.size) if fuse else {}
+    if att is not None:
+        ctx.res.keep.update(att.keep)
+        ctx.res.readers.update(att.readers)
+        ctx.attn_hpt.update(att.heads_per_group)
     emit_program(ctx, chains)
     return assemble(ctx)

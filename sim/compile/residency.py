@@ -21,6 +21,18 @@ class Residency:
         self.p, self.sched, self.layout = prog, sched, layout
         self.keep = keep
         self.resident = {}
+        self.readers = {}     # tensor -> layers reading it from B (default 1; sim.compile.attctx)
+
+    def take(self, name):
+        """A consumer reads resident tensor ``name`` from its slot: its record, popped from
+        :attr:`resident` by the last of its planned :attr:`readers` (until then the slot
+        stays pinned through :meth:`release`)."""
+        r = self.resident[name]
+        r.setdefault("left", self.readers.get(name, 1))
+        r["left"] -= 1
+        if r["left"] <= 0:
+            del self.resident[name]
+        return r
 
     def take_slot(self):
         """A B slot for a resident output: ``(slot, events that free it)`` (the next slot). The
@@ -34,8 +46,10 @@ class Residency:
 
     def release(self, r):
         """The consumer of resident tensor ``r`` (popped from :attr:`resident`) has emitted all
-        its reads: its slot goes back to the rotation (free after the events in ``busy``)."""
-        self.sched.B.pinned.discard(r["slot"])
+        its reads: its slot goes back to the rotation (free after the events in ``busy``), but
+        not before the last of its readers (:meth:`take`)."""
+        if r.get("left", 0) <= 0:
+            self.sched.B.pinned.discard(r["slot"])
 
     def new(self):
         """Take a slot for a resident output: its record (before any writer)."""
@@ -58,6 +72,7 @@ class Residency:
     def spill(self, name):
         """A resident tensor whose consumer cannot read it from B: store it to DRAM."""
         r = self.resident.pop(name)
+        r["left"] = 0
         sched = self.sched
         em = sched.em
         c, h, w = self.p.tensors[name].shape

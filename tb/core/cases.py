@@ -268,21 +268,21 @@ CASES.update({
 })
 
 
-def litemla_module_program(*, stage=2, seed=0):
+def litemla_module_program(*, stage=2, seed=0, context_only=False):
     """One whole EfficientViT module of :func:`sim.zoo.tiny` (stage ``stage``, its EfficientViT
     block after the downsampling MBConv): the LiteMLA context module (qkv PW, multi-scale
     aggregation DW 5x5 + grouped PW, concat, ReLU linear attention, proj + residual) followed by
     the local MBConv (PW expand -> DW 3x3 -> PW project + residual). Stage 2 at resolution 64:
     16 channels, 4x4 tokens, dim 8, 2 + 2 heads. Weights and scales are the zoo's (ksum8 over
-    the full uint8 range)."""
+    the full uint8 range). ``context_only``: the context module alone (up to proj)."""
     from sim import zoo
     full = zoo.tiny(seed=seed)
-    pre = f"backbone.stages.{stage}.op_list.1."
+    pre = f"backbone.stages.{stage}.op_list.1." + ("context_module." if context_only else "")
     nodes = [n for n in full.nodes if n.name.startswith(pre)]
     x = nodes[0].inputs[0]
     names = {x} | {n.output for n in nodes}
     t = {k: v for k, v in full.tensors.items() if k in names}
-    meta = dict(name=f"tiny.{pre[:-1]}", zoo_seed=seed)
+    meta = dict(name=f"tiny.{pre[:-1]}", zoo_seed=seed, stage=stage)
     return IntProgram(t, nodes, [x], [nodes[-1].output], meta).validate()
 
 
@@ -330,4 +330,6 @@ NETWORKS = {
 CASES.update({
     "litemla": (litemla_module_program, dict(stage=2), {}),
     "litemla_8x8": (litemla_module_program, dict(stage=2), dict(N=8, M=8, T=8, S=8)),
+    # the context module alone: its activations stay in B (sim.compile.attctx)
+    "litemla_ctx": (litemla_module_program, dict(stage=2, context_only=True), {}),
 })

@@ -173,13 +173,17 @@ class _Gen:
         s = d(st.integers(*SHAPE_LIMITS["dw_stride"]), label="dw stride")
         return self.conv(x, c, k, s, p, c)
 
-    def attention(self, x):
+    def attention(self, x, dim=None):
+        """A linear attention on a new qkv PW of ``x``, or (``dim`` given) on ``x`` itself."""
         d = self.draw
-        dim = d(st.integers(1, 6), label="dim")
-        heads = d(st.integers(1, 2), label="heads")
-        self.force_signed = True            # the attention reads int8 q|k|v
-        qkv = self.pointwise(x, cout=3 * dim * heads)
-        self.force_signed = False
+        if dim is None:
+            dim = d(st.integers(1, 6), label="dim")
+            heads = d(st.integers(1, 2), label="heads")
+            self.force_signed = True            # the attention reads int8 q|k|v
+            qkv = self.pointwise(x, cout=3 * dim * heads)
+            self.force_signed = False
+        else:
+            qkv, heads = x, self.tensors[x].shape[0] // (3 * dim)
         _, h, w = self.tensors[qkv].shape
         hp = lambda v: np.full(heads, v, dtype=np.int64)        # noqa: E731
         hf = lambda v: np.full(heads, v, dtype=np.float64)      # noqa: E731
@@ -193,6 +197,26 @@ class _Gen:
         name = self.name("att")
         n = Node(name, "linear_attention", [qkv], name, dict(dim=dim), prm)
         return self.add(n, (heads * dim, h, w))
+
+    def context(self, x):
+        """EfficientViT's LiteMLA context module: qkv PW -> DW -> (grouped) PW -> concat(qkv,
+        aggregation) -> linear attention (:meth:`attention` on the concat) -> proj PW; what
+        ``sim.compile.attctx`` keeps on chip when it fits."""
+        d = self.draw
+        dim = d(st.integers(1, 4), label="ctx dim")
+        heads = d(st.integers(1, 2), label="ctx heads")
+        self.force_signed = True
+        qkv = self.pointwise(x, cout=3 * dim * heads)
+        agg = self.pointwise(self.depthwise(qkv), cout=3 * dim * heads)
+        self.force_signed = False
+        if self.tensors[agg].shape != self.tensors[qkv].shape:
+            return agg                      # the DW had a stride: no concat
+        name = self.name("cat")
+        c = 2 * 3 * dim * heads
+        cat = self.add(Node(name, "concat", [qkv, agg], name),
+                       (c,) + self.tensors[qkv].shape[1:], signed=True)
+        y = self.attention(cat, dim=dim)
+        return self.pointwise(y)
 
     def concat(self, x):
         a = self.pointwise(x)
@@ -238,7 +262,7 @@ class _Gen:
 
 #: map-shaped layer kinds and how often they are drawn
 _MAP_OPS = ["pointwise", "pointwise", "generic", "depthwise", "depthwise", "attention",
-            "concat"]
+            "concat", "context"]
 
 
 @st.composite

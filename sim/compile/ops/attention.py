@@ -3,7 +3,11 @@ intra-layer pipeline of a core: per head, the R-MAC forms KV = ReLU(K)^T V (ATT_
 the adder tree the row sums of ReLU(K) (ATT_KSUM) into the auxiliary buffer, the MAT computes
 the log2 divisors (ATT_DIV) and the output (ATT_OUT). Heads go round-robin over the cores, in
 groups that fit a B slot (:func:`~sim.compile.tiling.attention_plan`); each head's K sits in
-its core's buffer A when it fits (Q and V in B), alternating halves of the auxiliary buffer."""
+its core's buffer A when it fits (Q and V in B), alternating halves of the auxiliary buffer.
+
+A head group whose q|k|v channels are a tensor resident in a B slot (:mod:`sim.compile.attctx`:
+the context module's qkv or aggregation output) is read there, K included, instead of being
+loaded; the output goes to a B slot instead of OUT when the plan keeps it for proj."""
 
 from __future__ import annotations
 
@@ -17,6 +21,36 @@ from ..records import attention_block
 __all__ = ["emit_attention"]
 
 
+def _sources(ctx: Context, n: Node, groups, d, ntok):
+    """Per head group, ``(tensor, record, B address of its first head's q|k|v)`` when its
+    channels lie in one tensor resident in a B slot (the input or a concat slice of it), else
+    ``None`` (loaded from DRAM)."""
+    base, off = ctx.layout.base_of(n.inputs[0])
+    out = []
+    for h0, h1 in groups:
+        c0, c1 = off + h0 * 3 * d, off + h1 * 3 * d
+        src = None
+        for t, r in ctx.res.resident.items():
+            tb, to = ctx.layout.base_of(t)
+            if tb == base and to <= c0 and c1 <= to + ctx.prog.tensors[t].shape[0]:
+                src = (t, r, r["base"] + (c0 - to) * ntok)
+                break
+        out.append(src)
+    return out
+
+
+def _resident_parts(ctx: Context, n: Node):
+    """The resident tensors that hold channels of the attention's input."""
+    base, off = ctx.layout.base_of(n.inputs[0])
+    cx = ctx.prog.tensors[n.inputs[0]].shape[0]
+    out = []
+    for t in ctx.res.resident:
+        tb, to = ctx.layout.base_of(t)
+        if tb == base and to < off + cx and off < to + ctx.prog.tensors[t].shape[0]:
+            out.append(t)
+    return out
+
+
 def emit_attention(ctx: Context, n: Node, info):
     cfg, p, em, sched = ctx.cfg, ctx.prog, ctx.em, ctx.sched
     B, C, OUT = sched.B, sched.C, sched.O
@@ -27,31 +61,50 @@ def emit_attention(ctx: Context, n: Node, info):
     ntok = H * W
     paddr = ctx.image.alloc(f"param:{n.name}", heads * PARAM_RECORD, "param",
                             attention_block(n))
-    hpt, a_step, a_slots = tiling.attention_plan(cfg, n.name, heads=heads, d=d, ntok=ntok,
-                                                 b_slot=B.size, o_slot=OUT.size)
     per_head = 3 * d * ntok
     dn = d * ntok
+    stay = n.output in ctx.res.keep and heads * dn <= B.size
+    hpt, a_step, a_slots = tiling.attention_plan(cfg, n.name, heads=heads, d=d, ntok=ntok,
+                                                 b_slot=B.size,
+                                                 o_slot=B.size if stay else OUT.size)
+    hpt = min(hpt, ctx.attn_hpt.get(n.name, hpt))
+    groups = tiling.ranges(heads, hpt)
+    # inputs resident in B (each taken once, released after the last group); a group that
+    # is not inside one of them but overlaps one would read DRAM never written: then every
+    # resident part of the input is stored first and all groups load
+    srcs = _sources(ctx, n, groups, d, ntok)
+    if any(s is None for s in srcs) and _resident_parts(ctx, n):
+        for t in _resident_parts(ctx, n):
+            ctx.res.spill(t)
+        srcs = [None] * len(groups)
+    taken = {}
+    for src in srcs:
+        if src is not None and src[0] not in taken:
+            taken[src[0]] = ctx.res.take(src[0])
+    rout = None
+    if stay:
+        rout = ctx.res.new()
+        info["on_chip"] = True
+    else:
+        ctx.res.keep.pop(n.output, None)
     sc = C.next()
     wsem = sched.load_weights(sc, [(paddr, heads * PARAM_RECORD, 0)])
     pbase = C.base[sc]
     chunk_done = []
     xaddr, yaddr = ctx.layout.addr(n.inputs[0]), ctx.layout.addr(n.output)
     regs = dict(DIM=d, NTOK=ntok, XSIGNED=int(xt.signed), OBITS=8, OSIGNED=1, XSTRIDE=ntok)
-    kbuf = BUFS["A"] if a_slots else BUFS["B"]
     aux_i = {}
-    for h0, h1 in tiling.ranges(heads, hpt):
+    for (h0, h1), src in zip(groups, srcs):
         nh = h1 - h0
         info["tiles"] += 1
-        sb, so = B.next(), OUT.next()
-        sched.begin_tile(sb)
-        sched.sync.wait_stored(n.inputs[0], h0 * 3 * d, h1 * 3 * d, 0, H * W)
-        bbase, obase = B.base[sb], OUT.base[so]
-        hx = xaddr + h0 * per_head
+        so = OUT.next() if rout is None else None
         # K of each head goes into its core's buffer A after the group's Q and V (the MAT
         # needs only Q and V; K first was measured no better); a slot is reused once KV and
-        # KSUM of its last head read it
+        # KSUM of its last head read it. A group read from a resident tensor has K in B.
+        use_a = bool(a_slots) and src is None
+        kbuf = BUFS["A"] if use_a else BUFS["B"]
         kload, nth = {}, {}
-        for h in range(h0, h1) if a_slots else ():
+        for h in range(h0, h1) if use_a else ():
             st = f"core{h % cfg.L}"
             nth[st] = nth.get(st, -1) + 1
             kload[h] = [(aux_i.get(st, 0) + nth[st]) % a_slots, None, em.sem()]
@@ -67,17 +120,32 @@ def emit_attention(ctx: Context, n: Node, info):
             kload[h][1] = sched.loaded()
             ctx.a_free[(f"core{c}", slot)] = af
 
-        if a_slots:
-            # Q of the group's heads, then their V, into B
-            sched.dma_rows("LOAD", "B", bbase, hx, nh, dn, per_head)
-            sched.dma_rows("LOAD", "B", bbase + nh * dn, hx + 2 * dn, nh, dn, per_head)
-            qv = [(bbase + j * dn, bbase + (nh + j) * dn) for j in range(nh)]
+        if src is not None:
+            sb = src[1]["slot"]
+            xw = list(src[1]["events"])
+            qv = [(src[2] + j * per_head, src[2] + j * per_head + 2 * dn) for j in range(nh)]
         else:
-            sched.dma_rows("LOAD", "B", bbase, hx, 1, nh * per_head, 0)
-            qv = [(bbase + j * per_head, bbase + j * per_head + 2 * dn) for j in range(nh)]
-        xsem = sched.loaded()
-        for h in kload:
-            load_k(h)
+            sb = B.next()
+            sched.begin_tile(sb)
+            sched.sync.wait_stored(n.inputs[0], h0 * 3 * d, h1 * 3 * d, 0, H * W)
+            bbase = B.base[sb]
+            hx = xaddr + h0 * per_head
+            if use_a:
+                # Q of the group's heads, then their V, into B
+                sched.dma_rows("LOAD", "B", bbase, hx, nh, dn, per_head)
+                sched.dma_rows("LOAD", "B", bbase + nh * dn, hx + 2 * dn, nh, dn, per_head)
+                qv = [(bbase + j * dn, bbase + (nh + j) * dn) for j in range(nh)]
+            else:
+                sched.dma_rows("LOAD", "B", bbase, hx, 1, nh * per_head, 0)
+                qv = [(bbase + j * per_head, bbase + j * per_head + 2 * dn)
+                      for j in range(nh)]
+            xw = [(sched.loaded(), 1)]
+            for h in kload:
+                load_k(h)
+        if rout is None:
+            obase, obuf = OUT.base[so], BUFS["OUT"]
+        else:
+            obase, obuf = rout["base"] + h0 * dn, BUFS["B"]
         writers, seen = [], set()
         for j, h in enumerate(range(h0, h1)):
             c = h % cfg.L
@@ -87,7 +155,7 @@ def emit_attention(ctx: Context, n: Node, info):
             aux_i[st] = i + 1
             kv_at, ks_at = (i % 2) * (d * d + d), (i % 2) * (d * d + d) + d * d
             kv, ks = em.sem(), em.sem()
-            if a_slots:
+            if h in kload:
                 slot, ksem, af = kload[h]
                 ka = slot * a_step
             else:
@@ -96,7 +164,7 @@ def emit_attention(ctx: Context, n: Node, info):
             for u in ("RMAC", "AUX", "MAT"):
                 # MAT: Q (B); R-MAC: K (A or B) and V (B); adder tree: K
                 if u != "AUX" or ksem is None:
-                    em.wait(st, u, xsem, 1)
+                    em.wait_all(st, u, xw)
                 if ksem is not None and u != "MAT":
                     em.wait(st, u, ksem, 1)
                 em.wait(st, u, wsem, 1)
@@ -111,24 +179,37 @@ def emit_attention(ctx: Context, n: Node, info):
             em.emit(st, "ATT_KSUM", **dict(tile, x_addr=ka, w_addr=0, o_addr=ks_at,
                                            obuf=BUFS["AUX"]))
             em.signal(st, "AUX", ks)
-            if a_slots:
+            if h in kload:
                 em.signal(st, "RMAC", af)
                 em.signal(st, "AUX", af)
             em.wait(st, "MAT", ks, 1)
             em.emit(st, "ATT_DIV", **dict(tile, x_addr=qa, w_addr=ks_at, o_addr=0,
                                           obuf=BUFS["DIV"]))
             em.wait(st, "MAT", kv, 1)
-            sched.wait_out_slot(st, "MAT", so, seen)
+            if rout is None:
+                sched.wait_out_slot(st, "MAT", so, seen)
+            elif (st, "MAT") not in seen:
+                seen.add((st, "MAT"))
+                em.wait_all(st, "MAT", rout["busy"])
             em.emit(st, "ATT_OUT", **dict(tile, x_addr=qa, w_addr=kv_at,
-                                          o_addr=obase + j * d * ntok, obuf=BUFS["OUT"]))
+                                          o_addr=obase + j * dn, obuf=obuf))
             hd = em.sem()
             em.signal(st, "MAT", hd)
             ctx.aux_free[(st, i % 2)] = hd
             writers.append((st, "MAT"))
-        done, stored = sched.finish_tile(
-            sb, so, writers,
-            lambda: sched.dma_rows("STORE", "OUT", obase, yaddr + h0 * d * ntok, 1,
-                                   (h1 - h0) * d * ntok, 0))
-        sched.sync.record_store(n.output, h0 * d, h1 * d, 0, H * W, stored)
+        if rout is not None:
+            done = sched.finish_resident(sb, writers)
+            rout["events"].append((done, len(writers)))
+            if ctx.res.keep.get(n.output):
+                ctx.res.store(n.output, rout, h0 * d, h1 * d, done, len(writers))
+        else:
+            done, stored = sched.finish_tile(
+                sb, so, writers,
+                lambda: sched.dma_rows("STORE", "OUT", obase, yaddr + h0 * dn, 1, nh * dn, 0))
+            sched.sync.record_store(n.output, h0 * d, h1 * d, 0, H * W, stored)
         chunk_done.append((done, len(writers)))
     C.busy[sc] = chunk_done
+    for r in taken.values():
+        ctx.res.release(r)
+    if rout is not None:
+        ctx.res.resident[n.output] = rout

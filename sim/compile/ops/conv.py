@@ -178,7 +178,7 @@ def emit_conv(ctx: Context, n: Node, info):
         ok = (cin * H * W + (cout * Ho * Wo if res else 0) <= B.size
               and (keep_out or chunk * Ho * Wo * ob <= OUT.size))
         if ok:
-            rin = resid.resident.pop(n.inputs[0])
+            rin = resid.take(n.inputs[0])
             nr, stay = Ho, keep_out         # one row tile
         else:
             resid.spill(n.inputs[0])

@@ -60,7 +60,7 @@ def emit_depthwise(ctx: Context, n: Node, info):
     if n.inputs[0] in res_.resident:
         if chunk == Cn and Cn * H * W + (Cn * Ho * Wo if res else 0) <= B.size and \
                 (keep_out or Cn * Ho * Wo <= OUT.size):
-            rin = res_.resident.pop(n.inputs[0])
+            rin = res_.take(n.inputs[0])
             nr, stay = Ho, keep_out         # one tile
         else:
             res_.spill(n.inputs[0])

@@ -1,0 +1,222 @@
+"""The attention context modules kept on chip (sim.compile.attctx and the emitters that carry
+out its plan): the plan on hand-written modules (what stays in B, when it falls back), and the
+compiled Binaries run by sim.funcsim against sim.golden, on and off (``attn_onchip``), with
+the DRAM traffic the plan removes counted from the Binary's own DMA instructions."""
+
+import numpy as np
+import pytest
+
+from sim import golden, zoo
+from sim.compile import compile as compile_
+from sim.compile.attctx import plan_context_modules
+from sim.compile.layout import concat_aliases
+from sim.config import AccelConfig
+from sim.funcsim import run
+from sim.isa import BUFS
+from test_funcsim import Builder
+
+SMALL = AccelConfig.from_string("small")
+
+
+def context_module(qkv=48, gpw=48, dim=8, hw=(6, 6), residual=True, seed=0):
+    """x (16 ch) -> qkv PW -> DW 5x5 -> grouped PW (6 groups) -> concat(qkv, agg) -> ReLU
+    linear attention -> proj PW + residual x: EfficientViT's LiteMLA context module
+    (``residual=False``: proj without the residual)."""
+    b = Builder(seed)
+    x = b.input("x", (16,) + hw)
+    q = b.conv("qkv", x, qkv)
+    d = b.conv("dw", q, qkv, k=5, s=1, p=2, dw=True)
+    g = b.conv("agg", d, gpw, g=6)
+    c = b.concat("cat", [q, g])
+    a = b.attention("att", c, dim)
+    b.conv("proj", a, 16, residual=x if residual else None)
+    p = b.prog()
+    return p, b.env[p.inputs[0]]
+
+
+def _plan(prog, cfg):
+    return plan_context_modules(prog, cfg, concat_aliases(prog))
+
+
+def test_plan_keeps_the_whole_module_in_b_when_it_fits():
+    prog, _ = context_module()
+    plan = _plan(prog, SMALL)
+    # B slot of small: 32 KiB / 3 = 10922 bytes; the largest tensor is 48 x 36 = 1728 bytes
+    assert plan.keep == {"qkv": False, "dw": False, "agg": False, "att": False}
+    assert plan.readers == {"qkv": 2, "dw": 1, "agg": 1, "att": 1}   # qkv: DW and attention
+    assert "dw" in plan.unfuse                      # the [DW, GPW] chain is dropped
+
+
+def test_plan_falls_back_when_a_tensor_does_not_fit_a_slot():
+    # 12 x 12 tokens: qkv, the DW output and the aggregation are 48 x 144 = 6912 bytes each,
+    # the attention output 32 x 144 = 4608 (proj without a residual)
+    prog, _ = context_module(hw=(12, 12), residual=False)
+    plan = _plan(prog, SMALL.replace(buf_b_bytes=21504))         # B slot 7168: everything
+    assert set(plan.keep) == {"qkv", "dw", "agg", "att"}
+    plan = _plan(prog, SMALL.replace(buf_b_bytes=15360))         # slot 5120: the output only
+    assert plan.keep == {"att": False} and plan.readers == {"att": 1} and not plan.unfuse
+    plan = _plan(prog, SMALL.replace(buf_b_bytes=12288))         # slot 4096: nothing
+    assert plan.keep == {} and not plan.unfuse
+    # with proj's residual (16 x 144 bytes in proj's input slot) the output needs 6912 too
+    prog, _ = context_module(hw=(12, 12))
+    assert _plan(prog, SMALL.replace(buf_b_bytes=15360)).keep == {}
+
+
+def test_plan_keeps_head_groups_inside_the_concat_inputs():
+    # qkv 24 channels (one head of d = 8) + aggregation 72 (three heads): two heads per group
+    # (attention_plan's choice) would straddle channel 24, so the plan takes one
+    prog, x = context_module(qkv=24, gpw=72)
+    plan = _plan(prog, SMALL)
+    assert plan.heads_per_group == {"att": 1} and "qkv" in plan.keep
+    b = compile_(prog, SMALL)
+    assert len([i for s in b.streams.values() for i in s if i.op == "ATT_OUT"]) == 4
+    np.testing.assert_array_equal(run(b, x, order="ld_last")["proj"], golden.run(prog, x)["proj"])
+    # the EfficientViT shape (halves of equal heads) keeps attention_plan's two groups
+    assert _plan(*context_module()[:1], SMALL).heads_per_group == {"att": 2}
+
+
+def test_attention_stores_resident_parts_when_a_group_straddles_them(monkeypatch):
+    """The emitter's own guard: handed head groups that straddle qkv | aggregation (a plan
+    that disagrees with it), it stores the resident parts of its input and loads every group
+    from DRAM, and the result is still golden's."""
+    import sim.compile.pipeline as pipeline
+    prog, x = context_module(qkv=24, gpw=72)
+
+    def bad_plan(*a):
+        p = plan_context_modules(*a)
+        p.heads_per_group = {"att": 2}
+        return p
+    monkeypatch.setattr(pipeline, "plan_context_modules", bad_plan)
+    b = compile_(prog, SMALL)
+    assert _touches(b, "cat", prog)                 # stored and loaded after all
+    np.testing.assert_array_equal(run(b, x, order="ld_last")["proj"], golden.run(prog, x)["proj"])
+
+
+def test_no_resident_input_for_a_fused_chain():
+    """Found by tests/test_random_programs.py: an attention whose output feeds the first PW of
+    a fused [PW, DW, PW] chain. The chain's emitter loads its input from DRAM, so the output
+    must not stay in B (it did, and the chain read a DRAM block never written)."""
+    b = Builder(3)
+    x = b.input("x", (12, 4, 4))
+    q = b.conv("qkv", x, 12)
+    a = b.attention("att", q, 2)
+    e = b.conv("e", a, 16)
+    d = b.conv("d", e, 16, k=3, s=1, p=1, dw=True)
+    b.conv("y", d, 8)
+    prog, x = b.prog(), b.env["x"]
+    cfg = AccelConfig.from_string("small")
+    from sim.compile.fusion import find_chains
+    chains = find_chains(prog, concat_aliases(prog), cfg.buf_c_bytes // 2)
+    assert "e" in chains                            # [e, d, y] is fused
+    assert plan_context_modules(prog, cfg, concat_aliases(prog), chains).keep == {}
+    assert "att" in _plan(prog, cfg).keep           # (without the chains it would be kept)
+    bn = compile_(prog, cfg)
+    np.testing.assert_array_equal(run(bn, x, order="ld_last")["y"], golden.run(prog, x)["y"])
+
+
+def _dma(b, op, buf=None):
+    return [i for i in b.streams["global"] if i.op == op and (buf is None or i["buf"] == BUFS[buf])]
+
+
+def _touches(b, tensor, prog):
+    """The LOAD/STORE instructions whose DRAM range meets ``tensor``'s block."""
+    s = b.symbols[f"tensor:{tensor}"]
+    lo, hi = s["addr"], s["addr"] + int(np.prod(prog.tensors[tensor].shape))
+    out = []
+    for i in _dma(b, "LOAD") + _dma(b, "STORE"):
+        a0 = i["dram_addr"]
+        a1 = a0 + (i["count"] - 1) * i["stride"] + i["length"]
+        if a0 < hi and lo < a1:
+            out.append(i)
+    return out
+
+
+#: (config, what stays on chip): everything; the attention output only; nothing
+CONFIGS = [("small", "all"), ("paper", "all"), ("small:L=1", "all"),
+           ("small:L=3,buf_b_bytes=21504", "all"), ("small:L=3,buf_b_bytes=15360", "att"),
+           ("small:L=3,buf_b_bytes=12288", "none")]
+
+
+@pytest.mark.parametrize("cfg,onchip", CONFIGS)
+def test_module_on_and_off_chip_runs_like_golden(cfg, onchip):
+    """funcsim == golden in both unit orders (ld_last: a missing WAIT shows) with the plan on
+    and off; with it on, what fits B slots does not go through DRAM."""
+    prog, x = context_module(hw=(12, 12), residual=False)
+    c = AccelConfig.from_string(cfg)
+    ref = golden.run(prog, x)["proj"]
+    bins = {}
+    for on in (False, True):
+        b = compile_(prog, c, attn_onchip=on)
+        bins[on] = b
+        for order in ("ld_first", "ld_last"):
+            np.testing.assert_array_equal(run(b, x, order=order)["proj"], ref)
+    assert _touches(bins[False], "cat", prog) and _touches(bins[False], "att", prog)
+    assert _dma(bins[False], "LOAD", "A")
+    assert bool(_touches(bins[True], "cat", prog)) == (onchip != "all")
+    assert bool(_touches(bins[True], "att", prog)) == (onchip == "none")
+    # a head group read from B has its K there too (buffer A is filled only from DRAM)
+    assert bool(_dma(bins[True], "LOAD", "A")) == (onchip != "all")
+    if onchip == "none":        # nothing fits: the former Binary, instruction by instruction
+        for s in bins[False].streams:
+            assert [(i.op, i.f) for i in bins[True].streams[s]] == \
+                [(i.op, i.f) for i in bins[False].streams[s]]
+
+
+def test_tiny_model_moves_fewer_bytes_and_stays_bit_exact():
+    """The whole tiny network: both context modules on chip, funcsim == golden; the DRAM bytes
+    of the Binary (LOAD + STORE lengths) drop by at least the concat's and the attention
+    output's round trips."""
+    prog = zoo.tiny(seed=1)
+    x = golden.quantize_input(zoo.random_image(64, seed=2), prog.tensors[prog.inputs[0]])
+    y = prog.outputs[0]
+    ref = golden.run(prog, x)[y]
+    nbytes = {}
+    for on in (False, True):
+        b = compile_(prog, AccelConfig.from_string("paper"), attn_onchip=on)
+        np.testing.assert_array_equal(run(b, x, order="ld_last")[y], ref)
+        nbytes[on] = sum(i["count"] * i["length"] for i in _dma(b, "LOAD") + _dma(b, "STORE"))
+    atts = [n for n in prog.nodes if n.op == "linear_attention"]
+    # per module at least: concat stored (its two halves) and loaded, attention output
+    # stored and loaded
+    saved = sum(2 * int(np.prod(prog.tensors[a.inputs[0]].shape)) +
+                2 * int(np.prod(prog.tensors[a.output].shape)) for a in atts)
+    assert nbytes[False] - nbytes[True] >= saved
+
+
+# -- command lines (docs/perf.md) ----------------------------------------------------------------
+
+def _cli(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_cli_attctx_ab_in_one_run():
+    import json
+    r = _cli("attctx", "--models", "b0-r64", "--frames", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    off, on = json.loads(r.stdout)
+    assert (off["model"], off["attn_onchip"], on["attn_onchip"]) == ("b0-r64", False, True)
+    assert on["dram_mb"] < off["dram_mb"]           # the round trips are gone
+    assert on["onchip_layers"] > off["onchip_layers"]
+    for k in ("compute_bound_fps", "traffic_bound_fps", "per_layer_bound_fps"):
+        assert on[k] == off[k]                      # bounds of the program, not the Binary
+    assert on["streaming_fps"] > 0 and on["latency_over_compute"] <= 1
+
+
+def test_cli_bufsweep_budget_table_csv_plot(tmp_path):
+    import json
+    pp = zoo.tiny(seed=0).save(tmp_path / "tiny.npz")
+    args = ("bufsweep", "--program", str(pp), "--config", "small", "--b", "24,32", "--c", "32",
+            "--out-kb", "16", "--csv", str(tmp_path / "b.csv"), "--plot", str(tmp_path / "b.png"))
+    r = _cli(*args, "--budget-kb", "72", "--ab", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    # 24 + 32 + 16 = 72 KiB is within the budget, 32 + 32 + 16 is not
+    assert [(x["b_kb"], x["c_kb"], x["out_kb"]) for x in rows] == [(24, 32, 16)]
+    assert rows[0]["latency_fps"] > 0 and rows[0]["latency_fps_dram"] > 0
+    assert (tmp_path / "b.csv").read_text().startswith("b_kb,c_kb,out_kb,total_kb")
+    assert (tmp_path / "b.png").stat().st_size > 1000
+    r = _cli(*args, "--budget-kb", "40")
+    assert r.returncode == 2 and "no (B, C, OUT) combination" in r.stderr
