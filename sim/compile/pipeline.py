@@ -3,8 +3,11 @@
 1. layout (:mod:`.layout`): every tensor gets its DRAM place, concat inputs alias slices;
 2. fusion (:mod:`.fusion`): fused chains and B-resident tensors (skipped with ``fuse=False``);
 3. emission, node by node in program order (:mod:`.ops`), each emitter planning its tiles
-   (:mod:`.tiling`) and scheduling them (:mod:`.schedule`, :mod:`.residency`);
-4. assembly (:mod:`.assemble`): HALTs and the DRAM image.
+   (:mod:`.tiling`) and scheduling them (:mod:`.schedule`, :mod:`.residency`; buffer C
+   allocated as one arena, :class:`.prefetch.WeightArena`, with ``prefetch=True``);
+4. weight prefetch (:func:`.prefetch.hoist_weight_loads`, only with ``prefetch=True``):
+   the weight groups moved up the LD queue to where their WAITs are already implied;
+5. assembly (:mod:`.assemble`): HALTs and the DRAM image.
 """
 
 from __future__ import annotations
@@ -24,15 +27,17 @@ from .ops.conv import emit_conv
 from .ops.depthwise import emit_depthwise
 from .ops.host import emit_layernorm
 from .ops.pool import emit_pool
+from .prefetch import hoist_weight_loads, layer_slack
 from .residency import Residency
 from .schedule import Scheduler
 
 __all__ = ["compile", "new_context", "emitter_for"]
 
 
-def new_context(prog: IntProgram, cfg: AccelConfig) -> Context:
+def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch: bool = False) -> Context:
     """A compilation of ``prog`` (validated) for ``cfg`` after the layout pass: every tensor
-    placed in DRAM, nothing emitted, no tensor kept on chip. A malformed program raises
+    placed in DRAM, nothing emitted, no tensor kept on chip (``prefetch``: buffer C is a
+    :class:`~sim.compile.prefetch.WeightArena`, otherwise two halves). A malformed program raises
     :class:`~sim.intprogram.IntProgramError`; a valid one that ``cfg``'s engines cannot run
     (``validate(cfg)``, e.g. a depthwise kernel with ``k*k < N + 1``) :class:`CompileError`."""
     prog = prog.validate()
@@ -43,7 +48,7 @@ def new_context(prog: IntProgram, cfg: AccelConfig) -> Context:
     em = Emitter(cfg)
     image = DramImage()
     layout = layout_tensors(prog, image)
-    sched = Scheduler(em, cfg, layout)
+    sched = Scheduler(em, cfg, layout, prefetch=prefetch)
     return Context(prog, cfg, em, image, layout, sched, Residency(prog, sched, layout, {}))
 
 
@@ -93,12 +98,21 @@ def emit_program(ctx: Context, chains: dict):
         ctx.res.spill(name)
 
 
-def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True) -> Binary:
+def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
+            prefetch: bool = False) -> Binary:
     """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
-    ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM)."""
-    ctx = new_context(prog, cfg)
+    ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM);
+    ``prefetch=True`` adds the cross-layer weight prefetch (:mod:`sim.compile.prefetch`: buffer
+    C as one arena, weight groups moved up the LD queue); off by default, since on the Table VII
+    models it is measured no faster (docs/perf.md, "Cross-layer weight prefetch")."""
+    ctx = new_context(prog, cfg, prefetch=prefetch)
     chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size) if fuse else {}
     ctx.res.keep = find_resident(ctx.prog, ctx.layout.alias, chains,
                                  ctx.sched.B.size) if fuse else {}
     emit_program(ctx, chains)
+    if prefetch:
+        em = ctx.em
+        slack = layer_slack(ctx.cfg, em.streams, em.tags)
+        em.streams["global"], em.tags["global"], _ = hoist_weight_loads(
+            em.streams, em.tags, slack, ctx.cfg.dram_bytes_per_cycle)
     return assemble(ctx)

@@ -1,0 +1,312 @@
+"""Cross-layer weight prefetch: the next layers' weight and parameter LOADs issued during the
+current layers' compute, into buffer-C space that is free then.
+
+Two parts, both on with ``compile(..., prefetch=True)`` (``--prefetch``; off by default: on
+the Table VII models on ``paper`` they are measured no faster, docs/perf.md):
+
+* :class:`WeightArena`, the allocation of buffer C. Without prefetch C is two fixed halves
+  used in turn (:class:`~sim.compile.schedule.Slots`), so a layer's first weight group goes
+  into the half its predecessor's second-to-last group used and waits for it. The arena
+  places each group (one :meth:`~sim.compile.schedule.Scheduler.load_weights`: a chunk of a
+  conv's filters with their records, a fused chain's weights, an attention's records) anywhere
+  in the whole buffer, at the offset whose previous occupants are freed first: it waits for
+  the ``busy`` events of every earlier group it overlaps (the allocation knows which bytes are
+  live until which events), never for the group loaded just before it (whose users may not
+  all be emitted yet: a fused chain's last tile is deferred). Groups are still at most half
+  of C (the chunking is unchanged) and each lies inside one half, so the next group always
+  fits beside the last one; small groups share a half, so the next layer's first group can
+  find space the current layer does not use.
+* :func:`hoist_weight_loads`, a transformation of the emitted LD stream. Each weight group
+  (its WAITs, LOADs into C and SIGNAL) is moved up the LD queue, past the activation loads
+  of earlier layers, to just after the first LD instruction at which every event it waits for
+  has certainly happened (a happens-before analysis of the SIGNAL/WAIT graph with vector
+  clocks): the group then never blocks the LD unit, cannot deadlock (its WAITs are implied
+  by what LD has already waited for) and still waits for the previous users of its space. Only
+  a layer's first group moves, only past the loads of layers whose DRAM slack (compute cycles
+  minus their own transfer cycles, :func:`layer_slack`) still covers its transfer, and never
+  past another weight group, so the weight loads keep their order.
+
+The consumers are unchanged: they WAIT for the group's SIGNAL, which moves with it.
+"""
+
+from __future__ import annotations
+
+from ..isa import BUFS
+from .common import ALIGN, CompileError, align
+
+__all__ = ["WeightArena", "hoist_weight_loads", "happens_before", "weight_groups"]
+
+
+class WeightArena:
+    """Buffer C as one arena of ``total`` bytes for weight groups of at most ``slot`` bytes.
+
+    The interface of :class:`~sim.compile.schedule.Slots` as the emitters use it: ``size``
+    (the largest group: the chunking reads it), :meth:`next` (a new group handle), ``base``
+    and ``busy`` indexed by handle (``busy[h]``: the events after which group ``h``'s bytes
+    may be overwritten, filled by its emitter), and :meth:`acquire`, called by
+    :meth:`~sim.compile.schedule.Scheduler.load_weights`, which places the group."""
+
+    def __init__(self, total: int, slot: int):
+        if 2 * slot > total:
+            raise CompileError(f"weight arena: groups of {slot} bytes do not fit twice in "
+                               f"buffer C ({total} bytes)")
+        self.total = total
+        self.size = slot
+        self.base = {}
+        self.busy = {}
+        self.pinned = set()
+        self._n = 0
+        self.live = []          #: [(start, end, handle)] of the bytes each earlier group holds
+        self.last = None        #: the most recent group: never overlapped
+        self.placed = []        #: (handle, start, end, [handles it waited for]) in load order
+
+    def next(self):
+        h = self._n
+        self._n += 1
+        self.busy[h] = []
+        return h
+
+    def _candidates(self, nbytes):
+        """Offsets worth trying: both ends of each half of the buffer and next to every live
+        interval, keeping the group inside one half. (So the group loaded last always lies in
+        one half and the next group, at most half the buffer, fits in the other: the arena
+        never has to overlap the group loaded just before.)"""
+        half = self.total // 2
+        cs = {0, half - nbytes, half, self.total - nbytes}
+        for a, b, _ in self.live:
+            cs.add(align(b, ALIGN))
+            cs.add(a - nbytes)
+        return sorted(c for c in cs if 0 <= c and c + nbytes <= self.total and c % ALIGN == 0
+                      and (c + nbytes <= half or c >= half))
+
+    def acquire(self, h, nbytes):
+        """Place group ``h`` of ``nbytes``; returns the events its LOADs wait for."""
+        if nbytes > self.size:
+            raise CompileError(f"weight group of {nbytes} bytes > the {self.size}-byte limit")
+        nbytes = max(align(nbytes, ALIGN), ALIGN)
+        best = None
+        for c in self._candidates(nbytes):
+            hit = [x for x in self.live if x[0] < c + nbytes and c < x[1]]
+            if any(x[2] == self.last for x in hit):
+                continue
+            ev = [e for x in hit for e in self.busy[x[2]]]
+            key = (max((s for s, _ in ev), default=-1), len(ev), c)
+            if best is None or key < best[0]:
+                best = (key, c, hit, ev)
+        if best is None:        # (cannot happen: a group is at most half of the arena)
+            raise CompileError("weight arena: no space that the previous group leaves free")
+        _, c, hit, ev = best
+        end = c + nbytes
+        keep = []
+        for a, b, o in self.live:
+            if a < end and c < b:
+                if a < c:
+                    keep.append((a, c, o))
+                if end < b:
+                    keep.append((end, b, o))
+            else:
+                keep.append((a, b, o))
+        keep.append((c, end, h))
+        self.live = sorted(keep)
+        self.last = h
+        self.base[h] = c
+        self.placed.append((h, c, end, sorted({x[2] for x in hit})))
+        seen, waits = set(), []
+        for e in ev:
+            if e not in seen:
+                seen.add(e)
+                waits.append(e)
+        self.busy[h] = []
+        return waits
+
+
+# ---------------------------------------------------------------------------------------
+# the LD-stream transformation
+
+
+def weight_groups(instrs):
+    """The weight groups of a global stream: ``[(first, last)]`` index ranges (inclusive) of
+    the LD unit's ``WAIT* LOAD(C)+ SIGNAL`` runs, as
+    :meth:`~sim.compile.schedule.Scheduler.load_weights` emits them."""
+    out, i, n = [], 0, len(instrs)
+    while i < n:
+        ins = instrs[i]
+        if ins.op == "LOAD" and ins.f["buf"] == BUFS["C"]:
+            j = i
+            while j > 0 and instrs[j - 1].op == "WAIT" and instrs[j - 1].unit == "LD":
+                j -= 1
+            k = i
+            while instrs[k].op == "LOAD" and instrs[k].f["buf"] == BUFS["C"]:
+                k += 1
+            if instrs[k].op != "SIGNAL" or instrs[k].unit != "LD":
+                raise CompileError(f"global stream: weight LOADs at {i} not closed by an LD "
+                                   "SIGNAL")
+            out.append((j, k))
+            i = k + 1
+        else:
+            i += 1
+    return out
+
+
+def happens_before(streams):
+    """Vector clocks of the units: ``{(stream, unit): [clock per instruction]}``, each clock a
+    dict ``{(stream, unit): n}`` meaning "the first n instructions of that unit have executed
+    before this one starts" (its own unit: the instructions before it). A WAIT learns the
+    clocks of its semaphore's SIGNALs only when it needs all of them (``count`` = their
+    total); otherwise it learns nothing (a safe under-estimate). Only what the LD transformation
+    needs is kept: the clock at every LD instruction; returns ``{index: clock}`` for the LD
+    unit of the global stream, and raises :class:`CompileError` on a deadlock."""
+    from ..funcsim import CORE_UNITS, GLOBAL_UNITS
+    queues = {}
+    for s, ins in streams.items():
+        for u in (GLOBAL_UNITS if s == "global" else CORE_UNITS):
+            queues[(s, u)] = []
+        for idx, i in enumerate(ins):
+            queues[(s, i.unit)].append((idx, i))
+    signals = {}                 # sem -> [(unit key, position)]
+    total = {}
+    for k, q in queues.items():
+        for pos, (_, i) in enumerate(q):
+            if i.op == "SIGNAL":
+                signals.setdefault(i.f["sem"], []).append((k, pos))
+                total[i.f["sem"]] = total.get(i.f["sem"], 0) + i.f.get("count", 1)
+    pc = {k: 0 for k in queues}
+    clock = {k: {} for k in queues}
+    sem_clock = {}               # sem -> (count so far, joined clock of its signals)
+    ld_key = ("global", "LD")
+    ld_clock = {}
+    progress = True
+    while progress:
+        progress = False
+        for k, q in queues.items():
+            while pc[k] < len(q):
+                idx, i = q[pc[k]]
+                if i.op == "WAIT":
+                    cnt, vc = sem_clock.get(i.f["sem"], (0, {}))
+                    if cnt < i.f["count"]:
+                        break
+                    if i.f["count"] >= total.get(i.f["sem"], 0):
+                        c = clock[k]
+                        for u, n in vc.items():
+                            if c.get(u, 0) < n:
+                                c[u] = n
+                if k == ld_key:
+                    ld_clock[idx] = dict(clock[k])
+                if i.op == "SIGNAL":
+                    cnt, vc = sem_clock.get(i.f["sem"], (0, {}))
+                    vc = dict(vc)
+                    for u, n in clock[k].items():
+                        if vc.get(u, 0) < n:
+                            vc[u] = n
+                    vc[k] = max(vc.get(k, 0), pc[k] + 1)
+                    sem_clock[i.f["sem"]] = (cnt + i.f.get("count", 1), vc)
+                pc[k] += 1
+                clock[k][k] = pc[k]
+                progress = True
+    stuck = [k for k, q in queues.items() if pc[k] < len(q)]
+    if stuck:
+        raise CompileError(f"the instruction streams deadlock (units {stuck[:3]} blocked)")
+    return ld_clock, signals
+
+
+def layer_slack(cfg, streams, tags) -> dict:
+    """Per layer (node index): the DRAM cycles it leaves free while it computes: the busiest
+    core unit's cycles on the layer's compute instructions (:func:`sim.timing.compute_timing`,
+    the RTL's per-instruction cost) minus the DRAM cycles of the bytes its own LOADs and STOREs
+    move. Negative for a DRAM-bound layer."""
+    from ..isa import REG_NAMES
+    from ..timing import compute_timing
+    busy = {}
+    for s, ins_list in streams.items():
+        if s == "global":
+            continue
+        regs = {}
+        for ins, t in zip(ins_list, tags[s]):
+            u = ins.unit
+            if ins.op == "SETR":
+                regs.setdefault(u, {})[REG_NAMES[ins.f["reg"]]] = ins.f["value"]
+            elif ins.op not in ("WAIT", "SIGNAL", "NOP", "HALT") and t >= 0:
+                c = compute_timing(cfg, ins.op, regs.get(u, {}), ins.f)
+                key = (t, s, u)
+                busy[key] = busy.get(key, 0) + c.pre + c.steps + c.post
+    comp = {}
+    for (t, _, _), c in busy.items():
+        comp[t] = max(comp.get(t, 0), c)
+    dram = {}
+    for ins, t in zip(streams["global"], tags["global"]):
+        if ins.op in ("LOAD", "STORE") and t >= 0:
+            dram[t] = dram.get(t, 0) + ins.f["count"] * ins.f["length"]
+    return {t: comp.get(t, 0) - dram.get(t, 0) / cfg.dram_bytes_per_cycle
+            for t in set(comp) | set(dram)}
+
+
+def hoist_weight_loads(streams, tags, slack: dict, rate: float):
+    """Move the first weight group of every layer up the LD queue (``streams["global"]``), to
+    just after the first LD instruction whose clock implies all the SIGNALs its WAITs need,
+    past the loads of layers whose DRAM ``slack`` (cycles, :func:`layer_slack`) still covers
+    the group's transfer (``rate``: bytes per cycle), and never past another weight group.
+    Returns the new global instructions and tags and the number of groups moved."""
+    g, tg = streams["global"], tags["global"]
+    groups = weight_groups(g)
+    seen = set()
+    first = []
+    for j, k in groups:
+        if tg[k] not in seen:
+            seen.add(tg[k])
+            first.append((j, k))
+    if not first:
+        return list(g), list(tg), 0
+    firsts = {j for j, _ in first}
+    ld_clock, signals = happens_before(streams)
+    ld_idx = [i for i, ins in enumerate(g) if ins.unit == "LD"]
+    ld_pos = {i: p for p, i in enumerate(ld_idx)}
+    room = dict(slack)
+
+    def implied(sem, clk):
+        return all(clk.get(u, 0) > pos for u, pos in signals.get(sem, []))
+
+    moves = {}                   # group start index -> (index it goes before, group end)
+    prev_end = -1
+    for j, k in groups:
+        if j not in firsts:
+            prev_end = k
+            continue
+        sems = [g[x].f["sem"] for x in range(j, k) if g[x].op == "WAIT"]
+        cost = sum(g[x].f["count"] * g[x].f["length"] for x in range(j, k)
+                   if g[x].op == "LOAD") / rate
+        charged = set()
+        p = ld_pos[j]
+        # walk up the LD queue: the group goes before ld_idx[p - 1] if what LD knows after
+        # ld_idx[p - 2] already implies every SIGNAL its WAITs need and that layer has room
+        while p > 0 and ld_idx[p - 1] > prev_end:
+            x = tg[ld_idx[p - 1]]
+            if x != tg[k] and x not in charged and room.get(x, 0) < cost:
+                break
+            clk = ld_clock[ld_idx[p - 2]] if p >= 2 else {}
+            if not all(implied(s, clk) for s in sems):
+                break
+            if x != tg[k] and x not in charged:
+                charged.add(x)
+                room[x] -= cost
+            p -= 1
+        target = ld_idx[p]
+        if target != j:
+            moves[j] = (target, k)
+        prev_end = k
+    if not moves:
+        return list(g), list(tg), 0
+    # rebuild: a moved group is inserted before the instruction ``target``
+    before = {}
+    skip = set()
+    for j, (target, k) in moves.items():
+        before.setdefault(target, []).extend(range(j, k + 1))
+        skip.update(range(j, k + 1))
+    ng, ntg = [], []
+    for i in range(len(g)):
+        for x in before.get(i, ()):
+            ng.append(g[x])
+            ntg.append(tg[x])
+        if i not in skip:
+            ng.append(g[i])
+            ntg.append(tg[i])
+    return ng, ntg, len(moves)
