@@ -4,9 +4,10 @@
 2. fusion (:mod:`.fusion`): fused chains and B-resident tensors (skipped with ``fuse=False``);
 3. emission, node by node in program order (:mod:`.ops`), each emitter planning its tiles
    (:mod:`.tiling`) and scheduling them (:mod:`.schedule`, :mod:`.residency`; buffer C
-   allocated as one arena, :class:`.prefetch.WeightArena`, with ``prefetch=True``);
-4. weight prefetch (:func:`.prefetch.hoist_weight_loads`, only with ``prefetch=True``):
-   the weight groups moved up the LD queue to where their WAITs are already implied;
+   allocated as one arena, :class:`.prefetch.WeightArena`, with ``prefetch``: then the
+   emission runs twice, the first time only to learn the weight groups' sizes);
+4. with ``prefetch="hoist"`` (a what-if, measured slower), each layer's first weight group
+   moved up the LD queue (:func:`.prefetch.hoist_weight_loads`);
 5. assembly (:mod:`.assemble`): HALTs and the DRAM image.
 """
 
@@ -34,10 +35,11 @@ from .schedule import Scheduler
 __all__ = ["compile", "new_context", "emitter_for"]
 
 
-def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch: bool = False) -> Context:
+def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch=False) -> Context:
     """A compilation of ``prog`` (validated) for ``cfg`` after the layout pass: every tensor
     placed in DRAM, nothing emitted, no tensor kept on chip (``prefetch``: buffer C is a
-    :class:`~sim.compile.prefetch.WeightArena`, otherwise two halves). A malformed program raises
+    :class:`~sim.compile.prefetch.WeightArena`, otherwise two halves; ``True`` or the list of
+    the weight groups' sizes in load order, ``Scheduler.group_sizes`` of an earlier emission). A malformed program raises
     :class:`~sim.intprogram.IntProgramError`; a valid one that ``cfg``'s engines cannot run
     (``validate(cfg)``, e.g. a depthwise kernel with ``k*k < N + 1``) :class:`CompileError`."""
     prog = prog.validate()
@@ -99,20 +101,33 @@ def emit_program(ctx: Context, chains: dict):
 
 
 def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
-            prefetch: bool = False) -> Binary:
+            prefetch: bool | str = False) -> Binary:
     """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
-    ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM);
-    ``prefetch=True`` adds the cross-layer weight prefetch (:mod:`sim.compile.prefetch`: buffer
-    C as one arena, weight groups moved up the LD queue); off by default, since on the Table VII
-    models it is measured no faster (docs/perf.md, "Cross-layer weight prefetch")."""
-    ctx = new_context(prog, cfg, prefetch=prefetch)
-    chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size) if fuse else {}
-    ctx.res.keep = find_resident(ctx.prog, ctx.layout.alias, chains,
-                                 ctx.sched.B.size) if fuse else {}
-    emit_program(ctx, chains)
+    ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM).
+    ``prefetch=True`` turns on the cross-layer weight prefetch (:mod:`sim.compile.prefetch`):
+    buffer C as one arena where each weight group goes into the space freed first, so a
+    layer's first weights load while the previous layer still computes; ``"hoist"`` also
+    moves each layer's first weight group up the LD queue (measured slower, kept as a what-if:
+    docs/perf.md, "Cross-layer weight prefetch")."""
+    if prefetch not in (False, True, "hoist"):
+        raise ValueError(f"prefetch must be False, True or 'hoist', got {prefetch!r}")
+    ctx = _emitted(prog, cfg, fuse, False)
     if prefetch:
+        # the weight groups' sizes (they do not depend on where C holds them) let the arena
+        # place each group so that the next one fits beside it: emit again with the plan
+        ctx = _emitted(prog, cfg, fuse, ctx.sched.group_sizes)
+    if prefetch == "hoist":
         em = ctx.em
         slack = layer_slack(ctx.cfg, em.streams, em.tags)
         em.streams["global"], em.tags["global"], _ = hoist_weight_loads(
             em.streams, em.tags, slack, ctx.cfg.dram_bytes_per_cycle)
     return assemble(ctx)
+
+
+def _emitted(prog, cfg, fuse, prefetch) -> Context:
+    ctx = new_context(prog, cfg, prefetch=prefetch)
+    chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size) if fuse else {}
+    ctx.res.keep = find_resident(ctx.prog, ctx.layout.alias, chains,
+                                 ctx.sched.B.size) if fuse else {}
+    emit_program(ctx, chains)
+    return ctx

@@ -1,35 +1,41 @@
-"""Cross-layer weight prefetch: the next layers' weight and parameter LOADs issued during the
-current layers' compute, into buffer-C space that is free then.
+"""Cross-layer weight prefetch: the next layer's first weight and parameter LOADs issued while
+the current layer computes, into the part of buffer C that is free then.
 
-Two parts, both on with ``compile(..., prefetch=True)`` (``--prefetch``; off by default: on
-the Table VII models on ``paper`` they are measured no faster, docs/perf.md):
+``compile(..., prefetch=True)`` (``--prefetch``):
 
 * :class:`WeightArena`, the allocation of buffer C. Without prefetch C is two fixed halves
-  used in turn (:class:`~sim.compile.schedule.Slots`), so a layer's first weight group goes
-  into the half its predecessor's second-to-last group used and waits for it. The arena
-  places each group (one :meth:`~sim.compile.schedule.Scheduler.load_weights`: a chunk of a
-  conv's filters with their records, a fused chain's weights, an attention's records) anywhere
-  in the whole buffer, at the offset whose previous occupants are freed first: it waits for
-  the ``busy`` events of every earlier group it overlaps (the allocation knows which bytes are
-  live until which events), never for the group loaded just before it (whose users may not
-  all be emitted yet: a fused chain's last tile is deferred). Groups are still at most half
-  of C (the chunking is unchanged) and each lies inside one half, so the next group always
-  fits beside the last one; small groups share a half, so the next layer's first group can
-  find space the current layer does not use.
-* :func:`hoist_weight_loads`, a transformation of the emitted LD stream. Each weight group
-  (its WAITs, LOADs into C and SIGNAL) is moved up the LD queue, past the activation loads
-  of earlier layers, to just after the first LD instruction at which every event it waits for
-  has certainly happened (a happens-before analysis of the SIGNAL/WAIT graph with vector
-  clocks): the group then never blocks the LD unit, cannot deadlock (its WAITs are implied
-  by what LD has already waited for) and still waits for the previous users of its space. Only
-  a layer's first group moves, only past the loads of layers whose DRAM slack (compute cycles
-  minus their own transfer cycles, :func:`layer_slack`) still covers its transfer, and never
-  past another weight group, so the weight loads keep their order.
+  used in turn (:class:`~sim.compile.schedule.Slots`): a layer's first weight group goes into
+  the half its predecessor's second-to-last group used and its LOAD waits until that group's
+  users are done, even when the group is small and most of C is idle. The arena places each
+  group (one :meth:`~sim.compile.schedule.Scheduler.load_weights`: a chunk of a conv's filters
+  with their records, a fused chain's weights, an attention's records) anywhere in the whole
+  buffer, at the offset whose previous occupants are freed first (their ``busy`` events have
+  the smallest numbers, i.e. were emitted first): its LOADs wait for the ``busy`` events of
+  every earlier group it overlaps (the allocation knows which bytes are live until which
+  events) and never overlap the group loaded just before (whose users may not all be emitted
+  yet: a fused chain's last tile is deferred). Groups are still at most half of C (the
+  chunking is unchanged). Every group leaves room beside it for the next one, whose size the
+  pipeline learns from a first emission (``sizes``); groups of more than a quarter of C go to
+  either end of the buffer, smaller ones anywhere, so two large chunks of a layer alternate
+  at the ends and the small groups of the next layers (a depthwise conv's weights, an
+  attention's records) and often the next layer's first chunk fit in the middle.
+
+``prefetch="hoist"`` (a what-if, measured slower on the zoo models, docs/perf.md) adds
+:func:`hoist_weight_loads`, a transformation of the emitted LD stream: each layer's first
+weight group (its WAITs, LOADs into C and SIGNAL) moves up the LD queue, past the activation
+loads of earlier layers, to just after the first LD instruction at which every event it waits
+for has certainly happened (a happens-before analysis of the SIGNAL/WAIT graph with vector
+clocks, :func:`happens_before`): the group then never blocks the LD unit, cannot deadlock (its
+WAITs are implied by what LD has already waited for) and still waits for the previous users of
+its space; it passes only the loads of layers whose DRAM slack (:func:`layer_slack`) covers its
+transfer, and never another weight group.
 
 The consumers are unchanged: they WAIT for the group's SIGNAL, which moves with it.
 """
 
 from __future__ import annotations
+
+import math
 
 from ..isa import BUFS
 from .common import ALIGN, CompileError, align
@@ -46,12 +52,14 @@ class WeightArena:
     may be overwritten, filled by its emitter), and :meth:`acquire`, called by
     :meth:`~sim.compile.schedule.Scheduler.load_weights`, which places the group."""
 
-    def __init__(self, total: int, slot: int):
+    def __init__(self, total: int, slot: int, sizes=None):
         if 2 * slot > total:
             raise CompileError(f"weight arena: groups of {slot} bytes do not fit twice in "
                                f"buffer C ({total} bytes)")
         self.total = total
         self.size = slot
+        self.unit = math.gcd(slot, ALIGN)   #: placement granularity (divides the group limit)
+        self.sizes = sizes      #: the size of every group in load order (None: unknown)
         self.base = {}
         self.busy = {}
         self.pinned = set()
@@ -66,26 +74,33 @@ class WeightArena:
         self.busy[h] = []
         return h
 
-    def _candidates(self, nbytes):
-        """Offsets worth trying: both ends of each half of the buffer and next to every live
-        interval, keeping the group inside one half. (So the group loaded last always lies in
-        one half and the next group, at most half the buffer, fits in the other: the arena
-        never has to overlap the group loaded just before.)"""
-        half = self.total // 2
-        cs = {0, half - nbytes, half, self.total - nbytes}
-        for a, b, _ in self.live:
-            cs.add(align(b, ALIGN))
+    def _candidates(self, nbytes, after):
+        """Offsets worth trying: both ends of the buffer and next to every live interval. The
+        group loaded next (``after`` bytes) must fit beside this one (it never overlaps the
+        group loaded just before it): with ``sizes`` unknown it may be half the buffer, so a
+        group then stays inside one half."""
+        cs = {0, self.total - nbytes}
+        for a, b, _ in self.live if 4 * nbytes <= self.total else ():
+            cs.add(align(b, self.unit))
             cs.add(a - nbytes)
-        return sorted(c for c in cs if 0 <= c and c + nbytes <= self.total and c % ALIGN == 0
-                      and (c + nbytes <= half or c >= half))
+        return sorted(c for c in cs if 0 <= c and c + nbytes <= self.total and c % self.unit == 0
+                      and (c >= after or self.total - c - nbytes >= after))
 
     def acquire(self, h, nbytes):
         """Place group ``h`` of ``nbytes``; returns the events its LOADs wait for."""
         if nbytes > self.size:
             raise CompileError(f"weight group of {nbytes} bytes > the {self.size}-byte limit")
-        nbytes = max(align(nbytes, ALIGN), ALIGN)
+        u = self.unit
+        nxt = len(self.placed) + 1
+        if self.sizes is None:
+            after = self.size
+        else:
+            if len(self.sizes) < nxt or self.sizes[nxt - 1] != nbytes:
+                raise CompileError("weight arena: the groups differ from the planned sizes")
+            after = align(self.sizes[nxt], u) if nxt < len(self.sizes) else 0
+        nbytes = max(align(nbytes, u), u)
         best = None
-        for c in self._candidates(nbytes):
+        for c in self._candidates(nbytes, after):
             hit = [x for x in self.live if x[0] < c + nbytes and c < x[1]]
             if any(x[2] == self.last for x in hit):
                 continue
@@ -240,11 +255,12 @@ def layer_slack(cfg, streams, tags) -> dict:
             for t in set(comp) | set(dram)}
 
 
-def hoist_weight_loads(streams, tags, slack: dict, rate: float):
+def hoist_weight_loads(streams, tags, slack: dict | None, rate: float):
     """Move the first weight group of every layer up the LD queue (``streams["global"]``), to
     just after the first LD instruction whose clock implies all the SIGNALs its WAITs need,
-    past the loads of layers whose DRAM ``slack`` (cycles, :func:`layer_slack`) still covers
-    the group's transfer (``rate``: bytes per cycle), and never past another weight group.
+    past the loads of layers whose DRAM ``slack`` (cycles, :func:`layer_slack`; ``None``: no
+    limit) still covers the group's transfer (``rate``: bytes per cycle), and never past
+    another weight group.
     Returns the new global instructions and tags and the number of groups moved."""
     g, tg = streams["global"], tags["global"]
     groups = weight_groups(g)
@@ -260,7 +276,7 @@ def hoist_weight_loads(streams, tags, slack: dict, rate: float):
     ld_clock, signals = happens_before(streams)
     ld_idx = [i for i, ins in enumerate(g) if ins.unit == "LD"]
     ld_pos = {i: p for p, i in enumerate(ld_idx)}
-    room = dict(slack)
+    room = dict(slack or {})
 
     def implied(sem, clk):
         return all(clk.get(u, 0) > pos for u, pos in signals.get(sem, []))
@@ -280,14 +296,14 @@ def hoist_weight_loads(streams, tags, slack: dict, rate: float):
         # ld_idx[p - 2] already implies every SIGNAL its WAITs need and that layer has room
         while p > 0 and ld_idx[p - 1] > prev_end:
             x = tg[ld_idx[p - 1]]
-            if x != tg[k] and x not in charged and room.get(x, 0) < cost:
+            if slack is not None and x != tg[k] and x not in charged and room.get(x, 0) < cost:
                 break
             clk = ld_clock[ld_idx[p - 2]] if p >= 2 else {}
             if not all(implied(s, clk) for s in sems):
                 break
             if x != tg[k] and x not in charged:
                 charged.add(x)
-                room[x] -= cost
+                room[x] = room.get(x, 0) - cost
             p -= 1
         target = ld_idx[p]
         if target != j:

@@ -97,13 +97,15 @@ class Scheduler:
     """The tile protocol every op emitter follows: take slots, load (waiting until the slot is
     free), compute, signal, store, and record when each slot is free again."""
 
-    def __init__(self, em: Emitter, cfg, layout: TensorLayout, *, prefetch: bool = False):
+    def __init__(self, em: Emitter, cfg, layout: TensorLayout, *, prefetch=False):
         from .prefetch import WeightArena
         self.em = em
         self.B = Slots(cfg.buf_b_bytes, B_SLOTS)
         self.C = Slots(cfg.buf_c_bytes)
+        self.group_sizes = []   #: bytes of every weight group, in load order
         if prefetch:            # buffer C as one arena (sim.compile.prefetch)
-            self.C = WeightArena(self.C.size * 2, self.C.size)
+            self.C = WeightArena(self.C.size * 2, self.C.size,
+                                 None if prefetch is True else list(prefetch))
         self.O = Slots(cfg.buf_out_bytes)
         self.sync = DramSync(em, layout)
 
@@ -111,6 +113,7 @@ class Scheduler:
         """LD the given (dram_addr, nbytes, buf_off) blocks into C slot; returns the ready sem."""
         em = self.em
         nbytes = max(off + n for _, n, off in blocks)
+        self.group_sizes.append(nbytes)
         for sem, cnt in self.C.acquire(slot_c, nbytes):
             em.wait("global", "LD", sem, cnt)
         base = self.C.base[slot_c]
