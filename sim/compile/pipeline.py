@@ -39,9 +39,10 @@ def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch=False) -> Contex
     """A compilation of ``prog`` (validated) for ``cfg`` after the layout pass: every tensor
     placed in DRAM, nothing emitted, no tensor kept on chip (``prefetch``: buffer C is a
     :class:`~sim.compile.prefetch.WeightArena`, otherwise two halves; ``True`` or the list of
-    the weight groups' sizes in load order, ``Scheduler.group_sizes`` of an earlier emission). A malformed program raises
-    :class:`~sim.intprogram.IntProgramError`; a valid one that ``cfg``'s engines cannot run
-    (``validate(cfg)``, e.g. a depthwise kernel with ``k*k < N + 1``) :class:`CompileError`."""
+    the weight groups' sizes in load order, ``Scheduler.group_sizes`` of an earlier emission).
+    A malformed program raises :class:`~sim.intprogram.IntProgramError`; a valid one that
+    ``cfg``'s engines cannot run (``validate(cfg)``, e.g. a depthwise kernel with
+    ``k*k < N + 1``) :class:`CompileError`."""
     prog = prog.validate()
     try:
         prog.validate(cfg)
