@@ -240,3 +240,30 @@ def test_happens_before_finds_a_deadlock():
     # wait for work that needs it)
     with pytest.raises(CompileError, match="deadlock"):
         happens_before(bad)
+
+
+def test_cli_prefetch_flag(tmp_path):
+    """`python -m sim compile PROG --config C --prefetch` writes the Binary compile(prefetch=True)
+    gives (other C addresses than without), `--no-prefetch` (the default) the one without; `sim
+    perf` takes the same flag."""
+    import subprocess
+    import sys
+
+    from sim.compile import Binary
+    prog, _ = _prog("network")
+    prog.save(tmp_path / "net.npz")
+    cfg = "small:buf_b_bytes=8192,buf_c_bytes=4096,buf_out_bytes=2048"
+    got = {}
+    for flag, pf in (("--prefetch", True), ("--no-prefetch", False)):
+        out = tmp_path / f"{pf}.bin.npz"
+        r = subprocess.run([sys.executable, "-m", "sim", "compile", str(tmp_path / "net.npz"),
+                            "--config", cfg, "-o", str(out), flag], capture_output=True,
+                           text=True, timeout=900)
+        assert r.returncode == 0, r.stderr
+        got[pf] = Binary.load(out).streams
+        assert got[pf] == compile_(prog, TINYBUF, prefetch=pf).streams
+    assert got[True] != got[False]
+    r = subprocess.run([sys.executable, "-m", "sim", "perf", "--model", "b0-r64", "--config",
+                        "paper", "--frames", "1", "--json", "--prefetch"], capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
