@@ -42,6 +42,9 @@ from .common import ALIGN, CompileError, align
 
 __all__ = ["WeightArena", "hoist_weight_loads", "happens_before", "weight_groups"]
 
+#: a weight group larger than this fraction of buffer C goes to one of its ends
+BIG_GROUP = 1 / 4
+
 
 class WeightArena:
     """Buffer C as one arena of ``total`` bytes for weight groups of at most ``slot`` bytes.
@@ -80,7 +83,7 @@ class WeightArena:
         group loaded just before it): with ``sizes`` unknown it may be half the buffer, so a
         group then stays inside one half."""
         cs = {0, self.total - nbytes}
-        for a, b, _ in self.live if 4 * nbytes <= self.total else ():
+        for a, b, _ in self.live if nbytes <= BIG_GROUP * self.total else ():
             cs.add(align(b, self.unit))
             cs.add(a - nbytes)
         return sorted(c for c in cs if 0 <= c and c + nbytes <= self.total and c % self.unit == 0
