@@ -9,7 +9,8 @@ import pytest
 
 from sim import golden, zoo
 from sim.compile import CompileError, compile as compile_
-from sim.compile.prefetch import WeightArena, happens_before, hoist_weight_loads, weight_groups
+from sim.compile.prefetch import (WeightArena, happens_before, hoist_weight_loads, ld_idle,
+                                  weight_groups)
 from sim.config import AccelConfig
 from sim.funcsim import FuncSimError, build_queues, run
 from sim.isa import BUFS
@@ -150,11 +151,10 @@ RUNS = {"network-small": ("network", SMALL), "network-tinybuf": ("network", TINY
 
 
 @pytest.mark.parametrize("run_id", sorted(RUNS))
-@pytest.mark.parametrize("mode", [True, "hoist"])
-def test_prefetch_runs_like_golden_and_never_loads_over_live_weights(run_id, mode):
+def test_prefetch_runs_like_golden_and_never_loads_over_live_weights(run_id):
     name, cfg = RUNS[run_id]
     prog, x = _prog(name)
-    b = compile_(prog, cfg, prefetch=mode)
+    b = compile_(prog, cfg, prefetch=True)
     ref = golden.run(prog, x)
     for order in ("ld_first", "ld_last"):
         got = run(b, x, order=order)
@@ -175,6 +175,23 @@ def test_prefetch_runs_like_golden_and_never_loads_over_live_weights(run_id, mod
             assert not (e > t0 and ra < hi and lo < rb), (t0, t1, lo, hi, s, e, ra, rb)
 
 
+def _hoisted(b):
+    """Weight groups that stand before an LD instruction of an earlier layer (moved up)."""
+    g, tg = b.streams["global"], b.tags["global"]
+    n = 0
+    for j, k in weight_groups(g):
+        n += any(ins.unit == "LD" and 0 <= tg[i] < tg[k] for i, ins in enumerate(g[k + 1:], k + 1))
+    return n
+
+
+def test_prefetched_loads_move_ahead_of_earlier_layers():
+    """The hoist really moves groups in these programs (so the runs above exercise it)."""
+    for run_id in ("network-small", "tiny-paper"):
+        name, cfg = RUNS[run_id]
+        prog, _ = _prog(name)
+        assert _hoisted(compile_(prog, cfg, prefetch=True)) > _hoisted(compile_(prog, cfg))
+
+
 def test_prefetch_moves_c_space_and_is_off_by_default():
     prog, _ = _prog("network")
     plain = compile_(prog, TINYBUF)
@@ -184,7 +201,7 @@ def test_prefetch_moves_c_space_and_is_off_by_default():
                         if i.op == "LOAD" and i.f["buf"] == BUFS["C"]]
     assert len(c_addr(plain)) == len(c_addr(pf)) and c_addr(plain) != c_addr(pf)
     with pytest.raises(ValueError, match="prefetch"):
-        compile_(prog, TINYBUF, prefetch="yes")
+        compile_(prog, TINYBUF, prefetch="hoist")
 
 
 def test_a_missing_arena_wait_is_caught():
@@ -211,11 +228,24 @@ def test_a_missing_arena_wait_is_caught():
 
 # -- the LD-stream hoist ------------------------------------------------------------------------
 
+def test_ld_idle_is_the_time_ld_blocks_on_a_wait():
+    prog, _ = _prog("network")
+    b = compile_(prog, TINYBUF)
+    idle = ld_idle(b)
+    g = b.streams["global"]
+    assert idle and all(g[i].op == "WAIT" and g[i].unit == "LD" and c > 0
+                        for i, c in idle.items())
+    # the LD unit's busy time (its DRAM transfers) and its idle time fit in the run
+    assert sum(idle.values()) < simulate(b).cycles
+
+
 def test_hoist_only_reorders_ld_and_keeps_weight_groups_in_order():
     prog, _ = _prog("network")
     base = compile_(prog, TINYBUF, prefetch=True)
     g = base.streams["global"]
-    ng, ntg, moved = hoist_weight_loads(base.streams, base.tags, None, 16)
+    # every LD WAIT an endless gap: each first group goes as far up as its events allow
+    gaps = {i: 1e12 for i, ins in enumerate(g) if ins.op == "WAIT" and ins.unit == "LD"}
+    ng, ntg, moved = hoist_weight_loads(base.streams, base.tags, gaps, 16)
     assert moved > 0
     key = lambda ins: (ins.op, tuple(sorted(ins.f.items())))          # noqa: E731
     assert sorted(map(key, ng)) == sorted(map(key, g))                # same instructions

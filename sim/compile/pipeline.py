@@ -3,12 +3,13 @@
 1. layout (:mod:`.layout`): every tensor gets its DRAM place, concat inputs alias slices;
 2. fusion (:mod:`.fusion`): fused chains and B-resident tensors (skipped with ``fuse=False``);
 3. emission, node by node in program order (:mod:`.ops`), each emitter planning its tiles
-   (:mod:`.tiling`) and scheduling them (:mod:`.schedule`, :mod:`.residency`; buffer C
-   allocated as one arena, :class:`.prefetch.WeightArena`, with ``prefetch``: then the
-   emission runs twice, the first time only to learn the weight groups' sizes);
-4. with ``prefetch="hoist"`` (a what-if, measured slower), each layer's first weight group
-   moved up the LD queue (:func:`.prefetch.hoist_weight_loads`);
-5. assembly (:mod:`.assemble`): HALTs and the DRAM image.
+   (:mod:`.tiling`) and scheduling them (:mod:`.schedule`, :mod:`.residency`; with
+   ``prefetch`` buffer C is one arena, :class:`.prefetch.WeightArena`, and the emission runs
+   twice, the first time only to learn the weight groups' sizes);
+4. assembly (:mod:`.assemble`): HALTs and the DRAM image;
+5. with ``prefetch``: each layer's first weight group moved up the LD queue into time the LD
+   unit idles in the cycle model (:func:`.prefetch.ld_idle`,
+   :func:`.prefetch.hoist_weight_loads`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .ops.conv import emit_conv
 from .ops.depthwise import emit_depthwise
 from .ops.host import emit_layernorm
 from .ops.pool import emit_pool
-from .prefetch import hoist_weight_loads, layer_slack
+from .prefetch import hoist_weight_loads, ld_idle
 from .residency import Residency
 from .schedule import Scheduler
 
@@ -102,27 +103,26 @@ def emit_program(ctx: Context, chains: dict):
 
 
 def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
-            prefetch: bool | str = False) -> Binary:
+            prefetch: bool = False) -> Binary:
     """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
     ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM).
     ``prefetch=True`` turns on the cross-layer weight prefetch (:mod:`sim.compile.prefetch`):
-    buffer C as one arena where each weight group goes into the space freed first, so a
-    layer's first weights load while the previous layer still computes; ``"hoist"`` also
-    moves each layer's first weight group up the LD queue (measured slower, kept as a what-if:
-    docs/perf.md, "Cross-layer weight prefetch")."""
-    if prefetch not in (False, True, "hoist"):
-        raise ValueError(f"prefetch must be False, True or 'hoist', got {prefetch!r}")
+    buffer C as one arena where each weight group goes into the space freed first, and each
+    layer's first weight group moved up the LD queue into time the LD unit would idle, so that
+    it loads while earlier layers compute (docs/perf.md, "Cross-layer weight prefetch")."""
+    if prefetch not in (False, True):
+        raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
     ctx = _emitted(prog, cfg, fuse, False)
-    if prefetch:
-        # the weight groups' sizes (they do not depend on where C holds them) let the arena
-        # place each group so that the next one fits beside it: emit again with the plan
-        ctx = _emitted(prog, cfg, fuse, ctx.sched.group_sizes)
-    if prefetch == "hoist":
-        em = ctx.em
-        slack = layer_slack(ctx.cfg, em.streams, em.tags)
-        em.streams["global"], em.tags["global"], _ = hoist_weight_loads(
-            em.streams, em.tags, slack, ctx.cfg.dram_bytes_per_cycle)
-    return assemble(ctx)
+    if not prefetch:
+        return assemble(ctx)
+    # the weight groups' sizes (they do not depend on where C holds them) let the arena place
+    # each group so that the next one fits beside it: emit again with the plan
+    ctx = _emitted(prog, cfg, fuse, ctx.sched.group_sizes)
+    binary = assemble(ctx)
+    g, t, _ = hoist_weight_loads(binary.streams, binary.tags, ld_idle(binary),
+                                 cfg.dram_bytes_per_cycle)
+    binary.streams["global"], binary.tags["global"] = g, t
+    return binary
 
 
 def _emitted(prog, cfg, fuse, prefetch) -> Context:

@@ -227,59 +227,43 @@ def happens_before(streams):
     return ld_clock, signals
 
 
-def layer_slack(cfg, streams, tags) -> dict:
-    """Per layer (node index): the DRAM cycles it leaves free while it computes: the busiest
-    core unit's cycles on the layer's compute instructions (:func:`sim.timing.compute_timing`,
-    the RTL's per-instruction cost) minus the DRAM cycles of the bytes its own LOADs and STOREs
-    move. Negative for a DRAM-bound layer."""
-    from ..isa import REG_NAMES
-    from ..timing import compute_timing
-    busy = {}
-    for s, ins_list in streams.items():
-        if s == "global":
-            continue
-        regs = {}
-        for ins, t in zip(ins_list, tags[s]):
-            u = ins.unit
-            if ins.op == "SETR":
-                regs.setdefault(u, {})[REG_NAMES[ins.f["reg"]]] = ins.f["value"]
-            elif ins.op not in ("WAIT", "SIGNAL", "NOP", "HALT") and t >= 0:
-                c = compute_timing(cfg, ins.op, regs.get(u, {}), ins.f)
-                key = (t, s, u)
-                busy[key] = busy.get(key, 0) + c.pre + c.steps + c.post
-    comp = {}
-    for (t, _, _), c in busy.items():
-        comp[t] = max(comp.get(t, 0), c)
-    dram = {}
-    for ins, t in zip(streams["global"], tags["global"]):
-        if ins.op in ("LOAD", "STORE") and t >= 0:
-            dram[t] = dram.get(t, 0) + ins.f["count"] * ins.f["length"]
-    return {t: comp.get(t, 0) - dram.get(t, 0) / cfg.dram_bytes_per_cycle
-            for t in set(comp) | set(dram)}
+def ld_idle(binary) -> dict:
+    """Per LD ``WAIT`` of ``binary``'s global stream (by index): the cycles the LD unit sits
+    blocked on it in the cycle model (:func:`sim.perf.simulate`, the accelerator's timing):
+    from the cycle it is reached (the previous LD instruction issued) to the cycle it is
+    consumed. Time in which a weight transfer issued just before the WAIT delays nothing."""
+    from ..perf import simulate
+    tr = []
+    simulate(binary, trace=tr)
+    g = binary.streams["global"]
+    ld_idx = [i for i, ins in enumerate(g) if ins.unit == "LD"]
+    times = [(e[4], e[5]) for e in tr if e[0] == "global" and e[1] == "LD"]
+    return {i: times[p][0] - times[p - 1][1] for p, i in enumerate(ld_idx)
+            if p > 0 and g[i].op == "WAIT" and times[p][0] > times[p - 1][1]}
 
 
-def hoist_weight_loads(streams, tags, slack: dict | None, rate: float):
-    """Move the first weight group of every layer up the LD queue (``streams["global"]``), to
-    just after the first LD instruction whose clock implies all the SIGNALs its WAITs need,
-    past the loads of layers whose DRAM ``slack`` (cycles, :func:`layer_slack`; ``None``: no
-    limit) still covers the group's transfer (``rate``: bytes per cycle), and never past
-    another weight group.
-    Returns the new global instructions and tags and the number of groups moved."""
+def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64):
+    """Move the first weight group of every layer up the LD queue (``streams["global"]``) into
+    a gap where the LD unit idles: just before the closest earlier LD ``WAIT`` that blocks the
+    unit (``idle``: cycles, :func:`ld_idle`) at least as long as the group's transfer
+    (``rate``: bytes per cycle) plus ``margin``, provided that what LD knows there already
+    implies every SIGNAL the group's WAITs need (:func:`happens_before`) and without passing
+    another weight group. A gap's time is spent once. Returns the new global instructions and
+    tags and the number of groups moved."""
     g, tg = streams["global"], tags["global"]
     groups = weight_groups(g)
     seen = set()
-    first = []
+    firsts = set()
     for j, k in groups:
         if tg[k] not in seen:
             seen.add(tg[k])
-            first.append((j, k))
-    if not first:
+            firsts.add(j)
+    if not firsts:
         return list(g), list(tg), 0
-    firsts = {j for j, _ in first}
     ld_clock, signals = happens_before(streams)
     ld_idx = [i for i, ins in enumerate(g) if ins.unit == "LD"]
     ld_pos = {i: p for p, i in enumerate(ld_idx)}
-    room = dict(slack or {})
+    room = dict(idle)
 
     def implied(sem, clk):
         return all(clk.get(u, 0) > pos for u, pos in signals.get(sem, []))
@@ -292,25 +276,19 @@ def hoist_weight_loads(streams, tags, slack: dict | None, rate: float):
             continue
         sems = [g[x].f["sem"] for x in range(j, k) if g[x].op == "WAIT"]
         cost = sum(g[x].f["count"] * g[x].f["length"] for x in range(j, k)
-                   if g[x].op == "LOAD") / rate
-        charged = set()
+                   if g[x].op == "LOAD") / rate + margin
         p = ld_pos[j]
-        # walk up the LD queue: the group goes before ld_idx[p - 1] if what LD knows after
-        # ld_idx[p - 2] already implies every SIGNAL its WAITs need and that layer has room
+        # walk up the LD queue while the group may stand before ld_idx[p - 1] (what LD knows
+        # after ld_idx[p - 2] implies the group's events); stop at the first WAIT with room
         while p > 0 and ld_idx[p - 1] > prev_end:
-            x = tg[ld_idx[p - 1]]
-            if slack is not None and x != tg[k] and x not in charged and room.get(x, 0) < cost:
-                break
             clk = ld_clock[ld_idx[p - 2]] if p >= 2 else {}
             if not all(implied(s, clk) for s in sems):
                 break
-            if x != tg[k] and x not in charged:
-                charged.add(x)
-                room[x] = room.get(x, 0) - cost
             p -= 1
-        target = ld_idx[p]
-        if target != j:
-            moves[j] = (target, k)
+            if room.get(ld_idx[p], 0) >= cost:
+                room[ld_idx[p]] -= cost
+                moves[j] = (ld_idx[p], k)
+                break
         prev_end = k
     if not moves:
         return list(g), list(tg), 0
