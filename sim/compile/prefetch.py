@@ -1,7 +1,8 @@
 """Cross-layer weight prefetch: the next layer's first weight and parameter LOADs issued while
 the current layer computes, into the part of buffer C that is free then.
 
-``compile(..., prefetch=True)`` (``--prefetch``):
+``compile(..., prefetch=True)`` (``--prefetch``), off by default (it doubles the compile time
+and, measured, gains 0-1.5 % on the zoo models: docs/perf.md):
 
 * :class:`WeightArena`, the allocation of buffer C. Without prefetch C is two fixed halves
   used in turn (:class:`~sim.compile.schedule.Slots`): a layer's first weight group goes into
@@ -19,16 +20,18 @@ the current layer computes, into the part of buffer C that is free then.
   either end of the buffer, smaller ones anywhere, so two large chunks of a layer alternate
   at the ends and the small groups of the next layers (a depthwise conv's weights, an
   attention's records) and often the next layer's first chunk fit in the middle.
-
-``prefetch="hoist"`` (a what-if, measured slower on the zoo models, docs/perf.md) adds
-:func:`hoist_weight_loads`, a transformation of the emitted LD stream: each layer's first
-weight group (its WAITs, LOADs into C and SIGNAL) moves up the LD queue, past the activation
-loads of earlier layers, to just after the first LD instruction at which every event it waits
-for has certainly happened (a happens-before analysis of the SIGNAL/WAIT graph with vector
-clocks, :func:`happens_before`): the group then never blocks the LD unit, cannot deadlock (its
-WAITs are implied by what LD has already waited for) and still waits for the previous users of
-its space; it passes only the loads of layers whose DRAM slack (:func:`layer_slack`) covers its
-transfer, and never another weight group.
+* :func:`hoist_weight_loads`, a transformation of the assembled LD stream: each layer's
+  first weight group (its WAITs, LOADs into C and SIGNAL) moves up the LD queue, past the
+  activation loads of earlier layers, to just before an LD ``WAIT`` on which the LD unit sits
+  idle in the cycle model (:func:`ld_idle`) at least as long as the group's transfer takes, so
+  the transfer fills time in which the LD unit moves nothing. The group must still be after
+  every LD instruction that its WAITs depend on: it goes only where what the LD unit knows
+  already implies every SIGNAL its WAITs need (a happens-before analysis of the SIGNAL/WAIT
+  graph with vector clocks, :func:`happens_before`), so it cannot deadlock and still waits for
+  the previous users of its space; it never passes another weight group. Moving a group
+  anywhere else costs time: an LD SIGNAL is posted (it fires when every earlier transfer of
+  the unit has landed), so a group ahead of a tile's "loaded" SIGNAL delays that tile by its
+  transfer time (measured: a rule by DRAM slack per layer was slower than not moving at all).
 
 The consumers are unchanged: they WAIT for the group's SIGNAL, which moves with it.
 """
@@ -40,7 +43,7 @@ import math
 from ..isa import BUFS
 from .common import ALIGN, CompileError, align
 
-__all__ = ["WeightArena", "hoist_weight_loads", "happens_before", "weight_groups"]
+__all__ = ["WeightArena", "hoist_weight_loads", "ld_idle", "happens_before", "weight_groups"]
 
 #: a weight group larger than this fraction of buffer C goes to one of its ends
 BIG_GROUP = 1 / 4
