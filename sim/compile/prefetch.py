@@ -2,7 +2,7 @@
 the current layer computes, into the part of buffer C that is free then.
 
 ``compile(..., prefetch=True)`` (``--prefetch``), off by default (it doubles the compile time
-and, measured, gains 0-1.5 % on the zoo models: docs/perf.md):
+and, measured, gains 0.04-1.5 % on B0/B1/B2-R224: docs/perf.md):
 
 * :class:`WeightArena`, the allocation of buffer C. Without prefetch C is two fixed halves
   used in turn (:class:`~sim.compile.schedule.Slots`): a layer's first weight group goes into
