@@ -297,3 +297,17 @@ def test_cli_prefetch_flag(tmp_path):
                         "paper", "--frames", "1", "--json", "--prefetch"], capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("model", ["b0-r224", "b1-r224", "b2-r224"])
+def test_zoo_models_with_prefetch_run_like_golden(model):
+    """Whole zoo models on `paper` compiled with prefetch: funcsim == golden in both unit
+    orders (about 1 min per model and order for B1-R224)."""
+    prog = zoo.build(model, seed=0)
+    x = golden.quantize_input(zoo.random_image(224, seed=2), prog.tensors[prog.inputs[0]])
+    b = compile_(prog, PAPER, prefetch=True)
+    ref = golden.run(prog, x)
+    for order in ("ld_first", "ld_last"):
+        got = run(b, x, order=order)
+        assert all(np.array_equal(got[k], ref[k]) for k in prog.outputs), order
