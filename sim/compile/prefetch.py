@@ -170,13 +170,14 @@ def weight_groups(instrs):
 
 
 def happens_before(streams):
-    """Vector clocks of the units: ``{(stream, unit): [clock per instruction]}``, each clock a
-    dict ``{(stream, unit): n}`` meaning "the first n instructions of that unit have executed
-    before this one starts" (its own unit: the instructions before it). A WAIT learns the
-    clocks of its semaphore's SIGNALs only when it needs all of them (``count`` = their
-    total); otherwise it learns nothing (a safe under-estimate). Only what the LD transformation
-    needs is kept: the clock at every LD instruction; returns ``{index: clock}`` for the LD
-    unit of the global stream, and raises :class:`CompileError` on a deadlock."""
+    """Happens-before by vector clocks, from an untimed run of every unit's queue: a clock is a
+    dict ``{(stream, unit): n}``, "the first n instructions of that unit have certainly executed"
+    (a WAIT learns the clocks of its semaphore's SIGNALs only when it needs all of them,
+    ``count`` = their total; otherwise nothing: a safe under-estimate). Returns ``(ld_clock,
+    signals)``: the LD unit's clock at each of its instructions (by index in
+    ``streams["global"]``, after a WAIT what it learned), and per semaphore the ``(unit,
+    position in its queue)`` of every SIGNAL of it. Raises :class:`CompileError` on a
+    deadlock."""
     from ..funcsim import CORE_UNITS, GLOBAL_UNITS
     queues = {}
     for s, ins in streams.items():
