@@ -85,7 +85,8 @@ def test_core_rtl_attention(simulator):
 
 
 def test_core_rtl_prefetch(simulator):
-    """A LiteMLA module (qkv, DW 5x5, grouped PW, attention, projection: 15 weight groups) at
-    8x8 compiled with the cross-layer weight prefetch (buffer C as one arena: other C addresses
-    and waits than without): output bit-exact, cycles equal to sim.perf's on that Binary."""
+    """A LiteMLA module (qkv, DW 5x5, grouped PW, attention, projection: 8 weight groups) at
+    8x8 compiled with the cross-layer weight prefetch (buffer C as one arena and weight groups
+    moved up the LD queue: other C addresses, waits and LD order than without): output
+    bit-exact, cycles equal to sim.perf's on that Binary."""
     _run(("litemla_8x8",), simulator, prefetch=True)
