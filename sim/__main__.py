@@ -72,7 +72,8 @@ def cmd_perf(args):
     prog = _program(args)
     prog.meta["name"] = args.model if not args.program else Path(args.program).stem
     try:
-        b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip)
+        b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip,
+                     prefetch=args.prefetch)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     rep = simulate(b)
@@ -139,7 +140,8 @@ def cmd_table7(args):
             raise UserError(f"--models: {e}") from None
     if args.frames < 1:
         raise UserError(f"--frames must be >= 1 (1: latency mode only), got {args.frames}")
-    rows = table7_rows(cfg, models, seed=args.seed, progress=not args.json, frames=args.frames)
+    rows = table7_rows(cfg, models, seed=args.seed, progress=not args.json, frames=args.frames,
+                       prefetch=args.prefetch)
     if args.json:
         print(to_json(rows))
     else:
@@ -223,7 +225,8 @@ def cmd_compile(args):
     except IntProgramError as e:
         raise UserError(str(e)) from None
     try:
-        b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip)
+        b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip,
+                     prefetch=args.prefetch)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     try:
@@ -326,6 +329,9 @@ def main(argv=None):
     p.add_argument("--no-attn-onchip", action="store_true",
                    help="the attention context modules' activations through DRAM (the schedule "
                         "before sim.compile.attctx; for an A/B see `python -m sim attctx`)")
+    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
+                   help="cross-layer weight prefetch (sim.compile.prefetch; default off: "
+                        "+1.1 %% FPS on B1-R224 for twice the compile time, docs/perf.md)")
     p.add_argument("--frames", type=int, default=3,
                    help="streaming mode: replay the Binary this many frames back to back and "
                         "report the steady-state FPS (default 3; 1: latency mode only)")
@@ -357,6 +363,8 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=3,
                    help="frames back to back for the streaming column (default 3; 1: omit it)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
+                   help="cross-layer weight prefetch (sim.compile.prefetch)")
     p.add_argument("-o", "--out", help="also write JSON here")
     p.set_defaults(fn=cmd_table7)
 
@@ -400,6 +408,8 @@ def main(argv=None):
     p.add_argument("--no-fuse", action="store_true")
     p.add_argument("--no-attn-onchip", action="store_true",
                    help="the attention context modules through DRAM (before sim.compile.attctx)")
+    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
+                   help="cross-layer weight prefetch (sim.compile.prefetch)")
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("access", help="buffer access of the core units (strides, rates, sharing)")

@@ -228,10 +228,10 @@ def plot_sweep(rows, path, title="") -> Path:
 
 
 def table7_rows(cfg, models=TABLE7_MODELS, *, seed: int = 0, progress: bool = True,
-                frames: int = 3) -> list[dict]:
+                frames: int = 3, prefetch: bool = False) -> list[dict]:
     """One row per model: latency and streaming mode (``frames`` back to back, :func:`sim.perf.
     stream`; ``frames=1``: latency only), the bounds of :mod:`sim.bounds` and the paper's
-    figures."""
+    figures (``prefetch``: compiled with the cross-layer weight prefetch)."""
     from tqdm import tqdm
     from . import zoo
     from .compile import compile as compile_
@@ -239,7 +239,7 @@ def table7_rows(cfg, models=TABLE7_MODELS, *, seed: int = 0, progress: bool = Tr
     rows = []
     for m in tqdm(models, desc="table7", disable=not progress):
         prog = zoo.build(m, seed=seed)
-        binary = compile_(prog, cfg)
+        binary = compile_(prog, cfg, prefetch=prefetch)
         rep = simulate(binary)
         if frames > 1:
             rep.streaming = stream(binary, frames=frames)

@@ -97,18 +97,19 @@ def _source_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def cached_binary(model: str, cfg, *, seed: int = 0, cache="build/bench"):
+def cached_binary(model: str, cfg, *, seed: int = 0, cache="build/bench", prefetch=False):
     """``(Binary, its cache path, whether it came from the cache)``: the compiled zoo ``model``
-    for ``cfg``, from ``cache`` when an earlier run of the same sources, config and seed wrote
-    it (build/ is generated output)."""
+    for ``cfg`` (``prefetch``: :func:`sim.compile.compile`'s option), from ``cache`` when an
+    earlier run of the same sources, config, seed and options wrote it (build/ is generated
+    output)."""
     from pathlib import Path
 
     from sim import zoo
     from sim.compile import Binary, CompileError
     from sim.compile import compile as compile_binary
     import hashlib
-    key = f"{model}-s{seed}-" + hashlib.sha256((_source_digest() + cfg.to_json()).encode()
-                                               ).hexdigest()[:16]
+    key = f"{model}-s{seed}{'-prefetch' if prefetch else ''}-" + hashlib.sha256(
+        (_source_digest() + cfg.to_json()).encode()).hexdigest()[:16]
     path = Path(cache) / f"{key}.bin.npz"
     if path.exists():
         try:
@@ -117,7 +118,7 @@ def cached_binary(model: str, cfg, *, seed: int = 0, cache="build/bench"):
             pass
     prog = zoo.build(model, seed=seed)
     prog.meta.setdefault("name", model)
-    b = compile_binary(prog, cfg)
+    b = compile_binary(prog, cfg, prefetch=prefetch)
     path.parent.mkdir(parents=True, exist_ok=True)
     b.save(path)
     return b, path, False
@@ -140,14 +141,16 @@ def cached_hazards(binary, path):
     return hz
 
 
-def bound_ratios(models, cfg, *, cache="build/bench", frames: int = 3) -> dict:
+def bound_ratios(models, cfg, *, cache="build/bench", frames: int = 3,
+                 prefetch: bool = False) -> dict:
     """Latency and streaming FPS of each zoo model and their fractions of the compute and
-    traffic bounds (:mod:`sim.bounds`), flat keys ``{model}_{figure}``; ``cached_binaries``
-    counts the Binaries taken from ``cache``."""
+    traffic bounds (:mod:`sim.bounds`), flat keys ``{model}_{figure}`` (``prefetch``: compiled
+    with the cross-layer weight prefetch); ``cached_binaries`` counts the Binaries taken from
+    ``cache``."""
     from sim import perf
     out, hits = {}, 0
     for m in models:
-        b, path, hit = cached_binary(m, cfg, cache=cache)
+        b, path, hit = cached_binary(m, cfg, cache=cache, prefetch=prefetch)
         hits += hit
         rep = perf.simulate(b)
         rep.streaming = perf.stream(b, frames=frames, hazards=cached_hazards(b, path))
@@ -164,11 +167,21 @@ def bound_ratios(models, cfg, *, cache="build/bench", frames: int = 3) -> dict:
 
 
 @bench("bounds", "Table VII models on `paper`: latency and streaming FPS as fractions of the "
-                 "compute and traffic bounds (sim.bounds), measured in this run")
+                 "compute and traffic bounds (sim.bounds), measured in this run, without and "
+                 "with the cross-layer weight prefetch (keys prefetch_*)")
 def bench_bounds() -> dict:
     from sim.config import AccelConfig
     from sim.report import TABLE7_MODELS
-    return bound_ratios(TABLE7_MODELS, AccelConfig.from_string("paper"))
+    cfg = AccelConfig.from_string("paper")
+    out = bound_ratios(TABLE7_MODELS, cfg)
+    pf = bound_ratios(TABLE7_MODELS, cfg, prefetch=True)
+    out["cached_binaries"] += pf.pop("cached_binaries")
+    out.update({f"prefetch_{k}": v for k, v in pf.items()})
+    for m in TABLE7_MODELS:
+        k = m.replace("-", "_")
+        out[f"prefetch_{k}_latency_speedup"] = round(
+            out[f"prefetch_{k}_latency_fps"] / out[f"{k}_latency_fps"], 4)
+    return out
 
 
 @bench("quantize", "quant: quantize B1-R224 (fast default, 64 calibration images): time, CPU, "

@@ -28,14 +28,16 @@ pytestmark = pytest.mark.rtl
 DEFAULT = ("pw_relu", "dw3_s2", "pool", "conv3_s2")
 
 
-def _run(cases, simulator):
-    """Run ``cases`` (same engine sizes) in one simulation; check outputs (in cocotb) and cycles."""
+def _run(cases, simulator, prefetch=False):
+    """Run ``cases`` (same engine sizes) in one simulation; check outputs (in cocotb) and cycles
+    (``prefetch``: the Binaries compiled with the cross-layer weight prefetch)."""
     cfgs = {make_case(c)[1] for c in cases}
     assert len({(c.N, c.M, c.T, c.S, c.dsp_packing) for c in cfgs}) == 1, \
         "one engine configuration per run"
     cfg = next(iter(cfgs))
     run_cocotb(component=Core.from_config(cfg), name="core", test_module="tb.core.cocotb_core",
-               simulator=simulator, params=dict(cases=list(cases), seed=0, max_cycles=20000),
+               simulator=simulator, params=dict(cases=list(cases), seed=0, max_cycles=20000,
+                                                prefetch=prefetch),
                timeout_s=1800)
     # the cocotb test wrote the cycle counts into its run directory
     runs = sorted((REPO_ROOT / "build" / "rtl" / simulator).glob(
@@ -44,7 +46,8 @@ def _run(cases, simulator):
     assert sorted(rec) == sorted(cases)
     for case in cases:
         prog, cfg, x = make_case(case)
-        model = perf.simulate(sc.compile(prog, cfg), env=timing.PYTHON_HARNESS).cycles
+        model = perf.simulate(sc.compile(prog, cfg, prefetch=prefetch),
+                              env=timing.PYTHON_HARNESS).cycles
         got = rec[case]["cycles"]
         print(f"{case} on {simulator}: {got} cycles, sim.perf {model} (harness timing)")
         assert got == model, f"{case} on {simulator}: {got} cycles, sim.perf {model}"
@@ -86,3 +89,11 @@ def test_core_rtl_context_module(simulator):
     the aggregation's DW output, the aggregated qkv and the attention output never leave the
     chip; output bit-exact with sim.golden, cycles equal to sim.perf's."""
     _run(("litemla_ctx",), simulator)
+
+
+def test_core_rtl_prefetch(simulator):
+    """A LiteMLA module (qkv, DW 5x5, grouped PW, attention, projection: 8 weight groups) at
+    8x8 compiled with the cross-layer weight prefetch (buffer C as one arena and weight groups
+    moved up the LD queue: other C addresses, waits and LD order than without): output
+    bit-exact, cycles equal to sim.perf's on that Binary."""
+    _run(("litemla_8x8",), simulator, prefetch=True)

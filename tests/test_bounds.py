@@ -276,6 +276,12 @@ def test_bench_bound_ratios_small(tmp_path):
     assert b["cached_binaries"] == 1
     assert {k: v for k, v in a.items() if k != "cached_binaries"} == \
         {k: v for k, v in b.items() if k != "cached_binaries"}
+    # the prefetch Binary is cached apart and timed as compiled with prefetch
+    c = bound_ratios(["b0-r64"], PAPER, cache=tmp_path, frames=2, prefetch=True)
+    assert c["cached_binaries"] == 0
+    from sim import compile as sc, perf
+    fps = perf.simulate(sc.compile(zoo.build("b0-r64", seed=0), PAPER, prefetch=True)).summary()
+    assert c["b0_r64_latency_fps"] == round(fps["fps"], 1)
 
 
 @pytest.mark.regress

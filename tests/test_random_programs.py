@@ -34,9 +34,9 @@ _SETTINGS = dict(deadline=None, derandomize=True, database=None,
 CAPACITY = re.compile(r"does not fit|need a divisor buffer|synchronisation events")
 
 
-def _run(prog, cfg, x):
+def _run(prog, cfg, x, prefetch=False):
     try:
-        b = sc.compile(prog, cfg)
+        b = sc.compile(prog, cfg, prefetch=prefetch)
     except sc.CompileError as e:
         assert CAPACITY.search(str(e)), f"valid program refused: {e}\n{prog.summary()}\n{cfg}"
         return "capacity"
@@ -46,11 +46,12 @@ def _run(prog, cfg, x):
         with pytest.raises(funcsim.FuncSimError):
             funcsim.run(b, x)
         return "overflow"
-    out = funcsim.run(b, x)
-    for k in prog.outputs:
-        bad = np.argwhere(out[k] != ref[k])
-        assert bad.size == 0, (f"{k}: {len(bad)} values differ from golden, first at "
-                               f"{bad[0].tolist()}\n{prog.summary()}\n{cfg}")
+    for order in ("ld_first", "ld_last") if prefetch else ("ld_first",):
+        out = funcsim.run(b, x, order=order)
+        for k in prog.outputs:
+            bad = np.argwhere(out[k] != ref[k])
+            assert bad.size == 0, (f"{k}: {len(bad)} values differ from golden, first at "
+                                   f"{bad[0].tolist()} ({order})\n{prog.summary()}\n{cfg}")
     return "ok"
 
 
@@ -65,6 +66,21 @@ def test_random_programs_funcsim_equals_golden(case):
 @given(case=cases(max_cores=4, max_layers=6))
 def test_random_programs_funcsim_equals_golden_regress(case):
     _run(*case)
+
+
+@settings(max_examples=FAST // 2, **_SETTINGS)
+@given(case=cases(max_layers=6))
+def test_random_programs_with_prefetch_funcsim_equals_golden(case):
+    """Compiled with the cross-layer weight prefetch (sim.compile.prefetch: buffer C as one
+    arena), run with the DMA units first and last (missing slot-free / data-ready waits)."""
+    _run(*case, prefetch=True)
+
+
+@pytest.mark.regress
+@settings(max_examples=REGRESS // 2, **_SETTINGS)
+@given(case=cases(max_cores=4, max_layers=6, max_hw=24, max_c=48))
+def test_random_programs_with_prefetch_funcsim_equals_golden_regress(case):
+    _run(*case, prefetch=True)
 
 
 @pytest.mark.regress

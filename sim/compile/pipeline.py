@@ -4,8 +4,13 @@
 2. fusion (:mod:`.fusion`): fused chains and B-resident tensors (skipped with ``fuse=False``),
    and the attention context modules kept on chip (:mod:`.attctx`, ``attn_onchip``);
 3. emission, node by node in program order (:mod:`.ops`), each emitter planning its tiles
-   (:mod:`.tiling`) and scheduling them (:mod:`.schedule`, :mod:`.residency`);
-4. assembly (:mod:`.assemble`): HALTs and the DRAM image.
+   (:mod:`.tiling`) and scheduling them (:mod:`.schedule`, :mod:`.residency`; with
+   ``prefetch`` buffer C is one arena, :class:`.prefetch.WeightArena`, and the emission runs
+   twice, the first time only to learn the weight groups' sizes);
+4. assembly (:mod:`.assemble`): HALTs and the DRAM image;
+5. with ``prefetch``: each layer's first weight group moved up the LD queue into time the LD
+   unit idles in the cycle model (:func:`.prefetch.ld_idle`,
+   :func:`.prefetch.hoist_weight_loads`).
 """
 
 from __future__ import annotations
@@ -26,17 +31,21 @@ from .ops.conv import emit_conv
 from .ops.depthwise import emit_depthwise
 from .ops.host import emit_layernorm
 from .ops.pool import emit_pool
+from .prefetch import hoist_weight_loads, ld_idle
 from .residency import Residency
 from .schedule import Scheduler
 
 __all__ = ["compile", "new_context", "emitter_for"]
 
 
-def new_context(prog: IntProgram, cfg: AccelConfig) -> Context:
+def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch=False) -> Context:
     """A compilation of ``prog`` (validated) for ``cfg`` after the layout pass: every tensor
-    placed in DRAM, nothing emitted, no tensor kept on chip. A malformed program raises
-    :class:`~sim.intprogram.IntProgramError`; a valid one that ``cfg``'s engines cannot run
-    (``validate(cfg)``, e.g. a depthwise kernel with ``k*k < N + 1``) :class:`CompileError`."""
+    placed in DRAM, nothing emitted, no tensor kept on chip (``prefetch``: buffer C is a
+    :class:`~sim.compile.prefetch.WeightArena`, otherwise two halves; ``True`` or the list of
+    the weight groups' sizes in load order, ``Scheduler.group_sizes`` of an earlier emission).
+    A malformed program raises :class:`~sim.intprogram.IntProgramError`; a valid one that
+    ``cfg``'s engines cannot run (``validate(cfg)``, e.g. a depthwise kernel with
+    ``k*k < N + 1``) :class:`CompileError`."""
     prog = prog.validate()
     try:
         prog.validate(cfg)
@@ -45,7 +54,7 @@ def new_context(prog: IntProgram, cfg: AccelConfig) -> Context:
     em = Emitter(cfg)
     image = DramImage()
     layout = layout_tensors(prog, image)
-    sched = Scheduler(em, cfg, layout)
+    sched = Scheduler(em, cfg, layout, prefetch=prefetch)
     return Context(prog, cfg, em, image, layout, sched, Residency(prog, sched, layout, {}))
 
 
@@ -96,12 +105,32 @@ def emit_program(ctx: Context, chains: dict):
 
 
 def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
-            attn_onchip: bool = True) -> Binary:
+            attn_onchip: bool = True, prefetch: bool = False) -> Binary:
     """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
     ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM);
     ``attn_onchip=False`` keeps the attention context modules' activations going through
-    DRAM as before :mod:`.attctx` (for an A/B comparison; implied by ``fuse=False``)."""
-    ctx = new_context(prog, cfg)
+    DRAM as before :mod:`.attctx` (for an A/B comparison; implied by ``fuse=False``).
+    ``prefetch=True`` turns on the cross-layer weight prefetch (:mod:`sim.compile.prefetch`):
+    buffer C as one arena where each weight group goes into the space freed first, and each
+    layer's first weight group moved up the LD queue into time the LD unit would idle, so that
+    it loads while earlier layers compute (docs/perf.md, "Cross-layer weight prefetch")."""
+    if prefetch not in (False, True):
+        raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, False)
+    if not prefetch:
+        return assemble(ctx)
+    # the weight groups' sizes (they do not depend on where C holds them) let the arena place
+    # each group so that the next one fits beside it: emit again with the plan
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, ctx.sched.group_sizes)
+    binary = assemble(ctx)
+    g, t, _ = hoist_weight_loads(binary.streams, binary.tags, ld_idle(binary),
+                                 cfg.dram_bytes_per_cycle)
+    binary.streams["global"], binary.tags["global"] = g, t
+    return binary
+
+
+def _emitted(prog, cfg, fuse, attn_onchip, prefetch) -> Context:
+    ctx = new_context(prog, cfg, prefetch=prefetch)
     chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size) if fuse else {}
     att = plan_context_modules(ctx.prog, cfg, ctx.layout.alias, chains) \
         if fuse and attn_onchip else None
@@ -114,4 +143,4 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
         ctx.res.readers.update(att.readers)
         ctx.attn_hpt.update(att.heads_per_group)
     emit_program(ctx, chains)
-    return assemble(ctx)
+    return ctx

@@ -43,6 +43,12 @@ class Slots:
                 return i
         raise CompileError(f"every one of the {len(self.base)} slots holds a resident tensor")
 
+    def acquire(self, i, nbytes):
+        """Slot ``i`` is about to be written (``nbytes`` from its base): the events to wait
+        for first (its previous users'); the slot's ``busy`` list starts again empty."""
+        busy, self.busy[i] = self.busy[i], []
+        return busy
+
 
 class DramSync:
     """Read-after-write through DRAM. ``stores``: base tensor -> [(c0, c1, r0, r1, sem)], the
@@ -91,19 +97,25 @@ class Scheduler:
     """The tile protocol every op emitter follows: take slots, load (waiting until the slot is
     free), compute, signal, store, and record when each slot is free again."""
 
-    def __init__(self, em: Emitter, cfg, layout: TensorLayout):
+    def __init__(self, em: Emitter, cfg, layout: TensorLayout, *, prefetch=False):
+        from .prefetch import WeightArena
         self.em = em
         self.B = Slots(cfg.buf_b_bytes, B_SLOTS)
         self.C = Slots(cfg.buf_c_bytes)
+        self.group_sizes = []   #: bytes of every weight group, in load order
+        if prefetch:            # buffer C as one arena (sim.compile.prefetch)
+            self.C = WeightArena(self.C.size * 2, self.C.size,
+                                 None if prefetch is True else list(prefetch))
         self.O = Slots(cfg.buf_out_bytes)
         self.sync = DramSync(em, layout)
 
     def load_weights(self, slot_c, blocks):
         """LD the given (dram_addr, nbytes, buf_off) blocks into C slot; returns the ready sem."""
         em = self.em
-        for sem, cnt in self.C.busy[slot_c]:
+        nbytes = max(off + n for _, n, off in blocks)
+        self.group_sizes.append(nbytes)
+        for sem, cnt in self.C.acquire(slot_c, nbytes):
             em.wait("global", "LD", sem, cnt)
-        self.C.busy[slot_c] = []
         base = self.C.base[slot_c]
         for dram, nbytes, off in blocks:
             for a in range(0, nbytes, DMA_MAX):

@@ -1,0 +1,313 @@
+"""Cross-layer weight prefetch: the next layer's first weight and parameter LOADs issued while
+the current layer computes, into the part of buffer C that is free then.
+
+``compile(..., prefetch=True)`` (``--prefetch``), off by default (it doubles the compile time
+and, measured, gains 0.04-1.5 % on B0/B1/B2-R224: docs/perf.md):
+
+* :class:`WeightArena`, the allocation of buffer C. Without prefetch C is two fixed halves
+  used in turn (:class:`~sim.compile.schedule.Slots`): a layer's first weight group goes into
+  the half its predecessor's second-to-last group used and its LOAD waits until that group's
+  users are done, even when the group is small and most of C is idle. The arena places each
+  group (one :meth:`~sim.compile.schedule.Scheduler.load_weights`: a chunk of a conv's filters
+  with their records, a fused chain's weights, an attention's records) anywhere in the whole
+  buffer, at the offset whose previous occupants are freed first (their ``busy`` events have
+  the smallest numbers, i.e. were emitted first): its LOADs wait for the ``busy`` events of
+  every earlier group it overlaps (the allocation knows which bytes are live until which
+  events) and never overlap the group loaded just before (whose users may not all be emitted
+  yet: a fused chain's last tile is deferred). Groups are still at most half of C (the
+  chunking is unchanged). Every group leaves room beside it for the next one, whose size the
+  pipeline learns from a first emission (``sizes``); groups of more than a quarter of C go to
+  either end of the buffer, smaller ones anywhere, so two large chunks of a layer alternate
+  at the ends and the small groups of the next layers (a depthwise conv's weights, an
+  attention's records) and often the next layer's first chunk fit in the middle.
+* :func:`hoist_weight_loads`, a transformation of the assembled LD stream: each layer's
+  first weight group (its WAITs, LOADs into C and SIGNAL) moves up the LD queue, past the
+  activation loads of earlier layers, to just before an LD ``WAIT`` on which the LD unit sits
+  idle in the cycle model (:func:`ld_idle`) at least as long as the group's transfer takes, so
+  the transfer fills time in which the LD unit moves nothing. The group must still be after
+  every LD instruction that its WAITs depend on: it goes only where what the LD unit knows
+  already implies every SIGNAL its WAITs need (a happens-before analysis of the SIGNAL/WAIT
+  graph with vector clocks, :func:`happens_before`), so it cannot deadlock and still waits for
+  the previous users of its space; it never passes another weight group. Moving a group
+  anywhere else costs time: an LD SIGNAL is posted (it fires when every earlier transfer of
+  the unit has landed), so a group ahead of a tile's "loaded" SIGNAL delays that tile by its
+  transfer time (measured: a rule by DRAM slack per layer was slower than not moving at all).
+
+The consumers are unchanged: they WAIT for the group's SIGNAL, which moves with it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..isa import BUFS
+from .common import ALIGN, CompileError, align
+
+__all__ = ["WeightArena", "hoist_weight_loads", "ld_idle", "happens_before", "weight_groups"]
+
+#: a weight group larger than this fraction of buffer C goes to one of its ends
+BIG_GROUP = 1 / 4
+
+
+class WeightArena:
+    """Buffer C as one arena of ``total`` bytes for weight groups of at most ``slot`` bytes.
+
+    The interface of :class:`~sim.compile.schedule.Slots` as the emitters use it: ``size``
+    (the largest group: the chunking reads it), :meth:`next` (a new group handle), ``base``
+    and ``busy`` indexed by handle (``busy[h]``: the events after which group ``h``'s bytes
+    may be overwritten, filled by its emitter), and :meth:`acquire`, called by
+    :meth:`~sim.compile.schedule.Scheduler.load_weights`, which places the group."""
+
+    def __init__(self, total: int, slot: int, sizes=None):
+        if 2 * slot > total:
+            raise CompileError(f"weight arena: groups of {slot} bytes do not fit twice in "
+                               f"buffer C ({total} bytes)")
+        self.total = total
+        self.size = slot
+        self.unit = math.gcd(slot, ALIGN)   #: placement granularity (divides the group limit)
+        self.sizes = sizes      #: the size of every group in load order (None: unknown)
+        self.base = {}
+        self.busy = {}
+        self.pinned = set()
+        self._n = 0
+        self.live = []          #: [(start, end, handle)] of the bytes each earlier group holds
+        self.last = None        #: the most recent group: never overlapped
+        self.placed = []        #: (handle, start, end, [handles it waited for]) in load order
+
+    def next(self):
+        h = self._n
+        self._n += 1
+        self.busy[h] = []
+        return h
+
+    def _candidates(self, nbytes, after):
+        """Offsets worth trying: both ends of the buffer and next to every live interval. The
+        group loaded next (``after`` bytes) must fit beside this one (it never overlaps the
+        group loaded just before it): with ``sizes`` unknown it may be half the buffer, so a
+        group then stays inside one half."""
+        cs = {0, self.total - nbytes}
+        for a, b, _ in self.live if nbytes <= BIG_GROUP * self.total else ():
+            cs.add(align(b, self.unit))
+            cs.add(a - nbytes)
+        return sorted(c for c in cs if 0 <= c and c + nbytes <= self.total and c % self.unit == 0
+                      and (c >= after or self.total - c - nbytes >= after))
+
+    def acquire(self, h, nbytes):
+        """Place group ``h`` of ``nbytes``; returns the events its LOADs wait for."""
+        if nbytes > self.size:
+            raise CompileError(f"weight group of {nbytes} bytes > the {self.size}-byte limit")
+        u = self.unit
+        nxt = len(self.placed) + 1
+        if self.sizes is None:
+            after = self.size
+        else:
+            if len(self.sizes) < nxt or self.sizes[nxt - 1] != nbytes:
+                raise CompileError("weight arena: the groups differ from the planned sizes")
+            after = align(self.sizes[nxt], u) if nxt < len(self.sizes) else 0
+        nbytes = max(align(nbytes, u), u)
+        best = None
+        for c in self._candidates(nbytes, after):
+            hit = [x for x in self.live if x[0] < c + nbytes and c < x[1]]
+            if any(x[2] == self.last for x in hit):
+                continue
+            ev = [e for x in hit for e in self.busy[x[2]]]
+            key = (max((s for s, _ in ev), default=-1), len(ev), c)
+            if best is None or key < best[0]:
+                best = (key, c, hit, ev)
+        if best is None:        # (cannot happen: a group is at most half of the arena)
+            raise CompileError("weight arena: no space that the previous group leaves free")
+        _, c, hit, ev = best
+        end = c + nbytes
+        keep = []
+        for a, b, o in self.live:
+            if a < end and c < b:
+                if a < c:
+                    keep.append((a, c, o))
+                if end < b:
+                    keep.append((end, b, o))
+            else:
+                keep.append((a, b, o))
+        keep.append((c, end, h))
+        self.live = sorted(keep)
+        self.last = h
+        self.base[h] = c
+        self.placed.append((h, c, end, sorted({x[2] for x in hit})))
+        seen, waits = set(), []
+        for e in ev:
+            if e not in seen:
+                seen.add(e)
+                waits.append(e)
+        self.busy[h] = []
+        return waits
+
+
+# ---------------------------------------------------------------------------------------
+# the LD-stream transformation
+
+
+def weight_groups(instrs):
+    """The weight groups of a global stream: ``[(first, last)]`` index ranges (inclusive) of
+    the LD unit's ``WAIT* LOAD(C)+ SIGNAL`` runs, as
+    :meth:`~sim.compile.schedule.Scheduler.load_weights` emits them."""
+    out, i, n = [], 0, len(instrs)
+    while i < n:
+        ins = instrs[i]
+        if ins.op == "LOAD" and ins.f["buf"] == BUFS["C"]:
+            j = i
+            while j > 0 and instrs[j - 1].op == "WAIT" and instrs[j - 1].unit == "LD":
+                j -= 1
+            k = i
+            while instrs[k].op == "LOAD" and instrs[k].f["buf"] == BUFS["C"]:
+                k += 1
+            if instrs[k].op != "SIGNAL" or instrs[k].unit != "LD":
+                raise CompileError(f"global stream: weight LOADs at {i} not closed by an LD "
+                                   "SIGNAL")
+            out.append((j, k))
+            i = k + 1
+        else:
+            i += 1
+    return out
+
+
+def happens_before(streams):
+    """Happens-before by vector clocks, from an untimed run of every unit's queue: a clock is a
+    dict ``{(stream, unit): n}``, "the first n instructions of that unit have certainly executed"
+    (a WAIT learns the clocks of its semaphore's SIGNALs only when it needs all of them,
+    ``count`` = their total; otherwise nothing: a safe under-estimate). Returns ``(ld_clock,
+    signals)``: the LD unit's clock at each of its instructions (by index in
+    ``streams["global"]``, after a WAIT what it learned), and per semaphore the ``(unit,
+    position in its queue)`` of every SIGNAL of it. Raises :class:`CompileError` on a
+    deadlock."""
+    from ..funcsim import CORE_UNITS, GLOBAL_UNITS
+    queues = {}
+    for s, ins in streams.items():
+        for u in (GLOBAL_UNITS if s == "global" else CORE_UNITS):
+            queues[(s, u)] = []
+        for idx, i in enumerate(ins):
+            queues[(s, i.unit)].append((idx, i))
+    signals = {}                 # sem -> [(unit key, position)]
+    total = {}
+    for k, q in queues.items():
+        for pos, (_, i) in enumerate(q):
+            if i.op == "SIGNAL":
+                signals.setdefault(i.f["sem"], []).append((k, pos))
+                total[i.f["sem"]] = total.get(i.f["sem"], 0) + i.f.get("count", 1)
+    pc = {k: 0 for k in queues}
+    clock = {k: {} for k in queues}
+    sem_clock = {}               # sem -> (count so far, joined clock of its signals)
+    ld_key = ("global", "LD")
+    ld_clock = {}
+    progress = True
+    while progress:
+        progress = False
+        for k, q in queues.items():
+            while pc[k] < len(q):
+                idx, i = q[pc[k]]
+                if i.op == "WAIT":
+                    cnt, vc = sem_clock.get(i.f["sem"], (0, {}))
+                    if cnt < i.f["count"]:
+                        break
+                    if i.f["count"] >= total.get(i.f["sem"], 0):
+                        c = clock[k]
+                        for u, n in vc.items():
+                            if c.get(u, 0) < n:
+                                c[u] = n
+                if k == ld_key:
+                    ld_clock[idx] = dict(clock[k])
+                if i.op == "SIGNAL":
+                    cnt, vc = sem_clock.get(i.f["sem"], (0, {}))
+                    vc = dict(vc)
+                    for u, n in clock[k].items():
+                        if vc.get(u, 0) < n:
+                            vc[u] = n
+                    vc[k] = max(vc.get(k, 0), pc[k] + 1)
+                    sem_clock[i.f["sem"]] = (cnt + i.f.get("count", 1), vc)
+                pc[k] += 1
+                clock[k][k] = pc[k]
+                progress = True
+    stuck = [k for k, q in queues.items() if pc[k] < len(q)]
+    if stuck:
+        raise CompileError(f"the instruction streams deadlock (units {stuck[:3]} blocked)")
+    return ld_clock, signals
+
+
+def ld_idle(binary) -> dict:
+    """Per LD ``WAIT`` of ``binary``'s global stream (by index): the cycles the LD unit sits
+    blocked on it in the cycle model (:func:`sim.perf.simulate`, the accelerator's timing):
+    from the cycle it is reached (the previous LD instruction issued) to the cycle it is
+    consumed. Time in which a weight transfer issued just before the WAIT delays nothing."""
+    from ..perf import simulate
+    tr = []
+    simulate(binary, trace=tr)
+    g = binary.streams["global"]
+    ld_idx = [i for i, ins in enumerate(g) if ins.unit == "LD"]
+    times = [(e[4], e[5]) for e in tr if e[0] == "global" and e[1] == "LD"]
+    return {i: times[p][0] - times[p - 1][1] for p, i in enumerate(ld_idx)
+            if p > 0 and g[i].op == "WAIT" and times[p][0] > times[p - 1][1]}
+
+
+def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64):
+    """Move the first weight group of every layer up the LD queue (``streams["global"]``) into
+    a gap where the LD unit idles: just before the closest earlier LD ``WAIT`` that blocks the
+    unit (``idle``: cycles, :func:`ld_idle`) at least as long as the group's transfer
+    (``rate``: bytes per cycle) plus ``margin``, provided that what LD knows there already
+    implies every SIGNAL the group's WAITs need (:func:`happens_before`) and without passing
+    another weight group. A gap's time is spent once. Returns the new global instructions and
+    tags and the number of groups moved."""
+    g, tg = streams["global"], tags["global"]
+    groups = weight_groups(g)
+    seen = set()
+    firsts = set()
+    for j, k in groups:
+        if tg[k] not in seen:
+            seen.add(tg[k])
+            firsts.add(j)
+    if not firsts:
+        return list(g), list(tg), 0
+    ld_clock, signals = happens_before(streams)
+    ld_idx = [i for i, ins in enumerate(g) if ins.unit == "LD"]
+    ld_pos = {i: p for p, i in enumerate(ld_idx)}
+    room = dict(idle)
+
+    def implied(sem, clk):
+        return all(clk.get(u, 0) > pos for u, pos in signals.get(sem, []))
+
+    moves = {}                   # group start index -> (index it goes before, group end)
+    prev_end = -1
+    for j, k in groups:
+        if j not in firsts:
+            prev_end = k
+            continue
+        sems = [g[x].f["sem"] for x in range(j, k) if g[x].op == "WAIT"]
+        cost = sum(g[x].f["count"] * g[x].f["length"] for x in range(j, k)
+                   if g[x].op == "LOAD") / rate + margin
+        p = ld_pos[j]
+        # walk up the LD queue while the group may stand before ld_idx[p - 1] (what LD knows
+        # after ld_idx[p - 2] implies the group's events); stop at the first WAIT with room
+        while p > 0 and ld_idx[p - 1] > prev_end:
+            clk = ld_clock[ld_idx[p - 2]] if p >= 2 else {}
+            if not all(implied(s, clk) for s in sems):
+                break
+            p -= 1
+            if room.get(ld_idx[p], 0) >= cost:
+                room[ld_idx[p]] -= cost
+                moves[j] = (ld_idx[p], k)
+                break
+        prev_end = k
+    if not moves:
+        return list(g), list(tg), 0
+    # rebuild: a moved group is inserted before the instruction ``target``
+    before = {}
+    skip = set()
+    for j, (target, k) in moves.items():
+        before.setdefault(target, []).extend(range(j, k + 1))
+        skip.update(range(j, k + 1))
+    ng, ntg = [], []
+    for i in range(len(g)):
+        for x in before.get(i, ()):
+            ng.append(g[x])
+            ntg.append(tg[x])
+        if i not in skip:
+            ng.append(g[i])
+            ntg.append(tg[i])
+    return ng, ntg, len(moves)
