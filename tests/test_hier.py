@@ -181,3 +181,38 @@ def test_accelerator_hierarchy_parameter_is_checked():
     from hw.system.accelerator import Accelerator
     with pytest.raises(TypeError, match="hierarchy"):
         Accelerator(config="small:L=1", hierarchy="yes")
+
+
+@pytest.mark.slow
+def test_estimate_top_synthesises_each_module_once():
+    """estimate_accelerator(method="top"): trio_core once (x L), the top alone with the core and
+    the buffers as black boxes, the behavioural buffers by size (a stand-in for yosys that
+    records what it is given and sizes each module by hand)."""
+    from hw.system.estimate import estimate_accelerator
+    from sim.config import AccelConfig
+    seen = []
+    size = {"trio_core": 1000, "trio_accel": 300}
+
+    def est(text, top, *, abc9, lib):
+        seen.append((top, text, lib))
+        assert abc9 is False
+        return {"LUT": size[top], "FF": 2 * size[top], "DSP48E2": size[top] // 100,
+                "RAMB18": 2, "RAMB36": 1}
+    cfg = AccelConfig.from_string("small:L=3")
+    res = estimate_accelerator(cfg, sems=64, method="top", estimate_verilog=est)
+    assert [t for t, _, _ in seen] == ["trio_core", "trio_accel"]
+    (_, core_text, core_lib), (_, top_text, top_lib) = seen
+    assert core_lib is None and re.search(r"^module trio_core\(", core_text, re.M)
+    assert not re.search(r"^module trio_core\(", top_text, re.M)
+    assert not re.search(r"^module trio_buffers\(", top_text, re.M)
+    assert top_text.count("trio_core u (") == 3 and top_text.count("trio_buffers u (") == 1
+    for mod in ("trio_core", "trio_buffers"):      # both black boxes beside the top
+        assert f"(* blackbox *)\nmodule {mod}(" in top_lib
+    rows = {r["part"]: r for r in res["parts"]}
+    assert rows["core"]["count"] == 3 and "x L = 3" in rows["core"]["how"]
+    assert rows["top (rest)"]["count"] == 1
+    assert res["multiplied"] == ["core"]
+    glob = sum(-(-getattr(cfg, f"buf_{b}_bytes") // 4096) for b in ("b", "c", "out"))
+    assert res["total"]["LUT"] == 3 * 1000 + 300
+    assert res["total"]["DSP48E2"] == 3 * 10 + 3
+    assert res["total"]["BRAM36"] == pytest.approx(4 * 2 + glob)
