@@ -260,8 +260,10 @@ def _parser() -> argparse.ArgumentParser:
     config_help = ("take the component's parameters from an accelerator config: a preset "
                    "(paper, small, paper-1core), preset:key=value,..., JSON or a .json file "
                    "(core, mat_engine, rmac_engine and accelerator); --param overrides. "
-                   "`estimate accelerator --config C` sums its parts (cores x L, system "
-                   "parts, global buffers by size)")
+                   "`estimate accelerator --config C` synthesises the modules of its "
+                   "hierarchical Verilog: the core once (x L), the top alone, the global "
+                   "buffers by size (--param method=parts: the older sum of separately built "
+                   "parts)")
     s = sub.add_parser("verilog", help="write the Verilog of a component (or `all`)")
     s.add_argument("name", help="component name (see `list`), or `all` for every one at its defaults")
     s.add_argument("--param", "-p", action="append", type=_param, metavar="KEY=VALUE", help=param_help)
