@@ -145,13 +145,14 @@ class Accelerator(wiring.Component):
             raise TypeError(f"hierarchy must be a bool, got {hierarchy!r}")
         self.hierarchy = hierarchy
         self.n_queues = n_queues(self.L)
-        #: the parts converted as Verilog modules of their own (``hierarchy=True``)
+        #: the parts converted as Verilog modules of their own (``hierarchy=True``), and
+        #: whether each has ``clk``/``rst`` (set by :func:`hw.hier.convert_modules`)
         self.modules = {}
-        self._clocked = {}
+        self.module_clocked = {}
         if hierarchy:
             core = Core.from_config(config, stall=buffers == "banked")
             self.modules = {CORE_MODULE: core, BUFFERS_MODULE: self._buffers(core.signature)}
-            self._clocked = dict.fromkeys(self.modules, True)
+            self.module_clocked = dict.fromkeys(self.modules, True)
         axi = axi4_signature(addr_width=addr_width, data_width=DATA_WIDTH, id_width=1)
         ports = {"s_axi": In(axi4_lite_signature(addr_width=12, data_width=32)),
                  "m_axi": Out(axi)}
@@ -162,7 +163,7 @@ class Accelerator(wiring.Component):
     def clocked(self, module: str, flag: bool) -> None:
         """Whether module ``module`` of ``modules`` has ``clk``/``rst`` (told by
         :func:`hw.hier.convert` after converting it)."""
-        self._clocked[module] = flag
+        self.module_clocked[module] = flag
 
     def _buffers(self, core_signature):
         cfg = self.cfg
@@ -221,7 +222,7 @@ class Accelerator(wiring.Component):
             # the same parts as Verilog modules converted once (hw.hier), with the run reset
             def inst(module):
                 return ModuleInstance(part=self.modules[module], module=module, reset=run_rst,
-                                      clocked=self._clocked[module])
+                                      clocked=self.module_clocked[module])
             cores = [inst(CORE_MODULE) for _ in range(L)]
             bufs = inst(BUFFERS_MODULE)
         else:

@@ -112,7 +112,7 @@ def _estimate_top(cfg, *, sems, buffers, banks, progress, estimate_verilog=None)
     top = "trio_accel"
     acc = Accelerator(config=cfg, sems=sems, buffers=buffers, banks=banks, hierarchy=True)
     texts = convert_modules(acc, name=top)
-    lib = "".join(blackbox(mod, acc.modules[mod], clocked=acc._clocked[mod])
+    lib = "".join(blackbox(mod, acc.modules[mod], clocked=acc.module_clocked[mod])
                   for mod in (CORE_MODULE, BUFFERS_MODULE))
     jobs = [("core", CORE_MODULE, cfg.L, texts[CORE_MODULE], None,
              f"one synthesis of module {CORE_MODULE}, x L = {cfg.L}")]
@@ -183,8 +183,11 @@ def format_table(res: dict) -> str:
                  f"{p['BRAM36']:>8g}")
     lines.append(f"{'ratio':<32}{q['LUT']:>10.2f}{q['FF']:>10.2f}{q['DSP48E2']:>9.2f}"
                  f"{q['BRAM36']:>8.2f}")
-    for r in res["parts"]:
-        if r.get("how"):
-            lines.append(f"  {r['part']}: {r['how']}")
+    hows = [r for r in res["parts"] if r.get("how") not in (None, "by size")]
+    if hows:
+        lines.append("how each part was counted (multiplied: "
+                     f"{', '.join(res.get('multiplied', [])) or 'none'}):")
+    for r in hows:
+        lines.append(f"  {r['part']}: {r['how']}")
     lines.append(f"not included: {res['not_included']}")
     return "\n".join(lines)
