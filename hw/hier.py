@@ -27,7 +27,8 @@ from amaranth import ClockSignal, Module, ResetSignal, Value
 from amaranth.hdl import Instance
 from amaranth.lib import wiring
 
-__all__ = ["ModuleInstance", "convert", "convert_modules", "blackbox", "module_ports", "port_map"]
+__all__ = ["ModuleInstance", "convert", "convert_modules", "blackbox", "module_ports", "port_map",
+           "output_bits", "MAX_INSTANCE_OUTPUT_BITS"]
 
 
 def port_map(component) -> dict:
@@ -37,6 +38,17 @@ def port_map(component) -> dict:
     for path, member, value in component.signature.flatten(component):
         ports["__".join(map(str, path))] = (Value.cast(value), member.flow)
     return ports
+
+
+#: Amaranth numbers an Instance's output bits with 16 bits (``hdl._nir.Net``): a part whose
+#: outputs are wider cannot be an instance (e.g. the behavioural global buffers at ``paper``,
+#: 103,556 bits towards 16 cores)
+MAX_INSTANCE_OUTPUT_BITS = (1 << 16) - 1
+
+
+def output_bits(component) -> int:
+    """The total width of ``component``'s output ports."""
+    return sum(len(v) for v, flow in port_map(component).values() if flow == wiring.Out)
 
 
 class ModuleInstance(wiring.Component):
@@ -71,6 +83,10 @@ class ModuleInstance(wiring.Component):
         if self.reset is not None and len(self.reset) != 1:
             raise ValueError(f"reset must be 1 bit wide, got {len(self.reset)} bits")
         self.clocked = clocked
+        out_bits = output_bits(part)
+        if out_bits > MAX_INSTANCE_OUTPUT_BITS:
+            raise ValueError(f"module {module}: {out_bits} output bits, more than an Amaranth "
+                             f"Instance takes ({MAX_INSTANCE_OUTPUT_BITS})")
         super().__init__(part.signature)
 
     def __getattr__(self, name):

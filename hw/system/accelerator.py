@@ -36,7 +36,7 @@ from sim.isa import BUFS, UNITS as ISA_UNITS
 from sim.funcsim import GLOBAL_UNITS
 
 from ..core import Core
-from ..hier import ModuleInstance
+from ..hier import MAX_INSTANCE_OUTPUT_BITS, ModuleInstance, output_bits
 from ..core.core import UNIT_NAMES
 from ..params import check_int, check_pow2
 from .regmap import ErrCode
@@ -105,6 +105,9 @@ class Accelerator(wiring.Component):
         (``modules``: ``{"trio_core": Core, "trio_buffers": the buffers}``) and instantiated
         (:class:`hw.hier.ModuleInstance`, L core instances); :func:`hw.hier.convert` writes the
         whole Verilog. The same logic, in a fraction of the time and memory (docs/board.md).
+        Buffers whose outputs are wider than an Amaranth ``Instance`` takes
+        (:data:`hw.hier.MAX_INSTANCE_OUTPUT_BITS`; the behavioural ones at ``paper``) stay in
+        the top module (there is one of them: it is converted once either way).
 
     Ports
     -----
@@ -151,7 +154,12 @@ class Accelerator(wiring.Component):
         self.module_clocked = {}
         if hierarchy:
             core = Core.from_config(config, stall=buffers == "banked")
-            self.modules = {CORE_MODULE: core, BUFFERS_MODULE: self._buffers(core.signature)}
+            self.modules = {CORE_MODULE: core}
+            bufs = self._buffers(core.signature)
+            if output_bits(bufs) <= MAX_INSTANCE_OUTPUT_BITS:
+                self.modules[BUFFERS_MODULE] = bufs
+            else:                       # too wide for an Instance: elaborated in the top
+                self._top_buffers = bufs
             self.module_clocked = dict.fromkeys(self.modules, True)
         axi = axi4_signature(addr_width=addr_width, data_width=DATA_WIDTH, id_width=1)
         ports = {"s_axi": In(axi4_lite_signature(addr_width=12, data_width=32)),
@@ -224,7 +232,8 @@ class Accelerator(wiring.Component):
                 return ModuleInstance(part=self.modules[module], module=module, reset=run_rst,
                                       clocked=self.module_clocked[module])
             cores = [inst(CORE_MODULE) for _ in range(L)]
-            bufs = inst(BUFFERS_MODULE)
+            bufs = inst(BUFFERS_MODULE) if BUFFERS_MODULE in self.modules else \
+                self._top_buffers
         else:
             cores = [Core.from_config(cfg, stall=banked) for _ in range(L)]
             bufs = self._buffers(cores[0].signature)
@@ -239,7 +248,7 @@ class Accelerator(wiring.Component):
         for c, core in enumerate(cores):
             m.submodules[f"core{c}"] = core if self.hierarchy else run(core)
         m.submodules.sems = run(sems)
-        m.submodules.bufs = bufs if self.hierarchy else run(bufs)
+        m.submodules.bufs = bufs if isinstance(bufs, ModuleInstance) else run(bufs)
         if arb is not None:
             m.submodules.arb = arb
         m.d.comb += [dispatch.start.eq(go), dispatch.table_base.eq(table_base),
