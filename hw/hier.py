@@ -28,7 +28,7 @@ from amaranth.hdl import Instance
 from amaranth.lib import wiring
 
 __all__ = ["ModuleInstance", "convert", "convert_modules", "blackbox", "module_ports", "port_map",
-           "output_bits", "MAX_INSTANCE_OUTPUT_BITS"]
+           "output_bits", "MAX_INSTANCE_OUTPUT_BITS", "PortsOnly", "convert_open"]
 
 
 def port_map(component) -> dict:
@@ -108,6 +108,41 @@ class ModuleInstance(wiring.Component):
         return m
 
 
+class PortsOnly(wiring.Component):
+    """``part``'s ports and no logic: in a synthesis of its parent alone, the part's ports
+    become ports of the parent's module (:func:`convert_open`) instead of a black box, for a
+    part too wide for an ``Instance``. Other attributes are read from ``part``."""
+
+    def __init__(self, *, part):
+        if not isinstance(part, wiring.Component):
+            raise TypeError(f"part must be a wiring.Component, got {part!r}")
+        self.part = part
+        part._MustUse__silence = True       # stands in for it: never elaborated
+        super().__init__(part.signature)
+
+    __getattr__ = ModuleInstance.__getattr__
+
+    def elaborate(self, platform):
+        return Module()
+
+
+def convert_open(top, *, name: str, open_parts: dict) -> str:
+    """Verilog of ``top`` alone whose ports are its own and those of the :class:`PortsOnly`
+    parts in ``open_parts`` (``{prefix: part}``; named ``prefix__port``, directions flipped:
+    what the part drives is an input of ``top``)."""
+    from amaranth.back import verilog
+    from amaranth.hdl import _ir
+    d = {wiring.In: _ir.PortDirection.Input, wiring.Out: _ir.PortDirection.Output}
+    flip = {wiring.In: wiring.Out, wiring.Out: wiring.In}
+    ports = {n: (v, d[f]) for n, (v, f) in port_map(top).items()}
+    for prefix, part in open_parts.items():
+        if not isinstance(part, PortsOnly):
+            raise TypeError(f"open part {prefix!r} must be a PortsOnly, got {part!r}")
+        for n, (v, f) in port_map(part).items():
+            ports[f"{prefix}__{n}"] = (v, d[flip[f]])
+    return verilog.convert(top, name=name, ports=ports, emit_src=False)
+
+
 _HEADER = re.compile(r"^module\s+(\S+?)\s*\((.*?)\);", re.S | re.M)
 
 
@@ -134,25 +169,26 @@ def _check_ports(text: str, module: str, part) -> bool:
     return bool(clocked)
 
 
-def convert_modules(top, *, name: str, emit_src: bool = False, progress=None) -> dict:
+def convert_modules(top, *, name: str, emit_src: bool = False, progress=None,
+                    include_top: bool = True) -> dict:
     """``{module name: Verilog text}``: ``top`` as module ``name`` (first) and, once each, the
     modules in ``top.modules`` (``{module name: component}``; absent for a flat component, then
     only ``name``). The modules are converted first and their ports checked against their
     signatures; ``top.clocked(module, bool)`` is told whether a module has ``clk``/``rst``.
     ``progress``: optional callable wrapping the list of ``(module name, component)`` to
-    convert (e.g. a tqdm)."""
+    convert (e.g. a tqdm); ``include_top=False``: the modules only."""
     from amaranth.back import verilog
     modules = dict(getattr(top, "modules", None) or {})
     if name in modules:
         raise ValueError(f"top module name {name!r} is also the name of one of its modules")
     texts = {}
-    jobs = [*modules.items(), (name, top)]
+    jobs = [*modules.items()] + ([(name, top)] if include_top else [])
     for mod, comp in (progress(jobs) if progress else jobs):
         text = verilog.convert(comp, name=mod, emit_src=emit_src)
         if comp is not top:
             top.clocked(mod, _check_ports(text, mod, comp))
         texts[mod] = text
-    return {name: texts.pop(name), **texts}
+    return {name: texts.pop(name), **texts} if include_top else texts
 
 
 def convert(top, *, name: str, emit_src: bool = False, progress=None) -> str:

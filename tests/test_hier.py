@@ -216,3 +216,29 @@ def test_estimate_top_synthesises_each_module_once():
     assert res["total"]["LUT"] == 3 * 1000 + 300
     assert res["total"]["DSP48E2"] == 3 * 10 + 3
     assert res["total"]["BRAM36"] == pytest.approx(4 * 2 + glob)
+
+
+@pytest.mark.slow
+def test_estimate_top_with_buffers_too_wide_for_an_instance(monkeypatch):
+    """Buffers wider than an Instance takes (the behavioural ones at paper; here the limit is
+    lowered) stay in the top; the estimate's top then has their ports as its own (inputs what
+    they drive) and none of their logic, and the core is still one black box."""
+    import hw.system.accelerator as accmod
+    from hw.system.estimate import estimate_accelerator
+    from sim.config import AccelConfig
+    monkeypatch.setattr(accmod, "MAX_INSTANCE_OUTPUT_BITS", 1000)
+    seen = {}
+
+    def est(text, top, *, abc9, lib):
+        seen[top] = (text, lib)
+        return {"LUT": 1, "FF": 1, "DSP48E2": 0, "RAMB18": 0, "RAMB36": 0}
+    res = estimate_accelerator(AccelConfig.from_string("small:L=2"), sems=64, method="top",
+                               estimate_verilog=est)
+    assert sorted(seen) == ["trio_accel", "trio_core"]
+    text, lib = seen["trio_accel"]
+    assert "module trio_buffers(" not in lib and "module trio_core(" in lib
+    assert re.search(r"input \[\d+:0\] bufs__c0_mat_x__data;", text)
+    assert re.search(r"output \[\d+:0\] bufs__c1_rmac_o__addr;", text)
+    assert not re.search(r"^module \\trio_accel\.bufs\.", text, re.M)
+    assert text.count("trio_core u (") == 2
+    assert "its ports" in {r["part"]: r for r in res["parts"]}["top (rest)"]["how"]

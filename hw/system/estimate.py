@@ -104,24 +104,37 @@ def _row(name, count, r, how):
 
 def _estimate_top(cfg, *, sems, buffers, banks, progress, estimate_verilog=None) -> list:
     """The rows of ``method="top"`` (module doc): the hierarchical Verilog's modules."""
-    from hw.hier import blackbox, convert_modules
+    from hw.hier import PortsOnly, blackbox, convert_modules, convert_open
 
     from .accelerator import BUFFERS_MODULE, CORE_MODULE, Accelerator
     if estimate_verilog is None:
         from hw.estimate import estimate_verilog
     top = "trio_accel"
     acc = Accelerator(config=cfg, sems=sems, buffers=buffers, banks=banks, hierarchy=True)
-    texts = convert_modules(acc, name=top)
+    if BUFFERS_MODULE in acc.modules:
+        texts = convert_modules(acc, name=top)
+    else:
+        # buffers too wide for an Instance (the behavioural ones at paper) sit in the top
+        # module: for the top alone their ports become the top's (no logic), and their module
+        # is converted on its own only when it is synthesised (banked)
+        bufs = acc._top_buffers
+        acc._top_buffers = PortsOnly(part=bufs)
+        texts = convert_modules(acc, name=top, include_top=False)
+        texts[top] = convert_open(acc, name=top, open_parts={"bufs": acc._top_buffers})
+        if buffers == "banked":
+            from amaranth.back import verilog
+            texts[BUFFERS_MODULE] = verilog.convert(bufs, name=BUFFERS_MODULE, emit_src=False)
     lib = "".join(blackbox(mod, acc.modules[mod], clocked=acc.module_clocked[mod])
-                  for mod in (CORE_MODULE, BUFFERS_MODULE))
+                  for mod in (CORE_MODULE, BUFFERS_MODULE) if mod in acc.modules)
     jobs = [("core", CORE_MODULE, cfg.L, texts[CORE_MODULE], None,
              f"one synthesis of module {CORE_MODULE}, x L = {cfg.L}")]
     if buffers == "banked":
         jobs.append((f"global_buffers (banked x{banks})", BUFFERS_MODULE, 1,
                      texts[BUFFERS_MODULE], None, f"module {BUFFERS_MODULE}"))
     jobs.append(("top (rest)", top, 1, texts[top], lib,
-                 f"module {top} alone ({CORE_MODULE}, {BUFFERS_MODULE} black boxes): registers, "
-                 "dispatcher, DMA, global units, arbiter, semaphores, glue"))
+                 f"module {top} alone ({CORE_MODULE} a black box, the global buffers "
+                 f"{'a black box' if BUFFERS_MODULE in acc.modules else 'its ports'}): "
+                 "registers, dispatcher, DMA, global units, arbiter, semaphores, glue"))
     rows = []
     for name, mod, count, text, blib, how in (progress(jobs) if progress else jobs):
         rows.append(_row(name, count, estimate_verilog(text, mod, abc9=False, lib=blib), how))
@@ -145,7 +158,7 @@ def estimate_accelerator(cfg, *, sems: int = 2048, estimator=None, progress=None
                              estimate_verilog=estimate_verilog)
         return _result(cfg, sems, buffers, rows, method,
                        "nothing: every module of the hierarchical Verilog is synthesised "
-                       "(global buffers by size unless banked)")
+                       "(the global buffers by size unless banked)")
     if estimator is None:
         from hw.estimate import estimate
 
