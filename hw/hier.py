@@ -43,7 +43,7 @@ def port_map(component) -> dict:
 #: Amaranth numbers an Instance's output bits with 16 bits (``hdl._nir.Net``): a part whose
 #: outputs are wider cannot be an instance (e.g. the behavioural global buffers at ``paper``,
 #: 103,556 bits towards 16 cores)
-MAX_INSTANCE_OUTPUT_BITS = (1 << 16) - 1
+MAX_INSTANCE_OUTPUT_BITS = 1 << 16
 
 
 def output_bits(component) -> int:
