@@ -22,7 +22,9 @@ __all__ = ["run_accelerator", "accelerator_for"]
 
 
 def accelerator_for(cfg, binary=None, **kw):
-    """The Accelerator for ``cfg``, with a semaphore file large enough for ``binary``."""
+    """The Accelerator for ``cfg``, with a semaphore file large enough for ``binary``;
+    hierarchical (``hw.hier``, as the board build writes it) unless ``hierarchy=False``."""
+    kw.setdefault("hierarchy", True)
     from hw.system.accelerator import Accelerator
     from sim.funcsim import build_queues
     sems = kw.pop("sems", None)
