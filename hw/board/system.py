@@ -311,6 +311,18 @@ See docs/board.md of trio-vit for what to check first on the board.
 """
 
 
+def _hierarchy(text: str, core: str, buffers: str) -> str:
+    """What the accelerator's Verilog ``text`` holds as modules of their own (read from it, so
+    that a cached text is described the same way)."""
+    import re
+    n = len(re.findall(rf"^  {core} u \(", text, re.M))
+    if not re.search(rf"^module {core}\(", text, re.M):
+        return "flat"
+    bufs = (f"; {buffers} converted once" if re.search(rf"^module {buffers}\(", text, re.M)
+            else "; the global buffers in the top module (too wide for an Instance)")
+    return f"{core} converted once, x {n}{bufs}"
+
+
 def _verilog_key(cfg, sems: int, hierarchy: bool = True) -> str:
     """Cache key of the accelerator's Verilog: the config, ``sems``, the hierarchy, Amaranth's
     version and the text of every source file of ``hw`` and ``sim`` (any change of the
@@ -403,8 +415,7 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
             "outputs": [f"out/{PROJECT}.xsa", f"out/{PROJECT}.bit"],
             "command": command or f"python -m hw build zcu102 --config {cfg.name}",
             "seconds_verilog": round(t_verilog, 2), "verilog_from_cache": from_cache,
-            "hierarchy": (f"{CORE_MODULE} x {cfg.L}, {BUFFERS_MODULE} x 1 (modules of their own)"
-                          if hierarchy else "flat"),
+            "hierarchy": _hierarchy(inner, CORE_MODULE, BUFFERS_MODULE),
         }
         man["seconds_to_write"] = round(time.perf_counter() - t0, 2)
         man["files"] = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) \
