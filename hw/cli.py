@@ -64,8 +64,9 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_verilog(args) -> int:
-    from amaranth.back import verilog
     from tqdm import tqdm
+
+    from .hier import convert
 
     if args.name == "all":
         if args.param:
@@ -76,14 +77,21 @@ def _cmd_verilog(args) -> int:
     if args.name == "all" and args.config:
         raise registry.RegistryError("--config cannot be combined with `all`")
     params = _params(args.param, args.name, args.config)
+    if args.name == "accelerator":
+        # the core and the global buffers as modules of their own, converted once
+        # (hw.hier); --param hierarchy=false: one flat module tree (every core in full)
+        params = {"hierarchy": "true", **params}
     comps = [(n, registry.build(n, params if args.name != "all" else {})) for n in names]
     outdir = Path(args.out)
     for n, comp in tqdm(comps, desc="verilog", unit="unit", disable=len(comps) < 2 or args.quiet):
         path = outdir / f"{n}.v"
-        _write_atomic(path, verilog.convert(comp, name=n, emit_src=False))
+        _write_atomic(path, convert(comp, name=n))
         if not args.quiet:
             lat = getattr(comp, "latency", None)
-            tqdm.write(f"wrote {path}" + (f"  (latency {lat})" if lat is not None else ""))
+            mods = getattr(comp, "modules", None)
+            note = (f"  (latency {lat})" if lat is not None else
+                    f"  (modules {', '.join(mods)} converted once; top {n})" if mods else "")
+            tqdm.write(f"wrote {path}{note}")
     return 0
 
 
@@ -112,11 +120,15 @@ def _estimate_accelerator(args) -> int:
 
     from .system.estimate import estimate_accelerator, format_table
     extra = dict(args.param or [])
-    allowed = {"sems", "buffers", "banks"}
+    allowed = {"sems", "buffers", "banks", "method"}
     if set(extra) - allowed:
         raise registry.RegistryError("estimate accelerator takes --config and --param sems=N, "
-                                     "buffers=behavioural|banked, banks=N only, got "
-                                     f"{sorted(set(extra) - allowed)}")
+                                     "buffers=behavioural|banked, banks=N, method=top|parts "
+                                     f"only, got {sorted(set(extra) - allowed)}")
+    method = extra.get("method", "top")
+    if method not in ("top", "parts"):
+        raise registry.RegistryError(f"method must be top (the hierarchical Verilog's modules: "
+                                     f"core x L, the top alone) or parts, got {method!r}")
     buffers = extra.get("buffers", "behavioural")
     if buffers not in ("behavioural", "banked"):
         raise registry.RegistryError(f"buffers must be behavioural or banked, got {buffers!r}")
@@ -133,7 +145,7 @@ def _estimate_accelerator(args) -> int:
         check_pow2("banks", banks, lo=2, hi=64)
     except (ValueError, TypeError) as e:
         raise registry.RegistryError(str(e)) from None
-    res = estimate_accelerator(cfg, sems=sems, buffers=buffers, banks=banks,
+    res = estimate_accelerator(cfg, sems=sems, buffers=buffers, banks=banks, method=method,
                                progress=lambda parts: tqdm(
         parts, desc="estimate", unit="part", disable=args.json))
     print(json.dumps(res, sort_keys=True) if args.json else format_table(res))
@@ -220,12 +232,13 @@ def _cmd_build(args) -> int:
     try:
         man = write_zcu102(args.config, outdir=out, sems=args.sems,
                            buffer_bytes=args.buffer_mib << 20, command=cmd,
-                           cache_dir=None if args.no_cache else REPO_ROOT / "build" / "cache")
+                           cache_dir=None if args.no_cache else REPO_ROOT / "build" / "cache",
+                           hierarchy=not args.flat)
     except BoardError as e:
         raise registry.RegistryError(str(e)) from None
     src = "from the cache" if man["verilog_from_cache"] else "emitted"
     print(f"wrote {out}/ in {man['seconds_to_write']:.1f} s (Verilog {src}, "
-          f"{man['seconds_verilog']:.1f} s):"
+          f"{man['seconds_verilog']:.1f} s, {man['hierarchy']}):"
           f" ZCU102 block design, {man['part']}, pl_clk0 {man['clock_mhz']:g} MHz, CONFIG_HASH "
           f"0x{man['config_hash']:08x}, registers at 0x{man['regs_base']:08X}")
     print(f"run it with Vivado {man['vivado_versions']}: (cd {out} && ./build.sh); then "
@@ -247,8 +260,10 @@ def _parser() -> argparse.ArgumentParser:
     config_help = ("take the component's parameters from an accelerator config: a preset "
                    "(paper, small, paper-1core), preset:key=value,..., JSON or a .json file "
                    "(core, mat_engine, rmac_engine and accelerator); --param overrides. "
-                   "`estimate accelerator --config C` sums its parts (cores x L, system "
-                   "parts, global buffers by size)")
+                   "`estimate accelerator --config C` synthesises the modules of its "
+                   "hierarchical Verilog: the core once (x L), the top alone, the global "
+                   "buffers by size (--param method=parts: the older sum of separately built "
+                   "parts)")
     s = sub.add_parser("verilog", help="write the Verilog of a component (or `all`)")
     s.add_argument("name", help="component name (see `list`), or `all` for every one at its defaults")
     s.add_argument("--param", "-p", action="append", type=_param, metavar="KEY=VALUE", help=param_help)
@@ -311,6 +326,9 @@ def _parser() -> argparse.ArgumentParser:
                    "fragment, MiB (default 64)")
     s.add_argument("--no-cache", action="store_true", help="emit the accelerator's Verilog even "
                    "if build/cache/ holds it for this config and these sources")
+    s.add_argument("--flat", action="store_true", help="one flat Verilog tree (every core in "
+                   "full; ~10 CPU minutes and 8 GB at paper) instead of the core converted once "
+                   "as module trio_core and instantiated L times (the default)")
     s.set_defaults(func=_cmd_build)
 
     s = sub.add_parser("sweep", add_help=False,

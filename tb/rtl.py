@@ -153,13 +153,15 @@ def run_cocotb(*, component, name: str, test_module: str, simulator: str,
     cocotb random seed; ``timeout_s``: wall-clock limit for the simulation run (not the build).
     Raises ``AssertionError`` if the simulator is missing, crashes, or any cocotb test fails.
     """
-    from amaranth.back import verilog
     from cocotb_tools.runner import get_runner
+
+    from hw.hier import convert
 
     ensure_simulator(simulator)
     params = dict(params or {})
     params_json = json.dumps(params, sort_keys=True)
-    text = verilog.convert(component, name=name, emit_src=False)
+    # verilog.convert's text; with the modules of a hierarchical component (hw.hier) beside it
+    text = convert(component, name=name)
     runner = get_runner(simulator)
     # -O0: these models run a few thousand cycles, so compile time matters more than speed
     build_args = ["-Wno-fatal", "-CFLAGS", "-O0"] if simulator == "verilator" else []

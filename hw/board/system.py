@@ -4,7 +4,10 @@
 machine with Vivado turns into a bitstream and a hardware platform (``.xsa``):
 
 ``hdl/trio_accel.v``
-    Amaranth's Verilog of :class:`hw.system.Accelerator` for the config (module ``trio_accel``).
+    Amaranth's Verilog of :class:`hw.system.Accelerator` for the config (module ``trio_accel``),
+    hierarchical (:mod:`hw.hier`): the core converted once as module ``trio_core`` and
+    instantiated L times, the global buffers as module ``trio_buffers`` (``hierarchy=False``:
+    one flat tree, every core in full).
 ``hdl/trio_vit_top.v``
     The top for Vivado's module reference (:func:`top_verilog`): the accelerator's ports under
     the names Vivado infers interfaces from (``s_axi_awaddr`` ..., ``m_axi_araddr`` ...,
@@ -308,13 +311,27 @@ See docs/board.md of trio-vit for what to check first on the board.
 """
 
 
-def _verilog_key(cfg, sems: int) -> str:
-    """Cache key of the accelerator's Verilog: the config, ``sems``, Amaranth's version and the
-    text of every source file of ``hw`` and ``sim`` (any change of the generator misses)."""
+def _hierarchy(text: str, core: str, buffers: str) -> str:
+    """What the accelerator's Verilog ``text`` holds as modules of their own (read from it, so
+    that a cached text is described the same way)."""
+    import re
+    n = len(re.findall(rf"^  {core} u \(", text, re.M))
+    if not re.search(rf"^module {core}\(", text, re.M):
+        return "flat"
+    bufs = (f"; {buffers} converted once" if re.search(rf"^module {buffers}\(", text, re.M)
+            else "; the global buffers in the top module (too wide for an Instance)")
+    return f"{core} converted once, x {n}{bufs}"
+
+
+def _verilog_key(cfg, sems: int, hierarchy: bool = True) -> str:
+    """Cache key of the accelerator's Verilog: the config, ``sems``, the hierarchy, Amaranth's
+    version and the text of every source file of ``hw`` and ``sim`` (any change of the
+    generator misses)."""
     import hashlib
 
     from amaranth import __version__ as amaranth_version
-    h = hashlib.sha256(f"{cfg.to_json()}\0{sems}\0{amaranth_version}\0{INNER}".encode())
+    h = hashlib.sha256(f"{cfg.to_json()}\0{sems}\0{amaranth_version}\0{INNER}"
+                       f"{'' if hierarchy else chr(0) + 'flat'}".encode())
     root = Path(__file__).resolve().parents[2]
     for pkg in ("hw", "sim"):
         for f in sorted((root / pkg).rglob("*.py")):
@@ -323,20 +340,21 @@ def _verilog_key(cfg, sems: int) -> str:
 
 
 def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 20,
-                 command: str | None = None, cache_dir=None) -> dict:
+                 command: str | None = None, cache_dir=None, hierarchy: bool = True) -> dict:
     """Write the ZCU102 build tree of the accelerator for ``config`` (an AccelConfig or a
     config string) to ``outdir`` (atomically; see the module doc). ``sems``: the semaphore
     file's size; ``buffer_bytes``: the u-dma-buf size in the device-tree fragment;
     ``cache_dir``: where the accelerator's Verilog is kept between calls (keyed by config,
-    ``sems``, Amaranth and the ``hw``/``sim`` sources; None: no cache). Returns the manifest
-    (also ``manifest.json``)."""
+    ``sems``, Amaranth and the ``hw``/``sim`` sources; None: no cache); ``hierarchy``: the
+    core and the global buffers as Verilog modules of their own (:mod:`hw.hier`, default) or
+    one flat tree. Returns the manifest (also ``manifest.json``)."""
     from amaranth import __version__ as amaranth_version
-    from amaranth.back import verilog
 
     from sim.config import AccelConfig, ConfigError
     from sim.fileio import atomic_dir
 
-    from ..system.accelerator import Accelerator
+    from ..hier import convert
+    from ..system.accelerator import BUFFERS_MODULE, CORE_MODULE, Accelerator
     from ..system.regmap import REGMAP, config_hash
     from .zcu102 import PART
 
@@ -347,21 +365,23 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
         raise BoardError(str(e)) from None
     if isinstance(buffer_bytes, bool) or not isinstance(buffer_bytes, int) or buffer_bytes < 4096:
         raise BoardError(f"buffer_bytes must be an int >= 4096, got {buffer_bytes!r}")
+    if not isinstance(hierarchy, bool):
+        raise BoardError(f"hierarchy must be a bool, got {hierarchy!r}")
     outdir = Path(outdir)
     cached = None
     if cache_dir is not None:
-        key = _verilog_key(cfg, sems)
+        key = _verilog_key(cfg, sems, hierarchy)
         cached = (Path(cache_dir) / f"{INNER}-{key}.v", Path(cache_dir) / f"{TOP}-{key}.v")
     if cached is not None and all(p.is_file() for p in cached):
         # made from a valid Accelerator of this very config and sources: not built again
         inner, top, from_cache = cached[0].read_text(), cached[1].read_text(), True
     else:
         try:
-            acc = Accelerator(config=cfg, sems=sems)
+            acc = Accelerator(config=cfg, sems=sems, hierarchy=hierarchy)
         except (ConfigError, TypeError, ValueError) as e:
             raise BoardError(str(e)) from None
         top = top_verilog(acc)
-        inner, from_cache = verilog.convert(acc, name=INNER, emit_src=False), False
+        inner, from_cache = convert(acc, name=INNER), False
         if cached is not None:
             from sim.fileio import atomic_write
             atomic_write(cached[1], top)
@@ -395,6 +415,7 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
             "outputs": [f"out/{PROJECT}.xsa", f"out/{PROJECT}.bit"],
             "command": command or f"python -m hw build zcu102 --config {cfg.name}",
             "seconds_verilog": round(t_verilog, 2), "verilog_from_cache": from_cache,
+            "hierarchy": _hierarchy(inner, CORE_MODULE, BUFFERS_MODULE),
         }
         man["seconds_to_write"] = round(time.perf_counter() - t0, 2)
         man["files"] = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) \

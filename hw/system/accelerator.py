@@ -36,6 +36,7 @@ from sim.isa import BUFS, UNITS as ISA_UNITS
 from sim.funcsim import GLOBAL_UNITS
 
 from ..core import Core
+from ..hier import MAX_INSTANCE_OUTPUT_BITS, ModuleInstance, output_bits
 from ..core.core import UNIT_NAMES
 from ..params import check_int, check_pow2
 from .regmap import ErrCode
@@ -49,7 +50,11 @@ from .dma import LoadDMA, StoreDMA
 from .globalunit import GlobalUnit
 from .semaphores import SemaphoreFile
 
-__all__ = ["Accelerator"]
+__all__ = ["Accelerator", "CORE_MODULE", "BUFFERS_MODULE"]
+
+#: the Verilog module names of the core and of the global buffers (``hierarchy=True``)
+CORE_MODULE = "trio_core"
+BUFFERS_MODULE = "trio_buffers"
 
 DATA_WIDTH = 128
 LINE = DATA_WIDTH // 8
@@ -94,6 +99,15 @@ class Accelerator(wiring.Component):
         on bank conflicts). docs/global-buffers.md.
     banks, word : int
         The banked buffers' bank count and word bytes (``buffers="banked"`` only).
+    hierarchy : bool
+        False (default): every part is elaborated inside (flat; what ``amaranth.sim`` runs).
+        True: the core and the global buffers are Verilog modules of their own, converted once
+        (``modules``: ``{"trio_core": Core, "trio_buffers": the buffers}``) and instantiated
+        (:class:`hw.hier.ModuleInstance`, L core instances); :func:`hw.hier.convert` writes the
+        whole Verilog. The same logic, in a fraction of the time and memory (docs/board.md).
+        Buffers whose outputs are wider than an Amaranth ``Instance`` takes
+        (:data:`hw.hier.MAX_INSTANCE_OUTPUT_BITS`; the behavioural ones at ``paper``) stay in
+        the top module (there is one of them: it is converted once either way).
 
     Ports
     -----
@@ -106,7 +120,7 @@ class Accelerator(wiring.Component):
     def __init__(self, *, config="paper", sems: int = 2048, queue_depth: int = 16,
                  fetch_burst: int = 16, dma_burst: int = 64, dma_outstanding: int = 4,
                  addr_width: int = 40, axi_ports: int = 1, buffers: str = "behavioural",
-                 banks: int = 8, word: int = 8):
+                 banks: int = 8, word: int = 8, hierarchy: bool = False):
         from sim.config import AccelConfig
         if isinstance(config, str):
             config = AccelConfig.from_string(config)
@@ -130,13 +144,43 @@ class Accelerator(wiring.Component):
         self.buffers = buffers
         self.banks = check_pow2("banks", banks, lo=2, hi=64)
         self.word = check_pow2("word", word, lo=4, hi=LINE)
+        if not isinstance(hierarchy, bool):
+            raise TypeError(f"hierarchy must be a bool, got {hierarchy!r}")
+        self.hierarchy = hierarchy
         self.n_queues = n_queues(self.L)
+        #: the parts converted as Verilog modules of their own (``hierarchy=True``), and
+        #: whether each has ``clk``/``rst`` (set by :func:`hw.hier.convert_modules`)
+        self.modules = {}
+        self.module_clocked = {}
+        if hierarchy:
+            core = Core.from_config(config, stall=buffers == "banked")
+            self.modules = {CORE_MODULE: core}
+            bufs = self._buffers(core.signature)
+            if output_bits(bufs) <= MAX_INSTANCE_OUTPUT_BITS:
+                self.modules[BUFFERS_MODULE] = bufs
+            else:                       # too wide for an Instance: elaborated in the top
+                self._top_buffers = bufs
+            self.module_clocked = dict.fromkeys(self.modules, True)
         axi = axi4_signature(addr_width=addr_width, data_width=DATA_WIDTH, id_width=1)
         ports = {"s_axi": In(axi4_lite_signature(addr_width=12, data_width=32)),
                  "m_axi": Out(axi)}
         if self.axi_ports == 2:
             ports["m_axi1"] = Out(axi)
         super().__init__({**ports, "irq": Out(1)})
+
+    def clocked(self, module: str, flag: bool) -> None:
+        """Whether module ``module`` of ``modules`` has ``clk``/``rst`` (told by
+        :func:`hw.hier.convert` after converting it)."""
+        self.module_clocked[module] = flag
+
+    def _buffers(self, core_signature):
+        cfg = self.cfg
+        sizes = {"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes, "OUT": cfg.buf_out_bytes}
+        if self.buffers == "banked":
+            return BankedBuffers(core_signature=core_signature, cores=self.L, line=LINE,
+                                 sizes=sizes, banks=self.banks, word=self.word)
+        return GlobalBuffers(core_signature=core_signature, cores=self.L, line=LINE,
+                             sizes=sizes)
 
     def elaborate(self, platform):
         m = Module()
@@ -182,15 +226,18 @@ class Accelerator(wiring.Component):
         g = {k: GlobalUnit(kind=k, addr_width=A, descriptor=desc if k != "HOST" else None)
              for k in ("LD", "ST", "HOST")}
         banked = self.buffers == "banked"
-        cores = [Core.from_config(cfg, stall=banked) for _ in range(L)]
-        sems = SemaphoreFile(count=self.sems, ports=Q)
-        sizes = {"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes, "OUT": cfg.buf_out_bytes}
-        if banked:
-            bufs = BankedBuffers(core_signature=cores[0].signature, cores=L, line=LINE,
-                                 sizes=sizes, banks=self.banks, word=self.word)
+        if self.hierarchy:
+            # the same parts as Verilog modules converted once (hw.hier), with the run reset
+            def inst(module):
+                return ModuleInstance(part=self.modules[module], module=module, reset=run_rst,
+                                      clocked=self.module_clocked[module])
+            cores = [inst(CORE_MODULE) for _ in range(L)]
+            bufs = inst(BUFFERS_MODULE) if BUFFERS_MODULE in self.modules else \
+                self._top_buffers
         else:
-            bufs = GlobalBuffers(core_signature=cores[0].signature, cores=L, line=LINE,
-                                 sizes=sizes)
+            cores = [Core.from_config(cfg, stall=banked) for _ in range(L)]
+            bufs = self._buffers(cores[0].signature)
+        sems = SemaphoreFile(count=self.sems, ports=Q)
         arb = ReadArbiter(n=2, addr_width=A, data_width=DATA_WIDTH) if self.axi_ports == 1 \
             else None
         m.submodules.dispatch = run(dispatch)
@@ -199,9 +246,9 @@ class Accelerator(wiring.Component):
         for k, u in g.items():
             m.submodules[f"{k.lower()}_unit"] = run(u)
         for c, core in enumerate(cores):
-            m.submodules[f"core{c}"] = run(core)
+            m.submodules[f"core{c}"] = core if self.hierarchy else run(core)
         m.submodules.sems = run(sems)
-        m.submodules.bufs = run(bufs)
+        m.submodules.bufs = bufs if isinstance(bufs, ModuleInstance) else run(bufs)
         if arb is not None:
             m.submodules.arb = arb
         m.d.comb += [dispatch.start.eq(go), dispatch.table_base.eq(table_base),

@@ -19,13 +19,24 @@ docs/system.md), so the estimate is the sum of parts, each synthesised alone wit
 Not included (stated in the output): the Accelerator's own glue (run control, error and status
 multiplexers, per-queue instruction counters, watchdog, counter sums), a few hundred LUT and
 about 1.3 k FF at L = 16 (3 + 3 L counters of 24 bits, 64-bit performance counters).
+
+``method="top"`` (what ``python -m hw estimate accelerator`` runs) synthesises the hierarchical
+Verilog of :mod:`hw.hier` instead of separately built parts, so nothing is left out: the core's
+module ``trio_core`` once (multiplied by L), the global buffers' module ``trio_buffers`` once
+when banked (else by size, as above), and the accelerator's top module ``trio_accel`` alone,
+with the core and the buffers as black boxes: the register block, dispatcher, DMA engines,
+global units, read arbiter, semaphore file **and** the glue, in one yosys run. The parts are
+exactly the modules of the Verilog ``python -m hw build zcu102`` writes.
 """
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["accelerator_parts", "estimate_accelerator", "TABLE_III"]
+__all__ = ["accelerator_parts", "estimate_accelerator", "TABLE_III", "METHODS"]
+
+#: how the accelerator is split for synthesis (``estimate_accelerator(method=...)``)
+METHODS = ("parts", "top")
 
 #: the paper's Table III (whole accelerator, L = 16 cores, ZCU102, Vivado)
 TABLE_III = {"LUT": 130628, "FF": 152819, "DSP48E2": 1024, "BRAM36": 162}
@@ -76,11 +87,78 @@ def _bram36(r: dict) -> float:
     return r.get("RAMB36", 0) + r.get("RAMB18", 0) / 2
 
 
+def _rows_by_size(cfg) -> list:
+    rows = []
+    for b in ("b", "c", "out"):
+        size = getattr(cfg, f"buf_{b}_bytes")
+        rows.append({"part": f"buffer_{b} ({size // 1024} KB, by size)", "count": 1, "LUT": 0,
+                     "FF": 0, "DSP48E2": 0, "BRAM36": float(math.ceil(size / 4096)),
+                     "how": "by size"})
+    return rows
+
+
+def _row(name, count, r, how):
+    return {"part": name, "count": count, "LUT": int(r["LUT"]), "FF": int(r["FF"]),
+            "DSP48E2": int(r["DSP48E2"]), "BRAM36": _bram36(r), "how": how}
+
+
+def _estimate_top(cfg, *, sems, buffers, banks, progress, estimate_verilog=None) -> list:
+    """The rows of ``method="top"`` (module doc): the hierarchical Verilog's modules."""
+    from hw.hier import PortsOnly, blackbox, convert_modules, convert_open
+
+    from .accelerator import BUFFERS_MODULE, CORE_MODULE, Accelerator
+    if estimate_verilog is None:
+        from hw.estimate import estimate_verilog
+    top = "trio_accel"
+    acc = Accelerator(config=cfg, sems=sems, buffers=buffers, banks=banks, hierarchy=True)
+    if BUFFERS_MODULE in acc.modules:
+        texts = convert_modules(acc, name=top)
+    else:
+        # buffers too wide for an Instance (the behavioural ones at paper) sit in the top
+        # module: for the top alone their ports become the top's (no logic), and their module
+        # is converted on its own only when it is synthesised (banked)
+        bufs = acc._top_buffers
+        acc._top_buffers = PortsOnly(part=bufs)
+        texts = convert_modules(acc, name=top, include_top=False)
+        texts[top] = convert_open(acc, name=top, open_parts={"bufs": acc._top_buffers})
+        if buffers == "banked":
+            from amaranth.back import verilog
+            texts[BUFFERS_MODULE] = verilog.convert(bufs, name=BUFFERS_MODULE, emit_src=False)
+    lib = "".join(blackbox(mod, acc.modules[mod], clocked=acc.module_clocked[mod])
+                  for mod in (CORE_MODULE, BUFFERS_MODULE) if mod in acc.modules)
+    jobs = [("core", CORE_MODULE, cfg.L, texts[CORE_MODULE], None,
+             f"one synthesis of module {CORE_MODULE}, x L = {cfg.L}")]
+    if buffers == "banked":
+        jobs.append((f"global_buffers (banked x{banks})", BUFFERS_MODULE, 1,
+                     texts[BUFFERS_MODULE], None, f"module {BUFFERS_MODULE}"))
+    jobs.append(("top (rest)", top, 1, texts[top], lib,
+                 f"module {top} alone ({CORE_MODULE} a black box, the global buffers "
+                 f"{'a black box' if BUFFERS_MODULE in acc.modules else 'its ports'}): "
+                 "registers, dispatcher, DMA, global units, arbiter, semaphores, glue"))
+    rows = []
+    for name, mod, count, text, blib, how in (progress(jobs) if progress else jobs):
+        rows.append(_row(name, count, estimate_verilog(text, mod, abc9=False, lib=blib), how))
+    return rows + (_rows_by_size(cfg) if buffers == "behavioural" else [])
+
+
 def estimate_accelerator(cfg, *, sems: int = 2048, estimator=None, progress=None,
-                         buffers: str = "behavioural", banks: int = 8) -> dict:
-    """Estimate every part of :func:`accelerator_parts` (``estimator(component, name)``, default
-    :func:`hw.estimate.estimate` with classic ABC) and add them up with the global buffers;
-    returns ``{"parts": [...], "total": {...}, "table_iii": ..., "ratio": ...}``."""
+                         buffers: str = "behavioural", banks: int = 8,
+                         method: str = "parts", estimate_verilog=None) -> dict:
+    """Estimate the accelerator and add the rows up; returns ``{"parts": [...], "total":
+    {...}, "table_iii": ..., "ratio": ..., "method": ...}``. ``method="parts"``: every part of
+    :func:`accelerator_parts` (``estimator(component, name)``, default
+    :func:`hw.estimate.estimate` with classic ABC) and the global buffers; ``method="top"``:
+    the modules of the hierarchical Verilog (module doc; ``estimate_verilog(text, top, abc9,
+    lib)``, default :func:`hw.estimate.estimate_verilog`). Each row says how it was counted
+    (``how``: which rows are one synthesis multiplied by L)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "top":
+        rows = _estimate_top(cfg, sems=sems, buffers=buffers, banks=banks, progress=progress,
+                             estimate_verilog=estimate_verilog)
+        return _result(cfg, sems, buffers, rows, method,
+                       "nothing: every module of the hierarchical Verilog is synthesised "
+                       "(the global buffers by size unless banked)")
     if estimator is None:
         from hw.estimate import estimate
 
@@ -89,20 +167,21 @@ def estimate_accelerator(cfg, *, sems: int = 2048, estimator=None, progress=None
     rows = []
     parts = accelerator_parts(cfg, sems=sems, buffers=buffers, banks=banks)
     for name, count, comp in (progress(parts) if progress else parts):
-        r = estimator(comp, name)
-        row = {"part": name, "count": count, "LUT": int(r["LUT"]), "FF": int(r["FF"]),
-               "DSP48E2": int(r["DSP48E2"]), "BRAM36": _bram36(r)}
-        rows.append(row)
-    for b in ("b", "c", "out") if buffers == "behavioural" else ():
-        size = getattr(cfg, f"buf_{b}_bytes")
-        rows.append({"part": f"buffer_{b} ({size // 1024} KB, by size)", "count": 1, "LUT": 0,
-                     "FF": 0, "DSP48E2": 0, "BRAM36": float(math.ceil(size / 4096))})
+        how = f"one synthesis, x L = {count}" if name == "core" else "synthesised alone"
+        rows.append(_row(name, count, estimator(comp, name), how))
+    rows += _rows_by_size(cfg) if buffers == "behavioural" else []
+    return _result(cfg, sems, buffers, rows, method,
+                   "the Accelerator's glue logic (run control, status, per-queue counters, "
+                   "watchdog): a few hundred LUT, ~1.3 k FF at L = 16")
+
+
+def _result(cfg, sems, buffers, rows, method, not_included) -> dict:
     total = {k: sum(r[k] * r["count"] for r in rows) for k in ("LUT", "FF", "DSP48E2", "BRAM36")}
     ratio = {k: total[k] / TABLE_III[k] for k in total}
-    return {"config": cfg.to_dict(), "sems": sems, "buffers": buffers, "parts": rows, "total": total,
-            "table_iii": TABLE_III, "ratio": ratio,
-            "not_included": "the Accelerator's glue logic (run control, status, per-queue "
-                            "counters, watchdog): a few hundred LUT, ~1.3 k FF at L = 16"}
+    return {"config": cfg.to_dict(), "sems": sems, "buffers": buffers, "method": method,
+            "parts": rows, "total": total, "table_iii": TABLE_III, "ratio": ratio,
+            "multiplied": [r["part"] for r in rows if r["count"] > 1],
+            "not_included": not_included}
 
 
 def format_table(res: dict) -> str:
@@ -117,5 +196,11 @@ def format_table(res: dict) -> str:
                  f"{p['BRAM36']:>8g}")
     lines.append(f"{'ratio':<32}{q['LUT']:>10.2f}{q['FF']:>10.2f}{q['DSP48E2']:>9.2f}"
                  f"{q['BRAM36']:>8.2f}")
+    hows = [r for r in res["parts"] if r.get("how") not in (None, "by size")]
+    if hows:
+        lines.append("how each part was counted (multiplied: "
+                     f"{', '.join(res.get('multiplied', [])) or 'none'}):")
+    for r in hows:
+        lines.append(f"  {r['part']}: {r['how']}")
     lines.append(f"not included: {res['not_included']}")
     return "\n".join(lines)

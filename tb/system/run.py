@@ -22,7 +22,9 @@ __all__ = ["run_accelerator", "accelerator_for"]
 
 
 def accelerator_for(cfg, binary=None, **kw):
-    """The Accelerator for ``cfg``, with a semaphore file large enough for ``binary``."""
+    """The Accelerator for ``cfg``, with a semaphore file large enough for ``binary``;
+    hierarchical (``hw.hier``, as the board build writes it) unless ``hierarchy=False``."""
+    kw.setdefault("hierarchy", True)
     from hw.system.accelerator import Accelerator
     from sim.funcsim import build_queues
     sems = kw.pop("sems", None)
@@ -37,12 +39,14 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
                     pause: bool = False, seed: int = 1, timeout_s: float = 3600,
                     sems: int | None = None, extra: dict | None = None,
                     axi_ports: int = 1, buffers: str = "behavioural",
-                    banks: int = 8) -> dict:
+                    banks: int = 8, hierarchy: bool = True) -> dict:
     """Compile ``prog`` for ``cfg``, run it on input ``x`` through the Accelerator's Verilog on
     ``simulator`` (cocotb: ``tb.system.cocotb_accel`` checks the outputs bit for bit) and return
     its record (counters, cycles, ``perf_cycles``, ``perf_axi_cycles``). ``buffers`` and
     ``banks``: the Accelerator's global-buffer implementation, ``axi_ports`` its AXI manager
-    ports (``hw.system.accelerator``)."""
+    ports (``hw.system.accelerator``); ``hierarchy``: the Verilog with the core and the global
+    buffers as modules of their own (``hw.hier``: what ``python -m hw verilog accelerator`` and
+    ``hw build zcu102`` write; the default) or flat (False)."""
     from sim import compile as sc
     from sim import perf, timing
     from tb.rtl import REPO_ROOT, run_cocotb
@@ -53,7 +57,8 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
     binary.save(bpath)
     np.save(xpath, np.asarray(x))
     kw = dict(buffers=buffers, banks=banks) if buffers != "behavioural" else {}
-    acc = accelerator_for(cfg, binary, sems=sems, axi_ports=axi_ports, **kw)
+    acc = accelerator_for(cfg, binary, sems=sems, axi_ports=axi_ports, hierarchy=hierarchy,
+                          **kw)
     name = "accelerator"
     run_cocotb(component=acc, name=name, test_module="tb.system.cocotb_accel",
                simulator=simulator, timeout_s=timeout_s, seed=seed,
@@ -100,6 +105,9 @@ def main(argv=None) -> int:
                     help="global buffers: behavioural (default) or banked (BRAM-like banks, "
                          "cores with backpressure)")
     ap.add_argument("--banks", type=int, default=8, help="banks of the banked buffers (8)")
+    ap.add_argument("--flat", action="store_true",
+                    help="flat Verilog (every core in full) instead of the core and the global "
+                         "buffers as modules of their own (hw.hier, the default)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     try:
@@ -114,7 +122,8 @@ def main(argv=None) -> int:
         try:
             rec = run_accelerator(prog, cfg, x, args.simulator, tmp, pause=args.pause,
                                   seed=args.seed, axi_ports=args.axi_ports,
-                                  buffers=args.buffers, banks=args.banks)
+                                  buffers=args.buffers, banks=args.banks,
+                                  hierarchy=not args.flat)
         except AssertionError as e:
             msg = str(e).splitlines()[0][:500]
             print(json.dumps({"ok": False, "error": msg}) if args.json else f"FAILED: {msg}")

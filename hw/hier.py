@@ -1,0 +1,209 @@
+"""Hierarchical Verilog: a part repeated L times converted **once** and instantiated L times.
+
+Amaranth's ``verilog.convert`` writes every submodule out in full, so the ``paper``
+accelerator's 16 identical :class:`hw.core.Core`\\ s were 16 copies of the same Verilog (146 MB,
+~10 CPU minutes, 8 GB; docs/board.md). Here a component that declares ``modules`` (a dict
+``{Verilog module name: wiring.Component}``, e.g. :class:`hw.system.Accelerator` built with
+``hierarchy=True``) elaborates :class:`ModuleInstance`\\ s in place of those parts: each one an
+``amaranth.hdl.Instance`` of the named module whose ports are the part's ``wiring`` signature
+flattened by name exactly as ``verilog.convert`` names a component's ports (``path`` joined
+with ``__``: ``mat_instr__payload``, ``a_load__data``, ...), plus ``clk`` and ``rst``.
+:func:`convert` converts the top and each module once and returns one Verilog text.
+
+Reset: ``ResetInserter`` does not reach into an ``Instance``, so a part that its parent resets
+with an extra signal (the accelerator's per-run reset) gets it as ``ModuleInstance(reset=...)``
+and its ``rst`` port is ``ResetSignal() | reset``: the same synchronous reset of every
+non-``reset_less`` signal that ``ResetInserter`` adds in the flat design.
+
+A :class:`ModuleInstance` cannot run in ``amaranth.sim`` (it is a black box there); the flat
+design (``hierarchy=False``) is for that.
+"""
+
+from __future__ import annotations
+
+import re
+
+from amaranth import ClockSignal, Module, ResetSignal, Value
+from amaranth.hdl import Instance
+from amaranth.lib import wiring
+
+__all__ = ["ModuleInstance", "convert", "convert_modules", "blackbox", "module_ports", "port_map",
+           "output_bits", "MAX_INSTANCE_OUTPUT_BITS", "PortsOnly", "convert_open"]
+
+
+def port_map(component) -> dict:
+    """``{port name: (value, flow)}`` of ``component``'s signature, named as
+    ``amaranth.back.verilog.convert`` names the ports of a component converted alone."""
+    ports = {}
+    for path, member, value in component.signature.flatten(component):
+        ports["__".join(map(str, path))] = (Value.cast(value), member.flow)
+    return ports
+
+
+#: Amaranth numbers an Instance's output bits with 16 bits (``hdl._nir.Net``): a part whose
+#: outputs are wider cannot be an instance (e.g. the behavioural global buffers at ``paper``,
+#: 103,556 bits towards 16 cores)
+MAX_INSTANCE_OUTPUT_BITS = 1 << 16
+
+
+def output_bits(component) -> int:
+    """The total width of ``component``'s output ports."""
+    return sum(len(v) for v, flow in port_map(component).values() if flow == wiring.Out)
+
+
+class ModuleInstance(wiring.Component):
+    """An instance of Verilog module ``module`` converted from ``part`` (a ``wiring.Component``).
+
+    Parameters (keyword-only)
+    -------------------------
+    part : wiring.Component
+        The component whose Verilog is module ``module`` (converted once, by :func:`convert`);
+        this instance has its signature, and any other attribute is read from ``part``
+        (e.g. the core's ``a_line``).
+    module : str
+        The Verilog module's name.
+    reset : Value or None
+        An extra synchronous reset (1 bit) or'ed into the module's ``rst``.
+    clocked : bool
+        Whether the module has ``clk`` / ``rst`` ports (:func:`convert` tells).
+
+    Ports: those of ``part.signature`` (same names, widths and directions).
+    """
+
+    def __init__(self, *, part, module: str, reset=None, clocked: bool = True):
+        if not isinstance(part, wiring.Component):
+            raise TypeError(f"part must be a wiring.Component, got {part!r}")
+        if not isinstance(module, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module):
+            raise ValueError(f"module must be a Verilog identifier, got {module!r}")
+        if not isinstance(clocked, bool):
+            raise TypeError(f"clocked must be a bool, got {clocked!r}")
+        self.part = part
+        self.module = module
+        self.reset = None if reset is None else Value.cast(reset)
+        if self.reset is not None and len(self.reset) != 1:
+            raise ValueError(f"reset must be 1 bit wide, got {len(self.reset)} bits")
+        self.clocked = clocked
+        out_bits = output_bits(part)
+        if out_bits > MAX_INSTANCE_OUTPUT_BITS:
+            raise ValueError(f"module {module}: {out_bits} output bits, more than an Amaranth "
+                             f"Instance takes ({MAX_INSTANCE_OUTPUT_BITS})")
+        super().__init__(part.signature)
+
+    def __getattr__(self, name):
+        # only reached for attributes this instance lacks: the part's parameters
+        part = self.__dict__.get("part")
+        if part is None or name.startswith("_") or name in part.signature.members:
+            raise AttributeError(name)      # the ports are this instance's own
+        return getattr(part, name)
+
+    def elaborate(self, platform):
+        m = Module()
+        kw = {}
+        for name, (value, flow) in port_map(self).items():
+            kw[("i_" if flow == wiring.In else "o_") + name] = value
+        if self.clocked:
+            rst = ResetSignal() if self.reset is None else ResetSignal() | self.reset
+            kw.update(i_clk=ClockSignal(), i_rst=rst)
+        m.submodules.u = Instance(self.module, **kw)
+        return m
+
+
+class PortsOnly(wiring.Component):
+    """``part``'s ports and no logic: in a synthesis of its parent alone, the part's ports
+    become ports of the parent's module (:func:`convert_open`) instead of a black box, for a
+    part too wide for an ``Instance``. Other attributes are read from ``part``."""
+
+    def __init__(self, *, part):
+        if not isinstance(part, wiring.Component):
+            raise TypeError(f"part must be a wiring.Component, got {part!r}")
+        self.part = part
+        part._MustUse__silence = True       # stands in for it: never elaborated
+        super().__init__(part.signature)
+
+    __getattr__ = ModuleInstance.__getattr__
+
+    def elaborate(self, platform):
+        return Module()
+
+
+def convert_open(top, *, name: str, open_parts: dict) -> str:
+    """Verilog of ``top`` alone whose ports are its own and those of the :class:`PortsOnly`
+    parts in ``open_parts`` (``{prefix: part}``; named ``prefix__port``, directions flipped:
+    what the part drives is an input of ``top``)."""
+    from amaranth.back import verilog
+    from amaranth.hdl import _ir
+    d = {wiring.In: _ir.PortDirection.Input, wiring.Out: _ir.PortDirection.Output}
+    flip = {wiring.In: wiring.Out, wiring.Out: wiring.In}
+    ports = {n: (v, d[f]) for n, (v, f) in port_map(top).items()}
+    for prefix, part in open_parts.items():
+        if not isinstance(part, PortsOnly):
+            raise TypeError(f"open part {prefix!r} must be a PortsOnly, got {part!r}")
+        for n, (v, f) in port_map(part).items():
+            ports[f"{prefix}__{n}"] = (v, d[flip[f]])
+    return verilog.convert(top, name=name, ports=ports, emit_src=False)
+
+
+_HEADER = re.compile(r"^module\s+(\S+?)\s*\((.*?)\);", re.S | re.M)
+
+
+def module_ports(text: str, module: str) -> set[str]:
+    """The port names in module ``module``'s header of Verilog ``text`` (Amaranth's output)."""
+    for mod in _HEADER.finditer(text):
+        if mod.group(1) == module:
+            return {p.strip() for p in mod.group(2).split(",") if p.strip()}
+    raise ValueError(f"module {module!r} not found in the Verilog")
+
+
+def _check_ports(text: str, module: str, part) -> bool:
+    """Every signature port of ``part`` is in module ``module``'s header; returns whether it
+    has ``clk`` and ``rst`` (it must have both or neither)."""
+    have = module_ports(text, module)
+    want = set(port_map(part))
+    missing = want - have
+    if missing:
+        raise RuntimeError(f"module {module}: ports {sorted(missing)[:5]} of its signature are "
+                           f"not in its Verilog")
+    clocked = {"clk", "rst"} & have
+    if clocked not in (set(), {"clk", "rst"}):
+        raise RuntimeError(f"module {module} has {sorted(clocked)} but not both clk and rst")
+    return bool(clocked)
+
+
+def convert_modules(top, *, name: str, emit_src: bool = False, progress=None,
+                    include_top: bool = True) -> dict:
+    """``{module name: Verilog text}``: ``top`` as module ``name`` (first) and, once each, the
+    modules in ``top.modules`` (``{module name: component}``; absent for a flat component, then
+    only ``name``). The modules are converted first and their ports checked against their
+    signatures; ``top.clocked(module, bool)`` is told whether a module has ``clk``/``rst``.
+    ``progress``: optional callable wrapping the list of ``(module name, component)`` to
+    convert (e.g. a tqdm); ``include_top=False``: the modules only."""
+    from amaranth.back import verilog
+    modules = dict(getattr(top, "modules", None) or {})
+    if name in modules:
+        raise ValueError(f"top module name {name!r} is also the name of one of its modules")
+    texts = {}
+    jobs = [*modules.items()] + ([(name, top)] if include_top else [])
+    for mod, comp in (progress(jobs) if progress else jobs):
+        text = verilog.convert(comp, name=mod, emit_src=emit_src)
+        if comp is not top:
+            top.clocked(mod, _check_ports(text, mod, comp))
+        texts[mod] = text
+    return {name: texts.pop(name), **texts} if include_top else texts
+
+
+def convert(top, *, name: str, emit_src: bool = False, progress=None) -> str:
+    """One Verilog text of :func:`convert_modules` (the top first); for a component without
+    ``modules`` exactly ``verilog.convert(top, name=name)``."""
+    return "\n".join(convert_modules(top, name=name, emit_src=emit_src,
+                                      progress=progress).values())
+
+
+def blackbox(module: str, part, *, clocked: bool = True) -> str:
+    """A Verilog stub of module ``module`` with ``part``'s ports (and ``clk``/``rst``), marked
+    ``(* blackbox *)``: what a synthesis of the top alone reads in place of the module."""
+    ports = [("input", "clk", 1), ("input", "rst", 1)] if clocked else []
+    for pname, (value, flow) in port_map(part).items():
+        ports.append(("input" if flow == wiring.In else "output", pname, len(value)))
+    decl = [f"  {d} {f'[{w - 1}:0] ' if w > 1 else ''}{n};" for d, n, w in ports]
+    return "\n".join([f"(* blackbox *)\nmodule {module}({', '.join(n for _, n, _ in ports)});",
+                      *decl, "endmodule", ""])

