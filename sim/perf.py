@@ -341,7 +341,7 @@ def simulate(binary, *, trace: list | None = None,
                 nxt = start + 1
             elif axi is not None:   # the RTL's global units wait on the same semaphore file
                 start = max(h + wx, t)
-                nxt = start
+                nxt = start + 1     # and take one instruction per cycle
             else:
                 nxt = t
         elif op == "SIGNAL":
@@ -351,6 +351,8 @@ def simulate(binary, *, trace: list | None = None,
             elif axi is not None and unit in ch_free:
                 # not posted: the unit waits for its transfers, then signals (next cycle)
                 ts = max(t, drain[k])
+                if unit == "LD" and fetch is not None:    # data moved behind fetch bursts
+                    ts = max(ts, port.ld_end + axi.landing)
                 heapq.heappush(heap, (ts + sl, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
                 start, nxt = ts, ts + 1
             else:           # posted: fires when the unit's transfers have landed
@@ -499,7 +501,7 @@ class _Fetch:
         r, left = fd.table_ar, Q
         while left:
             n = min(left, fd.max_burst)
-            h, _first, end = port.burst(r, n)
+            h, _first, end = port.burst(r, n, insert=True)
             left -= n
             r = h + 2
         self.c = end                    # the round robin's first cycle (table_ok)
@@ -519,7 +521,7 @@ class _Fetch:
                 to_4k = 256 - (self.word0[q] + self.req[q]) % 256
                 n = min(left, free, to_4k, fd.max_burst)
                 if n > 0 and n >= min(left, D // 2, to_4k) and len(self.tags) < fd.outstanding:
-                    h, first, end = self.port.burst(c + 1, n)
+                    h, first, end = self.port.burst(c + 1, n, insert=True)
                     self.arrive[q].extend(range(first + fd.fifo_latency,
                                                 first + fd.fifo_latency + n))
                     self.tags.append(end - 1)
@@ -539,30 +541,51 @@ class _Fetch:
 
 class _ReadPort:
     """The read channels of the accelerator's AXI port (:class:`sim.timing.AxiDma`): bursts of
-    the dispatcher and of the LD engine in the order of their AR handshakes (at most one per
-    cycle); the memory answers in order, one beat per cycle, a burst's first beat ``lat``
-    cycles after its AR at the earliest, and takes a new AR only while fewer than
-    ``ar_queue`` accepted bursts wait for their data to start (a waiting burst leaves that
-    queue about ``lat`` cycles before its first beat)."""
+    the dispatcher and of the LD engine in the order of their AR handshakes; the memory answers
+    in order, one beat per cycle, a burst's first beat ``lat`` cycles after its AR at the
+    earliest, and takes a new AR only while fewer than ``ar_queue`` accepted bursts wait for
+    their data to start (a waiting burst leaves that queue about ``lat`` cycles before its
+    first beat). The LD engine's bursts are placed when its LOAD is modelled, possibly ahead
+    of the cycle the dispatcher has been simulated to; a dispatcher burst (``insert``) goes
+    before those whose AR comes later, and their data move back behind it (``ld_end``: the end
+    of the LD engine's last burst, which its SIGNAL waits for)."""
 
     def __init__(self, lat: int, ar_queue: int | None, end: int = 0):
-        from collections import deque
-        self.lat, self.end, self.last_ar = lat, end, -1
-        self.firsts = deque(maxlen=ar_queue) if ar_queue else None
+        self.lat, self.end, self.q = lat, end, ar_queue
+        self.ld_end = end
+        self.hist = []                  # [AR, first beat, end, beats, LD?] of recent bursts, by AR
 
-    def burst(self, r: int, n: int) -> tuple[int, int, int]:
-        """A burst of ``n`` beats presented from cycle ``r``: ``(AR handshake, first beat,
-        the cycle after its last beat)``."""
-        h = max(r, self.last_ar + 1)
-        f = self.firsts
-        if f is not None and len(f) == f.maxlen:
-            h = max(h, f[0] - self.lat + 1)
-        first = max(h + self.lat, self.end)
-        self.end = first + n
-        self.last_ar = h
-        if f is not None:
-            f.append(first)
-        return h, first, self.end
+    def burst(self, r: int, n: int, insert: bool = False) -> tuple[int, int, int]:
+        """A burst of ``n`` beats presented from cycle ``r`` (``insert``: by the dispatcher):
+        ``(AR handshake, first beat, the cycle after its last beat)``."""
+        hist = self.hist
+        if insert:
+            i = len(hist)
+            while i and hist[i - 1][0] >= r:
+                i -= 1
+        else:
+            i = len(hist)
+        before = hist[:i]
+        h = max(r, before[-1][0] + 1) if before else r
+        if self.q and len(before) >= self.q:
+            h = max(h, before[-self.q][1] - self.lat + 1)
+        prev = before[-1][2] if before else (0 if insert else self.end)
+        if not insert:
+            prev = max(prev, self.end)
+        first = max(h + self.lat, prev)
+        end = mine = first + n
+        hist.insert(i, [h, first, end, n, not insert])
+        for b in hist[i + 1:]:          # the bursts behind it in AR order
+            b[1] = max(b[1], end)
+            b[2] = end = b[1] + b[3]
+            if b[4]:
+                self.ld_end = max(self.ld_end, end)
+        if not insert:
+            self.ld_end = max(self.ld_end, end)
+        self.end = max(self.end, end)
+        if len(hist) > 16:
+            del hist[:-16]
+        return h, first, mine
 
 
 def _axi_transfer(axi, cfg, ins, t, unit, ch_free, inflight, accept, port=None):
