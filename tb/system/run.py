@@ -170,8 +170,9 @@ def main(argv=None) -> int:
     else:
         print(f"{args.model} on {out['config']}: outputs bit-exact with sim.golden and "
               f"sim.funcsim; RTL {out['rtl_cycles']} cycles, sim.perf at the AXI level "
-              f"{out['perf_axi_cycles']} ({out['axi_cycle_diff']:+.1%}; read latency "
-              f"{out['read_latency']}), sim.perf's DRAM model {out['perf_cycles']} "
+              f"{out['perf_axi_cycles']} ({out['axi_cycle_diff']:+.2%}; read latency "
+              f"{out['read_latency']}, host LayerNorm {out['host_service_cycles']} cycles), "
+              f"sim.perf's DRAM model {out['perf_cycles']} "
               f"({out['cycle_diff']:+.1%}); {out['sim_cycles_per_s']:.0f} simulated cycles/s; "
               f"{out['axi_bursts']} AXI bursts")
     return 0 if out["ok"] else 1
