@@ -74,8 +74,7 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
     if rec.get("read_latency_min") is not None:
         # the AXI-level model with the memory model's latency as seen in this run: the shortest
         # AR-to-first-beat time (longer ones include waiting behind earlier bursts, which the
-        # model adds itself)
-        lat = int(rec["read_latency_min"])
+        # model adds itself), and the testbench CPU's host time (model_config)
         b2 = dataclasses.replace(binary, cfg=model_config(cfg, rec))
         rec["perf_axi_cycles"] = int(perf.simulate(b2, env=timing.AXI_SYSTEM).cycles)
         if rec.get("trace") is not None:
