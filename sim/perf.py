@@ -259,6 +259,11 @@ def simulate(binary, *, trace: list | None = None,
     accept = {"LD": 0, "ST": 0}         # AXI: the engine takes its next descriptor
     a_line = timing.a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle)
 
+    # AXI: the read channels the LD engine shares with the dispatcher
+    port = _ReadPort(cfg.dram_latency_cycles, axi.ar_queue) if axi is not None else None
+    fetch = _Fetch(env.fetch, binary, port) \
+        if axi is not None and env.fetch is not None and frames == 1 else None
+
     cur = [0]                       # the frame of the instruction being executed
 
     def note(tag, t0, t1, unit, stream, busy):
@@ -313,6 +318,14 @@ def simulate(binary, *, trace: list | None = None,
             if ready > t:
                 heapq.heappush(heap, (ready, order[k], k))
                 continue
+        if fetch is not None:
+            # the unit takes the word from its dispatcher FIFO: not before it is there
+            fetch.advance(t)
+            qi = fetch.index[su]
+            a = fetch.avail(qi, lpc)
+            if a is None or a > t:
+                heapq.heappush(heap, (t + 1 if a is None else a, order[k], k))
+                continue
         if frames > 1:
             fstart[fr] = min(fstart[fr], t)
         cur[0] = fr
@@ -328,7 +341,7 @@ def simulate(binary, *, trace: list | None = None,
                 nxt = start + 1
             elif axi is not None:   # the RTL's global units wait on the same semaphore file
                 start = max(h + wx, t)
-                nxt = start
+                nxt = start + 1     # and take one instruction per cycle
             else:
                 nxt = t
         elif op == "SIGNAL":
@@ -338,6 +351,8 @@ def simulate(binary, *, trace: list | None = None,
             elif axi is not None and unit in ch_free:
                 # not posted: the unit waits for its transfers, then signals (next cycle)
                 ts = max(t, drain[k])
+                if unit == "LD" and fetch is not None:    # data moved behind fetch bursts
+                    ts = max(ts, port.ld_end + axi.landing)
                 heapq.heappush(heap, (ts + sl, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
                 start, nxt = ts, ts + 1
             else:           # posted: fires when the unit's transfers have landed
@@ -360,7 +375,7 @@ def simulate(binary, *, trace: list | None = None,
                 note(tag, t, nxt, unit, stream, 0)
             elif axi is not None:
                 start, nxt, done, xfer = _axi_transfer(axi, cfg, ins, t, unit, ch_free,
-                                                       inflight, accept)
+                                                       inflight, accept, port)
                 drain[k] = max(drain[k], done)
                 fin = done
                 if fr == 0:
@@ -402,9 +417,12 @@ def simulate(binary, *, trace: list | None = None,
                 spans.append((tag, t, nxt, {"MAT": cfg.S * cfg.T, "RMAC": cfg.N * cfg.M}.get(
                     unit, 0)))
             note(tag, t, nxt, unit, stream, ct.cycles)
-        if axi is not None:
+        if fetch is not None:
+            # the unit took the word (a HOST_LN leaves the FIFO when the CPU acknowledges it)
+            fetch.take(qi, nxt if op == "HOST_LN" else start)
+        elif axi is not None:
             # the dispatcher fetched this instruction word over the read channel: one beat
-            ch_free["LD"] = max(ch_free["LD"], start) + 1
+            port.end = max(port.end, start) + 1
         if trace is not None:
             trace.append((stream, unit, op, tag, int(start), int(nxt))
                          + ((fr,) if frames > 1 else ()))
@@ -455,20 +473,141 @@ def stream(binary, *, frames: int = 3, env: timing.SemaphoreTiming = timing.SYST
             "fps": binary.cfg.clock_mhz * 1e6 / cpf, "frames_in_flight": rep.frames_in_flight}
 
 
-def _axi_transfer(axi, cfg, ins, t, unit, ch_free, inflight, accept):
+class _Fetch:
+    """``hw.system.dispatch.Dispatcher`` run alongside :func:`simulate` (:class:`sim.timing.
+    AxiFetch` states the rules): :meth:`advance` simulates its cycles up to ``t`` (the takes of
+    every unit before ``t`` are known then: the model runs in time order), :meth:`avail` says
+    from which cycle a unit can take the word ``i`` of its queue (``None``: not requested yet),
+    :meth:`take` records a unit's take (it frees a FIFO slot)."""
+
+    def __init__(self, fd, binary, port: "_ReadPort"):
+        from bisect import bisect_left
+        from .image import QUEUE_ALIGN, TABLE_ALIGN, instruction_image, queue_names
+        self.fd, self.port = fd, port
+        self._bisect = bisect_left
+        names = queue_names(binary.cfg.L)
+        self.index = {k: i for i, k in enumerate(names)}
+        _img, entries = instruction_image(binary)
+        assert TABLE_ALIGN % 4096 == 0 and QUEUE_ALIGN % timing.BEAT == 0
+        self.word0 = [o // timing.BEAT for o, _ in entries]   # word address in the 4 KB page
+        self.words = [w for _, w in entries]
+        Q = self.Q = len(names)
+        self.req = [0] * Q
+        self.takes = [[] for _ in range(Q)]
+        self.arrive = [[] for _ in range(Q)]
+        self.tags = []                  # last-beat cycles of the queue bursts in flight
+        # the table: bursts of at most max_burst entries, each requested the cycle after the
+        # previous one's AR handshake
+        r, left = fd.table_ar, Q
+        while left:
+            n = min(left, fd.max_burst)
+            h, _first, end = port.burst(r, n, insert=True)
+            left -= n
+            r = h + 2
+        self.c = end                    # the round robin's first cycle (table_ok)
+        self.ptr = 0
+        self.left_total = sum(self.words)
+
+    def advance(self, t: int) -> None:
+        fd, D = self.fd, self.fd.depth
+        while self.c <= t and self.left_total:
+            c, q = self.c, self.ptr
+            self.ptr = q + 1 if q + 1 < self.Q else 0
+            left = self.words[q] - self.req[q]
+            if left:
+                if self.tags and self.tags[0] < c:
+                    self.tags = [e for e in self.tags if e >= c]
+                free = D - self.req[q] + self._bisect(self.takes[q], c)
+                to_4k = 256 - (self.word0[q] + self.req[q]) % 256
+                n = min(left, free, to_4k, fd.max_burst)
+                if n > 0 and n >= min(left, D // 2, to_4k) and len(self.tags) < fd.outstanding:
+                    h, first, end = self.port.burst(c + 1, n, insert=True)
+                    self.arrive[q].extend(range(first + fd.fifo_latency,
+                                                first + fd.fifo_latency + n))
+                    self.tags.append(end - 1)
+                    self.req[q] += n
+                    self.left_total -= n
+                    self.c = h + 1          # the round robin waits for the AR handshake
+                    continue
+            self.c = c + 1
+
+    def avail(self, q: int, i: int):
+        a = self.arrive[q]
+        return a[i] if i < len(a) else None
+
+    def take(self, q: int, t: int) -> None:
+        self.takes[q].append(t)
+
+
+class _ReadPort:
+    """The read channels of the accelerator's AXI port (:class:`sim.timing.AxiDma`): bursts of
+    the dispatcher and of the LD engine in the order of their AR handshakes; the memory answers
+    in order, one beat per cycle, a burst's first beat ``lat`` cycles after its AR at the
+    earliest, and takes a new AR only while fewer than ``ar_queue`` accepted bursts wait for
+    their data to start (a waiting burst leaves that queue about ``lat`` cycles before its
+    first beat). The LD engine's bursts are placed when its LOAD is modelled, possibly ahead
+    of the cycle the dispatcher has been simulated to; a dispatcher burst (``insert``) goes
+    before those whose AR comes later, and their data move back behind it (``ld_end``: the end
+    of the LD engine's last burst, which its SIGNAL waits for)."""
+
+    def __init__(self, lat: int, ar_queue: int | None, end: int = 0):
+        self.lat, self.end, self.q = lat, end, ar_queue
+        self.ld_end = end
+        self.hist = []                  # [AR, first beat, end, beats, LD?] of recent bursts, by AR
+
+    def burst(self, r: int, n: int, insert: bool = False) -> tuple[int, int, int]:
+        """A burst of ``n`` beats presented from cycle ``r`` (``insert``: by the dispatcher):
+        ``(AR handshake, first beat, the cycle after its last beat)``."""
+        hist = self.hist
+        if insert:
+            i = len(hist)
+            while i and hist[i - 1][0] >= r:
+                i -= 1
+        else:
+            i = len(hist)
+        before = hist[:i]
+        h = max(r, before[-1][0] + 1) if before else r
+        if self.q and len(before) >= self.q:
+            h = max(h, before[-self.q][1] - self.lat + 1)
+        prev = before[-1][2] if before else (0 if insert else self.end)
+        if not insert:
+            prev = max(prev, self.end)
+        first = max(h + self.lat, prev)
+        end = mine = first + n
+        hist.insert(i, [h, first, end, n, not insert])
+        for b in hist[i + 1:]:          # the bursts behind it in AR order
+            b[1] = max(b[1], end)
+            b[2] = end = b[1] + b[3]
+            if b[4]:
+                self.ld_end = max(self.ld_end, end)
+        if not insert:
+            self.ld_end = max(self.ld_end, end)
+        self.end = max(self.end, end)
+        if len(hist) > 16:
+            del hist[:-16]
+        return h, first, mine
+
+
+def _axi_transfer(axi, cfg, ins, t, unit, ch_free, inflight, accept, port=None):
     """One LOAD / STORE on the AXI model (:class:`sim.timing.AxiDma`): ``(start, next fetch
-    of the unit, landed, data-channel cycles)``; updates the channel state in place."""
+    of the unit, landed, data-channel cycles)``; updates the channel state in place. ``port``:
+    the :class:`_ReadPort` the LD engine's bursts share with the dispatcher (default: one of
+    its own, from ``ch_free``)."""
     f = ins.f
     if f["count"] == 0 or f["length"] == 0:
         return t, t + 1, t, 0
     lat = cfg.dram_latency_cycles
+    own = port is None and unit == "LD"
+    if own:
+        port = _ReadPort(lat, axi.ar_queue, ch_free["LD"])
     start = max(t, accept[unit])
-    req = start + 1                    # the window check
+    req = start + axi.accept_cycles    # taken (IDLE), the window check (CHECK)
     fly, free = inflight[unit], ch_free[unit]
     beats = 0
     last_chunk = -1
     for chunk, n in axi.bursts(f["dram_addr"], f["count"], f["length"], f["stride"]):
         if chunk != last_chunk:
+            data = req + axi.store_data_cycles     # a STORE chunk's first line on W
             req += axi.chunk_cycles
             last_chunk = chunk
         fly.sort()
@@ -477,16 +616,21 @@ def _axi_transfer(axi, cfg, ins, t, unit, ch_free, inflight, accept):
         if len(fly) >= axi.outstanding:
             req = max(req, fly.pop(0))
         if unit == "LD":
-            first = max(req + lat, free)
-            free = first + n
+            req, _first, free = port.burst(req, n)
             fly.append(free)
         else:                          # W beats follow the AW; the response comes later
-            first = max(req + 1, free)
+            first = max(req + 1, free, data)
             free = first + n
+            data = free
             fly.append(free + lat)
         beats += n
         req += 1
-    ch_free[unit] = free
+    if unit == "LD":
+        free = port.end
+        if own:
+            ch_free["LD"] = free
+    else:
+        ch_free[unit] = free
     accept[unit] = req
     landed = free + axi.landing if unit == "LD" else max(fly)
     return start, req, landed, beats

@@ -81,7 +81,7 @@ from dataclasses import dataclass
 __all__ = ["GATHER_LATENCY", "REQUANT_LATENCY", "LOG2_LATENCY", "SHIFTER_LATENCY",
            "PACKED_PRODUCT_LATENCY", "OUT_PRODUCT_LATENCY", "SemaphoreTiming", "SYSTEM",
            "SEM_SIGNAL_LATENCY", "SEM_WAIT_EXTRA",
-           "AxiDma", "AXI_SYSTEM",
+           "AxiDma", "AxiFetch", "AXI_SYSTEM",
            "PYTHON_HARNESS", "adder_tree_latency", "mat_latency", "rmac_df_latency",
            "rmac_dw_latency", "compute_steps", "compute_timing", "ComputeTiming", "COMPUTE_OPS",
            "BEAT", "A_MAX_LINE", "a_line_bytes"]
@@ -130,7 +130,8 @@ class AxiDma:
     beat per cycle each. A LOAD / STORE descriptor is split as the engines split it
     (``hw.system.dma``): per chunk the beats from ``floor(addr / beat)`` to the chunk's last
     byte's beat, in INCR bursts of at most ``max_burst`` beats never crossing a 4 KB boundary;
-    the burst generator spends ``chunk_cycles`` per chunk plus one cycle per burst request, at
+    the burst generator takes a descriptor and checks its window in ``accept_cycles`` (its IDLE
+    and CHECK states), then spends ``chunk_cycles`` per chunk plus one cycle per burst request, at
     most ``outstanding`` bursts are in flight; a read burst's first beat comes
     ``cfg.dram_latency_cycles`` after its request (the memory's read latency) and no earlier
     than the channel is free; a write burst's response comes ``cfg.dram_latency_cycles``
@@ -138,14 +139,17 @@ class AxiDma:
     requested. A SIGNAL of LD / ST is **not posted** (as ``hw.system.globalunit`` builds it):
     the unit waits until every transfer before it has landed (``landing`` cycles after the last
     read beat: the realigner and the buffer write; the last write response for a STORE).
-    The dispatcher's instruction fetches take one read beat per instruction, counted when the
-    instruction starts (not when the dispatcher really fetched it); a unit waiting for its
-    queue to be refilled is not modelled."""
+    The dispatcher's instruction fetches share the read channel: :class:`AxiFetch` (with it, a
+    unit also waits for its queue to be refilled); without it, one read beat per instruction,
+    counted when the instruction starts."""
     beat: int = 16
     max_burst: int = 64
     outstanding: int = 4
+    accept_cycles: int = 2
     chunk_cycles: int = 1
     landing: int = 2
+    store_data_cycles: int = 6
+    ar_queue: int | None = 2
 
     def bursts(self, dram_addr: int, count: int, length: int, stride: int):
         """``[(chunk, beats), ...]`` of one descriptor: the bursts the engine requests."""
@@ -163,6 +167,32 @@ class AxiDma:
 
 
 @dataclass(frozen=True)
+class AxiFetch:
+    """The instruction fetch of ``hw.system.Accelerator`` (``hw.system.dispatch.Dispatcher``)
+    at the AXI level, for :mod:`sim.perf`.
+
+    The run starts (cycle 0 = the first cycle the ``CYCLES`` counter counts) with the START's
+    bus drain, the units' reset and the dispatcher's start; the queue table's first read
+    burst is handed to the bus ``table_ar`` cycles later (``Accelerator``: run_rst, go,
+    started, arvalid), its further bursts (of at most ``max_burst`` entries) two cycles apart.
+    The cycle after the table's last beat the round robin begins at queue 0: each cycle it
+    looks at one queue and, if that queue has words left, room for
+    ``n = min(words left, free slots, beats to the 4 KB boundary, max_burst)`` words, ``n`` at
+    least ``min(words left, depth // 2, beats to the boundary)`` and fewer than
+    ``outstanding`` bursts in flight, requests ``n`` words: the AR handshake is the next cycle
+    (the round robin looks at the next queue in the cycle after it). Free slots are
+    ``depth`` minus the words requested and not yet taken by the unit. Read data follow the
+    bursts requested before on the shared read channel (the LD engine's too), the memory's
+    latency after the AR; a word is in the FIFO's output register ``fifo_latency`` cycles after
+    its beat (``lib.fifo.SyncFIFOBuffered``), and its unit cannot take it earlier."""
+    depth: int = 16
+    max_burst: int = 16
+    outstanding: int = 4
+    table_ar: int = 3
+    fifo_latency: int = 2
+
+
+@dataclass(frozen=True)
 class SemaphoreTiming:
     """How the world outside the core answers (see the module doc).
 
@@ -176,11 +206,13 @@ class SemaphoreTiming:
     the buffer when it is issued; its SIGNAL is seen by a core WAIT with ``wait_extra``), as the
     Python harness plays it; ``False``: the DRAM model of :mod:`sim.perf`.
     ``axi``: the DMA as ``hw.system`` builds it (:class:`AxiDma`) instead of the shared-channel
-    DRAM model."""
+    DRAM model; ``fetch``: with ``axi``, the dispatcher's instruction fetch (:class:`AxiFetch`)
+    instead of one read beat per instruction."""
     wait_extra: int = 0
     signal_latency: int = 1
     dma_zero_time: bool = False
     axi: AxiDma | None = None
+    fetch: AxiFetch | None = None
 
 
 #: the accelerator: a combinational semaphore file, DMA through the DRAM model
@@ -196,7 +228,7 @@ SEM_SIGNAL_LATENCY = 2
 SEM_WAIT_EXTRA = 2
 #: ``hw.system.Accelerator``: the semaphore file above, the DMA engines on one AXI4 port
 AXI_SYSTEM = SemaphoreTiming(wait_extra=SEM_WAIT_EXTRA, signal_latency=SEM_SIGNAL_LATENCY,
-                             axi=AxiDma())
+                             axi=AxiDma(), fetch=AxiFetch())
 #: ``tb.core.harness.CoreEnv``: registered ``wait.ready`` (a satisfied WAIT takes 2 cycles) and
 #: the LD/ST DMA units executed in zero time at the clock edge
 PYTHON_HARNESS = SemaphoreTiming(wait_extra=1, dma_zero_time=True)

@@ -70,6 +70,13 @@ async def accelerator_runs_binary(dut):
     await host.load(binary, xq, corrupt=corrupt)
     if case == "watchdog":
         await host.write("WATCHDOG", p.get("watchdog", 2000))
+    takes, host_cycles = [], []
+    from tb.system.trace import host_service
+    cocotb.start_soon(host_service(dut, host_cycles))
+    if p.get("trace"):      # per-instruction take cycles (tb.system.trace), written below
+        from sim.image import n_queues
+        from tb.system.trace import record
+        cocotb.start_soon(record(dut, n_queues(binary.cfg.L), takes))
     t0, c0 = time.perf_counter(), time.process_time()
     await host.start()
     if case == "start_busy":
@@ -118,5 +125,8 @@ async def accelerator_runs_binary(dut):
         dut._log.info(f"done: {res['counters']['CYCLES']} cycles in {wall:.1f} s "
                       f"({rec['cycles_per_s']:.0f} cycles/s); outputs == sim.golden == "
                       f"sim.funcsim; {rec['bursts_per_port']} bursts per AXI port, all legal")
+    rec["host_service_cycles"] = host_cycles
+    if p.get("trace"):
+        rec["trace"] = takes
     with open("accel.json", "w") as f:
         json.dump(rec, f)

@@ -6,7 +6,15 @@ nothing of the Binary is in the bitstream), runs ``tb.system.cocotb_accel`` (the
 as cocotbext-axi models) and returns its record (status, error code, performance counters, wall
 time) with ``perf_cycles``, the cycle model's count for the same Binary (its shared-channel
 DRAM model at the config's latency), and ``perf_axi_cycles``, the AXI-level model
-(``sim.timing.AXI_SYSTEM``) at the shortest read latency the AXI memory model showed.
+(``sim.timing.AXI_SYSTEM``) of the same run: at the shortest read latency the AXI memory model
+showed, and with the testbench CPU's measured service time of a ``HOST_LN`` (``STATUS.HOST_REQ``
+high, ``tb.system.trace.host_service``) in place of the config's board-CPU figure
+(``host_overhead_cycles + host_cycles_per_elem * C``): the model then describes the machine the
+RTL ran in, not a ZCU102's CPU.
+
+``trace=True`` also records when every instruction was taken (``tb.system.trace.record``) and
+adds ``trace_diff``, the per-queue comparison with ``sim.perf``'s own times
+(``python -m tb.system.run --trace``, docs/system.md "Cycles").
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_accelerator", "accelerator_for"]
+__all__ = ["run_accelerator", "accelerator_for", "model_config"]
 
 
 def accelerator_for(cfg, binary=None, **kw):
@@ -39,14 +47,14 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
                     pause: bool = False, seed: int = 1, timeout_s: float = 3600,
                     sems: int | None = None, extra: dict | None = None,
                     axi_ports: int = 1, buffers: str = "behavioural",
-                    banks: int = 8, hierarchy: bool = True) -> dict:
+                    banks: int = 8, hierarchy: bool = True, trace: bool = False) -> dict:
     """Compile ``prog`` for ``cfg``, run it on input ``x`` through the Accelerator's Verilog on
     ``simulator`` (cocotb: ``tb.system.cocotb_accel`` checks the outputs bit for bit) and return
     its record (counters, cycles, ``perf_cycles``, ``perf_axi_cycles``). ``buffers`` and
     ``banks``: the Accelerator's global-buffer implementation, ``axi_ports`` its AXI manager
     ports (``hw.system.accelerator``); ``hierarchy``: the Verilog with the core and the global
     buffers as modules of their own (``hw.hier``: what ``python -m hw verilog accelerator`` and
-    ``hw build zcu102`` write; the default) or flat (False)."""
+    ``hw build zcu102`` write; the default) or flat (False); ``trace``: see the module doc."""
     from sim import compile as sc
     from sim import perf, timing
     from tb.rtl import REPO_ROOT, run_cocotb
@@ -63,7 +71,7 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
     run_cocotb(component=acc, name=name, test_module="tb.system.cocotb_accel",
                simulator=simulator, timeout_s=timeout_s, seed=seed,
                params=dict(binary=str(bpath), input=str(xpath), case=case, pause=pause,
-                           seed=seed, **(extra or {})))
+                           seed=seed, **({"trace": 1} if trace else {}), **(extra or {})))
     runs = sorted((REPO_ROOT / "build" / "rtl" / simulator).glob(
         f"{name}-*/run-{os.getpid()}/accel.json"), key=lambda f: f.stat().st_mtime)
     rec = json.loads(runs[-1].read_text())
@@ -71,11 +79,24 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
     if rec.get("read_latency_min") is not None:
         # the AXI-level model with the memory model's latency as seen in this run: the shortest
         # AR-to-first-beat time (longer ones include waiting behind earlier bursts, which the
-        # model adds itself)
-        lat = int(rec["read_latency_min"])
-        b2 = dataclasses.replace(binary, cfg=cfg.replace(dram_latency_cycles=lat))
+        # model adds itself), and the testbench CPU's host time (model_config)
+        b2 = dataclasses.replace(binary, cfg=model_config(cfg, rec))
         rec["perf_axi_cycles"] = int(perf.simulate(b2, env=timing.AXI_SYSTEM).cycles)
+        if rec.get("trace") is not None:
+            from tb.system.trace import diff, model_takes
+            rec["trace_diff"] = diff(b2, rec["trace"], model_takes(b2, timing.AXI_SYSTEM))
     return rec
+
+
+def model_config(cfg, rec: dict):
+    """``cfg`` as the RTL run of ``rec`` saw it, for ``sim.perf`` at the AXI level: the memory
+    model's shortest read latency, and the testbench CPU's mean HOST_LN service time as the
+    host's whole cost (the config's figures describe the board's CPU)."""
+    kw = {"dram_latency_cycles": int(rec["read_latency_min"])}
+    host = rec.get("host_service_cycles")
+    if host:
+        kw.update(host_overhead_cycles=round(sum(host) / len(host)), host_cycles_per_elem=0)
+    return cfg.replace(**kw)
 
 
 def main(argv=None) -> int:
@@ -108,6 +129,9 @@ def main(argv=None) -> int:
     ap.add_argument("--flat", action="store_true",
                     help="flat Verilog (every core in full) instead of the core and the global "
                          "buffers as modules of their own (hw.hier, the default)")
+    ap.add_argument("--trace", action="store_true",
+                    help="record every instruction's take cycle and print where the RTL and "
+                         "sim.perf differ, per queue (tb.system.trace)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     try:
@@ -123,7 +147,7 @@ def main(argv=None) -> int:
             rec = run_accelerator(prog, cfg, x, args.simulator, tmp, pause=args.pause,
                                   seed=args.seed, axi_ports=args.axi_ports,
                                   buffers=args.buffers, banks=args.banks,
-                                  hierarchy=not args.flat)
+                                  hierarchy=not args.flat, trace=args.trace)
         except AssertionError as e:
             msg = str(e).splitlines()[0][:500]
             print(json.dumps({"ok": False, "error": msg}) if args.json else f"FAILED: {msg}")
@@ -138,17 +162,24 @@ def main(argv=None) -> int:
            "axi_cycle_diff": (c["CYCLES"] - rec["perf_axi_cycles"]) / rec["perf_axi_cycles"]
            if rec.get("perf_axi_cycles") else None,
            "read_latency": rec.get("read_latency_min"),
+           "host_service_cycles": rec.get("host_service_cycles"),
            "sim_cycles_per_s": rec["cycles_per_s"], "run_seconds": rec["wall_s"],
            "total_seconds": time.perf_counter() - t0, "host_requests": rec["host_requests"],
            "axi_bursts": rec["bursts"], "bursts_per_port": rec.get("bursts_per_port"),
            "counters": c}
+    if args.trace and rec.get("trace_diff") is not None:
+        from tb.system.trace import format_diff
+        out["trace_diff"] = rec["trace_diff"]
+        if not args.json:
+            print(format_diff(rec["trace_diff"]))
     if args.json:
         print(json.dumps(out))
     else:
         print(f"{args.model} on {out['config']}: outputs bit-exact with sim.golden and "
               f"sim.funcsim; RTL {out['rtl_cycles']} cycles, sim.perf at the AXI level "
-              f"{out['perf_axi_cycles']} ({out['axi_cycle_diff']:+.1%}; read latency "
-              f"{out['read_latency']}), sim.perf's DRAM model {out['perf_cycles']} "
+              f"{out['perf_axi_cycles']} ({out['axi_cycle_diff']:+.2%}; read latency "
+              f"{out['read_latency']}, host LayerNorm {out['host_service_cycles']} cycles), "
+              f"sim.perf's DRAM model {out['perf_cycles']} "
               f"({out['cycle_diff']:+.1%}); {out['sim_cycles_per_s']:.0f} simulated cycles/s; "
               f"{out['axi_bursts']} AXI bursts")
     return 0 if out["ok"] else 1
