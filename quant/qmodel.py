@@ -486,7 +486,10 @@ class QGraph(nn.Module):
         if self.align_active():
             infos = {}
             for n in self.nodes[start:end]:
-                if n.op == "concat" or self._aligned_op(n):
+                # the host LayerNorm reads raw int32 accumulators: aligned only after an
+                # aligned linear (whose output scale is known), else plain
+                if n.op == "concat" or (self._aligned_op(n) and (
+                        n.op != "layernorm" or n.inputs[0] in infos)):
                     self._fwd_aligned(n, env, infos)
                 else:
                     env_f = {t: env[t].float() for t in n.reads()}

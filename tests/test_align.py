@@ -52,6 +52,14 @@ def test_aligned_equals_integer_model(small):
     want, prog = _int_logits(g, x)
     np.testing.assert_array_equal(got, want)
     s = prog.tensors[prog.outputs[0]].channel_scale()
+    g.align = frozenset({"layernorm"})  # without an aligned linear: the LayerNorm stays plain
+    try:
+        with torch.no_grad():
+            ln_only = g(x)
+    finally:
+        g.align = frozenset()
+    with torch.no_grad():
+        torch.testing.assert_close(ln_only, g(x), rtol=0, atol=0)
     for i in range(2):                 # and sim.golden itself, independent of quant's executor
         gi = golden.run(prog, golden.quantize_input(x[i].numpy(), prog.tensors["input"]))
         np.testing.assert_array_equal(got[i], gi[prog.outputs[0]] * s)
