@@ -42,7 +42,7 @@ from .qmodel import QAttention, QConcat, QConv, QGraph, QLayerNorm, QLinear, QPo
 from .quantizers import AdaRoundWeightQuantizer, round_half_up
 from .transforms import log2_offset
 
-__all__ = ["export", "refresh_weights", "run_int", "run_node", "quantize_images", "ExportError",
+__all__ = ["export", "export_node", "run_node_current", "refresh_weights", "run_int", "run_node", "quantize_images", "ExportError",
            "BIAS_BITS"]
 
 BIAS_BITS = nx.ACC_BITS - 2
@@ -121,50 +121,77 @@ def export(g: QGraph, *, check: bool = True) -> IntProgram:
         return _offset_of(g, name)
 
     def add_tensor(name, *, bits=None, signed=True, scale=None):
-        t = g.tensors[name]
-        sc = scale_of(name) if scale is None else np.asarray(scale, np.float64)
-        if sc.ndim == 1 and np.all(sc == sc[0]):
-            sc = np.float64(sc[0])
-        tensors[name] = TensorInfo(name, shapes[name], t.bits if bits is None else bits, signed, sc)
+        tensors[name] = _tensor_info(g, name, shapes[name], bits=bits, signed=signed, scale=scale)
         o = offset_of(name)
         if o is not None:
             offsets[name] = o.tolist()
 
     add_tensor("input")
     for n in g.nodes:
-        if isinstance(n, QConv):
-            nodes.append(_conv(g, n, scale_of, offset_of))
-            add_tensor(n.output)
-        elif isinstance(n, QConcat):
-            nodes.append(Node(n.name, "concat", list(n.inputs), n.output))
-            add_tensor(n.output)
-        elif isinstance(n, QPool):
-            s_in = scale_of(n.inputs[0])
-            if not np.allclose(s_in, s_in[0]):
-                raise ExportError(f"{n.name}: pooling needs a per-tensor input scale")
-            h, w = shapes[n.inputs[0]][1:]
-            mult = nx.to_dyadic(s_in[0] / (h * w) / scale_of(n.output)[0])
-            nodes.append(Node(n.name, "global_avgpool", list(n.inputs), n.output, {}, {},
-                              Epilogue(mult=mult)))
-            add_tensor(n.output)
-        elif isinstance(n, QLinear):
-            node, s_acc = _linear(g, n, scale_of)
-            nodes.append(node)
-            add_tensor(n.output, bits=32, scale=s_acc)
-        elif isinstance(n, QLayerNorm):
-            nodes.append(Node(n.name, "layernorm", list(n.inputs), n.output,
-                              dict(eps=n.eps, act=n.act),
-                              dict(gamma=_np(n.gamma), beta=_np(n.beta)), None))
-            add_tensor(n.output)
-        elif isinstance(n, QAttention):
-            nodes.append(_attention(g, n, scale_of))
-            add_tensor(n.output)
-        else:
-            raise ExportError(f"{n.name}: no IntProgram op for {type(n).__name__}")
+        node, out_kw = export_node(g, n, shapes, scale_of, offset_of)
+        nodes.append(node)
+        add_tensor(n.output, **out_kw)
     meta = dict(g.meta)
     meta.update(source="quant.export", qconfig=g.cfg.as_dict(), input_offsets=offsets)
     prog = IntProgram(tensors, nodes, ["input"], [g.output_name], meta)
     return prog.validate() if check else prog
+
+
+def export_node(g: QGraph, n, shapes: dict, scale_of=None, offset_of=None) -> tuple[Node, dict]:
+    """The IntProgram node of one QGraph node with the graph's current scales and weights, and
+    the keyword arguments (``bits``, ``scale``) its output tensor gets where they differ from the
+    QGraph's (the raw linear's int32 accumulators). :func:`export` calls it for every node."""
+    scale_of = scale_of or (lambda name: _scale_of(g, name))
+    offset_of = offset_of or (lambda name: _offset_of(g, name))
+    if isinstance(n, QConv):
+        return _conv(g, n, scale_of, offset_of), {}
+    if isinstance(n, QConcat):
+        return Node(n.name, "concat", list(n.inputs), n.output), {}
+    if isinstance(n, QPool):
+        s_in = scale_of(n.inputs[0])
+        if not np.allclose(s_in, s_in[0]):
+            raise ExportError(f"{n.name}: pooling needs a per-tensor input scale")
+        h, w = shapes[n.inputs[0]][1:]
+        mult = nx.to_dyadic(s_in[0] / (h * w) / scale_of(n.output)[0])
+        return Node(n.name, "global_avgpool", list(n.inputs), n.output, {}, {},
+                    Epilogue(mult=mult)), {}
+    if isinstance(n, QLinear):
+        node, s_acc = _linear(g, n, scale_of)
+        return node, dict(bits=32, scale=s_acc)
+    if isinstance(n, QLayerNorm):
+        return Node(n.name, "layernorm", list(n.inputs), n.output, dict(eps=n.eps, act=n.act),
+                    dict(gamma=_np(n.gamma), beta=_np(n.beta)), None), {}
+    if isinstance(n, QAttention):
+        return _attention(g, n, scale_of), {}
+    raise ExportError(f"{n.name}: no IntProgram op for {type(n).__name__}")
+
+
+def _tensor_info(g: QGraph, name: str, shape, *, bits=None, signed=True, scale=None) -> TensorInfo:
+    t = g.tensors[name]
+    sc = _scale_of(g, name) if scale is None else np.asarray(scale, np.float64)
+    if sc.ndim == 1 and np.all(sc == sc[0]):
+        sc = np.float64(sc[0])
+    return TensorInfo(name, tuple(shape), t.bits if bits is None else bits, signed, sc)
+
+
+class _OneNode:
+    """The part of an IntProgram :func:`run_node` reads: the tensors of one node."""
+
+    def __init__(self, tensors: dict):
+        self.tensors = tensors
+
+
+def run_node_current(g: QGraph, n, ints: dict, shapes: dict, inputs: dict) -> tuple[np.ndarray, TensorInfo]:
+    """One node of ``g`` in the deployed integer arithmetic, with the graph's *current* scales
+    and weights (:func:`export_node`: nothing is cached, so learnt steps are picked up at once):
+    ``ints`` the input (and residual) tensors' integers, ``inputs`` their :class:`TensorInfo`
+    where it is not the default one (a raw linear's int32 output). Returns the output integers
+    and the output's :class:`TensorInfo`. Used by the aligned float-scale forward
+    (:meth:`quant.qmodel.QGraph.run_nodes`)."""
+    node, kw = export_node(g, n, shapes)
+    tensors = {t: inputs.get(t) or _tensor_info(g, t, shapes[t]) for t in n.reads()}
+    tensors[n.output] = _tensor_info(g, n.output, shapes[n.output], **kw)
+    return run_node(_OneNode(tensors), node, ints), tensors[n.output]
 
 
 def _scale_of(g, name) -> np.ndarray:

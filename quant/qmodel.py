@@ -38,9 +38,15 @@ from .quantizers import (AdaRoundWeightQuantizer, FixedWeightQuantizer, LSQActQu
 from .transforms import (choose_emin, log2_offset, log2_round_torch, migration_factors,
                          shift_centers, uniform_divisor_quant)
 
-__all__ = ["QConfig", "TensorQ", "QGraph", "lower", "ATTENTION_MODES"]
+__all__ = ["QConfig", "TensorQ", "QGraph", "lower", "ATTENTION_MODES", "ALIGN_KINDS"]
 
 ATTENTION_MODES = ("float", "uniform", "log2")
+
+#: what the *aligned* float-scale forward (:attr:`QGraph.align`) can compute in the deployed
+#: arithmetic: the input quantization (float64) and the node ops of the IntProgram, with the
+#: convolutions split into those with a Hardswish epilogue (``hswish``) and the others (``conv``)
+ALIGN_KINDS = ("input", "conv", "hswish", "global_avgpool", "linear_attention", "linear",
+               "layernorm")
 
 
 @dataclass
@@ -301,6 +307,10 @@ class QGraph(nn.Module):
         #: fake-quant mode computes the deployed integer values (see :meth:`exact_active`)
         self.exact = True
         self._deploy = None
+        #: float-scale forward (``exact = False``): which :data:`ALIGN_KINDS` take the deployed
+        #: arithmetic's values (see :meth:`align_active`); empty: the plain float-scale forward
+        self.align = frozenset()
+        self._shapes = None
 
     # -- deploy-exact fake quant ------------------------------------------------------------------
     def exact_active(self) -> bool:
@@ -320,6 +330,72 @@ class QGraph(nn.Module):
         return bool(self.exact and self.quant_w and self.quant_a and self.cfg.act_quant
                     and self.cfg.attention == "log2" and len(self.act_q) > 0
                     and not self.observing)
+
+    def align_active(self) -> bool:
+        """Is the float-scale forward *aligned*? True in ``fake`` mode with :attr:`align` set when
+        the deploy-exact forward is not active and the tensors have integer forms (activations
+        quantized, symmetric observer).
+
+        Aligned float-scale fake quant: the nodes whose op is in :attr:`align` compute their
+        *value* in the deployed integer arithmetic with the graph's **current** scales and
+        weights (:func:`quant.export.run_node_current`: each node's integer parameters from
+        :func:`quant.export.export_node`, nothing cached, so steps learnt by LSQ are picked up at
+        once; the input quantization in float64), their gradient straight through the plain
+        float-scale node at the same inputs (as the deploy-exact forward). The other nodes (a
+        uniform or float divisor, an op not in :attr:`align`) run the plain float-scale node.
+        With ``align = ALIGN_KINDS`` and the log2 divisor every value is the integer model's:
+        the plain float-scale forward's disagreement with it (sub-LSB differences that chained
+        rounding amplifies, docs/quant.md) is gone; with a subset it measures which nodes'
+        differences matter. AdaRound weights still soft contribute their hard decisions to the
+        value. Unlike the deploy-exact forward it needs no exportable graph: the ablation's
+        float / uniform divisor rows can be aligned everywhere but in the attention."""
+        if not (self.align and not self.exact_active() and self.quant_w and self.quant_a
+                and self.cfg.act_quant and len(self.act_q) > 0 and not self.observing):
+            return False
+        from .observers import ASYMMETRIC
+        return self.cfg.observer not in ASYMMETRIC
+
+    def _aligned_op(self, n) -> bool:
+        if n.op == "linear_attention" and self.cfg.attention != "log2":
+            return False
+        if n.op == "conv" and n.act == "hswish":
+            return "hswish" in self.align
+        return n.op in self.align
+
+    def _codes(self, name, x, info=None):
+        """Stored integers ``round(x / s) - o`` of tensor ``name`` with the current scale (or
+        ``info``'s) and filter-wise offset."""
+        from .export import _offset_of
+        s = (info.channel_scale() if info is not None
+             else self.scale_vector(name).numpy())
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        st = torch.as_tensor(s, dtype=torch.float64, device=x.device).reshape(shape)
+        q = torch.floor(x.detach().double() / st + 0.5).cpu().numpy().astype("int64")
+        o = _offset_of(self, name) if info is None or info.bits <= 16 else None
+        return q if o is None else q - o.reshape(shape)
+
+    def _fwd_aligned(self, n, env, infos):
+        from .export import run_node_current
+        if n.op == "concat":
+            env[n.output] = torch.cat([env[t].double() for t in n.inputs], dim=1)
+            return
+        if self._shapes is None:
+            self._shapes = self.shapes()
+        ints = {t: self._codes(t, env[t], infos.get(t)) for t in n.reads()}
+        y, info = run_node_current(self, n, ints, self._shapes, infos)
+        infos[n.output] = info
+        dev = env[n.inputs[0]].device
+        from .export import _offset_of
+        o = _offset_of(self, n.output) if info.bits <= 16 else None
+        shape = (1, -1) + (1,) * (y.ndim - 2)
+        yr = torch.as_tensor(y if o is None else y + o.reshape(shape), dtype=torch.float64, device=dev)
+        yr = yr * torch.as_tensor(info.channel_scale(), dtype=torch.float64, device=dev).reshape(shape)
+        if torch.is_grad_enabled():
+            env_f = {t: env[t].float() for t in n.reads()}
+            n.fwd(env_f, self)
+            yf = env_f[n.output].double()
+            yr = yr + (yf - yf.detach())
+        env[n.output] = yr
 
     def deploy_program(self):
         """The IntProgram the deploy-exact mode executes (exported once, cached; call
@@ -373,6 +449,8 @@ class QGraph(nn.Module):
             from .export import quantize_images
             return self.to_real("input", quantize_images(self.deploy_program(), x.detach().cpu()),
                                 x.device)
+        if self.align_active() and "input" in self.align:
+            return self.act_out("input", x.double())
         return self.act_out("input", x)
 
     def _fwd_exact(self, n, env):
@@ -404,6 +482,19 @@ class QGraph(nn.Module):
         if self.exact_active():
             for n in self.nodes[start:end]:
                 self._fwd_exact(n, env)
+            return env
+        if self.align_active():
+            infos = {}
+            for n in self.nodes[start:end]:
+                # the host LayerNorm reads raw int32 accumulators: aligned only after an
+                # aligned linear (whose output scale is known), else plain
+                if n.op == "concat" or (self._aligned_op(n) and (
+                        n.op != "layernorm" or n.inputs[0] in infos)):
+                    self._fwd_aligned(n, env, infos)
+                else:
+                    env_f = {t: env[t].float() for t in n.reads()}
+                    n.fwd(env_f, self)
+                    env[n.output] = env_f[n.output]
             return env
         for n in self.nodes[start:end]:
             n.fwd(env, self)

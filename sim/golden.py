@@ -401,15 +401,15 @@ def top1(logits) -> np.ndarray | int:
 
 def _real_weight_scale(prog: IntProgram, node: Node) -> np.ndarray:
     """Per output channel ``s_in * s_w`` (the real value of one accumulator LSB), recovered from
-    the epilogue: ``mult = s_in s_w / s_out``, or ``s_in s_w / s_mid`` with ``s_mid = 3 / three``
-    for hswish; a raw linear's output scale is ``s_in s_w`` itself."""
+    the epilogue: ``mult = s_in s_w / s_out``, or ``s_in s_w / s_mid`` for hswish with ``s_mid``
+    from the Hardswish constants (:func:`sim.numerics.hswish_in_scale`); a raw linear's output scale is ``s_in s_w`` itself."""
     out_t = prog.tensors[node.output]
     epi = node.epilogue
     if epi is None:
         return out_t.channel_scale()
     m = np.broadcast_to(epi.mult.value(), (out_t.channels,))
     if epi.act == "hswish":
-        return m * (3.0 / epi.three)
+        return m * nx.hswish_in_scale(epi.three, epi.hswish_mult, out_t.channel_scale())
     return m * out_t.channel_scale()
 
 

@@ -36,7 +36,7 @@ __all__ = [
     "ACC_BITS", "MULT_BITS", "MAX_SHIFT", "LOG2_CODE_BITS",
     "saturate", "rshift_round", "accumulator_bits",
     "Dyadic", "to_dyadic", "requant", "align_residual",
-    "relu", "hswish_int", "hswish_constants",
+    "relu", "hswish_int", "hswish_constants", "hswish_in_scale",
     "lod", "log2_round", "log2_quantize", "shift_divide",
     "pack_dual_operand", "packed_dual_multiply", "PACK_SHIFT", "PREADD_BITS",
 ]
@@ -207,19 +207,40 @@ def relu(x):
 def hswish_constants(s_in: float, s_out: float, *, mult_bits: int = MULT_BITS):
     """Integer constants of :func:`hswish_int` for input scale ``s_in`` and output scale ``s_out``.
 
-    Returns ``(three, mult)`` where ``three = round(3 / s_in)`` is 3.0 in input LSBs and
-    ``mult`` is the dyadic ``s_in**2 / (6 * s_out)``.
+    Returns ``(three, mult)``: ``three = max(1, floor(3 / s_in + 1/2))`` is 3.0 in input LSBs
+    (round half up, at least 1) and ``mult`` is the dyadic ``s_in / (2 three s_out)``.
+
+    :func:`hswish_int` then computes ``x clip(x + three, 0, 2 three) mult``, i.e. (in real units,
+    ``a = three s_in``) the Hardswish ``y clip(y + a, 0, 2a) / (2a)`` whose knee constant is ``a``
+    instead of 3: the linear part (``y >= a``) has slope exactly 1 (up to the dyadic's
+    ``2**-16``) and the knee is off by at most ``s_in / 2``. Where ``3 / s_in`` is an integer
+    this is exactly ``x (x + 3/s_in) s_in**2 / (6 s_out)``, the textbook form. The textbook
+    multiplier ``s_in**2 / (6 s_out)`` with a rounded ``three`` would instead tilt the linear
+    part by up to ``1 / (2 three)`` (``three = 1``: 50 %), and for ``s_in > 6`` the rounded
+    ``three`` is 0, which has no integer form at all (``sim.isa``: ``three >= 1``). With ``three
+    = 1`` and ``s_in >= 6`` the result is ``relu(x) s_in / s_out``, the exact Hardswish of
+    every input on the grid (no grid point lies inside ``(-3, 3)`` except 0).
+    The intermediate's scale is recovered from the constants by :func:`hswish_in_scale`.
     """
     if not (s_in > 0 and s_out > 0):
         raise ValueError("hswish scales must be > 0")
-    return int(round(3.0 / s_in)), to_dyadic(s_in * s_in / (6.0 * s_out), mult_bits=mult_bits)
+    three = max(1, math.floor(3.0 / s_in + 0.5))
+    return three, to_dyadic(s_in / (2.0 * three * s_out), mult_bits=mult_bits)
+
+
+def hswish_in_scale(three, mult: Dyadic, s_out):
+    """The input scale ``s_in`` that :func:`hswish_constants` was given, recovered from its
+    constants: ``2 three mult s_out`` (per channel where ``mult`` or ``s_out`` are; relative
+    error ``<= 2**-16``, the dyadic's)."""
+    return 2.0 * float(three) * mult.value() * np.asarray(s_out, np.float64)
 
 
 def hswish_int(x, three: int, mult: Dyadic, *, out_bits: int = 8, signed: bool = True, offset=0):
     """Hardswish ``x * relu6(x + 3) / 6`` in the integer domain.
 
     ``x``: integers at scale ``s_in`` (the wide intermediate of the requant path, not yet 8-bit);
-    ``three``: 3.0 in input LSBs; ``mult``: dyadic ``s_in**2 / (6 s_out)``.
+    ``three``: 3.0 in input LSBs; ``mult``: dyadic ``s_in / (2 three s_out)`` (see
+    :func:`hswish_constants`).
     Computes ``t = clip(x + three, 0, 2*three)``, ``p = x * t`` (exact), then
     ``sat(rshift_round(p * b, c) - offset)``. The only rounding is the final one.
     """

@@ -81,6 +81,45 @@ def test_hswish_int_tracks_float_hardswish():
     assert np.mean(got != want) < 0.01
 
 
+def _hswish_ref_codes(x, s_in, s_out):
+    """numpy Hardswish of the real inputs ``x s_in`` (the textbook formula), rounded half up to
+    int8 codes of scale ``s_out``."""
+    xf = x * s_in
+    return np.clip(np.floor(xf * np.clip(xf + 3, 0, 6) / 6 / s_out + 0.5), -128, 127)
+
+
+@pytest.mark.parametrize("s_in", [2.5, 4.0, 5.9, 6.0, 7.5, 40.0, 1000.0])
+def test_hswish_int_large_input_scale(s_in):
+    """Issue #17: for ``s_in > 6`` the rounded ``3 / s_in`` was 0 (no integer form: the export
+    failed on ``three = 0``), and for ``2 < s_in <= 6`` the textbook ``s_in**2 / (6 s_out)`` with
+    ``three = 1`` tilted the linear part by up to 50 %. Every 16-bit input is checked against the
+    float Hardswish: at most 1 LSB off, and equal wherever the real input is outside the knee
+    ``(-3, 3)`` (there Hardswish is 0 or the identity)."""
+    x = np.arange(-(1 << 15), 1 << 15)
+    s_out = 127 * s_in / 100.0                     # the output spans 100 input LSBs
+    three, mult = nx.hswish_constants(s_in, s_out)
+    assert 1 <= three < (1 << 15)
+    got = nx.hswish_int(x, three, mult)
+    want = _hswish_ref_codes(x, s_in, s_out)
+    assert np.max(np.abs(got - want)) <= 1
+    outside = np.abs(x * s_in) >= 3
+    # off the knee only the dyadic's 2**-16 remains: a tie may flip, nothing else
+    assert np.mean(got[outside] != want[outside]) < 1e-3
+
+
+def test_hswish_constants_slope_and_scale_recovery():
+    """Over seven decades of ``s_in``: the linear part's slope ``2 three mult s_out / s_in`` is 1
+    within the dyadic's ``2**-16``, ``three`` is ``3 / s_in`` rounded (at least 1), and
+    :func:`sim.numerics.hswish_in_scale` gives ``s_in`` back."""
+    for s_in in np.geomspace(1.0 / (1 << 14), 1e3, 200):
+        s_out = float(s_in) * 37.0
+        three, mult = nx.hswish_constants(float(s_in), s_out)
+        assert three == max(1, math.floor(3 / s_in + 0.5))
+        slope = 2 * three * float(mult.value()) * s_out / s_in
+        assert abs(slope - 1) <= 2.0 ** -16
+        assert abs(float(nx.hswish_in_scale(three, mult, s_out)) / s_in - 1) <= 2.0 ** -16
+
+
 def test_lod_and_log2_paper_example():
     assert nx.lod(0b01100011) == 6
     assert nx.log2_round(0b01100011) == 7          # paper Sec. IV-D

@@ -1,0 +1,126 @@
+"""``python -m quant.align_check``: how often the float-scale fake quant (plain, and aligned on
+chosen node kinds, :attr:`quant.qmodel.QGraph.align`) predicts the integer model's top-1 class.
+
+::
+
+    python -m quant.align_check --model b1-r224 --calib-size 16 --images 32 --json
+
+Random BN-calibrated weights (seed 0) unless ``--checkpoint``; MinMax, no reconstruction; the
+first ``--calib-size`` images of ``--data`` calibrate, the next ``--images`` are compared. The
+integer model is the deploy-exact forward (== ``sim.golden``, docs/quant.md). Each variant: top-1
+agreement with the integer model, logit SQNR against it, and the share of logits that differ.
+Errors: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["VARIANTS", "measure", "main"]
+
+#: variant name -> node kinds aligned (``quant.qmodel.ALIGN_KINDS``); "plain" is the float-scale
+#: forward as it was
+VARIANTS = {
+    "plain": (),
+    "input": ("input",),
+    "hswish": ("input", "hswish"),
+    "conv": ("input", "conv"),
+    "conv+hswish": ("input", "conv", "hswish"),
+    "conv+hswish+attention": ("input", "conv", "hswish", "linear_attention"),
+    "all": ("input", "conv", "hswish", "global_avgpool", "linear_attention", "linear",
+            "layernorm"),
+}
+
+
+def measure(name: str, images: int, *, data, checkpoint=None, calib: int = 16,
+            variants=tuple(VARIANTS)) -> dict:
+    """The figures of the module docstring as a dict."""
+    import numpy as np
+    import torch
+
+    import quant
+    from quant.data import make_loader
+    t0 = time.time()
+    model = quant.float_model(name, checkpoint=checkpoint)
+    res = int(model.trio_vit_name.split("-r")[1])
+    qm = quant.quantize(model, make_loader(data, res, batch_size=16, limit=calib),
+                        quant.QuantConfig(reconstruction="off", calib_images=calib))
+    g = qm.graph.set_mode("fake")
+    loader = make_loader(data, res, batch_size=8, limit=calib + images)
+    batches = [x for x, _ in loader]
+    x = torch.cat(batches)[calib:]
+    if len(x) == 0:
+        raise ValueError(f"no images left after the {calib} calibration images")
+    batches = list(torch.split(x, 8))
+
+    def logits():
+        with torch.no_grad():
+            return np.concatenate([g(b).double().cpu().numpy() for b in batches])
+
+    g.exact, g.align = True, frozenset()
+    ref = logits()
+    r = dict(model=qm.model_name, weights="checkpoint" if checkpoint else "random",
+             calibration_images=calib, images=len(ref), variants={})
+    g.exact = False
+    for v in variants:
+        g.align = frozenset(VARIANTS[v])
+        t1 = time.time()
+        got = logits()
+        err = float(((got - ref) ** 2).sum())
+        r["variants"][v] = dict(
+            aligned=list(VARIANTS[v]),
+            top1_agreement=float((got.argmax(1) == ref.argmax(1)).mean()),
+            sqnr_vs_int_db=float("inf") if err == 0 else
+            float(10 * np.log10(float((ref ** 2).sum()) / err)),
+            logits_differing=float((got != ref).mean()), seconds=round(time.time() - t1, 1))
+    g.exact, g.align = True, frozenset()
+    r["seconds"] = round(time.time() - t0, 1)
+    return r
+
+
+def main(argv=None) -> int:
+    from .cli import DEFAULT_DATA
+    ap = argparse.ArgumentParser(prog="python -m quant.align_check", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="b1-r224")
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="image folder or labels.csv")
+    ap.add_argument("--images", type=int, default=32, help="images compared (default 32)")
+    ap.add_argument("--calib-size", type=int, default=16)
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"comma-separated, of {', '.join(VARIANTS)} (default all)")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    variants = [v for v in a.variants.split(",") if v]
+    bad = [v for v in variants if v not in VARIANTS]
+    if a.images < 1 or a.calib_size < 1 or bad or not variants:
+        print(f"error: --images and --calib-size must be >= 1; --variants from {list(VARIANTS)}"
+              + (f" (not {bad})" if bad else ""), file=sys.stderr)
+        return 2
+    if not Path(a.data).exists():
+        print(f"error: data: {a.data}: no such file or folder", file=sys.stderr)
+        return 2
+    try:
+        r = measure(a.model, a.images, data=a.data, checkpoint=a.checkpoint, calib=a.calib_size,
+                    variants=variants)
+    except (ValueError, OSError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    if a.json:
+        print(json.dumps(r, allow_nan=True))
+    else:
+        print(f"{r['model']} ({r['weights']} weights), {r['calibration_images']} calibration "
+              f"images, {r['images']} compared with the integer model:")
+        for v, f in r["variants"].items():
+            print(f"  float-scale {v:22s} top-1 agreement {100 * f['top1_agreement']:5.1f} %, "
+                  f"logit SQNR vs integer {f['sqnr_vs_int_db']:6.1f} dB, logits differing "
+                  f"{100 * f['logits_differing']:5.1f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
