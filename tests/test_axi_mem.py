@@ -205,3 +205,14 @@ def test_parameters_are_checked():
         AxiMemory(depth=64, latency=0)
     with pytest.raises(ValueError, match="storage"):
         AxiMemory(depth=64, storage="ddr4")
+
+
+def test_fast_system_checks_its_parameters():
+    from hw.system.accelerator import Accelerator
+    from tb.system.fast import FastSystem
+    with pytest.raises(ValueError, match="axi_ports=1"):
+        FastSystem(accelerator=Accelerator(config="small:L=1", axi_ports=2), mem_bytes=1 << 20)
+    with pytest.raises(ValueError, match="mem_bytes"):
+        FastSystem(accelerator=Accelerator(config="small:L=1"), mem_bytes=3 << 20)
+    with pytest.raises(TypeError, match="Accelerator"):
+        FastSystem(accelerator="small:L=1", mem_bytes=1 << 20)
