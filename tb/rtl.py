@@ -144,7 +144,7 @@ def _verilator_make_flags(simulator: str):
 
 def run_cocotb(*, component, name: str, test_module: str, simulator: str,
                params: dict | None = None, seed: int = 1,
-               timeout_s: float | None = None, sources=()) -> None:
+               timeout_s: float | None = None, sources=(), verilator_args=()) -> None:
     """Simulate ``component``'s Verilog with the cocotb tests of ``test_module`` on ``simulator``.
 
     ``name``: the Verilog top module (also the build directory's prefix); ``test_module``: an
@@ -152,7 +152,10 @@ def run_cocotb(*, component, name: str, test_module: str, simulator: str,
     ``params``: JSON-serialisable dict handed to the tests (see :func:`params`); ``seed``: the
     cocotb random seed; ``timeout_s``: wall-clock limit for the simulation run (not the build);
     ``sources``: further Verilog files the design instantiates (simulation models such as
-    ``tb.system.axi_mem``'s array), built with it and part of the build's hash.
+    ``tb.system.axi_mem``'s array), built with it and part of the build's hash;
+    ``verilator_args``: further Verilator options (e.g. ``--no-public-flat-rw``: only the top
+    module's ports stay visible to cocotb, which lets Verilator optimise the rest), part of the
+    hash.
     Raises ``AssertionError`` if the simulator is missing, crashes, or any cocotb test fails.
     """
     from amaranth.back import verilog
@@ -164,7 +167,8 @@ def run_cocotb(*, component, name: str, test_module: str, simulator: str,
     text = verilog.convert(component, name=name, emit_src=False)
     runner = get_runner(simulator)
     # -O0: these models run a few thousand cycles, so compile time matters more than speed
-    build_args = ["-Wno-fatal", "-CFLAGS", "-O0"] if simulator == "verilator" else []
+    build_args = (["-Wno-fatal", "-CFLAGS", "-O0", *verilator_args] if simulator == "verilator"
+                  else [])
     extra = [Path(f) for f in sources]
     digest = hashlib.sha256((text + "\0" + " ".join(build_args) + "".join(
         "\0" + f.read_text() for f in extra)).encode()).hexdigest()[:12]
