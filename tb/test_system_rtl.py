@@ -40,9 +40,9 @@ def _check(case, simulator, tmp_path):
     print(f"\n{case} on {simulator}: {got} cycles, sim.perf {model} "
           f"({(got - model) / model:+.1%}), {rec['cycles_per_s']:.0f} cycles/s")
     # docs/system.md, "The DRAM in HDL": sim.perf's AXI-level model against the accelerator,
-    # within 3 % plus a fixed 150 cycles (start, the dispatcher's first fetches, the last
+    # within 3 % plus a fixed 250 cycles (start, the dispatcher's first fetches, the last
     # store's response: what dominates a layer of a few hundred cycles)
-    assert abs(got - model) <= 0.03 * model + 150, (got, model)
+    assert abs(got - model) <= 0.03 * model + 250, (got, model)
     return rec
 
 
