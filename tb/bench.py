@@ -205,45 +205,48 @@ def bench_quantize() -> dict:
             "recon_median_mse_ratio": None if med is None else round(med, 4)}
 
 
-@bench("core_system", "one core (N=M=T=S=8) in CoreSystem: simulated cycles/s on Verilator and "
-                      "Icarus (build excluded), vs the Python harness; cycles vs sim.perf")
-def bench_core_system() -> dict:
+@bench("fast_system", "the whole accelerator (small:L=1) on sim.zoo.tiny, Verilator: DRAM in HDL "
+                      "(tb.system.fast, with and without --public-flat-rw) vs cocotbext-axi's "
+                      "AxiRam, simulated cycles/s; cycles vs sim.perf")
+def bench_fast_system() -> dict:
     import tempfile
 
-    import numpy as np
+    from sim import compile as sc
+    from sim import golden, zoo
+    from sim.config import AccelConfig
+    from tb.system.fast import run_fast
+    from tb.system.run import run_accelerator
 
-    from tb.core.cases import mbconv_program, small_config
-    from tb.core.system import run_system
-
-    # a fused MBConv 16 -> 64 -> 16 on 14x14 (~6k cycles), DRAM 16 B/cycle, 16 cycles latency.
-    # Figures per second of wall time and per CPU second of the simulator process (cocotb runs
-    # in it; on a loaded machine the second is the meaningful one). Verilator is built by
-    # tb.rtl.run_cocotb (-O0, cocotb's --public-flat-rw).
-    prog = mbconv_program(c=16, e=64, h=14, w=14, seed=20)
-    cfg = small_config(N=8, M=8, T=8, S=8, dram_bytes_per_cycle=16, dram_latency_cycles=16)
-    x = np.random.default_rng(1).integers(-128, 128, prog.tensors[prog.inputs[0]].shape)
+    # the same Binary through the testbenches of the same accelerator (each checks the outputs
+    # bit for bit); builds are excluded, the figures are of the run alone. Per CPU second of the
+    # simulator process (cocotb runs in it) is the figure a loaded machine does not distort.
+    # "public": the fast testbench built as every model (cocotb's --public-flat-rw), to
+    # separate what the DRAM in HDL gives from what the private build gives.
+    prog = zoo.tiny()
+    t = prog.tensors[prog.inputs[0]]
+    x = golden.quantize_input(zoo.random_image(t.shape[-1], seed=3), t)
+    cfg = AccelConfig.from_string("small:L=1")
+    binary = sc.compile(prog, cfg)
     res = {}
     with tempfile.TemporaryDirectory() as d:
-        r = run_system(prog, cfg, x, "verilator", d, poll=2000, timeout_s=3600)
-        res.update(cycles=r["cycles"], perf_cycles=r["perf_cycles"],
-                   verilator_cycles_per_s=round(r["cycles_per_s"]),
-                   verilator_cycles_per_cpu_s=round(r["cycles_per_cpu_s"]),
-                   verilator_run_s=round(r["wall_s"], 1))
-        # Icarus runs the 8x8 core at ~10 cycles/s: the small 8x8 pointwise case of
-        # tb.core.cases instead of the MBConv (same core, so the same cost per cycle)
-        from tb.core.cases import make_case
-        p8, c8, x8 = make_case("pw_8x8")
-        r = run_system(p8, c8.replace(dram_bytes_per_cycle=16, dram_latency_cycles=16), x8,
-                       "icarus", d, poll=500, timeout_s=3600)
-        res.update(icarus_pw_8x8_cycles_per_s=round(r["cycles_per_s"], 1),
-                   icarus_pw_8x8_cycles_per_cpu_s=round(r["cycles_per_cpu_s"], 1))
-        h = run_system(prog, cfg, x, "verilator", d, mode="harness", harness_cycles=300)
-    res["cycles_over_perf"] = round(res["cycles"] / res["perf_cycles"], 3)
-    res["harness_verilator_cycles_per_s"] = round(h["cycles_per_s"], 1)
-    res["harness_verilator_cycles_per_cpu_s"] = round(h["cycles_per_cpu_s"], 1)
-    # per CPU second of the simulator process: the machine's load cancels out
-    res["system_over_harness"] = round(res["verilator_cycles_per_cpu_s"]
-                                       / h["cycles_per_cpu_s"], 1)
+        f = run_fast(binary, x, "verilator", f"{d}/fast", latency=16)
+        fp = run_fast(binary, x, "verilator", f"{d}/fast_public", latency=16, public=True)
+        a = run_accelerator(prog, cfg, x, "verilator", f"{d}/axiram")
+    res.update(cycles=f["cycles"], perf_cycles=f["perf_cycles"],
+               cycles_over_perf=round(f["cycles"] / f["perf_cycles"], 3),
+               fast_cycles_per_s=round(f["cycles_per_s"]),
+               fast_cycles_per_cpu_s=round(f["cycles_per_cpu_s"]),
+               fast_run_s=round(f["run_s"], 1), fast_load_s=round(f["load_s"], 1),
+               public_cycles_per_cpu_s=round(fp["cycles_per_cpu_s"]),
+               axiram_cycles=a["counters"]["CYCLES"],
+               axiram_cycles_per_s=round(a["cycles_per_s"]),
+               axiram_cycles_per_cpu_s=round(a["counters"]["CYCLES"] / a["cpu_s"]),
+               axiram_run_s=round(a["wall_s"], 1))
+    res["fast_over_axiram"] = round(res["fast_cycles_per_cpu_s"] / res["axiram_cycles_per_cpu_s"],
+                                    1)
+    res["fast_over_axiram_wall"] = round(f["cycles_per_s"] / a["cycles_per_s"], 1)
+    res["public_over_axiram"] = round(res["public_cycles_per_cpu_s"]
+                                      / res["axiram_cycles_per_cpu_s"], 1)
     return res
 
 

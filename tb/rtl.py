@@ -144,13 +144,18 @@ def _verilator_make_flags(simulator: str):
 
 def run_cocotb(*, component, name: str, test_module: str, simulator: str,
                params: dict | None = None, seed: int = 1,
-               timeout_s: float | None = None) -> None:
+               timeout_s: float | None = None, sources=(), verilator_args=()) -> None:
     """Simulate ``component``'s Verilog with the cocotb tests of ``test_module`` on ``simulator``.
 
     ``name``: the Verilog top module (also the build directory's prefix); ``test_module``: an
     importable module of ``@cocotb.test`` functions (e.g. ``"tb.units.cocotb_log2"``);
     ``params``: JSON-serialisable dict handed to the tests (see :func:`params`); ``seed``: the
-    cocotb random seed; ``timeout_s``: wall-clock limit for the simulation run (not the build).
+    cocotb random seed; ``timeout_s``: wall-clock limit for the simulation run (not the build);
+    ``sources``: further Verilog files the design instantiates (simulation models such as
+    ``tb.system.axi_mem``'s array), built with it and part of the build's hash;
+    ``verilator_args``: further Verilator options (e.g. ``--no-public-flat-rw``: only the top
+    module's ports stay visible to cocotb, which lets Verilator optimise the rest), part of the
+    hash.
     Raises ``AssertionError`` if the simulator is missing, crashes, or any cocotb test fails.
     """
     from cocotb_tools.runner import get_runner
@@ -164,8 +169,11 @@ def run_cocotb(*, component, name: str, test_module: str, simulator: str,
     text = convert(component, name=name)
     runner = get_runner(simulator)
     # -O0: these models run a few thousand cycles, so compile time matters more than speed
-    build_args = ["-Wno-fatal", "-CFLAGS", "-O0"] if simulator == "verilator" else []
-    digest = hashlib.sha256((text + "\0" + " ".join(build_args)).encode()).hexdigest()[:12]
+    build_args = (["-Wno-fatal", "-CFLAGS", "-O0", *verilator_args] if simulator == "verilator"
+                  else [])
+    extra = [Path(f) for f in sources]
+    digest = hashlib.sha256((text + "\0" + " ".join(build_args) + "".join(
+        "\0" + f.read_text() for f in extra)).encode()).hexdigest()[:12]
     build_dir = _BUILD_ROOT / simulator / f"{name}-{digest}"
     stamp = build_dir / "build.ok"
     with _locked(build_dir.with_name(build_dir.name + ".lock")):
@@ -178,7 +186,7 @@ def run_cocotb(*, component, name: str, test_module: str, simulator: str,
             log = build_dir / "build.log"
             try:
                 with _verilator_make_flags(simulator):
-                    runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir,
+                    runner.build(sources=[src, *extra], hdl_toplevel=name, build_dir=build_dir,
                                  build_args=build_args, timescale=("1ns", "1ps"), log_file=log)
             except (RuntimeError, SystemExit) as e:
                 tail = log.read_text()[-3000:] if log.exists() else ""

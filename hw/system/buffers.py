@@ -2,8 +2,8 @@
 
 **Status (docs/system.md, "Global buffers"):** this is the *behavioural* version: it serves the
 cores' gather / scatter contract (``hw.core.ports``: any row and element stride, one-cycle
-latency, no stall) with one memory read port per byte lane, as ``tb.core.system.CoreSystem``
-did. It is exact and simulates well, but it is not the BRAM layout the ZCU102 needs (a real BRAM
+latency, no stall) with one memory read port per byte lane, as the retired simulation model
+``CoreSystem`` did. It is exact and simulates well, but it is not the BRAM layout the ZCU102 needs (a real BRAM
 has two ports; at the paper's point the cores' ports ask for thousands of byte lanes a cycle).
 The banked design that replaces it changes the core's port contract and the compiler's layout
 (docs/global-buffers.md); the ports of this component towards the DMA engines are already the

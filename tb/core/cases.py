@@ -321,7 +321,8 @@ def _tiny_input(prog, seed=0):
 
 tiny_network_program.case_input = _tiny_input
 
-#: whole networks: CoreSystem only (tb/test_system_rtl.py), too long for the Python harness
+#: whole networks: through the accelerator only (tb/test_system_rtl.py), too long for the Python
+#: harness
 NETWORKS = {
     "tiny_net": (tiny_network_program, {}, {}),
     "tiny_net_8x8": (tiny_network_program, {}, dict(N=8, M=8, T=8, S=8)),

@@ -1,0 +1,54 @@
+"""Whole networks through the real accelerator with its DRAM in HDL (``tb.system.fast``).
+
+``hw.system.Accelerator`` and ``tb.system.axi_mem.AxiMemory`` in one design; the CPU is the
+board runtime (``runtime.Accelerator`` over ``runtime.cocotb_device.CocotbMemoryDevice``): it
+loads the Binary through the memory's debug port, starts the run, serves the HOST_LN on the
+interrupt and reads the outputs back; the outputs are compared bit for bit with ``sim.golden``
+and ``sim.funcsim`` inside the cocotb test. The accelerator's ``CYCLES`` counter is held against
+``sim.perf`` (AXI-level DMA, ``sim.timing.AXI_SYSTEM``) at the memory's read latency: within
+3 % (docs/system.md, "The DRAM in HDL").
+"""
+
+import pytest
+
+from sim import compile as sc
+from sim import golden, zoo
+from sim.config import PRESETS
+from tb.system.fast import run_fast
+
+pytestmark = pytest.mark.rtl
+
+SMALL = PRESETS["small"]
+LATENCY = 16
+
+
+def _network(model, cfg, seed=3):
+    prog = zoo.tiny() if model == "tiny" else zoo.build(model)
+    t = prog.tensors[prog.inputs[0]]
+    x = golden.quantize_input(zoo.random_image(t.shape[-1], seed=seed), t)
+    return sc.compile(prog, cfg), x
+
+
+def _check(model, cfg, tmp_path, **kw):
+    binary, x = _network(model, cfg)
+    rec = run_fast(binary, x, "verilator", tmp_path, latency=LATENCY, **kw)
+    assert rec["status"] == "done" and rec["host_requests"] >= 1, rec
+    rtl, model_cycles = rec["cycles"], rec["perf_cycles"]
+    print(f"\n{model} on {cfg.describe()}: RTL {rtl} cycles, sim.perf {model_cycles} "
+          f"({(rtl - model_cycles) / model_cycles:+.2%}); {rec['cycles_per_s']:.0f} cycles/s, "
+          f"{rec['cycles_per_cpu_s']:.0f} per CPU second (run {rec['run_s']:.1f} s, load "
+          f"{rec['load_s']:.1f} s, read-out {rec['read_s']:.1f} s)")
+    assert abs(rtl - model_cycles) <= 0.03 * model_cycles, (rtl, model_cycles)
+    return rec
+
+
+@pytest.mark.slow
+def test_tiny_network_fast(tmp_path):
+    """sim.zoo.tiny (41 layers, its head's LayerNorm served by the runtime) at L = 1."""
+    _check("tiny", SMALL.replace(L=1), tmp_path)
+
+
+@pytest.mark.regress
+def test_b0_r64_fast(tmp_path):
+    """EfficientViT-B0 at 64x64 on the small engines at L = 4 (about 310 k cycles)."""
+    _check("b0-r64", SMALL.replace(L=4), tmp_path, timeout_s=6 * 3600)
