@@ -47,6 +47,7 @@ _RANGES = {
     "dram_bytes_per_cycle": (1, 4096), "dram_latency_cycles": (0, 100000),
     "host_cycles_per_elem": (0, 10000),
     "host_overhead_cycles": (0, 10 ** 7),
+    "requant_mat": (0, 64), "requant_rmac": (0, 64),
 }
 
 
@@ -60,6 +61,12 @@ class AccelConfig:
     between the R-MAC and MAT engines; divisor buffer of the attention; buffer A, the broadcast
     operand of the R-MAC engine and the adder tree, which holds the attention's K: the compiler
     falls back to B for a head whose K does not fit).
+
+    ``requant_mat`` / ``requant_rmac``: the requant lanes R of the MAT / R-MAC unit (``0``, the
+    default: one per engine lane, R = S / M). Otherwise R must divide the unit's lanes: the
+    engine's output vector is held in the unit's staging register and drained R channels per
+    cycle (``lanes / R`` cycles per vector), the engine waiting when the staging is still
+    being drained; :mod:`sim.timing` models it (docs/hw-core.md, "Requant lanes").
 
     The pipeline latencies of the core (requant lanes, engines, log2 module, shifter array) are
     properties of the RTL, not of the configuration: :mod:`sim.timing` states them. (A former
@@ -83,6 +90,8 @@ class AccelConfig:
     dsp_packing: bool = True
     host_cycles_per_elem: int = 4
     host_overhead_cycles: int = 2000
+    requant_mat: int = 0
+    requant_rmac: int = 0
     name: str = "custom"
 
     def __post_init__(self):
@@ -102,6 +111,19 @@ class AccelConfig:
                               f" (got N*M={self.N * self.M}, T*S={self.T * self.S})")
         if not isinstance(self.name, str):
             raise ConfigError("name must be a string")
+        for f, lanes, what in (("requant_mat", self.S, "S"), ("requant_rmac", self.M, "M")):
+            r = getattr(self, f)
+            if r and lanes % r:
+                raise ConfigError(f"{f} must be 0 (one requant lane per engine lane) or divide "
+                                  f"{what}={lanes}, got {r}")
+
+    def requant_lanes(self, unit: str) -> int:
+        """The requant lanes R of core unit ``unit`` ("MAT" or "RMAC"): ``requant_mat`` /
+        ``requant_rmac``, or the unit's engine lanes (S / M) when that field is 0."""
+        if unit not in ("MAT", "RMAC"):
+            raise ValueError(f"unit must be 'MAT' or 'RMAC', got {unit!r}")
+        lanes, r = (self.S, self.requant_mat) if unit == "MAT" else (self.M, self.requant_rmac)
+        return r or lanes
 
     # -- derived quantities -------------------------------------------------------------------
     @property

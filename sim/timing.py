@@ -84,6 +84,7 @@ __all__ = ["GATHER_LATENCY", "REQUANT_LATENCY", "LOG2_LATENCY", "SHIFTER_LATENCY
            "AxiDma", "AXI_SYSTEM",
            "PYTHON_HARNESS", "adder_tree_latency", "mat_latency", "rmac_df_latency",
            "rmac_dw_latency", "compute_steps", "compute_timing", "ComputeTiming", "COMPUTE_OPS",
+           "drain_cycles", "drain_stall",
            "BEAT", "A_MAX_LINE", "a_line_bytes"]
 
 #: cycles from a gather read request to its data (the port contract of ``hw.core.ports``)
@@ -259,15 +260,32 @@ def compute_steps(cfg, op: str, regs: dict, f: dict) -> int:
 
 @dataclass(frozen=True)
 class ComputeTiming:
-    """``pre`` + ``steps`` + ``post`` cycles from the fetch of a compute instruction to the
-    fetch of the next instruction of its unit (see the module doc)."""
+    """``pre`` + ``steps`` + ``stall`` + ``post`` cycles from the fetch of a compute instruction
+    to the fetch of the next instruction of its unit (see the module doc); ``stall``: cycles the
+    sequencer waits for the requant drain (:func:`drain_stall`; 0 with one lane per engine
+    lane)."""
     pre: int
     steps: int
     post: int
+    stall: int = 0
 
     @property
     def cycles(self) -> int:
-        return self.pre + self.steps + self.post
+        return self.pre + self.steps + self.stall + self.post
+
+
+def drain_cycles(cfg, unit: str) -> int:
+    """Cycles the requant lanes of ``unit`` ("MAT" / "RMAC") take for one engine output vector:
+    ``lanes / R`` (``sim.config.AccelConfig.requant_lanes``); 1 with one lane per engine lane."""
+    return (cfg.S if unit == "MAT" else cfg.M) // cfg.requant_lanes(unit)
+
+
+def drain_stall(vectors: int, per_vector: int, gap: int) -> int:
+    """Stall cycles of an engine loop that produces ``vectors`` output vectors (or depthwise
+    tiles), one every ``per_vector`` engine steps, when the issue of a vector's last step must
+    come at least ``gap`` cycles after the previous one's (the staging register is still being
+    drained): ``(vectors - 1) * max(0, gap - per_vector)``."""
+    return max(0, vectors - 1) * max(0, gap - per_vector)
 
 
 def conv_pre_post(cfg, engine: str, *, nco: int, groups: int = 1,
@@ -287,12 +305,24 @@ def compute_timing(cfg, op: str, regs: dict, f: dict) -> ComputeTiming:
     ``regs``) on an engine configuration ``cfg`` (``N, M, T, S, dsp_packing``)."""
     steps = compute_steps(cfg, op, regs, f)
     rq = OUTPUT_LATCH + REQUANT_LATENCY
+    stall = 0
     if op in ("CONV_MAT", "CONV_RDF"):
-        pre, post = conv_pre_post(cfg, "MAT" if op == "CONV_MAT" else "RMAC", nco=f["nco"],
+        unit = "MAT" if op == "CONV_MAT" else "RMAC"
+        pre, post = conv_pre_post(cfg, unit, nco=f["nco"],
                                   groups=regs.get("GROUPS", 1), noepi=bool(regs.get("NOEPI", 0)))
+        # requant drain: a vector every k*k*ceil(CIN/W) steps, drained in D cycles
+        D = drain_cycles(cfg, unit)
+        per = regs["KERNEL"] ** 2 * _cdiv(regs["CIN"], cfg.T if unit == "MAT" else cfg.N)
+        stall = drain_stall(steps // per, per, D)
+        post += D - 1
     elif op == "DW_RSA":
+        # the tile's N x M results are drained D = N * M / R cycles (channel by channel, M / R
+        # cycles per channel); a tile's last step comes at least D + 1 cycles after the last one's
         pre = 2
-        post = GATHER_LATENCY + rmac_dw_latency(cfg) + cfg.N + rq
+        D = cfg.N * drain_cycles(cfg, "RMAC")
+        k = regs["KERNEL"]
+        stall = drain_stall(steps // (k * k), k * k, D + 1)
+        post = GATHER_LATENCY + rmac_dw_latency(cfg) + D + rq
     elif op in ("POOL", "ATT_KSUM"):
         pre = 2
         post = GATHER_LATENCY + 1 + rq
@@ -300,6 +330,11 @@ def compute_timing(cfg, op: str, regs: dict, f: dict) -> ComputeTiming:
         pre = 2
         post = GATHER_LATENCY + (mat_latency(cfg) if op == "ATT_KV_MAT"
                                  else rmac_df_latency(cfg)) + rq
+        unit = "MAT" if op == "ATT_KV_MAT" else "RMAC"
+        D = drain_cycles(cfg, unit)
+        per = _cdiv(regs["NTOK"], cfg.T if unit == "MAT" else cfg.N)
+        stall = drain_stall(steps // per, per, D)
+        post += D - 1
     elif op == "ATT_DIV":
         pre = 2
         post = GATHER_LATENCY + mat_latency(cfg) + OUTPUT_LATCH + LOG2_LATENCY
@@ -309,4 +344,4 @@ def compute_timing(cfg, op: str, regs: dict, f: dict) -> ComputeTiming:
             + SHIFTER_LATENCY
     else:
         raise ValueError(f"no core timing for {op}")
-    return ComputeTiming(pre, steps, post)
+    return ComputeTiming(pre, steps, post, stall)
