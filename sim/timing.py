@@ -42,6 +42,18 @@ Pipeline stages (``hw/core/unit.py``, ``hw/core/attention.py``; ``P`` = product 
   activation (``ACT``) or residual; ``NOEPI`` (int32 logits) writes the latched sum directly;
 * ``DW_RSA``: the engine's N x M tile results go into a hold bank and are requantized one
   channel (M pixels) per cycle: the last tile adds N cycles (the channel-serial drain);
+* **fewer requant lanes** (``AccelConfig.requant_mat`` / ``requant_rmac``: R lanes, a divisor
+  of the unit's L engine lanes; :func:`drain_cycles` ``D = L / R``): the engine's output vector
+  stays in the latch (``o1``) and goes through the lanes R channels per cycle, D cycles per
+  vector, so the last vector adds ``D - 1`` cycles to ``post``; the sequencer holds a vector's
+  last engine step until ``D`` cycles after the previous vector's (the latch is free again
+  when its result arrives), which costs :func:`drain_stall` cycles when a vector takes fewer
+  than D steps. A depthwise tile (N channels x M pixels) is drained in ``N * M / R`` cycles
+  (``N`` with R = M), and a tile's last step waits until ``N * M / R + 1`` cycles after the
+  previous tile's (with R = M the unit requires ``k*k >= N + 1``, so it never waits). A deeper
+  staging buffer would change no cycle count: a unit drains each instruction before its next
+  fetch, and within an instruction every vector takes the same number of steps, so the drain
+  is the bottleneck from the first vector on either way (docs/hw-core.md, "Requant lanes");
 * ``POOL`` / ``ATT_KSUM`` (AUX unit): the adder tree is combinational, the channel total is
   held one cycle (parameter read), then the requant lane;
 * ``ATT_DIV``: ``Log2Quantizer`` (registered, :data:`LOG2_LATENCY`) after ``o1``;
@@ -55,16 +67,22 @@ opcode                 pre (fetch ... first step)                   post (last s
 =====================  ==========================================  ================================
 CONV_MAT / CONV_RDF    3: FETCH, SETUP, GROUPS (+ ``cout_g + 1``    1 gather + engine latency + 1
                        DIVIDE cycles when ``G > 1``)                (o1) + 6 requant (0 with NOEPI)
-DW_RSA                 2: FETCH, SETUP                              1 gather + DW_LATENCY + N
+                                                                    + D - 1 (drain)
+DW_RSA                 2: FETCH, SETUP                              1 gather + DW_LATENCY + N*M/R
                                                                     (hold bank drain) + 1 + 6
 POOL / ATT_KSUM        2: FETCH, PSETUP                             1 gather + 1 (total held,
                                                                     parameter read) + 1 + 6
 ATT_KV_MAT / _RDF      2: FETCH, ASETUP (the head's record read)    1 gather + engine latency + 1 + 6
+                                                                    + D - 1 (drain)
 ATT_DIV                2                                            1 gather + MAT latency + 1 + 1
                                                                     (log2 module)
 ATT_OUT                2                                            1 gather + MAT latency + 1 + 1
                                                                     (product) + 1 (shifter)
 =====================  ==========================================  ================================
+
+plus ``stall`` (:func:`drain_stall`, 0 with one requant lane per engine lane): CONV with a vector
+every ``k*k * ceil(CIN / W)`` steps and gap ``D``, ATT_KV_* every ``ceil(NTOK / W)`` steps and gap
+``D``, DW_RSA a tile every ``k*k`` steps and gap ``N*M/R + 1``.
 
 Engine steps (:func:`compute_steps`): a conv tile is ``G * ceil(cout_g / L) * pixels *
 k*k * ceil(CIN / W)`` (the im2col row of a pixel in tap-major order: one step per tap and block
