@@ -31,7 +31,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["AccelConfig", "ConfigError", "PRESETS"]
+__all__ = ["AccelConfig", "ConfigError", "PRESETS", "PAPER_REQUANT"]
 
 
 class ConfigError(ValueError):
@@ -236,12 +236,17 @@ def _parse_value(v: str):
         return v
 
 
+#: the requant lanes of the paper's point (issue #14, docs/hw-core.md "Requant lanes"): the MAT
+#: unit drains its 8-lane vectors through 4 lanes (B1-R224: 409,278 cycles instead of 409,235,
+#: -0.01 % FPS); the R-MAC keeps 8 (with 4 its depthwise 3x3 tiles wait: -2.8 % FPS)
+PAPER_REQUANT = dict(requant_mat=4)
+
 PRESETS = {
-    "paper": AccelConfig(name="paper"),
+    "paper": AccelConfig(name="paper", **PAPER_REQUANT),
     # a small instance for fast tests and the RTL (2 cores, 4x4 engines)
     "small": AccelConfig(N=4, M=4, T=4, S=4, L=2, buf_b_bytes=32 * 1024, buf_c_bytes=32 * 1024,
                          buf_out_bytes=16 * 1024, buf_aux_bytes=8 * 1024, buf_div_bytes=512,
                          dram_bytes_per_cycle=16, dram_latency_cycles=32, name="small"),
     # one core of the paper's point
-    "paper-1core": AccelConfig(L=1, name="paper-1core"),
+    "paper-1core": AccelConfig(L=1, name="paper-1core", **PAPER_REQUANT),
 }
