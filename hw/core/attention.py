@@ -210,6 +210,8 @@ class AttentionSequencer:
             last_i = ic + W >= i_lim
             # KV: a vector's last step waits until the unit's staging register is free (the
             # requant drain, R < L); DIV and OUT do not use the requant lanes
+            if unit.drain == 1:
+                return issue_step(last_i)
             hold = Signal(name="att_hold")
             m.d.comb += hold.eq(last_i & is_kv & drain["gap_busy"])
             with m.If(last_i & is_kv & ~hold):

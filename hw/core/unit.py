@@ -55,6 +55,8 @@ verdict on every 32-bit value as before and legal values behave the same. ``PAD_
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from amaranth import Cat, EnableInserter, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -699,11 +701,12 @@ class Unit(wiring.Component):
                                  last_ky.eq(ky + 1 == kd), last_k.eq(last_c & last_kx & last_ky),
                                  inb.eq((iy >= 0) & (iy < tf("hin")) & (ix >= 0)
                                         & (ix < regs["WIN"]))]
-                    with m.If(last_k & gap_busy):       # the staging is still being drained
-                        m.d.comb += [self.x.en.eq(0), self.w.en.eq(0)]
-                    with m.Elif(last_k):
-                        arm_gap()
-                    with m.If(~(last_k & gap_busy)):
+                    if D > 1:       # a vector's last step waits while the staging drains
+                        with m.If(last_k & gap_busy):
+                            m.d.comb += [self.x.en.eq(0), self.w.en.eq(0)]
+                        with m.Elif(last_k):
+                            arm_gap()
+                    with (m.If(~(last_k & gap_busy)) if D > 1 else nullcontext()):
                         m.d.sync += [v1.eq(1), f1.eq((k0 == 0) & (kx == 0) & (ky == 0)),
                                      l1.eq(last_k),
                                      mask1.eq(Cat(*[inb & ((k0 + t) < cin)
@@ -945,7 +948,7 @@ class Unit(wiring.Component):
             if MR > 1:
                 with m.If(last_tap & ~hold_):
                     m.d.sync += dgap.eq(N * MR)
-            with m.If(~hold_):
+            with (m.If(~hold_) if MR > 1 else nullcontext()):
                 m.d.comb += [self.x.en.eq(1), xr.en.eq(e == 0)]
                 m.d.sync += [v1.eq(1), f1.eq((ky == 0) & (e == 0) & (ph == 0)), l1.eq(last_tap),
                              ld1.eq(e == 0), rowok1.eq((row >= 0) & (row < tf("hin"))),
@@ -968,7 +971,7 @@ class Unit(wiring.Component):
                     with m.Else():
                         m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N), c0x.eq(c0x + xst * N),
                                      c0kk.eq(c0kk + kk * N), ybase.eq(-padw), yoff.eq(-padw)]
-            return last_tap & last_ox & last_oy & last_c & ~hold_
+            return last_tap & last_ox & last_oy & last_c & (~hold_ if MR > 1 else 1)
 
         # output side: hold the tile, drain it channel by channel through the R requant lanes,
         # MR = M / R cycles per channel (sub-block ds: pixels ds*R ..)
