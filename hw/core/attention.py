@@ -227,6 +227,7 @@ class AttentionSequencer:
             m.d.sync += [v1.eq(1), f1.eq(ic == 0), l1.eq(last_i),
                          mask1.eq(Cat(*[(ic + t) < i_lim for t in range(W)]))]
             last = Signal(name="att_last_step")
+            m.d.comb += last.eq(0)
             with m.If(last_i):
                 m.d.sync += [ic.eq(0), icx.eq(0), icd.eq(0)]
                 m.d.comb += last.eq(step(oc, mc))
@@ -305,11 +306,11 @@ class AttentionSequencer:
             m.d.comb += [o.en.eq(wr), o.buf.eq(tf("obuf")), o.wide.eq(0)]
             with m.Switch(aop):
                 with m.Case(KV):    # R columns wm + wch .. of the drain's sub-block
-                    wch = drain["wch"]
-                    m.d.comb += [o.addr.eq(a(ob + wox + wm + wch)), o.elem_stride.eq(1)]
+                    col = wm + drain["wch"] if unit.drain > 1 else wm
+                    m.d.comb += [o.addr.eq(a(ob + wox + col)), o.elem_stride.eq(1)]
                     for s in range(L):
                         if s < R:
-                            m.d.comb += [o.mask[s].eq(wm + wch + s < d),
+                            m.d.comb += [o.mask[s].eq(col + s < d),
                                          o.data[s].eq(ctx["results"][s][1])]
                         else:
                             m.d.comb += o.mask[s].eq(0)
@@ -322,7 +323,8 @@ class AttentionSequencer:
                         m.d.comb += [o.addr.eq(a(ob + wox + wm)), o.elem_stride.eq(n)]
                         for s in range(L):
                             m.d.comb += [o.mask[s].eq(wo + s < d), o.data[s].eq(q8[s])]
-        with m.If(wr & (drain["w_last"] | ~is_kv)):     # KV: a vector's last sub-block
+        # KV: a vector's last sub-block
+        with m.If(wr & (drain["w_last"] | ~is_kv) if unit.drain > 1 else wr):
             m.d.comb += self.last_write.eq(step(wo, wm))
             with m.If(wm + m_step >= m_lim):
                 m.d.sync += wox.eq(wox + (Mux(is_kv, d, n * L) if has_out else d))

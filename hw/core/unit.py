@@ -446,10 +446,11 @@ class Unit(wiring.Component):
             m.d.sync += o1.eq(e_valid)
             with m.If(e_valid):
                 m.d.sync += [acc[s].eq(e_out[s]) for s in range(L)]
-            rd, sub, rd_last = Signal(), Signal(range(D)), Signal()
-            o1s, sub1 = Signal(), Signal(range(D))
-            rsoff = Signal(A)       # sub * R * RSTRIDE (running)
             if D > 1:
+                # rd: a sub-block is read this cycle (sub: which), rd_last: the vector's last
+                rd, sub, rd_last = Signal(), Signal(range(D)), Signal()
+                o1s, sub1 = Signal(), Signal(range(D))
+                rsoff = Signal(A)       # sub * R * RSTRIDE (running)
                 ract, rsub = Signal(), Signal(range(D))
                 m.d.comb += [rd.eq(e_valid | ract), sub.eq(Mux(e_valid, 0, rsub)),
                              rd_last.eq(sub == D - 1)]
@@ -457,22 +458,22 @@ class Unit(wiring.Component):
                 with m.If(rd):
                     m.d.sync += [rsub.eq(sub + 1),
                                  rsoff.eq(Mux(rd_last, 0, rsoff + regs["RSTRIDE"][:A] * R))]
-            else:
-                m.d.comb += [rd.eq(e_valid), rd_last.eq(1)]
-            m.d.sync += [o1s.eq(rd), sub1.eq(sub)]
-            acc_sel = [Signal(signed(32), name=f"acc_sel_{s}") for s in range(R)]
-            for s in range(R):
-                if D == 1:
-                    m.d.comb += acc_sel[s].eq(acc[s])
-                    continue
-                with m.Switch(sub1):
-                    for j in range(D):
-                        with m.Case(j):
-                            m.d.comb += acc_sel[s].eq(acc[j * R + s])
-            m.d.comb += [self.p.en.eq(rd), self.p.buf.eq(1), self.p.addr.eq(pco_o + sub * (32 * R)),
+                m.d.sync += [o1s.eq(rd), sub1.eq(sub)]
+                acc_sel = [Signal(signed(32), name=f"acc_sel_{s}") for s in range(R)]
+                for s in range(R):
+                    with m.Switch(sub1):
+                        for j in range(D):
+                            with m.Case(j):
+                                m.d.comb += acc_sel[s].eq(acc[j * R + s])
+                p_addr, r_addr = pco_o + sub * (32 * R), rco_o + pix_o + rsoff
+                rd_vec = rd & rd_last       # the vector's last sub-block is read
+            else:       # one lane per engine lane: the vector in one cycle
+                rd, o1s, acc_sel = e_valid, o1, acc
+                p_addr, r_addr, rd_vec = pco_o, rco_o + pix_o, e_valid
+            m.d.comb += [self.p.en.eq(rd), self.p.buf.eq(1), self.p.addr.eq(p_addr),
                          self.p.row_stride.eq(32), self.p.elem_stride.eq(1),
                          self.r.en.eq(rd & has_res), self.r.buf.eq(0),
-                         self.r.addr.eq(rco_o + pix_o + rsoff), self.r.row_stride.eq(0),
+                         self.r.addr.eq(r_addr), self.r.row_stride.eq(0),
                          self.r.elem_stride.eq(regs["RSTRIDE"])]
             # output stage 1: bias add, requant lanes
             rq_valid = Signal()
@@ -506,24 +507,36 @@ class Unit(wiring.Component):
                             has_res=has_res)
             # write stage: sub-block wsub of a vector (channels wch = wsub*R .., address
             # offset wsoff = wsub * R * OSTRIDE); attmode: the KV step's writes (its own pulse)
-            wr, w_last = Signal(), Signal()
-            wsub, wch, wsoff = Signal(range(D)), Signal(range(L)), Signal(A)
+            wr = Signal()
             attmode = Signal()      # an attention instruction runs (hw.core.attention)
-            m.d.comb += wr.eq(Mux(noepi & ~attmode, o1s, rq_valid))
+            if D > 1:
+                w_last = Signal()
+                wsub, wch, wsoff = Signal(range(D)), Signal(range(L)), Signal(A)
+                m.d.comb += wr.eq(Mux(noepi & ~attmode, o1s, rq_valid))
+                o_addr, o_ch = oco_w + Mux(wide, pix_w << 2, pix_w) + wsoff, co_w + wch
+                wr_vec = wr & w_last        # the vector's last sub-block is written
+            else:
+                w_last, wch = 1, 0
+                m.d.comb += wr.eq(Mux(noepi, o1, rq_valid))
+                o_addr, o_ch, wr_vec = oco_w + Mux(wide, pix_w << 2, pix_w), co_w, wr
             m.d.comb += [self.o.en.eq(wr), self.o.buf.eq(tf("obuf")), self.o.wide.eq(wide),
                          self.o.elem_stride.eq(regs["OSTRIDE"]),
-                         self.o.addr.eq(oco_w + Mux(wide, pix_w << 2, pix_w) + wsoff)]
+                         self.o.addr.eq(o_addr)]
             for s, (tot, y) in enumerate(results):
                 m.d.comb += [self.o.data[s].eq(Mux(noepi, tot, y)),
-                             self.o.mask[s].eq(co_w + wch + s < coutg)]
+                             self.o.mask[s].eq(o_ch + s < coutg)]
             if D > 1:
                 m.d.comb += w_last.eq(wsub == D - 1)
                 with m.If(wr):
                     m.d.sync += [wsub.eq(Mux(w_last, 0, wsub + 1)),
                                  wch.eq(Mux(w_last, 0, wch + R)),
                                  wsoff.eq(Mux(w_last, 0, wsoff + regs["OSTRIDE"][:A] * R))]
+
+                def reset_drain():
+                    m.d.sync += [wsub.eq(0), wch.eq(0), wsoff.eq(0)]
             else:
-                m.d.comb += w_last.eq(1)
+                def reset_drain():
+                    pass
             # issue side: a vector's last step waits until the staging is free, i.e. at least D
             # cycles after the previous vector's last step (gap counts them down)
             gap_busy = Signal()
@@ -541,7 +554,7 @@ class Unit(wiring.Component):
             ns.update(drain=dict(o1s=o1s, acc_sel=acc_sel, wr=wr, w_last=w_last, wch=wch,
                                  gap_busy=gap_busy, arm_gap=arm_gap))
             # output-side counters advance in output order (channel group outer, pixel inner)
-            with m.If(rd & rd_last):
+            with m.If(rd_vec):
                 with m.If(pix_o + 1 == npix):
                     m.d.sync += pix_o.eq(0)
                     with m.If(co_o + L < coutg):
@@ -554,9 +567,9 @@ class Unit(wiring.Component):
                 with m.Else():
                     m.d.sync += pix_o.eq(pix_o + 1)
             last_write = Signal()
-            m.d.comb += last_write.eq(wr & w_last & (pix_w + 1 == npix) & (co_w + L >= coutg)
+            m.d.comb += last_write.eq(wr_vec & (pix_w + 1 == npix) & (co_w + L >= coutg)
                                       & (g_w + 1 == regs["GROUPS"]))
-            with m.If(wr & w_last & ~dwmode):
+            with m.If(wr_vec & ~dwmode):
                 with m.If(pix_w + 1 == npix):
                     m.d.sync += pix_w.eq(0)
                     with m.If(co_w + L < coutg):
@@ -669,8 +682,8 @@ class Unit(wiring.Component):
                                      pix_o.eq(0), co_o.eq(0), g_o.eq(0), pco_o.eq(tf("p_addr")),
                                      pcg_o.eq(tf("p_addr")), rco_o.eq(regs["RES_ADDR"]),
                                      rcg_o.eq(regs["RES_ADDR"]), pix_w.eq(0), co_w.eq(0),
-                                     g_w.eq(0), oco_w.eq(tf("o_addr")), ocg_w.eq(tf("o_addr")),
-                                     wsub.eq(0), wch.eq(0), wsoff.eq(0)]
+                                     g_w.eq(0), oco_w.eq(tf("o_addr")), ocg_w.eq(tf("o_addr"))]
+                        reset_drain()
                         with m.If(regs["GROUPS"] == 1):
                             m.d.sync += coutg.eq(nco)
                             m.next = "GROUPS"
@@ -750,7 +763,7 @@ class Unit(wiring.Component):
                         fail(op)
                     with m.Else():
                         att.setup()
-                        m.d.sync += [wsub.eq(0), wch.eq(0), wsoff.eq(0)]
+                        reset_drain()
                         m.d.sync += [attmode.eq(1), dwmode.eq(0)]
                         m.next = "ARUN"
                 with m.State("ARUN"):
@@ -943,9 +956,9 @@ class Unit(wiring.Component):
                                                     _byte(xr.data[j][i], regs["XSIGNED"]), 0))
 
         def issue():
-            hold_ = Signal(name="dw_hold")
-            m.d.comb += hold_.eq(last_tap & dgap_busy)
-            if MR > 1:
+            if MR > 1:      # the tile's last step waits while the hold bank drains
+                hold_ = Signal(name="dw_hold")
+                m.d.comb += hold_.eq(last_tap & dgap_busy)
                 with m.If(last_tap & ~hold_):
                     m.d.sync += dgap.eq(N * MR)
             with (m.If(~hold_) if MR > 1 else nullcontext()):
@@ -971,15 +984,17 @@ class Unit(wiring.Component):
                     with m.Else():
                         m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N), c0x.eq(c0x + xst * N),
                                      c0kk.eq(c0kk + kk * N), ybase.eq(-padw), yoff.eq(-padw)]
-            return last_tap & last_ox & last_oy & last_c & (~hold_ if MR > 1 else 1)
+            last = last_tap & last_ox & last_oy & last_c
+            return last & ~hold_ if MR > 1 else last
 
         # output side: hold the tile, drain it channel by channel through the R requant lanes,
         # MR = M / R cycles per channel (sub-block ds: pixels ds*R ..)
         hold = [[Signal(signed(32), name=f"hold_{j}_{mm}") for mm in range(M)] for j in range(N)]
         draining, dj, dj1, dv1 = Signal(), Signal(range(N + 1)), Signal(range(N + 1)), Signal()
-        ds, ds1 = Signal(range(MR)), Signal(range(MR))
-        ds_last = Signal()
-        m.d.comb += ds_last.eq(ds == MR - 1)
+        if MR > 1:      # ds: the sub-block of the channel being drained (pixels ds*R ..)
+            ds, ds1 = Signal(range(MR)), Signal(range(MR))
+            ds_last = Signal()
+            m.d.comb += ds_last.eq(ds == MR - 1)
         # write-side tile counters (tile order = issue order)
         c0w, oyw, ox0w = Signal(13), Signal(12), Signal(12)
         c0r, oyr, ox0r = Signal(13), Signal(12), Signal(12)   # read (p/r request) side
@@ -990,23 +1005,28 @@ class Unit(wiring.Component):
             Signal(A, name=f"dw_{n}") for n in ("prow_r", "cb_r", "ch_r", "prow_w", "cb_w", "ch_w"))
         with m.If(eng.pixel_valid & dwmode):
             m.d.sync += [hold[j][mm].eq(eng.pixel_out[j][mm]) for j in range(N) for mm in range(M)]
-            m.d.sync += [draining.eq(1), dj.eq(0), ds.eq(0), ch_r.eq(cb_r)]
+            m.d.sync += [draining.eq(1), dj.eq(0), ch_r.eq(cb_r)]
+            if MR > 1:
+                m.d.sync += ds.eq(0)
         with m.Elif(draining):
             if MR > 1:
                 m.d.sync += ds.eq(Mux(ds_last, 0, ds + 1))
-            with m.If(ds_last):
+            with (m.If(ds_last) if MR > 1 else nullcontext()):
                 m.d.sync += [dj.eq(dj + 1), ch_r.eq(ch_r + rst)]
                 with m.If(dj + 1 == N):
                     m.d.sync += draining.eq(0)
                     _next_dw_tile(m, ox0r, oyr, c0r, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"),
                                   prow=prow_r, cbase=cb_r, cstep=rst * N)
-        m.d.sync += [dv1.eq(draining & dwmode), dj1.eq(dj), ds1.eq(ds)]
+        m.d.sync += [dv1.eq(draining & dwmode), dj1.eq(dj)]
+        if MR > 1:
+            m.d.sync += ds1.eq(ds)
         pixr = Signal(A)
         m.d.comb += pixr.eq(prow_r + ox0r)
         with m.If(dwmode):
             m.d.comb += [self.p.en.eq(draining), self.p.addr.eq(tf("p_addr") + (c0r + dj) * 32),
                          self.r.en.eq(draining & ns["has_res"]), self.r.elem_stride.eq(1),
-                         self.r.addr.eq(regs["RES_ADDR"] + ch_r + pixr + ds * R)]
+                         self.r.addr.eq(regs["RES_ADDR"] + ch_r + pixr + ds * R if MR > 1
+                                        else regs["RES_ADDR"] + ch_r + pixr)]
             rec = self.p.data[0].as_value()
             for mm, rq in enumerate(rq_lanes):
                 hsel = Signal(signed(32), name=f"hsel_{mm}")
@@ -1024,26 +1044,29 @@ class Unit(wiring.Component):
                              rq.in_valid.eq(dv1)]
             # writes: channel c0w + jw, R pixels of row oyw from column ox0w + ws*R
             jw = Signal(range(N + 1))
-            ws = Signal(range(MR))
-            ws_last = Signal()
-            m.d.comb += ws_last.eq(ws == MR - 1)
             wr = rq_lanes[0].out_valid
+            if MR > 1:      # ws: the sub-block being written, column x0 = ox0w + ws*R
+                ws = Signal(range(MR))
+                ws_last = Signal()
+                m.d.comb += ws_last.eq(ws == MR - 1)
+                x0, wr_ch = ox0w + ws * R, wr & ws_last
+            else:
+                x0, wr_ch = ox0w, wr
             m.d.comb += [self.o.en.eq(wr), self.o.wide.eq(0), self.o.elem_stride.eq(1),
-                         self.o.addr.eq(tf("o_addr") + ch_w + prow_w + ox0w + ws * R)]
+                         self.o.addr.eq(tf("o_addr") + ch_w + prow_w + x0)]
             for mm in range(M):
                 if mm < R:
-                    m.d.comb += [self.o.mask[mm].eq((ox0w + ws * R + mm < regs["WOUT"])
-                                                    & (c0w + jw < nco)),
+                    m.d.comb += [self.o.mask[mm].eq((x0 + mm < regs["WOUT"]) & (c0w + jw < nco)),
                                  self.o.data[mm].eq(ns["results"][mm][1])]
                 else:
                     m.d.comb += self.o.mask[mm].eq(0)
-            tile_end = (jw + 1 == N) & ws_last
+            tile_end = (jw + 1 == N) & ws_last if MR > 1 else jw + 1 == N
             m.d.comb += dw_last_write.eq(wr & tile_end & (ox0w + M >= regs["WOUT"])
                                          & (oyw + 1 == tf("ho")) & (c0w + N >= nco))
             if MR > 1:
                 with m.If(wr):
                     m.d.sync += ws.eq(Mux(ws_last, 0, ws + 1))
-            with m.If(wr & ws_last):
+            with m.If(wr_ch):
                 m.d.sync += [jw.eq(jw + 1), ch_w.eq(ch_w + ost)]
                 with m.If(tile_end):
                     # back to the tile's first channel, or on to the next N channels
@@ -1065,7 +1088,7 @@ class Unit(wiring.Component):
             m.d.sync += [c0.eq(0), oy.eq(0), ox0.eq(0), ky.eq(0), ph.eq(0), e.eq(0),
                          c0w.eq(0), oyw.eq(0), ox0w.eq(0), jw.eq(0), c0r.eq(0), oyr.eq(0),
                          ox0r.eq(0), c0x.eq(0), c0kk.eq(0), ybase.eq(-padw), yoff.eq(-padw),
-                         ds.eq(0), ws.eq(0), *([dgap.eq(0)] if MR > 1 else []),
+                         *([ds.eq(0), ws.eq(0), dgap.eq(0)] if MR > 1 else []),
                          prow_r.eq(0), cb_r.eq(0), ch_r.eq(0), prow_w.eq(0), cb_w.eq(0),
                          ch_w.eq(0)]
         return issue, setup
