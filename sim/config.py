@@ -62,11 +62,13 @@ class AccelConfig:
     operand of the R-MAC engine and the adder tree, which holds the attention's K: the compiler
     falls back to B for a head whose K does not fit).
 
-    ``requant_mat`` / ``requant_rmac``: the requant lanes R of the MAT / R-MAC unit (``0``, the
-    default: one per engine lane, R = S / M). Otherwise R must divide the unit's lanes: the
-    engine's output vector is held in the unit's staging register and drained R channels per
-    cycle (``lanes / R`` cycles per vector), the engine waiting when the staging is still
-    being drained; :mod:`sim.timing` models it (docs/hw-core.md, "Requant lanes").
+    ``requant_mat`` / ``requant_rmac``: at most this many requant lanes in the MAT / R-MAC unit
+    (``0``, the default: one per engine lane, R = S / M); the unit gets the largest divisor R of
+    its lanes (S / M) that is not above it (:meth:`requant_lanes`), so the field stays valid
+    when S or M is overridden (``paper:S=6`` gives the MAT 3 of ``paper``'s 4). The engine's
+    output vector is held in the unit's staging register and drained R channels per cycle
+    (``lanes / R`` cycles per vector), the engine waiting when the staging is still being
+    drained; :mod:`sim.timing` models it (docs/hw-core.md, "Requant lanes").
 
     The pipeline latencies of the core (requant lanes, engines, log2 module, shifter array) are
     properties of the RTL, not of the configuration: :mod:`sim.timing` states them. (A former
@@ -111,19 +113,17 @@ class AccelConfig:
                               f" (got N*M={self.N * self.M}, T*S={self.T * self.S})")
         if not isinstance(self.name, str):
             raise ConfigError("name must be a string")
-        for f, lanes, what in (("requant_mat", self.S, "S"), ("requant_rmac", self.M, "M")):
-            r = getattr(self, f)
-            if r and lanes % r:
-                raise ConfigError(f"{f} must be 0 (one requant lane per engine lane) or divide "
-                                  f"{what}={lanes}, got {r}")
 
     def requant_lanes(self, unit: str) -> int:
-        """The requant lanes R of core unit ``unit`` ("MAT" or "RMAC"): ``requant_mat`` /
-        ``requant_rmac``, or the unit's engine lanes (S / M) when that field is 0."""
+        """The requant lanes R of core unit ``unit`` ("MAT" or "RMAC"): the largest divisor of
+        the unit's engine lanes (S / M) that is at most ``requant_mat`` / ``requant_rmac``; all
+        of them when that field is 0."""
         if unit not in ("MAT", "RMAC"):
             raise ValueError(f"unit must be 'MAT' or 'RMAC', got {unit!r}")
         lanes, r = (self.S, self.requant_mat) if unit == "MAT" else (self.M, self.requant_rmac)
-        return r or lanes
+        if not r or r >= lanes:
+            return lanes
+        return max(d for d in range(1, r + 1) if lanes % d == 0)
 
     # -- derived quantities -------------------------------------------------------------------
     @property

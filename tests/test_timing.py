@@ -151,8 +151,9 @@ def test_semaphore_latencies_match_sim_timing():
 
 
 def test_requant_lanes_config():
-    """requant_mat / requant_rmac: 0 (one lane per engine lane, the default) or a divisor of S /
-    M; the drain takes lanes / R cycles per output vector."""
+    """requant_mat / requant_rmac: 0 (one lane per engine lane, the default) or at most that
+    many lanes: the largest divisor of S / M not above it, so that overriding S or M on a preset
+    that sets them stays valid; the drain takes lanes / R cycles per output vector."""
     cfg = AccelConfig()
     assert (cfg.requant_mat, cfg.requant_rmac) == (0, 0)
     assert cfg.requant_lanes("MAT") == cfg.S and cfg.requant_lanes("RMAC") == cfg.M
@@ -161,8 +162,13 @@ def test_requant_lanes_config():
     assert (c2.requant_lanes("MAT"), timing.drain_cycles(c2, "MAT")) == (2, 4)
     assert (c2.requant_lanes("RMAC"), timing.drain_cycles(c2, "RMAC")) == (4, 2)
     assert AccelConfig.from_json(c2.to_json()) == c2
-    for bad in (dict(requant_mat=3), dict(requant_rmac=16), dict(requant_mat=-1),
-                dict(S=6, requant_mat=4)):
+    # at most: S = 8 -> 2 of 3; S = 6 -> 3 of 4; S = 2 -> 2 of 4; S = 5 -> 1 of 4; 64 -> all
+    for S, r, want in ((8, 3, 2), (6, 4, 3), (2, 4, 2), (5, 4, 1), (8, 64, 8), (8, 8, 8)):
+        c = AccelConfig(S=S, requant_mat=r, dsp_packing=False)
+        assert c.requant_lanes("MAT") == want, (S, r)
+        assert c.S % c.requant_lanes("MAT") == 0
+    assert AccelConfig.from_string("paper:N=2,M=4,T=2,S=2").requant_lanes("MAT") == 2
+    for bad in (dict(requant_mat=-1), dict(requant_rmac=65), dict(requant_mat=2.0)):
         with pytest.raises(ConfigError, match="requant_"):
             AccelConfig(**bad)
     with pytest.raises(ValueError, match="unit"):
