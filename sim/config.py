@@ -31,7 +31,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["AccelConfig", "ConfigError", "PRESETS"]
+__all__ = ["AccelConfig", "ConfigError", "PRESETS", "PAPER_REQUANT"]
 
 
 class ConfigError(ValueError):
@@ -47,6 +47,7 @@ _RANGES = {
     "dram_bytes_per_cycle": (1, 4096), "dram_latency_cycles": (0, 100000),
     "host_cycles_per_elem": (0, 10000),
     "host_overhead_cycles": (0, 10 ** 7),
+    "requant_mat": (0, 64), "requant_rmac": (0, 64),
 }
 
 
@@ -60,6 +61,14 @@ class AccelConfig:
     between the R-MAC and MAT engines; divisor buffer of the attention; buffer A, the broadcast
     operand of the R-MAC engine and the adder tree, which holds the attention's K: the compiler
     falls back to B for a head whose K does not fit).
+
+    ``requant_mat`` / ``requant_rmac``: at most this many requant lanes in the MAT / R-MAC unit
+    (``0``, the default: one per engine lane, R = S / M); the unit gets the largest divisor R of
+    its lanes (S / M) that is not above it (:meth:`requant_lanes`), so the field stays valid
+    when S or M is overridden (``paper:S=6`` gives the MAT 3 of ``paper``'s 4). The engine's
+    output vector is held in the unit's staging register and drained R channels per cycle
+    (``lanes / R`` cycles per vector), the engine waiting when the staging is still being
+    drained; :mod:`sim.timing` models it (docs/hw-core.md, "Requant lanes").
 
     The pipeline latencies of the core (requant lanes, engines, log2 module, shifter array) are
     properties of the RTL, not of the configuration: :mod:`sim.timing` states them. (A former
@@ -83,6 +92,8 @@ class AccelConfig:
     dsp_packing: bool = True
     host_cycles_per_elem: int = 4
     host_overhead_cycles: int = 2000
+    requant_mat: int = 0
+    requant_rmac: int = 0
     name: str = "custom"
 
     def __post_init__(self):
@@ -102,6 +113,17 @@ class AccelConfig:
                               f" (got N*M={self.N * self.M}, T*S={self.T * self.S})")
         if not isinstance(self.name, str):
             raise ConfigError("name must be a string")
+
+    def requant_lanes(self, unit: str) -> int:
+        """The requant lanes R of core unit ``unit`` ("MAT" or "RMAC"): the largest divisor of
+        the unit's engine lanes (S / M) that is at most ``requant_mat`` / ``requant_rmac``; all
+        of them when that field is 0."""
+        if unit not in ("MAT", "RMAC"):
+            raise ValueError(f"unit must be 'MAT' or 'RMAC', got {unit!r}")
+        lanes, r = (self.S, self.requant_mat) if unit == "MAT" else (self.M, self.requant_rmac)
+        if not r or r >= lanes:
+            return lanes
+        return max(d for d in range(1, r + 1) if lanes % d == 0)
 
     # -- derived quantities -------------------------------------------------------------------
     @property
@@ -214,12 +236,17 @@ def _parse_value(v: str):
         return v
 
 
+#: the requant lanes of the paper's point (issue #14, docs/hw-core.md "Requant lanes"): the MAT
+#: unit drains its 8-lane vectors through 4 lanes (B1-R224: 409,278 cycles instead of 409,235,
+#: -0.01 % FPS); the R-MAC keeps 8 (with 4 its depthwise 3x3 tiles wait: -2.8 % FPS)
+PAPER_REQUANT = dict(requant_mat=4)
+
 PRESETS = {
-    "paper": AccelConfig(name="paper"),
+    "paper": AccelConfig(name="paper", **PAPER_REQUANT),
     # a small instance for fast tests and the RTL (2 cores, 4x4 engines)
     "small": AccelConfig(N=4, M=4, T=4, S=4, L=2, buf_b_bytes=32 * 1024, buf_c_bytes=32 * 1024,
                          buf_out_bytes=16 * 1024, buf_aux_bytes=8 * 1024, buf_div_bytes=512,
                          dram_bytes_per_cycle=16, dram_latency_cycles=32, name="small"),
     # one core of the paper's point
-    "paper-1core": AccelConfig(L=1, name="paper-1core"),
+    "paper-1core": AccelConfig(L=1, name="paper-1core", **PAPER_REQUANT),
 }

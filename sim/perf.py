@@ -178,7 +178,7 @@ def instr_cycles(cfg, ins, regs) -> tuple[int, int]:
     unit fetches its next instruction ``steps + fixed`` cycles after this one
     (:func:`sim.timing.compute_timing`)."""
     t = timing.compute_timing(cfg, ins.op, regs, ins.f)
-    return t.steps, t.pre + t.post
+    return t.steps, t.pre + t.stall + t.post
 
 
 def _dma_bytes(f):

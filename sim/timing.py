@@ -42,6 +42,18 @@ Pipeline stages (``hw/core/unit.py``, ``hw/core/attention.py``; ``P`` = product 
   activation (``ACT``) or residual; ``NOEPI`` (int32 logits) writes the latched sum directly;
 * ``DW_RSA``: the engine's N x M tile results go into a hold bank and are requantized one
   channel (M pixels) per cycle: the last tile adds N cycles (the channel-serial drain);
+* **fewer requant lanes** (``AccelConfig.requant_mat`` / ``requant_rmac``: R lanes, a divisor
+  of the unit's L engine lanes; :func:`drain_cycles` ``D = L / R``): the engine's output vector
+  stays in the latch (``o1``) and goes through the lanes R channels per cycle, D cycles per
+  vector, so the last vector adds ``D - 1`` cycles to ``post``; the sequencer holds a vector's
+  last engine step until ``D`` cycles after the previous vector's (the latch is free again
+  when its result arrives), which costs :func:`drain_stall` cycles when a vector takes fewer
+  than D steps. A depthwise tile (N channels x M pixels) is drained in ``N * M / R`` cycles
+  (``N`` with R = M), and a tile's last step waits until ``N * M / R + 1`` cycles after the
+  previous tile's (with R = M the unit requires ``k*k >= N + 1``, so it never waits). A deeper
+  staging buffer would change no cycle count: a unit drains each instruction before its next
+  fetch, and within an instruction every vector takes the same number of steps, so the drain
+  is the bottleneck from the first vector on either way (docs/hw-core.md, "Requant lanes");
 * ``POOL`` / ``ATT_KSUM`` (AUX unit): the adder tree is combinational, the channel total is
   held one cycle (parameter read), then the requant lane;
 * ``ATT_DIV``: ``Log2Quantizer`` (registered, :data:`LOG2_LATENCY`) after ``o1``;
@@ -55,16 +67,22 @@ opcode                 pre (fetch ... first step)                   post (last s
 =====================  ==========================================  ================================
 CONV_MAT / CONV_RDF    3: FETCH, SETUP, GROUPS (+ ``cout_g + 1``    1 gather + engine latency + 1
                        DIVIDE cycles when ``G > 1``)                (o1) + 6 requant (0 with NOEPI)
-DW_RSA                 2: FETCH, SETUP                              1 gather + DW_LATENCY + N
+                                                                    + D - 1 (drain)
+DW_RSA                 2: FETCH, SETUP                              1 gather + DW_LATENCY + N*M/R
                                                                     (hold bank drain) + 1 + 6
 POOL / ATT_KSUM        2: FETCH, PSETUP                             1 gather + 1 (total held,
                                                                     parameter read) + 1 + 6
 ATT_KV_MAT / _RDF      2: FETCH, ASETUP (the head's record read)    1 gather + engine latency + 1 + 6
+                                                                    + D - 1 (drain)
 ATT_DIV                2                                            1 gather + MAT latency + 1 + 1
                                                                     (log2 module)
 ATT_OUT                2                                            1 gather + MAT latency + 1 + 1
                                                                     (product) + 1 (shifter)
 =====================  ==========================================  ================================
+
+plus ``stall`` (:func:`drain_stall`, 0 with one requant lane per engine lane): CONV with a vector
+every ``k*k * ceil(CIN / W)`` steps and gap ``D``, ATT_KV_* every ``ceil(NTOK / W)`` steps and gap
+``D``, DW_RSA a tile every ``k*k`` steps and gap ``N*M/R + 1``.
 
 Engine steps (:func:`compute_steps`): a conv tile is ``G * ceil(cout_g / L) * pixels *
 k*k * ceil(CIN / W)`` (the im2col row of a pixel in tap-major order: one step per tap and block
@@ -84,6 +102,7 @@ __all__ = ["GATHER_LATENCY", "REQUANT_LATENCY", "LOG2_LATENCY", "SHIFTER_LATENCY
            "AxiDma", "AxiFetch", "AXI_SYSTEM",
            "PYTHON_HARNESS", "adder_tree_latency", "mat_latency", "rmac_df_latency",
            "rmac_dw_latency", "compute_steps", "compute_timing", "ComputeTiming", "COMPUTE_OPS",
+           "drain_cycles", "drain_stall",
            "BEAT", "A_MAX_LINE", "a_line_bytes"]
 
 #: cycles from a gather read request to its data (the port contract of ``hw.core.ports``)
@@ -291,15 +310,32 @@ def compute_steps(cfg, op: str, regs: dict, f: dict) -> int:
 
 @dataclass(frozen=True)
 class ComputeTiming:
-    """``pre`` + ``steps`` + ``post`` cycles from the fetch of a compute instruction to the
-    fetch of the next instruction of its unit (see the module doc)."""
+    """``pre`` + ``steps`` + ``stall`` + ``post`` cycles from the fetch of a compute instruction
+    to the fetch of the next instruction of its unit (see the module doc); ``stall``: cycles the
+    sequencer waits for the requant drain (:func:`drain_stall`; 0 with one lane per engine
+    lane)."""
     pre: int
     steps: int
     post: int
+    stall: int = 0
 
     @property
     def cycles(self) -> int:
-        return self.pre + self.steps + self.post
+        return self.pre + self.steps + self.stall + self.post
+
+
+def drain_cycles(cfg, unit: str) -> int:
+    """Cycles the requant lanes of ``unit`` ("MAT" / "RMAC") take for one engine output vector:
+    ``lanes / R`` (``sim.config.AccelConfig.requant_lanes``); 1 with one lane per engine lane."""
+    return (cfg.S if unit == "MAT" else cfg.M) // cfg.requant_lanes(unit)
+
+
+def drain_stall(vectors: int, per_vector: int, gap: int) -> int:
+    """Stall cycles of an engine loop that produces ``vectors`` output vectors (or depthwise
+    tiles), one every ``per_vector`` engine steps, when the issue of a vector's last step must
+    come at least ``gap`` cycles after the previous one's (the staging register is still being
+    drained): ``(vectors - 1) * max(0, gap - per_vector)``."""
+    return max(0, vectors - 1) * max(0, gap - per_vector)
 
 
 def conv_pre_post(cfg, engine: str, *, nco: int, groups: int = 1,
@@ -319,12 +355,24 @@ def compute_timing(cfg, op: str, regs: dict, f: dict) -> ComputeTiming:
     ``regs``) on an engine configuration ``cfg`` (``N, M, T, S, dsp_packing``)."""
     steps = compute_steps(cfg, op, regs, f)
     rq = OUTPUT_LATCH + REQUANT_LATENCY
+    stall = 0
     if op in ("CONV_MAT", "CONV_RDF"):
-        pre, post = conv_pre_post(cfg, "MAT" if op == "CONV_MAT" else "RMAC", nco=f["nco"],
+        unit = "MAT" if op == "CONV_MAT" else "RMAC"
+        pre, post = conv_pre_post(cfg, unit, nco=f["nco"],
                                   groups=regs.get("GROUPS", 1), noepi=bool(regs.get("NOEPI", 0)))
+        # requant drain: a vector every k*k*ceil(CIN/W) steps, drained in D cycles
+        D = drain_cycles(cfg, unit)
+        per = regs["KERNEL"] ** 2 * _cdiv(regs["CIN"], cfg.T if unit == "MAT" else cfg.N)
+        stall = drain_stall(steps // per, per, D)
+        post += D - 1
     elif op == "DW_RSA":
+        # the tile's N x M results are drained D = N * M / R cycles (channel by channel, M / R
+        # cycles per channel); a tile's last step comes at least D + 1 cycles after the last one's
         pre = 2
-        post = GATHER_LATENCY + rmac_dw_latency(cfg) + cfg.N + rq
+        D = cfg.N * drain_cycles(cfg, "RMAC")
+        k = regs["KERNEL"]
+        stall = drain_stall(steps // (k * k), k * k, D + 1)
+        post = GATHER_LATENCY + rmac_dw_latency(cfg) + D + rq
     elif op in ("POOL", "ATT_KSUM"):
         pre = 2
         post = GATHER_LATENCY + 1 + rq
@@ -332,6 +380,11 @@ def compute_timing(cfg, op: str, regs: dict, f: dict) -> ComputeTiming:
         pre = 2
         post = GATHER_LATENCY + (mat_latency(cfg) if op == "ATT_KV_MAT"
                                  else rmac_df_latency(cfg)) + rq
+        unit = "MAT" if op == "ATT_KV_MAT" else "RMAC"
+        D = drain_cycles(cfg, unit)
+        per = _cdiv(regs["NTOK"], cfg.T if unit == "MAT" else cfg.N)
+        stall = drain_stall(steps // per, per, D)
+        post += D - 1
     elif op == "ATT_DIV":
         pre = 2
         post = GATHER_LATENCY + mat_latency(cfg) + OUTPUT_LATCH + LOG2_LATENCY
@@ -341,4 +394,4 @@ def compute_timing(cfg, op: str, regs: dict, f: dict) -> ComputeTiming:
             + SHIFTER_LATENCY
     else:
         raise ValueError(f"no core timing for {op}")
-    return ComputeTiming(pre, steps, post)
+    return ComputeTiming(pre, steps, post, stall)

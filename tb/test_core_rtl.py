@@ -32,8 +32,7 @@ def _run(cases, simulator, prefetch=False):
     """Run ``cases`` (same engine sizes) in one simulation; check outputs (in cocotb) and cycles
     (``prefetch``: the Binaries compiled with the cross-layer weight prefetch)."""
     cfgs = {make_case(c)[1] for c in cases}
-    assert len({(c.N, c.M, c.T, c.S, c.dsp_packing) for c in cfgs}) == 1, \
-        "one engine configuration per run"
+    assert len({_core_key(c) for c in cfgs}) == 1, "one engine configuration per run"
     cfg = next(iter(cfgs))
     run_cocotb(component=Core.from_config(cfg), name="core", test_module="tb.core.cocotb_core",
                simulator=simulator, params=dict(cases=list(cases), seed=0, max_cycles=20000,
@@ -53,6 +52,20 @@ def _run(cases, simulator, prefetch=False):
         assert got == model, f"{case} on {simulator}: {got} cycles, sim.perf {model}"
 
 
+def _core_key(cfg):
+    """What the core's Verilog depends on among a case's config fields."""
+    return (cfg.N, cfg.M, cfg.T, cfg.S, cfg.dsp_packing, cfg.requant_lanes("MAT"),
+            cfg.requant_lanes("RMAC"))
+
+
+def _by_core(cases):
+    """``cases`` grouped by the core they need (one simulation each)."""
+    groups = {}
+    for c in cases:
+        groups.setdefault(_core_key(make_case(c)[1]), []).append(c)
+    return list(groups.values())
+
+
 def test_core_rtl(simulator):
     """A pointwise layer (MAT and R-MAC units at once), a depthwise 3x3 stride-2 layer (R-MAC
     self-accumulation), global average pooling (AUX unit) and a generic 3x3 stride-2 conv with
@@ -62,8 +75,10 @@ def test_core_rtl(simulator):
 
 @pytest.mark.regress
 def test_core_rtl_regress(simulator):
-    """Every small-config case in one simulation per simulator."""
-    _run([c for c in CASES if not c.endswith(("8x8", "packed"))], simulator)
+    """Every small-config case, one simulation per simulator and core (the ``*_rq`` cases
+    need a core with fewer requant lanes)."""
+    for group in _by_core([c for c in CASES if not c.endswith(("8x8", "packed"))]):
+        _run(group, simulator)
 
 
 @pytest.mark.regress
@@ -97,3 +112,11 @@ def test_core_rtl_prefetch(simulator):
     moved up the LD queue: other C addresses, waits and LD order than without): output
     bit-exact, cycles equal to sim.perf's on that Binary."""
     _run(("litemla_8x8",), simulator, prefetch=True)
+
+
+def test_core_rtl_requant_lanes(simulator):
+    """Fewer requant lanes than engine lanes (tb.core.cases.REQUANT: the MAT unit drains a vector
+    in 2 cycles, the R-MAC unit in 4): a pointwise layer with one step per vector (both units'
+    sequencers wait for the drain), a residual one and a depthwise 3x3 stride 2 (the R-MAC waits
+    between tiles); outputs bit-exact, cycles equal to sim.perf's."""
+    _run(("pw_rq", "pw_residual_rq", "dw3_s2_rq"), simulator)

@@ -118,7 +118,7 @@ def run_case(name, seed=0):
 
 BIG = ("pw_8x8", "dw3_s2_8x8", "conv3_s2_8x8")
 ATT_PREFIX = ("att", "litemla")     # attention cases: tests at the end of this file
-BLOCKS = ("mbconv", "mbconv_s2")
+BLOCKS = ("mbconv", "mbconv_s2", "mbconv_rq")
 
 
 @pytest.mark.parametrize("name", [c for c in CASES if c not in BIG + BLOCKS
@@ -149,7 +149,8 @@ def test_core_8x8(name):
 
 
 @pytest.mark.parametrize("name", [pytest.param("mbconv"),
-                                  pytest.param("mbconv_s2", marks=pytest.mark.slow)])
+                                  pytest.param("mbconv_s2", marks=pytest.mark.slow),
+                                  pytest.param("mbconv_rq", marks=pytest.mark.slow)])
 def test_core_mbconv(name):
     """A whole MBConv (PW expand -> DW -> PW project + residual), compiled as one fused chain:
     the intermediates stay in buffer B, the MAT runs the next tile's expand conv while the
@@ -214,6 +215,57 @@ def test_core_bad_parameters(kw, exc):
         Core(**kw)
 
 
+@pytest.mark.parametrize("kw, match", [
+    (dict(S=8, requant_mat=3), "requant_mat must divide S=8"),
+    (dict(M=4, requant_rmac=8), "requant_rmac"), (dict(requant_mat=0), "requant_mat"),
+])
+def test_core_bad_requant_lanes(kw, match):
+    with pytest.raises(ValueError, match=match):
+        Core(**kw)
+
+
+def test_unit_requant_lanes():
+    """R requant lanes: a divisor of the unit's lanes; the drain takes lanes / R cycles."""
+    assert Unit(kind="MAT", lanes=8).requant_lanes == 8
+    assert Unit(kind="MAT", lanes=8, requant_lanes=2).drain == 4
+    for bad in (3, 0, 16):
+        with pytest.raises(ValueError, match="requant_lanes"):
+            Unit(kind="RMAC", lanes=8, requant_lanes=bad)
+    with pytest.raises(TypeError, match="requant_lanes"):
+        Unit(kind="RMAC", lanes=8, requant_lanes=2.0)
+
+
+def _drain_stalls(name):
+    """{opcode: sim.timing stall cycles} of case ``name``'s Binary (every compute instruction)."""
+    from sim.funcsim import build_queues
+    from sim.isa import REG_NAMES
+    prog, cfg, x = make_case(name)
+    out = {}
+    for q in build_queues(sc.compile(prog, cfg)).values():
+        regs = {}
+        for ins, _ in q:
+            if ins.op == "SETR":
+                regs[REG_NAMES[ins["reg"]]] = ins["value"]
+            elif ins.op in timing.COMPUTE_OPS:
+                t = timing.compute_timing(cfg, ins.op, regs, ins.f)
+                out[ins.op] = out.get(ins.op, 0) + t.stall
+    return out
+
+
+def test_requant_cases_reach_the_drain_stalls():
+    """The ``*_rq`` cases (tb.core.cases.REQUANT) run with fewer requant lanes than engine lanes
+    and make each unit's sequencer wait for the drain: conv on both units, depthwise, the
+    attention's KV step (their cycle counts are checked against the RTL by the tests above)."""
+    assert _drain_stalls("pw_rq")["CONV_MAT"] > 0 and _drain_stalls("pw_rq")["CONV_RDF"] > 0
+    assert _drain_stalls("pw_residual_rq")["CONV_RDF"] > 0
+    assert _drain_stalls("dw3_s2_rq")["DW_RSA"] > 0
+    assert _drain_stalls("att_d6_rq")["ATT_KV_RDF"] > 0
+    st = _drain_stalls("mbconv_rq")
+    assert st["DW_RSA"] > 0 and st["CONV_RDF"] > 0
+    # and one lane per engine lane never waits
+    assert not any(_drain_stalls("mbconv").values())
+
+
 def test_unit_bad_kind():
     with pytest.raises(ValueError, match="kind"):
         Unit(kind="DMA")
@@ -231,6 +283,7 @@ def run_attention(name):
 
 
 @pytest.mark.parametrize("name", ["att", pytest.param("att_d6", marks=pytest.mark.slow),
+                                  pytest.param("att_d6_rq", marks=pytest.mark.slow),
                                   pytest.param("att_d8", marks=pytest.mark.regress),
                                   pytest.param("att_8x8", marks=pytest.mark.regress)])
 def test_core_attention(name):
@@ -329,7 +382,7 @@ def test_core_attention_kv_on_mat():
 
 # ---- backpressure (Core(stall=True), hw.core.ports' ready) --------------------------------------
 STALL_CASES = ("pw_residual", "linear_logits", "gpw_g3", "dw3_s2", "dw5_s1_res", "conv3_s2",
-               "pool", "mbconv", "att")
+               "pool", "mbconv", "att", "pw_rq", "dw3_s2_rq")
 
 
 def _run_stalled(name, ready, seed=0):

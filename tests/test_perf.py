@@ -46,12 +46,14 @@ def test_pointwise_one_core_cycles():
     # MAT and R-MAC: two WAITs (input, weights) consumed at 152 and 153, 22 SETR [154,176).
     #     The 16 output channels are split 8/8 between the engines: ceil(64/8) reduction steps
     #     x ceil(8/8) lane groups x 64 pixels = 512 steps each. CONV_MAT at 176: pre 3 (fetch,
-    #     SETUP, GROUPS) + 512 + post 14 (gather 1 + MAT 6 + latch 1 + requant 6) -> SIGNAL at
-    #     705; CONV_RDF: 3 + 512 + 19 (1 + R-MAC 11 + 1 + 6) -> SIGNAL at 710, seen at 711.
+    #     SETUP, GROUPS) + 512 + post 15 (gather 1 + MAT 6 + latch 1 + requant 6 + 1: the
+    #     paper's MAT has 4 requant lanes for its 8 engine lanes, so the last vector takes 2
+    #     cycles through them; a vector every 8 steps never waits for them) -> SIGNAL at 706;
+    #     CONV_RDF: 3 + 512 + 19 (1 + R-MAC 11 + 1 + 6) -> SIGNAL at 710, seen at 711.
     # ST: waits for both (711), stores 16*64 = 1024 B in 16 cycles [711,727), lands at 791.
     r = simulate(b)
     assert r.cycles == 791
-    assert r.layers[0].busy["MAT"] == 3 + 512 + 14 and r.layers[0].busy["RMAC"] == 3 + 512 + 19
+    assert r.layers[0].busy["MAT"] == 3 + 512 + 15 and r.layers[0].busy["RMAC"] == 3 + 512 + 19
 
 
 def test_depthwise_3x3_stride2_cycles():
@@ -78,12 +80,13 @@ def test_pointwise_and_depthwise_unpacked_cycles():
     .DF_LATENCY / .DW_LATENCY with packed=False); DMA, SETR and the step counts are unchanged."""
     one = ONE.replace(dsp_packing=False)
     prog = _prog(lambda b: b.conv("y", b.input("x", (64, 8, 8)), 16))
-    # CONV_MAT at 176: 3 + 512 + post 13 (gather 1 + MAT 5 + latch 1 + requant 6) -> 704;
+    # CONV_MAT at 176: 3 + 512 + post 14 (gather 1 + MAT 5 + latch 1 + requant 6 + drain 1)
+    # -> 705;
     # CONV_RDF at 176: 3 + 512 + post 17 (1 + R-MAC 9 + 1 + 6) -> SIGNAL at 708, seen at 709;
     # ST 16 cycles [709,725), lands at 789.
     r = simulate(compile_(prog, one))
     assert r.cycles == 789
-    assert r.layers[0].busy["MAT"] == 3 + 512 + 13 and r.layers[0].busy["RMAC"] == 3 + 512 + 17
+    assert r.layers[0].busy["MAT"] == 3 + 512 + 14 and r.layers[0].busy["RMAC"] == 3 + 512 + 17
     prog = _prog(lambda b: b.conv("y", b.input("x", (16, 16, 16)), 16, k=3, s=2, p=1, dw=True))
     # DW_RSA at 163: 2 + 144 + post 17 (gather 1 + DW latency 1 + drain 8 + latch 1 +
     # requant 6) -> SIGNAL at 326, seen at 327; ST [327,343), lands at 407.

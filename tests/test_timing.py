@@ -38,11 +38,14 @@ def _elaborated_units(core):
 
 
 CONFIGS = [dict(N=4, M=4, T=4, S=4), dict(N=8, M=8, T=8, S=8), dict(N=2, M=6, T=5, S=2),
-           dict(N=3, M=4, T=1, S=2)]
+           dict(N=3, M=4, T=1, S=2), dict(N=8, M=8, T=8, S=8, requant_mat=2, requant_rmac=4),
+           dict(N=2, M=6, T=5, S=2, requant_mat=1, requant_rmac=3)]
 
 
 @pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("kw", CONFIGS, ids=lambda kw: "N{N}M{M}T{T}S{S}".format(**kw))
+@pytest.mark.parametrize("kw", CONFIGS, ids=lambda kw: "N{N}M{M}T{T}S{S}".format(**kw)
+                         + ("R{requant_mat}_{requant_rmac}".format(**kw) if "requant_mat" in kw
+                            else ""))
 def test_core_latencies_match_sim_timing(kw, packed):
     """Each unit of Core.from_config(cfg): its engine's latencies, every requant lane, the log2
     module and the shifter array have the latencies sim.timing uses for cfg."""
@@ -65,10 +68,13 @@ def test_core_latencies_match_sim_timing(kw, packed):
                 assert obj.packed == cfg.dsp_packing
                 assert obj.DF_LATENCY == timing.rmac_df_latency(cfg), kind
                 assert obj.DW_LATENCY == timing.rmac_dw_latency(cfg), kind
-    # all of them were found: one requant lane per engine lane (+ the AUX unit's), one engine
+    # all of them were found: the requant lanes (one per engine lane unless requant_mat /
+    # requant_rmac say fewer; + the AUX unit's), one engine
     # per compute unit, the log2 module and shifter array of each unit that executes ATT_DIV /
     # ATT_OUT (sim.isa.FORMATS: the MAT unit alone)
-    assert seen["Requant"] == cfg.S + cfg.M + 1
+    assert seen["Requant"] == cfg.requant_lanes("MAT") + cfg.requant_lanes("RMAC") + 1
+    assert core.units["mat"].drain == timing.drain_cycles(cfg, "MAT")
+    assert core.units["rmac"].drain == timing.drain_cycles(cfg, "RMAC")
     assert seen["MATEngine"] == 1 and seen["RMACEngine"] == 1
     kinds = [u.kind for u in core.units.values()]
     assert seen["Log2Quantizer"] == sum(FORMATS["ATT_DIV"][1] == k for k in kinds) == 1
@@ -142,3 +148,46 @@ def test_semaphore_latencies_match_sim_timing():
     sim.add_testbench(bench)
     sim.run()
     assert seen == {"signal": timing.SEM_SIGNAL_LATENCY, "wait": timing.SEM_WAIT_EXTRA}
+
+
+def test_requant_lanes_config():
+    """requant_mat / requant_rmac: 0 (one lane per engine lane, the default) or at most that
+    many lanes: the largest divisor of S / M not above it, so that overriding S or M on a preset
+    that sets them stays valid; the drain takes lanes / R cycles per output vector."""
+    cfg = AccelConfig()
+    assert (cfg.requant_mat, cfg.requant_rmac) == (0, 0)
+    assert cfg.requant_lanes("MAT") == cfg.S and cfg.requant_lanes("RMAC") == cfg.M
+    assert timing.drain_cycles(cfg, "MAT") == timing.drain_cycles(cfg, "RMAC") == 1
+    c2 = AccelConfig.from_string("paper:requant_mat=2,requant_rmac=4")
+    assert (c2.requant_lanes("MAT"), timing.drain_cycles(c2, "MAT")) == (2, 4)
+    assert (c2.requant_lanes("RMAC"), timing.drain_cycles(c2, "RMAC")) == (4, 2)
+    assert AccelConfig.from_json(c2.to_json()) == c2
+    # at most: S = 8 -> 2 of 3; S = 6 -> 3 of 4; S = 2 -> 2 of 4; S = 5 -> 1 of 4; 64 -> all
+    for S, r, want in ((8, 3, 2), (6, 4, 3), (2, 4, 2), (5, 4, 1), (8, 64, 8), (8, 8, 8)):
+        c = AccelConfig(S=S, requant_mat=r, dsp_packing=False)
+        assert c.requant_lanes("MAT") == want, (S, r)
+        assert c.S % c.requant_lanes("MAT") == 0
+    assert AccelConfig.from_string("paper:N=2,M=4,T=2,S=2").requant_lanes("MAT") == 2
+    for bad in (dict(requant_mat=-1), dict(requant_rmac=65), dict(requant_mat=2.0)):
+        with pytest.raises(ConfigError, match="requant_"):
+            AccelConfig(**bad)
+    with pytest.raises(ValueError, match="unit"):
+        cfg.requant_lanes("AUX")
+
+
+def test_drain_stall_closed_form():
+    """sim.timing.drain_stall against a cycle-by-cycle walk of the rule it states: the last step
+    of a vector is issued at least ``gap`` cycles after the previous vector's last step, the
+    other steps back to back."""
+    for vectors in range(1, 6):
+        for per in range(1, 7):
+            for gap in range(1, 9):
+                t, last = 0, None
+                for _ in range(vectors):
+                    t += per - 1                    # the vector's other steps
+                    if last is not None:
+                        t = max(t, last + gap)      # its last step waits for the staging
+                    last = t
+                    t += 1
+                assert t - vectors * per == timing.drain_stall(vectors, per, gap), \
+                    (vectors, per, gap)

@@ -97,6 +97,8 @@ class AttentionSequencer:
         eng, e_x, e_w = ctx["eng"], ctx["e_x"], ctx["e_w"]
         acc, o1, e_valid = ctx["acc"], ctx["o1"], ctx["e_valid"]
         attmode = ctx["attmode"]
+        drain = ctx["drain"]        # the unit's requant drain (Unit._elaborate_datapath)
+        R = unit.requant_lanes
         x, w, p, r, o = unit.x, unit.w, unit.p, unit.r, unit.o
         a = lambda v: v[:ADDR_BITS]         # noqa: E731  (address arithmetic wraps at 20 bits)
 
@@ -206,6 +208,19 @@ class AttentionSequencer:
 
         def issue():
             last_i = ic + W >= i_lim
+            # KV: a vector's last step waits until the unit's staging register is free (the
+            # requant drain, R < L); DIV and OUT do not use the requant lanes
+            if unit.drain == 1:
+                return issue_step(last_i)
+            hold = Signal(name="att_hold")
+            m.d.comb += hold.eq(last_i & is_kv & drain["gap_busy"])
+            with m.If(last_i & is_kv & ~hold):
+                drain["arm_gap"]()
+            with m.If(~hold):
+                last = issue_step(last_i)
+            return last & ~hold
+
+        def issue_step(last_i):
             m.d.comb += [x.en.eq(1), w.en.eq(1)]
             if has_div:
                 m.d.sync += div1.eq(is_div)
@@ -236,12 +251,14 @@ class AttentionSequencer:
                 m.d.comb += [r.en.eq(is_out), r.buf.eq(BUFS["DIV"]), r.addr.eq(rm),
                              r.row_stride.eq(0), r.elem_stride.eq(1)]
         # KV: the unit's requant lanes with s_b / 2^s_c, no bias, offset or activation
+        # (R at a time: the drain's sub-block of the staged vector, ``acc_sel``)
         with m.If(attmode):
             for s, rq in enumerate(ctx["rq_lanes"]):
-                m.d.comb += [ctx["results"][s][0].eq(acc[s]), rq.b.eq(rec["s_b"][:16]),
+                m.d.comb += [ctx["results"][s][0].eq(drain["acc_sel"][s]),
+                             rq.b.eq(rec["s_b"][:16]),
                              rq.c.eq(rec["s_c"][:6]), rq.offset.eq(0), rq.relu_en.eq(0),
                              rq.hswish_en.eq(0), rq.rb.eq(0), rq.rc.eq(0), rq.res.eq(0),
-                             rq.in_valid.eq(o1 & is_kv)]
+                             rq.in_valid.eq(drain["o1s"] & is_kv)]
         # written-vector pulse of each step present (KV: the requant lanes)
         done = {KV: ctx["rq_lanes"][0].out_valid}
         if has_div:     # DIV: the log2 module on lane 0, and the zero flag
@@ -288,10 +305,15 @@ class AttentionSequencer:
         with m.If(attmode):
             m.d.comb += [o.en.eq(wr), o.buf.eq(tf("obuf")), o.wide.eq(0)]
             with m.Switch(aop):
-                with m.Case(KV):
-                    m.d.comb += [o.addr.eq(a(ob + wox + wm)), o.elem_stride.eq(1)]
+                with m.Case(KV):    # R columns wm + wch .. of the drain's sub-block
+                    col = wm + drain["wch"] if unit.drain > 1 else wm
+                    m.d.comb += [o.addr.eq(a(ob + wox + col)), o.elem_stride.eq(1)]
                     for s in range(L):
-                        m.d.comb += [o.mask[s].eq(wm + s < d), o.data[s].eq(ctx["results"][s][1])]
+                        if s < R:
+                            m.d.comb += [o.mask[s].eq(col + s < d),
+                                         o.data[s].eq(ctx["results"][s][1])]
+                        else:
+                            m.d.comb += o.mask[s].eq(0)
                 if has_div:
                     with m.Case(DIV):
                         m.d.comb += [o.addr.eq(a(ob + wm)), o.elem_stride.eq(1),
@@ -301,7 +323,8 @@ class AttentionSequencer:
                         m.d.comb += [o.addr.eq(a(ob + wox + wm)), o.elem_stride.eq(n)]
                         for s in range(L):
                             m.d.comb += [o.mask[s].eq(wo + s < d), o.data[s].eq(q8[s])]
-        with m.If(wr):
+        # KV: a vector's last sub-block
+        with m.If(wr & (drain["w_last"] | ~is_kv) if unit.drain > 1 else wr):
             m.d.comb += self.last_write.eq(step(wo, wm))
             with m.If(wm + m_step >= m_lim):
                 m.d.sync += wox.eq(wox + (Mux(is_kv, d, n * L) if has_out else d))

@@ -64,7 +64,9 @@ class Core(wiring.Component):
     needs even M and S); ``aux_bytes``, ``div_bytes``, ``a_bytes`` (sizes of the local AUX,
     DIV and A buffers, 16..65536); ``a_line`` (bytes per line of buffer A: its banks and the
     width of ``a_load``; a power of two, ``max(16, N)`` .. 64; default
-    ``sim.timing.a_line_bytes(N, 16)``); ``stall`` (the buffer ports have ``ready``
+    ``sim.timing.a_line_bytes(N, 16)``); ``requant_mat``, ``requant_rmac`` (the requant lanes
+    of the MAT and R-MAC units, divisors of S and M; None: one per engine lane, see
+    :class:`hw.core.unit.Unit`); ``stall`` (the buffer ports have ``ready``
     backpressure and the units freeze while a request waits: ``hw.core.unit.Unit``'s ``stall``;
     requests served by the core's local buffers are always accepted at once).
     ``Core.from_config(cfg)`` takes them from a
@@ -86,7 +88,8 @@ class Core(wiring.Component):
 
     def __init__(self, *, N: int = 8, M: int = 8, T: int = 8, S: int = 8, packed: bool = False,
                  aux_bytes: int = 4096, div_bytes: int = 1024, a_bytes: int = 8192,
-                 a_line: int | None = None, stall: bool = False):
+                 a_line: int | None = None, requant_mat: int | None = None,
+                 requant_rmac: int | None = None, stall: bool = False):
         # validate every parameter before building anything: a rejected core leaves no
         # half-built buffers behind (each would warn UnusedElaboratable when collected)
         for k, v in dict(N=N, M=M, T=T, S=S).items():
@@ -103,14 +106,23 @@ class Core(wiring.Component):
             raise ValueError(f"packed=True needs even M and S, got M={M}, S={S}")
         if not isinstance(stall, bool):
             raise TypeError(f"stall must be a bool, got {stall!r}")
+        # requant lanes: divisors of S / M
+        for k, v, what, lanes in (("requant_mat", requant_mat, "S", S),
+                                  ("requant_rmac", requant_rmac, "M", M)):
+            if v is not None and check_int(k, v, 1, lanes) and lanes % v:
+                raise ValueError(f"{k} must divide {what}={lanes}, got {v}")
+        self.requant_mat = S if requant_mat is None else requant_mat
+        self.requant_rmac = M if requant_rmac is None else requant_rmac
         self.N, self.M, self.T, self.S, self.packed = N, M, T, S, packed
         self.stall = stall
         self.aux_buf = AuxBuffer(depth=aux_bytes, S=S, T=T, M=M)
         self.div_mem = Memory(shape=unsigned(8), depth=div_bytes, init=[])
         self.a_store = BankedStore(depth=a_bytes, banks=a_line, copies=len(A_COPIES),
                                    aligned_writes=True)
-        self.units = {"mat": Unit(kind="MAT", lanes=S, width=T, packed=packed, stall=stall),
-                      "rmac": Unit(kind="RMAC", lanes=M, width=N, packed=packed, stall=stall),
+        self.units = {"mat": Unit(kind="MAT", lanes=S, width=T, packed=packed,
+                                  requant_lanes=self.requant_mat, stall=stall),
+                      "rmac": Unit(kind="RMAC", lanes=M, width=N, packed=packed,
+                                   requant_lanes=self.requant_rmac, stall=stall),
                       "aux": Unit(kind="AUX", lanes=1, width=N, stall=stall)}
         sig = {}
         for u, unit in self.units.items():
@@ -135,7 +147,8 @@ class Core(wiring.Component):
         """The constructor parameters for a ``sim.config.AccelConfig`` (also ``hw.registry``'s)."""
         return dict(N=cfg.N, M=cfg.M, T=cfg.T, S=cfg.S, packed=cfg.dsp_packing,
                     aux_bytes=cfg.buf_aux_bytes, div_bytes=cfg.buf_div_bytes,
-                    a_bytes=cfg.buf_a_bytes, a_line=a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle))
+                    a_bytes=cfg.buf_a_bytes, a_line=a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle),
+                    requant_mat=cfg.requant_lanes("MAT"), requant_rmac=cfg.requant_lanes("RMAC"))
 
     def elaborate(self, platform):
         m = Module()

@@ -55,6 +55,8 @@ verdict on every 32-bit value as before and legal values behave the same. ``PAD_
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from amaranth import Cat, EnableInserter, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -178,6 +180,14 @@ class Unit(wiring.Component):
         Reduction elements per step: T (MAT) or N (R-MAC).
     packed : bool
         Use the engine's DSP-packing variant.
+    requant_lanes : int or None
+        R, the requant lanes (``hw.units.Requant``) of a MAT / R-MAC unit; must divide
+        ``lanes`` (None: ``lanes``, one per engine lane). With R < ``lanes`` the engine's output
+        vector stays in the staging register ``acc`` and is drained R channels per cycle,
+        ``lanes / R`` cycles per vector (parameter records, residuals and outputs through the
+        first R rows / elements of ``p``, ``r``, ``o``); the sequencer holds a vector's last
+        step until the staging is free (``sim.timing.drain_stall``). A depthwise tile is drained
+        ``N * lanes / R`` cycles. The AUX unit has one lane whatever this is.
     stall : bool
         Buffer ports with backpressure (``ready``, :mod:`hw.core.ports`): while a request of
         the unit waits for ``ready``, the whole unit (decoder, sequencers, engine, accumulators,
@@ -198,12 +208,19 @@ class Unit(wiring.Component):
     """
 
     def __init__(self, *, kind: str, lanes: int = 8, width: int = 8, packed: bool = False,
-                 stall: bool = False):
+                 requant_lanes: int | None = None, stall: bool = False):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
         self.lanes = check_int("lanes", lanes, 1, 64)
         self.width = check_int("width", width, 1, 64)
+        if requant_lanes is None:
+            requant_lanes = lanes
+        self.requant_lanes = check_int("requant_lanes", requant_lanes, 1, lanes)
+        if lanes % requant_lanes:
+            raise ValueError(f"requant_lanes must divide lanes={lanes}, got {requant_lanes}")
+        #: cycles the requant lanes take for one engine output vector
+        self.drain = lanes // requant_lanes
         if not isinstance(packed, bool):
             raise TypeError(f"packed must be a bool, got {packed!r}")
         self.packed = packed
@@ -270,7 +287,8 @@ class Unit(wiring.Component):
         keeps it. The instruction stream is consumed and the wait / signal streams are offered
         only in advancing cycles, so nothing outside sees a frozen cycle as a step."""
         m = Module()
-        inner = Unit(kind=self.kind, lanes=self.lanes, width=self.width, packed=self.packed)
+        inner = Unit(kind=self.kind, lanes=self.lanes, width=self.width, packed=self.packed,
+                     requant_lanes=self.requant_lanes)
         stall = Signal()
         adv = Signal()
         m.d.comb += adv.eq(~stall)
@@ -418,25 +436,53 @@ class Unit(wiring.Component):
                          self.w.buf.eq(1), self.w.row_stride.eq(K), self.w.elem_stride.eq(kkd),
                          self.w.addr.eq(wco + wcb + wtap)]
 
-            # output stage 0: engine result -> acc register, parameter / residual reads
+            # output stage 0: engine result -> acc register (the staging of the requant drain),
+            # parameter / residual reads. The drain: R = requant_lanes channels per cycle, D =
+            # lanes / R cycles per vector; sub-block `sub` (channels sub*R ..) is read in the
+            # cycle e_valid + sub and requantized one cycle later (stage 1: o1s, sub1).
+            R, D = self.requant_lanes, self.drain
             acc = [Signal(signed(32), name=f"acc_{s}") for s in range(L)]
             o1 = Signal()
             m.d.sync += o1.eq(e_valid)
             with m.If(e_valid):
                 m.d.sync += [acc[s].eq(e_out[s]) for s in range(L)]
-            m.d.comb += [self.p.en.eq(e_valid), self.p.buf.eq(1), self.p.addr.eq(pco_o),
+            if D > 1:
+                # rd: a sub-block is read this cycle (sub: which), rd_last: the vector's last
+                rd, sub, rd_last = Signal(), Signal(range(D)), Signal()
+                o1s, sub1 = Signal(), Signal(range(D))
+                rsoff = Signal(A)       # sub * R * RSTRIDE (running)
+                ract, rsub = Signal(), Signal(range(D))
+                m.d.comb += [rd.eq(e_valid | ract), sub.eq(Mux(e_valid, 0, rsub)),
+                             rd_last.eq(sub == D - 1)]
+                m.d.sync += ract.eq(rd & ~rd_last)
+                with m.If(rd):
+                    m.d.sync += [rsub.eq(sub + 1),
+                                 rsoff.eq(Mux(rd_last, 0, rsoff + regs["RSTRIDE"][:A] * R))]
+                m.d.sync += [o1s.eq(rd), sub1.eq(sub)]
+                acc_sel = [Signal(signed(32), name=f"acc_sel_{s}") for s in range(R)]
+                for s in range(R):
+                    with m.Switch(sub1):
+                        for j in range(D):
+                            with m.Case(j):
+                                m.d.comb += acc_sel[s].eq(acc[j * R + s])
+                p_addr, r_addr = pco_o + sub * (32 * R), rco_o + pix_o + rsoff
+                rd_vec = rd & rd_last       # the vector's last sub-block is read
+            else:       # one lane per engine lane: the vector in one cycle
+                rd, o1s, acc_sel = e_valid, o1, acc
+                p_addr, r_addr, rd_vec = pco_o, rco_o + pix_o, e_valid
+            m.d.comb += [self.p.en.eq(rd), self.p.buf.eq(1), self.p.addr.eq(p_addr),
                          self.p.row_stride.eq(32), self.p.elem_stride.eq(1),
-                         self.r.en.eq(e_valid & has_res), self.r.buf.eq(0),
-                         self.r.addr.eq(rco_o + pix_o), self.r.row_stride.eq(0),
+                         self.r.en.eq(rd & has_res), self.r.buf.eq(0),
+                         self.r.addr.eq(r_addr), self.r.row_stride.eq(0),
                          self.r.elem_stride.eq(regs["RSTRIDE"])]
             # output stage 1: bias add, requant lanes
             rq_valid = Signal()
             results, rq_lanes = [], []
-            for s in range(L):
+            for s in range(R):
                 rec = self.p.data[s].as_value()
                 f = {n: rec[32 * i:32 * i + 32] for i, n in enumerate(REC_FIELDS)}
                 tot = Signal(signed(32), name=f"sum_{s}")
-                m.d.comb += tot.eq(acc[s] + f["bias"].as_signed())
+                m.d.comb += tot.eq(acc_sel[s] + f["bias"].as_signed())
                 rq = Requant(out_bits=16, signed=True, residual=True, hswish=True,
                              hswish_in_bits=16)
                 m.submodules[f"requant_{s}"] = rq
@@ -446,7 +492,7 @@ class Unit(wiring.Component):
                              rq.relu_en.eq(regs["ACT"] == ACTS["relu"]),
                              rq.hswish_en.eq(regs["ACT"] == ACTS["hswish"]),
                              rq.three.eq(regs["THREE"][:16]), rq.hb.eq(f["hsw_b"][:16]),
-                             rq.hc.eq(f["hsw_c"][:6]), rq.in_valid.eq(o1 & ~noepi),
+                             rq.hc.eq(f["hsw_c"][:6]), rq.in_valid.eq(o1s & ~noepi),
                              rq.res.eq(_byte(self.r.data[0][s], regs["RSIGNED"])),
                              rq.rb.eq(Mux(has_res, f["res_b"][:16], 0)),
                              rq.rc.eq(Mux(has_res, f["res_c"][:6], 0))]
@@ -459,17 +505,56 @@ class Unit(wiring.Component):
                 results.append((tot, y))
             ns = dict(acc=acc, results=results, o1=o1, K=K, npix=npix, co=co, nco=nco,
                             has_res=has_res)
-            # write stage
+            # write stage: sub-block wsub of a vector (channels wch = wsub*R .., address
+            # offset wsoff = wsub * R * OSTRIDE); attmode: the KV step's writes (its own pulse)
             wr = Signal()
-            m.d.comb += wr.eq(Mux(noepi, o1, rq_valid))
+            attmode = Signal()      # an attention instruction runs (hw.core.attention)
+            if D > 1:
+                w_last = Signal()
+                wsub, wch, wsoff = Signal(range(D)), Signal(range(L)), Signal(A)
+                m.d.comb += wr.eq(Mux(noepi & ~attmode, o1s, rq_valid))
+                o_addr, o_ch = oco_w + Mux(wide, pix_w << 2, pix_w) + wsoff, co_w + wch
+                wr_vec = wr & w_last        # the vector's last sub-block is written
+            else:
+                w_last, wch = 1, 0
+                m.d.comb += wr.eq(Mux(noepi, o1, rq_valid))
+                o_addr, o_ch, wr_vec = oco_w + Mux(wide, pix_w << 2, pix_w), co_w, wr
             m.d.comb += [self.o.en.eq(wr), self.o.buf.eq(tf("obuf")), self.o.wide.eq(wide),
                          self.o.elem_stride.eq(regs["OSTRIDE"]),
-                         self.o.addr.eq(oco_w + Mux(wide, pix_w << 2, pix_w))]
+                         self.o.addr.eq(o_addr)]
             for s, (tot, y) in enumerate(results):
                 m.d.comb += [self.o.data[s].eq(Mux(noepi, tot, y)),
-                             self.o.mask[s].eq(co_w + s < coutg)]
+                             self.o.mask[s].eq(o_ch + s < coutg)]
+            if D > 1:
+                m.d.comb += w_last.eq(wsub == D - 1)
+                with m.If(wr):
+                    m.d.sync += [wsub.eq(Mux(w_last, 0, wsub + 1)),
+                                 wch.eq(Mux(w_last, 0, wch + R)),
+                                 wsoff.eq(Mux(w_last, 0, wsoff + regs["OSTRIDE"][:A] * R))]
+
+                def reset_drain():
+                    m.d.sync += [wsub.eq(0), wch.eq(0), wsoff.eq(0)]
+            else:
+                def reset_drain():
+                    pass
+            # issue side: a vector's last step waits until the staging is free, i.e. at least D
+            # cycles after the previous vector's last step (gap counts them down)
+            gap_busy = Signal()
+            if D > 1:
+                gap = Signal(range(D))
+                m.d.comb += gap_busy.eq(gap != 0)
+                with m.If(gap_busy):
+                    m.d.sync += gap.eq(gap - 1)
+
+                def arm_gap():
+                    m.d.sync += gap.eq(D - 1)
+            else:
+                def arm_gap():
+                    pass
+            ns.update(drain=dict(o1s=o1s, acc_sel=acc_sel, wr=wr, w_last=w_last, wch=wch,
+                                 gap_busy=gap_busy, arm_gap=arm_gap))
             # output-side counters advance in output order (channel group outer, pixel inner)
-            with m.If(e_valid):
+            with m.If(rd_vec):
                 with m.If(pix_o + 1 == npix):
                     m.d.sync += pix_o.eq(0)
                     with m.If(co_o + L < coutg):
@@ -482,9 +567,9 @@ class Unit(wiring.Component):
                 with m.Else():
                     m.d.sync += pix_o.eq(pix_o + 1)
             last_write = Signal()
-            m.d.comb += last_write.eq(wr & (pix_w + 1 == npix) & (co_w + L >= coutg)
+            m.d.comb += last_write.eq(wr_vec & (pix_w + 1 == npix) & (co_w + L >= coutg)
                                       & (g_w + 1 == regs["GROUPS"]))
-            with m.If(wr & ~dwmode):
+            with m.If(wr_vec & ~dwmode):
                 with m.If(pix_w + 1 == npix):
                     m.d.sync += pix_w.eq(0)
                     with m.If(co_w + L < coutg):
@@ -516,10 +601,10 @@ class Unit(wiring.Component):
                                                      op, code, ns)
 
             # attention steps on the engine (hw.core.attention): overrides the ports while attmode
-            attmode = Signal()
             att = AttentionSequencer(self, m, dict(
                 regs=regs, tf=tf, op=op, code=code, eng=eng, e_x=e_x, e_w=e_w, e_valid=e_valid,
-                acc=acc, o1=o1, rq_lanes=rq_lanes, results=results, attmode=attmode))
+                acc=acc, o1=o1, rq_lanes=rq_lanes, results=results, attmode=attmode,
+                drain=ns["drain"]))
 
         if has_pool:
             pool_issue, pool_setup, pool_last_write, pool_ok = self._pool(m, regs, word, fld,
@@ -598,6 +683,7 @@ class Unit(wiring.Component):
                                      pcg_o.eq(tf("p_addr")), rco_o.eq(regs["RES_ADDR"]),
                                      rcg_o.eq(regs["RES_ADDR"]), pix_w.eq(0), co_w.eq(0),
                                      g_w.eq(0), oco_w.eq(tf("o_addr")), ocg_w.eq(tf("o_addr"))]
+                        reset_drain()
                         with m.If(regs["GROUPS"] == 1):
                             m.d.sync += coutg.eq(nco)
                             m.next = "GROUPS"
@@ -628,39 +714,45 @@ class Unit(wiring.Component):
                                  last_ky.eq(ky + 1 == kd), last_k.eq(last_c & last_kx & last_ky),
                                  inb.eq((iy >= 0) & (iy < tf("hin")) & (ix >= 0)
                                         & (ix < regs["WIN"]))]
-                    m.d.sync += [v1.eq(1), f1.eq((k0 == 0) & (kx == 0) & (ky == 0)),
-                                 l1.eq(last_k),
-                                 mask1.eq(Cat(*[inb & ((k0 + t) < cin)
-                                                for t in range(W)]))]
-                    with m.If(~last_c):
-                        m.d.sync += [k0.eq(k0 + W), xk.eq(xk + regs["XSTRIDE"][:A] * W),
-                                     wcb.eq(wcb + kkd * W)]
-                    with m.Elif(~last_kx):
-                        m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(kx + 1),
-                                     wtap.eq(wtap + 1)]
-                    with m.Elif(~last_ky):
-                        m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(0), ky.eq(ky + 1),
-                                     wtap.eq(wtap + 1)]
-                    with m.Else():
-                        m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(0), ky.eq(0),
-                                     wtap.eq(0)]
-                        with m.If(ox + 1 == regs["WOUT"]):
-                            m.d.sync += [ox.eq(0), oxs.eq(0), oy.eq(oy + 1),
-                                         oys.eq(oys + regs["STRIDE"][:4])]
+                    if D > 1:       # a vector's last step waits while the staging drains
+                        with m.If(last_k & gap_busy):
+                            m.d.comb += [self.x.en.eq(0), self.w.en.eq(0)]
+                        with m.Elif(last_k):
+                            arm_gap()
+                    with (m.If(~(last_k & gap_busy)) if D > 1 else nullcontext()):
+                        m.d.sync += [v1.eq(1), f1.eq((k0 == 0) & (kx == 0) & (ky == 0)),
+                                     l1.eq(last_k),
+                                     mask1.eq(Cat(*[inb & ((k0 + t) < cin)
+                                                    for t in range(W)]))]
+                        with m.If(~last_c):
+                            m.d.sync += [k0.eq(k0 + W), xk.eq(xk + regs["XSTRIDE"][:A] * W),
+                                         wcb.eq(wcb + kkd * W)]
+                        with m.Elif(~last_kx):
+                            m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(kx + 1),
+                                         wtap.eq(wtap + 1)]
+                        with m.Elif(~last_ky):
+                            m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(0), ky.eq(ky + 1),
+                                         wtap.eq(wtap + 1)]
                         with m.Else():
-                            m.d.sync += [ox.eq(ox + 1), oxs.eq(oxs + regs["STRIDE"][:4])]
-                        with m.If(pix + 1 == npix):
-                            m.d.sync += [pix.eq(0), ox.eq(0), oy.eq(0), oxs.eq(0), oys.eq(0)]
-                            with m.If(co + L < coutg):
-                                m.d.sync += [co.eq(co + L), wco.eq(wco + K * L)]
-                            with m.Else():      # next group: its input channels and filters
-                                m.d.sync += [co.eq(0), g.eq(g + 1), xg.eq(xg + gx),
-                                             xk.eq(xg + gx), wg.eq(wg + gw_),
-                                             wco.eq(wg + gw_)]
-                                with m.If(g + 1 == regs["GROUPS"]):
-                                    m.next = "DRAIN"
-                        with m.Else():
-                            m.d.sync += pix.eq(pix + 1)
+                            m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(0), ky.eq(0),
+                                         wtap.eq(0)]
+                            with m.If(ox + 1 == regs["WOUT"]):
+                                m.d.sync += [ox.eq(0), oxs.eq(0), oy.eq(oy + 1),
+                                             oys.eq(oys + regs["STRIDE"][:4])]
+                            with m.Else():
+                                m.d.sync += [ox.eq(ox + 1), oxs.eq(oxs + regs["STRIDE"][:4])]
+                            with m.If(pix + 1 == npix):
+                                m.d.sync += [pix.eq(0), ox.eq(0), oy.eq(0), oxs.eq(0), oys.eq(0)]
+                                with m.If(co + L < coutg):
+                                    m.d.sync += [co.eq(co + L), wco.eq(wco + K * L)]
+                                with m.Else():      # next group: its input channels and filters
+                                    m.d.sync += [co.eq(0), g.eq(g + 1), xg.eq(xg + gx),
+                                                 xk.eq(xg + gx), wg.eq(wg + gw_),
+                                                 wco.eq(wg + gw_)]
+                                    with m.If(g + 1 == regs["GROUPS"]):
+                                        m.next = "DRAIN"
+                            with m.Else():
+                                m.d.sync += pix.eq(pix + 1)
                 with m.State("DRAIN"):
                     m.d.comb += busy.eq(1)
                     with m.If(Mux(dwmode, dw_last_write, last_write)):
@@ -671,6 +763,7 @@ class Unit(wiring.Component):
                         fail(op)
                     with m.Else():
                         att.setup()
+                        reset_drain()
                         m.d.sync += [attmode.eq(1), dwmode.eq(0)]
                         m.next = "ARUN"
                 with m.State("ARUN"):
@@ -793,10 +886,15 @@ class Unit(wiring.Component):
                    df_supported, op, code, ns):
         """DW_RSA: N channels x M output columns of one output row per tile, k*k steps
         (stride 2: even columns then odd columns, docs/hw-engines.md); the tile's N x M results
-        are held and requantized one channel (M pixels) per cycle, so N + 1 <= k*k is required.
+        are held and requantized channel by channel, R pixels (the requant lanes) per cycle:
+        ``D = N * M / R`` cycles per tile. With R = M, N + 1 <= k*k is required (the hold bank is
+        free again when the next tile's results arrive); with R < M a tile's last step waits
+        until at least D + 1 cycles after the previous tile's (``sim.timing.drain_stall``).
         Returns ``(issue, setup)``: ``issue()`` emits one step's logic for the DWRUN state and
         returns "this is the last step"; ``setup()`` resets the tile counters."""
         N, M = self.width, self.lanes
+        R = self.requant_lanes
+        MR = M // R             # drain cycles per channel
         kk = Signal(6)
         k = regs["KERNEL"][:3]
         st2 = regs["STRIDE"] == 2
@@ -814,6 +912,14 @@ class Unit(wiring.Component):
         last_oy = oy + 1 == tf("ho")
         last_c = c0 + N >= nco
         last_tap = last_e & last_ph & last_ky
+        # R < M: the tile's last step waits until the hold bank is free (D + 1 cycles after the
+        # previous tile's last step; dgap counts them down)
+        dgap_busy = Signal()
+        if MR > 1:
+            dgap = Signal(range(N * MR + 1))
+            m.d.comb += dgap_busy.eq(dgap != 0)
+            with m.If(dgap_busy):
+                m.d.sync += dgap.eq(dgap - 1)
         # row segment of this step: padded row iy = oy*s + ky, padded column start (s = 1 or 2)
         row = Signal(signed(16))
         m.d.comb += row.eq(Mux(st2, oy << 1, oy) + ky - tf("pad_t"))
@@ -850,33 +956,45 @@ class Unit(wiring.Component):
                                                     _byte(xr.data[j][i], regs["XSIGNED"]), 0))
 
         def issue():
-            m.d.comb += [self.x.en.eq(1), xr.en.eq(e == 0)]
-            m.d.sync += [v1.eq(1), f1.eq((ky == 0) & (e == 0) & (ph == 0)), l1.eq(last_tap),
-                         ld1.eq(e == 0), rowok1.eq((row >= 0) & (row < tf("hin"))),
-                         colok1.eq(Cat(*[(col0 + i * Mux(st2, 2, 1) >= 0)
-                                         & (col0 + i * Mux(st2, 2, 1) < regs["WIN"])
-                                         for i in range(self.row_len)]))]
-            with m.If(~last_e):
-                m.d.sync += e.eq(e + 1)
-            with m.Elif(~last_ph):
-                m.d.sync += [e.eq(0), ph.eq(1)]
-            with m.Elif(~last_ky):
-                m.d.sync += [e.eq(0), ph.eq(0), ky.eq(ky + 1), yoff.eq(yoff + win)]
-            with m.Else():
-                m.d.sync += [e.eq(0), ph.eq(0), ky.eq(0)]
-                with m.If(~last_ox):
-                    m.d.sync += [ox0.eq(ox0 + M), yoff.eq(ybase)]
-                with m.Elif(~last_oy):
-                    m.d.sync += [ox0.eq(0), oy.eq(oy + 1), ybase.eq(ybase + swin),
-                                 yoff.eq(ybase + swin)]
+            if MR > 1:      # the tile's last step waits while the hold bank drains
+                hold_ = Signal(name="dw_hold")
+                m.d.comb += hold_.eq(last_tap & dgap_busy)
+                with m.If(last_tap & ~hold_):
+                    m.d.sync += dgap.eq(N * MR)
+            with (m.If(~hold_) if MR > 1 else nullcontext()):
+                m.d.comb += [self.x.en.eq(1), xr.en.eq(e == 0)]
+                m.d.sync += [v1.eq(1), f1.eq((ky == 0) & (e == 0) & (ph == 0)), l1.eq(last_tap),
+                             ld1.eq(e == 0), rowok1.eq((row >= 0) & (row < tf("hin"))),
+                             colok1.eq(Cat(*[(col0 + i * Mux(st2, 2, 1) >= 0)
+                                             & (col0 + i * Mux(st2, 2, 1) < regs["WIN"])
+                                             for i in range(self.row_len)]))]
+                with m.If(~last_e):
+                    m.d.sync += e.eq(e + 1)
+                with m.Elif(~last_ph):
+                    m.d.sync += [e.eq(0), ph.eq(1)]
+                with m.Elif(~last_ky):
+                    m.d.sync += [e.eq(0), ph.eq(0), ky.eq(ky + 1), yoff.eq(yoff + win)]
                 with m.Else():
-                    m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N), c0x.eq(c0x + xst * N),
-                                 c0kk.eq(c0kk + kk * N), ybase.eq(-padw), yoff.eq(-padw)]
-            return last_tap & last_ox & last_oy & last_c
+                    m.d.sync += [e.eq(0), ph.eq(0), ky.eq(0)]
+                    with m.If(~last_ox):
+                        m.d.sync += [ox0.eq(ox0 + M), yoff.eq(ybase)]
+                    with m.Elif(~last_oy):
+                        m.d.sync += [ox0.eq(0), oy.eq(oy + 1), ybase.eq(ybase + swin),
+                                     yoff.eq(ybase + swin)]
+                    with m.Else():
+                        m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N), c0x.eq(c0x + xst * N),
+                                     c0kk.eq(c0kk + kk * N), ybase.eq(-padw), yoff.eq(-padw)]
+            last = last_tap & last_ox & last_oy & last_c
+            return last & ~hold_ if MR > 1 else last
 
-        # output side: hold the tile, drain one channel per cycle through the requant lanes
+        # output side: hold the tile, drain it channel by channel through the R requant lanes,
+        # MR = M / R cycles per channel (sub-block ds: pixels ds*R ..)
         hold = [[Signal(signed(32), name=f"hold_{j}_{mm}") for mm in range(M)] for j in range(N)]
         draining, dj, dj1, dv1 = Signal(), Signal(range(N + 1)), Signal(range(N + 1)), Signal()
+        if MR > 1:      # ds: the sub-block of the channel being drained (pixels ds*R ..)
+            ds, ds1 = Signal(range(MR)), Signal(range(MR))
+            ds_last = Signal()
+            m.d.comb += ds_last.eq(ds == MR - 1)
         # write-side tile counters (tile order = issue order)
         c0w, oyw, ox0w = Signal(13), Signal(12), Signal(12)
         c0r, oyr, ox0r = Signal(13), Signal(12), Signal(12)   # read (p/r request) side
@@ -888,26 +1006,35 @@ class Unit(wiring.Component):
         with m.If(eng.pixel_valid & dwmode):
             m.d.sync += [hold[j][mm].eq(eng.pixel_out[j][mm]) for j in range(N) for mm in range(M)]
             m.d.sync += [draining.eq(1), dj.eq(0), ch_r.eq(cb_r)]
+            if MR > 1:
+                m.d.sync += ds.eq(0)
         with m.Elif(draining):
-            m.d.sync += [dj.eq(dj + 1), ch_r.eq(ch_r + rst)]
-            with m.If(dj + 1 == N):
-                m.d.sync += draining.eq(0)
-                _next_dw_tile(m, ox0r, oyr, c0r, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"),
-                              prow=prow_r, cbase=cb_r, cstep=rst * N)
+            if MR > 1:
+                m.d.sync += ds.eq(Mux(ds_last, 0, ds + 1))
+            with (m.If(ds_last) if MR > 1 else nullcontext()):
+                m.d.sync += [dj.eq(dj + 1), ch_r.eq(ch_r + rst)]
+                with m.If(dj + 1 == N):
+                    m.d.sync += draining.eq(0)
+                    _next_dw_tile(m, ox0r, oyr, c0r, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"),
+                                  prow=prow_r, cbase=cb_r, cstep=rst * N)
         m.d.sync += [dv1.eq(draining & dwmode), dj1.eq(dj)]
+        if MR > 1:
+            m.d.sync += ds1.eq(ds)
         pixr = Signal(A)
         m.d.comb += pixr.eq(prow_r + ox0r)
         with m.If(dwmode):
             m.d.comb += [self.p.en.eq(draining), self.p.addr.eq(tf("p_addr") + (c0r + dj) * 32),
                          self.r.en.eq(draining & ns["has_res"]), self.r.elem_stride.eq(1),
-                         self.r.addr.eq(regs["RES_ADDR"] + ch_r + pixr)]
+                         self.r.addr.eq(regs["RES_ADDR"] + ch_r + pixr + ds * R if MR > 1
+                                        else regs["RES_ADDR"] + ch_r + pixr)]
             rec = self.p.data[0].as_value()
             for mm, rq in enumerate(rq_lanes):
                 hsel = Signal(signed(32), name=f"hsel_{mm}")
-                with m.Switch(dj1):
+                with m.Switch(Cat(ds1, dj1) if MR > 1 else dj1):
                     for j in range(N):
-                        with m.Case(j):
-                            m.d.comb += hsel.eq(hold[j][mm])
+                        for q in range(MR):
+                            with m.Case(j * MR + q if MR > 1 else j):
+                                m.d.comb += hsel.eq(hold[j][q * R + mm])
                 tot = ns["results"][mm][0]
                 m.d.comb += [tot.eq(hsel + rec[0:32].as_signed()), rq.b.eq(rec[32:48]),
                              rq.c.eq(rec[64:70]), rq.offset.eq(rec[96:128].as_signed()),
@@ -915,18 +1042,31 @@ class Unit(wiring.Component):
                              rq.rb.eq(Mux(ns["has_res"], rec[128:144], 0)),
                              rq.rc.eq(Mux(ns["has_res"], rec[160:166], 0)),
                              rq.in_valid.eq(dv1)]
-            # writes: channel c0w + jw, M pixels of row oyw from column ox0w
+            # writes: channel c0w + jw, R pixels of row oyw from column ox0w + ws*R
             jw = Signal(range(N + 1))
             wr = rq_lanes[0].out_valid
+            if MR > 1:      # ws: the sub-block being written, column x0 = ox0w + ws*R
+                ws = Signal(range(MR))
+                ws_last = Signal()
+                m.d.comb += ws_last.eq(ws == MR - 1)
+                x0, wr_ch = ox0w + ws * R, wr & ws_last
+            else:
+                x0, wr_ch = ox0w, wr
             m.d.comb += [self.o.en.eq(wr), self.o.wide.eq(0), self.o.elem_stride.eq(1),
-                         self.o.addr.eq(tf("o_addr") + ch_w + prow_w + ox0w)]
+                         self.o.addr.eq(tf("o_addr") + ch_w + prow_w + x0)]
             for mm in range(M):
-                m.d.comb += [self.o.mask[mm].eq((ox0w + mm < regs["WOUT"]) & (c0w + jw < nco)),
-                             self.o.data[mm].eq(ns["results"][mm][1])]
-            tile_end = jw + 1 == N
+                if mm < R:
+                    m.d.comb += [self.o.mask[mm].eq((x0 + mm < regs["WOUT"]) & (c0w + jw < nco)),
+                                 self.o.data[mm].eq(ns["results"][mm][1])]
+                else:
+                    m.d.comb += self.o.mask[mm].eq(0)
+            tile_end = (jw + 1 == N) & ws_last if MR > 1 else jw + 1 == N
             m.d.comb += dw_last_write.eq(wr & tile_end & (ox0w + M >= regs["WOUT"])
                                          & (oyw + 1 == tf("ho")) & (c0w + N >= nco))
-            with m.If(wr):
+            if MR > 1:
+                with m.If(wr):
+                    m.d.sync += ws.eq(Mux(ws_last, 0, ws + 1))
+            with m.If(wr_ch):
                 m.d.sync += [jw.eq(jw + 1), ch_w.eq(ch_w + ost)]
                 with m.If(tile_end):
                     # back to the tile's first channel, or on to the next N channels
@@ -937,7 +1077,7 @@ class Unit(wiring.Component):
         dw_ok = Signal()
         m.d.comb += dw_ok.eq((regs["KERNEL"] >= 1) & (regs["KERNEL"] <= self.max_kernel)
                              & ((regs["STRIDE"] == 1) | (regs["STRIDE"] == 2))
-                             & (kk >= N + 1)     # k*k of KERNEL[:3], KERNEL <= 5
+                             & ((kk >= N + 1) if MR == 1 else 1)   # k*k of KERNEL[:3] <= 25
                              & (regs["NOEPI"] == 0)
                              & (regs["OBITS"] == 8)
                              & ((regs["ACT"] != ACTS["hswish"]) | (regs["MIDBITS"] == 16))
@@ -948,6 +1088,7 @@ class Unit(wiring.Component):
             m.d.sync += [c0.eq(0), oy.eq(0), ox0.eq(0), ky.eq(0), ph.eq(0), e.eq(0),
                          c0w.eq(0), oyw.eq(0), ox0w.eq(0), jw.eq(0), c0r.eq(0), oyr.eq(0),
                          ox0r.eq(0), c0x.eq(0), c0kk.eq(0), ybase.eq(-padw), yoff.eq(-padw),
+                         *([ds.eq(0), ws.eq(0), dgap.eq(0)] if MR > 1 else []),
                          prow_r.eq(0), cb_r.eq(0), ch_r.eq(0), prow_w.eq(0), cb_w.eq(0),
                          ch_w.eq(0)]
         return issue, setup

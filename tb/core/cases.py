@@ -334,3 +334,28 @@ CASES.update({
     # the context module alone: its activations stay in B (sim.compile.attctx)
     "litemla_ctx": (litemla_module_program, dict(stage=2, context_only=True), {}),
 })
+
+#: fewer requant lanes than engine lanes (``requant_mat`` / ``requant_rmac``, docs/hw-core.md
+#: "Requant lanes"): the MAT unit drains a vector of 4 in 2 cycles, the R-MAC unit in 4 (a
+#: depthwise tile of 4 x 4 in 16). Chosen so that every drain stall path runs: one step per
+#: output vector (``pw_rq``: the sequencer waits on both units), 3 steps (``pw_residual_rq``,
+#: R-MAC; residual bytes through the sub-blocks), NOEPI int32 writes, groups, a depthwise 3x3
+#: (9 steps per tile < 17: waits) and 5x5 with residual, the im2col path, a fused MBConv and the
+#: attention (9 tokens: 3 steps per KV vector on the R-MAC, which waits).
+REQUANT = dict(requant_mat=2, requant_rmac=1)
+CASES.update({
+    "pw_rq": (pointwise_program, dict(act="hswish", cin=4, cout=10, seed=30), REQUANT),
+    "pw_residual_rq": (pointwise_program, dict(act="none", cin=12, cout=12, residual=True,
+                                               seed=31), REQUANT),
+    "linear_logits_rq": (linear_program, dict(cin=4, cout=10, seed=32), REQUANT),
+    "gpw_g3_rq": (pointwise_program, dict(act="hswish", cin=12, cout=18, groups=3, seed=33),
+                  REQUANT),
+    "dw3_s2_rq": (depthwise_program, dict(c=6, h=6, w=7, k=3, stride=2, act="hswish", seed=34),
+                  REQUANT),
+    "dw5_s1_res_rq": (depthwise_program, dict(c=5, h=5, w=6, k=5, stride=1, residual=True,
+                                              seed=35), REQUANT),
+    "conv3_s2_rq": (generic_program, dict(cin=3, cout=8, h=9, w=9, k=3, stride=2, act="hswish",
+                                          seed=36), REQUANT),
+    "mbconv_rq": (mbconv_program, dict(seed=37), REQUANT),
+    "att_d6_rq": (attention_program, dict(dim=6, heads=3, h=3, w=3, seed=24), REQUANT),
+})
