@@ -98,6 +98,16 @@ class FastSystem(wiring.Component):
                           **{n: self.mem.signature.members[n] for n in
                              ("dbg_addr", "dbg_rdata", "dbg_wdata", "dbg_wstrb")}})
 
+    @property
+    def modules(self) -> dict:
+        """The accelerator's modules converted once each (``hw.hier``; empty when it is flat):
+        ``hw.hier.convert`` emits them beside this top."""
+        return getattr(self.acc, "modules", None) or {}
+
+    def clocked(self, module: str, flag: bool) -> None:
+        """Passed on to the accelerator (``hw.hier.convert_modules``)."""
+        self.acc.clocked(module, flag)
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.acc = acc = self.acc
