@@ -5,8 +5,8 @@ board runtime (``runtime.Accelerator`` over ``runtime.cocotb_device.CocotbMemory
 loads the Binary through the memory's debug port, starts the run, serves the HOST_LN on the
 interrupt and reads the outputs back; the outputs are compared bit for bit with ``sim.golden``
 and ``sim.funcsim`` inside the cocotb test. The accelerator's ``CYCLES`` counter is held against
-``sim.perf`` (AXI-level DMA, ``sim.timing.AXI_SYSTEM``) at the memory's read latency: within
-3 % (docs/system.md, "The DRAM in HDL").
+``sim.perf`` (AXI-level DMA, ``sim.timing.AXI_SYSTEM``) at the memory's read latency and the
+testbench CPU's measured HOST_LN time: within 2 % (docs/system.md, "The DRAM in HDL").
 """
 
 import pytest
@@ -38,7 +38,7 @@ def _check(model, cfg, tmp_path, **kw):
           f"({(rtl - model_cycles) / model_cycles:+.2%}); {rec['cycles_per_s']:.0f} cycles/s, "
           f"{rec['cycles_per_cpu_s']:.0f} per CPU second (run {rec['run_s']:.1f} s, load "
           f"{rec['load_s']:.1f} s, read-out {rec['read_s']:.1f} s)")
-    assert abs(rtl - model_cycles) <= 0.03 * model_cycles, (rtl, model_cycles)
+    assert abs(rtl - model_cycles) <= 0.02 * model_cycles, (rtl, model_cycles)
     return rec
 
 

@@ -175,7 +175,12 @@ def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
     runs = sorted((REPO_ROOT / "build" / "rtl" / simulator).glob(
         f"{name}-*/run-{os.getpid()}/fast.json"), key=lambda f: f.stat().st_mtime)
     rec = json.loads(runs[-1].read_text())
-    b2 = dataclasses.replace(binary, cfg=binary.cfg.replace(dram_latency_cycles=latency))
+    cfg = binary.cfg.replace(dram_latency_cycles=latency)
+    host = rec.get("host_service_cycles")
+    if host:        # the testbench CPU's measured HOST_LN time, as tb.system.run.model_config
+        cfg = cfg.replace(host_overhead_cycles=round(sum(host) / len(host)),
+                          host_cycles_per_elem=0)
+    b2 = dataclasses.replace(binary, cfg=cfg)
     rec["perf_cycles"] = int(perf.simulate(b2, env=timing.AXI_SYSTEM).cycles)
     rec["latency"] = latency
     rec["mem_bytes"] = size
