@@ -194,8 +194,7 @@ def main(argv=None) -> int:
     import time
 
     from sim import compile as sc
-    from sim import golden, zoo
-    from sim.config import AccelConfig, ConfigError
+    from tb.system.run import add_network_args, network_from_args
     ap = argparse.ArgumentParser(prog="python -m tb.system.fast", description=(
         "Run a sim.zoo network through the whole accelerator's Verilog (hw.system.Accelerator) "
         "with the DRAM in HDL (tb.system.axi_mem.AxiMemory) and the board runtime as the CPU; "
@@ -203,11 +202,7 @@ def main(argv=None) -> int:
         "cycle counter next to sim.perf (AXI-level DMA at the memory's latency). The build is "
         "cached per config and memory size under build/rtl/ (the first run of a config builds "
         "for several minutes)."))
-    ap.add_argument("--model", default="tiny",
-                    help="sim.zoo network: tiny (default) or an EfficientViT name like b0-r64")
-    ap.add_argument("--config", default="small:L=1",
-                    help="accelerator config (default small:L=1: N=M=T=S=4, one core)")
-    ap.add_argument("--seed", type=int, default=3, help="random input image seed (default 3)")
+    add_network_args(ap)
     ap.add_argument("--latency", type=int, default=16,
                     help="the memory's read latency in cycles (default 16)")
     ap.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
@@ -216,13 +211,7 @@ def main(argv=None) -> int:
                          "slower; default: only the top's ports public)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
-    try:
-        cfg = AccelConfig.from_string(args.config)
-        prog = zoo.tiny() if args.model == "tiny" else zoo.build(args.model)
-    except (ConfigError, ValueError) as e:
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
-    t = prog.tensors[prog.inputs[0]]
-    x = golden.quantize_input(zoo.random_image(t.shape[-1], seed=args.seed), t)
+    cfg, prog, x = network_from_args(ap, args)
     t0 = time.perf_counter()
     binary = sc.compile(prog, cfg)
     with tempfile.TemporaryDirectory() as tmp:

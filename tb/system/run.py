@@ -99,25 +99,43 @@ def model_config(cfg, rec: dict):
     return cfg.replace(**kw)
 
 
+def add_network_args(ap) -> None:
+    """``--model``, ``--config``, ``--seed``: the network run by ``python -m tb.system.run``
+    and ``python -m tb.system.fast``."""
+    ap.add_argument("--model", default="tiny",
+                    help="sim.zoo network: tiny (default) or an EfficientViT name like b0-r64")
+    ap.add_argument("--config", default="small:L=1",
+                    help="accelerator config (default small:L=1: N=M=T=S=4, one core)")
+    ap.add_argument("--seed", type=int, default=3, help="random input image seed (default 3)")
+
+
+def network_from_args(ap, args):
+    """``(cfg, prog, x)`` of :func:`add_network_args`' options: the config, the ``sim.zoo``
+    program and its quantized random input; a bad config or model name exits 2 in one line."""
+    from sim import golden, zoo
+    from sim.config import AccelConfig, ConfigError
+    try:
+        cfg = AccelConfig.from_string(args.config)
+        prog = zoo.tiny() if args.model == "tiny" else zoo.build(args.model)
+    except (ConfigError, ValueError) as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
+    t = prog.tensors[prog.inputs[0]]
+    return cfg, prog, golden.quantize_input(zoo.random_image(t.shape[-1], seed=args.seed), t)
+
+
 def main(argv=None) -> int:
     """``python -m tb.system.run``: one network through the whole accelerator's RTL."""
     import argparse
     import tempfile
     import time
 
-    from sim import golden, zoo
-    from sim.config import AccelConfig, ConfigError
     ap = argparse.ArgumentParser(prog="python -m tb.system.run", description=(
         "Run a sim.zoo network through the whole accelerator's Verilog (hw.system.Accelerator "
         "on Verilator, cocotbext-axi AxiRam as the DDR and AxiLiteMaster as the CPU) and compare "
         "its outputs bit for bit with sim.golden and sim.funcsim; report the RTL's cycle "
         "counter next to sim.perf. The Verilator build is cached per config under build/rtl/ "
         "(the first run of a config builds for several minutes)."))
-    ap.add_argument("--model", default="tiny",
-                    help="sim.zoo network: tiny (default) or an EfficientViT name like b0-r64")
-    ap.add_argument("--config", default="small:L=1",
-                    help="accelerator config (default small:L=1: N=M=T=S=4, one core)")
-    ap.add_argument("--seed", type=int, default=3, help="random input image seed (default 3)")
+    add_network_args(ap)
     ap.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
     ap.add_argument("--pause", action="store_true", help="random AXI back-pressure")
     ap.add_argument("--axi-ports", type=int, default=1, choices=(1, 2),
@@ -134,13 +152,7 @@ def main(argv=None) -> int:
                          "sim.perf differ, per queue (tb.system.trace)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
-    try:
-        cfg = AccelConfig.from_string(args.config)
-        prog = zoo.tiny() if args.model == "tiny" else zoo.build(args.model)
-    except (ConfigError, ValueError) as e:
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
-    t = prog.tensors[prog.inputs[0]]
-    x = golden.quantize_input(zoo.random_image(t.shape[-1], seed=args.seed), t)
+    cfg, prog, x = network_from_args(ap, args)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         try:
