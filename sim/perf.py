@@ -546,14 +546,18 @@ class _ReadPort:
     earliest, and takes a new AR only while fewer than ``ar_queue`` accepted bursts wait for
     their data to start (a waiting burst leaves that queue about ``lat`` cycles before its
     first beat). The LD engine's bursts are placed when its LOAD is modelled, possibly ahead
-    of the cycle the dispatcher has been simulated to; a dispatcher burst (``insert``) goes
-    before those whose AR comes later, and their data move back behind it (``ld_end``: the end
-    of the LD engine's last burst, which its SIGNAL waits for)."""
+    of the cycle the dispatcher has been simulated to; a dispatcher burst (``insert``) presented
+    in cycle ``r`` goes before those whose AR handshake comes later *and* that were presented
+    from ``r`` on (``hw.system.arbiter.ReadArbiter``: the dispatcher wins a tie, but an LD
+    request presented earlier and held back by the memory's AR queue keeps the port until its
+    handshake), and their data move back behind it (``ld_end``: the end of the LD engine's last
+    burst, which its SIGNAL waits for)."""
 
     def __init__(self, lat: int, ar_queue: int | None, end: int = 0):
         self.lat, self.end, self.q = lat, end, ar_queue
         self.ld_end = end
-        self.hist = []                  # [AR, first beat, end, beats, LD?] of recent bursts, by AR
+        # [AR, first beat, end, beats, LD?, presented] of recent bursts, by AR
+        self.hist = []
 
     def burst(self, r: int, n: int, insert: bool = False) -> tuple[int, int, int]:
         """A burst of ``n`` beats presented from cycle ``r`` (``insert``: by the dispatcher):
@@ -561,7 +565,7 @@ class _ReadPort:
         hist = self.hist
         if insert:
             i = len(hist)
-            while i and hist[i - 1][0] >= r:
+            while i and hist[i - 1][0] >= r and hist[i - 1][5] >= r:
                 i -= 1
         else:
             i = len(hist)
@@ -574,7 +578,7 @@ class _ReadPort:
             prev = max(prev, self.end)
         first = max(h + self.lat, prev)
         end = mine = first + n
-        hist.insert(i, [h, first, end, n, not insert])
+        hist.insert(i, [h, first, end, n, not insert, r])
         for b in hist[i + 1:]:          # the bursts behind it in AR order
             b[1] = max(b[1], end)
             b[2] = end = b[1] + b[3]
