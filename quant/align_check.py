@@ -14,11 +14,9 @@ Errors: one line, exit 2.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 __all__ = ["VARIANTS", "measure", "main"]
 
@@ -44,6 +42,7 @@ def measure(name: str, images: int, *, data, checkpoint=None, calib: int = 16,
 
     import quant
     from quant.data import make_loader
+    from quant.onnx_check import agreement
     t0 = time.time()
     model = quant.float_model(name, checkpoint=checkpoint)
     res = int(model.trio_vit_name.split("-r")[1])
@@ -70,12 +69,10 @@ def measure(name: str, images: int, *, data, checkpoint=None, calib: int = 16,
         g.align = frozenset(VARIANTS[v])
         t1 = time.time()
         got = logits()
-        err = float(((got - ref) ** 2).sum())
+        agree = agreement(ref, got)
         r["variants"][v] = dict(
-            aligned=list(VARIANTS[v]),
-            top1_agreement=float((got.argmax(1) == ref.argmax(1)).mean()),
-            sqnr_vs_int_db=float("inf") if err == 0 else
-            float(10 * np.log10(float((ref ** 2).sum()) / err)),
+            aligned=list(VARIANTS[v]), top1_agreement=agree["top1_agreement"],
+            sqnr_vs_int_db=agree["sqnr_db"],
             logits_differing=float((got != ref).mean()), seconds=round(time.time() - t1, 1))
     g.exact, g.align = True, frozenset()
     r["seconds"] = round(time.time() - t0, 1)
@@ -83,26 +80,18 @@ def measure(name: str, images: int, *, data, checkpoint=None, calib: int = 16,
 
 
 def main(argv=None) -> int:
-    from .cli import DEFAULT_DATA
-    ap = argparse.ArgumentParser(prog="python -m quant.align_check", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="b1-r224")
+    from .onnx_check import check_error, check_parser
+    ap = check_parser("python -m quant.align_check", __doc__, model="b1-r224", images=32)
     ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="image folder or labels.csv")
-    ap.add_argument("--images", type=int, default=32, help="images compared (default 32)")
-    ap.add_argument("--calib-size", type=int, default=16)
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help=f"comma-separated, of {', '.join(VARIANTS)} (default all)")
-    ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     variants = [v for v in a.variants.split(",") if v]
     bad = [v for v in variants if v not in VARIANTS]
-    if a.images < 1 or a.calib_size < 1 or bad or not variants:
-        print(f"error: --images and --calib-size must be >= 1; --variants from {list(VARIANTS)}"
-              + (f" (not {bad})" if bad else ""), file=sys.stderr)
-        return 2
-    if not Path(a.data).exists():
-        print(f"error: data: {a.data}: no such file or folder", file=sys.stderr)
+    err = check_error(a) or (f"--variants from {list(VARIANTS)}" + (f" (not {bad})" if bad else "")
+                             if bad or not variants else None)
+    if err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         r = measure(a.model, a.images, data=a.data, checkpoint=a.checkpoint, calib=a.calib_size,

@@ -67,35 +67,57 @@ def measure(name: str, images: int, *, data, checkpoint=None, calib: int = 16,
         s = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
         got = np.concatenate([s.run(["logits"], {"images": x.numpy()})[0] for x in batches])
         got = got.astype(np.float64)
-        err = float(((fake - got) ** 2).sum())
-        r[form] = dict(top1_agreement=float((fake.argmax(1) == got.argmax(1)).mean()),
-                       sqnr_db=float("inf") if err == 0 else
-                       float(10 * np.log10(float((fake ** 2).sum()) / err)),
-                       onnx_bytes=path.stat().st_size)
+        r[form] = dict(**agreement(fake, got), onnx_bytes=path.stat().st_size)
     r["seconds"] = round(time.time() - t0, 1)
     if tmp is not None:
         tmp.cleanup()
     return r
 
 
-def main(argv=None) -> int:
+def agreement(ref, got) -> dict:
+    """``top1_agreement`` and ``sqnr_db`` (logit SQNR in dB) of the logits ``got`` against the
+    logits ``ref`` (arrays of images x classes), in float64."""
+    import numpy as np
+    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    err = float(((ref - got) ** 2).sum())
+    return dict(top1_agreement=float((ref.argmax(1) == got.argmax(1)).mean()),
+                sqnr_db=float("inf") if err == 0 else
+                float(10 * np.log10(float((ref ** 2).sum()) / err)))
+
+
+def check_parser(prog: str, doc: str, *, model: str, images: int) -> argparse.ArgumentParser:
+    """The options the measuring commands share (``quant.onnx_check``, ``quant.qdq_precision``,
+    ``quant.align_check``): ``--model``, ``--data``, ``--images``, ``--calib-size``, ``--json``."""
     from .cli import DEFAULT_DATA
-    ap = argparse.ArgumentParser(prog="python -m quant.onnx_check", description=__doc__,
+    ap = argparse.ArgumentParser(prog=prog, description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="b1-r224")
-    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--model", default=model)
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="image folder or labels.csv")
-    ap.add_argument("--images", type=int, default=125, help="images compared (default 125)")
+    ap.add_argument("--images", type=int, default=images,
+                    help=f"images compared (default {images})")
     ap.add_argument("--calib-size", type=int, default=16)
+    ap.add_argument("--json", action="store_true")
+    return ap
+
+
+def check_error(a) -> str | None:
+    """The one-line error of :func:`check_parser`'s options, or None."""
+    if a.images < 1 or a.calib_size < 1:
+        return "--images and --calib-size must be >= 1"
+    if not Path(a.data).exists():
+        return f"data: {a.data}: no such file or folder"
+    return None
+
+
+def main(argv=None) -> int:
+    ap = check_parser("python -m quant.onnx_check", __doc__, model="b1-r224", images=125)
+    ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--recon-iters", type=int, default=0)
     ap.add_argument("-o", "--output-dir", default=None, help="keep the files written here")
-    ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    if a.images < 1 or a.calib_size < 1 or a.recon_iters < 0:
-        print("error: --images and --calib-size must be >= 1, --recon-iters >= 0", file=sys.stderr)
-        return 2
-    if not Path(a.data).exists():
-        print(f"error: data: {a.data}: no such file or folder", file=sys.stderr)
+    err = check_error(a) or ("--recon-iters must be >= 0" if a.recon_iters < 0 else None)
+    if err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         r = measure(a.model, a.images, data=a.data, checkpoint=a.checkpoint, calib=a.calib_size,

@@ -19,12 +19,10 @@ The float64 models are not valid ONNX (double scales); they exist only for this 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -107,12 +105,10 @@ def measure(name: str, images: int, *, data, calib: int = 16) -> dict:
     prog = qm.intprogram()
     r = dict(model=qm.model_name, calibration_images=calib, images=len(fake), forms={})
 
+    from .onnx_check import agreement
+
     def score(label, got):
-        got = np.asarray(got, np.float64)
-        err = float(((fake - got) ** 2).sum())
-        r["forms"][label] = dict(
-            top1_agreement=float((fake.argmax(1) == got.argmax(1)).mean()),
-            sqnr_db=float("inf") if err == 0 else float(10 * np.log10((fake ** 2).sum() / err)))
+        r["forms"][label] = agreement(fake, got)
 
     m32 = build_model(prog, form="qdq")
     o = ort.SessionOptions()
@@ -137,20 +133,12 @@ def measure(name: str, images: int, *, data, calib: int = 16) -> dict:
 
 
 def main(argv=None) -> int:
-    from .cli import DEFAULT_DATA
-    ap = argparse.ArgumentParser(prog="python -m quant.qdq_precision", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="b0-r64")
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="image folder or labels.csv")
-    ap.add_argument("--images", type=int, default=32)
-    ap.add_argument("--calib-size", type=int, default=16)
-    ap.add_argument("--json", action="store_true")
+    from .onnx_check import check_error, check_parser
+    ap = check_parser("python -m quant.qdq_precision", __doc__, model="b0-r64", images=32)
     a = ap.parse_args(argv)
-    if a.images < 1 or a.calib_size < 1:
-        print("error: --images and --calib-size must be >= 1", file=sys.stderr)
-        return 2
-    if not Path(a.data).exists():
-        print(f"error: data: {a.data}: no such file or folder", file=sys.stderr)
+    err = check_error(a)
+    if err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         r = measure(a.model, a.images, data=a.data, calib=a.calib_size)
