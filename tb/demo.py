@@ -244,7 +244,11 @@ def print_report(r: dict, out: Path):
         rows.append(("accelerator", f"{acc.get('model')} on {acc.get('config', '?').split(':')[0]}"
                      " (Verilator)", "bit-exact" if acc.get("ok") else "MISMATCH"))
         if acc.get("ok"):
-            rows.append(("accelerator", "RTL cycles / sim.perf cycles",
+            if acc.get("perf_axi_cycles"):
+                rows.append(("accelerator", "RTL cycles / sim.perf AXI level",
+                             f"{acc['rtl_cycles']} / {acc['perf_axi_cycles']} "
+                             f"({acc['axi_cycle_diff']:+.2%})"))
+            rows.append(("accelerator", "RTL cycles / sim.perf DRAM model",
                          f"{acc['rtl_cycles']} / {acc['perf_cycles']} ({acc['cycle_diff']:+.1%})"))
             rows.append(("accelerator", "simulated cycles per second",
                          _fmt(acc.get("sim_cycles_per_s"))))
