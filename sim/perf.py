@@ -373,24 +373,17 @@ def simulate(binary, *, trace: list | None = None,
             if zero_dma:
                 nxt = t + (_cdiv(ins["count"] * ins["length"], a_line) if to_a else 0)
                 note(tag, t, nxt, unit, stream, 0)
-            elif axi is not None:
-                start, nxt, done, xfer = _axi_transfer(axi, cfg, ins, t, unit, ch_free,
-                                                       inflight, accept, port)
-                drain[k] = max(drain[k], done)
-                fin = done
-                if fr == 0:
-                    unit_busy[su] += xfer
-                    spans.append((tag, start, done, -1))
-                note(tag, start, done, unit, stream, xfer)
-                if tag >= 0 and fr == 0:
-                    l_dram[tag] += xfer
             else:
-                xfer = _cdiv(nbytes, min(cfg.dram_bytes_per_cycle, a_line) if to_a
-                             else cfg.dram_bytes_per_cycle)
-                start = max(t, dram_free)
-                dram_free = start + xfer
-                nxt = start + xfer
-                done = nxt + cfg.dram_latency_cycles
+                if axi is not None:
+                    start, nxt, done, xfer = _axi_transfer(axi, cfg, ins, t, unit, ch_free,
+                                                           inflight, accept, port)
+                else:
+                    xfer = _cdiv(nbytes, min(cfg.dram_bytes_per_cycle, a_line) if to_a
+                                 else cfg.dram_bytes_per_cycle)
+                    start = max(t, dram_free)
+                    dram_free = start + xfer
+                    nxt = start + xfer
+                    done = nxt + cfg.dram_latency_cycles
                 drain[k] = max(drain[k], done)
                 fin = done
                 if fr == 0:

@@ -174,12 +174,7 @@ class BankedBuffers(GlobalBuffers):
                 base, size, known = self._select(m, port.buf, tag)
                 lanes, vals = [], []
                 for e in range(elems):
-                    at = Signal(ADDR_BITS + 8, name=f"{tag}_at{e}")
-                    m.d.comb += at.eq(port.addr + port.elem_stride * e)
-                    act = port.en & port.mask[e]
-                    inr = known & (at + Mux(port.wide, 4, 1) <= size)
-                    with m.If(act & ~inr):
-                        m.d.sync += fault[1].eq(1)
+                    at, act, inr = self._scatter_element(m, port, tag, e, size, known, fault)
                     for k in range(4):
                         g = Signal(G, name=f"{tag}_g{e}_{k}")
                         on = Signal(name=f"{tag}_on{e}_{k}")

@@ -108,6 +108,19 @@ class GlobalBuffers(wiring.Component):
         self.total = base
         super().__init__(sig)
 
+    @staticmethod
+    def _scatter_element(m, port, tag, e, size, known, fault):
+        """Element ``e`` of scatter port ``port``: ``(at, act, inr)``, its byte address in the
+        buffer, whether it writes this cycle, and whether its 1 (or 4, ``wide``) bytes lie
+        inside the selected buffer (else ``fault`` bit 1 is set)."""
+        at = Signal(ADDR_BITS + 8, name=f"{tag}_at{e}")
+        m.d.comb += at.eq(port.addr + port.elem_stride * e)
+        act = port.en & port.mask[e]
+        inr = known & (at + Mux(port.wide, 4, 1) <= size)
+        with m.If(act & ~inr):
+            m.d.sync += fault[1].eq(1)
+        return at, act, inr
+
     def _select(self, m, bufid, name):
         """(base, size, known) of buffer id ``bufid`` as multiplexers (Icarus leaves a comb
         Switch's ``always @*`` X until its input first changes)."""
@@ -161,12 +174,7 @@ class GlobalBuffers(wiring.Component):
                 if "ready" in port.signature.members:
                     m.d.comb += port.ready.eq(1)
                 for e in range(elems):
-                    at = Signal(ADDR_BITS + 8, name=f"{tag}_at{e}")
-                    m.d.comb += at.eq(port.addr + port.elem_stride * e)
-                    act = port.en & port.mask[e]
-                    inr = known & (at + Mux(port.wide, 4, 1) <= size)
-                    with m.If(act & ~inr):
-                        m.d.sync += fault[1].eq(1)
+                    at, act, inr = self._scatter_element(m, port, tag, e, size, known, fault)
                     for b in range(4):
                         wp = mem.write_port()
                         m.d.comb += [wp.addr.eq(base + at + b),

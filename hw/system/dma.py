@@ -286,7 +286,27 @@ def _tie_axi_constants(m, bus, lg):
 
 # --- LOAD ---------------------------------------------------------------------------------------
 
-class LoadDMA(wiring.Component):
+class _DmaEngine(wiring.Component):
+    """What :class:`LoadDMA` and :class:`StoreDMA` share: the validated bus parameters and the
+    ports ``bus`` (the AXI4 master), ``cmd`` (descriptors), ``win_lo`` / ``win_hi`` (the DRAM
+    window), ``fault`` and ``idle``; ``ports`` adds the engine's own."""
+
+    def __init__(self, *, addr_width: int, data_width: int, id_width: int, max_burst: int,
+                 outstanding: int, ports: dict):
+        _check_common(addr_width, data_width, id_width, max_burst, outstanding)
+        self.addr_width, self.data_width, self.id_width = addr_width, data_width, id_width
+        self.max_burst, self.outstanding = max_burst, outstanding
+        self.lanes = data_width // 8
+        super().__init__({
+            "bus": Out(axi4_signature(addr_width=addr_width, data_width=data_width,
+                                      id_width=id_width)),
+            "cmd": In(stream.Signature(descriptor_layout(addr_width))),
+            "win_lo": In(addr_width), "win_hi": In(addr_width),
+            "fault": Out(2), "idle": Out(1), **ports,
+        })
+
+
+class LoadDMA(_DmaEngine):
     """LD engine: executes LOAD descriptors as AXI4 read bursts and writes buffer lines.
 
     Parameters (keyword-only): ``addr_width`` (DRAM byte address bits, 12..64), ``data_width``
@@ -317,18 +337,10 @@ class LoadDMA(wiring.Component):
 
     def __init__(self, *, addr_width: int = 40, data_width: int = 128, id_width: int = 1,
                  max_burst: int = 64, outstanding: int = 4):
-        _check_common(addr_width, data_width, id_width, max_burst, outstanding)
-        self.addr_width, self.data_width, self.id_width = addr_width, data_width, id_width
-        self.max_burst, self.outstanding = max_burst, outstanding
-        self.lanes = data_width // 8
-        super().__init__({
-            "bus": Out(axi4_signature(addr_width=addr_width, data_width=data_width,
-                                      id_width=id_width)),
-            "cmd": In(stream.Signature(descriptor_layout(addr_width))),
-            "wr": Out(stream.Signature(buffer_write_layout(data_width))),
-            "win_lo": In(addr_width), "win_hi": In(addr_width),
-            "fault": Out(2), "idle": Out(1), "rd_bytes": Out(64),
-        })
+        super().__init__(addr_width=addr_width, data_width=data_width, id_width=id_width,
+                         max_burst=max_burst, outstanding=outstanding, ports={
+                             "wr": Out(stream.Signature(buffer_write_layout(data_width))),
+                             "rd_bytes": Out(64)})
 
     def elaborate(self, platform):
         m = Module()
@@ -389,7 +401,7 @@ class LoadDMA(wiring.Component):
 
 # --- STORE --------------------------------------------------------------------------------------
 
-class StoreDMA(wiring.Component):
+class StoreDMA(_DmaEngine):
     """ST engine: executes STORE descriptors, reading buffer lines and writing AXI4 bursts.
 
     Parameters: as :class:`LoadDMA` (``outstanding``: write bursts whose B response has not
@@ -415,19 +427,10 @@ class StoreDMA(wiring.Component):
 
     def __init__(self, *, addr_width: int = 40, data_width: int = 128, id_width: int = 1,
                  max_burst: int = 64, outstanding: int = 4):
-        _check_common(addr_width, data_width, id_width, max_burst, outstanding)
-        self.addr_width, self.data_width, self.id_width = addr_width, data_width, id_width
-        self.max_burst, self.outstanding = max_burst, outstanding
-        self.lanes = data_width // 8
-        super().__init__({
-            "bus": Out(axi4_signature(addr_width=addr_width, data_width=data_width,
-                                      id_width=id_width)),
-            "cmd": In(stream.Signature(descriptor_layout(addr_width))),
-            "rd_en": Out(1), "rd_buf": Out(3), "rd_addr": Out(BUF_ADDR_BITS),
-            "rd_data": In(data_width),
-            "win_lo": In(addr_width), "win_hi": In(addr_width),
-            "fault": Out(2), "idle": Out(1), "wr_bytes": Out(64),
-        })
+        super().__init__(addr_width=addr_width, data_width=data_width, id_width=id_width,
+                         max_burst=max_burst, outstanding=outstanding, ports={
+                             "rd_en": Out(1), "rd_buf": Out(3), "rd_addr": Out(BUF_ADDR_BITS),
+                             "rd_data": In(data_width), "wr_bytes": Out(64)})
 
     def elaborate(self, platform):
         m = Module()

@@ -177,6 +177,26 @@ class Scheduler:
         self.B.busy[slot_b].append((done, len(writers)))
         return done
 
+    def finish_rows(self, *, sync, resid, name, rout, slot_b, slot_o, writers, obase, dram,
+                    channels, row_bytes, plane_bytes, c0, c1, r0, r1, wo):
+        """The end of a conv / depthwise tile: rows ``[r0, r1)`` (``wo`` pixels each) of channels
+        ``[c0, c1)`` of tensor ``name``, written by ``writers``. Kept in B (``rout``, the
+        resident output's record; ``resid`` keeps it past the layer when asked) or stored from
+        OUT slot ``slot_o`` at ``obase`` to DRAM address ``dram()`` as ``channels`` runs of
+        ``row_bytes`` bytes, ``plane_bytes`` apart. Returns ``(done event, writer count)``."""
+        if rout is not None:
+            done = self.finish_resident(slot_b, writers)
+            rout["events"].append((done, len(writers)))
+            if resid.keep.get(name):
+                resid.store(name, rout, c0, c1, done, len(writers))
+        else:
+            done, stored = self.finish_tile(
+                slot_b, slot_o, writers,
+                lambda: self.dma_rows("STORE", "OUT", obase, dram(), channels, row_bytes,
+                                      plane_bytes))
+            sync.record_store(name, c0, c1, r0 * wo, r1 * wo, stored)
+        return done, len(writers)
+
     def wait_out_slot(self, stream, unit, slot_o, seen):
         """``unit`` of ``stream`` waits (once per tile, ``seen``) until OUT slot is drained."""
         if (stream, unit) not in seen:

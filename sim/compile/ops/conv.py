@@ -250,19 +250,12 @@ def emit_conv(ctx: Context, n: Node, info):
                         o_addr=obase + (ca * tnr + ra) * Wo * ob, nco=cb - ca, hin=bb - aa,
                         ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=obuf)
                 writers.append((st, unit))
-            if rout is not None:
-                done = sched.finish_resident(sb, writers)
-                rout["events"].append((done, len(writers)))
-                if resid.keep.get(n.output):
-                    resid.store(n.output, rout, c0, c1, done, len(writers))
-            else:
-                ydram = ctx.layout.addr(n.output) + (c0 * Ho + r0) * Wo * ob
-                done, stored = sched.finish_tile(
-                    sb, so, writers,
-                    lambda: sched.dma_rows("STORE", "OUT", obase, ydram, nco, tnr * Wo * ob,
-                                           Ho * Wo * ob))
-                sync.record_store(n.output, c0, c1, r0 * Wo, r1 * Wo, stored)
-            chunk_done.append((done, len(writers)))
+            chunk_done.append(sched.finish_rows(
+                sync=sync, resid=resid, name=n.output, rout=rout, slot_b=sb, slot_o=so,
+                writers=writers, obase=obase,
+                dram=lambda: ctx.layout.addr(n.output) + (c0 * Ho + r0) * Wo * ob,
+                channels=nco, row_bytes=tnr * Wo * ob, plane_bytes=Ho * Wo * ob,
+                c0=c0, c1=c1, r0=r0, r1=r1, wo=Wo))
         C.busy[sc] = chunk_done
     if rin is not None:
         resid.release(rin)

@@ -140,19 +140,12 @@ def emit_depthwise(ctx: Context, n: Node, info):
                             o_addr=obase + (ca * tnr + ra) * Wo, nco=cb - ca, hin=bb - aa,
                             ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=obuf)
                     writers.append((st, "RMAC"))
-            if rout is not None:
-                done = sched.finish_resident(sb, writers)
-                rout["events"].append((done, len(writers)))
-                if res_.keep.get(n.output):
-                    res_.store(n.output, rout, c0, c1, done, len(writers))
-            else:
-                ydram = taddr(n.output) + (c0 * Ho + r0) * Wo
-                done, stored = sched.finish_tile(
-                    sb, so, writers,
-                    lambda: sched.dma_rows("STORE", "OUT", obase, ydram, nch, tnr * Wo,
-                                           Ho * Wo))
-                sync.record_store(n.output, c0, c1, r0 * Wo, r1 * Wo, stored)
-            chunk_done.append((done, len(writers)))
+            chunk_done.append(sched.finish_rows(
+                sync=sync, resid=res_, name=n.output, rout=rout, slot_b=sb, slot_o=so,
+                writers=writers, obase=obase,
+                dram=lambda: taddr(n.output) + (c0 * Ho + r0) * Wo,
+                channels=nch, row_bytes=tnr * Wo, plane_bytes=Ho * Wo,
+                c0=c0, c1=c1, r0=r0, r1=r1, wo=Wo))
         C.busy[sc] = chunk_done
     if rin is not None:
         res_.release(rin)
