@@ -62,8 +62,7 @@ def cmd_perf(args):
     from .perf import simulate, stream
     from .report import atomic_write, plot_layers, print_perf, to_json
     cfg = _cfg(args.config)
-    if args.frames < 1:
-        raise UserError(f"--frames must be >= 1 (1: latency mode only), got {args.frames}")
+    _check_frames(args.frames)
     if args.contexts < 1:
         raise UserError(f"--contexts must be >= 1, got {args.contexts}")
     if (args.contexts > 1 or args.no_frame_hazards) and args.frames < 2:
@@ -131,15 +130,8 @@ def cmd_sweep(args):
 def cmd_table7(args):
     from .report import TABLE7_MODELS, atomic_write, print_table7, table7_rows, to_json
     cfg = _cfg(args.config)
-    models = args.models.split(",") if args.models else list(TABLE7_MODELS)
-    from . import zoo
-    for m in models:
-        try:
-            zoo.parse_name(m)
-        except (ValueError, TypeError) as e:
-            raise UserError(f"--models: {e}") from None
-    if args.frames < 1:
-        raise UserError(f"--frames must be >= 1 (1: latency mode only), got {args.frames}")
+    models = _models(args.models) if args.models else list(TABLE7_MODELS)
+    _check_frames(args.frames)
     rows = table7_rows(cfg, models, seed=args.seed, progress=not args.json, frames=args.frames,
                        prefetch=args.prefetch)
     if args.json:
@@ -161,12 +153,16 @@ def _models(spec):
     return models
 
 
+def _check_frames(frames):
+    if frames < 1:
+        raise UserError(f"--frames must be >= 1 (1: latency mode only), got {frames}")
+
+
 def cmd_attctx(args):
     from .onchip import attctx_rows, print_attctx
     from .report import atomic_write, to_json
     cfg = _cfg(args.config)
-    if args.frames < 1:
-        raise UserError(f"--frames must be >= 1 (1: latency mode only), got {args.frames}")
+    _check_frames(args.frames)
     rows = attctx_rows(cfg, _models(args.models), seed=args.seed, frames=args.frames,
                        progress=not args.json)
     if args.json:
@@ -191,8 +187,7 @@ def cmd_bufsweep(args):
     from .onchip import bufsweep_grid, bufsweep_rows, plot_bufsweep, print_bufsweep
     from .report import to_json, write_csv
     cfg = _cfg(args.config)
-    if args.frames < 1:
-        raise UserError(f"--frames must be >= 1 (1: latency mode only), got {args.frames}")
+    _check_frames(args.frames)
     grid = bufsweep_grid(_kb_list("b", args.b), _kb_list("c", args.c),
                          _kb_list("out", args.out_kb), args.budget_kb)
     if not grid:
