@@ -408,13 +408,15 @@ def _requant_reference(v, *, out_bits, signed, hswish_in_bits=16):
         return None
 
 
-@pytest.mark.parametrize("out_bits,signed", [(16, True), (8, True), (8, False)])
-def test_requant_extremes(out_bits, signed):
+@pytest.mark.parametrize("out_bits,signed,residual_dsp", [(16, True, True), (8, True, True),
+                                                          (8, False, True), (16, True, False)])
+def test_requant_extremes(out_bits, signed, residual_dsp):
     """Boundary values of every field (the datapath widths of ``Requant``'s doc are bounds on
     them): accumulator, multipliers and shifts at their extremes, the residual at the 9-bit
     limits, Hardswish constants at 0 and full scale, and sums that reach the edge of the domain
     ``sim.numerics.requant`` defines (``|acc*b| + |res*rb| 2^(c-rc)`` just below 2^62, where
-    the 63-bit rounding datapath has no bit to spare). (16, True) is the core's lane."""
+    the 63-bit rounding datapath has no bit to spare). (16, True) is the core's lane, also with
+    ``res * rb`` as shift-and-add in fabric (``residual_dsp=False``)."""
     A, B = 1 << 31, (1 << 16) - 1
     accs = [-A, -A + 1, -1, 0, 1, A - 1]
     offs = [-(1 << out_bits), 0, (1 << out_bits) - 1]
@@ -448,10 +450,74 @@ def test_requant_extremes(out_bits, signed):
     # the edge vectors are all inside the domain (their bound is below 2^62)
     assert all(want[i] is not None for i in range(len(vecs) - 8 * len(offs), len(vecs)))
     ins = {k: np.array([vecs[i][k] for i in keep]) for k in vecs[0]}
-    out = simulate(lambda: Requant(out_bits=out_bits, signed=signed), ins, ["out"], k=256)["out"]
+    out = simulate(lambda: Requant(out_bits=out_bits, signed=signed, residual_dsp=residual_dsp),
+                   ins, ["out"], k=256)["out"]
     bad = [(vecs[i], int(o), want[i]) for i, o in zip(keep, out) if o != want[i]]
     assert not bad, (len(bad), bad[:3])
     assert len(keep) > 0.8 * len(vecs)
+
+
+# --- the arithmetic helpers (hw.units._arith), exhaustively on small widths ---------------------
+
+class _ArithHarness(Elaboratable):
+    """``y = f(m, a, b)`` of one helper on signals ``a`` and ``b`` (combinational)."""
+
+    def __init__(self, fn, a_shape, b_shape):
+        self.fn, self.a, self.b = fn, Signal(a_shape), Signal(b_shape)
+        self.y = None
+
+    def elaborate(self, platform):
+        m = Module()
+        self.y = self.fn(m, self.a, self.b)
+        return m
+
+
+def _run_arith(fn, a_shape, b_shape, pairs):
+    """``fn``'s output for every ``(a, b)`` in ``pairs`` (amaranth.sim, one settle per pair)."""
+    dut = _ArithHarness(fn, a_shape, b_shape)
+    sim = Simulator(dut)                    # elaborates: dut.y exists from here on
+    out = []
+
+    async def bench(ctx):
+        for a, b in pairs:
+            ctx.set(dut.a, a)
+            ctx.set(dut.b, b)
+            out.append(ctx.get(dut.y))
+
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+def test_arith_rshift_round_exhaustive():
+    """Every 8-bit signed value by every shift of a 4-bit amount (beyond the width too) against
+    ``sim.numerics.rshift_round`` (round half up)."""
+    from hw.units._arith import rshift_round
+    pairs = [(a, s) for a in range(-128, 128) for s in range(16)]
+    out = _run_arith(lambda m, a, s: rshift_round(m, a, s, name="y"), Shape(8, True), 4, pairs)
+    a, s = np.array(pairs).T
+    assert out == nx.rshift_round(a, s).tolist()
+
+
+@pytest.mark.parametrize("bits,is_signed", [(4, True), (4, False), (1, False), (9, True)])
+@pytest.mark.parametrize("in_signed", [True, False])
+def test_arith_saturate_exhaustive(bits, is_signed, in_signed):
+    """Every 7-bit value (signed or unsigned input) saturated to ``bits`` against
+    ``sim.numerics.saturate``, including result widths above the input's."""
+    from hw.units._arith import saturate
+    vals = range(-64, 64) if in_signed else range(128)
+    pairs = [(v, 0) for v in vals]
+    out = _run_arith(lambda m, a, _: saturate(m, a, bits, is_signed, name="y"),
+                     Shape(7, in_signed), 1, pairs)
+    assert out == nx.saturate(np.array(list(vals)), bits, signed=is_signed).tolist()
+
+
+def test_arith_mul_shift_add_exhaustive():
+    """Every signed 5-bit x unsigned 6-bit product (the shape of ``res * rb``)."""
+    from hw.units._arith import mul_shift_add
+    pairs = [(a, b) for a in range(-16, 16) for b in range(64)]
+    out = _run_arith(lambda m, a, b: mul_shift_add(m, a, b, name="y"), Shape(5, True), 6, pairs)
+    assert out == [a * b for a, b in pairs]
 
 
 # --- parameter validation -----------------------------------------------------------------------
@@ -484,5 +550,7 @@ def test_bad_param_types():
         AdderTree(width=8.0, count=4)
     with pytest.raises(TypeError, match="signed must be a bool"):
         Requant(signed=1)
+    with pytest.raises(TypeError, match="residual_dsp must be a bool"):
+        Requant(residual_dsp="no")
     with pytest.raises(TypeError):
         AdderTree(8, 4)          # keyword-only

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from sim import numerics
 from sim.numerics import ACC_BITS, MULT_BITS
 
-from ._arith import rshift_round, saturate
+from ._arith import mul_shift_add, rshift_round, saturate
 from ..params import check_bool, check_int
 
 __all__ = ["Requant", "WIDE_BITS"]
@@ -57,6 +57,8 @@ class Requant(wiring.Component):
     * the rounded ``y`` is clamped to ``max(out_bits + 2, X)`` bits before its pipeline
       register: ReLU, the offset (``|offset| <= 2**out_bits``) and both saturations give the
       same result on the clamped value (it stays beyond ``out_bits + 1`` bits of magnitude);
+      the rounded Hardswish product is clamped to ``out_bits + 2`` bits before its offset for
+      the same reason;
     * Hardswish: ``|x| <= 2**(X-1)``, ``0 <= t <= 2*three < 2**(X+1)``, so ``|x*t| < 2**(2X)``:
       signed ``2X + 1`` bits (33), and ``|x*t*hb| < 2**(2X+B)``: signed ``2X + B + 1`` (49).
 
@@ -74,6 +76,9 @@ class Requant(wiring.Component):
     residual : bool (default True)                       include the residual input and multiplier
     hswish : bool (default True)                         include the Hardswish stage
     hswish_in_bits : int, 2..24 (default 16)             width of the Hardswish input ``x``
+    residual_dsp : bool (default True)                   ``res * rb`` on a DSP48E2 (``*``); False:
+                                                         shift-and-add in fabric, one DSP48E2 fewer
+                                                         for about 250 LUT (docs/hw-core.md)
 
     Ports
     -----
@@ -94,7 +99,8 @@ class Requant(wiring.Component):
 
     def __init__(self, *, acc_bits: int = ACC_BITS, mult_bits: int = MULT_BITS,
                  shift_bits: int = 6, out_bits: int = 8, signed: bool = True,
-                 residual: bool = True, hswish: bool = True, hswish_in_bits: int = 16):
+                 residual: bool = True, hswish: bool = True, hswish_in_bits: int = 16,
+                 residual_dsp: bool = True):
         self.acc_bits = check_int("acc_bits", acc_bits, lo=2, hi=48)
         self.mult_bits = check_int("mult_bits", mult_bits, lo=1, hi=24)
         self.shift_bits = check_int("shift_bits", shift_bits, lo=1, hi=7)
@@ -103,6 +109,7 @@ class Requant(wiring.Component):
         self.residual = check_bool("residual", residual)
         self.hswish = check_bool("hswish", hswish)
         self.hswish_in_bits = check_int("hswish_in_bits", hswish_in_bits, lo=2, hi=24)
+        self.residual_dsp = check_bool("residual_dsp", residual_dsp)
         self.max_c = (1 << shift_bits) - 1
         ports = {
             "acc": In(_signed(acc_bits)),
@@ -147,20 +154,24 @@ class Requant(wiring.Component):
         c1 = {k: stage(v, f"{k}_1") for k, v in ctl.items()}
         if self.residual:
             rp_w = self.RES_BITS + self.mult_bits
-            r1 = stage(self.res * self.rb, "r1", _signed(rp_w))
-            rc1 = stage(self.rc, "rc_1")
+            if self.residual_dsp:
+                rprod = self.res * self.rb
+            else:
+                rprod = mul_shift_add(m, self.res, self.rb, name="rprod")
+            r1 = stage(rprod, "r1", _signed(rp_w))
+            d1 = stage((self.c - self.rc)[:self.shift_bits], "d_1", unsigned(self.shift_bits))
 
         # --- stage 2: residual alignment, add, round-half-up shift, clamp ----------------------
+        y_bits = max(self.out_bits + 2, self.hswish_in_bits if self.hswish else 0)
         if self.residual:
             wide_w = min(max(prod_w, rp_w + self.max_c) + 1, WIDE_BITS)
             aligned = Signal(_signed(wide_w))
-            m.d.comb += aligned.eq(r1 << (c1["c"] - rc1).as_unsigned()[:self.shift_bits])
-            wide = Signal(_signed(wide_w))
-            m.d.comb += wide.eq(p1 + aligned)
+            m.d.comb += aligned.eq(r1 << d1)
+            z = Signal(_signed(wide_w))
+            m.d.comb += z.eq(p1 + aligned)
+            y = rshift_round(m, z, c1["c"], name="y")
         else:
-            wide = p1
-        y = rshift_round(m, wide, c1["c"], name="y")
-        y_bits = max(self.out_bits + 2, self.hswish_in_bits if self.hswish else 0)
+            y = rshift_round(m, p1, c1["c"], name="y")
         if len(y) > y_bits:
             y = saturate(m, y, y_bits, True, name="y_clamp")
         y2 = stage(y, "y2")
@@ -188,7 +199,8 @@ class Requant(wiring.Component):
         two3 = Signal(unsigned(xb + 1))
         m.d.comb += two3.eq(c3["three"] << 1)
         t = Signal(unsigned(xb + 1))
-        m.d.comb += t.eq(Mux(t_raw < 0, 0, Mux(t_raw > two3, two3, t_raw)))
+        # x + three > 2 three compared as x > three (no carry chain behind the adder)
+        m.d.comb += t.eq(Mux(t_raw < 0, 0, Mux(x3 > c3["three"], two3, t_raw)))
         q4 = stage(x3 * t, "q4", _signed(2 * xb + 1))
         out4 = stage(out3, "out4")
         c4 = {k: stage(v, f"{k}_4") for k, v in c3.items()}
@@ -199,7 +211,9 @@ class Requant(wiring.Component):
         c5 = {k: stage(v, f"{k}_5") for k, v in c4.items()}
 
         # --- stage 6: round by hc, offset, saturate; select -----------------------------------
-        h = rshift_round(m, q5, c5["hc"], name="h")
+        # clamped to out_bits + 2 bits before the offset (the same argument as for ``y``)
+        h = saturate(m, rshift_round(m, q5, c5["hc"], name="h_wide"), self.out_bits + 2, True,
+                     name="h")
         hs = Signal(_signed(len(h) + 2))
         m.d.comb += hs.eq(h - c5["offset"])
         out_h = saturate(m, hs, self.out_bits, self.signed, name="out_hsw")
