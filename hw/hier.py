@@ -28,7 +28,7 @@ from amaranth.hdl import Instance
 from amaranth.lib import wiring
 
 __all__ = ["ModuleInstance", "convert", "convert_modules", "blackbox", "module_ports", "port_map",
-           "output_bits", "MAX_INSTANCE_OUTPUT_BITS", "PortsOnly", "convert_open"]
+           "output_bits", "MAX_INSTANCE_OUTPUT_BITS", "SplitBlackbox"]
 
 
 def port_map(component) -> dict:
@@ -108,39 +108,60 @@ class ModuleInstance(wiring.Component):
         return m
 
 
-class PortsOnly(wiring.Component):
-    """``part``'s ports and no logic: in a synthesis of its parent alone, the part's ports
-    become ports of the parent's module (:func:`convert_open`) instead of a black box, for a
-    part too wide for an ``Instance``. Other attributes are read from ``part``."""
+class SplitBlackbox(wiring.Component):
+    """``part``'s ports and no logic, as black-box instances of modules ``{module}_0``,
+    ``{module}_1``, ...: each takes a share of the ports (in signature order) with at most
+    :data:`MAX_INSTANCE_OUTPUT_BITS` output bits, as many as an Amaranth ``Instance`` (or a
+    top module's inputs) can have. What a synthesis of the parent alone reads in place of a
+    part too wide for one :class:`ModuleInstance` (the behavioural global buffers at
+    ``paper``); :meth:`stubs` gives the modules' black-box Verilog. Other attributes are read
+    from ``part``.
 
-    def __init__(self, *, part):
+    Parameters (keyword-only): ``part`` (wiring.Component), ``module`` (the modules' name
+    prefix, a Verilog identifier), ``clocked`` (the modules get ``clk`` / ``rst``)."""
+
+    def __init__(self, *, part, module: str, clocked: bool = True):
         if not isinstance(part, wiring.Component):
             raise TypeError(f"part must be a wiring.Component, got {part!r}")
-        self.part = part
+        if not isinstance(module, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module):
+            raise ValueError(f"module must be a Verilog identifier, got {module!r}")
+        if not isinstance(clocked, bool):
+            raise TypeError(f"clocked must be a bool, got {clocked!r}")
+        self.part, self.module, self.clocked = part, module, clocked
         part._MustUse__silence = True       # stands in for it: never elaborated
+        groups, cur, bits = [], [], 0
+        for name, (value, flow) in port_map(part).items():
+            w = len(value) if flow == wiring.Out else 0
+            if w > MAX_INSTANCE_OUTPUT_BITS:
+                raise ValueError(f"port {name} of {module}: {w} output bits, more than an "
+                                 f"Amaranth Instance takes ({MAX_INSTANCE_OUTPUT_BITS})")
+            if cur and bits + w > MAX_INSTANCE_OUTPUT_BITS:
+                groups.append(cur)
+                cur, bits = [], 0
+            cur.append(name)
+            bits += w
+        groups.append(cur)
+        #: the port names of each module ``{module}_i``
+        self.groups = groups
         super().__init__(part.signature)
 
     __getattr__ = ModuleInstance.__getattr__
 
+    def stubs(self) -> str:
+        """The black-box Verilog of modules ``{module}_0`` ... (see :func:`blackbox`)."""
+        pm = port_map(self.part)
+        return "".join(_stub(f"{self.module}_{i}", [(n, *pm[n]) for n in g], self.clocked)
+                       for i, g in enumerate(self.groups))
+
     def elaborate(self, platform):
-        return Module()
-
-
-def convert_open(top, *, name: str, open_parts: dict) -> str:
-    """Verilog of ``top`` alone whose ports are its own and those of the :class:`PortsOnly`
-    parts in ``open_parts`` (``{prefix: part}``; named ``prefix__port``, directions flipped:
-    what the part drives is an input of ``top``)."""
-    from amaranth.back import verilog
-    from amaranth.hdl import _ir
-    d = {wiring.In: _ir.PortDirection.Input, wiring.Out: _ir.PortDirection.Output}
-    flip = {wiring.In: wiring.Out, wiring.Out: wiring.In}
-    ports = {n: (v, d[f]) for n, (v, f) in port_map(top).items()}
-    for prefix, part in open_parts.items():
-        if not isinstance(part, PortsOnly):
-            raise TypeError(f"open part {prefix!r} must be a PortsOnly, got {part!r}")
-        for n, (v, f) in port_map(part).items():
-            ports[f"{prefix}__{n}"] = (v, d[flip[f]])
-    return verilog.convert(top, name=name, ports=ports, emit_src=False)
+        m = Module()
+        pm = port_map(self)
+        for i, g in enumerate(self.groups):
+            kw = {("i_" if pm[n][1] == wiring.In else "o_") + n: pm[n][0] for n in g}
+            if self.clocked:
+                kw.update(i_clk=ClockSignal(), i_rst=ResetSignal())
+            m.submodules[f"part{i}"] = Instance(f"{self.module}_{i}", **kw)
+        return m
 
 
 _HEADER = re.compile(r"^module\s+(\S+?)\s*\((.*?)\);", re.S | re.M)
@@ -201,9 +222,13 @@ def convert(top, *, name: str, emit_src: bool = False, progress=None) -> str:
 def blackbox(module: str, part, *, clocked: bool = True) -> str:
     """A Verilog stub of module ``module`` with ``part``'s ports (and ``clk``/``rst``), marked
     ``(* blackbox *)``: what a synthesis of the top alone reads in place of the module."""
-    ports = [("input", "clk", 1), ("input", "rst", 1)] if clocked else []
-    for pname, (value, flow) in port_map(part).items():
-        ports.append(("input" if flow == wiring.In else "output", pname, len(value)))
-    decl = [f"  {d} {f'[{w - 1}:0] ' if w > 1 else ''}{n};" for d, n, w in ports]
-    return "\n".join([f"(* blackbox *)\nmodule {module}({', '.join(n for _, n, _ in ports)});",
+    return _stub(module, [(n, v, f) for n, (v, f) in port_map(part).items()], clocked)
+
+
+def _stub(module: str, ports, clocked: bool) -> str:
+    """``(* blackbox *)`` module ``module`` with ``ports`` (``[(name, value, flow)]``)."""
+    decls = [("input", "clk", 1), ("input", "rst", 1)] if clocked else []
+    decls += [("input" if flow == wiring.In else "output", n, len(v)) for n, v, flow in ports]
+    decl = [f"  {d} {f'[{w - 1}:0] ' if w > 1 else ''}{n};" for d, n, w in decls]
+    return "\n".join([f"(* blackbox *)\nmodule {module}({', '.join(n for _, n, _ in decls)});",
                       *decl, "endmodule", ""])

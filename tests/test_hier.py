@@ -221,24 +221,55 @@ def test_estimate_top_synthesises_each_module_once():
 @pytest.mark.slow
 def test_estimate_top_with_buffers_too_wide_for_an_instance(monkeypatch):
     """Buffers wider than an Instance takes (the behavioural ones at paper; here the limit is
-    lowered) stay in the top; the estimate's top then has their ports as its own (inputs what
-    they drive) and none of their logic, and the core is still one black box."""
+    lowered) stay in the top; the estimate's top then instantiates them as several black boxes
+    (``trio_buffers_0``, ``_1``, ...), each with at most the limit's output bits and together
+    every port once, and none of their logic; the core is still one black box."""
+    import hw.hier as hier
     import hw.system.accelerator as accmod
     from hw.system.estimate import estimate_accelerator
     from sim.config import AccelConfig
-    monkeypatch.setattr(accmod, "MAX_INSTANCE_OUTPUT_BITS", 1000)
+    limit = 2048
+    monkeypatch.setattr(accmod, "MAX_INSTANCE_OUTPUT_BITS", limit)
+    monkeypatch.setattr(hier, "MAX_INSTANCE_OUTPUT_BITS", limit)
     seen = {}
 
     def est(text, top, *, abc9, lib):
         seen[top] = (text, lib)
         return {"LUT": 1, "FF": 1, "DSP48E2": 0, "RAMB18": 0, "RAMB36": 0}
-    res = estimate_accelerator(AccelConfig.from_string("small:L=2"), sems=64, method="top",
-                               estimate_verilog=est)
+    cfg = AccelConfig.from_string("small:L=2")
+    res = estimate_accelerator(cfg, sems=64, method="top", estimate_verilog=est)
     assert sorted(seen) == ["trio_accel", "trio_core"]
     text, lib = seen["trio_accel"]
     assert "module trio_buffers(" not in lib and "module trio_core(" in lib
-    assert re.search(r"input \[\d+:0\] bufs__c0_mat_x__data;", text)
-    assert re.search(r"output \[\d+:0\] bufs__c1_rmac_o__addr;", text)
+    stubs = re.findall(r"\(\* blackbox \*\)\nmodule (trio_buffers_\d+)\((.*?)\);(.*?)endmodule",
+                       lib, re.S)
+    assert len(stubs) >= 2
+    ports = []
+    for mod, _, body in stubs:
+        outs = sum(int(hi) + 1 if hi else 1 for hi in
+                   re.findall(r"^\s*output (?:\[(\d+):0\] )?\w+;", body, re.M))
+        assert 0 < outs <= limit, (mod, outs)
+        ports += [p for p in re.findall(r"^\s*(?:input|output) (?:\[\d+:0\] )?(\w+);", body, re.M)
+                  if p not in ("clk", "rst")]
+        assert text.count(f"{mod} part") == 1            # instantiated once in the top
+    bufs = accmod.Accelerator(config=cfg, sems=64, hierarchy=True)._top_buffers
+    assert sorted(ports) == sorted(hier.port_map(bufs))  # every port in exactly one box
     assert not re.search(r"^module \\trio_accel\.bufs\.", text, re.M)
     assert text.count("trio_core u (") == 2
-    assert "its ports" in {r["part"]: r for r in res["parts"]}["top (rest)"]["how"]
+    assert f"{len(stubs)} black boxes" in {r["part"]: r for r in res["parts"]}["top (rest)"]["how"]
+
+
+def test_split_blackbox_checks_its_parameters():
+    from hw.hier import SplitBlackbox
+
+    class Part(wiring.Component):
+        def __init__(self):
+            super().__init__({"a": In(4)})
+            self._MustUse__silence = True
+    part = Part()
+    with pytest.raises(TypeError, match="part"):
+        SplitBlackbox(part=3, module="x")
+    with pytest.raises(ValueError, match="identifier"):
+        SplitBlackbox(part=part, module="9x")
+    with pytest.raises(TypeError, match="clocked"):
+        SplitBlackbox(part=part, module="x", clocked=1)

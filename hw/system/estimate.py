@@ -104,28 +104,28 @@ def _row(name, count, r, how):
 
 def _estimate_top(cfg, *, sems, buffers, banks, progress, estimate_verilog=None) -> list:
     """The rows of ``method="top"`` (module doc): the hierarchical Verilog's modules."""
-    from hw.hier import PortsOnly, blackbox, convert_modules, convert_open
+    from hw.hier import SplitBlackbox, blackbox, convert_modules
 
     from .accelerator import BUFFERS_MODULE, CORE_MODULE, Accelerator
     if estimate_verilog is None:
         from hw.estimate import estimate_verilog
     top = "trio_accel"
     acc = Accelerator(config=cfg, sems=sems, buffers=buffers, banks=banks, hierarchy=True)
-    if BUFFERS_MODULE in acc.modules:
-        texts = convert_modules(acc, name=top)
-    else:
-        # buffers too wide for an Instance (the behavioural ones at paper) sit in the top
-        # module: for the top alone their ports become the top's (no logic), and their module
-        # is converted on its own only when it is synthesised (banked)
+    split = None
+    if BUFFERS_MODULE not in acc.modules:
+        # buffers too wide for an Instance (the behavioural ones at paper) are elaborated in
+        # the top module: for the top alone they become black boxes of their ports, split
+        # into modules narrow enough for an Instance; their own module is converted only when
+        # it is synthesised (banked)
         bufs = acc._top_buffers
-        acc._top_buffers = PortsOnly(part=bufs)
-        texts = convert_modules(acc, name=top, include_top=False)
-        texts[top] = convert_open(acc, name=top, open_parts={"bufs": acc._top_buffers})
-        if buffers == "banked":
-            from amaranth.back import verilog
-            texts[BUFFERS_MODULE] = verilog.convert(bufs, name=BUFFERS_MODULE, emit_src=False)
+        split = acc._top_buffers = SplitBlackbox(part=bufs, module=BUFFERS_MODULE)
+    texts = convert_modules(acc, name=top)
     lib = "".join(blackbox(mod, acc.modules[mod], clocked=acc.module_clocked[mod])
                   for mod in (CORE_MODULE, BUFFERS_MODULE) if mod in acc.modules)
+    lib += split.stubs() if split is not None else ""
+    if split is not None and buffers == "banked":
+        from amaranth.back import verilog
+        texts[BUFFERS_MODULE] = verilog.convert(bufs, name=BUFFERS_MODULE, emit_src=False)
     jobs = [("core", CORE_MODULE, cfg.L, texts[CORE_MODULE], None,
              f"one synthesis of module {CORE_MODULE}, x L = {cfg.L}")]
     if buffers == "banked":
@@ -133,7 +133,7 @@ def _estimate_top(cfg, *, sems, buffers, banks, progress, estimate_verilog=None)
                      texts[BUFFERS_MODULE], None, f"module {BUFFERS_MODULE}"))
     jobs.append(("top (rest)", top, 1, texts[top], lib,
                  f"module {top} alone ({CORE_MODULE} a black box, the global buffers "
-                 f"{'a black box' if BUFFERS_MODULE in acc.modules else 'its ports'}): "
+                 f"{'a black box' if split is None else f'{len(split.groups)} black boxes'}): "
                  "registers, dispatcher, DMA, global units, arbiter, semaphores, glue"))
     rows = []
     for name, mod, count, text, blib, how in (progress(jobs) if progress else jobs):
