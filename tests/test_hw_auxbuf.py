@@ -10,6 +10,7 @@ reads in the same cycles, depths that are not multiples of the bank count.
 """
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from hw.core.auxbuf import AuxBuffer, BankedStore
@@ -148,25 +149,48 @@ def test_aux_buffer_flags_accesses_it_cannot_serve(case):
     _run(dut, bench)
 
 
-@pytest.mark.parametrize("aligned", [False, True])
-def test_banked_store_line_writes_and_copies(aligned):
-    """BankedStore alone (buffer A of the core: two copies, one writer): random line writes
+#: BankedStore layouts: (banks, word_bytes, depth, aligned_writes, read_bytes, write_bytes);
+#: the byte-banked ones (word_bytes = 1) and buffer A in 32-bit words at the paper's 64-byte
+#: line and the RTL tests' 16-byte line, with N = 8 and N = 4 readers (hw.core.Core.a_store)
+STORE_CASES = {
+    "bytes16_unaligned": (16, 1, 200, False, 16, 16),
+    "bytes16_aligned": (16, 1, 200, True, 16, 16),
+    "a_line64_n8": (16, 4, 8192, True, 8, 64),
+    "a_line64_n4_short": (16, 4, 1000, True, 4, 64),
+    "a_line16_n8": (4, 4, 203, True, 8, 16),
+    "a_line16_n4": (4, 4, 256, True, 4, 16),
+    "words2_unaligned": (4, 2, 101, False, 7, 7),
+    "words4_unaligned": (4, 4, 150, False, 8, 13),
+}
+
+
+@pytest.mark.parametrize("case", STORE_CASES)
+def test_banked_store_line_writes_and_copies(case):
+    """BankedStore alone (buffer A of the core: two copies, one writer): random writes
     (unaligned, or aligned: the line holding ``addr``) and a read per copy each cycle, against a
     byte array: a write puts ``data[j]`` at ``line + j`` where ``mask[j]``, with ``line = addr``
-    (unaligned) or ``addr`` rounded down to the line (aligned); bytes at or past ``depth`` are
-    dropped and read 0; every copy sees every write."""
-    P, depth = 16, 200
-    dut = BankedStore(depth=depth, banks=P, copies=2, aligned_writes=aligned)
-    rng = np.random.default_rng(7 + aligned)
-    ref = np.zeros(depth + 3 * P, np.int64)
+    (unaligned) or ``addr`` rounded down to the line of ``banks * word_bytes`` bytes (aligned);
+    bytes at or past ``depth`` are dropped and read 0; every copy sees every write; a read
+    returns ``read_bytes`` consecutive bytes at any address."""
+    P, W, depth, aligned, nr, nw = STORE_CASES[case]
+    line = P * W
+    dut = BankedStore(depth=depth, banks=P, word_bytes=W, copies=2, aligned_writes=aligned,
+                      read_bytes=nr, write_bytes=nw)
+    rng = np.random.default_rng(sum(map(ord, case)))
+    ref = np.zeros(depth + 3 * line, np.int64)
     seen = [0, 0]
+    cycles = 300 if depth < 1024 else 400
 
     async def bench(ctx):
         w = dut.write[0]
-        for _ in range(300):
+        for cyc in range(cycles):
             wr = rng.random() < 0.6
-            addr, mask, vals = int(rng.integers(0, depth + 8)), int(rng.integers(0, 1 << P)), \
-                rng.integers(0, 256, P)
+            # near the end of the buffer a quarter of the time, so the depth check is exercised
+            hi = depth + 8
+            addr = int(rng.integers(max(0, depth - 2 * line), hi) if rng.random() < 0.25
+                       else rng.integers(0, hi))
+            mask = int("".join(map(str, rng.integers(0, 2, nw))), 2)
+            vals = rng.integers(0, 256, nw)
             ctx.set(w.en, int(wr))
             ctx.set(w.addr, addr)
             ctx.set(w.mask, mask)
@@ -174,31 +198,56 @@ def test_banked_store_line_writes_and_copies(aligned):
                 ctx.set(w.data[j], int(v))
             reqs = []
             for c, r in enumerate(dut.read):
-                en, ra = rng.random() < 0.7, int(rng.integers(0, depth + 4))
+                en = rng.random() < 0.7
+                ra = int(rng.integers(max(0, depth - 2 * line), depth + 4) if rng.random() < 0.25
+                         else rng.integers(0, depth + 4))
                 ctx.set(r.en, int(en))
                 ctx.set(r.addr, ra)
                 if en:
-                    reqs.append((c, ref[ra:ra + P].copy()))
+                    reqs.append((c, ra, ref[ra:ra + nr].copy()))
             # the data come one cycle later and do not see this cycle's write (read first)
             await ctx.tick()
-            for c, want in reqs:
-                got = [ctx.get(dut.read[c].data[j]) for j in range(P)]
-                assert got == want.tolist()
+            for c, ra, want in reqs:
+                got = [ctx.get(dut.read[c].data[j]) for j in range(nr)]
+                assert got == want.tolist(), f"copy {c} read at {ra}, cycle {cyc}"
                 seen[c] += 1
             if wr:
-                line = addr - addr % P if aligned else addr
-                for j in range(P):
-                    if mask >> j & 1 and line + j < depth:
-                        ref[line + j] = vals[j]
+                base = addr - addr % line if aligned else addr
+                for j in range(nw):
+                    if mask >> j & 1 and base + j < depth:
+                        ref[base + j] = vals[j]
         await ctx.tick()
+        assert (ref[:depth] != 0).sum() > min(depth, cycles * nw // 4) // 4
+        for c in range(2):
+            np.testing.assert_array_equal(dut.contents(ctx, c), ref[:depth])
 
     _run(dut, bench)
-    assert min(seen) > 150
+    assert min(seen) > cycles // 2
+
+
+def test_banked_store_word_layout_sizes():
+    """Buffer A at the paper's point: 16 banks of 128 32-bit words per copy (4 line rows of 16
+    bytes per word would be the same bytes; this is the word-interleaved layout), and the widest
+    port a layout serves."""
+    st = BankedStore(depth=8192, banks=16, word_bytes=4, copies=2, aligned_writes=True,
+                     read_bytes=8, write_bytes=64)
+    assert st.line == 64 and st.bank_depth == 128
+    assert {(mem.shape.width, mem.depth) for c in st.mems for mem in c} == {(32, 128)}
+    assert len([mem for c in st.mems for mem in c]) == 32
+    Fragment.get(st, None)      # elaborates (and so uses) the store and its memories
+    with pytest.raises(ValueError, match="read_bytes"):
+        BankedStore(depth=256, banks=4, word_bytes=4, read_bytes=14)
+    with pytest.raises(ValueError, match="write_bytes"):
+        BankedStore(depth=256, banks=4, word_bytes=4, write_bytes=16)
+    Fragment.get(BankedStore(depth=256, banks=4, word_bytes=4, write_bytes=16,
+                             aligned_writes=True), None)
 
 
 def test_parameters_are_checked():
     with pytest.raises(ValueError, match="banks must be a power of two"):
         BankedStore(depth=64, banks=6)
+    with pytest.raises(ValueError, match="word_bytes must be a power of two"):
+        BankedStore(depth=64, banks=4, word_bytes=3)
     with pytest.raises(ValueError, match="depth"):
         AuxBuffer(depth=8)
     with pytest.raises(ValueError, match="T must be"):
