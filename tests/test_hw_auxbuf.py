@@ -32,14 +32,20 @@ def _idle(ctx, dut):
         ctx.set(p.elem_stride, 1)
 
 
-@pytest.mark.parametrize("S,T,M,depth", [(4, 4, 4, 96), (3, 2, 5, 100), (8, 8, 8, 520),
-                                         (1, 3, 1, 37)])
-def test_aux_buffer_matches_byte_array_model(S, T, M, depth):
-    dut = AuxBuffer(depth=depth, S=S, T=T, M=M)
-    rng = np.random.default_rng(S * 100 + T * 10 + M)
+@pytest.mark.parametrize("S,T,M,depth,W", [(4, 4, 4, 96, 1), (3, 2, 5, 100, 1), (8, 8, 8, 520, 1),
+                                           (1, 3, 1, 37, 1), (8, 8, 8, 520, 4), (4, 4, 4, 96, 4),
+                                           (3, 2, 5, 101, 4), (1, 3, 1, 37, 4), (8, 8, 8, 522, 2)])
+def test_aux_buffer_matches_byte_array_model(S, T, M, depth, W):
+    """Both layouts: byte banks (``word_bytes=1``) and banks of 2- or 4-byte words (the core's,
+    BRAM18s in SDP mode)."""
+    dut = AuxBuffer(depth=depth, S=S, T=T, M=M, word_bytes=W)
+    rng = np.random.default_rng(S * 100 + T * 10 + M + W)
     E = np.zeros(depth, np.int64)
     A = np.zeros(depth, np.int64)
-    banks = dut.e_store.banks
+    banks, wb = dut.e_store.banks, dut.e_store.word_bytes
+
+    def bank_set(lo, n):
+        return {(a // wb) % banks for a in range(lo, lo + n)}
     checks = {"w": 0, "x": 0}
 
     async def bench(ctx):
@@ -56,7 +62,7 @@ def test_aux_buffer_matches_byte_array_model(S, T, M, depth):
             if rng.random() < 0.4:
                 # the R-MAC writes M bytes that share no bank with the MAT's line
                 base = lo + S if ops else lo
-                if ops and S + M > banks:
+                if ops and bank_set(lo, S) & bank_set(base, M):
                     base = None
                 if base is not None:
                     n = M
@@ -123,18 +129,21 @@ RULE_CASES = {
     "x_elem_stride": (0, [("mat_x", "en", 1), ("mat_x", "elem_stride", 4)]),
     "rmac_elem_stride": (1, [("rmac_o", "en", 1), ("rmac_o", "elem_stride", 2)]),
     "mat_wide": (0, [("mat_o", "en", 1), ("mat_o", "wide", 1)]),
-    # bytes 10..13 and 12..15: banks 2, 3 are hit twice
+    # bytes 10..13 and 12..15: banks 2, 3 (bytes) or bank 1 (4-byte words) are hit twice
     "same_bank": (1, _both_writers(10, 12, 0xF)),
-    # both writers on disjoint banks (0, 1 and 2, 3) at stride 1, a weight read at stride 7
+    # both writers on disjoint banks (bytes: 0, 1 and 2, 3; 4-byte words: 0 and 1) at stride 1,
+    # a weight read at stride 7
     "ok": (None, _both_writers(8, 14, 0x3) + [("mat_w", "en", 1), ("mat_w", "row_stride", 1),
                                                ("mat_w", "elem_stride", 7)]),
 }
 
 
+@pytest.mark.parametrize("W", [1, 4])
 @pytest.mark.parametrize("case", RULE_CASES)
-def test_aux_buffer_flags_accesses_it_cannot_serve(case):
-    """Accesses outside the banked layout's rules set the requesting unit's error bit."""
-    dut = AuxBuffer(depth=256, S=4, T=4, M=4)
+def test_aux_buffer_flags_accesses_it_cannot_serve(case, W):
+    """Accesses outside the banked layout's rules set the requesting unit's error bit (byte banks
+    and 4-byte words: banks 0, 1 of 2 hold bytes 0-3, 4-7 of each 8)."""
+    dut = AuxBuffer(depth=256, S=4, T=4, M=4, word_bytes=W)
     bit, settings = RULE_CASES[case]
 
     async def bench(ctx):

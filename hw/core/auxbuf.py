@@ -298,14 +298,20 @@ class AuxBuffer(wiring.Component):
     ``error`` (3 bits: mat, rmac, aux; sticky) for an access outside the rules of the module doc.
     """
 
-    def __init__(self, *, depth: int = 4096, S: int = 8, T: int = 8, M: int = 8):
+    def __init__(self, *, depth: int = 4096, S: int = 8, T: int = 8, M: int = 8,
+                 word_bytes: int = 4):
         self.depth = check_int("depth", depth, 16, 1 << 16)
         for k, v in dict(S=S, T=T, M=M).items():
             check_int(k, v, 1, 64)
+        self.word_bytes = check_pow2("word_bytes", word_bytes, lo=1, hi=8)
         self.S, self.T, self.M = S, T, M
-        self.e_store = BankedStore(depth=depth, banks=_pow2_at_least(max(S, M)), copies=T,
-                                   writers=2)
-        self.a_store = BankedStore(depth=depth, banks=_pow2_at_least(T), copies=1, writers=1)
+        W, ne = word_bytes, max(S, M)
+        self.e_store = BankedStore(depth=depth, banks=_pow2_at_least(span_words(ne, W)),
+                                   word_bytes=W, copies=T, writers=2, read_bytes=S,
+                                   write_bytes=ne)
+        self.a_store = BankedStore(depth=depth, banks=_pow2_at_least(span_words(T, W)),
+                                   word_bytes=W, copies=1, writers=1, read_bytes=T,
+                                   write_bytes=1)
         super().__init__({
             "mat_x": In(gather_read_signature(rows=1, elems=T)),
             "mat_w": In(gather_read_signature(rows=S, elems=T)),
