@@ -41,7 +41,8 @@ from amaranth.lib.wiring import In, Out
 from ..params import check_int, check_pow2
 from .ports import ADDR_BITS, gather_read_signature, scatter_write_signature
 
-__all__ = ["AuxBuffer", "BankedStore", "a_word_bytes", "max_unaligned_bytes", "span_words"]
+__all__ = ["AUX_WORD_BYTES", "AuxBuffer", "BankedStore", "a_word_bytes", "aux_layout",
+           "max_unaligned_bytes", "span_words"]
 
 
 def _pow2_at_least(n: int) -> int:
@@ -71,6 +72,20 @@ def a_word_bytes(line: int, n: int, widest: int = 4) -> int:
     while w > 1 and not (line // w >= 2 and n <= max_unaligned_bytes(line // w, w)):
         w //= 2
     return w
+
+
+#: bytes per bank word of the AUX buffer's stores (``AuxBuffer(word_bytes=)``'s default): the 32
+#: data bits of a BRAM18 in simple dual-port mode (docs/hw-core.md "Buffer A in BRAM, AUX in
+#: 32-bit words")
+AUX_WORD_BYTES = 4
+
+
+def aux_layout(S: int, T: int, M: int, word_bytes: int = AUX_WORD_BYTES) -> dict:
+    """The banks and copies of :class:`AuxBuffer`'s stores: ``{"E": (banks, copies), "A":
+    (banks, copies)}`` (E: enough banks for max(S, M) bytes at any address, T copies; A: for T
+    bytes, one copy)."""
+    return {"E": (_pow2_at_least(span_words(max(S, M), word_bytes)), T),
+            "A": (_pow2_at_least(span_words(T, word_bytes)), 1)}
 
 
 def line_write_signature(banks: int) -> wiring.Signature:
@@ -299,19 +314,18 @@ class AuxBuffer(wiring.Component):
     """
 
     def __init__(self, *, depth: int = 4096, S: int = 8, T: int = 8, M: int = 8,
-                 word_bytes: int = 4):
+                 word_bytes: int = AUX_WORD_BYTES):
         self.depth = check_int("depth", depth, 16, 1 << 16)
         for k, v in dict(S=S, T=T, M=M).items():
             check_int(k, v, 1, 64)
         self.word_bytes = check_pow2("word_bytes", word_bytes, lo=1, hi=8)
         self.S, self.T, self.M = S, T, M
-        W, ne = word_bytes, max(S, M)
-        self.e_store = BankedStore(depth=depth, banks=_pow2_at_least(span_words(ne, W)),
-                                   word_bytes=W, copies=T, writers=2, read_bytes=S,
-                                   write_bytes=ne)
-        self.a_store = BankedStore(depth=depth, banks=_pow2_at_least(span_words(T, W)),
-                                   word_bytes=W, copies=1, writers=1, read_bytes=T,
-                                   write_bytes=1)
+        lay = aux_layout(S, T, M, word_bytes)
+        self.e_store = BankedStore(depth=depth, banks=lay["E"][0], word_bytes=word_bytes,
+                                   copies=lay["E"][1], writers=2, read_bytes=S,
+                                   write_bytes=max(S, M))
+        self.a_store = BankedStore(depth=depth, banks=lay["A"][0], word_bytes=word_bytes,
+                                   copies=lay["A"][1], writers=1, read_bytes=T, write_bytes=1)
         super().__init__({
             "mat_x": In(gather_read_signature(rows=1, elems=T)),
             "mat_w": In(gather_read_signature(rows=S, elems=T)),
