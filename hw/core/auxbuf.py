@@ -10,23 +10,29 @@ gathered byte, ``S*T + T`` read ports on a 4 KB array) no synthesis tool can map
 Layout (decision, docs/hw-core.md "AUX buffer"): two stores share AUX's address range.
 
 * **E** (engine store): written by the MAT's and the R-MAC's output ports, read by the MAT's
-  weight port. ``banks`` = the power of two >= max(S, M) banks, byte ``a`` in bank
-  ``a mod banks``, so any ``banks`` consecutive bytes are in distinct banks; ``T`` copies (one
-  per element of the weight port: element ``k`` reads the line of consecutive bytes at
-  ``addr + k * elem_stride`` from copy ``k``). Every copy takes every write.
-* **A** (adder-tree store): written by the AUX unit, read by the MAT's broadcast port; banks =
-  the power of two >= T, one copy.
+  weight port. Banks of ``word_bytes``-byte words (:class:`BankedStore`: byte ``a`` in lane
+  ``a mod W`` of word ``a // W``, in bank ``(a // W) mod banks``), ``banks`` = the power of two
+  >= the words that max(S, M) consecutive bytes can touch, so such a line is in distinct banks
+  (:func:`aux_layout`); ``T`` copies (one per element of the weight port: element ``k`` reads
+  the line of consecutive bytes at ``addr + k * elem_stride`` from copy ``k``). Every copy takes
+  every write.
+* **A** (adder-tree store): written by the AUX unit, read by the MAT's broadcast port; banks
+  enough for T bytes at any address, one copy.
 
 So a read sees the bytes written through the same store: the MAT's weight port reads what the
 engines wrote and its broadcast port what the adder tree wrote, which is how the attention
 steps use AUX (``sim.funcsim`` checks it: it keeps the two stores apart too). Each bank copy is
-a ``lib.memory.Memory`` with one write and one read port (a BRAM18 or LUTRAM); the paper's 4 KB
-at T = S = M = 8 is 8 x 4 KB (E) + 4 KB (A) of storage instead of 73 replicas.
+a ``lib.memory.Memory`` with one write port (byte enables) and one read port: with the default
+32-bit words (:data:`AUX_WORD_BYTES`) a BRAM18 in simple dual-port mode. The paper's 4 KB at
+T = S = M = 8 is 4 banks x 8 copies of 256 words (E, 32 RAMB18) + 4 banks of 256 words (A,
+4 RAMB18) instead of 73 replicas; ``word_bytes=1`` gives byte banks (8 x 8 + 8 of 512 bytes,
+72 RAMB18 each a quarter used).
 
-Access rules (else the ``error`` bit of the requesting unit is set, sticky): a line is at most
-``banks`` bytes at stride 1, so the MAT's weight port needs ``row_stride == 1`` (its rows are the
-line), its broadcast port and every output port ``elem_stride == 1``; the MAT and the R-MAC must
-not write E in the same cycle to the same bank. Bytes outside the buffer read as 0; writes to
+Access rules (else the ``error`` bit of the requesting unit is set, sticky): a line is
+consecutive bytes at stride 1, so the MAT's weight port needs ``row_stride == 1`` (its rows are
+the line), its broadcast port and every output port ``elem_stride == 1``; the MAT and the R-MAC
+must not write E in the same cycle to the same bank (a bank of words: bytes ``4w .. 4w + 3``
+for every word ``w`` of that bank). Bytes outside the buffer read as 0; writes to
 them are dropped (the contract of ``hw.core.ports``).
 """
 
@@ -305,7 +311,8 @@ class AuxBuffer(wiring.Component):
     """The AUX buffer of one core: stores E and A (see the module doc).
 
     Parameters (keyword-only): ``depth`` (bytes, 16..65536), ``S``, ``T`` (MAT engine: lanes,
-    multipliers), ``M`` (R-MAC lanes), each 1..64.
+    multipliers), ``M`` (R-MAC lanes), each 1..64; ``word_bytes`` (bytes per bank word of both
+    stores, a power of two 1..8; default :data:`AUX_WORD_BYTES` = 4, a 32-bit BRAM18).
 
     Ports (the unit ports of ``hw.core.unit.Unit`` the core routes here; ``en`` is already
     qualified by ``buf == AUX``): ``mat_x`` (broadcast read, 1 x T bytes), ``mat_w`` (weight
