@@ -180,7 +180,6 @@ class BankedStore(wiring.Component):
         P, W = self.banks, self.word_bytes
         lgp, lgw = P.bit_length() - 1, W.bit_length() - 1
         lgl = lgp + lgw
-        row_bits = ADDR_BITS - lgl
         abits = max(1, (self.bank_depth - 1).bit_length())     # a bank memory's address
         lim = self._limits()
         lims = sorted({v for per_bank in lim for v in per_bank})
