@@ -23,8 +23,9 @@ buffers' logic +       (decoders, address generators, sequencers, per-lane  part
 core glue              output paths, buffer A's banks and multiplexers,     paper's buffers (a_line
                        the AUX/DIV buffers' logic)                          64): (2,2,2,2) and the
                                                                             ``paper`` core (8,8,8,8)
-local buffers (BRAM)   counted from the structure: every byte-wide bank of  exact on both cores
-                       ``d`` bytes is ``ceil(d / 2048)`` RAMB18 when
+local buffers (BRAM)   counted from the structure: every bank of ``d``      exact on both cores
+                       bytes (byte-wide or 32-bit words) is
+                       ``ceil(d / 2048)`` RAMB18 when
                        ``d >= BRAM_MIN_DEPTH``, else LUTRAM (in the rest)
 system parts           dispatcher ``d0 + d1 * queues``; register block,    the parts at
                        DMA engines, global units, read arbiter: constants  ``small:L=1`` and L=2
@@ -161,18 +162,24 @@ def run_estimate(kind: str, params: dict) -> dict:
 
 # -- structure-derived counts ------------------------------------------------------------------
 
-def _banks(depth: int, banks: int, copies: int) -> int:
-    per = -(-depth // banks)
+def _banks(depth: int, banks: int, copies: int, word: int = 1) -> int:
+    """RAMB18s of a ``hw.core.auxbuf.BankedStore``: ``banks`` x ``copies`` memories of
+    ``word``-byte words holding ``depth`` bytes; a memory of at least ``BRAM_MIN_DEPTH`` bytes
+    is ``ceil(bytes / 2048)`` RAMB18 (2 KB of data each, byte-wide or 32-bit), else LUTRAM."""
+    per = -(-(-(-depth // word)) // banks) * word
     return banks * copies * (-(-per // 2048) if per >= BRAM_MIN_DEPTH else 0)
 
 
 def local_bram18(c: dict) -> int:
-    """RAMB18s of one core's local buffers (A: a_line banks x 2 copies; AUX: its E store,
-    pow2(max(S, M)) banks x T copies, and its A store, pow2(T) banks; DIV: one byte memory)."""
+    """RAMB18s of one core's local buffers (A: ``a_line / a_word`` banks of ``a_word``-byte
+    words x 2 copies, ``hw.core.auxbuf.a_word_bytes``; AUX: its E and A stores,
+    ``hw.core.auxbuf.aux_layout``, in 32-bit words; DIV: one byte memory)."""
+    from hw.core.auxbuf import AUX_WORD_BYTES, a_word_bytes, aux_layout
     kw = _core_kw(c)
-    n = _banks(kw["a_bytes"], kw["a_line"], 2)
-    n += _banks(kw["aux_bytes"], _pow2(max(c["S"], c["M"])), c["T"])
-    n += _banks(kw["aux_bytes"], _pow2(c["T"]), 1)
+    aw = a_word_bytes(kw["a_line"], c["N"])
+    n = _banks(kw["a_bytes"], kw["a_line"] // aw, 2, aw)
+    for banks, copies in aux_layout(c["S"], c["T"], c["M"]).values():
+        n += _banks(kw["aux_bytes"], banks, copies, AUX_WORD_BYTES)
     n += _banks(kw["div_bytes"], 1, 1)
     return n
 

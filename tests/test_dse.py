@@ -453,11 +453,16 @@ def test_cluster_address_runs_on_that_scheduler(tmp_path):
 
 def test_local_bram_count_from_structure():
     from hw.resmodel import local_bram18
-    # paper core: A = 64 banks of 128 B (LUTRAM) x 2; AUX E = 8 banks x 8 copies of 512 B,
-    # AUX A = 8 banks of 512 B; DIV 1 KB -> 64 + 8 + 1 RAMB18
-    assert local_bram18(PRESETS["paper"].to_dict()) == 73
-    # small: A = 16 banks of 512 B x 2; E = 4 x 4 of 2 KB; A(aux) 4 of 2 KB; DIV 512 B
-    assert local_bram18(PRESETS["small"].to_dict()) == 32 + 16 + 4 + 1
+    # paper core (32-bit words, docs/hw-core.md "Buffer A in BRAM, AUX in 32-bit words"):
+    # A = 16 banks of 128 words (512 B) x 2; AUX E = 4 banks x 8 copies of 256 words (1 KB),
+    # AUX A = 4 banks of 256 words; DIV 1 KB -> 32 + 32 + 4 + 1 RAMB18 (the yosys estimate's 69)
+    assert local_bram18(PRESETS["paper"].to_dict()) == 69
+    # small (N = 4, 16-byte A lines, S = T = M = 4, AUX 8 KB): A = 4 banks of 512 words x 2;
+    # E = 2 banks x 4 copies of 1024 words (4 KB, 2 RAMB18 each); A(aux) 2 of 1024 words; DIV
+    assert local_bram18(PRESETS["small"].to_dict()) == 8 + 16 + 4 + 1
+    # byte banks below 256 bytes are LUTRAM: a 64-byte line at 8 KB would be 128 B per bank
+    from hw.resmodel import _banks
+    assert _banks(8192, 64, 2) == 0 and _banks(8192, 16, 2, 4) == 32
 
 
 def test_predicted_dsps_are_the_multipliers_plus_the_requant_lanes():

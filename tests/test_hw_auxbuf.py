@@ -10,6 +10,7 @@ reads in the same cycles, depths that are not multiples of the bank count.
 """
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from hw.core.auxbuf import AuxBuffer, BankedStore
@@ -31,14 +32,20 @@ def _idle(ctx, dut):
         ctx.set(p.elem_stride, 1)
 
 
-@pytest.mark.parametrize("S,T,M,depth", [(4, 4, 4, 96), (3, 2, 5, 100), (8, 8, 8, 520),
-                                         (1, 3, 1, 37)])
-def test_aux_buffer_matches_byte_array_model(S, T, M, depth):
-    dut = AuxBuffer(depth=depth, S=S, T=T, M=M)
-    rng = np.random.default_rng(S * 100 + T * 10 + M)
+@pytest.mark.parametrize("S,T,M,depth,W", [(4, 4, 4, 96, 1), (3, 2, 5, 100, 1), (8, 8, 8, 520, 1),
+                                           (1, 3, 1, 37, 1), (8, 8, 8, 520, 4), (4, 4, 4, 96, 4),
+                                           (3, 2, 5, 101, 4), (1, 3, 1, 37, 4), (8, 8, 8, 522, 2)])
+def test_aux_buffer_matches_byte_array_model(S, T, M, depth, W):
+    """Both layouts: byte banks (``word_bytes=1``) and banks of 2- or 4-byte words (the core's,
+    BRAM18s in SDP mode)."""
+    dut = AuxBuffer(depth=depth, S=S, T=T, M=M, word_bytes=W)
+    rng = np.random.default_rng(S * 100 + T * 10 + M + W)
     E = np.zeros(depth, np.int64)
     A = np.zeros(depth, np.int64)
-    banks = dut.e_store.banks
+    banks, wb = dut.e_store.banks, dut.e_store.word_bytes
+
+    def bank_set(lo, n):
+        return {(a // wb) % banks for a in range(lo, lo + n)}
     checks = {"w": 0, "x": 0}
 
     async def bench(ctx):
@@ -55,7 +62,7 @@ def test_aux_buffer_matches_byte_array_model(S, T, M, depth):
             if rng.random() < 0.4:
                 # the R-MAC writes M bytes that share no bank with the MAT's line
                 base = lo + S if ops else lo
-                if ops and S + M > banks:
+                if ops and bank_set(lo, S) & bank_set(base, M):
                     base = None
                 if base is not None:
                     n = M
@@ -122,18 +129,21 @@ RULE_CASES = {
     "x_elem_stride": (0, [("mat_x", "en", 1), ("mat_x", "elem_stride", 4)]),
     "rmac_elem_stride": (1, [("rmac_o", "en", 1), ("rmac_o", "elem_stride", 2)]),
     "mat_wide": (0, [("mat_o", "en", 1), ("mat_o", "wide", 1)]),
-    # bytes 10..13 and 12..15: banks 2, 3 are hit twice
+    # bytes 10..13 and 12..15: banks 2, 3 (bytes) or bank 1 (4-byte words) are hit twice
     "same_bank": (1, _both_writers(10, 12, 0xF)),
-    # both writers on disjoint banks (0, 1 and 2, 3) at stride 1, a weight read at stride 7
+    # both writers on disjoint banks (bytes: 0, 1 and 2, 3; 4-byte words: 0 and 1) at stride 1,
+    # a weight read at stride 7
     "ok": (None, _both_writers(8, 14, 0x3) + [("mat_w", "en", 1), ("mat_w", "row_stride", 1),
                                                ("mat_w", "elem_stride", 7)]),
 }
 
 
+@pytest.mark.parametrize("W", [1, 4])
 @pytest.mark.parametrize("case", RULE_CASES)
-def test_aux_buffer_flags_accesses_it_cannot_serve(case):
-    """Accesses outside the banked layout's rules set the requesting unit's error bit."""
-    dut = AuxBuffer(depth=256, S=4, T=4, M=4)
+def test_aux_buffer_flags_accesses_it_cannot_serve(case, W):
+    """Accesses outside the banked layout's rules set the requesting unit's error bit (byte banks
+    and 4-byte words: banks 0, 1 of 2 hold bytes 0-3, 4-7 of each 8)."""
+    dut = AuxBuffer(depth=256, S=4, T=4, M=4, word_bytes=W)
     bit, settings = RULE_CASES[case]
 
     async def bench(ctx):
@@ -148,25 +158,48 @@ def test_aux_buffer_flags_accesses_it_cannot_serve(case):
     _run(dut, bench)
 
 
-@pytest.mark.parametrize("aligned", [False, True])
-def test_banked_store_line_writes_and_copies(aligned):
-    """BankedStore alone (buffer A of the core: two copies, one writer): random line writes
+#: BankedStore layouts: (banks, word_bytes, depth, aligned_writes, read_bytes, write_bytes);
+#: the byte-banked ones (word_bytes = 1) and buffer A in 32-bit words at the paper's 64-byte
+#: line and the RTL tests' 16-byte line, with N = 8 and N = 4 readers (hw.core.Core.a_store)
+STORE_CASES = {
+    "bytes16_unaligned": (16, 1, 200, False, 16, 16),
+    "bytes16_aligned": (16, 1, 200, True, 16, 16),
+    "a_line64_n8": (16, 4, 8192, True, 8, 64),
+    "a_line64_n4_short": (16, 4, 1000, True, 4, 64),
+    "a_line16_n8": (4, 4, 203, True, 8, 16),
+    "a_line16_n4": (4, 4, 256, True, 4, 16),
+    "words2_unaligned": (4, 2, 101, False, 7, 7),
+    "words4_unaligned": (4, 4, 150, False, 8, 13),
+}
+
+
+@pytest.mark.parametrize("case", STORE_CASES)
+def test_banked_store_line_writes_and_copies(case):
+    """BankedStore alone (buffer A of the core: two copies, one writer): random writes
     (unaligned, or aligned: the line holding ``addr``) and a read per copy each cycle, against a
     byte array: a write puts ``data[j]`` at ``line + j`` where ``mask[j]``, with ``line = addr``
-    (unaligned) or ``addr`` rounded down to the line (aligned); bytes at or past ``depth`` are
-    dropped and read 0; every copy sees every write."""
-    P, depth = 16, 200
-    dut = BankedStore(depth=depth, banks=P, copies=2, aligned_writes=aligned)
-    rng = np.random.default_rng(7 + aligned)
-    ref = np.zeros(depth + 3 * P, np.int64)
+    (unaligned) or ``addr`` rounded down to the line of ``banks * word_bytes`` bytes (aligned);
+    bytes at or past ``depth`` are dropped and read 0; every copy sees every write; a read
+    returns ``read_bytes`` consecutive bytes at any address."""
+    P, W, depth, aligned, nr, nw = STORE_CASES[case]
+    line = P * W
+    dut = BankedStore(depth=depth, banks=P, word_bytes=W, copies=2, aligned_writes=aligned,
+                      read_bytes=nr, write_bytes=nw)
+    rng = np.random.default_rng(sum(map(ord, case)))
+    ref = np.zeros(depth + 3 * line, np.int64)
     seen = [0, 0]
+    cycles = 300 if depth < 1024 else 400
 
     async def bench(ctx):
         w = dut.write[0]
-        for _ in range(300):
+        for cyc in range(cycles):
             wr = rng.random() < 0.6
-            addr, mask, vals = int(rng.integers(0, depth + 8)), int(rng.integers(0, 1 << P)), \
-                rng.integers(0, 256, P)
+            # near the end of the buffer a quarter of the time, so the depth check is exercised
+            hi = depth + 8
+            addr = int(rng.integers(max(0, depth - 2 * line), hi) if rng.random() < 0.25
+                       else rng.integers(0, hi))
+            mask = int("".join(map(str, rng.integers(0, 2, nw))), 2)
+            vals = rng.integers(0, 256, nw)
             ctx.set(w.en, int(wr))
             ctx.set(w.addr, addr)
             ctx.set(w.mask, mask)
@@ -174,31 +207,56 @@ def test_banked_store_line_writes_and_copies(aligned):
                 ctx.set(w.data[j], int(v))
             reqs = []
             for c, r in enumerate(dut.read):
-                en, ra = rng.random() < 0.7, int(rng.integers(0, depth + 4))
+                en = rng.random() < 0.7
+                ra = int(rng.integers(max(0, depth - 2 * line), depth + 4) if rng.random() < 0.25
+                         else rng.integers(0, depth + 4))
                 ctx.set(r.en, int(en))
                 ctx.set(r.addr, ra)
                 if en:
-                    reqs.append((c, ref[ra:ra + P].copy()))
+                    reqs.append((c, ra, ref[ra:ra + nr].copy()))
             # the data come one cycle later and do not see this cycle's write (read first)
             await ctx.tick()
-            for c, want in reqs:
-                got = [ctx.get(dut.read[c].data[j]) for j in range(P)]
-                assert got == want.tolist()
+            for c, ra, want in reqs:
+                got = [ctx.get(dut.read[c].data[j]) for j in range(nr)]
+                assert got == want.tolist(), f"copy {c} read at {ra}, cycle {cyc}"
                 seen[c] += 1
             if wr:
-                line = addr - addr % P if aligned else addr
-                for j in range(P):
-                    if mask >> j & 1 and line + j < depth:
-                        ref[line + j] = vals[j]
+                base = addr - addr % line if aligned else addr
+                for j in range(nw):
+                    if mask >> j & 1 and base + j < depth:
+                        ref[base + j] = vals[j]
         await ctx.tick()
+        assert (ref[:depth] != 0).sum() > min(depth, cycles * nw // 4) // 4
+        for c in range(2):
+            np.testing.assert_array_equal(dut.contents(ctx, c), ref[:depth])
 
     _run(dut, bench)
-    assert min(seen) > 150
+    assert min(seen) > cycles // 2
+
+
+def test_banked_store_word_layout_sizes():
+    """Buffer A at the paper's point: 16 banks of 128 32-bit words per copy (4 line rows of 16
+    bytes per word would be the same bytes; this is the word-interleaved layout), and the widest
+    port a layout serves."""
+    st = BankedStore(depth=8192, banks=16, word_bytes=4, copies=2, aligned_writes=True,
+                     read_bytes=8, write_bytes=64)
+    assert st.line == 64 and st.bank_depth == 128
+    assert {(mem.shape.width, mem.depth) for c in st.mems for mem in c} == {(32, 128)}
+    assert len([mem for c in st.mems for mem in c]) == 32
+    Fragment.get(st, None)      # elaborates (and so uses) the store and its memories
+    with pytest.raises(ValueError, match="read_bytes"):
+        BankedStore(depth=256, banks=4, word_bytes=4, read_bytes=14)
+    with pytest.raises(ValueError, match="write_bytes"):
+        BankedStore(depth=256, banks=4, word_bytes=4, write_bytes=16)
+    Fragment.get(BankedStore(depth=256, banks=4, word_bytes=4, write_bytes=16,
+                             aligned_writes=True), None)
 
 
 def test_parameters_are_checked():
     with pytest.raises(ValueError, match="banks must be a power of two"):
         BankedStore(depth=64, banks=6)
+    with pytest.raises(ValueError, match="word_bytes must be a power of two"):
+        BankedStore(depth=64, banks=4, word_bytes=3)
     with pytest.raises(ValueError, match="depth"):
         AuxBuffer(depth=8)
     with pytest.raises(ValueError, match="T must be"):

@@ -10,30 +10,36 @@ gathered byte, ``S*T + T`` read ports on a 4 KB array) no synthesis tool can map
 Layout (decision, docs/hw-core.md "AUX buffer"): two stores share AUX's address range.
 
 * **E** (engine store): written by the MAT's and the R-MAC's output ports, read by the MAT's
-  weight port. ``banks`` = the power of two >= max(S, M) banks, byte ``a`` in bank
-  ``a mod banks``, so any ``banks`` consecutive bytes are in distinct banks; ``T`` copies (one
-  per element of the weight port: element ``k`` reads the line of consecutive bytes at
-  ``addr + k * elem_stride`` from copy ``k``). Every copy takes every write.
-* **A** (adder-tree store): written by the AUX unit, read by the MAT's broadcast port; banks =
-  the power of two >= T, one copy.
+  weight port. Banks of ``word_bytes``-byte words (:class:`BankedStore`: byte ``a`` in lane
+  ``a mod W`` of word ``a // W``, in bank ``(a // W) mod banks``), ``banks`` = the power of two
+  >= the words that max(S, M) consecutive bytes can touch, so such a line is in distinct banks
+  (:func:`aux_layout`); ``T`` copies (one per element of the weight port: element ``k`` reads
+  the line of consecutive bytes at ``addr + k * elem_stride`` from copy ``k``). Every copy takes
+  every write.
+* **A** (adder-tree store): written by the AUX unit, read by the MAT's broadcast port; banks
+  enough for T bytes at any address, one copy.
 
 So a read sees the bytes written through the same store: the MAT's weight port reads what the
 engines wrote and its broadcast port what the adder tree wrote, which is how the attention
 steps use AUX (``sim.funcsim`` checks it: it keeps the two stores apart too). Each bank copy is
-a ``lib.memory.Memory`` with one write and one read port (a BRAM18 or LUTRAM); the paper's 4 KB
-at T = S = M = 8 is 8 x 4 KB (E) + 4 KB (A) of storage instead of 73 replicas.
+a ``lib.memory.Memory`` with one write port (byte enables) and one read port: with the default
+32-bit words (:data:`AUX_WORD_BYTES`) a BRAM18 in simple dual-port mode. The paper's 4 KB at
+T = S = M = 8 is 4 banks x 8 copies of 256 words (E, 32 RAMB18) + 4 banks of 256 words (A,
+4 RAMB18) instead of 73 replicas; ``word_bytes=1`` gives byte banks (8 x 8 + 8 of 512 bytes,
+72 RAMB18 each a quarter used).
 
-Access rules (else the ``error`` bit of the requesting unit is set, sticky): a line is at most
-``banks`` bytes at stride 1, so the MAT's weight port needs ``row_stride == 1`` (its rows are the
-line), its broadcast port and every output port ``elem_stride == 1``; the MAT and the R-MAC must
-not write E in the same cycle to the same bank. Bytes outside the buffer read as 0; writes to
+Access rules (else the ``error`` bit of the requesting unit is set, sticky): a line is
+consecutive bytes at stride 1, so the MAT's weight port needs ``row_stride == 1`` (its rows are
+the line), its broadcast port and every output port ``elem_stride == 1``; the MAT and the R-MAC
+must not write E in the same cycle to the same bank (a bank of words: bytes ``4w .. 4w + 3``
+for every word ``w`` of that bank). Bytes outside the buffer read as 0; writes to
 them are dropped (the contract of ``hw.core.ports``).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -41,11 +47,51 @@ from amaranth.lib.wiring import In, Out
 from ..params import check_int, check_pow2
 from .ports import ADDR_BITS, gather_read_signature, scatter_write_signature
 
-__all__ = ["AuxBuffer", "BankedStore"]
+__all__ = ["AUX_WORD_BYTES", "AuxBuffer", "BankedStore", "a_word_bytes", "aux_layout",
+           "max_unaligned_bytes", "span_words"]
 
 
 def _pow2_at_least(n: int) -> int:
     return max(2, 1 << (n - 1).bit_length())
+
+
+def span_words(n: int, word_bytes: int) -> int:
+    """Words of ``word_bytes`` bytes that ``n`` consecutive bytes at any address can touch."""
+    return (word_bytes - 1 + n - 1) // word_bytes + 1
+
+
+def max_unaligned_bytes(banks: int, word_bytes: int) -> int:
+    """The most consecutive bytes at any address that lie in distinct banks of a
+    :class:`BankedStore` (one word per bank): ``(banks - 1) * word_bytes + 1``."""
+    return (banks - 1) * word_bytes + 1
+
+
+def a_word_bytes(line: int, n: int, widest: int = 4) -> int:
+    """Bytes per bank word of buffer A (``hw.core.Core.a_store``) for a ``line``-byte write port
+    and ``n``-byte readers: the widest power of two up to ``widest`` (4: the 32 data bits of a
+    BRAM18 in simple dual-port mode) that leaves at least two banks and still serves ``n``
+    consecutive bytes at any address in one read (:func:`max_unaligned_bytes`); 1 (byte banks)
+    when no wider word does."""
+    check_pow2("line", line, lo=2, hi=64 * 8)
+    check_int("n", n, 1, line)
+    w = check_pow2("widest", widest, lo=1, hi=8)
+    while w > 1 and not (line // w >= 2 and n <= max_unaligned_bytes(line // w, w)):
+        w //= 2
+    return w
+
+
+#: bytes per bank word of the AUX buffer's stores (``AuxBuffer(word_bytes=)``'s default): the 32
+#: data bits of a BRAM18 in simple dual-port mode (docs/hw-core.md "Buffer A in BRAM, AUX in
+#: 32-bit words")
+AUX_WORD_BYTES = 4
+
+
+def aux_layout(S: int, T: int, M: int, word_bytes: int = AUX_WORD_BYTES) -> dict:
+    """The banks and copies of :class:`AuxBuffer`'s stores: ``{"E": (banks, copies), "A":
+    (banks, copies)}`` (E: enough banks for max(S, M) bytes at any address, T copies; A: for T
+    bytes, one copy)."""
+    return {"E": (_pow2_at_least(span_words(max(S, M), word_bytes)), T),
+            "A": (_pow2_at_least(span_words(T, word_bytes)), 1)}
 
 
 def line_write_signature(banks: int) -> wiring.Signature:
@@ -61,111 +107,211 @@ def line_read_signature(banks: int) -> wiring.Signature:
 
 
 class BankedStore(wiring.Component):
-    """``depth`` bytes in ``banks`` banks (byte ``a`` in bank ``a mod banks``) x ``copies``.
+    """``depth`` bytes in ``banks`` banks of ``word_bytes``-byte words, x ``copies``.
 
-    Ports (seen from the store): ``write[i]`` (``writers`` line writes; on a bank hit by two
-    writers in one cycle the lower-numbered one wins and ``conflict[i]`` of the other pulses),
-    ``read[c]`` (one line read per copy, latency 1). Lines wrap at ``2**ADDR_BITS`` like
-    the gather ports; bytes at or past ``depth`` read 0 and are not written.
-    ``aligned_writes``: every write is of the whole line that holds ``addr`` (the low
-    ``log2(banks)`` address bits are ignored; byte ``k`` of ``data`` goes to bank ``k``), which
-    saves the ``banks``-way byte multiplexer in front of each bank.
+    Layout: byte ``a`` is lane ``a mod word_bytes`` of word ``w = a // word_bytes``, which is
+    row ``w // banks`` of bank ``w mod banks``; so ``banks`` consecutive words (a *line* of
+    ``banks * word_bytes`` bytes) lie in distinct banks, and so do any
+    :func:`max_unaligned_bytes` consecutive bytes. ``word_bytes = 1`` is the byte-banked
+    layout (AUX); wider words let a wide line live in few deep memories (buffer A: 4-byte words
+    are a 32-bit SDP BRAM18, see docs/hw-core.md "Buffer A in BRAM").
+
+    Parameters (keyword-only): ``depth`` (bytes, 1..65536), ``banks`` (power of two, 2..64),
+    ``word_bytes`` (power of two, 1..8), ``copies`` (1..64), ``writers`` (1..4),
+    ``aligned_writes`` (bool), ``read_bytes`` and ``write_bytes`` (the width of the read and
+    write ports in bytes; default and maximum :func:`max_unaligned_bytes`, which is ``banks``
+    when ``word_bytes = 1``; with ``aligned_writes`` the write port may be the whole line).
+
+    Ports (seen from the store): ``write[i]`` (``writers`` writes of ``write_bytes`` consecutive
+    bytes at ``addr``, byte ``j`` where ``mask[j]``; on a bank hit by two writers in one cycle
+    the lower-numbered one wins and ``conflict[i]`` of the other pulses), ``read[c]`` (one read
+    of ``read_bytes`` consecutive bytes at ``addr`` per copy; ``data`` one cycle after ``en``,
+    not seeing the same cycle's write). Addresses wrap at ``2**ADDR_BITS`` like the gather
+    ports; bytes at or past ``depth`` read 0 and are not written. ``aligned_writes``: every
+    write is of the line that holds ``addr`` (its low ``log2(banks * word_bytes)`` bits are
+    ignored; byte ``k`` of ``data`` goes to lane ``k mod word_bytes`` of bank
+    ``k // word_bytes``), which saves the byte multiplexer in front of each bank.
+
+    Each bank of each copy is one ``lib.memory.Memory`` of ``word_bytes``-byte words with one
+    write port (byte enables) and one read port.
     """
 
-    def __init__(self, *, depth: int, banks: int, copies: int = 1, writers: int = 1,
-                 aligned_writes: bool = False):
+    def __init__(self, *, depth: int, banks: int, word_bytes: int = 1, copies: int = 1,
+                 writers: int = 1, aligned_writes: bool = False, read_bytes: int | None = None,
+                 write_bytes: int | None = None):
         if not isinstance(aligned_writes, bool):
             raise TypeError(f"aligned_writes must be a bool, got {aligned_writes!r}")
         self.aligned_writes = aligned_writes
         self.depth = check_int("depth", depth, 1, 1 << 16)
         self.banks = check_pow2("banks", banks, lo=2, hi=64)
+        self.word_bytes = check_pow2("word_bytes", word_bytes, lo=1, hi=8)
         self.copies = check_int("copies", copies, 1, 64)
         self.writers = check_int("writers", writers, 1, 4)
-        self.bank_depth = -(-depth // banks)
-        self.mems = [[Memory(shape=unsigned(8), depth=self.bank_depth, init=[])
+        self.line = banks * word_bytes
+        most = max_unaligned_bytes(banks, word_bytes)
+        self.read_bytes = most if read_bytes is None else check_int(
+            "read_bytes", read_bytes, 1, most)
+        self.write_bytes = most if write_bytes is None else check_int(
+            "write_bytes", write_bytes, 1, self.line if aligned_writes else most)
+        words = -(-depth // word_bytes)
+        self.bank_depth = -(-words // banks)
+        self.mems = [[Memory(shape=unsigned(8 * word_bytes), depth=self.bank_depth, init=[])
                       for _ in range(banks)] for _ in range(copies)]
         super().__init__({
-            "write": In(line_write_signature(banks)).array(writers),
-            "read": In(line_read_signature(banks)).array(copies),
+            "write": In(line_write_signature(self.write_bytes)).array(writers),
+            "read": In(line_read_signature(self.read_bytes)).array(copies),
             "conflict": Out(writers),
         })
 
+    def _limits(self):
+        """``lim[b][l]``: bank ``b``'s rows below it hold bytes of lane ``l`` inside the buffer."""
+        P, W = self.banks, self.word_bytes
+        lim = []
+        for b in range(P):
+            row = []
+            for lane in range(W):
+                nw = -(-(self.depth - lane) // W)       # words whose lane `lane` is inside
+                row.append(max(0, -(-(nw - b) // P)))
+            lim.append(row)
+        return lim
+
     def elaborate(self, platform):
         m = Module()
-        P, lg = self.banks, self.banks.bit_length() - 1
-        row_bits = ADDR_BITS - lg
-        # bank b holds bytes b, b + P, ...: its local rows below lim[b] are inside the buffer
-        lim = [-(-(self.depth - b) // P) for b in range(P)]
+        P, W = self.banks, self.word_bytes
+        lgp, lgw = P.bit_length() - 1, W.bit_length() - 1
+        lgl = lgp + lgw
+        abits = max(1, (self.bank_depth - 1).bit_length())     # a bank memory's address
+        lim = self._limits()
+        lims = sorted({v for per_bank in lim for v in per_bank})
 
-        def local_row(addr, b, name):
-            """Bank ``b``'s local row in the line at ``addr`` (banks below ``addr mod P`` hold
-            the line's tail, one row further)."""
-            la = Signal(row_bits, name=f"{name}_la{b}")
-            m.d.comb += la.eq(addr[lg:] + (b < addr[:lg]))
-            return la
+        def access(addr, name, aligned=False):
+            """Per bank: the row an access at ``addr`` uses (banks below the first word's bank
+            hold the access's tail, one row further; truncated to the memory's address) and,
+            per lane, whether that row is inside the buffer. The range checks are shared: for
+            each distinct limit ``v``, ``row0 < v`` and ``row0 + 1 < v`` (with the wrap at
+            ``2**ADDR_BITS``); each bank picks one by its increment."""
+            row0 = addr[lgl:]
+            c0, c1 = {}, {}
+            top = Signal(name=f"{name}_top")
+            m.d.comb += top.eq(row0.all())          # row0 + 1 wraps to row 0
+            for v in lims:
+                c0[v], c1[v] = Signal(name=f"{name}_lt{v}"), Signal(name=f"{name}_lt{v}m1")
+                m.d.comb += [c0[v].eq(row0 < v),
+                             c1[v].eq((row0 < v - 1) | (top & (v > 0)) if v > 0 else 0)]
+            rows, oks = [], []
+            for b in range(P):
+                la = Signal(abits, name=f"{name}_la{b}")
+                if aligned:
+                    m.d.comb += la.eq(row0)
+                    oks.append([c0[v] for v in lim[b]])
+                else:
+                    inc = Signal(name=f"{name}_inc{b}")
+                    m.d.comb += [inc.eq(b < addr[lgw:lgl]), la.eq(row0 + inc)]
+                    oks.append([Mux(inc, c1[v], c0[v]) for v in lim[b]])
+                rows.append(la)
+            return rows, oks
 
         for c, bank_mems in enumerate(self.mems):
             for b, mem in enumerate(bank_mems):
                 m.submodules[f"c{c}_b{b}"] = mem
         # writes: every copy of bank b takes the highest-priority writer that hits b
+        wacc = [access(w.addr, f"w{i}", self.aligned_writes) for i, w in enumerate(self.write)]
         for b in range(P):
-            hits, sel = [], []
+            hits, sels = [], []
             for i, w in enumerate(self.write):
-                hit = Signal(name=f"w{i}_hit{b}")
+                n = self.write_bytes
+                la, oks = wacc[i][0][b], wacc[i][1][b]
+                lane_en, lane_d = [], []
                 if self.aligned_writes:
-                    la = w.addr[lg:]
-                    m.d.comb += hit.eq(w.en & w.mask[b] & (la < lim[b]))
-                    sel.append((la, w.data[b]))
+                    for lane in range(W):
+                        k = b * W + lane
+                        if k < n:
+                            lane_en.append(w.mask[k] & oks[lane])
+                            lane_d.append(w.data[k])
+                        else:
+                            lane_en.append(0)
+                            lane_d.append(0)
                 else:
-                    la = local_row(w.addr, b, f"w{i}")
-                    j = Signal(lg, name=f"w{i}_j{b}")   # the line's byte that lands in bank b
-                    m.d.comb += [j.eq(b - w.addr[:lg]),
-                                 hit.eq(w.en & w.mask.bit_select(j, 1) & (la < lim[b]))]
-                    sel.append((la, Array(w.data[k] for k in range(P))[j]))
+                    rel = Signal(lgp, name=f"w{i}_rel{b}")     # this bank's word in the access
+                    m.d.comb += rel.eq(b - w.addr[lgw:lgl])
+                    src = Array(w.data[k] for k in range(n))
+                    for lane in range(W):
+                        # the access's byte that lands in this lane: rel * W + lane - (addr mod W)
+                        t = Signal(range(-W, self.line + 1), name=f"w{i}_t{b}_{lane}")
+                        j = Signal(range(max(2, n)), name=f"w{i}_j{b}_{lane}")
+                        m.d.comb += [t.eq(Cat(Const(lane, lgw), rel) - w.addr[:lgw]), j.eq(t)]
+                        lane_en.append((t >= 0) & (t < n) & w.mask.bit_select(j, 1) & oks[lane])
+                        lane_d.append(src[j])
+                hit = Signal(name=f"w{i}_hit{b}")
+                ens = Signal(W, name=f"w{i}_en{b}")
+                m.d.comb += [ens.eq(Cat(*lane_en) & w.en.replicate(W)), hit.eq(ens.any())]
                 hits.append(hit)
+                sels.append((la, ens, Cat(*lane_d)))
                 for h in hits[:-1]:
                     with m.If(h & hit):
                         m.d.comb += self.conflict[i].eq(1)
-            addr, byte = Signal(row_bits, name=f"wa{b}"), Signal(8, name=f"wd{b}")
-            en = Signal(name=f"we{b}")
-            for hit, (la, d) in reversed(list(zip(hits, sel))):
+            # the lowest-priority writer drives the bank unless a higher one hits it (no
+            # zeroing of the address and data when nobody writes: the byte enables say so)
+            addr = Signal(abits, name=f"wa{b}")
+            word = Signal(8 * W, name=f"wd{b}")
+            en = Signal(W, name=f"we{b}")
+            la, ens, d = sels[-1]
+            m.d.comb += [addr.eq(la), word.eq(d), en.eq(ens)]
+            for hit, (la, ens, d) in reversed(list(zip(hits, sels))[:-1]):
                 with m.If(hit):
-                    m.d.comb += [addr.eq(la), byte.eq(d)]
-            m.d.comb += en.eq(Cat(*hits).any())
+                    m.d.comb += [addr.eq(la), word.eq(d), en.eq(ens)]
             for c in range(self.copies):
-                wp = self.mems[c][b].write_port()
-                m.d.comb += [wp.addr.eq(addr), wp.data.eq(byte), wp.en.eq(en)]
-        # reads: copy c reads its line from all banks, rotated back into line order
+                wp = self.mems[c][b].write_port(granularity=8)
+                m.d.comb += [wp.addr.eq(addr), wp.data.eq(word), wp.en.eq(en)]
+        # reads: copy c reads one word per bank, rotates the words of the access into order
+        # (by the first word's bank), zeroes the bytes outside the buffer and shifts out its
+        # bytes (by the address's lane)
+        K = span_words(self.read_bytes, W)
         for c, r in enumerate(self.read):
-            rot_q = Signal(lg, name=f"r{c}_rot")
-            m.d.sync += rot_q.eq(r.addr[:lg])
-            outs = []
+            rot_q = Signal(lgp, name=f"r{c}_rot")
+            off_q = Signal(max(1, lgw), name=f"r{c}_off")
+            m.d.sync += rot_q.eq(r.addr[lgw:lgl])
+            if W > 1:
+                m.d.sync += off_q.eq(r.addr[:lgw])
+            rows, oks = access(r.addr, f"r{c}")
+            words, word_oks = [], []
             for b in range(P):
-                la = local_row(r.addr, b, f"r{c}")
-                ok_q = Signal(name=f"r{c}_ok{b}")
+                ok_q = Signal(W, name=f"r{c}_ok{b}")
                 rp = self.mems[c][b].read_port()
-                m.d.comb += [rp.addr.eq(la), rp.en.eq(r.en)]
-                m.d.sync += ok_q.eq(la < lim[b])
-                outs.append(Mux(ok_q, rp.data, 0))
-            sel = Array(outs)
-            for j in range(P):
-                m.d.comb += r.data[j].eq(sel[(rot_q + j)[:lg]])
+                m.d.comb += [rp.addr.eq(rows[b]), rp.en.eq(r.en)]
+                m.d.sync += ok_q.eq(Cat(*oks[b]))
+                words.append(rp.data)
+                word_oks.append(ok_q)
+            sel, sel_ok = Array(words), Array(word_oks)
+            got = []
+            for j in range(K):
+                idx = Signal(lgp, name=f"r{c}_idx{j}")
+                wj, okj = Signal(8 * W, name=f"r{c}_word{j}"), Signal(W, name=f"r{c}_wok{j}")
+                m.d.comb += [idx.eq(rot_q + j), wj.eq(sel[idx]), okj.eq(sel_ok[idx])]
+                got += [Mux(okj[lane], wj.word_select(lane, 8), 0) for lane in range(W)]
+            for k in range(self.read_bytes):
+                if W > 1:
+                    m.d.comb += r.data[k].eq(Array(got[k + o] for o in range(W))[off_q])
+                else:
+                    m.d.comb += r.data[k].eq(got[k])
         return m
 
     def contents(self, ctx, copy: int = 0) -> np.ndarray:
         """The store's ``depth`` bytes in a testbench (``ctx`` of ``amaranth.sim``)."""
-        mems = self.mems[copy]
-        out = np.zeros(self.bank_depth * self.banks, np.uint8)
-        for b, mem in enumerate(mems):
-            out[b::self.banks] = [ctx.get(mem.data[i]) for i in range(self.bank_depth)]
-        return out[:self.depth]
+        P, W = self.banks, self.word_bytes
+        words = np.zeros((self.bank_depth, P), np.uint64)
+        for b, mem in enumerate(self.mems[copy]):
+            words[:, b] = [ctx.get(mem.data[i]) for i in range(self.bank_depth)]
+        out = ((words.reshape(-1, 1) >> (8 * np.arange(W, dtype=np.uint64))) & 0xFF)
+        return out.reshape(-1).astype(np.uint8)[:self.depth]
 
 
 class AuxBuffer(wiring.Component):
     """The AUX buffer of one core: stores E and A (see the module doc).
 
     Parameters (keyword-only): ``depth`` (bytes, 16..65536), ``S``, ``T`` (MAT engine: lanes,
-    multipliers), ``M`` (R-MAC lanes), each 1..64.
+    multipliers), ``M`` (R-MAC lanes), each 1..64; ``word_bytes`` (bytes per bank word of both
+    stores, a power of two 1..8; default :data:`AUX_WORD_BYTES` = 4, a 32-bit BRAM18).
 
     Ports (the unit ports of ``hw.core.unit.Unit`` the core routes here; ``en`` is already
     qualified by ``buf == AUX``): ``mat_x`` (broadcast read, 1 x T bytes), ``mat_w`` (weight
@@ -173,14 +319,19 @@ class AuxBuffer(wiring.Component):
     ``error`` (3 bits: mat, rmac, aux; sticky) for an access outside the rules of the module doc.
     """
 
-    def __init__(self, *, depth: int = 4096, S: int = 8, T: int = 8, M: int = 8):
+    def __init__(self, *, depth: int = 4096, S: int = 8, T: int = 8, M: int = 8,
+                 word_bytes: int = AUX_WORD_BYTES):
         self.depth = check_int("depth", depth, 16, 1 << 16)
         for k, v in dict(S=S, T=T, M=M).items():
             check_int(k, v, 1, 64)
+        self.word_bytes = check_pow2("word_bytes", word_bytes, lo=1, hi=8)
         self.S, self.T, self.M = S, T, M
-        self.e_store = BankedStore(depth=depth, banks=_pow2_at_least(max(S, M)), copies=T,
-                                   writers=2)
-        self.a_store = BankedStore(depth=depth, banks=_pow2_at_least(T), copies=1, writers=1)
+        lay = aux_layout(S, T, M, word_bytes)
+        self.e_store = BankedStore(depth=depth, banks=lay["E"][0], word_bytes=word_bytes,
+                                   copies=lay["E"][1], writers=2, read_bytes=S,
+                                   write_bytes=max(S, M))
+        self.a_store = BankedStore(depth=depth, banks=lay["A"][0], word_bytes=word_bytes,
+                                   copies=lay["A"][1], writers=1, read_bytes=T, write_bytes=1)
         super().__init__({
             "mat_x": In(gather_read_signature(rows=1, elems=T)),
             "mat_w": In(gather_read_signature(rows=S, elems=T)),

@@ -19,8 +19,9 @@ Interface decisions (docs/hw-core.md):
   (the broadcast operand of the R-MAC engine and the adder tree: the attention's K, filled by the
   LD DMA through the ``a_load`` port) are inside. Requests whose ``buf`` is AUX, DIV or A never
   leave the core. A is a :class:`hw.core.auxbuf.BankedStore` with two copies, one read by the
-  R-MAC's ``x`` port and one by the AUX unit's ``x`` port (a line read, element stride 1; the
-  line is ``a_line`` bytes, of which a reader uses its first ``N``). AUX is
+  R-MAC's ``x`` port and one by the AUX unit's ``x`` port (``N`` consecutive bytes at any byte
+  address, element stride 1), written a line of ``a_line`` bytes at a time; its banks hold
+  words of ``a_word`` bytes (32-bit where the readers allow it: BRAM18s in SDP mode). AUX is
   :class:`hw.core.auxbuf.AuxBuffer` (banked; S written by the engines' ``o`` ports and read by the
   MAT's ``w`` port, ksum8 written by the AUX unit and read by the MAT's ``x`` port); DIV is a
   ``lib.memory`` memory of bytes written by element 0 of the MAT's ``o`` port (ATT_DIV) and read
@@ -38,7 +39,7 @@ from sim.isa import BUFS
 from sim.timing import A_MAX_LINE, BEAT, a_line_bytes
 
 from ..params import check_int, check_pow2
-from .auxbuf import AuxBuffer, BankedStore, line_write_signature
+from .auxbuf import AuxBuffer, BankedStore, a_word_bytes, line_write_signature
 from .unit import Unit
 
 __all__ = ["Core", "UNIT_NAMES"]
@@ -72,7 +73,8 @@ class Core(wiring.Component):
     ``Core.from_config(cfg)`` takes them from a
     ``sim.config.AccelConfig``. ``aux_buf`` is the :class:`hw.core.auxbuf.AuxBuffer`,
     ``div_mem`` the DIV ``lib.memory.Memory``, ``a_store`` buffer A's
-    :class:`hw.core.auxbuf.BankedStore` (for benches: ``aux_buf.contents(ctx)``,
+    :class:`hw.core.auxbuf.BankedStore` (``a_line / a_word`` banks of ``a_word``-byte words,
+    :func:`hw.core.auxbuf.a_word_bytes`; for benches: ``aux_buf.contents(ctx)``,
     ``a_store.contents(ctx)``).
 
     Ports: for ``u`` in mat, rmac, aux: ``u_instr`` (In stream, 128-bit words), ``u_wait``,
@@ -117,8 +119,12 @@ class Core(wiring.Component):
         self.stall = stall
         self.aux_buf = AuxBuffer(depth=aux_bytes, S=S, T=T, M=M)
         self.div_mem = Memory(shape=unsigned(8), depth=div_bytes, init=[])
-        self.a_store = BankedStore(depth=a_bytes, banks=a_line, copies=len(A_COPIES),
-                                   aligned_writes=True)
+        # buffer A in words of a_word bytes (32-bit: a BRAM18 in SDP mode; section "Buffer A in
+        # BRAM" of docs/hw-core.md), a_line / a_word banks, readers of N bytes
+        self.a_word = a_word_bytes(self.a_line, N)
+        self.a_store = BankedStore(depth=a_bytes, banks=self.a_line // self.a_word,
+                                   word_bytes=self.a_word, copies=len(A_COPIES),
+                                   aligned_writes=True, read_bytes=N, write_bytes=self.a_line)
         self.units = {"mat": Unit(kind="MAT", lanes=S, width=T, packed=packed,
                                   requant_lanes=self.requant_mat, stall=stall),
                       "rmac": Unit(kind="RMAC", lanes=M, width=N, packed=packed,
