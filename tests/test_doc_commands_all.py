@@ -104,22 +104,23 @@ class Ctx:
         """The zoo model of a file a placeholder names."""
         return "b1-r224" if self.full else "tiny"
 
-    def program(self, name="PROG.npz") -> Path:
+    def program(self, name="PROG.npz", model=None) -> Path:
         from sim import zoo
+        model = model or self.model
         p = self.tmp / name
         if not p.exists():
             p.parent.mkdir(parents=True, exist_ok=True)
-            (zoo.tiny(seed=0) if self.model == "tiny" else zoo.build(self.model, seed=0)).save(p)
+            (zoo.tiny(seed=0) if model == "tiny" else zoo.build(model, seed=0)).save(p)
         return p
 
-    def binary(self, name: str, config="paper") -> Path:
+    def binary(self, name: str, config="paper", model=None) -> Path:
         from sim import compile as sc
         from sim.intprogram import IntProgram
         from sim.config import AccelConfig
         p = self.tmp / name
         if not p.exists():
             p.parent.mkdir(parents=True, exist_ok=True)
-            prog = IntProgram.load(self.program())
+            prog = IntProgram.load(self.program(f"{model or self.model}.npz", model))
             sc.compile(prog, AccelConfig.from_string(config)).save(p)
         return p
 
@@ -428,7 +429,7 @@ def run_runtime(ctx, cmd):
     a = argv_of(cmd, "python -m runtime")
     if a == ["run"]:
         a += ["model.bin.npz", "--image", "x.jpg"]
-    files = {"model.bin.npz": lambda: ctx.binary("model.bin.npz", "small:L=1"),
+    files = {"model.bin.npz": lambda: ctx.binary("model.bin.npz", "small:L=1", "tiny"),
              "x.jpg": ctx.picture,
              "trio_regmap.py": lambda: _regmap_py(ctx)}
     a = [str(files[x]()) if x in files else x for x in a]
@@ -658,6 +659,7 @@ def test_commands_found():
         assert c in COMMANDS, c
     for c in COMMANDS:
         assert "`" not in c and " #" not in c, c
+    assert runner_for("python -m nosuch run") is None          # a new family is caught
     assert variants("python -m x a [--b 1 | --c] [--d]") == ["python -m x a",
                                                               "python -m x a --b 1 --d"]
 
