@@ -255,7 +255,7 @@ def _sim_files(ctx, a: list[str]) -> list[str]:
     """Placeholders and files of `python -m sim`: a program for ``PROG.npz``, a Binary
     compiled from it for a ``*.bin.npz`` that is read."""
     out = []
-    for i, x in enumerate(a):
+    for x in a:
         if x in ("PROG.npz", "PROGRAM.npz"):
             x = str(ctx.program())
         elif x.endswith(".bin.npz") and a[0] == "run":
@@ -458,7 +458,7 @@ def run_pytest(ctx, cmd):
 def collect(ctx, args) -> str:
     ctx.monkeypatch.chdir(REPO)
     out = ctx.inproc(pytest.main, ["--collect-only", "-q", "-p", "no:cacheprovider", *args])
-    n = [l for l in out.splitlines() if "::" in l]
+    n = [ln for ln in out.splitlines() if "::" in ln]
     assert n, f"{args} selects no test:\n{out[-2000:]}"
     return out
 
@@ -478,7 +478,7 @@ def run_make(ctx, cmd):
         for t in ("test", "regress", "demo", "bench", "verilog", "clean", "setup"):
             assert re.search(rf"^{t}\s", r.stdout, re.M), (t, r.stdout)
         return r.stdout
-    lines = [l for l in r.stdout.splitlines() if " -m " in l and "pip" not in l]
+    lines = [ln for ln in r.stdout.splitlines() if " -m " in ln and "pip" not in ln]
     if target and target[0] not in ("setup", "clean", "help"):
         assert lines, r.stdout
         m = re.search(r" -m (\S+.*)$", lines[-1])
@@ -674,7 +674,7 @@ def test_covering_tests_exist(tmp_path, capsys, monkeypatch):
                   for t in f.tests})
     ctx = Ctx(tmp_path, capsys, monkeypatch, False)
     out = collect(ctx, ["-m", "regress or not regress", *ids])
-    got = {l.strip() for l in out.splitlines() if "::" in l}
+    got = {ln.strip() for ln in out.splitlines() if "::" in ln}
     got |= {g.split("[")[0] for g in got}
     for t in ids:
         assert t in got, f"{t}: no such test"
