@@ -14,33 +14,17 @@ from pathlib import Path
 
 import pytest
 
+import doccmds
 from quant.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "imagenet-sample"
-DOCS = [REPO / "README.md"] + sorted((REPO / "docs").glob("*.md"))
+REPO = doccmds.REPO
+DATA = doccmds.DATA
 PREFIX = "python -m quant"
 
 
 def doc_commands() -> list[tuple[str, str]]:
     """``[(document, command)]`` in order of appearance."""
-    out = []
-    for doc in DOCS:
-        text = doc.read_text()
-        found = []
-        # fenced code blocks: one command per line, a trailing '# comment' dropped
-        for m in re.finditer(r"```[^\n]*\n(.*?)```", text, re.S):
-            pos = m.start(1)
-            for line in m.group(1).splitlines(keepends=True):
-                cmd = line.strip()
-                if cmd.startswith(PREFIX + " ") or cmd == PREFIX:
-                    found.append((pos, cmd.split(" #")[0].strip()))
-                pos += len(line)
-        prose = re.sub(r"```.*?```", lambda m: " " * len(m.group(0)), text, flags=re.S)
-        for m in re.finditer(r"`(" + re.escape(PREFIX) + r"(?:\s[^`]*)?)`", prose):
-            found.append((m.start(), " ".join(m.group(1).split())))
-        out += [(doc.name, c) for _, c in sorted(found)]
-    return out
+    return doccmds.doc_commands(PREFIX)
 
 
 def _args(cmd: str) -> list[str]:
@@ -48,24 +32,7 @@ def _args(cmd: str) -> list[str]:
     return shlex.split(cmd[len(PREFIX):])
 
 
-def _sample_folder(tmp_path: Path) -> Path:
-    """The documented image folder, ``../shared/data/imagenet-sample``, when it is present;
-    otherwise a stand-in the test makes itself: four random JPEGs and a ``labels.csv`` with the
-    same columns (``file,wnid,class_index,class_name``)."""
-    if DATA.exists():
-        return DATA
-    import numpy as np
-    from PIL import Image
-    root = tmp_path / "imagenet-sample"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    rows = ["file,wnid,class_index,class_name"]
-    for i in range(4):
-        name = f"img{i}.JPEG"
-        Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(root / name)
-        rows.append(f"{name},n{i:08d},{i},class{i}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
+_sample_folder = doccmds.sample_folder
 
 
 def _data_path(args, data: Path):
