@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from sim import zoo
 from sim.compile import compile as compile_
@@ -45,14 +46,19 @@ def _cycles(binary, streams):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="b1-r224")
-    ap.add_argument("--config", default="paper")
+    ap.add_argument("--model", default="b1-r224", help="sim.zoo model: tiny or an "
+                    "EfficientViT name like b1-r224 (default b1-r224)")
+    ap.add_argument("--config", default="paper", help="accelerator config (default paper)")
     ap.add_argument("--prefetch", action="store_true", help="compile with the weight prefetch")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    cfg = AccelConfig.from_string(a.config)
-    prog = zoo.build(a.model, seed=0)
-    b = compile_(prog, cfg, prefetch=a.prefetch)
+    try:
+        cfg = AccelConfig.from_string(a.config)
+        prog = zoo.tiny() if a.model == "tiny" else zoo.build(a.model, seed=0)
+        b = compile_(prog, cfg, prefetch=a.prefetch)
+    except ValueError as e:         # a bad model or config name, a network that does not map
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     g, tg = b.streams["global"], b.tags["global"]
     groups = weight_groups(g)
     first = {}
@@ -81,4 +87,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

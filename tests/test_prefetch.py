@@ -311,3 +311,13 @@ def test_zoo_models_with_prefetch_run_like_golden(model):
     for order in ("ld_first", "ld_last"):
         got = run(b, x, order=order)
         assert all(np.array_equal(got[k], ref[k]) for k in prog.outputs), order
+
+
+def test_whatif_weights_bad_input_is_one_line(capsys):
+    """`python -m tb.whatif_weights` on a bad model or config: one line on stderr, exit 2."""
+    from tb.whatif_weights import main
+    assert main(["--model", "b7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: bad model name 'b7'")
+    assert main(["--model", "tiny", "--config", "nosuch"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
