@@ -418,17 +418,25 @@ def cmd_ablation(args):
     n_cal, n_ev = args.calib_size, args.eval_size
     imgs, src = _images(args, n_cal + n_ev, res, synthetic=args.synthetic)
     base = _qconfig(args)
-    log = (lambda m: _log(args, m))
+
+    def log(m):
+        _log(args, m)
+
     if args.synthetic:
         r = run_sweep(lambda: lower(fold_bn(model), resolution=res), imgs[:n_cal], imgs[n_cal:],
                       seed=args.seed, strengths=strengths, base=base, progress=not args.json, log=log)
     else:
         r = run_ablation(lower(fold_bn(model), resolution=res), imgs[:n_cal], imgs[n_cal:],
                          base=base, progress=not args.json, log=log)
+    # the float-scale rows' float32 reductions depend on torch's thread count, and one flipped
+    # LSB moves a random network's figures (docs/quant.md): recorded with the result
+    import torch
     r.update(command="ablation", model=args.model, source=source, images=src,
-             injected_statistics=bool(args.synthetic), base_observer=base.observer)
+             injected_statistics=bool(args.synthetic), base_observer=base.observer,
+             torch_threads=torch.get_num_threads())
     _log(args, format_ablation(r, f"Table V ablation on {args.model} "
-                                  f"({'random BN-calibrated, injected statistics' if args.synthetic else 'checkpoint'})"))
+                                  f"({'random BN-calibrated, injected statistics' if args.synthetic else 'checkpoint'}; "
+                                  f"{r['torch_threads']} torch threads)"))
     return r
 
 

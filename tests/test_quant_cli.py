@@ -70,6 +70,31 @@ def test_synthetic_json(capsys):
     assert r["attention_divisor"]["uniform8"]["nan_reason"]
 
 
+def test_ablation_reports_torch_threads(capsys, monkeypatch):
+    """The ablation's report names torch's thread count (its float32 figures depend on it,
+    docs/quant.md); the sweep itself is stubbed here (the real one is minutes)."""
+    import torch
+
+    import quant.ablation
+    seen = []
+
+    def sweep(make_graph, calib, evals, **kw):
+        seen.append((calib.shape[0], evals.shape[0]))
+        return {"strengths": [], "seconds": 0.0, "calib_images": calib.shape[0],
+                "eval_images": evals.shape[0]}
+    monkeypatch.setattr(quant.ablation, "run_sweep", sweep)
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            assert main(["ablation", "--model", "b0-r64", "--synthetic", "--calib-size", "2",
+                         "--eval-size", "3", "--json"]) == 0
+            assert json.loads(capsys.readouterr().out)["torch_threads"] == n
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(2, 3), (2, 3)]
+
+
 def test_quantize_export_flow(tmp_path, capsys):
     q, npz = tmp_path / "b0.qmodel", tmp_path / "b0.npz"
     assert main(["quantize", "--model", "b0-r64", "--data", "", "--calib-size", "8",

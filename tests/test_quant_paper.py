@@ -124,3 +124,66 @@ def test_separate_passes_harden_then_learn_steps():
     assert wnodes and all(isinstance(n.wq, FixedWeightQuantizer) for n in wnodes)
     moved = [k for k, q in g.act_q.items() if float(q.scale.detach()) != before[k]]
     assert moved, "the LSQ pass did not move any step"
+
+
+# -- docs/quant.md's two tables against the code (a doc cannot drift from the parser silently) ---
+
+def _section_table(heading: str, first_cell: str) -> list[list[str]]:
+    """Rows (cells stripped) of the first markdown table under ``heading`` in docs/quant.md whose
+    header row starts with ``first_cell``."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parent.parent / "docs" / "quant.md").read_text()
+    sec = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = sec.splitlines()
+    start = next(i for i, s in enumerate(lines) if s.startswith(f"| {first_cell} |"))
+    rows = []
+    for s in lines[start + 2:]:
+        if not s.startswith("|"):
+            break
+        rows.append([c.strip() for c in s.strip().strip("|").split("|")])
+    return rows
+
+
+def test_docs_alias_table_is_the_parser_s():
+    """Every row of the docs' alias table is an authors' flag that the ``quantize`` parser
+    accepts as another name of the same option, and every alias the code lists is in the
+    table."""
+    import re
+
+    from quant.cli import AUTHOR_ALIASES
+    rows = _section_table("The authors' flags and `--paper`", "authors' flag")
+    pairs = set()
+    for row in rows:
+        theirs = re.findall(r"`(--\w+)", row[0])
+        ours = re.findall(r"`(--[\w-]+)", row[1])
+        assert theirs and len(theirs) == len(ours), row
+        pairs |= set(zip(theirs, ours))
+    assert pairs == set(AUTHOR_ALIASES.items())
+    sub = next(a for a in build_parser()._actions if a.dest == "cmd").choices["quantize"]
+    by_flag = {s: a for a in sub._actions for s in a.option_strings}
+    for theirs, ours in pairs:
+        assert theirs in by_flag, f"{theirs} is not accepted"
+        assert by_flag[theirs] is by_flag[ours], f"{theirs} is not another name of {ours}"
+
+
+def test_docs_paper_table_is_paper():
+    """The ``--paper`` column of the docs' settings table states PAPER's values (the values
+    themselves are checked against the authors' code by test_paper_is_the_authors_settings)."""
+    import re
+
+    from quant.reconstruct import PAPER, PAPER_SEED
+    rows = {r[0]: r[1] for r in _section_table("The authors' flags and `--paper`", "setting")}
+
+    def nums(label):
+        return [float(x) for x in re.findall(r"\d+(?:\.\d+)?(?:e-?\d+)?", rows[label])]
+    assert nums("AdaRound iterations per block") == [PAPER.iters]
+    assert nums("LSQ iterations per block") == [PAPER.iters_a] and PAPER.separate
+    assert "separate" in rows["passes"] and PAPER.separate
+    assert nums("AdaRound rate") == [PAPER.lr_w]
+    assert nums("LSQ rate")[:1] == [PAPER.lr_a] and "absolute" in rows["LSQ rate"]
+    assert "cosine" in rows["LSQ rate"] and PAPER.lr_a_cosine and not PAPER.lr_a_relative
+    assert nums("reconstruction error")[-2:] == [PAPER.p, PAPER.p_a] and PAPER.rec_sum_channels
+    assert nums("rounding regulariser")[:1] == [PAPER.reg]
+    assert nums("beta, warm-up") == [PAPER.beta[0], PAPER.beta[1], 100 * PAPER.warmup]
+    assert nums("batch, images") == [PAPER.batch_size, PAPER.max_images]
+    assert nums("seed")[:1] == [PAPER_SEED]
