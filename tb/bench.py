@@ -1,4 +1,5 @@
-"""Benchmarks: ``python -m tb.bench [NAME ...] [--list]`` (``make bench`` runs them all).
+"""Benchmarks: ``python -m tb.bench [NAME ...] [--list]`` (``make bench`` runs them all but the
+long ones, :data:`LONG`, which run only when named).
 
 Each benchmark runs in its own child process, so that its peak memory (``ru_maxrss``) is its
 own, and returns a flat dict of figures. The runner prints one table row per benchmark and,
@@ -18,12 +19,17 @@ import time
 import traceback
 
 BENCHES: dict = {}
+#: benchmarks that run for hours: only when named (``python -m tb.bench fast_b1_paper``)
+LONG: set = set()
 
 
-def bench(name: str, doc: str):
-    """Register a benchmark function returning a dict of figures."""
+def bench(name: str, doc: str, *, long: bool = False):
+    """Register a benchmark function returning a dict of figures; ``long``: run only when
+    named on the command line, not by a plain ``make bench``."""
     def deco(fn):
         BENCHES[name] = (fn, doc)
+        if long:
+            LONG.add(name)
         return fn
     return deco
 
@@ -250,6 +256,36 @@ def bench_fast_system() -> dict:
     return res
 
 
+@bench("fast_b1_paper", "EfficientViT-B1-R224 end to end through the whole accelerator's "
+                        "Verilog on the paper's point at the RTL's 16 B/cycle (tb.system.fast, "
+                        "Verilator, DRAM in HDL): bit-exact, RTL cycles vs sim.perf, speed "
+                        "(hours: run only when named)", long=True)
+def bench_fast_b1_paper() -> dict:
+    import tempfile
+
+    from sim import compile as sc
+    from sim import golden, zoo
+    from sim.config import AccelConfig
+    from tb.system.fast import PAPER16, PAPER16_BUILD, run_fast
+
+    prog = zoo.build("b1-r224")
+    t = prog.tensors[prog.inputs[0]]
+    x = golden.quantize_input(zoo.random_image(t.shape[-1], seed=3), t)
+    t0 = time.perf_counter()
+    binary = sc.compile(prog, AccelConfig.from_string(PAPER16))
+    compile_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as d:
+        # the cocotb test asserts the outputs == sim.golden == sim.funcsim (else this raises)
+        f = run_fast(binary, x, "verilator", d, latency=16, timeout_s=12 * 3600, **PAPER16_BUILD)
+    diff = (f["cycles"] - f["perf_cycles"]) / f["perf_cycles"]
+    return {"config": PAPER16, "bit_exact": f["status"] == "done", "cycles": f["cycles"],
+            "perf_cycles": f["perf_cycles"], "diff_pct": round(100 * diff, 2),
+            "within_2pct": abs(diff) <= 0.02, "cycles_per_cpu_s": round(f["cycles_per_cpu_s"]),
+            "cycles_per_s": round(f["cycles_per_s"]), "run_s": round(f["run_s"]),
+            "load_s": round(f["load_s"]), "setup_s": round(f["setup_s"]),
+            "compile_s": round(compile_s)}
+
+
 def _child(name, q):
     fn = BENCHES[name][0]
     t = time.perf_counter()
@@ -305,12 +341,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.list:
         for name, (_, doc) in BENCHES.items():
-            print(f"{name:16s} {doc}")
+            print(f"{name:16s} {'(only when named) ' if name in LONG else ''}{doc}")
         return 0
     unknown = [n for n in args.names if n not in BENCHES]
     if unknown:
         ap.error(f"unknown benchmark(s) {unknown}; choose from {sorted(BENCHES)}")
-    results = run(args.names or list(BENCHES))
+    results = run(args.names or [n for n in BENCHES if n not in LONG])
     print_table(results)
     return 0 if all(r["ok"] for _, r in results) else 1
 

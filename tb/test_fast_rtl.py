@@ -13,13 +13,14 @@ import pytest
 
 from sim import compile as sc
 from sim import golden, zoo
-from sim.config import PRESETS
-from tb.system.fast import run_fast
+from sim.config import PRESETS, AccelConfig
+from tb.system.fast import PAPER16, PAPER16_BUILD, run_fast
 
 pytestmark = pytest.mark.rtl
 
 SMALL = PRESETS["small"]
 LATENCY = 16
+PAPER = AccelConfig.from_string(PAPER16)       # the paper's point at the RTL's 16 B/cycle
 
 
 def _network(model, cfg, seed=3):
@@ -52,3 +53,21 @@ def test_tiny_network_fast(tmp_path):
 def test_b0_r64_fast(tmp_path):
     """EfficientViT-B0 at 64x64 on the small engines at L = 4 (about 310 k cycles)."""
     _check("b0-r64", SMALL.replace(L=4), tmp_path, timeout_s=6 * 3600)
+
+
+@pytest.mark.regress
+def test_tiny_paper_fast(tmp_path):
+    """sim.zoo.tiny on the paper's point (L = 16, 16 B/cycle): the build the two below share."""
+    _check("tiny", PAPER, tmp_path, timeout_s=2 * 3600, **PAPER16_BUILD)
+
+
+@pytest.mark.regress
+def test_b0_r64_paper_fast(tmp_path):
+    """EfficientViT-B0 at 64x64 on the complete paper config (L = 16, 16 B/cycle)."""
+    _check("b0-r64", PAPER, tmp_path, timeout_s=4 * 3600, **PAPER16_BUILD)
+
+
+@pytest.mark.regress
+def test_b1_r224_paper_fast(tmp_path):
+    """EfficientViT-B1 at 224x224 on the paper config (L = 16, 16 B/cycle), end to end."""
+    _check("b1-r224", PAPER, tmp_path, timeout_s=8 * 3600, **PAPER16_BUILD)

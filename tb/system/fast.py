@@ -33,10 +33,24 @@ from hw.system.axi import axi4_lite_signature
 
 from .axi_mem import STORAGES, AxiMemory
 
-__all__ = ["FastSystem", "run_fast", "memory_bytes", "BASE", "MIN_MEMORY"]
+__all__ = ["FastSystem", "run_fast", "memory_bytes", "BASE", "MIN_MEMORY", "OPTS", "DEFAULT_OPT",
+           "PAPER16", "PAPER16_BUILD"]
 
 BASE = 0x1000           #: bus address of the runtime's buffer (4 KiB aligned; 0 stays unused)
 MIN_MEMORY = 1 << 20    #: smallest memory built, so that small Binaries share one build
+#: the C++ optimisation levels of the Verilator model :func:`run_fast` accepts (``-CFLAGS``,
+#: after ``tb.rtl``'s ``-O0``: the last one counts)
+OPTS = (0, 1, 2)
+DEFAULT_OPT = 0
+#: the paper's point (N = M = T = S = 8, L = 16) with the DRAM this testbench has: one 128-bit
+#: AXI port, 16 B per cycle. (``paper`` itself assumes four HP ports, 64 B/cycle; the config's
+#: figure sets buffer A's line and the compiler's schedule, so it must match what the ports move.)
+PAPER16 = "paper:dram_bytes_per_cycle=16"
+#: :func:`run_fast`'s build options for every network on :data:`PAPER16`, so that they share one
+#: Verilator build (most of an hour): a memory for B1-R224's 17.6 MB, the board build's semaphore
+#: file, a 1 KiB debug port (loading costs one clock cycle of the whole design per access) and
+#: the C++ at -O1
+PAPER16_BUILD = dict(mem_bytes=32 << 20, sems=2048, dbg_words=64, opt=1)
 
 
 def memory_bytes(binary) -> int:
@@ -134,7 +148,7 @@ def _top_only_vlt(directory, top: str) -> Path:
 def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
              mem_bytes: int | None = None, dbg_words: int = 8, timeout_s: float = 3600,
              max_cycles: int = 100_000_000, seed: int = 1, public: bool = False,
-             **acc_kw) -> dict:
+             opt: int = DEFAULT_OPT, **acc_kw) -> dict:
     """Run ``binary`` (a :class:`sim.compile.Binary`) on integer input ``x`` through
     :class:`FastSystem` on ``simulator``; the cocotb test asserts the outputs equal
     ``sim.golden`` and ``sim.funcsim``. ``acc_kw``: further ``Accelerator`` parameters.
@@ -146,12 +160,17 @@ def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
     DMA, ``sim.timing.AXI_SYSTEM``, at the memory's ``latency``). Verilator is built with
     ``--no-public-flat-rw`` and only the top's ports public (all this testbench touches), so it
     optimises the inside: about 9x the simulated cycles per CPU second of a ``--public-flat-rw``
-    build (docs/system.md); ``public=True`` builds as every other model."""
+    build (docs/system.md); ``public=True`` builds as every other model. ``opt``: the C++
+    compiler's optimisation level of the Verilator model (:data:`OPTS`, ``-O<opt>``; ``tb.rtl``
+    builds every model at ``-O0``, which compiles fastest and runs slowest);
+    Icarus ignores it."""
     from sim import perf, timing
     from tb.rtl import REPO_ROOT, run_cocotb
     from tb.system.axi_mem import write_verilog
     from tb.system.run import accelerator_for
 
+    if opt not in OPTS:
+        raise ValueError(f"opt must be one of {OPTS}, got {opt!r}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     bpath, xpath = workdir / "binary.npz", workdir / "x.npy"
@@ -167,14 +186,20 @@ def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
     private = simulator == "verilator" and not public
     if private:
         sources.append(_top_only_vlt(models, name))
+    import time
+    t0 = time.perf_counter()
     run_cocotb(component=top, name=name, test_module="tb.system.cocotb_fast",
                simulator=simulator, timeout_s=timeout_s, seed=seed, sources=sources,
-               verilator_args=("--no-public-flat-rw",) if private else (),
+               verilator_args=(("--no-public-flat-rw",) if private else ())
+               + (("-CFLAGS", f"-O{opt}") if simulator == "verilator" and opt else ()),
                params=dict(binary=str(bpath), input=str(xpath), base=BASE, mem_bytes=size,
                            dbg_words=dbg_words, max_cycles=max_cycles))
     runs = sorted((REPO_ROOT / "build" / "rtl" / simulator).glob(
         f"{name}-*/run-{os.getpid()}/fast.json"), key=lambda f: f.stat().st_mtime)
     rec = json.loads(runs[-1].read_text())
+    # the rest of run_cocotb's wall time: the Verilog conversion, the build when it is not
+    # cached, the simulator's start and the cocotb test's set-up
+    rec["setup_s"] = time.perf_counter() - t0 - rec["load_s"] - rec["run_s"] - rec["read_s"]
     cfg = binary.cfg.replace(dram_latency_cycles=latency)
     host = rec.get("host_service_cycles")
     if host:        # the testbench CPU's measured HOST_LN time, as tb.system.run.model_config
@@ -182,8 +207,8 @@ def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
                           host_cycles_per_elem=0)
     b2 = dataclasses.replace(binary, cfg=cfg)
     rec["perf_cycles"] = int(perf.simulate(b2, env=timing.AXI_SYSTEM).cycles)
-    rec["latency"] = latency
-    rec["mem_bytes"] = size
+    rec.update(latency=latency, mem_bytes=size, dbg_words=dbg_words, opt=opt,
+               sems=acc.sems)
     return rec
 
 
@@ -209,6 +234,20 @@ def main(argv=None) -> int:
     ap.add_argument("--public", action="store_true",
                     help="build Verilator with --public-flat-rw as every other model (about 9x "
                          "slower; default: only the top's ports public)")
+    ap.add_argument("--opt", type=int, default=DEFAULT_OPT, choices=OPTS,
+                    help=f"C++ optimisation level of the Verilator model (default "
+                         f"{DEFAULT_OPT}; 1 builds longer and runs faster: docs/system.md)")
+    ap.add_argument("--dbg-words", type=int, default=8,
+                    help="128-bit words per access of the memory's debug port, through which the "
+                         "Binary is loaded (default 8; 64 loads 8x faster; part of the build)")
+    ap.add_argument("--mem-bytes", type=int, default=None,
+                    help="memory size in bytes, a power of two (default: the smallest holding "
+                         "the Binary, at least 1 MiB; part of the build)")
+    ap.add_argument("--sems", type=int, default=None,
+                    help="semaphores of the accelerator (default: enough for the Binary; part "
+                         "of the build)")
+    ap.add_argument("--timeout", type=float, default=3600,
+                    help="wall-clock limit of the simulation in seconds (default 3600)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     cfg, prog, x = network_from_args(ap, args)
@@ -217,7 +256,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             rec = run_fast(binary, x, args.simulator, tmp, latency=args.latency,
-                           public=args.public)
+                           public=args.public, opt=args.opt, dbg_words=args.dbg_words,
+                           mem_bytes=args.mem_bytes, sems=args.sems, timeout_s=args.timeout)
         except AssertionError as e:
             msg = str(e).splitlines()[0][:500]
             print(json.dumps({"ok": False, "error": msg}) if args.json else f"FAILED: {msg}")
@@ -228,6 +268,8 @@ def main(argv=None) -> int:
            "latency": args.latency, "sim_cycles_per_s": rec["cycles_per_s"],
            "sim_cycles_per_cpu_s": rec["cycles_per_cpu_s"],
            "load_s": rec["load_s"], "run_s": rec["run_s"], "read_s": rec["read_s"],
+           "setup_s": rec["setup_s"], "cpu_s": rec["cpu_s"], "opt": args.opt,
+           "dbg_words": args.dbg_words, "mem_bytes": rec["mem_bytes"], "sems": rec["sems"],
            "total_s": time.perf_counter() - t0, "host_requests": rec["host_requests"],
            "counters": rec["counters"]}
     if args.json:
