@@ -51,6 +51,16 @@ def output_bits(component) -> int:
     return sum(len(v) for v, flow in port_map(component).values() if flow == wiring.Out)
 
 
+def _check_module_params(part, module, clocked) -> None:
+    """The parameters :class:`ModuleInstance` and :class:`SplitBlackbox` share."""
+    if not isinstance(part, wiring.Component):
+        raise TypeError(f"part must be a wiring.Component, got {part!r}")
+    if not isinstance(module, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module):
+        raise ValueError(f"module must be a Verilog identifier, got {module!r}")
+    if not isinstance(clocked, bool):
+        raise TypeError(f"clocked must be a bool, got {clocked!r}")
+
+
 class ModuleInstance(wiring.Component):
     """An instance of Verilog module ``module`` converted from ``part`` (a ``wiring.Component``).
 
@@ -71,12 +81,7 @@ class ModuleInstance(wiring.Component):
     """
 
     def __init__(self, *, part, module: str, reset=None, clocked: bool = True):
-        if not isinstance(part, wiring.Component):
-            raise TypeError(f"part must be a wiring.Component, got {part!r}")
-        if not isinstance(module, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module):
-            raise ValueError(f"module must be a Verilog identifier, got {module!r}")
-        if not isinstance(clocked, bool):
-            raise TypeError(f"clocked must be a bool, got {clocked!r}")
+        _check_module_params(part, module, clocked)
         self.part = part
         self.module = module
         self.reset = None if reset is None else Value.cast(reset)
@@ -121,12 +126,7 @@ class SplitBlackbox(wiring.Component):
     prefix, a Verilog identifier), ``clocked`` (the modules get ``clk`` / ``rst``)."""
 
     def __init__(self, *, part, module: str, clocked: bool = True):
-        if not isinstance(part, wiring.Component):
-            raise TypeError(f"part must be a wiring.Component, got {part!r}")
-        if not isinstance(module, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module):
-            raise ValueError(f"module must be a Verilog identifier, got {module!r}")
-        if not isinstance(clocked, bool):
-            raise TypeError(f"clocked must be a bool, got {clocked!r}")
+        _check_module_params(part, module, clocked)
         self.part, self.module, self.clocked = part, module, clocked
         part._MustUse__silence = True       # stands in for it: never elaborated
         groups, cur, bits = [], [], 0

@@ -14,7 +14,6 @@ Errors: one line, exit 2.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -80,7 +79,7 @@ def measure(name: str, images: int, *, data, checkpoint=None, calib: int = 16,
 
 
 def main(argv=None) -> int:
-    from .onnx_check import check_error, check_parser
+    from .onnx_check import check_error, check_parser, run_measure
     ap = check_parser("python -m quant.align_check", __doc__, model="b1-r224", images=32)
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--variants", default=",".join(VARIANTS),
@@ -93,21 +92,16 @@ def main(argv=None) -> int:
     if err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    try:
-        r = measure(a.model, a.images, data=a.data, checkpoint=a.checkpoint, calib=a.calib_size,
-                    variants=variants)
-    except (ValueError, OSError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    if a.json:
-        print(json.dumps(r, allow_nan=True))
-    else:
-        print(f"{r['model']} ({r['weights']} weights), {r['calibration_images']} calibration "
-              f"images, {r['images']} compared with the integer model:")
-        for v, f in r["variants"].items():
-            print(f"  float-scale {v:22s} top-1 agreement {100 * f['top1_agreement']:5.1f} %, "
-                  f"logit SQNR vs integer {f['sqnr_vs_int_db']:6.1f} dB, logits differing "
-                  f"{100 * f['logits_differing']:5.1f} %")
+    r = run_measure(a, measure, a.model, a.images, data=a.data, checkpoint=a.checkpoint,
+                    calib=a.calib_size, variants=variants)
+    if not isinstance(r, dict):
+        return r
+    print(f"{r['model']} ({r['weights']} weights), {r['calibration_images']} calibration "
+          f"images, {r['images']} compared with the integer model:")
+    for v, f in r["variants"].items():
+        print(f"  float-scale {v:22s} top-1 agreement {100 * f['top1_agreement']:5.1f} %, "
+              f"logit SQNR vs integer {f['sqnr_vs_int_db']:6.1f} dB, logits differing "
+              f"{100 * f['logits_differing']:5.1f} %")
     return 0
 
 

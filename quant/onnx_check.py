@@ -109,6 +109,21 @@ def check_error(a) -> str | None:
     return None
 
 
+def run_measure(a, measure, *args, **kw) -> dict | int:
+    """``measure(*args, **kw)`` for a check's ``main`` (``a``: its parsed options): the result
+    to print, or the exit code once it is reported: 2 after a one-line error, 0 after printing
+    it as JSON (``--json``)."""
+    try:
+        r = measure(*args, **kw)
+    except (ValueError, OSError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    if a.json:
+        print(json.dumps(r, allow_nan=True))
+        return 0
+    return r
+
+
 def main(argv=None) -> int:
     ap = check_parser("python -m quant.onnx_check", __doc__, model="b1-r224", images=125)
     ap.add_argument("--checkpoint", default=None)
@@ -119,23 +134,18 @@ def main(argv=None) -> int:
     if err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    try:
-        r = measure(a.model, a.images, data=a.data, checkpoint=a.checkpoint, calib=a.calib_size,
-                    recon_iters=a.recon_iters, out_dir=a.output_dir)
-    except (ValueError, OSError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    if a.json:
-        print(json.dumps(r, allow_nan=True))
-    else:
-        b = r["bytes"]
-        print(f"{r['model']} ({r['weights']} weights): .qmodel v3 {b['qmodel_v3'] / 1e6:.1f} MB, "
-              f"v2 (same graph) {b['qmodel_v2_same_graph'] / 1e6:.1f} MB, IntProgram "
-              f"{b['intprogram'] / 1e6:.1f} MB")
-        for form in ("exact", "qdq"):
-            f = r[form]
-            print(f"onnxruntime {form:5s} vs fake-quant on {r['images']} images: top-1 agreement "
-                  f"{100 * f['top1_agreement']:.1f} %, logit SQNR {f['sqnr_db']:.1f} dB")
+    r = run_measure(a, measure, a.model, a.images, data=a.data, checkpoint=a.checkpoint,
+                    calib=a.calib_size, recon_iters=a.recon_iters, out_dir=a.output_dir)
+    if not isinstance(r, dict):
+        return r
+    b = r["bytes"]
+    print(f"{r['model']} ({r['weights']} weights): .qmodel v3 {b['qmodel_v3'] / 1e6:.1f} MB, "
+          f"v2 (same graph) {b['qmodel_v2_same_graph'] / 1e6:.1f} MB, IntProgram "
+          f"{b['intprogram'] / 1e6:.1f} MB")
+    for form in ("exact", "qdq"):
+        f = r[form]
+        print(f"onnxruntime {form:5s} vs fake-quant on {r['images']} images: top-1 agreement "
+              f"{100 * f['top1_agreement']:.1f} %, logit SQNR {f['sqnr_db']:.1f} dB")
     return 0
 
 

@@ -20,7 +20,6 @@ The float64 models are not valid ONNX (double scales); they exist only for this 
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 
@@ -133,25 +132,20 @@ def measure(name: str, images: int, *, data, calib: int = 16) -> dict:
 
 
 def main(argv=None) -> int:
-    from .onnx_check import check_error, check_parser
+    from .onnx_check import check_error, check_parser, run_measure
     ap = check_parser("python -m quant.qdq_precision", __doc__, model="b0-r64", images=32)
     a = ap.parse_args(argv)
     err = check_error(a)
     if err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    try:
-        r = measure(a.model, a.images, data=a.data, calib=a.calib_size)
-    except (ValueError, OSError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    if a.json:
-        print(json.dumps(r, allow_nan=True))
-    else:
-        print(f"{r['model']}: QDQ form vs fake quant on {r['images']} images")
-        for k, f in r["forms"].items():
-            print(f"  {k:18s} top-1 agreement {100 * f['top1_agreement']:5.1f} %, logit SQNR "
-                  f"{f['sqnr_db']:6.1f} dB")
+    r = run_measure(a, measure, a.model, a.images, data=a.data, calib=a.calib_size)
+    if not isinstance(r, dict):
+        return r
+    print(f"{r['model']}: QDQ form vs fake quant on {r['images']} images")
+    for k, f in r["forms"].items():
+        print(f"  {k:18s} top-1 agreement {100 * f['top1_agreement']:5.1f} %, logit SQNR "
+              f"{f['sqnr_db']:6.1f} dB")
     return 0
 
 

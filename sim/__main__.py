@@ -128,16 +128,22 @@ def cmd_sweep(args):
 
 
 def cmd_table7(args):
-    from .report import TABLE7_MODELS, atomic_write, print_table7, table7_rows, to_json
+    from .report import TABLE7_MODELS, print_table7, table7_rows
     cfg = _cfg(args.config)
     models = _models(args.models) if args.models else list(TABLE7_MODELS)
     _check_frames(args.frames)
     rows = table7_rows(cfg, models, seed=args.seed, progress=not args.json, frames=args.frames,
                        prefetch=args.prefetch)
+    _emit_rows(args, rows, print_table7)
+
+
+def _emit_rows(args, rows, printer):
+    """``rows`` as JSON (``--json``) or through ``printer``, and to ``--out`` as JSON."""
+    from .report import atomic_write, to_json
     if args.json:
         print(to_json(rows))
     else:
-        print_table7(rows)
+        printer(rows)
     if args.out:
         atomic_write(args.out, to_json(rows))
 
@@ -160,17 +166,11 @@ def _check_frames(frames):
 
 def cmd_attctx(args):
     from .onchip import attctx_rows, print_attctx
-    from .report import atomic_write, to_json
     cfg = _cfg(args.config)
     _check_frames(args.frames)
     rows = attctx_rows(cfg, _models(args.models), seed=args.seed, frames=args.frames,
                        progress=not args.json)
-    if args.json:
-        print(to_json(rows))
-    else:
-        print_attctx(rows)
-    if args.out:
-        atomic_write(args.out, to_json(rows))
+    _emit_rows(args, rows, print_attctx)
 
 
 def _kb_list(name, spec):
