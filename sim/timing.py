@@ -3,7 +3,7 @@
 ``sim`` does not import ``hw`` (``hw`` depends on ``sim``): the latencies of the hardware blocks
 are restated here as constants and functions, and ``tests/test_timing.py`` checks them against
 the ``hw`` objects (``hw.units.Requant(...).latency``, ``MATEngine.LATENCY``,
-``RMACEngine.DF_LATENCY`` / ``DW_LATENCY``, ``Log2Quantizer`` / ``ShifterArray`` latencies) so
+``RMACEngine.DF_LATENCY`` / ``DW_LATENCY``, the ``Log2Quantizer`` latency) so
 the two cannot drift apart silently; ``tests/test_hw_core.py`` compares whole runs.
 
 The unit serialisation rule
@@ -57,8 +57,10 @@ Pipeline stages (``hw/core/unit.py``, ``hw/core/attention.py``; ``P`` = product 
 * ``POOL`` / ``ATT_KSUM`` (AUX unit): the adder tree is combinational, the channel total is
   held one cycle (parameter read), then the requant lane;
 * ``ATT_DIV``: ``Log2Quantizer`` (registered, :data:`LOG2_LATENCY`) after ``o1``;
-  ``ATT_OUT``: ``o1`` (DIV entry read), the product ``num * out_b`` (1 registered cycle), the
-  ``ShifterArray`` (registered, :data:`SHIFTER_LATENCY`).
+  ``ATT_OUT``: ``o1`` (DIV entry read with each sub-block), then the MAT unit's requant lanes
+  (``requant(num, Dyadic(out_b, out_c + log2_emin + code))``, :data:`REQUANT_LATENCY`), drained
+  as the KV step's (``D = S / R``; issue #14 round 3: no shifter array and no ``num * out_b``
+  products of its own).
 
 Per opcode (``L`` lanes and ``W`` width of the unit's engine; ``G = GROUPS``; ``cout_g = nco/G``):
 
@@ -76,13 +78,14 @@ ATT_KV_MAT / _RDF      2: FETCH, ASETUP (the head's record read)    1 gather + e
                                                                     + D - 1 (drain)
 ATT_DIV                2                                            1 gather + MAT latency + 1 + 1
                                                                     (log2 module)
-ATT_OUT                2                                            1 gather + MAT latency + 1 + 1
-                                                                    (product) + 1 (shifter)
+ATT_OUT                2                                            1 gather + MAT latency + 1 + 6
+                                                                    + D - 1 (drain)
 =====================  ==========================================  ================================
 
 plus ``stall`` (:func:`drain_stall`, 0 with one requant lane per engine lane): CONV with a vector
 every ``k*k * ceil(CIN / W)`` steps and gap ``D``, ATT_KV_* every ``ceil(NTOK / W)`` steps and gap
-``D``, DW_RSA a tile every ``k*k`` steps and gap ``N*M/R + 1``.
+``D``, ATT_OUT every ``ceil(DIM / T)`` steps and gap ``D``, DW_RSA a tile every ``k*k`` steps and
+gap ``N*M/R + 1``.
 
 Engine steps (:func:`compute_steps`): a conv tile is ``G * ceil(cout_g / L) * pixels *
 k*k * ceil(CIN / W)`` (the im2col row of a pixel in tap-major order: one step per tap and block
@@ -96,8 +99,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["GATHER_LATENCY", "REQUANT_LATENCY", "LOG2_LATENCY", "SHIFTER_LATENCY",
-           "PACKED_PRODUCT_LATENCY", "OUT_PRODUCT_LATENCY", "SemaphoreTiming", "SYSTEM",
+__all__ = ["GATHER_LATENCY", "REQUANT_LATENCY", "LOG2_LATENCY",
+           "PACKED_PRODUCT_LATENCY", "SemaphoreTiming", "SYSTEM",
            "SEM_SIGNAL_LATENCY", "SEM_WAIT_EXTRA",
            "AxiDma", "AxiFetch", "AXI_SYSTEM",
            "PYTHON_HARNESS", "adder_tree_latency", "mat_latency", "rmac_df_latency",
@@ -112,12 +115,8 @@ GATHER_LATENCY = 1
 REQUANT_LATENCY = 6
 #: ``hw.units.Log2Quantizer(registered=True).latency`` (ATT_DIV)
 LOG2_LATENCY = 1
-#: ``hw.units.ShifterArray(registered=True).latency`` (ATT_OUT)
-SHIFTER_LATENCY = 1
 #: ``hw.units.PackedDualMultiplier.latency`` (the DSP's input and M/P registers)
 PACKED_PRODUCT_LATENCY = 2
-#: ATT_OUT's registered product ``num * out_b`` before the shifter array
-OUT_PRODUCT_LATENCY = 1
 #: the latched engine result + parameter-record / residual / DIV-entry read (``o1``)
 OUTPUT_LATCH = 1
 
@@ -389,9 +388,13 @@ def compute_timing(cfg, op: str, regs: dict, f: dict) -> ComputeTiming:
         pre = 2
         post = GATHER_LATENCY + mat_latency(cfg) + OUTPUT_LATCH + LOG2_LATENCY
     elif op == "ATT_OUT":
+        # the MAT's requant lanes (shift out_c + log2_emin + code), drained as a KV step's
         pre = 2
-        post = GATHER_LATENCY + mat_latency(cfg) + OUTPUT_LATCH + OUT_PRODUCT_LATENCY \
-            + SHIFTER_LATENCY
+        post = GATHER_LATENCY + mat_latency(cfg) + rq
+        D = drain_cycles(cfg, "MAT")
+        per = _cdiv(regs["DIM"], cfg.T)
+        stall = drain_stall(steps // per, per, D)
+        post += D - 1
     else:
         raise ValueError(f"no core timing for {op}")
     return ComputeTiming(pre, steps, post, stall)

@@ -273,8 +273,9 @@ def test_unit_bad_kind():
 
 # ---- attention (hw.core.attention; AUX and DIV inside the core) ---------------------------------
 
-def run_attention(name):
+def run_attention(name, **cfg_changes):
     prog, cfg, x = make_case(name)
+    cfg = cfg.replace(**cfg_changes) if cfg_changes else cfg
     binary = sc.compile(prog, cfg)
     env = CoreEnv(binary, x)
     local = {}
@@ -288,7 +289,7 @@ def run_attention(name):
                                   pytest.param("att_8x8", marks=pytest.mark.regress)])
 def test_core_attention(name):
     """One LiteMLA attention (2 heads on one core): ATT_KV_RDF on the R-MAC, ATT_KSUM on the AUX
-    adder tree, ATT_DIV (log2 module) and ATT_OUT (shifter array) on the MAT, through the AUX and
+    adder tree, ATT_DIV (log2 module) and ATT_OUT (the MAT's requant lanes) on the MAT, through the AUX and
     DIV memories inside the core. Output bit-exact with sim.golden and sim.funcsim; the AUX/DIV
     contents left at the end (both AUX halves: S and ksum8 of heads 0 and 1; DIV: the codes and
     zero flags of head 1) equal golden.attention_steps. ``att_d6``: d = 6 and 9 tokens, not
@@ -314,6 +315,34 @@ def test_core_attention(name):
     np.testing.assert_array_equal(div[:n] & 15, st["code"][-1])
     np.testing.assert_array_equal(div[:n] >> 4, (st["den"][-1] == 0).astype(np.uint8))
     check_cycles(name, binary, env, cycles)
+
+
+@pytest.mark.slow
+def test_core_attention_out_drain_stalls():
+    """ATT_OUT on the MAT's requant lanes (shift ``out_c + log2_emin + code``, a zero divisor
+    as a zero multiplier): with one lane for S = 4 engine lanes (D = 4 cycles per vector) and
+    d = 4 (1 engine step per vector) the sequencer waits for the drain, and the sub-blocks of a
+    vector land in rows ``i0 + j`` (``elem_stride`` = NTOK). Bit-exact with sim.golden,
+    zero-divisor tokens included; every fetch cycle equal to sim.perf's."""
+    prog, cfg, binary, x, env, cycles, local = run_attention("att", requant_mat=1)
+    assert cfg.requant_lanes("MAT") == 1
+    from sim.funcsim import build_queues
+    from sim.isa import REG_NAMES
+    stall = 0
+    for q in build_queues(binary).values():
+        regs = {}
+        for ins, _ in q:
+            if ins.op == "SETR":
+                regs[REG_NAMES[ins["reg"]]] = ins["value"]
+            elif ins.op == "ATT_OUT":
+                stall += timing.compute_timing(cfg, ins.op, regs, ins.f).stall
+    assert stall > 0
+    node = prog.nodes[0]
+    st = golden.attention_steps(x, node.params, int(node.attrs["dim"]))
+    assert (st["den"] == 0).any()       # the zero flag reaches the lanes
+    out = env.outputs()["y"]
+    np.testing.assert_array_equal(out, golden.run(prog, x)["y"])
+    check_cycles("att (requant_mat=1)", binary, env, cycles)
 
 
 def test_harness_refuses_local_buffers():

@@ -12,7 +12,7 @@ from amaranth.hdl import Fragment
 
 from hw.core import Core
 from hw.engines import MATEngine, RMACEngine
-from hw.units import AdderTree, Log2Quantizer, PackedDualMultiplier, Requant, ShifterArray
+from hw.units import AdderTree, Log2Quantizer, PackedDualMultiplier, Requant
 from sim import timing
 from sim.config import AccelConfig, ConfigError
 from sim.isa import FORMATS
@@ -47,8 +47,9 @@ CONFIGS = [dict(N=4, M=4, T=4, S=4), dict(N=8, M=8, T=8, S=8), dict(N=2, M=6, T=
                          + ("R{requant_mat}_{requant_rmac}".format(**kw) if "requant_mat" in kw
                             else ""))
 def test_core_latencies_match_sim_timing(kw, packed):
-    """Each unit of Core.from_config(cfg): its engine's latencies, every requant lane, the log2
-    module and the shifter array have the latencies sim.timing uses for cfg."""
+    """Each unit of Core.from_config(cfg): its engine's latencies, every requant lane and the
+    log2 module have the latencies sim.timing uses for cfg (ATT_OUT runs on the MAT's requant
+    lanes: no shifter array is built)."""
     cfg = AccelConfig(L=1, dsp_packing=packed, **kw)
     core = Core.from_config(cfg)
     seen = {}
@@ -59,8 +60,6 @@ def test_core_latencies_match_sim_timing(kw, packed):
                 assert obj.latency == timing.REQUANT_LATENCY, (kind, name)
             elif isinstance(obj, Log2Quantizer):
                 assert obj.latency == timing.LOG2_LATENCY, (kind, name)
-            elif isinstance(obj, ShifterArray):
-                assert obj.latency == timing.SHIFTER_LATENCY, (kind, name)
             elif isinstance(obj, MATEngine):
                 assert obj.packed == cfg.dsp_packing
                 assert obj.LATENCY == timing.mat_latency(cfg), kind
@@ -70,15 +69,15 @@ def test_core_latencies_match_sim_timing(kw, packed):
                 assert obj.DW_LATENCY == timing.rmac_dw_latency(cfg), kind
     # all of them were found: the requant lanes (one per engine lane unless requant_mat /
     # requant_rmac say fewer; + the AUX unit's), one engine
-    # per compute unit, the log2 module and shifter array of each unit that executes ATT_DIV /
-    # ATT_OUT (sim.isa.FORMATS: the MAT unit alone)
+    # per compute unit, the log2 module of each unit that executes ATT_DIV (sim.isa.FORMATS:
+    # the MAT unit alone), no shifter array
     assert seen["Requant"] == cfg.requant_lanes("MAT") + cfg.requant_lanes("RMAC") + 1
     assert core.units["mat"].drain == timing.drain_cycles(cfg, "MAT")
     assert core.units["rmac"].drain == timing.drain_cycles(cfg, "RMAC")
     assert seen["MATEngine"] == 1 and seen["RMACEngine"] == 1
     kinds = [u.kind for u in core.units.values()]
     assert seen["Log2Quantizer"] == sum(FORMATS["ATT_DIV"][1] == k for k in kinds) == 1
-    assert seen["ShifterArray"] == sum(FORMATS["ATT_OUT"][1] == k for k in kinds) == 1
+    assert "ShifterArray" not in seen
 
 
 def test_building_blocks():

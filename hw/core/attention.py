@@ -29,13 +29,16 @@ to it (``ATT_OPS``): the R-MAC unit has ``ATT_KV_RDF`` alone, the MAT unit all t
 * ``ATT_OUT`` (steps iii + v, MAT): ``num[i, t] = sum_j relu(Q[j, t]) S[j, i]``; loop: for each
   block of L rows i, for each token t, ``ceil(d/W)`` steps; ``x`` = W values of column t of Q
   (ReLU'd), ``w[l][k]`` = ``S[j0 + k, i0 + l]`` from AUX at ``w_addr`` (row stride 1, element
-  stride d). When the engine delivers ``num[i0:i0+L, t]``, the DIV entry of token t is read
-  (port ``r``, DIV address t: ``ATT_DIV`` of this head wrote it at ``o_addr`` = 0, as the
-  compiler emits and ``sim.funcsim`` reads), then per lane ``num * out_b`` (the requant
-  product) and :class:`hw.units.ShifterArray` shifts it right by ``out_c + log2_emin + code``
-  with round-half-up (one rounding, exactly ``requant(num, Dyadic(out_b, out_c + e))``), the
-  result is saturated to int8 and forced to 0 where the zero flag is set. Written to ``obuf`` at
-  ``o_addr + i*n + t``. Busy cycles ``ceil(d/L) * n * ceil(d/W)``.
+  stride d). The engine's ``num[i0:i0+L, t]`` goes through the unit's requant lanes as a KV
+  vector does (R rows per cycle, the drain of ``Unit``), each sub-block with the DIV entry of
+  token t read beside it (port ``r``, DIV address t: ``ATT_DIV`` of this head wrote it at
+  ``o_addr`` = 0, as the compiler emits and ``sim.funcsim`` reads): ``requant(num,
+  Dyadic(out_b, out_c + log2_emin + code))`` (the lane's product and round-half-up shift: one
+  rounding), saturated to int8, and 0 where the zero flag is set (the lane's multiplier is then
+  0). Written to ``obuf`` at ``o_addr + i*n + t``. Busy cycles ``ceil(d/L) * n * ceil(d/W)``
+  (+ the drain's waits when ``ceil(d/W) < L/R``, ``sim.timing``). Decision (issue #14, round
+  3): the lanes instead of a shifter array and L ``num * out_b`` products of its own, which
+  cost 16 DSP48E2s and about 2 k LUT at S = 8 (docs/hw-core.md).
 
 Registers used: ``DIM``, ``NTOK``, ``XSTRIDE``, ``XBUF``; ``XSIGNED = 1``, ``OBITS = 8``,
 ``OSIGNED = 1`` are required (else ``ok`` is low and the unit stops with ``error``). ksum8
@@ -46,7 +49,7 @@ from __future__ import annotations
 
 from amaranth import Cat, Mux, Signal, signed
 
-from hw.units import Log2Quantizer, ShifterArray
+from hw.units import Log2Quantizer
 from sim.isa import BUFS, FORMATS
 
 from .ports import ADDR_BITS
@@ -59,17 +62,13 @@ KV, DIV, OUT = 0, 1, 2
 ATT_STEP = {"ATT_KV_MAT": KV, "ATT_KV_RDF": KV, "ATT_DIV": DIV, "ATT_OUT": OUT}
 #: the engine attention opcodes each unit kind executes, read from the unit column of
 #: ``sim.isa.FORMATS``; a unit builds the hardware of these steps only (the R-MAC unit runs
-#: ``ATT_KV_RDF`` alone: no log2 module, shifter array or ``num * out_b`` products there)
+#: ``ATT_KV_RDF`` alone: no log2 module there)
 ATT_OPS = {kind: tuple(op for op, (_, unit, _) in FORMATS.items()
                        if unit == kind and op in ATT_STEP)
            for kind in ("MAT", "RMAC")}
 #: the 8 int32 fields of an attention head's parameter record (sim.compile.records.attention_block)
 REC_FIELDS = ("s_b", "s_c", "ks_b", "ks_c", "log2_offset", "log2_emin", "out_b", "out_c")
 CNT = 24        #: counter bits (tokens, channels)
-
-
-def _pow2(n: int) -> int:
-    return 1 << (n - 1).bit_length()
 
 
 class AttentionSequencer:
@@ -116,6 +115,11 @@ class AttentionSequencer:
                     with m.Case(code[name]):
                         m.d.comb += aop.eq(ATT_STEP[name])
         is_kv, is_div, is_out = aop == KV, aop == DIV, aop == OUT
+        # the steps whose results go through the unit's requant lanes (R at a time: the drain)
+        on_lanes = (is_kv | is_out) if has_out else is_kv
+        if drain["start"] is not None:
+            with m.If(attmode):
+                m.d.comb += drain["start"].eq(e_valid & on_lanes)
 
         # ---- parameter record: read in setup, latched the next cycle -----------------------
         rec = {f: Signal(signed(32), name=f"att_{f}") for f in REC_FIELDS}
@@ -204,17 +208,17 @@ class AttentionSequencer:
                          p.row_stride.eq(0), p.elem_stride.eq(1)]
             m.d.sync += [p_pend.eq(1), oc.eq(0), mc.eq(0), ic.eq(0), ro.eq(0), rm.eq(0),
                          wo.eq(0), wm.eq(0), ocx.eq(0), mcx.eq(0), icx.eq(0), icd.eq(0),
-                         wox.eq(0)]
+                         wox.eq(0), wsn.eq(0)]
 
         def issue():
             last_i = ic + W >= i_lim
-            # KV: a vector's last step waits until the unit's staging register is free (the
-            # requant drain, R < L); DIV and OUT do not use the requant lanes
+            # KV, OUT: a vector's last step waits until the unit's staging register is free
+            # (the requant drain, R < L); DIV does not use the requant lanes
             if unit.drain == 1:
                 return issue_step(last_i)
             hold = Signal(name="att_hold")
-            m.d.comb += hold.eq(last_i & is_kv & drain["gap_busy"])
-            with m.If(last_i & is_kv & ~hold):
+            m.d.comb += hold.eq(last_i & on_lanes & drain["gap_busy"])
+            with m.If(last_i & on_lanes & ~hold):
                 drain["arm_gap"]()
             with m.If(~hold):
                 last = issue_step(last_i)
@@ -243,24 +247,41 @@ class AttentionSequencer:
                     m.d.sync += icd.eq(icd + d * W)
             return last
 
-        # ---- result side: DIV entry read for OUT (port r), per-vector arithmetic ---------------
+        # ---- result side: DIV entry read for OUT (port r), the requant lanes ----------------
+        # OUT reads token t's DIV entry with each sub-block of the drain (``rd``: the cycle its
+        # parameter record would be read in a conv), so it arrives with the sub-block (``o1s``);
+        # the token counter (ro, rm) steps after the vector's last sub-block is read
         ro, rm = Signal(CNT, name="att_ro"), Signal(CNT, name="att_rm")
         if has_out:
-            with m.If(attmode & e_valid):
-                step(ro, rm)
+            with m.If(attmode & drain["rd"]):
                 m.d.comb += [r.en.eq(is_out), r.buf.eq(BUFS["DIV"]), r.addr.eq(rm),
                              r.row_stride.eq(0), r.elem_stride.eq(1)]
-        # KV: the unit's requant lanes with s_b / 2^s_c, no bias, offset or activation
-        # (R at a time: the drain's sub-block of the staged vector, ``acc_sel``)
+                with m.If(drain["rd_last"]):
+                    step(ro, rm)
+            ent = r.data[0][0]
+            # requant(num, Dyadic(out_b, out_c + log2_emin + code)): the shift of the lanes; a
+            # zero divisor (flag, bit 4) forces the output to 0 through a zero multiplier
+            shift = Signal(6, name="att_shift")
+            out_b = Signal(16, name="att_out_b")
+            m.d.comb += [shift.eq((rec["out_c"][:8] + rec["log2_emin"][:8] + ent[:4])[:6]),
+                         out_b.eq(Mux(ent[4], 0, rec["out_b"][:16]))]
+        # KV: the unit's requant lanes with s_b / 2^s_c; OUT: with the shift above; no bias,
+        # offset, residual or activation (R at a time: the drain's sub-block of the staged
+        # vector, ``acc_sel``); the outputs are saturated to int8 (OSIGNED = 1, OBITS = 8)
         with m.If(attmode):
             for s, rq in enumerate(ctx["rq_lanes"]):
                 m.d.comb += [ctx["results"][s][0].eq(drain["acc_sel"][s]),
-                             rq.b.eq(rec["s_b"][:16]),
-                             rq.c.eq(rec["s_c"][:6]), rq.offset.eq(0), rq.relu_en.eq(0),
+                             rq.b.eq(Mux(is_out, out_b, rec["s_b"][:16]) if has_out
+                                     else rec["s_b"][:16]),
+                             rq.c.eq(Mux(is_out, shift, rec["s_c"][:6]) if has_out
+                                     else rec["s_c"][:6]),
+                             rq.offset.eq(0), rq.relu_en.eq(0),
                              rq.hswish_en.eq(0), rq.rb.eq(0), rq.rc.eq(0), rq.res.eq(0),
-                             rq.in_valid.eq(drain["o1s"] & is_kv)]
-        # written-vector pulse of each step present (KV: the requant lanes)
+                             rq.in_valid.eq(drain["o1s"] & on_lanes)]
+        # written-vector pulse of each step present (KV, OUT: the requant lanes)
         done = {KV: ctx["rq_lanes"][0].out_valid}
+        if has_out:
+            done[OUT] = ctx["rq_lanes"][0].out_valid
         if has_div:     # DIV: the log2 module on lane 0, and the zero flag
             lg = Log2Quantizer(width=32, exp_bits=8)
             m.submodules.att_log2 = lg
@@ -270,31 +291,11 @@ class AttentionSequencer:
                          lg.in_valid.eq(attmode & o1 & is_div)]
             m.d.sync += zero.eq(acc[0] == 0)
             done[DIV] = lg.out_valid
-        if has_out:     # OUT: num * out_b (the requant product), the shifter by out_c + emin + code
-            P = _pow2(L)
-            sh = ShifterArray(lanes=P, width=32 + 17, shift_bits=6)
-            m.submodules.att_shifter = sh
-            ent = r.data[0][0]
-            shift, zf, zf2 = Signal(6, name="att_shift"), Signal(name="att_zf"), Signal()
-            pv = Signal()
-            m.d.sync += [pv.eq(attmode & o1 & is_out), zf.eq(ent[4]), zf2.eq(zf),
-                         shift.eq((rec["out_c"][:8] + rec["log2_emin"][:8] + ent[:4])[:6])]
-            for s in range(L):
-                prod = Signal(signed(49), name=f"att_prod_{s}")
-                m.d.sync += prod.eq(acc[s] * rec["out_b"][:16])
-                m.d.comb += [sh.x[s].eq(prod), sh.shift[s].eq(shift)]
-            m.d.comb += sh.in_valid.eq(pv)
-            q8 = []
-            for s in range(L):
-                v = sh.out[s]
-                y = Signal(signed(8), name=f"att_out_{s}")
-                m.d.comb += y.eq(Mux(zf2, 0, Mux(v > 127, 127, Mux(v < -128, -128, v))))
-                q8.append(y)
-            done[OUT] = sh.out_valid
 
         # ---- write side -----------------------------------------------------------------------
         wo, wm = Signal(CNT, name="att_wo"), Signal(CNT, name="att_wm")
         wox = Signal(ADDR_BITS, name="att_wox")     # wo * d (KV: o_step 1), wo * n (OUT: o_step L)
+        wsn = Signal(ADDR_BITS, name="att_wsn")     # OUT: wch * n (the drain's sub-block rows)
         wr = Signal(name="att_wr")
         with m.Switch(aop):
             for st, pulse in done.items():
@@ -319,12 +320,20 @@ class AttentionSequencer:
                         m.d.comb += [o.addr.eq(a(ob + wm)), o.elem_stride.eq(1),
                                      o.mask.eq(1), o.data[0].eq(Cat(lg.code, zero))]
                 if has_out:
-                    with m.Case(OUT):
-                        m.d.comb += [o.addr.eq(a(ob + wox + wm)), o.elem_stride.eq(n)]
+                    with m.Case(OUT):   # R rows wo + wch .. of the drain's sub-block, token wm
+                        row = wo + drain["wch"] if unit.drain > 1 else wo
+                        m.d.comb += [o.addr.eq(a(ob + wox + wm + wsn)), o.elem_stride.eq(n)]
                         for s in range(L):
-                            m.d.comb += [o.mask[s].eq(wo + s < d), o.data[s].eq(q8[s])]
-        # KV: a vector's last sub-block
-        with m.If(wr & (drain["w_last"] | ~is_kv) if unit.drain > 1 else wr):
+                            if s < R:
+                                m.d.comb += [o.mask[s].eq(row + s < d),
+                                             o.data[s].eq(ctx["results"][s][1])]
+                            else:
+                                m.d.comb += o.mask[s].eq(0)
+        if has_out and unit.drain > 1:
+            with m.If(wr & is_out):
+                m.d.sync += wsn.eq(Mux(drain["w_last"], 0, a(wsn + n * R)))
+        # KV, OUT: a vector's last sub-block
+        with m.If(wr & (drain["w_last"] | is_div) if unit.drain > 1 else wr):
             m.d.comb += self.last_write.eq(step(wo, wm))
             with m.If(wm + m_step >= m_lim):
                 m.d.sync += wox.eq(wox + (Mux(is_kv, d, n * L) if has_out else d))

@@ -41,8 +41,8 @@ other products are per-instruction, of narrowed operands: ``CIN * k*k`` and ``CI
 (CIN <= 65535, ``sim.isa.REG_LIMITS``) and ``ho * WOUT`` (12 x 12 bits).
 
 What a unit builds follows the unit column of ``sim.isa.FORMATS`` (``UNIT_OPS``): the MAT unit
-has no depthwise path, the R-MAC unit no ``ATT_DIV`` / ``ATT_OUT`` hardware (log2 module,
-shifter array, ``num * out_b``), the AUX unit only the adder tree.
+has no depthwise path, the R-MAC unit no ``ATT_DIV`` / ``ATT_OUT`` hardware (the log2 module;
+``ATT_OUT`` runs on the MAT's requant lanes), the AUX unit only the adder tree.
 
 Layer registers (``SETR``, 32-bit signed values) are stored at the widths their consumers need
 (``REG_STORE``, 238 bits instead of 24 x 32): address strides and ``RES_ADDR`` as ``ADDR_BITS``
@@ -452,8 +452,11 @@ class Unit(wiring.Component):
                 o1s, sub1 = Signal(), Signal(range(D))
                 rsoff = Signal(A)       # sub * R * RSTRIDE (running)
                 ract, rsub = Signal(), Signal(range(D))
-                m.d.comb += [rd.eq(e_valid | ract), sub.eq(Mux(e_valid, 0, rsub)),
-                             rd_last.eq(sub == D - 1)]
+                # start: an engine vector that goes through the lanes (the attention drives it
+                # low for ATT_DIV's, which would otherwise still drain into the next step)
+                start = Signal()
+                m.d.comb += [start.eq(e_valid), rd.eq(start | ract),
+                             sub.eq(Mux(start, 0, rsub)), rd_last.eq(sub == D - 1)]
                 m.d.sync += ract.eq(rd & ~rd_last)
                 with m.If(rd):
                     m.d.sync += [rsub.eq(sub + 1),
@@ -468,7 +471,7 @@ class Unit(wiring.Component):
                 p_addr, r_addr = pco_o + sub * (32 * R), rco_o + pix_o + rsoff
                 rd_vec = rd & rd_last       # the vector's last sub-block is read
             else:       # one lane per engine lane: the vector in one cycle
-                rd, o1s, acc_sel = e_valid, o1, acc
+                rd, o1s, acc_sel, start = e_valid, o1, acc, None
                 p_addr, r_addr, rd_vec = pco_o, rco_o + pix_o, e_valid
             m.d.comb += [self.p.en.eq(rd), self.p.buf.eq(1), self.p.addr.eq(p_addr),
                          self.p.row_stride.eq(32), self.p.elem_stride.eq(1),
@@ -551,7 +554,8 @@ class Unit(wiring.Component):
             else:
                 def arm_gap():
                     pass
-            ns.update(drain=dict(o1s=o1s, acc_sel=acc_sel, wr=wr, w_last=w_last, wch=wch,
+            ns.update(drain=dict(start=start, rd=rd, rd_last=rd_last if D > 1 else 1, o1s=o1s,
+                                 acc_sel=acc_sel, wr=wr, w_last=w_last, wch=wch,
                                  gap_busy=gap_busy, arm_gap=arm_gap))
             # output-side counters advance in output order (channel group outer, pixel inner)
             with m.If(rd_vec):
