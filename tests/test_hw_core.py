@@ -317,6 +317,31 @@ def test_core_attention(name):
     check_cycles(name, binary, env, cycles)
 
 
+def test_core_depthwise_extreme_sums():
+    """The depthwise hold bank keeps DW_HOLD_BITS (21) bits of each sum: a 5x5 DW_RSA on uint8
+    inputs of 255 with all weights -128 (channel 0) and 127 (channel 1) reaches sums of
+    -816,000 and +809,625, beyond 20 signed bits (a narrower bank wraps them and flips the
+    outputs' signs). Bit-exact with the loop reference and sim.golden."""
+    from tb.core.cases import depthwise_program
+    from hw.core.unit import DW_HOLD_BITS
+    prog = depthwise_program(c=4, h=6, w=6, k=5, x_signed=False, seed=40)
+    wt = prog.nodes[0].params["weight"]
+    wt[0], wt[1] = -128, 127
+    wt[2], wt[3] = wt[0], wt[1]
+    x = np.full((4, 6, 6), 255, np.uint8)
+    sums = (wt.reshape(4, -1).astype(np.int64) * 255).sum(axis=1)
+    assert sums.min() < -(1 << 19) and sums.max() >= 1 << 19
+    assert max(-sums.min(), sums.max()) < 1 << (DW_HOLD_BITS - 1)
+    cfg = small_config()
+    binary = sc.compile(prog, cfg)
+    env = CoreEnv(binary, x)
+    cycles = simulate_amaranth(Core.from_config(cfg), env, max_cycles=20000)
+    out = env.outputs()["y"]
+    np.testing.assert_array_equal(out, reference(prog, x))
+    np.testing.assert_array_equal(out, golden.run(prog, x)["y"])
+    check_cycles("dw5 extreme", binary, env, cycles)
+
+
 @pytest.mark.slow
 def test_core_attention_out_drain_stalls():
     """ATT_OUT on the MAT's requant lanes (shift ``out_c + log2_emin + code``, a zero divisor

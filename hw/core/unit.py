@@ -82,6 +82,11 @@ CONV_OPS = ("CONV_MAT", "CONV_RDF")     #: down-forward conv / linear tile on th
 DW_OPS = ("DW_RSA",)                    #: depthwise, R-MAC self-accumulation mode
 POOL_OPS = ("POOL", "ATT_KSUM")         #: the adder tree (Unit._pool)
 MAX_KERNEL = 5      #: largest depthwise kernel of the R-MAC unit
+#: bits of a depthwise sum held for the drain: at most MAX_KERNEL**2 products of a 9-bit
+#: activation operand (|x| <= 2**8) and an int8 weight (|w| <= 2**7), |sum| <= 25 * 2**15 < 2**20,
+#: so a signed 21-bit value holds every sum exactly (the engine's outputs are 32 bits wide)
+DW_HOLD_BITS = (MAX_KERNEL ** 2 * (1 << (RMACEngine.X_BITS - 1))
+                * (1 << (RMACEngine.W_BITS - 1))).bit_length() + 1
 
 
 def _clamp(lo, hi, why):
@@ -993,7 +998,9 @@ class Unit(wiring.Component):
 
         # output side: hold the tile, drain it channel by channel through the R requant lanes,
         # MR = M / R cycles per channel (sub-block ds: pixels ds*R ..)
-        hold = [[Signal(signed(32), name=f"hold_{j}_{mm}") for mm in range(M)] for j in range(N)]
+        # the tile's sums at their exact width (DW_HOLD_BITS; issue #14 round 3)
+        hold = [[Signal(signed(DW_HOLD_BITS), name=f"hold_{j}_{mm}") for mm in range(M)]
+                for j in range(N)]
         draining, dj, dj1, dv1 = Signal(), Signal(range(N + 1)), Signal(range(N + 1)), Signal()
         if MR > 1:      # ds: the sub-block of the channel being drained (pixels ds*R ..)
             ds, ds1 = Signal(range(MR)), Signal(range(MR))
