@@ -1,10 +1,11 @@
 """The computing core (paper Sec. V-B, Fig. 8): three instruction-driven units.
 
 ``Core`` holds the MAT unit (MAT engine, S lanes x T multipliers; the log2 module for the
-attention, whose output step runs on the unit's requant lanes), the R-MAC unit (R-MAC engine, M lanes x N R-MACs) and the AUX unit (adder
-tree), each a :class:`hw.core.unit.Unit` with its own instruction queue, layer registers and
-requant lanes, plus the per-core AUX and DIV buffers. The units run concurrently and meet only
-through the global semaphores (SIGNAL/WAIT) and the buffers, exactly as ``sim.funcsim`` and ``sim.perf`` execute a :class:`sim.compile.Binary`.
+attention, whose output step runs on the unit's requant lanes), the R-MAC unit (R-MAC engine,
+M lanes x N R-MACs) and the AUX unit (adder tree), each a :class:`hw.core.unit.Unit` with its
+own instruction queue, layer registers and requant lanes, plus the per-core AUX and DIV buffers.
+The units run concurrently and meet only through the global semaphores (SIGNAL/WAIT) and the
+buffers, exactly as ``sim.funcsim`` and ``sim.perf`` execute a :class:`sim.compile.Binary`.
 
 Interface decisions (docs/hw-core.md):
 
