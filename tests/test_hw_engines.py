@@ -325,6 +325,26 @@ def test_rmac_engine_depthwise_extremes():
     np.testing.assert_array_equal(decode(sched, outs), np.full((2, 2, 2), 25 * 16384))
 
 
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("xv, wv", [(255, -128), (255, 127), (-128, -128)])
+def test_rmac_engine_largest_sums(packed, xv, wv):
+    """The largest psums at the paper's N = M = 8, max_kernel = 5: a 5x5 window of uint8 255
+    (or int8 -128) pixels times an extreme weight in every tap (25 products of magnitude up to
+    255 * 128, beyond 20 bits), and a down-forward reduction of 8 such products per vector over
+    40 vectors (the lane accumulator), both exact in the 32-bit outputs."""
+    eng = RMACEngine(lanes=8, macs_per_lane=8, max_kernel=5, packed=packed)
+    x, w = np.full((8, 5, 12), xv), np.full((8, 5, 5), wv)
+    sched = dw_schedule(x, w, stride=1, pad=0, lanes=8, macs_per_lane=8, row_len=eng.row_len,
+                        latency=eng.DW_LATENCY)
+    outs, _ = run_schedule(eng, sched, valid_port="pixel_valid", data_port="pixel_out",
+                           width=eng.acc_width, count=64, idle={"mode": 1})
+    np.testing.assert_array_equal(decode(sched, outs), np.full((8, 1, 8), 25 * xv * wv))
+    a, b = np.full((2, 320), xv), np.full((320, 8), wv)
+    sched = matmul_schedule(a, b, vec=8, lanes=8, latency=eng.DF_LATENCY, extra={"mode": 0})
+    outs, _ = run_df(eng, sched)
+    np.testing.assert_array_equal(decode(sched, outs), np.full((2, 8), 320 * xv * wv))
+
+
 @pytest.mark.parametrize("kw, exc, name", [
     (dict(lanes=0), ValueError, "lanes"), (dict(lanes=65), ValueError, "lanes"),
     (dict(macs_per_lane="8"), TypeError, "macs_per_lane"),

@@ -64,7 +64,10 @@ class RMACEngine(wiring.Component):
     max_kernel : int, 1..15, odd
         Largest depthwise kernel K supported (sets the shift-register length M + K - 1).
     acc_width : int, 16..64
-        Width of the psum registers and lane accumulators (32 = ``sim.numerics.ACC_BITS``).
+        Width of the lane accumulators and of the result ports (32 = ``sim.numerics.ACC_BITS``).
+        The R-MACs' psum registers are ``psum_width`` bits (attribute): ``PROD_BITS +
+        ceil_log2(max(N, max_kernel**2))``, capped at ``acc_width`` (22 at N = 8,
+        max_kernel = 5), enough for the longest sum a psum holds (see ``first`` below).
     packed : bool
         Share one ``PackedDualMultiplier`` between lanes 2p and 2p+1 (needs an even M).
 
@@ -76,7 +79,9 @@ class RMACEngine(wiring.Component):
     valid : In(1)
         This cycle carries one input step of the current mode.
     first : In(1)
-        With ``valid``: the first step of an accumulation (clears the accumulator/psum).
+        With ``valid``: the first step of an accumulation (clears the accumulator/psum). In
+        self-accumulation mode at most ``max_kernel**2`` steps may follow from ``first`` to
+        ``last`` (one KxK window; the psum registers are sized for that).
     last : In(1)
         With ``valid``: the last step of an accumulation (schedules the output).
     load : In(1)
@@ -103,6 +108,7 @@ class RMACEngine(wiring.Component):
     SELF_ACC = 1
     X_BITS = 9      #: activation operand: an int8 or uint8 byte, sign- or zero-extended
     W_BITS = 8      #: weights: int8
+    PROD_BITS = X_BITS + W_BITS     #: one product (17 bits)
     PACK_SHIFT = 17  #: packing shift of the shared multiplier (9 x 8 and 8 x 9 products)
 
     def __init__(self, *, lanes: int = 8, macs_per_lane: int = 8, max_kernel: int = 5,
@@ -118,6 +124,15 @@ class RMACEngine(wiring.Component):
             raise ValueError(f"packed=True needs an even number of lanes, got lanes={lanes}")
         M, N = lanes, macs_per_lane
         self.row_len = M + max_kernel - 1
+        # An R-MAC's psum never holds more than max(N, max_kernel**2) products: a down-forward
+        # psum at position j sums the j+1 products of one input vector (the lane accumulator
+        # sums the vectors), a self-accumulation psum the k*k <= max_kernel**2 taps of one
+        # window. Each product is a 17-bit signed value (|p| <= 2**15), so PROD_BITS +
+        # ceil_log2(count) bits hold every psum exactly (22 at N = 8, max_kernel = 5); the
+        # outputs are sign-extended to acc_width.
+        most = max(N, max_kernel * max_kernel)
+        need = self.PROD_BITS + (most - 1).bit_length()
+        self.psum_width = min(acc_width, max(need, 2 * self.X_BITS))   # RMAC: >= 2*in_width
         if packed:
             from hw.units import PackedDualMultiplier
             self.product_latency = PackedDualMultiplier.latency
@@ -209,7 +224,7 @@ class RMACEngine(wiring.Component):
         macs = [[None] * N for _ in range(M)]
         for lane in range(M):
             for j in range(N):
-                mac = RMAC(in_width=self.X_BITS, acc_width=self.acc_width,
+                mac = RMAC(in_width=self.X_BITS, acc_width=self.psum_width,
                            multiplier=not self.packed)
                 m.submodules[f"rmac_{lane}_{j}"] = mac
                 macs[lane][j] = mac
