@@ -150,6 +150,8 @@ class MATEngine(wiring.Component):
         # last stage: accumulators
         with m.If(tv):
             for s in range(S):
-                m.d.sync += self.out[s].eq(Mux(f, trees[s].output, self.out[s] + trees[s].output))
+                # (first ? 0 : acc) + x: the zeroing folds into the adder's LUTs (one LUT per
+                # bit; a Mux after the adder costs a second one), the DSP48E2 Z-mux form
+                m.d.sync += self.out[s].eq(Mux(f, 0, self.out[s]) + trees[s].output)
         m.d.sync += self.out_valid.eq(tv & l)
         return m

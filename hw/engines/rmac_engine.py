@@ -257,8 +257,10 @@ class RMACEngine(wiring.Component):
         with m.If(v_d[N + P]):
             for lane in range(M):
                 bottom = macs[lane][N - 1].psum
+                # (first ? 0 : acc) + x: the zeroing folds into the adder's LUTs (one LUT per
+                # bit; a Mux after the adder costs a second one), the DSP48E2 Z-mux form
                 m.d.sync += self.lane_out[lane].eq(
-                    Mux(f_d[N + P], bottom, self.lane_out[lane] + bottom))
+                    Mux(f_d[N + P], 0, self.lane_out[lane]) + bottom)
         m.d.sync += self.lane_valid.eq(v_d[N + P] & l_d[N + P])
 
         # ---- self-accumulation outputs: the psum registers themselves ---------------------
