@@ -326,6 +326,30 @@ def test_rmac_engine_depthwise_extremes():
 
 
 @pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("k, stride", [(3, 2), (5, 1)])
+def test_rmac_engine_depthwise_with_bubbles(packed, k, stride):
+    """Idle cycles inside depthwise tiles (valid = 0, with random rows, weights and a load
+    strobe that must all be ignored): the pixel shift registers hold still."""
+    rng = np.random.default_rng(RNG_SEED + 20 + k)
+    M, N = 4, 3
+    x, w = rand_u8(rng, 4, 7, 9), rand_i8(rng, 4, k, k)
+    eng = RMACEngine(lanes=M, macs_per_lane=N, max_kernel=5, packed=packed)
+    sched = dw_schedule(x, w, stride=stride, pad=k // 2, lanes=M, macs_per_lane=N,
+                        row_len=eng.row_len, latency=eng.DW_LATENCY)
+    bubbly = []
+    for i, s in enumerate(sched.steps):
+        bubbly.append(s)
+        for _ in range(i % 3):
+            bubbly.append({**s, "valid": 0, "load": 1, "first": 1, "last": 1,
+                           "dw_row": rand_i8(rng, N, eng.row_len).tolist(),
+                           "dw_w": rand_i8(rng, N).tolist()})
+    sched.steps = bubbly
+    outs, _ = run_schedule(eng, sched, valid_port="pixel_valid", data_port="pixel_out",
+                           width=eng.acc_width, count=M * N, idle={"mode": 1})
+    np.testing.assert_array_equal(decode(sched, outs), ref_dw(x, w, stride, k // 2))
+
+
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("xv, wv", [(255, -128), (255, 127), (-128, -128)])
 def test_rmac_engine_largest_sums(packed, xv, wv):
     """The largest psums at the paper's N = M = 8, max_kernel = 5: a 5x5 window of uint8 255
@@ -479,12 +503,14 @@ def test_rmac_engine_all_products(packed):
     np.testing.assert_array_equal(decode(sched, outs), x * w)
 
 
-def test_rmac_engine_reconfigures_between_modes():
-    """DW tile(s), then a matmul in down-forward mode, then DW again, on one engine instance:
-    the psum registers left over from one mode never leak into the other."""
+@pytest.mark.parametrize("packed", [False, True])
+def test_rmac_engine_reconfigures_between_modes(packed):
+    """DW tile(s), then a matmul in down-forward mode, then DW again, on one engine instance
+    (each mode held until its last output, as documented): the psum registers and, packed,
+    the operand registers the two modes share never leak from one mode into the other."""
     rng = np.random.default_rng(RNG_SEED + 7)
     M, N = 4, 3
-    eng = RMACEngine(lanes=M, macs_per_lane=N)
+    eng = RMACEngine(lanes=M, macs_per_lane=N, packed=packed)
     x1, w1 = rand_i8(rng, 3, 4, 5), rand_i8(rng, 3, 3, 3)
     x2, w2 = rand_i8(rng, 2, 5, 4), rand_i8(rng, 2, 5, 5)
     a, b = rand_i8(rng, 3, 7), rand_i8(rng, 7, 5)
@@ -494,9 +520,10 @@ def test_rmac_engine_reconfigures_between_modes():
     zero = {"valid": 0, "first": 0, "last": 0, "load": 0, "df_x": [0] * N,
             "df_w": [[0] * N] * M, "dw_row": [[0] * eng.row_len] * N, "dw_w": [0] * N}
     full = lambda s: {**zero, **s}  # noqa: E731
-    steps = ([full(s) for s in dw1.steps] + [full(s) for s in mm.steps]
+    steps = ([full(s) for s in dw1.steps] + [full({"mode": 1})] * eng.DW_LATENCY
+             + [full(s) for s in mm.steps]
              + [full({"mode": 0})] * eng.DF_LATENCY + [full(s) for s in dw2.steps]
-             + [full({"mode": 1})] * 3)
+             + [full({"mode": 1})] * eng.DW_LATENCY)
     pix, lanes = [], []
 
     async def bench(ctx):
