@@ -49,9 +49,8 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from sim.numerics import PREADD_BITS
-
 from ..params import check_bool, check_int
+from .packed import PACKED_LATENCY, packed_products
 from .rmac import RMAC
 
 __all__ = ["RMACEngine"]
@@ -140,7 +139,7 @@ class RMACEngine(wiring.Component):
         self.psum_width = min(acc_width, max(need, 2 * self.X_BITS))   # RMAC: >= 2*in_width
         # packed: operand registers + product register (the DSP48E2's input and M registers,
         # the two stages of hw.units.PackedDualMultiplier); unpacked: combinational products
-        self.product_latency = 2 if packed else 0
+        self.product_latency = PACKED_LATENCY if packed else 0
         self.DF_LATENCY = N + 1 + self.product_latency
         self.DW_LATENCY = 1 + self.product_latency
         s8, s9 = signed(self.W_BITS), signed(self.X_BITS)
@@ -299,17 +298,12 @@ class RMACEngine(wiring.Component):
         return a_op, w_op
 
     def _packed_products(self, m, a_op, w_op, macs):
-        """One packed multiply per lane pair and position: ``a * ((w_hi << 17) + w_lo)``
-        registered (the DSP48E2's M register), split into the two exact products as
-        ``sim.numerics.packed_dual_multiply`` defines it (``hw.units.PackedDualMultiplier``'s
-        second stage; its first stage, the input registers, is ``_packed_operands``)."""
-        M, N, sh = self.lanes, self.macs_per_lane, self.PACK_SHIFT
+        """One packed multiply (``hw.engines.packed``, the DSP48E2's pre-adder, multiplier and
+        M register) per lane pair and position, on the operand registers."""
+        M, N = self.lanes, self.macs_per_lane
         for p in range(M // 2):
             for j in range(N):
                 lo, hi = 2 * p, 2 * p + 1
-                prod = Signal(signed(PREADD_BITS + self.X_BITS), name=f"pprod_{p}_{j}")
-                m.d.sync += prod.eq(a_op[lo][j] * ((w_op[hi][j] << sh) + w_op[lo][j]))
-                m.d.comb += [
-                    macs[lo][j].product.eq(prod[:sh].as_signed()),
-                    macs[hi][j].product.eq((prod >> sh) + prod[sh - 1]),
-                ]
+                p_hi, p_lo = packed_products(m, a_op[lo][j], w_op[hi][j], w_op[lo][j],
+                                             shift=self.PACK_SHIFT, name=f"pprod_{p}_{j}")
+                m.d.comb += [macs[lo][j].product.eq(p_lo), macs[hi][j].product.eq(p_hi)]
