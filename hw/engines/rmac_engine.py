@@ -200,7 +200,8 @@ class RMACEngine(wiring.Component):
                 row.append(w)
             w_sk.append(row)
 
-        # ---- operands of the R-MAC (m, j): (a[m][j], w[m][j]); with packed=True, registered --
+        # ---- operands of R-MAC (m, j): unpacked (activation, weight), combinational; packed
+        # (the shared operand, the pair member's own operand), registered ----------------------
         if self.packed:
             a_op, w_op = self._packed_operands(m, dw, x_sk, w_sk)
         else:
