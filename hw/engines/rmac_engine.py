@@ -13,7 +13,7 @@ The psum leaving the bottom of each lane goes into a per-lane accumulator, clear
 and read out after ``last``: ``lane_out[m]`` is the dot product of lane m's filter with the
 input vectors from the ``first`` cycle to the ``last`` cycle; ``lane_valid`` pulses for one cycle
 ``DF_LATENCY = N + 1 + P`` cycles after the ``last`` input cycle (``P`` = product latency: 0, or
-``PackedDualMultiplier.latency`` = 2 with ``packed=True``).
+2 with ``packed=True``).
 
 **Self-accumulation** (``mode == SELF_ACC``; depthwise KxK, stride 1 or 2). R-MAC position j
 works on channel j of a tile of N channels; lane m computes output pixel m of M consecutive
@@ -29,15 +29,18 @@ columns (0-based; the paper's 1-based "odd" columns) and applies the even kernel
 loads the odd ones and applies the odd kernel columns (Sec. V-A1: "first odd, then even").
 
 Activations (``df_x``, ``dw_row``) are 9 bits, weights 8 bits: every product is 9 x 8 bits.
-``packed=True`` computes the products of lanes 2p and 2p+1 at the same position in one
-``hw.units.PackedDualMultiplier`` (two products sharing one operand: the broadcast input in
-down-forward mode, the broadcast weight in self-accumulation mode, where the two other operands
-are 9-bit pixels); the multiplier is the ``mixed`` variant with 9-bit ports at shift 17 (both
-9 x 8 and 8 x 9 products fit its 17-bit fields, a packed 9-bit pair fits the 27-bit pre-adder).
-It needs an even M.
-The packed multiplier is pipelined (2 cycles, the DSP48E2's input and product registers), so the
-R-MACs' control (enable, clear) and the output pulses are delayed by those 2 cycles; the input
-schedule is the same.
+``packed=True`` computes the products of lanes 2p and 2p+1 at the same position in one packed
+multiply (one DSP48E2; two products sharing one operand: the broadcast input in down-forward
+mode, the broadcast weight in self-accumulation mode, where the two other operands are 9-bit
+pixels), ``sim.numerics.packed_dual_multiply`` at shift 17, the numerics of
+``hw.units.PackedDualMultiplier(a_bits=9, w_bits=9, shift=17, mixed=True)`` (both 9 x 8 and
+8 x 9 products fit its 17-bit fields, a packed 9-bit pair fits the 27-bit pre-adder). It needs
+an even M. The packed multiply is pipelined (2 cycles, the DSP48E2's input and product
+registers), so the R-MACs' control (enable, clear) and the output pulses are delayed by those 2
+cycles; the input schedule is the same. Its input registers are the engine's own: in
+self-accumulation mode they are the pixel shift registers themselves (the operands of the next
+step are the next pixels of this step's segment), so one register per pixel serves the shift,
+the mode multiplexer and the DSP input (docs/hw-engines.md, "Accumulation and the DSP48E2").
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..params import check_bool, check_int
+from .packed import PACKED_LATENCY, packed_products
 from .rmac import RMAC
 
 __all__ = ["RMACEngine"]
@@ -64,9 +68,12 @@ class RMACEngine(wiring.Component):
     max_kernel : int, 1..15, odd
         Largest depthwise kernel K supported (sets the shift-register length M + K - 1).
     acc_width : int, 16..64
-        Width of the psum registers and lane accumulators (32 = ``sim.numerics.ACC_BITS``).
+        Width of the lane accumulators and of the result ports (32 = ``sim.numerics.ACC_BITS``).
+        The R-MACs' psum registers are ``psum_width`` bits (attribute): ``PROD_BITS +
+        ceil_log2(max(N, max_kernel**2))``, capped at ``acc_width`` (22 at N = 8,
+        max_kernel = 5), enough for the longest sum a psum holds (see ``first`` below).
     packed : bool
-        Share one ``PackedDualMultiplier`` between lanes 2p and 2p+1 (needs an even M).
+        Two products per packed multiply (one DSP48E2) for lanes 2p and 2p+1 (needs an even M).
 
     Ports (all integers signed two's complement; "LSB" = one unit of the integer code)
     -----
@@ -76,7 +83,9 @@ class RMACEngine(wiring.Component):
     valid : In(1)
         This cycle carries one input step of the current mode.
     first : In(1)
-        With ``valid``: the first step of an accumulation (clears the accumulator/psum).
+        With ``valid``: the first step of an accumulation (clears the accumulator/psum). In
+        self-accumulation mode at most ``max_kernel**2`` steps may follow from ``first`` to
+        ``last`` (one KxK window; the psum registers are sized for that).
     last : In(1)
         With ``valid``: the last step of an accumulation (schedules the output).
     load : In(1)
@@ -103,6 +112,7 @@ class RMACEngine(wiring.Component):
     SELF_ACC = 1
     X_BITS = 9      #: activation operand: an int8 or uint8 byte, sign- or zero-extended
     W_BITS = 8      #: weights: int8
+    PROD_BITS = X_BITS + W_BITS     #: one product (17 bits)
     PACK_SHIFT = 17  #: packing shift of the shared multiplier (9 x 8 and 8 x 9 products)
 
     def __init__(self, *, lanes: int = 8, macs_per_lane: int = 8, max_kernel: int = 5,
@@ -118,11 +128,18 @@ class RMACEngine(wiring.Component):
             raise ValueError(f"packed=True needs an even number of lanes, got lanes={lanes}")
         M, N = lanes, macs_per_lane
         self.row_len = M + max_kernel - 1
-        if packed:
-            from hw.units import PackedDualMultiplier
-            self.product_latency = PackedDualMultiplier.latency
-        else:
-            self.product_latency = 0
+        # An R-MAC's psum never holds more than max(N, max_kernel**2) products: a down-forward
+        # psum at position j sums the j+1 products of one input vector (the lane accumulator
+        # sums the vectors), a self-accumulation psum the k*k <= max_kernel**2 taps of one
+        # window. Each product is a 17-bit signed value (|p| <= 2**15), so PROD_BITS +
+        # ceil_log2(count) bits hold every psum exactly (22 at N = 8, max_kernel = 5); the
+        # outputs are sign-extended to acc_width.
+        most = max(N, max_kernel * max_kernel)
+        need = self.PROD_BITS + (most - 1).bit_length()
+        self.psum_width = min(acc_width, max(need, 2 * self.X_BITS))   # RMAC: >= 2*in_width
+        # packed: operand registers + product register (the DSP48E2's input and M registers,
+        # the two stages of hw.units.PackedDualMultiplier); unpacked: combinational products
+        self.product_latency = PACKED_LATENCY if packed else 0
         self.DF_LATENCY = N + 1 + self.product_latency
         self.DW_LATENCY = 1 + self.product_latency
         s8, s9 = signed(self.W_BITS), signed(self.X_BITS)
@@ -183,17 +200,12 @@ class RMACEngine(wiring.Component):
                 row.append(w)
             w_sk.append(row)
 
-        # ---- self-accumulation: per-channel input shift registers --------------------------
-        opnd = []     # opnd[j][i]: pixel i of channel j used this cycle
-        for j in range(N):
-            sr = Signal(data.ArrayLayout(s9, self.row_len), name=f"dw_sr{j}")
-            cur = Signal(data.ArrayLayout(s9, self.row_len), name=f"dw_cur{j}")
-            m.d.comb += cur.eq(Mux(self.load, self.dw_row[j], sr))
-            with m.If(self.valid & dw):
-                for i in range(self.row_len - 1):
-                    m.d.sync += sr[i].eq(cur[i + 1])
-                m.d.sync += sr[self.row_len - 1].eq(0)
-            opnd.append(cur)
+        # ---- operands of R-MAC (m, j): unpacked (activation, weight), combinational; packed
+        # (the shared operand, the pair member's own operand), registered ----------------------
+        if self.packed:
+            a_op, w_op = self._packed_operands(m, dw, x_sk, w_sk)
+        else:
+            a_op, w_op = self._operands(m, dw, x_sk, w_sk)
 
         # self-accumulation control, delayed by the product latency P
         dw_valid, dw_first, dw_last = self.valid & dw, self.first, self.last
@@ -204,12 +216,10 @@ class RMACEngine(wiring.Component):
             dw_valid, dw_first, dw_last = nv, nf, nl
 
         # ---- the R-MAC array ----------------------------------------------------------------
-        a_op = [[Mux(dw, opnd[j][lane], x_sk[j]) for j in range(N)] for lane in range(M)]
-        w_op = [[Mux(dw, self.dw_w[j], w_sk[lane][j]) for j in range(N)] for lane in range(M)]
         macs = [[None] * N for _ in range(M)]
         for lane in range(M):
             for j in range(N):
-                mac = RMAC(in_width=self.X_BITS, acc_width=self.acc_width,
+                mac = RMAC(in_width=self.X_BITS, acc_width=self.psum_width,
                            multiplier=not self.packed)
                 m.submodules[f"rmac_{lane}_{j}"] = mac
                 macs[lane][j] = mac
@@ -222,28 +232,16 @@ class RMACEngine(wiring.Component):
                 if not self.packed:
                     m.d.comb += [mac.a.eq(a_op[lane][j]), mac.w.eq(w_op[lane][j])]
         if self.packed:
-            from hw.units import PackedDualMultiplier
-            for p in range(M // 2):
-                for j in range(N):
-                    lo, hi = 2 * p, 2 * p + 1
-                    mul = PackedDualMultiplier(a_bits=self.X_BITS, w_bits=self.X_BITS,
-                                               shift=self.PACK_SHIFT, mixed=True)
-                    m.submodules[f"pmul_{p}_{j}"] = mul
-                    # shared operand: the broadcast one (input in DF mode, weight in DW mode)
-                    m.d.comb += [
-                        mul.a.eq(Mux(dw, self.dw_w[j], x_sk[j])),
-                        mul.w_hi.eq(Mux(dw, opnd[j][hi], w_sk[hi][j])),
-                        mul.w_lo.eq(Mux(dw, opnd[j][lo], w_sk[lo][j])),
-                        macs[hi][j].product.eq(mul.p_hi),
-                        macs[lo][j].product.eq(mul.p_lo),
-                    ]
+            self._packed_products(m, a_op, w_op, macs)
 
         # ---- down-forward lane accumulators ------------------------------------------------
         with m.If(v_d[N + P]):
             for lane in range(M):
                 bottom = macs[lane][N - 1].psum
+                # (first ? 0 : acc) + x: the zeroing folds into the adder's LUTs (one LUT per
+                # bit; a Mux after the adder costs a second one), the DSP48E2 Z-mux form
                 m.d.sync += self.lane_out[lane].eq(
-                    Mux(f_d[N + P], bottom, self.lane_out[lane] + bottom))
+                    Mux(f_d[N + P], 0, self.lane_out[lane]) + bottom)
         m.d.sync += self.lane_valid.eq(v_d[N + P] & l_d[N + P])
 
         # ---- self-accumulation outputs: the psum registers themselves ---------------------
@@ -252,3 +250,61 @@ class RMACEngine(wiring.Component):
                 m.d.comb += self.pixel_out[j][lane].eq(macs[lane][j].psum)
         m.d.sync += self.pixel_valid.eq(dw_valid & dw_last)
         return m
+
+    def _operands(self, m, dw, x_sk, w_sk):
+        """Unpacked R-MACs: combinational operands. Self-accumulation: per-channel input shift
+        registers ``sr`` (loaded from ``dw_row`` with a bypass, shifted on every valid step)."""
+        M, N, s9 = self.lanes, self.macs_per_lane, signed(self.X_BITS)
+        opnd = []     # opnd[j][i]: pixel i of channel j used this cycle
+        for j in range(N):
+            sr = Signal(data.ArrayLayout(s9, self.row_len), name=f"dw_sr{j}")
+            cur = Signal(data.ArrayLayout(s9, self.row_len), name=f"dw_cur{j}")
+            m.d.comb += cur.eq(Mux(self.load, self.dw_row[j], sr))
+            with m.If(self.valid & dw):
+                for i in range(self.row_len - 1):
+                    m.d.sync += sr[i].eq(cur[i + 1])
+                m.d.sync += sr[self.row_len - 1].eq(0)
+            opnd.append(cur)
+        a_op = [[Mux(dw, opnd[j][lane], x_sk[j]) for j in range(N)] for lane in range(M)]
+        w_op = [[Mux(dw, self.dw_w[j], w_sk[lane][j]) for j in range(N)] for lane in range(M)]
+        return a_op, w_op
+
+    def _packed_operands(self, m, dw, x_sk, w_sk):
+        """Packed R-MACs: the multipliers' operand registers (the DSP48E2's input registers,
+        one cycle after the ports as in ``PackedDualMultiplier``).
+
+        ``shared[j]`` is the operand both R-MACs of a packed pair multiply by (``x_sk[j]`` in
+        down-forward mode, ``dw_w[j]`` in self-accumulation mode). ``q[j][i]`` holds, in
+        down-forward mode, lane i's skewed weight at position j (i < M), and in
+        self-accumulation mode pixel i of channel j's row segment. In self-accumulation mode
+        ``q[j]`` *is* the shift register: the operands one valid step later are pixels
+        ``i + 1`` of this step's (loaded or shifted) segment, ``q[j][i + 1]``, so the pixel
+        shift register, the mode multiplexer and the multipliers' input registers are one
+        register per pixel (a 3:1 multiplexer in front: ``load ? dw_row : q[i + 1]`` or the
+        skewed weight). It advances on every cycle in down-forward mode (a pipeline stage of
+        the skew) and on valid steps only in self-accumulation mode.
+        """
+        M, N, s9 = self.lanes, self.macs_per_lane, signed(self.X_BITS)
+        shared = [Signal(s9, name=f"opnd_shared{j}") for j in range(N)]
+        q = [Signal(data.ArrayLayout(s9, self.row_len), name=f"opnd_q{j}") for j in range(N)]
+        for j in range(N):
+            m.d.sync += shared[j].eq(Mux(dw, self.dw_w[j], x_sk[j]))
+            with m.If(~dw | self.valid):
+                for i in range(self.row_len):
+                    nxt = q[j][i + 1] if i + 1 < self.row_len else 0
+                    seg = Mux(self.load, self.dw_row[j][i], nxt)
+                    m.d.sync += q[j][i].eq(Mux(dw, seg, w_sk[i][j]) if i < M else seg)
+        a_op = [[shared[j] for j in range(N)] for _ in range(M)]
+        w_op = [[q[j][lane] for j in range(N)] for lane in range(M)]
+        return a_op, w_op
+
+    def _packed_products(self, m, a_op, w_op, macs):
+        """One packed multiply (``hw.engines.packed``, the DSP48E2's pre-adder, multiplier and
+        M register) per lane pair and position, on the operand registers."""
+        M, N = self.lanes, self.macs_per_lane
+        for p in range(M // 2):
+            for j in range(N):
+                lo, hi = 2 * p, 2 * p + 1
+                p_hi, p_lo = packed_products(m, a_op[lo][j], w_op[hi][j], w_op[lo][j],
+                                             shift=self.PACK_SHIFT, name=f"pprod_{p}_{j}")
+                m.d.comb += [macs[lo][j].product.eq(p_lo), macs[hi][j].product.eq(p_hi)]
