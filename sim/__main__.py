@@ -68,11 +68,12 @@ def cmd_perf(args):
     if (args.contexts > 1 or args.no_frame_hazards) and args.frames < 2:
         raise UserError("--contexts and --no-frame-hazards are streaming what-ifs: they need "
                         "--frames >= 2")
+    _check_stream(args)
     prog = _program(args)
     prog.meta["name"] = args.model if not args.program else Path(args.program).stem
     try:
         b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip,
-                     prefetch=args.prefetch)
+                     prefetch=args.prefetch, stream=args.stream)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     rep = simulate(b)
@@ -84,10 +85,16 @@ def cmd_perf(args):
                                  args.contexts > 1)) if on]
         if what:
             rep.streaming["what_if"] = ", ".join(what)
+        if args.stream:
+            from .stream import fence_counts
+            rep.streaming["frame_fences"] = fence_counts(b)
     if args.json:
         print(to_json(rep.to_dict() if args.layers else rep.summary()))
     else:
         print_perf(rep, layers=not args.no_layers)
+        if rep.streaming and "frame_fences" in rep.streaming:
+            print("frame fences (sim.stream.fence_counts): " + ", ".join(
+                f"{k} {v}" for k, v in rep.streaming["frame_fences"].items()))
     if args.plot:
         plot_layers(rep, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
@@ -132,8 +139,11 @@ def cmd_table7(args):
     cfg = _cfg(args.config)
     models = _models(args.models) if args.models else list(TABLE7_MODELS)
     _check_frames(args.frames)
+    _check_stream(args)
+    if args.contexts < 1:
+        raise UserError(f"--contexts must be >= 1, got {args.contexts}")
     rows = table7_rows(cfg, models, seed=args.seed, progress=not args.json, frames=args.frames,
-                       prefetch=args.prefetch)
+                       prefetch=args.prefetch, stream=args.stream, contexts=args.contexts)
     _emit_rows(args, rows, print_table7)
 
 
@@ -157,6 +167,12 @@ def _models(spec):
         except (ValueError, TypeError) as e:
             raise UserError(f"--models: {e}") from None
     return models
+
+
+def _check_stream(args):
+    if args.stream and args.prefetch:
+        raise UserError("--stream and --prefetch cannot be combined (the prefetch's weight "
+                        "arena spans the whole of buffer C)")
 
 
 def _check_frames(frames):
@@ -221,7 +237,7 @@ def cmd_compile(args):
         raise UserError(str(e)) from None
     try:
         b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip,
-                     prefetch=args.prefetch)
+                     prefetch=args.prefetch, stream=args.stream)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     try:
@@ -327,6 +343,10 @@ def main(argv=None):
     p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
                    help="cross-layer weight prefetch (sim.compile.prefetch; default off: "
                         "+1.1 %% FPS on B1-R224 for twice the compile time, docs/perf.md)")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
+                   help="compile for streaming: the first and the last layers' buffer regions "
+                        "disjoint (sim.compile.streaming; default off; gains only with "
+                        "--contexts 2, docs/perf.md)")
     p.add_argument("--frames", type=int, default=3,
                    help="streaming mode: replay the Binary this many frames back to back and "
                         "report the steady-state FPS (default 3; 1: latency mode only)")
@@ -360,6 +380,12 @@ def main(argv=None):
     p.add_argument("--json", action="store_true")
     p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
                    help="cross-layer weight prefetch (sim.compile.prefetch)")
+    p.add_argument("--contexts", type=int, default=1,
+                   help="what-if for the streaming column: queue contexts per unit (as perf)")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
+                   help="compile for streaming: the first and the last layers' buffer regions "
+                        "disjoint (sim.compile.streaming; default off; gains only with "
+                        "--contexts 2, docs/perf.md)")
     p.add_argument("-o", "--out", help="also write JSON here")
     p.set_defaults(fn=cmd_table7)
 
@@ -405,6 +431,10 @@ def main(argv=None):
                    help="the attention context modules through DRAM (before sim.compile.attctx)")
     p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
                    help="cross-layer weight prefetch (sim.compile.prefetch)")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
+                   help="compile for streaming: the first and the last layers' buffer regions "
+                        "disjoint (sim.compile.streaming; default off; gains only with "
+                        "--contexts 2, docs/perf.md)")
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("access", help="buffer access of the core units (strides, rates, sharing)")

@@ -42,7 +42,7 @@ import numpy as np
 from .funcsim import _Machine, build_queues, host_ln
 from .isa import BUF_NAMES, BUFS
 
-__all__ = ["footprints", "frame_hazards", "BUF_BLOCK", "DRAM_BLOCK"]
+__all__ = ["footprints", "frame_hazards", "fence_counts", "BUF_BLOCK", "DRAM_BLOCK"]
 
 BUF_BLOCK = 16      #: bytes per hazard block in the on-chip buffers
 DRAM_BLOCK = 64     #: bytes per hazard block in DRAM
@@ -183,4 +183,32 @@ def frame_hazards(binary, fp: dict | None = None) -> dict:
             if need:
                 dk[pc] = [(keys[r], v) for r, v in need.items()]
         out[k] = dk
+    return out
+
+
+def fence_counts(binary, hz: dict | None = None, phases: dict | None = None) -> dict:
+    """How many frame fences ``binary`` needs (``hz``: :func:`frame_hazards`, computed when
+    None): ``fences``, the instructions of frame k+1 that wait for frame k; ``backward``, those
+    that wait for an instruction of a *later* layer than their own (only these can hold frame
+    k+1 back while frame k finishes; the others wait for work frame k did before it); and, with
+    layer phases (``phases``: layer index -> ``"front"`` / ``"middle"`` / ``"tail"``, by default
+    the ``phase`` of ``binary.layers``, set by ``compile(..., stream=True)``), ``front_tail``:
+    fences of a front instruction against a tail one, and ``front_middle``."""
+    hz = frame_hazards(binary) if hz is None else hz
+    if phases is None:
+        phases = {i: l["phase"] for i, l in enumerate(binary.layers) if "phase" in l}
+    q = build_queues(binary)
+    out = {"fences": 0, "backward": 0}
+    if phases:
+        out.update(front_tail=0, front_middle=0)
+    for k, d in hz.items():
+        for pc, lst in d.items():
+            li = q[k][pc][1]
+            others = [q[ok][opc][1] for ok, opc in lst]
+            out["fences"] += 1
+            out["backward"] += any(o > li for o in others)
+            if phases and phases.get(li) == "front":
+                ph = {phases.get(o) for o in others}
+                out["front_tail"] += "tail" in ph
+                out["front_middle"] += "middle" in ph
     return out

@@ -93,6 +93,8 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
         info = dict(name=n.name, kind=n.kind, op=n.op, tiles=0)
         ctx.layers.append(info)
         info["on_chip"] = n.output in ctx.onchip
+        if stream is not None:
+            info["phase"] = phase
         if n.name in fused_into:
             info["fused_into"] = fused_into[n.name]
             continue
@@ -135,7 +137,12 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     if stream and prefetch:
         raise ValueError("stream=True is not combined with prefetch=True (the weight arena "
                          "spans the whole of buffer C)")
-    ctx = _emitted(prog, cfg, fuse, attn_onchip, False, stream)
+    cycles = None
+    if stream:      # the phases are cut by the cycles of each layer without them
+        from ..perf import simulate
+        cycles = [lp.cycles for lp in simulate(
+            assemble(_emitted(prog, cfg, fuse, attn_onchip, False))).layers]
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, False, cycles)
     if not prefetch:
         return assemble(ctx)
     # the weight groups' sizes (they do not depend on where C holds them) let the arena place
@@ -148,7 +155,8 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     return binary
 
 
-def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=False) -> Context:
+def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None) -> Context:
+    """One emission (``stream``: None, or the cycles of every node for :func:`plan_stream`)."""
     ctx = new_context(prog, cfg, prefetch=prefetch)
     chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size) if fuse else {}
     att = plan_context_modules(ctx.prog, cfg, ctx.layout.alias, chains) \
@@ -161,18 +169,18 @@ def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=False) -> Context:
         ctx.res.keep.update(att.keep)
         ctx.res.readers.update(att.readers)
         ctx.attn_hpt.update(att.heads_per_group)
-    plan = _stream_plan(ctx, chains, att) if stream else None
+    plan = _stream_plan(ctx, chains, att, stream) if stream is not None else None
     emit_program(ctx, chains, plan)
     return ctx
 
 
-def _stream_plan(ctx: Context, chains: dict, att) -> StreamPlan:
+def _stream_plan(ctx: Context, chains: dict, att, cycles) -> StreamPlan:
     """The phases of :mod:`.streaming`; a fused chain of the front or the tail whose weights do
     not fit that phase's C slot is dropped (``chains`` is updated), and the resident tensors
     chosen again without it, until the plan is stable."""
     prog, cfg = ctx.prog, ctx.cfg
     while True:
-        plan = plan_stream(prog, cfg, chains, ctx.res.keep)
+        plan = plan_stream(prog, cfg, chains, ctx.res.keep, cycles)
         pos = {n.name: i for i, n in enumerate(prog.nodes)}
         drop = []
         for first, ch in chains.items():

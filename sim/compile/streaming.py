@@ -20,12 +20,16 @@ frame k enters its tail, which is where the overlap is wanted.
 
 Where the boundaries go (:func:`plan_stream`): the tail starts after the last node whose output
 is a feature map (H * W > 1): EfficientViT's pool, linears and LayerNorm, the weight-bound
-part. The front is the shortest prefix whose per-layer bound (:func:`sim.bounds.bounds`, the
-larger of compute and compulsory traffic) covers the tail's, so that frame k+1 has about as
-much work to overlap as frame k's tail lasts. A boundary never splits what the emitters keep
+part. The front is the shortest prefix whose cycles cover the tail's, so that frame k+1 has about as
+much work to overlap as frame k's tail lasts (the pipeline measures them: ``sim.perf`` on the
+Binary compiled without this pass, each layer's attributed cycles; a longer front only
+squeezes more layers into its smaller regions). A boundary never splits what the emitters keep
 on chip across layers: a fused chain, a tensor kept in a B slot until its last reader
-(:mod:`sim.compile.fusion`, :mod:`sim.compile.attctx`); the front's end moves later and the
-tail's start earlier until it does not.
+(:mod:`sim.compile.fusion`, :mod:`sim.compile.attctx`), the front holds no fused chain whose
+weights exceed its C slot (it ends before; the pipeline drops such a chain of the tail), and the tail never reads a tensor the
+front writes (that would be a fence in reach: frame k+1's front overwriting what frame k's tail
+still reads); the tail's start moves earlier, the front's end later (or, where nothing later
+is left before the tail, earlier) until both hold.
 
 At a phase change (:meth:`sim.compile.schedule.Scheduler.use_regions`) the deferred tile is
 flushed and every slot of the new phase waits for every user of every slot of the old one
@@ -38,6 +42,7 @@ from dataclasses import dataclass
 
 from ..intprogram import IntProgram
 from .common import CompileError, shape3
+from .fusion import chain_weight_bytes
 
 __all__ = ["StreamPlan", "plan_stream", "FRONT", "TAIL", "BUFFERS"]
 
@@ -89,32 +94,54 @@ def _spans(prog: IntProgram, chains: dict, keep: dict) -> list:
     return out
 
 
-def plan_stream(prog: IntProgram, cfg, chains: dict, keep: dict) -> StreamPlan:
+def plan_stream(prog: IntProgram, cfg, chains: dict, keep: dict,
+                cycles: list | None = None) -> StreamPlan:
     """The phases of ``prog`` (module doc) for ``cfg``, given the fusion plan (``chains``:
-    first node -> chain; ``keep``: tensors kept in B slots, including the context modules')."""
-    from ..bounds import bounds
+    first node -> chain; ``keep``: tensors kept in B slots, including the context modules')
+    and the cycles of every node (``cycles``: the pipeline gives those ``sim.perf`` attributes
+    to each layer of the Binary compiled without the pass; by default the per-layer bound of
+    :func:`sim.bounds.bounds`, which underestimates the compute-bound front)."""
     nodes = prog.nodes
     n = len(nodes)
     fmap = [i for i, nd in enumerate(nodes)
             if nd.op != "concat" and shape3(prog.tensors[nd.output].shape)[1:] != (1, 1)]
     tail = (fmap[-1] + 1) if fmap else n
-    cyc = [lb.cycles for lb in bounds(prog, cfg).layers]
+    if cycles is None:
+        from ..bounds import bounds
+        cycles = [lb.cycles for lb in bounds(prog, cfg).layers]
+    cyc = list(cycles)
     need, front, acc = sum(cyc[tail:]), 0, 0.0
     while front < tail and acc < need:
         acc += cyc[front]
         front += 1
     spans = _spans(prog, chains, keep)
+    prod = {nd.output: i for i, nd in enumerate(nodes)}
 
     def split(b):
         return any(a < b <= e for a, e in spans)
-    while front < n and split(front):
-        front += 1
     while tail > 0 and split(tail):
         tail -= 1
-    if front > tail:
-        raise CompileError(f"stream: the front ({front} nodes) and the tail (from node {tail})"
-                           " overlap; the program is too short to stream")
+    tail_reads = {t for nd in nodes[tail:] for t in list(nd.inputs) + (
+        [nd.epilogue.residual] if nd.epilogue is not None and nd.epilogue.residual else [])}
+
     sizes = {"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes, "OUT": cfg.buf_out_bytes}
     regions = {"front": {b: _region(FRONT[b], sizes[b]) for b in BUFFERS},
                "tail": {b: _region(TAIL[b], sizes[b]) for b in BUFFERS}}
+    lo, hi = regions["front"]["C"]
+    c_slot = (hi - lo) // 2 // 64 * 64
+    pos = {nd.name: i for i, nd in enumerate(nodes)}
+    # a fused chain whose weights do not fit the front's C slot stays out of the front (fused
+    # in the middle rather than unfused in the front)
+    big = min([pos[f] for f, ch in chains.items() if chain_weight_bytes(ch) > c_slot],
+              default=n)
+
+    def ok(f):          # the tail must not read what the front writes (a fence within reach)
+        return 0 < f < tail and f <= big and not split(f) and not any(
+            prod.get(t, n) < f for t in tail_reads)
+    cands = [f for f in range(max(front, 1), tail) if ok(f)] or \
+        [f for f in range(min(front, tail - 1), 0, -1) if ok(f)]
+    if not cands:
+        raise CompileError("stream: no front/tail split of this program (the tail reads what "
+                           "every possible front writes, or the program is too short)")
+    front = cands[0]
     return StreamPlan(front, tail, regions)
