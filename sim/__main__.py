@@ -69,6 +69,8 @@ def cmd_perf(args):
         raise UserError("--contexts and --no-frame-hazards are streaming what-ifs: they need "
                         "--frames >= 2")
     _check_stream(args)
+    if args.ld_priority != "oldest" and args.contexts < 2:
+        raise UserError("--ld-priority chooses between queue contexts: it needs --contexts >= 2")
     prog = _program(args)
     prog.meta["name"] = args.model if not args.program else Path(args.program).stem
     try:
@@ -79,10 +81,13 @@ def cmd_perf(args):
     rep = simulate(b)
     if args.frames > 1:
         rep.streaming = stream(b, frames=args.frames, contexts=args.contexts,
-                               hazards={} if args.no_frame_hazards else None)
+                               hazards={} if args.no_frame_hazards else None,
+                               ld_priority=args.ld_priority)
         what = [w for w, on in (("no cross-frame buffer hazards", args.no_frame_hazards),
                                 (f"{args.contexts} queue contexts per unit",
-                                 args.contexts > 1)) if on]
+                                 args.contexts > 1),
+                                ("LD issues the youngest frame first",
+                                 args.ld_priority == "youngest")) if on]
         if what:
             rep.streaming["what_if"] = ", ".join(what)
         if args.stream:
@@ -353,6 +358,10 @@ def main(argv=None):
     p.add_argument("--contexts", type=int, default=1,
                    help="what-if for streaming: each unit holds this many frames' queues and "
                         "issues from any ready one (a dispatcher the hardware does not have)")
+    p.add_argument("--ld-priority", choices=("oldest", "youngest"), default="oldest",
+                   help="what-if with --contexts: which frame's ready LOAD the LD unit issues "
+                        "first (default oldest; youngest: the next frame's first loads ahead "
+                        "of the current frame's weight stream, docs/perf.md)")
     p.add_argument("--no-frame-hazards", action="store_true",
                    help="what-if for streaming: drop the cross-frame buffer hazards (not "
                         "executable by this Binary: an upper estimate for a compiler that keeps "

@@ -217,3 +217,25 @@ def test_zoo_models_with_stream_run_like_golden(model):
     for order in ("ld_first", "ld_last"):
         got = run(b, x, order=order)
         assert all(np.array_equal(got[k], ref[k]) for k in prog.outputs), order
+
+
+def test_ld_priority_youngest_issues_the_next_frames_loads_first():
+    """sim.perf's 2-context what-if with ``ld_priority="youngest"``: each context still issues
+    its own queue in order, the interleaving of the frames at the LD unit differs from the
+    oldest-first one; without contexts it changes nothing."""
+    from sim.perf import simulate
+    prog, _ = _prog("tiny")
+    b = compile_(prog, PAPER, stream=True)
+    ld = {}
+    for pr in ("oldest", "youngest"):
+        tr = []
+        simulate(b, frames=3, contexts=2, ld_priority=pr, trace=tr)
+        ld[pr] = [e for e in tr if e[:2] == ("global", "LD")]
+    assert [e[6] for e in ld["youngest"]] != [e[6] for e in ld["oldest"]]
+    q = [i.op for i, _ in build_queues(b)[("global", "LD")]]
+    for f in range(3):
+        assert [e[2] for e in ld["youngest"] if e[6] == f] == q
+    assert simulate(b, frames=2, ld_priority="youngest").frame_done == \
+        simulate(b, frames=2).frame_done
+    with pytest.raises(ValueError, match="ld_priority"):
+        simulate(b, frames=2, contexts=2, ld_priority="newest")
