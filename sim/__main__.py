@@ -80,8 +80,9 @@ def cmd_perf(args):
         raise UserError(f"cannot compile: {e}") from None
     rep = simulate(b)
     if args.frames > 1:
-        rep.streaming = stream(b, frames=args.frames, contexts=args.contexts,
-                               hazards={} if args.no_frame_hazards else None,
+        from .stream import fence_counts, frame_hazards
+        hz = {} if args.no_frame_hazards else frame_hazards(b)
+        rep.streaming = stream(b, frames=args.frames, contexts=args.contexts, hazards=hz,
                                ld_priority=args.ld_priority)
         what = [w for w, on in (("no cross-frame buffer hazards", args.no_frame_hazards),
                                 (f"{args.contexts} queue contexts per unit",
@@ -90,9 +91,8 @@ def cmd_perf(args):
                                  args.ld_priority == "youngest")) if on]
         if what:
             rep.streaming["what_if"] = ", ".join(what)
-        if args.stream:
-            from .stream import fence_counts
-            rep.streaming["frame_fences"] = fence_counts(b)
+        if not args.no_frame_hazards and (args.stream or args.contexts > 1):
+            rep.streaming["frame_fences"] = fence_counts(b, hz)
     if args.json:
         print(to_json(rep.to_dict() if args.layers else rep.summary()))
     else:
