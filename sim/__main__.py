@@ -69,6 +69,9 @@ def cmd_perf(args):
         raise UserError("--contexts and --no-frame-hazards are streaming what-ifs: they need "
                         "--frames >= 2")
     _check_stream(args)
+    if args.phase_fences and (args.no_frame_hazards or not args.stream or args.frames < 2):
+        raise UserError("--phase-fences needs --stream and --frames >= 2 (and not "
+                        "--no-frame-hazards)")
     if args.ld_priority != "oldest" and args.contexts < 2:
         raise UserError("--ld-priority chooses between queue contexts: it needs --contexts >= 2")
     prog = _program(args)
@@ -80,19 +83,27 @@ def cmd_perf(args):
         raise UserError(f"cannot compile: {e}") from None
     rep = simulate(b)
     if args.frames > 1:
-        from .stream import fence_counts, frame_hazards
+        from .stream import fence_counts, frame_hazards, phase_fences
         hz = {} if args.no_frame_hazards else frame_hazards(b)
-        rep.streaming = stream(b, frames=args.frames, contexts=args.contexts, hazards=hz,
+        if args.phase_fences:
+            pf = phase_fences(b)
+        rep.streaming = stream(b, frames=args.frames, contexts=args.contexts,
+                               hazards=pf if args.phase_fences else hz,
                                ld_priority=args.ld_priority)
         what = [w for w, on in (("no cross-frame buffer hazards", args.no_frame_hazards),
                                 (f"{args.contexts} queue contexts per unit",
                                  args.contexts > 1),
                                 ("LD issues the youngest frame first",
-                                 args.ld_priority == "youngest")) if on]
+                                 args.ld_priority == "youngest"),
+                                ("two phase fences per queue instead of the exact ones",
+                                 args.phase_fences)) if on]
         if what:
             rep.streaming["what_if"] = ", ".join(what)
         if not args.no_frame_hazards and (args.stream or args.contexts > 1):
             rep.streaming["frame_fences"] = fence_counts(b, hz)
+            if args.phase_fences:
+                rep.streaming["frame_fences"]["phase_fences"] = sum(
+                    len(d) for d in pf.values())
     if args.json:
         print(to_json(rep.to_dict() if args.layers else rep.summary()))
     else:
@@ -362,6 +373,9 @@ def main(argv=None):
                    help="what-if with --contexts: which frame's ready LOAD the LD unit issues "
                         "first (default oldest; youngest: the next frame's first loads ahead "
                         "of the current frame's weight stream, docs/perf.md)")
+    p.add_argument("--phase-fences", action="store_true",
+                   help="with --stream: replay with two coarse frame fences per queue "
+                        "(sim.stream.phase_fences) instead of the exact ones")
     p.add_argument("--no-frame-hazards", action="store_true",
                    help="what-if for streaming: drop the cross-frame buffer hazards (not "
                         "executable by this Binary: an upper estimate for a compiler that keeps "

@@ -42,7 +42,8 @@ import numpy as np
 from .funcsim import _Machine, build_queues, host_ln
 from .isa import BUF_NAMES, BUFS
 
-__all__ = ["footprints", "frame_hazards", "fence_counts", "BUF_BLOCK", "DRAM_BLOCK"]
+__all__ = ["footprints", "frame_hazards", "fence_counts", "phase_fences", "BUF_BLOCK",
+           "DRAM_BLOCK"]
 
 BUF_BLOCK = 16      #: bytes per hazard block in the on-chip buffers
 DRAM_BLOCK = 64     #: bytes per hazard block in DRAM
@@ -211,4 +212,40 @@ def fence_counts(binary, hz: dict | None = None, phases: dict | None = None) -> 
                 ph = {phases.get(o) for o in others}
                 out["front_tail"] += "tail" in ph
                 out["front_middle"] += "middle" in ph
+    return out
+
+
+def phase_fences(binary) -> dict:
+    """Coarse frame fences for a Binary compiled with ``stream=True`` (its layers carry a
+    ``phase``), in the format of :func:`frame_hazards`: in every queue, the first instruction
+    of frame k+1's front waits for the last instruction of each queue's front and middle in
+    frame k, and the first instruction of its middle (or of its tail, when the queue has no
+    middle) for the last instruction of each queue of frame k. Two WAITs per queue and frame,
+    on a semaphore of the previous frame's bank, in place of the exact per-instruction fences:
+    they imply every one of them, since the front's regions are disjoint from the tail's
+    (``tests/test_stream_regions.py`` checks that they cover :func:`frame_hazards`)."""
+    phases = {i: l["phase"] for i, l in enumerate(binary.layers) if "phase" in l}
+    if not phases:
+        raise ValueError("phase_fences: the Binary was not compiled with stream=True")
+    q = build_queues(binary)
+
+    def ph(tag):
+        return phases.get(tag, "middle")      # untagged (HALT): ordered like the middle
+    last_fm, last = {}, {}
+    for k, ins in q.items():
+        fm = [pc for pc, (_, tag) in enumerate(ins) if ph(tag) != "tail"]
+        if fm:
+            last_fm[k] = fm[-1]
+        if ins:
+            last[k] = len(ins) - 1
+    out = {}
+    for k, ins in q.items():
+        d = {}
+        tags = [ph(tag) for _, tag in ins]
+        if "front" in tags:
+            d[tags.index("front")] = sorted(last_fm.items())
+        rest = [pc for pc, t in enumerate(tags) if t != "front"]
+        if rest:
+            d[rest[0]] = sorted(last.items())
+        out[k] = d
     return out

@@ -239,3 +239,29 @@ def test_ld_priority_youngest_issues_the_next_frames_loads_first():
         simulate(b, frames=2).frame_done
     with pytest.raises(ValueError, match="ld_priority"):
         simulate(b, frames=2, contexts=2, ld_priority="newest")
+
+
+@pytest.mark.parametrize("run_id", sorted(RUNS))
+def test_phase_fences_cover_every_exact_fence(run_id):
+    """The two coarse fences per queue (sim.stream.phase_fences) imply every exact frame fence
+    of sim.stream.frame_hazards: for each exact (writer, earlier-frame instruction) pair, the
+    writer's queue has a coarse fence at or before it whose targets include, in the other
+    queue, an instruction at or after the exact one."""
+    from sim.stream import phase_fences
+    name, cfg = RUNS[run_id]
+    prog, _ = _prog(name)
+    b = compile_(prog, cfg, stream=True)
+    coarse = phase_fences(b)
+    assert sum(len(d) for d in coarse.values()) <= 2 * len(coarse)
+    n = 0
+    for k, d in frame_hazards(b).items():
+        fences = sorted(coarse[k].items())
+        for pc, lst in d.items():
+            before = [dict(t) for p, t in fences if p <= pc]
+            assert before, (k, pc)
+            for other, opc in lst:
+                assert any(t.get(other, -1) >= opc for t in before), (k, pc, other, opc)
+                n += 1
+    assert n > 0
+    with pytest.raises(ValueError, match="stream=True"):
+        phase_fences(compile_(prog, cfg))
