@@ -197,7 +197,7 @@ def fence_counts(binary, hz: dict | None = None, phases: dict | None = None) -> 
     fences of a front instruction against a tail one, and ``front_middle``."""
     hz = frame_hazards(binary) if hz is None else hz
     if phases is None:
-        phases = {i: l["phase"] for i, l in enumerate(binary.layers) if "phase" in l}
+        phases = {i: ly["phase"] for i, ly in enumerate(binary.layers) if "phase" in ly}
     q = build_queues(binary)
     out = {"fences": 0, "backward": 0}
     if phases:
@@ -224,7 +224,7 @@ def phase_fences(binary) -> dict:
     on a semaphore of the previous frame's bank, in place of the exact per-instruction fences:
     they imply every one of them, since the front's regions are disjoint from the tail's
     (``tests/test_stream_regions.py`` checks that they cover :func:`frame_hazards`)."""
-    phases = {i: l["phase"] for i, l in enumerate(binary.layers) if "phase" in l}
+    phases = {i: ly["phase"] for i, ly in enumerate(binary.layers) if "phase" in ly}
     if not phases:
         raise ValueError("phase_fences: the Binary was not compiled with stream=True")
     q = build_queues(binary)

@@ -65,8 +65,8 @@ RUNS = {"head_net-small": ("head_net", SMALL), "head_net-paper": ("head_net", PA
 def _phase_of(b_stream, b):
     """Layer index of ``b`` -> the phase ``b_stream`` (compiled with stream=True) gave the node
     of the same name."""
-    by_name = {l["name"]: l["phase"] for l in b_stream.layers}
-    return {i: by_name[l["name"]] for i, l in enumerate(b.layers)}
+    by_name = {ly["name"]: ly["phase"] for ly in b_stream.layers}
+    return {i: by_name[ly["name"]] for i, ly in enumerate(b.layers)}
 
 
 def _cross_conflicts(b, phase):
@@ -102,7 +102,7 @@ def test_front_and_tail_regions_are_disjoint(run_id):
     name, cfg = RUNS[run_id]
     prog, _ = _prog(name)
     b = compile_(prog, cfg, stream=True)
-    phase = {i: l["phase"] for i, l in enumerate(b.layers)}
+    phase = {i: ly["phase"] for i, ly in enumerate(b.layers)}
     assert {"front", "tail"} <= set(phase.values()), phase
     assert _cross_conflicts(b, phase) == []
     # ... and so no frame fence of a front instruction waits for a tail one
@@ -132,13 +132,13 @@ def test_phases_respect_chains_and_resident_tensors():
     for name, cfg in RUNS.values():
         prog, _ = _prog(name)
         b = compile_(prog, cfg, stream=True)
-        ph = [l["phase"] for l in b.layers]
-        pos = {l["name"]: i for i, l in enumerate(b.layers)}
+        ph = [ly["phase"] for ly in b.layers]
+        pos = {ly["name"]: i for i, ly in enumerate(b.layers)}
         assert ph[0] == "front" and ph[-1] == "tail"
         assert ph == sorted(ph, key=["front", "middle", "tail"].index)     # in this order
-        for i, l in enumerate(b.layers):
-            if "fused_into" in l:
-                assert ph[i] == ph[pos[l["fused_into"]]], l
+        for i, ly in enumerate(b.layers):
+            if "fused_into" in ly:
+                assert ph[i] == ph[pos[ly["fused_into"]]], ly
         readers = {}
         for i, n in enumerate(prog.nodes):
             res = [n.epilogue.residual] if n.epilogue is not None and n.epilogue.residual \
@@ -167,7 +167,7 @@ def test_option_off_never_enters_the_pass(monkeypatch):
     off = compile_(prog, PAPER, stream=False)
     dflt = compile_(prog, PAPER)
     assert off.streams == dflt.streams and np.array_equal(off.dram, dflt.dram)
-    assert not any("phase" in l for l in off.layers)
+    assert not any("phase" in ly for ly in off.layers)
     assert off.streams != on.streams
 
 
@@ -212,7 +212,7 @@ def test_zoo_models_with_stream_run_like_golden(model):
     prog = zoo.build(model, seed=0)
     x = golden.quantize_input(zoo.random_image(224, seed=2), prog.tensors[prog.inputs[0]])
     b = compile_(prog, PAPER, stream=True)
-    assert _cross_conflicts(b, {i: l["phase"] for i, l in enumerate(b.layers)}) == []
+    assert _cross_conflicts(b, {i: ly["phase"] for i, ly in enumerate(b.layers)}) == []
     ref = golden.run(prog, x)
     for order in ("ld_first", "ld_last"):
         got = run(b, x, order=order)

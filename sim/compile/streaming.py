@@ -77,15 +77,32 @@ def _region(frac, size, align=64):
     return lo, hi
 
 
+def _reads(n) -> list:
+    """The tensors node ``n`` reads: its inputs and its epilogue's residual."""
+    res = [n.epilogue.residual] if n.epilogue is not None and n.epilogue.residual else []
+    return list(n.inputs) + res
+
+
+def _producers(prog: IntProgram) -> dict:
+    """tensor -> index of the first node writing it; a concat output is written by the
+    producers of its inputs (they write slices of it in place, :mod:`sim.compile.layout`)."""
+    prod = {}
+    for i, n in enumerate(prog.nodes):
+        if n.op == "concat":
+            prod[n.output] = min([prod.get(t, i) for t in n.inputs], default=i)
+        else:
+            prod[n.output] = i
+    return prod
+
+
 def _spans(prog: IntProgram, chains: dict, keep: dict) -> list:
     """``[(first, last)]`` node index ranges a boundary must not split: fused chains and
     tensors kept on chip (from their producer to their last reader)."""
     pos = {n.name: i for i, n in enumerate(prog.nodes)}
-    prod = {n.output: i for i, n in enumerate(prog.nodes)}
+    prod = _producers(prog)
     readers = {}
     for i, n in enumerate(prog.nodes):
-        res = [n.epilogue.residual] if n.epilogue is not None and n.epilogue.residual else []
-        for t in list(n.inputs) + res:
+        for t in _reads(n):
             readers.setdefault(t, []).append(i)
     out = [(pos[first], max(pos[m.name] for m in ch)) for first, ch in chains.items()]
     for t in keep:
@@ -115,14 +132,13 @@ def plan_stream(prog: IntProgram, cfg, chains: dict, keep: dict,
         acc += cyc[front]
         front += 1
     spans = _spans(prog, chains, keep)
-    prod = {nd.output: i for i, nd in enumerate(nodes)}
+    prod = _producers(prog)
 
     def split(b):
         return any(a < b <= e for a, e in spans)
     while tail > 0 and split(tail):
         tail -= 1
-    tail_reads = {t for nd in nodes[tail:] for t in list(nd.inputs) + (
-        [nd.epilogue.residual] if nd.epilogue is not None and nd.epilogue.residual else [])}
+    tail_reads = {t for nd in nodes[tail:] for t in _reads(nd)}
 
     sizes = {"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes, "OUT": cfg.buf_out_bytes}
     regions = {"front": {b: _region(FRONT[b], sizes[b]) for b in BUFFERS},
@@ -141,7 +157,8 @@ def plan_stream(prog: IntProgram, cfg, chains: dict, keep: dict,
     cands = [f for f in range(max(front, 1), tail) if ok(f)] or \
         [f for f in range(min(front, tail - 1), 0, -1) if ok(f)]
     if not cands:
-        raise CompileError("stream: no front/tail split of this program (the tail reads what "
-                           "every possible front writes, or the program is too short)")
+        raise CompileError("stream: no front/tail split of this program: every cut splits a "
+                           "fused chain or a kept tensor, holds a chain too big for the front's"
+                           " C slot, or lets the tail read what the front writes")
     front = cands[0]
     return StreamPlan(front, tail, regions)
