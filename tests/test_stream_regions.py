@@ -192,6 +192,19 @@ def test_a_program_without_a_middle_is_a_compile_error():
     compile_(b.prog(), SMALL)          # (it compiles without the option)
 
 
+def test_cli_compile_and_table7_take_stream(tmp_path):
+    from sim.__main__ import main
+    from sim.compile import Binary
+    prog, _ = _prog("tiny")
+    src, out = tmp_path / "tiny.npz", tmp_path / "tiny.bin.npz"
+    prog.save(src)
+    assert main(["compile", str(src), "--config", "paper", "--stream", "-o", str(out)]) in (0, None)
+    b = Binary.load(out)
+    assert {ly["phase"] for ly in b.layers} == {"front", "middle", "tail"}
+    assert main(["table7", "--models", "b0-r64", "--frames", "2", "--stream", "--contexts",
+                 "2", "--json"]) in (0, None)
+
+
 def test_cli_stream_flag():
     r = subprocess.run([sys.executable, "-m", "sim", "perf", "--model", "b0-r64", "--config",
                         "paper", "--frames", "2", "--contexts", "2", "--stream", "--no-layers"],
