@@ -49,10 +49,10 @@ __all__ = ["StreamPlan", "plan_stream", "FRONT", "TAIL", "BUFFERS"]
 BUFFERS = ("B", "C", "OUT")
 #: the front's region of each global buffer, as (start, end) fractions of its size: B and OUT
 #: hold the front's large row tiles, C only the stem's and first stages' small weights
-FRONT = {"B": (0.0, 0.75), "C": (0.0, 0.25), "OUT": (0.0, 0.75)}
+FRONT = {"B": (0.0, 0.875), "C": (0.0, 0.25), "OUT": (0.0, 0.875)}
 #: the tail's region: the head's linears stream their weights through C; their inputs and
 #: outputs (vectors) need little of B and OUT
-TAIL = {"B": (0.75, 1.0), "C": (0.25, 1.0), "OUT": (0.75, 1.0)}
+TAIL = {"B": (0.875, 1.0), "C": (0.25, 1.0), "OUT": (0.875, 1.0)}
 
 
 @dataclass(frozen=True)
