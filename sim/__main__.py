@@ -68,26 +68,49 @@ def cmd_perf(args):
     if (args.contexts > 1 or args.no_frame_hazards) and args.frames < 2:
         raise UserError("--contexts and --no-frame-hazards are streaming what-ifs: they need "
                         "--frames >= 2")
+    _check_stream(args)
+    if args.phase_fences and (args.no_frame_hazards or not args.stream or args.frames < 2):
+        raise UserError("--phase-fences needs --stream and --frames >= 2 (and not "
+                        "--no-frame-hazards)")
+    if args.ld_priority != "oldest" and args.contexts < 2:
+        raise UserError("--ld-priority chooses between queue contexts: it needs --contexts >= 2")
     prog = _program(args)
     prog.meta["name"] = args.model if not args.program else Path(args.program).stem
     try:
         b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip,
-                     prefetch=args.prefetch)
+                     prefetch=args.prefetch, stream=args.stream)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     rep = simulate(b)
     if args.frames > 1:
+        from .stream import fence_counts, frame_hazards, phase_fences
+        hz = {} if args.no_frame_hazards else frame_hazards(b)
+        if args.phase_fences:
+            pf = phase_fences(b)
         rep.streaming = stream(b, frames=args.frames, contexts=args.contexts,
-                               hazards={} if args.no_frame_hazards else None)
+                               hazards=pf if args.phase_fences else hz,
+                               ld_priority=args.ld_priority)
         what = [w for w, on in (("no cross-frame buffer hazards", args.no_frame_hazards),
                                 (f"{args.contexts} queue contexts per unit",
-                                 args.contexts > 1)) if on]
+                                 args.contexts > 1),
+                                ("LD issues the youngest frame first",
+                                 args.ld_priority == "youngest"),
+                                ("two phase fences per queue instead of the exact ones",
+                                 args.phase_fences)) if on]
         if what:
             rep.streaming["what_if"] = ", ".join(what)
+        if not args.no_frame_hazards and (args.stream or args.contexts > 1):
+            rep.streaming["frame_fences"] = fence_counts(b, hz)
+            if args.phase_fences:
+                rep.streaming["frame_fences"]["phase_fences"] = sum(
+                    len(d) for d in pf.values())
     if args.json:
         print(to_json(rep.to_dict() if args.layers else rep.summary()))
     else:
         print_perf(rep, layers=not args.no_layers)
+        if rep.streaming and "frame_fences" in rep.streaming:
+            print("frame fences (sim.stream.fence_counts): " + ", ".join(
+                f"{k} {v}" for k, v in rep.streaming["frame_fences"].items()))
     if args.plot:
         plot_layers(rep, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
@@ -132,8 +155,11 @@ def cmd_table7(args):
     cfg = _cfg(args.config)
     models = _models(args.models) if args.models else list(TABLE7_MODELS)
     _check_frames(args.frames)
+    _check_stream(args)
+    if args.contexts < 1:
+        raise UserError(f"--contexts must be >= 1, got {args.contexts}")
     rows = table7_rows(cfg, models, seed=args.seed, progress=not args.json, frames=args.frames,
-                       prefetch=args.prefetch)
+                       prefetch=args.prefetch, stream=args.stream, contexts=args.contexts)
     _emit_rows(args, rows, print_table7)
 
 
@@ -157,6 +183,12 @@ def _models(spec):
         except (ValueError, TypeError) as e:
             raise UserError(f"--models: {e}") from None
     return models
+
+
+def _check_stream(args):
+    if args.stream and args.prefetch:
+        raise UserError("--stream and --prefetch cannot be combined (the prefetch's weight "
+                        "arena spans the whole of buffer C)")
 
 
 def _check_frames(frames):
@@ -221,7 +253,7 @@ def cmd_compile(args):
         raise UserError(str(e)) from None
     try:
         b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip,
-                     prefetch=args.prefetch)
+                     prefetch=args.prefetch, stream=args.stream)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     try:
@@ -327,12 +359,23 @@ def main(argv=None):
     p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
                    help="cross-layer weight prefetch (sim.compile.prefetch; default off: "
                         "+1.1 %% FPS on B1-R224 for twice the compile time, docs/perf.md)")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
+                   help="compile for streaming: the first and the last layers' buffer regions "
+                        "disjoint (sim.compile.streaming; default off; gains only with "
+                        "--contexts 2, docs/perf.md)")
     p.add_argument("--frames", type=int, default=3,
                    help="streaming mode: replay the Binary this many frames back to back and "
                         "report the steady-state FPS (default 3; 1: latency mode only)")
     p.add_argument("--contexts", type=int, default=1,
                    help="what-if for streaming: each unit holds this many frames' queues and "
                         "issues from any ready one (a dispatcher the hardware does not have)")
+    p.add_argument("--ld-priority", choices=("oldest", "youngest"), default="oldest",
+                   help="what-if with --contexts: which frame's ready LOAD the LD unit issues "
+                        "first (default oldest; youngest: the next frame's first loads ahead "
+                        "of the current frame's weight stream, docs/perf.md)")
+    p.add_argument("--phase-fences", action="store_true",
+                   help="with --stream: replay with two coarse frame fences per queue "
+                        "(sim.stream.phase_fences) instead of the exact ones")
     p.add_argument("--no-frame-hazards", action="store_true",
                    help="what-if for streaming: drop the cross-frame buffer hazards (not "
                         "executable by this Binary: an upper estimate for a compiler that keeps "
@@ -360,6 +403,12 @@ def main(argv=None):
     p.add_argument("--json", action="store_true")
     p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
                    help="cross-layer weight prefetch (sim.compile.prefetch)")
+    p.add_argument("--contexts", type=int, default=1,
+                   help="what-if for the streaming column: queue contexts per unit (as perf)")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
+                   help="compile for streaming: the first and the last layers' buffer regions "
+                        "disjoint (sim.compile.streaming; default off; gains only with "
+                        "--contexts 2, docs/perf.md)")
     p.add_argument("-o", "--out", help="also write JSON here")
     p.set_defaults(fn=cmd_table7)
 
@@ -405,6 +454,10 @@ def main(argv=None):
                    help="the attention context modules through DRAM (before sim.compile.attctx)")
     p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
                    help="cross-layer weight prefetch (sim.compile.prefetch)")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
+                   help="compile for streaming: the first and the last layers' buffer regions "
+                        "disjoint (sim.compile.streaming; default off; gains only with "
+                        "--contexts 2, docs/perf.md)")
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("access", help="buffer access of the core units (strides, rates, sharing)")

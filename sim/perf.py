@@ -187,7 +187,8 @@ def _dma_bytes(f):
 
 def simulate(binary, *, trace: list | None = None,
              env: timing.SemaphoreTiming = timing.SYSTEM, frames: int = 1,
-             hazards: dict | None = None, contexts: int = 1) -> PerfReport:
+             hazards: dict | None = None, contexts: int = 1,
+             ld_priority: str = "oldest") -> PerfReport:
     """Run the timed model of ``binary``; returns a :class:`PerfReport`. With ``trace`` (a
     list), every executed instruction is appended as (stream, unit, op, layer, start, end):
     ``start`` is the cycle the instruction is fetched (for a WAIT: consumed), ``end`` the cycle
@@ -203,12 +204,16 @@ def simulate(binary, *, trace: list | None = None,
     ``contexts`` > 1 (a what-if of a dispatcher that the hardware does not have): each unit
     holds that many frames' queues at once, each with its own registers, and issues from any
     of them whose head is ready (the oldest frame first); frame f starts when frame
-    f - contexts has completed."""
+    f - contexts has completed. ``ld_priority="youngest"`` (with contexts): the LD unit issues
+    from the youngest ready frame instead (the next frame's first loads ahead of the current
+    frame's weight stream; the other units stay oldest first)."""
     cfg = binary.cfg
     if not isinstance(frames, int) or frames < 1:
         raise ValueError(f"frames must be a positive integer, got {frames!r}")
     if not isinstance(contexts, int) or contexts < 1:
         raise ValueError(f"contexts must be a positive integer, got {contexts!r}")
+    if ld_priority not in ("oldest", "youngest"):
+        raise ValueError(f"ld_priority must be 'oldest' or 'youngest', got {ld_priority!r}")
     ctx = contexts > 1 and frames > 1
     base = build_queues(binary)
     keys = list(base)
@@ -249,6 +254,10 @@ def simulate(binary, *, trace: list | None = None,
     last_signal = 0
     heapq.heapify(heap)
     order = {k: i for i, k in enumerate(keys)}
+    if ctx and ld_priority == "youngest":    # ties at the LD unit: the youngest frame first
+        for k in [k for k in keys if k[1] == "LD" and k[2] < frames // 2]:
+            j = (k[0], k[1], frames - 1 - k[2])        # swap the LD frames' places only
+            order[k], order[j] = order[j], order[k]
     head = {}                       # key -> head time of a WAIT woken by a SIGNAL
     wx = env.wait_extra
     sl = env.signal_latency
@@ -453,13 +462,15 @@ def simulate(binary, *, trace: list | None = None,
 
 
 def stream(binary, *, frames: int = 3, env: timing.SemaphoreTiming = timing.SYSTEM,
-           hazards: dict | None = None, contexts: int = 1) -> dict:
+           hazards: dict | None = None, contexts: int = 1,
+           ld_priority: str = "oldest") -> dict:
     """Streaming mode (:mod:`sim.stream`): the Binary replayed ``frames`` (>= 2) times back to
     back; steady state = ``(done(last frame) - done(first frame)) / (frames - 1)`` cycles per
     frame. Returns ``{frames, frame_done, cycles_per_frame, fps, frames_in_flight}``."""
     if not isinstance(frames, int) or frames < 2:
         raise ValueError(f"streaming needs frames >= 2, got {frames!r}")
-    rep = simulate(binary, env=env, frames=frames, hazards=hazards, contexts=contexts)
+    rep = simulate(binary, env=env, frames=frames, hazards=hazards, contexts=contexts,
+                   ld_priority=ld_priority)
     d = rep.frame_done
     cpf = (d[-1] - d[0]) / (frames - 1)
     return {"frames": frames, "frame_done": d, "cycles_per_frame": cpf,

@@ -228,21 +228,24 @@ def plot_sweep(rows, path, title="") -> Path:
 
 
 def table7_rows(cfg, models=TABLE7_MODELS, *, seed: int = 0, progress: bool = True,
-                frames: int = 3, prefetch: bool = False) -> list[dict]:
+                frames: int = 3, prefetch: bool = False, stream: bool = False,
+                contexts: int = 1) -> list[dict]:
     """One row per model: latency and streaming mode (``frames`` back to back, :func:`sim.perf.
     stream`; ``frames=1``: latency only), the bounds of :mod:`sim.bounds` and the paper's
-    figures (``prefetch``: compiled with the cross-layer weight prefetch)."""
+    figures (``prefetch``: compiled with the cross-layer weight prefetch; ``stream``: with the
+    streaming regions, :mod:`sim.compile.streaming`; ``contexts``: queue contexts per unit in
+    the streaming column, a what-if of :func:`sim.perf.simulate`)."""
     from tqdm import tqdm
     from . import zoo
     from .compile import compile as compile_
-    from .perf import simulate, stream
+    from .perf import simulate, stream as sim_stream
     rows = []
     for m in tqdm(models, desc="table7", disable=not progress):
         prog = zoo.build(m, seed=seed)
-        binary = compile_(prog, cfg, prefetch=prefetch)
+        binary = compile_(prog, cfg, prefetch=prefetch, stream=stream)
         rep = simulate(binary)
         if frames > 1:
-            rep.streaming = stream(binary, frames=frames)
+            rep.streaming = sim_stream(binary, frames=frames, contexts=contexts)
         s = rep.summary()
         b = s["bounds"]
         paper = PAPER_TABLE7.get(m, {})

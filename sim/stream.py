@@ -42,7 +42,8 @@ import numpy as np
 from .funcsim import _Machine, build_queues, host_ln
 from .isa import BUF_NAMES, BUFS
 
-__all__ = ["footprints", "frame_hazards", "BUF_BLOCK", "DRAM_BLOCK"]
+__all__ = ["footprints", "frame_hazards", "fence_counts", "phase_fences", "BUF_BLOCK",
+           "DRAM_BLOCK"]
 
 BUF_BLOCK = 16      #: bytes per hazard block in the on-chip buffers
 DRAM_BLOCK = 64     #: bytes per hazard block in DRAM
@@ -183,4 +184,68 @@ def frame_hazards(binary, fp: dict | None = None) -> dict:
             if need:
                 dk[pc] = [(keys[r], v) for r, v in need.items()]
         out[k] = dk
+    return out
+
+
+def fence_counts(binary, hz: dict | None = None, phases: dict | None = None) -> dict:
+    """How many frame fences ``binary`` needs (``hz``: :func:`frame_hazards`, computed when
+    None): ``fences``, the instructions of frame k+1 that wait for frame k; ``backward``, those
+    that wait for an instruction of a *later* layer than their own (only these can hold frame
+    k+1 back while frame k finishes; the others wait for work frame k did before it); and, with
+    layer phases (``phases``: layer index -> ``"front"`` / ``"middle"`` / ``"tail"``, by default
+    the ``phase`` of ``binary.layers``, set by ``compile(..., stream=True)``), ``front_tail``:
+    fences of a front instruction against a tail one, and ``front_middle``."""
+    hz = frame_hazards(binary) if hz is None else hz
+    if phases is None:
+        phases = {i: ly["phase"] for i, ly in enumerate(binary.layers) if "phase" in ly}
+    q = build_queues(binary)
+    out = {"fences": 0, "backward": 0}
+    if phases:
+        out.update(front_tail=0, front_middle=0)
+    for k, d in hz.items():
+        for pc, lst in d.items():
+            li = q[k][pc][1]
+            others = [q[ok][opc][1] for ok, opc in lst]
+            out["fences"] += 1
+            out["backward"] += any(o > li for o in others)
+            if phases and phases.get(li) == "front":
+                ph = {phases.get(o) for o in others}
+                out["front_tail"] += "tail" in ph
+                out["front_middle"] += "middle" in ph
+    return out
+
+
+def phase_fences(binary) -> dict:
+    """Coarse frame fences for a Binary compiled with ``stream=True`` (its layers carry a
+    ``phase``), in the format of :func:`frame_hazards`: in every queue, the first instruction
+    of frame k+1's front waits for the last instruction of each queue's front and middle in
+    frame k, and the first instruction of its middle (or of its tail, when the queue has no
+    middle) for the last instruction of each queue of frame k. Two WAITs per queue and frame,
+    on a semaphore of the previous frame's bank, in place of the exact per-instruction fences:
+    they imply every one of them, since the front's regions are disjoint from the tail's
+    (``tests/test_stream_regions.py`` checks that they cover :func:`frame_hazards`)."""
+    phases = {i: ly["phase"] for i, ly in enumerate(binary.layers) if "phase" in ly}
+    if not phases:
+        raise ValueError("phase_fences: the Binary was not compiled with stream=True")
+    q = build_queues(binary)
+
+    def ph(tag):
+        return phases.get(tag, "middle")      # untagged (HALT): ordered like the middle
+    last_fm, last = {}, {}
+    for k, ins in q.items():
+        fm = [pc for pc, (_, tag) in enumerate(ins) if ph(tag) != "tail"]
+        if fm:
+            last_fm[k] = fm[-1]
+        if ins:
+            last[k] = len(ins) - 1
+    out = {}
+    for k, ins in q.items():
+        d = {}
+        tags = [ph(tag) for _, tag in ins]
+        if "front" in tags:
+            d[tags.index("front")] = sorted(last_fm.items())
+        rest = [pc for pc, t in enumerate(tags) if t != "front"]
+        if rest:
+            d[rest[0]] = sorted(last.items())
+        out[k] = d
     return out

@@ -8,12 +8,16 @@
    ``prefetch`` buffer C is one arena, :class:`.prefetch.WeightArena`, and the emission runs
    twice, the first time only to learn the weight groups' sizes);
 4. assembly (:mod:`.assemble`): HALTs and the DRAM image;
+(3'') with ``stream``: the program cut in front, middle and tail, the front's and the tail's
+   buffer slots in disjoint regions (:mod:`.streaming`);
 5. with ``prefetch``: each layer's first weight group moved up the LD queue into time the LD
    unit idles in the cycle model (:func:`.prefetch.ld_idle`,
    :func:`.prefetch.hoist_weight_loads`).
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from ..config import AccelConfig
 from ..intprogram import IntProgram, IntProgramError, Node
@@ -23,7 +27,7 @@ from .binary import Binary
 from .common import CompileError
 from .context import Context
 from .emitter import Emitter
-from .fusion import find_chains, find_resident
+from .fusion import chain_weight_bytes, find_chains, find_resident
 from .layout import DramImage, layout_tensors
 from .ops.attention import emit_attention
 from .ops.chain import emit_chain
@@ -33,7 +37,8 @@ from .ops.host import emit_layernorm
 from .ops.pool import emit_pool
 from .prefetch import hoist_weight_loads, ld_idle
 from .residency import Residency
-from .schedule import Scheduler
+from .schedule import B_SLOTS, Scheduler, Slots
+from .streaming import StreamPlan, plan_stream
 
 __all__ = ["compile", "new_context", "emitter_for"]
 
@@ -73,15 +78,23 @@ def emitter_for(n: Node):
         raise CompileError(f"node {n.name!r}: op {n.op!r} has no mapping") from None
 
 
-def emit_program(ctx: Context, chains: dict):
+def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
     """Emit every node in program order; a fused chain is emitted at its first node and its
-    other nodes are recorded as ``fused_into`` it."""
+    other nodes are recorded as ``fused_into`` it. With a ``stream`` plan the buffer slots
+    change at its phase boundaries (:mod:`sim.compile.streaming`)."""
     fused_into = {}
+    phase = None
     for li, n in enumerate(ctx.prog.nodes):
         ctx.em.layer = li
+        if stream is not None and stream.phase(li) != phase:
+            phase = stream.phase(li)
+            ctx.sched.use_regions(stream.regions.get(phase, {}))
+            ctx.em.layer = li
         info = dict(name=n.name, kind=n.kind, op=n.op, tiles=0)
         ctx.layers.append(info)
         info["on_chip"] = n.output in ctx.onchip
+        if stream is not None:
+            info["phase"] = phase
         if n.name in fused_into:
             info["fused_into"] = fused_into[n.name]
             continue
@@ -105,7 +118,7 @@ def emit_program(ctx: Context, chains: dict):
 
 
 def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
-            attn_onchip: bool = True, prefetch: bool = False) -> Binary:
+            attn_onchip: bool = True, prefetch: bool = False, stream: bool = False) -> Binary:
     """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
     ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM);
     ``attn_onchip=False`` keeps the attention context modules' activations going through
@@ -113,10 +126,23 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     ``prefetch=True`` turns on the cross-layer weight prefetch (:mod:`sim.compile.prefetch`):
     buffer C as one arena where each weight group goes into the space freed first, and each
     layer's first weight group moved up the LD queue into time the LD unit would idle, so that
-    it loads while earlier layers compute (docs/perf.md, "Cross-layer weight prefetch")."""
+    it loads while earlier layers compute (docs/perf.md, "Cross-layer weight prefetch").
+    ``stream=True`` gives the first and the last layers disjoint regions of buffers B, C and
+    OUT (:mod:`sim.compile.streaming`), so that in streaming mode frame k+1's first layers
+    have no frame fence against frame k's last ones (not combined with ``prefetch``)."""
     if prefetch not in (False, True):
         raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
-    ctx = _emitted(prog, cfg, fuse, attn_onchip, False)
+    if stream not in (False, True):
+        raise ValueError(f"stream must be True or False, got {stream!r}")
+    if stream and prefetch:
+        raise ValueError("stream=True is not combined with prefetch=True (the weight arena "
+                         "spans the whole of buffer C)")
+    cycles = None
+    if stream:      # the phases are cut by the cycles of each layer without them
+        from ..perf import simulate
+        cycles = [lp.cycles for lp in simulate(
+            assemble(_emitted(prog, cfg, fuse, attn_onchip, False))).layers]
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, False, cycles)
     if not prefetch:
         return assemble(ctx)
     # the weight groups' sizes (they do not depend on where C holds them) let the arena place
@@ -129,7 +155,8 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     return binary
 
 
-def _emitted(prog, cfg, fuse, attn_onchip, prefetch) -> Context:
+def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None) -> Context:
+    """One emission (``stream``: None, or the cycles of every node for :func:`plan_stream`)."""
     ctx = new_context(prog, cfg, prefetch=prefetch)
     chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size) if fuse else {}
     att = plan_context_modules(ctx.prog, cfg, ctx.layout.alias, chains) \
@@ -142,5 +169,43 @@ def _emitted(prog, cfg, fuse, attn_onchip, prefetch) -> Context:
         ctx.res.keep.update(att.keep)
         ctx.res.readers.update(att.readers)
         ctx.attn_hpt.update(att.heads_per_group)
-    emit_program(ctx, chains)
+    plan = _stream_plan(ctx, chains, att, stream) if stream is not None else None
+    emit_program(ctx, chains, plan)
     return ctx
+
+
+def _stream_plan(ctx: Context, chains: dict, att, cycles) -> StreamPlan:
+    """The phases of :mod:`.streaming`; a fused chain of the front or the tail whose weights do
+    not fit that phase's C slot is dropped (``chains`` is updated), and the resident tensors
+    chosen again without it, until the plan is stable."""
+    prog, cfg = ctx.prog, ctx.cfg
+    while True:
+        plan = plan_stream(prog, cfg, chains, ctx.res.keep, cycles)
+        pos = {n.name: i for i, n in enumerate(prog.nodes)}
+        drop = []
+        for first, ch in chains.items():
+            ph = plan.phase(pos[first])
+            if ph != "middle":
+                lo, hi = plan.regions[ph]["C"]
+                if chain_weight_bytes(ch) > Slots(hi - lo, 2, lo, align=64).size:
+                    drop.append(first)
+        if not drop:
+            break
+        for first in drop:
+            del chains[first]
+        keep = find_resident(prog, ctx.layout.alias, chains, ctx.sched.B.size)
+        if att is not None:
+            keep.update(att.keep)
+        ctx.res.keep = keep
+    if att is not None:
+        for t in att.keep:
+            i = next(i for i, n in enumerate(prog.nodes) if n.output == t)
+            ph = plan.phase(i)
+            if ph != "middle":
+                lo, hi = plan.regions[ph]["B"]
+                if int(np.prod(prog.tensors[t].shape)) > Slots(hi - lo, B_SLOTS, lo,
+                                                                align=64).size:
+                    raise CompileError(f"stream: context-module tensor {t!r} is kept on chip"
+                                       f" in the {ph} and does not fit its B slot; compile "
+                                       "with attn_onchip=False")
+    return plan

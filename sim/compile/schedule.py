@@ -26,11 +26,12 @@ B_SLOTS = 3              #: buffer B slots: LD of tile t+1 || first PW of t || D
 class Slots:
     """Slots of one global buffer, handed out in turn by :meth:`next`; ``busy[i]`` lists the
     (sem, count) events that mean "slot i is free again". A ``pinned`` slot (a resident tensor
-    in B, :mod:`sim.compile.residency`) is skipped until it is unpinned."""
+    in B, :mod:`sim.compile.residency`) is skipped until it is unpinned. The slots cover
+    ``size`` bytes from ``lo``, each a multiple of ``align`` bytes."""
 
-    def __init__(self, size, n=2):
-        self.size = size // n
-        self.base = [i * self.size for i in range(n)]
+    def __init__(self, size, n=2, lo=0, align=1):
+        self.size = size // n // align * align
+        self.base = [lo + i * self.size for i in range(n)]
         self.busy = [[] for _ in range(n)]
         self.i = 0
         self.pinned = set()
@@ -99,7 +100,7 @@ class Scheduler:
 
     def __init__(self, em: Emitter, cfg, layout: TensorLayout, *, prefetch=False):
         from .prefetch import WeightArena
-        self.em = em
+        self.em, self.cfg = em, cfg
         self.B = Slots(cfg.buf_b_bytes, B_SLOTS)
         self.C = Slots(cfg.buf_c_bytes)
         self.group_sizes = []   #: bytes of every weight group, in load order
@@ -108,6 +109,30 @@ class Scheduler:
                                  None if prefetch is True else list(prefetch))
         self.O = Slots(cfg.buf_out_bytes)
         self.sync = DramSync(em, layout)
+
+    def use_regions(self, regions: dict):
+        """Stream phases (:mod:`sim.compile.streaming`): from now on the slots of buffers B, C
+        and OUT lie in ``regions[name] = (lo, hi)`` (bytes; ``None``: the whole buffer), cut
+        into as many slots as before. Every new slot waits for every user of every old slot
+        (the old and new slots overlap in ways not worth tracking; two changes per frame).
+        Call it between layers: no resident tensor may hold a B slot, nothing deferred."""
+        from .prefetch import WeightArena
+        if self.B.pinned:
+            raise CompileError("stream: a phase change while a tensor is kept in a B slot")
+        if isinstance(self.C, WeightArena):
+            raise CompileError("stream: not combined with the weight prefetch arena")
+        self.sync.flush()
+        for attr, name, full in (("B", "B", self.cfg.buf_b_bytes),
+                                 ("C", "C", self.cfg.buf_c_bytes),
+                                 ("O", "OUT", self.cfg.buf_out_bytes)):
+            old = getattr(self, attr)
+            lo, hi = regions.get(name) or (0, full)
+            new = Slots(hi - lo, len(old.base), lo, align=64)
+            busy = []
+            for b in old.busy:
+                busy += [e for e in b if e not in busy]
+            new.busy = [list(busy) for _ in new.base]
+            setattr(self, attr, new)
 
     def load_weights(self, slot_c, blocks):
         """LD the given (dram_addr, nbytes, buf_off) blocks into C slot; returns the ready sem."""
