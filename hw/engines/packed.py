@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from amaranth import Signal, signed
 
+from hw.units.packed_mult import split_packed
 from sim.numerics import PREADD_BITS
 
 __all__ = ["packed_products", "PACKED_LATENCY"]
@@ -32,4 +33,4 @@ def packed_products(m, a, w_hi, w_lo, *, shift: int, name: str):
     one cycle after the operands."""
     prod = Signal(signed(PREADD_BITS + len(a)), name=name)
     m.d.sync += prod.eq(a * ((w_hi << shift) + w_lo))
-    return (prod >> shift) + prod[shift - 1], prod[:shift].as_signed()
+    return split_packed(prod, shift)

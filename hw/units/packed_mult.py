@@ -18,7 +18,16 @@ from sim.numerics import PACK_SHIFT, PREADD_BITS
 
 from ..params import check_bool, check_int
 
-__all__ = ["PackedDualMultiplier"]
+__all__ = ["PackedDualMultiplier", "split_packed"]
+
+
+def split_packed(prod, shift: int):
+    """The two exact products in the packed product ``prod`` = ``a * ((w_hi << shift) + w_lo)``:
+    ``(a * w_hi, a * w_lo)``, the low field sign-extended and its sign bit added back to the
+    high field (the borrow of a negative low product), as ``sim.numerics.packed_dual_multiply``
+    defines them. Wires only; the engines (``hw.engines.packed``) use it on their own product
+    registers."""
+    return (prod >> shift) + prod[shift - 1], prod[:shift].as_signed()
 
 
 class PackedDualMultiplier(wiring.Component):
@@ -89,10 +98,10 @@ class PackedDualMultiplier(wiring.Component):
         m.d.sync += prod.eq(a_r * packed)
         v1, v2 = Signal(), Signal()
         m.d.sync += [v1.eq(self.in_valid), v2.eq(v1)]
-        low = prod[:sh].as_signed()
+        p_hi, p_lo = split_packed(prod, sh)
         m.d.comb += [
-            self.p_lo.eq(low),
-            self.p_hi.eq((prod >> sh) + prod[sh - 1]),
+            self.p_lo.eq(p_lo),
+            self.p_hi.eq(p_hi),
             self.out_valid.eq(v2),
         ]
         return m
