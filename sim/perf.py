@@ -49,6 +49,7 @@ per-frame semaphores and cross-frame buffer hazards (:mod:`sim.stream`).
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -263,6 +264,8 @@ def simulate(binary, *, trace: list | None = None,
     port = _ReadPort(cfg.dram_latency_cycles, axi.ar_queue) if axi is not None else None
     fetch = _Fetch(env.fetch, binary, port) \
         if axi is not None and env.fetch is not None and frames == 1 else None
+    if port is not None and fetch is None:
+        port.low = math.inf             # no dispatcher burst passes an LD burst
 
     cur = [0]                       # the frame of the instruction being executed
 
@@ -477,6 +480,7 @@ class _Fetch:
         from bisect import bisect_left
         from .image import QUEUE_ALIGN, TABLE_ALIGN, instruction_image, queue_names
         self.fd, self.port = fd, port
+        port.low = 0                    # the dispatcher presents bursts from now on
         self._bisect = bisect_left
         names = queue_names(binary.cfg.L)
         self.index = {k: i for i, k in enumerate(names)}
@@ -505,6 +509,7 @@ class _Fetch:
         fd, D = self.fd, self.fd.depth
         while self.c <= t and self.left_total:
             c, q = self.c, self.ptr
+            self.port.low = c           # its next burst is presented in c + 1 at the earliest
             self.ptr = q + 1 if q + 1 < self.Q else 0
             left = self.words[q] - self.req[q]
             if left:
@@ -523,6 +528,8 @@ class _Fetch:
                     self.c = h + 1          # the round robin waits for the AR handshake
                     continue
             self.c = c + 1
+        if not self.left_total:
+            self.port.low = math.inf    # every word requested: no dispatcher burst any more
 
     def avail(self, q: int, i: int):
         a = self.arrive[q]
@@ -544,17 +551,31 @@ class _ReadPort:
     from ``r`` on (``hw.system.arbiter.ReadArbiter``: the dispatcher wins a tie, but an LD
     request presented earlier and held back by the memory's AR queue keeps the port until its
     handshake), and their data move back behind it (``ld_end``: the end of the LD engine's last
-    burst, which its SIGNAL waits for)."""
+    burst, which its SIGNAL waits for).
+
+    Every burst a later dispatcher burst may still pass stays in the history: the LD engine
+    runs ahead of the dispatcher by up to a whole LOAD (thousands of beats, hundreds of
+    bursts), and a dispatcher burst placed against a truncated history would share the
+    channel's cycles with the forgotten LD bursts (issue #13: with the last 16 bursts kept,
+    the model packed B0-R64's read channel fuller than one beat per cycle at L = 16). ``low``
+    is the cycle before which no burst is presented any more (:class:`_Fetch` moves it with
+    its round robin; 0, the default, keeps every burst; infinite, with no dispatcher, keeps
+    only the last ones); bursts presented before it are forgotten, except the last
+    ``ar_queue`` of them (the AR queue's and the channel order's state)."""
 
     def __init__(self, lat: int, ar_queue: int | None, end: int = 0):
         self.lat, self.end, self.q = lat, end, ar_queue
         self.ld_end = end
-        # [AR, first beat, end, beats, LD?, presented] of recent bursts, by AR
+        self.low = 0
+        # [AR, first beat, end, beats, LD?, presented] of the bursts not forgotten, by AR
         self.hist = []
 
-    def burst(self, r: int, n: int, insert: bool = False) -> tuple[int, int, int]:
+    def burst(self, r: int, n: int, insert: bool = False,
+              stall: int = 0) -> tuple[int, int, int]:
         """A burst of ``n`` beats presented from cycle ``r`` (``insert``: by the dispatcher):
-        ``(AR handshake, first beat, the cycle after its last beat)``."""
+        ``(AR handshake, first beat, the cycle after its last beat)``. ``stall``: cycles the
+        manager holds ``rready`` low after the last beat (the LD realigner's flush word),
+        in which the channel moves nothing."""
         hist = self.hist
         if insert:
             i = len(hist)
@@ -570,8 +591,9 @@ class _ReadPort:
         if not insert:
             prev = max(prev, self.end)
         first = max(h + self.lat, prev)
-        end = mine = first + n
-        hist.insert(i, [h, first, end, n, not insert, r])
+        mine = first + n
+        end = mine + stall
+        hist.insert(i, [h, first, end, n + stall, not insert, r])
         for b in hist[i + 1:]:          # the bursts behind it in AR order
             b[1] = max(b[1], end)
             b[2] = end = b[1] + b[3]
@@ -580,8 +602,12 @@ class _ReadPort:
         if not insert:
             self.ld_end = max(self.ld_end, end)
         self.end = max(self.end, end)
-        if len(hist) > 16:
-            del hist[:-16]
+        keep = max(self.q or 1, 1)
+        j = 0
+        while j < len(hist) and hist[j][5] < self.low:
+            j += 1
+        if j > keep:
+            del hist[:j - keep]
         return h, first, mine
 
 
@@ -597,12 +623,14 @@ def _axi_transfer(axi, cfg, ins, t, unit, ch_free, inflight, accept, port=None):
     own = port is None and unit == "LD"
     if own:
         port = _ReadPort(lat, axi.ar_queue, ch_free["LD"])
+        port.low = math.inf
     start = max(t, accept[unit])
     req = start + axi.accept_cycles    # taken (IDLE), the window check (CHECK)
     fly, free = inflight[unit], ch_free[unit]
     beats = 0
     last_chunk = -1
-    for chunk, n in axi.bursts(f["dram_addr"], f["count"], f["length"], f["stride"]):
+    bursts = axi.bursts(f["dram_addr"], f["count"], f["length"], f["stride"])
+    for j, (chunk, n) in enumerate(bursts):
         if chunk != last_chunk:
             data = req + axi.store_data_cycles     # a STORE chunk's first line on W
             req += axi.chunk_cycles
@@ -613,7 +641,11 @@ def _axi_transfer(axi, cfg, ins, t, unit, ch_free, inflight, accept, port=None):
         if len(fly) >= axi.outstanding:
             req = max(req, fly.pop(0))
         if unit == "LD":
-            req, _first, free = port.burst(req, n)
+            # the realigner's flush word holds R for a cycle after the chunk's last beat
+            stall = int(axi.flushes(f["dram_addr"] + chunk * f["stride"],
+                                    f["buf_addr"] + chunk * f["length"], f["length"])
+                        and (j + 1 == len(bursts) or bursts[j + 1][0] != chunk))
+            req, _first, free = port.burst(req, n, stall=stall)
             fly.append(free)
         else:                          # W beats follow the AW; the response comes later
             first = max(req + 1, free, data)
