@@ -268,6 +268,7 @@ def simulate(binary, *, trace: list | None = None,
         port.low = math.inf             # no dispatcher burst passes an LD burst
 
     cur = [0]                       # the frame of the instruction being executed
+    ld_job = {}                     # LD unit -> [its transfer's _axi_steps, next burst's AR]
 
     def note(tag, t0, t1, unit, stream, busy):
         if tag < 0 or cur[0]:
@@ -334,6 +335,7 @@ def simulate(binary, *, trace: list | None = None,
         cur[0] = fr
         start = t
         fin = None                   # completion (data landed / outputs written)
+        took = False                 # the word's take is recorded (an LD transfer's)
         if op == "WAIT":
             h = head.pop(k, t)
             if sems.get((fr, ins["sem"]), 0) < ins["count"]:
@@ -377,7 +379,29 @@ def simulate(binary, *, trace: list | None = None,
                 nxt = t + (_cdiv(ins["count"] * ins["length"], a_line) if to_a else 0)
                 note(tag, t, nxt, unit, stream, 0)
             else:
-                if axi is not None:
+                if axi is not None and fetch is not None and unit == "LD":
+                    # the engine's bursts in time order with the dispatcher's: each placed
+                    # when the model has reached the cycle it is presented in
+                    if k not in ld_job:
+                        ld_job[k] = [_axi_steps(axi, cfg, ins, t, unit, ch_free, inflight,
+                                                accept, port), None]
+                        fetch.take(qi, max(t, accept[unit]))    # the engine took the word
+                    job = ld_job[k]
+                    try:
+                        while True:
+                            if job[1] is not None and job[1] - 1 > t:
+                                # back one cycle before it: the dispatcher's requests of
+                                # that cycle are placed first (they win the tie)
+                                heapq.heappush(heap, (job[1] - 1, order[k], k))
+                                break
+                            job[1] = next(job[0])
+                    except StopIteration as res:
+                        del ld_job[k]
+                        start, nxt, done, xfer = res.value
+                        took = True
+                    else:
+                        continue
+                elif axi is not None:
                     start, nxt, done, xfer = _axi_transfer(axi, cfg, ins, t, unit, ch_free,
                                                            inflight, accept, port)
                 else:
@@ -413,7 +437,7 @@ def simulate(binary, *, trace: list | None = None,
                 spans.append((tag, t, nxt, {"MAT": cfg.S * cfg.T, "RMAC": cfg.N * cfg.M}.get(
                     unit, 0)))
             note(tag, t, nxt, unit, stream, ct.cycles)
-        if fetch is not None:
+        if fetch is not None and not took:
             # the unit took the word (a HOST_LN leaves the FIFO when the CPU acknowledges it)
             fetch.take(qi, nxt if op == "HOST_LN" else start)
         elif axi is not None:
@@ -615,7 +639,21 @@ def _axi_transfer(axi, cfg, ins, t, unit, ch_free, inflight, accept, port=None):
     """One LOAD / STORE on the AXI model (:class:`sim.timing.AxiDma`): ``(start, next fetch
     of the unit, landed, data-channel cycles)``; updates the channel state in place. ``port``:
     the :class:`_ReadPort` the LD engine's bursts share with the dispatcher (default: one of
-    its own, from ``ch_free``)."""
+    its own, from ``ch_free``). All bursts are placed now (see :func:`_axi_steps` for the
+    LD engine's bursts placed in time order with the dispatcher's)."""
+    steps = _axi_steps(axi, cfg, ins, t, unit, ch_free, inflight, accept, port)
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        return done.value
+
+
+def _axi_steps(axi, cfg, ins, t, unit, ch_free, inflight, accept, port=None):
+    """:func:`_axi_transfer` as a generator: before it places each LD burst it yields the
+    cycle the engine presents it (its AR request), so that :func:`simulate` can first run the
+    dispatcher up to that cycle (its requests of the same cycle win the arbiter's tie and
+    those of earlier cycles go before); it returns ``_axi_transfer``'s tuple."""
     f = ins.f
     if f["count"] == 0 or f["length"] == 0:
         return t, t + 1, t, 0
@@ -641,6 +679,7 @@ def _axi_transfer(axi, cfg, ins, t, unit, ch_free, inflight, accept, port=None):
         if len(fly) >= axi.outstanding:
             req = max(req, fly.pop(0))
         if unit == "LD":
+            yield req
             # the realigner's flush word holds R for a cycle after the chunk's last beat
             stall = int(axi.flushes(f["dram_addr"] + chunk * f["stride"],
                                     f["buf_addr"] + chunk * f["length"], f["length"])
