@@ -49,6 +49,7 @@ per-frame semaphores and cross-frame buffer hazards (:mod:`sim.stream`).
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -272,8 +273,11 @@ def simulate(binary, *, trace: list | None = None,
     port = _ReadPort(cfg.dram_latency_cycles, axi.ar_queue) if axi is not None else None
     fetch = _Fetch(env.fetch, binary, port) \
         if axi is not None and env.fetch is not None and frames == 1 else None
+    if port is not None and fetch is None:
+        port.low = math.inf             # no dispatcher burst passes an LD burst
 
     cur = [0]                       # the frame of the instruction being executed
+    ld_job = {}                     # LD unit -> [its transfer's _axi_steps, next burst's AR]
 
     def note(tag, t0, t1, unit, stream, busy):
         if tag < 0 or cur[0]:
@@ -340,6 +344,7 @@ def simulate(binary, *, trace: list | None = None,
         cur[0] = fr
         start = t
         fin = None                   # completion (data landed / outputs written)
+        took = False                 # the word's take is recorded (an LD transfer's)
         if op == "WAIT":
             h = head.pop(k, t)
             if sems.get((fr, ins["sem"]), 0) < ins["count"]:
@@ -383,7 +388,29 @@ def simulate(binary, *, trace: list | None = None,
                 nxt = t + (_cdiv(ins["count"] * ins["length"], a_line) if to_a else 0)
                 note(tag, t, nxt, unit, stream, 0)
             else:
-                if axi is not None:
+                if axi is not None and fetch is not None and unit == "LD":
+                    # the engine's bursts in time order with the dispatcher's: each placed
+                    # when the model has reached the cycle it is presented in
+                    if k not in ld_job:
+                        ld_job[k] = [_axi_steps(axi, cfg, ins, t, unit, ch_free, inflight,
+                                                accept, port), None]
+                        fetch.take(qi, max(t, accept[unit]))    # the engine took the word
+                    job = ld_job[k]
+                    try:
+                        while True:
+                            if job[1] is not None and job[1] - 1 > t:
+                                # back one cycle before it: the dispatcher's requests of
+                                # that cycle are placed first (they win the tie)
+                                heapq.heappush(heap, (job[1] - 1, order[k], k))
+                                break
+                            job[1] = next(job[0])
+                    except StopIteration as res:
+                        del ld_job[k]
+                        start, nxt, done, xfer = res.value
+                        took = True
+                    else:
+                        continue
+                elif axi is not None:
                     start, nxt, done, xfer = _axi_transfer(axi, cfg, ins, t, unit, ch_free,
                                                            inflight, accept, port)
                 else:
@@ -419,7 +446,7 @@ def simulate(binary, *, trace: list | None = None,
                 spans.append((tag, t, nxt, {"MAT": cfg.S * cfg.T, "RMAC": cfg.N * cfg.M}.get(
                     unit, 0)))
             note(tag, t, nxt, unit, stream, ct.cycles)
-        if fetch is not None:
+        if fetch is not None and not took:
             # the unit took the word (a HOST_LN leaves the FIFO when the CPU acknowledges it)
             fetch.take(qi, nxt if op == "HOST_LN" else start)
         elif axi is not None:
@@ -488,6 +515,7 @@ class _Fetch:
         from bisect import bisect_left
         from .image import QUEUE_ALIGN, TABLE_ALIGN, instruction_image, queue_names
         self.fd, self.port = fd, port
+        port.low = 0                    # the dispatcher presents bursts from now on
         self._bisect = bisect_left
         names = queue_names(binary.cfg.L)
         self.index = {k: i for i, k in enumerate(names)}
@@ -516,6 +544,7 @@ class _Fetch:
         fd, D = self.fd, self.fd.depth
         while self.c <= t and self.left_total:
             c, q = self.c, self.ptr
+            self.port.low = c           # its next burst is presented in c + 1 at the earliest
             self.ptr = q + 1 if q + 1 < self.Q else 0
             left = self.words[q] - self.req[q]
             if left:
@@ -534,6 +563,8 @@ class _Fetch:
                     self.c = h + 1          # the round robin waits for the AR handshake
                     continue
             self.c = c + 1
+        if not self.left_total:
+            self.port.low = math.inf    # every word requested: no dispatcher burst any more
 
     def avail(self, q: int, i: int):
         a = self.arrive[q]
@@ -555,17 +586,31 @@ class _ReadPort:
     from ``r`` on (``hw.system.arbiter.ReadArbiter``: the dispatcher wins a tie, but an LD
     request presented earlier and held back by the memory's AR queue keeps the port until its
     handshake), and their data move back behind it (``ld_end``: the end of the LD engine's last
-    burst, which its SIGNAL waits for)."""
+    burst, which its SIGNAL waits for).
+
+    Every burst a later dispatcher burst may still pass stays in the history: the LD engine
+    runs ahead of the dispatcher by up to a whole LOAD (thousands of beats, hundreds of
+    bursts), and a dispatcher burst placed against a truncated history would share the
+    channel's cycles with the forgotten LD bursts (issue #13: with the last 16 bursts kept,
+    the model packed B0-R64's read channel fuller than one beat per cycle at L = 16). ``low``
+    is the cycle before which no burst is presented any more (:class:`_Fetch` moves it with
+    its round robin; 0, the default, keeps every burst; infinite, with no dispatcher, keeps
+    only the last ones); bursts presented before it are forgotten, except the last
+    ``ar_queue`` of them (the AR queue's and the channel order's state)."""
 
     def __init__(self, lat: int, ar_queue: int | None, end: int = 0):
         self.lat, self.end, self.q = lat, end, ar_queue
         self.ld_end = end
-        # [AR, first beat, end, beats, LD?, presented] of recent bursts, by AR
+        self.low = 0
+        # [AR, first beat, end, beats, LD?, presented] of the bursts not forgotten, by AR
         self.hist = []
 
-    def burst(self, r: int, n: int, insert: bool = False) -> tuple[int, int, int]:
+    def burst(self, r: int, n: int, insert: bool = False,
+              stall: int = 0) -> tuple[int, int, int]:
         """A burst of ``n`` beats presented from cycle ``r`` (``insert``: by the dispatcher):
-        ``(AR handshake, first beat, the cycle after its last beat)``."""
+        ``(AR handshake, first beat, the cycle after its last beat)``. ``stall``: cycles the
+        manager holds ``rready`` low after the last beat (the LD realigner's flush word),
+        in which the channel moves nothing."""
         hist = self.hist
         if insert:
             i = len(hist)
@@ -581,8 +626,9 @@ class _ReadPort:
         if not insert:
             prev = max(prev, self.end)
         first = max(h + self.lat, prev)
-        end = mine = first + n
-        hist.insert(i, [h, first, end, n, not insert, r])
+        mine = first + n
+        end = mine + stall
+        hist.insert(i, [h, first, end, n + stall, not insert, r])
         for b in hist[i + 1:]:          # the bursts behind it in AR order
             b[1] = max(b[1], end)
             b[2] = end = b[1] + b[3]
@@ -591,8 +637,12 @@ class _ReadPort:
         if not insert:
             self.ld_end = max(self.ld_end, end)
         self.end = max(self.end, end)
-        if len(hist) > 16:
-            del hist[:-16]
+        keep = max(self.q or 1, 1)
+        j = 0
+        while j < len(hist) and hist[j][5] < self.low:
+            j += 1
+        if j > keep:
+            del hist[:j - keep]
         return h, first, mine
 
 
@@ -600,7 +650,21 @@ def _axi_transfer(axi, cfg, ins, t, unit, ch_free, inflight, accept, port=None):
     """One LOAD / STORE on the AXI model (:class:`sim.timing.AxiDma`): ``(start, next fetch
     of the unit, landed, data-channel cycles)``; updates the channel state in place. ``port``:
     the :class:`_ReadPort` the LD engine's bursts share with the dispatcher (default: one of
-    its own, from ``ch_free``)."""
+    its own, from ``ch_free``). All bursts are placed now (see :func:`_axi_steps` for the
+    LD engine's bursts placed in time order with the dispatcher's)."""
+    steps = _axi_steps(axi, cfg, ins, t, unit, ch_free, inflight, accept, port)
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        return done.value
+
+
+def _axi_steps(axi, cfg, ins, t, unit, ch_free, inflight, accept, port=None):
+    """:func:`_axi_transfer` as a generator: before it places each LD burst it yields the
+    cycle the engine presents it (its AR request), so that :func:`simulate` can first run the
+    dispatcher up to that cycle (its requests of the same cycle win the arbiter's tie and
+    those of earlier cycles go before); it returns ``_axi_transfer``'s tuple."""
     f = ins.f
     if f["count"] == 0 or f["length"] == 0:
         return t, t + 1, t, 0
@@ -608,12 +672,14 @@ def _axi_transfer(axi, cfg, ins, t, unit, ch_free, inflight, accept, port=None):
     own = port is None and unit == "LD"
     if own:
         port = _ReadPort(lat, axi.ar_queue, ch_free["LD"])
+        port.low = math.inf
     start = max(t, accept[unit])
     req = start + axi.accept_cycles    # taken (IDLE), the window check (CHECK)
     fly, free = inflight[unit], ch_free[unit]
     beats = 0
     last_chunk = -1
-    for chunk, n in axi.bursts(f["dram_addr"], f["count"], f["length"], f["stride"]):
+    bursts = axi.bursts(f["dram_addr"], f["count"], f["length"], f["stride"])
+    for j, (chunk, n) in enumerate(bursts):
         if chunk != last_chunk:
             data = req + axi.store_data_cycles     # a STORE chunk's first line on W
             req += axi.chunk_cycles
@@ -624,7 +690,12 @@ def _axi_transfer(axi, cfg, ins, t, unit, ch_free, inflight, accept, port=None):
         if len(fly) >= axi.outstanding:
             req = max(req, fly.pop(0))
         if unit == "LD":
-            req, _first, free = port.burst(req, n)
+            yield req
+            # the realigner's flush word holds R for a cycle after the chunk's last beat
+            stall = int(axi.flushes(f["dram_addr"] + chunk * f["stride"],
+                                    f["buf_addr"] + chunk * f["length"], f["length"])
+                        and (j + 1 == len(bursts) or bursts[j + 1][0] != chunk))
+            req, _first, free = port.burst(req, n, stall=stall)
             fly.append(free)
         else:                          # W beats follow the AW; the response comes later
             first = max(req + 1, free, data)

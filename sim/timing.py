@@ -183,6 +183,18 @@ class AxiDma:
                 w += n
         return out
 
+    def flushes(self, dram_addr: int, buf_addr: int, length: int) -> bool:
+        """Whether a LOAD chunk of ``length`` bytes from DRAM ``dram_addr`` to buffer byte
+        ``buf_addr`` ends with a flush word (``hw.system.dma.Realigner``): the chunk spans
+        ``n_in`` beats and ``n_out`` buffer lines; the first beat makes no line when the
+        chunk's first byte sits in a higher lane of the beat than of its line (``late``), every
+        other beat one line, and a last line left over is written from the carry register in
+        a cycle of its own, in which the engine takes no read beat."""
+        src, dst = dram_addr % self.beat, buf_addr % self.beat
+        n_in = (src + length - 1) // self.beat + 1
+        n_out = (dst + length - 1) // self.beat + 1
+        return n_out == n_in - (dst < src) + 1
+
 
 @dataclass(frozen=True)
 class AxiFetch:

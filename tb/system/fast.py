@@ -12,7 +12,8 @@ port, the HOST_LN served on a ``HOST_REQ`` interrupt; between those the simulato
 memory size, whatever the Binary: nothing of it is in the design), runs it on Icarus or
 Verilator, checks the outputs bit for bit against ``sim.golden`` and ``sim.funcsim`` (inside the
 cocotb test) and returns the record with ``sim.perf``'s cycles for the same Binary at the
-memory's read latency (``sim.timing.AXI_SYSTEM``). ``python -m tb.system.fast`` is its command
+memory's read latency (``sim.timing.AXI_SYSTEM`` as :func:`model_env` adapts it to this
+memory's AR queue). ``python -m tb.system.fast`` is its command
 line. docs/system.md, "The DRAM in HDL".
 """
 
@@ -33,7 +34,7 @@ from hw.system.axi import axi4_lite_signature
 
 from .axi_mem import STORAGES, AxiMemory
 
-__all__ = ["FastSystem", "run_fast", "memory_bytes", "BASE", "MIN_MEMORY", "OPTS", "DEFAULT_OPT",
+__all__ = ["FastSystem", "run_fast", "model_env", "memory_bytes", "BASE", "MIN_MEMORY", "OPTS", "DEFAULT_OPT",
            "PAPER16", "PAPER16_BUILD"]
 
 BASE = 0x1000           #: bus address of the runtime's buffer (4 KiB aligned; 0 stays unused)
@@ -145,6 +146,19 @@ def _top_only_vlt(directory, top: str) -> Path:
     return path
 
 
+def model_env(outstanding: int):
+    """``sim.perf``'s environment for a :class:`FastSystem` whose memory queues ``outstanding``
+    read requests: :data:`sim.timing.AXI_SYSTEM` (whose ``AxiDma.ar_queue = 2`` is cocotbext-axi
+    ``AxiRam``'s AR queue) without the AR-queue limit when the memory has room for every read
+    burst the accelerator can have in flight (the LD engine's and the dispatcher's): then
+    ``AxiMemory`` never refuses an AR."""
+    from sim import timing
+    env = timing.AXI_SYSTEM
+    if outstanding >= env.axi.outstanding + env.fetch.outstanding:
+        env = dataclasses.replace(env, axi=dataclasses.replace(env.axi, ar_queue=None))
+    return env
+
+
 def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
              mem_bytes: int | None = None, dbg_words: int = 8, timeout_s: float = 3600,
              max_cycles: int = 100_000_000, seed: int = 1, public: bool = False,
@@ -157,7 +171,7 @@ def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
     the runtime), ``cycles`` (``CYCLES``), ``host_requests``, the wall times of the load, the
     run and the read-out (``load_s``, ``run_s``, ``read_s``), ``cycles_per_s`` (simulated
     cycles per wall second of the run), and ``perf_cycles`` (``sim.perf`` with the AXI-level
-    DMA, ``sim.timing.AXI_SYSTEM``, at the memory's ``latency``). Verilator is built with
+    DMA, :func:`model_env`, at the memory's ``latency``). Verilator is built with
     ``--no-public-flat-rw`` and only the top's ports public (all this testbench touches), so it
     optimises the inside: about 9x the simulated cycles per CPU second of a ``--public-flat-rw``
     build (docs/system.md); ``public=True`` builds as every other model. ``opt``: the C++
@@ -206,7 +220,7 @@ def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
         cfg = cfg.replace(host_overhead_cycles=round(sum(host) / len(host)),
                           host_cycles_per_elem=0)
     b2 = dataclasses.replace(binary, cfg=cfg)
-    rec["perf_cycles"] = int(perf.simulate(b2, env=timing.AXI_SYSTEM).cycles)
+    rec["perf_cycles"] = int(perf.simulate(b2, env=model_env(top.mem.outstanding)).cycles)
     rec.update(latency=latency, mem_bytes=size, dbg_words=dbg_words, opt=opt,
                sems=acc.sems)
     return rec
