@@ -311,15 +311,20 @@ See docs/board.md of trio-vit for what to check first on the board.
 """
 
 
-def _hierarchy(text: str, core: str, buffers: str) -> str:
+def _hierarchy(text: str, core: str, buffers: str, lanes: str) -> str:
     """What the accelerator's Verilog ``text`` holds as modules of their own (read from it, so
     that a cached text is described the same way)."""
     import re
     n = len(re.findall(rf"^  {core} u \(", text, re.M))
     if not re.search(rf"^module {core}\(", text, re.M):
         return "flat"
-    bufs = (f"; {buffers} converted once" if re.search(rf"^module {buffers}\(", text, re.M)
-            else "; the global buffers in the top module (too wide for an Instance)")
+    if re.search(rf"^module {buffers}\(", text, re.M):
+        bufs = f"; {buffers} converted once"
+    else:
+        bufs = "; the global buffers in the top module (too wide for an Instance)"
+        if re.search(rf"^module {lanes}\(", text, re.M):
+            k = len(re.findall(rf"^  {lanes} u \(", text, re.M))
+            bufs += f", their lane addresses {lanes} converted once, x {k}"
     return f"{core} converted once, x {n}{bufs}"
 
 
@@ -355,6 +360,7 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
 
     from ..hier import convert
     from ..system.accelerator import BUFFERS_MODULE, CORE_MODULE, Accelerator
+    from ..system.buffers import LANES_MODULE
     from ..system.regmap import REGMAP, config_hash
     from .zcu102 import PART
 
@@ -415,7 +421,7 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
             "outputs": [f"out/{PROJECT}.xsa", f"out/{PROJECT}.bit"],
             "command": command or f"python -m hw build zcu102 --config {cfg.name}",
             "seconds_verilog": round(t_verilog, 2), "verilog_from_cache": from_cache,
-            "hierarchy": _hierarchy(inner, CORE_MODULE, BUFFERS_MODULE),
+            "hierarchy": _hierarchy(inner, CORE_MODULE, BUFFERS_MODULE, LANES_MODULE),
         }
         man["seconds_to_write"] = round(time.perf_counter() - t0, 2)
         man["files"] = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) \
