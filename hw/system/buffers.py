@@ -115,6 +115,17 @@ def _select(m, bufid, name, bases, sizes, total):
     return base, size, known
 
 
+def _scatter_at(m, port, tag, e, size, known):
+    """Element ``e`` of scatter port ``port``: ``(at, act, inr)``, its byte address in the
+    buffer, whether it writes this cycle, and whether its 1 (or 4, ``wide``) bytes lie inside
+    the selected buffer."""
+    at = Signal(ADDR_BITS + 8, name=f"{tag}_at{e}")
+    m.d.comb += at.eq(port.addr + port.elem_stride * e)
+    act = port.en & port.mask[e]
+    inr = known & (at + Mux(port.wide, 4, 1) <= size)
+    return at, act, inr
+
+
 def _request_signature(port_signature, members) -> wiring.Signature:
     return wiring.Signature({k: Out(port_signature.members[k].shape) for k in members})
 
@@ -194,10 +205,7 @@ class CoreLanes(wiring.Component):
             base, size, known = _select(m, port.buf, name, **sel)
             addrs, ens = [], []
             for e in range(elems):
-                at = Signal(ADDR_BITS + 8, name=f"{name}_at{e}")
-                m.d.comb += at.eq(port.addr + port.elem_stride * e)
-                act = port.en & port.mask[e]
-                inr = known & (at + Mux(port.wide, 4, 1) <= size)
+                at, act, inr = _scatter_at(m, port, name, e, size, known)
                 bad_scatter.append(act & ~inr)
                 for b in range(4):
                     addrs.append(base + at + b)
@@ -243,6 +251,19 @@ class GlobalBuffers(wiring.Component):
         self.modules = {LANES_MODULE: self._lanes()} if hierarchy else {}
         self.module_clocked = dict.fromkeys(self.modules, False)
         super().__init__(sig)
+
+    @staticmethod
+    def _scatter_element(m, port, tag, e, size, known, fault):
+        """``(at, act, inr)`` of :func:`_scatter_at`; sets ``fault`` bit 1 (sticky) when an
+        element that writes lies outside its buffer."""
+        at, act, inr = _scatter_at(m, port, tag, e, size, known)
+        with m.If(act & ~inr):
+            m.d.sync += fault[1].eq(1)
+        return at, act, inr
+
+    def _select(self, m, bufid, name):
+        """(base, size, known) of buffer id ``bufid`` (:func:`_select`)."""
+        return _select(m, bufid, name, self.base, self.sizes, self.total)
 
     def _lanes(self):
         return CoreLanes(core_signature=self.core_signature, sizes=self.sizes)
@@ -308,11 +329,10 @@ class GlobalBuffers(wiring.Component):
                                      wp.en.eq(ens[4 * e + b])]
 
         # the DMA engines' line ports
-        sel = dict(bases=self.base, sizes=self.sizes, total=self.total)
         ld = self.ld.payload
         m.d.comb += self.ld.ready.eq(1)
-        lbase, lsize, lknown = _select(m, ld.buf, "ld", **sel)
-        st_base, st_size, st_known = _select(m, self.st_buf, "st", **sel)
+        lbase, lsize, lknown = self._select(m, ld.buf, "ld")
+        st_base, st_size, st_known = self._select(m, self.st_buf, "st")
         st_data = []
         for j in range(self.line):
             a = Signal(ADDR_BITS + 1, name=f"ld_a{j}")
