@@ -22,7 +22,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.hier import ModuleInstance, blackbox, convert, convert_modules, module_ports, port_map
+from hw.hier import (ModuleInstance, blackbox, compact_zero_init, convert, convert_modules,
+                     module_ports, port_map)
 
 
 class Child(wiring.Component):
@@ -334,7 +335,8 @@ endmodule
 @pytest.mark.slow
 def test_global_buffers_lanes_as_instances_equal_flat(tmp_path):
     """GlobalBuffers(hierarchy=True) (each core's lane addresses an instance of one module
-    trio_buflanes) against the flat GlobalBuffers on Icarus: two cores with the gather and
+    trio_buflanes; its memory's zero init compacted into a loop, as ``python -m hw build``
+    writes it) against the flat GlobalBuffers as Amaranth writes it on Icarus: two cores with the gather and
     scatter ports of test_banked_buffers, random requests (in and out of the buffers, unknown
     buffer ids, wrapping strides, byte and int32 scatters), LD lines and ST reads, rst
     pulses, 1,500 cycles: every output (gather data, ST data, fault) equal on every cycle."""
@@ -345,8 +347,10 @@ def test_global_buffers_lanes_as_instances_equal_flat(tmp_path):
     kw = dict(core_signature=core_signature(stall=False), cores=2, sizes=SIZES, line=LINE)
     flat_b = GlobalBuffers(**kw)
     hier_b = GlobalBuffers(**kw, hierarchy=True)
-    flat = convert(flat_b, name="flat_top")
-    hier = convert(hier_b, name="hier_top")
+    from amaranth.back import verilog
+    flat = verilog.convert(flat_b, name="flat_top", emit_src=False)
+    hier = convert(hier_b, name="hier_top", compact_init=True)   # as the build tree's
+    assert "mem[0] = 8'h00;" in flat and "mem[0] = " not in hier
     assert hier_b.module_clocked == {LANES_MODULE: False}          # combinational
     assert len(re.findall(rf"^module {LANES_MODULE}\(", hier, re.M)) == 1
     assert hier.count(f"{LANES_MODULE} u (") == 2 and LANES_MODULE not in flat
@@ -378,3 +382,37 @@ def test_accelerator_with_buffers_in_the_top_converts_their_lanes_once(monkeypat
     assert "trio_buffers" not in texts["trio_accel"]
     assert hier.module_ports(texts[LANES_MODULE], LANES_MODULE) == \
         set(port_map(acc.modules[LANES_MODULE]))
+
+
+def test_compact_zero_init_keeps_the_words_and_other_inits():
+    """An all-zero memory init (Yosys writes one line per word, in hex or decimal) becomes a
+    loop over the same words; a non-zero init and other initial blocks are left alone."""
+    from amaranth.back import verilog
+
+    class Two(wiring.Component):
+        a: In(4)
+        d: Out(16)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.z = z = Memory(shape=unsigned(8), depth=16, init=[])
+            m.submodules.k = k = Memory(shape=unsigned(8), depth=16, init=[0, 3, 0])
+            rz, rk = z.read_port(), k.read_port()
+            m.d.comb += [rz.addr.eq(self.a), rk.addr.eq(self.a),
+                         self.d.eq(rz.data | (rk.data << 8))]
+            return m
+    text = verilog.convert(Two(), name="two", emit_src=False)
+    assert text.count("initial begin\n") == 2
+    out = compact_zero_init(text)
+    assert re.search(r"initial begin : zero_init_1\n    integer i;\n    for \(i = 0; i < 16; "
+                     r"i = i \+ 1\)\n      (\S+)\[i\] = 8'h0;\n  end\n", out)
+    assert out.count("initial begin\n") == 1 and "] = 8'h03;" in out   # the non-zero one
+    assert compact_zero_init(out) == out
+    body = "  initial begin\n    m[0] = 8'h00;\n    m[2] = 8'h00;\n  end\n"      # a gap
+    assert compact_zero_init(body) == body
+    body = "  initial begin\n    m[0] = 8'h00;\n    n[1] = 8'h00;\n  end\n"      # two names
+    assert compact_zero_init(body) == body
+    body = "  initial begin\n    m[0] = 8'h00;\n    m[1] = 8'h01;\n  end\n"
+    assert compact_zero_init(body) == body
+    body = "  initial begin\n    m[0] = 8'd0;\n    m[1] = 8'd0;\n  end\n"
+    assert "for (i = 0; i < 2;" in compact_zero_init(body)

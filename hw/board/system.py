@@ -387,7 +387,7 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
         except (ConfigError, TypeError, ValueError) as e:
             raise BoardError(str(e)) from None
         top = top_verilog(acc)
-        inner, from_cache = convert(acc, name=INNER), False
+        inner, from_cache = convert(acc, name=INNER, compact_init=True), False
         if cached is not None:
             from sim.fileio import atomic_write
             atomic_write(cached[1], top)
