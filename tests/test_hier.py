@@ -416,3 +416,20 @@ def test_compact_zero_init_keeps_the_words_and_other_inits():
     assert compact_zero_init(body) == body
     body = "  initial begin\n    m[0] = 8'd0;\n    m[1] = 8'd0;\n  end\n"
     assert "for (i = 0; i < 2;" in compact_zero_init(body)
+
+
+def test_global_buffers_and_lanes_check_their_parameters():
+    from hw.system.buffers import CoreLanes, GlobalBuffers
+    from tests.test_banked_buffers import SIZES, core_signature
+    sig = core_signature(stall=False)
+    with pytest.raises(TypeError, match="hierarchy"):
+        GlobalBuffers(core_signature=sig, cores=1, sizes=SIZES, hierarchy="yes")
+    with pytest.raises(ValueError, match="sizes"):
+        CoreLanes(core_signature=sig, sizes={"B": 1024})
+    with pytest.raises(ValueError, match=r"sizes\['C'\]"):
+        CoreLanes(core_signature=sig, sizes=dict(SIZES, C=100))
+    with pytest.raises(ValueError, match="no gather"):
+        CoreLanes(core_signature=wiring.Signature({"x": Out(1)}), sizes=SIZES)
+    with pytest.raises(RuntimeError, match="combinational"):
+        GlobalBuffers(core_signature=sig, cores=1, sizes=SIZES, hierarchy=True).clocked(
+            "trio_buflanes", True)

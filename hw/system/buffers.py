@@ -10,6 +10,11 @@ The banked design that replaces it changes the core's port contract and the comp
 BRAM-shaped ones (one aligned line per cycle).
 
 The three buffers live in one byte memory at offsets ``B, C, OUT`` (sizes from the config).
+Each core's byte addresses (every gather lane, every scatter byte) are computed by a
+:class:`CoreLanes` (combinational); with ``hierarchy=True`` those are instances of one Verilog
+module :data:`LANES_MODULE` converted once (``hw.hier``): how ``python -m hw build zcu102``
+writes the ``paper`` buffers (too wide for an instance themselves) without L copies of that
+logic in the top (docs/board.md, "Measured here").
 
 Ports (for core ``c`` and each gather / scatter port ``p`` of ``hw.core.Core``'s signature):
 
