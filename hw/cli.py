@@ -241,6 +241,9 @@ def _cmd_build(args) -> int:
           f"{man['seconds_verilog']:.1f} s, {man['hierarchy']}):"
           f" ZCU102 block design, {man['part']}, pl_clk0 {man['clock_mhz']:g} MHz, CONFIG_HASH "
           f"0x{man['config_hash']:08x}, registers at 0x{man['regs_base']:08X}")
+    for mod, t in man["verilog_modules"].items():
+        print(f"  {mod}: {t['cpu_seconds']:.1f} s CPU ({t['seconds']:.1f} s wall), "
+              f"{t['mbytes']:.1f} MB of Verilog")
     print(f"run it with Vivado {man['vivado_versions']}: (cd {out} && ./build.sh); then "
           f"python -m hw vivado --report {out}")
     return 0

@@ -27,7 +27,8 @@ from amaranth import ClockSignal, Module, ResetSignal, Value
 from amaranth.hdl import Instance
 from amaranth.lib import wiring
 
-__all__ = ["ModuleInstance", "convert", "convert_modules", "blackbox", "module_ports", "port_map",
+__all__ = ["ModuleInstance", "convert", "convert_modules", "compact_zero_init", "blackbox",
+           "module_ports", "port_map",
            "output_bits", "MAX_INSTANCE_OUTPUT_BITS", "SplitBlackbox"]
 
 
@@ -190,14 +191,46 @@ def _check_ports(text: str, module: str, part) -> bool:
     return bool(clocked)
 
 
+_INIT_BLOCK = re.compile(r"^  initial begin\n((?:    [^\n]*\n)+?)  end\n", re.M)
+_ZERO_WORD = re.compile(r"    (\\\S+ |[A-Za-z_][A-Za-z0-9_$]*)\[(\d+)\] = (\d+)'[bdh]0+;")
+
+
+def compact_zero_init(text: str) -> str:
+    """``text`` (Yosys' Verilog, as ``verilog.convert`` writes it) with each memory
+    initialisation that sets words ``0 .. n-1`` to zero one word per line (``initial begin
+    mem[0] = 8'h00; ... end``: Amaranth gives every ``lib.memory.Memory`` an init, all zeros
+    for ``init=[]``) replaced by a loop over the same words: the same initial contents in a
+    few lines (the global buffers' byte memory at ``paper`` is 655,361 such lines, 16 MB).
+    Any other initial block is left as it is."""
+    count = 0
+
+    def repl(mo):
+        nonlocal count
+        body = mo.group(1)
+        first = _ZERO_WORD.match(body)
+        if first is None or first.group(2) != "0":
+            return mo.group(0)
+        mem, width = first.group(1), first.group(3)
+        n = body.count("\n")
+        words = _ZERO_WORD.findall(body)
+        if len(words) != n or any(w[0] != mem or w[1] != str(i) or w[2] != width
+                                  for i, w in enumerate(words)):
+            return mo.group(0)
+        count += 1
+        return (f"  initial begin : zero_init_{count}\n    integer i;\n"
+                f"    for (i = 0; i < {n}; i = i + 1)\n      {mem}[i] = {width}'h0;\n  end\n")
+    return _INIT_BLOCK.sub(repl, text)
+
+
 def convert_modules(top, *, name: str, emit_src: bool = False, progress=None,
-                    include_top: bool = True) -> dict:
+                    include_top: bool = True, compact_init: bool = False) -> dict:
     """``{module name: Verilog text}``: ``top`` as module ``name`` (first) and, once each, the
     modules in ``top.modules`` (``{module name: component}``; absent for a flat component, then
     only ``name``). The modules are converted first and their ports checked against their
     signatures; ``top.clocked(module, bool)`` is told whether a module has ``clk``/``rst``.
     ``progress``: optional callable wrapping the list of ``(module name, component)`` to
-    convert (e.g. a tqdm); ``include_top=False``: the modules only."""
+    convert (e.g. a tqdm); ``include_top=False``: the modules only; ``compact_init``: each
+    text's all-zero memory initialisations as loops (:func:`compact_zero_init`)."""
     from amaranth.back import verilog
     modules = dict(getattr(top, "modules", None) or {})
     if name in modules:
@@ -206,17 +239,21 @@ def convert_modules(top, *, name: str, emit_src: bool = False, progress=None,
     jobs = [*modules.items()] + ([(name, top)] if include_top else [])
     for mod, comp in (progress(jobs) if progress else jobs):
         text = verilog.convert(comp, name=mod, emit_src=emit_src)
+        if compact_init:
+            text = compact_zero_init(text)
         if comp is not top:
             top.clocked(mod, _check_ports(text, mod, comp))
         texts[mod] = text
     return {name: texts.pop(name), **texts} if include_top else texts
 
 
-def convert(top, *, name: str, emit_src: bool = False, progress=None) -> str:
+def convert(top, *, name: str, emit_src: bool = False, progress=None,
+            compact_init: bool = False) -> str:
     """One Verilog text of :func:`convert_modules` (the top first); for a component without
-    ``modules`` exactly ``verilog.convert(top, name=name)``."""
+    ``modules`` (and ``compact_init=False``) exactly ``verilog.convert(top, name=name)``."""
     return "\n".join(convert_modules(top, name=name, emit_src=emit_src,
-                                      progress=progress).values())
+                                      progress=progress,
+                                      compact_init=compact_init).values())
 
 
 def blackbox(module: str, part, *, clocked: bool = True) -> str:

@@ -196,5 +196,15 @@ def test_tree_verilog_is_hierarchical(tree):
     assert heads[0] == "trio_accel" and heads.count("trio_core") == 1
     assert heads.count("trio_buffers") == 1
     assert len(re.findall(r"^  trio_core u \(", inner, re.M)) == L
+    # each module's conversion timed and sized; the zero memory inits written as loops
+    mods = man["verilog_modules"]
+    assert sorted(mods) == ["trio_accel", "trio_buffers", "trio_core"]
+    for mod, t in mods.items():
+        assert t["cpu_seconds"] > 0 and t["seconds"] > 0, mod
+        assert t["mbytes"] == pytest.approx(len(re.search(
+            rf"^module {mod}\(.*?^endmodule\n(?:.*?(?=^module (?!\\{mod}\.)\S+\()|.*\Z)",
+            inner, re.M | re.S).group(0)) / 1e6, abs=0.02), mod
+    assert "zero_init_1" in inner
+    assert not re.search(r"^  initial begin\n    \S+ ?\[0\] = \d+'[bdh]0+;$", inner, re.M)
     cfg = AccelConfig.from_string(SPEC)
     assert _verilog_key(cfg, 2048, True) != _verilog_key(cfg, 2048, False)

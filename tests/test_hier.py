@@ -22,7 +22,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.hier import ModuleInstance, blackbox, convert, convert_modules, module_ports, port_map
+from hw.hier import (ModuleInstance, blackbox, compact_zero_init, convert, convert_modules,
+                     module_ports, port_map)
 
 
 class Child(wiring.Component):
@@ -281,3 +282,154 @@ def test_split_blackbox_checks_its_parameters():
         SplitBlackbox(part=part, module="9x")
     with pytest.raises(TypeError, match="clocked"):
         SplitBlackbox(part=part, module="x", clocked=1)
+
+
+def _random_tb(flat, hier, ports, cycles, seed):
+    """A Verilog bench driving ``flat`` and ``hier`` (the same ports, ``[(name, width,
+    is_input)]``, plus clk and rst) with the same random inputs for ``cycles`` cycles (rst
+    pulses included) and counting the cycles where any output differs (``!==``: X too).
+    Address-like inputs (``addr``, strides) are mostly small so that lanes fall inside the
+    buffers; ``buf`` covers the known ids and unknown ones."""
+    ins = [(n, w) for n, w, i in ports if i]
+    outs = [(n, w) for n, w, i in ports if not i]
+
+    def rnd(n, w):
+        if n.endswith(("addr", "stride")):
+            return "(($random(seed) & 7) == 0) ? $random(seed) : ($random(seed) & 32'h7ff)"
+        if n.endswith("buf"):
+            return "$random(seed) & 7"
+        return "{" + ", ".join(["$random(seed)"] * -(-w // 32)) + "}"
+    decl = [f"  reg [{w - 1}:0] {n};" for n, w in ins]
+    decl += [f"  wire [{w - 1}:0] {n}_a, {n}_b;" for n, w in outs]
+    conn_a = ", ".join([".clk(clk)", ".rst(rst)"] + [f".{n}({n})" for n, _ in ins]
+                       + [f".{n}({n}_a)" for n, _ in outs])
+    conn_b = conn_a.replace("_a)", "_b)")
+    cat_a = "{" + ", ".join(f"{n}_a" for n, _ in outs) + "}"
+    cat_b = "{" + ", ".join(f"{n}_b" for n, _ in outs) + "}"
+    drive = "\n".join(f"      {n} = {rnd(n, w)};" for n, w in ins)
+    return f"""`timescale 1ns/1ps
+module tb;
+  reg clk = 0, rst = 1;
+  integer i, bad = 0, seed = {seed};
+{chr(10).join(decl)}
+  {flat} f({conn_a});
+  {hier} h({conn_b});
+  always #5 clk = ~clk;
+  initial begin
+{drive}
+    @(negedge clk); @(negedge clk); rst = 0;
+    for (i = 0; i < {cycles}; i = i + 1) begin
+{drive}
+      rst = ($random(seed) % 211) == 0;
+      #1 if ({cat_a} !== {cat_b}) begin bad = bad + 1; if (bad < 5) $display("MISMATCH %0d", i); end
+      @(negedge clk);
+      if ({cat_a} !== {cat_b}) begin bad = bad + 1; if (bad < 5) $display("MISMATCH %0d", i); end
+    end
+    $display("DONE bad=%0d", bad);
+    $finish;
+  end
+endmodule
+"""
+
+
+@pytest.mark.slow
+def test_global_buffers_lanes_as_instances_equal_flat(tmp_path):
+    """GlobalBuffers(hierarchy=True) (each core's lane addresses an instance of one module
+    trio_buflanes; its memory's zero init compacted into a loop, as ``python -m hw build``
+    writes it) against the flat GlobalBuffers as Amaranth writes it on Icarus: two cores with the gather and
+    scatter ports of test_banked_buffers, random requests (in and out of the buffers, unknown
+    buffer ids, wrapping strides, byte and int32 scatters), LD lines and ST reads, rst
+    pulses, 1,500 cycles: every output (gather data, ST data, fault) equal on every cycle."""
+    if shutil.which("iverilog") is None:
+        pytest.fail("iverilog is missing: run `make setup`")
+    from hw.system.buffers import LANES_MODULE, GlobalBuffers
+    from tests.test_banked_buffers import LINE, SIZES, core_signature
+    kw = dict(core_signature=core_signature(stall=False), cores=2, sizes=SIZES, line=LINE)
+    flat_b = GlobalBuffers(**kw)
+    hier_b = GlobalBuffers(**kw, hierarchy=True)
+    from amaranth.back import verilog
+    flat = verilog.convert(flat_b, name="flat_top", emit_src=False)
+    hier = convert(hier_b, name="hier_top", compact_init=True)   # as the build tree's
+    assert "mem[0] = 8'h00;" in flat and "mem[0] = " not in hier
+    assert hier_b.module_clocked == {LANES_MODULE: False}          # combinational
+    assert len(re.findall(rf"^module {LANES_MODULE}\(", hier, re.M)) == 1
+    assert hier.count(f"{LANES_MODULE} u (") == 2 and LANES_MODULE not in flat
+    ports = [(n, len(v), f == In) for n, (v, f) in port_map(flat_b).items()]
+    (tmp_path / "d.v").write_text(flat + "\n" + hier + "\n"
+                                  + _random_tb("flat_top", "hier_top", ports, 1500, 11))
+    subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "sim"), str(tmp_path / "d.v")],
+                   check=True, capture_output=True)
+    out = subprocess.run(["vvp", "-n", str(tmp_path / "sim")], capture_output=True, text=True,
+                         check=True).stdout
+    assert "DONE bad=0" in out, out[-2000:]
+
+
+@pytest.mark.slow
+def test_accelerator_with_buffers_in_the_top_converts_their_lanes_once(monkeypatch):
+    """Behavioural buffers too wide for an Instance (here the limit is lowered, as at paper)
+    stay in the top, and their per-core lane addresses are one module trio_buflanes,
+    instantiated once per core; the modules are the core and the lanes."""
+    import hw.hier as hier
+    import hw.system.accelerator as accmod
+    from hw.system.buffers import LANES_MODULE
+    monkeypatch.setattr(accmod, "MAX_INSTANCE_OUTPUT_BITS", 2048)
+    acc = accmod.Accelerator(config="small:L=2", sems=64, hierarchy=True)
+    texts = convert_modules(acc, name="trio_accel")
+    assert list(texts) == ["trio_accel", "trio_core", LANES_MODULE]
+    assert acc.module_clocked == {"trio_core": True, LANES_MODULE: False}
+    assert texts["trio_accel"].count(f"{LANES_MODULE} u (") == 2
+    assert texts["trio_accel"].count("trio_core u (") == 2
+    assert "trio_buffers" not in texts["trio_accel"]
+    assert hier.module_ports(texts[LANES_MODULE], LANES_MODULE) == \
+        set(port_map(acc.modules[LANES_MODULE]))
+
+
+def test_compact_zero_init_keeps_the_words_and_other_inits():
+    """An all-zero memory init (Yosys writes one line per word, in hex or decimal) becomes a
+    loop over the same words; a non-zero init and other initial blocks are left alone."""
+    from amaranth.back import verilog
+
+    class Two(wiring.Component):
+        a: In(4)
+        d: Out(16)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.z = z = Memory(shape=unsigned(8), depth=16, init=[])
+            m.submodules.k = k = Memory(shape=unsigned(8), depth=16, init=[0, 3, 0])
+            rz, rk = z.read_port(), k.read_port()
+            m.d.comb += [rz.addr.eq(self.a), rk.addr.eq(self.a),
+                         self.d.eq(rz.data | (rk.data << 8))]
+            return m
+    text = verilog.convert(Two(), name="two", emit_src=False)
+    assert text.count("initial begin\n") == 2
+    out = compact_zero_init(text)
+    assert re.search(r"initial begin : zero_init_1\n    integer i;\n    for \(i = 0; i < 16; "
+                     r"i = i \+ 1\)\n      (\S+)\[i\] = 8'h0;\n  end\n", out)
+    assert out.count("initial begin\n") == 1 and "] = 8'h03;" in out   # the non-zero one
+    assert compact_zero_init(out) == out
+    body = "  initial begin\n    m[0] = 8'h00;\n    m[2] = 8'h00;\n  end\n"      # a gap
+    assert compact_zero_init(body) == body
+    body = "  initial begin\n    m[0] = 8'h00;\n    n[1] = 8'h00;\n  end\n"      # two names
+    assert compact_zero_init(body) == body
+    body = "  initial begin\n    m[0] = 8'h00;\n    m[1] = 8'h01;\n  end\n"
+    assert compact_zero_init(body) == body
+    body = "  initial begin\n    m[0] = 8'd0;\n    m[1] = 8'd0;\n  end\n"
+    assert "for (i = 0; i < 2;" in compact_zero_init(body)
+
+
+def test_global_buffers_and_lanes_check_their_parameters():
+    from hw.system.buffers import CoreLanes, GlobalBuffers
+    from tests.test_banked_buffers import SIZES, core_signature
+    sig = core_signature(stall=False)
+    with pytest.raises(TypeError, match="hierarchy"):
+        GlobalBuffers(core_signature=sig, cores=1, sizes=SIZES, hierarchy="yes")
+    with pytest.raises(ValueError, match="sizes"):
+        CoreLanes(core_signature=sig, sizes={"B": 1024})
+    with pytest.raises(ValueError, match=r"sizes\['C'\]"):
+        CoreLanes(core_signature=sig, sizes=dict(SIZES, C=100))
+    with pytest.raises(ValueError, match="no gather"):
+        CoreLanes(core_signature=wiring.Signature({"x": Out(1)}), sizes=SIZES)
+    with pytest.raises(RuntimeError, match="combinational"):
+        GlobalBuffers(core_signature=sig, cores=1, sizes=SIZES, hierarchy=True).clocked(
+            "trio_buflanes", True)

@@ -311,16 +311,38 @@ See docs/board.md of trio-vit for what to check first on the board.
 """
 
 
-def _hierarchy(text: str, core: str, buffers: str) -> str:
+def _hierarchy(text: str, core: str, buffers: str, lanes: str) -> str:
     """What the accelerator's Verilog ``text`` holds as modules of their own (read from it, so
     that a cached text is described the same way)."""
     import re
     n = len(re.findall(rf"^  {core} u \(", text, re.M))
     if not re.search(rf"^module {core}\(", text, re.M):
         return "flat"
-    bufs = (f"; {buffers} converted once" if re.search(rf"^module {buffers}\(", text, re.M)
-            else "; the global buffers in the top module (too wide for an Instance)")
+    if re.search(rf"^module {buffers}\(", text, re.M):
+        bufs = f"; {buffers} converted once"
+    else:
+        bufs = "; the global buffers in the top module (too wide for an Instance)"
+        if re.search(rf"^module {lanes}\(", text, re.M):
+            k = len(re.findall(rf"^  {lanes} u \(", text, re.M))
+            bufs += f", their lane addresses {lanes} converted once, x {k}"
     return f"{core} converted once, x {n}{bufs}"
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its waited-for children (Amaranth's Yosys)."""
+    import resource
+    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _timed(jobs, into: dict):
+    """``jobs`` (``[(module, component)]`` of :func:`hw.hier.convert_modules`) passed through,
+    each conversion's wall and CPU seconds (Yosys included) recorded in ``into[module]``."""
+    for mod, comp in jobs:
+        w, c = time.perf_counter(), _cpu_seconds()
+        yield mod, comp
+        into[mod] = {"seconds": round(time.perf_counter() - w, 2),
+                     "cpu_seconds": round(_cpu_seconds() - c, 2)}
 
 
 def _verilog_key(cfg, sems: int, hierarchy: bool = True) -> str:
@@ -353,8 +375,9 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
     from sim.config import AccelConfig, ConfigError
     from sim.fileio import atomic_dir
 
-    from ..hier import convert
+    from ..hier import convert_modules
     from ..system.accelerator import BUFFERS_MODULE, CORE_MODULE, Accelerator
+    from ..system.buffers import LANES_MODULE
     from ..system.regmap import REGMAP, config_hash
     from .zcu102 import PART
 
@@ -369,6 +392,7 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
         raise BoardError(f"hierarchy must be a bool, got {hierarchy!r}")
     outdir = Path(outdir)
     cached = None
+    modules = {}                # {Verilog module: its conversion's seconds and size} (emitted)
     if cache_dir is not None:
         key = _verilog_key(cfg, sems, hierarchy)
         cached = (Path(cache_dir) / f"{INNER}-{key}.v", Path(cache_dir) / f"{TOP}-{key}.v")
@@ -381,7 +405,11 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
         except (ConfigError, TypeError, ValueError) as e:
             raise BoardError(str(e)) from None
         top = top_verilog(acc)
-        inner, from_cache = convert(acc, name=INNER), False
+        texts = convert_modules(acc, name=INNER, progress=lambda jobs: _timed(jobs, modules),
+                                compact_init=True)
+        inner, from_cache = "\n".join(texts.values()), False
+        for mod, text in texts.items():
+            modules[mod]["mbytes"] = round(len(text) / 1e6, 2)
         if cached is not None:
             from sim.fileio import atomic_write
             atomic_write(cached[1], top)
@@ -415,7 +443,8 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
             "outputs": [f"out/{PROJECT}.xsa", f"out/{PROJECT}.bit"],
             "command": command or f"python -m hw build zcu102 --config {cfg.name}",
             "seconds_verilog": round(t_verilog, 2), "verilog_from_cache": from_cache,
-            "hierarchy": _hierarchy(inner, CORE_MODULE, BUFFERS_MODULE),
+            "verilog_modules": modules,
+            "hierarchy": _hierarchy(inner, CORE_MODULE, BUFFERS_MODULE, LANES_MODULE),
         }
         man["seconds_to_write"] = round(time.perf_counter() - t0, 2)
         man["files"] = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) \

@@ -107,7 +107,9 @@ class Accelerator(wiring.Component):
         whole Verilog. The same logic, in a fraction of the time and memory (docs/board.md).
         Buffers whose outputs are wider than an Amaranth ``Instance`` takes
         (:data:`hw.hier.MAX_INSTANCE_OUTPUT_BITS`; the behavioural ones at ``paper``) stay in
-        the top module (there is one of them: it is converted once either way).
+        the top module, with each core's address logic there as an instance of one module
+        (``GlobalBuffers(hierarchy=True)``: ``modules`` also has
+        :data:`hw.system.buffers.LANES_MODULE`).
 
     Ports
     -----
@@ -159,7 +161,11 @@ class Accelerator(wiring.Component):
             if output_bits(bufs) <= MAX_INSTANCE_OUTPUT_BITS:
                 self.modules[BUFFERS_MODULE] = bufs
             else:                       # too wide for an Instance: elaborated in the top
+                if self.buffers == "behavioural":
+                    bufs._MustUse__silence = True
+                    bufs = self._buffers(core.signature, hierarchy=True)
                 self._top_buffers = bufs
+                self.modules.update(getattr(bufs, "modules", {}))
             self.module_clocked = dict.fromkeys(self.modules, True)
         axi = axi4_signature(addr_width=addr_width, data_width=DATA_WIDTH, id_width=1)
         ports = {"s_axi": In(axi4_lite_signature(addr_width=12, data_width=32)),
@@ -171,16 +177,19 @@ class Accelerator(wiring.Component):
     def clocked(self, module: str, flag: bool) -> None:
         """Whether module ``module`` of ``modules`` has ``clk``/``rst`` (told by
         :func:`hw.hier.convert` after converting it)."""
+        bufs = getattr(self, "_top_buffers", None)
+        if module in getattr(bufs, "modules", {}):
+            bufs.clocked(module, flag)
         self.module_clocked[module] = flag
 
-    def _buffers(self, core_signature):
+    def _buffers(self, core_signature, hierarchy=False):
         cfg = self.cfg
         sizes = {"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes, "OUT": cfg.buf_out_bytes}
         if self.buffers == "banked":
             return BankedBuffers(core_signature=core_signature, cores=self.L, line=LINE,
                                  sizes=sizes, banks=self.banks, word=self.word)
         return GlobalBuffers(core_signature=core_signature, cores=self.L, line=LINE,
-                             sizes=sizes)
+                             sizes=sizes, hierarchy=hierarchy)
 
     def elaborate(self, platform):
         m = Module()

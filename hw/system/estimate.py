@@ -119,6 +119,8 @@ def _estimate_top(cfg, *, sems, buffers, banks, progress, estimate_verilog=None)
         # it is synthesised (banked)
         bufs = acc._top_buffers
         split = acc._top_buffers = SplitBlackbox(part=bufs, module=BUFFERS_MODULE)
+        for mod in getattr(bufs, "modules", {}):     # the buffers' own parts (CoreLanes)
+            acc.modules.pop(mod)._MustUse__silence = True
     texts = convert_modules(acc, name=top)
     lib = "".join(blackbox(mod, acc.modules[mod], clocked=acc.module_clocked[mod])
                   for mod in (CORE_MODULE, BUFFERS_MODULE) if mod in acc.modules)
