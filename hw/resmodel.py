@@ -14,9 +14,10 @@ part                   formula (per resource r: LUT, FF, DSP48E2)           fitt
 R-MAC engine           ``k_r + a_r * M + b_r * M*N`` (packed and unpacked    (M, N) = (2, 2), (2, 4),
                        separately)                                          (4, 2)
 MAT engine             ``k_r + a_r * S + b_r * S*T`` (the same)             (S, T) = the same
-requant lanes          ``(R_mat + R_rmac) * lane_r + aux_r`` (the residual    one ``Requant`` of each
-                       lanes of the MAT/R-MAC units, ``AccelConfig.          kind
-                       requant_lanes``; the AUX unit's lane)
+requant lanes          ``(R_mat + R_res) * lane_r + (R_rmac - R_res + 1) *    one ``Requant`` of each
+                       aux_r`` (the lanes with the residual path,            kind
+                       ``AccelConfig.requant_lanes`` / ``requant_res_lanes``;
+                       the R-MAC's others and the AUX unit's without it)
 log2 module            constant                                             one ``Log2Quantizer``
 control + local       ``c0_r + c1_r * (S + M)``: the rest of a core         two whole cores minus the
 buffers' logic +       (decoders, address generators, sequencers, per-lane  parts above, both with the
@@ -188,25 +189,29 @@ def _engine(coef: dict, kind: str, lanes: int, width: int, packed: bool) -> dict
     return {r: k[r][0] + k[r][1] * lanes + k[r][2] * lanes * width for r in RES}
 
 
-def _requant_lanes(c: dict) -> int:
-    """The MAT and R-MAC units' requant lanes together (``AccelConfig.requant_lanes``; a dict
-    without the fields, as the fitting cores', has one lane per engine lane)."""
+def _requant_lanes(c: dict) -> tuple[int, int]:
+    """The MAT and R-MAC units' requant lanes with the residual path and without it
+    (``AccelConfig.requant_lanes``, ``requant_res_lanes``; a dict without the fields, as the
+    fitting cores', has one lane per engine lane, each with the residual path)."""
     import dataclasses
     from sim.config import AccelConfig
     known = {f.name for f in dataclasses.fields(AccelConfig)}
     cfg = AccelConfig.from_dict({k: v for k, v in c.items() if k in known})
-    return cfg.requant_lanes("MAT") + cfg.requant_lanes("RMAC")
+    res = cfg.requant_lanes("MAT") + cfg.requant_res_lanes()
+    return res, cfg.requant_lanes("RMAC") - cfg.requant_res_lanes()
 
 
 def _parts_known(coef: dict, c: dict) -> dict[str, dict]:
     """Per-core parts with their own fitted formula (everything but the rest)."""
     S, T, M, N, pk = c["S"], c["T"], c["M"], c["N"], c["dsp_packing"]
     u = coef["units"]
-    lanes = _requant_lanes(c)
+    res, plain = _requant_lanes(c)
     return {
         "rmac_engine": _engine(coef, "rmac_engine", M, N, pk),
         "mat_engine": _engine(coef, "mat_engine", S, T, pk),
-        "requant": {r: lanes * u["requant_lane"][r] + u["requant_aux"][r] for r in RES},
+        # the R-MAC's lanes without the residual path are the AUX unit's lane
+        "requant": {r: res * u["requant_lane"][r] + (plain + 1) * u["requant_aux"][r]
+                    for r in RES},
         "log2": dict(u["log2"]),
     }
 

@@ -482,6 +482,7 @@ def test_predicted_core_has_the_configs_requant_lanes_and_no_shifter_array():
     from hw.resmodel import load_fit, predict_core
     u = load_fit()["units"]
     paper = PRESETS["paper"]
+    paper = paper.replace(requant_rmac_res=0)
     assert (paper.requant_lanes("MAT"), paper.requant_lanes("RMAC")) == (4, 8)
     p = predict_core(paper.to_dict())
     assert set(p["parts"]) == {"rmac_engine", "mat_engine", "requant", "log2", "control"}
@@ -489,6 +490,12 @@ def test_predicted_core_has_the_configs_requant_lanes_and_no_shifter_array():
         assert p["parts"]["requant"][r] == 12 * u["requant_lane"][r] + u["requant_aux"][r]
     full = predict_core(paper.replace(requant_mat=0).to_dict())
     assert full["DSP48E2"] - p["DSP48E2"] == 4 * u["requant_lane"]["DSP48E2"] == 24
+    # the R-MAC's lanes without the residual path cost the AUX unit's lane each
+    p8 = predict_core(paper.replace(requant_rmac_res=0).to_dict())
+    p2 = predict_core(paper.replace(requant_rmac_res=2).to_dict())
+    for r in ("LUT", "FF", "DSP48E2"):
+        assert p8["parts"]["requant"][r] - p2["parts"]["requant"][r] == \
+            6 * (u["requant_lane"][r] - u["requant_aux"][r])
 
 
 @pytest.mark.slow
