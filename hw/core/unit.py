@@ -575,8 +575,8 @@ class Unit(wiring.Component):
                 with m.If(wr):
                     m.d.sync += [wsub.eq(Mux(w_last, 0, wsub + 1)),
                                  wch.eq(Mux(w_last, 0, wch + dsel(R, Rr))),
-                                 wsoff.eq(Mux(w_last, 0, wsoff + regs["OSTRIDE"][:A]
-                                              * dsel(R, Rr)))]
+                                 wsoff.eq(Mux(w_last, 0, wsoff + dsel(
+                                     regs["OSTRIDE"][:A] * R, regs["OSTRIDE"][:A] * Rr)))]
 
                 def reset_drain():
                     m.d.sync += [wsub.eq(0), wch.eq(0), wsoff.eq(0)]
@@ -1112,7 +1112,7 @@ class Unit(wiring.Component):
                 ws = Signal(range(MRr))
                 ws_last = Signal()
                 m.d.comb += ws_last.eq(dsel(ws == MR - 1, ws == MRr - 1))
-                x0, wr_ch = ox0w + ws * dsel(R, Rr), wr & ws_last
+                x0, wr_ch = ox0w + dsel(ws * R, ws * Rr), wr & ws_last
             else:
                 x0, wr_ch = ox0w, wr
             m.d.comb += [self.o.en.eq(wr), self.o.wide.eq(0), self.o.elem_stride.eq(1),
