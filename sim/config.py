@@ -252,8 +252,10 @@ def _parse_value(v: str):
 
 #: the requant lanes of the paper's point (issue #14, docs/hw-core.md "Requant lanes"): the MAT
 #: unit drains its 8-lane vectors through 4 lanes (B1-R224: 409,278 cycles instead of 409,235,
-#: -0.01 % FPS); the R-MAC keeps 8 (with 4 its depthwise 3x3 tiles wait: -2.8 % FPS)
-PAPER_REQUANT = dict(requant_mat=4)
+#: -0.01 % FPS); the R-MAC keeps 8 (with 4 its depthwise 3x3 tiles wait: -2.8 % FPS), 2 of
+#: them with the residual path (docs/hw-core.md "issue #14, round 4": B1-R224 387,918 cycles
+#: instead of 388,251; its residual convs on the R-MAC wait, its depthwise convs have none)
+PAPER_REQUANT = dict(requant_mat=4, requant_rmac_res=2)
 
 PRESETS = {
     "paper": AccelConfig(name="paper", **PAPER_REQUANT),
