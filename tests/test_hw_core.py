@@ -286,6 +286,7 @@ def test_residual_lane_cases_reach_the_drain_stalls():
     assert _drain_stalls("dw3_s1_res_rr")["DW_RSA"] > 0
     assert _drain_stalls("dw3_s1_res_rr2")["DW_RSA"] > 0
     assert _drain_stalls("pw_rr2")["CONV_RDF"] > 0
+    assert _drain_stalls("pw_residual_paper_lanes")["CONV_RDF"] > 0     # paper's 2 of 8
     cfg = make_case("pw_residual_rr")[1]
     assert cfg.requant_lanes("RMAC") == 4 and cfg.requant_res_lanes() == 1
     assert _drain_stalls("dw3_s2")["DW_RSA"] == 0

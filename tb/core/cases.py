@@ -379,3 +379,9 @@ CASES.update({
     "dw3_s1_res_rr2": (depthwise_program, dict(c=5, h=5, w=6, k=3, stride=1, residual=True,
                                                seed=45), RES_LANES2),
 })
+#: the paper's engine sizes and requant lanes (``sim.config.PAPER_REQUANT``: 4 MAT lanes, 8 R-MAC
+#: lanes of which 2 have the residual path): a residual pointwise conv of 2 steps per vector on
+#: the R-MAC (D_res = 4: it waits)
+CASES["pw_residual_paper_lanes"] = (pointwise_program, dict(act="relu", cin=16, cout=16, h=2, w=5,
+                                                            residual=True, seed=47),
+                                    dict(N=8, M=8, T=8, S=8, requant_mat=4, requant_rmac_res=2))
