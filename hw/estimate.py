@@ -19,7 +19,8 @@ from pathlib import Path
 
 from sim.fileio import atomic_write
 
-__all__ = ["estimate", "estimate_verilog", "summarize", "yosys_command", "EstimateError"]
+__all__ = ["estimate", "estimate_verilog", "estimate_modules", "summarize", "yosys_command",
+           "EstimateError"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EST_ROOT = REPO_ROOT / "build" / "estimate"
@@ -62,7 +63,7 @@ def summarize(cells: dict[str, int]) -> dict[str, int]:
     }
 
 
-_SYNTH = "synth_xilinx -family xcup -top {top} -flatten -noiopad -noclkbuf"
+_SYNTH = "synth_xilinx -family xcup -top {top}{flatten} -noiopad -noclkbuf"
 
 #: synth_xilinx's map_luts step with classic ``abc`` in place of ``abc9`` (same LUT sizes)
 _MAP_LUTS_ABC = """opt_expr -mux_undef -noclkinv
@@ -75,8 +76,8 @@ opt_lut_ins -tech xilinx
 """
 
 
-def _script(top: str, *, abc9: bool, lib: bool = False) -> str:
-    synth = _SYNTH.format(top=top)
+def _script(top: str, *, abc9: bool, lib: bool = False, flatten: bool = True) -> str:
+    synth = _SYNTH.format(top=top, flatten=" -flatten" if flatten else "")
     body = (f"{synth}\n" if abc9 else
             f"{synth} -run :map_luts\n{_MAP_LUTS_ABC}{synth} -run finalize:check\n")
     read = "read_verilog -sv top.v\n" + ("read_verilog -sv lib.v\n" if lib else "")
@@ -144,3 +145,31 @@ def estimate(component, name: str, *, abc9: bool = True) -> dict:
     """Estimate an Amaranth component (converted with top module ``name``)."""
     from amaranth.back import verilog
     return estimate_verilog(verilog.convert(component, name=name, emit_src=False), name, abc9=abc9)
+
+
+def estimate_modules(component, name: str) -> dict[str, dict]:
+    """Per-module resources of an Amaranth component synthesised *without* flattening (classic
+    ABC, otherwise the flow of :func:`estimate`): ``{module name: {"LUT", "FF", "DSP48E2",
+    "RAMB18", "RAMB36", "BRAM", "CARRY"}}``, each module's own cells, not its submodules'
+    (Amaranth names a submodule ``<top>.<path>``; an unflattened design may map a little
+    differently from the flattened one :func:`estimate` counts). Cached like :func:`estimate`,
+    under ``build/estimate/<name>-hier-<hash>/``."""
+    from amaranth.back import verilog
+    text = verilog.convert(component, name=name, emit_src=False)
+    work = EST_ROOT / f"{name}-hier-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    EST_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(EST_ROOT / f"{work.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (work / "stat.json").exists():
+            work.mkdir(parents=True, exist_ok=True)
+            (work / "top.v").write_text(text)
+            ok, log = _run_yosys(work, _script(name, abc9=False, flatten=False))
+            if not ok:
+                raise EstimateError(f"yosys failed for {name}; log {work / 'yosys.log'}:\n"
+                                    f"{log[-2000:]}")
+            atomic_write(work / "stat.json", (work / "stat.tmp.json").read_text())
+            (work / "stat.tmp.json").unlink()
+    data = json.loads((work / "stat.json").read_text())
+    return {mod.replace("\\", ""): summarize({k: int(v) for k, v in
+                                              m.get("num_cells_by_type", {}).items()})
+            for mod, m in data["modules"].items()}

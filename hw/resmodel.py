@@ -14,10 +14,11 @@ part                   formula (per resource r: LUT, FF, DSP48E2)           fitt
 R-MAC engine           ``k_r + a_r * M + b_r * M*N`` (packed and unpacked    (M, N) = (2, 2), (2, 4),
                        separately)                                          (4, 2)
 MAT engine             ``k_r + a_r * S + b_r * S*T`` (the same)             (S, T) = the same
-requant lanes          ``(S + M) * lane_r + aux_r`` (residual lanes of the   one ``Requant`` of each
-                       MAT/R-MAC units, the AUX unit's lane)                 kind
+requant lanes          ``(R_mat + R_res) * lane_r + (R_rmac - R_res + 1) *    one ``Requant`` of each
+                       aux_r`` (the lanes with the residual path,            kind
+                       ``AccelConfig.requant_lanes`` / ``requant_res_lanes``;
+                       the R-MAC's others and the AUX unit's without it)
 log2 module            constant                                             one ``Log2Quantizer``
-shifter array          ``pow2(S) * lane_r``                                  ``ShifterArray`` 4 lanes
 control + local       ``c0_r + c1_r * (S + M)``: the rest of a core         two whole cores minus the
 buffers' logic +       (decoders, address generators, sequencers, per-lane  parts above, both with the
 core glue              output paths, buffer A's banks and multiplexers,     paper's buffers (a_line
@@ -32,6 +33,11 @@ system parts           dispatcher ``d0 + d1 * queues``; register block,    the p
 global buffers B/C/OUT ``ceil(bytes / 4096)`` RAMB36 each (as               -
                        ``estimate_accelerator``)
 =====================  ===================================================  ========================
+
+No shifter array: since issue #14's round 3 ATT_OUT runs on the MAT unit's requant lanes and
+the core has none (the committed coefficients were fitted before that, on cores with one requant
+lane per engine lane and a shifter array; their ``rest`` still holds what those cores had
+beyond the parts above).
 
 The semaphore file is left out exactly as ``estimate_accelerator`` leaves it out above its
 synthesis limit (always, at 2,048 semaphores); the clock does not change the resources (timing
@@ -61,10 +67,6 @@ RES = ("LUT", "FF", "DSP48E2")
 #: a byte-wide bank at least this deep maps to block RAM (yosys memory_libmap, seen on the cores)
 BRAM_MIN_DEPTH = 256
 FIT_VERSION = 2
-
-
-def _pow2(v: int) -> int:
-    return 1 << (max(1, v) - 1).bit_length()
 
 
 # -- the parts, built exactly as the accelerator builds them ----------------------------------
@@ -98,9 +100,6 @@ def build_part(kind: str, params: dict):
     if kind == "log2":
         from hw.units.log2 import Log2Quantizer
         return Log2Quantizer(width=32, exp_bits=8)
-    if kind == "shifter":
-        from hw.units.shifter import ShifterArray
-        return ShifterArray(lanes=params["lanes"], width=32 + 17, shift_bits=6)
     if kind == "core":
         from hw.core import Core
         return Core(**_core_kw(params))
@@ -123,8 +122,7 @@ def fit_jobs() -> list[tuple[str, dict]]:
         for packed in (True, False):
             for lanes, width in ((2, 2), (2, 4), (4, 2)):
                 jobs.append((kind, {"lanes": lanes, "width": width, "packed": packed}))
-    jobs += [("requant_lane", {}), ("requant_aux", {}), ("log2", {}),
-             ("shifter", {"lanes": 4})]
+    jobs += [("requant_lane", {}), ("requant_aux", {}), ("log2", {})]
     # two whole cores with the same buffers (the paper's: buffer A's line is 64 at 64 B/cycle)
     jobs.append(("core", _cfg_dict(N=2, M=2, T=2, S=2, name="fit-2222")))
     jobs.append(("core", _cfg_dict()))
@@ -191,16 +189,30 @@ def _engine(coef: dict, kind: str, lanes: int, width: int, packed: bool) -> dict
     return {r: k[r][0] + k[r][1] * lanes + k[r][2] * lanes * width for r in RES}
 
 
+def _requant_lanes(c: dict) -> tuple[int, int]:
+    """The MAT and R-MAC units' requant lanes with the residual path and without it
+    (``AccelConfig.requant_lanes``, ``requant_res_lanes``; a dict without the fields, as the
+    fitting cores', has one lane per engine lane, each with the residual path)."""
+    import dataclasses
+    from sim.config import AccelConfig
+    known = {f.name for f in dataclasses.fields(AccelConfig)}
+    cfg = AccelConfig.from_dict({k: v for k, v in c.items() if k in known})
+    res = cfg.requant_lanes("MAT") + cfg.requant_res_lanes()
+    return res, cfg.requant_lanes("RMAC") - cfg.requant_res_lanes()
+
+
 def _parts_known(coef: dict, c: dict) -> dict[str, dict]:
     """Per-core parts with their own fitted formula (everything but the rest)."""
     S, T, M, N, pk = c["S"], c["T"], c["M"], c["N"], c["dsp_packing"]
     u = coef["units"]
+    res, plain = _requant_lanes(c)
     return {
         "rmac_engine": _engine(coef, "rmac_engine", M, N, pk),
         "mat_engine": _engine(coef, "mat_engine", S, T, pk),
-        "requant": {r: (S + M) * u["requant_lane"][r] + u["requant_aux"][r] for r in RES},
+        # the R-MAC's lanes without the residual path are the AUX unit's lane
+        "requant": {r: res * u["requant_lane"][r] + (plain + 1) * u["requant_aux"][r]
+                    for r in RES},
         "log2": dict(u["log2"]),
-        "shifter": {r: _pow2(S) * u["shifter_lane"][r] for r in RES},
     }
 
 
@@ -271,11 +283,10 @@ def fit(estimator=run_estimate, progress=None) -> dict:
             X = [[1.0, p["lanes"], p["lanes"] * p["width"]] for p, _ in rows]
             engines[f"{kind}/{'packed' if packed else 'plain'}"] = {
                 r: _lstsq(X, [e[r] for _, e in rows]) for r in RES}
-    one = {k: e for k, p, e in got if k in ("requant_lane", "requant_aux", "log2", "shifter")}
+    one = {k: e for k, p, e in got if k in ("requant_lane", "requant_aux", "log2")}
     units = {"requant_lane": {r: one["requant_lane"][r] for r in RES},
              "requant_aux": {r: one["requant_aux"][r] for r in RES},
-             "log2": {r: one["log2"][r] for r in RES},
-             "shifter_lane": {r: one["shifter"][r] / 4 for r in RES}}
+             "log2": {r: one["log2"][r] for r in RES}}
     coef = {"version": FIT_VERSION, "engines": engines, "units": units}
     cores = [(p, e) for k, p, e in got if k == "core"]
     X, ys = [], {r: [] for r in RES}

@@ -47,7 +47,7 @@ _RANGES = {
     "dram_bytes_per_cycle": (1, 4096), "dram_latency_cycles": (0, 100000),
     "host_cycles_per_elem": (0, 10000),
     "host_overhead_cycles": (0, 10 ** 7),
-    "requant_mat": (0, 64), "requant_rmac": (0, 64),
+    "requant_mat": (0, 64), "requant_rmac": (0, 64), "requant_rmac_res": (0, 64),
 }
 
 
@@ -69,8 +69,12 @@ class AccelConfig:
     output vector is held in the unit's staging register and drained R channels per cycle
     (``lanes / R`` cycles per vector), the engine waiting when the staging is still being
     drained; :mod:`sim.timing` models it (docs/hw-core.md, "Requant lanes").
+    ``requant_rmac_res``: at most this many of the R-MAC's requant lanes have the residual path
+    (``0``, the default: all of them; :meth:`requant_res_lanes`, a divisor of
+    ``requant_lanes("RMAC")``); a ``CONV_RDF`` or ``DW_RSA`` with a residual input drains through
+    those only, ``M / R_res`` cycles per vector (docs/hw-core.md, "issue #14, round 4").
 
-    The pipeline latencies of the core (requant lanes, engines, log2 module, shifter array) are
+    The pipeline latencies of the core (requant lanes, engines, log2 module) are
     properties of the RTL, not of the configuration: :mod:`sim.timing` states them. (A former
     field ``requant_latency`` is dropped; JSON written with it still loads, see
     :meth:`from_dict`.)
@@ -94,6 +98,7 @@ class AccelConfig:
     host_overhead_cycles: int = 2000
     requant_mat: int = 0
     requant_rmac: int = 0
+    requant_rmac_res: int = 0
     name: str = "custom"
 
     def __post_init__(self):
@@ -121,6 +126,15 @@ class AccelConfig:
         if unit not in ("MAT", "RMAC"):
             raise ValueError(f"unit must be 'MAT' or 'RMAC', got {unit!r}")
         lanes, r = (self.S, self.requant_mat) if unit == "MAT" else (self.M, self.requant_rmac)
+        if not r or r >= lanes:
+            return lanes
+        return max(d for d in range(1, r + 1) if lanes % d == 0)
+
+    def requant_res_lanes(self) -> int:
+        """The R-MAC unit's requant lanes with the residual path: the largest divisor of its
+        requant lanes (:meth:`requant_lanes`) that is at most ``requant_rmac_res``; all of them
+        when that field is 0."""
+        lanes, r = self.requant_lanes("RMAC"), self.requant_rmac_res
         if not r or r >= lanes:
             return lanes
         return max(d for d in range(1, r + 1) if lanes % d == 0)
@@ -238,8 +252,10 @@ def _parse_value(v: str):
 
 #: the requant lanes of the paper's point (issue #14, docs/hw-core.md "Requant lanes"): the MAT
 #: unit drains its 8-lane vectors through 4 lanes (B1-R224: 409,278 cycles instead of 409,235,
-#: -0.01 % FPS); the R-MAC keeps 8 (with 4 its depthwise 3x3 tiles wait: -2.8 % FPS)
-PAPER_REQUANT = dict(requant_mat=4)
+#: -0.01 % FPS); the R-MAC keeps 8 (with 4 its depthwise 3x3 tiles wait: -2.8 % FPS), 2 of
+#: them with the residual path (docs/hw-core.md "issue #14, round 4": B1-R224 387,918 cycles
+#: instead of 388,251; its residual convs on the R-MAC wait, its depthwise convs have none)
+PAPER_REQUANT = dict(requant_mat=4, requant_rmac_res=2)
 
 PRESETS = {
     "paper": AccelConfig(name="paper", **PAPER_REQUANT),

@@ -53,7 +53,10 @@ Pipeline stages (``hw/core/unit.py``, ``hw/core/attention.py``; ``P`` = product 
   previous tile's (with R = M the unit requires ``k*k >= N + 1``, so it never waits). A deeper
   staging buffer would change no cycle count: a unit drains each instruction before its next
   fetch, and within an instruction every vector takes the same number of steps, so the drain
-  is the bottleneck from the first vector on either way (docs/hw-core.md, "Requant lanes");
+  is the bottleneck from the first vector on either way (docs/hw-core.md, "Requant lanes").
+  With ``AccelConfig.requant_rmac_res`` only R_res of the R-MAC's lanes have the residual
+  path: a ``CONV_RDF`` (not NOEPI) or ``DW_RSA`` whose ``RES_ADDR >= 0`` drains with
+  ``D = M / R_res`` (``drain_cycles(cfg, "RMAC", residual=True)``), every rule above unchanged;
 * ``POOL`` / ``ATT_KSUM`` (AUX unit): the adder tree is combinational, the channel total is
   held one cycle (parameter read), then the requant lane;
 * ``ATT_DIV``: ``Log2Quantizer`` (registered, :data:`LOG2_LATENCY`) after ``o1``;
@@ -335,9 +338,13 @@ class ComputeTiming:
         return self.pre + self.steps + self.stall + self.post
 
 
-def drain_cycles(cfg, unit: str) -> int:
+def drain_cycles(cfg, unit: str, residual: bool = False) -> int:
     """Cycles the requant lanes of ``unit`` ("MAT" / "RMAC") take for one engine output vector:
-    ``lanes / R`` (``sim.config.AccelConfig.requant_lanes``); 1 with one lane per engine lane."""
+    ``lanes / R`` (``sim.config.AccelConfig.requant_lanes``); 1 with one lane per engine lane.
+    ``residual``: an instruction with a residual input, which on the R-MAC drains through its
+    ``requant_res_lanes()`` lanes with the residual path only."""
+    if unit == "RMAC" and residual:
+        return cfg.M // cfg.requant_res_lanes()
     return (cfg.S if unit == "MAT" else cfg.M) // cfg.requant_lanes(unit)
 
 
@@ -372,7 +379,8 @@ def compute_timing(cfg, op: str, regs: dict, f: dict) -> ComputeTiming:
         pre, post = conv_pre_post(cfg, unit, nco=f["nco"],
                                   groups=regs.get("GROUPS", 1), noepi=bool(regs.get("NOEPI", 0)))
         # requant drain: a vector every k*k*ceil(CIN/W) steps, drained in D cycles
-        D = drain_cycles(cfg, unit)
+        noepi = bool(regs.get("NOEPI", 0))
+        D = drain_cycles(cfg, unit, not noepi and regs.get("RES_ADDR", -1) >= 0)
         per = regs["KERNEL"] ** 2 * _cdiv(regs["CIN"], cfg.T if unit == "MAT" else cfg.N)
         stall = drain_stall(steps // per, per, D)
         post += D - 1
@@ -380,7 +388,7 @@ def compute_timing(cfg, op: str, regs: dict, f: dict) -> ComputeTiming:
         # the tile's N x M results are drained D = N * M / R cycles (channel by channel, M / R
         # cycles per channel); a tile's last step comes at least D + 1 cycles after the last one's
         pre = 2
-        D = cfg.N * drain_cycles(cfg, "RMAC")
+        D = cfg.N * drain_cycles(cfg, "RMAC", regs.get("RES_ADDR", -1) >= 0)
         k = regs["KERNEL"]
         stall = drain_stall(steps // (k * k), k * k, D + 1)
         post = GATHER_LATENCY + rmac_dw_latency(cfg) + D + rq

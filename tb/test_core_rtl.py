@@ -55,7 +55,7 @@ def _run(cases, simulator, prefetch=False):
 def _core_key(cfg):
     """What the core's Verilog depends on among a case's config fields."""
     return (cfg.N, cfg.M, cfg.T, cfg.S, cfg.dsp_packing, cfg.requant_lanes("MAT"),
-            cfg.requant_lanes("RMAC"))
+            cfg.requant_lanes("RMAC"), cfg.requant_res_lanes())
 
 
 def _by_core(cases):
@@ -120,3 +120,11 @@ def test_core_rtl_requant_lanes(simulator):
     sequencers wait for the drain), a residual one and a depthwise 3x3 stride 2 (the R-MAC waits
     between tiles); outputs bit-exact, cycles equal to sim.perf's."""
     _run(("pw_rq", "pw_residual_rq", "dw3_s2_rq"), simulator)
+
+
+def test_core_rtl_residual_lanes(simulator):
+    """The residual path on 1 of the R-MAC's 4 requant lanes (tb.core.cases.RES_LANES; like
+    ``paper``, one requant lane per engine lane otherwise): a residual pointwise conv and a
+    residual depthwise 3x3 drain through the one residual lane and wait, a plain pointwise conv
+    through all four at once; outputs bit-exact, cycles equal to sim.perf's."""
+    _run(("pw_residual_rr", "dw3_s1_res_rr", "pw_rr"), simulator)

@@ -475,6 +475,29 @@ def test_predicted_dsps_are_the_multipliers_plus_the_requant_lanes():
     assert a["core"] == c["core"] and a["LUT"] > c["LUT"]
 
 
+def test_predicted_core_has_the_configs_requant_lanes_and_no_shifter_array():
+    """The core's parts follow the RTL: no shifter array (ATT_OUT runs on the MAT's requant
+    lanes since issue #14 round 3), and the requant lanes of AccelConfig.requant_lanes
+    (paper: 4 in the MAT unit, 8 in the R-MAC unit, + the AUX unit's)."""
+    from hw.resmodel import load_fit, predict_core
+    u = load_fit()["units"]
+    paper = PRESETS["paper"]
+    paper = paper.replace(requant_rmac_res=0)
+    assert (paper.requant_lanes("MAT"), paper.requant_lanes("RMAC")) == (4, 8)
+    p = predict_core(paper.to_dict())
+    assert set(p["parts"]) == {"rmac_engine", "mat_engine", "requant", "log2", "control"}
+    for r in ("LUT", "FF", "DSP48E2"):
+        assert p["parts"]["requant"][r] == 12 * u["requant_lane"][r] + u["requant_aux"][r]
+    full = predict_core(paper.replace(requant_mat=0).to_dict())
+    assert full["DSP48E2"] - p["DSP48E2"] == 4 * u["requant_lane"]["DSP48E2"] == 24
+    # the R-MAC's lanes without the residual path cost the AUX unit's lane each
+    p8 = predict_core(paper.replace(requant_rmac_res=0).to_dict())
+    p2 = predict_core(paper.replace(requant_rmac_res=2).to_dict())
+    for r in ("LUT", "FF", "DSP48E2"):
+        assert p8["parts"]["requant"][r] - p2["parts"]["requant"][r] == \
+            6 * (u["requant_lane"][r] - u["requant_aux"][r])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["rmac_engine", "mat_engine"])
 def test_engine_model_against_a_fresh_held_out_estimate(kind, tmp_path, monkeypatch):

@@ -218,6 +218,8 @@ def test_core_bad_parameters(kw, exc):
 @pytest.mark.parametrize("kw, match", [
     (dict(S=8, requant_mat=3), "requant_mat must divide S=8"),
     (dict(M=4, requant_rmac=8), "requant_rmac"), (dict(requant_mat=0), "requant_mat"),
+    (dict(M=8, requant_rmac=4, requant_rmac_res=3), "requant_rmac_res must divide requant_rmac=4"),
+    (dict(M=8, requant_rmac_res=16), "requant_rmac_res"),
 ])
 def test_core_bad_requant_lanes(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -235,6 +237,28 @@ def test_unit_requant_lanes():
         Unit(kind="RMAC", lanes=8, requant_lanes=2.0)
 
 
+def test_unit_requant_res_lanes():
+    """R_res of the R lanes have the residual path (R-MAC only): a residual vector drains in
+    lanes / R_res cycles; the other lanes are built without the residual inputs."""
+    u = Unit(kind="RMAC", lanes=8, requant_lanes=8, requant_res_lanes=2)
+    assert (u.drain, u.drain_res) == (1, 4)
+    assert Unit(kind="RMAC", lanes=8, requant_lanes=4).drain_res == 2
+    for bad in (3, 0, 8):
+        with pytest.raises(ValueError, match="requant_res_lanes"):
+            Unit(kind="RMAC", lanes=8, requant_lanes=4, requant_res_lanes=bad)
+    with pytest.raises(ValueError, match="requant_res_lanes: only an RMAC"):
+        Unit(kind="MAT", lanes=8, requant_res_lanes=4)
+    import re
+    from amaranth.back import verilog
+    text = verilog.convert(Unit(kind="RMAC", lanes=4, width=4, requant_lanes=4,
+                                requant_res_lanes=1), name="unit", emit_src=False)
+    mods = {m.group(1): m.group(2) for m in re.finditer(
+        r"module \\?(unit\.requant_\d+)\s*\((.*?)endmodule", text, re.S)}
+    assert sorted(mods) == [f"unit.requant_{s}" for s in range(4)]
+    assert [bool(re.search(r"input \[15:0\] rb;", mods[f"unit.requant_{s}"]))
+            for s in range(4)] == [True, False, False, False]
+
+
 def _drain_stalls(name):
     """{opcode: sim.timing stall cycles} of case ``name``'s Binary (every compute instruction)."""
     from sim.funcsim import build_queues
@@ -250,6 +274,22 @@ def _drain_stalls(name):
                 t = timing.compute_timing(cfg, ins.op, regs, ins.f)
                 out[ins.op] = out.get(ins.op, 0) + t.stall
     return out
+
+
+def test_residual_lane_cases_reach_the_drain_stalls():
+    """The ``*_rr`` cases (tb.core.cases.RES_LANES: the residual path on 1 of the R-MAC's 4 or
+    2 requant lanes) make the R-MAC wait on residual vectors only: a residual pointwise conv
+    (3 steps per vector < 4) and a residual depthwise 3x3 (9 steps per tile < 17) wait; the
+    plain pointwise conv with 4 lanes does not (1 step, D = 1), with 2 it does."""
+    assert _drain_stalls("pw_residual_rr")["CONV_RDF"] > 0
+    assert _drain_stalls("pw_residual_rr2")["CONV_RDF"] > 0
+    assert _drain_stalls("dw3_s1_res_rr")["DW_RSA"] > 0
+    assert _drain_stalls("dw3_s1_res_rr2")["DW_RSA"] > 0
+    assert _drain_stalls("pw_rr2")["CONV_RDF"] > 0
+    assert _drain_stalls("pw_residual_paper_lanes")["CONV_RDF"] > 0     # paper's 2 of 8
+    cfg = make_case("pw_residual_rr")[1]
+    assert cfg.requant_lanes("RMAC") == 4 and cfg.requant_res_lanes() == 1
+    assert _drain_stalls("dw3_s2")["DW_RSA"] == 0
 
 
 def test_requant_cases_reach_the_drain_stalls():

@@ -114,23 +114,24 @@ def test_one_attention_head_cycles():
     # MAT: WAIT for ksum at 262; step iv divisors ATT_DIV at 263: ceil(16/T) x 64 tokens = 128
     #     steps, 2 + 128 + post 9 (1 + MAT 6 + latch 1 + log2 module 1) -> 402; WAIT for S
     #     (seen at 400) at 402; steps iii+v ATT_OUT at 403: ceil(16/8) x 64 x ceil(16/8) = 256,
-    #     2 + 256 + post 10 (1 + 6 + 1 + product 1 + shifter 1) -> 671; two SIGNALs, the
-    #     second at 672, seen at 673.
-    # ST: 16*64 = 1024 B -> 16 cycles [673,689), lands at 753.
+    #     2 + 256 + post 15 (1 + MAT 6 + latch 1 + requant lane 6 + drain D - 1 = 1: the
+    #     MAT's 4 requant lanes take a vector of 8 in D = 2 cycles; issue #14 round 3) -> 676;
+    #     two SIGNALs, the second at 677, seen at 678.
+    # ST: 16*64 = 1024 B -> 16 cycles [678,694), lands at 758.
     r = simulate(b)
-    assert r.cycles == 753
+    assert r.cycles == 758
     assert r.layers[0].busy == {"LD": 1 + 16 + 16 + 16, "RMAC": 2 + 256 + 19, "AUX": 2 + 128 + 9,
-                                "MAT": 2 + 128 + 9 + 2 + 256 + 10, "ST": 16}
+                                "MAT": 2 + 128 + 9 + 2 + 256 + 15, "ST": 16}
     # the same head with K in B (buffer A too small): one q|k|v LOAD, 48 cycles [1,49), lands
     # at 113; every unit WAITs at 113, 114, SETR [115,122); KV and KSUM at 122 (KSUM SIGNAL
-    # at 261, seen 262), DIV at 263 -> 402, OUT at 403 -> 671, ST [673,689), lands at 753
-    assert simulate(compile_(prog, ONE.replace(buf_a_bytes=512))).cycles == 753
+    # at 261, seen 262), DIV at 263 -> 402, OUT at 403 -> 676, ST [678,694), lands at 758
+    assert simulate(compile_(prog, ONE.replace(buf_a_bytes=512))).cycles == 758
     # DRAM 128 B/cycle: A's write port (64-byte lines at most) is now the narrower one. Params
     # [0,1); Q [1,9), V [9,17), land at 81; K 1024 B at 64 B/cycle [17,33), lands at 97.
     # R-MAC and AUX: K at 97, params 98, SETR [99,106); KV at 106 -> 383 (seen 384), KSUM at
-    # 106 -> 245 (seen 246); MAT: DIV at 247 -> 386, OUT at 387 -> 655, second SIGNAL seen at
-    # 657; ST 8 cycles [657,665), lands at 729.
-    assert simulate(compile_(prog, ONE.replace(dram_bytes_per_cycle=128))).cycles == 729
+    # 106 -> 245 (seen 246); MAT: DIV at 247 -> 386, OUT at 387 -> 660, second SIGNAL seen at
+    # 662; ST 8 cycles [662,670), lands at 734.
+    assert simulate(compile_(prog, ONE.replace(dram_bytes_per_cycle=128))).cycles == 734
 
 
 def _recount_dram_bytes(b):

@@ -174,6 +174,48 @@ def test_requant_lanes_config():
         cfg.requant_lanes("AUX")
 
 
+def test_requant_res_lanes_config():
+    """requant_rmac_res: 0 (every R-MAC requant lane has the residual path) or at most that many
+    of them (the largest divisor of the R-MAC's requant lanes not above it); a residual vector
+    on the R-MAC drains in M / R_res cycles, any other vector, and the MAT's, as before."""
+    paper = AccelConfig.from_string("paper")
+    assert paper.requant_rmac_res == 2 and paper.requant_res_lanes() == 2   # round 4's choice
+    assert paper.replace(requant_rmac_res=0).requant_res_lanes() == 8
+    for k, want in ((8, 8), (4, 4), (3, 2), (2, 2), (1, 1), (64, 8)):
+        c = paper.replace(requant_rmac_res=k)
+        assert c.requant_res_lanes() == want, k
+        assert timing.drain_cycles(c, "RMAC", True) == 8 // want
+        assert timing.drain_cycles(c, "RMAC") == 1 and timing.drain_cycles(c, "MAT", True) == 2
+    c = AccelConfig.from_string("paper:requant_rmac=4,requant_rmac_res=3")
+    assert (c.requant_lanes("RMAC"), c.requant_res_lanes()) == (4, 2)
+    assert AccelConfig.from_json(c.to_json()) == c
+    for bad in (dict(requant_rmac_res=-1), dict(requant_rmac_res=65),
+                dict(requant_rmac_res=1.0)):
+        with pytest.raises(ConfigError, match="requant_rmac_res"):
+            AccelConfig(**bad)
+
+
+def test_residual_drain_timing():
+    """CONV_RDF / DW_RSA with a residual (RES_ADDR >= 0) drain through the residual lanes: a
+    1x1 conv of CIN = 8 (1 step per vector on the R-MAC, N = 8) over 10 pixels with 2 residual
+    lanes of 8 waits 3 cycles per vector after the first (D_res = 4) and its drain adds
+    D_res - 1 = 3; without the residual, or with NOEPI, it is as with all lanes."""
+    base = AccelConfig.from_string("paper:requant_rmac_res=0")
+    rr = base.replace(requant_rmac_res=2)
+    regs = dict(KERNEL=1, CIN=8, COUT=8, GROUPS=1, NOEPI=0, RES_ADDR=0, HIN=1, WIN=10, STRIDE=1,
+                PAD_T=0, PAD_L=0, HOUT=1, WOUT=10)
+    f = dict(nco=8, ho=1)
+    t0 = timing.compute_timing(base, "CONV_RDF", regs, f)
+    t1 = timing.compute_timing(rr, "CONV_RDF", regs, f)
+    vectors = t0.steps      # one step per vector
+    assert t0.stall == 0
+    assert (t1.stall, t1.post - t0.post, t1.pre, t1.steps) == (3 * (vectors - 1), 3, t0.pre,
+                                                               t0.steps)
+    for other in (dict(regs, RES_ADDR=-1), dict(regs, NOEPI=1)):
+        assert timing.compute_timing(rr, "CONV_RDF", other, f) == \
+            timing.compute_timing(base, "CONV_RDF", other, f)
+
+
 def test_drain_stall_closed_form():
     """sim.timing.drain_stall against a cycle-by-cycle walk of the rule it states: the last step
     of a vector is issued at least ``gap`` cycles after the previous vector's last step, the

@@ -276,8 +276,9 @@ class AttentionSequencer:
                              rq.c.eq(Mux(is_out, shift, rec["s_c"][:6]) if has_out
                                      else rec["s_c"][:6]),
                              rq.offset.eq(0), rq.relu_en.eq(0),
-                             rq.hswish_en.eq(0), rq.rb.eq(0), rq.rc.eq(0), rq.res.eq(0),
-                             rq.in_valid.eq(drain["o1s"] & on_lanes)]
+                             rq.hswish_en.eq(0), rq.in_valid.eq(drain["o1s"] & on_lanes)]
+                if rq.residual:     # (an R-MAC unit's lanes without it: requant_res_lanes)
+                    m.d.comb += [rq.rb.eq(0), rq.rc.eq(0), rq.res.eq(0)]
         # written-vector pulse of each step present (KV, OUT: the requant lanes)
         done = {KV: ctx["rq_lanes"][0].out_valid}
         if has_out:

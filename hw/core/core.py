@@ -68,7 +68,9 @@ class Core(wiring.Component):
     width of ``a_load``; a power of two, ``max(16, N)`` .. 64; default
     ``sim.timing.a_line_bytes(N, 16)``); ``requant_mat``, ``requant_rmac`` (the requant lanes
     of the MAT and R-MAC units, divisors of S and M; None: one per engine lane, see
-    :class:`hw.core.unit.Unit`); ``stall`` (the buffer ports have ``ready``
+    :class:`hw.core.unit.Unit`); ``requant_rmac_res`` (how many of the R-MAC's requant lanes
+    have the residual path, a divisor of ``requant_rmac``; None: all of them; an instruction
+    with a residual drains through those only); ``stall`` (the buffer ports have ``ready``
     backpressure and the units freeze while a request waits: ``hw.core.unit.Unit``'s ``stall``;
     requests served by the core's local buffers are always accepted at once).
     ``Core.from_config(cfg)`` takes them from a
@@ -92,7 +94,8 @@ class Core(wiring.Component):
     def __init__(self, *, N: int = 8, M: int = 8, T: int = 8, S: int = 8, packed: bool = False,
                  aux_bytes: int = 4096, div_bytes: int = 1024, a_bytes: int = 8192,
                  a_line: int | None = None, requant_mat: int | None = None,
-                 requant_rmac: int | None = None, stall: bool = False):
+                 requant_rmac: int | None = None, requant_rmac_res: int | None = None,
+                 stall: bool = False):
         # validate every parameter before building anything: a rejected core leaves no
         # half-built buffers behind (each would warn UnusedElaboratable when collected)
         for k, v in dict(N=N, M=M, T=T, S=S).items():
@@ -116,6 +119,13 @@ class Core(wiring.Component):
                 raise ValueError(f"{k} must divide {what}={lanes}, got {v}")
         self.requant_mat = S if requant_mat is None else requant_mat
         self.requant_rmac = M if requant_rmac is None else requant_rmac
+        if requant_rmac_res is not None and check_int("requant_rmac_res", requant_rmac_res, 1,
+                                                      self.requant_rmac) \
+                and self.requant_rmac % requant_rmac_res:
+            raise ValueError(f"requant_rmac_res must divide requant_rmac={self.requant_rmac}, "
+                             f"got {requant_rmac_res}")
+        self.requant_rmac_res = (self.requant_rmac if requant_rmac_res is None
+                                 else requant_rmac_res)
         self.N, self.M, self.T, self.S, self.packed = N, M, T, S, packed
         self.stall = stall
         self.aux_buf = AuxBuffer(depth=aux_bytes, S=S, T=T, M=M)
@@ -129,7 +139,8 @@ class Core(wiring.Component):
         self.units = {"mat": Unit(kind="MAT", lanes=S, width=T, packed=packed,
                                   requant_lanes=self.requant_mat, stall=stall),
                       "rmac": Unit(kind="RMAC", lanes=M, width=N, packed=packed,
-                                   requant_lanes=self.requant_rmac, stall=stall),
+                                   requant_lanes=self.requant_rmac,
+                                   requant_res_lanes=self.requant_rmac_res, stall=stall),
                       "aux": Unit(kind="AUX", lanes=1, width=N, stall=stall)}
         sig = {}
         for u, unit in self.units.items():
@@ -155,7 +166,8 @@ class Core(wiring.Component):
         return dict(N=cfg.N, M=cfg.M, T=cfg.T, S=cfg.S, packed=cfg.dsp_packing,
                     aux_bytes=cfg.buf_aux_bytes, div_bytes=cfg.buf_div_bytes,
                     a_bytes=cfg.buf_a_bytes, a_line=a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle),
-                    requant_mat=cfg.requant_lanes("MAT"), requant_rmac=cfg.requant_lanes("RMAC"))
+                    requant_mat=cfg.requant_lanes("MAT"), requant_rmac=cfg.requant_lanes("RMAC"),
+                    requant_rmac_res=cfg.requant_res_lanes())
 
     def elaborate(self, platform):
         m = Module()

@@ -193,6 +193,11 @@ class Unit(wiring.Component):
         first R rows / elements of ``p``, ``r``, ``o``); the sequencer holds a vector's last
         step until the staging is free (``sim.timing.drain_stall``). A depthwise tile is drained
         ``N * lanes / R`` cycles. The AUX unit has one lane whatever this is.
+    requant_res_lanes : int or None
+        R_res, how many of the R requant lanes have the residual path (an R-MAC unit; must
+        divide R; None: all of them). An instruction with a residual input drains through
+        those lanes only, ``lanes / R_res`` cycles per vector (a depthwise tile
+        ``N * lanes / R_res``), the others through all R (``sim.timing.drain_cycles``).
     stall : bool
         Buffer ports with backpressure (``ready``, :mod:`hw.core.ports`): while a request of
         the unit waits for ``ready``, the whole unit (decoder, sequencers, engine, accumulators,
@@ -213,7 +218,8 @@ class Unit(wiring.Component):
     """
 
     def __init__(self, *, kind: str, lanes: int = 8, width: int = 8, packed: bool = False,
-                 requant_lanes: int | None = None, stall: bool = False):
+                 requant_lanes: int | None = None, requant_res_lanes: int | None = None,
+                 stall: bool = False):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
@@ -226,6 +232,18 @@ class Unit(wiring.Component):
             raise ValueError(f"requant_lanes must divide lanes={lanes}, got {requant_lanes}")
         #: cycles the requant lanes take for one engine output vector
         self.drain = lanes // requant_lanes
+        if requant_res_lanes is None:
+            requant_res_lanes = requant_lanes
+        self.requant_res_lanes = check_int("requant_res_lanes", requant_res_lanes, 1,
+                                           requant_lanes)
+        if requant_lanes % requant_res_lanes:
+            raise ValueError(f"requant_res_lanes must divide requant_lanes={requant_lanes}, "
+                             f"got {requant_res_lanes}")
+        if requant_res_lanes != requant_lanes and kind != "RMAC":
+            raise ValueError(f"requant_res_lanes: only an RMAC unit has lanes without the "
+                             f"residual path (kind {kind!r})")
+        #: ... for a vector with a residual input (through the R_res residual lanes)
+        self.drain_res = lanes // requant_res_lanes
         if not isinstance(packed, bool):
             raise TypeError(f"packed must be a bool, got {packed!r}")
         self.packed = packed
@@ -446,34 +464,49 @@ class Unit(wiring.Component):
             # lanes / R cycles per vector; sub-block `sub` (channels sub*R ..) is read in the
             # cycle e_valid + sub and requantized one cycle later (stage 1: o1s, sub1).
             R, D = self.requant_lanes, self.drain
+            Rr, Dr = self.requant_res_lanes, self.drain_res
+            # rmode: this instruction drains through the Rr residual lanes (Rr < R only)
+            rmode = Signal()
+
+            def dsel(normal, residual):
+                """``normal``, or ``residual`` in residual mode (Rr < R)."""
+                return normal if Rr == R else Mux(rmode, residual, normal)
             acc = [Signal(signed(32), name=f"acc_{s}") for s in range(L)]
             o1 = Signal()
             m.d.sync += o1.eq(e_valid)
             with m.If(e_valid):
                 m.d.sync += [acc[s].eq(e_out[s]) for s in range(L)]
-            if D > 1:
+            if Dr > 1:
                 # rd: a sub-block is read this cycle (sub: which), rd_last: the vector's last
-                rd, sub, rd_last = Signal(), Signal(range(D)), Signal()
-                o1s, sub1 = Signal(), Signal(range(D))
-                rsoff = Signal(A)       # sub * R * RSTRIDE (running)
-                ract, rsub = Signal(), Signal(range(D))
+                rd, sub, rd_last = Signal(), Signal(range(Dr)), Signal()
+                o1s, sub1 = Signal(), Signal(range(Dr))
+                rsoff = Signal(A)       # sub * Rr * RSTRIDE (running; residual reads only)
+                ract, rsub = Signal(), Signal(range(Dr))
                 # start: an engine vector that goes through the lanes (the attention drives it
                 # low for ATT_DIV's, which would otherwise still drain into the next step)
                 start = Signal()
                 m.d.comb += [start.eq(e_valid), rd.eq(start | ract),
-                             sub.eq(Mux(start, 0, rsub)), rd_last.eq(sub == D - 1)]
+                             sub.eq(Mux(start, 0, rsub)),
+                             rd_last.eq(dsel(sub == D - 1, sub == Dr - 1))]
                 m.d.sync += ract.eq(rd & ~rd_last)
                 with m.If(rd):
                     m.d.sync += [rsub.eq(sub + 1),
-                                 rsoff.eq(Mux(rd_last, 0, rsoff + regs["RSTRIDE"][:A] * R))]
+                                 rsoff.eq(Mux(rd_last, 0, rsoff + regs["RSTRIDE"][:A] * Rr))]
                 m.d.sync += [o1s.eq(rd), sub1.eq(sub)]
                 acc_sel = [Signal(signed(32), name=f"acc_sel_{s}") for s in range(R)]
                 for s in range(R):
                     with m.Switch(sub1):
-                        for j in range(D):
-                            with m.Case(j):
-                                m.d.comb += acc_sel[s].eq(acc[j * R + s])
-                p_addr, r_addr = pco_o + sub * (32 * R), rco_o + pix_o + rsoff
+                        for j in range(Dr):
+                            normal = acc[j * R + s] if j < D else 0
+                            if Rr == R or s >= Rr:
+                                if j < D:
+                                    with m.Case(j):
+                                        m.d.comb += acc_sel[s].eq(normal)
+                            else:
+                                with m.Case(j):
+                                    m.d.comb += acc_sel[s].eq(dsel(normal, acc[j * Rr + s]))
+                p_addr = pco_o + dsel(sub * (32 * R), sub * (32 * Rr))
+                r_addr = rco_o + pix_o + rsoff
                 rd_vec = rd & rd_last       # the vector's last sub-block is read
             else:       # one lane per engine lane: the vector in one cycle
                 rd, o1s, acc_sel, start = e_valid, o1, acc, None
@@ -491,7 +524,7 @@ class Unit(wiring.Component):
                 f = {n: rec[32 * i:32 * i + 32] for i, n in enumerate(REC_FIELDS)}
                 tot = Signal(signed(32), name=f"sum_{s}")
                 m.d.comb += tot.eq(acc_sel[s] + f["bias"].as_signed())
-                rq = Requant(out_bits=16, signed=True, residual=True, hswish=True,
+                rq = Requant(out_bits=16, signed=True, residual=s < Rr, hswish=True,
                              hswish_in_bits=16)
                 m.submodules[f"requant_{s}"] = rq
                 rq_lanes.append(rq)
@@ -500,10 +533,11 @@ class Unit(wiring.Component):
                              rq.relu_en.eq(regs["ACT"] == ACTS["relu"]),
                              rq.hswish_en.eq(regs["ACT"] == ACTS["hswish"]),
                              rq.three.eq(regs["THREE"][:16]), rq.hb.eq(f["hsw_b"][:16]),
-                             rq.hc.eq(f["hsw_c"][:6]), rq.in_valid.eq(o1s & ~noepi),
-                             rq.res.eq(_byte(self.r.data[0][s], regs["RSIGNED"])),
-                             rq.rb.eq(Mux(has_res, f["res_b"][:16], 0)),
-                             rq.rc.eq(Mux(has_res, f["res_c"][:6], 0))]
+                             rq.hc.eq(f["hsw_c"][:6]), rq.in_valid.eq(o1s & ~noepi)]
+                if s < Rr:
+                    m.d.comb += [rq.res.eq(_byte(self.r.data[0][s], regs["RSIGNED"])),
+                                 rq.rb.eq(Mux(has_res, f["res_b"][:16], 0)),
+                                 rq.rc.eq(Mux(has_res, f["res_c"][:6], 0))]
                 if s == 0:
                     m.d.comb += rq_valid.eq(rq.out_valid)
                 y = Signal(signed(32), name=f"y_{s}")
@@ -512,14 +546,16 @@ class Unit(wiring.Component):
                 m.d.comb += y.eq(Mux(rq.out < lo, lo, Mux(rq.out > hi, hi, rq.out)))
                 results.append((tot, y))
             ns = dict(acc=acc, results=results, o1=o1, K=K, npix=npix, co=co, nco=nco,
-                            has_res=has_res)
+                            has_res=has_res, rmode=rmode)
             # write stage: sub-block wsub of a vector (channels wch = wsub*R .., address
             # offset wsoff = wsub * R * OSTRIDE); attmode: the KV step's writes (its own pulse)
             wr = Signal()
             attmode = Signal()      # an attention instruction runs (hw.core.attention)
-            if D > 1:
+            if Rr < R:      # (RES_ADDR may still be set from an earlier instruction)
+                m.d.comb += rmode.eq(has_res & ~noepi & ~attmode)
+            if Dr > 1:
                 w_last = Signal()
-                wsub, wch, wsoff = Signal(range(D)), Signal(range(L)), Signal(A)
+                wsub, wch, wsoff = Signal(range(Dr)), Signal(range(L)), Signal(A)
                 m.d.comb += wr.eq(Mux(noepi & ~attmode, o1s, rq_valid))
                 o_addr, o_ch = oco_w + Mux(wide, pix_w << 2, pix_w) + wsoff, co_w + wch
                 wr_vec = wr & w_last        # the vector's last sub-block is written
@@ -532,13 +568,15 @@ class Unit(wiring.Component):
                          self.o.addr.eq(o_addr)]
             for s, (tot, y) in enumerate(results):
                 m.d.comb += [self.o.data[s].eq(Mux(noepi, tot, y)),
-                             self.o.mask[s].eq(o_ch + s < coutg)]
-            if D > 1:
-                m.d.comb += w_last.eq(wsub == D - 1)
+                             self.o.mask[s].eq((o_ch + s < coutg) if s < Rr
+                                               else (o_ch + s < coutg) & ~rmode)]
+            if Dr > 1:
+                m.d.comb += w_last.eq(dsel(wsub == D - 1, wsub == Dr - 1))
                 with m.If(wr):
                     m.d.sync += [wsub.eq(Mux(w_last, 0, wsub + 1)),
-                                 wch.eq(Mux(w_last, 0, wch + R)),
-                                 wsoff.eq(Mux(w_last, 0, wsoff + regs["OSTRIDE"][:A] * R))]
+                                 wch.eq(Mux(w_last, 0, wch + dsel(R, Rr))),
+                                 wsoff.eq(Mux(w_last, 0, wsoff + dsel(
+                                     regs["OSTRIDE"][:A] * R, regs["OSTRIDE"][:A] * Rr)))]
 
                 def reset_drain():
                     m.d.sync += [wsub.eq(0), wch.eq(0), wsoff.eq(0)]
@@ -548,18 +586,18 @@ class Unit(wiring.Component):
             # issue side: a vector's last step waits until the staging is free, i.e. at least D
             # cycles after the previous vector's last step (gap counts them down)
             gap_busy = Signal()
-            if D > 1:
-                gap = Signal(range(D))
+            if Dr > 1:
+                gap = Signal(range(Dr))
                 m.d.comb += gap_busy.eq(gap != 0)
                 with m.If(gap_busy):
                     m.d.sync += gap.eq(gap - 1)
 
                 def arm_gap():
-                    m.d.sync += gap.eq(D - 1)
+                    m.d.sync += gap.eq(dsel(D - 1, Dr - 1))
             else:
                 def arm_gap():
                     pass
-            ns.update(drain=dict(start=start, rd=rd, rd_last=rd_last if D > 1 else 1, o1s=o1s,
+            ns.update(drain=dict(start=start, rd=rd, rd_last=rd_last if Dr > 1 else 1, o1s=o1s,
                                  acc_sel=acc_sel, wr=wr, w_last=w_last, wch=wch,
                                  gap_busy=gap_busy, arm_gap=arm_gap))
             # output-side counters advance in output order (channel group outer, pixel inner)
@@ -723,12 +761,12 @@ class Unit(wiring.Component):
                                  last_ky.eq(ky + 1 == kd), last_k.eq(last_c & last_kx & last_ky),
                                  inb.eq((iy >= 0) & (iy < tf("hin")) & (ix >= 0)
                                         & (ix < regs["WIN"]))]
-                    if D > 1:       # a vector's last step waits while the staging drains
+                    if Dr > 1:       # a vector's last step waits while the staging drains
                         with m.If(last_k & gap_busy):
                             m.d.comb += [self.x.en.eq(0), self.w.en.eq(0)]
                         with m.Elif(last_k):
                             arm_gap()
-                    with (m.If(~(last_k & gap_busy)) if D > 1 else nullcontext()):
+                    with (m.If(~(last_k & gap_busy)) if Dr > 1 else nullcontext()):
                         m.d.sync += [v1.eq(1), f1.eq((k0 == 0) & (kx == 0) & (ky == 0)),
                                      l1.eq(last_k),
                                      mask1.eq(Cat(*[inb & ((k0 + t) < cin)
@@ -902,8 +940,13 @@ class Unit(wiring.Component):
         Returns ``(issue, setup)``: ``issue()`` emits one step's logic for the DWRUN state and
         returns "this is the last step"; ``setup()`` resets the tile counters."""
         N, M = self.width, self.lanes
-        R = self.requant_lanes
+        R, Rr = self.requant_lanes, self.requant_res_lanes
         MR = M // R             # drain cycles per channel
+        MRr = M // Rr           # ... with a residual (through the Rr residual lanes)
+        rmode = ns["rmode"]
+
+        def dsel(normal, residual):
+            return normal if Rr == R else Mux(rmode, residual, normal)
         kk = Signal(6)
         k = regs["KERNEL"][:3]
         st2 = regs["STRIDE"] == 2
@@ -924,8 +967,8 @@ class Unit(wiring.Component):
         # R < M: the tile's last step waits until the hold bank is free (D + 1 cycles after the
         # previous tile's last step; dgap counts them down)
         dgap_busy = Signal()
-        if MR > 1:
-            dgap = Signal(range(N * MR + 1))
+        if MRr > 1:
+            dgap = Signal(range(N * MRr + 1))
             m.d.comb += dgap_busy.eq(dgap != 0)
             with m.If(dgap_busy):
                 m.d.sync += dgap.eq(dgap - 1)
@@ -965,12 +1008,12 @@ class Unit(wiring.Component):
                                                     _byte(xr.data[j][i], regs["XSIGNED"]), 0))
 
         def issue():
-            if MR > 1:      # the tile's last step waits while the hold bank drains
+            if MRr > 1:     # the tile's last step waits while the hold bank drains
                 hold_ = Signal(name="dw_hold")
                 m.d.comb += hold_.eq(last_tap & dgap_busy)
                 with m.If(last_tap & ~hold_):
-                    m.d.sync += dgap.eq(N * MR)
-            with (m.If(~hold_) if MR > 1 else nullcontext()):
+                    m.d.sync += dgap.eq(dsel(N * MR, N * MRr))
+            with (m.If(~hold_) if MRr > 1 else nullcontext()):
                 m.d.comb += [self.x.en.eq(1), xr.en.eq(e == 0)]
                 m.d.sync += [v1.eq(1), f1.eq((ky == 0) & (e == 0) & (ph == 0)), l1.eq(last_tap),
                              ld1.eq(e == 0), rowok1.eq((row >= 0) & (row < tf("hin"))),
@@ -994,7 +1037,7 @@ class Unit(wiring.Component):
                         m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N), c0x.eq(c0x + xst * N),
                                      c0kk.eq(c0kk + kk * N), ybase.eq(-padw), yoff.eq(-padw)]
             last = last_tap & last_ox & last_oy & last_c
-            return last & ~hold_ if MR > 1 else last
+            return last & ~hold_ if MRr > 1 else last
 
         # output side: hold the tile, drain it channel by channel through the R requant lanes,
         # MR = M / R cycles per channel (sub-block ds: pixels ds*R ..)
@@ -1002,10 +1045,10 @@ class Unit(wiring.Component):
         hold = [[Signal(signed(DW_HOLD_BITS), name=f"hold_{j}_{mm}") for mm in range(M)]
                 for j in range(N)]
         draining, dj, dj1, dv1 = Signal(), Signal(range(N + 1)), Signal(range(N + 1)), Signal()
-        if MR > 1:      # ds: the sub-block of the channel being drained (pixels ds*R ..)
-            ds, ds1 = Signal(range(MR)), Signal(range(MR))
+        if MRr > 1:     # ds: the sub-block of the channel being drained (pixels ds*R ..)
+            ds, ds1 = Signal(range(MRr)), Signal(range(MRr))
             ds_last = Signal()
-            m.d.comb += ds_last.eq(ds == MR - 1)
+            m.d.comb += ds_last.eq(dsel(ds == MR - 1, ds == MRr - 1))
         # write-side tile counters (tile order = issue order)
         c0w, oyw, ox0w = Signal(13), Signal(12), Signal(12)
         c0r, oyr, ox0r = Signal(13), Signal(12), Signal(12)   # read (p/r request) side
@@ -1017,64 +1060,74 @@ class Unit(wiring.Component):
         with m.If(eng.pixel_valid & dwmode):
             m.d.sync += [hold[j][mm].eq(eng.pixel_out[j][mm]) for j in range(N) for mm in range(M)]
             m.d.sync += [draining.eq(1), dj.eq(0), ch_r.eq(cb_r)]
-            if MR > 1:
+            if MRr > 1:
                 m.d.sync += ds.eq(0)
         with m.Elif(draining):
-            if MR > 1:
+            if MRr > 1:
                 m.d.sync += ds.eq(Mux(ds_last, 0, ds + 1))
-            with (m.If(ds_last) if MR > 1 else nullcontext()):
+            with (m.If(ds_last) if MRr > 1 else nullcontext()):
                 m.d.sync += [dj.eq(dj + 1), ch_r.eq(ch_r + rst)]
                 with m.If(dj + 1 == N):
                     m.d.sync += draining.eq(0)
                     _next_dw_tile(m, ox0r, oyr, c0r, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"),
                                   prow=prow_r, cbase=cb_r, cstep=rst * N)
         m.d.sync += [dv1.eq(draining & dwmode), dj1.eq(dj)]
-        if MR > 1:
+        if MRr > 1:
             m.d.sync += ds1.eq(ds)
         pixr = Signal(A)
         m.d.comb += pixr.eq(prow_r + ox0r)
         with m.If(dwmode):
             m.d.comb += [self.p.en.eq(draining), self.p.addr.eq(tf("p_addr") + (c0r + dj) * 32),
                          self.r.en.eq(draining & ns["has_res"]), self.r.elem_stride.eq(1),
-                         self.r.addr.eq(regs["RES_ADDR"] + ch_r + pixr + ds * R if MR > 1
+                         self.r.addr.eq(regs["RES_ADDR"] + ch_r + pixr + ds * Rr if MRr > 1
                                         else regs["RES_ADDR"] + ch_r + pixr)]
             rec = self.p.data[0].as_value()
             for mm, rq in enumerate(rq_lanes):
                 hsel = Signal(signed(32), name=f"hsel_{mm}")
-                with m.Switch(Cat(ds1, dj1) if MR > 1 else dj1):
+                with m.Switch(Cat(ds1, dj1) if MRr > 1 else dj1):
                     for j in range(N):
-                        for q in range(MR):
-                            with m.Case(j * MR + q if MR > 1 else j):
-                                m.d.comb += hsel.eq(hold[j][q * R + mm])
+                        for q in range(MRr):
+                            # Cat(ds1, dj1): ds1 in the low len(ds1) bits
+                            case = (j << len(ds1)) | q if MRr > 1 else j
+                            normal = hold[j][q * R + mm] if q < MR else 0
+                            if Rr == R or mm >= Rr:
+                                if q < MR:
+                                    with m.Case(case):
+                                        m.d.comb += hsel.eq(normal)
+                            else:
+                                with m.Case(case):
+                                    m.d.comb += hsel.eq(dsel(normal, hold[j][q * Rr + mm]))
                 tot = ns["results"][mm][0]
                 m.d.comb += [tot.eq(hsel + rec[0:32].as_signed()), rq.b.eq(rec[32:48]),
                              rq.c.eq(rec[64:70]), rq.offset.eq(rec[96:128].as_signed()),
                              rq.hb.eq(rec[192:208]), rq.hc.eq(rec[224:230]),
-                             rq.rb.eq(Mux(ns["has_res"], rec[128:144], 0)),
-                             rq.rc.eq(Mux(ns["has_res"], rec[160:166], 0)),
                              rq.in_valid.eq(dv1)]
+                if mm < Rr:
+                    m.d.comb += [rq.rb.eq(Mux(ns["has_res"], rec[128:144], 0)),
+                                 rq.rc.eq(Mux(ns["has_res"], rec[160:166], 0))]
             # writes: channel c0w + jw, R pixels of row oyw from column ox0w + ws*R
             jw = Signal(range(N + 1))
             wr = rq_lanes[0].out_valid
-            if MR > 1:      # ws: the sub-block being written, column x0 = ox0w + ws*R
-                ws = Signal(range(MR))
+            if MRr > 1:      # ws: the sub-block being written, column x0 = ox0w + ws*R
+                ws = Signal(range(MRr))
                 ws_last = Signal()
-                m.d.comb += ws_last.eq(ws == MR - 1)
-                x0, wr_ch = ox0w + ws * R, wr & ws_last
+                m.d.comb += ws_last.eq(dsel(ws == MR - 1, ws == MRr - 1))
+                x0, wr_ch = ox0w + dsel(ws * R, ws * Rr), wr & ws_last
             else:
                 x0, wr_ch = ox0w, wr
             m.d.comb += [self.o.en.eq(wr), self.o.wide.eq(0), self.o.elem_stride.eq(1),
                          self.o.addr.eq(tf("o_addr") + ch_w + prow_w + x0)]
             for mm in range(M):
                 if mm < R:
-                    m.d.comb += [self.o.mask[mm].eq((x0 + mm < regs["WOUT"]) & (c0w + jw < nco)),
+                    ok = (x0 + mm < regs["WOUT"]) & (c0w + jw < nco)
+                    m.d.comb += [self.o.mask[mm].eq(ok if mm < Rr else ok & ~rmode),
                                  self.o.data[mm].eq(ns["results"][mm][1])]
                 else:
                     m.d.comb += self.o.mask[mm].eq(0)
-            tile_end = (jw + 1 == N) & ws_last if MR > 1 else jw + 1 == N
+            tile_end = (jw + 1 == N) & ws_last if MRr > 1 else jw + 1 == N
             m.d.comb += dw_last_write.eq(wr & tile_end & (ox0w + M >= regs["WOUT"])
                                          & (oyw + 1 == tf("ho")) & (c0w + N >= nco))
-            if MR > 1:
+            if MRr > 1:
                 with m.If(wr):
                     m.d.sync += ws.eq(Mux(ws_last, 0, ws + 1))
             with m.If(wr_ch):
@@ -1088,7 +1141,7 @@ class Unit(wiring.Component):
         dw_ok = Signal()
         m.d.comb += dw_ok.eq((regs["KERNEL"] >= 1) & (regs["KERNEL"] <= self.max_kernel)
                              & ((regs["STRIDE"] == 1) | (regs["STRIDE"] == 2))
-                             & ((kk >= N + 1) if MR == 1 else 1)   # k*k of KERNEL[:3] <= 25
+                             & ((kk >= N + 1) if MRr == 1 else 1)   # k*k of KERNEL[:3] <= 25
                              & (regs["NOEPI"] == 0)
                              & (regs["OBITS"] == 8)
                              & ((regs["ACT"] != ACTS["hswish"]) | (regs["MIDBITS"] == 16))
@@ -1099,7 +1152,7 @@ class Unit(wiring.Component):
             m.d.sync += [c0.eq(0), oy.eq(0), ox0.eq(0), ky.eq(0), ph.eq(0), e.eq(0),
                          c0w.eq(0), oyw.eq(0), ox0w.eq(0), jw.eq(0), c0r.eq(0), oyr.eq(0),
                          ox0r.eq(0), c0x.eq(0), c0kk.eq(0), ybase.eq(-padw), yoff.eq(-padw),
-                         *([ds.eq(0), ws.eq(0), dgap.eq(0)] if MR > 1 else []),
+                         *([ds.eq(0), ws.eq(0), dgap.eq(0)] if MRr > 1 else []),
                          prow_r.eq(0), cb_r.eq(0), ch_r.eq(0), prow_w.eq(0), cb_w.eq(0),
                          ch_w.eq(0)]
         return issue, setup

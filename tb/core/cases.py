@@ -359,3 +359,29 @@ CASES.update({
     "mbconv_rq": (mbconv_program, dict(seed=37), REQUANT),
     "att_d6_rq": (attention_program, dict(dim=6, heads=3, h=3, w=3, seed=24), REQUANT),
 })
+
+#: the residual path on fewer of the R-MAC's requant lanes (``requant_rmac_res``, docs/hw-core.md
+#: "issue #14, round 4"): at N = M = 4 one of the 4 lanes (``_rr``: a residual vector drains in
+#: 4 cycles, any other in 1) or one of 2 (``_rr2``: 4 and 2 cycles). A residual pointwise conv of
+#: 3 steps per vector (the R-MAC waits), a residual depthwise 3x3 (9 steps per tile < 17: waits)
+#: and a plain pointwise conv next to them.
+RES_LANES = dict(requant_rmac_res=1)
+RES_LANES2 = dict(requant_rmac=2, requant_rmac_res=1)
+CASES.update({
+    "pw_residual_rr": (pointwise_program, dict(act="none", cin=12, cout=12, residual=True,
+                                               seed=41), RES_LANES),
+    "pw_residual_rr2": (pointwise_program, dict(act="relu", cin=12, cout=12, residual=True,
+                                                seed=42), RES_LANES2),
+    "pw_rr": (pointwise_program, dict(act="hswish", cin=4, cout=10, seed=46), RES_LANES),
+    "pw_rr2": (pointwise_program, dict(act="hswish", cin=4, cout=10, seed=43), RES_LANES2),
+    "dw3_s1_res_rr": (depthwise_program, dict(c=6, h=6, w=7, k=3, stride=1, residual=True,
+                                              seed=44), RES_LANES),
+    "dw3_s1_res_rr2": (depthwise_program, dict(c=5, h=5, w=6, k=3, stride=1, residual=True,
+                                               seed=45), RES_LANES2),
+})
+#: the paper's engine sizes and requant lanes (``sim.config.PAPER_REQUANT``: 4 MAT lanes, 8 R-MAC
+#: lanes of which 2 have the residual path): a residual pointwise conv of 2 steps per vector on
+#: the R-MAC (D_res = 4: it waits)
+CASES["pw_residual_paper_lanes"] = (pointwise_program, dict(act="relu", cin=16, cout=16, h=2, w=5,
+                                                            residual=True, seed=47),
+                                    dict(N=8, M=8, T=8, S=8, requant_mat=4, requant_rmac_res=2))
