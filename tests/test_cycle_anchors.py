@@ -27,8 +27,9 @@ The arithmetic, once (nothing below is read from sim.timing or sim.perf):
   (total held) + 1 + 6 = 9;
 * ATT_KV_RDF: pre 2; steps ``d * ceil(d / M) * ceil(n / N)``; post 1 + R-MAC latency + 1 + 6;
 * ATT_DIV: pre 2; steps ``n * ceil(d / T)``; post 1 + MAT latency + 1 + 1 (log2 module);
-* ATT_OUT: pre 2; steps ``ceil(d / S) * n * ceil(d / T)``; post 1 + MAT latency + 1 + 1
-  (product) + 1 (shifter array).
+* ATT_OUT: pre 2; steps ``ceil(d / S) * n * ceil(d / T)``; post 1 + MAT latency + 1 (latch)
+  + 6 (the MAT's requant lanes, which apply ``out_b`` and the divisor's shift since issue #14
+  round 3) + ``D - 1`` (D = S / requant lanes; 0 here: one lane per engine lane).
 
 Engine latencies at N = M = T = S = 4 (hw/engines: MATEngine.LATENCY, RMACEngine.DF_LATENCY /
 DW_LATENCY): the MAT's product register P (1; 2 packed: the DSP's pre-adder stage) + 1 +
@@ -90,10 +91,10 @@ ANCHORS = {
     "pool": (pool_program, dict(c=6, h=3, w=3), {}, {
         "AUX": [("POOL", dict(nco=6), 29)]}),
     # one head, d = 4, n = 2x4 = 8 tokens: KV 2 + 4*1*2 = 8 + 1+5+1+6 = 23; KSUM 2 + 4*2 + 9 =
-    # 19; DIV 2 + 8*1 + 1+4+1+1 = 17; OUT 2 + 1*8*1 + 1+4+1+1+1 = 18
+    # 19; DIV 2 + 8*1 + 1+4+1+1 = 17; OUT 2 + 1*8*1 + 1+4+1+6+0 = 22
     "attention": (attention_program, dict(dim=4, heads=1, h=2, w=4), {}, {
         "RMAC": [("ATT_KV_RDF", {}, 23)], "AUX": [("ATT_KSUM", {}, 19)],
-        "MAT": [("ATT_DIV", {}, 17), ("ATT_OUT", {}, 18)]}),
+        "MAT": [("ATT_DIV", {}, 17), ("ATT_OUT", {}, 22)]}),
     # multi-tile: 16 -> 12 channels, 4x8 = 32 pixels, 1 KiB buffers: two weight chunks, row
     # tiles of 21 + 11 pixels (chunk 1: 4 + 4 channels) and 11+10, 6+5 pixels (chunk 2, split
     # by rows between the engines); steps ho * ceil(16/4): MAT 3 + 84 + 12 = 99, 3 + 44 + 12 =
