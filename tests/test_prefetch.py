@@ -16,6 +16,7 @@ from sim.funcsim import FuncSimError, build_queues, run
 from sim.isa import BUFS
 from sim.perf import simulate
 from test_funcsim import Builder
+from testprogs import program_cache, tiny_with_input
 
 SMALL = AccelConfig.from_string("small")
 TINYBUF = AccelConfig.from_string("small:buf_b_bytes=8192,buf_c_bytes=4096,buf_out_bytes=2048")
@@ -102,20 +103,8 @@ def _network(seed=0):
     return prog, b.env[prog.inputs[0]]
 
 
-def _tiny():
-    prog = zoo.tiny(seed=1, calib_images=2)
-    return prog, golden.quantize_input(zoo.random_image(64, seed=1),
-                                       prog.tensors[prog.inputs[0]])
-
-
-PROGRAMS = {"network": _network, "tiny": _tiny}
-_CACHE = {}
-
-
-def _prog(name):
-    if name not in _CACHE:
-        _CACHE[name] = PROGRAMS[name]()
-    return _CACHE[name]
+PROGRAMS = {"network": _network, "tiny": tiny_with_input}
+_prog = program_cache(PROGRAMS)
 
 
 def _c_reads_and_loads(b):

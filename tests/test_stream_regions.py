@@ -20,6 +20,7 @@ from sim.stream import BUF_BLOCK, DRAM_BLOCK, fence_counts, footprints, frame_ha
 from tb.core.random_programs import cases
 from test_funcsim import Builder
 from test_random_programs import CAPACITY
+from testprogs import program_cache, tiny_with_input
 
 PAPER = AccelConfig.from_string("paper")
 SMALL = AccelConfig.from_string("small")
@@ -45,20 +46,8 @@ def _head_net(seed=0):
     return prog, b.env[prog.inputs[0]]
 
 
-def _tiny():
-    prog = zoo.tiny(seed=1, calib_images=2)
-    return prog, golden.quantize_input(zoo.random_image(64, seed=1),
-                                       prog.tensors[prog.inputs[0]])
-
-
-PROGRAMS = {"head_net": _head_net, "tiny": _tiny}
-_CACHE = {}
-
-
-def _prog(name):
-    if name not in _CACHE:
-        _CACHE[name] = PROGRAMS[name]()
-    return _CACHE[name]
+PROGRAMS = {"head_net": _head_net, "tiny": tiny_with_input}
+_prog = program_cache(PROGRAMS)
 
 
 RUNS = {"head_net-small": ("head_net", SMALL), "head_net-paper": ("head_net", PAPER),
