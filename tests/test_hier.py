@@ -430,6 +430,9 @@ def test_global_buffers_and_lanes_check_their_parameters():
         CoreLanes(core_signature=sig, sizes=dict(SIZES, C=100))
     with pytest.raises(ValueError, match="no gather"):
         CoreLanes(core_signature=wiring.Signature({"x": Out(1)}), sizes=SIZES)
+    gb = GlobalBuffers(core_signature=sig, cores=1, sizes=SIZES, hierarchy=True)
+    # the CoreLanes it builds itself is not covered by this file's UnusedElaboratable=no
+    # header: never elaborated here, it would warn from __del__ in a later test
+    gb.modules["trio_buflanes"]._MustUse__silence = True
     with pytest.raises(RuntimeError, match="combinational"):
-        GlobalBuffers(core_signature=sig, cores=1, sizes=SIZES, hierarchy=True).clocked(
-            "trio_buflanes", True)
+        gb.clocked("trio_buflanes", True)
