@@ -96,21 +96,22 @@ def _run_yosys(work: Path, script: str) -> tuple[bool, str]:
 
 
 def _synthesize(work: Path, text: str, top: str, *, abc9: bool = True,
-                lib: str | None = None) -> None:
-    """Run synth_xilinx on ``text`` in ``work`` (``lib``: black-box modules beside it) and
-    leave ``work/stat.json``."""
+                lib: str | None = None, flatten: bool = True) -> None:
+    """Run synth_xilinx on ``text`` in ``work`` (``lib``: black-box modules beside it;
+    ``flatten=False``: keep the hierarchy) and leave ``work/stat.json``."""
     work.mkdir(parents=True, exist_ok=True)
     stat = work / "stat.json"
     (work / "top.v").write_text(text)
     if lib is not None:
         (work / "lib.v").write_text(lib)
     mapper = "abc9" if abc9 else "abc"
-    ok, log = _run_yosys(work, _script(top, abc9=abc9, lib=lib is not None))
+    ok, log = _run_yosys(work, _script(top, abc9=abc9, lib=lib is not None, flatten=flatten))
     if abc9 and not ok and "ABC9" in log[-400:]:
         # yowasp's ABC9 sometimes dies without a message (seen on variable shifters); redo
         # the LUT mapping with classic ABC, the rest of synth_xilinx unchanged
         mapper = "abc (abc9 crashed)"
-        ok, log = _run_yosys(work, _script(top, abc9=False, lib=lib is not None))
+        ok, log = _run_yosys(work, _script(top, abc9=False, lib=lib is not None,
+                                           flatten=flatten))
     if not ok:
         raise EstimateError(f"yosys failed for {top}; log {work / 'yosys.log'}:\n{log[-2000:]}")
     data = json.loads((work / "stat.tmp.json").read_text())
@@ -161,14 +162,7 @@ def estimate_modules(component, name: str) -> dict[str, dict]:
     with open(EST_ROOT / f"{work.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (work / "stat.json").exists():
-            work.mkdir(parents=True, exist_ok=True)
-            (work / "top.v").write_text(text)
-            ok, log = _run_yosys(work, _script(name, abc9=False, flatten=False))
-            if not ok:
-                raise EstimateError(f"yosys failed for {name}; log {work / 'yosys.log'}:\n"
-                                    f"{log[-2000:]}")
-            atomic_write(work / "stat.json", (work / "stat.tmp.json").read_text())
-            (work / "stat.tmp.json").unlink()
+            _synthesize(work, text, name, abc9=False, flatten=False)
     data = json.loads((work / "stat.json").read_text())
     return {mod.replace("\\", ""): summarize({k: int(v) for k, v in
                                               m.get("num_cells_by_type", {}).items()})
