@@ -187,6 +187,11 @@ def frame_hazards(binary, fp: dict | None = None) -> dict:
     return out
 
 
+def _layer_phases(binary) -> dict:
+    """layer index -> its ``phase`` (set by ``compile(..., stream=True)``; empty otherwise)."""
+    return {i: ly["phase"] for i, ly in enumerate(binary.layers) if "phase" in ly}
+
+
 def fence_counts(binary, hz: dict | None = None, phases: dict | None = None) -> dict:
     """How many frame fences ``binary`` needs (``hz``: :func:`frame_hazards`, computed when
     None): ``fences``, the instructions of frame k+1 that wait for frame k; ``backward``, those
@@ -197,7 +202,7 @@ def fence_counts(binary, hz: dict | None = None, phases: dict | None = None) -> 
     fences of a front instruction against a tail one, and ``front_middle``."""
     hz = frame_hazards(binary) if hz is None else hz
     if phases is None:
-        phases = {i: ly["phase"] for i, ly in enumerate(binary.layers) if "phase" in ly}
+        phases = _layer_phases(binary)
     q = build_queues(binary)
     out = {"fences": 0, "backward": 0}
     if phases:
@@ -224,7 +229,7 @@ def phase_fences(binary) -> dict:
     on a semaphore of the previous frame's bank, in place of the exact per-instruction fences:
     they imply every one of them, since the front's regions are disjoint from the tail's
     (``tests/test_stream_regions.py`` checks that they cover :func:`frame_hazards`)."""
-    phases = {i: ly["phase"] for i, ly in enumerate(binary.layers) if "phase" in ly}
+    phases = _layer_phases(binary)
     if not phases:
         raise ValueError("phase_fences: the Binary was not compiled with stream=True")
     q = build_queues(binary)
