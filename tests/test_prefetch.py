@@ -16,7 +16,7 @@ from sim.funcsim import FuncSimError, build_queues, run
 from sim.isa import BUFS
 from sim.perf import simulate
 from test_funcsim import Builder
-from testprogs import program_cache, tiny_with_input
+from testprogs import assert_runs_like_golden, program_cache, tiny_with_input
 
 SMALL = AccelConfig.from_string("small")
 TINYBUF = AccelConfig.from_string("small:buf_b_bytes=8192,buf_c_bytes=4096,buf_out_bytes=2048")
@@ -144,10 +144,7 @@ def test_prefetch_runs_like_golden_and_never_loads_over_live_weights(run_id):
     name, cfg = RUNS[run_id]
     prog, x = _prog(name)
     b = compile_(prog, cfg, prefetch=True)
-    ref = golden.run(prog, x)
-    for order in ("ld_first", "ld_last"):
-        got = run(b, x, order=order)
-        assert all(np.array_equal(got[k], ref[k]) for k in prog.outputs), order
+    assert_runs_like_golden(b, prog, x)
     # every weight group is consumed: some core unit waits for its SIGNAL
     g = b.streams["global"]
     waited = {i.f["sem"] for s, ins in b.streams.items() if s != "global" for i in ins
@@ -296,10 +293,7 @@ def test_zoo_models_with_prefetch_run_like_golden(model):
     prog = zoo.build(model, seed=0)
     x = golden.quantize_input(zoo.random_image(224, seed=2), prog.tensors[prog.inputs[0]])
     b = compile_(prog, PAPER, prefetch=True)
-    ref = golden.run(prog, x)
-    for order in ("ld_first", "ld_last"):
-        got = run(b, x, order=order)
-        assert all(np.array_equal(got[k], ref[k]) for k in prog.outputs), order
+    assert_runs_like_golden(b, prog, x)
 
 
 def test_whatif_weights_bad_input_is_one_line(capsys):

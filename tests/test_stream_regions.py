@@ -15,12 +15,12 @@ from sim import golden, zoo
 from sim.compile import CompileError, compile as compile_
 from sim.compile import pipeline, schedule
 from sim.config import AccelConfig
-from sim.funcsim import build_queues, run
+from sim.funcsim import build_queues
 from sim.stream import BUF_BLOCK, DRAM_BLOCK, fence_counts, footprints, frame_hazards
 from tb.core.random_programs import cases
 from test_funcsim import Builder
 from test_random_programs import CAPACITY
-from testprogs import program_cache, tiny_with_input
+from testprogs import assert_runs_like_golden, program_cache, tiny_with_input
 
 PAPER = AccelConfig.from_string("paper")
 SMALL = AccelConfig.from_string("small")
@@ -111,11 +111,7 @@ def test_stream_binaries_run_like_golden(run_id):
     name, cfg = RUNS[run_id]
     prog, x = _prog(name)
     b = compile_(prog, cfg, stream=True)
-    ref = golden.run(prog, x)
-    for order in ("ld_first", "ld_last"):
-        got = run(b, x, order=order)
-        for k in prog.outputs:
-            assert np.array_equal(got[k], ref[k]), (order, k)
+    assert_runs_like_golden(b, prog, x)
 
 
 def test_phases_respect_chains_and_resident_tensors():
@@ -218,10 +214,7 @@ def test_zoo_models_with_stream_run_like_golden(model):
     x = golden.quantize_input(zoo.random_image(224, seed=2), prog.tensors[prog.inputs[0]])
     b = compile_(prog, PAPER, stream=True)
     assert _cross_conflicts(b, {i: ly["phase"] for i, ly in enumerate(b.layers)}) == []
-    ref = golden.run(prog, x)
-    for order in ("ld_first", "ld_last"):
-        got = run(b, x, order=order)
-        assert all(np.array_equal(got[k], ref[k]) for k in prog.outputs), order
+    assert_runs_like_golden(b, prog, x)
 
 
 def test_ld_priority_youngest_issues_the_next_frames_loads_first():
@@ -295,7 +288,4 @@ def test_random_programs_with_stream(case):
         ref = golden.run(prog, x)
     except ArithmeticError:          # golden's overflow checks: funcsim must refuse as well
         return
-    for order in ("ld_first", "ld_last"):
-        got = run(b, x, order=order)
-        for k in prog.outputs:
-            assert np.array_equal(got[k], ref[k]), (order, k)
+    assert_runs_like_golden(b, prog, x, ref)
