@@ -31,7 +31,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["AccelConfig", "ConfigError", "PRESETS", "PAPER_REQUANT"]
+__all__ = ["AccelConfig", "ConfigError", "PRESETS", "PAPER_REQUANT", "PAPER_DENSITY"]
 
 
 class ConfigError(ValueError):
@@ -43,7 +43,7 @@ _RANGES = {
     "N": (1, 64), "M": (1, 64), "T": (1, 64), "S": (1, 64), "L": (1, 64),
     "buf_b_bytes": (1024, 1 << 19), "buf_c_bytes": (1024, 1 << 19),
     "buf_out_bytes": (1024, 1 << 19), "buf_aux_bytes": (256, 1 << 22),
-    "buf_div_bytes": (64, 1 << 20), "buf_a_bytes": (64, 1 << 16),
+    "buf_div_bytes": (64, 1 << 20), "buf_a_bytes": (0, 1 << 16),
     "dram_bytes_per_cycle": (1, 4096), "dram_latency_cycles": (0, 100000),
     "host_cycles_per_elem": (0, 10000),
     "host_overhead_cycles": (0, 10 ** 7),
@@ -108,6 +108,9 @@ class AccelConfig:
                 raise ConfigError(f"{f} must be an integer, got {v!r}")
             if not lo <= v <= hi:
                 raise ConfigError(f"{f} must lie in [{lo}, {hi}], got {v}")
+        if 0 < self.buf_a_bytes < 64:
+            raise ConfigError("buf_a_bytes must be 0 (no buffer A: K read from B) or lie in "
+                              f"[64, {1 << 16}], got {self.buf_a_bytes}")
         if isinstance(self.clock_mhz, bool) or not isinstance(self.clock_mhz, (int, float)) \
                 or not 1.0 <= float(self.clock_mhz) <= 2000.0:
             raise ConfigError(f"clock_mhz must be a number in [1, 2000], got {self.clock_mhz!r}")
@@ -257,12 +260,19 @@ def _parse_value(v: str):
 #: instead of 388,251; its residual convs on the R-MAC wait, its depthwise convs have none)
 PAPER_REQUANT = dict(requant_mat=4, requant_rmac_res=2)
 
+#: the paper's point as built (issue #14): its requant lanes and no buffer A (``buf_a_bytes=0``).
+#: Every attention head group of B0/B1/B2 at R224 and B1-R288 reads q|k|v from a tensor
+#: resident in B (docs/perf.md "Attention context modules on chip"), so K never went to A:
+#: ``sim.perf`` gives the same cycles with and without A (docs/hw-core.md "Buffer A"), and A
+#: cost 32 RAMB18 per core.
+PAPER_DENSITY = dict(PAPER_REQUANT, buf_a_bytes=0)
+
 PRESETS = {
-    "paper": AccelConfig(name="paper", **PAPER_REQUANT),
+    "paper": AccelConfig(name="paper", **PAPER_DENSITY),
     # a small instance for fast tests and the RTL (2 cores, 4x4 engines)
     "small": AccelConfig(N=4, M=4, T=4, S=4, L=2, buf_b_bytes=32 * 1024, buf_c_bytes=32 * 1024,
                          buf_out_bytes=16 * 1024, buf_aux_bytes=8 * 1024, buf_div_bytes=512,
                          dram_bytes_per_cycle=16, dram_latency_cycles=32, name="small"),
     # one core of the paper's point
-    "paper-1core": AccelConfig(L=1, name="paper-1core", **PAPER_REQUANT),
+    "paper-1core": AccelConfig(L=1, name="paper-1core", **PAPER_DENSITY),
 }

@@ -248,11 +248,14 @@ def test_chain_tile_regions_are_disjoint_and_in_the_slot(first_pw, residual):
 
 
 def test_attention_plan():
-    cfg = AccelConfig.from_string("paper")
+    cfg = AccelConfig.from_string("paper:buf_a_bytes=8192")
     # 4 heads of dim 16 over 49 tokens: two groups of 2; K (784 bytes) twice in buffer A
     hpt, a_step, a_slots = tiling.attention_plan(cfg, "att", heads=4, d=16, ntok=49,
                                                  b_slot=1 << 17, o_slot=1 << 15)
     assert hpt == 2 and a_slots == 2 and a_step >= 784 and a_step + 784 <= cfg.buf_a_bytes
+    # without buffer A (`paper`): K stays in B
+    assert tiling.attention_plan(AccelConfig.from_string("paper"), "att", heads=4, d=16,
+                                 ntok=49, b_slot=1 << 17, o_slot=1 << 15)[2] == 0
     with pytest.raises(CompileError, match="att: one head"):
         tiling.attention_plan(cfg, "att", heads=4, d=16, ntok=49, b_slot=100, o_slot=1 << 15)
     with pytest.raises(CompileError, match="att: 2000 tokens need a divisor buffer"):

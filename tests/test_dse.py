@@ -456,7 +456,10 @@ def test_local_bram_count_from_structure():
     # paper core (32-bit words, docs/hw-core.md "Buffer A in BRAM, AUX in 32-bit words"):
     # A = 16 banks of 128 words (512 B) x 2; AUX E = 4 banks x 8 copies of 256 words (1 KB),
     # AUX A = 4 banks of 256 words; DIV 1 KB -> 32 + 32 + 4 + 1 RAMB18 (the yosys estimate's 69)
-    assert local_bram18(PRESETS["paper"].to_dict()) == 69
+    paper = PRESETS["paper"].replace(buf_a_bytes=8192)
+    assert local_bram18(paper.to_dict()) == 69
+    # `paper` as built has no buffer A: 32 RAMB18 fewer
+    assert local_bram18(PRESETS["paper"].to_dict()) == 37
     # small (N = 4, 16-byte A lines, S = T = M = 4, AUX 8 KB): A = 4 banks of 512 words x 2;
     # E = 2 banks x 4 copies of 1024 words (4 KB, 2 RAMB18 each); A(aux) 2 of 1024 words; DIV
     assert local_bram18(PRESETS["small"].to_dict()) == 8 + 16 + 4 + 1

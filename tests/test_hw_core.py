@@ -441,6 +441,26 @@ def test_core_efficientvit_module(name):
     check_cycles(name, binary, env, cycles)
 
 
+def test_core_without_buffer_a():
+    """``a_bytes=0`` (``paper``) builds no buffer A: a Binary compiled without one (K in B) runs
+    bit-exact on it, and one that reads K from A sets the reading units' error bits."""
+    from sim.isa import BUFS
+    prog, cfg, x = make_case("att")
+    for a_bytes, uses_a in ((0, False), (cfg.buf_a_bytes, True)):
+        binary = sc.compile(prog, cfg.replace(buf_a_bytes=a_bytes))
+        assert bool([i for i in binary.streams["global"]
+                     if i.op == "LOAD" and i["buf"] == BUFS["A"]]) == uses_a
+        core = Core.from_config(cfg.replace(buf_a_bytes=0))
+        assert core.a_store is None
+        env = CoreEnv(binary, x)
+        if uses_a:
+            with pytest.raises(HarnessError, match=r"error \(units (1..|.1.)\)"):
+                simulate_amaranth(core, env, max_cycles=20000)
+        else:
+            simulate_amaranth(core, env, max_cycles=20000)
+            np.testing.assert_array_equal(env.outputs()["y"], golden.run(prog, x)["y"])
+
+
 def test_core_attention_kv_on_mat():
     """ATT_KV_MAT (step i on the MAT engine; the compiler puts it on the R-MAC): the compiled
     Binary of ``att`` with each ATT_KV_RDF and its SIGNAL moved to the MAT unit. K must then be

@@ -64,7 +64,8 @@ class Core(wiring.Component):
     Parameters (keyword-only): ``N, M`` (R-MAC engine: M lanes x N R-MACs), ``T, S`` (MAT
     engine: S lanes x T multipliers), each 1..64; ``packed`` (DSP packing in both engines;
     needs even M and S); ``aux_bytes``, ``div_bytes``, ``a_bytes`` (sizes of the local AUX,
-    DIV and A buffers, 16..65536); ``a_line`` (bytes per line of buffer A: its banks and the
+    DIV and A buffers, 16..65536; ``a_bytes=0`` builds no buffer A: a read of A then reads 0
+    and sets the reader's ``error`` bit, ``a_load`` is ignored); ``a_line`` (bytes per line of buffer A: its banks and the
     width of ``a_load``; a power of two, ``max(16, N)`` .. 64; default
     ``sim.timing.a_line_bytes(N, 16)``); ``requant_mat``, ``requant_rmac`` (the requant lanes
     of the MAT and R-MAC units, divisors of S and M; None: one per engine lane, see
@@ -75,7 +76,7 @@ class Core(wiring.Component):
     requests served by the core's local buffers are always accepted at once).
     ``Core.from_config(cfg)`` takes them from a
     ``sim.config.AccelConfig``. ``aux_buf`` is the :class:`hw.core.auxbuf.AuxBuffer`,
-    ``div_mem`` the DIV ``lib.memory.Memory``, ``a_store`` buffer A's
+    ``div_mem`` the DIV ``lib.memory.Memory``, ``a_store`` buffer A's (None without one)
     :class:`hw.core.auxbuf.BankedStore` (``a_line / a_word`` banks of ``a_word``-byte words,
     :func:`hw.core.auxbuf.a_word_bytes`; for benches: ``aux_buf.contents(ctx)``,
     ``a_store.contents(ctx)``).
@@ -102,7 +103,9 @@ class Core(wiring.Component):
             check_int(k, v, 1, 64)
         self.aux_bytes = check_int("aux_bytes", aux_bytes, 16, 1 << 16)
         self.div_bytes = check_int("div_bytes", div_bytes, 16, 1 << 16)
-        self.a_bytes = check_int("a_bytes", a_bytes, 16, 1 << 16)
+        if a_bytes != 0:
+            check_int("a_bytes", a_bytes, 16, 1 << 16)
+        self.a_bytes = a_bytes
         if a_line is None:
             a_line = a_line_bytes(N, BEAT)
         self.a_line = check_pow2("a_line", a_line, lo=max(BEAT, N), hi=A_MAX_LINE)
@@ -135,7 +138,8 @@ class Core(wiring.Component):
         self.a_word = a_word_bytes(self.a_line, N)
         self.a_store = BankedStore(depth=a_bytes, banks=self.a_line // self.a_word,
                                    word_bytes=self.a_word, copies=len(A_COPIES),
-                                   aligned_writes=True, read_bytes=N, write_bytes=self.a_line)
+                                   aligned_writes=True, read_bytes=N,
+                                   write_bytes=self.a_line) if a_bytes else None
         self.units = {"mat": Unit(kind="MAT", lanes=S, width=T, packed=packed,
                                   requant_lanes=self.requant_mat, stall=stall),
                       "rmac": Unit(kind="RMAC", lanes=M, width=N, packed=packed,
@@ -173,8 +177,9 @@ class Core(wiring.Component):
         m = Module()
         m.submodules.aux_buf = aux = self.aux_buf
         m.submodules.div_mem = self.div_mem
-        m.submodules.a_store = self.a_store
-        wiring.connect(m, wiring.flipped(self.a_load), self.a_store.write[0])
+        if self.a_store is not None:
+            m.submodules.a_store = self.a_store
+            wiring.connect(m, wiring.flipped(self.a_load), self.a_store.write[0])
         a_err = Signal(3)       # sticky: a read of A that breaks its rule (bit 1 rmac, 2 aux)
         for u, unit in self.units.items():
             m.submodules[u] = unit
@@ -217,7 +222,10 @@ class Core(wiring.Component):
         for b, hit in hits.items():
             hit_q = Signal(name=f"{b.lower()}_rd_q")
             m.d.sync += hit_q.eq(hit)
-            if b == "A":
+            if b == "A" and self.a_store is None:
+                with m.If(hit):     # no buffer A: the data stay 0
+                    m.d.sync += a_err[UNIT_NAMES.index(u)].eq(1)
+            elif b == "A":
                 rd = self.a_store.read[A_COPIES[u]]
                 elems = len(inner.data[0])
                 m.d.comb += [rd.en.eq(hit), rd.addr.eq(inner.addr)]

@@ -316,7 +316,8 @@ def simulate_amaranth(core, env: CoreEnv, *, max_cycles: int = 200_000, vcd: str
                     aux = core.aux_buf.contents(ctx)
                     local_buffers.update(AUX=aux["E"], AUX_A=aux["A"], DIV=np.array(
                         [ctx.get(core.div_mem.data[i]) for i in range(core.div_mem.depth)],
-                        np.uint8), A=core.a_store.contents(ctx))
+                        np.uint8), A=(core.a_store.contents(ctx) if core.a_store is not None
+                                      else np.zeros(0, np.uint8)))
                 return
             if env.cycle >= max_cycles:
                 raise HarnessError(f"no completion after {max_cycles} cycles; queues at "
