@@ -71,17 +71,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from . import timing
 from .compile import PARAM_RECORD
+from .compile.layout import LAYOUTS, act_offset, activation_block
 from .funcsim import build_queues
 from .isa import BUF_NAMES, BUFS, REG_NAMES
 
 __all__ = ["PortUse", "instruction_ports", "collect", "analyse", "bank_load", "format_report",
-           "compile_split", "SPLITS",
+           "compile_split", "SPLITS", "relayout", "word_load", "WORD",
            "GLOBAL_BUFS", "DW_ROW_EXTRA", "BANKS"]
 
 #: the buffers shared by all cores (the design question); AUX, DIV, A are per core
@@ -93,6 +94,9 @@ DW_ROW_EXTRA = 4
 BANKS = (8, 16, 32, 64)
 #: window (cycles) of the per-buffer peak rates
 WINDOW = 64
+#: bytes of one bank word of ``hw.system.banked.BankedBuffers`` (its default): the ``words``
+#: and ``@8w`` columns count these
+WORD = 8
 
 
 @dataclass
@@ -110,6 +114,10 @@ class PortUse:
     accesses: int
     write: bool
     key: tuple              # the whole address sequence (for sharing between cores)
+    #: what the rows and the elements of an access step over in an activation tile: "c"
+    #: (channels), "p" (pixels / tokens), "" (one row, or every row the same); ``()``: not an
+    #: activation (weights, records, the per-core AUX / DIV data)
+    axes: tuple = ()
 
     @property
     def width(self) -> int:
@@ -139,10 +147,12 @@ def instruction_ports(cfg, unit: str, op: str, regs: dict, f: dict) -> list[Port
     xbuf = BUF_NAMES[R("XBUF", BUFS["B"])]
     out = []
 
-    def add(port, buf, addr, es, rs, rows, elems, used, acc, *, eb=1, write=False, key=()):
+    def add(port, buf, addr, es, rs, rows, elems, used, acc, *, eb=1, write=False, key=(),
+            axes=()):
         if acc > 0:
             out.append(PortUse(port, buf, int(addr), int(es), int(rs), int(rows), int(elems),
-                               int(eb), float(used), int(acc), write, (op, port, buf) + key))
+                               int(eb), float(used), int(acc), write, (op, port, buf) + key,
+                               axes if buf in ("B", "OUT", "A") and eb == 1 else ()))
 
     if op in ("CONV_MAT", "CONV_RDF"):
         k, cin, g = R("KERNEL", 1), R("CIN"), max(1, R("GROUPS", 1))
@@ -154,18 +164,19 @@ def instruction_ports(cfg, unit: str, op: str, regs: dict, f: dict) -> list[Port
         ch = _avg_fill(cin, W)
         geo = (R("WIN"), f["hin"], f["ho"], R("WOUT"), k, R("STRIDE"), f["pad_t"], R("PAD_L"))
         add("x", xbuf, f["x_addr"], R("XSTRIDE"), 0, 1, W, ch, steps,
-            key=(f["x_addr"], R("XSTRIDE"), cin, g) + geo)
+            key=(f["x_addr"], R("XSTRIDE"), cin, g) + geo, axes=("", "c"))
         add("w", "C", f["w_addr"], k * k, cin * k * k, L, W, lanes * ch, steps,
             key=(f["w_addr"], cin, k, nco, g))
         add("p", "C", f["p_addr"], 1, PARAM_RECORD, L, PARAM_RECORD, lanes * PARAM_RECORD, vectors,
             key=(f["p_addr"], nco, g, npix))
         if R("RES_ADDR", -1) >= 0:
             add("r", "B", R("RES_ADDR"), R("RSTRIDE"), 0, 1, L, lanes, vectors,
-                key=(R("RES_ADDR"), R("RSTRIDE"), nco, g, npix))
+                key=(R("RES_ADDR"), R("RSTRIDE"), nco, g, npix), axes=("", "c"))
         wide = R("NOEPI") or R("OBITS", 8) > 8
         eb = 4 if wide else 1
         add("o", BUF_NAMES[f["obuf"]], f["o_addr"], R("OSTRIDE") * 1, 0, 1, L, lanes * eb,
-            vectors, eb=eb, write=True, key=(f["o_addr"], R("OSTRIDE"), nco, npix))
+            vectors, eb=eb, write=True, key=(f["o_addr"], R("OSTRIDE"), nco, npix),
+            axes=("", "c"))
     elif op == "DW_RSA":
         k, s, nco = R("KERNEL"), R("STRIDE", 1), f["nco"]
         N, M = cfg.N, cfg.M
@@ -176,20 +187,21 @@ def instruction_ports(cfg, unit: str, op: str, regs: dict, f: dict) -> list[Port
         seg_len = M + (k - 1 if s == 1 else k / 2 - 1)
         add("xr", xbuf, f["x_addr"], s, R("XSTRIDE"), N, M + DW_ROW_EXTRA, chans * seg_len,
             passes * segs, key=(f["x_addr"], R("XSTRIDE"), R("WIN"), f["hin"], f["ho"],
-                                 R("WOUT"), k, s, nco, f["pad_t"], R("PAD_L")))
+                                 R("WOUT"), k, s, nco, f["pad_t"], R("PAD_L")),
+            axes=("c", "p"))
         pix = _avg_fill(R("WOUT"), M)
         add("p", "C", f["p_addr"], 1, 0, 1, PARAM_RECORD, PARAM_RECORD, N * passes,
             key=(f["p_addr"], nco, f["ho"], R("WOUT")))
         if R("RES_ADDR", -1) >= 0:
             add("r", "B", R("RES_ADDR"), 1, 0, 1, M, pix, N * passes,
-                key=(R("RES_ADDR"), R("RSTRIDE"), nco, f["ho"], R("WOUT")))
+                key=(R("RES_ADDR"), R("RSTRIDE"), nco, f["ho"], R("WOUT")), axes=("", "p"))
         add("o", BUF_NAMES[f["obuf"]], f["o_addr"], 1, 0, 1, M, pix, N * passes, write=True,
-            key=(f["o_addr"], R("OSTRIDE"), nco, f["ho"], R("WOUT")))
+            key=(f["o_addr"], R("OSTRIDE"), nco, f["ho"], R("WOUT")), axes=("", "p"))
     elif op in ("POOL", "ATT_KSUM"):
         ntok = R("NTOK")
         nch = f["nco"] if op == "POOL" else R("DIM")
         add("x", xbuf, f["x_addr"], 1, 0, 1, W, _avg_fill(ntok, W), steps,
-            key=(f["x_addr"], R("XSTRIDE"), ntok, nch))
+            key=(f["x_addr"], R("XSTRIDE"), ntok, nch), axes=("", "p"))
         add("p", "C", f["p_addr"], 1, 0, 1, PARAM_RECORD, PARAM_RECORD,
             nch if op == "POOL" else 1, key=(f["p_addr"], nch))
         add("o", BUF_NAMES[f["obuf"]], f["o_addr"], 1, 0, 1, 1, 1, nch, write=True,
@@ -200,27 +212,30 @@ def instruction_ports(cfg, unit: str, op: str, regs: dict, f: dict) -> list[Port
         add("p", "C", f["p_addr"], 1, 0, 1, PARAM_RECORD, PARAM_RECORD, 1, key=(f["p_addr"],))
         if op in ("ATT_KV_MAT", "ATT_KV_RDF"):
             tok = _avg_fill(n, W)
-            add("x", xbuf, f["x_addr"], 1, 0, 1, W, tok, steps, key=(f["x_addr"],) + head)
+            add("x", xbuf, f["x_addr"], 1, 0, 1, W, tok, steps, key=(f["x_addr"],) + head,
+                axes=("", "p"))
             add("w", "B", f["w_addr"], 1, xs, L, W, _avg_fill(d, L) * tok, steps,
-                key=(f["w_addr"],) + head)
+                key=(f["w_addr"],) + head, axes=("c", "p"))
             add("o", BUF_NAMES[f["obuf"]], f["o_addr"], 1, 0, 1, L, _avg_fill(d, L),
                 d * _cdiv(d, L), write=True, key=(f["o_addr"], d))
         elif op == "ATT_DIV":
             ch = _avg_fill(d, W)
             add("x", "AUX", f["w_addr"], 1, 0, 1, W, ch, steps, key=(f["w_addr"], d, n))
             # every lane reads the same column of Q (row stride 0): one row of bytes carried
-            add("w", xbuf, f["x_addr"], xs, 0, L, W, ch, steps, key=(f["x_addr"],) + head)
+            add("w", xbuf, f["x_addr"], xs, 0, L, W, ch, steps, key=(f["x_addr"],) + head,
+                axes=("", "c"))
             add("o", BUF_NAMES[f["obuf"]], f["o_addr"], 1, 0, 1, 1, 1, n, write=True,
                 key=(f["o_addr"], n))
         else:
             ch = _avg_fill(d, W)
             vec = _cdiv(d, L) * n
-            add("x", xbuf, f["x_addr"], xs, 0, 1, W, ch, steps, key=(f["x_addr"],) + head)
+            add("x", xbuf, f["x_addr"], xs, 0, 1, W, ch, steps, key=(f["x_addr"],) + head,
+                axes=("", "c"))
             add("w", "AUX", f["w_addr"], d, 1, L, W, _avg_fill(d, L) * ch, steps,
                 key=(f["w_addr"], d, n))
             add("r", "DIV", 0, 1, 0, 1, 1, 1, vec, key=(n,))
             add("o", BUF_NAMES[f["obuf"]], f["o_addr"], n, 0, 1, L, _avg_fill(d, L), vec,
-                write=True, key=(f["o_addr"], d, n))
+                write=True, key=(f["o_addr"], d, n), axes=("", "c"))
     else:
         raise ValueError(f"{op} is not a compute instruction")
     return out
@@ -247,6 +262,52 @@ def word_bank_load(addr: int, rows: int, elems: int, row_stride: int, elem_strid
     e = np.arange(elems)[None, :] * elem_stride
     words = np.unique(((addr + r + e).ravel()) // word)
     return int(np.bincount(words % banks, minlength=banks).max())
+
+
+def word_load(addr: int, rows: int, elems: int, row_stride: int, elem_stride: int,
+              elem_bytes: int = 1, banks: int = 8, word: int = WORD) -> tuple[int, int]:
+    """``(distinct words, worst-bank load)`` of one access at base ``addr`` on ``banks``
+    word-interleaved banks of ``word`` bytes (:func:`word_bank_load`'s model; elements of
+    ``elem_bytes`` bytes): the words are the bank reads (or writes) the access costs, the load
+    the cycles it needs alone."""
+    r = np.arange(rows)[:, None, None] * row_stride
+    e = np.arange(elems)[None, :, None] * elem_stride
+    b = np.arange(elem_bytes)[None, None, :]
+    words = np.unique(((addr + r + e + b).ravel()) // word)
+    return int(words.size), int(np.bincount(words % banks, minlength=banks).max())
+
+
+def relayout(p: PortUse, layout: str, block: int) -> PortUse:
+    """What-if: the access ``p`` of a planar Binary as it would be with its activation tile in
+    ``layout`` (:func:`sim.compile.layout.act_offset`, the one rule; ``block`` = its ``B``),
+    the same channels and pixels in the same order. A channel axis then steps by
+    ``act_offset(1, 0) - act_offset(0, 0)`` (1 blocked), a pixel axis of step ``s`` by
+    ``act_offset(0, s) - act_offset(0, 0)`` (``s * B``). Assumes what a blocked compiler would
+    guarantee: an access's first channel is the first of a block (so its <= ``B`` channels lie
+    in one block: refused otherwise) and the tile starts on a 64-byte boundary (the address is
+    rounded down to one). Ports that are not activations (``axes == ()``) are unchanged."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "planar" or not p.axes:
+        return p
+    ra, ea = p.axes
+    # the planar channel stride is the tile's pixels per channel (the rule's npix)
+    cs = p.row_stride if ra == "c" else p.elem_stride if ea == "c" else 1
+    npix = max(1, cs)
+
+    def step(axis, stride, n):
+        if axis == "c":
+            if n > block:
+                raise ValueError(f"{p.port}: {n} channels per access exceed the block of "
+                                 f"{block}")
+            return int(act_offset(1, 0, npix=npix, layout=layout, block=block)
+                       - act_offset(0, 0, npix=npix, layout=layout, block=block))
+        if axis == "p":
+            return int(act_offset(0, stride, npix=npix, layout=layout, block=block)
+                       - act_offset(0, 0, npix=npix, layout=layout, block=block))
+        return stride
+    return replace(p, row_stride=step(ra, p.row_stride, p.rows),
+                   elem_stride=step(ea, p.elem_stride, p.elems), addr=p.addr - p.addr % 64)
 
 
 def conflict_estimate(binary, *, banks: int = 8, word: int = 8, trace=None) -> dict:
@@ -436,16 +497,35 @@ def _spread(arr, a, b, amount):
         arr[w0 + 1:w1] += per * WINDOW
 
 
-def analyse(binary, *, trace=None) -> dict:
+def _graph_input_port(prog, u: Use) -> bool:
+    """``u`` reads a graph input (the network image, which stays planar in the what-if)."""
+    if not 0 <= u.tag < len(prog.nodes) or u.p.write:
+        return False
+    n = prog.nodes[u.tag]
+    t = n.epilogue.residual if u.p.port == "r" and n.epilogue is not None else \
+        (n.inputs[0] if n.inputs else None)
+    return t in prog.inputs
+
+
+def analyse(binary, *, trace=None, layout: str = "planar", block: int | None = None) -> dict:
     """The report (a JSON-ready dict): ``ports`` (per unit / op class / port / buffer),
-    ``sharing``, ``rates`` (per buffer), ``dma`` and the run's ``cycles`` (see the module doc)."""
+    ``sharing``, ``rates`` (per buffer), ``dma`` and the run's ``cycles`` (see the module doc).
+    ``layout="blocked"``: what-if, every activation port of the (planar) Binary re-addressed by
+    :func:`relayout` with ``block`` (default :func:`sim.compile.layout.activation_block`),
+    except reads of the network input (kept planar); timing, counts and sharing unchanged."""
     cfg = binary.cfg
     uses, dma, total = collect(binary, trace=trace)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    block = activation_block(cfg) if block is None else block
+    if layout != "planar":
+        uses = [u if _graph_input_port(binary.prog, u) else
+                replace(u, p=relayout(u.p, layout, block)) for u in uses]
     rows = defaultdict(lambda: dict(instructions=0, accesses=0, steps=0, cycles=0, bytes=0.0,
                                     es=Counter(), rs=Counter(), odd=0, align=Counter(),
                                     conflicts={P: 0 for P in BANKS}, shape=Counter(),
-                                    cores=set()))
-    bl_cache = {}
+                                    cores=set(), words=0, w8=0))
+    bl_cache, wl_cache = {}, {}
     for u in uses:
         p = u.p
         r = rows[(u.unit, _op_class(u.op), p.port, p.buf)]
@@ -467,6 +547,11 @@ def analyse(binary, *, trace=None) -> dict:
             if kk not in bl_cache:
                 bl_cache[kk] = bank_load(*kk)
             r["conflicts"][P] += p.accesses * bl_cache[kk]
+        kw = (a % (8 * WORD), p.rows, p.elems, p.row_stride, p.elem_stride, p.elem_bytes)
+        if kw not in wl_cache:
+            wl_cache[kw] = word_load(*kw)
+        r["words"] += p.accesses * wl_cache[kw][0]
+        r["w8"] += p.accesses * wl_cache[kw][1]
     ports = []
     for (unit, opc, port, buf), r in sorted(rows.items()):
         n = r["accesses"]
@@ -481,6 +566,8 @@ def analyse(binary, *, trace=None) -> dict:
             row_stride=_top(r["rs"], 3),
             base_align={k: v for k, v in sorted(r["align"].items())},
             cycles_per_access={P: round(r["conflicts"][P] / max(1, n), 2) for P in BANKS},
+            words_per_access=round(r["words"] / max(1, n), 2),
+            word_cycles_per_access=round(r["w8"] / max(1, n), 2),
             cores=len(r["cores"])))
     sharing, distinct_bytes = _sharing(uses)
     dsum = defaultdict(lambda: dict(transfers=0, bytes=0))
@@ -489,6 +576,7 @@ def analyse(binary, *, trace=None) -> dict:
         s["transfers"] += 1
         s["bytes"] += d["bytes"]
     return dict(model=binary.prog.meta.get("name", "?"), config=cfg.describe(), cycles=total,
+                layout=layout, block=block if layout != "planar" else 1,
                 fps=round(cfg.clock_mhz * 1e6 / max(1, total), 1),
                 L=cfg.L, ports=ports, sharing=sharing, rates=_rates(uses, dma, total, distinct_bytes),
                 dma=dict(dsum))
@@ -530,13 +618,18 @@ def compile_split(prog, cfg, split: str = "auto", *, fuse: bool = True):
 
 def format_report(rep: dict, *, local: bool = False) -> str:
     """Plain-text tables of :func:`analyse`'s report (global buffers only unless ``local``)."""
+    what = "" if rep.get("layout", "planar") == "planar" else \
+        (f"; what-if: activations {rep['layout']}, B = {rep['block']} (sim.access.relayout), "
+         "the network input planar")
     out = [f"{rep['model']} on {rep['config']}: {rep['cycles']} cycles ({rep['fps']} FPS, "
-           f"sim.perf)", "",
+           f"sim.perf){what}", "",
            "ports (per unit, op class, port, buffer; strides: value:share of accesses; "
-           "cyc/acc@P: worst-bank load of one access on P byte-interleaved banks)"]
+           "@P: worst-bank load of one access on P byte-interleaved banks; words: distinct "
+           f"{WORD}-byte words per access, @8w: worst-bank load on 8 word-interleaved banks)"]
     hdr = (f"{'unit':4} {'op':8} {'port':4} {'buf':4} {'instrs':>6} {'accesses':>10} "
            f"{'/step':>6} {'/cycle':>6} {'shape':>9} {'used B':>6} {'elem stride':28} "
-           f"{'odd':>5} {'row stride':18} {'base%64=0':>9} " + " ".join(f"@{P:<3}" for P in BANKS))
+           f"{'odd':>5} {'row stride':18} {'base%64=0':>9} " + " ".join(f"@{P:<3}" for P in BANKS)
+           + f" {'words':>5} {'@8w':>4}")
     out.append(hdr)
     for p in rep["ports"]:
         if p["local"] and not local:
@@ -549,7 +642,8 @@ def format_report(rep: dict, *, local: bool = False) -> str:
         out.append(f"{p['unit']:4} {p['op']:8} {p['port']:4} {p['buf']:4} {p['instructions']:6d} "
                    f"{p['accesses']:10d} {p['per_step']:6.3f} {p['per_cycle']:6.3f} {shape:>9} "
                    f"{p['used_bytes']:6.1f} {es[:28]:28} {p['odd_elem_stride']:5.2f} {rs[:18]:18} "
-                   f"{a64:9.2f} " + " ".join(f"{p['cycles_per_access'][P]:<4}" for P in BANKS))
+                   f"{a64:9.2f} " + " ".join(f"{p['cycles_per_access'][P]:<4}" for P in BANKS)
+                   + f" {p['words_per_access']:5.2f} {p['word_cycles_per_access']:4.2f}")
     out += ["", "sharing between cores (same address sequence, overlapping in time)",
             f"{'port':4} {'buf':4} {'accesses':>10} {'bcast':>6} {'shared':>6} {'skew':>6} {'rel':>5}  "
             "cores reading the same sequence, cores:share of accesses | readers (core units)"]
