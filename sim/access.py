@@ -69,6 +69,8 @@ What is reported (:func:`analyse`)
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
@@ -77,12 +79,13 @@ import numpy as np
 
 from . import timing
 from .compile import PARAM_RECORD
+from .compile.common import shape3
 from .compile.layout import LAYOUTS, act_offset, activation_block
 from .funcsim import build_queues
-from .isa import BUF_NAMES, BUFS, REG_NAMES
+from .isa import BUF_NAMES, BUFS, REG_NAMES, Instr
 
 __all__ = ["PortUse", "instruction_ports", "collect", "analyse", "bank_load", "format_report",
-           "compile_split", "SPLITS", "relayout", "word_load", "WORD",
+           "compile_split", "SPLITS", "relayout", "word_load", "WORD", "blocked_dma",
            "GLOBAL_BUFS", "DW_ROW_EXTRA", "BANKS"]
 
 #: the buffers shared by all cores (the design question); AUX, DIV, A are per core
@@ -310,6 +313,104 @@ def relayout(p: PortUse, layout: str, block: int) -> PortUse:
                    elem_stride=step(ea, p.elem_stride, p.elems), addr=p.addr - p.addr % 64)
 
 
+def _activation_spans(binary):
+    """``[(start, end, npix, name)]`` sorted: the DRAM ranges of the activations a blocked
+    layout would change (8-bit, more than one pixel, not a graph input; aliases lie in their
+    base)."""
+    spans = []
+    for name, sym in binary.symbols.items():
+        t = name.split(":", 1)[1]
+        if sym.get("kind") != "tensor" or t in binary.prog.inputs or sym.get("bits", 8) > 8:
+            continue
+        c, h, w = shape3(sym["shape"])
+        if h * w > 1:
+            spans.append((sym["addr"], sym["addr"] + c * h * w, h * w, t))
+    return sorted(spans)
+
+
+def _blocked_runs(spans, starts, f, block):
+    """The DRAM byte runs ``[(addr, length)]`` of LOAD / STORE fields ``f`` with the tensor in
+    the blocked layout (the same channels and pixels, whole blocks), or None when the
+    descriptor is not inside one activation (weights, records, the network input)."""
+    a0 = f["dram_addr"]
+    i = bisect.bisect_right(starts, a0) - 1
+    if i < 0 or f["count"] == 0 or f["length"] == 0:
+        return None
+    base, end, npix, _ = spans[i]
+    last = a0 + (f["count"] - 1) * f["stride"] + f["length"]
+    if last > end:
+        return None
+    off = lambda c, p: int(act_offset(c, p, npix=npix, layout="blocked",   # noqa: E731
+                                      block=block))
+    runs = set()
+    for k in range(f["count"]):
+        a = a0 + k * f["stride"] - base
+        c0, p0 = divmod(a, npix)
+        c1, p1 = divmod(a + f["length"], npix)
+        if p0 == 0 and p1 == 0:                 # whole channels c0 .. c1
+            for cb in range(c0 // block, -(-c1 // block)):
+                runs.add((base + off(cb * block, 0), npix * block))
+        elif c1 == c0 or (c1 == c0 + 1 and p1 == 0):    # pixels p0 .. of one channel
+            n = f["length"]
+            runs.add((base + off(c0 // block * block, p0), n * block))
+        else:
+            return None
+    merged = []
+    for a, n in sorted(runs):
+        if merged and merged[-1][0] + merged[-1][1] >= a:
+            pa, pn = merged[-1]
+            merged[-1] = (pa, max(pn, a + n - pa))
+        else:
+            merged.append((a, n))
+    return merged
+
+
+def blocked_dma(binary, block: int | None = None):
+    """What-if: a copy of (planar) ``binary`` whose LOADs and STOREs of activations move what
+    they would move with every activation but the network input channel-blocked
+    (:func:`sim.compile.layout.act_offset`, ``block`` default
+    :func:`~sim.compile.layout.activation_block`): the same channels and pixels as whole
+    blocks of ``B`` channels (a partial block moves its pad lanes), as one descriptor when the
+    runs are evenly spaced (``count`` blocks of ``pixels x B`` bytes at stride ``H*W*B``, merged
+    when contiguous), else one per run, packed densely at the same buffer address. Only the
+    global stream changes (the cores' instructions are untouched): for :mod:`sim.perf`'s DMA
+    timing (``--layout blocked`` of ``python -m sim access``), not for execution. Returns
+    ``(binary, {converted, unchanged, descriptors})``."""
+    from .compile.common import DMA_MAX
+    block = activation_block(binary.cfg) if block is None else block
+    spans = _activation_spans(binary)
+    starts = [s[0] for s in spans]
+    g, tg = [], []
+    stats = Counter()
+    for ins, tag in zip(binary.streams["global"], binary.tags["global"]):
+        runs = _blocked_runs(spans, starts, ins.f, block) \
+            if ins.op in ("LOAD", "STORE") else None
+        if runs is None:
+            if ins.op in ("LOAD", "STORE"):
+                stats["unchanged"] += 1
+            g.append(ins)
+            tg.append(tag)
+            continue
+        stats["converted"] += 1
+        lens = {n for _, n in runs}
+        steps = {b[0] - a[0] for a, b in zip(runs, runs[1:])}
+        if len(lens) == 1 and len(steps) <= 1 and runs[0][1] < 1 << 20 and len(runs) < 1 << 16:
+            descs = [(runs[0][0], len(runs), runs[0][1], steps.pop() if steps else 0)]
+        else:
+            descs = [(a + o, 1, min(DMA_MAX, n - o), 0) for a, n in runs
+                     for o in range(0, n, DMA_MAX)]
+        b = ins.f["buf_addr"]
+        for a, cnt, ln, st in descs:
+            g.append(Instr(ins.op, dict(ins.f, dram_addr=a, buf_addr=b, count=cnt, length=ln,
+                                        stride=st)))
+            tg.append(tag)
+            b += cnt * ln
+            stats["descriptors"] += 1
+    streams, tags = dict(binary.streams), dict(binary.tags)
+    streams["global"], tags["global"] = g, tg
+    return dataclasses.replace(binary, streams=streams, tags=tags), dict(stats)
+
+
 def conflict_estimate(binary, *, banks: int = 8, word: int = 8, trace=None) -> dict:
     """A static estimate of the stall cycles the banked buffers add (``BankedBuffers`` with
     ``Core(stall=True)``, which freezes a unit until all requests of its step are served): per
@@ -510,14 +611,20 @@ def _graph_input_port(prog, u: Use) -> bool:
 def analyse(binary, *, trace=None, layout: str = "planar", block: int | None = None) -> dict:
     """The report (a JSON-ready dict): ``ports`` (per unit / op class / port / buffer),
     ``sharing``, ``rates`` (per buffer), ``dma`` and the run's ``cycles`` (see the module doc).
-    ``layout="blocked"``: what-if, every activation port of the (planar) Binary re-addressed by
+    ``layout="blocked"``: what-if, the (planar) Binary's activation LOADs / STOREs rewritten by
+    :func:`blocked_dma` (so cycles, FPS and DMA figures are ``sim.perf``'s on those; ``trace``,
+    if given, must be of ``blocked_dma(binary)[0]``) and every activation port re-addressed by
     :func:`relayout` with ``block`` (default :func:`sim.compile.layout.activation_block`),
-    except reads of the network input (kept planar); timing, counts and sharing unchanged."""
+    except reads of the network input (kept planar); the compute instructions, their counts
+    and sharing are the planar Binary's."""
     cfg = binary.cfg
-    uses, dma, total = collect(binary, trace=trace)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     block = activation_block(cfg) if block is None else block
+    dma_stats = None
+    if layout != "planar":
+        binary, dma_stats = blocked_dma(binary, block)
+    uses, dma, total = collect(binary, trace=trace)
     if layout != "planar":
         uses = [u if _graph_input_port(binary.prog, u) else
                 replace(u, p=relayout(u.p, layout, block)) for u in uses]
@@ -577,6 +684,7 @@ def analyse(binary, *, trace=None, layout: str = "planar", block: int | None = N
         s["bytes"] += d["bytes"]
     return dict(model=binary.prog.meta.get("name", "?"), config=cfg.describe(), cycles=total,
                 layout=layout, block=block if layout != "planar" else 1,
+                blocked_dma=dma_stats,
                 fps=round(cfg.clock_mhz * 1e6 / max(1, total), 1),
                 L=cfg.L, ports=ports, sharing=sharing, rates=_rates(uses, dma, total, distinct_bytes),
                 dma=dict(dsum))
@@ -619,8 +727,11 @@ def compile_split(prog, cfg, split: str = "auto", *, fuse: bool = True):
 def format_report(rep: dict, *, local: bool = False) -> str:
     """Plain-text tables of :func:`analyse`'s report (global buffers only unless ``local``)."""
     what = "" if rep.get("layout", "planar") == "planar" else \
-        (f"; what-if: activations {rep['layout']}, B = {rep['block']} (sim.access.relayout), "
-         "the network input planar")
+        (f"; what-if: activations {rep['layout']}, B = {rep['block']}, the network input "
+         f"planar (sim.access.relayout; LOAD/STORE by sim.access.blocked_dma: "
+         f"{rep['blocked_dma'].get('converted', 0)} rewritten into "
+         f"{rep['blocked_dma'].get('descriptors', 0)}, "
+         f"{rep['blocked_dma'].get('unchanged', 0)} unchanged)")
     out = [f"{rep['model']} on {rep['config']}: {rep['cycles']} cycles ({rep['fps']} FPS, "
            f"sim.perf){what}", "",
            "ports (per unit, op class, port, buffer; strides: value:share of accesses; "

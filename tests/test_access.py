@@ -291,7 +291,7 @@ def test_blocked_report_keeps_the_network_input_planar():
     from sim.perf import simulate
     simulate(b, trace=trace)
     pl = access.analyse(b, trace=trace)
-    bl = access.analyse(b, trace=trace, layout="blocked")
+    bl = access.analyse(b, layout="blocked")
     assert (pl["layout"], bl["layout"], bl["block"]) == ("planar", "blocked", 8)
     key = lambda p: (p["unit"], p["op"], p["port"], p["buf"])      # noqa: E731
     pp, bp = {key(p): p for p in pl["ports"]}, {key(p): p for p in bl["ports"]}
@@ -312,3 +312,34 @@ def test_blocked_report_keeps_the_network_input_planar():
         assert stem_share < 1
     cli = access.format_report(bl)
     assert "what-if: activations blocked, B = 8" in cli
+
+
+def test_blocked_dma_descriptors():
+    """blocked_dma: a row tile of a (16, 4, 6) activation (channels 0..16, rows 1..3: 16 chunks
+    of 12 bytes at stride 24) becomes 2 blocks x 12 pixels x 8 channels (2 chunks of 96 bytes
+    at stride 24 * 8); whole channels merge into one run; other DRAM (weights) is unchanged."""
+    b = Builder(0)
+    b.conv("y", b.conv("h", b.input("x", (3, 4, 6)), 16), 12)
+    prog = b.prog()
+    cfg = AccelConfig.from_string("paper:L=1")
+    bin_ = compile_(prog, cfg)
+    h = bin_.symbols["tensor:h"]
+    w = bin_.symbols["weight:y"]
+    ld = lambda **f: Instr("LOAD", dict(buf=BUFS["B"], buf_addr=64, core=0, **f))  # noqa: E731
+    halt = [Instr("HALT", dict(unit=UNITS[u])) for u in ("LD", "ST", "HOST")]
+    g = [ld(dram_addr=h["addr"] + 6, count=16, length=12, stride=24),
+         ld(dram_addr=h["addr"], count=1, length=16 * 24, stride=0),
+         ld(dram_addr=h["addr"] + 24 * 9, count=1, length=24 * 3, stride=0),
+         ld(dram_addr=w["addr"], count=1, length=48, stride=0)] + halt
+    bin_.streams["global"], bin_.tags["global"] = g, [0] * len(g)
+    out, stats = access.blocked_dma(bin_, 8)
+    got = [(i.f["dram_addr"] - h["addr"], i.f["count"], i.f["length"], i.f["stride"],
+            i.f["buf_addr"]) for i in out.streams["global"][:4]]
+    assert got[0] == (6 * 8, 2, 12 * 8, 24 * 8, 64)
+    assert got[1] == (0, 1, 2 * 24 * 8, 0, 64)
+    # channels 9..11 (whole): their block, channels 8..15
+    assert got[2] == (24 * 8, 1, 24 * 8, 0, 64)
+    assert out.streams["global"][3] is g[3]
+    assert stats == dict(converted=3, unchanged=1, descriptors=3)
+    assert len(out.tags["global"]) == len(out.streams["global"])
+    assert bin_.streams["global"] is g                  # the input Binary is not changed
