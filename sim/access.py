@@ -270,6 +270,7 @@ def word_bank_load(addr: int, rows: int, elems: int, row_stride: int, elem_strid
 def word_load(addr: int, rows: int, elems: int, row_stride: int, elem_stride: int,
               elem_bytes: int = 1, banks: int = 8, word: int = WORD) -> tuple[int, int]:
     """``(distinct words, worst-bank load)`` of one access at base ``addr`` on ``banks``
+    (the port's whole shape, lanes masked off in a partial block included)
     word-interleaved banks of ``word`` bytes (:func:`word_bank_load`'s model; elements of
     ``elem_bytes`` bytes): the words are the bank reads (or writes) the access costs, the load
     the cycles it needs alone."""
@@ -633,6 +634,8 @@ def analyse(binary, *, trace=None, layout: str = "planar", block: int | None = N
                                     conflicts={P: 0 for P in BANKS}, shape=Counter(),
                                     cores=set(), words=0, w8=0))
     bl_cache, wl_cache = {}, {}
+    # per unit and op class: engine steps (each instruction once) and words of B, C, OUT
+    demand = defaultdict(lambda: dict(steps=0, words=0.0, by_buf=Counter(), seen=set()))
     for u in uses:
         p = u.p
         r = rows[(u.unit, _op_class(u.op), p.port, p.buf)]
@@ -659,6 +662,13 @@ def analyse(binary, *, trace=None, layout: str = "planar", block: int | None = N
             wl_cache[kw] = word_load(*kw)
         r["words"] += p.accesses * wl_cache[kw][0]
         r["w8"] += p.accesses * wl_cache[kw][1]
+        d = demand[(u.unit, _op_class(u.op))]
+        if (u.stream, u.start) not in d["seen"]:
+            d["seen"].add((u.stream, u.start))
+            d["steps"] += u.steps
+        if p.buf in GLOBAL_BUFS:
+            d["words"] += p.accesses * wl_cache[kw][0]
+            d["by_buf"][f"{p.port}.{p.buf}"] += p.accesses * wl_cache[kw][0]
     ports = []
     for (unit, opc, port, buf), r in sorted(rows.items()):
         n = r["accesses"]
@@ -676,6 +686,11 @@ def analyse(binary, *, trace=None, layout: str = "planar", block: int | None = N
             words_per_access=round(r["words"] / max(1, n), 2),
             word_cycles_per_access=round(r["w8"] / max(1, n), 2),
             cores=len(r["cores"])))
+    words = [dict(unit=un, op=op, steps=d["steps"], words=int(d["words"]),
+                  words_per_step=round(d["words"] / max(1, d["steps"]), 2),
+                  per_port={k: round(v / max(1, d["steps"]), 2)
+                            for k, v in sorted(d["by_buf"].items())})
+             for (un, op), d in sorted(demand.items())]
     sharing, distinct_bytes = _sharing(uses)
     dsum = defaultdict(lambda: dict(transfers=0, bytes=0))
     for d in dma:
@@ -686,7 +701,8 @@ def analyse(binary, *, trace=None, layout: str = "planar", block: int | None = N
                 layout=layout, block=block if layout != "planar" else 1,
                 blocked_dma=dma_stats,
                 fps=round(cfg.clock_mhz * 1e6 / max(1, total), 1),
-                L=cfg.L, ports=ports, sharing=sharing, rates=_rates(uses, dma, total, distinct_bytes),
+                L=cfg.L, ports=ports, words=words, sharing=sharing,
+                rates=_rates(uses, dma, total, distinct_bytes),
                 dma=dict(dsum))
 
 
@@ -755,6 +771,15 @@ def format_report(rep: dict, *, local: bool = False) -> str:
                    f"{p['used_bytes']:6.1f} {es[:28]:28} {p['odd_elem_stride']:5.2f} {rs[:18]:18} "
                    f"{a64:9.2f} " + " ".join(f"{p['cycles_per_access'][P]:<4}" for P in BANKS)
                    + f" {p['words_per_access']:5.2f} {p['word_cycles_per_access']:4.2f}")
+    out += ["", f"{WORD}-byte words of B, C, OUT per engine step, per unit and op class (all "
+            f"its ports; one core's unit alone needs >= words / banks cycles per step)",
+            f"{'unit':4} {'op':8} {'steps':>10} {'words':>11} {'/step':>6}  per port /step"]
+    for w in rep.get("words", []):
+        if not w["steps"]:
+            continue
+        pp = " ".join(f"{k}:{v}" for k, v in w["per_port"].items())
+        out.append(f"{w['unit']:4} {w['op']:8} {w['steps']:10d} {w['words']:11d} "
+                   f"{w['words_per_step']:6.2f}  {pp}")
     out += ["", "sharing between cores (same address sequence, overlapping in time)",
             f"{'port':4} {'buf':4} {'accesses':>10} {'bcast':>6} {'shared':>6} {'skew':>6} {'rel':>5}  "
             "cores reading the same sequence, cores:share of accesses | readers (core units)"]

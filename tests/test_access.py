@@ -343,3 +343,19 @@ def test_blocked_dma_descriptors():
     assert stats == dict(converted=3, unchanged=1, descriptors=3)
     assert len(out.tags["global"]) == len(out.streams["global"])
     assert bin_.streams["global"] is g                  # the input Binary is not changed
+
+
+def test_word_demand_per_step():
+    """The words table of the hand Binary (module doc): per step x is 8 channels at stride 6
+    (6 words planar, 1 blocked), w 8 rows of 8 bytes at row stride 16 (8 words), p 8 records
+    (32 words) per output vector (12 vectors in 24 steps), o 8 lanes (12 vectors)."""
+    for layout, xw, ow in (("planar", 6, 6), ("blocked", 1, 1)):
+        rep = access.analyse(hand_binary(), layout=layout)
+        (w,) = [w for w in rep["words"] if (w["unit"], w["op"]) == ("MAT", "CONV")]
+        assert w["steps"] == 2 * 24
+        pp = w["per_port"]
+        assert pp["x.B"] == xw and pp["w.C"] == 8 and pp["p.C"] == 16
+        # o: 12 vectors per 24 steps, each counted at the port's full 8 lanes (masked lanes
+        # of the partial second block included: the model has one pattern per port)
+        assert pp["o.OUT"] == (6 / 2 if layout == "planar" else 1 / 2)
+        assert w["words_per_step"] == pytest.approx(sum(pp.values()), abs=0.02)
