@@ -86,6 +86,7 @@ from .isa import BUF_NAMES, BUFS, REG_NAMES, Instr
 
 __all__ = ["PortUse", "instruction_ports", "collect", "analyse", "bank_load", "format_report",
            "compile_split", "SPLITS", "relayout", "word_load", "WORD", "blocked_dma",
+           "bank_demand",
            "GLOBAL_BUFS", "DW_ROW_EXTRA", "BANKS"]
 
 #: the buffers shared by all cores (the design question); AUX, DIV, A are per core
@@ -312,6 +313,18 @@ def relayout(p: PortUse, layout: str, block: int) -> PortUse:
         return stride
     return replace(p, row_stride=step(ra, p.row_stride, p.rows),
                    elem_stride=step(ea, p.elem_stride, p.elems), addr=p.addr - p.addr % 64)
+
+
+def bank_demand(binary, *, layout: str = "planar", banks: int = 8, trace=None) -> dict:
+    """The words the cores' ports ask of B, C and OUT over the whole run (:func:`analyse`'s
+    ``words`` table summed; ``layout="blocked"``: the what-if) and ``words / banks``: the
+    cycles ``banks`` word-interleaved banks need for them at one word per bank and cycle (reads
+    and writes together, the DMA left out: a static estimate of the banked buffers' busy
+    cycles, docs/global-buffers.md section 5). Returns ``{words, steps, cycles}``."""
+    rep = analyse(binary, layout=layout, trace=trace)
+    words = sum(w["words"] for w in rep["words"])
+    return dict(words=words, steps=sum(w["steps"] for w in rep["words"]),
+                cycles=-(-words // banks))
 
 
 def _activation_spans(binary):

@@ -359,3 +359,12 @@ def test_word_demand_per_step():
         # of the partial second block included: the model has one pattern per port)
         assert pp["o.OUT"] == (6 / 2 if layout == "planar" else 1 / 2)
         assert w["words_per_step"] == pytest.approx(sum(pp.values()), abs=0.02)
+
+
+def test_bank_demand_hand_binary():
+    """Two cores x 24 steps of the hand Binary: per step x 6 words (1 blocked), w 8; per vector
+    (12 per core) p 32 and o 6 (1 blocked)."""
+    for layout, xw, ow in (("planar", 6, 6), ("blocked", 1, 1)):
+        d = access.bank_demand(hand_binary(), layout=layout)
+        words = 2 * (24 * (xw + 8) + 12 * (32 + ow))
+        assert d == dict(words=words, steps=48, cycles=-(-words // 8))
