@@ -271,10 +271,10 @@ def word_bank_load(addr: int, rows: int, elems: int, row_stride: int, elem_strid
 def word_load(addr: int, rows: int, elems: int, row_stride: int, elem_stride: int,
               elem_bytes: int = 1, banks: int = 8, word: int = WORD) -> tuple[int, int]:
     """``(distinct words, worst-bank load)`` of one access at base ``addr`` on ``banks``
-    (the port's whole shape, lanes masked off in a partial block included)
     word-interleaved banks of ``word`` bytes (:func:`word_bank_load`'s model; elements of
-    ``elem_bytes`` bytes): the words are the bank reads (or writes) the access costs, the load
-    the cycles it needs alone."""
+    ``elem_bytes`` bytes; the port's whole shape, lanes masked off in a partial block
+    included): the words are the bank reads (or writes) the access costs, the load the cycles
+    it needs alone."""
     r = np.arange(rows)[:, None, None] * row_stride
     e = np.arange(elems)[None, :, None] * elem_stride
     b = np.arange(elem_bytes)[None, None, :]
