@@ -61,6 +61,13 @@ What is reported (:func:`analyse`)
 * per buffer over the whole run (all L cores, placed in time by the :mod:`sim.perf` trace, each
   instruction's accesses spread evenly over its busy interval): bytes and accesses per cycle,
   mean over the run, and the 99th percentile and maximum over 64-cycle windows;
+* per port also ``words``: the distinct 8-byte words of one access (what the word-interleaved
+  ``hw.system.banked.BankedBuffers`` serves) and ``@8w``, their worst-bank load on 8 such
+  banks; per unit and op class the words of B, C, OUT per engine step (``words``);
+* **what-if layouts** (``analyse(..., layout="blocked")``, ``--layout blocked``): every activation
+  port re-addressed by the rule of :func:`sim.compile.layout.act_offset` (:func:`relayout`)
+  and the activation LOADs / STOREs rewritten as the blocked layout would move them
+  (:func:`blocked_dma`); the core cannot run such a Binary (docs/global-buffers.md section 5);
 * **sharing**: accesses of one port kind on different cores at overlapping times (same layer,
   same opcode) whose whole address sequence is the same (same buffer, base, strides and loop
   bounds: the *key* of :func:`instruction_ports`); ``broadcast factor`` = accesses / distinct
