@@ -327,7 +327,7 @@ def cmd_access(args):
         b = compile_split(prog, cfg, args.split, fuse=not args.no_fuse)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
-    rep = analyse(b)
+    rep = analyse(b, layout=args.layout)
     print(to_json(rep) if args.json else format_report(rep, local=args.local))
 
 
@@ -468,6 +468,10 @@ def main(argv=None):
                    help="what-if: force how tiles are split over the cores (default: the "
                         "compiler's choice)")
     p.add_argument("--no-fuse", action="store_true", help="disable inter-layer fusion")
+    p.add_argument("--layout", default="planar", choices=("planar", "blocked"),
+                   help="what-if: the activation ports re-addressed as if every activation but "
+                        "the network input were channel-blocked [C/B][H][W][B] "
+                        "(sim.access.relayout; the Binary itself is planar)")
     p.set_defaults(fn=cmd_access)
 
     for name in ("run", "funcsim"):

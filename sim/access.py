@@ -61,6 +61,13 @@ What is reported (:func:`analyse`)
 * per buffer over the whole run (all L cores, placed in time by the :mod:`sim.perf` trace, each
   instruction's accesses spread evenly over its busy interval): bytes and accesses per cycle,
   mean over the run, and the 99th percentile and maximum over 64-cycle windows;
+* per port also ``words``: the distinct 8-byte words of one access (what the word-interleaved
+  ``hw.system.banked.BankedBuffers`` serves) and ``@8w``, their worst-bank load on 8 such
+  banks; per unit and op class the words of B, C, OUT per engine step (``words``);
+* **what-if layouts** (``analyse(..., layout="blocked")``, ``--layout blocked``): every activation
+  port re-addressed by the rule of :func:`sim.compile.layout.act_offset` (:func:`relayout`)
+  and the activation LOADs / STOREs rewritten as the blocked layout would move them
+  (:func:`blocked_dma`); the core cannot run such a Binary (docs/global-buffers.md section 5);
 * **sharing**: accesses of one port kind on different cores at overlapping times (same layer,
   same opcode) whose whole address sequence is the same (same buffer, base, strides and loop
   bounds: the *key* of :func:`instruction_ports`); ``broadcast factor`` = accesses / distinct
@@ -69,19 +76,24 @@ What is reported (:func:`analyse`)
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from . import timing
 from .compile import PARAM_RECORD
+from .compile.common import shape3
+from .compile.layout import LAYOUTS, act_offset, activation_block
 from .funcsim import build_queues
-from .isa import BUF_NAMES, BUFS, REG_NAMES
+from .isa import BUF_NAMES, BUFS, REG_NAMES, Instr
 
 __all__ = ["PortUse", "instruction_ports", "collect", "analyse", "bank_load", "format_report",
-           "compile_split", "SPLITS",
+           "compile_split", "SPLITS", "relayout", "word_load", "WORD", "blocked_dma",
+           "bank_demand",
            "GLOBAL_BUFS", "DW_ROW_EXTRA", "BANKS"]
 
 #: the buffers shared by all cores (the design question); AUX, DIV, A are per core
@@ -93,6 +105,9 @@ DW_ROW_EXTRA = 4
 BANKS = (8, 16, 32, 64)
 #: window (cycles) of the per-buffer peak rates
 WINDOW = 64
+#: bytes of one bank word of ``hw.system.banked.BankedBuffers`` (its default): the ``words``
+#: and ``@8w`` columns count these
+WORD = 8
 
 
 @dataclass
@@ -110,6 +125,10 @@ class PortUse:
     accesses: int
     write: bool
     key: tuple              # the whole address sequence (for sharing between cores)
+    #: what the rows and the elements of an access step over in an activation tile: "c"
+    #: (channels), "p" (pixels / tokens), "" (one row, or every row the same); ``()``: not an
+    #: activation (weights, records, the per-core AUX / DIV data)
+    axes: tuple = ()
 
     @property
     def width(self) -> int:
@@ -139,10 +158,12 @@ def instruction_ports(cfg, unit: str, op: str, regs: dict, f: dict) -> list[Port
     xbuf = BUF_NAMES[R("XBUF", BUFS["B"])]
     out = []
 
-    def add(port, buf, addr, es, rs, rows, elems, used, acc, *, eb=1, write=False, key=()):
+    def add(port, buf, addr, es, rs, rows, elems, used, acc, *, eb=1, write=False, key=(),
+            axes=()):
         if acc > 0:
             out.append(PortUse(port, buf, int(addr), int(es), int(rs), int(rows), int(elems),
-                               int(eb), float(used), int(acc), write, (op, port, buf) + key))
+                               int(eb), float(used), int(acc), write, (op, port, buf) + key,
+                               axes if buf in ("B", "OUT", "A") and eb == 1 else ()))
 
     if op in ("CONV_MAT", "CONV_RDF"):
         k, cin, g = R("KERNEL", 1), R("CIN"), max(1, R("GROUPS", 1))
@@ -154,18 +175,19 @@ def instruction_ports(cfg, unit: str, op: str, regs: dict, f: dict) -> list[Port
         ch = _avg_fill(cin, W)
         geo = (R("WIN"), f["hin"], f["ho"], R("WOUT"), k, R("STRIDE"), f["pad_t"], R("PAD_L"))
         add("x", xbuf, f["x_addr"], R("XSTRIDE"), 0, 1, W, ch, steps,
-            key=(f["x_addr"], R("XSTRIDE"), cin, g) + geo)
+            key=(f["x_addr"], R("XSTRIDE"), cin, g) + geo, axes=("", "c"))
         add("w", "C", f["w_addr"], k * k, cin * k * k, L, W, lanes * ch, steps,
             key=(f["w_addr"], cin, k, nco, g))
         add("p", "C", f["p_addr"], 1, PARAM_RECORD, L, PARAM_RECORD, lanes * PARAM_RECORD, vectors,
             key=(f["p_addr"], nco, g, npix))
         if R("RES_ADDR", -1) >= 0:
             add("r", "B", R("RES_ADDR"), R("RSTRIDE"), 0, 1, L, lanes, vectors,
-                key=(R("RES_ADDR"), R("RSTRIDE"), nco, g, npix))
+                key=(R("RES_ADDR"), R("RSTRIDE"), nco, g, npix), axes=("", "c"))
         wide = R("NOEPI") or R("OBITS", 8) > 8
         eb = 4 if wide else 1
         add("o", BUF_NAMES[f["obuf"]], f["o_addr"], R("OSTRIDE") * 1, 0, 1, L, lanes * eb,
-            vectors, eb=eb, write=True, key=(f["o_addr"], R("OSTRIDE"), nco, npix))
+            vectors, eb=eb, write=True, key=(f["o_addr"], R("OSTRIDE"), nco, npix),
+            axes=("", "c"))
     elif op == "DW_RSA":
         k, s, nco = R("KERNEL"), R("STRIDE", 1), f["nco"]
         N, M = cfg.N, cfg.M
@@ -176,20 +198,21 @@ def instruction_ports(cfg, unit: str, op: str, regs: dict, f: dict) -> list[Port
         seg_len = M + (k - 1 if s == 1 else k / 2 - 1)
         add("xr", xbuf, f["x_addr"], s, R("XSTRIDE"), N, M + DW_ROW_EXTRA, chans * seg_len,
             passes * segs, key=(f["x_addr"], R("XSTRIDE"), R("WIN"), f["hin"], f["ho"],
-                                 R("WOUT"), k, s, nco, f["pad_t"], R("PAD_L")))
+                                 R("WOUT"), k, s, nco, f["pad_t"], R("PAD_L")),
+            axes=("c", "p"))
         pix = _avg_fill(R("WOUT"), M)
         add("p", "C", f["p_addr"], 1, 0, 1, PARAM_RECORD, PARAM_RECORD, N * passes,
             key=(f["p_addr"], nco, f["ho"], R("WOUT")))
         if R("RES_ADDR", -1) >= 0:
             add("r", "B", R("RES_ADDR"), 1, 0, 1, M, pix, N * passes,
-                key=(R("RES_ADDR"), R("RSTRIDE"), nco, f["ho"], R("WOUT")))
+                key=(R("RES_ADDR"), R("RSTRIDE"), nco, f["ho"], R("WOUT")), axes=("", "p"))
         add("o", BUF_NAMES[f["obuf"]], f["o_addr"], 1, 0, 1, M, pix, N * passes, write=True,
-            key=(f["o_addr"], R("OSTRIDE"), nco, f["ho"], R("WOUT")))
+            key=(f["o_addr"], R("OSTRIDE"), nco, f["ho"], R("WOUT")), axes=("", "p"))
     elif op in ("POOL", "ATT_KSUM"):
         ntok = R("NTOK")
         nch = f["nco"] if op == "POOL" else R("DIM")
         add("x", xbuf, f["x_addr"], 1, 0, 1, W, _avg_fill(ntok, W), steps,
-            key=(f["x_addr"], R("XSTRIDE"), ntok, nch))
+            key=(f["x_addr"], R("XSTRIDE"), ntok, nch), axes=("", "p"))
         add("p", "C", f["p_addr"], 1, 0, 1, PARAM_RECORD, PARAM_RECORD,
             nch if op == "POOL" else 1, key=(f["p_addr"], nch))
         add("o", BUF_NAMES[f["obuf"]], f["o_addr"], 1, 0, 1, 1, 1, nch, write=True,
@@ -200,27 +223,30 @@ def instruction_ports(cfg, unit: str, op: str, regs: dict, f: dict) -> list[Port
         add("p", "C", f["p_addr"], 1, 0, 1, PARAM_RECORD, PARAM_RECORD, 1, key=(f["p_addr"],))
         if op in ("ATT_KV_MAT", "ATT_KV_RDF"):
             tok = _avg_fill(n, W)
-            add("x", xbuf, f["x_addr"], 1, 0, 1, W, tok, steps, key=(f["x_addr"],) + head)
+            add("x", xbuf, f["x_addr"], 1, 0, 1, W, tok, steps, key=(f["x_addr"],) + head,
+                axes=("", "p"))
             add("w", "B", f["w_addr"], 1, xs, L, W, _avg_fill(d, L) * tok, steps,
-                key=(f["w_addr"],) + head)
+                key=(f["w_addr"],) + head, axes=("c", "p"))
             add("o", BUF_NAMES[f["obuf"]], f["o_addr"], 1, 0, 1, L, _avg_fill(d, L),
                 d * _cdiv(d, L), write=True, key=(f["o_addr"], d))
         elif op == "ATT_DIV":
             ch = _avg_fill(d, W)
             add("x", "AUX", f["w_addr"], 1, 0, 1, W, ch, steps, key=(f["w_addr"], d, n))
             # every lane reads the same column of Q (row stride 0): one row of bytes carried
-            add("w", xbuf, f["x_addr"], xs, 0, L, W, ch, steps, key=(f["x_addr"],) + head)
+            add("w", xbuf, f["x_addr"], xs, 0, L, W, ch, steps, key=(f["x_addr"],) + head,
+                axes=("", "c"))
             add("o", BUF_NAMES[f["obuf"]], f["o_addr"], 1, 0, 1, 1, 1, n, write=True,
                 key=(f["o_addr"], n))
         else:
             ch = _avg_fill(d, W)
             vec = _cdiv(d, L) * n
-            add("x", xbuf, f["x_addr"], xs, 0, 1, W, ch, steps, key=(f["x_addr"],) + head)
+            add("x", xbuf, f["x_addr"], xs, 0, 1, W, ch, steps, key=(f["x_addr"],) + head,
+                axes=("", "c"))
             add("w", "AUX", f["w_addr"], d, 1, L, W, _avg_fill(d, L) * ch, steps,
                 key=(f["w_addr"], d, n))
             add("r", "DIV", 0, 1, 0, 1, 1, 1, vec, key=(n,))
             add("o", BUF_NAMES[f["obuf"]], f["o_addr"], n, 0, 1, L, _avg_fill(d, L), vec,
-                write=True, key=(f["o_addr"], d, n))
+                write=True, key=(f["o_addr"], d, n), axes=("", "c"))
     else:
         raise ValueError(f"{op} is not a compute instruction")
     return out
@@ -247,6 +273,163 @@ def word_bank_load(addr: int, rows: int, elems: int, row_stride: int, elem_strid
     e = np.arange(elems)[None, :] * elem_stride
     words = np.unique(((addr + r + e).ravel()) // word)
     return int(np.bincount(words % banks, minlength=banks).max())
+
+
+def word_load(addr: int, rows: int, elems: int, row_stride: int, elem_stride: int,
+              elem_bytes: int = 1, banks: int = 8, word: int = WORD) -> tuple[int, int]:
+    """``(distinct words, worst-bank load)`` of one access at base ``addr`` on ``banks``
+    word-interleaved banks of ``word`` bytes (:func:`word_bank_load`'s model; elements of
+    ``elem_bytes`` bytes; the port's whole shape, lanes masked off in a partial block
+    included): the words are the bank reads (or writes) the access costs, the load the cycles
+    it needs alone."""
+    r = np.arange(rows)[:, None, None] * row_stride
+    e = np.arange(elems)[None, :, None] * elem_stride
+    b = np.arange(elem_bytes)[None, None, :]
+    words = np.unique(((addr + r + e + b).ravel()) // word)
+    return int(words.size), int(np.bincount(words % banks, minlength=banks).max())
+
+
+def relayout(p: PortUse, layout: str, block: int) -> PortUse:
+    """What-if: the access ``p`` of a planar Binary as it would be with its activation tile in
+    ``layout`` (:func:`sim.compile.layout.act_offset`, the one rule; ``block`` = its ``B``),
+    the same channels and pixels in the same order. A channel axis then steps by
+    ``act_offset(1, 0) - act_offset(0, 0)`` (1 blocked), a pixel axis of step ``s`` by
+    ``act_offset(0, s) - act_offset(0, 0)`` (``s * B``). Assumes what a blocked compiler would
+    guarantee: an access's first channel is the first of a block (so its <= ``B`` channels lie
+    in one block: refused otherwise) and the tile starts on a 64-byte boundary (the address is
+    rounded down to one). Ports that are not activations (``axes == ()``) are unchanged."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "planar" or not p.axes:
+        return p
+    ra, ea = p.axes
+    # the planar channel stride is the tile's pixels per channel (the rule's npix)
+    cs = p.row_stride if ra == "c" else p.elem_stride if ea == "c" else 1
+    npix = max(1, cs)
+
+    def step(axis, stride, n):
+        if axis == "c":
+            if n > block:
+                raise ValueError(f"{p.port}: {n} channels per access exceed the block of "
+                                 f"{block}")
+            return int(act_offset(1, 0, npix=npix, layout=layout, block=block)
+                       - act_offset(0, 0, npix=npix, layout=layout, block=block))
+        if axis == "p":
+            return int(act_offset(0, stride, npix=npix, layout=layout, block=block)
+                       - act_offset(0, 0, npix=npix, layout=layout, block=block))
+        return stride
+    return replace(p, row_stride=step(ra, p.row_stride, p.rows),
+                   elem_stride=step(ea, p.elem_stride, p.elems), addr=p.addr - p.addr % 64)
+
+
+def bank_demand(binary, *, layout: str = "planar", banks: int = 8, trace=None) -> dict:
+    """The words the cores' ports ask of B, C and OUT over the whole run (:func:`analyse`'s
+    ``words`` table summed; ``layout="blocked"``: the what-if) and ``words / banks``: the
+    cycles ``banks`` word-interleaved banks need for them at one word per bank and cycle (reads
+    and writes together, the DMA left out: a static estimate of the banked buffers' busy
+    cycles, docs/global-buffers.md section 5). Returns ``{words, steps, cycles}``."""
+    rep = analyse(binary, layout=layout, trace=trace)
+    words = sum(w["words"] for w in rep["words"])
+    return dict(words=words, steps=sum(w["steps"] for w in rep["words"]),
+                cycles=-(-words // banks))
+
+
+def _activation_spans(binary):
+    """``[(start, end, npix, name)]`` sorted: the DRAM ranges of the activations a blocked
+    layout would change (8-bit, more than one pixel, not a graph input; aliases lie in their
+    base)."""
+    spans = []
+    for name, sym in binary.symbols.items():
+        t = name.split(":", 1)[1]
+        if sym.get("kind") != "tensor" or t in binary.prog.inputs or sym.get("bits", 8) > 8:
+            continue
+        c, h, w = shape3(sym["shape"])
+        if h * w > 1:
+            spans.append((sym["addr"], sym["addr"] + c * h * w, h * w, t))
+    return sorted(spans)
+
+
+def _blocked_runs(spans, starts, f, block):
+    """The DRAM byte runs ``[(addr, length)]`` of LOAD / STORE fields ``f`` with the tensor in
+    the blocked layout (the same channels and pixels, whole blocks), or None when the
+    descriptor is not inside one activation (weights, records, the network input)."""
+    a0 = f["dram_addr"]
+    i = bisect.bisect_right(starts, a0) - 1
+    if i < 0 or f["count"] == 0 or f["length"] == 0:
+        return None
+    base, end, npix, _ = spans[i]
+    last = a0 + (f["count"] - 1) * f["stride"] + f["length"]
+    if last > end:
+        return None
+    off = lambda c, p: int(act_offset(c, p, npix=npix, layout="blocked",   # noqa: E731
+                                      block=block))
+    runs = set()
+    for k in range(f["count"]):
+        a = a0 + k * f["stride"] - base
+        c0, p0 = divmod(a, npix)
+        c1, p1 = divmod(a + f["length"], npix)
+        if p0 == 0 and p1 == 0:                 # whole channels c0 .. c1
+            for cb in range(c0 // block, -(-c1 // block)):
+                runs.add((base + off(cb * block, 0), npix * block))
+        elif c1 == c0 or (c1 == c0 + 1 and p1 == 0):    # pixels p0 .. of one channel
+            n = f["length"]
+            runs.add((base + off(c0 // block * block, p0), n * block))
+        else:
+            return None
+    merged = []
+    for a, n in sorted(runs):
+        if merged and merged[-1][0] + merged[-1][1] >= a:
+            pa, pn = merged[-1]
+            merged[-1] = (pa, max(pn, a + n - pa))
+        else:
+            merged.append((a, n))
+    return merged
+
+
+def blocked_dma(binary, block: int | None = None):
+    """What-if: a copy of (planar) ``binary`` whose LOADs and STOREs of activations move what
+    they would move with every activation but the network input channel-blocked
+    (:func:`sim.compile.layout.act_offset`, ``block`` default
+    :func:`~sim.compile.layout.activation_block`): the same channels and pixels as whole
+    blocks of ``B`` channels (a partial block moves its pad lanes), as one descriptor when the
+    runs are evenly spaced (``count`` blocks of ``pixels x B`` bytes at stride ``H*W*B``, merged
+    when contiguous), else one per run, packed densely at the same buffer address. Only the
+    global stream changes (the cores' instructions are untouched): for :mod:`sim.perf`'s DMA
+    timing (``--layout blocked`` of ``python -m sim access``), not for execution. Returns
+    ``(binary, {converted, unchanged, descriptors})``."""
+    from .compile.common import DMA_MAX
+    block = activation_block(binary.cfg) if block is None else block
+    spans = _activation_spans(binary)
+    starts = [s[0] for s in spans]
+    g, tg = [], []
+    stats = Counter()
+    for ins, tag in zip(binary.streams["global"], binary.tags["global"]):
+        runs = _blocked_runs(spans, starts, ins.f, block) \
+            if ins.op in ("LOAD", "STORE") else None
+        if runs is None:
+            if ins.op in ("LOAD", "STORE"):
+                stats["unchanged"] += 1
+            g.append(ins)
+            tg.append(tag)
+            continue
+        stats["converted"] += 1
+        lens = {n for _, n in runs}
+        steps = {b[0] - a[0] for a, b in zip(runs, runs[1:])}
+        if len(lens) == 1 and len(steps) <= 1 and runs[0][1] < 1 << 20 and len(runs) < 1 << 16:
+            descs = [(runs[0][0], len(runs), runs[0][1], steps.pop() if steps else 0)]
+        else:
+            descs = [(a + o, 1, min(DMA_MAX, n - o), 0) for a, n in runs
+                     for o in range(0, n, DMA_MAX)]
+        b = ins.f["buf_addr"]
+        for a, cnt, ln, st in descs:
+            g.append(Instr(ins.op, dict(ins.f, dram_addr=a, buf_addr=b, count=cnt, length=ln,
+                                        stride=st)))
+            tg.append(tag)
+            b += cnt * ln
+            stats["descriptors"] += 1
+    streams, tags = dict(binary.streams), dict(binary.tags)
+    streams["global"], tags["global"] = g, tg
+    return dataclasses.replace(binary, streams=streams, tags=tags), dict(stats)
 
 
 def conflict_estimate(binary, *, banks: int = 8, word: int = 8, trace=None) -> dict:
@@ -436,16 +619,43 @@ def _spread(arr, a, b, amount):
         arr[w0 + 1:w1] += per * WINDOW
 
 
-def analyse(binary, *, trace=None) -> dict:
+def _graph_input_port(prog, u: Use) -> bool:
+    """``u`` reads a graph input (the network image, which stays planar in the what-if)."""
+    if not 0 <= u.tag < len(prog.nodes) or u.p.write:
+        return False
+    n = prog.nodes[u.tag]
+    t = n.epilogue.residual if u.p.port == "r" and n.epilogue is not None else \
+        (n.inputs[0] if n.inputs else None)
+    return t in prog.inputs
+
+
+def analyse(binary, *, trace=None, layout: str = "planar", block: int | None = None) -> dict:
     """The report (a JSON-ready dict): ``ports`` (per unit / op class / port / buffer),
-    ``sharing``, ``rates`` (per buffer), ``dma`` and the run's ``cycles`` (see the module doc)."""
+    ``sharing``, ``rates`` (per buffer), ``dma`` and the run's ``cycles`` (see the module doc).
+    ``layout="blocked"``: what-if, the (planar) Binary's activation LOADs / STOREs rewritten by
+    :func:`blocked_dma` (so cycles, FPS and DMA figures are ``sim.perf``'s on those; ``trace``,
+    if given, must be of ``blocked_dma(binary)[0]``) and every activation port re-addressed by
+    :func:`relayout` with ``block`` (default :func:`sim.compile.layout.activation_block`),
+    except reads of the network input (kept planar); the compute instructions, their counts
+    and sharing are the planar Binary's."""
     cfg = binary.cfg
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    block = activation_block(cfg) if block is None else block
+    dma_stats = None
+    if layout != "planar":
+        binary, dma_stats = blocked_dma(binary, block)
     uses, dma, total = collect(binary, trace=trace)
+    if layout != "planar":
+        uses = [u if _graph_input_port(binary.prog, u) else
+                replace(u, p=relayout(u.p, layout, block)) for u in uses]
     rows = defaultdict(lambda: dict(instructions=0, accesses=0, steps=0, cycles=0, bytes=0.0,
                                     es=Counter(), rs=Counter(), odd=0, align=Counter(),
                                     conflicts={P: 0 for P in BANKS}, shape=Counter(),
-                                    cores=set()))
-    bl_cache = {}
+                                    cores=set(), words=0, w8=0))
+    bl_cache, wl_cache = {}, {}
+    # per unit and op class: engine steps (each instruction once) and words of B, C, OUT
+    demand = defaultdict(lambda: dict(steps=0, words=0.0, by_buf=Counter(), seen=set()))
     for u in uses:
         p = u.p
         r = rows[(u.unit, _op_class(u.op), p.port, p.buf)]
@@ -467,6 +677,18 @@ def analyse(binary, *, trace=None) -> dict:
             if kk not in bl_cache:
                 bl_cache[kk] = bank_load(*kk)
             r["conflicts"][P] += p.accesses * bl_cache[kk]
+        kw = (a % (8 * WORD), p.rows, p.elems, p.row_stride, p.elem_stride, p.elem_bytes)
+        if kw not in wl_cache:
+            wl_cache[kw] = word_load(*kw)
+        r["words"] += p.accesses * wl_cache[kw][0]
+        r["w8"] += p.accesses * wl_cache[kw][1]
+        d = demand[(u.unit, _op_class(u.op))]
+        if (u.stream, u.start) not in d["seen"]:
+            d["seen"].add((u.stream, u.start))
+            d["steps"] += u.steps
+        if p.buf in GLOBAL_BUFS:
+            d["words"] += p.accesses * wl_cache[kw][0]
+            d["by_buf"][f"{p.port}.{p.buf}"] += p.accesses * wl_cache[kw][0]
     ports = []
     for (unit, opc, port, buf), r in sorted(rows.items()):
         n = r["accesses"]
@@ -481,7 +703,14 @@ def analyse(binary, *, trace=None) -> dict:
             row_stride=_top(r["rs"], 3),
             base_align={k: v for k, v in sorted(r["align"].items())},
             cycles_per_access={P: round(r["conflicts"][P] / max(1, n), 2) for P in BANKS},
+            words_per_access=round(r["words"] / max(1, n), 2),
+            word_cycles_per_access=round(r["w8"] / max(1, n), 2),
             cores=len(r["cores"])))
+    words = [dict(unit=un, op=op, steps=d["steps"], words=int(d["words"]),
+                  words_per_step=round(d["words"] / max(1, d["steps"]), 2),
+                  per_port={k: round(v / max(1, d["steps"]), 2)
+                            for k, v in sorted(d["by_buf"].items())})
+             for (un, op), d in sorted(demand.items())]
     sharing, distinct_bytes = _sharing(uses)
     dsum = defaultdict(lambda: dict(transfers=0, bytes=0))
     for d in dma:
@@ -489,8 +718,11 @@ def analyse(binary, *, trace=None) -> dict:
         s["transfers"] += 1
         s["bytes"] += d["bytes"]
     return dict(model=binary.prog.meta.get("name", "?"), config=cfg.describe(), cycles=total,
+                layout=layout, block=block if layout != "planar" else 1,
+                blocked_dma=dma_stats,
                 fps=round(cfg.clock_mhz * 1e6 / max(1, total), 1),
-                L=cfg.L, ports=ports, sharing=sharing, rates=_rates(uses, dma, total, distinct_bytes),
+                L=cfg.L, ports=ports, words=words, sharing=sharing,
+                rates=_rates(uses, dma, total, distinct_bytes),
                 dma=dict(dsum))
 
 
@@ -530,13 +762,21 @@ def compile_split(prog, cfg, split: str = "auto", *, fuse: bool = True):
 
 def format_report(rep: dict, *, local: bool = False) -> str:
     """Plain-text tables of :func:`analyse`'s report (global buffers only unless ``local``)."""
+    what = "" if rep.get("layout", "planar") == "planar" else \
+        (f"; what-if: activations {rep['layout']}, B = {rep['block']}, the network input "
+         f"planar (sim.access.relayout; LOAD/STORE by sim.access.blocked_dma: "
+         f"{rep['blocked_dma'].get('converted', 0)} rewritten into "
+         f"{rep['blocked_dma'].get('descriptors', 0)}, "
+         f"{rep['blocked_dma'].get('unchanged', 0)} unchanged)")
     out = [f"{rep['model']} on {rep['config']}: {rep['cycles']} cycles ({rep['fps']} FPS, "
-           f"sim.perf)", "",
+           f"sim.perf){what}", "",
            "ports (per unit, op class, port, buffer; strides: value:share of accesses; "
-           "cyc/acc@P: worst-bank load of one access on P byte-interleaved banks)"]
+           "@P: worst-bank load of one access on P byte-interleaved banks; words: distinct "
+           f"{WORD}-byte words per access, @8w: worst-bank load on 8 word-interleaved banks)"]
     hdr = (f"{'unit':4} {'op':8} {'port':4} {'buf':4} {'instrs':>6} {'accesses':>10} "
            f"{'/step':>6} {'/cycle':>6} {'shape':>9} {'used B':>6} {'elem stride':28} "
-           f"{'odd':>5} {'row stride':18} {'base%64=0':>9} " + " ".join(f"@{P:<3}" for P in BANKS))
+           f"{'odd':>5} {'row stride':18} {'base%64=0':>9} " + " ".join(f"@{P:<3}" for P in BANKS)
+           + f" {'words':>5} {'@8w':>4}")
     out.append(hdr)
     for p in rep["ports"]:
         if p["local"] and not local:
@@ -549,7 +789,17 @@ def format_report(rep: dict, *, local: bool = False) -> str:
         out.append(f"{p['unit']:4} {p['op']:8} {p['port']:4} {p['buf']:4} {p['instructions']:6d} "
                    f"{p['accesses']:10d} {p['per_step']:6.3f} {p['per_cycle']:6.3f} {shape:>9} "
                    f"{p['used_bytes']:6.1f} {es[:28]:28} {p['odd_elem_stride']:5.2f} {rs[:18]:18} "
-                   f"{a64:9.2f} " + " ".join(f"{p['cycles_per_access'][P]:<4}" for P in BANKS))
+                   f"{a64:9.2f} " + " ".join(f"{p['cycles_per_access'][P]:<4}" for P in BANKS)
+                   + f" {p['words_per_access']:5.2f} {p['word_cycles_per_access']:4.2f}")
+    out += ["", f"{WORD}-byte words of B, C, OUT per engine step, per unit and op class (all "
+            f"its ports; one core's unit alone needs >= words / banks cycles per step)",
+            f"{'unit':4} {'op':8} {'steps':>10} {'words':>11} {'/step':>6}  per port /step"]
+    for w in rep.get("words", []):
+        if not w["steps"]:
+            continue
+        pp = " ".join(f"{k}:{v}" for k, v in w["per_port"].items())
+        out.append(f"{w['unit']:4} {w['op']:8} {w['steps']:10d} {w['words']:11d} "
+                   f"{w['words_per_step']:6.2f}  {pp}")
     out += ["", "sharing between cores (same address sequence, overlapping in time)",
             f"{'port':4} {'buf':4} {'accesses':>10} {'bcast':>6} {'shared':>6} {'skew':>6} {'rel':>5}  "
             "cores reading the same sequence, cores:share of accesses | readers (core units)"]

@@ -221,3 +221,150 @@ def test_word_bank_load():
     assert word_bank_load(0, 1, 4, 0, 64, banks=16) == 2
     assert word_bank_load(0, 4, 32, 32, 1) == 2          # 128 contiguous bytes on 8 x 8
     assert word_bank_load(0, 8, 8, 128, 1, banks=8, word=8) == 8     # weight rows at K = 128
+
+
+# -- the channel-blocked what-if (sim.access.relayout, docs/global-buffers.md section 5) -------
+# [C/8][H][W][8]: channel c, pixel p of a tile of npix pixels at (c//8)*npix*8 + p*8 + c%8
+
+
+def test_blocked_pointwise_x_and_o_become_one_word():
+    ports = {p.port: access.relayout(p, "blocked", 8) for p in access.instruction_ports(
+        CFG, "MAT", "CONV_MAT", PW, _conv("CONV_MAT", x_addr=70).f)}
+    x, w, o = ports["x"], ports["w"], ports["o"]
+    # 8 channels of one pixel: stride 1, 8 bytes, tile base rounded down to 64
+    assert (x.elem_stride, x.rows, x.elems, x.addr, x.accesses) == (1, 1, 8, 64, 24)
+    assert access.word_load(x.addr, x.rows, x.elems, x.row_stride, x.elem_stride) == (1, 1)
+    assert (o.elem_stride, o.accesses) == (1, 12)
+    assert (w.row_stride, w.elem_stride) == (16, 1)         # weights are not activations
+    # planar: the same x access is 8 bytes at stride 6 = 6 words over 6 banks
+    px = next(p for p in access.instruction_ports(CFG, "MAT", "CONV_MAT", PW,
+                                                  _conv("CONV_MAT").f) if p.port == "x")
+    assert access.word_load(0, 1, 8, 0, px.elem_stride) == (6, 1)
+
+
+def test_blocked_depthwise_row_segment_and_drain():
+    regs = dict(PW, KERNEL=3, STRIDE=2, WIN=8, WOUT=4, XSTRIDE=64, PAD_L=1, RES_ADDR=0)
+    f = _conv("DW_RSA", nco=16, hin=8, ho=4, pad_t=1).f
+    ports = {p.port: access.relayout(p, "blocked", 8)
+             for p in access.instruction_ports(CFG, "RMAC", "DW_RSA", regs, f)}
+    xr, o, r = ports["xr"], ports["o"], ports["r"]
+    # 8 channels x 12 pixels at pixel step 2: 12 words at a word stride of 2
+    assert (xr.row_stride, xr.elem_stride, xr.rows, xr.elems) == (1, 16, 8, 12)
+    assert access.word_load(0, 8, 12, 1, 16) == (12, 3)       # banks 0, 2, 4, 6: 3 each
+    # the drain writes one channel x M = 8 pixels: 8 consecutive words (8 banks once)
+    assert (o.elem_stride, r.elem_stride) == (8, 8)
+    assert access.word_load(0, 1, 8, 0, 8) == (8, 1)
+    assert ports["x"].elem_stride == 9                       # DW weights (buffer C): unchanged
+
+
+def test_blocked_attention_ports():
+    regs = dict(PW, DIM=16, NTOK=49, XSTRIDE=49)
+    out = {p.port: access.relayout(p, "blocked", 8) for p in access.instruction_ports(
+        CFG, "MAT", "ATT_OUT", regs, _conv("ATT_OUT", obuf=BUFS["B"]).f)}
+    assert out["x"].elem_stride == 1 and out["o"].elem_stride == 1    # channels of one token
+    assert out["w"].buf == "AUX" and out["w"].elem_stride == 16       # local: unchanged
+    kv = {p.port: access.relayout(p, "blocked", 8) for p in access.instruction_ports(
+        CFG, "RMAC", "ATT_KV_RDF", regs, _conv("ATT_KV_RDF").f)}
+    # K: 8 tokens of one channel -> stride 8; V: 8 channels x 8 tokens -> 8 words
+    assert kv["x"].elem_stride == 8
+    assert (kv["w"].row_stride, kv["w"].elem_stride) == (1, 8)
+
+
+def test_blocked_refuses_wider_than_the_block():
+    p = next(p for p in access.instruction_ports(CFG, "MAT", "CONV_MAT", PW, _conv("CONV_MAT").f)
+             if p.port == "x")
+    with pytest.raises(ValueError, match="exceed the block of 4"):
+        access.relayout(p, "blocked", 4)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        access.relayout(p, "nhwc", 8)
+    assert access.relayout(p, "planar", 8) is p
+
+
+def test_blocked_report_keeps_the_network_input_planar():
+    """Compiled tiny: with the what-if every B / OUT activation port of the conv layers but the
+    stem's input reads (the network image, kept planar) carries 8 channels in one word; counts
+    and weights are those of the planar report."""
+    cfg = AccelConfig.from_string("paper:L=2")
+    prog = zoo.tiny()
+    b = compile_(prog, cfg)
+    trace = []
+    from sim.perf import simulate
+    simulate(b, trace=trace)
+    pl = access.analyse(b, trace=trace)
+    bl = access.analyse(b, layout="blocked")
+    assert (pl["layout"], bl["layout"], bl["block"]) == ("planar", "blocked", 8)
+    key = lambda p: (p["unit"], p["op"], p["port"], p["buf"])      # noqa: E731
+    pp, bp = {key(p): p for p in pl["ports"]}, {key(p): p for p in bl["ports"]}
+    assert pp.keys() == bp.keys()
+    for k, p in bp.items():
+        assert p["accesses"] == pp[k]["accesses"]
+        if k[3] == "C":
+            assert p["words_per_access"] == pp[k]["words_per_access"]
+    for u in ("MAT", "RMAC"):
+        for port in ("o", "r"):
+            assert bp[(u, "CONV", port, "B")]["words_per_access"] == 1.0
+        # x: one word except the stem's reads of the 3-channel image (planar, stride H*W)
+        stem_share = sum(s for v, s in bp[(u, "CONV", "x", "B")]["elem_stride"] if v != 1)
+        # (the stem's x stride is its row tile's rows x the image width)
+        w_in = prog.tensors[prog.inputs[0]].shape[2]
+        assert all(v % w_in == 0 for v, s in bp[(u, "CONV", "x", "B")]["elem_stride"]
+                   if v != 1)
+        assert stem_share < 1
+    cli = access.format_report(bl)
+    assert "what-if: activations blocked, B = 8" in cli
+
+
+def test_blocked_dma_descriptors():
+    """blocked_dma: a row tile of a (16, 4, 6) activation (channels 0..16, rows 1..3: 16 chunks
+    of 12 bytes at stride 24) becomes 2 blocks x 12 pixels x 8 channels (2 chunks of 96 bytes
+    at stride 24 * 8); whole channels merge into one run; other DRAM (weights) is unchanged."""
+    b = Builder(0)
+    b.conv("y", b.conv("h", b.input("x", (3, 4, 6)), 16), 12)
+    prog = b.prog()
+    cfg = AccelConfig.from_string("paper:L=1")
+    bin_ = compile_(prog, cfg)
+    h = bin_.symbols["tensor:h"]
+    w = bin_.symbols["weight:y"]
+    ld = lambda **f: Instr("LOAD", dict(buf=BUFS["B"], buf_addr=64, core=0, **f))  # noqa: E731
+    halt = [Instr("HALT", dict(unit=UNITS[u])) for u in ("LD", "ST", "HOST")]
+    g = [ld(dram_addr=h["addr"] + 6, count=16, length=12, stride=24),
+         ld(dram_addr=h["addr"], count=1, length=16 * 24, stride=0),
+         ld(dram_addr=h["addr"] + 24 * 9, count=1, length=24 * 3, stride=0),
+         ld(dram_addr=w["addr"], count=1, length=48, stride=0)] + halt
+    bin_.streams["global"], bin_.tags["global"] = g, [0] * len(g)
+    out, stats = access.blocked_dma(bin_, 8)
+    got = [(i.f["dram_addr"] - h["addr"], i.f["count"], i.f["length"], i.f["stride"],
+            i.f["buf_addr"]) for i in out.streams["global"][:4]]
+    assert got[0] == (6 * 8, 2, 12 * 8, 24 * 8, 64)
+    assert got[1] == (0, 1, 2 * 24 * 8, 0, 64)
+    # channels 9..11 (whole): their block, channels 8..15
+    assert got[2] == (24 * 8, 1, 24 * 8, 0, 64)
+    assert out.streams["global"][3] is g[3]
+    assert stats == dict(converted=3, unchanged=1, descriptors=3)
+    assert len(out.tags["global"]) == len(out.streams["global"])
+    assert bin_.streams["global"] is g                  # the input Binary is not changed
+
+
+def test_word_demand_per_step():
+    """The words table of the hand Binary (module doc): per step x is 8 channels at stride 6
+    (6 words planar, 1 blocked), w 8 rows of 8 bytes at row stride 16 (8 words), p 8 records
+    (32 words) per output vector (12 vectors in 24 steps), o 8 lanes (12 vectors)."""
+    for layout, xw, ow in (("planar", 6, 6), ("blocked", 1, 1)):
+        rep = access.analyse(hand_binary(), layout=layout)
+        (w,) = [w for w in rep["words"] if (w["unit"], w["op"]) == ("MAT", "CONV")]
+        assert w["steps"] == 2 * 24
+        pp = w["per_port"]
+        assert pp["x.B"] == xw and pp["w.C"] == 8 and pp["p.C"] == 16
+        # o: 12 vectors per 24 steps, each counted at the port's full 8 lanes (masked lanes
+        # of the partial second block included: the model has one pattern per port)
+        assert pp["o.OUT"] == (6 / 2 if layout == "planar" else 1 / 2)
+        assert w["words_per_step"] == pytest.approx(sum(pp.values()), abs=0.02)
+
+
+def test_bank_demand_hand_binary():
+    """Two cores x 24 steps of the hand Binary: per step x 6 words (1 blocked), w 8; per vector
+    (12 per core) p 32 and o 6 (1 blocked)."""
+    for layout, xw, ow in (("planar", 6, 6), ("blocked", 1, 1)):
+        d = access.bank_demand(hand_binary(), layout=layout)
+        words = 2 * (24 * (xw + 8) + 12 * (32 + ow))
+        assert d == dict(words=words, steps=48, cycles=-(-words // 8))

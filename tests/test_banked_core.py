@@ -40,3 +40,25 @@ def test_core_on_banked_buffers(name):
     print(f"{name}: banked {cycles} cycles, sim.perf (no conflicts) {model} "
           f"({(cycles - model) / model:+.1%})")
     assert cycles >= model
+
+
+def test_bank_demand_planar_and_blocked():
+    """The static estimate of docs/global-buffers.md section 5 for the cases above (no RTL run):
+    the words the core's ports ask of the 8 banks, planar and with the channel-blocked what-if
+    (``sim.access.bank_demand``), printed with ``-s``. Blocked, the x / o / r words of the conv
+    layers shrink; the depthwise layers' drain (one channel x M pixels) grows."""
+    from sim.access import bank_demand
+    rows = {}
+    for name in FAST + LONG:
+        prog, cfg, x = make_case(name)
+        binary = sc.compile(prog, cfg)
+        model = perf.simulate(binary, env=timing.PYTHON_HARNESS).cycles
+        pl, bl = (bank_demand(binary, layout=lay) for lay in ("planar", "blocked"))
+        rows[name] = (pl["words"], bl["words"])
+        print(f"{name:14} sim.perf {model:5d}  words/8 planar {pl['cycles']:5d}  "
+              f"blocked {bl['cycles']:5d} ({(bl['words'] - pl['words']) / pl['words']:+.1%})")
+    for name in ("pw_residual", "gpw_g3", "conv3_s2", "mbconv"):
+        assert rows[name][1] < rows[name][0], name
+    for name in ("dw3_s2", "dw5_s1_res"):
+        assert rows[name][1] > rows[name][0], name
+    assert rows["pool"][1] == rows["pool"][0]      # it pools the network input (kept planar)

@@ -14,6 +14,7 @@ from ..fileio import atomic_open
 from ..intprogram import IntProgram, IntProgramError, check_digest, digest, read_npz
 from ..isa import IsaError, decode_stream, encode_stream
 from .common import CompileError
+from .layout import pack, tensor_layout, unpack
 
 __all__ = ["Binary", "BINARY_VERSION", "MAGIC"]
 
@@ -44,25 +45,22 @@ class Binary:
 
     def write_input(self, dram: np.ndarray, x) -> None:
         """Store the integer image ``x`` (already checked against the input tensor) at the input
-        tensor's place in the DRAM image ``dram`` (one byte per element, two's complement)."""
-        x = np.asarray(x, dtype=np.int64)
+        tensor's place in the DRAM image ``dram`` (one byte per element, two's complement, in the
+        symbol's layout: :func:`sim.compile.layout.pack`)."""
         sym = self.symbols[f"tensor:{self.prog.inputs[0]}"]
-        dram[sym["addr"]:sym["addr"] + x.size] = (x.reshape(-1) & 0xFF).astype(np.uint8)
+        b = pack(x, **tensor_layout(sym))
+        dram[sym["addr"]:sym["addr"] + b.size] = b
 
     def read_outputs(self, dram: np.ndarray) -> dict:
         """The program's outputs read back from the DRAM image ``dram``: ``{name: int64 array}``
-        (8-bit tensors one byte per element, wider ones, the logits, little-endian int32)."""
+        (8-bit tensors one byte per element, wider ones, the logits, little-endian int32; in the
+        symbol's layout: :func:`sim.compile.layout.unpack`)."""
         out = {}
         for name in self.prog.outputs:
             ot = self.prog.tensors[name]
             sym = self.symbols[f"tensor:{name}"]
-            n = int(np.prod(ot.shape))
-            raw = dram[sym["addr"]:sym["addr"] + n * (4 if ot.bits > 8 else 1)]
-            if ot.bits > 8:
-                v = raw.copy().view(np.int32).astype(np.int64)
-            else:
-                v = (raw.view(np.int8) if ot.signed else raw).astype(np.int64)
-            out[name] = v.reshape(ot.shape)
+            out[name] = unpack(dram[sym["addr"]:], ot.shape, signed=bool(ot.signed),
+                               bits=ot.bits, **tensor_layout(sym))
         return out
 
     def save(self, path) -> Path:

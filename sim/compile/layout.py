@@ -5,6 +5,16 @@ the tensor's signedness says; 32-bit tensors, the logits, take 4 bytes). Concat 
 allocated once and their inputs are *aliases* into channel slices of it (channel-major layout
 makes a channel concat contiguous), so a concat costs nothing. Blocks are allocated in order,
 each aligned to :data:`~sim.compile.common.ALIGN` bytes, and never overlap.
+
+The activation layout rule (the one place it is written, docs/global-buffers.md section 5):
+:func:`act_offset` gives the element offset of channel ``c``, pixel ``p = y*W + x`` of an
+activation with ``npix`` pixels per channel, ``planar`` (channel-major, what the compiler
+emits) or ``blocked`` (``[ceil(C/B)][H][W][B]``: ``B`` channels of one pixel side by side,
+:func:`activation_block`; the pad channels of a last partial block are never read as data).
+With one pixel (``npix = 1``: linear layers, pooled vectors, the logits) both are the same.
+:func:`pack` / :func:`unpack` apply the rule to a whole tensor; every tensor symbol records its
+``layout`` and ``block`` so that :meth:`sim.compile.Binary.read_outputs` / ``write_input`` (and
+through them ``sim.funcsim``, ``tb`` and ``runtime``) read and write it by the rule.
 """
 
 from __future__ import annotations
@@ -12,9 +22,85 @@ from __future__ import annotations
 import numpy as np
 
 from ..intprogram import IntProgram
-from .common import CompileError, align, elem_bytes, shape3
+from .common import CompileError, align, cdiv, elem_bytes, shape3
 
-__all__ = ["DramImage", "TensorLayout", "layout_tensors"]
+__all__ = ["DramImage", "TensorLayout", "layout_tensors", "LAYOUTS", "activation_block",
+           "act_offset", "act_elems", "pack", "unpack", "tensor_layout"]
+
+#: the activation layouts :func:`act_offset` knows
+LAYOUTS = ("planar", "blocked")
+
+
+def activation_block(cfg) -> int:
+    """``B`` of the ``blocked`` layout for ``cfg``: the widest channel access of the engines
+    (MAT: T input / S output channels per step, R-MAC: N / M), rounded up to a power of two,
+    so that one engine step's channels of one pixel lie in one block (8 at ``paper``)."""
+    w = max(cfg.T, cfg.S, cfg.N, cfg.M)
+    return 1 << (w - 1).bit_length()
+
+
+def _check_layout(layout, block):
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "blocked" and (not isinstance(block, (int, np.integer)) or block < 1):
+        raise ValueError(f"block must be a positive int for the blocked layout, got {block!r}")
+
+
+def act_offset(c, p, *, npix: int, layout: str = "planar", block: int = 1):
+    """Element offset of channel ``c``, pixel ``p`` (``y * W + x``) of an activation with
+    ``npix`` pixels per channel: ``planar`` ``c * npix + p``; ``blocked`` ``(c // B) * npix * B
+    + p * B + c % B`` (``B = block``). ``c`` and ``p`` may be numpy arrays (broadcast). The same
+    rule places a tile in an on-chip buffer (``npix`` = the tile's pixels per channel)."""
+    _check_layout(layout, block)
+    if layout == "planar":
+        return c * npix + p
+    return (c // block) * (npix * block) + p * block + c % block
+
+
+def act_elems(channels: int, npix: int, *, layout: str = "planar", block: int = 1) -> int:
+    """Elements an activation of ``channels x npix`` occupies (blocked: the last block padded
+    to ``B`` channels)."""
+    _check_layout(layout, block)
+    if layout == "planar" or npix == 1:
+        return channels * npix
+    return cdiv(channels, block) * block * npix
+
+
+def _offsets(shape, layout, block):
+    c, h, w = shape3(shape)
+    return act_offset(np.arange(c)[:, None], np.arange(h * w)[None, :], npix=h * w,
+                      layout=layout, block=block).reshape(c, h, w).reshape(shape)
+
+
+def pack(x, *, layout: str = "planar", block: int = 1, bits: int = 8) -> np.ndarray:
+    """The DRAM bytes of integer tensor ``x`` (shape ``(C, H, W)`` or ``(C,)``) in ``layout``:
+    8-bit two's complement or, ``bits > 8``, little-endian int32 per element; pad elements 0."""
+    x = np.asarray(x, dtype=np.int64)
+    c, h, w = shape3(x.shape)
+    out = np.zeros(act_elems(c, h * w, layout=layout, block=block), dtype=np.int64)
+    out[_offsets(x.shape, layout, block).reshape(-1)] = x.reshape(-1)
+    if bits > 8:
+        return out.astype(np.int32).view(np.uint8)
+    return (out & 0xFF).astype(np.uint8)
+
+
+def unpack(raw, shape, *, signed: bool, layout: str = "planar", block: int = 1,
+           bits: int = 8) -> np.ndarray:
+    """The int64 tensor of ``shape`` whose DRAM bytes (``pack``'s format) start ``raw``."""
+    c, h, w = shape3(shape)
+    n = act_elems(c, h * w, layout=layout, block=block)
+    raw = np.asarray(raw, dtype=np.uint8)
+    if bits > 8:
+        v = raw[:4 * n].copy().view(np.int32).astype(np.int64)
+    else:
+        v = (raw[:n].view(np.int8) if signed else raw[:n]).astype(np.int64)
+    return v[_offsets(shape, layout, block).reshape(-1)].reshape(tuple(shape))
+
+
+def tensor_layout(sym: dict) -> dict:
+    """``{layout, block}`` of a tensor symbol (a symbol without them, from a Binary written
+    before the blocked layout existed, is planar)."""
+    return dict(layout=sym.get("layout", "planar"), block=int(sym.get("block", 1)))
 
 
 class DramImage:
@@ -89,7 +175,8 @@ def layout_tensors(prog: IntProgram, image: DramImage) -> TensorLayout:
             continue
         c, h, w = shape3(t.shape)
         image.alloc(f"tensor:{name}", c * h * w * elem_bytes(t), "tensor",
-                    shape=list(t.shape), signed=bool(t.signed), bits=t.bits)
+                    shape=list(t.shape), signed=bool(t.signed), bits=t.bits,
+                    layout="planar", block=1)
     for name, (base, off) in alias.items():
         t, bt = prog.tensors[name], prog.tensors[base]
         c, h, w = shape3(bt.shape)
@@ -97,5 +184,5 @@ def layout_tensors(prog: IntProgram, image: DramImage) -> TensorLayout:
         image.symbols[f"tensor:{name}"] = dict(
             addr=b["addr"] + off * h * w * elem_bytes(bt), nbytes=int(np.prod(t.shape)),
             kind="alias", base=base, channel_offset=off, shape=list(t.shape),
-            signed=bool(t.signed), bits=t.bits)
+            signed=bool(t.signed), bits=t.bits, layout="planar", block=1)
     return TensorLayout(image, alias)
