@@ -56,11 +56,13 @@ def best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int):
     return best[1], best[2]
 
 
-def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1):
+def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1,
+              block=1):
     """[(core, engine, (co_a, co_b), (row_a, row_b))] for one conv tile of ``nco`` output
     channels x ``nr`` rows of ``wo`` pixels (relative ranges). ``bias``: cycles already queued
-    on (MAT, R-MAC) of every core; ``only``: one engine."""
-    gran = cout_g if g > 1 else 1
+    on (MAT, R-MAC) of every core; ``only``: one engine; ``block``: the channel ranges start on
+    multiples of it (the blocked layout's ``B``, ``g = 1`` only)."""
+    gran = cout_g if g > 1 else block
     best = None
     for lc, lr in core_grids(cfg.L):
         cos = split(nco, lc, max(gran, 8) if nco >= lc * 8 and g == 1 else gran)
@@ -69,7 +71,8 @@ def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=Non
         core = 0
         for (ca, cb) in cos:
             for (ra, rb) in rows:
-                sub, t = engine_split(cfg, cb - ca, rb - ra, wo, K, g, cout_g, bias, only, k)
+                sub, t = engine_split(cfg, cb - ca, rb - ra, wo, K, g, cout_g, bias, only, k,
+                                      block)
                 worst = max(worst, t)
                 for eng, (xa, xb), (ya, yb) in sub:
                     tasks.append((core, eng, (ca + xa, ca + xb), (ra + ya, ra + yb)))
@@ -79,9 +82,11 @@ def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=Non
     return best[1]
 
 
-def engine_split(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1):
-    """Split a core's (nco x nr rows) between MAT and R-MAC; returns (tasks, est. cycles)."""
-    gran = cout_g if g > 1 else 1
+def engine_split(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1,
+                 block=1):
+    """Split a core's (nco x nr rows) between MAT and R-MAC (by channels in multiples of
+    ``block`` when ``g = 1``); returns (tasks, est. cycles)."""
+    gran = cout_g if g > 1 else block
 
     def cyc(eng, c, r):
         """engine steps + the tile's fixed cycles on the core (sim.timing)"""
@@ -127,11 +132,12 @@ def fit_rows(ho, need) -> int:
     return nr
 
 
-def conv_chunk(name, *, cout, g, K, c_slot) -> int:
+def conv_chunk(name, *, cout, g, K, c_slot, block=1) -> int:
     """Output channels per weight chunk of a (grouped) conv / linear: as many filters (``K``
     weight bytes + a parameter record each) as fit a C slot of ``c_slot`` bytes, in equal
     chunks that are multiples of a group (grouped) or of 8 lanes x a power-of-two number of
-    cores (dense; any number of filters when fewer than 8 fit)."""
+    cores (dense; any number of filters when fewer than 8 fit; with ``block`` > 1, the blocked
+    layout's ``B``, a multiple of it)."""
     cout_g = cout // g
     per_co = K + PARAM_RECORD
     chunk = min(cout, MAX_FIELD, (c_slot - ALIGN) // per_co)
@@ -145,6 +151,11 @@ def conv_chunk(name, *, cout, g, K, c_slot) -> int:
         # chunks of a group (grouped), of 8 lanes x a power-of-two number of cores (dense),
         # or of single filters when fewer than 8 fit
         gran = cout_g if g > 1 else next((m for m in (128, 64, 32, 16, 8) if m <= chunk), 1)
+        if g == 1 and gran % block:
+            gran = block
+            if chunk < block:
+                raise CompileError(f"{name}: {block} filters (one channel block) do not fit a"
+                                   f" C slot ({c_slot} bytes); enlarge buf_c_bytes")
         chunk = chunk // gran * gran
         nch = cdiv(cout, chunk)    # equal chunks, multiples of that granularity
         chunk = min(chunk, cdiv(cdiv(cout, nch), gran) * gran)
