@@ -31,6 +31,7 @@ from sim.intprogram import IntProgram, Node, TensorInfo
 from tb.core.cases import (_epilogue, attention_program, depthwise_program, generic_program,
                            linear_program, mbconv_program, pointwise_program, pool_program,
                            small_config)
+from tb.core.cases import REQUANT, RES_LANES, RES_LANES2
 from tb.core.harness import CoreEnv, HarnessError, simulate_amaranth
 from test_hw_core import check_cycles
 
@@ -99,7 +100,9 @@ def reblock(binary, b: int):
 
 
 CASES = {
-    # name: (program, b): one tile each on the `small` config (N = M = T = S = 4)
+    # name: (program, b[, config changes]): one tile each on the `small` config (N = M = T = S
+    # = 4); REQUANT / RES_LANES: fewer requant lanes, so the drain's sub-blocks (offsets R
+    # channels apart in a block, R pixels apart in a DW row) run blocked
     "pw_res_b2": (lambda: pointwise_program(cin=8, cout=8, h=3, w=5, residual=True, act="none",
                                             seed=1), 2),
     "pw_b3": (lambda: pointwise_program(cin=16, cout=8, h=3, w=4, act="relu", seed=2), 3),
@@ -110,13 +113,21 @@ CASES = {
                                             seed=5), 3),
     "dw5_b2": (lambda: depthwise_program(c=4, h=5, w=6, k=5, residual=True, seed=6), 2),
     "conv3_s2_b2": (lambda: generic_program(cin=4, cout=8, h=5, w=5, k=3, stride=2, seed=7), 2),
+    "pw_res_rq_b2": (lambda: pointwise_program(cin=12, cout=12, h=3, w=4, residual=True,
+                                               act="none", seed=8), 2, REQUANT),
+    "pw_res_rr_b3": (lambda: pointwise_program(cin=8, cout=8, h=3, w=4, residual=True,
+                                               act="relu", seed=9), 3, RES_LANES2),
+    "dw3_s2_rq_b2": (lambda: depthwise_program(c=8, h=6, w=7, k=3, stride=2, act="hswish",
+                                               seed=10), 2, REQUANT),
+    "dw3_res_rr_b2": (lambda: depthwise_program(c=8, h=5, w=6, k=3, residual=True, seed=11), 2,
+                      RES_LANES),
 }
 
 
 def blocked_case(name, seed=0):
-    make, b = CASES[name]
+    make, b, *kw = CASES[name]
     prog = make()
-    cfg = small_config()
+    cfg = small_config(**(kw[0] if kw else {}))
     planar = sc.compile(prog, cfg)
     x = np.random.default_rng(seed).integers(
         *((-128, 128) if prog.tensors[prog.inputs[0]].signed else (0, 256)),
@@ -240,8 +251,12 @@ COMPILED = {
     "pw_res_L2": (lambda: pointwise_program(cin=32, cout=32, h=12, w=12, residual=True,
                                             seed=19), lambda: small_config(L=2)),
     "pw_paper": (lambda: pointwise_program(cin=64, cout=128, h=14, w=14, seed=20), AccelConfig),
+    "pw_res_rq": (lambda: pointwise_program(cin=12, cout=12, h=4, w=4, residual=True, seed=21),
+                  lambda: small_config(**REQUANT)),
+    "pw_res_rr": (lambda: pointwise_program(cin=12, cout=12, h=4, w=4, residual=True, seed=22),
+                  lambda: small_config(**RES_LANES)),
 }
-RTL_COMPILED = ("pw", "pw_res_hswish", "conv3_s2", "two_pw", "linear")
+RTL_COMPILED = ("pw", "pw_res_hswish", "conv3_s2", "two_pw", "linear", "pw_res_rq", "pw_res_rr")
 
 
 def compiled_case(name, seed=0):

@@ -56,7 +56,7 @@ has no depthwise path, the R-MAC unit no ``ATT_DIV`` / ``ATT_OUT`` hardware (the
 ``ATT_OUT`` runs on the MAT's requant lanes), the AUX unit only the adder tree.
 
 Layer registers (``SETR``, 32-bit signed values) are stored at the widths their consumers need
-(``REG_STORE``, 238 bits instead of 24 x 32): address strides and ``RES_ADDR`` as ``ADDR_BITS``
+(``REG_STORE``, 242 bits instead of 25 x 32): address strides and ``RES_ADDR`` as ``ADDR_BITS``
 (plus the sign of ``RES_ADDR``), 0/1 flags as bit 0 and "higher bits set", and the registers
 that are range-checked or compared with constants clamped on write to one past their checked
 range (``sim.isa.REG_LIMITS`` for the conv registers), so that every check gives the same
