@@ -336,3 +336,19 @@ def test_compile_blocked_bad_arguments():
     # engines whose widths are not powers of two: no B fits every step
     with pytest.raises(CompileError, match="B = 8 is not a multiple"):
         sc.compile(prog, small_config(T=6, S=4, N=4, M=4), layout="blocked")
+
+
+@pytest.mark.parametrize("name", ["two_pw", "dw3_s2_rq_b2"])
+def test_core_blocked_stall_random_ready(name):
+    """Blocked Binaries on a core with backpressure ports, every ``ready`` low 40 % of the
+    cycles at random (fixed seed): still golden's output (the blocked addresses are held while
+    the unit is frozen)."""
+    if name in COMPILED:
+        prog, cfg, binary, x = compiled_case(name)
+    else:
+        prog, cfg, _, binary, x, _ = blocked_case(name)
+    env = CoreEnv(binary, x, ready=0.6, seed=len(name))
+    simulate_amaranth(Core.from_config(cfg, stall=True), env, max_cycles=60000)
+    y = prog.outputs[0]
+    np.testing.assert_array_equal(env.outputs()[y], golden.run(prog, x)[y])
+    assert env.stalled > 0
