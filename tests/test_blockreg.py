@@ -3,8 +3,7 @@
 depthwise ports, in sim.funcsim and in the core RTL (hw.core.unit, amaranth.sim).
 
 Two kinds of blocked Binaries: compiled (``sim.compile.compile(..., layout="blocked")``, the first
-blocked path: dense convs and linears), and, for what that path does not emit yet (depthwise),
-built by hand from a planar compile of a one-tile layer whose activation LOADs / STOREs each
+blocked path: dense and depthwise convs, linears), and built by hand from a planar compile of a one-tile layer whose activation LOADs / STOREs each
 move one whole tensor (:func:`reblock`): the tensors' symbols say ``blocked`` (so the input
 is written, and the output read back, by ``sim.compile.layout.pack`` / ``unpack``, i.e. by
 ``act_offset``), every channel stride becomes the stride of a block of ``B`` channels, every
@@ -29,8 +28,8 @@ from sim.compile import CompileError
 from sim.config import AccelConfig
 from sim.intprogram import IntProgram, Node, TensorInfo
 from tb.core.cases import (_epilogue, attention_program, depthwise_program, generic_program,
-                           linear_program, mbconv_program, pointwise_program, pool_program,
-                           small_config)
+                           linear_program, litemla_module_program, mbconv_program,
+                           pointwise_program, pool_program, small_config)
 from tb.core.cases import REQUANT, RES_LANES, RES_LANES2
 from tb.core.harness import CoreEnv, HarnessError, simulate_amaranth
 from test_hw_core import check_cycles
@@ -255,8 +254,22 @@ COMPILED = {
                   lambda: small_config(**REQUANT)),
     "pw_res_rr": (lambda: pointwise_program(cin=12, cout=12, h=4, w=4, residual=True, seed=22),
                   lambda: small_config(**RES_LANES)),
+    "dw3_res": (lambda: depthwise_program(c=8, h=6, w=7, k=3, residual=True, seed=23),
+                small_config),
+    "dw3_s2": (lambda: depthwise_program(c=16, h=9, w=9, k=3, stride=2, act="relu", seed=24),
+               small_config),
+    "mbconv": (lambda: mbconv_program(c=8, e=16, h=6, w=6, seed=25), small_config),
+    "dw5_tiles": (lambda: depthwise_program(c=64, h=24, w=24, k=5, residual=True, seed=26),
+                  small_config),
+    "dw3_s2_L2": (lambda: depthwise_program(c=32, h=12, w=12, k=3, stride=2, seed=27),
+                  lambda: small_config(L=2)),
+    "dw_paper": (lambda: depthwise_program(c=64, h=14, w=14, k=3, residual=True, seed=28),
+                 AccelConfig),
+    "mbconv_s2_rq": (lambda: mbconv_program(c=8, e=16, h=9, w=9, stride=2, seed=29),
+                     lambda: small_config(**REQUANT)),
 }
-RTL_COMPILED = ("pw", "pw_res_hswish", "conv3_s2", "two_pw", "linear", "pw_res_rq", "pw_res_rr")
+RTL_COMPILED = ("pw", "pw_res_hswish", "conv3_s2", "two_pw", "linear", "pw_res_rq", "pw_res_rr",
+                "dw3_res", "dw3_s2", "mbconv", "mbconv_s2_rq")
 
 
 def compiled_case(name, seed=0):
@@ -313,10 +326,10 @@ def test_core_compiled_blocked(name):
 
 
 @pytest.mark.parametrize("prog, match", [
-    (lambda: depthwise_program(c=8, h=6, w=7), "node 'dw'.*only dense convs and linears"),
-    (lambda: pool_program(c=8, h=2, w=3), "global_avgpool"),
+    (lambda: pool_program(c=8, h=2, w=3), "node 'pool'.*global_avgpool.*only convs"),
     (lambda: attention_program(dim=4, heads=2, h=4, w=4), "linear_attention"),
-    (lambda: mbconv_program(c=8, e=16, h=6, w=6), "only dense convs"),
+    (lambda: litemla_module_program(), "layout='blocked' does not support"),
+    (lambda: depthwise_program(c=6, h=6, w=7), r"tensor 'x' \(6, 6, 7\) needs channels"),
     (lambda: pointwise_program(cin=8, cout=8, h=2, w=2, groups=2), "grouped conv 'pw'"),
     (lambda: generic_program(cin=3, cout=8, h=5, w=5), r"tensor 'x' \(3, 5, 5\) needs channels"
                                                        " in multiples of B = 4"),

@@ -32,7 +32,7 @@ from .layout import LAYOUTS, DramImage, activation_block, layout_tensors
 from ..isa import block_unit_ok
 from .common import shape3
 from .ops.attention import emit_attention
-from .ops.blocked import emit_conv_blocked
+from .ops.blocked import emit_conv_blocked, emit_depthwise_blocked
 from .ops.chain import emit_chain
 from .ops.conv import emit_conv
 from .ops.depthwise import emit_depthwise
@@ -77,18 +77,19 @@ def _npix(prog, t) -> int:
 def check_blocked(prog: IntProgram, cfg: AccelConfig) -> int:
     """log2 B of ``cfg``'s blocked layout (:func:`~sim.compile.layout.activation_block`), or a
     :class:`CompileError` naming what ``layout="blocked"`` does not support yet: every node a
-    dense conv (any kernel, one group) or a linear, every tensor of more than one pixel with
-    channels a multiple of B and 8 bits."""
+    dense conv (any kernel, one group), a depthwise conv or a linear, every tensor of more
+    than one pixel with channels a multiple of B and 8 bits."""
     B = activation_block(cfg)
     b = B.bit_length() - 1
-    if not all(block_unit_ok(b, op, cfg) for op in ("CONV_MAT", "CONV_RDF")):
+    if not all(block_unit_ok(b, op, cfg) for op in ("CONV_MAT", "CONV_RDF", "DW_RSA")):
         raise CompileError(f"layout='blocked': B = {B} is not a multiple of the engines' "
                            f"widths (T, S, N, M = {cfg.T}, {cfg.S}, {cfg.N}, {cfg.M})")
     for n in prog.nodes:
-        if n.op not in ("conv", "linear") or n.kind == "depthwise":
+        if n.op not in ("conv", "linear"):
             raise CompileError(f"layout='blocked' does not support node {n.name!r} "
-                               f"({n.op}, {n.kind}) yet: only dense convs and linears")
-        if n.op == "conv" and int(n.attrs.get("groups", 1)) != 1 \
+                               f"({n.op}, {n.kind}) yet: only convs (dense, depthwise) and "
+                               "linears")
+        if n.op == "conv" and n.kind != "depthwise" and int(n.attrs.get("groups", 1)) != 1 \
                 and _npix(prog, n.inputs[0]) > 1:
             raise CompileError(f"layout='blocked' does not support the grouped conv "
                                f"{n.name!r} yet")
@@ -146,8 +147,8 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
             emit_chain(ctx, chain, li, info)
             continue
         emit = emitter_for(n)
-        if ctx.block and _npix(ctx.prog, n.inputs[0]) > 1:
-            emit = emit_conv_blocked            # (check_blocked: a dense conv)
+        if ctx.block and _npix(ctx.prog, n.inputs[0]) > 1:     # (check_blocked: a conv)
+            emit = emit_depthwise_blocked if n.kind == "depthwise" else emit_conv_blocked
         elif ctx.block:                         # one pixel: planar addresses = blocked ones
             for st in ctx.em.names[1:]:
                 for unit in ("MAT", "RMAC"):
@@ -175,7 +176,8 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     have no frame fence against frame k's last ones (not combined with ``prefetch``).
     ``layout="blocked"`` lays every activation of more than one pixel out channel-blocked
     (``sim.compile.layout``, the units' ``BLOCK`` register; docs/global-buffers.md section 5):
-    a first path for programs of dense convs and linears only (:func:`check_blocked`), without
+    a first path for programs of convs (dense, depthwise) and linears only
+    (:func:`check_blocked`), without
     fusion, residency, prefetch or streaming."""
     if prefetch not in (False, True):
         raise ValueError(f"prefetch must be True or False, got {prefetch!r}")

@@ -43,12 +43,13 @@ def core_grids(L: int):
             yield lc, lr
 
 
-def best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int):
+def best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int, block: int = 1):
     """Channel and row pieces of a depthwise tile over the cores, the split whose slowest core
-    (:func:`~sim.compile.cost.dw_cycles`) finishes first (the first such split on ties)."""
+    (:func:`~sim.compile.cost.dw_cycles`) finishes first (the first such split on ties); the
+    channel pieces in multiples of N (and of ``block``, the blocked layout's B)."""
     best = None
     for lc, lr in core_grids(cfg.L):
-        cs, rs = split(nch, lc, cfg.N), split(nrows, lr)
+        cs, rs = split(nch, lc, max(cfg.N, block)), split(nrows, lr)
         t = max(dw_cycles(cfg, nch=c1 - c0, ho=r1 - r0, wo=wo, k=k)
                 for c0, c1 in cs for r0, r1 in rs)
         if best is None or t < best[0]:
@@ -162,16 +163,18 @@ def conv_chunk(name, *, cout, g, K, c_slot, block=1) -> int:
     return chunk
 
 
-def dw_chunk(cfg: AccelConfig, *, C, k, c_slot, need) -> int:
+def dw_chunk(cfg: AccelConfig, *, C, k, c_slot, need, block: int = 1) -> int:
     """Channels per chunk of a depthwise conv: what fits a C slot (``k*k`` weights + a record
-    per channel), in multiples of the R-MAC's N lanes, halved while even one output row of the
-    chunk does not fit (``need(rows, chunk)``)."""
+    per channel), in multiples of the R-MAC's N lanes (and of ``block``, the blocked layout's
+    B, a power of two), halved while even one output row of the chunk does not fit
+    (``need(rows, chunk)``)."""
     per = k * k + PARAM_RECORD
+    gran = max(cfg.N, block)
     chunk = min(C, MAX_FIELD, (c_slot - ALIGN) // per)
     if chunk < C:
-        chunk = max(cfg.N, chunk // cfg.N * cfg.N)
-    while chunk > cfg.N and not need(1, chunk):
-        chunk = max(cfg.N, (chunk // 2) // cfg.N * cfg.N)
+        chunk = max(gran, chunk // gran * gran)
+    while chunk > gran and not need(1, chunk):
+        chunk = max(gran, (chunk // 2) // gran * gran)
     return chunk
 
 
