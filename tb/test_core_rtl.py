@@ -132,7 +132,8 @@ def test_core_rtl_residual_lanes(simulator):
 
 
 def test_core_rtl_blocked(simulator):
-    """Pointwise layers compiled with ``layout="blocked"`` (channel-blocked activations, the
-    units' BLOCK register = 2 at B = 4): plain, with a residual, uint8 input; outputs bit-exact,
-    cycles equal to sim.perf's."""
-    _run(("pw_relu", "pw_residual", "pw_u8_res"), simulator, layout="blocked")
+    """Layers compiled with ``layout="blocked"`` (channel-blocked activations, the units' BLOCK
+    register = 2 at B = 4): pointwise plain, with a residual, with uint8 input, and an MBConv
+    (unfused in the blocked path: PW, depthwise 3x3, PW + residual through DRAM); outputs
+    bit-exact, cycles equal to sim.perf's."""
+    _run(("pw_relu", "pw_residual", "pw_u8_res", "mbconv"), simulator, layout="blocked")
