@@ -267,6 +267,11 @@ COMPILED = {
                  AccelConfig),
     "mbconv_s2_rq": (lambda: mbconv_program(c=8, e=16, h=9, w=9, stride=2, seed=29),
                      lambda: small_config(**REQUANT)),
+    # the paper's core: N = M = T = S = 8 (B = 8), 4 requant lanes on the MAT, the residual on
+    # 2 of the R-MAC's 8 (`paper`'s requant_mat / requant_rmac_res)
+    "mbconv_paper_core": (lambda: mbconv_program(c=16, e=32, h=6, w=6, seed=30),
+                          lambda: small_config(N=8, M=8, T=8, S=8, requant_mat=4,
+                                               requant_rmac_res=2)),
 }
 RTL_COMPILED = ("pw", "pw_res_hswish", "conv3_s2", "two_pw", "linear", "pw_res_rq", "pw_res_rr",
                 "dw3_res", "dw3_s2", "mbconv", "mbconv_s2_rq")
@@ -314,7 +319,8 @@ def test_compile_blocked_funcsim_equals_golden(name):
     assert cb <= cp + 2 * cfg.L
 
 
-@pytest.mark.parametrize("name", RTL_COMPILED)
+@pytest.mark.parametrize("name", [*RTL_COMPILED,
+                                  pytest.param("mbconv_paper_core", marks=pytest.mark.slow)])
 def test_core_compiled_blocked(name):
     """The core RTL runs the compiled blocked Binary: golden's output bit for bit, every
     instruction fetched at sim.perf's cycle."""
