@@ -9,6 +9,10 @@ result or an error). The arithmetic is the golden model's: :func:`sim.golden.con
 ``attention_ksum``, ``attention_div``, ``attention_out``, :func:`sim.golden.layernorm_host` and
 :meth:`sim.intprogram.Epilogue.apply` (which calls :mod:`sim.numerics`).
 
+Activations of CONV_MAT / CONV_RDF / DW_RSA are addressed by the ``BLOCK`` register (0, the
+default, planar; ``b > 0`` channel-blocked, :meth:`_Machine.index`, docs/isa.md), refused
+where the core units stop with their error flag; POOL and the attention steps need BLOCK = 0.
+
 Attention: each of the four per-head instructions runs its step on the operands it names: K from
 ``XBUF`` (buffer A, or B), V and Q from B, and the intermediates of the earlier steps read back
 from the AUX/DIV addresses where those steps wrote them (S, ksum8, the log2 codes with the zero
@@ -29,8 +33,8 @@ import numpy as np
 from . import golden, timing
 from . import numerics as nx
 from .intprogram import Epilogue
-from .isa import (ACT_NAMES, ACTS, BUF_NAMES, BUFS, DW_HOLD_EXTRA, REG_NAMES, WIDTHS, LimitError,
-                  check_limit, dw_kernel_ok)
+from .isa import (ACT_NAMES, ACTS, BLOCK_OPS, BUF_NAMES, BUFS, DW_HOLD_EXTRA, REG_LIMITS,
+                  REG_NAMES, WIDTHS, LimitError, block_unit_ok, check_limit, dw_kernel_ok)
 
 __all__ = ["FuncSimError", "run", "build_queues", "host_ln", "GLOBAL_UNITS", "CORE_UNITS"]
 
@@ -107,9 +111,24 @@ class _Machine:
             name = store
         return self.local[stream][name], name
 
-    def read(self, stream, bid, addr, nch, n, cstride, signed, bpe=1, store=None):
+    @staticmethod
+    def index(addr, nch, n, cstride, bpe=1, block=0):
+        """Byte addresses ``(nch, n * bpe)`` of channels ``0 .. nch-1``, elements ``0 .. n-1`` of
+        a block at ``addr``: planar (``block = 0``) channel ``c`` at ``c * cstride``; blocked
+        (``block = b``, the ``BLOCK`` register, 1-byte elements) element ``(c, p)`` at
+        ``(c >> b) * cstride + (p << b) + (c & (2**b - 1))`` (sim.isa.REG_LIMITS)."""
+        if not block:
+            return addr + np.arange(nch)[:, None] * cstride + np.arange(n * bpe)[None, :]
+        if bpe != 1:
+            raise FuncSimError(f"BLOCK = {block} with {8 * bpe}-bit elements: the blocked "
+                               "layout addresses bytes only")
+        c = np.arange(nch)[:, None]
+        return addr + (c >> block) * cstride + (np.arange(n)[None, :] << block) \
+            + (c & ((1 << block) - 1))
+
+    def read(self, stream, bid, addr, nch, n, cstride, signed, bpe=1, store=None, block=0):
         mem, name = self.buf(stream, bid, store)
-        idx = addr + np.arange(nch)[:, None] * cstride + np.arange(n * bpe)[None, :]
+        idx = self.index(addr, nch, n, cstride, bpe, block)
         if nch and (idx.min() < 0 or idx.max() >= mem.size):
             raise FuncSimError(f"read of {nch}x{n} at {addr} (stride {cstride}) leaves buffer"
                                f" {name} ({mem.size} bytes)")
@@ -118,11 +137,11 @@ class _Machine:
             return raw.copy().view(np.int32).astype(np.int64)
         return (raw.view(np.int8) if signed else raw).astype(np.int64)
 
-    def write(self, stream, bid, addr, arr, cstride, bpe=1, store=None):
+    def write(self, stream, bid, addr, arr, cstride, bpe=1, store=None, block=0):
         mem, name = self.buf(stream, bid, store)
         arr = np.asarray(arr, np.int64).reshape(arr.shape[0], -1)
         nch, n = arr.shape
-        idx = addr + np.arange(nch)[:, None] * cstride + np.arange(n * bpe)[None, :]
+        idx = self.index(addr, nch, n, cstride, bpe, block)
         if nch and (idx.min() < 0 or idx.max() >= mem.size):
             raise FuncSimError(f"write of {nch}x{n} at {addr} leaves buffer {name}"
                                f" ({mem.size} bytes)")
@@ -193,7 +212,7 @@ class _Machine:
         except LimitError as e:
             raise FuncSimError(str(e)) from None
 
-    def epilogue(self, r, rec, acc, stream):
+    def epilogue(self, r, rec, acc, stream, block=0):
         self.check_epilogue(r, rec)
         act = ACT_NAMES[r["ACT"]]
         res = None
@@ -206,7 +225,7 @@ class _Machine:
         epi = Epilogue(mult=nx.Dyadic(rec[:, 1], rec[:, 2]), act=act, offset=rec[:, 3], **kw)
         if r["RES_ADDR"] >= 0:
             res = self.read(stream, 0, r["RES_ADDR"], acc.shape[0], acc[0].size, r["RSTRIDE"],
-                            r["RSIGNED"]).reshape(acc.shape)
+                            r["RSIGNED"], block=block).reshape(acc.shape)
         return epi.apply(acc, out_bits=r["OBITS"], signed=bool(r["OSIGNED"]), residual=res)
 
     def compute(self, stream, unit, ins):
@@ -220,9 +239,12 @@ class _Machine:
                                       and op not in ("ATT_KV_RDF", "ATT_KSUM")):
             raise FuncSimError(f"{stream}/{unit}: {ins} uses buffer A, which only the LD unit "
                                "writes and only ATT_KV_RDF and ATT_KSUM read (docs/hw-core.md)")
+        if op not in BLOCK_OPS and r.get("BLOCK", 0) != 0:
+            raise FuncSimError(f"{stream}/{unit}: {ins} with BLOCK = {r['BLOCK']}: only "
+                               f"{', '.join(BLOCK_OPS)} read the blocked layout (sim.isa)")
         try:
-            if op in ("CONV_MAT", "CONV_RDF", "DW_RSA"):
-                self.conv(stream, r, f, dw=op == "DW_RSA")
+            if op in BLOCK_OPS:
+                self.conv(stream, r, f, dw=op == "DW_RSA", block=self.block(r, op))
             elif op.startswith("ATT_"):
                 self.att(stream, r, f, op)
             elif op == "POOL":
@@ -237,7 +259,24 @@ class _Machine:
         except KeyError as e:
             raise FuncSimError(f"{stream}/{unit}: {ins} uses register {e} that was never set")
 
-    def conv(self, stream, r, f, dw):
+    def block(self, r, op):
+        """``BLOCK`` of a CONV_* / DW_RSA (0 when never set: planar), refused where the core
+        units stop with their error flag (sim.isa.REG_LIMITS, sim.isa.block_unit_ok; the blocked
+        conv path has one group and 8-bit outputs)."""
+        b = r.get("BLOCK", 0)
+        lo, hi = REG_LIMITS[op]["BLOCK"]
+        if not lo <= b <= hi:
+            raise FuncSimError(f"{op} with BLOCK = {b} outside [{lo}, {hi}] (sim.isa.REG_LIMITS)")
+        if not block_unit_ok(b, op, self.b.cfg):
+            raise FuncSimError(f"{op} with BLOCK = {b}: 2**BLOCK must be a multiple of the "
+                               "engine's channel width and lanes (sim.isa.block_unit_ok)")
+        if b and op != "DW_RSA" and (r.get("GROUPS", 1) != 1 or r.get("NOEPI", 0)
+                                     or r.get("OBITS", 8) != 8):
+            raise FuncSimError(f"{op} with BLOCK = {b}: the blocked conv path has GROUPS = 1"
+                               " and 8-bit outputs only")
+        return b
+
+    def conv(self, stream, r, f, dw, block=0):
         nco, k = f["nco"], r["KERNEL"]
         if dw and not dw_kernel_ok(k, self.b.cfg.N):
             raise FuncSimError(f"DW_RSA with KERNEL = {k}: the R-MAC's self-accumulation mode"
@@ -245,7 +284,7 @@ class _Machine:
                                " (sim.isa.dw_kernel_ok; the core stops with its error flag)")
         cin = f["nco"] if dw else r["CIN"] * r["GROUPS"]
         x = self.read(stream, r["XBUF"], f["x_addr"], cin, f["hin"] * r["WIN"], r["XSTRIDE"],
-                      r["XSIGNED"]).reshape(cin, f["hin"], r["WIN"])
+                      r["XSIGNED"], block=block).reshape(cin, f["hin"], r["WIN"])
         kk = k * k * (1 if dw else r["CIN"])
         wmem, _ = self.buf(stream, 1)
         if f["w_addr"] + nco * kk > wmem.size:
@@ -268,8 +307,8 @@ class _Machine:
                                    f" {WIDTHS['logits']} bits")
             y, bpe = nx.saturate(acc, r["OBITS"], signed=bool(r["OSIGNED"])), 4
         else:
-            y, bpe = self.epilogue(r, rec, acc, stream), 1 if r["OBITS"] <= 8 else 4
-        self.write(stream, f["obuf"], f["o_addr"], y, r["OSTRIDE"], bpe)
+            y, bpe = self.epilogue(r, rec, acc, stream, block), 1 if r["OBITS"] <= 8 else 4
+        self.write(stream, f["obuf"], f["o_addr"], y, r["OSTRIDE"], bpe, block=block)
 
     def att(self, stream, r, f, op):
         """One attention step of one head (docs/isa.md): K (ATT_KV_*, ATT_KSUM) or Q (ATT_DIV,

@@ -26,7 +26,8 @@ from .numerics import ACC_BITS, LOG2_CODE_BITS, MAX_SHIFT, MULT_BITS
 __all__ = ["IsaError", "Instr", "FORMATS", "OPCODES", "UNITS", "BUFS", "REGS", "ACTS",
            "encode", "decode", "encode_stream", "decode_stream", "WORD_BITS", "unit_of",
            "REG_LIMITS", "Limit", "LIMITS", "LimitError", "check_limit", "WIDTHS",
-           "SHAPE_LIMITS", "dw_kernel_ok", "DW_HOLD_EXTRA"]
+           "SHAPE_LIMITS", "dw_kernel_ok", "DW_HOLD_EXTRA", "MAX_BLOCK", "BLOCK_OPS",
+           "block_unit_ok"]
 
 WORD_BITS = 128
 OPCODE_BITS = 5
@@ -67,6 +68,7 @@ REGS = {
     "XSIGNED": 21,   # input int8 (1) or uint8 (0)
     "RSIGNED": 22,   # residual int8 (1) or uint8 (0)
     "XBUF": 23,      # buffer the input block is read from (BUFS: B, or A for the attention's K)
+    "BLOCK": 24,     # log2 B of the channel-blocked activation layout (0 = planar): see below
 }
 REG_NAMES = {v: k for k, v in REGS.items()}
 
@@ -77,7 +79,31 @@ _CONV_LIMITS = {"CIN": (0, 65535), "WIN": (1, 32767), "WOUT": (1, 4095), "KERNEL
 #: with its ``error`` flag); ``sim.compile`` refuses to emit such an instruction. The widths
 #: behind them: output columns are 12-bit counters, input columns 16-bit signed, and CIN is
 #: the 16-bit operand of the per-instruction products CIN * k*k and CIN * XSTRIDE.
-REG_LIMITS = {"CONV_MAT": _CONV_LIMITS, "CONV_RDF": _CONV_LIMITS}
+#: ``BLOCK`` (``b``, all three ops that read it): the x / r / o ports of CONV_MAT, CONV_RDF and the
+#: xr / r / o ports of DW_RSA address channel ``c``, pixel ``p`` (``y * W + x`` of the tile) at
+#: ``base + (c >> b) * STRIDE + (p << b) + (c & (2**b - 1))`` (``STRIDE`` = XSTRIDE / RSTRIDE /
+#: OSTRIDE, now the stride of a block of ``2**b`` channels): the rule of
+#: ``sim.compile.layout.act_offset`` with ``B = 2**b``; ``b = 0`` is the planar ``base + c * STRIDE
+#: + p``. ``2**b`` up to 64, the widest engine access (``hw.core.unit.Unit``: lanes, width <= 64).
+MAX_BLOCK = 6
+REG_LIMITS = {"CONV_MAT": {**_CONV_LIMITS, "BLOCK": (0, MAX_BLOCK)},
+              "CONV_RDF": {**_CONV_LIMITS, "BLOCK": (0, MAX_BLOCK)},
+              "DW_RSA": {"BLOCK": (0, MAX_BLOCK)}}
+#: the opcodes that read BLOCK; every other compute instruction (ATT_*, POOL) addresses its
+#: activations planar and needs ``BLOCK = 0`` (the unit stops with its error flag otherwise)
+BLOCK_OPS = ("CONV_MAT", "CONV_RDF", "DW_RSA")
+
+
+def block_unit_ok(b: int, op: str, cfg) -> bool:
+    """Whether a unit of ``cfg`` (an ``AccelConfig``) runs ``op`` with ``BLOCK = b`` besides the
+    range: ``b = 0``, or every channel access of the unit's step lies in one block (``2**b`` a
+    multiple of the engine's channel width and lanes: T and S for CONV_MAT, N and M for CONV_RDF,
+    N for DW_RSA, whose M lanes are pixels). The blocked conv path has no groups and no 32-bit
+    outputs yet (``GROUPS = 1``, ``OBITS = 8``, ``NOEPI = 0``: checked where the registers are)."""
+    if b == 0:
+        return True
+    widths = {"CONV_MAT": (cfg.T, cfg.S), "CONV_RDF": (cfg.N, cfg.M), "DW_RSA": (cfg.N,)}[op]
+    return all((1 << b) % w == 0 for w in widths)
 
 
 class LimitError(ValueError):

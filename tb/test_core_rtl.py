@@ -28,15 +28,16 @@ pytestmark = pytest.mark.rtl
 DEFAULT = ("pw_relu", "dw3_s2", "pool", "conv3_s2")
 
 
-def _run(cases, simulator, prefetch=False):
+def _run(cases, simulator, prefetch=False, layout="planar"):
     """Run ``cases`` (same engine sizes) in one simulation; check outputs (in cocotb) and cycles
-    (``prefetch``: the Binaries compiled with the cross-layer weight prefetch)."""
+    (``prefetch``: the Binaries compiled with the cross-layer weight prefetch; ``layout``: with
+    that activation layout)."""
     cfgs = {make_case(c)[1] for c in cases}
     assert len({_core_key(c) for c in cfgs}) == 1, "one engine configuration per run"
     cfg = next(iter(cfgs))
     run_cocotb(component=Core.from_config(cfg), name="core", test_module="tb.core.cocotb_core",
                simulator=simulator, params=dict(cases=list(cases), seed=0, max_cycles=20000,
-                                                prefetch=prefetch),
+                                                prefetch=prefetch, layout=layout),
                timeout_s=1800)
     # the cocotb test wrote the cycle counts into its run directory
     runs = sorted((REPO_ROOT / "build" / "rtl" / simulator).glob(
@@ -45,7 +46,7 @@ def _run(cases, simulator, prefetch=False):
     assert sorted(rec) == sorted(cases)
     for case in cases:
         prog, cfg, x = make_case(case)
-        model = perf.simulate(sc.compile(prog, cfg, prefetch=prefetch),
+        model = perf.simulate(sc.compile(prog, cfg, prefetch=prefetch, layout=layout),
                               env=timing.PYTHON_HARNESS).cycles
         got = rec[case]["cycles"]
         print(f"{case} on {simulator}: {got} cycles, sim.perf {model} (harness timing)")
@@ -128,3 +129,11 @@ def test_core_rtl_residual_lanes(simulator):
     residual depthwise 3x3 drain through the one residual lane and wait, a plain pointwise conv
     through all four at once; outputs bit-exact, cycles equal to sim.perf's."""
     _run(("pw_residual_rr", "dw3_s1_res_rr", "pw_rr"), simulator)
+
+
+def test_core_rtl_blocked(simulator):
+    """Layers compiled with ``layout="blocked"`` (channel-blocked activations, the units' BLOCK
+    register = 2 at B = 4): pointwise plain, with a residual, with uint8 input, and an MBConv
+    (unfused in the blocked path: PW, depthwise 3x3, PW + residual through DRAM); outputs
+    bit-exact, cycles equal to sim.perf's."""
+    _run(("pw_relu", "pw_residual", "pw_u8_res", "mbconv"), simulator, layout="blocked")

@@ -40,12 +40,23 @@ exception is the im2col row offset ``iy * WIN`` of the generic k x k conv (18 x 
 other products are per-instruction, of narrowed operands: ``CIN * k*k`` and ``CIN * XSTRIDE``
 (CIN <= 65535, ``sim.isa.REG_LIMITS``) and ``ho * WOUT`` (12 x 12 bits).
 
+Channel-blocked activations (the ``BLOCK`` register ``b``, ``sim.isa``; docs/isa.md): the
+x / r / o ports of the conv path and xr / r / o of the depthwise path address element
+``(c, p)`` at ``base + (c >> b) * STRIDE + (p << b) + (c & (2**b - 1))``: the pixel offsets
+(``iy * WIN + ix``, ``pix_o``, ``pix_w``, the depthwise row and column offsets) are shifted
+left by ``b``, the channel lanes of a step (all in one block: ``sim.isa.block_unit_ok``) are
+1 apart instead of ``STRIDE``, the depthwise pixel lanes ``2**b`` apart, and each channel
+counter's running address steps by ``cstep`` (within a block by the channels, across a block
+boundary to the next block's base). ``b = 0`` gives every planar address unchanged, at the
+same cycles (the same steps). Units with ``b != 0`` and a step wider than a block, a grouped
+conv, 32-bit outputs, a POOL or an attention step stop with their error flag.
+
 What a unit builds follows the unit column of ``sim.isa.FORMATS`` (``UNIT_OPS``): the MAT unit
 has no depthwise path, the R-MAC unit no ``ATT_DIV`` / ``ATT_OUT`` hardware (the log2 module;
 ``ATT_OUT`` runs on the MAT's requant lanes), the AUX unit only the adder tree.
 
 Layer registers (``SETR``, 32-bit signed values) are stored at the widths their consumers need
-(``REG_STORE``, 238 bits instead of 24 x 32): address strides and ``RES_ADDR`` as ``ADDR_BITS``
+(``REG_STORE``, 242 bits instead of 25 x 32): address strides and ``RES_ADDR`` as ``ADDR_BITS``
 (plus the sign of ``RES_ADDR``), 0/1 flags as bit 0 and "higher bits set", and the registers
 that are range-checked or compared with constants clamped on write to one past their checked
 range (``sim.isa.REG_LIMITS`` for the conv registers), so that every check gives the same
@@ -57,7 +68,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-from amaranth import Cat, EnableInserter, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, EnableInserter, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -157,6 +168,21 @@ def _byte(v, signed_reg):
     """An activation byte as the engines' 9-bit operand: sign-extended if bit 0 of
     ``signed_reg`` (XSIGNED / RSIGNED) is set (int8), zero-extended otherwise (uint8)."""
     return Mux(signed_reg[0], v.as_signed(), v.as_unsigned())
+
+
+def _min_block(*widths):
+    """The smallest ``BLOCK`` > 0 at which every one of ``widths`` (channel accesses of one
+    step) divides ``2**BLOCK`` (``sim.isa.block_unit_ok``), or None when one of them is not a
+    power of two (no blocked layout then)."""
+    if any(w & (w - 1) for w in widths):
+        return None
+    return max(1, max(widths).bit_length() - 1)
+
+
+def _block_ok(blk, *widths):
+    """``BLOCK`` (``blk``, in range) is 0 or one the unit's channel accesses fit in a block."""
+    b = _min_block(*widths)
+    return (blk == 0) if b is None else ((blk == 0) | (blk >= b))
 
 
 def _next_dw_tile(m, ox0, oy, c0, *, M: int, N: int, wout, ho, prow, cbase, cstep):
@@ -405,6 +431,23 @@ class Unit(wiring.Component):
             # the products behind them keep only ADDR_BITS bits; the products of loop indices
             # and strides are running sums, stepped with their index (no multiplier).
             A = ADDR_BITS
+            # BLOCK = b (sim.isa.REG_LIMITS): channel-blocked activations on the x / r / o
+            # ports (xr / r / o of DW_RSA): element (c, p) at base + (c >> b) * STRIDE + (p << b)
+            # + (c & (2**b - 1)); the pixel offsets below are shifted by b, the lanes of a
+            # step (one block: block_unit_ok) are 1 apart, and a channel counter's address steps
+            # by cstep. With b = 0 every address is the planar one.
+            blk = regs["BLOCK"][:3]
+            blocked = Signal()
+            bsz = Signal(8)         # 2**b
+            m.d.comb += [blocked.eq(blk != 0), bsz.eq(Const(1, 8) << blk)]
+
+            def cstep(c, n, stride):
+                """The address increment of channel counter ``c`` stepping by ``n`` (a power of
+                two dividing 2**b when blocked): planar ``n * stride``; blocked ``n`` inside a
+                block, and to the next block's base (``+ stride - 2**b + n``) when ``c + n``
+                completes one."""
+                return Mux(blocked, Mux(((c + n) & (bsz - 1)) == 0, stride - bsz + n, n),
+                           stride * n)
             cin = regs["CIN"][:16]  # CIN <= 65535 (checked: df_supported)
             K = Signal(A)           # reduction length per output pixel: CIN * KERNEL**2 (mod 2^A)
             npix = Signal(24)
@@ -453,9 +496,10 @@ class Unit(wiring.Component):
                     m.d.comb += e_w[s][t].eq(self.w.data[s][t].as_signed())
             # a step: `width` input channels of input pixel (iy, ix) for tap (ky, kx); their
             # weights w[co][k0 + t][ky][kx] (layout (co, ci, k, k): element stride k*k)
-            m.d.comb += [self.x.buf.eq(regs["XBUF"][:3]), self.x.elem_stride.eq(regs["XSTRIDE"]),
+            m.d.comb += [self.x.buf.eq(regs["XBUF"][:3]),
+                         self.x.elem_stride.eq(Mux(blocked, 1, regs["XSTRIDE"])),
                          self.x.row_stride.eq(0),
-                         self.x.addr.eq(xk + iy * regs["WIN"][:16] + ix),
+                         self.x.addr.eq(xk + ((iy * regs["WIN"][:16] + ix) << blk)),
                          self.w.buf.eq(1), self.w.row_stride.eq(K), self.w.elem_stride.eq(kkd),
                          self.w.addr.eq(wco + wcb + wtap)]
 
@@ -491,7 +535,8 @@ class Unit(wiring.Component):
                 m.d.sync += ract.eq(rd & ~rd_last)
                 with m.If(rd):
                     m.d.sync += [rsub.eq(sub + 1),
-                                 rsoff.eq(Mux(rd_last, 0, rsoff + regs["RSTRIDE"][:A] * Rr))]
+                                 rsoff.eq(Mux(rd_last, 0, rsoff + Mux(
+                                     blocked, Rr, regs["RSTRIDE"][:A] * Rr)))]
                 m.d.sync += [o1s.eq(rd), sub1.eq(sub)]
                 acc_sel = [Signal(signed(32), name=f"acc_sel_{s}") for s in range(R)]
                 for s in range(R):
@@ -506,16 +551,16 @@ class Unit(wiring.Component):
                                 with m.Case(j):
                                     m.d.comb += acc_sel[s].eq(dsel(normal, acc[j * Rr + s]))
                 p_addr = pco_o + dsel(sub * (32 * R), sub * (32 * Rr))
-                r_addr = rco_o + pix_o + rsoff
+                r_addr = rco_o + (pix_o << blk) + rsoff
                 rd_vec = rd & rd_last       # the vector's last sub-block is read
             else:       # one lane per engine lane: the vector in one cycle
                 rd, o1s, acc_sel, start = e_valid, o1, acc, None
-                p_addr, r_addr, rd_vec = pco_o, rco_o + pix_o, e_valid
+                p_addr, r_addr, rd_vec = pco_o, rco_o + (pix_o << blk), e_valid
             m.d.comb += [self.p.en.eq(rd), self.p.buf.eq(1), self.p.addr.eq(p_addr),
                          self.p.row_stride.eq(32), self.p.elem_stride.eq(1),
                          self.r.en.eq(rd & has_res), self.r.buf.eq(0),
                          self.r.addr.eq(r_addr), self.r.row_stride.eq(0),
-                         self.r.elem_stride.eq(regs["RSTRIDE"])]
+                         self.r.elem_stride.eq(Mux(blocked, 1, regs["RSTRIDE"]))]
             # output stage 1: bias add, requant lanes
             rq_valid = Signal()
             results, rq_lanes = [], []
@@ -546,7 +591,8 @@ class Unit(wiring.Component):
                 m.d.comb += y.eq(Mux(rq.out < lo, lo, Mux(rq.out > hi, hi, rq.out)))
                 results.append((tot, y))
             ns = dict(acc=acc, results=results, o1=o1, K=K, npix=npix, co=co, nco=nco,
-                            has_res=has_res, rmode=rmode)
+                            has_res=has_res, rmode=rmode, blk=blk, blocked=blocked, bsz=bsz,
+                            cstep=cstep)
             # write stage: sub-block wsub of a vector (channels wch = wsub*R .., address
             # offset wsoff = wsub * R * OSTRIDE); attmode: the KV step's writes (its own pulse)
             wr = Signal()
@@ -557,14 +603,14 @@ class Unit(wiring.Component):
                 w_last = Signal()
                 wsub, wch, wsoff = Signal(range(Dr)), Signal(range(L)), Signal(A)
                 m.d.comb += wr.eq(Mux(noepi & ~attmode, o1s, rq_valid))
-                o_addr, o_ch = oco_w + Mux(wide, pix_w << 2, pix_w) + wsoff, co_w + wch
+                o_addr, o_ch = oco_w + Mux(wide, pix_w << 2, pix_w << blk) + wsoff, co_w + wch
                 wr_vec = wr & w_last        # the vector's last sub-block is written
             else:
                 w_last, wch = 1, 0
                 m.d.comb += wr.eq(Mux(noepi, o1, rq_valid))
-                o_addr, o_ch, wr_vec = oco_w + Mux(wide, pix_w << 2, pix_w), co_w, wr
+                o_addr, o_ch, wr_vec = oco_w + Mux(wide, pix_w << 2, pix_w << blk), co_w, wr
             m.d.comb += [self.o.en.eq(wr), self.o.buf.eq(tf("obuf")), self.o.wide.eq(wide),
-                         self.o.elem_stride.eq(regs["OSTRIDE"]),
+                         self.o.elem_stride.eq(Mux(blocked, 1, regs["OSTRIDE"])),
                          self.o.addr.eq(o_addr)]
             for s, (tot, y) in enumerate(results):
                 m.d.comb += [self.o.data[s].eq(Mux(noepi, tot, y)),
@@ -576,7 +622,8 @@ class Unit(wiring.Component):
                     m.d.sync += [wsub.eq(Mux(w_last, 0, wsub + 1)),
                                  wch.eq(Mux(w_last, 0, wch + dsel(R, Rr))),
                                  wsoff.eq(Mux(w_last, 0, wsoff + dsel(
-                                     regs["OSTRIDE"][:A] * R, regs["OSTRIDE"][:A] * Rr)))]
+                                     Mux(blocked, R, regs["OSTRIDE"][:A] * R),
+                                     Mux(blocked, Rr, regs["OSTRIDE"][:A] * Rr))))]
 
                 def reset_drain():
                     m.d.sync += [wsub.eq(0), wch.eq(0), wsoff.eq(0)]
@@ -606,7 +653,7 @@ class Unit(wiring.Component):
                     m.d.sync += pix_o.eq(0)
                     with m.If(co_o + L < coutg):
                         m.d.sync += [co_o.eq(co_o + L), pco_o.eq(pco_o + 32 * L),
-                                     rco_o.eq(rco_o + regs["RSTRIDE"][:A] * L)]
+                                     rco_o.eq(rco_o + cstep(co_o, L, regs["RSTRIDE"][:A]))]
                     with m.Else():              # next group
                         m.d.sync += [co_o.eq(0), g_o.eq(g_o + 1), pco_o.eq(pcg_o + gp),
                                      pcg_o.eq(pcg_o + gp), rco_o.eq(rcg_o + gr),
@@ -621,7 +668,7 @@ class Unit(wiring.Component):
                     m.d.sync += pix_w.eq(0)
                     with m.If(co_w + L < coutg):
                         m.d.sync += [co_w.eq(co_w + L),
-                                     oco_w.eq(oco_w + regs["OSTRIDE"][:A] * L)]
+                                     oco_w.eq(oco_w + cstep(co_w, L, regs["OSTRIDE"][:A]))]
                     with m.Else():
                         m.d.sync += [co_w.eq(0), g_w.eq(g_w + 1), oco_w.eq(ocg_w + go),
                                      ocg_w.eq(ocg_w + go)]
@@ -638,7 +685,10 @@ class Unit(wiring.Component):
                                      & (noepi | ((regs["OBITS"] == 8)
                                                  & ((regs["ACT"] != ACTS["hswish"])
                                                     | (regs["MIDBITS"] == 16))))
-                                     & (nco > 0) & (tf("ho") > 0))
+                                     & (nco > 0) & (tf("ho") > 0)
+                                     # blocked: one group, 8-bit outputs (sim.isa.block_unit_ok)
+                                     & ((blk == 0) | (_block_ok(blk, W, L)
+                                                      & (regs["GROUPS"] == 1) & ~wide)))
             supported = Signal()
             m.d.comb += supported.eq(df_supported)
             dw_last_write = Signal()
@@ -772,7 +822,8 @@ class Unit(wiring.Component):
                                      mask1.eq(Cat(*[inb & ((k0 + t) < cin)
                                                     for t in range(W)]))]
                         with m.If(~last_c):
-                            m.d.sync += [k0.eq(k0 + W), xk.eq(xk + regs["XSTRIDE"][:A] * W),
+                            m.d.sync += [k0.eq(k0 + W),
+                                         xk.eq(xk + cstep(k0, W, regs["XSTRIDE"][:A])),
                                          wcb.eq(wcb + kkd * W)]
                         with m.Elif(~last_kx):
                             m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(kx + 1),
@@ -806,7 +857,7 @@ class Unit(wiring.Component):
                         m.next = "FETCH"
                 with m.State("ASETUP"):          # attention step (hw.core.attention)
                     m.d.comb += busy.eq(1)
-                    with m.If(~att.ok):
+                    with m.If(~att.ok | (regs["BLOCK"] != 0)):     # attention: planar only
                         fail(op)
                     with m.Else():
                         att.setup()
@@ -906,7 +957,7 @@ class Unit(wiring.Component):
         with m.If(rq.out_valid):
             m.d.sync += c_w.eq(c_w + 1)
         ok = Signal()
-        m.d.comb += ok.eq(Mux(ks, (regs["DIM"] > 0) & (regs["DIM"] < (1 << 12)) & (ntok > 0)
+        m.d.comb += ok.eq((regs["BLOCK"] == 0) & Mux(ks, (regs["DIM"] > 0) & (regs["DIM"] < (1 << 12)) & (ntok > 0)
                               & (regs["XSIGNED"] == 1),
                               (nco > 0) & (ntok > 0) & (regs["RES_ADDR"] < 0)
                               & (regs["NOEPI"] == 0) & (regs["OBITS"] == 8)
@@ -981,6 +1032,7 @@ class Unit(wiring.Component):
         # XSTRIDE, yoff = row * WIN, ybase = (oy*s - pad_t) * WIN, c0kk = c0 * k*k
         A = ADDR_BITS
         win, xst = regs["WIN"][:A], regs["XSTRIDE"][:A]
+        blk, blocked, bsz, cstep = ns["blk"], ns["blocked"], ns["bsz"], ns["cstep"]
         swin = Mux(st2, win << 1, win)
         pt = tf("pad_t")
         padw = Signal(A)        # pad_t * WIN (pad_t: 3 bits, shift-and-add)
@@ -988,9 +1040,11 @@ class Unit(wiring.Component):
         c0x, yoff, ybase, c0kk = (Signal(A, name=f"dw_{n}") for n in ("c0x", "yoff", "ybase",
                                                                       "c0kk"))
         xr = self.xr
-        m.d.comb += [xr.buf.eq(regs["XBUF"][:3]), xr.row_stride.eq(regs["XSTRIDE"]),
-                     xr.elem_stride.eq(Mux(st2, 2, 1)),
-                     xr.addr.eq(tf("x_addr") + c0x + yoff + col0)]
+        # blocked (BLOCK = b): the N channels 1 apart, pixels (columns, rows) shifted by b
+        m.d.comb += [xr.buf.eq(regs["XBUF"][:3]),
+                     xr.row_stride.eq(Mux(blocked, 1, regs["XSTRIDE"])),
+                     xr.elem_stride.eq(Mux(st2, 2, 1) << blk),
+                     xr.addr.eq(tf("x_addr") + c0x + ((yoff + col0) << blk))]
         # stage-1 tags
         v1, f1, l1, ld1 = Signal(), Signal(), Signal(), Signal()
         rowok1 = Signal()
@@ -1034,7 +1088,8 @@ class Unit(wiring.Component):
                         m.d.sync += [ox0.eq(0), oy.eq(oy + 1), ybase.eq(ybase + swin),
                                      yoff.eq(ybase + swin)]
                     with m.Else():
-                        m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N), c0x.eq(c0x + xst * N),
+                        m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N),
+                                     c0x.eq(c0x + cstep(c0, N, xst)),
                                      c0kk.eq(c0kk + kk * N), ybase.eq(-padw), yoff.eq(-padw)]
             last = last_tap & last_ox & last_oy & last_c
             return last & ~hold_ if MRr > 1 else last
@@ -1066,11 +1121,11 @@ class Unit(wiring.Component):
             if MRr > 1:
                 m.d.sync += ds.eq(Mux(ds_last, 0, ds + 1))
             with (m.If(ds_last) if MRr > 1 else nullcontext()):
-                m.d.sync += [dj.eq(dj + 1), ch_r.eq(ch_r + rst)]
+                m.d.sync += [dj.eq(dj + 1), ch_r.eq(ch_r + cstep(c0r + dj, 1, rst))]
                 with m.If(dj + 1 == N):
                     m.d.sync += draining.eq(0)
                     _next_dw_tile(m, ox0r, oyr, c0r, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"),
-                                  prow=prow_r, cbase=cb_r, cstep=rst * N)
+                                  prow=prow_r, cbase=cb_r, cstep=cstep(c0r, N, rst))
         m.d.sync += [dv1.eq(draining & dwmode), dj1.eq(dj)]
         if MRr > 1:
             m.d.sync += ds1.eq(ds)
@@ -1078,9 +1133,11 @@ class Unit(wiring.Component):
         m.d.comb += pixr.eq(prow_r + ox0r)
         with m.If(dwmode):
             m.d.comb += [self.p.en.eq(draining), self.p.addr.eq(tf("p_addr") + (c0r + dj) * 32),
-                         self.r.en.eq(draining & ns["has_res"]), self.r.elem_stride.eq(1),
-                         self.r.addr.eq(regs["RES_ADDR"] + ch_r + pixr + ds * Rr if MRr > 1
-                                        else regs["RES_ADDR"] + ch_r + pixr)]
+                         self.r.en.eq(draining & ns["has_res"]),
+                         self.r.elem_stride.eq(Mux(blocked, bsz, 1)),
+                         self.r.addr.eq(regs["RES_ADDR"] + ch_r + ((pixr + ds * Rr) << blk)
+                                        if MRr > 1 else
+                                        regs["RES_ADDR"] + ch_r + (pixr << blk))]
             rec = self.p.data[0].as_value()
             for mm, rq in enumerate(rq_lanes):
                 hsel = Signal(signed(32), name=f"hsel_{mm}")
@@ -1115,8 +1172,9 @@ class Unit(wiring.Component):
                 x0, wr_ch = ox0w + dsel(ws * R, ws * Rr), wr & ws_last
             else:
                 x0, wr_ch = ox0w, wr
-            m.d.comb += [self.o.en.eq(wr), self.o.wide.eq(0), self.o.elem_stride.eq(1),
-                         self.o.addr.eq(tf("o_addr") + ch_w + prow_w + x0)]
+            m.d.comb += [self.o.en.eq(wr), self.o.wide.eq(0),
+                         self.o.elem_stride.eq(Mux(blocked, bsz, 1)),
+                         self.o.addr.eq(tf("o_addr") + ch_w + ((prow_w + x0) << blk))]
             for mm in range(M):
                 if mm < R:
                     ok = (x0 + mm < regs["WOUT"]) & (c0w + jw < nco)
@@ -1131,21 +1189,25 @@ class Unit(wiring.Component):
                 with m.If(wr):
                     m.d.sync += ws.eq(Mux(ws_last, 0, ws + 1))
             with m.If(wr_ch):
-                m.d.sync += [jw.eq(jw + 1), ch_w.eq(ch_w + ost)]
+                m.d.sync += [jw.eq(jw + 1), ch_w.eq(ch_w + cstep(c0w + jw, 1, ost))]
                 with m.If(tile_end):
                     # back to the tile's first channel, or on to the next N channels
                     last_tile_row = (ox0w + M >= regs["WOUT"]) & (oyw + 1 >= tf("ho"))
-                    m.d.sync += [jw.eq(0), ch_w.eq(Mux(last_tile_row, cb_w + ost * N, cb_w))]
+                    m.d.sync += [jw.eq(0), ch_w.eq(Mux(last_tile_row,
+                                                       cb_w + cstep(c0w, N, ost), cb_w))]
                     _next_dw_tile(m, ox0w, oyw, c0w, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"),
-                                  prow=prow_w, cbase=cb_w, cstep=ost * N)
+                                  prow=prow_w, cbase=cb_w, cstep=cstep(c0w, N, ost))
         dw_ok = Signal()
+        lo_b, hi_b = REG_LIMITS["DW_RSA"]["BLOCK"]
         m.d.comb += dw_ok.eq((regs["KERNEL"] >= 1) & (regs["KERNEL"] <= self.max_kernel)
                              & ((regs["STRIDE"] == 1) | (regs["STRIDE"] == 2))
                              & ((kk >= N + 1) if MRr == 1 else 1)   # k*k of KERNEL[:3] <= 25
                              & (regs["NOEPI"] == 0)
                              & (regs["OBITS"] == 8)
                              & ((regs["ACT"] != ACTS["hswish"]) | (regs["MIDBITS"] == 16))
-                             & (nco > 0) & (tf("ho") > 0) & (regs["WOUT"] > 0))
+                             & (nco > 0) & (tf("ho") > 0) & (regs["WOUT"] > 0)
+                             & (regs["BLOCK"] >= lo_b) & (regs["BLOCK"] <= hi_b)
+                             & _block_ok(blk, N))
         m.d.comb += supported.eq(Mux(op == code["DW_RSA"], dw_ok, df_supported))
 
         def setup():

@@ -11,7 +11,7 @@ A package of passes with one job each (docs/compiler.md):
 :mod:`.schedule`   buffer slots, synchronisation events, DMA, RAW through DRAM
 :mod:`.residency`  tensors passed between layers through a B slot
 :mod:`.ops`        instruction emission per op kind (conv, depthwise, chain, attention,
-                   pool, host)
+                   pool, host; the blocked layout's conv and depthwise: blocked)
 :mod:`.emitter`    the instruction streams with their field and register checks
 :mod:`.assemble`   HALTs and the DRAM image: the :class:`Binary`
 :mod:`.pipeline`   the order of the passes: :func:`compile`

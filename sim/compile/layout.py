@@ -167,16 +167,21 @@ def concat_aliases(prog: IntProgram) -> dict:
     return alias
 
 
-def layout_tensors(prog: IntProgram, image: DramImage) -> TensorLayout:
-    """Allocate every tensor of ``prog`` in ``image`` (aliases inside their base tensor)."""
+def layout_tensors(prog: IntProgram, image: DramImage, *, block: int = 1) -> TensorLayout:
+    """Allocate every tensor of ``prog`` in ``image`` (aliases inside their base tensor);
+    ``block`` > 1: every tensor of more than one pixel ``blocked`` with ``B = block`` (one
+    pixel: planar, the same bytes), and no concat aliases (not built for the blocked layout)."""
     alias = concat_aliases(prog)
+    if block > 1 and alias:
+        raise CompileError("layout='blocked' does not support concat yet")
     for name, t in prog.tensors.items():
         if name in alias:
             continue
         c, h, w = shape3(t.shape)
-        image.alloc(f"tensor:{name}", c * h * w * elem_bytes(t), "tensor",
-                    shape=list(t.shape), signed=bool(t.signed), bits=t.bits,
-                    layout="planar", block=1)
+        lay = dict(layout="blocked", block=block) if block > 1 and h * w > 1 else \
+            dict(layout="planar", block=1)
+        image.alloc(f"tensor:{name}", act_elems(c, h * w, **lay) * elem_bytes(t), "tensor",
+                    shape=list(t.shape), signed=bool(t.signed), bits=t.bits, **lay)
     for name, (base, off) in alias.items():
         t, bt = prog.tensors[name], prog.tensors[base]
         c, h, w = shape3(bt.shape)

@@ -28,8 +28,11 @@ from .common import CompileError
 from .context import Context
 from .emitter import Emitter
 from .fusion import chain_weight_bytes, find_chains, find_resident
-from .layout import DramImage, layout_tensors
+from .layout import LAYOUTS, DramImage, activation_block, layout_tensors
+from ..isa import block_unit_ok
+from .common import shape3
 from .ops.attention import emit_attention
+from .ops.blocked import emit_conv_blocked, emit_depthwise_blocked
 from .ops.chain import emit_chain
 from .ops.conv import emit_conv
 from .ops.depthwise import emit_depthwise
@@ -43,14 +46,16 @@ from .streaming import StreamPlan, plan_stream
 __all__ = ["compile", "new_context", "emitter_for"]
 
 
-def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch=False) -> Context:
+def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch=False, block: int = 0
+                ) -> Context:
     """A compilation of ``prog`` (validated) for ``cfg`` after the layout pass: every tensor
     placed in DRAM, nothing emitted, no tensor kept on chip (``prefetch``: buffer C is a
     :class:`~sim.compile.prefetch.WeightArena`, otherwise two halves; ``True`` or the list of
     the weight groups' sizes in load order, ``Scheduler.group_sizes`` of an earlier emission).
     A malformed program raises :class:`~sim.intprogram.IntProgramError`; a valid one that
     ``cfg``'s engines cannot run (``validate(cfg)``, e.g. a depthwise kernel with
-    ``k*k < N + 1``) :class:`CompileError`."""
+    ``k*k < N + 1``) :class:`CompileError`. ``block``: log2 B of the blocked layout (0:
+    planar)."""
     prog = prog.validate()
     try:
         prog.validate(cfg)
@@ -58,9 +63,41 @@ def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch=False) -> Contex
         raise CompileError(str(e)) from None
     em = Emitter(cfg)
     image = DramImage()
-    layout = layout_tensors(prog, image)
+    layout = layout_tensors(prog, image, block=1 << block)
     sched = Scheduler(em, cfg, layout, prefetch=prefetch)
-    return Context(prog, cfg, em, image, layout, sched, Residency(prog, sched, layout, {}))
+    return Context(prog, cfg, em, image, layout, sched, Residency(prog, sched, layout, {}),
+                   block=block)
+
+
+def _npix(prog, t) -> int:
+    _, h, w = shape3(prog.tensors[t].shape)
+    return h * w
+
+
+def check_blocked(prog: IntProgram, cfg: AccelConfig) -> int:
+    """log2 B of ``cfg``'s blocked layout (:func:`~sim.compile.layout.activation_block`), or a
+    :class:`CompileError` naming what ``layout="blocked"`` does not support yet: every node a
+    dense conv (any kernel, one group), a depthwise conv or a linear, every tensor of more
+    than one pixel with channels a multiple of B and 8 bits."""
+    B = activation_block(cfg)
+    b = B.bit_length() - 1
+    if not all(block_unit_ok(b, op, cfg) for op in ("CONV_MAT", "CONV_RDF", "DW_RSA")):
+        raise CompileError(f"layout='blocked': B = {B} is not a multiple of the engines' "
+                           f"widths (T, S, N, M = {cfg.T}, {cfg.S}, {cfg.N}, {cfg.M})")
+    for n in prog.nodes:
+        if n.op not in ("conv", "linear"):
+            raise CompileError(f"layout='blocked' does not support node {n.name!r} "
+                               f"({n.op}, {n.kind}) yet: only convs (dense, depthwise) and "
+                               "linears")
+        if n.op == "conv" and n.kind != "depthwise" and int(n.attrs.get("groups", 1)) != 1 \
+                and _npix(prog, n.inputs[0]) > 1:
+            raise CompileError(f"layout='blocked' does not support the grouped conv "
+                               f"{n.name!r} yet")
+    for name, t in prog.tensors.items():
+        if _npix(prog, name) > 1 and (shape3(t.shape)[0] % B or t.bits != 8):
+            raise CompileError(f"layout='blocked': tensor {name!r} {tuple(t.shape)} needs "
+                               f"channels in multiples of B = {B} and 8 bits")
+    return b
 
 
 def emitter_for(n: Node):
@@ -110,6 +147,12 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
             emit_chain(ctx, chain, li, info)
             continue
         emit = emitter_for(n)
+        if ctx.block and _npix(ctx.prog, n.inputs[0]) > 1:     # (check_blocked: a conv)
+            emit = emit_depthwise_blocked if n.kind == "depthwise" else emit_conv_blocked
+        elif ctx.block:                         # one pixel: planar addresses = blocked ones
+            for st in ctx.em.names[1:]:
+                for unit in ("MAT", "RMAC"):
+                    ctx.em.setr(st, unit, BLOCK=0)
         if emit is not None:
             emit(ctx, n, info)
     ctx.sched.sync.flush()
@@ -118,7 +161,8 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
 
 
 def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
-            attn_onchip: bool = True, prefetch: bool = False, stream: bool = False) -> Binary:
+            attn_onchip: bool = True, prefetch: bool = False, stream: bool = False,
+            layout: str = "planar") -> Binary:
     """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
     ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM);
     ``attn_onchip=False`` keeps the attention context modules' activations going through
@@ -129,11 +173,26 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     it loads while earlier layers compute (docs/perf.md, "Cross-layer weight prefetch").
     ``stream=True`` gives the first and the last layers disjoint regions of buffers B, C and
     OUT (:mod:`sim.compile.streaming`), so that in streaming mode frame k+1's first layers
-    have no frame fence against frame k's last ones (not combined with ``prefetch``)."""
+    have no frame fence against frame k's last ones (not combined with ``prefetch``).
+    ``layout="blocked"`` lays every activation of more than one pixel out channel-blocked
+    (``sim.compile.layout``, the units' ``BLOCK`` register; docs/global-buffers.md section 5):
+    a first path for programs of convs (dense, depthwise) and linears only
+    (:func:`check_blocked`), without
+    fusion, residency, prefetch or streaming."""
     if prefetch not in (False, True):
         raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
     if stream not in (False, True):
         raise ValueError(f"stream must be True or False, got {stream!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "blocked":
+        if stream or prefetch:
+            raise CompileError("layout='blocked' is not combined with stream or prefetch yet")
+        prog = prog.validate()
+        b = check_blocked(prog, cfg)
+        ctx = new_context(prog, cfg, block=b)
+        emit_program(ctx, {})
+        return assemble(ctx)
     if stream and prefetch:
         raise ValueError("stream=True is not combined with prefetch=True (the weight arena "
                          "spans the whole of buffer C)")

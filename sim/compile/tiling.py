@@ -43,12 +43,13 @@ def core_grids(L: int):
             yield lc, lr
 
 
-def best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int):
+def best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int, block: int = 1):
     """Channel and row pieces of a depthwise tile over the cores, the split whose slowest core
-    (:func:`~sim.compile.cost.dw_cycles`) finishes first (the first such split on ties)."""
+    (:func:`~sim.compile.cost.dw_cycles`) finishes first (the first such split on ties); the
+    channel pieces in multiples of N (and of ``block``, the blocked layout's B)."""
     best = None
     for lc, lr in core_grids(cfg.L):
-        cs, rs = split(nch, lc, cfg.N), split(nrows, lr)
+        cs, rs = split(nch, lc, max(cfg.N, block)), split(nrows, lr)
         t = max(dw_cycles(cfg, nch=c1 - c0, ho=r1 - r0, wo=wo, k=k)
                 for c0, c1 in cs for r0, r1 in rs)
         if best is None or t < best[0]:
@@ -56,11 +57,13 @@ def best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int):
     return best[1], best[2]
 
 
-def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1):
+def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1,
+              block=1):
     """[(core, engine, (co_a, co_b), (row_a, row_b))] for one conv tile of ``nco`` output
     channels x ``nr`` rows of ``wo`` pixels (relative ranges). ``bias``: cycles already queued
-    on (MAT, R-MAC) of every core; ``only``: one engine."""
-    gran = cout_g if g > 1 else 1
+    on (MAT, R-MAC) of every core; ``only``: one engine; ``block``: the channel ranges start on
+    multiples of it (the blocked layout's ``B``, ``g = 1`` only)."""
+    gran = cout_g if g > 1 else block
     best = None
     for lc, lr in core_grids(cfg.L):
         cos = split(nco, lc, max(gran, 8) if nco >= lc * 8 and g == 1 else gran)
@@ -69,7 +72,8 @@ def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=Non
         core = 0
         for (ca, cb) in cos:
             for (ra, rb) in rows:
-                sub, t = engine_split(cfg, cb - ca, rb - ra, wo, K, g, cout_g, bias, only, k)
+                sub, t = engine_split(cfg, cb - ca, rb - ra, wo, K, g, cout_g, bias, only, k,
+                                      block)
                 worst = max(worst, t)
                 for eng, (xa, xb), (ya, yb) in sub:
                     tasks.append((core, eng, (ca + xa, ca + xb), (ra + ya, ra + yb)))
@@ -79,9 +83,11 @@ def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=Non
     return best[1]
 
 
-def engine_split(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1):
-    """Split a core's (nco x nr rows) between MAT and R-MAC; returns (tasks, est. cycles)."""
-    gran = cout_g if g > 1 else 1
+def engine_split(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1,
+                 block=1):
+    """Split a core's (nco x nr rows) between MAT and R-MAC (by channels in multiples of
+    ``block`` when ``g = 1``); returns (tasks, est. cycles)."""
+    gran = cout_g if g > 1 else block
 
     def cyc(eng, c, r):
         """engine steps + the tile's fixed cycles on the core (sim.timing)"""
@@ -127,11 +133,12 @@ def fit_rows(ho, need) -> int:
     return nr
 
 
-def conv_chunk(name, *, cout, g, K, c_slot) -> int:
+def conv_chunk(name, *, cout, g, K, c_slot, block=1) -> int:
     """Output channels per weight chunk of a (grouped) conv / linear: as many filters (``K``
     weight bytes + a parameter record each) as fit a C slot of ``c_slot`` bytes, in equal
     chunks that are multiples of a group (grouped) or of 8 lanes x a power-of-two number of
-    cores (dense; any number of filters when fewer than 8 fit)."""
+    cores (dense; any number of filters when fewer than 8 fit; with ``block`` > 1, the blocked
+    layout's ``B``, a multiple of it)."""
     cout_g = cout // g
     per_co = K + PARAM_RECORD
     chunk = min(cout, MAX_FIELD, (c_slot - ALIGN) // per_co)
@@ -145,22 +152,29 @@ def conv_chunk(name, *, cout, g, K, c_slot) -> int:
         # chunks of a group (grouped), of 8 lanes x a power-of-two number of cores (dense),
         # or of single filters when fewer than 8 fit
         gran = cout_g if g > 1 else next((m for m in (128, 64, 32, 16, 8) if m <= chunk), 1)
+        if g == 1 and gran % block:
+            gran = block
+            if chunk < block:
+                raise CompileError(f"{name}: {block} filters (one channel block) do not fit a"
+                                   f" C slot ({c_slot} bytes); enlarge buf_c_bytes")
         chunk = chunk // gran * gran
         nch = cdiv(cout, chunk)    # equal chunks, multiples of that granularity
         chunk = min(chunk, cdiv(cdiv(cout, nch), gran) * gran)
     return chunk
 
 
-def dw_chunk(cfg: AccelConfig, *, C, k, c_slot, need) -> int:
+def dw_chunk(cfg: AccelConfig, *, C, k, c_slot, need, block: int = 1) -> int:
     """Channels per chunk of a depthwise conv: what fits a C slot (``k*k`` weights + a record
-    per channel), in multiples of the R-MAC's N lanes, halved while even one output row of the
-    chunk does not fit (``need(rows, chunk)``)."""
+    per channel), in multiples of the R-MAC's N lanes (and of ``block``, the blocked layout's
+    B, a power of two), halved while even one output row of the chunk does not fit
+    (``need(rows, chunk)``)."""
     per = k * k + PARAM_RECORD
+    gran = max(cfg.N, block)
     chunk = min(C, MAX_FIELD, (c_slot - ALIGN) // per)
     if chunk < C:
-        chunk = max(cfg.N, chunk // cfg.N * cfg.N)
-    while chunk > cfg.N and not need(1, chunk):
-        chunk = max(cfg.N, (chunk // 2) // cfg.N * cfg.N)
+        chunk = max(gran, chunk // gran * gran)
+    while chunk > gran and not need(1, chunk):
+        chunk = max(gran, (chunk // 2) // gran * gran)
     return chunk
 
 

@@ -1,7 +1,8 @@
 """cocotb test of hw.core.Core: run compiled single-layer Binaries on the emitted Verilog.
 
 params: cases (names of tb.core.cases.CASES, all for the same engine sizes), seed,
-max_cycles, prefetch (compiled with ``sim.compile``'s cross-layer weight prefetch). Each Binary is rebuilt here from its case (compilation is deterministic);
+max_cycles, prefetch (compiled with ``sim.compile``'s cross-layer weight prefetch), layout
+(``sim.compile``'s activation layout, ``planar`` or ``blocked``). Each Binary is rebuilt here from its case (compilation is deterministic);
 tb.core.harness.CoreEnv plays the DMA units, buffers and semaphores. Every cycle the core's
 outputs are read at the falling edge (stable), the environment computes the next inputs and
 they are written just after the rising edge. The core is reset between cases. Each case's DRAM
@@ -52,14 +53,17 @@ def check_x_reads(case, x_reads):
 async def run_case(dut, case, p):
     prog, cfg, x = make_case(case, p.get("seed", 0))
     return await run_program(dut, case, prog, cfg, x, max_cycles=p.get("max_cycles", 100_000),
-                             prefetch=p.get("prefetch", False))
+                             prefetch=p.get("prefetch", False),
+                             layout=p.get("layout", "planar"))
 
 
-async def run_program(dut, case, prog, cfg, x, *, max_cycles: int, prefetch=False):
-    """Compile ``prog`` for ``cfg`` (``prefetch``: :func:`sim.compile.compile`'s option), run it
+async def run_program(dut, case, prog, cfg, x, *, max_cycles: int, prefetch=False,
+                      layout="planar"):
+    """Compile ``prog`` for ``cfg`` (``prefetch``, ``layout``: :func:`sim.compile.compile`'s
+    options), run it
     on the core from reset with input ``x``, check the output against sim.golden and return the
     cycle count (and the Icarus X-read count)."""
-    binary = sc.compile(prog, cfg, prefetch=prefetch)
+    binary = sc.compile(prog, cfg, prefetch=prefetch, layout=layout)
     env = CoreEnv(binary, x)
     names = env.sampled_names()
     handles = {n: getattr(dut, n) for n in names}

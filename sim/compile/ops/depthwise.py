@@ -16,10 +16,10 @@ from ..records import param_block
 __all__ = ["emit_depthwise"]
 
 
-def _tiles(ctx: Context, n: Node, stay: bool):
+def _tiles(ctx: Context, n: Node, stay: bool, block: int = 1):
     """``(channels per chunk, output rows per tile)``: a chunk's weights fit a C slot, its input
     rows (with halo) and residual a B slot, its output an OUT slot, unless the output stays in a
-    B slot (``stay``: the whole output fits one)."""
+    B slot (``stay``: the whole output fits one); chunks in multiples of ``block`` too."""
     p, B, C, OUT = ctx.prog, ctx.sched.B, ctx.sched.C, ctx.sched.O
     Cn, H, W = p.tensors[n.inputs[0]].shape
     _, Ho, Wo = p.tensors[n.output].shape
@@ -30,7 +30,7 @@ def _tiles(ctx: Context, n: Node, stay: bool):
         rows_in = min(H, (nr - 1) * s + k)
         return (ch * rows_in * W + (ch * nr * Wo if res else 0) <= B.size
                 and (stay or ch * nr * Wo <= OUT.size))
-    chunk = tiling.dw_chunk(ctx.cfg, C=Cn, k=k, c_slot=C.size, need=need)
+    chunk = tiling.dw_chunk(ctx.cfg, C=Cn, k=k, c_slot=C.size, need=need, block=block)
     nr = tiling.fit_rows(Ho, lambda r: need(r, chunk))
     if not need(nr, chunk):
         raise CompileError(f"{n.name}: a depthwise row does not fit the B/OUT slots")

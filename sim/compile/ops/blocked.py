@@ -1,0 +1,200 @@
+"""Emission of a conv (generic k x k or pointwise, one group) and of a depthwise conv in the
+channel-blocked layout (``compile(..., layout="blocked")``, docs/global-buffers.md section 5).
+
+Every activation with more than one pixel lives ``[C/B][H][W][B]`` (``sim.compile.layout``,
+``B = 2**b``); a B-slot tile of input rows ``a..b`` is the same, ``[C/B][rows*W][B]``, loaded by
+one descriptor of ``C/B`` chunks (one per channel block: ``rows * W * B`` contiguous bytes at a
+DRAM stride of ``H * W * B``), and so are the residual tile and the stored output tile. The
+units read them through the ``BLOCK`` register (``sim.isa``): ``XSTRIDE`` / ``RSTRIDE`` /
+``OSTRIDE`` are the strides of a channel block, every address is the tile base plus
+``act_offset(c, p)`` of the first channel and pixel. The tiling is :mod:`.conv`'s (weight chunks
+x row tiles, :func:`~sim.compile.tiling.plan_conv`) and :mod:`.depthwise`'s (channel chunks x
+row tiles, :func:`~sim.compile.tiling.best_dw_split`), with every channel split on a multiple
+of ``B`` and without the shared-input and residency variants: each tile loads its input rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...intprogram import Node
+from ...isa import ACTS, BUFS
+from .. import tiling
+from ..common import PARAM_RECORD, CompileError, align
+from ..context import Context
+from ..layout import act_offset
+from ..records import param_block
+from .conv import _layer_regs, _tile_rows, conv_shape
+from .depthwise import _tiles as _dw_tiles
+
+__all__ = ["emit_conv_blocked", "emit_depthwise_blocked"]
+
+
+def _at(base, ch, pix, npix, B):
+    """Address of channel ``ch``, pixel ``pix`` of a blocked block of ``npix`` pixels."""
+    return base + int(act_offset(ch, pix, npix=npix, layout="blocked", block=B))
+
+
+def emit_conv_blocked(ctx: Context, n: Node, info):
+    """Emit conv node ``n`` (``g = 1``, 8-bit output, input and output channels multiples of
+    ``B``, checked by the caller) with ``BLOCK = ctx.block``."""
+    cfg, p, em = ctx.cfg, ctx.prog, ctx.em
+    sched, sync = ctx.sched, ctx.sched.sync
+    C, OUT = sched.C, sched.O
+    b = ctx.block
+    B = 1 << b
+    c = conv_shape(p, n)
+    cin, H, W, cout, Ho, Wo = c.cin, c.H, c.W, c.cout, c.Ho, c.Wo
+    k, s, pad, K, res = c.k, c.s, c.pad, c.K, c.res
+    if c.g != 1 or c.ob != 1 or cin % B or cout % B:
+        raise CompileError(f"{n.name}: the blocked conv needs one group, 8-bit outputs and "
+                           f"channels in multiples of B = {B}")
+    taddr = ctx.layout.addr
+    w = np.asarray(n.params["weight"], dtype=np.int8).reshape(cout, K)
+    waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w)
+    paddr = ctx.image.alloc(f"param:{n.name}", cout * PARAM_RECORD, "param",
+                            param_block(n, cout))
+    chunk = tiling.conv_chunk(n.name, cout=cout, g=1, K=K, c_slot=C.size, block=B)
+    nr, _ = _tile_rows(ctx, n, c, chunk, w.size, False)
+    regs = dict(_layer_regs(p, n, c), GROUPS=1, BLOCK=b)
+    plane, out_plane = H * W * B, Ho * Wo * B       # bytes of one channel block
+    for c0, c1 in tiling.ranges(cout, chunk):
+        nco = c1 - c0
+        sc = C.next()
+        wsem = sched.load_weights(sc, [(waddr + c0 * K, nco * K, 0),
+                                       (paddr + c0 * PARAM_RECORD, nco * PARAM_RECORD,
+                                        align(chunk * K))])
+        wbase, pbase = C.base[sc], C.base[sc] + align(chunk * K)
+        chunk_done = []
+        for r0, r1 in tiling.ranges(Ho, nr):
+            info["tiles"] += 1
+            a, bb_ = max(r0 * s - pad, 0), min((r1 - 1) * s - pad + k, H)
+            tnr, rows = r1 - r0, bb_ - a
+            so = OUT.next()
+            sb = sched.B.next()
+            sched.begin_tile(sb)
+            sync.wait_stored(n.inputs[0], 0, cin, a * W, bb_ * W)
+            bbase = sched.B.base[sb]
+            sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]) + a * W * B, cin // B,
+                           rows * W * B, plane)
+            rbase = bbase + cin * rows * W
+            if res:
+                sync.wait_stored(res, c0, c1, r0 * Wo, r1 * Wo)
+                sched.dma_rows("LOAD", "B", rbase, taddr(res) + c0 // B * out_plane
+                               + r0 * Wo * B, nco // B, tnr * Wo * B, out_plane)
+            xw = [(sched.loaded(), 1)]
+            obase = OUT.base[so]
+            tpix = tnr * Wo                 # pixels per channel of the output tile
+
+            def at(base, ch, pix, npix):
+                return _at(base, ch, pix, npix, B)
+            writers, seen = [], set()
+            for core, eng, (ca, cb), (ra, rb) in tiling.plan_conv(cfg, nco, tnr, Wo, K, 1,
+                                                                  nco, k=k, block=B):
+                st, unit = f"core{core}", eng
+                em.wait_all(st, unit, xw)
+                em.wait(st, unit, wsem, 1)
+                sched.wait_out_slot(st, unit, so, seen)
+                lo, hi = (r0 + ra) * s - pad, (r0 + rb - 1) * s - pad + k
+                aa, bb = max(lo, 0), min(hi, H)
+                em.setr(st, unit, **dict(regs, XSTRIDE=rows * W * B, OSTRIDE=tpix * B,
+                                         RSTRIDE=tpix * B,
+                                         RES_ADDR=at(rbase, ca, ra * Wo, tpix) if res else -1))
+                em.emit(st, "CONV_MAT" if eng == "MAT" else "CONV_RDF",
+                        x_addr=at(bbase, 0, (aa - a) * W, rows * W),
+                        w_addr=wbase + ca * K, p_addr=pbase + ca * PARAM_RECORD,
+                        o_addr=at(obase, ca, ra * Wo, tpix), nco=cb - ca, hin=bb - aa,
+                        ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=BUFS["OUT"])
+                writers.append((st, unit))
+            chunk_done.append(sched.finish_rows(
+                sync=sync, resid=ctx.res, name=n.output, rout=None, slot_b=sb, slot_o=so,
+                writers=writers, obase=obase,
+                dram=lambda c0=c0, r0=r0: taddr(n.output) + c0 // B * out_plane + r0 * Wo * B,
+                channels=nco // B, row_bytes=tpix * B, plane_bytes=out_plane,
+                c0=c0, c1=c1, r0=r0, r1=r1, wo=Wo))
+        C.busy[sc] = chunk_done
+
+
+def emit_depthwise_blocked(ctx: Context, n: Node, info):
+    """Emit depthwise node ``n`` (channels a multiple of ``B``, checked by the caller) with
+    ``BLOCK = ctx.block``: :mod:`.depthwise`'s tiles, blocked."""
+    cfg, p, em = ctx.cfg, ctx.prog, ctx.em
+    sched, sync = ctx.sched, ctx.sched.sync
+    Bs, C, OUT = sched.B, sched.C, sched.O
+    b = ctx.block
+    B = 1 << b
+    taddr = ctx.layout.addr
+    xt, yt = p.tensors[n.inputs[0]], p.tensors[n.output]
+    Cn, H, W = xt.shape
+    _, Ho, Wo = yt.shape
+    k, s, pad = (int(n.attrs[a]) for a in ("kernel", "stride", "padding"))
+    e = n.epilogue
+    res = e.residual
+    if Cn % B:
+        raise CompileError(f"{n.name}: the blocked depthwise needs channels in multiples of B")
+    w = np.asarray(n.params["weight"], dtype=np.int8).reshape(Cn, k * k)
+    waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w)
+    paddr = ctx.image.alloc(f"param:{n.name}", Cn * PARAM_RECORD, "param", param_block(n, Cn))
+    chunk, nr = _dw_tiles(ctx, n, False, block=B)
+    regs = dict(WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad, PAD_R=pad, ACT=ACTS[e.act],
+                OBITS=yt.bits, OSIGNED=int(yt.signed), MIDBITS=e.mid_bits, THREE=e.three,
+                LINEAR=0, NOEPI=0, XSIGNED=int(xt.signed),
+                RSIGNED=int(p.tensors[res].signed) if res else 1, XBUF=BUFS["B"], BLOCK=b)
+    plane, out_plane = H * W * B, Ho * Wo * B
+    for c0, c1 in tiling.ranges(Cn, chunk):
+        nch = c1 - c0
+        sc = C.next()
+        wsem = sched.load_weights(sc, [(waddr + c0 * k * k, nch * k * k, 0),
+                                       (paddr + c0 * PARAM_RECORD, nch * PARAM_RECORD,
+                                        align(chunk * k * k))])
+        wbase, pbase = C.base[sc], C.base[sc] + align(chunk * k * k)
+        chunk_done = []
+        for r0, r1 in tiling.ranges(Ho, nr):
+            tnr = r1 - r0
+            info["tiles"] += 1
+            a, bb_ = max(r0 * s - pad, 0), min((r1 - 1) * s - pad + k, H)
+            rows = bb_ - a
+            so = OUT.next()
+            sb = Bs.next()
+            sched.begin_tile(sb)
+            sync.wait_stored(n.inputs[0], c0, c1, a * W, bb_ * W)
+            bbase = Bs.base[sb]
+            sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]) + c0 // B * plane
+                           + a * W * B, nch // B, rows * W * B, plane)
+            rbase = bbase + nch * rows * W
+            if res:
+                sync.wait_stored(res, c0, c1, r0 * Wo, r1 * Wo)
+                sched.dma_rows("LOAD", "B", rbase, taddr(res) + c0 // B * out_plane
+                               + r0 * Wo * B, nch // B, tnr * Wo * B, out_plane)
+            xw = [(sched.loaded(), 1)]
+            obase = OUT.base[so]
+            tpix = tnr * Wo
+            dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=nch, nrows=tnr, wo=Wo, k=k, block=B)
+            writers, seen, core = [], set(), 0
+            for ca, cb in dw_cs:
+                for ra, rb in dw_rs:
+                    st = f"core{core}"
+                    core += 1
+                    em.wait_all(st, "RMAC", xw)
+                    em.wait(st, "RMAC", wsem, 1)
+                    sched.wait_out_slot(st, "RMAC", so, seen)
+                    lo, hi = (r0 + ra) * s - pad, (r0 + rb - 1) * s - pad + k
+                    aa, bb = max(lo, 0), min(hi, H)
+                    em.setr(st, "RMAC", **dict(regs, CIN=1, GROUPS=cb - ca,
+                                               XSTRIDE=rows * W * B, OSTRIDE=tpix * B,
+                                               RSTRIDE=tpix * B,
+                                               RES_ADDR=_at(rbase, ca, ra * Wo, tpix, B)
+                                               if res else -1))
+                    em.emit(st, "DW_RSA", x_addr=_at(bbase, ca, (aa - a) * W, rows * W, B),
+                            w_addr=wbase + ca * k * k, p_addr=pbase + ca * PARAM_RECORD,
+                            o_addr=_at(obase, ca, ra * Wo, tpix, B), nco=cb - ca,
+                            hin=bb - aa, ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb,
+                            obuf=BUFS["OUT"])
+                    writers.append((st, "RMAC"))
+            chunk_done.append(sched.finish_rows(
+                sync=sync, resid=ctx.res, name=n.output, rout=None, slot_b=sb, slot_o=so,
+                writers=writers, obase=obase,
+                dram=lambda c0=c0, r0=r0: taddr(n.output) + c0 // B * out_plane + r0 * Wo * B,
+                channels=nch // B, row_bytes=tpix * B, plane_bytes=out_plane,
+                c0=c0, c1=c1, r0=r0, r1=r1, wo=Wo))
+        C.busy[sc] = chunk_done

@@ -1,0 +1,373 @@
+# amaranth: UnusedElaboratable=no
+"""The BLOCK register (sim.isa, docs/isa.md): channel-blocked activations on the conv and
+depthwise ports, in sim.funcsim and in the core RTL (hw.core.unit, amaranth.sim).
+
+Two kinds of blocked Binaries: compiled (``sim.compile.compile(..., layout="blocked")``, the first
+blocked path: dense and depthwise convs, linears), and built by hand from a planar compile of a one-tile layer whose activation LOADs / STOREs each
+move one whole tensor (:func:`reblock`): the tensors' symbols say ``blocked`` (so the input
+is written, and the output read back, by ``sim.compile.layout.pack`` / ``unpack``, i.e. by
+``act_offset``), every channel stride becomes the stride of a block of ``B`` channels, every
+activation address ``slot + c * stride + p`` becomes ``slot + act_offset(c, p)``, and a
+``SETR BLOCK`` precedes every compute instruction. The outputs are checked against
+``sim.golden`` (planar numpy), the RTL's cycles against ``sim.perf``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from hw.core import Core
+from sim import funcsim, golden
+from sim import compile as sc
+from sim.compile.layout import act_offset, pack
+from sim.isa import BLOCK_OPS, BUFS, REGS, UNITS, Instr
+from sim.compile import CompileError
+from sim.config import AccelConfig
+from sim.intprogram import IntProgram, Node, TensorInfo
+from tb.core.cases import (_epilogue, attention_program, depthwise_program, generic_program,
+                           linear_program, litemla_module_program, mbconv_program,
+                           pointwise_program, pool_program, small_config)
+from tb.core.cases import REQUANT, RES_LANES, RES_LANES2
+from tb.core.harness import CoreEnv, HarnessError, simulate_amaranth
+from test_hw_core import check_cycles
+
+STRIDES = {"XSTRIDE": "XBUF", "OSTRIDE": None, "RSTRIDE": None}
+
+
+def _slot(slots, buf, addr):
+    """The (buffer address, bytes, channels, pixels) of the whole-tensor slot holding ``addr``."""
+    for s in slots.get(buf, ()):
+        if s[0] <= addr < s[0] + s[1]:
+            return s
+    raise AssertionError(f"address {addr} of buffer {buf} is in no whole-tensor slot")
+
+
+def reblock(binary, b: int):
+    """A copy of the one-tile planar ``binary`` re-laid out channel-blocked with ``B = 2**b``
+    (see the module doc); refuses (AssertionError) a Binary it cannot convert."""
+    B = 1 << b
+    out = copy.deepcopy(binary)
+    prog = out.prog
+    tens = {}
+    for name in prog.tensors:
+        sym = out.symbols[f"tensor:{name}"]
+        c, *hw_ = prog.tensors[name].shape
+        npix = int(np.prod(hw_)) if hw_ else 1
+        assert sym["kind"] == "tensor" and c % B == 0, (name, sym, B)
+        tens[name] = (sym["addr"], sym["nbytes"], c, npix)
+        sym.update(layout="blocked", block=B)
+    # activation LOAD / STOREs: each moves one whole tensor, so the slot is the tensor, blocked
+    slots = {}
+    for ins in out.streams["global"]:
+        if ins.op in ("LOAD", "STORE") and ins["buf"] in (BUFS["B"], BUFS["OUT"]):
+            hit = [t for t in tens.values() if t[0] == ins["dram_addr"]]
+            assert len(hit) == 1 and ins["count"] == 1 and ins["length"] == hit[0][1], ins
+            slots.setdefault(ins["buf"], []).append((ins["buf_addr"], *hit[0][1:]))
+
+    def block_addr(buf, addr, stride):
+        base, _, _, npix = _slot(slots, buf, addr)
+        assert stride == npix, (addr, base, stride, npix)
+        c, p = divmod(addr - base, npix)
+        return base + int(act_offset(c, p, npix=npix, layout="blocked", block=B))
+
+    stream, regs = [], {}
+    for ins in out.streams["core0"]:
+        unit = ins.unit
+        r = regs.setdefault(unit, {})
+        if ins.op == "SETR":
+            r[ins["reg"]] = ins["value"]
+        if ins.op in BLOCK_OPS:
+            f = dict(ins.f)
+            f["x_addr"] = block_addr(r[REGS["XBUF"]], f["x_addr"], r[REGS["XSTRIDE"]])
+            f["o_addr"] = block_addr(f["obuf"], f["o_addr"], r[REGS["OSTRIDE"]])
+            pre = [("BLOCK", b)]
+            for reg in STRIDES:
+                pre.append((reg, r[REGS[reg]] * B))
+            if r.get(REGS["RES_ADDR"], -1) >= 0:
+                pre.append(("RES_ADDR", block_addr(BUFS["B"], r[REGS["RES_ADDR"]],
+                                                   r[REGS["RSTRIDE"]])))
+            for reg, v in pre:
+                stream.append(Instr("SETR", dict(unit=UNITS[unit], reg=REGS[reg], value=v)))
+            ins = Instr(ins.op, f)
+        stream.append(ins)
+    out.streams["core0"] = stream
+    out.tags["core0"] = [-1] * len(stream)
+    return out
+
+
+CASES = {
+    # name: (program, b[, config changes]): one tile each on the `small` config (N = M = T = S
+    # = 4); REQUANT / RES_LANES: fewer requant lanes, so the drain's sub-blocks (offsets R
+    # channels apart in a block, R pixels apart in a DW row) run blocked
+    "pw_res_b2": (lambda: pointwise_program(cin=8, cout=8, h=3, w=5, residual=True, act="none",
+                                            seed=1), 2),
+    "pw_b3": (lambda: pointwise_program(cin=16, cout=8, h=3, w=4, act="relu", seed=2), 3),
+    "pw_u8_b2": (lambda: pointwise_program(cin=12, cout=12, h=2, w=5, residual=True,
+                                           x_signed=False, act="hswish", seed=3), 2),
+    "dw3_res_b2": (lambda: depthwise_program(c=8, h=6, w=7, k=3, residual=True, seed=4), 2),
+    "dw3_s2_b3": (lambda: depthwise_program(c=8, h=7, w=9, k=3, stride=2, act="relu",
+                                            seed=5), 3),
+    "dw5_b2": (lambda: depthwise_program(c=4, h=5, w=6, k=5, residual=True, seed=6), 2),
+    "conv3_s2_b2": (lambda: generic_program(cin=4, cout=8, h=5, w=5, k=3, stride=2, seed=7), 2),
+    "pw_res_rq_b2": (lambda: pointwise_program(cin=12, cout=12, h=3, w=4, residual=True,
+                                               act="none", seed=8), 2, REQUANT),
+    "pw_res_rr_b3": (lambda: pointwise_program(cin=8, cout=8, h=3, w=4, residual=True,
+                                               act="relu", seed=9), 3, RES_LANES2),
+    "dw3_s2_rq_b2": (lambda: depthwise_program(c=8, h=6, w=7, k=3, stride=2, act="hswish",
+                                               seed=10), 2, REQUANT),
+    "dw3_res_rr_b2": (lambda: depthwise_program(c=8, h=5, w=6, k=3, residual=True, seed=11), 2,
+                      RES_LANES),
+}
+
+
+def blocked_case(name, seed=0):
+    make, b, *kw = CASES[name]
+    prog = make()
+    cfg = small_config(**(kw[0] if kw else {}))
+    planar = sc.compile(prog, cfg)
+    x = np.random.default_rng(seed).integers(
+        *((-128, 128) if prog.tensors[prog.inputs[0]].signed else (0, 256)),
+        prog.tensors[prog.inputs[0]].shape)
+    return prog, cfg, planar, reblock(planar, b), x, b
+
+
+def test_index_is_act_offset():
+    """funcsim's blocked addressing (the BLOCK rule on a channel stride of a block) is the
+    layout rule of sim.compile.layout.act_offset, for random channels, pixels and b."""
+    rng = np.random.default_rng(0)
+    for b in range(0, 4):
+        B = 1 << b
+        for _ in range(20):
+            nch, npix = int(rng.integers(1, 20)) * B, int(rng.integers(1, 30))
+            base = int(rng.integers(0, 1000))
+            idx = funcsim._Machine.index(base, nch, npix, npix * B, block=b)
+            want = base + act_offset(np.arange(nch)[:, None], np.arange(npix)[None, :],
+                                     npix=npix, layout="blocked" if b else "planar", block=B)
+            np.testing.assert_array_equal(idx, want)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_funcsim_blocked_equals_golden(name):
+    """A hand-built blocked Binary computes golden's output; the DRAM really is blocked (its
+    input bytes are pack()'s blocked bytes, which differ from the planar ones)."""
+    prog, cfg, planar, blocked, x, b = blocked_case(name)
+    out, m = funcsim.run(blocked, x, return_machine=True)
+    want = golden.run(prog, x)[prog.outputs[0]]
+    np.testing.assert_array_equal(out[prog.outputs[0]], want)
+    np.testing.assert_array_equal(funcsim.run(planar, x)[prog.outputs[0]], want)
+    sym = blocked.symbols[f"tensor:{prog.outputs[0]}"]
+    raw = m.dram[sym["addr"]:sym["addr"] + sym["nbytes"]]
+    np.testing.assert_array_equal(raw, pack(want, layout="blocked", block=1 << b))
+    assert not np.array_equal(raw, pack(want))
+
+
+def run_rtl(binary, x, cfg):
+    env = CoreEnv(binary, x)
+    cycles = simulate_amaranth(Core.from_config(cfg), env, max_cycles=20000)
+    return env, cycles
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_core_blocked_equals_golden(name):
+    """The core RTL on the blocked Binary: golden's output bit for bit, every instruction
+    fetched at sim.perf's cycle, and as many cycles as the planar Binary plus its extra SETRs."""
+    prog, cfg, planar, blocked, x, b = blocked_case(name)
+    env, cycles = run_rtl(blocked, x, cfg)
+    np.testing.assert_array_equal(env.outputs()[prog.outputs[0]],
+                                  golden.run(prog, x)[prog.outputs[0]])
+    check_cycles(name, blocked, env, cycles)
+
+
+def _patch_block(binary, b, ops):
+    """``binary`` with ``SETR BLOCK b`` before every instruction of ``ops``."""
+    out = copy.deepcopy(binary)
+    s = []
+    for ins in out.streams["core0"]:
+        if ins.op in ops:
+            s.append(Instr("SETR", dict(unit=UNITS[ins.unit], reg=REGS["BLOCK"], value=b)))
+        s.append(ins)
+    out.streams["core0"], out.tags["core0"] = s, [-1] * len(s)
+    return out
+
+
+@pytest.mark.parametrize("what", ["pool", "narrow", "groups"])
+def test_block_refused_where_not_built(what):
+    """BLOCK != 0 where the blocked path does not exist: funcsim refuses, the core stops with
+    its error flag. POOL (and the attention steps) stay planar; a block narrower than the
+    engine's step (b = 1 < log2 4 at `small`); a grouped conv."""
+    cfg = small_config()
+    if what == "pool":
+        prog, ops, b = pool_program(c=8, h=2, w=3), ("POOL",), 2
+    elif what == "narrow":
+        prog, ops, b = pointwise_program(cin=8, cout=8, h=2, w=2), ("CONV_MAT", "CONV_RDF"), 1
+    else:
+        # 4 groups of 2 channels: the compiler gives each unit a GROUPS = 2 instruction
+        prog, ops, b = (pointwise_program(cin=8, cout=8, h=2, w=2, groups=4),
+                        ("CONV_MAT", "CONV_RDF"), 2)
+    binary = _patch_block(sc.compile(prog, cfg), b, ops)
+    x = np.zeros(prog.tensors[prog.inputs[0]].shape, np.int64)
+    with pytest.raises(funcsim.FuncSimError, match="BLOCK = "):
+        funcsim.run(binary, x)
+    with pytest.raises(HarnessError, match="flagged an error"):
+        run_rtl(binary, x, cfg)
+
+
+# ---- the blocked compile path ------------------------------------------------------------------
+
+def two_pw_program(*, c=16, e=32, h=5, w=6, seed=0):
+    """pw expand (c -> e, ReLU) then pw project (e -> c, + the input: a residual)."""
+    rng = np.random.default_rng(seed)
+    t = {"x": TensorInfo("x", (c, h, w), 8, True, 0.05),
+         "m": TensorInfo("m", (e, h, w), 8, False, 0.05),
+         "y": TensorInfo("y", (c, h, w), 8, True, 0.1)}
+    nodes = []
+    for name, i, o, ci, co, act, res in (("pw1", "x", "m", c, e, "relu", None),
+                                          ("pw2", "m", "y", e, c, "none", "x")):
+        nodes.append(Node(name, "conv", [i], o, dict(kernel=1, stride=1, padding=0, groups=1),
+                          dict(weight=rng.integers(-127, 128, (co, ci, 1, 1)).astype(np.int8),
+                               bias=rng.integers(-3000, 3000, co).astype(np.int32)),
+                          _epilogue(rng, co, act, res)))
+    return IntProgram(t, nodes, ["x"], ["y"]).validate()
+
+
+COMPILED = {
+    # name: (program, config): the default (fast) ones run in RTL too
+    "pw": (lambda: pointwise_program(cin=16, cout=24, h=3, w=7, seed=11), small_config),
+    "pw_res_hswish": (lambda: pointwise_program(cin=8, cout=8, h=5, w=5, residual=True,
+                                                act="hswish", seed=12), small_config),
+    "conv3_s2": (lambda: generic_program(cin=8, cout=8, h=7, w=7, k=3, stride=2, seed=13),
+                 small_config),
+    "two_pw": (lambda: two_pw_program(c=8, e=16, h=4, w=5, seed=14), small_config),
+    "linear": (lambda: linear_program(cin=40, cout=10, seed=15), small_config),
+    # bigger: several row tiles and weight chunks, two cores, the paper's engines (B = 8)
+    "pw_tiles": (lambda: pointwise_program(cin=64, cout=96, h=20, w=20, seed=16), small_config),
+    "two_pw_tiles": (lambda: two_pw_program(c=32, e=64, h=16, w=16, seed=17), small_config),
+    "conv3_tiles": (lambda: generic_program(cin=16, cout=32, h=24, w=24, k=3, stride=1,
+                                            seed=18), small_config),
+    "pw_res_L2": (lambda: pointwise_program(cin=32, cout=32, h=12, w=12, residual=True,
+                                            seed=19), lambda: small_config(L=2)),
+    "pw_paper": (lambda: pointwise_program(cin=64, cout=128, h=14, w=14, seed=20), AccelConfig),
+    "pw_res_rq": (lambda: pointwise_program(cin=12, cout=12, h=4, w=4, residual=True, seed=21),
+                  lambda: small_config(**REQUANT)),
+    "pw_res_rr": (lambda: pointwise_program(cin=12, cout=12, h=4, w=4, residual=True, seed=22),
+                  lambda: small_config(**RES_LANES)),
+    "dw3_res": (lambda: depthwise_program(c=8, h=6, w=7, k=3, residual=True, seed=23),
+                small_config),
+    "dw3_s2": (lambda: depthwise_program(c=16, h=9, w=9, k=3, stride=2, act="relu", seed=24),
+               small_config),
+    "mbconv": (lambda: mbconv_program(c=8, e=16, h=6, w=6, seed=25), small_config),
+    "dw5_tiles": (lambda: depthwise_program(c=64, h=24, w=24, k=5, residual=True, seed=26),
+                  small_config),
+    "dw3_s2_L2": (lambda: depthwise_program(c=32, h=12, w=12, k=3, stride=2, seed=27),
+                  lambda: small_config(L=2)),
+    "dw_paper": (lambda: depthwise_program(c=64, h=14, w=14, k=3, residual=True, seed=28),
+                 AccelConfig),
+    "mbconv_s2_rq": (lambda: mbconv_program(c=8, e=16, h=9, w=9, stride=2, seed=29),
+                     lambda: small_config(**REQUANT)),
+    # the paper's core: N = M = T = S = 8 (B = 8), 4 requant lanes on the MAT, the residual on
+    # 2 of the R-MAC's 8 (`paper`'s requant_mat / requant_rmac_res)
+    "mbconv_paper_core": (lambda: mbconv_program(c=16, e=32, h=6, w=6, seed=30),
+                          lambda: small_config(N=8, M=8, T=8, S=8, requant_mat=4,
+                                               requant_rmac_res=2)),
+}
+RTL_COMPILED = ("pw", "pw_res_hswish", "conv3_s2", "two_pw", "linear", "pw_res_rq", "pw_res_rr",
+                "dw3_res", "dw3_s2", "mbconv", "mbconv_s2_rq")
+
+
+def compiled_case(name, seed=0):
+    make, cfg = COMPILED[name]
+    prog, cfg = make(), cfg()
+    xt = prog.tensors[prog.inputs[0]]
+    x = np.random.default_rng(seed).integers(*((-128, 128) if xt.signed else (0, 256)),
+                                             xt.shape)
+    return prog, cfg, sc.compile(prog, cfg, layout="blocked"), x
+
+
+@pytest.mark.parametrize("name", list(COMPILED))
+def test_compile_blocked_funcsim_equals_golden(name):
+    """A blocked compile computes golden's output under both DMA orders; its tensors of more
+    than one pixel are blocked in DRAM (the output bytes are pack()'s blocked ones), its conv
+    instructions run with BLOCK = log2 B, and it keeps the planar tiling's cycles up to the
+    SETR BLOCKs (or fewer DMA descriptors)."""
+    from sim import perf
+    from sim.compile.layout import activation_block
+    prog, cfg, binary, x = compiled_case(name)
+    want = golden.run(prog, x)[prog.outputs[0]]
+    for order in ("ld_first", "ld_last"):
+        out, m = funcsim.run(binary, x, order=order, return_machine=True)
+        np.testing.assert_array_equal(out[prog.outputs[0]], want)
+    B = activation_block(cfg)
+    sym = binary.symbols[f"tensor:{prog.outputs[0]}"]
+    blocks = {i["value"] for st in binary.streams.values() for i in st
+              if i.op == "SETR" and i["reg"] == REGS["BLOCK"]}
+    if want.ndim == 3 and want.shape[1] * want.shape[2] > 1:
+        assert (sym["layout"], sym["block"]) == ("blocked", B)
+        raw = m.dram[sym["addr"]:sym["addr"] + sym["nbytes"]]
+        np.testing.assert_array_equal(raw, pack(want, layout="blocked", block=B))
+        assert blocks == {B.bit_length() - 1}
+    else:
+        assert sym["layout"] == "planar" and blocks == {0}
+    planar = sc.compile(prog, cfg, fuse=False)
+    cb, cp = perf.simulate(binary).cycles, perf.simulate(planar).cycles
+    dma = [sum(i.op in ("LOAD", "STORE") and i["buf"] in (BUFS["B"], BUFS["OUT"])
+               for i in bi.streams["global"]) for bi in (binary, planar)]
+    print(f"\n{name}: sim.perf blocked {cb} cycles, planar (fuse=False) {cp} "
+          f"({100 * (cb - cp) / cp:+.2f} %); activation DMA descriptors {dma[0]} / {dma[1]}")
+    assert cb <= cp + 2 * cfg.L
+
+
+@pytest.mark.parametrize("name", [*RTL_COMPILED,
+                                  pytest.param("mbconv_paper_core", marks=pytest.mark.slow)])
+def test_core_compiled_blocked(name):
+    """The core RTL runs the compiled blocked Binary: golden's output bit for bit, every
+    instruction fetched at sim.perf's cycle."""
+    prog, cfg, binary, x = compiled_case(name)
+    env, cycles = run_rtl(binary, x, cfg)
+    np.testing.assert_array_equal(env.outputs()[prog.outputs[0]],
+                                  golden.run(prog, x)[prog.outputs[0]])
+    check_cycles(name, binary, env, cycles)
+
+
+@pytest.mark.parametrize("prog, match", [
+    (lambda: pool_program(c=8, h=2, w=3), "node 'pool'.*global_avgpool.*only convs"),
+    (lambda: attention_program(dim=4, heads=2, h=4, w=4), "linear_attention"),
+    (lambda: litemla_module_program(), "layout='blocked' does not support"),
+    (lambda: depthwise_program(c=6, h=6, w=7), r"tensor 'x' \(6, 6, 7\) needs channels"),
+    (lambda: pointwise_program(cin=8, cout=8, h=2, w=2, groups=2), "grouped conv 'pw'"),
+    (lambda: generic_program(cin=3, cout=8, h=5, w=5), r"tensor 'x' \(3, 5, 5\) needs channels"
+                                                       " in multiples of B = 4"),
+])
+def test_compile_blocked_refuses(prog, match):
+    """What the first blocked path does not build is refused with a CompileError naming it."""
+    with pytest.raises(CompileError, match=match):
+        sc.compile(prog(), small_config(), layout="blocked")
+
+
+def test_compile_blocked_bad_arguments():
+    prog = pointwise_program(cin=8, cout=8, h=2, w=2)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        sc.compile(prog, small_config(), layout="nchw")
+    with pytest.raises(CompileError, match="not combined with stream or prefetch"):
+        sc.compile(prog, small_config(), layout="blocked", prefetch=True)
+    # engines whose widths are not powers of two: no B fits every step
+    with pytest.raises(CompileError, match="B = 8 is not a multiple"):
+        sc.compile(prog, small_config(T=6, S=4, N=4, M=4), layout="blocked")
+
+
+@pytest.mark.parametrize("name", ["two_pw", "dw3_s2_rq_b2"])
+def test_core_blocked_stall_random_ready(name):
+    """Blocked Binaries on a core with backpressure ports, every ``ready`` low 40 % of the
+    cycles at random (fixed seed): still golden's output (the blocked addresses are held while
+    the unit is frozen)."""
+    if name in COMPILED:
+        prog, cfg, binary, x = compiled_case(name)
+    else:
+        prog, cfg, _, binary, x, _ = blocked_case(name)
+    env = CoreEnv(binary, x, ready=0.6, seed=len(name))
+    simulate_amaranth(Core.from_config(cfg, stall=True), env, max_cycles=60000)
+    y = prog.outputs[0]
+    np.testing.assert_array_equal(env.outputs()[y], golden.run(prog, x)[y])
+    assert env.stalled > 0
