@@ -171,13 +171,13 @@ def _banks(depth: int, banks: int, copies: int, word: int = 1) -> int:
 def local_bram18(c: dict) -> int:
     """RAMB18s of one core's local buffers (A: ``a_line / a_word`` banks of ``a_word``-byte
     words x 2 copies, ``hw.core.auxbuf.a_word_bytes``; AUX: its E and A stores,
-    ``hw.core.auxbuf.aux_layout``, in 32-bit words; DIV: one byte memory)."""
-    from hw.core.auxbuf import AUX_WORD_BYTES, a_word_bytes, aux_layout
+    ``hw.core.auxbuf.aux_layout``, in its words; DIV: one byte memory)."""
+    from hw.core.auxbuf import a_word_bytes, aux_layout
     kw = _core_kw(c)
     aw = a_word_bytes(kw["a_line"], c["N"])
     n = _banks(kw["a_bytes"], kw["a_line"] // aw, 2, aw)
-    for banks, copies in aux_layout(c["S"], c["T"], c["M"]).values():
-        n += _banks(kw["aux_bytes"], banks, copies, AUX_WORD_BYTES)
+    for banks, copies, word in aux_layout(c["S"], c["T"], c["M"]).values():
+        n += _banks(kw["aux_bytes"], banks, copies, word)
     n += _banks(kw["div_bytes"], 1, 1)
     return n
 

@@ -18,6 +18,8 @@ import pytest
 from hw.core import Core, Unit
 from sim import compile as sc
 from sim import funcsim, golden, perf, timing
+from sim.compile.tiling import att_aux_half
+from sim.isa import att_s_bytes, att_s_line, att_s_offsets
 from tb.core.cases import CASES, make_case, small_config, pointwise_program
 from tb.core.harness import UNITS, CoreEnv, HarnessError, simulate_amaranth
 
@@ -347,11 +349,14 @@ def test_core_attention(name):
     assert st["ksum8"].max() > 127      # uint8 ksum8 as ATT_DIV's broadcast (9-bit) operand
     assert heads >= 2
     aux, aux_a, div = local["AUX"], local["AUX_A"], local["DIV"]
+    # S in tiles of T x S (sim.isa.att_s_offsets), then ksum8; the halves (sim.compile's
+    # att_aux_half) start on a tile line
+    off, sb = att_s_offsets(d, cfg.S, cfg.T), att_s_bytes(d, cfg.S, cfg.T)
+    assert att_aux_half(cfg, d) % att_s_line(cfg.S, cfg.T) == 0
     for h in range(heads - 2, heads):   # the last head written into each AUX half
-        base = (h % 2) * (d * d + d)    # AUX half of the core's h-th head (sim.compile)
-        np.testing.assert_array_equal(aux[base:base + d * d].view(np.int8).reshape(d, d),
-                                      st["s8"][h])
-        np.testing.assert_array_equal(aux_a[base + d * d:base + d * d + d], st["ksum8"][h])
+        base = (h % 2) * att_aux_half(cfg, d)     # AUX half of the core's h-th head
+        np.testing.assert_array_equal(aux[base + off].view(np.int8), st["s8"][h])
+        np.testing.assert_array_equal(aux_a[base + sb:base + sb + d], st["ksum8"][h])
     np.testing.assert_array_equal(div[:n] & 15, st["code"][-1])
     np.testing.assert_array_equal(div[:n] >> 4, (st["den"][-1] == 0).astype(np.uint8))
     check_cycles(name, binary, env, cycles)

@@ -44,10 +44,12 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from sim.isa import att_s_line
+
 from ..params import check_int, check_pow2
 from .ports import ADDR_BITS, gather_read_signature, scatter_write_signature
 
-__all__ = ["AUX_WORD_BYTES", "AuxBuffer", "BankedStore", "a_word_bytes", "aux_layout",
+__all__ = ["AUX_WORD_BYTES", "AuxBuffer", "BankedStore", "a_word_bytes", "aux_layout", "e_word_bytes",
            "max_unaligned_bytes", "span_words"]
 
 
@@ -86,12 +88,21 @@ def a_word_bytes(line: int, n: int, widest: int = 4) -> int:
 AUX_WORD_BYTES = 4
 
 
+def e_word_bytes(S: int, T: int, widest: int = AUX_WORD_BYTES) -> int:
+    """Bytes per bank word of the AUX engine store E: :func:`a_word_bytes` for its line
+    (``sim.isa.att_s_line(S, T)``, one T x S tile of the attention's S) and S-byte writes."""
+    return a_word_bytes(att_s_line(S, T), S, widest)
+
+
 def aux_layout(S: int, T: int, M: int, word_bytes: int = AUX_WORD_BYTES) -> dict:
-    """The banks and copies of :class:`AuxBuffer`'s stores: ``{"E": (banks, copies), "A":
-    (banks, copies)}`` (E: enough banks for max(S, M) bytes at any address, T copies; A: for T
-    bytes, one copy)."""
-    return {"E": (_pow2_at_least(span_words(max(S, M), word_bytes)), T),
-            "A": (_pow2_at_least(span_words(T, word_bytes)), 1)}
+    """The banks, copies and word bytes of :class:`AuxBuffer`'s stores: ``{"E": (banks,
+    copies, word_bytes), "A": (...)}`` (E: one line of ``sim.isa.att_s_line(S, T)`` bytes in
+    words of at most ``word_bytes``, one copy; A: enough banks for T bytes at any address, one
+    copy). ``M`` is not needed any more (the R-MAC writes at most S bytes of a tile row); kept
+    for the callers' signature."""
+    ew = e_word_bytes(S, T, word_bytes)
+    return {"E": (att_s_line(S, T) // ew, 1, ew),
+            "A": (_pow2_at_least(span_words(T, word_bytes)), 1, word_bytes)}
 
 
 def line_write_signature(banks: int) -> wiring.Signature:
@@ -118,9 +129,10 @@ class BankedStore(wiring.Component):
 
     Parameters (keyword-only): ``depth`` (bytes, 1..65536), ``banks`` (power of two, 2..64),
     ``word_bytes`` (power of two, 1..8), ``copies`` (1..64), ``writers`` (1..4),
-    ``aligned_writes`` (bool), ``read_bytes`` and ``write_bytes`` (the width of the read and
-    write ports in bytes; default and maximum :func:`max_unaligned_bytes`, which is ``banks``
-    when ``word_bytes = 1``; with ``aligned_writes`` the write port may be the whole line).
+    ``aligned_writes``, ``aligned_reads`` (bools), ``read_bytes`` and ``write_bytes`` (the width
+    of the read and write ports in bytes; default and maximum :func:`max_unaligned_bytes`,
+    which is ``banks`` when ``word_bytes = 1``; with ``aligned_writes`` the write port may be
+    the whole line, with ``aligned_reads`` the read port is, by default).
 
     Ports (seen from the store): ``write[i]`` (``writers`` writes of ``write_bytes`` consecutive
     bytes at ``addr``, byte ``j`` where ``mask[j]``; on a bank hit by two writers in one cycle
@@ -131,17 +143,21 @@ class BankedStore(wiring.Component):
     write is of the line that holds ``addr`` (its low ``log2(banks * word_bytes)`` bits are
     ignored; byte ``k`` of ``data`` goes to lane ``k mod word_bytes`` of bank
     ``k // word_bytes``), which saves the byte multiplexer in front of each bank.
+    ``aligned_reads``: likewise every read is of the line that holds ``addr`` (byte ``k`` of
+    ``data`` from lane ``k mod word_bytes`` of bank ``k // word_bytes``): no rotation.
 
     Each bank of each copy is one ``lib.memory.Memory`` of ``word_bytes``-byte words with one
     write port (byte enables) and one read port.
     """
 
     def __init__(self, *, depth: int, banks: int, word_bytes: int = 1, copies: int = 1,
-                 writers: int = 1, aligned_writes: bool = False, read_bytes: int | None = None,
-                 write_bytes: int | None = None):
-        if not isinstance(aligned_writes, bool):
-            raise TypeError(f"aligned_writes must be a bool, got {aligned_writes!r}")
+                 writers: int = 1, aligned_writes: bool = False, aligned_reads: bool = False,
+                 read_bytes: int | None = None, write_bytes: int | None = None):
+        for k, v in dict(aligned_writes=aligned_writes, aligned_reads=aligned_reads).items():
+            if not isinstance(v, bool):
+                raise TypeError(f"{k} must be a bool, got {v!r}")
         self.aligned_writes = aligned_writes
+        self.aligned_reads = aligned_reads
         self.depth = check_int("depth", depth, 1, 1 << 16)
         self.banks = check_pow2("banks", banks, lo=2, hi=64)
         self.word_bytes = check_pow2("word_bytes", word_bytes, lo=1, hi=8)
@@ -149,8 +165,8 @@ class BankedStore(wiring.Component):
         self.writers = check_int("writers", writers, 1, 4)
         self.line = banks * word_bytes
         most = max_unaligned_bytes(banks, word_bytes)
-        self.read_bytes = most if read_bytes is None else check_int(
-            "read_bytes", read_bytes, 1, most)
+        self.read_bytes = (self.line if aligned_reads else most) if read_bytes is None else \
+            check_int("read_bytes", read_bytes, 1, self.line if aligned_reads else most)
         self.write_bytes = most if write_bytes is None else check_int(
             "write_bytes", write_bytes, 1, self.line if aligned_writes else most)
         words = -(-depth // word_bytes)
@@ -265,9 +281,22 @@ class BankedStore(wiring.Component):
                 m.d.comb += [wp.addr.eq(addr), wp.data.eq(word), wp.en.eq(en)]
         # reads: copy c reads one word per bank, rotates the words of the access into order
         # (by the first word's bank), zeroes the bytes outside the buffer and shifts out its
-        # bytes (by the address's lane)
+        # bytes (by the address's lane); an aligned read takes the line's words as they are
         K = span_words(self.read_bytes, W)
         for c, r in enumerate(self.read):
+            if self.aligned_reads:
+                rows, oks = access(r.addr, f"r{c}", aligned=True)
+                for b in range(P):
+                    rp = self.mems[c][b].read_port()
+                    m.d.comb += [rp.addr.eq(rows[b]), rp.en.eq(r.en)]
+                    for lane in range(W):
+                        k = b * W + lane
+                        if k >= self.read_bytes:
+                            continue
+                        ok_q = Signal(name=f"r{c}_ok{b}_{lane}")
+                        m.d.sync += ok_q.eq(oks[b][lane])
+                        m.d.comb += r.data[k].eq(Mux(ok_q, rp.data.word_select(lane, 8), 0))
+                continue
             rot_q = Signal(lgp, name=f"r{c}_rot")
             off_q = Signal(max(1, lgw), name=f"r{c}_off")
             m.d.sync += rot_q.eq(r.addr[lgw:lgl])
@@ -327,10 +356,11 @@ class AuxBuffer(wiring.Component):
         self.word_bytes = check_pow2("word_bytes", word_bytes, lo=1, hi=8)
         self.S, self.T, self.M = S, T, M
         lay = aux_layout(S, T, M, word_bytes)
-        self.e_store = BankedStore(depth=depth, banks=lay["E"][0], word_bytes=word_bytes,
-                                   copies=lay["E"][1], writers=2, read_bytes=S,
-                                   write_bytes=max(S, M))
-        self.a_store = BankedStore(depth=depth, banks=lay["A"][0], word_bytes=word_bytes,
+        self.line = att_s_line(S, T)
+        self.e_store = BankedStore(depth=depth, banks=lay["E"][0], word_bytes=lay["E"][2],
+                                   copies=lay["E"][1], writers=2, aligned_reads=True,
+                                   read_bytes=T * S, write_bytes=S)
+        self.a_store = BankedStore(depth=depth, banks=lay["A"][0], word_bytes=lay["A"][2],
                                    copies=lay["A"][1], writers=1, read_bytes=T, write_bytes=1)
         super().__init__({
             "mat_x": In(gather_read_signature(rows=1, elems=T)),
@@ -348,26 +378,33 @@ class AuxBuffer(wiring.Component):
         bad = {0: [], 1: [], 2: []}     # error bit -> conditions
 
         def writer(port, line, elems, bit):
+            n = min(elems, len(line.data))
             m.d.comb += [line.en.eq(port.en & ~port.wide), line.addr.eq(port.addr),
-                         line.mask.eq(port.mask)]
-            for j in range(elems):
+                         line.mask.eq(port.mask[:n])]
+            for j in range(n):
                 m.d.comb += line.data[j].eq(port.data[j][:8])
             if elems > 1:
                 bad[bit].append(port.en & (port.elem_stride != 1))
+            if elems > n:       # bytes past a tile row of S (an R-MAC with M > S)
+                bad[bit].append(port.en & port.mask[n:].any())
             bad[bit].append(port.en & port.wide)
 
         writer(self.mat_o, e.write[0], self.S, 0)
         writer(self.rmac_o, e.write[1], self.M, 1)
         writer(self.aux_o, a.write[0], 1, 2)
         bad[1].append(e.conflict[1])
-        # weight port: element k = the line of rows at addr + k*elem_stride, from copy k
+        # weight port: one T x S tile of S, an aligned line: element k of row r is byte k*S + r
         w = self.mat_w
+        m.d.comb += [e.read[0].en.eq(w.en), e.read[0].addr.eq(w.addr)]
         for k in range(self.T):
-            m.d.comb += [e.read[k].en.eq(w.en), e.read[k].addr.eq(w.addr + k * w.elem_stride)]
             for r in range(self.S):
-                m.d.comb += w.data[r][k].eq(e.read[k].data[r])
+                m.d.comb += w.data[r][k].eq(e.read[0].data[k * self.S + r])
+        lgl = self.line.bit_length() - 1
+        bad[0].append(w.en & (w.addr[:lgl] != 0))
         if self.S > 1:
             bad[0].append(w.en & (w.row_stride != 1))
+        if self.T > 1:
+            bad[0].append(w.en & (w.elem_stride != self.S))
         x = self.mat_x
         m.d.comb += [a.read[0].en.eq(x.en), a.read[0].addr.eq(x.addr)]
         for j in range(self.T):

@@ -140,7 +140,8 @@ class Core(wiring.Component):
                                   requant_lanes=self.requant_mat, stall=stall),
                       "rmac": Unit(kind="RMAC", lanes=M, width=N, packed=packed,
                                    requant_lanes=self.requant_rmac,
-                                   requant_res_lanes=self.requant_rmac_res, stall=stall),
+                                   requant_res_lanes=self.requant_rmac_res,
+                                   aux_tile=(S, T), stall=stall),
                       "aux": Unit(kind="AUX", lanes=1, width=N, stall=stall)}
         sig = {}
         for u, unit in self.units.items():

@@ -12,7 +12,7 @@ loaded; the output goes to a B slot instead of OUT when the plan keeps it for pr
 from __future__ import annotations
 
 from ...intprogram import Node
-from ...isa import BUFS
+from ...isa import BUFS, att_s_bytes
 from .. import tiling
 from ..common import PARAM_RECORD
 from ..context import Context
@@ -153,7 +153,9 @@ def emit_attention(ctx: Context, n: Node, info):
             qa, va = qv[j]
             i = aux_i.get(st, 0)
             aux_i[st] = i + 1
-            kv_at, ks_at = (i % 2) * (d * d + d), (i % 2) * (d * d + d) + d * d
+            # S in T x S tiles from a line boundary, then ksum8 (docs/isa.md "S in AUX")
+            kv_at = (i % 2) * tiling.att_aux_half(cfg, d)
+            ks_at = kv_at + att_s_bytes(d, cfg.S, cfg.T)
             kv, ks = em.sem(), em.sem()
             if h in kload:
                 slot, ksem, af = kload[h]
