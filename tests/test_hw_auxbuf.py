@@ -35,14 +35,19 @@ def _idle(ctx, dut):
         ctx.set(p.elem_stride, 1)
 
 
-@pytest.mark.parametrize("S,T,M,depth,W", [(4, 4, 4, 96, 1), (3, 2, 5, 100, 1), (8, 8, 8, 520, 1),
-                                           (1, 3, 1, 37, 1), (8, 8, 8, 520, 4), (4, 4, 4, 96, 4),
-                                           (3, 2, 5, 101, 4), (1, 3, 1, 37, 4), (8, 8, 8, 522, 2)])
-def test_aux_buffer_matches_byte_array_model(S, T, M, depth, W):
+@pytest.mark.parametrize("S,T,M,depth,W,align", [
+    (4, 4, 4, 96, 1, (1, 1)), (3, 2, 5, 100, 1, (1, 1)), (8, 8, 8, 520, 1, (1, 1)),
+    (1, 3, 1, 37, 1, (1, 1)), (8, 8, 8, 520, 4, (1, 1)), (4, 4, 4, 96, 4, (1, 1)),
+    (3, 2, 5, 101, 4, (1, 1)), (1, 3, 1, 37, 4, (1, 1)), (8, 8, 8, 522, 2, (1, 1)),
+    # aligned writes (the core's: kv_write_align of R = 4 on the MAT, 8 on the R-MAC at paper)
+    (8, 8, 8, 520, 4, (4, 8)), (4, 4, 4, 96, 4, (4, 4)), (8, 8, 8, 522, 2, (2, 8)),
+    (8, 4, 8, 300, 4, (8, 2))])
+def test_aux_buffer_matches_byte_array_model(S, T, M, depth, W, align):
     """Both layouts: byte banks (``word_bytes=1``) and banks of 2- or 4-byte words (the core's,
     BRAM18s in SDP mode). E is one copy of one tile line in banks: the weight read is that line
-    (T x S bytes of it), the writes S consecutive bytes at any address."""
-    dut = AuxBuffer(depth=depth, S=S, T=T, M=M, word_bytes=W)
+    (T x S bytes of it), the writes S consecutive bytes at any address (or at multiples of
+    ``write_align``, whole words picked per bank)."""
+    dut = AuxBuffer(depth=depth, S=S, T=T, M=M, word_bytes=W, write_align=align)
     rng = np.random.default_rng(S * 100 + T * 10 + M + W)
     E = np.zeros(depth, np.int64)
     A = np.zeros(depth, np.int64)
@@ -59,7 +64,7 @@ def test_aux_buffer_matches_byte_array_model(S, T, M, depth, W):
         for cyc in range(400):
             # one cycle: maybe a MAT write, an R-MAC write to other banks, an AUX write, reads
             ops = []
-            lo = int(rng.integers(0, depth + 4))
+            lo = int(rng.integers(0, depth + 4)) // align[0] * align[0]
             if rng.random() < 0.5:
                 n = S
                 mask = int(rng.integers(0, 1 << n))
@@ -68,6 +73,7 @@ def test_aux_buffer_matches_byte_array_model(S, T, M, depth, W):
             if rng.random() < 0.4:
                 # the R-MAC writes M bytes that share no bank with the MAT's line
                 base = lo + S if ops else lo
+                base = -(-base // align[1]) * align[1]
                 if ops and bank_set(lo, S) & bank_set(base, M):
                     base = None
                 if base is not None:
@@ -168,6 +174,25 @@ def test_aux_buffer_flags_accesses_it_cannot_serve(case, W):
         _idle(ctx, dut)
         await ctx.tick()
         assert ctx.get(dut.error) == (0 if bit is None else 1 << bit)
+
+    _run(dut, bench)
+
+
+@pytest.mark.parametrize("port,addr,err", [("mat_o", 2, 1), ("rmac_o", 6, 2), ("mat_o", 4, 0),
+                                           ("rmac_o", 12, 0)])
+def test_aux_buffer_flags_writes_off_their_alignment(port, addr, err):
+    """With ``write_align`` (the core's :func:`kv_write_align`) a write at an address that is not
+    a multiple of its writer's alignment sets that writer's error bit."""
+    dut = AuxBuffer(depth=256, S=4, T=4, M=4, write_align=(4, 4))
+
+    async def bench(ctx):
+        _idle(ctx, dut)
+        for f, v in (("en", 1), ("addr", addr), ("mask", 0xF)):
+            ctx.set(getattr(getattr(dut, port), f), v)
+        await ctx.tick()
+        _idle(ctx, dut)
+        await ctx.tick()
+        assert ctx.get(dut.error) == err
 
     _run(dut, bench)
 

@@ -50,7 +50,7 @@ from ..params import check_int, check_pow2
 from .ports import ADDR_BITS, gather_read_signature, scatter_write_signature
 
 __all__ = ["AUX_WORD_BYTES", "AuxBuffer", "BankedStore", "a_word_bytes", "aux_layout", "e_word_bytes",
-           "max_unaligned_bytes", "span_words"]
+           "kv_write_align", "max_unaligned_bytes", "span_words"]
 
 
 def _pow2_at_least(n: int) -> int:
@@ -105,6 +105,14 @@ def aux_layout(S: int, T: int, M: int, word_bytes: int = AUX_WORD_BYTES) -> dict
             "A": (_pow2_at_least(span_words(T, word_bytes)), 1, word_bytes)}
 
 
+def kv_write_align(S: int, T: int, R: int) -> int:
+    """The alignment (bytes) of a unit's ``ATT_KV_*`` writes into E: they carry ``R`` (its
+    requant lanes) consecutive columns of one row of an S tile (``hw.core.attention``), at a
+    multiple of R inside a line: R's largest power-of-two divisor, at most the line
+    (``sim.isa.att_s_line(S, T)``). Only when R divides S (else the unit cannot run ATT_KV)."""
+    return min(R & -R, att_s_line(S, T)) if S % R == 0 else 1
+
+
 def line_write_signature(banks: int) -> wiring.Signature:
     """Write up to ``banks`` consecutive bytes at ``addr`` (byte ``j`` where ``mask[j]``)."""
     return wiring.Signature({"en": Out(1), "addr": Out(ADDR_BITS), "mask": Out(banks),
@@ -145,6 +153,10 @@ class BankedStore(wiring.Component):
     ``k // word_bytes``), which saves the byte multiplexer in front of each bank.
     ``aligned_reads``: likewise every read is of the line that holds ``addr`` (byte ``k`` of
     ``data`` from lane ``k mod word_bytes`` of bank ``k // word_bytes``): no rotation.
+    ``write_align`` (a tuple, one power of two per writer, at most the line; default all 1):
+    writer ``i``'s addresses are multiples of ``write_align[i]`` (their low bits are ignored);
+    with ``write_align[i] >= word_bytes`` its writes are whole words, and each bank picks its
+    word among the few the alignment leaves (no byte multiplexer).
 
     Each bank of each copy is one ``lib.memory.Memory`` of ``word_bytes``-byte words with one
     write port (byte enables) and one read port.
@@ -152,7 +164,8 @@ class BankedStore(wiring.Component):
 
     def __init__(self, *, depth: int, banks: int, word_bytes: int = 1, copies: int = 1,
                  writers: int = 1, aligned_writes: bool = False, aligned_reads: bool = False,
-                 read_bytes: int | None = None, write_bytes: int | None = None):
+                 read_bytes: int | None = None, write_bytes: int | None = None,
+                 write_align: tuple | None = None):
         for k, v in dict(aligned_writes=aligned_writes, aligned_reads=aligned_reads).items():
             if not isinstance(v, bool):
                 raise TypeError(f"{k} must be a bool, got {v!r}")
@@ -169,6 +182,13 @@ class BankedStore(wiring.Component):
             check_int("read_bytes", read_bytes, 1, self.line if aligned_reads else most)
         self.write_bytes = most if write_bytes is None else check_int(
             "write_bytes", write_bytes, 1, self.line if aligned_writes else most)
+        if write_align is None:
+            write_align = (1,) * writers
+        if not isinstance(write_align, tuple) or len(write_align) != writers:
+            raise TypeError(f"write_align must be a tuple of {writers} alignments, got "
+                            f"{write_align!r}")
+        self.write_align = tuple(check_pow2(f"write_align[{i}]", v, lo=1, hi=self.line)
+                                 for i, v in enumerate(write_align))
         words = -(-depth // word_bytes)
         self.bank_depth = -(-words // banks)
         self.mems = [[Memory(shape=unsigned(8 * word_bytes), depth=self.bank_depth, init=[])
@@ -238,7 +258,26 @@ class BankedStore(wiring.Component):
                 n = self.write_bytes
                 la, oks = wacc[i][0][b], wacc[i][1][b]
                 lane_en, lane_d = [], []
-                if self.aligned_writes:
+                al = self.write_align[i]
+                if not self.aligned_writes and al >= W:
+                    # whole words from a word boundary: the access's word q = (b - first bank)
+                    # mod P lies in this bank; the alignment fixes q mod (al / W), so the bank
+                    # picks among the source words q0, q0 + al/W, ... below ceil(n / W)
+                    nwords, step = -(-n // W), al // W
+                    rel = Signal(lgp, name=f"w{i}_rel{b}")
+                    m.d.comb += rel.eq(b - w.addr[lgw:lgl])
+                    cands = list(range(b % step, nwords, step))
+                    for lane in range(W):
+                        en_l, d_l = Const(0), Const(0, 8)
+                        for q in cands:
+                            k = q * W + lane
+                            if k < n:
+                                sel = rel == q
+                                en_l = Mux(sel, w.mask[k], en_l)
+                                d_l = Mux(sel, w.data[k], d_l)
+                        lane_en.append(en_l & oks[lane])
+                        lane_d.append(d_l)
+                elif self.aligned_writes:
                     for lane in range(W):
                         k = b * W + lane
                         if k < n:
@@ -340,7 +379,9 @@ class AuxBuffer(wiring.Component):
 
     Parameters (keyword-only): ``depth`` (bytes, 16..65536), ``S``, ``T`` (MAT engine: lanes,
     multipliers), ``M`` (R-MAC lanes), each 1..64; ``word_bytes`` (bytes per bank word of both
-    stores, a power of two 1..8; default :data:`AUX_WORD_BYTES` = 4, a 32-bit BRAM18).
+    stores at most, a power of two 1..8; default :data:`AUX_WORD_BYTES` = 4, a 32-bit BRAM18);
+    ``write_align`` (the MAT's and the R-MAC's E writes are at multiples of these, powers of two
+    up to the line; default ``(1, 1)``, any address; the core passes :func:`kv_write_align`).
 
     Ports (the unit ports of ``hw.core.unit.Unit`` the core routes here; ``en`` is already
     qualified by ``buf == AUX``): ``mat_x`` (broadcast read, 1 x T bytes), ``mat_w`` (weight
@@ -349,7 +390,7 @@ class AuxBuffer(wiring.Component):
     """
 
     def __init__(self, *, depth: int = 4096, S: int = 8, T: int = 8, M: int = 8,
-                 word_bytes: int = AUX_WORD_BYTES):
+                 word_bytes: int = AUX_WORD_BYTES, write_align: tuple = (1, 1)):
         self.depth = check_int("depth", depth, 16, 1 << 16)
         for k, v in dict(S=S, T=T, M=M).items():
             check_int(k, v, 1, 64)
@@ -359,7 +400,8 @@ class AuxBuffer(wiring.Component):
         self.line = att_s_line(S, T)
         self.e_store = BankedStore(depth=depth, banks=lay["E"][0], word_bytes=lay["E"][2],
                                    copies=lay["E"][1], writers=2, aligned_reads=True,
-                                   read_bytes=T * S, write_bytes=S)
+                                   read_bytes=T * S, write_bytes=S, write_align=write_align)
+        self.write_align = self.e_store.write_align
         self.a_store = BankedStore(depth=depth, banks=lay["A"][0], word_bytes=lay["A"][2],
                                    copies=lay["A"][1], writers=1, read_bytes=T, write_bytes=1)
         super().__init__({
@@ -391,6 +433,10 @@ class AuxBuffer(wiring.Component):
 
         writer(self.mat_o, e.write[0], self.S, 0)
         writer(self.rmac_o, e.write[1], self.M, 1)
+        for port, al, bit in ((self.mat_o, self.write_align[0], 0),
+                              (self.rmac_o, self.write_align[1], 1)):
+            if al > 1:      # a write E cannot place (its words are picked by the alignment)
+                bad[bit].append(port.en & (port.addr[:al.bit_length() - 1] != 0))
         writer(self.aux_o, a.write[0], 1, 2)
         bad[1].append(e.conflict[1])
         # weight port: one T x S tile of S, an aligned line: element k of row r is byte k*S + r
