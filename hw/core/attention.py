@@ -19,7 +19,8 @@ to it (``ATT_OPS``): the R-MAC unit has ``ATT_KV_RDF`` alone, the MAT unit all t
   lanes and are written to ``obuf`` (AUX) in S's tiles of T x S (the MAT engine's; decision,
   docs/isa.md "S in AUX", :func:`sim.isa.att_s_offsets`): ``o_addr + (i // S) * pitch + (j // T)
   * line + (j % T) * S + i % S``, R consecutive bytes of one tile row per write (an R-MAC unit
-  whose R does not divide S cannot: ``ok`` low). Busy cycles ``d * ceil(d/L) * ceil(n/W)`` (= ``sim.perf``).
+  whose R does not divide S cannot: ``ok`` low). Busy cycles ``d * ceil(d/L) * ceil(n/W)``
+  (= ``sim.perf``).
 * ``ATT_DIV`` (step iv, MAT): ``den[t] = sum_j relu(Q[j, t]) * ksum8[j]`` on lane 0 (as
   ``sim.perf``: one lane), ``ceil(d/W)`` steps per token. ``x`` = W entries of ksum8 (uint8, read
   from AUX at ``w_addr``), ``w`` lane 0 = the W values of column t of Q (ReLU'd). ``den`` goes
@@ -31,8 +32,8 @@ to it (``ATT_OPS``): the R-MAC unit has ``ATT_KV_RDF`` alone, the MAT unit all t
 * ``ATT_OUT`` (steps iii + v, MAT): ``num[i, t] = sum_j relu(Q[j, t]) S[j, i]``; loop: for each
   block of L rows i, for each token t, ``ceil(d/W)`` steps; ``x`` = W values of column t of Q
   (ReLU'd), ``w[l][k]`` = ``S[j0 + k, i0 + l]`` from AUX: the tile at ``w_addr + (i0 // S) *
-  pitch + (j0 // T) * line`` (row stride 1, element stride S: one aligned line). The engine's ``num[i0:i0+L, t]`` goes through the unit's requant lanes as a KV
-  vector does (R rows per cycle, the drain of ``Unit``), each sub-block with the DIV entry of
+  pitch + (j0 // T) * line`` (row stride 1, element stride S: one aligned line). The engine's
+  ``num[i0:i0+L, t]`` goes through the unit's requant lanes as a KV vector does (R rows per cycle, the drain of ``Unit``), each sub-block with the DIV entry of
   token t read beside it (port ``r``, DIV address t: ``ATT_DIV`` of this head wrote it at
   ``o_addr`` = 0, as the compiler emits and ``sim.funcsim`` reads): ``requant(num,
   Dyadic(out_b, out_c + log2_emin + code))`` (the lane's product and round-half-up shift: one
@@ -316,7 +317,7 @@ class AttentionSequencer:
         wox = Signal(ADDR_BITS, name="att_wox")     # KV: row wo's place in its tile, (wo / TS) *
         #                                             line + (wo % TS) * SS; OUT: wo * n
         wjr = Signal(range(TS), name="att_wjr")     # KV: wo % TS
-        wcp = Signal(ADDR_BITS, name="att_wcp")     # KV: column col's, (col / SS) * pitch + col % SS
+        wcp = Signal(ADDR_BITS, name="att_wcp")     # KV: (col / SS) * pitch + col % SS
         wcs = Signal(range(SS), name="att_wcs")     # KV: col % SS
         wsn = Signal(ADDR_BITS, name="att_wsn")     # OUT: wch * n (the drain's sub-block rows)
         wr = Signal(name="att_wr")

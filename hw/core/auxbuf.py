@@ -1,8 +1,9 @@
 """The per-core auxiliary buffer, banked so that it maps onto simple dual-port RAMs.
 
 The AUX buffer carries the attention's intermediates (docs/isa.md): ``S = ReLU(K)^T V`` (int8,
-``d x d`` row-major, written by ``ATT_KV_*`` on an engine, read by ``ATT_OUT`` as the MAT's
-weight operand: a window of ``T`` rows x ``S`` consecutive columns per cycle) and ``ksum8``
+``d x d`` in tiles of T rows x S columns, one tile per line, ``sim.isa.att_s_offsets``; written
+by ``ATT_KV_*`` on an engine, read by ``ATT_OUT`` as the MAT's weight operand: one tile, an
+aligned line, per cycle) and ``ksum8``
 (written one byte per cycle by ``ATT_KSUM`` on the AUX unit, read by ``ATT_DIV`` as the MAT's
 broadcast operand: ``T`` consecutive bytes per cycle). Served literally (one memory port per
 gathered byte, ``S*T + T`` read ports on a 4 KB array) no synthesis tool can map it to RAM.
@@ -10,27 +11,27 @@ gathered byte, ``S*T + T`` read ports on a 4 KB array) no synthesis tool can map
 Layout (decision, docs/hw-core.md "AUX buffer"): two stores share AUX's address range.
 
 * **E** (engine store): written by the MAT's and the R-MAC's output ports, read by the MAT's
-  weight port. Banks of ``word_bytes``-byte words (:class:`BankedStore`: byte ``a`` in lane
-  ``a mod W`` of word ``a // W``, in bank ``(a // W) mod banks``), ``banks`` = the power of two
-  >= the words that max(S, M) consecutive bytes can touch, so such a line is in distinct banks
-  (:func:`aux_layout`); ``T`` copies (one per element of the weight port: element ``k`` reads
-  the line of consecutive bytes at ``addr + k * elem_stride`` from copy ``k``). Every copy takes
-  every write.
+  weight port. One line of ``sim.isa.att_s_line(S, T)`` bytes (a T x S tile of S) in banks of
+  ``W``-byte words (:class:`BankedStore`: byte ``a`` in lane ``a mod W`` of word ``a // W``, in
+  bank ``(a // W) mod banks``; ``W`` = :func:`e_word_bytes`, ``banks`` = line / W,
+  :func:`aux_layout`), **one copy**: the weight read is the aligned line (no rotation), a write
+  at most S consecutive bytes (a tile row), at the writer's ``write_align``. (Until issue #14's
+  "AUX without copies" S was row-major and E had T copies of max(S, M)-byte banks.)
 * **A** (adder-tree store): written by the AUX unit, read by the MAT's broadcast port; banks
   enough for T bytes at any address, one copy.
 
 So a read sees the bytes written through the same store: the MAT's weight port reads what the
 engines wrote and its broadcast port what the adder tree wrote, which is how the attention
-steps use AUX (``sim.funcsim`` checks it: it keeps the two stores apart too). Each bank copy is
-a ``lib.memory.Memory`` with one write port (byte enables) and one read port: with the default
-32-bit words (:data:`AUX_WORD_BYTES`) a BRAM18 in simple dual-port mode. The paper's 4 KB at
-T = S = M = 8 is 4 banks x 8 copies of 256 words (E, 32 RAMB18) + 4 banks of 256 words (A,
-4 RAMB18) instead of 73 replicas; ``word_bytes=1`` gives byte banks (8 x 8 + 8 of 512 bytes,
-72 RAMB18 each a quarter used).
+steps use AUX (``sim.funcsim`` checks it: it keeps the two stores apart too). Each bank is a
+``lib.memory.Memory`` with one write port (byte enables) and one read port: with the default
+32-bit words (:data:`AUX_WORD_BYTES`) a BRAM18 in simple dual-port mode, or LUTRAM when shallow.
+The paper's 4 KB at T = S = M = 8 is 16 banks of 64 words (E, LUTRAM in yosys) + 4 banks of
+256 words (A, 4 RAMB18); before, E was 4 banks x 8 copies of 256 words (32 RAMB18).
 
-Access rules (else the ``error`` bit of the requesting unit is set, sticky): a line is
-consecutive bytes at stride 1, so the MAT's weight port needs ``row_stride == 1`` (its rows are
-the line), its broadcast port and every output port ``elem_stride == 1``; the MAT and the R-MAC
+Access rules (else the ``error`` bit of the requesting unit is set, sticky): the MAT's weight
+port reads a tile: ``row_stride == 1``, ``elem_stride == S``, ``addr`` a multiple of the line;
+its broadcast port and every output port ``elem_stride == 1``; E writes at multiples of their
+writer's ``write_align`` and no byte past the S-th (an R-MAC with M > S); the MAT and the R-MAC
 must not write E in the same cycle to the same bank (a bank of words: bytes ``4w .. 4w + 3``
 for every word ``w`` of that bank). Bytes outside the buffer read as 0; writes to
 them are dropped (the contract of ``hw.core.ports``).
@@ -49,8 +50,8 @@ from sim.isa import att_s_line
 from ..params import check_int, check_pow2
 from .ports import ADDR_BITS, gather_read_signature, scatter_write_signature
 
-__all__ = ["AUX_WORD_BYTES", "AuxBuffer", "BankedStore", "a_word_bytes", "aux_layout", "e_word_bytes",
-           "kv_write_align", "max_unaligned_bytes", "span_words"]
+__all__ = ["AUX_WORD_BYTES", "AuxBuffer", "BankedStore", "a_word_bytes", "aux_layout",
+           "e_word_bytes", "kv_write_align", "max_unaligned_bytes", "span_words"]
 
 
 def _pow2_at_least(n: int) -> int:

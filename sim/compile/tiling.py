@@ -18,10 +18,10 @@ from ..isa import att_s_bytes, att_s_line
 from .common import ALIGN, PARAM_RECORD, CompileError, align, cdiv, split
 from .cost import conv_cycles, dw_cycles
 
-__all__ = ["att_aux_half", "TILES_TARGET", "FUSED_TILES", "FUSED_TILES_S1", "MIN_TILE_BYTES", "MAX_FIELD",
+__all__ = ["TILES_TARGET", "FUSED_TILES", "FUSED_TILES_S1", "MIN_TILE_BYTES", "MAX_FIELD",
            "ranges", "core_grids", "best_dw_split", "plan_conv", "engine_split", "tile_rows",
            "fit_rows", "conv_chunk", "dw_chunk", "chain_tile_regions", "fused_tile_rows",
-           "attention_plan"]
+           "attention_plan", "att_aux_half"]
 
 TILES_TARGET = 4        #: aim for at least this many row tiles per layer (inter-layer overlap)
 FUSED_TILES = 4         #: row tiles per fused chain at least (fewer: less halo recompute)
