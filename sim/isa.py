@@ -27,7 +27,7 @@ __all__ = ["IsaError", "Instr", "FORMATS", "OPCODES", "UNITS", "BUFS", "REGS", "
            "encode", "decode", "encode_stream", "decode_stream", "WORD_BITS", "unit_of",
            "REG_LIMITS", "Limit", "LIMITS", "LimitError", "check_limit", "WIDTHS",
            "SHAPE_LIMITS", "dw_kernel_ok", "DW_HOLD_EXTRA", "att_s_line", "att_s_pitch",
-           "att_s_bytes", "att_s_offsets"]
+           "att_s_bytes", "att_s_offsets", "att_kv_fits"]
 
 WORD_BITS = 128
 OPCODE_BITS = 5
@@ -202,6 +202,13 @@ def att_s_pitch(d: int, S: int, T: int) -> int:
 def att_s_bytes(d: int, S: int, T: int) -> int:
     """Bytes of AUX that one head's S spans (``ceil(d/S)`` column blocks)."""
     return -(-d // S) * att_s_pitch(d, S, T)
+
+
+def att_kv_fits(S: int, R: int) -> bool:
+    """Whether a unit whose requant lanes write ``R`` consecutive columns of S per cycle keeps
+    each write inside one tile row (R divides S): the MAT always; an R-MAC only then (else
+    ``ATT_KV_RDF`` stops it with its error flag and the compiler puts step i on the MAT)."""
+    return S % R == 0
 
 
 def att_s_offsets(d: int, S: int, T: int) -> np.ndarray:

@@ -362,6 +362,31 @@ def test_core_attention(name):
     check_cycles(name, binary, env, cycles)
 
 
+@pytest.mark.parametrize("case,changes,kv_op", [
+    ("att_d6", dict(M=3, T=3, S=6), "ATT_KV_RDF"),      # T*S = 18: 32-byte lines, R = 3 | S
+    ("att", dict(M=4, T=4, S=6), "ATT_KV_MAT"),         # the R-MAC's R = 4 does not divide S
+    ("att_d6", dict(N=4, M=4, T=2, S=8, requant_mat=2, requant_rmac=2), "ATT_KV_RDF")])
+def test_core_attention_s_tiles_at_other_engine_sizes(case, changes, kv_op):
+    """S in AUX in T x S tiles (sim.isa.att_s_offsets) at engine sizes that are not powers of
+    two or where the R-MAC's requant lanes do not divide S (the compiler then puts step i on the
+    MAT, sim.isa.att_kv_fits): bit-exact with sim.golden and sim.funcsim, S where the layout
+    says, every instruction's cycles equal to sim.perf's."""
+    prog, cfg, binary, x, env, cycles, local = run_attention(case, **changes)
+    assert {op for _, op, _, _ in env.compute_spans()} == {kv_op, "ATT_KSUM", "ATT_DIV",
+                                                           "ATT_OUT"}
+    out = env.outputs()["y"]
+    np.testing.assert_array_equal(out, golden.run(prog, x)["y"])
+    np.testing.assert_array_equal(out, funcsim.run(binary, x)["y"])
+    node = prog.nodes[0]
+    d = int(node.attrs["dim"])
+    st = golden.attention_steps(x, node.params, d)
+    h = st["s8"].shape[0] - 1
+    base = (h % 2) * att_aux_half(cfg, d)
+    np.testing.assert_array_equal(local["AUX"][base + att_s_offsets(d, cfg.S, cfg.T)]
+                                  .view(np.int8), st["s8"][h])
+    check_cycles(f"{case} {changes}", binary, env, cycles)
+
+
 def test_core_depthwise_extreme_sums():
     """The depthwise hold bank keeps DW_HOLD_BITS (21) bits of each sum: a 5x5 DW_RSA on uint8
     inputs of 255 with all weights -128 (channel 0) and 127 (channel 1) reaches sums of

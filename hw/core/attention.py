@@ -53,7 +53,7 @@ from __future__ import annotations
 from amaranth import Cat, Mux, Signal, signed
 
 from hw.units import Log2Quantizer
-from sim.isa import BUFS, FORMATS, att_s_line
+from sim.isa import BUFS, FORMATS, att_kv_fits, att_s_line
 
 from .ports import ADDR_BITS
 
@@ -112,7 +112,7 @@ class AttentionSequencer:
         R_w = R if unit.drain > 1 else L            # columns one KV write carries
         # a KV write stays inside one tile row when R_w divides SS (MAT: always); else this
         # unit cannot run ATT_KV (ok low: the unit stops with error)
-        kv_fits = SS % R_w == 0
+        kv_fits = att_kv_fits(SS, R_w)
         nt = Signal(CNT, name="att_ntiles")         # ceil(d / TS)
         pitch = Signal(ADDR_BITS, name="att_pitch")
         if TS & (TS - 1) == 0:

@@ -45,7 +45,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sim.isa import att_s_line
+from sim.isa import att_kv_fits, att_s_line
 
 from ..params import check_int, check_pow2
 from .ports import ADDR_BITS, gather_read_signature, scatter_write_signature
@@ -111,7 +111,7 @@ def kv_write_align(S: int, T: int, R: int) -> int:
     requant lanes) consecutive columns of one row of an S tile (``hw.core.attention``), at a
     multiple of R inside a line: R's largest power-of-two divisor, at most the line
     (``sim.isa.att_s_line(S, T)``). Only when R divides S (else the unit cannot run ATT_KV)."""
-    return min(R & -R, att_s_line(S, T)) if S % R == 0 else 1
+    return min(R & -R, att_s_line(S, T)) if att_kv_fits(S, R) else 1
 
 
 def line_write_signature(banks: int) -> wiring.Signature:
