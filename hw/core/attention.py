@@ -33,9 +33,10 @@ to it (``ATT_OPS``): the R-MAC unit has ``ATT_KV_RDF`` alone, the MAT unit all t
   block of L rows i, for each token t, ``ceil(d/W)`` steps; ``x`` = W values of column t of Q
   (ReLU'd), ``w[l][k]`` = ``S[j0 + k, i0 + l]`` from AUX: the tile at ``w_addr + (i0 // S) *
   pitch + (j0 // T) * line`` (row stride 1, element stride S: one aligned line). The engine's
-  ``num[i0:i0+L, t]`` goes through the unit's requant lanes as a KV vector does (R rows per cycle, the drain of ``Unit``), each sub-block with the DIV entry of
-  token t read beside it (port ``r``, DIV address t: ``ATT_DIV`` of this head wrote it at
-  ``o_addr`` = 0, as the compiler emits and ``sim.funcsim`` reads): ``requant(num,
+  ``num[i0:i0+L, t]`` goes through the unit's requant lanes as a KV vector does (R rows per
+  cycle, the drain of ``Unit``), each sub-block with the DIV entry of token t read beside it
+  (port ``r``, DIV address t: ``ATT_DIV`` of this head wrote it at ``o_addr`` = 0, as the
+  compiler emits and ``sim.funcsim`` reads): ``requant(num,
   Dyadic(out_b, out_c + log2_emin + code))`` (the lane's product and round-half-up shift: one
   rounding), saturated to int8, and 0 where the zero flag is set (the lane's multiplier is then
   0). Written to ``obuf`` at ``o_addr + i*n + t``. Busy cycles ``ceil(d/L) * n * ceil(d/W)``
