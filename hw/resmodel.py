@@ -27,7 +27,10 @@ core glue              output paths, buffer A's banks and multiplexers,     pape
 local buffers (BRAM)   counted from the structure: every bank of ``d``      exact on both cores
                        bytes (byte-wide or 32-bit words) is
                        ``ceil(d / 2048)`` RAMB18 when
-                       ``d >= BRAM_MIN_DEPTH``, else LUTRAM (in the rest)
+                       ``d >= BRAM_MIN_DEPTH`` (and, for
+                       words wider than a byte, at least
+                       ``BRAM_MIN_WORDS`` of them), else
+                       LUTRAM (in the rest)
 system parts           dispatcher ``d0 + d1 * queues``; register block,    the parts at
                        DMA engines, global units, read arbiter: constants  ``small:L=1`` and L=2
 global buffers B/C/OUT ``ceil(bytes / 4096)`` RAMB36 each (as               -
@@ -66,6 +69,9 @@ FIT_FILE = Path(__file__).with_name("resmodel_fit.json")
 RES = ("LUT", "FF", "DSP48E2")
 #: a byte-wide bank at least this deep maps to block RAM (yosys memory_libmap, seen on the cores)
 BRAM_MIN_DEPTH = 256
+#: ... and a bank of wider words only from this many words on: the AUX engine store's 64 x 32-bit
+#: banks at `paper` (256 bytes each) map to LUTRAM, buffer A's 128 x 32-bit ones to block RAM
+BRAM_MIN_WORDS = 128
 FIT_VERSION = 2
 
 
@@ -163,21 +169,24 @@ def run_estimate(kind: str, params: dict) -> dict:
 def _banks(depth: int, banks: int, copies: int, word: int = 1) -> int:
     """RAMB18s of a ``hw.core.auxbuf.BankedStore``: ``banks`` x ``copies`` memories of
     ``word``-byte words holding ``depth`` bytes; a memory of at least ``BRAM_MIN_DEPTH`` bytes
-    is ``ceil(bytes / 2048)`` RAMB18 (2 KB of data each, byte-wide or 32-bit), else LUTRAM."""
-    per = -(-(-(-depth // word)) // banks) * word
-    return banks * copies * (-(-per // 2048) if per >= BRAM_MIN_DEPTH else 0)
+    (and ``BRAM_MIN_WORDS`` words when they are wider than a byte) is ``ceil(bytes / 2048)``
+    RAMB18 (2 KB of data each, byte-wide or 32-bit), else LUTRAM."""
+    words = -(-(-(-depth // word)) // banks)
+    per = words * word
+    bram = per >= BRAM_MIN_DEPTH and (word == 1 or words >= BRAM_MIN_WORDS)
+    return banks * copies * (-(-per // 2048) if bram else 0)
 
 
 def local_bram18(c: dict) -> int:
     """RAMB18s of one core's local buffers (A: ``a_line / a_word`` banks of ``a_word``-byte
     words x 2 copies, ``hw.core.auxbuf.a_word_bytes``; AUX: its E and A stores,
-    ``hw.core.auxbuf.aux_layout``, in 32-bit words; DIV: one byte memory)."""
-    from hw.core.auxbuf import AUX_WORD_BYTES, a_word_bytes, aux_layout
+    ``hw.core.auxbuf.aux_layout``, in its words; DIV: one byte memory)."""
+    from hw.core.auxbuf import a_word_bytes, aux_layout
     kw = _core_kw(c)
     aw = a_word_bytes(kw["a_line"], c["N"])
     n = _banks(kw["a_bytes"], kw["a_line"] // aw, 2, aw)
-    for banks, copies in aux_layout(c["S"], c["T"], c["M"]).values():
-        n += _banks(kw["aux_bytes"], banks, copies, AUX_WORD_BYTES)
+    for banks, copies, word in aux_layout(c["S"], c["T"], c["M"]).values():
+        n += _banks(kw["aux_bytes"], banks, copies, word)
     n += _banks(kw["div_bytes"], 1, 1)
     return n
 

@@ -34,7 +34,8 @@ from . import golden, timing
 from . import numerics as nx
 from .intprogram import Epilogue
 from .isa import (ACT_NAMES, ACTS, BLOCK_OPS, BUF_NAMES, BUFS, DW_HOLD_EXTRA, REG_LIMITS,
-                  REG_NAMES, WIDTHS, LimitError, block_unit_ok, check_limit, dw_kernel_ok)
+                  REG_NAMES, WIDTHS, LimitError, att_s_bytes, att_s_line, att_s_offsets,
+                  block_unit_ok, check_limit, dw_kernel_ok)
 
 __all__ = ["FuncSimError", "run", "build_queues", "host_ln", "GLOBAL_UNITS", "CORE_UNITS"]
 
@@ -99,6 +100,7 @@ class _Machine:
                       for i in range(cfg.L)}
         self.regs = {}
         self.sems = {}
+        self.s_off = {}         # d -> sim.isa.att_s_offsets(d, S, T)
 
     # memory helpers ----------------------------------------------------------------------------
     def buf(self, stream, bid, store=None):
@@ -328,7 +330,11 @@ class _Machine:
         if op in ("ATT_KV_RDF", "ATT_KV_MAT"):
             v = self.read(stream, BUFS["B"], f["w_addr"], d, n, r["XSTRIDE"], r["XSIGNED"])
             _, s8 = golden.attention_kv(relu, v[None], prm)
-            self.write(stream, f["obuf"], f["o_addr"], s8[0], d)
+            if f["obuf"] == aux:    # S in tiles of T x S (sim.isa.att_s_offsets)
+                mem = self.att_s(stream, op, f["o_addr"], d)
+                mem[f["o_addr"] + self.s_off[d]] = (s8[0] & 0xFF).astype(np.uint8)
+            else:
+                self.write(stream, f["obuf"], f["o_addr"], s8[0], d)
         elif op == "ATT_KSUM":
             _, ksum8 = golden.attention_ksum(relu, prm)
             self.write(stream, f["obuf"], f["o_addr"], ksum8.reshape(1, d), d,
@@ -338,10 +344,30 @@ class _Machine:
             den, _, code = golden.attention_div(relu, ks, prm)
             self.write(stream, f["obuf"], f["o_addr"], (code | (den == 0) << 4).reshape(1, n), n)
         elif op == "ATT_OUT":
-            s8 = self.read(stream, aux, f["w_addr"], d, d, d, True)
+            mem = self.att_s(stream, op, f["w_addr"], d)
+            s8 = mem[f["w_addr"] + self.s_off[d]].view(np.int8).astype(np.int64)
             div = self.read(stream, BUFS["DIV"], 0, 1, n, n, False)
             _, out = golden.attention_out(relu, s8[None], div & 15, div >> 4 & 1, prm)
             self.write(stream, f["obuf"], f["o_addr"], out[0], n)
+
+    def att_s(self, stream, op, addr, d):
+        """The AUX engine store of ``stream`` after checking that S of a ``d``-channel head at
+        ``addr`` is line-aligned and inside it (``sim.isa.att_s_offsets``, the layout the MAT's
+        weight port reads one line of per cycle)."""
+        cfg = self.b.cfg
+        line = att_s_line(cfg.S, cfg.T)
+        mem, _ = self.buf(stream, BUFS["AUX"])
+        if addr % line:
+            raise FuncSimError(f"{stream}: {op} with S at AUX {addr}: S is stored in lines of"
+                               f" {line} bytes (T x S tiles, sim.isa.att_s_offsets); its address"
+                               " must be a multiple of the line")
+        if d not in self.s_off:
+            self.s_off[d] = att_s_offsets(d, cfg.S, cfg.T)
+        if addr + att_s_bytes(d, cfg.S, cfg.T) > mem.size:
+            raise FuncSimError(f"{stream}: {op}: S of a {d}-channel head at AUX {addr}"
+                               f" ({att_s_bytes(d, cfg.S, cfg.T)} bytes in T x S tiles) leaves"
+                               f" AUX ({mem.size} bytes)")
+        return mem
 
     def host_ln(self, ins):
         host_ln(ins.f, read=lambda a, n: self.dram[a:a + n], write=self._dram_write)

@@ -27,7 +27,8 @@ __all__ = ["IsaError", "Instr", "FORMATS", "OPCODES", "UNITS", "BUFS", "REGS", "
            "encode", "decode", "encode_stream", "decode_stream", "WORD_BITS", "unit_of",
            "REG_LIMITS", "Limit", "LIMITS", "LimitError", "check_limit", "WIDTHS",
            "SHAPE_LIMITS", "dw_kernel_ok", "DW_HOLD_EXTRA", "MAX_BLOCK", "BLOCK_OPS",
-           "block_unit_ok"]
+           "block_unit_ok", "att_s_line", "att_s_pitch", "att_s_bytes", "att_s_offsets",
+           "att_kv_fits"]
 
 WORD_BITS = 128
 OPCODE_BITS = 5
@@ -202,6 +203,46 @@ def dw_kernel_ok(k: int, n: int) -> bool:
     lo, hi = SHAPE_LIMITS["dw_kernel"]
     return lo <= k <= hi and k * k >= n + DW_HOLD_EXTRA
 
+
+# ---- the attention's S in AUX (docs/isa.md "S in AUX"; docs/hw-core.md "AUX buffer") ----------
+# S (``d x d`` int8, written by ATT_KV_*, read by ATT_OUT as the MAT's weight operand: T rows j
+# x S columns i per cycle) is stored in **tiles of T rows x S columns**, each at a line of
+# ``att_s_line(S, T)`` bytes (the power of two >= T*S): row r of a tile at ``r*S``, column c at
+# ``+ c``. The tiles of a column block (S columns) are consecutive lines, ``ceil(d/T)`` of them
+# (rows padded up to a multiple of T), and the column blocks follow each other:
+#   S[j, i] at  o_addr + (i // S) * att_s_pitch(d, S, T) + (j // T) * line + (j % T) * S + i % S
+# so ATT_OUT's window (rows j0.., columns i0.., j0 % T == 0, i0 % S == 0) is one aligned line
+# and ATT_KV writes at most S consecutive bytes of one tile row. ``o_addr`` of ATT_KV_* and
+# ``w_addr`` of ATT_OUT are multiples of the line.
+
+def att_s_line(S: int, T: int) -> int:
+    """Bytes per tile of S in AUX: the power of two >= ``T * S``, at least 2."""
+    return max(2, 1 << (T * S - 1).bit_length())
+
+
+def att_s_pitch(d: int, S: int, T: int) -> int:
+    """Bytes per column block of S (``S`` columns, ``ceil(d/T)`` tiles)."""
+    return -(-d // T) * att_s_line(S, T)
+
+
+def att_s_bytes(d: int, S: int, T: int) -> int:
+    """Bytes of AUX that one head's S spans (``ceil(d/S)`` column blocks)."""
+    return -(-d // S) * att_s_pitch(d, S, T)
+
+
+def att_kv_fits(S: int, R: int) -> bool:
+    """Whether a unit whose requant lanes write ``R`` consecutive columns of S per cycle keeps
+    each write inside one tile row (R divides S): the MAT always; an R-MAC only then (else
+    ``ATT_KV_RDF`` stops it with its error flag and the compiler puts step i on the MAT)."""
+    return S % R == 0
+
+
+def att_s_offsets(d: int, S: int, T: int) -> np.ndarray:
+    """``(d, d)`` int64: the AUX offset of ``S[j, i]`` from the tile base (see above)."""
+    j = np.arange(d)[:, None]
+    i = np.arange(d)[None, :]
+    return ((i // S) * att_s_pitch(d, S, T) + (j // T) * att_s_line(S, T) + (j % T) * S
+            + i % S).astype(np.int64)
 
 def check_limit(name: str, value, where: str = "") -> None:
     """Raise :class:`LimitError` naming ``where``, ``name`` and the offending value when any

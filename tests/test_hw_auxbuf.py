@@ -3,10 +3,12 @@
 
 Reference (written from hw.core.ports, not from the bank layout): two byte arrays E and A of
 ``depth`` bytes; a scatter write stores element ``e`` at ``addr + e`` (where ``mask[e]``; dropped
-at or past ``depth``), E from the MAT / R-MAC outputs and A from the AUX unit's; a gather read
-returns ``data[r][k] = E[addr + r*row_stride + k*elem_stride]`` (weight port) or ``A[addr + k]``
-(broadcast port), 0 outside, one cycle after ``en``. Random traffic with a fixed seed, writes and
-reads in the same cycles, depths that are not multiples of the bank count.
+at or past ``depth``), E from the MAT / R-MAC outputs (at most S bytes: a row of one of S's T x S
+tiles) and A from the AUX unit's; a gather read returns ``data[r][k] = E[addr + r*row_stride +
+k*elem_stride]`` (weight port: row stride 1, element stride S, ``addr`` a multiple of the tile
+line ``sim.isa.att_s_line(S, T)``, the rule of the aligned E) or ``A[addr + k]`` (broadcast port),
+0 outside, one cycle after ``en``. Random traffic with a fixed seed, writes and reads in the same
+cycles, depths that are not multiples of the bank count or of the line.
 """
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from hw.core.auxbuf import AuxBuffer, BankedStore
+from sim.isa import att_s_line
 
 
 def _run(dut, bench):
@@ -32,17 +35,25 @@ def _idle(ctx, dut):
         ctx.set(p.elem_stride, 1)
 
 
-@pytest.mark.parametrize("S,T,M,depth,W", [(4, 4, 4, 96, 1), (3, 2, 5, 100, 1), (8, 8, 8, 520, 1),
-                                           (1, 3, 1, 37, 1), (8, 8, 8, 520, 4), (4, 4, 4, 96, 4),
-                                           (3, 2, 5, 101, 4), (1, 3, 1, 37, 4), (8, 8, 8, 522, 2)])
-def test_aux_buffer_matches_byte_array_model(S, T, M, depth, W):
+@pytest.mark.parametrize("S,T,M,depth,W,align", [
+    (4, 4, 4, 96, 1, (1, 1)), (3, 2, 5, 100, 1, (1, 1)), (8, 8, 8, 520, 1, (1, 1)),
+    (1, 3, 1, 37, 1, (1, 1)), (8, 8, 8, 520, 4, (1, 1)), (4, 4, 4, 96, 4, (1, 1)),
+    (3, 2, 5, 101, 4, (1, 1)), (1, 3, 1, 37, 4, (1, 1)), (8, 8, 8, 522, 2, (1, 1)),
+    # aligned writes (the core's: kv_write_align of R = 4 on the MAT, 8 on the R-MAC at paper)
+    (8, 8, 8, 520, 4, (4, 8)), (4, 4, 4, 96, 4, (4, 4)), (8, 8, 8, 522, 2, (2, 8)),
+    (8, 4, 8, 300, 4, (8, 2))])
+def test_aux_buffer_matches_byte_array_model(S, T, M, depth, W, align):
     """Both layouts: byte banks (``word_bytes=1``) and banks of 2- or 4-byte words (the core's,
-    BRAM18s in SDP mode)."""
-    dut = AuxBuffer(depth=depth, S=S, T=T, M=M, word_bytes=W)
+    BRAM18s in SDP mode). E is one copy of one tile line in banks: the weight read is that line
+    (T x S bytes of it), the writes S consecutive bytes at any address (or at multiples of
+    ``write_align``, whole words picked per bank)."""
+    dut = AuxBuffer(depth=depth, S=S, T=T, M=M, word_bytes=W, write_align=align)
     rng = np.random.default_rng(S * 100 + T * 10 + M + W)
     E = np.zeros(depth, np.int64)
     A = np.zeros(depth, np.int64)
     banks, wb = dut.e_store.banks, dut.e_store.word_bytes
+    line = att_s_line(S, T)
+    assert dut.e_store.copies == 1 and banks * wb == line
 
     def bank_set(lo, n):
         return {(a // wb) % banks for a in range(lo, lo + n)}
@@ -53,7 +64,7 @@ def test_aux_buffer_matches_byte_array_model(S, T, M, depth, W):
         for cyc in range(400):
             # one cycle: maybe a MAT write, an R-MAC write to other banks, an AUX write, reads
             ops = []
-            lo = int(rng.integers(0, depth + 4))
+            lo = int(rng.integers(0, depth + 4)) // align[0] * align[0]
             if rng.random() < 0.5:
                 n = S
                 mask = int(rng.integers(0, 1 << n))
@@ -62,11 +73,12 @@ def test_aux_buffer_matches_byte_array_model(S, T, M, depth, W):
             if rng.random() < 0.4:
                 # the R-MAC writes M bytes that share no bank with the MAT's line
                 base = lo + S if ops else lo
+                base = -(-base // align[1]) * align[1]
                 if ops and bank_set(lo, S) & bank_set(base, M):
                     base = None
                 if base is not None:
-                    n = M
-                    mask = int(rng.integers(0, 1 << n))
+                    n = M       # of which the first min(M, S) (a tile row) may be written
+                    mask = int(rng.integers(0, 1 << min(n, S)))
                     ops.append((dut.rmac_o, base, mask, rng.integers(0, 256, n), E))
             if rng.random() < 0.5:
                 ops.append((dut.aux_o, int(rng.integers(0, depth + 2)), 1,
@@ -79,7 +91,7 @@ def test_aux_buffer_matches_byte_array_model(S, T, M, depth, W):
                     ctx.set(port.data[e], int(v))
             rw = rng.random() < 0.6
             rx = rng.random() < 0.6
-            wreq = (int(rng.integers(0, depth + 8)), int(rng.integers(0, 40)))
+            wreq = (int(rng.integers(0, -(-depth // line) + 1)) * line, S)
             xreq = int(rng.integers(0, depth + 8))
             ctx.set(dut.mat_w.en, int(rw))
             ctx.set(dut.mat_w.addr, wreq[0])
@@ -125,24 +137,32 @@ def _both_writers(a_mat, a_rmac, mask):
 
 #: case -> (the error bit expected, or None; the (port, field, value) settings of one cycle)
 RULE_CASES = {
-    "w_row_stride": (0, [("mat_w", "en", 1), ("mat_w", "row_stride", 2)]),
+    "w_row_stride": (0, [("mat_w", "en", 1), ("mat_w", "row_stride", 2),
+                         ("mat_w", "elem_stride", 4)]),
+    # the weight read is one aligned tile line (16 bytes at S = T = 4): element stride S, a
+    # multiple of 16
+    "w_elem_stride": (0, [("mat_w", "en", 1), ("mat_w", "row_stride", 1),
+                          ("mat_w", "elem_stride", 5)]),
+    "w_unaligned": (0, [("mat_w", "en", 1), ("mat_w", "addr", 20), ("mat_w", "row_stride", 1),
+                        ("mat_w", "elem_stride", 4)]),
     "x_elem_stride": (0, [("mat_x", "en", 1), ("mat_x", "elem_stride", 4)]),
     "rmac_elem_stride": (1, [("rmac_o", "en", 1), ("rmac_o", "elem_stride", 2)]),
     "mat_wide": (0, [("mat_o", "en", 1), ("mat_o", "wide", 1)]),
     # bytes 10..13 and 12..15: banks 2, 3 (bytes) or bank 1 (4-byte words) are hit twice
     "same_bank": (1, _both_writers(10, 12, 0xF)),
-    # both writers on disjoint banks (bytes: 0, 1 and 2, 3; 4-byte words: 0 and 1) at stride 1,
-    # a weight read at stride 7
-    "ok": (None, _both_writers(8, 14, 0x3) + [("mat_w", "en", 1), ("mat_w", "row_stride", 1),
-                                               ("mat_w", "elem_stride", 7)]),
+    # both writers on disjoint banks (bytes: 8, 9 and 14, 15; 4-byte words: 2 and 3) at stride
+    # 1, a weight read of the line at 32
+    "ok": (None, _both_writers(8, 14, 0x3) + [("mat_w", "en", 1), ("mat_w", "addr", 32),
+                                               ("mat_w", "row_stride", 1),
+                                               ("mat_w", "elem_stride", 4)]),
 }
 
 
 @pytest.mark.parametrize("W", [1, 4])
 @pytest.mark.parametrize("case", RULE_CASES)
 def test_aux_buffer_flags_accesses_it_cannot_serve(case, W):
-    """Accesses outside the banked layout's rules set the requesting unit's error bit (byte banks
-    and 4-byte words: banks 0, 1 of 2 hold bytes 0-3, 4-7 of each 8)."""
+    """Accesses outside the banked layout's rules set the requesting unit's error bit (E at S =
+    T = 4: a 16-byte line in 16 byte banks or 4 banks of 4-byte words)."""
     dut = AuxBuffer(depth=256, S=4, T=4, M=4, word_bytes=W)
     bit, settings = RULE_CASES[case]
 
@@ -154,6 +174,46 @@ def test_aux_buffer_flags_accesses_it_cannot_serve(case, W):
         _idle(ctx, dut)
         await ctx.tick()
         assert ctx.get(dut.error) == (0 if bit is None else 1 << bit)
+
+    _run(dut, bench)
+
+
+@pytest.mark.parametrize("port,addr,err", [("mat_o", 2, 1), ("rmac_o", 6, 2), ("mat_o", 4, 0),
+                                           ("rmac_o", 12, 0)])
+def test_aux_buffer_flags_writes_off_their_alignment(port, addr, err):
+    """With ``write_align`` (the core's :func:`kv_write_align`) a write at an address that is not
+    a multiple of its writer's alignment sets that writer's error bit."""
+    dut = AuxBuffer(depth=256, S=4, T=4, M=4, write_align=(4, 4))
+
+    async def bench(ctx):
+        _idle(ctx, dut)
+        for f, v in (("en", 1), ("addr", addr), ("mask", 0xF)):
+            ctx.set(getattr(getattr(dut, port), f), v)
+        await ctx.tick()
+        _idle(ctx, dut)
+        await ctx.tick()
+        assert ctx.get(dut.error) == err
+
+    _run(dut, bench)
+
+
+def test_aux_buffer_flags_rmac_write_past_a_tile_row():
+    """With M > S the R-MAC's write port is wider than a row of S's tiles: a write with a mask bit
+    past S sets its error bit, one within S does not (and lands)."""
+    dut = AuxBuffer(depth=128, S=2, T=4, M=4)
+
+    async def bench(ctx):
+        _idle(ctx, dut)
+        for mask, err in ((0x3, 0), (0x4, 1 << 1)):
+            for f, v in (("en", 1), ("addr", 8), ("mask", mask)):
+                ctx.set(getattr(dut.rmac_o, f), v)
+            for e in range(4):
+                ctx.set(dut.rmac_o.data[e], 10 + e)
+            await ctx.tick()
+            _idle(ctx, dut)
+            await ctx.tick()
+            assert ctx.get(dut.error) == err
+        assert list(dut.e_store.contents(ctx)[8:12]) == [10, 11, 0, 0]
 
     _run(dut, bench)
 

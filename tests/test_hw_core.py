@@ -18,6 +18,8 @@ import pytest
 from hw.core import Core, Unit
 from sim import compile as sc
 from sim import funcsim, golden, perf, timing
+from sim.compile.tiling import att_aux_half
+from sim.isa import att_s_bytes, att_s_line, att_s_offsets
 from tb.core.cases import CASES, make_case, small_config, pointwise_program
 from tb.core.harness import UNITS, CoreEnv, HarnessError, simulate_amaranth
 
@@ -347,14 +349,42 @@ def test_core_attention(name):
     assert st["ksum8"].max() > 127      # uint8 ksum8 as ATT_DIV's broadcast (9-bit) operand
     assert heads >= 2
     aux, aux_a, div = local["AUX"], local["AUX_A"], local["DIV"]
+    # S in tiles of T x S (sim.isa.att_s_offsets), then ksum8; the halves (sim.compile's
+    # att_aux_half) start on a tile line
+    off, sb = att_s_offsets(d, cfg.S, cfg.T), att_s_bytes(d, cfg.S, cfg.T)
+    assert att_aux_half(cfg, d) % att_s_line(cfg.S, cfg.T) == 0
     for h in range(heads - 2, heads):   # the last head written into each AUX half
-        base = (h % 2) * (d * d + d)    # AUX half of the core's h-th head (sim.compile)
-        np.testing.assert_array_equal(aux[base:base + d * d].view(np.int8).reshape(d, d),
-                                      st["s8"][h])
-        np.testing.assert_array_equal(aux_a[base + d * d:base + d * d + d], st["ksum8"][h])
+        base = (h % 2) * att_aux_half(cfg, d)     # AUX half of the core's h-th head
+        np.testing.assert_array_equal(aux[base + off].view(np.int8), st["s8"][h])
+        np.testing.assert_array_equal(aux_a[base + sb:base + sb + d], st["ksum8"][h])
     np.testing.assert_array_equal(div[:n] & 15, st["code"][-1])
     np.testing.assert_array_equal(div[:n] >> 4, (st["den"][-1] == 0).astype(np.uint8))
     check_cycles(name, binary, env, cycles)
+
+
+@pytest.mark.parametrize("case,changes,kv_op", [
+    ("att_d6", dict(M=3, T=3, S=6), "ATT_KV_RDF"),      # T*S = 18: 32-byte lines, R = 3 | S
+    ("att", dict(M=4, T=4, S=6), "ATT_KV_MAT"),         # the R-MAC's R = 4 does not divide S
+    ("att_d6", dict(N=4, M=4, T=2, S=8, requant_mat=2, requant_rmac=2), "ATT_KV_RDF")])
+def test_core_attention_s_tiles_at_other_engine_sizes(case, changes, kv_op):
+    """S in AUX in T x S tiles (sim.isa.att_s_offsets) at engine sizes that are not powers of
+    two or where the R-MAC's requant lanes do not divide S (the compiler then puts step i on the
+    MAT, sim.isa.att_kv_fits): bit-exact with sim.golden and sim.funcsim, S where the layout
+    says, every instruction's cycles equal to sim.perf's."""
+    prog, cfg, binary, x, env, cycles, local = run_attention(case, **changes)
+    assert {op for _, op, _, _ in env.compute_spans()} == {kv_op, "ATT_KSUM", "ATT_DIV",
+                                                           "ATT_OUT"}
+    out = env.outputs()["y"]
+    np.testing.assert_array_equal(out, golden.run(prog, x)["y"])
+    np.testing.assert_array_equal(out, funcsim.run(binary, x)["y"])
+    node = prog.nodes[0]
+    d = int(node.attrs["dim"])
+    st = golden.attention_steps(x, node.params, d)
+    h = st["s8"].shape[0] - 1
+    base = (h % 2) * att_aux_half(cfg, d)
+    np.testing.assert_array_equal(local["AUX"][base + att_s_offsets(d, cfg.S, cfg.T)]
+                                  .view(np.int8), st["s8"][h])
+    check_cycles(f"{case} {changes}", binary, env, cycles)
 
 
 def test_core_depthwise_extreme_sums():

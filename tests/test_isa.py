@@ -80,3 +80,31 @@ def test_stream_round_trip():
     assert arr.shape == (4, 2) and arr.dtype == np.uint64
     back = decode_stream(arr)
     assert [(b.op, b.f) for b in back] == [(i.op, decode(encode(i)).f) for i in ins]
+
+
+# -- the attention's S in AUX (docs/isa.md "S in AUX") ------------------------------------------
+
+@pytest.mark.parametrize("S,T", [(1, 1), (2, 3), (3, 2), (4, 4), (5, 6), (6, 6), (8, 8), (4, 8)])
+def test_att_s_layout_serves_every_window_as_one_line(S, T):
+    """Exhaustive over d = 1..20: every S[j, i] has its own byte inside ``att_s_bytes``; the
+    ATT_OUT window of rows j0..j0+T-1 and columns i0..i0+S-1 (j0 % T == 0, i0 % S == 0) is the
+    line at a multiple of ``att_s_line`` (a power of two >= T*S), element (k, l) at ``k*S + l``;
+    an ATT_KV write of columns i0.. of one row is consecutive bytes inside one line."""
+    from sim.isa import att_s_bytes, att_s_line, att_s_offsets
+    line = att_s_line(S, T)
+    assert line >= max(2, T * S) and line & (line - 1) == 0 and line < 2 * max(2, T * S)
+    for d in range(1, 21):
+        off = att_s_offsets(d, S, T)
+        assert off.shape == (d, d)
+        assert len(np.unique(off)) == d * d
+        assert off.min() >= 0 and off.max() < att_s_bytes(d, S, T)
+        assert att_s_bytes(d, S, T) == -(-d // S) * -(-d // T) * line       # no other padding
+        for j0 in range(0, d, T):
+            for i0 in range(0, d, S):
+                base = off[j0, i0]
+                assert base % line == 0
+                for k in range(min(T, d - j0)):
+                    for li in range(min(S, d - i0)):
+                        assert off[j0 + k, i0 + li] == base + k * S + li
+    # the paper's heads (d = 16 at S = T = 8): S fills its 256 bytes exactly
+    assert att_s_bytes(16, 8, 8) == 256 and att_s_line(8, 8) == 64

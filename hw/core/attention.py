@@ -16,8 +16,11 @@ to it (``ATT_OPS``): the R-MAC unit has ``ATT_KV_RDF`` alone, the MAT unit all t
   s_b/2^s_c)`` int8. Loop: for each row ``j`` of S, for each block of L columns ``i``,
   ``ceil(n/W)`` steps. Broadcast operand ``x`` = W tokens of row j of K (ReLU'd), weights ``w``
   = the same W tokens of L rows of V. The L results of a block go through the unit's requant
-  lanes and are written to ``obuf`` (AUX) at ``o_addr + j*d + i`` (S row-major, as
-  ``sim.funcsim``). Busy cycles ``d * ceil(d/L) * ceil(n/W)`` (= ``sim.perf``).
+  lanes and are written to ``obuf`` (AUX) in S's tiles of T x S (the MAT engine's; decision,
+  docs/isa.md "S in AUX", :func:`sim.isa.att_s_offsets`): ``o_addr + (i // S) * pitch + (j // T)
+  * line + (j % T) * S + i % S``, R consecutive bytes of one tile row per write (an R-MAC unit
+  whose R does not divide S cannot: ``ok`` low). Busy cycles ``d * ceil(d/L) * ceil(n/W)``
+  (= ``sim.perf``).
 * ``ATT_DIV`` (step iv, MAT): ``den[t] = sum_j relu(Q[j, t]) * ksum8[j]`` on lane 0 (as
   ``sim.perf``: one lane), ``ceil(d/W)`` steps per token. ``x`` = W entries of ksum8 (uint8, read
   from AUX at ``w_addr``), ``w`` lane 0 = the W values of column t of Q (ReLU'd). ``den`` goes
@@ -28,11 +31,12 @@ to it (``ATT_OPS``): the R-MAC unit has ``ATT_KV_RDF`` alone, the MAT unit all t
   Busy cycles ``n * ceil(d/W)``.
 * ``ATT_OUT`` (steps iii + v, MAT): ``num[i, t] = sum_j relu(Q[j, t]) S[j, i]``; loop: for each
   block of L rows i, for each token t, ``ceil(d/W)`` steps; ``x`` = W values of column t of Q
-  (ReLU'd), ``w[l][k]`` = ``S[j0 + k, i0 + l]`` from AUX at ``w_addr`` (row stride 1, element
-  stride d). The engine's ``num[i0:i0+L, t]`` goes through the unit's requant lanes as a KV
-  vector does (R rows per cycle, the drain of ``Unit``), each sub-block with the DIV entry of
-  token t read beside it (port ``r``, DIV address t: ``ATT_DIV`` of this head wrote it at
-  ``o_addr`` = 0, as the compiler emits and ``sim.funcsim`` reads): ``requant(num,
+  (ReLU'd), ``w[l][k]`` = ``S[j0 + k, i0 + l]`` from AUX: the tile at ``w_addr + (i0 // S) *
+  pitch + (j0 // T) * line`` (row stride 1, element stride S: one aligned line). The engine's
+  ``num[i0:i0+L, t]`` goes through the unit's requant lanes as a KV vector does (R rows per
+  cycle, the drain of ``Unit``), each sub-block with the DIV entry of token t read beside it
+  (port ``r``, DIV address t: ``ATT_DIV`` of this head wrote it at ``o_addr`` = 0, as the
+  compiler emits and ``sim.funcsim`` reads): ``requant(num,
   Dyadic(out_b, out_c + log2_emin + code))`` (the lane's product and round-half-up shift: one
   rounding), saturated to int8, and 0 where the zero flag is set (the lane's multiplier is then
   0). Written to ``obuf`` at ``o_addr + i*n + t``. Busy cycles ``ceil(d/L) * n * ceil(d/W)``
@@ -50,7 +54,7 @@ from __future__ import annotations
 from amaranth import Cat, Mux, Signal, signed
 
 from hw.units import Log2Quantizer
-from sim.isa import BUFS, FORMATS
+from sim.isa import BUFS, FORMATS, att_kv_fits, att_s_line
 
 from .ports import ADDR_BITS
 
@@ -102,6 +106,21 @@ class AttentionSequencer:
         a = lambda v: v[:ADDR_BITS]         # noqa: E731  (address arithmetic wraps at 20 bits)
 
         d, n, xs = regs["DIM"][:CNT], regs["NTOK"][:CNT], a(regs["XSTRIDE"])
+        # S in AUX in tiles of TS x SS (the MAT engine's T x S; sim.isa.att_s_offsets): a tile
+        # is a line of `line` bytes, a column block of SS columns is `pitch` = ceil(d/TS) lines
+        SS, TS = unit.aux_tile
+        line = att_s_line(SS, TS)
+        R_w = R if unit.drain > 1 else L            # columns one KV write carries
+        # a KV write stays inside one tile row when R_w divides SS (MAT: always); else this
+        # unit cannot run ATT_KV (ok low: the unit stops with error)
+        kv_fits = att_kv_fits(SS, R_w)
+        nt = Signal(CNT, name="att_ntiles")         # ceil(d / TS)
+        pitch = Signal(ADDR_BITS, name="att_pitch")
+        if TS & (TS - 1) == 0:
+            m.d.comb += nt.eq((d + TS - 1) >> (TS.bit_length() - 1))
+        else:
+            m.d.comb += nt.eq((d + TS - 1) // TS)
+        m.d.comb += pitch.eq(nt << (line.bit_length() - 1))
         # the steps this unit executes (sim.isa.FORMATS): only their hardware is built
         ops = ATT_OPS[unit.kind]
         steps = sorted({ATT_STEP[name] for name in ops})
@@ -157,9 +176,10 @@ class AttentionSequencer:
         # ---- issue side ---------------------------------------------------------------------
         oc, mc, ic = (Signal(CNT, name=f"att_{s}") for s in ("oc", "mc", "ic"))
         # address products as running sums, stepped with their index (mod 2^ADDR_BITS): ocx =
-        # oc * XSTRIDE, mcx = mc * XSTRIDE (KV), icx = ic * XSTRIDE (DIV, OUT), icd = ic * d (OUT)
-        ocx, mcx, icx, icd = (Signal(ADDR_BITS, name=f"att_{s}")
-                              for s in ("ocx", "mcx", "icx", "icd"))
+        # oc * XSTRIDE, mcx = mc * XSTRIDE (KV), icx = ic * XSTRIDE (DIV, OUT); OUT's tile of S:
+        # ocl = (oc / SS) * pitch, icl = (ic / TS) * line
+        ocx, mcx, icx, ocl, icl = (Signal(ADDR_BITS, name=f"att_{s}")
+                                   for s in ("ocx", "mcx", "icx", "ocl", "icl"))
         v1, f1, l1, mask1, div1 = Signal(), Signal(), Signal(), Signal(W), Signal()
         m.d.sync += v1.eq(0)
         xb, wb = a(tf("x_addr")), a(tf("w_addr"))
@@ -181,11 +201,11 @@ class AttentionSequencer:
                                      w.buf.eq(xbuf), w.addr.eq(a(xb + icx + mc)),
                                      w.row_stride.eq(0), w.elem_stride.eq(xs)]
                 if has_out:
-                    with m.Case(OUT):   # x: column t of Q; w: S[j0 + k, i0 + l] from AUX
+                    with m.Case(OUT):   # x: column t of Q; w: the tile of S[j0.., i0..] in AUX
                         m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + icx + mc)),
                                      x.elem_stride.eq(xs),
-                                     w.buf.eq(BUFS["AUX"]), w.addr.eq(a(wb + icd + oc)),
-                                     w.row_stride.eq(1), w.elem_stride.eq(d)]
+                                     w.buf.eq(BUFS["AUX"]), w.addr.eq(a(wb + ocl + icl)),
+                                     w.row_stride.eq(1), w.elem_stride.eq(SS)]
         # engine operands (stage 1: the gather data of the step issued last cycle)
         relu = lambda b: Mux(b[7], 0, b).as_signed()      # noqa: E731  int8 -> 0..127
         if len(e_x[0]) < 9:
@@ -207,8 +227,8 @@ class AttentionSequencer:
             m.d.comb += [p.en.eq(1), p.buf.eq(BUFS["C"]), p.addr.eq(tf("p_addr")),
                          p.row_stride.eq(0), p.elem_stride.eq(1)]
             m.d.sync += [p_pend.eq(1), oc.eq(0), mc.eq(0), ic.eq(0), ro.eq(0), rm.eq(0),
-                         wo.eq(0), wm.eq(0), ocx.eq(0), mcx.eq(0), icx.eq(0), icd.eq(0),
-                         wox.eq(0), wsn.eq(0)]
+                         wo.eq(0), wm.eq(0), ocx.eq(0), mcx.eq(0), icx.eq(0), ocl.eq(0),
+                         icl.eq(0), wox.eq(0), wsn.eq(0), wjr.eq(0), wcp.eq(0), wcs.eq(0)]
 
         def issue():
             last_i = ic + W >= i_lim
@@ -233,18 +253,18 @@ class AttentionSequencer:
             last = Signal(name="att_last_step")
             m.d.comb += last.eq(0)
             with m.If(last_i):
-                m.d.sync += [ic.eq(0), icx.eq(0), icd.eq(0)]
+                m.d.sync += [ic.eq(0), icx.eq(0), icl.eq(0)]
                 m.d.comb += last.eq(step(oc, mc))
                 # ocx, mcx follow (oc, mc) as step() moves them (only KV reads them: o_step = 1,
-                # m_step = L)
+                # m_step = L); ocl moves to the next column block of S (only OUT reads it)
                 with m.If(mc + m_step >= m_lim):
-                    m.d.sync += [mcx.eq(0), ocx.eq(ocx + xs)]
+                    m.d.sync += [mcx.eq(0), ocx.eq(ocx + xs), ocl.eq(ocl + pitch)]
                 with m.Else():
                     m.d.sync += mcx.eq(mcx + xs * L)
             with m.Else():
                 m.d.sync += [ic.eq(ic + W), icx.eq(icx + xs * W)]
                 if has_out:
-                    m.d.sync += icd.eq(icd + d * W)
+                    m.d.sync += icl.eq(icl + line)
             return last
 
         # ---- result side: DIV entry read for OUT (port r), the requant lanes ----------------
@@ -295,7 +315,11 @@ class AttentionSequencer:
 
         # ---- write side -----------------------------------------------------------------------
         wo, wm = Signal(CNT, name="att_wo"), Signal(CNT, name="att_wm")
-        wox = Signal(ADDR_BITS, name="att_wox")     # wo * d (KV: o_step 1), wo * n (OUT: o_step L)
+        wox = Signal(ADDR_BITS, name="att_wox")     # KV: row wo's place in its tile, (wo / TS) *
+        #                                             line + (wo % TS) * SS; OUT: wo * n
+        wjr = Signal(range(TS), name="att_wjr")     # KV: wo % TS
+        wcp = Signal(ADDR_BITS, name="att_wcp")     # KV: (col / SS) * pitch + col % SS
+        wcs = Signal(range(SS), name="att_wcs")     # KV: col % SS
         wsn = Signal(ADDR_BITS, name="att_wsn")     # OUT: wch * n (the drain's sub-block rows)
         wr = Signal(name="att_wr")
         with m.Switch(aop):
@@ -309,7 +333,7 @@ class AttentionSequencer:
             with m.Switch(aop):
                 with m.Case(KV):    # R columns wm + wch .. of the drain's sub-block
                     col = wm + drain["wch"] if unit.drain > 1 else wm
-                    m.d.comb += [o.addr.eq(a(ob + wox + col)), o.elem_stride.eq(1)]
+                    m.d.comb += [o.addr.eq(a(ob + wox + wcp)), o.elem_stride.eq(1)]
                     for s in range(L):
                         if s < R:
                             m.d.comb += [o.mask[s].eq(col + s < d),
@@ -337,10 +361,29 @@ class AttentionSequencer:
         with m.If(wr & (drain["w_last"] | is_div) if unit.drain > 1 else wr):
             m.d.comb += self.last_write.eq(step(wo, wm))
             with m.If(wm + m_step >= m_lim):
-                m.d.sync += wox.eq(wox + (Mux(is_kv, d, n * L) if has_out else d))
+                if has_out:
+                    with m.If(is_out):
+                        m.d.sync += wox.eq(wox + n * L)
+                with m.If(is_kv):   # next row of S: next row of the tile, or the next tile
+                    with m.If(wjr == TS - 1):
+                        m.d.sync += [wjr.eq(0), wox.eq(wox + (line - (TS - 1) * SS))]
+                    with m.Else():
+                        m.d.sync += [wjr.eq(wjr + 1), wox.eq(wox + SS)]
+        # KV: every write moves the column by R_w (within a tile row, R_w | SS), the row's last
+        # write back to column 0
+        with m.If(wr & is_kv):
+            row_end = wm + m_step >= m_lim
+            if unit.drain > 1:
+                row_end = row_end & drain["w_last"]
+            with m.If(row_end):
+                m.d.sync += [wcp.eq(0), wcs.eq(0)]
+            with m.Elif(wcs + R_w >= SS):
+                m.d.sync += [wcp.eq(wcp + pitch - (SS - R_w)), wcs.eq(0)]
+            with m.Else():
+                m.d.sync += [wcp.eq(wcp + R_w), wcs.eq(wcs + R_w)]
 
         self.ok = Signal(name="att_ok")
         m.d.comb += self.ok.eq((d > 0) & (n > 0) & (regs["DIM"] < (1 << 12))
                                & (regs["XSIGNED"] == 1) & (regs["OBITS"] == 8)
-                               & (regs["OSIGNED"] == 1))
+                               & (regs["OSIGNED"] == 1) & (~is_kv if not kv_fits else 1))
         self.setup, self.issue = setup, issue

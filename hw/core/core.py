@@ -40,7 +40,7 @@ from sim.isa import BUFS
 from sim.timing import A_MAX_LINE, BEAT, a_line_bytes
 
 from ..params import check_int, check_pow2
-from .auxbuf import AuxBuffer, BankedStore, a_word_bytes, line_write_signature
+from .auxbuf import AuxBuffer, BankedStore, a_word_bytes, kv_write_align, line_write_signature
 from .unit import Unit
 
 __all__ = ["Core", "UNIT_NAMES"]
@@ -131,7 +131,11 @@ class Core(wiring.Component):
                                  else requant_rmac_res)
         self.N, self.M, self.T, self.S, self.packed = N, M, T, S, packed
         self.stall = stall
-        self.aux_buf = AuxBuffer(depth=aux_bytes, S=S, T=T, M=M)
+        # the attention's KV writes of each unit: R consecutive columns of one row of an S tile
+        # (hw.core.attention), so at a multiple of R's largest power-of-two divisor
+        self.aux_buf = AuxBuffer(depth=aux_bytes, S=S, T=T, M=M,
+                                 write_align=(kv_write_align(S, T, self.requant_mat),
+                                              kv_write_align(S, T, self.requant_rmac)))
         self.div_mem = Memory(shape=unsigned(8), depth=div_bytes, init=[])
         # buffer A in words of a_word bytes (32-bit: a BRAM18 in SDP mode; section "Buffer A in
         # BRAM" of docs/hw-core.md), a_line / a_word banks, readers of N bytes
@@ -144,7 +148,8 @@ class Core(wiring.Component):
                                   requant_lanes=self.requant_mat, stall=stall),
                       "rmac": Unit(kind="RMAC", lanes=M, width=N, packed=packed,
                                    requant_lanes=self.requant_rmac,
-                                   requant_res_lanes=self.requant_rmac_res, stall=stall),
+                                   requant_res_lanes=self.requant_rmac_res,
+                                   aux_tile=(S, T), stall=stall),
                       "aux": Unit(kind="AUX", lanes=1, width=N, stall=stall)}
         sig = {}
         for u, unit in self.units.items():

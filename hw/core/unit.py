@@ -224,6 +224,10 @@ class Unit(wiring.Component):
         divide R; None: all of them). An instruction with a residual input drains through
         those lanes only, ``lanes / R_res`` cycles per vector (a depthwise tile
         ``N * lanes / R_res``), the others through all R (``sim.timing.drain_cycles``).
+    aux_tile : (int, int) or None
+        ``(S, T)`` of the MAT engine, the tiles in which the attention's S lies in AUX
+        (``sim.isa.att_s_offsets``; ``ATT_KV_*`` writes them, ``ATT_OUT`` reads one per step);
+        None: ``(lanes, width)``, this unit's own engine (right for a MAT unit).
     stall : bool
         Buffer ports with backpressure (``ready``, :mod:`hw.core.ports`): while a request of
         the unit waits for ``ready``, the whole unit (decoder, sequencers, engine, accumulators,
@@ -245,7 +249,7 @@ class Unit(wiring.Component):
 
     def __init__(self, *, kind: str, lanes: int = 8, width: int = 8, packed: bool = False,
                  requant_lanes: int | None = None, requant_res_lanes: int | None = None,
-                 stall: bool = False):
+                 aux_tile: tuple[int, int] | None = None, stall: bool = False):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
@@ -270,6 +274,12 @@ class Unit(wiring.Component):
                              f"residual path (kind {kind!r})")
         #: ... for a vector with a residual input (through the R_res residual lanes)
         self.drain_res = lanes // requant_res_lanes
+        if aux_tile is None:
+            aux_tile = (lanes, width)
+        if not isinstance(aux_tile, tuple) or len(aux_tile) != 2:
+            raise TypeError(f"aux_tile must be a tuple (S, T), got {aux_tile!r}")
+        self.aux_tile = (check_int("aux_tile[0] (S)", aux_tile[0], 1, 64),
+                         check_int("aux_tile[1] (T)", aux_tile[1], 1, 64))
         if not isinstance(packed, bool):
             raise TypeError(f"packed must be a bool, got {packed!r}")
         self.packed = packed
@@ -337,7 +347,7 @@ class Unit(wiring.Component):
         only in advancing cycles, so nothing outside sees a frozen cycle as a step."""
         m = Module()
         inner = Unit(kind=self.kind, lanes=self.lanes, width=self.width, packed=self.packed,
-                     requant_lanes=self.requant_lanes)
+                     requant_lanes=self.requant_lanes, aux_tile=self.aux_tile)
         stall = Signal()
         adv = Signal()
         m.d.comb += adv.eq(~stall)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from .. import timing
 from ..config import AccelConfig
+from ..isa import att_s_bytes, att_s_line
 from .common import ALIGN, PARAM_RECORD, CompileError, align, cdiv, split
 from .cost import conv_cycles, dw_cycles
 
 __all__ = ["TILES_TARGET", "FUSED_TILES", "FUSED_TILES_S1", "MIN_TILE_BYTES", "MAX_FIELD",
            "ranges", "core_grids", "best_dw_split", "plan_conv", "engine_split", "tile_rows",
            "fit_rows", "conv_chunk", "dw_chunk", "chain_tile_regions", "fused_tile_rows",
-           "attention_plan"]
+           "attention_plan", "att_aux_half"]
 
 TILES_TARGET = 4        #: aim for at least this many row tiles per layer (inter-layer overlap)
 FUSED_TILES = 4         #: row tiles per fused chain at least (fewer: less halo recompute)
@@ -202,6 +203,14 @@ def fused_tile_rows(name, *, ho, stride, first_pw, need) -> int:
                                 else FUSED_TILES_S1)))
 
 
+def att_aux_half(cfg: AccelConfig, d: int) -> int:
+    """Bytes of one half of a core's AUX for a ``d``-channel head: its S in T x S tiles
+    (:func:`sim.isa.att_s_bytes`) then its ksum8 (``d`` bytes), rounded up to S's line so the
+    second half's S starts on a line too (docs/isa.md "S in AUX")."""
+    line = att_s_line(cfg.S, cfg.T)
+    return cdiv(att_s_bytes(d, cfg.S, cfg.T) + d, line) * line
+
+
 def attention_plan(cfg: AccelConfig, name, *, heads, d, ntok, b_slot, o_slot):
     """``(heads per tile, buffer A slot stride, buffer A slots per core)`` of a linear
     attention. Buffer A (per core) holds a head's K: two slots per core when they fit (the next
@@ -209,9 +218,10 @@ def attention_plan(cfg: AccelConfig, name, *, heads, d, ntok, b_slot, o_slot):
     write-port line boundaries. Two head groups at least: EfficientViT's multi-scale attention
     puts the heads of the plain qkv first and those of the aggregated qkv second, so the first
     group can load (and its cores start) while the aggregation of the second is being stored."""
-    if ntok > cfg.buf_div_bytes or 2 * (d * d + d) > cfg.buf_aux_bytes:
+    if ntok > cfg.buf_div_bytes or 2 * att_aux_half(cfg, d) > cfg.buf_aux_bytes:
         raise CompileError(f"{name}: {ntok} tokens need a divisor buffer of {ntok} bytes"
-                           f" (have {cfg.buf_div_bytes}) / aux {2 * (d * d + d)}")
+                           f" (have {cfg.buf_div_bytes}) / aux {2 * att_aux_half(cfg, d)}"
+                           f" (have {cfg.buf_aux_bytes})")
     per_head = 3 * d * ntok
     dn = d * ntok
     a_line = timing.a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle)

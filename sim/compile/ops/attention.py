@@ -4,6 +4,9 @@ the adder tree the row sums of ReLU(K) (ATT_KSUM) into the auxiliary buffer, the
 the log2 divisors (ATT_DIV) and the output (ATT_OUT). Heads go round-robin over the cores, in
 groups that fit a B slot (:func:`~sim.compile.tiling.attention_plan`); each head's K sits in
 its core's buffer A when it fits (Q and V in B), alternating halves of the auxiliary buffer.
+S lies in AUX in T x S tiles (docs/isa.md "S in AUX"); an R-MAC whose requant lanes R do not
+divide S cannot write them (``sim.isa.att_kv_fits``), so on such a config step i runs on the
+MAT (``ATT_KV_MAT``, K in B) before the head's ATT_DIV and ATT_OUT.
 
 A head group whose q|k|v channels are a tensor resident in a B slot (:mod:`sim.compile.attctx`:
 the context module's qkv or aggregation output) is read there, K included, instead of being
@@ -12,7 +15,7 @@ loaded; the output goes to a B slot instead of OUT when the plan keeps it for pr
 from __future__ import annotations
 
 from ...intprogram import Node
-from ...isa import BUFS
+from ...isa import BUFS, att_kv_fits, att_s_bytes
 from .. import tiling
 from ..common import PARAM_RECORD
 from ..context import Context
@@ -94,6 +97,10 @@ def emit_attention(ctx: Context, n: Node, info):
     xaddr, yaddr = ctx.layout.addr(n.inputs[0]), ctx.layout.addr(n.output)
     regs = dict(DIM=d, NTOK=ntok, XSIGNED=int(xt.signed), OBITS=8, OSIGNED=1, XSTRIDE=ntok)
     aux_i = {}
+    # step i on the R-MAC unless its requant lanes cannot write S's tile rows (then on the MAT,
+    # which reads K from B: buffer A feeds only the R-MAC and the adder tree)
+    kv_mat = not att_kv_fits(cfg.S, cfg.requant_lanes("RMAC"))
+    kvu, kv_op = ("MAT", "ATT_KV_MAT") if kv_mat else ("RMAC", "ATT_KV_RDF")
     for (h0, h1), src in zip(groups, srcs):
         nh = h1 - h0
         info["tiles"] += 1
@@ -101,7 +108,7 @@ def emit_attention(ctx: Context, n: Node, info):
         # K of each head goes into its core's buffer A after the group's Q and V (the MAT
         # needs only Q and V; K first was measured no better); a slot is reused once KV and
         # KSUM of its last head read it. A group read from a resident tensor has K in B.
-        use_a = bool(a_slots) and src is None
+        use_a = bool(a_slots) and src is None and not kv_mat
         kbuf = BUFS["A"] if use_a else BUFS["B"]
         kload, nth = {}, {}
         for h in range(h0, h1) if use_a else ():
@@ -153,7 +160,9 @@ def emit_attention(ctx: Context, n: Node, info):
             qa, va = qv[j]
             i = aux_i.get(st, 0)
             aux_i[st] = i + 1
-            kv_at, ks_at = (i % 2) * (d * d + d), (i % 2) * (d * d + d) + d * d
+            # S in T x S tiles from a line boundary, then ksum8 (docs/isa.md "S in AUX")
+            kv_at = (i % 2) * tiling.att_aux_half(cfg, d)
+            ks_at = kv_at + att_s_bytes(d, cfg.S, cfg.T)
             kv, ks = em.sem(), em.sem()
             if h in kload:
                 slot, ksem, af = kload[h]
@@ -161,7 +170,7 @@ def emit_attention(ctx: Context, n: Node, info):
             else:
                 ka, ksem = qa + dn, None
             prev = ctx.aux_free.get((st, i % 2))   # ATT_OUT of two heads ago read this half
-            for u in ("RMAC", "AUX", "MAT"):
+            for u in ("AUX", "MAT") if kv_mat else ("RMAC", "AUX", "MAT"):
                 # MAT: Q (B); R-MAC: K (A or B) and V (B); adder tree: K
                 if u != "AUX" or ksem is None:
                     em.wait_all(st, u, xw)
@@ -173,9 +182,9 @@ def emit_attention(ctx: Context, n: Node, info):
                 em.setr(st, u, **dict(regs, XBUF=BUFS["B"] if u == "MAT" else kbuf))
             tile = dict(p_addr=pbase + h * PARAM_RECORD, nco=d, hin=1, ho=1, pad_t=0,
                         pad_b=0)
-            em.emit(st, "ATT_KV_RDF", **dict(tile, x_addr=ka, w_addr=va, o_addr=kv_at,
-                                             obuf=BUFS["AUX"]))
-            em.signal(st, "RMAC", kv)
+            em.emit(st, kv_op, **dict(tile, x_addr=ka, w_addr=va, o_addr=kv_at,
+                                      obuf=BUFS["AUX"]))
+            em.signal(st, kvu, kv)
             em.emit(st, "ATT_KSUM", **dict(tile, x_addr=ka, w_addr=0, o_addr=ks_at,
                                            obuf=BUFS["AUX"]))
             em.signal(st, "AUX", ks)
