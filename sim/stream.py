@@ -66,27 +66,30 @@ class _Recorder(_Machine):
         if self.cur is not None and hi > lo:
             self.cur.append((mem, int(lo), int(hi), bool(write)))
 
-    def read(self, stream, bid, addr, nch, n, cstride, signed, bpe=1, store=None):
-        if nch:
-            self._rec(self._mem(stream, bid, store), addr, addr + (nch - 1) * cstride + n * bpe,
-                      False)
-        return super().read(stream, bid, addr, nch, n, cstride, signed, bpe, store)
+    def _span(self, stream, bid, store, addr, nch, n, cstride, bpe, block, write):
+        """Record the range from the first to the last byte the access touches
+        (``_Machine.index``: planar or blocked)."""
+        if nch and n:
+            idx = self.index(addr, nch, n, cstride, bpe, block)
+            self._rec(self._mem(stream, bid, store), idx.min(), idx.max() + 1, write)
 
-    def write(self, stream, bid, addr, arr, cstride, bpe=1, store=None):
+    def read(self, stream, bid, addr, nch, n, cstride, signed, bpe=1, store=None, block=0):
+        self._span(stream, bid, store, addr, nch, n, cstride, bpe, block, False)
+        return super().read(stream, bid, addr, nch, n, cstride, signed, bpe, store, block)
+
+    def write(self, stream, bid, addr, arr, cstride, bpe=1, store=None, block=0):
         a = np.asarray(arr).reshape(np.asarray(arr).shape[0], -1)
-        if a.shape[0]:
-            self._rec(self._mem(stream, bid, store), addr,
-                      addr + (a.shape[0] - 1) * cstride + a.shape[1] * bpe, True)
-        return super().write(stream, bid, addr, arr, cstride, bpe, store)
+        self._span(stream, bid, store, addr, a.shape[0], a.shape[1], cstride, bpe, block, True)
+        return super().write(stream, bid, addr, arr, cstride, bpe, store, block)
 
     def params(self, stream, addr, n):
         self._rec("C", addr, addr + 32 * n, False)
         return super().params(stream, addr, n)
 
-    def conv(self, stream, r, f, dw):
+    def conv(self, stream, r, f, dw, block=0):
         kk = r["KERNEL"] ** 2 * (1 if dw else r["CIN"])
         self._rec("C", f["w_addr"], f["w_addr"] + f["nco"] * kk, False)
-        return super().conv(stream, r, f, dw)
+        return super().conv(stream, r, f, dw, block=block)
 
     def dma(self, stream, ins, store):
         f = ins.f
