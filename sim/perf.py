@@ -269,8 +269,18 @@ def simulate(binary, *, trace: list | None = None,
     accept = {"LD": 0, "ST": 0}         # AXI: the engine takes its next descriptor
     a_line = timing.a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle)
 
-    # AXI: the read channels the LD engine shares with the dispatcher
+    # AXI: the read channels the LD engine shares with the dispatcher (one port); with more
+    # ports the dispatcher's own, and per LD engine (axi.ld_engines) a port and its state
+    # (ch_free, inflight, accept, read port), the LOADs dealt round-robin (ld_turn)
     port = _ReadPort(cfg.dram_latency_cycles, axi.ar_queue) if axi is not None else None
+    ld_eng = None
+    ld_turn = {}
+    if axi is not None and axi.ports > 1:
+        ld_eng = [({"LD": 0}, {"LD": []}, {"LD": 0},
+                   _ReadPort(cfg.dram_latency_cycles, axi.ar_queue))
+                  for _ in range(axi.ld_engines)]
+        for e in ld_eng:
+            e[3].low = math.inf
     fetch = _Fetch(env.fetch, binary, port) \
         if axi is not None and env.fetch is not None and frames == 1 else None
     if port is not None and fetch is None:
@@ -388,7 +398,15 @@ def simulate(binary, *, trace: list | None = None,
                 nxt = t + (_cdiv(ins["count"] * ins["length"], a_line) if to_a else 0)
                 note(tag, t, nxt, unit, stream, 0)
             else:
-                if axi is not None and fetch is not None and unit == "LD":
+                if ld_eng is not None and unit == "LD":
+                    # this LOAD's engine (round-robin); the unit hands it over and goes on
+                    n = ld_turn.get(su, 0)
+                    ld_turn[su] = n + 1
+                    cf, fl, ac, rp = ld_eng[n % len(ld_eng)]
+                    start, nxt, done, xfer = _axi_transfer(axi, cfg, ins, t, unit, cf, fl,
+                                                           ac, rp)
+                    nxt = start + 1
+                elif axi is not None and fetch is not None and unit == "LD":
                     # the engine's bursts in time order with the dispatcher's: each placed
                     # when the model has reached the cycle it is presented in
                     if k not in ld_job:

@@ -105,7 +105,7 @@ from dataclasses import dataclass
 __all__ = ["GATHER_LATENCY", "REQUANT_LATENCY", "LOG2_LATENCY",
            "PACKED_PRODUCT_LATENCY", "SemaphoreTiming", "SYSTEM",
            "SEM_SIGNAL_LATENCY", "SEM_WAIT_EXTRA",
-           "AxiDma", "AxiFetch", "AXI_SYSTEM",
+           "AxiDma", "AxiFetch", "AXI_SYSTEM", "axi_system",
            "PYTHON_HARNESS", "adder_tree_latency", "mat_latency", "rmac_df_latency",
            "rmac_dw_latency", "compute_steps", "compute_timing", "ComputeTiming", "COMPUTE_OPS",
            "drain_cycles", "drain_stall",
@@ -162,7 +162,16 @@ class AxiDma:
     read beat: the realigner and the buffer write; the last write response for a STORE).
     The dispatcher's instruction fetches share the read channel: :class:`AxiFetch` (with it, a
     unit also waits for its queue to be refilled); without it, one read beat per instruction,
-    counted when the instruction starts."""
+    counted when the instruction starts.
+
+    ``ports`` (``hw.system.Accelerator(axi_ports=...)``, 1..4): with more than one, the
+    dispatcher's fetch has port 0's read channel to itself (ST keeps its write channel) and
+    there are :attr:`ld_engines` = ``ports - 1`` LD engines, each with the read channel of a
+    port of its own; the LD unit deals its LOADs round-robin (LOAD ``i`` of the queue to engine
+    ``i mod ld_engines``; an engine takes its next descriptor when its last one's bursts are
+    requested, and the unit waits for the engine whose turn it is, then fetches its next
+    instruction the cycle after that hand-over), and a SIGNAL of LD waits until every
+    engine's transfers have landed."""
     beat: int = 16
     max_burst: int = 64
     outstanding: int = 4
@@ -171,6 +180,17 @@ class AxiDma:
     landing: int = 2
     store_data_cycles: int = 6
     ar_queue: int | None = 2
+    ports: int = 1
+
+    def __post_init__(self):
+        if not (isinstance(self.ports, int) and 1 <= self.ports <= 4):
+            raise ValueError(f"AxiDma.ports must be 1..4 (the accelerator's AXI ports), "
+                             f"got {self.ports!r}")
+
+    @property
+    def ld_engines(self) -> int:
+        """LD DMA engines of an accelerator with :attr:`ports` AXI ports."""
+        return max(1, self.ports - 1)
 
     def bursts(self, dram_addr: int, count: int, length: int, stride: int):
         """``[(chunk, beats), ...]`` of one descriptor: the bursts the engine requests."""
@@ -262,6 +282,15 @@ SEM_WAIT_EXTRA = 2
 #: ``hw.system.Accelerator``: the semaphore file above, the DMA engines on one AXI4 port
 AXI_SYSTEM = SemaphoreTiming(wait_extra=SEM_WAIT_EXTRA, signal_latency=SEM_SIGNAL_LATENCY,
                              axi=AxiDma(), fetch=AxiFetch())
+
+
+def axi_system(ports: int = 1) -> SemaphoreTiming:
+    """:data:`AXI_SYSTEM` for an accelerator built with ``axi_ports=ports`` (1..4,
+    :attr:`AxiDma.ports`)."""
+    from dataclasses import replace
+    return replace(AXI_SYSTEM, axi=replace(AXI_SYSTEM.axi, ports=ports))
+
+
 #: ``tb.core.harness.CoreEnv``: registered ``wait.ready`` (a satisfied WAIT takes 2 cycles) and
 #: the LD/ST DMA units executed in zero time at the clock edge
 PYTHON_HARNESS = SemaphoreTiming(wait_extra=1, dma_zero_time=True)

@@ -41,7 +41,7 @@ from ..params import check_int, check_pow2
 from .axi import BOUNDARY_BYTES, BURST_INCR, MAX_BURST_BEATS, axi4_signature
 
 __all__ = ["descriptor_layout", "buffer_write_layout", "realign_chunk_layout", "realign_params",
-           "Realigner", "LoadDMA", "StoreDMA",
+           "Realigner", "LoadDMA", "StoreDMA", "DescriptorDealer",
            "BUF_ADDR_BITS", "FAULT_WINDOW", "FAULT_RESP"]
 
 BUF_ADDR_BITS = 20      #: byte address inside a buffer (sim.isa's buf_addr field)
@@ -521,4 +521,48 @@ class StoreDMA(_DmaEngine):
             m.d.sync += self.fault[1].eq(1)
         m.d.comb += self.idle.eq(~gen.busy & (inflight == 0) & (achunks.level == 0)
                                  & (wlens.level == 0))
+        return m
+
+
+# --- several LD engines -------------------------------------------------------------------------
+
+class DescriptorDealer(wiring.Component):
+    """Deals one descriptor stream to ``engines`` DMA engines, round-robin (the LD unit's
+    descriptors with ``axi_ports`` > 2, docs/system.md "AXI ports").
+
+    Descriptor ``i`` goes to engine ``i mod engines``, so each engine gets its descriptors in
+    queue order; ``cmd`` stalls while the engine whose turn it is does not take its descriptor
+    (no other engine is offered it). Combinational: no cycle is added between the unit and an
+    engine. ``idle`` is the AND of every engine's ``idle`` (what a SIGNAL of the unit waits for:
+    every transfer dealt before it has landed).
+
+    Parameters (keyword-only): ``engines`` (1..16), ``addr_width`` (the descriptors' DRAM
+    address bits, :func:`descriptor_layout`).
+
+    Ports: ``cmd`` (In stream of :func:`descriptor_layout`): from the unit; ``engine[k]`` (Out
+    stream of the same): to engine ``k``; ``engine_idle`` (In(engines)): bit ``k`` engine ``k``
+    is idle; ``idle`` (Out(1)): all are.
+    """
+
+    def __init__(self, *, engines: int, addr_width: int = 40):
+        self.engines = check_int("engines", engines, 1, 16)
+        check_int("addr_width", addr_width, 12, 64)
+        desc = stream.Signature(descriptor_layout(addr_width))
+        super().__init__({"cmd": In(desc), "engine": Out(desc).array(engines),
+                          "engine_idle": In(engines), "idle": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.engines
+        turn = Signal(range(n))
+        for k in range(n):
+            mine = turn == k
+            m.d.comb += [self.engine[k].payload.eq(self.cmd.payload),
+                         self.engine[k].valid.eq(self.cmd.valid & mine)]
+            with m.If(mine):
+                m.d.comb += self.cmd.ready.eq(self.engine[k].ready)
+        if n > 1:
+            with m.If(self.cmd.valid & self.cmd.ready):
+                m.d.sync += turn.eq(Mux(turn == n - 1, 0, turn + 1))
+        m.d.comb += self.idle.eq(self.engine_idle.all())
         return m

@@ -1,0 +1,252 @@
+# amaranth: UnusedElaboratable=no
+"""Several LD engines (``Accelerator(axi_ports=3|4)``, docs/system.md "AXI ports"): the
+descriptor dealer, the global buffers' extra line-write ports, the accelerator's parameters and
+ports, ``sim.timing.AxiDma.ports`` and the Binary check of ``sim.checks`` (amaranth.sim and
+plain Python; the whole networks run in ``tb/test_accelerator_rtl.py``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.system.dma import DescriptorDealer
+from sim import compile as sc
+from sim import zoo
+from sim.checks import check_ld_order, ld_overlaps
+from sim.config import PRESETS
+from sim.isa import BUFS, Instr
+
+
+def _run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("engines,seed", [(2, 1), (3, 2), (4, 3)])
+def test_dealer_gives_each_engine_its_descriptors_in_order(engines, seed):
+    """Descriptor i reaches engine i mod engines, each engine's in queue order, whatever the
+    engines' ready; ``cmd`` is taken only by the engine whose turn it is; ``idle`` = all."""
+    dut = DescriptorDealer(engines=engines)
+    rng = random.Random(seed)
+    n = 60
+    sent = [rng.randrange(1 << 40) for _ in range(n)]
+    got = [[] for _ in range(engines)]
+
+    async def bench(ctx):
+        i = 0
+        for _cycle in range(2000):
+            if i >= n:
+                break
+            ctx.set(dut.cmd.valid, rng.random() < 0.7)
+            ctx.set(dut.cmd.payload.dram_addr, sent[i])
+            readies = [rng.random() < 0.4 for _ in range(engines)]
+            for k in range(engines):
+                ctx.set(dut.engine[k].ready, readies[k])
+            idle = rng.randrange(1 << engines)
+            ctx.set(dut.engine_idle, idle)
+            await ctx.delay(1e-10)
+            assert ctx.get(dut.idle) == (idle == (1 << engines) - 1)
+            offered = [k for k in range(engines) if ctx.get(dut.engine[k].valid)]
+            assert len(offered) <= 1
+            if ctx.get(dut.cmd.valid):
+                assert offered == [i % engines]
+                assert ctx.get(dut.cmd.ready) == readies[i % engines]
+                assert ctx.get(dut.engine[i % engines].payload.dram_addr) == sent[i]
+            else:
+                assert offered == []
+            if ctx.get(dut.cmd.valid) and ctx.get(dut.cmd.ready):
+                got[i % engines].append(sent[i])
+                i += 1
+            await ctx.tick()
+        assert i == n
+
+    _run(dut, bench)
+    for k in range(engines):
+        assert got[k] == sent[k::engines]
+
+
+def test_dealer_parameters_are_checked():
+    for bad in (0, 17):
+        with pytest.raises(ValueError, match="engines"):
+            DescriptorDealer(engines=bad)
+    with pytest.raises(TypeError, match="engines"):
+        DescriptorDealer(engines=2.0)
+
+
+# --- the global buffers' line-write ports ------------------------------------------------------
+
+def _buffers(ld_ports, L=1):
+    from hw.system.buffers import GlobalBuffers
+    from tests.test_banked_buffers import SIZES, core_signature
+    return GlobalBuffers(core_signature=core_signature(stall=False), cores=L, sizes=SIZES,
+                         line=16, ld_ports=ld_ports), SIZES
+
+
+@pytest.mark.parametrize("ports", [2, 4])
+def test_buffers_take_a_line_on_every_port_each_cycle(ports):
+    """Every port writes a line per cycle (random buffers and lines; bytes of one line dealt to
+    different ports in the same cycle, as LOADs of one stretch that share a line do); the ST
+    read port then reads every line back: the buffers equal a byte model."""
+    from hw.system.buffers import ld_port_name
+    dut, sizes = _buffers(ports)
+    rng = np.random.default_rng(ports)
+    model = {b: np.zeros(n, np.uint8) for b, n in sizes.items()}
+    names = ("B", "C", "OUT")
+
+    async def bench(ctx):
+        for _ in range(120):
+            buf = names[rng.integers(3)]
+            line = int(rng.integers(sizes[buf] // 16)) * 16
+            owner = rng.integers(ports + 1, size=16)          # ports: byte's writer, or none
+            for k in range(ports):
+                p = getattr(dut, ld_port_name(k))
+                mine = owner == k
+                solo = rng.random() < 0.3 and k > 0           # or a line elsewhere
+                data = rng.integers(256, size=16, dtype=np.uint8)
+                mask = mine if not solo else np.zeros(16, bool)
+                b, a = (buf, line)
+                if solo:
+                    # never a byte another port writes this cycle: a line in a buffer region
+                    # reserved per port (the top 16 lines of B, one per port)
+                    b, a = "B", sizes["B"] - 16 * (k + 1)
+                    mask = rng.random(16) < 0.7
+                ctx.set(p.valid, 1)
+                ctx.set(p.payload.buf, BUFS[b])
+                ctx.set(p.payload.addr, a)
+                ctx.set(p.payload.data, int.from_bytes(data.tobytes(), "little"))
+                ctx.set(p.payload.mask, int(sum(1 << j for j in range(16) if mask[j])))
+                model[b][a:a + 16][mask] = data[mask]
+            await ctx.tick()
+        for k in range(ports):
+            ctx.set(getattr(dut, ld_port_name(k)).valid, 0)
+        for b in names:
+            for a in range(0, sizes[b], 16):
+                ctx.set(dut.st_en, 1)
+                ctx.set(dut.st_buf, BUFS[b])
+                ctx.set(dut.st_addr, a)
+                await ctx.tick()
+                ctx.set(dut.st_en, 0)
+                got = ctx.get(dut.st_data).to_bytes(16, "little")
+                assert got == model[b][a:a + 16].tobytes(), (b, a)
+        assert ctx.get(dut.fault) == 0
+
+    _run(dut, bench)
+
+
+def test_buffers_ld_ports_are_checked():
+    from hw.system.banked import BankedBuffers
+    from tests.test_banked_buffers import SIZES, core_signature
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match="ld_ports"):
+            _buffers(bad)
+    with pytest.raises(ValueError, match="ld_ports=2"):
+        BankedBuffers(core_signature=core_signature(), cores=1, line=16, ld_ports=2,
+                      sizes=SIZES)
+
+
+# --- the accelerator ------------------------------------------------------------------------------
+
+def test_accelerator_ports_and_engines():
+    """``axi_ports`` P: ``m_axi`` .. ``m_axi{P-1}``, P - 1 LD engines (one for P = 1), each
+    with its own line-write port into the buffers; the banked buffers refuse more than one;
+    the register block reports P."""
+    from amaranth.hdl import Fragment
+
+    from hw.system.accelerator import Accelerator
+    from tests.test_banked_buffers import core_signature
+    for p, engines in ((1, 1), (2, 1), (3, 2), (4, 3)):
+        acc = Accelerator(config="small:L=2", sems=16, axi_ports=p)
+        assert acc.ld_engines == engines
+        assert [n for n in acc.signature.members if n.startswith("m_axi")] == \
+            ["m_axi"] + [f"m_axi{k}" for k in range(1, p)]
+        bufs = acc._buffers(core_signature(stall=False))
+        bufs._MustUse__silence = True
+        assert bufs.ld_ports == engines
+        Fragment.get(acc, None)
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match="axi_ports"):
+            Accelerator(config="small:L=1", sems=16, axi_ports=bad)
+    with pytest.raises(ValueError, match="banked"):
+        Accelerator(config="small:L=1", sems=16, axi_ports=3, buffers="banked")
+
+
+# --- sim.timing / sim.perf -------------------------------------------------------------------------
+
+def test_axidma_ports():
+    from sim import timing
+    assert [timing.AxiDma(ports=p).ld_engines for p in (1, 2, 3, 4)] == [1, 1, 2, 3]
+    for bad in (0, 5, 2.0):
+        with pytest.raises(ValueError, match="ports"):
+            timing.AxiDma(ports=bad)
+    assert timing.axi_system(4).axi.ports == 4 and timing.axi_system().axi == timing.AXI_SYSTEM.axi
+
+
+def _tiny(L=1, **kw):
+    return sc.compile(zoo.tiny(), PRESETS["small"].replace(L=L), **kw)
+
+
+def test_perf_deals_loads_round_robin():
+    """With P ports the model's LOADs go to engine i mod (P - 1): in the trace, LOADs of one
+    stretch overlap in time with P > 2 (they never do with one engine's read channel busy),
+    and the run is never slower than with one LD engine."""
+    from sim import perf, timing
+    b = _tiny()
+    cyc = {}
+    for p in (2, 3, 4):
+        tr = []
+        cyc[p] = perf.simulate(b, env=timing.axi_system(p), trace=tr).cycles
+        loads = [(s, e) for st, u, op, _t, s, e in tr if u == "LD" and op == "LOAD"]
+        # the unit hands each LOAD over and goes on the next cycle
+        assert all(e == s + 1 for s, e in loads), loads[:5]
+    assert cyc[4] <= cyc[3] <= cyc[2]
+
+
+# --- the compiler's guarantee (sim.checks) ---------------------------------------------------------
+
+@pytest.mark.parametrize("L,kw", [(1, {}), (4, {}), (2, {"prefetch": True})])
+def test_compiled_binaries_have_no_overlapping_loads(L, kw):
+    b = _tiny(L, **kw)
+    assert ld_overlaps(b) == []
+    check_ld_order(b)
+
+
+def _with_global(binary, ins, tags):
+    streams = dict(binary.streams, **{"global": ins})
+    return dataclasses.replace(binary, streams=streams, tags=dict(binary.tags, **{"global": tags}))
+
+
+def test_overlapping_loads_are_found():
+    """A LOAD repeated (shifted by one byte, or a core's A) before the next SIGNAL of LD is
+    reported with both indices and the common bytes; after a SIGNAL, or to another buffer or
+    core, or behind a WAIT only, it is not."""
+    b = _tiny()
+    g, tags = list(b.streams["global"]), list(b.tags["global"])
+    i = next(j for j, x in enumerate(g) if x.op == "LOAD" and x["length"] * x["count"] > 8)
+    x = g[i]
+    shifted = Instr("LOAD", dict(x.f, buf_addr=x["buf_addr"] + 1))
+    bad = _with_global(b, g[:i + 1] + [shifted] + g[i + 1:], tags[:i + 1] + [-1] + tags[i + 1:])
+    found = ld_overlaps(bad)
+    ld_pc = sum(1 for y in g[:i] if y.unit == "LD")
+    n = x["count"] * x["length"]
+    assert len(found) == 1 and (found[0].first, found[0].second) == (ld_pc, ld_pc + 1)
+    assert (found[0].lo, found[0].hi) == (x["buf_addr"] + 1, x["buf_addr"] + n)
+    with pytest.raises(ValueError, match="either order"):
+        check_ld_order(bad)
+    sig = Instr("SIGNAL", dict(unit=0, sem=0, count=1))     # unit 0: LD
+    wait = Instr("WAIT", dict(unit=0, sem=0, count=0))
+    ok = _with_global(b, g[:i + 1] + [sig, shifted] + g[i + 1:],
+                      tags[:i + 1] + [-1, -1] + tags[i + 1:])
+    assert ld_overlaps(ok) == []
+    still = _with_global(b, g[:i + 1] + [wait, shifted] + g[i + 1:],
+                         tags[:i + 1] + [-1, -1] + tags[i + 1:])
+    assert len(ld_overlaps(still)) == 1
+    other = Instr("LOAD", dict(x.f, buf=BUFS["A"], core=0, buf_addr=0)) \
+        if x["buf"] != BUFS["A"] else Instr("LOAD", dict(x.f, core=x["core"] + 1))
+    assert ld_overlaps(_with_global(b, g[:i + 1] + [other] + g[i + 1:],
+                                    tags[:i + 1] + [-1] + tags[i + 1:])) == []
