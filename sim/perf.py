@@ -57,7 +57,7 @@ import numpy as np
 from . import timing
 from .compile import _cdiv
 from .funcsim import build_queues
-from .isa import BUFS, REG_NAMES
+from .isa import BUFS, REG_NAMES, Instr
 
 __all__ = ["PerfReport", "LayerPerf", "simulate", "stream", "attribute", "instr_cycles", "BEAT"]
 
@@ -274,7 +274,8 @@ def simulate(binary, *, trace: list | None = None,
     # (ch_free, inflight, accept, read port), the LOADs dealt round-robin (ld_turn)
     port = _ReadPort(cfg.dram_latency_cycles, axi.ar_queue) if axi is not None else None
     ld_eng = None
-    ld_turn = {}
+    ld_turn = {}                        # LD unit -> pieces dealt so far
+    deal_free = {}                      # LD unit -> the dealer takes a descriptor from
     if axi is not None and axi.ports > 1:
         ld_eng = [({"LD": 0}, {"LD": []}, {"LD": 0},
                    _ReadPort(cfg.dram_latency_cycles, axi.ar_queue))
@@ -399,12 +400,23 @@ def simulate(binary, *, trace: list | None = None,
                 note(tag, t, nxt, unit, stream, 0)
             else:
                 if ld_eng is not None and unit == "LD":
-                    # this LOAD's engine (round-robin); the unit hands it over and goes on
-                    n = ld_turn.get(su, 0)
-                    ld_turn[su] = n + 1
-                    cf, fl, ac, rp = ld_eng[n % len(ld_eng)]
-                    start, nxt, done, xfer = _axi_transfer(axi, cfg, ins, t, unit, cf, fl,
-                                                           ac, rp)
+                    # the dealer takes the LOAD, the unit goes on; its pieces go to the
+                    # engines round-robin, one per cycle at most, each when its engine takes it
+                    # (one engine: no dealer, the unit hands the LOAD to the engine itself)
+                    one = len(ld_eng) == 1
+                    start = t if one else max(t, deal_free.get(su, 0))
+                    tt = start if one else start + 1
+                    done = xfer = 0
+                    for f in axi.pieces(ins.f, len(ld_eng), BUFS["A"]):
+                        n = ld_turn.get(su, 0)
+                        ld_turn[su] = n + 1
+                        cf, fl, ac, rp = ld_eng[n % len(ld_eng)]
+                        s0, _nx, dn, xf = _axi_transfer(axi, cfg, Instr("LOAD", f), tt, unit,
+                                                        cf, fl, ac, rp)
+                        deal_free[su], tt = s0, s0 + 1
+                        done, xfer = max(done, dn), xfer + xf
+                    if one:
+                        start = s0
                     nxt = start + 1
                 elif axi is not None and fetch is not None and unit == "LD":
                     # the engine's bursts in time order with the dispatcher's: each placed

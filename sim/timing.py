@@ -167,11 +167,13 @@ class AxiDma:
     ``ports`` (``hw.system.Accelerator(axi_ports=...)``, 1..4): with more than one, the
     dispatcher's fetch has port 0's read channel to itself (ST keeps its write channel) and
     there are :attr:`ld_engines` = ``ports - 1`` LD engines, each with the read channel of a
-    port of its own; the LD unit deals its LOADs round-robin (LOAD ``i`` of the queue to engine
-    ``i mod ld_engines``; an engine takes its next descriptor when its last one's bursts are
-    requested, and the unit waits for the engine whose turn it is, then fetches its next
-    instruction the cycle after that hand-over), and a SIGNAL of LD waits until every
-    engine's transfers have landed."""
+    port of its own. A LOAD goes through the dealer (``hw.system.dma.DescriptorDealer``): it
+    is taken in the first cycle ``h`` the dealer is free (no descriptor held, or the cycle its
+    previous one's last piece is handed over), the LD unit fetches its next instruction at
+    ``h + 1``; from ``h + 1`` on the dealer hands its pieces (:meth:`pieces`) one per cycle at
+    the earliest, piece ``j`` of the whole stream to engine ``j mod ld_engines``, each when
+    that engine takes a descriptor (when its previous one's last burst is requested). A
+    SIGNAL of LD waits until every engine's transfers have landed."""
     beat: int = 16
     max_burst: int = 64
     outstanding: int = 4
@@ -191,6 +193,35 @@ class AxiDma:
     def ld_engines(self) -> int:
         """LD DMA engines of an accelerator with :attr:`ports` AXI ports."""
         return max(1, self.ports - 1)
+
+    #: a LOAD of one chunk is split by bytes only with at least this many beats per engine
+    #: (``hw.system.dma.SPLIT_MIN_BEATS``)
+    split_min_beats: int = 4
+
+    def pieces(self, f: dict, engines: int, buf_a: int) -> list[dict]:
+        """The pieces ``hw.system.dma.DescriptorDealer`` makes of LOAD fields ``f`` for
+        ``engines`` engines (``buf_a``: the buffer id of buffer A, never split): runs of
+        ``ceil(count / engines)`` chunks when ``count >= 2``; runs of ``beat * ceil(beats /
+        engines)`` bytes of a single chunk of at least ``split_min_beats * engines`` beats;
+        else ``[f]``."""
+        c, ln = f["count"], f["length"]
+        if engines < 2 or f["buf"] == buf_a:
+            return [f]
+        out = []
+        if c >= 2:
+            q = -(-c // engines)
+            for lo in range(0, c, q):
+                out.append(dict(f, dram_addr=f["dram_addr"] + lo * f["stride"],
+                                buf_addr=f["buf_addr"] + lo * ln, count=min(q, c - lo)))
+            return out
+        beats = -(-ln // self.beat)
+        if c == 1 and beats >= self.split_min_beats * engines:
+            q = self.beat * -(-beats // engines)
+            for lo in range(0, ln, q):
+                out.append(dict(f, dram_addr=f["dram_addr"] + lo, buf_addr=f["buf_addr"] + lo,
+                                length=min(q, ln - lo)))
+            return out
+        return [f]
 
     def bursts(self, dram_addr: int, count: int, length: int, stride: int):
         """``[(chunk, beats), ...]`` of one descriptor: the bursts the engine requests."""

@@ -28,51 +28,99 @@ def _run(dut, bench):
     sim.run()
 
 
+def _bytes_of(f):
+    """``{buffer byte: DRAM byte}`` a LOAD with fields ``f`` writes (sim.isa's semantics)."""
+    out = {}
+    for i in range(f["count"]):
+        for j in range(f["length"]):
+            out[(f["buf"], f["core"], f["buf_addr"] + i * f["length"] + j)] = \
+                f["dram_addr"] + i * f["stride"] + j
+    return out
+
+
+FIELDS = ("dram_addr", "buf", "core", "buf_addr", "count", "length", "stride")
+
+
 @pytest.mark.parametrize("engines,seed", [(2, 1), (3, 2), (4, 3)])
-def test_dealer_gives_each_engine_its_descriptors_in_order(engines, seed):
-    """Descriptor i reaches engine i mod engines, each engine's in queue order, whatever the
-    engines' ready; ``cmd`` is taken only by the engine whose turn it is; ``idle`` = all."""
+def test_dealer_splits_and_deals_in_order(engines, seed):
+    """Random LOADs (1..6 chunks of 1..700 bytes, some into buffer A, unaligned addresses) with
+    random engine back-pressure: the pieces, read in stream order (piece j from engine j mod
+    E), are sim.timing.AxiDma.pieces of each descriptor in turn; each descriptor's pieces
+    write exactly its bytes from exactly its DRAM bytes (sim.isa's LOAD); at most one engine
+    is offered a piece per cycle; ``idle`` only with nothing held or just handed over and
+    every engine idle."""
+    from sim import timing
     dut = DescriptorDealer(engines=engines)
     rng = random.Random(seed)
-    n = 60
-    sent = [rng.randrange(1 << 40) for _ in range(n)]
+    descs = []
+    for _ in range(40):
+        count = rng.choice([1, 1, 2, 3, 5, 6])
+        length = rng.choice([rng.randint(1, 40), rng.randint(40, 700)])
+        descs.append(dict(dram_addr=rng.randrange(1 << 30), buf=rng.choice([0, 1, 2, 5]),
+                          core=0, buf_addr=rng.randrange(1 << 16), count=count, length=length,
+                          stride=length + rng.randrange(0, 64)))
+    want = [p for f in descs for p in timing.AxiDma().pieces(f, engines, BUFS["A"])]
     got = [[] for _ in range(engines)]
 
     async def bench(ctx):
         i = 0
-        for _cycle in range(2000):
-            if i >= n:
+        for _cycle in range(4000):
+            if sum(map(len, got)) == len(want):
                 break
-            ctx.set(dut.cmd.valid, rng.random() < 0.7)
-            ctx.set(dut.cmd.payload.dram_addr, sent[i])
-            readies = [rng.random() < 0.4 for _ in range(engines)]
+            ctx.set(dut.cmd.valid, i < len(descs) and rng.random() < 0.8)
+            if i < len(descs):
+                for k, v in descs[i].items():
+                    ctx.set(getattr(dut.cmd.payload, k), v)
+            readies = [rng.random() < 0.5 for _ in range(engines)]
             for k in range(engines):
                 ctx.set(dut.engine[k].ready, readies[k])
-            idle = rng.randrange(1 << engines)
-            ctx.set(dut.engine_idle, idle)
+            ctx.set(dut.engine_idle, (1 << engines) - 1)
             await ctx.delay(1e-10)
-            assert ctx.get(dut.idle) == (idle == (1 << engines) - 1)
             offered = [k for k in range(engines) if ctx.get(dut.engine[k].valid)]
             assert len(offered) <= 1
-            if ctx.get(dut.cmd.valid):
-                assert offered == [i % engines]
-                assert ctx.get(dut.cmd.ready) == readies[i % engines]
-                assert ctx.get(dut.engine[i % engines].payload.dram_addr) == sent[i]
-            else:
-                assert offered == []
+            for k in offered:
+                if readies[k]:
+                    got[k].append({f: ctx.get(getattr(dut.engine[k].payload, f))
+                                   for f in FIELDS})
             if ctx.get(dut.cmd.valid) and ctx.get(dut.cmd.ready):
-                got[i % engines].append(sent[i])
                 i += 1
+            if ctx.get(dut.idle):
+                assert not offered
             await ctx.tick()
-        assert i == n
+        assert i == len(descs)
+        await ctx.tick()
+        assert ctx.get(dut.idle)
+        ctx.set(dut.engine_idle, 1)
+        await ctx.delay(1e-10)
+        assert not ctx.get(dut.idle)
 
     _run(dut, bench)
-    for k in range(engines):
-        assert got[k] == sent[k::engines]
+    stream_order = [got[j % engines][j // engines] for j in range(len(want))]
+    assert stream_order == want
+    assert len(want) > len(descs) + 20          # the bench did split
+    # each descriptor's pieces: exactly its bytes (the reference: the descriptor itself)
+    j = 0
+    for f in descs:
+        n = len(timing.AxiDma().pieces(f, engines, BUFS["A"]))
+        pieces = stream_order[j:j + n]
+        j += n
+        union = {}
+        for p in pieces:
+            b = _bytes_of(p)
+            assert not (set(b) & set(union)), "two pieces write one byte"
+            union.update(b)
+        assert union == _bytes_of(f)
+
+
+@pytest.mark.parametrize("e", [2, 3, 4, 5, 7, 16])
+def test_ceil_div_const_is_exact_on_20_bits(e):
+    from hw.system.dma import ceil_div_const
+    x = np.arange(0, (1 << 20) + 1, dtype=np.int64)
+    assert np.array_equal(ceil_div_const(x, e, 20), -(-x // e))
 
 
 def test_dealer_parameters_are_checked():
-    for bad in (0, 17):
+    for bad in (1, 17):
         with pytest.raises(ValueError, match="engines"):
             DescriptorDealer(engines=bad)
     with pytest.raises(TypeError, match="engines"):
@@ -191,10 +239,10 @@ def _tiny(L=1, **kw):
     return sc.compile(zoo.tiny(), PRESETS["small"].replace(L=L), **kw)
 
 
-def test_perf_deals_loads_round_robin():
-    """With P ports the model's LOADs go to engine i mod (P - 1): in the trace, LOADs of one
-    stretch overlap in time with P > 2 (they never do with one engine's read channel busy),
-    and the run is never slower than with one LD engine."""
+def test_perf_splits_loads_over_the_engines():
+    """With P ports the model's LD unit hands each LOAD over and goes on the next cycle;
+    the LOADs' DRAM transfers overlap in time only with several engines, and the run is never
+    slower with more engines (tiny, small:L=1)."""
     from sim import perf, timing
     b = _tiny()
     cyc = {}
@@ -202,9 +250,22 @@ def test_perf_deals_loads_round_robin():
         tr = []
         cyc[p] = perf.simulate(b, env=timing.axi_system(p), trace=tr).cycles
         loads = [(s, e) for st, u, op, _t, s, e in tr if u == "LD" and op == "LOAD"]
-        # the unit hands each LOAD over and goes on the next cycle
         assert all(e == s + 1 for s, e in loads), loads[:5]
     assert cyc[4] <= cyc[3] <= cyc[2]
+
+
+def test_axidma_pieces_by_hand():
+    from sim import timing
+    ax = timing.AxiDma()
+    f = dict(dram_addr=1000, buf=0, core=0, buf_addr=7, count=7, length=10, stride=30)
+    got = ax.pieces(f, 3, BUFS["A"])
+    assert [(p["dram_addr"], p["buf_addr"], p["count"]) for p in got] == \
+        [(1000, 7, 3), (1090, 37, 3), (1180, 67, 1)]
+    one = dict(f, count=1, length=200)          # 13 beats >= 4 * 3: pieces of 5 beats
+    assert [(p["dram_addr"], p["buf_addr"], p["length"]) for p in ax.pieces(one, 3, 5)] == \
+        [(1000, 7, 80), (1080, 87, 80), (1160, 167, 40)]
+    assert ax.pieces(dict(one, length=170), 3, 5) == [dict(one, length=170)]   # 11 beats
+    assert ax.pieces(dict(f, buf=BUFS["A"]), 3, BUFS["A"]) == [dict(f, buf=BUFS["A"])]
 
 
 # --- the compiler's guarantee (sim.checks) ---------------------------------------------------------
