@@ -109,10 +109,10 @@ def test_cli_runs_a_network(capsys):
 @pytest.mark.rtl
 @pytest.mark.slow
 def test_tiny_network_two_axi_ports(capsys):
-    """docs/system.md's `python -m tb.system.run --model tiny --config small:L=1 --axi-ports 2`:
-    LD reads on ``m_axi1``, fetch and ST on ``m_axi``, each port an AxiRam on the same memory:
-    the same outputs, every burst legal on both ports. sim.perf's AXI model is the one-port
-    build's, so the cycles are reported, not asserted."""
+    """`python -m tb.system.run --model tiny --config small:L=1 --axi-ports 2`: LD reads on
+    ``m_axi1``, fetch and ST on ``m_axi``, each port an AxiRam on the same memory: the same
+    outputs, every burst legal on both ports, the cycles within CYCLE_TOLERANCE of sim.perf
+    with ``AxiDma.ports = 2`` (the fetch's read channel apart from LD's)."""
     import json
 
     from tb.system.run import main
@@ -121,7 +121,10 @@ def test_tiny_network_two_axi_ports(capsys):
     assert out["ok"] and out["bit_exact"] and out["host_requests"] == 1
     ports = out["bursts_per_port"]
     assert len(ports) == 2 and all(n > 0 for n in ports), ports
-    print(f"\ntwo AXI ports: RTL {out['rtl_cycles']} cycles, bursts per port {ports}")
+    print(f"\ntwo AXI ports: RTL {out['rtl_cycles']} cycles, sim.perf {out['perf_axi_cycles']} "
+          f"({out['axi_cycle_diff']:+.2%}), bursts per port {ports}")
+    assert out["axi_ports"] == 2
+    _check_cycles(out["rtl_cycles"], out["perf_axi_cycles"])
 
 
 @pytest.mark.rtl
