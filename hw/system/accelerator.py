@@ -273,11 +273,13 @@ class Accelerator(wiring.Component):
         m.submodules.bufs = bufs if isinstance(bufs, ModuleInstance) else run(bufs)
         if arb is not None:
             m.submodules.arb = arb
-        ld_idle = Signal()
-        m.d.comb += ld_idle.eq(Cat(*(e.idle for e in lds)).all())
+        ld_idle = Signal()          # every LD engine idle and the dealer empty
+        engines_idle = Signal()     # (a drain waits for the engines; it resets the dealer)
+        m.d.comb += [engines_idle.eq(Cat(*(e.idle for e in lds)).all()),
+                     ld_idle.eq(deal.idle if E > 1 else ld.idle)]
         m.d.comb += [dispatch.start.eq(go), dispatch.table_base.eq(table_base),
                      dispatch.stop.eq(draining),
-                     quiet.eq(ld_idle & st.idle & ~dispatch.busy)]
+                     quiet.eq(engines_idle & st.idle & ~dispatch.busy)]
 
         # queues, semaphores: queue i is semaphore port i (sim.image order)
         units = [g["LD"], g["ST"], g["HOST"]]
@@ -308,8 +310,10 @@ class Accelerator(wiring.Component):
         if E > 1:
             m.d.comb += [deal.cmd.payload.eq(g["LD"].cmd.payload),
                          deal.engine_idle.eq(Cat(*(e.idle for e in lds)))]
-            for e, eng in enumerate(lds):
-                wiring.connect(m, deal.engine[e], eng.cmd)
+            for e, eng in enumerate(lds):      # no piece handed over while draining
+                m.d.comb += [eng.cmd.payload.eq(deal.engine[e].payload),
+                             eng.cmd.valid.eq(deal.engine[e].valid & ~draining),
+                             deal.engine[e].ready.eq(eng.cmd.ready & ~draining)]
         for unit, dma in ((g["LD"], deal if E > 1 else ld), (g["ST"], st)):
             m.d.comb += [dma.cmd.payload.eq(unit.cmd.payload),
                          dma.cmd.valid.eq(unit.cmd.valid & ~draining),
