@@ -147,6 +147,20 @@ def test_tiny_network_several_ld_engines(tmp_path, ports, L):
 
 @pytest.mark.rtl
 @pytest.mark.slow
+def test_four_ports_stop_on_an_illegal_opcode(tmp_path, simulator):
+    """A short run of the 4-port accelerator on each simulator (Icarus too: a whole network
+    takes it hours): LD's second word corrupted, the error read through the register block,
+    every burst issued before it completed on all four ports (the monitors)."""
+    prog, x = _tiny()
+    rec = run_accelerator(prog, SMALL.replace(L=1), x, simulator, tmp_path, axi_ports=4,
+                          case="illegal_opcode")
+    assert rec["status"] == "error" and rec["err_code"] == ErrCode.ILLEGAL_OPCODE, rec
+    assert rec["err_queue"] == 0 and rec["err_pc"] == 1 and rec["axi_ports"] == 4, rec
+    assert len(rec["bursts_per_port"]) == 4
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
 def test_tiny_network_axi_backpressure(tmp_path):
     """Random ready/valid pauses on every AxiRam channel: same outputs, every burst legal."""
     prog, x = _tiny(seed=4)
