@@ -224,7 +224,7 @@ def test_accelerator_ports_and_engines():
         Accelerator(config="small:L=1", sems=16, axi_ports=3, buffers="banked")
 
 
-# --- sim.timing / sim.perf -------------------------------------------------------------------------
+# --- sim.timing / sim.perf ---------------------------------------------------------------------
 
 def test_axidma_ports():
     from sim import timing
@@ -268,7 +268,7 @@ def test_axidma_pieces_by_hand():
     assert ax.pieces(dict(f, buf=BUFS["A"]), 3, BUFS["A"]) == [dict(f, buf=BUFS["A"])]
 
 
-# --- the compiler's guarantee (sim.checks) ---------------------------------------------------------
+# --- the compiler's guarantee (sim.checks) -----------------------------------------------------
 
 @pytest.mark.parametrize("L,kw", [(1, {}), (4, {}), (2, {"prefetch": True})])
 def test_compiled_binaries_have_no_overlapping_loads(L, kw):

@@ -143,9 +143,10 @@ def bd_tcl(*, clock_mhz: float, regs_range: int, axi_ports: int = 1) -> str:
     use = "".join(f"        CONFIG.PSU__USE__S_AXI_GP{n} {{1}} \\\n"
                   f"        CONFIG.PSU__SAXIGP{n}__DATA_WIDTH {{128}} \\\n"
                   for _i, n, _c, _s in hp)
-    mk_sc = "".join(f"    set sc_mem [create_bd_cell -type ip -vlnv xilinx.com:ip:smartconnect {c}]\n"
-                    f"    set_property -dict [list CONFIG.NUM_SI {{1}} CONFIG.NUM_MI {{1}}] $sc_mem\n"
-                    for c in sc)
+    mk_sc = "".join(f"    set sc_mem [create_bd_cell -type ip -vlnv "
+                    f"xilinx.com:ip:smartconnect {c}]\n"
+                    f"    set_property -dict [list CONFIG.NUM_SI {{1}} CONFIG.NUM_MI {{1}}] "
+                    f"$sc_mem\n" for c in sc)
     clk = "".join(f" \\\n        [get_bd_pins {c}/aclk]" for c in sc) + "".join(
         f" \\\n        [get_bd_pins {ps}/{pin}]" for _i, _n, pin, _s in hp)
     rstn = "".join(f" \\\n        [get_bd_pins {c}/aresetn]" for c in sc)

@@ -304,9 +304,8 @@ class Accelerator(wiring.Component):
                 wiring.connect(m, getattr(core, name), getattr(bufs, f"c{c}_{name}"))
 
         # DMA: descriptors from LD / ST, the data window, lines into B / C / OUT or a core's A
-        # (several LD engines: the LD unit's descriptors dealt round-robin, its SIGNAL waits
-        # for all of them)
-        ld_cmd = [deal.engine[e] for e in range(E)] if E > 1 else [ld.cmd]
+        # (several LD engines: the LD unit's descriptors split and dealt round-robin by the
+        # dealer, its SIGNAL waits for the dealer and all the engines)
         if E > 1:
             m.d.comb += [deal.cmd.payload.eq(g["LD"].cmd.payload),
                          deal.engine_idle.eq(Cat(*(e.idle for e in lds)))]

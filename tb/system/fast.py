@@ -12,7 +12,7 @@ port, the HOST_LN served on a ``HOST_REQ`` interrupt; between those the simulato
 memory size, whatever the Binary: nothing of it is in the design), runs it on Icarus or
 Verilator, checks the outputs bit for bit against ``sim.golden`` and ``sim.funcsim`` (inside the
 cocotb test) and returns the record with ``sim.perf``'s cycles for the same Binary at the
-memory's read latency (``sim.timing.AXI_SYSTEM`` as :func:`model_env` adapts it to this
+memory's read latency (``sim.timing.axi_system(axi_ports)`` as :func:`model_env` adapts it to this
 memory's AR queue). ``python -m tb.system.fast`` is its command
 line. docs/system.md, "The DRAM in HDL".
 """
@@ -181,7 +181,7 @@ def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
     compiler's optimisation level of the Verilator model (:data:`OPTS`, ``-O<opt>``; ``tb.rtl``
     builds every model at ``-O0``, which compiles fastest and runs slowest);
     Icarus ignores it."""
-    from sim import perf, timing
+    from sim import perf
     from tb.rtl import REPO_ROOT, run_cocotb
     from tb.system.axi_mem import write_verilog
     from tb.system.run import accelerator_for
