@@ -270,8 +270,12 @@ def test_axidma_pieces_by_hand():
 
 # --- the compiler's guarantee (sim.checks) -----------------------------------------------------
 
-@pytest.mark.parametrize("L,kw", [(1, {}), (4, {}), (2, {"prefetch": True})])
+@pytest.mark.parametrize("L,kw", [(1, {}), (4, {}), (2, {"prefetch": True}),
+                                  (2, {"stream": True}), (1, {"fuse": False}),
+                                  (2, {"attn_onchip": False})])
 def test_compiled_binaries_have_no_overlapping_loads(L, kw):
+    """The compiler's guarantee for several LD engines (docs/system.md, "AXI ports") on tiny
+    with each compiler option."""
     b = _tiny(L, **kw)
     assert ld_overlaps(b) == []
     check_ld_order(b)
