@@ -228,12 +228,13 @@ def _cmd_build(args) -> int:
     stem = ("custom" if spec.startswith("{") else Path(spec).stem if spec.endswith(".json")
             else re.sub(r"[^A-Za-z0-9._=-]+", "_", spec))      # small:L=1 -> small_L=1
     out = Path(args.out) if args.out else REPO_ROOT / "build" / "zcu102" / stem
-    cmd = "python -m hw build zcu102 --config " + args.config + (f" -o {args.out}" if args.out else "")
+    cmd = "python -m hw build zcu102 --config " + args.config + (f" -o {args.out}" if args.out else "") \
+        + (f" --axi-ports {args.axi_ports}" if args.axi_ports != 1 else "")
     try:
         man = write_zcu102(args.config, outdir=out, sems=args.sems,
                            buffer_bytes=args.buffer_mib << 20, command=cmd,
                            cache_dir=None if args.no_cache else REPO_ROOT / "build" / "cache",
-                           hierarchy=not args.flat)
+                           hierarchy=not args.flat, axi_ports=args.axi_ports)
     except BoardError as e:
         raise registry.RegistryError(str(e)) from None
     src = "from the cache" if man["verilog_from_cache"] else "emitted"
@@ -325,6 +326,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", "-o", help="build tree directory (default build/zcu102/CONFIG, e.g. "
                    "build/zcu102/small_L=1 for small:L=1)")
     s.add_argument("--sems", type=int, default=2048, help="semaphore file size (default 2048)")
+    s.add_argument("--axi-ports", type=int, default=1, help="the accelerator's AXI managers, "
+                   "1..4 (default 1: HP0 only; P > 1: fetch and ST on HP0, P - 1 LD engines on "
+                   "HP1 ..; docs/system.md \"AXI ports\")")
     s.add_argument("--buffer-mib", type=int, default=64, help="u-dma-buf size in the device-tree "
                    "fragment, MiB (default 64)")
     s.add_argument("--no-cache", action="store_true", help="emit the accelerator's Verilog even "

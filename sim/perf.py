@@ -57,7 +57,7 @@ import numpy as np
 from . import timing
 from .compile import _cdiv
 from .funcsim import build_queues
-from .isa import BUFS, REG_NAMES
+from .isa import BUFS, REG_NAMES, Instr
 
 __all__ = ["PerfReport", "LayerPerf", "simulate", "stream", "attribute", "instr_cycles", "BEAT"]
 
@@ -269,8 +269,19 @@ def simulate(binary, *, trace: list | None = None,
     accept = {"LD": 0, "ST": 0}         # AXI: the engine takes its next descriptor
     a_line = timing.a_line_bytes(cfg.N, cfg.dram_bytes_per_cycle)
 
-    # AXI: the read channels the LD engine shares with the dispatcher
+    # AXI: the read channels the LD engine shares with the dispatcher (one port); with more
+    # ports the dispatcher's own, and per LD engine (axi.ld_engines) a port and its state
+    # (ch_free, inflight, accept, read port), the LOADs dealt round-robin (ld_turn)
     port = _ReadPort(cfg.dram_latency_cycles, axi.ar_queue) if axi is not None else None
+    ld_eng = None
+    ld_turn = {}                        # LD unit -> pieces dealt so far
+    deal_free = {}                      # LD unit -> the dealer takes a descriptor from
+    if axi is not None and axi.ports > 1:
+        ld_eng = [({"LD": 0}, {"LD": []}, {"LD": 0},
+                   _ReadPort(cfg.dram_latency_cycles, axi.ar_queue))
+                  for _ in range(axi.ld_engines)]
+        for e in ld_eng:
+            e[3].low = math.inf
     fetch = _Fetch(env.fetch, binary, port) \
         if axi is not None and env.fetch is not None and frames == 1 else None
     if port is not None and fetch is None:
@@ -388,7 +399,26 @@ def simulate(binary, *, trace: list | None = None,
                 nxt = t + (_cdiv(ins["count"] * ins["length"], a_line) if to_a else 0)
                 note(tag, t, nxt, unit, stream, 0)
             else:
-                if axi is not None and fetch is not None and unit == "LD":
+                if ld_eng is not None and unit == "LD":
+                    # the dealer takes the LOAD, the unit goes on; its pieces go to the
+                    # engines round-robin, one per cycle at most, each when its engine takes it
+                    # (one engine: no dealer, the unit hands the LOAD to the engine itself)
+                    one = len(ld_eng) == 1
+                    start = t if one else max(t, deal_free.get(su, 0))
+                    tt = start if one else start + 1
+                    done = xfer = 0
+                    for f in axi.pieces(ins.f, len(ld_eng), BUFS["A"]):
+                        n = ld_turn.get(su, 0)
+                        ld_turn[su] = n + 1
+                        cf, fl, ac, rp = ld_eng[n % len(ld_eng)]
+                        s0, _nx, dn, xf = _axi_transfer(axi, cfg, Instr("LOAD", f), tt, unit,
+                                                        cf, fl, ac, rp)
+                        deal_free[su], tt = s0, s0 + 1
+                        done, xfer = max(done, dn), xfer + xf
+                    if one:
+                        start = s0
+                    nxt = start + 1
+                elif axi is not None and fetch is not None and unit == "LD":
                     # the engine's bursts in time order with the dispatcher's: each placed
                     # when the model has reached the cycle it is presented in
                     if k not in ld_job:

@@ -105,7 +105,7 @@ from dataclasses import dataclass
 __all__ = ["GATHER_LATENCY", "REQUANT_LATENCY", "LOG2_LATENCY",
            "PACKED_PRODUCT_LATENCY", "SemaphoreTiming", "SYSTEM",
            "SEM_SIGNAL_LATENCY", "SEM_WAIT_EXTRA",
-           "AxiDma", "AxiFetch", "AXI_SYSTEM",
+           "AxiDma", "AxiFetch", "AXI_SYSTEM", "axi_system",
            "PYTHON_HARNESS", "adder_tree_latency", "mat_latency", "rmac_df_latency",
            "rmac_dw_latency", "compute_steps", "compute_timing", "ComputeTiming", "COMPUTE_OPS",
            "drain_cycles", "drain_stall",
@@ -162,7 +162,18 @@ class AxiDma:
     read beat: the realigner and the buffer write; the last write response for a STORE).
     The dispatcher's instruction fetches share the read channel: :class:`AxiFetch` (with it, a
     unit also waits for its queue to be refilled); without it, one read beat per instruction,
-    counted when the instruction starts."""
+    counted when the instruction starts.
+
+    ``ports`` (``hw.system.Accelerator(axi_ports=...)``, 1..4): with more than one, the
+    dispatcher's fetch has port 0's read channel to itself (ST keeps its write channel) and
+    there are :attr:`ld_engines` = ``ports - 1`` LD engines, each with the read channel of a
+    port of its own. A LOAD goes through the dealer (``hw.system.dma.DescriptorDealer``): it
+    is taken in the first cycle ``h`` the dealer is free (no descriptor held, or the cycle its
+    previous one's last piece is handed over), the LD unit fetches its next instruction at
+    ``h + 1``; from ``h + 1`` on the dealer hands its pieces (:meth:`pieces`) one per cycle at
+    the earliest, piece ``j`` of the whole stream to engine ``j mod ld_engines``, each when
+    that engine takes a descriptor (when its previous one's last burst is requested). A
+    SIGNAL of LD waits until every engine's transfers have landed."""
     beat: int = 16
     max_burst: int = 64
     outstanding: int = 4
@@ -171,6 +182,46 @@ class AxiDma:
     landing: int = 2
     store_data_cycles: int = 6
     ar_queue: int | None = 2
+    ports: int = 1
+
+    def __post_init__(self):
+        if not (isinstance(self.ports, int) and 1 <= self.ports <= 4):
+            raise ValueError(f"AxiDma.ports must be 1..4 (the accelerator's AXI ports), "
+                             f"got {self.ports!r}")
+
+    @property
+    def ld_engines(self) -> int:
+        """LD DMA engines of an accelerator with :attr:`ports` AXI ports."""
+        return max(1, self.ports - 1)
+
+    #: a LOAD of one chunk is split by bytes only with at least this many beats per engine
+    #: (``hw.system.dma.SPLIT_MIN_BEATS``)
+    split_min_beats: int = 4
+
+    def pieces(self, f: dict, engines: int, buf_a: int) -> list[dict]:
+        """The pieces ``hw.system.dma.DescriptorDealer`` makes of LOAD fields ``f`` for
+        ``engines`` engines (``buf_a``: the buffer id of buffer A, never split): runs of
+        ``ceil(count / engines)`` chunks when ``count >= 2``; runs of ``beat * ceil(beats /
+        engines)`` bytes of a single chunk of at least ``split_min_beats * engines`` beats;
+        else ``[f]``."""
+        c, ln = f["count"], f["length"]
+        if engines < 2 or f["buf"] == buf_a:
+            return [f]
+        out = []
+        if c >= 2:
+            q = -(-c // engines)
+            for lo in range(0, c, q):
+                out.append(dict(f, dram_addr=f["dram_addr"] + lo * f["stride"],
+                                buf_addr=f["buf_addr"] + lo * ln, count=min(q, c - lo)))
+            return out
+        beats = -(-ln // self.beat)
+        if c == 1 and beats >= self.split_min_beats * engines:
+            q = self.beat * -(-beats // engines)
+            for lo in range(0, ln, q):
+                out.append(dict(f, dram_addr=f["dram_addr"] + lo, buf_addr=f["buf_addr"] + lo,
+                                length=min(q, ln - lo)))
+            return out
+        return [f]
 
     def bursts(self, dram_addr: int, count: int, length: int, stride: int):
         """``[(chunk, beats), ...]`` of one descriptor: the bursts the engine requests."""
@@ -262,6 +313,15 @@ SEM_WAIT_EXTRA = 2
 #: ``hw.system.Accelerator``: the semaphore file above, the DMA engines on one AXI4 port
 AXI_SYSTEM = SemaphoreTiming(wait_extra=SEM_WAIT_EXTRA, signal_latency=SEM_SIGNAL_LATENCY,
                              axi=AxiDma(), fetch=AxiFetch())
+
+
+def axi_system(ports: int = 1) -> SemaphoreTiming:
+    """:data:`AXI_SYSTEM` for an accelerator built with ``axi_ports=ports`` (1..4,
+    :attr:`AxiDma.ports`)."""
+    from dataclasses import replace
+    return replace(AXI_SYSTEM, axi=replace(AXI_SYSTEM.axi, ports=ports))
+
+
 #: ``tb.core.harness.CoreEnv``: registered ``wait.ready`` (a satisfied WAIT takes 2 cycles) and
 #: the LD/ST DMA units executed in zero time at the clock edge
 PYTHON_HARNESS = SemaphoreTiming(wait_extra=1, dma_zero_time=True)

@@ -109,10 +109,10 @@ def test_cli_runs_a_network(capsys):
 @pytest.mark.rtl
 @pytest.mark.slow
 def test_tiny_network_two_axi_ports(capsys):
-    """docs/system.md's `python -m tb.system.run --model tiny --config small:L=1 --axi-ports 2`:
-    LD reads on ``m_axi1``, fetch and ST on ``m_axi``, each port an AxiRam on the same memory:
-    the same outputs, every burst legal on both ports. sim.perf's AXI model is the one-port
-    build's, so the cycles are reported, not asserted."""
+    """`python -m tb.system.run --model tiny --config small:L=1 --axi-ports 2`: LD reads on
+    ``m_axi1``, fetch and ST on ``m_axi``, each port an AxiRam on the same memory: the same
+    outputs, every burst legal on both ports, the cycles within CYCLE_TOLERANCE of sim.perf
+    with ``AxiDma.ports = 2`` (the fetch's read channel apart from LD's)."""
     import json
 
     from tb.system.run import main
@@ -121,7 +121,42 @@ def test_tiny_network_two_axi_ports(capsys):
     assert out["ok"] and out["bit_exact"] and out["host_requests"] == 1
     ports = out["bursts_per_port"]
     assert len(ports) == 2 and all(n > 0 for n in ports), ports
-    print(f"\ntwo AXI ports: RTL {out['rtl_cycles']} cycles, bursts per port {ports}")
+    print(f"\ntwo AXI ports: RTL {out['rtl_cycles']} cycles, sim.perf {out['perf_axi_cycles']} "
+          f"({out['axi_cycle_diff']:+.2%}), bursts per port {ports}")
+    assert out["axi_ports"] == 2
+    _check_cycles(out["rtl_cycles"], out["perf_axi_cycles"])
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("ports,L", [(3, 1), (4, 1), (3, 2), (4, 2)])
+def test_tiny_network_several_ld_engines(tmp_path, ports, L):
+    """``axi_ports`` = 3 and 4 (docs/system.md, "AXI ports"): fetch and ST on ``m_axi``, 2 or 3
+    LD engines on ``m_axi1`` .. (the LD unit's descriptors dealt round-robin), each port an
+    AxiRam on the same memory with its own AxiMonitor: bit-exact (inside the cocotb test), the
+    register block reports the ports, every port carries bursts, and the cycles are within
+    CYCLE_TOLERANCE of sim.perf with ``AxiDma.ports`` (``sim.timing.axi_system(ports)``)."""
+    prog, x = _tiny()
+    rec = run_accelerator(prog, SMALL.replace(L=L), x, "verilator", tmp_path, axi_ports=ports)
+    assert rec["status"] == "done" and rec["host_requests"] == 1
+    assert rec["axi_ports"] == ports
+    assert len(rec["bursts_per_port"]) == ports and all(n > 0 for n in rec["bursts_per_port"]), \
+        rec["bursts_per_port"]
+    _check_cycles(*_report(rec))
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_four_ports_stop_on_an_illegal_opcode(tmp_path, simulator):
+    """A short run of the 4-port accelerator on each simulator (Icarus too: a whole network
+    takes it hours): LD's second word corrupted, the error read through the register block,
+    every burst issued before it completed on all four ports (the monitors)."""
+    prog, x = _tiny()
+    rec = run_accelerator(prog, SMALL.replace(L=1), x, simulator, tmp_path, axi_ports=4,
+                          case="illegal_opcode")
+    assert rec["status"] == "error" and rec["err_code"] == ErrCode.ILLEGAL_OPCODE, rec
+    assert rec["err_queue"] == 0 and rec["err_pc"] == 1 and rec["axi_ports"] == 4, rec
+    assert len(rec["bursts_per_port"]) == 4
 
 
 @pytest.mark.rtl

@@ -21,6 +21,10 @@ pytestmark = pytest.mark.rtl
 SMALL = PRESETS["small"]
 LATENCY = 16
 PAPER = AccelConfig.from_string(PAPER16)       # the paper's point at the RTL's 16 B/cycle
+#: four AXI ports (three LD engines) and a config compiled for a 64 B/cycle DRAM, the build the
+#: two 4-port runs share (docs/system.md, "AXI ports")
+FOUR64 = AccelConfig.from_string("small:L=4,dram_bytes_per_cycle=64")
+FOUR64_BUILD = dict(mem_bytes=8 << 20, axi_ports=4)
 
 
 def _network(model, cfg, seed=3):
@@ -73,3 +77,16 @@ def test_b0_r64_paper_fast(tmp_path):
 def test_b1_r224_paper_fast(tmp_path):
     """EfficientViT-B1 at 224x224 on the paper config (L = 16, 16 B/cycle), end to end."""
     _check("b1-r224", PAPER, tmp_path, timeout_s=8 * 3600, **PAPER16_BUILD)
+
+
+@pytest.mark.regress
+def test_tiny_four_ports_fast(tmp_path):
+    """sim.zoo.tiny on 4 small cores with 4 AXI ports (3 LD engines, each on a read port of
+    the memory of its own) and a Binary compiled for 64 B/cycle: bit-exact, within 2 %."""
+    _check("tiny", FOUR64, tmp_path, timeout_s=2 * 3600, **FOUR64_BUILD)
+
+
+@pytest.mark.regress
+def test_b0_r64_four_ports_fast(tmp_path):
+    """EfficientViT-B0 at 64x64 on FOUR64 (4 AXI ports, 64 B/cycle), the build above."""
+    _check("b0-r64", FOUR64, tmp_path, timeout_s=4 * 3600, **FOUR64_BUILD)

@@ -210,9 +210,85 @@ def test_parameters_are_checked():
 def test_fast_system_checks_its_parameters():
     from hw.system.accelerator import Accelerator
     from tb.system.fast import FastSystem
-    with pytest.raises(ValueError, match="axi_ports=1"):
-        FastSystem(accelerator=Accelerator(config="small:L=1", axi_ports=2), mem_bytes=1 << 20)
     with pytest.raises(ValueError, match="mem_bytes"):
         FastSystem(accelerator=Accelerator(config="small:L=1"), mem_bytes=3 << 20)
     with pytest.raises(TypeError, match="Accelerator"):
         FastSystem(accelerator="small:L=1", mem_bytes=1 << 20)
+
+
+@pytest.mark.parametrize("ports", [2, 4])
+def test_read_ports_each_answer_their_own_bursts(ports):
+    """``read_ports``: the memory filled through the debug port, then every port (``bus``,
+    ``rbus1`` ..) issues random bursts at once under random back-pressure: each port's beats
+    equal the byte model, in its own request order, no earlier than ``latency`` after its AR;
+    the read-only ports never take a write."""
+    rng = random.Random(ports)
+    lat = 3
+    dut = AxiMemory(depth=DEPTH, data_width=W, addr_width=16, latency=lat, dbg_words=2,
+                    read_ports=ports)
+    model = np.frombuffer(rng.randbytes(DEPTH * B), np.uint8).copy()
+    buses = [dut.bus] + [getattr(dut, f"rbus{k}") for k in range(1, ports)]
+    reads = [_bursts(rng, 10) for _ in range(ports)]
+    log = {"loaded": False, "ar": [[] for _ in range(ports)], "done": 0}
+
+    async def loader(ctx):
+        for w in range(0, DEPTH, 2):
+            ctx.set(dut.dbg_addr, w)
+            ctx.set(dut.dbg_wdata, int.from_bytes(model[w * B:(w + 2) * B].tobytes(), "little"))
+            ctx.set(dut.dbg_wstrb, (1 << (2 * B)) - 1)
+            await ctx.tick()
+        ctx.set(dut.dbg_wstrb, 0)
+        for bus in buses[1:]:
+            ctx.set(bus.awvalid, 1)
+            ctx.set(bus.wvalid, 1)
+        await ctx.delay(1e-10)
+        for bus in buses[1:]:
+            assert not ctx.get(bus.awready) and not ctx.get(bus.wready) and not ctx.get(bus.bvalid)
+            ctx.set(bus.awvalid, 0)
+            ctx.set(bus.wvalid, 0)
+        log["loaded"] = True
+
+    def requester(p):
+        async def bench(ctx):
+            bus, cycle = buses[p], 0
+            while not log["loaded"]:
+                await ctx.tick()
+                cycle += 1
+            for addr, ln in reads[p]:
+                ctx.set(bus.araddr, addr)
+                ctx.set(bus.arlen, ln)
+                ctx.set(bus.arsize, 3)
+                ctx.set(bus.arburst, 1)
+                ctx.set(bus.arvalid, 1)
+                while not ctx.get(bus.arready):
+                    await ctx.tick()
+                    cycle += 1
+                log["ar"][p].append((cycle, model[addr:addr + (ln + 1) * B].copy(), ln))
+                await ctx.tick()
+                cycle += 1
+                ctx.set(bus.arvalid, 0)
+        return bench
+
+    def reader(p):
+        async def bench(ctx):
+            bus, cycle, got, beat = buses[p], 0, 0, 0
+            while got < len(reads[p]):
+                ready = rng.random() < 0.7
+                ctx.set(bus.rready, ready)
+                if ready and ctx.get(bus.rvalid):
+                    ar_cycle, want, ln = log["ar"][p][got]
+                    if beat == 0:
+                        assert cycle - ar_cycle >= lat
+                    assert ctx.get(bus.rlast) == (beat == ln)
+                    assert ctx.get(bus.rdata) == int.from_bytes(
+                        want[beat * B:(beat + 1) * B].tobytes(), "little"), (p, got, beat)
+                    beat += 1
+                    if beat > ln:
+                        got, beat = got + 1, 0
+                await ctx.tick()
+                cycle += 1
+            log["done"] += 1
+        return bench
+
+    _run(dut, loader, *[requester(p) for p in range(ports)], *[reader(p) for p in range(ports)])
+    assert log["done"] == ports

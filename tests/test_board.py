@@ -208,3 +208,36 @@ def test_tree_verilog_is_hierarchical(tree):
     assert not re.search(r"^  initial begin\n    \S+ ?\[0\] = \d+'[bdh]0+;$", inner, re.M)
     cfg = AccelConfig.from_string(SPEC)
     assert _verilog_key(cfg, 2048, True) != _verilog_key(cfg, 2048, False)
+
+
+def test_four_axi_ports_on_the_four_hp_ports():
+    """``--axi-ports 4``: the top has ``m_axi`` .. ``m_axi3`` (each an AXI4 interface, all on
+    ``aclk``), and the block design takes manager k through a SmartConnect of its own to
+    ``S_AXI_HP{k}_FPD`` (enabled, 128-bit, clocked, its DDR segments assigned to that manager).
+    Checked on the Tcl and the top alone (no Verilog conversion)."""
+    from hw.board.system import HP_PORTS, bd_tcl, top_verilog
+    from hw.system.accelerator import Accelerator
+    acc = Accelerator(config="small:L=1", sems=16, axi_ports=4)
+    acc._MustUse__silence = True        # only its ports are read
+    top = top_verilog(acc)
+    tcl = bd_tcl(clock_mhz=200, regs_range=REGMAP.size, axi_ports=4)
+    assert "ASSOCIATED_BUSIF m_axi:m_axi1:m_axi2:m_axi3:s_axi" in top
+    for k in range(4):
+        bus = "m_axi" + (str(k) if k else "")
+        sc = "smartconnect_mem" + (str(k) if k else "")
+        hp, n, clk, seg = HP_PORTS[k]
+        assert f"{bus}_araddr" in top and f"aximm:1.0 {bus} ARADDR" in top
+        assert f"get_bd_intf_pins accel/{bus}] [get_bd_intf_pins {sc}/S00_AXI]" in tcl
+        assert f"get_bd_intf_pins {sc}/M00_AXI] [get_bd_intf_pins zynq_ultra_ps_e_0/{hp}]" in tcl
+        assert f"CONFIG.PSU__USE__S_AXI_GP{n} {{1}}" in tcl
+        assert f"CONFIG.PSU__SAXIGP{n}__DATA_WIDTH {{128}}" in tcl
+        assert f"zynq_ultra_ps_e_0/{clk}]" in tcl and f"{sc}/aclk]" in tcl and f"{sc}/aresetn]" in tcl
+        assert (f"assign_bd_address -target_address_space /accel/{bus} "
+                f"[get_bd_addr_segs zynq_ultra_ps_e_0/{seg}/*]") in tcl
+    assert hp == "S_AXI_HP3_FPD" and "S_AXI_GP6" not in tcl
+    assert tcl.count("{") == tcl.count("}") and tcl.count("[") == tcl.count("]")
+    one = bd_tcl(clock_mhz=200, regs_range=REGMAP.size)
+    assert "S_AXI_HP1_FPD" not in one and "smartconnect_mem1" not in one
+    from hw.board.system import BoardError
+    with pytest.raises(BoardError, match="axi_ports"):
+        write_zcu102("small:L=1", outdir="/nonexistent/never", axi_ports=5)

@@ -314,12 +314,11 @@ def test_host_unit_waits_for_the_cpu():
 
 def test_accelerator_axi_ports_are_checked_and_bound():
     """``axi_ports``: 1 (one manager port) or 2 (``m_axi1`` for the LD engine's reads); 0 and
-    5 are out of range, 3 and 4 refused with the reason (docs/system.md, "AXI ports")."""
+    5 are out of range (3 and 4: tests/test_ldports.py)."""
     from amaranth.hdl import Fragment
 
     from hw.system.accelerator import Accelerator
-    for bad, exc in ((0, ValueError), (5, ValueError), (3, ValueError), (4, ValueError),
-                     (True, TypeError)):
+    for bad, exc in ((0, ValueError), (5, ValueError), (True, TypeError)):
         with pytest.raises(exc, match="axi_ports"):
             Accelerator(config="small:L=1", sems=16, axi_ports=bad)
     one = Accelerator(config="small:L=1", sems=16)

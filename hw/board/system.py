@@ -19,7 +19,9 @@ machine with Vivado turns into a bitstream and a hardware platform (``.xsa``):
     preset; ``M_AXI_HPM0_FPD`` (32-bit) -> SmartConnect -> the register block ``s_axi``, at
     :data:`REGS_BASE` (4 KiB); the accelerator's ``m_axi`` (128-bit) -> SmartConnect ->
     ``S_AXI_HP0_FPD`` (128-bit, non-coherent DDR access; every HP0 segment, the DDR included,
-    assigned); ``interrupt`` -> ``pl_ps_irq0``; ``pl_clk0`` at the config's ``clock_mhz`` for
+    assigned), and with ``axi_ports`` = P > 1 each further manager ``m_axi{k}`` (an LD
+    engine's reads) through a SmartConnect of its own to ``S_AXI_HP{k}_FPD`` (:data:`HP_PORTS`);
+    ``interrupt`` -> ``pl_ps_irq0``; ``pl_clk0`` at the config's ``clock_mhz`` for
     everything in the PL, with a ``proc_sys_reset`` from ``pl_resetn0``.
 ``build.tcl``, ``build.sh``
     Project, block design, wrapper, synthesis, implementation, bitstream, ``write_hw_platform
@@ -43,11 +45,16 @@ import time
 from pathlib import Path
 
 __all__ = ["write_zcu102", "top_verilog", "bd_tcl", "build_tcl", "top_ports", "REGS_BASE",
-           "VIVADO_VERSIONS", "BoardError", "PL_PS_IRQ0_SPI"]
+           "VIVADO_VERSIONS", "BoardError", "PL_PS_IRQ0_SPI", "HP_PORTS"]
 
 REGS_BASE = 0xA000_0000     #: the register block in the PS's M_AXI_HPM0_FPD window
 VIVADO_VERSIONS = "2022.2 .. 2023.2"   #: written for (the Tcl uses unversioned IP VLNVs)
 PL_PS_IRQ0_SPI = 89         #: GIC SPI of pl_ps_irq0[0] on the Zynq UltraScale+ (IRQ 121)
+#: the PS's four 128-bit HP ports into the DDR controller: (interface, PS config index of
+#: ``PSU__USE__S_AXI_GP<n>`` / ``PSU__SAXIGP<n>__DATA_WIDTH``, its clock pin, its address
+#: segments), the accelerator's ``m_axi{k}`` on entry ``k``
+HP_PORTS = tuple((f"S_AXI_HP{k}_FPD", k + 2, f"saxihp{k}_fpd_aclk", f"SAXIGP{k + 2}")
+                 for k in range(4))
 TOP = "trio_vit_top"
 INNER = "trio_accel"
 BD = "trio_bd"
@@ -87,6 +94,8 @@ def top_verilog(acc) -> str:
              "`timescale 1ns / 1ps", "", f"module {TOP} ("]
     decl = []
     first = set()
+    buses = ":".join(sorted({b for b, *_ in top_ports(acc) if b is not None},
+                            key=lambda b: (b.startswith("s_"), b)))
     for bus, name, _inner, d, w in top_ports(acc):
         attrs = []
         if bus is not None:
@@ -99,8 +108,8 @@ def top_verilog(acc) -> str:
                              f'{proto}" *)')
         elif name == "aclk":
             attrs += ['(* X_INTERFACE_INFO = "xilinx.com:signal:clock:1.0 aclk CLK" *)',
-                      '(* X_INTERFACE_PARAMETER = "XIL_INTERFACENAME aclk, ASSOCIATED_BUSIF '
-                      'm_axi:s_axi, ASSOCIATED_RESET aresetn" *)']
+                      f'(* X_INTERFACE_PARAMETER = "XIL_INTERFACENAME aclk, ASSOCIATED_BUSIF '
+                      f'{buses}, ASSOCIATED_RESET aresetn" *)']
         elif name == "aresetn":
             attrs += ['(* X_INTERFACE_INFO = "xilinx.com:signal:reset:1.0 aresetn RST" *)',
                       '(* X_INTERFACE_PARAMETER = "XIL_INTERFACENAME aresetn, POLARITY '
@@ -121,10 +130,32 @@ def top_verilog(acc) -> str:
     return "\n".join(lines)
 
 
-def bd_tcl(*, clock_mhz: float, regs_range: int) -> str:
-    """The block design (see the module doc) as a Tcl procedure ``trio_create_bd``."""
+def bd_tcl(*, clock_mhz: float, regs_range: int, axi_ports: int = 1) -> str:
+    """The block design (see the module doc) as a Tcl procedure ``trio_create_bd``, for an
+    accelerator with ``axi_ports`` (1..4) AXI managers, manager ``k`` on HP port ``k``."""
+    from ..params import check_int
+    check_int("axi_ports", axi_ports, 1, len(HP_PORTS))
     ps = "zynq_ultra_ps_e_0"
     f = f"{float(clock_mhz):g}"
+    hp = HP_PORTS[:axi_ports]
+    mgr = ["m_axi"] + [f"m_axi{k}" for k in range(1, axi_ports)]
+    sc = ["smartconnect_mem"] + [f"smartconnect_mem{k}" for k in range(1, axi_ports)]
+    use = "".join(f"        CONFIG.PSU__USE__S_AXI_GP{n} {{1}} \\\n"
+                  f"        CONFIG.PSU__SAXIGP{n}__DATA_WIDTH {{128}} \\\n"
+                  for _i, n, _c, _s in hp)
+    mk_sc = "".join(f"    set sc_mem [create_bd_cell -type ip -vlnv "
+                    f"xilinx.com:ip:smartconnect {c}]\n"
+                    f"    set_property -dict [list CONFIG.NUM_SI {{1}} CONFIG.NUM_MI {{1}}] "
+                    f"$sc_mem\n" for c in sc)
+    clk = "".join(f" \\\n        [get_bd_pins {c}/aclk]" for c in sc) + "".join(
+        f" \\\n        [get_bd_pins {ps}/{pin}]" for _i, _n, pin, _s in hp)
+    rstn = "".join(f" \\\n        [get_bd_pins {c}/aresetn]" for c in sc)
+    buses = "".join(
+        f"    connect_bd_intf_net [get_bd_intf_pins {CELL}/{m}] [get_bd_intf_pins {c}/S00_AXI]\n"
+        f"    connect_bd_intf_net [get_bd_intf_pins {c}/M00_AXI] [get_bd_intf_pins {ps}/{i}]\n"
+        for m, c, (i, _n, _p, _s) in zip(mgr, sc, hp))
+    addrs = "".join(f"    assign_bd_address -target_address_space /{CELL}/{m} "
+                    f"[get_bd_addr_segs {ps}/{seg}/*]\n" for m, (_i, _n, _p, seg) in zip(mgr, hp))
     return f"""# Generated by `python -m hw build zcu102` (hw/board/system.py); do not edit.
 # Block design {BD}: the Trio-ViT accelerator beside the Zynq UltraScale+ PS of a ZCU102.
 # Needs the project's board_part set to the ZCU102 (build.tcl does it).
@@ -140,9 +171,7 @@ proc trio_create_bd {{}} {{
         CONFIG.PSU__MAXIGP0__DATA_WIDTH {{32}} \\
         CONFIG.PSU__USE__M_AXI_GP1 {{0}} \\
         CONFIG.PSU__USE__M_AXI_GP2 {{0}} \\
-        CONFIG.PSU__USE__S_AXI_GP2 {{1}} \\
-        CONFIG.PSU__SAXIGP2__DATA_WIDTH {{128}} \\
-        CONFIG.PSU__USE__IRQ0 {{1}} \\
+{use}        CONFIG.PSU__USE__IRQ0 {{1}} \\
         CONFIG.PSU__FPGA_PL0_ENABLE {{1}} \\
         CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {{{f}}} \\
     ] $ps
@@ -153,41 +182,33 @@ proc trio_create_bd {{}} {{
     # reset of the PL from the PS
     set rst [create_bd_cell -type ip -vlnv xilinx.com:ip:proc_sys_reset proc_sys_reset_0]
 
-    # HPM0 (32-bit AXI4) -> AXI4-Lite register block; accelerator's AXI4 master -> HP0
+    # HPM0 (32-bit AXI4) -> AXI4-Lite register block; accelerator's AXI4 master k -> HPk
     set sc_regs [create_bd_cell -type ip -vlnv xilinx.com:ip:smartconnect smartconnect_regs]
     set_property -dict [list CONFIG.NUM_SI {{1}} CONFIG.NUM_MI {{1}}] $sc_regs
-    set sc_mem [create_bd_cell -type ip -vlnv xilinx.com:ip:smartconnect smartconnect_mem]
-    set_property -dict [list CONFIG.NUM_SI {{1}} CONFIG.NUM_MI {{1}}] $sc_mem
-
+{mk_sc}
     # clock: pl_clk0 at {f} MHz for the whole PL side
     connect_bd_net [get_bd_pins {ps}/pl_clk0] \\
         [get_bd_pins {CELL}/aclk] \\
         [get_bd_pins proc_sys_reset_0/slowest_sync_clk] \\
         [get_bd_pins smartconnect_regs/aclk] \\
-        [get_bd_pins smartconnect_mem/aclk] \\
-        [get_bd_pins {ps}/maxihpm0_fpd_aclk] \\
-        [get_bd_pins {ps}/saxihp0_fpd_aclk]
+        [get_bd_pins {ps}/maxihpm0_fpd_aclk]{clk}
     connect_bd_net [get_bd_pins {ps}/pl_resetn0] [get_bd_pins proc_sys_reset_0/ext_reset_in]
     connect_bd_net [get_bd_pins proc_sys_reset_0/peripheral_aresetn] \\
         [get_bd_pins {CELL}/aresetn] \\
-        [get_bd_pins smartconnect_regs/aresetn] \\
-        [get_bd_pins smartconnect_mem/aresetn]
+        [get_bd_pins smartconnect_regs/aresetn]{rstn}
 
     # buses
     connect_bd_intf_net [get_bd_intf_pins {ps}/M_AXI_HPM0_FPD] [get_bd_intf_pins smartconnect_regs/S00_AXI]
     connect_bd_intf_net [get_bd_intf_pins smartconnect_regs/M00_AXI] [get_bd_intf_pins {CELL}/s_axi]
-    connect_bd_intf_net [get_bd_intf_pins {CELL}/m_axi] [get_bd_intf_pins smartconnect_mem/S00_AXI]
-    connect_bd_intf_net [get_bd_intf_pins smartconnect_mem/M00_AXI] [get_bd_intf_pins {ps}/S_AXI_HP0_FPD]
-
+{buses}
     # interrupt
     connect_bd_net [get_bd_pins {CELL}/interrupt] [get_bd_pins {ps}/pl_ps_irq0]
 
     # addresses: the register block at 0x{REGS_BASE:08X} ({regs_range} bytes) in the PS's view;
-    # the accelerator's m_axi sees every segment of HP0 (DDR low and high, ...)
+    # each of the accelerator's managers sees every segment of its HP port (DDR low and high)
     assign_bd_address -target_address_space /{ps}/Data -offset 0x{REGS_BASE:08X} \\
         -range {regs_range} [get_bd_addr_segs {CELL}/s_axi/reg0]
-    assign_bd_address -target_address_space /{CELL}/m_axi [get_bd_addr_segs {ps}/SAXIGP2/*]
-
+{addrs}
     # the PL clock the PS can make (its PLL dividers are integers): check it is the config's
     set act [get_property CONFIG.PSU__CRL_APB__PL0_REF_CTRL__ACT_FREQMHZ $ps]
     puts "trio: pl_clk0 requested {f} MHz, the PS makes $act MHz"
@@ -277,6 +298,10 @@ def dtsi(*, regs_range: int, buffer_bytes: int) -> str:
 """
 
 
+def _managers(hp_ports) -> str:
+    return ", ".join(f"m_axi{k or ''} -> {p}" for k, p in enumerate(hp_ports))
+
+
 def _readme(man: dict) -> str:
     c = man["config"]
     return f"""# Trio-ViT accelerator on a ZCU102: Vivado build tree
@@ -302,8 +327,8 @@ Written by `{man['command']}` in {man['seconds_to_write']:.1f} s.
 
 * register block (`s_axi`): 0x{REGS_BASE:08X}, {man['regs_range']} bytes, on M_AXI_HPM0_FPD;
   map version {man['regmap_version']} (`trio_regmap.h`, `trio_regmap.py`, `regmap.md`)
-* the accelerator's AXI4 master: S_AXI_HP0_FPD (DDR), 128-bit; interrupt: pl_ps_irq0 (SPI
-  {PL_PS_IRQ0_SPI})
+* the accelerator's AXI4 master(s), 128-bit, to the DDR: {_managers(man['hp_ports'])};
+  interrupt: pl_ps_irq0 (SPI {PL_PS_IRQ0_SPI})
 * Linux: `trio-accel.dtsi` (UIO + u-dma-buf); then
   `python -m runtime run MODEL.bin.npz --image x.jpg --regmap trio_regmap.py`
 
@@ -345,7 +370,7 @@ def _timed(jobs, into: dict):
                      "cpu_seconds": round(_cpu_seconds() - c, 2)}
 
 
-def _verilog_key(cfg, sems: int, hierarchy: bool = True) -> str:
+def _verilog_key(cfg, sems: int, hierarchy: bool = True, axi_ports: int = 1) -> str:
     """Cache key of the accelerator's Verilog: the config, ``sems``, the hierarchy, Amaranth's
     version and the text of every source file of ``hw`` and ``sim`` (any change of the
     generator misses)."""
@@ -353,7 +378,8 @@ def _verilog_key(cfg, sems: int, hierarchy: bool = True) -> str:
 
     from amaranth import __version__ as amaranth_version
     h = hashlib.sha256(f"{cfg.to_json()}\0{sems}\0{amaranth_version}\0{INNER}"
-                       f"{'' if hierarchy else chr(0) + 'flat'}".encode())
+                       f"{'' if hierarchy else chr(0) + 'flat'}"
+                       f"{'' if axi_ports == 1 else chr(0) + f'axi_ports={axi_ports}'}".encode())
     root = Path(__file__).resolve().parents[2]
     for pkg in ("hw", "sim"):
         for f in sorted((root / pkg).rglob("*.py")):
@@ -362,14 +388,16 @@ def _verilog_key(cfg, sems: int, hierarchy: bool = True) -> str:
 
 
 def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 20,
-                 command: str | None = None, cache_dir=None, hierarchy: bool = True) -> dict:
+                 command: str | None = None, cache_dir=None, hierarchy: bool = True,
+                 axi_ports: int = 1) -> dict:
     """Write the ZCU102 build tree of the accelerator for ``config`` (an AccelConfig or a
     config string) to ``outdir`` (atomically; see the module doc). ``sems``: the semaphore
     file's size; ``buffer_bytes``: the u-dma-buf size in the device-tree fragment;
     ``cache_dir``: where the accelerator's Verilog is kept between calls (keyed by config,
     ``sems``, Amaranth and the ``hw``/``sim`` sources; None: no cache); ``hierarchy``: the
     core and the global buffers as Verilog modules of their own (:mod:`hw.hier`, default) or
-    one flat tree. Returns the manifest (also ``manifest.json``)."""
+    one flat tree; ``axi_ports``: the accelerator's AXI managers (1..4, ``hw.system.Accelerator``),
+    manager ``k`` on the PS's HP port ``k``. Returns the manifest (also ``manifest.json``)."""
     from amaranth import __version__ as amaranth_version
 
     from sim.config import AccelConfig, ConfigError
@@ -390,18 +418,21 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
         raise BoardError(f"buffer_bytes must be an int >= 4096, got {buffer_bytes!r}")
     if not isinstance(hierarchy, bool):
         raise BoardError(f"hierarchy must be a bool, got {hierarchy!r}")
+    if isinstance(axi_ports, bool) or axi_ports not in range(1, len(HP_PORTS) + 1):
+        raise BoardError(f"axi_ports must be 1..{len(HP_PORTS)} (the ZCU102's HP ports), got "
+                         f"{axi_ports!r}")
     outdir = Path(outdir)
     cached = None
     modules = {}                # {Verilog module: its conversion's seconds and size} (emitted)
     if cache_dir is not None:
-        key = _verilog_key(cfg, sems, hierarchy)
+        key = _verilog_key(cfg, sems, hierarchy, axi_ports)
         cached = (Path(cache_dir) / f"{INNER}-{key}.v", Path(cache_dir) / f"{TOP}-{key}.v")
     if cached is not None and all(p.is_file() for p in cached):
         # made from a valid Accelerator of this very config and sources: not built again
         inner, top, from_cache = cached[0].read_text(), cached[1].read_text(), True
     else:
         try:
-            acc = Accelerator(config=cfg, sems=sems, hierarchy=hierarchy)
+            acc = Accelerator(config=cfg, sems=sems, hierarchy=hierarchy, axi_ports=axi_ports)
         except (ConfigError, TypeError, ValueError) as e:
             raise BoardError(str(e)) from None
         top = top_verilog(acc)
@@ -419,7 +450,8 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
         (tmp / "hdl").mkdir()
         (tmp / "hdl" / f"{INNER}.v").write_text(inner)
         (tmp / "hdl" / f"{TOP}.v").write_text(top)
-        (tmp / "bd.tcl").write_text(bd_tcl(clock_mhz=cfg.clock_mhz, regs_range=REGMAP.size))
+        (tmp / "bd.tcl").write_text(bd_tcl(clock_mhz=cfg.clock_mhz, regs_range=REGMAP.size,
+                                           axi_ports=axi_ports))
         (tmp / "build.tcl").write_text(build_tcl(part=PART))
         (tmp / "build.sh").write_text(BUILD_SH)
         mode = (tmp / "build.sh").stat().st_mode
@@ -435,6 +467,7 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
             "top": f"{BD}_wrapper", "accelerator_instance": CELL,
             "config": json.loads(cfg.to_json()), "config_hash": config_hash(cfg),
             "clock_mhz": float(cfg.clock_mhz), "sems": sems, "regs_base": REGS_BASE,
+            "axi_ports": axi_ports, "hp_ports": [i for i, *_ in HP_PORTS[:axi_ports]],
             "regs_range": REGMAP.size, "regmap_version": REGMAP.version,
             "buffer_bytes": buffer_bytes, "vivado_versions": VIVADO_VERSIONS,
             "amaranth": amaranth_version, "script": "build.sh",

@@ -6,9 +6,10 @@
   status and error code, base addresses, performance counters, the config it was built for);
 * ``m_axi`` (AXI4 manager, 128-bit): the dispatcher's instruction fetch and the LD engine share
   its read channels (:class:`hw.system.arbiter.ReadArbiter`), the ST engine owns its write
-  channels; with ``axi_ports=2`` a second manager ``m_axi1`` carries the LD engine's reads
-  alone (``m_axi`` keeps the fetch and the ST writes), the two ports meant for two of the
-  ZCU102's HP ports;
+  channels; with ``axi_ports`` = P > 1, managers ``m_axi1`` .. ``m_axi{P-1}`` carry the reads
+  of P - 1 LD engines, one each (``m_axi`` keeps the fetch and the ST writes; the LD unit deals
+  its descriptors round-robin to the engines, :class:`hw.system.dma.DescriptorDealer`), the
+  ports meant for the ZCU102's HP ports (docs/system.md, "AXI ports");
 * ``irq``: the interrupt (``CTRL.IRQ_EN`` and any bit of ``IRQ_STATUS``).
 
 Inside: the :class:`hw.system.dispatch.Dispatcher` (the Binary's unit queues from DRAM,
@@ -43,10 +44,10 @@ from .regmap import ErrCode
 from .arbiter import ReadArbiter
 from .axi import axi4_lite_signature, axi4_signature
 from .banked import BankedBuffers
-from .buffers import GlobalBuffers
+from .buffers import GlobalBuffers, ld_port_name
 from .csr import RegisterBlock
 from .dispatch import Dispatcher
-from .dma import LoadDMA, StoreDMA
+from .dma import DescriptorDealer, LoadDMA, StoreDMA
 from .globalunit import GlobalUnit
 from .semaphores import SemaphoreFile
 
@@ -85,10 +86,13 @@ class Accelerator(wiring.Component):
         Read bursts the LD engine keeps in flight.
     addr_width : int
         AXI address bits (40 covers the ZCU102's DDR windows).
-    axi_ports : int, 1..2
-        AXI4 manager ports: 1 (fetch, LD and ST on ``m_axi``) or 2 (LD reads on ``m_axi1``).
-        3 and 4 need more than one LD engine and as many line-write ports into the global
-        buffers (docs/system.md, "AXI ports"); they are refused.
+    axi_ports : int, 1..4
+        AXI4 manager ports: 1 (fetch, LD and ST on ``m_axi``) or P = 2..4 (``m_axi`` the fetch
+        and ST; P - 1 LD engines, engine ``k`` reading on ``m_axi{k+1}`` and writing its lines
+        through line-write port ``k`` of the global buffers or into a core's buffer A, one
+        line per core and cycle, a lower engine first). docs/system.md, "AXI ports": the
+        compiler must not put two LOADs to the same bytes between two SIGNALs of LD
+        (``sim.checks.ld_overlaps``). The banked buffers take one LD engine (P <= 2).
     core : hw.core.Core or None
         A core to replicate (its parameters); default ``Core.from_config(config)``.
     buffers : "behavioural" or "banked"
@@ -115,7 +119,8 @@ class Accelerator(wiring.Component):
     -----
     s_axi : In(AXI4-Lite, 12-bit address, 32-bit data)   the register block
     m_axi : Out(AXI4, ``addr_width`` address, 128-bit data, 1-bit id)   DRAM
-    m_axi1 : Out(AXI4, same)   DRAM, the LD engine's reads (``axi_ports=2`` only)
+    m_axi1 .. m_axi3 : Out(AXI4, same)   DRAM, LD engine ``k``'s reads on ``m_axi{k+1}``
+        (``axi_ports`` > ``k + 1``; their write channels idle, ``bready`` = 1)
     irq : Out(1)   level interrupt
     """
 
@@ -138,11 +143,14 @@ class Accelerator(wiring.Component):
         self.dma_outstanding = check_int("dma_outstanding", dma_outstanding, 1, 16)
         self.addr_width = check_int("addr_width", addr_width, 32, 64)
         self.axi_ports = check_int("axi_ports", axi_ports, 1, 4)
-        if self.axi_ports > 2:
-            raise ValueError(f"axi_ports={axi_ports}: only 1 or 2 are built (3 and 4 need more LD "
-                             f"engines and buffer write ports: docs/system.md, \"AXI ports\")")
+        #: LD DMA engines: one on ``m_axi`` (one port) or one per further port
+        self.ld_engines = max(1, self.axi_ports - 1)
         if buffers not in BUFFER_KINDS:
             raise ValueError(f"buffers must be one of {BUFFER_KINDS}, got {buffers!r}")
+        if buffers == "banked" and self.ld_engines > 1:
+            raise ValueError(f"axi_ports={axi_ports} needs {self.ld_engines} line-write ports "
+                             f"into the global buffers; buffers=\"banked\" has one (axi_ports "
+                             f"1 or 2; docs/system.md, \"AXI ports\")")
         self.buffers = buffers
         self.banks = check_pow2("banks", banks, lo=2, hi=64)
         self.word = check_pow2("word", word, lo=4, hi=LINE)
@@ -170,8 +178,8 @@ class Accelerator(wiring.Component):
         axi = axi4_signature(addr_width=addr_width, data_width=DATA_WIDTH, id_width=1)
         ports = {"s_axi": In(axi4_lite_signature(addr_width=12, data_width=32)),
                  "m_axi": Out(axi)}
-        if self.axi_ports == 2:
-            ports["m_axi1"] = Out(axi)
+        for k in range(1, self.axi_ports):
+            ports[f"m_axi{k}"] = Out(axi)
         super().__init__({**ports, "irq": Out(1)})
 
     def clocked(self, module: str, flag: bool) -> None:
@@ -189,7 +197,7 @@ class Accelerator(wiring.Component):
             return BankedBuffers(core_signature=core_signature, cores=self.L, line=LINE,
                                  sizes=sizes, banks=self.banks, word=self.word)
         return GlobalBuffers(core_signature=core_signature, cores=self.L, line=LINE,
-                             sizes=sizes, hierarchy=hierarchy)
+                             sizes=sizes, ld_ports=self.ld_engines, hierarchy=hierarchy)
 
     def elaborate(self, platform):
         m = Module()
@@ -228,8 +236,10 @@ class Accelerator(wiring.Component):
         # -- units ------------------------------------------------------------------------------
         dispatch = Dispatcher(queues=Q, depth=self.queue_depth, max_burst=self.fetch_burst,
                               addr_width=A)
-        ld = LoadDMA(addr_width=A, data_width=DATA_WIDTH, max_burst=self.dma_burst,
-                     outstanding=self.dma_outstanding)
+        E = self.ld_engines
+        lds = [LoadDMA(addr_width=A, data_width=DATA_WIDTH, max_burst=self.dma_burst,
+                       outstanding=self.dma_outstanding) for _ in range(E)]
+        ld = lds[0]
         st = StoreDMA(addr_width=A, data_width=DATA_WIDTH, max_burst=self.dma_burst)
         desc = ld.cmd.payload.shape()
         g = {k: GlobalUnit(kind=k, addr_width=A, descriptor=desc if k != "HOST" else None)
@@ -250,7 +260,10 @@ class Accelerator(wiring.Component):
         arb = ReadArbiter(n=2, addr_width=A, data_width=DATA_WIDTH) if self.axi_ports == 1 \
             else None
         m.submodules.dispatch = run(dispatch)
-        m.submodules.ld_dma = run(ld)
+        for e, eng in enumerate(lds):
+            m.submodules["ld_dma" if e == 0 else f"ld_dma{e}"] = run(eng)
+        if E > 1:
+            m.submodules.ld_deal = deal = run(DescriptorDealer(engines=E, addr_width=A))
         m.submodules.st_dma = run(st)
         for k, u in g.items():
             m.submodules[f"{k.lower()}_unit"] = run(u)
@@ -260,9 +273,13 @@ class Accelerator(wiring.Component):
         m.submodules.bufs = bufs if isinstance(bufs, ModuleInstance) else run(bufs)
         if arb is not None:
             m.submodules.arb = arb
+        ld_idle = Signal()          # every LD engine idle and the dealer empty
+        engines_idle = Signal()     # (a drain waits for the engines; it resets the dealer)
+        m.d.comb += [engines_idle.eq(Cat(*(e.idle for e in lds)).all()),
+                     ld_idle.eq(deal.idle if E > 1 else ld.idle)]
         m.d.comb += [dispatch.start.eq(go), dispatch.table_base.eq(table_base),
                      dispatch.stop.eq(draining),
-                     quiet.eq(ld.idle & st.idle & ~dispatch.busy)]
+                     quiet.eq(engines_idle & st.idle & ~dispatch.busy)]
 
         # queues, semaphores: queue i is semaphore port i (sim.image order)
         units = [g["LD"], g["ST"], g["HOST"]]
@@ -287,24 +304,56 @@ class Accelerator(wiring.Component):
                 wiring.connect(m, getattr(core, name), getattr(bufs, f"c{c}_{name}"))
 
         # DMA: descriptors from LD / ST, the data window, lines into B / C / OUT or a core's A
-        for unit, dma in ((g["LD"], ld), (g["ST"], st)):
+        # (several LD engines: the LD unit's descriptors split and dealt round-robin by the
+        # dealer, its SIGNAL waits for the dealer and all the engines)
+        if E > 1:
+            m.d.comb += [deal.cmd.payload.eq(g["LD"].cmd.payload),
+                         deal.engine_idle.eq(Cat(*(e.idle for e in lds)))]
+            for e, eng in enumerate(lds):      # no piece handed over while draining
+                m.d.comb += [eng.cmd.payload.eq(deal.engine[e].payload),
+                             eng.cmd.valid.eq(deal.engine[e].valid & ~draining),
+                             deal.engine[e].ready.eq(eng.cmd.ready & ~draining)]
+        for unit, dma in ((g["LD"], deal if E > 1 else ld), (g["ST"], st)):
             m.d.comb += [dma.cmd.payload.eq(unit.cmd.payload),
                          dma.cmd.valid.eq(unit.cmd.valid & ~draining),
-                         unit.cmd.ready.eq(dma.cmd.ready & ~draining)]
-            m.d.comb += [unit.dma_idle.eq(dma.idle), unit.data_base.eq(data_base),
-                         dma.win_lo.eq(data_base), dma.win_hi.eq(data_base + data_size)]
-        w = ld.wr.payload
-        to_a = w.buf == BUFS["A"]
-        m.d.comb += [ld.wr.ready.eq(1),
-                     bufs.ld.valid.eq(ld.wr.valid & ~to_a), bufs.ld.payload.buf.eq(w.buf),
-                     bufs.ld.payload.addr.eq(w.addr), bufs.ld.payload.data.eq(w.data),
-                     bufs.ld.payload.mask.eq(w.mask)]
+                         unit.cmd.ready.eq(dma.cmd.ready & ~draining),
+                         unit.dma_idle.eq(dma.idle), unit.data_base.eq(data_base)]
+        for dma in lds + [st]:
+            m.d.comb += [dma.win_lo.eq(data_base), dma.win_hi.eq(data_base + data_size)]
+        # each engine's lines: B / C / OUT through its own line-write port of the buffers; a
+        # core's buffer A through the core's one a_load port, granted per core to the lowest
+        # engine with a line for it (the others hold their line: wr back-pressure)
+        to_a = [eng.wr.payload.buf == BUFS["A"] for eng in lds]
+        a_req = [eng.wr.valid & to_a[e] for e, eng in enumerate(lds)]
+        # engine e waits while a lower engine has a line for the same core's A (a line naming
+        # no core is dropped, as with one engine)
+        lost = [Signal(name=f"a_lost{e}") for e in range(E)]
+        for e, eng in enumerate(lds):
+            same = [a_req[f] & (lds[f].wr.payload.core == eng.wr.payload.core)
+                    for f in range(e)]
+            m.d.comb += lost[e].eq(Cat(*same).any() if same else 0)
+        granted = [[Signal(name=f"a_grant{c}_{e}") for e in range(E)] for c in range(L)]
+        for c in range(L):
+            for e, eng in enumerate(lds):
+                m.d.comb += granted[c][e].eq(a_req[e] & (eng.wr.payload.core == c) & ~lost[e])
+        for e, eng in enumerate(lds):
+            w = eng.wr.payload
+            port = getattr(bufs, ld_port_name(e))
+            m.d.comb += [eng.wr.ready.eq(~(to_a[e] & lost[e])),
+                         port.valid.eq(eng.wr.valid & ~to_a[e]), port.payload.buf.eq(w.buf),
+                         port.payload.addr.eq(w.addr), port.payload.data.eq(w.data),
+                         port.payload.mask.eq(w.mask)]
         for c, core in enumerate(cores):
             al, line = core.a_load, core.a_line
+            w = Signal.like(ld.wr.payload, name=f"a_wr{c}")
+            m.d.comb += w.eq(lds[0].wr.payload)
+            for e in range(1, E):           # the granted engine's line (at most one)
+                with m.If(granted[c][e]):
+                    m.d.comb += w.eq(lds[e].wr.payload)
             sub = Signal(range(max(line // LINE, 2)), name=f"a_sub{c}")
             if line > LINE:
                 m.d.comb += sub.eq(w.addr[(LINE.bit_length() - 1):(line.bit_length() - 1)])
-            m.d.comb += [al.en.eq(ld.wr.valid & to_a & (w.core == c)), al.addr.eq(w.addr)]
+            m.d.comb += [al.en.eq(Cat(*granted[c]).any()), al.addr.eq(w.addr)]
             for j in range(line):
                 k = j % LINE
                 here = (sub == j // LINE) if line > LINE else Const(1)
@@ -327,8 +376,10 @@ class Accelerator(wiring.Component):
             reads(self.m_axi, arb.down)
         else:
             reads(self.m_axi, dispatch.bus)
-            reads(self.m_axi1, ld.bus)
-            m.d.comb += self.m_axi1.bready.eq(1)    # no writes on m_axi1
+            for e, eng in enumerate(lds):
+                port = getattr(self, f"m_axi{e + 1}")
+                reads(port, eng.bus)
+                m.d.comb += port.bready.eq(1)       # no writes on the LD ports
         for f in ("awid", "awaddr", "awlen", "awsize", "awburst", "awlock", "awcache",
                   "awprot", "awvalid", "wdata", "wstrb", "wlast", "wvalid", "bready"):
             m.d.comb += getattr(self.m_axi, f).eq(getattr(st.bus, f))
@@ -345,7 +396,7 @@ class Accelerator(wiring.Component):
 
         # -- completion, errors, watchdog -------------------------------------------------------
         halted = Cat(*[u.halted for u in units], *[c.halted for c in cores]).all()
-        finished = busy & ~draining & ~go & halted & ld.idle & st.idle & ~dispatch.busy
+        finished = busy & ~draining & ~go & halted & ld_idle & st.idle & ~dispatch.busy
         consumed = [Signal(24, name=f"q{i}_pc") for i in range(Q)]
         progress = Signal()
         hs = []
@@ -362,11 +413,11 @@ class Accelerator(wiring.Component):
                 prev = Signal(name=f"c{c}_{name}_q")
                 m.d.sync += prev.eq(getattr(core, name)[0])
                 toggles.append(prev != getattr(core, name)[0])
-        m.d.comb += progress.eq(Cat(*hs, *toggles, ld.wr.valid,
+        more = [getattr(self, f"m_axi{k}") for k in range(1, self.axi_ports)]
+        m.d.comb += progress.eq(Cat(*hs, *toggles, *(e.wr.valid for e in lds),
                                     self.m_axi.wvalid & self.m_axi.wready,
                                     self.m_axi.rvalid & self.m_axi.rready,
-                                    *([self.m_axi1.rvalid & self.m_axi1.rready]
-                                      if self.axi_ports == 2 else []),
+                                    *(p.rvalid & p.rready for p in more),
                                     host.host_req).any())
         idle_for = Signal(32)
         with m.If(run_rst | progress | ~busy):
@@ -384,9 +435,10 @@ class Accelerator(wiring.Component):
             for k in range(3):
                 qi = 3 + 3 * c + k
                 errs.append((core.error[k], ErrCode.UNIT_ERROR, qi, consumed[qi] - 1))
-        errs += [(ld.fault[0], ErrCode.DMA_WINDOW, 0, consumed[0] - 1),
+        ld_fault = [Cat(*(e.fault[b] for e in lds)).any() for b in range(2)]
+        errs += [(ld_fault[0], ErrCode.DMA_WINDOW, 0, consumed[0] - 1),
                  (st.fault[0], ErrCode.DMA_WINDOW, 1, consumed[1] - 1),
-                 (ld.fault[1], ErrCode.AXI_RESP, 0, consumed[0] - 1),
+                 (ld_fault[1], ErrCode.AXI_RESP, 0, consumed[0] - 1),
                  (st.fault[1], ErrCode.AXI_RESP, 1, consumed[1] - 1),
                  (dispatch.fault, ErrCode.AXI_RESP, Q, 0),
                  (sems.fault, ErrCode.SEM_RANGE, sems.fault_port, 0),
@@ -454,7 +506,8 @@ class Accelerator(wiring.Component):
                      csr.perf_busy_mat.eq(total("mat_busy")),
                      csr.perf_busy_rmac.eq(total("rmac_busy")),
                      csr.perf_busy_aux.eq(total("aux_busy")),
-                     csr.perf_dram_rd_bytes.eq(ld.rd_bytes + (dispatch.fetched << 4)),
+                     csr.perf_dram_rd_bytes.eq(sum(e.rd_bytes for e in lds)
+                                               + (dispatch.fetched << 4)),
                      csr.perf_dram_wr_bytes.eq(st.wr_bytes),
                      csr.perf_instr_fetched.eq(dispatch.fetched)]
         return m

@@ -39,7 +39,7 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib.memory import Memory
 
 from ..core.ports import ADDR_BITS
-from ..params import check_pow2
+from ..params import check_int, check_pow2
 from .buffers import GlobalBuffers
 
 __all__ = ["BankedBuffers"]
@@ -113,7 +113,11 @@ class BankedBuffers(GlobalBuffers):
     """
 
     def __init__(self, *, core_signature, cores: int, sizes: dict, line: int = 16,
-                 banks: int = 8, word: int = 8):
+                 banks: int = 8, word: int = 8, ld_ports: int = 1):
+        if check_int("ld_ports", ld_ports, 1, 4) != 1:
+            raise ValueError(f"ld_ports={ld_ports}: the banked buffers have one DMA line-write "
+                             f"port (one LD engine: axi_ports 1 or 2); several need a write "
+                             f"arbiter per bank (docs/system.md, \"AXI ports\")")
         self.banks = check_pow2("banks", banks, lo=2, hi=64)
         check_pow2("line", line, lo=4, hi=128)
         self.word = check_pow2("word", word, lo=4, hi=line)

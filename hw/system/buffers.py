@@ -24,7 +24,11 @@ Ports (for core ``c`` and each gather / scatter port ``p`` of ``hw.core.Core``'s
   backpressure (``hw.core.Core(stall=True)``) gets ``ready = 1`` (this buffer never stalls);
   :class:`hw.system.banked.BankedBuffers` is the banked version that does;
 * ``ld``: In(stream of line writes ``{buf, addr, data, mask}`` of ``line`` bytes, ``addr`` a
-  multiple of ``line``): the LD DMA engine's output (always ready);
+  multiple of ``line``): the LD DMA engine's output (always ready); with ``ld_ports`` = n > 1
+  also ``ld1`` .. ``ld{n-1}`` (:func:`ld_port_name`), one per LD engine, each written in the
+  same cycle as the others (byte masks: two ports writing different bytes of one line both
+  land; two writing the same byte in one cycle is what the compiler never emits, docs/system.md
+  "AXI ports", and leaves either value);
 * ``st_en``, ``st_buf``, ``st_addr``: In, a line read for the ST DMA engine; ``st_data``: Out
   (``8*line`` bits) in the next cycle;
 * ``fault``: Out(3), sticky: bit 0 a core gather of an unknown buffer, bit 1 a core scatter out
@@ -44,9 +48,17 @@ from ..core.ports import ADDR_BITS
 from ..hier import ModuleInstance
 from ..params import check_bool, check_int, check_pow2
 
-__all__ = ["GlobalBuffers", "CoreLanes", "GLOBAL_BUFS", "LANES_MODULE", "core_buffer_ports"]
+__all__ = ["GlobalBuffers", "CoreLanes", "GLOBAL_BUFS", "LANES_MODULE", "core_buffer_ports",
+           "ld_port_name", "MAX_LD_PORTS"]
 
 GLOBAL_BUFS = ("B", "C", "OUT")
+#: line-write ports for LD engines (``ld_ports``): one per LD engine of a 4-port accelerator
+MAX_LD_PORTS = 4
+
+
+def ld_port_name(k: int) -> str:
+    """The name of line-write port ``k`` of the global buffers: ``ld``, ``ld1``, ``ld2``, ..."""
+    return "ld" if k == 0 else f"ld{k}"
 
 
 def _is_gather(sig) -> bool:
@@ -226,15 +238,17 @@ class GlobalBuffers(wiring.Component):
 
     Parameters (keyword-only): ``core_signature`` (``hw.core.Core(...).signature``),
     ``cores`` (1..64), ``sizes`` (``{"B": bytes, "C": bytes, "OUT": bytes}``, each
-    1 KiB .. 512 KiB), ``line`` (bytes per DMA line, a power of two 4..128), ``hierarchy``
+    1 KiB .. 512 KiB), ``line`` (bytes per DMA line, a power of two 4..128), ``ld_ports``
+    (1..:data:`MAX_LD_PORTS`, default 1: line-write ports, one per LD engine), ``hierarchy``
     (bool, default False): each core's addresses (:class:`CoreLanes`, combinational) as
     instances of one Verilog module :data:`LANES_MODULE` converted once (``modules``, the
     :mod:`hw.hier` protocol) instead of ``cores`` copies in this module; the same logic.
     """
 
     def __init__(self, *, core_signature, cores: int, sizes: dict, line: int = 16,
-                 hierarchy: bool = False):
+                 ld_ports: int = 1, hierarchy: bool = False):
         self.cores = check_int("cores", cores, 1, 64)
+        self.ld_ports = check_int("ld_ports", ld_ports, 1, MAX_LD_PORTS)
         self.line = check_pow2("line", line, lo=4, hi=128)
         self.sizes = _check_sizes(sizes)
         self.hierarchy = check_bool("hierarchy", hierarchy)
@@ -248,8 +262,9 @@ class GlobalBuffers(wiring.Component):
                 sig[f"c{c}_{name}"] = In(s)
             for name, _e, s in self.scatters:
                 sig[f"c{c}_{name}"] = In(s)
-        sig.update(ld=In(stream.Signature(line_write_layout(line))),
-                   st_en=In(1), st_buf=In(3), st_addr=In(ADDR_BITS),
+        for k in range(self.ld_ports):
+            sig[ld_port_name(k)] = In(stream.Signature(line_write_layout(line)))
+        sig.update(st_en=In(1), st_buf=In(3), st_addr=In(ADDR_BITS),
                    st_data=Out(8 * line), fault=Out(3))
         self.base, self.total = _bases(self.sizes)
         #: the parts converted as Verilog modules of their own (``hierarchy=True``)
@@ -333,22 +348,26 @@ class GlobalBuffers(wiring.Component):
                                      wp.data.eq(port.data[e][8 * b:8 * b + 8]),
                                      wp.en.eq(ens[4 * e + b])]
 
-        # the DMA engines' line ports
-        ld = self.ld.payload
-        m.d.comb += self.ld.ready.eq(1)
-        lbase, lsize, lknown = self._select(m, ld.buf, "ld")
+        # the DMA engines' line ports: one byte write port per lane of every LD port
+        for k in range(self.ld_ports):
+            name = ld_port_name(k)
+            port = getattr(self, name)
+            ld = port.payload
+            m.d.comb += port.ready.eq(1)
+            lbase, lsize, lknown = self._select(m, ld.buf, name)
+            for j in range(self.line):
+                a = Signal(ADDR_BITS + 1, name=f"{name}_a{j}")
+                m.d.comb += a.eq(ld.addr + j)
+                on = port.valid & ld.mask[j]
+                ok = lknown & (a < lsize)
+                with m.If(on & ~ok):
+                    m.d.sync += fault[2].eq(1)
+                wp = mem.write_port()
+                m.d.comb += [wp.addr.eq(lbase + a), wp.data.eq(ld.data[8 * j:8 * j + 8]),
+                             wp.en.eq(on & ok)]
         st_base, st_size, st_known = self._select(m, self.st_buf, "st")
         st_data = []
         for j in range(self.line):
-            a = Signal(ADDR_BITS + 1, name=f"ld_a{j}")
-            m.d.comb += a.eq(ld.addr + j)
-            on = self.ld.valid & ld.mask[j]
-            ok = lknown & (a < lsize)
-            with m.If(on & ~ok):
-                m.d.sync += fault[2].eq(1)
-            wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(lbase + a), wp.data.eq(ld.data[8 * j:8 * j + 8]),
-                         wp.en.eq(on & ok)]
             sa = Signal(ADDR_BITS + 1, name=f"st_a{j}")
             rp = mem.read_port(domain="sync")
             m.d.comb += [sa.eq(self.st_addr + j), rp.en.eq(self.st_en | first),

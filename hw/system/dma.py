@@ -41,7 +41,8 @@ from ..params import check_int, check_pow2
 from .axi import BOUNDARY_BYTES, BURST_INCR, MAX_BURST_BEATS, axi4_signature
 
 __all__ = ["descriptor_layout", "buffer_write_layout", "realign_chunk_layout", "realign_params",
-           "Realigner", "LoadDMA", "StoreDMA",
+           "Realigner", "LoadDMA", "StoreDMA", "DescriptorDealer", "ceil_div_const",
+           "SPLIT_MIN_BEATS",
            "BUF_ADDR_BITS", "FAULT_WINDOW", "FAULT_RESP"]
 
 BUF_ADDR_BITS = 20      #: byte address inside a buffer (sim.isa's buf_addr field)
@@ -521,4 +522,124 @@ class StoreDMA(_DmaEngine):
             m.d.sync += self.fault[1].eq(1)
         m.d.comb += self.idle.eq(~gen.busy & (inflight == 0) & (achunks.level == 0)
                                  & (wlens.level == 0))
+        return m
+
+
+# --- several LD engines -------------------------------------------------------------------------
+
+#: a LOAD of one chunk is split by bytes only when it has at least this many beats per engine
+SPLIT_MIN_BEATS = 4
+
+
+def ceil_div_const(x, e: int, bits: int):
+    """``ceil(x / e)`` for ``0 <= x < 2**bits`` and a constant ``e`` (1..16), without a divider:
+    ``((x + e - 1) * ceil(2**S / e)) >> S`` with ``S = bits + 5`` (the rounding error stays
+    below ``1/e`` while ``(x + e - 1) * (e - 1) < 2**S``; ``tests/test_ldports.py`` checks it
+    exhaustively for 20 bits); works on ints, numpy arrays and Amaranth values."""
+    check_int("e", e, 1, 16)
+    s = bits + 5
+    return ((x + (e - 1)) * -(-(1 << s) // e)) >> s
+
+
+class DescriptorDealer(wiring.Component):
+    """Splits the LD unit's descriptors into pieces and deals the pieces round-robin to
+    ``engines`` DMA engines (``axi_ports`` > 2, docs/system.md "AXI ports").
+
+    A descriptor taken on ``cmd`` is held in a register; from the next cycle on its pieces go
+    out one per cycle, piece ``j`` of the whole stream to engine ``j mod engines`` (each engine
+    gets its pieces in stream order), the dealer waiting while the engine whose turn it is does
+    not take its piece. ``cmd`` takes the next descriptor when the dealer is empty or in the
+    cycle its last piece is taken. The pieces (``E`` = engines):
+
+    * ``count >= 2`` (not into buffer A): runs of ``q = ceil(count / E)`` consecutive chunks
+      (the last one shorter): ``dram_addr + lo*stride``, ``buf_addr + lo*length``,
+      ``count = min(q, count - lo)``, at most ``E`` pieces;
+    * ``count == 1`` of at least ``SPLIT_MIN_BEATS * E`` beats (not into buffer A): runs of
+      ``q = 16 * ceil(beats / E)`` bytes (``beats = ceil(length / 16)``, so every piece keeps
+      the chunk's byte lane): ``dram_addr + lo``, ``buf_addr + lo``, ``length = min(q,
+      length - lo)``;
+    * otherwise (and every LOAD into a core's buffer A, whose one write port an engine fills
+      at its rate already) the descriptor itself.
+
+    The pieces write exactly the descriptor's bytes (``sim.funcsim``'s LOAD), read exactly its
+    DRAM bytes, and each lies inside the descriptor's extent, so the window check of each
+    engine drops a piece only if the descriptor leaves the window. ``idle``: no descriptor held,
+    no piece handed over in the last cycle, and every engine's ``idle``.
+
+    Parameters (keyword-only): ``engines`` (2..16), ``addr_width`` (the descriptors' DRAM
+    address bits, :func:`descriptor_layout`), ``beat`` (bytes per AXI beat, a power of two).
+
+    Ports: ``cmd`` (In stream of :func:`descriptor_layout`): from the LD unit; ``engine[k]``
+    (Out stream of the same): to engine ``k``; ``engine_idle`` (In(engines)): bit ``k`` engine
+    ``k`` is idle; ``idle`` (Out(1)).
+    """
+
+    def __init__(self, *, engines: int, addr_width: int = 40, beat: int = 16):
+        from sim.isa import BUFS
+        self.engines = check_int("engines", engines, 2, 16)
+        self.addr_width = check_int("addr_width", addr_width, 12, 64)
+        self.beat = check_pow2("beat", beat, lo=4, hi=128)
+        self._buf_a = BUFS["A"]
+        desc = stream.Signature(descriptor_layout(addr_width))
+        super().__init__({"cmd": In(desc), "engine": Out(desc).array(engines),
+                          "engine_idle": In(engines), "idle": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        E, lg = self.engines, _log2(self.beat)
+        c = self.cmd.payload
+        d = Signal.like(c)              # the descriptor being dealt (advanced per piece)
+        busy = Signal()
+        by_chunks, by_bytes = Signal(), Signal()
+        rem = Signal(_LEN_BITS + 1)     # chunks (by_chunks) or bytes (by_bytes) left
+        q = Signal(_LEN_BITS + 1)       # chunks / bytes per piece
+        dstep = Signal(self.addr_width)
+        bstep = Signal(BUF_ADDR_BITS)
+        turn = Signal(range(E))
+        sent = Signal()
+
+        # the piece on offer
+        last = ~(by_chunks | by_bytes) | (rem <= q)
+        n = Mux(rem < q, rem, q)
+        piece = Signal.like(c)
+        m.d.comb += piece.eq(d)
+        with m.If(by_chunks):
+            m.d.comb += piece.count.eq(n)
+        with m.If(by_bytes):
+            m.d.comb += piece.length.eq(n)
+        go = Signal()
+        for k in range(E):
+            mine = turn == k
+            m.d.comb += [self.engine[k].payload.eq(piece),
+                         self.engine[k].valid.eq(busy & mine)]
+            with m.If(mine):
+                m.d.comb += go.eq(busy & self.engine[k].ready)
+        with m.If(go):
+            m.d.sync += [turn.eq(Mux(turn == E - 1, 0, turn + 1)),
+                         d.dram_addr.eq(d.dram_addr + dstep), d.buf_addr.eq(d.buf_addr + bstep),
+                         rem.eq(rem - q)]
+        m.d.sync += sent.eq(go)
+
+        # taking a descriptor: how it is split
+        m.d.comb += self.cmd.ready.eq(~busy | (go & last))
+        take = self.cmd.valid & self.cmd.ready
+        beats = Signal(_LEN_BITS + 1)
+        m.d.comb += beats.eq((c.length + (self.beat - 1)) >> lg)
+        not_a = c.buf != self._buf_a
+        chunks = not_a & (c.count >= 2)
+        bytes_ = not_a & (c.count == 1) & (beats >= SPLIT_MIN_BEATS * E)
+        qc = Signal(_LEN_BITS + 1)
+        qb = Signal(_LEN_BITS + 1)
+        m.d.comb += [qc.eq(ceil_div_const(c.count, E, _LEN_BITS)),
+                     qb.eq(ceil_div_const(beats, E, _LEN_BITS) << lg)]
+        with m.If(take):
+            m.d.sync += [d.eq(c), busy.eq(1), by_chunks.eq(chunks), by_bytes.eq(bytes_)]
+            with m.If(chunks):
+                m.d.sync += [q.eq(qc), rem.eq(c.count), dstep.eq(qc * c.stride),
+                             bstep.eq(qc * c.length)]
+            with m.Elif(bytes_):
+                m.d.sync += [q.eq(qb), rem.eq(c.length), dstep.eq(qb), bstep.eq(qb)]
+        with m.Elif(go & last):
+            m.d.sync += busy.eq(0)
+        m.d.comb += self.idle.eq(~busy & ~sent & self.engine_idle.all())
         return m

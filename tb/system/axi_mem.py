@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amaranth import ClockSignal, Const, Instance, Module, Mux, Signal
+from amaranth import Cat, ClockSignal, Const, Instance, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -49,18 +49,18 @@ __all__ = ["AxiMemory", "VERILOG", "VERILOG_MODULE", "write_verilog", "STORAGES"
 
 STORAGES = ("memory", "verilog")
 VERILOG_MODULE = "trio_sim_ram"
-#: the array of ``storage="verilog"``: one write port with byte enables and one asynchronous
-#: read port for AXI, a debug port of ``DBG`` words (read asynchronous, write with byte enables);
+#: the array of ``storage="verilog"``: one write port with byte enables and ``RPORTS``
+#: asynchronous read ports for AXI, a debug port of ``DBG`` words (read asynchronous, write with byte enables);
 #: zeroed at time 0 (a loop, not one initialiser per word)
 VERILOG = f"""// simulation-only word array of tb.system.axi_mem.AxiMemory (storage="verilog")
 module {VERILOG_MODULE} #(parameter WIDTH = 128, parameter DEPTH = 1024, parameter ABITS = 10,
-                          parameter DBG = 1) (
+                          parameter DBG = 1, parameter RPORTS = 1) (
     input                        clk,
     input      [ABITS-1:0]       waddr,
     input      [WIDTH/8-1:0]     wen,
     input      [WIDTH-1:0]       wdata,
-    input      [ABITS-1:0]       raddr,
-    output     [WIDTH-1:0]       rdata,
+    input      [RPORTS*ABITS-1:0] raddr,
+    output     [RPORTS*WIDTH-1:0] rdata,
     input      [ABITS-1:0]       dbg_addr,
     input      [DBG*WIDTH/8-1:0] dbg_wen,
     input      [DBG*WIDTH-1:0]   dbg_wdata,
@@ -69,8 +69,10 @@ module {VERILOG_MODULE} #(parameter WIDTH = 128, parameter DEPTH = 1024, paramet
     reg [WIDTH-1:0] mem [0:DEPTH-1];
     integer i, j;
     initial for (i = 0; i < DEPTH; i = i + 1) mem[i] = {{WIDTH{{1'b0}}}};
-    assign rdata = mem[raddr];
     genvar g;
+    generate for (g = 0; g < RPORTS; g = g + 1) begin : rd
+        assign rdata[g*WIDTH +: WIDTH] = mem[raddr[g*ABITS +: ABITS]];
+    end endgenerate
     generate for (g = 0; g < DBG; g = g + 1) begin : dbg
         wire [ABITS-1:0] a = dbg_addr + g;
         assign dbg_rdata[g*WIDTH +: WIDTH] = mem[a];
@@ -113,7 +115,13 @@ class AxiMemory(wiring.Component):
         Cycles from an AR handshake to its burst's first R beat, and from a burst's last W beat
         to its B response (both at the earliest).
     outstanding : int, 1..64
-        Read requests (and write requests) the memory accepts before its first is finished.
+        Read requests (and write requests) the memory accepts before its first is finished
+        (per port).
+    read_ports : int, 1..4
+        AXI ports: ``bus`` (reads and writes) and ``read_ports - 1`` read-only ones ``rbus1``
+        .. (the further managers of ``hw.system.Accelerator(axi_ports=...)``, which only read),
+        each with its own AR queue and read data path on the one array (several HP ports in
+        front of one DDR; a write is seen by every port from the next cycle).
     dbg_words : int, 1..64
         Words per debug access.
     storage : "memory" or "verilog"
@@ -122,6 +130,7 @@ class AxiMemory(wiring.Component):
     Ports
     -----
     bus : In(AXI4)   the subordinate port (connect a manager's ``Out(axi4_signature(...))``)
+    rbus1 .. : In(AXI4)   the read-only ports (``read_ports`` > 1): AW / W never ready, no B
     dbg_addr : In(range(depth))   word address of the debug access
     dbg_rdata : Out(dbg_words * data_width)   words ``dbg_addr ..`` (word 0 in the low bits)
     dbg_wdata : In(dbg_words * data_width)   written at the clock edge where ``dbg_wstrb``
@@ -130,7 +139,7 @@ class AxiMemory(wiring.Component):
 
     def __init__(self, *, depth: int, data_width: int = 128, addr_width: int = 40,
                  id_width: int = 1, latency: int = 16, outstanding: int = 4,
-                 dbg_words: int = 8, storage: str = "memory"):
+                 dbg_words: int = 8, storage: str = "memory", read_ports: int = 1):
         self.depth = check_pow2("depth", depth, lo=2, hi=1 << 26)
         self.data_width = check_pow2("data_width", data_width, lo=32, hi=1024)
         self.addr_width = check_int("addr_width", addr_width, 12, 64)
@@ -138,6 +147,7 @@ class AxiMemory(wiring.Component):
         self.latency = check_int("latency", latency, 1, 4096)
         self.outstanding = check_int("outstanding", outstanding, 1, 64)
         self.dbg_words = check_int("dbg_words", dbg_words, 1, 64)
+        self.read_ports = check_int("read_ports", read_ports, 1, 4)
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
         self.storage = storage
@@ -146,9 +156,10 @@ class AxiMemory(wiring.Component):
             raise ValueError(f"depth={depth} words of {self.bytes} bytes do not fit "
                              f"addr_width={addr_width}")
         d = self.dbg_words
+        axi = In(axi4_signature(addr_width=addr_width, data_width=data_width,
+                                id_width=id_width))
         super().__init__({
-            "bus": In(axi4_signature(addr_width=addr_width, data_width=data_width,
-                                     id_width=id_width)),
+            "bus": axi, **{f"rbus{k}": axi for k in range(1, self.read_ports)},
             "dbg_addr": In(range(self.depth)), "dbg_rdata": Out(d * self.data_width),
             "dbg_wdata": In(d * self.data_width), "dbg_wstrb": In(d * self.bytes)})
 
@@ -164,14 +175,17 @@ class AxiMemory(wiring.Component):
         size = Const(shift, 3)
 
         # -- the array ---------------------------------------------------------------------
+        P = self.read_ports
         waddr, wen, wdata = Signal(abits), Signal(B), Signal(W)
-        raddr, rdata = Signal(abits), Signal(W)
+        raddrs = [Signal(abits, name=f"raddr{k}") for k in range(P)]
+        rdatas = [Signal(W, name=f"rdata{k}") for k in range(P)]
         if self.storage == "memory":
             m.submodules.mem = mem = Memory(shape=W, depth=self.depth, init=[])
             wp = mem.write_port(granularity=8)
-            rp = mem.read_port(domain="comb")
-            m.d.comb += [wp.addr.eq(waddr), wp.en.eq(wen), wp.data.eq(wdata),
-                         rp.addr.eq(raddr), rdata.eq(rp.data)]
+            m.d.comb += [wp.addr.eq(waddr), wp.en.eq(wen), wp.data.eq(wdata)]
+            for ra, rd in zip(raddrs, rdatas):
+                rp = mem.read_port(domain="comb")
+                m.d.comb += [rp.addr.eq(ra), rd.eq(rp.data)]
             for k in range(self.dbg_words):
                 dw = mem.write_port(granularity=8)
                 dr = mem.read_port(domain="comb")
@@ -182,8 +196,9 @@ class AxiMemory(wiring.Component):
         else:
             m.submodules.mem = Instance(
                 VERILOG_MODULE, p_WIDTH=W, p_DEPTH=self.depth, p_ABITS=abits,
-                p_DBG=self.dbg_words, i_clk=ClockSignal(), i_waddr=waddr, i_wen=wen,
-                i_wdata=wdata, i_raddr=raddr, o_rdata=rdata, i_dbg_addr=self.dbg_addr,
+                p_DBG=self.dbg_words, p_RPORTS=P, i_clk=ClockSignal(), i_waddr=waddr,
+                i_wen=wen, i_wdata=wdata, i_raddr=Cat(*raddrs), o_rdata=Cat(*rdatas),
+                i_dbg_addr=self.dbg_addr,
                 i_dbg_wen=self.dbg_wstrb, i_dbg_wdata=self.dbg_wdata,
                 o_dbg_rdata=self.dbg_rdata)
 
@@ -215,27 +230,31 @@ class AxiMemory(wiring.Component):
             outside = (addr[shift + abits:] != 0) | (last >= self.depth)
             return word, resp_of(bad_type, outside)
 
-        # -- reads ------------------------------------------------------------------------
-        m.submodules.ar_q = arq = SyncFIFO(width=request.size, depth=self.outstanding)
-        ar_in = data.View(request, arq.w_data)
-        ar = data.View(request, arq.r_data)
-        word, resp = checks(bus.araddr, bus.arlen, bus.arburst, bus.arsize)
-        m.d.comb += [bus.arready.eq(arq.w_rdy), arq.w_en.eq(bus.arvalid),
-                     ar_in.id.eq(bus.arid), ar_in.word.eq(word), ar_in.len.eq(bus.arlen),
-                     ar_in.resp.eq(resp), ar_in.due.eq(now + self.latency)]
-        rbeat = Signal(8)
-        ok = ar.resp == RESP_OKAY
-        m.d.comb += [raddr.eq(ar.word + rbeat),
-                     bus.rvalid.eq(arq.r_rdy & due(ar.due)),
-                     bus.rid.eq(ar.id), bus.rresp.eq(ar.resp),
-                     bus.rdata.eq(rdata & ok.replicate(W)),
-                     bus.rlast.eq(rbeat == ar.len)]
-        with m.If(bus.rvalid & bus.rready):
-            with m.If(bus.rlast):
-                m.d.sync += rbeat.eq(0)
-                m.d.comb += arq.r_en.eq(1)
-            with m.Else():
-                m.d.sync += rbeat.eq(rbeat + 1)
+        # -- reads: one AR queue and data path per port ----------------------------------
+        for k in range(P):
+            rb = bus if k == 0 else getattr(self, f"rbus{k}")
+            raddr, rdata = raddrs[k], rdatas[k]
+            m.submodules[f"ar_q{k or ''}"] = arq = SyncFIFO(width=request.size,
+                                                            depth=self.outstanding)
+            ar_in = data.View(request, arq.w_data)
+            ar = data.View(request, arq.r_data)
+            word, resp = checks(rb.araddr, rb.arlen, rb.arburst, rb.arsize)
+            m.d.comb += [rb.arready.eq(arq.w_rdy), arq.w_en.eq(rb.arvalid),
+                         ar_in.id.eq(rb.arid), ar_in.word.eq(word), ar_in.len.eq(rb.arlen),
+                         ar_in.resp.eq(resp), ar_in.due.eq(now + self.latency)]
+            rbeat = Signal(8, name=f"rbeat{k}")
+            ok = ar.resp == RESP_OKAY
+            m.d.comb += [raddr.eq(ar.word + rbeat),
+                         rb.rvalid.eq(arq.r_rdy & due(ar.due)),
+                         rb.rid.eq(ar.id), rb.rresp.eq(ar.resp),
+                         rb.rdata.eq(rdata & ok.replicate(W)),
+                         rb.rlast.eq(rbeat == ar.len)]
+            with m.If(rb.rvalid & rb.rready):
+                with m.If(rb.rlast):
+                    m.d.sync += rbeat.eq(0)
+                    m.d.comb += arq.r_en.eq(1)
+                with m.Else():
+                    m.d.sync += rbeat.eq(rbeat + 1)
 
         # -- writes -----------------------------------------------------------------------
         m.submodules.aw_q = awq = SyncFIFO(width=request.size, depth=self.outstanding)

@@ -1,7 +1,8 @@
 """cocotb test of ``hw.system.Accelerator``: a whole Binary through AXI, as on the board.
 
 The DDR is cocotbext-axi's ``AxiRam`` on ``m_axi`` (and one more ``AxiRam`` on the same memory
-per further port, ``m_axi1``, when the accelerator has ``axi_ports=2``); the CPU is an ``AxiLiteMaster`` on ``s_axi``
+per further port, ``m_axi1`` .. ``m_axi3``, when the accelerator has ``axi_ports`` > 1); the CPU
+is an ``AxiLiteMaster`` on ``s_axi``
 doing exactly what a runtime does (``tb.system.host``): place the instruction image
 (``sim.image``) and the data image with the input in DRAM, write ``INSTR_TABLE``,
 ``DATA_BASE``, ``DATA_SIZE``, enable the interrupt, write ``CTRL.START``, then sleep until
@@ -15,7 +16,7 @@ params: ``binary`` (.npz), ``input`` (.npy), ``case`` ("run": the network; "ille
 ``watchdog`` (cycles, the watchdog case). The watchdog case corrupts a WAIT so that it can
 never be satisfied, expects error WATCHDOG, then soft-resets, reloads the clean image and runs
 the network to the end (bit-exact): an error never leaves the accelerator stuck.
-Writes ``accel.json`` (cycles, counters, wall time).
+Writes ``accel.json`` (cycles, counters, wall time, bursts per port, ``CONFIG_L.AXI_PORTS``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ async def accelerator_runs_binary(dut):
     host = Host(cpu, ram, dut)
     await ClockCycles(dut.clk, 2)
     await host.check_id(binary.cfg)
+    ports = REGMAP.field_of("CONFIG_L.AXI_PORTS")
+    axi_ports = (await host.read("CONFIG_L") >> ports.lsb) & ((1 << ports.width) - 1)
 
     case = p.get("case", "run")
     xq = golden._check_input(binary.prog, x)
@@ -83,7 +86,7 @@ async def accelerator_runs_binary(dut):
         await ClockCycles(dut.clk, 20)
         await host.start()
     res = await host.wait(max_cycles=p.get("max_cycles", 5_000_000))
-    rec = {"case": case, **res}
+    rec = {"case": case, **res, "axi_ports": axi_ports}
     if case != "run":
         assert res["status"] == "error", f"case {case}: expected an error, got {res}"
         if case == "start_busy":

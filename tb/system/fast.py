@@ -12,7 +12,7 @@ port, the HOST_LN served on a ``HOST_REQ`` interrupt; between those the simulato
 memory size, whatever the Binary: nothing of it is in the design), runs it on Icarus or
 Verilator, checks the outputs bit for bit against ``sim.golden`` and ``sim.funcsim`` (inside the
 cocotb test) and returns the record with ``sim.perf``'s cycles for the same Binary at the
-memory's read latency (``sim.timing.AXI_SYSTEM`` as :func:`model_env` adapts it to this
+memory's read latency (``sim.timing.axi_system(axi_ports)`` as :func:`model_env` adapts it to this
 memory's AR queue). ``python -m tb.system.fast`` is its command
 line. docs/system.md, "The DRAM in HDL".
 """
@@ -68,7 +68,9 @@ class FastSystem(wiring.Component):
     Parameters (keyword-only)
     -------------------------
     accelerator : hw.system.Accelerator
-        The accelerator (one AXI4 port: ``axi_ports=1``).
+        The accelerator (any ``axi_ports``: its ``m_axi`` on the memory's ``bus``, each
+        further, read-only, manager ``m_axi{k}`` on the memory's read port ``rbus{k}``: one
+        DDR behind several HP ports).
     mem_bytes : int
         Memory size in bytes (power of two, at least 64 KiB), from bus address 0.
     latency : int
@@ -95,9 +97,6 @@ class FastSystem(wiring.Component):
         from hw.system.accelerator import DATA_WIDTH, Accelerator
         if not isinstance(accelerator, Accelerator):
             raise TypeError(f"accelerator must be a hw.system.Accelerator, got {accelerator!r}")
-        if accelerator.axi_ports != 1:
-            raise ValueError(f"FastSystem has one memory port: build the accelerator with "
-                             f"axi_ports=1, got {accelerator.axi_ports}")
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
         self.acc = accelerator
@@ -107,7 +106,8 @@ class FastSystem(wiring.Component):
         self.dbg_words = check_int("dbg_words", dbg_words, 1, 64)
         self.mem = AxiMemory(depth=mem_bytes // (DATA_WIDTH // 8), data_width=DATA_WIDTH,
                              addr_width=accelerator.addr_width, latency=latency,
-                             outstanding=outstanding, dbg_words=dbg_words, storage=storage)
+                             outstanding=outstanding, dbg_words=dbg_words, storage=storage,
+                             read_ports=accelerator.axi_ports)
         super().__init__({"s_axi": In(axi4_lite_signature(addr_width=12, data_width=32)),
                           "irq": Out(1),
                           **{n: self.mem.signature.members[n] for n in
@@ -128,6 +128,8 @@ class FastSystem(wiring.Component):
         m.submodules.acc = acc = self.acc
         m.submodules.mem = mem = self.mem
         wiring.connect(m, acc.m_axi, mem.bus)
+        for k in range(1, acc.axi_ports):
+            wiring.connect(m, getattr(acc, f"m_axi{k}"), getattr(mem, f"rbus{k}"))
         wiring.connect(m, wiring.flipped(self.s_axi), acc.s_axi)
         m.d.comb += [self.irq.eq(acc.irq), mem.dbg_addr.eq(self.dbg_addr),
                      self.dbg_rdata.eq(mem.dbg_rdata), mem.dbg_wdata.eq(self.dbg_wdata),
@@ -146,14 +148,15 @@ def _top_only_vlt(directory, top: str) -> Path:
     return path
 
 
-def model_env(outstanding: int):
+def model_env(outstanding: int, axi_ports: int = 1):
     """``sim.perf``'s environment for a :class:`FastSystem` whose memory queues ``outstanding``
-    read requests: :data:`sim.timing.AXI_SYSTEM` (whose ``AxiDma.ar_queue = 2`` is cocotbext-axi
+    read requests per port, for an accelerator with ``axi_ports`` ports:
+    ``sim.timing.axi_system(axi_ports)`` (whose ``AxiDma.ar_queue = 2`` is cocotbext-axi
     ``AxiRam``'s AR queue) without the AR-queue limit when the memory has room for every read
-    burst the accelerator can have in flight (the LD engine's and the dispatcher's): then
-    ``AxiMemory`` never refuses an AR."""
+    burst the accelerator can have in flight on a port (the LD engine's and the dispatcher's):
+    then ``AxiMemory`` never refuses an AR."""
     from sim import timing
-    env = timing.AXI_SYSTEM
+    env = timing.axi_system(axi_ports)
     if outstanding >= env.axi.outstanding + env.fetch.outstanding:
         env = dataclasses.replace(env, axi=dataclasses.replace(env.axi, ar_queue=None))
     return env
@@ -178,7 +181,7 @@ def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
     compiler's optimisation level of the Verilator model (:data:`OPTS`, ``-O<opt>``; ``tb.rtl``
     builds every model at ``-O0``, which compiles fastest and runs slowest);
     Icarus ignores it."""
-    from sim import perf, timing
+    from sim import perf
     from tb.rtl import REPO_ROOT, run_cocotb
     from tb.system.axi_mem import write_verilog
     from tb.system.run import accelerator_for
@@ -220,9 +223,10 @@ def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
         cfg = cfg.replace(host_overhead_cycles=round(sum(host) / len(host)),
                           host_cycles_per_elem=0)
     b2 = dataclasses.replace(binary, cfg=cfg)
-    rec["perf_cycles"] = int(perf.simulate(b2, env=model_env(top.mem.outstanding)).cycles)
+    rec["perf_cycles"] = int(perf.simulate(b2, env=model_env(top.mem.outstanding,
+                                                              acc.axi_ports)).cycles)
     rec.update(latency=latency, mem_bytes=size, dbg_words=dbg_words, opt=opt,
-               sems=acc.sems)
+               sems=acc.sems, axi_ports=acc.axi_ports)
     return rec
 
 
@@ -260,6 +264,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sems", type=int, default=None,
                     help="semaphores of the accelerator (default: enough for the Binary; part "
                          "of the build)")
+    ap.add_argument("--axi-ports", type=int, default=1, choices=(1, 2, 3, 4),
+                    help="the accelerator's AXI ports (P > 1: P - 1 LD engines, each on a read "
+                         "port of the memory of its own; default 1; part of the build)")
     ap.add_argument("--timeout", type=float, default=3600,
                     help="wall-clock limit of the simulation in seconds (default 3600)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -271,7 +278,8 @@ def main(argv=None) -> int:
         try:
             rec = run_fast(binary, x, args.simulator, tmp, latency=args.latency,
                            public=args.public, opt=args.opt, dbg_words=args.dbg_words,
-                           mem_bytes=args.mem_bytes, sems=args.sems, timeout_s=args.timeout)
+                           mem_bytes=args.mem_bytes, sems=args.sems, timeout_s=args.timeout,
+                           axi_ports=args.axi_ports)
         except AssertionError as e:
             msg = str(e).splitlines()[0][:500]
             print(json.dumps({"ok": False, "error": msg}) if args.json else f"FAILED: {msg}")
@@ -285,6 +293,7 @@ def main(argv=None) -> int:
            "setup_s": rec["setup_s"], "cpu_s": rec["cpu_s"], "opt": args.opt,
            "dbg_words": args.dbg_words, "mem_bytes": rec["mem_bytes"], "sems": rec["sems"],
            "total_s": time.perf_counter() - t0, "host_requests": rec["host_requests"],
+           "axi_ports": args.axi_ports,
            "counters": rec["counters"]}
     if args.json:
         print(json.dumps(out))

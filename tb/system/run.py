@@ -6,7 +6,7 @@ nothing of the Binary is in the bitstream), runs ``tb.system.cocotb_accel`` (the
 as cocotbext-axi models) and returns its record (status, error code, performance counters, wall
 time) with ``perf_cycles``, the cycle model's count for the same Binary (its shared-channel
 DRAM model at the config's latency), and ``perf_axi_cycles``, the AXI-level model
-(``sim.timing.AXI_SYSTEM``) of the same run: at the shortest read latency the AXI memory model
+(``sim.timing.axi_system(axi_ports)``) of the same run: at the shortest read latency the AXI memory model
 showed, and with the testbench CPU's measured service time of a ``HOST_LN`` (``STATUS.HOST_REQ``
 high, ``tb.system.trace.host_service``) in place of the config's board-CPU figure
 (``host_overhead_cycles + host_cycles_per_elem * C``): the model then describes the machine the
@@ -61,6 +61,9 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
 
     workdir = Path(workdir)
     binary = sc.compile(prog, cfg)
+    if axi_ports > 2:       # several LD engines: the compiler's guarantee they rely on
+        from sim.checks import check_ld_order
+        check_ld_order(binary)
     bpath, xpath = workdir / "binary.npz", workdir / "x.npy"
     binary.save(bpath)
     np.save(xpath, np.asarray(x))
@@ -81,10 +84,11 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
         # AR-to-first-beat time (longer ones include waiting behind earlier bursts, which the
         # model adds itself), and the testbench CPU's host time (model_config)
         b2 = dataclasses.replace(binary, cfg=model_config(cfg, rec))
-        rec["perf_axi_cycles"] = int(perf.simulate(b2, env=timing.AXI_SYSTEM).cycles)
+        env = timing.axi_system(axi_ports)
+        rec["perf_axi_cycles"] = int(perf.simulate(b2, env=env).cycles)
         if rec.get("trace") is not None:
             from tb.system.trace import diff, model_takes
-            rec["trace_diff"] = diff(b2, rec["trace"], model_takes(b2, timing.AXI_SYSTEM))
+            rec["trace_diff"] = diff(b2, rec["trace"], model_takes(b2, env))
     return rec
 
 
@@ -138,8 +142,9 @@ def main(argv=None) -> int:
     add_network_args(ap)
     ap.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
     ap.add_argument("--pause", action="store_true", help="random AXI back-pressure")
-    ap.add_argument("--axi-ports", type=int, default=1, choices=(1, 2),
-                    help="AXI4 manager ports (2: LD reads on their own port; default 1)")
+    ap.add_argument("--axi-ports", type=int, default=1, choices=(1, 2, 3, 4),
+                    help="AXI4 manager ports (P > 1: fetch and ST on m_axi, P - 1 LD engines "
+                         "on the others; default 1)")
     ap.add_argument("--buffers", default="behavioural", choices=("behavioural", "banked"),
                     help="global buffers: behavioural (default) or banked (BRAM-like banks, "
                          "cores with backpressure)")
@@ -178,6 +183,7 @@ def main(argv=None) -> int:
            "sim_cycles_per_s": rec["cycles_per_s"], "run_seconds": rec["wall_s"],
            "total_seconds": time.perf_counter() - t0, "host_requests": rec["host_requests"],
            "axi_bursts": rec["bursts"], "bursts_per_port": rec.get("bursts_per_port"),
+           "axi_ports": rec.get("axi_ports"),
            "counters": c}
     if args.trace and rec.get("trace_diff") is not None:
         from tb.system.trace import format_diff
