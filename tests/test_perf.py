@@ -98,7 +98,8 @@ def test_pointwise_and_depthwise_unpacked_cycles():
 def test_one_attention_head_cycles():
     # one head, d = 16, 8x8 = 64 tokens, one core, DRAM 64 B/cycle and latency 64.
     prog = _prog(lambda b: b.attention("y", b.input("x", (48, 8, 8)), 16))
-    b = compile_(prog, ONE)
+    one_a = ONE.replace(buf_a_bytes=8192)       # with buffer A (`paper` builds none)
+    b = compile_(prog, one_a)
     assert _setr(b) == 3 * 7
     # LD: 32 B of head params -> 1 cycle [0,1), lands 65; Q 16*64 = 1024 B -> 16 cycles [1,17),
     #     V 1024 B -> 16 cycles [17,33), their SIGNAL lands at 97; K 1024 B into the core's
@@ -131,7 +132,7 @@ def test_one_attention_head_cycles():
     # R-MAC and AUX: K at 97, params 98, SETR [99,106); KV at 106 -> 383 (seen 384), KSUM at
     # 106 -> 245 (seen 246); MAT: DIV at 247 -> 386, OUT at 387 -> 660, second SIGNAL seen at
     # 662; ST 8 cycles [662,670), lands at 734.
-    assert simulate(compile_(prog, ONE.replace(dram_bytes_per_cycle=128))).cycles == 734
+    assert simulate(compile_(prog, one_a.replace(dram_bytes_per_cycle=128))).cycles == 734
 
 
 def _recount_dram_bytes(b):
