@@ -29,7 +29,8 @@ import numpy as np
 from . import golden, timing
 from . import numerics as nx
 from .intprogram import Epilogue
-from .isa import (ACT_NAMES, ACTS, BUF_NAMES, BUFS, DW_HOLD_EXTRA, REG_NAMES, WIDTHS, LimitError,
+from .isa import (conv_weight_bytes, dw_weight_bytes, engine_shape, unpack_conv_weights,
+                  unpack_dw_weights, ACT_NAMES, ACTS, BUF_NAMES, BUFS, DW_HOLD_EXTRA, REG_NAMES, WIDTHS, LimitError,
                   check_limit, dw_kernel_ok)
 
 __all__ = ["FuncSimError", "run", "build_queues", "host_ln", "GLOBAL_UNITS", "CORE_UNITS"]
@@ -222,7 +223,7 @@ class _Machine:
                                "writes and only ATT_KV_RDF and ATT_KSUM read (docs/hw-core.md)")
         try:
             if op in ("CONV_MAT", "CONV_RDF", "DW_RSA"):
-                self.conv(stream, r, f, dw=op == "DW_RSA")
+                self.conv(stream, unit, r, f, dw=op == "DW_RSA")
             elif op.startswith("ATT_"):
                 self.att(stream, r, f, op)
             elif op == "POOL":
@@ -237,7 +238,7 @@ class _Machine:
         except KeyError as e:
             raise FuncSimError(f"{stream}/{unit}: {ins} uses register {e} that was never set")
 
-    def conv(self, stream, r, f, dw):
+    def conv(self, stream, unit, r, f, dw):
         nco, k = f["nco"], r["KERNEL"]
         if dw and not dw_kernel_ok(k, self.b.cfg.N):
             raise FuncSimError(f"DW_RSA with KERNEL = {k}: the R-MAC's self-accumulation mode"
@@ -246,12 +247,20 @@ class _Machine:
         cin = f["nco"] if dw else r["CIN"] * r["GROUPS"]
         x = self.read(stream, r["XBUF"], f["x_addr"], cin, f["hin"] * r["WIN"], r["XSTRIDE"],
                       r["XSIGNED"]).reshape(cin, f["hin"], r["WIN"])
-        kk = k * k * (1 if dw else r["CIN"])
+        # weights pre-tiled in C (sim.isa: one line per engine step; DW: one word per tap)
+        if dw:
+            nw = dw_weight_bytes(nco, k, self.b.cfg.N)
+            unpack = lambda b: unpack_dw_weights(b, channels=nco, k=k, n=self.b.cfg.N)  # noqa: E731
+        else:
+            lanes, width = engine_shape(self.b.cfg, unit)
+            shape = dict(cout=nco, cin_g=r["CIN"], k=k, groups=r["GROUPS"], lanes=lanes,
+                         width=width)
+            nw = conv_weight_bytes(**shape)
+            unpack = lambda b: unpack_conv_weights(b, **shape)  # noqa: E731
         wmem, _ = self.buf(stream, 1)
-        if f["w_addr"] + nco * kk > wmem.size:
+        if f["w_addr"] + nw > wmem.size:
             raise FuncSimError("weight read leaves buffer C")
-        w = wmem[f["w_addr"]:f["w_addr"] + nco * kk].view(np.int8).astype(np.int64)
-        w = w.reshape(nco, 1 if dw else r["CIN"], k, k)
+        w = unpack(wmem[f["w_addr"]:f["w_addr"] + nw]).astype(np.int64)
         rec = self.params(stream, f["p_addr"], nco)
         if r.get("LINEAR", 0):
             acc = golden.linear_acc(x.reshape(-1), w.reshape(nco, -1), rec[:, 0]).reshape(nco, 1, 1)
