@@ -247,20 +247,7 @@ class _Machine:
         cin = f["nco"] if dw else r["CIN"] * r["GROUPS"]
         x = self.read(stream, r["XBUF"], f["x_addr"], cin, f["hin"] * r["WIN"], r["XSTRIDE"],
                       r["XSIGNED"]).reshape(cin, f["hin"], r["WIN"])
-        # weights pre-tiled in C (sim.isa: one line per engine step; DW: one word per tap)
-        if dw:
-            nw = dw_weight_bytes(nco, k, self.b.cfg.N)
-            unpack = lambda b: unpack_dw_weights(b, channels=nco, k=k, n=self.b.cfg.N)  # noqa: E731
-        else:
-            lanes, width = engine_shape(self.b.cfg, unit)
-            shape = dict(cout=nco, cin_g=r["CIN"], k=k, groups=r["GROUPS"], lanes=lanes,
-                         width=width)
-            nw = conv_weight_bytes(**shape)
-            unpack = lambda b: unpack_conv_weights(b, **shape)  # noqa: E731
-        wmem, _ = self.buf(stream, 1)
-        if f["w_addr"] + nw > wmem.size:
-            raise FuncSimError("weight read leaves buffer C")
-        w = unpack(wmem[f["w_addr"]:f["w_addr"] + nw]).astype(np.int64)
+        w = self.weights(stream, unit, r, f, dw).astype(np.int64)
         rec = self.params(stream, f["p_addr"], nco)
         if r.get("LINEAR", 0):
             acc = golden.linear_acc(x.reshape(-1), w.reshape(nco, -1), rec[:, 0]).reshape(nco, 1, 1)
@@ -279,6 +266,27 @@ class _Machine:
         else:
             y, bpe = self.epilogue(r, rec, acc, stream), 1 if r["OBITS"] <= 8 else 4
         self.write(stream, f["obuf"], f["o_addr"], y, r["OSTRIDE"], bpe)
+
+    def weights(self, stream, unit, r, f, dw):
+        """The weights of a CONV_* / DW_RSA from buffer C, pre-tiled (sim.isa: a conv step's
+        ``lanes x width`` weights one line of the executing engine's shape; a DW tap of N
+        channels one word): ``(nco, CIN, k, k)`` or ``(nco, 1, k, k)`` int8."""
+        nco, k = f["nco"], r["KERNEL"]
+        if dw:
+            nw = dw_weight_bytes(nco, k, self.b.cfg.N)
+            return unpack_dw_weights(self.cread(f["w_addr"], nw), channels=nco, k=k,
+                                     n=self.b.cfg.N)
+        lanes, width = engine_shape(self.b.cfg, unit)
+        shape = dict(cout=nco, cin_g=r["CIN"], k=k, groups=r["GROUPS"], lanes=lanes,
+                     width=width)
+        return unpack_conv_weights(self.cread(f["w_addr"], conv_weight_bytes(**shape)), **shape)
+
+    def cread(self, addr, n):
+        """``n`` bytes of buffer C at ``addr`` (weights)."""
+        wmem, _ = self.buf("global", BUFS["C"])
+        if addr + n > wmem.size:
+            raise FuncSimError("weight read leaves buffer C")
+        return wmem[addr:addr + n]
 
     def att(self, stream, r, f, op):
         """One attention step of one head (docs/isa.md): K (ATT_KV_*, ATT_KSUM) or Q (ATT_DIV,
