@@ -29,9 +29,9 @@ import numpy as np
 from . import golden, timing
 from . import numerics as nx
 from .intprogram import Epilogue
-from .isa import (conv_weight_bytes, dw_weight_bytes, engine_shape, unpack_conv_weights,
-                  unpack_dw_weights, ACT_NAMES, ACTS, BUF_NAMES, BUFS, DW_HOLD_EXTRA, REG_NAMES, WIDTHS, LimitError,
-                  check_limit, dw_kernel_ok)
+from .isa import (ACT_NAMES, ACTS, BUF_NAMES, BUFS, DW_HOLD_EXTRA, REG_NAMES, WIDTHS, LimitError,
+                  check_limit, conv_weight_bytes, dw_kernel_ok, dw_weight_bytes, engine_shape,
+                  unpack_conv_weights, unpack_dw_weights)
 
 __all__ = ["FuncSimError", "run", "build_queues", "host_ln", "GLOBAL_UNITS", "CORE_UNITS"]
 

@@ -29,11 +29,11 @@ def conv_reference(w, groups, lanes, width):
     cout_g = cout // groups
     nb, nc = cdiv(cout_g, lanes), cdiv(cin_g, width)
     out = np.zeros(groups * nb * k * k * nc * lanes * width, dtype=np.int8)
-    for g, b, ky, kx, c, l, e in itertools.product(range(groups), range(nb), range(k), range(k),
+    for g, b, ky, kx, c, ln, e in itertools.product(range(groups), range(nb), range(k), range(k),
                                                    range(nc), range(lanes), range(width)):
-        co, ci = b * lanes + l, c * width + e
+        co, ci = b * lanes + ln, c * width + e
         if co < cout_g and ci < cin_g:
-            at = ((((g * nb + b) * k * k + ky * k + kx) * nc + c) * lanes + l) * width + e
+            at = ((((g * nb + b) * k * k + ky * k + kx) * nc + c) * lanes + ln) * width + e
             out[at] = w[g * cout_g + co, ci, ky, kx]
     return out
 

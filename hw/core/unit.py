@@ -18,16 +18,16 @@ A unit runs its in-order instruction queue (``sim.isa``: the per-unit split of a
   ``ATT_OUT`` (MAT): the attention steps, sequenced by :mod:`hw.core.attention`;
 * anything else sets ``error`` (sticky) with the opcode in ``error_op`` and halts.
 
-Conv tile schedule (``npix = ho * WOUT``; lanes = S (MAT) or M (R-MAC),
-width = T or N): for each output-channel group of ``lanes`` channels, for each output pixel
-``(oy, ox)``, its im2col row in tap-major order: for each tap ``(ky, kx)``, ``ceil(CIN/width)``
-steps; a step reads ``width`` input channels of input pixel ``(oy*STRIDE + ky - pad_t,
-ox*STRIDE + kx - PAD_L)`` (gather port ``x``: stride XSTRIDE; zero in the padding) and
-``lanes x width`` weights ``w[co][c][ky][kx]`` (port ``w``: one pre-tiled line of
-``lanes * width`` bytes, row stride ``width``, element stride 1, the layout of ``sim.isa``: the
-lines of a block of output channels in step order, so the address is one running line counter
-that returns to the block's first line for each output pixel) and feeds the engine. Input bytes are sign- or zero-extended to the engines' 9-bit activation
-operand by XSIGNED (residual bytes by RSIGNED). When the engine
+Conv tile schedule (``npix = ho * WOUT``; lanes = S (MAT) or M (R-MAC), width = T or N): for
+each output-channel group of ``lanes`` channels, for each output pixel ``(oy, ox)``, its im2col
+row in tap-major order: for each tap ``(ky, kx)``, ``ceil(CIN/width)`` steps; a step reads
+``width`` input channels of input pixel ``(oy*STRIDE + ky - pad_t, ox*STRIDE + kx - PAD_L)``
+(gather port ``x``: stride XSTRIDE; zero in the padding) and ``lanes x width`` weights
+``w[co][c][ky][kx]`` (port ``w``: one pre-tiled line of ``lanes * width`` bytes, row stride
+``width``, element stride 1, the layout of ``sim.isa``: the lines of a block of output channels
+in step order, so the address is one running line counter that returns to the block's first
+line for each output pixel) and feeds the engine. Input bytes are sign- or zero-extended to the
+engines' 9-bit activation operand by XSIGNED (residual bytes by RSIGNED). When the engine
 delivers a vector of ``lanes`` dot products, the unit reads the ``lanes`` parameter records
 (port ``p``, 32 bytes each: bias, mult_b, mult_c, offset, res_b, res_c, hsw_b, hsw_c as in
 ``sim.compile``) and the residual bytes (port ``r``), adds the bias and runs one

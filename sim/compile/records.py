@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from ..config import AccelConfig
 from ..intprogram import Node
-from ..isa import conv_weight_bytes, dw_weight_bytes, engine_shape, pack_conv_weights, pack_dw_weights
+from ..isa import (conv_weight_bytes, dw_weight_bytes, engine_shape, pack_conv_weights,
+                   pack_dw_weights)
 from .common import align
 
 __all__ = ["param_block", "attention_block", "layernorm_block", "ConvWeightLayout",

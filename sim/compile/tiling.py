@@ -22,8 +22,8 @@ from .cost import conv_cycles, dw_cycles
 
 __all__ = ["TILES_TARGET", "FUSED_TILES", "FUSED_TILES_S1", "MIN_TILE_BYTES", "MAX_FIELD",
            "ranges", "core_grids", "best_dw_split", "plan_conv", "engine_split", "tile_rows",
-           "fit_rows", "conv_chunk", "filter_gran", "dw_chunk", "chain_tile_regions", "fused_tile_rows",
-           "attention_plan"]
+           "fit_rows", "conv_chunk", "filter_gran", "dw_chunk", "chain_tile_regions",
+           "fused_tile_rows", "attention_plan"]
 
 TILES_TARGET = 4        #: aim for at least this many row tiles per layer (inter-layer overlap)
 FUSED_TILES = 4         #: row tiles per fused chain at least (fewer: less halo recompute)
