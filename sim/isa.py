@@ -78,7 +78,8 @@ _CONV_LIMITS = {"CIN": (0, 65535), "WIN": (1, 32767), "WOUT": (1, 4095), "KERNEL
 #: (``hw.core.unit``: a unit that executes the instruction with a register outside its range stops
 #: with its ``error`` flag); ``sim.compile`` refuses to emit such an instruction. The widths
 #: behind them: output columns are 12-bit counters, input columns 16-bit signed, and CIN is
-#: the 16-bit operand of the per-instruction products CIN * k*k and CIN * XSTRIDE.
+#: the 16-bit operand of the per-instruction product CIN * XSTRIDE (and of CIN * k*k until
+#: the weights were pre-tiled).
 REG_LIMITS = {"CONV_MAT": _CONV_LIMITS, "CONV_RDF": _CONV_LIMITS}
 
 
