@@ -21,11 +21,11 @@ pixel); the rate column says per what one access is made.
 opcode       port   buffer           element stride           row stride           rows x elems  one access per
 ===========  =====  ===============  =======================  ===================  ============  ==============
 CONV_*       x      XBUF (B)         XSTRIDE (channels)       -                    1 x W         engine step
-CONV_*       w      C (w_addr)       k*k (KERNEL)             K = CIN*k*k          L x W         engine step
+CONV_*       w      C (w_addr)       1 (pre-tiled line)       W                    L x W         engine step
 CONV_*       p      C (p_addr)       1 (record bytes)         32 (PARAM_RECORD)    L x 32        output vector
 CONV_*       r      B (RES_ADDR)     RSTRIDE                  -                    1 x L         output vector (RES_ADDR >= 0)
 CONV_*       o      obuf             OSTRIDE (x4 bytes wide)  -                    L (scatter)   output vector
-DW_RSA       x      C (w_addr)       k*k                      -                    1 x N         engine step (the tap's weights)
+DW_RSA       x      C (w_addr)       1 (pre-tiled word)       -                    1 x N         engine step (the tap's weights)
 DW_RSA       xr     XBUF (B)         STRIDE (1 or 2)          XSTRIDE              N x (M+4)     row segment: k (stride 1) or 2k
                                                                                                  (stride 2) per pass of k*k steps
 DW_RSA       p      C (p_addr)       1                        -                    1 x 32        drained channel (N per pass)
@@ -176,7 +176,7 @@ def instruction_ports(cfg, unit: str, op: str, regs: dict, f: dict) -> list[Port
         geo = (R("WIN"), f["hin"], f["ho"], R("WOUT"), k, R("STRIDE"), f["pad_t"], R("PAD_L"))
         add("x", xbuf, f["x_addr"], R("XSTRIDE"), 0, 1, W, ch, steps,
             key=(f["x_addr"], R("XSTRIDE"), cin, g) + geo, axes=("", "c"))
-        add("w", "C", f["w_addr"], k * k, cin * k * k, L, W, lanes * ch, steps,
+        add("w", "C", f["w_addr"], 1, W, L, W, lanes * ch, steps,      # one pre-tiled line
             key=(f["w_addr"], cin, k, nco, g))
         add("p", "C", f["p_addr"], 1, PARAM_RECORD, L, PARAM_RECORD, lanes * PARAM_RECORD, vectors,
             key=(f["p_addr"], nco, g, npix))
@@ -193,7 +193,7 @@ def instruction_ports(cfg, unit: str, op: str, regs: dict, f: dict) -> list[Port
         N, M = cfg.N, cfg.M
         passes = _cdiv(nco, N) * f["ho"] * _cdiv(R("WOUT"), M)
         chans = _avg_fill(nco, N)
-        add("x", "C", f["w_addr"], k * k, 0, 1, N, chans, steps, key=(f["w_addr"], nco, k))
+        add("x", "C", f["w_addr"], 1, 0, 1, N, chans, steps, key=(f["w_addr"], nco, k))  # a word
         segs = k * (2 if s == 2 else 1)
         seg_len = M + (k - 1 if s == 1 else k / 2 - 1)
         add("xr", xbuf, f["x_addr"], s, R("XSTRIDE"), N, M + DW_ROW_EXTRA, chans * seg_len,

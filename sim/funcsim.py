@@ -35,7 +35,8 @@ from . import numerics as nx
 from .intprogram import Epilogue
 from .isa import (ACT_NAMES, ACTS, BLOCK_OPS, BUF_NAMES, BUFS, DW_HOLD_EXTRA, REG_LIMITS,
                   REG_NAMES, WIDTHS, LimitError, att_s_bytes, att_s_line, att_s_offsets,
-                  block_unit_ok, check_limit, dw_kernel_ok)
+                  block_unit_ok, check_limit, conv_weight_bytes, dw_kernel_ok, dw_weight_bytes,
+                  engine_shape, unpack_conv_weights, unpack_dw_weights)
 
 __all__ = ["FuncSimError", "run", "build_queues", "host_ln", "GLOBAL_UNITS", "CORE_UNITS"]
 
@@ -246,7 +247,7 @@ class _Machine:
                                f"{', '.join(BLOCK_OPS)} read the blocked layout (sim.isa)")
         try:
             if op in BLOCK_OPS:
-                self.conv(stream, r, f, dw=op == "DW_RSA", block=self.block(r, op))
+                self.conv(stream, unit, r, f, dw=op == "DW_RSA", block=self.block(r, op))
             elif op.startswith("ATT_"):
                 self.att(stream, r, f, op)
             elif op == "POOL":
@@ -278,7 +279,7 @@ class _Machine:
                                " and 8-bit outputs only")
         return b
 
-    def conv(self, stream, r, f, dw, block=0):
+    def conv(self, stream, unit, r, f, dw, block=0):
         nco, k = f["nco"], r["KERNEL"]
         if dw and not dw_kernel_ok(k, self.b.cfg.N):
             raise FuncSimError(f"DW_RSA with KERNEL = {k}: the R-MAC's self-accumulation mode"
@@ -287,12 +288,7 @@ class _Machine:
         cin = f["nco"] if dw else r["CIN"] * r["GROUPS"]
         x = self.read(stream, r["XBUF"], f["x_addr"], cin, f["hin"] * r["WIN"], r["XSTRIDE"],
                       r["XSIGNED"], block=block).reshape(cin, f["hin"], r["WIN"])
-        kk = k * k * (1 if dw else r["CIN"])
-        wmem, _ = self.buf(stream, 1)
-        if f["w_addr"] + nco * kk > wmem.size:
-            raise FuncSimError("weight read leaves buffer C")
-        w = wmem[f["w_addr"]:f["w_addr"] + nco * kk].view(np.int8).astype(np.int64)
-        w = w.reshape(nco, 1 if dw else r["CIN"], k, k)
+        w = self.weights(stream, unit, r, f, dw).astype(np.int64)
         rec = self.params(stream, f["p_addr"], nco)
         if r.get("LINEAR", 0):
             acc = golden.linear_acc(x.reshape(-1), w.reshape(nco, -1), rec[:, 0]).reshape(nco, 1, 1)
@@ -311,6 +307,27 @@ class _Machine:
         else:
             y, bpe = self.epilogue(r, rec, acc, stream, block), 1 if r["OBITS"] <= 8 else 4
         self.write(stream, f["obuf"], f["o_addr"], y, r["OSTRIDE"], bpe, block=block)
+
+    def weights(self, stream, unit, r, f, dw):
+        """The weights of a CONV_* / DW_RSA from buffer C, pre-tiled (sim.isa: a conv step's
+        ``lanes x width`` weights one line of the executing engine's shape; a DW tap of N
+        channels one word): ``(nco, CIN, k, k)`` or ``(nco, 1, k, k)`` int8."""
+        nco, k = f["nco"], r["KERNEL"]
+        if dw:
+            nw = dw_weight_bytes(nco, k, self.b.cfg.N)
+            return unpack_dw_weights(self.cread(f["w_addr"], nw), channels=nco, k=k,
+                                     n=self.b.cfg.N)
+        lanes, width = engine_shape(self.b.cfg, unit)
+        shape = dict(cout=nco, cin_g=r["CIN"], k=k, groups=r["GROUPS"], lanes=lanes,
+                     width=width)
+        return unpack_conv_weights(self.cread(f["w_addr"], conv_weight_bytes(**shape)), **shape)
+
+    def cread(self, addr, n):
+        """``n`` bytes of buffer C at ``addr`` (weights)."""
+        wmem, _ = self.buf("global", BUFS["C"])
+        if addr + n > wmem.size:
+            raise FuncSimError("weight read leaves buffer C")
+        return wmem[addr:addr + n]
 
     def att(self, stream, r, f, op):
         """One attention step of one head (docs/isa.md): K (ATT_KV_*, ATT_KSUM) or Q (ATT_DIV,

@@ -28,7 +28,9 @@ __all__ = ["IsaError", "Instr", "FORMATS", "OPCODES", "UNITS", "BUFS", "REGS", "
            "REG_LIMITS", "Limit", "LIMITS", "LimitError", "check_limit", "WIDTHS",
            "SHAPE_LIMITS", "dw_kernel_ok", "DW_HOLD_EXTRA", "MAX_BLOCK", "BLOCK_OPS",
            "block_unit_ok", "att_s_line", "att_s_pitch", "att_s_bytes", "att_s_offsets",
-           "att_kv_fits"]
+           "att_kv_fits", "engine_shape", "conv_weight_dims", "conv_weight_bytes",
+           "pack_conv_weights", "unpack_conv_weights", "dw_weight_bytes", "pack_dw_weights",
+           "unpack_dw_weights"]
 
 WORD_BITS = 128
 OPCODE_BITS = 5
@@ -79,7 +81,8 @@ _CONV_LIMITS = {"CIN": (0, 65535), "WIN": (1, 32767), "WOUT": (1, 4095), "KERNEL
 #: (``hw.core.unit``: a unit that executes the instruction with a register outside its range stops
 #: with its ``error`` flag); ``sim.compile`` refuses to emit such an instruction. The widths
 #: behind them: output columns are 12-bit counters, input columns 16-bit signed, and CIN is
-#: the 16-bit operand of the per-instruction products CIN * k*k and CIN * XSTRIDE.
+#: the 16-bit operand of the per-instruction product CIN * XSTRIDE (and of CIN * k*k until
+#: the weights were pre-tiled).
 #: ``BLOCK`` (``b``, all three ops that read it): the x / r / o ports of CONV_MAT, CONV_RDF and the
 #: xr / r / o ports of DW_RSA address channel ``c``, pixel ``p`` (``y * W + x`` of the tile) at
 #: ``base + (c >> b) * STRIDE + (p << b) + (c & (2**b - 1))`` (``STRIDE`` = XSTRIDE / RSTRIDE /
@@ -243,6 +246,102 @@ def att_s_offsets(d: int, S: int, T: int) -> np.ndarray:
     i = np.arange(d)[None, :]
     return ((i // S) * att_s_pitch(d, S, T) + (j // T) * att_s_line(S, T) + (j % T) * S
             + i % S).astype(np.int64)
+
+
+# ---- weight layouts in buffer C (and in the DRAM image): what the w port reads ------------
+#
+# A conv step (CONV_MAT / CONV_RDF) reads the ``lanes x width`` weights of one block of output
+# channels, one tap and one block of input channels. They are stored *pre-tiled* so that each
+# step's weights are one contiguous line of ``lanes * width`` bytes (row stride ``width``,
+# element stride 1), and the steps of a block of output channels read consecutive lines:
+#
+#   [group][output-channel block of `lanes`][tap ky*k + kx][input-channel block of `width`]
+#       [lane][element]        (int8; rows past the group's filters and channels past CIN: 0)
+#
+# ``lanes, width`` are those of the engine that executes the instruction (MAT: S x T, R-MAC:
+# M x N; :func:`engine_shape`). The w port of step ``i`` of an output pixel of block ``b`` reads
+# line ``W_ADDR + (b * k*k * ceil(CIN/width) + i) * lanes*width``: the address generator is one
+# running line counter and the base of the current block (docs/hw-core.md).
+# A DW_RSA step reads the tap ``ky*k + kx`` of ``N`` channels through the x port: one ``N``-byte
+# word of ``[channel block of N][tap][N]`` at ``W_ADDR + (c0/N * k*k + tap) * N``.
+
+
+def engine_shape(cfg, unit: str) -> tuple[int, int]:
+    """``(lanes, width)`` of ``unit``'s engine in down-forward mode: MAT ``(S, T)``, RMAC
+    ``(M, N)`` (``cfg``: an :class:`~sim.config.AccelConfig`)."""
+    if unit == "MAT":
+        return cfg.S, cfg.T
+    if unit == "RMAC":
+        return cfg.M, cfg.N
+    raise ValueError(f"no conv engine in unit {unit!r}")
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def conv_weight_dims(*, cout: int, cin_g: int, k: int, groups: int, lanes: int,
+                     width: int) -> tuple:
+    """The dimensions of a pre-tiled conv weight block: ``(groups, output-channel blocks per
+    group, k*k, input-channel blocks, lanes, width)``."""
+    if cout % groups:
+        raise ValueError(f"cout = {cout} is not a multiple of groups = {groups}")
+    return (groups, _cdiv(cout // groups, lanes), k * k, _cdiv(cin_g, width), lanes, width)
+
+
+def conv_weight_bytes(**kw) -> int:
+    """Bytes of a pre-tiled conv weight block (keywords of :func:`conv_weight_dims`)."""
+    return int(np.prod(conv_weight_dims(**kw)))
+
+
+def pack_conv_weights(w, *, groups: int, lanes: int, width: int) -> np.ndarray:
+    """int8 weights ``(cout, cin_g, k, k)`` in the pre-tiled layout (1-D int8, zero padded)."""
+    w = np.asarray(w, dtype=np.int8)
+    cout, cin_g, k, _ = w.shape
+    g, nb, kk, nc, L, W = conv_weight_dims(cout=cout, cin_g=cin_g, k=k, groups=groups,
+                                           lanes=lanes, width=width)
+    full = np.zeros((g, nb * L, nc * W, k, k), dtype=np.int8)
+    full[:, :cout // g, :cin_g] = w.reshape(g, cout // g, cin_g, k, k)
+    # (g, nb, L, nc, W, kk) -> (g, nb, kk, nc, L, W)
+    t = full.reshape(g, nb, L, nc, W, kk).transpose(0, 1, 5, 3, 2, 4)
+    return np.ascontiguousarray(t).reshape(-1)
+
+
+def unpack_conv_weights(flat, *, cout: int, cin_g: int, k: int, groups: int, lanes: int,
+                        width: int) -> np.ndarray:
+    """The inverse of :func:`pack_conv_weights`: ``(cout, cin_g, k, k)`` int8 from the first
+    :func:`conv_weight_bytes` bytes of ``flat``."""
+    dims = conv_weight_dims(cout=cout, cin_g=cin_g, k=k, groups=groups, lanes=lanes,
+                            width=width)
+    g, nb, kk, nc, L, W = dims
+    t = np.asarray(flat).view(np.int8)[:int(np.prod(dims))].reshape(dims)
+    full = t.transpose(0, 1, 4, 3, 5, 2).reshape(g, nb * L, nc * W, k, k)
+    return np.ascontiguousarray(full[:, :cout // g, :cin_g]).reshape(cout, cin_g, k, k)
+
+
+def dw_weight_bytes(channels: int, k: int, n: int) -> int:
+    """Bytes of a depthwise weight block of ``channels`` channels (``[C/n][k*k][n]``)."""
+    return _cdiv(channels, n) * k * k * n
+
+
+def pack_dw_weights(w, *, n: int) -> np.ndarray:
+    """int8 depthwise weights ``(C, 1, k, k)`` (or ``(C, k, k)``) as ``[C/n][k*k][n]`` (1-D
+    int8; channels past ``C`` zero)."""
+    w = np.asarray(w, dtype=np.int8)
+    c, k = w.shape[0], w.shape[-1]
+    nb = _cdiv(c, n)
+    full = np.zeros((nb * n, k * k), dtype=np.int8)
+    full[:c] = w.reshape(c, k * k)
+    return np.ascontiguousarray(full.reshape(nb, n, k * k).transpose(0, 2, 1)).reshape(-1)
+
+
+def unpack_dw_weights(flat, *, channels: int, k: int, n: int) -> np.ndarray:
+    """The inverse of :func:`pack_dw_weights`: ``(channels, 1, k, k)`` int8."""
+    nb = _cdiv(channels, n)
+    t = np.asarray(flat).view(np.int8)[:nb * k * k * n].reshape(nb, k * k, n)
+    return np.ascontiguousarray(t.transpose(0, 2, 1).reshape(nb * n, k, k)[:channels]
+                                ).reshape(channels, 1, k, k)
+
 
 def check_limit(name: str, value, where: str = "") -> None:
     """Raise :class:`LimitError` naming ``where``, ``name`` and the offending value when any

@@ -86,10 +86,9 @@ class _Recorder(_Machine):
         self._rec("C", addr, addr + 32 * n, False)
         return super().params(stream, addr, n)
 
-    def conv(self, stream, r, f, dw, block=0):
-        kk = r["KERNEL"] ** 2 * (1 if dw else r["CIN"])
-        self._rec("C", f["w_addr"], f["w_addr"] + f["nco"] * kk, False)
-        return super().conv(stream, r, f, dw, block=block)
+    def cread(self, addr, n):
+        self._rec("C", addr, addr + n, False)
+        return super().cread(addr, n)
 
     def dma(self, stream, ins, store):
         f = ins.f

@@ -70,8 +70,9 @@ def test_pointwise_ports_from_first_principles():
     assert set(ports) == {"x", "w", "p", "o"}          # no residual: RES_ADDR = -1
     x, w, p, o = ports["x"], ports["w"], ports["p"], ports["o"]
     assert (x.buf, x.elem_stride, x.rows, x.elems, x.accesses, x.used) == ("B", 6, 1, 8, 24, 8)
+    # pre-tiled weights (sim.isa): one line of 8 rows x 8 bytes, row stride W = 8
     assert (w.buf, w.row_stride, w.elem_stride, w.rows, w.elems, w.accesses) == \
-        ("C", 16, 1, 8, 8, 24)
+        ("C", 8, 1, 8, 8, 24)
     assert w.used == 6 * 8                              # 12 channels in 2 blocks of 8 lanes
     assert (p.buf, p.row_stride, p.rows, p.elems, p.accesses, p.used) == \
         ("C", 32, 8, 32, 12, 6 * 32)
@@ -88,12 +89,12 @@ def test_int32_logits_and_residual():
 
 
 def test_generic_conv_strides():
-    # 3x3 conv, CIN = 3: weights (co, ci, 3, 3): element stride k*k = 9, row stride K = 27;
-    # one step per tap (tap-major im2col), 9 per pixel
+    # 3x3 conv, CIN = 3: pre-tiled weights, one line of 8 x 8 per step (row stride W = 8,
+    # element stride 1; 3 of 8 elements used); one step per tap (tap-major im2col), 9 per pixel
     regs = dict(PW, CIN=3, KERNEL=3, WIN=5, WOUT=5, STRIDE=1, PAD_L=1, XSTRIDE=25)
     f = _conv("CONV_MAT", nco=8, hin=5, ho=5, pad_t=1, pad_b=1).f
     ports = {p.port: p for p in access.instruction_ports(CFG, "MAT", "CONV_MAT", regs, f)}
-    assert (ports["w"].elem_stride, ports["w"].row_stride) == (9, 27)
+    assert (ports["w"].elem_stride, ports["w"].row_stride) == (1, 8)
     assert ports["x"].accesses == 25 * 9 and ports["x"].used == 3
     assert ports["p"].accesses == 25
 
@@ -107,7 +108,8 @@ def test_depthwise_ports():
     xr = ports["xr"]
     assert (xr.buf, xr.row_stride, xr.elem_stride, xr.rows, xr.elems) == ("B", 64, 2, 8, 12)
     assert xr.accesses == 8 * 6
-    assert (ports["x"].buf, ports["x"].elem_stride, ports["x"].accesses) == ("C", 9, 8 * 9)
+    # the tap of 8 channels: one pre-tiled 8-byte word
+    assert (ports["x"].buf, ports["x"].elem_stride, ports["x"].accesses) == ("C", 1, 8 * 9)
     assert ports["p"].accesses == ports["o"].accesses == 8 * 8
 
 

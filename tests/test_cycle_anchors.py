@@ -78,11 +78,12 @@ ANCHORS = {
     "generic3x3s2": (generic_program, dict(cin=3, cout=4, h=5, w=5), {}, {
         "MAT": [("CONV_MAT", dict(nco=4, ho=2), 69)],
         "RMAC": [("CONV_RDF", dict(nco=4, ho=1), 43)]}),
-    # linear 12 -> 5 without epilogue (int32 logits, no requant: post - 6): MAT 1 output,
-    # 3 + ceil(12/4) = 3 steps + 1+4+1 = 12; R-MAC 4 outputs: 3 + 3 + 1+5+1 = 13
+    # linear 12 -> 5 without epilogue (int32 logits, no requant: post - 6): MAT 4 outputs (the
+    # filters split at whole 4-lane blocks of the pre-tiled weights), 3 + ceil(12/4) = 3 steps
+    # + 1+4+1 = 12; R-MAC 1 output: 3 + 3 + 1+5+1 = 13
     "linear_logits": (linear_program, dict(cin=12, cout=5), {}, {
-        "MAT": [("CONV_MAT", dict(nco=1, ho=1), 12)],
-        "RMAC": [("CONV_RDF", dict(nco=4, ho=1), 13)]}),
+        "MAT": [("CONV_MAT", dict(nco=4, ho=1), 12)],
+        "RMAC": [("CONV_RDF", dict(nco=1, ho=1), 13)]}),
     # depthwise 3x3, pad 1, 6 channels, 4x5: 2 + ceil(6/4)*4*ceil(5/4)*9 = 144 steps
     # + 1+1+4+1+6 = 13 -> 159
     "depthwise": (depthwise_program, dict(c=6, h=4, w=5), {}, {

@@ -18,14 +18,16 @@ A unit runs its in-order instruction queue (``sim.isa``: the per-unit split of a
   ``ATT_OUT`` (MAT): the attention steps, sequenced by :mod:`hw.core.attention`;
 * anything else sets ``error`` (sticky) with the opcode in ``error_op`` and halts.
 
-Conv tile schedule (``K = CIN * k * k``, ``npix = ho * WOUT``; lanes = S (MAT) or M (R-MAC),
-width = T or N): for each output-channel group of ``lanes`` channels, for each output pixel
-``(oy, ox)``, its im2col row in tap-major order: for each tap ``(ky, kx)``, ``ceil(CIN/width)``
-steps; a step reads ``width`` input channels of input pixel ``(oy*STRIDE + ky - pad_t,
-ox*STRIDE + kx - PAD_L)`` (gather port ``x``: stride XSTRIDE; zero in the padding) and
-``lanes x width`` weights ``w[co][c][ky][kx]`` (port ``w``: row stride K, element stride k*k)
-and feeds the engine. Input bytes are sign- or zero-extended to the engines' 9-bit activation
-operand by XSIGNED (residual bytes by RSIGNED). When the engine
+Conv tile schedule (``npix = ho * WOUT``; lanes = S (MAT) or M (R-MAC), width = T or N): for
+each output-channel group of ``lanes`` channels, for each output pixel ``(oy, ox)``, its im2col
+row in tap-major order: for each tap ``(ky, kx)``, ``ceil(CIN/width)`` steps; a step reads
+``width`` input channels of input pixel ``(oy*STRIDE + ky - pad_t, ox*STRIDE + kx - PAD_L)``
+(gather port ``x``: stride XSTRIDE; zero in the padding) and ``lanes x width`` weights
+``w[co][c][ky][kx]`` (port ``w``: one pre-tiled line of ``lanes * width`` bytes, row stride
+``width``, element stride 1, the layout of ``sim.isa``: the lines of a block of output channels
+in step order, so the address is one running line counter that returns to the block's first
+line for each output pixel) and feeds the engine. Input bytes are sign- or zero-extended to the
+engines' 9-bit activation operand by XSIGNED (residual bytes by RSIGNED). When the engine
 delivers a vector of ``lanes`` dot products, the unit reads the ``lanes`` parameter records
 (port ``p``, 32 bytes each: bias, mult_b, mult_c, offset, res_b, res_c, hsw_b, hsw_c as in
 ``sim.compile``) and the residual bytes (port ``r``), adds the bias and runs one
@@ -37,8 +39,9 @@ Address generation (conv, depthwise, attention): the products of a loop index an
 (``ox * STRIDE``, ``c0 * XSTRIDE``, ``row * WIN``, ``cout_g * OSTRIDE``, ...) are running sums
 that step with their index, kept to ``ADDR_BITS`` bits (the ports wrap there); the one
 exception is the im2col row offset ``iy * WIN`` of the generic k x k conv (18 x 16 bits). The
-other products are per-instruction, of narrowed operands: ``CIN * k*k`` and ``CIN * XSTRIDE``
-(CIN <= 65535, ``sim.isa.REG_LIMITS``) and ``ho * WOUT`` (12 x 12 bits).
+other products are per-instruction, of narrowed operands: ``CIN * XSTRIDE`` (CIN <= 65535,
+``sim.isa.REG_LIMITS``) and ``ho * WOUT`` (12 x 12 bits). The conv's weight address is one
+running line counter (pre-tiled weights; no ``CIN * k*k`` product any more).
 
 Channel-blocked activations (the ``BLOCK`` register ``b``, ``sim.isa``; docs/isa.md): the
 x / r / o ports of the conv path and xr / r / o of the depthwise path address element
@@ -459,19 +462,18 @@ class Unit(wiring.Component):
                 return Mux(blocked, Mux(((c + n) & (bsz - 1)) == 0, stride - bsz + n, n),
                            stride * n)
             cin = regs["CIN"][:16]  # CIN <= 65535 (checked: df_supported)
-            K = Signal(A)           # reduction length per output pixel: CIN * KERNEL**2 (mod 2^A)
             npix = Signal(24)
             k0 = Signal(17)         # first input channel of this step's block of `width`
             pix = Signal(24)
             # generic k x k (im2col in tap-major order): tap (ky, kx) of output pixel (oy, ox)
             kd = regs["KERNEL"][:4]
-            kkd = Signal(8)         # k*k: the weight stride between input channels
-            m.d.comb += kkd.eq(kd * kd)
             ky, kx = Signal(4), Signal(4)
             oy, ox = Signal(12), Signal(12)
             oys, oxs = Signal(16), Signal(16)   # oy * STRIDE, ox * STRIDE (running)
-            wtap = Signal(8)        # ky*k + kx (running)
-            wcb = Signal(A)         # k0 * k*k (running)
+            # weights pre-tiled (sim.isa): one line of L*W bytes per step, the steps of a block
+            # of L output channels on consecutive lines, the blocks (and groups) one after the
+            # other: wl = the step's line (running), wco = the first line of the current block
+            wl = Signal(A)
             iy, ix = Signal(signed(18)), Signal(signed(18))     # unpadded input row, column
             m.d.comb += [iy.eq(oys + ky - tf("pad_t")),
                          ix.eq(oxs + kx - regs["PAD_L"][:8])]
@@ -479,11 +481,11 @@ class Unit(wiring.Component):
             xk = Signal(A)
             wco = Signal(A)
             # groups (grouped pointwise): cout_g = nco / GROUPS, found by repeated addition, and
-            # with it the per-group increments cout_g * K, * RSTRIDE, * OSTRIDE
+            # with it the per-group increments cout_g * RSTRIDE, * OSTRIDE
             coutg, gsum = Signal(13), Signal(13)
             g, g_o, g_w = Signal(13), Signal(13), Signal(13)
-            gx, gw_, gp, gr, go = (Signal(A, name=n) for n in ("gx", "gw", "gp", "gr", "go"))
-            xg, wg = Signal(A), Signal(A)
+            gx, gp, gr, go = (Signal(A, name=n) for n in ("gx", "gp", "gr", "go"))
+            xg = Signal(A)
             # output side counters (with the group's base addresses)
             pix_o, co_o = Signal(24), Signal(13)
             pco_o, rco_o = Signal(A), Signal(A)
@@ -505,13 +507,13 @@ class Unit(wiring.Component):
                 for s in range(L):
                     m.d.comb += e_w[s][t].eq(self.w.data[s][t].as_signed())
             # a step: `width` input channels of input pixel (iy, ix) for tap (ky, kx); their
-            # weights w[co][k0 + t][ky][kx] (layout (co, ci, k, k): element stride k*k)
+            # weights w[co][k0 + t][ky][kx]: one pre-tiled line (row stride W, element stride 1)
             m.d.comb += [self.x.buf.eq(regs["XBUF"][:3]),
                          self.x.elem_stride.eq(Mux(blocked, 1, regs["XSTRIDE"])),
                          self.x.row_stride.eq(0),
                          self.x.addr.eq(xk + ((iy * regs["WIN"][:16] + ix) << blk)),
-                         self.w.buf.eq(1), self.w.row_stride.eq(K), self.w.elem_stride.eq(kkd),
-                         self.w.addr.eq(wco + wcb + wtap)]
+                         self.w.buf.eq(1), self.w.row_stride.eq(W), self.w.elem_stride.eq(1),
+                         self.w.addr.eq(wl)]
 
             # output stage 0: engine result -> acc register (the staging of the requant drain),
             # parameter / residual reads. The drain: R = requant_lanes channels per cycle, D =
@@ -600,7 +602,7 @@ class Unit(wiring.Component):
                 hi = Mux(regs["OSIGNED"][0], 127, 255)
                 m.d.comb += y.eq(Mux(rq.out < lo, lo, Mux(rq.out > hi, hi, rq.out)))
                 results.append((tot, y))
-            ns = dict(acc=acc, results=results, o1=o1, K=K, npix=npix, co=co, nco=nco,
+            ns = dict(acc=acc, results=results, o1=o1, npix=npix, co=co, nco=nco,
                             has_res=has_res, rmode=rmode, blk=blk, blocked=blocked, bsz=bsz,
                             cstep=cstep)
             # write stage: sub-block wsub of a vector (channels wch = wsub*R .., address
@@ -778,14 +780,12 @@ class Unit(wiring.Component):
                             m.next = "DWRUN"
                     with m.Else():
                         m.d.sync += dwmode.eq(0)
-                        m.d.sync += [K.eq(cin * kkd),
-                                     npix.eq(tf("ho") * regs["WOUT"][:12]),
+                        m.d.sync += [npix.eq(tf("ho") * regs["WOUT"][:12]),
                                      k0.eq(0), pix.eq(0), co.eq(0), g.eq(0), xk.eq(tf("x_addr")),
                                      ky.eq(0), kx.eq(0), oy.eq(0), ox.eq(0), oys.eq(0),
-                                     oxs.eq(0), wtap.eq(0), wcb.eq(0),
-                                     gw_.eq(0), gr.eq(0), go.eq(0),
+                                     oxs.eq(0), gr.eq(0), go.eq(0),
                                      xg.eq(tf("x_addr")), wco.eq(tf("w_addr")),
-                                     wg.eq(tf("w_addr")),
+                                     wl.eq(tf("w_addr")),
                                      pix_o.eq(0), co_o.eq(0), g_o.eq(0), pco_o.eq(tf("p_addr")),
                                      pcg_o.eq(tf("p_addr")), rco_o.eq(regs["RES_ADDR"]),
                                      rcg_o.eq(regs["RES_ADDR"]), pix_w.eq(0), co_w.eq(0),
@@ -801,7 +801,7 @@ class Unit(wiring.Component):
                     m.d.comb += busy.eq(1)
                     with m.If(gsum + regs["GROUPS"] <= nco):
                         m.d.sync += [gsum.eq(gsum + regs["GROUPS"]), coutg.eq(coutg + 1),
-                                     gw_.eq(gw_ + K), gr.eq(gr + regs["RSTRIDE"][:A]),
+                                     gr.eq(gr + regs["RSTRIDE"][:A]),
                                      go.eq(go + regs["OSTRIDE"][:A])]
                     with m.Elif(gsum != nco):
                         fail(op)
@@ -831,19 +831,21 @@ class Unit(wiring.Component):
                                      l1.eq(last_k),
                                      mask1.eq(Cat(*[inb & ((k0 + t) < cin)
                                                     for t in range(W)]))]
+                        with m.If(~last_k):     # the block's next line
+                            m.d.sync += wl.eq(wl + L * W)
+                        with m.Elif(pix + 1 == npix):   # the next block (or group) follows
+                            m.d.sync += [wl.eq(wl + L * W), wco.eq(wl + L * W)]
+                        with m.Else():          # the block's first line for the next pixel
+                            m.d.sync += wl.eq(wco)
                         with m.If(~last_c):
                             m.d.sync += [k0.eq(k0 + W),
-                                         xk.eq(xk + cstep(k0, W, regs["XSTRIDE"][:A])),
-                                         wcb.eq(wcb + kkd * W)]
+                                         xk.eq(xk + cstep(k0, W, regs["XSTRIDE"][:A]))]
                         with m.Elif(~last_kx):
-                            m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(kx + 1),
-                                         wtap.eq(wtap + 1)]
+                            m.d.sync += [k0.eq(0), xk.eq(xg), kx.eq(kx + 1)]
                         with m.Elif(~last_ky):
-                            m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(0), ky.eq(ky + 1),
-                                         wtap.eq(wtap + 1)]
+                            m.d.sync += [k0.eq(0), xk.eq(xg), kx.eq(0), ky.eq(ky + 1)]
                         with m.Else():
-                            m.d.sync += [k0.eq(0), xk.eq(xg), wcb.eq(0), kx.eq(0), ky.eq(0),
-                                         wtap.eq(0)]
+                            m.d.sync += [k0.eq(0), xk.eq(xg), kx.eq(0), ky.eq(0)]
                             with m.If(ox + 1 == regs["WOUT"]):
                                 m.d.sync += [ox.eq(0), oxs.eq(0), oy.eq(oy + 1),
                                              oys.eq(oys + regs["STRIDE"][:4])]
@@ -852,11 +854,10 @@ class Unit(wiring.Component):
                             with m.If(pix + 1 == npix):
                                 m.d.sync += [pix.eq(0), ox.eq(0), oy.eq(0), oxs.eq(0), oys.eq(0)]
                                 with m.If(co + L < coutg):
-                                    m.d.sync += [co.eq(co + L), wco.eq(wco + K * L)]
-                                with m.Else():      # next group: its input channels and filters
+                                    m.d.sync += co.eq(co + L)
+                                with m.Else():      # next group: its input channels
                                     m.d.sync += [co.eq(0), g.eq(g + 1), xg.eq(xg + gx),
-                                                 xk.eq(xg + gx), wg.eq(wg + gw_),
-                                                 wco.eq(wg + gw_)]
+                                                 xk.eq(xg + gx)]
                                     with m.If(g + 1 == regs["GROUPS"]):
                                         m.next = "DRAIN"
                             with m.Else():
@@ -1062,9 +1063,10 @@ class Unit(wiring.Component):
         m.d.sync += v1.eq(0)
         with m.If(dwmode):
             m.d.comb += [eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1), eng.load.eq(ld1)]
-            # weights come through the x port from buffer C: channel c0+j, tap ky*k+kx
-            m.d.comb += [self.x.buf.eq(1), self.x.elem_stride.eq(kk), self.x.row_stride.eq(0),
-                         self.x.addr.eq(tf("w_addr") + c0kk + ky * k + kx)]
+            # weights come through the x port from buffer C, pre-tiled (sim.isa): the tap
+            # ky*k+kx of channels c0 .. c0+N-1 is one N-byte word at (c0/N * k*k + tap) * N
+            m.d.comb += [self.x.buf.eq(1), self.x.elem_stride.eq(1), self.x.row_stride.eq(0),
+                         self.x.addr.eq(tf("w_addr") + c0kk + (ky * k + kx) * N)]
         for j in range(N):
             m.d.comb += eng.dw_w[j].eq(self.x.data[0][j].as_signed())
             for i in range(self.row_len):

@@ -15,18 +15,22 @@ import numpy as np
 
 from ..intprogram import IntProgram
 from .common import ALIGN, PARAM_RECORD, align
+from .records import weight_bytes
 
 __all__ = ["find_chains", "find_resident", "chain_weight_bytes", "RESIDENT_MAX"]
 
 RESIDENT_MAX = 64 * 1024  #: largest tensor passed between two layers through a B slot
 
 
-def chain_weight_bytes(chain) -> int:
-    """Bytes of a chain's weights and parameter records in one C slot (blocks aligned)."""
+def chain_weight_bytes(chain, cfg=None) -> int:
+    """Bytes of a chain's weights and parameter records in one C slot (blocks aligned); the
+    weights pre-tiled for ``cfg`` (:func:`sim.compile.records.weight_bytes`), or dense
+    without one."""
     tot = 0
     for m in chain:
         w = np.asarray(m.params["weight"])
-        tot += align(w.size) + align(w.shape[0] * PARAM_RECORD)
+        tot += align(w.size if cfg is None else weight_bytes(m, cfg)) + \
+            align(w.shape[0] * PARAM_RECORD)
     return tot
 
 
@@ -40,10 +44,11 @@ def _consumers(prog: IntProgram) -> dict:
     return cons
 
 
-def find_chains(prog: IntProgram, alias: dict, c_slot: int) -> dict:
+def find_chains(prog: IntProgram, alias: dict, c_slot: int, cfg=None) -> dict:
     """{first node name: [PW1?, DW, PW2]}: a depthwise conv without a residual, the pointwise
     conv that alone reads its output and, when it alone feeds the DW, the pointwise conv
-    producing its input; all weights must fit one C slot of ``c_slot`` bytes. ``alias``: the
+    producing its input; all weights (pre-tiled for ``cfg``) must fit one C slot of ``c_slot``
+    bytes. ``alias``: the
     concat aliases (:func:`sim.compile.layout.concat_aliases`), whose tensors are never fused
     away. (A DW with a residual stays unfused: a chain's DW writes into B without one.)"""
     p = prog
@@ -74,9 +79,9 @@ def find_chains(prog: IntProgram, alias: dict, c_slot: int) -> dict:
                 and int(pn.attrs["stride"]) == 1 and pn.epilogue.residual is None
                 and private(dw.inputs[0], dw) and pn.name not in chains):
             chain = [pn, dw, q]
-        if chain_weight_bytes(chain) > c_slot - ALIGN and len(chain) == 3:
+        if chain_weight_bytes(chain, cfg) > c_slot - ALIGN and len(chain) == 3:
             chain = chain[1:]
-        if chain_weight_bytes(chain) > c_slot - ALIGN:
+        if chain_weight_bytes(chain, cfg) > c_slot - ALIGN:
             continue
         res = q.epilogue.residual
         if res is not None:

@@ -217,7 +217,7 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
 def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None) -> Context:
     """One emission (``stream``: None, or the cycles of every node for :func:`plan_stream`)."""
     ctx = new_context(prog, cfg, prefetch=prefetch)
-    chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size) if fuse else {}
+    chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size, cfg) if fuse else {}
     att = plan_context_modules(ctx.prog, cfg, ctx.layout.alias, chains) \
         if fuse and attn_onchip else None
     if att is not None:
@@ -246,7 +246,7 @@ def _stream_plan(ctx: Context, chains: dict, att, cycles) -> StreamPlan:
             ph = plan.phase(pos[first])
             if ph != "middle":
                 lo, hi = plan.regions[ph]["C"]
-                if chain_weight_bytes(ch) > Slots(hi - lo, 2, lo, align=64).size:
+                if chain_weight_bytes(ch, cfg) > Slots(hi - lo, 2, lo, align=64).size:
                     drop.append(first)
         if not drop:
             break

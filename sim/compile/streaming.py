@@ -148,7 +148,7 @@ def plan_stream(prog: IntProgram, cfg, chains: dict, keep: dict,
     pos = {nd.name: i for i, nd in enumerate(nodes)}
     # a fused chain whose weights do not fit the front's C slot stays out of the front (fused
     # in the middle rather than unfused in the front)
-    big = min([pos[f] for f, ch in chains.items() if chain_weight_bytes(ch) > c_slot],
+    big = min([pos[f] for f, ch in chains.items() if chain_weight_bytes(ch, cfg) > c_slot],
               default=n)
 
     def ok(f):          # the tail must not read what the front writes (a fence within reach)

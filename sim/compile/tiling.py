@@ -12,16 +12,18 @@ the :class:`~sim.config.AccelConfig`; it emits nothing.
 
 from __future__ import annotations
 
+import math
+
 from .. import timing
+from ..isa import att_s_bytes, att_s_line, dw_weight_bytes
 from ..config import AccelConfig
-from ..isa import att_s_bytes, att_s_line
 from .common import ALIGN, PARAM_RECORD, CompileError, align, cdiv, split
 from .cost import conv_cycles, dw_cycles
 
 __all__ = ["TILES_TARGET", "FUSED_TILES", "FUSED_TILES_S1", "MIN_TILE_BYTES", "MAX_FIELD",
            "ranges", "core_grids", "best_dw_split", "plan_conv", "engine_split", "tile_rows",
-           "fit_rows", "conv_chunk", "dw_chunk", "chain_tile_regions", "fused_tile_rows",
-           "attention_plan", "att_aux_half"]
+           "fit_rows", "conv_chunk", "filter_gran", "dw_chunk", "chain_tile_regions",
+           "fused_tile_rows", "attention_plan", "att_aux_half"]
 
 TILES_TARGET = 4        #: aim for at least this many row tiles per layer (inter-layer overlap)
 FUSED_TILES = 4         #: row tiles per fused chain at least (fewer: less halo recompute)
@@ -58,16 +60,24 @@ def best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int, bl
     return best[1], best[2]
 
 
+def filter_gran(cfg: AccelConfig) -> int:
+    """The filters of a dense conv are split between chunks, cores and engines only at
+    multiples of this: the output-channel blocks of the pre-tiled weights of both engines
+    (``lcm(S, M)``; sim.isa's weight layout)."""
+    return math.lcm(cfg.S, cfg.M)
+
+
 def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1,
               block=1):
     """[(core, engine, (co_a, co_b), (row_a, row_b))] for one conv tile of ``nco`` output
     channels x ``nr`` rows of ``wo`` pixels (relative ranges). ``bias``: cycles already queued
     on (MAT, R-MAC) of every core; ``only``: one engine; ``block``: the channel ranges start on
-    multiples of it (the blocked layout's ``B``, ``g = 1`` only)."""
-    gran = cout_g if g > 1 else block
+    multiples of it too (the blocked layout's ``B``, ``g = 1`` only)."""
+    gran = cout_g if g > 1 else math.lcm(filter_gran(cfg), block)
+    wide = 8 if 8 % gran == 0 else gran
     best = None
     for lc, lr in core_grids(cfg.L):
-        cos = split(nco, lc, max(gran, 8) if nco >= lc * 8 and g == 1 else gran)
+        cos = split(nco, lc, wide if nco >= lc * 8 and g == 1 else gran)
         rows = split(nr, lr)
         tasks, worst = [], 0
         core = 0
@@ -87,8 +97,8 @@ def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=Non
 def engine_split(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1,
                  block=1):
     """Split a core's (nco x nr rows) between MAT and R-MAC (by channels in multiples of
-    ``block`` when ``g = 1``); returns (tasks, est. cycles)."""
-    gran = cout_g if g > 1 else block
+    ``block`` too when ``g = 1``); returns (tasks, est. cycles)."""
+    gran = cout_g if g > 1 else math.lcm(filter_gran(cfg), block)
 
     def cyc(eng, c, r):
         """engine steps + the tile's fixed cycles on the core (sim.timing)"""
@@ -103,7 +113,7 @@ def engine_split(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=
     if only is not None:
         t = cyc(only, nco, nr) + (bm if only == "MAT" else br)
         return [(only, (0, nco), (0, nr))], t
-    for cm in range(0, nco + 1, gran):             # MAT takes channels [0, cm)
+    for cm in sorted({*range(0, nco, gran), nco}):     # MAT takes channels [0, cm)
         t = max(bm + cyc("MAT", cm, nr), br + cyc("RMAC", nco - cm, nr))
         if best is None or t < best[0]:
             best = (t, [("MAT", (0, cm), (0, nr)), ("RMAC", (cm, nco), (0, nr))])
@@ -134,33 +144,43 @@ def fit_rows(ho, need) -> int:
     return nr
 
 
-def conv_chunk(name, *, cout, g, K, c_slot, block=1) -> int:
-    """Output channels per weight chunk of a (grouped) conv / linear: as many filters (``K``
+def conv_chunk(name, *, cout, g, K, c_slot, wbytes=None, gran=1, block=1) -> int:
+    """Output channels per weight chunk of a (grouped) conv / linear: as many filters (their
     weight bytes + a parameter record each) as fit a C slot of ``c_slot`` bytes, in equal
     chunks that are multiples of a group (grouped) or of 8 lanes x a power-of-two number of
-    cores (dense; any number of filters when fewer than 8 fit; with ``block`` > 1, the blocked
-    layout's ``B``, a multiple of it)."""
+    cores (dense; any multiple of ``gran`` when fewer than 8 fit).
+
+    ``wbytes(n)``: the weight bytes of ``n`` filters in buffer C (default ``n * K``; the
+    pre-tiled layout pads partial blocks, :class:`sim.compile.records.ConvWeightLayout`);
+    ``gran``: the filters of a dense conv are split (between chunks, cores and engines) only at
+    multiples of it (the layout's output-channel blocks); ``block``: the blocked activation
+    layout's ``B``, a multiple of it too."""
+    wbytes = wbytes or (lambda n: n * K)
+    gran = math.lcm(gran, block)
     cout_g = cout // g
-    per_co = K + PARAM_RECORD
+    unit = cout_g if g > 1 else gran        # the smallest chunk
+    per_co = cdiv(wbytes(unit), unit) + PARAM_RECORD
+
+    def fits(n):
+        return align(wbytes(n)) + n * PARAM_RECORD <= c_slot
     chunk = min(cout, MAX_FIELD, (c_slot - ALIGN) // per_co)
     if g > 1 and chunk < cout_g:
         raise CompileError(f"{name}: one group ({cout_g} filters, {cout_g * per_co} bytes)"
                            f" does not fit a C slot ({c_slot} bytes); enlarge buf_c_bytes")
-    if chunk < 1:
-        raise CompileError(f"{name}: one filter ({per_co} bytes) does not fit a C slot"
+    if chunk < min(unit, cout) or not fits(min(unit, cout)):
+        what = "one filter" if unit == 1 else f"one block of {unit} filters"
+        raise CompileError(f"{name}: {what} ({per_co * unit} bytes) does not fit a C slot"
                            f" ({c_slot} bytes); enlarge buf_c_bytes")
+    # chunks of a group (grouped), of 8 lanes x a power-of-two number of cores (dense),
+    # or of single blocks (``gran`` filters) when fewer than 8 fit
+    step = cout_g if g > 1 else next((m for m in (128, 64, 32, 16, 8)
+                                      if m <= chunk and m % gran == 0), gran)
     if chunk < cout:
-        # chunks of a group (grouped), of 8 lanes x a power-of-two number of cores (dense),
-        # or of single filters when fewer than 8 fit
-        gran = cout_g if g > 1 else next((m for m in (128, 64, 32, 16, 8) if m <= chunk), 1)
-        if g == 1 and gran % block:
-            gran = block
-            if chunk < block:
-                raise CompileError(f"{name}: {block} filters (one channel block) do not fit a"
-                                   f" C slot ({c_slot} bytes); enlarge buf_c_bytes")
-        chunk = chunk // gran * gran
+        chunk = chunk // step * step
         nch = cdiv(cout, chunk)    # equal chunks, multiples of that granularity
-        chunk = min(chunk, cdiv(cdiv(cout, nch), gran) * gran)
+        chunk = min(chunk, cdiv(cdiv(cout, nch), step) * step)
+    while chunk > unit and not fits(chunk):     # the padding of partial blocks, alignment
+        chunk = (chunk - 1) // unit * unit
     return chunk
 
 
@@ -169,11 +189,14 @@ def dw_chunk(cfg: AccelConfig, *, C, k, c_slot, need, block: int = 1) -> int:
     per channel), in multiples of the R-MAC's N lanes (and of ``block``, the blocked layout's
     B, a power of two), halved while even one output row of the chunk does not fit
     (``need(rows, chunk)``)."""
-    per = k * k + PARAM_RECORD
     gran = max(cfg.N, block)
+    per = k * k + PARAM_RECORD
     chunk = min(C, MAX_FIELD, (c_slot - ALIGN) // per)
     if chunk < C:
         chunk = max(gran, chunk // gran * gran)
+    # the weights are pre-tiled in blocks of N channels (sim.isa.dw_weight_bytes): padding
+    while chunk > gran and align(dw_weight_bytes(chunk, k, cfg.N)) + chunk * PARAM_RECORD > c_slot:
+        chunk = (chunk - 1) // gran * gran
     while chunk > gran and not need(1, chunk):
         chunk = max(gran, (chunk // 2) // gran * gran)
     return chunk

@@ -18,12 +18,12 @@ from __future__ import annotations
 import numpy as np
 
 from ...intprogram import Node
-from ...isa import ACTS, BUFS
+from ...isa import ACTS, BUFS, dw_weight_bytes
 from .. import tiling
 from ..common import PARAM_RECORD, CompileError, align
 from ..context import Context
 from ..layout import act_offset
-from ..records import param_block
+from ..records import ConvWeightLayout, dw_weights, param_block
 from .conv import _layer_regs, _tile_rows, conv_shape
 from .depthwise import _tiles as _dw_tiles
 
@@ -50,21 +50,28 @@ def emit_conv_blocked(ctx: Context, n: Node, info):
         raise CompileError(f"{n.name}: the blocked conv needs one group, 8-bit outputs and "
                            f"channels in multiples of B = {B}")
     taddr = ctx.layout.addr
-    w = np.asarray(n.params["weight"], dtype=np.int8).reshape(cout, K)
-    waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w)
+    # pre-tiled weights chunk by chunk, as :mod:`.conv` (records.ConvWeightLayout)
+    w = np.asarray(n.params["weight"], dtype=np.int8).reshape(cout, cin, k, k)
+    wl = ConvWeightLayout(cfg, cin, k, cout, False)
+    chunk = tiling.conv_chunk(n.name, cout=cout, g=1, K=K, c_slot=C.size, wbytes=wl.nbytes,
+                              gran=tiling.filter_gran(cfg), block=B)
+    chunks = tiling.ranges(cout, chunk)
+    packed = [wl.pack(w[c0:c1]) for c0, c1 in chunks]
+    woffs = np.cumsum([0] + [a.size for a in packed]).tolist()
+    waddr = ctx.image.alloc(f"weight:{n.name}", woffs[-1], "weight", np.concatenate(packed),
+                            layout="tiled", chunks=[list(r) for r in chunks], offsets=woffs[:-1])
     paddr = ctx.image.alloc(f"param:{n.name}", cout * PARAM_RECORD, "param",
                             param_block(n, cout))
-    chunk = tiling.conv_chunk(n.name, cout=cout, g=1, K=K, c_slot=C.size, block=B)
-    nr, _ = _tile_rows(ctx, n, c, chunk, w.size, False)
+    wpoff = align(wl.nbytes(chunk))        # the records' offset in the C slot
+    nr, _ = _tile_rows(ctx, n, c, chunk, cout * K, False)
     regs = dict(_layer_regs(p, n, c), GROUPS=1, BLOCK=b)
     plane, out_plane = H * W * B, Ho * Wo * B       # bytes of one channel block
-    for c0, c1 in tiling.ranges(cout, chunk):
+    for ci, (c0, c1) in enumerate(chunks):
         nco = c1 - c0
         sc = C.next()
-        wsem = sched.load_weights(sc, [(waddr + c0 * K, nco * K, 0),
-                                       (paddr + c0 * PARAM_RECORD, nco * PARAM_RECORD,
-                                        align(chunk * K))])
-        wbase, pbase = C.base[sc], C.base[sc] + align(chunk * K)
+        wsem = sched.load_weights(sc, [(waddr + woffs[ci], woffs[ci + 1] - woffs[ci], 0),
+                                       (paddr + c0 * PARAM_RECORD, nco * PARAM_RECORD, wpoff)])
+        wbase, pbase = C.base[sc], C.base[sc] + wpoff
         chunk_done = []
         for r0, r1 in tiling.ranges(Ho, nr):
             info["tiles"] += 1
@@ -102,7 +109,7 @@ def emit_conv_blocked(ctx: Context, n: Node, info):
                                          RES_ADDR=at(rbase, ca, ra * Wo, tpix) if res else -1))
                 em.emit(st, "CONV_MAT" if eng == "MAT" else "CONV_RDF",
                         x_addr=at(bbase, 0, (aa - a) * W, rows * W),
-                        w_addr=wbase + ca * K, p_addr=pbase + ca * PARAM_RECORD,
+                        w_addr=wbase + wl.offset(eng, ca, nco), p_addr=pbase + ca * PARAM_RECORD,
                         o_addr=at(obase, ca, ra * Wo, tpix), nco=cb - ca, hin=bb - aa,
                         ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=BUFS["OUT"])
                 writers.append((st, unit))
@@ -132,8 +139,8 @@ def emit_depthwise_blocked(ctx: Context, n: Node, info):
     res = e.residual
     if Cn % B:
         raise CompileError(f"{n.name}: the blocked depthwise needs channels in multiples of B")
-    w = np.asarray(n.params["weight"], dtype=np.int8).reshape(Cn, k * k)
-    waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w)
+    w = dw_weights(np.asarray(n.params["weight"], dtype=np.int8), cfg.N)   # [C/N][k*k][N]
+    waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w, layout="tiled")
     paddr = ctx.image.alloc(f"param:{n.name}", Cn * PARAM_RECORD, "param", param_block(n, Cn))
     chunk, nr = _dw_tiles(ctx, n, False, block=B)
     regs = dict(WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad, PAD_R=pad, ACT=ACTS[e.act],
@@ -144,10 +151,11 @@ def emit_depthwise_blocked(ctx: Context, n: Node, info):
     for c0, c1 in tiling.ranges(Cn, chunk):
         nch = c1 - c0
         sc = C.next()
-        wsem = sched.load_weights(sc, [(waddr + c0 * k * k, nch * k * k, 0),
+        # chunks start at multiples of N (tiling.dw_chunk): channel c0's block is at c0 * k*k
+        wsem = sched.load_weights(sc, [(waddr + c0 * k * k, dw_weight_bytes(nch, k, cfg.N), 0),
                                        (paddr + c0 * PARAM_RECORD, nch * PARAM_RECORD,
-                                        align(chunk * k * k))])
-        wbase, pbase = C.base[sc], C.base[sc] + align(chunk * k * k)
+                                        align(dw_weight_bytes(chunk, k, cfg.N)))])
+        wbase, pbase = C.base[sc], C.base[sc] + align(dw_weight_bytes(chunk, k, cfg.N))
         chunk_done = []
         for r0, r1 in tiling.ranges(Ho, nr):
             tnr = r1 - r0

@@ -21,7 +21,7 @@ from .. import tiling
 from ..common import PARAM_RECORD, align, split
 from ..context import Context
 from ..cost import dw_cycles
-from ..records import param_block
+from ..records import ConvWeightLayout, dw_weights, param_block
 
 __all__ = ["emit_chain", "emit_pw", "epi_regs"]
 
@@ -36,10 +36,12 @@ def epi_regs(ctx: Context, n):
 
 
 def emit_pw(ctx: Context, tasks, *, waits, xbase, xstride, obase, ostride, obuf, wbase, pbase,
-            K, cin_g, cout_g, g, regs, res_base=None, rstride=0, slot_o=None, seen=None):
+            cout, cin_g, cout_g, g, regs, res_base=None, rstride=0, slot_o=None, seen=None):
     """Emit a pointwise phase whose tasks (:func:`~sim.compile.tiling.plan_conv` over flattened
-    pixels) split pixels and output channels; returns the writers ``[(stream, unit)]``."""
+    pixels) split pixels and output channels of a conv of ``cout`` filters whose pre-tiled
+    weights (one chunk) are at ``wbase``; returns the writers ``[(stream, unit)]``."""
     em, writers = ctx.em, []
+    wl = ConvWeightLayout(ctx.cfg, cin_g, 1, cout_g, g > 1)
     for core, eng, (ca, cb), (pa, pb) in tasks:
         st, unit = f"core{core}", eng
         em.wait_all(st, unit, waits)
@@ -54,7 +56,7 @@ def emit_pw(ctx: Context, tasks, *, waits, xbase, xstride, obase, ostride, obuf,
                                  RES_ADDR=(res_base + ca * rstride + pa)
                                  if res_base is not None else -1))
         em.emit(st, "CONV_MAT" if eng == "MAT" else "CONV_RDF",
-                x_addr=xbase + ci0 * xstride + pa, w_addr=wbase + ca * K,
+                x_addr=xbase + ci0 * xstride + pa, w_addr=wbase + wl.offset(unit, ca, cout),
                 p_addr=pbase + ca * PARAM_RECORD, o_addr=obase + ca * ostride + pa,
                 nco=cb - ca, hin=pb - pa, ho=pb - pa, pad_t=0, pad_b=0, obuf=obuf)
         writers.append((st, unit))
@@ -107,7 +109,12 @@ def _load_chain_weights(ctx: Context, chain, ch: _Chain):
     for m in chain:
         w = np.asarray(m.params["weight"], dtype=np.int8)
         cout = w.shape[0]
-        wa = ctx.image.alloc(f"weight:{m.name}", w.size, "weight", w)
+        if m is ch.dw:          # pre-tiled (sim.isa): [channel block of N][tap][N]
+            w = dw_weights(w, ctx.cfg.N)
+        else:                   # one chunk of the conv's pre-tiled weights
+            g = int(m.attrs.get("groups", 1))
+            w = ConvWeightLayout(ctx.cfg, w.shape[1], 1, cout // g, g > 1).pack(w)
+        wa = ctx.image.alloc(f"weight:{m.name}", w.size, "weight", w, layout="tiled")
         pa = ctx.image.alloc(f"param:{m.name}", cout * PARAM_RECORD, "param",
                              param_block(m, cout))
         blocks.append((wa, w.size, off))
@@ -193,7 +200,7 @@ def _front(ctx: Context, ch: _Chain, r0, r1, info):
         tasks = tiling.plan_conv(cfg, E, rin * W, 1, ch.Cx, 1, E, bias=(0, dwc))
         wr = emit_pw(ctx, tasks, waits=waits, xbase=xb, xstride=rin * W, obase=eb,
                      ostride=rin * W, obuf=BUFS["B"], wbase=ch.cb0 + ch.woff[pn.name],
-                     pbase=ch.cb0 + ch.woff[pn.name + ".p"], K=ch.Cx, cin_g=ch.Cx, cout_g=E,
+                     pbase=ch.cb0 + ch.woff[pn.name + ".p"], cout=E, cin_g=ch.Cx, cout_g=E,
                      g=1, regs=epi_regs(ctx, pn))
         esem = em.sem()
         for st, u in wr:
@@ -241,7 +248,7 @@ def _back(ctx: Context, ch: _Chain, t):
     writers = emit_pw(ctx, tasks, waits=[(dsem, len(wr))], xbase=db, xstride=tnr * Wo,
                       obase=sched.O.base[so], ostride=tnr * Wo, obuf=BUFS["OUT"],
                       wbase=cb0 + woff[q.name], pbase=cb0 + woff[q.name + ".p"],
-                      K=e_g, cin_g=e_g, cout_g=cq_g, g=ch.gq, regs=epi_regs(ctx, q),
+                      cout=ch.Cq, cin_g=e_g, cout_g=cq_g, g=ch.gq, regs=epi_regs(ctx, q),
                       res_base=t["rb"] if ch.res else None, rstride=t["rstride"],
                       slot_o=so, seen=set())
     obase = sched.O.base[so]

@@ -16,7 +16,7 @@ from ...isa import ACTS, BUFS
 from .. import tiling
 from ..common import PARAM_RECORD, CompileError, align, elem_bytes, shape3
 from ..context import Context
-from ..records import param_block
+from ..records import ConvWeightLayout, param_block
 
 __all__ = ["emit_conv", "ConvShape", "conv_shape"]
 
@@ -162,15 +162,22 @@ def emit_conv(ctx: Context, n: Node, info):
     c = conv_shape(p, n)
     cin, H, W, cout, Ho, Wo = c.cin, c.H, c.W, c.cout, c.Ho, c.Wo
     k, s, pad, g, K, ob, res = c.k, c.s, c.pad, c.g, c.K, c.ob, c.res
-    # DRAM blocks
-    w = np.asarray(n.params["weight"], dtype=np.int8).reshape(cout, K)
-    waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w)
+    # tiles: weight chunks (pre-tiled weights, records.ConvWeightLayout) x row blocks
+    w = np.asarray(n.params["weight"], dtype=np.int8).reshape(cout, c.cin_g, k, k)
+    wl = ConvWeightLayout(cfg, c.cin_g, k, c.cout_g, g > 1)
+    chunk = tiling.conv_chunk(n.name, cout=cout, g=g, K=K, c_slot=C.size, wbytes=wl.nbytes,
+                              gran=tiling.filter_gran(cfg))
+    # DRAM blocks: the weights chunk by chunk, each chunk one contiguous LOAD
+    chunks = tiling.ranges(cout, chunk)
+    packed = [wl.pack(w[c0:c1]) for c0, c1 in chunks]
+    woffs = np.cumsum([0] + [b.size for b in packed]).tolist()
+    waddr = ctx.image.alloc(f"weight:{n.name}", woffs[-1], "weight", np.concatenate(packed),
+                            layout="tiled", chunks=[list(r) for r in chunks], offsets=woffs[:-1])
     paddr = ctx.image.alloc(f"param:{n.name}", cout * PARAM_RECORD, "param",
                             param_block(n, cout))
-    # tiles: weight chunks x row blocks
-    chunk = tiling.conv_chunk(n.name, cout=cout, g=g, K=K, c_slot=C.size)
+    wpoff = align(wl.nbytes(chunk))        # the records' offset in the C slot
     keep_out = n.output in resid.keep and cout * Ho * Wo <= B.size
-    nr, stay = _tile_rows(ctx, n, c, chunk, w.size, keep_out)
+    nr, stay = _tile_rows(ctx, n, c, chunk, cout * K, keep_out)
     regs = _layer_regs(p, n, c)
     # residency: the input may already be in a B slot, the output may stay in one
     rin = None
@@ -197,19 +204,19 @@ def emit_conv(ctx: Context, n: Node, info):
     if shared:
         # the first chunk's weights do not depend on the previous layer: load them first
         sc0 = C.next()
-        pre = (sc0, sched.load_weights(sc0, [(waddr, chunk * K, 0),
-                                             (paddr, chunk * PARAM_RECORD, align(chunk * K))]))
+        pre = (sc0, sched.load_weights(sc0, [(waddr, woffs[1], 0),
+                                             (paddr, chunks[0][1] * PARAM_RECORD, wpoff)]))
         sb, bbase, rall, xw = _load_whole_input(ctx, n, c, rin)
-    for c0, c1 in tiling.ranges(cout, chunk):
+    for ci, (c0, c1) in enumerate(chunks):
         nco = c1 - c0
         if c0 == 0 and pre is not None:
             sc, wsem = pre
         else:
             sc = C.next()
-            wsem = sched.load_weights(sc, [(waddr + c0 * K, nco * K, 0),
+            wsem = sched.load_weights(sc, [(waddr + woffs[ci], woffs[ci + 1] - woffs[ci], 0),
                                            (paddr + c0 * PARAM_RECORD, nco * PARAM_RECORD,
-                                            align(chunk * K))])
-        wbase, pbase = C.base[sc], C.base[sc] + align(chunk * K)
+                                            wpoff)])
+        wbase, pbase = C.base[sc], C.base[sc] + wpoff
         chunk_done = []
         for r0, r1 in tiling.ranges(Ho, nr):
             info["tiles"] += 1
@@ -246,7 +253,7 @@ def emit_conv(ctx: Context, n: Node, info):
                                          else -1))
                 em.emit(st, "CONV_MAT" if eng == "MAT" else "CONV_RDF",
                         x_addr=bbase + ci0 * (b - a) * W + (aa - a) * W,
-                        w_addr=wbase + ca * K, p_addr=pbase + ca * PARAM_RECORD,
+                        w_addr=wbase + wl.offset(eng, ca, nco), p_addr=pbase + ca * PARAM_RECORD,
                         o_addr=obase + (ca * tnr + ra) * Wo * ob, nco=cb - ca, hin=bb - aa,
                         ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=obuf)
                 writers.append((st, unit))

@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...intprogram import Node
-from ...isa import ACTS, BUFS
+from ...isa import ACTS, BUFS, dw_weight_bytes
 from .. import tiling
 from ..common import PARAM_RECORD, CompileError, align
 from ..context import Context
-from ..records import param_block
+from ..records import dw_weights, param_block
 
 __all__ = ["emit_depthwise"]
 
@@ -48,8 +48,8 @@ def emit_depthwise(ctx: Context, n: Node, info):
     k, s, pad = (int(n.attrs[a]) for a in ("kernel", "stride", "padding"))
     e = n.epilogue
     res = e.residual
-    w = np.asarray(n.params["weight"], dtype=np.int8).reshape(Cn, k * k)
-    waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w)
+    w = dw_weights(np.asarray(n.params["weight"], dtype=np.int8), cfg.N)   # [C/N][k*k][N]
+    waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w, layout="tiled")
     paddr = ctx.image.alloc(f"param:{n.name}", Cn * PARAM_RECORD, "param", param_block(n, Cn))
 
     # the output may stay in a B slot (planned, and it fits one) if the layer is one tile
@@ -79,10 +79,11 @@ def emit_depthwise(ctx: Context, n: Node, info):
     for c0, c1 in tiling.ranges(Cn, chunk):
         nch = c1 - c0
         sc = C.next()
-        wsem = sched.load_weights(sc, [(waddr + c0 * k * k, nch * k * k, 0),
+        # chunks start at multiples of N (tiling.dw_chunk): channel c0's block is at c0 * k*k
+        wsem = sched.load_weights(sc, [(waddr + c0 * k * k, dw_weight_bytes(nch, k, cfg.N), 0),
                                        (paddr + c0 * PARAM_RECORD, nch * PARAM_RECORD,
-                                        align(chunk * k * k))])
-        wbase, pbase = C.base[sc], C.base[sc] + align(chunk * k * k)
+                                        align(dw_weight_bytes(chunk, k, cfg.N)))])
+        wbase, pbase = C.base[sc], C.base[sc] + align(dw_weight_bytes(chunk, k, cfg.N))
         chunk_done = []
         for r0, r1 in tiling.ranges(Ho, nr):
             tnr = r1 - r0
