@@ -237,7 +237,8 @@ def test_blocked_pointwise_x_and_o_become_one_word():
     assert (x.elem_stride, x.rows, x.elems, x.addr, x.accesses) == (1, 1, 8, 64, 24)
     assert access.word_load(x.addr, x.rows, x.elems, x.row_stride, x.elem_stride) == (1, 1)
     assert (o.elem_stride, o.accesses) == (1, 12)
-    assert (w.row_stride, w.elem_stride) == (16, 1)         # weights are not activations
+    # weights are not activations: relayout leaves the pre-tiled line (row stride W = 8) alone
+    assert (w.row_stride, w.elem_stride) == (8, 1)
     # planar: the same x access is 8 bytes at stride 6 = 6 words over 6 banks
     px = next(p for p in access.instruction_ports(CFG, "MAT", "CONV_MAT", PW,
                                                   _conv("CONV_MAT").f) if p.port == "x")
@@ -256,7 +257,7 @@ def test_blocked_depthwise_row_segment_and_drain():
     # the drain writes one channel x M = 8 pixels: 8 consecutive words (8 banks once)
     assert (o.elem_stride, r.elem_stride) == (8, 8)
     assert access.word_load(0, 1, 8, 0, 8) == (8, 1)
-    assert ports["x"].elem_stride == 9                       # DW weights (buffer C): unchanged
+    assert ports["x"].elem_stride == 1      # DW weights (buffer C, pre-tiled words): unchanged
 
 
 def test_blocked_attention_ports():
