@@ -57,7 +57,7 @@ import numpy as np
 from . import timing
 from .compile import _cdiv
 from .funcsim import build_queues
-from .isa import BUFS, REG_NAMES
+from .isa import BUFS, REG_NAMES, wait_passes
 
 __all__ = ["PerfReport", "LayerPerf", "simulate", "stream", "attribute", "instr_cycles", "BEAT"]
 
@@ -198,12 +198,17 @@ def simulate(binary, *, trace: list | None = None,
     (the timing of ``tb.core.harness``: registered WAIT ready, DMA in zero time).
 
     ``frames`` > 1: streaming, the Binary replayed ``frames`` times back to back
-    (:mod:`sim.stream`: each unit's queue repeated, semaphores per frame, every write of frame
-    k+1 after frame k's last overlapping access, ``hazards`` from :func:`sim.stream.frame_hazards`
-    computed when None). The per-layer figures are those of frame 0; ``frame_done`` lists each
+    (:mod:`sim.stream`: each unit's queue repeated, semaphores per frame). What orders frame
+    k+1 after frame k: the Binary's own fence WAITs (``prev`` = 1, ``sim.isa.wait_passes``),
+    which ``compile(..., stream=True)`` writes; a Binary without them gets every write of
+    frame k+1 after frame k's last overlapping access (:func:`sim.stream.frame_hazards`,
+    computed when ``hazards`` is None). An explicit ``hazards`` (e.g.
+    :func:`sim.stream.phase_fences`, or ``{}``: no fence at all, a what-if) replaces the
+    Binary's fences: its ``prev`` WAITs then pass at once. The per-layer figures are those of frame 0; ``frame_done`` lists each
     frame's completion cycle. ``trace`` entries then carry the frame as a 7th element.
-    ``contexts`` > 1 (a what-if of a dispatcher that the hardware does not have): each unit
-    holds that many frames' queues at once, each with its own registers, and issues from any
+    ``contexts`` > 1: each unit holds that many frames' queues at once, each with its own
+    registers (equivalent to the shared ones of the hardware for a Binary compiled with
+    ``stream=True``, whose SETRs are restored where frames interleave), and issues from any
     of them whose head is ready (the oldest frame first); frame f starts when frame
     f - contexts has completed. ``ld_priority="youngest"`` (with contexts): the LD unit issues
     from the youngest ready frame instead (the next frame's first loads ahead of the current
@@ -219,9 +224,16 @@ def simulate(binary, *, trace: list | None = None,
     base = build_queues(binary)
     keys = list(base)
     nq = {k: len(base[k]) for k in keys}
+    # the Binary's own frame fences (compile(..., stream=True)): WAITs on the previous frame's
+    # counters; with ``hazards`` given they are replaced by that replay (they pass at once)
+    from .stream import has_fences
+    skip_prev = frames > 1 and hazards is not None and has_fences(binary)
     if frames > 1:
         from .stream import frame_hazards
-        hz = frame_hazards(binary) if hazards is None else hazards
+        if hazards is None:
+            hz = {} if has_fences(binary) else frame_hazards(binary)
+        else:
+            hz = hazards
         comp = [{k: np.full(nq[k], -1, dtype=np.int64) for k in keys} for _ in range(frames)]
         if ctx:       # one queue per (stream, unit, frame), sharing the unit
             queues = {(k[0], k[1], f): base[k] for f in range(frames) for k in keys}
@@ -347,8 +359,10 @@ def simulate(binary, *, trace: list | None = None,
         took = False                 # the word's take is recorded (an LD transfer's)
         if op == "WAIT":
             h = head.pop(k, t)
-            if sems.get((fr, ins["sem"]), 0) < ins["count"]:
-                parked.setdefault((fr, ins["sem"]), []).append((ins["count"], k, h))
+            if not (skip_prev and ins.get("prev", 0)) and not wait_passes(
+                    ins, fr, lambda f, sm: sems.get((f, sm), 0)):
+                parked.setdefault((fr - ins.get("prev", 0), ins["sem"]), []).append(
+                    (ins["count"], k, h))
                 continue
             if core:        # consumed at max(head + wait_extra, visible); one cycle
                 start = max(h + wx, t)
