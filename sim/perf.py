@@ -283,8 +283,8 @@ def simulate(binary, *, trace: list | None = None,
 
     # AXI: the read channels the LD engine shares with the dispatcher
     port = _ReadPort(cfg.dram_latency_cycles, axi.ar_queue) if axi is not None else None
-    fetch = _Fetch(env.fetch, binary, port) \
-        if axi is not None and env.fetch is not None and frames == 1 else None
+    fetch = _Fetch(env.fetch, binary, port, frames) \
+        if axi is not None and env.fetch is not None and not ctx else None
     if port is not None and fetch is None:
         port.low = math.inf             # no dispatcher burst passes an LD burst
 
@@ -347,7 +347,7 @@ def simulate(binary, *, trace: list | None = None,
             # the unit takes the word from its dispatcher FIFO: not before it is there
             fetch.advance(t)
             qi = fetch.index[su]
-            a = fetch.avail(qi, lpc)
+            a = fetch.avail(qi, pc[k])          # (one context: frame after frame)
             if a is None or a > t:
                 heapq.heappush(heap, (t + 1 if a is None else a, order[k], k))
                 continue
@@ -523,9 +523,11 @@ class _Fetch:
     AxiFetch` states the rules): :meth:`advance` simulates its cycles up to ``t`` (the takes of
     every unit before ``t`` are known then: the model runs in time order), :meth:`avail` says
     from which cycle a unit can take the word ``i`` of its queue (``None``: not requested yet),
-    :meth:`take` records a unit's take (it frees a FIFO slot)."""
+    :meth:`take` records a unit's take (it frees a FIFO slot). ``frames``: each queue is
+    fetched that many times back to back (one context: ``hw.system.dispatch``'s FRAMES), a
+    burst never spanning two copies."""
 
-    def __init__(self, fd, binary, port: "_ReadPort"):
+    def __init__(self, fd, binary, port: "_ReadPort", frames: int = 1):
         from bisect import bisect_left
         from .image import QUEUE_ALIGN, TABLE_ALIGN, instruction_image, queue_names
         self.fd, self.port = fd, port
@@ -536,7 +538,8 @@ class _Fetch:
         _img, entries = instruction_image(binary)
         assert TABLE_ALIGN % 4096 == 0 and QUEUE_ALIGN % timing.BEAT == 0
         self.word0 = [o // timing.BEAT for o, _ in entries]   # word address in the 4 KB page
-        self.words = [w for _, w in entries]
+        self.words = [w for _, w in entries]      # per copy
+        self.total = [w * frames for w in self.words]
         Q = self.Q = len(names)
         self.req = [0] * Q
         self.takes = [[] for _ in range(Q)]
@@ -552,7 +555,7 @@ class _Fetch:
             r = h + 2
         self.c = end                    # the round robin's first cycle (table_ok)
         self.ptr = 0
-        self.left_total = sum(self.words)
+        self.left_total = sum(self.total)
 
     def advance(self, t: int) -> None:
         fd, D = self.fd, self.fd.depth
@@ -560,12 +563,14 @@ class _Fetch:
             c, q = self.c, self.ptr
             self.port.low = c           # its next burst is presented in c + 1 at the earliest
             self.ptr = q + 1 if q + 1 < self.Q else 0
-            left = self.words[q] - self.req[q]
+            left = 0
+            if self.total[q] - self.req[q]:
+                left = self.words[q] - self.req[q] % self.words[q]    # in this copy
             if left:
                 if self.tags and self.tags[0] < c:
                     self.tags = [e for e in self.tags if e >= c]
                 free = D - self.req[q] + self._bisect(self.takes[q], c)
-                to_4k = 256 - (self.word0[q] + self.req[q]) % 256
+                to_4k = 256 - (self.word0[q] + self.req[q] % self.words[q]) % 256
                 n = min(left, free, to_4k, fd.max_burst)
                 if n > 0 and n >= min(left, D // 2, to_4k) and len(self.tags) < fd.outstanding:
                     h, first, end = self.port.burst(c + 1, n, insert=True)
