@@ -6,14 +6,16 @@ against ``sim.golden`` for every frame, and ``sim.perf`` taking its fences from 
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from sim import golden
-from sim.compile import compile as compile_
+from sim.compile import CompileError, compile as compile_
 from sim.config import AccelConfig
 from sim.funcsim import CORE_UNITS, GLOBAL_UNITS, FuncSimError, build_queues, run_frames
 from sim.isa import Instr, decode, encode, wait_passes
 from sim.perf import simulate
 from sim.stream import has_fences, phase_fences
+from tb.core.random_programs import cases
 from testprogs import program_cache, tiny_with_input
 
 CFGS = {"small": AccelConfig.from_string("small"), "paper": AccelConfig.from_string("paper")}
@@ -185,3 +187,31 @@ def test_perf_takes_the_binarys_fences(cfg_name, contexts):
     assert none[-1] < own[-1] if contexts == 2 else none[-1] <= own[-1]
     one = simulate(b)
     assert one.cycles <= own[0]
+
+
+# -- random programs (tb.core.random_programs), as tests/test_stream_regions.py --------------------
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.filter_too_much])
+@given(case=cases(max_layers=6))
+def test_random_programs_run_frames_back_to_back(case):
+    """Random valid programs on random small configs compiled with stream=True (those that
+    compile): three frames, the given input and two random ones, back to back in both orders;
+    every frame == golden."""
+    prog, cfg, x = case
+    try:
+        b = compile_(prog, cfg, stream=True)
+    except CompileError:
+        return
+    t = prog.tensors[prog.inputs[0]]
+    lo, hi = (-128, 127) if t.signed else (0, 255)
+    rng = np.random.default_rng(0)
+    xs = [x] + [rng.integers(lo, hi, t.shape, endpoint=True) for _ in range(2)]
+    try:
+        refs = [golden.run(prog, xx) for xx in xs]
+    except ArithmeticError:          # golden's overflow checks (as test_stream_regions)
+        return
+    for order in ("oldest", "youngest"):
+        got = run_frames(b, xs, order=order)
+        assert [_same(g, r) for g, r in zip(got, refs)] == [True] * 3, order
