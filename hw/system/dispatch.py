@@ -26,6 +26,7 @@ from __future__ import annotations
 from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sim.image import ENTRY_BYTES
@@ -97,10 +98,12 @@ class Dispatcher(wiring.Component):
         addr = Array(Signal(WA, name=f"q{i}_addr") for i in range(Q))     # next word address
         left = Array(Signal(32, name=f"q{i}_left") for i in range(Q))     # words not requested
         infl = Array(Signal(range(D + 1), name=f"q{i}_infl") for i in range(Q))
-        # the table entry again for the next frame's copy
-        qaddr = [Signal(WA, name=f"q{i}_base") for i in range(Q)]
-        qwords = [Signal(32, name=f"q{i}_words") for i in range(Q)]
-        copies = [Signal(16, name=f"q{i}_copies") for i in range(Q)]   # copies started - 1
+        # the table entries again for the next frame's copies: a small RAM (LUT RAM, read
+        # asynchronously at the round robin's queue), not registers per queue
+        m.submodules.qtab = qtab = Memory(shape=unsigned(WA + 32), depth=Q, init=[])
+        qtab_w = qtab.write_port()
+        qtab_r = qtab.read_port(domain="comb")
+        copies = Array(Signal(16, name=f"q{i}_copies") for i in range(Q))  # copies started - 1
         fifos = []
         for i in range(Q):
             f = SyncFIFOBuffered(width=128, depth=D)
@@ -125,9 +128,9 @@ class Dispatcher(wiring.Component):
             with m.If(r_ok):
                 off, words = bus.rdata[0:32], bus.rdata[32:64]
                 m.d.sync += [addr[entry].eq(base + off[4:]), entry.eq(entry + 1)]
-                for i in range(Q):
-                    with m.If(entry == i):
-                        m.d.sync += [qaddr[i].eq(base + off[4:]), qwords[i].eq(words)]
+                m.d.comb += [qtab_w.addr.eq(entry),
+                             qtab_w.data.eq(Cat((base + off[4:])[:WA], words)),
+                             qtab_w.en.eq(off[:4] == 0)]
                 with m.If(off[:4] != 0):
                     m.d.sync += self.fault.eq(1)
                 with m.Else():
@@ -188,12 +191,12 @@ class Dispatcher(wiring.Component):
             m.d.sync += ptr.eq(Mux(ptr == Q - 1, 0, ptr + 1))
         m.d.comb += [tags.w_en.eq(issuing), tags.w_data.eq(ptr)]
 
-        # frames: a queue with every word requested starts its next copy (never in a cycle
-        # that issues for it: that needs words left)
-        for i in range(Q):
-            with m.If(table_ok & (left[i] == 0) & (copies[i] + 1 < self.frames) & ~self.fault):
-                m.d.sync += [addr[i].eq(qaddr[i]), left[i].eq(qwords[i]),
-                             copies[i].eq(copies[i] + 1)]
+        # frames: the round robin's queue, every word requested, starts its next copy (never
+        # in a cycle that issues for it: that needs words left)
+        m.d.comb += qtab_r.addr.eq(ptr)
+        with m.If(table_ok & (left[ptr] == 0) & (copies[ptr] + 1 < self.frames) & ~self.fault):
+            m.d.sync += [a.eq(qtab_r.data[:WA]), left[ptr].eq(qtab_r.data[WA:]),
+                         copies[ptr].eq(copies[ptr] + 1)]
 
         # in-flight words per queue: + n when issued, - 1 per word arriving
         for i in range(Q):
