@@ -206,10 +206,13 @@ def simulate(binary, *, trace: list | None = None,
     :func:`sim.stream.phase_fences`, or ``{}``: no fence at all, a what-if) replaces the
     Binary's fences: its ``prev`` WAITs then pass at once. The per-layer figures are those of frame 0; ``frame_done`` lists each
     frame's completion cycle. ``trace`` entries then carry the frame as a 7th element.
-    ``contexts`` > 1: each unit holds that many frames' queues at once, each with its own
-    registers (equivalent to the shared ones of the hardware for a Binary compiled with
-    ``stream=True``, whose SETRs are restored where frames interleave), and issues from any
-    of them whose head is ready (the oldest frame first); frame f starts when frame
+    ``contexts`` > 1 (a what-if: the RTL has one context): each unit holds that many frames'
+    queues at once and issues from any of them whose head is ready (the oldest frame first),
+    except that a core unit, whose contexts would share its layer registers, leaves its
+    current frame's queue only when its head WAIT has been refused (``wait_extra`` + 1 cycles
+    after it was offered: the semaphore file's look-up, one bubble) or that queue has ended
+    (a Binary compiled with ``stream=True`` restores the registers after every WAIT where
+    frames interleave, so this is where a switch is safe); frame f starts when frame
     f - contexts has completed. ``ld_priority="youngest"`` (with contexts): the LD unit issues
     from the youngest ready frame instead (the next frame's first loads ahead of the current
     frame's weight stream; the other units stay oldest first)."""
@@ -244,6 +247,8 @@ def simulate(binary, *, trace: list | None = None,
     ukeys = keys                     # the units (stream, unit)
     keys = list(queues)
     ubusy = {k: 0 for k in ukeys}    # contexts: the unit is free from
+    on, blocked, others = {}, {}, {}   # contexts, core units: frame issued from, its WAIT
+    switch = env.wait_extra + 1        # refused since, keys of the other context waiting
     remaining = [sum(nq.values())] * frames
     fdone = np.zeros(frames, dtype=np.int64)
     fstart = np.full(frames, np.iinfo(np.int64).max, dtype=np.int64)
@@ -328,6 +333,25 @@ def simulate(binary, *, trace: list | None = None,
         if ctx and ubusy[su] > t:
             heapq.heappush(heap, (ubusy[su], order[k], k))
             continue
+        if ctx and core:
+            # a core unit's contexts share its registers: it leaves its current frame's
+            # queue only when that queue's head WAIT was refused (after the look-up and one
+            # bubble cycle) or the queue has ended (docs/perf.md, "Built: ...")
+            c = on.setdefault(su, fr)
+            if c != fr:
+                qc = (stream, unit, c)
+                if pc[qc] >= len(queues[qc]):
+                    at = t
+                elif blocked.get(su) is not None:
+                    at = blocked[su] + switch
+                else:
+                    others.setdefault(su, []).append(k)
+                    continue
+                if at > t:
+                    heapq.heappush(heap, (at, order[k], k))
+                    continue
+                on[su] = fr
+                blocked[su] = None
         if fr > 0 and lpc in hz.get(su, ()):
             # streaming: a write waits for the previous frame's overlapping accesses
             ready = t
@@ -338,6 +362,10 @@ def simulate(binary, *, trace: list | None = None,
                     ready = None
                     break
                 ready = max(ready, int(c))
+            if (ready is None or ready > t) and ctx and core and on.get(su) == fr:
+                blocked[su] = t         # a replayed fence: as a refused WAIT
+                for ok in others.pop(su, ()):
+                    heapq.heappush(heap, (t + switch, order[ok], ok))
             if ready is None:
                 continue
             if ready > t:
@@ -363,6 +391,10 @@ def simulate(binary, *, trace: list | None = None,
                     ins, fr, lambda f, sm: sems.get((f, sm), 0)):
                 parked.setdefault((fr - ins.get("prev", 0), ins["sem"]), []).append(
                     (ins["count"], k, h))
+                if ctx and core and on.get(su) == fr:       # refused: the other may go
+                    blocked[su] = h
+                    for ok in others.pop(su, ()):
+                        heapq.heappush(heap, (h + switch, order[ok], ok))
                 continue
             if core:        # consumed at max(head + wait_extra, visible); one cycle
                 start = max(h + wx, t)
@@ -477,6 +509,11 @@ def simulate(binary, *, trace: list | None = None,
                 heapq.heappush(heap, (max(t, fin), order[wk], wk))
         if ctx:
             ubusy[su] = max(ubusy[su], nxt)
+            if core:
+                blocked[su] = None
+                if pc[k] + 1 >= len(q):             # its queue has ended: the other may go
+                    for ok in others.pop(su, ()):
+                        heapq.heappush(heap, (nxt, order[ok], ok))
             remaining[fr] -= 1
             if remaining[fr] == 0 and fr + contexts < frames:    # its contexts take a frame
                 for kk in ukeys:

@@ -175,13 +175,17 @@ def test_run_frames_checks_its_arguments():
 @pytest.mark.parametrize("contexts", [1, 2])
 def test_perf_takes_the_binarys_fences(cfg_name, contexts):
     """sim.perf on the Binary's own fences agrees with the replay of sim.stream.phase_fences
-    (the same fences as a rule of the model) within 2 % per frame; with one frame the fence
-    WAITs pass; without any fence (hazards={}) two contexts finish earlier (the fences act)."""
+    (the same fences as a rule of the model) per frame: within 1 % on `small`, 3 % on
+    `paper`, where tiny's frames are 9 k cycles and the fences' own instructions and
+    semaphore latencies (51 queues) are 1-2 % of that (B1-R224: equal, docs/perf.md); with one
+    frame the fence WAITs pass; without any fence (hazards={}) two contexts finish earlier
+    (the fences act)."""
     b = _binary(cfg_name)
     own = simulate(b, frames=4, contexts=contexts).frame_done
     rep = simulate(b, frames=4, contexts=contexts, hazards=phase_fences(b)).frame_done
+    tol = 0.01 if cfg_name == "small" else 0.03
     for a, r in zip(own, rep):
-        assert abs(a - r) <= 0.02 * r, (own, rep)
+        assert abs(a - r) <= tol * r, (own, rep)
     none = simulate(b, frames=4, contexts=contexts, hazards={}).frame_done
     # (one context: the in-order queues already keep the frames apart, the fences never bind)
     assert none[-1] < own[-1] if contexts == 2 else none[-1] <= own[-1]
@@ -215,3 +219,31 @@ def test_random_programs_run_frames_back_to_back(case):
     for order in ("oldest", "youngest"):
         got = run_frames(b, xs, order=order)
         assert [_same(g, r) for g, r in zip(got, refs)] == [True] * 3, order
+
+
+@pytest.mark.parametrize("cfg_name", sorted(CFGS))
+def test_perf_contexts_switch_core_units_only_at_a_refused_wait(cfg_name):
+    """sim.perf's two contexts: a core unit goes from one frame's queue to the other's only
+    where the one it leaves has a WAIT at its head (refused) or has ended, the points where
+    shared registers are safe (insert_restores); and the frames do interleave."""
+    b = _binary(cfg_name)
+    tr = []
+    simulate(b, frames=3, contexts=2, trace=tr)
+    q = build_queues(b)
+    switches = 0
+    for key in q:
+        if key[0] == "global":
+            continue
+        ev = sorted((e for e in tr if (e[0], e[1]) == key), key=lambda e: (e[4], e[5]))
+        done = {}
+        last = None
+        for e in ev:
+            f = e[6]
+            if last is not None and f != last:
+                nxt = done.get(last, 0)
+                assert nxt == len(q[key]) or q[key][nxt][0].op == "WAIT", (key, e, nxt)
+                switches += 1
+            done[f] = done.get(f, 0) + 1
+            assert q[key][done[f] - 1][0].op == e[2]
+            last = f
+    assert switches > 0
