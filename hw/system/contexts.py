@@ -20,7 +20,8 @@ global units' ports stay those of one frame): it counts the queue's frames and
   is ``free``.
 
 One instruction context per queue: a unit's frames run in order. A second context (frame k+1's
-queue fetched and issued while frame k's is blocked) is designed in docs/system.md, not built.
+queue fetched and issued while frame k's is blocked) is designed in docs/perf.md, section
+"Built: frame fences in the Binary, frames back to back in the RTL"; it is not built.
 """
 
 from __future__ import annotations
