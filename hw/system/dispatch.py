@@ -119,12 +119,6 @@ class Dispatcher(wiring.Component):
         entry = Signal(range(Q + 1))
         base = Signal(WA)
 
-        # one load path into the queues' cursors: the table's entries, then each next copy's
-        ld_en = Signal()
-        ld_idx = Signal(range(Q))
-        ld_addr = Signal(WA)
-        ld_words = Signal(32)
-
         # -- read data: the table first, then the queues' words ----------------------------
         r_ok = bus.rvalid & bus.rready
         with m.If(r_ok & (bus.rresp != RESP_OKAY)):
@@ -133,13 +127,14 @@ class Dispatcher(wiring.Component):
         with m.If(~table_ok):
             with m.If(r_ok):
                 off, words = bus.rdata[0:32], bus.rdata[32:64]
-                m.d.sync += entry.eq(entry + 1)
-                m.d.comb += [ld_en.eq(1), ld_idx.eq(entry), ld_addr.eq(base + off[4:]),
-                             ld_words.eq(Mux(off[:4] == 0, words, 0)),
-                             qtab_w.addr.eq(entry), qtab_w.data.eq(Cat(ld_addr, words)),
+                m.d.sync += [addr[entry].eq(base + off[4:]), entry.eq(entry + 1)]
+                m.d.comb += [qtab_w.addr.eq(entry),
+                             qtab_w.data.eq(Cat((base + off[4:])[:WA], words)),
                              qtab_w.en.eq(off[:4] == 0)]
                 with m.If(off[:4] != 0):
                     m.d.sync += self.fault.eq(1)
+                with m.Else():
+                    m.d.sync += left[entry].eq(words)
                 with m.If(entry == Q - 1):
                     m.d.sync += table_ok.eq(1)
         with m.Else():
@@ -200,11 +195,8 @@ class Dispatcher(wiring.Component):
         # in a cycle that issues for it: that needs words left)
         m.d.comb += qtab_r.addr.eq(ptr)
         with m.If(table_ok & (left[ptr] == 0) & (copies[ptr] + 1 < self.frames) & ~self.fault):
-            m.d.comb += [ld_en.eq(1), ld_idx.eq(ptr), ld_addr.eq(qtab_r.data[:WA]),
-                         ld_words.eq(qtab_r.data[WA:])]
-            m.d.sync += copies[ptr].eq(copies[ptr] + 1)
-        with m.If(ld_en):
-            m.d.sync += [addr[ld_idx].eq(ld_addr), left[ld_idx].eq(ld_words)]
+            m.d.sync += [a.eq(qtab_r.data[:WA]), left[ptr].eq(qtab_r.data[WA:]),
+                         copies[ptr].eq(copies[ptr] + 1)]
 
         # in-flight words per queue: + n when issued, - 1 per word arriving
         for i in range(Q):
