@@ -83,13 +83,20 @@ def cmd_perf(args):
         raise UserError(f"cannot compile: {e}") from None
     rep = simulate(b)
     if args.frames > 1:
-        from .stream import fence_counts, frame_hazards, phase_fences
+        from .stream import fence_counts, frame_hazards, has_fences, phase_fences
         hz = {} if args.no_frame_hazards else frame_hazards(b)
         if args.phase_fences:
             pf = phase_fences(b)
+        # a Binary compiled with --stream carries its own frame fences (WAITs on the previous
+        # frame's semaphores); the others get the exact ones replayed
+        own = has_fences(b) and not (args.no_frame_hazards or args.phase_fences)
         rep.streaming = stream(b, frames=args.frames, contexts=args.contexts,
-                               hazards=pf if args.phase_fences else hz,
+                               hazards=pf if args.phase_fences else None if own else hz,
                                ld_priority=args.ld_priority)
+        rep.streaming["fences"] = ("the Binary's (compile --stream)" if own else
+                                   "none" if args.no_frame_hazards else
+                                   "sim.stream.phase_fences, replayed" if args.phase_fences
+                                   else "sim.stream.frame_hazards, replayed")
         what = [w for w, on in (("no cross-frame buffer hazards", args.no_frame_hazards),
                                 (f"{args.contexts} queue contexts per unit",
                                  args.contexts > 1),

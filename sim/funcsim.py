@@ -36,9 +36,9 @@ from .intprogram import Epilogue
 from .isa import (ACT_NAMES, ACTS, BLOCK_OPS, BUF_NAMES, BUFS, DW_HOLD_EXTRA, REG_LIMITS,
                   REG_NAMES, WIDTHS, LimitError, att_s_bytes, att_s_line, att_s_offsets,
                   block_unit_ok, check_limit, conv_weight_bytes, dw_kernel_ok, dw_weight_bytes,
-                  engine_shape, unpack_conv_weights, unpack_dw_weights)
+                  engine_shape, unpack_conv_weights, unpack_dw_weights, wait_passes)
 
-__all__ = ["FuncSimError", "run", "build_queues", "host_ln", "GLOBAL_UNITS", "CORE_UNITS"]
+__all__ = ["FuncSimError", "run", "run_frames", "build_queues", "host_ln", "GLOBAL_UNITS", "CORE_UNITS"]
 
 GLOBAL_UNITS = ("LD", "ST", "HOST")
 CORE_UNITS = ("RMAC", "MAT", "AUX")
@@ -100,7 +100,9 @@ class _Machine:
                                    "A": np.zeros(cfg.buf_a_bytes, np.uint8)}
                       for i in range(cfg.L)}
         self.regs = {}
-        self.sems = {}
+        self.sems = {}          # (frame, sem) -> counter
+        self.frame = 0          # the frame of the instruction being executed
+        self.io = None          # run_frames: per frame {DRAM start: bytearray} (double buffers)
         self.s_off = {}         # d -> sim.isa.att_s_offsets(d, S, T)
 
     # memory helpers ----------------------------------------------------------------------------
@@ -158,6 +160,29 @@ class _Machine:
             raise FuncSimError(f"parameter read at {addr} leaves buffer C")
         return mem[addr:addr + 32 * n].copy().view(np.int32).astype(np.int64).reshape(n, 8)
 
+    def _regions(self):
+        """The current frame's private DRAM regions (its input and outputs: run_frames)."""
+        return () if self.io is None else self.io[self.frame].items()
+
+    def dram_get(self, idx):
+        """DRAM bytes at ``idx`` (an int array), the current frame's own input / outputs
+        where ``idx`` falls into them."""
+        v = self.dram[idx]
+        for lo, buf in self._regions():
+            sel = (idx >= lo) & (idx < lo + buf.size)
+            if sel.any():
+                v[sel] = buf[idx[sel] - lo]
+        return v
+
+    def dram_put(self, idx, data):
+        data = np.broadcast_to(np.asarray(data, np.uint8), np.shape(idx))
+        own = np.zeros(np.shape(idx), bool)
+        for lo, buf in self._regions():
+            sel = (idx >= lo) & (idx < lo + buf.size)
+            buf[idx[sel] - lo] = data[sel]
+            own |= sel
+        self.dram[idx[~own]] = data[~own]
+
     # instruction semantics ---------------------------------------------------------------------
     def dma(self, stream, ins, store):
         f = ins.f
@@ -181,7 +206,12 @@ class _Machine:
         if cnt and didx.max() >= self.dram.size:
             raise FuncSimError(f"{ins}: DRAM access beyond the image ({self.dram.size} bytes)")
         bsl = slice(f["buf_addr"], f["buf_addr"] + cnt * ln)
-        if store:
+        if self.io is not None:
+            if store:
+                self.dram_put(didx, mem[bsl].reshape(cnt, ln))
+            else:
+                mem[bsl] = self.dram_get(didx).reshape(-1)
+        elif store:
             self.dram[didx] = mem[bsl].reshape(cnt, ln)
         else:
             mem[bsl] = self.dram[didx].reshape(-1)
@@ -387,18 +417,29 @@ class _Machine:
         return mem
 
     def host_ln(self, ins):
-        host_ln(ins.f, read=lambda a, n: self.dram[a:a + n], write=self._dram_write)
+        host_ln(ins.f, read=self._dram_read, write=self._dram_write)
+
+    def _dram_read(self, addr, n):
+        if self.io is None:
+            return self.dram[addr:addr + n]
+        return self.dram_get(np.arange(addr, addr + n))
 
     def _dram_write(self, addr, data):
-        self.dram[addr:addr + len(data)] = data
+        if self.io is None:
+            self.dram[addr:addr + len(data)] = data
+        else:
+            self.dram_put(np.arange(addr, addr + len(data)), data)
 
     def step(self, stream, unit, ins):
-        """Execute one instruction; False if it is a WAIT that cannot proceed yet."""
+        """Execute one instruction of frame :attr:`frame`; False if it is a WAIT that cannot
+        proceed yet (``sim.isa.wait_passes``: the frame's own counters, or with ``prev`` the
+        previous frame's)."""
         op = ins.op
         if op == "WAIT":
-            return self.sems.get(ins["sem"], 0) >= ins["count"]
+            return wait_passes(ins, self.frame, lambda f, sem: self.sems.get((f, sem), 0))
         if op == "SIGNAL":
-            self.sems[ins["sem"]] = self.sems.get(ins["sem"], 0) + ins["count"]
+            key = (self.frame, ins["sem"])
+            self.sems[key] = self.sems.get(key, 0) + ins["count"]
         elif op == "SETR":
             self.regs.setdefault((stream, unit), {})[REG_NAMES[ins["reg"]]] = ins["value"]
         elif op in ("NOP", "HALT"):
@@ -461,3 +502,99 @@ def run(binary, x, *, order: str = "ld_first", return_machine: bool = False) -> 
     if return_machine:
         return out, m
     return out
+
+
+def run_frames(binary, xs, *, order: str = "oldest", contexts: int = 2,
+               fences: bool = True) -> list:
+    """Run ``binary`` on the inputs ``xs`` (one per frame) back to back, as the dispatcher's
+    ``contexts`` instruction contexts do (streaming mode): every unit queue is replayed once
+    per frame, frame f's copies start once frame f - ``contexts`` has completed, and the
+    frames then interleave as their semaphores allow. Returns ``[{output name: int64
+    array}]``, one dict per frame.
+
+    What keeps the frames apart is in the Binary (``compile(..., stream=True)`` writes it,
+    :func:`sim.compile.streaming.insert_fences`): each frame has its own semaphore counters
+    and its fence WAITs (``prev`` = 1) read the previous frame's (``sim.isa.wait_passes``).
+    The hardware keeps two banks of counters, by frame parity; so that frame f may reuse
+    frame f - 2's bank, every queue of frame f - 1 must have passed its fence WAITs before
+    frame f signals anything: checked here (:class:`FuncSimError` otherwise). The host
+    double-buffers the input image and the outputs (each frame reads its own input and
+    writes its own outputs; every other DRAM byte is shared by the frames).
+
+    ``order``: ``"oldest"`` lets the older frame run as far as it can first, ``"youngest"``
+    the younger (each exposes other missing fences). ``fences=False`` is a what-if for tests:
+    every ``prev`` WAIT passes at once (the fences dropped)."""
+    if order not in ("oldest", "youngest"):
+        raise ValueError(f"order must be oldest or youngest, got {order!r}")
+    if not isinstance(contexts, int) or contexts < 1:
+        raise ValueError(f"contexts must be a positive integer, got {contexts!r}")
+    prog = binary.prog
+    xs = [golden._check_input(prog, x) for x in xs]
+    if not xs:
+        raise ValueError("run_frames needs at least one input")
+    m = _Machine(binary)
+    sym_in = binary.symbols[f"tensor:{prog.inputs[0]}"]
+    outs = []
+    for name in prog.outputs:
+        t = prog.tensors[name]
+        outs.append((binary.symbols[f"tensor:{name}"]["addr"],
+                     int(np.prod(t.shape)) * (4 if t.bits > 8 else 1)))
+    m.io = {}
+    for f, x in enumerate(xs):
+        tmp = np.zeros_like(m.dram)
+        binary.write_input(tmp, x)
+        lo = sym_in["addr"]
+        m.io[f] = {lo: tmp[lo:lo + x.size].copy(),
+                   **{a: np.zeros(n, np.uint8) for a, n in outs}}
+    base = build_queues(binary)
+    keys = list(base)
+    prevs = {k: [pc for pc, (i, _) in enumerate(q) if i.op == "WAIT" and i.get("prev", 0)]
+             for k, q in base.items()}
+    last_prev = {k: (p[-1] if p else -1) for k, p in prevs.items()}
+    nf = len(xs)
+    pc = [{k: 0 for k in keys} for _ in range(nf)]
+
+    def done(f):
+        return all(pc[f][k] == len(base[k]) for k in keys)
+
+    def started(f):
+        return f < contexts or done(f - contexts)
+    frames = list(range(nf)) if order == "oldest" else list(range(nf - 1, -1, -1))
+    while not all(done(f) for f in range(nf)):
+        progress = False
+        for f in frames:
+            if not started(f) or done(f):
+                continue
+            m.frame = f
+            for k in keys:
+                q = base[k]
+                while pc[f][k] < len(q):
+                    ins = q[pc[f][k]][0]
+                    if fences and ins.op == "SIGNAL" and f >= 2 and any(
+                            pc[f - 1][j] <= last_prev[j] for j in keys):
+                        raise FuncSimError(
+                            f"frame {f} {k[0]}/{k[1]} instruction {pc[f][k]}: SIGNAL into the "
+                            f"semaphore bank of frame {f - 2} while frame {f - 1} has not passed"
+                            " all its fence WAITs on it (two banks; sim.compile.streaming)")
+                    if not fences and ins.op == "WAIT" and ins.get("prev", 0):
+                        ok = True
+                    else:
+                        try:
+                            ok = _step(m, k, pc[f][k], ins)
+                        except FuncSimError as e:
+                            raise FuncSimError(f"frame {f}: {e}") from None
+                    if not ok:
+                        break
+                    pc[f][k] += 1
+                    progress = True
+        if not progress:
+            stuck = {f"frame {f} {k[0]}/{k[1]}": repr(base[k][pc[f][k]][0])
+                     for f in range(nf) if started(f) for k in keys if pc[f][k] < len(base[k])}
+            raise FuncSimError(f"deadlock: every unit waits: {stuck}")
+    res = []
+    for f in range(nf):
+        img = m.dram.copy()
+        for lo, buf in m.io[f].items():
+            img[lo:lo + buf.size] = buf
+        res.append(binary.read_outputs(img))
+    return res

@@ -11,7 +11,7 @@ A :class:`sim.compile.Binary` holds one *global* stream (units LD, ST, HOST: the
 the global buffers and the host CPU) and one stream per computing core (units RMAC, MAT, AUX).
 Each stream is split at dispatch into per-unit in-order queues; units run concurrently and
 synchronise only through counting semaphores (SIGNAL / WAIT), which are global (shared by all
-streams), so the inter-layer pipeline (R-MAC DW feeding MAT PW through the auxiliary buffer) and
+streams; one set per frame when frames run back to back, see :func:`wait_passes`), so the inter-layer pipeline (R-MAC DW feeding MAT PW through the auxiliary buffer) and
 the attention pipeline (Fig. 9) are expressed as SIGNAL/WAIT pairs between units.
 """
 
@@ -30,7 +30,8 @@ __all__ = ["IsaError", "Instr", "FORMATS", "OPCODES", "UNITS", "BUFS", "REGS", "
            "block_unit_ok", "att_s_line", "att_s_pitch", "att_s_bytes", "att_s_offsets",
            "att_kv_fits", "engine_shape", "conv_weight_dims", "conv_weight_bytes",
            "pack_conv_weights", "unpack_conv_weights", "dw_weight_bytes", "pack_dw_weights",
-           "unpack_dw_weights"]
+           "unpack_dw_weights",
+           "wait_passes", "FRAME_FENCES"]
 
 WORD_BITS = 128
 OPCODE_BITS = 5
@@ -371,9 +372,12 @@ _DMA = [("buf", 3, False), ("dram_addr", 32, False), ("buf_addr", 20, False),
 FORMATS = {
     "NOP":     (0, None, []),
     # semaphores are event counters: SIGNAL adds count, WAIT blocks until the counter >= count
-    # (it does not decrement), so any number of units can wait for the same event
+    # (it does not decrement), so any number of units can wait for the same event. Counters
+    # are per frame (streaming: a bank per frame in flight); ``prev`` = 1: the WAIT reads the
+    # *previous* frame's counter (a frame fence, FRAME_FENCES), and frame 0 passes it at once
     "SIGNAL":  (1, "*", [("unit", 3, False), ("sem", 16, False), ("count", 8, False)]),
-    "WAIT":    (2, "*", [("unit", 3, False), ("sem", 16, False), ("count", 12, False)]),
+    "WAIT":    (2, "*", [("unit", 3, False), ("sem", 16, False), ("count", 12, False),
+                         ("prev", 1, False)]),
     "SETR":    (3, "*", [("unit", 3, False), ("reg", 8, False), ("value", 32, True)]),
     "LOAD":    (4, "LD", _DMA),                 # DRAM -> buf: count chunks of length bytes
     "STORE":   (5, "ST", _DMA),                 # buf -> DRAM, same shape
@@ -392,6 +396,26 @@ FORMATS = {
     "HALT":    (16, "*", [("unit", 3, False)]),
 }
 OPCODES = {v[0]: k for k, v in FORMATS.items()}
+
+
+def wait_passes(ins: "Instr", frame: int, counter) -> bool:
+    """Whether ``WAIT`` ``ins`` of frame ``frame`` passes, ``counter(f, sem)`` being frame
+    ``f``'s counter ``sem`` (the one definition of WAIT for the executors, ``sim.funcsim`` and
+    ``sim.perf``). Frames run back to back (streaming) each have their own counters (a bank
+    of the semaphore file per frame in flight, chosen by the frame's parity); a WAIT with
+    ``prev`` = 1 compares the *previous* frame's counter instead, and frame 0 has no previous
+    frame: it passes at once. That is how a frame fence is written (``sim.stream``: the
+    compiler's ``stream=True`` emits them, :data:`FRAME_FENCES` per queue and frame)."""
+    f = frame - ins.get("prev", 0)
+    if f < 0:
+        return True
+    return counter(f, ins["sem"]) >= ins["count"]
+
+
+#: frame-fence instructions ``compile(..., stream=True)`` adds to every unit queue
+#: (``sim.compile.streaming.insert_fences``): a SIGNAL where the queue's front and middle end
+#: and one at its end, and two WAITs with ``prev`` = 1 (before its front, before the rest)
+FRAME_FENCES = 4
 
 for _name, (_code, _unit, _fields) in FORMATS.items():
     assert OPCODE_BITS + sum(b for _, b, _ in _fields) <= WORD_BITS, _name

@@ -57,7 +57,7 @@ import numpy as np
 from . import timing
 from .compile import _cdiv
 from .funcsim import build_queues
-from .isa import BUFS, REG_NAMES, Instr
+from .isa import BUFS, REG_NAMES, Instr, wait_passes
 
 __all__ = ["PerfReport", "LayerPerf", "simulate", "stream", "attribute", "instr_cycles", "BEAT"]
 
@@ -198,13 +198,21 @@ def simulate(binary, *, trace: list | None = None,
     (the timing of ``tb.core.harness``: registered WAIT ready, DMA in zero time).
 
     ``frames`` > 1: streaming, the Binary replayed ``frames`` times back to back
-    (:mod:`sim.stream`: each unit's queue repeated, semaphores per frame, every write of frame
-    k+1 after frame k's last overlapping access, ``hazards`` from :func:`sim.stream.frame_hazards`
-    computed when None). The per-layer figures are those of frame 0; ``frame_done`` lists each
+    (:mod:`sim.stream`: each unit's queue repeated, semaphores per frame). What orders frame
+    k+1 after frame k: the Binary's own fence WAITs (``prev`` = 1, ``sim.isa.wait_passes``),
+    which ``compile(..., stream=True)`` writes; a Binary without them gets every write of
+    frame k+1 after frame k's last overlapping access (:func:`sim.stream.frame_hazards`,
+    computed when ``hazards`` is None). An explicit ``hazards`` (e.g.
+    :func:`sim.stream.phase_fences`, or ``{}``: no fence at all, a what-if) replaces the
+    Binary's fences: its ``prev`` WAITs then pass at once. The per-layer figures are those of frame 0; ``frame_done`` lists each
     frame's completion cycle. ``trace`` entries then carry the frame as a 7th element.
-    ``contexts`` > 1 (a what-if of a dispatcher that the hardware does not have): each unit
-    holds that many frames' queues at once, each with its own registers, and issues from any
-    of them whose head is ready (the oldest frame first); frame f starts when frame
+    ``contexts`` > 1 (a what-if: the RTL has one context): each unit holds that many frames'
+    queues at once and issues from any of them whose head is ready (the oldest frame first),
+    except that a core unit, whose contexts would share its layer registers, leaves its
+    current frame's queue only when its head WAIT has been refused (``wait_extra`` + 1 cycles
+    after it was offered: the semaphore file's look-up, one bubble) or that queue has ended
+    (a Binary compiled with ``stream=True`` restores the registers after every WAIT where
+    frames interleave, so this is where a switch is safe); frame f starts when frame
     f - contexts has completed. ``ld_priority="youngest"`` (with contexts): the LD unit issues
     from the youngest ready frame instead (the next frame's first loads ahead of the current
     frame's weight stream; the other units stay oldest first)."""
@@ -219,9 +227,16 @@ def simulate(binary, *, trace: list | None = None,
     base = build_queues(binary)
     keys = list(base)
     nq = {k: len(base[k]) for k in keys}
+    # the Binary's own frame fences (compile(..., stream=True)): WAITs on the previous frame's
+    # counters; with ``hazards`` given they are replaced by that replay (they pass at once)
+    from .stream import has_fences
+    skip_prev = frames > 1 and hazards is not None and has_fences(binary)
     if frames > 1:
         from .stream import frame_hazards
-        hz = frame_hazards(binary) if hazards is None else hazards
+        if hazards is None:
+            hz = {} if has_fences(binary) else frame_hazards(binary)
+        else:
+            hz = hazards
         comp = [{k: np.full(nq[k], -1, dtype=np.int64) for k in keys} for _ in range(frames)]
         if ctx:       # one queue per (stream, unit, frame), sharing the unit
             queues = {(k[0], k[1], f): base[k] for f in range(frames) for k in keys}
@@ -232,6 +247,8 @@ def simulate(binary, *, trace: list | None = None,
     ukeys = keys                     # the units (stream, unit)
     keys = list(queues)
     ubusy = {k: 0 for k in ukeys}    # contexts: the unit is free from
+    on, blocked, others = {}, {}, {}   # contexts, core units: frame issued from, its WAIT
+    switch = env.wait_extra + 1        # refused since, keys of the other context waiting
     remaining = [sum(nq.values())] * frames
     fdone = np.zeros(frames, dtype=np.int64)
     fstart = np.full(frames, np.iinfo(np.int64).max, dtype=np.int64)
@@ -282,8 +299,8 @@ def simulate(binary, *, trace: list | None = None,
                   for _ in range(axi.ld_engines)]
         for e in ld_eng:
             e[3].low = math.inf
-    fetch = _Fetch(env.fetch, binary, port) \
-        if axi is not None and env.fetch is not None and frames == 1 else None
+    fetch = _Fetch(env.fetch, binary, port, frames) \
+        if axi is not None and env.fetch is not None and not ctx else None
     if port is not None and fetch is None:
         port.low = math.inf             # no dispatcher burst passes an LD burst
 
@@ -327,6 +344,25 @@ def simulate(binary, *, trace: list | None = None,
         if ctx and ubusy[su] > t:
             heapq.heappush(heap, (ubusy[su], order[k], k))
             continue
+        if ctx and core:
+            # a core unit's contexts share its registers: it leaves its current frame's
+            # queue only when that queue's head WAIT was refused (after the look-up and one
+            # bubble cycle) or the queue has ended (docs/perf.md, "Built: ...")
+            c = on.setdefault(su, fr)
+            if c != fr:
+                qc = (stream, unit, c)
+                if pc[qc] >= len(queues[qc]):
+                    at = t
+                elif blocked.get(su) is not None:
+                    at = blocked[su] + switch
+                else:
+                    others.setdefault(su, []).append(k)
+                    continue
+                if at > t:
+                    heapq.heappush(heap, (at, order[k], k))
+                    continue
+                on[su] = fr
+                blocked[su] = None
         if fr > 0 and lpc in hz.get(su, ()):
             # streaming: a write waits for the previous frame's overlapping accesses
             ready = t
@@ -337,6 +373,10 @@ def simulate(binary, *, trace: list | None = None,
                     ready = None
                     break
                 ready = max(ready, int(c))
+            if (ready is None or ready > t) and ctx and core and on.get(su) == fr:
+                blocked[su] = t         # a replayed fence: as a refused WAIT
+                for ok in others.pop(su, ()):
+                    heapq.heappush(heap, (t + switch, order[ok], ok))
             if ready is None:
                 continue
             if ready > t:
@@ -346,7 +386,7 @@ def simulate(binary, *, trace: list | None = None,
             # the unit takes the word from its dispatcher FIFO: not before it is there
             fetch.advance(t)
             qi = fetch.index[su]
-            a = fetch.avail(qi, lpc)
+            a = fetch.avail(qi, pc[k])          # (one context: frame after frame)
             if a is None or a > t:
                 heapq.heappush(heap, (t + 1 if a is None else a, order[k], k))
                 continue
@@ -358,8 +398,14 @@ def simulate(binary, *, trace: list | None = None,
         took = False                 # the word's take is recorded (an LD transfer's)
         if op == "WAIT":
             h = head.pop(k, t)
-            if sems.get((fr, ins["sem"]), 0) < ins["count"]:
-                parked.setdefault((fr, ins["sem"]), []).append((ins["count"], k, h))
+            if not (skip_prev and ins.get("prev", 0)) and not wait_passes(
+                    ins, fr, lambda f, sm: sems.get((f, sm), 0)):
+                parked.setdefault((fr - ins.get("prev", 0), ins["sem"]), []).append(
+                    (ins["count"], k, h))
+                if ctx and core and on.get(su) == fr:       # refused: the other may go
+                    blocked[su] = h
+                    for ok in others.pop(su, ()):
+                        heapq.heappush(heap, (h + switch, order[ok], ok))
                 continue
             if core:        # consumed at max(head + wait_extra, visible); one cycle
                 start = max(h + wx, t)
@@ -493,6 +539,11 @@ def simulate(binary, *, trace: list | None = None,
                 heapq.heappush(heap, (max(t, fin), order[wk], wk))
         if ctx:
             ubusy[su] = max(ubusy[su], nxt)
+            if core:
+                blocked[su] = None
+                if pc[k] + 1 >= len(q):             # its queue has ended: the other may go
+                    for ok in others.pop(su, ()):
+                        heapq.heappush(heap, (nxt, order[ok], ok))
             remaining[fr] -= 1
             if remaining[fr] == 0 and fr + contexts < frames:    # its contexts take a frame
                 for kk in ukeys:
@@ -539,9 +590,11 @@ class _Fetch:
     AxiFetch` states the rules): :meth:`advance` simulates its cycles up to ``t`` (the takes of
     every unit before ``t`` are known then: the model runs in time order), :meth:`avail` says
     from which cycle a unit can take the word ``i`` of its queue (``None``: not requested yet),
-    :meth:`take` records a unit's take (it frees a FIFO slot)."""
+    :meth:`take` records a unit's take (it frees a FIFO slot). ``frames``: each queue is
+    fetched that many times back to back (one context: ``hw.system.dispatch``'s FRAMES), a
+    burst never spanning two copies."""
 
-    def __init__(self, fd, binary, port: "_ReadPort"):
+    def __init__(self, fd, binary, port: "_ReadPort", frames: int = 1):
         from bisect import bisect_left
         from .image import QUEUE_ALIGN, TABLE_ALIGN, instruction_image, queue_names
         self.fd, self.port = fd, port
@@ -552,7 +605,8 @@ class _Fetch:
         _img, entries = instruction_image(binary)
         assert TABLE_ALIGN % 4096 == 0 and QUEUE_ALIGN % timing.BEAT == 0
         self.word0 = [o // timing.BEAT for o, _ in entries]   # word address in the 4 KB page
-        self.words = [w for _, w in entries]
+        self.words = [w for _, w in entries]      # per copy
+        self.total = [w * frames for w in self.words]
         Q = self.Q = len(names)
         self.req = [0] * Q
         self.takes = [[] for _ in range(Q)]
@@ -568,7 +622,7 @@ class _Fetch:
             r = h + 2
         self.c = end                    # the round robin's first cycle (table_ok)
         self.ptr = 0
-        self.left_total = sum(self.words)
+        self.left_total = sum(self.total)
 
     def advance(self, t: int) -> None:
         fd, D = self.fd, self.fd.depth
@@ -576,12 +630,14 @@ class _Fetch:
             c, q = self.c, self.ptr
             self.port.low = c           # its next burst is presented in c + 1 at the earliest
             self.ptr = q + 1 if q + 1 < self.Q else 0
-            left = self.words[q] - self.req[q]
+            left = 0
+            if self.total[q] - self.req[q]:
+                left = self.words[q] - self.req[q] % self.words[q]    # in this copy
             if left:
                 if self.tags and self.tags[0] < c:
                     self.tags = [e for e in self.tags if e >= c]
                 free = D - self.req[q] + self._bisect(self.takes[q], c)
-                to_4k = 256 - (self.word0[q] + self.req[q]) % 256
+                to_4k = 256 - (self.word0[q] + self.req[q] % self.words[q]) % 256
                 n = min(left, free, to_4k, fd.max_burst)
                 if n > 0 and n >= min(left, D // 2, to_4k) and len(self.tags) < fd.outstanding:
                     h, first, end = self.port.burst(c + 1, n, insert=True)

@@ -42,8 +42,8 @@ import numpy as np
 from .funcsim import _Machine, build_queues, host_ln
 from .isa import BUF_NAMES, BUFS
 
-__all__ = ["footprints", "frame_hazards", "fence_counts", "phase_fences", "BUF_BLOCK",
-           "DRAM_BLOCK"]
+__all__ = ["footprints", "frame_hazards", "fence_counts", "phase_fences", "has_fences",
+           "BUF_BLOCK", "DRAM_BLOCK"]
 
 BUF_BLOCK = 16      #: bytes per hazard block in the on-chip buffers
 DRAM_BLOCK = 64     #: bytes per hazard block in DRAM
@@ -187,6 +187,12 @@ def frame_hazards(binary, fp: dict | None = None) -> dict:
                 dk[pc] = [(keys[r], v) for r, v in need.items()]
         out[k] = dk
     return out
+
+
+def has_fences(binary) -> bool:
+    """Whether ``binary`` carries its own frame fences (WAITs with ``prev`` = 1, written by
+    ``compile(..., stream=True)``: :func:`sim.compile.streaming.insert_fences`)."""
+    return any(i.op == "WAIT" and i.get("prev", 0) for s in binary.streams.values() for i in s)
 
 
 def _layer_phases(binary) -> dict:

@@ -14,10 +14,12 @@ from tb.rtl import run_cocotb
 pytestmark = pytest.mark.rtl
 
 
-def test_semaphore_file(simulator):
-    # 15 ports = the accelerator at L = 4; 20 counters, traffic on the first 8 (collisions)
-    dut = SemaphoreFile(count=20, ports=15)
-    run_cocotb(component=dut, name="sems", test_module="tb.system.cocotb_sems",
+@pytest.mark.parametrize("banks", [1, 2])
+def test_semaphore_file(simulator, banks):
+    # 15 ports = the accelerator at L = 4; 20 counters, traffic on the first 8 (collisions);
+    # with two banks (frames back to back) then 4 rounds over frames f, f + 1 without reset
+    dut = SemaphoreFile(count=20, ports=15, banks=banks)
+    run_cocotb(component=dut, name=f"sems{banks}", test_module="tb.system.cocotb_sems",
                simulator=simulator, timeout_s=900,
                params={"ports": 15, "count": 20, "sems": 8, "seed": 11, "cycles": 500,
-                       "big": 0.05})
+                       "big": 0.05, "frames": 4 if banks == 2 else 0})

@@ -136,7 +136,9 @@ def test_core_from_config_has_buffer_a_line_of_the_dram_channel():
 @pytest.mark.slow
 @pytest.mark.parametrize("params", [
     pytest.param(["-p", "count=16", "-p", "ports=6"], id="16x6"),
+    pytest.param(["-p", "count=16", "-p", "ports=6", "-p", "banks=2"], id="16x6-banks2"),
     pytest.param([], id="paper", marks=pytest.mark.regress),
+    pytest.param(["-p", "banks=2"], id="paper-banks2", marks=pytest.mark.regress),
 ])
 def test_estimate_semaphore_file_doc_commands(params):
     """docs/system.md's `python -m hw estimate semaphore_file --mapper abc [-p count=16 -p
@@ -145,6 +147,8 @@ def test_estimate_semaphore_file_doc_commands(params):
     r = run("estimate", "semaphore_file", "--mapper", "abc", *params, "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    count = dict(p.split("=") for p in params[1::2]).get("count", "2048")
-    assert res["params"]["count"] == int(count) and res["DSP48E2"] == 0
-    assert res["FF"] < 16 * int(count)          # not a register per counter bit
+    kv = dict(p.split("=") for p in params[1::2])
+    count, banks = int(kv.get("count", "2048")), int(kv.get("banks", "1"))
+    assert res["params"]["count"] == count and res["params"]["banks"] == banks
+    assert res["DSP48E2"] == 0
+    assert res["FF"] < 16 * count * banks       # not a register per counter bit

@@ -27,7 +27,7 @@ SPEC_WORDS = {
     "STATUS": (0x024, RO), "IRQ_STATUS": (0x028, W1C), "ERR_CODE": (0x02C, RO),
     "ERR_PC": (0x030, RO), "INSTR_TABLE_LO": (0x040, RW), "INSTR_TABLE_HI": (0x044, RW),
     "DATA_BASE_LO": (0x048, RW), "DATA_BASE_HI": (0x04C, RW), "DATA_SIZE": (0x050, RW),
-    "WATCHDOG": (0x054, RW), "HOST_INSTR0": (0x060, RO), "HOST_INSTR1": (0x064, RO),
+    "WATCHDOG": (0x054, RW), "FRAMES": (0x058, RW), "HOST_INSTR0": (0x060, RO), "HOST_INSTR1": (0x064, RO),
     "HOST_INSTR2": (0x068, RO), "HOST_INSTR3": (0x06C, RO), "HOST_ACK": (0x070, W1P),
 }
 for _i, _n in enumerate(["CYCLES", "BUSY_MAT", "BUSY_RMAC", "BUSY_AUX", "DRAM_RD_BYTES",
@@ -49,7 +49,7 @@ SPEC_FIELDS = {
     ("IRQ_STATUS", "HOST_REQ"): (2, 1, W1C, 0),
     ("ERR_CODE", "CODE"): (0, 8, RO, 0), ("ERR_CODE", "QUEUE"): (8, 16, RO, 0),
     ("ERR_CODE", "UNIT"): (24, 8, RO, 0), ("WATCHDOG", "CYCLES"): (0, 32, RW, 0),
-    ("HOST_ACK", "ACK"): (0, 1, W1P, 0),
+    ("HOST_ACK", "ACK"): (0, 1, W1P, 0), ("FRAMES", "COUNT"): (0, 16, RW, 0),
 }
 
 SPEC_ERRORS = {0: "NONE", 1: "ILLEGAL_OPCODE", 2: "DMA_WINDOW", 3: "AXI_RESP", 4: "WATCHDOG",
@@ -63,7 +63,7 @@ def test_map_matches_the_specification():
         f = REGMAP[reg].field(name)
         assert (f.lsb, f.width, f.access, f.reset) == (lsb, width, access, reset), (reg, name)
     assert REGMAP.field_of("ID.ID").reset == int.from_bytes(b"TVIT", "big") == 0x54564954
-    assert REGMAP.field_of("VERSION.VERSION").reset == REGMAP.version == 1
+    assert REGMAP.field_of("VERSION.VERSION").reset == REGMAP.version == 2
     assert {c.value: c.name for c in ERROR_CODES} == SPEC_ERRORS
     assert ErrCode.WATCHDOG == 4 and ErrCode(7).name == "SEM_RANGE"
     assert REGMAP.error_text(2).startswith("DMA outside the data window")
@@ -153,7 +153,7 @@ def test_markdown_is_committed_and_complete():
 
 def _expected_constants():
     """Every constant the header and the module must hold, from the map's objects."""
-    want = {"REGMAP_VERSION": 1, "REGMAP_SIZE": 4096}
+    want = {"REGMAP_VERSION": 2, "REGMAP_SIZE": 4096}
     for n, off, r, _ in REGMAP.words():
         want[n] = off
     for r in REGMAP:
@@ -164,7 +164,7 @@ def _expected_constants():
             stem = r.name if f.name == r.name else f"{r.name}_{f.name}"
             want[f"{stem}_SHIFT"] = f.lsb
             want[f"{stem}_MASK"] = ((1 << f.width) - 1) << f.lsb
-    want["ID_VALUE"], want["VERSION_VALUE"] = 0x54564954, 1
+    want["ID_VALUE"], want["VERSION_VALUE"] = 0x54564954, 2
     for v, n in SPEC_ERRORS.items():
         want[f"ERR_{n}"] = v
     return want

@@ -148,3 +148,93 @@ def test_ids_past_the_file_fault_with_their_port():
 def test_parameters_are_checked(kw, exc):
     with pytest.raises(exc):
         SemaphoreFile(**kw)
+
+
+# -- two banks: frames back to back (sim.isa.wait_passes) ----------------------------------------
+
+async def _banked_step(ctx, dut, t, base, count, **kw):
+    """As _step, the virtual id ``v`` of the traffic being counter ``v % count`` of frame
+    ``base + v // count`` (two frames in flight)."""
+    for i, (sig, wai) in enumerate(t.offers(**kw)):
+        for port, req in ((dut.signal[i], sig), (dut.wait[i], wai)):
+            ctx.set(port.valid, req is not None)
+            if req is not None:
+                ctx.set(port.payload.sem, req[0] % count)
+                ctx.set(port.payload.frame, (base + req[0] // count) % 4)
+                ctx.set(port.payload.count, req[1])
+    t.observe([ctx.get(s.ready) for s in dut.signal], [ctx.get(w.ready) for w in dut.wait])
+    assert ctx.get(dut.fault) == 0
+    await ctx.tick()
+
+
+@pytest.mark.parametrize("ports,count,seed", [(7, 5, 11), (12, 16, 12)])
+def test_two_banks_keep_frames_apart_without_clearing(ports, count, seed):
+    """Rounds of random traffic over frames f and f + 1, f = 0 .. 4, with no reset between
+    rounds: each frame's counters are its own (a model counter per (frame, id)), and frame
+    f + 2 starts from 0 in the bank frame f filled (the epoch bit, no sweep); at the end of each
+    round every counter of both frames is read back through WAITs."""
+    dut = SemaphoreFile(count=count, ports=ports, banks=2)
+    rng = random.Random(seed)
+
+    async def bench(ctx):
+        for _ in range(count * 2 + 4):           # the sweep after reset
+            await ctx.tick()
+        carried = {}
+        for base in range(5):
+            t = SemTraffic(ports=ports, sems=2 * count, count=count, rng=rng, idle=0.4)
+            t.model.counters = dict(carried)
+            for _ in range(300):
+                await _banked_step(ctx, dut, t, base, count)
+            for new_s, new_w, limit, empty in t.drain_phases():
+                for _ in range(limit):
+                    if empty and all(x is None for x in getattr(t, empty)):
+                        break
+                    await _banked_step(ctx, dut, t, base, count, new_signals=new_s,
+                                       new_waits=new_w)
+            assert t.taken_signals > 50 and t.taken_waits > 30
+            w = dut.wait[0]
+            for v, cnt, expect in t.final_checks(range(2 * count)):
+                ctx.set(w.valid, 1)
+                ctx.set(w.payload.sem, v % count)
+                ctx.set(w.payload.frame, (base + v // count) % 4)
+                ctx.set(w.payload.count, cnt)
+                got = False
+                for _ in range(t.wait_bound):
+                    got = bool(ctx.get(w.ready))
+                    await ctx.tick()
+                    if got:
+                        break
+                ctx.set(w.valid, 0)
+                await ctx.tick()
+                assert got == expect, (base, v, t.model.value(v), cnt, got)
+            # frame base + 1 becomes the older frame; frame base + 2 starts at 0
+            carried = {v - count: c for v, c in t.model.counters.items() if v >= count}
+
+    _run(_Top(dut), bench)
+
+
+def test_free_wait_passes_like_a_sufficient_one():
+    """``free`` (a ``prev`` WAIT in frame 0) is answered on a counter at 0 with the latency of
+    a sufficient WAIT (SemaphoreFile.WAIT_LATENCY); the same WAIT without it is not."""
+    dut = SemaphoreFile(count=4, ports=2, banks=2)
+
+    async def bench(ctx):
+        for _ in range(12):
+            await ctx.tick()
+        w = dut.wait[1]
+        for free, expect in ((1, SemaphoreFile.WAIT_LATENCY), (0, None)):
+            ctx.set(w.valid, 1)
+            ctx.set(w.payload.sem, 3)
+            ctx.set(w.payload.count, 9)
+            ctx.set(w.payload.free, free)
+            got = None
+            for c in range(10):
+                if ctx.get(w.ready):
+                    got = c
+                    break
+                await ctx.tick()
+            assert got == expect, (free, got)
+            ctx.set(w.valid, 0)
+            await ctx.tick()
+
+    _run(_Top(dut), bench)

@@ -326,3 +326,116 @@ def test_accelerator_axi_ports_are_checked_and_bound():
     assert "m_axi1" not in one.signature.members and "m_axi1" in two.signature.members
     Fragment.get(one, None)
     Fragment.get(two, None)
+
+
+@pytest.mark.parametrize("frames,seed", [(3, 7), (1, 8), (0, 9)])
+def test_dispatcher_fetches_every_queue_frames_times(frames, seed):
+    """FRAMES: each queue's words again from its table entry, ``frames`` times in all (0: once),
+    in order, no burst spanning two copies (a copy is a separate run of addresses)."""
+    words = [5, 1, 0, 12]
+    tab = np.zeros((len(words), 4), np.uint32)
+    off = 256
+    data = []
+    for q, n in enumerate(words):
+        tab[q] = (off, n, 0, 0)
+        data.append([(q << 32) | (i << 8) | 0xA5 for i in range(n)])
+        off += 16 * n
+    img = np.zeros(off, np.uint8)
+    img[:tab.nbytes] = tab.view(np.uint8).reshape(-1)
+    for q, n in enumerate(words):
+        for i, w in enumerate(data[q]):
+            a = int(tab[q][0]) + 16 * i
+            img[a:a + 16] = np.frombuffer(w.to_bytes(16, "little"), np.uint8)
+    mem = AxiReadMemory(img.tobytes(), base=0, seed=seed)
+    Q = len(words)
+    dut = Dispatcher(queues=Q, depth=4, max_burst=4, outstanding=2)
+    got = [[] for _ in range(Q)]
+    want = [d * max(frames, 1) for d in data]
+    rng = random.Random(seed)
+
+    async def bench(ctx):
+        ctx.set(dut.frames, frames)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for _ in range(3000):
+            for q in range(Q):
+                ctx.set(dut.instr[q].ready, rng.random() < 0.6)
+            await ctx.delay(1e-9)
+            for q in range(Q):
+                s = dut.instr[q]
+                if ctx.get(s.ready) and ctx.get(s.valid):
+                    got[q].append(ctx.get(s.payload))
+            await ctx.tick()
+        assert got == want
+        assert ctx.get(dut.fault) == 0 and ctx.get(dut.busy) == 0
+        assert ctx.get(dut.fetched) == sum(map(len, want))
+
+    _run(dut, bench, procs=[mem.process(dut.bus)])
+    mem.check_bursts(max_burst=4)
+    for addr, ln, _, _ in mem.bursts[1:]:      # within one queue's words
+        q = next(q for q in range(Q) if tab[q][0] <= addr < tab[q][0] + 16 * words[q])
+        assert addr + 16 * ln <= tab[q][0] + 16 * words[q]
+
+
+def test_frame_tracker_counts_frames_and_tags_the_semaphores():
+    """hw.system.contexts.FrameTracker against sim.isa: words pass through but every HALT
+    before the last frame's, which it takes and counts; the unit's WAIT / SIGNAL go to the
+    file with their frame (a ``prev`` WAIT: the previous one; in frame 0 ``free``)."""
+    from hw.system.contexts import FrameTracker
+    from sim.isa import Instr
+    dut = FrameTracker()
+    frames = 3
+    prog = [Instr("WAIT", dict(unit=4, sem=5, count=2, prev=1)),
+            Instr("SIGNAL", dict(unit=4, sem=6, count=1)),
+            Instr("WAIT", dict(unit=4, sem=6, count=1)),
+            Instr("HALT", dict(unit=4))]
+    words = [encode(i) for i in prog] * frames
+    seen = []                   # (frame, word) the unit got
+    sems = []                   # (kind, sem, count, frame, free)
+
+    async def bench(ctx):
+        ctx.set(dut.frames, frames)
+        i = 0
+        for _ in range(200):
+            if i == len(words):
+                break
+            ctx.set(dut.up.valid, 1)
+            ctx.set(dut.up.payload, words[i])
+            ctx.set(dut.down.ready, 0)
+            ins = prog[i % len(prog)]
+            # the unit: a WAIT / SIGNAL offered from the head, the word taken when accepted
+            w, s = dut.unit_wait, dut.unit_signal
+            ctx.set(w.valid, ctx.get(dut.down.valid) and ins.op == "WAIT")
+            ctx.set(s.valid, ctx.get(dut.down.valid) and ins.op == "SIGNAL")
+            for port in (w, s):
+                ctx.set(port.payload.sem, ins.get("sem", 0))
+                ctx.set(port.payload.count, ins.get("count", 0))
+            ctx.set(dut.file_wait.ready, 1)
+            ctx.set(dut.file_signal.ready, 1)
+            ctx.set(dut.down.ready, ins.op == "HALT")
+            await ctx.delay(1e-9)
+            f = ctx.get(dut.frame)
+            for kind, port in (("WAIT", dut.file_wait), ("SIGNAL", dut.file_signal)):
+                if ctx.get(port.valid):
+                    p = port.payload
+                    sems.append((kind, ctx.get(p.sem), ctx.get(p.count), ctx.get(p.frame),
+                                 ctx.get(p.free)))
+                    ctx.set(dut.down.ready, 1)
+            if ctx.get(dut.down.valid) and ctx.get(dut.down.ready):
+                seen.append((f, ctx.get(dut.down.payload)))
+            if ctx.get(dut.up.ready):
+                i += 1
+            await ctx.tick()
+        assert i == len(words)
+        assert ctx.get(dut.frame) == frames - 1
+
+    _run(dut, bench)
+    halt = encode(prog[-1])
+    assert [w for _, w in seen] == [encode(x) for x in prog[:3]] * frames + [halt]
+    assert [f for f, _ in seen] == [0] * 3 + [1] * 3 + [2] * 4
+    want = []
+    for f in range(frames):
+        want += [("WAIT", 5, 2, (f - 1) % 4, int(f == 0)), ("SIGNAL", 6, 1, f % 4, 0),
+                 ("WAIT", 6, 1, f % 4, 0)]
+    assert sems == want

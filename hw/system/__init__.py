@@ -7,10 +7,14 @@ the semaphore file and the :class:`Accelerator` that joins them to the L computi
 """
 
 from .accelerator import Accelerator  # noqa: E402
+from .contexts import FrameTracker  # noqa: E402
+from .dispatch import Dispatcher  # noqa: E402
 from .semaphores import SemaphoreFile  # noqa: E402
 
-__all__ = ["Accelerator", "SemaphoreFile", "UNITS"]
+__all__ = ["Accelerator", "Dispatcher", "FrameTracker", "SemaphoreFile", "UNITS"]
 
 #: components of this package the CLI builds (``python -m hw verilog accelerator --config ...``,
-#: ``python -m hw estimate semaphore_file --param count=2048 --param ports=51``)
-UNITS: dict[str, type] = {"accelerator": Accelerator, "semaphore_file": SemaphoreFile}
+#: ``python -m hw estimate semaphore_file --param count=2048 --param ports=51 --param banks=2``,
+#: ``python -m hw estimate dispatcher --param queues=51 --param depth=16``)
+UNITS: dict[str, type] = {"accelerator": Accelerator, "semaphore_file": SemaphoreFile,
+                          "dispatcher": Dispatcher, "frame_tracker": FrameTracker}

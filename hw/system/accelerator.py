@@ -18,7 +18,8 @@ engines (:mod:`hw.system.dma`), the semaphore file, the global buffers B, C, OUT
 (:class:`hw.system.buffers.GlobalBuffers`) and ``L`` :class:`hw.core.Core`\\ s.
 
 A run (what the CPU does, ``docs/system.md``): write ``INSTR_TABLE``, ``DATA_BASE``,
-``DATA_SIZE`` (and ``WATCHDOG``), write ``CTRL.START``; the accelerator resets every unit,
+``DATA_SIZE`` (and ``WATCHDOG``, and ``FRAMES`` to run the Binary that many times back to
+back: :mod:`hw.system.contexts`), write ``CTRL.START``; the accelerator resets every unit,
 fetches the queue table and runs until every queue has executed its HALT and the DMA engines
 are idle (``STATUS.DONE``, ``IRQ_STATUS.DONE``), or an error stops the count
 (``STATUS.ERROR``, ``ERR_CODE``, ``ERR_PC``). A ``HOST_LN`` raises ``STATUS.HOST_REQ``
@@ -46,6 +47,7 @@ from .axi import axi4_lite_signature, axi4_signature
 from .banked import BankedBuffers
 from .buffers import GlobalBuffers, ld_port_name
 from .csr import RegisterBlock
+from .contexts import FrameTracker
 from .dispatch import Dispatcher
 from .dma import DescriptorDealer, LoadDMA, StoreDMA
 from .globalunit import GlobalUnit
@@ -256,7 +258,7 @@ class Accelerator(wiring.Component):
         else:
             cores = [Core.from_config(cfg, stall=banked) for _ in range(L)]
             bufs = self._buffers(cores[0].signature)
-        sems = SemaphoreFile(count=self.sems, ports=Q)
+        sems = SemaphoreFile(count=self.sems, ports=Q, banks=2)
         arb = ReadArbiter(n=2, addr_width=A, data_width=DATA_WIDTH) if self.axi_ports == 1 \
             else None
         m.submodules.dispatch = run(dispatch)
@@ -291,10 +293,18 @@ class Accelerator(wiring.Component):
                 instr.append(getattr(core, f"{u.lower()}_instr"))
                 waits.append(getattr(core, f"{u.lower()}_wait"))
                 signals.append(getattr(core, f"{u.lower()}_signal"))
+        # frames (streaming): each queue's frame count between its FIFO and its unit
+        m.d.comb += dispatch.frames.eq(csr.frames_count)
         for i in range(Q):
-            wiring.connect(m, dispatch.instr[i], instr[i])
-            wiring.connect(m, waits[i], sems.wait[i])
-            wiring.connect(m, signals[i], sems.signal[i])
+            ft = FrameTracker()
+            m.submodules[f"frames{i}"] = run(ft)
+            m.d.comb += ft.frames.eq(csr.frames_count)
+            wiring.connect(m, dispatch.instr[i], ft.up)
+            wiring.connect(m, ft.down, instr[i])
+            wiring.connect(m, waits[i], ft.unit_wait)
+            wiring.connect(m, signals[i], ft.unit_signal)
+            wiring.connect(m, ft.file_wait, sems.wait[i])
+            wiring.connect(m, ft.file_signal, sems.signal[i])
 
         # the cores' buffer ports
         for c, core in enumerate(cores):

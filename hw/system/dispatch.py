@@ -14,6 +14,11 @@ dispatcher reads the table, then keeps a small FIFO per queue filled:
   the bursts come back in order (one ARID) and a tag FIFO says which queue each one fills.
 
 The ``instr[i]`` output streams are the queues' FIFO heads, in ``sim.image.queue_names`` order.
+
+Frames (streaming, ``frames`` > 1): a queue whose words are all requested starts again from
+its table entry, ``frames`` times in all, so its FIFO holds frame k+1's copy right behind frame
+k's (one instruction context per unit; ``hw.system.contexts.FrameTracker`` tells the frames
+apart by their HALTs). A burst never spans two copies.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sim.image import ENTRY_BYTES
@@ -49,6 +55,8 @@ class Dispatcher(wiring.Component):
       low 12 bits are ignored, so the table is one burst that crosses no 4 KB boundary);
     * ``stop``: In(1), while high no new burst is requested (those in flight complete): the
       accelerator drains the bus this way before it resets the dispatcher;
+    * ``frames``: In(16), copies of every queue to fetch (0 and 1: one), sampled while
+      fetching (the accelerator holds it constant during a run);
     * ``instr[i]``: Out(stream of 128-bit words), queue i's instructions in order;
     * ``fetched``: Out(64), instruction words received (performance counter);
     * ``busy``: Out(1), the table is being read or a burst is in flight;
@@ -71,6 +79,7 @@ class Dispatcher(wiring.Component):
             "start": In(1),
             "table_base": In(addr_width),
             "stop": In(1),
+            "frames": In(16),
             "instr": Out(stream.Signature(unsigned(128))).array(queues),
             "fetched": Out(64),
             "busy": Out(1),
@@ -89,6 +98,12 @@ class Dispatcher(wiring.Component):
         addr = Array(Signal(WA, name=f"q{i}_addr") for i in range(Q))     # next word address
         left = Array(Signal(32, name=f"q{i}_left") for i in range(Q))     # words not requested
         infl = Array(Signal(range(D + 1), name=f"q{i}_infl") for i in range(Q))
+        # the table entries again for the next frame's copies: a small RAM (LUT RAM, read
+        # asynchronously at the round robin's queue), not registers per queue
+        m.submodules.qtab = qtab = Memory(shape=unsigned(WA + 32), depth=Q, init=[])
+        qtab_w = qtab.write_port()
+        qtab_r = qtab.read_port(domain="comb")
+        copies = Array(Signal(16, name=f"q{i}_copies") for i in range(Q))  # copies started - 1
         fifos = []
         for i in range(Q):
             f = SyncFIFOBuffered(width=128, depth=D)
@@ -113,6 +128,9 @@ class Dispatcher(wiring.Component):
             with m.If(r_ok):
                 off, words = bus.rdata[0:32], bus.rdata[32:64]
                 m.d.sync += [addr[entry].eq(base + off[4:]), entry.eq(entry + 1)]
+                m.d.comb += [qtab_w.addr.eq(entry),
+                             qtab_w.data.eq(Cat((base + off[4:])[:WA], words)),
+                             qtab_w.en.eq(off[:4] == 0)]
                 with m.If(off[:4] != 0):
                     m.d.sync += self.fault.eq(1)
                 with m.Else():
@@ -172,6 +190,13 @@ class Dispatcher(wiring.Component):
                              bus.arlen.eq(n - 1), a.eq(a + n), left[ptr].eq(left[ptr] - n)]
             m.d.sync += ptr.eq(Mux(ptr == Q - 1, 0, ptr + 1))
         m.d.comb += [tags.w_en.eq(issuing), tags.w_data.eq(ptr)]
+
+        # frames: the round robin's queue, every word requested, starts its next copy (never
+        # in a cycle that issues for it: that needs words left)
+        m.d.comb += qtab_r.addr.eq(ptr)
+        with m.If(table_ok & (left[ptr] == 0) & (copies[ptr] + 1 < self.frames) & ~self.fault):
+            m.d.sync += [a.eq(qtab_r.data[:WA]), left[ptr].eq(qtab_r.data[WA:]),
+                         copies[ptr].eq(copies[ptr] + 1)]
 
         # in-flight words per queue: + n when issued, - 1 per word arriving
         for i in range(Q):

@@ -79,7 +79,7 @@ def accelerator_parts(cfg, *, sems: int = 2048, buffers: str = "behavioural",
         ("st_unit", 1, GlobalUnit(kind="ST", descriptor=desc)),
         ("host_unit", 1, GlobalUnit(kind="HOST")),
         ("read_arbiter", 1, ReadArbiter(n=2)),
-        ("semaphores", 1, SemaphoreFile(count=sems, ports=Q)),
+        ("semaphores", 1, SemaphoreFile(count=sems, ports=Q, banks=2)),
     ]
 
 

@@ -495,7 +495,7 @@ class RegisterMap:
 # -- the accelerator's map ---------------------------------------------------------------------
 
 ID_MAGIC = 0x54564954      #: ``ID``: "TVIT" in ASCII
-REGMAP_VERSION = 1         #: ``VERSION``: bump on any change of the map
+REGMAP_VERSION = 2         #: ``VERSION``: bump on any change of the map
 
 #: values of ``ERR_CODE.CODE`` (the first error stops the accelerator; 0 = none)
 ERROR_CODES = (
@@ -590,6 +590,10 @@ def _regs():
         "DATA_SIZE)."))], "Size of the data image.")
     yield Register("WATCHDOG", 0x054, RW, [_f("CYCLES", 0, 32, RW, 0, (
         "Cycles without progress before error WATCHDOG; 0: off."))], "Watchdog limit.")
+    yield Register("FRAMES", 0x058, RW, [_f("COUNT", 0, 16, RW, 0, (
+        "Frames to run back to back (streaming mode, docs/system.md): every unit queue runs "
+        "this many times, each frame on its own bank of semaphore counters; 0 and 1: one "
+        "frame."))], "Frame count of a run.")
     yield Register("HOST_INSTR", 0x060, RO, [_f("HOST_INSTR", 0, isa.WORD_BITS, RO, doc=(
         "The pending HOST_LN instruction word (valid while STATUS.HOST_REQ)."))],
         "The HOST_LN instruction the CPU is to execute.", width=isa.WORD_BITS)

@@ -9,7 +9,9 @@
    twice, the first time only to learn the weight groups' sizes);
 4. assembly (:mod:`.assemble`): HALTs and the DRAM image;
 (3'') with ``stream``: the program cut in front, middle and tail, the front's and the tail's
-   buffer slots in disjoint regions (:mod:`.streaming`);
+   buffer slots in disjoint regions (:mod:`.streaming`), and after assembly the frame
+   fences written into every unit queue (:func:`.streaming.insert_fences`) and the register
+   restores where two frames' queues may interleave (:func:`.streaming.insert_restores`);
 5. with ``prefetch``: each layer's first weight group moved up the LD queue into time the LD
    unit idles in the cycle model (:func:`.prefetch.ld_idle`,
    :func:`.prefetch.hoist_weight_loads`).
@@ -41,7 +43,7 @@ from .ops.pool import emit_pool
 from .prefetch import hoist_weight_loads, ld_idle
 from .residency import Residency
 from .schedule import B_SLOTS, Scheduler, Slots
-from .streaming import StreamPlan, plan_stream
+from .streaming import StreamPlan, insert_fences, insert_restores, plan_stream
 
 __all__ = ["compile", "new_context", "emitter_for"]
 
@@ -173,7 +175,10 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     it loads while earlier layers compute (docs/perf.md, "Cross-layer weight prefetch").
     ``stream=True`` gives the first and the last layers disjoint regions of buffers B, C and
     OUT (:mod:`sim.compile.streaming`), so that in streaming mode frame k+1's first layers
-    have no frame fence against frame k's last ones (not combined with ``prefetch``).
+    have no frame fence against frame k's last ones (not combined with ``prefetch``), and
+    writes the coarse frame fences into every unit queue (:func:`.streaming.insert_fences`:
+    WAITs on the previous frame's semaphores, so the Binary runs frames back to back on
+    ``sim.funcsim.run_frames``, ``sim.perf`` and the RTL's two contexts).
     ``layout="blocked"`` lays every activation of more than one pixel out channel-blocked
     (``sim.compile.layout``, the units' ``BLOCK`` register; docs/global-buffers.md section 5):
     a first path for programs of convs (dense, depthwise) and linears only
@@ -203,7 +208,11 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
             assemble(_emitted(prog, cfg, fuse, attn_onchip, False))).layers]
     ctx = _emitted(prog, cfg, fuse, attn_onchip, False, cycles)
     if not prefetch:
-        return assemble(ctx)
+        binary = assemble(ctx)
+        if stream:
+            insert_restores(binary)
+            insert_fences(binary)
+        return binary
     # the weight groups' sizes (they do not depend on where C holds them) let the arena place
     # each group so that the next one fits beside it: emit again with the plan
     ctx = _emitted(prog, cfg, fuse, attn_onchip, ctx.sched.group_sizes)

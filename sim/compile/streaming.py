@@ -44,7 +44,7 @@ from ..intprogram import IntProgram
 from .common import CompileError, shape3
 from .fusion import chain_weight_bytes
 
-__all__ = ["StreamPlan", "plan_stream", "FRONT", "TAIL", "BUFFERS"]
+__all__ = ["StreamPlan", "plan_stream", "insert_fences", "insert_restores", "FRONT", "TAIL", "BUFFERS"]
 
 BUFFERS = ("B", "C", "OUT")
 #: the front's region of each global buffer, as (start, end) fractions of its size: B and OUT
@@ -162,3 +162,139 @@ def plan_stream(prog: IntProgram, cfg, chains: dict, keep: dict,
                            " C slot, or lets the tail read what the front writes")
     front = cands[0]
     return StreamPlan(front, tail, regions)
+
+
+def _phase_of_tag(binary):
+    """tag -> phase of a Binary compiled with stream=True (untagged, e.g. HALT: ``"middle"``)."""
+    phases = {i: ly["phase"] for i, ly in enumerate(binary.layers) if "phase" in ly}
+    return lambda tag: phases.get(tag, "middle")
+
+
+def insert_fences(binary) -> dict:
+    """Write the frame fences into ``binary`` (compiled with the phases of this pass), in
+    place: every unit queue gets (``sim.isa.FRAME_FENCES``)
+
+    * ``WAIT prev=1, sem=F_MID, count=Q`` before its first front instruction (when it has
+      one): frame k+1's front starts once every queue of frame k has ended its middle;
+    * ``WAIT prev=1, sem=F_END, count=Q`` before its first other instruction (middle, tail or
+      the HALT): the rest starts once every queue of frame k has ended;
+    * ``SIGNAL F_MID`` after its last front or middle instruction, and not before the
+      second WAIT (so a frame's ``F_MID`` also says that every queue has passed both of its
+      fences on the previous frame's counters: the hardware may reuse that bank from then on);
+    * ``SIGNAL F_END`` just before its HALT;
+
+    ``Q`` is the number of unit queues; ``F_MID`` and ``F_END`` are two new semaphore ids
+    after the Binary's last one. These are the coarse fences of :func:`sim.stream.phase_fences`
+    as instructions. In one frame (latency mode) the WAITs pass at once and each queue
+    spends four instruction slots on them. Returns ``{"mid": F_MID, "end": F_END, "count": Q}``.
+    """
+    from ..funcsim import CORE_UNITS, GLOBAL_UNITS
+    from ..isa import UNITS, Instr
+    ph = _phase_of_tag(binary)
+    sems = [i["sem"] for s in binary.streams.values() for i in s if i.op in ("SIGNAL", "WAIT")]
+    mid = max(sems, default=-1) + 1
+    end = mid + 1
+    nq = len(GLOBAL_UNITS) + len(CORE_UNITS) * (len(binary.streams) - 1)
+    for s in list(binary.streams):
+        ins, tags = binary.streams[s], binary.tags[s]
+        before = {}                      # stream position -> [(Instr, tag)] inserted before it
+        after = {}                       # stream position -> [(Instr, tag)] inserted after it
+        for u in (GLOBAL_UNITS if s == "global" else CORE_UNITS):
+            code = UNITS[u]
+            pos = [p for p, i in enumerate(ins) if i.unit == u]
+            if not pos or ins[pos[-1]].op != "HALT":
+                raise ValueError(f"insert_fences: queue {s}/{u} does not end with HALT")
+            halt = pos[-1]
+            body = pos[:-1]
+            kinds = [ph(tags[p]) for p in body]
+            front = [p for p, k in zip(body, kinds) if k == "front"]
+            rest = [p for p, k in zip(body, kinds) if k != "front"] + [halt]
+            nontail = [p for p, k in zip(body, kinds) if k != "tail"]
+            if front:
+                before.setdefault(front[0], []).append(
+                    (Instr("WAIT", dict(unit=code, sem=mid, count=nq, prev=1)), tags[front[0]]))
+            w_end = (Instr("WAIT", dict(unit=code, sem=end, count=nq, prev=1)), tags[rest[0]])
+            before.setdefault(rest[0], []).append(w_end)
+            s_mid = Instr("SIGNAL", dict(unit=code, sem=mid, count=1))
+            if nontail and nontail[-1] > rest[0]:
+                after.setdefault(nontail[-1], []).append((s_mid, tags[nontail[-1]]))
+            else:                         # right after the second WAIT
+                before[rest[0]].append((s_mid, tags[rest[0]]))
+            before.setdefault(halt, []).append(
+                (Instr("SIGNAL", dict(unit=code, sem=end, count=1)), tags[halt]))
+        new_i, new_t = [], []
+        for p, (i, t) in enumerate(zip(ins, tags)):
+            for a, b in before.get(p, ()):
+                new_i.append(a)
+                new_t.append(b)
+            new_i.append(i)
+            new_t.append(t)
+            for a, b in after.get(p, ()):
+                new_i.append(a)
+                new_t.append(b)
+        binary.streams[s], binary.tags[s] = new_i, new_t
+    return {"mid": mid, "end": end, "count": nq}
+
+
+#: instructions that are not a unit's work: the rest (compute, LOAD, STORE, HOST_LN) read the
+#: unit's layer registers, if it has any
+_CONTROL = ("SIGNAL", "WAIT", "SETR", "NOP", "HALT")
+
+
+def insert_restores(binary) -> int:
+    """Make the register state of every unit safe where two frames can interleave (in place;
+    returns the number of SETRs added).
+
+    The dispatcher's two contexts share each unit's layer registers (no second register set;
+    docs/system.md): a unit leaves one frame's queue for the other's only at a WAIT that
+    blocks (or at the end of its frame). The emitter drops a SETR that would not change a
+    register, so an instruction relies on registers set many instructions before it, possibly
+    before such a WAIT. Frames interleave only where one frame's tail meets the next frame's
+    front (the fences of :func:`insert_fences` keep every middle alone). So every front and
+    tail instruction that is not control (``_CONTROL``) with a WAIT of its queue since the
+    queue's previous such instruction, and the first of each queue's middle, is preceded by
+    SETRs of every register its unit set in program order *before the last of those WAITs*:
+    whatever another frame wrote while this one waited is overwritten, and no WAIT lies
+    between these SETRs and the instruction. A queue whose front or tail has neither SETRs
+    nor work needs none (the other frame's instructions on its unit leave the registers)."""
+    from ..isa import UNITS, Instr
+    ph = _phase_of_tag(binary)
+    added = 0
+    for s in list(binary.streams):
+        ins, tags = binary.streams[s], binary.tags[s]
+        state = {}                      # unit -> {reg: value}
+        fresh = {}                      # unit -> regs SETR'd since its last WAIT
+        waited = {}                     # unit -> a WAIT since its last work instruction
+        seen_mid = set()                # units whose first middle instruction is placed
+        # a queue whose front or tail has no SETR and no work cannot be clobbered: the other
+        # frame's instructions on its unit are then control only
+        busy = {}
+        for i, t in zip(ins, tags):
+            if i.op == "SETR" or i.op not in _CONTROL:
+                busy.setdefault(i.unit, set()).add(ph(t))
+        mixed = {u for u, p in busy.items() if {"front", "tail"} <= p}
+        new_i, new_t = [], []
+        for i, t in zip(ins, tags):
+            u = i.unit
+            if i.op == "SETR":
+                state.setdefault(u, {})[i["reg"]] = i["value"]
+                fresh.setdefault(u, set()).add(i["reg"])
+            elif i.op == "WAIT":
+                fresh[u] = set()
+                waited[u] = True
+            elif i.op not in _CONTROL:
+                p = ph(t)
+                first_mid = p == "middle" and u not in seen_mid
+                if p == "middle":
+                    seen_mid.add(u)
+                if u in mixed and ((p != "middle" and waited.get(u)) or first_mid):
+                    for reg, v in sorted(state.get(u, {}).items()):
+                        if reg not in fresh.get(u, ()):
+                            new_i.append(Instr("SETR", dict(unit=UNITS[u], reg=reg, value=v)))
+                            new_t.append(t)
+                            added += 1
+                waited[u] = False
+            new_i.append(i)
+            new_t.append(t)
+        binary.streams[s], binary.tags[s] = new_i, new_t
+    return added

@@ -165,7 +165,7 @@ def model_env(outstanding: int, axi_ports: int = 1):
 def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
              mem_bytes: int | None = None, dbg_words: int = 8, timeout_s: float = 3600,
              max_cycles: int = 100_000_000, seed: int = 1, public: bool = False,
-             opt: int = DEFAULT_OPT, **acc_kw) -> dict:
+             opt: int = DEFAULT_OPT, frames: int = 1, **acc_kw) -> dict:
     """Run ``binary`` (a :class:`sim.compile.Binary`) on integer input ``x`` through
     :class:`FastSystem` on ``simulator``; the cocotb test asserts the outputs equal
     ``sim.golden`` and ``sim.funcsim``. ``acc_kw``: further ``Accelerator`` parameters.
@@ -180,7 +180,9 @@ def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
     build (docs/system.md); ``public=True`` builds as every other model. ``opt``: the C++
     compiler's optimisation level of the Verilator model (:data:`OPTS`, ``-O<opt>``; ``tb.rtl``
     builds every model at ``-O0``, which compiles fastest and runs slowest);
-    Icarus ignores it."""
+    Icarus ignores it. ``frames``: run the Binary that many times back to back (``FRAMES``;
+    ``perf_cycles`` is then ``sim.perf``'s with ``frames``, ``perf_frame_done`` its frames'
+    completion cycles)."""
     from sim import perf
     from tb.rtl import REPO_ROOT, run_cocotb
     from tb.system.axi_mem import write_verilog
@@ -210,7 +212,7 @@ def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
                verilator_args=(("--no-public-flat-rw",) if private else ())
                + (("-CFLAGS", f"-O{opt}") if simulator == "verilator" and opt else ()),
                params=dict(binary=str(bpath), input=str(xpath), base=BASE, mem_bytes=size,
-                           dbg_words=dbg_words, max_cycles=max_cycles))
+                           dbg_words=dbg_words, max_cycles=max_cycles, frames=frames))
     runs = sorted((REPO_ROOT / "build" / "rtl" / simulator).glob(
         f"{name}-*/run-{os.getpid()}/fast.json"), key=lambda f: f.stat().st_mtime)
     rec = json.loads(runs[-1].read_text())
@@ -223,8 +225,9 @@ def run_fast(binary, x, simulator: str, workdir, *, latency: int = 16,
         cfg = cfg.replace(host_overhead_cycles=round(sum(host) / len(host)),
                           host_cycles_per_elem=0)
     b2 = dataclasses.replace(binary, cfg=cfg)
-    rec["perf_cycles"] = int(perf.simulate(b2, env=model_env(top.mem.outstanding,
-                                                              acc.axi_ports)).cycles)
+    rep = perf.simulate(b2, env=model_env(top.mem.outstanding, acc.axi_ports), frames=frames)
+    rec["perf_cycles"] = int(rep.frame_done[-1]) if frames > 1 else int(rep.cycles)
+    rec["perf_frame_done"] = rep.frame_done
     rec.update(latency=latency, mem_bytes=size, dbg_words=dbg_words, opt=opt,
                sems=acc.sems, axi_ports=acc.axi_ports)
     return rec
