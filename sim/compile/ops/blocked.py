@@ -15,17 +15,17 @@ of ``B`` and without the shared-input and residency variants: each tile loads it
 
 from __future__ import annotations
 
-import numpy as np
 
 from ...intprogram import Node
-from ...isa import ACTS, BUFS, dw_weight_bytes
+from ...isa import BUFS
 from .. import tiling
 from ..common import PARAM_RECORD, CompileError, align
 from ..context import Context
 from ..layout import act_offset
-from ..records import ConvWeightLayout, dw_weights, param_block
-from .conv import _layer_regs, _tile_rows, conv_shape
+from ..records import ConvWeightLayout, param_block
+from .conv import _layer_regs, _tile_rows, conv_shape, tiled_weights
 from .depthwise import _tiles as _dw_tiles
+from .depthwise import dw_layer, load_dw_chunk
 
 __all__ = ["emit_conv_blocked", "emit_depthwise_blocked"]
 
@@ -51,15 +51,11 @@ def emit_conv_blocked(ctx: Context, n: Node, info):
                            f"channels in multiples of B = {B}")
     taddr = ctx.layout.addr
     # pre-tiled weights chunk by chunk, as :mod:`.conv` (records.ConvWeightLayout)
-    w = np.asarray(n.params["weight"], dtype=np.int8).reshape(cout, cin, k, k)
     wl = ConvWeightLayout(cfg, cin, k, cout, False)
     chunk = tiling.conv_chunk(n.name, cout=cout, g=1, K=K, c_slot=C.size, wbytes=wl.nbytes,
                               gran=tiling.filter_gran(cfg), block=B)
     chunks = tiling.ranges(cout, chunk)
-    packed = [wl.pack(w[c0:c1]) for c0, c1 in chunks]
-    woffs = np.cumsum([0] + [a.size for a in packed]).tolist()
-    waddr = ctx.image.alloc(f"weight:{n.name}", woffs[-1], "weight", np.concatenate(packed),
-                            layout="tiled", chunks=[list(r) for r in chunks], offsets=woffs[:-1])
+    waddr, woffs = tiled_weights(ctx, n, wl, chunks)
     paddr = ctx.image.alloc(f"param:{n.name}", cout * PARAM_RECORD, "param",
                             param_block(n, cout))
     wpoff = align(wl.nbytes(chunk))        # the records' offset in the C slot
@@ -139,23 +135,13 @@ def emit_depthwise_blocked(ctx: Context, n: Node, info):
     res = e.residual
     if Cn % B:
         raise CompileError(f"{n.name}: the blocked depthwise needs channels in multiples of B")
-    w = dw_weights(np.asarray(n.params["weight"], dtype=np.int8), cfg.N)   # [C/N][k*k][N]
-    waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w, layout="tiled")
-    paddr = ctx.image.alloc(f"param:{n.name}", Cn * PARAM_RECORD, "param", param_block(n, Cn))
+    waddr, paddr, regs = dw_layer(ctx, n)
+    regs["BLOCK"] = b
     chunk, nr = _dw_tiles(ctx, n, False, block=B)
-    regs = dict(WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad, PAD_R=pad, ACT=ACTS[e.act],
-                OBITS=yt.bits, OSIGNED=int(yt.signed), MIDBITS=e.mid_bits, THREE=e.three,
-                LINEAR=0, NOEPI=0, XSIGNED=int(xt.signed),
-                RSIGNED=int(p.tensors[res].signed) if res else 1, XBUF=BUFS["B"], BLOCK=b)
     plane, out_plane = H * W * B, Ho * Wo * B
     for c0, c1 in tiling.ranges(Cn, chunk):
         nch = c1 - c0
-        sc = C.next()
-        # chunks start at multiples of N (tiling.dw_chunk): channel c0's block is at c0 * k*k
-        wsem = sched.load_weights(sc, [(waddr + c0 * k * k, dw_weight_bytes(nch, k, cfg.N), 0),
-                                       (paddr + c0 * PARAM_RECORD, nch * PARAM_RECORD,
-                                        align(dw_weight_bytes(chunk, k, cfg.N)))])
-        wbase, pbase = C.base[sc], C.base[sc] + align(dw_weight_bytes(chunk, k, cfg.N))
+        sc, wsem, wbase, pbase = load_dw_chunk(ctx, waddr, paddr, c0, c1, chunk, k)
         chunk_done = []
         for r0, r1 in tiling.ranges(Ho, nr):
             tnr = r1 - r0

@@ -155,6 +155,18 @@ def _load_rows(ctx: Context, n: Node, c: ConvShape, c0, c1, r0, r1, a, b):
     return sb, bbase, rbase, [(sched.loaded(), 1)]
 
 
+def tiled_weights(ctx: Context, n: Node, wl: ConvWeightLayout, chunks):
+    """Allocate a conv's pre-tiled weights in DRAM chunk by chunk (each chunk one contiguous
+    LOAD, :class:`~sim.compile.records.ConvWeightLayout`); returns ``(address, offsets)``, the
+    chunks' byte offsets with the total at the end."""
+    w = np.asarray(n.params["weight"], dtype=np.int8).reshape(-1, wl.cin_g, wl.k, wl.k)
+    packed = [wl.pack(w[c0:c1]) for c0, c1 in chunks]
+    woffs = np.cumsum([0] + [b.size for b in packed]).tolist()
+    waddr = ctx.image.alloc(f"weight:{n.name}", woffs[-1], "weight", np.concatenate(packed),
+                            layout="tiled", chunks=[list(r) for r in chunks], offsets=woffs[:-1])
+    return waddr, woffs
+
+
 def emit_conv(ctx: Context, n: Node, info):
     cfg, p, em = ctx.cfg, ctx.prog, ctx.em
     sched, sync, resid = ctx.sched, ctx.sched.sync, ctx.res
@@ -163,16 +175,12 @@ def emit_conv(ctx: Context, n: Node, info):
     cin, H, W, cout, Ho, Wo = c.cin, c.H, c.W, c.cout, c.Ho, c.Wo
     k, s, pad, g, K, ob, res = c.k, c.s, c.pad, c.g, c.K, c.ob, c.res
     # tiles: weight chunks (pre-tiled weights, records.ConvWeightLayout) x row blocks
-    w = np.asarray(n.params["weight"], dtype=np.int8).reshape(cout, c.cin_g, k, k)
     wl = ConvWeightLayout(cfg, c.cin_g, k, c.cout_g, g > 1)
     chunk = tiling.conv_chunk(n.name, cout=cout, g=g, K=K, c_slot=C.size, wbytes=wl.nbytes,
                               gran=tiling.filter_gran(cfg))
     # DRAM blocks: the weights chunk by chunk, each chunk one contiguous LOAD
     chunks = tiling.ranges(cout, chunk)
-    packed = [wl.pack(w[c0:c1]) for c0, c1 in chunks]
-    woffs = np.cumsum([0] + [b.size for b in packed]).tolist()
-    waddr = ctx.image.alloc(f"weight:{n.name}", woffs[-1], "weight", np.concatenate(packed),
-                            layout="tiled", chunks=[list(r) for r in chunks], offsets=woffs[:-1])
+    waddr, woffs = tiled_weights(ctx, n, wl, chunks)
     paddr = ctx.image.alloc(f"param:{n.name}", cout * PARAM_RECORD, "param",
                             param_block(n, cout))
     wpoff = align(wl.nbytes(chunk))        # the records' offset in the C slot

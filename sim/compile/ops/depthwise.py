@@ -37,6 +37,40 @@ def _tiles(ctx: Context, n: Node, stay: bool, block: int = 1):
     return chunk, tiling.tile_rows(nr, Ho, chunk * W * s + chunk * Wo)
 
 
+def dw_layer(ctx: Context, n: Node):
+    """The depthwise layer's DRAM blocks and registers: ``(waddr, paddr, regs)`` (weights
+    pre-tiled ``[C/N][k*k][N]``, one parameter record per channel; the layer registers but
+    ``BLOCK``)."""
+    cfg, p = ctx.cfg, ctx.prog
+    xt, yt = p.tensors[n.inputs[0]], p.tensors[n.output]
+    Cn, _, W = xt.shape
+    _, _, Wo = yt.shape
+    k, s, pad = (int(n.attrs[a]) for a in ("kernel", "stride", "padding"))
+    e = n.epilogue
+    res = e.residual
+    w = dw_weights(np.asarray(n.params["weight"], dtype=np.int8), cfg.N)   # [C/N][k*k][N]
+    waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w, layout="tiled")
+    paddr = ctx.image.alloc(f"param:{n.name}", Cn * PARAM_RECORD, "param", param_block(n, Cn))
+    regs = dict(WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad, PAD_R=pad, ACT=ACTS[e.act],
+                OBITS=yt.bits, OSIGNED=int(yt.signed), MIDBITS=e.mid_bits, THREE=e.three,
+                LINEAR=0, NOEPI=0, XSIGNED=int(xt.signed),
+                RSIGNED=int(p.tensors[res].signed) if res else 1, XBUF=BUFS["B"])
+    return waddr, paddr, regs
+
+
+def load_dw_chunk(ctx: Context, waddr, paddr, c0, c1, chunk, k):
+    """LOAD channels ``[c0, c1)`` of a depthwise layer's weights and records into the next C
+    slot (a chunk of at most ``chunk`` channels); returns ``(slot, semaphore, weight base,
+    record base)``. Chunks start at multiples of N (tiling.dw_chunk): channel c0's block of
+    the pre-tiled weights is at ``c0 * k*k``."""
+    sched, N = ctx.sched, ctx.cfg.N
+    sc = sched.C.next()
+    poff = align(dw_weight_bytes(chunk, k, N))
+    wsem = sched.load_weights(sc, [(waddr + c0 * k * k, dw_weight_bytes(c1 - c0, k, N), 0),
+                                   (paddr + c0 * PARAM_RECORD, (c1 - c0) * PARAM_RECORD, poff)])
+    return sc, wsem, sched.C.base[sc], sched.C.base[sc] + poff
+
+
 def emit_depthwise(ctx: Context, n: Node, info):
     cfg, p, em = ctx.cfg, ctx.prog, ctx.em
     sched, sync, res_ = ctx.sched, ctx.sched.sync, ctx.res
@@ -48,9 +82,7 @@ def emit_depthwise(ctx: Context, n: Node, info):
     k, s, pad = (int(n.attrs[a]) for a in ("kernel", "stride", "padding"))
     e = n.epilogue
     res = e.residual
-    w = dw_weights(np.asarray(n.params["weight"], dtype=np.int8), cfg.N)   # [C/N][k*k][N]
-    waddr = ctx.image.alloc(f"weight:{n.name}", w.size, "weight", w, layout="tiled")
-    paddr = ctx.image.alloc(f"param:{n.name}", Cn * PARAM_RECORD, "param", param_block(n, Cn))
+    waddr, paddr, regs = dw_layer(ctx, n)
 
     # the output may stay in a B slot (planned, and it fits one) if the layer is one tile
     keep_out = n.output in res_.keep and Cn * Ho * Wo <= B.size
@@ -72,18 +104,9 @@ def emit_depthwise(ctx: Context, n: Node, info):
             info["on_chip"] = True
         else:
             res_.keep.pop(n.output, None)
-    regs = dict(WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad, PAD_R=pad, ACT=ACTS[e.act],
-                OBITS=yt.bits, OSIGNED=int(yt.signed), MIDBITS=e.mid_bits, THREE=e.three,
-                LINEAR=0, NOEPI=0, XSIGNED=int(xt.signed),
-                RSIGNED=int(p.tensors[res].signed) if res else 1, XBUF=BUFS["B"])
     for c0, c1 in tiling.ranges(Cn, chunk):
         nch = c1 - c0
-        sc = C.next()
-        # chunks start at multiples of N (tiling.dw_chunk): channel c0's block is at c0 * k*k
-        wsem = sched.load_weights(sc, [(waddr + c0 * k * k, dw_weight_bytes(nch, k, cfg.N), 0),
-                                       (paddr + c0 * PARAM_RECORD, nch * PARAM_RECORD,
-                                        align(dw_weight_bytes(chunk, k, cfg.N)))])
-        wbase, pbase = C.base[sc], C.base[sc] + align(dw_weight_bytes(chunk, k, cfg.N))
+        sc, wsem, wbase, pbase = load_dw_chunk(ctx, waddr, paddr, c0, c1, chunk, k)
         chunk_done = []
         for r0, r1 in tiling.ranges(Ho, nr):
             tnr = r1 - r0
