@@ -68,7 +68,7 @@ class Emitter:
 
     def wait(self, stream, unit, sem, count=1):
         if count > 0:
-            self.emit(stream, "WAIT", unit=unit_code(unit), sem=sem, count=count)
+            self.emit(stream, "WAIT", unit=unit_code(unit), sem=sem, count=count, prev=0)
 
     def wait_all(self, stream, unit, events):
         """WAIT for every ``(sem, count)`` of ``events``."""
