@@ -14,7 +14,7 @@ from ..fileio import atomic_open
 from ..intprogram import IntProgram, IntProgramError, check_digest, digest, read_npz
 from ..isa import IsaError, decode_stream, encode_stream
 from .common import CompileError
-from .layout import pack, tensor_layout, unpack
+from .layout import check_layout, pack, tensor_layout, unpack
 
 __all__ = ["Binary", "BINARY_VERSION", "MAGIC"]
 
@@ -146,6 +146,8 @@ def _check_image(cfg, streams, tags, dram, symbols, layers):
     if not isinstance(symbols, dict) or not isinstance(layers, list):
         raise TypeError("symbols must be an object and layers a list")
     for name, sym in symbols.items():
+        if name.startswith("tensor:"):
+            check_layout(**tensor_layout(sym))
         addr, nbytes = int(sym["addr"]), int(sym["nbytes"])
         if addr < 0 or nbytes < 0 or addr + nbytes > dram.size:
             raise ValueError(f"the DRAM image is {dram.size} bytes, shorter than symbol {name!r}"

@@ -25,7 +25,7 @@ from ..intprogram import IntProgram
 from .common import CompileError, align, cdiv, elem_bytes, shape3
 
 __all__ = ["DramImage", "TensorLayout", "layout_tensors", "LAYOUTS", "activation_block",
-           "act_offset", "act_elems", "pack", "unpack", "tensor_layout"]
+           "check_layout", "act_offset", "act_elems", "pack", "unpack", "tensor_layout"]
 
 #: the activation layouts :func:`act_offset` knows
 LAYOUTS = ("planar", "blocked")
@@ -39,7 +39,9 @@ def activation_block(cfg) -> int:
     return 1 << (w - 1).bit_length()
 
 
-def _check_layout(layout, block):
+def check_layout(layout, block):
+    """Raise ValueError unless ``layout`` is one of :data:`LAYOUTS` (``blocked``: with a positive
+    int ``block``)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if layout == "blocked" and (not isinstance(block, (int, np.integer)) or block < 1):
@@ -51,7 +53,7 @@ def act_offset(c, p, *, npix: int, layout: str = "planar", block: int = 1):
     ``npix`` pixels per channel: ``planar`` ``c * npix + p``; ``blocked`` ``(c // B) * npix * B
     + p * B + c % B`` (``B = block``). ``c`` and ``p`` may be numpy arrays (broadcast). The same
     rule places a tile in an on-chip buffer (``npix`` = the tile's pixels per channel)."""
-    _check_layout(layout, block)
+    check_layout(layout, block)
     if layout == "planar":
         return c * npix + p
     return (c // block) * (npix * block) + p * block + c % block
@@ -60,7 +62,7 @@ def act_offset(c, p, *, npix: int, layout: str = "planar", block: int = 1):
 def act_elems(channels: int, npix: int, *, layout: str = "planar", block: int = 1) -> int:
     """Elements an activation of ``channels x npix`` occupies (blocked: the last block padded
     to ``B`` channels)."""
-    _check_layout(layout, block)
+    check_layout(layout, block)
     if layout == "planar" or npix == 1:
         return channels * npix
     return cdiv(channels, block) * block * npix
