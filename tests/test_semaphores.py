@@ -37,37 +37,50 @@ def _run(top, bench):
     sim.run()
 
 
-async def _step(ctx, dut, t, **kw):
+def _plain(v):
+    """The traffic's id ``v`` is counter ``v`` (one bank: no frame field)."""
+    return v, None
+
+
+def _two_frames(base, count):
+    """The traffic's virtual id ``v`` is counter ``v % count`` of frame ``base + v // count``
+    (two frames in flight on a two-bank file; the frame field counts modulo 4)."""
+    return lambda v: (v % count, (base + v // count) % 4)
+
+
+def _offer(ctx, port, req, route):
+    ctx.set(port.valid, req is not None)
+    if req is not None:
+        sem, frame = route(req[0])
+        ctx.set(port.payload.sem, sem)
+        if frame is not None:
+            ctx.set(port.payload.frame, frame)
+        ctx.set(port.payload.count, req[1])
+
+
+async def _step(ctx, dut, t, route=_plain, **kw):
     for i, (sig, wai) in enumerate(t.offers(**kw)):
-        s, w = dut.signal[i], dut.wait[i]
-        ctx.set(s.valid, sig is not None)
-        if sig is not None:
-            ctx.set(s.payload.sem, sig[0])
-            ctx.set(s.payload.count, sig[1])
-        ctx.set(w.valid, wai is not None)
-        if wai is not None:
-            ctx.set(w.payload.sem, wai[0])
-            ctx.set(w.payload.count, wai[1])
+        _offer(ctx, dut.signal[i], sig, route)
+        _offer(ctx, dut.wait[i], wai, route)
     t.observe([ctx.get(s.ready) for s in dut.signal], [ctx.get(w.ready) for w in dut.wait])
     assert ctx.get(dut.fault) == 0
     await ctx.tick()
 
 
-async def _round(ctx, dut, t, cycles):
-    """``cycles`` of traffic, the drain, then each counter read back through port 0's WAIT."""
+async def _round(ctx, dut, t, cycles, ids, route=_plain):
+    """``cycles`` of traffic, the drain, then each counter of ``ids`` read back through port
+    0's WAIT (``value`` answered, ``value + 1`` not)."""
     for _ in range(cycles):
-        await _step(ctx, dut, t)
+        await _step(ctx, dut, t, route)
     for new_s, new_w, limit, empty in t.drain_phases():
         for _ in range(limit):
             if empty and all(x is None for x in getattr(t, empty)):
                 break
-            await _step(ctx, dut, t, new_signals=new_s, new_waits=new_w)
+            await _step(ctx, dut, t, route, new_signals=new_s, new_waits=new_w)
         assert empty is None or all(x is None for x in getattr(t, empty)), getattr(t, empty)
     w = dut.wait[0]
-    for sem, cnt, expect in t.final_checks(range(t.sems)):
-        ctx.set(w.valid, 1)
-        ctx.set(w.payload.sem, sem)
-        ctx.set(w.payload.count, cnt)
+    for v, cnt, expect in t.final_checks(ids):
+        _offer(ctx, w, (v, cnt), route)
         got = False
         for _ in range(t.wait_bound):
             got = bool(ctx.get(w.ready))
@@ -76,7 +89,7 @@ async def _round(ctx, dut, t, cycles):
                 break
         ctx.set(w.valid, 0)
         await ctx.tick()
-        assert got == expect, (sem, t.model.value(sem), cnt, got)
+        assert got == expect, (v, t.model.value(v), cnt, got)
 
 
 @pytest.mark.parametrize("ports,count,seed", [(9, 6, 1), (17, 40, 2), (4, 1, 3), (1, 1, 4)])
@@ -92,7 +105,7 @@ def test_random_traffic_against_the_isa_model(ports, count, seed):
         for rnd in range(2):
             t = SemTraffic(ports=ports, sems=count, count=count, rng=rng,
                            idle=0.6 if rnd else 0.3)
-            await _round(ctx, dut, t, 600)
+            await _round(ctx, dut, t, 600, range(count))
             assert t.taken_signals > 100 and t.taken_waits > 50, (t.taken_signals,
                                                                   t.taken_waits)
             ctx.set(top.rst, 1)         # START: every counter back to 0
@@ -112,7 +125,7 @@ def test_counts_up_to_the_field_max_saturate():
 
     async def bench(ctx):
         t = SemTraffic(ports=6, sems=4, count=4, rng=rng, big=0.9, idle=0.2)
-        await _round(ctx, dut, t, 400)
+        await _round(ctx, dut, t, 400, range(4))
         assert max(t.model.counters.values()) > 3 * (1 << 16)
 
     _run(top, bench)
@@ -152,21 +165,6 @@ def test_parameters_are_checked(kw, exc):
 
 # -- two banks: frames back to back (sim.isa.wait_passes) ----------------------------------------
 
-async def _banked_step(ctx, dut, t, base, count, **kw):
-    """As _step, the virtual id ``v`` of the traffic being counter ``v % count`` of frame
-    ``base + v // count`` (two frames in flight)."""
-    for i, (sig, wai) in enumerate(t.offers(**kw)):
-        for port, req in ((dut.signal[i], sig), (dut.wait[i], wai)):
-            ctx.set(port.valid, req is not None)
-            if req is not None:
-                ctx.set(port.payload.sem, req[0] % count)
-                ctx.set(port.payload.frame, (base + req[0] // count) % 4)
-                ctx.set(port.payload.count, req[1])
-    t.observe([ctx.get(s.ready) for s in dut.signal], [ctx.get(w.ready) for w in dut.wait])
-    assert ctx.get(dut.fault) == 0
-    await ctx.tick()
-
-
 @pytest.mark.parametrize("ports,count,seed", [(7, 5, 11), (12, 16, 12)])
 def test_two_banks_keep_frames_apart_without_clearing(ports, count, seed):
     """Rounds of random traffic over frames f and f + 1, f = 0 .. 4, with no reset between
@@ -183,30 +181,8 @@ def test_two_banks_keep_frames_apart_without_clearing(ports, count, seed):
         for base in range(5):
             t = SemTraffic(ports=ports, sems=2 * count, count=count, rng=rng, idle=0.4)
             t.model.counters = dict(carried)
-            for _ in range(300):
-                await _banked_step(ctx, dut, t, base, count)
-            for new_s, new_w, limit, empty in t.drain_phases():
-                for _ in range(limit):
-                    if empty and all(x is None for x in getattr(t, empty)):
-                        break
-                    await _banked_step(ctx, dut, t, base, count, new_signals=new_s,
-                                       new_waits=new_w)
+            await _round(ctx, dut, t, 300, range(2 * count), _two_frames(base, count))
             assert t.taken_signals > 50 and t.taken_waits > 30
-            w = dut.wait[0]
-            for v, cnt, expect in t.final_checks(range(2 * count)):
-                ctx.set(w.valid, 1)
-                ctx.set(w.payload.sem, v % count)
-                ctx.set(w.payload.frame, (base + v // count) % 4)
-                ctx.set(w.payload.count, cnt)
-                got = False
-                for _ in range(t.wait_bound):
-                    got = bool(ctx.get(w.ready))
-                    await ctx.tick()
-                    if got:
-                        break
-                ctx.set(w.valid, 0)
-                await ctx.tick()
-                assert got == expect, (base, v, t.model.value(v), cnt, got)
             # frame base + 1 becomes the older frame; frame base + 2 starts at 0
             carried = {v - count: c for v, c in t.model.counters.items() if v >= count}
 

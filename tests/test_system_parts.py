@@ -94,6 +94,26 @@ class AxiReadMemory:
             assert addr % 4096 + ln * 16 <= 4096, f"burst 0x{addr:x} x {ln} crosses 4 KB"
 
 
+async def _take_words(ctx, dut, got, rng, cycles, p_ready, want=None):
+    """Offer ``ready`` on each of the dispatcher's queue streams with probability ``p_ready``
+    for up to ``cycles`` cycles, appending each word taken to ``got[q]``; with ``want`` (a
+    count per queue), queue ``q`` stops taking at ``want[q]`` words and the loop ends when
+    every queue has them."""
+    Q = len(got)
+    for _ in range(cycles):
+        for q in range(Q):
+            take = rng.random() < p_ready and (want is None or len(got[q]) < want[q])
+            ctx.set(dut.instr[q].ready, take)
+        await ctx.delay(1e-9)
+        for q in range(Q):
+            s = dut.instr[q]
+            if ctx.get(s.ready) and ctx.get(s.valid):
+                got[q].append(ctx.get(s.payload))
+        await ctx.tick()
+        if want is not None and all(len(g) >= n for g, n in zip(got, want)):
+            break
+
+
 @pytest.mark.parametrize("L,depth,burst,seed", [(1, 8, 16, 0), (2, 4, 3, 1), (1, 16, 256, 2)])
 def test_dispatcher_delivers_every_queue_in_order(L, depth, burst, seed):
     binary = sc.compile(zoo.tiny(), PRESETS["small"].replace(L=L))
@@ -114,19 +134,8 @@ def test_dispatcher_delivers_every_queue_in_order(L, depth, burst, seed):
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        for _ in range(20000):
-            for q in range(Q):
-                s = dut.instr[q]
-                take = rng.random() < 0.5 and len(got[q]) < min(limit, len(want[q]))
-                ctx.set(s.ready, take)
-            await ctx.delay(1e-9)
-            for q in range(Q):
-                s = dut.instr[q]
-                if ctx.get(s.ready) and ctx.get(s.valid):
-                    got[q].append(ctx.get(s.payload))
-            await ctx.tick()
-            if all(len(g) >= min(limit, len(w)) for g, w in zip(got, want)):
-                break
+        await _take_words(ctx, dut, got, rng, 20000, 0.5,
+                          want=[min(limit, len(w)) for w in want])
         for q in range(Q):
             n = min(limit, len(want[q]))
             assert got[q][:n] == want[q][:n], f"queue {queue_names(L)[q]} differs"
@@ -358,15 +367,7 @@ def test_dispatcher_fetches_every_queue_frames_times(frames, seed):
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        for _ in range(3000):
-            for q in range(Q):
-                ctx.set(dut.instr[q].ready, rng.random() < 0.6)
-            await ctx.delay(1e-9)
-            for q in range(Q):
-                s = dut.instr[q]
-                if ctx.get(s.ready) and ctx.get(s.valid):
-                    got[q].append(ctx.get(s.payload))
-            await ctx.tick()
+        await _take_words(ctx, dut, got, rng, 3000, 0.6)
         assert got == want
         assert ctx.get(dut.fault) == 0 and ctx.get(dut.busy) == 0
         assert ctx.get(dut.fetched) == sum(map(len, want))
