@@ -43,6 +43,7 @@ from .ops.pool import emit_pool
 from .prefetch import hoist_weight_loads, ld_idle
 from .residency import Residency
 from .schedule import B_SLOTS, Scheduler, Slots
+from .tiling import c_slot_bytes
 from .streaming import StreamPlan, insert_fences, insert_restores, plan_stream
 
 __all__ = ["compile", "new_context", "emitter_for"]
@@ -255,7 +256,8 @@ def _stream_plan(ctx: Context, chains: dict, att, cycles) -> StreamPlan:
             ph = plan.phase(pos[first])
             if ph != "middle":
                 lo, hi = plan.regions[ph]["C"]
-                if chain_weight_bytes(ch, cfg) > Slots(hi - lo, 2, lo, align=64).size:
+                if chain_weight_bytes(ch, cfg) > Slots(c_slot_bytes(hi - lo), 2, lo,
+                                                       align=64).size:
                     drop.append(first)
         if not drop:
             break

@@ -1,0 +1,64 @@
+"""Buffer C larger than two weight groups (issue #16, docs/perf.md "Why a larger C was slower"):
+no weight group grows with C (``sim.compile.tiling.WEIGHT_GROUP_MAX``), so without prefetch a
+larger C gives the same Binary, and with prefetch the arena spans the whole of C."""
+
+import functools
+
+from sim import golden, zoo
+from sim.compile import compile as compile_
+from sim.compile.prefetch import weight_groups
+from sim.compile.tiling import WEIGHT_GROUP_MAX, c_slot_bytes
+from sim.config import AccelConfig
+from sim.isa import BUFS
+from testprogs import assert_runs_like_golden
+
+KB = 1024
+
+
+@functools.cache
+def _b0_r64():
+    prog = zoo.build("b0-r64", seed=0)
+    x = golden.quantize_input(zoo.random_image(64, seed=2), prog.tensors[prog.inputs[0]])
+    return prog, x
+
+
+def _paper(c_kb):
+    return AccelConfig.from_string(f"paper:buf_c_bytes={c_kb * KB}")
+
+
+def _group_bytes(b):
+    """Bytes of every weight group (its LOADs into C), from the Binary's LD stream."""
+    g = b.streams["global"]
+    return [sum(g[i].f["count"] * g[i].f["length"] for i in range(j, k)
+                if g[i].op == "LOAD") for j, k in weight_groups(g)]
+
+
+def test_c_slots():
+    assert c_slot_bytes(64 * KB) == 64 * KB
+    assert c_slot_bytes(192 * KB) == 2 * WEIGHT_GROUP_MAX == 192 * KB
+    assert c_slot_bytes(512 * KB) == 192 * KB
+
+
+def test_a_larger_c_gives_the_same_binary_without_prefetch():
+    """B0-R64 has weight layers far larger than a group (the head's linear: 1.3 MB) and a
+    stage-3 MBConv whose three layers fit one chain in a 256 KiB slot: before the limit, C =
+    512 KiB chunked and fused it differently (and ran slower)."""
+    prog, _ = _b0_r64()
+    ref = compile_(prog, _paper(192))
+    assert max(_group_bytes(ref)) <= WEIGHT_GROUP_MAX
+    assert sum(_group_bytes(ref)) > 10 * WEIGHT_GROUP_MAX
+    for c_kb in (256, 384, 512):
+        assert compile_(prog, _paper(c_kb)).streams == ref.streams, c_kb
+
+
+def test_prefetch_arena_spans_all_of_c_and_runs_like_golden():
+    prog, x = _b0_r64()
+    cfg = _paper(512)
+    b = compile_(prog, cfg, prefetch=True)
+    g = b.streams["global"]
+    top = [i.f["buf_addr"] + i.f["count"] * i.f["length"] for i in g
+           if i.op == "LOAD" and i.f["buf"] == BUFS["C"]]
+    assert max(top) <= cfg.buf_c_bytes
+    assert max(top) > c_slot_bytes(cfg.buf_c_bytes)        # beyond the two slots
+    assert max(_group_bytes(b)) <= WEIGHT_GROUP_MAX
+    assert_runs_like_golden(b, prog, x)
