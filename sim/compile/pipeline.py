@@ -40,7 +40,7 @@ from .ops.conv import emit_conv
 from .ops.depthwise import emit_depthwise
 from .ops.host import emit_layernorm
 from .ops.pool import emit_pool
-from .prefetch import hoist_weight_loads, ld_idle
+from .prefetch import hoist_weight_loads, ld_idle, reserve_groups
 from .residency import Residency
 from .schedule import B_SLOTS, Scheduler, Slots
 from .tiling import c_slot_bytes
@@ -53,8 +53,10 @@ def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch=False, block: in
                 ) -> Context:
     """A compilation of ``prog`` (validated) for ``cfg`` after the layout pass: every tensor
     placed in DRAM, nothing emitted, no tensor kept on chip (``prefetch``: buffer C is a
-    :class:`~sim.compile.prefetch.WeightArena`, otherwise two halves; ``True`` or the list of
-    the weight groups' sizes in load order, ``Scheduler.group_sizes`` of an earlier emission).
+    :class:`~sim.compile.prefetch.WeightArena`, otherwise two halves; ``True`` or ``(sizes,
+    reserve)``: the weight groups' sizes in load order, ``Scheduler.group_sizes`` of an
+    earlier emission, and the groups that go to the arena's reserved top,
+    :func:`~sim.compile.prefetch.reserve_groups`).
     A malformed program raises :class:`~sim.intprogram.IntProgramError`; a valid one that
     ``cfg``'s engines cannot run (``validate(cfg)``, e.g. a depthwise kernel with
     ``k*k < N + 1``) :class:`CompileError`. ``block``: log2 B of the blocked layout (0:
@@ -216,10 +218,13 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
         return binary
     # the weight groups' sizes (they do not depend on where C holds them) let the arena place
     # each group so that the next one fits beside it: emit again with the plan
-    ctx = _emitted(prog, cfg, fuse, attn_onchip, ctx.sched.group_sizes)
+    sizes = ctx.sched.group_sizes
+    reserve = reserve_groups(ctx.prog, cfg, sizes, ctx.sched.group_layers,
+                             cfg.buf_c_bytes - 2 * ctx.sched.C.size)
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, (sizes, reserve))
     binary = assemble(ctx)
     g, t, _ = hoist_weight_loads(binary.streams, binary.tags, ld_idle(binary),
-                                 cfg.dram_bytes_per_cycle)
+                                 cfg.dram_bytes_per_cycle, reserved=ctx.sched.C.reserve)
     binary.streams["global"], binary.tags["global"] = g, t
     return binary
 

@@ -43,7 +43,8 @@ import math
 from ..isa import BUFS
 from .common import ALIGN, CompileError, align
 
-__all__ = ["WeightArena", "hoist_weight_loads", "ld_idle", "happens_before", "weight_groups"]
+__all__ = ["WeightArena", "hoist_weight_loads", "ld_idle", "happens_before", "weight_groups",
+           "reserve_groups", "WEIGHT_BOUND"]
 
 #: a weight group larger than this fraction of buffer C goes to one of its ends
 BIG_GROUP = 1 / 4
@@ -58,7 +59,7 @@ class WeightArena:
     may be overwritten, filled by its emitter), and :meth:`acquire`, called by
     :meth:`~sim.compile.schedule.Scheduler.load_weights`, which places the group."""
 
-    def __init__(self, total: int, slot: int, sizes=None):
+    def __init__(self, total: int, slot: int, sizes=None, reserve=()):
         if 2 * slot > total:
             raise CompileError(f"weight arena: groups of {slot} bytes do not fit twice in "
                                f"buffer C ({total} bytes)")
@@ -66,6 +67,17 @@ class WeightArena:
         self.size = slot
         self.unit = math.gcd(slot, ALIGN)   #: placement granularity (divides the group limit)
         self.sizes = sizes      #: the size of every group in load order (None: unknown)
+        #: groups (indices in load order) placed one after the other at the top of the arena,
+        #: bytes no other group touches before them, so their LOADs wait for nothing
+        self.reserve = frozenset(reserve)
+        if self.reserve and sizes is None:
+            raise CompileError("weight arena: a reservation needs the planned sizes")
+        self.rsize = sum(max(align(sizes[i], self.unit), self.unit) for i in self.reserve)
+        if self.rsize > total - 2 * slot:
+            raise CompileError(f"weight arena: {self.rsize} reserved bytes leave less than two "
+                               f"groups of {slot} bytes in buffer C ({total} bytes)")
+        self._rnext = total - self.rsize    #: where the next reserved group goes
+        self._rleft = len(self.reserve)     #: reserved groups not placed yet
         self.base = {}
         self.busy = {}
         self.pinned = set()
@@ -81,16 +93,18 @@ class WeightArena:
         return h
 
     def _candidates(self, nbytes, after):
-        """Offsets worth trying: both ends of the buffer and next to every live interval. The
-        group loaded next (``after`` bytes) must fit beside this one (it never overlaps the
-        group loaded just before it): with ``sizes`` unknown it may be half the buffer, so a
-        group then stays inside one half."""
-        cs = {0, self.total - nbytes}
-        for a, b, _ in self.live if nbytes <= BIG_GROUP * self.total else ():
+        """Offsets worth trying: both ends of the buffer (below the reserved top while
+        reserved groups are still to come) and next to every live interval. The group loaded
+        next (``after`` bytes) must fit beside this one (it never overlaps the group loaded just
+        before it): with ``sizes`` unknown it may be half the buffer, so a group then stays
+        inside one half."""
+        top = self.total - self.rsize if self._rleft else self.total
+        cs = {0, top - nbytes}
+        for a, b, _ in self.live if nbytes <= BIG_GROUP * top else ():
             cs.add(align(b, self.unit))
             cs.add(a - nbytes)
-        return sorted(c for c in cs if 0 <= c and c + nbytes <= self.total and c % self.unit == 0
-                      and (c >= after or self.total - c - nbytes >= after))
+        return sorted(c for c in cs if 0 <= c and c + nbytes <= top and c % self.unit == 0
+                      and (c >= after or top - c - nbytes >= after))
 
     def acquire(self, h, nbytes):
         """Place group ``h`` of ``nbytes``; returns the events its LOADs wait for."""
@@ -104,9 +118,18 @@ class WeightArena:
             if len(self.sizes) < nxt or self.sizes[nxt - 1] != nbytes:
                 raise CompileError("weight arena: the groups differ from the planned sizes")
             after = align(self.sizes[nxt], u) if nxt < len(self.sizes) else 0
+            if nxt in self.reserve:     # the next group goes to the reserved top
+                after = 0
         nbytes = max(align(nbytes, u), u)
         best = None
-        for c in self._candidates(nbytes, after):
+        if nxt - 1 in self.reserve:
+            c = self._rnext
+            self._rnext += nbytes
+            self._rleft -= 1
+            cands = [c]
+        else:
+            cands = self._candidates(nbytes, after)
+        for c in cands:
             hit = [x for x in self.live if x[0] < c + nbytes and c < x[1]]
             if any(x[2] == self.last for x in hit):
                 continue
@@ -139,6 +162,45 @@ class WeightArena:
                 waits.append(e)
         self.busy[h] = []
         return waits
+
+
+#: a layer is weight-bound when its weights take longer than this many times its compute to
+#: load (the transfer at the config's DRAM rate against its MACs on every multiplier): the
+#: head's linears on one pooled pixel (B1-R224: 38,952 cycles of weights for 1,200 of MACs)
+WEIGHT_BOUND = 2
+
+
+def reserve_groups(prog, cfg, sizes, layers, room: int) -> frozenset:
+    """The weight groups (indices in load order) that :class:`WeightArena` places in its
+    reserved top (``room`` bytes: buffer C beyond its two slots): consecutive groups from the
+    first one of the weight-bound layer (:data:`WEIGHT_BOUND`; ``layers``: each group's node
+    index, ``sizes`` its bytes) with the most weight bytes, as many of that layer and the
+    weight-bound layers after it as fit. Nothing else uses those bytes before them, so their LOADs wait for nothing and
+    :func:`hoist_weight_loads` may move them far up the LD queue (into the compute-bound
+    layers before the head)."""
+    from ..zoo import node_macs
+    if room <= 0:
+        return frozenset()
+    per = {}
+    for n, li in zip(sizes, layers):
+        per[li] = per.get(li, 0) + n
+    bound = {li for li, n in per.items() if li >= 0 and n / cfg.dram_bytes_per_cycle >
+             WEIGHT_BOUND * node_macs(prog, prog.nodes[li]) / cfg.multipliers}
+    if not bound:
+        return frozenset()
+    first = max(bound, key=lambda li: (per[li], li))
+    out, used = [], 0
+    for i, (n, li) in enumerate(zip(sizes, layers)):
+        if li < first or (li not in bound and not out):
+            continue
+        if li not in bound:
+            break
+        n = max(align(n, ALIGN), ALIGN)
+        if used + n > room:
+            break
+        out.append(i)
+        used += n
+    return frozenset(out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,20 +308,24 @@ def ld_idle(binary) -> dict:
             if p > 0 and g[i].op == "WAIT" and times[p][0] > times[p - 1][1]}
 
 
-def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64):
-    """Move the first weight group of every layer up the LD queue (``streams["global"]``) into
-    a gap where the LD unit idles: just before the closest earlier LD ``WAIT`` that blocks the
-    unit (``idle``: cycles, :func:`ld_idle`) at least as long as the group's transfer
-    (``rate``: bytes per cycle) plus ``margin``, provided that what LD knows there already
-    implies every SIGNAL the group's WAITs need (:func:`happens_before`) and without passing
-    another weight group. A gap's time is spent once. Returns the new global instructions and
-    tags and the number of groups moved."""
+def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64,
+                       reserved=()):
+    """Move weight groups up the LD queue (``streams["global"]``) into gaps where the LD unit
+    idles: just before the closest earlier LD ``WAIT`` that blocks the unit (``idle``: cycles,
+    :func:`ld_idle`) at least as long as the group's transfer (``rate``: bytes per cycle) plus
+    ``margin``, provided that what LD knows there already implies every SIGNAL the group's
+    WAITs need (:func:`happens_before`). The groups that try: the first of every layer, the
+    ``reserved`` ones (indices in :func:`weight_groups` order: they have no WAITs, and may pass
+    other weight groups), and every group whose predecessor moved (it may follow it into the
+    same gap: the second linear's groups loading during the host's LayerNorm). A group never
+    passes the group before it. A gap's time is spent once. Returns the new global
+    instructions and tags and the number of groups moved."""
     g, tg = streams["global"], tags["global"]
     groups = weight_groups(g)
     seen = set()
     firsts = set()
-    for j, k in groups:
-        if tg[k] not in seen:
+    for gi, (j, k) in enumerate(groups):
+        if tg[k] not in seen or gi in reserved:
             seen.add(tg[k])
             firsts.add(j)
     if not firsts:
@@ -273,18 +339,24 @@ def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64)
         return all(clk.get(u, 0) > pos for u, pos in signals.get(sem, []))
 
     moves = {}                   # group start index -> (index it goes before, group end)
-    prev_end = -1
-    for j, k in groups:
-        if j not in firsts:
+    prev_end = -1                # a group stands after this index (its predecessor's place)
+    prev_moved = False
+    for gi, (j, k) in enumerate(groups):
+        if j not in firsts and not prev_moved:
             prev_end = k
             continue
         sems = [g[x].f["sem"] for x in range(j, k) if g[x].op == "WAIT"]
+        if gi in reserved and sems:
+            raise CompileError(f"weight group {gi} is reserved but waits for {len(sems)} "
+                               "events")
         cost = sum(g[x].f["count"] * g[x].f["length"] for x in range(j, k)
                    if g[x].op == "LOAD") / rate + margin
         p = ld_pos[j]
+        prev_moved = False
         # walk up the LD queue while the group may stand before ld_idx[p - 1] (what LD knows
         # after ld_idx[p - 2] implies the group's events); stop at the first WAIT with room
-        while p > 0 and ld_idx[p - 1] > prev_end:
+        lim = -1 if gi in reserved else prev_end
+        while p > 0 and ld_idx[p - 1] > lim:
             clk = ld_clock[ld_idx[p - 2]] if p >= 2 else {}
             if not all(implied(s, clk) for s in sems):
                 break
@@ -292,11 +364,18 @@ def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64)
             if room.get(ld_idx[p], 0) >= cost:
                 room[ld_idx[p]] -= cost
                 moves[j] = (ld_idx[p], k)
+                prev_moved = True
                 break
-        prev_end = k
+        prev_end = moves[j][0] - 1 if prev_moved else k
     if not moves:
         return list(g), list(tg), 0
-    # rebuild: a moved group is inserted before the instruction ``target``
+    ng, ntg = _rebuild(g, tg, moves)
+    return ng, ntg, len(moves)
+
+
+def _rebuild(g, tg, moves):
+    """The global stream with each moved group (``moves``: start -> (target, end)) inserted
+    before its target instruction."""
     before = {}
     skip = set()
     for j, (target, k) in moves.items():
@@ -310,4 +389,4 @@ def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64)
         if i not in skip:
             ng.append(g[i])
             ntg.append(tg[i])
-    return ng, ntg, len(moves)
+    return ng, ntg

@@ -105,9 +105,11 @@ class Scheduler:
         self.B = Slots(cfg.buf_b_bytes, B_SLOTS)
         self.C = Slots(c_slot_bytes(cfg.buf_c_bytes))
         self.group_sizes = []   #: bytes of every weight group, in load order
+        self.group_layers = []  #: the node (index) of every weight group, in load order
         if prefetch:            # the whole of buffer C as one arena (sim.compile.prefetch)
+            sizes, reserve = (None, ()) if prefetch is True else prefetch
             self.C = WeightArena(cfg.buf_c_bytes, self.C.size,
-                                 None if prefetch is True else list(prefetch))
+                                 None if sizes is None else list(sizes), reserve=reserve)
         self.O = Slots(cfg.buf_out_bytes)
         self.sync = DramSync(em, layout)
 
@@ -141,6 +143,7 @@ class Scheduler:
         em = self.em
         nbytes = max(off + n for _, n, off in blocks)
         self.group_sizes.append(nbytes)
+        self.group_layers.append(em.layer)
         for sem, cnt in self.C.acquire(slot_c, nbytes):
             em.wait("global", "LD", sem, cnt)
         base = self.C.base[slot_c]
