@@ -4,9 +4,13 @@ larger C gives the same Binary, and with prefetch the arena spans the whole of C
 
 import functools
 
+import pytest
+
 from sim import golden, zoo
-from sim.compile import compile as compile_
-from sim.compile.prefetch import weight_groups
+from sim.compile import CompileError, compile as compile_
+from sim.compile.common import align
+from sim.compile.pipeline import _emitted
+from sim.compile.prefetch import WeightArena, reserve_groups, weight_groups
 from sim.compile.tiling import WEIGHT_GROUP_MAX, c_slot_bytes
 from sim.config import AccelConfig
 from sim.isa import BUFS
@@ -62,3 +66,47 @@ def test_prefetch_arena_spans_all_of_c_and_runs_like_golden():
     assert max(top) > c_slot_bytes(cfg.buf_c_bytes)        # beyond the two slots
     assert max(_group_bytes(b)) <= WEIGHT_GROUP_MAX
     assert_runs_like_golden(b, prog, x)
+
+
+def test_arena_places_reserved_groups_at_the_top_without_waits():
+    """Groups 6 and 7 reserved: they go one after the other to the top of the arena and wait
+    for nothing; every group before them stays below the reserved bytes; later groups may use
+    the whole arena again (and then wait for the reserved groups' users)."""
+    sizes = [1000] * 6 + [900, 900] + [1000] * 6
+    total = 8192
+    ar = WeightArena(total, 2048, sizes, reserve={6, 7})
+    top = total - 2 * align(900, ar.unit)
+    for i, n in enumerate(sizes):
+        h = ar.next()
+        waits = ar.acquire(h, n)
+        ar.busy[h] = [(100 + i, 1)]
+        c = ar.base[h]
+        if i in (6, 7):
+            assert waits == [] and c == top + (i - 6) * align(900, ar.unit)
+        elif i < 6:
+            assert c + n <= top
+        elif c < top + 2 * align(900, ar.unit) and c + n > top:   # over a reserved group
+            assert any(s in (106, 107) for s, _ in waits)
+    with pytest.raises(CompileError, match="reserved"):
+        WeightArena(total, 2048, [3000, 3000, 1000], reserve={0, 1})
+
+
+def test_reserve_groups_picks_the_head_linear():
+    """On B0-R64 at C = 512 KiB the reservation holds consecutive groups of the weight-bound
+    layer with the most weight bytes (the head's first linear), as many as fit C beyond its
+    two slots; with C = 192 KiB there is no room and nothing is reserved."""
+    prog, _ = _b0_r64()
+    cfg = _paper(512)
+    ctx = _emitted(prog, cfg, True, True, False)
+    sizes, layers = ctx.sched.group_sizes, ctx.sched.group_layers
+    room = cfg.buf_c_bytes - 2 * WEIGHT_GROUP_MAX
+    res = sorted(reserve_groups(ctx.prog, cfg, sizes, layers, room))
+    per = {}
+    for n, li in zip(sizes, layers):
+        per[li] = per.get(li, 0) + n
+    head = max(per, key=per.get)
+    assert prog.nodes[head].op == "linear"
+    assert res == list(range(res[0], res[0] + len(res))) and len(res) > 1
+    assert all(layers[i] == head for i in res) and layers[res[0] - 1] != head
+    assert sum(sizes[i] for i in res) <= room < sum(sizes[i] for i in res + [res[-1] + 1])
+    assert not reserve_groups(ctx.prog, _paper(192), sizes, layers, 0)
