@@ -14,7 +14,7 @@ from sim.compile.prefetch import WeightArena, reserve_groups, weight_groups
 from sim.compile.tiling import WEIGHT_GROUP_MAX, c_slot_bytes
 from sim.config import AccelConfig
 from sim.isa import BUFS
-from testprogs import assert_runs_like_golden
+from testprogs import assert_runs_like_golden, tiny_with_input
 
 KB = 1024
 
@@ -110,3 +110,22 @@ def test_reserve_groups_picks_the_head_linear():
     assert all(layers[i] == head for i in res) and layers[res[0] - 1] != head
     assert sum(sizes[i] for i in res) <= room < sum(sizes[i] for i in res + [res[-1] + 1])
     assert not reserve_groups(ctx.prog, _paper(192), sizes, layers, 0)
+
+
+def test_tiny_on_zcu102_with_prefetch_runs_like_golden():
+    prog, x = tiny_with_input()
+    cfg = AccelConfig.from_string("zcu102")
+    assert (cfg.buf_b_bytes, cfg.buf_c_bytes, cfg.buf_out_bytes) == (512 * KB, 512 * KB, 128 * KB)
+    assert_runs_like_golden(compile_(prog, cfg, prefetch=True), prog, x)
+    assert_runs_like_golden(compile_(prog, cfg), prog, x)
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("model", ["b0-r224", "b1-r224", "b2-r224"])
+def test_zoo_models_on_zcu102_with_prefetch_run_like_golden(model):
+    """The ZCU102 build's buffers with prefetch (the reserved head groups hoisted): funcsim ==
+    golden in both unit orders (a few minutes per model)."""
+    prog = zoo.build(model, seed=0)
+    x = golden.quantize_input(zoo.random_image(224, seed=2), prog.tensors[prog.inputs[0]])
+    assert_runs_like_golden(compile_(prog, AccelConfig.from_string("zcu102"), prefetch=True),
+                            prog, x)

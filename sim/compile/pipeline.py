@@ -40,7 +40,7 @@ from .ops.conv import emit_conv
 from .ops.depthwise import emit_depthwise
 from .ops.host import emit_layernorm
 from .ops.pool import emit_pool
-from .prefetch import hoist_weight_loads, ld_idle, reserve_groups
+from .prefetch import hoist_weight_loads, ld_times, reserve_groups
 from .residency import Residency
 from .schedule import B_SLOTS, Scheduler, Slots
 from .tiling import c_slot_bytes
@@ -223,8 +223,9 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
                              cfg.buf_c_bytes - 2 * ctx.sched.C.size)
     ctx = _emitted(prog, cfg, fuse, attn_onchip, (sizes, reserve))
     binary = assemble(ctx)
-    g, t, _ = hoist_weight_loads(binary.streams, binary.tags, ld_idle(binary),
-                                 cfg.dram_bytes_per_cycle, reserved=ctx.sched.C.reserve)
+    idle, fired, ends = ld_times(binary)
+    g, t, _ = hoist_weight_loads(binary.streams, binary.tags, idle, cfg.dram_bytes_per_cycle,
+                                 reserved=ctx.sched.C.reserve, fired=fired, ends=ends)
     binary.streams["global"], binary.tags["global"] = g, t
     return binary
 

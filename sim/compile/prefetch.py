@@ -20,8 +20,13 @@ and, measured, gains 0.04-1.5 % on B0/B1/B2-R224: docs/perf.md):
   either end of the buffer, smaller ones anywhere, so two large chunks of a layer alternate
   at the ends and the small groups of the next layers (a depthwise conv's weights, an
   attention's records) and often the next layer's first chunk fit in the middle.
-* :func:`hoist_weight_loads`, a transformation of the assembled LD stream: each layer's
-  first weight group (its WAITs, LOADs into C and SIGNAL) moves up the LD queue, past the
+* The reservation (issue #16): with buffer C larger than its two slots (a group is at most
+  :data:`~sim.compile.tiling.WEIGHT_GROUP_MAX`), the bytes beyond them hold the first groups
+  of the weight-bound head (:func:`reserve_groups`: the head's first linear on B1-R224), which
+  nothing touches before, so their LOADs wait for nothing and may load during the
+  compute-bound layers before the head.
+* :func:`hoist_weight_loads`, a transformation of the assembled LD stream: each weight group
+  (its WAITs, LOADs into C and SIGNAL) moves up the LD queue, past the
   activation loads of earlier layers, to just before an LD ``WAIT`` on which the LD unit sits
   idle in the cycle model (:func:`ld_idle`) at least as long as the group's transfer takes, so
   the transfer fills time in which the LD unit moves nothing. The group must still be after
@@ -308,27 +313,51 @@ def ld_idle(binary) -> dict:
             if p > 0 and g[i].op == "WAIT" and times[p][0] > times[p - 1][1]}
 
 
+def ld_times(binary) -> tuple[dict, dict, dict]:
+    """From one timed run of ``binary`` (:func:`sim.perf.simulate`): ``(idle, fired, ends)``:
+    :func:`ld_idle`'s gaps, the cycle each semaphore's last SIGNAL executed (``fired``), and
+    for each LD ``WAIT`` of the global stream (by index) the cycle it was consumed
+    (``ends``)."""
+    from ..funcsim import build_queues
+    from ..perf import simulate
+    tr = []
+    simulate(binary, trace=tr)
+    queues = build_queues(binary)
+    pos = {k: 0 for k in queues}
+    fired = {}
+    for st, u, op, _, t0, _t1 in (e[:6] for e in tr):
+        ins, _ = queues[(st, u)][pos[(st, u)]]
+        pos[(st, u)] += 1
+        if op == "SIGNAL":
+            fired[ins.f["sem"]] = max(fired.get(ins.f["sem"], 0), t0)
+    g = binary.streams["global"]
+    ld_idx = [i for i, ins in enumerate(g) if ins.unit == "LD"]
+    times = [(e[4], e[5]) for e in tr if e[0] == "global" and e[1] == "LD"]
+    idle = {i: times[p][0] - times[p - 1][1] for p, i in enumerate(ld_idx)
+            if p > 0 and g[i].op == "WAIT" and times[p][0] > times[p - 1][1]}
+    ends = {i: times[p][0] for p, i in enumerate(ld_idx) if g[i].op == "WAIT"}
+    return idle, fired, ends
+
+
 def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64,
-                       reserved=()):
+                       reserved=(), fired=None, ends=None):
     """Move weight groups up the LD queue (``streams["global"]``) into gaps where the LD unit
     idles: just before the closest earlier LD ``WAIT`` that blocks the unit (``idle``: cycles,
     :func:`ld_idle`) at least as long as the group's transfer (``rate``: bytes per cycle) plus
     ``margin``, provided that what LD knows there already implies every SIGNAL the group's
-    WAITs need (:func:`happens_before`). The groups that try: the first of every layer, the
-    ``reserved`` ones (indices in :func:`weight_groups` order: they have no WAITs, and may pass
-    other weight groups), and every group whose predecessor moved (it may follow it into the
-    same gap: the second linear's groups loading during the host's LayerNorm). A group never
-    passes the group before it. A gap's time is spent once. Returns the new global
-    instructions and tags and the number of groups moved."""
+    WAITs need (:func:`happens_before`). A group whose events LD does not know yet just above
+    it may still go before the nearest LD ``WAIT`` above it when that WAIT implies them (it
+    waits for something that happens after them, so no deadlock) and, with ``fired`` (the
+    cycle each semaphore fired) and ``ends`` (the cycle each LD WAIT was consumed) of a timed
+    run, :func:`ld_times`, the time from the group's last event to that WAIT's end holds its
+    transfer: the second linear's groups load during the host's LayerNorm this way. Every
+    group tries, in LD order; a group never passes the group before it, except the
+    ``reserved`` ones (indices in :func:`weight_groups` order, :func:`reserve_groups`: they
+    have no WAITs). A gap's time is spent once. Returns the new global instructions and tags
+    and the number of groups moved."""
     g, tg = streams["global"], tags["global"]
     groups = weight_groups(g)
-    seen = set()
-    firsts = set()
-    for gi, (j, k) in enumerate(groups):
-        if tg[k] not in seen or gi in reserved:
-            seen.add(tg[k])
-            firsts.add(j)
-    if not firsts:
+    if not groups:
         return list(g), list(tg), 0
     ld_clock, signals = happens_before(streams)
     ld_idx = [i for i, ins in enumerate(g) if ins.unit == "LD"]
@@ -339,12 +368,9 @@ def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64,
         return all(clk.get(u, 0) > pos for u, pos in signals.get(sem, []))
 
     moves = {}                   # group start index -> (index it goes before, group end)
+    used = {}                    # transfer cycles put before a WAIT by waiting groups
     prev_end = -1                # a group stands after this index (its predecessor's place)
-    prev_moved = False
     for gi, (j, k) in enumerate(groups):
-        if j not in firsts and not prev_moved:
-            prev_end = k
-            continue
         sems = [g[x].f["sem"] for x in range(j, k) if g[x].op == "WAIT"]
         if gi in reserved and sems:
             raise CompileError(f"weight group {gi} is reserved but waits for {len(sems)} "
@@ -358,12 +384,29 @@ def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64,
         lim = -1 if gi in reserved else prev_end
         while p > 0 and ld_idx[p - 1] > lim:
             clk = ld_clock[ld_idx[p - 2]] if p >= 2 else {}
+            tgt = ld_idx[p - 1]
             if not all(implied(s, clk) for s in sems):
+                # not known before ``tgt``: the group may still wait just before the nearest
+                # LD WAIT above if that WAIT implies its events (it waits for something that
+                # happens after them: no deadlock), and only if, in the timed run, the time
+                # from its last event to that WAIT's end holds the transfer
+                q = p - 1
+                while q > 0 and g[ld_idx[q]].op != "WAIT" and ld_idx[q - 1] > lim:
+                    q -= 1
+                w = ld_idx[q]
+                if (fired is not None and g[w].op == "WAIT" and w in room
+                        and all(implied(s, ld_clock[w]) for s in sems)):
+                    slack = ends[w] - max(fired.get(s, 0) for s in sems) - used.get(w, 0)
+                    if min(slack, room[w]) >= cost:
+                        room[w] -= cost
+                        used[w] = used.get(w, 0) + cost
+                        moves[j] = (w, k)
+                        prev_moved = True
                 break
             p -= 1
-            if room.get(ld_idx[p], 0) >= cost:
-                room[ld_idx[p]] -= cost
-                moves[j] = (ld_idx[p], k)
+            if room.get(tgt, 0) >= cost:
+                room[tgt] -= cost
+                moves[j] = (tgt, k)
                 prev_moved = True
                 break
         prev_end = moves[j][0] - 1 if prev_moved else k
