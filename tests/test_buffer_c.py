@@ -9,7 +9,7 @@ import pytest
 from sim import golden, zoo
 from sim.compile import CompileError, compile as compile_
 from sim.compile.common import align
-from sim.compile.pipeline import _emitted
+from sim.compile.pipeline import _emitted, default_prefetch
 from sim.compile.prefetch import WeightArena, reserve_groups, weight_groups
 from sim.compile.tiling import WEIGHT_GROUP_MAX, c_slot_bytes
 from sim.config import AccelConfig
@@ -129,3 +129,14 @@ def test_zoo_models_on_zcu102_with_prefetch_run_like_golden(model):
     x = golden.quantize_input(zoo.random_image(224, seed=2), prog.tensors[prog.inputs[0]])
     assert_runs_like_golden(compile_(prog, AccelConfig.from_string("zcu102"), prefetch=True),
                             prog, x)
+
+
+def test_prefetch_is_on_by_default_where_c_exceeds_its_two_slots():
+    paper, zcu = AccelConfig.from_string("paper"), AccelConfig.from_string("zcu102")
+    assert not default_prefetch(paper) and not default_prefetch(AccelConfig.from_string("small"))
+    assert default_prefetch(zcu)
+    assert not default_prefetch(zcu, stream=True) and not default_prefetch(zcu, layout="blocked")
+    prog, _ = tiny_with_input()
+    assert compile_(prog, zcu).streams == compile_(prog, zcu, prefetch=True).streams
+    assert compile_(prog, zcu).streams != compile_(prog, zcu, prefetch=False).streams
+    assert compile_(prog, paper).streams == compile_(prog, paper, prefetch=False).streams

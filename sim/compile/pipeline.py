@@ -46,7 +46,7 @@ from .schedule import B_SLOTS, Scheduler, Slots
 from .tiling import c_slot_bytes
 from .streaming import StreamPlan, insert_fences, insert_restores, plan_stream
 
-__all__ = ["compile", "new_context", "emitter_for"]
+__all__ = ["compile", "new_context", "emitter_for", "default_prefetch"]
 
 
 def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch=False, block: int = 0
@@ -166,16 +166,17 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
 
 
 def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
-            attn_onchip: bool = True, prefetch: bool = False, stream: bool = False,
+            attn_onchip: bool = True, prefetch: bool | None = None, stream: bool = False,
             layout: str = "planar") -> Binary:
     """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
     ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM);
     ``attn_onchip=False`` keeps the attention context modules' activations going through
     DRAM as before :mod:`.attctx` (for an A/B comparison; implied by ``fuse=False``).
     ``prefetch=True`` turns on the cross-layer weight prefetch (:mod:`sim.compile.prefetch`):
-    buffer C as one arena where each weight group goes into the space freed first, and each
-    layer's first weight group moved up the LD queue into time the LD unit would idle, so that
-    it loads while earlier layers compute (docs/perf.md, "Cross-layer weight prefetch").
+    buffer C as one arena where each weight group goes into the space freed first (the head's
+    first groups into C beyond its two slots), and weight groups moved up the LD queue into
+    time the LD unit would idle, so that they load while earlier layers compute (docs/perf.md,
+    "Cross-layer weight prefetch"); ``None`` (the default): :func:`default_prefetch`.
     ``stream=True`` gives the first and the last layers disjoint regions of buffers B, C and
     OUT (:mod:`sim.compile.streaming`), so that in streaming mode frame k+1's first layers
     have no frame fence against frame k's last ones (not combined with ``prefetch``), and
@@ -187,8 +188,10 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     a first path for programs of convs (dense, depthwise) and linears only
     (:func:`check_blocked`), without
     fusion, residency, prefetch or streaming."""
-    if prefetch not in (False, True):
-        raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
+    if prefetch not in (False, True, None):
+        raise ValueError(f"prefetch must be True, False or None, got {prefetch!r}")
+    if prefetch is None:
+        prefetch = default_prefetch(cfg, stream=stream, layout=layout)
     if stream not in (False, True):
         raise ValueError(f"stream must be True or False, got {stream!r}")
     if layout not in LAYOUTS:
@@ -228,6 +231,17 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
                                  reserved=ctx.sched.C.reserve, fired=fired, ends=ends)
     binary.streams["global"], binary.tags["global"] = g, t
     return binary
+
+
+def default_prefetch(cfg: AccelConfig, *, stream: bool = False, layout: str = "planar"
+                     ) -> bool:
+    """Whether :func:`compile` prefetches by default: when buffer C is larger than its two
+    weight slots (:func:`~sim.compile.tiling.c_slot_bytes`; e.g. the ``zcu102`` preset's
+    512 KiB: without the arena the rest of C would stay unused), unless ``stream`` or the
+    blocked ``layout`` (neither is combined with the arena). ``paper`` (192 KiB) and ``small``
+    keep the two slots: their Binaries are the ones the RTL runs were checked with."""
+    return (not stream and layout == "planar"
+            and cfg.buf_c_bytes > c_slot_bytes(cfg.buf_c_bytes))
 
 
 def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None) -> Context:
