@@ -12,9 +12,9 @@
    buffer slots in disjoint regions (:mod:`.streaming`), and after assembly the frame
    fences written into every unit queue (:func:`.streaming.insert_fences`) and the register
    restores where two frames' queues may interleave (:func:`.streaming.insert_restores`);
-5. with ``prefetch``: each layer's first weight group moved up the LD queue into time the LD
-   unit idles in the cycle model (:func:`.prefetch.ld_idle`,
-   :func:`.prefetch.hoist_weight_loads`).
+5. with ``prefetch``: weight groups moved up the LD queue into time the LD unit idles in the
+   cycle model (:func:`.prefetch.ld_times`, :func:`.prefetch.hoist_weight_loads`); C beyond its
+   two slots reserved for the head's first groups (:func:`.prefetch.reserve_groups`).
 """
 
 from __future__ import annotations

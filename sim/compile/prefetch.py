@@ -1,8 +1,10 @@
 """Cross-layer weight prefetch: the next layer's first weight and parameter LOADs issued while
 the current layer computes, into the part of buffer C that is free then.
 
-``compile(..., prefetch=True)`` (``--prefetch``), off by default (it doubles the compile time
-and, measured, gains 0.04-1.5 % on B0/B1/B2-R224: docs/perf.md):
+``compile(..., prefetch=True)`` (``--prefetch``); by default on where buffer C is larger than
+its two weight slots (``zcu102``: +1.0 to +7.7 % on B0/B1/B2-R224), off on ``paper``
+(+0.1 to +2.5 %) for about 3-4x the compile time (docs/perf.md, "Buffer sizes of the ZCU102
+build"; :func:`sim.compile.pipeline.default_prefetch`):
 
 * :class:`WeightArena`, the allocation of buffer C. Without prefetch C is two fixed halves
   used in turn (:class:`~sim.compile.schedule.Slots`): a layer's first weight group goes into
