@@ -48,11 +48,11 @@ def test_a_larger_c_gives_the_same_binary_without_prefetch():
     stage-3 MBConv whose three layers fit one chain in a 256 KiB slot: before the limit, C =
     512 KiB chunked and fused it differently (and ran slower)."""
     prog, _ = _b0_r64()
-    ref = compile_(prog, _paper(192))
+    ref = compile_(prog, _paper(192), prefetch=False)
     assert max(_group_bytes(ref)) <= WEIGHT_GROUP_MAX
     assert sum(_group_bytes(ref)) > 10 * WEIGHT_GROUP_MAX
     for c_kb in (256, 384, 512):
-        assert compile_(prog, _paper(c_kb)).streams == ref.streams, c_kb
+        assert compile_(prog, _paper(c_kb), prefetch=False).streams == ref.streams, c_kb
 
 
 def test_prefetch_arena_spans_all_of_c_and_runs_like_golden():
