@@ -193,7 +193,7 @@ def _models(spec):
 
 
 def _check_stream(args):
-    if args.stream and args.prefetch:
+    if args.stream and args.prefetch is True:
         raise UserError("--stream and --prefetch cannot be combined (the prefetch's weight "
                         "arena spans the whole of buffer C)")
 
@@ -363,9 +363,10 @@ def main(argv=None):
     p.add_argument("--no-attn-onchip", action="store_true",
                    help="the attention context modules' activations through DRAM (the schedule "
                         "before sim.compile.attctx; for an A/B see `python -m sim attctx`)")
-    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
-                   help="cross-layer weight prefetch (sim.compile.prefetch; default off: "
-                        "+1.1 %% FPS on B1-R224 for twice the compile time, docs/perf.md)")
+    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
+                   help="cross-layer weight prefetch (sim.compile.prefetch; default: on when "
+                        "buffer C is larger than its two weight slots, e.g. --config zcu102, "
+                        "and not --stream; docs/perf.md)")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
                    help="compile for streaming: the first and the last layers' buffer regions "
                         "disjoint (sim.compile.streaming; default off; gains only with "
@@ -408,8 +409,9 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=3,
                    help="frames back to back for the streaming column (default 3; 1: omit it)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
-                   help="cross-layer weight prefetch (sim.compile.prefetch)")
+    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
+                   help="cross-layer weight prefetch (sim.compile.prefetch; default: on when "
+                        "buffer C is larger than its two weight slots and not --stream)")
     p.add_argument("--contexts", type=int, default=1,
                    help="what-if for the streaming column: queue contexts per unit (as perf)")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
@@ -459,8 +461,9 @@ def main(argv=None):
     p.add_argument("--no-fuse", action="store_true")
     p.add_argument("--no-attn-onchip", action="store_true",
                    help="the attention context modules through DRAM (before sim.compile.attctx)")
-    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
-                   help="cross-layer weight prefetch (sim.compile.prefetch)")
+    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
+                   help="cross-layer weight prefetch (sim.compile.prefetch; default: on when "
+                        "buffer C is larger than its two weight slots and not --stream)")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
                    help="compile for streaming: the first and the last layers' buffer regions "
                         "disjoint (sim.compile.streaming; default off; gains only with "

@@ -31,7 +31,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["AccelConfig", "ConfigError", "PRESETS", "PAPER_REQUANT", "PAPER_DENSITY"]
+__all__ = ["AccelConfig", "ConfigError", "PRESETS", "PAPER_REQUANT", "PAPER_DENSITY",
+           "ZCU102_BUFFERS"]
 
 
 class ConfigError(ValueError):
@@ -267,6 +268,9 @@ PAPER_REQUANT = dict(requant_mat=4, requant_rmac_res=2)
 #: cost 32 RAMB18 per core.
 PAPER_DENSITY = dict(PAPER_REQUANT, buf_a_bytes=0)
 
+#: the global buffer sizes of the ZCU102 build (each at the ISA's 512 KiB limit but OUT)
+ZCU102_BUFFERS = dict(buf_b_bytes=512 * 1024, buf_c_bytes=512 * 1024, buf_out_bytes=128 * 1024)
+
 PRESETS = {
     "paper": AccelConfig(name="paper", **PAPER_DENSITY),
     # a small instance for fast tests and the RTL (2 cores, 4x4 engines)
@@ -275,4 +279,8 @@ PRESETS = {
                          dram_bytes_per_cycle=16, dram_latency_cycles=32, name="small"),
     # one core of the paper's point
     "paper-1core": AccelConfig(L=1, name="paper-1core", **PAPER_DENSITY),
+    # the paper's point with the global buffers the ZCU102 build uses (issue #16, docs/perf.md
+    # "Buffer sizes of the ZCU102 build"): B 512, C 512 (the prefetch arena), OUT 128 KiB,
+    # 288 BRAM36 by capacity instead of paper's 160 (the whole accelerator 332 of 912)
+    "zcu102": AccelConfig(name="zcu102", **ZCU102_BUFFERS, **PAPER_DENSITY),
 }

@@ -228,11 +228,12 @@ def plot_sweep(rows, path, title="") -> Path:
 
 
 def table7_rows(cfg, models=TABLE7_MODELS, *, seed: int = 0, progress: bool = True,
-                frames: int = 3, prefetch: bool = False, stream: bool = False,
+                frames: int = 3, prefetch: bool | None = None, stream: bool = False,
                 contexts: int = 1) -> list[dict]:
     """One row per model: latency and streaming mode (``frames`` back to back, :func:`sim.perf.
     stream`; ``frames=1``: latency only), the bounds of :mod:`sim.bounds` and the paper's
-    figures (``prefetch``: compiled with the cross-layer weight prefetch; ``stream``: with the
+    figures (``prefetch``: compiled with the cross-layer weight prefetch, None: the compiler's
+    default for ``cfg``; ``stream``: with the
     streaming regions, :mod:`sim.compile.streaming`; ``contexts``: queue contexts per unit in
     the streaming column, a what-if of :func:`sim.perf.simulate`)."""
     from tqdm import tqdm

@@ -12,9 +12,9 @@
    buffer slots in disjoint regions (:mod:`.streaming`), and after assembly the frame
    fences written into every unit queue (:func:`.streaming.insert_fences`) and the register
    restores where two frames' queues may interleave (:func:`.streaming.insert_restores`);
-5. with ``prefetch``: each layer's first weight group moved up the LD queue into time the LD
-   unit idles in the cycle model (:func:`.prefetch.ld_idle`,
-   :func:`.prefetch.hoist_weight_loads`).
+5. with ``prefetch``: weight groups moved up the LD queue into time the LD unit idles in the
+   cycle model (:func:`.prefetch.ld_times`, :func:`.prefetch.hoist_weight_loads`); C beyond its
+   two slots reserved for the head's first groups (:func:`.prefetch.reserve_groups`).
 """
 
 from __future__ import annotations
@@ -40,20 +40,23 @@ from .ops.conv import emit_conv
 from .ops.depthwise import emit_depthwise
 from .ops.host import emit_layernorm
 from .ops.pool import emit_pool
-from .prefetch import hoist_weight_loads, ld_idle
+from .prefetch import hoist_weight_loads, ld_times, reserve_groups
 from .residency import Residency
 from .schedule import B_SLOTS, Scheduler, Slots
+from .tiling import c_slot_bytes
 from .streaming import StreamPlan, insert_fences, insert_restores, plan_stream
 
-__all__ = ["compile", "new_context", "emitter_for"]
+__all__ = ["compile", "new_context", "emitter_for", "default_prefetch"]
 
 
 def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch=False, block: int = 0
                 ) -> Context:
     """A compilation of ``prog`` (validated) for ``cfg`` after the layout pass: every tensor
     placed in DRAM, nothing emitted, no tensor kept on chip (``prefetch``: buffer C is a
-    :class:`~sim.compile.prefetch.WeightArena`, otherwise two halves; ``True`` or the list of
-    the weight groups' sizes in load order, ``Scheduler.group_sizes`` of an earlier emission).
+    :class:`~sim.compile.prefetch.WeightArena`, otherwise two halves; ``True`` or ``(sizes,
+    reserve)``: the weight groups' sizes in load order, ``Scheduler.group_sizes`` of an
+    earlier emission, and the groups that go to the arena's reserved top,
+    :func:`~sim.compile.prefetch.reserve_groups`).
     A malformed program raises :class:`~sim.intprogram.IntProgramError`; a valid one that
     ``cfg``'s engines cannot run (``validate(cfg)``, e.g. a depthwise kernel with
     ``k*k < N + 1``) :class:`CompileError`. ``block``: log2 B of the blocked layout (0:
@@ -163,16 +166,17 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
 
 
 def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
-            attn_onchip: bool = True, prefetch: bool = False, stream: bool = False,
+            attn_onchip: bool = True, prefetch: bool | None = None, stream: bool = False,
             layout: str = "planar") -> Binary:
     """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
     ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM);
     ``attn_onchip=False`` keeps the attention context modules' activations going through
     DRAM as before :mod:`.attctx` (for an A/B comparison; implied by ``fuse=False``).
     ``prefetch=True`` turns on the cross-layer weight prefetch (:mod:`sim.compile.prefetch`):
-    buffer C as one arena where each weight group goes into the space freed first, and each
-    layer's first weight group moved up the LD queue into time the LD unit would idle, so that
-    it loads while earlier layers compute (docs/perf.md, "Cross-layer weight prefetch").
+    buffer C as one arena where each weight group goes into the space freed first (the head's
+    first groups into C beyond its two slots), and weight groups moved up the LD queue into
+    time the LD unit would idle, so that they load while earlier layers compute (docs/perf.md,
+    "Cross-layer weight prefetch"); ``None`` (the default): :func:`default_prefetch`.
     ``stream=True`` gives the first and the last layers disjoint regions of buffers B, C and
     OUT (:mod:`sim.compile.streaming`), so that in streaming mode frame k+1's first layers
     have no frame fence against frame k's last ones (not combined with ``prefetch``), and
@@ -184,8 +188,10 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     a first path for programs of convs (dense, depthwise) and linears only
     (:func:`check_blocked`), without
     fusion, residency, prefetch or streaming."""
-    if prefetch not in (False, True):
-        raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
+    if prefetch not in (False, True, None):
+        raise ValueError(f"prefetch must be True, False or None, got {prefetch!r}")
+    if prefetch is None:
+        prefetch = default_prefetch(cfg, stream=stream, layout=layout)
     if stream not in (False, True):
         raise ValueError(f"stream must be True or False, got {stream!r}")
     if layout not in LAYOUTS:
@@ -215,12 +221,27 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
         return binary
     # the weight groups' sizes (they do not depend on where C holds them) let the arena place
     # each group so that the next one fits beside it: emit again with the plan
-    ctx = _emitted(prog, cfg, fuse, attn_onchip, ctx.sched.group_sizes)
+    sizes = ctx.sched.group_sizes
+    reserve = reserve_groups(ctx.prog, cfg, sizes, ctx.sched.group_layers,
+                             cfg.buf_c_bytes - 2 * ctx.sched.C.size)
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, (sizes, reserve))
     binary = assemble(ctx)
-    g, t, _ = hoist_weight_loads(binary.streams, binary.tags, ld_idle(binary),
-                                 cfg.dram_bytes_per_cycle)
+    idle, fired, ends = ld_times(binary)
+    g, t, _ = hoist_weight_loads(binary.streams, binary.tags, idle, cfg.dram_bytes_per_cycle,
+                                 reserved=ctx.sched.C.reserve, fired=fired, ends=ends)
     binary.streams["global"], binary.tags["global"] = g, t
     return binary
+
+
+def default_prefetch(cfg: AccelConfig, *, stream: bool = False, layout: str = "planar"
+                     ) -> bool:
+    """Whether :func:`compile` prefetches by default: when buffer C is larger than its two
+    weight slots (:func:`~sim.compile.tiling.c_slot_bytes`; e.g. the ``zcu102`` preset's
+    512 KiB: without the arena the rest of C would stay unused), unless ``stream`` or the
+    blocked ``layout`` (neither is combined with the arena). ``paper`` (192 KiB) and ``small``
+    keep the two slots: their Binaries are the ones the RTL runs were checked with."""
+    return (not stream and layout == "planar"
+            and cfg.buf_c_bytes > c_slot_bytes(cfg.buf_c_bytes))
 
 
 def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None) -> Context:
@@ -255,7 +276,8 @@ def _stream_plan(ctx: Context, chains: dict, att, cycles) -> StreamPlan:
             ph = plan.phase(pos[first])
             if ph != "middle":
                 lo, hi = plan.regions[ph]["C"]
-                if chain_weight_bytes(ch, cfg) > Slots(hi - lo, 2, lo, align=64).size:
+                if chain_weight_bytes(ch, cfg) > Slots(c_slot_bytes(hi - lo), 2, lo,
+                                                       align=64).size:
                     drop.append(first)
         if not drop:
             break

@@ -1,8 +1,10 @@
 """Cross-layer weight prefetch: the next layer's first weight and parameter LOADs issued while
 the current layer computes, into the part of buffer C that is free then.
 
-``compile(..., prefetch=True)`` (``--prefetch``), off by default (it doubles the compile time
-and, measured, gains 0.04-1.5 % on B0/B1/B2-R224: docs/perf.md):
+``compile(..., prefetch=True)`` (``--prefetch``); by default on where buffer C is larger than
+its two weight slots (``zcu102``: +1.0 to +7.7 % on B0/B1/B2-R224), off on ``paper``
+(+0.1 to +2.5 %) for about 3-4x the compile time (docs/perf.md, "Buffer sizes of the ZCU102
+build"; :func:`sim.compile.pipeline.default_prefetch`):
 
 * :class:`WeightArena`, the allocation of buffer C. Without prefetch C is two fixed halves
   used in turn (:class:`~sim.compile.schedule.Slots`): a layer's first weight group goes into
@@ -20,8 +22,13 @@ and, measured, gains 0.04-1.5 % on B0/B1/B2-R224: docs/perf.md):
   either end of the buffer, smaller ones anywhere, so two large chunks of a layer alternate
   at the ends and the small groups of the next layers (a depthwise conv's weights, an
   attention's records) and often the next layer's first chunk fit in the middle.
-* :func:`hoist_weight_loads`, a transformation of the assembled LD stream: each layer's
-  first weight group (its WAITs, LOADs into C and SIGNAL) moves up the LD queue, past the
+* The reservation (issue #16): with buffer C larger than its two slots (a group is at most
+  :data:`~sim.compile.tiling.WEIGHT_GROUP_MAX`), the bytes beyond them hold the first groups
+  of the weight-bound head (:func:`reserve_groups`: the head's first linear on B1-R224), which
+  nothing touches before, so their LOADs wait for nothing and may load during the
+  compute-bound layers before the head.
+* :func:`hoist_weight_loads`, a transformation of the assembled LD stream: each weight group
+  (its WAITs, LOADs into C and SIGNAL) moves up the LD queue, past the
   activation loads of earlier layers, to just before an LD ``WAIT`` on which the LD unit sits
   idle in the cycle model (:func:`ld_idle`) at least as long as the group's transfer takes, so
   the transfer fills time in which the LD unit moves nothing. The group must still be after
@@ -43,7 +50,8 @@ import math
 from ..isa import BUFS
 from .common import ALIGN, CompileError, align
 
-__all__ = ["WeightArena", "hoist_weight_loads", "ld_idle", "happens_before", "weight_groups"]
+__all__ = ["WeightArena", "hoist_weight_loads", "ld_idle", "happens_before", "weight_groups",
+           "reserve_groups", "WEIGHT_BOUND"]
 
 #: a weight group larger than this fraction of buffer C goes to one of its ends
 BIG_GROUP = 1 / 4
@@ -58,7 +66,7 @@ class WeightArena:
     may be overwritten, filled by its emitter), and :meth:`acquire`, called by
     :meth:`~sim.compile.schedule.Scheduler.load_weights`, which places the group."""
 
-    def __init__(self, total: int, slot: int, sizes=None):
+    def __init__(self, total: int, slot: int, sizes=None, reserve=()):
         if 2 * slot > total:
             raise CompileError(f"weight arena: groups of {slot} bytes do not fit twice in "
                                f"buffer C ({total} bytes)")
@@ -66,6 +74,17 @@ class WeightArena:
         self.size = slot
         self.unit = math.gcd(slot, ALIGN)   #: placement granularity (divides the group limit)
         self.sizes = sizes      #: the size of every group in load order (None: unknown)
+        #: groups (indices in load order) placed one after the other at the top of the arena,
+        #: bytes no other group touches before them, so their LOADs wait for nothing
+        self.reserve = frozenset(reserve)
+        if self.reserve and sizes is None:
+            raise CompileError("weight arena: a reservation needs the planned sizes")
+        self.rsize = sum(max(align(sizes[i], self.unit), self.unit) for i in self.reserve)
+        if self.rsize > total - 2 * slot:
+            raise CompileError(f"weight arena: {self.rsize} reserved bytes leave less than two "
+                               f"groups of {slot} bytes in buffer C ({total} bytes)")
+        self._rnext = total - self.rsize    #: where the next reserved group goes
+        self._rleft = len(self.reserve)     #: reserved groups not placed yet
         self.base = {}
         self.busy = {}
         self.pinned = set()
@@ -81,16 +100,18 @@ class WeightArena:
         return h
 
     def _candidates(self, nbytes, after):
-        """Offsets worth trying: both ends of the buffer and next to every live interval. The
-        group loaded next (``after`` bytes) must fit beside this one (it never overlaps the
-        group loaded just before it): with ``sizes`` unknown it may be half the buffer, so a
-        group then stays inside one half."""
-        cs = {0, self.total - nbytes}
-        for a, b, _ in self.live if nbytes <= BIG_GROUP * self.total else ():
+        """Offsets worth trying: both ends of the buffer (below the reserved top while
+        reserved groups are still to come) and next to every live interval. The group loaded
+        next (``after`` bytes) must fit beside this one (it never overlaps the group loaded just
+        before it): with ``sizes`` unknown it may be half the buffer, so a group then stays
+        inside one half."""
+        top = self.total - self.rsize if self._rleft else self.total
+        cs = {0, top - nbytes}
+        for a, b, _ in self.live if nbytes <= BIG_GROUP * top else ():
             cs.add(align(b, self.unit))
             cs.add(a - nbytes)
-        return sorted(c for c in cs if 0 <= c and c + nbytes <= self.total and c % self.unit == 0
-                      and (c >= after or self.total - c - nbytes >= after))
+        return sorted(c for c in cs if 0 <= c and c + nbytes <= top and c % self.unit == 0
+                      and (c >= after or top - c - nbytes >= after))
 
     def acquire(self, h, nbytes):
         """Place group ``h`` of ``nbytes``; returns the events its LOADs wait for."""
@@ -104,9 +125,18 @@ class WeightArena:
             if len(self.sizes) < nxt or self.sizes[nxt - 1] != nbytes:
                 raise CompileError("weight arena: the groups differ from the planned sizes")
             after = align(self.sizes[nxt], u) if nxt < len(self.sizes) else 0
+            if nxt in self.reserve:     # the next group goes to the reserved top
+                after = 0
         nbytes = max(align(nbytes, u), u)
         best = None
-        for c in self._candidates(nbytes, after):
+        if nxt - 1 in self.reserve:
+            c = self._rnext
+            self._rnext += nbytes
+            self._rleft -= 1
+            cands = [c]
+        else:
+            cands = self._candidates(nbytes, after)
+        for c in cands:
             hit = [x for x in self.live if x[0] < c + nbytes and c < x[1]]
             if any(x[2] == self.last for x in hit):
                 continue
@@ -139,6 +169,45 @@ class WeightArena:
                 waits.append(e)
         self.busy[h] = []
         return waits
+
+
+#: a layer is weight-bound when its weights take longer than this many times its compute to
+#: load (the transfer at the config's DRAM rate against its MACs on every multiplier): the
+#: head's linears on one pooled pixel (B1-R224: 38,952 cycles of weights for 1,200 of MACs)
+WEIGHT_BOUND = 2
+
+
+def reserve_groups(prog, cfg, sizes, layers, room: int) -> frozenset:
+    """The weight groups (indices in load order) that :class:`WeightArena` places in its
+    reserved top (``room`` bytes: buffer C beyond its two slots): consecutive groups from the
+    first one of the weight-bound layer (:data:`WEIGHT_BOUND`; ``layers``: each group's node
+    index, ``sizes`` its bytes) with the most weight bytes, as many of that layer and the
+    weight-bound layers after it as fit. Nothing else uses those bytes before them, so their LOADs wait for nothing and
+    :func:`hoist_weight_loads` may move them far up the LD queue (into the compute-bound
+    layers before the head)."""
+    from ..zoo import node_macs
+    if room <= 0:
+        return frozenset()
+    per = {}
+    for n, li in zip(sizes, layers):
+        per[li] = per.get(li, 0) + n
+    bound = {li for li, n in per.items() if li >= 0 and n / cfg.dram_bytes_per_cycle >
+             WEIGHT_BOUND * node_macs(prog, prog.nodes[li]) / cfg.multipliers}
+    if not bound:
+        return frozenset()
+    first = max(bound, key=lambda li: (per[li], li))
+    out, used = [], 0
+    for i, (n, li) in enumerate(zip(sizes, layers)):
+        if li < first or (li not in bound and not out):
+            continue
+        if li not in bound:
+            break
+        n = max(align(n, ALIGN), ALIGN)
+        if used + n > room:
+            break
+        out.append(i)
+        used += n
+    return frozenset(out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,23 +315,51 @@ def ld_idle(binary) -> dict:
             if p > 0 and g[i].op == "WAIT" and times[p][0] > times[p - 1][1]}
 
 
-def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64):
-    """Move the first weight group of every layer up the LD queue (``streams["global"]``) into
-    a gap where the LD unit idles: just before the closest earlier LD ``WAIT`` that blocks the
-    unit (``idle``: cycles, :func:`ld_idle`) at least as long as the group's transfer
-    (``rate``: bytes per cycle) plus ``margin``, provided that what LD knows there already
-    implies every SIGNAL the group's WAITs need (:func:`happens_before`) and without passing
-    another weight group. A gap's time is spent once. Returns the new global instructions and
-    tags and the number of groups moved."""
+def ld_times(binary) -> tuple[dict, dict, dict]:
+    """From one timed run of ``binary`` (:func:`sim.perf.simulate`): ``(idle, fired, ends)``:
+    :func:`ld_idle`'s gaps, the cycle each semaphore's last SIGNAL executed (``fired``), and
+    for each LD ``WAIT`` of the global stream (by index) the cycle it was consumed
+    (``ends``)."""
+    from ..funcsim import build_queues
+    from ..perf import simulate
+    tr = []
+    simulate(binary, trace=tr)
+    queues = build_queues(binary)
+    pos = {k: 0 for k in queues}
+    fired = {}
+    for st, u, op, _, t0, _t1 in (e[:6] for e in tr):
+        ins, _ = queues[(st, u)][pos[(st, u)]]
+        pos[(st, u)] += 1
+        if op == "SIGNAL":
+            fired[ins.f["sem"]] = max(fired.get(ins.f["sem"], 0), t0)
+    g = binary.streams["global"]
+    ld_idx = [i for i, ins in enumerate(g) if ins.unit == "LD"]
+    times = [(e[4], e[5]) for e in tr if e[0] == "global" and e[1] == "LD"]
+    idle = {i: times[p][0] - times[p - 1][1] for p, i in enumerate(ld_idx)
+            if p > 0 and g[i].op == "WAIT" and times[p][0] > times[p - 1][1]}
+    ends = {i: times[p][0] for p, i in enumerate(ld_idx) if g[i].op == "WAIT"}
+    return idle, fired, ends
+
+
+def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64,
+                       reserved=(), fired=None, ends=None):
+    """Move weight groups up the LD queue (``streams["global"]``) into gaps where the LD unit
+    idles: just before the closest earlier LD ``WAIT`` that blocks the unit (``idle``: cycles,
+    :func:`ld_idle`) at least as long as the group's transfer (``rate``: bytes per cycle) plus
+    ``margin``, provided that what LD knows there already implies every SIGNAL the group's
+    WAITs need (:func:`happens_before`). A group whose events LD does not know yet just above
+    it may still go before the nearest LD ``WAIT`` above it when that WAIT implies them (it
+    waits for something that happens after them, so no deadlock) and, with ``fired`` (the
+    cycle each semaphore fired) and ``ends`` (the cycle each LD WAIT was consumed) of a timed
+    run, :func:`ld_times`, the time from the group's last event to that WAIT's end holds its
+    transfer: the second linear's groups load during the host's LayerNorm this way. Every
+    group tries, in LD order; a group never passes the group before it, except the
+    ``reserved`` ones (indices in :func:`weight_groups` order, :func:`reserve_groups`: they
+    have no WAITs). A gap's time is spent once. Returns the new global instructions and tags
+    and the number of groups moved."""
     g, tg = streams["global"], tags["global"]
     groups = weight_groups(g)
-    seen = set()
-    firsts = set()
-    for j, k in groups:
-        if tg[k] not in seen:
-            seen.add(tg[k])
-            firsts.add(j)
-    if not firsts:
+    if not groups:
         return list(g), list(tg), 0
     ld_clock, signals = happens_before(streams)
     ld_idx = [i for i, ins in enumerate(g) if ins.unit == "LD"]
@@ -273,30 +370,57 @@ def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64)
         return all(clk.get(u, 0) > pos for u, pos in signals.get(sem, []))
 
     moves = {}                   # group start index -> (index it goes before, group end)
-    prev_end = -1
-    for j, k in groups:
-        if j not in firsts:
-            prev_end = k
-            continue
+    used = {}                    # transfer cycles put before a WAIT by waiting groups
+    prev_end = -1                # a group stands after this index (its predecessor's place)
+    for gi, (j, k) in enumerate(groups):
         sems = [g[x].f["sem"] for x in range(j, k) if g[x].op == "WAIT"]
+        if gi in reserved and sems:
+            raise CompileError(f"weight group {gi} is reserved but waits for {len(sems)} "
+                               "events")
         cost = sum(g[x].f["count"] * g[x].f["length"] for x in range(j, k)
                    if g[x].op == "LOAD") / rate + margin
         p = ld_pos[j]
+        prev_moved = False
         # walk up the LD queue while the group may stand before ld_idx[p - 1] (what LD knows
         # after ld_idx[p - 2] implies the group's events); stop at the first WAIT with room
-        while p > 0 and ld_idx[p - 1] > prev_end:
+        lim = -1 if gi in reserved else prev_end
+        while p > 0 and ld_idx[p - 1] > lim:
             clk = ld_clock[ld_idx[p - 2]] if p >= 2 else {}
+            tgt = ld_idx[p - 1]
             if not all(implied(s, clk) for s in sems):
+                # not known before ``tgt``: the group may still wait just before the nearest
+                # LD WAIT above if that WAIT implies its events (it waits for something that
+                # happens after them: no deadlock), and only if, in the timed run, the time
+                # from its last event to that WAIT's end holds the transfer
+                q = p - 1
+                while q > 0 and g[ld_idx[q]].op != "WAIT" and ld_idx[q - 1] > lim:
+                    q -= 1
+                w = ld_idx[q]
+                if (fired is not None and g[w].op == "WAIT" and w in room
+                        and all(implied(s, ld_clock[w]) for s in sems)):
+                    slack = ends[w] - max(fired.get(s, 0) for s in sems) - used.get(w, 0)
+                    if min(slack, room[w]) >= cost:
+                        room[w] -= cost
+                        used[w] = used.get(w, 0) + cost
+                        moves[j] = (w, k)
+                        prev_moved = True
                 break
             p -= 1
-            if room.get(ld_idx[p], 0) >= cost:
-                room[ld_idx[p]] -= cost
-                moves[j] = (ld_idx[p], k)
+            if room.get(tgt, 0) >= cost:
+                room[tgt] -= cost
+                moves[j] = (tgt, k)
+                prev_moved = True
                 break
-        prev_end = k
+        prev_end = moves[j][0] - 1 if prev_moved else k
     if not moves:
         return list(g), list(tg), 0
-    # rebuild: a moved group is inserted before the instruction ``target``
+    ng, ntg = _rebuild(g, tg, moves)
+    return ng, ntg, len(moves)
+
+
+def _rebuild(g, tg, moves):
+    """The global stream with each moved group (``moves``: start -> (target, end)) inserted
+    before its target instruction."""
     before = {}
     skip = set()
     for j, (target, k) in moves.items():
@@ -310,4 +434,4 @@ def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64)
         if i not in skip:
             ng.append(g[i])
             ntg.append(tg[i])
-    return ng, ntg, len(moves)
+    return ng, ntg

@@ -17,6 +17,7 @@ from ..isa import BUFS
 from .common import DMA_MAX, CompileError
 from .emitter import Emitter
 from .layout import TensorLayout
+from .tiling import c_slot_bytes
 
 __all__ = ["B_SLOTS", "Slots", "DramSync", "Scheduler"]
 
@@ -102,11 +103,13 @@ class Scheduler:
         from .prefetch import WeightArena
         self.em, self.cfg = em, cfg
         self.B = Slots(cfg.buf_b_bytes, B_SLOTS)
-        self.C = Slots(cfg.buf_c_bytes)
+        self.C = Slots(c_slot_bytes(cfg.buf_c_bytes))
         self.group_sizes = []   #: bytes of every weight group, in load order
-        if prefetch:            # buffer C as one arena (sim.compile.prefetch)
-            self.C = WeightArena(self.C.size * 2, self.C.size,
-                                 None if prefetch is True else list(prefetch))
+        self.group_layers = []  #: the node (index) of every weight group, in load order
+        if prefetch:            # the whole of buffer C as one arena (sim.compile.prefetch)
+            sizes, reserve = (None, ()) if prefetch is True else prefetch
+            self.C = WeightArena(cfg.buf_c_bytes, self.C.size,
+                                 None if sizes is None else list(sizes), reserve=reserve)
         self.O = Slots(cfg.buf_out_bytes)
         self.sync = DramSync(em, layout)
 
@@ -127,7 +130,8 @@ class Scheduler:
                                  ("O", "OUT", self.cfg.buf_out_bytes)):
             old = getattr(self, attr)
             lo, hi = regions.get(name) or (0, full)
-            new = Slots(hi - lo, len(old.base), lo, align=64)
+            new = Slots(c_slot_bytes(hi - lo) if attr == "C" else hi - lo, len(old.base), lo,
+                        align=64)
             busy = []
             for b in old.busy:
                 busy += [e for e in b if e not in busy]
@@ -139,6 +143,7 @@ class Scheduler:
         em = self.em
         nbytes = max(off + n for _, n, off in blocks)
         self.group_sizes.append(nbytes)
+        self.group_layers.append(em.layer)
         for sem, cnt in self.C.acquire(slot_c, nbytes):
             em.wait("global", "LD", sem, cnt)
         base = self.C.base[slot_c]

@@ -21,6 +21,7 @@ from .common import ALIGN, PARAM_RECORD, CompileError, align, cdiv, split
 from .cost import conv_cycles, dw_cycles
 
 __all__ = ["TILES_TARGET", "FUSED_TILES", "FUSED_TILES_S1", "MIN_TILE_BYTES", "MAX_FIELD",
+           "WEIGHT_GROUP_MAX", "c_slot_bytes",
            "ranges", "core_grids", "best_dw_split", "plan_conv", "engine_split", "tile_rows",
            "fit_rows", "conv_chunk", "filter_gran", "dw_chunk", "chain_tile_regions",
            "fused_tile_rows", "attention_plan", "att_aux_half"]
@@ -30,6 +31,23 @@ FUSED_TILES = 4         #: row tiles per fused chain at least (fewer: less halo 
 FUSED_TILES_S1 = 3      #: ... for stride-1 chains with a first PW (its halo rows are recomputed)
 MIN_TILE_BYTES = 16384  #: ... but no smaller tiles than this (bytes loaded + stored)
 MAX_FIELD = 4095        #: largest channel count / row count of one instruction (12-bit fields)
+#: the largest weight group in buffer C (a conv's chunk of filters with their records, a fused
+#: chain's weights, ...): C is cut in two slots of at most this, and the prefetch arena
+#: (:mod:`sim.compile.prefetch`) places groups of at most this anywhere in the whole of C. A
+#: larger C therefore makes no group larger; it is room for more groups in flight. Larger
+#: groups were slower (B1-R224 on ``paper``, C = 384 KiB: 508.2 FPS against 515.6 at 192 KiB,
+#: docs/perf.md "Why a larger C was slower"): a layer's first chunk loads before its compute
+#: can start and ties up the one DRAM port ahead of the stores, and a whole MBConv at 7x7
+#: fused into one chain (it fits a larger slot) recomputes 57 % more of its expansion rows
+#: than it saves in DRAM traffic.
+WEIGHT_GROUP_MAX = 96 * 1024
+
+
+def c_slot_bytes(nbytes: int) -> int:
+    """The bytes of a buffer-C region of ``nbytes`` that its two weight slots use:
+    ``min(nbytes, 2 * WEIGHT_GROUP_MAX)`` (the rest of a larger C serves only the prefetch
+    arena)."""
+    return min(nbytes, 2 * WEIGHT_GROUP_MAX)
 
 
 def ranges(n, step):
