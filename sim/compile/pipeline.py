@@ -15,6 +15,11 @@
 5. with ``prefetch``: each layer's first weight group moved up the LD queue into time the LD
    unit idles in the cycle model (:func:`.prefetch.ld_idle`,
    :func:`.prefetch.hoist_weight_loads`).
+
+Before all of them, with ``stem="im2col"`` (the default), the dense stem pass
+(:mod:`.stem`): a generic conv stem on the input becomes a pointwise conv over the unfolded
+input the host writes; after assembly the Binary gets the original program back and its
+input symbol the ``im2col`` layout.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from .ops.pool import emit_pool
 from .prefetch import hoist_weight_loads, ld_idle
 from .residency import Residency
 from .schedule import B_SLOTS, Scheduler, Slots
+from .stem import STEMS, restore_program, unfold_stem
 from .streaming import StreamPlan, insert_fences, insert_restores, plan_stream
 
 __all__ = ["compile", "new_context", "emitter_for"]
@@ -164,7 +170,7 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
 
 def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
             attn_onchip: bool = True, prefetch: bool = False, stream: bool = False,
-            layout: str = "planar") -> Binary:
+            layout: str = "planar", stem: str = "im2col") -> Binary:
     """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
     ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM);
     ``attn_onchip=False`` keeps the attention context modules' activations going through
@@ -183,7 +189,14 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     (``sim.compile.layout``, the units' ``BLOCK`` register; docs/global-buffers.md section 5):
     a first path for programs of convs (dense, depthwise) and linears only
     (:func:`check_blocked`), without
-    fusion, residency, prefetch or streaming."""
+    fusion, residency, prefetch or streaming.
+    ``stem="im2col"`` (the default; planar layout only): a program whose first node is a
+    generic conv on the input with few ``C*k*k`` (:func:`.stem.stem_node`) runs it as a
+    pointwise conv over the input unfolded by the host (:mod:`.stem`, the ``im2col`` input
+    layout; a program without such a stem compiles as with ``"taps"``); ``stem="taps"``: the
+    generic conv path, ``k*k`` steps per output pixel (docs/compiler.md "Dense stem")."""
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
     if prefetch not in (False, True):
         raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
     if stream not in (False, True):
@@ -201,6 +214,15 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     if stream and prefetch:
         raise ValueError("stream=True is not combined with prefetch=True (the weight arena "
                          "spans the whole of buffer C)")
+    unfolded = unfold_stem(prog.validate()) if stem == "im2col" else None
+    if unfolded is None:
+        return _compile_planar(prog, cfg, fuse, attn_onchip, prefetch, stream)
+    return restore_program(_compile_planar(unfolded[0], cfg, fuse, attn_onchip, prefetch,
+                                           stream), prog, unfolded[1])
+
+
+def _compile_planar(prog, cfg, fuse, attn_onchip, prefetch, stream) -> Binary:
+    """:func:`compile` of ``prog`` with the planar layout."""
     cycles = None
     if stream:      # the phases are cut by the cycles of each layer without them
         from ..perf import simulate
