@@ -20,7 +20,7 @@ import pytest
 from hw.core import Core
 from sim import compile as sc
 from sim import perf, timing
-from tb.core.cases import CASES, make_case
+from tb.core.cases import CASES, compile_case, make_case
 from tb.rtl import REPO_ROOT, run_cocotb
 
 pytestmark = pytest.mark.rtl
@@ -46,7 +46,7 @@ def _run(cases, simulator, prefetch=False, layout="planar"):
     assert sorted(rec) == sorted(cases)
     for case in cases:
         prog, cfg, x = make_case(case)
-        model = perf.simulate(sc.compile(prog, cfg, prefetch=prefetch, layout=layout),
+        model = perf.simulate(compile_case(case, prog, cfg, prefetch=prefetch, layout=layout),
                               env=timing.PYTHON_HARNESS).cycles
         got = rec[case]["cycles"]
         print(f"{case} on {simulator}: {got} cycles, sim.perf {model} (harness timing)")

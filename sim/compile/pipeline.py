@@ -48,7 +48,7 @@ from .ops.pool import emit_pool
 from .prefetch import hoist_weight_loads, ld_idle
 from .residency import Residency
 from .schedule import B_SLOTS, Scheduler, Slots
-from .stem import STEMS, restore_program, unfold_stem
+from .stem import STEMS, choose_stem, restore_program, unfold_stem
 from .streaming import StreamPlan, insert_fences, insert_restores, plan_stream
 
 __all__ = ["compile", "new_context", "emitter_for"]
@@ -170,7 +170,7 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
 
 def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
             attn_onchip: bool = True, prefetch: bool = False, stream: bool = False,
-            layout: str = "planar", stem: str = "im2col") -> Binary:
+            layout: str = "planar", stem: str = "auto") -> Binary:
     """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
     ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM);
     ``attn_onchip=False`` keeps the attention context modules' activations going through
@@ -190,11 +190,13 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     a first path for programs of convs (dense, depthwise) and linears only
     (:func:`check_blocked`), without
     fusion, residency, prefetch or streaming.
-    ``stem="im2col"`` (the default; planar layout only): a program whose first node is a
-    generic conv on the input with few ``C*k*k`` (:func:`.stem.stem_node`) runs it as a
-    pointwise conv over the input unfolded by the host (:mod:`.stem`, the ``im2col`` input
-    layout; a program without such a stem compiles as with ``"taps"``); ``stem="taps"``: the
-    generic conv path, ``k*k`` steps per output pixel (docs/compiler.md "Dense stem")."""
+    ``stem="im2col"`` (planar layout only): a program whose first node is a generic conv on
+    the input with few ``C*k*k`` (:func:`.stem.stem_node`) runs it as a pointwise conv over
+    the input unfolded by the host (:mod:`.stem`, the ``im2col`` input layout; a program
+    without such a stem compiles as with ``"taps"``); ``stem="taps"``: the generic conv path,
+    ``k*k`` steps per output pixel; ``stem="auto"`` (the default): whichever of the two the
+    cycle model finds faster for the stem layer alone (:func:`.stem.choose_stem`; recorded in
+    the first layer's ``stem`` entry of ``Binary.layers``; docs/compiler.md "Dense stem")."""
     if stem not in STEMS:
         raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
     if prefetch not in (False, True):
@@ -214,11 +216,20 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     if stream and prefetch:
         raise ValueError("stream=True is not combined with prefetch=True (the weight arena "
                          "spans the whole of buffer C)")
-    unfolded = unfold_stem(prog.validate()) if stem == "im2col" else None
+    prog, probe = prog.validate(), None
+    if stem == "auto":
+        stem, probe = choose_stem(prog, cfg)
+    unfolded = unfold_stem(prog) if stem == "im2col" else None
     if unfolded is None:
-        return _compile_planar(prog, cfg, fuse, attn_onchip, prefetch, stream)
-    return restore_program(_compile_planar(unfolded[0], cfg, fuse, attn_onchip, prefetch,
-                                           stream), prog, unfolded[1])
+        binary = _compile_planar(prog, cfg, fuse, attn_onchip, prefetch, stream)
+    else:
+        binary = restore_program(_compile_planar(unfolded[0], cfg, fuse, attn_onchip,
+                                                 prefetch, stream), prog, unfolded[1])
+    if probe:
+        binary.layers[0]["stem_probe_cycles"] = probe
+    if unfolded is None and probe:
+        binary.layers[0]["stem"] = "taps"
+    return binary
 
 
 def _compile_planar(prog, cfg, fuse, attn_onchip, prefetch, stream) -> Binary:

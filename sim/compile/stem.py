@@ -22,10 +22,11 @@ from ..intprogram import IntProgram, Node, TensorInfo
 from .layout import check_layout, im2col_shape
 
 __all__ = ["STEMS", "IM2COL_MAX_CHANNELS", "stem_node", "unfold_stem", "restore_program",
-           "check_input_symbol"]
+           "check_input_symbol", "stem_program", "choose_stem"]
 
-#: the values of ``compile(..., stem=)``
-STEMS = ("im2col", "taps")
+#: the values of ``compile(..., stem=)``: ``auto`` chooses between the other two by the cycle
+#: model (:func:`choose_stem`)
+STEMS = ("auto", "im2col", "taps")
 #: the largest ``C*k*k`` unfolded (the input grows ``k*k/s^2`` times in DRAM; an RGB 3x3 stem
 #: has 27)
 IM2COL_MAX_CHANNELS = 64
@@ -80,6 +81,36 @@ def unfold_stem(prog: IntProgram):
     out = IntProgram(tensors, [pw] + list(prog.nodes[1:]), list(prog.inputs),
                      list(prog.outputs), dict(prog.meta))
     return out, geom
+
+
+def stem_program(prog: IntProgram) -> IntProgram:
+    """``prog``'s first node alone (its output the program's output)."""
+    n = prog.nodes[0]
+    keep = set(n.inputs) | {n.output}
+    return IntProgram({k: v for k, v in prog.tensors.items() if k in keep}, [n],
+                      list(prog.inputs), [n.output], dict(prog.meta))
+
+
+def choose_stem(prog: IntProgram, cfg) -> tuple:
+    """``(stem, {mapping: cycles})``: ``"im2col"`` if ``prog`` has a stem the pass unfolds
+    (:func:`stem_node`) and the stem layer alone, compiled both ways for ``cfg``, takes fewer
+    cycles in :func:`sim.perf.simulate` with the unfolded input, else ``"taps"``. The unfolded
+    input is ``k*k/s^2`` times the image's bytes: at a low DRAM rate or with few output channels
+    (B0-R224 on ``paper``: 8) loading it takes longer than the taps it saves (docs/perf.md)."""
+    if stem_node(prog) is None:
+        return "taps", {}
+    from ..perf import simulate
+    from .common import CompileError
+    from .pipeline import compile
+    one = stem_program(prog)
+    cyc = {}
+    for s in ("taps", "im2col"):
+        try:
+            cyc[s] = simulate(compile(one, cfg, stem=s)).cycles
+        except CompileError:        # (e.g. a buffer too small for one way): not that one
+            cyc[s] = None
+    im2col = cyc["im2col"] is not None and (cyc["taps"] is None or cyc["im2col"] < cyc["taps"])
+    return ("im2col" if im2col else "taps"), cyc
 
 
 def restore_program(binary, prog: IntProgram, geom: dict):
