@@ -251,3 +251,14 @@ def test_dense_stem_network_funcsim_equals_golden(model):
     out = funcsim.run(b, x)
     for k in prog.outputs:
         np.testing.assert_array_equal(out[k], ref[k])
+
+
+def test_bench_stem_costs_small():
+    """`python -m tb.bench stem`'s function on B0-R64: the unfolded input is 27 * 32 * 32
+    bytes (the 64 x 64 image's 3 * 64 * 64 times 9/4) and auto chooses the faster mapping."""
+    from tb.bench import stem_costs
+    r = stem_costs(["b0-r64"], AccelConfig.from_string("paper"), repeat=2)
+    assert r["b0_r64_input_bytes"] == 3 * 64 * 64 and r["b0_r64_im2col_bytes"] == 27 * 32 * 32
+    assert r["b0_r64_auto"] == ("im2col" if r["b0_r64_im2col_cycles"] < r["b0_r64_taps_cycles"]
+                                else "taps")
+    assert r["b0_r64_im2col_ms"] > 0

@@ -140,13 +140,16 @@ def pack(x, *, layout: str = "planar", block: int = 1, bits: int = 8, **geom) ->
     bytes of :func:`im2col` of ``x``, planar."""
     check_layout(layout, block, **geom)
     x = np.asarray(x, dtype=np.int64)
-    if layout == "im2col":
+    if layout == "im2col":      # unfolded as bytes (a padding 0 is byte 0, signed or not)
         if bits != 8:
             raise ValueError(f"im2col: the input is 8-bit, got bits = {bits}")
-        return pack(im2col(x, **geom))
+        return im2col((x & 0xFF).astype(np.uint8), **geom).reshape(-1)
     c, h, w = shape3(x.shape)
-    out = np.zeros(act_elems(c, h * w, layout=layout, block=block), dtype=np.int64)
-    out[_offsets(x.shape, layout, block).reshape(-1)] = x.reshape(-1)
+    if layout == "planar":      # (act_offset is the identity)
+        out = x.reshape(-1)
+    else:
+        out = np.zeros(act_elems(c, h * w, layout=layout, block=block), dtype=np.int64)
+        out[_offsets(x.shape, layout, block).reshape(-1)] = x.reshape(-1)
     if bits > 8:
         return out.astype(np.int32).view(np.uint8)
     return (out & 0xFF).astype(np.uint8)
