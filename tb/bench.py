@@ -193,7 +193,8 @@ def bench_bounds() -> dict:
 def stem_costs(models, cfg, *, repeat: int = 20) -> dict:
     """The dense stem's costs and gains (issue #16, :mod:`sim.compile.stem`): the host's numpy
     im2col of one frame of each model's input (``Binary.write_input``'s
-    :func:`sim.compile.layout.pack` with the ``im2col`` layout, best of ``repeat``, ms), the
+    :func:`sim.compile.layout.pack` with the ``im2col`` layout, best of ``repeat``, ms; next
+    to the planar pack and the host's quantisation of the float image), the
     input's DRAM bytes planar and unfolded, and the whole network's cycles with
     ``stem="taps"`` / ``"im2col"`` and what ``stem="auto"`` chooses."""
     import numpy as np
@@ -208,12 +209,14 @@ def stem_costs(models, cfg, *, repeat: int = 20) -> dict:
         k = m.replace("-", "_")
         prog = zoo.build(m, seed=0)
         t = prog.tensors[prog.inputs[0]]
-        x = golden.quantize_input(zoo.random_image(t.shape[-1], seed=1), t)
+        img = zoo.random_image(t.shape[-1], seed=1)
+        t_quant, x = _timed(golden.quantize_input, img, t, repeat=repeat)
         geom = unfold_stem(prog)[1]
         t_pack, b = _timed(pack, x, layout="im2col", repeat=repeat, **geom)
         t_planar, _ = _timed(pack, x, repeat=repeat)
         cyc = {s: simulate(compile_binary(prog, cfg, stem=s)).cycles for s in ("taps", "im2col")}
-        out.update({f"{k}_im2col_ms": round(1e3 * t_pack, 3),
+        out.update({f"{k}_quantize_ms": round(1e3 * t_quant, 3),
+                    f"{k}_im2col_ms": round(1e3 * t_pack, 3),
                     f"{k}_planar_pack_ms": round(1e3 * t_planar, 3),
                     f"{k}_input_bytes": int(x.size), f"{k}_im2col_bytes": int(b.size),
                     f"{k}_taps_cycles": int(cyc["taps"]), f"{k}_im2col_cycles": int(cyc["im2col"]),
