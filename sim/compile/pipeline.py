@@ -16,10 +16,11 @@
    unit idles in the cycle model (:func:`.prefetch.ld_idle`,
    :func:`.prefetch.hoist_weight_loads`).
 
-Before all of them, with ``stem="im2col"`` (the default), the dense stem pass
-(:mod:`.stem`): a generic conv stem on the input becomes a pointwise conv over the unfolded
-input the host writes; after assembly the Binary gets the original program back and its
-input symbol the ``im2col`` layout.
+Before all of them, with ``stem="im2col"`` (or ``"auto"``, the default, when the cycle model
+finds it faster: :func:`.stem.choose_stem`), the dense stem pass (:mod:`.stem`): a generic
+conv stem on the input becomes a pointwise conv over the unfolded input the host writes; after
+assembly the Binary gets the original program back and its input symbol the ``im2col``
+layout.
 """
 
 from __future__ import annotations
