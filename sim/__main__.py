@@ -78,7 +78,7 @@ def cmd_perf(args):
     prog.meta["name"] = args.model if not args.program else Path(args.program).stem
     try:
         b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip,
-                     prefetch=args.prefetch, stream=args.stream)
+                     prefetch=args.prefetch, stream=args.stream, stem=args.stem)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     rep = simulate(b)
@@ -166,7 +166,8 @@ def cmd_table7(args):
     if args.contexts < 1:
         raise UserError(f"--contexts must be >= 1, got {args.contexts}")
     rows = table7_rows(cfg, models, seed=args.seed, progress=not args.json, frames=args.frames,
-                       prefetch=args.prefetch, stream=args.stream, contexts=args.contexts)
+                       prefetch=args.prefetch, stream=args.stream, contexts=args.contexts,
+                       stem=args.stem)
     _emit_rows(args, rows, print_table7)
 
 
@@ -260,7 +261,7 @@ def cmd_compile(args):
         raise UserError(str(e)) from None
     try:
         b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip,
-                     prefetch=args.prefetch, stream=args.stream)
+                     prefetch=args.prefetch, stream=args.stream, stem=args.stem)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     try:
@@ -371,6 +372,11 @@ def main(argv=None):
                    help="compile for streaming: the first and the last layers' buffer regions "
                         "disjoint (sim.compile.streaming; default off; gains only with "
                         "--contexts 2, docs/perf.md)")
+    p.add_argument("--stem", choices=("auto", "im2col", "taps"), default="auto",
+                   help="im2col: a generic conv stem on the input runs as a pointwise conv over "
+                        "the input the host writes unfolded; taps: the generic conv path, k*k "
+                        "steps per pixel; auto (default): the faster of the two for the stem "
+                        "layer by the cycle model (sim.compile.stem, docs/compiler.md)")
     p.add_argument("--frames", type=int, default=3,
                    help="streaming mode: replay the Binary this many frames back to back and "
                         "report the steady-state FPS (default 3; 1: latency mode only)")
@@ -418,6 +424,11 @@ def main(argv=None):
                    help="compile for streaming: the first and the last layers' buffer regions "
                         "disjoint (sim.compile.streaming; default off; gains only with "
                         "--contexts 2, docs/perf.md)")
+    p.add_argument("--stem", choices=("auto", "im2col", "taps"), default="auto",
+                   help="im2col: a generic conv stem on the input runs as a pointwise conv over "
+                        "the input the host writes unfolded; taps: the generic conv path, k*k "
+                        "steps per pixel; auto (default): the faster of the two for the stem "
+                        "layer by the cycle model (sim.compile.stem, docs/compiler.md)")
     p.add_argument("-o", "--out", help="also write JSON here")
     p.set_defaults(fn=cmd_table7)
 
@@ -468,6 +479,11 @@ def main(argv=None):
                    help="compile for streaming: the first and the last layers' buffer regions "
                         "disjoint (sim.compile.streaming; default off; gains only with "
                         "--contexts 2, docs/perf.md)")
+    p.add_argument("--stem", choices=("auto", "im2col", "taps"), default="auto",
+                   help="im2col: a generic conv stem on the input runs as a pointwise conv over "
+                        "the input the host writes unfolded; taps: the generic conv path, k*k "
+                        "steps per pixel; auto (default): the faster of the two for the stem "
+                        "layer by the cycle model (sim.compile.stem, docs/compiler.md)")
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("access", help="buffer access of the core units (strides, rates, sharing)")

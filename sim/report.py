@@ -229,13 +229,14 @@ def plot_sweep(rows, path, title="") -> Path:
 
 def table7_rows(cfg, models=TABLE7_MODELS, *, seed: int = 0, progress: bool = True,
                 frames: int = 3, prefetch: bool | None = None, stream: bool = False,
-                contexts: int = 1) -> list[dict]:
+                contexts: int = 1, stem: str = "auto") -> list[dict]:
     """One row per model: latency and streaming mode (``frames`` back to back, :func:`sim.perf.
     stream`; ``frames=1``: latency only), the bounds of :mod:`sim.bounds` and the paper's
     figures (``prefetch``: compiled with the cross-layer weight prefetch, None: the compiler's
     default for ``cfg``; ``stream``: with the
     streaming regions, :mod:`sim.compile.streaming`; ``contexts``: queue contexts per unit in
-    the streaming column, a what-if of :func:`sim.perf.simulate`)."""
+    the streaming column, a what-if of :func:`sim.perf.simulate`; ``stem``: the stem mapping,
+    :mod:`sim.compile.stem`)."""
     from tqdm import tqdm
     from . import zoo
     from .compile import compile as compile_
@@ -243,7 +244,7 @@ def table7_rows(cfg, models=TABLE7_MODELS, *, seed: int = 0, progress: bool = Tr
     rows = []
     for m in tqdm(models, desc="table7", disable=not progress):
         prog = zoo.build(m, seed=seed)
-        binary = compile_(prog, cfg, prefetch=prefetch, stream=stream)
+        binary = compile_(prog, cfg, prefetch=prefetch, stream=stream, stem=stem)
         rep = simulate(binary)
         if frames > 1:
             rep.streaming = sim_stream(binary, frames=frames, contexts=contexts)

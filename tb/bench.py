@@ -190,6 +190,49 @@ def bench_bounds() -> dict:
     return out
 
 
+def stem_costs(models, cfg, *, repeat: int = 20) -> dict:
+    """The dense stem's costs and gains (issue #16, :mod:`sim.compile.stem`): the host's numpy
+    im2col of one frame of each model's input (``Binary.write_input``'s
+    :func:`sim.compile.layout.pack` with the ``im2col`` layout, best of ``repeat``, ms; next
+    to the planar pack and the host's quantisation of the float image), the
+    input's DRAM bytes planar and unfolded, and the whole network's cycles with
+    ``stem="taps"`` / ``"im2col"`` and what ``stem="auto"`` chooses."""
+    import numpy as np
+
+    from sim import golden, zoo
+    from sim.compile import compile as compile_binary
+    from sim.compile.layout import pack
+    from sim.compile.stem import choose_stem, unfold_stem
+    from sim.perf import simulate
+    out = {}
+    for m in models:
+        k = m.replace("-", "_")
+        prog = zoo.build(m, seed=0)
+        t = prog.tensors[prog.inputs[0]]
+        img = zoo.random_image(t.shape[-1], seed=1)
+        t_quant, x = _timed(golden.quantize_input, img, t, repeat=repeat)
+        geom = unfold_stem(prog)[1]
+        t_pack, b = _timed(pack, x, layout="im2col", repeat=repeat, **geom)
+        t_planar, _ = _timed(pack, x, repeat=repeat)
+        cyc = {s: simulate(compile_binary(prog, cfg, stem=s)).cycles for s in ("taps", "im2col")}
+        out.update({f"{k}_quantize_ms": round(1e3 * t_quant, 3),
+                    f"{k}_im2col_ms": round(1e3 * t_pack, 3),
+                    f"{k}_planar_pack_ms": round(1e3 * t_planar, 3),
+                    f"{k}_input_bytes": int(x.size), f"{k}_im2col_bytes": int(b.size),
+                    f"{k}_taps_cycles": int(cyc["taps"]), f"{k}_im2col_cycles": int(cyc["im2col"]),
+                    f"{k}_im2col_speedup": round(cyc["taps"] / cyc["im2col"], 4),
+                    f"{k}_auto": choose_stem(prog, cfg)[0]})
+    return out
+
+
+@bench("stem", "the dense stem (im2col input layout) on `paper`: numpy im2col ms per frame on "
+               "this machine, input DRAM bytes, cycles taps vs im2col and stem=auto's choice, "
+               "B0/B1/B2-R224")
+def bench_stem() -> dict:
+    from sim.config import AccelConfig
+    return stem_costs(("b0-r224", "b1-r224", "b2-r224"), AccelConfig.from_string("paper"))
+
+
 @bench("quantize", "quant: quantize B1-R224 (fast default, 64 calibration images): time, CPU, "
                    "peak memory, reconstruction effect")
 def bench_quantize() -> dict:

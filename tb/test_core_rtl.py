@@ -8,7 +8,8 @@ satisfied WAIT takes 2 cycles with the harness's registered ready, DMA takes no 
 also the amaranth.sim count (tests/test_hw_core.py checks it instruction by instruction).
 
 Default: a pointwise, a depthwise, a pooling and a generic 3x3 stride-2 conv case (all three
-units, the stem's im2col path), both simulators, in one simulation each (run_cocotb's build
+units, the stem's tap-major im2col path) and the same conv as the dense stem (a pointwise conv
+over the 27 channels of the host-unfolded input, sim.compile.stem), both simulators, in one simulation each (run_cocotb's build
 cache is keyed by Verilog *and* params, so cases share a simulation rather than a build). ``-m regress``: every case of tb.core.cases.CASES on both.
 """
 
@@ -20,12 +21,12 @@ import pytest
 from hw.core import Core
 from sim import compile as sc
 from sim import perf, timing
-from tb.core.cases import CASES, make_case
+from tb.core.cases import CASES, compile_case, make_case
 from tb.rtl import REPO_ROOT, run_cocotb
 
 pytestmark = pytest.mark.rtl
 
-DEFAULT = ("pw_relu", "dw3_s2", "pool", "conv3_s2")
+DEFAULT = ("pw_relu", "dw3_s2", "pool", "conv3_s2", "conv3_s2_im2col")
 
 
 def _run(cases, simulator, prefetch=False, layout="planar"):
@@ -46,7 +47,7 @@ def _run(cases, simulator, prefetch=False, layout="planar"):
     assert sorted(rec) == sorted(cases)
     for case in cases:
         prog, cfg, x = make_case(case)
-        model = perf.simulate(sc.compile(prog, cfg, prefetch=prefetch, layout=layout),
+        model = perf.simulate(compile_case(case, prog, cfg, prefetch=prefetch, layout=layout),
                               env=timing.PYTHON_HARNESS).cycles
         got = rec[case]["cycles"]
         print(f"{case} on {simulator}: {got} cycles, sim.perf {model} (harness timing)")
@@ -70,7 +71,8 @@ def _by_core(cases):
 def test_core_rtl(simulator):
     """A pointwise layer (MAT and R-MAC units at once), a depthwise 3x3 stride-2 layer (R-MAC
     self-accumulation), global average pooling (AUX unit) and a generic 3x3 stride-2 conv with
-    padding (the stem's shape; im2col on both down-forward paths)."""
+    padding (the stem's shape; im2col on both down-forward paths), tap-major and as the dense
+    stem."""
     _run(DEFAULT, simulator)
 
 

@@ -30,6 +30,10 @@ from tb.rtl import REPO_ROOT, run_cocotb
 pytestmark = pytest.mark.rtl
 
 FAST, REGRESS = 3, 24
+#: the stem mapping (sim.compile.stem): a drawn generic conv that is the program's first layer
+#: keeps the generic tap-major path, so that the random programs run it (the dense stem has its
+#: own core cases, tb.core.cases "conv3_s2_im2col")
+STEM = "taps"
 
 
 def draw_programs(n: int, at: int, cfg) -> list:
@@ -58,21 +62,23 @@ def _run(n, at, simulator, tmp_path):
     drawn = draw_programs(n, at, cfg)
     files = []
     for i, (prog, x) in enumerate(drawn):
-        sc.compile(prog, cfg)           # a capacity refusal would show here, not in cocotb
+        sc.compile(prog, cfg, stem=STEM)    # a capacity refusal would show here, not in cocotb
         p, xp = tmp_path / f"p{i}.npz", tmp_path / f"x{i}.npy"
         prog.save(p)
         np.save(xp, x)
         files.append([str(p), str(xp)])
     run_cocotb(component=Core.from_config(cfg), name="core", test_module="tb.core.cocotb_random",
                simulator=simulator,
-               params=dict(programs=files, config=cfg.to_json(), max_cycles=100_000),
+               params=dict(programs=files, config=cfg.to_json(), max_cycles=100_000,
+                           stem=STEM),
                timeout_s=3600)
     runs = sorted((REPO_ROOT / "build" / "rtl" / simulator).glob(
         f"core-*/run-{os.getpid()}/random_cycles.json"), key=lambda f: f.stat().st_mtime)
     cycles = json.loads(runs[-1].read_text())
     assert len(cycles) == len(drawn)
     for (prog, _), got in zip(drawn, cycles):
-        model = perf.simulate(sc.compile(prog, cfg), env=timing.PYTHON_HARNESS).cycles
+        model = perf.simulate(sc.compile(prog, cfg, stem=STEM),
+                              env=timing.PYTHON_HARNESS).cycles
         print(f"{[n.kind for n in prog.nodes]}: RTL {got} cycles, sim.perf {model}")
         assert got == model, f"{prog.summary()}\nRTL {got} cycles, sim.perf {model}"
     return drawn

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from sim import compile as sc
-from tb.core.cases import make_case
+from tb.core.cases import compile_case, make_case
 from tb.system.fast import run_fast
 
 pytestmark = pytest.mark.rtl
@@ -39,7 +39,7 @@ def system_case(name: str, **dram):
     """(Binary, input) of tb.core.cases case ``name`` with the DRAM model ``dram``
     (default :data:`DRAM`)."""
     prog, cfg, x = make_case(name)
-    return sc.compile(prog, cfg.replace(**(dram or DRAM))), x
+    return compile_case(name, prog, cfg.replace(**(dram or DRAM))), x
 
 
 def _check(case, simulator, tmp_path):

@@ -289,7 +289,7 @@ def test_blocked_report_keeps_the_network_input_planar():
     and weights are those of the planar report."""
     cfg = AccelConfig.from_string("paper:L=2")
     prog = zoo.tiny()
-    b = compile_(prog, cfg)
+    b = compile_(prog, cfg, stem="taps")     # (the stem reads the planar network image)
     trace = []
     from sim.perf import simulate
     simulate(b, trace=trace)

@@ -11,7 +11,7 @@ import pytest
 from sim import compile as sc
 from sim import funcsim, golden, perf, timing
 from tb.core.banked import BankedCoreTop, BankedEnv, simulate_banked
-from tb.core.cases import make_case
+from tb.core.cases import compile_case, make_case
 
 #: in make test: a strided gather / scatter of every port kind (conv, depthwise, pool, attention);
 #: the longer layers (many bank conflicts, up to 5x the conflict-free cycles) under make regress
@@ -22,7 +22,7 @@ CASES = FAST + [pytest.param(n, marks=pytest.mark.regress) for n in LONG]
 
 def run_banked(name, banks=8):
     prog, cfg, x = make_case(name)
-    binary = sc.compile(prog, cfg)
+    binary = compile_case(name, prog, cfg)
     top = BankedCoreTop(cfg, banks=banks)
     env = BankedEnv(binary, x, top)
     cycles = simulate_banked(top, env, max_cycles=100_000)
@@ -51,7 +51,7 @@ def test_bank_demand_planar_and_blocked():
     rows = {}
     for name in FAST + LONG:
         prog, cfg, x = make_case(name)
-        binary = sc.compile(prog, cfg)
+        binary = compile_case(name, prog, cfg)
         model = perf.simulate(binary, env=timing.PYTHON_HARNESS).cycles
         pl, bl = (bank_demand(binary, layout=lay) for lay in ("planar", "blocked"))
         rows[name] = (pl["words"], bl["words"])

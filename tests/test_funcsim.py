@@ -194,8 +194,8 @@ KINDS = ["generic_3x3_s2", "pointwise_unsigned_in", "grouped_pointwise", "dw3_s1
          "aggreg_concat"]
 
 
-def _check(prog, x, cfg, order="ld_first", fuse=True):
-    b = compile_(prog, AccelConfig.from_string(cfg), fuse=fuse)
+def _check(prog, x, cfg, order="ld_first", fuse=True, stem="auto"):
+    b = compile_(prog, AccelConfig.from_string(cfg), fuse=fuse, stem=stem)
     got = run(b, x, order=order)
     ref = golden.run(prog, x)
     for k in prog.outputs:
@@ -210,6 +210,17 @@ def test_single_layer_kinds(kind, cfg):
     prog, x = case(kind)
     _check(prog, x, CONFIGS[cfg], order="ld_first")
     _check(prog, x, CONFIGS[cfg], order="ld_last")
+
+
+@pytest.mark.parametrize("cfg", sorted(CONFIGS))
+@pytest.mark.parametrize("stem", ["taps", "im2col"])
+def test_generic_stem_both_mappings(stem, cfg):
+    """The generic 3x3 stride-2 layer is the program's stem: tap-major (the generic conv path)
+    and as the dense stem (sim.compile.stem), whichever ``stem="auto"`` picks above."""
+    prog, x = case("generic_3x3_s2")
+    b = _check(prog, x, CONFIGS[cfg], order="ld_last", stem=stem)
+    assert b.symbols[f"tensor:{prog.inputs[0]}"]["layout"] == \
+        ("im2col" if stem == "im2col" else "planar")
 
 
 @pytest.mark.parametrize("kind", ["mbconv_fused", "mbconv_s2_fused", "aggreg_concat"])

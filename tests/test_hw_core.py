@@ -20,7 +20,7 @@ from sim import compile as sc
 from sim import funcsim, golden, perf, timing
 from sim.compile.tiling import att_aux_half
 from sim.isa import att_s_bytes, att_s_line, att_s_offsets
-from tb.core.cases import CASES, make_case, small_config, pointwise_program
+from tb.core.cases import CASES, compile_case, make_case, small_config, pointwise_program
 from tb.core.harness import UNITS, CoreEnv, HarnessError, simulate_amaranth
 
 
@@ -112,13 +112,13 @@ def check_cycles(name, binary, env, cycles):
 
 def run_case(name, seed=0):
     prog, cfg, x = make_case(name, seed)
-    binary = sc.compile(prog, cfg)
+    binary = compile_case(name, prog, cfg)
     env = CoreEnv(binary, x)
     cycles = simulate_amaranth(Core.from_config(cfg), env, max_cycles=20000)
     return prog, binary, x, env, cycles
 
 
-BIG = ("pw_8x8", "dw3_s2_8x8", "conv3_s2_8x8")
+BIG = ("pw_8x8", "dw3_s2_8x8", "conv3_s2_8x8", "conv3_s2_8x8_im2col")
 ATT_PREFIX = ("att", "litemla")     # attention cases: tests at the end of this file
 BLOCKS = ("mbconv", "mbconv_s2", "mbconv_rq")
 
@@ -267,7 +267,7 @@ def _drain_stalls(name):
     from sim.isa import REG_NAMES
     prog, cfg, x = make_case(name)
     out = {}
-    for q in build_queues(sc.compile(prog, cfg)).values():
+    for q in build_queues(compile_case(name, prog, cfg)).values():
         regs = {}
         for ins, _ in q:
             if ins.op == "SETR":
@@ -531,7 +531,7 @@ STALL_CASES = ("pw_residual", "linear_logits", "gpw_g3", "dw3_s2", "dw5_s1_res",
 
 def _run_stalled(name, ready, seed=0):
     prog, cfg, x = make_case(name)
-    binary = sc.compile(prog, cfg)
+    binary = compile_case(name, prog, cfg)
     env = CoreEnv(binary, x, ready=ready, seed=seed)
     cycles = simulate_amaranth(Core.from_config(cfg, stall=True), env, max_cycles=60000)
     return prog, binary, x, env, cycles

@@ -80,7 +80,7 @@ def test_binary_io_follows_the_symbol_layout():
     from sim import zoo
     from sim.compile import compile as compile_
     prog = zoo.tiny()
-    b = compile_(prog, AccelConfig.from_string("small"))
+    b = compile_(prog, AccelConfig.from_string("small"), stem="taps")   # (planar input)
     sym = b.symbols[f"tensor:{prog.inputs[0]}"]
     assert (sym["layout"], sym["block"]) == ("planar", 1)
     rng = np.random.default_rng(3)

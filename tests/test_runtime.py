@@ -17,6 +17,7 @@ from runtime.mmio import MmioDevice, UioIrq, find_uio, udmabuf_info, uio_map_siz
 from runtime.regmap import RegMapFileError, load_regmap
 from sim import compile as sc
 from sim import golden, zoo
+from sim.compile.layout import pack, tensor_layout
 from sim.config import PRESETS
 from sim.image import instruction_image, parse_table
 from sim.isa import encode
@@ -259,9 +260,13 @@ def test_run_places_the_binary_serves_host_and_reads_counters(tiny, irq):
     assert dev.w[w["DATA_BASE_LO"]] == dev.buffer_addr + lay.data and lay.data % 4096 == 0
     assert dev.w[w["DATA_SIZE"]] == binary.dram.size
     assert parse_table(dev.buf[:len(img)], 1) == entries
+    # the input in the symbol's layout (tiny's stem compiles dense: the image unfolded,
+    # sim.compile.stem; tests/test_stem.py checks pack's im2col against a reference)
     sym = binary.symbols[f"tensor:{binary.prog.inputs[0]}"]
-    got = np.frombuffer(dev.buf, np.uint8)[lay.data + sym["addr"]:][:x.size]
-    assert np.array_equal(got.view(np.int8).reshape(x.shape), x.astype(np.int8))
+    assert sym["layout"] == "im2col"
+    want = pack(x, **tensor_layout(sym))
+    got = np.frombuffer(dev.buf, np.uint8)[lay.data + sym["addr"]:][:sym["nbytes"]]
+    assert want.size == sym["nbytes"] and np.array_equal(got, want)
     # a 64-bit counter is read _LO first (it latches _HI)
     reads = [off for kind, off, *_ in dev.log if kind == "r"]
     assert reads.index(w["CYCLES_LO"]) < reads.index(w["CYCLES_HI"])

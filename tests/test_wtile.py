@@ -82,7 +82,7 @@ def test_dram_image_holds_the_tiled_weights(cfgname, name):
     conv's for the R-MAC's N."""
     cfg = AccelConfig.from_string(cfgname)
     prog, _ = case(name)
-    b = compile_(prog, cfg)
+    b = compile_(prog, cfg, stem="taps")     # (the generic conv's own k x k weight tiling)
     n = prog.nodes[0]
     s = b.symbols[f"weight:{n.name}"]
     data = b.dram[s["addr"]:s["addr"] + s["nbytes"]].view(np.int8)

@@ -3,6 +3,8 @@
 A package of passes with one job each (docs/compiler.md):
 
 =================  ==========================================================================
+:mod:`.stem`       the dense stem: a generic conv stem as a pointwise conv over the input the
+                   host writes unfolded (``im2col`` input layout; ``stem=``)
 :mod:`.layout`     DRAM layout and allocation (tensors, concat aliases, constant blocks)
 :mod:`.records`    the parameter records and host blocks written into the DRAM image
 :mod:`.fusion`     fused chains ``[PW1?, DW, PW2]`` and tensors kept in a B slot

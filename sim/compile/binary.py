@@ -15,6 +15,7 @@ from ..intprogram import IntProgram, IntProgramError, check_digest, digest, read
 from ..isa import IsaError, decode_stream, encode_stream
 from .common import CompileError
 from .layout import check_layout, pack, tensor_layout, unpack
+from .stem import check_input_symbol
 
 __all__ = ["Binary", "BINARY_VERSION", "MAGIC"]
 
@@ -46,7 +47,8 @@ class Binary:
     def write_input(self, dram: np.ndarray, x) -> None:
         """Store the integer image ``x`` (already checked against the input tensor) at the input
         tensor's place in the DRAM image ``dram`` (one byte per element, two's complement, in the
-        symbol's layout: :func:`sim.compile.layout.pack`)."""
+        symbol's layout: :func:`sim.compile.layout.pack`; ``im2col``: unfolded for the dense
+        stem, :mod:`sim.compile.stem`)."""
         sym = self.symbols[f"tensor:{self.prog.inputs[0]}"]
         b = pack(x, **tensor_layout(sym))
         dram[sym["addr"]:sym["addr"] + b.size] = b
@@ -122,6 +124,12 @@ class Binary:
         for name in prog.inputs + prog.outputs:
             if f"tensor:{name}" not in symbols:
                 raise CompileError(f"{path}: no DRAM symbol for tensor {name!r}")
+        for key, sym in symbols.items():
+            if key.startswith("tensor:") and sym.get("layout") == "im2col":
+                try:
+                    check_input_symbol(prog, key[len("tensor:"):], sym)
+                except (ValueError, TypeError, KeyError) as e:
+                    raise CompileError(f"{path}: inconsistent Binary ({e})") from None
         check_digest(path, m, arrays, "Binary", CompileError)
         return cls(cfg, prog, streams, tags, dram, symbols, layers)
 

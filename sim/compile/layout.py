@@ -15,20 +15,33 @@ With one pixel (``npix = 1``: linear layers, pooled vectors, the logits) both ar
 :func:`pack` / :func:`unpack` apply the rule to a whole tensor; every tensor symbol records its
 ``layout`` and ``block`` so that :meth:`sim.compile.Binary.read_outputs` / ``write_input`` (and
 through them ``sim.funcsim``, ``tb`` and ``runtime``) read and write it by the rule.
+
+One more layout exists for the network *input* only, written by the host: ``im2col``
+(:func:`im2col`, the dense stem, docs/compiler.md "Dense stem"). The image ``(C, H, W)`` of a
+network whose first node is a generic ``k x k`` conv (stride ``s``, padding ``p``) is stored
+already unfolded, ``[C*k*k][Ho][Wo]`` planar, channel ``c*k*k + ky*k + kx`` holding input pixel
+``(c, oy*s - p + ky, ox*s - p + kx)`` and 0 where that pixel is padding (the conv's zero
+padding, as :func:`sim.golden.conv_acc` pads), so that the compiler runs the stem as a pointwise
+conv over ``C*k*k`` channels. The symbol keeps the image's ``shape`` and records ``kernel``,
+``stride`` and ``padding``; only :func:`pack` knows it (nothing reads such a tensor back).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..intprogram import IntProgram
+from ..intprogram import IntProgram, conv_output_hw
 from .common import CompileError, align, cdiv, elem_bytes, shape3
 
 __all__ = ["DramImage", "TensorLayout", "layout_tensors", "LAYOUTS", "activation_block",
-           "check_layout", "act_offset", "act_elems", "pack", "unpack", "tensor_layout"]
+           "check_layout", "act_offset", "act_elems", "pack", "unpack", "tensor_layout",
+           "INPUT_LAYOUTS", "im2col", "im2col_shape"]
 
 #: the activation layouts :func:`act_offset` knows
 LAYOUTS = ("planar", "blocked")
+#: the layouts a tensor symbol may record: the activation layouts and the input-only ``im2col``
+INPUT_LAYOUTS = LAYOUTS + ("im2col",)
+_GEOM = ("kernel", "stride", "padding")
 
 
 def activation_block(cfg) -> int:
@@ -39,13 +52,59 @@ def activation_block(cfg) -> int:
     return 1 << (w - 1).bit_length()
 
 
-def check_layout(layout, block):
+def _posint(v, lo=1):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo
+
+
+def check_layout(layout, block, *, kernel=None, stride=None, padding=None):
     """Raise ValueError unless ``layout`` is one of :data:`LAYOUTS` (``blocked``: with a positive
-    int ``block``)."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if layout == "blocked" and (not isinstance(block, (int, np.integer)) or block < 1):
+    int ``block``) or ``im2col`` (with ints ``kernel`` >= 1, ``stride`` >= 1, ``padding`` >= 0
+    and ``block`` 1); the geometry is refused on any other layout."""
+    geom = dict(kernel=kernel, stride=stride, padding=padding)
+    if layout not in INPUT_LAYOUTS:
+        raise ValueError(f"layout must be one of {INPUT_LAYOUTS}, got {layout!r}")
+    if layout == "blocked" and not _posint(block):
         raise ValueError(f"block must be a positive int for the blocked layout, got {block!r}")
+    if layout == "im2col":
+        if not (_posint(kernel) and _posint(stride) and _posint(padding, 0)):
+            raise ValueError(f"the im2col layout needs ints kernel >= 1, stride >= 1, "
+                             f"padding >= 0, got {geom}")
+        if padding >= kernel:
+            raise ValueError(f"im2col: padding {padding} must be smaller than kernel {kernel}")
+        if block != 1:
+            raise ValueError(f"im2col: block must be 1, got {block!r}")
+    elif any(v is not None for v in geom.values()):
+        raise ValueError(f"kernel/stride/padding belong to the im2col layout only, not to "
+                         f"{layout!r}")
+
+
+def im2col_shape(shape, *, kernel: int, stride: int, padding: int) -> tuple:
+    """``(C*k*k, Ho, Wo)``: the shape of image ``shape = (C, H, W)`` in the ``im2col`` layout
+    (:func:`sim.intprogram.conv_output_hw`'s ``Ho``, ``Wo``)."""
+    check_layout("im2col", 1, kernel=kernel, stride=stride, padding=padding)
+    if len(shape) != 3:
+        raise ValueError(f"im2col: the image must be (C, H, W), got shape {tuple(shape)}")
+    c, h, w = (int(v) for v in shape)
+    ho, wo = conv_output_hw(h, w, kernel, stride, padding)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"im2col: a {h}x{w} image is smaller than the {kernel}x{kernel} kernel")
+    return (c * kernel * kernel, ho, wo)
+
+
+def im2col(x, *, kernel: int, stride: int, padding: int) -> np.ndarray:
+    """The image ``x`` ``(C, H, W)`` unfolded for a ``kernel x kernel`` conv of ``stride`` and
+    ``padding``: ``(C*k*k, Ho, Wo)``, channel ``c*k*k + ky*k + kx`` = ``x[c, oy*s - p + ky,
+    ox*s - p + kx]``, 0 outside the image (the module doc; the conv's weights ``(Cout, C, k, k)``
+    reshaped to ``(Cout, C*k*k)`` are the pointwise weights in the same order)."""
+    x = np.asarray(x)
+    k, s, p = kernel, stride, padding
+    cc, ho, wo = im2col_shape(x.shape, kernel=k, stride=s, padding=p)
+    xp = np.pad(x, ((0, 0), (p, p), (p, p)))
+    out = np.empty((x.shape[0], k, k, ho, wo), dtype=x.dtype)
+    for ky in range(k):
+        for kx in range(k):
+            out[:, ky, kx] = xp[:, ky:ky + (ho - 1) * s + 1:s, kx:kx + (wo - 1) * s + 1:s]
+    return out.reshape(cc, ho, wo)
 
 
 def act_offset(c, p, *, npix: int, layout: str = "planar", block: int = 1):
@@ -74,13 +133,23 @@ def _offsets(shape, layout, block):
                       layout=layout, block=block).reshape(c, h, w).reshape(shape)
 
 
-def pack(x, *, layout: str = "planar", block: int = 1, bits: int = 8) -> np.ndarray:
+def pack(x, *, layout: str = "planar", block: int = 1, bits: int = 8, **geom) -> np.ndarray:
     """The DRAM bytes of integer tensor ``x`` (shape ``(C, H, W)`` or ``(C,)``) in ``layout``:
-    8-bit two's complement or, ``bits > 8``, little-endian int32 per element; pad elements 0."""
+    8-bit two's complement or, ``bits > 8``, little-endian int32 per element; pad elements 0.
+    ``im2col`` (the network input only; ``geom``: ``kernel``, ``stride``, ``padding``): the
+    bytes of :func:`im2col` of ``x``, planar."""
+    check_layout(layout, block, **geom)
     x = np.asarray(x, dtype=np.int64)
+    if layout == "im2col":      # unfolded as bytes (a padding 0 is byte 0, signed or not)
+        if bits != 8:
+            raise ValueError(f"im2col: the input is 8-bit, got bits = {bits}")
+        return im2col((x & 0xFF).astype(np.uint8), **geom).reshape(-1)
     c, h, w = shape3(x.shape)
-    out = np.zeros(act_elems(c, h * w, layout=layout, block=block), dtype=np.int64)
-    out[_offsets(x.shape, layout, block).reshape(-1)] = x.reshape(-1)
+    if layout == "planar":      # (act_offset is the identity)
+        out = x.reshape(-1)
+    else:
+        out = np.zeros(act_elems(c, h * w, layout=layout, block=block), dtype=np.int64)
+        out[_offsets(x.shape, layout, block).reshape(-1)] = x.reshape(-1)
     if bits > 8:
         return out.astype(np.int32).view(np.uint8)
     return (out & 0xFF).astype(np.uint8)
@@ -88,7 +157,11 @@ def pack(x, *, layout: str = "planar", block: int = 1, bits: int = 8) -> np.ndar
 
 def unpack(raw, shape, *, signed: bool, layout: str = "planar", block: int = 1,
            bits: int = 8) -> np.ndarray:
-    """The int64 tensor of ``shape`` whose DRAM bytes (``pack``'s format) start ``raw``."""
+    """The int64 tensor of ``shape`` whose DRAM bytes (``pack``'s format) start ``raw``
+    (not for ``im2col``: the host writes the input, nothing reads it back)."""
+    if layout == "im2col":
+        raise ValueError("the im2col layout is written by the host only: it is never unpacked")
+    check_layout(layout, block)
     c, h, w = shape3(shape)
     n = act_elems(c, h * w, layout=layout, block=block)
     raw = np.asarray(raw, dtype=np.uint8)
@@ -101,8 +174,12 @@ def unpack(raw, shape, *, signed: bool, layout: str = "planar", block: int = 1,
 
 def tensor_layout(sym: dict) -> dict:
     """``{layout, block}`` of a tensor symbol (a symbol without them, from a Binary written
-    before the blocked layout existed, is planar)."""
-    return dict(layout=sym.get("layout", "planar"), block=int(sym.get("block", 1)))
+    before the blocked layout existed, is planar), with ``kernel``, ``stride``, ``padding`` for
+    ``im2col``: the keyword arguments of :func:`pack` and :func:`check_layout`."""
+    lay = dict(layout=sym.get("layout", "planar"), block=int(sym.get("block", 1)))
+    if lay["layout"] == "im2col":
+        lay.update({g: sym.get(g) for g in _GEOM})
+    return lay
 
 
 class DramImage:

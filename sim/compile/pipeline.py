@@ -15,6 +15,12 @@
 5. with ``prefetch``: weight groups moved up the LD queue into time the LD unit idles in the
    cycle model (:func:`.prefetch.ld_times`, :func:`.prefetch.hoist_weight_loads`); C beyond its
    two slots reserved for the head's first groups (:func:`.prefetch.reserve_groups`).
+
+Before all of them, with ``stem="im2col"`` (or ``"auto"``, the default, when the cycle model
+finds it faster: :func:`.stem.choose_stem`), the dense stem pass (:mod:`.stem`): a generic
+conv stem on the input becomes a pointwise conv over the unfolded input the host writes; after
+assembly the Binary gets the original program back and its input symbol the ``im2col``
+layout.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from .ops.pool import emit_pool
 from .prefetch import hoist_weight_loads, ld_times, reserve_groups
 from .residency import Residency
 from .schedule import B_SLOTS, Scheduler, Slots
+from .stem import STEMS, choose_stem, restore_program, unfold_stem
 from .tiling import c_slot_bytes
 from .streaming import StreamPlan, insert_fences, insert_restores, plan_stream
 
@@ -167,7 +174,7 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
 
 def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
             attn_onchip: bool = True, prefetch: bool | None = None, stream: bool = False,
-            layout: str = "planar") -> Binary:
+            layout: str = "planar", stem: str = "auto") -> Binary:
     """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
     ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM);
     ``attn_onchip=False`` keeps the attention context modules' activations going through
@@ -187,7 +194,16 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     (``sim.compile.layout``, the units' ``BLOCK`` register; docs/global-buffers.md section 5):
     a first path for programs of convs (dense, depthwise) and linears only
     (:func:`check_blocked`), without
-    fusion, residency, prefetch or streaming."""
+    fusion, residency, prefetch or streaming.
+    ``stem="im2col"`` (planar layout only): a program whose first node is a generic conv on
+    the input with few ``C*k*k`` (:func:`.stem.stem_node`) runs it as a pointwise conv over
+    the input unfolded by the host (:mod:`.stem`, the ``im2col`` input layout; a program
+    without such a stem compiles as with ``"taps"``); ``stem="taps"``: the generic conv path,
+    ``k*k`` steps per output pixel; ``stem="auto"`` (the default): whichever of the two the
+    cycle model finds faster for the stem layer alone (:func:`.stem.choose_stem`; recorded in
+    the first layer's ``stem`` entry of ``Binary.layers``; docs/compiler.md "Dense stem")."""
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
     if prefetch not in (False, True, None):
         raise ValueError(f"prefetch must be True, False or None, got {prefetch!r}")
     if prefetch is None:
@@ -207,6 +223,24 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     if stream and prefetch:
         raise ValueError("stream=True is not combined with prefetch=True (the weight arena "
                          "spans the whole of buffer C)")
+    prog, probe = prog.validate(), None
+    if stem == "auto":
+        stem, probe = choose_stem(prog, cfg)
+    unfolded = unfold_stem(prog) if stem == "im2col" else None
+    if unfolded is None:
+        binary = _compile_planar(prog, cfg, fuse, attn_onchip, prefetch, stream)
+    else:
+        binary = restore_program(_compile_planar(unfolded[0], cfg, fuse, attn_onchip,
+                                                 prefetch, stream), prog, unfolded[1])
+    if probe:
+        binary.layers[0]["stem_probe_cycles"] = probe
+    if unfolded is None and probe:
+        binary.layers[0]["stem"] = "taps"
+    return binary
+
+
+def _compile_planar(prog, cfg, fuse, attn_onchip, prefetch, stream) -> Binary:
+    """:func:`compile` of ``prog`` with the planar layout."""
     cycles = None
     if stream:      # the phases are cut by the cycles of each layer without them
         from ..perf import simulate

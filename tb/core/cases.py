@@ -11,7 +11,7 @@ from sim.intprogram import Epilogue, IntProgram, Node, TensorInfo
 
 __all__ = ["small_config", "pointwise_program", "linear_program", "depthwise_program",
            "generic_program", "mbconv_program", "pool_program", "CASES", "NETWORKS",
-           "make_case", "compile_without_config_check"]
+           "make_case", "compile_without_config_check", "CASE_COMPILE", "compile_case"]
 
 
 def small_config(*, N=4, M=4, T=4, S=4, packed=False, **kw) -> AccelConfig:
@@ -34,6 +34,13 @@ def compile_without_config_check(prog: IntProgram, cfg: AccelConfig):
     validate = IntProgram.validate
     with mock.patch.object(IntProgram, "validate", lambda self, cfg=None: validate(self)):
         return sc.compile(prog, cfg)
+
+
+def compile_case(name: str, prog: IntProgram, cfg: AccelConfig, **kw):
+    """``sim.compile.compile(prog, cfg, **kw)`` with case ``name``'s options of
+    :data:`CASE_COMPILE` (``kw`` wins)."""
+    from sim import compile as sc
+    return sc.compile(prog, cfg, **{**CASE_COMPILE.get(name, {}), **kw})
 
 
 def _epilogue(rng, cout, act, residual=None, s_res=0.05):
@@ -201,6 +208,28 @@ CASES = {
 }
 
 
+# the dense stem (sim.compile.stem): the same 3x3 stride-2 convs on 3 input channels run as a
+# pointwise conv over the 27 channels of the input the host writes unfolded (im2col layout);
+# the cases above keep the generic tap-major path (CASE_COMPILE)
+CASES.update({
+    "conv3_s2_im2col": (generic_program, dict(cin=3, cout=8, h=9, w=9, k=3, stride=2,
+                                              act="hswish", seed=22), {}),
+    "conv3_s2_8x8_im2col": (generic_program, dict(cin=3, cout=16, h=12, w=13, k=3, stride=2,
+                                                  act="hswish", seed=24),
+                            dict(N=8, M=8, T=8, S=8)),
+    "conv3_s1_u8_im2col": (generic_program, dict(cin=6, cout=6, h=5, w=6, k=3, stride=1,
+                                                 act="relu", x_signed=False, seed=23), {}),
+})
+
+#: compile options per case (:func:`compile_case`): the generic convs that the dense stem
+#: would unfold keep the generic path (``stem="taps"``) and their twins take the dense stem
+#: (``stem="im2col"``), whatever ``stem="auto"`` would choose, so that the core tests run both
+TAPS, IM2COL = dict(stem="taps"), dict(stem="im2col")
+CASE_COMPILE = {"conv3_s2": TAPS, "conv3_s1_u8": TAPS, "conv3_s2_8x8": TAPS,
+                "conv3_s2_im2col": IM2COL, "conv3_s2_8x8_im2col": IM2COL,
+                "conv3_s1_u8_im2col": IM2COL}
+
+
 def make_case(name: str, seed: int = 0):
     """(program, config, input) of case ``name`` of :data:`CASES` or :data:`NETWORKS`."""
     fn, kw, ckw = CASES[name] if name in CASES else NETWORKS[name]
@@ -356,6 +385,8 @@ CASES.update({
                                               seed=35), REQUANT),
     "conv3_s2_rq": (generic_program, dict(cin=3, cout=8, h=9, w=9, k=3, stride=2, act="hswish",
                                           seed=36), REQUANT),
+    "conv3_s2_im2col_rq": (generic_program, dict(cin=3, cout=8, h=9, w=9, k=3, stride=2,
+                                                 act="hswish", seed=36), REQUANT),
     "mbconv_rq": (mbconv_program, dict(seed=37), REQUANT),
     "att_d6_rq": (attention_program, dict(dim=6, heads=3, h=3, w=3, seed=24), REQUANT),
 })
@@ -367,6 +398,7 @@ CASES.update({
 #: and a plain pointwise conv next to them.
 RES_LANES = dict(requant_rmac_res=1)
 RES_LANES2 = dict(requant_rmac=2, requant_rmac_res=1)
+CASE_COMPILE.update(conv3_s2_rq=TAPS, conv3_s2_im2col_rq=IM2COL)
 CASES.update({
     "pw_residual_rr": (pointwise_program, dict(act="none", cin=12, cout=12, residual=True,
                                                seed=41), RES_LANES),

@@ -18,7 +18,7 @@ from cocotb.triggers import FallingEdge, RisingEdge
 
 from sim import compile as sc
 from sim import golden
-from tb.core.cases import make_case
+from tb.core.cases import compile_case, make_case
 from tb.core.icarus import kick_comb_blocks
 from tb.core.harness import CoreEnv
 from tb.rtl import params
@@ -58,12 +58,13 @@ async def run_case(dut, case, p):
 
 
 async def run_program(dut, case, prog, cfg, x, *, max_cycles: int, prefetch=False,
-                      layout="planar"):
-    """Compile ``prog`` for ``cfg`` (``prefetch``, ``layout``: :func:`sim.compile.compile`'s
-    options), run it
+                      layout="planar", stem=None):
+    """Compile ``prog`` for ``cfg`` (``prefetch``, ``layout``, ``stem``: :func:`sim.compile.
+    compile`'s options; ``stem=None``: the case's, :func:`tb.core.cases.compile_case`), run it
     on the core from reset with input ``x``, check the output against sim.golden and return the
     cycle count (and the Icarus X-read count)."""
-    binary = sc.compile(prog, cfg, prefetch=prefetch, layout=layout)
+    binary = compile_case(case, prog, cfg, prefetch=prefetch, layout=layout,
+                          **({} if stem is None else dict(stem=stem)))
     env = CoreEnv(binary, x)
     names = env.sampled_names()
     handles = {n: getattr(dut, n) for n in names}

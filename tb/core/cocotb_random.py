@@ -27,7 +27,7 @@ async def core_runs_random_programs(dut):
     for prog_path, x_path in p["programs"]:
         prog = IntProgram.load(prog_path)
         res = await run_program(dut, prog_path, prog, cfg, np.load(x_path),
-                                max_cycles=p["max_cycles"])
+                                max_cycles=p["max_cycles"], stem=p.get("stem"))
         results.append(res["cycles"])
     with open("random_cycles.json", "w") as f:
         json.dump(results, f)

@@ -267,20 +267,29 @@ _MAP_OPS = ["pointwise", "pointwise", "generic", "depthwise", "depthwise", "atte
 
 @st.composite
 def programs(draw, cfg: AccelConfig, *, max_layers: int = 4, rtl: bool = False,
-             max_hw: int = 10, max_c: int = 16):
+             max_hw: int = 10, max_c: int = 16, stem: bool = False):
     """``(IntProgram, input)``: a random chain of 1..max_layers layers for ``cfg``, valid
-    (``validate(cfg)``). ``rtl``: only what the computing core runs (no host LayerNorm)."""
+    (``validate(cfg)``). ``rtl``: only what the computing core runs (no host LayerNorm).
+    ``stem``: the first layer an RGB stem (a 3x3 stride-2 conv with padding 1 on 3 input
+    channels, :mod:`sim.compile.stem`) on an image of odd height and width up to
+    ``2 * max_hw + 1``."""
     g = _Gen(draw, cfg, rtl)
-    c = draw(st.integers(1, max_c), label="C")
-    h = draw(st.integers(1, max_hw), label="H")
-    w = draw(st.integers(1, max_hw), label="W")
+    c = 3 if stem else draw(st.integers(1, max_c), label="C")
+    if stem:
+        h = 2 * draw(st.integers(1, max_hw), label="H") + 1
+        w = 2 * draw(st.integers(1, max_hw), label="W") + 1
+    else:
+        h = draw(st.integers(1, max_hw), label="H")
+        w = draw(st.integers(1, max_hw), label="W")
     signed = draw(st.booleans(), label="input signed")
     g.inp = "x"
     g.tensors["x"] = TensorInfo("x", (c, h, w), 8, signed)
     g.env["x"] = g.rng.integers(-128, 128, (c, h, w)) if signed \
         else g.rng.integers(0, 256, (c, h, w))
     x = "x"
-    layers = draw(st.integers(1, max_layers), label="layers")
+    if stem:
+        x = g.conv(x, draw(st.integers(1, max_c), label="stem cout"), 3, 2, 1, 1)
+    layers = draw(st.integers(0 if stem else 1, max_layers), label="layers")
     for _ in range(layers):
         op = draw(st.sampled_from(_MAP_OPS), label="op")
         x = getattr(g, op)(x)
@@ -298,8 +307,10 @@ def programs(draw, cfg: AccelConfig, *, max_layers: int = 4, rtl: bool = False,
     return prog, g.env["x"]
 
 
-def cases(*, max_cores: int = 3, max_layers: int = 4, max_hw: int = 10, max_c: int = 16):
-    """``(prog, cfg, x)`` for a random config and a random program on it."""
+def cases(*, max_cores: int = 3, max_layers: int = 4, max_hw: int = 10, max_c: int = 16,
+          stem: bool = False):
+    """``(prog, cfg, x)`` for a random config and a random program on it (``stem``: starting
+    with an RGB stem, :func:`programs`)."""
     return configs(max_cores=max_cores).flatmap(
-        lambda cfg: programs(cfg, max_layers=max_layers, max_hw=max_hw, max_c=max_c).map(
-            lambda px: (px[0], cfg, px[1])))
+        lambda cfg: programs(cfg, max_layers=max_layers, max_hw=max_hw, max_c=max_c,
+                             stem=stem).map(lambda px: (px[0], cfg, px[1])))
