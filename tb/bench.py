@@ -103,18 +103,20 @@ def _source_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def cached_binary(model: str, cfg, *, seed: int = 0, cache="build/bench", prefetch=False):
+def cached_binary(model: str, cfg, *, seed: int = 0, cache="build/bench", **options):
     """``(Binary, its cache path, whether it came from the cache)``: the compiled zoo ``model``
-    for ``cfg`` (``prefetch``: :func:`sim.compile.compile`'s option), from ``cache`` when an
-    earlier run of the same sources, config, seed and options wrote it (build/ is generated
-    output)."""
+    for ``cfg`` (``options``: keyword options of :func:`sim.compile.compile`, e.g.
+    ``prefetch=True``, ``stem="taps"``; omitted ones take the compiler's defaults), from
+    ``cache`` when an earlier run of the same sources, config, seed and options wrote it
+    (build/ is generated output)."""
     from pathlib import Path
 
     from sim import zoo
     from sim.compile import Binary, CompileError
     from sim.compile import compile as compile_binary
     import hashlib
-    key = f"{model}-s{seed}{'-prefetch' if prefetch else ''}-" + hashlib.sha256(
+    tag = "".join(f"-{k}={options[k]}" for k in sorted(options))
+    key = f"{model}-s{seed}{tag}-" + hashlib.sha256(
         (_source_digest() + cfg.to_json()).encode()).hexdigest()[:16]
     path = Path(cache) / f"{key}.bin.npz"
     if path.exists():
@@ -124,7 +126,7 @@ def cached_binary(model: str, cfg, *, seed: int = 0, cache="build/bench", prefet
             pass
     prog = zoo.build(model, seed=seed)
     prog.meta.setdefault("name", model)
-    b = compile_binary(prog, cfg, prefetch=prefetch)
+    b = compile_binary(prog, cfg, **options)
     path.parent.mkdir(parents=True, exist_ok=True)
     b.save(path)
     return b, path, False
@@ -147,16 +149,15 @@ def cached_hazards(binary, path):
     return hz
 
 
-def bound_ratios(models, cfg, *, cache="build/bench", frames: int = 3,
-                 prefetch: bool = False) -> dict:
+def bound_ratios(models, cfg, *, cache="build/bench", frames: int = 3, **options) -> dict:
     """Latency and streaming FPS of each zoo model and their fractions of the compute and
-    traffic bounds (:mod:`sim.bounds`), flat keys ``{model}_{figure}`` (``prefetch``: compiled
-    with the cross-layer weight prefetch); ``cached_binaries`` counts the Binaries taken from
+    traffic bounds (:mod:`sim.bounds`), flat keys ``{model}_{figure}`` (``options``: compile
+    options, as :func:`cached_binary`); ``cached_binaries`` counts the Binaries taken from
     ``cache``."""
     from sim import perf
     out, hits = {}, 0
     for m in models:
-        b, path, hit = cached_binary(m, cfg, cache=cache, prefetch=prefetch)
+        b, path, hit = cached_binary(m, cfg, cache=cache, **options)
         hits += hit
         rep = perf.simulate(b)
         rep.streaming = perf.stream(b, frames=frames, hazards=cached_hazards(b, path))
@@ -172,21 +173,27 @@ def bound_ratios(models, cfg, *, cache="build/bench", frames: int = 3,
     return out
 
 
-@bench("bounds", "Table VII models on `paper`: latency and streaming FPS as fractions of the "
-                 "compute and traffic bounds (sim.bounds), measured in this run, without and "
-                 "with the cross-layer weight prefetch (keys prefetch_*)")
+#: the schedule issue #16 started from: `paper`'s buffers, the tap-major stem, no prefetch
+BEFORE_16 = dict(prefetch=False, stem="taps")
+
+
+@bench("bounds", "Table VII models: latency and streaming FPS as fractions of the compute and "
+                 "traffic bounds (sim.bounds), measured in this run, for the schedule issue #16 "
+                 "started from (`paper`, tap-major stem, no prefetch: plain keys) and for the "
+                 "ZCU102 build's (`zcu102` with the compiler's defaults: keys zcu102_*, "
+                 "zcu102_<model>_latency_speedup = after / before)")
 def bench_bounds() -> dict:
     from sim.config import AccelConfig
     from sim.report import TABLE7_MODELS
-    cfg = AccelConfig.from_string("paper")
-    out = bound_ratios(TABLE7_MODELS, cfg)
-    pf = bound_ratios(TABLE7_MODELS, cfg, prefetch=True)
-    out["cached_binaries"] += pf.pop("cached_binaries")
-    out.update({f"prefetch_{k}": v for k, v in pf.items()})
+    out = bound_ratios(TABLE7_MODELS, AccelConfig.from_string("paper"), **BEFORE_16)
+    after = bound_ratios(TABLE7_MODELS, AccelConfig.from_string("zcu102"))
+    out["cached_binaries"] += after.pop("cached_binaries")
+    out.update({f"zcu102_{k}": v for k, v in after.items()})
     for m in TABLE7_MODELS:
         k = m.replace("-", "_")
-        out[f"prefetch_{k}_latency_speedup"] = round(
-            out[f"prefetch_{k}_latency_fps"] / out[f"{k}_latency_fps"], 4)
+        for mode in ("latency", "streaming"):
+            out[f"zcu102_{k}_{mode}_speedup"] = round(
+                out[f"zcu102_{k}_{mode}_fps"] / out[f"{k}_{mode}_fps"], 4)
     return out
 
 

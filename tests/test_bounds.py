@@ -266,22 +266,23 @@ def test_bench_bound_ratios_small(tmp_path):
     here from sim.bounds and the latency cycles), and a second run takes the cached Binary and
     hazards and gives the same figures."""
     from tb.bench import bound_ratios
-    a = bound_ratios(["b0-r64"], PAPER, cache=tmp_path, frames=2)
+    a = bound_ratios(["b0-r64"], PAPER, cache=tmp_path, frames=2, stem="taps")
     assert a["cached_binaries"] == 0
     bd = bounds(zoo.build("b0-r64", seed=0), PAPER)
     cyc = 200e6 / a["b0_r64_latency_fps"]
     assert a["b0_r64_latency_over_compute"] == pytest.approx(bd.compute_cycles / cyc, abs=2e-3)
     assert a["b0_r64_streaming_over_traffic"] <= 1
-    b = bound_ratios(["b0-r64"], PAPER, cache=tmp_path, frames=2)
+    b = bound_ratios(["b0-r64"], PAPER, cache=tmp_path, frames=2, stem="taps")
     assert b["cached_binaries"] == 1
     assert {k: v for k, v in a.items() if k != "cached_binaries"} == \
         {k: v for k, v in b.items() if k != "cached_binaries"}
-    # the prefetch Binary is cached apart and timed as compiled with prefetch
-    c = bound_ratios(["b0-r64"], PAPER, cache=tmp_path, frames=2, prefetch=True)
-    assert c["cached_binaries"] == 0
+    # other options are cached apart and timed as compiled with them
     from sim import compile as sc, perf
-    fps = perf.simulate(sc.compile(zoo.build("b0-r64", seed=0), PAPER, prefetch=True)).summary()
-    assert c["b0_r64_latency_fps"] == round(fps["fps"], 1)
+    for opts in (dict(prefetch=True, stem="taps"), dict(prefetch=True, stem="im2col")):
+        c = bound_ratios(["b0-r64"], PAPER, cache=tmp_path, frames=2, **opts)
+        assert c["cached_binaries"] == 0
+        fps = perf.simulate(sc.compile(zoo.build("b0-r64", seed=0), PAPER, **opts)).summary()
+        assert c["b0_r64_latency_fps"] == round(fps["fps"], 1)
 
 
 @pytest.mark.regress
