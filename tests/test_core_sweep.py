@@ -69,32 +69,46 @@ def test_model_scales_linearly_in_L():
             assert ls[b][k] - ls[a][k] == pytest.approx(step * (b - a), abs=2)
 
 
-def test_synthesised_points_are_core_times_L_plus_global_buffers(tmp_path, capsys):
-    """--synth all with a stand-in estimator: every point's yosys figure = its core x L + the
-    global buffers at ceil(bytes / 4096) RAMB36 each, counted here by hand; one synthesis per
-    (N, M, T, S) whatever L."""
-    calls = []
+def _fake_top(cfg):
+    """A stand-in for yosys of the top level, growing with L."""
+    return {"LUT": 1000 + 10 * cfg.L, "FF": 500, "DSP48E2": 2, "RAMB18": 0, "RAMB36": 1}
+
+
+def test_synthesised_points_are_core_times_L_plus_top_plus_global_buffers(tmp_path, capsys):
+    """--synth all with stand-in estimators: every point's yosys figure = its core x L + the
+    top level at that point + the global buffers at ceil(bytes / 4096) RAMB36 each (what
+    `estimate accelerator` adds up), counted here by hand; one core synthesis per (N, M, T, S)
+    whatever L, one top level per point."""
+    calls, tops = [], []
 
     def est(engine, params):
         calls.append((params["N"], params["M"], params["T"], params["S"]))
         return _fake_core(engine, params)
+
+    def top(cfg):
+        tops.append((cfg.N, cfg.M, cfg.T, cfg.S, cfg.L))
+        return _fake_top(cfg)
     out = tmp_path / "c.csv"
     assert sweep_main(["--core", "--config", "small", "--values", "2,4", "--L-values", "1,2",
-                       "--synth", "all", "--out", str(out), "--json"], estimator=est) == 0
+                       "--synth", "all", "--out", str(out), "--json"], estimator=est,
+                      top_estimator=top) == 0
     doc = json.loads(capsys.readouterr().out)
     base = PRESETS["small"]
     glob = sum(math.ceil(getattr(base, f"buf_{b}_bytes") / 4096) for b in ("b", "c", "out"))
     for r in _rows(out):
         n, m, t, s, L = (int(r[p]) for p in ("N", "M", "T", "S", "L"))
         k = n * m + t * s
-        assert int(r["LUT_yosys"]) == 100 * k * L
-        assert int(r["DSP48E2_yosys"]) == k // 2 * L
-        assert float(r["BRAM36_yosys"]) == pytest.approx((2 + 1) * L + glob)
+        assert int(r["LUT_yosys"]) == 100 * k * L + 1000 + 10 * L
+        assert int(r["DSP48E2_yosys"]) == k // 2 * L + 2
+        assert float(r["BRAM36_yosys"]) == pytest.approx((2 + 1) * L + 1 + glob)
     # (4,4,4,4) is the base: estimated for the comparison, not again for the grid
     assert sorted(set(calls)) == sorted({(2, 4, 4, 4), (4, 2, 4, 4), (4, 4, 2, 4), (4, 4, 4, 2),
                                          (4, 4, 4, 4)})
     assert calls.count((4, 4, 4, 4)) == 1
-    assert doc["core"]["LUT"] == 100 * 32 and doc["total"]["LUT"] == 100 * 32 * base.L
+    assert len(tops) == len(set(tops))
+    assert set(tops) >= {(4, 4, 4, 4, 1), (4, 4, 4, 4, 2), (2, 4, 4, 4, 2)}
+    assert doc["core"]["LUT"] == 100 * 32
+    assert doc["total"]["LUT"] == 100 * 32 * base.L + 1000 + 10 * base.L
 
 
 def test_bad_arguments_exit_2(tmp_path):
