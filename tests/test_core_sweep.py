@@ -152,3 +152,33 @@ def test_documented_synthesis_sweep_runs(cmd, tmp_path):
     assert sweep_main(args + ["--out", str(tmp_path / "core.csv"), "--quiet"]) == 0
     rows = _rows(tmp_path / "core.csv")
     assert any(r["LUT_yosys"] for r in rows)
+
+
+def test_base_point_is_what_estimate_accelerator_adds_up(monkeypatch):
+    """The sweep's yosys figure of a point and `python -m hw estimate accelerator`'s total are
+    one sum of the same syntheses: yosys is replaced by a stand-in whose figures depend on the
+    Verilog text it is given (so a core or top level converted differently would differ), and
+    both totals must be equal at `small` (L = 2)."""
+    import hashlib
+    from hw import estimate
+    from hw.sweep import accelerator_comparison
+    from hw.system.estimate import estimate_accelerator
+
+    seen = {}
+
+    def fake(text, top, abc9=True, lib=None):
+        h = int(hashlib.sha256(text.encode() + (lib or "").encode()).hexdigest()[:8], 16)
+        seen.setdefault(top, set()).add(h)
+        return {"LUT": h % 10007, "FF": h % 5003, "DSP48E2": h % 97, "RAMB18": h % 5,
+                "RAMB36": h % 3, "BRAM": 0, "CARRY": 0, "cells": {}, "top": top,
+                "mapper": "abc", "dir": ""}
+    monkeypatch.setattr(estimate, "estimate_verilog", fake)
+    cfg = PRESETS["small"]
+    ours = accelerator_comparison(cfg)
+    theirs = estimate_accelerator(cfg, method="top")["total"]
+    assert ours["total"]["LUT"] == theirs["LUT"]
+    assert ours["total"]["FF"] == theirs["FF"]
+    assert ours["total"]["DSP48E2"] == theirs["DSP48E2"]
+    assert ours["total"]["BRAM"] == pytest.approx(theirs["BRAM36"])
+    # one core text and one top text were synthesised, by both
+    assert len(seen["trio_core"]) == 1 and len(seen["trio_accel"]) == 1
