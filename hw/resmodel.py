@@ -66,7 +66,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["FIT_FILE", "RES", "fit_jobs", "held_out_jobs", "fit", "load_fit", "predict",
-           "predict_core", "local_bram18", "build_part"]
+           "predict_core", "predict_system", "held_out_errors", "held_out_error", "local_bram18",
+           "build_part", "run_estimate"]
 
 FIT_FILE = Path(__file__).with_name("resmodel_fit.json")
 RES = ("LUT", "FF", "DSP48E2")
