@@ -31,7 +31,7 @@ from .context import Context
 from .emitter import Emitter
 from .fusion import chain_weight_bytes, find_chains, find_resident
 from .layout import LAYOUTS, DramImage, activation_block, layout_tensors
-from ..isa import block_unit_ok
+from ..isa import att_kv_fits, block_unit_ok
 from .common import shape3
 from .ops.attention import emit_attention
 from .ops.blocked import emit_conv_blocked, emit_depthwise_blocked
@@ -78,25 +78,49 @@ def _npix(prog, t) -> int:
 
 def check_blocked(prog: IntProgram, cfg: AccelConfig) -> int:
     """log2 B of ``cfg``'s blocked layout (:func:`~sim.compile.layout.activation_block`), or a
-    :class:`CompileError` naming what ``layout="blocked"`` does not support yet: every node a
-    dense conv (any kernel, one group), a depthwise conv or a linear, every tensor of more
-    than one pixel with channels a multiple of B and 8 bits."""
+    :class:`CompileError` naming what ``layout="blocked"`` does not support: every tensor of
+    more than one pixel but the network input must have channels in multiples of B and 8 bits
+    (the input, e.g. the stem's 3 channels, is padded to whole blocks and read by dense convs
+    only), a grouped conv's groups whole blocks (it is emitted group by group), an
+    attention's head dimension a multiple of B, and every concat input at a channel offset
+    that is a multiple of B (checked by :func:`~sim.compile.layout.layout_tensors`)."""
     B = activation_block(cfg)
     b = B.bit_length() - 1
-    if not all(block_unit_ok(b, op, cfg) for op in ("CONV_MAT", "CONV_RDF", "DW_RSA")):
+    ops = ("CONV_MAT", "CONV_RDF", "DW_RSA", "POOL", "ATT_KSUM", "ATT_DIV", "ATT_OUT",
+           "ATT_KV_MAT" if not att_kv_fits(cfg.S, cfg.requant_lanes("RMAC")) else "ATT_KV_RDF")
+    bad = [op for op in ops if not block_unit_ok(b, op, cfg)]
+    if bad:
         raise CompileError(f"layout='blocked': B = {B} is not a multiple of the engines' "
-                           f"widths (T, S, N, M = {cfg.T}, {cfg.S}, {cfg.N}, {cfg.M})")
+                           f"widths (T, S, N, M = {cfg.T}, {cfg.S}, {cfg.N}, {cfg.M}) for "
+                           f"{', '.join(bad)}")
     for n in prog.nodes:
-        if n.op not in ("conv", "linear"):
-            raise CompileError(f"layout='blocked' does not support node {n.name!r} "
-                               f"({n.op}, {n.kind}) yet: only convs (dense, depthwise) and "
-                               "linears")
+        multi = n.inputs and _npix(prog, n.inputs[0]) > 1
         if n.op == "conv" and n.kind != "depthwise" and int(n.attrs.get("groups", 1)) != 1 \
-                and _npix(prog, n.inputs[0]) > 1:
-            raise CompileError(f"layout='blocked' does not support the grouped conv "
-                               f"{n.name!r} yet")
+                and multi:
+            g = int(n.attrs["groups"])
+            cin, cout = shape3(prog.tensors[n.inputs[0]].shape)[0], \
+                shape3(prog.tensors[n.output].shape)[0]
+            if (cin // g) % B or (cout // g) % B:
+                raise CompileError(f"layout='blocked': the grouped conv {n.name!r} needs "
+                                   f"groups of whole blocks of B = {B} channels")
+        if n.op == "linear_attention" and int(n.attrs["dim"]) % B:
+            raise CompileError(f"layout='blocked': attention {n.name!r} needs a head "
+                               f"dimension that is a multiple of B = {B}")
+        if n.op in ("global_avgpool", "linear_attention", "layernorm") or n.op == "concat" \
+                or n.op in ("conv", "linear"):
+            continue
+        raise CompileError(f"layout='blocked' does not support node {n.name!r} ({n.op})")
+    for n in prog.nodes:
+        for t in n.inputs:
+            if t in prog.inputs and _npix(prog, t) > 1 and shape3(prog.tensors[t].shape)[0] % B \
+                    and not (n.op == "conv" and n.kind != "depthwise"
+                             and int(n.attrs.get("groups", 1)) == 1):
+                raise CompileError(f"layout='blocked': the network input {t!r} of "
+                                   f"{shape3(prog.tensors[t].shape)[0]} channels (not whole "
+                                   f"blocks) may feed dense convs only, not {n.name!r}")
     for name, t in prog.tensors.items():
-        if _npix(prog, name) > 1 and (shape3(t.shape)[0] % B or t.bits != 8):
+        if _npix(prog, name) > 1 and t.bits != 8 or (
+                _npix(prog, name) > 1 and name not in prog.inputs and shape3(t.shape)[0] % B):
             raise CompileError(f"layout='blocked': tensor {name!r} {tuple(t.shape)} needs "
                                f"channels in multiples of B = {B} and 8 bits")
     return b
@@ -149,9 +173,9 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
             emit_chain(ctx, chain, li, info)
             continue
         emit = emitter_for(n)
-        if ctx.block and _npix(ctx.prog, n.inputs[0]) > 1:     # (check_blocked: a conv)
+        if ctx.block and n.op in ("conv", "linear") and _npix(ctx.prog, n.inputs[0]) > 1:
             emit = emit_depthwise_blocked if n.kind == "depthwise" else emit_conv_blocked
-        elif ctx.block:                         # one pixel: planar addresses = blocked ones
+        elif ctx.block and n.op in ("conv", "linear"):  # one pixel: planar = blocked addresses
             for st in ctx.em.names[1:]:
                 for unit in ("MAT", "RMAC"):
                     ctx.em.setr(st, unit, BLOCK=0)

@@ -96,6 +96,12 @@ def emit_attention(ctx: Context, n: Node, info):
     chunk_done = []
     xaddr, yaddr = ctx.layout.addr(n.inputs[0]), ctx.layout.addr(n.output)
     regs = dict(DIM=d, NTOK=ntok, XSIGNED=int(xt.signed), OBITS=8, OSIGNED=1, XSTRIDE=ntok)
+    if ctx.block and ntok > 1:
+        # blocked: a head's d channels are d / B whole blocks, so every DMA and head address is
+        # the planar one (c * ntok for a block-aligned c); the units address inside the blocks
+        regs.update(XSTRIDE=ntok << ctx.block, BLOCK=ctx.block)
+    elif ctx.block:
+        regs["BLOCK"] = 0
     aux_i = {}
     # step i on the R-MAC unless its requant lanes cannot write S's tile rows (then on the MAT,
     # which reads K from B: buffer A feeds only the R-MAC and the adder tree)

@@ -15,11 +15,12 @@ of ``B`` and without the shared-input and residency variants: each tile loads it
 
 from __future__ import annotations
 
+from dataclasses import replace
 
 from ...intprogram import Node
 from ...isa import BUFS
 from .. import tiling
-from ..common import PARAM_RECORD, CompileError, align
+from ..common import PARAM_RECORD, CompileError, align, cdiv
 from ..context import Context
 from ..layout import act_offset
 from ..records import ConvWeightLayout, param_block
@@ -46,20 +47,24 @@ def emit_conv_blocked(ctx: Context, n: Node, info):
     c = conv_shape(p, n)
     cin, H, W, cout, Ho, Wo = c.cin, c.H, c.W, c.cout, c.Ho, c.Wo
     k, s, pad, K, res = c.k, c.s, c.pad, c.K, c.res
-    if c.g != 1 or c.ob != 1 or cin % B or cout % B:
-        raise CompileError(f"{n.name}: the blocked conv needs one group, 8-bit outputs and "
-                           f"channels in multiples of B = {B}")
+    g, cin_g, cout_g = c.g, c.cin_g, c.cout_g
+    if c.ob != 1 or cout_g % B or (g > 1 and cin_g % B) or (cin % B and n.inputs[0]
+                                                             not in p.inputs):
+        raise CompileError(f"{n.name}: the blocked conv needs 8-bit outputs, groups of whole "
+                           f"blocks and channels in multiples of B = {B} (but the network "
+                           "input's)")
     taddr = ctx.layout.addr
+    cin_p = cdiv(cin, B) * B        # the input's channels padded to whole blocks (the stem)
     # pre-tiled weights chunk by chunk, as :mod:`.conv` (records.ConvWeightLayout)
-    wl = ConvWeightLayout(cfg, cin, k, cout, False)
-    chunk = tiling.conv_chunk(n.name, cout=cout, g=1, K=K, c_slot=C.size, wbytes=wl.nbytes,
+    wl = ConvWeightLayout(cfg, cin_g, k, cout_g, g > 1)
+    chunk = tiling.conv_chunk(n.name, cout=cout, g=g, K=K, c_slot=C.size, wbytes=wl.nbytes,
                               gran=tiling.filter_gran(cfg), block=B)
     chunks = tiling.ranges(cout, chunk)
     waddr, woffs = tiled_weights(ctx, n, wl, chunks)
     paddr = ctx.image.alloc(f"param:{n.name}", cout * PARAM_RECORD, "param",
                             param_block(n, cout))
     wpoff = align(wl.nbytes(chunk))        # the records' offset in the C slot
-    nr, _ = _tile_rows(ctx, n, c, chunk, cout * K, False)
+    nr, _ = _tile_rows(ctx, n, replace(c, cin=cin_p), chunk, cout * K, False)
     regs = dict(_layer_regs(p, n, c), GROUPS=1, BLOCK=b)
     plane, out_plane = H * W * B, Ho * Wo * B       # bytes of one channel block
     for ci, (c0, c1) in enumerate(chunks):
@@ -78,9 +83,9 @@ def emit_conv_blocked(ctx: Context, n: Node, info):
             sched.begin_tile(sb)
             sync.wait_stored(n.inputs[0], 0, cin, a * W, bb_ * W)
             bbase = sched.B.base[sb]
-            sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]) + a * W * B, cin // B,
+            sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]) + a * W * B, cin_p // B,
                            rows * W * B, plane)
-            rbase = bbase + cin * rows * W
+            rbase = bbase + cin_p * rows * W
             if res:
                 sync.wait_stored(res, c0, c1, r0 * Wo, r1 * Wo)
                 sched.dma_rows("LOAD", "B", rbase, taddr(res) + c0 // B * out_plane
@@ -92,22 +97,30 @@ def emit_conv_blocked(ctx: Context, n: Node, info):
             def at(base, ch, pix, npix):
                 return _at(base, ch, pix, npix, B)
             writers, seen = [], set()
-            for core, eng, (ca, cb), (ra, rb) in tiling.plan_conv(cfg, nco, tnr, Wo, K, 1,
-                                                                  nco, k=k, block=B):
+            for core, eng, (ca, cb), (ra, rb) in tiling.plan_conv(cfg, nco, tnr, Wo, K, g,
+                                                                  cout_g if g > 1 else nco,
+                                                                  k=k, block=B):
                 st, unit = f"core{core}", eng
                 em.wait_all(st, unit, xw)
                 em.wait(st, unit, wsem, 1)
                 sched.wait_out_slot(st, unit, so, seen)
                 lo, hi = (r0 + ra) * s - pad, (r0 + rb - 1) * s - pad + k
                 aa, bb = max(lo, 0), min(hi, H)
-                em.setr(st, unit, **dict(regs, XSTRIDE=rows * W * B, OSTRIDE=tpix * B,
-                                         RSTRIDE=tpix * B,
-                                         RES_ADDR=at(rbase, ca, ra * Wo, tpix) if res else -1))
-                em.emit(st, "CONV_MAT" if eng == "MAT" else "CONV_RDF",
-                        x_addr=at(bbase, 0, (aa - a) * W, rows * W),
-                        w_addr=wbase + wl.offset(eng, ca, nco), p_addr=pbase + ca * PARAM_RECORD,
-                        o_addr=at(obase, ca, ra * Wo, tpix), nco=cb - ca, hin=bb - aa,
-                        ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=BUFS["OUT"])
+                # a grouped conv: one GROUPS = 1 instruction per group (the blocked units have
+                # no group increments), its input channels the group's blocks
+                parts = [(ca, cb, 0)] if g == 1 else \
+                    [(q, q + cout_g, (c0 + q) // cout_g * cin_g) for q in range(ca, cb, cout_g)]
+                for qa, qb, ci0 in parts:
+                    em.setr(st, unit, **dict(regs, XSTRIDE=rows * W * B, OSTRIDE=tpix * B,
+                                             RSTRIDE=tpix * B,
+                                             RES_ADDR=at(rbase, qa, ra * Wo, tpix) if res
+                                             else -1))
+                    em.emit(st, "CONV_MAT" if eng == "MAT" else "CONV_RDF",
+                            x_addr=at(bbase, ci0, (aa - a) * W, rows * W),
+                            w_addr=wbase + wl.offset(eng, qa, nco),
+                            p_addr=pbase + qa * PARAM_RECORD,
+                            o_addr=at(obase, qa, ra * Wo, tpix), nco=qb - qa, hin=bb - aa,
+                            ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=BUFS["OUT"])
                 writers.append((st, unit))
             chunk_done.append(sched.finish_rows(
                 sync=sync, resid=ctx.res, name=n.output, rout=None, slot_b=sb, slot_o=so,
