@@ -113,15 +113,16 @@ def block_unit_ok(b: int, op: str, cfg) -> bool:
     """Whether a unit of ``cfg`` (an ``AccelConfig``) runs ``op`` with ``BLOCK = b`` besides the
     range: ``b = 0``, or every channel access of the unit's step lies in one block (``2**b`` a
     multiple of the engine's channel width and lanes: T and S for CONV_MAT, N and M for CONV_RDF,
-    N for DW_RSA, whose M lanes are pixels; the channel rows of ATT_KV_* (L = S or M lanes) and
-    ATT_OUT (S lanes); POOL and ATT_KSUM read tokens of one channel, ATT_DIV channels of one
-    token one at a time: any ``b``). The blocked conv path has no groups and no 32-bit outputs
+    N for DW_RSA, whose M lanes are pixels; the L rows of V of ATT_KV_* (L = S or M), the T
+    channels of Q of ATT_DIV and ATT_OUT and ATT_OUT's S output rows; POOL and ATT_KSUM read
+    tokens of one channel: any ``b``). The blocked conv path has no groups and no 32-bit outputs
     (``GROUPS = 1``, ``OBITS = 8``, ``NOEPI = 0``) and the attention steps need ``DIM % 2**b ==
     0``: checked where the registers are."""
     if b == 0:
         return True
     widths = {"CONV_MAT": (cfg.T, cfg.S), "CONV_RDF": (cfg.N, cfg.M), "DW_RSA": (cfg.N,),
-              "ATT_KV_MAT": (cfg.S,), "ATT_KV_RDF": (cfg.M,), "ATT_OUT": (cfg.S,)}.get(op, ())
+              "ATT_KV_MAT": (cfg.S,), "ATT_KV_RDF": (cfg.M,), "ATT_DIV": (cfg.T,),
+              "ATT_OUT": (cfg.T, cfg.S)}.get(op, ())
     return all((1 << b) % w == 0 for w in widths)
 
 
