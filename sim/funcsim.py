@@ -304,6 +304,10 @@ class _Machine:
         if not block_unit_ok(b, op, self.b.cfg):
             raise FuncSimError(f"{op} with BLOCK = {b}: 2**BLOCK must be a multiple of the "
                                "engine's channel width and lanes (sim.isa.block_unit_ok)")
+        if b and op in ("ATT_KV_RDF", "ATT_KSUM") and r.get("XBUF") == BUFS["A"]:
+            raise FuncSimError(f"{op} with BLOCK = {b} reads K from buffer A, whose port reads "
+                               "lines of consecutive bytes (K blocked has its tokens 2**b "
+                               "apart): K must be in B")
         if b and op in ATT_BLOCK_OPS and r.get("DIM", 0) % (1 << b):
             raise FuncSimError(f"{op} with BLOCK = {b}: DIM = {r.get('DIM')} is not a multiple "
                                f"of 2**BLOCK (a head's channels are whole blocks)")

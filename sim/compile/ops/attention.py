@@ -114,7 +114,9 @@ def emit_attention(ctx: Context, n: Node, info):
         # K of each head goes into its core's buffer A after the group's Q and V (the MAT
         # needs only Q and V; K first was measured no better); a slot is reused once KV and
         # KSUM of its last head read it. A group read from a resident tensor has K in B.
-        use_a = bool(a_slots) and src is None and not kv_mat
+        # (blocked: K in B too; buffer A's port reads a line of consecutive bytes, and the
+        # blocked K has its tokens 2**b apart)
+        use_a = bool(a_slots) and src is None and not kv_mat and not ctx.block
         kbuf = BUFS["A"] if use_a else BUFS["B"]
         kload, nth = {}, {}
         for h in range(h0, h1) if use_a else ():
