@@ -220,7 +220,9 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
         prog = prog.validate()
         b = check_blocked(prog, cfg)
         ctx = new_context(prog, cfg, block=b)
-        emit_program(ctx, {})
+        chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size, cfg) if fuse \
+            else {}
+        emit_program(ctx, chains)
         return assemble(ctx)
     if stream and prefetch:
         raise ValueError("stream=True is not combined with prefetch=True (the weight arena "
