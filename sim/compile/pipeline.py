@@ -34,7 +34,6 @@ from .layout import LAYOUTS, DramImage, activation_block, layout_tensors
 from ..isa import att_kv_fits, block_unit_ok
 from .common import shape3
 from .ops.attention import emit_attention
-from .ops.blocked import emit_conv_blocked, emit_depthwise_blocked
 from .ops.chain import emit_chain
 from .ops.conv import emit_conv
 from .ops.depthwise import emit_depthwise
@@ -173,9 +172,8 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
             emit_chain(ctx, chain, li, info)
             continue
         emit = emitter_for(n)
-        if ctx.block and n.op in ("conv", "linear") and _npix(ctx.prog, n.inputs[0]) > 1:
-            emit = emit_depthwise_blocked if n.kind == "depthwise" else emit_conv_blocked
-        elif ctx.block and n.op in ("conv", "linear"):  # one pixel: planar = blocked addresses
+        if ctx.block and n.op in ("conv", "linear") and _npix(ctx.prog, n.inputs[0]) == 1:
+            # one pixel: planar addresses = blocked ones (the emitter leaves BLOCK alone)
             for st in ctx.em.names[1:]:
                 for unit in ("MAT", "RMAC"):
                     ctx.em.setr(st, unit, BLOCK=0)
@@ -204,10 +202,10 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     WAITs on the previous frame's semaphores, so the Binary runs frames back to back on
     ``sim.funcsim.run_frames``, ``sim.perf`` and the RTL's two contexts).
     ``layout="blocked"`` lays every activation of more than one pixel out channel-blocked
-    (``sim.compile.layout``, the units' ``BLOCK`` register; docs/global-buffers.md section 5):
-    a first path for programs of convs (dense, depthwise) and linears only
-    (:func:`check_blocked`), without
-    fusion, residency, prefetch or streaming."""
+    (``sim.compile.layout``, the units' ``BLOCK`` register; docs/global-buffers.md section 5)
+    with the same emitters, fusion, residency and attention context modules as planar
+    (what it needs of the program: :func:`check_blocked`); not combined with prefetch or
+    streaming yet."""
     if prefetch not in (False, True):
         raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
     if stream not in (False, True):
@@ -219,11 +217,7 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
             raise CompileError("layout='blocked' is not combined with stream or prefetch yet")
         prog = prog.validate()
         b = check_blocked(prog, cfg)
-        ctx = new_context(prog, cfg, block=b)
-        chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size, cfg) if fuse \
-            else {}
-        emit_program(ctx, chains)
-        return assemble(ctx)
+        return assemble(_emitted(prog, cfg, fuse, attn_onchip, False, block=b))
     if stream and prefetch:
         raise ValueError("stream=True is not combined with prefetch=True (the weight arena "
                          "spans the whole of buffer C)")
@@ -249,9 +243,10 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     return binary
 
 
-def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None) -> Context:
-    """One emission (``stream``: None, or the cycles of every node for :func:`plan_stream`)."""
-    ctx = new_context(prog, cfg, prefetch=prefetch)
+def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None, block=0) -> Context:
+    """One emission (``stream``: None, or the cycles of every node for :func:`plan_stream`;
+    ``block``: log2 B of the blocked layout, 0 planar)."""
+    ctx = new_context(prog, cfg, prefetch=prefetch, block=block)
     chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size, cfg) if fuse else {}
     att = plan_context_modules(ctx.prog, cfg, ctx.layout.alias, chains) \
         if fuse and attn_onchip else None
