@@ -385,6 +385,67 @@ def test_compile_blocked_refuses(prog, match):
         sc.compile(prog(), small_config(), layout="blocked")
 
 
+NETWORKS = {
+    "tiny_small": ("tiny", lambda: AccelConfig.from_string("small")),
+    "tiny_paper": ("tiny", AccelConfig),
+    "b0_r64_small": ("b0-r64", lambda: AccelConfig.from_string("small")),
+}
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_network_blocked(name):
+    """Whole networks compiled blocked (stem, fused MBConvs, resident tensors, grouped
+    pointwise, concat aliases, attention with its context module on chip, pooling, the
+    host's LayerNorm, the head): funcsim's logits are golden's under both DMA orders, and
+    every activation that goes through DRAM holds pack(golden's tensor, blocked) there, pad
+    channels included (the network input's 3 channels are a padded block)."""
+    from sim import zoo
+    from sim.compile.layout import activation_block
+    model, cfg = NETWORKS[name]
+    cfg = cfg()
+    prog = zoo.tiny() if model == "tiny" else zoo.build(model)
+    xt = prog.tensors[prog.inputs[0]]
+    x = golden.quantize_input(zoo.random_image(xt.shape[-1], seed=5), xt)
+    binary = sc.compile(prog, cfg, layout="blocked")
+    ref = golden.run(prog, x, keep=True)
+    B = activation_block(cfg)
+    for order in ("ld_first", "ld_last"):
+        out, m = funcsim.run(binary, x, order=order, return_machine=True)
+        for y in prog.outputs:
+            np.testing.assert_array_equal(out[y], ref[y])
+    in_dram = {li["name"] for li in binary.layers
+               if not li.get("on_chip") and "fused_into" not in li}
+    checked = 0
+    for n in prog.nodes:
+        t = n.output
+        shape = prog.tensors[t].shape
+        if n.name not in in_dram or n.op == "concat" or len(shape) < 3 or \
+                shape[1] * shape[2] == 1:
+            continue
+        sym = binary.symbols[f"tensor:{t}"]
+        assert (sym["layout"], sym["block"]) == ("blocked", B), t
+        raw = m.dram[sym["addr"]:sym["addr"] + sym["nbytes"]]
+        np.testing.assert_array_equal(raw, pack(ref[t], layout="blocked", block=B), err_msg=t)
+        checked += 1
+    sym = binary.symbols[f"tensor:{prog.inputs[0]}"]
+    np.testing.assert_array_equal(m.dram[sym["addr"]:sym["addr"] + sym["nbytes"]],
+                                  pack(x, layout="blocked", block=B))
+    assert sym["nbytes"] == B * xt.shape[1] * xt.shape[2]
+    assert checked >= 3, checked
+    # everything the cores compute on more than one pixel runs blocked
+    blk, units = {}, set()
+    for st, ins in binary.streams.items():
+        for i in ins:
+            if i.op == "SETR" and i["reg"] == REGS["BLOCK"]:
+                blk[(st, i.unit)] = i["value"]
+            elif i.op in BLOCK_OPS and i.op != "CONV_MAT" or i.op == "CONV_MAT" and \
+                    blk.get((st, i.unit), 0):
+                units.add((i.op, blk.get((st, i.unit), 0)))
+    assert {op for op, b in units if b == 0} <= {"CONV_RDF"}, units   # (linears: 1 pixel)
+    assert {op for op, b in units if b} >= {"CONV_MAT", "CONV_RDF", "DW_RSA", "POOL",
+                                            "ATT_KSUM", "ATT_DIV", "ATT_OUT"}
+
+
 def test_compile_blocked_bad_arguments():
     prog = pointwise_program(cin=8, cout=8, h=2, w=2)
     with pytest.raises(ValueError, match="layout must be one of"):
