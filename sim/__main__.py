@@ -78,7 +78,7 @@ def cmd_perf(args):
     prog.meta["name"] = args.model if not args.program else Path(args.program).stem
     try:
         b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip,
-                     prefetch=args.prefetch, stream=args.stream)
+                     prefetch=args.prefetch, stream=args.stream, layout=args.layout)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     rep = simulate(b)
@@ -260,7 +260,7 @@ def cmd_compile(args):
         raise UserError(str(e)) from None
     try:
         b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip,
-                     prefetch=args.prefetch, stream=args.stream)
+                     prefetch=args.prefetch, stream=args.stream, layout=args.layout)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     try:
@@ -465,6 +465,10 @@ def main(argv=None):
                    help="compile for streaming: the first and the last layers' buffer regions "
                         "disjoint (sim.compile.streaming; default off; gains only with "
                         "--contexts 2, docs/perf.md)")
+    p.add_argument("--layout", default="planar", choices=("planar", "blocked"),
+                   help="activation layout: planar (default) or channel-blocked "
+                        "[C/B][H][W][B] with the units' BLOCK register "
+                        "(docs/global-buffers.md section 5)")
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("access", help="buffer access of the core units (strides, rates, sharing)")

@@ -387,7 +387,7 @@ def test_compile_blocked_refuses(prog, match):
 
 NETWORKS = {
     "tiny_small": ("tiny", lambda: AccelConfig.from_string("small")),
-    "tiny_paper": ("tiny", AccelConfig),
+    "tiny_paper": ("tiny", lambda: AccelConfig.from_string("paper")),
     "b0_r64_small": ("b0-r64", lambda: AccelConfig.from_string("small")),
 }
 
@@ -482,7 +482,7 @@ def test_network_blocked_perf(model):
     most 5 % against the planar one (measured: -2.3 % / -0.1 %)."""
     from sim import perf, zoo
     prog = zoo.build(model)
-    cfg = AccelConfig()
+    cfg = AccelConfig.from_string("paper")
     xt = prog.tensors[prog.inputs[0]]
     x = golden.quantize_input(zoo.random_image(xt.shape[-1], seed=1), xt)
     blocked = sc.compile(prog, cfg, layout="blocked")
@@ -496,3 +496,28 @@ def test_network_blocked_perf(model):
         print(f"\n{model} paper {k}: {r.cycles} cycles, {r.fps:.1f} FPS", end="")
     print()
     assert rows["blocked"].fps >= 0.95 * rows["planar"].fps
+
+
+def test_cli_compile_blocked(tmp_path, capsys):
+    """``python -m sim compile --layout blocked``: the saved Binary loads with its tensors
+    blocked and runs like golden; an unsupported program is a one-line error."""
+    from sim import zoo
+    from sim.__main__ import main
+    from sim.compile import Binary
+    prog = zoo.tiny()
+    src, out = tmp_path / "tiny.npz", tmp_path / "tiny.bin.npz"
+    prog.save(src)
+    assert main(["compile", str(src), "--config", "small", "--layout", "blocked", "-o",
+                 str(out)]) in (0, None)
+    b = Binary.load(out)
+    assert b.symbols[f"tensor:{prog.inputs[0]}"]["layout"] == "blocked"
+    xt = prog.tensors[prog.inputs[0]]
+    x = golden.quantize_input(zoo.random_image(xt.shape[-1], seed=7), xt)
+    y = prog.outputs[0]
+    np.testing.assert_array_equal(funcsim.run(b, x)[y], golden.run(prog, x)[y])
+    bad = tmp_path / "att.npz"
+    attention_program(dim=2, heads=2, h=4, w=4).save(bad)
+    with pytest.raises(SystemExit):
+        main(["compile", str(bad), "--config", "small", "--layout", "blocked", "-o",
+              str(tmp_path / "x.npz")])
+    assert "cannot compile" in capsys.readouterr().err
