@@ -44,8 +44,11 @@ to it (``ATT_OPS``): the R-MAC unit has ``ATT_KV_RDF`` alone, the MAT unit all t
   3): the lanes instead of a shifter array and L ``num * out_b`` products of its own, which
   cost 16 DSP48E2s and about 2 k LUT at S = 8 (docs/hw-core.md).
 
-Registers used: ``DIM``, ``NTOK``, ``XSTRIDE``, ``XBUF``; ``XSIGNED = 1``, ``OBITS = 8``,
-``OSIGNED = 1`` are required (else ``ok`` is low and the unit stops with ``error``). ksum8
+Registers used: ``DIM``, ``NTOK``, ``XSTRIDE``, ``XBUF``, ``BLOCK`` (channel-blocked K, Q, V
+and output, ``sim.isa``: channel ``c``, token ``t`` at ``(c >> b) * XSTRIDE + (t << b) + (c &
+(2**b - 1))``, the output's block stride ``NTOK << b``; ``DIM`` whole blocks, the step's L rows
+/ W channels inside one); ``XSIGNED = 1``, ``OBITS = 8``, ``OSIGNED = 1`` are required (else
+``ok`` is low and the unit stops with ``error``). ksum8
 (uint8) is the broadcast operand of ``ATT_DIV``: it needs the engines' 9-bit activation operand.
 """
 

@@ -51,8 +51,11 @@ left by ``b``, the channel lanes of a step (all in one block: ``sim.isa.block_un
 1 apart instead of ``STRIDE``, the depthwise pixel lanes ``2**b`` apart, and each channel
 counter's running address steps by ``cstep`` (within a block by the channels, across a block
 boundary to the next block's base). ``b = 0`` gives every planar address unchanged, at the
-same cycles (the same steps). Units with ``b != 0`` and a step wider than a block, a grouped
-conv, 32-bit outputs, a POOL or an attention step stop with their error flag.
+same cycles (the same steps). POOL and ATT_KSUM (the AUX unit's x port, ``_pool``) read the
+tokens of a channel ``2**b`` apart, the attention steps address K, Q, V and their output the
+same way (``hw.core.attention``). Units with ``b != 0`` and a step wider than a block, a grouped
+conv, 32-bit outputs, or an attention head whose ``DIM`` is not whole blocks stop with their
+error flag.
 
 What a unit builds follows the unit column of ``sim.isa.FORMATS`` (``UNIT_OPS``): the MAT unit
 has no depthwise path, the R-MAC unit no ``ATT_DIV`` / ``ATT_OUT`` hardware (the log2 module;
