@@ -555,7 +555,7 @@ def run_frames(binary, xs, *, order: str = "oldest", contexts: int = 2,
         tmp = np.zeros_like(m.dram)
         binary.write_input(tmp, x)
         lo = sym_in["addr"]
-        m.io[f] = {lo: tmp[lo:lo + x.size].copy(),
+        m.io[f] = {lo: tmp[lo:lo + sym_in["nbytes"]].copy(),
                    **{a: np.zeros(n, np.uint8) for a, n in outs}}
     base = build_queues(binary)
     keys = list(base)

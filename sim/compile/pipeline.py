@@ -204,20 +204,18 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     ``layout="blocked"`` lays every activation of more than one pixel out channel-blocked
     (``sim.compile.layout``, the units' ``BLOCK`` register; docs/global-buffers.md section 5)
     with the same emitters, fusion, residency and attention context modules as planar
-    (what it needs of the program: :func:`check_blocked`); not combined with prefetch or
-    streaming yet."""
+    (what it needs of the program: :func:`check_blocked`), with or without ``prefetch`` or
+    ``stream``."""
     if prefetch not in (False, True):
         raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
     if stream not in (False, True):
         raise ValueError(f"stream must be True or False, got {stream!r}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    block = 0
     if layout == "blocked":
-        if stream or prefetch:
-            raise CompileError("layout='blocked' is not combined with stream or prefetch yet")
         prog = prog.validate()
-        b = check_blocked(prog, cfg)
-        return assemble(_emitted(prog, cfg, fuse, attn_onchip, False, block=b))
+        block = check_blocked(prog, cfg)
     if stream and prefetch:
         raise ValueError("stream=True is not combined with prefetch=True (the weight arena "
                          "spans the whole of buffer C)")
@@ -225,8 +223,8 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     if stream:      # the phases are cut by the cycles of each layer without them
         from ..perf import simulate
         cycles = [lp.cycles for lp in simulate(
-            assemble(_emitted(prog, cfg, fuse, attn_onchip, False))).layers]
-    ctx = _emitted(prog, cfg, fuse, attn_onchip, False, cycles)
+            assemble(_emitted(prog, cfg, fuse, attn_onchip, False, block=block))).layers]
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, False, cycles, block=block)
     if not prefetch:
         binary = assemble(ctx)
         if stream:
@@ -235,7 +233,7 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
         return binary
     # the weight groups' sizes (they do not depend on where C holds them) let the arena place
     # each group so that the next one fits beside it: emit again with the plan
-    ctx = _emitted(prog, cfg, fuse, attn_onchip, ctx.sched.group_sizes)
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, ctx.sched.group_sizes, block=block)
     binary = assemble(ctx)
     g, t, _ = hoist_weight_loads(binary.streams, binary.tags, ld_idle(binary),
                                  cfg.dram_bytes_per_cycle)
