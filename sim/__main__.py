@@ -390,6 +390,9 @@ def main(argv=None):
     p.add_argument("--plot", nargs="?", const=str(BUILD / "perf_layers.png"),
                    help="write a PNG of per-layer utilisation (default build/perf_layers.png)")
     p.add_argument("-o", "--out", help="also write the full report as JSON here")
+    p.add_argument("--layout", default="planar", choices=("planar", "blocked"),
+                   help="activation layout of the compiled Binary: planar (default) or "
+                        "channel-blocked (docs/global-buffers.md section 5)")
     p.set_defaults(fn=cmd_perf)
 
     p = sub.add_parser("sweep", help="FPS over a grid of (N,M,T,S,L)")
