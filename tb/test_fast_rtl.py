@@ -63,6 +63,12 @@ def test_tiny_network_blocked_fast(tmp_path):
 
 
 @pytest.mark.regress
+def test_b0_r64_blocked_fast(tmp_path):
+    """EfficientViT-B0 at 64x64 compiled blocked on the small engines at L = 4."""
+    _check("b0-r64", SMALL.replace(L=4), tmp_path, layout="blocked", timeout_s=6 * 3600)
+
+
+@pytest.mark.regress
 def test_b0_r64_fast(tmp_path):
     """EfficientViT-B0 at 64x64 on the small engines at L = 4 (about 310 k cycles)."""
     _check("b0-r64", SMALL.replace(L=4), tmp_path, timeout_s=6 * 3600)
