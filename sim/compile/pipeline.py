@@ -75,6 +75,10 @@ def _npix(prog, t) -> int:
     return h * w
 
 
+#: the IntProgram ops ``layout="blocked"`` compiles (every op the zoo's networks use)
+BLOCKED_OPS = ("conv", "linear", "concat", "global_avgpool", "linear_attention", "layernorm")
+
+
 def check_blocked(prog: IntProgram, cfg: AccelConfig) -> int:
     """log2 B of ``cfg``'s blocked layout (:func:`~sim.compile.layout.activation_block`), or a
     :class:`CompileError` naming what ``layout="blocked"`` does not support: every tensor of
@@ -105,10 +109,8 @@ def check_blocked(prog: IntProgram, cfg: AccelConfig) -> int:
         if n.op == "linear_attention" and int(n.attrs["dim"]) % B:
             raise CompileError(f"layout='blocked': attention {n.name!r} needs a head "
                                f"dimension that is a multiple of B = {B}")
-        if n.op in ("global_avgpool", "linear_attention", "layernorm") or n.op == "concat" \
-                or n.op in ("conv", "linear"):
-            continue
-        raise CompileError(f"layout='blocked' does not support node {n.name!r} ({n.op})")
+        if n.op not in BLOCKED_OPS:
+            raise CompileError(f"layout='blocked' does not support node {n.name!r} ({n.op})")
     for n in prog.nodes:
         for t in n.inputs:
             if t in prog.inputs and _npix(prog, t) > 1 and shape3(prog.tensors[t].shape)[0] % B \
@@ -118,8 +120,8 @@ def check_blocked(prog: IntProgram, cfg: AccelConfig) -> int:
                                    f"{shape3(prog.tensors[t].shape)[0]} channels (not whole "
                                    f"blocks) may feed dense convs only, not {n.name!r}")
     for name, t in prog.tensors.items():
-        if _npix(prog, name) > 1 and t.bits != 8 or (
-                _npix(prog, name) > 1 and name not in prog.inputs and shape3(t.shape)[0] % B):
+        if _npix(prog, name) > 1 and (t.bits != 8 or (name not in prog.inputs
+                                                      and shape3(t.shape)[0] % B)):
             raise CompileError(f"layout='blocked': tensor {name!r} {tuple(t.shape)} needs "
                                f"channels in multiples of B = {B} and 8 bits")
     return b
