@@ -473,7 +473,7 @@ def test_compile_blocked_bad_arguments():
         sc.compile(prog, small_config(T=6, S=4, N=4, M=4), layout="blocked")
 
 
-@pytest.mark.parametrize("name", ["two_pw", "dw3_s2_rq_b2"])
+@pytest.mark.parametrize("name", ["two_pw", "dw3_s2_rq_b2", "att_d8", "pool"])
 def test_core_blocked_stall_random_ready(name):
     """Blocked Binaries on a core with backpressure ports, every ``ready`` low 40 % of the
     cycles at random (fixed seed): still golden's output (the blocked addresses are held while
