@@ -78,7 +78,8 @@ def cmd_perf(args):
     prog.meta["name"] = args.model if not args.program else Path(args.program).stem
     try:
         b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip,
-                     prefetch=args.prefetch, stream=args.stream, stem=args.stem)
+                     prefetch=args.prefetch, stream=args.stream, stem=args.stem,
+                     layout=args.layout)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     rep = simulate(b)
@@ -261,7 +262,8 @@ def cmd_compile(args):
         raise UserError(str(e)) from None
     try:
         b = compile_(prog, cfg, fuse=not args.no_fuse, attn_onchip=not args.no_attn_onchip,
-                     prefetch=args.prefetch, stream=args.stream, stem=args.stem)
+                     prefetch=args.prefetch, stream=args.stream, stem=args.stem,
+                     layout=args.layout)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
     try:
@@ -397,6 +399,9 @@ def main(argv=None):
     p.add_argument("--plot", nargs="?", const=str(BUILD / "perf_layers.png"),
                    help="write a PNG of per-layer utilisation (default build/perf_layers.png)")
     p.add_argument("-o", "--out", help="also write the full report as JSON here")
+    p.add_argument("--layout", default="planar", choices=("planar", "blocked"),
+                   help="activation layout of the compiled Binary: planar (default) or "
+                        "channel-blocked (docs/global-buffers.md section 5)")
     p.set_defaults(fn=cmd_perf)
 
     p = sub.add_parser("sweep", help="FPS over a grid of (N,M,T,S,L)")
@@ -484,6 +489,10 @@ def main(argv=None):
                         "the input the host writes unfolded; taps: the generic conv path, k*k "
                         "steps per pixel; auto (default): the faster of the two for the stem "
                         "layer by the cycle model (sim.compile.stem, docs/compiler.md)")
+    p.add_argument("--layout", default="planar", choices=("planar", "blocked"),
+                   help="activation layout: planar (default) or channel-blocked "
+                        "[C/B][H][W][B] with the units' BLOCK register "
+                        "(docs/global-buffers.md section 5)")
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("access", help="buffer access of the core units (strides, rates, sharing)")

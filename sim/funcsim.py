@@ -9,9 +9,10 @@ result or an error). The arithmetic is the golden model's: :func:`sim.golden.con
 ``attention_ksum``, ``attention_div``, ``attention_out``, :func:`sim.golden.layernorm_host` and
 :meth:`sim.intprogram.Epilogue.apply` (which calls :mod:`sim.numerics`).
 
-Activations of CONV_MAT / CONV_RDF / DW_RSA are addressed by the ``BLOCK`` register (0, the
-default, planar; ``b > 0`` channel-blocked, :meth:`_Machine.index`, docs/isa.md), refused
-where the core units stop with their error flag; POOL and the attention steps need BLOCK = 0.
+Activations of every compute instruction (CONV_MAT / CONV_RDF / DW_RSA, POOL and the attention
+steps' K, Q, V and output) are addressed by the ``BLOCK`` register (0, the default, planar;
+``b > 0`` channel-blocked, :meth:`_Machine.index`, ``sim.isa.REG_LIMITS``, docs/isa.md),
+refused where the core units stop with their error flag.
 
 Attention: each of the four per-head instructions runs its step on the operands it names: K from
 ``XBUF`` (buffer A, or B), V and Q from B, and the intermediates of the earlier steps read back
@@ -33,7 +34,7 @@ import numpy as np
 from . import golden, timing
 from . import numerics as nx
 from .intprogram import Epilogue
-from .isa import (ACT_NAMES, ACTS, BLOCK_OPS, BUF_NAMES, BUFS, DW_HOLD_EXTRA, REG_LIMITS,
+from .isa import (ACT_NAMES, ACTS, ATT_BLOCK_OPS, BLOCK_OPS, BUF_NAMES, BUFS, DW_HOLD_EXTRA, REG_LIMITS,
                   REG_NAMES, WIDTHS, LimitError, att_s_bytes, att_s_line, att_s_offsets,
                   block_unit_ok, check_limit, conv_weight_bytes, dw_kernel_ok, dw_weight_bytes,
                   engine_shape, unpack_conv_weights, unpack_dw_weights, wait_passes)
@@ -276,13 +277,13 @@ class _Machine:
             raise FuncSimError(f"{stream}/{unit}: {ins} with BLOCK = {r['BLOCK']}: only "
                                f"{', '.join(BLOCK_OPS)} read the blocked layout (sim.isa)")
         try:
-            if op in BLOCK_OPS:
+            if op in ("CONV_MAT", "CONV_RDF", "DW_RSA"):
                 self.conv(stream, unit, r, f, dw=op == "DW_RSA", block=self.block(r, op))
             elif op.startswith("ATT_"):
-                self.att(stream, r, f, op)
+                self.att(stream, r, f, op, block=self.block(r, op))
             elif op == "POOL":
                 x = self.read(stream, r["XBUF"], f["x_addr"], f["nco"], r["NTOK"], r["XSTRIDE"],
-                              r["XSIGNED"])
+                              r["XSIGNED"], block=self.block(r, op))
                 rec = self.params(stream, f["p_addr"], f["nco"])
                 acc = x.sum(axis=1)
                 y = self.epilogue(r, rec, acc, stream)
@@ -303,8 +304,16 @@ class _Machine:
         if not block_unit_ok(b, op, self.b.cfg):
             raise FuncSimError(f"{op} with BLOCK = {b}: 2**BLOCK must be a multiple of the "
                                "engine's channel width and lanes (sim.isa.block_unit_ok)")
-        if b and op != "DW_RSA" and (r.get("GROUPS", 1) != 1 or r.get("NOEPI", 0)
-                                     or r.get("OBITS", 8) != 8):
+        if b and op in ("ATT_KV_RDF", "ATT_KSUM") and r.get("XBUF") == BUFS["A"]:
+            raise FuncSimError(f"{op} with BLOCK = {b} reads K from buffer A, whose port reads "
+                               "lines of consecutive bytes (K blocked has its tokens 2**b "
+                               "apart): K must be in B")
+        if b and op in ATT_BLOCK_OPS and r.get("DIM", 0) % (1 << b):
+            raise FuncSimError(f"{op} with BLOCK = {b}: DIM = {r.get('DIM')} is not a multiple "
+                               f"of 2**BLOCK (a head's channels are whole blocks)")
+        if b and op in ("CONV_MAT", "CONV_RDF") and (r.get("GROUPS", 1) != 1
+                                                     or r.get("NOEPI", 0)
+                                                     or r.get("OBITS", 8) != 8):
             raise FuncSimError(f"{op} with BLOCK = {b}: the blocked conv path has GROUPS = 1"
                                " and 8-bit outputs only")
         return b
@@ -359,13 +368,14 @@ class _Machine:
             raise FuncSimError("weight read leaves buffer C")
         return wmem[addr:addr + n]
 
-    def att(self, stream, r, f, op):
+    def att(self, stream, r, f, op, block=0):
         """One attention step of one head (docs/isa.md): K (ATT_KV_*, ATT_KSUM) or Q (ATT_DIV,
         ATT_OUT) is the ``DIM x NTOK`` block at ``x_addr`` in ``XBUF``, V (ATT_KV_*) the block
         at ``w_addr`` in B; the intermediates are read back from where the earlier steps wrote
         them (AUX: S and ksum8, DIV: codes with the zero flag in bit 4)."""
         d, n = r["DIM"], r["NTOK"]
-        x = self.read(stream, r["XBUF"], f["x_addr"], d, n, r["XSTRIDE"], r["XSIGNED"])[None]
+        x = self.read(stream, r["XBUF"], f["x_addr"], d, n, r["XSTRIDE"], r["XSIGNED"],
+                      block=block)[None]
         rec = self.params(stream, f["p_addr"], 1)[0]
         keys = ("s_mult_b", "s_mult_c", "ksum_mult_b", "ksum_mult_c", "log2_offset",
                 "log2_emin", "out_mult_b", "out_mult_c")
@@ -375,7 +385,8 @@ class _Machine:
         aux = BUFS["AUX"]
         relu = nx.relu(x)
         if op in ("ATT_KV_RDF", "ATT_KV_MAT"):
-            v = self.read(stream, BUFS["B"], f["w_addr"], d, n, r["XSTRIDE"], r["XSIGNED"])
+            v = self.read(stream, BUFS["B"], f["w_addr"], d, n, r["XSTRIDE"], r["XSIGNED"],
+                          block=block)
             _, s8 = golden.attention_kv(relu, v[None], prm)
             if f["obuf"] == aux:    # S in tiles of T x S (sim.isa.att_s_offsets)
                 mem = self.att_s(stream, op, f["o_addr"], d)
@@ -395,7 +406,7 @@ class _Machine:
             s8 = mem[f["w_addr"] + self.s_off[d]].view(np.int8).astype(np.int64)
             div = self.read(stream, BUFS["DIV"], 0, 1, n, n, False)
             _, out = golden.attention_out(relu, s8[None], div & 15, div >> 4 & 1, prm)
-            self.write(stream, f["obuf"], f["o_addr"], out[0], n)
+            self.write(stream, f["obuf"], f["o_addr"], out[0], n << block, block=block)
 
     def att_s(self, stream, op, addr, d):
         """The AUX engine store of ``stream`` after checking that S of a ``d``-channel head at

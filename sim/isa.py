@@ -27,6 +27,7 @@ __all__ = ["IsaError", "Instr", "FORMATS", "OPCODES", "UNITS", "BUFS", "REGS", "
            "encode", "decode", "encode_stream", "decode_stream", "WORD_BITS", "unit_of",
            "REG_LIMITS", "Limit", "LIMITS", "LimitError", "check_limit", "WIDTHS",
            "SHAPE_LIMITS", "dw_kernel_ok", "DW_HOLD_EXTRA", "MAX_BLOCK", "BLOCK_OPS",
+           "ATT_BLOCK_OPS",
            "block_unit_ok", "att_s_line", "att_s_pitch", "att_s_bytes", "att_s_offsets",
            "att_kv_fits", "engine_shape", "conv_weight_dims", "conv_weight_bytes",
            "pack_conv_weights", "unpack_conv_weights", "dw_weight_bytes", "pack_dw_weights",
@@ -84,30 +85,44 @@ _CONV_LIMITS = {"CIN": (0, 65535), "WIN": (1, 32767), "WOUT": (1, 4095), "KERNEL
 #: behind them: output columns are 12-bit counters, input columns 16-bit signed, and CIN is
 #: the 16-bit operand of the per-instruction product CIN * XSTRIDE (and of CIN * k*k until
 #: the weights were pre-tiled).
-#: ``BLOCK`` (``b``, all three ops that read it): the x / r / o ports of CONV_MAT, CONV_RDF and the
-#: xr / r / o ports of DW_RSA address channel ``c``, pixel ``p`` (``y * W + x`` of the tile) at
+#: ``BLOCK`` (``b``): the x / r / o ports of CONV_MAT, CONV_RDF and the xr / r / o ports of
+#: DW_RSA address channel ``c``, pixel ``p`` (``y * W + x`` of the tile) at
 #: ``base + (c >> b) * STRIDE + (p << b) + (c & (2**b - 1))`` (``STRIDE`` = XSTRIDE / RSTRIDE /
 #: OSTRIDE, now the stride of a block of ``2**b`` channels): the rule of
 #: ``sim.compile.layout.act_offset`` with ``B = 2**b``; ``b = 0`` is the planar ``base + c * STRIDE
 #: + p``. ``2**b`` up to 64, the widest engine access (``hw.core.unit.Unit``: lanes, width <= 64).
+#: POOL and ATT_KSUM (the AUX unit's x port), the attention steps' K / Q (x, at ``XSTRIDE``), V
+#: (``w_addr``, at ``XSTRIDE``) and ATT_OUT's output (at ``NTOK << b`` per block of channels)
+#: follow the same rule with channel ``c``, token ``p``; their other operands (S, ksum8, the DIV
+#: entries, POOL's one-pixel output) are not activations of more than one pixel and do not
+#: change.
 MAX_BLOCK = 6
-REG_LIMITS = {"CONV_MAT": {**_CONV_LIMITS, "BLOCK": (0, MAX_BLOCK)},
-              "CONV_RDF": {**_CONV_LIMITS, "BLOCK": (0, MAX_BLOCK)},
-              "DW_RSA": {"BLOCK": (0, MAX_BLOCK)}}
-#: the opcodes that read BLOCK; every other compute instruction (ATT_*, POOL) addresses its
-#: activations planar and needs ``BLOCK = 0`` (the unit stops with its error flag otherwise)
-BLOCK_OPS = ("CONV_MAT", "CONV_RDF", "DW_RSA")
+_B = {"BLOCK": (0, MAX_BLOCK)}
+REG_LIMITS = {"CONV_MAT": {**_CONV_LIMITS, **_B}, "CONV_RDF": {**_CONV_LIMITS, **_B},
+              "DW_RSA": dict(_B), "POOL": dict(_B), "ATT_KSUM": dict(_B),
+              "ATT_KV_RDF": dict(_B), "ATT_KV_MAT": dict(_B), "ATT_DIV": dict(_B),
+              "ATT_OUT": dict(_B)}
+#: the opcodes that read BLOCK (every compute instruction of the cores)
+BLOCK_OPS = ("CONV_MAT", "CONV_RDF", "DW_RSA", "POOL", "ATT_KSUM", "ATT_KV_RDF", "ATT_KV_MAT",
+             "ATT_DIV", "ATT_OUT")
+#: the attention steps (their channel accesses: ``DIM`` must be a multiple of ``2**b``)
+ATT_BLOCK_OPS = ("ATT_KSUM", "ATT_KV_RDF", "ATT_KV_MAT", "ATT_DIV", "ATT_OUT")
 
 
 def block_unit_ok(b: int, op: str, cfg) -> bool:
     """Whether a unit of ``cfg`` (an ``AccelConfig``) runs ``op`` with ``BLOCK = b`` besides the
     range: ``b = 0``, or every channel access of the unit's step lies in one block (``2**b`` a
     multiple of the engine's channel width and lanes: T and S for CONV_MAT, N and M for CONV_RDF,
-    N for DW_RSA, whose M lanes are pixels). The blocked conv path has no groups and no 32-bit
-    outputs yet (``GROUPS = 1``, ``OBITS = 8``, ``NOEPI = 0``: checked where the registers are)."""
+    N for DW_RSA, whose M lanes are pixels; the L rows of V of ATT_KV_* (L = S or M), the T
+    channels of Q of ATT_DIV and ATT_OUT and ATT_OUT's S output rows; POOL and ATT_KSUM read
+    tokens of one channel: any ``b``). The blocked conv path has no groups and no 32-bit outputs
+    (``GROUPS = 1``, ``OBITS = 8``, ``NOEPI = 0``) and the attention steps need ``DIM % 2**b ==
+    0``: checked where the registers are."""
     if b == 0:
         return True
-    widths = {"CONV_MAT": (cfg.T, cfg.S), "CONV_RDF": (cfg.N, cfg.M), "DW_RSA": (cfg.N,)}[op]
+    widths = {"CONV_MAT": (cfg.T, cfg.S), "CONV_RDF": (cfg.N, cfg.M), "DW_RSA": (cfg.N,),
+              "ATT_KV_MAT": (cfg.S,), "ATT_KV_RDF": (cfg.M,), "ATT_DIV": (cfg.T,),
+              "ATT_OUT": (cfg.T, cfg.S)}.get(op, ())
     return all((1 << b) % w == 0 for w in widths)
 
 

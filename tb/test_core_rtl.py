@@ -135,7 +135,9 @@ def test_core_rtl_residual_lanes(simulator):
 
 def test_core_rtl_blocked(simulator):
     """Layers compiled with ``layout="blocked"`` (channel-blocked activations, the units' BLOCK
-    register = 2 at B = 4): pointwise plain, with a residual, with uint8 input, and an MBConv
-    (unfused in the blocked path: PW, depthwise 3x3, PW + residual through DRAM); outputs
-    bit-exact, cycles equal to sim.perf's."""
-    _run(("pw_relu", "pw_residual", "pw_u8_res", "mbconv"), simulator, layout="blocked")
+    register = 2 at B = 4): pointwise plain, with a residual, with uint8 input, a fused MBConv
+    (PW, depthwise 3x3, PW + residual on one B tile), the stem (its 3-channel input a padded
+    block), a global average pool and two LiteMLA attentions (every step reading BLOCK);
+    outputs bit-exact, cycles equal to sim.perf's."""
+    _run(("pw_relu", "pw_residual", "pw_u8_res", "mbconv", "conv3_s2", "pool_c12", "att",
+          "att_d8"), simulator, layout="blocked")

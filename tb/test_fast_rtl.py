@@ -27,17 +27,17 @@ FOUR64 = AccelConfig.from_string("small:L=4,dram_bytes_per_cycle=64")
 FOUR64_BUILD = dict(mem_bytes=8 << 20, axi_ports=4)
 
 
-def _network(model, cfg, seed=3):
+def _network(model, cfg, seed=3, layout="planar"):
     prog = zoo.tiny() if model == "tiny" else zoo.build(model)
     t = prog.tensors[prog.inputs[0]]
     x = golden.quantize_input(zoo.random_image(t.shape[-1], seed=seed), t)
-    return sc.compile(prog, cfg), x
+    return sc.compile(prog, cfg, layout=layout), x
 
 
-def _check(model, cfg, tmp_path, **kw):
+def _check(model, cfg, tmp_path, layout="planar", **kw):
     """Run ``model`` on ``cfg`` through the RTL (the cocotb test asserts the outputs equal
     sim.golden and sim.funcsim) and compare its cycles with sim.perf's: within 2 %."""
-    binary, x = _network(model, cfg)
+    binary, x = _network(model, cfg, layout=layout)
     rec = run_fast(binary, x, "verilator", tmp_path, latency=LATENCY, **kw)
     assert rec["status"] == "done" and rec["host_requests"] >= 1, rec
     rtl, model_cycles = rec["cycles"], rec["perf_cycles"]
@@ -53,6 +53,19 @@ def _check(model, cfg, tmp_path, **kw):
 def test_tiny_network_fast(tmp_path):
     """sim.zoo.tiny (41 layers, its head's LayerNorm served by the runtime) at L = 1."""
     _check("tiny", SMALL.replace(L=1), tmp_path)
+
+
+@pytest.mark.slow
+def test_tiny_network_blocked_fast(tmp_path):
+    """sim.zoo.tiny compiled with ``layout="blocked"`` (every activation channel-blocked, the
+    units' BLOCK register; docs/global-buffers.md section 5) at L = 1: the same checks."""
+    _check("tiny", SMALL.replace(L=1), tmp_path, layout="blocked")
+
+
+@pytest.mark.regress
+def test_b0_r64_blocked_fast(tmp_path):
+    """EfficientViT-B0 at 64x64 compiled blocked on the small engines at L = 4."""
+    _check("b0-r64", SMALL.replace(L=4), tmp_path, layout="blocked", timeout_s=6 * 3600)
 
 
 @pytest.mark.regress

@@ -44,17 +44,20 @@ to it (``ATT_OPS``): the R-MAC unit has ``ATT_KV_RDF`` alone, the MAT unit all t
   3): the lanes instead of a shifter array and L ``num * out_b`` products of its own, which
   cost 16 DSP48E2s and about 2 k LUT at S = 8 (docs/hw-core.md).
 
-Registers used: ``DIM``, ``NTOK``, ``XSTRIDE``, ``XBUF``; ``XSIGNED = 1``, ``OBITS = 8``,
-``OSIGNED = 1`` are required (else ``ok`` is low and the unit stops with ``error``). ksum8
+Registers used: ``DIM``, ``NTOK``, ``XSTRIDE``, ``XBUF``, ``BLOCK`` (channel-blocked K, Q, V
+and output, ``sim.isa``: channel ``c``, token ``t`` at ``(c >> b) * XSTRIDE + (t << b) + (c &
+(2**b - 1))``, the output's block stride ``NTOK << b``; ``DIM`` whole blocks, the step's L rows
+/ W channels inside one); ``XSIGNED = 1``, ``OBITS = 8``, ``OSIGNED = 1`` are required (else
+``ok`` is low and the unit stops with ``error``). ksum8
 (uint8) is the broadcast operand of ``ATT_DIV``: it needs the engines' 9-bit activation operand.
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, Mux, Signal, signed
+from amaranth import Cat, Const, Mux, Signal, signed
 
 from hw.units import Log2Quantizer
-from sim.isa import BUFS, FORMATS, att_kv_fits, att_s_line
+from sim.isa import BUFS, FORMATS, REG_LIMITS, att_kv_fits, att_s_line
 
 from .ports import ADDR_BITS
 
@@ -106,6 +109,22 @@ class AttentionSequencer:
         a = lambda v: v[:ADDR_BITS]         # noqa: E731  (address arithmetic wraps at 20 bits)
 
         d, n, xs = regs["DIM"][:CNT], regs["NTOK"][:CNT], a(regs["XSTRIDE"])
+        # BLOCK = b (sim.isa.REG_LIMITS): channel c, token t of K, Q, V at (c >> b) * XSTRIDE +
+        # (t << b) + (c & (2**b - 1)), of the output at (c >> b) * (NTOK << b) + ...: tokens
+        # 2**b apart, the channels of one engine access (L rows, W channels: whole blocks,
+        # sim.isa.block_unit_ok) 1 apart, and the running channel sums below step by
+        # `cstep`. b = 0: every address is the planar one, at the same cycles.
+        blk = regs["BLOCK"][:3]
+        blocked = Signal(name="att_blocked")
+        bsz = Signal(8, name="att_bsz")
+        m.d.comb += [blocked.eq(blk != 0), bsz.eq(Const(1, 8) << blk)]
+
+        def cstep(c, k, stride):
+            """Increment of a running channel sum at channel ``c`` stepping by ``k``: planar
+            ``k * stride``; blocked ``k`` inside a block, to the next block's base at its end."""
+            return Mux(blocked, Mux(((c + k) & (bsz - 1)) == 0, stride - bsz + k, k),
+                       stride * k)
+        nb = a(n << blk)                    # the output's block stride (planar: n)
         # S in AUX in tiles of TS x SS (the MAT engine's T x S; sim.isa.att_s_offsets): a tile
         # is a line of `line` bytes, a column block of SS columns is `pitch` = ceil(d/TS) lines
         SS, TS = unit.aux_tile
@@ -190,20 +209,21 @@ class AttentionSequencer:
                          eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1)]
             with m.Switch(aop):
                 with m.Case(KV):    # x: row j of K (XBUF) from token t0; w: rows i0.. of V (B)
-                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + ocx + ic)),
-                                 x.elem_stride.eq(1),
-                                 w.buf.eq(BUFS["B"]), w.addr.eq(a(wb + mcx + ic)),
-                                 w.row_stride.eq(xs), w.elem_stride.eq(1)]
+                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + ocx + (ic << blk))),
+                                 x.elem_stride.eq(bsz),
+                                 w.buf.eq(BUFS["B"]), w.addr.eq(a(wb + mcx + (ic << blk))),
+                                 w.row_stride.eq(Mux(blocked, 1, xs)), w.elem_stride.eq(bsz)]
                 if has_div:
                     with m.Case(DIV):   # x: ksum8[j0..] from AUX; w: column t of Q (every lane)
                         m.d.comb += [x.buf.eq(BUFS["AUX"]), x.addr.eq(a(wb + ic)),
                                      x.elem_stride.eq(1),
-                                     w.buf.eq(xbuf), w.addr.eq(a(xb + icx + mc)),
-                                     w.row_stride.eq(0), w.elem_stride.eq(xs)]
+                                     w.buf.eq(xbuf), w.addr.eq(a(xb + icx + (mc << blk))),
+                                     w.row_stride.eq(0),
+                                     w.elem_stride.eq(Mux(blocked, 1, xs))]
                 if has_out:
                     with m.Case(OUT):   # x: column t of Q; w: the tile of S[j0.., i0..] in AUX
-                        m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + icx + mc)),
-                                     x.elem_stride.eq(xs),
+                        m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + icx + (mc << blk))),
+                                     x.elem_stride.eq(Mux(blocked, 1, xs)),
                                      w.buf.eq(BUFS["AUX"]), w.addr.eq(a(wb + ocl + icl)),
                                      w.row_stride.eq(1), w.elem_stride.eq(SS)]
         # engine operands (stage 1: the gather data of the step issued last cycle)
@@ -258,11 +278,12 @@ class AttentionSequencer:
                 # ocx, mcx follow (oc, mc) as step() moves them (only KV reads them: o_step = 1,
                 # m_step = L); ocl moves to the next column block of S (only OUT reads it)
                 with m.If(mc + m_step >= m_lim):
-                    m.d.sync += [mcx.eq(0), ocx.eq(ocx + xs), ocl.eq(ocl + pitch)]
+                    m.d.sync += [mcx.eq(0), ocx.eq(a(ocx + cstep(oc, 1, xs))),
+                                 ocl.eq(ocl + pitch)]
                 with m.Else():
-                    m.d.sync += mcx.eq(mcx + xs * L)
+                    m.d.sync += mcx.eq(a(mcx + cstep(mc, L, xs)))
             with m.Else():
-                m.d.sync += [ic.eq(ic + W), icx.eq(icx + xs * W)]
+                m.d.sync += [ic.eq(ic + W), icx.eq(a(icx + cstep(ic, W, xs)))]
                 if has_out:
                     m.d.sync += icl.eq(icl + line)
             return last
@@ -347,7 +368,8 @@ class AttentionSequencer:
                 if has_out:
                     with m.Case(OUT):   # R rows wo + wch .. of the drain's sub-block, token wm
                         row = wo + drain["wch"] if unit.drain > 1 else wo
-                        m.d.comb += [o.addr.eq(a(ob + wox + wm + wsn)), o.elem_stride.eq(n)]
+                        m.d.comb += [o.addr.eq(a(ob + wox + (wm << blk) + wsn)),
+                                     o.elem_stride.eq(Mux(blocked, 1, n))]
                         for s in range(L):
                             if s < R:
                                 m.d.comb += [o.mask[s].eq(row + s < d),
@@ -356,14 +378,14 @@ class AttentionSequencer:
                                 m.d.comb += o.mask[s].eq(0)
         if has_out and unit.drain > 1:
             with m.If(wr & is_out):
-                m.d.sync += wsn.eq(Mux(drain["w_last"], 0, a(wsn + n * R)))
+                m.d.sync += wsn.eq(Mux(drain["w_last"], 0, a(wsn + Mux(blocked, R, n * R))))
         # KV, OUT: a vector's last sub-block
         with m.If(wr & (drain["w_last"] | is_div) if unit.drain > 1 else wr):
             m.d.comb += self.last_write.eq(step(wo, wm))
             with m.If(wm + m_step >= m_lim):
                 if has_out:
                     with m.If(is_out):
-                        m.d.sync += wox.eq(wox + n * L)
+                        m.d.sync += wox.eq(a(wox + cstep(wo, L, nb)))
                 with m.If(is_kv):   # next row of S: next row of the tile, or the next tile
                     with m.If(wjr == TS - 1):
                         m.d.sync += [wjr.eq(0), wox.eq(wox + (line - (TS - 1) * SS))]
@@ -383,7 +405,28 @@ class AttentionSequencer:
                 m.d.sync += [wcp.eq(wcp + R_w), wcs.eq(wcs + R_w)]
 
         self.ok = Signal(name="att_ok")
-        m.d.comb += self.ok.eq((d > 0) & (n > 0) & (regs["DIM"] < (1 << 12))
+        # BLOCK: in range, and 0 or a block holding the step's channel accesses (KV: L rows of
+        # V; DIV: W channels of Q; OUT: W channels of Q, L output rows) and whole heads
+        lo_b, hi_b = REG_LIMITS["ATT_OUT"]["BLOCK"]
+
+        def fits(*widths):
+            if any(v & (v - 1) for v in widths):
+                return blk == 0
+            return (blk == 0) | (blk >= max(v.bit_length() - 1 for v in widths))
+        wfit = Signal(name="att_block_fits")
+        with m.Switch(aop):
+            with m.Case(KV):
+                m.d.comb += wfit.eq(fits(L))
+            if has_div:
+                with m.Case(DIV):
+                    m.d.comb += wfit.eq(fits(W))
+            if has_out:
+                with m.Case(OUT):
+                    m.d.comb += wfit.eq(fits(L, W))
+        blk_ok = Signal(name="att_block_ok")
+        m.d.comb += blk_ok.eq((regs["BLOCK"] >= lo_b) & (regs["BLOCK"] <= hi_b) & wfit
+                              & ((regs["DIM"][:12] & (bsz - 1)) == 0))
+        m.d.comb += self.ok.eq(blk_ok & (d > 0) & (n > 0) & (regs["DIM"] < (1 << 12))
                                & (regs["XSIGNED"] == 1) & (regs["OBITS"] == 8)
                                & (regs["OSIGNED"] == 1) & (~is_kv if not kv_fits else 1))
         self.setup, self.issue = setup, issue

@@ -51,8 +51,11 @@ left by ``b``, the channel lanes of a step (all in one block: ``sim.isa.block_un
 1 apart instead of ``STRIDE``, the depthwise pixel lanes ``2**b`` apart, and each channel
 counter's running address steps by ``cstep`` (within a block by the channels, across a block
 boundary to the next block's base). ``b = 0`` gives every planar address unchanged, at the
-same cycles (the same steps). Units with ``b != 0`` and a step wider than a block, a grouped
-conv, 32-bit outputs, a POOL or an attention step stop with their error flag.
+same cycles (the same steps). POOL and ATT_KSUM (the AUX unit's x port, ``_pool``) read the
+tokens of a channel ``2**b`` apart, the attention steps address K, Q, V and their output the
+same way (``hw.core.attention``). Units with ``b != 0`` and a step wider than a block, a grouped
+conv, 32-bit outputs, or an attention head whose ``DIM`` is not whole blocks stop with their
+error flag.
 
 What a unit builds follows the unit column of ``sim.isa.FORMATS`` (``UNIT_OPS``): the MAT unit
 has no depthwise path, the R-MAC unit no ``ATT_DIV`` / ``ATT_OUT`` hardware (the log2 module;
@@ -868,7 +871,7 @@ class Unit(wiring.Component):
                         m.next = "FETCH"
                 with m.State("ASETUP"):          # attention step (hw.core.attention)
                     m.d.comb += busy.eq(1)
-                    with m.If(~att.ok | (regs["BLOCK"] != 0)):     # attention: planar only
+                    with m.If(~att.ok):     # (BLOCK checked there)
                         fail(op)
                     with m.Else():
                         att.setup()
@@ -921,9 +924,16 @@ class Unit(wiring.Component):
         tf = lambda n: fld(word, "POOL", n)     # noqa: E731
         nco, ntok = Mux(ks, regs["DIM"][:12], tf("nco")), regs["NTOK"]
         c, t0 = Signal(13), Signal(CNT)     # tokens: SHAPE_LIMITS["pool_tokens"]
-        xa = Signal(ADDR_BITS)
+        xa = Signal(ADDR_BITS)              # the address of channel c's first token
+        # BLOCK = b (sim.isa.REG_LIMITS): channel c, token t at xa + (t << b), the tokens of a
+        # read 2**b apart; xa steps by 1 inside a block and to the next block's base
+        # (XSTRIDE - 2**b + 1) when c + 1 completes one. b = 0: the planar addresses.
+        blk = regs["BLOCK"][:3]
+        bsz = Signal(8, name="pool_bsz")
+        m.d.comb += bsz.eq(Const(1, 8) << blk)
         m.d.comb += [self.x.buf.eq(regs["XBUF"][:3]), self.x.row_stride.eq(0),
-                     self.x.elem_stride.eq(1), self.x.addr.eq(xa + t0)]
+                     self.x.elem_stride.eq(bsz),
+                     self.x.addr.eq((xa + (t0 << blk))[:ADDR_BITS])]
         v1, f1, l1, mask1 = Signal(), Signal(), Signal(), Signal(W)
         m.d.sync += v1.eq(0)
         xs = regs["XSIGNED"][0]
@@ -968,8 +978,11 @@ class Unit(wiring.Component):
         with m.If(rq.out_valid):
             m.d.sync += c_w.eq(c_w + 1)
         ok = Signal()
-        m.d.comb += ok.eq((regs["BLOCK"] == 0) & Mux(ks, (regs["DIM"] > 0) & (regs["DIM"] < (1 << 12)) & (ntok > 0)
-                              & (regs["XSIGNED"] == 1),
+        lo_b, hi_b = REG_LIMITS["POOL"]["BLOCK"]
+        m.d.comb += ok.eq((regs["BLOCK"] >= lo_b) & (regs["BLOCK"] <= hi_b)
+                          & Mux(ks, (regs["DIM"] > 0) & (regs["DIM"] < (1 << 12)) & (ntok > 0)
+                              & (regs["XSIGNED"] == 1)
+                              & ((regs["DIM"][:12] & (bsz - 1)) == 0),
                               (nco > 0) & (ntok > 0) & (regs["RES_ADDR"] < 0)
                               & (regs["NOEPI"] == 0) & (regs["OBITS"] == 8)
                               & ((regs["ACT"] != ACTS["hswish"]) | (regs["MIDBITS"] == 16))))
@@ -984,7 +997,9 @@ class Unit(wiring.Component):
             m.d.sync += [v1.eq(1), f1.eq(t0 == 0), l1.eq(last_t),
                          mask1.eq(Cat(*[(t0 + i) < ntok for i in range(W)]))]
             with m.If(last_t):
-                m.d.sync += [t0.eq(0), c.eq(c + 1), xa.eq(xa + regs["XSTRIDE"])]
+                m.d.sync += [t0.eq(0), c.eq(c + 1),
+                             xa.eq(xa + Mux(((c + 1) & (bsz - 1)) == 0,
+                                            regs["XSTRIDE"] - bsz + 1, 1))]
             with m.Else():
                 m.d.sync += t0.eq(t0 + W)
             return last_t & (c + 1 == nco)

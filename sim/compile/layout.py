@@ -249,10 +249,16 @@ def concat_aliases(prog: IntProgram) -> dict:
 def layout_tensors(prog: IntProgram, image: DramImage, *, block: int = 1) -> TensorLayout:
     """Allocate every tensor of ``prog`` in ``image`` (aliases inside their base tensor);
     ``block`` > 1: every tensor of more than one pixel ``blocked`` with ``B = block`` (one
-    pixel: planar, the same bytes), and no concat aliases (not built for the blocked layout)."""
+    pixel: planar, the same bytes); a concat input is then a run of whole blocks of the
+    concat output (its channel offset must be a multiple of ``B``), at the same address as in
+    the planar layout (``act_offset(off, 0)`` = ``off * H * W``)."""
     alias = concat_aliases(prog)
-    if block > 1 and alias:
-        raise CompileError("layout='blocked' does not support concat yet")
+    for name, (base, off) in alias.items():
+        c, h, w = shape3(prog.tensors[base].shape)
+        if block > 1 and h * w > 1 and (off % block or shape3(prog.tensors[name].shape)[0]
+                                        % block):
+            raise CompileError(f"layout='blocked': concat input {name!r} at channel {off} of "
+                               f"{base!r} is not a run of whole blocks of B = {block} channels")
     for name, t in prog.tensors.items():
         if name in alias:
             continue
@@ -265,8 +271,9 @@ def layout_tensors(prog: IntProgram, image: DramImage, *, block: int = 1) -> Ten
         t, bt = prog.tensors[name], prog.tensors[base]
         c, h, w = shape3(bt.shape)
         b = image.symbols[f"tensor:{base}"]
+        lay = dict(layout=b["layout"], block=b["block"])
         image.symbols[f"tensor:{name}"] = dict(
-            addr=b["addr"] + off * h * w * elem_bytes(bt), nbytes=int(np.prod(t.shape)),
-            kind="alias", base=base, channel_offset=off, shape=list(t.shape),
-            signed=bool(t.signed), bits=t.bits, layout="planar", block=1)
+            addr=b["addr"] + int(act_offset(off, 0, npix=h * w, **lay)) * elem_bytes(bt),
+            nbytes=int(np.prod(t.shape)), kind="alias", base=base, channel_offset=off,
+            shape=list(t.shape), signed=bool(t.signed), bits=t.bits, **lay)
     return TensorLayout(image, alias)

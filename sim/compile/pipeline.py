@@ -37,10 +37,9 @@ from .context import Context
 from .emitter import Emitter
 from .fusion import chain_weight_bytes, find_chains, find_resident
 from .layout import LAYOUTS, DramImage, activation_block, layout_tensors
-from ..isa import block_unit_ok
+from ..isa import att_kv_fits, block_unit_ok
 from .common import shape3
 from .ops.attention import emit_attention
-from .ops.blocked import emit_conv_blocked, emit_depthwise_blocked
 from .ops.chain import emit_chain
 from .ops.conv import emit_conv
 from .ops.depthwise import emit_depthwise
@@ -86,27 +85,53 @@ def _npix(prog, t) -> int:
     return h * w
 
 
+#: the IntProgram ops ``layout="blocked"`` compiles (every op the zoo's networks use)
+BLOCKED_OPS = ("conv", "linear", "concat", "global_avgpool", "linear_attention", "layernorm")
+
+
 def check_blocked(prog: IntProgram, cfg: AccelConfig) -> int:
     """log2 B of ``cfg``'s blocked layout (:func:`~sim.compile.layout.activation_block`), or a
-    :class:`CompileError` naming what ``layout="blocked"`` does not support yet: every node a
-    dense conv (any kernel, one group), a depthwise conv or a linear, every tensor of more
-    than one pixel with channels a multiple of B and 8 bits."""
+    :class:`CompileError` naming what ``layout="blocked"`` does not support: every tensor of
+    more than one pixel but the network input must have channels in multiples of B and 8 bits
+    (the input, e.g. the stem's 3 channels, is padded to whole blocks and read by dense convs
+    only), a grouped conv's groups whole blocks (it is emitted group by group), an
+    attention's head dimension a multiple of B, and every concat input at a channel offset
+    that is a multiple of B (checked by :func:`~sim.compile.layout.layout_tensors`)."""
     B = activation_block(cfg)
     b = B.bit_length() - 1
-    if not all(block_unit_ok(b, op, cfg) for op in ("CONV_MAT", "CONV_RDF", "DW_RSA")):
+    ops = ("CONV_MAT", "CONV_RDF", "DW_RSA", "POOL", "ATT_KSUM", "ATT_DIV", "ATT_OUT",
+           "ATT_KV_MAT" if not att_kv_fits(cfg.S, cfg.requant_lanes("RMAC")) else "ATT_KV_RDF")
+    bad = [op for op in ops if not block_unit_ok(b, op, cfg)]
+    if bad:
         raise CompileError(f"layout='blocked': B = {B} is not a multiple of the engines' "
-                           f"widths (T, S, N, M = {cfg.T}, {cfg.S}, {cfg.N}, {cfg.M})")
+                           f"widths (T, S, N, M = {cfg.T}, {cfg.S}, {cfg.N}, {cfg.M}) for "
+                           f"{', '.join(bad)}")
     for n in prog.nodes:
-        if n.op not in ("conv", "linear"):
-            raise CompileError(f"layout='blocked' does not support node {n.name!r} "
-                               f"({n.op}, {n.kind}) yet: only convs (dense, depthwise) and "
-                               "linears")
+        multi = n.inputs and _npix(prog, n.inputs[0]) > 1
         if n.op == "conv" and n.kind != "depthwise" and int(n.attrs.get("groups", 1)) != 1 \
-                and _npix(prog, n.inputs[0]) > 1:
-            raise CompileError(f"layout='blocked' does not support the grouped conv "
-                               f"{n.name!r} yet")
+                and multi:
+            g = int(n.attrs["groups"])
+            cin, cout = shape3(prog.tensors[n.inputs[0]].shape)[0], \
+                shape3(prog.tensors[n.output].shape)[0]
+            if (cin // g) % B or (cout // g) % B:
+                raise CompileError(f"layout='blocked': the grouped conv {n.name!r} needs "
+                                   f"groups of whole blocks of B = {B} channels")
+        if n.op == "linear_attention" and int(n.attrs["dim"]) % B:
+            raise CompileError(f"layout='blocked': attention {n.name!r} needs a head "
+                               f"dimension that is a multiple of B = {B}")
+        if n.op not in BLOCKED_OPS:
+            raise CompileError(f"layout='blocked' does not support node {n.name!r} ({n.op})")
+    for n in prog.nodes:
+        for t in n.inputs:
+            if t in prog.inputs and _npix(prog, t) > 1 and shape3(prog.tensors[t].shape)[0] % B \
+                    and not (n.op == "conv" and n.kind != "depthwise"
+                             and int(n.attrs.get("groups", 1)) == 1):
+                raise CompileError(f"layout='blocked': the network input {t!r} of "
+                                   f"{shape3(prog.tensors[t].shape)[0]} channels (not whole "
+                                   f"blocks) may feed dense convs only, not {n.name!r}")
     for name, t in prog.tensors.items():
-        if _npix(prog, name) > 1 and (shape3(t.shape)[0] % B or t.bits != 8):
+        if _npix(prog, name) > 1 and (t.bits != 8 or (name not in prog.inputs
+                                                      and shape3(t.shape)[0] % B)):
             raise CompileError(f"layout='blocked': tensor {name!r} {tuple(t.shape)} needs "
                                f"channels in multiples of B = {B} and 8 bits")
     return b
@@ -159,9 +184,8 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
             emit_chain(ctx, chain, li, info)
             continue
         emit = emitter_for(n)
-        if ctx.block and _npix(ctx.prog, n.inputs[0]) > 1:     # (check_blocked: a conv)
-            emit = emit_depthwise_blocked if n.kind == "depthwise" else emit_conv_blocked
-        elif ctx.block:                         # one pixel: planar addresses = blocked ones
+        if ctx.block and n.op in ("conv", "linear") and _npix(ctx.prog, n.inputs[0]) == 1:
+            # one pixel: planar addresses = blocked ones (the emitter leaves BLOCK alone)
             for st in ctx.em.names[1:]:
                 for unit in ("MAT", "RMAC"):
                     ctx.em.setr(st, unit, BLOCK=0)
@@ -191,10 +215,11 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     WAITs on the previous frame's semaphores, so the Binary runs frames back to back on
     ``sim.funcsim.run_frames``, ``sim.perf`` and the RTL's two contexts).
     ``layout="blocked"`` lays every activation of more than one pixel out channel-blocked
-    (``sim.compile.layout``, the units' ``BLOCK`` register; docs/global-buffers.md section 5):
-    a first path for programs of convs (dense, depthwise) and linears only
-    (:func:`check_blocked`), without
-    fusion, residency, prefetch or streaming.
+    (``sim.compile.layout``, the units' ``BLOCK`` register; docs/global-buffers.md section 5)
+    with the same emitters, fusion, residency and attention context modules as planar
+    (what it needs of the program: :func:`check_blocked`), with or without ``prefetch`` or
+    ``stream`` (the blocked layout keeps the tap-major stem: ``stem="auto"`` means ``"taps"``
+    there, ``"im2col"`` is refused).
     ``stem="im2col"`` (planar layout only): a program whose first node is a generic conv on
     the input with few ``C*k*k`` (:func:`.stem.stem_node`) runs it as a pointwise conv over
     the input unfolded by the host (:mod:`.stem`, the ``im2col`` input layout; a program
@@ -212,14 +237,14 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
         raise ValueError(f"stream must be True or False, got {stream!r}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    block = 0
     if layout == "blocked":
-        if stream or prefetch:
-            raise CompileError("layout='blocked' is not combined with stream or prefetch yet")
+        if stem == "im2col":
+            raise CompileError("stem='im2col' is not combined with layout='blocked' (the "
+                               "blocked layout stores the input padded to whole blocks)")
+        stem = "taps"
         prog = prog.validate()
-        b = check_blocked(prog, cfg)
-        ctx = new_context(prog, cfg, block=b)
-        emit_program(ctx, {})
-        return assemble(ctx)
+        block = check_blocked(prog, cfg)
     if stream and prefetch:
         raise ValueError("stream=True is not combined with prefetch=True (the weight arena "
                          "spans the whole of buffer C)")
@@ -228,10 +253,10 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
         stem, probe = choose_stem(prog, cfg)
     unfolded = unfold_stem(prog) if stem == "im2col" else None
     if unfolded is None:
-        binary = _compile_planar(prog, cfg, fuse, attn_onchip, prefetch, stream)
+        binary = _compile_one(prog, cfg, fuse, attn_onchip, prefetch, stream, block)
     else:
-        binary = restore_program(_compile_planar(unfolded[0], cfg, fuse, attn_onchip,
-                                                 prefetch, stream), prog, unfolded[1])
+        binary = restore_program(_compile_one(unfolded[0], cfg, fuse, attn_onchip,
+                                              prefetch, stream, block), prog, unfolded[1])
     if probe:
         binary.layers[0]["stem_probe_cycles"] = probe
     if unfolded is None and probe:
@@ -239,14 +264,15 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     return binary
 
 
-def _compile_planar(prog, cfg, fuse, attn_onchip, prefetch, stream) -> Binary:
-    """:func:`compile` of ``prog`` with the planar layout."""
+def _compile_one(prog, cfg, fuse, attn_onchip, prefetch, stream, block) -> Binary:
+    """:func:`compile` of ``prog`` once its stem is chosen (``block``: log2 B of the blocked
+    layout, 0 planar)."""
     cycles = None
     if stream:      # the phases are cut by the cycles of each layer without them
         from ..perf import simulate
         cycles = [lp.cycles for lp in simulate(
-            assemble(_emitted(prog, cfg, fuse, attn_onchip, False))).layers]
-    ctx = _emitted(prog, cfg, fuse, attn_onchip, False, cycles)
+            assemble(_emitted(prog, cfg, fuse, attn_onchip, False, block=block))).layers]
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, False, cycles, block=block)
     if not prefetch:
         binary = assemble(ctx)
         if stream:
@@ -258,7 +284,7 @@ def _compile_planar(prog, cfg, fuse, attn_onchip, prefetch, stream) -> Binary:
     sizes = ctx.sched.group_sizes
     reserve = reserve_groups(ctx.prog, cfg, sizes, ctx.sched.group_layers,
                              cfg.buf_c_bytes - 2 * ctx.sched.C.size)
-    ctx = _emitted(prog, cfg, fuse, attn_onchip, (sizes, reserve))
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, (sizes, reserve), block=block)
     binary = assemble(ctx)
     idle, fired, ends = ld_times(binary)
     g, t, _ = hoist_weight_loads(binary.streams, binary.tags, idle, cfg.dram_bytes_per_cycle,
@@ -278,9 +304,10 @@ def default_prefetch(cfg: AccelConfig, *, stream: bool = False, layout: str = "p
             and cfg.buf_c_bytes > c_slot_bytes(cfg.buf_c_bytes))
 
 
-def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None) -> Context:
-    """One emission (``stream``: None, or the cycles of every node for :func:`plan_stream`)."""
-    ctx = new_context(prog, cfg, prefetch=prefetch)
+def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None, block=0) -> Context:
+    """One emission (``stream``: None, or the cycles of every node for :func:`plan_stream`;
+    ``block``: log2 B of the blocked layout, 0 planar)."""
+    ctx = new_context(prog, cfg, prefetch=prefetch, block=block)
     chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size, cfg) if fuse else {}
     att = plan_context_modules(ctx.prog, cfg, ctx.layout.alias, chains) \
         if fuse and attn_onchip else None

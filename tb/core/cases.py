@@ -177,6 +177,7 @@ CASES = {
     "dw5_s2": (depthwise_program, dict(c=9, h=9, w=9, k=5, stride=2, seed=8), {}),
     "pool": (pool_program, dict(seed=14), {}),
     "pool_relu": (pool_program, dict(c=6, h=3, w=3, act="relu", seed=15), {}),
+    "pool_c12": (pool_program, dict(c=12, h=5, w=7, seed=16), {}),    # (whole blocks of 4)
     "mbconv": (mbconv_program, dict(seed=10), {}),
     "mbconv_s2": (mbconv_program, dict(c=6, e=12, h=7, w=7, stride=2, seed=11), {}),
     "pw_packed": (pointwise_program, dict(act="hswish", cin=10, cout=9, seed=16),

@@ -96,6 +96,12 @@ def emit_attention(ctx: Context, n: Node, info):
     chunk_done = []
     xaddr, yaddr = ctx.layout.addr(n.inputs[0]), ctx.layout.addr(n.output)
     regs = dict(DIM=d, NTOK=ntok, XSIGNED=int(xt.signed), OBITS=8, OSIGNED=1, XSTRIDE=ntok)
+    if ctx.block and ntok > 1:
+        # blocked: a head's d channels are d / B whole blocks, so every DMA and head address is
+        # the planar one (c * ntok for a block-aligned c); the units address inside the blocks
+        regs.update(XSTRIDE=ntok << ctx.block, BLOCK=ctx.block)
+    elif ctx.block:
+        regs["BLOCK"] = 0
     aux_i = {}
     # step i on the R-MAC unless its requant lanes cannot write S's tile rows (then on the MAT,
     # which reads K from B: buffer A feeds only the R-MAC and the adder tree)
@@ -108,7 +114,9 @@ def emit_attention(ctx: Context, n: Node, info):
         # K of each head goes into its core's buffer A after the group's Q and V (the MAT
         # needs only Q and V; K first was measured no better); a slot is reused once KV and
         # KSUM of its last head read it. A group read from a resident tensor has K in B.
-        use_a = bool(a_slots) and src is None and not kv_mat
+        # (blocked: K in B too; buffer A's port reads a line of consecutive bytes, and the
+        # blocked K has its tokens 2**b apart)
+        use_a = bool(a_slots) and src is None and not kv_mat and not ctx.block
         kbuf = BUFS["A"] if use_a else BUFS["B"]
         kload, nth = {}, {}
         for h in range(h0, h1) if use_a else ():

@@ -35,30 +35,47 @@ def epi_regs(ctx: Context, n):
                 RSIGNED=int(ctx.prog.tensors[res].signed) if res else 1)
 
 
+def at(ctx: Context, base, c, p, npix):
+    """Address of channel ``c`` (block-aligned when blocked), pixel ``p`` of a tile of ``npix``
+    pixels per channel at ``base`` in the compilation's layout (``ctx.block``: planar
+    ``base + c * npix + p``, or blocked, :func:`sim.compile.layout.act_offset`)."""
+    B = 1 << ctx.block
+    return base + (c // B) * npix * B + p * B + c % B
+
+
 def emit_pw(ctx: Context, tasks, *, waits, xbase, xstride, obase, ostride, obuf, wbase, pbase,
             cout, cin_g, cout_g, g, regs, res_base=None, rstride=0, slot_o=None, seen=None):
     """Emit a pointwise phase whose tasks (:func:`~sim.compile.tiling.plan_conv` over flattened
     pixels) split pixels and output channels of a conv of ``cout`` filters whose pre-tiled
-    weights (one chunk) are at ``wbase``; returns the writers ``[(stream, unit)]``."""
+    weights (one chunk) are at ``wbase``; returns the writers ``[(stream, unit)]``. The strides
+    are pixels per channel of the tiles; blocked (``ctx.block``) the registers say the stride
+    of a block of B channels and a grouped conv runs group by group (``GROUPS = 1``)."""
     em, writers = ctx.em, []
+    B = 1 << ctx.block
     wl = ConvWeightLayout(ctx.cfg, cin_g, 1, cout_g, g > 1)
+    blk = dict(BLOCK=ctx.block) if ctx.block else {}
     for core, eng, (ca, cb), (pa, pb) in tasks:
         st, unit = f"core{core}", eng
         em.wait_all(st, unit, waits)
         if slot_o is not None:
             ctx.sched.wait_out_slot(st, unit, slot_o, seen)
-        ngr = (cb - ca) // cout_g if g > 1 else 1
-        ci0 = ca // cout_g * cin_g if g > 1 else 0
-        em.setr(st, unit, **dict(regs, CIN=cin_g, GROUPS=ngr, WIN=1, WOUT=1, KERNEL=1,
-                                 STRIDE=1, PAD_L=0, PAD_R=0, XSTRIDE=xstride,
-                                 OSTRIDE=ostride, RSTRIDE=rstride, LINEAR=0, NOEPI=0,
-                                 XBUF=BUFS["B"],
-                                 RES_ADDR=(res_base + ca * rstride + pa)
-                                 if res_base is not None else -1))
-        em.emit(st, "CONV_MAT" if eng == "MAT" else "CONV_RDF",
-                x_addr=xbase + ci0 * xstride + pa, w_addr=wbase + wl.offset(unit, ca, cout),
-                p_addr=pbase + ca * PARAM_RECORD, o_addr=obase + ca * ostride + pa,
-                nco=cb - ca, hin=pb - pa, ho=pb - pa, pad_t=0, pad_b=0, obuf=obuf)
+        if g > 1 and ctx.block:
+            parts = [(q, q + cout_g, q // cout_g * cin_g, 1) for q in range(ca, cb, cout_g)]
+        else:
+            parts = [(ca, cb, ca // cout_g * cin_g if g > 1 else 0,
+                      (cb - ca) // cout_g if g > 1 else 1)]
+        for qa, qb, ci0, ngr in parts:
+            em.setr(st, unit, **dict(regs, CIN=cin_g, GROUPS=ngr, WIN=1, WOUT=1, KERNEL=1,
+                                     STRIDE=1, PAD_L=0, PAD_R=0, XSTRIDE=xstride * B,
+                                     OSTRIDE=ostride * B, RSTRIDE=rstride * B, LINEAR=0,
+                                     NOEPI=0, XBUF=BUFS["B"],
+                                     RES_ADDR=at(ctx, res_base, qa, pa, rstride)
+                                     if res_base is not None else -1, **blk))
+            em.emit(st, "CONV_MAT" if eng == "MAT" else "CONV_RDF",
+                    x_addr=at(ctx, xbase, ci0, pa, xstride),
+                    w_addr=wbase + wl.offset(unit, qa, cout),
+                    p_addr=pbase + qa * PARAM_RECORD, o_addr=at(ctx, obase, qa, pa, ostride),
+                    nco=qb - qa, hin=pb - pa, ho=pb - pa, pad_t=0, pad_b=0, obuf=obuf)
         writers.append((st, unit))
     return writers
 
@@ -174,18 +191,19 @@ def _front(ctx: Context, ch: _Chain, r0, r1, info):
     xb = sched.B.base[sb]
     reg = _regions(ch, rin, tnr)
     eb, db, rb_ = xb + reg["e"], xb + reg["d"], xb + reg["r"]
+    Bk = 1 << ctx.block         # (blocked: rows of B-channel blocks, chunks per block)
     sched.sync.wait_stored(ch.xin, 0, ch.Cx, a * W, b * W)
-    sched.dma_rows("LOAD", "B", xb if pn else eb, ctx.layout.addr(ch.xin) + a * W, ch.Cx,
-                   rin * W, H * W)
+    sched.dma_rows("LOAD", "B", xb if pn else eb, ctx.layout.addr(ch.xin) + a * W * Bk,
+                   ch.Cx // Bk, rin * W * Bk, H * W * Bk)
     rres, rstride = rb_, tnr * Wo
     if ch.res and ch.res == ch.xin and s == 1 and ch.Cq == ch.Cx:
         # the residual is the chain's own input (MBConv / DSConv shortcut): its rows are
         # already in the B tile, read them from there instead of loading them again
-        rres, rstride = (xb if pn else eb) + (r0 - a) * W, rin * W
+        rres, rstride = (xb if pn else eb) + (r0 - a) * W * Bk, rin * W
     elif ch.res:
         sched.sync.wait_stored(ch.res, 0, ch.Cq, r0 * Wo, r1 * Wo)
-        sched.dma_rows("LOAD", "B", rb_, ctx.layout.addr(ch.res) + r0 * Wo, ch.Cq, tnr * Wo,
-                       ch.Ho * Wo)
+        sched.dma_rows("LOAD", "B", rb_, ctx.layout.addr(ch.res) + r0 * Wo * Bk,
+                       ch.Cq // Bk, tnr * Wo * Bk, ch.Ho * Wo * Bk)
     xsem = sched.loaded()
     waits = [(xsem, 1), (ch.wsem, 1)]
     if pn:
@@ -197,7 +215,8 @@ def _front(ctx: Context, ch: _Chain, r0, r1, info):
                       for c0, c1 in split(E, lc, cfg.N)
                       for q0, q1 in split(tnr, cfg.L // lc))
                   for lc in (1, 2, 4, 8, 16, cfg.L) if lc <= cfg.L)
-        tasks = tiling.plan_conv(cfg, E, rin * W, 1, ch.Cx, 1, E, bias=(0, dwc))
+        tasks = tiling.plan_conv(cfg, E, rin * W, 1, ch.Cx, 1, E, bias=(0, dwc),
+                                 block=1 << ctx.block)
         wr = emit_pw(ctx, tasks, waits=waits, xbase=xb, xstride=rin * W, obase=eb,
                      ostride=rin * W, obuf=BUFS["B"], wbase=ch.cb0 + ch.woff[pn.name],
                      pbase=ch.cb0 + ch.woff[pn.name + ".p"], cout=E, cin_g=ch.Cx, cout_g=E,
@@ -219,11 +238,13 @@ def _back(ctx: Context, ch: _Chain, t):
     r0, r1, a, rin, eb, db = t["r0"], t["r1"], t["a"], t["rin"], t["eb"], t["db"]
     tnr = r1 - r0
     em.layer = ch.li[dw.name]
-    dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=E, nrows=tnr, wo=Wo, k=k)
+    Bk = 1 << ctx.block
+    dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=E, nrows=tnr, wo=Wo, k=k, block=Bk)
     wr, core = [], 0
     dregs = dict(epi_regs(ctx, dw), WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad,
                  PAD_R=pad, LINEAR=0, NOEPI=0, XBUF=BUFS["B"], CIN=1,
-                 XSTRIDE=rin * W, OSTRIDE=tnr * Wo, RSTRIDE=0, RES_ADDR=-1)
+                 XSTRIDE=rin * W * Bk, OSTRIDE=tnr * Wo * Bk, RSTRIDE=0, RES_ADDR=-1,
+                 **(dict(BLOCK=ctx.block) if ctx.block else {}))
     for c0, c1 in dw_cs:
         for q0, q1 in dw_rs:
             st = f"core{core}"
@@ -232,10 +253,10 @@ def _back(ctx: Context, ch: _Chain, t):
             lo2, hi2 = (r0 + q0) * s - pad, (r0 + q1 - 1) * s - pad + k
             aa, bb2 = max(lo2, 0), min(hi2, H)
             em.setr(st, "RMAC", **dict(dregs, GROUPS=c1 - c0))
-            em.emit(st, "DW_RSA", x_addr=eb + c0 * rin * W + (aa - a) * W,
+            em.emit(st, "DW_RSA", x_addr=at(ctx, eb, c0, (aa - a) * W, rin * W),
                     w_addr=cb0 + woff[dw.name] + c0 * k * k,
                     p_addr=cb0 + woff[dw.name + ".p"] + c0 * PARAM_RECORD,
-                    o_addr=db + c0 * tnr * Wo + q0 * Wo, nco=c1 - c0, hin=bb2 - aa,
+                    o_addr=at(ctx, db, c0, q0 * Wo, tnr * Wo), nco=c1 - c0, hin=bb2 - aa,
                     ho=q1 - q0, pad_t=aa - lo2, pad_b=hi2 - bb2, obuf=BUFS["B"])
             wr.append((st, "RMAC"))
     dsem = em.sem()
@@ -243,7 +264,7 @@ def _back(ctx: Context, ch: _Chain, t):
         em.signal(st, u, dsem)
     em.layer = ch.li[q.name]
     cq_g, e_g = ch.Cq // ch.gq, E // ch.gq
-    tasks = tiling.plan_conv(cfg, ch.Cq, tnr * Wo, 1, e_g, ch.gq, cq_g)
+    tasks = tiling.plan_conv(cfg, ch.Cq, tnr * Wo, 1, e_g, ch.gq, cq_g, block=Bk)
     so = t["so"]
     writers = emit_pw(ctx, tasks, waits=[(dsem, len(wr))], xbase=db, xstride=tnr * Wo,
                       obase=sched.O.base[so], ostride=tnr * Wo, obuf=BUFS["OUT"],
@@ -252,9 +273,10 @@ def _back(ctx: Context, ch: _Chain, t):
                       res_base=t["rb"] if ch.res else None, rstride=t["rstride"],
                       slot_o=so, seen=set())
     obase = sched.O.base[so]
-    ydram = ctx.layout.addr(q.output) + r0 * Wo
+    ydram = ctx.layout.addr(q.output) + r0 * Wo * Bk
     done, stored = sched.finish_tile(
         t["sb"], so, writers,
-        lambda: sched.dma_rows("STORE", "OUT", obase, ydram, ch.Cq, tnr * Wo, ch.Ho * Wo))
+        lambda: sched.dma_rows("STORE", "OUT", obase, ydram, ch.Cq // Bk, tnr * Wo * Bk,
+                               ch.Ho * Wo * Bk))
     sched.sync.record_store(q.output, 0, ch.Cq, r0 * Wo, r1 * Wo, stored)
     return (done, len(writers))

@@ -7,14 +7,14 @@ chunk's weights (which do not depend on the previous layer)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ...intprogram import Node
 from ...isa import ACTS, BUFS
 from .. import tiling
-from ..common import PARAM_RECORD, CompileError, align, elem_bytes, shape3
+from ..common import PARAM_RECORD, CompileError, align, cdiv, elem_bytes, shape3
 from ..context import Context
 from ..records import ConvWeightLayout, param_block
 
@@ -110,9 +110,10 @@ def _tile_rows(ctx: Context, n: Node, c: ConvShape, chunk: int, wbytes: int,
     return rows(False), False
 
 
-def _load_whole_input(ctx: Context, n: Node, c: ConvShape, rin):
+def _load_whole_input(ctx: Context, n: Node, c: ConvShape, rin, Bk=1):
     """Load the whole input (unless resident: ``rin``) and residual into one B slot for all
-    weight chunks; returns ``(slot, base, residual base, events the compute waits for)``."""
+    weight chunks; returns ``(slot, base, residual base, events the compute waits for)``.
+    ``Bk``: the blocked layout's B (1: planar); ``c.cin`` is then padded to whole blocks."""
     em, sched, sync, taddr = ctx.em, ctx.sched, ctx.sched.sync, ctx.layout.addr
     plane, out_plane = c.H * c.W, c.Ho * c.Wo
     if rin is not None:                 # the input is already in a B slot
@@ -122,36 +123,39 @@ def _load_whole_input(ctx: Context, n: Node, c: ConvShape, rin):
         if c.res:
             em.wait_all("global", "LD", rin["busy"])
             sync.wait_stored(c.res, 0, c.cout, 0, out_plane)
-            sched.dma_rows("LOAD", "B", rall, taddr(c.res), c.cout, out_plane, out_plane)
+            sched.dma_rows("LOAD", "B", rall, taddr(c.res), c.cout // Bk, out_plane * Bk,
+                           out_plane * Bk)
             xw.append((sched.loaded(), 1))
         return sb, bbase, rall, xw
     sb = sched.B.next()
     sched.begin_tile(sb)
     sync.wait_stored(n.inputs[0], 0, c.cin, 0, plane)
     bbase = sched.B.base[sb]
-    sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]), c.cin, plane, plane)
+    sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]), c.cin // Bk, plane * Bk, plane * Bk)
     rall = bbase + c.cin * plane
     if c.res:
         sync.wait_stored(c.res, 0, c.cout, 0, out_plane)
-        sched.dma_rows("LOAD", "B", rall, taddr(c.res), c.cout, out_plane, out_plane)
+        sched.dma_rows("LOAD", "B", rall, taddr(c.res), c.cout // Bk, out_plane * Bk,
+                       out_plane * Bk)
     return sb, bbase, rall, [(sched.loaded(), 1)]
 
 
-def _load_rows(ctx: Context, n: Node, c: ConvShape, c0, c1, r0, r1, a, b):
+def _load_rows(ctx: Context, n: Node, c: ConvShape, c0, c1, r0, r1, a, b, Bk=1):
     """Load input rows ``a..b`` (all channels) and the residual of output channels ``c0..c1``,
-    rows ``r0..r1`` into the next B slot; returns ``(slot, base, residual base, events)``."""
+    rows ``r0..r1`` into the next B slot; returns ``(slot, base, residual base, events)``.
+    ``Bk``: the blocked layout's B (1: planar; a DMA chunk is then rows of a block)."""
     sched, sync, taddr = ctx.sched, ctx.sched.sync, ctx.layout.addr
     sb = sched.B.next()
     sched.begin_tile(sb)
     sync.wait_stored(n.inputs[0], 0, c.cin, a * c.W, b * c.W)
     bbase = sched.B.base[sb]
-    sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]) + a * c.W, c.cin, (b - a) * c.W,
-                   c.H * c.W)
+    sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]) + a * c.W * Bk, c.cin // Bk,
+                   (b - a) * c.W * Bk, c.H * c.W * Bk)
     rbase = bbase + c.cin * (b - a) * c.W
     if c.res:
         sync.wait_stored(c.res, c0, c1, r0 * c.Wo, r1 * c.Wo)
-        sched.dma_rows("LOAD", "B", rbase, taddr(c.res) + c0 * c.Ho * c.Wo + r0 * c.Wo,
-                       c1 - c0, (r1 - r0) * c.Wo, c.Ho * c.Wo)
+        sched.dma_rows("LOAD", "B", rbase, taddr(c.res) + c0 * c.Ho * c.Wo + r0 * c.Wo * Bk,
+                       (c1 - c0) // Bk, (r1 - r0) * c.Wo * Bk, c.Ho * c.Wo * Bk)
     return sb, bbase, rbase, [(sched.loaded(), 1)]
 
 
@@ -168,16 +172,30 @@ def tiled_weights(ctx: Context, n: Node, wl: ConvWeightLayout, chunks):
 
 
 def emit_conv(ctx: Context, n: Node, info):
+    """Emit conv / linear node ``n`` in the compilation's activation layout: planar, or
+    (``ctx.block = b`` and more than one input pixel) channel-blocked with ``B = 2**b``: the
+    units' ``BLOCK`` register, strides of a block of B channels, DMA chunks of rows of a block,
+    every channel split on whole blocks, a grouped conv one ``GROUPS = 1`` instruction per group
+    (``sim.compile.pipeline.check_blocked`` guarantees 8-bit outputs and channels in whole
+    blocks, but the network input's, which is padded to whole blocks)."""
     cfg, p, em = ctx.cfg, ctx.prog, ctx.em
     sched, sync, resid = ctx.sched, ctx.sched.sync, ctx.res
     B, C, OUT = sched.B, sched.C, sched.O
     c = conv_shape(p, n)
+    Bk = 1 << ctx.block if ctx.block and c.H * c.W > 1 else 1
+    if Bk > 1 and c.cin % Bk:           # the network input (the stem): padded blocks
+        c = replace(c, cin=cdiv(c.cin, Bk) * Bk)
     cin, H, W, cout, Ho, Wo = c.cin, c.H, c.W, c.cout, c.Ho, c.Wo
     k, s, pad, g, K, ob, res = c.k, c.s, c.pad, c.g, c.K, c.ob, c.res
+    K = conv_shape(p, n).K      # (the real input channels)
+
+    def at(base, ch, pix, npix):
+        return base + (ch // Bk) * npix * Bk + pix * Bk + ch % Bk
     # tiles: weight chunks (pre-tiled weights, records.ConvWeightLayout) x row blocks
-    wl = ConvWeightLayout(cfg, c.cin_g, k, c.cout_g, g > 1)
+    cin_g = conv_shape(p, n).cin_g
+    wl = ConvWeightLayout(cfg, cin_g, k, c.cout_g, g > 1)
     chunk = tiling.conv_chunk(n.name, cout=cout, g=g, K=K, c_slot=C.size, wbytes=wl.nbytes,
-                              gran=tiling.filter_gran(cfg))
+                              gran=tiling.filter_gran(cfg), block=Bk)
     # DRAM blocks: the weights chunk by chunk, each chunk one contiguous LOAD
     chunks = tiling.ranges(cout, chunk)
     waddr, woffs = tiled_weights(ctx, n, wl, chunks)
@@ -186,7 +204,9 @@ def emit_conv(ctx: Context, n: Node, info):
     wpoff = align(wl.nbytes(chunk))        # the records' offset in the C slot
     keep_out = n.output in resid.keep and cout * Ho * Wo <= B.size
     nr, stay = _tile_rows(ctx, n, c, chunk, cout * K, keep_out)
-    regs = _layer_regs(p, n, c)
+    regs = _layer_regs(p, n, conv_shape(p, n))
+    if Bk > 1:
+        regs["BLOCK"] = ctx.block
     # residency: the input may already be in a B slot, the output may stay in one
     rin = None
     if n.inputs[0] in resid.resident:
@@ -214,7 +234,7 @@ def emit_conv(ctx: Context, n: Node, info):
         sc0 = C.next()
         pre = (sc0, sched.load_weights(sc0, [(waddr, woffs[1], 0),
                                              (paddr, chunks[0][1] * PARAM_RECORD, wpoff)]))
-        sb, bbase, rall, xw = _load_whole_input(ctx, n, c, rin)
+        sb, bbase, rall, xw = _load_whole_input(ctx, n, c, rin, Bk)
     for ci, (c0, c1) in enumerate(chunks):
         nco = c1 - c0
         if c0 == 0 and pre is not None:
@@ -235,7 +255,7 @@ def emit_conv(ctx: Context, n: Node, info):
             if shared:
                 rbase = rall + c0 * Ho * Wo
             else:
-                sb, bbase, rbase, xw = _load_rows(ctx, n, c, c0, c1, r0, r1, a, b)
+                sb, bbase, rbase, xw = _load_rows(ctx, n, c, c0, c1, r0, r1, a, b, Bk)
             if rout is None:
                 obase, obuf = OUT.base[so], BUFS["OUT"]
             else:
@@ -243,7 +263,7 @@ def emit_conv(ctx: Context, n: Node, info):
             tnr = r1 - r0
             writers, seen = [], set()
             for core, eng, (ca, cb), (ra, rb) in tiling.plan_conv(cfg, nco, tnr, Wo, K, g,
-                                                                  c.cout_g, k=k):
+                                                                  c.cout_g, k=k, block=Bk):
                 st, unit = f"core{core}", eng
                 em.wait_all(st, unit, xw)
                 em.wait(st, unit, wsem, 1)
@@ -253,24 +273,31 @@ def emit_conv(ctx: Context, n: Node, info):
                     em.wait_all(st, unit, rout["busy"])
                 lo, hi = (r0 + ra) * s - pad, (r0 + rb - 1) * s - pad + k
                 aa, bb = max(lo, 0), min(hi, H)
-                ngr = (cb - ca) // c.cout_g if g > 1 else 1
-                ci0 = (c0 + ca) // c.cout_g * c.cin_g if g > 1 else 0
-                em.setr(st, unit, **dict(regs, GROUPS=ngr, XSTRIDE=(b - a) * W,
-                                         OSTRIDE=tnr * Wo * ob, RSTRIDE=tnr * Wo,
-                                         RES_ADDR=(rbase + (ca * tnr + ra) * Wo) if res
-                                         else -1))
-                em.emit(st, "CONV_MAT" if eng == "MAT" else "CONV_RDF",
-                        x_addr=bbase + ci0 * (b - a) * W + (aa - a) * W,
-                        w_addr=wbase + wl.offset(eng, ca, nco), p_addr=pbase + ca * PARAM_RECORD,
-                        o_addr=obase + (ca * tnr + ra) * Wo * ob, nco=cb - ca, hin=bb - aa,
-                        ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=obuf)
+                # (blocked grouped: one GROUPS = 1 instruction per group, its input channels
+                # the group's blocks: the units have no group increments with BLOCK)
+                if g > 1 and Bk > 1:
+                    parts = [(q, q + c.cout_g, 1) for q in range(ca, cb, c.cout_g)]
+                else:
+                    parts = [(ca, cb, (cb - ca) // c.cout_g if g > 1 else 1)]
+                for qa, qb, ngr in parts:
+                    ci0 = (c0 + qa) // c.cout_g * cin_g if g > 1 else 0
+                    em.setr(st, unit, **dict(regs, GROUPS=ngr, XSTRIDE=(b - a) * W * Bk,
+                                             OSTRIDE=tnr * Wo * ob * Bk, RSTRIDE=tnr * Wo * Bk,
+                                             RES_ADDR=at(rbase, qa, ra * Wo, tnr * Wo) if res
+                                             else -1))
+                    em.emit(st, "CONV_MAT" if eng == "MAT" else "CONV_RDF",
+                            x_addr=at(bbase, ci0, (aa - a) * W, (b - a) * W),
+                            w_addr=wbase + wl.offset(eng, qa, nco),
+                            p_addr=pbase + qa * PARAM_RECORD,
+                            o_addr=obase + at(0, qa, ra * Wo, tnr * Wo) * ob, nco=qb - qa,
+                            hin=bb - aa, ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=obuf)
                 writers.append((st, unit))
             chunk_done.append(sched.finish_rows(
                 sync=sync, resid=resid, name=n.output, rout=rout, slot_b=sb, slot_o=so,
                 writers=writers, obase=obase,
-                dram=lambda: ctx.layout.addr(n.output) + (c0 * Ho + r0) * Wo * ob,
-                channels=nco, row_bytes=tnr * Wo * ob, plane_bytes=Ho * Wo * ob,
-                c0=c0, c1=c1, r0=r0, r1=r1, wo=Wo))
+                dram=lambda: ctx.layout.addr(n.output) + (c0 * Ho * Wo + r0 * Wo * Bk) * ob,
+                channels=nco // Bk, row_bytes=tnr * Wo * ob * Bk,
+                plane_bytes=Ho * Wo * ob * Bk, c0=c0, c1=c1, r0=r0, r1=r1, wo=Wo))
         C.busy[sc] = chunk_done
     if rin is not None:
         resid.release(rin)

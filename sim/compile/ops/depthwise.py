@@ -1,6 +1,7 @@
 """Emission of a depthwise conv (3x3 / 5x5, stride 1 / 2) on the R-MAC engines in
 self-accumulation mode: channel chunks x row tiles, each tile split over the cores by
-:func:`~sim.compile.tiling.best_dw_split`. Input and output may be resident in B slots."""
+:func:`~sim.compile.tiling.best_dw_split`. Input and output may be resident in B slots. The same emission serves both activation
+layouts (``ctx.block``: planar, or channel-blocked with the units' ``BLOCK`` register)."""
 
 from __future__ import annotations
 
@@ -83,10 +84,18 @@ def emit_depthwise(ctx: Context, n: Node, info):
     e = n.epilogue
     res = e.residual
     waddr, paddr, regs = dw_layer(ctx, n)
+    # blocked (ctx.block = b, B = 2**b): chunks and core splits on whole blocks, so a chunk's
+    # first channel c0 is at c0 * H * W like planar; rows inside a block are B bytes per pixel
+    Bk = 1 << ctx.block
+    if ctx.block:
+        regs["BLOCK"] = ctx.block
+
+    def at(base, c, pix, npix):
+        return base + (c // Bk) * npix * Bk + pix * Bk + c % Bk
 
     # the output may stay in a B slot (planned, and it fits one) if the layer is one tile
     keep_out = n.output in res_.keep and Cn * Ho * Wo <= B.size
-    chunk, nr = _tiles(ctx, n, keep_out)
+    chunk, nr = _tiles(ctx, n, keep_out, block=Bk)
     stay = keep_out and chunk == Cn and nr == Ho
     rin = rout = None
     if n.inputs[0] in res_.resident:
@@ -97,7 +106,7 @@ def emit_depthwise(ctx: Context, n: Node, info):
         else:
             res_.spill(n.inputs[0])
     if keep_out and not stay:       # the tiles go to OUT slots after all: size them for those
-        chunk, nr = _tiles(ctx, n, False)
+        chunk, nr = _tiles(ctx, n, False, block=Bk)
     if n.output in res_.keep:
         if stay:
             rout = res_.new()
@@ -125,14 +134,14 @@ def emit_depthwise(ctx: Context, n: Node, info):
                 sched.begin_tile(sb)
                 sync.wait_stored(n.inputs[0], c0, c1, a * W, b * W)
                 bbase = B.base[sb]
-                sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]) + (c0 * H + a) * W, nch,
-                               (b - a) * W, H * W)
+                sched.dma_rows("LOAD", "B", bbase, taddr(n.inputs[0]) + c0 * H * W + a * W * Bk,
+                               nch // Bk, (b - a) * W * Bk, H * W * Bk)
                 xw = []
             rbase = bbase + nch * (b - a) * W
             if res:
                 sync.wait_stored(res, c0, c1, r0 * Wo, r1 * Wo)
-                sched.dma_rows("LOAD", "B", rbase, taddr(res) + c0 * Ho * Wo + r0 * Wo,
-                               nch, tnr * Wo, Ho * Wo)
+                sched.dma_rows("LOAD", "B", rbase, taddr(res) + c0 * Ho * Wo + r0 * Wo * Bk,
+                               nch // Bk, tnr * Wo * Bk, Ho * Wo * Bk)
             if rin is None or res:
                 xw.append((sched.loaded(), 1))
             if rout is None:
@@ -140,7 +149,7 @@ def emit_depthwise(ctx: Context, n: Node, info):
             else:
                 obase, obuf = rout["base"], BUFS["B"]
             # split over cores: channels x rows, best estimate
-            dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=nch, nrows=tnr, wo=Wo, k=k)
+            dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=nch, nrows=tnr, wo=Wo, k=k, block=Bk)
             writers, seen, core = [], set(), 0
             for ca, cb in dw_cs:
                 for ra, rb in dw_rs:
@@ -155,20 +164,20 @@ def emit_depthwise(ctx: Context, n: Node, info):
                     lo, hi = (r0 + ra) * s - pad, (r0 + rb - 1) * s - pad + k
                     aa, bb = max(lo, 0), min(hi, H)
                     em.setr(st, "RMAC", **dict(regs, CIN=1, GROUPS=cb - ca,
-                                               XSTRIDE=(b - a) * W, OSTRIDE=tnr * Wo,
-                                               RSTRIDE=tnr * Wo,
-                                               RES_ADDR=(rbase + (ca * tnr + ra) * Wo)
+                                               XSTRIDE=(b - a) * W * Bk, OSTRIDE=tnr * Wo * Bk,
+                                               RSTRIDE=tnr * Wo * Bk,
+                                               RES_ADDR=at(rbase, ca, ra * Wo, tnr * Wo)
                                                if res else -1))
-                    em.emit(st, "DW_RSA", x_addr=bbase + (ca * (b - a) + aa - a) * W,
+                    em.emit(st, "DW_RSA", x_addr=at(bbase, ca, (aa - a) * W, (b - a) * W),
                             w_addr=wbase + ca * k * k, p_addr=pbase + ca * PARAM_RECORD,
-                            o_addr=obase + (ca * tnr + ra) * Wo, nco=cb - ca, hin=bb - aa,
+                            o_addr=at(obase, ca, ra * Wo, tnr * Wo), nco=cb - ca, hin=bb - aa,
                             ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=obuf)
                     writers.append((st, "RMAC"))
             chunk_done.append(sched.finish_rows(
                 sync=sync, resid=res_, name=n.output, rout=rout, slot_b=sb, slot_o=so,
                 writers=writers, obase=obase,
-                dram=lambda: taddr(n.output) + (c0 * Ho + r0) * Wo,
-                channels=nch, row_bytes=tnr * Wo, plane_bytes=Ho * Wo,
+                dram=lambda: taddr(n.output) + c0 * Ho * Wo + r0 * Wo * Bk,
+                channels=nch // Bk, row_bytes=tnr * Wo * Bk, plane_bytes=Ho * Wo * Bk,
                 c0=c0, c1=c1, r0=r0, r1=r1, wo=Wo))
         C.busy[sc] = chunk_done
     if rin is not None:

@@ -21,10 +21,20 @@ def emit_pool(ctx: Context, n: Node, info):
     e = n.epilogue
     paddr = ctx.image.alloc(f"param:{n.name}", Cn * PARAM_RECORD, "param", param_block(n, Cn))
     hw = H * W
+    # blocked (ctx.block = b): the channel chunks and the cores' channel ranges are whole
+    # blocks, so a range's first channel sits at the planar address c * hw, and XSTRIDE is the
+    # stride of a block of B channels (sim.isa.REG_LIMITS)
+    Bk = 1 << ctx.block
     chunk = min(Cn, tiling.MAX_FIELD, B.size // hw, C.size // PARAM_RECORD, OUT.size)
+    if Bk > 1 and hw > 1:
+        chunk = max(Bk, chunk // Bk * Bk)
+    else:
+        Bk = 1
     regs = dict(NTOK=hw, ACT=ACTS[e.act], OBITS=yt.bits, OSIGNED=int(yt.signed),
                 MIDBITS=e.mid_bits, THREE=e.three, XSIGNED=int(xt.signed), XBUF=BUFS["B"],
-                XSTRIDE=hw, NOEPI=0, RES_ADDR=-1)
+                XSTRIDE=hw * Bk, NOEPI=0, RES_ADDR=-1)
+    if ctx.block:
+        regs["BLOCK"] = Bk.bit_length() - 1
     for c0, c1 in tiling.ranges(Cn, chunk):
         info["tiles"] += 1
         sc = C.next()
@@ -39,7 +49,7 @@ def emit_pool(ctx: Context, n: Node, info):
                        (c1 - c0) * hw, 0)
         xsem = sched.loaded()
         writers, seen = [], set()
-        for core, (ca, cb) in enumerate(split(c1 - c0, cfg.L)):
+        for core, (ca, cb) in enumerate(split(c1 - c0, cfg.L, Bk)):
             st = f"core{core}"
             em.wait(st, "AUX", xsem, 1)
             em.wait(st, "AUX", wsem, 1)
