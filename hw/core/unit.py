@@ -121,6 +121,16 @@ def _above(x, n: int) -> list:
             if k + 1 < (1 << len(low)) else ~neg & hi for k in range(n)]
 
 
+def _saturate8(v, osigned):
+    """``v`` (a signed Value) saturated to int8 (``osigned``) or uint8, the compares with the
+    bounds formed from the sign and the bits above the byte (no comparators of ``v``'s width
+    against a bound that depends on ``osigned``)."""
+    neg = v[-1]
+    under = Mux(osigned, neg & ~v[7:-1].all(), neg)             # v < -128, v < 0
+    over = ~neg & Mux(osigned, v[7:-1].any(), v[8:-1].any())    # v > 127, v > 255
+    return Mux(under, Mux(osigned, -128, 0), Mux(over, Mux(osigned, 127, 255), v))
+
+
 def _min_block(*widths):
     """The smallest ``BLOCK`` > 0 at which every one of ``widths`` (channel accesses of one
     step) divides ``2**BLOCK`` (``sim.isa.block_unit_ok``), or None when one of them is not a
@@ -499,18 +509,29 @@ class Unit(wiring.Component):
                                  rsoff.eq(Mux(rd_last, 0, rsoff + Mux(
                                      blocked, Rr, regs["RSTRIDE"][:A] * Rr)))]
                 m.d.sync += [o1s.eq(rd), sub1.eq(sub)]
+                # lane s takes channel j*R + s (residual mode: j*Rr + s) of sub-block j = sub1:
+                # j < D in normal mode, j < Dr in residual mode on the Rr residual lanes (the
+                # other lanes' outputs are masked then: their selection ignores the mode and
+                # decodes only the bits of sub1 normal mode uses; a lane's value matters only
+                # in a cycle with o1s)
                 acc_sel = [Signal(signed(32), name=f"acc_sel_{s}") for s in range(R)]
                 for s in range(R):
-                    with m.Switch(sub1):
-                        for j in range(Dr):
-                            normal = acc[j * R + s] if j < D else 0
-                            if Rr == R or s >= Rr:
-                                if j < D:
-                                    with m.Case(j):
-                                        m.d.comb += acc_sel[s].eq(normal)
+                    res_lane = Rr < R and s < Rr
+                    nq = Dr if res_lane else D
+                    qb = (nq - 1).bit_length()
+                    if not qb:
+                        m.d.comb += acc_sel[s].eq(acc[s])
+                        continue
+                    with m.Switch(sub1[:qb]):
+                        for j in range(nq):
+                            if j >= D:
+                                v = acc[j * Rr + s]
+                            elif res_lane and j:
+                                v = dsel(acc[j * R + s], acc[j * Rr + s])
                             else:
-                                with m.Case(j):
-                                    m.d.comb += acc_sel[s].eq(dsel(normal, acc[j * Rr + s]))
+                                v = acc[j * R + s]
+                            with m.Case(j):
+                                m.d.comb += acc_sel[s].eq(v)
                 p_addr = pco_o + dsel(sub * (32 * R), sub * (32 * Rr))
                 r_addr = rco_o + (pix_o << blk) + rsoff
                 rd_vec = rd & rd_last       # the vector's last sub-block is read
@@ -524,12 +545,15 @@ class Unit(wiring.Component):
                          self.r.elem_stride.eq(Mux(blocked, 1, regs["RSTRIDE"]))]
             # output stage 1: bias add, requant lanes
             rq_valid = Signal()
-            results, rq_lanes = [], []
+            results, rq_lanes, lane_in = [], [], []
             for s in range(R):
                 rec = self.p.data[s].as_value()
                 f = {n: rec[32 * i:32 * i + 32] for i, n in enumerate(REC_FIELDS)}
                 tot = Signal(signed(32), name=f"sum_{s}")
-                m.d.comb += tot.eq(acc_sel[s] + f["bias"].as_signed())
+                # the lane's sum: acc_sel (conv), or a held depthwise sum (Unit._depthwise
+                # drives lane_in in DW mode), plus the bias of the lane's record
+                lane_in.append(Signal(signed(32), name=f"lane_in_{s}"))
+                m.d.comb += [lane_in[s].eq(acc_sel[s]), tot.eq(lane_in[s] + f["bias"].as_signed())]
                 rq = Requant(out_bits=16, signed=True, residual=s < Rr, hswish=True,
                              hswish_in_bits=16)
                 m.submodules[f"requant_{s}"] = rq
@@ -547,13 +571,11 @@ class Unit(wiring.Component):
                 if s == 0:
                     m.d.comb += rq_valid.eq(rq.out_valid)
                 y = Signal(signed(32), name=f"y_{s}")
-                lo = Mux(regs["OSIGNED"][0], -128, 0)
-                hi = Mux(regs["OSIGNED"][0], 127, 255)
-                m.d.comb += y.eq(Mux(rq.out < lo, lo, Mux(rq.out > hi, hi, rq.out)))
+                m.d.comb += y.eq(_saturate8(rq.out, regs["OSIGNED"][0]))
                 results.append((tot, y))
             ns = dict(acc=acc, results=results, o1=o1, npix=npix, co=co, nco=nco,
                             has_res=has_res, rmode=rmode, blk=blk, blocked=blocked, bsz=bsz,
-                            regs_ok=getattr(rf, "ok_dw_rsa", None),
+                            regs_ok=getattr(rf, "ok_dw_rsa", None), lane_in=lane_in,
                             cstep=cstep)
             # write stage: sub-block wsub of a vector (channels wch = wsub*R .., address
             # offset wsoff = wsub * R * OSTRIDE); attmode: the KV step's writes (its own pulse)
@@ -1099,36 +1121,38 @@ class Unit(wiring.Component):
         pixr = Signal(A)
         m.d.comb += pixr.eq(prow_r + ox0r)
         with m.If(dwmode):
+            # the channel's parameter record in every row of p (row stride 0): each requant
+            # lane reads its fields from its own row, as in a conv (no per-lane multiplexer)
             m.d.comb += [self.p.en.eq(draining), self.p.addr.eq(tf("p_addr") + (c0r + dj) * 32),
+                         self.p.row_stride.eq(0),
                          self.r.en.eq(draining & ns["has_res"]),
                          self.r.elem_stride.eq(Mux(blocked, bsz, 1)),
                          self.r.addr.eq(regs["RES_ADDR"] + ch_r + ((pixr + ds * Rr) << blk)
                                         if MRr > 1 else
                                         regs["RES_ADDR"] + ch_r + (pixr << blk))]
-            rec = self.p.data[0].as_value()
             for mm, rq in enumerate(rq_lanes):
-                hsel = Signal(signed(32), name=f"hsel_{mm}")
-                with m.Switch(Cat(ds1, dj1) if MRr > 1 else dj1):
+                # lane mm requantizes pixel q*R + mm (residual mode: q*Rr + mm) of channel dj1,
+                # q = ds1 the sub-block: q < MR in normal mode, q < MRr in residual mode on the
+                # Rr residual lanes (the other lanes' outputs are masked then: their selection
+                # ignores the mode and decodes only the bits of ds1 normal mode uses)
+                hsel = Signal(signed(DW_HOLD_BITS), name=f"hsel_{mm}")
+                res_lane = Rr < R and mm < Rr
+                nq = MRr if res_lane else MR
+                qb = (nq - 1).bit_length()
+                with m.Switch(Cat(ds1[:qb], dj1) if qb else dj1):
                     for j in range(N):
-                        for q in range(MRr):
-                            # Cat(ds1, dj1): ds1 in the low len(ds1) bits
-                            case = (j << len(ds1)) | q if MRr > 1 else j
-                            normal = hold[j][q * R + mm] if q < MR else 0
-                            if Rr == R or mm >= Rr:
-                                if q < MR:
-                                    with m.Case(case):
-                                        m.d.comb += hsel.eq(normal)
+                        for q in range(nq):
+                            if q >= MR:             # residual mode only
+                                v = hold[j][q * Rr + mm]
+                            elif res_lane and q:    # both modes, different pixels
+                                v = dsel(hold[j][q * R + mm], hold[j][q * Rr + mm])
                             else:
-                                with m.Case(case):
-                                    m.d.comb += hsel.eq(dsel(normal, hold[j][q * Rr + mm]))
-                tot = ns["results"][mm][0]
-                m.d.comb += [tot.eq(hsel + rec[0:32].as_signed()), rq.b.eq(rec[32:48]),
-                             rq.c.eq(rec[64:70]), rq.offset.eq(rec[96:128].as_signed()),
-                             rq.hb.eq(rec[192:208]), rq.hc.eq(rec[224:230]),
-                             rq.in_valid.eq(dv1)]
-                if mm < Rr:
-                    m.d.comb += [rq.rb.eq(Mux(ns["has_res"], rec[128:144], 0)),
-                                 rq.rc.eq(Mux(ns["has_res"], rec[160:166], 0))]
+                                v = hold[j][q * R + mm]
+                            with m.Case((j << qb) | q):
+                                m.d.comb += hsel.eq(v)
+                # the lane's parameter fields and bias come from row mm of p, as for a conv:
+                # every row holds the channel's record (row stride 0)
+                m.d.comb += [ns["lane_in"][mm].eq(hsel), rq.in_valid.eq(dv1)]
             # writes: channel c0w + jw, R pixels of row oyw from column ox0w + ws*R
             jw = Signal(range(N + 1))
             wr = rq_lanes[0].out_valid
