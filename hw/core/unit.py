@@ -599,8 +599,11 @@ class Unit(wiring.Component):
             o_rem = Signal(signed(16))      # channel o_ch + s exists: coutg - o_ch > s
             m.d.comb += o_rem.eq(coutg - o_ch)
             o_left = _above(o_rem, len(results))
+            # the port writes the low byte of data (4 bytes only with `wide`, i.e. NOEPI: the
+            # raw sums; OBITS > 8 without NOEPI is refused), so only the low byte selects
+            # between the sum and the saturated result (a depthwise tile has NOEPI = 0 too)
             for s, (tot, y) in enumerate(results):
-                m.d.comb += [self.o.data[s].eq(Mux(noepi, tot, y)),
+                m.d.comb += [self.o.data[s].eq(Cat(Mux(noepi, tot[:8], y[:8]), tot[8:])),
                              self.o.mask[s].eq(o_left[s] if s < Rr else o_left[s] & ~rmode)]
             if Dr > 1:
                 m.d.comb += w_last.eq(dsel(wsub == D - 1, wsub == Dr - 1))
@@ -1172,8 +1175,7 @@ class Unit(wiring.Component):
             for mm in range(M):
                 if mm < R:
                     ok = x_left[mm] & (c0w + jw < nco)
-                    m.d.comb += [self.o.mask[mm].eq(ok if mm < Rr else ok & ~rmode),
-                                 self.o.data[mm].eq(ns["results"][mm][1])]
+                    m.d.comb += self.o.mask[mm].eq(ok if mm < Rr else ok & ~rmode)
                 else:
                     m.d.comb += self.o.mask[mm].eq(0)
             tile_end = (jw + 1 == N) & ws_last if MRr > 1 else jw + 1 == N
