@@ -576,8 +576,6 @@ class Unit(wiring.Component):
             ns = dict(acc=acc, results=results, o1=o1, npix=npix, co=co, nco=nco,
                             has_res=has_res, rmode=rmode, blk=blk, blocked=blocked, bsz=bsz,
                             regs_ok=getattr(rf, "ok_dw_rsa", None), lane_in=lane_in,
-                            seq=dict(co=co, oy=oy, ox=ox, ky=ky, kx=kx, xk=xk, xg=xg, wco=wco,
-                                     wl=wl, v1=v1, f1=f1, l1=l1),
                             cstep=cstep)
             # write stage: sub-block wsub of a vector (channels wch = wsub*R .., address
             # offset wsoff = wsub * R * OSTRIDE); attmode: the KV step's writes (its own pulse)
@@ -991,13 +989,9 @@ class Unit(wiring.Component):
         k = regs["KERNEL"][:3]
         st2 = regs["STRIDE"] == 2
         nco, npix = ns["nco"], ns["npix"]
-        # the issue-side counters are the conv sequencer's registers (the two never run at
-        # once; each one's setup resets them): first channel c0 = co, output row oy, first
-        # column ox0 = ox, kernel row ky, tap e of the phase = kx (ph: the stride-2 phase)
-        seq = ns["seq"]
-        c0, oy, ox0, ky, e = seq["co"], seq["oy"], seq["ox"], seq["ky"], seq["kx"]
-        ph = Signal(1)
-        kx = Signal(3, name="dw_kx")            # the tap's kernel column
+        c0, oy, ox0 = Signal(13), Signal(12), Signal(12)
+        ky, ph, e = Signal(3), Signal(1), Signal(3)
+        kx = Signal(3)
         m.d.comb += [kk.eq(k * k), kx.eq(Mux(st2, (e << 1) | ph, e))]
         ne = Signal(3)                       # taps in this phase
         m.d.comb += ne.eq(Mux(st2, Mux(ph, k >> 1, (k + 1) >> 1), k))
@@ -1034,20 +1028,21 @@ class Unit(wiring.Component):
         pt = tf("pad_t")
         padw = Signal(A)        # pad_t * WIN (pad_t: 3 bits, shift-and-add)
         m.d.comb += padw.eq(sum(Mux(pt[i], win << i, 0) for i in range(len(pt))))
-        # (the conv's running addresses: input channel xk, group base xg, weight lines wco, wl)
-        c0x, yoff, ybase, c0kk = seq["xk"], seq["xg"], seq["wco"], seq["wl"]
+        c0x, yoff, ybase, c0kk = (Signal(A, name=f"dw_{n}") for n in ("c0x", "yoff", "ybase",
+                                                                      "c0kk"))
         xr = self.xr
         # blocked (BLOCK = b): the N channels 1 apart, pixels (columns, rows) shifted by b
         m.d.comb += [xr.buf.eq(regs["XBUF"][:3]),
                      xr.row_stride.eq(Mux(blocked, 1, regs["XSTRIDE"])),
                      xr.elem_stride.eq(Mux(st2, 2, 1) << blk),
                      xr.addr.eq(tf("x_addr") + c0x + ((yoff + col0) << blk))]
-        # stage-1 tags (valid, first, last: the conv's, which drive the engine)
-        v1, f1, l1, ld1 = seq["v1"], seq["f1"], seq["l1"], Signal()
+        # stage-1 tags
+        v1, f1, l1, ld1 = Signal(), Signal(), Signal(), Signal()
         rowok1 = Signal()
         colok1 = Signal(self.row_len)
+        m.d.sync += v1.eq(0)
         with m.If(dwmode):
-            m.d.comb += eng.load.eq(ld1)
+            m.d.comb += [eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1), eng.load.eq(ld1)]
             # weights come through the x port from buffer C, pre-tiled (sim.isa): the tap
             # ky*k+kx of channels c0 .. c0+N-1 is one N-byte word at (c0/N * k*k + tap) * N
             m.d.comb += [self.x.buf.eq(1), self.x.elem_stride.eq(1), self.x.row_stride.eq(0),
