@@ -971,7 +971,8 @@ class Unit(wiring.Component):
                    df_supported, op, code, ns):
         """DW_RSA: N channels x M output columns of one output row per tile, k*k steps
         (stride 2: even columns then odd columns, docs/hw-engines.md); the tile's N x M results
-        are held and requantized channel by channel, R pixels (the requant lanes) per cycle:
+        are held and requantized channel by channel, R pixels (the requant lanes) per cycle, each
+        lane with the channel's parameter record from its own row of ``p`` (row stride 0):
         ``D = N * M / R`` cycles per tile. With R = M, N + 1 <= k*k is required (the hold bank is
         free again when the next tile's results arrive); with R < M a tile's last step waits
         until at least D + 1 cycles after the previous tile's (``sim.timing.drain_stall``).
