@@ -61,13 +61,9 @@ What a unit builds follows the unit column of ``sim.isa.FORMATS`` (``UNIT_OPS``)
 has no depthwise path, the R-MAC unit no ``ATT_DIV`` / ``ATT_OUT`` hardware (the log2 module;
 ``ATT_OUT`` runs on the MAT's requant lanes), the AUX unit only the adder tree.
 
-Layer registers (``SETR``, 32-bit signed values) are stored at the widths their consumers need
-(``REG_STORE``, 242 bits instead of 25 x 32): address strides and ``RES_ADDR`` as ``ADDR_BITS``
-(plus the sign of ``RES_ADDR``), 0/1 flags as bit 0 and "higher bits set", and the registers
-that are range-checked or compared with constants clamped on write to one past their checked
-range (``sim.isa.REG_LIMITS`` for the conv registers), so that every check gives the same
-verdict on every 32-bit value as before and legal values behave the same. ``PAD_R`` and
-``LINEAR`` have no consumer in the units and are not stored.
+Layer registers (``SETR``): :class:`hw.core.regfile.RegisterFile` (``REG_STORE``: each at the
+width its consumers need; the ``sim.isa.REG_LIMITS`` verdicts formed when a register is
+written).
 """
 
 from __future__ import annotations
@@ -81,10 +77,11 @@ from amaranth.lib.wiring import In, Out
 from hw.engines import MATEngine, RMACEngine
 from hw.params import check_int
 from hw.units import Requant
-from sim.isa import ACTS, FORMATS, OPCODE_BITS, REG_LIMITS, REGS
+from sim.isa import ACTS, FORMATS, OPCODE_BITS, REG_LIMITS
 
 from .attention import ATT_OPS, CNT, AttentionSequencer
 from .ports import ADDR_BITS, SEM_LAYOUT, gather_read_signature, scatter_write_signature
+from .regfile import REG_STORE, RegisterFile, _reg_store, field_slices  # noqa: F401
 
 __all__ = ["Unit", "field_slices", "REC_FIELDS"]
 
@@ -106,74 +103,35 @@ DW_HOLD_BITS = (MAX_KERNEL ** 2 * (1 << (RMACEngine.X_BITS - 1))
                 * (1 << (RMACEngine.W_BITS - 1))).bit_length() + 1
 
 
-def _clamp(lo, hi, why):
-    """A register that stores ``clamp(value, lo, hi)``: every consumer compares it with constants
-    inside ``(lo, hi)`` or reads bits that legal values (``lo < value < hi``) keep, so the checks
-    give the same verdict on every 32-bit value and the datapath the same result on legal ones."""
-    return (range(lo, hi + 1), lambda v: Mux(v < lo, lo, Mux(v > hi, hi, v)), why)
-
-
-def _low(bits, why):
-    """A register of which every consumer reads only the low ``bits`` (exact for every value)."""
-    return (unsigned(bits), lambda v: v[:bits], why)
-
-
-def _flag(why):
-    """A 0/1 register read as bit 0 and compared with 0 or 1: stores bit 0 and "any higher bit
-    set", which keeps ``[0]``, ``== 0`` and ``== 1`` exact for every value."""
-    return (unsigned(2), lambda v: Cat(v[0], v[1:].any()), why)
-
-
-def _reg_store() -> dict:
-    """``{register: (shape, write function, reason)}``: each of ``sim.isa.REGS`` at the width
-    its consumers in this module and ``hw.core.attention`` need (SETR writes 32-bit values)."""
-    store = {}
-    for limits in REG_LIMITS.values():          # the ranges the compute units check (error)
-        for r, (lo, hi) in limits.items():
-            lo0, hi0 = store.get(r, (lo, hi))
-            store[r] = (min(lo, lo0), max(hi, hi0))
-    store = {r: _clamp(lo - 1, hi + 1, "sim.isa.REG_LIMITS") for r, (lo, hi) in store.items()}
-    nco_bits = field_slices("CONV_MAT")["nco"][1]
-    store.update(
-        GROUPS=_clamp(0, 1 << nco_bits, "checked 1 <= GROUPS <= nco (a 12-bit field)"),
-        ACT=_clamp(min(ACTS.values()) - 1, max(ACTS.values()) + 1, "compared with ACTS"),
-        OBITS=_clamp(7, 9, "compared with 8 (== 8, > 8)"),
-        MIDBITS=_clamp(15, 17, "compared with 16"),
-        DIM=_clamp(0, 1 << 12, "checked 0 < DIM < 2**12"),
-        NTOK=_clamp(0, 1 << CNT, "checked > 0; the token counters have CNT bits"),
-        OSIGNED=_flag("bit 0, == 1"), XSIGNED=_flag("bit 0, == 1"),
-        RSIGNED=_flag("bit 0"), NOEPI=_flag("bit 0, == 0"),
-        THREE=_low(16, "the Hardswish constant of hw.units.Requant (16 bits)"),
-        XBUF=_low(3, "a buffer number (sim.isa.BUFS, the ports' 3-bit buf)"),
-        XSTRIDE=_low(ADDR_BITS, "an address stride (the ports wrap at ADDR_BITS)"),
-        OSTRIDE=_low(ADDR_BITS, "an address stride"), RSTRIDE=_low(ADDR_BITS, "an address stride"),
-        RES_ADDR=(signed(ADDR_BITS + 1), lambda v: Cat(v[:ADDR_BITS], v[-1]),
-                  "an address (ADDR_BITS) and its sign (-1: no residual)"))
-    # PAD_R and LINEAR: no consumer in the units (the compiler's padding and tile shape already
-    # say it), so they are not stored; a SETR of them is a one-cycle no-op
-    missing = set(store) - set(REGS)
-    assert not missing, missing
-    return store
-
-
-
-def field_slices(op: str) -> dict:
-    """``{field: (offset, bits, signed)}`` of opcode ``op`` in the 128-bit word (from sim.isa)."""
-    pos, out = OPCODE_BITS, {}
-    for name, bits, sgn in FORMATS[op][2]:
-        out[name] = (pos, bits, sgn)
-        pos += bits
-    return out
-
-
-#: how each layer register is stored (see ``_reg_store``)
-REG_STORE = _reg_store()
-
-
 def _byte(v, signed_reg):
     """An activation byte as the engines' 9-bit operand: sign-extended if bit 0 of
     ``signed_reg`` (XSIGNED / RSIGNED) is set (int8), zero-extended otherwise (uint8)."""
     return Mux(signed_reg[0], v.as_signed(), v.as_unsigned())
+
+
+def _above(x, n: int) -> list:
+    """``[x > k for k in range(n)]`` (a thermometer code) for a Value ``x``, as LUT logic: the
+    sign, "a bit above the low ``b`` bits is set" and equalities of the low ``b`` bits (``2**b >=
+    n``), shared by the ``n`` outputs, instead of ``n`` comparators of ``x``'s full width (each a
+    carry chain). Exact for every value of ``x``."""
+    b = max(1, (n - 1).bit_length())
+    sgn = x.shape().signed
+    neg = x[-1] if sgn else Const(0, 1)
+    top = len(x) - 1 if sgn else len(x)
+    hi = x[b:top].any() if top > b else Const(0, 1)
+    low = x[:min(b, top)]
+    return [~neg & (hi | Cat(*[low == v for v in range(k + 1, 1 << len(low))]).any())
+            if k + 1 < (1 << len(low)) else ~neg & hi for k in range(n)]
+
+
+def _saturate8(v, osigned):
+    """``v`` (a signed Value) saturated to int8 (``osigned``) or uint8, the compares with the
+    bounds formed from the sign and the bits above the byte (no comparators of ``v``'s width
+    against a bound that depends on ``osigned``)."""
+    neg = v[-1]
+    under = Mux(osigned, neg & ~v[7:-1].all(), neg)             # v < -128, v < 0
+    over = ~neg & Mux(osigned, v[7:-1].any(), v[8:-1].any())    # v > 127, v > 255
+    return Mux(under, Mux(osigned, -128, 0), Mux(over, Mux(osigned, 127, 255), v))
 
 
 def _min_block(*widths):
@@ -417,10 +375,11 @@ class Unit(wiring.Component):
             v = src[pos:pos + bits]
             return v.as_signed() if sgn else v
 
-        regs = {n: Signal(shape, name=f"reg_{n.lower()}")
-                for n, (shape, _, _) in REG_STORE.items()}
         code = {n: FORMATS[n][0] for n in FORMATS}
         ops = UNIT_OPS[self.kind]
+        # the layer registers, with the REG_LIMITS verdicts formed when they are written
+        m.submodules.regs = rf = RegisterFile(ops=tuple(o for o in REG_LIMITS if o in ops))
+        regs = rf.regs()
         conv = [o for o in CONV_OPS if o in ops]
         assert len(conv) <= 1, conv
         compute_op = conv[0] if conv else None
@@ -553,18 +512,29 @@ class Unit(wiring.Component):
                                  rsoff.eq(Mux(rd_last, 0, rsoff + Mux(
                                      blocked, Rr, regs["RSTRIDE"][:A] * Rr)))]
                 m.d.sync += [o1s.eq(rd), sub1.eq(sub)]
+                # lane s takes channel j*R + s (residual mode: j*Rr + s) of sub-block j = sub1:
+                # j < D in normal mode, j < Dr in residual mode on the Rr residual lanes (the
+                # other lanes' outputs are masked then: their selection ignores the mode and
+                # decodes only the bits of sub1 normal mode uses; a lane's value matters only
+                # in a cycle with o1s)
                 acc_sel = [Signal(signed(32), name=f"acc_sel_{s}") for s in range(R)]
                 for s in range(R):
-                    with m.Switch(sub1):
-                        for j in range(Dr):
-                            normal = acc[j * R + s] if j < D else 0
-                            if Rr == R or s >= Rr:
-                                if j < D:
-                                    with m.Case(j):
-                                        m.d.comb += acc_sel[s].eq(normal)
+                    res_lane = Rr < R and s < Rr
+                    nq = Dr if res_lane else D
+                    qb = (nq - 1).bit_length()
+                    if not qb:
+                        m.d.comb += acc_sel[s].eq(acc[s])
+                        continue
+                    with m.Switch(sub1[:qb]):
+                        for j in range(nq):
+                            if j >= D:
+                                v = acc[j * Rr + s]
+                            elif res_lane and j:
+                                v = dsel(acc[j * R + s], acc[j * Rr + s])
                             else:
-                                with m.Case(j):
-                                    m.d.comb += acc_sel[s].eq(dsel(normal, acc[j * Rr + s]))
+                                v = acc[j * R + s]
+                            with m.Case(j):
+                                m.d.comb += acc_sel[s].eq(v)
                 p_addr = pco_o + dsel(sub * (32 * R), sub * (32 * Rr))
                 r_addr = rco_o + (pix_o << blk) + rsoff
                 rd_vec = rd & rd_last       # the vector's last sub-block is read
@@ -578,12 +548,15 @@ class Unit(wiring.Component):
                          self.r.elem_stride.eq(Mux(blocked, 1, regs["RSTRIDE"]))]
             # output stage 1: bias add, requant lanes
             rq_valid = Signal()
-            results, rq_lanes = [], []
+            results, rq_lanes, lane_in = [], [], []
             for s in range(R):
                 rec = self.p.data[s].as_value()
                 f = {n: rec[32 * i:32 * i + 32] for i, n in enumerate(REC_FIELDS)}
                 tot = Signal(signed(32), name=f"sum_{s}")
-                m.d.comb += tot.eq(acc_sel[s] + f["bias"].as_signed())
+                # the lane's sum: acc_sel (conv), or a held depthwise sum (Unit._depthwise
+                # drives lane_in in DW mode), plus the bias of the lane's record
+                lane_in.append(Signal(signed(32), name=f"lane_in_{s}"))
+                m.d.comb += [lane_in[s].eq(acc_sel[s]), tot.eq(lane_in[s] + f["bias"].as_signed())]
                 rq = Requant(out_bits=16, signed=True, residual=s < Rr, hswish=True,
                              hswish_in_bits=16)
                 m.submodules[f"requant_{s}"] = rq
@@ -601,12 +574,11 @@ class Unit(wiring.Component):
                 if s == 0:
                     m.d.comb += rq_valid.eq(rq.out_valid)
                 y = Signal(signed(32), name=f"y_{s}")
-                lo = Mux(regs["OSIGNED"][0], -128, 0)
-                hi = Mux(regs["OSIGNED"][0], 127, 255)
-                m.d.comb += y.eq(Mux(rq.out < lo, lo, Mux(rq.out > hi, hi, rq.out)))
+                m.d.comb += y.eq(_saturate8(rq.out, regs["OSIGNED"][0]))
                 results.append((tot, y))
             ns = dict(acc=acc, results=results, o1=o1, npix=npix, co=co, nco=nco,
                             has_res=has_res, rmode=rmode, blk=blk, blocked=blocked, bsz=bsz,
+                            regs_ok=getattr(rf, "ok_dw_rsa", None), lane_in=lane_in,
                             cstep=cstep)
             # write stage: sub-block wsub of a vector (channels wch = wsub*R .., address
             # offset wsoff = wsub * R * OSTRIDE); attmode: the KV step's writes (its own pulse)
@@ -627,10 +599,15 @@ class Unit(wiring.Component):
             m.d.comb += [self.o.en.eq(wr), self.o.buf.eq(tf("obuf")), self.o.wide.eq(wide),
                          self.o.elem_stride.eq(Mux(blocked, 1, regs["OSTRIDE"])),
                          self.o.addr.eq(o_addr)]
+            o_rem = Signal(signed(16))      # channel o_ch + s exists: coutg - o_ch > s
+            m.d.comb += o_rem.eq(coutg - o_ch)
+            o_left = _above(o_rem, len(results))
+            # the port writes the low byte of data (4 bytes only with `wide`, i.e. NOEPI: the
+            # raw sums; OBITS > 8 without NOEPI is refused), so only the low byte selects
+            # between the sum and the saturated result (a depthwise tile has NOEPI = 0 too)
             for s, (tot, y) in enumerate(results):
-                m.d.comb += [self.o.data[s].eq(Mux(noepi, tot, y)),
-                             self.o.mask[s].eq((o_ch + s < coutg) if s < Rr
-                                               else (o_ch + s < coutg) & ~rmode)]
+                m.d.comb += [self.o.data[s].eq(Cat(Mux(noepi, tot[:8], y[:8]), tot[8:])),
+                             self.o.mask[s].eq(o_left[s] if s < Rr else o_left[s] & ~rmode)]
             if Dr > 1:
                 m.d.comb += w_last.eq(dsel(wsub == D - 1, wsub == Dr - 1))
                 with m.If(wr):
@@ -692,8 +669,7 @@ class Unit(wiring.Component):
 
             df_supported = Signal()
             # the register ranges of sim.isa.REG_LIMITS, which the compiler checks too
-            in_limits = Cat(*[(regs[r] >= lo) & (regs[r] <= hi)
-                              for r, (lo, hi) in REG_LIMITS[compute_op].items()]).all()
+            in_limits = getattr(rf, f"ok_{compute_op.lower()}")
             m.d.comb += df_supported.eq(in_limits
                                      & (tf("hin") > 0)
                                      & (regs["GROUPS"] >= 1) & (regs["GROUPS"] <= nco)
@@ -723,6 +699,7 @@ class Unit(wiring.Component):
                                                                           op == code["ATT_KSUM"])
 
         # ---- the decoder -------------------------------------------------------------------
+        m.d.comb += [rf.reg.eq(fld(pay, "SETR", "reg")), rf.value.eq(fld(pay, "SETR", "value"))]
         def fail(opv):
             m.d.sync += [self.error.eq(1), self.error_op.eq(opv)]
             m.next = "HALTED"
@@ -749,11 +726,7 @@ class Unit(wiring.Component):
                         with m.Case(code["NOP"]):
                             pass
                         with m.Case(code["SETR"]):
-                            value = fld(pay, "SETR", "value")
-                            with m.Switch(fld(pay, "SETR", "reg")):
-                                for n, (_, write, _) in REG_STORE.items():
-                                    with m.Case(REGS[n]):
-                                        m.d.sync += regs[n].eq(write(value))
+                            m.d.comb += rf.we.eq(1)
                         with m.Case(code["WAIT"], code["SIGNAL"]):
                             pass
                         with m.Case(code["HALT"]):
@@ -820,6 +793,10 @@ class Unit(wiring.Component):
                     # innermost: channel blocks, then taps kx, ky, then output pixels
                     last_c, last_kx, last_ky, last_k = Signal(), Signal(), Signal(), Signal()
                     inb = Signal()      # the tap's input pixel is inside the tile (not padding)
+                    # channel k0 + t exists: k0 + t < cin, i.e. cin - k0 > t
+                    c_rem = Signal(signed(18))
+                    m.d.comb += c_rem.eq(cin - k0)
+                    c_left = _above(c_rem, W)
                     m.d.comb += [last_c.eq(k0 + W >= cin), last_kx.eq(kx + 1 == kd),
                                  last_ky.eq(ky + 1 == kd), last_k.eq(last_c & last_kx & last_ky),
                                  inb.eq((iy >= 0) & (iy < tf("hin")) & (ix >= 0)
@@ -832,8 +809,7 @@ class Unit(wiring.Component):
                     with (m.If(~(last_k & gap_busy)) if Dr > 1 else nullcontext()):
                         m.d.sync += [v1.eq(1), f1.eq((k0 == 0) & (kx == 0) & (ky == 0)),
                                      l1.eq(last_k),
-                                     mask1.eq(Cat(*[inb & ((k0 + t) < cin)
-                                                    for t in range(W)]))]
+                                     mask1.eq(Cat(*[inb & a for a in c_left]))]
                         with m.If(~last_k):     # the block's next line
                             m.d.sync += wl.eq(wl + L * W)
                         with m.Elif(pix + 1 == npix):   # the next block (or group) follows
@@ -1010,7 +986,8 @@ class Unit(wiring.Component):
                    df_supported, op, code, ns):
         """DW_RSA: N channels x M output columns of one output row per tile, k*k steps
         (stride 2: even columns then odd columns, docs/hw-engines.md); the tile's N x M results
-        are held and requantized channel by channel, R pixels (the requant lanes) per cycle:
+        are held and requantized channel by channel, R pixels (the requant lanes) per cycle, each
+        lane with the channel's parameter record from its own row of ``p`` (row stride 0):
         ``D = N * M / R`` cycles per tile. With R = M, N + 1 <= k*k is required (the hold bank is
         free again when the next tile's results arrive); with R < M a tile's last step waits
         until at least D + 1 cycles after the previous tile's (``sim.timing.drain_stall``).
@@ -1054,6 +1031,10 @@ class Unit(wiring.Component):
         m.d.comb += row.eq(Mux(st2, oy << 1, oy) + ky - tf("pad_t"))
         col0 = Signal(signed(16))
         m.d.comb += col0.eq(Mux(st2, (ox0 << 1) + ph, ox0) - regs["PAD_L"])
+        # column col0 + i*s (s = 1 or 2) is inside the row: -col0 <= i*s < WIN - col0
+        c_negv, c_winv = Signal(signed(17)), Signal(signed(18))
+        m.d.comb += [c_negv.eq(-col0), c_winv.eq(regs["WIN"] - col0)]
+        c_neg, c_win = _above(c_negv, 2 * self.row_len), _above(c_winv, 2 * self.row_len)
         # address products as running sums (mod 2^ADDR_BITS, the ports' width): c0x = c0 *
         # XSTRIDE, yoff = row * WIN, ybase = (oy*s - pad_t) * WIN, c0kk = c0 * k*k
         A = ADDR_BITS
@@ -1098,8 +1079,8 @@ class Unit(wiring.Component):
                 m.d.comb += [self.x.en.eq(1), xr.en.eq(e == 0)]
                 m.d.sync += [v1.eq(1), f1.eq((ky == 0) & (e == 0) & (ph == 0)), l1.eq(last_tap),
                              ld1.eq(e == 0), rowok1.eq((row >= 0) & (row < tf("hin"))),
-                             colok1.eq(Cat(*[(col0 + i * Mux(st2, 2, 1) >= 0)
-                                             & (col0 + i * Mux(st2, 2, 1) < regs["WIN"])
+                             colok1.eq(Cat(*[Mux(st2, ~c_neg[2 * i] & c_win[2 * i],
+                                                 ~c_neg[i] & c_win[i])
                                              for i in range(self.row_len)]))]
                 with m.If(~last_e):
                     m.d.sync += e.eq(e + 1)
@@ -1159,36 +1140,38 @@ class Unit(wiring.Component):
         pixr = Signal(A)
         m.d.comb += pixr.eq(prow_r + ox0r)
         with m.If(dwmode):
+            # the channel's parameter record in every row of p (row stride 0): each requant
+            # lane reads its fields from its own row, as in a conv (no per-lane multiplexer)
             m.d.comb += [self.p.en.eq(draining), self.p.addr.eq(tf("p_addr") + (c0r + dj) * 32),
+                         self.p.row_stride.eq(0),
                          self.r.en.eq(draining & ns["has_res"]),
                          self.r.elem_stride.eq(Mux(blocked, bsz, 1)),
                          self.r.addr.eq(regs["RES_ADDR"] + ch_r + ((pixr + ds * Rr) << blk)
                                         if MRr > 1 else
                                         regs["RES_ADDR"] + ch_r + (pixr << blk))]
-            rec = self.p.data[0].as_value()
             for mm, rq in enumerate(rq_lanes):
-                hsel = Signal(signed(32), name=f"hsel_{mm}")
-                with m.Switch(Cat(ds1, dj1) if MRr > 1 else dj1):
+                # lane mm requantizes pixel q*R + mm (residual mode: q*Rr + mm) of channel dj1,
+                # q = ds1 the sub-block: q < MR in normal mode, q < MRr in residual mode on the
+                # Rr residual lanes (the other lanes' outputs are masked then: their selection
+                # ignores the mode and decodes only the bits of ds1 normal mode uses)
+                hsel = Signal(signed(DW_HOLD_BITS), name=f"hsel_{mm}")
+                res_lane = Rr < R and mm < Rr
+                nq = MRr if res_lane else MR
+                qb = (nq - 1).bit_length()
+                with m.Switch(Cat(ds1[:qb], dj1) if qb else dj1):
                     for j in range(N):
-                        for q in range(MRr):
-                            # Cat(ds1, dj1): ds1 in the low len(ds1) bits
-                            case = (j << len(ds1)) | q if MRr > 1 else j
-                            normal = hold[j][q * R + mm] if q < MR else 0
-                            if Rr == R or mm >= Rr:
-                                if q < MR:
-                                    with m.Case(case):
-                                        m.d.comb += hsel.eq(normal)
+                        for q in range(nq):
+                            if q >= MR:             # residual mode only
+                                v = hold[j][q * Rr + mm]
+                            elif res_lane and q:    # both modes, different pixels
+                                v = dsel(hold[j][q * R + mm], hold[j][q * Rr + mm])
                             else:
-                                with m.Case(case):
-                                    m.d.comb += hsel.eq(dsel(normal, hold[j][q * Rr + mm]))
-                tot = ns["results"][mm][0]
-                m.d.comb += [tot.eq(hsel + rec[0:32].as_signed()), rq.b.eq(rec[32:48]),
-                             rq.c.eq(rec[64:70]), rq.offset.eq(rec[96:128].as_signed()),
-                             rq.hb.eq(rec[192:208]), rq.hc.eq(rec[224:230]),
-                             rq.in_valid.eq(dv1)]
-                if mm < Rr:
-                    m.d.comb += [rq.rb.eq(Mux(ns["has_res"], rec[128:144], 0)),
-                                 rq.rc.eq(Mux(ns["has_res"], rec[160:166], 0))]
+                                v = hold[j][q * R + mm]
+                            with m.Case((j << qb) | q):
+                                m.d.comb += hsel.eq(v)
+                # the lane's parameter fields and bias come from row mm of p, as for a conv:
+                # every row holds the channel's record (row stride 0)
+                m.d.comb += [ns["lane_in"][mm].eq(hsel), rq.in_valid.eq(dv1)]
             # writes: channel c0w + jw, R pixels of row oyw from column ox0w + ws*R
             jw = Signal(range(N + 1))
             wr = rq_lanes[0].out_valid
@@ -1202,11 +1185,13 @@ class Unit(wiring.Component):
             m.d.comb += [self.o.en.eq(wr), self.o.wide.eq(0),
                          self.o.elem_stride.eq(Mux(blocked, bsz, 1)),
                          self.o.addr.eq(tf("o_addr") + ch_w + ((prow_w + x0) << blk))]
+            x_rem = Signal(signed(15))      # column x0 + mm exists: WOUT - x0 > mm
+            m.d.comb += x_rem.eq(regs["WOUT"] - x0)
+            x_left = _above(x_rem, R)
             for mm in range(M):
                 if mm < R:
-                    ok = (x0 + mm < regs["WOUT"]) & (c0w + jw < nco)
-                    m.d.comb += [self.o.mask[mm].eq(ok if mm < Rr else ok & ~rmode),
-                                 self.o.data[mm].eq(ns["results"][mm][1])]
+                    ok = x_left[mm] & (c0w + jw < nco)
+                    m.d.comb += self.o.mask[mm].eq(ok if mm < Rr else ok & ~rmode)
                 else:
                     m.d.comb += self.o.mask[mm].eq(0)
             tile_end = (jw + 1 == N) & ws_last if MRr > 1 else jw + 1 == N
@@ -1225,7 +1210,6 @@ class Unit(wiring.Component):
                     _next_dw_tile(m, ox0w, oyw, c0w, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"),
                                   prow=prow_w, cbase=cb_w, cstep=cstep(c0w, N, ost))
         dw_ok = Signal()
-        lo_b, hi_b = REG_LIMITS["DW_RSA"]["BLOCK"]
         m.d.comb += dw_ok.eq((regs["KERNEL"] >= 1) & (regs["KERNEL"] <= self.max_kernel)
                              & ((regs["STRIDE"] == 1) | (regs["STRIDE"] == 2))
                              & ((kk >= N + 1) if MRr == 1 else 1)   # k*k of KERNEL[:3] <= 25
@@ -1233,7 +1217,7 @@ class Unit(wiring.Component):
                              & (regs["OBITS"] == 8)
                              & ((regs["ACT"] != ACTS["hswish"]) | (regs["MIDBITS"] == 16))
                              & (nco > 0) & (tf("ho") > 0) & (regs["WOUT"] > 0)
-                             & (regs["BLOCK"] >= lo_b) & (regs["BLOCK"] <= hi_b)
+                             & ns["regs_ok"]
                              & _block_ok(blk, N))
         m.d.comb += supported.eq(Mux(op == code["DW_RSA"], dw_ok, df_supported))
 
