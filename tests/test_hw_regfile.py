@@ -92,7 +92,7 @@ def test_regfile_bad_parameters():
     with pytest.raises(TypeError, match="ops"):
         RegisterFile(ops=["CONV_MAT"])
     with pytest.raises(ValueError, match="ops"):
-        RegisterFile(ops=("POOL",))
+        RegisterFile(ops=("HALT",))
 
 
 @pytest.mark.parametrize("shape, n", [(signed(6), 23), (unsigned(5), 8), (signed(4), 12),
