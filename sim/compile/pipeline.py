@@ -238,17 +238,16 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     block = 0
+    prog, probe = prog.validate(), None
     if layout == "blocked":
         if stem == "im2col":
             raise CompileError("stem='im2col' is not combined with layout='blocked' (the "
                                "blocked layout stores the input padded to whole blocks)")
         stem = "taps"
-        prog = prog.validate()
         block = check_blocked(prog, cfg)
     if stream and prefetch:
         raise ValueError("stream=True is not combined with prefetch=True (the weight arena "
                          "spans the whole of buffer C)")
-    prog, probe = prog.validate(), None
     if stem == "auto":
         stem, probe = choose_stem(prog, cfg)
     unfolded = unfold_stem(prog) if stem == "im2col" else None

@@ -308,11 +308,20 @@ def ld_idle(binary) -> dict:
     from ..perf import simulate
     tr = []
     simulate(binary, trace=tr)
+    return _ld_waits(binary, tr)[0]
+
+
+def _ld_waits(binary, tr) -> tuple[dict, dict]:
+    """``(idle, ends)`` of the LD ``WAIT``s of ``binary``'s global stream (by index) in the
+    trace ``tr`` of :func:`sim.perf.simulate`: the cycles LD sits blocked on each (where it
+    does, :func:`ld_idle`) and the cycle each is consumed."""
     g = binary.streams["global"]
     ld_idx = [i for i, ins in enumerate(g) if ins.unit == "LD"]
     times = [(e[4], e[5]) for e in tr if e[0] == "global" and e[1] == "LD"]
-    return {i: times[p][0] - times[p - 1][1] for p, i in enumerate(ld_idx)
+    idle = {i: times[p][0] - times[p - 1][1] for p, i in enumerate(ld_idx)
             if p > 0 and g[i].op == "WAIT" and times[p][0] > times[p - 1][1]}
+    ends = {i: times[p][0] for p, i in enumerate(ld_idx) if g[i].op == "WAIT"}
+    return idle, ends
 
 
 def ld_times(binary) -> tuple[dict, dict, dict]:
@@ -332,12 +341,7 @@ def ld_times(binary) -> tuple[dict, dict, dict]:
         pos[(st, u)] += 1
         if op == "SIGNAL":
             fired[ins.f["sem"]] = max(fired.get(ins.f["sem"], 0), t0)
-    g = binary.streams["global"]
-    ld_idx = [i for i, ins in enumerate(g) if ins.unit == "LD"]
-    times = [(e[4], e[5]) for e in tr if e[0] == "global" and e[1] == "LD"]
-    idle = {i: times[p][0] - times[p - 1][1] for p, i in enumerate(ld_idx)
-            if p > 0 and g[i].op == "WAIT" and times[p][0] > times[p - 1][1]}
-    ends = {i: times[p][0] for p, i in enumerate(ld_idx) if g[i].op == "WAIT"}
+    idle, ends = _ld_waits(binary, tr)
     return idle, fired, ends
 
 
