@@ -31,6 +31,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from .isa import BUF_MAX_BYTES
+
 __all__ = ["AccelConfig", "ConfigError", "PRESETS", "PAPER_REQUANT", "PAPER_DENSITY",
            "ZCU102_BUFFERS"]
 
@@ -42,8 +44,9 @@ class ConfigError(ValueError):
 # field -> (min, max) for integers
 _RANGES = {
     "N": (1, 64), "M": (1, 64), "T": (1, 64), "S": (1, 64), "L": (1, 64),
-    "buf_b_bytes": (1024, 1 << 19), "buf_c_bytes": (1024, 1 << 19),
-    "buf_out_bytes": (1024, 1 << 19), "buf_aux_bytes": (256, 1 << 22),
+    # the global buffers: at most what the instructions address (sim.isa.BUF_MAX_BYTES)
+    "buf_b_bytes": (1024, BUF_MAX_BYTES["B"]), "buf_c_bytes": (1024, BUF_MAX_BYTES["C"]),
+    "buf_out_bytes": (1024, BUF_MAX_BYTES["OUT"]), "buf_aux_bytes": (256, 1 << 22),
     "buf_div_bytes": (64, 1 << 20), "buf_a_bytes": (0, 1 << 16),
     "dram_bytes_per_cycle": (1, 4096), "dram_latency_cycles": (0, 100000),
     "host_cycles_per_elem": (0, 10000),

@@ -32,7 +32,8 @@ __all__ = ["IsaError", "Instr", "FORMATS", "OPCODES", "UNITS", "BUFS", "REGS", "
            "att_kv_fits", "engine_shape", "conv_weight_dims", "conv_weight_bytes",
            "pack_conv_weights", "unpack_conv_weights", "dw_weight_bytes", "pack_dw_weights",
            "unpack_dw_weights",
-           "wait_passes", "FRAME_FENCES"]
+           "wait_passes", "FRAME_FENCES", "ACT_ADDR_BITS", "C_ADDR_BITS", "ADDR_BITS",
+           "BUF_MAX_BYTES"]
 
 WORD_BITS = 128
 OPCODE_BITS = 5
@@ -377,13 +378,31 @@ def check_limit(name: str, value, where: str = "") -> None:
                              f"the range of the hardware's {lim.where} "
                              f"({lim.bits}-bit {'signed' if lim.signed else 'unsigned'})")
 
+# ---- buffer addresses (docs/isa.md "Buffer addresses") -----------------------------------------
+# Every address in an instruction or a register is a *byte* address inside one buffer. Buffer C
+# (weights and parameter records) is read through ``w_addr`` (conv weights; the depthwise
+# weights, read through the x port) and ``p_addr`` (records) and filled by LOAD's ``buf_addr``:
+# those fields have ``C_ADDR_BITS``. B and OUT are read and written through ``x_addr``,
+# ``o_addr`` and the RES_ADDR register: ``ACT_ADDR_BITS``. The word has no room for more: the
+# tile format is full (128 bits), as is the DMA format (``stride`` gave one bit to
+# ``buf_addr``, ``hin``/``ho`` one each to ``w_addr``/``p_addr``, with the 2 spare bits).
+ACT_ADDR_BITS = 19      #: x_addr, o_addr: B, OUT (and AUX, DIV, A) up to 512 KiB
+C_ADDR_BITS = 21        #: w_addr, p_addr, LOAD/STORE buf_addr: C up to 2 MiB
+#: the widest buffer byte address: the width of the cores' buffer ports and of the address
+#: arithmetic behind them (``hw.core.ports.ADDR_BITS``, ``hw.system.dma.BUF_ADDR_BITS``)
+ADDR_BITS = max(ACT_ADDR_BITS, C_ADDR_BITS)
+#: the largest size of each global buffer the instructions can address (``sim.config`` and
+#: ``hw.system.buffers`` bound the sizes by it)
+BUF_MAX_BYTES = {"B": 1 << ACT_ADDR_BITS, "C": 1 << C_ADDR_BITS, "OUT": 1 << ACT_ADDR_BITS}
+
 # opcode -> (code, unit or None (unit field), [(field, bits, signed)])
-_TILE = [("x_addr", 19, False), ("w_addr", 19, False), ("p_addr", 19, False),
-         ("o_addr", 19, False), ("nco", 12, False), ("hin", 12, False), ("ho", 12, False),
+_TILE = [("x_addr", ACT_ADDR_BITS, False), ("w_addr", C_ADDR_BITS, False),
+         ("p_addr", C_ADDR_BITS, False), ("o_addr", ACT_ADDR_BITS, False), ("nco", 12, False),
+         ("hin", 11, False), ("ho", 11, False),
          ("pad_t", 3, False), ("pad_b", 3, False), ("obuf", 3, False)]
 #: ``core``: the core whose buffer A a LOAD fills (0 for the global buffers)
-_DMA = [("buf", 3, False), ("dram_addr", 32, False), ("buf_addr", 20, False),
-        ("count", 16, False), ("length", 20, False), ("stride", 26, False), ("core", 6, False)]
+_DMA = [("buf", 3, False), ("dram_addr", 32, False), ("buf_addr", C_ADDR_BITS, False),
+        ("count", 16, False), ("length", 20, False), ("stride", 25, False), ("core", 6, False)]
 FORMATS = {
     "NOP":     (0, None, []),
     # semaphores are event counters: SIGNAL adds count, WAIT blocks until the counter >= count

@@ -34,12 +34,43 @@ def test_bit_layout_by_hand():
     # SETR = opcode 3; unit [7:5]; reg [15:8]; value [47:16] two's complement
     w = encode(Instr("SETR", dict(unit=4, reg=13, value=-1)))
     assert w == 3 | (4 << 5) | (13 << 8) | (0xFFFFFFFF << 16)
-    # LOAD = opcode 4; buf [7:5]; dram_addr [39:8]; buf_addr [59:40]; count [75:60];
-    # length [95:76]; stride [123:96]
-    f = dict(buf=1, dram_addr=0xDEADBEEF, buf_addr=0x12345, count=7, length=1000, stride=99)
+    # LOAD = opcode 4; buf [7:5]; dram_addr [39:8]; buf_addr [60:40] (21 bits: C up to 2 MiB);
+    # count [76:61]; length [96:77]; stride [121:97]; core [127:122]
+    f = dict(buf=1, dram_addr=0xDEADBEEF, buf_addr=0x1F2345, count=7, length=1000,
+             stride=(1 << 25) - 3, core=5)
     w = encode(Instr("LOAD", f))
-    assert w == (4 | (1 << 5) | (0xDEADBEEF << 8) | (0x12345 << 40) | (7 << 60) | (1000 << 76)
-                 | (99 << 96))
+    assert w == (4 | (1 << 5) | (0xDEADBEEF << 8) | (0x1F2345 << 40) | (7 << 61) | (1000 << 77)
+                 | (((1 << 25) - 3) << 97) | (5 << 122))
+    # CONV_MAT = opcode 6; x_addr [23:5] (19 bits: B/OUT); w_addr [44:24] and p_addr [65:45]
+    # (21 bits: C); o_addr [84:66]; nco [96:85]; hin [107:97]; ho [118:108]; pad_t [121:119];
+    # pad_b [124:122]; obuf [127:125]
+    f = dict(x_addr=(1 << 19) - 1, w_addr=(1 << 21) - 8, p_addr=(1 << 20) + 32,
+             o_addr=12345, nco=4095, hin=2047, ho=1000, pad_t=3, pad_b=7, obuf=2)
+    w = encode(Instr("CONV_MAT", f))
+    assert w == (6 | (((1 << 19) - 1) << 5) | (((1 << 21) - 8) << 24) | (((1 << 20) + 32) << 45)
+                 | (12345 << 66) | (4095 << 85) | (2047 << 97) | (1000 << 108) | (3 << 119)
+                 | (7 << 122) | (2 << 125))
+    assert w >> 127 == 0 and decode(w).f == f
+
+
+def test_buffer_address_widths():
+    """The address fields and the buffer limits: B and OUT through 19-bit x_addr / o_addr, C
+    through 21-bit w_addr / p_addr and LOAD/STORE buf_addr; sim.config and hw follow."""
+    from hw.core.ports import ADDR_BITS as PORT_BITS
+    from hw.system.dma import BUF_ADDR_BITS
+    from sim.config import AccelConfig, ConfigError
+    from sim.isa import ACT_ADDR_BITS, ADDR_BITS, BUF_MAX_BYTES, C_ADDR_BITS
+    bits = {op: {n: b for n, b, _ in FORMATS[op][2]} for op in ("CONV_MAT", "LOAD", "STORE")}
+    assert bits["CONV_MAT"]["x_addr"] == bits["CONV_MAT"]["o_addr"] == ACT_ADDR_BITS == 19
+    assert bits["CONV_MAT"]["w_addr"] == bits["CONV_MAT"]["p_addr"] == C_ADDR_BITS == 21
+    assert bits["LOAD"]["buf_addr"] == bits["STORE"]["buf_addr"] == C_ADDR_BITS
+    assert BUF_MAX_BYTES == {"B": 1 << 19, "C": 1 << 21, "OUT": 1 << 19}
+    assert ADDR_BITS == PORT_BITS == BUF_ADDR_BITS == 21
+    AccelConfig(buf_c_bytes=2 << 20)
+    for name, size in (("buf_c_bytes", (2 << 20) + 1024), ("buf_b_bytes", (512 << 10) + 1024),
+                       ("buf_out_bytes", (512 << 10) + 1024)):
+        with pytest.raises(ConfigError, match=name):
+            AccelConfig(**{name: size})
 
 
 @pytest.mark.parametrize("op", sorted(FORMATS))
@@ -74,7 +105,7 @@ def test_decode_errors():
 def test_stream_round_trip():
     ins = [Instr("LOAD", dict(buf=0, dram_addr=64, buf_addr=0, count=3, length=10, stride=100)),
            Instr("WAIT", dict(unit=4, sem=65535, count=4095)),
-           Instr("CONV_MAT", dict(x_addr=(1 << 19) - 1, nco=4095, hin=4095, ho=1, obuf=2)),
+           Instr("CONV_MAT", dict(x_addr=(1 << 19) - 1, nco=4095, hin=2047, ho=1, obuf=2)),
            Instr("HALT", dict(unit=5))]
     arr = encode_stream(ins)
     assert arr.shape == (4, 2) and arr.dtype == np.uint64

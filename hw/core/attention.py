@@ -106,7 +106,7 @@ class AttentionSequencer:
         drain = ctx["drain"]        # the unit's requant drain (Unit._elaborate_datapath)
         R = unit.requant_lanes
         x, w, p, r, o = unit.x, unit.w, unit.p, unit.r, unit.o
-        a = lambda v: v[:ADDR_BITS]         # noqa: E731  (address arithmetic wraps at 20 bits)
+        a = lambda v: v[:ADDR_BITS]         # noqa: E731  (address arithmetic wraps at ADDR_BITS)
 
         d, n, xs = regs["DIM"][:CNT], regs["NTOK"][:CNT], a(regs["XSTRIDE"])
         # BLOCK = b (sim.isa.REG_LIMITS): channel c, token t of K, Q, V at (c >> b) * XSTRIDE +

@@ -35,9 +35,12 @@ from amaranth import signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from sim.isa import ADDR_BITS
+
 __all__ = ["ADDR_BITS", "SEM_LAYOUT", "gather_read_signature", "scatter_write_signature"]
 
-ADDR_BITS = 20      #: byte addresses and strides of the buffers (buffers up to 1 MiB)
+# ADDR_BITS (sim.isa): byte addresses and strides of the buffers, the widest buffer address of
+# the instructions (C up to 2 MiB); the ports and the address arithmetic behind them wrap there
 
 #: payload of the wait / signal streams (field widths as in sim.isa: sem 16 bits, count 12)
 SEM_LAYOUT = data.StructLayout({"sem": unsigned(16), "count": unsigned(12)})

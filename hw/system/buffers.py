@@ -42,7 +42,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sim.isa import BUFS
+from sim.isa import BUF_MAX_BYTES, BUFS
 
 from ..core.ports import ADDR_BITS
 from ..hier import ModuleInstance
@@ -104,7 +104,7 @@ LANES_MODULE = "trio_buflanes"
 def _check_sizes(sizes) -> dict:
     if not isinstance(sizes, dict) or set(sizes) != set(GLOBAL_BUFS):
         raise ValueError(f"sizes must give {GLOBAL_BUFS}, got {sorted(sizes or ())}")
-    return {k: check_int(f"sizes[{k!r}]", sizes[k], 1024, 1 << 19) for k in GLOBAL_BUFS}
+    return {k: check_int(f"sizes[{k!r}]", sizes[k], 1024, BUF_MAX_BYTES[k]) for k in GLOBAL_BUFS}
 
 
 def _bases(sizes) -> tuple[dict, int]:
@@ -152,7 +152,8 @@ class CoreLanes(wiring.Component):
     memory (combinational; what :class:`GlobalBuffers` computes for each core).
 
     Parameters (keyword-only): ``core_signature`` (``hw.core.Core(...).signature``),
-    ``sizes`` (``{"B": bytes, "C": bytes, "OUT": bytes}``, each 1 KiB .. 512 KiB).
+    ``sizes`` (``{"B": bytes, "C": bytes, "OUT": bytes}``, each 1 KiB ..
+    ``sim.isa.BUF_MAX_BYTES``: B and OUT 512 KiB, C 2 MiB).
 
     Ports (the memory holds B, C, OUT at offsets ``base`` and one zero byte at ``total``;
     addresses are byte indices into it, ``range(total + 1)``):
@@ -238,8 +239,9 @@ class GlobalBuffers(wiring.Component):
 
     Parameters (keyword-only): ``core_signature`` (``hw.core.Core(...).signature``),
     ``cores`` (1..64), ``sizes`` (``{"B": bytes, "C": bytes, "OUT": bytes}``, each
-    1 KiB .. 512 KiB), ``line`` (bytes per DMA line, a power of two 4..128), ``ld_ports``
-    (1..:data:`MAX_LD_PORTS`, default 1: line-write ports, one per LD engine), ``hierarchy``
+    1 KiB .. ``sim.isa.BUF_MAX_BYTES``), ``line`` (bytes per DMA line, a power of two
+    4..128), ``ld_ports`` (1..:data:`MAX_LD_PORTS`, default 1: line-write ports, one per LD
+    engine), ``hierarchy``
     (bool, default False): each core's addresses (:class:`CoreLanes`, combinational) as
     instances of one Verilog module :data:`LANES_MODULE` converted once (``modules``, the
     :mod:`hw.hier` protocol) instead of ``cores`` copies in this module; the same logic.

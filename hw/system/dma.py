@@ -37,6 +37,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from sim.isa import FORMATS
+
 from ..params import check_int, check_pow2
 from .axi import BOUNDARY_BYTES, BURST_INCR, MAX_BURST_BEATS, axi4_signature
 
@@ -45,10 +47,11 @@ __all__ = ["descriptor_layout", "buffer_write_layout", "realign_chunk_layout", "
            "SPLIT_MIN_BEATS",
            "BUF_ADDR_BITS", "FAULT_WINDOW", "FAULT_RESP"]
 
-BUF_ADDR_BITS = 20      #: byte address inside a buffer (sim.isa's buf_addr field)
-_LEN_BITS = 20          #: chunk length in bytes (sim.isa)
-_COUNT_BITS = 16        #: chunks per descriptor (sim.isa)
-_STRIDE_BITS = 26       #: DRAM bytes between chunk starts (sim.isa)
+_DMA_BITS = {n: b for n, b, _ in FORMATS["LOAD"][2]}
+BUF_ADDR_BITS = _DMA_BITS["buf_addr"]   #: byte address inside a buffer (sim.isa's buf_addr field)
+_LEN_BITS = _DMA_BITS["length"]         #: chunk length in bytes (sim.isa)
+_COUNT_BITS = _DMA_BITS["count"]        #: chunks per descriptor (sim.isa)
+_STRIDE_BITS = _DMA_BITS["stride"]      #: DRAM bytes between chunk starts (sim.isa)
 _WORDS_BITS = 20        #: words (beats / lines) of one chunk: at most ceil((2**20 - 1)/4) + 1
 FAULT_WINDOW = 1        #: ``fault`` bit 0: a descriptor left the DRAM window (dropped)
 FAULT_RESP = 2          #: ``fault`` bit 1: an AXI SLVERR / DECERR response
