@@ -452,13 +452,14 @@ def main(argv=None):
     common(p)
     p.add_argument("--b", default="288,384,448,512",
                    help="buffer B sizes in KiB (default 288,384,448,512; at most 512: the "
-                        "19-bit buffer address of the tile instructions)")
+                        "19-bit x_addr / o_addr of the tile instructions, sim.isa)")
     p.add_argument("--c", default="128,192,256,384", help="buffer C sizes in KiB "
-                   "(default 128,192,256,384)")
+                   "(default 128,192,256,384; at most 2048: the 21-bit w_addr / p_addr)")
     p.add_argument("--out-kb", default="64,128", help="OUT sizes in KiB (default 64,128)")
-    p.add_argument("--budget-kb", type=int, default=1304,
-                   help="only points with B + C + OUT within this many KiB (default 1304: the "
-                        "ZCU102's BRAM36 left by 16 paper cores, docs/perf.md)")
+    p.add_argument("--budget-kb", type=int, default=3472,
+                   help="only points with B + C + OUT within this many KiB (default 3472: the "
+                        "ZCU102's 912 BRAM36 less 16 zcu102 cores' 40 and the top's 4, at "
+                        "4 KiB each; docs/perf.md)")
     p.add_argument("--frames", type=int, default=1,
                    help="frames back to back for a streaming column (default 1: latency only)")
     p.add_argument("--ab", action="store_true",

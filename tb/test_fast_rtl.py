@@ -56,6 +56,20 @@ def test_tiny_network_fast(tmp_path):
 
 
 @pytest.mark.slow
+def test_tiny_network_big_c_fast(tmp_path):
+    """sim.zoo.tiny at L = 1 with buffer C at the ISA's 2 MiB (``sim.isa.BUF_MAX_BYTES``): the
+    prefetch arena (on by default there) puts weight groups and records at the top of C, so
+    LOADs, the w / p ports and the x port's depthwise weights use addresses of 21 bits."""
+    from sim.isa import BUFS, BUF_MAX_BYTES
+    cfg = SMALL.replace(L=1, buf_c_bytes=BUF_MAX_BYTES["C"])
+    binary, _ = _network("tiny", cfg)
+    top = max(i.f["w_addr"] for st in binary.streams.values() for i in st if "w_addr" in i.f)
+    assert top >= 1 << 20 and max(i.f["buf_addr"] for i in binary.streams["global"]
+                                  if i.op == "LOAD" and i.f["buf"] == BUFS["C"]) >= 1 << 20
+    _check("tiny", cfg, tmp_path)
+
+
+@pytest.mark.slow
 def test_tiny_network_blocked_fast(tmp_path):
     """sim.zoo.tiny compiled with ``layout="blocked"`` (every activation channel-blocked, the
     units' BLOCK register; docs/global-buffers.md section 5) at L = 1: the same checks."""

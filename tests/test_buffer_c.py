@@ -13,7 +13,7 @@ from sim.compile.pipeline import _emitted, default_prefetch
 from sim.compile.prefetch import WeightArena, reserve_groups, weight_groups
 from sim.compile.tiling import WEIGHT_GROUP_MAX, c_slot_bytes
 from sim.config import AccelConfig
-from sim.isa import BUFS
+from sim.isa import BUF_MAX_BYTES, BUFS
 from testprogs import assert_runs_like_golden, tiny_with_input
 
 KB = 1024
@@ -110,6 +110,29 @@ def test_reserve_groups_picks_the_head_linear():
     assert all(layers[i] == head for i in res) and layers[res[0] - 1] != head
     assert sum(sizes[i] for i in res) <= room < sum(sizes[i] for i in res + [res[-1] + 1])
     assert not reserve_groups(ctx.prog, _paper(192), sizes, layers, 0)
+
+
+def test_c_beyond_512_kib_reserves_both_head_linears_and_runs_like_golden():
+    """C at the ISA's 2 MiB (21-bit ``w_addr`` / ``p_addr`` / ``buf_addr``, sim.isa): on
+    B0-R64 (two head linears of 1.35 MB each) the reservation runs on from the first linear
+    into the second; the Binary loads and reads C above 1 MiB and funcsim == golden."""
+    prog, x = _b0_r64()
+    cfg = _paper(2048)
+    assert cfg.buf_c_bytes == BUF_MAX_BYTES["C"] and default_prefetch(cfg)
+    ctx = _emitted(prog, cfg, True, True, False)
+    sizes, layers = ctx.sched.group_sizes, ctx.sched.group_layers
+    res = reserve_groups(ctx.prog, cfg, sizes, layers, cfg.buf_c_bytes - 2 * WEIGHT_GROUP_MAX)
+    linears = [i for i, n in enumerate(prog.nodes) if n.op == "linear"]
+    assert sorted({layers[i] for i in res}) == linears[-2:]
+    assert {i for i, li in enumerate(layers) if li == linears[-2]} <= set(res)   # all of it
+    b = compile_(prog, cfg)
+    g = b.streams["global"]
+    top = max(i.f["buf_addr"] + i.f["count"] * i.f["length"] for i in g
+              if i.op == "LOAD" and i.f["buf"] == BUFS["C"])
+    assert 1 << 20 < top <= cfg.buf_c_bytes
+    assert max(i.f["w_addr"] for st in b.streams.values() for i in st if "w_addr" in i.f) \
+        >= 1 << 20
+    assert_runs_like_golden(b, prog, x)
 
 
 def test_tiny_on_zcu102_with_prefetch_runs_like_golden():
