@@ -271,8 +271,10 @@ PAPER_REQUANT = dict(requant_mat=4, requant_rmac_res=2)
 #: cost 32 RAMB18 per core.
 PAPER_DENSITY = dict(PAPER_REQUANT, buf_a_bytes=0)
 
-#: the global buffer sizes of the ZCU102 build (each at the ISA's 512 KiB limit but OUT)
-ZCU102_BUFFERS = dict(buf_b_bytes=512 * 1024, buf_c_bytes=512 * 1024, buf_out_bytes=128 * 1024)
+#: the global buffer sizes of the ZCU102 build: B and C at the ISA's limits
+#: (``sim.isa.BUF_MAX_BYTES``: 512 KiB, 2 MiB), OUT 128 KiB (docs/perf.md "Buffer C beyond
+#: 512 KiB": 672 BRAM36 by capacity, the whole accelerator 716 of the ZCU102's 912)
+ZCU102_BUFFERS = dict(buf_b_bytes=512 * 1024, buf_c_bytes=2048 * 1024, buf_out_bytes=128 * 1024)
 
 PRESETS = {
     "paper": AccelConfig(name="paper", **PAPER_DENSITY),
@@ -283,7 +285,8 @@ PRESETS = {
     # one core of the paper's point
     "paper-1core": AccelConfig(L=1, name="paper-1core", **PAPER_DENSITY),
     # the paper's point with the global buffers the ZCU102 build uses (issue #16, docs/perf.md
-    # "Buffer sizes of the ZCU102 build"): B 512, C 512 (the prefetch arena), OUT 128 KiB,
-    # 288 BRAM36 by capacity instead of paper's 160 (the whole accelerator 332 of 912)
+    # "Buffer sizes of the ZCU102 build", "Buffer C beyond 512 KiB"): B 512, C 2048 (the
+    # prefetch arena), OUT 128 KiB, 672 BRAM36 by capacity instead of paper's 160 (the whole
+    # accelerator 716 of 912)
     "zcu102": AccelConfig(name="zcu102", **ZCU102_BUFFERS, **PAPER_DENSITY),
 }

@@ -138,7 +138,7 @@ def test_c_beyond_512_kib_reserves_both_head_linears_and_runs_like_golden():
 def test_tiny_on_zcu102_with_prefetch_runs_like_golden():
     prog, x = tiny_with_input()
     cfg = AccelConfig.from_string("zcu102")
-    assert (cfg.buf_b_bytes, cfg.buf_c_bytes, cfg.buf_out_bytes) == (512 * KB, 512 * KB, 128 * KB)
+    assert (cfg.buf_b_bytes, cfg.buf_c_bytes, cfg.buf_out_bytes) == (512 * KB, 2048 * KB, 128 * KB)
     assert_runs_like_golden(compile_(prog, cfg, prefetch=True), prog, x)
     assert_runs_like_golden(compile_(prog, cfg), prog, x)
 
