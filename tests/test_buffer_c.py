@@ -115,9 +115,10 @@ def test_reserve_groups_picks_the_head_linear():
 def test_c_beyond_512_kib_reserves_both_head_linears_and_runs_like_golden():
     """C at the ISA's 2 MiB (21-bit ``w_addr`` / ``p_addr`` / ``buf_addr``, sim.isa): on
     B0-R64 (two head linears of 1.35 MB each) the reservation runs on from the first linear
-    into the second; the Binary loads and reads C above 1 MiB and funcsim == golden."""
+    into the second; the Binary loads and reads C above 1 MiB and funcsim == golden. The
+    config is ``zcu102``, whose C is that size."""
     prog, x = _b0_r64()
-    cfg = _paper(2048)
+    cfg = AccelConfig.from_string("zcu102")
     assert cfg.buf_c_bytes == BUF_MAX_BYTES["C"] and default_prefetch(cfg)
     ctx = _emitted(prog, cfg, True, True, False)
     sizes, layers = ctx.sched.group_sizes, ctx.sched.group_layers
