@@ -135,6 +135,36 @@ def test_c_beyond_512_kib_reserves_both_head_linears_and_runs_like_golden():
         >= 1 << 20
     assert_runs_like_golden(b, prog, x)
 
+def test_the_timed_run_chooses_how_much_of_the_reservation_pays(monkeypatch):
+    """With a reservation of at least RESERVE_MIN_TRIAL groups, compile keeps whichever of the
+    whole reservation and its RESERVE_TRIALS prefixes the cycle model times fastest (B0-R64 on
+    zcu102 reserves 26 groups; the arena emission and sim.perf are stubbed with made-up cycles
+    per reservation size, on B0-R64 itself all four give the same cycles)."""
+    import types
+
+    import sim.perf
+    from sim.compile import pipeline
+    prog, _ = _b0_r64()
+    cfg = AccelConfig.from_string("zcu102")
+    seen = []
+
+    def arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve):
+        seen.append(sorted(reserve))
+        return types.SimpleNamespace(n=len(reserve))
+
+    n = 26
+    counts = [n] + [int(n * f) for f in pipeline.RESERVE_TRIALS]
+    assert n >= pipeline.RESERVE_MIN_TRIAL and len(set(counts)) == 4
+    for best in counts:
+        made_up = {c: 1000 + 10 * abs(c - best) for c in counts}
+        monkeypatch.setattr(pipeline, "_arena", arena)
+        monkeypatch.setattr(sim.perf, "simulate",
+                            lambda b, made_up=made_up: types.SimpleNamespace(cycles=made_up[b.n]))
+        seen.clear()
+        got = pipeline._compile_one(prog, cfg, True, True, True, False, 0)
+        assert got.n == best and [len(r) for r in seen] == counts
+        assert all(r == seen[0][:len(r)] for r in seen)        # prefixes of the reservation
+
 
 def test_tiny_on_zcu102_with_prefetch_runs_like_golden():
     prog, x = tiny_with_input()

@@ -14,7 +14,8 @@
    restores where two frames' queues may interleave (:func:`.streaming.insert_restores`);
 5. with ``prefetch``: weight groups moved up the LD queue into time the LD unit idles in the
    cycle model (:func:`.prefetch.ld_times`, :func:`.prefetch.hoist_weight_loads`); C beyond its
-   two slots reserved for the head's first groups (:func:`.prefetch.reserve_groups`).
+   two slots reserved for the head's first groups (:func:`.prefetch.reserve_groups`), as many
+   of them as the cycle model finds fastest (:data:`RESERVE_TRIALS`).
 
 Before all of them, with ``stem="im2col"`` (or ``"auto"``, the default, when the cycle model
 finds it faster: :func:`.stem.choose_stem`), the dense stem pass (:mod:`.stem`): a generic

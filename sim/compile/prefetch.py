@@ -26,7 +26,9 @@ build"; :func:`sim.compile.pipeline.default_prefetch`):
   :data:`~sim.compile.tiling.WEIGHT_GROUP_MAX`), the bytes beyond them hold the first groups
   of the weight-bound head (:func:`reserve_groups`: the head's first linear on B1-R224), which
   nothing touches before, so their LOADs wait for nothing and may load during the
-  compute-bound layers before the head.
+  compute-bound layers before the head. With a large C (2 MiB) not all of it pays: the
+  pipeline times prefixes of the reservation and keeps the fastest
+  (:data:`sim.compile.pipeline.RESERVE_TRIALS`).
 * :func:`hoist_weight_loads`, a transformation of the assembled LD stream: each weight group
   (its WAITs, LOADs into C and SIGNAL) moves up the LD queue, past the
   activation loads of earlier layers, to just before an LD ``WAIT`` on which the LD unit sits
