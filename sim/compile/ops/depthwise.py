@@ -149,7 +149,8 @@ def emit_depthwise(ctx: Context, n: Node, info):
             else:
                 obase, obuf = rout["base"], BUFS["B"]
             # split over cores: channels x rows, best estimate
-            dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=nch, nrows=tnr, wo=Wo, k=k, block=Bk)
+            dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=nch, nrows=tnr, wo=Wo, k=k, block=Bk,
+                                                lockstep=ctx.lockstep)
             writers, seen, core = [], set(), 0
             for ca, cb in dw_cs:
                 for ra, rb in dw_rs:
