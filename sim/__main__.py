@@ -346,7 +346,6 @@ def cmd_access(args):
 def cmd_lockstep(args):
     from . import lockstep, zoo
     from .compile import CompileError, compile as compile_
-    from .perf import simulate
     try:
         groups = [int(g) for g in args.groups.split(",")]
     except ValueError:
@@ -368,22 +367,6 @@ def cmd_lockstep(args):
             except CompileError as e:
                 raise UserError(f"cannot compile {model}: {e}") from None
             rows = lockstep.measure(b, groups, traffic=args.traffic)
-            if args.binary != "today":
-                base = rows[0]["fps"] if groups[0] == 1 else simulate(b).fps
-                if args.binary == "lockstep":
-                    rows = [r for r in rows if r["G"] == 1]
-                for g in groups:
-                    if g == 1:
-                        continue
-                    try:
-                        bl = compile_(prog, cfg, lockstep=g)
-                    except CompileError as e:
-                        raise UserError(f"cannot compile {model} with lockstep={g}: {e}") \
-                            from None
-                    r = lockstep.measure_row(bl, g, base, traffic=args.traffic)
-                    r["binary"] = f"lockstep={g}"
-                    r["fps_free"] = round(simulate(bl).fps, 1)    # its cores not in lock-step
-                    rows.append(r)
             results.append(dict(model=model, config=spec, rows=rows))
     if args.json:
         print(json.dumps(results))
@@ -568,10 +551,6 @@ def main(argv=None):
     p.add_argument("--groups", default="1,2,4,16",
                    help="cores per lock-step group, comma list, each dividing L (default "
                         "1,2,4,16; 1 = today, asserted equal to sim.perf)")
-    p.add_argument("--binary", choices=("today", "lockstep", "both"), default="today",
-                   help="which Binaries to replay at G > 1: today's compilation, the one "
-                        "compiled with sim.compile's lockstep=G (equal-shaped shares for the "
-                        "groups), or both (default today)")
     p.add_argument("--traffic", action="store_true",
                    help="also the B / C reads per cycle, requested and after broadcast")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -747,13 +747,13 @@ def compile_split(prog, cfg, split: str = "auto", *, fuse: bool = True):
         return cm.compile(prog, cfg, fuse=fuse)
     orig = tiling.core_grids
     if split == "rows":
-        tiling.core_grids = lambda L, lockstep=1: iter([(1, L)])
+        tiling.core_grids = lambda L: iter([(1, L)])
     elif split == "channels":
-        tiling.core_grids = lambda L, lockstep=1: iter([(L, 1)])
+        tiling.core_grids = lambda L: iter([(L, 1)])
     else:
         lcmax = int(split[2:])
-        tiling.core_grids = lambda L, lockstep=1: iter([(lc, lr) for lc, lr in orig(L, lockstep)
-                                                        if lc <= lcmax and lc * lr == L])
+        tiling.core_grids = lambda L: iter([(lc, lr) for lc, lr in orig(L) if lc <= lcmax
+                                            and lc * lr == L])
     try:
         return cm.compile(prog, cfg, fuse=fuse)
     finally:

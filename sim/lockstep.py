@@ -8,12 +8,24 @@ tile's cores channel part major (``sim.compile.tiling.plan_conv``: core = channe
 and a group of ``G > lr`` cores spans channel parts of the same rows.
 
 **Pairing** (:func:`pair`). Per group and per unit kind (MAT, R-MAC, AUX) the cores' compute
-instructions (``sim.timing.COMPUTE_OPS``) are matched by ``(layer, opcode, j)``: the ``j``-th
-instruction of that opcode for that layer on that core's unit. The group's *slot order* is a
-topological merge of the cores' sequences (each core's own order kept; ties go to the key met
-earliest in any core). A key that some cores of the group lack is a slot those cores sit out
-(*masked*). The pairing is valid when the merge exists (no two cores run two keys in opposite
-orders: :class:`LockstepError` otherwise) and the timed replay does not deadlock.
+instructions (``sim.timing.COMPUTE_OPS``) are matched by the key ``(layer, opcode, tile, j)``:
+``tile`` is the set of *DMA events* of the last WAITs before the instruction on its unit queue
+(semaphores SIGNALled by the global stream, i.e. LOADs, and waited on by more than one core:
+the tile's input rows, the layer's weights); an instruction with no such WAIT before it keeps
+the previous one's; ``j`` numbers the instructions with the same ``(layer, opcode, tile)`` on
+that core. So the cores of a group correspond tile by tile, the ``j``-th piece of their share
+of a tile with each other's ``j``-th, whatever intra-core handshakes (semaphores between the
+units of one core, one head's K in buffer A) surround them. The group's *slot order* is a
+topological merge of the cores' key sequences (each core's own order kept; among the keys free
+to go next, the one that started first in today's :func:`sim.perf.simulate` goes first). A key
+that some cores of the group lack is a slot those cores sit out (*masked*). The pairing is
+valid when the merge exists (no two cores run two keys in opposite orders:
+:class:`LockstepError` otherwise) and the timed replay does not deadlock (also
+:class:`LockstepError`). ``Pairing.ragged`` counts the slots whose participants' shares
+differ in size (channels ``nco``, rows ``ho`` / ``hin``: a masked remainder), ``Pairing.mixed``
+those that differ in anything else the hardware would have to share (the opcode's layer
+registers other than addresses and strides: kernel, stride, groups, channels in, widths,
+epilogue, attention sizes), which one instruction stream cannot run.
 
 **Barrier** (:class:`Barrier`, run by :func:`sim.perf.simulate` with ``lockstep=``). A core's
 unit reaches a compute instruction when the instructions before it on its queue are done (its
@@ -74,11 +86,15 @@ class Pairing:
 
     ``slot_of[(stream, unit)][pc] = ((group, unit), slot)`` for every compute instruction at
     queue position ``pc``; ``slots[(group, unit)]`` lists each slot's participants
-    ``[(stream, unit), ...]`` and ``keys[(group, unit)]`` its ``(layer, opcode, j)``."""
+    ``[(stream, unit), ...]`` and ``keys[(group, unit)]`` its ``(layer, opcode, tile, j)``;
+    ``ragged`` / ``mixed``: slots whose participants differ in the size of their share / in
+    a layer register one stream would share (module doc)."""
     G: int
     slot_of: dict = field(default_factory=dict)
     slots: dict = field(default_factory=dict)
     keys: dict = field(default_factory=dict)
+    ragged: int = 0
+    mixed: int = 0
 
     @property
     def n_slots(self) -> int:
@@ -120,8 +136,18 @@ def _merge(seqs, times, where):
     return out
 
 
+#: the layer registers the cores of a slot must agree on to run from one stream (the others
+#: are addresses and strides: per-core offsets, or per-core registers)
+SHARED_REGS = ("CIN", "WIN", "WOUT", "KERNEL", "STRIDE", "GROUPS", "PAD_L", "PAD_R", "ACT",
+               "OBITS", "OSIGNED", "MIDBITS", "THREE", "LINEAR", "DIM", "NTOK", "NOEPI",
+               "XSIGNED", "RSIGNED", "XBUF", "BLOCK")
+#: the instruction fields that size a core's share (a masked remainder where they differ)
+COUNT_FIELDS = ("nco", "hin", "ho")
+
+
 def _start_times(binary) -> dict:
-    """``{(stream, unit): [start cycle of each queue entry]}`` of today's :func:`sim.perf.simulate`."""
+    """``{(stream, unit): [start cycle of each queue entry]}`` of today's
+    :func:`sim.perf.simulate`."""
     from .perf import simulate
     trace = []
     simulate(binary, trace=trace)
@@ -140,14 +166,16 @@ def pair(binary, G: int, *, times: dict | None = None) -> Pairing:
     queues = build_queues(binary)
     if times is None:
         times = _start_times(binary)
-    waiters = defaultdict(set)
+    waiters, dma = defaultdict(set), set()
     for (st, _u), q in queues.items():
-        if st != "global":
-            for ins, _tag in q:
-                if ins.op == "WAIT":
-                    waiters[ins["sem"]].add(st)
-    shared = {sm for sm, cores in waiters.items() if len(cores) > 1}
+        for ins, _tag in q:
+            if ins.op == "WAIT" and st != "global":
+                waiters[ins["sem"]].add(st)
+            elif ins.op == "SIGNAL" and st == "global":
+                dma.add(ins["sem"])
+    shared = {sm for sm, cores in waiters.items() if len(cores) > 1 and sm in dma}
     pr = Pairing(G)
+    shape = {}
     for g in range(L // G):
         for unit in CORE_UNITS:
             seqs, pcs = [], []
@@ -155,19 +183,25 @@ def pair(binary, G: int, *, times: dict | None = None) -> Pairing:
                 q = queues.get((f"core{c}", unit), [])
                 seen = defaultdict(int)
                 seq, pc = [], []
-                ctx, run = (), ()           # the tile: shared semaphores of the last WAITs
+                ctx, run = (), ()           # the tile: DMA events of the last WAITs
+                regs = {}
                 for i, (ins, tag) in enumerate(q):
+                    if ins.op == "SETR":
+                        regs[REG_NAMES[ins["reg"]]] = ins["value"]
                     if ins.op == "WAIT":
                         if ins["sem"] in shared:
                             run += (ins["sem"],)
                         continue
                     if run:
-                        ctx, run = run, ()
+                        ctx, run = tuple(sorted(set(run))), ()
                     if ins.op in timing.COMPUTE_OPS:
                         k = (tag, ins.op, ctx)
                         seq.append(k + (seen[k],))
                         seen[k] += 1
                         pc.append(i)
+                        shape[(c, unit, i)] = (
+                            tuple(regs.get(r, 0) for r in SHARED_REGS),
+                            tuple(ins.f.get(f, 0) for f in COUNT_FIELDS))
                 seqs.append(seq)
                 pcs.append(pc)
             ts = [[times[(f"core{c}", unit)][i] for i in pc]
@@ -176,12 +210,16 @@ def pair(binary, G: int, *, times: dict | None = None) -> Pairing:
             index = {k: s for s, k in enumerate(order)}
             gk = (g, unit)
             parts = [[] for _ in order]
+            shapes = [set() for _ in order]
             for c, (seq, pc) in zip(range(g * G, (g + 1) * G), zip(seqs, pcs)):
                 key = (f"core{c}", unit)
                 m = pr.slot_of.setdefault(key, {})
                 for k, i in zip(seq, pc):
                     m[i] = (gk, index[k])
                     parts[index[k]].append(key)
+                    shapes[index[k]].add(shape[(c, unit, i)])
+            pr.ragged += sum(len({s[1] for s in sh}) > 1 for sh in shapes)
+            pr.mixed += sum(len({s[0] for s in sh}) > 1 for sh in shapes)
             pr.slots[gk] = parts
             pr.keys[gk] = order
     return pr
@@ -317,6 +355,7 @@ def measure_row(binary, G: int, base_fps: float, *, traffic: bool = False) -> di
     r.update(cycles=rep.cycles, fps=round(rep.fps, 1),
              vs_today=round(rep.fps / base_fps - 1, 4), slots=pr.n_slots,
              masked=round(pr.masked / max(1, pr.n_slots * G), 4),
+             ragged=round(pr.ragged / max(1, pr.n_slots), 4), mixed=pr.mixed,
              imbalance=round(bar.imbalance / max(1, bar.busy), 4),
              barrier_wait=round(bar.wait / max(1, bar.busy), 4))
     if traffic:
@@ -328,6 +367,8 @@ def measure(binary, groups=(1, 2, 4, 16), *, traffic: bool = False) -> list[dict
     """One row per ``G`` of ``groups`` (each dividing ``L``, :func:`measure_row`): cycles, FPS,
     the change against today's :func:`sim.perf.simulate` (which ``G = 1`` equals: asserted),
     slots, masked core-slots (``masked``: the share of a group's core-slots sat out), the
+    shares of slots with ragged shares (``ragged``) and the count of mixed slots (``mixed``,
+    :class:`Pairing`), the
     shares of the participants' slot cycles lost to unequal shares (``imbalance``) and to
     barrier waits (``barrier_wait``), the control copies (:func:`control_savings`) and with
     ``traffic`` the B / C reads (:func:`broadcast`)."""
@@ -343,28 +384,28 @@ def measure(binary, groups=(1, 2, 4, 16), *, traffic: bool = False) -> list[dict
 
 
 def format_table(results: list[dict], traffic: bool = False) -> str:
-    """Markdown table of ``[{model, config, rows}]`` (rows of :func:`measure_row`, each with
-    an optional ``binary``: which compilation it replays)."""
-    head = ["model", "config", "Binary", "G", "FPS", "vs today", "masked", "imbalance",
+    """Markdown table of ``[{model, config, rows}]`` (rows of :func:`measure_row`)."""
+    head = ["model", "config", "G", "FPS", "vs G=1", "masked", "ragged", "mixed", "imbalance",
             "barrier wait", "controllers", "control LUT saved (upper)"]
     if traffic:
         head += ["C reads B/cyc (req -> bcast)", "B reads B/cyc (req -> bcast)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines = ["| " + " | ".join(head) + " |", "|" + " ---: |" * len(head)]
     for res in results:
         for r in res["rows"]:
-            cells = [res["model"], res["config"], r.get("binary", "today"), str(r["G"])]
+            cells = [res["model"], res["config"], str(r["G"])]
             if "error" in r:
                 why = "order conflict" if "conflicting" in r["error"] else "deadlock"
-                cells += [f"pairing fails ({why})"] + [""] * (len(head) - 7)
-                cells += [str(r["controllers"]), f"{r['saved_lut_upper']:,}"]
-                if traffic:
-                    cells += ["", ""]
+                cells += [f"pairing fails ({why})"] + [""] * 6
             else:
                 cells += [f"{r['fps']:.1f}", f"{100 * r['vs_today']:+.1f} %",
-                          f"{100 * r['masked']:.1f} %", f"{100 * r['imbalance']:.1f} %",
-                          f"{100 * r['barrier_wait']:.1f} %", str(r["controllers"]),
-                          f"{r['saved_lut_upper']:,}"]
-                if traffic:
+                          f"{100 * r['masked']:.1f} %", f"{100 * r['ragged']:.1f} %",
+                          str(r["mixed"]), f"{100 * r['imbalance']:.1f} %",
+                          f"{100 * r['barrier_wait']:.1f} %"]
+            cells += [str(r["controllers"]), f"{r['saved_lut_upper']:,}"]
+            if traffic:
+                if "error" in r:
+                    cells += ["", ""]
+                else:
                     rd = r["reads"]
                     cells += [f"{rd['C']['requested_bytes_per_cycle']:.0f} -> "
                               f"{rd['C']['after_bytes_per_cycle']:.0f}",

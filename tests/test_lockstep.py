@@ -1,4 +1,4 @@
-"""sim.lockstep: the lock-step replay, its pairing, the broadcast count, compile(lockstep=G).
+"""sim.lockstep: the lock-step replay, its pairing and the broadcast count.
 
 The hand-built Binaries are written instruction by instruction (no compiler): on ``paper:L=2``
 each core runs SETRs (one cycle each) and then pointwise conv tiles on its MAT (the tile of
@@ -10,11 +10,9 @@ the longest participant's own cycles; a core that lacks an instruction sits the 
 import numpy as np
 import pytest
 
-from sim import golden, lockstep, timing, zoo
+from sim import lockstep, timing, zoo
 from sim.compile import Binary, compile as compile_
-from sim.compile.tiling import core_grids, same_engine_split
 from sim.config import AccelConfig
-from sim.funcsim import run
 from sim.isa import Instr, UNITS
 from sim.perf import simulate
 from test_access import PW, _conv, _setr
@@ -106,6 +104,40 @@ def test_masked_slot_and_in_order_group():
     assert _computes(tr, "core1") == [(n, n + ca), (s2, s2 + cc)]
 
 
+def _signal(sem):
+    return Instr("SIGNAL", dict(unit=UNITS["LD"], sem=sem, count=1))
+
+
+def _wait(sem):
+    return Instr("WAIT", dict(unit=UNITS["MAT"], sem=sem, count=1, prev=0))
+
+
+def test_tiles_pair_by_their_dma_events():
+    # two tiles of one layer, loaded as DMA events 0 and 1 (the LD unit SIGNALs them); core 0
+    # runs a piece of both, core 1 only of the second: core 1's one instruction corresponds to
+    # core 0's second (the same tile), and the first slot is core 0's alone
+    a, b = _conv("CONV_MAT", hin=6, ho=6), _conv("CONV_MAT", hin=6, ho=6, x_addr=8)
+    core0 = _setr("MAT", **PW) + [_wait(0), a, _wait(1), b]
+    core1 = _setr("MAT", **PW) + [_wait(1), b]
+    bn = _binary([core0, core1])
+    bn.streams["global"][:0] = [_signal(0), _signal(1)]
+    bn.tags["global"][:0] = [-1, -1]
+    pr = lockstep.pair(bn, 2)
+    assert [len(p) for p in pr.slots[(0, "MAT")]] == [1, 2]
+    assert pr.slot_of[("core1", "MAT")] == {len(PW) + 1: ((0, "MAT"), 1)}
+    assert pr.ragged == pr.mixed == 0
+
+
+def test_ragged_and_mixed_slots():
+    a, b = _conv("CONV_MAT", hin=6, ho=6), _conv("CONV_MAT", hin=3, ho=3)
+    bn = _binary([_setr("MAT", **PW) + [a], _setr("MAT", **PW) + [b]])
+    pr = lockstep.pair(bn, 2)
+    assert (pr.ragged, pr.mixed) == (1, 0)          # a smaller share: a masked remainder
+    bn = _binary([_setr("MAT", **PW) + [a], _setr("MAT", **dict(PW, CIN=8)) + [a]])
+    pr = lockstep.pair(bn, 2)
+    assert (pr.ragged, pr.mixed) == (0, 1)          # another reduction: not one stream
+
+
 def test_conflicting_orders_are_refused():
     a, c = _conv("CONV_MAT"), _conv("CONV_MAT", o_addr=128)
     n = len(PW)
@@ -178,59 +210,3 @@ def test_replay_at_g1_equals_perf_and_groups_pair(model):
         for i, slot in m.items():
             when.setdefault(slot, set()).add(per[key][i])
     assert all(len(v) == 1 for v in when.values())
-
-
-def test_same_engine_split_exhaustive():
-    # a split of the largest share (channel cut or row cut), applied to every smaller share:
-    # the engines' parts tile the smaller share exactly, at the same cut point
-    for nco in range(1, 9):
-        for nr in range(1, 5):
-            for cm in range(0, nco + 1):
-                ch = [("MAT", (0, cm), (0, nr)), ("RMAC", (cm, nco), (0, nr))]
-                ch = [t for t in ch if t[1][1] > t[1][0]]
-                for rm in range(1, nr):
-                    rows = [("MAT", (0, nco), (0, rm)), ("RMAC", (0, nco), (rm, nr))]
-                    for tasks in (ch, rows):
-                        for n2 in range(1, nco + 1):
-                            for r2 in range(1, nr + 1):
-                                got = same_engine_split(tasks, n2, r2)
-                                cells = [(c, r) for _e, (a, b), (p, q) in got
-                                         for c in range(a, b) for r in range(p, q)]
-                                assert sorted(cells) == [(c, r) for c in range(n2)
-                                                         for r in range(r2)]
-                                for e, (a, b), (p, q) in got:
-                                    te = next(t for t in tasks if t[0] == e)
-                                    assert (a, p) == (min(te[1][0], n2), min(te[2][0], r2))
-
-
-@pytest.mark.parametrize("L", [4, 12, 16])
-def test_core_grids_keep_groups_whole(L):
-    for G in [g for g in range(1, L + 1) if L % g == 0]:
-        grids = list(core_grids(L, G))
-        assert grids and set(grids) <= set(core_grids(L))
-        for lc, lr in grids:
-            for g0 in range(0, L, G):
-                parts = {c // lr for c in range(g0, g0 + G)}
-                rows = {c % lr for c in range(g0, g0 + G)}
-                # one channel part, or whole channel parts (all their row parts)
-                assert len(parts) == 1 or len(rows) == lr
-
-
-@pytest.mark.parametrize("model,cfg,G", [("tiny", "paper", 16), ("tiny", "paper:L=8", 4),
-                                         ("b0-r64", "paper", 4)])
-def test_compile_lockstep_funcsim_equals_golden(model, cfg, G):
-    prog = zoo.tiny(seed=0) if model == "tiny" else zoo.build(model, seed=0)
-    b = compile_(prog, AccelConfig.from_string(cfg), lockstep=G)
-    t = b.prog.tensors[b.prog.inputs[0]]
-    x = np.random.default_rng(1).integers(-128 if t.signed else 0, 128 if t.signed else 256,
-                                          size=t.shape)
-    out, ref = run(b, x), golden.run(b.prog, x)
-    for k in b.prog.outputs:
-        assert np.array_equal(out[k], ref[k]), k
-    r = lockstep.measure_row(b, G, simulate(b).fps)
-    assert "error" not in r
-
-
-def test_compile_lockstep_checked():
-    with pytest.raises(ValueError, match="lockstep"):
-        compile_(zoo.tiny(seed=0), AccelConfig.from_string("paper"), lockstep=3)

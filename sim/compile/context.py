@@ -32,4 +32,3 @@ class Context:
     a_free: dict = field(default_factory=dict)    #: (core, A slot) -> KV and KSUM read it
     attn_hpt: dict = field(default_factory=dict)  #: attention -> heads per group (attctx)
     block: int = 0          #: log2 B of the blocked layout (0: planar; the BLOCK register)
-    lockstep: int = 1       #: cores per lock-step group (sim.compile.compile's ``lockstep``)

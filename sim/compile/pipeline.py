@@ -55,8 +55,8 @@ from .streaming import StreamPlan, insert_fences, insert_restores, plan_stream
 __all__ = ["compile", "new_context", "emitter_for", "default_prefetch"]
 
 
-def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch=False, block: int = 0,
-                lockstep: int = 1) -> Context:
+def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch=False, block: int = 0
+                ) -> Context:
     """A compilation of ``prog`` (validated) for ``cfg`` after the layout pass: every tensor
     placed in DRAM, nothing emitted, no tensor kept on chip (``prefetch``: buffer C is a
     :class:`~sim.compile.prefetch.WeightArena`, otherwise two halves; ``True`` or ``(sizes,
@@ -66,7 +66,7 @@ def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch=False, block: in
     A malformed program raises :class:`~sim.intprogram.IntProgramError`; a valid one that
     ``cfg``'s engines cannot run (``validate(cfg)``, e.g. a depthwise kernel with
     ``k*k < N + 1``) :class:`CompileError`. ``block``: log2 B of the blocked layout (0:
-    planar); ``lockstep``: :func:`compile`'s."""
+    planar)."""
     prog = prog.validate()
     try:
         prog.validate(cfg)
@@ -77,7 +77,7 @@ def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch=False, block: in
     layout = layout_tensors(prog, image, block=1 << block)
     sched = Scheduler(em, cfg, layout, prefetch=prefetch)
     return Context(prog, cfg, em, image, layout, sched, Residency(prog, sched, layout, {}),
-                   block=block, lockstep=lockstep)
+                   block=block)
 
 
 def _npix(prog, t) -> int:
@@ -198,7 +198,7 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
 
 def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
             attn_onchip: bool = True, prefetch: bool | None = None, stream: bool = False,
-            layout: str = "planar", stem: str = "auto", lockstep: int = 1) -> Binary:
+            layout: str = "planar", stem: str = "auto") -> Binary:
     """Compile ``prog`` for ``cfg``; raises :class:`CompileError` if it cannot be mapped.
     ``fuse=False`` disables the inter-layer fusion (every tensor goes through DRAM);
     ``attn_onchip=False`` keeps the attention context modules' activations going through
@@ -226,18 +226,7 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     without such a stem compiles as with ``"taps"``); ``stem="taps"``: the generic conv path,
     ``k*k`` steps per output pixel; ``stem="auto"`` (the default): whichever of the two the
     cycle model finds faster for the stem layer alone (:func:`.stem.choose_stem`; recorded in
-    the first layer's ``stem`` entry of ``Binary.layers``; docs/compiler.md "Dense stem").
-    ``lockstep=G`` (> 1; a divisor of ``cfg.L``): shares the cores of each group of ``G``
-    consecutive cores can run from one instruction stream in lock-step (:mod:`sim.lockstep`,
-    docs/global-buffers.md "Lock-step groups"): every conv tile's cores split their shares
-    between the MAT and the R-MAC the same way (the split of the largest share; a smaller
-    share is its masked remainder, :func:`~sim.compile.tiling.plan_conv`) and the heads of each
-    attention head group are dealt from core 0 (today's round robin continues across head
-    groups, so a core's heads of two groups meet other cores' heads of one)."""
-    if not isinstance(lockstep, int) or isinstance(lockstep, bool) or lockstep < 1 \
-            or cfg.L % lockstep:
-        raise ValueError(f"lockstep (cores per lock-step group) must be a positive divisor of "
-                         f"L = {cfg.L}, got {lockstep!r}")
+    the first layer's ``stem`` entry of ``Binary.layers``; docs/compiler.md "Dense stem")."""
     if stem not in STEMS:
         raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
     if prefetch not in (False, True, None):
@@ -263,12 +252,10 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
         stem, probe = choose_stem(prog, cfg)
     unfolded = unfold_stem(prog) if stem == "im2col" else None
     if unfolded is None:
-        binary = _compile_one(prog, cfg, fuse, attn_onchip, prefetch, stream, block,
-                              lockstep)
+        binary = _compile_one(prog, cfg, fuse, attn_onchip, prefetch, stream, block)
     else:
         binary = restore_program(_compile_one(unfolded[0], cfg, fuse, attn_onchip,
-                                              prefetch, stream, block, lockstep), prog,
-                                 unfolded[1])
+                                              prefetch, stream, block), prog, unfolded[1])
     if probe:
         binary.layers[0]["stem_probe_cycles"] = probe
     if unfolded is None and probe:
@@ -276,16 +263,15 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     return binary
 
 
-def _compile_one(prog, cfg, fuse, attn_onchip, prefetch, stream, block, lockstep=1) -> Binary:
+def _compile_one(prog, cfg, fuse, attn_onchip, prefetch, stream, block) -> Binary:
     """:func:`compile` of ``prog`` once its stem is chosen (``block``: log2 B of the blocked
     layout, 0 planar)."""
     cycles = None
     if stream:      # the phases are cut by the cycles of each layer without them
         from ..perf import simulate
         cycles = [lp.cycles for lp in simulate(
-            assemble(_emitted(prog, cfg, fuse, attn_onchip, False, block=block,
-                              lockstep=lockstep))).layers]
-    ctx = _emitted(prog, cfg, fuse, attn_onchip, False, cycles, block=block, lockstep=lockstep)
+            assemble(_emitted(prog, cfg, fuse, attn_onchip, False, block=block))).layers]
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, False, cycles, block=block)
     if not prefetch:
         binary = assemble(ctx)
         if stream:
@@ -297,8 +283,7 @@ def _compile_one(prog, cfg, fuse, attn_onchip, prefetch, stream, block, lockstep
     sizes = ctx.sched.group_sizes
     reserve = reserve_groups(ctx.prog, cfg, sizes, ctx.sched.group_layers,
                              cfg.buf_c_bytes - 2 * ctx.sched.C.size)
-    ctx = _emitted(prog, cfg, fuse, attn_onchip, (sizes, reserve), block=block,
-                   lockstep=lockstep)
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, (sizes, reserve), block=block)
     binary = assemble(ctx)
     idle, fired, ends = ld_times(binary)
     g, t, _ = hoist_weight_loads(binary.streams, binary.tags, idle, cfg.dram_bytes_per_cycle,
@@ -318,11 +303,10 @@ def default_prefetch(cfg: AccelConfig, *, stream: bool = False, layout: str = "p
             and cfg.buf_c_bytes > c_slot_bytes(cfg.buf_c_bytes))
 
 
-def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None, block=0,
-             lockstep=1) -> Context:
+def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None, block=0) -> Context:
     """One emission (``stream``: None, or the cycles of every node for :func:`plan_stream`;
     ``block``: log2 B of the blocked layout, 0 planar)."""
-    ctx = new_context(prog, cfg, prefetch=prefetch, block=block, lockstep=lockstep)
+    ctx = new_context(prog, cfg, prefetch=prefetch, block=block)
     chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size, cfg) if fuse else {}
     att = plan_context_modules(ctx.prog, cfg, ctx.layout.alias, chains) \
         if fuse and attn_onchip else None

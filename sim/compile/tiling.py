@@ -20,7 +20,7 @@ from ..config import AccelConfig
 from .common import ALIGN, PARAM_RECORD, CompileError, align, cdiv, split
 from .cost import conv_cycles, dw_cycles
 
-__all__ = ["same_engine_split", "TILES_TARGET", "FUSED_TILES", "FUSED_TILES_S1", "MIN_TILE_BYTES", "MAX_FIELD",
+__all__ = ["TILES_TARGET", "FUSED_TILES", "FUSED_TILES_S1", "MIN_TILE_BYTES", "MAX_FIELD",
            "WEIGHT_GROUP_MAX", "c_slot_bytes",
            "ranges", "core_grids", "best_dw_split", "plan_conv", "engine_split", "tile_rows",
            "fit_rows", "conv_chunk", "filter_gran", "dw_chunk", "chain_tile_regions",
@@ -55,27 +55,21 @@ def ranges(n, step):
     return [(a, min(n, a + step)) for a in range(0, n, step)]
 
 
-def core_grids(L: int, lockstep: int = 1):
+def core_grids(L: int):
     """The ``(lc, lr)`` ways of splitting a tile over ``L`` cores: ``lc`` channel parts times
-    ``lr`` row parts with ``lc * lr == L``, plus all-channels ``(L, 1)``. ``lockstep`` = G > 1:
-    only the grids in which every group of G consecutive cores (core = channel part x ``lr`` +
-    row part) lies in one channel part (``lr`` a multiple of G) or covers whole channel parts
-    (G a multiple of ``lr``)."""
+    ``lr`` row parts with ``lc * lr == L``, plus all-channels ``(L, 1)``."""
     for lc in range(1, L + 1):
         lr = L // lc
-        if (lc * lr == L or lc == L) and (lockstep == 1 or lr % lockstep == 0
-                                          or lockstep % lr == 0):
+        if lc * lr == L or lc == L:
             yield lc, lr
 
 
-def best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int, block: int = 1,
-                  lockstep: int = 1):
+def best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int, block: int = 1):
     """Channel and row pieces of a depthwise tile over the cores, the split whose slowest core
     (:func:`~sim.compile.cost.dw_cycles`) finishes first (the first such split on ties); the
-    channel pieces in multiples of N (and of ``block``, the blocked layout's B); ``lockstep``:
-    the grids of :func:`core_grids`."""
+    channel pieces in multiples of N (and of ``block``, the blocked layout's B)."""
     best = None
-    for lc, lr in core_grids(cfg.L, lockstep):
+    for lc, lr in core_grids(cfg.L):
         cs, rs = split(nch, lc, max(cfg.N, block)), split(nrows, lr)
         t = max(dw_cycles(cfg, nch=c1 - c0, ho=r1 - r0, wo=wo, k=k)
                 for c0, c1 in cs for r0, r1 in rs)
@@ -92,51 +86,30 @@ def filter_gran(cfg: AccelConfig) -> int:
 
 
 def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1,
-              block=1, lockstep=1):
+              block=1):
     """[(core, engine, (co_a, co_b), (row_a, row_b))] for one conv tile of ``nco`` output
     channels x ``nr`` rows of ``wo`` pixels (relative ranges). ``bias``: cycles already queued
     on (MAT, R-MAC) of every core; ``only``: one engine; ``block``: the channel ranges start on
-    multiples of it too (the blocked layout's ``B``, ``g = 1`` only); ``lockstep`` > 1: the
-    grids of :func:`core_grids`, and every core splits its share between the engines as the first (largest) share does
-    (:func:`same_engine_split`), so the cores' instructions have one shape up to a masked
-    remainder."""
+    multiples of it too (the blocked layout's ``B``, ``g = 1`` only)."""
     gran = cout_g if g > 1 else math.lcm(filter_gran(cfg), block)
     wide = 8 if 8 % gran == 0 else gran
     best = None
-    for lc, lr in core_grids(cfg.L, lockstep):
+    for lc, lr in core_grids(cfg.L):
         cos = split(nco, lc, wide if nco >= lc * 8 and g == 1 else gran)
         rows = split(nr, lr)
         tasks, worst = [], 0
         core = 0
-        first = None
         for (ca, cb) in cos:
             for (ra, rb) in rows:
-                if lockstep > 1 and first is not None:
-                    sub = same_engine_split(first, cb - ca, rb - ra)
-                else:
-                    sub, t = engine_split(cfg, cb - ca, rb - ra, wo, K, g, cout_g, bias, only,
-                                          k, block)
-                    worst = max(worst, t)
-                    first = sub
+                sub, t = engine_split(cfg, cb - ca, rb - ra, wo, K, g, cout_g, bias, only, k,
+                                      block)
+                worst = max(worst, t)
                 for eng, (xa, xb), (ya, yb) in sub:
                     tasks.append((core, eng, (ca + xa, ca + xb), (ra + ya, ra + yb)))
                 core += 1
         if best is None or worst < best[0]:
             best = (worst, tasks)
     return best[1]
-
-
-def same_engine_split(tasks, nco, nr):
-    """The engine split ``tasks`` (:func:`engine_split`'s, of a share at least as large in both
-    dimensions, which its last engine covers to the end) applied to a share of ``nco`` channels
-    x ``nr`` rows: the same channel or row cut point, clipped to the share (an engine whose part
-    is empty drops out)."""
-    out = []
-    for eng, (xa, xb), (ya, yb) in tasks:
-        ca, cb, ra, rb = min(xa, nco), min(xb, nco), min(ya, nr), min(yb, nr)
-        if cb > ca and rb > ra:
-            out.append((eng, (ca, cb), (ra, rb)))
-    return out
 
 
 def engine_split(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1,

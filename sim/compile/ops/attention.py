@@ -110,11 +110,6 @@ def emit_attention(ctx: Context, n: Node, info):
     for (h0, h1), src in zip(groups, srcs):
         nh = h1 - h0
         info["tiles"] += 1
-
-        def core_of(h, h0=h0):
-            """the core of head ``h``: round robin over all heads, or (lock-step) over the
-            group's heads from core 0"""
-            return (h - h0 if ctx.lockstep > 1 else h) % cfg.L
         so = OUT.next() if rout is None else None
         # K of each head goes into its core's buffer A after the group's Q and V (the MAT
         # needs only Q and V; K first was measured no better); a slot is reused once KV and
@@ -125,12 +120,12 @@ def emit_attention(ctx: Context, n: Node, info):
         kbuf = BUFS["A"] if use_a else BUFS["B"]
         kload, nth = {}, {}
         for h in range(h0, h1) if use_a else ():
-            st = f"core{core_of(h)}"
+            st = f"core{h % cfg.L}"
             nth[st] = nth.get(st, -1) + 1
             kload[h] = [(aux_i.get(st, 0) + nth[st]) % a_slots, None, em.sem()]
 
         def load_k(h):
-            c = core_of(h)
+            c = h % cfg.L
             slot, _, af = kload[h]
             free = ctx.a_free.get((f"core{c}", slot))
             if free is not None:
@@ -168,7 +163,7 @@ def emit_attention(ctx: Context, n: Node, info):
             obase, obuf = rout["base"] + h0 * dn, BUFS["B"]
         writers, seen = [], set()
         for j, h in enumerate(range(h0, h1)):
-            c = core_of(h)
+            c = h % cfg.L
             st = f"core{c}"
             qa, va = qv[j]
             i = aux_i.get(st, 0)

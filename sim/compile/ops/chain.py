@@ -216,7 +216,7 @@ def _front(ctx: Context, ch: _Chain, r0, r1, info):
                       for q0, q1 in split(tnr, cfg.L // lc))
                   for lc in (1, 2, 4, 8, 16, cfg.L) if lc <= cfg.L)
         tasks = tiling.plan_conv(cfg, E, rin * W, 1, ch.Cx, 1, E, bias=(0, dwc),
-                                 block=1 << ctx.block, lockstep=ctx.lockstep)
+                                 block=1 << ctx.block)
         wr = emit_pw(ctx, tasks, waits=waits, xbase=xb, xstride=rin * W, obase=eb,
                      ostride=rin * W, obuf=BUFS["B"], wbase=ch.cb0 + ch.woff[pn.name],
                      pbase=ch.cb0 + ch.woff[pn.name + ".p"], cout=E, cin_g=ch.Cx, cout_g=E,
@@ -239,8 +239,7 @@ def _back(ctx: Context, ch: _Chain, t):
     tnr = r1 - r0
     em.layer = ch.li[dw.name]
     Bk = 1 << ctx.block
-    dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=E, nrows=tnr, wo=Wo, k=k, block=Bk,
-                                        lockstep=ctx.lockstep)
+    dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=E, nrows=tnr, wo=Wo, k=k, block=Bk)
     wr, core = [], 0
     dregs = dict(epi_regs(ctx, dw), WIN=W, WOUT=Wo, KERNEL=k, STRIDE=s, PAD_L=pad,
                  PAD_R=pad, LINEAR=0, NOEPI=0, XBUF=BUFS["B"], CIN=1,
@@ -265,8 +264,7 @@ def _back(ctx: Context, ch: _Chain, t):
         em.signal(st, u, dsem)
     em.layer = ch.li[q.name]
     cq_g, e_g = ch.Cq // ch.gq, E // ch.gq
-    tasks = tiling.plan_conv(cfg, ch.Cq, tnr * Wo, 1, e_g, ch.gq, cq_g, block=Bk,
-                             lockstep=ctx.lockstep)
+    tasks = tiling.plan_conv(cfg, ch.Cq, tnr * Wo, 1, e_g, ch.gq, cq_g, block=Bk)
     so = t["so"]
     writers = emit_pw(ctx, tasks, waits=[(dsem, len(wr))], xbase=db, xstride=tnr * Wo,
                       obase=sched.O.base[so], ostride=tnr * Wo, obuf=BUFS["OUT"],

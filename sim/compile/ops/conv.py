@@ -262,8 +262,8 @@ def emit_conv(ctx: Context, n: Node, info):
                 obase, obuf = rout["base"] + c0 * Ho * Wo, BUFS["B"]
             tnr = r1 - r0
             writers, seen = [], set()
-            for core, eng, (ca, cb), (ra, rb) in tiling.plan_conv(
-                    cfg, nco, tnr, Wo, K, g, c.cout_g, k=k, block=Bk, lockstep=ctx.lockstep):
+            for core, eng, (ca, cb), (ra, rb) in tiling.plan_conv(cfg, nco, tnr, Wo, K, g,
+                                                                  c.cout_g, k=k, block=Bk):
                 st, unit = f"core{core}", eng
                 em.wait_all(st, unit, xw)
                 em.wait(st, unit, wsem, 1)

@@ -149,8 +149,7 @@ def emit_depthwise(ctx: Context, n: Node, info):
             else:
                 obase, obuf = rout["base"], BUFS["B"]
             # split over cores: channels x rows, best estimate
-            dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=nch, nrows=tnr, wo=Wo, k=k, block=Bk,
-                                                lockstep=ctx.lockstep)
+            dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=nch, nrows=tnr, wo=Wo, k=k, block=Bk)
             writers, seen, core = [], set(), 0
             for ca, cb in dw_cs:
                 for ra, rb in dw_rs:
