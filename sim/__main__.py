@@ -350,6 +350,8 @@ def cmd_lockstep(args):
         groups = [int(g) for g in args.groups.split(",")]
     except ValueError:
         raise UserError(f"--groups: a comma list of integers, got {args.groups!r}") from None
+    if args.barrier_latency < 0:
+        raise UserError(f"--barrier-latency must be >= 0, got {args.barrier_latency}")
     results = []
     for spec in args.config or ["paper"]:
         cfg = _cfg(spec)
@@ -366,7 +368,8 @@ def cmd_lockstep(args):
                 b = compile_(prog, cfg)
             except CompileError as e:
                 raise UserError(f"cannot compile {model}: {e}") from None
-            rows = lockstep.measure(b, groups, traffic=args.traffic)
+            rows = lockstep.measure(b, groups, traffic=args.traffic,
+                                    latency=args.barrier_latency)
             results.append(dict(model=model, config=spec, rows=rows))
     if args.json:
         print(json.dumps(results))
@@ -551,6 +554,9 @@ def main(argv=None):
     p.add_argument("--groups", default="1,2,4,16",
                    help="cores per lock-step group, comma list, each dividing L (default "
                         "1,2,4,16; 1 = today, asserted equal to sim.perf)")
+    p.add_argument("--barrier-latency", type=int, default=0, metavar="CYCLES",
+                   help="cycles a slot starts after its last participant is ready (default 0; "
+                        "a what-if for a registered barrier)")
     p.add_argument("--traffic", action="store_true",
                    help="also the B / C reads per cycle, requested and after broadcast")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -136,11 +136,17 @@ def _merge(seqs, times, where):
     return out
 
 
-#: the layer registers the cores of a slot must agree on to run from one stream (the others
-#: are addresses and strides: per-core offsets, or per-core registers)
-SHARED_REGS = ("CIN", "WIN", "WOUT", "KERNEL", "STRIDE", "GROUPS", "PAD_L", "PAD_R", "ACT",
-               "OBITS", "OSIGNED", "MIDBITS", "THREE", "LINEAR", "DIM", "NTOK", "NOEPI",
-               "XSIGNED", "RSIGNED", "XBUF", "BLOCK")
+_EPI = ("ACT", "OBITS", "OSIGNED", "MIDBITS", "THREE", "NOEPI", "XSIGNED", "RSIGNED", "XBUF",
+        "BLOCK")
+_CONV = ("CIN", "WIN", "WOUT", "KERNEL", "STRIDE", "GROUPS", "PAD_L", "PAD_R", "LINEAR") + _EPI
+#: per opcode, the layer registers it reads that the cores of a slot must agree on to run from
+#: one stream (what ``hw.core.unit`` / ``hw.core.attention`` decode; addresses and strides are
+#: per-core offsets, and registers an opcode does not read, e.g. DIM left over from an attention,
+#: do not count). DW_RSA's GROUPS is its channel count (a share size, like ``nco``).
+SHARED_REGS = {"CONV_MAT": _CONV, "CONV_RDF": _CONV,
+               "DW_RSA": ("WIN", "WOUT", "KERNEL", "STRIDE", "PAD_L", "PAD_R") + _EPI,
+               **{op: ("DIM", "NTOK") + _EPI for op in ("POOL", "ATT_KSUM", "ATT_KV_MAT",
+                                                         "ATT_KV_RDF", "ATT_DIV", "ATT_OUT")}}
 #: the instruction fields that size a core's share (a masked remainder where they differ)
 COUNT_FIELDS = ("nco", "hin", "ho")
 
@@ -200,8 +206,9 @@ def pair(binary, G: int, *, times: dict | None = None) -> Pairing:
                         seen[k] += 1
                         pc.append(i)
                         shape[(c, unit, i)] = (
-                            tuple(regs.get(r, 0) for r in SHARED_REGS),
-                            tuple(ins.f.get(f, 0) for f in COUNT_FIELDS))
+                            tuple(regs.get(r, 0) for r in SHARED_REGS[ins.op]),
+                            tuple(ins.f.get(f, 0) for f in COUNT_FIELDS)
+                            + ((regs.get("GROUPS", 0),) if ins.op == "DW_RSA" else ()))
                 seqs.append(seq)
                 pcs.append(pc)
             ts = [[times[(f"core{c}", unit)][i] for i in pc]
@@ -229,10 +236,17 @@ class Barrier:
     """The slots' run-time state for :func:`sim.perf.simulate` (``lockstep=``): participants
     arrive (:meth:`arrive`), a complete slot is released to all of them at once. Also collects
     what the replay lost: ``imbalance`` (participant-cycles held past their own instruction's
-    end), ``wait`` (participant-cycles between arrival and the slot's start)."""
+    end), ``wait`` (participant-cycles between arrival and the slot's start). ``latency``: cycles
+    from the last arrival (or the previous slot's end) to the slot's start (0: the group's
+    controller sees the cores' ready signals in the cycle they rise; a what-if for a registered
+    AND of them)."""
 
-    def __init__(self, pairing: Pairing):
+    def __init__(self, pairing: Pairing, latency: int = 0):
+        if not isinstance(latency, int) or latency < 0:
+            raise ValueError(f"latency (barrier cycles per slot) must be an integer >= 0, "
+                             f"got {latency!r}")
         self.p = pairing
+        self.latency = latency
         self.next = {g: 0 for g in pairing.slots}
         self.free = {g: 0 for g in pairing.slots}
         self.arr = {g: {} for g in pairing.slots}
@@ -254,7 +268,7 @@ class Barrier:
             if len(a) < len(parts[n]):
                 break
             del self.arr[g][n]
-            start = max([self.free[g]] + [t0 for t0, _ in a.values()])
+            start = max([self.free[g]] + [t0 for t0, _ in a.values()]) + self.latency
             dur = max(c for _, c in a.values())
             end = start + dur
             self.free[g] = end
@@ -270,12 +284,13 @@ class Barrier:
         return [(g, self.next[g]) for g in self.p.slots if self.next[g] < len(self.p.slots[g])]
 
 
-def replay(binary, G: int, *, trace: list | None = None, pairing: Pairing | None = None):
+def replay(binary, G: int, *, trace: list | None = None, pairing: Pairing | None = None,
+           latency: int = 0):
     """``(PerfReport, Barrier)``: :func:`sim.perf.simulate` of ``binary`` with its cores in
     lock-step groups of ``G`` (latency mode, the default timing environment)."""
     from .perf import simulate
     pr = pairing if pairing is not None else pair(binary, G)
-    bar = Barrier(pr)
+    bar = Barrier(pr, latency)
     try:
         rep = simulate(binary, trace=trace, lockstep=bar)
     except RuntimeError as e:
@@ -340,7 +355,8 @@ def control_savings(L: int, G: int) -> dict:
                 saved_lut_upper=per * (L - L // G))
 
 
-def measure_row(binary, G: int, base_fps: float, *, traffic: bool = False) -> dict:
+def measure_row(binary, G: int, base_fps: float, *, traffic: bool = False,
+                latency: int = 0) -> dict:
     """One row of :func:`measure`: ``binary`` replayed with lock-step groups of ``G``;
     ``vs_today`` against ``base_fps``. A pairing that fails gives a row with ``error`` (why)
     instead of the figures."""
@@ -348,7 +364,7 @@ def measure_row(binary, G: int, base_fps: float, *, traffic: bool = False) -> di
     r = dict(G=G, **control_savings(L, G))
     try:
         pr = pair(binary, G)
-        rep, bar = replay(binary, G, pairing=pr)
+        rep, bar = replay(binary, G, pairing=pr, latency=latency)
     except LockstepError as e:
         r["error"] = str(e)
         return r
@@ -363,7 +379,8 @@ def measure_row(binary, G: int, base_fps: float, *, traffic: bool = False) -> di
     return r
 
 
-def measure(binary, groups=(1, 2, 4, 16), *, traffic: bool = False) -> list[dict]:
+def measure(binary, groups=(1, 2, 4, 16), *, traffic: bool = False,
+            latency: int = 0) -> list[dict]:
     """One row per ``G`` of ``groups`` (each dividing ``L``, :func:`measure_row`): cycles, FPS,
     the change against today's :func:`sim.perf.simulate` (which ``G = 1`` equals: asserted),
     slots, masked core-slots (``masked``: the share of a group's core-slots sat out), the
@@ -371,13 +388,13 @@ def measure(binary, groups=(1, 2, 4, 16), *, traffic: bool = False) -> list[dict
     :class:`Pairing`), the
     shares of the participants' slot cycles lost to unequal shares (``imbalance``) and to
     barrier waits (``barrier_wait``), the control copies (:func:`control_savings`) and with
-    ``traffic`` the B / C reads (:func:`broadcast`)."""
+    ``traffic`` the B / C reads (:func:`broadcast`); ``latency``: :class:`Barrier`'s."""
     from .perf import simulate
     base = simulate(binary)
     rows = []
     for G in groups:
-        r = measure_row(binary, G, base.fps, traffic=traffic)
-        if G == 1:
+        r = measure_row(binary, G, base.fps, traffic=traffic, latency=latency)
+        if G == 1 and latency == 0:
             assert r.get("cycles") == base.cycles, (r.get("cycles"), base.cycles)
         rows.append(r)
     return rows
@@ -385,7 +402,7 @@ def measure(binary, groups=(1, 2, 4, 16), *, traffic: bool = False) -> list[dict
 
 def format_table(results: list[dict], traffic: bool = False) -> str:
     """Markdown table of ``[{model, config, rows}]`` (rows of :func:`measure_row`)."""
-    head = ["model", "config", "G", "FPS", "vs G=1", "masked", "ragged", "mixed", "imbalance",
+    head = ["model", "config", "G", "FPS", "vs today", "masked", "ragged", "mixed", "imbalance",
             "barrier wait", "controllers", "control LUT saved (upper)"]
     if traffic:
         head += ["C reads B/cyc (req -> bcast)", "B reads B/cyc (req -> bcast)"]

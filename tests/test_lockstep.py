@@ -76,6 +76,12 @@ def test_two_cores_barrier_and_longest_share():
     assert bar.wait == n1 - n0                # core 0 waited at the barrier
     assert bar.imbalance == c0 - c1           # core 1 held past its own end
     assert bar.busy == 2 * c0
+    # a barrier of 2 cycles (the what-if of a registered AND of the ready signals)
+    tr = []
+    lockstep.replay(bn, 2, trace=tr, latency=2)
+    assert _computes(tr, "core0") == _computes(tr, "core1") == [(n1 + 2, n1 + 2 + c0)]
+    with pytest.raises(ValueError, match="latency"):
+        lockstep.replay(bn, 2, latency=-1)
     # G = 1: the same as sim.perf
     tr1, tr0 = [], []
     assert lockstep.replay(bn, 1, trace=tr1)[0].cycles == simulate(bn, trace=tr0).cycles
@@ -196,7 +202,7 @@ def test_replay_at_g1_equals_perf_and_groups_pair(model):
     rows = lockstep.measure(b, (1, 4, 16))
     assert [r["G"] for r in rows] == [1, 4, 16] and rows[0]["vs_today"] == 0
     for r in rows[1:]:
-        assert "error" not in r
+        assert "error" not in r and r["mixed"] == 0
         assert r["cycles"] >= base.cycles          # a barrier never makes a core earlier
     # every slot of the G = 16 replay starts and ends in the same cycle on all participants
     pr = lockstep.pair(b, 16)
