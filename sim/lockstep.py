@@ -145,8 +145,9 @@ _CONV = ("CIN", "WIN", "WOUT", "KERNEL", "STRIDE", "GROUPS", "PAD_L", "PAD_R", "
 #: do not count). DW_RSA's GROUPS is its channel count (a share size, like ``nco``).
 SHARED_REGS = {"CONV_MAT": _CONV, "CONV_RDF": _CONV,
                "DW_RSA": ("WIN", "WOUT", "KERNEL", "STRIDE", "PAD_L", "PAD_R") + _EPI,
-               **{op: ("DIM", "NTOK") + _EPI for op in ("POOL", "ATT_KSUM", "ATT_KV_MAT",
-                                                         "ATT_KV_RDF", "ATT_DIV", "ATT_OUT")}}
+               "POOL": ("NTOK",) + _EPI,
+               **{op: ("DIM", "NTOK") + _EPI for op in ("ATT_KSUM", "ATT_KV_MAT", "ATT_KV_RDF",
+                                                         "ATT_DIV", "ATT_OUT")}}
 #: the instruction fields that size a core's share (a masked remainder where they differ)
 COUNT_FIELDS = ("nco", "hin", "ho")
 
@@ -305,7 +306,8 @@ def broadcast(binary, pairing: Pairing, cycles: int) -> dict:
     """Reads of the global buffers B and C per cycle (over ``cycles``), as requested by every
     core (``requested``) and when each slot's participants that read the same address sequence
     (the key of :func:`sim.access.instruction_ports`: buffer, base, strides, loop bounds) share
-    one read (``after``): ``{"B": {...}, "C": {...}}`` with bytes and accesses per cycle."""
+    one read (``after``): ``{"B": {...}, "C": {...}}`` with bytes and accesses per cycle, and
+    the same per port (``ports``: x, w, p, xr ... of :func:`sim.access.instruction_ports`)."""
     from .access import instruction_ports
     cfg = binary.cfg
     queues = build_queues(binary)
@@ -317,14 +319,14 @@ def broadcast(binary, pairing: Pairing, cycles: int) -> dict:
                 regs[REG_NAMES[ins["reg"]]] = ins["value"]
             elif i in m:
                 per_slot[m[i]].append(instruction_ports(cfg, key[1], ins.op, regs, ins.f))
-    tot = {b: dict(req_bytes=0.0, req_acc=0, bc_bytes=0.0, bc_acc=0) for b in ("B", "C")}
+    tot = defaultdict(lambda: dict(req_bytes=0.0, req_acc=0, bc_bytes=0.0, bc_acc=0))
     for _slot, ports in per_slot.items():
         seen = {}
         for pl in ports:
             for p in pl:
-                if p.write or p.buf not in tot:
+                if p.write or p.buf not in ("B", "C"):
                     continue
-                d = tot[p.buf]
+                d = tot[(p.buf, p.port)]
                 d["req_bytes"] += p.accesses * p.used
                 d["req_acc"] += p.accesses
                 k = (p.port, p.buf, p.rows, p.elems) + p.key
@@ -337,12 +339,18 @@ def broadcast(binary, pairing: Pairing, cycles: int) -> dict:
                 seen[k] = p
                 d["bc_bytes"] += p.accesses * p.used
                 d["bc_acc"] += p.accesses
+
+    def rates(ds):
+        return dict(requested_bytes_per_cycle=round(sum(d["req_bytes"] for d in ds) / cycles, 1),
+                    requested_accesses_per_cycle=round(sum(d["req_acc"] for d in ds) / cycles,
+                                                       2),
+                    after_bytes_per_cycle=round(sum(d["bc_bytes"] for d in ds) / cycles, 1),
+                    after_accesses_per_cycle=round(sum(d["bc_acc"] for d in ds) / cycles, 2))
     out = {}
-    for b, d in tot.items():
-        out[b] = dict(requested_bytes_per_cycle=round(d["req_bytes"] / cycles, 1),
-                      requested_accesses_per_cycle=round(d["req_acc"] / cycles, 2),
-                      after_bytes_per_cycle=round(d["bc_bytes"] / cycles, 1),
-                      after_accesses_per_cycle=round(d["bc_acc"] / cycles, 2))
+    for buf in ("B", "C"):
+        out[buf] = rates([d for (b_, _p), d in tot.items() if b_ == buf])
+        out[buf]["ports"] = {port: rates([d]) for (b_, port), d in sorted(tot.items())
+                             if b_ == buf}
     return out
 
 
