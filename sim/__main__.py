@@ -345,7 +345,8 @@ def cmd_access(args):
 
 def cmd_lockstep(args):
     from . import lockstep, zoo
-    from .compile import CompileError, compile as compile_
+    from .access import compile_split
+    from .compile import CompileError
     try:
         groups = [int(g) for g in args.groups.split(",")]
     except ValueError:
@@ -365,12 +366,12 @@ def cmd_lockstep(args):
                 argparse.Namespace(model=model, seed=args.seed, program=None))
             prog.meta["name"] = model
             try:
-                b = compile_(prog, cfg)
+                b = compile_split(prog, cfg, args.split)
             except CompileError as e:
                 raise UserError(f"cannot compile {model}: {e}") from None
             rows = lockstep.measure(b, groups, traffic=args.traffic,
                                     latency=args.barrier_latency)
-            results.append(dict(model=model, config=spec, rows=rows))
+            results.append(dict(model=model, config=spec, split=args.split, rows=rows))
     if args.json:
         print(json.dumps(results))
     else:
@@ -554,6 +555,9 @@ def main(argv=None):
     p.add_argument("--groups", default="1,2,4,16",
                    help="cores per lock-step group, comma list, each dividing L (default "
                         "1,2,4,16; 1 = today, asserted equal to sim.perf)")
+    p.add_argument("--split", default="auto", choices=("auto", "rows", "channels", "lc2", "lc4"),
+                   help="what-if: force how tiles are split over the cores, as for access "
+                        "(sim.access.compile_split; default: the compiler's choice)")
     p.add_argument("--barrier-latency", type=int, default=0, metavar="CYCLES",
                    help="cycles a slot starts after its last participant is ready (default 0; "
                         "a what-if for a registered barrier)")

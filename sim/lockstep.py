@@ -138,16 +138,18 @@ def _merge(seqs, times, where):
 
 _EPI = ("ACT", "OBITS", "OSIGNED", "MIDBITS", "THREE", "NOEPI", "XSIGNED", "RSIGNED", "XBUF",
         "BLOCK")
-_CONV = ("CIN", "WIN", "WOUT", "KERNEL", "STRIDE", "GROUPS", "PAD_L", "PAD_R", "LINEAR") + _EPI
+_CONV = ("CIN", "WIN", "WOUT", "KERNEL", "STRIDE", "PAD_L", "PAD_R", "LINEAR") + _EPI
 #: per opcode, the layer registers it reads that the cores of a slot must agree on to run from
 #: one stream (what ``hw.core.unit`` / ``hw.core.attention`` decode; addresses and strides are
 #: per-core offsets, and registers an opcode does not read, e.g. DIM left over from an attention,
-#: do not count). DW_RSA's GROUPS is its channel count (a share size, like ``nco``).
+#: do not count). GROUPS is a share size, like ``nco``: DW_RSA's channel count, a grouped
+#: conv's groups in the share (the filters per group, ``nco // GROUPS``, are shared).
 SHARED_REGS = {"CONV_MAT": _CONV, "CONV_RDF": _CONV,
                "DW_RSA": ("WIN", "WOUT", "KERNEL", "STRIDE", "PAD_L", "PAD_R") + _EPI,
                "POOL": ("NTOK",) + _EPI,
                **{op: ("DIM", "NTOK") + _EPI for op in ("ATT_KSUM", "ATT_KV_MAT", "ATT_KV_RDF",
                                                          "ATT_DIV", "ATT_OUT")}}
+_CONV_OPS = ("CONV_MAT", "CONV_RDF")
 #: the instruction fields that size a core's share (a masked remainder where they differ)
 COUNT_FIELDS = ("nco", "hin", "ho")
 
@@ -183,6 +185,8 @@ def pair(binary, G: int, *, times: dict | None = None) -> Pairing:
     shared = {sm for sm, cores in waiters.items() if len(cores) > 1 and sm in dma}
     pr = Pairing(G)
     shape = {}
+    grouped = {i for i, n in enumerate(binary.prog.nodes)    # filters per group are shared
+               if n.op == "conv" and int(n.attrs.get("groups", 1)) > 1}
     for g in range(L // G):
         for unit in CORE_UNITS:
             seqs, pcs = [], []
@@ -206,10 +210,12 @@ def pair(binary, G: int, *, times: dict | None = None) -> Pairing:
                         seq.append(k + (seen[k],))
                         seen[k] += 1
                         pc.append(i)
+                        grp = max(1, regs.get("GROUPS", 1))
                         shape[(c, unit, i)] = (
-                            tuple(regs.get(r, 0) for r in SHARED_REGS[ins.op]),
-                            tuple(ins.f.get(f, 0) for f in COUNT_FIELDS)
-                            + ((regs.get("GROUPS", 0),) if ins.op == "DW_RSA" else ()))
+                            tuple(regs.get(r, 0) for r in SHARED_REGS[ins.op])
+                            + ((ins["nco"] // grp,) if ins.op in _CONV_OPS and tag in grouped
+                               else ()),
+                            tuple(ins.f.get(f, 0) for f in COUNT_FIELDS) + (grp,))
                 seqs.append(seq)
                 pcs.append(pc)
             ts = [[times[(f"core{c}", unit)][i] for i in pc]
