@@ -132,7 +132,7 @@ def _merge(seqs, times, where):
     if len(out) != len(indeg):
         left = sorted(k for k in indeg if k not in set(out))[:4]
         raise LockstepError(f"{where}: the cores run compute instructions in conflicting orders "
-                            f"(no common slot order; e.g. (layer, op, j) = {left})")
+                            f"(no common slot order; e.g. (layer, op, tile, j) = {left})")
     return out
 
 
