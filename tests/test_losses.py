@@ -77,7 +77,7 @@ def test_levels_telescope_on_zoo_models(model):
     cfg = AccelConfig.from_string("paper")
     prog = zoo.tiny(seed=0) if model == "tiny" else zoo.build(model, seed=0)
     b, rep, trace, rows = _losses(prog, cfg)
-    by_name = {l.name: l for l in rep.layers}
+    by_name = {lp.name: lp for lp in rep.layers}
     assert rows
     for r in rows.values():
         lv = [r["ideal"]] + [r[k] for k, _ in LOSS_COLUMNS[:-1]]

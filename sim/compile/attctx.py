@@ -40,7 +40,12 @@ from .common import CompileError
 from .fusion import _consumers
 from .schedule import B_SLOTS
 
-__all__ = ["ContextPlan", "plan_context_modules"]
+__all__ = ["ContextPlan", "plan_context_modules", "PIPE_AGGREGATION"]
+
+#: the default of :func:`plan_context_modules`' ``pipe``: the aggregation's DW writes its
+#: on-chip output in row pieces and the grouped PW reads each piece on the MAT engines while
+#: the R-MACs run the next one (docs/perf.md "Depthwise and attention utilisation")
+PIPE_AGGREGATION = True
 
 
 @dataclass
@@ -56,6 +61,7 @@ class ContextPlan:
     unfuse: set = field(default_factory=set)
     modules: dict = field(default_factory=dict)
     heads_per_group: dict = field(default_factory=dict)
+    pipe: set = field(default_factory=set)
 
 
 def _size(prog, t) -> int:
@@ -68,12 +74,13 @@ def _is_pw(n, kind=("pointwise",)) -> bool:
 
 
 def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict,
-                         chains: dict | None = None) -> ContextPlan:
+                         chains: dict | None = None, pipe: bool | None = None) -> ContextPlan:
     """The on-chip plan of every linear attention of ``prog`` for ``cfg``'s buffer sizes
     (``alias``: the concat aliases of :func:`sim.compile.layout.concat_aliases`; ``chains``:
     the fused chains of :func:`sim.compile.fusion.find_chains`, whose emitter reads its input
     from DRAM: a chain's first node never gets a resident input)."""
     plan = ContextPlan()
+    pipe = PIPE_AGGREGATION if pipe is None else pipe
     chains = chains or {}
     infused = {m.name for c in chains.values() for m in c}
     b_slot = cfg.buf_b_bytes // B_SLOTS
@@ -146,6 +153,8 @@ def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict,
         plan.keep.update({qkv.output: False, dw.output: False, gpw.output: False})
         plan.readers.update({qkv.output: 2, dw.output: 1, gpw.output: 1})
         plan.unfuse.update({dw.name, qkv.name})
+        if pipe:
+            plan.pipe.add(dw.output)
         plan.heads_per_group[att.name] = hpt
         plan.modules[att.name] = ["qkv", "aggregation DW output", "aggregation output"] + what
     return plan

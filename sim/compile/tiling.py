@@ -22,7 +22,8 @@ from .cost import conv_cycles, dw_cycles
 
 __all__ = ["TILES_TARGET", "FUSED_TILES", "FUSED_TILES_S1", "MIN_TILE_BYTES", "MAX_FIELD",
            "WEIGHT_GROUP_MAX", "c_slot_bytes",
-           "ranges", "core_grids", "best_dw_split", "plan_conv", "engine_split", "tile_rows",
+           "ranges", "core_grids", "best_dw_split", "pipe_pieces", "plan_conv", "engine_split",
+           "tile_rows",
            "fit_rows", "conv_chunk", "filter_gran", "dw_chunk", "chain_tile_regions",
            "fused_tile_rows", "attention_plan", "att_aux_half"]
 
@@ -76,6 +77,42 @@ def best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int, bl
         if best is None or t < best[0]:
             best = (t, cs, rs)
     return best[1], best[2]
+
+
+def pipe_pieces(cfg: AccelConfig, *, nch: int, ho: int, wo: int, k: int, cout: int,
+                cin_g: int, groups: int, max_pieces: int = 16):
+    """Row pieces ``[(r0, r1), ...]`` of a depthwise conv (``nch`` channels, ``ho`` x ``wo``
+    output, ``k`` x ``k``) whose output a 1x1 conv (``cout`` filters of ``cin_g`` inputs in
+    ``groups`` groups) reads piece by piece on the MAT engines while the R-MACs run the next
+    piece (the on-chip aggregation of :mod:`sim.compile.attctx`). The count of equal pieces
+    whose two-stage flow (R-MAC: each piece's slowest core plus its fixed cycles,
+    :func:`sim.timing.compute_timing`; then MAT: the piece's pixels over the L cores) ends
+    first; one piece (no pipelining: the 1x1 conv after the DW on both engines) unless a
+    pipelined flow is estimated faster."""
+    def dw_t(nr):
+        cs, rs = best_dw_split(cfg, nch=nch, nrows=nr, wo=wo, k=k)
+        return max(timing.compute_timing(cfg, "DW_RSA", dict(KERNEL=k, WOUT=wo, RES_ADDR=-1),
+                                         dict(nco=c1 - c0, ho=r1 - r0)).cycles
+                   for c0, c1 in cs for r0, r1 in rs)
+
+    def pw_t(nr, engines=1):
+        pre, post = timing.conv_pre_post(cfg, "MAT", nco=cout, groups=groups)
+        steps = conv_cycles(cfg, "MAT", K=cin_g, nco=cout, npix=nr * wo, groups=groups)
+        return pre + post + cdiv(steps, engines * cfg.L)
+    # without pipelining: the DW, then the 1x1 conv on both engines
+    best = (dw_t(ho) + pw_t(ho, 2), [(0, ho)])
+    for n in range(2, min(ho, max_pieces) + 1):
+        pieces = split(ho, n)
+        a = [dw_t(r1 - r0) for r0, r1 in pieces]
+        b = [pw_t(r1 - r0) for r0, r1 in pieces]
+        # flow shop of two machines in piece order: the last piece's MAT end
+        end_a = end_b = 0
+        for x, y in zip(a, b):
+            end_a += x
+            end_b = max(end_b, end_a) + y
+        if best is None or end_b < best[0]:
+            best = (end_b, pieces)
+    return best[1]
 
 
 def filter_gran(cfg: AccelConfig) -> int:
