@@ -263,16 +263,14 @@ def emit_conv(ctx: Context, n: Node, info):
             tnr = r1 - r0
             writers, seen, waited = [], set(), set()
             # a resident input written in row pieces (attctx.pipe: the aggregation's DW
-            # output) is read piece by piece on the MAT engines, each piece after its event,
-            # while the R-MACs still run the next piece; otherwise one plan after all of it
+            # output) is read piece by piece, each piece after its event, the early ones on
+            # the MAT engines while the R-MACs still run the next; otherwise one plan after
+            # all of it
             pieces = rin.get("rows") if (rin is not None and nr == Ho and len(chunks) == 1
                                           and k == 1 and W == 1 and not res
                                           and Bk == 1) else None
-            if pieces:
-                tasks = [(core, eng, co, (ra + pa, rb + pa), [(ev, cnt)])
-                         for pa, pb, ev, cnt in pieces
-                         for core, eng, co, (ra, rb) in tiling.plan_conv(
-                             cfg, nco, pb - pa, Wo, K, g, c.cout_g, only="MAT", k=k)]
+            if pieces:          # (the tasks of tiling.pipe_plan, planned by the producer)
+                tasks = [t + ([(ev, cnt)],) for ev, cnt, ts in pieces for t in ts]
             else:
                 tasks = [t + (xw,) for t in tiling.plan_conv(cfg, nco, tnr, Wo, K, g,
                                                              c.cout_g, k=k, block=Bk)]

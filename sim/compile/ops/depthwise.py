@@ -7,8 +7,9 @@ the units' ``BLOCK`` register).
 A resident output that the next layer reads piece by piece (``Residency.pipe``: the on-chip
 aggregation of :mod:`sim.compile.attctx`, planar) is written in row pieces
 (:func:`~sim.compile.tiling.pipe_pieces`), each split over the cores and followed by an event
-of its own, recorded as ``rows`` (pixel ranges) in the resident record: the grouped PW
-(:mod:`.conv`) runs each piece on the MAT engines while the R-MACs run the next one."""
+of its own, recorded as ``rows`` in the resident record with the reader's tasks for the piece
+(:func:`~sim.compile.tiling.pipe_plan`): the grouped PW (:mod:`.conv`) runs the early pieces
+on the MAT engines while the R-MACs run the next ones, the late ones on both."""
 
 from __future__ import annotations
 
@@ -164,9 +165,9 @@ def emit_depthwise(ctx: Context, n: Node, info):
                 obase, obuf = rout["base"], BUFS["B"]
             # row pieces: one, or (a resident output that the next layer reads piece by
             # piece, attctx.pipe) several, each with an event its reader waits for
-            pieces = [(0, tnr)]
+            pieces, ptasks = [(0, tnr)], None
             if pipe is not None and nr == Ho:
-                pieces = tiling.pipe_pieces(cfg, nch=nch, ho=tnr, wo=Wo, k=k, **pipe)
+                pieces, ptasks = tiling.pipe_pieces(cfg, nch=nch, ho=tnr, wo=Wo, k=k, **pipe)
             writers, seen, waited, rows_ev = [], set(), set(), []
             for p0, p1 in pieces:
                 # split over cores: channels x rows, best estimate
@@ -200,7 +201,7 @@ def emit_depthwise(ctx: Context, n: Node, info):
                     ev = em.sem()
                     for st, u in piece:
                         em.signal(st, u, ev)
-                    rows_ev.append((p0 * Wo, p1 * Wo, ev, len(piece)))
+                    rows_ev.append((ev, len(piece), ptasks[len(rows_ev)]))
                 writers += [w for w in piece if w not in writers]
             if rows_ev:
                 rout["rows"] = rows_ev
