@@ -14,7 +14,10 @@ of its own (:mod:`.residency`):
 * the qkv output (a slice of the concat) in slot X, read by the DW and by the attention's
   first head group;
 * the DW output (the aggregation is then two layers, not a fused chain) in slot Z, read by
-  the grouped PW;
+  the grouped PW; with ``pipe`` (:data:`PIPE_AGGREGATION`) the DW writes it in row pieces and
+  the grouped PW reads each piece as it is written (``ContextPlan.pipe``,
+  :func:`~sim.compile.tiling.pipe_pieces`), the early pieces on the MAT engines while the
+  R-MACs still run the DW;
 * the grouped PW output (the other slice of the concat) in slot Y, read by the attention's
   second head group (K from B as well: buffer A is filled only by the LD DMA);
 * the attention output in slot Z again (free once the grouped PW has read it), read by proj.
@@ -55,7 +58,8 @@ class ContextPlan:
     until the last); ``unfuse``: first nodes of fused chains to drop (the aggregation runs as
     DW and grouped PW with the intermediate in B); ``modules``: attention node -> what stays
     on chip (for the report); ``heads_per_group``: attention -> heads per group, chosen so that
-    no group straddles the concat's inputs."""
+    no group straddles the concat's inputs; ``pipe``: DW outputs written in row pieces for the
+    grouped PW (``Residency.pipe``)."""
     keep: dict = field(default_factory=dict)
     readers: dict = field(default_factory=dict)
     unfuse: set = field(default_factory=set)
