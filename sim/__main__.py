@@ -84,7 +84,13 @@ def cmd_perf(args):
                      layout=args.layout)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
-    rep = simulate(b)
+    trace = [] if args.losses else None
+    rep = simulate(b, trace=trace)
+    losses = None
+    if args.losses:
+        from .losses import layer_losses
+        kinds = tuple(k for k in args.losses.split(",") if k)
+        losses = [r for r in layer_losses(b, rep, trace) if r["kind"] in kinds]
     if args.frames > 1:
         from .stream import fence_counts, frame_hazards, has_fences, phase_fences
         hz = {} if args.no_frame_hazards else frame_hazards(b)
@@ -115,9 +121,15 @@ def cmd_perf(args):
                 rep.streaming["frame_fences"]["phase_fences"] = sum(
                     len(d) for d in pf.values())
     if args.json:
-        print(to_json(rep.to_dict() if args.layers else rep.summary()))
+        d = rep.to_dict() if args.layers else rep.summary()
+        if losses is not None:
+            d["losses"] = losses
+        print(to_json(d))
     else:
         print_perf(rep, layers=not args.no_layers)
+        if losses is not None:
+            from .losses import print_losses
+            print_losses(losses, kinds=kinds)
         if rep.streaming and "frame_fences" in rep.streaming:
             print("frame fences (sim.stream.fence_counts): " + ", ".join(
                 f"{k} {v}" for k, v in rep.streaming["frame_fences"].items()))
@@ -400,6 +412,10 @@ def main(argv=None):
     p.add_argument("--layers", action="store_true", help="with --json: include per-layer rows")
     p.add_argument("--no-layers", action="store_true", help="omit the per-layer table")
     p.add_argument("--no-fuse", action="store_true", help="disable inter-layer fusion")
+    p.add_argument("--losses", nargs="?", const="depthwise,grouped_pointwise,attention",
+                   metavar="KIND,KIND",
+                   help="also print each layer's cycles per cause (sim.losses) for these "
+                        "layer kinds (default depthwise,grouped_pointwise,attention)")
     p.add_argument("--no-attn-onchip", action="store_true",
                    help="the attention context modules' activations through DRAM (the schedule "
                         "before sim.compile.attctx; for an A/B see `python -m sim attctx`)")
