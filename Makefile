@@ -32,7 +32,7 @@ iverilog:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq iverilog >/dev/null; }
 
 test: setup  ## unit tests + RTL tests of the units on Icarus and Verilator
-	$(PY) -m pytest -n $(JOBS) -q
+	$(PY) -m pytest -n $(JOBS) -q --durations=30
 
 regress: setup  ## the long regressions (whole layers and networks in RTL) on both simulators
 	$(PY) -m pytest -n $(JOBS) -q -m 'regress or not regress'

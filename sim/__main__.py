@@ -11,6 +11,8 @@ bufsweep FPS over the global buffer sizes B, C, OUT within a byte budget -> tabl
 compile  IntProgram (.npz) -> Binary (.npz) for a config
 run      (alias funcsim) run a Binary on the functional simulator and compare with golden
 access   how the core units access the buffers: strides, widths, rates, sharing (sim.access)
+lockstep what-if: the cores in lock-step groups of G (one stream per group): FPS, barrier and
+         imbalance cost, control copies, B / C reads after broadcast (sim.lockstep)
 """
 
 from __future__ import annotations
@@ -82,7 +84,13 @@ def cmd_perf(args):
                      layout=args.layout)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
-    rep = simulate(b)
+    trace = [] if args.losses else None
+    rep = simulate(b, trace=trace)
+    losses = None
+    if args.losses:
+        from .losses import layer_losses
+        kinds = tuple(k for k in args.losses.split(",") if k)
+        losses = [r for r in layer_losses(b, rep, trace) if r["kind"] in kinds]
     if args.frames > 1:
         from .stream import fence_counts, frame_hazards, has_fences, phase_fences
         hz = {} if args.no_frame_hazards else frame_hazards(b)
@@ -113,9 +121,15 @@ def cmd_perf(args):
                 rep.streaming["frame_fences"]["phase_fences"] = sum(
                     len(d) for d in pf.values())
     if args.json:
-        print(to_json(rep.to_dict() if args.layers else rep.summary()))
+        d = rep.to_dict() if args.layers else rep.summary()
+        if losses is not None:
+            d["losses"] = losses
+        print(to_json(d))
     else:
         print_perf(rep, layers=not args.no_layers)
+        if losses is not None:
+            from .losses import print_losses
+            print_losses(losses, kinds=kinds)
         if rep.streaming and "frame_fences" in rep.streaming:
             print("frame fences (sim.stream.fence_counts): " + ", ".join(
                 f"{k} {v}" for k, v in rep.streaming["frame_fences"].items()))
@@ -341,6 +355,41 @@ def cmd_access(args):
     print(to_json(rep) if args.json else format_report(rep, local=args.local))
 
 
+def cmd_lockstep(args):
+    from . import lockstep, zoo
+    from .access import compile_split
+    from .compile import CompileError
+    try:
+        groups = [int(g) for g in args.groups.split(",")]
+    except ValueError:
+        raise UserError(f"--groups: a comma list of integers, got {args.groups!r}") from None
+    if args.barrier_latency < 0:
+        raise UserError(f"--barrier-latency must be >= 0, got {args.barrier_latency}")
+    results = []
+    for spec in args.config or ["paper"]:
+        cfg = _cfg(spec)
+        for g in groups:
+            try:
+                lockstep.control_savings(cfg.L, g)
+            except lockstep.LockstepError as e:
+                raise UserError(f"--groups: {e}") from None
+        for model in args.model.split(","):
+            prog = zoo.tiny(seed=args.seed) if model == "tiny" else _program(
+                argparse.Namespace(model=model, seed=args.seed, program=None))
+            prog.meta["name"] = model
+            try:
+                b = compile_split(prog, cfg, args.split)
+            except CompileError as e:
+                raise UserError(f"cannot compile {model}: {e}") from None
+            rows = lockstep.measure(b, groups, traffic=args.traffic,
+                                    latency=args.barrier_latency)
+            results.append(dict(model=model, config=spec, split=args.split, rows=rows))
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print(lockstep.format_table(results, traffic=args.traffic))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m sim", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -363,6 +412,10 @@ def main(argv=None):
     p.add_argument("--layers", action="store_true", help="with --json: include per-layer rows")
     p.add_argument("--no-layers", action="store_true", help="omit the per-layer table")
     p.add_argument("--no-fuse", action="store_true", help="disable inter-layer fusion")
+    p.add_argument("--losses", nargs="?", const="depthwise,grouped_pointwise,attention",
+                   metavar="KIND,KIND",
+                   help="also print each layer's cycles per cause (sim.losses) for these "
+                        "layer kinds (default depthwise,grouped_pointwise,attention)")
     p.add_argument("--no-attn-onchip", action="store_true",
                    help="the attention context modules' activations through DRAM (the schedule "
                         "before sim.compile.attctx; for an A/B see `python -m sim attctx`)")
@@ -509,6 +562,26 @@ def main(argv=None):
                         "the network input were channel-blocked [C/B][H][W][B] "
                         "(sim.access.relayout; the Binary itself is planar)")
     p.set_defaults(fn=cmd_access)
+
+    p = sub.add_parser("lockstep", help="what-if: cores in lock-step groups of G (sim.lockstep)")
+    p.add_argument("--model", default="b1-r224",
+                   help="zoo model(s), comma list (tiny too; default b1-r224)")
+    p.add_argument("--config", action="append",
+                   help="a config as for perf; repeat for several (default paper)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--groups", default="1,2,4,16",
+                   help="cores per lock-step group, comma list, each dividing L (default "
+                        "1,2,4,16; 1 = today, asserted equal to sim.perf)")
+    p.add_argument("--split", default="auto", choices=("auto", "rows", "channels", "lc2", "lc4"),
+                   help="what-if: force how tiles are split over the cores, as for access "
+                        "(sim.access.compile_split; default: the compiler's choice)")
+    p.add_argument("--barrier-latency", type=int, default=0, metavar="CYCLES",
+                   help="cycles a slot starts after its last participant is ready (default 0; "
+                        "a what-if for a registered barrier)")
+    p.add_argument("--traffic", action="store_true",
+                   help="also the B / C reads per cycle, requested and after broadcast")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(fn=cmd_lockstep)
 
     for name in ("run", "funcsim"):
         p = sub.add_parser(name, help="functional simulation of a Binary vs the golden model")

@@ -189,7 +189,7 @@ def _dma_bytes(f):
 def simulate(binary, *, trace: list | None = None,
              env: timing.SemaphoreTiming = timing.SYSTEM, frames: int = 1,
              hazards: dict | None = None, contexts: int = 1,
-             ld_priority: str = "oldest") -> PerfReport:
+             ld_priority: str = "oldest", lockstep=None) -> PerfReport:
     """Run the timed model of ``binary``; returns a :class:`PerfReport`. With ``trace`` (a
     list), every executed instruction is appended as (stream, unit, op, layer, start, end):
     ``start`` is the cycle the instruction is fetched (for a WAIT: consumed), ``end`` the cycle
@@ -215,8 +215,18 @@ def simulate(binary, *, trace: list | None = None,
     frames interleave, so this is where a switch is safe); frame f starts when frame
     f - contexts has completed. ``ld_priority="youngest"`` (with contexts): the LD unit issues
     from the youngest ready frame instead (the next frame's first loads ahead of the current
-    frame's weight stream; the other units stay oldest first)."""
+    frame's weight stream; the other units stay oldest first).
+
+    ``lockstep`` (a what-if, latency mode only): a :class:`sim.lockstep.Barrier` of this Binary.
+    A core unit's compute instruction then does not start when its unit is ready: the unit
+    *arrives* at the instruction's group slot, and the slot starts when every core of the group
+    that takes part in it has arrived and the group's previous slot on that unit kind has
+    ended; it lasts the longest of its participants' :func:`sim.timing.compute_timing` cycles
+    (the barrier's rules: :mod:`sim.lockstep`). Everything else is timed as without it."""
     cfg = binary.cfg
+    if lockstep is not None and frames != 1:
+        raise ValueError("lockstep is a latency-mode what-if: it needs frames = 1")
+    released = {}                    # lockstep: key -> (start, end) of its released slot
     if not isinstance(frames, int) or frames < 1:
         raise ValueError(f"frames must be a positive integer, got {frames!r}")
     if not isinstance(contexts, int) or contexts < 1:
@@ -516,12 +526,23 @@ def simulate(binary, *, trace: list | None = None,
         else:
             # a core unit drains each compute instruction before it fetches the next one
             ct = timing.compute_timing(cfg, op, regs[k], ins.f)
-            nxt = t + ct.cycles
+            held = ct.cycles
+            if lockstep is not None:
+                rel = released.pop(k, None)
+                if rel is None:         # arrived at the barrier: wait for the group's slot
+                    for kk, s0, s1 in lockstep.arrive(k, pc[k], t, ct.cycles):
+                        released[kk] = (s0, s1)
+                        heapq.heappush(heap, (s0, order[kk], kk))
+                    continue
+                start, nxt = rel        # popped again at the slot's start (t == start)
+                held = nxt - start
+            else:
+                nxt = t + held
             if fr == 0:
-                unit_busy[su] += ct.cycles
+                unit_busy[su] += held
                 spans.append((tag, t, nxt, {"MAT": cfg.S * cfg.T, "RMAC": cfg.N * cfg.M}.get(
                     unit, 0)))
-            note(tag, t, nxt, unit, stream, ct.cycles)
+            note(tag, t, nxt, unit, stream, held)
         if fetch is not None and not took:
             # the unit took the word (a HOST_LN leaves the FIFO when the CPU acknowledges it)
             fetch.take(qi, nxt if op == "HOST_LN" else start)

@@ -277,7 +277,8 @@ def run_sim(ctx, cmd):
         a = small_models(a)
         if "--frames" in a:
             a = setopt(a, "--frames", "2" if sub != "bufsweep" else "1")
-        if sub in ("perf", "table7", "access", "bufsweep", "sweep") and "--model" not in a \
+        if sub in ("perf", "table7", "access", "bufsweep", "sweep", "lockstep") \
+                and "--model" not in a \
                 and "--models" not in a:
             a += ["--models" if sub == "table7" else "--model", "b0-r64"]
         if sub == "attctx" and "--models" not in a:

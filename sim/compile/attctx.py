@@ -14,7 +14,10 @@ of its own (:mod:`.residency`):
 * the qkv output (a slice of the concat) in slot X, read by the DW and by the attention's
   first head group;
 * the DW output (the aggregation is then two layers, not a fused chain) in slot Z, read by
-  the grouped PW;
+  the grouped PW; with ``pipe`` (:data:`PIPE_AGGREGATION`) the DW writes it in row pieces and
+  the grouped PW reads each piece as it is written (``ContextPlan.pipe``,
+  :func:`~sim.compile.tiling.pipe_pieces`), the early pieces on the MAT engines while the
+  R-MACs still run the DW;
 * the grouped PW output (the other slice of the concat) in slot Y, read by the attention's
   second head group (K from B as well: buffer A is filled only by the LD DMA);
 * the attention output in slot Z again (free once the grouped PW has read it), read by proj.
@@ -40,7 +43,12 @@ from .common import CompileError
 from .fusion import _consumers
 from .schedule import B_SLOTS
 
-__all__ = ["ContextPlan", "plan_context_modules"]
+__all__ = ["ContextPlan", "plan_context_modules", "PIPE_AGGREGATION"]
+
+#: the default of :func:`plan_context_modules`' ``pipe``: the aggregation's DW writes its
+#: on-chip output in row pieces and the grouped PW reads each piece on the MAT engines while
+#: the R-MACs run the next one (docs/perf.md "Depthwise and attention utilisation")
+PIPE_AGGREGATION = True
 
 
 @dataclass
@@ -50,12 +58,14 @@ class ContextPlan:
     until the last); ``unfuse``: first nodes of fused chains to drop (the aggregation runs as
     DW and grouped PW with the intermediate in B); ``modules``: attention node -> what stays
     on chip (for the report); ``heads_per_group``: attention -> heads per group, chosen so that
-    no group straddles the concat's inputs."""
+    no group straddles the concat's inputs; ``pipe``: DW outputs written in row pieces for the
+    grouped PW (``Residency.pipe``)."""
     keep: dict = field(default_factory=dict)
     readers: dict = field(default_factory=dict)
     unfuse: set = field(default_factory=set)
     modules: dict = field(default_factory=dict)
     heads_per_group: dict = field(default_factory=dict)
+    pipe: set = field(default_factory=set)
 
 
 def _size(prog, t) -> int:
@@ -68,12 +78,13 @@ def _is_pw(n, kind=("pointwise",)) -> bool:
 
 
 def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict,
-                         chains: dict | None = None) -> ContextPlan:
+                         chains: dict | None = None, pipe: bool | None = None) -> ContextPlan:
     """The on-chip plan of every linear attention of ``prog`` for ``cfg``'s buffer sizes
     (``alias``: the concat aliases of :func:`sim.compile.layout.concat_aliases`; ``chains``:
     the fused chains of :func:`sim.compile.fusion.find_chains`, whose emitter reads its input
     from DRAM: a chain's first node never gets a resident input)."""
     plan = ContextPlan()
+    pipe = PIPE_AGGREGATION if pipe is None else pipe
     chains = chains or {}
     infused = {m.name for c in chains.values() for m in c}
     b_slot = cfg.buf_b_bytes // B_SLOTS
@@ -146,6 +157,8 @@ def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict,
         plan.keep.update({qkv.output: False, dw.output: False, gpw.output: False})
         plan.readers.update({qkv.output: 2, dw.output: 1, gpw.output: 1})
         plan.unfuse.update({dw.name, qkv.name})
+        if pipe:
+            plan.pipe.add(dw.output)
         plan.heads_per_group[att.name] = hpt
         plan.modules[att.name] = ["qkv", "aggregation DW output", "aggregation output"] + what
     return plan

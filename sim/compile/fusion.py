@@ -6,7 +6,7 @@ nothing and only needs the sizes of the C and B slots.
   the MAT): ``[PW1?, DW, PW2]`` with all weights in one C slot; the intermediates never leave
   the chip.
 * :func:`find_resident`: consecutive unfused PW -> DW / DW -> PW layers (the MBConvs whose
-  weights are too big to fuse) whose tensor fits a B slot.
+  weights are too big to fuse) whose tensor (with the consumer's residual) fits a B slot.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from ..intprogram import IntProgram
 from .common import ALIGN, PARAM_RECORD, align
 from .records import weight_bytes
 
-__all__ = ["find_chains", "find_resident", "chain_weight_bytes", "RESIDENT_MAX"]
-
-RESIDENT_MAX = 64 * 1024  #: largest tensor passed between two layers through a B slot
+__all__ = ["find_chains", "find_resident", "chain_weight_bytes"]
 
 
 def chain_weight_bytes(chain, cfg=None) -> int:
@@ -111,8 +109,10 @@ def find_resident(prog: IntProgram, alias: dict, chains: dict, b_slot: int) -> d
         t = p.tensors[a.output]
         rb = b.epilogue.residual
         need = int(np.prod(t.shape)) + (int(np.prod(p.tensors[rb].shape)) if rb else 0)
-        if (a.output in alias or int(np.prod(t.shape)) > RESIDENT_MAX or t.bits > 8
-                or need > b_slot):
+        # any tensor that fits a B slot (with the consumer's residual): the former 64 KB cap
+        # (the B slot of the first presets) sent B1's stage-3 PW -> stride-2 DW (100 KB)
+        # through DRAM (issue #16, docs/perf.md "Depthwise and attention utilisation")
+        if a.output in alias or t.bits > 8 or need > b_slot:
             continue
         keep[a.output] = cons.get(a.output) != [b.name] or a.output in p.outputs
     return keep

@@ -22,6 +22,9 @@ class Residency:
         self.keep = keep
         self.resident = {}
         self.readers = {}     # tensor -> layers reading it from B (default 1; sim.compile.attctx)
+        # resident outputs whose producer (a depthwise conv) writes them in row pieces, each
+        # with its own event, for a 1x1 conv that reads them piece by piece (attctx.pipe)
+        self.pipe = set()
 
     def take(self, name):
         """A consumer reads resident tensor ``name`` from its slot: its record, popped from

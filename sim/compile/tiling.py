@@ -22,7 +22,8 @@ from .cost import conv_cycles, dw_cycles
 
 __all__ = ["TILES_TARGET", "FUSED_TILES", "FUSED_TILES_S1", "MIN_TILE_BYTES", "MAX_FIELD",
            "WEIGHT_GROUP_MAX", "c_slot_bytes",
-           "ranges", "core_grids", "best_dw_split", "plan_conv", "engine_split", "tile_rows",
+           "ranges", "core_grids", "best_dw_split", "pipe_pieces", "pipe_plan", "plan_conv", "engine_split",
+           "tile_rows",
            "fit_rows", "conv_chunk", "filter_gran", "dw_chunk", "chain_tile_regions",
            "fused_tile_rows", "attention_plan", "att_aux_half"]
 
@@ -75,6 +76,59 @@ def best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int, bl
                 for c0, c1 in cs for r0, r1 in rs)
         if best is None or t < best[0]:
             best = (t, cs, rs)
+    return best[1], best[2]
+
+
+def pipe_plan(cfg: AccelConfig, pieces, dw_times, *, wo: int, cout: int, cin_g: int,
+              groups: int):
+    """The 1x1 conv (``cout`` filters of ``cin_g`` inputs in ``groups`` groups) that reads a
+    depthwise output written in row ``pieces`` (``wo`` pixels per row; the R-MACs take
+    ``dw_times[j]`` cycles for piece j): per piece its :func:`plan_conv` tasks (pixel ranges
+    of the whole output), split between the engines with the cycles each has queued when the
+    piece is ready (``bias``: the MAT's backlog of earlier pieces; the R-MAC's remaining DW
+    pieces, since its tasks queue behind them), and the estimated end of the last task."""
+    cout_g = cout // groups
+
+    def t_of(eng, ca, cb, ra, rb):
+        g = (cb - ca) // cout_g if groups > 1 else 1
+        pre, post = timing.conv_pre_post(cfg, eng, nco=cb - ca, groups=g)
+        return pre + post + conv_cycles(cfg, eng, K=cin_g, nco=cb - ca, npix=rb - ra,
+                                        groups=g)
+    total, ready, end = sum(dw_times), 0, {"MAT": 0, "RMAC": 0}
+    plan = []
+    for (r0, r1), t in zip(pieces, dw_times):
+        ready += t
+        bias = (max(0, end["MAT"] - ready), max(total, end["RMAC"]) - ready)
+        tasks = plan_conv(cfg, cout, (r1 - r0) * wo, 1, cin_g, groups, cout_g, bias=bias)
+        for eng, start in (("MAT", ready), ("RMAC", max(total, end["RMAC"]))):
+            ts = [t_of(eng, ca, cb, ra, rb) for _, e, (ca, cb), (ra, rb) in tasks if e == eng]
+            if ts:
+                end[eng] = max(end[eng], start) + max(ts)
+        plan.append([(c, e, co, (ra + r0 * wo, rb + r0 * wo)) for c, e, co, (ra, rb) in tasks])
+    return plan, max(total, *end.values())
+
+
+def pipe_pieces(cfg: AccelConfig, *, nch: int, ho: int, wo: int, k: int, cout: int,
+                cin_g: int, groups: int, max_pieces: int = 16):
+    """``(pieces, tasks)``: the row pieces ``[(r0, r1), ...]`` of a depthwise conv (``nch``
+    channels, ``ho`` x ``wo`` output, ``k`` x ``k``) whose output a 1x1 conv (``cout`` filters
+    of ``cin_g`` inputs in ``groups`` groups) reads piece by piece (the on-chip aggregation of
+    :mod:`sim.compile.attctx`), and that conv's tasks per piece (:func:`pipe_plan`). The count
+    of equal pieces whose estimated end (each piece's slowest core on the R-MAC plus its fixed
+    cycles, :func:`sim.timing.compute_timing`; the conv as :func:`pipe_plan` splits it) comes
+    first; one piece (no pipelining: the conv after the whole DW) on ties."""
+    def dw_t(nr):
+        cs, rs = best_dw_split(cfg, nch=nch, nrows=nr, wo=wo, k=k)
+        return max(timing.compute_timing(cfg, "DW_RSA", dict(KERNEL=k, WOUT=wo, RES_ADDR=-1),
+                                         dict(nco=c1 - c0, ho=r1 - r0)).cycles
+                   for c0, c1 in cs for r0, r1 in rs)
+    best = None
+    for n in range(1, min(ho, max_pieces) + 1):
+        pieces = split(ho, n)
+        plan, end = pipe_plan(cfg, pieces, [dw_t(r1 - r0) for r0, r1 in pieces], wo=wo,
+                              cout=cout, cin_g=cin_g, groups=groups)
+        if best is None or end < best[0]:
+            best = (end, pieces, plan)
     return best[1], best[2]
 
 

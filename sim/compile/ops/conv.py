@@ -261,16 +261,29 @@ def emit_conv(ctx: Context, n: Node, info):
             else:
                 obase, obuf = rout["base"] + c0 * Ho * Wo, BUFS["B"]
             tnr = r1 - r0
-            writers, seen = [], set()
-            for core, eng, (ca, cb), (ra, rb) in tiling.plan_conv(cfg, nco, tnr, Wo, K, g,
-                                                                  c.cout_g, k=k, block=Bk):
+            writers, seen, waited = [], set(), set()
+            # a resident input written in row pieces (attctx.pipe: the aggregation's DW
+            # output) is read piece by piece, each piece after its event, the early ones on
+            # the MAT engines while the R-MACs still run the next; otherwise one plan after
+            # all of it
+            pieces = rin.get("rows") if (rin is not None and nr == Ho and len(chunks) == 1
+                                          and k == 1 and W == 1 and not res
+                                          and Bk == 1) else None
+            if pieces:          # (the tasks of tiling.pipe_plan, planned by the producer)
+                tasks = [t + ([(ev, cnt)],) for ev, cnt, ts in pieces for t in ts]
+            else:
+                tasks = [t + (xw,) for t in tiling.plan_conv(cfg, nco, tnr, Wo, K, g,
+                                                             c.cout_g, k=k, block=Bk)]
+            for core, eng, (ca, cb), (ra, rb), tw in tasks:
                 st, unit = f"core{core}", eng
-                em.wait_all(st, unit, xw)
-                em.wait(st, unit, wsem, 1)
-                if rout is None:
-                    sched.wait_out_slot(st, unit, so, seen)
-                else:
-                    em.wait_all(st, unit, rout["busy"])
+                em.wait_all(st, unit, tw)
+                if (st, unit) not in waited:
+                    waited.add((st, unit))
+                    em.wait(st, unit, wsem, 1)
+                    if rout is None:
+                        sched.wait_out_slot(st, unit, so, seen)
+                    else:
+                        em.wait_all(st, unit, rout["busy"])
                 lo, hi = (r0 + ra) * s - pad, (r0 + rb - 1) * s - pad + k
                 aa, bb = max(lo, 0), min(hi, H)
                 # (blocked grouped: one GROUPS = 1 instruction per group, its input channels
@@ -291,7 +304,8 @@ def emit_conv(ctx: Context, n: Node, info):
                             p_addr=pbase + qa * PARAM_RECORD,
                             o_addr=obase + at(0, qa, ra * Wo, tnr * Wo) * ob, nco=qb - qa,
                             hin=bb - aa, ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=obuf)
-                writers.append((st, unit))
+                if (st, unit) not in writers:
+                    writers.append((st, unit))
             chunk_done.append(sched.finish_rows(
                 sync=sync, resid=resid, name=n.output, rout=rout, slot_b=sb, slot_o=so,
                 writers=writers, obase=obase,

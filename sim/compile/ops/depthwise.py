@@ -1,7 +1,15 @@
 """Emission of a depthwise conv (3x3 / 5x5, stride 1 / 2) on the R-MAC engines in
 self-accumulation mode: channel chunks x row tiles, each tile split over the cores by
-:func:`~sim.compile.tiling.best_dw_split`. Input and output may be resident in B slots. The same emission serves both activation
-layouts (``ctx.block``: planar, or channel-blocked with the units' ``BLOCK`` register)."""
+:func:`~sim.compile.tiling.best_dw_split`. Input and output may be resident in B slots. The
+same emission serves both activation layouts (``ctx.block``: planar, or channel-blocked with
+the units' ``BLOCK`` register).
+
+A resident output that the next layer reads piece by piece (``Residency.pipe``: the on-chip
+aggregation of :mod:`sim.compile.attctx`, planar) is written in row pieces
+(:func:`~sim.compile.tiling.pipe_pieces`), each split over the cores and followed by an event
+of its own, recorded as ``rows`` in the resident record with the reader's tasks for the piece
+(:func:`~sim.compile.tiling.pipe_plan`): the grouped PW (:mod:`.conv`) runs the early pieces
+on the MAT engines while the R-MACs run the next ones, the late ones on both."""
 
 from __future__ import annotations
 
@@ -113,6 +121,13 @@ def emit_depthwise(ctx: Context, n: Node, info):
             info["on_chip"] = True
         else:
             res_.keep.pop(n.output, None)
+    # the next layer reads the resident output piece by piece (attctx.pipe): its shape
+    pipe = None
+    if (rin is not None and rout is not None and n.output in res_.pipe and chunk == Cn
+            and not ctx.block and not res):
+        q = next(m for m in p.nodes if n.output in m.inputs)
+        cq, ciq = np.asarray(q.params["weight"]).shape[:2]
+        pipe = dict(cout=int(cq), cin_g=int(ciq), groups=int(q.attrs["groups"]))
     for c0, c1 in tiling.ranges(Cn, chunk):
         nch = c1 - c0
         sc, wsem, wbase, pbase = load_dw_chunk(ctx, waddr, paddr, c0, c1, chunk, k)
@@ -148,19 +163,28 @@ def emit_depthwise(ctx: Context, n: Node, info):
                 obase, obuf = OUT.base[so], BUFS["OUT"]
             else:
                 obase, obuf = rout["base"], BUFS["B"]
-            # split over cores: channels x rows, best estimate
-            dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=nch, nrows=tnr, wo=Wo, k=k, block=Bk)
-            writers, seen, core = [], set(), 0
-            for ca, cb in dw_cs:
-                for ra, rb in dw_rs:
+            # row pieces: one, or (a resident output that the next layer reads piece by
+            # piece, attctx.pipe) several, each with an event its reader waits for
+            pieces, ptasks = [(0, tnr)], None
+            if pipe is not None and nr == Ho:
+                pieces, ptasks = tiling.pipe_pieces(cfg, nch=nch, ho=tnr, wo=Wo, k=k, **pipe)
+            writers, seen, waited, rows_ev = [], set(), set(), []
+            for p0, p1 in pieces:
+                # split over cores: channels x rows, best estimate
+                dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=nch, nrows=p1 - p0, wo=Wo, k=k,
+                                                    block=Bk)
+                piece = []
+                for core, ((ca, cb), (ra, rb)) in enumerate(
+                        (c, (ra + p0, rb + p0)) for c in dw_cs for ra, rb in dw_rs):
                     st = f"core{core}"
-                    core += 1
-                    em.wait_all(st, "RMAC", xw)
-                    em.wait(st, "RMAC", wsem, 1)
-                    if rout is None:
-                        sched.wait_out_slot(st, "RMAC", so, seen)
-                    else:
-                        em.wait_all(st, "RMAC", rout["busy"])
+                    if st not in waited:
+                        waited.add(st)
+                        em.wait_all(st, "RMAC", xw)
+                        em.wait(st, "RMAC", wsem, 1)
+                        if rout is None:
+                            sched.wait_out_slot(st, "RMAC", so, seen)
+                        else:
+                            em.wait_all(st, "RMAC", rout["busy"])
                     lo, hi = (r0 + ra) * s - pad, (r0 + rb - 1) * s - pad + k
                     aa, bb = max(lo, 0), min(hi, H)
                     em.setr(st, "RMAC", **dict(regs, CIN=1, GROUPS=cb - ca,
@@ -172,7 +196,15 @@ def emit_depthwise(ctx: Context, n: Node, info):
                             w_addr=wbase + ca * k * k, p_addr=pbase + ca * PARAM_RECORD,
                             o_addr=at(obase, ca, ra * Wo, tnr * Wo), nco=cb - ca, hin=bb - aa,
                             ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=obuf)
-                    writers.append((st, "RMAC"))
+                    piece.append((st, "RMAC"))
+                if len(pieces) > 1:
+                    ev = em.sem()
+                    for st, u in piece:
+                        em.signal(st, u, ev)
+                    rows_ev.append((ev, len(piece), ptasks[len(rows_ev)]))
+                writers += [w for w in piece if w not in writers]
+            if rows_ev:
+                rout["rows"] = rows_ev
             chunk_done.append(sched.finish_rows(
                 sync=sync, resid=res_, name=n.output, rout=rout, slot_b=sb, slot_o=so,
                 writers=writers, obase=obase,
