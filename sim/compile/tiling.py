@@ -32,6 +32,8 @@ TILES_TARGET = 4        #: aim for at least this many row tiles per layer (inter
 FUSED_TILES = 4         #: row tiles per fused chain at least (fewer: less halo recompute)
 FUSED_TILES_S1 = 3      #: ... for stride-1 chains with a first PW (its halo rows are recomputed)
 MIN_TILE_BYTES = 16384  #: ... but no smaller tiles than this (bytes loaded + stored)
+#: cycles a row piece of :func:`pre_pipe_plan` must save (its SIGNALs and WAITs)
+PRE_PIPE_SYNC = 4
 MAX_FIELD = 4095        #: largest channel count / row count of one instruction (12-bit fields)
 #: the largest weight group in buffer C (a conv's chunk of filters with their records, a fused
 #: chain's weights, ...): C is cut in two slots of at most this, and the prefetch arena
@@ -158,7 +160,8 @@ def pre_pipe_plan(cfg: AccelConfig, pieces, dw_times, *, k: int, wo: int, nco: i
     core's R-MAC runs the conv's tasks before any DW task (in the unit's queue order), so the
     first ``m`` pieces run on both engines and the rest on the MATs alone while the R-MACs
     run the DW; ``m`` is chosen by the estimated end of the whole, the 1x1 conv after the DW
-    (``then``: its ``cout``, ``cin_g``, ``groups``) planned by :func:`pipe_plan`."""
+    (``then``: its ``cout``, ``cin_g``, ``groups``) planned by :func:`pipe_plan`. None when
+    that end is not ahead of the conv's in one piece by :data:`PRE_PIPE_SYNC` per piece."""
     def t_of(eng, ca, cb, ra, rb):
         pre, post = timing.conv_pre_post(cfg, eng, nco=cb - ca, groups=1)
         return pre + post + conv_cycles(cfg, eng, K=K, nco=cb - ca, npix=rb - ra, groups=1)
@@ -187,6 +190,18 @@ def pre_pipe_plan(cfg: AccelConfig, pieces, dw_times, *, k: int, wo: int, nco: i
                            **then)
         if best is None or fin < best[0]:
             best = (fin, plan, ends, end["MAT"])
+    # against the conv in one piece before the whole DW: pieces only when they come out ahead
+    # by more than their synchronisation (a SIGNAL per writer, a WAIT per reader and piece)
+    ho = pieces[-1][1]
+    tasks = plan_conv(cfg, nco, ho * wo, 1, K, 1, nco)
+    end = {e: max([t_of(e, ca, cb, ra, rb) for _, x, (ca, cb), (ra, rb) in tasks if x == e],
+                  default=0) for e in ("MAT", "RMAC")}
+    start = max(end.values())
+    _, base = pipe_plan(cfg, pieces, dw_times, wo=wo, mat_free=end["MAT"],
+                        ends=[start + sum(dw_times[:j + 1]) for j in range(len(dw_times))],
+                        **then)
+    if best[0] + PRE_PIPE_SYNC * len(pieces) >= base:
+        return None
     return best[1], best[2], best[3]
 
 

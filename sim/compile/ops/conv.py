@@ -193,8 +193,11 @@ def _qkv_pieces(ctx: Context, n: Node, c):
     if len(pieces) < 2:
         return None
     times = tiling.dw_piece_times(cfg, pieces, nch=nch, wo=wo, k=dk)
-    tasks, ends, mat_free = tiling.pre_pipe_plan(cfg, pieces, times, k=dk, wo=wo,
-                                                 nco=c.cout, K=c.cin_g, then=then)
+    plan = tiling.pre_pipe_plan(cfg, pieces, times, k=dk, wo=wo, nco=c.cout, K=c.cin_g,
+                                then=then)
+    if plan is None:
+        return None
+    tasks, ends, mat_free = plan
     return dict(pieces=pieces, tasks=tasks, ends=ends, mat_free=mat_free)
 
 
