@@ -346,3 +346,25 @@ def test_qkv_pieces_cover_every_row_once_with_the_halo():
                 assert r0 * wo <= pa < pb <= r1 * wo
                 cover[ca:cb, pa:pb] += 1
         assert (cover == 1).all()
+
+
+def test_tiny_network_with_the_qkv_in_row_pieces_like_golden(monkeypatch):
+    """The whole tiny network at resolution 128 on ``small`` (its stage-2 context module at
+    8x8 tokens: the qkv in row pieces; at 64 the maps are too small for pieces): funcsim ==
+    golden in both unit orders with the pipeline on, and on / off differ only there."""
+    from sim.compile import attctx
+    prog = zoo.tiny(seed=1, resolution=128)
+    x = golden.quantize_input(zoo.random_image(128, seed=2), prog.tensors[prog.inputs[0]])
+    y = prog.outputs[0]
+    ref = golden.run(prog, x)[y]
+    qkv = [i for i, n in enumerate(prog.nodes) if n.name.endswith("context_module.main.qkv")]
+    signals = {}
+    for on in (False, True):
+        monkeypatch.setattr(attctx, "PIPE_QKV", on)
+        b = compile_(prog, SMALL)
+        if on:
+            for order in ("ld_first", "ld_last"):
+                np.testing.assert_array_equal(run(b, x, order=order)[y], ref)
+        signals[on] = [sum(1 for s, ins in b.streams.items() for i, t in zip(ins, b.tags[s])
+                           if t == li and i.op == "SIGNAL") for li in qkv]
+    assert any(a > b for a, b in zip(signals[True], signals[False]))
