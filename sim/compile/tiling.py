@@ -22,8 +22,8 @@ from .cost import conv_cycles, dw_cycles
 
 __all__ = ["TILES_TARGET", "FUSED_TILES", "FUSED_TILES_S1", "MIN_TILE_BYTES", "MAX_FIELD",
            "WEIGHT_GROUP_MAX", "c_slot_bytes",
-           "ranges", "core_grids", "best_dw_split", "pipe_pieces", "pipe_plan", "pre_pipe_plan", "pre_pipe_needs",
-           "dw_piece_times", "plan_conv", "engine_split",
+           "PRE_PIPE_SYNC", "ranges", "core_grids", "best_dw_split", "pipe_pieces", "pipe_plan",
+           "pre_pipe_plan", "pre_pipe_needs", "dw_piece_times", "plan_conv", "engine_split",
            "tile_rows",
            "fit_rows", "conv_chunk", "filter_gran", "dw_chunk", "chain_tile_regions",
            "fused_tile_rows", "attention_plan", "att_aux_half"]
