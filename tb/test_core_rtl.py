@@ -105,8 +105,9 @@ def test_core_rtl_attention(simulator):
 def test_core_rtl_context_module(simulator):
     """The LiteMLA context module with its activations in buffer B (sim.compile.attctx): qkv,
     the aggregation's DW output, the aggregated qkv and the attention output never leave the
-    chip; output bit-exact with sim.golden, cycles equal to sim.perf's."""
-    _run(("litemla_ctx",), simulator)
+    chip; output bit-exact with sim.golden, cycles equal to sim.perf's. ``litemla_ctx_pipe``
+    (8x8 tokens): the qkv written in the aggregation DW's row pieces (attctx.PIPE_QKV)."""
+    _run(("litemla_ctx", "litemla_ctx_pipe"), simulator)
 
 
 def test_core_rtl_prefetch(simulator):

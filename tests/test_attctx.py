@@ -275,3 +275,96 @@ def test_pipe_pieces_cover_the_rows_in_order():
     # against the MAT's ~600: pipelined in several pieces
     assert len(pipe_pieces(cfg, nch=384, ho=14, wo=14, k=5, cout=384, cin_g=16,
                            groups=24)[0]) > 1
+
+
+# -- the qkv pointwise in row pieces ahead of the aggregation DW (attctx.PIPE_QKV) -----------
+
+@pytest.mark.parametrize("cfg,qkv,dim", [("small", 48, 8), ("zcu102", 384, 16)])
+def test_qkv_runs_in_row_pieces_like_golden(cfg, qkv, dim, monkeypatch):
+    """The qkv pointwise writes its on-chip output in the aggregation DW's row pieces (a
+    SIGNAL per piece), its last pieces on the MAT engines alone while the R-MACs start the DW:
+    funcsim == golden in both unit orders (ld_last: a missing WAIT shows) with it on and off,
+    and fewer cycles in sim.perf with it on."""
+    from sim.compile import attctx
+    from sim.perf import simulate
+    prog, x = context_module(qkv=qkv, gpw=qkv, dim=dim, hw=(14, 14), residual=False)
+    c = AccelConfig.from_string(cfg)
+    ref = golden.run(prog, x)["proj"]
+    bins = {}
+    for on in (False, True):
+        monkeypatch.setattr(attctx, "PIPE_QKV", on)
+        b = bins[on] = compile_(prog, c)
+        for order in ("ld_first", "ld_last"):
+            np.testing.assert_array_equal(run(b, x, order=order)["proj"], ref)
+    li = [n.name for n in prog.nodes].index("qkv")
+
+    def qkv_ops(b, op):
+        return [(s, i) for s, ins in b.streams.items() for i, t in zip(ins, b.tags[s])
+                if t == li and i.op == op]
+    assert len(qkv_ops(bins[True], "SIGNAL")) > len(qkv_ops(bins[False], "SIGNAL"))
+    # the R-MACs' last qkv rows end before the MATs': the late pieces run on the MATs alone
+    # (planar output in the B slot: channel * 196 + pixel from the slot's base; pixels as rows)
+    convs = qkv_ops(bins[True], "CONV_MAT") + qkv_ops(bins[True], "CONV_RDF")
+    base = min(i["o_addr"] for _, i in convs)
+    last = {}
+    for s, i in convs:
+        last.setdefault(i.op, []).append((i["o_addr"] - base) % 196 + i["ho"])
+    assert max(last["CONV_MAT"]) == 196 > max(last.get("CONV_RDF", [0]))
+    assert simulate(bins[True]).cycles < simulate(bins[False]).cycles
+
+
+def test_qkv_pieces_cover_every_row_once_with_the_halo():
+    """tiling.pre_pipe_plan / pre_pipe_needs against the spec: the pieces partition the rows,
+    each piece's tasks write its pixels x all qkv channels exactly once, and DW piece j waits
+    for exactly the qkv pieces that meet its rows widened by k//2 (clipped to the map)."""
+    from sim.compile.common import split
+    from sim.compile.tiling import dw_piece_times, pre_pipe_needs, pre_pipe_plan
+    for ho in range(1, 16):
+        for n in range(1, ho + 1):
+            for k in (3, 5):
+                ps = split(ho, n)
+                assert [r for a, b in ps for r in range(a, b)] == list(range(ho))
+                for (r0, r1), need in zip(ps, pre_pipe_needs(ps, k)):
+                    lo, hi = max(0, r0 - k // 2), min(ho, r1 + k // 2)
+                    rows = sorted(r for i in need for r in range(*ps[i]))
+                    assert set(range(lo, hi)) <= set(rows)
+                    # no piece outside the window
+                    assert all(ps[i][0] < hi and ps[i][1] > lo for i in need)
+    cfg = AccelConfig.from_string("zcu102")
+    for ho, wo, nco, K in ((14, 14, 384, 128), (8, 8, 48, 16)):
+        ps = split(ho, 4)
+        plan = pre_pipe_plan(cfg, ps, dw_piece_times(cfg, ps, nch=nco, wo=wo, k=5), k=5,
+                             wo=wo, nco=nco, K=K, then=dict(cout=nco, cin_g=16,
+                                                            groups=nco // 16))
+        if plan is None:
+            continue
+        tasks, ends, _ = plan
+        assert all(a < b for a, b in zip(ends, ends[1:]))
+        cover = np.zeros((nco, ho * wo), dtype=int)
+        for (r0, r1), ts in zip(ps, tasks):
+            for _, _, (ca, cb), (pa, pb) in ts:
+                assert r0 * wo <= pa < pb <= r1 * wo
+                cover[ca:cb, pa:pb] += 1
+        assert (cover == 1).all()
+
+
+def test_tiny_network_with_the_qkv_in_row_pieces_like_golden(monkeypatch):
+    """The whole tiny network at resolution 128 on ``small`` (its stage-2 context module at
+    8x8 tokens: the qkv in row pieces; at 64 the maps are too small for pieces): funcsim ==
+    golden in both unit orders with the pipeline on, and on / off differ only there."""
+    from sim.compile import attctx
+    prog = zoo.tiny(seed=1, resolution=128)
+    x = golden.quantize_input(zoo.random_image(128, seed=2), prog.tensors[prog.inputs[0]])
+    y = prog.outputs[0]
+    ref = golden.run(prog, x)[y]
+    qkv = [i for i, n in enumerate(prog.nodes) if n.name.endswith("context_module.main.qkv")]
+    signals = {}
+    for on in (False, True):
+        monkeypatch.setattr(attctx, "PIPE_QKV", on)
+        b = compile_(prog, SMALL)
+        if on:
+            for order in ("ld_first", "ld_last"):
+                np.testing.assert_array_equal(run(b, x, order=order)[y], ref)
+        signals[on] = [sum(1 for s, ins in b.streams.items() for i, t in zip(ins, b.tags[s])
+                           if t == li and i.op == "SIGNAL") for li in qkv]
+    assert any(a > b for a, b in zip(signals[True], signals[False]))

@@ -560,15 +560,17 @@ def test_core_stall_random_ready(name):
     assert cycles > perf.simulate(binary, env=timing.PYTHON_HARNESS).cycles
 
 
-def test_core_context_module_on_chip():
+@pytest.mark.parametrize("case", ["litemla_ctx", "litemla_ctx_pipe"])
+def test_core_context_module_on_chip(case):
     """The LiteMLA context module of sim.zoo.tiny (qkv PW, DW 5x5 + grouped PW aggregation,
     concat, attention on 4 heads, proj + residual) with its activations kept in buffer B
     (sim.compile.attctx): the only LOADs into B are the module's input (for qkv, and as proj's
     residual), the attention reads Q, K and V from B and writes its output there, the one
     STORE is proj's output. Bit-exact with sim.golden and sim.funcsim; every instruction fetched
-    in the cycle sim.perf says."""
+    in the cycle sim.perf says. ``litemla_ctx_pipe`` (8x8 tokens): the qkv is written in the
+    aggregation DW's row pieces, each followed by a SIGNAL that the DW's R-MAC waits for."""
     from sim.isa import BUFS
-    prog, cfg, x = make_case("litemla_ctx")
+    prog, cfg, x = make_case(case)
     binary = sc.compile(prog, cfg)
     g = binary.streams["global"]
     xaddr = binary.symbols[f"tensor:{prog.inputs[0]}"]["addr"]
@@ -578,10 +580,14 @@ def test_core_context_module_on_chip():
     att = [i for i in binary.streams["core0"] if i.op.startswith("ATT_")]
     assert {i["obuf"] for i in att if i.op == "ATT_OUT"} == {BUFS["B"]}
     assert not [i for i in g if i.op == "LOAD" and i["buf"] == BUFS["A"]]
+    # the qkv (the first node) signals once per row piece and once at its end
+    qkv_signals = [i for i, t in zip(binary.streams["core0"], binary.tags["core0"])
+                   if t == 0 and i.op == "SIGNAL"]
+    assert (len(qkv_signals) > 2) == (case == "litemla_ctx_pipe")
     env = CoreEnv(binary, x)
     cycles = simulate_amaranth(Core.from_config(cfg), env, max_cycles=100000)
     y = prog.outputs[0]
     out = env.outputs()[y]
     np.testing.assert_array_equal(out, golden.run(prog, x)[y])
     np.testing.assert_array_equal(out, funcsim.run(binary, x)[y])
-    check_cycles("litemla_ctx", binary, env, cycles)
+    check_cycles(case, binary, env, cycles)

@@ -43,12 +43,19 @@ from .common import CompileError
 from .fusion import _consumers
 from .schedule import B_SLOTS
 
-__all__ = ["ContextPlan", "plan_context_modules", "PIPE_AGGREGATION"]
+__all__ = ["ContextPlan", "plan_context_modules", "PIPE_AGGREGATION", "PIPE_QKV"]
 
 #: the default of :func:`plan_context_modules`' ``pipe``: the aggregation's DW writes its
 #: on-chip output in row pieces and the grouped PW reads each piece on the MAT engines while
 #: the R-MACs run the next one (docs/perf.md "Depthwise and attention utilisation")
 PIPE_AGGREGATION = True
+
+#: the default of :func:`plan_context_modules`' ``pipe_qkv`` (only with ``pipe``): the qkv
+#: pointwise writes its on-chip output in the aggregation DW's row pieces and the DW starts
+#: each piece once the qkv rows under it and its ``k//2`` halo rows are written
+#: (:func:`~sim.compile.tiling.pre_pipe_plan`; docs/perf.md "Depthwise and attention
+#: utilisation")
+PIPE_QKV = True
 
 
 @dataclass
@@ -59,13 +66,15 @@ class ContextPlan:
     DW and grouped PW with the intermediate in B); ``modules``: attention node -> what stays
     on chip (for the report); ``heads_per_group``: attention -> heads per group, chosen so that
     no group straddles the concat's inputs; ``pipe``: DW outputs written in row pieces for the
-    grouped PW (``Residency.pipe``)."""
+    grouped PW (``Residency.pipe``); ``pipe_qkv``: qkv outputs written in the DW's row pieces
+    (``Residency.pipe_in``)."""
     keep: dict = field(default_factory=dict)
     readers: dict = field(default_factory=dict)
     unfuse: set = field(default_factory=set)
     modules: dict = field(default_factory=dict)
     heads_per_group: dict = field(default_factory=dict)
     pipe: set = field(default_factory=set)
+    pipe_qkv: set = field(default_factory=set)
 
 
 def _size(prog, t) -> int:
@@ -78,13 +87,15 @@ def _is_pw(n, kind=("pointwise",)) -> bool:
 
 
 def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict,
-                         chains: dict | None = None, pipe: bool | None = None) -> ContextPlan:
+                         chains: dict | None = None, pipe: bool | None = None,
+                         pipe_qkv: bool | None = None) -> ContextPlan:
     """The on-chip plan of every linear attention of ``prog`` for ``cfg``'s buffer sizes
     (``alias``: the concat aliases of :func:`sim.compile.layout.concat_aliases`; ``chains``:
     the fused chains of :func:`sim.compile.fusion.find_chains`, whose emitter reads its input
     from DRAM: a chain's first node never gets a resident input)."""
     plan = ContextPlan()
     pipe = PIPE_AGGREGATION if pipe is None else pipe
+    pipe_qkv = PIPE_QKV if pipe_qkv is None else pipe_qkv
     chains = chains or {}
     infused = {m.name for c in chains.values() for m in c}
     b_slot = cfg.buf_b_bytes // B_SLOTS
@@ -159,6 +170,8 @@ def plan_context_modules(prog: IntProgram, cfg: AccelConfig, alias: dict,
         plan.unfuse.update({dw.name, qkv.name})
         if pipe:
             plan.pipe.add(dw.output)
+            if pipe_qkv:
+                plan.pipe_qkv.add(qkv.output)
         plan.heads_per_group[att.name] = hpt
         plan.modules[att.name] = ["qkv", "aggregation DW output", "aggregation output"] + what
     return plan

@@ -349,6 +349,7 @@ def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None, block=0) -> Co
         ctx.res.readers.update(att.readers)
         ctx.attn_hpt.update(att.heads_per_group)
         ctx.res.pipe |= att.pipe
+        ctx.res.pipe_in |= att.pipe_qkv
     plan = _stream_plan(ctx, chains, att, stream) if stream is not None else None
     emit_program(ctx, chains, plan)
     return ctx

@@ -25,6 +25,9 @@ class Residency:
         # resident outputs whose producer (a depthwise conv) writes them in row pieces, each
         # with its own event, for a 1x1 conv that reads them piece by piece (attctx.pipe)
         self.pipe = set()
+        # resident outputs of a pointwise conv written in the row pieces of the depthwise
+        # conv that reads them (attctx.pipe_qkv: ``qrows`` in the record)
+        self.pipe_in = set()
 
     def take(self, name):
         """A consumer reads resident tensor ``name`` from its slot: its record, popped from

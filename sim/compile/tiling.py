@@ -22,7 +22,8 @@ from .cost import conv_cycles, dw_cycles
 
 __all__ = ["TILES_TARGET", "FUSED_TILES", "FUSED_TILES_S1", "MIN_TILE_BYTES", "MAX_FIELD",
            "WEIGHT_GROUP_MAX", "c_slot_bytes",
-           "ranges", "core_grids", "best_dw_split", "pipe_pieces", "pipe_plan", "plan_conv", "engine_split",
+           "PRE_PIPE_SYNC", "ranges", "core_grids", "best_dw_split", "pipe_pieces", "pipe_plan",
+           "pre_pipe_plan", "pre_pipe_needs", "dw_piece_times", "plan_conv", "engine_split",
            "tile_rows",
            "fit_rows", "conv_chunk", "filter_gran", "dw_chunk", "chain_tile_regions",
            "fused_tile_rows", "attention_plan", "att_aux_half"]
@@ -31,6 +32,8 @@ TILES_TARGET = 4        #: aim for at least this many row tiles per layer (inter
 FUSED_TILES = 4         #: row tiles per fused chain at least (fewer: less halo recompute)
 FUSED_TILES_S1 = 3      #: ... for stride-1 chains with a first PW (its halo rows are recomputed)
 MIN_TILE_BYTES = 16384  #: ... but no smaller tiles than this (bytes loaded + stored)
+#: cycles a row piece of :func:`pre_pipe_plan` must save (its SIGNALs and WAITs)
+PRE_PIPE_SYNC = 4
 MAX_FIELD = 4095        #: largest channel count / row count of one instruction (12-bit fields)
 #: the largest weight group in buffer C (a conv's chunk of filters with their records, a fused
 #: chain's weights, ...): C is cut in two slots of at most this, and the prefetch arena
@@ -80,13 +83,16 @@ def best_dw_split(cfg: AccelConfig, *, nch: int, nrows: int, wo: int, k: int, bl
 
 
 def pipe_plan(cfg: AccelConfig, pieces, dw_times, *, wo: int, cout: int, cin_g: int,
-              groups: int):
+              groups: int, ends=None, mat_free: int = 0):
     """The 1x1 conv (``cout`` filters of ``cin_g`` inputs in ``groups`` groups) that reads a
     depthwise output written in row ``pieces`` (``wo`` pixels per row; the R-MACs take
     ``dw_times[j]`` cycles for piece j): per piece its :func:`plan_conv` tasks (pixel ranges
     of the whole output), split between the engines with the cycles each has queued when the
     piece is ready (``bias``: the MAT's backlog of earlier pieces; the R-MAC's remaining DW
-    pieces, since its tasks queue behind them), and the estimated end of the last task."""
+    pieces, since its tasks queue behind them), and the estimated end of the last task.
+    ``ends``: when each DW piece ends (default: back to back from 0, the sums of
+    ``dw_times``); ``mat_free``: when the MATs are free (the producer's work queued before,
+    :func:`pre_pipe_plan`)."""
     cout_g = cout // groups
 
     def t_of(eng, ca, cb, ra, rb):
@@ -94,10 +100,11 @@ def pipe_plan(cfg: AccelConfig, pieces, dw_times, *, wo: int, cout: int, cin_g: 
         pre, post = timing.conv_pre_post(cfg, eng, nco=cb - ca, groups=g)
         return pre + post + conv_cycles(cfg, eng, K=cin_g, nco=cb - ca, npix=rb - ra,
                                         groups=g)
-    total, ready, end = sum(dw_times), 0, {"MAT": 0, "RMAC": 0}
+    if ends is None:
+        ends = [sum(dw_times[:j + 1]) for j in range(len(dw_times))]
+    total, end = ends[-1], {"MAT": mat_free, "RMAC": 0}
     plan = []
-    for (r0, r1), t in zip(pieces, dw_times):
-        ready += t
+    for (r0, r1), ready in zip(pieces, ends):
         bias = (max(0, end["MAT"] - ready), max(total, end["RMAC"]) - ready)
         tasks = plan_conv(cfg, cout, (r1 - r0) * wo, 1, cin_g, groups, cout_g, bias=bias)
         for eng, start in (("MAT", ready), ("RMAC", max(total, end["RMAC"]))):
@@ -106,6 +113,18 @@ def pipe_plan(cfg: AccelConfig, pieces, dw_times, *, wo: int, cout: int, cin_g: 
                 end[eng] = max(end[eng], start) + max(ts)
         plan.append([(c, e, co, (ra + r0 * wo, rb + r0 * wo)) for c, e, co, (ra, rb) in tasks])
     return plan, max(total, *end.values())
+
+
+def dw_piece_times(cfg: AccelConfig, pieces, *, nch: int, wo: int, k: int):
+    """The R-MAC cycles of each row piece of a depthwise conv (``nch`` channels, rows of
+    ``wo`` pixels): its slowest core (:func:`best_dw_split`) with its fixed cycles
+    (:func:`sim.timing.compute_timing`)."""
+    def dw_t(nr):
+        cs, rs = best_dw_split(cfg, nch=nch, nrows=nr, wo=wo, k=k)
+        return max(timing.compute_timing(cfg, "DW_RSA", dict(KERNEL=k, WOUT=wo, RES_ADDR=-1),
+                                         dict(nco=c1 - c0, ho=r1 - r0)).cycles
+                   for c0, c1 in cs for r0, r1 in rs)
+    return [dw_t(r1 - r0) for r0, r1 in pieces]
 
 
 def pipe_pieces(cfg: AccelConfig, *, nch: int, ho: int, wo: int, k: int, cout: int,
@@ -117,19 +136,82 @@ def pipe_pieces(cfg: AccelConfig, *, nch: int, ho: int, wo: int, k: int, cout: i
     of equal pieces whose estimated end (each piece's slowest core on the R-MAC plus its fixed
     cycles, :func:`sim.timing.compute_timing`; the conv as :func:`pipe_plan` splits it) comes
     first; one piece (no pipelining: the conv after the whole DW) on ties."""
-    def dw_t(nr):
-        cs, rs = best_dw_split(cfg, nch=nch, nrows=nr, wo=wo, k=k)
-        return max(timing.compute_timing(cfg, "DW_RSA", dict(KERNEL=k, WOUT=wo, RES_ADDR=-1),
-                                         dict(nco=c1 - c0, ho=r1 - r0)).cycles
-                   for c0, c1 in cs for r0, r1 in rs)
     best = None
     for n in range(1, min(ho, max_pieces) + 1):
         pieces = split(ho, n)
-        plan, end = pipe_plan(cfg, pieces, [dw_t(r1 - r0) for r0, r1 in pieces], wo=wo,
+        plan, end = pipe_plan(cfg, pieces, dw_piece_times(cfg, pieces, nch=nch, wo=wo, k=k),
+                              wo=wo,
                               cout=cout, cin_g=cin_g, groups=groups)
         if best is None or end < best[0]:
             best = (end, pieces, plan)
     return best[1], best[2]
+
+
+def pre_pipe_plan(cfg: AccelConfig, pieces, dw_times, *, k: int, wo: int, nco: int,
+                  K: int, then: dict):
+    """The 1x1 conv (``nco`` filters of ``K`` inputs, dense) whose output a stride-1
+    depthwise conv (``k`` x ``k``, rows of ``wo`` pixels, written in row ``pieces`` taking
+    ``dw_times`` cycles on the R-MACs) reads piece by piece, itself written in the same row
+    pieces (the qkv pointwise ahead of the on-chip aggregation, :mod:`sim.compile.attctx`):
+    ``(plan, ends, mat_free)``, per piece its :func:`plan_conv` tasks (pixel ranges of the
+    whole output), when each DW piece is estimated to end and when the MATs are.
+
+    DW piece j needs the conv's rows ``[r0 - k//2, r1 + k//2)`` (:func:`pre_pipe_needs`). A
+    core's R-MAC runs the conv's tasks before any DW task (in the unit's queue order), so the
+    first ``m`` pieces run on both engines and the rest on the MATs alone while the R-MACs
+    run the DW; ``m`` is chosen by the estimated end of the whole, the 1x1 conv after the DW
+    (``then``: its ``cout``, ``cin_g``, ``groups``) planned by :func:`pipe_plan`. None when
+    that end is not ahead of the conv's in one piece by :data:`PRE_PIPE_SYNC` per piece."""
+    def t_of(eng, ca, cb, ra, rb):
+        pre, post = timing.conv_pre_post(cfg, eng, nco=cb - ca, groups=1)
+        return pre + post + conv_cycles(cfg, eng, K=K, nco=cb - ca, npix=rb - ra, groups=1)
+    needs = pre_pipe_needs(pieces, k)
+    best = None
+    for m in range(len(pieces) + 1):
+        end, ready, plan = {"MAT": 0, "RMAC": 0}, [], []
+        for i, (r0, r1) in enumerate(pieces):
+            tasks = plan_conv(cfg, nco, (r1 - r0) * wo, 1, K, 1, nco,
+                              bias=(end["MAT"], end["RMAC"]),
+                              only=None if i < m else "MAT")
+            for eng in ("MAT", "RMAC"):
+                ts = [t_of(eng, ca, cb, ra, rb) for _, e, (ca, cb), (ra, rb) in tasks
+                      if e == eng]
+                if ts:
+                    end[eng] += max(ts)
+            ready.append(max(end[e] for e in ("MAT", "RMAC")
+                             if any(t[1] == e for t in tasks)))
+            plan.append([(c, e, co, (ra + r0 * wo, rb + r0 * wo))
+                         for c, e, co, (ra, rb) in tasks])
+        rmac, ends = end["RMAC"], []
+        for j, t in enumerate(dw_times):
+            rmac = max(rmac, max(ready[i] for i in needs[j])) + t
+            ends.append(rmac)
+        _, fin = pipe_plan(cfg, pieces, dw_times, wo=wo, ends=ends, mat_free=end["MAT"],
+                           **then)
+        if best is None or fin < best[0]:
+            best = (fin, plan, ends, end["MAT"])
+    # against the conv in one piece before the whole DW: pieces only when they come out ahead
+    # by more than their synchronisation (a SIGNAL per writer, a WAIT per reader and piece)
+    ho = pieces[-1][1]
+    tasks = plan_conv(cfg, nco, ho * wo, 1, K, 1, nco)
+    end = {e: max([t_of(e, ca, cb, ra, rb) for _, x, (ca, cb), (ra, rb) in tasks if x == e],
+                  default=0) for e in ("MAT", "RMAC")}
+    start = max(end.values())
+    _, base = pipe_plan(cfg, pieces, dw_times, wo=wo, mat_free=end["MAT"],
+                        ends=[start + sum(dw_times[:j + 1]) for j in range(len(dw_times))],
+                        **then)
+    if best[0] + PRE_PIPE_SYNC * len(pieces) >= base:
+        return None
+    return best[1], best[2], best[3]
+
+
+def pre_pipe_needs(pieces, k: int):
+    """For each row piece ``(r0, r1)`` of a stride-1 ``k`` x ``k`` depthwise conv (padding
+    ``k//2``, the same pieces on its input), the indices of the input pieces its rows and
+    halo ``[r0 - k//2, r1 + k//2)`` overlap."""
+    h = k // 2
+    return [[i for i, (q0, q1) in enumerate(pieces) if q0 < r1 + h and q1 > r0 - h]
+            for r0, r1 in pieces]
 
 
 def filter_gran(cfg: AccelConfig) -> int:

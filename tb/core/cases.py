@@ -298,28 +298,30 @@ CASES.update({
 })
 
 
-def litemla_module_program(*, stage=2, seed=0, context_only=False):
+def litemla_module_program(*, stage=2, seed=0, context_only=False, resolution=64):
     """One whole EfficientViT module of :func:`sim.zoo.tiny` (stage ``stage``, its EfficientViT
     block after the downsampling MBConv): the LiteMLA context module (qkv PW, multi-scale
     aggregation DW 5x5 + grouped PW, concat, ReLU linear attention, proj + residual) followed by
     the local MBConv (PW expand -> DW 3x3 -> PW project + residual). Stage 2 at resolution 64:
     16 channels, 4x4 tokens, dim 8, 2 + 2 heads. Weights and scales are the zoo's (ksum8 over
-    the full uint8 range). ``context_only``: the context module alone (up to proj)."""
+    the full uint8 range). ``context_only``: the context module alone (up to proj);
+    ``resolution``: the network's (128: 8x8 tokens at stage 2)."""
     from sim import zoo
-    full = zoo.tiny(seed=seed)
+    full = zoo.tiny(seed=seed, resolution=resolution)
     pre = f"backbone.stages.{stage}.op_list.1." + ("context_module." if context_only else "")
     nodes = [n for n in full.nodes if n.name.startswith(pre)]
     x = nodes[0].inputs[0]
     names = {x} | {n.output for n in nodes}
     t = {k: v for k, v in full.tensors.items() if k in names}
-    meta = dict(name=f"tiny.{pre[:-1]}", zoo_seed=seed, stage=stage)
+    meta = dict(name=f"tiny.{pre[:-1]}", zoo_seed=seed, stage=stage, resolution=resolution)
     return IntProgram(t, nodes, [x], [nodes[-1].output], meta).validate()
 
 
 def _litemla_input(prog, seed=0):
     """The module's real input: sim.zoo.tiny run by sim.golden on a random image up to it."""
     from sim import golden, zoo
-    full = zoo.tiny(seed=int(prog.meta.get("zoo_seed", 0)))
+    full = zoo.tiny(seed=int(prog.meta.get("zoo_seed", 0)),
+                    resolution=int(prog.meta.get("resolution", 64)))
     img = zoo.random_image(full.tensors[full.inputs[0]].shape[1], seed=seed)
     xq = golden.quantize_input(img, full.tensors[full.inputs[0]])
     return golden.run(full, xq, keep=True)[prog.inputs[0]]
@@ -363,6 +365,10 @@ CASES.update({
     "litemla_8x8": (litemla_module_program, dict(stage=2), dict(N=8, M=8, T=8, S=8)),
     # the context module alone: its activations stay in B (sim.compile.attctx)
     "litemla_ctx": (litemla_module_program, dict(stage=2, context_only=True), {}),
+    # at 8x8 tokens: the qkv written in the aggregation DW's row pieces, the DW starting on
+    # the first while the MAT computes the rest (attctx.PIPE_QKV)
+    "litemla_ctx_pipe": (litemla_module_program, dict(stage=2, context_only=True,
+                                                      resolution=128), {}),
 })
 
 #: fewer requant lanes than engine lanes (``requant_mat`` / ``requant_rmac``, docs/hw-core.md

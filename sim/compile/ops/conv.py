@@ -171,6 +171,36 @@ def tiled_weights(ctx: Context, n: Node, wl: ConvWeightLayout, chunks):
     return waddr, woffs
 
 
+def _qkv_pieces(ctx: Context, n: Node, c):
+    """The row pieces of pointwise ``n`` whose resident output a stride-1 depthwise conv reads
+    piece by piece (``Residency.pipe_in``; the on-chip aggregation of :mod:`..attctx`), or
+    None: ``dict(pieces, tasks, ends, mat_free)``, the depthwise's own row pieces
+    (:func:`~sim.compile.tiling.pipe_pieces`, as :mod:`.depthwise` chooses them) and this
+    conv's tasks per piece (:func:`~sim.compile.tiling.pre_pipe_plan`)."""
+    p, cfg = ctx.prog, ctx.cfg
+    if n.output not in ctx.res.pipe_in:
+        return None
+    d = next((m for m in p.nodes if m.op == "conv" and m.kind == "depthwise"
+              and m.inputs == [n.output]), None)
+    if d is None or int(d.attrs["stride"]) != 1 or d.output not in ctx.res.pipe:
+        return None
+    q = next(m for m in p.nodes if d.output in m.inputs)
+    cq, ciq = np.asarray(q.params["weight"]).shape[:2]
+    then = dict(cout=int(cq), cin_g=int(ciq), groups=int(q.attrs["groups"]))
+    nch, ho, wo = p.tensors[d.output].shape
+    dk = int(d.attrs["kernel"])
+    pieces, _ = tiling.pipe_pieces(cfg, nch=nch, ho=ho, wo=wo, k=dk, **then)
+    if len(pieces) < 2:
+        return None
+    times = tiling.dw_piece_times(cfg, pieces, nch=nch, wo=wo, k=dk)
+    plan = tiling.pre_pipe_plan(cfg, pieces, times, k=dk, wo=wo, nco=c.cout, K=c.cin_g,
+                                then=then)
+    if plan is None:
+        return None
+    tasks, ends, mat_free = plan
+    return dict(pieces=pieces, tasks=tasks, ends=ends, mat_free=mat_free)
+
+
 def emit_conv(ctx: Context, n: Node, info):
     """Emit conv / linear node ``n`` in the compilation's activation layout: planar, or
     (``ctx.block = b`` and more than one input pixel) channel-blocked with ``B = 2**b``: the
@@ -269,12 +299,23 @@ def emit_conv(ctx: Context, n: Node, info):
             pieces = rin.get("rows") if (rin is not None and nr == Ho and len(chunks) == 1
                                           and k == 1 and W == 1 and not res
                                           and Bk == 1) else None
+            # an output that a depthwise conv reads piece by piece (attctx.pipe_qkv: the qkv
+            # pointwise ahead of the aggregation) is written in its row pieces, each followed
+            # by an event (tiling.pre_pipe_plan: the late pieces on the MATs alone)
+            qpipe = _qkv_pieces(ctx, n, c) if (
+                rout is not None and nr == Ho and len(chunks) == 1 and k == 1
+                and W == 1 and g == 1 and not res and Bk == 1 and not pieces) else None
+            ends = []
             if pieces:          # (the tasks of tiling.pipe_plan, planned by the producer)
                 tasks = [t + ([(ev, cnt)],) for ev, cnt, ts in pieces for t in ts]
+            elif qpipe is not None:
+                tasks = [t + (xw,) for ts in qpipe["tasks"] for t in ts]
+                ends = list(np.cumsum([len(ts) for ts in qpipe["tasks"]]))
             else:
                 tasks = [t + (xw,) for t in tiling.plan_conv(cfg, nco, tnr, Wo, K, g,
                                                              c.cout_g, k=k, block=Bk)]
-            for core, eng, (ca, cb), (ra, rb), tw in tasks:
+            qrows, piece = [], []
+            for ti, (core, eng, (ca, cb), (ra, rb), tw) in enumerate(tasks):
                 st, unit = f"core{core}", eng
                 em.wait_all(st, unit, tw)
                 if (st, unit) not in waited:
@@ -306,6 +347,18 @@ def emit_conv(ctx: Context, n: Node, info):
                             hin=bb - aa, ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=obuf)
                 if (st, unit) not in writers:
                     writers.append((st, unit))
+                if (st, unit) not in piece:
+                    piece.append((st, unit))
+                if ti + 1 in ends:      # the end of a row piece: its event
+                    ev = em.sem()
+                    for su in piece:
+                        em.signal(*su, ev)
+                    p0, p1 = qpipe["pieces"][len(qrows)]
+                    qrows.append((p0, p1, ev, len(piece)))
+                    piece = []
+            if qrows:
+                rout["qrows"] = qrows
+                rout["qplan"] = dict(ends=qpipe["ends"], mat_free=qpipe["mat_free"])
             chunk_done.append(sched.finish_rows(
                 sync=sync, resid=resid, name=n.output, rout=rout, slot_b=sb, slot_o=so,
                 writers=writers, obase=obase,

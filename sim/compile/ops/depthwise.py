@@ -140,9 +140,13 @@ def emit_depthwise(ctx: Context, n: Node, info):
             if rin is not None:     # the whole input is in the B slot: channel stride H*W
                 a, b = 0, H
             so = OUT.next() if rout is None else None
+            # an input written in row pieces (attctx.pipe_qkv): each piece of this layer waits
+            # for the input pieces under its rows and halo, not for the whole input
+            qrows = rin.get("qrows") if (rin is not None and s == 1 and nr == Ho
+                                          and not res) else None
             if rin is not None:
                 sb, bbase = rin["slot"], rin["base"]
-                xw = list(rin["events"])
+                xw = [] if qrows else list(rin["events"])
                 em.wait_all("global", "LD", rin["busy"] if res else [])
             else:
                 sb = B.next()
@@ -168,12 +172,21 @@ def emit_depthwise(ctx: Context, n: Node, info):
             pieces, ptasks = [(0, tnr)], None
             if pipe is not None and nr == Ho:
                 pieces, ptasks = tiling.pipe_pieces(cfg, nch=nch, ho=tnr, wo=Wo, k=k, **pipe)
+                if qrows and [(a_, b_) for a_, b_, _, _ in qrows] == pieces:
+                    # the grouped PW planned with the producer's MAT backlog and these
+                    # pieces' estimated ends (tiling.pre_pipe_plan)
+                    ptasks, _ = tiling.pipe_plan(
+                        cfg, pieces, tiling.dw_piece_times(cfg, pieces, nch=nch, wo=Wo, k=k),
+                        wo=Wo, **pipe, **rin["qplan"])
             writers, seen, waited, rows_ev = [], set(), set(), []
             for p0, p1 in pieces:
                 # split over cores: channels x rows, best estimate
                 dw_cs, dw_rs = tiling.best_dw_split(cfg, nch=nch, nrows=p1 - p0, wo=Wo, k=k,
                                                     block=Bk)
                 piece = []
+                pw = [] if not qrows else [
+                    (ev, cnt) for q0, q1, ev, cnt in qrows
+                    if q0 < min(H, p1 - pad + k - 1) and q1 > max(0, p0 - pad)]
                 for core, ((ca, cb), (ra, rb)) in enumerate(
                         (c, (ra + p0, rb + p0)) for c in dw_cs for ra, rb in dw_rs):
                     st = f"core{core}"
@@ -185,6 +198,10 @@ def emit_depthwise(ctx: Context, n: Node, info):
                             sched.wait_out_slot(st, "RMAC", so, seen)
                         else:
                             em.wait_all(st, "RMAC", rout["busy"])
+                    for w in pw:
+                        if (st, w) not in waited:
+                            waited.add((st, w))
+                            em.wait(st, "RMAC", *w)
                     lo, hi = (r0 + ra) * s - pad, (r0 + rb - 1) * s - pad + k
                     aa, bb = max(lo, 0), min(hi, H)
                     em.setr(st, "RMAC", **dict(regs, CIN=1, GROUPS=cb - ca,
