@@ -336,13 +336,19 @@ See docs/board.md of trio-vit for what to check first on the board.
 """
 
 
-def _hierarchy(text: str, core: str, buffers: str, lanes: str) -> str:
+def _hierarchy(text: str, core: str, buffers: str, lanes: str, cluster: str) -> str:
     """What the accelerator's Verilog ``text`` holds as modules of their own (read from it, so
     that a cached text is described the same way)."""
     import re
-    n = len(re.findall(rf"^  {core} u \(", text, re.M))
     if not re.search(rf"^module {core}\(", text, re.M):
         return "flat"
+    if re.search(rf"^module {cluster}\(", text, re.M):
+        n = len(re.findall(rf"^  {core} core\d+ \(", text, re.M))
+        k = len(re.findall(rf"^  {lanes} lanes\d+ \(", text, re.M))
+        return (f"{core} converted once, x {n}, with the global buffers in module {cluster} "
+                f"(Verilog written directly: the {n} cores and module {buffers}, whose lane "
+                f"addresses {lanes} are converted once, x {k})")
+    n = len(re.findall(rf"^  {core} u \(", text, re.M))
     if re.search(rf"^module {buffers}\(", text, re.M):
         bufs = f"; {buffers} converted once"
     else:
@@ -404,7 +410,7 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
     from sim.fileio import atomic_dir
 
     from ..hier import convert_modules
-    from ..system.accelerator import BUFFERS_MODULE, CORE_MODULE, Accelerator
+    from ..system.accelerator import BUFFERS_MODULE, CLUSTER_MODULE, CORE_MODULE, Accelerator
     from ..system.buffers import LANES_MODULE
     from ..system.regmap import REGMAP, config_hash
     from .zcu102 import PART
@@ -477,7 +483,8 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
             "command": command or f"python -m hw build zcu102 --config {cfg.name}",
             "seconds_verilog": round(t_verilog, 2), "verilog_from_cache": from_cache,
             "verilog_modules": modules,
-            "hierarchy": _hierarchy(inner, CORE_MODULE, BUFFERS_MODULE, LANES_MODULE),
+            "hierarchy": _hierarchy(inner, CORE_MODULE, BUFFERS_MODULE, LANES_MODULE,
+                                    CLUSTER_MODULE),
         }
         man["seconds_to_write"] = round(time.perf_counter() - t0, 2)
         man["files"] = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) \
