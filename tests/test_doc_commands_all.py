@@ -541,8 +541,8 @@ RUNNERS: list[Runner] = [
            covered(T + "test_vivado.py::test_write_project_tree"), only=r"--run"),
     Runner("python -m hw build",
            covered(T + "test_board.py::test_tree_files_and_manifest",
-                   why="`build zcu102 --config small:L=1,clock_mhz=150 --no-cache` (its "
-                       "module fixture)"),
+                   why="`build zcu102 --config small:L=1,clock_mhz=150 --no-cache` and "
+                       "`--config zcu102 --no-cache` (its module fixtures)"),
            lambda ctx, cmd: hw_main(ctx, setopt(argv_of(cmd, "python -m hw") +
                                                 (["zcu102"] if cmd.endswith("build") else []),
                                                 "-o", str(ctx.tmp / "zcu102"), "--out"))),
