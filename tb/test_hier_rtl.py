@@ -47,3 +47,29 @@ def test_hierarchical_equals_flat_on_the_tiny_network(tmp_path, L):
                                      hierarchy=hier)
         assert recs[hier]["status"] == "done" and recs[hier]["host_requests"] == 1
     assert recs[True]["counters"] == recs[False]["counters"]
+
+
+@pytest.mark.rtl
+@pytest.mark.regress
+def test_cluster_equals_instances_on_the_tiny_network(tmp_path, monkeypatch, simulator):
+    """The cores and the global buffers as one module ``trio_cluster`` written as Verilog
+    directly (``hw.system.cluster``: what ``paper``'s buffers, too wide for an Instance, take;
+    here forced at ``small:L=1`` by lowering the limit to 2,048 bits) against the accelerator as
+    built (``trio_buffers`` converted by Amaranth): ``sim.zoo.tiny`` through
+    ``tb.system.fast`` on both, each bit-exact with ``sim.golden`` and ``sim.funcsim`` (inside
+    the cocotb test), every performance counter equal."""
+    import hw.hier as hier
+    import hw.system.accelerator as accmod
+    from sim import compile as sc
+    from tb.system.fast import run_fast
+    prog, x = _tiny()
+    binary = sc.compile(prog, SMALL.replace(L=1))
+    recs = {}
+    for cluster in (False, True):
+        if cluster:
+            monkeypatch.setattr(accmod, "MAX_INSTANCE_OUTPUT_BITS", 2048)
+            monkeypatch.setattr(hier, "MAX_INSTANCE_OUTPUT_BITS", 2048)
+        work = tmp_path / ("cluster" if cluster else "instances")
+        recs[cluster] = run_fast(binary, x, simulator, work, latency=16)
+        assert recs[cluster]["status"] == "done" and recs[cluster]["host_requests"] == 1
+    assert recs[True]["counters"] == recs[False]["counters"]

@@ -425,6 +425,15 @@ def run_tb_module(ctx, cmd):
     return out
 
 
+def run_build_profile(ctx, cmd):
+    """``python -m tb.build_profile``: the small form on ``small:L=1`` (seconds), the table's
+    header and every module's row printed."""
+    out = run_tb_module(ctx, cmd if ctx.full else cmd.split(" --config")[0]
+                        + " --config small:L=1")
+    assert "netlist+rtlil" in out and "trio_accel" in out and "trio_core" in out, out
+    return out
+
+
 def run_runtime(ctx, cmd):
     """No board here: the command must load the Binary and the picture and stop at the device
     with the one-line exit 2 the CLI documents (the run itself: tb/test_runtime_rtl.py)."""
@@ -631,6 +640,7 @@ RUNNERS: list[Runner] = [
            covered("tb/test_fast_rtl.py::test_tiny_network_fast"),
            lambda ctx, cmd: run_tb_module(ctx, cmd)),
     Runner("python -m tb.units.check", run_tb_module, run_tb_module),
+    Runner("python -m tb.build_profile", run_build_profile, run_build_profile),
     Runner("python -m tb.whatif_weights", run_tb_module, run_tb_module),
     Runner("python -m runtime run", run_runtime, run_runtime),
     Runner("python -m pytest", run_pytest, run_pytest),

@@ -6,8 +6,10 @@ machine with Vivado turns into a bitstream and a hardware platform (``.xsa``):
 ``hdl/trio_accel.v``
     Amaranth's Verilog of :class:`hw.system.Accelerator` for the config (module ``trio_accel``),
     hierarchical (:mod:`hw.hier`): the core converted once as module ``trio_core`` and
-    instantiated L times, the global buffers as module ``trio_buffers`` (``hierarchy=False``:
-    one flat tree, every core in full).
+    instantiated L times, the global buffers as module ``trio_buffers``; when the buffers are
+    too wide for an Amaranth ``Instance`` (``paper``, ``zcu102``) the cores and the buffers
+    are module ``trio_cluster``, written as Verilog directly (:mod:`hw.system.cluster`), so
+    that a cold tree takes seconds (``hierarchy=False``: one flat tree, every core in full).
 ``hdl/trio_vit_top.v``
     The top for Vivado's module reference (:func:`top_verilog`): the accelerator's ports under
     the names Vivado infers interfaces from (``s_axi_awaddr`` ..., ``m_axi_araddr`` ...,
