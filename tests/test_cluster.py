@@ -34,7 +34,7 @@ def _run_icarus(tmp_path, text, top=None):
 @pytest.mark.slow
 @pytest.mark.parametrize("cores,ld_ports,stall", [(2, 1, False), (1, 2, True)])
 def test_buffers_verilog_equals_amaranth_global_buffers(tmp_path, cores, ld_ports, stall):
-    """``buffers_verilog`` (with the lanes as Amaranth's ``trio_buflanes``) against the flat
+    """``buffers_verilog`` with ``lanes_verilog`` (what the build writes) against the flat
     ``GlobalBuffers`` converted by Amaranth: random gathers and scatters in and out of the
     buffers (unknown ids, wrapping strides, byte and int32 scatters), LD lines mostly inside
     B / C / OUT, ST reads, rst pulses, 1,500 cycles: every output (gather data, ST data,
@@ -44,17 +44,16 @@ def test_buffers_verilog_equals_amaranth_global_buffers(tmp_path, cores, ld_port
     _need_iverilog()
     from amaranth.back import verilog
 
-    from hw.system.buffers import LANES_MODULE, CoreLanes, GlobalBuffers
-    from hw.system.cluster import buffers_verilog
+    from hw.system.buffers import LANES_MODULE, GlobalBuffers
+    from hw.system.cluster import buffers_verilog, lanes_verilog
     from tests.test_banked_buffers import LINE, SIZES, core_signature
     kw = dict(core_signature=core_signature(stall=stall), cores=cores, sizes=SIZES, line=LINE,
               ld_ports=ld_ports)
     flat_b = GlobalBuffers(**kw)
     text_b = GlobalBuffers(**kw, hierarchy=True)
-    text_b.modules[LANES_MODULE]._MustUse__silence = True     # converted below, as a copy
+    text_b.modules[LANES_MODULE]._MustUse__silence = True     # written as text below
     flat = verilog.convert(flat_b, name="flat_top", emit_src=False)
-    lanes = verilog.convert(CoreLanes(core_signature=kw["core_signature"], sizes=SIZES),
-                            name=LANES_MODULE, emit_src=False)
+    lanes = lanes_verilog(text_b.modules[LANES_MODULE])
     mine = buffers_verilog(text_b, module="text_top")
     assert module_ports(mine, "text_top") == set(port_map(flat_b)) | {"clk", "rst"}
     assert mine.count(f"{LANES_MODULE} lanes") == cores
@@ -94,12 +93,48 @@ def test_buffers_verilog_equals_amaranth_global_buffers(tmp_path, cores, ld_port
     assert nz > 20 and xa < 10, out[-2000:]
 
 
+def _wrap(module, inner, ports):
+    """Module ``module`` with ``clk``, ``rst`` (unused) and ``ports`` (``[(name, width,
+    is_input)]``) around an instance of combinational module ``inner`` (for ``_random_tb``)."""
+    decl = [f"  {'input' if i else 'output'} [{w - 1}:0] {n};" for n, w, i in ports]
+    conn = ", ".join(f".{n}({n})" for n, _w, _i in ports)
+    return "\n".join([f"module {module}(clk, rst, {', '.join(n for n, _w, _i in ports)});",
+                      "  input clk, rst;", *decl, f"  {inner} u ({conn});", "endmodule", ""])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stall", [False, True])
+def test_lanes_verilog_equals_amaranth_core_lanes(tmp_path, stall):
+    """``lanes_verilog`` against ``CoreLanes`` converted by Amaranth (combinational): random
+    requests (addresses and strides mostly small, some wrapping; known and unknown buffer ids;
+    byte and int32 scatters; ``first``) for 3,000 cycles, every lane address, scatter enable
+    and fault bit equal."""
+    _need_iverilog()
+    from amaranth.back import verilog
+
+    from hw.system.buffers import CoreLanes
+    from hw.system.cluster import lanes_verilog
+    from tests.test_banked_buffers import SIZES, core_signature
+    lanes = CoreLanes(core_signature=core_signature(stall=stall), sizes=SIZES)
+    amar = verilog.convert(lanes, name="lanes_a", emit_src=False)
+    text = lanes_verilog(lanes, module="lanes_t")
+    ports = [(n, len(v), f == In) for n, (v, f) in port_map(lanes).items()]
+    assert module_ports(text, "lanes_t") == {n for n, _w, _i in ports}
+    tb = _random_tb("flat_top", "text_top", ports, 3000, 17)
+    out = _run_icarus(tmp_path, "\n".join([amar, text, _wrap("flat_top", "lanes_a", ports),
+                                           _wrap("text_top", "lanes_t", ports), tb]), top="tb")
+    assert "DONE bad=0" in out, out[-2000:]
+
+
 def test_buffers_verilog_and_cluster_check_their_parameters():
     from hw.system.buffers import GlobalBuffers
     from hw.system.cluster import CoreCluster, buffers_verilog
     from tests.test_banked_buffers import SIZES, core_signature
+    from hw.system.cluster import lanes_verilog
     with pytest.raises(TypeError, match="GlobalBuffers"):
         buffers_verilog(object())
+    with pytest.raises(TypeError, match="CoreLanes"):
+        lanes_verilog(object())
     gb = GlobalBuffers(core_signature=core_signature(stall=False), cores=1, sizes=SIZES)
     gb._MustUse__silence = True
 
@@ -112,8 +147,8 @@ def test_buffers_verilog_and_cluster_check_their_parameters():
 @pytest.mark.slow
 def test_accelerator_with_wide_buffers_is_one_cluster_instance(monkeypatch, tmp_path):
     """Behavioural buffers too wide for an Instance (the limit lowered at ``small:L=2``, as
-    at ``paper``): the modules are trio_core, trio_buflanes (converted by Amaranth) and
-    trio_cluster (text, holding trio_buffers); the top instantiates trio_cluster once on every
+    at ``paper``): the modules are trio_core (converted by Amaranth) and trio_cluster (text,
+    holding trio_buffers and trio_buflanes); the top instantiates trio_cluster once on every
     port of its signature and holds no core, no buffer and no gather data; in trio_cluster
     each core instance has every port of the core, every buffer port of a core is one wire
     between that core and trio_buffers, and trio_buffers has one trio_buflanes per core;
@@ -126,9 +161,8 @@ def test_accelerator_with_wide_buffers_is_one_cluster_instance(monkeypatch, tmp_
     monkeypatch.setattr(accmod, "MAX_INSTANCE_OUTPUT_BITS", 2048)
     acc = accmod.Accelerator(config="small:L=2", sems=64, hierarchy=True)
     texts = hier.convert_modules(acc, name="trio_accel", compact_init=True)
-    assert list(texts) == ["trio_accel", "trio_core", LANES_MODULE, CLUSTER_MODULE]
-    assert acc.module_clocked == {"trio_core": True, LANES_MODULE: False,
-                                  CLUSTER_MODULE: True}
+    assert list(texts) == ["trio_accel", "trio_core", CLUSTER_MODULE]
+    assert acc.module_clocked == {"trio_core": True, CLUSTER_MODULE: True}
     top, cl = texts["trio_accel"], texts[CLUSTER_MODULE]
     cluster = acc.modules[CLUSTER_MODULE]
     insts = re.findall(rf"^  {CLUSTER_MODULE} u \((.*?)\);", top, re.M | re.S)
@@ -154,4 +188,5 @@ def test_accelerator_with_wide_buffers_is_one_cluster_instance(monkeypatch, tmp_
     assert facing and facing <= set(conn) and not facing & set(port_map(cluster))
     assert module_ports(cl, "trio_buffers") == set(conn)
     assert len(re.findall(rf"^  {LANES_MODULE} lanes\d+ \(", cl, re.M)) == 2
+    assert module_ports(cl, LANES_MODULE) == set(port_map(cluster.buffers.modules[LANES_MODULE]))
     _run_icarus(tmp_path, "\n".join(texts.values()), top="trio_accel")

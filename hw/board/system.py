@@ -348,8 +348,8 @@ def _hierarchy(text: str, core: str, buffers: str, lanes: str, cluster: str) -> 
         n = len(re.findall(rf"^  {core} core\d+ \(", text, re.M))
         k = len(re.findall(rf"^  {lanes} lanes\d+ \(", text, re.M))
         return (f"{core} converted once, x {n}, with the global buffers in module {cluster} "
-                f"(Verilog written directly: the {n} cores and module {buffers}, whose lane "
-                f"addresses {lanes} are converted once, x {k})")
+                f"(Verilog written directly: the {n} cores, module {buffers} and its lane "
+                f"addresses {lanes}, x {k})")
     n = len(re.findall(rf"^  {core} u \(", text, re.M))
     if re.search(rf"^module {buffers}\(", text, re.M):
         bufs = f"; {buffers} converted once"

@@ -116,9 +116,9 @@ class Accelerator(wiring.Component):
         (:data:`hw.hier.MAX_INSTANCE_OUTPUT_BITS`; those at ``paper``) are written as Verilog
         directly, together with the L core instances, as one module
         :data:`hw.system.cluster.CLUSTER_MODULE` (:class:`hw.system.cluster.CoreCluster`;
-        ``modules``: ``trio_core``, :data:`hw.system.buffers.LANES_MODULE` (each core's lane
-        addresses, converted once) and ``trio_cluster``, whose text also holds module
-        ``trio_buffers``); banked buffers that wide stay in the top module.
+        ``modules``: ``trio_core`` and ``trio_cluster``, whose text also holds modules
+        ``trio_buffers`` and :data:`hw.system.buffers.LANES_MODULE`); banked buffers that
+        wide stay in the top module.
 
     Ports
     -----
@@ -180,7 +180,6 @@ class Accelerator(wiring.Component):
                 bufs = self._buffers(core.signature, hierarchy=True)
                 self._cluster = CoreCluster(core=core, buffers=bufs, core_module=CORE_MODULE,
                                             buffers_module=BUFFERS_MODULE)
-                self.modules.update(bufs.modules)
                 self.modules[CLUSTER_MODULE] = self._cluster
             else:                       # too wide for an Instance: elaborated in the top
                 self._top_buffers = bufs

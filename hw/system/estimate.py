@@ -107,19 +107,16 @@ def _estimate_top(cfg, *, sems, buffers, banks, progress, estimate_verilog=None)
     from hw.hier import SplitBlackbox, blackbox, convert_modules
 
     from .accelerator import BUFFERS_MODULE, CLUSTER_MODULE, CORE_MODULE, Accelerator
-    from .buffers import LANES_MODULE
     if estimate_verilog is None:
         from hw.estimate import estimate_verilog
     top = "trio_accel"
     acc = Accelerator(config=cfg, sems=sems, buffers=buffers, banks=banks, hierarchy=True)
     split = None
     cluster = acc.modules.get(CLUSTER_MODULE)
-    if cluster is not None:
-        # behavioural buffers too wide for an Instance (paper): the cores and the buffers are
-        # one module trio_cluster, a black box for the top alone; its cores are counted as
-        # trio_core x L, its buffers by size (their lane logic is not synthesised)
-        acc.modules.pop(LANES_MODULE)._MustUse__silence = True
-    elif BUFFERS_MODULE not in acc.modules:
+    # behavioural buffers too wide for an Instance (paper): the cores and the buffers are one
+    # module trio_cluster, a black box for the top alone; its cores are counted as trio_core
+    # x L, its buffers by size (their lane logic is not synthesised)
+    if cluster is None and BUFFERS_MODULE not in acc.modules:
         # banked buffers too wide for an Instance are elaborated in the top module: for the
         # top alone they become black boxes of their ports, split into modules narrow enough
         # for an Instance; their own module is converted when it is synthesised
