@@ -33,6 +33,23 @@ def test_hierarchical_accelerator_stops_on_an_illegal_opcode(tmp_path, simulator
 
 
 @pytest.mark.rtl
+@pytest.mark.slow
+def test_cluster_accelerator_stops_on_an_illegal_opcode(tmp_path, simulator, monkeypatch):
+    """The same short run with the cores and the buffers as one ``trio_cluster`` written as
+    Verilog directly (``hw.system.cluster``, the ``paper`` path; here forced at ``small:L=1``
+    by lowering the Instance limit to 2,048 bits)."""
+    import hw.hier as hier
+    import hw.system.accelerator as accmod
+    monkeypatch.setattr(accmod, "MAX_INSTANCE_OUTPUT_BITS", 2048)
+    monkeypatch.setattr(hier, "MAX_INSTANCE_OUTPUT_BITS", 2048)
+    prog, x = _tiny()
+    rec = run_accelerator(prog, SMALL.replace(L=1), x, simulator, tmp_path,
+                          case="illegal_opcode", hierarchy=True)
+    assert rec["status"] == "error" and rec["err_code"] == ErrCode.ILLEGAL_OPCODE, rec
+    assert rec["err_queue"] == 0 and rec["err_pc"] == 1, rec
+
+
+@pytest.mark.rtl
 @pytest.mark.regress
 @pytest.mark.parametrize("L", [1, 2])
 def test_hierarchical_equals_flat_on_the_tiny_network(tmp_path, L):
