@@ -22,7 +22,6 @@ import json
 import re
 import resource
 import sys
-import time
 
 
 def _cpu() -> tuple[float, float]:

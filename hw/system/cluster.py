@@ -124,7 +124,8 @@ def lanes_verilog(lanes, *, module: str = LANES_MODULE) -> str:
                 f"      assign {name}_bad[e] = act & ~inr;",
                 "      for (b = 0; b < 4; b = b + 1) begin : g_byte",
                 f"        assign {name}_addr[{aw} * (4 * e + b) +: {aw}] = {name}_base + at + b;",
-                f"        assign {name}_en[4 * e + b] = act & inr & (b == 0 ? 1'b1 : {name}__wide);",
+                f"        assign {name}_en[4 * e + b] = "
+                f"act & inr & (b == 0 ? 1'b1 : {name}__wide);",
                 "      end",
                 "    end",
                 "  endgenerate"]
