@@ -40,7 +40,8 @@ def test_buffers_verilog_equals_amaranth_global_buffers(tmp_path, cores, ld_port
     B / C / OUT, ST reads, rst pulses, 1,500 cycles: every output (gather data, ST data,
     fault, ready) equal on every cycle, and the ST port read back non-zero data (the writes
     landed). Cycles where Amaranth's Verilog shows X on Icarus (a few after power-up) are
-    counted, not compared; the text's outputs are never X."""
+    counted, not compared; the text's outputs are X in no more cycles (the read data before
+    the first read, as Amaranth's)."""
     _need_iverilog()
     from amaranth.back import verilog
 
@@ -73,7 +74,7 @@ def test_buffers_verilog_equals_amaranth_global_buffers(tmp_path, cores, ld_port
     # count the cycles where the ST port reads non-zero bytes; a cycle where Amaranth's
     # Verilog shows X (Icarus leaves some of its `always @*` blocks X until an input changes:
     # a few cycles after power-up) is not compared but counted, and the text's outputs
-    # must never be X
+    # are X in no more cycles than Amaranth's
     tb = tb.replace("integer i, bad = 0,", "integer i, nz = 0, xa = 0, xb = 0, bad = 0,")
     cat_a = re.search(r"if \((\{[^}]*_a\}) !==", tb).group(1)
     cat_b = cat_a.replace("_a,", "_b,").replace("_a}", "_b}")
@@ -89,7 +90,7 @@ def test_buffers_verilog_equals_amaranth_global_buffers(tmp_path, cores, ld_port
     m = re.search(r"DONE bad=(\d+) nz=(\d+) xa=(\d+) xb=(\d+)", out)
     assert m, out[-2000:]
     bad, nz, xa, xb = map(int, m.groups())
-    assert bad == 0 and xb == 0, out[-2000:]
+    assert bad == 0 and xb <= xa, out[-2000:]
     assert nz > 20 and xa < 10, out[-2000:]
 
 
@@ -190,3 +191,51 @@ def test_accelerator_with_wide_buffers_is_one_cluster_instance(monkeypatch, tmp_
     assert len(re.findall(rf"^  {LANES_MODULE} lanes\d+ \(", cl, re.M)) == 2
     assert module_ports(cl, LANES_MODULE) == set(port_map(cluster.buffers.modules[LANES_MODULE]))
     _run_icarus(tmp_path, "\n".join(texts.values()), top="trio_accel")
+
+
+def test_buffers_verilog_power_up_is_amaranths_in_four_states(tmp_path):
+    """Power-up in four states: ``buffers_verilog`` against ``GlobalBuffers`` as Amaranth
+    converts it on Icarus, every input 0 (no request, no reset), each output compared with
+    ``!==`` (X counts) before the first clock edge and for 4 cycles: the gather data and the
+    ST data. Amaranth's read-port
+    registers (gather data, ST data) have no initial value: X until the power-up cycle's read
+    of the zero byte. A text that starts them at 0 differs here, and the cores built beside it
+    behaved differently on Icarus (``sim.zoo.tiny`` through the ``trio_cluster`` accelerator read
+    X from the DRAM, docs/board.md "Measured here")."""
+    _need_iverilog()
+    from amaranth.back import verilog
+
+    from hw.system.buffers import LANES_MODULE, GlobalBuffers
+    from hw.system.cluster import buffers_verilog, lanes_verilog
+    from tests.test_banked_buffers import LINE, SIZES, core_signature
+    kw = dict(core_signature=core_signature(stall=False), cores=1, sizes=SIZES, line=LINE)
+    flat_b = GlobalBuffers(**kw)
+    text_b = GlobalBuffers(**kw, hierarchy=True)
+    text_b.modules[LANES_MODULE]._MustUse__silence = True     # written as text below
+    flat = verilog.convert(flat_b, name="flat_top", emit_src=False)
+    lanes = lanes_verilog(text_b.modules[LANES_MODULE])
+    mine = buffers_verilog(text_b, module="text_top")
+    ports = [(n, len(v), f == In) for n, (v, f) in port_map(flat_b).items()]
+    ins = [(n, w) for n, w, i in ports if i]
+    # the read data (the read-port registers); `fault` is left out: Amaranth's Verilog
+    # computes its next value in an `always @*` that Icarus leaves X until an input changes
+    outs = [n for n, _w, i in ports if not i and n.endswith("data")]
+    assert "st_data" in outs and len(outs) > 1
+    conn = ", ".join([".clk(clk)", ".rst(rst)"] + [f".{n}({n})" for n, _ in ins]
+                     + [f".{n}({n}_@)" for n in outs])
+    tb = "\n".join(
+        ["`timescale 1ns/1ps", "module tb;", "  reg clk = 0, rst = 0;", "  integer k;"]
+        + [f"  reg [{w - 1}:0] {n} = 0;" for n, w in ins]
+        + [f"  wire [{w - 1}:0] {n}_a, {n}_b;" for n, w, i in ports if not i]
+        + [f"  flat_top f({conn.replace('_@', '_a')});",
+           f"  text_top t({conn.replace('_@', '_b')});",
+           "  always #5 clk = ~clk;",
+           "  initial begin",
+           "    for (k = 0; k < 5; k = k + 1) begin",
+           "      #1;"]
+        + [f"      if ({n}_a !== {n}_b) $display(\"DIFF %0d {n} %h %h\", k, {n}_a, {n}_b);"
+           for n in outs]
+        + ["      @(negedge clk);", "    end", "    $display(\"DONE\");", "    $finish;",
+           "  end", "endmodule", ""])
+    out = _run_icarus(tmp_path, "\n".join([flat, lanes, mine, tb]), top="tb")
+    assert "DONE" in out and "DIFF" not in out, out[-2000:]

@@ -182,7 +182,10 @@ def buffers_verilog(bufs: GlobalBuffers, *, module: str = "trio_buffers",
             p, n = f"c{c}_{name}", rows * elems
             if "ready" in sig.members:
                 out.append(f"  assign {p}__ready = 1'b1;")
-            out += [f"  reg [{8 * n - 1}:0] {p}_q = {8 * n}'h0;",
+            # no initial value: Amaranth's read port register has none (X until the first
+            # read, which is the power-up cycle `first`); a 0 here changed what the cores
+            # did on Icarus (docs/board.md, "Measured here")
+            out += [f"  reg [{8 * n - 1}:0] {p}_q;",
                     f"  assign {p}__data = {p}_q;",
                     f"  always @(posedge clk) begin : rd_{p}",
                     "    integer i;",
@@ -224,7 +227,7 @@ def buffers_verilog(bufs: GlobalBuffers, *, module: str = "trio_buffers",
                 "    end"]
     out.append("  end")
     # ST line reads
-    out += [f"  reg [{8 * line - 1}:0] st_q = {8 * line}'h0;",
+    out += [f"  reg [{8 * line - 1}:0] st_q;            // no initial value, as Amaranth's",
             "  assign st_data = st_q;",
             "  always @(posedge clk) begin : st_read",
             "    integer i;",
