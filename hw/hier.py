@@ -228,6 +228,9 @@ def convert_modules(top, *, name: str, emit_src: bool = False, progress=None,
     modules in ``top.modules`` (``{module name: component}``; absent for a flat component, then
     only ``name``). The modules are converted first and their ports checked against their
     signatures; ``top.clocked(module, bool)`` is told whether a module has ``clk``/``rst``.
+    A module whose component has a method ``verilog_text(name)`` (e.g.
+    :class:`hw.system.cluster.CoreCluster`) gives its text itself (which may hold further
+    modules it instantiates) instead of being converted by Amaranth.
     ``progress``: optional callable wrapping the list of ``(module name, component)`` to
     convert (e.g. a tqdm); ``include_top=False``: the modules only; ``compact_init``: each
     text's all-zero memory initialisations as loops (:func:`compact_zero_init`)."""
@@ -238,7 +241,10 @@ def convert_modules(top, *, name: str, emit_src: bool = False, progress=None,
     texts = {}
     jobs = [*modules.items()] + ([(name, top)] if include_top else [])
     for mod, comp in (progress(jobs) if progress else jobs):
-        text = verilog.convert(comp, name=mod, emit_src=emit_src)
+        if callable(getattr(comp, "verilog_text", None)):
+            text = comp.verilog_text(mod)       # a part that writes its own Verilog
+        else:
+            text = verilog.convert(comp, name=mod, emit_src=emit_src)
         if compact_init:
             text = compact_zero_init(text)
         if comp is not top:

@@ -17,6 +17,9 @@ from runtime.regmap import load_regmap
 from sim.config import AccelConfig
 
 SPEC = "small:L=1,clock_mhz=150"     # a clock other than the default, so the check means something
+#: the ZCU102 build's preset (the paper's engines, B / C 512 KiB): a cold tree in seconds since
+#: the global buffers are written as Verilog directly (hw.system.cluster)
+ZCU = "zcu102"
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +27,18 @@ def tree(tmp_path_factory):
     out = tmp_path_factory.mktemp("zcu102") / "tree"
     assert hw_main(["build", "zcu102", "--config", SPEC, "-o", str(out), "--no-cache"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def zcu_tree(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zcu102") / "preset"
+    assert hw_main(["build", "zcu102", "--config", ZCU, "-o", str(out), "--no-cache"]) == 0
+    return out
+
+
+#: both trees: (config string, fixture)
+TREES = pytest.mark.parametrize("spec,fixture", [(SPEC, "tree"), (ZCU, "zcu_tree")],
+                                ids=["small", "zcu102"])
 
 
 def _ports(verilog: str, module: str):
@@ -56,10 +71,12 @@ def _silence(obj, seen=None):
             _silence(v, seen)
 
 
-def test_tree_files_and_manifest(tree):
+@TREES
+def test_tree_files_and_manifest(spec, fixture, request):
+    tree = request.getfixturevalue(fixture)
     man = json.loads((tree / "manifest.json").read_text())
-    cfg = AccelConfig.from_string(SPEC)
-    assert man["config_hash"] == config_hash(cfg) and man["clock_mhz"] == 150.0
+    cfg = AccelConfig.from_string(spec)
+    assert man["config_hash"] == config_hash(cfg) and man["clock_mhz"] == cfg.clock_mhz
     assert AccelConfig.from_string(str(tree / "config.json")) == cfg
     for f in man["files"]:
         assert (tree / f).is_file(), f
@@ -72,7 +89,9 @@ def test_tree_files_and_manifest(tree):
     assert "write_hw_platform -fixed -include_bit" in (tree / "build.tcl").read_text()
 
 
-def test_every_port_connected(tree):
+@TREES
+def test_every_port_connected(spec, fixture, request):
+    tree = request.getfixturevalue(fixture)
     top = (tree / "hdl" / "trio_vit_top.v").read_text()
     inner = (tree / "hdl" / "trio_accel.v").read_text()
     tcl = (tree / "bd.tcl").read_text()
@@ -105,9 +124,13 @@ def test_every_port_connected(tree):
     assert tcl.count("{") == tcl.count("}") and tcl.count("[") == tcl.count("]")
 
 
-def test_clock_and_addresses(tree):
+@TREES
+def test_clock_and_addresses(spec, fixture, request):
+    tree = request.getfixturevalue(fixture)
     tcl = (tree / "bd.tcl").read_text()
-    assert re.findall(r"PL0_REF_CTRL__FREQMHZ \{([\d.]+)\}", tcl) == ["150"]
+    want = {SPEC: "150", ZCU: "200"}[spec]        # the config's clock_mhz
+    assert f"{AccelConfig.from_string(spec).clock_mhz:g}" == want
+    assert re.findall(r"PL0_REF_CTRL__FREQMHZ \{([\d.]+)\}", tcl) == [want]
     m = re.search(r"assign_bd_address -target_address_space /zynq_ultra_ps_e_0/Data -offset "
                   r"(0x[0-9A-F]+) \\\s*-range (\d+) \[get_bd_addr_segs accel/s_axi/reg0\]", tcl)
     assert m and int(m.group(1), 16) == REGS_BASE and int(m.group(2)) == REGMAP.size
@@ -118,7 +141,9 @@ def test_clock_and_addresses(tree):
     assert "ASSOCIATED_BUSIF m_axi:s_axi" in (tree / "hdl" / "trio_vit_top.v").read_text()
 
 
-def test_register_map_from_the_one_description(tree):
+@TREES
+def test_register_map_from_the_one_description(spec, fixture, request):
+    tree = request.getfixturevalue(fixture)
     assert (tree / "trio_regmap.h").read_text() == REGMAP.to_c_header()
     assert (tree / "regmap.md").read_text() == REGMAP.to_markdown()
     rm = load_regmap(tree / "trio_regmap.py")          # what the board's runtime loads
@@ -226,6 +251,33 @@ def test_tree_verilog_is_hierarchical(tree):
     assert not re.search(r"^  initial begin\n    \S+ ?\[0\] = \d+'[bdh]0+;$", inner, re.M)
     cfg = AccelConfig.from_string(SPEC)
     assert _verilog_key(cfg, 2048, True) != _verilog_key(cfg, 2048, False)
+
+
+def test_zcu102_preset_tree_is_one_cluster(zcu_tree):
+    """The zcu102 preset (16 cores, B / C 512 KiB, OUT 128 KiB): the buffers are too wide for
+    an Instance, so trio_accel instantiates module trio_cluster once, which holds the 16
+    trio_core instances and module trio_buffers (written directly: its byte memory B + C +
+    OUT + the zero byte, one trio_buflanes per core, also written directly); the manifest
+    names each module."""
+    man = json.loads((zcu_tree / "manifest.json").read_text())
+    cfg = AccelConfig.from_string(ZCU)
+    assert (cfg.L, cfg.buf_b_bytes, cfg.buf_c_bytes, cfg.buf_out_bytes) == \
+        (16, 512 << 10, 512 << 10, 128 << 10)
+    assert AccelConfig.from_string(str(zcu_tree / "config.json")) == cfg
+    assert man["hierarchy"].startswith("trio_core converted once, x 16, with the global "
+                                       "buffers in module trio_cluster")
+    assert sorted(man["verilog_modules"]) == ["trio_accel", "trio_cluster", "trio_core"]
+    inner = (zcu_tree / "hdl" / "trio_accel.v").read_text()
+    heads = re.findall(r"^module (\S+?)\(", inner, re.M)
+    assert heads[0] == "trio_accel"
+    for mod in ("trio_core", "trio_buflanes", "trio_cluster", "trio_buffers"):
+        assert heads.count(mod) == 1, mod
+    assert len(re.findall(r"^  trio_cluster u \(", inner, re.M)) == 1
+    assert len(re.findall(r"^  trio_core core\d+ \(", inner, re.M)) == 16
+    assert len(re.findall(r"^  trio_buflanes lanes\d+ \(", inner, re.M)) == 16
+    assert len(re.findall(r"^  trio_buffers bufs \(", inner, re.M)) == 1
+    total = cfg.buf_b_bytes + cfg.buf_c_bytes + cfg.buf_out_bytes
+    assert f"  reg [7:0] mem [0:{total}];" in inner
 
 
 def test_four_axi_ports_on_the_four_hp_ports():

@@ -426,6 +426,15 @@ def run_tb_module(ctx, cmd):
     return out
 
 
+def run_build_profile(ctx, cmd):
+    """``python -m tb.build_profile``: the small form on ``small:L=1`` (seconds), the table's
+    header and every module's row printed."""
+    out = run_tb_module(ctx, cmd if ctx.full else cmd.split(" --config")[0]
+                        + " --config small:L=1")
+    assert "netlist+rtlil" in out and "trio_accel" in out and "trio_core" in out, out
+    return out
+
+
 def run_runtime(ctx, cmd):
     """No board here: the command must load the Binary and the picture and stop at the device
     with the one-line exit 2 the CLI documents (the run itself: tb/test_runtime_rtl.py)."""
@@ -542,8 +551,8 @@ RUNNERS: list[Runner] = [
            covered(T + "test_vivado.py::test_write_project_tree"), only=r"--run"),
     Runner("python -m hw build",
            covered(T + "test_board.py::test_tree_files_and_manifest",
-                   why="`build zcu102 --config small:L=1,clock_mhz=150 --no-cache` (its "
-                       "module fixture)"),
+                   why="`build zcu102 --config small:L=1,clock_mhz=150 --no-cache` and "
+                       "`--config zcu102 --no-cache` (its module fixtures)"),
            lambda ctx, cmd: hw_main(ctx, setopt(argv_of(cmd, "python -m hw") +
                                                 (["zcu102"] if cmd.endswith("build") else []),
                                                 "-o", str(ctx.tmp / "zcu102"), "--out"))),
@@ -632,6 +641,7 @@ RUNNERS: list[Runner] = [
            covered("tb/test_fast_rtl.py::test_tiny_network_fast"),
            lambda ctx, cmd: run_tb_module(ctx, cmd)),
     Runner("python -m tb.units.check", run_tb_module, run_tb_module),
+    Runner("python -m tb.build_profile", run_build_profile, run_build_profile),
     Runner("python -m tb.whatif_weights", run_tb_module, run_tb_module),
     Runner("python -m runtime run", run_runtime, run_runtime),
     Runner("python -m pytest", run_pytest, run_pytest),

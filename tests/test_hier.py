@@ -224,8 +224,8 @@ def test_estimate_top_synthesises_each_module_once():
 
 @pytest.mark.slow
 def test_estimate_top_with_buffers_too_wide_for_an_instance(monkeypatch):
-    """Buffers wider than an Instance takes (the behavioural ones at paper; here the limit is
-    lowered) stay in the top; the estimate's top then instantiates them as several black boxes
+    """Banked buffers wider than an Instance takes (here the limit is lowered) stay in the top;
+    the estimate's top then instantiates them as several black boxes
     (``trio_buffers_0``, ``_1``, ...), each with at most the limit's output bits and together
     every port once, and none of their logic; the core is still one black box."""
     import hw.hier as hier
@@ -241,8 +241,9 @@ def test_estimate_top_with_buffers_too_wide_for_an_instance(monkeypatch):
         seen[top] = (text, lib)
         return {"LUT": 1, "FF": 1, "DSP48E2": 0, "RAMB18": 0, "RAMB36": 0}
     cfg = AccelConfig.from_string("small:L=2")
-    res = estimate_accelerator(cfg, sems=64, method="top", estimate_verilog=est)
-    assert sorted(seen) == ["trio_accel", "trio_core"]
+    res = estimate_accelerator(cfg, sems=64, method="top", estimate_verilog=est,
+                               buffers="banked")
+    assert sorted(seen) == ["trio_accel", "trio_buffers", "trio_core"]
     text, lib = seen["trio_accel"]
     assert "module trio_buffers(" not in lib and "module trio_core(" in lib
     stubs = re.findall(r"\(\* blackbox \*\)\nmodule (trio_buffers_\d+)\((.*?)\);(.*?)endmodule",
@@ -258,7 +259,7 @@ def test_estimate_top_with_buffers_too_wide_for_an_instance(monkeypatch):
         assert text.count(f"{mod} part") == 1            # instantiated once in the top
     with warnings.catch_warnings():     # an accelerator made only to read its buffers' ports
         warnings.simplefilter("ignore", UnusedElaboratable)
-        acc = accmod.Accelerator(config=cfg, sems=64, hierarchy=True)
+        acc = accmod.Accelerator(config=cfg, sems=64, hierarchy=True, buffers="banked")
         want = sorted(hier.port_map(acc._top_buffers))
         del acc
         gc.collect()
@@ -266,6 +267,36 @@ def test_estimate_top_with_buffers_too_wide_for_an_instance(monkeypatch):
     assert not re.search(r"^module \\trio_accel\.bufs\.", text, re.M)
     assert text.count("trio_core u (") == 2
     assert f"{len(stubs)} black boxes" in {r["part"]: r for r in res["parts"]}["top (rest)"]["how"]
+
+
+@pytest.mark.slow
+def test_estimate_top_with_the_cluster(monkeypatch):
+    """Behavioural buffers too wide for an Instance (the limit lowered, as at paper): the
+    cores and the buffers are one module trio_cluster, a black box for the top alone; the
+    core is synthesised once (x L), trio_buflanes and trio_buffers never, the buffers counted
+    by size."""
+    import hw.hier as hier
+    import hw.system.accelerator as accmod
+    from hw.system.estimate import estimate_accelerator
+    from sim.config import AccelConfig
+    monkeypatch.setattr(accmod, "MAX_INSTANCE_OUTPUT_BITS", 2048)
+    monkeypatch.setattr(hier, "MAX_INSTANCE_OUTPUT_BITS", 2048)
+    seen = {}
+
+    def est(text, top, *, abc9, lib):
+        seen[top] = (text, lib)
+        return {"LUT": 1000 if top == "trio_core" else 300, "FF": 1, "DSP48E2": 0,
+                "RAMB18": 0, "RAMB36": 0}
+    cfg = AccelConfig.from_string("small:L=2")
+    res = estimate_accelerator(cfg, sems=64, method="top", estimate_verilog=est)
+    assert sorted(seen) == ["trio_accel", "trio_core"]
+    text, lib = seen["trio_accel"]
+    assert "(* blackbox *)\nmodule trio_cluster(" in lib
+    assert "module trio_buffers(" not in lib and "trio_buflanes" not in text + lib
+    assert text.count("trio_cluster u (") == 1 and "trio_core u (" not in text
+    rows = {r["part"]: r for r in res["parts"]}
+    assert rows["core"]["count"] == 2 and "trio_cluster" in rows["top (rest)"]["how"]
+    assert res["total"]["LUT"] == 2 * 1000 + 300
 
 
 def test_split_blackbox_checks_its_parameters():
@@ -362,26 +393,6 @@ def test_global_buffers_lanes_as_instances_equal_flat(tmp_path):
     out = subprocess.run(["vvp", "-n", str(tmp_path / "sim")], capture_output=True, text=True,
                          check=True).stdout
     assert "DONE bad=0" in out, out[-2000:]
-
-
-@pytest.mark.slow
-def test_accelerator_with_buffers_in_the_top_converts_their_lanes_once(monkeypatch):
-    """Behavioural buffers too wide for an Instance (here the limit is lowered, as at paper)
-    stay in the top, and their per-core lane addresses are one module trio_buflanes,
-    instantiated once per core; the modules are the core and the lanes."""
-    import hw.hier as hier
-    import hw.system.accelerator as accmod
-    from hw.system.buffers import LANES_MODULE
-    monkeypatch.setattr(accmod, "MAX_INSTANCE_OUTPUT_BITS", 2048)
-    acc = accmod.Accelerator(config="small:L=2", sems=64, hierarchy=True)
-    texts = convert_modules(acc, name="trio_accel")
-    assert list(texts) == ["trio_accel", "trio_core", LANES_MODULE]
-    assert acc.module_clocked == {"trio_core": True, LANES_MODULE: False}
-    assert texts["trio_accel"].count(f"{LANES_MODULE} u (") == 2
-    assert texts["trio_accel"].count("trio_core u (") == 2
-    assert "trio_buffers" not in texts["trio_accel"]
-    assert hier.module_ports(texts[LANES_MODULE], LANES_MODULE) == \
-        set(port_map(acc.modules[LANES_MODULE]))
 
 
 def test_compact_zero_init_keeps_the_words_and_other_inits():

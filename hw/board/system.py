@@ -6,8 +6,10 @@ machine with Vivado turns into a bitstream and a hardware platform (``.xsa``):
 ``hdl/trio_accel.v``
     Amaranth's Verilog of :class:`hw.system.Accelerator` for the config (module ``trio_accel``),
     hierarchical (:mod:`hw.hier`): the core converted once as module ``trio_core`` and
-    instantiated L times, the global buffers as module ``trio_buffers`` (``hierarchy=False``:
-    one flat tree, every core in full).
+    instantiated L times, the global buffers as module ``trio_buffers``; when the buffers are
+    too wide for an Amaranth ``Instance`` (``paper``, ``zcu102``) the cores and the buffers
+    are module ``trio_cluster``, written as Verilog directly (:mod:`hw.system.cluster`), so
+    that a cold tree takes seconds (``hierarchy=False``: one flat tree, every core in full).
 ``hdl/trio_vit_top.v``
     The top for Vivado's module reference (:func:`top_verilog`): the accelerator's ports under
     the names Vivado infers interfaces from (``s_axi_awaddr`` ..., ``m_axi_araddr`` ...,
@@ -336,13 +338,19 @@ See docs/board.md of trio-vit for what to check first on the board.
 """
 
 
-def _hierarchy(text: str, core: str, buffers: str, lanes: str) -> str:
+def _hierarchy(text: str, core: str, buffers: str, lanes: str, cluster: str) -> str:
     """What the accelerator's Verilog ``text`` holds as modules of their own (read from it, so
     that a cached text is described the same way)."""
     import re
-    n = len(re.findall(rf"^  {core} u \(", text, re.M))
     if not re.search(rf"^module {core}\(", text, re.M):
         return "flat"
+    if re.search(rf"^module {cluster}\(", text, re.M):
+        n = len(re.findall(rf"^  {core} core\d+ \(", text, re.M))
+        k = len(re.findall(rf"^  {lanes} lanes\d+ \(", text, re.M))
+        return (f"{core} converted once, x {n}, with the global buffers in module {cluster} "
+                f"(Verilog written directly: the {n} cores, module {buffers} and its lane "
+                f"addresses {lanes}, x {k})")
+    n = len(re.findall(rf"^  {core} u \(", text, re.M))
     if re.search(rf"^module {buffers}\(", text, re.M):
         bufs = f"; {buffers} converted once"
     else:
@@ -404,7 +412,7 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
     from sim.fileio import atomic_dir
 
     from ..hier import convert_modules
-    from ..system.accelerator import BUFFERS_MODULE, CORE_MODULE, Accelerator
+    from ..system.accelerator import BUFFERS_MODULE, CLUSTER_MODULE, CORE_MODULE, Accelerator
     from ..system.buffers import LANES_MODULE
     from ..system.regmap import REGMAP, config_hash
     from .zcu102 import PART
@@ -477,7 +485,8 @@ def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 
             "command": command or f"python -m hw build zcu102 --config {cfg.name}",
             "seconds_verilog": round(t_verilog, 2), "verilog_from_cache": from_cache,
             "verilog_modules": modules,
-            "hierarchy": _hierarchy(inner, CORE_MODULE, BUFFERS_MODULE, LANES_MODULE),
+            "hierarchy": _hierarchy(inner, CORE_MODULE, BUFFERS_MODULE, LANES_MODULE,
+                                    CLUSTER_MODULE),
         }
         man["seconds_to_write"] = round(time.perf_counter() - t0, 2)
         man["files"] = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) \

@@ -46,6 +46,7 @@ from .arbiter import ReadArbiter
 from .axi import axi4_lite_signature, axi4_signature
 from .banked import BankedBuffers
 from .buffers import GlobalBuffers, ld_port_name
+from .cluster import CLUSTER_MODULE, CoreCluster
 from .csr import RegisterBlock
 from .contexts import FrameTracker
 from .dispatch import Dispatcher
@@ -53,7 +54,7 @@ from .dma import DescriptorDealer, LoadDMA, StoreDMA
 from .globalunit import GlobalUnit
 from .semaphores import SemaphoreFile
 
-__all__ = ["Accelerator", "CORE_MODULE", "BUFFERS_MODULE"]
+__all__ = ["Accelerator", "CORE_MODULE", "BUFFERS_MODULE", "CLUSTER_MODULE"]
 
 #: the Verilog module names of the core and of the global buffers (``hierarchy=True``)
 CORE_MODULE = "trio_core"
@@ -111,11 +112,13 @@ class Accelerator(wiring.Component):
         (``modules``: ``{"trio_core": Core, "trio_buffers": the buffers}``) and instantiated
         (:class:`hw.hier.ModuleInstance`, L core instances); :func:`hw.hier.convert` writes the
         whole Verilog. The same logic, in a fraction of the time and memory (docs/board.md).
-        Buffers whose outputs are wider than an Amaranth ``Instance`` takes
-        (:data:`hw.hier.MAX_INSTANCE_OUTPUT_BITS`; the behavioural ones at ``paper``) stay in
-        the top module, with each core's address logic there as an instance of one module
-        (``GlobalBuffers(hierarchy=True)``: ``modules`` also has
-        :data:`hw.system.buffers.LANES_MODULE`).
+        Behavioural buffers whose outputs are wider than an Amaranth ``Instance`` takes
+        (:data:`hw.hier.MAX_INSTANCE_OUTPUT_BITS`; those at ``paper``) are written as Verilog
+        directly, together with the L core instances, as one module
+        :data:`hw.system.cluster.CLUSTER_MODULE` (:class:`hw.system.cluster.CoreCluster`;
+        ``modules``: ``trio_core`` and ``trio_cluster``, whose text also holds modules
+        ``trio_buffers`` and :data:`hw.system.buffers.LANES_MODULE`); banked buffers that
+        wide stay in the top module.
 
     Ports
     -----
@@ -170,10 +173,15 @@ class Accelerator(wiring.Component):
             bufs = self._buffers(core.signature)
             if output_bits(bufs) <= MAX_INSTANCE_OUTPUT_BITS:
                 self.modules[BUFFERS_MODULE] = bufs
+            elif self.buffers == "behavioural":
+                # too wide for an Instance: the cores and the buffers as one module written
+                # as Verilog directly (hw.system.cluster), the lanes converted once
+                bufs._MustUse__silence = True
+                bufs = self._buffers(core.signature, hierarchy=True)
+                self._cluster = CoreCluster(core=core, buffers=bufs, core_module=CORE_MODULE,
+                                            buffers_module=BUFFERS_MODULE)
+                self.modules[CLUSTER_MODULE] = self._cluster
             else:                       # too wide for an Instance: elaborated in the top
-                if self.buffers == "behavioural":
-                    bufs._MustUse__silence = True
-                    bufs = self._buffers(core.signature, hierarchy=True)
                 self._top_buffers = bufs
                 self.modules.update(getattr(bufs, "modules", {}))
             self.module_clocked = dict.fromkeys(self.modules, True)
@@ -188,6 +196,12 @@ class Accelerator(wiring.Component):
         """Whether module ``module`` of ``modules`` has ``clk``/``rst`` (told by
         :func:`hw.hier.convert` after converting it)."""
         bufs = getattr(self, "_top_buffers", None)
+        cluster = getattr(self, "_cluster", None)
+        if cluster is not None:
+            bufs = cluster.buffers
+            if module in (CORE_MODULE, CLUSTER_MODULE) and not flag:
+                raise RuntimeError(f"module {module} has no clk/rst: {CLUSTER_MODULE} "
+                                   f"clocks it")
         if module in getattr(bufs, "modules", {}):
             bufs.clocked(module, flag)
         self.module_clocked[module] = flag
@@ -252,9 +266,14 @@ class Accelerator(wiring.Component):
             def inst(module):
                 return ModuleInstance(part=self.modules[module], module=module, reset=run_rst,
                                       clocked=self.module_clocked[module])
-            cores = [inst(CORE_MODULE) for _ in range(L)]
-            bufs = inst(BUFFERS_MODULE) if BUFFERS_MODULE in self.modules else \
-                self._top_buffers
+            cluster = getattr(self, "_cluster", None)
+            if cluster is not None:     # the cores and the buffers in one instance
+                bufs = inst(CLUSTER_MODULE)
+                cores = [cluster.core_ports(bufs, c) for c in range(L)]
+            else:
+                cores = [inst(CORE_MODULE) for _ in range(L)]
+                bufs = inst(BUFFERS_MODULE) if BUFFERS_MODULE in self.modules else \
+                    self._top_buffers
         else:
             cores = [Core.from_config(cfg, stall=banked) for _ in range(L)]
             bufs = self._buffers(cores[0].signature)
@@ -269,10 +288,15 @@ class Accelerator(wiring.Component):
         m.submodules.st_dma = run(st)
         for k, u in g.items():
             m.submodules[f"{k.lower()}_unit"] = run(u)
-        for c, core in enumerate(cores):
-            m.submodules[f"core{c}"] = core if self.hierarchy else run(core)
+        clustered = self.hierarchy and hasattr(self, "_cluster")
+        if not clustered:
+            for c, core in enumerate(cores):
+                m.submodules[f"core{c}"] = core if self.hierarchy else run(core)
         m.submodules.sems = run(sems)
-        m.submodules.bufs = bufs if isinstance(bufs, ModuleInstance) else run(bufs)
+        if clustered:
+            m.submodules.cluster = bufs
+        else:
+            m.submodules.bufs = bufs if isinstance(bufs, ModuleInstance) else run(bufs)
         if arb is not None:
             m.submodules.arb = arb
         ld_idle = Signal()          # every LD engine idle and the dealer empty
@@ -306,8 +330,8 @@ class Accelerator(wiring.Component):
             wiring.connect(m, ft.file_wait, sems.wait[i])
             wiring.connect(m, ft.file_signal, sems.signal[i])
 
-        # the cores' buffer ports
-        for c, core in enumerate(cores):
+        # the cores' buffer ports (inside the cluster's Verilog when clustered)
+        for c, core in enumerate(cores if not clustered else ()):
             for name, *_ in bufs.gathers:
                 wiring.connect(m, getattr(core, name), getattr(bufs, f"c{c}_{name}"))
             for name, *_ in bufs.scatters:

@@ -106,24 +106,28 @@ def _estimate_top(cfg, *, sems, buffers, banks, progress, estimate_verilog=None)
     """The rows of ``method="top"`` (module doc): the hierarchical Verilog's modules."""
     from hw.hier import SplitBlackbox, blackbox, convert_modules
 
-    from .accelerator import BUFFERS_MODULE, CORE_MODULE, Accelerator
+    from .accelerator import BUFFERS_MODULE, CLUSTER_MODULE, CORE_MODULE, Accelerator
     if estimate_verilog is None:
         from hw.estimate import estimate_verilog
     top = "trio_accel"
     acc = Accelerator(config=cfg, sems=sems, buffers=buffers, banks=banks, hierarchy=True)
     split = None
-    if BUFFERS_MODULE not in acc.modules:
-        # buffers too wide for an Instance (the behavioural ones at paper) are elaborated in
-        # the top module: for the top alone they become black boxes of their ports, split
-        # into modules narrow enough for an Instance; their own module is converted only when
-        # it is synthesised (banked)
+    cluster = acc.modules.get(CLUSTER_MODULE)
+    # behavioural buffers too wide for an Instance (paper): the cores and the buffers are one
+    # module trio_cluster, a black box for the top alone; its cores are counted as trio_core
+    # x L, its buffers by size (their lane logic is not synthesised)
+    if cluster is None and BUFFERS_MODULE not in acc.modules:
+        # banked buffers too wide for an Instance are elaborated in the top module: for the
+        # top alone they become black boxes of their ports, split into modules narrow enough
+        # for an Instance; their own module is converted when it is synthesised
         bufs = acc._top_buffers
         split = acc._top_buffers = SplitBlackbox(part=bufs, module=BUFFERS_MODULE)
-        for mod in getattr(bufs, "modules", {}):     # the buffers' own parts (CoreLanes)
+        for mod in getattr(bufs, "modules", {}):     # the buffers' own parts
             acc.modules.pop(mod)._MustUse__silence = True
     texts = convert_modules(acc, name=top)
     lib = "".join(blackbox(mod, acc.modules[mod], clocked=acc.module_clocked[mod])
-                  for mod in (CORE_MODULE, BUFFERS_MODULE) if mod in acc.modules)
+                  for mod in (CORE_MODULE, BUFFERS_MODULE, CLUSTER_MODULE)
+                  if mod in acc.modules)
     lib += split.stubs() if split is not None else ""
     if split is not None and buffers == "banked":
         from amaranth.back import verilog
@@ -133,9 +137,12 @@ def _estimate_top(cfg, *, sems, buffers, banks, progress, estimate_verilog=None)
     if buffers == "banked":
         jobs.append((f"global_buffers (banked x{banks})", BUFFERS_MODULE, 1,
                      texts[BUFFERS_MODULE], None, f"module {BUFFERS_MODULE}"))
+    boxes = (f"the cores and the global buffers a black box {CLUSTER_MODULE}"
+             if cluster is not None else
+             f"{CORE_MODULE} a black box, the global buffers "
+             f"{'a black box' if split is None else f'{len(split.groups)} black boxes'}")
     jobs.append(("top (rest)", top, 1, texts[top], lib,
-                 f"module {top} alone ({CORE_MODULE} a black box, the global buffers "
-                 f"{'a black box' if split is None else f'{len(split.groups)} black boxes'}): "
+                 f"module {top} alone ({boxes}): "
                  "registers, dispatcher, DMA, global units, arbiter, semaphores, glue"))
     rows = []
     for name, mod, count, text, blib, how in (progress(jobs) if progress else jobs):

@@ -1,0 +1,366 @@
+"""The L cores and the behavioural global buffers as Verilog written directly, without an
+Amaranth netlist: how :class:`hw.system.Accelerator` (``hierarchy=True``) writes buffers too
+wide for an Amaranth ``Instance`` (the ``paper`` config: 12,944 gather byte lanes, 103,556
+output bits towards 16 cores), so that ``python -m hw build zcu102`` takes seconds
+(docs/board.md, "Measured here").
+
+Two Verilog modules, text made from the components' signatures:
+
+``trio_buffers`` (:func:`buffers_verilog`)
+    :class:`hw.system.buffers.GlobalBuffers` with exactly its ports (``hw.hier.port_map``
+    names) plus ``clk`` / ``rst``: one byte memory ``mem`` of ``total + 1`` bytes (B, C, OUT
+    at their offsets, the zero byte at ``total``) with an all-zero init, each gather lane a
+    registered read (``en | first``), each scatter byte and each LD line byte a write (one
+    ``always`` block, in the order Amaranth's write ports have: cores' scatters, then LD
+    ports), the ST line reads, the power-up cycle ``first`` and the sticky ``fault``; each
+    core's lane addresses an instance of :data:`hw.system.buffers.LANES_MODULE`.
+``trio_buflanes`` (:func:`lanes_verilog`)
+    :class:`hw.system.buffers.CoreLanes` (one core's gather lane and scatter byte addresses,
+    combinational) as ``generate`` loops, with exactly its ports.
+
+The same function as ``GlobalBuffers`` and ``CoreLanes`` converted by Amaranth:
+``tests/test_cluster.py`` runs both forms on Icarus with the same random inputs.
+``trio_cluster`` (:func:`cluster_verilog`)
+    Wiring only: ``L`` instances of the core's module and one ``trio_buffers``, each core's
+    gather / scatter ports to the buffers' ``c{c}_*`` ports. Its own ports
+    (:class:`CoreCluster`'s signature) are each core's other ports, named ``c{c}_<port>``,
+    and the buffers' DMA-side ports (``ld*``, ``st_*``, ``fault``) under their own names: a
+    few thousand bits, so the accelerator's top instantiates the cluster as one
+    :class:`hw.hier.ModuleInstance`, and neither the 100 k bits of gather data nor the lanes'
+    memory ports pass through Amaranth's netlist.
+"""
+
+from __future__ import annotations
+
+from amaranth import Shape
+from amaranth.lib import wiring
+
+from ..core.ports import ADDR_BITS
+from ..hier import port_map
+from ..params import check_int
+from .buffers import GLOBAL_BUFS, LANES_MODULE, GlobalBuffers, ld_port_name
+
+__all__ = ["CoreCluster", "buffers_verilog", "cluster_verilog", "lanes_verilog",
+           "CLUSTER_MODULE"]
+
+#: the Verilog module of :class:`CoreCluster`
+CLUSTER_MODULE = "trio_cluster"
+
+
+def _decl(direction: str, name: str, width: int) -> str:
+    # always a range, so that bit 0 of a 1-bit port can be selected like any other
+    return f"  {direction} [{width - 1}:0] {name};"
+
+
+def _header(module: str, ports) -> list:
+    """``module``'s header and port declarations; ``ports`` = ``[(name, width, is_input)]``,
+    after ``clk`` and ``rst``."""
+    names = ["clk", "rst"] + [n for n, _w, _i in ports]
+    return [f"module {module}({', '.join(names)});", _decl("input", "clk", 1),
+            _decl("input", "rst", 1)] + [_decl("input" if i else "output", n, w)
+                                         for n, w, i in ports]
+
+
+def _ports(component) -> list:
+    return [(n, len(v), f == wiring.In) for n, (v, f) in port_map(component).items()]
+
+
+def _select(bufs, bufid: str, tag: str, aw: int) -> list:
+    """Verilog wires ``{tag}_base``, ``{tag}_size``, ``{tag}_known`` of buffer id ``bufid``
+    (the ids of ``sim.isa.BUFS``; the offsets ``base`` and ``sizes`` of ``bufs``, a
+    ``GlobalBuffers`` or ``CoreLanes``)."""
+    from sim.isa import BUFS
+    base, size, known = "0", "0", "1'b0"
+    for b in GLOBAL_BUFS:
+        hit = f"({bufid} == 3'd{BUFS[b]})"
+        base = f"{hit} ? {aw}'d{bufs.base[b]} : {base}"
+        size = f"{hit} ? {aw}'d{bufs.sizes[b]} : {size}"
+        known = f"{hit} ? 1'b1 : {known}"
+    return [f"  wire [{aw - 1}:0] {tag}_base = {base};",
+            f"  wire [{aw - 1}:0] {tag}_size = {size};",
+            f"  wire {tag}_known = {known};"]
+
+
+def lanes_verilog(lanes, *, module: str = LANES_MODULE) -> str:
+    """Verilog module ``module``: ``lanes`` (a :class:`hw.system.buffers.CoreLanes`) written
+    directly, combinational, with exactly its ports: each gather lane's byte address
+    ``base + (addr + r*row_stride + e*elem_stride) mod 2**20`` or the zero byte (``first``, an
+    unknown buffer id, outside the buffer), each scatter byte's address ``base + addr +
+    e*elem_stride + b`` and enable, the two fault bits; the same arithmetic and widths as
+    ``CoreLanes.elaborate`` (``tests/test_cluster.py`` compares them)."""
+    from .buffers import CoreLanes
+    if not isinstance(lanes, CoreLanes):
+        raise TypeError(f"lanes must be a hw.system.buffers.CoreLanes, got {lanes!r}")
+    aw = Shape.cast(range(lanes.total + 1)).width
+    zero = f"{aw}'d{lanes.total}"
+    ports = _ports(lanes)
+    out = ["// Generated by hw.system.cluster.lanes_verilog (the byte addresses of one core's",
+           "// ports in the global buffers, hw.system.buffers.CoreLanes); do not edit.",
+           f"module {module}({', '.join(n for n, _w, _i in ports)});"]
+    out += [_decl("input" if i else "output", n, w) for n, w, i in ports]
+    out.append("  genvar r, e, b;")
+    bad_buf, bad_scatter = [], []
+    for name, rows, elems, _s in lanes.gathers:
+        out += _select(lanes, f"{name}__buf", name, aw)
+        bad_buf.append(f"({name}__en & ~{name}_known)")
+        out += ["  generate",
+                f"    for (r = 0; r < {rows}; r = r + 1) begin : g_{name}_row",
+                f"      wire [{ADDR_BITS - 1}:0] row = {name}__addr + {name}__row_stride * r;",
+                f"      for (e = 0; e < {elems}; e = e + 1) begin : g_elem",
+                f"        wire [{ADDR_BITS - 1}:0] idx = row + {name}__elem_stride * e;",
+                f"        assign {name}_addr[{aw} * ({elems} * r + e) +: {aw}] = "
+                f"(first | ~({name}_known & (idx < {name}_size))) ? {zero} : {name}_base + idx;",
+                "      end",
+                "    end",
+                "  endgenerate"]
+    for name, elems, _s in lanes.scatters:
+        out += _select(lanes, f"{name}__buf", name, aw)
+        out += [f"  wire [{elems - 1}:0] {name}_bad;",
+                "  generate",
+                f"    for (e = 0; e < {elems}; e = e + 1) begin : g_{name}_elem",
+                f"      wire [{ADDR_BITS + 7}:0] at = {name}__addr + {name}__elem_stride * e;",
+                f"      wire act = {name}__en & {name}__mask[e];",
+                f"      wire inr = {name}_known & (at + ({name}__wide ? 4 : 1) <= {name}_size);",
+                f"      assign {name}_bad[e] = act & ~inr;",
+                "      for (b = 0; b < 4; b = b + 1) begin : g_byte",
+                f"        assign {name}_addr[{aw} * (4 * e + b) +: {aw}] = {name}_base + at + b;",
+                f"        assign {name}_en[4 * e + b] = "
+                f"act & inr & (b == 0 ? 1'b1 : {name}__wide);",
+                "      end",
+                "    end",
+                "  endgenerate"]
+        bad_scatter.append(f"(|{name}_bad)")
+    out += [f"  assign fault = {{{' | '.join(bad_scatter)}, {' | '.join(bad_buf)}}};",
+            "endmodule", ""]
+    return "\n".join(out)
+
+
+def buffers_verilog(bufs: GlobalBuffers, *, module: str = "trio_buffers",
+                    lanes_module: str = LANES_MODULE) -> str:
+    """Verilog module ``module``: ``bufs`` (a :class:`hw.system.buffers.GlobalBuffers`) written
+    directly (see the module doc); each core's lane addresses an instance of ``lanes_module``
+    (the Verilog of ``CoreLanes(core_signature=bufs.core_signature, sizes=bufs.sizes)``,
+    combinational, converted separately)."""
+    if not isinstance(bufs, GlobalBuffers):
+        raise TypeError(f"bufs must be a hw.system.buffers.GlobalBuffers, got {bufs!r}")
+    from .buffers import CoreLanes
+    aw = Shape.cast(range(bufs.total + 1)).width        # the memory's address
+    line = bufs.line
+    lanes = CoreLanes(core_signature=bufs.core_signature, sizes=bufs.sizes)
+    lanes._MustUse__silence = True      # only its port names are read here
+    lane_ports = _ports(lanes)
+    own = {n: w for n, w, _i in _ports(bufs)}
+    out = ["// Generated by hw.system.cluster.buffers_verilog (the behavioural global buffers",
+           "// B, C, OUT of hw.system.buffers.GlobalBuffers); do not edit."]
+    out += _header(module, _ports(bufs))
+    out += [f"  reg [7:0] mem [0:{bufs.total}];",
+            "  initial begin : zero_init",
+            "    integer i;",
+            f"    for (i = 0; i <= {bufs.total}; i = i + 1)",
+            "      mem[i] = 8'h0;",
+            "  end",
+            "  reg first = 1'b1;                 // power-up cycle: lanes read the zero byte",
+            "  always @(posedge clk) first <= rst;",
+            "  reg [2:0] fault_q = 3'h0;",
+            "  assign fault = fault_q;"]
+    fault0, fault1 = [], []
+    # each core: its lanes, its gather reads
+    for c in range(bufs.cores):
+        conn = []
+        for n, w, is_in in lane_ports:
+            if n == "first":
+                conn.append(".first(first)")
+            elif is_in:                     # a request member: the core's port itself
+                conn.append(f".{n}(c{c}_{n})")
+            else:
+                out.append(_decl("wire", f"l{c}_{n}", w))
+                conn.append(f".{n}(l{c}_{n})")
+        out.append(f"  {lanes_module} lanes{c} ({', '.join(conn)});")
+        fault0.append(f"l{c}_fault[0]")
+        fault1.append(f"l{c}_fault[1]")
+        for name, rows, elems, sig in bufs.gathers:
+            p, n = f"c{c}_{name}", rows * elems
+            if "ready" in sig.members:
+                out.append(f"  assign {p}__ready = 1'b1;")
+            # no initial value: Amaranth's read port register has none (X until the first
+            # read, which is the power-up cycle `first`); a 0 here changed what the cores
+            # did on Icarus (docs/board.md, "Measured here")
+            out += [f"  reg [{8 * n - 1}:0] {p}_q;",
+                    f"  assign {p}__data = {p}_q;",
+                    f"  always @(posedge clk) begin : rd_{p}",
+                    "    integer i;",
+                    f"    if ({p}__en | first)",
+                    f"      for (i = 0; i < {n}; i = i + 1)",
+                    f"        {p}_q[8 * i +: 8] <= mem[l{c}_{name}_addr[{aw} * i +: {aw}]];",
+                    "  end"]
+        for name, _elems, sig in bufs.scatters:
+            if "ready" in sig.members:
+                out.append(f"  assign c{c}_{name}__ready = 1'b1;")
+    # the LD line ports: buffer select and payload fields
+    lay = {k: (f.offset, Shape.cast(f.shape).width) for k, f in
+           bufs.signature.members["ld"].signature.members["payload"].shape}
+    for k in range(bufs.ld_ports):
+        p = ld_port_name(k)
+        out.append(f"  assign {p}__ready = 1'b1;")
+        for fld, (off, w) in lay.items():
+            out.append(f"  wire [{w - 1}:0] {p}_{fld} = {p}__payload[{off + w - 1}:{off}];")
+        out += _select(bufs, f"{p}_buf", p, aw)
+    out += _select(bufs, "st_buf", "st", aw)
+    # writes, in Amaranth's port order (a later write port wins a same-address cycle)
+    out += ["  always @(posedge clk) begin : writes",
+            "    integer i;",
+            f"    reg [{ADDR_BITS}:0] a;"]
+    for c in range(bufs.cores):
+        for name, elems, _sig in bufs.scatters:
+            p = f"c{c}_{name}"
+            ew = own[f"{p}__data"] // elems          # bits per element
+            out += [f"    for (i = 0; i < {4 * elems}; i = i + 1)",
+                    f"      if (l{c}_{name}_en[i])",
+                    f"        mem[l{c}_{name}_addr[{aw} * i +: {aw}]] <= "
+                    f"{p}__data[{ew} * (i / 4) + 8 * (i % 4) +: 8];"]
+    for k in range(bufs.ld_ports):
+        p = ld_port_name(k)
+        out += [f"    for (i = 0; i < {line}; i = i + 1) begin",
+                f"      a = {p}_addr + i;",
+                f"      if ({p}__valid & {p}_mask[i] & {p}_known & (a < {p}_size))",
+                f"        mem[{p}_base + a] <= {p}_data[8 * i +: 8];",
+                "    end"]
+    out.append("  end")
+    # ST line reads
+    out += [f"  reg [{8 * line - 1}:0] st_q;            // no initial value, as Amaranth's",
+            "  assign st_data = st_q;",
+            "  always @(posedge clk) begin : st_read",
+            "    integer i;",
+            f"    reg [{ADDR_BITS}:0] a;",
+            "    if (st_en | first)",
+            f"      for (i = 0; i < {line}; i = i + 1) begin",
+            "        a = st_addr + i;",
+            f"        st_q[8 * i +: 8] <= mem[(first | ~(st_known & (a < st_size))) ? "
+            f"{aw}'d{bufs.total} : st_base + a];",
+            "      end",
+            "  end"]
+    # sticky faults (reset by rst)
+    out += ["  always @(posedge clk) begin : faults",
+            "    integer i;",
+            f"    reg [{ADDR_BITS}:0] a;",
+            f"    if (|{{{', '.join(fault0)}}}) fault_q[0] <= 1'b1;",
+            f"    if (|{{{', '.join(fault1)}}}) fault_q[1] <= 1'b1;"]
+    for k in range(bufs.ld_ports):
+        p = ld_port_name(k)
+        out += [f"    for (i = 0; i < {line}; i = i + 1) begin",
+                f"      a = {p}_addr + i;",
+                f"      if ({p}__valid & {p}_mask[i] & ~({p}_known & (a < {p}_size)))",
+                "        fault_q[2] <= 1'b1;",
+                "    end"]
+    out += [f"    for (i = 0; i < {line}; i = i + 1) begin",
+            "      a = st_addr + i;",
+            "      if (st_en & ~(st_known & (a < st_size)))",
+            "        fault_q[2] <= 1'b1;",
+            "    end",
+            "    if (rst) fault_q <= 3'h0;",
+            "  end",
+            "endmodule", ""]
+    return "\n".join(out)
+
+
+class CoreCluster(wiring.Component):
+    """``cores`` instances of a core's Verilog module and the behavioural global buffers as
+    one Verilog module (:func:`cluster_verilog`; module doc). Never elaborated by Amaranth:
+    the part a :class:`hw.hier.ModuleInstance` stands for, its text from :meth:`verilog_text`
+    (the :func:`hw.hier.convert_modules` protocol).
+
+    Parameters (keyword-only)
+    -------------------------
+    core : wiring.Component
+        The core (``hw.core.Core``) whose Verilog is module ``core_module`` (clocked).
+    buffers : GlobalBuffers
+        The global buffers for ``buffers.cores`` cores with this core's signature, built with
+        ``hierarchy=True`` (its lanes module :data:`hw.system.buffers.LANES_MODULE`).
+    core_module, buffers_module : str
+        The Verilog module names of the core and of the buffers (written here).
+
+    Ports: for each core ``c`` and each port ``p`` of the core that is not a gather / scatter
+    port, ``c{c}_{p}`` (the core's direction and shape); the buffers' ports that do not face a
+    core (``ld``, ``ld1`` .., ``st_en``, ``st_buf``, ``st_addr``, ``st_data``, ``fault``).
+    """
+
+    def __init__(self, *, core, buffers, core_module: str = "trio_core",
+                 buffers_module: str = "trio_buffers"):
+        if not isinstance(core, wiring.Component):
+            raise TypeError(f"core must be a wiring.Component, got {core!r}")
+        if not isinstance(buffers, GlobalBuffers) or not buffers.hierarchy:
+            raise TypeError(f"buffers must be a GlobalBuffers built with hierarchy=True, got "
+                            f"{buffers!r}")
+        if buffers.core_signature != core.signature:
+            raise ValueError("buffers was built for another core signature than core's")
+        self.core, self.buffers = core, buffers
+        self.core_module, self.buffers_module = core_module, buffers_module
+        self.cores = check_int("buffers.cores", buffers.cores, 1, 64)
+        self.buffer_ports = {n for n, *_ in buffers.gathers} | {n for n, *_ in buffers.scatters}
+        facing = {f"c{c}_{n}" for c in range(self.cores) for n in self.buffer_ports}
+        sig = {}
+        for c in range(self.cores):
+            for n, member in core.signature.members.items():
+                if n not in self.buffer_ports:
+                    sig[f"c{c}_{n}"] = member
+        for n, member in buffers.signature.members.items():
+            if n not in facing:
+                sig[n] = member
+        super().__init__(sig)
+        # text only: neither it nor the buffers and their lanes are elaborated (its
+        # ModuleInstance is)
+        self._MustUse__silence = buffers._MustUse__silence = True
+        for part in buffers.modules.values():
+            part._MustUse__silence = True
+
+    def elaborate(self, platform):
+        raise TypeError("CoreCluster is Verilog text (verilog_text); the flat "
+                        "hw.system.Accelerator is its Amaranth form")
+
+    def verilog_text(self, name: str) -> str:
+        """Modules ``name`` (:func:`cluster_verilog`), ``buffers_module``
+        (:func:`buffers_verilog`) and :data:`hw.system.buffers.LANES_MODULE`
+        (:func:`lanes_verilog`)."""
+        lanes = self.buffers.modules[LANES_MODULE]
+        return "\n".join([cluster_verilog(self, module=name),
+                          buffers_verilog(self.buffers, module=self.buffers_module),
+                          lanes_verilog(lanes, module=LANES_MODULE)])
+
+    def core_ports(self, instance, c: int):
+        """Core ``c`` of ``instance`` (a ModuleInstance of this cluster) as the accelerator
+        sees a core: its non-buffer ports are ``instance``'s ``c{c}_*`` ports, any other
+        attribute (``a_line``, ...) the core's."""
+        return _CorePorts(instance, c, self)
+
+
+class _CorePorts:
+    def __init__(self, instance, c, cluster):
+        self._instance, self._c, self._cluster = instance, c, cluster
+
+    def __getattr__(self, name):
+        cl = self._cluster
+        if name in cl.core.signature.members:
+            if name in cl.buffer_ports:
+                raise AttributeError(f"{name}: a buffer port, inside the cluster")
+            return getattr(self._instance, f"c{self._c}_{name}")
+        return getattr(cl.core, name)
+
+
+def cluster_verilog(cluster: CoreCluster, *, module: str = CLUSTER_MODULE) -> str:
+    """Verilog module ``module`` of ``cluster`` (wiring only; see the module doc)."""
+    core_ports = _ports(cluster.core)
+    out = ["// Generated by hw.system.cluster.cluster_verilog (the cores and the global",
+           "// buffers of hw.system.Accelerator, wired); do not edit."]
+    out += _header(module, _ports(cluster))
+    own = set(port_map(cluster))
+    for c in range(cluster.cores):
+        for n, w, _i in core_ports:
+            if f"c{c}_{n}" not in own:
+                out.append(_decl("wire", f"c{c}_{n}", w))
+    for c in range(cluster.cores):
+        conn = [".clk(clk)", ".rst(rst)"] + [f".{n}(c{c}_{n})" for n, _w, _i in core_ports]
+        out.append(f"  {cluster.core_module} core{c} ({', '.join(conn)});")
+    conn = [".clk(clk)", ".rst(rst)"] + [f".{n}({n})" for n, _w, _i in _ports(cluster.buffers)]
+    out.append(f"  {cluster.buffers_module} bufs ({', '.join(conn)});")
+    out += ["endmodule", ""]
+    return "\n".join(out)
