@@ -19,7 +19,6 @@ import os
 import pytest
 
 from hw.core import Core
-from sim import compile as sc
 from sim import perf, timing
 from tb.core.cases import CASES, compile_case, make_case
 from tb.rtl import REPO_ROOT, run_cocotb

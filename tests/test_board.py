@@ -254,7 +254,7 @@ def test_tree_verilog_is_hierarchical(tree):
 
 
 def test_zcu102_preset_tree_is_one_cluster(zcu_tree):
-    """The zcu102 preset (16 cores, B / C 512 KiB, OUT 128 KiB): the buffers are too wide for
+    """The zcu102 preset (16 cores, B 512 KiB, C 2 MiB, OUT 128 KiB): the buffers are too wide for
     an Instance, so trio_accel instantiates module trio_cluster once, which holds the 16
     trio_core instances and module trio_buffers (written directly: its byte memory B + C +
     OUT + the zero byte, one trio_buflanes per core, also written directly); the manifest
@@ -262,7 +262,7 @@ def test_zcu102_preset_tree_is_one_cluster(zcu_tree):
     man = json.loads((zcu_tree / "manifest.json").read_text())
     cfg = AccelConfig.from_string(ZCU)
     assert (cfg.L, cfg.buf_b_bytes, cfg.buf_c_bytes, cfg.buf_out_bytes) == \
-        (16, 512 << 10, 512 << 10, 128 << 10)
+        (16, 512 << 10, 2048 << 10, 128 << 10)
     assert AccelConfig.from_string(str(zcu_tree / "config.json")) == cfg
     assert man["hierarchy"].startswith("trio_core converted once, x 16, with the global "
                                        "buffers in module trio_cluster")
