@@ -292,6 +292,7 @@ def test_qkv_runs_in_row_pieces_like_golden(cfg, qkv, dim, monkeypatch):
     ref = golden.run(prog, x)["proj"]
     bins = {}
     for on in (False, True):
+        monkeypatch.setattr(attctx, "PIPE_AGGREGATION", True)
         monkeypatch.setattr(attctx, "PIPE_QKV", on)
         b = bins[on] = compile_(prog, c)
         for order in ("ld_first", "ld_last"):
@@ -360,6 +361,7 @@ def test_tiny_network_with_the_qkv_in_row_pieces_like_golden(monkeypatch):
     qkv = [i for i, n in enumerate(prog.nodes) if n.name.endswith("context_module.main.qkv")]
     signals = {}
     for on in (False, True):
+        monkeypatch.setattr(attctx, "PIPE_AGGREGATION", True)
         monkeypatch.setattr(attctx, "PIPE_QKV", on)
         b = compile_(prog, SMALL)
         if on:

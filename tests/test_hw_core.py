@@ -561,7 +561,7 @@ def test_core_stall_random_ready(name):
 
 
 @pytest.mark.parametrize("case", ["litemla_ctx", "litemla_ctx_pipe"])
-def test_core_context_module_on_chip(case):
+def test_core_context_module_on_chip(case, monkeypatch):
     """The LiteMLA context module of sim.zoo.tiny (qkv PW, DW 5x5 + grouped PW aggregation,
     concat, attention on 4 heads, proj + residual) with its activations kept in buffer B
     (sim.compile.attctx): the only LOADs into B are the module's input (for qkv, and as proj's
@@ -569,7 +569,11 @@ def test_core_context_module_on_chip(case):
     STORE is proj's output. Bit-exact with sim.golden and sim.funcsim; every instruction fetched
     in the cycle sim.perf says. ``litemla_ctx_pipe`` (8x8 tokens): the qkv is written in the
     aggregation DW's row pieces, each followed by a SIGNAL that the DW's R-MAC waits for."""
+    from sim.compile import attctx
     from sim.isa import BUFS
+    # the row pieces are off by default (see attctx.PIPE_AGGREGATION); this test runs them
+    monkeypatch.setattr(attctx, "PIPE_AGGREGATION", True)
+    monkeypatch.setattr(attctx, "PIPE_QKV", True)
     prog, cfg, x = make_case(case)
     binary = sc.compile(prog, cfg)
     g = binary.streams["global"]
