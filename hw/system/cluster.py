@@ -135,6 +135,12 @@ def lanes_verilog(lanes, *, module: str = LANES_MODULE) -> str:
     return "\n".join(out)
 
 
+def _in_window(port: str) -> str:
+    """The Verilog condition that byte ``a`` of DMA line port ``port`` lies in its buffer
+    (a known buffer select and ``a`` below the buffer's size): written, read and faulted on."""
+    return f"{port}_known & (a < {port}_size)"
+
+
 def buffers_verilog(bufs: GlobalBuffers, *, module: str = "trio_buffers",
                     lanes_module: str = LANES_MODULE) -> str:
     """Verilog module ``module``: ``bufs`` (a :class:`hw.system.buffers.GlobalBuffers`) written
@@ -222,7 +228,7 @@ def buffers_verilog(bufs: GlobalBuffers, *, module: str = "trio_buffers",
         p = ld_port_name(k)
         out += [f"    for (i = 0; i < {line}; i = i + 1) begin",
                 f"      a = {p}_addr + i;",
-                f"      if ({p}__valid & {p}_mask[i] & {p}_known & (a < {p}_size))",
+                f"      if ({p}__valid & {p}_mask[i] & {_in_window(p)})",
                 f"        mem[{p}_base + a] <= {p}_data[8 * i +: 8];",
                 "    end"]
     out.append("  end")
@@ -235,7 +241,7 @@ def buffers_verilog(bufs: GlobalBuffers, *, module: str = "trio_buffers",
             "    if (st_en | first)",
             f"      for (i = 0; i < {line}; i = i + 1) begin",
             "        a = st_addr + i;",
-            f"        st_q[8 * i +: 8] <= mem[(first | ~(st_known & (a < st_size))) ? "
+            f"        st_q[8 * i +: 8] <= mem[(first | ~({_in_window('st')})) ? "
             f"{aw}'d{bufs.total} : st_base + a];",
             "      end",
             "  end"]
@@ -249,12 +255,12 @@ def buffers_verilog(bufs: GlobalBuffers, *, module: str = "trio_buffers",
         p = ld_port_name(k)
         out += [f"    for (i = 0; i < {line}; i = i + 1) begin",
                 f"      a = {p}_addr + i;",
-                f"      if ({p}__valid & {p}_mask[i] & ~({p}_known & (a < {p}_size)))",
+                f"      if ({p}__valid & {p}_mask[i] & ~({_in_window(p)}))",
                 "        fault_q[2] <= 1'b1;",
                 "    end"]
     out += [f"    for (i = 0; i < {line}; i = i + 1) begin",
             "      a = st_addr + i;",
-            "      if (st_en & ~(st_known & (a < st_size)))",
+            f"      if (st_en & ~({_in_window('st')}))",
             "        fault_q[2] <= 1'b1;",
             "    end",
             "    if (rst) fault_q <= 3'h0;",
