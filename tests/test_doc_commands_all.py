@@ -63,10 +63,13 @@ def all_commands() -> dict[str, list[str]]:
 def variants(cmd: str) -> list[str]:
     """The runnable forms of a synopsis: without its ``[optional]`` parts and with all of them
     (of ``a | b`` the first); a plain command is its own one form."""
-    if "[" not in cmd:
+    # a bracket opening a word is a synopsis part; one inside a word (a test id's
+    # ``[verilator]``) belongs to that word
+    opt = r"(?:(?<=\s)|^)\[([^\]]*)\]"
+    if not re.search(opt, cmd):
         return [cmd]
-    bare = re.sub(r"\s*\[[^\]]*\]", "", cmd)
-    full = re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).split("|")[0].strip(), cmd)
+    bare = re.sub(r"\s*" + opt, "", cmd)
+    full = re.sub(opt, lambda m: m.group(1).split("|")[0].strip(), cmd)
     return list(dict.fromkeys([" ".join(bare.split()), " ".join(full.split())]))
 
 
@@ -692,6 +695,7 @@ def test_commands_found():
     assert runner_for("python -m nosuch run") is None          # a new family is caught
     assert variants("python -m x a [--b 1 | --c] [--d]") == ["python -m x a",
                                                               "python -m x a --b 1 --d"]
+    assert variants('pytest "t.py::test_x[icarus]" -n 0') == ['pytest "t.py::test_x[icarus]" -n 0']
 
 
 def test_every_doc_command_has_a_runner():
