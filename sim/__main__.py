@@ -406,6 +406,28 @@ def main(argv=None):
             p.add_argument("--program", help="an IntProgram .npz instead of a zoo model")
             p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
 
+    def schedule_options(p, *, onchip=True):
+        """The compiler's schedule switches, the same on every subcommand that compiles."""
+        if onchip:
+            p.add_argument("--no-attn-onchip", action="store_true",
+                           help="the attention context modules' activations through DRAM (the "
+                                "schedule before sim.compile.attctx; for an A/B see `python -m "
+                                "sim attctx`)")
+        p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
+                       help="cross-layer weight prefetch (sim.compile.prefetch; default: on when "
+                            "buffer C is larger than its two weight slots, e.g. --config zcu102, "
+                            "and not --stream; docs/perf.md)")
+        p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
+                       help="compile for streaming: the first and the last layers' buffer "
+                            "regions disjoint (sim.compile.streaming; default off; gains only "
+                            "with --contexts 2, docs/perf.md)")
+        p.add_argument("--stem", choices=("auto", "im2col", "taps"), default="auto",
+                       help="im2col: a generic conv stem on the input runs as a pointwise conv "
+                            "over the input the host writes unfolded; taps: the generic conv "
+                            "path, k*k steps per pixel; auto (default): the faster of the two "
+                            "for the stem layer by the cycle model (sim.compile.stem, "
+                            "docs/compiler.md)")
+
     p = sub.add_parser("perf", help="cycle model of one model on one config")
     common(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -416,22 +438,7 @@ def main(argv=None):
                    metavar="KIND,KIND",
                    help="also print each layer's cycles per cause (sim.losses) for these "
                         "layer kinds (default depthwise,grouped_pointwise,attention)")
-    p.add_argument("--no-attn-onchip", action="store_true",
-                   help="the attention context modules' activations through DRAM (the schedule "
-                        "before sim.compile.attctx; for an A/B see `python -m sim attctx`)")
-    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
-                   help="cross-layer weight prefetch (sim.compile.prefetch; default: on when "
-                        "buffer C is larger than its two weight slots, e.g. --config zcu102, "
-                        "and not --stream; docs/perf.md)")
-    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
-                   help="compile for streaming: the first and the last layers' buffer regions "
-                        "disjoint (sim.compile.streaming; default off; gains only with "
-                        "--contexts 2, docs/perf.md)")
-    p.add_argument("--stem", choices=("auto", "im2col", "taps"), default="auto",
-                   help="im2col: a generic conv stem on the input runs as a pointwise conv over "
-                        "the input the host writes unfolded; taps: the generic conv path, k*k "
-                        "steps per pixel; auto (default): the faster of the two for the stem "
-                        "layer by the cycle model (sim.compile.stem, docs/compiler.md)")
+    schedule_options(p)
     p.add_argument("--frames", type=int, default=3,
                    help="streaming mode: replay the Binary this many frames back to back and "
                         "report the steady-state FPS (default 3; 1: latency mode only)")
@@ -473,20 +480,9 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=3,
                    help="frames back to back for the streaming column (default 3; 1: omit it)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
-                   help="cross-layer weight prefetch (sim.compile.prefetch; default: on when "
-                        "buffer C is larger than its two weight slots and not --stream)")
     p.add_argument("--contexts", type=int, default=1,
                    help="what-if for the streaming column: queue contexts per unit (as perf)")
-    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
-                   help="compile for streaming: the first and the last layers' buffer regions "
-                        "disjoint (sim.compile.streaming; default off; gains only with "
-                        "--contexts 2, docs/perf.md)")
-    p.add_argument("--stem", choices=("auto", "im2col", "taps"), default="auto",
-                   help="im2col: a generic conv stem on the input runs as a pointwise conv over "
-                        "the input the host writes unfolded; taps: the generic conv path, k*k "
-                        "steps per pixel; auto (default): the faster of the two for the stem "
-                        "layer by the cycle model (sim.compile.stem, docs/compiler.md)")
+    schedule_options(p, onchip=False)
     p.add_argument("-o", "--out", help="also write JSON here")
     p.set_defaults(fn=cmd_table7)
 
@@ -529,20 +525,7 @@ def main(argv=None):
     common(p, model=False)
     p.add_argument("-o", "--output", default=str(BUILD / "model.bin.npz"))
     p.add_argument("--no-fuse", action="store_true")
-    p.add_argument("--no-attn-onchip", action="store_true",
-                   help="the attention context modules through DRAM (before sim.compile.attctx)")
-    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
-                   help="cross-layer weight prefetch (sim.compile.prefetch; default: on when "
-                        "buffer C is larger than its two weight slots and not --stream)")
-    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
-                   help="compile for streaming: the first and the last layers' buffer regions "
-                        "disjoint (sim.compile.streaming; default off; gains only with "
-                        "--contexts 2, docs/perf.md)")
-    p.add_argument("--stem", choices=("auto", "im2col", "taps"), default="auto",
-                   help="im2col: a generic conv stem on the input runs as a pointwise conv over "
-                        "the input the host writes unfolded; taps: the generic conv path, k*k "
-                        "steps per pixel; auto (default): the faster of the two for the stem "
-                        "layer by the cycle model (sim.compile.stem, docs/compiler.md)")
+    schedule_options(p)
     p.add_argument("--layout", default="planar", choices=("planar", "blocked"),
                    help="activation layout: planar (default) or channel-blocked "
                         "[C/B][H][W][B] with the units' BLOCK register "
