@@ -31,6 +31,24 @@ def _run_icarus(tmp_path, text, top=None):
                           check=True).stdout
 
 
+def _buffer_pair(**kw):
+    """``GlobalBuffers(**kw)`` as Amaranth converts it (module ``flat_top``) and as
+    ``hw.system.cluster`` writes it (``text_top`` with its lane modules): the Verilog of both,
+    the text's lanes and the flat one's ports ``[(name, width, is_input)]``."""
+    from amaranth.back import verilog
+
+    from hw.system.buffers import LANES_MODULE, GlobalBuffers
+    from hw.system.cluster import buffers_verilog, lanes_verilog
+    flat_b = GlobalBuffers(**kw)
+    text_b = GlobalBuffers(**kw, hierarchy=True)
+    text_b.modules[LANES_MODULE]._MustUse__silence = True     # written as text below
+    flat = verilog.convert(flat_b, name="flat_top", emit_src=False)
+    lanes = lanes_verilog(text_b.modules[LANES_MODULE])
+    mine = buffers_verilog(text_b, module="text_top")
+    ports = [(n, len(v), f == In) for n, (v, f) in port_map(flat_b).items()]
+    return flat, lanes, mine, ports
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cores,ld_ports,stall", [(2, 1, False), (1, 2, True)])
 def test_buffers_verilog_equals_amaranth_global_buffers(tmp_path, cores, ld_ports, stall):
@@ -43,22 +61,13 @@ def test_buffers_verilog_equals_amaranth_global_buffers(tmp_path, cores, ld_port
     counted, not compared; the text's outputs are X in no more cycles (the read data before
     the first read, as Amaranth's)."""
     _need_iverilog()
-    from amaranth.back import verilog
-
-    from hw.system.buffers import LANES_MODULE, GlobalBuffers
-    from hw.system.cluster import buffers_verilog, lanes_verilog
+    from hw.system.buffers import LANES_MODULE
     from tests.test_banked_buffers import LINE, SIZES, core_signature
-    kw = dict(core_signature=core_signature(stall=stall), cores=cores, sizes=SIZES, line=LINE,
-              ld_ports=ld_ports)
-    flat_b = GlobalBuffers(**kw)
-    text_b = GlobalBuffers(**kw, hierarchy=True)
-    text_b.modules[LANES_MODULE]._MustUse__silence = True     # written as text below
-    flat = verilog.convert(flat_b, name="flat_top", emit_src=False)
-    lanes = lanes_verilog(text_b.modules[LANES_MODULE])
-    mine = buffers_verilog(text_b, module="text_top")
-    assert module_ports(mine, "text_top") == set(port_map(flat_b)) | {"clk", "rst"}
+    flat, lanes, mine, ports = _buffer_pair(core_signature=core_signature(stall=stall),
+                                            cores=cores, sizes=SIZES, line=LINE,
+                                            ld_ports=ld_ports)
+    assert module_ports(mine, "text_top") == {n for n, _w, _i in ports} | {"clk", "rst"}
     assert mine.count(f"{LANES_MODULE} lanes") == cores
-    ports = [(n, len(v), f == In) for n, (v, f) in port_map(flat_b).items()]
     tb = _random_tb("flat_top", "text_top", ports, 1500, 5 + cores)
     # LD lines at small addresses (across the ends of C and OUT), each port into another
     # buffer id than port 0 (two ports writing one byte in a cycle is left undefined by
@@ -203,19 +212,9 @@ def test_buffers_verilog_power_up_is_amaranths_in_four_states(tmp_path):
     behaved differently on Icarus (``sim.zoo.tiny`` through the ``trio_cluster`` accelerator read
     X from the DRAM, docs/board.md "Measured here")."""
     _need_iverilog()
-    from amaranth.back import verilog
-
-    from hw.system.buffers import LANES_MODULE, GlobalBuffers
-    from hw.system.cluster import buffers_verilog, lanes_verilog
     from tests.test_banked_buffers import LINE, SIZES, core_signature
-    kw = dict(core_signature=core_signature(stall=False), cores=1, sizes=SIZES, line=LINE)
-    flat_b = GlobalBuffers(**kw)
-    text_b = GlobalBuffers(**kw, hierarchy=True)
-    text_b.modules[LANES_MODULE]._MustUse__silence = True     # written as text below
-    flat = verilog.convert(flat_b, name="flat_top", emit_src=False)
-    lanes = lanes_verilog(text_b.modules[LANES_MODULE])
-    mine = buffers_verilog(text_b, module="text_top")
-    ports = [(n, len(v), f == In) for n, (v, f) in port_map(flat_b).items()]
+    flat, lanes, mine, ports = _buffer_pair(core_signature=core_signature(stall=False),
+                                            cores=1, sizes=SIZES, line=LINE)
     ins = [(n, w) for n, w, i in ports if i]
     # the read data (the read-port registers); `fault` is left out: Amaranth's Verilog
     # computes its next value in an `always @*` that Icarus leaves X until an input changes
