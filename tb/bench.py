@@ -204,7 +204,6 @@ def stem_costs(models, cfg, *, repeat: int = 20) -> dict:
     to the planar pack and the host's quantisation of the float image), the
     input's DRAM bytes planar and unfolded, and the whole network's cycles with
     ``stem="taps"`` / ``"im2col"`` and what ``stem="auto"`` chooses."""
-    import numpy as np
 
     from sim import golden, zoo
     from sim.compile import compile as compile_binary

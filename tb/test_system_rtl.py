@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import pytest
 
-from sim import compile as sc
 from tb.core.cases import compile_case, make_case
 from tb.system.fast import run_fast
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import compile as sc
 from sim import funcsim, golden, perf, timing
 from tb.core.banked import BankedCoreTop, BankedEnv, simulate_banked
 from tb.core.cases import compile_case, make_case

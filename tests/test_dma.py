@@ -79,7 +79,7 @@ class AxiMemory:
 
     async def drive(self, ctx, t):
         """Set the subordinate's outputs for cycle ``t`` (before reading the engine)."""
-        bus, n = self.dut.bus, self.lanes
+        bus = self.dut.bus
         ctx.set(bus.arready, self.go())
         ctx.set(bus.awready, self.go())
         ctx.set(bus.wready, self.go())

@@ -1,7 +1,7 @@
 """hw.estimate.estimate_modules: per-module resources of a design synthesised without
 flattening (docs/hw-core.md, issue #14 round 3, uses it for the units' breakdowns)."""
 
-from amaranth import Module, Signal, signed
+from amaranth import Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 

@@ -235,7 +235,7 @@ def test_attention_approximates_float_formula():
     """Dequantised, the integer attention tracks the official float formula
     out = (V ReLU(K)^T) ReLU(Q) / (sum ReLU(K)^T ReLU(Q)) closely (4-bit divisor error only)."""
     rng = np.random.default_rng(3)
-    dim, heads, h, w = 8, 1, 6, 6
+    dim, h, w = 8, 6, 6
     x = rand_i8((3 * dim, h, w), rng) // 2
     s_in = 0.05
     t = x.reshape(3 * dim, -1) * s_in

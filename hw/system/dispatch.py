@@ -109,7 +109,7 @@ class Dispatcher(wiring.Component):
             f = SyncFIFOBuffered(width=128, depth=D)
             m.submodules[f"q{i}"] = f
             fifos.append(f)
-            wiring.connect(m, wiring.flipped(self.instr[i]), f.r_stream)  # noqa: the FIFO head
+            wiring.connect(m, wiring.flipped(self.instr[i]), f.r_stream)  # the FIFO head
         levels = Array(f.level for f in fifos)
 
         tags = SyncFIFOBuffered(width=8, depth=self.outstanding)

@@ -253,7 +253,7 @@ def _attention_params(x, dim: int, *, ksum_max: int, rng) -> dict:
     from sim import golden
     heads = x.shape[0] // (3 * dim)
     t = np.asarray(x, np.int64).reshape(heads, 3 * dim, -1)
-    q, k, v = np.maximum(t[:, :dim], 0), np.maximum(t[:, dim:2 * dim], 0), t[:, 2 * dim:]
+    k, v = np.maximum(t[:, dim:2 * dim], 0), t[:, 2 * dim:]
     kv = np.abs(np.einsum("hjn,hin->hji", k, v)).max(axis=(1, 2))
     s_m = nx.to_dyadic(110.0 / np.maximum(kv, 1) * rng.uniform(0.9, 1.1, heads))
     ks_m = nx.to_dyadic(ksum_max / np.maximum(k.sum(axis=2).max(axis=1), 1))

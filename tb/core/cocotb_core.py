@@ -16,7 +16,6 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from sim import compile as sc
 from sim import golden
 from tb.core.cases import compile_case, make_case
 from tb.core.icarus import kick_comb_blocks
