@@ -289,10 +289,12 @@ class AttentionSequencer:
                 if has_div:     # ATT_DIV's broadcast operand: ksum8, uint8, zero-extended
                     xv = Mux(div1, Cat(xd, 0).as_signed(), xv)
                 m.d.comb += e_x[t].eq(Mux(mask1[t], xv, 0))
+                # DIV reads lane 0's sum alone (den; the other lanes' sums go nowhere: no
+                # requant pulse, each vector starts with `first`), so only lane 0 ReLUs Q
                 for s in range(L):
                     wd = w.data[s][t]
-                    m.d.comb += e_w[s][t].eq(Mux(div1, relu(wd), wd.as_signed()) if has_div
-                                             else wd.as_signed())
+                    m.d.comb += e_w[s][t].eq(Mux(div1, relu(wd), wd.as_signed())
+                                             if has_div and s == 0 else wd.as_signed())
 
         def setup():
             m.d.comb += [p.en.eq(1), p.buf.eq(BUFS["C"]), p.addr.eq(tf("p_addr")),
