@@ -250,14 +250,16 @@ class AttentionSequencer:
         # DIV and OUT ic * XSTRIDE; icl: OUT (ic / TS) * line (its tile row of S)
         ocx, mcx, icx = (Signal(ADDR_BITS, name=f"att_{s}") for s in ("ocx", "mcx", "icx"))
         icl = Signal(range(-(-(1 << 12) // W) * line + 1), name="att_icl")
-        v1, f1, l1, mask1, div1 = Signal(), Signal(), Signal(), Signal(W), Signal()
-        m.d.sync += v1.eq(0)
+        # the engine step's stage-1 tags (valid, first, last, element mask) are the conv
+        # sequencer's registers (``stage1``: the unit runs one instruction at a time, and an
+        # instruction's last step is tagged long before its last write ends it)
+        v1, f1, l1, mask1 = ctx["stage1"]
+        div1 = Signal()
         xb, wb = a(tf("x_addr")), a(tf("w_addr"))
         xbuf = regs["XBUF"][:3]
         with m.If(attmode):
             m.d.comb += [x.row_stride.eq(0), p.buf.eq(BUFS["C"]), p.addr.eq(tf("p_addr")),
-                         p.row_stride.eq(0), p.elem_stride.eq(1), p.en.eq(0), r.en.eq(0),
-                         eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1)]
+                         p.row_stride.eq(0), p.elem_stride.eq(1), p.en.eq(0), r.en.eq(0)]
             with m.Switch(aop):
                 with m.Case(KV):    # x: row j of K (XBUF) from token t0; w: rows i0.. of V (B)
                     m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + ocx + icx)),
@@ -430,6 +432,12 @@ class AttentionSequencer:
         o_rem = Signal(signed(ch + 1), name="att_o_rem")
         m.d.comb += o_rem.eq(d - (sel({KV: wm[:ch], DIV: 0, OUT: wo}) + wch))
         o_th = _above(o_rem, R)
+
+        def low(s):
+            """Lane s's output word: the saturated byte, the bits above it from the sum, as the
+            conv's (the port writes the low byte of an element, ``o.wide = 0``: the upper bits
+            are never written, and equal to the conv's they need no multiplexer)."""
+            return Cat(ctx["results"][s][1][:8], ctx["results"][s][0][8:])
         with m.If(attmode):
             # every step writes at o_addr + wox + wcp + wsn (each 0 where a step has no term)
             m.d.comb += [o.en.eq(wr), o.buf.eq(tf("obuf")), o.wide.eq(0),
@@ -439,21 +447,21 @@ class AttentionSequencer:
                     m.d.comb += o.elem_stride.eq(1)
                     for s in range(L):
                         if s < R:
-                            m.d.comb += [o.mask[s].eq(o_th[s]),
-                                         o.data[s].eq(ctx["results"][s][1])]
+                            m.d.comb += [o.mask[s].eq(o_th[s]), o.data[s].eq(low(s))]
                         else:
                             m.d.comb += o.mask[s].eq(0)
                 if has_div:
                     with m.Case(DIV):
                         m.d.comb += [o.elem_stride.eq(1), o.mask.eq(1),
-                                     o.data[0].eq(Cat(lg.code, zero))]
+                                     o.data[0].eq(Cat(lg.code, zero, Const(0, 3),
+                                                      ctx["results"][0][0][8:]))]
                 if has_out:
                     with m.Case(OUT):   # R rows wo + wch .. of the drain's sub-block, token wm
                         m.d.comb += o.elem_stride.eq(Mux(blocked, 1, n))
                         for s in range(L):
                             if s < R:
                                 m.d.comb += [o.mask[s].eq(o_th[s]),
-                                             o.data[s].eq(ctx["results"][s][1])]
+                                             o.data[s].eq(low(s))]
                             else:
                                 m.d.comb += o.mask[s].eq(0)
         if has_out and unit.drain > 1:

@@ -692,7 +692,7 @@ class Unit(wiring.Component):
             att = AttentionSequencer(self, m, dict(
                 regs=regs, tf=tf, op=op, code=code, eng=eng, e_x=e_x, e_w=e_w, e_valid=e_valid,
                 acc=acc, o1=o1, rq_lanes=rq_lanes, results=results, attmode=attmode,
-                drain=ns["drain"]))
+                drain=ns["drain"], stage1=(v1, f1, l1, mask1)))
 
         if has_pool:
             pool_issue, pool_setup, pool_last_write, pool_ok = self._pool(m, regs, word, fld,
