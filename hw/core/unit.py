@@ -907,9 +907,11 @@ class Unit(wiring.Component):
         blk = regs["BLOCK"][:3]
         bsz = Signal(8, name="pool_bsz")
         m.d.comb += bsz.eq(Const(1, 8) << blk)
+        # tx = t0 << b, a running sum stepped with t0 (no shifter of the token count)
+        tx = Signal(ADDR_BITS)
         m.d.comb += [self.x.buf.eq(regs["XBUF"][:3]), self.x.row_stride.eq(0),
                      self.x.elem_stride.eq(bsz),
-                     self.x.addr.eq((xa + (t0 << blk))[:ADDR_BITS])]
+                     self.x.addr.eq((xa + tx)[:ADDR_BITS])]
         v1, f1, l1, mask1 = Signal(), Signal(), Signal(), Signal(W)
         m.d.sync += v1.eq(0)
         xs = regs["XSIGNED"][0]
@@ -942,10 +944,8 @@ class Unit(wiring.Component):
                      rq.hswish_en.eq(~ks & (regs["ACT"] == ACTS["hswish"])),
                      rq.three.eq(regs["THREE"][:16]), rq.hb.eq(rec[192:208]),
                      rq.hc.eq(rec[224:230]), rq.in_valid.eq(d3)]
-        lo = Mux(regs["OSIGNED"][0] & ~ks, -128, 0)
-        hi = Mux(regs["OSIGNED"][0] & ~ks, 127, 255)
-        y = Signal(signed(16))
-        m.d.comb += y.eq(Mux(rq.out < lo, lo, Mux(rq.out > hi, hi, rq.out)))
+        y = Signal(signed(16))      # int8 (OSIGNED, not ATT_KSUM) or uint8
+        m.d.comb += y.eq(_saturate8(rq.out, regs["OSIGNED"][0] & ~ks))
         m.d.comb += [self.o.en.eq(rq.out_valid), self.o.buf.eq(tf("obuf")), self.o.wide.eq(0),
                      self.o.elem_stride.eq(1), self.o.mask.eq(1), self.o.data[0].eq(y),
                      self.o.addr.eq(tf("o_addr") + c_w)]
@@ -964,20 +964,26 @@ class Unit(wiring.Component):
                               & ((regs["ACT"] != ACTS["hswish"]) | (regs["MIDBITS"] == 16))))
 
         def setup():
-            m.d.sync += [c.eq(0), t0.eq(0), c_o.eq(0), c_w.eq(0),
+            m.d.sync += [c.eq(0), t0.eq(0), tx.eq(0), c_o.eq(0), c_w.eq(0),
                          xa.eq(tf("x_addr"))]
 
+        # token t0 + i exists (ntok - t0 > i) and the channel's last step (ntok - t0 <= W)
+        # from one difference (_above), not W + 1 comparators of the token count
+        t_rem = Signal(signed(len(ntok) + 1))
+        m.d.comb += t_rem.eq(ntok - t0)
+        t_left = _above(t_rem, W + 1)
+
         def issue():
-            last_t = t0 + W >= ntok
+            last_t = ~t_left[W]
             m.d.comb += self.x.en.eq(1)
             m.d.sync += [v1.eq(1), f1.eq(t0 == 0), l1.eq(last_t),
-                         mask1.eq(Cat(*[(t0 + i) < ntok for i in range(W)]))]
+                         mask1.eq(Cat(*t_left[:W]))]
             with m.If(last_t):
-                m.d.sync += [t0.eq(0), c.eq(c + 1),
+                m.d.sync += [t0.eq(0), tx.eq(0), c.eq(c + 1),
                              xa.eq(xa + Mux(((c + 1) & (bsz - 1)) == 0,
                                             regs["XSTRIDE"] - bsz + 1, 1))]
             with m.Else():
-                m.d.sync += t0.eq(t0 + W)
+                m.d.sync += [t0.eq(t0 + W), tx.eq(tx + (Const(W, 7) << blk))]
             return last_t & (c + 1 == nco)
         return issue, setup, last_write, ok
 
