@@ -383,8 +383,8 @@ class AttentionSequencer:
         # vector, ``acc_sel``); the outputs are saturated to int8 (OSIGNED = 1, OBITS = 8)
         with m.If(attmode):
             for s, rq in enumerate(ctx["rq_lanes"]):
-                m.d.comb += [ctx["results"][s][0].eq(drain["acc_sel"][s]),
-                             rq.b.eq(Mux(is_out, out_b, rec["s_b"]) if has_out
+                # (the lane's sum is the conv's, acc_sel with the bias gated off in attmode)
+                m.d.comb += [rq.b.eq(Mux(is_out, out_b, rec["s_b"]) if has_out
                                      else rec["s_b"]),
                              rq.c.eq(Mux(is_out, shift, rec["s_c"]) if has_out
                                      else rec["s_c"]),

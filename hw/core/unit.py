@@ -547,6 +547,7 @@ class Unit(wiring.Component):
                          self.r.addr.eq(r_addr), self.r.row_stride.eq(0),
                          self.r.elem_stride.eq(Mux(blocked, 1, regs["RSTRIDE"]))]
             # output stage 1: bias add, requant lanes
+            attmode = Signal()      # an attention instruction runs (hw.core.attention)
             rq_valid = Signal()
             results, rq_lanes, lane_in = [], [], []
             for s in range(R):
@@ -554,9 +555,12 @@ class Unit(wiring.Component):
                 f = {n: rec[32 * i:32 * i + 32] for i, n in enumerate(REC_FIELDS)}
                 tot = Signal(signed(32), name=f"sum_{s}")
                 # the lane's sum: acc_sel (conv), or a held depthwise sum (Unit._depthwise
-                # drives lane_in in DW mode), plus the bias of the lane's record
+                # drives lane_in in DW mode), plus the bias of the lane's record (none in an
+                # attention step: its record has no bias; gating the addend costs no LUT of
+                # its own, a multiplexer of the 32-bit sum would)
                 lane_in.append(Signal(signed(32), name=f"lane_in_{s}"))
-                m.d.comb += [lane_in[s].eq(acc_sel[s]), tot.eq(lane_in[s] + f["bias"].as_signed())]
+                m.d.comb += [lane_in[s].eq(acc_sel[s]),
+                             tot.eq(lane_in[s] + Mux(attmode, 0, f["bias"].as_signed()))]
                 rq = Requant(out_bits=16, signed=True, residual=s < Rr, hswish=True,
                              hswish_in_bits=16)
                 m.submodules[f"requant_{s}"] = rq
@@ -583,7 +587,6 @@ class Unit(wiring.Component):
             # write stage: sub-block wsub of a vector (channels wch = wsub*R .., address
             # offset wsoff = wsub * R * OSTRIDE); attmode: the KV step's writes (its own pulse)
             wr = Signal()
-            attmode = Signal()      # an attention instruction runs (hw.core.attention)
             if Rr < R:      # (RES_ADDR may still be set from an earlier instruction)
                 m.d.comb += rmode.eq(has_res & ~noepi & ~attmode)
             if Dr > 1:
