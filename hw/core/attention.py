@@ -284,19 +284,18 @@ class AttentionSequencer:
         if len(e_x[0]) < 9:
             raise ValueError("the attention steps need the engines' 9-bit activation operand "
                              "(ksum8 is uint8)")
-        with m.If(attmode):
-            for t in range(W):
-                xd = x.data[0][t]
-                xv = relu(xd)
-                if has_div:     # ATT_DIV's broadcast operand: ksum8, uint8, zero-extended
-                    xv = Mux(div1, Cat(xd, 0).as_signed(), xv)
-                m.d.comb += e_x[t].eq(Mux(mask1[t], xv, 0))
-                # DIV reads lane 0's sum alone (den; the other lanes' sums go nowhere: no
-                # requant pulse, each vector starts with `first`), so only lane 0 ReLUs Q
-                for s in range(L):
-                    wd = w.data[s][t]
-                    m.d.comb += e_w[s][t].eq(Mux(div1, relu(wd), wd.as_signed())
-                                             if has_div and s == 0 else wd.as_signed())
+        # x: ReLU'd K / Q (KV, OUT), or ATT_DIV's broadcast operand ksum8, uint8 zero-extended:
+        # the unit's operand expression with its two mode bits (``x_mode``), masked by mask1
+        att_relu, att_raw = ctx["x_mode"]
+        m.d.comb += [att_relu.eq(attmode & ~div1), att_raw.eq(attmode & div1)]
+        # w: the unit's (V, S: int8 as they are); ATT_DIV reads lane 0's sum alone (den; the
+        # other lanes' sums go nowhere: no requant pulse, each vector starts with `first`), so
+        # only lane 0 ReLUs Q
+        if has_div:
+            with m.If(attmode):
+                for t in range(W):
+                    wd = w.data[0][t]
+                    m.d.comb += e_w[0][t].eq(Mux(div1, relu(wd), wd.as_signed()))
 
         def setup():
             m.d.comb += [p.en.eq(1), p.buf.eq(BUFS["C"]), p.addr.eq(tf("p_addr")),

@@ -464,8 +464,16 @@ class Unit(wiring.Component):
             mask1 = Signal(W)
             m.d.sync += v1.eq(0)
             m.d.comb += [eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1)]
-            for t in range(W):      # activation bytes sign- or zero-extended to 9 bits (XSIGNED)
-                m.d.comb += e_x[t].eq(Mux(mask1[t], _byte(self.x.data[0][t], regs["XSIGNED"]), 0))
+            # activation bytes sign- or zero-extended to 9 bits (XSIGNED); the attention steps
+            # (hw.core.attention drives att_relu / att_raw) ReLU them (att_relu: KV, OUT: K, Q)
+            # or take them as uint8 (ATT_DIV's ksum8): a byte, its sign bit unless either is
+            # set, and zero when masked or ReLU'd negative (one expression for every mode)
+            att_relu, att_raw = Signal(name="att_relu"), Signal(name="att_raw")
+            for t in range(W):
+                xd = self.x.data[0][t]
+                m.d.comb += e_x[t].eq(Mux(mask1[t] & ~(att_relu & xd[7]),
+                                          Cat(xd, xd[7] & regs["XSIGNED"][0]
+                                              & ~att_relu & ~att_raw).as_signed(), 0))
                 for s in range(L):
                     m.d.comb += e_w[s][t].eq(self.w.data[s][t].as_signed())
             # a step: `width` input channels of input pixel (iy, ix) for tap (ky, kx); their
@@ -695,7 +703,7 @@ class Unit(wiring.Component):
             att = AttentionSequencer(self, m, dict(
                 regs=regs, tf=tf, op=op, code=code, eng=eng, e_x=e_x, e_w=e_w, e_valid=e_valid,
                 acc=acc, o1=o1, rq_lanes=rq_lanes, results=results, attmode=attmode,
-                drain=ns["drain"], stage1=(v1, f1, l1, mask1)))
+                drain=ns["drain"], stage1=(v1, f1, l1, mask1), x_mode=(att_relu, att_raw)))
 
         if has_pool:
             pool_issue, pool_setup, pool_last_write, pool_ok = self._pool(m, regs, word, fld,
