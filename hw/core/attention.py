@@ -135,7 +135,6 @@ class AttentionSequencer:
             (``bsz - 1`` < 2**7: only the low 7 bits of ``c + k`` count.)"""
             return Mux(blocked, Mux(((c[:7] + k)[:7] & (bsz - 1)[:7]) == 0, stride - bsz + k, k),
                        stride * k)
-        nb = a(n << blk)                    # the output's block stride (planar: n)
         # S in AUX in tiles of TS x SS (the MAT engine's T x S; sim.isa.att_s_offsets): a tile
         # is a line of `line` bytes, a column block of SS columns is `pitch` = ceil(d/TS) lines
         SS, TS = unit.aux_tile
@@ -244,10 +243,12 @@ class AttentionSequencer:
         oc, mc, ic = Signal(ch, name="att_oc"), Signal(mw, name="att_mc"), Signal(CNT,
                                                                                   name="att_ic")
         # address sums as running sums, stepped with their index (mod 2^ADDR_BITS), each
-        # register shared by steps that never run at once:
-        # ocx: KV oc * XSTRIDE, OUT (oc / SS) * pitch (its tile column of S);
-        # mcx: KV mc * XSTRIDE, DIV and OUT mc << b (the token); icx: KV ic << b (the token),
-        # DIV and OUT ic * XSTRIDE; icl: OUT (ic / TS) * line (its tile row of S)
+        # register shared by steps that never run at once, the first two with the operand's
+        # base address folded in (reset to it, not to 0: one adder less per address):
+        # ocx: KV x_addr + oc * XSTRIDE, OUT w_addr + (oc / SS) * pitch (its tile column of S);
+        # mcx: KV w_addr + mc * XSTRIDE, DIV and OUT x_addr + (mc << b) (the token); icx: KV
+        # ic << b (the token), DIV and OUT ic * XSTRIDE; icl: OUT (ic / TS) * line (its tile
+        # row of S)
         ocx, mcx, icx = (Signal(ADDR_BITS, name=f"att_{s}") for s in ("ocx", "mcx", "icx"))
         icl = Signal(range(-(-(1 << 12) // W) * line + 1), name="att_icl")
         # the engine step's stage-1 tags (valid, first, last, element mask) are the conv
@@ -256,28 +257,29 @@ class AttentionSequencer:
         v1, f1, l1, mask1 = ctx["stage1"]
         div1 = Signal()
         xb, wb = a(tf("x_addr")), a(tf("w_addr"))
+        ocx0, mcx0 = sel({KV: xb, DIV: xb, OUT: wb}), sel({KV: wb, DIV: xb, OUT: xb})
         xbuf = regs["XBUF"][:3]
         with m.If(attmode):
             m.d.comb += [x.row_stride.eq(0), p.buf.eq(BUFS["C"]), p.addr.eq(tf("p_addr")),
                          p.row_stride.eq(0), p.elem_stride.eq(1), p.en.eq(0), r.en.eq(0)]
             with m.Switch(aop):
                 with m.Case(KV):    # x: row j of K (XBUF) from token t0; w: rows i0.. of V (B)
-                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + ocx + icx)),
+                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(ocx + icx)),
                                  x.elem_stride.eq(bsz),
-                                 w.buf.eq(BUFS["B"]), w.addr.eq(a(wb + mcx + icx)),
+                                 w.buf.eq(BUFS["B"]), w.addr.eq(a(mcx + icx)),
                                  w.row_stride.eq(Mux(blocked, 1, xs)), w.elem_stride.eq(bsz)]
                 if has_div:
                     with m.Case(DIV):   # x: ksum8[j0..] from AUX; w: column t of Q (every lane)
                         m.d.comb += [x.buf.eq(BUFS["AUX"]), x.addr.eq(a(wb + ic)),
                                      x.elem_stride.eq(1),
-                                     w.buf.eq(xbuf), w.addr.eq(a(xb + icx + mcx)),
+                                     w.buf.eq(xbuf), w.addr.eq(a(mcx + icx)),
                                      w.row_stride.eq(0),
                                      w.elem_stride.eq(Mux(blocked, 1, xs))]
                 if has_out:
                     with m.Case(OUT):   # x: column t of Q; w: the tile of S[j0.., i0..] in AUX
-                        m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + icx + mcx)),
+                        m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(mcx + icx)),
                                      x.elem_stride.eq(Mux(blocked, 1, xs)),
-                                     w.buf.eq(BUFS["AUX"]), w.addr.eq(a(wb + ocx + icl)),
+                                     w.buf.eq(BUFS["AUX"]), w.addr.eq(a(ocx + icl)),
                                      w.row_stride.eq(1), w.elem_stride.eq(SS)]
         # engine operands (stage 1: the gather data of the step issued last cycle)
         relu = lambda b: Mux(b[7], 0, b).as_signed()      # noqa: E731  int8 -> 0..127
@@ -301,8 +303,8 @@ class AttentionSequencer:
             m.d.comb += [p.en.eq(1), p.buf.eq(BUFS["C"]), p.addr.eq(tf("p_addr")),
                          p.row_stride.eq(0), p.elem_stride.eq(1)]
             m.d.sync += [p_pend.eq(1), oc.eq(0), mc.eq(0), ic.eq(0), ro.eq(0), rm.eq(0),
-                         wo.eq(0), wm.eq(0), ocx.eq(0), mcx.eq(0), icx.eq(0),
-                         icl.eq(0), wox.eq(0), wsn.eq(0), wjr.eq(0), wcp.eq(0), wcs.eq(0)]
+                         wo.eq(0), wm.eq(0), ocx.eq(ocx0), mcx.eq(mcx0), icx.eq(0),
+                         icl.eq(0), wox.eq(ob), wsn.eq(0), wjr.eq(0), wcp.eq(0), wcs.eq(0)]
 
         # the inner loop: "channel / token ic + t exists" (the engine element's mask) and "ic +
         # W >= i_lim" (the vector's last step) from one difference i_lim - ic
@@ -343,7 +345,7 @@ class AttentionSequencer:
                 # DIV, OUT: mcx the token's offset, m_step = 1); OUT's ocx moves to the next
                 # column block of S
                 with m.If(iss_last_m):
-                    m.d.sync += [mcx.eq(0),
+                    m.d.sync += [mcx.eq(mcx0),
                                  ocx.eq(a(ocx + sel({KV: cstep(oc, 1, xs), DIV: 0,
                                                      OUT: pitch})))]
                 with m.Else():
@@ -409,9 +411,9 @@ class AttentionSequencer:
 
         # ---- write side -----------------------------------------------------------------------
         wo, wm = Signal(ch, name="att_wo"), Signal(mw, name="att_wm")
-        wox = Signal(ADDR_BITS, name="att_wox")     # KV: row wo's place in its tile, (wo / TS) *
-        #                                             line + (wo % TS) * SS; OUT: wo's block
-        #                                             offset (wo * n planar); DIV: 0
+        wox = Signal(ADDR_BITS, name="att_wox")     # o_addr + KV: row wo's place in its tile,
+        #                                             (wo / TS) * line + (wo % TS) * SS; OUT:
+        #                                             wo's block offset (wo * n planar); DIV: 0
         wjr = Signal(range(TS), name="att_wjr")     # KV: wo % TS
         wcp = Signal(ADDR_BITS, name="att_wcp")     # KV: (col / SS) * pitch + col % SS;
         #                                             DIV: wm; OUT: wm << b (the token)
@@ -438,9 +440,10 @@ class AttentionSequencer:
             are never written, and equal to the conv's they need no multiplexer)."""
             return Cat(ctx["results"][s][1][:8], ctx["results"][s][0][8:])
         with m.If(attmode):
-            # every step writes at o_addr + wox + wcp + wsn (each 0 where a step has no term)
+            # every step writes at wox + wcp + wsn (wox from o_addr; each term 0 where a step
+            # has none)
             m.d.comb += [o.en.eq(wr), o.buf.eq(tf("obuf")), o.wide.eq(0),
-                         o.addr.eq(a(ob + wox + wcp + wsn))]
+                         o.addr.eq(a(wox + wcp + wsn))]
             with m.Switch(aop):
                 with m.Case(KV):    # R columns wm + wch .. of the drain's sub-block
                     m.d.comb += o.elem_stride.eq(1)
@@ -476,7 +479,11 @@ class AttentionSequencer:
             with m.If(w_last_m):
                 if has_out:
                     with m.If(is_out):
-                        m.d.sync += wox.eq(a(wox + cstep(wo, L, nb)))
+                        # cstep(wo, L, n << b): planar L * n; blocked L inside a block, else
+                        # to the next block's base, (n << b) - 2**b + L = wcp + L (wcp holds the
+                        # last token's (n - 1) << b now): no shifter of the token count
+                        end = ((wo[:7] + L)[:7] & (bsz - 1)[:7]) == 0
+                        m.d.sync += wox.eq(a(wox + Mux(blocked, Mux(end, wcp + L, L), n * L)))
                 with m.If(is_kv):   # next row of S: next row of the tile, or the next tile
                     with m.If(wjr == TS - 1):
                         m.d.sync += [wjr.eq(0), wox.eq(wox + (line - (TS - 1) * SS))]
