@@ -57,8 +57,15 @@ from __future__ import annotations
 from amaranth import Cat, Const, Mux, Signal, signed
 
 from hw.units import Log2Quantizer
-from sim.isa import (BUFS, FORMATS, REG_LIMITS, SHAPE_LIMITS, WIDTHS, att_kv_fits,
-                     att_s_line)
+from sim.isa import (
+    BUFS,
+    FORMATS,
+    REG_LIMITS,
+    SHAPE_LIMITS,
+    WIDTHS,
+    att_kv_fits,
+    att_s_line,
+)
 from sim.numerics import MULT_BITS
 
 from .ports import ADDR_BITS
@@ -102,7 +109,7 @@ class AttentionSequencer:
         self.unit = unit
         L, W = unit.lanes, unit.width
         regs, tf, op, code = ctx["regs"], ctx["tf"], ctx["op"], ctx["code"]
-        eng, e_x, e_w = ctx["eng"], ctx["e_x"], ctx["e_w"]
+        e_x, e_w = ctx["e_x"], ctx["e_w"]
         acc, o1, e_valid = ctx["acc"], ctx["o1"], ctx["e_valid"]
         attmode = ctx["attmode"]
         drain = ctx["drain"]        # the unit's requant drain (Unit._elaborate_datapath)
@@ -110,7 +117,7 @@ class AttentionSequencer:
         x, w, p, r, o = unit.x, unit.w, unit.p, unit.r, unit.o
         a = lambda v: v[:ADDR_BITS]         # noqa: E731  (address arithmetic wraps at ADDR_BITS)
 
-        from .unit import _above    # (hw.core.unit imports this module)
+        from .unit import _above  # (hw.core.unit imports this module)
 
         # widths (docs/hw-core.md "The attention sequencer at its widths"): DIM < 2**12
         # (SHAPE_LIMITS["dim"], checked in `ok`), NTOK < 2**CNT (SHAPE_LIMITS["att_tokens"]);
