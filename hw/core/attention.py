@@ -84,7 +84,7 @@ ATT_OPS = {kind: tuple(op for op, (_, unit, _) in FORMATS.items()
            for kind in ("MAT", "RMAC")}
 #: the 8 int32 fields of an attention head's parameter record (sim.compile.records.attention_block)
 REC_FIELDS = ("s_b", "s_c", "ks_b", "ks_c", "log2_offset", "log2_emin", "out_b", "out_c")
-CNT = (SHAPE_LIMITS["att_tokens"][1]).bit_length()     #: token counter bits (24)
+CNT = 24        #: token counter bits (SHAPE_LIMITS["att_tokens"] is 1..2**CNT - 1: test_contract)
 
 
 class AttentionSequencer:
