@@ -210,6 +210,13 @@ SHAPE_LIMITS = {
     "att_tokens": (1, (1 << 24) - 1),
 }
 
+#: ``divisor``: the attention's divisor ``den[t] = sum_j relu(Q[j, t]) * ksum8[j]``
+#: (``sim.golden.attention_steps`` step 4: at most ``SHAPE_LIMITS["dim"]`` terms of a ReLU'd
+#: int8, <= 127, times a uint8, <= 255), non-negative and below ``2**27``: the input of the
+#: log2 module (``hw.core.attention``), narrower than the accumulator it comes from.
+WIDTHS["divisor"] = (SHAPE_LIMITS["dim"][1] * ((1 << (WIDTHS["activation"] - 1)) - 1)
+                     * ((1 << WIDTHS["activation"]) - 1)).bit_length()
+
 #: the R-MAC's self-accumulation mode holds a tile's N x M results and requantizes them one
 #: channel per cycle while the next tile's k*k steps run, so a depthwise tile needs
 #: ``k*k >= N + DW_HOLD_EXTRA`` steps (``hw.core.unit.Unit._depthwise``: ``kk >= N + 1``; a

@@ -88,7 +88,9 @@ def test_widths_equal_rtl(rtl_ports):
     assert rtl_ports["Requant.res"] == Shape(WIDTHS["operand"], True)
     assert rtl_ports["Requant.acc"] == Shape(WIDTHS["accumulator"], True)
     assert rtl_ports["Requant.three"].width == WIDTHS["mid"]
-    assert rtl_ports["Log2Quantizer.x"].width == WIDTHS["accumulator"]
+    # the log2 module takes the divisor at its bound: DIM terms of a ReLU'd int8 times a uint8
+    assert rtl_ports["Log2Quantizer.x"].width == WIDTHS["divisor"] <= WIDTHS["accumulator"]
+    assert SHAPE_LIMITS["dim"][1] * 127 * 255 < 1 << WIDTHS["divisor"]
     assert Shape.cast(eng["out"].elem_shape).width == WIDTHS["logits"]
 
 

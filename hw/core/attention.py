@@ -57,7 +57,16 @@ from __future__ import annotations
 from amaranth import Cat, Const, Mux, Signal, signed
 
 from hw.units import Log2Quantizer
-from sim.isa import BUFS, FORMATS, REG_LIMITS, att_kv_fits, att_s_line
+from sim.isa import (
+    BUFS,
+    FORMATS,
+    REG_LIMITS,
+    SHAPE_LIMITS,
+    WIDTHS,
+    att_kv_fits,
+    att_s_line,
+)
+from sim.numerics import MULT_BITS
 
 from .ports import ADDR_BITS
 
@@ -75,7 +84,7 @@ ATT_OPS = {kind: tuple(op for op, (_, unit, _) in FORMATS.items()
            for kind in ("MAT", "RMAC")}
 #: the 8 int32 fields of an attention head's parameter record (sim.compile.records.attention_block)
 REC_FIELDS = ("s_b", "s_c", "ks_b", "ks_c", "log2_offset", "log2_emin", "out_b", "out_c")
-CNT = 24        #: counter bits (tokens, channels)
+CNT = 24        #: token counter bits (SHAPE_LIMITS["att_tokens"] is 1..2**CNT - 1: test_contract)
 
 
 class AttentionSequencer:
@@ -100,7 +109,7 @@ class AttentionSequencer:
         self.unit = unit
         L, W = unit.lanes, unit.width
         regs, tf, op, code = ctx["regs"], ctx["tf"], ctx["op"], ctx["code"]
-        eng, e_x, e_w = ctx["eng"], ctx["e_x"], ctx["e_w"]
+        e_x, e_w = ctx["e_x"], ctx["e_w"]
         acc, o1, e_valid = ctx["acc"], ctx["o1"], ctx["e_valid"]
         attmode = ctx["attmode"]
         drain = ctx["drain"]        # the unit's requant drain (Unit._elaborate_datapath)
@@ -108,7 +117,15 @@ class AttentionSequencer:
         x, w, p, r, o = unit.x, unit.w, unit.p, unit.r, unit.o
         a = lambda v: v[:ADDR_BITS]         # noqa: E731  (address arithmetic wraps at ADDR_BITS)
 
-        d, n, xs = regs["DIM"][:CNT], regs["NTOK"][:CNT], a(regs["XSTRIDE"])
+        from .unit import _above  # (hw.core.unit imports this module)
+
+        # widths (docs/hw-core.md "The attention sequencer at its widths"): DIM < 2**12
+        # (SHAPE_LIMITS["dim"], checked in `ok`), NTOK < 2**CNT (SHAPE_LIMITS["att_tokens"]);
+        # a channel counter holds a position < DIM or, after its last step, one step beyond
+        # (< 2**12 + max(L, W)): `ch` bits; a token counter `CNT` bits
+        dmax = SHAPE_LIMITS["dim"][1]
+        ch = (dmax - 1 + max(L, W)).bit_length()
+        d, n, xs = regs["DIM"][:ch], regs["NTOK"][:CNT], a(regs["XSTRIDE"])
         # BLOCK = b (sim.isa.REG_LIMITS): channel c, token t of K, Q, V at (c >> b) * XSTRIDE +
         # (t << b) + (c & (2**b - 1)), of the output at (c >> b) * (NTOK << b) + ...: tokens
         # 2**b apart, the channels of one engine access (L rows, W channels: whole blocks,
@@ -121,10 +138,10 @@ class AttentionSequencer:
 
         def cstep(c, k, stride):
             """Increment of a running channel sum at channel ``c`` stepping by ``k``: planar
-            ``k * stride``; blocked ``k`` inside a block, to the next block's base at its end."""
-            return Mux(blocked, Mux(((c + k) & (bsz - 1)) == 0, stride - bsz + k, k),
+            ``k * stride``; blocked ``k`` inside a block, to the next block's base at its end.
+            (``bsz - 1`` < 2**7: only the low 7 bits of ``c + k`` count.)"""
+            return Mux(blocked, Mux(((c[:7] + k)[:7] & (bsz - 1)[:7]) == 0, stride - bsz + k, k),
                        stride * k)
-        nb = a(n << blk)                    # the output's block stride (planar: n)
         # S in AUX in tiles of TS x SS (the MAT engine's T x S; sim.isa.att_s_offsets): a tile
         # is a line of `line` bytes, a column block of SS columns is `pitch` = ceil(d/TS) lines
         SS, TS = unit.aux_tile
@@ -133,7 +150,7 @@ class AttentionSequencer:
         # a KV write stays inside one tile row when R_w divides SS (MAT: always); else this
         # unit cannot run ATT_KV (ok low: the unit stops with error)
         kv_fits = att_kv_fits(SS, R_w)
-        nt = Signal(CNT, name="att_ntiles")         # ceil(d / TS)
+        nt = Signal(range(-(-(1 << 12) // TS) + 1), name="att_ntiles")     # ceil(d / TS)
         pitch = Signal(ADDR_BITS, name="att_pitch")
         if TS & (TS - 1) == 0:
             m.d.comb += nt.eq((d + TS - 1) >> (TS.bit_length() - 1))
@@ -153,6 +170,14 @@ class AttentionSequencer:
                     with m.Case(code[name]):
                         m.d.comb += aop.eq(ATT_STEP[name])
         is_kv, is_div, is_out = aop == KV, aop == DIV, aop == OUT
+
+        def sel(vals):
+            """The value of ``{step: value}`` for the running step (steps this unit builds)."""
+            items = [(st, v) for st, v in vals.items() if st in steps]
+            out = items[0][1]
+            for st, v in items[1:]:
+                out = Mux(aop == st, v, out)
+            return out
         # the steps whose results go through the unit's requant lanes (R at a time: the drain)
         on_lanes = (is_kv | is_out) if has_out else is_kv
         if drain["start"] is not None:
@@ -160,16 +185,29 @@ class AttentionSequencer:
                 m.d.comb += drain["start"].eq(e_valid & on_lanes)
 
         # ---- parameter record: read in setup, latched the next cycle -----------------------
-        rec = {f: Signal(signed(32), name=f"att_{f}") for f in REC_FIELDS}
+        # only the bits the lanes and the log2 module take (sim.isa.LIMITS: s_b, out_b
+        # MULT_BITS unsigned, s_c 6 bits, log2_offset, log2_emin 8 bits signed); ATT_OUT's
+        # shift keeps 6 bits of out_c + log2_emin + code, so the sum of the first two (6 bits)
+        # is formed once here. ks_b / ks_c are ATT_KSUM's (the AUX unit's adder tree).
+        fld = {f: p.data[0].as_value()[32 * i:32 * i + 32] for i, f in enumerate(REC_FIELDS)}
+        rec = {"s_b": Signal(MULT_BITS, name="att_s_b"), "s_c": Signal(6, name="att_s_c"),
+               "log2_offset": Signal(signed(8), name="att_log2_offset"),
+               "log2_emin": Signal(signed(8), name="att_log2_emin"),
+               "out_b": Signal(MULT_BITS, name="att_out_b_rec"),
+               "out_ce": Signal(6, name="att_out_ce")}
         p_pend = Signal()
         m.d.sync += p_pend.eq(0)
         with m.If(p_pend):
-            m.d.sync += [rec[f].eq(p.data[0].as_value()[32 * i:32 * i + 32].as_signed())
-                         for i, f in enumerate(REC_FIELDS)]
+            m.d.sync += [rec[f].eq(fld[f][:len(rec[f])]) for f in
+                         ("s_b", "s_c", "log2_offset", "log2_emin", "out_b")]
+            m.d.sync += rec["out_ce"].eq(fld["out_c"][:6] + fld["log2_emin"][:6])
 
         # ---- loop limits per step: (outer, middle) loop of output vectors, inner reduction --
-        o_lim, o_step, m_lim, m_step, i_lim = (Signal(CNT, name=f"att_{s}") for s in
-                                               ("o_lim", "o_step", "m_lim", "m_step", "i_lim"))
+        tok_mid = has_div or has_out        # the middle loop counts tokens (DIV, OUT)
+        mw = CNT if tok_mid else ch
+        o_lim, o_step = Signal(ch, name="att_o_lim"), Signal(ch, name="att_o_step")
+        m_lim, m_step = Signal(mw, name="att_m_lim"), Signal(ch, name="att_m_step")
+        i_lim = Signal(CNT, name="att_i_lim")
         with m.Switch(aop):
             with m.Case(KV):        # rows j of S, blocks of L columns i, tokens
                 m.d.comb += [o_lim.eq(d), o_step.eq(1), m_lim.eq(d), m_step.eq(L), i_lim.eq(n)]
@@ -182,76 +220,111 @@ class AttentionSequencer:
                     m.d.comb += [o_lim.eq(d), o_step.eq(L), m_lim.eq(n), m_step.eq(1),
                                  i_lim.eq(d)]
 
-        def step(outer, mid):
-            """Advance an (outer, middle) loop position; returns "was the last position"."""
-            last_m = mid + m_step >= m_lim
-            last_o = outer + o_step >= o_lim
+        def ends(lim, pos, by, name):
+            """``pos + k >= lim`` with ``k = by[step]`` (a constant per step), from one
+            difference and a thermometer code of it (``_above``), not an adder and a
+            comparator."""
+            rem = Signal(signed(max(len(lim), len(pos)) + 1), name=f"att_{name}_rem")
+            m.d.comb += rem.eq(lim - pos)
+            th = _above(rem, max(by.values()) + 1)
+            return sel({st: ~th[k] for st, k in by.items()})
+
+        def lasts(outer, mid, name):
+            """(last middle position, last position) of an (outer, middle) loop position."""
+            last_m, last = Signal(name=f"att_{name}_last_m"), Signal(name=f"att_{name}_last")
+            m.d.comb += [last_m.eq(ends(m_lim, mid, {KV: L, DIV: 1, OUT: 1}, name + "_m")),
+                         last.eq(last_m & ends(o_lim, outer, {KV: 1, DIV: 1, OUT: L},
+                                               name + "_o"))]
+            return last_m, last
+
+        def step(outer, mid, last_m):
+            """Advance an (outer, middle) loop position."""
             with m.If(last_m):
                 m.d.sync += [mid.eq(0), outer.eq(outer + o_step)]
             with m.Else():
                 m.d.sync += mid.eq(mid + m_step)
-            return last_m & last_o
 
         # ---- issue side ---------------------------------------------------------------------
-        oc, mc, ic = (Signal(CNT, name=f"att_{s}") for s in ("oc", "mc", "ic"))
-        # address products as running sums, stepped with their index (mod 2^ADDR_BITS): ocx =
-        # oc * XSTRIDE, mcx = mc * XSTRIDE (KV), icx = ic * XSTRIDE (DIV, OUT); OUT's tile of S:
-        # ocl = (oc / SS) * pitch, icl = (ic / TS) * line
-        ocx, mcx, icx, ocl, icl = (Signal(ADDR_BITS, name=f"att_{s}")
-                                   for s in ("ocx", "mcx", "icx", "ocl", "icl"))
-        v1, f1, l1, mask1, div1 = Signal(), Signal(), Signal(), Signal(W), Signal()
-        m.d.sync += v1.eq(0)
+        # oc: channels (KV rows j, OUT blocks of L rows); mc: KV blocks of L channels, DIV and
+        # OUT tokens; ic: KV tokens, DIV and OUT channels
+        oc, mc, ic = Signal(ch, name="att_oc"), Signal(mw, name="att_mc"), Signal(CNT,
+                                                                                  name="att_ic")
+        # address sums as running sums, stepped with their index (mod 2^ADDR_BITS), each
+        # register shared by steps that never run at once, the first two with the operand's
+        # base address folded in (reset to it, not to 0: one adder less per address):
+        # ocx: KV x_addr + oc * XSTRIDE, OUT w_addr + (oc / SS) * pitch (its tile column of S);
+        # mcx: KV w_addr + mc * XSTRIDE, DIV and OUT x_addr + (mc << b) (the token); icx: KV
+        # ic << b (the token), DIV and OUT ic * XSTRIDE; icl: OUT (ic / TS) * line (its tile
+        # row of S)
+        ocx, mcx, icx = (Signal(ADDR_BITS, name=f"att_{s}") for s in ("ocx", "mcx", "icx"))
+        icl = Signal(range(-(-(1 << 12) // W) * line + 1), name="att_icl")
+        # the engine step's stage-1 tags (valid, first, last, element mask) are the conv
+        # sequencer's registers (``stage1``: the unit runs one instruction at a time, and an
+        # instruction's last step is tagged long before its last write ends it)
+        v1, f1, l1, mask1 = ctx["stage1"]
+        div1 = Signal()
         xb, wb = a(tf("x_addr")), a(tf("w_addr"))
+        ocx0, mcx0 = sel({KV: xb, DIV: xb, OUT: wb}), sel({KV: wb, DIV: xb, OUT: xb})
         xbuf = regs["XBUF"][:3]
         with m.If(attmode):
             m.d.comb += [x.row_stride.eq(0), p.buf.eq(BUFS["C"]), p.addr.eq(tf("p_addr")),
-                         p.row_stride.eq(0), p.elem_stride.eq(1), p.en.eq(0), r.en.eq(0),
-                         eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1)]
+                         p.row_stride.eq(0), p.elem_stride.eq(1), p.en.eq(0), r.en.eq(0)]
             with m.Switch(aop):
                 with m.Case(KV):    # x: row j of K (XBUF) from token t0; w: rows i0.. of V (B)
-                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + ocx + (ic << blk))),
+                    m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(ocx + icx)),
                                  x.elem_stride.eq(bsz),
-                                 w.buf.eq(BUFS["B"]), w.addr.eq(a(wb + mcx + (ic << blk))),
+                                 w.buf.eq(BUFS["B"]), w.addr.eq(a(mcx + icx)),
                                  w.row_stride.eq(Mux(blocked, 1, xs)), w.elem_stride.eq(bsz)]
                 if has_div:
                     with m.Case(DIV):   # x: ksum8[j0..] from AUX; w: column t of Q (every lane)
                         m.d.comb += [x.buf.eq(BUFS["AUX"]), x.addr.eq(a(wb + ic)),
                                      x.elem_stride.eq(1),
-                                     w.buf.eq(xbuf), w.addr.eq(a(xb + icx + (mc << blk))),
+                                     w.buf.eq(xbuf), w.addr.eq(a(mcx + icx)),
                                      w.row_stride.eq(0),
                                      w.elem_stride.eq(Mux(blocked, 1, xs))]
                 if has_out:
                     with m.Case(OUT):   # x: column t of Q; w: the tile of S[j0.., i0..] in AUX
-                        m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(xb + icx + (mc << blk))),
+                        m.d.comb += [x.buf.eq(xbuf), x.addr.eq(a(mcx + icx)),
                                      x.elem_stride.eq(Mux(blocked, 1, xs)),
-                                     w.buf.eq(BUFS["AUX"]), w.addr.eq(a(wb + ocl + icl)),
+                                     w.buf.eq(BUFS["AUX"]), w.addr.eq(a(ocx + icl)),
                                      w.row_stride.eq(1), w.elem_stride.eq(SS)]
         # engine operands (stage 1: the gather data of the step issued last cycle)
         relu = lambda b: Mux(b[7], 0, b).as_signed()      # noqa: E731  int8 -> 0..127
         if len(e_x[0]) < 9:
             raise ValueError("the attention steps need the engines' 9-bit activation operand "
                              "(ksum8 is uint8)")
-        with m.If(attmode):
-            for t in range(W):
-                xd = x.data[0][t]
-                xv = relu(xd)
-                if has_div:     # ATT_DIV's broadcast operand: ksum8, uint8, zero-extended
-                    xv = Mux(div1, Cat(xd, 0).as_signed(), xv)
-                m.d.comb += e_x[t].eq(Mux(mask1[t], xv, 0))
-                for s in range(L):
-                    wd = w.data[s][t]
-                    m.d.comb += e_w[s][t].eq(Mux(div1, relu(wd), wd.as_signed()) if has_div
-                                             else wd.as_signed())
+        # x: ReLU'd K / Q (KV, OUT), or ATT_DIV's broadcast operand ksum8, uint8 zero-extended:
+        # the unit's operand expression with its two mode bits (``x_mode``), masked by mask1
+        att_relu, att_raw = ctx["x_mode"]
+        m.d.comb += [att_relu.eq(attmode & ~div1), att_raw.eq(attmode & div1)]
+        # w: the unit's (V, S: int8 as they are); ATT_DIV reads lane 0's sum alone (den; the
+        # other lanes' sums go nowhere: no requant pulse, each vector starts with `first`), so
+        # only lane 0 ReLUs Q
+        if has_div:
+            with m.If(attmode):
+                for t in range(W):
+                    wd = w.data[0][t]
+                    m.d.comb += e_w[0][t].eq(Mux(div1, relu(wd), wd.as_signed()))
 
         def setup():
             m.d.comb += [p.en.eq(1), p.buf.eq(BUFS["C"]), p.addr.eq(tf("p_addr")),
                          p.row_stride.eq(0), p.elem_stride.eq(1)]
             m.d.sync += [p_pend.eq(1), oc.eq(0), mc.eq(0), ic.eq(0), ro.eq(0), rm.eq(0),
-                         wo.eq(0), wm.eq(0), ocx.eq(0), mcx.eq(0), icx.eq(0), ocl.eq(0),
-                         icl.eq(0), wox.eq(0), wsn.eq(0), wjr.eq(0), wcp.eq(0), wcs.eq(0)]
+                         wo.eq(0), wm.eq(0), ocx.eq(ocx0), mcx.eq(mcx0), icx.eq(0),
+                         icl.eq(0), wox.eq(ob), wsn.eq(0), wjr.eq(0), wcp.eq(0), wcs.eq(0)]
+
+        # the inner loop: "channel / token ic + t exists" (the engine element's mask) and "ic +
+        # W >= i_lim" (the vector's last step) from one difference i_lim - ic
+        i_rem = Signal(signed(CNT + 1), name="att_i_rem")
+        m.d.comb += i_rem.eq(i_lim - ic)
+        i_th = _above(i_rem, W + 1)
+        i_last = Signal(name="att_i_last")
+        m.d.comb += i_last.eq(~i_th[W])
+        i_mask = Cat(*i_th[:W])
+        iss_last_m, iss_last = lasts(oc, mc, "iss")
 
         def issue():
-            last_i = ic + W >= i_lim
+            last_i = i_last
             # KV, OUT: a vector's last step waits until the unit's staging register is free
             # (the requant drain, R < L); DIV does not use the requant lanes
             if unit.drain == 1:
@@ -268,22 +341,28 @@ class AttentionSequencer:
             m.d.comb += [x.en.eq(1), w.en.eq(1)]
             if has_div:
                 m.d.sync += div1.eq(is_div)
-            m.d.sync += [v1.eq(1), f1.eq(ic == 0), l1.eq(last_i),
-                         mask1.eq(Cat(*[(ic + t) < i_lim for t in range(W)]))]
+            m.d.sync += [v1.eq(1), f1.eq(ic == 0), l1.eq(last_i), mask1.eq(i_mask)]
             last = Signal(name="att_last_step")
             m.d.comb += last.eq(0)
             with m.If(last_i):
                 m.d.sync += [ic.eq(0), icx.eq(0), icl.eq(0)]
-                m.d.comb += last.eq(step(oc, mc))
-                # ocx, mcx follow (oc, mc) as step() moves them (only KV reads them: o_step = 1,
-                # m_step = L); ocl moves to the next column block of S (only OUT reads it)
-                with m.If(mc + m_step >= m_lim):
-                    m.d.sync += [mcx.eq(0), ocx.eq(a(ocx + cstep(oc, 1, xs))),
-                                 ocl.eq(ocl + pitch)]
+                m.d.comb += last.eq(iss_last)
+                step(oc, mc, iss_last_m)
+                # ocx, mcx follow (oc, mc) as step() moves them (KV: o_step = 1, m_step = L;
+                # DIV, OUT: mcx the token's offset, m_step = 1); OUT's ocx moves to the next
+                # column block of S
+                with m.If(iss_last_m):
+                    m.d.sync += [mcx.eq(mcx0),
+                                 ocx.eq(a(ocx + sel({KV: cstep(oc, 1, xs), DIV: 0,
+                                                     OUT: pitch})))]
                 with m.Else():
-                    m.d.sync += mcx.eq(a(mcx + cstep(mc, L, xs)))
+                    m.d.sync += mcx.eq(a(mcx + sel({KV: cstep(mc, L, xs), DIV: bsz,
+                                                    OUT: bsz})))
             with m.Else():
-                m.d.sync += [ic.eq(ic + W), icx.eq(a(icx + cstep(ic, W, xs)))]
+                m.d.sync += [ic.eq(ic + W),
+                             icx.eq(a(icx + sel({KV: Const(W, 7) << blk,
+                                                 DIV: cstep(ic, W, xs),
+                                                 OUT: cstep(ic, W, xs)})))]
                 if has_out:
                     m.d.sync += icl.eq(icl + line)
             return last
@@ -292,30 +371,31 @@ class AttentionSequencer:
         # OUT reads token t's DIV entry with each sub-block of the drain (``rd``: the cycle its
         # parameter record would be read in a conv), so it arrives with the sub-block (``o1s``);
         # the token counter (ro, rm) steps after the vector's last sub-block is read
-        ro, rm = Signal(CNT, name="att_ro"), Signal(CNT, name="att_rm")
+        ro, rm = Signal(ch, name="att_ro"), Signal(CNT, name="att_rm")
         if has_out:
+            rd_last_m, _ = lasts(ro, rm, "rd")
             with m.If(attmode & drain["rd"]):
                 m.d.comb += [r.en.eq(is_out), r.buf.eq(BUFS["DIV"]), r.addr.eq(rm),
                              r.row_stride.eq(0), r.elem_stride.eq(1)]
                 with m.If(drain["rd_last"]):
-                    step(ro, rm)
+                    step(ro, rm, rd_last_m)
             ent = r.data[0][0]
             # requant(num, Dyadic(out_b, out_c + log2_emin + code)): the shift of the lanes; a
             # zero divisor (flag, bit 4) forces the output to 0 through a zero multiplier
             shift = Signal(6, name="att_shift")
-            out_b = Signal(16, name="att_out_b")
-            m.d.comb += [shift.eq((rec["out_c"][:8] + rec["log2_emin"][:8] + ent[:4])[:6]),
-                         out_b.eq(Mux(ent[4], 0, rec["out_b"][:16]))]
+            out_b = Signal(MULT_BITS, name="att_out_b")
+            m.d.comb += [shift.eq((rec["out_ce"] + ent[:4])[:6]),
+                         out_b.eq(Mux(ent[4], 0, rec["out_b"]))]
         # KV: the unit's requant lanes with s_b / 2^s_c; OUT: with the shift above; no bias,
         # offset, residual or activation (R at a time: the drain's sub-block of the staged
         # vector, ``acc_sel``); the outputs are saturated to int8 (OSIGNED = 1, OBITS = 8)
         with m.If(attmode):
             for s, rq in enumerate(ctx["rq_lanes"]):
-                m.d.comb += [ctx["results"][s][0].eq(drain["acc_sel"][s]),
-                             rq.b.eq(Mux(is_out, out_b, rec["s_b"][:16]) if has_out
-                                     else rec["s_b"][:16]),
-                             rq.c.eq(Mux(is_out, shift, rec["s_c"][:6]) if has_out
-                                     else rec["s_c"][:6]),
+                # (the lane's sum is the conv's, acc_sel with the bias gated off in attmode)
+                m.d.comb += [rq.b.eq(Mux(is_out, out_b, rec["s_b"]) if has_out
+                                     else rec["s_b"]),
+                             rq.c.eq(Mux(is_out, shift, rec["s_c"]) if has_out
+                                     else rec["s_c"]),
                              rq.offset.eq(0), rq.relu_en.eq(0),
                              rq.hswish_en.eq(0), rq.in_valid.eq(drain["o1s"] & on_lanes)]
                 if rq.residual:     # (an R-MAC unit's lanes without it: requant_res_lanes)
@@ -325,21 +405,25 @@ class AttentionSequencer:
         if has_out:
             done[OUT] = ctx["rq_lanes"][0].out_valid
         if has_div:     # DIV: the log2 module on lane 0, and the zero flag
-            lg = Log2Quantizer(width=32, exp_bits=8)
+            # the divisor is below 2**WIDTHS["divisor"] (sim.isa): the accumulator's low bits
+            dbits = WIDTHS["divisor"]
+            lg = Log2Quantizer(width=dbits, exp_bits=8)
             m.submodules.att_log2 = lg
             zero = Signal(name="att_den_zero")
-            m.d.comb += [lg.x.eq(acc[0]), lg.offset.eq(rec["log2_offset"][:8]),
-                         lg.emin.eq(rec["log2_emin"][:8]),
+            m.d.comb += [lg.x.eq(acc[0][:dbits]), lg.offset.eq(rec["log2_offset"]),
+                         lg.emin.eq(rec["log2_emin"]),
                          lg.in_valid.eq(attmode & o1 & is_div)]
-            m.d.sync += zero.eq(acc[0] == 0)
+            m.d.sync += zero.eq(~acc[0][:dbits].any())
             done[DIV] = lg.out_valid
 
         # ---- write side -----------------------------------------------------------------------
-        wo, wm = Signal(CNT, name="att_wo"), Signal(CNT, name="att_wm")
-        wox = Signal(ADDR_BITS, name="att_wox")     # KV: row wo's place in its tile, (wo / TS) *
-        #                                             line + (wo % TS) * SS; OUT: wo * n
+        wo, wm = Signal(ch, name="att_wo"), Signal(mw, name="att_wm")
+        wox = Signal(ADDR_BITS, name="att_wox")     # o_addr + KV: row wo's place in its tile,
+        #                                             (wo / TS) * line + (wo % TS) * SS; OUT:
+        #                                             wo's block offset (wo * n planar); DIV: 0
         wjr = Signal(range(TS), name="att_wjr")     # KV: wo % TS
-        wcp = Signal(ADDR_BITS, name="att_wcp")     # KV: (col / SS) * pitch + col % SS
+        wcp = Signal(ADDR_BITS, name="att_wcp")     # KV: (col / SS) * pitch + col % SS;
+        #                                             DIV: wm; OUT: wm << b (the token)
         wcs = Signal(range(SS), name="att_wcs")     # KV: col % SS
         wsn = Signal(ADDR_BITS, name="att_wsn")     # OUT: wch * n (the drain's sub-block rows)
         wr = Signal(name="att_wr")
@@ -348,32 +432,45 @@ class AttentionSequencer:
                 with m.Case(st):
                     m.d.comb += wr.eq(attmode & pulse)
         ob = a(tf("o_addr"))
+        w_last_m, w_last = lasts(wo, wm, "wr")
         self.last_write = Signal(name="att_last_write")
+        # "row / column base + s exists" (s < R): KV column wm + wch + s < d, OUT row wo + wch
+        # + s < d, from one difference (KV: wm < d is a channel, its low `ch` bits)
+        wch = drain["wch"] if unit.drain > 1 else 0
+        o_rem = Signal(signed(ch + 1), name="att_o_rem")
+        m.d.comb += o_rem.eq(d - (sel({KV: wm[:ch], DIV: 0, OUT: wo}) + wch))
+        o_th = _above(o_rem, R)
+
+        def low(s):
+            """Lane s's output word: the saturated byte, the bits above it from the sum, as the
+            conv's (the port writes the low byte of an element, ``o.wide = 0``: the upper bits
+            are never written, and equal to the conv's they need no multiplexer)."""
+            return Cat(ctx["results"][s][1][:8], ctx["results"][s][0][8:])
         with m.If(attmode):
-            m.d.comb += [o.en.eq(wr), o.buf.eq(tf("obuf")), o.wide.eq(0)]
+            # every step writes at wox + wcp + wsn (wox from o_addr; each term 0 where a step
+            # has none)
+            m.d.comb += [o.en.eq(wr), o.buf.eq(tf("obuf")), o.wide.eq(0),
+                         o.addr.eq(a(wox + wcp + wsn))]
             with m.Switch(aop):
                 with m.Case(KV):    # R columns wm + wch .. of the drain's sub-block
-                    col = wm + drain["wch"] if unit.drain > 1 else wm
-                    m.d.comb += [o.addr.eq(a(ob + wox + wcp)), o.elem_stride.eq(1)]
+                    m.d.comb += o.elem_stride.eq(1)
                     for s in range(L):
                         if s < R:
-                            m.d.comb += [o.mask[s].eq(col + s < d),
-                                         o.data[s].eq(ctx["results"][s][1])]
+                            m.d.comb += [o.mask[s].eq(o_th[s]), o.data[s].eq(low(s))]
                         else:
                             m.d.comb += o.mask[s].eq(0)
                 if has_div:
                     with m.Case(DIV):
-                        m.d.comb += [o.addr.eq(a(ob + wm)), o.elem_stride.eq(1),
-                                     o.mask.eq(1), o.data[0].eq(Cat(lg.code, zero))]
+                        m.d.comb += [o.elem_stride.eq(1), o.mask.eq(1),
+                                     o.data[0].eq(Cat(lg.code, zero, Const(0, 3),
+                                                      ctx["results"][0][0][8:]))]
                 if has_out:
                     with m.Case(OUT):   # R rows wo + wch .. of the drain's sub-block, token wm
-                        row = wo + drain["wch"] if unit.drain > 1 else wo
-                        m.d.comb += [o.addr.eq(a(ob + wox + (wm << blk) + wsn)),
-                                     o.elem_stride.eq(Mux(blocked, 1, n))]
+                        m.d.comb += o.elem_stride.eq(Mux(blocked, 1, n))
                         for s in range(L):
                             if s < R:
-                                m.d.comb += [o.mask[s].eq(row + s < d),
-                                             o.data[s].eq(ctx["results"][s][1])]
+                                m.d.comb += [o.mask[s].eq(o_th[s]),
+                                             o.data[s].eq(low(s))]
                             else:
                                 m.d.comb += o.mask[s].eq(0)
         if has_out and unit.drain > 1:
@@ -381,11 +478,19 @@ class AttentionSequencer:
                 m.d.sync += wsn.eq(Mux(drain["w_last"], 0, a(wsn + Mux(blocked, R, n * R))))
         # KV, OUT: a vector's last sub-block
         with m.If(wr & (drain["w_last"] | is_div) if unit.drain > 1 else wr):
-            m.d.comb += self.last_write.eq(step(wo, wm))
-            with m.If(wm + m_step >= m_lim):
+            m.d.comb += self.last_write.eq(w_last)
+            step(wo, wm, w_last_m)
+            if tok_mid:     # DIV, OUT: wcp follows the token wm
+                with m.If(~is_kv):
+                    m.d.sync += wcp.eq(Mux(w_last_m, 0, a(wcp + sel({DIV: 1, OUT: bsz}))))
+            with m.If(w_last_m):
                 if has_out:
                     with m.If(is_out):
-                        m.d.sync += wox.eq(a(wox + cstep(wo, L, nb)))
+                        # cstep(wo, L, n << b): planar L * n; blocked L inside a block, else
+                        # to the next block's base, (n << b) - 2**b + L = wcp + L (wcp holds the
+                        # last token's (n - 1) << b now): no shifter of the token count
+                        end = ((wo[:7] + L)[:7] & (bsz - 1)[:7]) == 0
+                        m.d.sync += wox.eq(a(wox + Mux(blocked, Mux(end, wcp + L, L), n * L)))
                 with m.If(is_kv):   # next row of S: next row of the tile, or the next tile
                     with m.If(wjr == TS - 1):
                         m.d.sync += [wjr.eq(0), wox.eq(wox + (line - (TS - 1) * SS))]
@@ -394,7 +499,7 @@ class AttentionSequencer:
         # KV: every write moves the column by R_w (within a tile row, R_w | SS), the row's last
         # write back to column 0
         with m.If(wr & is_kv):
-            row_end = wm + m_step >= m_lim
+            row_end = w_last_m
             if unit.drain > 1:
                 row_end = row_end & drain["w_last"]
             with m.If(row_end):

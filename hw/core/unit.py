@@ -464,8 +464,16 @@ class Unit(wiring.Component):
             mask1 = Signal(W)
             m.d.sync += v1.eq(0)
             m.d.comb += [eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1)]
-            for t in range(W):      # activation bytes sign- or zero-extended to 9 bits (XSIGNED)
-                m.d.comb += e_x[t].eq(Mux(mask1[t], _byte(self.x.data[0][t], regs["XSIGNED"]), 0))
+            # activation bytes sign- or zero-extended to 9 bits (XSIGNED); the attention steps
+            # (hw.core.attention drives att_relu / att_raw) ReLU them (att_relu: KV, OUT: K, Q)
+            # or take them as uint8 (ATT_DIV's ksum8): a byte, its sign bit unless either is
+            # set, and zero when masked or ReLU'd negative (one expression for every mode)
+            att_relu, att_raw = Signal(name="att_relu"), Signal(name="att_raw")
+            for t in range(W):
+                xd = self.x.data[0][t]
+                m.d.comb += e_x[t].eq(Mux(mask1[t] & ~(att_relu & xd[7]),
+                                          Cat(xd, xd[7] & regs["XSIGNED"][0]
+                                              & ~att_relu & ~att_raw).as_signed(), 0))
                 for s in range(L):
                     m.d.comb += e_w[s][t].eq(self.w.data[s][t].as_signed())
             # a step: `width` input channels of input pixel (iy, ix) for tap (ky, kx); their
@@ -547,6 +555,7 @@ class Unit(wiring.Component):
                          self.r.addr.eq(r_addr), self.r.row_stride.eq(0),
                          self.r.elem_stride.eq(Mux(blocked, 1, regs["RSTRIDE"]))]
             # output stage 1: bias add, requant lanes
+            attmode = Signal()      # an attention instruction runs (hw.core.attention)
             rq_valid = Signal()
             results, rq_lanes, lane_in = [], [], []
             for s in range(R):
@@ -554,9 +563,12 @@ class Unit(wiring.Component):
                 f = {n: rec[32 * i:32 * i + 32] for i, n in enumerate(REC_FIELDS)}
                 tot = Signal(signed(32), name=f"sum_{s}")
                 # the lane's sum: acc_sel (conv), or a held depthwise sum (Unit._depthwise
-                # drives lane_in in DW mode), plus the bias of the lane's record
+                # drives lane_in in DW mode), plus the bias of the lane's record (none in an
+                # attention step: its record has no bias; gating the addend costs no LUT of
+                # its own, a multiplexer of the 32-bit sum would)
                 lane_in.append(Signal(signed(32), name=f"lane_in_{s}"))
-                m.d.comb += [lane_in[s].eq(acc_sel[s]), tot.eq(lane_in[s] + f["bias"].as_signed())]
+                m.d.comb += [lane_in[s].eq(acc_sel[s]),
+                             tot.eq(lane_in[s] + Mux(attmode, 0, f["bias"].as_signed()))]
                 rq = Requant(out_bits=16, signed=True, residual=s < Rr, hswish=True,
                              hswish_in_bits=16)
                 m.submodules[f"requant_{s}"] = rq
@@ -583,7 +595,6 @@ class Unit(wiring.Component):
             # write stage: sub-block wsub of a vector (channels wch = wsub*R .., address
             # offset wsoff = wsub * R * OSTRIDE); attmode: the KV step's writes (its own pulse)
             wr = Signal()
-            attmode = Signal()      # an attention instruction runs (hw.core.attention)
             if Rr < R:      # (RES_ADDR may still be set from an earlier instruction)
                 m.d.comb += rmode.eq(has_res & ~noepi & ~attmode)
             if Dr > 1:
@@ -692,7 +703,7 @@ class Unit(wiring.Component):
             att = AttentionSequencer(self, m, dict(
                 regs=regs, tf=tf, op=op, code=code, eng=eng, e_x=e_x, e_w=e_w, e_valid=e_valid,
                 acc=acc, o1=o1, rq_lanes=rq_lanes, results=results, attmode=attmode,
-                drain=ns["drain"]))
+                drain=ns["drain"], stage1=(v1, f1, l1, mask1), x_mode=(att_relu, att_raw)))
 
         if has_pool:
             pool_issue, pool_setup, pool_last_write, pool_ok = self._pool(m, regs, word, fld,
@@ -907,9 +918,11 @@ class Unit(wiring.Component):
         blk = regs["BLOCK"][:3]
         bsz = Signal(8, name="pool_bsz")
         m.d.comb += bsz.eq(Const(1, 8) << blk)
+        # tx = t0 << b, a running sum stepped with t0 (no shifter of the token count)
+        tx = Signal(ADDR_BITS)
         m.d.comb += [self.x.buf.eq(regs["XBUF"][:3]), self.x.row_stride.eq(0),
                      self.x.elem_stride.eq(bsz),
-                     self.x.addr.eq((xa + (t0 << blk))[:ADDR_BITS])]
+                     self.x.addr.eq((xa + tx)[:ADDR_BITS])]
         v1, f1, l1, mask1 = Signal(), Signal(), Signal(), Signal(W)
         m.d.sync += v1.eq(0)
         xs = regs["XSIGNED"][0]
@@ -942,10 +955,8 @@ class Unit(wiring.Component):
                      rq.hswish_en.eq(~ks & (regs["ACT"] == ACTS["hswish"])),
                      rq.three.eq(regs["THREE"][:16]), rq.hb.eq(rec[192:208]),
                      rq.hc.eq(rec[224:230]), rq.in_valid.eq(d3)]
-        lo = Mux(regs["OSIGNED"][0] & ~ks, -128, 0)
-        hi = Mux(regs["OSIGNED"][0] & ~ks, 127, 255)
-        y = Signal(signed(16))
-        m.d.comb += y.eq(Mux(rq.out < lo, lo, Mux(rq.out > hi, hi, rq.out)))
+        y = Signal(signed(16))      # int8 (OSIGNED, not ATT_KSUM) or uint8
+        m.d.comb += y.eq(_saturate8(rq.out, regs["OSIGNED"][0] & ~ks))
         m.d.comb += [self.o.en.eq(rq.out_valid), self.o.buf.eq(tf("obuf")), self.o.wide.eq(0),
                      self.o.elem_stride.eq(1), self.o.mask.eq(1), self.o.data[0].eq(y),
                      self.o.addr.eq(tf("o_addr") + c_w)]
@@ -964,20 +975,26 @@ class Unit(wiring.Component):
                               & ((regs["ACT"] != ACTS["hswish"]) | (regs["MIDBITS"] == 16))))
 
         def setup():
-            m.d.sync += [c.eq(0), t0.eq(0), c_o.eq(0), c_w.eq(0),
+            m.d.sync += [c.eq(0), t0.eq(0), tx.eq(0), c_o.eq(0), c_w.eq(0),
                          xa.eq(tf("x_addr"))]
 
+        # token t0 + i exists (ntok - t0 > i) and the channel's last step (ntok - t0 <= W)
+        # from one difference (_above), not W + 1 comparators of the token count
+        t_rem = Signal(signed(len(ntok) + 1))
+        m.d.comb += t_rem.eq(ntok - t0)
+        t_left = _above(t_rem, W + 1)
+
         def issue():
-            last_t = t0 + W >= ntok
+            last_t = ~t_left[W]
             m.d.comb += self.x.en.eq(1)
             m.d.sync += [v1.eq(1), f1.eq(t0 == 0), l1.eq(last_t),
-                         mask1.eq(Cat(*[(t0 + i) < ntok for i in range(W)]))]
+                         mask1.eq(Cat(*t_left[:W]))]
             with m.If(last_t):
-                m.d.sync += [t0.eq(0), c.eq(c + 1),
+                m.d.sync += [t0.eq(0), tx.eq(0), c.eq(c + 1),
                              xa.eq(xa + Mux(((c + 1) & (bsz - 1)) == 0,
                                             regs["XSTRIDE"] - bsz + 1, 1))]
             with m.Else():
-                m.d.sync += t0.eq(t0 + W)
+                m.d.sync += [t0.eq(t0 + W), tx.eq(tx + (Const(W, 7) << blk))]
             return last_t & (c + 1 == nco)
         return issue, setup, last_write, ok
 
