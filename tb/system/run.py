@@ -14,7 +14,9 @@ RTL ran in, not a ZCU102's CPU.
 
 ``trace=True`` also records when every instruction was taken (``tb.system.trace.record``) and
 adds ``trace_diff``, the per-queue comparison with ``sim.perf``'s own times
-(``python -m tb.system.run --trace``, docs/system.md "Cycles").
+(``python -m tb.system.run --trace``, docs/system.md "Cycles"); ``trace="bursts"`` also adds
+``read_bursts``, every read burst on ``m_axi`` (AR cycle, manager, address, beats, first and
+last data cycle).
 """
 
 from __future__ import annotations
