@@ -314,6 +314,25 @@ def simulate(binary, *, trace: list | None = None,
     if port is not None and fetch is None:
         port.low = math.inf             # no dispatcher burst passes an LD burst
 
+    # the semaphore file's arbiters (env.arbiters): WAIT look-ups (0) and SIGNALs (1), one
+    # grant per cycle each, after every unit event of the cycle (order past the units')
+    arbs = [_Arbiter(), _Arbiter()] if (env.arbiters and not ctx and lockstep is None) else None
+    arb_at = [set(), set()]         # cycles with an arbiter event in the heap
+    arb_order = len(keys) + 1
+    if arbs is not None:
+        from .image import queue_names
+        port_of = {kk: i for i, kk in enumerate(queue_names(cfg.L))}
+    looked = {}                     # key -> cycle its WAIT's look-up was granted
+    look_parked = set()             # keys parked on a WAIT whose look-up is still pending
+    look_wait = {}                  # sem -> {key: offered} of sufficient WAITs not granted yet
+    sig_vis = {}                    # sem -> cycles SIGNALs not yet shown will show in
+    signalled = {}                  # key -> (offered, granted) of its SIGNAL
+
+    def arb_schedule(a, c):
+        if c not in arb_at[a]:
+            arb_at[a].add(c)
+            heapq.heappush(heap, (c, arb_order + a, ("__arb__", a)))
+
     cur = [0]                       # the frame of the instruction being executed
     ld_job = {}                     # LD unit -> [its transfer's _axi_steps, next burst's AR]
 
@@ -328,13 +347,47 @@ def simulate(binary, *, trace: list | None = None,
 
     while heap:
         t, _, k = heapq.heappop(heap)
+        if k[0] == "__arb__":
+            a = k[1]
+            arb_at[a].discard(t)
+            g = arbs[a].grant(t)
+            if g is not None:
+                gk, offered = g
+                if a == 0 and gk in look_parked:    # parked: the look-up only takes the slot
+                    look_parked.discard(gk)
+                elif a == 0:
+                    looked[gk] = t
+                    for lw in look_wait.values():
+                        lw.pop(gk, None)
+                    heapq.heappush(heap, (t, order[gk], gk))
+                else:
+                    signalled[gk] = (offered, t)
+                    heapq.heappush(heap, (t, order[gk], gk))
+            nc = arbs[a].next_cycle(t)
+            if nc is not None:
+                arb_schedule(a, nc)
+            continue
         if k[0] == "__sig__":
             _, sm, cnt = k
             sems[sm] = sems.get(sm, 0) + cnt
+            if arbs is not None:
+                if t in sig_vis.get(sm, ()):
+                    sig_vis[sm].remove(t)
+                # a WAIT waiting for its look-up sees this SIGNAL's broadcast (the cycle before)
+                # if it was offered by then: ready now, the look-up withdrawn
+                lw = look_wait.get(sm, {})
+                for wk, h in [(wk, h) for wk, h in lw.items() if t >= h + 1]:
+                    del lw[wk]
+                    arbs[0].cancel(port_of[wk[:2]])
+                    head[wk] = h
+                    heapq.heappush(heap, (t, order[wk], wk))
             still = []
             for need, wk, h in parked.pop(sm, []):
                 if sems[sm] >= need:
                     head[wk] = h
+                    if wk in look_parked:       # the broadcast came first: no look-up
+                        look_parked.discard(wk)
+                        arbs[0].cancel(port_of[wk[:2]])
                     heapq.heappush(heap, (t, order[wk], wk))
                 else:
                     still.append((need, wk, h))
@@ -407,7 +460,28 @@ def simulate(binary, *, trace: list | None = None,
         fin = None                   # completion (data landed / outputs written)
         took = False                 # the word's take is recorded (an LD transfer's)
         if op == "WAIT":
-            h = head.pop(k, t)
+            h = head.pop(k, None)
+            # woken by a SIGNAL's broadcast after it was offered in h: with the semaphore
+            # file's watch registers it is ready the cycle the counter shows the SIGNAL (at
+            # least one cycle after it was offered), without a look-up
+            woke = h is not None and arbs is not None
+            if h is None:
+                h = looked.pop(k, None)
+                if h is not None:
+                    # its look-up granted in h: taken wait_extra cycles later, or the cycle
+                    # after a broadcast on its counter in h
+                    woke = (h + 1) in sig_vis.get((fr - ins.get("prev", 0), ins["sem"]), ())
+                else:
+                    h = t
+                    if arbs is not None:    # offered: the look-up waits for the arbiter
+                        arbs[0].request(t, port_of[su], k)
+                        arb_schedule(0, t)
+                        if (skip_prev and ins.get("prev", 0)) or wait_passes(
+                                ins, fr, lambda f, sm: sems.get((f, sm), 0)):
+                            look_wait.setdefault((fr - ins.get("prev", 0), ins["sem"]),
+                                                 {})[k] = t
+                            continue        # taken wait_extra cycles after its grant
+                        look_parked.add(k)  # and watches the broadcasts meanwhile
             if not (skip_prev and ins.get("prev", 0)) and not wait_passes(
                     ins, fr, lambda f, sm: sems.get((f, sm), 0)):
                 parked.setdefault((fr - ins.get("prev", 0), ins["sem"]), []).append(
@@ -417,25 +491,35 @@ def simulate(binary, *, trace: list | None = None,
                     for ok in others.pop(su, ()):
                         heapq.heappush(heap, (h + switch, order[ok], ok))
                 continue
-            if core:        # consumed at max(head + wait_extra, visible); one cycle
-                start = max(h + wx, t)
+            if core or axi is not None:
+                # consumed at max(head + wait_extra, visible); one cycle (the RTL's global
+                # units wait on the same semaphore file and take one instruction per cycle)
+                start = max(h + (1 if woke else wx), t)
                 nxt = start + 1
-            elif axi is not None:   # the RTL's global units wait on the same semaphore file
-                start = max(h + wx, t)
-                nxt = start + 1     # and take one instruction per cycle
             else:
                 nxt = t
         elif op == "SIGNAL":
-            if core:        # the counter shows it from t + signal_latency (1: the next cycle)
-                heapq.heappush(heap, (t + sl, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
-                nxt = t + 1
-            elif axi is not None and unit in ch_free:
-                # not posted: the unit waits for its transfers, then signals (next cycle)
-                ts = max(t, drain[k])
-                if unit == "LD" and fetch is not None:    # data moved behind fetch bursts
-                    ts = max(ts, port.ld_end + axi.landing)
-                heapq.heappush(heap, (ts + sl, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
-                start, nxt = ts, ts + 1
+            if core or (axi is not None and unit in ch_free):
+                if k in signalled:      # granted by the arbiter in cycle g
+                    ts, g = signalled.pop(k)
+                else:
+                    ts = t
+                    if not core:
+                        # not posted: the unit waits for its transfers, then signals
+                        ts = max(t, drain[k])
+                        if unit == "LD" and fetch is not None:    # data behind fetch bursts
+                            ts = max(ts, port.ld_end + axi.landing)
+                    g = ts
+                    if arbs is not None:    # offered in ts: the signal arbiter grants it
+                        arbs[1].request(ts, port_of[su], k, ts)
+                        arb_schedule(1, ts)
+                        continue
+                # the counter shows it from g + signal_latency (1: the next cycle); the unit
+                # goes on in the cycle after the grant
+                heapq.heappush(heap, (g + sl, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
+                if arbs is not None:
+                    sig_vis.setdefault((fr, ins["sem"]), []).append(g + sl)
+                start, nxt = ts, g + 1
             else:           # posted: fires when the unit's transfers have landed
                 ts = t if zero_dma else max(t, drain[k])
                 heapq.heappush(heap, (ts, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
@@ -546,8 +630,10 @@ def simulate(binary, *, trace: list | None = None,
         if fetch is not None and not took:
             # the unit took the word (a HOST_LN leaves the FIFO when the CPU acknowledges it)
             fetch.take(qi, nxt if op == "HOST_LN" else start)
-        elif axi is not None:
+        elif axi is not None and fetch is None:
             # the dispatcher fetched this instruction word over the read channel: one beat
+            # (with the fetch model the words move in its own bursts; an LD transfer's take
+            # is recorded by its branch, ``took``)
             port.end = max(port.end, start) + 1
         if trace is not None:
             trace.append((stream, unit, op, tag, int(start), int(nxt))
@@ -604,6 +690,40 @@ def stream(binary, *, frames: int = 3, env: timing.SemaphoreTiming = timing.SYST
     cpf = (d[-1] - d[0]) / (frames - 1)
     return {"frames": frames, "frame_done": d, "cycles_per_frame": cpf,
             "fps": binary.cfg.clock_mhz * 1e6 / cpf, "frames_in_flight": rep.frames_in_flight}
+
+
+class _Arbiter:
+    """One of ``hw.system.semaphores.SemaphoreFile``'s round-robin arbiters (the WAIT look-ups
+    or the SIGNALs) for :func:`simulate`: one grant per cycle among the ports requesting in it,
+    the lowest port after the last one granted first (wrapping). :meth:`request` registers a
+    port's request from cycle ``t``; :meth:`grant` (called once per cycle that has requests,
+    after every unit event of that cycle) returns the granted ``(key, payload)`` or None;
+    :meth:`cancel` withdraws a request (a WAIT satisfied by a SIGNAL's broadcast before its
+    look-up was granted)."""
+
+    def __init__(self):
+        self.pending = {}       # port -> (from cycle, key, payload)
+        self.last = -1
+
+    def request(self, t: int, port: int, key, payload=None) -> None:
+        self.pending[port] = (t, key, payload)
+
+    def cancel(self, port: int) -> None:
+        self.pending.pop(port, None)
+
+    def grant(self, c: int):
+        ready = [p for p, v in self.pending.items() if v[0] <= c]
+        if not ready:
+            return None
+        after = [p for p in ready if p > self.last]
+        p = min(after) if after else min(ready)
+        self.last = p
+        _t, key, payload = self.pending.pop(p)
+        return key, payload
+
+    def next_cycle(self, c: int):
+        """The next cycle (after ``c``) with a request, or None."""
+        return max(c + 1, min(v[0] for v in self.pending.values())) if self.pending else None
 
 
 class _Fetch:

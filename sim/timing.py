@@ -291,12 +291,19 @@ class SemaphoreTiming:
     Python harness plays it; ``False``: the DRAM model of :mod:`sim.perf`.
     ``axi``: the DMA as ``hw.system`` builds it (:class:`AxiDma`) instead of the shared-channel
     DRAM model; ``fetch``: with ``axi``, the dispatcher's instruction fetch (:class:`AxiFetch`)
-    instead of one read beat per instruction."""
+    instead of one read beat per instruction.
+    ``arbiters``: the semaphore file's two round-robin arbiters (``hw.system.semaphores``): one
+    WAIT look-up and one SIGNAL per cycle over all units, the lowest unit (queue index) after
+    the last one served first; a WAIT is then taken ``wait_extra`` cycles after its look-up is
+    granted (not after it is offered), and a SIGNAL is seen ``signal_latency`` cycles after it
+    is granted, its unit going on the cycle after the grant. ``False``: every unit's look-up
+    and SIGNAL served in the cycle it is offered (no contention)."""
     wait_extra: int = 0
     signal_latency: int = 1
     dma_zero_time: bool = False
     axi: AxiDma | None = None
     fetch: AxiFetch | None = None
+    arbiters: bool = False
 
 
 #: the accelerator: a combinational semaphore file, DMA through the DRAM model
@@ -306,13 +313,14 @@ SYSTEM = SemaphoreTiming()
 #: (and broadcast to the waiters' watch registers), so ``wait.ready`` (a register) rises in
 #: t + 2; a WAIT offered in h on a sufficient counter has its look-up granted in h, the data
 #: compared in h + 1, ``ready`` in h + 2 (``SemaphoreFile.SIGNAL_LATENCY`` / ``WAIT_LATENCY``,
-#: checked by tests/test_timing.py). Arbitration stalls (several units in one cycle) are not
-#: modelled.
+#: checked by tests/test_timing.py). Several units offering in one cycle are served one per
+#: cycle by the file's arbiters (``SemaphoreTiming.arbiters``, on in :data:`AXI_SYSTEM`).
 SEM_SIGNAL_LATENCY = 2
 SEM_WAIT_EXTRA = 2
-#: ``hw.system.Accelerator``: the semaphore file above, the DMA engines on one AXI4 port
+#: ``hw.system.Accelerator``: the semaphore file above (with its arbiters), the DMA engines on
+#: one AXI4 port
 AXI_SYSTEM = SemaphoreTiming(wait_extra=SEM_WAIT_EXTRA, signal_latency=SEM_SIGNAL_LATENCY,
-                             axi=AxiDma(), fetch=AxiFetch())
+                             axi=AxiDma(), fetch=AxiFetch(), arbiters=True)
 
 
 def axi_system(ports: int = 1) -> SemaphoreTiming:

@@ -571,7 +571,8 @@ def test_core_context_module_on_chip(case, monkeypatch):
     aggregation DW's row pieces, each followed by a SIGNAL that the DW's R-MAC waits for."""
     from sim.compile import attctx
     from sim.isa import BUFS
-    # the row pieces are off by default (see attctx.PIPE_AGGREGATION); this test runs them
+    # the row pieces (on by default, attctx.PIPE_AGGREGATION / PIPE_QKV): this test runs them
+    # whatever the defaults
     monkeypatch.setattr(attctx, "PIPE_AGGREGATION", True)
     monkeypatch.setattr(attctx, "PIPE_QKV", True)
     prog, cfg, x = make_case(case)

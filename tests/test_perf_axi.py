@@ -195,3 +195,41 @@ def test_read_channel_never_fuller_than_one_beat_per_cycle():
         beats += sum(AXI.flushes(f["dram_addr"] + i * f["stride"], f["buf_addr"] + i * f["length"],
                                  f["length"]) for i in range(f["count"]))
     assert perf.simulate(binary, env=timing.AXI_SYSTEM).cycles >= beats
+
+
+def test_loads_back_to_back_on_the_read_channel_with_the_fetch_model():
+    # two aligned LOADs into B (256 and 1,024 bytes: 16 and 64 beats, no realigner flush) and
+    # nothing else to move once the dispatcher has fetched the LD queue: the read channel
+    # carries the second LOAD's 64 beats right after the first's 16 (one beat per cycle, its
+    # AR long before). Until the pipefix round the fetch model also charged the "one read
+    # beat per fetched instruction" of the model without it for every LOAD, a cycle's gap
+    # between the two (the RTL's bursts were back to back: docs/system.md "Cycles")
+    import dataclasses
+
+    from sim import compile as sc
+    from sim import zoo
+    from sim.isa import UNITS
+    cfg = PRESETS["small"].replace(L=1, dram_latency_cycles=2)
+    b = sc.compile(zoo.tiny(), cfg)
+    base = b.symbols[f"tensor:{b.prog.inputs[0]}"]["addr"] // 4096 * 4096
+    lds = [Instr("LOAD", {"buf": BUFS["B"], "buf_addr": a, "dram_addr": base + a, "count": 1,
+                          "length": n, "stride": 0, "core": 0})
+           for a, n in ((0, 256), (256, 1024))]
+    lds.append(Instr("SIGNAL", {"unit": UNITS["LD"], "sem": 0, "count": 1}))
+    streams = {"global": lds, "core0": []}
+    b = dataclasses.replace(b, streams=streams, tags={"global": [-1] * 3, "core0": []})
+    seen = []
+    orig = perf._ReadPort.burst
+
+    def burst(self, r, n, insert=False, stall=0):
+        res = orig(self, r, n, insert, stall)
+        if not insert:
+            seen.append((n, res[1], res[2]))        # (beats, first beat, after the last)
+        return res
+    perf._ReadPort.burst = burst
+    try:
+        perf.simulate(b, env=timing.AXI_SYSTEM)
+    finally:
+        perf._ReadPort.burst = orig
+    assert [n for n, _f, _e in seen] == [16, 64]
+    assert seen[1][1] == seen[0][2]

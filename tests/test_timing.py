@@ -149,6 +149,115 @@ def test_semaphore_latencies_match_sim_timing():
     assert seen == {"signal": timing.SEM_SIGNAL_LATENCY, "wait": timing.SEM_WAIT_EXTRA}
 
 
+def _sem_contention_binary():
+    """A Binary of ``sim.zoo.tiny`` at ``small:L=2`` whose six core queues are replaced by
+    WAIT / SIGNAL / SETR sequences that make the units meet at the semaphore file in the same
+    cycles: six look-ups at once (twice), five WAITs woken by one broadcast, SIGNALs staggered
+    by one cycle and then six at once, WAITs on their sums."""
+    import dataclasses
+
+    from sim import compile as sc
+    from sim import zoo
+    from sim.config import PRESETS
+    from sim.image import queue_names
+    from sim.isa import UNITS, Instr
+
+    def op(name, u, **f):
+        return Instr(name, {"unit": UNITS[u], **f})
+    cfg = PRESETS["small"].replace(L=2)
+    units = [k for k in queue_names(2) if k[0] != "global"]
+    queues = {}
+    for i, (c, u) in enumerate(units):
+        q = [op("WAIT", u, sem=0, count=0)]
+        if i == 0:
+            q += [op("SETR", u, reg=0, value=0)] * 3 + [op("SIGNAL", u, sem=1, count=1)]
+        else:
+            q += [op("WAIT", u, sem=1, count=1)]
+        q += [op("WAIT", u, sem=0, count=0)]
+        q += [op("SETR", u, reg=0, value=0)] * i + [op("SIGNAL", u, sem=2, count=1)]
+        q += [op("SIGNAL", u, sem=3, count=1), op("WAIT", u, sem=3, count=6),
+              op("SIGNAL", u, sem=4, count=1), op("WAIT", u, sem=4, count=6 - i)]
+        queues[(c, u)] = q
+    streams = {"global": []}
+    for c in ("core0", "core1"):
+        streams[c] = [x for (cc, _u), q in queues.items() if cc == c for x in q]
+    b = sc.compile(zoo.tiny(), cfg)
+    return dataclasses.replace(b, streams=streams,
+                               tags={s: [-1] * len(v) for s, v in streams.items()}), units
+
+
+def test_semaphore_arbiters_match_the_file():
+    """sim.perf with the semaphore file's arbiters (``SemaphoreTiming.arbiters``, on in
+    AXI_SYSTEM) against hw.system.semaphores.SemaphoreFile in amaranth.sim, units that meet at
+    the file in the same cycles (:func:`_sem_contention_binary`): every WAIT is taken, every
+    SIGNAL granted and every SETR executed in the cycle the model says. The bench plays each
+    core unit as the core does (one instruction offered per cycle; a WAIT or SIGNAL held
+    until its ``ready``, the next instruction offered the cycle after)."""
+    from amaranth.sim import Simulator
+
+    from hw.system.semaphores import SemaphoreFile
+    from sim import perf
+    from sim.funcsim import build_queues
+    from sim.image import queue_names
+    assert timing.AXI_SYSTEM.arbiters
+    binary, units = _sem_contention_binary()
+    env = timing.SemaphoreTiming(wait_extra=timing.SEM_WAIT_EXTRA,
+                                 signal_latency=timing.SEM_SIGNAL_LATENCY, arbiters=True)
+    tr = []
+    perf.simulate(binary, env=env, trace=tr)
+    # the cycle each instruction is done with: a WAIT taken (its start), a SIGNAL granted (the
+    # cycle before its unit goes on), a SETR executed
+    model = {u: [] for u in units}
+    for stream, unit, op, _tag, start, nxt in tr:
+        model[(stream, unit)].append(nxt - 1 if op == "SIGNAL" else start)
+    queues = build_queues(binary)
+    ports = {k: i for i, k in enumerate(queue_names(2))}
+    dut = SemaphoreFile(count=8, ports=len(ports))
+    rtl = {u: [] for u in units}
+    T0 = 12                                     # past the clearing sweep (8 entries)
+
+    async def bench(ctx):
+        for _ in range(T0):
+            await ctx.tick()
+        pc = {u: 0 for u in units}
+        offer = {u: 0 for u in units}           # the cycle its current instruction is offered
+        c = 0
+        while any(pc[u] < len(queues[u]) for u in units) and c < 200:
+            for u in units:
+                w, s = dut.wait[ports[u]], dut.signal[ports[u]]
+                ins = queues[u][pc[u]][0] if pc[u] < len(queues[u]) else None
+                on = ins is not None and offer[u] <= c
+                for port, kind in ((w, "WAIT"), (s, "SIGNAL")):
+                    ctx.set(port.valid, on and ins.op == kind)
+                    if on and ins.op == kind:
+                        ctx.set(port.payload.sem, ins["sem"])
+                        ctx.set(port.payload.count, ins["count"])
+            for u in units:
+                ins = queues[u][pc[u]][0] if pc[u] < len(queues[u]) else None
+                if ins is None or offer[u] > c:
+                    continue
+                port = {"WAIT": dut.wait, "SIGNAL": dut.signal}.get(ins.op)
+                if port is None or ctx.get(port[ports[u]].ready):
+                    rtl[u].append(c)
+                    pc[u] += 1
+                    offer[u] = c + 1
+            await ctx.tick()
+            c += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert all(len(rtl[u]) == len(queues[u]) for u in units), rtl
+    assert rtl == model, "\n".join(f"{u}: rtl {rtl[u]} model {model[u]}" for u in units)
+    # the cases the Binary is for happened: look-ups served one per cycle, a WAIT woken by the
+    # broadcast in the cycle the counter shows the SIGNAL
+    firsts = sorted(v[0] for v in rtl.values())
+    assert firsts == list(range(firsts[0], firsts[0] + 6))
+    signal = rtl[units[0]][4]                  # granted in this cycle, shown 2 later
+    assert sorted(rtl[u][1] for u in units[1:]).count(signal + timing.SEM_SIGNAL_LATENCY) >= 4
+
+
 def test_requant_lanes_config():
     """requant_mat / requant_rmac: 0 (one lane per engine lane, the default) or at most that
     many lanes: the largest divisor of S / M not above it, so that overriding S or M on a preset

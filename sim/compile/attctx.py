@@ -47,20 +47,18 @@ __all__ = ["ContextPlan", "plan_context_modules", "PIPE_AGGREGATION", "PIPE_QKV"
 
 #: the default of :func:`plan_context_modules`' ``pipe``: the aggregation's DW writes its
 #: on-chip output in row pieces and the grouped PW reads each piece on the MAT engines while
-#: the R-MACs run the next one (docs/perf.md "Depthwise and attention utilisation").
-#: **Off by default** for now: with it on, sim.zoo.tiny at L = 4 through the accelerator RTL
-#: (``tb/test_accelerator_rtl.py::test_tiny_network[4]``) ran 2.85 % slower than the AXI-level
-#: ``sim.perf`` (bit-exact, outside the asserted 2 %); until the model and the RTL agree on
-#: the row pieces, the default Binaries are the ones without them (B1-R224 583.9 FPS on
-#: ``zcu102`` instead of 589.1)
-PIPE_AGGREGATION = False
+#: the R-MACs run the next one (docs/perf.md "Depthwise and attention utilisation"). On by
+#: default again since the AXI-level ``sim.perf`` models the semaphore file's arbiters (with
+#: it, sim.zoo.tiny at L = 4 through the accelerator RTL had run 2.85 % off the model without
+#: them; docs/system.md "Cycles")
+PIPE_AGGREGATION = True
 
 #: the default of :func:`plan_context_modules`' ``pipe_qkv`` (only with ``pipe``): the qkv
 #: pointwise writes its on-chip output in the aggregation DW's row pieces and the DW starts
 #: each piece once the qkv rows under it and its ``k//2`` halo rows are written
 #: (:func:`~sim.compile.tiling.pre_pipe_plan`; docs/perf.md "Depthwise and attention
 #: utilisation")
-PIPE_QKV = False
+PIPE_QKV = True
 
 
 @dataclass

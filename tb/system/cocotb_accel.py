@@ -79,7 +79,8 @@ async def accelerator_runs_binary(dut):
     if p.get("trace"):      # per-instruction take cycles (tb.system.trace), written below
         from sim.image import n_queues
         from tb.system.trace import record
-        cocotb.start_soon(record(dut, n_queues(binary.cfg.L), takes))
+        bursts = [] if p.get("trace") == "bursts" else None
+        cocotb.start_soon(record(dut, n_queues(binary.cfg.L), takes, bursts))
     t0, c0 = time.perf_counter(), time.process_time()
     await host.start()
     if case == "start_busy":
@@ -131,5 +132,7 @@ async def accelerator_runs_binary(dut):
     rec["host_service_cycles"] = host_cycles
     if p.get("trace"):
         rec["trace"] = takes
+        if bursts is not None:
+            rec["read_bursts"] = bursts
     with open("accel.json", "w") as f:
         json.dump(rec, f)

@@ -14,7 +14,9 @@ RTL ran in, not a ZCU102's CPU.
 
 ``trace=True`` also records when every instruction was taken (``tb.system.trace.record``) and
 adds ``trace_diff``, the per-queue comparison with ``sim.perf``'s own times
-(``python -m tb.system.run --trace``, docs/system.md "Cycles").
+(``python -m tb.system.run --trace``, docs/system.md "Cycles"); ``trace="bursts"`` also adds
+``read_bursts``, every read burst on ``m_axi`` (AR cycle, manager, address, beats, first and
+last data cycle).
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
     run_cocotb(component=acc, name=name, test_module="tb.system.cocotb_accel",
                simulator=simulator, timeout_s=timeout_s, seed=seed,
                params=dict(binary=str(bpath), input=str(xpath), case=case, pause=pause,
-                           seed=seed, **({"trace": 1} if trace else {}), **(extra or {})))
+                           seed=seed, **({"trace": trace if trace == "bursts" else 1}
+                                         if trace else {}), **(extra or {})))
     runs = sorted((REPO_ROOT / "build" / "rtl" / simulator).glob(
         f"{name}-*/run-{os.getpid()}/accel.json"), key=lambda f: f.stat().st_mtime)
     rec = json.loads(runs[-1].read_text())

@@ -41,12 +41,20 @@ async def host_service(dut, out: list) -> None:
         out.append(int(cyc.value) - rise)
 
 
-async def record(dut, queues: int, out: list) -> None:
-    """Append ``(queue, index, cycle)`` to ``out`` for every instruction taken (cocotb)."""
+async def record(dut, queues: int, out: list, bursts: list | None = None) -> None:
+    """Append ``(queue, index, cycle)`` to ``out`` for every instruction taken (cocotb).
+    ``bursts`` (a list): also append ``(AR cycle, arid, araddr, beats, first beat cycle, last
+    beat cycle)`` of every read burst on ``m_axi`` (``arid``: the read arbiter's manager, 0
+    the dispatcher, 1 the LD engine), in the order of their AR handshakes (the memory answers
+    in order): what the dispatcher and the LD engine asked for and when the data came."""
     from cocotb.triggers import ReadOnly, RisingEdge
     pcs = [getattr(dut, f"q{i}_pc") for i in range(queues)]
     cyc = dut.cyc
     prev = [0] * queues
+    if bursts is not None:
+        ar = [getattr(dut, f"m_axi__ar{n}") for n in ("valid", "ready", "id", "addr", "len")]
+        rv, rr, rl = dut.m_axi__rvalid, dut.m_axi__rready, dut.m_axi__rlast
+        pending = []                        # bursts whose data have not all come
     while True:
         await RisingEdge(dut.clk)
         await ReadOnly()
@@ -58,6 +66,18 @@ async def record(dut, queues: int, out: list) -> None:
                 now = int(cyc.value) - 1    # both registers moved at this edge
                 out.extend((i, k, now) for k in range(prev[i], v))
                 prev[i] = v
+        if bursts is not None:
+            now = int(cyc.value)            # this cycle's handshakes
+            if int(rv.value) and int(rr.value) and pending:
+                b = pending[0]
+                if b[4] is None:
+                    b[4] = now
+                if int(rl.value):
+                    b[5] = now
+                    bursts.append(tuple(pending.pop(0)))
+            if int(ar[0].value) and int(ar[1].value):
+                pending.append([now, int(ar[2].value), int(ar[3].value), int(ar[4].value) + 1,
+                                None, None])
 
 
 def model_takes(binary, env) -> dict:
