@@ -124,6 +124,13 @@ def _above(x, n: int) -> list:
             if k + 1 < (1 << len(low)) else ~neg & hi for k in range(n)]
 
 
+def _mux_luts(n: int) -> int:
+    """LUT6s per bit of an ``n``:1 multiplexer built as a tree of 4:1 LUT6s (each merges four
+    inputs into one): ``ceil((n - 1) / 3)``, 0 for ``n = 1``. A count to choose between two
+    exact multiplexer structures, not an estimate of a design."""
+    return -(-(n - 1) // 3)
+
+
 def _saturate8(v, osigned):
     """``v`` (a signed Value) saturated to int8 (``osigned``) or uint8, the compares with the
     bounds formed from the sign and the bits above the byte (no comparators of ``v``'s width
@@ -1005,7 +1012,11 @@ class Unit(wiring.Component):
         k = regs["KERNEL"][:3]
         st2 = regs["STRIDE"] == 2
         nco, npix = ns["nco"], ns["npix"]
-        c0, oy, ox0 = Signal(13), Signal(12), Signal(12)
+        # tile counters at the widths of what they count (c0 < nco < 2**12, oy < ho < 2**11,
+        # ox0 < WOUT <= 2**12: the 12- and 11-bit fields of sim.isa, the clamp of REG_STORE);
+        # a counter steps only while it stays below its bound, except that c0 wraps after the
+        # last tile, when nothing reads it any more
+        c0, oy, ox0 = Signal(12), Signal(11), Signal(12)
         ky, ph, e = Signal(3), Signal(1), Signal(3)
         kx = Signal(3)
         m.d.comb += [kk.eq(k * k), kx.eq(Mux(st2, (e << 1) | ph, e))]
@@ -1027,16 +1038,19 @@ class Unit(wiring.Component):
             with m.If(dgap_busy):
                 m.d.sync += dgap.eq(dgap - 1)
         # row segment of this step: padded row iy = oy*s + ky, padded column start (s = 1 or 2)
-        row = Signal(signed(16))
+        row = Signal(signed(14))            # -7 .. 2 * 2046 + 4
         m.d.comb += row.eq(Mux(st2, oy << 1, oy) + ky - tf("pad_t"))
-        col0 = Signal(signed(16))
+        col0 = Signal(signed(14))           # -256 .. 2 * 4095 + 1 (PAD_L <= 256)
         m.d.comb += col0.eq(Mux(st2, (ox0 << 1) + ph, ox0) - regs["PAD_L"])
         # column col0 + i*s (s = 1 or 2) is inside the row: -col0 <= i*s < WIN - col0
-        c_negv, c_winv = Signal(signed(17)), Signal(signed(18))
+        c_negv, c_winv = Signal(signed(14)), Signal(signed(17))    # WIN <= 2**15
         m.d.comb += [c_negv.eq(-col0), c_winv.eq(regs["WIN"] - col0)]
         c_neg, c_win = _above(c_negv, 2 * self.row_len), _above(c_winv, 2 * self.row_len)
-        # address products as running sums (mod 2^ADDR_BITS, the ports' width): c0x = c0 *
-        # XSTRIDE, yoff = row * WIN, ybase = (oy*s - pad_t) * WIN, c0kk = c0 * k*k
+        rowok = Signal()        # the row is inside the input: 0 <= row < hin
+        m.d.comb += rowok.eq(~row[-1] & (row < tf("hin")))
+        # address products as running sums (mod 2^ADDR_BITS, the ports' width), each with its
+        # base address folded in at setup (one adder fewer per port): c0x = x_addr + c0 *
+        # XSTRIDE, yoff = row * WIN, ybase = (oy*s - pad_t) * WIN, c0kk = w_addr + c0 * k*k
         A = ADDR_BITS
         win, xst = regs["WIN"][:A], regs["XSTRIDE"][:A]
         blk, blocked, bsz, cstep = ns["blk"], ns["blocked"], ns["bsz"], ns["cstep"]
@@ -1051,22 +1065,22 @@ class Unit(wiring.Component):
         m.d.comb += [xr.buf.eq(regs["XBUF"][:3]),
                      xr.row_stride.eq(Mux(blocked, 1, regs["XSTRIDE"])),
                      xr.elem_stride.eq(Mux(st2, 2, 1) << blk),
-                     xr.addr.eq(tf("x_addr") + c0x + ((yoff + col0) << blk))]
+                     xr.addr.eq(c0x + ((yoff + col0) << blk))]
         # stage-1 tags
         v1, f1, l1, ld1 = Signal(), Signal(), Signal(), Signal()
-        rowok1 = Signal()
-        colok1 = Signal(self.row_len)
+        colok1 = Signal(self.row_len)       # column i of the segment is read (row and column)
         m.d.sync += v1.eq(0)
         with m.If(dwmode):
             m.d.comb += [eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1), eng.load.eq(ld1)]
             # weights come through the x port from buffer C, pre-tiled (sim.isa): the tap
-            # ky*k+kx of channels c0 .. c0+N-1 is one N-byte word at (c0/N * k*k + tap) * N
+            # ky*k+kx of channels c0 .. c0+N-1 is one N-byte word at w_addr + (c0/N * k*k + tap)
+            # * N, the first two terms in c0kk
             m.d.comb += [self.x.buf.eq(1), self.x.elem_stride.eq(1), self.x.row_stride.eq(0),
-                         self.x.addr.eq(tf("w_addr") + c0kk + (ky * k + kx) * N)]
+                         self.x.addr.eq(c0kk + (ky * k + kx) * N)]
         for j in range(N):
             m.d.comb += eng.dw_w[j].eq(self.x.data[0][j].as_signed())
             for i in range(self.row_len):
-                m.d.comb += eng.dw_row[j][i].eq(Mux(rowok1 & colok1[i],
+                m.d.comb += eng.dw_row[j][i].eq(Mux(colok1[i],
                                                     _byte(xr.data[j][i], regs["XSIGNED"]), 0))
 
         def issue():
@@ -1078,9 +1092,9 @@ class Unit(wiring.Component):
             with (m.If(~hold_) if MRr > 1 else nullcontext()):
                 m.d.comb += [self.x.en.eq(1), xr.en.eq(e == 0)]
                 m.d.sync += [v1.eq(1), f1.eq((ky == 0) & (e == 0) & (ph == 0)), l1.eq(last_tap),
-                             ld1.eq(e == 0), rowok1.eq((row >= 0) & (row < tf("hin"))),
-                             colok1.eq(Cat(*[Mux(st2, ~c_neg[2 * i] & c_win[2 * i],
-                                                 ~c_neg[i] & c_win[i])
+                             ld1.eq(e == 0),
+                             colok1.eq(Cat(*[rowok & Mux(st2, ~c_neg[2 * i] & c_win[2 * i],
+                                                         ~c_neg[i] & c_win[i])
                                              for i in range(self.row_len)]))]
                 with m.If(~last_e):
                     m.d.sync += e.eq(e + 1)
@@ -1113,10 +1127,11 @@ class Unit(wiring.Component):
             ds_last = Signal()
             m.d.comb += ds_last.eq(dsel(ds == MR - 1, ds == MRr - 1))
         # write-side tile counters (tile order = issue order)
-        c0w, oyw, ox0w = Signal(13), Signal(12), Signal(12)
-        c0r, oyr, ox0r = Signal(13), Signal(12), Signal(12)   # read (p/r request) side
-        # running products (mod 2^A): prow_* = oy* * WOUT, cb_* = c0* * stride, and
-        # ch_r = (c0r + dj) * RSTRIDE, ch_w = (c0w + jw) * OSTRIDE for the channel being drained
+        c0w, oyw, ox0w = Signal(12), Signal(11), Signal(12)
+        c0r, oyr, ox0r = Signal(12), Signal(11), Signal(12)   # read (p/r request) side
+        # running products (mod 2^A): prow_* = oy* * WOUT, cb_* = base + c0* * stride, and
+        # ch_r = RES_ADDR + (c0r + dj) * RSTRIDE, ch_w = o_addr + (c0w + jw) * OSTRIDE for the
+        # channel being drained (the base addresses folded in at setup)
         wout, rst, ost = regs["WOUT"][:A], regs["RSTRIDE"][:A], regs["OSTRIDE"][:A]
         prow_r, cb_r, ch_r, prow_w, cb_w, ch_w = (
             Signal(A, name=f"dw_{n}") for n in ("prow_r", "cb_r", "ch_r", "prow_w", "cb_w", "ch_w"))
@@ -1146,29 +1161,50 @@ class Unit(wiring.Component):
                          self.p.row_stride.eq(0),
                          self.r.en.eq(draining & ns["has_res"]),
                          self.r.elem_stride.eq(Mux(blocked, bsz, 1)),
-                         self.r.addr.eq(regs["RES_ADDR"] + ch_r + ((pixr + ds * Rr) << blk)
-                                        if MRr > 1 else
-                                        regs["RES_ADDR"] + ch_r + (pixr << blk))]
+                         self.r.addr.eq(ch_r + ((pixr + ds * Rr) << blk) if MRr > 1 else
+                                        ch_r + (pixr << blk))]
+            # lane mm requantizes pixel q*R + mm (residual mode: q*Rr + mm) of channel dj1,
+            # q = ds1 the sub-block: q < MR in normal mode, q < MRr in residual mode on the Rr
+            # residual lanes (the other lanes' outputs are masked then: their selection ignores
+            # the mode and decodes only the bits of ds1 normal mode uses). Either one
+            # multiplexer per lane over (channel, sub-block), or (two_level) the channel's M
+            # pixels picked once (chsel, shared by the lanes) and each lane's sub-block from
+            # those: the cheaper by a LUT6 count (_mux_luts), the same value in every cycle.
+            nqs = [MRr if (Rr < R and mm < Rr) else MR for mm in range(R)]
+            two_level = (M * _mux_luts(N) + sum(_mux_luts(nq) for nq in nqs)
+                         < sum(_mux_luts(N * nq) for nq in nqs))
+            if two_level:
+                chsel = [Signal(signed(DW_HOLD_BITS), name=f"chsel_{p}") for p in range(M)]
+                with m.Switch(dj1):
+                    for j in range(N):
+                        with m.Case(j):
+                            m.d.comb += [chsel[p].eq(hold[j][p]) for p in range(M)]
             for mm, rq in enumerate(rq_lanes):
-                # lane mm requantizes pixel q*R + mm (residual mode: q*Rr + mm) of channel dj1,
-                # q = ds1 the sub-block: q < MR in normal mode, q < MRr in residual mode on the
-                # Rr residual lanes (the other lanes' outputs are masked then: their selection
-                # ignores the mode and decodes only the bits of ds1 normal mode uses)
                 hsel = Signal(signed(DW_HOLD_BITS), name=f"hsel_{mm}")
                 res_lane = Rr < R and mm < Rr
-                nq = MRr if res_lane else MR
+                nq = nqs[mm]
                 qb = (nq - 1).bit_length()
-                with m.Switch(Cat(ds1[:qb], dj1) if qb else dj1):
-                    for j in range(N):
-                        for q in range(nq):
-                            if q >= MR:             # residual mode only
-                                v = hold[j][q * Rr + mm]
-                            elif res_lane and q:    # both modes, different pixels
-                                v = dsel(hold[j][q * R + mm], hold[j][q * Rr + mm])
-                            else:
-                                v = hold[j][q * R + mm]
-                            with m.Case((j << qb) | q):
-                                m.d.comb += hsel.eq(v)
+
+                def pick(src, q):
+                    if q >= MR:             # residual mode only
+                        return src(q * Rr + mm)
+                    if res_lane and q:      # both modes, different pixels
+                        return dsel(src(q * R + mm), src(q * Rr + mm))
+                    return src(q * R + mm)
+                if two_level:
+                    if not qb:
+                        m.d.comb += hsel.eq(chsel[mm])
+                    else:
+                        with m.Switch(ds1[:qb]):
+                            for q in range(nq):
+                                with m.Case(q):
+                                    m.d.comb += hsel.eq(pick(lambda p: chsel[p], q))
+                else:
+                    with m.Switch(Cat(ds1[:qb], dj1) if qb else dj1):
+                        for j in range(N):
+                            for q in range(nq):
+                                with m.Case((j << qb) | q):
+                                    m.d.comb += hsel.eq(pick(lambda p, j=j: hold[j][p], q))
                 # the lane's parameter fields and bias come from row mm of p, as for a conv:
                 # every row holds the channel's record (row stride 0)
                 m.d.comb += [ns["lane_in"][mm].eq(hsel), rq.in_valid.eq(dv1)]
@@ -1184,7 +1220,7 @@ class Unit(wiring.Component):
                 x0, wr_ch = ox0w, wr
             m.d.comb += [self.o.en.eq(wr), self.o.wide.eq(0),
                          self.o.elem_stride.eq(Mux(blocked, bsz, 1)),
-                         self.o.addr.eq(tf("o_addr") + ch_w + ((prow_w + x0) << blk))]
+                         self.o.addr.eq(ch_w + ((prow_w + x0) << blk))]
             x_rem = Signal(signed(15))      # column x0 + mm exists: WOUT - x0 > mm
             m.d.comb += x_rem.eq(regs["WOUT"] - x0)
             x_left = _above(x_rem, R)
@@ -1224,8 +1260,9 @@ class Unit(wiring.Component):
         def setup():
             m.d.sync += [c0.eq(0), oy.eq(0), ox0.eq(0), ky.eq(0), ph.eq(0), e.eq(0),
                          c0w.eq(0), oyw.eq(0), ox0w.eq(0), jw.eq(0), c0r.eq(0), oyr.eq(0),
-                         ox0r.eq(0), c0x.eq(0), c0kk.eq(0), ybase.eq(-padw), yoff.eq(-padw),
+                         ox0r.eq(0), c0x.eq(tf("x_addr")), c0kk.eq(tf("w_addr")),
+                         ybase.eq(-padw), yoff.eq(-padw),
                          *([ds.eq(0), ws.eq(0), dgap.eq(0)] if MRr > 1 else []),
-                         prow_r.eq(0), cb_r.eq(0), ch_r.eq(0), prow_w.eq(0), cb_w.eq(0),
-                         ch_w.eq(0)]
+                         prow_r.eq(0), cb_r.eq(regs["RES_ADDR"][:A]), ch_r.eq(regs["RES_ADDR"][:A]),
+                         prow_w.eq(0), cb_w.eq(tf("o_addr")), ch_w.eq(tf("o_addr"))]
         return issue, setup
