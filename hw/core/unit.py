@@ -124,13 +124,6 @@ def _above(x, n: int) -> list:
             if k + 1 < (1 << len(low)) else ~neg & hi for k in range(n)]
 
 
-def _mux_luts(n: int) -> int:
-    """LUT6s per bit of an ``n``:1 multiplexer built as a tree of 4:1 LUT6s (each merges four
-    inputs into one): ``ceil((n - 1) / 3)``, 0 for ``n = 1``. A count to choose between two
-    exact multiplexer structures, not an estimate of a design."""
-    return -(-(n - 1) // 3)
-
-
 def _saturate8(v, osigned):
     """``v`` (a signed Value) saturated to int8 (``osigned``) or uint8, the compares with the
     bounds formed from the sign and the bits above the byte (no comparators of ``v``'s width
@@ -1163,48 +1156,26 @@ class Unit(wiring.Component):
                          self.r.elem_stride.eq(Mux(blocked, bsz, 1)),
                          self.r.addr.eq(ch_r + ((pixr + ds * Rr) << blk) if MRr > 1 else
                                         ch_r + (pixr << blk))]
-            # lane mm requantizes pixel q*R + mm (residual mode: q*Rr + mm) of channel dj1,
-            # q = ds1 the sub-block: q < MR in normal mode, q < MRr in residual mode on the Rr
-            # residual lanes (the other lanes' outputs are masked then: their selection ignores
-            # the mode and decodes only the bits of ds1 normal mode uses). Either one
-            # multiplexer per lane over (channel, sub-block), or (two_level) the channel's M
-            # pixels picked once (chsel, shared by the lanes) and each lane's sub-block from
-            # those: the cheaper by a LUT6 count (_mux_luts), the same value in every cycle.
-            nqs = [MRr if (Rr < R and mm < Rr) else MR for mm in range(R)]
-            two_level = (M * _mux_luts(N) + sum(_mux_luts(nq) for nq in nqs)
-                         < sum(_mux_luts(N * nq) for nq in nqs))
-            if two_level:
-                chsel = [Signal(signed(DW_HOLD_BITS), name=f"chsel_{p}") for p in range(M)]
-                with m.Switch(dj1):
-                    for j in range(N):
-                        with m.Case(j):
-                            m.d.comb += [chsel[p].eq(hold[j][p]) for p in range(M)]
             for mm, rq in enumerate(rq_lanes):
+                # lane mm requantizes pixel q*R + mm (residual mode: q*Rr + mm) of channel dj1,
+                # q = ds1 the sub-block: q < MR in normal mode, q < MRr in residual mode on the
+                # Rr residual lanes (the other lanes' outputs are masked then: their selection
+                # ignores the mode and decodes only the bits of ds1 normal mode uses)
                 hsel = Signal(signed(DW_HOLD_BITS), name=f"hsel_{mm}")
                 res_lane = Rr < R and mm < Rr
-                nq = nqs[mm]
+                nq = MRr if res_lane else MR
                 qb = (nq - 1).bit_length()
-
-                def pick(src, q):
-                    if q >= MR:             # residual mode only
-                        return src(q * Rr + mm)
-                    if res_lane and q:      # both modes, different pixels
-                        return dsel(src(q * R + mm), src(q * Rr + mm))
-                    return src(q * R + mm)
-                if two_level:
-                    if not qb:
-                        m.d.comb += hsel.eq(chsel[mm])
-                    else:
-                        with m.Switch(ds1[:qb]):
-                            for q in range(nq):
-                                with m.Case(q):
-                                    m.d.comb += hsel.eq(pick(lambda p: chsel[p], q))
-                else:
-                    with m.Switch(Cat(ds1[:qb], dj1) if qb else dj1):
-                        for j in range(N):
-                            for q in range(nq):
-                                with m.Case((j << qb) | q):
-                                    m.d.comb += hsel.eq(pick(lambda p, j=j: hold[j][p], q))
+                with m.Switch(Cat(ds1[:qb], dj1) if qb else dj1):
+                    for j in range(N):
+                        for q in range(nq):
+                            if q >= MR:             # residual mode only
+                                v = hold[j][q * Rr + mm]
+                            elif res_lane and q:    # both modes, different pixels
+                                v = dsel(hold[j][q * R + mm], hold[j][q * Rr + mm])
+                            else:
+                                v = hold[j][q * R + mm]
+                            with m.Case((j << qb) | q):
+                                m.d.comb += hsel.eq(v)
                 # the lane's parameter fields and bias come from row mm of p, as for a conv:
                 # every row holds the channel's record (row stride 0)
                 m.d.comb += [ns["lane_in"][mm].eq(hsel), rq.in_valid.eq(dv1)]
