@@ -1033,7 +1033,8 @@ class Unit(wiring.Component):
         # row segment of this step: padded row iy = oy*s + ky, padded column start (s = 1 or 2)
         row = Signal(signed(14))            # -7 .. 2 * 2046 + 4
         m.d.comb += row.eq(Mux(st2, oy << 1, oy) + ky - tf("pad_t"))
-        col0 = Signal(signed(14))           # -256 .. 2 * 4095 + 1 (PAD_L <= 256)
+        # -256 .. 2 * 4095 + 1 + 1 (REG_STORE keeps PAD_L in -1 .. 256: DW_RSA does not check it)
+        col0 = Signal(signed(15))
         m.d.comb += col0.eq(Mux(st2, (ox0 << 1) + ph, ox0) - regs["PAD_L"])
         # column col0 + i*s (s = 1 or 2) is inside the row: -col0 <= i*s < WIN - col0
         c_negv, c_winv = Signal(signed(14)), Signal(signed(17))    # WIN <= 2**15
