@@ -149,20 +149,17 @@ def _block_ok(blk, *widths):
     return (blk == 0) if b is None else ((blk == 0) | (blk >= b))
 
 
-def _next_dw_tile(m, ox0, oy, c0, *, M: int, N: int, wout, ho, prow, tile, bsz, wout_b, cbase,
-                  cstep):
+def _next_dw_tile(m, ox0, oy, c0, *, M: int, N: int, wout, ho, prow, cbase, cstep):
     """Step a depthwise output-tile position (first column ``ox0`` of M pixels, row ``oy``, first
     channel ``c0`` of N) to the next tile: along the row, then down, then to the next channels.
-    The running products step with it: ``prow`` = ``(oy * wout) << b`` (the row's first pixel,
-    ``wout_b`` = ``wout << b``), ``tile`` = ``(oy * wout + ox0) << b`` (the tile's first pixel;
-    ``bsz`` = ``2**b``), ``cbase`` = ``c0 * stride`` (bytes, ``cstep`` = ``N * stride``)."""
+    The running products step with it: ``prow`` = ``oy * wout`` (pixels), ``cbase`` = ``c0 *
+    stride`` (bytes, ``cstep`` = ``N * stride``)."""
     with m.If(ox0 + M < wout):
-        m.d.sync += [ox0.eq(ox0 + M), tile.eq(tile + bsz * M)]
+        m.d.sync += ox0.eq(ox0 + M)
     with m.Elif(oy + 1 < ho):
-        m.d.sync += [ox0.eq(0), oy.eq(oy + 1), prow.eq(prow + wout_b), tile.eq(prow + wout_b)]
+        m.d.sync += [ox0.eq(0), oy.eq(oy + 1), prow.eq(prow + wout)]
     with m.Else():
-        m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N), prow.eq(0), tile.eq(0),
-                     cbase.eq(cbase + cstep)]
+        m.d.sync += [ox0.eq(0), oy.eq(0), c0.eq(c0 + N), prow.eq(0), cbase.eq(cbase + cstep)]
 
 
 class Unit(wiring.Component):
@@ -1150,36 +1147,31 @@ class Unit(wiring.Component):
         # write-side tile counters (tile order = issue order)
         c0w, oyw, ox0w = Signal(12), Signal(11), Signal(12)
         c0r, oyr, ox0r = Signal(12), Signal(11), Signal(12)   # read (p/r request) side
-        # running products (mod 2^A): prow_* = (oy* * WOUT) << b, tile_* = (oy* * WOUT + ox0*)
-        # << b, cb_* = base + c0* * stride, and ch_r = RES_ADDR + (c0r + dj) * RSTRIDE, ch_w =
-        # o_addr + (c0w + jw) * OSTRIDE for the channel being drained (the base addresses folded
-        # in at setup), sub_r / sub_w = (the sub-block's first pixel in the tile) << b: the
-        # pixel offsets are never shifted by BLOCK, they step by WOUT << b, M << b, R << b
-        rst, ost = regs["RSTRIDE"][:A], regs["OSTRIDE"][:A]
-        wout_b = Signal(A)
-        m.d.comb += wout_b.eq(regs["WOUT"][:A] << blk)
-        prow_r, cb_r, ch_r, prow_w, cb_w, ch_w, tile_r, tile_w, sub_r, sub_w = (
-            Signal(A, name=f"dw_{n}") for n in ("prow_r", "cb_r", "ch_r", "prow_w", "cb_w", "ch_w",
-                                                "tile_r", "tile_w", "sub_r", "sub_w"))
+        # running products (mod 2^A): prow_* = oy* * WOUT, cb_* = base + c0* * stride, and
+        # ch_r = RES_ADDR + (c0r + dj) * RSTRIDE, ch_w = o_addr + (c0w + jw) * OSTRIDE for the
+        # channel being drained (the base addresses folded in at setup)
+        wout, rst, ost = regs["WOUT"][:A], regs["RSTRIDE"][:A], regs["OSTRIDE"][:A]
+        prow_r, cb_r, ch_r, prow_w, cb_w, ch_w = (
+            Signal(A, name=f"dw_{n}") for n in ("prow_r", "cb_r", "ch_r", "prow_w", "cb_w", "ch_w"))
         with m.If(eng.pixel_valid & dwmode):
             m.d.sync += [hold[j][mm].eq(eng.pixel_out[j][mm]) for j in range(N) for mm in range(M)]
             m.d.sync += [draining.eq(1), dj.eq(0), ch_r.eq(cb_r)]
             if MRr > 1:
-                m.d.sync += [ds.eq(0), sub_r.eq(0)]
+                m.d.sync += ds.eq(0)
         with m.Elif(draining):
             if MRr > 1:
-                m.d.sync += [ds.eq(Mux(ds_last, 0, ds + 1)),
-                             sub_r.eq(Mux(ds_last, 0, sub_r + bsz * Rr))]
+                m.d.sync += ds.eq(Mux(ds_last, 0, ds + 1))
             with (m.If(ds_last) if MRr > 1 else nullcontext()):
                 m.d.sync += [dj.eq(dj + 1), ch_r.eq(ch_r + cstep(c0r + dj, 1, rst))]
                 with m.If(dj + 1 == N):
                     m.d.sync += draining.eq(0)
                     _next_dw_tile(m, ox0r, oyr, c0r, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"),
-                                  prow=prow_r, tile=tile_r, bsz=bsz, wout_b=wout_b,
-                                  cbase=cb_r, cstep=cstep(c0r, N, rst))
+                                  prow=prow_r, cbase=cb_r, cstep=cstep(c0r, N, rst))
         m.d.sync += [dv1.eq(draining & dwmode), dj1.eq(dj)]
         if MRr > 1:
             m.d.sync += ds1.eq(ds)
+        pixr = Signal(A)
+        m.d.comb += pixr.eq(prow_r + ox0r)
         with m.If(dwmode):
             # the channel's parameter record in every row of p (row stride 0): each requant
             # lane reads its fields from its own row, as in a conv (no per-lane multiplexer)
@@ -1187,7 +1179,8 @@ class Unit(wiring.Component):
                          self.p.row_stride.eq(0),
                          self.r.en.eq(draining & ns["has_res"]),
                          self.r.elem_stride.eq(Mux(blocked, bsz, 1)),
-                         self.r.addr.eq(ch_r + tile_r + sub_r if MRr > 1 else ch_r + tile_r)]
+                         self.r.addr.eq(ch_r + ((pixr + ds * Rr) << blk) if MRr > 1 else
+                                        ch_r + (pixr << blk))]
             for mm, rq in enumerate(rq_lanes):
                 # lane mm requantizes pixel q*R + mm (residual mode: q*Rr + mm) of channel dj1,
                 # q = ds1 the sub-block: q < MR in normal mode, q < MRr in residual mode on the
@@ -1219,12 +1212,11 @@ class Unit(wiring.Component):
                 ws_last = Signal()
                 m.d.comb += ws_last.eq(dsel(ws == MR - 1, ws == MRr - 1))
                 x0, wr_ch = ox0w + dsel(ws * R, ws * Rr), wr & ws_last
-                o_pix = tile_w + sub_w
             else:
-                x0, wr_ch, o_pix = ox0w, wr, tile_w
+                x0, wr_ch = ox0w, wr
             m.d.comb += [self.o.en.eq(wr), self.o.wide.eq(0),
                          self.o.elem_stride.eq(Mux(blocked, bsz, 1)),
-                         self.o.addr.eq(ch_w + o_pix)]
+                         self.o.addr.eq(ch_w + ((prow_w + x0) << blk))]
             x_rem = Signal(signed(15))      # column x0 + mm exists: WOUT - x0 > mm
             m.d.comb += x_rem.eq(regs["WOUT"] - x0)
             x_left = _above(x_rem, R)
@@ -1239,8 +1231,7 @@ class Unit(wiring.Component):
                                          & (oyw + 1 == tf("ho")) & (c0w + N >= nco))
             if MRr > 1:
                 with m.If(wr):
-                    m.d.sync += [ws.eq(Mux(ws_last, 0, ws + 1)),
-                                 sub_w.eq(Mux(ws_last, 0, sub_w + dsel(bsz * R, bsz * Rr)))]
+                    m.d.sync += ws.eq(Mux(ws_last, 0, ws + 1))
             with m.If(wr_ch):
                 m.d.sync += [jw.eq(jw + 1), ch_w.eq(ch_w + cstep(c0w + jw, 1, ost))]
                 with m.If(tile_end):
@@ -1249,8 +1240,7 @@ class Unit(wiring.Component):
                     m.d.sync += [jw.eq(0), ch_w.eq(Mux(last_tile_row,
                                                        cb_w + cstep(c0w, N, ost), cb_w))]
                     _next_dw_tile(m, ox0w, oyw, c0w, M=M, N=N, wout=regs["WOUT"], ho=tf("ho"),
-                                  prow=prow_w, tile=tile_w, bsz=bsz, wout_b=wout_b,
-                                  cbase=cb_w, cstep=cstep(c0w, N, ost))
+                                  prow=prow_w, cbase=cb_w, cstep=cstep(c0w, N, ost))
         dw_ok = Signal()
         m.d.comb += dw_ok.eq((regs["KERNEL"] >= 1) & (regs["KERNEL"] <= self.max_kernel)
                              & ((regs["STRIDE"] == 1) | (regs["STRIDE"] == 2))
@@ -1268,9 +1258,7 @@ class Unit(wiring.Component):
                          c0w.eq(0), oyw.eq(0), ox0w.eq(0), jw.eq(0), c0r.eq(0), oyr.eq(0),
                          ox0r.eq(0), c0x.eq(tf("x_addr")), c0kk.eq(tf("w_addr")),
                          ybase.eq(-padw), yoff.eq(-padw),
-                         *([ds.eq(0), ws.eq(0), dgap.eq(0), sub_r.eq(0), sub_w.eq(0)]
-                           if MRr > 1 else []),
-                         prow_r.eq(0), tile_r.eq(0), tile_w.eq(0),
-                         cb_r.eq(regs["RES_ADDR"][:A]), ch_r.eq(regs["RES_ADDR"][:A]),
+                         *([ds.eq(0), ws.eq(0), dgap.eq(0)] if MRr > 1 else []),
+                         prow_r.eq(0), cb_r.eq(regs["RES_ADDR"][:A]), ch_r.eq(regs["RES_ADDR"][:A]),
                          prow_w.eq(0), cb_w.eq(tf("o_addr")), ch_w.eq(tf("o_addr"))]
         return issue, setup
