@@ -454,11 +454,6 @@ class Unit(wiring.Component):
             pcg_o, rcg_o = Signal(A), Signal(A)
             pix_w, co_w = Signal(24), Signal(13)
             oco_w, ocg_w = Signal(A), Signal(A)
-            # the pixel's address (no shifter by BLOCK, no adder of the base): rpa = rco_o +
-            # (pix_o << b), opa = oco_w + pix_w * ostep (ostep = 4 for 32-bit outputs, else
-            # 2**b: the two never meet, blocked outputs are 8-bit), running sums stepped with
-            # pix_o / pix_w and reset to the channel block's base when the pixel wraps
-            rpa, opa = Signal(A), Signal(A)
             nco = tf("nco")
             has_res = regs["RES_ADDR"] >= 0
             noepi = regs["NOEPI"][0]
@@ -549,11 +544,11 @@ class Unit(wiring.Component):
                             with m.Case(j):
                                 m.d.comb += acc_sel[s].eq(v)
                 p_addr = pco_o + dsel(sub * (32 * R), sub * (32 * Rr))
-                r_addr = rpa + rsoff
+                r_addr = rco_o + (pix_o << blk) + rsoff
                 rd_vec = rd & rd_last       # the vector's last sub-block is read
             else:       # one lane per engine lane: the vector in one cycle
                 rd, o1s, acc_sel, start = e_valid, o1, acc, None
-                p_addr, r_addr, rd_vec = pco_o, rpa, e_valid
+                p_addr, r_addr, rd_vec = pco_o, rco_o + (pix_o << blk), e_valid
             m.d.comb += [self.p.en.eq(rd), self.p.buf.eq(1), self.p.addr.eq(p_addr),
                          self.p.row_stride.eq(32), self.p.elem_stride.eq(1),
                          self.r.en.eq(rd & has_res), self.r.buf.eq(0),
@@ -606,12 +601,12 @@ class Unit(wiring.Component):
                 w_last = Signal()
                 wsub, wch, wsoff = Signal(range(Dr)), Signal(range(L)), Signal(A)
                 m.d.comb += wr.eq(Mux(noepi & ~attmode, o1s, rq_valid))
-                o_addr, o_ch = opa + wsoff, co_w + wch
+                o_addr, o_ch = oco_w + Mux(wide, pix_w << 2, pix_w << blk) + wsoff, co_w + wch
                 wr_vec = wr & w_last        # the vector's last sub-block is written
             else:
                 w_last, wch = 1, 0
                 m.d.comb += wr.eq(Mux(noepi, o1, rq_valid))
-                o_addr, o_ch, wr_vec = opa, co_w, wr
+                o_addr, o_ch, wr_vec = oco_w + Mux(wide, pix_w << 2, pix_w << blk), co_w, wr
             m.d.comb += [self.o.en.eq(wr), self.o.buf.eq(tf("obuf")), self.o.wide.eq(wide),
                          self.o.elem_stride.eq(Mux(blocked, 1, regs["OSTRIDE"])),
                          self.o.addr.eq(o_addr)]
@@ -656,33 +651,32 @@ class Unit(wiring.Component):
                                  acc_sel=acc_sel, wr=wr, w_last=w_last, wch=wch,
                                  gap_busy=gap_busy, arm_gap=arm_gap))
             # output-side counters advance in output order (channel group outer, pixel inner)
-            rco_n, oco_n = Signal(A), Signal(A)     # the next channel block's bases
-            m.d.comb += [rco_n.eq(Mux(co_o + L < coutg,
-                                      rco_o + cstep(co_o, L, regs["RSTRIDE"][:A]), rcg_o + gr)),
-                         oco_n.eq(Mux(co_w + L < coutg,
-                                      oco_w + cstep(co_w, L, regs["OSTRIDE"][:A]), ocg_w + go))]
             with m.If(rd_vec):
                 with m.If(pix_o + 1 == npix):
-                    m.d.sync += [pix_o.eq(0), rco_o.eq(rco_n), rpa.eq(rco_n)]
+                    m.d.sync += pix_o.eq(0)
                     with m.If(co_o + L < coutg):
-                        m.d.sync += [co_o.eq(co_o + L), pco_o.eq(pco_o + 32 * L)]
+                        m.d.sync += [co_o.eq(co_o + L), pco_o.eq(pco_o + 32 * L),
+                                     rco_o.eq(rco_o + cstep(co_o, L, regs["RSTRIDE"][:A]))]
                     with m.Else():              # next group
                         m.d.sync += [co_o.eq(0), g_o.eq(g_o + 1), pco_o.eq(pcg_o + gp),
-                                     pcg_o.eq(pcg_o + gp), rcg_o.eq(rcg_o + gr)]
+                                     pcg_o.eq(pcg_o + gp), rco_o.eq(rcg_o + gr),
+                                     rcg_o.eq(rcg_o + gr)]
                 with m.Else():
-                    m.d.sync += [pix_o.eq(pix_o + 1), rpa.eq(rpa + bsz)]
+                    m.d.sync += pix_o.eq(pix_o + 1)
             last_write = Signal()
             m.d.comb += last_write.eq(wr_vec & (pix_w + 1 == npix) & (co_w + L >= coutg)
                                       & (g_w + 1 == regs["GROUPS"]))
             with m.If(wr_vec & ~dwmode):
                 with m.If(pix_w + 1 == npix):
-                    m.d.sync += [pix_w.eq(0), oco_w.eq(oco_n), opa.eq(oco_n)]
+                    m.d.sync += pix_w.eq(0)
                     with m.If(co_w + L < coutg):
-                        m.d.sync += co_w.eq(co_w + L)
+                        m.d.sync += [co_w.eq(co_w + L),
+                                     oco_w.eq(oco_w + cstep(co_w, L, regs["OSTRIDE"][:A]))]
                     with m.Else():
-                        m.d.sync += [co_w.eq(0), g_w.eq(g_w + 1), ocg_w.eq(ocg_w + go)]
+                        m.d.sync += [co_w.eq(0), g_w.eq(g_w + 1), oco_w.eq(ocg_w + go),
+                                     ocg_w.eq(ocg_w + go)]
                 with m.Else():
-                    m.d.sync += [pix_w.eq(pix_w + 1), opa.eq(opa + Mux(wide, 4, bsz))]
+                    m.d.sync += pix_w.eq(pix_w + 1)
 
             df_supported = Signal()
             # the register ranges of sim.isa.REG_LIMITS, which the compiler checks too
@@ -782,8 +776,7 @@ class Unit(wiring.Component):
                                      pix_o.eq(0), co_o.eq(0), g_o.eq(0), pco_o.eq(tf("p_addr")),
                                      pcg_o.eq(tf("p_addr")), rco_o.eq(regs["RES_ADDR"]),
                                      rcg_o.eq(regs["RES_ADDR"]), pix_w.eq(0), co_w.eq(0),
-                                     g_w.eq(0), oco_w.eq(tf("o_addr")), ocg_w.eq(tf("o_addr")),
-                                     rpa.eq(regs["RES_ADDR"]), opa.eq(tf("o_addr"))]
+                                     g_w.eq(0), oco_w.eq(tf("o_addr")), ocg_w.eq(tf("o_addr"))]
                         reset_drain()
                         with m.If(regs["GROUPS"] == 1):
                             m.d.sync += coutg.eq(nco)
