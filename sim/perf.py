@@ -460,6 +460,9 @@ def simulate(binary, *, trace: list | None = None,
         fin = None                   # completion (data landed / outputs written)
         took = False                 # the word's take is recorded (an LD transfer's)
         if op == "WAIT":
+            wsem = (fr - ins.get("prev", 0), ins["sem"])     # the counter it waits on
+            passes = bool(skip_prev and ins.get("prev", 0)) or wait_passes(
+                ins, fr, lambda f, sm: sems.get((f, sm), 0))
             h = head.pop(k, None)
             # woken by a SIGNAL's broadcast after it was offered in h: with the semaphore
             # file's watch registers it is ready the cycle the counter shows the SIGNAL (at
@@ -470,22 +473,18 @@ def simulate(binary, *, trace: list | None = None,
                 if h is not None:
                     # its look-up granted in h: taken wait_extra cycles later, or the cycle
                     # after a broadcast on its counter in h
-                    woke = (h + 1) in sig_vis.get((fr - ins.get("prev", 0), ins["sem"]), ())
+                    woke = (h + 1) in sig_vis.get(wsem, ())
                 else:
                     h = t
                     if arbs is not None:    # offered: the look-up waits for the arbiter
                         arbs[0].request(t, port_of[su], k)
                         arb_schedule(0, t)
-                        if (skip_prev and ins.get("prev", 0)) or wait_passes(
-                                ins, fr, lambda f, sm: sems.get((f, sm), 0)):
-                            look_wait.setdefault((fr - ins.get("prev", 0), ins["sem"]),
-                                                 {})[k] = t
+                        if passes:
+                            look_wait.setdefault(wsem, {})[k] = t
                             continue        # taken wait_extra cycles after its grant
                         look_parked.add(k)  # and watches the broadcasts meanwhile
-            if not (skip_prev and ins.get("prev", 0)) and not wait_passes(
-                    ins, fr, lambda f, sm: sems.get((f, sm), 0)):
-                parked.setdefault((fr - ins.get("prev", 0), ins["sem"]), []).append(
-                    (ins["count"], k, h))
+            if not passes:
+                parked.setdefault(wsem, []).append((ins["count"], k, h))
                 if ctx and core and on.get(su) == fr:       # refused: the other may go
                     blocked[su] = h
                     for ok in others.pop(su, ()):
