@@ -197,7 +197,7 @@ def test_read_channel_never_fuller_than_one_beat_per_cycle():
     assert perf.simulate(binary, env=timing.AXI_SYSTEM).cycles >= beats
 
 
-def test_loads_back_to_back_on_the_read_channel_with_the_fetch_model():
+def test_loads_back_to_back_on_the_read_channel_with_the_fetch_model(monkeypatch):
     # two aligned LOADs into B (256 and 1,024 bytes: 16 and 64 beats, no realigner flush) and
     # nothing else to move once the dispatcher has fetched the LD queue: the read channel
     # carries the second LOAD's 64 beats right after the first's 16 (one beat per cycle, its
@@ -226,10 +226,7 @@ def test_loads_back_to_back_on_the_read_channel_with_the_fetch_model():
         if not insert:
             seen.append((n, res[1], res[2]))        # (beats, first beat, after the last)
         return res
-    perf._ReadPort.burst = burst
-    try:
-        perf.simulate(b, env=timing.AXI_SYSTEM)
-    finally:
-        perf._ReadPort.burst = orig
+    monkeypatch.setattr(perf._ReadPort, "burst", burst)
+    perf.simulate(b, env=timing.AXI_SYSTEM)
     assert [n for n, _f, _e in seen] == [16, 64]
     assert seen[1][1] == seen[0][2]
