@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sim import golden
-from sim.compile import CompileError, PARAM_RECORD
+from sim.compile import CompileError, PARAM_RECORD, compile as compile_
 from sim.compile import fusion, layout, records, tiling
 from sim.compile.assemble import assemble
 from sim.compile.common import ALIGN, DMA_MAX, split
@@ -154,6 +154,47 @@ def test_resident_tensors_between_unfused_layers():
     # fused layers are never resident
     chains = fusion.find_chains(prog, {}, 1 << 20)
     assert fusion.find_resident(prog, {}, chains, 1 << 16) == {}
+
+
+def _conv_pool(extra_reader=False, dw=False):
+    """PW (or DW) conv -> global average pool -> linear, the shape of a classifier head."""
+    b_ = Builder(seed=7)
+    x = b_.input("x", (16, 6, 6))
+    e = b_.conv("e", x, 48, act="hswish") if not dw else \
+        b_.conv("e", x, 16, k=3, s=1, p=1, act="hswish", dw=True)
+    o = b_.pool("pool", e)
+    outs = [b_.linear("fc", o, 10)]
+    if extra_reader:
+        outs.append(b_.conv("z", e, 8))
+    return b_.prog(outputs=outs), b_.env["x"]
+
+
+def test_a_pointwise_output_stays_in_b_for_the_pool():
+    """PW -> global average pool: the conv's output is resident (stored as well only when
+    another layer reads it); a depthwise conv's output is not (not a pointwise producer)."""
+    prog, _ = _conv_pool()
+    assert fusion.find_resident(prog, {}, {}, 1 << 16) == {"e": False}
+    prog, _ = _conv_pool(extra_reader=True)
+    assert fusion.find_resident(prog, {}, {}, 1 << 16) == {"e": True}
+    assert fusion.find_resident(prog, {}, {}, 48 * 36 - 1) == {}
+    prog, _ = _conv_pool(dw=True)
+    assert fusion.find_resident(prog, {}, {}, 1 << 16) == {}
+
+
+@pytest.mark.parametrize("extra_reader", [False, True])
+@pytest.mark.parametrize("layout_", ["planar", "blocked"])
+def test_the_pool_reads_a_resident_conv_output_from_b(extra_reader, layout_):
+    """The pool's POOL instructions read the conv's output where it lies in B: no round trip
+    through DRAM (planar; stored only when another layer reads it, which loads it again; the
+    blocked layout spills it and the pool loads it); funcsim == golden."""
+    prog, xin = _conv_pool(extra_reader)
+    b = compile_(prog, SMALL, layout=layout_)
+    planar = layout_ == "planar"
+    assert b.layers[0]["on_chip"]
+    assert bool(_dram_ops(b, "LOAD", "tensor:e")) == (extra_reader or not planar)
+    assert bool(_dram_ops(b, "STORE", "tensor:e")) == (extra_reader or not planar)
+    got, ref = run(b, xin), golden.run(prog, xin)
+    assert all(np.array_equal(got[k], ref[k]) for k in prog.outputs)
 
 
 # -- tiling plans -------------------------------------------------------------------------------

@@ -91,18 +91,24 @@ def find_chains(prog: IntProgram, alias: dict, c_slot: int, cfg=None) -> dict:
 
 
 def find_resident(prog: IntProgram, alias: dict, chains: dict, b_slot: int) -> dict:
-    """Tensors passed between two consecutive unfused layers (PW -> DW or DW -> PW) through a
-    B slot of ``b_slot`` bytes instead of DRAM: ``{tensor: also store it to DRAM}`` (true when
-    other layers or the program's outputs read it too)."""
+    """Tensors passed between two consecutive unfused layers (PW -> DW, DW -> PW, or PW ->
+    global average pool: the head's conv and pool) through a B slot of ``b_slot`` bytes instead
+    of DRAM: ``{tensor: also store it to DRAM}`` (true when other layers or the program's
+    outputs read it too)."""
     p = prog
     cons = {t: [n.name for n in ns] for t, ns in _consumers(p).items()}
     infused = {m.name for c in chains.values() for m in c}
     keep = {}
     for a, b in zip(p.nodes, p.nodes[1:]):
-        if a.name in infused or b.name in infused or a.op != "conv" or b.op != "conv":
+        if a.name in infused or b.name in infused or a.op != "conv":
             continue
-        if a.kind not in ("pointwise", "depthwise") or b.kind not in ("pointwise",
-                                                                      "depthwise"):
+        if b.op == "global_avgpool":
+            # the pool reads its input from B as a conv's resident output lies there:
+            # channel-major planes (issue #16: B1-R224's head conv, 75 KB, no round trip)
+            if a.kind != "pointwise":
+                continue
+        elif b.op != "conv" or a.kind not in ("pointwise", "depthwise") or \
+                b.kind not in ("pointwise", "depthwise"):
             continue
         if b.inputs != [a.output]:
             continue

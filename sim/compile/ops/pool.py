@@ -1,5 +1,6 @@
 """Emission of a global average pool on the cores' AUX units (adder tree + requant): channel
-chunks that fit a B slot, each split over the cores by channels."""
+chunks that fit a B slot, each split over the cores by channels; the input is read where a
+conv left it resident in B (:func:`sim.compile.fusion.find_resident`) or loaded from DRAM."""
 
 from __future__ import annotations
 
@@ -35,23 +36,36 @@ def emit_pool(ctx: Context, n: Node, info):
                 XSTRIDE=hw * Bk, NOEPI=0, RES_ADDR=-1)
     if ctx.block:
         regs["BLOCK"] = Bk.bit_length() - 1
+    # the input may be a conv's output resident in a B slot (sim.compile.fusion.find_resident:
+    # channel-major planes of hw bytes, as a chunk is loaded below): read it there
+    rin = None
+    if n.inputs[0] in ctx.res.resident:
+        if Bk == 1:
+            rin = ctx.res.take(n.inputs[0])
+        else:
+            ctx.res.spill(n.inputs[0])
     for c0, c1 in tiling.ranges(Cn, chunk):
         info["tiles"] += 1
         sc = C.next()
         wsem = sched.load_weights(sc, [(paddr + c0 * PARAM_RECORD, (c1 - c0) * PARAM_RECORD,
                                         0)])
         pbase = C.base[sc]
-        sb, so = B.next(), OUT.next()
-        sched.begin_tile(sb)
-        sched.sync.wait_stored(n.inputs[0], c0, c1, 0, H * W)
-        bbase, obase = B.base[sb], OUT.base[so]
-        sched.dma_rows("LOAD", "B", bbase, ctx.layout.addr(n.inputs[0]) + c0 * hw, 1,
-                       (c1 - c0) * hw, 0)
-        xsem = sched.loaded()
+        so = OUT.next()
+        if rin is None:
+            sb = B.next()
+            sched.begin_tile(sb)
+            sched.sync.wait_stored(n.inputs[0], c0, c1, 0, H * W)
+            bbase = B.base[sb]
+            sched.dma_rows("LOAD", "B", bbase, ctx.layout.addr(n.inputs[0]) + c0 * hw, 1,
+                           (c1 - c0) * hw, 0)
+            xwait = [(sched.loaded(), 1)]
+        else:
+            sb, bbase, xwait = rin["slot"], rin["base"] + c0 * hw, rin["events"]
+        obase = OUT.base[so]
         writers, seen = [], set()
         for core, (ca, cb) in enumerate(split(c1 - c0, cfg.L, Bk)):
             st = f"core{core}"
-            em.wait(st, "AUX", xsem, 1)
+            em.wait_all(st, "AUX", xwait)
             em.wait(st, "AUX", wsem, 1)
             sched.wait_out_slot(st, "AUX", so, seen)
             em.setr(st, "AUX", **regs)
@@ -65,3 +79,5 @@ def emit_pool(ctx: Context, n: Node, info):
             lambda: sched.dma_rows("STORE", "OUT", obase, ydram, 1, c1 - c0, 0))
         sched.sync.record_store(n.output, c0, c1, 0, 1, stored)
         C.busy[sc] = [(done, len(writers))]
+    if rin is not None:
+        ctx.res.release(rin)
