@@ -276,7 +276,8 @@ def _back(ctx: Context, ch: _Chain, t):
         em.signal(st, u, dsem)
     em.layer = ch.li[q.name]
     cq_g, e_g = ch.Cq // ch.gq, E // ch.gq
-    tasks = tiling.plan_conv(cfg, ch.Cq, tnr * Wo, 1, e_g, ch.gq, cq_g, block=Bk)
+    tasks = tiling.plan_conv(cfg, ch.Cq, tnr * Wo, 1, e_g, ch.gq, cq_g, block=Bk,
+                             res=ch.res is not None)
     so = t["so"]
     writers = emit_pw(ctx, tasks, waits=[(dsem, len(wr))], xbase=db, xstride=tnr * Wo,
                       obase=sched.O.base[so], ostride=tnr * Wo, obuf=BUFS["OUT"],
