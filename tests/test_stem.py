@@ -303,8 +303,8 @@ def test_stem_block_residual_pw_balances_its_engines_by_the_rtl_timing():
     (``requant_rmac_res``), 4 cycles per vector of 2 steps, the MAT's through 4 lanes, 2 cycles.
     Per core and tile the split between the engines (``tiling.plan_conv(res=True)``) must end
     both within a few cycles by the cycle model's (the RTL's) time of each instruction; a split
-    by engine steps alone gave the R-MAC twice the MAT's time (B1-R224 on `zcu102`: 3,231
-    against 1,668 cycles per core, the layer's "fixed" 1,636 in ``--losses``)."""
+    by engine steps alone gave the R-MAC twice the MAT's time (B1-R224 on `zcu102`: 3,212
+    against 1,648 cycles per core, the layer's "fixed" 1,636 in ``--losses``)."""
     from sim.perf import simulate
     from tb.core.cases import stem_block_program
     prog = stem_block_program(c=16, h=64, w=64, seed=4)
