@@ -320,3 +320,27 @@ def test_stem_block_residual_pw_balances_its_engines_by_the_rtl_timing():
         assert set(t) == {"MAT", "RMAC"} and len(t["MAT"]) == len(t["RMAC"]), (st, t)
         for m, r in zip(t["MAT"], t["RMAC"]):
             assert abs(m - r) <= 8, (st, t)
+
+
+def test_stem_program_is_the_stem_block():
+    """``choose_stem`` probes the stem with the layers up to the last one reading its output
+    (the unfolded stem is fused with them): EfficientViT's stem + DSConv; the stem and its one
+    reader; the stem alone when a reader is more than ``STEM_BLOCK_MAX`` nodes away."""
+    from sim.compile.stem import STEM_BLOCK_MAX, stem_program
+    from tests.test_funcsim import Builder
+    from tb.core.cases import stem_block_program
+    prog = stem_block_program(c=8, h=9, w=9)
+    assert [n.name for n in stem_program(prog).nodes] == ["stem", "dw", "pw"]
+    assert stem_program(prog).outputs == ["y"]
+    b = Builder()
+    x = b.input("x", (3, 9, 9))
+    s = b.conv("s", x, 8, k=3, s=2, p=1, act="hswish")
+    c = b.conv("c1", s, 8)
+    b.conv("c2", c, 8)
+    one = b.prog()
+    assert [n.name for n in stem_program(one).nodes] == ["s", "c1"]
+    for i in range(2, STEM_BLOCK_MAX + 1):
+        c = b.conv(f"d{i}", c, 8)
+    b.conv("far", c, 8, residual=s)
+    far = b.prog()
+    assert [n.name for n in stem_program(far).nodes] == ["s"]
