@@ -327,8 +327,8 @@ def test_stem_program_is_the_stem_block():
     (the unfolded stem is fused with them): EfficientViT's stem + DSConv; the stem and its one
     reader; the stem alone when a reader is more than ``STEM_BLOCK_MAX`` nodes away."""
     from sim.compile.stem import STEM_BLOCK_MAX, stem_program
-    from tests.test_funcsim import Builder
     from tb.core.cases import stem_block_program
+    from tests.test_funcsim import Builder
     prog = stem_block_program(c=8, h=9, w=9)
     assert [n.name for n in stem_program(prog).nodes] == ["stem", "dw", "pw"]
     assert stem_program(prog).outputs == ["y"]
