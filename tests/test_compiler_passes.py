@@ -27,6 +27,7 @@ from sim.config import AccelConfig
 from sim.funcsim import run
 from sim.isa import BUFS, UNITS
 from test_funcsim import Builder, case
+from testprogs import assert_runs_like_golden
 
 SMALL = AccelConfig.from_string("small")
 TINYBUF = AccelConfig.from_string("small:buf_b_bytes=8192,buf_c_bytes=4096,buf_out_bytes=2048")
@@ -140,6 +141,38 @@ def test_a_depthwise_conv_with_a_residual_is_not_fused():
     prog.nodes[0].epilogue.res_mult = None
     assert [[m.name for m in c] for c in fusion.find_chains(prog, {}, 1 << 20).values()] \
         == [["d", "y"]]
+
+
+def _dsconv_after_pw(*, stride=1, extra_reader=False):
+    """PW -> DW -> PW2 adding the first PW's output (EfficientViT's input stem with the stem
+    unfolded into a pointwise conv)."""
+    b = Builder(seed=3)
+    x = b.input("x", (8, 12, 10))
+    e = b.conv("e", x, 16, act="hswish")
+    d = b.conv("d", e, 16, k=3, s=stride, p=1, act="hswish", dw=True)
+    y = b.conv("y", d, 16, residual=e if stride == 1 else None)
+    if extra_reader:
+        b.conv("z", e, 8)
+        return b.prog(outputs=[y, "z"]), b
+    return b.prog(), b
+
+
+def test_a_first_pw_read_as_the_second_pws_residual_is_fused():
+    """The first PW's output read by the DW and, as its residual, by PW2: one chain (the
+    residual read from the tile's e region); with another reader it stays out. Both layouts
+    through funcsim == golden."""
+    prog, b = _dsconv_after_pw()
+    assert [[m.name for m in c] for c in fusion.find_chains(prog, {}, 1 << 20).values()] \
+        == [["e", "d", "y"]]
+    prog2, _ = _dsconv_after_pw(extra_reader=True)
+    assert [[m.name for m in c] for c in fusion.find_chains(prog2, {}, 1 << 20).values()] \
+        == [["d", "y"]]
+    from sim.compile import compile as compile_
+    for lay in ("planar", "blocked"):
+        bn = compile_(prog, AccelConfig.from_string("small"), layout=lay)
+        assert [x.get("fused_into") for x in bn.layers] == [None, "e", "e"]
+        assert bn.layers[0]["tiles"] > 1
+        assert_runs_like_golden(bn, prog, b.env["x"])
 
 
 def test_resident_tensors_between_unfused_layers():

@@ -120,7 +120,7 @@ def run_case(name, seed=0):
 
 BIG = ("pw_8x8", "dw3_s2_8x8", "conv3_s2_8x8", "conv3_s2_8x8_im2col")
 ATT_PREFIX = ("att", "litemla")     # attention cases: tests at the end of this file
-BLOCKS = ("mbconv", "mbconv_s2", "mbconv_rq")
+BLOCKS = ("mbconv", "mbconv_s2", "mbconv_rq", "stem_block_im2col")
 
 
 @pytest.mark.parametrize("name", [c for c in CASES if c not in BIG + BLOCKS
@@ -163,6 +163,21 @@ def test_core_mbconv(name):
     np.testing.assert_array_equal(out, funcsim.run(binary, x)["y"])
     assert {op for _, op, _, _ in env.compute_spans()} == {"CONV_MAT", "CONV_RDF", "DW_RSA"}
     check_cycles(name, binary, env, cycles)
+
+
+def test_core_stem_block():
+    """The input stem as the dense stem fuses it (issue #16, stem2 round): the stem as a
+    pointwise conv over the unfolded input, the depthwise conv and the second pointwise conv
+    in one chain of 3 row tiles, that conv's residual (the stem's output) read from the tile's
+    own rows in B; bit-exact and every instruction at sim.perf's cycle."""
+    prog, binary, x, env, cycles = run_case("stem_block_im2col")
+    assert [lay.get("fused_into") for lay in binary.layers] == [None, "stem", "stem"]
+    assert binary.layers[0]["tiles"] == 3 and binary.layers[0]["stem"] == "im2col"
+    out = env.outputs()["y"]
+    np.testing.assert_array_equal(out, golden.run(prog, x)["y"])
+    np.testing.assert_array_equal(out, funcsim.run(binary, x)["y"])
+    assert {op for _, op, _, _ in env.compute_spans()} == {"CONV_MAT", "CONV_RDF", "DW_RSA"}
+    check_cycles("stem_block_im2col", binary, env, cycles)
 
 
 def test_core_rejects_unsupported_instruction():

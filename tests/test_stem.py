@@ -262,3 +262,85 @@ def test_bench_stem_costs_small():
     assert r["b0_r64_auto"] == ("im2col" if r["b0_r64_im2col_cycles"] < r["b0_r64_taps_cycles"]
                                 else "taps")
     assert r["b0_r64_im2col_ms"] > 0
+
+
+# -- the stem block fused (issue #16, stem2 round) ----------------------------------------------
+
+def _dma_bytes(binary, op, buf):
+    """Bytes moved by the Binary's ``op`` (LOAD / STORE) instructions to / from buffer
+    ``buf``."""
+    from sim.isa import BUFS
+    return sum(i["count"] * i["length"] for i in binary.streams["global"]
+               if i.op == op and i["buf"] == BUFS[buf])
+
+
+@pytest.mark.parametrize("config", ["paper", "small"])
+def test_stem_block_is_one_chain_and_moves_only_its_input_and_output(config):
+    """EfficientViT's input stem (3x3 stride-2 conv, then a DSConv whose pointwise conv adds
+    the stem's output) with the dense stem: one fused chain ``[stem, DW, PW]``. From first
+    principles, the activations that cross DRAM are the unfolded input, loaded once plus the
+    two halo rows of each tile boundary (``27 * Wo * (Ho + 2 * (tiles - 1))`` bytes), and the
+    block's output, stored once (``C * Ho * Wo``); the stem's output never leaves the chip (it
+    was stored and loaded again before: the stem alone, then ``[DW, PW]``). funcsim == golden
+    in both unit orders."""
+    from tb.core.cases import stem_block_program
+    prog = stem_block_program(c=16, h=40, w=36, seed=3)
+    cfg = AccelConfig.from_string(config)
+    b = compile(prog, cfg, stem="im2col")
+    assert [lay.get("fused_into") for lay in b.layers] == [None, "stem", "stem"]
+    c, ho, wo = prog.tensors["y"].shape
+    tiles = b.layers[0]["tiles"]
+    assert tiles >= 2
+    assert _dma_bytes(b, "STORE", "OUT") == c * ho * wo
+    assert _dma_bytes(b, "LOAD", "B") == 27 * wo * (ho + 2 * (tiles - 1))
+    x = np.random.default_rng(5).integers(-128, 128, (3, 40, 36))
+    assert_runs_like_golden(b, prog, x)
+
+
+def test_stem_block_residual_pw_balances_its_engines_by_the_rtl_timing():
+    """The DSConv's pointwise conv (16 -> 16 + the stem's output as residual) on the `paper`
+    engines: the R-MAC drains a residual vector through its 2 residual requant lanes
+    (``requant_rmac_res``), 4 cycles per vector of 2 steps, the MAT's through 4 lanes, 2 cycles.
+    Per core and tile the split between the engines (``tiling.plan_conv(res=True)``) must end
+    both within a few cycles by the cycle model's (the RTL's) time of each instruction; a split
+    by engine steps alone gave the R-MAC twice the MAT's time (B1-R224 on `zcu102`: 3,212
+    against 1,648 cycles per core, the layer's "fixed" 1,636 in ``--losses``)."""
+    from sim.perf import simulate
+    from tb.core.cases import stem_block_program
+    prog = stem_block_program(c=16, h=64, w=64, seed=4)
+    b = compile(prog, AccelConfig.from_string("paper"), stem="im2col")
+    trace = []
+    simulate(b, trace=trace)
+    busy = {}
+    for st, unit, op, layer, t0, t1 in trace:
+        if layer == 2 and op in ("CONV_MAT", "CONV_RDF"):
+            busy.setdefault(st, {}).setdefault(unit, []).append(t1 - t0)
+    assert len(busy) == 16
+    for st, t in busy.items():
+        assert set(t) == {"MAT", "RMAC"} and len(t["MAT"]) == len(t["RMAC"]), (st, t)
+        for m, r in zip(t["MAT"], t["RMAC"]):
+            assert abs(m - r) <= 8, (st, t)
+
+
+def test_stem_program_is_the_stem_block():
+    """``choose_stem`` probes the stem with the layers up to the last one reading its output
+    (the unfolded stem is fused with them): EfficientViT's stem + DSConv; the stem and its one
+    reader; the stem alone when a reader is more than ``STEM_BLOCK_MAX`` nodes away."""
+    from sim.compile.stem import STEM_BLOCK_MAX, stem_program
+    from tb.core.cases import stem_block_program
+    from tests.test_funcsim import Builder
+    prog = stem_block_program(c=8, h=9, w=9)
+    assert [n.name for n in stem_program(prog).nodes] == ["stem", "dw", "pw"]
+    assert stem_program(prog).outputs == ["y"]
+    b = Builder()
+    x = b.input("x", (3, 9, 9))
+    s = b.conv("s", x, 8, k=3, s=2, p=1, act="hswish")
+    c = b.conv("c1", s, 8)
+    b.conv("c2", c, 8)
+    one = b.prog()
+    assert [n.name for n in stem_program(one).nodes] == ["s", "c1"]
+    for i in range(2, STEM_BLOCK_MAX + 1):
+        c = b.conv(f"d{i}", c, 8)
+    b.conv("far", c, 8, residual=s)
+    far = b.prog()
+    assert [n.name for n in stem_program(far).nodes] == ["s"]

@@ -44,8 +44,9 @@ def _consumers(prog: IntProgram) -> dict:
 
 def find_chains(prog: IntProgram, alias: dict, c_slot: int, cfg=None) -> dict:
     """{first node name: [PW1?, DW, PW2]}: a depthwise conv without a residual, the pointwise
-    conv that alone reads its output and, when it alone feeds the DW, the pointwise conv
-    producing its input; all weights (pre-tiled for ``cfg``) must fit one C slot of ``c_slot``
+    conv that alone reads its output and, when it alone feeds the DW (or the DW and, as its
+    residual, the second PW: a stride-1 DW, the residual read from the chain's tile), the
+    pointwise conv producing its input; all weights (pre-tiled for ``cfg``) must fit one C slot of ``c_slot``
     bytes. ``alias``: the
     concat aliases (:func:`sim.compile.layout.concat_aliases`), whose tensors are never fused
     away. (A DW with a residual stays unfused: a chain's DW writes into B without one.)"""
@@ -57,6 +58,17 @@ def find_chains(prog: IntProgram, alias: dict, c_slot: int, cfg=None) -> dict:
     def private(t, consumer):
         return ([c.name for c in cons.get(t, [])] == [consumer.name] and t not in outs
                 and t not in alias)
+
+    def residual_in_tile(dw, q):
+        """The DW's input is read by the DW and, as its residual, by ``q`` alone (a DSConv
+        after a pointwise producer: EfficientViT's dense stem, unfolded): a chain's B tile holds
+        the rows of that tensor the second PW adds (stride 1, as many channels), so it need
+        not leave the chip either."""
+        t = dw.inputs[0]
+        return (int(dw.attrs["stride"]) == 1 and q.epilogue is not None
+                and q.epilogue.residual == t and t not in outs and t not in alias
+                and sorted(c.name for c in cons.get(t, [])) == sorted([dw.name, q.name])
+                and tuple(p.tensors[t].shape) == tuple(p.tensors[q.output].shape))
     chains = {}
     for dw in p.nodes:
         if dw.op != "conv" or dw.kind != "depthwise":
@@ -75,14 +87,15 @@ def find_chains(prog: IntProgram, alias: dict, c_slot: int, cfg=None) -> dict:
         pn = p.node_producing(dw.inputs[0])
         if (pn is not None and pn.op == "conv" and pn.kind == "pointwise"
                 and int(pn.attrs["stride"]) == 1 and pn.epilogue.residual is None
-                and private(dw.inputs[0], dw) and pn.name not in chains):
+                and (private(dw.inputs[0], dw) or residual_in_tile(dw, q))
+                and pn.name not in chains):
             chain = [pn, dw, q]
         if chain_weight_bytes(chain, cfg) > c_slot - ALIGN and len(chain) == 3:
             chain = chain[1:]
         if chain_weight_bytes(chain, cfg) > c_slot - ALIGN:
             continue
         res = q.epilogue.residual
-        if res is not None:
+        if res is not None and not (len(chain) == 3 and res == dw.inputs[0]):
             rp = p.node_producing(res)
             if rp is not None and pos[rp.name] >= pos[chain[0].name]:
                 continue

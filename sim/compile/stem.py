@@ -21,8 +21,8 @@ import numpy as np
 from ..intprogram import IntProgram, Node, TensorInfo
 from .layout import check_layout, im2col_shape
 
-__all__ = ["STEMS", "IM2COL_MAX_CHANNELS", "stem_node", "unfold_stem", "restore_program",
-           "check_input_symbol", "stem_program", "choose_stem"]
+__all__ = ["STEMS", "IM2COL_MAX_CHANNELS", "STEM_BLOCK_MAX", "stem_node", "unfold_stem",
+           "restore_program", "check_input_symbol", "stem_program", "choose_stem"]
 
 #: the values of ``compile(..., stem=)``: ``auto`` chooses between the other two by the cycle
 #: model (:func:`choose_stem`)
@@ -83,20 +83,45 @@ def unfold_stem(prog: IntProgram):
     return out, geom
 
 
+#: the most nodes :func:`stem_program` takes (the stem and the block reading its output)
+STEM_BLOCK_MAX = 4
+
+
 def stem_program(prog: IntProgram) -> IntProgram:
-    """``prog``'s first node alone (its output the program's output)."""
-    n = prog.nodes[0]
-    keep = set(n.inputs) | {n.output}
-    return IntProgram({k: v for k, v in prog.tensors.items() if k in keep}, [n],
-                      list(prog.inputs), [n.output], dict(prog.meta))
+    """``prog``'s stem block: its first node and the nodes after it up to the last one that
+    reads the stem's output (EfficientViT: the stem and the DSConv after it, whose pointwise
+    conv adds the stem's output as its residual, so that the compiler may fuse all three:
+    :func:`sim.compile.fusion.find_chains`), when those are at most :data:`STEM_BLOCK_MAX`
+    nodes reading nothing but the graph input and each other's outputs; else the first node
+    alone. The last node's output is the program's output."""
+    n0 = prog.nodes[0]
+
+    def reads(m):
+        return list(m.inputs) + ([m.epilogue.residual] if m.epilogue is not None
+                                 and m.epilogue.residual else [])
+    last = max(i for i, m in enumerate(prog.nodes) if i == 0 or n0.output in reads(m))
+    nodes = list(prog.nodes[:last + 1])
+    have = set(prog.inputs)
+    for m in nodes:
+        if not set(reads(m)) <= have:
+            nodes = nodes[:1]
+            break
+        have.add(m.output)
+    if len(nodes) > STEM_BLOCK_MAX:
+        nodes = nodes[:1]
+    keep = set(prog.inputs) | {m.output for m in nodes}
+    return IntProgram({k: v for k, v in prog.tensors.items() if k in keep}, nodes,
+                      list(prog.inputs), [nodes[-1].output], dict(prog.meta))
 
 
 def choose_stem(prog: IntProgram, cfg) -> tuple:
     """``(stem, {mapping: cycles})``: ``"im2col"`` if ``prog`` has a stem the pass unfolds
-    (:func:`stem_node`) and the stem layer alone, compiled both ways for ``cfg``, takes fewer
-    cycles in :func:`sim.perf.simulate` with the unfolded input, else ``"taps"``. The unfolded
-    input is ``k*k/s^2`` times the image's bytes: at a low DRAM rate or with few output channels
-    (B0-R224 on ``paper``: 8) loading it takes longer than the taps it saves (docs/perf.md)."""
+    (:func:`stem_node`) and its stem block (:func:`stem_program`: the stem and the layers that
+    read its output, which the unfolded stem may be fused with), compiled both ways for
+    ``cfg``, takes fewer cycles in :func:`sim.perf.simulate` with the unfolded input, else
+    ``"taps"``. The unfolded input is ``k*k/s^2`` times the image's bytes: at a low DRAM rate
+    or with few output channels loading it may take longer than the taps it saves
+    (docs/perf.md)."""
     if stem_node(prog) is None:
         return "taps", {}
     from ..perf import simulate

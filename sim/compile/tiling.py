@@ -222,11 +222,12 @@ def filter_gran(cfg: AccelConfig) -> int:
 
 
 def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1,
-              block=1):
+              block=1, res=False):
     """[(core, engine, (co_a, co_b), (row_a, row_b))] for one conv tile of ``nco`` output
     channels x ``nr`` rows of ``wo`` pixels (relative ranges). ``bias``: cycles already queued
     on (MAT, R-MAC) of every core; ``only``: one engine; ``block``: the channel ranges start on
-    multiples of it too (the blocked layout's ``B``, ``g = 1`` only)."""
+    multiples of it too (the blocked layout's ``B``, ``g = 1`` only); ``res``: the conv adds
+    a residual (:func:`engine_split`)."""
     gran = cout_g if g > 1 else math.lcm(filter_gran(cfg), block)
     wide = 8 if 8 % gran == 0 else gran
     best = None
@@ -238,7 +239,7 @@ def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=Non
         for (ca, cb) in cos:
             for (ra, rb) in rows:
                 sub, t = engine_split(cfg, cb - ca, rb - ra, wo, K, g, cout_g, bias, only, k,
-                                      block)
+                                      block, res)
                 worst = max(worst, t)
                 for eng, (xa, xb), (ya, yb) in sub:
                     tasks.append((core, eng, (ca + xa, ca + xb), (ra + ya, ra + yb)))
@@ -249,19 +250,25 @@ def plan_conv(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=Non
 
 
 def engine_split(cfg: AccelConfig, nco, nr, wo, K, g, cout_g, bias=(0, 0), only=None, k=1,
-                 block=1):
+                 block=1, res=False):
     """Split a core's (nco x nr rows) between MAT and R-MAC (by channels in multiples of
-    ``block`` too when ``g = 1``); returns (tasks, est. cycles)."""
+    ``block`` too when ``g = 1``); returns (tasks, est. cycles). ``res``: the conv adds a
+    residual, which the R-MAC drains through fewer requant lanes (``requant_rmac_res``)."""
     gran = cout_g if g > 1 else math.lcm(filter_gran(cfg), block)
+    red = K // (k * k)
 
     def cyc(eng, c, r):
-        """engine steps + the tile's fixed cycles on the core (sim.timing)"""
+        """engine steps + the tile's fixed cycles on the core + the requant drain's stalls
+        when a vector takes fewer steps than its drain (sim.timing.compute_timing: the stem's
+        DSConv, 16 -> 16 with a residual, waits 2 cycles a vector on the R-MAC at ``paper``)"""
         if c <= 0 or r <= 0:
             return 0
         groups = c // cout_g if g > 1 else 1
         pre, post = timing.conv_pre_post(cfg, eng, nco=c, groups=groups)
-        return pre + post + conv_cycles(cfg, eng, K=K, nco=c, npix=r * wo, groups=groups,
-                                        k=k)
+        steps = conv_cycles(cfg, eng, K=K, nco=c, npix=r * wo, groups=groups, k=k)
+        per = k * k * cdiv(red, cfg.T if eng == "MAT" else cfg.N)
+        return pre + post + steps + timing.drain_stall(steps // per, per,
+                                                       timing.drain_cycles(cfg, eng, res))
     best = None
     bm, br = bias
     if only is not None:

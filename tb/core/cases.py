@@ -146,6 +146,30 @@ def mbconv_program(*, c=8, e=16, h=6, w=6, k=3, stride=1, seed=0):
     return IntProgram(t, nodes, ["x"], ["y"]).validate()
 
 
+def stem_block_program(*, cin=3, c=8, h=9, w=9, seed=0):
+    """EfficientViT's input stem: a 3x3 stride-2 conv on the image (hswish), then a DSConv:
+    depthwise 3x3 (hswish) -> pointwise adding the stem's output as its residual. With the
+    dense stem (``stem="im2col"``) the three run as one fused chain whose second pointwise conv
+    reads its residual from the chain's own B tile (:func:`sim.compile.fusion.find_chains`)."""
+    rng = np.random.default_rng(seed)
+    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    w0 = rng.integers(-127, 128, (c, cin, 3, 3)).astype(np.int8)
+    w1 = rng.integers(-127, 128, (c, 1, 3, 3)).astype(np.int8)
+    w2 = rng.integers(-127, 128, (c, c, 1, 1)).astype(np.int8)
+    b = lambda n: rng.integers(-3000, 3000, n).astype(np.int32)  # noqa: E731
+    t = {"x": TensorInfo("x", (cin, h, w), 8, True, 0.05),
+         "s": TensorInfo("s", (c, ho, wo), 8, True, 0.05),
+         "d": TensorInfo("d", (c, ho, wo), 8, True, 0.05),
+         "y": TensorInfo("y", (c, ho, wo), 8, True, 0.1)}
+    nodes = [Node("stem", "conv", ["x"], "s", dict(kernel=3, stride=2, padding=1, groups=1),
+                  dict(weight=w0, bias=b(c)), _epilogue(rng, c, "hswish")),
+             Node("dw", "conv", ["s"], "d", dict(kernel=3, stride=1, padding=1, groups=c),
+                  dict(weight=w1, bias=b(c)), _epilogue(rng, c, "hswish")),
+             Node("pw", "conv", ["d"], "y", dict(kernel=1, stride=1, padding=0, groups=1),
+                  dict(weight=w2, bias=b(c)), _epilogue(rng, c, "none", "s"))]
+    return IntProgram(t, nodes, ["x"], ["y"]).validate()
+
+
 def pool_program(*, c=10, h=5, w=7, act="none", seed=0):
     """Global average pooling ``(c, h, w) -> (c,)``: per-channel sum, requant by 1/(h*w)."""
     rng = np.random.default_rng(seed)
@@ -228,7 +252,7 @@ CASES.update({
 TAPS, IM2COL = dict(stem="taps"), dict(stem="im2col")
 CASE_COMPILE = {"conv3_s2": TAPS, "conv3_s1_u8": TAPS, "conv3_s2_8x8": TAPS,
                 "conv3_s2_im2col": IM2COL, "conv3_s2_8x8_im2col": IM2COL,
-                "conv3_s1_u8_im2col": IM2COL}
+                "conv3_s1_u8_im2col": IM2COL, "stem_block_im2col": IM2COL}
 
 
 def make_case(name: str, seed: int = 0):
@@ -405,6 +429,11 @@ CASES.update({
 #: and a plain pointwise conv next to them.
 RES_LANES = dict(requant_rmac_res=1)
 RES_LANES2 = dict(requant_rmac=2, requant_rmac_res=1)
+# the stem and the DSConv after it, fused into one chain by the dense stem (issue #16, stem2
+# round): the second PW's residual read from the tile, 3 row tiles with their halo; one
+# residual requant lane (the PW's R-MAC vectors wait for it, as at `paper`: its pixels are
+# split between the engines with those stalls counted)
+CASES["stem_block_im2col"] = (stem_block_program, dict(c=8, h=11, w=9, seed=26), RES_LANES)
 CASE_COMPILE.update(conv3_s2_rq=TAPS, conv3_s2_im2col_rq=IM2COL)
 CASES.update({
     "pw_residual_rr": (pointwise_program, dict(act="none", cin=12, cout=12, residual=True,

@@ -106,6 +106,14 @@ class _Chain:
     woff: dict = None
     wsem: int = -1
 
+    @property
+    def res_in_e(self) -> bool:
+        """The second PW's residual is the first PW's output (the DSConv after the unfolded
+        stem, :func:`sim.compile.fusion.find_chains`): its rows are in the tile's ``e`` region
+        (stride-1 DW, as many channels), so the tile needs no residual region."""
+        return (self.pn is not None and self.res == self.dw.inputs[0] and self.s == 1
+                and self.Cq == self.E)
+
 
 def _chain(prog, chain, li0) -> _Chain:
     pn = chain[0] if len(chain) == 3 else None
@@ -150,7 +158,7 @@ def _load_chain_weights(ctx: Context, chain, ch: _Chain):
 def _regions(ch: _Chain, rows_in, rows_out):
     return tiling.chain_tile_regions(cx=ch.Cx, e=ch.E, cq=ch.Cq, rows_in=rows_in, w=ch.W,
                                      rows_out=rows_out, wo=ch.Wo, first_pw=ch.pn is not None,
-                                     residual=ch.res is not None)
+                                     residual=ch.res is not None and not ch.res_in_e)
 
 
 def emit_chain(ctx: Context, chain, li0, info):
@@ -200,6 +208,10 @@ def _front(ctx: Context, ch: _Chain, r0, r1, info):
         # the residual is the chain's own input (MBConv / DSConv shortcut): its rows are
         # already in the B tile, read them from there instead of loading them again
         rres, rstride = (xb if pn else eb) + (r0 - a) * W * Bk, rin * W
+    elif ch.res_in_e:
+        # the residual is the first PW's output (the DSConv after the unfolded stem): the
+        # rows r0..r1 of the e region, which the first PW below writes for rows a..b
+        rres, rstride = eb + (r0 - a) * W * Bk, rin * W
     elif ch.res:
         sched.sync.wait_stored(ch.res, 0, ch.Cq, r0 * Wo, r1 * Wo)
         sched.dma_rows("LOAD", "B", rb_, ctx.layout.addr(ch.res) + r0 * Wo * Bk,
@@ -264,7 +276,8 @@ def _back(ctx: Context, ch: _Chain, t):
         em.signal(st, u, dsem)
     em.layer = ch.li[q.name]
     cq_g, e_g = ch.Cq // ch.gq, E // ch.gq
-    tasks = tiling.plan_conv(cfg, ch.Cq, tnr * Wo, 1, e_g, ch.gq, cq_g, block=Bk)
+    tasks = tiling.plan_conv(cfg, ch.Cq, tnr * Wo, 1, e_g, ch.gq, cq_g, block=Bk,
+                             res=ch.res is not None)
     so = t["so"]
     writers = emit_pw(ctx, tasks, waits=[(dsem, len(wr))], xbase=db, xstride=tnr * Wo,
                       obase=sched.O.base[so], ostride=tnr * Wo, obuf=BUFS["OUT"],

@@ -313,7 +313,8 @@ def emit_conv(ctx: Context, n: Node, info):
                 ends = list(np.cumsum([len(ts) for ts in qpipe["tasks"]]))
             else:
                 tasks = [t + (xw,) for t in tiling.plan_conv(cfg, nco, tnr, Wo, K, g,
-                                                             c.cout_g, k=k, block=Bk)]
+                                                             c.cout_g, k=k, block=Bk,
+                                                             res=res is not None)]
             qrows, piece = [], []
             for ti, (core, eng, (ca, cb), (ra, rb), tw) in enumerate(tasks):
                 st, unit = f"core{core}", eng
