@@ -411,7 +411,7 @@ def _pw1_macs(b, li):
     from sim.isa import REG_NAMES
     from sim.losses import instr_macs
     tot = 0
-    for (s, u), q in build_queues(b).items():
+    for q in build_queues(b).values():
         regs = {}
         for ins, tag in q:
             if ins.op == "SETR":
@@ -570,7 +570,7 @@ def test_dw_pw_chain_keeps_the_mat_busy_while_the_rmac_runs_the_next_dw():
         dws = [z - a for s, u, op, tag, a, z in trace
                if s == st and op == "DW_RSA" and tag == names.index("d")]
         assert len(mats) >= 3 and dws
-        waits = [a1 - z0 for (_, z0), (a1, _) in zip(mats, mats[1:])]
+        waits = [a1 - z0 for (_, z0), (a1, _) in itertools.pairwise(mats)]
         assert max(waits) < min(dws) / 2, (core, waits, dws)
 
 

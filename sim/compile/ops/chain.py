@@ -23,7 +23,7 @@ from ..context import Context
 from ..cost import dw_cycles
 from ..records import ConvWeightLayout, dw_weights, param_block
 
-__all__ = ["emit_chain", "emit_pw", "epi_regs", "HALO_VIA_DRAM"]
+__all__ = ["HALO_VIA_DRAM", "emit_chain", "emit_pw", "epi_regs"]
 
 #: a fused chain's first-PW rows shared by two row tiles go through a DRAM scratch block
 #: (stored after the first tile's PW, loaded by the next) instead of being computed twice
@@ -262,7 +262,7 @@ def _front(ctx: Context, ch: _Chain, r0, r1, info, *, halo_in=None, halo_next=No
                 out = _store_halo(ctx, ch, eb + (an - a) * W * Bk, rin, hn, esem, len(wr),
                                   sb)
                 out["rows"] = hn
-                extra = dict(halo_out=out)
+                extra = {"halo_out": out}
     return dict(r0=r0, r1=r1, a=a, rin=rin, sb=sb, so=so, eb=eb, db=db, rb=rres,
                 rstride=rstride, waits=waits, **extra)
 
@@ -283,7 +283,7 @@ def _store_halo(ctx: Context, ch: _Chain, src, rin, h, esem, nwr, sb):
     st = em.sem()
     em.signal("global", "ST", st)
     sched.B.busy[sb].append((st, 1))
-    return dict(dram=dram, sem=st)
+    return {"dram": dram, "sem": st}
 
 
 def _load_halo(ctx: Context, ch: _Chain, halo, eb, rin):
