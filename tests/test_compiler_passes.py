@@ -466,12 +466,69 @@ def test_fused_chain_emitted_alone_runs_like_golden(kind):
     chain = list(prog.nodes)
     b, info = _emit_alone(prog, SMALL, emit_chain, chain, 0)
     assert info["tiles"] >= 2
-    # the expanded and depthwise tensors never went to DRAM: only x is loaded into B
+    # the expanded and depthwise tensors never went to DRAM: only x is loaded into B, and
+    # the expansion's halo rows shared by two tiles (their scratch blocks, test below)
     xs = b.symbols["tensor:x"]
     lo, hi = xs["addr"], xs["addr"] + xs["nbytes"]
+    halo = [(v["addr"], v["addr"] + v["nbytes"]) for k, v in b.symbols.items()
+            if k.startswith("halo:")]
     loads = [i.f for i in b.streams["global"] if i.op == "LOAD" and i.f["buf"] == BUFS["B"]]
-    assert loads and all(lo <= f["dram_addr"] < hi for f in loads)
+    assert loads and all(lo <= f["dram_addr"] < hi or
+                         any(a <= f["dram_addr"] < z for a, z in halo) for f in loads)
     assert np.array_equal(run(b, x)["y"], golden.run(prog, x)["y"])
+
+
+def _pw1_macs(b, li):
+    """MACs the CONV instructions of layer ``li`` form (sim.losses.instr_macs with the
+    registers each unit holds)."""
+    from sim.funcsim import build_queues
+    from sim.isa import REG_NAMES
+    from sim.losses import instr_macs
+    tot = 0
+    for q in build_queues(b).values():
+        regs = {}
+        for ins, tag in q:
+            if ins.op == "SETR":
+                regs[REG_NAMES[ins.f["reg"]]] = ins.f["value"]
+            elif ins.op in ("CONV_MAT", "CONV_RDF") and tag == li:
+                tot += instr_macs(ins.op, regs, ins.f)
+    return tot
+
+
+@pytest.mark.parametrize("kind,halo_rows", [("mbconv_fused", 2), ("mbconv_s2_fused", 1)])
+def test_fused_chain_halo_rows_are_loaded_not_recomputed(kind, halo_rows, monkeypatch):
+    """Issue #16: a fused chain's row tiles share the first PW's rows under the DW's window
+    (k = 3: rows r0 - 1 and r0 at stride 1, row 2 r0 - 1 at stride 2). They are computed once,
+    stored from the tile's B slot to a DRAM scratch block and loaded into the next tile's
+    expansion region; the first PW then forms exactly its IntProgram MACs (Cout * Cin * H * W),
+    where recomputing them formed more. Outputs equal sim.golden either way."""
+    from sim.compile.ops import chain as chain_mod
+    prog, x = case(kind)
+    ref = golden.run(prog, x)["y"]
+    cx, h, w = prog.tensors["x"].shape
+    e = prog.tensors["e"].shape[0]
+    macs = {}
+    for on in (False, True):
+        monkeypatch.setattr(chain_mod, "HALO_VIA_DRAM", on)
+        b, info = _emit_alone(prog, SMALL, emit_chain, list(prog.nodes), 0)
+        assert info["tiles"] >= 2
+        assert np.array_equal(run(b, x)["y"], ref)
+        macs[on] = _pw1_macs(b, 0)
+        halo = {k: v for k, v in b.symbols.items() if k.startswith("halo:")}
+        if not on:
+            assert not halo
+            continue
+        # one block per tile boundary: halo_rows rows of every expansion channel
+        assert len(halo) == info["tiles"] - 1
+        assert all(v["nbytes"] == e * halo_rows * w for v in halo.values())
+        spans = [(v["addr"], v["addr"] + v["nbytes"]) for v in halo.values()]
+        moved = {op: sum(i.f["count"] * i.f["length"] for i in b.streams["global"]
+                         if i.op == op and any(a <= i.f["dram_addr"] < z for a, z in spans))
+                 for op in ("STORE", "LOAD")}
+        assert moved == {"STORE": len(halo) * e * halo_rows * w,
+                         "LOAD": len(halo) * e * halo_rows * w}
+    assert macs[True] == e * cx * h * w         # the paper's count for a 1x1 conv
+    assert macs[False] > macs[True]
 
 
 def test_host_layernorm_after_the_linear_it_reads():
@@ -557,3 +614,59 @@ def test_resident_tensors_skip_dram_unless_read_again(extra_reader):
     assert _dram_ops(b, "STORE", "tensor:d") == []
     got, ref = run(b, xin), golden.run(prog, xin)
     assert all(np.array_equal(got[k], ref[k]) for k in prog.outputs)
+
+
+def test_dw_pw_chain_keeps_the_mat_busy_while_the_rmac_runs_the_next_dw():
+    """Issue #16: in a fused DW -> PW2 chain (no first PW) the R-MAC runs tile t+1's depthwise
+    conv after its share of tile t's PW2, while the MAT's next work (PW2 of t+1) waits for
+    that DW. The PW2 split therefore gives the MAT the next DW's cycles more
+    (``plan_conv(bias=(0, DW))``): in the timed Binary (sim.perf) the MAT waits between two
+    tiles' PW2 less than half a DW, where it used to wait the whole DW."""
+    from sim.compile import compile as compile_
+    from sim.perf import simulate
+    b = Builder()
+    x = b.input("x", (16, 16, 16))
+    e = b.conv("e", x, 64, act="hswish")
+    d = b.conv("d", e, 64, k=3, s=1, p=1, act="hswish", dw=True)
+    y = b.conv("y", d, 32)
+    b.conv("z", e, 8)                   # e is read twice: the chain is [d, y]
+    prog = b.prog(outputs=[y, "z"])
+    xin = np.random.default_rng(0).integers(-128, 128, size=(16, 16, 16))
+    binary = compile_(prog, SMALL)
+    assert np.array_equal(run(binary, xin)["y"], golden.run(prog, xin)["y"])
+    names = [n.name for n in prog.nodes]
+    trace = []
+    simulate(binary, trace=trace)
+    for core in range(SMALL.L):
+        st = f"core{core}"
+        mats = sorted((a, z) for s, u, op, tag, a, z in trace
+                      if s == st and op == "CONV_MAT" and tag == names.index("y"))
+        dws = [z - a for s, u, op, tag, a, z in trace
+               if s == st and op == "DW_RSA" and tag == names.index("d")]
+        assert len(mats) >= 3 and dws
+        waits = [a1 - z0 for (_, z0), (a1, _) in itertools.pairwise(mats)]
+        assert max(waits) < min(dws) / 2, (core, waits, dws)
+
+
+def test_a_resident_input_stays_when_the_output_goes_out_in_row_tiles():
+    """Issue #16: a pointwise conv whose input is resident in B (its producer kept it there)
+    but whose output chunk does not fit one OUT slot reads the input where it is and stores
+    its output in row tiles; it used to spill the input to DRAM and load it back (B1's
+    stage-2 local inverted conv after the on-chip context module: ~1,200 cycles each)."""
+    from sim.compile import compile as compile_
+    b = Builder()
+    x = b.input("x", (8, 16, 16))
+    a = b.conv("a", x, 16)                      # 4 KB: resident (B slot 10.9 KB)
+    q = b.conv("q", a, 64)                      # 16 KB: over a B slot, over an OUT slot (8 KB)
+    b.conv("y", q, 8)
+    prog = b.prog()
+    assert fusion.find_resident(prog, {}, {}, SMALL.buf_b_bytes // 3) == {"a": False}
+    binary = compile_(prog, SMALL)             # (fuse=False keeps nothing in B)
+    xin = np.random.default_rng(1).integers(-128, 128, size=(8, 16, 16))
+    assert np.array_equal(run(binary, xin)["y"], golden.run(prog, xin)["y"])
+    sym = binary.symbols["tensor:a"]
+    lo, hi = sym["addr"], sym["addr"] + sym["nbytes"]
+    dma = [i for i in binary.streams["global"] if i.op in ("LOAD", "STORE")
+           and lo <= i.f["dram_addr"] < hi]
+    assert dma == []                            # a never went through DRAM
+    assert [(l["name"], l["tiles"]) for l in binary.layers][1] == ("q", 2)

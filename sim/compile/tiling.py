@@ -115,12 +115,12 @@ def pipe_plan(cfg: AccelConfig, pieces, dw_times, *, wo: int, cout: int, cin_g: 
     return plan, max(total, *end.values())
 
 
-def dw_piece_times(cfg: AccelConfig, pieces, *, nch: int, wo: int, k: int):
+def dw_piece_times(cfg: AccelConfig, pieces, *, nch: int, wo: int, k: int, block: int = 1):
     """The R-MAC cycles of each row piece of a depthwise conv (``nch`` channels, rows of
-    ``wo`` pixels): its slowest core (:func:`best_dw_split`) with its fixed cycles
-    (:func:`sim.timing.compute_timing`)."""
+    ``wo`` pixels): its slowest core (:func:`best_dw_split`; ``block``: the blocked layout's
+    B) with its fixed cycles (:func:`sim.timing.compute_timing`)."""
     def dw_t(nr):
-        cs, rs = best_dw_split(cfg, nch=nch, nrows=nr, wo=wo, k=k)
+        cs, rs = best_dw_split(cfg, nch=nch, nrows=nr, wo=wo, k=k, block=block)
         return max(timing.compute_timing(cfg, "DW_RSA", dict(KERNEL=k, WOUT=wo, RES_ADDR=-1),
                                          dict(nco=c1 - c0, ho=r1 - r0)).cycles
                    for c0, c1 in cs for r0, r1 in rs)

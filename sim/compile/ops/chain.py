@@ -23,7 +23,11 @@ from ..context import Context
 from ..cost import dw_cycles
 from ..records import ConvWeightLayout, dw_weights, param_block
 
-__all__ = ["emit_chain", "emit_pw", "epi_regs"]
+__all__ = ["HALO_VIA_DRAM", "emit_chain", "emit_pw", "epi_regs"]
+
+#: a fused chain's first-PW rows shared by two row tiles go through a DRAM scratch block
+#: (stored after the first tile's PW, loaded by the next) instead of being computed twice
+HALO_VIA_DRAM = True
 
 
 def epi_regs(ctx: Context, n):
@@ -177,16 +181,37 @@ def emit_chain(ctx: Context, chain, li0, info):
     chunk_done = []
     sched.C.busy[sc] = chunk_done
     qb, qoff = ctx.layout.base_of(ch.q.output)
-    for r0, r1 in tiling.ranges(ch.Ho, nr):
-        front = _front(ctx, ch, r0, r1, info)
+    tiles = tiling.ranges(ch.Ho, nr)
+    halo = None
+    for i, (r0, r1) in enumerate(tiles):
+        front = _front(ctx, ch, r0, r1, info, halo_in=halo,
+                       halo_next=tiles[i + 1] if HALO_VIA_DRAM and i + 1 < len(tiles) else None)
+        halo = front.get("halo_out")
+        # without a first PW, the R-MAC runs the next tile's DW while the MAT still works on
+        # this tile's second PW: the split gives the MAT correspondingly more of it
+        front["rmac_next"] = (_dw_time(ctx, ch, *tiles[i + 1])
+                              if ch.pn is None and i + 1 < len(tiles) else 0)
         sched.sync.flush()
         sched.sync.defer(lambda front=front: chunk_done.append(_back(ctx, ch, front)),
                          (qb, qoff, qoff + ch.Cq, r0 * ch.Wo, r1 * ch.Wo))
 
 
-def _front(ctx: Context, ch: _Chain, r0, r1, info):
+def _dw_time(ctx: Context, ch: _Chain, r0, r1):
+    """The R-MAC cycles of the DW of output rows ``[r0, r1)``: its slowest core with the
+    instruction's fixed cycles (:func:`sim.compile.tiling.dw_piece_times`)."""
+    return tiling.dw_piece_times(ctx.cfg, [(r0, r1)], nch=ch.E, wo=ch.Wo, k=ch.k,
+                                 block=1 << ctx.block)[0]
+
+
+def _front(ctx: Context, ch: _Chain, r0, r1, info, *, halo_in=None, halo_next=None):
     """LD of a fused tile and its first pointwise conv (on the MAT engines only, so that
-    it overlaps the R-MAC's depthwise conv of the previous tile)."""
+    it overlaps the R-MAC's depthwise conv of the previous tile).
+
+    Halo rows (:data:`HALO_VIA_DRAM`, chains with a first PW): the first PW's output rows this
+    tile shares with the next one (``halo_next``: its output rows) are stored from the B slot
+    to a DRAM scratch block after the first PW (``halo_out`` in the result), and the next tile
+    (``halo_in``: that record) loads them into its expansion region instead of computing them
+    again; its depthwise conv waits for that load."""
     cfg, em, sched = ctx.cfg, ctx.em, ctx.sched
     pn, H, W, Wo, k, s = ch.pn, ch.H, ch.W, ch.Wo, ch.k, ch.s
     tnr = r1 - r0
@@ -218,6 +243,7 @@ def _front(ctx: Context, ch: _Chain, r0, r1, info):
                        ch.Cq // Bk, tnr * Wo * Bk, ch.Ho * Wo * Bk)
     xsem = sched.loaded()
     waits = [(xsem, 1), (ch.wsem, 1)]
+    extra = {}
     if pn:
         em.layer = ch.li[pn.name]
         E = ch.E
@@ -227,8 +253,10 @@ def _front(ctx: Context, ch: _Chain, r0, r1, info):
                       for c0, c1 in split(E, lc, cfg.N)
                       for q0, q1 in split(tnr, cfg.L // lc))
                   for lc in (1, 2, 4, 8, 16, cfg.L) if lc <= cfg.L)
-        tasks = tiling.plan_conv(cfg, E, rin * W, 1, ch.Cx, 1, E, bias=(0, dwc),
+        h = halo_in["rows"] if halo_in is not None else 0    # rows loaded, not computed
+        tasks = tiling.plan_conv(cfg, E, (rin - h) * W, 1, ch.Cx, 1, E, bias=(0, dwc),
                                  block=1 << ctx.block)
+        tasks = [(c, e, co, (pa + h * W, pb + h * W)) for c, e, co, (pa, pb) in tasks]
         wr = emit_pw(ctx, tasks, waits=waits, xbase=xb, xstride=rin * W, obase=eb,
                      ostride=rin * W, obuf=BUFS["B"], wbase=ch.cb0 + ch.woff[pn.name],
                      pbase=ch.cb0 + ch.woff[pn.name + ".p"], cout=E, cin_g=ch.Cx, cout_g=E,
@@ -237,8 +265,50 @@ def _front(ctx: Context, ch: _Chain, r0, r1, info):
         for st, u in wr:
             em.signal(st, u, esem)
         waits = [(xsem, 1), (ch.wsem, 1), (esem, len(wr))]
+        if halo_in is not None:
+            waits.append((_load_halo(ctx, ch, halo_in, eb, rin), 1))
+        if halo_next is not None:
+            an = max(halo_next[0] * s - ch.pad, 0)
+            hn = b - an                       # rows [an, b) of this tile's expansion
+            if 0 < hn < min((halo_next[1] - 1) * s - ch.pad + k, H) - an:
+                out = _store_halo(ctx, ch, eb + (an - a) * W * Bk, rin, hn, esem, len(wr),
+                                  sb)
+                out["rows"] = hn
+                extra = {"halo_out": out}
     return dict(r0=r0, r1=r1, a=a, rin=rin, sb=sb, so=so, eb=eb, db=db, rb=rres,
-                rstride=rstride, waits=waits)
+                rstride=rstride, waits=waits, **extra)
+
+
+def _store_halo(ctx: Context, ch: _Chain, src, rin, h, esem, nwr, sb):
+    """STORE ``h`` rows of each expansion channel (block) from ``src`` in B slot ``sb``
+    (channel stride ``rin`` rows) to a new DRAM scratch block, after the first PW's
+    ``nwr`` writers signal ``esem``; one DMA per channel (block): the buffer side of a DMA
+    chunk is contiguous. Returns the record :func:`_load_halo` reads."""
+    em, sched = ctx.em, ctx.sched
+    Bk = 1 << ctx.block
+    run = h * ch.W * Bk
+    dram = ctx.image.alloc(f"halo:{ch.dw.name}:{len(ctx.image.symbols)}", ch.E * h * ch.W,
+                           "scratch")
+    em.wait("global", "ST", esem, nwr)
+    for j in range(ch.E // Bk):
+        sched.dma_rows("STORE", "B", src + j * rin * ch.W * Bk, dram + j * run, 1, run, run)
+    st = em.sem()
+    em.signal("global", "ST", st)
+    sched.B.busy[sb].append((st, 1))
+    return {"dram": dram, "sem": st}
+
+
+def _load_halo(ctx: Context, ch: _Chain, halo, eb, rin):
+    """LOAD the halo rows :func:`_store_halo` wrote into the first rows of the expansion
+    region at ``eb`` (channel stride ``rin`` rows); returns the event of the load."""
+    em, sched = ctx.em, ctx.sched
+    Bk = 1 << ctx.block
+    run = halo["rows"] * ch.W * Bk
+    em.wait("global", "LD", halo["sem"], 1)
+    for j in range(ch.E // Bk):
+        sched.dma_rows("LOAD", "B", eb + j * rin * ch.W * Bk, halo["dram"] + j * run, 1, run,
+                       run)
+    return sched.loaded()
 
 
 def _back(ctx: Context, ch: _Chain, t):
@@ -277,7 +347,7 @@ def _back(ctx: Context, ch: _Chain, t):
     em.layer = ch.li[q.name]
     cq_g, e_g = ch.Cq // ch.gq, E // ch.gq
     tasks = tiling.plan_conv(cfg, ch.Cq, tnr * Wo, 1, e_g, ch.gq, cq_g, block=Bk,
-                             res=ch.res is not None)
+                             res=ch.res is not None, bias=(0, t.get("rmac_next", 0)))
     so = t["so"]
     writers = emit_pw(ctx, tasks, waits=[(dsem, len(wr))], xbase=db, xstride=tnr * Wo,
                       obase=sched.O.base[so], ostride=tnr * Wo, obuf=BUFS["OUT"],

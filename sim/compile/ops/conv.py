@@ -245,6 +245,12 @@ def emit_conv(ctx: Context, n: Node, info):
         if ok:
             rin = resid.take(n.inputs[0])
             nr, stay = Ho, keep_out         # one row tile
+        elif not res and not keep_out and cin * H * W <= B.size:
+            # the input stays where it is; the output (a chunk too large for one OUT slot)
+            # goes out in row tiles of the OUT slot (rows ``nr`` of :func:`_tile_rows`)
+            # instead of spilling the input to DRAM and loading it back (B1's stage-2
+            # local inverted conv after the on-chip context module, issue #16)
+            rin = resid.take(n.inputs[0])
         else:
             resid.spill(n.inputs[0])
     rout = None
