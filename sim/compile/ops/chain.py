@@ -26,8 +26,14 @@ from ..records import ConvWeightLayout, dw_weights, param_block
 __all__ = ["HALO_VIA_DRAM", "emit_chain", "emit_pw", "epi_regs"]
 
 #: a fused chain's first-PW rows shared by two row tiles go through a DRAM scratch block
-#: (stored after the first tile's PW, loaded by the next) instead of being computed twice
-HALO_VIA_DRAM = True
+#: (stored after the first tile's PW, loaded by the next) instead of being computed twice.
+#: Off by default (decision, docs/perf.md "Pointwise chains of stages 0-2"): it takes one
+#: STORE and one LOAD per expansion channel and tile boundary (a DMA chunk is contiguous on
+#: the buffer side), which `sim.timing.SYSTEM` charges little (B1-R224 on zcu102 +1.5 % FPS)
+#: and the AXI-level model of the DMA the RTL has charges per descriptor (-6 %: 453,371 ->
+#: 481,376 cycles with `sim.timing.axi_system(4)`); a buffer-side stride in the LD/ST
+#: descriptors would make it one descriptor each way
+HALO_VIA_DRAM = False
 
 
 def epi_regs(ctx: Context, n):
