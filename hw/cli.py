@@ -23,6 +23,8 @@ import re
 import sys
 from pathlib import Path
 
+from sim.isa import SEM_IDS
+
 from . import registry
 
 __all__ = ["main"]
@@ -137,7 +139,7 @@ def _estimate_accelerator(args) -> int:
         cfg = AccelConfig.from_string(args.config or "paper")
     except ConfigError as e:
         raise registry.RegistryError(str(e)) from None
-    sems = registry.parse_value("sems", extra.get("sems", "2048"), 2048)
+    sems = registry.parse_value("sems", extra.get("sems", str(SEM_IDS)), SEM_IDS)
     if not 1 <= sems <= 1 << 16:
         raise registry.RegistryError(f"sems must be in [1, 65536], got {sems}")
     try:
@@ -325,7 +327,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(paper, small, ...), preset:key=value,..., JSON or a .json file (default paper)")
     s.add_argument("--out", "-o", help="build tree directory (default build/zcu102/CONFIG, e.g. "
                    "build/zcu102/small_L=1 for small:L=1)")
-    s.add_argument("--sems", type=int, default=2048, help="semaphore file size (default 2048)")
+    s.add_argument("--sems", type=int, default=SEM_IDS,
+                   help=f"semaphore ids of the semaphore file (default {SEM_IDS}; a Binary "
+                        f"needs its Binary.sem_ids, B3-R224 on zcu102 4,119)")
     s.add_argument("--axi-ports", type=int, default=1, help="the accelerator's AXI managers, "
                    "1..4 (default 1: HP0 only; P > 1: fetch and ST on HP0, P - 1 LD engines on "
                    "HP1 ..; docs/system.md \"AXI ports\")")

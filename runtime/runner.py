@@ -3,8 +3,9 @@
 What the CPU does (``docs/system.md``, ``docs/board.md``):
 
 1. **check** (:meth:`Accelerator.check`): ``ID`` is the magic, ``VERSION`` the register map's,
-   ``CONFIG_HASH`` the Binary's config (:func:`hw.system.regmap.config_hash`); otherwise the
-   Binary is for another bitstream and is not started;
+   ``CONFIG_HASH`` the Binary's config (:func:`hw.system.regmap.config_hash`) and
+   ``CONFIG_SEMS`` at least the Binary's semaphore ids; otherwise the Binary is for another
+   bitstream and is not started;
 2. **load** (:meth:`Accelerator.load`): the instruction image (:mod:`sim.image`) at the start of
    the device's buffer (its bus address must be 4 KiB aligned: the dispatcher ignores the low
    12 bits of ``INSTR_TABLE``, ``hw.system.dispatch``), the data image (``Binary.dram`` with the input written in) at the next
@@ -105,7 +106,10 @@ class Accelerator:
         self.binary = None
 
     # -- 1. check ---------------------------------------------------------------------------
-    def check(self, cfg) -> None:
+    def check(self, cfg, *, sem_ids: int = 0) -> None:
+        """Raise :class:`RunError` unless the device is a Trio-ViT accelerator with this
+        register map, built for ``cfg``, whose semaphore file (``CONFIG_SEMS``) holds
+        ``sem_ids`` ids (a Binary's :attr:`~sim.compile.Binary.sem_ids`)."""
         from hw.system.regmap import config_hash
         d, rm = self.dev, self.rm
         ident = d.read("ID")
@@ -123,6 +127,11 @@ class Accelerator:
                            f"(CONFIG_HASH 0x{have:08x}, Binary 0x{want:08x} = {cfg.name or 'custom'}"
                            f" L={cfg.L}): recompile it for the bitstream's config",
                            cause="config")
+        ids = d.read("CONFIG_SEMS")
+        if sem_ids > ids:
+            raise RunError(f"the Binary uses {sem_ids} semaphore ids, the bitstream's semaphore "
+                           f"file has {ids} (CONFIG_SEMS): rebuild the accelerator with --sems "
+                           f">= {sem_ids}", cause="config")
 
     # -- 2. load ----------------------------------------------------------------------------
     def load(self, binary, xq, *, watchdog: int = 0) -> Layout:
@@ -265,7 +274,7 @@ def run(device: Device, binary, x, *, timeout_s: float = 10.0, poll: bool | None
     xq = _check_input(binary.prog, x)
     acc = Accelerator(device)
     try:
-        acc.check(binary.cfg)
+        acc.check(binary.cfg, sem_ids=binary.sem_ids)
         acc.load(binary, xq, watchdog=watchdog)
         acc.start()
         res = acc.wait(timeout_s=timeout_s, poll=poll)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .isa import SEM_IDS
+
 BUILD = Path("build")
 
 
@@ -285,7 +287,12 @@ def cmd_compile(args):
     except OSError as e:
         raise UserError(f"{args.output}: cannot write ({e.strerror or e})") from None
     print(f"wrote {args.output}: {b.n_instructions} instructions, DRAM image "
-          f"{b.dram.size / 1e6:.2f} MB, config {cfg.describe()}")
+          f"{b.dram.size / 1e6:.2f} MB, {b.sem_ids} semaphore ids, config {cfg.describe()}")
+    if b.sem_ids > SEM_IDS:
+        print(f"note: the Binary uses {b.sem_ids} semaphore ids, more than the {SEM_IDS} of an "
+              f"accelerator built with the default semaphore file: build it with "
+              f"`python -m hw build zcu102 --sems {b.sem_ids}` or more (the runtime refuses "
+              f"the Binary on a smaller file)", file=sys.stderr)
 
 
 def cmd_run(args):

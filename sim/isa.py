@@ -27,7 +27,7 @@ __all__ = ["IsaError", "Instr", "FORMATS", "OPCODES", "UNITS", "BUFS", "REGS", "
            "encode", "decode", "encode_stream", "decode_stream", "WORD_BITS", "unit_of",
            "REG_LIMITS", "Limit", "LIMITS", "LimitError", "check_limit", "WIDTHS",
            "SHAPE_LIMITS", "dw_kernel_ok", "DW_HOLD_EXTRA", "MAX_BLOCK", "BLOCK_OPS",
-           "ATT_BLOCK_OPS",
+           "ATT_BLOCK_OPS", "SEM_IDS",
            "block_unit_ok", "att_s_line", "att_s_pitch", "att_s_bytes", "att_s_offsets",
            "att_kv_fits", "engine_shape", "conv_weight_dims", "conv_weight_bytes",
            "pack_conv_weights", "unpack_conv_weights", "dw_weight_bytes", "pack_dw_weights",
@@ -452,6 +452,15 @@ def wait_passes(ins: "Instr", frame: int, counter) -> bool:
         return True
     return counter(f, ins["sem"]) >= ins["count"]
 
+
+#: semaphore ids (event counters per frame bank) of the accelerator's semaphore file as built
+#: by default (``hw.system.Accelerator(sems=...)``, ``python -m hw build --sems``; the register
+#: ``CONFIG_SEMS`` reports the built count). The ISA's 16-bit ``sem`` field allows 65,536; a
+#: Binary whose largest id is at or above the file's count stops with error ``SEM_RANGE``, so the
+#: runtime refuses it before START (``Binary.sem_ids``). 8,192: compiled for ``zcu102``, B3-R224
+#: uses ids up to 4,118 and B2-R224 up to 2,329 (B0 603, B1 1,311), more than the 2,048 the file
+#: had before (docs/system.md "How many semaphore ids").
+SEM_IDS = 8192
 
 #: frame-fence instructions ``compile(..., stream=True)`` adds to every unit queue
 #: (``sim.compile.streaming.insert_fences``): a SIGNAL where the queue's front and middle end

@@ -20,16 +20,17 @@ from tb.rtl import run_cocotb
 pytestmark = pytest.mark.rtl
 
 
-def _constants(cfg, axi_ports, data_bytes):
+def _constants(cfg, axi_ports, data_bytes, sems):
     return {"CONFIG_HASH.HASH": int(hashlib.sha256(cfg.to_json().encode()).hexdigest()[:8], 16),
             "CONFIG_NMTS.N": cfg.N, "CONFIG_NMTS.M": cfg.M, "CONFIG_NMTS.T": cfg.T,
             "CONFIG_NMTS.S": cfg.S, "CONFIG_L.L": cfg.L, "CONFIG_L.PACKED": int(cfg.dsp_packing),
-            "CONFIG_L.AXI_PORTS": axi_ports, "CONFIG_L.DATA_BYTES": data_bytes}
+            "CONFIG_L.AXI_PORTS": axi_ports, "CONFIG_L.DATA_BYTES": data_bytes,
+            "CONFIG_SEMS.IDS": sems}
 
 
 def test_csr(simulator):
     cfg = PRESETS["paper"]
-    block = RegisterBlock(config=cfg, axi_ports=4, data_bytes=16)
+    block = RegisterBlock(config=cfg, axi_ports=4, data_bytes=16, sems=3000)
     run_cocotb(component=block, name="csr", test_module="tb.system.cocotb_csr",
                simulator=simulator, timeout_s=600,
-               params={"constants": _constants(cfg, 4, 16), "seed": 7, "n": 300})
+               params={"constants": _constants(cfg, 4, 16, 3000), "seed": 7, "n": 300})

@@ -230,3 +230,20 @@ def test_damaged_qmodel_is_one_line_exit_2(case, pattern, qmodel, tmp_path, caps
     line = one_line(capsys.readouterr().err)
     assert str(bad) in line and re.search(pattern, line), line
     assert not out.exists()
+
+
+def test_compile_reports_semaphore_ids_and_a_file_too_small(tmp_path, capsys, monkeypatch):
+    """`python -m sim compile` prints the Binary's semaphore ids (its largest SIGNAL / WAIT id +
+    1, counted here from the saved streams) and warns when they exceed the default file."""
+    src, out = tmp_path / "pw.npz", tmp_path / "pw.bin.npz"
+    pointwise_program(cin=8, cout=4, h=2, w=2).save(src)
+    code, err = sim_main(["compile", str(src), "--config", "small", "-o", str(out)], capsys)
+    assert code == 0 and err == ""
+    b = sc.Binary.load(out)
+    ids = {i.f["sem"] for s in b.streams.values() for i in s if i.op in ("SIGNAL", "WAIT")}
+    assert b.sem_ids == max(ids) + 1
+    monkeypatch.setattr(sim_cli, "SEM_IDS", b.sem_ids - 1)
+    code, err = sim_main(["compile", str(src), "--config", "small", "-o", str(out)], capsys)
+    assert code == 0
+    assert f"uses {b.sem_ids} semaphore ids, more than the {b.sem_ids - 1}" in one_line(err)
+    assert f"--sems {b.sem_ids}" in err

@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: the specification: word name -> (offset, access of the register)
 SPEC_WORDS = {
     "ID": (0x000, RO), "VERSION": (0x004, RO), "CONFIG_HASH": (0x008, RO),
-    "CONFIG_NMTS": (0x00C, RO), "CONFIG_L": (0x010, RO), "CTRL": (0x020, RW),
+    "CONFIG_NMTS": (0x00C, RO), "CONFIG_L": (0x010, RO), "CONFIG_SEMS": (0x014, RO),
+    "CTRL": (0x020, RW),
     "STATUS": (0x024, RO), "IRQ_STATUS": (0x028, W1C), "ERR_CODE": (0x02C, RO),
     "ERR_PC": (0x030, RO), "INSTR_TABLE_LO": (0x040, RW), "INSTR_TABLE_HI": (0x044, RW),
     "DATA_BASE_LO": (0x048, RW), "DATA_BASE_HI": (0x04C, RW), "DATA_SIZE": (0x050, RW),
@@ -41,6 +42,7 @@ SPEC_FIELDS = {
     ("CONFIG_NMTS", "T"): (16, 8, RO, None), ("CONFIG_NMTS", "S"): (24, 8, RO, None),
     ("CONFIG_L", "L"): (0, 8, RO, None), ("CONFIG_L", "PACKED"): (8, 1, RO, None),
     ("CONFIG_L", "AXI_PORTS"): (9, 3, RO, None), ("CONFIG_L", "DATA_BYTES"): (16, 8, RO, None),
+    ("CONFIG_SEMS", "IDS"): (0, 17, RO, None),
     ("CTRL", "START"): (0, 1, W1P, 0), ("CTRL", "SOFT_RESET"): (1, 1, W1P, 0),
     ("CTRL", "IRQ_EN"): (2, 1, RW, 0),
     ("STATUS", "BUSY"): (0, 1, RO, 0), ("STATUS", "DONE"): (1, 1, RO, 0),
@@ -63,7 +65,7 @@ def test_map_matches_the_specification():
         f = REGMAP[reg].field(name)
         assert (f.lsb, f.width, f.access, f.reset) == (lsb, width, access, reset), (reg, name)
     assert REGMAP.field_of("ID.ID").reset == int.from_bytes(b"TVIT", "big") == 0x54564954
-    assert REGMAP.field_of("VERSION.VERSION").reset == REGMAP.version == 2
+    assert REGMAP.field_of("VERSION.VERSION").reset == REGMAP.version == 3
     assert {c.value: c.name for c in ERROR_CODES} == SPEC_ERRORS
     assert ErrCode.WATCHDOG == 4 and ErrCode(7).name == "SEM_RANGE"
     assert REGMAP.error_text(2).startswith("DMA outside the data window")
@@ -87,6 +89,12 @@ def test_config_hash_and_constants():
     with pytest.raises(ValueError, match="data_bytes"):
         config_constants(PRESETS["paper"], data_bytes=256)
     assert config_constants(PRESETS["paper"].replace(L=64))["CONFIG_L.L"] == 64  # largest L
+    # the semaphore file: 8192 ids by default, 65536 (the ISA's 16-bit sem field) at most
+    assert c["CONFIG_SEMS.IDS"] == 8192
+    assert config_constants(PRESETS["paper"], sems=1 << 16)["CONFIG_SEMS.IDS"] == 65536
+    for bad in (0, (1 << 16) + 1):
+        with pytest.raises(ValueError, match="sems"):
+            config_constants(PRESETS["paper"], sems=bad)
 
 
 def _reg(name="R", offset=0, access=RW, fields=None, **kw):
@@ -153,7 +161,7 @@ def test_markdown_is_committed_and_complete():
 
 def _expected_constants():
     """Every constant the header and the module must hold, from the map's objects."""
-    want = {"REGMAP_VERSION": 2, "REGMAP_SIZE": 4096}
+    want = {"REGMAP_VERSION": 3, "REGMAP_SIZE": 4096}
     for n, off, r, _ in REGMAP.words():
         want[n] = off
     for r in REGMAP:
@@ -164,7 +172,7 @@ def _expected_constants():
             stem = r.name if f.name == r.name else f"{r.name}_{f.name}"
             want[f"{stem}_SHIFT"] = f.lsb
             want[f"{stem}_MASK"] = ((1 << f.width) - 1) << f.lsb
-    want["ID_VALUE"], want["VERSION_VALUE"] = 0x54564954, 2
+    want["ID_VALUE"], want["VERSION_VALUE"] = 0x54564954, 3
     for v, n in SPEC_ERRORS.items():
         want[f"ERR_{n}"] = v
     return want

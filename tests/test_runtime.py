@@ -20,7 +20,7 @@ from sim import golden, zoo
 from sim.compile.layout import pack, tensor_layout
 from sim.config import PRESETS
 from sim.image import instruction_image, parse_table
-from sim.isa import encode
+from sim.isa import SEM_IDS, encode
 
 CFG = PRESETS["small"].replace(L=1)
 
@@ -180,12 +180,13 @@ class ScriptedAccel(Device):
     """Registers as plain words; on START it plays ``script`` (a list of IRQ_STATUS events with
     the STATUS / ERR_CODE / HOST_INSTR to show), one per interrupt."""
 
-    def __init__(self, *, cfg, script, irq=True, ident=ID_MAGIC):
+    def __init__(self, *, cfg, script, irq=True, ident=ID_MAGIC, sems=SEM_IDS):
         super().__init__()
         self.w = {off: 0 for off in _words().values()}
         self.w[_words()["ID"]] = ident
         self.w[_words()["VERSION"]] = REGMAP_VERSION
         self.w[_words()["CONFIG_HASH"]] = config_hash(cfg)
+        self.w[_words()["CONFIG_SEMS"]] = sems
         self.buffer_addr, self.buffer_size = 0x4000_0000, 1 << 20
         self.buf = bytearray(self.buffer_size)
         self.script, self.started, self.acks, self.log = list(script), 0, 0, []
@@ -280,6 +281,23 @@ def test_run_refuses_another_config(tiny):
     with pytest.raises(runtime.RunError, match="compiled for another config") as e:
         runtime.run(dev, binary, x)
     assert e.value.cause == "config" and dev.started == 0
+
+
+def test_run_refuses_a_binary_with_more_semaphore_ids_than_the_file(tiny):
+    binary, x = tiny
+    # the ids the Binary's SIGNAL / WAIT name, counted here from the decoded streams
+    used = {i.f["sem"] for s in binary.streams.values() for i in s if i.op in ("SIGNAL", "WAIT")}
+    assert binary.sem_ids == max(used) + 1 > 1
+    dev = ScriptedAccel(cfg=CFG, script=[], sems=binary.sem_ids - 1)
+    with pytest.raises(runtime.RunError, match=rf"uses {binary.sem_ids} semaphore ids.* has "
+                                               rf"{binary.sem_ids - 1} \(CONFIG_SEMS\)") as e:
+        runtime.run(dev, binary, x)
+    assert e.value.cause == "config" and dev.started == 0
+    assert "\n" not in str(e.value)
+    # exactly enough ids: started
+    done = {"IRQ_STATUS": _irq("DONE"), "STATUS": _st("DONE")}
+    dev = ScriptedAccel(cfg=CFG, script=[done], sems=binary.sem_ids)
+    assert runtime.run(dev, binary, x).status == "done" and dev.started == 1
 
 
 def test_run_refuses_no_accelerator(tiny):

@@ -46,6 +46,8 @@ import os
 import time
 from pathlib import Path
 
+from sim.isa import SEM_IDS
+
 __all__ = ["write_zcu102", "top_verilog", "bd_tcl", "build_tcl", "top_ports", "REGS_BASE",
            "VIVADO_VERSIONS", "BoardError", "PL_PS_IRQ0_SPI", "HP_PORTS"]
 
@@ -395,7 +397,7 @@ def _verilog_key(cfg, sems: int, hierarchy: bool = True, axi_ports: int = 1) -> 
     return h.hexdigest()[:16]
 
 
-def write_zcu102(config, *, outdir, sems: int = 2048, buffer_bytes: int = 64 << 20,
+def write_zcu102(config, *, outdir, sems: int = SEM_IDS, buffer_bytes: int = 64 << 20,
                  command: str | None = None, cache_dir=None, hierarchy: bool = True,
                  axi_ports: int = 1) -> dict:
     """Write the ZCU102 build tree of the accelerator for ``config`` (an AccelConfig or a

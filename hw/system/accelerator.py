@@ -34,7 +34,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from sim.image import CORE_QUEUE_UNITS, n_queues
-from sim.isa import BUFS, UNITS as ISA_UNITS
+from sim.isa import BUFS, SEM_IDS, UNITS as ISA_UNITS
 from sim.funcsim import GLOBAL_UNITS
 
 from ..core import Core
@@ -80,7 +80,9 @@ class Accelerator(wiring.Component):
         not the design's); a string is read by ``AccelConfig.from_string`` (``paper``,
         ``small:L=2``, JSON).
     sems : int, 1..65536
-        Event counters in the semaphore file (a Binary using a larger id stops with error 7).
+        Event counters (ids) per frame bank of the semaphore file (default ``sim.isa.SEM_IDS``,
+        reported in ``CONFIG_SEMS``; a Binary using a larger id stops with error 7, and the
+        runtime refuses it before START).
     queue_depth : int
         Instruction FIFO words per unit queue (power of two, 2..64).
     fetch_burst, dma_burst : int, 1..256
@@ -129,7 +131,7 @@ class Accelerator(wiring.Component):
     irq : Out(1)   level interrupt
     """
 
-    def __init__(self, *, config="paper", sems: int = 2048, queue_depth: int = 16,
+    def __init__(self, *, config="paper", sems: int = SEM_IDS, queue_depth: int = 16,
                  fetch_burst: int = 16, dma_burst: int = 64, dma_outstanding: int = 4,
                  addr_width: int = 40, axi_ports: int = 1, buffers: str = "behavioural",
                  banks: int = 8, word: int = 8, hierarchy: bool = False):
@@ -221,7 +223,7 @@ class Accelerator(wiring.Component):
 
         # -- the register block (not reset by a run) ------------------------------------------
         m.submodules.csr = csr = RegisterBlock(config=cfg, axi_ports=self.axi_ports,
-                                               data_bytes=LINE)
+                                               data_bytes=LINE, sems=self.sems)
         wiring.connect(m, wiring.flipped(self.s_axi), csr.bus)
         m.d.comb += self.irq.eq(csr.irq)
         table_base = csr.instr_table_addr[:A]

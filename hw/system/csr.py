@@ -28,6 +28,8 @@ from amaranth.hdl import C, Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from sim.isa import SEM_IDS
+
 from ..params import check_int
 from .axi import RESP_OKAY, RESP_SLVERR, axi4_lite_signature
 from .regmap import REGMAP, RO, RW, W1C, W1P, RegisterMap, config_constants
@@ -42,10 +44,13 @@ class RegisterBlock(wiring.Component):
     -------------------------
     config : sim.config.AccelConfig or None
         The config the accelerator is built for: fills the map's build-time constants
-        (``CONFIG_HASH``, ``CONFIG_NMTS``, ``CONFIG_L``) with
+        (``CONFIG_HASH``, ``CONFIG_NMTS``, ``CONFIG_L``, ``CONFIG_SEMS``) with
         :func:`~hw.system.regmap.config_constants`. Required for :data:`REGMAP`.
     axi_ports, data_bytes : int
         The DMA's AXI4 master ports (1..4) and bytes per beat, reported in ``CONFIG_L``.
+    sems : int
+        Semaphore ids of the accelerator's semaphore file (1..65536), reported in
+        ``CONFIG_SEMS`` (default ``sim.isa.SEM_IDS``).
     constants : dict or None
         ``"REG.FIELD"`` -> value of constant fields, overriding those from ``config`` (for maps
         other than :data:`REGMAP`).
@@ -72,7 +77,8 @@ class RegisterBlock(wiring.Component):
     """
 
     def __init__(self, *, config=None, axi_ports: int = 1, data_bytes: int = 16,
-                 constants: dict | None = None, regmap: RegisterMap = REGMAP,
+                 sems: int = SEM_IDS, constants: dict | None = None,
+                 regmap: RegisterMap = REGMAP,
                  addr_width: int = 12):
         if not isinstance(regmap, RegisterMap):
             raise TypeError(f"regmap must be a RegisterMap, got {type(regmap).__name__}")
@@ -82,7 +88,8 @@ class RegisterBlock(wiring.Component):
             if regmap is not REGMAP:
                 raise ValueError("config fills REGMAP's constants; give constants= for another "
                                  "register map")
-            values.update(config_constants(config, axi_ports=axi_ports, data_bytes=data_bytes))
+            values.update(config_constants(config, axi_ports=axi_ports, data_bytes=data_bytes,
+                                           sems=sems))
         for path, v in (constants or {}).items():
             f = regmap.field_of(path)
             if not f.const:

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import math
 
+from sim.isa import SEM_IDS
+
 __all__ = ["accelerator_parts", "estimate_accelerator", "TABLE_III", "METHODS"]
 
 #: how the accelerator is split for synthesis (``estimate_accelerator(method=...)``)
@@ -42,7 +44,7 @@ METHODS = ("parts", "top")
 TABLE_III = {"LUT": 130628, "FF": 152819, "DSP48E2": 1024, "BRAM36": 162}
 
 
-def accelerator_parts(cfg, *, sems: int = 2048, buffers: str = "behavioural",
+def accelerator_parts(cfg, *, sems: int = SEM_IDS, buffers: str = "behavioural",
                       banks: int = 8) -> list:
     """``[(name, count, component)]``: what one Accelerator for ``cfg`` is made of (the global
     buffers excepted unless ``buffers="banked"``)."""
@@ -150,7 +152,7 @@ def _estimate_top(cfg, *, sems, buffers, banks, progress, estimate_verilog=None)
     return rows + (_rows_by_size(cfg) if buffers == "behavioural" else [])
 
 
-def estimate_accelerator(cfg, *, sems: int = 2048, estimator=None, progress=None,
+def estimate_accelerator(cfg, *, sems: int = SEM_IDS, estimator=None, progress=None,
                          buffers: str = "behavioural", banks: int = 8,
                          method: str = "parts", estimate_verilog=None) -> dict:
     """Estimate the accelerator and add the rows up; returns ``{"parts": [...], "total":

@@ -495,7 +495,7 @@ class RegisterMap:
 # -- the accelerator's map ---------------------------------------------------------------------
 
 ID_MAGIC = 0x54564954      #: ``ID``: "TVIT" in ASCII
-REGMAP_VERSION = 2         #: ``VERSION``: bump on any change of the map
+REGMAP_VERSION = 3         #: ``VERSION``: bump on any change of the map
 
 #: values of ``ERR_CODE.CODE`` (the first error stops the accelerator; 0 = none)
 ERROR_CODES = (
@@ -553,6 +553,10 @@ def _regs():
         _f("AXI_PORTS", 9, 3, doc="AXI4 master ports of the DMA (1..4).", **c),
         _f("DATA_BYTES", 16, 8, doc="Bytes per beat of the AXI4 master ports.", **c)],
         "Core count and memory interface as built.")
+    yield Register("CONFIG_SEMS", 0x014, RO, [
+        _f("IDS", 0, 17, doc=("Semaphore ids per frame bank of the semaphore file (a Binary "
+                              "using an id at or above it stops with SEM_RANGE)."), **c)],
+        "Semaphore file as built.")
     yield Register("CTRL", 0x020, RW, [
         _f("START", 0, 1, W1P, doc="Start the Binary at INSTR_TABLE (error START_BUSY if "
                                    "busy)."),
@@ -617,16 +621,20 @@ def config_hash(cfg) -> int:
     return int(hashlib.sha256(cfg.to_json().encode()).hexdigest()[:8], 16)
 
 
-def config_constants(cfg, *, axi_ports: int = 1, data_bytes: int = 16) -> dict[str, int]:
+def config_constants(cfg, *, axi_ports: int = 1, data_bytes: int = 16,
+                     sems: int = isa.SEM_IDS) -> dict[str, int]:
     """The values of :data:`REGMAP`'s build-time constants (``"REG.FIELD"`` -> int) for an
     accelerator built for ``cfg`` with ``axi_ports`` AXI4 master ports (1..4) of
-    ``data_bytes`` bytes per beat (a power of two, 4..128)."""
+    ``data_bytes`` bytes per beat (a power of two, 4..128) and a semaphore file of ``sems``
+    ids (1..65536)."""
     check_int("axi_ports", axi_ports, 1, 4)
     check_pow2("data_bytes", data_bytes, lo=4, hi=128)
+    check_int("sems", sems, 1, 1 << 16)
     vals = {"CONFIG_HASH.HASH": config_hash(cfg),
             "CONFIG_NMTS.N": cfg.N, "CONFIG_NMTS.M": cfg.M, "CONFIG_NMTS.T": cfg.T,
             "CONFIG_NMTS.S": cfg.S, "CONFIG_L.L": cfg.L, "CONFIG_L.PACKED": int(cfg.dsp_packing),
-            "CONFIG_L.AXI_PORTS": axi_ports, "CONFIG_L.DATA_BYTES": data_bytes}
+            "CONFIG_L.AXI_PORTS": axi_ports, "CONFIG_L.DATA_BYTES": data_bytes,
+            "CONFIG_SEMS.IDS": sems}
     for path, v in vals.items():
         f = REGMAP.field_of(path)
         if not 0 <= v < (1 << f.width):

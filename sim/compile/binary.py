@@ -44,6 +44,14 @@ class Binary:
     def n_instructions(self) -> int:
         return sum(len(s) for s in self.streams.values())
 
+    @property
+    def sem_ids(self) -> int:
+        """Semaphore ids the Binary uses: its largest SIGNAL / WAIT id + 1 (0 without any);
+        the semaphore file of the accelerator that runs it needs at least this many
+        (``sim.isa.SEM_IDS`` by default, the ``CONFIG_SEMS`` register as built)."""
+        return 1 + max((i.f["sem"] for s in self.streams.values() for i in s
+                        if i.op in ("SIGNAL", "WAIT")), default=-1)
+
     def write_input(self, dram: np.ndarray, x) -> None:
         """Store the integer image ``x`` (already checked against the input tensor) at the input
         tensor's place in the DRAM image ``dram`` (one byte per element, two's complement, in the

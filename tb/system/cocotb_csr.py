@@ -133,10 +133,11 @@ async def constants_and_rw_registers(dut):
     b = Bench(dut, params())
     await b.start()
     c = b.p["constants"]
-    for name in ("ID", "VERSION", "CONFIG_HASH", "CONFIG_NMTS", "CONFIG_L"):
+    for name in ("ID", "VERSION", "CONFIG_HASH", "CONFIG_NMTS", "CONFIG_L", "CONFIG_SEMS"):
         await b.read(REGMAP[name].offset)
     assert await b.read(REGMAP["ID"].offset) == 0x54564954
     assert await b.read(REGMAP["CONFIG_HASH"].offset) == c["CONFIG_HASH.HASH"]
+    assert await b.read(REGMAP["CONFIG_SEMS"].offset) == c["CONFIG_SEMS.IDS"]
     rw_words = [(n, off) for n, off, r, _ in REGMAP.words()
                 if any(f.access == RW for f in r.fields)]
     assert {n for n, _ in rw_words} >= {"INSTR_TABLE_LO", "INSTR_TABLE_HI", "DATA_BASE_LO",
@@ -213,7 +214,7 @@ async def w1p_w1c_irq_and_unmapped(dut):
     await b.check_irq_and_pulses()
     assert int(dut.irq.value) == 0
     mapped = {off for _, off, _, _ in REGMAP.words()}
-    for a in (0x014, 0x03C, 0x074, 0x0FC, 0x140, 0x800, 0xFFC):
+    for a in (0x018, 0x03C, 0x074, 0x0FC, 0x140, 0x800, 0xFFC):
         assert a not in mapped
         await b.write(a, 0xFFFFFFFF)                    # model: SLVERR
         await b.read(a)

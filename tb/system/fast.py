@@ -31,6 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.params import check_int, check_pow2
 from hw.system.axi import axi4_lite_signature
+from sim.isa import SEM_IDS
 
 from .axi_mem import STORAGES, AxiMemory
 
@@ -51,7 +52,7 @@ PAPER16 = "paper:dram_bytes_per_cycle=16"
 #: Verilator build (most of an hour): a memory for B1-R224's 17.6 MB, the board build's semaphore
 #: file, a 1 KiB debug port (loading costs one clock cycle of the whole design per access) and
 #: the C++ at -O1
-PAPER16_BUILD = dict(mem_bytes=32 << 20, sems=2048, dbg_words=64, opt=1)
+PAPER16_BUILD = dict(mem_bytes=32 << 20, sems=SEM_IDS, dbg_words=64, opt=1)
 
 
 def memory_bytes(binary) -> int:
