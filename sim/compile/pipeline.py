@@ -284,19 +284,17 @@ def _compile_one(prog, cfg, fuse, attn_onchip, prefetch, stream, block) -> Binar
     sizes = ctx.sched.group_sizes
     reserve = reserve_groups(ctx.prog, cfg, sizes, ctx.sched.group_layers,
                              cfg.buf_c_bytes - 2 * ctx.sched.C.size)
-    binary = _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve)
+    binary, cycles = _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve)
     if len(reserve) >= RESERVE_MIN_TRIAL:
         # the timed run decides how much of the reservation pays: every reserved group's
         # transfer must find LD idle time before the head, and beyond some amount they delay
         # the layers whose gaps they fill (B1-R224 at C = 2 MiB: 1.86 MB reserved 346,540
         # cycles, 1.30 MB 344,838); try shorter prefixes, keep the fewest cycles (ties: more)
-        from ..perf import simulate
         order = sorted(reserve)
-        best, best_cycles = binary, simulate(binary).cycles
+        best, best_cycles = binary, cycles
         for frac in RESERVE_TRIALS:
-            b = _arena(prog, cfg, fuse, attn_onchip, block, sizes,
-                       frozenset(order[:int(len(order) * frac)]))
-            c = simulate(b).cycles
+            b, c = _arena(prog, cfg, fuse, attn_onchip, block, sizes,
+                          frozenset(order[:int(len(order) * frac)]))
             if c < best_cycles:
                 best, best_cycles = b, c
         binary = best
@@ -315,7 +313,7 @@ RESERVE_MIN_TRIAL = 8
 HOIST_PASSES = 4
 
 
-def _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve) -> Binary:
+def _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve) -> tuple[Binary, int]:
     """The prefetch emission: the weight arena with ``reserve`` (group indices) at its top,
     then the LD hoist (:func:`~.prefetch.hoist_weight_loads`), repeated from a new timed run
     while it pays (:data:`HOIST_PASSES`). One pass places every group by the gaps of the run
@@ -323,13 +321,14 @@ def _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve) -> Binary:
     than they took, and a gap whose wait they shortened opens later, e.g. the host
     LayerNorm's before the head's second linear on B1-R224), so a group that found no room in
     one pass may find it in the next. Reserved groups may pass other groups in the first pass
-    only (later passes keep the order the first one gave them)."""
-    from ..perf import simulate
+    only (later passes keep the order the first one gave them). Returns the Binary and its
+    cycles in the cycle model: each Binary is timed once (:func:`~.prefetch.ld_times`, whose
+    run both judges a pass and gives the next pass its gaps)."""
     ctx = _emitted(prog, cfg, fuse, attn_onchip, (sizes, reserve), block=block)
     binary = assemble(ctx)
-    cycles = None
+    idle, fired, ends, cycles = ld_times(binary)
+    hoisted = False                     # (the first pass is kept whatever its cycles)
     for k in range(HOIST_PASSES):
-        idle, fired, ends = ld_times(binary)
         g, t, moved = hoist_weight_loads(binary.streams, binary.tags, idle,
                                          cfg.dram_bytes_per_cycle,
                                          reserved=ctx.sched.C.reserve if k == 0 else (),
@@ -338,12 +337,13 @@ def _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve) -> Binary:
             break
         old = binary.streams["global"], binary.tags["global"]
         binary.streams["global"], binary.tags["global"] = g, t
-        c = simulate(binary).cycles
-        if cycles is not None and c >= cycles:
+        n_idle, n_fired, n_ends, c = ld_times(binary)
+        if hoisted and c >= cycles:
             binary.streams["global"], binary.tags["global"] = old
             break
-        cycles = c
-    return binary
+        hoisted = True
+        idle, fired, ends, cycles = n_idle, n_fired, n_ends, c
+    return binary, cycles
 
 
 def default_prefetch(cfg: AccelConfig, *, stream: bool = False, layout: str = "planar"

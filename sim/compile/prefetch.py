@@ -326,15 +326,16 @@ def _ld_waits(binary, tr) -> tuple[dict, dict]:
     return idle, ends
 
 
-def ld_times(binary) -> tuple[dict, dict, dict]:
-    """From one timed run of ``binary`` (:func:`sim.perf.simulate`): ``(idle, fired, ends)``:
-    :func:`ld_idle`'s gaps, the cycle each semaphore's last SIGNAL executed (``fired``), and
-    for each LD ``WAIT`` of the global stream (by index) the cycle it was consumed
-    (``ends``)."""
+def ld_times(binary) -> tuple[dict, dict, dict, int]:
+    """From one timed run of ``binary`` (:func:`sim.perf.simulate`): ``(idle, fired, ends,
+    cycles)``: :func:`ld_idle`'s gaps, the cycle each semaphore's last SIGNAL executed
+    (``fired``), for each LD ``WAIT`` of the global stream (by index) the cycle it was
+    consumed (``ends``), and the run's cycles (``simulate(binary).cycles``: the hoist's
+    caller judges a pass by them without timing the Binary again)."""
     from ..funcsim import build_queues
     from ..perf import simulate
     tr = []
-    simulate(binary, trace=tr)
+    cycles = simulate(binary, trace=tr).cycles
     queues = build_queues(binary)
     pos = {k: 0 for k in queues}
     fired = {}
@@ -344,7 +345,7 @@ def ld_times(binary) -> tuple[dict, dict, dict]:
         if op == "SIGNAL":
             fired[ins.f["sem"]] = max(fired.get(ins.f["sem"], 0), t0)
     idle, ends = _ld_waits(binary, tr)
-    return idle, fired, ends
+    return idle, fired, ends, cycles
 
 
 def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64,
