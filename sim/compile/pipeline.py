@@ -380,38 +380,70 @@ def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None, block=0) -> Co
 
 
 def _stream_plan(ctx: Context, chains: dict, att, cycles) -> StreamPlan:
-    """The phases of :mod:`.streaming`; a fused chain of the front or the tail whose weights do
-    not fit that phase's C slot is dropped (``chains`` is updated), and the resident tensors
-    chosen again without it, until the plan is stable."""
+    """The phases of :mod:`.streaming`, degrading the fusion plan where it does not fit them
+    rather than refusing the program: a fused chain that crosses a boundary
+    (``StreamPlan.cut``) or whose weights do not fit its phase's C slot is dropped (``chains``
+    is updated; its layers are emitted one by one), a tensor kept in a B slot across a
+    boundary or too large for its phase's B slot goes through DRAM (a context module's
+    tensors, :mod:`.attctx`, all of that module's at once), and the resident tensors are
+    chosen again, until the plan is stable. ``ctx.res`` gets the final plan."""
+    from .streaming import c_slot
     prog, cfg = ctx.prog, ctx.cfg
+    pos = {n.name: i for i, n in enumerate(prog.nodes)}
+    prod = {n.output: i for i, n in enumerate(prog.nodes)}
+    att_keep = dict(att.keep) if att is not None else {}
+    groups = _att_groups(prog, att_keep)
+    dropped = set()                         # kept tensors that go through DRAM instead
+
+    def drop_tensor(t):
+        dropped.update(groups.get(t, {t}))
     while True:
         plan = plan_stream(prog, cfg, chains, ctx.res.keep, cycles)
-        pos = {n.name: i for i, n in enumerate(prog.nodes)}
-        drop = []
+        drop = {w for k, w in plan.cut if k == "chain"}
+        for t in (w for k, w in plan.cut if k == "keep"):
+            drop_tensor(t)
         for first, ch in chains.items():
             ph = plan.phase(pos[first])
-            if ph != "middle":
-                lo, hi = plan.regions[ph]["C"]
-                if chain_weight_bytes(ch, cfg) > Slots(c_slot_bytes(hi - lo), 2, lo,
-                                                       align=64).size:
-                    drop.append(first)
-        if not drop:
-            break
-        for first in drop:
-            del chains[first]
-        keep = find_resident(prog, ctx.layout.alias, chains, ctx.sched.B.size)
-        if att is not None:
-            keep.update(att.keep)
-        ctx.res.keep = keep
-    if att is not None:
-        for t in att.keep:
-            i = next(i for i, n in enumerate(prog.nodes) if n.output == t)
-            ph = plan.phase(i)
+            if ph != "middle" and chain_weight_bytes(ch, cfg) > c_slot(plan.regions[ph]["C"]):
+                drop.add(first)
+        for t in ctx.res.keep:
+            ph = plan.phase(prod[t]) if t in prod else "middle"
             if ph != "middle":
                 lo, hi = plan.regions[ph]["B"]
                 if int(np.prod(prog.tensors[t].shape)) > Slots(hi - lo, B_SLOTS, lo,
                                                                 align=64).size:
-                    raise CompileError(f"stream: context-module tensor {t!r} is kept on chip"
-                                       f" in the {ph} and does not fit its B slot; compile "
-                                       "with attn_onchip=False")
+                    drop_tensor(t)
+        drop &= set(chains)
+        if not drop and not (dropped & set(ctx.res.keep)):
+            break
+        for first in drop:
+            del chains[first]
+        keep = find_resident(prog, ctx.layout.alias, chains, ctx.sched.B.size)
+        keep.update(att_keep)
+        ctx.res.keep = {t: v for t, v in keep.items() if t not in dropped}
+    ctx.res.pipe -= dropped
+    ctx.res.pipe_in -= dropped
     return plan
+
+
+def _att_groups(prog: IntProgram, keep: dict) -> dict:
+    """tensor -> the tensors of its context module among ``keep`` (:mod:`.attctx`'s plan):
+    those whose spans from producer to last reader overlap, transitively; they stay on chip
+    together or not at all."""
+    from .streaming import _producers, _reads
+    prod = _producers(prog)
+    last = {}
+    for i, n in enumerate(prog.nodes):
+        for t in _reads(n):
+            last[t] = i
+    spans = sorted((prod[t], last.get(t, prod[t]), t) for t in keep if t in prod)
+    out, cur, end = {}, [], -1
+    for a, e, t in spans + [(len(prog.nodes) + 1, 0, None)]:
+        if cur and a > end:
+            g = frozenset(cur)
+            out.update(dict.fromkeys(cur, g))
+            cur, end = [], -1
+        if t is not None:
+            cur.append(t)
+            end = max(end, e)
+    return out
