@@ -70,7 +70,6 @@ def cmd_perf(args):
     if (args.contexts > 1 or args.no_frame_hazards) and args.frames < 2:
         raise UserError("--contexts and --no-frame-hazards are streaming what-ifs: they need "
                         "--frames >= 2")
-    _check_stream(args)
     if args.phase_fences and (args.no_frame_hazards or not args.stream or args.frames < 2):
         raise UserError("--phase-fences needs --stream and --frames >= 2 (and not "
                         "--no-frame-hazards)")
@@ -177,7 +176,6 @@ def cmd_table7(args):
     cfg = _cfg(args.config)
     models = _models(args.models) if args.models else list(TABLE7_MODELS)
     _check_frames(args.frames)
-    _check_stream(args)
     if args.contexts < 1:
         raise UserError(f"--contexts must be >= 1, got {args.contexts}")
     rows = table7_rows(cfg, models, seed=args.seed, progress=not args.json, frames=args.frames,
@@ -206,12 +204,6 @@ def _models(spec):
         except (ValueError, TypeError) as e:
             raise UserError(f"--models: {e}") from None
     return models
-
-
-def _check_stream(args):
-    if args.stream and args.prefetch is True:
-        raise UserError("--stream and --prefetch cannot be combined (the prefetch's weight "
-                        "arena spans the whole of buffer C)")
 
 
 def _check_frames(frames):

@@ -135,6 +135,36 @@ def test_frames_back_to_back_run_like_golden(cfg_name, order):
     assert [_same(g, r) for g, r in zip(got, refs)] == [True] * 3
 
 
+@pytest.mark.parametrize("cfg_name", ["paper", "zcu102"])
+def test_frames_back_to_back_with_the_prefetch_arena(cfg_name):
+    """compile(..., stream=True, prefetch=True): the weight arena in the tail's part of C, the
+    LD hoist above the fences: three frames in both orders == golden."""
+    prog, _ = _prog("tiny")
+    b = compile_(prog, AccelConfig.from_string(cfg_name), stream=True, prefetch=True)
+    xs = _inputs(3)
+    refs = [golden.run(prog, x) for x in xs]
+    for order in ("oldest", "youngest"):
+        got = run_frames(b, xs, order=order)
+        assert [_same(g, r) for g, r in zip(got, refs)] == [True] * 3, order
+
+
+def test_b0_r64_frames_back_to_back_run_like_golden():
+    """A zoo network (B0 at 64 x 64: stem block, fused chains, context modules on chip, the
+    head) compiled with stream=True on `zcu102` (with its default weight prefetch arena) and
+    on `paper`: three frames, two contexts, both orders, every frame == golden (about 40 s)."""
+    from sim import zoo
+    prog = zoo.build("b0-r64", seed=0)
+    xs = [golden.quantize_input(zoo.random_image(64, seed=s), prog.tensors[prog.inputs[0]])
+          for s in (1, 2, 3)]
+    refs = [golden.run(prog, x) for x in xs]
+    assert not _same(refs[1], refs[2])
+    for cfg_name, order in (("zcu102", "oldest"), ("paper", "youngest")):
+        b = compile_(prog, AccelConfig.from_string(cfg_name), stream=True)
+        assert {ly.get("phase") for ly in b.layers} == {"front", "middle", "tail"}
+        got = run_frames(b, xs, order=order)
+        assert [_same(g, r) for g, r in zip(got, refs)] == [True] * 3, cfg_name
+
+
 def _outcome(b, xs, refs, **kw):
     try:
         got = run_frames(b, xs, **kw)

@@ -26,6 +26,8 @@ layout.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..config import AccelConfig
@@ -163,7 +165,9 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
         ctx.em.layer = li
         if stream is not None and stream.phase(li) != phase:
             phase = stream.phase(li)
-            ctx.sched.use_regions(stream.regions.get(phase, {}))
+            ctx.sched.use_regions(stream.regions.get(phase, {}),
+                                  arena=stream.arena and phase != "front")
+            ctx.sched.phase = phase
             ctx.em.layer = li
         info = dict(name=n.name, kind=n.kind, op=n.op, tiles=0)
         ctx.layers.append(info)
@@ -246,9 +250,6 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
                                "blocked layout stores the input padded to whole blocks)")
         stem = "taps"
         block = check_blocked(prog, cfg)
-    if stream and prefetch:
-        raise ValueError("stream=True is not combined with prefetch=True (the weight arena "
-                         "spans the whole of buffer C)")
     if stem == "auto":
         stem, probe = choose_stem(prog, cfg)
     unfolded = unfold_stem(prog) if stem == "im2col" else None
@@ -272,33 +273,49 @@ def _compile_one(prog, cfg, fuse, attn_onchip, prefetch, stream, block) -> Binar
         from ..perf import simulate
         cycles = [lp.cycles for lp in simulate(
             assemble(_emitted(prog, cfg, fuse, attn_onchip, False, block=block))).layers]
-    ctx = _emitted(prog, cfg, fuse, attn_onchip, False, cycles, block=block)
+    # with the prefetch the middle and the tail share the arena's part of C (the front's two
+    # slots apart): this first emission cuts the middle's C slots from the same region, so
+    # that its weight groups are the arena emission's
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, False, cycles, block=block,
+                   arena=bool(prefetch))
     if not prefetch:
         binary = assemble(ctx)
         if stream:
-            insert_restores(binary)
-            insert_fences(binary)
+            _stream_fences(binary)
         return binary
     # the weight groups' sizes (they do not depend on where C holds them) let the arena place
-    # each group so that the next one fits beside it: emit again with the plan
-    sizes = ctx.sched.group_sizes
-    reserve = reserve_groups(ctx.prog, cfg, sizes, ctx.sched.group_layers,
-                             cfg.buf_c_bytes - 2 * ctx.sched.C.size)
-    binary, cycles = _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve)
+    # each group so that the next one fits beside it: emit again with the plan (with stream,
+    # the arena's groups only: the front's go to their own slots)
+    arena = ctx.sched.group_arena
+    sizes = [n for n, a in zip(ctx.sched.group_sizes, arena) if a]
+    layers = [li for li, a in zip(ctx.sched.group_layers, arena) if a]
+    total = cfg.buf_c_bytes if ctx.stream is None else (
+        ctx.stream.regions["tail"]["C"][1] - ctx.stream.regions["tail"]["C"][0])
+    reserve = reserve_groups(ctx.prog, cfg, sizes, layers, total - 2 * ctx.sched.C.size)
+    binary, c = _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve, cycles)
     if len(reserve) >= RESERVE_MIN_TRIAL:
         # the timed run decides how much of the reservation pays: every reserved group's
         # transfer must find LD idle time before the head, and beyond some amount they delay
         # the layers whose gaps they fill (B1-R224 at C = 2 MiB: 1.86 MB reserved 346,540
         # cycles, 1.30 MB 344,838); try shorter prefixes, keep the fewest cycles (ties: more)
         order = sorted(reserve)
-        best, best_cycles = binary, cycles
+        best, best_cycles = binary, c
         for frac in RESERVE_TRIALS:
             b, c = _arena(prog, cfg, fuse, attn_onchip, block, sizes,
-                          frozenset(order[:int(len(order) * frac)]))
+                          frozenset(order[:int(len(order) * frac)]), cycles)
             if c < best_cycles:
                 best, best_cycles = b, c
         binary = best
+    if stream:
+        _stream_fences(binary)
     return binary
+
+
+def _stream_fences(binary):
+    """The streaming pass's last steps on an assembled Binary: the register restores where two
+    frames' queues may interleave, then the frame fences (:mod:`.streaming`)."""
+    insert_restores(binary)
+    insert_fences(binary)
 
 
 #: the fractions of the reserved groups (:func:`~.prefetch.reserve_groups`, a prefix of them)
@@ -313,7 +330,8 @@ RESERVE_MIN_TRIAL = 8
 HOIST_PASSES = 4
 
 
-def _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve) -> tuple[Binary, int]:
+def _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve, stream=None
+           ) -> tuple[Binary, int]:
     """The prefetch emission: the weight arena with ``reserve`` (group indices) at its top,
     then the LD hoist (:func:`~.prefetch.hoist_weight_loads`), repeated from a new timed run
     while it pays (:data:`HOIST_PASSES`). One pass places every group by the gaps of the run
@@ -323,16 +341,30 @@ def _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve) -> tuple[Binary,
     one pass may find it in the next. Reserved groups may pass other groups in the first pass
     only (later passes keep the order the first one gave them). Returns the Binary and its
     cycles in the cycle model: each Binary is timed once (:func:`~.prefetch.ld_times`, whose
-    run both judges a pass and gives the next pass its gaps)."""
-    ctx = _emitted(prog, cfg, fuse, attn_onchip, (sizes, reserve), block=block)
+    run both judges a pass and gives the next pass its gaps). ``stream``: the cycles of every
+    node for the streaming phases (:func:`_emitted`), whose front's LD instructions no group
+    passes (``floor`` of :func:`~.prefetch.hoist_weight_loads`); the frame fences come
+    after (:func:`_compile_one`)."""
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, (sizes, reserve), stream, block=block,
+                   arena=True)
     binary = assemble(ctx)
+    floor = 0
+    if stream is not None:
+        g, tg = binary.streams["global"], binary.tags["global"]
+        front = [i for i, (ins, t) in enumerate(zip(g, tg)) if ins.unit == "LD"
+                 and 0 <= t < len(binary.layers) and binary.layers[t].get("phase") == "front"]
+        floor = front[-1] + 1 if front else 0
+    # the arena numbers its groups from its first; the front's (in their own slots) come first
+    # in the LD queue
+    n_front = ctx.sched.group_arena.count(False)
+    reserved = frozenset(r + n_front for r in ctx.sched.C.reserve)
     idle, fired, ends, cycles = ld_times(binary)
     hoisted = False                     # (the first pass is kept whatever its cycles)
     for k in range(HOIST_PASSES):
         g, t, moved = hoist_weight_loads(binary.streams, binary.tags, idle,
                                          cfg.dram_bytes_per_cycle,
-                                         reserved=ctx.sched.C.reserve if k == 0 else (),
-                                         fired=fired, ends=ends)
+                                         reserved=reserved if k == 0 else (),
+                                         fired=fired, ends=ends, floor=floor)
         if not moved:
             break
         old = binary.streams["global"], binary.tags["global"]
@@ -350,16 +382,19 @@ def default_prefetch(cfg: AccelConfig, *, stream: bool = False, layout: str = "p
                      ) -> bool:
     """Whether :func:`compile` prefetches by default: when buffer C is larger than its two
     weight slots (:func:`~sim.compile.tiling.c_slot_bytes`; e.g. the ``zcu102`` preset's
-    512 KiB: without the arena the rest of C would stay unused), unless ``stream`` or the
-    blocked ``layout`` (neither is combined with the arena). ``paper`` (192 KiB) and ``small``
-    keep the two slots: their Binaries are the ones the RTL runs were checked with."""
-    return (not stream and layout == "planar"
-            and cfg.buf_c_bytes > c_slot_bytes(cfg.buf_c_bytes))
+    2 MiB: without the arena the rest of C would stay unused), unless the blocked ``layout``
+    (not combined with the arena). With ``stream`` the arena is C beyond the front's two slots
+    (:mod:`.streaming`). ``paper`` (192 KiB) and ``small`` keep the two slots: their Binaries
+    are the ones the RTL runs were checked with."""
+    del stream          # (the same answer with or without: kept for the callers' symmetry)
+    return layout == "planar" and cfg.buf_c_bytes > c_slot_bytes(cfg.buf_c_bytes)
 
 
-def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None, block=0) -> Context:
+def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None, block=0, arena=False
+             ) -> Context:
     """One emission (``stream``: None, or the cycles of every node for :func:`plan_stream`;
-    ``block``: log2 B of the blocked layout, 0 planar)."""
+    ``block``: log2 B of the blocked layout, 0 planar; ``arena``, with ``stream``: the
+    middle's C in the tail's region, the prefetch arena's with ``prefetch``)."""
     ctx = new_context(prog, cfg, prefetch=prefetch, block=block)
     chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size, cfg) if fuse else {}
     att = plan_context_modules(ctx.prog, cfg, ctx.layout.alias, chains) \
@@ -374,19 +409,21 @@ def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None, block=0) -> Co
         ctx.attn_hpt.update(att.heads_per_group)
         ctx.res.pipe |= att.pipe
         ctx.res.pipe_in |= att.pipe_qkv
-    plan = _stream_plan(ctx, chains, att, stream) if stream is not None else None
+    plan = _stream_plan(ctx, chains, att, stream, arena) if stream is not None else None
+    ctx.stream = plan
     emit_program(ctx, chains, plan)
     return ctx
 
 
-def _stream_plan(ctx: Context, chains: dict, att, cycles) -> StreamPlan:
+def _stream_plan(ctx: Context, chains: dict, att, cycles, arena=False) -> StreamPlan:
     """The phases of :mod:`.streaming`, degrading the fusion plan where it does not fit them
     rather than refusing the program: a fused chain that crosses a boundary
     (``StreamPlan.cut``) or whose weights do not fit its phase's C slot is dropped (``chains``
     is updated; its layers are emitted one by one), a tensor kept in a B slot across a
     boundary or too large for its phase's B slot goes through DRAM (a context module's
     tensors, :mod:`.attctx`, all of that module's at once), and the resident tensors are
-    chosen again, until the plan is stable. ``ctx.res`` gets the final plan."""
+    chosen again, until the plan is stable. ``ctx.res`` gets the final plan. ``arena``: the
+    middle's C is the tail's region (``StreamPlan.arena``; the weight prefetch arena's)."""
     from .streaming import c_slot
     prog, cfg = ctx.prog, ctx.cfg
     pos = {n.name: i for i, n in enumerate(prog.nodes)}
@@ -399,16 +436,21 @@ def _stream_plan(ctx: Context, chains: dict, att, cycles) -> StreamPlan:
         dropped.update(groups.get(t, {t}))
     while True:
         plan = plan_stream(prog, cfg, chains, ctx.res.keep, cycles)
+        if arena:
+            plan = replace(plan, regions=dict(plan.regions,
+                                              middle={"C": plan.regions["tail"]["C"]}),
+                           arena=True)
         drop = {w for k, w in plan.cut if k == "chain"}
         for t in (w for k, w in plan.cut if k == "keep"):
             drop_tensor(t)
         for first, ch in chains.items():
             ph = plan.phase(pos[first])
-            if ph != "middle" and chain_weight_bytes(ch, cfg) > c_slot(plan.regions[ph]["C"]):
+            if ph in plan.regions and chain_weight_bytes(ch, cfg) > \
+                    c_slot(plan.regions[ph]["C"]):
                 drop.add(first)
         for t in ctx.res.keep:
             ph = plan.phase(prod[t]) if t in prod else "middle"
-            if ph != "middle":
+            if "B" in plan.regions.get(ph, {}):
                 lo, hi = plan.regions[ph]["B"]
                 if int(np.prod(prog.tensors[t].shape)) > Slots(hi - lo, B_SLOTS, lo,
                                                                 align=64).size:

@@ -67,6 +67,9 @@ class StreamPlan:
     tail_start: int
     regions: dict
     cut: frozenset = frozenset()
+    #: the middle and the tail share C's tail region, the weight prefetch arena's with
+    #: ``prefetch`` (:meth:`sim.compile.schedule.Scheduler.use_regions`)
+    arena: bool = False
 
     def phase(self, i: int) -> str:
         """``"front"``, ``"middle"`` or ``"tail"`` of node index ``i``."""
