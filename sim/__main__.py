@@ -408,7 +408,7 @@ def main(argv=None):
         p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
                        help="cross-layer weight prefetch (sim.compile.prefetch; default: on when "
                             "buffer C is larger than its two weight slots, e.g. --config zcu102, "
-                            "and not --stream; docs/perf.md)")
+                            "also with --stream; docs/perf.md)")
         p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
                        help="compile for streaming: the first and the last layers' buffer "
                             "regions disjoint (sim.compile.streaming; default off; gains only "

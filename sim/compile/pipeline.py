@@ -11,7 +11,8 @@
 (3'') with ``stream``: the program cut in front, middle and tail, the front's and the tail's
    buffer slots in disjoint regions (:mod:`.streaming`), and after assembly the frame
    fences written into every unit queue (:func:`.streaming.insert_fences`) and the register
-   restores where two frames' queues may interleave (:func:`.streaming.insert_restores`);
+   restores where two frames' queues may interleave (:func:`.streaming.insert_restores`),
+   with ``prefetch`` after the LD hoist (5), which then keeps below the front's loads;
 5. with ``prefetch``: weight groups moved up the LD queue into time the LD unit idles in the
    cycle model (:func:`.prefetch.ld_times`, :func:`.prefetch.hoist_weight_loads`); C beyond its
    two slots reserved for the head's first groups (:func:`.prefetch.reserve_groups`), as many
@@ -215,7 +216,8 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     "Cross-layer weight prefetch"); ``None`` (the default): :func:`default_prefetch`.
     ``stream=True`` gives the first and the last layers disjoint regions of buffers B, C and
     OUT (:mod:`sim.compile.streaming`), so that in streaming mode frame k+1's first layers
-    have no frame fence against frame k's last ones (not combined with ``prefetch``), and
+    have no frame fence against frame k's last ones (with ``prefetch`` the middle and the tail
+    share the weight arena in C beyond the front's two slots), and
     writes the coarse frame fences into every unit queue (:func:`.streaming.insert_fences`:
     WAITs on the previous frame's semaphores, so the Binary runs frames back to back on
     ``sim.funcsim.run_frames``, ``sim.perf`` and the RTL's two contexts).

@@ -20,16 +20,29 @@ frame k enters its tail, which is where the overlap is wanted.
 
 Where the boundaries go (:func:`plan_stream`): the tail starts after the last node whose output
 is a feature map (H * W > 1): EfficientViT's pool, linears and LayerNorm, the weight-bound
-part. The front is the shortest prefix whose cycles cover the tail's, so that frame k+1 has about as
-much work to overlap as frame k's tail lasts (the pipeline measures them: ``sim.perf`` on the
-Binary compiled without this pass, each layer's attributed cycles; a longer front only
-squeezes more layers into its smaller regions). A boundary never splits what the emitters keep
-on chip across layers: a fused chain, a tensor kept in a B slot until its last reader
-(:mod:`sim.compile.fusion`, :mod:`sim.compile.attctx`), the front holds no fused chain whose
-weights exceed its C slot (it ends before; the pipeline drops such a chain of the tail), and the tail never reads a tensor the
-front writes (that would be a fence in reach: frame k+1's front overwriting what frame k's tail
-still reads); the tail's start moves earlier, the front's end later (or, where nothing later
-is left before the tail, earlier) until both hold.
+part; or later, at the first node no chain or kept tensor crosses (B1-R224: the head conv's
+output stays in B for the pool, so the pool joins the middle and the tail is the linears and
+the LayerNorm; before, the tail moved *earlier* and took the whole of stage 3, one run of
+kept tensors, into its 1/8 of B). The front is the shortest prefix whose cycles cover the
+tail's, so that frame k+1 has about as much work to overlap as frame k's tail lasts (the
+pipeline measures them: ``sim.perf`` on the Binary compiled without this pass, each layer's
+attributed cycles; a longer front only squeezes more layers into its smaller regions), moved
+later (or, where nothing later is left before the tail, earlier) to a cut that splits nothing
+the emitters keep on chip across layers (a fused chain, a tensor kept in a B slot until its
+last reader: :mod:`sim.compile.fusion`, :mod:`sim.compile.attctx`) and holds no fused chain
+whose weights exceed the front's C slot. Where no boundary can avoid them, what crosses is
+listed in ``StreamPlan.cut`` and the pipeline degrades it (the chain unfused, the tensor
+through DRAM, a context module's tensors together; ``pipeline._stream_plan``, which also
+drops a chain or kept tensor of the front or the tail that does not fit that phase's C or B
+slot). Never relaxed: the tail reads no tensor the front writes (that would be a fence in
+reach: frame k+1's front overwriting what frame k's tail still reads); without such a cut,
+:class:`CompileError`.
+
+With the weight prefetch (``prefetch=True``, the default where C exceeds its two slots) the
+front keeps its two C slots and the middle and the tail share one
+:class:`~sim.compile.prefetch.WeightArena` over the tail's C region (``StreamPlan.arena``):
+the tail's first weight groups are reserved and loaded during the middle, as without
+``stream``, and frame k+1's front, in its own part of C, still has no fence against them.
 
 At a phase change (:meth:`sim.compile.schedule.Scheduler.use_regions`) the deferred tile is
 flushed and every slot of the new phase waits for every user of every slot of the old one
