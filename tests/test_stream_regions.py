@@ -4,6 +4,7 @@ touches (sim.stream.footprints, from the functional simulator, not from the comp
 rounded to the blocks of the frame-fence rule; every such Binary runs like sim.golden in both
 unit orders; and with the option off the compiler never enters the pass."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -267,6 +268,47 @@ def test_phase_fences_cover_every_exact_fence(run_id):
     assert n > 0
     with pytest.raises(ValueError, match="stream=True"):
         phase_fences(compile_(prog, cfg))
+
+
+def test_plan_lists_what_crosses_when_every_cut_does():
+    """When every front boundary crosses something kept on chip, plan_stream still cuts (the
+    first legal boundary at or after the covering prefix) and lists exactly what crosses it
+    in ``cut``, for the pipeline to degrade; with nothing kept, ``cut`` is empty."""
+    from sim.compile.streaming import _spans, plan_stream
+    prog, _ = _prog("head_net")
+    names = [n.name for n in prog.nodes]
+    tail = names.index("fc1")
+    keep = {n.output: False for n in prog.nodes[:names.index("pool")]}   # every cut crossed
+    plan = plan_stream(prog, PAPER, {}, keep)
+    assert plan.tail_start == tail and 0 < plan.front_end < tail
+    f = plan.front_end
+    assert plan.cut == {w for a, e, w in _spans(prog, {}, keep) if a < f <= e} != set()
+    assert plan_stream(prog, PAPER, {}, {}).cut == frozenset()
+
+
+def test_a_chain_across_the_front_boundary_is_compiled_unfused(monkeypatch):
+    """The pipeline degrades what a boundary crosses rather than refusing: with the front
+    forced to end inside head_net's fused chain [e, d, y], the chain is emitted layer by layer
+    (its tensors through DRAM), the front and the tail still share no block, and the Binary
+    runs like golden."""
+    from sim.compile.streaming import _spans
+    orig = pipeline.plan_stream
+
+    def forced(prog, cfg, chains, keep, cycles=None):
+        plan = orig(prog, cfg, chains, keep, cycles)
+        f = [n.name for n in prog.nodes].index("d")
+        cut = frozenset(w for a, e, w in _spans(prog, chains, keep) if a < f <= e)
+        return dataclasses.replace(plan, front_end=f, cut=cut)
+    monkeypatch.setattr(pipeline, "plan_stream", forced)
+    prog, x = _prog("head_net")
+    assert "e" in pipeline.find_chains(prog, {}, 1 << 20)
+    b = compile_(prog, PAPER, stream=True)
+    ly = {ly_["name"]: ly_ for ly_ in b.layers}
+    assert ly["e"]["phase"] == "front" and ly["d"]["phase"] == "middle"
+    assert "fused_into" not in ly["d"] and "fused_into" not in ly["y"]
+    assert not ly["e"]["on_chip"]
+    assert _cross_conflicts(b, {i: l_["phase"] for i, l_ in enumerate(b.layers)}) == []
+    assert_runs_like_golden(b, prog, x)
 
 
 @pytest.mark.parametrize("name,cfg_name", [("head_net", "paper"), ("tiny", "zcu102")])
