@@ -75,6 +75,8 @@ def cmd_perf(args):
                         "--no-frame-hazards)")
     if args.ld_priority != "oldest" and args.contexts < 2:
         raise UserError("--ld-priority chooses between queue contexts: it needs --contexts >= 2")
+    if args.core_switch != "wait" and args.contexts < 2:
+        raise UserError("--core-switch chooses between queue contexts: it needs --contexts >= 2")
     prog = _program(args)
     prog.meta["name"] = args.model if not args.program else Path(args.program).stem
     try:
@@ -100,7 +102,7 @@ def cmd_perf(args):
         own = has_fences(b) and not (args.no_frame_hazards or args.phase_fences)
         rep.streaming = stream(b, frames=args.frames, contexts=args.contexts,
                                hazards=pf if args.phase_fences else None if own else hz,
-                               ld_priority=args.ld_priority)
+                               ld_priority=args.ld_priority, core_switch=args.core_switch)
         rep.streaming["fences"] = ("the Binary's (compile --stream)" if own else
                                    "none" if args.no_frame_hazards else
                                    "sim.stream.phase_fences, replayed" if args.phase_fences
@@ -110,6 +112,8 @@ def cmd_perf(args):
                                  args.contexts > 1),
                                 ("LD issues the youngest frame first",
                                  args.ld_priority == "youngest"),
+                                ("core units switch frames at any instruction",
+                                 args.core_switch == "any"),
                                 ("two phase fences per queue instead of the exact ones",
                                  args.phase_fences)) if on]
         if what:
@@ -441,6 +445,11 @@ def main(argv=None):
                    help="what-if with --contexts: which frame's ready LOAD the LD unit issues "
                         "first (default oldest; youngest: the next frame's first loads ahead "
                         "of the current frame's weight stream, docs/perf.md)")
+    p.add_argument("--core-switch", choices=("wait", "any"), default="wait",
+                   help="what-if with --contexts: when a core unit may leave one frame's queue "
+                        "for the other's (default wait: only after a refused WAIT, as the "
+                        "shared registers require; any: at every instruction, oldest ready "
+                        "frame first, as a second register set per unit would allow)")
     p.add_argument("--phase-fences", action="store_true",
                    help="with --stream: replay with two coarse frame fences per queue "
                         "(sim.stream.phase_fences) instead of the exact ones")

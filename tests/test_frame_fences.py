@@ -255,16 +255,12 @@ def test_random_programs_run_frames_back_to_back(case):
         assert [_same(g, r) for g, r in zip(got, refs)] == [True] * 3, order
 
 
-@pytest.mark.parametrize("cfg_name", sorted(CFGS))
-def test_perf_contexts_switch_core_units_only_at_a_refused_wait(cfg_name):
-    """sim.perf's two contexts: a core unit goes from one frame's queue to the other's only
-    where the one it leaves has a WAIT at its head (refused) or has ended, the points where
-    shared registers are safe (insert_restores); and the frames do interleave."""
-    b = _binary(cfg_name)
-    tr = []
-    simulate(b, frames=3, contexts=2, trace=tr)
+def _core_switches(b, tr):
+    """``(switches, unsafe)``: how often a core unit goes from one frame's queue to the
+    other's in the trace ``tr`` of two contexts, and how often where the queue it leaves has
+    neither a WAIT at its head nor ended."""
     q = build_queues(b)
-    switches = 0
+    switches = unsafe = 0
     for key in q:
         if key[0] == "global":
             continue
@@ -275,9 +271,33 @@ def test_perf_contexts_switch_core_units_only_at_a_refused_wait(cfg_name):
             f = e[6]
             if last is not None and f != last:
                 nxt = done.get(last, 0)
-                assert nxt == len(q[key]) or q[key][nxt][0].op == "WAIT", (key, e, nxt)
+                unsafe += not (nxt == len(q[key]) or q[key][nxt][0].op == "WAIT")
                 switches += 1
             done[f] = done.get(f, 0) + 1
             assert q[key][done[f] - 1][0].op == e[2]
             last = f
-    assert switches > 0
+    return switches, unsafe
+
+
+@pytest.mark.parametrize("cfg_name", sorted(CFGS))
+def test_perf_contexts_switch_core_units_only_at_a_refused_wait(cfg_name):
+    """sim.perf's two contexts: a core unit goes from one frame's queue to the other's only
+    where the one it leaves has a WAIT at its head (refused) or has ended, the points where
+    shared registers are safe (insert_restores); and the frames do interleave."""
+    b = _binary(cfg_name)
+    tr = []
+    simulate(b, frames=3, contexts=2, trace=tr)
+    switches, unsafe = _core_switches(b, tr)
+    assert switches > 0 and unsafe == 0
+
+
+def test_perf_core_switch_any_is_a_what_if_of_a_second_register_set():
+    """``core_switch="any"``: core units also switch frames where their queue has work at its
+    head (the what-if the trace shows), never fewer frames done; a bad value is refused."""
+    b = _binary("paper")
+    tr = []
+    d = simulate(b, frames=3, contexts=2, trace=tr, core_switch="any").frame_done
+    switches, unsafe = _core_switches(b, tr)
+    assert unsafe > 0 and len(d) == 3
+    with pytest.raises(ValueError, match="core_switch"):
+        simulate(b, frames=3, contexts=2, core_switch="always")
