@@ -363,3 +363,26 @@ def test_random_programs_with_stream(case):
     except ArithmeticError:          # golden's overflow checks: funcsim must refuse as well
         return
     assert_runs_like_golden(b, prog, x, ref)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.filter_too_much])
+@given(case=cases(max_layers=6))
+def test_random_programs_with_stream_and_prefetch(case):
+    """As above with the weight prefetch arena (the middle and the tail share it beyond the
+    front's two C slots): refused only for capacity or for want of a cut; otherwise funcsim ==
+    golden in both unit orders and no front/tail block shared."""
+    prog, cfg, x = case
+    try:
+        b = compile_(prog, cfg, stream=True, prefetch=True)
+    except CompileError as e:
+        assert CAPACITY.search(str(e)) or "no front/tail split" in str(e), str(e)
+        return
+    phase = {i: ly["phase"] for i, ly in enumerate(b.layers)}
+    assert _cross_conflicts(b, phase) == []
+    try:
+        ref = golden.run(prog, x)
+    except ArithmeticError:          # golden's overflow checks: funcsim must refuse as well
+        return
+    assert_runs_like_golden(b, prog, x, ref)
