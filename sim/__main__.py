@@ -72,12 +72,13 @@ def cmd_perf(args):
     if (args.contexts > 1 or args.no_frame_hazards) and args.frames < 2:
         raise UserError("--contexts and --no-frame-hazards are streaming what-ifs: they need "
                         "--frames >= 2")
-    _check_stream(args)
     if args.phase_fences and (args.no_frame_hazards or not args.stream or args.frames < 2):
         raise UserError("--phase-fences needs --stream and --frames >= 2 (and not "
                         "--no-frame-hazards)")
     if args.ld_priority != "oldest" and args.contexts < 2:
         raise UserError("--ld-priority chooses between queue contexts: it needs --contexts >= 2")
+    if args.core_switch != "wait" and args.contexts < 2:
+        raise UserError("--core-switch chooses between queue contexts: it needs --contexts >= 2")
     prog = _program(args)
     prog.meta["name"] = args.model if not args.program else Path(args.program).stem
     try:
@@ -103,7 +104,7 @@ def cmd_perf(args):
         own = has_fences(b) and not (args.no_frame_hazards or args.phase_fences)
         rep.streaming = stream(b, frames=args.frames, contexts=args.contexts,
                                hazards=pf if args.phase_fences else None if own else hz,
-                               ld_priority=args.ld_priority)
+                               ld_priority=args.ld_priority, core_switch=args.core_switch)
         rep.streaming["fences"] = ("the Binary's (compile --stream)" if own else
                                    "none" if args.no_frame_hazards else
                                    "sim.stream.phase_fences, replayed" if args.phase_fences
@@ -113,6 +114,8 @@ def cmd_perf(args):
                                  args.contexts > 1),
                                 ("LD issues the youngest frame first",
                                  args.ld_priority == "youngest"),
+                                ("core units switch frames at any instruction",
+                                 args.core_switch == "any"),
                                 ("two phase fences per queue instead of the exact ones",
                                  args.phase_fences)) if on]
         if what:
@@ -179,7 +182,6 @@ def cmd_table7(args):
     cfg = _cfg(args.config)
     models = _models(args.models) if args.models else list(TABLE7_MODELS)
     _check_frames(args.frames)
-    _check_stream(args)
     if args.contexts < 1:
         raise UserError(f"--contexts must be >= 1, got {args.contexts}")
     rows = table7_rows(cfg, models, seed=args.seed, progress=not args.json, frames=args.frames,
@@ -208,12 +210,6 @@ def _models(spec):
         except (ValueError, TypeError) as e:
             raise UserError(f"--models: {e}") from None
     return models
-
-
-def _check_stream(args):
-    if args.stream and args.prefetch is True:
-        raise UserError("--stream and --prefetch cannot be combined (the prefetch's weight "
-                        "arena spans the whole of buffer C)")
 
 
 def _check_frames(frames):
@@ -423,7 +419,7 @@ def main(argv=None):
         p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
                        help="cross-layer weight prefetch (sim.compile.prefetch; default: on when "
                             "buffer C is larger than its two weight slots, e.g. --config zcu102, "
-                            "and not --stream; docs/perf.md)")
+                            "also with --stream; docs/perf.md)")
         p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=False,
                        help="compile for streaming: the first and the last layers' buffer "
                             "regions disjoint (sim.compile.streaming; default off; gains only "
@@ -456,6 +452,11 @@ def main(argv=None):
                    help="what-if with --contexts: which frame's ready LOAD the LD unit issues "
                         "first (default oldest; youngest: the next frame's first loads ahead "
                         "of the current frame's weight stream, docs/perf.md)")
+    p.add_argument("--core-switch", choices=("wait", "any"), default="wait",
+                   help="what-if with --contexts: when a core unit may leave one frame's queue "
+                        "for the other's (default wait: only after a refused WAIT, as the "
+                        "shared registers require; any: at every instruction, oldest ready "
+                        "frame first, as a second register set per unit would allow)")
     p.add_argument("--phase-fences", action="store_true",
                    help="with --stream: replay with two coarse frame fences per queue "
                         "(sim.stream.phase_fences) instead of the exact ones")

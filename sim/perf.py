@@ -189,7 +189,8 @@ def _dma_bytes(f):
 def simulate(binary, *, trace: list | None = None,
              env: timing.SemaphoreTiming = timing.SYSTEM, frames: int = 1,
              hazards: dict | None = None, contexts: int = 1,
-             ld_priority: str = "oldest", lockstep=None) -> PerfReport:
+             ld_priority: str = "oldest", lockstep=None, core_switch: str = "wait"
+             ) -> PerfReport:
     """Run the timed model of ``binary``; returns a :class:`PerfReport`. With ``trace`` (a
     list), every executed instruction is appended as (stream, unit, op, layer, start, end):
     ``start`` is the cycle the instruction is fetched (for a WAIT: consumed), ``end`` the cycle
@@ -215,7 +216,10 @@ def simulate(binary, *, trace: list | None = None,
     frames interleave, so this is where a switch is safe); frame f starts when frame
     f - contexts has completed. ``ld_priority="youngest"`` (with contexts): the LD unit issues
     from the youngest ready frame instead (the next frame's first loads ahead of the current
-    frame's weight stream; the other units stay oldest first).
+    frame's weight stream; the other units stay oldest first). ``core_switch="any"`` (with
+    contexts; a what-if of a second register set per unit, which the compiler's restores do
+    not need today): a core unit takes the oldest frame's ready instruction at any
+    instruction boundary, not only after a refused WAIT (``"wait"``, the default).
 
     ``lockstep`` (a what-if, latency mode only): a :class:`sim.lockstep.Barrier` of this Binary.
     A core unit's compute instruction then does not start when its unit is ready: the unit
@@ -233,6 +237,8 @@ def simulate(binary, *, trace: list | None = None,
         raise ValueError(f"contexts must be a positive integer, got {contexts!r}")
     if ld_priority not in ("oldest", "youngest"):
         raise ValueError(f"ld_priority must be 'oldest' or 'youngest', got {ld_priority!r}")
+    if core_switch not in ("wait", "any"):
+        raise ValueError(f"core_switch must be 'wait' or 'any', got {core_switch!r}")
     ctx = contexts > 1 and frames > 1
     base = build_queues(binary)
     keys = list(base)
@@ -407,7 +413,7 @@ def simulate(binary, *, trace: list | None = None,
         if ctx and ubusy[su] > t:
             heapq.heappush(heap, (ubusy[su], order[k], k))
             continue
-        if ctx and core:
+        if ctx and core and core_switch == "wait":
             # a core unit's contexts share its registers: it leaves its current frame's
             # queue only when that queue's head WAIT was refused (after the look-up and one
             # bubble cycle) or the queue has ended (docs/perf.md, "Built: ...")
@@ -677,14 +683,14 @@ def simulate(binary, *, trace: list | None = None,
 
 def stream(binary, *, frames: int = 3, env: timing.SemaphoreTiming = timing.SYSTEM,
            hazards: dict | None = None, contexts: int = 1,
-           ld_priority: str = "oldest") -> dict:
+           ld_priority: str = "oldest", core_switch: str = "wait") -> dict:
     """Streaming mode (:mod:`sim.stream`): the Binary replayed ``frames`` (>= 2) times back to
     back; steady state = ``(done(last frame) - done(first frame)) / (frames - 1)`` cycles per
     frame. Returns ``{frames, frame_done, cycles_per_frame, fps, frames_in_flight}``."""
     if not isinstance(frames, int) or frames < 2:
         raise ValueError(f"streaming needs frames >= 2, got {frames!r}")
     rep = simulate(binary, env=env, frames=frames, hazards=hazards, contexts=contexts,
-                   ld_priority=ld_priority)
+                   ld_priority=ld_priority, core_switch=core_switch)
     d = rep.frame_done
     cpf = (d[-1] - d[0]) / (frames - 1)
     return {"frames": frames, "frame_done": d, "cycles_per_frame": cpf,

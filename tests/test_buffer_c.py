@@ -138,28 +138,28 @@ def test_c_beyond_512_kib_reserves_both_head_linears_and_runs_like_golden():
 def test_the_timed_run_chooses_how_much_of_the_reservation_pays(monkeypatch):
     """With a reservation of at least RESERVE_MIN_TRIAL groups, compile keeps whichever of the
     whole reservation and its RESERVE_TRIALS prefixes the cycle model times fastest (B0-R64 on
-    zcu102 reserves 26 groups; the arena emission and sim.perf are stubbed with made-up cycles
-    per reservation size, on B0-R64 itself all four give the same cycles)."""
+    zcu102 reserves 26 groups; the arena emission, which times its Binary once and returns
+    the cycles with it, is stubbed with made-up cycles per reservation size, on B0-R64 itself
+    all four give the same cycles)."""
     import types
 
-    import sim.perf
     from sim.compile import pipeline
     prog, _ = _b0_r64()
     cfg = AccelConfig.from_string("zcu102")
     seen = []
+    made_up = {}
 
-    def arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve):
+    def arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve, stream=None):
         seen.append(sorted(reserve))
-        return types.SimpleNamespace(n=len(reserve))
+        return types.SimpleNamespace(n=len(reserve)), made_up[len(reserve)]
 
     n = 26
     counts = [n] + [int(n * f) for f in pipeline.RESERVE_TRIALS]
     assert n >= pipeline.RESERVE_MIN_TRIAL and len(set(counts)) == 4
+    monkeypatch.setattr(pipeline, "_arena", arena)
     for best in counts:
-        made_up = {c: 1000 + 10 * abs(c - best) for c in counts}
-        monkeypatch.setattr(pipeline, "_arena", arena)
-        monkeypatch.setattr(sim.perf, "simulate",
-                            lambda b, made_up=made_up: types.SimpleNamespace(cycles=made_up[b.n]))
+        made_up.clear()
+        made_up.update({c: 1000 + 10 * abs(c - best) for c in counts})
         seen.clear()
         got = pipeline._compile_one(prog, cfg, True, True, True, False, 0)
         assert got.n == best and [len(r) for r in seen] == counts
@@ -189,7 +189,7 @@ def test_prefetch_is_on_by_default_where_c_exceeds_its_two_slots():
     paper, zcu = AccelConfig.from_string("paper"), AccelConfig.from_string("zcu102")
     assert not default_prefetch(paper) and not default_prefetch(AccelConfig.from_string("small"))
     assert default_prefetch(zcu)
-    assert not default_prefetch(zcu, stream=True) and not default_prefetch(zcu, layout="blocked")
+    assert default_prefetch(zcu, stream=True) and not default_prefetch(zcu, layout="blocked")
     prog, _ = tiny_with_input()
     assert compile_(prog, zcu).streams == compile_(prog, zcu, prefetch=True).streams
     assert compile_(prog, zcu).streams != compile_(prog, zcu, prefetch=False).streams

@@ -135,6 +135,36 @@ def test_frames_back_to_back_run_like_golden(cfg_name, order):
     assert [_same(g, r) for g, r in zip(got, refs)] == [True] * 3
 
 
+@pytest.mark.parametrize("cfg_name", ["paper", "zcu102"])
+def test_frames_back_to_back_with_the_prefetch_arena(cfg_name):
+    """compile(..., stream=True, prefetch=True): the weight arena in the tail's part of C, the
+    LD hoist above the fences: three frames in both orders == golden."""
+    prog, _ = _prog("tiny")
+    b = compile_(prog, AccelConfig.from_string(cfg_name), stream=True, prefetch=True)
+    xs = _inputs(3)
+    refs = [golden.run(prog, x) for x in xs]
+    for order in ("oldest", "youngest"):
+        got = run_frames(b, xs, order=order)
+        assert [_same(g, r) for g, r in zip(got, refs)] == [True] * 3, order
+
+
+def test_b0_r64_frames_back_to_back_run_like_golden():
+    """A zoo network (B0 at 64 x 64: stem block, fused chains, context modules on chip, the
+    head) compiled with stream=True on `zcu102` (with its default weight prefetch arena) and
+    on `paper`: three frames, two contexts, both orders, every frame == golden (about 40 s)."""
+    from sim import zoo
+    prog = zoo.build("b0-r64", seed=0)
+    xs = [golden.quantize_input(zoo.random_image(64, seed=s), prog.tensors[prog.inputs[0]])
+          for s in (1, 2, 3)]
+    refs = [golden.run(prog, x) for x in xs]
+    assert not _same(refs[1], refs[2])
+    for cfg_name, order in (("zcu102", "oldest"), ("paper", "youngest")):
+        b = compile_(prog, AccelConfig.from_string(cfg_name), stream=True)
+        assert {ly.get("phase") for ly in b.layers} == {"front", "middle", "tail"}
+        got = run_frames(b, xs, order=order)
+        assert [_same(g, r) for g, r in zip(got, refs)] == [True] * 3, cfg_name
+
+
 def _outcome(b, xs, refs, **kw):
     try:
         got = run_frames(b, xs, **kw)
@@ -225,16 +255,12 @@ def test_random_programs_run_frames_back_to_back(case):
         assert [_same(g, r) for g, r in zip(got, refs)] == [True] * 3, order
 
 
-@pytest.mark.parametrize("cfg_name", sorted(CFGS))
-def test_perf_contexts_switch_core_units_only_at_a_refused_wait(cfg_name):
-    """sim.perf's two contexts: a core unit goes from one frame's queue to the other's only
-    where the one it leaves has a WAIT at its head (refused) or has ended, the points where
-    shared registers are safe (insert_restores); and the frames do interleave."""
-    b = _binary(cfg_name)
-    tr = []
-    simulate(b, frames=3, contexts=2, trace=tr)
+def _core_switches(b, tr):
+    """``(switches, unsafe)``: how often a core unit goes from one frame's queue to the
+    other's in the trace ``tr`` of two contexts, and how often where the queue it leaves has
+    neither a WAIT at its head nor ended."""
     q = build_queues(b)
-    switches = 0
+    switches = unsafe = 0
     for key in q:
         if key[0] == "global":
             continue
@@ -245,9 +271,33 @@ def test_perf_contexts_switch_core_units_only_at_a_refused_wait(cfg_name):
             f = e[6]
             if last is not None and f != last:
                 nxt = done.get(last, 0)
-                assert nxt == len(q[key]) or q[key][nxt][0].op == "WAIT", (key, e, nxt)
+                unsafe += not (nxt == len(q[key]) or q[key][nxt][0].op == "WAIT")
                 switches += 1
             done[f] = done.get(f, 0) + 1
             assert q[key][done[f] - 1][0].op == e[2]
             last = f
-    assert switches > 0
+    return switches, unsafe
+
+
+@pytest.mark.parametrize("cfg_name", sorted(CFGS))
+def test_perf_contexts_switch_core_units_only_at_a_refused_wait(cfg_name):
+    """sim.perf's two contexts: a core unit goes from one frame's queue to the other's only
+    where the one it leaves has a WAIT at its head (refused) or has ended, the points where
+    shared registers are safe (insert_restores); and the frames do interleave."""
+    b = _binary(cfg_name)
+    tr = []
+    simulate(b, frames=3, contexts=2, trace=tr)
+    switches, unsafe = _core_switches(b, tr)
+    assert switches > 0 and unsafe == 0
+
+
+def test_perf_core_switch_any_is_a_what_if_of_a_second_register_set():
+    """``core_switch="any"``: core units also switch frames where their queue has work at its
+    head (the what-if the trace shows), never fewer frames done; a bad value is refused."""
+    b = _binary("paper")
+    tr = []
+    d = simulate(b, frames=3, contexts=2, trace=tr, core_switch="any").frame_done
+    switches, unsafe = _core_switches(b, tr)
+    assert unsafe > 0 and len(d) == 3
+    with pytest.raises(ValueError, match="core_switch"):
+        simulate(b, frames=3, contexts=2, core_switch="always")

@@ -32,3 +32,4 @@ class Context:
     a_free: dict = field(default_factory=dict)    #: (core, A slot) -> KV and KSUM read it
     attn_hpt: dict = field(default_factory=dict)  #: attention -> heads per group (attctx)
     block: int = 0          #: log2 B of the blocked layout (0: planar; the BLOCK register)
+    stream: object = None   #: the :class:`~sim.compile.streaming.StreamPlan` (stream=True)

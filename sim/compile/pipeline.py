@@ -11,7 +11,8 @@
 (3'') with ``stream``: the program cut in front, middle and tail, the front's and the tail's
    buffer slots in disjoint regions (:mod:`.streaming`), and after assembly the frame
    fences written into every unit queue (:func:`.streaming.insert_fences`) and the register
-   restores where two frames' queues may interleave (:func:`.streaming.insert_restores`);
+   restores where two frames' queues may interleave (:func:`.streaming.insert_restores`),
+   with ``prefetch`` after the LD hoist (5), which then keeps below the front's loads;
 5. with ``prefetch``: weight groups moved up the LD queue into time the LD unit idles in the
    cycle model (:func:`.prefetch.ld_times`, :func:`.prefetch.hoist_weight_loads`); C beyond its
    two slots reserved for the head's first groups (:func:`.prefetch.reserve_groups`), as many
@@ -25,6 +26,8 @@ layout.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -163,7 +166,9 @@ def emit_program(ctx: Context, chains: dict, stream: StreamPlan | None = None):
         ctx.em.layer = li
         if stream is not None and stream.phase(li) != phase:
             phase = stream.phase(li)
-            ctx.sched.use_regions(stream.regions.get(phase, {}))
+            ctx.sched.use_regions(stream.regions.get(phase, {}),
+                                  arena=stream.arena and phase != "front")
+            ctx.sched.phase = phase
             ctx.em.layer = li
         info = dict(name=n.name, kind=n.kind, op=n.op, tiles=0)
         ctx.layers.append(info)
@@ -211,7 +216,8 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     "Cross-layer weight prefetch"); ``None`` (the default): :func:`default_prefetch`.
     ``stream=True`` gives the first and the last layers disjoint regions of buffers B, C and
     OUT (:mod:`sim.compile.streaming`), so that in streaming mode frame k+1's first layers
-    have no frame fence against frame k's last ones (not combined with ``prefetch``), and
+    have no frame fence against frame k's last ones (with ``prefetch`` the middle and the tail
+    share the weight arena in C beyond the front's two slots), and
     writes the coarse frame fences into every unit queue (:func:`.streaming.insert_fences`:
     WAITs on the previous frame's semaphores, so the Binary runs frames back to back on
     ``sim.funcsim.run_frames``, ``sim.perf`` and the RTL's two contexts).
@@ -246,9 +252,6 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
                                "blocked layout stores the input padded to whole blocks)")
         stem = "taps"
         block = check_blocked(prog, cfg)
-    if stream and prefetch:
-        raise ValueError("stream=True is not combined with prefetch=True (the weight arena "
-                         "spans the whole of buffer C)")
     if stem == "auto":
         stem, probe = choose_stem(prog, cfg)
     unfolded = unfold_stem(prog) if stem == "im2col" else None
@@ -272,35 +275,49 @@ def _compile_one(prog, cfg, fuse, attn_onchip, prefetch, stream, block) -> Binar
         from ..perf import simulate
         cycles = [lp.cycles for lp in simulate(
             assemble(_emitted(prog, cfg, fuse, attn_onchip, False, block=block))).layers]
-    ctx = _emitted(prog, cfg, fuse, attn_onchip, False, cycles, block=block)
+    # with the prefetch the middle and the tail share the arena's part of C (the front's two
+    # slots apart): this first emission cuts the middle's C slots from the same region, so
+    # that its weight groups are the arena emission's
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, False, cycles, block=block,
+                   arena=bool(prefetch))
     if not prefetch:
         binary = assemble(ctx)
         if stream:
-            insert_restores(binary)
-            insert_fences(binary)
+            _stream_fences(binary)
         return binary
     # the weight groups' sizes (they do not depend on where C holds them) let the arena place
-    # each group so that the next one fits beside it: emit again with the plan
-    sizes = ctx.sched.group_sizes
-    reserve = reserve_groups(ctx.prog, cfg, sizes, ctx.sched.group_layers,
-                             cfg.buf_c_bytes - 2 * ctx.sched.C.size)
-    binary = _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve)
+    # each group so that the next one fits beside it: emit again with the plan (with stream,
+    # the arena's groups only: the front's go to their own slots)
+    arena = ctx.sched.group_arena
+    sizes = [n for n, a in zip(ctx.sched.group_sizes, arena) if a]
+    layers = [li for li, a in zip(ctx.sched.group_layers, arena) if a]
+    total = cfg.buf_c_bytes if ctx.stream is None else (
+        ctx.stream.regions["tail"]["C"][1] - ctx.stream.regions["tail"]["C"][0])
+    reserve = reserve_groups(ctx.prog, cfg, sizes, layers, total - 2 * ctx.sched.C.size)
+    binary, c = _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve, cycles)
     if len(reserve) >= RESERVE_MIN_TRIAL:
         # the timed run decides how much of the reservation pays: every reserved group's
         # transfer must find LD idle time before the head, and beyond some amount they delay
         # the layers whose gaps they fill (B1-R224 at C = 2 MiB: 1.86 MB reserved 346,540
         # cycles, 1.30 MB 344,838); try shorter prefixes, keep the fewest cycles (ties: more)
-        from ..perf import simulate
         order = sorted(reserve)
-        best, best_cycles = binary, simulate(binary).cycles
+        best, best_cycles = binary, c
         for frac in RESERVE_TRIALS:
-            b = _arena(prog, cfg, fuse, attn_onchip, block, sizes,
-                       frozenset(order[:int(len(order) * frac)]))
-            c = simulate(b).cycles
+            b, c = _arena(prog, cfg, fuse, attn_onchip, block, sizes,
+                          frozenset(order[:int(len(order) * frac)]), cycles)
             if c < best_cycles:
                 best, best_cycles = b, c
         binary = best
+    if stream:
+        _stream_fences(binary)
     return binary
+
+
+def _stream_fences(binary):
+    """The streaming pass's last steps on an assembled Binary: the register restores where two
+    frames' queues may interleave, then the frame fences (:mod:`.streaming`)."""
+    insert_restores(binary)
+    insert_fences(binary)
 
 
 #: the fractions of the reserved groups (:func:`~.prefetch.reserve_groups`, a prefix of them)
@@ -315,7 +332,8 @@ RESERVE_MIN_TRIAL = 8
 HOIST_PASSES = 4
 
 
-def _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve) -> Binary:
+def _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve, stream=None
+           ) -> tuple[Binary, int]:
     """The prefetch emission: the weight arena with ``reserve`` (group indices) at its top,
     then the LD hoist (:func:`~.prefetch.hoist_weight_loads`), repeated from a new timed run
     while it pays (:data:`HOIST_PASSES`). One pass places every group by the gaps of the run
@@ -323,43 +341,62 @@ def _arena(prog, cfg, fuse, attn_onchip, block, sizes, reserve) -> Binary:
     than they took, and a gap whose wait they shortened opens later, e.g. the host
     LayerNorm's before the head's second linear on B1-R224), so a group that found no room in
     one pass may find it in the next. Reserved groups may pass other groups in the first pass
-    only (later passes keep the order the first one gave them)."""
-    from ..perf import simulate
-    ctx = _emitted(prog, cfg, fuse, attn_onchip, (sizes, reserve), block=block)
+    only (later passes keep the order the first one gave them). Returns the Binary and its
+    cycles in the cycle model: each Binary is timed once (:func:`~.prefetch.ld_times`, whose
+    run both judges a pass and gives the next pass its gaps). ``stream``: the cycles of every
+    node for the streaming phases (:func:`_emitted`), whose front's LD instructions no group
+    passes (``floor`` of :func:`~.prefetch.hoist_weight_loads`); the frame fences come
+    after (:func:`_compile_one`)."""
+    ctx = _emitted(prog, cfg, fuse, attn_onchip, (sizes, reserve), stream, block=block,
+                   arena=True)
     binary = assemble(ctx)
-    cycles = None
+    floor = 0
+    if stream is not None:
+        g, tg = binary.streams["global"], binary.tags["global"]
+        front = [i for i, (ins, t) in enumerate(zip(g, tg)) if ins.unit == "LD"
+                 and 0 <= t < len(binary.layers) and binary.layers[t].get("phase") == "front"]
+        floor = front[-1] + 1 if front else 0
+    # the arena numbers its groups from its first; the front's (in their own slots) come first
+    # in the LD queue
+    n_front = ctx.sched.group_arena.count(False)
+    reserved = frozenset(r + n_front for r in ctx.sched.C.reserve)
+    idle, fired, ends, cycles = ld_times(binary)
+    hoisted = False                     # (the first pass is kept whatever its cycles)
     for k in range(HOIST_PASSES):
-        idle, fired, ends = ld_times(binary)
         g, t, moved = hoist_weight_loads(binary.streams, binary.tags, idle,
                                          cfg.dram_bytes_per_cycle,
-                                         reserved=ctx.sched.C.reserve if k == 0 else (),
-                                         fired=fired, ends=ends)
+                                         reserved=reserved if k == 0 else (),
+                                         fired=fired, ends=ends, floor=floor)
         if not moved:
             break
         old = binary.streams["global"], binary.tags["global"]
         binary.streams["global"], binary.tags["global"] = g, t
-        c = simulate(binary).cycles
-        if cycles is not None and c >= cycles:
+        n_idle, n_fired, n_ends, c = ld_times(binary)
+        if hoisted and c >= cycles:
             binary.streams["global"], binary.tags["global"] = old
             break
-        cycles = c
-    return binary
+        hoisted = True
+        idle, fired, ends, cycles = n_idle, n_fired, n_ends, c
+    return binary, cycles
 
 
 def default_prefetch(cfg: AccelConfig, *, stream: bool = False, layout: str = "planar"
                      ) -> bool:
     """Whether :func:`compile` prefetches by default: when buffer C is larger than its two
     weight slots (:func:`~sim.compile.tiling.c_slot_bytes`; e.g. the ``zcu102`` preset's
-    512 KiB: without the arena the rest of C would stay unused), unless ``stream`` or the
-    blocked ``layout`` (neither is combined with the arena). ``paper`` (192 KiB) and ``small``
-    keep the two slots: their Binaries are the ones the RTL runs were checked with."""
-    return (not stream and layout == "planar"
-            and cfg.buf_c_bytes > c_slot_bytes(cfg.buf_c_bytes))
+    2 MiB: without the arena the rest of C would stay unused), unless the blocked ``layout``
+    (not combined with the arena). With ``stream`` the arena is C beyond the front's two slots
+    (:mod:`.streaming`). ``paper`` (192 KiB) and ``small`` keep the two slots: their Binaries
+    are the ones the RTL runs were checked with."""
+    del stream          # (the same answer with or without: kept for the callers' symmetry)
+    return layout == "planar" and cfg.buf_c_bytes > c_slot_bytes(cfg.buf_c_bytes)
 
 
-def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None, block=0) -> Context:
+def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None, block=0, arena=False
+             ) -> Context:
     """One emission (``stream``: None, or the cycles of every node for :func:`plan_stream`;
-    ``block``: log2 B of the blocked layout, 0 planar)."""
+    ``block``: log2 B of the blocked layout, 0 planar; ``arena``, with ``stream``: the
+    middle's C in the tail's region, the prefetch arena's with ``prefetch``)."""
     ctx = new_context(prog, cfg, prefetch=prefetch, block=block)
     chains = find_chains(ctx.prog, ctx.layout.alias, ctx.sched.C.size, cfg) if fuse else {}
     att = plan_context_modules(ctx.prog, cfg, ctx.layout.alias, chains) \
@@ -374,44 +411,83 @@ def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None, block=0) -> Co
         ctx.attn_hpt.update(att.heads_per_group)
         ctx.res.pipe |= att.pipe
         ctx.res.pipe_in |= att.pipe_qkv
-    plan = _stream_plan(ctx, chains, att, stream) if stream is not None else None
+    plan = _stream_plan(ctx, chains, att, stream, arena) if stream is not None else None
+    ctx.stream = plan
     emit_program(ctx, chains, plan)
     return ctx
 
 
-def _stream_plan(ctx: Context, chains: dict, att, cycles) -> StreamPlan:
-    """The phases of :mod:`.streaming`; a fused chain of the front or the tail whose weights do
-    not fit that phase's C slot is dropped (``chains`` is updated), and the resident tensors
-    chosen again without it, until the plan is stable."""
+def _stream_plan(ctx: Context, chains: dict, att, cycles, arena=False) -> StreamPlan:
+    """The phases of :mod:`.streaming`, degrading the fusion plan where it does not fit them
+    rather than refusing the program: a fused chain that crosses a boundary
+    (``StreamPlan.cut``) or whose weights do not fit its phase's C slot is dropped (``chains``
+    is updated; its layers are emitted one by one), a tensor kept in a B slot across a
+    boundary or too large for its phase's B slot goes through DRAM (a context module's
+    tensors, :mod:`.attctx`, all of that module's at once), and the resident tensors are
+    chosen again, until the plan is stable. ``ctx.res`` gets the final plan. ``arena``: the
+    middle's C is the tail's region (``StreamPlan.arena``; the weight prefetch arena's)."""
+    from .streaming import c_slot
     prog, cfg = ctx.prog, ctx.cfg
+    pos = {n.name: i for i, n in enumerate(prog.nodes)}
+    prod = {n.output: i for i, n in enumerate(prog.nodes)}
+    att_keep = dict(att.keep) if att is not None else {}
+    groups = _att_groups(prog, att_keep)
+    dropped = set()                         # kept tensors that go through DRAM instead
+
+    def drop_tensor(t):
+        dropped.update(groups.get(t, {t}))
     while True:
         plan = plan_stream(prog, cfg, chains, ctx.res.keep, cycles)
-        pos = {n.name: i for i, n in enumerate(prog.nodes)}
-        drop = []
+        if arena:
+            plan = replace(plan, regions=dict(plan.regions,
+                                              middle={"C": plan.regions["tail"]["C"]}),
+                           arena=True)
+        drop = {w for k, w in plan.cut if k == "chain"}
+        for t in (w for k, w in plan.cut if k == "keep"):
+            drop_tensor(t)
         for first, ch in chains.items():
             ph = plan.phase(pos[first])
-            if ph != "middle":
-                lo, hi = plan.regions[ph]["C"]
-                if chain_weight_bytes(ch, cfg) > Slots(c_slot_bytes(hi - lo), 2, lo,
-                                                       align=64).size:
-                    drop.append(first)
-        if not drop:
+            if ph in plan.regions and chain_weight_bytes(ch, cfg) > \
+                    c_slot(plan.regions[ph]["C"]):
+                drop.add(first)
+        for t in ctx.res.keep:
+            ph = plan.phase(prod[t]) if t in prod else "middle"
+            if "B" in plan.regions.get(ph, {}):
+                lo, hi = plan.regions[ph]["B"]
+                if int(np.prod(prog.tensors[t].shape)) > Slots(hi - lo, B_SLOTS, lo,
+                                                                align=64).size:
+                    drop_tensor(t)
+        drop &= set(chains)
+        if not drop and not (dropped & set(ctx.res.keep)):
             break
         for first in drop:
             del chains[first]
         keep = find_resident(prog, ctx.layout.alias, chains, ctx.sched.B.size)
-        if att is not None:
-            keep.update(att.keep)
-        ctx.res.keep = keep
-    if att is not None:
-        for t in att.keep:
-            i = next(i for i, n in enumerate(prog.nodes) if n.output == t)
-            ph = plan.phase(i)
-            if ph != "middle":
-                lo, hi = plan.regions[ph]["B"]
-                if int(np.prod(prog.tensors[t].shape)) > Slots(hi - lo, B_SLOTS, lo,
-                                                                align=64).size:
-                    raise CompileError(f"stream: context-module tensor {t!r} is kept on chip"
-                                       f" in the {ph} and does not fit its B slot; compile "
-                                       "with attn_onchip=False")
+        keep.update(att_keep)
+        ctx.res.keep = {t: v for t, v in keep.items() if t not in dropped}
+    ctx.res.pipe -= dropped
+    ctx.res.pipe_in -= dropped
     return plan
+
+
+def _att_groups(prog: IntProgram, keep: dict) -> dict:
+    """tensor -> the tensors of its context module among ``keep`` (:mod:`.attctx`'s plan):
+    those whose spans from producer to last reader overlap, transitively; they stay on chip
+    together or not at all."""
+    from .streaming import _producers, _reads
+    prod = _producers(prog)
+    last = {}
+    for i, n in enumerate(prog.nodes):
+        for t in _reads(n):
+            last[t] = i
+    spans = sorted((prod[t], last.get(t, prod[t]), t) for t in keep if t in prod)
+    out, cur, end = {}, [], -1
+    for a, e, t in spans + [(len(prog.nodes) + 1, 0, None)]:
+        if cur and a > end:
+            g = frozenset(cur)
+            out.update(dict.fromkeys(cur, g))
+            cur, end = [], -1
+        if t is not None:
+            cur.append(t)
+            end = max(end, e)
+    return out

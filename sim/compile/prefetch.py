@@ -68,11 +68,12 @@ class WeightArena:
     may be overwritten, filled by its emitter), and :meth:`acquire`, called by
     :meth:`~sim.compile.schedule.Scheduler.load_weights`, which places the group."""
 
-    def __init__(self, total: int, slot: int, sizes=None, reserve=()):
+    def __init__(self, total: int, slot: int, sizes=None, reserve=(), lo: int = 0):
         if 2 * slot > total:
             raise CompileError(f"weight arena: groups of {slot} bytes do not fit twice in "
                                f"buffer C ({total} bytes)")
         self.total = total
+        self.lo = lo            #: the arena's first byte in buffer C (``base`` includes it)
         self.size = slot
         self.unit = math.gcd(slot, ALIGN)   #: placement granularity (divides the group limit)
         self.sizes = sizes      #: the size of every group in load order (None: unknown)
@@ -162,7 +163,7 @@ class WeightArena:
         keep.append((c, end, h))
         self.live = sorted(keep)
         self.last = h
-        self.base[h] = c
+        self.base[h] = self.lo + c
         self.placed.append((h, c, end, sorted({x[2] for x in hit})))
         seen, waits = set(), []
         for e in ev:
@@ -326,15 +327,16 @@ def _ld_waits(binary, tr) -> tuple[dict, dict]:
     return idle, ends
 
 
-def ld_times(binary) -> tuple[dict, dict, dict]:
-    """From one timed run of ``binary`` (:func:`sim.perf.simulate`): ``(idle, fired, ends)``:
-    :func:`ld_idle`'s gaps, the cycle each semaphore's last SIGNAL executed (``fired``), and
-    for each LD ``WAIT`` of the global stream (by index) the cycle it was consumed
-    (``ends``)."""
+def ld_times(binary) -> tuple[dict, dict, dict, int]:
+    """From one timed run of ``binary`` (:func:`sim.perf.simulate`): ``(idle, fired, ends,
+    cycles)``: :func:`ld_idle`'s gaps, the cycle each semaphore's last SIGNAL executed
+    (``fired``), for each LD ``WAIT`` of the global stream (by index) the cycle it was
+    consumed (``ends``), and the run's cycles (``simulate(binary).cycles``: the hoist's
+    caller judges a pass by them without timing the Binary again)."""
     from ..funcsim import build_queues
     from ..perf import simulate
     tr = []
-    simulate(binary, trace=tr)
+    cycles = simulate(binary, trace=tr).cycles
     queues = build_queues(binary)
     pos = {k: 0 for k in queues}
     fired = {}
@@ -344,11 +346,11 @@ def ld_times(binary) -> tuple[dict, dict, dict]:
         if op == "SIGNAL":
             fired[ins.f["sem"]] = max(fired.get(ins.f["sem"], 0), t0)
     idle, ends = _ld_waits(binary, tr)
-    return idle, fired, ends
+    return idle, fired, ends, cycles
 
 
 def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64,
-                       reserved=(), fired=None, ends=None):
+                       reserved=(), fired=None, ends=None, floor: int = 0):
     """Move weight groups up the LD queue (``streams["global"]``) into gaps where the LD unit
     idles: just before the closest earlier LD ``WAIT`` that blocks the unit (``idle``: cycles,
     :func:`ld_idle`) at least as long as the group's transfer (``rate``: bytes per cycle) plus
@@ -361,8 +363,10 @@ def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64,
     transfer: the second linear's groups load during the host's LayerNorm this way. Every
     group tries, in LD order; a group never passes the group before it, except the
     ``reserved`` ones (indices in :func:`weight_groups` order, :func:`reserve_groups`: they
-    have no WAITs). A gap's time is spent once. Returns the new global instructions and tags
-    and the number of groups moved."""
+    have no WAITs). A gap's time is spent once. No group moves before index ``floor`` of the
+    global stream (``compile(..., stream=True)``: past the front's last LD instruction, so
+    that the front's loads stay ahead of every frame fence of the rest). Returns the new
+    global instructions and tags and the number of groups moved."""
     g, tg = streams["global"], tags["global"]
     groups = weight_groups(g)
     if not groups:
@@ -389,7 +393,7 @@ def hoist_weight_loads(streams, tags, idle: dict, rate: float, margin: int = 64,
         prev_moved = False
         # walk up the LD queue while the group may stand before ld_idx[p - 1] (what LD knows
         # after ld_idx[p - 2] implies the group's events); stop at the first WAIT with room
-        lim = -1 if gi in reserved else prev_end
+        lim = max(-1 if gi in reserved else prev_end, floor - 1)
         while p > 0 and ld_idx[p - 1] > lim:
             clk = ld_clock[ld_idx[p - 2]] if p >= 2 else {}
             tgt = ld_idx[p - 1]

@@ -106,34 +106,50 @@ class Scheduler:
         self.C = Slots(c_slot_bytes(cfg.buf_c_bytes))
         self.group_sizes = []   #: bytes of every weight group, in load order
         self.group_layers = []  #: the node (index) of every weight group, in load order
+        #: whether each weight group went to the arena's part of C (:meth:`use_regions`)
+        self.group_arena = []
+        self.phase = None       #: the stream phase being emitted (:meth:`use_regions`)
+        self._arena_plan = None
         if prefetch:            # the whole of buffer C as one arena (sim.compile.prefetch)
             sizes, reserve = (None, ()) if prefetch is True else prefetch
-            self.C = WeightArena(cfg.buf_c_bytes, self.C.size,
-                                 None if sizes is None else list(sizes), reserve=reserve)
+            self._arena_plan = (None if sizes is None else list(sizes), reserve)
+            self.C = WeightArena(cfg.buf_c_bytes, self.C.size, self._arena_plan[0],
+                                 reserve=reserve)
         self.O = Slots(cfg.buf_out_bytes)
         self.sync = DramSync(em, layout)
 
-    def use_regions(self, regions: dict):
+    def use_regions(self, regions: dict, *, arena: bool = False):
         """Stream phases (:mod:`sim.compile.streaming`): from now on the slots of buffers B, C
         and OUT lie in ``regions[name] = (lo, hi)`` (bytes; ``None``: the whole buffer), cut
         into as many slots as before. Every new slot waits for every user of every old slot
         (the old and new slots overlap in ways not worth tracking; two changes per frame).
-        Call it between layers: no resident tensor may hold a B slot, nothing deferred."""
+        ``arena``: C's region is the one the middle and the tail share with the weight
+        prefetch (:mod:`sim.compile.prefetch`): with ``prefetch`` the :class:`WeightArena`
+        over that region (made at its first use, kept across the middle and the tail; it is
+        disjoint from the front's region, so it waits for nothing of the front), without it
+        two slots as elsewhere. Call it between layers: no resident tensor may hold a B slot,
+        nothing deferred."""
         from .prefetch import WeightArena
+        from .streaming import c_slot
         if self.B.pinned:
             raise CompileError("stream: a phase change while a tensor is kept in a B slot")
-        if isinstance(self.C, WeightArena):
-            raise CompileError("stream: not combined with the weight prefetch arena")
         self.sync.flush()
         for attr, name, full in (("B", "B", self.cfg.buf_b_bytes),
                                  ("C", "C", self.cfg.buf_c_bytes),
                                  ("O", "OUT", self.cfg.buf_out_bytes)):
             old = getattr(self, attr)
             lo, hi = regions.get(name) or (0, full)
-            new = Slots(c_slot_bytes(hi - lo) if attr == "C" else hi - lo, len(old.base), lo,
-                        align=64)
+            if attr == "C" and arena and self._arena_plan is not None:
+                if not (isinstance(old, WeightArena) and old.lo == lo
+                        and old.total == hi - lo):
+                    sizes, reserve = self._arena_plan
+                    self.C = WeightArena(hi - lo, c_slot((lo, hi)), sizes, reserve=reserve,
+                                         lo=lo)
+                continue
+            new = Slots(c_slot_bytes(hi - lo) if attr == "C" else hi - lo,
+                        2 if isinstance(old, WeightArena) else len(old.base), lo, align=64)
             busy = []
-            for b in old.busy:
+            for b in (old.busy.values() if isinstance(old, WeightArena) else old.busy):
                 busy += [e for e in b if e not in busy]
             new.busy = [list(busy) for _ in new.base]
             setattr(self, attr, new)
@@ -144,6 +160,7 @@ class Scheduler:
         nbytes = max(off + n for _, n, off in blocks)
         self.group_sizes.append(nbytes)
         self.group_layers.append(em.layer)
+        self.group_arena.append(self.phase != "front")
         for sem, cnt in self.C.acquire(slot_c, nbytes):
             em.wait("global", "LD", sem, cnt)
         base = self.C.base[slot_c]

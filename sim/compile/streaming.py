@@ -20,16 +20,29 @@ frame k enters its tail, which is where the overlap is wanted.
 
 Where the boundaries go (:func:`plan_stream`): the tail starts after the last node whose output
 is a feature map (H * W > 1): EfficientViT's pool, linears and LayerNorm, the weight-bound
-part. The front is the shortest prefix whose cycles cover the tail's, so that frame k+1 has about as
-much work to overlap as frame k's tail lasts (the pipeline measures them: ``sim.perf`` on the
-Binary compiled without this pass, each layer's attributed cycles; a longer front only
-squeezes more layers into its smaller regions). A boundary never splits what the emitters keep
-on chip across layers: a fused chain, a tensor kept in a B slot until its last reader
-(:mod:`sim.compile.fusion`, :mod:`sim.compile.attctx`), the front holds no fused chain whose
-weights exceed its C slot (it ends before; the pipeline drops such a chain of the tail), and the tail never reads a tensor the
-front writes (that would be a fence in reach: frame k+1's front overwriting what frame k's tail
-still reads); the tail's start moves earlier, the front's end later (or, where nothing later
-is left before the tail, earlier) until both hold.
+part; or later, at the first node no chain or kept tensor crosses (B1-R224: the head conv's
+output stays in B for the pool, so the pool joins the middle and the tail is the linears and
+the LayerNorm; before, the tail moved *earlier* and took the whole of stage 3, one run of
+kept tensors, into its 1/8 of B). The front is the shortest prefix whose cycles cover the
+tail's, so that frame k+1 has about as much work to overlap as frame k's tail lasts (the
+pipeline measures them: ``sim.perf`` on the Binary compiled without this pass, each layer's
+attributed cycles; a longer front only squeezes more layers into its smaller regions), moved
+later (or, where nothing later is left before the tail, earlier) to a cut that splits nothing
+the emitters keep on chip across layers (a fused chain, a tensor kept in a B slot until its
+last reader: :mod:`sim.compile.fusion`, :mod:`sim.compile.attctx`) and holds no fused chain
+whose weights exceed the front's C slot. Where no boundary can avoid them, what crosses is
+listed in ``StreamPlan.cut`` and the pipeline degrades it (the chain unfused, the tensor
+through DRAM, a context module's tensors together; ``pipeline._stream_plan``, which also
+drops a chain or kept tensor of the front or the tail that does not fit that phase's C or B
+slot). Never relaxed: the tail reads no tensor the front writes (that would be a fence in
+reach: frame k+1's front overwriting what frame k's tail still reads); without such a cut,
+:class:`CompileError`.
+
+With the weight prefetch (``prefetch=True``, the default where C exceeds its two slots) the
+front keeps its two C slots and the middle and the tail share one
+:class:`~sim.compile.prefetch.WeightArena` over the tail's C region (``StreamPlan.arena``):
+the tail's first weight groups are reserved and loaded during the middle, as without
+``stream``, and frame k+1's front, in its own part of C, still has no fence against them.
 
 At a phase change (:meth:`sim.compile.schedule.Scheduler.use_regions`) the deferred tile is
 flushed and every slot of the new phase waits for every user of every slot of the old one
@@ -59,10 +72,17 @@ TAIL = {"B": (0.875, 1.0), "C": (0.25, 1.0), "OUT": (0.875, 1.0)}
 class StreamPlan:
     """Nodes ``[0, front_end)`` are the front, ``[tail_start, len(nodes))`` the tail;
     ``regions[phase][buffer] = (lo, hi)`` in bytes for ``phase`` in ``"front"``, ``"tail"``
-    (the middle uses whole buffers)."""
+    (the middle uses whole buffers); ``cut``: what the compiler must give up so that nothing
+    kept on chip crosses a boundary, ``("chain", first node)`` (the chain is emitted unfused)
+    and ``("keep", tensor)`` (the tensor goes through DRAM), empty when a cut was found that
+    splits nothing."""
     front_end: int
     tail_start: int
     regions: dict
+    cut: frozenset = frozenset()
+    #: the middle and the tail share C's tail region, the weight prefetch arena's with
+    #: ``prefetch`` (:meth:`sim.compile.schedule.Scheduler.use_regions`)
+    arena: bool = False
 
     def phase(self, i: int) -> str:
         """``"front"``, ``"middle"`` or ``"tail"`` of node index ``i``."""
@@ -75,6 +95,31 @@ def _region(frac, size, align=64):
     lo = int(size * frac[0]) // align * align
     hi = int(size * frac[1]) // align * align
     return lo, hi
+
+
+def regions(cfg) -> dict:
+    """``{"front": {buffer: (lo, hi)}, "tail": {...}}`` in bytes for ``cfg``: :data:`FRONT`
+    and :data:`TAIL`, but the front's C region no larger than the two weight slots it is cut
+    into (:func:`~sim.compile.tiling.c_slot_bytes`: on a C larger than them, e.g. the
+    ``zcu102`` preset's 2 MiB, the rest would stay unused), the tail's starting where it
+    ends."""
+    from .tiling import c_slot_bytes
+    sizes = {"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes, "OUT": cfg.buf_out_bytes}
+    out = {"front": {b: _region(FRONT[b], sizes[b]) for b in BUFFERS},
+           "tail": {b: _region(TAIL[b], sizes[b]) for b in BUFFERS}}
+    lo, hi = out["front"]["C"]
+    hi = min(hi, lo + c_slot_bytes(sizes["C"]) // 64 * 64)
+    out["front"]["C"] = (lo, hi)
+    out["tail"]["C"] = (hi, out["tail"]["C"][1])
+    return out
+
+
+def c_slot(region) -> int:
+    """The size of each of the two weight slots of a buffer-C region ``(lo, hi)`` (as
+    :meth:`sim.compile.schedule.Scheduler.use_regions` cuts it)."""
+    from .tiling import c_slot_bytes
+    lo, hi = region
+    return c_slot_bytes(hi - lo) // 2 // 64 * 64
 
 
 def _reads(n) -> list:
@@ -96,18 +141,20 @@ def _producers(prog: IntProgram) -> dict:
 
 
 def _spans(prog: IntProgram, chains: dict, keep: dict) -> list:
-    """``[(first, last)]`` node index ranges a boundary must not split: fused chains and
-    tensors kept on chip (from their producer to their last reader)."""
+    """``[(first, last, what)]``: node index ranges a boundary must not split, fused chains
+    (``what = ("chain", first node)``) and tensors kept on chip from their producer to their
+    last reader (``("keep", tensor)``)."""
     pos = {n.name: i for i, n in enumerate(prog.nodes)}
     prod = _producers(prog)
     readers = {}
     for i, n in enumerate(prog.nodes):
         for t in _reads(n):
             readers.setdefault(t, []).append(i)
-    out = [(pos[first], max(pos[m.name] for m in ch)) for first, ch in chains.items()]
+    out = [(pos[first], max(pos[m.name] for m in ch), ("chain", first))
+           for first, ch in chains.items()]
     for t in keep:
         if t in prod and readers.get(t):
-            out.append((prod[t], max(readers[t])))
+            out.append((prod[t], max(readers[t]), ("keep", t)))
     return out
 
 
@@ -117,7 +164,17 @@ def plan_stream(prog: IntProgram, cfg, chains: dict, keep: dict,
     first node -> chain; ``keep``: tensors kept in B slots, including the context modules')
     and the cycles of every node (``cycles``: the pipeline gives those ``sim.perf`` attributes
     to each layer of the Binary compiled without the pass; by default the per-layer bound of
-    :func:`sim.bounds.bounds`, which underestimates the compute-bound front)."""
+    :func:`sim.bounds.bounds`, which underestimates the compute-bound front).
+
+    The tail starts after the last node with a feature-map output, or later (never earlier:
+    the tail is the weight-bound part, and EfficientViT's stage 3 is one run of chains and
+    kept tensors) at the first node where no chain or kept tensor crosses; where every later
+    cut crosses one, at that node with what crosses in ``cut``. The front: the first cut at or
+    after the covering prefix (else before it) that crosses nothing and holds no chain too
+    big for its C slot; else the same search ignoring those two conditions, with what crosses
+    in ``cut`` (the pipeline drops a chain too big for its phase's C slot itself). Never
+    relaxed: the tail reads no tensor the front writes; without such a cut
+    :class:`CompileError`."""
     nodes = prog.nodes
     n = len(nodes)
     fmap = [i for i, nd in enumerate(nodes)
@@ -126,42 +183,48 @@ def plan_stream(prog: IntProgram, cfg, chains: dict, keep: dict,
     if cycles is None:
         from ..bounds import bounds
         cycles = [lb.cycles for lb in bounds(prog, cfg).layers]
+    spans = _spans(prog, chains, keep)
+    prod = _producers(prog)
+
+    def crossing(b):
+        return {w for a, e, w in spans if a < b <= e}
+    cut = set()
+    if tail < n:
+        later = [t for t in range(tail, n) if not crossing(t)]
+        if later:
+            tail = later[0]
+        else:
+            cut |= crossing(tail)
     cyc = list(cycles)
     need, front, acc = sum(cyc[tail:]), 0, 0.0
     while front < tail and acc < need:
         acc += cyc[front]
         front += 1
-    spans = _spans(prog, chains, keep)
-    prod = _producers(prog)
-
-    def split(b):
-        return any(a < b <= e for a, e in spans)
-    while tail > 0 and split(tail):
-        tail -= 1
     tail_reads = {t for nd in nodes[tail:] for t in _reads(nd)}
 
-    sizes = {"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes, "OUT": cfg.buf_out_bytes}
-    regions = {"front": {b: _region(FRONT[b], sizes[b]) for b in BUFFERS},
-               "tail": {b: _region(TAIL[b], sizes[b]) for b in BUFFERS}}
-    lo, hi = regions["front"]["C"]
-    c_slot = (hi - lo) // 2 // 64 * 64
+    regs = regions(cfg)
+    slot = c_slot(regs["front"]["C"])
     pos = {nd.name: i for i, nd in enumerate(nodes)}
     # a fused chain whose weights do not fit the front's C slot stays out of the front (fused
     # in the middle rather than unfused in the front)
-    big = min([pos[f] for f, ch in chains.items() if chain_weight_bytes(ch, cfg) > c_slot],
+    big = min([pos[f] for f, ch in chains.items() if chain_weight_bytes(ch, cfg) > slot],
               default=n)
 
-    def ok(f):          # the tail must not read what the front writes (a fence within reach)
-        return 0 < f < tail and f <= big and not split(f) and not any(
-            prod.get(t, n) < f for t in tail_reads)
-    cands = [f for f in range(max(front, 1), tail) if ok(f)] or \
-        [f for f in range(min(front, tail - 1), 0, -1) if ok(f)]
+    def legal(f):       # the tail must not read what the front writes (a fence within reach)
+        return 0 < f < tail and not any(prod.get(t, n) < f for t in tail_reads)
+
+    def clean(f):
+        return legal(f) and f <= big and not crossing(f)
+    order = list(range(max(front, 1), tail)) + list(range(min(front, tail) - 1, 0, -1))
+    cands = [f for f in order if clean(f)]
     if not cands:
-        raise CompileError("stream: no front/tail split of this program: every cut splits a "
-                           "fused chain or a kept tensor, holds a chain too big for the front's"
-                           " C slot, or lets the tail read what the front writes")
-    front = cands[0]
-    return StreamPlan(front, tail, regions)
+        cands = [f for f in order if legal(f)]
+        if cands:
+            cut |= crossing(cands[0])
+    if not cands:
+        raise CompileError("stream: no front/tail split of this program: the tail reads "
+                           "what every possible front writes")
+    return StreamPlan(cands[0], tail, regs, frozenset(cut))
 
 
 def _phase_of_tag(binary):
