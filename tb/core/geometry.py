@@ -38,7 +38,7 @@ from sim.isa import BUF_NAMES
 
 from .harness import UNITS, CoreEnv
 
-__all__ = ["RecordingEnv", "classify", "summarise", "format_table", "CLASSES"]
+__all__ = ["CLASSES", "RecordingEnv", "classify", "format_table", "summarise"]
 
 CLASSES = ("word", "rows", "columns", "elements", "straddle", "bytes")
 COMPUTE_PREFIX = ("CONV", "DW", "ATT", "POOL")
@@ -71,12 +71,12 @@ class RecordingEnv(CoreEnv):
 
     def _log(self, p, kind, s, rows, elems, mask=None, wide=0):
         u = p.split("_")[0]
-        self.requests.append(dict(
-            unit=u, port=p, kind=kind, buf=BUF_NAMES.get(s[f"{p}__buf"], s[f"{p}__buf"]),
-            addr=s[f"{p}__addr"], row_stride=s.get(f"{p}__row_stride", 0),
-            elem_stride=s[f"{p}__elem_stride"], rows=rows, elems=elems,
-            mask=(1 << elems) - 1 if mask is None else mask, wide=wide,
-            op=self.cur_op[u], cycle=self.cycle))
+        self.requests.append({
+            "unit": u, "port": p, "kind": kind, "buf": BUF_NAMES.get(s[f"{p}__buf"], s[f"{p}__buf"]),
+            "addr": s[f"{p}__addr"], "row_stride": s.get(f"{p}__row_stride", 0),
+            "elem_stride": s[f"{p}__elem_stride"], "rows": rows, "elems": elems,
+            "mask": (1 << elems) - 1 if mask is None else mask, "wide": wide,
+            "op": self.cur_op[u], "cycle": self.cycle})
 
     def gather(self, p, rows, elems, s):
         self._log(p, "gather", s, rows, elems)
@@ -140,10 +140,10 @@ def summarise(requests, *, word: int) -> dict:
     out: dict = {}
     for r in requests:
         key = (r["op"] or "-", r["port"], r["buf"])
-        d = out.setdefault(key, dict(n=0, classes=collections.Counter(),
-                                     words=collections.Counter(), rs=collections.Counter(),
-                                     es=collections.Counter(),
-                                     shape=f"{r['rows']}x{r['elems']}"))
+        d = out.setdefault(key, {"n": 0, "classes": collections.Counter(),
+                                     "words": collections.Counter(), "rs": collections.Counter(),
+                                     "es": collections.Counter(),
+                                     "shape": f"{r['rows']}x{r['elems']}"})
         c, w = classify(r, word=word)
         d["n"] += 1
         d["classes"][c] += 1
@@ -162,8 +162,8 @@ def _top(counter, n=3):
 def format_table(summary: dict) -> str:
     """One line per (opcode, port, buffer): requests, shape, class shares, words per request,
     the row and element strides seen (value:share)."""
-    lines = [f"{'op':9} {'port':8} {'buf':4} {'requests':>8} {'shape':6} "
-             f"{'classes':32} {'words/req':20} {'row stride':22} elem stride"]
+    lines = [(f"{'op':9} {'port':8} {'buf':4} {'requests':>8} {'shape':6} "
+             f"{'classes':32} {'words/req':20} {'row stride':22} elem stride")]
     for (op, port, buf), d in sorted(summary.items()):
         lines.append(f"{op:9} {port:8} {buf:4} {d['n']:8d} {d['shape']:6} "
                      f"{_top(d['classes']):32} {_top(d['words']):20} {_top(d['rs']):22} "

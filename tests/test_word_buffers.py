@@ -1,0 +1,160 @@
+# amaranth: UnusedElaboratable=no
+"""hw.system.wordbanked.WordBankedBuffers in amaranth.sim (docs/global-buffers.md, "Word-banked
+buffers"):
+
+* the random bench of ``tests/test_banked_buffers.py`` (two requesters' gather / scatter ports,
+  LD / ST lines, fixed seeds, a Python model of the port contract) restricted to the patterns
+  the word buffers serve: rows of consecutive bytes from an offset that is a multiple of their
+  width, columns (row stride 1) on the ports built with them, elements of scatters (int32
+  aligned to 4); at 8 x 8, 4 x 4 and 2 x 8 (banks x bytes);
+* requests outside the patterns: accepted at once, read as 0, write nothing, and raise the
+  sticky ``violation`` flag with the first port's index;
+* the core (``Core(stall=True)``) on the word buffers runs blocked Binaries bit-exact with
+  ``sim.golden`` and ``sim.funcsim`` (``tb.core.banked`` with ``buffers="word"``), the cycles
+  printed against ``sim.perf`` and ``BankedBuffers``;
+* the request geometry of the core on blocked Binaries (``tb.core.geometry``), printed.
+"""
+
+from __future__ import annotations
+
+import pytest
+from amaranth.sim import Simulator
+from test_banked_buffers import LINE, ORDER, SIZES, core_signature, run_bench
+
+from hw.core.ports import ADDR_BITS
+from hw.system.wordbanked import WordBankedBuffers, chunk_plan
+from sim.isa import BUFS
+
+COLUMNS = ("w", "x")        # the bench's ports that may be read in column mode
+
+
+def _gather_gen(word):
+    def gen(rng, name, rows, elems):
+        buf = ORDER[rng.integers(3)]
+        plan = chunk_plan(rows, elems, word)
+        if name in COLUMNS and rng.random() < 0.4:
+            g = plan["columns"][0]
+            es = int(rng.choice([0, 2, 3, 4, 8, 16, 24])) if g == 1 else \
+                g * int(rng.choice([0, 1, 2, 3, 5]))
+            if es == 1:
+                es = 2
+            rs = 1
+        else:
+            g = plan["rows"][0]
+            es = 1 if elems > 1 else int(rng.choice([0, 1, 5]))
+            rs = g * int(rng.choice([0, 1, 2, 3, 7]))
+        if rng.random() < 0.1:          # past the end, or wrapping at ADDR_BITS
+            addr = int(rng.choice([SIZES[buf] - 8, (1 << ADDR_BITS) - 8]))
+        else:
+            addr = int(rng.integers(0, SIZES[buf] // g)) * g
+        return {"buf": buf, "addr": addr, "rs": rs, "es": es}
+    return gen
+
+
+def _scatter_gen(rng, elems, lo, hi):
+    wide = int(rng.random() < 0.3)
+    nb = 4 if wide else 1
+    es = int(rng.choice([4, 8, 16] if wide else [1, 1, 2, 4, 8]))
+    span = (elems - 1) * es + nb
+    addr = int(rng.integers(lo // nb, (hi - span) // nb + 1)) * nb
+    data = [int(v) for v in rng.integers(-(1 << 31), 1 << 31, elems)]
+    return {"addr": addr, "es": es, "wide": wide, "mask": int(rng.integers(0, 1 << elems)), "data": data}
+
+
+@pytest.mark.parametrize("banks,word", [(8, 8), (4, 4), (2, 8)])
+def test_word_buffers_random(banks, word):
+    dut = WordBankedBuffers(core_signature=core_signature(), cores=2, sizes=SIZES, line=LINE,
+                            banks=banks, word=word, columns=COLUMNS)
+    stats = run_bench(dut, seed=banks * 10 + word + 1, gather_gen=_gather_gen(word),
+                      scatter_gen=_scatter_gen)
+    assert stats["stalls"] > 0 and stats["accepted"] > 200 and stats["checked"] > 500, stats
+
+
+def _one_request(dut, port, fields, *, check):
+    """Drive one request on core 0's ``port`` until accepted; ``check(ctx, cycles)`` runs in the
+    cycle after acceptance."""
+    async def bench(ctx):
+        p = getattr(dut, f"c0_{port}")
+        for k, v in fields.items():
+            if k == "data":
+                for e, d in enumerate(v):
+                    ctx.set(p.data[e], d)
+            else:
+                ctx.set(getattr(p, k), v)
+        ctx.set(p.en, 1)
+        n = 0
+        while not ctx.get(p.ready):
+            await ctx.tick()
+            n += 1
+            assert n < 20
+        await ctx.tick()
+        ctx.set(p.en, 0)
+        check(ctx, n)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("port,fields,why", [
+    ("p", {"buf": BUFS["B"], "addr": 16, "row_stride": 8, "elem_stride": 2}, ("element stride 2 on a "
+     "port without columns")),
+    ("x", {"buf": BUFS["B"], "addr": 2, "row_stride": 0, "elem_stride": 1}, ("a row of 4 bytes at an "
+     "offset of 2")),
+    ("w", {"buf": BUFS["C"], "addr": 8, "row_stride": 4, "elem_stride": 3}, ("columns at a row stride "
+     "other than 1")),
+    ("w", {"buf": BUFS["C"], "addr": 8, "row_stride": 1, "elem_stride": 6}, ("columns of 3 bytes at a "
+     "stride of 6")),
+    ("o", {"buf": BUFS["OUT"], "addr": 2, "elem_stride": 4, "wide": 1, "mask": 1, "data": [-1] * 4},
+     "an int32 at an offset of 2"),
+])
+def test_word_buffers_violation(port, fields, why):
+    """An unsupported request: accepted in its first cycle, data 0 (gathers) or nothing
+    written (scatters), and ``violation`` set with the port's index."""
+    dut = WordBankedBuffers(core_signature=core_signature(), cores=1, sizes=SIZES, line=LINE,
+                            columns=COLUMNS)
+    p = getattr(dut, f"c0_{port}")
+
+    def check(ctx, cycles):
+        assert cycles == 0, why
+        assert ctx.get(dut.violation) == 1, why
+        assert dut.ports[ctx.get(dut.violation_port)] == port, why
+        if hasattr(p, "row_stride"):
+            assert ctx.get(p.data.as_value()) == 0, why
+        else:
+            for mem in dut.bank_mems:
+                assert all(ctx.get(mem.data[i]) == 0 for i in range(4)), why
+
+    _one_request(dut, port, fields, check=check)
+
+
+def test_word_buffers_supported_request_no_violation():
+    """A supported request of every kind leaves ``violation`` low (its data: the bench above)."""
+    dut = WordBankedBuffers(core_signature=core_signature(), cores=1, sizes=SIZES, line=LINE,
+                            columns=COLUMNS)
+
+    def check(ctx, cycles):
+        assert ctx.get(dut.violation) == 0
+
+    _one_request(dut, "w", {"buf": BUFS["B"], "addr": 64, "row_stride": 1, "elem_stride": 8},
+                 check=check)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"columns": ("nope",)}, "not gather ports"),
+    ({"columns": "w"}, "collection of port names"),
+    ({"banks": 3}, "banks"),
+])
+def test_word_buffers_bad_parameters(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        WordBankedBuffers(core_signature=core_signature(), cores=1, sizes=SIZES, line=LINE, **kw)
+
+
+def test_chunk_plan():
+    """Chunks per mode, from the shapes: an x word, a w line, p records, the xr columns."""
+    assert chunk_plan(1, 8, 8) == {"rows": (8, 1, 1), "columns": (1, 1, 8)}
+    assert chunk_plan(8, 8, 8)["rows"] == (8, 1, 8)
+    assert chunk_plan(8, 32, 8)["rows"] == (8, 4, 32)
+    assert chunk_plan(4, 8, 4)["columns"] == (4, 1, 8)
+    assert chunk_plan(3, 4, 8) == {"rows": (4, 1, 3), "columns": (4, 1, 4)}
