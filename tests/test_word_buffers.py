@@ -158,3 +158,83 @@ def test_chunk_plan():
     assert chunk_plan(8, 32, 8)["rows"] == (8, 4, 32)
     assert chunk_plan(4, 8, 4)["columns"] == (4, 1, 8)
     assert chunk_plan(3, 4, 8) == {"rows": (4, 1, 3), "columns": (4, 1, 4)}
+
+
+def _req(kind="gather", rows=1, elems=8, addr=0, rs=0, es=1, mask=None, wide=0):
+    return {"kind": kind, "rows": rows, "elems": elems, "addr": addr, "row_stride": rs,
+            "elem_stride": es, "mask": (1 << elems) - 1 if mask is None else mask, "wide": wide}
+
+
+@pytest.mark.parametrize("req,want", [
+    (_req(addr=64), ("word", 1)),                                   # x: a pixel's 8 channels
+    (_req(rows=8, elems=8, addr=128, rs=8), ("rows", 8)),           # w: a 64-byte line
+    (_req(rows=8, elems=32, addr=256, rs=32), ("rows", 32)),        # p: 8 records
+    (_req(rows=8, elems=12, addr=(1 << ADDR_BITS) - 16, rs=1, es=8), ("columns", 12)),  # xr
+    (_req(rows=8, elems=12, addr=64, rs=1, es=16), ("columns", 12)),  # xr, stride 2
+    (_req(elems=8, addr=3, es=8), ("elements", 8)),                 # one channel, 8 pixels
+    (_req(addr=4), ("straddle", 2)),                                # a word at offset 4
+    (_req(rows=8, elems=8, addr=0, rs=1, es=9), ("straddle", 9)),    # columns of 8 at 9
+    (_req(rows=2, elems=4, addr=0, rs=100, es=3), ("bytes", 4)),
+    (_req("scatter", elems=8, addr=16, es=1), ("word", 1)),         # o: a pixel's channels
+    (_req("scatter", elems=8, addr=5, es=8), ("elements", 8)),      # DW o: a channel
+    (_req("scatter", elems=2, addr=16, es=4, wide=1), ("word", 1)),
+    (_req("scatter", elems=4, addr=16, es=4, wide=1), ("rows", 2)),  # int32 logits
+    (_req("scatter", elems=2, addr=6, es=4, wide=1), ("straddle", 2)),
+])
+def test_classify(req, want):
+    """tb.core.geometry's classes for hand-made requests on 8-byte words."""
+    from tb.core.geometry import classify
+    assert classify(req, word=8) == want
+
+
+def record(names):
+    """The core's requests (tb.core.geometry.RecordingEnv) on the blocked Binaries ``names`` of
+    tests/test_blockreg.py, each run bit-exact with sim.golden."""
+    from test_blockreg import compiled_case
+
+    from hw.core import Core
+    from sim import golden
+    from tb.core.geometry import RecordingEnv
+    from tb.core.harness import simulate_amaranth
+    reqs = []
+    for name in names:
+        prog, cfg, binary, x = compiled_case(name)
+        env = RecordingEnv(binary, x)
+        simulate_amaranth(Core.from_config(cfg), env, max_cycles=60000)
+        y = prog.outputs[0]
+        assert (env.outputs()[y] == golden.run(prog, x)[y]).all(), name
+        reqs += [dict(r, case=name) for r in env.requests]
+    return reqs
+
+
+def check_geometry(reqs):
+    """Every request is a word, rows, columns or elements on words of B = 4 bytes (small) and
+    of 8 bytes, except straddles; a straddle starts at a base that is not a multiple of B (the
+    compiler's buffer slots, not the strides)."""
+    from tb.core.geometry import classify, format_table, summarise
+    for word in (4, 8):
+        print(f"\nword = {word} bytes\n" + format_table(summarise(reqs, word=word)))
+        for r in reqs:
+            c, _ = classify(r, word=word)
+            assert c != "bytes", r
+            if c == "straddle":
+                assert r["addr"] % 4, r
+
+
+def test_request_geometry():
+    """The request geometry of the core on three blocked Binaries (pointwise, depthwise stride
+    2, pooling), printed with -s; the whole set: test_request_geometry_all."""
+    reqs = record(["pw", "dw3_s2", "pool"])
+    check_geometry(reqs)
+    from tb.core.geometry import classify
+    assert all(classify(r, word=4)[0] != "straddle" for r in reqs)
+    xr = [r for r in reqs if r["port"] == "rmac_xr"]
+    assert xr and all(classify(r, word=4)[0] == "columns" for r in xr)
+
+
+@pytest.mark.regress
+def test_request_geometry_all():
+    """The table of docs/global-buffers.md ("Request geometry of blocked Binaries"): the core
+    on the 18 blocked Binaries that tests/test_blockreg.py runs in RTL."""
+    from test_blockreg import RTL_COMPILED
+    check_geometry(record(RTL_COMPILED))

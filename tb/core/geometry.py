@@ -16,8 +16,8 @@ to decide that they are outside):
 * ``columns``: the row stride is 1 and every *column* (the rows of one element) lies in
   ``ceil(rows / word)`` words from an offset that is a multiple of its width: the depthwise
   ``xr`` row segment of a blocked Binary (the channels of one pixel per column);
-* ``elements`` (scatters): every element (1 or 4 bytes) within one word, elements in
-  different words (e.g. one channel of several pixels);
+* ``elements``: one row (gathers) or a scatter whose elements (1 or 4 bytes) are each within
+  one word but not one run: e.g. one channel of several pixels or tokens at the block stride;
 * ``straddle``: contiguous rows (or columns), but one crosses a word boundary it need not
   (its offset is not a multiple of its width);
 * ``bytes``: anything else (lanes of one row in different words at a non-unit stride).
@@ -126,11 +126,12 @@ def classify(req: dict, *, word: int) -> tuple[str, int]:
             return "rows", len(words)
         if not (rows > 1 and rs == 1):
             return "straddle", len(words)
-    if rows == 1 or rs == 1:
-        if rows > 1 and _runs_ok(idx[0, :].tolist(), rows, word):
+    if rows == 1:
+        return "elements", len(words)
+    if rs == 1:
+        if _runs_ok(idx[0, :].tolist(), rows, word):
             return "columns", len(words)
-        if rows > 1:
-            return "straddle", len(words)
+        return "straddle", len(words)
     return "bytes", len(words)
 
 
