@@ -17,6 +17,7 @@ buffers"):
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from amaranth.sim import Simulator
 from test_banked_buffers import LINE, ORDER, SIZES, core_signature, run_bench
@@ -238,3 +239,52 @@ def test_request_geometry_all():
     on the 18 blocked Binaries that tests/test_blockreg.py runs in RTL."""
     from test_blockreg import RTL_COMPILED
     check_geometry(record(RTL_COMPILED))
+
+
+def run_core(name, buffers="word", word=8):
+    """The blocked Binary ``name`` of tests/test_blockreg.py on one ``Core(stall=True)`` and the
+    ``buffers`` of tb.core.banked: (prog, binary, x, env, cycles)."""
+    from test_blockreg import compiled_case
+
+    from tb.core.banked import BankedCoreTop, BankedEnv, simulate_banked
+    prog, cfg, binary, x = compiled_case(name)
+    top = BankedCoreTop(cfg, buffers=buffers, word=word)
+    env = BankedEnv(binary, x, top)
+    return prog, binary, x, env, simulate_banked(top, env, max_cycles=100_000)
+
+
+#: blocked Binaries whose every request is supported (aligned bases; the others: below)
+CORE_FAST = ["pw_res_hswish", "dw3_res", "pool"]
+CORE_LONG = ["pw", "conv3_s2", "linear", "dw3_s2", "stem", "gpw", "pool_relu"]
+
+
+@pytest.mark.parametrize("name", CORE_FAST + [pytest.param(n, marks=pytest.mark.regress)
+                                              for n in CORE_LONG])
+def test_core_on_word_buffers(name):
+    """Bit-exact with sim.golden and sim.funcsim; the cycles (printed with -s) against
+    sim.perf, which has no bank conflicts, can only be more."""
+    from sim import funcsim, golden, perf, timing
+    prog, binary, x, env, cycles = run_core(name)
+    y = prog.outputs[0]
+    out = env.outputs()[y]
+    np.testing.assert_array_equal(out, golden.run(prog, x)[y])
+    np.testing.assert_array_equal(out, funcsim.run(binary, x)[y])
+    model = perf.simulate(binary, env=timing.PYTHON_HARNESS).cycles
+    print(f"{name}: word buffers {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
+    assert cycles >= model
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("name", ["pw_res_hswish", "dw3_res"])
+def test_word_and_banked_same_cycles(name):
+    """On requests of whole aligned words the byte-lane BankedBuffers serve the same words in
+    the same cycles (same round robin): equal cycle counts."""
+    assert run_core(name)[-1] == run_core(name, buffers="banked")[-1]
+
+
+def test_core_unaligned_base_is_a_violation():
+    """A blocked Binary whose B tiles start off a word (the compiler's B slots are a third of
+    the buffer: tb.core.geometry's straddles) stops with the violation flag, not wrong data."""
+    from tb.core.harness import HarnessError
+    with pytest.raises(HarnessError, match="unsupported request of port"):
+        run_core("two_pw")
