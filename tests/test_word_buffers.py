@@ -59,7 +59,8 @@ def _scatter_gen(rng, elems, lo, hi):
     span = (elems - 1) * es + nb
     addr = int(rng.integers(lo // nb, (hi - span) // nb + 1)) * nb
     data = [int(v) for v in rng.integers(-(1 << 31), 1 << 31, elems)]
-    return {"addr": addr, "es": es, "wide": wide, "mask": int(rng.integers(0, 1 << elems)), "data": data}
+    return {"addr": addr, "es": es, "wide": wide, "mask": int(rng.integers(0, 1 << elems)),
+            "data": data}
 
 
 @pytest.mark.parametrize("banks,word", [(8, 8), (4, 4), (2, 8)])
@@ -98,16 +99,16 @@ def _one_request(dut, port, fields, *, check):
     sim.run()
 
 
+def _f(buf, addr, **kw):
+    return {"buf": BUFS[buf], "addr": addr, **kw}
+
+
 @pytest.mark.parametrize("port,fields,why", [
-    ("p", {"buf": BUFS["B"], "addr": 16, "row_stride": 8, "elem_stride": 2}, ("element stride 2 on a "
-     "port without columns")),
-    ("x", {"buf": BUFS["B"], "addr": 2, "row_stride": 0, "elem_stride": 1}, ("a row of 4 bytes at an "
-     "offset of 2")),
-    ("w", {"buf": BUFS["C"], "addr": 8, "row_stride": 4, "elem_stride": 3}, ("columns at a row stride "
-     "other than 1")),
-    ("w", {"buf": BUFS["C"], "addr": 8, "row_stride": 1, "elem_stride": 6}, ("columns of 3 bytes at a "
-     "stride of 6")),
-    ("o", {"buf": BUFS["OUT"], "addr": 2, "elem_stride": 4, "wide": 1, "mask": 1, "data": [-1] * 4},
+    ("p", _f("B", 16, row_stride=8, elem_stride=2), "element stride 2 without columns"),
+    ("x", _f("B", 2, row_stride=0, elem_stride=1), "a row of 4 bytes at an offset of 2"),
+    ("w", _f("C", 8, row_stride=4, elem_stride=3), "columns at a row stride other than 1"),
+    ("w", _f("C", 8, row_stride=1, elem_stride=6), "columns of 3 bytes at a stride of 6"),
+    ("o", _f("OUT", 2, elem_stride=4, wide=1, mask=1, data=[-1] * 4),
      "an int32 at an offset of 2"),
 ])
 def test_word_buffers_violation(port, fields, why):
@@ -270,7 +271,8 @@ def test_core_on_word_buffers(name):
     np.testing.assert_array_equal(out, golden.run(prog, x)[y])
     np.testing.assert_array_equal(out, funcsim.run(binary, x)[y])
     model = perf.simulate(binary, env=timing.PYTHON_HARNESS).cycles
-    print(f"{name}: word buffers {cycles} cycles, sim.perf {model} ({(cycles - model) / model:+.1%})")
+    print(f"{name}: word buffers {cycles} cycles, sim.perf {model} "
+          f"({(cycles - model) / model:+.1%})")
     assert cycles >= model
 
 

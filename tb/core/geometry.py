@@ -71,8 +71,9 @@ class RecordingEnv(CoreEnv):
 
     def _log(self, p, kind, s, rows, elems, mask=None, wide=0):
         u = p.split("_")[0]
+        buf = s[f"{p}__buf"]
         self.requests.append({
-            "unit": u, "port": p, "kind": kind, "buf": BUF_NAMES.get(s[f"{p}__buf"], s[f"{p}__buf"]),
+            "unit": u, "port": p, "kind": kind, "buf": BUF_NAMES.get(buf, buf),
             "addr": s[f"{p}__addr"], "row_stride": s.get(f"{p}__row_stride", 0),
             "elem_stride": s[f"{p}__elem_stride"], "rows": rows, "elems": elems,
             "mask": (1 << elems) - 1 if mask is None else mask, "wide": wide,
