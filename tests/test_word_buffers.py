@@ -190,8 +190,9 @@ def test_classify(req, want):
 
 
 def record(names):
-    """The core's requests (tb.core.geometry.RecordingEnv) on the blocked Binaries ``names`` of
-    tests/test_blockreg.py, each run bit-exact with sim.golden."""
+    """The requests of the backpressure core (``Core(stall=True)``, what the word buffers
+    serve; every ``ready`` high) on the blocked Binaries ``names`` of tests/test_blockreg.py
+    (tb.core.geometry.RecordingEnv), each run bit-exact with sim.golden."""
     from test_blockreg import compiled_case
 
     from hw.core import Core
@@ -201,8 +202,8 @@ def record(names):
     reqs = []
     for name in names:
         prog, cfg, binary, x = compiled_case(name)
-        env = RecordingEnv(binary, x)
-        simulate_amaranth(Core.from_config(cfg), env, max_cycles=60000)
+        env = RecordingEnv(binary, x, ready=1.0)
+        simulate_amaranth(Core.from_config(cfg, stall=True), env, max_cycles=60000)
         y = prog.outputs[0]
         assert (env.outputs()[y] == golden.run(prog, x)[y]).all(), name
         reqs += [dict(r, case=name) for r in env.requests]
@@ -284,9 +285,11 @@ def test_word_and_banked_same_cycles(name):
     assert run_core(name)[-1] == run_core(name, buffers="banked")[-1]
 
 
-def test_core_unaligned_base_is_a_violation():
-    """A blocked Binary whose B tiles start off a word (the compiler's B slots are a third of
-    the buffer: tb.core.geometry's straddles) stops with the violation flag, not wrong data."""
+def test_core_unaligned_request_is_a_violation():
+    """A blocked Binary on a config with fewer requant lanes than the engine (REQUANT: 2 on
+    the MAT) reads the residual of a drain sub-block at an offset of 2 inside the block (a
+    4-byte row that straddles a word): the run stops with the violation flag of that port,
+    not wrong data."""
     from tb.core.harness import HarnessError
-    with pytest.raises(HarnessError, match="unsupported request of port"):
-        run_core("two_pw")
+    with pytest.raises(HarnessError, match="unsupported request of port 'mat_r'"):
+        run_core("pw_res_rq")
