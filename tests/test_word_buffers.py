@@ -293,3 +293,22 @@ def test_core_unaligned_request_is_a_violation():
     from tb.core.harness import HarnessError
     with pytest.raises(HarnessError, match="unsupported request of port 'mat_r'"):
         run_core("pw_res_rq")
+
+
+@pytest.mark.parametrize("config,chunks,lanes", [
+    # small (N = M = T = S = 4): x 1, w 4, p 16, r 1 per MAT; R-MAC x 4 (K tokens), w 4, p 16,
+    # r 4 (DW residual pixels), xr 8 columns; AUX x 4, p 4; scatters 4 + 4 + 1
+    ("small", 1 + 4 + 16 + 1 + 4 + 4 + 16 + 4 + 8 + 4 + 4 + 9,
+     4 + 16 + 128 + 4 + 4 + 16 + 128 + 4 + 32 + 4 + 32 + 4 * 9),
+    # paper (8 x 8 engines): xr 8 x 12 is 2 words per row (16) or 12 columns
+    ("paper", 1 + 8 + 32 + 1 + 8 + 8 + 32 + 8 + 16 + 8 + 4 + 17,
+     8 + 64 + 256 + 8 + 8 + 64 + 256 + 8 + 96 + 8 + 32 + 4 * 17),
+])
+def test_core_chunks(config, chunks, lanes):
+    """Chunks per core of the word buffers against byte lanes of the banked ones (the LUT
+    extrapolation of docs/global-buffers.md), counted by hand from the port shapes."""
+    from hw.core import Core
+    from hw.system.wordbanked import core_chunks
+    from sim.config import AccelConfig
+    core = Core.from_config(AccelConfig.from_string(config), stall=True)
+    assert core_chunks(core.signature) == {"chunks": chunks, "lanes": lanes}

@@ -48,7 +48,7 @@ from ..core.ports import ADDR_BITS
 from .banked import BankedBuffers, _first, _Lanes
 from .buffers import core_buffer_ports
 
-__all__ = ["DEFAULT_COLUMNS", "WordBankedBuffers", "chunk_plan"]
+__all__ = ["DEFAULT_COLUMNS", "WordBankedBuffers", "chunk_plan", "core_chunks"]
 
 #: the core ports that may be served in column mode (tb.core.geometry on blocked Binaries):
 #: the depthwise row segment (xr: channels of a pixel per column), the attention's V rows
@@ -67,6 +67,24 @@ def chunk_plan(rows: int, elems: int, word: int) -> dict:
     gr, gc = min(_pow2(elems), word), min(_pow2(rows), word)
     kr, kc = -(-elems // gr), -(-rows // gc)
     return {"rows": (gr, kr, rows * kr), "columns": (gc, kc, elems * kc)}
+
+
+def core_chunks(core_signature, *, word: int = 8, columns=None) -> dict:
+    """``{"chunks", "lanes"}`` of one core: the chunks :class:`WordBankedBuffers` decomposes
+    its ports into (per gather port the larger of its modes, one per scatter element) and the
+    byte lanes :class:`hw.system.banked.BankedBuffers` serves (gather bytes, 4 per scatter
+    element)."""
+    gathers, scatters = core_buffer_ports(core_signature)
+    cols = set(DEFAULT_COLUMNS if columns is None else columns)
+    chunks = lanes = 0
+    for name, rows, elems, _s in gathers:
+        plan = chunk_plan(rows, elems, word)
+        chunks += max(plan["rows"][2], plan["columns"][2] if name in cols and elems > 1 else 0)
+        lanes += rows * elems
+    for _name, elems, _s in scatters:
+        chunks += elems
+        lanes += 4 * elems
+    return {"chunks": chunks, "lanes": lanes}
 
 
 class WordBankedBuffers(BankedBuffers):
