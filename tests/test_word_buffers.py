@@ -307,10 +307,11 @@ def test_core_unaligned_request_is_a_violation():
 def test_core_chunks(config, chunks, lanes):
     """Chunks per core of the word buffers against byte lanes of the banked ones (the LUT
     extrapolation of docs/global-buffers.md), counted by hand from the port shapes."""
+    from test_board import _silence
+
     from hw.core import Core
     from hw.system.wordbanked import core_chunks
     from sim.config import AccelConfig
-    from test_board import _silence
     core = Core.from_config(AccelConfig.from_string(config), stall=True)
     _silence(core)          # only its signature is used
     assert core_chunks(core.signature) == {"chunks": chunks, "lanes": lanes}
