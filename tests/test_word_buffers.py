@@ -257,7 +257,8 @@ def run_core(name, buffers="word", word=8):
 
 #: blocked Binaries whose every request is supported (aligned bases; the others: below)
 CORE_FAST = ["pw_res_hswish", "dw3_res", "pool"]
-CORE_LONG = ["pw", "conv3_s2", "linear", "dw3_s2", "stem", "gpw", "pool_relu"]
+CORE_LONG = ["pw", "conv3_s2", "two_pw", "linear", "pw_res_rr", "dw3_s2", "mbconv",
+             "mbconv_s2_rq", "stem", "gpw", "pool_relu", "att", "att_d8", "att_rq"]
 
 
 @pytest.mark.parametrize("name", CORE_FAST + [pytest.param(n, marks=pytest.mark.regress)
@@ -278,11 +279,14 @@ def test_core_on_word_buffers(name):
 
 
 @pytest.mark.regress
-@pytest.mark.parametrize("name", ["pw_res_hswish", "dw3_res"])
+@pytest.mark.parametrize("name", ["pw", "pw_res_hswish", "conv3_s2", "linear", "dw3_s2",
+                                  "mbconv", "att"])
 def test_word_and_banked_same_cycles(name):
     """On requests of whole aligned words the byte-lane BankedBuffers serve the same words in
-    the same cycles (same round robin): equal cycle counts."""
-    assert run_core(name)[-1] == run_core(name, buffers="banked")[-1]
+    the same cycles (same round robin): equal cycle counts (printed with -s)."""
+    word, banked = run_core(name)[-1], run_core(name, buffers="banked")[-1]
+    print(f"{name}: word buffers {word} cycles, BankedBuffers {banked}")
+    assert word == banked
 
 
 def test_core_unaligned_request_is_a_violation():
