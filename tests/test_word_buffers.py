@@ -341,3 +341,15 @@ def test_word_buffers_size(L):
     r = estimate(bufs, "trio_wordbuf", abc9=False)
     print({k: r[k] for k in ("LUT", "FF", "DSP48E2", "RAMB36", "dir")})
     assert r["RAMB36"] == 24 and r["LUT"] < 207_284 * L
+
+
+@pytest.mark.regress
+def test_accelerator_word_buffers_convert():
+    """``Accelerator(buffers="word")`` (cores with backpressure, the word buffers, their
+    violation flag among the error sources) converts to Verilog (~3 minutes)."""
+    from amaranth.back import verilog
+
+    from hw.system.accelerator import Accelerator
+    acc = Accelerator(config="small:L=1", sems=16, buffers="word")
+    text = verilog.convert(acc, name="trio_accel", emit_src=False)
+    assert "violation" in text and "mat_x__ready" in text

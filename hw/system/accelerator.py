@@ -107,8 +107,9 @@ class Accelerator(wiring.Component):
         :class:`hw.system.banked.BankedBuffers` (``banks`` word-interleaved simple dual-port
         memories of ``word`` bytes; the cores are then built with ``stall=True`` and freeze
         on bank conflicts) or :class:`hw.system.wordbanked.WordBankedBuffers` (the same banks
-        serving whole-word chunks: channel-blocked Binaries only; its ``violation`` flag is
-        not surfaced yet). docs/global-buffers.md.
+        serving whole-word chunks: channel-blocked Binaries only; a request they do not serve,
+        their ``violation`` flag, stops the run with the error code ``BUFFER_RANGE``, as an
+        access out of a buffer does). docs/global-buffers.md.
     banks, word : int
         The banked buffers' bank count and word bytes (``buffers="banked"`` or ``"word"``).
     hierarchy : bool
@@ -483,6 +484,9 @@ class Accelerator(wiring.Component):
                  (dispatch.fault, ErrCode.AXI_RESP, Q, 0),
                  (sems.fault, ErrCode.SEM_RANGE, sems.fault_port, 0),
                  (bufs.fault != 0, ErrCode.BUFFER_RANGE, Q, 0),
+                 # word buffers: a request outside the word / line patterns (not served)
+                 *([(bufs.violation, ErrCode.BUFFER_RANGE, Q, 0)]
+                   if self.buffers == "word" else []),
                  (barked, ErrCode.WATCHDOG, Q, 0)]
         err_now = Signal()
         err_code, err_queue, err_pc = Signal(8), Signal(16), Signal(32)
