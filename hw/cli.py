@@ -125,15 +125,16 @@ def _estimate_accelerator(args) -> int:
     allowed = {"sems", "buffers", "banks", "method"}
     if set(extra) - allowed:
         raise registry.RegistryError("estimate accelerator takes --config and --param sems=N, "
-                                     "buffers=behavioural|banked, banks=N, method=top|parts "
+                                     "buffers=behavioural|banked|word, banks=N, method=top|parts "
                                      f"only, got {sorted(set(extra) - allowed)}")
     method = extra.get("method", "top")
     if method not in ("top", "parts"):
         raise registry.RegistryError(f"method must be top (the hierarchical Verilog's modules: "
                                      f"core x L, the top alone) or parts, got {method!r}")
     buffers = extra.get("buffers", "behavioural")
-    if buffers not in ("behavioural", "banked"):
-        raise registry.RegistryError(f"buffers must be behavioural or banked, got {buffers!r}")
+    if buffers not in ("behavioural", "banked", "word"):
+        raise registry.RegistryError(f"buffers must be behavioural, banked or word, got "
+                                     f"{buffers!r}")
     banks = registry.parse_value("banks", extra.get("banks", "8"), 8)
     try:
         cfg = AccelConfig.from_string(args.config or "paper")

@@ -97,9 +97,13 @@ def _rand_scatter(rng, elems, lo, hi):
     return dict(addr=addr, es=es, wide=wide, mask=int(rng.integers(0, 1 << elems)), data=data)
 
 
-def run_bench(dut, *, cores=2, epochs=6, cycles=60, seed=1):
+def run_bench(dut, *, cores=2, epochs=6, cycles=60, seed=1, gather_gen=None, scatter_gen=None):
     """Drive random traffic for ``epochs`` x ``cycles`` cycles; returns (stall cycles seen,
-    requests accepted). Asserts the contract on every accepted request and the final memory."""
+    requests accepted). Asserts the contract on every accepted request and the final memory.
+    ``gather_gen(rng, name, rows, elems)`` / ``scatter_gen(rng, elems, lo, hi)`` make the
+    requests (default: any stride, :func:`_rand_gather` / :func:`_rand_scatter`)."""
+    gather_gen = gather_gen or (lambda rng, _n, rows, elems: _rand_gather(rng, rows, elems))
+    scatter_gen = scatter_gen or _rand_scatter
     rng = np.random.default_rng(seed)
     model = Model()
     total = sum(SIZES.values())
@@ -138,11 +142,11 @@ def run_bench(dut, *, cores=2, epochs=6, cycles=60, seed=1):
                 for c in range(cores):
                     for n, (rows, elems) in GATHERS.items():
                         if (c, n) not in cur and rng.random() < 0.7:
-                            cur[(c, n)] = ("g", _rand_gather(rng, rows, elems))
+                            cur[(c, n)] = ("g", gather_gen(rng, n, rows, elems))
                     for n, elems in SCATTERS.items():
                         if (c, n) not in cur and rng.random() < 0.5:
                             lo, hi = part[(c, n)]
-                            cur[(c, n)] = ("s", _rand_scatter(rng, elems, lo, hi))
+                            cur[(c, n)] = ("s", scatter_gen(rng, elems, lo, hi))
                 for c in range(cores):
                     for n in list(GATHERS) + list(SCATTERS):
                         p = port(c, n)

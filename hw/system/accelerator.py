@@ -45,6 +45,7 @@ from .regmap import ErrCode
 from .arbiter import ReadArbiter
 from .axi import axi4_lite_signature, axi4_signature
 from .banked import BankedBuffers
+from .wordbanked import WordBankedBuffers
 from .buffers import GlobalBuffers, ld_port_name
 from .cluster import CLUSTER_MODULE, CoreCluster
 from .csr import RegisterBlock
@@ -67,7 +68,9 @@ assert tuple(u.lower() for u in CORE_QUEUE_UNITS) == UNIT_NAMES
 
 
 #: the global-buffer implementations (``Accelerator(buffers=...)``)
-BUFFER_KINDS = ("behavioural", "banked")
+BUFFER_KINDS = ("behavioural", "banked", "word")
+#: the kinds whose cores need backpressure (``Core(stall=True)``)
+STALL_BUFFERS = ("banked", "word")
 
 
 class Accelerator(wiring.Component):
@@ -100,14 +103,17 @@ class Accelerator(wiring.Component):
         (``sim.checks.ld_overlaps``). The banked buffers take one LD engine (P <= 2).
     core : hw.core.Core or None
         A core to replicate (its parameters); default ``Core.from_config(config)``.
-    buffers : "behavioural" or "banked"
+    buffers : "behavioural", "banked" or "word"
         The global buffers: :class:`hw.system.buffers.GlobalBuffers` (one read port per byte
-        lane, never stalls; the default, fast to simulate) or
+        lane, never stalls; the default, fast to simulate),
         :class:`hw.system.banked.BankedBuffers` (``banks`` word-interleaved simple dual-port
         memories of ``word`` bytes; the cores are then built with ``stall=True`` and freeze
-        on bank conflicts). docs/global-buffers.md.
+        on bank conflicts) or :class:`hw.system.wordbanked.WordBankedBuffers` (the same banks
+        serving whole-word chunks: channel-blocked Binaries only; a request they do not serve,
+        their ``violation`` flag, stops the run with the error code ``BUFFER_RANGE``, as an
+        access out of a buffer does). docs/global-buffers.md.
     banks, word : int
-        The banked buffers' bank count and word bytes (``buffers="banked"`` only).
+        The banked buffers' bank count and word bytes (``buffers="banked"`` or ``"word"``).
     hierarchy : bool
         False (default): every part is elaborated inside (flat; what ``amaranth.sim`` runs).
         True: the core and the global buffers are Verilog modules of their own, converted once
@@ -154,9 +160,9 @@ class Accelerator(wiring.Component):
         self.ld_engines = max(1, self.axi_ports - 1)
         if buffers not in BUFFER_KINDS:
             raise ValueError(f"buffers must be one of {BUFFER_KINDS}, got {buffers!r}")
-        if buffers == "banked" and self.ld_engines > 1:
+        if buffers in STALL_BUFFERS and self.ld_engines > 1:
             raise ValueError(f"axi_ports={axi_ports} needs {self.ld_engines} line-write ports "
-                             f"into the global buffers; buffers=\"banked\" has one (axi_ports "
+                             f"into the global buffers; buffers={buffers!r} has one (axi_ports "
                              f"1 or 2; docs/system.md, \"AXI ports\")")
         self.buffers = buffers
         self.banks = check_pow2("banks", banks, lo=2, hi=64)
@@ -170,7 +176,7 @@ class Accelerator(wiring.Component):
         self.modules = {}
         self.module_clocked = {}
         if hierarchy:
-            core = Core.from_config(config, stall=buffers == "banked")
+            core = Core.from_config(config, stall=buffers in STALL_BUFFERS)
             self.modules = {CORE_MODULE: core}
             bufs = self._buffers(core.signature)
             if output_bits(bufs) <= MAX_INSTANCE_OUTPUT_BITS:
@@ -211,9 +217,10 @@ class Accelerator(wiring.Component):
     def _buffers(self, core_signature, hierarchy=False):
         cfg = self.cfg
         sizes = {"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes, "OUT": cfg.buf_out_bytes}
-        if self.buffers == "banked":
-            return BankedBuffers(core_signature=core_signature, cores=self.L, line=LINE,
-                                 sizes=sizes, banks=self.banks, word=self.word)
+        if self.buffers in STALL_BUFFERS:
+            kind = BankedBuffers if self.buffers == "banked" else WordBankedBuffers
+            return kind(core_signature=core_signature, cores=self.L, line=LINE,
+                        sizes=sizes, banks=self.banks, word=self.word)
         return GlobalBuffers(core_signature=core_signature, cores=self.L, line=LINE,
                              sizes=sizes, ld_ports=self.ld_engines, hierarchy=hierarchy)
 
@@ -262,7 +269,7 @@ class Accelerator(wiring.Component):
         desc = ld.cmd.payload.shape()
         g = {k: GlobalUnit(kind=k, addr_width=A, descriptor=desc if k != "HOST" else None)
              for k in ("LD", "ST", "HOST")}
-        banked = self.buffers == "banked"
+        banked = self.buffers in STALL_BUFFERS
         if self.hierarchy:
             # the same parts as Verilog modules converted once (hw.hier), with the run reset
             def inst(module):
@@ -479,6 +486,9 @@ class Accelerator(wiring.Component):
                  (dispatch.fault, ErrCode.AXI_RESP, Q, 0),
                  (sems.fault, ErrCode.SEM_RANGE, sems.fault_port, 0),
                  (bufs.fault != 0, ErrCode.BUFFER_RANGE, Q, 0),
+                 # word buffers: a request outside the word / line patterns (not served)
+                 *([(bufs.violation, ErrCode.BUFFER_RANGE, Q, 0)]
+                   if self.buffers == "word" else []),
                  (barked, ErrCode.WATCHDOG, Q, 0)]
         err_now = Signal()
         err_code, err_queue, err_pc = Signal(8), Signal(16), Signal(32)

@@ -137,18 +137,11 @@ class BankedBuffers(GlobalBuffers):
         self.bank_mems = [Memory(shape=unsigned(8 * word), depth=self.depth, init=[])
                           for _ in range(banks)]
 
-    def elaborate(self, platform):
-        m = Module()
-        P, Wd = self.banks, self.word
-        for b, mem in enumerate(self.bank_mems):
-            m.submodules[f"bank{b}"] = mem
-        rports = [mem.read_port(domain="sync") for mem in self.bank_mems]
-        wports = [mem.write_port(granularity=8) for mem in self.bank_mems]
-        fault = Signal(3)
-        m.d.comb += self.fault.eq(fault)
-        G = self.gbits
-
-        # ---- requesters ------------------------------------------------------------------
+    def _requesters(self, m, fault):
+        """The cores' gather and scatter requests as ``_Lanes`` of byte lanes: ``(reads,
+        writes)``, lists of ``(tag, lanes, extra)`` (``extra``: what :meth:`_gather_data` and
+        :meth:`_write_hits` need); drives each port's ``ready``."""
+        P, Wd, G = self.banks, self.word, self.gbits
         reads, writes = [], []      # (tag, _Lanes, extra)
         for c in range(self.cores):
             for name, rows, elems, _s in self.gathers:
@@ -178,7 +171,7 @@ class BankedBuffers(GlobalBuffers):
                 base, size, known = self._select(m, port.buf, tag)
                 lanes, vals = [], []
                 for e in range(elems):
-                    at, act, inr = self._scatter_element(m, port, tag, e, size, known, fault)
+                    at, _act, inr = self._scatter_element(m, port, tag, e, size, known, fault)
                     for k in range(4):
                         g = Signal(G, name=f"{tag}_g{e}_{k}")
                         on = Signal(name=f"{tag}_on{e}_{k}")
@@ -189,6 +182,52 @@ class BankedBuffers(GlobalBuffers):
                 ln = _Lanes(m, tag, lanes, banks=P, word=Wd, en=port.en, complete_en=port.en)
                 m.d.comb += port.ready.eq(ln.complete)
                 writes.append((tag, ln, vals))
+
+        return reads, writes
+
+    @staticmethod
+    def _write_hits(ln, vals, b, q):
+        """``[(hit, byte)]``: the served lanes of a scatter that write byte ``q`` of bank ``b``
+        (the first one is taken)."""
+        return [(ln.srv[j] & (ln.bank[j] == b) & (ln.off[j] == q), vals[j]) for j in range(ln.n)]
+
+    def _gather_data(self, m, reads, words):
+        """Drive each gather port's ``data`` from the bank words ``words`` (an ``Array`` of the
+        read ports' data, one cycle after the request)."""
+        wb, bb = (self.word - 1).bit_length(), (self.banks - 1).bit_length()
+        # gather data: bytes served in the accepting cycle from the banks, the others from the
+        # lane registers, 0 outside the buffer
+        for tag, ln, (port, rows, elems, oks) in reads:
+            srv_q = Signal(ln.n, name=f"{tag}_srv_q")
+            ok_q = Signal(ln.n, name=f"{tag}_ok_q")
+            m.d.sync += srv_q.eq(ln.srv)
+            with m.If(ln.complete):
+                m.d.sync += ok_q.eq(Cat(*oks))
+            for i in range(ln.n):
+                r, e = divmod(i, elems)
+                bq = Signal(bb if bb else 1, name=f"{tag}_bq{i}")
+                oq = Signal(wb, name=f"{tag}_oq{i}")
+                with m.If(ln.srv[i]):
+                    m.d.sync += [bq.eq(ln.bank[i]), oq.eq(ln.off[i])]
+                byte = Signal(8, name=f"{tag}_b{i}")
+                keep = Signal(8, name=f"{tag}_k{i}")
+                m.d.comb += byte.eq(words[bq].word_select(oq, 8))
+                with m.If(srv_q[i]):
+                    m.d.sync += keep.eq(byte)
+                m.d.comb += port.data[r][e].eq(Mux(ok_q[i], Mux(srv_q[i], byte, keep), 0))
+
+    def elaborate(self, platform):
+        m = Module()
+        P, Wd = self.banks, self.word
+        for b, mem in enumerate(self.bank_mems):
+            m.submodules[f"bank{b}"] = mem
+        rports = [mem.read_port(domain="sync") for mem in self.bank_mems]
+        wports = [mem.write_port(granularity=8) for mem in self.bank_mems]
+        fault = Signal(3)
+        m.d.comb += self.fault.eq(fault)
+        G = self.gbits
+
+        reads, writes = self._requesters(m, fault)
 
         # ---- the DMA lines: ST reads, LD writes, first on their banks ----------------------
         wb, bb = (Wd - 1).bit_length(), (P - 1).bit_length()
@@ -278,13 +317,11 @@ class BankedBuffers(GlobalBuffers):
         for b in range(P):
             wp = wports[b]
             who, any_ = wgrant[b]
-            for i, (tag, ln, vals) in enumerate(writes):
+            for i, (tag, ln, extra) in enumerate(writes):
                 with m.If(~ld_use[b] & any_ & (who == i)):
                     m.d.comb += wp.addr.eq(ln.rows[b])
                     for q in range(Wd):
-                        hits = [ln.srv[j] & (ln.bank[j] == b) & (ln.off[j] == q)
-                                for j in range(ln.n)]
-                        v, d = _first(zip(hits, vals))
+                        v, d = _first(self._write_hits(ln, extra, b, q))
                         m.d.comb += [wp.en[q].eq(v), wp.data[8 * q:8 * q + 8].eq(d)]
 
         # ST data: the words of the line, one cycle later
@@ -297,24 +334,5 @@ class BankedBuffers(GlobalBuffers):
             byte = words[st_bank_q[wj]].word_select(q, 8) if Wd * nwords >= self.line else 0
             m.d.comb += self.st_data[8 * j:8 * j + 8].eq(Mux(st_ok_q, byte, 0))
 
-        # gather data: bytes served in the accepting cycle from the banks, the others from the
-        # lane registers, 0 outside the buffer
-        for tag, ln, (port, rows, elems, oks) in reads:
-            srv_q = Signal(ln.n, name=f"{tag}_srv_q")
-            ok_q = Signal(ln.n, name=f"{tag}_ok_q")
-            m.d.sync += srv_q.eq(ln.srv)
-            with m.If(ln.complete):
-                m.d.sync += ok_q.eq(Cat(*oks))
-            for i in range(ln.n):
-                r, e = divmod(i, elems)
-                bq = Signal(bb if bb else 1, name=f"{tag}_bq{i}")
-                oq = Signal(wb, name=f"{tag}_oq{i}")
-                with m.If(ln.srv[i]):
-                    m.d.sync += [bq.eq(ln.bank[i]), oq.eq(ln.off[i])]
-                byte = Signal(8, name=f"{tag}_b{i}")
-                keep = Signal(8, name=f"{tag}_k{i}")
-                m.d.comb += byte.eq(words[bq].word_select(oq, 8))
-                with m.If(srv_q[i]):
-                    m.d.sync += keep.eq(byte)
-                m.d.comb += port.data[r][e].eq(Mux(ok_q[i], Mux(srv_q[i], byte, keep), 0))
+        self._gather_data(m, reads, words)
         return m

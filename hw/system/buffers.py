@@ -268,11 +268,17 @@ class GlobalBuffers(wiring.Component):
             sig[ld_port_name(k)] = In(stream.Signature(line_write_layout(line)))
         sig.update(st_en=In(1), st_buf=In(3), st_addr=In(ADDR_BITS),
                    st_data=Out(8 * line), fault=Out(3))
+        sig.update(self._extra_ports())
         self.base, self.total = _bases(self.sizes)
         #: the parts converted as Verilog modules of their own (``hierarchy=True``)
         self.modules = {LANES_MODULE: self._lanes()} if hierarchy else {}
         self.module_clocked = dict.fromkeys(self.modules, False)
         super().__init__(sig)
+
+    def _extra_ports(self) -> dict:
+        """Signature members a subclass adds (called once ``gathers`` / ``scatters`` are
+        known); none here."""
+        return {}
 
     @staticmethod
     def _scatter_element(m, port, tag, e, size, known, fault):

@@ -59,16 +59,18 @@ def accelerator_parts(cfg, *, sems: int = SEM_IDS, buffers: str = "behavioural",
     from .globalunit import GlobalUnit
     from .semaphores import SemaphoreFile
 
-    from .accelerator import BUFFER_KINDS
+    from .accelerator import BUFFER_KINDS, STALL_BUFFERS
     from .banked import BankedBuffers
+    from .wordbanked import WordBankedBuffers
     if buffers not in BUFFER_KINDS:
         raise ValueError(f"buffers must be one of {BUFFER_KINDS}, got {buffers!r}")
     Q = n_queues(cfg.L)
     desc = descriptor_layout(40)
-    core = Core.from_config(cfg, stall=buffers == "banked")
+    core = Core.from_config(cfg, stall=buffers in STALL_BUFFERS)
     extra = []
-    if buffers == "banked":
-        extra.append((f"global_buffers (banked x{banks})", 1, BankedBuffers(
+    if buffers in STALL_BUFFERS:
+        kind = BankedBuffers if buffers == "banked" else WordBankedBuffers
+        extra.append((f"global_buffers ({buffers} x{banks})", 1, kind(
             core_signature=core.signature, cores=cfg.L, line=LINE, banks=banks,
             sizes={"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes, "OUT": cfg.buf_out_bytes})))
     return extra + [
@@ -131,13 +133,13 @@ def _estimate_top(cfg, *, sems, buffers, banks, progress, estimate_verilog=None)
                   for mod in (CORE_MODULE, BUFFERS_MODULE, CLUSTER_MODULE)
                   if mod in acc.modules)
     lib += split.stubs() if split is not None else ""
-    if split is not None and buffers == "banked":
+    if split is not None and buffers in ("banked", "word"):
         from amaranth.back import verilog
         texts[BUFFERS_MODULE] = verilog.convert(bufs, name=BUFFERS_MODULE, emit_src=False)
     jobs = [("core", CORE_MODULE, cfg.L, texts[CORE_MODULE], None,
              f"one synthesis of module {CORE_MODULE}, x L = {cfg.L}")]
-    if buffers == "banked":
-        jobs.append((f"global_buffers (banked x{banks})", BUFFERS_MODULE, 1,
+    if buffers in ("banked", "word"):
+        jobs.append((f"global_buffers ({buffers} x{banks})", BUFFERS_MODULE, 1,
                      texts[BUFFERS_MODULE], None, f"module {BUFFERS_MODULE}"))
     boxes = (f"the cores and the global buffers a black box {CLUSTER_MODULE}"
              if cluster is not None else

@@ -79,7 +79,8 @@ def new_context(prog: IntProgram, cfg: AccelConfig, *, prefetch=False, block: in
     em = Emitter(cfg)
     image = DramImage()
     layout = layout_tensors(prog, image, block=1 << block)
-    sched = Scheduler(em, cfg, layout, prefetch=prefetch)
+    sched = Scheduler(em, cfg, layout, prefetch=prefetch,
+                      b_align=BLOCK_SLOT_ALIGN if block else 1)
     return Context(prog, cfg, em, image, layout, sched, Residency(prog, sched, layout, {}),
                    block=block)
 
@@ -88,6 +89,10 @@ def _npix(prog, t) -> int:
     _, h, w = shape3(prog.tensors[t].shape)
     return h * w
 
+
+#: the alignment of the B slots of a blocked compile (bytes): the bank word of
+#: hw.system.wordbanked at any block up to 64 (docs/global-buffers.md section 5)
+BLOCK_SLOT_ALIGN = 64
 
 #: the IntProgram ops ``layout="blocked"`` compiles (every op the zoo's networks use)
 BLOCKED_OPS = ("conv", "linear", "concat", "global_avgpool", "linear_attention", "layernorm")

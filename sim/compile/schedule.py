@@ -99,10 +99,13 @@ class Scheduler:
     """The tile protocol every op emitter follows: take slots, load (waiting until the slot is
     free), compute, signal, store, and record when each slot is free again."""
 
-    def __init__(self, em: Emitter, cfg, layout: TensorLayout, *, prefetch=False):
+    def __init__(self, em: Emitter, cfg, layout: TensorLayout, *, prefetch=False,
+                 b_align: int = 1):
         from .prefetch import WeightArena
         self.em, self.cfg = em, cfg
-        self.B = Slots(cfg.buf_b_bytes, B_SLOTS)
+        # b_align: the B slots' bases (the blocked layout: a multiple of the bank word, so
+        # that a block of B channels is one aligned word, docs/global-buffers.md section 5)
+        self.B = Slots(cfg.buf_b_bytes, B_SLOTS, align=b_align)
         self.C = Slots(c_slot_bytes(cfg.buf_c_bytes))
         self.group_sizes = []   #: bytes of every weight group, in load order
         self.group_layers = []  #: the node (index) of every weight group, in load order

@@ -22,6 +22,7 @@ from amaranth.lib import wiring
 
 from hw.core import Core
 from hw.system.banked import BankedBuffers
+from hw.system.wordbanked import WordBankedBuffers
 from sim.isa import BUF_NAMES
 
 from .harness import CoreEnv, HarnessError, _lookup
@@ -32,14 +33,19 @@ LINE = 16
 
 
 class BankedCoreTop(Elaboratable):
-    """``core`` (``stall=True``) on ``BankedBuffers`` of ``cfg``'s sizes with ``banks`` banks."""
+    """``core`` (``stall=True``) on ``BankedBuffers`` (``buffers="banked"``) or
+    ``WordBankedBuffers`` (``buffers="word"``) of ``cfg``'s sizes with ``banks`` banks of
+    ``word`` bytes."""
 
-    def __init__(self, cfg, *, banks: int = 8, word: int = 8):
+    def __init__(self, cfg, *, banks: int = 8, word: int = 8, buffers: str = "banked"):
+        if buffers not in ("banked", "word"):
+            raise ValueError(f"buffers must be 'banked' or 'word', got {buffers!r}")
         self.core = Core.from_config(cfg, stall=True)
-        self.bufs = BankedBuffers(core_signature=self.core.signature, cores=1, line=LINE,
-                                  banks=banks, word=word,
-                                  sizes={"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes,
-                                         "OUT": cfg.buf_out_bytes})
+        kind = BankedBuffers if buffers == "banked" else WordBankedBuffers
+        self.bufs = kind(core_signature=self.core.signature, cores=1, line=LINE,
+                         banks=banks, word=word,
+                         sizes={"B": cfg.buf_b_bytes, "C": cfg.buf_c_bytes,
+                                "OUT": cfg.buf_out_bytes})
 
     def elaborate(self, platform):
         m = Module()
@@ -135,6 +141,8 @@ def simulate_banked(top: BankedCoreTop, env: BankedEnv, *, max_cycles: int = 200
             if s["halted"] == 0b111 and env.done():
                 result["cycles"] = env.cycle
                 result["fault"] = ctx.get(top.bufs.fault)
+                if hasattr(top.bufs, "violation") and ctx.get(top.bufs.violation):
+                    result["violation"] = top.bufs.ports[ctx.get(top.bufs.violation_port)]
                 return
             if env.cycle >= max_cycles:
                 raise HarnessError(f"no completion after {max_cycles} cycles; queues at "
@@ -148,4 +156,7 @@ def simulate_banked(top: BankedCoreTop, env: BankedEnv, *, max_cycles: int = 200
     sim.run()
     if result["fault"]:
         raise HarnessError(f"the banked buffers flagged fault {result['fault']:03b}")
+    if result.get("violation"):
+        raise HarnessError(f"the word buffers flagged an unsupported request of port "
+                           f"{result['violation']!r}")
     return result["cycles"]
