@@ -392,13 +392,36 @@ NETWORKS = {
 }
 
 
+def blocked_input_bytes(prog, x, B):
+    """The DRAM bytes of the network input of a blocked compile with the dense stem, from
+    first principles: the image unfolded for the stem conv (channel ``c*k*k + ky*k + kx`` of
+    output pixel ``(oy, ox)`` is ``x[c, oy*s - p + ky, ox*s - p + kx]``, 0 in the padding),
+    its channels padded to whole blocks of ``B``, ``[C/B][Ho][Wo][B]``."""
+    n = prog.nodes[0]
+    k, s_, p = (int(n.attrs[a]) for a in ("kernel", "stride", "padding"))
+    c, h, w = x.shape
+    ho, wo = (h + 2 * p - k) // s_ + 1, (w + 2 * p - k) // s_ + 1
+    xp = np.zeros((c, h + 2 * p, w + 2 * p), np.int64)
+    xp[:, p:p + h, p:p + w] = x
+    cc = -(-c * k * k // B) * B
+    u = np.zeros((cc, ho, wo), np.int64)
+    for ci in range(c):
+        for ky in range(k):
+            for kx in range(k):
+                u[ci * k * k + ky * k + kx] = xp[ci, ky:ky + s_ * (ho - 1) + 1:s_,
+                                                 kx:kx + s_ * (wo - 1) + 1:s_]
+    return (u.reshape(cc // B, B, ho, wo).transpose(0, 2, 3, 1).reshape(-1) & 0xFF) \
+        .astype(np.uint8)
+
+
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_network_blocked(name):
     """Whole networks compiled blocked (stem, fused MBConvs, resident tensors, grouped
     pointwise, concat aliases, attention with its context module on chip, pooling, the
     host's LayerNorm, the head): funcsim's logits are golden's under both DMA orders, and
     every activation that goes through DRAM holds pack(golden's tensor, blocked) there, pad
-    channels included (the network input's 3 channels are a padded block)."""
+    channels included (the network input's 3 channels are a padded block, or with the dense
+    stem its 27 unfolded channels are 32 / 28 at B = 8 / 4)."""
     from sim import zoo
     from sim.compile.layout import activation_block
     model, cfg = NETWORKS[name]
@@ -428,10 +451,12 @@ def test_network_blocked(name):
         np.testing.assert_array_equal(raw, pack(ref[t], layout="blocked", block=B), err_msg=t)
         checked += 1
     sym = binary.symbols[f"tensor:{prog.inputs[0]}"]
-    np.testing.assert_array_equal(m.dram[sym["addr"]:sym["addr"] + sym["nbytes"]],
-                                  pack(x, layout="blocked", block=B))
-    assert sym["nbytes"] == B * xt.shape[1] * xt.shape[2]
-    assert checked >= 3, checked
+    want = blocked_input_bytes(prog, x, B) if sym["layout"] == "im2col" else \
+        pack(x, layout="blocked", block=B)
+    assert sym["layout"] == ("im2col" if binary.layers[0].get("stem") == "im2col"
+                             else "blocked") and sym["block"] == B
+    np.testing.assert_array_equal(m.dram[sym["addr"]:sym["addr"] + sym["nbytes"]], want)
+    assert checked >= 2, checked      # (the dense stem block keeps its tensors on chip)
     # everything the cores compute on more than one pixel runs blocked
     blk, units = {}, set()
     for st, ins in binary.streams.items():
@@ -459,7 +484,8 @@ def test_network_blocked_prefetch_and_stream():
     for order in ("ld_first", "ld_last"):
         np.testing.assert_array_equal(funcsim.run(b, xs[0], order=order)[y], want[0])
     b = sc.compile(prog, cfg, layout="blocked", stream=True)
-    assert b.symbols[f"tensor:{prog.inputs[0]}"]["layout"] == "blocked"
+    sym = b.symbols[f"tensor:{prog.inputs[0]}"]      # (im2col: the dense stem, blocked)
+    assert sym["layout"] in ("blocked", "im2col") and sym["block"] == 4
     for out, w in zip(funcsim.run_frames(b, xs), want):
         np.testing.assert_array_equal(out[y], w)
 
@@ -526,7 +552,8 @@ def test_cli_compile_blocked(tmp_path, capsys):
     assert main(["compile", str(src), "--config", "small", "--layout", "blocked", "-o",
                  str(out)]) in (0, None)
     b = Binary.load(out)
-    assert b.symbols[f"tensor:{prog.inputs[0]}"]["layout"] == "blocked"
+    sym = b.symbols[f"tensor:{prog.inputs[0]}"]      # (im2col: the dense stem, blocked)
+    assert sym["layout"] in ("blocked", "im2col") and sym["block"] == 4
     xt = prog.tensors[prog.inputs[0]]
     x = golden.quantize_input(zoo.random_image(xt.shape[-1], seed=7), xt)
     y = prog.outputs[0]
