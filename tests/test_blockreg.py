@@ -313,8 +313,8 @@ COMPILED.update({
                           lambda: small_config(**RES_LANES)),
 })
 #: compile options of a case (the default: stem="auto")
-COMPILE_KW = {"stem_taps": dict(stem="taps"), "stem_im2col": dict(stem="im2col"),
-              "stem_block_im2col": dict(stem="im2col")}
+COMPILE_KW = {"stem_taps": {"stem": "taps"}, "stem_im2col": {"stem": "im2col"},
+              "stem_block_im2col": {"stem": "im2col"}}
 RTL_COMPILED = ("pw", "pw_res_hswish", "conv3_s2", "two_pw", "linear", "pw_res_rq", "pw_res_rr",
                 "dw3_res", "dw3_s2", "mbconv", "mbconv_s2_rq", "stem", "gpw", "pool",
                 "pool_relu", "att", "att_d8", "att_rq", "stem_taps", "stem_im2col",
