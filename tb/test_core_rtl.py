@@ -141,3 +141,11 @@ def test_core_rtl_blocked(simulator):
     outputs bit-exact, cycles equal to sim.perf's."""
     _run(("pw_relu", "pw_residual", "pw_u8_res", "mbconv", "conv3_s2", "pool_c12", "att",
           "att_d8"), simulator, layout="blocked")
+
+
+def test_core_rtl_blocked_stem_block(simulator):
+    """The stem block (stem 3x3 stride 2 -> DSConv, the PW adding the stem's output) compiled
+    ``layout="blocked"`` with the dense stem: one fused chain on the unfolded input stored
+    blocked, its 27 channels in 28 (B = 4: a pointwise conv with ``BLOCK`` whose ``CIN`` is not
+    whole blocks), one residual requant lane; outputs bit-exact, cycles equal to sim.perf's."""
+    _run(("stem_block_im2col",), simulator, layout="blocked")

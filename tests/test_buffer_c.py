@@ -189,7 +189,10 @@ def test_prefetch_is_on_by_default_where_c_exceeds_its_two_slots():
     paper, zcu = AccelConfig.from_string("paper"), AccelConfig.from_string("zcu102")
     assert not default_prefetch(paper) and not default_prefetch(AccelConfig.from_string("small"))
     assert default_prefetch(zcu)
-    assert default_prefetch(zcu, stream=True) and not default_prefetch(zcu, layout="blocked")
+    assert default_prefetch(zcu, stream=True) and default_prefetch(zcu, layout="blocked")
+    assert default_prefetch(zcu, stream=True, layout="blocked")
+    with pytest.raises(ValueError, match="layout"):
+        default_prefetch(zcu, layout="planer")
     prog, _ = tiny_with_input()
     assert compile_(prog, zcu).streams == compile_(prog, zcu, prefetch=True).streams
     assert compile_(prog, zcu).streams != compile_(prog, zcu, prefetch=False).streams

@@ -575,15 +575,20 @@ def test_core_stall_random_ready(name):
     assert cycles > perf.simulate(binary, env=timing.PYTHON_HARNESS).cycles
 
 
-@pytest.mark.parametrize("case", ["litemla_ctx", "litemla_ctx_pipe"])
-def test_core_context_module_on_chip(case, monkeypatch):
+@pytest.mark.parametrize("case, layout", [("litemla_ctx", "planar"),
+                                          ("litemla_ctx_pipe", "planar"),
+                                          pytest.param("litemla_ctx_pipe", "blocked",
+                                                       marks=pytest.mark.slow)])
+def test_core_context_module_on_chip(case, layout, monkeypatch):
     """The LiteMLA context module of sim.zoo.tiny (qkv PW, DW 5x5 + grouped PW aggregation,
     concat, attention on 4 heads, proj + residual) with its activations kept in buffer B
     (sim.compile.attctx): the only LOADs into B are the module's input (for qkv, and as proj's
     residual), the attention reads Q, K and V from B and writes its output there, the one
     STORE is proj's output. Bit-exact with sim.golden and sim.funcsim; every instruction fetched
     in the cycle sim.perf says. ``litemla_ctx_pipe`` (8x8 tokens): the qkv is written in the
-    aggregation DW's row pieces, each followed by a SIGNAL that the DW's R-MAC waits for."""
+    aggregation DW's row pieces, each followed by a SIGNAL that the DW's R-MAC waits for;
+    ``blocked`` (``layout="blocked"``, B = 4): the same pieces with BLOCK set, the DW in
+    pieces but the grouped PW reading its whole output (group by group)."""
     from sim.compile import attctx
     from sim.isa import BUFS
     # the row pieces (on by default, attctx.PIPE_AGGREGATION / PIPE_QKV): this test runs them
@@ -591,7 +596,7 @@ def test_core_context_module_on_chip(case, monkeypatch):
     monkeypatch.setattr(attctx, "PIPE_AGGREGATION", True)
     monkeypatch.setattr(attctx, "PIPE_QKV", True)
     prog, cfg, x = make_case(case)
-    binary = sc.compile(prog, cfg)
+    binary = sc.compile(prog, cfg, layout=layout)
     g = binary.streams["global"]
     xaddr = binary.symbols[f"tensor:{prog.inputs[0]}"]["addr"]
     loads_b = [i for i in g if i.op == "LOAD" and i["buf"] == BUFS["B"]]

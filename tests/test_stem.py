@@ -83,8 +83,10 @@ def test_check_layout_refuses_bad_im2col(geom, match):
 
 def test_check_layout_im2col_rules():
     check_layout("im2col", 1, kernel=3, stride=2, padding=1)
-    with pytest.raises(ValueError, match="block must be 1"):
-        check_layout("im2col", 8, kernel=3, stride=2, padding=1)
+    check_layout("im2col", 8, kernel=3, stride=2, padding=1)     # blocked compile: B = 8
+    for bad in (6, 0, True, 2.0):
+        with pytest.raises(ValueError, match="block must be a power of two"):
+            check_layout("im2col", bad, kernel=3, stride=2, padding=1)
     with pytest.raises(ValueError, match="im2col layout only"):
         check_layout("planar", 1, kernel=3, stride=2, padding=1)
     with pytest.raises(ValueError, match="never unpacked"):

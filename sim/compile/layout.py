@@ -23,7 +23,11 @@ already unfolded, ``[C*k*k][Ho][Wo]`` planar, channel ``c*k*k + ky*k + kx`` hold
 ``(c, oy*s - p + ky, ox*s - p + kx)`` and 0 where that pixel is padding (the conv's zero
 padding, as :func:`sim.golden.conv_acc` pads), so that the compiler runs the stem as a pointwise
 conv over ``C*k*k`` channels. The symbol keeps the image's ``shape`` and records ``kernel``,
-``stride`` and ``padding``; only :func:`pack` knows it (nothing reads such a tensor back).
+``stride`` and ``padding``; only :func:`pack` knows it (nothing reads such a tensor back). In a
+blocked compile (``block`` = B > 1) the unfolded tensor is stored ``blocked`` like every other
+activation, its ``C*k*k`` channels padded to whole blocks (27 -> 32 at B = 8; pad lanes 0),
+so that the unfolded stem is an ordinary blocked pointwise conv (docs/global-buffers.md
+section 5).
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ def _posint(v, lo=1):
 def check_layout(layout, block, *, kernel=None, stride=None, padding=None):
     """Raise ValueError unless ``layout`` is one of :data:`LAYOUTS` (``blocked``: with a positive
     int ``block``) or ``im2col`` (with ints ``kernel`` >= 1, ``stride`` >= 1, ``padding`` >= 0
-    and ``block`` 1); the geometry is refused on any other layout."""
+    and ``block`` 1, or a power of two: the unfolded tensor blocked); the geometry is refused
+    on any other layout."""
     geom = dict(kernel=kernel, stride=stride, padding=padding)
     if layout not in INPUT_LAYOUTS:
         raise ValueError(f"layout must be one of {INPUT_LAYOUTS}, got {layout!r}")
@@ -71,8 +76,8 @@ def check_layout(layout, block, *, kernel=None, stride=None, padding=None):
                              f"padding >= 0, got {geom}")
         if padding >= kernel:
             raise ValueError(f"im2col: padding {padding} must be smaller than kernel {kernel}")
-        if block != 1:
-            raise ValueError(f"im2col: block must be 1, got {block!r}")
+        if not _posint(block) or block & (block - 1):
+            raise ValueError(f"im2col: block must be a power of two (1: planar), got {block!r}")
     elif any(v is not None for v in geom.values()):
         raise ValueError(f"kernel/stride/padding belong to the im2col layout only, not to "
                          f"{layout!r}")
@@ -137,13 +142,17 @@ def pack(x, *, layout: str = "planar", block: int = 1, bits: int = 8, **geom) ->
     """The DRAM bytes of integer tensor ``x`` (shape ``(C, H, W)`` or ``(C,)``) in ``layout``:
     8-bit two's complement or, ``bits > 8``, little-endian int32 per element; pad elements 0.
     ``im2col`` (the network input only; ``geom``: ``kernel``, ``stride``, ``padding``): the
-    bytes of :func:`im2col` of ``x``, planar."""
+    bytes of :func:`im2col` of ``x``, planar (``block`` 1) or blocked (``block`` B > 1, the
+    unfolded channels padded to whole blocks)."""
     check_layout(layout, block, **geom)
     x = np.asarray(x, dtype=np.int64)
     if layout == "im2col":      # unfolded as bytes (a padding 0 is byte 0, signed or not)
         if bits != 8:
             raise ValueError(f"im2col: the input is 8-bit, got bits = {bits}")
-        return im2col((x & 0xFF).astype(np.uint8), **geom).reshape(-1)
+        u = im2col((x & 0xFF).astype(np.uint8), **geom)
+        if block == 1:
+            return u.reshape(-1)
+        return pack(u, layout="blocked", block=block)
     c, h, w = shape3(x.shape)
     if layout == "planar":      # (act_offset is the identity)
         out = x.reshape(-1)

@@ -228,11 +228,12 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     ``sim.funcsim.run_frames``, ``sim.perf`` and the RTL's two contexts).
     ``layout="blocked"`` lays every activation of more than one pixel out channel-blocked
     (``sim.compile.layout``, the units' ``BLOCK`` register; docs/global-buffers.md section 5)
-    with the same emitters, fusion, residency and attention context modules as planar
-    (what it needs of the program: :func:`check_blocked`), with or without ``prefetch`` or
-    ``stream`` (the blocked layout keeps the tap-major stem: ``stem="auto"`` means ``"taps"``
-    there, ``"im2col"`` is refused).
-    ``stem="im2col"`` (planar layout only): a program whose first node is a generic conv on
+    with the same emitters, fusion, residency, attention context modules, cross-layer weight
+    prefetch (the default where C exceeds its two slots, :func:`default_prefetch`) and dense
+    stem as planar (what it needs of the program: :func:`check_blocked`), with or without
+    ``stream``; the network input is then blocked too, its channels padded to whole blocks
+    (the unfolded input of ``stem="im2col"``: ``C*k*k`` = 27 channels in 32 at B = 8).
+    ``stem="im2col"``: a program whose first node is a generic conv on
     the input with few ``C*k*k`` (:func:`.stem.stem_node`) runs it as a pointwise conv over
     the input unfolded by the host (:mod:`.stem`, the ``im2col`` input layout; a program
     without such a stem compiles as with ``"taps"``); ``stem="taps"``: the generic conv path,
@@ -252,13 +253,9 @@ def compile(prog: IntProgram, cfg: AccelConfig, *, fuse: bool = True,
     block = 0
     prog, probe = prog.validate(), None
     if layout == "blocked":
-        if stem == "im2col":
-            raise CompileError("stem='im2col' is not combined with layout='blocked' (the "
-                               "blocked layout stores the input padded to whole blocks)")
-        stem = "taps"
         block = check_blocked(prog, cfg)
     if stem == "auto":
-        stem, probe = choose_stem(prog, cfg)
+        stem, probe = choose_stem(prog, cfg, layout=layout)
     unfolded = unfold_stem(prog) if stem == "im2col" else None
     if unfolded is None:
         binary = _compile_one(prog, cfg, fuse, attn_onchip, prefetch, stream, block)
@@ -389,12 +386,14 @@ def default_prefetch(cfg: AccelConfig, *, stream: bool = False, layout: str = "p
                      ) -> bool:
     """Whether :func:`compile` prefetches by default: when buffer C is larger than its two
     weight slots (:func:`~sim.compile.tiling.c_slot_bytes`; e.g. the ``zcu102`` preset's
-    2 MiB: without the arena the rest of C would stay unused), unless the blocked ``layout``
-    (not combined with the arena). With ``stream`` the arena is C beyond the front's two slots
-    (:mod:`.streaming`). ``paper`` (192 KiB) and ``small`` keep the two slots: their Binaries
-    are the ones the RTL runs were checked with."""
+    2 MiB: without the arena the rest of C would stay unused), in either ``layout`` (the arena
+    holds weights only, which the activation layout does not change). With ``stream`` the arena
+    is C beyond the front's two slots (:mod:`.streaming`). ``paper`` (192 KiB) and ``small``
+    keep the two slots: their Binaries are the ones the RTL runs were checked with."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     del stream          # (the same answer with or without: kept for the callers' symmetry)
-    return layout == "planar" and cfg.buf_c_bytes > c_slot_bytes(cfg.buf_c_bytes)
+    return cfg.buf_c_bytes > c_slot_bytes(cfg.buf_c_bytes)
 
 
 def _emitted(prog, cfg, fuse, attn_onchip, prefetch, stream=None, block=0, arena=False

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..intprogram import IntProgram, Node, TensorInfo
-from .layout import check_layout, im2col_shape
+from .layout import act_elems, check_layout, im2col_shape
 
 __all__ = ["STEMS", "IM2COL_MAX_CHANNELS", "STEM_BLOCK_MAX", "stem_node", "unfold_stem",
            "restore_program", "check_input_symbol", "stem_program", "choose_stem"]
@@ -114,14 +114,15 @@ def stem_program(prog: IntProgram) -> IntProgram:
                       list(prog.inputs), [nodes[-1].output], dict(prog.meta))
 
 
-def choose_stem(prog: IntProgram, cfg) -> tuple:
+def choose_stem(prog: IntProgram, cfg, *, layout: str = "planar") -> tuple:
     """``(stem, {mapping: cycles})``: ``"im2col"`` if ``prog`` has a stem the pass unfolds
     (:func:`stem_node`) and its stem block (:func:`stem_program`: the stem and the layers that
     read its output, which the unfolded stem may be fused with), compiled both ways for
     ``cfg``, takes fewer cycles in :func:`sim.perf.simulate` with the unfolded input, else
     ``"taps"``. The unfolded input is ``k*k/s^2`` times the image's bytes: at a low DRAM rate
     or with few output channels loading it may take longer than the taps it saves
-    (docs/perf.md)."""
+    (docs/perf.md). ``layout``: the activation layout both are compiled in (``blocked``: the
+    unfolded input padded to whole blocks, docs/global-buffers.md section 5)."""
     if stem_node(prog) is None:
         return "taps", {}
     from ..perf import simulate
@@ -131,7 +132,7 @@ def choose_stem(prog: IntProgram, cfg) -> tuple:
     cyc = {}
     for s in ("taps", "im2col"):
         try:
-            cyc[s] = simulate(compile(one, cfg, stem=s)).cycles
+            cyc[s] = simulate(compile(one, cfg, stem=s, layout=layout)).cycles
         except CompileError:        # (e.g. a buffer too small for one way): not that one
             cyc[s] = None
     im2col = cyc["im2col"] is not None and (cyc["taps"] is None or cyc["im2col"] < cyc["taps"])
@@ -141,10 +142,11 @@ def choose_stem(prog: IntProgram, cfg) -> tuple:
 def restore_program(binary, prog: IntProgram, geom: dict):
     """Give ``binary`` (compiled from ``unfold_stem(prog)``) back the original ``prog`` and
     record the ``im2col`` layout, with ``geom``, in its input tensor's symbol (its bytes stay
-    the unfolded tensor's)."""
+    the unfolded tensor's; ``block``: the unfolded tensor's, 1 planar or B blocked)."""
     x = prog.inputs[0]
     sym = binary.symbols[f"tensor:{x}"]
-    sym.update(shape=list(prog.tensors[x].shape), layout="im2col", block=1, **geom)
+    block = int(sym.get("block", 1)) if sym.get("layout") == "blocked" else 1
+    sym.update(shape=list(prog.tensors[x].shape), layout="im2col", block=block, **geom)
     binary.prog = prog
     binary.layers[0]["stem"] = "im2col"
     return binary
@@ -154,7 +156,7 @@ def check_input_symbol(prog: IntProgram, name: str, sym: dict):
     """Raise ValueError unless tensor symbol ``sym`` of ``name`` with the ``im2col`` layout is
     consistent with ``prog``: the graph input, read by the program's first node, a generic
     conv of the symbol's ``kernel``/``stride``/``padding``, and ``nbytes`` the unfolded
-    image's."""
+    image's (blocked, ``block`` > 1: its channels padded to whole blocks)."""
     geom = {a: sym.get(a) for a in ("kernel", "stride", "padding")}
     check_layout("im2col", int(sym.get("block", 1)), **geom)
     if name not in prog.inputs:
@@ -169,6 +171,8 @@ def check_input_symbol(prog: IntProgram, name: str, sym: dict):
     if list(sym.get("shape", [])) != list(prog.tensors[name].shape):
         raise ValueError(f"tensor {name!r}: symbol shape {sym.get('shape')} is not the "
                          f"input's {list(prog.tensors[name].shape)}")
-    nb = int(np.prod(im2col_shape(prog.tensors[name].shape, **geom)))
+    cc, ho, wo = im2col_shape(prog.tensors[name].shape, **geom)
+    block = int(sym.get("block", 1))
+    nb = act_elems(cc, ho * wo, layout="blocked" if block > 1 else "planar", block=block)
     if int(sym["nbytes"]) != nb:
         raise ValueError(f"tensor {name!r}: {sym['nbytes']} bytes, the im2col input has {nb}")

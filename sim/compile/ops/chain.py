@@ -112,6 +112,7 @@ class _Chain:
     res: str | None         #: residual of the second PW
     xin: str                #: the chain's input tensor
     Cx: int                 #: its channels
+    Cxb: int = 0            #: its channels in B and DRAM (blocked: padded to whole blocks)
     cb0: int = 0
     woff: dict = None
     wsem: int = -1
@@ -125,7 +126,7 @@ class _Chain:
                 and self.Cq == self.E)
 
 
-def _chain(prog, chain, li0) -> _Chain:
+def _chain(prog, chain, li0, block=1) -> _Chain:
     pn = chain[0] if len(chain) == 3 else None
     dw, q = chain[-2], chain[-1]
     li = {m.name: li0 + i for i, m in enumerate(prog.nodes[li0:]) if m in chain}
@@ -133,8 +134,12 @@ def _chain(prog, chain, li0) -> _Chain:
     _, Ho, Wo = prog.tensors[dw.output].shape
     k, s, pad = (int(dw.attrs[a]) for a in ("kernel", "stride", "padding"))
     xin = pn.inputs[0] if pn else dw.inputs[0]
+    cx = prog.tensors[xin].shape[0]
+    # (blocked: only the network input may have channels that are not whole blocks, e.g. the
+    # unfolded stem's 27: padded to whole blocks in DRAM and in the tile, lanes >= CIN unread)
     return _Chain(pn, dw, q, li, E, H, W, Ho, Wo, k, s, pad, prog.tensors[q.output].shape[0],
-                  int(q.attrs["groups"]), q.epilogue.residual, xin, prog.tensors[xin].shape[0])
+                  int(q.attrs["groups"]), q.epilogue.residual, xin, cx,
+                  -(-cx // block) * block)
 
 
 def _load_chain_weights(ctx: Context, chain, ch: _Chain):
@@ -166,7 +171,7 @@ def _load_chain_weights(ctx: Context, chain, ch: _Chain):
 
 
 def _regions(ch: _Chain, rows_in, rows_out):
-    return tiling.chain_tile_regions(cx=ch.Cx, e=ch.E, cq=ch.Cq, rows_in=rows_in, w=ch.W,
+    return tiling.chain_tile_regions(cx=ch.Cxb, e=ch.E, cq=ch.Cq, rows_in=rows_in, w=ch.W,
                                      rows_out=rows_out, wo=ch.Wo, first_pw=ch.pn is not None,
                                      residual=ch.res is not None and not ch.res_in_e)
 
@@ -175,7 +180,7 @@ def emit_chain(ctx: Context, chain, li0, info):
     """Emit ``chain`` (its first node is node ``li0``); the last tile's second half stays
     deferred (the next emission, or the end of the program, flushes it)."""
     sched = ctx.sched
-    ch = _chain(ctx.prog, chain, li0)
+    ch = _chain(ctx.prog, chain, li0, 1 << ctx.block)
     sc = _load_chain_weights(ctx, chain, ch)
 
     def need(nr):
@@ -233,7 +238,7 @@ def _front(ctx: Context, ch: _Chain, r0, r1, info, *, halo_in=None, halo_next=No
     Bk = 1 << ctx.block         # (blocked: rows of B-channel blocks, chunks per block)
     sched.sync.wait_stored(ch.xin, 0, ch.Cx, a * W, b * W)
     sched.dma_rows("LOAD", "B", xb if pn else eb, ctx.layout.addr(ch.xin) + a * W * Bk,
-                   ch.Cx // Bk, rin * W * Bk, H * W * Bk)
+                   ch.Cxb // Bk, rin * W * Bk, H * W * Bk)
     rres, rstride = rb_, tnr * Wo
     if ch.res and ch.res == ch.xin and s == 1 and ch.Cq == ch.Cx:
         # the residual is the chain's own input (MBConv / DSConv shortcut): its rows are

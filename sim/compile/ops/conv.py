@@ -303,14 +303,13 @@ def emit_conv(ctx: Context, n: Node, info):
             # the MAT engines while the R-MACs still run the next; otherwise one plan after
             # all of it
             pieces = rin.get("rows") if (rin is not None and nr == Ho and len(chunks) == 1
-                                          and k == 1 and W == 1 and not res
-                                          and Bk == 1) else None
+                                          and k == 1 and W == 1 and not res) else None
             # an output that a depthwise conv reads piece by piece (attctx.pipe_qkv: the qkv
             # pointwise ahead of the aggregation) is written in its row pieces, each followed
             # by an event (tiling.pre_pipe_plan: the late pieces on the MATs alone)
             qpipe = _qkv_pieces(ctx, n, c) if (
                 rout is not None and nr == Ho and len(chunks) == 1 and k == 1
-                and W == 1 and g == 1 and not res and Bk == 1 and not pieces) else None
+                and W == 1 and g == 1 and not res and not pieces) else None
             ends = []
             if pieces:          # (the tasks of tiling.pipe_plan, planned by the producer)
                 tasks = [t + ([(ev, cnt)],) for ev, cnt, ts in pieces for t in ts]

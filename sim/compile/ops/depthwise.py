@@ -124,10 +124,16 @@ def emit_depthwise(ctx: Context, n: Node, info):
     # the next layer reads the resident output piece by piece (attctx.pipe): its shape
     pipe = None
     if (rin is not None and rout is not None and n.output in res_.pipe and chunk == Cn
-            and not ctx.block and not res):
+            and not res):
         q = next(m for m in p.nodes if n.output in m.inputs)
         cq, ciq = np.asarray(q.params["weight"]).shape[:2]
         pipe = dict(cout=int(cq), cin_g=int(ciq), groups=int(q.attrs["groups"]))
+    # blocked, a grouped reader runs group by group (one instruction per group and task,
+    # emit_conv): read piece by piece that multiplies its instructions (B1-R224's stage-3
+    # grouped PW 397 -> 1,879 cycles on zcu102), so it reads the whole output after the last
+    # piece; the pieces stay where the qkv was written in pieces (each waits only for the
+    # qkv rows under it, attctx.pipe_qkv), else the DW is one piece
+    read_pieces = pipe is not None and not (ctx.block and pipe["groups"] > 1)
     for c0, c1 in tiling.ranges(Cn, chunk):
         nch = c1 - c0
         sc, wsem, wbase, pbase = load_dw_chunk(ctx, waddr, paddr, c0, c1, chunk, k)
@@ -170,7 +176,7 @@ def emit_depthwise(ctx: Context, n: Node, info):
             # row pieces: one, or (a resident output that the next layer reads piece by
             # piece, attctx.pipe) several, each with an event its reader waits for
             pieces, ptasks = [(0, tnr)], None
-            if pipe is not None and nr == Ho:
+            if pipe is not None and nr == Ho and (read_pieces or qrows):
                 pieces, ptasks = tiling.pipe_pieces(cfg, nch=nch, ho=tnr, wo=Wo, k=k, **pipe)
                 if qrows and [(a_, b_) for a_, b_, _, _ in qrows] == pieces:
                     # the grouped PW planned with the producer's MAT backlog and these
@@ -214,7 +220,7 @@ def emit_depthwise(ctx: Context, n: Node, info):
                             o_addr=at(obase, ca, ra * Wo, tnr * Wo), nco=cb - ca, hin=bb - aa,
                             ho=rb - ra, pad_t=aa - lo, pad_b=hi - bb, obuf=obuf)
                     piece.append((st, "RMAC"))
-                if len(pieces) > 1:
+                if len(pieces) > 1 and read_pieces:
                     ev = em.sem()
                     for st, u in piece:
                         em.signal(st, u, ev)

@@ -37,13 +37,10 @@ def emit_pool(ctx: Context, n: Node, info):
     if ctx.block:
         regs["BLOCK"] = Bk.bit_length() - 1
     # the input may be a conv's output resident in a B slot (sim.compile.fusion.find_resident:
-    # channel-major planes of hw bytes, as a chunk is loaded below): read it there
-    rin = None
-    if n.inputs[0] in ctx.res.resident:
-        if Bk == 1:
-            rin = ctx.res.take(n.inputs[0])
-        else:
-            ctx.res.spill(n.inputs[0])
+    # the whole tensor as it lies in DRAM, channel-major planes of hw bytes or, blocked, blocks
+    # of hw * B bytes; a chunk below starts on a block, c0 * hw, as its LOAD would put it):
+    # read it there
+    rin = ctx.res.take(n.inputs[0]) if n.inputs[0] in ctx.res.resident else None
     for c0, c1 in tiling.ranges(Cn, chunk):
         info["tiles"] += 1
         sc = C.next()
