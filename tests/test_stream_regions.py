@@ -350,19 +350,7 @@ def test_random_programs_with_stream(case):
     for capacity or for want of a front/tail cut; otherwise funcsim == golden in both unit
     orders and no front/tail block shared (of the first 30 examples, 12 compile, 5 of them
     with a tail)."""
-    prog, cfg, x = case
-    try:
-        b = compile_(prog, cfg, stream=True)
-    except CompileError as e:
-        assert CAPACITY.search(str(e)) or "no front/tail split" in str(e), str(e)
-        return
-    phase = {i: ly["phase"] for i, ly in enumerate(b.layers)}
-    assert _cross_conflicts(b, phase) == []
-    try:
-        ref = golden.run(prog, x)
-    except ArithmeticError:          # golden's overflow checks: funcsim must refuse as well
-        return
-    assert_runs_like_golden(b, prog, x, ref)
+    _check_streamed(*case, prefetch=None)
 
 
 @settings(max_examples=30, deadline=None, derandomize=True, database=None,
@@ -373,9 +361,14 @@ def test_random_programs_with_stream_and_prefetch(case):
     """As above with the weight prefetch arena (the middle and the tail share it beyond the
     front's two C slots): refused only for capacity or for want of a cut; otherwise funcsim ==
     golden in both unit orders and no front/tail block shared."""
-    prog, cfg, x = case
+    _check_streamed(*case, prefetch=True)
+
+
+def _check_streamed(prog, cfg, x, *, prefetch):
+    """Compile ``prog`` with ``stream=True``: refused only for capacity or for want of a cut;
+    otherwise no front/tail block shared and funcsim == golden in both unit orders."""
     try:
-        b = compile_(prog, cfg, stream=True, prefetch=True)
+        b = compile_(prog, cfg, stream=True, prefetch=prefetch)
     except CompileError as e:
         assert CAPACITY.search(str(e)) or "no front/tail split" in str(e), str(e)
         return
