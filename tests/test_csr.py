@@ -23,12 +23,15 @@ from tb.system.csr_model import CsrModel
 CFG = PRESETS["small"]
 
 
-def _expected_constants(cfg, axi_ports, data_bytes):
+#: the semaphore ids the blocks here are built with (not the default, so the port is seen)
+SEMS = 5000
+
+def _expected_constants(cfg, axi_ports, data_bytes, sems=SEMS):
     h = int(hashlib.sha256(cfg.to_json().encode()).hexdigest()[:8], 16)
     return {"CONFIG_HASH.HASH": h, "CONFIG_NMTS.N": cfg.N, "CONFIG_NMTS.M": cfg.M,
             "CONFIG_NMTS.T": cfg.T, "CONFIG_NMTS.S": cfg.S, "CONFIG_L.L": cfg.L,
             "CONFIG_L.PACKED": int(cfg.dsp_packing), "CONFIG_L.AXI_PORTS": axi_ports,
-            "CONFIG_L.DATA_BYTES": data_bytes}
+            "CONFIG_L.DATA_BYTES": data_bytes, "CONFIG_SEMS.IDS": sems}
 
 
 class Manager:
@@ -121,7 +124,7 @@ def _run(dut, bench, pulses=None):
 
 
 def _block(**kw):
-    return RegisterBlock(config=CFG, axi_ports=2, data_bytes=16, **kw)
+    return RegisterBlock(config=CFG, axi_ports=2, data_bytes=16, sems=SEMS, **kw)
 
 
 def _model():
@@ -135,6 +138,7 @@ def test_constants_read_back():
     want["CONFIG_HASH"] = c["CONFIG_HASH.HASH"]
     want["CONFIG_NMTS"] = CFG.N | CFG.M << 8 | CFG.T << 16 | CFG.S << 24
     want["CONFIG_L"] = CFG.L | int(CFG.dsp_packing) << 8 | 2 << 9 | 16 << 16
+    want["CONFIG_SEMS"] = SEMS
 
     async def bench(ctx, bus):
         for name, v in want.items():
@@ -241,7 +245,7 @@ def test_counter_read_is_coherent():
 def test_unmapped_addresses_slverr():
     dut = _block()
     mapped = {off for _, off, _, _ in REGMAP.words()}
-    holes = [a for a in (0x014, 0x034, 0x05C, 0x074, 0x0FC, 0x140, 0xFFC) if a not in mapped]
+    holes = [a for a in (0x018, 0x034, 0x05C, 0x074, 0x0FC, 0x140, 0xFFC) if a not in mapped]
     assert len(holes) == 7
 
     async def bench(ctx, bus):
@@ -317,6 +321,8 @@ def test_parameters_are_validated():
         RegisterBlock(config=CFG, axi_ports=5)
     with pytest.raises(ValueError, match="data_bytes"):
         RegisterBlock(config=CFG, data_bytes=24)
+    with pytest.raises(ValueError, match="sems"):
+        RegisterBlock(config=CFG, sems=(1 << 16) + 1)
     with pytest.raises(ValueError, match="STATUS.BUSY is not a constant"):
         RegisterBlock(config=CFG, constants={"STATUS.BUSY": 1})
     with pytest.raises(TypeError, match="regmap"):
