@@ -137,6 +137,24 @@ class BankedBuffers(GlobalBuffers):
         self.bank_mems = [Memory(shape=unsigned(8 * word), depth=self.depth, init=[])
                           for _ in range(banks)]
 
+    def _gather_ports(self, m, c, fault):
+        """Core ``c``'s gather ports with their buffer selection: ``(name, rows, elems, port,
+        tag, base, size, known)``; a request to no buffer sets ``fault``."""
+        for name, rows, elems, _s in self.gathers:
+            port, tag = getattr(self, f"c{c}_{name}"), f"c{c}_{name}"
+            base, size, known = self._select(m, port.buf, tag)
+            with m.If(port.en & ~known):
+                m.d.sync += fault[0].eq(1)
+            yield name, rows, elems, port, tag, base, size, known
+
+    def _scatter_ports(self, m, c):
+        """Core ``c``'s scatter ports with their buffer selection: ``(elems, port, tag, base,
+        size, known)`` (a scatter's elements check the buffer: :meth:`_scatter_element`)."""
+        for name, elems, _s in self.scatters:
+            port, tag = getattr(self, f"c{c}_{name}"), f"c{c}_{name}"
+            base, size, known = self._select(m, port.buf, tag)
+            yield elems, port, tag, base, size, known
+
     def _requesters(self, m, fault):
         """The cores' gather and scatter requests as ``_Lanes`` of byte lanes: ``(reads,
         writes)``, lists of ``(tag, lanes, extra)`` (``extra``: what :meth:`_gather_data` and
@@ -144,12 +162,8 @@ class BankedBuffers(GlobalBuffers):
         P, Wd, G = self.banks, self.word, self.gbits
         reads, writes = [], []      # (tag, _Lanes, extra)
         for c in range(self.cores):
-            for name, rows, elems, _s in self.gathers:
-                port = getattr(self, f"c{c}_{name}")
-                tag = f"c{c}_{name}"
-                base, size, known = self._select(m, port.buf, tag)
-                with m.If(port.en & ~known):
-                    m.d.sync += fault[0].eq(1)
+            for _name, rows, elems, port, tag, base, size, known in \
+                    self._gather_ports(m, c, fault):
                 lanes, oks = [], []
                 for r in range(rows):
                     row = Signal(ADDR_BITS, name=f"{tag}_row{r}")
@@ -165,10 +179,7 @@ class BankedBuffers(GlobalBuffers):
                 ln = _Lanes(m, tag, lanes, banks=P, word=Wd, en=port.en, complete_en=port.en)
                 m.d.comb += port.ready.eq(ln.complete)
                 reads.append((tag, ln, (port, rows, elems, oks)))
-            for name, elems, _s in self.scatters:
-                port = getattr(self, f"c{c}_{name}")
-                tag = f"c{c}_{name}"
-                base, size, known = self._select(m, port.buf, tag)
+            for elems, port, tag, base, size, known in self._scatter_ports(m, c):
                 lanes, vals = [], []
                 for e in range(elems):
                     at, _act, inr = self._scatter_element(m, port, tag, e, size, known, fault)

@@ -131,12 +131,8 @@ class WordBankedBuffers(BankedBuffers):
         viol = []          # per port (core-major, ports in self.ports order): unsupported
         reads, writes = [], []
         for c in range(self.cores):
-            for name, rows, elems, _s in self.gathers:
-                port = getattr(self, f"c{c}_{name}")
-                tag = f"c{c}_{name}"
-                base, size, known = self._select(m, port.buf, tag)
-                with m.If(port.en & ~known):
-                    m.d.sync += fault[0].eq(1)
+            for name, rows, elems, port, tag, base, size, known in \
+                    self._gather_ports(m, c, fault):
                 plan = chunk_plan(rows, elems, Wd)
                 modes = ["rows"] + (["columns"] if name in self.columns and elems > 1 else [])
                 rowm = Signal(name=f"{tag}_rowm")
@@ -180,10 +176,7 @@ class WordBankedBuffers(BankedBuffers):
                 ln = _Lanes(m, tag, lanes, banks=P, word=Wd, en=port.en, complete_en=port.en)
                 m.d.comb += port.ready.eq(ln.complete)
                 reads.append((tag, ln, (port, rows, elems, oks, plan, modes, colm)))
-            for name, elems, _s in self.scatters:
-                port = getattr(self, f"c{c}_{name}")
-                tag = f"c{c}_{name}"
-                base, size, known = self._select(m, port.buf, tag)
+            for elems, port, tag, base, size, known in self._scatter_ports(m, c):
                 pre, vals, mis = [], [], []
                 for e in range(elems):
                     at, _act, inr = self._scatter_element(m, port, tag, e, size, known, fault)
