@@ -28,17 +28,22 @@ def run_banked(name, banks=8):
     return prog, binary, x, env, cycles
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_core_on_banked_buffers(name):
-    prog, binary, x, env, cycles = run_banked(name)
+def assert_core_run(label, name, prog, binary, x, env, cycles):
+    """A core run on stalling buffers: its output bit-exact with sim.golden and sim.funcsim,
+    and its cycles (printed with -s) at least sim.perf's, which has no bank conflicts."""
     y = prog.outputs[0]
     out = env.outputs()[y]
     np.testing.assert_array_equal(out, golden.run(prog, x)[y])
     np.testing.assert_array_equal(out, funcsim.run(binary, x)[y])
     model = perf.simulate(binary, env=timing.PYTHON_HARNESS).cycles
-    print(f"{name}: banked {cycles} cycles, sim.perf (no conflicts) {model} "
+    print(f"{name}: {label} {cycles} cycles, sim.perf (no conflicts) {model} "
           f"({(cycles - model) / model:+.1%})")
     assert cycles >= model
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_core_on_banked_buffers(name):
+    assert_core_run("banked", name, *run_banked(name))
 
 
 def test_bank_demand_planar_and_blocked():

@@ -17,7 +17,6 @@ buffers"):
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from amaranth.sim import Simulator
 from test_banked_buffers import LINE, ORDER, SIZES, core_signature, run_bench
@@ -266,16 +265,8 @@ CORE_LONG = ["pw", "conv3_s2", "two_pw", "linear", "pw_res_rr", "dw3_s2", "mbcon
 def test_core_on_word_buffers(name):
     """Bit-exact with sim.golden and sim.funcsim; the cycles (printed with -s) against
     sim.perf, which has no bank conflicts, can only be more."""
-    from sim import funcsim, golden, perf, timing
-    prog, binary, x, env, cycles = run_core(name)
-    y = prog.outputs[0]
-    out = env.outputs()[y]
-    np.testing.assert_array_equal(out, golden.run(prog, x)[y])
-    np.testing.assert_array_equal(out, funcsim.run(binary, x)[y])
-    model = perf.simulate(binary, env=timing.PYTHON_HARNESS).cycles
-    print(f"{name}: word buffers {cycles} cycles, sim.perf {model} "
-          f"({(cycles - model) / model:+.1%})")
-    assert cycles >= model
+    from test_banked_core import assert_core_run
+    assert_core_run("word buffers", name, *run_core(name))
 
 
 @pytest.mark.regress
