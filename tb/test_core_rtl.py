@@ -21,6 +21,7 @@ import pytest
 from hw.core import Core
 from sim import perf, timing
 from tb.core.cases import CASES, compile_case, make_case
+from tb.conftest import ICARUS_IN_REGRESS
 from tb.rtl import REPO_ROOT, run_cocotb
 
 pytestmark = pytest.mark.rtl
@@ -101,6 +102,7 @@ def test_core_rtl_attention(simulator):
     _run(("att",), simulator)
 
 
+@ICARUS_IN_REGRESS
 def test_core_rtl_context_module(simulator):
     """The LiteMLA context module with its activations in buffer B (sim.compile.attctx): qkv,
     the aggregation's DW output, the aggregated qkv and the attention output never leave the
@@ -109,6 +111,7 @@ def test_core_rtl_context_module(simulator):
     _run(("litemla_ctx", "litemla_ctx_pipe"), simulator)
 
 
+@ICARUS_IN_REGRESS
 def test_core_rtl_prefetch(simulator):
     """A LiteMLA module (qkv, DW 5x5, grouped PW, attention, projection: 8 weight groups) at
     8x8 compiled with the cross-layer weight prefetch (buffer C as one arena and weight groups
