@@ -278,6 +278,12 @@ def cmd_compile(args):
                      layout=args.layout)
     except CompileError as e:
         raise UserError(f"cannot compile: {e}") from None
+    if args.groups != 1:
+        from .lockstep import LockstepError, group_binary
+        try:
+            b = group_binary(b, args.groups, setc=args.setc, hoist=args.hoist)
+        except LockstepError as e:
+            raise UserError(f"--groups {args.groups}: {e}") from None
     try:
         b.save(args.output)
     except OSError as e:
@@ -366,6 +372,8 @@ def cmd_lockstep(args):
         groups = [int(g) for g in args.groups.split(",")]
     except ValueError:
         raise UserError(f"--groups: a comma list of integers, got {args.groups!r}") from None
+    if args.posted is not None and args.posted < 0:
+        raise UserError(f"--posted must be >= 0, got {args.posted}")
     if args.barrier_latency < 0:
         raise UserError(f"--barrier-latency must be >= 0, got {args.barrier_latency}")
     results = []
@@ -381,14 +389,71 @@ def cmd_lockstep(args):
                 argparse.Namespace(model=model, seed=args.seed, program=None))
             prog.meta["name"] = model
             try:
-                b = compile_split(prog, cfg, args.split)
+                b = compile_split(prog, cfg, args.split, stem=args.stem)
             except CompileError as e:
                 raise UserError(f"cannot compile {model}: {e}") from None
+            if args.controller:
+                try:
+                    rows = lockstep.controller_rows(b, groups, posted=args.posted)
+                except lockstep.LockstepError as e:
+                    raise UserError(f"{model}: {e}") from None
+                results.append(dict(model=model, config=spec, rows=rows))
+                continue
+            if args.issue:
+                for g in groups:
+                    if g == 1:
+                        continue
+                    try:
+                        il = lockstep.issue_load(lockstep.group_binary(b, g))
+                    except lockstep.LockstepError as e:
+                        raise UserError(f"{model} at G = {g}: {e}") from None
+                    results.append(dict(model=model, config=spec, G=g, issue=il))
+                continue
+            if args.fields:
+                for g in groups:
+                    if g == 1:
+                        continue
+                    try:
+                        d = lockstep.differences(b, g)
+                        st = lockstep.stream_stats(lockstep.group_binary(b, g))
+                    except lockstep.LockstepError as e:
+                        raise UserError(f"{model} at G = {g}: {e}") from None
+                    results.append(dict(model=model, config=spec, G=g,
+                                        summary=lockstep.fields_summary(d), stream=st,
+                                        per_core=sum(len(v) for k, v in b.streams.items()
+                                                     if k != "global")))
+                continue
             rows = lockstep.measure(b, groups, traffic=args.traffic,
                                     latency=args.barrier_latency)
             results.append(dict(model=model, config=spec, split=args.split, rows=rows))
     if args.json:
         print(json.dumps(results))
+    elif args.controller:
+        print(lockstep.format_controller(results))
+        print()
+        print(lockstep.format_patterns(results))
+    elif args.issue:
+        print("| model | config | G | cycles | slots | issued between slots: group / slowest "
+              "core | extra, drained | extra, latched |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in results:
+            il = r["issue"]
+            print(f"| {r['model']} | {r['config']} | {r['G']} | {il['cycles']:,} | "
+                  f"{il['slots']:,} | {il['group']:,} / {il['core']:,} | "
+                  f"{il['extra_drained']:,} | {il['extra_latched']:,} |")
+    elif args.fields:
+        print(lockstep.format_fields(results))
+        print()
+        print("| model | config | G | core instructions | group stream instructions | slots "
+              "| SETC (MASK / offsets / bounds) |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in results:
+            st = r["stream"]["setc"]
+            off = sum(v for k, v in st.items() if k.endswith("_OFF"))
+            bnd = sum(v for k, v in st.items() if k in ("NCO", "HIN", "HO"))
+            print(f"| {r['model']} | {r['config']} | {r['G']} | {r['per_core']:,} | "
+                  f"{r['stream']['instructions']:,} | {r['stream']['slots']:,} | "
+                  f"{st.get('MASK', 0):,} / {off:,} / {bnd:,} |")
     else:
         print(lockstep.format_table(results, traffic=args.traffic))
 
@@ -538,6 +603,16 @@ def main(argv=None):
                    help="activation layout: planar (default) or channel-blocked "
                         "[C/B][H][W][B] with the units' BLOCK register "
                         "(docs/global-buffers.md section 5)")
+    p.add_argument("--groups", type=int, default=1, metavar="G",
+                   help="write the lock-step group form: one stream per group of G cores "
+                        "(sim.lockstep.group_binary, docs/global-buffers.md section 6; "
+                        "default 1, one stream per core)")
+    p.add_argument("--setc", choices=("core", "affine"), default="core",
+                   help="with --groups: per-core SETCs only (default) or also the every-core "
+                        "forms where they take fewer (sim.lockstep.group_binary setc=)")
+    p.add_argument("--hoist", action="store_true",
+                   help="with --groups: the SETRs between two slots moved to just after the "
+                        "first, grouped by mask (sim.lockstep.group_binary hoist=)")
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser("access", help="buffer access of the core units (strides, rates, sharing)")
@@ -571,6 +646,22 @@ def main(argv=None):
                         "a what-if for a registered barrier)")
     p.add_argument("--traffic", action="store_true",
                    help="also the B / C reads per cycle, requested and after broadcast")
+    p.add_argument("--stem", choices=("auto", "im2col", "taps"), default="auto",
+                   help="the dense stem's mapping, as for compile (default auto)")
+    p.add_argument("--fields", action="store_true",
+                   help="instead: which instruction fields and registers differ between the "
+                        "participants of a slot, and the size of the group streams "
+                        "(sim.lockstep.differences, group_binary) for each G > 1")
+    p.add_argument("--issue", action="store_true",
+                   help="instead: what the group controllers issue between slots against the "
+                        "cores (sim.lockstep.issue_load, an estimate) for each G > 1")
+    p.add_argument("--controller", action="store_true",
+                   help="instead: the group Binary timed as its controllers issue it, plain "
+                        "and with shadow registers, per-core and every-core (affine) SETCs "
+                        "(sim.lockstep.controller_rows)")
+    p.add_argument("--posted", type=int, default=None, metavar="DEPTH",
+                   help="with --controller: the shadow controllers' posted-SIGNAL FIFO depth "
+                        "(default: unbounded; 0: a SIGNAL waits for the slot's drain)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(fn=cmd_lockstep)
 

@@ -729,7 +729,7 @@ def analyse(binary, *, trace=None, layout: str = "planar", block: int | None = N
 SPLITS = ("auto", "rows", "channels", "lc2", "lc4")
 
 
-def compile_split(prog, cfg, split: str = "auto", *, fuse: bool = True):
+def compile_split(prog, cfg, split: str = "auto", *, fuse: bool = True, stem: str = "auto"):
     """:func:`sim.compile.compile` with the cores' split of every tile forced (a what-if for the
     buffer design, docs/global-buffers.md; not a compiler option): ``auto`` = the compiler's own
     choice, ``rows`` = every core takes all output channels of a tile and its own rows (weights
@@ -738,13 +738,13 @@ def compile_split(prog, cfg, split: str = "auto", *, fuse: bool = True):
     compiler's choice among the splits into at most 2 / 4 channel groups (each a group of
     ``L/2`` / ``L/4`` cores that share the weights and split the rows). It replaces
     ``sim.compile.tiling.core_grids`` (the ``(lc, lr)`` candidates of conv and depthwise tiles)
-    for the duration of the call."""
+    for the duration of the call. ``stem``: as for :func:`sim.compile.compile`."""
     from . import compile as cm
     from .compile import tiling
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if split == "auto":
-        return cm.compile(prog, cfg, fuse=fuse)
+        return cm.compile(prog, cfg, fuse=fuse, stem=stem)
     orig = tiling.core_grids
     if split == "rows":
         tiling.core_grids = lambda L: iter([(1, L)])
@@ -755,7 +755,7 @@ def compile_split(prog, cfg, split: str = "auto", *, fuse: bool = True):
         tiling.core_grids = lambda L: iter([(lc, lr) for lc, lr in orig(L) if lc <= lcmax
                                             and lc * lr == L])
     try:
-        return cm.compile(prog, cfg, fuse=fuse)
+        return cm.compile(prog, cfg, fuse=fuse, stem=stem)
     finally:
         tiling.core_grids = orig
 

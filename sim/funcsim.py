@@ -50,7 +50,11 @@ class FuncSimError(RuntimeError):
 
 
 def build_queues(binary):
-    """``{(stream, unit): [(Instr, tag), ...]}`` in program order (the dispatcher's split)."""
+    """``{(stream, unit): [(Instr, tag), ...]}`` in program order (the dispatcher's split) of a
+    per-core Binary (a group Binary: expand it first, ``sim.lockstep.expand``)."""
+    if getattr(binary, "groups", 1) != 1:
+        raise FuncSimError(f"a lock-step group Binary (groups = {binary.groups}): its queues are "
+                           "those of sim.lockstep.expand(binary)")
     q = {}
     for s, ins in binary.streams.items():
         units = GLOBAL_UNITS if s == "global" else CORE_UNITS
@@ -455,6 +459,9 @@ class _Machine:
             self.regs.setdefault((stream, unit), {})[REG_NAMES[ins["reg"]]] = ins["value"]
         elif op in ("NOP", "HALT"):
             pass
+        elif op == "SETC":
+            raise FuncSimError("SETC (a lock-step group's per-core register) in a per-core "
+                               "stream: it belongs to a group Binary (sim.lockstep)")
         elif op == "LOAD":
             self.dma(stream, ins, store=False)
         elif op == "STORE":
@@ -479,13 +486,61 @@ def _step(m, key, pc, ins) -> bool:
                            f" ({what})") from None
 
 
+def _group_step(m, key, pc, ins, st) -> bool:
+    """One instruction of a group stream (``key`` = (``groupN``, unit)) on the machine ``m``,
+    ``st`` the group unit's :class:`sim.lockstep.GroupUnit` (the rules: :func:`run`)."""
+    from .lockstep import LockstepError
+    name, unit = key
+    where = f"{name}/{unit} instruction {pc} ({ins.op})"
+    G = st.G
+    try:
+        if ins.op == "SETC":
+            st.setc(ins, where)
+            return True
+        rs = st.cores(ins, where)
+        cores = [f"core{int(name[5:]) * G + r}" for r in rs]
+        if ins.op in timing.COMPUTE_OPS:
+            for r, c in zip(rs, cores):
+                own = st.core_instr(ins, r, where)
+                _step(m, (c, unit), pc, own)
+            return True
+    except LockstepError as e:
+        raise FuncSimError(str(e)) from None
+    if ins.op == "WAIT":
+        return _step(m, key, pc, ins)
+    if ins.op == "SIGNAL":
+        k = (m.frame, ins["sem"])
+        m.sems[k] = m.sems.get(k, 0) + ins["count"] * len(cores)
+        return True
+    for c in cores:
+        _step(m, (c, unit), pc, ins)
+    return True
+
+
 def run(binary, x, *, order: str = "ld_first", return_machine: bool = False) -> dict:
-    """Run ``binary`` on the integer input ``x``; returns ``{output name: int64 array}``."""
+    """Run ``binary`` on the integer input ``x``; returns ``{output name: int64 array}``.
+
+    A lock-step group Binary (``groups`` = G > 1, :func:`sim.lockstep.group_binary`) runs as
+    its group controllers would: one in-order queue per group and unit kind; a SETC sets the
+    mask or a core's offset / bound (:class:`sim.lockstep.GroupUnit`); a WAIT blocks the
+    group's unit (the conjunction of its cores' WAITs); a SIGNAL adds its count once per core
+    of the mask (what each participant would signal); a SETR writes the registers of the
+    cores of the mask; a compute instruction is expanded to each participant's own
+    instruction (:meth:`sim.lockstep.GroupUnit.core_instr`) and executed on that core."""
     prog = binary.prog
     x = golden._check_input(prog, x)
     m = _Machine(binary)
     binary.write_input(m.dram, x)
-    queues = build_queues(binary)
+    gstate = None
+    if getattr(binary, "groups", 1) != 1:
+        from .lockstep import GroupUnit, LockstepError, group_queues
+        try:
+            queues = group_queues(binary)
+        except LockstepError as e:
+            raise FuncSimError(f"group Binary: {e}") from None
+        gstate = {k: GroupUnit(binary.groups) for k in queues if k[0] != "global"}
+    else:
+        queues = build_queues(binary)
     keys = list(queues)
     if order == "ld_last":
         keys = [k for k in keys if k[0] != "global"] + [k for k in keys if k[0] == "global"]
@@ -497,7 +552,11 @@ def run(binary, x, *, order: str = "ld_first", return_machine: bool = False) -> 
         for k in keys:
             q = queues[k]
             while pc[k] < len(q):
-                if not _step(m, k, pc[k], q[pc[k]][0]):
+                if gstate is not None and k in gstate:
+                    ok = _group_step(m, k, pc[k], q[pc[k]][0], gstate[k])
+                else:
+                    ok = _step(m, k, pc[k], q[pc[k]][0])
+                if not ok:
                     break
                 pc[k] += 1
                 progress = True
@@ -535,6 +594,9 @@ def run_frames(binary, xs, *, order: str = "oldest", contexts: int = 2,
     ``order``: ``"oldest"`` lets the older frame run as far as it can first, ``"youngest"``
     the younger (each exposes other missing fences). ``fences=False`` is a what-if for tests:
     every ``prev`` WAIT passes at once (the fences dropped)."""
+    if getattr(binary, "groups", 1) != 1:
+        raise FuncSimError("run_frames runs per-core Binaries (a group Binary: "
+                           "sim.lockstep.expand it, or run it one frame at a time)")
     if order not in ("oldest", "youngest"):
         raise ValueError(f"order must be oldest or youngest, got {order!r}")
     if not isinstance(contexts, int) or contexts < 1:

@@ -435,6 +435,11 @@ FORMATS = {
     "HOST_LN": (15, "HOST", [("src", 32, False), ("dst", 32, False), ("param", 32, False),
                              ("channels", 16, False), ("act", 2, False)]),
     "HALT":    (16, "*", [("unit", 3, False)]),
+    # lock-step groups only (a Binary with ``groups`` > 1, sim.lockstep, docs/isa.md): a
+    # per-core register of core ``core`` of the group (``sim.lockstep.CORE_REGS``: the
+    # participate mask, address / pad offsets, share bounds); never in a per-core stream
+    "SETC":    (17, "*", [("unit", 3, False), ("core", 6, False), ("reg", 8, False),
+                          ("value", 32, True)]),
 }
 OPCODES = {v[0]: k for k, v in FORMATS.items()}
 

@@ -189,8 +189,8 @@ def _dma_bytes(f):
 def simulate(binary, *, trace: list | None = None,
              env: timing.SemaphoreTiming = timing.SYSTEM, frames: int = 1,
              hazards: dict | None = None, contexts: int = 1,
-             ld_priority: str = "oldest", lockstep=None, core_switch: str = "wait"
-             ) -> PerfReport:
+             ld_priority: str = "oldest", lockstep=None, core_switch: str = "wait",
+             controller: str | None = None, posted: int | None = None) -> PerfReport:
     """Run the timed model of ``binary``; returns a :class:`PerfReport`. With ``trace`` (a
     list), every executed instruction is appended as (stream, unit, op, layer, start, end):
     ``start`` is the cycle the instruction is fetched (for a WAIT: consumed), ``end`` the cycle
@@ -226,7 +226,45 @@ def simulate(binary, *, trace: list | None = None,
     *arrives* at the instruction's group slot, and the slot starts when every core of the group
     that takes part in it has arrived and the group's previous slot on that unit kind has
     ended; it lasts the longest of its participants' :func:`sim.timing.compute_timing` cycles
-    (the barrier's rules: :mod:`sim.lockstep`). Everything else is timed as without it."""
+    (the barrier's rules: :mod:`sim.lockstep`). Everything else is timed as without it.
+    **Group controllers** (``controller``; a lock-step group Binary, ``groups`` > 1,
+    :func:`sim.lockstep.group_binary`, is always timed so, ``"plain"`` by default): each group
+    stream's unit is one controller that issues its stream in order, one instruction word per
+    cycle (SETR, SETC, NOP, SIGNAL, HALT one cycle; a WAIT as a core's, when its condition
+    holds; a group SIGNAL adds its count once per core of the mask). A compute instruction
+    (a slot) expands to its participants' own instructions (the mask, offsets and bounds in
+    force: :meth:`sim.lockstep.GroupUnit.core_instr`, their own layer registers: a SETR writes
+    those of the cores of the mask) and holds the group's datapath for the longest of their
+    :func:`sim.timing.compute_timing` cycles; it starts when the controller has fetched it
+    (every SETC / SETR before it issued) and the unit's previous slot has drained.
+    ``"plain"``: the controller fetches the next word when the slot has drained (today's unit
+    rule, :mod:`sim.timing`: so a per-core Binary with ``controller="plain"``, each core a
+    group of one, gives today's cycles). ``"shadow"``: the per-core and layer registers are
+    double-buffered and latched at a slot's start: the controller fetches the next word in the
+    cycle after the slot starts and issues SETC, SETR, WAIT, NOP while it runs; the next slot
+    waits for it to drain, and a SIGNAL or HALT too (a SIGNAL after a slot means its outputs
+    are in place). Latency mode only, without the dispatcher's fetch model and the semaphore
+    arbiters (``env.fetch`` / ``env.arbiters``). ``trace`` entries of a slot end when its
+    datapath drains. ``posted`` (``"shadow"``): the depth of the posted-SIGNAL FIFO of a
+    controller (None: unbounded); a SIGNAL that finds it full waits for the slot's drain. ``controller=None`` on a per-core Binary: today's core units."""
+    grouped = getattr(binary, "groups", 1) != 1
+    if controller not in (None, "plain", "shadow"):
+        raise ValueError(f"controller must be None, 'plain' or 'shadow', got {controller!r}")
+    if grouped and controller is None:
+        controller = "plain"
+    if controller is not None:
+        if lockstep is not None:
+            raise ValueError("the group controllers bring their own slots: lockstep must be None")
+        if frames != 1 or contexts != 1:
+            raise ValueError("the group controller model is latency mode: frames = contexts = 1")
+        if env.fetch is not None or env.arbiters:
+            raise ValueError("the group controller model has no dispatcher fetch model and no "
+                             "semaphore arbiters (env.fetch / env.arbiters)")
+    shadow = controller == "shadow"
+    if posted is not None and (not isinstance(posted, int) or isinstance(posted, bool)
+                               or posted < 0 or not shadow):
+        raise ValueError(f"posted (the posted-SIGNAL FIFO depth) must be an integer >= 0 with "
+                         f"controller='shadow', got {posted!r} with {controller!r}")
     cfg = binary.cfg
     if lockstep is not None and frames != 1:
         raise ValueError("lockstep is a latency-mode what-if: it needs frames = 1")
@@ -240,7 +278,17 @@ def simulate(binary, *, trace: list | None = None,
     if core_switch not in ("wait", "any"):
         raise ValueError(f"core_switch must be 'wait' or 'any', got {core_switch!r}")
     ctx = contexts > 1 and frames > 1
-    base = build_queues(binary)
+    gstate = None                   # group controllers: (stream, unit) -> its GroupUnit
+    if controller is not None:
+        from .lockstep import GroupUnit, LockstepError, group_queues
+        G = getattr(binary, "groups", 1)
+        base = group_queues(binary) if grouped else build_queues(binary)
+        gstate = {k: GroupUnit(G) for k in base if k[0] != "global"}
+        gregs = {k: [{} for _ in range(G)] for k in gstate}    # each core's layer registers
+        dp_free = {k: 0 for k in gstate}                       # the datapath drains at
+        pending = {k: [] for k in gstate}       # shadow: when the posted SIGNALs fire
+    else:
+        base = build_queues(binary)
     keys = list(base)
     nq = {k: len(base[k]) for k in keys}
     # the Binary's own frame fences (compile(..., stream=True)): WAITs on the previous frame's
@@ -505,8 +553,21 @@ def simulate(binary, *, trace: list | None = None,
                 nxt = t
         elif op == "SIGNAL":
             if core or (axi is not None and unit in ch_free):
+                cnt = ins["count"]
                 if k in signalled:      # granted by the arbiter in cycle g
                     ts, g = signalled.pop(k)
+                elif gstate is not None:
+                    # a group SIGNAL: its count once per core of the mask, when the slot before
+                    # it has drained; "shadow": posted (the controller goes on at once)
+                    cnt *= len(_gcores(gstate[su], ins, stream, unit, pc[k]))
+                    drained = max(t, dp_free[su])
+                    ts = g = t if shadow else drained
+                    if shadow and posted is not None:     # a FIFO of ``posted`` entries
+                        pend = pending[su] = [f for f in pending[su] if f > t]
+                        if len(pend) >= posted:
+                            ts = g = drained                # full: wait for the drain
+                        else:
+                            pend.append(drained)
                 else:
                     ts = t
                     if not core:
@@ -521,7 +582,8 @@ def simulate(binary, *, trace: list | None = None,
                         continue
                 # the counter shows it from g + signal_latency (1: the next cycle); the unit
                 # goes on in the cycle after the grant
-                heapq.heappush(heap, (g + sl, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
+                seen = (drained if gstate is not None and core else g) + sl
+                heapq.heappush(heap, (seen, -1, ("__sig__", (fr, ins["sem"]), cnt)))
                 if arbs is not None:
                     sig_vis.setdefault((fr, ins["sem"]), []).append(g + sl)
                 start, nxt = ts, g + 1
@@ -530,10 +592,25 @@ def simulate(binary, *, trace: list | None = None,
                 heapq.heappush(heap, (ts, -1, ("__sig__", (fr, ins["sem"]), ins["count"])))
                 nxt = t
         elif op == "SETR":
-            regs[k][REG_NAMES[ins["reg"]]] = ins["value"]
+            if gstate is not None and core:     # the layer registers of the cores of the mask
+                for r in _gcores(gstate[su], ins, stream, unit, pc[k]):
+                    gregs[su][r][REG_NAMES[ins["reg"]]] = ins["value"]
+            else:
+                regs[k][REG_NAMES[ins["reg"]]] = ins["value"]
             nxt = t if (zero_dma and not core) else t + 1
+        elif op == "SETC" and grouped and core:
+            try:
+                gstate[su].setc(ins, f"{stream}/{unit} instruction {pc[k]} (SETC)")
+            except LockstepError as e:
+                raise ValueError(str(e)) from None
+            nxt = t + 1
+        elif op == "SETC":
+            raise ValueError(f"{stream}/{unit}: SETC (a lock-step group's per-core register) "
+                             "in a per-core stream: it belongs to a group Binary (sim.lockstep)")
         elif op in ("NOP", "HALT"):
-            nxt = t + 1 if core else t
+            if op == "HALT" and gstate is not None and core:    # halted once drained
+                start = max(t, dp_free[su])
+            nxt = start + 1 if core else t
         elif op in ("LOAD", "STORE"):
             nbytes = _dma_bytes(ins.f)
             if tag >= 0 and fr == 0:
@@ -612,6 +689,25 @@ def simulate(binary, *, trace: list | None = None,
                 unit_busy[su] += busy
                 spans.append((tag, t, nxt, -1))
             note(tag, t, nxt, unit, stream, busy)
+        elif gstate is not None:
+            # one slot of a group: its participants' own instructions, the longest holds the
+            # datapath; it starts once fetched and the unit's previous slot has drained
+            gs = gstate[su]
+            where = f"{stream}/{unit} instruction {pc[k]} ({op})"
+            cs = _gcores(gs, ins, stream, unit, pc[k])
+            try:
+                held = max(timing.compute_timing(
+                    cfg, op, gregs[su][r],
+                    (gs.core_instr(ins, r, where) if grouped else ins).f).cycles for r in cs)
+            except LockstepError as e:
+                raise ValueError(str(e)) from None
+            start = max(t, dp_free[su])
+            fin = dp_free[su] = start + held
+            nxt = start + 1 if shadow else fin
+            unit_busy[su] += held
+            spans.append((tag, start, fin, len(cs) * {"MAT": cfg.S * cfg.T,
+                                                       "RMAC": cfg.N * cfg.M}.get(unit, 0)))
+            note(tag, start, fin, unit, stream, held)
         else:
             # a core unit drains each compute instruction before it fetches the next one
             ct = timing.compute_timing(cfg, op, regs[k], ins.f)
@@ -641,7 +737,9 @@ def simulate(binary, *, trace: list | None = None,
             # is recorded by its branch, ``took``)
             port.end = max(port.end, start) + 1
         if trace is not None:
-            trace.append((stream, unit, op, tag, int(start), int(nxt))
+            trace.append((stream, unit, op, tag, int(start), int(fin if shadow and fin is not None
+                                                                and op in timing.COMPUTE_OPS
+                                                                else nxt))
                          + ((fr,) if frames > 1 else ()))
         fin = nxt if fin is None else fin
         fdone[fr] = max(fdone[fr], fin)
@@ -668,7 +766,8 @@ def simulate(binary, *, trace: list | None = None,
     stuck = [f"{k[0]}/{k[1]}: {queues[k][pc[k]][0]}" for k in keys if pc[k] < len(queues[k])]
     if stuck:
         raise RuntimeError(f"perf model deadlock: {stuck[:6]}")
-    total = int(max(max(drain.values()), max(free.values()), last_signal))
+    total = int(max(max(drain.values()), max(free.values()), last_signal,
+                    max(dp_free.values(), default=0) if gstate is not None else 0))
     fdone[-1] = max(fdone[-1], total)
     rep = _report(binary, total, l_start, l_end, l_busy, l_dram, l_bytes, unit_busy, spans,
                   int(fdone[0]) if frames > 1 else total)
@@ -679,6 +778,15 @@ def simulate(binary, *, trace: list | None = None,
     rep.frames_in_flight = max(sum(1 for j in range(frames) if fstart[j] <= fstart[i] < fdone[j])
                                for i in range(frames)) if frames > 1 else 1
     return rep
+
+
+def _gcores(gs, ins, stream: str, unit: str, pc: int) -> list:
+    """The cores of a group controller's mask in force for ``ins`` (ValueError: none)."""
+    from .lockstep import LockstepError
+    try:
+        return gs.cores(ins, f"{stream}/{unit} instruction {pc} ({ins.op})")
+    except LockstepError as e:
+        raise ValueError(str(e)) from None
 
 
 def stream(binary, *, frames: int = 3, env: timing.SemaphoreTiming = timing.SYSTEM,

@@ -31,6 +31,9 @@ class Binary:
     ``tags``: the same shape, the index into ``layers`` of each instruction (-1: none);
     ``dram``: uint8 image; ``symbols``: name -> {addr, nbytes, kind, shape, signed, bytes_per};
     ``layers``: per IntProgram node a dict (name, kind, op, macs, ...).
+    ``groups``: 1 (one stream per core, ``core0`` ...) or ``G`` > 1, the lock-step group form
+    (``sim.lockstep.group_binary``: one stream per group of ``G`` cores, ``group0`` ...,
+    with the per-core ``SETC`` registers; ``sim.lockstep.expand`` gives the per-core Binary).
     """
     cfg: AccelConfig
     prog: IntProgram
@@ -39,6 +42,7 @@ class Binary:
     dram: np.ndarray
     symbols: dict
     layers: list
+    groups: int = 1
 
     @property
     def n_instructions(self) -> int:
@@ -85,6 +89,8 @@ class Binary:
         arrays["program"] = np.frombuffer(self.prog.to_bytes(), dtype=np.uint8)
         manifest = {"format": MAGIC, "version": BINARY_VERSION, "config": self.cfg.to_dict(),
                     "streams": list(self.streams), "symbols": self.symbols, "layers": self.layers}
+        if self.groups != 1:                # a G = 1 file stays byte-identical
+            manifest["groups"] = self.groups
         manifest["sha256"] = digest(arrays, manifest)
         arrays["__manifest__"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
         with atomic_open(path) as f:
@@ -115,7 +121,8 @@ class Binary:
             streams = {n: decode_stream(_words(arrays[f"s.{n}"])) for n in m["streams"]}
             tags = {n: arrays[f"t.{n}"].tolist() for n in m["streams"]}
             dram, symbols, layers = arrays["dram"], m["symbols"], m["layers"]
-            _check_image(cfg, streams, tags, dram, symbols, layers)
+            groups = m.get("groups", 1)
+            _check_image(cfg, streams, tags, dram, symbols, layers, groups)
         except KeyError as e:
             raise CompileError(f"{path}: missing member {e}") from None
         except IsaError as e:
@@ -139,7 +146,7 @@ class Binary:
                 except (ValueError, TypeError, KeyError) as e:
                     raise CompileError(f"{path}: inconsistent Binary ({e})") from None
         check_digest(path, m, arrays, "Binary", CompileError)
-        return cls(cfg, prog, streams, tags, dram, symbols, layers)
+        return cls(cfg, prog, streams, tags, dram, symbols, layers, groups)
 
 
 def _words(a) -> np.ndarray:
@@ -149,11 +156,15 @@ def _words(a) -> np.ndarray:
     return a
 
 
-def _check_image(cfg, streams, tags, dram, symbols, layers):
+def _check_image(cfg, streams, tags, dram, symbols, layers, groups=1):
     """The parts of a loaded Binary the executors index blindly (raises ValueError/TypeError)."""
     if not isinstance(dram, np.ndarray) or dram.dtype != np.uint8 or dram.ndim != 1:
         raise ValueError(f"'dram' must be a 1-d uint8 array, got {getattr(dram, 'dtype', dram)}")
-    want = ["global"] + [f"core{i}" for i in range(cfg.L)]
+    if type(groups) is not int or groups < 1 or cfg.L % groups:
+        raise ValueError(f"groups (cores per lock-step group) must be a positive integer "
+                         f"dividing L = {cfg.L}, got {groups!r}")
+    want = ["global"] + ([f"core{i}" for i in range(cfg.L)] if groups == 1 else
+                         [f"group{i}" for i in range(cfg.L // groups)])
     if list(streams) != want:
         raise ValueError(f"streams {list(streams)} are not {want} (L = {cfg.L})")
     for n in streams:
