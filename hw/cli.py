@@ -131,15 +131,16 @@ def _estimate_accelerator(args) -> int:
     if method not in ("top", "parts"):
         raise registry.RegistryError(f"method must be top (the hierarchical Verilog's modules: "
                                      f"core x L, the top alone) or parts, got {method!r}")
-    buffers = extra.get("buffers", "behavioural")
-    if buffers not in ("behavioural", "banked", "word"):
-        raise registry.RegistryError(f"buffers must be behavioural, banked or word, got "
-                                     f"{buffers!r}")
-    banks = registry.parse_value("banks", extra.get("banks", "8"), 8)
     try:
         cfg = AccelConfig.from_string(args.config or "paper")
     except ConfigError as e:
         raise registry.RegistryError(str(e)) from None
+    from .system.accelerator import BUFFER_KINDS, default_buffers
+    buffers = extra.get("buffers", default_buffers(cfg))     # the config's: as it is built
+    if buffers not in BUFFER_KINDS:
+        raise registry.RegistryError(f"buffers must be behavioural, banked or word, got "
+                                     f"{buffers!r}")
+    banks = registry.parse_value("banks", extra.get("banks", "8"), 8)
     sems = registry.parse_value("sems", extra.get("sems", str(SEM_IDS)), SEM_IDS)
     if not 1 <= sems <= 1 << 16:
         raise registry.RegistryError(f"sems must be in [1, 65536], got {sems}")

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from .isa import BUF_MAX_BYTES
 
-__all__ = ["AccelConfig", "ConfigError", "PRESETS", "PAPER_REQUANT", "PAPER_DENSITY",
-           "ZCU102_BUFFERS"]
+__all__ = ["AccelConfig", "ConfigError", "PRESETS", "PRESET_BUFFERS", "PAPER_REQUANT",
+           "PAPER_DENSITY", "ZCU102_BUFFERS"]
 
 
 class ConfigError(ValueError):
@@ -289,4 +289,16 @@ PRESETS = {
     # prefetch arena), OUT 128 KiB, 672 BRAM36 by capacity instead of paper's 160 (the whole
     # accelerator 716 of 912)
     "zcu102": AccelConfig(name="zcu102", **ZCU102_BUFFERS, **PAPER_DENSITY),
+    # the first build that fits a ZCU102 today (docs/board.md "A first build that fits"): one
+    # paper core on the word-banked global buffers (hw.system.wordbanked; the build's default
+    # buffers for it: hw.system.accelerator.default_buffers) with the ZCU102 build's buffer
+    # sizes, and the DRAM bandwidth of the one HP port the build uses (axi_ports 1: 16 B per
+    # cycle at 128 bit; the word buffers take at most one LD engine)
+    "zcu102-l1": AccelConfig(L=1, dram_bytes_per_cycle=16, name="zcu102-l1", **ZCU102_BUFFERS,
+                             **PAPER_DENSITY),
 }
+
+#: the global buffers (``hw.system.Accelerator(buffers=...)``) a preset is built with when none
+#: is given; presets not named here: "behavioural". A config made from a preset with overrides
+#: (``zcu102-l1:clock_mhz=150``, named ``zcu102-l1*``) keeps its preset's.
+PRESET_BUFFERS = {"zcu102-l1": "word"}

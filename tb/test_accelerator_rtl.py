@@ -129,7 +129,9 @@ def test_tiny_network_two_axi_ports(capsys):
 
 @pytest.mark.rtl
 @pytest.mark.slow
-@pytest.mark.parametrize("ports,L", [(3, 1), (4, 1), (3, 2), (4, 2)])
+@pytest.mark.parametrize("ports,L", [  # the most engines and cores by default, the rest in regress
+    pytest.param(3, 1, marks=pytest.mark.regress), pytest.param(4, 1, marks=pytest.mark.regress),
+    pytest.param(3, 2, marks=pytest.mark.regress), (4, 2)])
 def test_tiny_network_several_ld_engines(tmp_path, ports, L):
     """``axi_ports`` = 3 and 4 (docs/system.md, "AXI ports"): fetch and ST on ``m_axi``, 2 or 3
     LD engines on ``m_axi1`` .. (the LD unit's descriptors dealt round-robin), each port an

@@ -76,6 +76,38 @@ def test_tiny_network_blocked_fast(tmp_path):
     _check("tiny", SMALL.replace(L=1), tmp_path, layout="blocked")
 
 
+def _check_word(model, cfg, tmp_path, **kw):
+    """``model`` compiled blocked through the accelerator on the word-banked global buffers
+    (``buffers="word"``; hw.system.wordbanked): bit-exact (inside the cocotb test), the run not
+    stopped by the buffers' violation flag (status done), and the cycles against sim.perf, which
+    has no bank model: the cores only stall on bank conflicts, so the RTL can be slower, never
+    faster (beyond the 2 % the behavioural buffers are held to); the difference is printed."""
+    binary, x = _network(model, cfg, layout="blocked")
+    rec = run_fast(binary, x, "verilator", tmp_path, latency=LATENCY, buffers="word", **kw)
+    assert rec["status"] == "done" and rec["host_requests"] >= 1, rec
+    rtl, model_cycles = rec["cycles"], rec["perf_cycles"]
+    print(f"\n{model} blocked on {cfg.describe()}, word buffers: RTL {rtl} cycles, sim.perf "
+          f"{model_cycles} ({(rtl - model_cycles) / model_cycles:+.2%}); counters "
+          f"{rec['counters']}; run {rec['run_s']:.1f} s, setup {rec['setup_s']:.1f} s")
+    assert rtl >= 0.98 * model_cycles, (rtl, model_cycles)
+    return rec
+
+
+@pytest.mark.slow
+def test_tiny_network_word_buffers_fast(tmp_path):
+    """sim.zoo.tiny compiled blocked at small, L = 1, on the word buffers (8 banks x 8 bytes):
+    the whole accelerator as ``zcu102-l1`` builds it, at the small engines."""
+    _check_word("tiny", SMALL.replace(L=1), tmp_path)
+
+
+@pytest.mark.regress
+def test_tiny_network_zcu102_l1_fast(tmp_path):
+    """sim.zoo.tiny compiled blocked on the ``zcu102-l1`` preset (one paper core, the word
+    buffers it is built with, B / C / OUT of the ZCU102 build): ~2.5 min with the Verilator
+    build (docs/board.md, "A first build that fits")."""
+    _check_word("tiny", PRESETS["zcu102-l1"], tmp_path)
+
+
 @pytest.mark.regress
 def test_b0_r64_blocked_fast(tmp_path):
     """EfficientViT-B0 at 64x64 compiled blocked on the small engines at L = 4."""

@@ -17,6 +17,7 @@ buffers"):
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from amaranth.sim import Simulator
 from test_banked_buffers import LINE, ORDER, SIZES, core_signature, run_bench
@@ -254,8 +255,9 @@ def run_core(name, buffers="word", word=8):
     return prog, binary, x, env, simulate_banked(top, env, max_cycles=100_000)
 
 
-#: blocked Binaries whose every request is supported (aligned bases; the others: below)
-CORE_FAST = ["pw_res_hswish", "dw3_res", "pool"]
+#: blocked Binaries on the word buffers (every request is supported: aligned bases, and the
+#: residual of a drain sub-block read as the vector's aligned word: test_core_rq_no_straddle)
+CORE_FAST = ["pw_res_hswish", "dw3_res", "pool", "pw_res_rq"]
 CORE_LONG = ["pw", "conv3_s2", "two_pw", "linear", "pw_res_rr", "dw3_s2", "mbconv",
              "mbconv_s2_rq", "stem", "gpw", "pool_relu", "att", "att_d8", "att_rq"]
 
@@ -280,14 +282,31 @@ def test_word_and_banked_same_cycles(name):
     assert word == banked
 
 
-def test_core_unaligned_request_is_a_violation():
-    """A blocked Binary on a config with fewer requant lanes than the engine (REQUANT: 2 on
-    the MAT) reads the residual of a drain sub-block at an offset of 2 inside the block (a
-    4-byte row that straddles a word): the run stops with the violation flag of that port,
-    not wrong data."""
-    from tb.core.harness import HarnessError
-    with pytest.raises(HarnessError, match="unsupported request of port 'mat_r'"):
-        run_core("pw_res_rq")
+def test_core_rq_no_straddle():
+    """With fewer requant lanes than the engine (``pw_res_rq``: 2 on the MAT, 1 on the R-MAC,
+    of 4) the drain's sub-blocks used to read their residual from the sub-block's offset inside
+    the block (a 4-byte row straddling a word: a violation of the word buffers). The core now
+    reads the vector's aligned word for every sub-block: every residual request of the blocked
+    Binary is one aligned word (on words of B = 4 bytes, and 8), the requests are as many as
+    the drain's sub-blocks (one per sub-block and vector, as before), and the output is golden's
+    (record() checks it)."""
+    from test_blockreg import compiled_case
+
+    from tb.core.geometry import classify
+    reqs = record(["pw_res_rq"])
+    r = [q for q in reqs if q["port"] in ("mat_r", "rmac_r")]
+    assert r
+    for word in (4, 8):
+        assert all(classify(q, word=word)[0] == "word" for q in r), word
+    prog, cfg, _binary, _x = compiled_case("pw_res_rq")
+    assert cfg.requant_lanes("MAT") < cfg.S
+    # per output vector (pixel x 4 channels) of the MAT's residual conv: S / R sub-blocks
+    vectors = int(np.prod(prog.tensors[prog.outputs[0]].shape)) // cfg.S
+    mat = [q for q in r if q["port"] == "mat_r"]
+    rmac = [q for q in r if q["port"] == "rmac_r"]
+    drains = len(mat) / (cfg.S // cfg.requant_lanes("MAT")) + len(rmac) / (
+        cfg.M // cfg.requant_res_lanes())
+    assert drains == vectors, (len(mat), len(rmac), vectors)
 
 
 @pytest.mark.parametrize("config,chunks,lanes", [

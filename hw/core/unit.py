@@ -506,7 +506,13 @@ class Unit(wiring.Component):
                 # rd: a sub-block is read this cycle (sub: which), rd_last: the vector's last
                 rd, sub, rd_last = Signal(), Signal(range(Dr)), Signal()
                 o1s, sub1 = Signal(), Signal(range(Dr))
-                rsoff = Signal(A)       # sub * Rr * RSTRIDE (running; residual reads only)
+                # rsoff: sub * Rr * RSTRIDE (running; residual reads, planar only). Blocked, every
+                # sub-block reads the vector's aligned residual word (channels 0 .. lanes - 1 of
+                # the block) and its residual lanes pick channels rsel1 * Rr + s themselves: a
+                # read from the sub-block's offset would straddle the word (issue #13; the word
+                # buffers serve aligned words only, docs/global-buffers.md)
+                rsoff = Signal(A)
+                rsel1 = Signal(range(Dr))
                 ract, rsub = Signal(), Signal(range(Dr))
                 # start: an engine vector that goes through the lanes (the attention drives it
                 # low for ATT_DIV's, which would otherwise still drain into the next step)
@@ -519,7 +525,7 @@ class Unit(wiring.Component):
                     m.d.sync += [rsub.eq(sub + 1),
                                  rsoff.eq(Mux(rd_last, 0, rsoff + Mux(
                                      blocked, Rr, regs["RSTRIDE"][:A] * Rr)))]
-                m.d.sync += [o1s.eq(rd), sub1.eq(sub)]
+                m.d.sync += [o1s.eq(rd), sub1.eq(sub), rsel1.eq(Mux(rd & blocked, sub, 0))]
                 # lane s takes channel j*R + s (residual mode: j*Rr + s) of sub-block j = sub1:
                 # j < D in normal mode, j < Dr in residual mode on the Rr residual lanes (the
                 # other lanes' outputs are masked then: their selection ignores the mode and
@@ -544,7 +550,7 @@ class Unit(wiring.Component):
                             with m.Case(j):
                                 m.d.comb += acc_sel[s].eq(v)
                 p_addr = pco_o + dsel(sub * (32 * R), sub * (32 * Rr))
-                r_addr = rco_o + (pix_o << blk) + rsoff
+                r_addr = rco_o + (pix_o << blk) + Mux(blocked, 0, rsoff)
                 rd_vec = rd & rd_last       # the vector's last sub-block is read
             else:       # one lane per engine lane: the vector in one cycle
                 rd, o1s, acc_sel, start = e_valid, o1, acc, None
@@ -580,7 +586,16 @@ class Unit(wiring.Component):
                              rq.three.eq(regs["THREE"][:16]), rq.hb.eq(f["hsw_b"][:16]),
                              rq.hc.eq(f["hsw_c"][:6]), rq.in_valid.eq(o1s & ~noepi)]
                 if s < Rr:
-                    m.d.comb += [rq.res.eq(_byte(self.r.data[0][s], regs["RSIGNED"])),
+                    # the residual of lane s: element s of the r data (planar, or one sub-block),
+                    # else element rsel1 * Rr + s of the vector's word (blocked, above)
+                    r_s = self.r.data[0][s]
+                    if Dr > 1:
+                        r_s = Signal(8, name=f"res_sel_{s}")
+                        with m.Switch(rsel1):
+                            for j in range(Dr):
+                                with m.Case(j):
+                                    m.d.comb += r_s.eq(self.r.data[0][j * Rr + s])
+                    m.d.comb += [rq.res.eq(_byte(r_s, regs["RSIGNED"])),
                                  rq.rb.eq(Mux(has_res, f["res_b"][:16], 0)),
                                  rq.rc.eq(Mux(has_res, f["res_c"][:6], 0))]
                 if s == 0:

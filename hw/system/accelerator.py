@@ -55,7 +55,7 @@ from .dma import DescriptorDealer, LoadDMA, StoreDMA
 from .globalunit import GlobalUnit
 from .semaphores import SemaphoreFile
 
-__all__ = ["Accelerator", "CORE_MODULE", "BUFFERS_MODULE", "CLUSTER_MODULE"]
+__all__ = ["Accelerator", "CORE_MODULE", "BUFFERS_MODULE", "CLUSTER_MODULE", "default_buffers"]
 
 #: the Verilog module names of the core and of the global buffers (``hierarchy=True``)
 CORE_MODULE = "trio_core"
@@ -71,6 +71,14 @@ assert tuple(u.lower() for u in CORE_QUEUE_UNITS) == UNIT_NAMES
 BUFFER_KINDS = ("behavioural", "banked", "word")
 #: the kinds whose cores need backpressure (``Core(stall=True)``)
 STALL_BUFFERS = ("banked", "word")
+
+
+def default_buffers(config) -> str:
+    """The global buffers an :class:`Accelerator` for ``config`` (an AccelConfig) gets when
+    none is given: its preset's (``sim.config.PRESET_BUFFERS`` by the config's name; a preset
+    with overrides, named ``<preset>*``, keeps its preset's), else ``"behavioural"``."""
+    from sim.config import PRESET_BUFFERS
+    return PRESET_BUFFERS.get(config.name.rstrip("*"), "behavioural")
 
 
 class Accelerator(wiring.Component):
@@ -103,9 +111,11 @@ class Accelerator(wiring.Component):
         (``sim.checks.ld_overlaps``). The banked buffers take one LD engine (P <= 2).
     core : hw.core.Core or None
         A core to replicate (its parameters); default ``Core.from_config(config)``.
-    buffers : "behavioural", "banked" or "word"
-        The global buffers: :class:`hw.system.buffers.GlobalBuffers` (one read port per byte
-        lane, never stalls; the default, fast to simulate),
+    buffers : "behavioural", "banked", "word" or None
+        The global buffers (None, the default: :func:`default_buffers`, the config's preset's:
+        ``"word"`` for ``zcu102-l1``, else ``"behavioural"``):
+        :class:`hw.system.buffers.GlobalBuffers` (one read port per byte
+        lane, never stalls; fast to simulate),
         :class:`hw.system.banked.BankedBuffers` (``banks`` word-interleaved simple dual-port
         memories of ``word`` bytes; the cores are then built with ``stall=True`` and freeze
         on bank conflicts) or :class:`hw.system.wordbanked.WordBankedBuffers` (the same banks
@@ -139,7 +149,7 @@ class Accelerator(wiring.Component):
 
     def __init__(self, *, config="paper", sems: int = SEM_IDS, queue_depth: int = 16,
                  fetch_burst: int = 16, dma_burst: int = 64, dma_outstanding: int = 4,
-                 addr_width: int = 40, axi_ports: int = 1, buffers: str = "behavioural",
+                 addr_width: int = 40, axi_ports: int = 1, buffers: str | None = None,
                  banks: int = 8, word: int = 8, hierarchy: bool = False):
         from sim.config import AccelConfig
         if isinstance(config, str):
@@ -158,6 +168,8 @@ class Accelerator(wiring.Component):
         self.axi_ports = check_int("axi_ports", axi_ports, 1, 4)
         #: LD DMA engines: one on ``m_axi`` (one port) or one per further port
         self.ld_engines = max(1, self.axi_ports - 1)
+        if buffers is None:
+            buffers = default_buffers(config)
         if buffers not in BUFFER_KINDS:
             raise ValueError(f"buffers must be one of {BUFFER_KINDS}, got {buffers!r}")
         if buffers in STALL_BUFFERS and self.ld_engines > 1:

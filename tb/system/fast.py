@@ -271,19 +271,29 @@ def main(argv=None) -> int:
     ap.add_argument("--axi-ports", type=int, default=1, choices=(1, 2, 3, 4),
                     help="the accelerator's AXI ports (P > 1: P - 1 LD engines, each on a read "
                          "port of the memory of its own; default 1; part of the build)")
+    ap.add_argument("--buffers", default=None, choices=("behavioural", "banked", "word"),
+                    help="the accelerator's global buffers (default: the config's, "
+                         "hw.system.accelerator.default_buffers: word for zcu102-l1, else "
+                         "behavioural; part of the build)")
+    ap.add_argument("--layout", default=None, choices=("planar", "blocked"),
+                    help="the compile's activation layout (default: blocked on word buffers, "
+                         "which serve blocked Binaries only, else planar)")
     ap.add_argument("--timeout", type=float, default=3600,
                     help="wall-clock limit of the simulation in seconds (default 3600)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     cfg, prog, x = network_from_args(ap, args)
+    from hw.system.accelerator import default_buffers
+    buffers = args.buffers or default_buffers(cfg)
+    layout = args.layout or ("blocked" if buffers == "word" else "planar")
     t0 = time.perf_counter()
-    binary = sc.compile(prog, cfg)
+    binary = sc.compile(prog, cfg, layout=layout)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             rec = run_fast(binary, x, args.simulator, tmp, latency=args.latency,
                            public=args.public, opt=args.opt, dbg_words=args.dbg_words,
                            mem_bytes=args.mem_bytes, sems=args.sems, timeout_s=args.timeout,
-                           axi_ports=args.axi_ports)
+                           axi_ports=args.axi_ports, buffers=buffers)
         except AssertionError as e:
             msg = str(e).splitlines()[0][:500]
             print(json.dumps({"ok": False, "error": msg}) if args.json else f"FAILED: {msg}")
@@ -297,7 +307,7 @@ def main(argv=None) -> int:
            "setup_s": rec["setup_s"], "cpu_s": rec["cpu_s"], "opt": args.opt,
            "dbg_words": args.dbg_words, "mem_bytes": rec["mem_bytes"], "sems": rec["sems"],
            "total_s": time.perf_counter() - t0, "host_requests": rec["host_requests"],
-           "axi_ports": args.axi_ports,
+           "axi_ports": args.axi_ports, "buffers": buffers, "layout": layout,
            "counters": rec["counters"]}
     if args.json:
         print(json.dumps(out))

@@ -69,7 +69,7 @@ def run_accelerator(prog, cfg, x, simulator: str, workdir, *, case: str = "run",
     bpath, xpath = workdir / "binary.npz", workdir / "x.npy"
     binary.save(bpath)
     np.save(xpath, np.asarray(x))
-    kw = dict(buffers=buffers, banks=banks) if buffers != "behavioural" else {}
+    kw = {"buffers": buffers, "banks": banks}   # explicit: a preset may default to others
     acc = accelerator_for(cfg, binary, sems=sems, axi_ports=axi_ports, hierarchy=hierarchy,
                           **kw)
     name = "accelerator"
