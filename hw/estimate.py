@@ -19,6 +19,8 @@ from pathlib import Path
 
 from sim.fileio import atomic_write
 
+from .hier import drop_zero_init
+
 __all__ = ["estimate", "estimate_verilog", "estimate_modules", "summarize", "yosys_command",
            "EstimateError"]
 
@@ -101,7 +103,9 @@ def _synthesize(work: Path, text: str, top: str, *, abc9: bool = True,
     ``flatten=False``: keep the hierarchy) and leave ``work/stat.json``."""
     work.mkdir(parents=True, exist_ok=True)
     stat = work / "stat.json"
-    (work / "top.v").write_text(text)
+    # all-zero memory initialisations dropped: the same hardware on Xilinx parts, much less
+    # yosys time on large buffers (hw.hier.drop_zero_init)
+    (work / "top.v").write_text(drop_zero_init(text))
     if lib is not None:
         (work / "lib.v").write_text(lib)
     mapper = "abc9" if abc9 else "abc"

@@ -222,6 +222,23 @@ def compact_zero_init(text: str) -> str:
     return _INIT_BLOCK.sub(repl, text)
 
 
+_LOOP_INIT = re.compile(r"^  initial begin : zero_init_\d+\n    integer i;\n    for \(i = 0; i < \d+; "
+                        r"i = i \+ 1\)\n      (?:\\\S+ |[A-Za-z_][A-Za-z0-9_$]*)\[i\] = \d+'h0;\n  end\n",
+                        re.M)
+
+
+def drop_zero_init(text: str) -> str:
+    """``text`` without the all-zero memory initialisations :func:`compact_zero_init` would
+    compact (and without the loops it writes): for synthesis onto Xilinx parts only, where a
+    block RAM, LUT RAM or flip-flop without an initial value starts at zero (their INIT
+    attributes default to 0), so the hardware is the same. Yosys expands such an
+    initialisation into one cell per word before it maps the memory, which at the ZCU102's
+    buffer sizes (8 banks of 43,008 words) costs far more time than the synthesis of the
+    logic; a non-zero initialisation and every other initial block are kept."""
+    text = compact_zero_init(text)
+    return _LOOP_INIT.sub("", text)
+
+
 def convert_modules(top, *, name: str, emit_src: bool = False, progress=None,
                     include_top: bool = True, compact_init: bool = False) -> dict:
     """``{module name: Verilog text}``: ``top`` as module ``name`` (first) and, once each, the

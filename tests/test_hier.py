@@ -10,20 +10,21 @@ every output equal on every cycle.
 """
 
 import gc
+import json
 import re
 import shutil
 import subprocess
 import warnings
 
 import pytest
-from amaranth import Module, ResetInserter, Signal, unsigned
+from amaranth import Cat, Module, ResetInserter, Signal, unsigned
 from amaranth.hdl import UnusedElaboratable
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.hier import (ModuleInstance, blackbox, compact_zero_init, convert, convert_modules,
-                     module_ports, port_map)
+                     drop_zero_init, module_ports, port_map)
 
 
 class Child(wiring.Component):
@@ -447,3 +448,46 @@ def test_global_buffers_and_lanes_check_their_parameters():
     gb.modules["trio_buflanes"]._MustUse__silence = True
     with pytest.raises(RuntimeError, match="combinational"):
         gb.clocked("trio_buflanes", True)
+
+
+def test_drop_zero_init_only_drops_zero_inits_and_synthesises_the_same(tmp_path):
+    """drop_zero_init removes all-zero memory inits (per word or as compact_zero_init's loop)
+    and keeps a non-zero one; yosys synth_xilinx maps a design with and without its zero inits
+    to the same cells (block RAM, LUT RAM and flip-flops start at zero on Xilinx parts)."""
+    from amaranth.back import verilog
+
+    from hw.estimate import _run_yosys, _script
+
+    class Mems(wiring.Component):
+        a: In(10)
+        wd: In(32)
+        we: In(1)
+        d: Out(48)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.big = big = Memory(shape=unsigned(32), depth=1024, init=[])
+            m.submodules.small = small = Memory(shape=unsigned(8), depth=16, init=[])
+            m.submodules.k = k = Memory(shape=unsigned(8), depth=16, init=[5, 0, 7])
+            rb, wb, rs, rk = big.read_port(), big.write_port(), small.read_port(), k.read_port()
+            ws = small.write_port()
+            m.d.comb += [rb.addr.eq(self.a), wb.addr.eq(self.a + 1), wb.data.eq(self.wd),
+                         wb.en.eq(self.we), rs.addr.eq(self.a[:4]), ws.addr.eq(self.a[4:8]),
+                         ws.data.eq(self.wd[:8]), ws.en.eq(self.we), rk.addr.eq(self.a[2:6]),
+                         self.d.eq(Cat(rb.data, rs.data, rk.data))]
+            return m
+    text = verilog.convert(Mems(), name="mems", emit_src=False)
+    assert text.count("initial begin\n") == 3
+    out = drop_zero_init(text)
+    assert out.count("initial begin") == 1 and "] = 8'h05;" in out and "] = 8'h07;" in out
+    assert drop_zero_init(compact_zero_init(text)) == out and drop_zero_init(out) == out
+    cells = []
+    for name, t in (("with", text), ("without", out)):
+        work = tmp_path / name
+        work.mkdir()
+        (work / "top.v").write_text(t)
+        ok, log = _run_yosys(work, _script("mems", abc9=False))
+        assert ok, log[-2000:]
+        cells.append(json.loads((work / "stat.tmp.json").read_text())["design"]
+                     ["num_cells_by_type"])
+    assert cells[0] == cells[1] and any(c.startswith("RAMB") for c in cells[0]), cells
