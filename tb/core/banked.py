@@ -35,12 +35,13 @@ LINE = 16
 class BankedCoreTop(Elaboratable):
     """``core`` (``stall=True``) on ``BankedBuffers`` (``buffers="banked"``) or
     ``WordBankedBuffers`` (``buffers="word"``) of ``cfg``'s sizes with ``banks`` banks of
-    ``word`` bytes."""
+    ``word`` bytes; ``p_reuse``: the core's (``hw.core.Core``; None: its default, on)."""
 
-    def __init__(self, cfg, *, banks: int = 8, word: int = 8, buffers: str = "banked"):
+    def __init__(self, cfg, *, banks: int = 8, word: int = 8, buffers: str = "banked",
+                 p_reuse: bool | None = None):
         if buffers not in ("banked", "word"):
             raise ValueError(f"buffers must be 'banked' or 'word', got {buffers!r}")
-        self.core = Core.from_config(cfg, stall=True)
+        self.core = Core.from_config(cfg, stall=True, p_reuse=p_reuse)
         kind = BankedBuffers if buffers == "banked" else WordBankedBuffers
         self.bufs = kind(core_signature=self.core.signature, cores=1, line=LINE,
                          banks=banks, word=word,
@@ -123,7 +124,8 @@ class BankedEnv(CoreEnv):
 
 def simulate_banked(top: BankedCoreTop, env: BankedEnv, *, max_cycles: int = 200_000) -> int:
     """Run ``top`` against ``env`` until the Binary finished and the core halted (as
-    ``tb.core.harness.simulate_amaranth``); returns the cycle count."""
+    ``tb.core.harness.simulate_amaranth``); returns the cycle count. ``env.unit_stalls``: the
+    cycles each unit was frozen by a bank conflict (its ``stall_cycles``), {unit: cycles}."""
     from amaranth.sim import Simulator
 
     core = top.core
@@ -141,6 +143,8 @@ def simulate_banked(top: BankedCoreTop, env: BankedEnv, *, max_cycles: int = 200
             if s["halted"] == 0b111 and env.done():
                 result["cycles"] = env.cycle
                 result["fault"] = ctx.get(top.bufs.fault)
+                env.unit_stalls = {u: ctx.get(unit.stall_cycles)
+                                   for u, unit in core.units.items()}
                 if hasattr(top.bufs, "violation") and ctx.get(top.bufs.violation):
                     result["violation"] = top.bufs.ports[ctx.get(top.bufs.violation_port)]
                 return
