@@ -371,13 +371,16 @@ def test_accelerator_word_buffers_convert():
     assert "violation" in text and "mat_x__ready" in text
 
 
-def conv_p_reads(binary, cfg, *, reuse):
-    """The p requests of the conv / linear instructions (CONV_MAT, CONV_RDF) of ``binary``'s
-    core 0, counted from the instructions' fields and the unit's registers (its SETRs): per
-    output-channel block (``GROUPS * ceil(nco / GROUPS / lanes)``) the drain reads its records
-    in ``lanes / R`` sub-blocks (``lanes / R_res`` for an R-MAC instruction with a residual and
-    an epilogue), once per block with the records held (``reuse``), else once per output pixel
-    (``ho * WOUT``). Returns {unit: count}."""
+def p_reads(binary, cfg, *, reuse):
+    """The p requests of the conv / linear (CONV_MAT, CONV_RDF) and depthwise (DW_RSA)
+    instructions of ``binary``'s core 0, counted from the instructions' fields and the unit's
+    registers (its SETRs). Conv: per output-channel block (``GROUPS * ceil(nco / GROUPS /
+    lanes)``) the drain reads its records in ``lanes / R`` sub-blocks (``lanes / R_res`` for an
+    R-MAC instruction with a residual and an epilogue), once per block with the records held
+    (``reuse``), else once per output pixel (``ho * WOUT``). Depthwise: a tile is N channels x
+    M pixels of a row, ``ceil(nco / N) * ho * ceil(WOUT / M)`` tiles; its drain reads each
+    channel's record once per sub-block of ``R`` (``R_res``) pixels, with ``reuse`` once per
+    block of N channels. Returns {unit: count}."""
     from sim.isa import REGS
     regs = {"MAT": {}, "RMAC": {}}
     lanes = {"MAT": (cfg.S, cfg.requant_lanes("MAT"), cfg.requant_lanes("MAT")),
@@ -398,32 +401,43 @@ def conv_p_reads(binary, cfg, *, reuse):
             subs = lan // (Rr if res else R)
             pixels = 1 if reuse else ins["ho"] * r[REGS["WOUT"]]
             count[u] += blocks * subs * pixels
+        elif ins.op == "DW_RSA":
+            r, (M, R, Rr), N = regs[u], lanes[u], cfg.N
+            blocks = -(-ins["nco"] // N)
+            if reuse:
+                count[u] += blocks * N
+            else:
+                subs = M // (Rr if r[REGS["RES_ADDR"]] >= 0 else R)
+                count[u] += blocks * ins["ho"] * -(-r[REGS["WOUT"]] // M) * N * subs
     return count
 
 
-#: blocked Binaries with conv / linear instructions: planar-free pointwise, residual with
-#: fewer requant (residual) lanes than the engine (sub-blocks), a 3x3 stride-2 conv, grouped,
-#: a linear layer, an MBConv on the paper's core (MAT: 2 sub-blocks; R-MAC residual: 4)
-P_CASES = ["pw", "pw_res_rq", "pw_res_rr", "conv3_s2", "gpw", "linear", "mbconv_paper_core"]
+#: blocked Binaries with conv / linear / depthwise instructions: pointwise, residual with
+#: fewer requant (residual) lanes than the engine (sub-blocks), depthwise with a residual, a
+#: 3x3 stride-2 conv, grouped, a linear layer, depthwise stride 2, an MBConv on the paper's
+#: core (MAT: 2 sub-blocks; R-MAC residual: 4)
+P_CASES = ["pw", "pw_res_rq", "pw_res_rr", "dw3_res", "conv3_s2", "gpw", "linear", "dw3_s2",
+           "mbconv_paper_core"]
 
 
-@pytest.mark.parametrize("name", P_CASES[:3] + [pytest.param(n, marks=pytest.mark.regress)
-                                                for n in P_CASES[3:]])
+@pytest.mark.parametrize("name", P_CASES[:4] + [pytest.param(n, marks=pytest.mark.regress)
+                                                for n in P_CASES[4:]])
 def test_core_p_reads_once_per_channel_block(name):
     """``Core(stall=True)`` holds the parameter records (``p_reuse``, its default): the p
     requests of its conv / linear instructions are one per output-channel block and drain
-    sub-block, as counted from the instructions' fields (conv_p_reads), where the core without
-    it reads them for every output pixel; both bit-exact with sim.golden (record() checks), and
-    with every ``ready`` high the same cycles either way."""
+    sub-block, of its depthwise ones one per channel, as counted from the instructions' fields
+    (p_reads), where the core without it reads them for every output pixel (depthwise: every
+    sub-block of every tile); both bit-exact with sim.golden (record() checks), and with every
+    ``ready`` high the same cycles either way."""
     from test_blockreg import compiled_case
     _prog, cfg, binary, _x = compiled_case(name)
     got = {}
     for reuse in (True, False):
         reqs = record([name], p_reuse=reuse)
         got[reuse] = {u: sum(1 for q in reqs if q["port"] == f"{u.lower()}_p"
-                             and (q["op"] or "").startswith("CONV"))
+                             and (q["op"] or "").startswith(("CONV", "DW")))
                       for u in ("MAT", "RMAC")}
-        assert got[reuse] == conv_p_reads(binary, cfg, reuse=reuse), (reuse, got)
+        assert got[reuse] == p_reads(binary, cfg, reuse=reuse), (reuse, got)
         got[reuse, "cycles"] = record.cycles[name]
     assert got[True, "cycles"] == got[False, "cycles"]
     if name == "linear":    # one pixel per channel block: nothing to hold across pixels

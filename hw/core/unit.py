@@ -607,7 +607,7 @@ class Unit(wiring.Component):
                 p_hit, p_hit1, p_drop = Signal(), Signal(), Signal()
                 p_fill = Signal()       # stage 1 of a read that was issued: capture its data
                 m.d.comb += [p_hit.eq(pv.bit_select(sub, 1) & ~attmode & ~dwmode),
-                             p_fill.eq(o1s & ~p_hit1)]
+                             p_fill.eq(o1s & ~p_hit1 & ~dwmode)]
                 p_en = rd & ~p_hit
                 m.d.sync += p_hit1.eq(rd & p_hit)
                 for c in range(L):
@@ -621,6 +621,12 @@ class Unit(wiring.Component):
                         m.d.sync += prec[c].eq(src & REC_USED)
                 held = by_channel(prec, "prec_sel") if Dr > 1 else prec
                 prec_rows = [Mux(p_hit1, held[s], prec_rows[s]) for s in range(R)]
+                if has_dw:
+                    # the depthwise drain's held record of the channel it drains (_depthwise):
+                    # every lane takes it (the port's rows all hold that record, row stride 0)
+                    dw_hit1, dw_rec = Signal(name="dw_p_hit1"), Signal(256, name="dw_prec")
+                    prec_rows = [Mux(dw_hit1, dw_rec, prec_rows[s]) for s in range(R)]
+                    p_share = dict(prec=prec, p_drop=p_drop, dw_hit1=dw_hit1, dw_rec=dw_rec)
             m.d.comb += [self.p.en.eq(p_en), self.p.buf.eq(1), self.p.addr.eq(p_addr),
                          self.p.row_stride.eq(32), self.p.elem_stride.eq(1),
                          self.r.en.eq(rd & has_res), self.r.buf.eq(0),
@@ -671,7 +677,7 @@ class Unit(wiring.Component):
             ns = dict(acc=acc, results=results, o1=o1, npix=npix, co=co, nco=nco,
                             has_res=has_res, rmode=rmode, blk=blk, blocked=blocked, bsz=bsz,
                             regs_ok=getattr(rf, "ok_dw_rsa", None), lane_in=lane_in,
-                            cstep=cstep)
+                            cstep=cstep, p_reuse=p_share if self.p_reuse and has_dw else None)
             # write stage: sub-block wsub of a vector (channels wch = wsub*R .., address
             # offset wsoff = wsub * R * OSTRIDE); attmode: the KV step's writes (its own pulse)
             wr = Signal()
@@ -1255,10 +1261,40 @@ class Unit(wiring.Component):
             m.d.sync += ds1.eq(ds)
         pixr = Signal(A)
         m.d.comb += pixr.eq(prow_r + ox0r)
+        p_en = draining
+        reuse = ns["p_reuse"]
+        if reuse is not None:
+            # p_reuse: the records of the tile's N channels (dprec, in the conv drain's prec
+            # where it has them), read once per channel block (dpv[j]: channel c0r + j held)
+            # instead of once per sub-block and tile; dropped at setup and when the read side
+            # moves on to the next N channels
+            prec = reuse["prec"]
+            dprec = [prec[j] if j < len(prec) else Signal(256, name=f"dw_prec_{j}")
+                     for j in range(N)]
+            dpv, dhit = Signal(N, name="dw_p_valid"), Signal(name="dw_p_hit")
+            m.d.comb += dhit.eq(dpv.bit_select(dj, 1))
+            p_en = draining & ~dhit
+            m.d.sync += reuse["dw_hit1"].eq(draining & dwmode & dhit)
+            with m.If(draining & dwmode & ~dhit):
+                for j in range(N):
+                    with m.If(dj == j):
+                        m.d.sync += dpv[j].eq(1)
+            block_end = (draining & (ds_last if MRr > 1 else 1) & (dj + 1 == N)
+                         & ~(ox0r + M < regs["WOUT"]) & ~(oyr + 1 < tf("ho")))
+            with m.If(reuse["p_drop"] | block_end):
+                m.d.sync += dpv.eq(0)
+            with m.If(dv1 & ~reuse["dw_hit1"]):
+                for j in range(N):
+                    with m.If(dj1 == j):
+                        m.d.sync += dprec[j].eq(self.p.data[0].as_value() & REC_USED)
+            with m.Switch(dj1):
+                for j in range(N):
+                    with m.Case(j):
+                        m.d.comb += reuse["dw_rec"].eq(dprec[j])
         with m.If(dwmode):
             # the channel's parameter record in every row of p (row stride 0): each requant
             # lane reads its fields from its own row, as in a conv (no per-lane multiplexer)
-            m.d.comb += [self.p.en.eq(draining), self.p.addr.eq(tf("p_addr") + (c0r + dj) * 32),
+            m.d.comb += [self.p.en.eq(p_en), self.p.addr.eq(tf("p_addr") + (c0r + dj) * 32),
                          self.p.row_stride.eq(0),
                          self.r.en.eq(draining & ns["has_res"]),
                          self.r.elem_stride.eq(Mux(blocked, bsz, 1)),
