@@ -160,7 +160,7 @@ class Core(wiring.Component):
                                    requant_lanes=self.requant_rmac,
                                    requant_res_lanes=self.requant_rmac_res,
                                    aux_tile=(S, T), stall=stall, p_reuse=p_reuse),
-                      "aux": Unit(kind="AUX", lanes=1, width=N, stall=stall)}
+                      "aux": Unit(kind="AUX", lanes=1, width=N, stall=stall, p_reuse=p_reuse)}
         sig = {}
         for u, unit in self.units.items():
             for name, member in unit.signature.members.items():
