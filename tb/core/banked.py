@@ -125,12 +125,17 @@ class BankedEnv(CoreEnv):
 def simulate_banked(top: BankedCoreTop, env: BankedEnv, *, max_cycles: int = 200_000) -> int:
     """Run ``top`` against ``env`` until the Binary finished and the core halted (as
     ``tb.core.harness.simulate_amaranth``); returns the cycle count. ``env.unit_stalls``: the
-    cycles each unit was frozen by a bank conflict (its ``stall_cycles``), {unit: cycles}."""
+    cycles each unit was frozen by a bank conflict (its ``stall_cycles``), {unit: cycles};
+    ``env.port_waits``: per buffer port of the core, {port: [requests accepted, cycles a
+    request waited (en and not ready)]}."""
     from amaranth.sim import Simulator
 
     core = top.core
+    ports = top.bufs.ports
     names = env.sampled_names()
+    names += [f"{p}__{f}" for p in ports for f in ("en", "ready") if f"{p}__{f}" not in names]
     sigs = [_lookup(core, n) for n in names]
+    env.port_waits = {p: [0, 0] for p in ports}
     drv_sigs = {n: _lookup(core, n) for n in env.driven()}
     result = {}
 
@@ -140,6 +145,9 @@ def simulate_banked(top: BankedCoreTop, env: BankedEnv, *, max_cycles: int = 200
             ctx.set(drv_sigs[n], v)
         async for clk, rst, *vals in ctx.tick().sample(*sigs):
             s = dict(zip(names, (int(v) for v in vals)))
+            for p in ports:
+                if s[f"{p}__en"]:
+                    env.port_waits[p][0 if s[f"{p}__ready"] else 1] += 1
             if s["halted"] == 0b111 and env.done():
                 result["cycles"] = env.cycle
                 result["fault"] = ctx.get(top.bufs.fault)
