@@ -217,9 +217,13 @@ class Unit(wiring.Component):
         bank conflicts. Cost: the used bits of a record (130 of its 256: bias, offset 32 each,
         mult_b, res_b, hsw_b 16, their shifts 6) per lane of the engine, i.e. ``130 * lanes``
         flip-flops (the unused bits are constant 0 registers), plus one valid bit per
-        sub-block, and a ``lanes / R``-to-1 multiplexer of 130 bits in front of each requant
-        lane (with R = lanes, a 2-to-1). None (the default): on with ``stall``, off without
-        (no cycle gain on ideal ports).
+        sub-block; the depthwise drain's N records share them (``130 * (N - lanes)`` more
+        when N > lanes) plus N valid bits: ~1,040 FF per unit at ``paper`` (8 lanes). Logic:
+        a multiplexer of 130 bits in front of each requant lane (held record of its sub-block,
+        the depthwise record, or the port) and the R-MAC's write selection: at ``paper`` ~0.5 k
+        LUT on the MAT unit, ~2.5 k on the R-MAC (estimated from the structure, not
+        synthesised). None (the default): on with
+        ``stall``, off without (no cycle gain on ideal ports, so no reason to pay for it).
 
     Ports
     -----
