@@ -222,8 +222,8 @@ class Unit(wiring.Component):
         a multiplexer of 130 bits in front of each requant lane (held record of its sub-block,
         the depthwise record, or the port) and the R-MAC's write selection: at ``paper`` ~0.5 k
         LUT on the MAT unit, ~2.5 k on the R-MAC (estimated from the structure, not
-        synthesised). None (the default): on with
-        ``stall``, off without (no cycle gain on ideal ports, so no reason to pay for it).
+        synthesised). None (the default): on with ``stall``, off without (no cycle gain on
+        ideal ports, so no reason to pay for it).
 
     Ports
     -----
