@@ -131,7 +131,7 @@ def simulate_banked(top: BankedCoreTop, env: BankedEnv, *, max_cycles: int = 200
     from amaranth.sim import Simulator
 
     core = top.core
-    ports = top.bufs.ports
+    ports = [n for n, *_ in top.bufs.gathers + top.bufs.scatters]
     names = env.sampled_names()
     names += [f"{p}__{f}" for p in ports for f in ("en", "ready") if f"{p}__{f}" not in names]
     sigs = [_lookup(core, n) for n in names]
