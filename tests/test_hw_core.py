@@ -223,6 +223,7 @@ def test_core_rejects_registers_out_of_range(reg, value):
 
 @pytest.mark.parametrize("kw, exc", [
     (dict(N=0), ValueError), (dict(S=65), ValueError), (dict(T=2.0), TypeError),
+    (dict(p_reuse=1), TypeError), (dict(stall=True, p_reuse="yes"), TypeError),
     (dict(packed=1), TypeError), (dict(M=3, packed=True), ValueError),
     (dict(a_bytes=8), ValueError), (dict(a_line=8), ValueError), (dict(a_line=48), ValueError),
     (dict(N=32, a_line=16), ValueError), (dict(a_line=128), ValueError),
@@ -552,7 +553,8 @@ def _run_stalled(name, ready, seed=0):
     return prog, binary, x, env, cycles
 
 
-@pytest.mark.parametrize("name", ["pw_residual", "dw3_s2", "att"])
+@pytest.mark.parametrize("name", ["pw_residual", "dw3_s2", "att", "pw_residual_rr",
+                                  "dw3_s1_res_rr2"])
 def test_core_stall_always_ready(name):
     """A core with backpressure ports, every ``ready`` high: the same cycles as sim.perf (the
     shims and the clock enable cost no cycle) and the same outputs."""
@@ -616,3 +618,34 @@ def test_core_context_module_on_chip(case, layout, monkeypatch):
     np.testing.assert_array_equal(out, golden.run(prog, x)[y])
     np.testing.assert_array_equal(out, funcsim.run(binary, x)[y])
     check_cycles(case, binary, env, cycles)
+
+
+def test_p_reuse_default_and_validation():
+    """``p_reuse`` (hold the parameter records): on by default with ``stall``, off without;
+    a bool or None, checked before anything is built."""
+    from test_board import _silence
+    for kw, want in ((dict(), False), (dict(stall=True), True),
+                     (dict(stall=True, p_reuse=False), False), (dict(p_reuse=True), True)):
+        core = Core(**kw)
+        _silence(core)
+        assert core.p_reuse is want and all(u.p_reuse is want for u in core.units.values()), kw
+    with pytest.raises(TypeError, match="p_reuse"):
+        Unit(kind="MAT", p_reuse=0)
+
+
+@pytest.mark.parametrize("name", ["pw_rq", "pw_residual_rr2", "dw3_s2_rq", "dw3_s1_res_rr",
+                                  "mbconv_rq", "att_d6_rq", "gpw_g3_rq"])
+def test_core_p_reuse_ideal_ports(name):
+    """``p_reuse=True`` on the core without backpressure (ports that never stall): the held
+    records give sim.golden's and sim.funcsim's outputs and not a cycle more or less than
+    sim.perf (check_cycles), with drain sub-blocks (the REQUANT / RES_LANES cases), groups,
+    depthwise tiles and the attention steps (which read their record themselves)."""
+    prog, cfg, x = make_case(name)
+    binary = compile_case(name, prog, cfg)
+    env = CoreEnv(binary, x)
+    cycles = simulate_amaranth(Core.from_config(cfg, p_reuse=True), env, max_cycles=20000)
+    y = prog.outputs[0]
+    out = env.outputs()[y]
+    np.testing.assert_array_equal(out, golden.run(prog, x)[y])
+    np.testing.assert_array_equal(out, funcsim.run(binary, x)[y])
+    check_cycles(name, binary, env, cycles)

@@ -189,10 +189,11 @@ def test_classify(req, want):
     assert classify(req, word=8) == want
 
 
-def record(names):
+def record(names, p_reuse=None):
     """The requests of the backpressure core (``Core(stall=True)``, what the word buffers
     serve; every ``ready`` high) on the blocked Binaries ``names`` of tests/test_blockreg.py
-    (tb.core.geometry.RecordingEnv), each run bit-exact with sim.golden."""
+    (tb.core.geometry.RecordingEnv), each run bit-exact with sim.golden. Also returned: the
+    cycles of each run (``record.cycles[name]``)."""
     from test_blockreg import compiled_case
 
     from hw.core import Core
@@ -203,11 +204,16 @@ def record(names):
     for name in names:
         prog, cfg, binary, x = compiled_case(name)
         env = RecordingEnv(binary, x, ready=1.0)
-        simulate_amaranth(Core.from_config(cfg, stall=True), env, max_cycles=60000)
+        record.cycles[name] = simulate_amaranth(Core.from_config(cfg, stall=True,
+                                                                 p_reuse=p_reuse),
+                                                env, max_cycles=60000)
         y = prog.outputs[0]
         assert (env.outputs()[y] == golden.run(prog, x)[y]).all(), name
         reqs += [dict(r, case=name) for r in env.requests]
     return reqs
+
+
+record.cycles = {}
 
 
 def check_geometry(reqs):
@@ -243,14 +249,14 @@ def test_request_geometry_all():
     check_geometry(record(RTL_COMPILED))
 
 
-def run_core(name, buffers="word", word=8):
+def run_core(name, buffers="word", word=8, p_reuse=None):
     """The blocked Binary ``name`` of tests/test_blockreg.py on one ``Core(stall=True)`` and the
     ``buffers`` of tb.core.banked: (prog, binary, x, env, cycles)."""
     from test_blockreg import compiled_case
 
     from tb.core.banked import BankedCoreTop, BankedEnv, simulate_banked
     prog, cfg, binary, x = compiled_case(name)
-    top = BankedCoreTop(cfg, buffers=buffers, word=word)
+    top = BankedCoreTop(cfg, buffers=buffers, word=word, p_reuse=p_reuse)
     env = BankedEnv(binary, x, top)
     return prog, binary, x, env, simulate_banked(top, env, max_cycles=100_000)
 
@@ -363,3 +369,95 @@ def test_accelerator_word_buffers_convert():
     acc = Accelerator(config="small:L=1", sems=16, buffers="word")
     text = verilog.convert(acc, name="trio_accel", emit_src=False)
     assert "violation" in text and "mat_x__ready" in text
+
+
+def p_reads(binary, cfg, *, reuse):
+    """The p requests of the conv / linear (CONV_MAT, CONV_RDF) and depthwise (DW_RSA)
+    instructions of ``binary``'s core 0, counted from the instructions' fields and the unit's
+    registers (its SETRs). Conv: per output-channel block (``GROUPS * ceil(nco / GROUPS /
+    lanes)``) the drain reads its records in ``lanes / R`` sub-blocks (``lanes / R_res`` for an
+    R-MAC instruction with a residual and an epilogue), once per block with the records held
+    (``reuse``), else once per output pixel (``ho * WOUT``). Depthwise: a tile is N channels x
+    M pixels of a row, ``ceil(nco / N) * ho * ceil(WOUT / M)`` tiles; its drain reads each
+    channel's record once per sub-block of ``R`` (``R_res``) pixels, with ``reuse`` once per
+    block of N channels. Returns {unit: count}."""
+    from sim.isa import REGS
+    regs = {"MAT": {}, "RMAC": {}}
+    lanes = {"MAT": (cfg.S, cfg.requant_lanes("MAT"), cfg.requant_lanes("MAT")),
+             "RMAC": (cfg.M, cfg.requant_lanes("RMAC"), cfg.requant_res_lanes())}
+    count = {"MAT": 0, "RMAC": 0}
+    for ins in binary.streams["core0"]:
+        u = ins.unit
+        if u not in regs:
+            continue
+        if ins.op == "SETR":
+            regs[u][ins["reg"]] = ins["value"]
+        elif ins.op in ("CONV_MAT", "CONV_RDF"):
+            r = regs[u]
+            lan, R, Rr = lanes[u]
+            groups = r[REGS["GROUPS"]]
+            blocks = groups * -(-(ins["nco"] // groups) // lan)
+            res = u == "RMAC" and r[REGS["RES_ADDR"]] >= 0 and not r.get(REGS["NOEPI"], 0)
+            subs = lan // (Rr if res else R)
+            pixels = 1 if reuse else ins["ho"] * r[REGS["WOUT"]]
+            count[u] += blocks * subs * pixels
+        elif ins.op == "DW_RSA":
+            r, (M, R, Rr), N = regs[u], lanes[u], cfg.N
+            blocks = -(-ins["nco"] // N)
+            if reuse:
+                count[u] += blocks * N
+            else:
+                subs = M // (Rr if r[REGS["RES_ADDR"]] >= 0 else R)
+                count[u] += blocks * ins["ho"] * -(-r[REGS["WOUT"]] // M) * N * subs
+    return count
+
+
+#: blocked Binaries with conv / linear / depthwise instructions: pointwise, residual with
+#: fewer requant (residual) lanes than the engine (sub-blocks), depthwise with a residual, a
+#: 3x3 stride-2 conv, grouped, a linear layer, depthwise stride 2, an MBConv on the paper's
+#: core (MAT: 2 sub-blocks; R-MAC residual: 4)
+P_CASES = ["pw", "pw_res_rq", "pw_res_rr", "dw3_res", "conv3_s2", "gpw", "linear", "dw3_s2",
+           "mbconv_paper_core"]
+
+
+@pytest.mark.parametrize("name", P_CASES[:4] + [pytest.param(n, marks=pytest.mark.regress)
+                                                for n in P_CASES[4:]])
+def test_core_p_reads_once_per_channel_block(name):
+    """``Core(stall=True)`` holds the parameter records (``p_reuse``, its default): the p
+    requests of its conv / linear instructions are one per output-channel block and drain
+    sub-block, of its depthwise ones one per channel, as counted from the instructions' fields
+    (p_reads), where the core without it reads them for every output pixel (depthwise: every
+    sub-block of every tile); both bit-exact with sim.golden (record() checks), and with every
+    ``ready`` high the same cycles either way."""
+    from test_blockreg import compiled_case
+    _prog, cfg, binary, _x = compiled_case(name)
+    got = {}
+    for reuse in (True, False):
+        reqs = record([name], p_reuse=reuse)
+        got[reuse] = {u: sum(1 for q in reqs if q["port"] == f"{u.lower()}_p"
+                             and (q["op"] or "").startswith(("CONV", "DW")))
+                      for u in ("MAT", "RMAC")}
+        assert got[reuse] == p_reads(binary, cfg, reuse=reuse), (reuse, got)
+        got[reuse, "cycles"] = record.cycles[name]
+    assert got[True, "cycles"] == got[False, "cycles"]
+    if name == "linear":    # one pixel per channel block: nothing to hold across pixels
+        assert got[True] == got[False]
+    else:
+        assert sum(got[True].values()) < sum(got[False].values())
+
+
+@pytest.mark.parametrize("name", ["pw_res_rq", pytest.param("mbconv_paper_core",
+                                                            marks=pytest.mark.regress)])
+def test_core_p_reuse_fewer_stalls(name):
+    """On the word buffers the held records cost fewer bank conflicts: fewer stall cycles and
+    fewer cycles than the same core reading them per pixel, both bit-exact with sim.golden and
+    sim.funcsim (printed with -s)."""
+    from test_banked_core import assert_core_run
+    runs = {}
+    for reuse in (False, True):
+        prog, binary, x, env, cycles = run_core(name, p_reuse=reuse)
+        assert_core_run(f"word buffers, p_reuse={reuse}", name, prog, binary, x, env, cycles)
+        runs[reuse] = cycles, sum(env.unit_stalls.values())
+    print(f"{name}: cycles, unit stall cycles without / with p_reuse: {runs[False]} / "
+          f"{runs[True]}")
+    assert runs[True][0] < runs[False][0] and runs[True][1] < runs[False][1]

@@ -73,7 +73,11 @@ class Core(wiring.Component):
     have the residual path, a divisor of ``requant_rmac``; None: all of them; an instruction
     with a residual drains through those only); ``stall`` (the buffer ports have ``ready``
     backpressure and the units freeze while a request waits: ``hw.core.unit.Unit``'s ``stall``;
-    requests served by the core's local buffers are always accepted at once).
+    requests served by the core's local buffers are always accepted at once); ``p_reuse``
+    (bool or None: the MAT and R-MAC units hold the parameter records they read and do not
+    read them again within a channel block, ``hw.core.unit.Unit``'s ``p_reuse``; None, the
+    default: on with ``stall``, where fewer requests mean fewer bank conflicts, off without,
+    where the cycles are the same either way).
     ``Core.from_config(cfg)`` takes them from a
     ``sim.config.AccelConfig``. ``aux_buf`` is the :class:`hw.core.auxbuf.AuxBuffer`,
     ``div_mem`` the DIV ``lib.memory.Memory``, ``a_store`` buffer A's (None without one)
@@ -96,7 +100,7 @@ class Core(wiring.Component):
                  aux_bytes: int = 4096, div_bytes: int = 1024, a_bytes: int = 8192,
                  a_line: int | None = None, requant_mat: int | None = None,
                  requant_rmac: int | None = None, requant_rmac_res: int | None = None,
-                 stall: bool = False):
+                 stall: bool = False, p_reuse: bool | None = None):
         # validate every parameter before building anything: a rejected core leaves no
         # half-built buffers behind (each would warn UnusedElaboratable when collected)
         for k, v in dict(N=N, M=M, T=T, S=S).items():
@@ -115,6 +119,11 @@ class Core(wiring.Component):
             raise ValueError(f"packed=True needs even M and S, got M={M}, S={S}")
         if not isinstance(stall, bool):
             raise TypeError(f"stall must be a bool, got {stall!r}")
+        if p_reuse is None:
+            p_reuse = stall
+        if not isinstance(p_reuse, bool):
+            raise TypeError(f"p_reuse must be a bool or None, got {p_reuse!r}")
+        self.p_reuse = p_reuse
         # requant lanes: divisors of S / M
         for k, v, what, lanes in (("requant_mat", requant_mat, "S", S),
                                   ("requant_rmac", requant_rmac, "M", M)):
@@ -145,12 +154,13 @@ class Core(wiring.Component):
                                    aligned_writes=True, read_bytes=N,
                                    write_bytes=self.a_line) if a_bytes else None
         self.units = {"mat": Unit(kind="MAT", lanes=S, width=T, packed=packed,
-                                  requant_lanes=self.requant_mat, stall=stall),
+                                  requant_lanes=self.requant_mat, stall=stall,
+                                  p_reuse=p_reuse),
                       "rmac": Unit(kind="RMAC", lanes=M, width=N, packed=packed,
                                    requant_lanes=self.requant_rmac,
                                    requant_res_lanes=self.requant_rmac_res,
-                                   aux_tile=(S, T), stall=stall),
-                      "aux": Unit(kind="AUX", lanes=1, width=N, stall=stall)}
+                                   aux_tile=(S, T), stall=stall, p_reuse=p_reuse),
+                      "aux": Unit(kind="AUX", lanes=1, width=N, stall=stall, p_reuse=p_reuse)}
         sig = {}
         for u, unit in self.units.items():
             for name, member in unit.signature.members.items():
@@ -163,11 +173,12 @@ class Core(wiring.Component):
         super().__init__(sig)
 
     @classmethod
-    def from_config(cls, cfg, *, packed: bool | None = None, stall: bool = False) -> "Core":
+    def from_config(cls, cfg, *, packed: bool | None = None, stall: bool = False,
+                    p_reuse: bool | None = None) -> "Core":
         kw = cls.config_params(cfg)
         if packed is not None:
             kw["packed"] = packed
-        return cls(stall=stall, **kw)
+        return cls(stall=stall, p_reuse=p_reuse, **kw)
 
     @staticmethod
     def config_params(cfg) -> dict:

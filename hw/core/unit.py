@@ -87,6 +87,11 @@ __all__ = ["Unit", "field_slices", "REC_FIELDS"]
 
 #: the 8 int32 fields of a per-channel parameter record (sim.compile.records.param_block)
 REC_FIELDS = ("bias", "mult_b", "mult_c", "offset", "res_b", "res_c", "hsw_b", "hsw_c")
+#: the bits of a record the requant lanes use (``Unit(p_reuse=True)`` holds only these): bias
+#: and offset whole, mult_b, res_b, hsw_b their low 16 bits, mult_c, res_c, hsw_c their low 6
+REC_USED_BITS = dict(bias=32, mult_b=16, mult_c=6, offset=32, res_b=16, res_c=6, hsw_b=16,
+                     hsw_c=6)
+REC_USED = sum(((1 << REC_USED_BITS[f]) - 1) << (32 * i) for i, f in enumerate(REC_FIELDS))
 KINDS = ("MAT", "RMAC", "AUX")
 #: the compute opcodes of each unit kind, read from the unit column of ``sim.isa.FORMATS``: a
 #: unit builds the datapath of these only (see ``CONV_OPS`` .. ``POOL_OPS`` for what each means)
@@ -197,6 +202,28 @@ class Unit(wiring.Component):
         the unit waits for ``ready``, the whole unit (decoder, sequencers, engine, accumulators,
         requant lanes) is frozen by a clock enable and its streams are held; see
         ``_elaborate_stalled``. With every ``ready`` high it runs cycle for cycle as without.
+    p_reuse : bool or None
+        Hold the parameter records the ``p`` port returned and do not issue a ``p`` request
+        whose records are already held (a MAT / R-MAC unit: the conv / linear drain and the
+        depthwise drain). The conv drain keeps one record per engine lane (the channels of
+        the current output vector, each sub-block's records where the drain reads a vector
+        in ``lanes / R`` sub-blocks) and reads them once per channel block instead of once
+        per output pixel; the depthwise drain keeps the record of the channel it drains
+        (read once per channel of a tile instead of once per sub-block). What is held is
+        dropped at every compute instruction's setup (so an LD between instructions is never
+        missed) and when the drain moves to the next channel block. The requant lanes take
+        the held records where they took the port's data: results and, on ports that never
+        stall, cycles are unchanged; on stalling buffers (``stall``) fewer requests mean fewer
+        bank conflicts. Cost: the used bits of a record (130 of its 256: bias, offset 32 each,
+        mult_b, res_b, hsw_b 16, their shifts 6) per lane of the engine, i.e. ``130 * lanes``
+        flip-flops (the unused bits are constant 0 registers), plus one valid bit per
+        sub-block; the depthwise drain's N records share them (``130 * (N - lanes)`` more
+        when N > lanes) plus N valid bits: ~1,040 FF per unit at ``paper`` (8 lanes). Logic:
+        a multiplexer of 130 bits in front of each requant lane (held record of its sub-block,
+        the depthwise record, or the port) and the R-MAC's write selection: at ``paper`` ~0.5 k
+        LUT on the MAT unit, ~2.5 k on the R-MAC (estimated from the structure, not
+        synthesised). None (the default): on with ``stall``, off without (no cycle gain on
+        ideal ports, so no reason to pay for it).
 
     Ports
     -----
@@ -213,7 +240,8 @@ class Unit(wiring.Component):
 
     def __init__(self, *, kind: str, lanes: int = 8, width: int = 8, packed: bool = False,
                  requant_lanes: int | None = None, requant_res_lanes: int | None = None,
-                 aux_tile: tuple[int, int] | None = None, stall: bool = False):
+                 aux_tile: tuple[int, int] | None = None, stall: bool = False,
+                 p_reuse: bool | None = None):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
@@ -250,6 +278,12 @@ class Unit(wiring.Component):
         if not isinstance(stall, bool):
             raise TypeError(f"stall must be a bool, got {stall!r}")
         self.stall = stall
+        if p_reuse is None:
+            p_reuse = stall
+        if not isinstance(p_reuse, bool):
+            raise TypeError(f"p_reuse must be a bool or None, got {p_reuse!r}")
+        #: the p port's records are held and not read again (the AUX unit: no effect)
+        self.p_reuse = p_reuse
         gather = lambda **kw: gather_read_signature(stall=stall, **kw)      # noqa: E731
         scatter = lambda **kw: scatter_write_signature(stall=stall, **kw)   # noqa: E731
         sig = {
@@ -311,7 +345,9 @@ class Unit(wiring.Component):
         only in advancing cycles, so nothing outside sees a frozen cycle as a step."""
         m = Module()
         inner = Unit(kind=self.kind, lanes=self.lanes, width=self.width, packed=self.packed,
-                     requant_lanes=self.requant_lanes, aux_tile=self.aux_tile)
+                     requant_lanes=self.requant_lanes,
+                     requant_res_lanes=self.requant_res_lanes, aux_tile=self.aux_tile,
+                     p_reuse=self.p_reuse)
         stall = Signal()
         adv = Signal()
         m.d.comb += adv.eq(~stall)
@@ -493,6 +529,7 @@ class Unit(wiring.Component):
             Rr, Dr = self.requant_res_lanes, self.drain_res
             # rmode: this instruction drains through the Rr residual lanes (Rr < R only)
             rmode = Signal()
+            attmode = Signal()      # an attention instruction runs (hw.core.attention)
 
             def dsel(normal, residual):
                 """``normal``, or ``residual`` in residual mode (Rr < R)."""
@@ -531,41 +568,79 @@ class Unit(wiring.Component):
                 # other lanes' outputs are masked then: their selection ignores the mode and
                 # decodes only the bits of sub1 normal mode uses; a lane's value matters only
                 # in a cycle with o1s)
-                acc_sel = [Signal(signed(32), name=f"acc_sel_{s}") for s in range(R)]
-                for s in range(R):
-                    res_lane = Rr < R and s < Rr
-                    nq = Dr if res_lane else D
-                    qb = (nq - 1).bit_length()
-                    if not qb:
-                        m.d.comb += acc_sel[s].eq(acc[s])
-                        continue
-                    with m.Switch(sub1[:qb]):
-                        for j in range(nq):
-                            if j >= D:
-                                v = acc[j * Rr + s]
-                            elif res_lane and j:
-                                v = dsel(acc[j * R + s], acc[j * Rr + s])
-                            else:
-                                v = acc[j * R + s]
-                            with m.Case(j):
-                                m.d.comb += acc_sel[s].eq(v)
+                def by_channel(vals, name):
+                    """Lane s's entry of ``vals`` (one per channel of the vector) in stage 1."""
+                    sel = [Signal(vals[0].shape(), name=f"{name}_{s}") for s in range(R)]
+                    for s in range(R):
+                        res_lane = Rr < R and s < Rr
+                        nq = Dr if res_lane else D
+                        qb = (nq - 1).bit_length()
+                        if not qb:
+                            m.d.comb += sel[s].eq(vals[s])
+                            continue
+                        with m.Switch(sub1[:qb]):
+                            for j in range(nq):
+                                if j >= D:
+                                    v = vals[j * Rr + s]
+                                elif res_lane and j:
+                                    v = dsel(vals[j * R + s], vals[j * Rr + s])
+                                else:
+                                    v = vals[j * R + s]
+                                with m.Case(j):
+                                    m.d.comb += sel[s].eq(v)
+                    return sel
+                acc_sel = by_channel(acc, "acc_sel")
                 p_addr = pco_o + dsel(sub * (32 * R), sub * (32 * Rr))
                 r_addr = rco_o + (pix_o << blk) + Mux(blocked, 0, rsoff)
                 rd_vec = rd & rd_last       # the vector's last sub-block is read
             else:       # one lane per engine lane: the vector in one cycle
                 rd, o1s, acc_sel, start = e_valid, o1, acc, None
                 p_addr, r_addr, rd_vec = pco_o, rco_o + (pix_o << blk), e_valid
-            m.d.comb += [self.p.en.eq(rd), self.p.buf.eq(1), self.p.addr.eq(p_addr),
+                sub, sub1 = Const(0, 1), Const(0, 1)
+            # p_reuse: prec[c] holds the record of channel c of the vector (the used bits,
+            # REC_USED), pv[j] says sub-block j's records are held (the current channel block);
+            # a read whose sub-block is held is not issued (p_hit) and its lanes take prec
+            # (p_hit1) instead of the port's data. pv is dropped at each instruction's setup
+            # (p_drop) and when the drain leaves a channel block; the attention and depthwise
+            # steps never hit (they drive p themselves).
+            p_en = rd
+            prec_rows = [self.p.data[s].as_value() for s in range(R)]
+            if self.p_reuse:
+                prec = [Signal(256, name=f"prec_{c}") for c in range(L)]
+                pv = Signal(Dr, name="p_valid")
+                p_hit, p_hit1, p_drop = Signal(), Signal(), Signal()
+                p_fill = Signal()       # stage 1 of a read that was issued: capture its data
+                m.d.comb += [p_hit.eq(pv.bit_select(sub, 1) & ~attmode & ~dwmode),
+                             p_fill.eq(o1s & ~p_hit1 & ~dwmode)]
+                p_en = rd & ~p_hit
+                m.d.sync += p_hit1.eq(rd & p_hit)
+                for c in range(L):
+                    jn, sn = divmod(c, R)
+                    src, cond = self.p.data[sn].as_value(), sub1 == jn
+                    if Rr < R:
+                        jr, sr = divmod(c, Rr)
+                        src = Mux(rmode, self.p.data[sr].as_value(), src)
+                        cond = Mux(rmode, sub1 == jr, cond)
+                    with m.If(p_fill & cond):
+                        m.d.sync += prec[c].eq(src & REC_USED)
+                held = by_channel(prec, "prec_sel") if Dr > 1 else prec
+                prec_rows = [Mux(p_hit1, held[s], prec_rows[s]) for s in range(R)]
+                if has_dw:
+                    # the depthwise drain's held record of the channel it drains (_depthwise):
+                    # every lane takes it (the port's rows all hold that record, row stride 0)
+                    dw_hit1, dw_rec = Signal(name="dw_p_hit1"), Signal(256, name="dw_prec")
+                    prec_rows = [Mux(dw_hit1, dw_rec, prec_rows[s]) for s in range(R)]
+                    p_share = dict(prec=prec, p_drop=p_drop, dw_hit1=dw_hit1, dw_rec=dw_rec)
+            m.d.comb += [self.p.en.eq(p_en), self.p.buf.eq(1), self.p.addr.eq(p_addr),
                          self.p.row_stride.eq(32), self.p.elem_stride.eq(1),
                          self.r.en.eq(rd & has_res), self.r.buf.eq(0),
                          self.r.addr.eq(r_addr), self.r.row_stride.eq(0),
                          self.r.elem_stride.eq(Mux(blocked, 1, regs["RSTRIDE"]))]
             # output stage 1: bias add, requant lanes
-            attmode = Signal()      # an attention instruction runs (hw.core.attention)
             rq_valid = Signal()
             results, rq_lanes, lane_in = [], [], []
             for s in range(R):
-                rec = self.p.data[s].as_value()
+                rec = prec_rows[s]
                 f = {n: rec[32 * i:32 * i + 32] for i, n in enumerate(REC_FIELDS)}
                 tot = Signal(signed(32), name=f"sum_{s}")
                 # the lane's sum: acc_sel (conv), or a held depthwise sum (Unit._depthwise
@@ -606,7 +681,7 @@ class Unit(wiring.Component):
             ns = dict(acc=acc, results=results, o1=o1, npix=npix, co=co, nco=nco,
                             has_res=has_res, rmode=rmode, blk=blk, blocked=blocked, bsz=bsz,
                             regs_ok=getattr(rf, "ok_dw_rsa", None), lane_in=lane_in,
-                            cstep=cstep)
+                            cstep=cstep, p_reuse=p_share if self.p_reuse and has_dw else None)
             # write stage: sub-block wsub of a vector (channels wch = wsub*R .., address
             # offset wsoff = wsub * R * OSTRIDE); attmode: the KV step's writes (its own pulse)
             wr = Signal()
@@ -678,6 +753,16 @@ class Unit(wiring.Component):
                                      rcg_o.eq(rcg_o + gr)]
                 with m.Else():
                     m.d.sync += pix_o.eq(pix_o + 1)
+            if self.p_reuse:
+                with m.If(rd & ~p_hit & ~attmode & ~dwmode):
+                    for j in range(Dr):
+                        with m.If(sub == j):
+                            m.d.sync += pv[j].eq(1)
+                # (after the line above: a block's end or a setup drops everything)
+                with m.If(p_drop | (rd_vec & (pix_o + 1 == npix))):
+                    m.d.sync += pv.eq(0)
+            else:
+                p_drop = Signal()       # (driven by the setup states, unused)
             last_write = Signal()
             m.d.comb += last_write.eq(wr_vec & (pix_w + 1 == npix) & (co_w + L >= coutg)
                                       & (g_w + 1 == regs["GROUPS"]))
@@ -772,7 +857,7 @@ class Unit(wiring.Component):
                 m.d.comb += self.halted.eq(1)
             if compute_op is not None:
                 with m.State("SETUP"):
-                    m.d.comb += busy.eq(1)
+                    m.d.comb += [busy.eq(1), p_drop.eq(1)]
                     with m.If(~supported):
                         fail(op)
                     if has_dw:
@@ -872,7 +957,7 @@ class Unit(wiring.Component):
                     with m.If(Mux(dwmode, dw_last_write, last_write)):
                         m.next = "FETCH"
                 with m.State("ASETUP"):          # attention step (hw.core.attention)
-                    m.d.comb += busy.eq(1)
+                    m.d.comb += [busy.eq(1), p_drop.eq(1)]
                     with m.If(~att.ok):     # (BLOCK checked there)
                         fail(op)
                     with m.Else():
@@ -1180,10 +1265,40 @@ class Unit(wiring.Component):
             m.d.sync += ds1.eq(ds)
         pixr = Signal(A)
         m.d.comb += pixr.eq(prow_r + ox0r)
+        p_en = draining
+        reuse = ns["p_reuse"]
+        if reuse is not None:
+            # p_reuse: the records of the tile's N channels (dprec, in the conv drain's prec
+            # where it has them), read once per channel block (dpv[j]: channel c0r + j held)
+            # instead of once per sub-block and tile; dropped at setup and when the read side
+            # moves on to the next N channels
+            prec = reuse["prec"]
+            dprec = [prec[j] if j < len(prec) else Signal(256, name=f"dw_prec_{j}")
+                     for j in range(N)]
+            dpv, dhit = Signal(N, name="dw_p_valid"), Signal(name="dw_p_hit")
+            m.d.comb += dhit.eq(dpv.bit_select(dj, 1))
+            p_en = draining & ~dhit
+            m.d.sync += reuse["dw_hit1"].eq(draining & dwmode & dhit)
+            with m.If(draining & dwmode & ~dhit):
+                for j in range(N):
+                    with m.If(dj == j):
+                        m.d.sync += dpv[j].eq(1)
+            block_end = (draining & (ds_last if MRr > 1 else 1) & (dj + 1 == N)
+                         & ~(ox0r + M < regs["WOUT"]) & ~(oyr + 1 < tf("ho")))
+            with m.If(reuse["p_drop"] | block_end):
+                m.d.sync += dpv.eq(0)
+            with m.If(dv1 & ~reuse["dw_hit1"]):
+                for j in range(N):
+                    with m.If(dj1 == j):
+                        m.d.sync += dprec[j].eq(self.p.data[0].as_value() & REC_USED)
+            with m.Switch(dj1):
+                for j in range(N):
+                    with m.Case(j):
+                        m.d.comb += reuse["dw_rec"].eq(dprec[j])
         with m.If(dwmode):
             # the channel's parameter record in every row of p (row stride 0): each requant
             # lane reads its fields from its own row, as in a conv (no per-lane multiplexer)
-            m.d.comb += [self.p.en.eq(draining), self.p.addr.eq(tf("p_addr") + (c0r + dj) * 32),
+            m.d.comb += [self.p.en.eq(p_en), self.p.addr.eq(tf("p_addr") + (c0r + dj) * 32),
                          self.p.row_stride.eq(0),
                          self.r.en.eq(draining & ns["has_res"]),
                          self.r.elem_stride.eq(Mux(blocked, bsz, 1)),

@@ -35,12 +35,13 @@ LINE = 16
 class BankedCoreTop(Elaboratable):
     """``core`` (``stall=True``) on ``BankedBuffers`` (``buffers="banked"``) or
     ``WordBankedBuffers`` (``buffers="word"``) of ``cfg``'s sizes with ``banks`` banks of
-    ``word`` bytes."""
+    ``word`` bytes; ``p_reuse``: the core's (``hw.core.Core``; None: its default, on)."""
 
-    def __init__(self, cfg, *, banks: int = 8, word: int = 8, buffers: str = "banked"):
+    def __init__(self, cfg, *, banks: int = 8, word: int = 8, buffers: str = "banked",
+                 p_reuse: bool | None = None):
         if buffers not in ("banked", "word"):
             raise ValueError(f"buffers must be 'banked' or 'word', got {buffers!r}")
-        self.core = Core.from_config(cfg, stall=True)
+        self.core = Core.from_config(cfg, stall=True, p_reuse=p_reuse)
         kind = BankedBuffers if buffers == "banked" else WordBankedBuffers
         self.bufs = kind(core_signature=self.core.signature, cores=1, line=LINE,
                          banks=banks, word=word,
@@ -123,12 +124,18 @@ class BankedEnv(CoreEnv):
 
 def simulate_banked(top: BankedCoreTop, env: BankedEnv, *, max_cycles: int = 200_000) -> int:
     """Run ``top`` against ``env`` until the Binary finished and the core halted (as
-    ``tb.core.harness.simulate_amaranth``); returns the cycle count."""
+    ``tb.core.harness.simulate_amaranth``); returns the cycle count. ``env.unit_stalls``: the
+    cycles each unit was frozen by a bank conflict (its ``stall_cycles``), {unit: cycles};
+    ``env.port_waits``: per buffer port of the core, {port: [requests accepted, cycles a
+    request waited (en and not ready)]}."""
     from amaranth.sim import Simulator
 
     core = top.core
+    ports = [n for n, *_ in top.bufs.gathers + top.bufs.scatters]
     names = env.sampled_names()
+    names += [f"{p}__{f}" for p in ports for f in ("en", "ready") if f"{p}__{f}" not in names]
     sigs = [_lookup(core, n) for n in names]
+    env.port_waits = {p: [0, 0] for p in ports}
     drv_sigs = {n: _lookup(core, n) for n in env.driven()}
     result = {}
 
@@ -138,9 +145,14 @@ def simulate_banked(top: BankedCoreTop, env: BankedEnv, *, max_cycles: int = 200
             ctx.set(drv_sigs[n], v)
         async for clk, rst, *vals in ctx.tick().sample(*sigs):
             s = dict(zip(names, (int(v) for v in vals)))
+            for p in ports:
+                if s[f"{p}__en"]:
+                    env.port_waits[p][0 if s[f"{p}__ready"] else 1] += 1
             if s["halted"] == 0b111 and env.done():
                 result["cycles"] = env.cycle
                 result["fault"] = ctx.get(top.bufs.fault)
+                env.unit_stalls = {u: ctx.get(unit.stall_cycles)
+                                   for u, unit in core.units.items()}
                 if hasattr(top.bufs, "violation") and ctx.get(top.bufs.violation):
                     result["violation"] = top.bufs.ports[ctx.get(top.bufs.violation_port)]
                 return
