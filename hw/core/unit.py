@@ -641,7 +641,8 @@ class Unit(wiring.Component):
             results, rq_lanes, lane_in = [], [], []
             for s in range(R):
                 rec = prec_rows[s]
-                f = {n: rec[32 * i:32 * i + 32] for i, n in enumerate(REC_FIELDS)}
+                # each field at the bits the lanes use (REC_USED_BITS, what p_reuse holds)
+                f = {n: rec[32 * i:32 * i + REC_USED_BITS[n]] for i, n in enumerate(REC_FIELDS)}
                 tot = Signal(signed(32), name=f"sum_{s}")
                 # the lane's sum: acc_sel (conv), or a held depthwise sum (Unit._depthwise
                 # drives lane_in in DW mode), plus the bias of the lane's record (none in an
@@ -654,12 +655,12 @@ class Unit(wiring.Component):
                              hswish_in_bits=16)
                 m.submodules[f"requant_{s}"] = rq
                 rq_lanes.append(rq)
-                m.d.comb += [rq.acc.eq(tot), rq.b.eq(f["mult_b"][:16]), rq.c.eq(f["mult_c"][:6]),
+                m.d.comb += [rq.acc.eq(tot), rq.b.eq(f["mult_b"]), rq.c.eq(f["mult_c"]),
                              rq.offset.eq(f["offset"].as_signed()),
                              rq.relu_en.eq(regs["ACT"] == ACTS["relu"]),
                              rq.hswish_en.eq(regs["ACT"] == ACTS["hswish"]),
-                             rq.three.eq(regs["THREE"][:16]), rq.hb.eq(f["hsw_b"][:16]),
-                             rq.hc.eq(f["hsw_c"][:6]), rq.in_valid.eq(o1s & ~noepi)]
+                             rq.three.eq(regs["THREE"][:16]), rq.hb.eq(f["hsw_b"]),
+                             rq.hc.eq(f["hsw_c"]), rq.in_valid.eq(o1s & ~noepi)]
                 if s < Rr:
                     # the residual of lane s: element s of the r data (planar, or one sub-block),
                     # else element rsel1 * Rr + s of the vector's word (blocked, above)
@@ -671,8 +672,8 @@ class Unit(wiring.Component):
                                 with m.Case(j):
                                     m.d.comb += r_s.eq(self.r.data[0][j * Rr + s])
                     m.d.comb += [rq.res.eq(_byte(r_s, regs["RSIGNED"])),
-                                 rq.rb.eq(Mux(has_res, f["res_b"][:16], 0)),
-                                 rq.rc.eq(Mux(has_res, f["res_c"][:6], 0))]
+                                 rq.rb.eq(Mux(has_res, f["res_b"], 0)),
+                                 rq.rc.eq(Mux(has_res, f["res_c"], 0))]
                 if s == 0:
                     m.d.comb += rq_valid.eq(rq.out_valid)
                 y = Signal(signed(32), name=f"y_{s}")
