@@ -142,10 +142,6 @@ def _estimate_accelerator(args) -> int:
     if buffers not in BUFFER_KINDS:
         raise registry.RegistryError(f"buffers must be behavioural, banked or word, got "
                                      f"{buffers!r}")
-    if method == "whole" and buffers == "behavioural":
-        raise registry.RegistryError("method=whole synthesises hardware buffers only: the "
-                                     "behavioural global buffers (a read port per byte lane) "
-                                     "are a simulation model; pass --param buffers=word")
     banks = registry.parse_value("banks", extra.get("banks", "8"), 8)
     sems = registry.parse_value("sems", extra.get("sems", str(SEM_IDS)), SEM_IDS)
     if not 1 <= sems <= 1 << 16:
@@ -155,9 +151,12 @@ def _estimate_accelerator(args) -> int:
         check_pow2("banks", banks, lo=2, hi=64)
     except (ValueError, TypeError) as e:
         raise registry.RegistryError(str(e)) from None
-    res = estimate_accelerator(cfg, sems=sems, buffers=buffers, banks=banks, method=method,
-                               progress=lambda parts: tqdm(
-        parts, desc="estimate", unit="part", disable=args.json))
+    try:
+        res = estimate_accelerator(cfg, sems=sems, buffers=buffers, banks=banks, method=method,
+                                   progress=lambda parts: tqdm(
+            parts, desc="estimate", unit="part", disable=args.json))
+    except ValueError as e:     # e.g. method=whole on the behavioural buffers
+        raise registry.RegistryError(str(e)) from None
     print(json.dumps(res, sort_keys=True) if args.json else format_table(res))
     return 0
 

@@ -50,5 +50,7 @@ def test_accelerator_errors_are_one_line():
     assert r.returncode == 2 and "unknown config" in r.stderr and r.stderr.count("\n") == 1
     r = run("estimate", "accelerator", "--config", "small", "--param", "L=3")
     assert r.returncode == 2 and "sems" in r.stderr
+    r = run("estimate", "accelerator", "--config", "small", "--param", "method=whole")
+    assert r.returncode == 2 and "not synthesizable" in r.stderr and r.stderr.count("\n") == 1
     r = run("verilog", "accelerator", "--config", "small:L=17")
     assert r.returncode == 2 and "L" in r.stderr, r.stderr

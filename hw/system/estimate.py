@@ -169,7 +169,7 @@ def _estimate_whole(cfg, *, sems, buffers, banks, estimate_verilog=None) -> list
     if buffers not in ("banked", "word"):
         raise ValueError(f"method 'whole' synthesises hardware buffers only (banked or word): "
                          f"the {buffers!r} global buffers are a simulation model with a read "
-                         f"port per byte lane, not synthesizable")
+                         f"port per byte lane, not synthesizable (use buffers='word')")
     if estimate_verilog is None:
         from hw.estimate import estimate_verilog
     top = "trio_accel"
